@@ -1,1 +1,90 @@
-//! placeholder
+//! Real-process test harness for rampart.
+//!
+//! Integration tests start real `redis-server`, `redis-sentinel`, `nutcracker` and proxy
+//! processes on loopback ports chosen by the OS, talk to them with a tiny blocking RESP
+//! client, and inject faults for real: SIGKILL, SIGSTOP/SIGCONT, and a TCP link that
+//! delays, blackholes or resets traffic. Every guard kills (SIGKILL) and reaps its process
+//! by PID when dropped, and every wait is bounded and panics with a clear message: these
+//! are test helpers, and a panic is the right way for them to fail.
+//!
+//! Binaries are found on `PATH` (plus the usual `sbin` directories); set
+//! `TESTKIT_REDIS_SERVER` or `TESTKIT_NUTCRACKER` to use other builds.
+//!
+//! # Layout
+//! - [`reply`]: the [`Reply`] type and a blocking RESP reader.
+//! - [`client`]: [`Client`], one blocking connection.
+//! - [`redis`]: [`RedisServer`], one redis-server in its own temp dir.
+//! - [`sentinel`]: [`Sentinel`], one redis-sentinel with a generated config.
+//! - [`nutcracker`]: [`Nutcracker`], twemproxy from a YAML string.
+//! - [`proxy`]: [`Proxy`], any binary (such as rampart) under test.
+//! - [`fault`]: [`FaultLink`], a TCP forwarder with switchable faults.
+//! - [`process`]: signals, bounded waits and the child guard shared by the above.
+//!
+//! # Example
+//! ```no_run
+//! use testkit::{Client, RedisServer, Reply};
+//! let redis = RedisServer::start();
+//! let mut c = Client::connect(&redis.addr());
+//! assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+//! assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod fault;
+pub mod nutcracker;
+pub mod process;
+pub mod proxy;
+pub mod redis;
+pub mod reply;
+pub mod sentinel;
+
+pub use client::{is_timeout, Client};
+pub use fault::{FaultLink, Mode};
+pub use nutcracker::{render, Nutcracker};
+pub use process::{poll_until, send_signal, wait_until};
+pub use proxy::{Proxy, ProxyBuilder};
+pub use redis::RedisServer;
+pub use reply::{encode_command, Reply, ReplyError};
+pub use sentinel::{Monitor, Sentinel};
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Ports already handed out by [`free_port`] in this process.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// Returns a loopback TCP port that was free a moment ago.
+///
+/// The port is found by binding `127.0.0.1:0` and closing the socket again, so there is a
+/// small race: another process may take the port before the caller binds it. Ports are
+/// never handed out twice within one test process, which removes the race between tests
+/// of the same binary; the guards in this crate also fail loudly (not silently) if a bind
+/// loses the race. Prefer [`FaultLink`], which keeps its listener open, when possible.
+///
+/// # Panics
+/// If no port can be bound.
+pub fn free_port() -> u16 {
+    let mut seen = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = seen.get_or_insert_with(HashSet::new);
+    for _ in 0..100 {
+        let listener = process::io_panic("bind 127.0.0.1:0", TcpListener::bind("127.0.0.1:0"));
+        let port = process::io_panic("local_addr", listener.local_addr()).port();
+        if seen.insert(port) {
+            return port;
+        }
+    }
+    panic!("free_port: the OS keeps returning ports already handed out");
+}
+
+/// Waits until `127.0.0.1:port` accepts TCP connections.
+///
+/// # Panics
+/// After `timeout`, naming `what`.
+pub fn wait_for_port(port: u16, timeout: Duration, what: &str) {
+    wait_until(timeout, &format!("{what} to accept on port {port}"), || {
+        process::port_accepts(port)
+    });
+}
