@@ -1,0 +1,227 @@
+//! Backend replies: where one complete RESP2/RESP3 reply ends.
+//!
+//! Types understood for framing: `+ - :` `$` `*` (RESP2, with `$-1` and `*-1` nulls) and
+//! RESP3 `_ , # ( ! = ~ % > |`. A map `%N` holds 2N values; an attribute `|N` holds 2N
+//! values and is followed by the value it describes, which belongs to the same reply.
+//! Unlike the request decoder, this one is strict about CRLF: a backend that breaks the
+//! protocol must be disconnected, not guessed at.
+
+use memchr::memchr;
+
+use crate::number::parse_i64;
+use crate::{Limits, ReplyError};
+
+/// A resumable reply decoder; keep one per backend connection.
+///
+/// It tracks nesting with one counter per open aggregate, never by building the reply.
+#[derive(Debug, Clone)]
+pub struct ReplyDecoder {
+    limits: Limits,
+    /// Values still expected by each open aggregate, innermost last.
+    stack: Vec<u64>,
+    /// Start of the next frame header, or of the blob payload when `blob_end` is set.
+    pos: usize,
+    /// End (CRLF included) of the blob payload whose header was read.
+    blob_end: Option<usize>,
+    /// Bytes already searched for the CR ending the header line at `pos`.
+    scan: usize,
+    /// Length of the buffer at the last call.
+    seen: usize,
+}
+
+/// What one header line amounts to.
+enum Step {
+    /// A value is complete.
+    Value,
+    /// An aggregate of this many values opens.
+    Open(u64),
+    /// A blob payload of this many bytes follows.
+    Blob(usize),
+}
+
+impl ReplyDecoder {
+    /// A decoder enforcing `limits` (`max_bulk` and `max_depth` apply to replies).
+    pub fn new(limits: Limits) -> Self {
+        ReplyDecoder {
+            limits,
+            stack: Vec::new(),
+            pos: 0,
+            blob_end: None,
+            scan: 0,
+            seen: 0,
+        }
+    }
+
+    /// Forgets any partial reply.
+    pub fn reset(&mut self) {
+        self.stack.clear();
+        self.pos = 0;
+        self.blob_end = None;
+        self.scan = 0;
+        self.seen = 0;
+    }
+
+    /// Whether a reply has been started but not completed.
+    pub fn is_partial(&self) -> bool {
+        self.seen > 0
+    }
+
+    /// Bytes the current partial reply still needs at least, counted from the end of the
+    /// buffer last given to [`decode`](Self::decode); 1 when that is not known. Use it to
+    /// size a read, capped by the caller, never to allocate.
+    pub fn min_needed(&self) -> usize {
+        match self.blob_end {
+            Some(end) => end.saturating_sub(self.seen).max(1),
+            None => 1,
+        }
+    }
+
+    /// Length of the one complete reply at the front of `buf`; `Ok(None)` if incomplete.
+    ///
+    /// After `Ok(None)`, call again with the same buffer start and more bytes appended;
+    /// parsing resumes where it stopped. A buffer shorter than at the previous call is taken
+    /// as a new buffer.
+    ///
+    /// # Errors
+    /// A [`ReplyError`] if the bytes are not RESP or break a [`Limits`] bound. The decoder is
+    /// then reset; the connection should be closed.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+        if buf.len() < self.seen {
+            self.reset();
+        }
+        match self.run(buf) {
+            Ok(Some(len)) => {
+                self.reset();
+                Ok(Some(len))
+            }
+            Ok(None) => {
+                self.seen = buf.len();
+                Ok(None)
+            }
+            Err(e) => {
+                self.reset();
+                Err(e)
+            }
+        }
+    }
+
+    fn run(&mut self, buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+        loop {
+            if let Some(end) = self.blob_end {
+                let Some(tail) = buf.get(end - 2..end) else {
+                    return Ok(None);
+                };
+                if tail != b"\r\n" {
+                    return Err(ReplyError::MissingCrlf);
+                }
+                self.blob_end = None;
+                self.pos = end;
+            } else {
+                let Some((step, next)) = self.header(buf)? else {
+                    return Ok(None);
+                };
+                match step {
+                    Step::Value => self.pos = next,
+                    Step::Open(n) => {
+                        if self.stack.len() >= self.limits.max_depth {
+                            let limit = self.limits.max_depth;
+                            return Err(ReplyError::TooDeep { limit });
+                        }
+                        self.stack.push(n);
+                        self.pos = next;
+                        self.scan = next;
+                        continue;
+                    }
+                    Step::Blob(n) => {
+                        self.pos = next;
+                        // n <= max_bulk, so this only saturates on absurd limits.
+                        self.blob_end = Some(next.saturating_add(n).saturating_add(2));
+                        continue;
+                    }
+                }
+            }
+            self.scan = self.pos;
+            if self.value_done() {
+                return Ok(Some(self.pos));
+            }
+        }
+    }
+
+    /// Counts one finished value against the open aggregates; true when the reply is done.
+    fn value_done(&mut self) -> bool {
+        while let Some(left) = self.stack.last_mut() {
+            *left -= 1;
+            if *left > 0 {
+                return false;
+            }
+            self.stack.pop();
+        }
+        true
+    }
+
+    /// Reads the header line at `self.pos`: what it is and where the next byte is.
+    fn header(&mut self, buf: &[u8]) -> Result<Option<(Step, usize)>, ReplyError> {
+        let Some(&kind) = buf.get(self.pos) else {
+            return Ok(None);
+        };
+        let start = self.scan.max(self.pos + 1);
+        let Some(cr) = buf.get(start..).and_then(|rest| memchr(b'\r', rest)) else {
+            self.scan = buf.len();
+            return Ok(None);
+        };
+        let cr = start + cr;
+        self.scan = cr;
+        match buf.get(cr + 1) {
+            None => return Ok(None),
+            Some(b'\n') => {}
+            Some(_) => return Err(ReplyError::MissingCrlf),
+        }
+        let line = &buf[self.pos + 1..cr];
+        let next = cr + 2;
+        let step = match kind {
+            b'+' | b'-' | b'_' | b',' | b'#' | b'(' => Step::Value,
+            b':' => {
+                parse_i64(line).ok_or(ReplyError::InvalidInteger)?;
+                Step::Value
+            }
+            b'$' | b'!' | b'=' => match parse_i64(line).ok_or(ReplyError::InvalidLength)? {
+                -1 if kind == b'$' => Step::Value,
+                n => {
+                    let n = u64::try_from(n).map_err(|_| ReplyError::InvalidLength)?;
+                    let limit = self.limits.max_bulk;
+                    match usize::try_from(n) {
+                        Ok(len) if len <= limit => Step::Blob(len),
+                        _ => return Err(ReplyError::BulkTooBig { len: n, limit }),
+                    }
+                }
+            },
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                match parse_i64(line).ok_or(ReplyError::InvalidLength)? {
+                    -1 if kind == b'*' => Step::Value,
+                    n => {
+                        let n = u64::try_from(n).map_err(|_| ReplyError::InvalidLength)?;
+                        let values = match kind {
+                            b'%' => n.checked_mul(2),
+                            b'|' => n.checked_mul(2).and_then(|v| v.checked_add(1)),
+                            _ => Some(n),
+                        };
+                        match values.ok_or(ReplyError::InvalidLength)? {
+                            0 => Step::Value,
+                            v => Step::Open(v),
+                        }
+                    }
+                }
+            }
+            other => return Err(ReplyError::UnknownType(other)),
+        };
+        Ok(Some((step, next)))
+    }
+}
+
+/// Length of the one complete reply at the front of `buf`, with default [`Limits`].
+///
+/// # Errors
+/// As [`ReplyDecoder::decode`].
+pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+    ReplyDecoder::new(Limits::default()).decode(buf)
+}
