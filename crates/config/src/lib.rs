@@ -1,1 +1,243 @@
-//! placeholder
+//! `nutcracker.yml`, read the way twemproxy reads it, validated the way rampart needs it.
+//!
+//! A file is a mapping of pool names to pool settings. rampart reads every twemproxy 0.5.0 key
+//! with twemproxy's meaning and default, adds a few keys of its own (deadlines, client buffer
+//! limits, admin command broadcast) and refuses anything it would have to guess about: unknown
+//! keys, repeated keys, bad values, duplicate pools, listen addresses or servers. Every refusal
+//! says `file:line:column: pool "name": reason`. The key-by-key reference is `docs/CONFIG.md`.
+//!
+//! ```
+//! let config = rampart_config::parse(
+//!     "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n    - 127.0.0.1:6379:1\n",
+//!     "nutcracker.yml",
+//! )?;
+//! assert_eq!(config.pools[0].name, "alpha");
+//! assert_eq!(config.pools[0].timeout, rampart_config::defaults::TIMEOUT);
+//! # Ok::<(), rampart_config::ConfigError>(())
+//! ```
+//!
+//! # Layout
+//! - `raw`: the YAML as written (scalar text, positions, duplicates kept).
+//! - `pool`: one pool's keys, defaults and checks.
+//! - `addr`: `listen:` values and `servers:` lines ([`Listen`], [`Server`]).
+//! - `value`: booleans, durations, byte sizes.
+//! - `error`: [`ConfigError`] and its [`Problem`]s.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod addr;
+mod error;
+mod pool;
+mod raw;
+mod value;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+pub use addr::{Listen, Server, ServerAddr};
+pub use error::{AddrError, ConfigError, Problem};
+pub use hashkit::{Distribution, HashKind, HashTag};
+
+use raw::Pos;
+
+/// A whole configuration file: its pools, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The pools, in the order the file lists them. Names and listen addresses are unique.
+    pub pools: Vec<Pool>,
+}
+
+/// One pool: a listen address and the servers its keys are spread over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// The pool's name (its top-level key).
+    pub name: String,
+    /// Where clients connect.
+    pub listen: Listen,
+    /// Most client connections accepted at once; 0 means unlimited.
+    pub client_connections: u32,
+    /// The key hash function.
+    pub hash: HashKind,
+    /// The part of a key that is hashed, if only part of it is.
+    pub hash_tag: Option<HashTag>,
+    /// How hashes map to servers.
+    pub distribution: Distribution,
+    /// Deadline for a backend to connect or to answer a request.
+    pub timeout: Duration,
+    /// Whether `timeout` was written in the file (false: it is rampart's default).
+    pub timeout_from_file: bool,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// Connect to every server at start instead of on first use.
+    pub preconnect: bool,
+    /// Password sent with `AUTH` on every backend connection.
+    pub redis_auth: Option<String>,
+    /// Database selected on every backend connection.
+    pub redis_db: u32,
+    /// Connections per server, at least 1.
+    pub server_connections: u32,
+    /// Take a server out of the ring after `server_failure_limit` consecutive failures.
+    pub auto_eject_hosts: bool,
+    /// How long an ejected server stays out before it is tried again.
+    pub server_retry_timeout: Duration,
+    /// Consecutive failures that eject a server (0 behaves like 1, as in twemproxy).
+    pub server_failure_limit: u32,
+    /// Enable TCP keepalive on backend connections.
+    pub tcpkeepalive: bool,
+    /// Set `SO_REUSEPORT` on the listen socket.
+    pub reuseport: bool,
+    /// The servers, in file order; addresses and ring identities are unique.
+    pub servers: Vec<Server>,
+    /// rampart: send FLUSHALL, FLUSHDB, SCRIPT FLUSH, FUNCTION FLUSH and CONFIG GET/SET to
+    /// every server instead of refusing them.
+    pub admin_broadcast: bool,
+    /// rampart: per-client protocol and buffer limits.
+    pub limits: ClientLimits,
+}
+
+/// rampart's per-client limits (every buffer is bounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Largest bulk string accepted in a request, in bytes (at most Redis' 512 MiB).
+    pub max_bulk_len: u64,
+    /// Most bytes of unparsed request data buffered per client; at least `max_bulk_len`.
+    pub client_input_max: u64,
+    /// Pending reply bytes above which the client's requests are no longer read.
+    pub client_output_soft: u64,
+    /// Pending reply bytes above which the client is disconnected; at least the soft limit.
+    pub client_output_hard: u64,
+    /// Most requests of one client in flight at once.
+    pub max_inflight_per_client: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_bulk_len: defaults::MAX_BULK_LEN,
+            client_input_max: defaults::CLIENT_INPUT_MAX,
+            client_output_soft: defaults::CLIENT_OUTPUT_SOFT,
+            client_output_hard: defaults::CLIENT_OUTPUT_HARD,
+            max_inflight_per_client: defaults::MAX_INFLIGHT_PER_CLIENT,
+        }
+    }
+}
+
+/// The value of every key a pool leaves out.
+pub mod defaults {
+    use std::time::Duration;
+
+    use hashkit::{Distribution, HashKind};
+
+    /// `timeout`: 1 s. twemproxy waits forever; rampart needs a deadline on every backend
+    /// operation, and 1 s is far above any healthy Redis reply yet below the socket timeouts
+    /// of common clients (2-5 s), so the client gets rampart's clear error, not its own.
+    pub const TIMEOUT: Duration = Duration::from_millis(1000);
+    /// `client_connections`: unlimited.
+    pub const CLIENT_CONNECTIONS: u32 = 0;
+    /// `hash`.
+    pub const HASH: HashKind = HashKind::Fnv1a_64;
+    /// `distribution`.
+    pub const DISTRIBUTION: Distribution = Distribution::Ketama;
+    /// `backlog`.
+    pub const BACKLOG: u32 = 512;
+    /// `preconnect`.
+    pub const PRECONNECT: bool = false;
+    /// `redis_db`.
+    pub const REDIS_DB: u32 = 0;
+    /// `server_connections`.
+    pub const SERVER_CONNECTIONS: u32 = 1;
+    /// `auto_eject_hosts`.
+    pub const AUTO_EJECT_HOSTS: bool = false;
+    /// `server_retry_timeout`: 30 s.
+    pub const SERVER_RETRY_TIMEOUT: Duration = Duration::from_millis(30_000);
+    /// `server_failure_limit`.
+    pub const SERVER_FAILURE_LIMIT: u32 = 2;
+    /// `tcpkeepalive`.
+    pub const TCPKEEPALIVE: bool = false;
+    /// `reuseport`.
+    pub const REUSEPORT: bool = false;
+    /// `admin_broadcast`.
+    pub const ADMIN_BROADCAST: bool = false;
+    /// `max_bulk_len`: 512 MiB, Redis' own `proto-max-bulk-len` (and the most it can be).
+    pub const MAX_BULK_LEN: u64 = 512 << 20;
+    /// `client_input_max`: 1 GiB, Redis' `client-query-buffer-limit`.
+    pub const CLIENT_INPUT_MAX: u64 = 1 << 30;
+    /// `client_output_soft`: 64 MiB.
+    pub const CLIENT_OUTPUT_SOFT: u64 = 64 << 20;
+    /// `client_output_hard`: 1 GiB (room for the largest possible bulk reply).
+    pub const CLIENT_OUTPUT_HARD: u64 = 1 << 30;
+    /// `max_inflight_per_client`.
+    pub const MAX_INFLIGHT_PER_CLIENT: u32 = 1024;
+    /// Largest accepted `max_inflight_per_client`.
+    pub const MAX_INFLIGHT_LIMIT: u32 = 1_000_000;
+    /// Longest accepted duration (one day): longer is a typo, and keeps deadline arithmetic
+    /// far from overflow.
+    pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+}
+
+/// Reads and validates a configuration file.
+///
+/// # Errors
+/// [`ConfigError::Read`] if the file cannot be read (or is not UTF-8), [`ConfigError::Invalid`]
+/// if its content is refused; messages name the path as given.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        origin: origin.clone(),
+        source,
+    })?;
+    parse(&text, &origin)
+}
+
+/// Parses and validates configuration text; `origin` is the file name used in messages.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] with the line, column and [`Problem`] of the first thing refused.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let raw = raw::parse(text)
+        .map_err(|(pos, message)| pool::invalid(origin, pos, None, Problem::Yaml(message)))?;
+    if raw.pools.is_empty() {
+        return Err(pool::invalid(origin, Pos::START, None, Problem::NoPools));
+    }
+    let mut names: HashMap<&str, u32> = HashMap::new();
+    let mut listens: Vec<(Listen, Pos, usize)> = Vec::new();
+    let mut pools = Vec::with_capacity(raw.pools.len());
+    for raw_pool in &raw.pools {
+        let name = raw_pool.name.text.as_str();
+        if let Some(first_line) = names.insert(name, raw_pool.name.pos.line) {
+            let problem = Problem::DuplicatePool { first_line };
+            return Err(pool::invalid(
+                origin,
+                raw_pool.name.pos,
+                Some(name),
+                problem,
+            ));
+        }
+        let (pool, listen_pos) = pool::build(origin, raw_pool)?;
+        if let Some((_, first, index)) = listens
+            .iter()
+            .find(|(l, _, _)| same_listen(l, &pool.listen))
+        {
+            let problem = Problem::DuplicateListen {
+                other: raw.pools[*index].name.text.clone(),
+                first_line: first.line,
+            };
+            return Err(pool::invalid(origin, listen_pos, Some(name), problem));
+        }
+        listens.push((pool.listen.clone(), listen_pos, pools.len()));
+        pools.push(pool);
+    }
+    Ok(Config { pools })
+}
+
+/// Whether two listen addresses are the same (host names compared without case).
+fn same_listen(a: &Listen, b: &Listen) -> bool {
+    match (a, b) {
+        (Listen::Tcp { host: ha, port: pa }, Listen::Tcp { host: hb, port: pb }) => {
+            pa == pb && ha.eq_ignore_ascii_case(hb)
+        }
+        (Listen::Unix { path: a, .. }, Listen::Unix { path: b, .. }) => a == b,
+        _ => false,
+    }
+}

@@ -1,0 +1,281 @@
+//! Why a configuration file was refused, and where.
+//!
+//! Every refusal names the file, the line and column of the offending YAML node and, when the
+//! problem is inside a pool, the pool. `Display` renders the whole thing on one line, in the
+//! `file:line:column: reason` shape that editors and `grep` understand:
+//!
+//! ```text
+//! nutcracker.yml:7:5: pool "alpha": unknown key "hsah" (did you mean "hash"?)
+//! ```
+
+use std::fmt;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{origin}: cannot read the configuration file: {source}")]
+    Read {
+        /// The path as given by the caller.
+        origin: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but its content is not a valid configuration.
+    #[error("{origin}:{line}:{column}: {}{problem}", PoolPrefix(.pool.as_deref()))]
+    Invalid {
+        /// The file name used in messages.
+        origin: String,
+        /// 1-based line of the offending node.
+        line: u32,
+        /// 1-based column of the offending node.
+        column: u32,
+        /// The pool the problem is in, if it is inside one.
+        pool: Option<String>,
+        /// What is wrong.
+        problem: Problem,
+    },
+}
+
+impl ConfigError {
+    /// The 1-based line of the problem, if the file could be read.
+    pub fn line(&self) -> Option<u32> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Invalid { line, .. } => Some(*line),
+        }
+    }
+
+    /// The problem, if the file could be read.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Invalid { problem, .. } => Some(problem),
+        }
+    }
+}
+
+/// Renders `pool "name": ` or nothing.
+struct PoolPrefix<'a>(Option<&'a str>);
+
+impl fmt::Display for PoolPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(pool) => write!(f, "pool {pool:?}: "),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Renders ` (did you mean "x"?)` or nothing.
+struct Hint(Option<&'static str>);
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(key) => write!(f, " (did you mean {key:?}?)"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What is wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The text is not YAML, or not shaped like a nutcracker.yml (the YAML parser's words).
+    #[error("{0}")]
+    Yaml(String),
+    /// The file defines no pool.
+    #[error("no pools defined (expected a mapping of pool names to pool settings)")]
+    NoPools,
+    /// A pool name is empty.
+    #[error("a pool name must not be empty")]
+    EmptyPoolName,
+    /// Two pools share a name.
+    #[error("duplicate pool name (first defined on line {first_line})")]
+    DuplicatePool {
+        /// Line of the first definition.
+        first_line: u32,
+    },
+    /// A pool's value is not a mapping of settings.
+    #[error("the pool settings must be a mapping of keys to values")]
+    PoolNotMapping,
+    /// A key that neither twemproxy nor rampart knows.
+    #[error("unknown key {key:?}{}", Hint(*.hint))]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// The known key it most resembles.
+        hint: Option<&'static str>,
+    },
+    /// A key given twice in one pool.
+    #[error("duplicate key {key:?} (first given on line {first_line})")]
+    DuplicateKey {
+        /// The key.
+        key: String,
+        /// Line of the first occurrence.
+        first_line: u32,
+    },
+    /// A required key is absent.
+    #[error("missing required key {0:?}")]
+    MissingKey(&'static str),
+    /// A key with no value (`timeout:` followed by nothing).
+    #[error("key {0:?} has no value")]
+    EmptyValue(&'static str),
+    /// A key that needs a list got something else.
+    #[error("key {0:?} must be a list")]
+    NotList(&'static str),
+    /// A boolean key with a value other than `true` / `false`.
+    #[error("{key}: {value:?} is not \"true\" or \"false\"")]
+    NotBool {
+        /// The key.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+    },
+    /// A numeric key with a value that is not a non-negative integer.
+    #[error("{key}: {value:?} is not a non-negative integer")]
+    NotNumber {
+        /// The key.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+    },
+    /// A number outside the accepted range.
+    #[error("{key}: {value} is out of range (accepted: {min}..={max})")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: u64,
+        /// Smallest accepted value.
+        min: u64,
+        /// Largest accepted value.
+        max: u64,
+    },
+    /// A duration that is neither integer milliseconds nor a humantime string.
+    #[error("{key}: {value:?} is not a duration (integer milliseconds, or e.g. \"1s 500ms\")")]
+    BadDuration {
+        /// The key.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+    },
+    /// A duration that must be positive is zero.
+    #[error("{0}: must be greater than 0")]
+    ZeroDuration(&'static str),
+    /// A size that is neither an integer nor an integer with a unit.
+    #[error("{key}: {value:?} is not a size in bytes (e.g. 1048576, \"64mb\", \"1gb\")")]
+    BadSize {
+        /// The key.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+    },
+    /// `hash:` names no known hash function.
+    #[error("hash: {0:?} is not a valid hash (one_at_a_time, md5, crc16, crc32, crc32a, fnv1_64, fnv1a_64, fnv1_32, fnv1a_32, hsieh, murmur, jenkins)")]
+    UnknownHash(String),
+    /// `distribution:` names no known distribution.
+    #[error("distribution: {0:?} is not a valid distribution (ketama, modula, random)")]
+    UnknownDistribution(String),
+    /// `hash_tag:` is not exactly two characters.
+    #[error("hash_tag: {0:?} is not a hash tag of exactly two characters, e.g. \"{{}}\"")]
+    BadHashTag(String),
+    /// `listen:` cannot be parsed.
+    #[error("listen: {value:?}: {reason}")]
+    BadListen {
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: AddrError,
+    },
+    /// A line of `servers:` cannot be parsed.
+    #[error("servers: {value:?}: {reason}")]
+    BadServer {
+        /// The line as written.
+        value: String,
+        /// What is wrong with it.
+        reason: AddrError,
+    },
+    /// `servers:` is an empty list.
+    #[error("servers: the list is empty; a pool needs at least one server")]
+    NoServers,
+    /// Two servers of a pool share a ring name (explicit, or derived from the address).
+    #[error("servers: duplicate server name {name:?} (first used on line {first_line})")]
+    DuplicateServerName {
+        /// The name.
+        name: String,
+        /// Line of the first server with this name.
+        first_line: u32,
+    },
+    /// Two servers of a pool share an address.
+    #[error("servers: duplicate server address {addr:?} (first used on line {first_line})")]
+    DuplicateServerAddr {
+        /// The address.
+        addr: String,
+        /// Line of the first server with this address.
+        first_line: u32,
+    },
+    /// Two pools listen on the same address.
+    #[error("listen: the address is already used by pool {other:?} (line {first_line})")]
+    DuplicateListen {
+        /// The pool that listens there first.
+        other: String,
+        /// Line of that pool's `listen:`.
+        first_line: u32,
+    },
+    /// `redis: false`: a memcached pool.
+    #[error(
+        "redis: false (memcached) is not supported; rampart serves Redis only, set redis: true"
+    )]
+    NotRedis,
+    /// `redis_auth:` is empty.
+    #[error("redis_auth: the password must not be empty (remove the key to disable AUTH)")]
+    EmptyAuth,
+    /// A soft output limit above the hard one.
+    #[error("client_output_soft ({soft} bytes) is larger than client_output_hard ({hard} bytes)")]
+    SoftAboveHard {
+        /// The soft limit.
+        soft: u64,
+        /// The hard limit.
+        hard: u64,
+    },
+    /// An input limit too small to ever hold one maximum-size argument.
+    #[error("client_input_max ({input} bytes) is smaller than max_bulk_len ({bulk} bytes), so the largest accepted argument could never be read")]
+    InputBelowBulk {
+        /// The input limit.
+        input: u64,
+        /// The bulk limit.
+        bulk: u64,
+    },
+}
+
+/// What is wrong with a `listen:` value or a `servers:` line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// No `:port` where one is required.
+    #[error("expected \"host:port\" or \"/path/to.sock [mode]\"")]
+    ListenShape,
+    /// A server line without the required fields.
+    #[error("expected \"host:port:weight [name]\" or \"/path/to.sock:weight [name]\"")]
+    ServerShape,
+    /// The host part is empty or contains spaces.
+    #[error("the host is empty or malformed")]
+    BadHost,
+    /// The port is not a number in 1..=65535.
+    #[error("{0:?} is not a port in 1..=65535")]
+    BadPort(String),
+    /// The weight is not a positive integer.
+    #[error("{0:?} is not a positive integer weight")]
+    BadWeight(String),
+    /// The weight is zero.
+    #[error("the weight must be at least 1")]
+    ZeroWeight,
+    /// The unix socket mode is not an octal number up to 0777.
+    #[error("{0:?} is not an octal file mode up to 0777")]
+    BadMode(String),
+    /// The server name contains whitespace.
+    #[error("the server name must be one word")]
+    BadName,
+}

@@ -1,0 +1,456 @@
+//! One pool's settings: from raw YAML entries to a validated [`Pool`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hashkit::{Distribution, HashKind, HashTag};
+
+use crate::addr::{digits, parse_listen, parse_server, Listen, Server};
+use crate::defaults;
+use crate::error::{ConfigError, Problem};
+use crate::raw::{Pos, RawBody, RawEntry, RawPool, RawValue};
+use crate::value::{closest, parse_bool, parse_duration, parse_size};
+use crate::{ClientLimits, Pool};
+
+/// Every key twemproxy 0.5.0 knows (plus `reuseport` from later twemproxy).
+const TWEMPROXY_KEYS: &[&str] = &[
+    "listen",
+    "client_connections",
+    "hash",
+    "hash_tag",
+    "distribution",
+    "timeout",
+    "backlog",
+    "preconnect",
+    "redis",
+    "redis_auth",
+    "redis_db",
+    "server_connections",
+    "auto_eject_hosts",
+    "server_retry_timeout",
+    "server_failure_limit",
+    "tcpkeepalive",
+    "reuseport",
+    "servers",
+];
+
+/// rampart's own keys.
+const RAMPART_KEYS: &[&str] = &[
+    "admin_broadcast",
+    "max_bulk_len",
+    "client_input_max",
+    "client_output_soft",
+    "client_output_hard",
+    "max_inflight_per_client",
+];
+
+/// Whether a key takes a single scalar (every known key but `servers`).
+pub(crate) fn is_scalar_key(key: &str) -> bool {
+    key != "servers" && known_key(key).is_some()
+}
+
+/// The static spelling of a known key.
+fn known_key(key: &str) -> Option<&'static str> {
+    TWEMPROXY_KEYS
+        .iter()
+        .chain(RAMPART_KEYS)
+        .find(|k| **k == key)
+        .copied()
+}
+
+/// Builds one pool; also returns where its `listen:` value is, for the duplicate-listen check.
+pub(crate) fn build(origin: &str, raw: &RawPool) -> Result<(Pool, Pos), ConfigError> {
+    let name = raw.name.text.as_str();
+    let at = raw.name.pos;
+    let fields = Fields { origin, name, at };
+    if name.trim().is_empty() {
+        return Err(invalid(origin, at, None, Problem::EmptyPoolName));
+    }
+    let entries = match &raw.body {
+        RawBody::Map(entries) => entries,
+        RawBody::Other(pos) => return Err(fields.err(*pos, Problem::PoolNotMapping)),
+    };
+    let map = fields.index(entries)?;
+    let get = |key: &'static str| map.get(key).copied();
+    fields.build(&get)
+}
+
+/// Builds a `ConfigError::Invalid`.
+pub(crate) fn invalid(origin: &str, pos: Pos, pool: Option<&str>, problem: Problem) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_string(),
+        line: pos.line,
+        column: pos.column,
+        pool: pool.map(str::to_string),
+        problem,
+    }
+}
+
+/// The pool being built: where errors point and what they name.
+struct Fields<'a> {
+    origin: &'a str,
+    name: &'a str,
+    at: Pos,
+}
+
+type Lookup<'e, 'f> = dyn Fn(&'static str) -> Option<&'e RawEntry> + 'f;
+
+impl Fields<'_> {
+    fn err(&self, pos: Pos, problem: Problem) -> ConfigError {
+        invalid(self.origin, pos, Some(self.name), problem)
+    }
+
+    /// Indexes the entries by key, refusing unknown and repeated keys.
+    fn index<'e>(
+        &self,
+        entries: &'e [RawEntry],
+    ) -> Result<HashMap<&'static str, &'e RawEntry>, ConfigError> {
+        let mut map: HashMap<&'static str, &'e RawEntry> = HashMap::new();
+        for entry in entries {
+            let key = entry.key.text.as_str();
+            let Some(known) = known_key(key) else {
+                let all: Vec<&'static str> =
+                    TWEMPROXY_KEYS.iter().chain(RAMPART_KEYS).copied().collect();
+                let problem = Problem::UnknownKey {
+                    key: key.to_string(),
+                    hint: closest(key, &all),
+                };
+                return Err(self.err(entry.key.pos, problem));
+            };
+            if let Some(first) = map.insert(known, entry) {
+                let problem = Problem::DuplicateKey {
+                    key: known.to_string(),
+                    first_line: first.key.pos.line,
+                };
+                return Err(self.err(entry.key.pos, problem));
+            }
+        }
+        Ok(map)
+    }
+
+    fn build(&self, get: &Lookup<'_, '_>) -> Result<(Pool, Pos), ConfigError> {
+        if let Some((text, pos)) = self.text(get, "redis")? {
+            match parse_bool(text) {
+                Some(true) => {}
+                Some(false) => return Err(self.err(pos, Problem::NotRedis)),
+                None => return Err(self.err(pos, not_bool("redis", text))),
+            }
+        }
+        let (listen, listen_pos) = self.listen(get)?;
+        let (timeout, timeout_from_file) = match self.duration(get, "timeout")? {
+            Some(t) if t.is_zero() => {
+                let pos = self.text(get, "timeout")?.map_or(self.at, |(_, p)| p);
+                return Err(self.err(pos, Problem::ZeroDuration("timeout")));
+            }
+            Some(t) => (t, true),
+            None => (defaults::TIMEOUT, false),
+        };
+        let pool = Pool {
+            name: self.name.to_string(),
+            listen,
+            client_connections: self
+                .number(get, "client_connections", 0, u32::MAX.into())?
+                .map_or(defaults::CLIENT_CONNECTIONS, narrow),
+            hash: self.hash(get)?,
+            hash_tag: self.hash_tag(get)?,
+            distribution: self.distribution(get)?,
+            timeout,
+            timeout_from_file,
+            backlog: self
+                .number(get, "backlog", 0, i32::MAX as u64)?
+                .map_or(defaults::BACKLOG, narrow),
+            preconnect: self.flag(get, "preconnect", defaults::PRECONNECT)?,
+            redis_auth: self.auth(get)?,
+            redis_db: self
+                .number(get, "redis_db", 0, i32::MAX as u64)?
+                .map_or(defaults::REDIS_DB, narrow),
+            server_connections: self
+                .number(get, "server_connections", 1, 65_535)?
+                .map_or(defaults::SERVER_CONNECTIONS, narrow),
+            auto_eject_hosts: self.flag(get, "auto_eject_hosts", defaults::AUTO_EJECT_HOSTS)?,
+            server_retry_timeout: self
+                .duration(get, "server_retry_timeout")?
+                .unwrap_or(defaults::SERVER_RETRY_TIMEOUT),
+            server_failure_limit: self
+                .number(get, "server_failure_limit", 0, u32::MAX.into())?
+                .map_or(defaults::SERVER_FAILURE_LIMIT, narrow),
+            tcpkeepalive: self.flag(get, "tcpkeepalive", defaults::TCPKEEPALIVE)?,
+            reuseport: self.flag(get, "reuseport", defaults::REUSEPORT)?,
+            servers: self.servers(get)?,
+            admin_broadcast: self.flag(get, "admin_broadcast", defaults::ADMIN_BROADCAST)?,
+            limits: self.limits(get)?,
+        };
+        Ok((pool, listen_pos))
+    }
+
+    /// The scalar text of `key`, if the key is present; an empty value is an error.
+    fn text<'e>(
+        &self,
+        get: &Lookup<'e, '_>,
+        key: &'static str,
+    ) -> Result<Option<(&'e str, Pos)>, ConfigError> {
+        let Some(entry) = get(key) else {
+            return Ok(None);
+        };
+        match &entry.value {
+            RawValue::Scalar(text) => Ok(Some((text.as_str(), entry.pos))),
+            RawValue::Empty => Err(self.err(entry.pos, Problem::EmptyValue(key))),
+            RawValue::List(_) | RawValue::Map => Err(self.err(
+                entry.pos,
+                Problem::Yaml(format!("{key}: expected a scalar")),
+            )),
+        }
+    }
+
+    fn flag(
+        &self,
+        get: &Lookup<'_, '_>,
+        key: &'static str,
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        match self.text(get, key)? {
+            None => Ok(default),
+            Some((text, pos)) => parse_bool(text).ok_or_else(|| self.err(pos, not_bool(key, text))),
+        }
+    }
+
+    fn number(
+        &self,
+        get: &Lookup<'_, '_>,
+        key: &'static str,
+        min: u64,
+        max: u64,
+    ) -> Result<Option<u64>, ConfigError> {
+        let Some((text, pos)) = self.text(get, key)? else {
+            return Ok(None);
+        };
+        let not_number = || Problem::NotNumber {
+            key,
+            value: text.to_string(),
+        };
+        let value = digits(text.trim()).ok_or_else(|| self.err(pos, not_number()))?;
+        if !(min..=max).contains(&value) {
+            return Err(self.err(
+                pos,
+                Problem::OutOfRange {
+                    key,
+                    value,
+                    min,
+                    max,
+                },
+            ));
+        }
+        Ok(Some(value))
+    }
+
+    fn duration(
+        &self,
+        get: &Lookup<'_, '_>,
+        key: &'static str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some((text, pos)) = self.text(get, key)? else {
+            return Ok(None);
+        };
+        let bad = || Problem::BadDuration {
+            key,
+            value: text.to_string(),
+        };
+        let value = parse_duration(text).ok_or_else(|| self.err(pos, bad()))?;
+        if value > defaults::MAX_DURATION {
+            let problem = Problem::OutOfRange {
+                key,
+                value: u64::try_from(value.as_millis()).unwrap_or(u64::MAX),
+                min: 0,
+                max: u64::try_from(defaults::MAX_DURATION.as_millis()).unwrap_or(u64::MAX),
+            };
+            return Err(self.err(pos, problem));
+        }
+        Ok(Some(value))
+    }
+
+    fn size(
+        &self,
+        get: &Lookup<'_, '_>,
+        key: &'static str,
+        default: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some((text, pos)) = self.text(get, key)? else {
+            return Ok(default);
+        };
+        let bad = || Problem::BadSize {
+            key,
+            value: text.to_string(),
+        };
+        let value = parse_size(text).ok_or_else(|| self.err(pos, bad()))?;
+        if !(1..=max).contains(&value) {
+            return Err(self.err(
+                pos,
+                Problem::OutOfRange {
+                    key,
+                    value,
+                    min: 1,
+                    max,
+                },
+            ));
+        }
+        Ok(value)
+    }
+
+    fn listen(&self, get: &Lookup<'_, '_>) -> Result<(Listen, Pos), ConfigError> {
+        let (text, pos) = self
+            .text(get, "listen")?
+            .ok_or_else(|| self.err(self.at, Problem::MissingKey("listen")))?;
+        let listen = parse_listen(text).map_err(|reason| {
+            let value = text.to_string();
+            self.err(pos, Problem::BadListen { value, reason })
+        })?;
+        Ok((listen, pos))
+    }
+
+    fn hash(&self, get: &Lookup<'_, '_>) -> Result<HashKind, ConfigError> {
+        match self.text(get, "hash")? {
+            None => Ok(defaults::HASH),
+            Some((text, pos)) => text
+                .parse()
+                .map_err(|_| self.err(pos, Problem::UnknownHash(text.to_string()))),
+        }
+    }
+
+    fn distribution(&self, get: &Lookup<'_, '_>) -> Result<Distribution, ConfigError> {
+        match self.text(get, "distribution")? {
+            None => Ok(defaults::DISTRIBUTION),
+            Some((text, pos)) => text
+                .parse()
+                .map_err(|_| self.err(pos, Problem::UnknownDistribution(text.to_string()))),
+        }
+    }
+
+    fn hash_tag(&self, get: &Lookup<'_, '_>) -> Result<Option<HashTag>, ConfigError> {
+        match self.text(get, "hash_tag")? {
+            None => Ok(None),
+            Some((text, pos)) => HashTag::new(text)
+                .map(Some)
+                .map_err(|_| self.err(pos, Problem::BadHashTag(text.to_string()))),
+        }
+    }
+
+    fn auth(&self, get: &Lookup<'_, '_>) -> Result<Option<String>, ConfigError> {
+        match self.text(get, "redis_auth")? {
+            None => Ok(None),
+            Some(("", pos)) => Err(self.err(pos, Problem::EmptyAuth)),
+            Some((text, _)) => Ok(Some(text.to_string())),
+        }
+    }
+
+    fn servers(&self, get: &Lookup<'_, '_>) -> Result<Vec<Server>, ConfigError> {
+        let entry =
+            get("servers").ok_or_else(|| self.err(self.at, Problem::MissingKey("servers")))?;
+        let lines = match &entry.value {
+            RawValue::List(lines) if !lines.is_empty() => lines,
+            RawValue::List(_) | RawValue::Empty => {
+                return Err(self.err(entry.pos, Problem::NoServers))
+            }
+            RawValue::Scalar(_) | RawValue::Map => {
+                return Err(self.err(entry.pos, Problem::NotList("servers")))
+            }
+        };
+        let mut servers = Vec::with_capacity(lines.len());
+        let mut by_addr: HashMap<String, u32> = HashMap::new();
+        let mut by_identity: HashMap<Vec<u8>, u32> = HashMap::new();
+        for line in lines {
+            let server = parse_server(&line.text).map_err(|reason| {
+                let value = line.text.clone();
+                self.err(line.pos, Problem::BadServer { value, reason })
+            })?;
+            if let Some(first_line) = by_addr.insert(server.text.clone(), line.pos.line) {
+                let addr = server.text.clone();
+                return Err(self.err(line.pos, Problem::DuplicateServerAddr { addr, first_line }));
+            }
+            if let Some(first_line) = by_identity.insert(server.ring_identity(), line.pos.line) {
+                let name = String::from_utf8_lossy(&server.ring_identity()).into_owned();
+                return Err(self.err(line.pos, Problem::DuplicateServerName { name, first_line }));
+            }
+            servers.push(server);
+        }
+        Ok(servers)
+    }
+
+    fn limits(&self, get: &Lookup<'_, '_>) -> Result<ClientLimits, ConfigError> {
+        let max_bulk_len = self.size(
+            get,
+            "max_bulk_len",
+            defaults::MAX_BULK_LEN,
+            defaults::MAX_BULK_LEN,
+        )?;
+        let client_input_max = self.size(
+            get,
+            "client_input_max",
+            defaults::CLIENT_INPUT_MAX,
+            u64::MAX,
+        )?;
+        let client_output_soft = self.size(
+            get,
+            "client_output_soft",
+            defaults::CLIENT_OUTPUT_SOFT,
+            u64::MAX,
+        )?;
+        let client_output_hard = self.size(
+            get,
+            "client_output_hard",
+            defaults::CLIENT_OUTPUT_HARD,
+            u64::MAX,
+        )?;
+        let max_inflight_per_client = self
+            .number(
+                get,
+                "max_inflight_per_client",
+                1,
+                defaults::MAX_INFLIGHT_LIMIT.into(),
+            )?
+            .map_or(defaults::MAX_INFLIGHT_PER_CLIENT, narrow);
+        // Point at whichever of the two keys the operator wrote (the later one if both).
+        let pos_of = |keys: [&'static str; 2]| {
+            keys.iter()
+                .filter_map(|k| get(k))
+                .map(|e| e.pos)
+                .max_by_key(|p| (p.line, p.column))
+                .unwrap_or(self.at)
+        };
+        if client_output_soft > client_output_hard {
+            let pos = pos_of(["client_output_soft", "client_output_hard"]);
+            let problem = Problem::SoftAboveHard {
+                soft: client_output_soft,
+                hard: client_output_hard,
+            };
+            return Err(self.err(pos, problem));
+        }
+        if client_input_max < max_bulk_len {
+            let pos = pos_of(["client_input_max", "max_bulk_len"]);
+            let problem = Problem::InputBelowBulk {
+                input: client_input_max,
+                bulk: max_bulk_len,
+            };
+            return Err(self.err(pos, problem));
+        }
+        Ok(ClientLimits {
+            max_bulk_len,
+            client_input_max,
+            client_output_soft,
+            client_output_hard,
+            max_inflight_per_client,
+        })
+    }
+}
+
+fn not_bool(key: &'static str, text: &str) -> Problem {
+    Problem::NotBool {
+        key,
+        value: text.to_string(),
+    }
+}
+
+/// Narrows a value already range-checked against `u32` bounds.
+fn narrow(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
