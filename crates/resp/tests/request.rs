@@ -2,17 +2,17 @@
 
 use resp::{Limits, ProtocolError, Request, RequestDecoder};
 
+/// Bytes consumed and arguments of one decoded request.
+type Decoded = Result<Option<(usize, Vec<Vec<u8>>)>, ProtocolError>;
+
 /// Decodes one request and returns (bytes consumed, arguments).
-fn one(
-    dec: &mut RequestDecoder,
-    buf: &[u8],
-) -> Result<Option<(usize, Vec<Vec<u8>>)>, ProtocolError> {
+fn one(dec: &mut RequestDecoder, buf: &[u8]) -> Decoded {
     Ok(dec
         .decode(buf)?
         .map(|req| (req.consumed(), req.args(buf).map(<[u8]>::to_vec).collect())))
 }
 
-fn decode(buf: &[u8]) -> Result<Option<(usize, Vec<Vec<u8>>)>, ProtocolError> {
+fn decode(buf: &[u8]) -> Decoded {
     one(&mut RequestDecoder::new(Limits::default()), buf)
 }
 

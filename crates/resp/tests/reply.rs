@@ -1,0 +1,168 @@
+//! Byte-exact tests of the reply decoder: every type, nesting, errors and limits.
+
+use resp::{Limits, ReplyDecoder, ReplyError};
+
+fn len(buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+    ReplyDecoder::new(Limits::default()).decode(buf)
+}
+
+fn small() -> Limits {
+    Limits {
+        max_bulk: 5,
+        max_multibulk: 3,
+        max_inline: 16,
+        max_depth: 2,
+    }
+}
+
+#[test]
+fn resp2_types() {
+    for frame in [
+        &b"+OK\r\n"[..],
+        b"-ERR unknown command 'x'\r\n",
+        b":0\r\n",
+        b":-9223372036854775808\r\n",
+        b"$0\r\n\r\n",
+        b"$5\r\na\r\nbc\r\n",
+        b"$-1\r\n",
+        b"*-1\r\n",
+        b"*0\r\n",
+        b"*2\r\n$1\r\na\r\n:2\r\n",
+        b"*2\r\n*1\r\n+x\r\n*-1\r\n",
+    ] {
+        let mut buf = frame.to_vec();
+        buf.extend_from_slice(b"+NEXT\r\n");
+        assert_eq!(
+            len(&buf),
+            Ok(Some(frame.len())),
+            "{:?}",
+            String::from_utf8_lossy(frame)
+        );
+    }
+}
+
+#[test]
+fn resp3_types() {
+    for frame in [
+        &b"_\r\n"[..],
+        b",3.14\r\n",
+        b",-inf\r\n",
+        b"#t\r\n",
+        b"(3492890328409238509324850943850943825024385\r\n",
+        b"!21\r\nSYNTAX invalid syntax\r\n",
+        b"=15\r\ntxt:Some string\r\n",
+        b"%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n",
+        b"%0\r\n",
+        b"~2\r\n+a\r\n+b\r\n",
+        b">3\r\n+message\r\n+chan\r\n$2\r\nhi\r\n",
+        // An attribute belongs to the value after it.
+        b"|1\r\n+ttl\r\n:3600\r\n*2\r\n:1\r\n:2\r\n",
+        b"*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n",
+    ] {
+        let mut buf = frame.to_vec();
+        buf.extend_from_slice(b":9\r\n");
+        assert_eq!(
+            len(&buf),
+            Ok(Some(frame.len())),
+            "{:?}",
+            String::from_utf8_lossy(frame)
+        );
+    }
+}
+
+#[test]
+fn incomplete_at_every_cut() {
+    let frame = b"*3\r\n$3\r\nfoo\r\n%1\r\n+k\r\n*1\r\n:1\r\n|1\r\n+a\r\n+b\r\n_\r\n";
+    for cut in 0..frame.len() {
+        assert_eq!(len(&frame[..cut]), Ok(None), "cut at {cut}");
+    }
+    assert_eq!(len(frame), Ok(Some(frame.len())));
+}
+
+#[test]
+fn resumes_byte_by_byte() {
+    let frame = b"*2\r\n$10\r\n0123456789\r\n*1\r\n+deep\r\n";
+    let mut dec = ReplyDecoder::new(Limits::default());
+    for cut in 0..frame.len() {
+        assert_eq!(dec.decode(&frame[..cut]), Ok(None));
+    }
+    assert_eq!(dec.decode(frame), Ok(Some(frame.len())));
+    assert!(!dec.is_partial());
+}
+
+#[test]
+fn min_needed_follows_the_declared_bulk() {
+    let mut dec = ReplyDecoder::new(Limits::default());
+    assert_eq!(dec.decode(b"$10\r\nab"), Ok(None));
+    assert_eq!(dec.min_needed(), 10);
+}
+
+#[test]
+fn errors() {
+    assert_eq!(len(b"?x\r\n"), Err(ReplyError::UnknownType(b'?')));
+    assert_eq!(len(b"*1\r\n@\r\n"), Err(ReplyError::UnknownType(b'@')));
+    assert_eq!(len(b"+OK\rX"), Err(ReplyError::MissingCrlf));
+    assert_eq!(len(b"$2\r\nabcd"), Err(ReplyError::MissingCrlf));
+    assert_eq!(len(b":12a\r\n"), Err(ReplyError::InvalidInteger));
+    assert_eq!(len(b":\r\n"), Err(ReplyError::InvalidInteger));
+    for bad in [
+        &b"$-2\r\n"[..],
+        b"$x\r\n",
+        b"!-1\r\n",
+        b"*-2\r\n",
+        b"%-1\r\n",
+        b"~-1\r\n",
+        b"*01\r\n",
+    ] {
+        assert_eq!(len(bad), Err(ReplyError::InvalidLength), "{bad:?}");
+    }
+    // The largest map still counts without overflow, and costs nothing until it arrives.
+    assert_eq!(len(b"|9223372036854775807\r\n"), Ok(None));
+}
+
+#[test]
+fn limit_max_bulk_at_the_boundary() {
+    let mut dec = ReplyDecoder::new(small());
+    assert_eq!(dec.decode(b"$5\r\nhello\r\n"), Ok(Some(11)));
+    assert_eq!(
+        dec.decode(b"$6\r\n"),
+        Err(ReplyError::BulkTooBig { len: 6, limit: 5 })
+    );
+    assert_eq!(
+        dec.decode(b"=6\r\n"),
+        Err(ReplyError::BulkTooBig { len: 6, limit: 5 })
+    );
+}
+
+#[test]
+fn limit_max_depth_at_the_boundary() {
+    let mut dec = ReplyDecoder::new(small());
+    assert_eq!(dec.decode(b"*1\r\n%1\r\n:1\r\n*0\r\n"), Ok(Some(16)));
+    assert_eq!(
+        dec.decode(b"*1\r\n*1\r\n~1\r\n:1\r\n"),
+        Err(ReplyError::TooDeep { limit: 2 })
+    );
+    // Default: 128 levels pass, 129 do not.
+    let nested = |depth: usize| {
+        let mut buf = b"*1\r\n".repeat(depth);
+        buf.extend_from_slice(b":1\r\n");
+        buf
+    };
+    assert_eq!(len(&nested(128)), Ok(Some(128 * 4 + 4)));
+    assert_eq!(len(&nested(129)), Err(ReplyError::TooDeep { limit: 128 }));
+}
+
+#[test]
+fn errors_reset_the_decoder() {
+    let mut dec = ReplyDecoder::new(Limits::default());
+    assert!(dec.decode(b"*1\r\n?\r\n").is_err());
+    assert!(!dec.is_partial());
+    assert_eq!(dec.decode(b"+OK\r\n"), Ok(Some(5)));
+}
+
+#[test]
+fn large_arrays_need_no_memory_per_element() {
+    // A declared count costs nothing: only nesting is tracked.
+    let mut dec = ReplyDecoder::new(Limits::default());
+    assert_eq!(dec.decode(b"*9223372036854775807\r\n:1\r\n"), Ok(None));
+}
