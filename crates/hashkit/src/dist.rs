@@ -99,6 +99,19 @@ pub fn ring_identity(host_port_text: &str, port: u16, name: Option<&str>) -> Vec
     host_port_text.as_bytes().to_vec()
 }
 
+/// The order twemproxy keeps a pool's servers in: sorted by identity, shorter identities first,
+/// equal lengths bytewise. (Its config check for duplicate names sorts the server list in place,
+/// and the pool is built from the sorted list.) This order decides modula and random slots and
+/// ketama ties; it is returned as indices into `servers`.
+pub fn pool_order(servers: &[ServerPoint]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..servers.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&servers[a].identity, &servers[b].identity);
+        x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+    });
+    order
+}
+
 /// twemproxy's points per server at weight parity.
 const KETAMA_POINTS_PER_SERVER: u32 = 160;
 /// twemproxy formats `"<identity>-<n>"` into a 273-byte buffer, so at most 272 bytes are hashed.
@@ -127,7 +140,13 @@ impl Continuum {
     /// after ejections. An index past the end of `live` counts as live, so `&[]` means all.
     pub fn build(dist: Distribution, servers: &[ServerPoint], live: &[bool]) -> Continuum {
         let is_live = |i: usize| live.get(i).copied().unwrap_or(true);
-        let alive = || servers.iter().enumerate().filter(move |(i, _)| is_live(*i));
+        let order = pool_order(servers);
+        let alive = || {
+            order
+                .iter()
+                .filter(move |&&i| is_live(i))
+                .filter_map(|&i| Some((i, servers.get(i)?)))
+        };
         let ring = match dist {
             Distribution::Ketama => Ring::Ketama(ketama_points(alive().collect())),
             Distribution::Modula => {
@@ -379,6 +398,22 @@ mod tests {
         assert_eq!(got, [1, 1, 2].map(Some));
         let dead = Continuum::build(Distribution::Modula, &servers, &[false; 3]);
         assert_eq!(dead.dispatch(1), None);
+    }
+
+    #[test]
+    fn pool_order_is_by_length_then_bytes() {
+        let named: Vec<ServerPoint> = ["alpha", "beta", "gamma", "delta"]
+            .iter()
+            .map(|n| ServerPoint {
+                identity: n.as_bytes().to_vec(),
+                weight: 1,
+            })
+            .collect();
+        assert_eq!(pool_order(&named), [1, 0, 3, 2]);
+        // Modula slots follow that order, not the config order.
+        let ring = Continuum::build(Distribution::Modula, &named, &[]);
+        let got: Vec<_> = (0..4).map(|h| ring.dispatch(h)).collect();
+        assert_eq!(got, [1, 0, 3, 2].map(Some));
     }
 
     #[test]

@@ -30,7 +30,7 @@ mod dist;
 mod hash;
 mod tag;
 
-pub use dist::{ring_identity, Continuum, Distribution, ServerPoint};
+pub use dist::{pool_order, ring_identity, Continuum, Distribution, ServerPoint};
 pub use hash::HashKind;
 pub use tag::{cluster_slot, HashTag, CLUSTER_SLOTS};
 
