@@ -189,19 +189,28 @@ def arg(a, ind):
     if unknown:
         sys.exit("unexpected argument fields %r" % unknown)
     pad = " " * ind
-    s = pad + "Arg {\n"
-    s += pad + "    name: %s,\n" % rs(m["name"])
-    s += pad + "    kind: ArgType::%s,\n" % ARG_TYPES[m["type"]]
-    s += pad + "    display_text: %s,\n" % rs(m.get("display_text", ""))
-    s += pad + "    key_spec_index: %d,\n" % m.get("key_spec_index", -1)
-    s += pad + "    token: %s,\n" % rs(m.get("token", ""))
-    s += pad + "    summary: %s,\n" % rs(m.get("summary", ""))
-    s += pad + "    since: %s,\n" % rs(m.get("since", ""))
-    s += pad + "    deprecated_since: %s,\n" % rs(m.get("deprecated_since", ""))
-    s += pad + "    flags: %s,\n" % bits(m.get("flags", []), ARG_FLAGS, RUST_ARG_FLAG, "ArgFlags")
-    s += args_field("args", m.get("arguments", []), ind + 4)
-    s += pad + "},\n"
-    return s
+    fields = [
+        "name: %s" % rs(m["name"]),
+        "kind: ArgType::%s" % ARG_TYPES[m["type"]],
+        "display_text: %s" % opt(m, "display_text"),
+        "key_spec_index: %d" % m.get("key_spec_index", -1),
+        "token: %s" % opt(m, "token"),
+        "summary: %s" % opt(m, "summary"),
+        "since: %s" % opt(m, "since"),
+        "deprecated_since: %s" % opt(m, "deprecated_since"),
+        "flags: %s" % bits(m.get("flags", []), ARG_FLAGS, RUST_ARG_FLAG, "ArgFlags"),
+    ]
+    nested = m.get("arguments", [])
+    if not nested:
+        return pad + "Arg { " + ", ".join(fields) + ", args: &[] },\n"
+    s = pad + "Arg { " + ", ".join(fields) + ",\n"
+    s += args_field("args", nested, ind + 4)
+    return s + pad + "},\n"
+
+
+def opt(m, field):
+    """An optional string: Redis may report a field with an empty value (MIGRATE's "")."""
+    return "Some(%s)" % rs(m[field]) if field in m else "None"
 
 
 def args_field(field, items, ind):

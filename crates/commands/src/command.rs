@@ -90,7 +90,10 @@ impl Command {
     ///
     /// # Errors
     /// [`CommandError::UnknownSubcommand`] when `argv[1]` is not a subcommand of `self`.
-    pub fn resolve<A: AsRef<[u8]>>(&'static self, argv: &[A]) -> Result<&'static Command, CommandError> {
+    pub fn resolve<A: AsRef<[u8]>>(
+        &'static self,
+        argv: &[A],
+    ) -> Result<&'static Command, CommandError> {
         if !self.is_container() {
             return Ok(self);
         }
@@ -163,7 +166,10 @@ pub fn lookup_argv<A: AsRef<[u8]>>(argv: &[A]) -> Result<&'static Command, Comma
             args.push_str(&printable(a.as_ref(), room));
             args.push_str("' ");
         }
-        return Err(CommandError::UnknownCommand { name: printable(first, 128), args });
+        return Err(CommandError::UnknownCommand {
+            name: printable(first, 128),
+            args,
+        });
     };
     let cmd = cmd.resolve(argv)?;
     if cmd.check_arity(argv.len()) {

@@ -103,13 +103,25 @@ fn key_spec(spec: &KeySpec, out: &mut Vec<u8>) {
     array(out, 4);
     bulk(out, "type");
     let fields: [(&str, i32); 3] = match spec.find {
-        FindKeys::Range { lastkey, keystep, limit } => {
+        FindKeys::Range {
+            lastkey,
+            keystep,
+            limit,
+        } => {
             bulk(out, "range");
             [("lastkey", lastkey), ("keystep", keystep), ("limit", limit)]
         }
-        FindKeys::KeyNum { keynumidx, firstkey, keystep } => {
+        FindKeys::KeyNum {
+            keynumidx,
+            firstkey,
+            keystep,
+        } => {
             bulk(out, "keynum");
-            [("keynumidx", keynumidx), ("firstkey", firstkey), ("keystep", keystep)]
+            [
+                ("keynumidx", keynumidx),
+                ("firstkey", firstkey),
+                ("keystep", keystep),
+            ]
         }
         FindKeys::Unknown => {
             bulk(out, "unknown");
@@ -191,12 +203,12 @@ fn args(list: &[Arg], out: &mut Vec<u8>) {
     array(out, list.len());
     for a in list {
         let optional = [
-            !a.display_text.is_empty(),
+            a.display_text.is_some(),
             a.key_spec_index >= 0,
-            !a.token.is_empty(),
-            !a.summary.is_empty(),
-            !a.since.is_empty(),
-            !a.deprecated_since.is_empty(),
+            a.token.is_some(),
+            a.summary.is_some(),
+            a.since.is_some(),
+            a.deprecated_since.is_some(),
             !a.flags.is_empty(),
             !a.args.is_empty(),
         ];
@@ -205,23 +217,25 @@ fn args(list: &[Arg], out: &mut Vec<u8>) {
         bulk(out, a.name);
         bulk(out, "type");
         bulk(out, a.kind.name());
-        if !a.display_text.is_empty() {
+        if let Some(text) = a.display_text {
             bulk(out, "display_text");
-            bulk(out, a.display_text);
+            bulk(out, text);
         }
         if a.key_spec_index >= 0 {
             bulk(out, "key_spec_index");
             int(out, a.key_spec_index);
         }
-        for (field, value) in [("token", a.token), ("summary", a.summary), ("since", a.since)] {
-            if !value.is_empty() {
+        let texts = [
+            ("token", a.token),
+            ("summary", a.summary),
+            ("since", a.since),
+            ("deprecated_since", a.deprecated_since),
+        ];
+        for (field, value) in texts {
+            if let Some(value) = value {
                 bulk(out, field);
                 bulk(out, value);
             }
-        }
-        if !a.deprecated_since.is_empty() {
-            bulk(out, "deprecated_since");
-            bulk(out, a.deprecated_since);
         }
         if !a.flags.is_empty() {
             bulk(out, "flags");

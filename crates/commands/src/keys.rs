@@ -43,10 +43,12 @@ fn numkeys_style(name: &str) -> NumKeysStyle {
         "zunion" | "zunionstore" | "zinter" | "zinterstore" | "zdiff" | "zdiffstore" => {
             NumKeysStyle::ZSet
         }
-        "sintercard" => NumKeysStyle::Positive { too_many_is_syntax: false },
-        "lmpop" | "blmpop" | "zmpop" | "bzmpop" | "zintercard" => {
-            NumKeysStyle::Positive { too_many_is_syntax: true }
-        }
+        "sintercard" => NumKeysStyle::Positive {
+            too_many_is_syntax: false,
+        },
+        "lmpop" | "blmpop" | "zmpop" | "bzmpop" | "zintercard" => NumKeysStyle::Positive {
+            too_many_is_syntax: true,
+        },
         _ => NumKeysStyle::Script,
     }
 }
@@ -68,7 +70,11 @@ fn parse_count(arg: &[u8]) -> Option<i64> {
         }
         let d = i64::from(d - b'0');
         v = v.checked_mul(10)?;
-        v = if neg { v.checked_sub(d)? } else { v.checked_add(d)? };
+        v = if neg {
+            v.checked_sub(d)?
+        } else {
+            v.checked_add(d)?
+        };
     }
     Some(v)
 }
@@ -115,7 +121,11 @@ impl Command {
                 BeginSearch::Unknown => continue,
             };
             let (first, last, step) = match spec.find {
-                FindKeys::Range { lastkey, keystep, limit } => {
+                FindKeys::Range {
+                    lastkey,
+                    keystep,
+                    limit,
+                } => {
                     let (lastkey, limit) = (i64::from(lastkey), i64::from(limit));
                     let last = if lastkey >= 0 {
                         first + lastkey
@@ -126,14 +136,19 @@ impl Command {
                     };
                     (first, last, i64::from(keystep))
                 }
-                FindKeys::KeyNum { keynumidx, firstkey, keystep } => {
+                FindKeys::KeyNum {
+                    keynumidx,
+                    firstkey,
+                    keystep,
+                } => {
                     let idx = first + i64::from(keynumidx);
                     let Some(arg) = usize::try_from(idx).ok().and_then(|i| argv.get(i)) else {
                         continue;
                     };
                     let step = i64::from(keystep);
                     let first = first + i64::from(firstkey);
-                    let count = self.check_numkeys(arg.as_ref(), (argc - first + step - 1) / step)?;
+                    let count =
+                        self.check_numkeys(arg.as_ref(), (argc - first + step - 1) / step)?;
                     (first, first + (count - 1) * step, step)
                 }
                 FindKeys::Unknown => continue,
@@ -201,7 +216,10 @@ fn find_keyword<A: AsRef<[u8]>>(argv: &[A], keyword: &str, startfrom: i64) -> Op
         if i < 1 || i >= argc {
             return None;
         }
-        if argv[i as usize].as_ref().eq_ignore_ascii_case(keyword.as_bytes()) {
+        if argv[i as usize]
+            .as_ref()
+            .eq_ignore_ascii_case(keyword.as_bytes())
+        {
             return Some(i);
         }
         if i == end {
@@ -252,5 +270,93 @@ fn migrate_keys<A: AsRef<[u8]>>(argv: &[A], out: &mut Vec<usize>) {
     }
     if argv.len() > 3 {
         out.push(3);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{lookup, lookup_argv};
+
+    fn keys(call: &str) -> Result<Vec<usize>, KeyError> {
+        let argv: Vec<&[u8]> = call.split(' ').map(str::as_bytes).collect();
+        let cmd = lookup_argv(&argv).unwrap_or_else(|e| panic!("{call}: {e}"));
+        let mut out = vec![99];
+        cmd.key_indices(&argv, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn fixed_and_variadic_keys() {
+        assert_eq!(keys("GET k"), Ok(vec![1]));
+        assert_eq!(keys("mset a 1 b 2 c 3"), Ok(vec![1, 3, 5]));
+        assert_eq!(keys("lmove src dst LEFT RIGHT"), Ok(vec![1, 2]));
+        assert_eq!(keys("bitop AND dst a b"), Ok(vec![2, 3, 4]));
+        assert_eq!(keys("object ENCODING k"), Ok(vec![2]));
+        assert_eq!(keys("ping"), Ok(vec![]));
+    }
+
+    #[test]
+    fn numkeys_specs() {
+        assert_eq!(keys("eval s 2 a b x y"), Ok(vec![3, 4]));
+        assert_eq!(keys("eval s 0 x"), Ok(vec![]));
+        assert_eq!(keys("zunionstore d 2 a b weights 1 2"), Ok(vec![1, 3, 4]));
+        assert_eq!(keys("eval s 3 a b"), Err(KeyError::TooManyKeys));
+        assert_eq!(keys("eval s 01 a"), Err(KeyError::NotAnInteger));
+        assert_eq!(keys("eval s -1 a"), Err(KeyError::NegativeKeys));
+        assert_eq!(
+            keys("zunionstore d 0 a"),
+            Err(KeyError::NoInputKey("zunionstore"))
+        );
+        assert_eq!(
+            keys("lmpop 99999999999999999999 a left"),
+            Err(KeyError::NumKeysNotPositive)
+        );
+    }
+
+    #[test]
+    fn keyword_specs() {
+        assert_eq!(keys("xread COUNT 1 STREAMS s1 s2 0 0"), Ok(vec![4, 5]));
+        assert_eq!(keys("georadius g 1 2 3 km STORE d"), Ok(vec![1, 7]));
+        assert_eq!(keys("georadius g 1 2 3 km"), Ok(vec![1]));
+        assert_eq!(keys("sort k BY w GET store STORE d"), Ok(vec![1, 7]));
+        assert_eq!(keys("migrate h 1 k 0 10"), Ok(vec![3]));
+        assert_eq!(
+            keys("migrate h 1  0 10 AUTH2 u p KEYS a b"),
+            Ok(vec![10, 11])
+        );
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        let words: [&[u8]; 8] = [
+            b"",
+            b"-1",
+            b"0",
+            b"3",
+            b"streams",
+            b"store",
+            b"keys",
+            b"9223372036854775808",
+        ];
+        let mut out = Vec::new();
+        for cmd in crate::all()
+            .iter()
+            .flat_map(|c| std::iter::once(c).chain(c.subcommands))
+        {
+            for n in 0..6 {
+                for w in words {
+                    let name = cmd.name.split('|').collect::<Vec<_>>();
+                    let mut argv: Vec<&[u8]> = name.iter().map(|s| s.as_bytes()).collect();
+                    argv.extend(std::iter::repeat_n(w, n));
+                    let _ = cmd.key_indices(&argv, &mut out);
+                    assert!(
+                        out.iter().all(|&i| i >= 1 && i < argv.len()),
+                        "{}",
+                        cmd.name
+                    );
+                }
+            }
+        }
+        assert!(lookup(b"get").is_some());
     }
 }

@@ -39,7 +39,9 @@ pub use command::{lookup_argv, Command, CommandError};
 pub use encode::{encode_docs, encode_info};
 pub use keys::KeyError;
 pub use route::{Merge, Route};
-pub use types::{Arg, ArgFlags, ArgType, BeginSearch, DocFlags, FindKeys, Flags, KeyFlags, KeySpec};
+pub use types::{
+    Arg, ArgFlags, ArgType, BeginSearch, DocFlags, FindKeys, Flags, KeyFlags, KeySpec,
+};
 
 /// The Redis version the table was generated from.
 pub const REDIS_VERSION: &str = generated::REDIS_VERSION;
@@ -81,4 +83,57 @@ fn find(table: &'static [Command], skip: usize, name: &[u8]) -> Option<&'static 
         .binary_search_by(|c| c.name.as_bytes().get(skip..).unwrap_or_default().cmp(lower))
         .ok()
         .map(|i| &table[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_is_case_insensitive_and_exact() {
+        assert_eq!(lookup(b"GeT").map(|c| c.name), Some("get"));
+        assert_eq!(lookup(b"getx"), None);
+        assert_eq!(lookup(b"ge"), None);
+        assert_eq!(lookup(b""), None);
+        assert_eq!(lookup(&[b'a'; 100]), None);
+        let config = lookup(b"CONFIG").expect("config");
+        assert!(config.is_container());
+        assert_eq!(
+            lookup_sub(config, b"Get").map(|c| c.name),
+            Some("config|get")
+        );
+        assert_eq!(lookup_sub(config, b"config|get"), None);
+        assert_eq!(all().len(), 240);
+        assert!(all().windows(2).all(|w| w[0].name < w[1].name));
+    }
+
+    #[test]
+    fn arity() {
+        let get = lookup(b"get").expect("get");
+        assert!(get.check_arity(2) && !get.check_arity(1) && !get.check_arity(3));
+        let set = lookup(b"set").expect("set");
+        assert!(set.check_arity(3) && set.check_arity(9) && !set.check_arity(2));
+        assert!(lookup_argv(&["COMMAND"]).is_ok());
+        assert!(lookup_argv(&["config", "get", "maxmemory"]).is_ok());
+        assert_eq!(
+            lookup_argv(&["config", "get"]),
+            Err(CommandError::WrongArity("config|get"))
+        );
+        assert_eq!(
+            lookup_argv(&["config"]),
+            Err(CommandError::WrongArity("config"))
+        );
+        assert_eq!(lookup_argv::<&str>(&[]), Err(CommandError::Empty));
+    }
+
+    #[test]
+    fn blocking_per_call() {
+        let xread = lookup(b"xread").expect("xread");
+        assert!(xread.blocks(&["xread", "BLOCK", "0", "STREAMS", "s", "$"]));
+        assert!(!xread.blocks(&["xread", "STREAMS", "block", "0"]));
+        assert!(lookup(b"blpop")
+            .expect("blpop")
+            .blocks(&["blpop", "k", "0"]));
+        assert!(!lookup(b"lpop").expect("lpop").blocks(&["lpop", "k"]));
+    }
 }

@@ -130,13 +130,22 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("wait", Route::Unsupported(REPLICATION)),
     ("move", Route::Unsupported(DATABASES)),
     ("swapdb", Route::Unsupported(DATABASES)),
-    ("migrate", Route::Unsupported("MIGRATE is not supported by the proxy")),
+    (
+        "migrate",
+        Route::Unsupported("MIGRATE is not supported by the proxy"),
+    ),
     ("restore-asking", Route::Unsupported(CLUSTER)),
     ("asking", Route::Unsupported(CLUSTER)),
     ("readonly", Route::Unsupported(CLUSTER)),
     ("readwrite", Route::Unsupported(CLUSTER)),
-    ("script|kill", Route::Unsupported("SCRIPT KILL is not supported by the proxy")),
-    ("function|kill", Route::Unsupported("FUNCTION KILL is not supported by the proxy")),
+    (
+        "script|kill",
+        Route::Unsupported("SCRIPT KILL is not supported by the proxy"),
+    ),
+    (
+        "function|kill",
+        Route::Unsupported("FUNCTION KILL is not supported by the proxy"),
+    ),
 ];
 
 /// The routing class of the command `name` (full lowercase name, `container|sub` for
@@ -195,4 +204,199 @@ const fn ends_with(s: &str, suffix: &str) -> bool {
         i += 1;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{lookup, lookup_sub, Command};
+
+    fn cmd(name: &str) -> &'static Command {
+        let (parent, sub) = match name.split_once(' ') {
+            Some((p, s)) => (p, Some(s)),
+            None => (name, None),
+        };
+        let c = lookup(parent.as_bytes()).unwrap_or_else(|| panic!("{parent}"));
+        sub.map_or(c, |s| {
+            lookup_sub(c, s.as_bytes()).unwrap_or_else(|| panic!("{name}"))
+        })
+    }
+
+    fn route(name: &str) -> Route {
+        cmd(name).route
+    }
+
+    #[test]
+    fn every_exception_names_a_real_command() {
+        for (name, _) in EXCEPTIONS {
+            assert!(
+                crate::all()
+                    .iter()
+                    .flat_map(|c| std::iter::once(c).chain(c.subcommands))
+                    .any(|c| c.name == *name),
+                "{name} is not a Redis command"
+            );
+        }
+    }
+
+    #[test]
+    fn local_commands() {
+        for name in [
+            "ping",
+            "echo",
+            "quit",
+            "command",
+            "command info",
+            "command count",
+            "command docs",
+            "hello",
+            "select",
+            "auth",
+            "client setname",
+            "client getname",
+            "client id",
+            "info",
+        ] {
+            assert_eq!(route(name), Route::Local, "{name}");
+        }
+    }
+
+    #[test]
+    fn single_shard_commands() {
+        for name in [
+            "get",
+            "set",
+            "sinterstore",
+            "lmove",
+            "rpoplpush",
+            "zunionstore",
+            "pfmerge",
+            "rename",
+            "smove",
+            "msetnx",
+            "eval",
+            "evalsha",
+            "fcall",
+            "fcall_ro",
+            "sort",
+            "sort_ro",
+            "xread",
+            "xreadgroup",
+            "object encoding",
+            "object freq",
+            "memory usage",
+            "xinfo stream",
+            "bitop",
+            "georadius",
+            "time",
+            "config help",
+        ] {
+            assert_eq!(route(name), Route::Keys, "{name}");
+        }
+    }
+
+    #[test]
+    fn merged_commands() {
+        assert_eq!(route("mget"), Route::FanOut(Merge::Array));
+        assert_eq!(route("mset"), Route::FanOut(Merge::AllOk));
+        for name in ["del", "unlink", "touch", "exists"] {
+            assert_eq!(route(name), Route::FanOut(Merge::Sum), "{name}");
+        }
+        assert_eq!(route("dbsize"), Route::AllShards(Merge::Sum));
+        assert_eq!(route("keys"), Route::AllShards(Merge::Concat));
+        assert_eq!(route("scan"), Route::AllShards(Merge::Scan));
+        assert_eq!(route("randomkey"), Route::AllShards(Merge::RandomKey));
+        assert_eq!(route("script load"), Route::AllShards(Merge::Same));
+        assert_eq!(route("script exists"), Route::AllShards(Merge::And));
+        for name in [
+            "flushall",
+            "flushdb",
+            "script flush",
+            "function flush",
+            "config set",
+            "config resetstat",
+        ] {
+            assert_eq!(route(name), Route::Admin(Merge::AllOk), "{name}");
+        }
+        assert_eq!(route("config get"), Route::Admin(Merge::First));
+    }
+
+    #[test]
+    fn unsupported_commands() {
+        for name in [
+            "multi",
+            "exec",
+            "discard",
+            "watch",
+            "unwatch",
+            "blpop",
+            "brpop",
+            "blmove",
+            "bzpopmin",
+            "blmpop",
+            "brpoplpush",
+            "wait",
+            "subscribe",
+            "psubscribe",
+            "publish",
+            "spublish",
+            "ssubscribe",
+            "pubsub channels",
+            "monitor",
+            "sync",
+            "psync",
+            "replicaof",
+            "slaveof",
+            "shutdown",
+            "debug",
+            "cluster info",
+            "readonly",
+            "readwrite",
+            "swapdb",
+            "move",
+            "migrate",
+            "client kill",
+            "client list",
+            "acl setuser",
+            "bgsave",
+            "role",
+        ] {
+            assert!(
+                matches!(route(name), Route::Unsupported(_)),
+                "{name}: {:?}",
+                route(name)
+            );
+        }
+    }
+
+    #[test]
+    fn fan_out_commands_have_one_plain_key_range() {
+        // The splitter relies on keys (MGET, DEL...) or key/value pairs (MSET) from argv[1].
+        for c in crate::all()
+            .iter()
+            .filter(|c| matches!(c.route, Route::FanOut(_)))
+        {
+            assert_eq!(c.keys.len(), 1, "{}", c.name);
+            assert_eq!(c.keys[0].begin, crate::BeginSearch::Index(1), "{}", c.name);
+            let step = if c.name == "mset" { 2 } else { 1 };
+            assert_eq!(
+                c.keys[0].find,
+                crate::FindKeys::Range {
+                    lastkey: -1,
+                    keystep: step,
+                    limit: 0
+                },
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn read_and_write_follow_redis_flags() {
+        assert!(cmd("get").is_read() && !cmd("get").is_write());
+        assert!(cmd("set").is_write() && !cmd("set").is_read());
+        assert!(cmd("eval_ro").is_read());
+        assert!(!cmd("eval").is_read() && !cmd("eval").is_write());
+    }
 }

@@ -249,8 +249,8 @@ impl ArgType {
     }
 }
 
-/// One documented argument of a command (`arguments` in `COMMAND DOCS`). Empty strings stand
-/// for fields Redis does not report.
+/// One documented argument of a command (`arguments` in `COMMAND DOCS`). `None` stands for a
+/// field Redis does not report (which differs from an empty one: MIGRATE's `""` token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arg {
     /// Argument name.
@@ -258,17 +258,17 @@ pub struct Arg {
     /// Argument type.
     pub kind: ArgType,
     /// Display text, if different from the name.
-    pub display_text: &'static str,
+    pub display_text: Option<&'static str>,
     /// Index into the command's key specs for key arguments, else -1.
     pub key_spec_index: i32,
     /// The literal token that introduces the argument.
-    pub token: &'static str,
+    pub token: Option<&'static str>,
     /// Short description.
-    pub summary: &'static str,
+    pub summary: Option<&'static str>,
     /// Redis version that added it.
-    pub since: &'static str,
+    pub since: Option<&'static str>,
     /// Redis version that deprecated it.
-    pub deprecated_since: &'static str,
+    pub deprecated_since: Option<&'static str>,
     /// Optional / multiple flags.
     pub flags: ArgFlags,
     /// Nested arguments of a `oneof` or `block`.
