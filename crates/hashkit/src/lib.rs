@@ -49,3 +49,6 @@ pub enum ParseNameError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("hash_tag \"{0}\" is not a string of two characters")]
 pub struct HashTagError(pub String);
+
+#[cfg(test)]
+mod golden_tests;

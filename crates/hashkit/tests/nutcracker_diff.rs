@@ -3,6 +3,7 @@
 //! Starts four `redis-server`s and one `nutcracker` with one pool per (hash, config) on
 //! OS-chosen loopback ports, SETs a varied key set through each pool, finds the backend that
 //! holds each key (EXISTS on every backend), and compares with `Continuum` + `HashKind`.
+//! When port 11211 is free, a fifth redis-server there checks the memcached-port identity rule.
 //! Skips (with a message) when redis-server or nutcracker is not installed.
 
 use std::fmt::Write as _;
@@ -292,6 +293,23 @@ fn pools(backends: &[u16], listen: &mut impl Iterator<Item = u16>) -> Vec<Pool> 
             extra_keys: 1500,
         });
     }
+    // Port 11211 is left out of the identity ("127.0.0.1"), which also sorts first.
+    if backends.len() > 4 {
+        for hash in [HashKind::Fnv1a_64, HashKind::Md5, HashKind::Murmur] {
+            for dist in [Distribution::Ketama, Distribution::Modula] {
+                let listen = listen.next().expect("port");
+                let servers = [4, 0, 1, 2].into_iter().map(|b| srv(b, None, 1)).collect();
+                out.push(Pool {
+                    hash,
+                    dist,
+                    tag: None,
+                    servers,
+                    listen,
+                    extra_keys: 0,
+                });
+            }
+        }
+    }
     out
 }
 
@@ -303,7 +321,12 @@ fn placement_matches_nutcracker() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ports = free_ports(80).into_iter();
-    let backend_ports: Vec<u16> = ports.by_ref().take(4).collect();
+    let mut backend_ports: Vec<u16> = ports.by_ref().take(4).collect();
+    if TcpListener::bind(("127.0.0.1", 11211)).is_ok() {
+        backend_ports.push(11211);
+    } else {
+        eprintln!("port 11211 busy: skipping the memcached-port identity pools");
+    }
     let stats_port = ports.next().expect("port");
     let _redis: Vec<Guard> = backend_ports
         .iter()
