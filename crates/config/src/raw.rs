@@ -113,9 +113,17 @@ pub(crate) fn parse(text: &str) -> Result<RawFile, (Pos, String)> {
 /// The parser's message without its own "at line X, column Y" suffix (the caller adds one).
 fn yaml_reason(err: &serde_saphyr::Error) -> String {
     let text = err.without_snippet().to_string();
-    match text.rfind(" at line ") {
-        Some(cut) => text[..cut].to_string(),
-        None => text,
+    let text = match text.rfind(" at line ") {
+        Some(cut) => &text[..cut],
+        None => text.as_str(),
+    };
+    // Say what the parser's wording means for a nutcracker.yml.
+    if text == "expected string scalar" {
+        "expected a single value here, not a list or a mapping".to_string()
+    } else if text.starts_with("multiple YAML documents") {
+        "a configuration file holds one YAML document; remove the \"---\" separator".to_string()
+    } else {
+        text.to_string()
     }
 }
 
