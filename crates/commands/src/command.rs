@@ -127,7 +127,7 @@ pub enum CommandError {
     /// The request has no arguments at all.
     #[error("empty command")]
     Empty,
-    /// argv[0] is not a Redis command.
+    /// `argv[0]` is not a Redis command.
     #[error("unknown command '{name}', with args beginning with: {args}")]
     UnknownCommand {
         /// The name as sent (truncated, sanitized).
@@ -135,7 +135,7 @@ pub enum CommandError {
         /// The first arguments, each quoted and followed by a space, as Redis prints them.
         args: String,
     },
-    /// argv[1] is not a subcommand of the container.
+    /// `argv[1]` is not a subcommand of the container.
     #[error("unknown subcommand '{sub}'. Try {container} HELP.")]
     UnknownSubcommand {
         /// The subcommand as sent (truncated, sanitized).

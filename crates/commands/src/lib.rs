@@ -26,6 +26,7 @@
 //! assert_eq!(keys, [1, 2]);
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod command;
 mod encode;

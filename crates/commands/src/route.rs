@@ -15,7 +15,9 @@
 //!
 //! Choices worth knowing: `TIME`, `LASTSAVE` and `LOLWUT` are [`Route::Keys`] commands without
 //! keys, so the proxy sends them to a shard of its choice. `CLIENT INFO` is answered locally, like
-//! `CLIENT SETNAME/GETNAME/ID`, `RESET`, `SELECT` and `INFO`.
+//! `CLIENT SETNAME/GETNAME/ID`, `RESET`, `SELECT` and `INFO`. A container entry (`CONFIG`,
+//! `CLIENT`, ...) is routed only after resolving its subcommand ([`crate::Command::resolve`]);
+//! its own class matters only for `COMMAND` called alone (Local).
 
 use crate::Flags;
 
