@@ -1,1 +1,196 @@
-fn main() {}
+//! The rampart command line: nutcracker's flags, plus rampart's own.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use rampart::server::{self, Options};
+use rampart::stats::{PoolStat, ServerStat};
+
+/// A highly-available, sharding Redis proxy; reads twemproxy's nutcracker.yml.
+#[derive(Parser, Debug)]
+#[command(name = "rampart", version, about)]
+struct Cli {
+    /// Configuration file (nutcracker.yml format).
+    #[arg(short = 'c', long = "conf-file", default_value = "conf/nutcracker.yml")]
+    conf_file: PathBuf,
+    /// Check the configuration file for errors and exit (0: valid, 1: invalid).
+    #[arg(short = 't', long = "test-conf")]
+    test_conf: bool,
+    /// Run in the background (detached from the terminal).
+    #[arg(short = 'd', long = "daemonize")]
+    daemonize: bool,
+    /// Print the statistics rampart keeps and exit.
+    #[arg(short = 'D', long = "describe-stats")]
+    describe_stats: bool,
+    /// Log level, nutcracker's scale: 0-3 errors, 4 warnings, 5-6 notices, 7-8 debug, 9+ trace.
+    #[arg(short = 'v', long = "verbose", default_value_t = 5)]
+    verbose: u8,
+    /// Log file (default: stderr).
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// Stats port (twemproxy JSON).
+    #[arg(short = 's', long = "stats-port", default_value_t = 22222)]
+    stats_port: u16,
+    /// Stats listen address.
+    #[arg(short = 'a', long = "stats-addr", default_value = "0.0.0.0")]
+    stats_addr: String,
+    /// Stats aggregation interval in msec (accepted for compatibility; stats are always current).
+    #[arg(short = 'i', long = "stats-interval", default_value_t = 30000)]
+    stats_interval: u64,
+    /// Write the process id to this file.
+    #[arg(short = 'p', long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Mbuf chunk size (accepted for compatibility; rampart sizes buffers itself).
+    #[arg(short = 'm', long = "mbuf-size")]
+    mbuf_size: Option<usize>,
+    /// Worker threads (default: one per core).
+    #[arg(long = "workers")]
+    workers: Option<usize>,
+    /// Disable the stats listener.
+    #[arg(long = "no-stats")]
+    no_stats: bool,
+    /// How long SIGTERM/SIGINT waits for in-flight requests before exiting, in msec.
+    #[arg(long = "drain-timeout", default_value_t = 5000)]
+    drain_timeout: u64,
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let level = match cli.verbose {
+        0..=3 => "error",
+        4 => "warn",
+        5..=6 => "info",
+        7..=8 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &cli.output {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn describe_stats() {
+    println!("pool stats:");
+    for s in PoolStat::ALL {
+        println!("  {:<24}\"{}\"", s.key(), s.describe());
+    }
+    println!("\nserver stats:");
+    for s in ServerStat::ALL {
+        println!("  {:<24}\"{}\"", s.key(), s.describe());
+    }
+}
+
+/// Start a detached copy of this process without `-d` and let the caller return.
+fn daemonize() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "-d" && a != "--daemonize")
+        .collect();
+    std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the background process")?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.describe_stats {
+        describe_stats();
+        return ExitCode::SUCCESS;
+    }
+    if cli.test_conf {
+        return match rampart_config::load(&cli.conf_file) {
+            Ok(_) => {
+                eprintln!(
+                    "rampart: configuration file '{}' syntax is ok",
+                    cli.conf_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "rampart: configuration file '{}' syntax is invalid\n{e}",
+                    cli.conf_file.display()
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if cli.daemonize {
+        return match daemonize() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rampart: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rampart: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = rampart_config::load(&cli.conf_file)?;
+    init_logging(&cli)?;
+    if cli.mbuf_size.is_some() {
+        tracing::info!("--mbuf-size is accepted for compatibility and ignored");
+    }
+    let _ = cli.stats_interval;
+    if let Some(pid) = &cli.pid_file {
+        std::fs::write(pid, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pid file {}", pid.display()))?;
+    }
+    let workers = cli.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let opts = Options {
+        workers,
+        stats_addr: (!cli.no_stats).then(|| format!("{}:{}", cli.stats_addr, cli.stats_port)),
+        drain_timeout: Duration::from_millis(cli.drain_timeout),
+    };
+    tracing::info!(
+        "rampart {} starting: {} pool(s), {} worker(s), config {}",
+        env!("CARGO_PKG_VERSION"),
+        config.pools.len(),
+        workers,
+        cli.conf_file.display()
+    );
+    let result = server::run(config, opts, tokio_util::sync::CancellationToken::new());
+    if let Some(pid) = &cli.pid_file {
+        let _ = std::fs::remove_file(pid);
+    }
+    result?;
+    tracing::info!("rampart stopped");
+    Ok(())
+}

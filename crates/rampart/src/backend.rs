@@ -1,0 +1,411 @@
+//! A pipelined connection from one worker to one server.
+//!
+//! Sessions append request bytes to the connection's output buffer and a [`Waiter`] to its
+//! queue; the connection task writes everything queued in one go and matches replies to waiters
+//! first-in-first-out. Every waiter has a deadline (the pool timeout). When the oldest one
+//! passes it, or the connection breaks, every waiter gets an error reply and the connection is
+//! closed: a late reply must never answer the next request. A failed connect puts the
+//! connection in a short, jittered, growing back-off during which requests fail at once.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use resp::ReplyDecoder;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::io::{flush, Stream};
+use crate::notify::LocalNotify;
+use crate::pending::Pending;
+use crate::stats::{PoolStat, ServerStat, WorkerStats};
+use crate::topology::PoolRt;
+use rampart_config::ServerAddr;
+
+/// Most requests one connection holds (queued or in flight) before new ones are refused.
+pub const MAX_WAITERS: usize = 64 * 1024;
+/// Most request bytes one connection buffers before new requests are refused.
+pub const MAX_QUEUED_BYTES: usize = 256 << 20;
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// Where a reply goes.
+pub struct Sink {
+    /// The session's reply queue.
+    pub pending: Rc<Pending>,
+    /// Sequence number of the request in that queue.
+    pub seq: u64,
+    /// Part of a fragmented request (0 otherwise).
+    pub part: u32,
+}
+
+struct Waiter {
+    /// `None` for the connection's own set-up commands (AUTH, SELECT), which must say OK.
+    sink: Option<Sink>,
+    deadline: Instant,
+    len: u32,
+}
+
+/// Why a request could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The server refused or failed recent connects.
+    #[error("server {0} is down: {1}")]
+    Down(String, String),
+    /// The connection's queue is at its bound.
+    #[error("server {0} has too many queued requests")]
+    QueueFull(String),
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connection closed by server")]
+    Eof,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+    #[error("set-up command failed: {0}")]
+    Setup(String),
+}
+
+/// One connection slot of one server, owned by one worker.
+pub struct Backend {
+    pool: Arc<PoolRt>,
+    server: usize,
+    stats: Arc<WorkerStats>,
+    out: RefCell<BytesMut>,
+    waiters: RefCell<VecDeque<Waiter>>,
+    /// Requests (and bytes) in `out` not yet written.
+    unsent: Cell<(i64, i64)>,
+    wake: LocalNotify,
+    down: RefCell<Option<(Instant, String)>>,
+    streak: Cell<u32>,
+    running: Cell<bool>,
+}
+
+impl Backend {
+    /// A connection slot; it connects on first use (or at once with `preconnect`).
+    pub fn new(pool: Arc<PoolRt>, server: usize, stats: Arc<WorkerStats>) -> Rc<Self> {
+        let b = Rc::new(Backend {
+            pool,
+            server,
+            stats,
+            out: RefCell::new(BytesMut::new()),
+            waiters: RefCell::new(VecDeque::new()),
+            unsent: Cell::new((0, 0)),
+            wake: LocalNotify::default(),
+            down: RefCell::new(None),
+            streak: Cell::new(0),
+            running: Cell::new(false),
+        });
+        if b.pool.conf.preconnect {
+            b.start();
+        }
+        b
+    }
+
+    fn label(&self) -> &str {
+        &self.pool.servers[self.server].label
+    }
+
+    fn cell(&self, s: ServerStat) -> &crate::stats::Cell {
+        self.stats.pools[self.pool.index].server(self.server, s)
+    }
+
+    fn start(self: &Rc<Self>) {
+        if !self.running.replace(true) {
+            tokio::task::spawn_local(Rc::clone(self).run());
+        }
+    }
+
+    /// Queue one request: `write` appends its bytes; the reply goes to `sink`.
+    ///
+    /// # Errors
+    /// The server is in connect back-off, or the queue is full; nothing was queued.
+    pub fn send(
+        self: &Rc<Self>,
+        sink: Sink,
+        deadline: Instant,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), SendError> {
+        if let Some((until, why)) = &*self.down.borrow() {
+            if Instant::now() < *until {
+                return Err(SendError::Down(self.label().to_string(), why.clone()));
+            }
+        }
+        let mut out = self.out.borrow_mut();
+        let mut waiters = self.waiters.borrow_mut();
+        if waiters.len() >= MAX_WAITERS || out.len() >= MAX_QUEUED_BYTES {
+            return Err(SendError::QueueFull(self.label().to_string()));
+        }
+        let before = out.len();
+        write(&mut out);
+        let len = (out.len() - before) as i64;
+        waiters.push_back(Waiter {
+            sink: Some(sink),
+            deadline,
+            len: len as u32,
+        });
+        let (n, b) = self.unsent.get();
+        self.unsent.set((n + 1, b + len));
+        self.cell(ServerStat::Requests).add(1);
+        self.cell(ServerStat::RequestBytes).add(len);
+        self.cell(ServerStat::InQueue).add(1);
+        self.cell(ServerStat::InQueueBytes).add(len);
+        drop((out, waiters));
+        if self.running.get() {
+            self.wake.notify();
+        } else {
+            self.start();
+        }
+        Ok(())
+    }
+
+    async fn run(self: Rc<Self>) {
+        let preconnect = self.pool.conf.preconnect;
+        loop {
+            if !preconnect {
+                while self.waiters.borrow().is_empty() {
+                    self.wake.notified().await;
+                }
+            }
+            let err = match self.connect().await {
+                Ok(stream) => {
+                    self.streak.set(0);
+                    *self.down.borrow_mut() = None;
+                    self.cell(ServerStat::ServerConnections).add(1);
+                    let err = self.serve(&stream).await;
+                    self.cell(ServerStat::ServerConnections).add(-1);
+                    drop(stream);
+                    match &err {
+                        ConnError::Timeout => self.cell(ServerStat::ServerTimedout).add(1),
+                        ConnError::Eof => self.cell(ServerStat::ServerEof).add(1),
+                        _ => self.cell(ServerStat::ServerErr).add(1),
+                    }
+                    tracing::debug!(server = %self.label(), "backend connection closed: {err}");
+                    err
+                }
+                Err(e) => {
+                    self.cell(ServerStat::ServerErr).add(1);
+                    let streak = self.streak.get().saturating_add(1);
+                    self.streak.set(streak);
+                    let backoff = BACKOFF_BASE
+                        .saturating_mul(1u32 << streak.min(8))
+                        .min(BACKOFF_CAP);
+                    let until = Instant::now() + crate::rand::jitter(backoff);
+                    *self.down.borrow_mut() = Some((until, e.to_string()));
+                    tracing::debug!(server = %self.label(), "connect failed: {e}");
+                    e
+                }
+            };
+            self.fail_all(&err);
+            if self.pool.server_failed(self.server) {
+                self.stats.pools[self.pool.index]
+                    .pool(PoolStat::ServerEjects)
+                    .add(1);
+            }
+            let until = self.down.borrow().as_ref().map(|(t, _)| *t);
+            if let Some(until) = until {
+                sleep_until(until).await;
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Stream, ConnError> {
+        let limit = self.pool.timeout();
+        let fut = async {
+            match self.pool.servers[self.server].addr() {
+                ServerAddr::Tcp { host, port } => {
+                    let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                    s.set_nodelay(true)?;
+                    if self.pool.conf.tcpkeepalive {
+                        socket2::SockRef::from(&s).set_keepalive(true)?;
+                    }
+                    Ok::<_, io::Error>(Stream::Tcp(s))
+                }
+                ServerAddr::Unix(path) => {
+                    Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?))
+                }
+            }
+        };
+        match timeout(limit, fut).await {
+            Ok(r) => r.map_err(ConnError::Io),
+            Err(_) => Err(ConnError::Timeout),
+        }
+    }
+
+    /// Put AUTH and SELECT in front of whatever is queued.
+    fn queue_setup(&self) {
+        let conf = &self.pool.conf;
+        let mut cmds: Vec<Vec<&[u8]>> = Vec::new();
+        if let Some(pass) = &conf.redis_auth {
+            cmds.push(vec![b"AUTH", pass.as_bytes()]);
+        }
+        let db = conf.redis_db.to_string();
+        if conf.redis_db != 0 {
+            cmds.push(vec![b"SELECT", db.as_bytes()]);
+        }
+        if cmds.is_empty() {
+            return;
+        }
+        let mut setup = BytesMut::new();
+        let deadline = Instant::now() + self.pool.timeout();
+        let mut waiters = self.waiters.borrow_mut();
+        for c in cmds.iter().rev() {
+            waiters.push_front(Waiter {
+                sink: None,
+                deadline,
+                len: 0,
+            });
+            let _ = c;
+        }
+        for c in &cmds {
+            resp::encode::command(&mut setup, c);
+        }
+        let mut out = self.out.borrow_mut();
+        setup.extend_from_slice(&out);
+        *out = setup;
+    }
+
+    async fn serve(&self, s: &Stream) -> ConnError {
+        self.queue_setup();
+        let mut rbuf = BytesMut::new();
+        let mut dec = ReplyDecoder::new(resp::Limits::default());
+        loop {
+            let blocked = {
+                let mut out = self.out.borrow_mut();
+                let had = !out.is_empty();
+                match flush(s, &mut out) {
+                    Ok(blocked) => {
+                        if had && !blocked {
+                            self.sent_all();
+                        }
+                        blocked
+                    }
+                    Err(e) => return e.into(),
+                }
+            };
+            let deadline = self.waiters.borrow().front().map(|w| w.deadline);
+            tokio::select! {
+                biased;
+                r = s.readable() => {
+                    if let Err(e) = r {
+                        return e.into();
+                    }
+                    if let Err(e) = self.read_replies(s, &mut rbuf, &mut dec) {
+                        return e;
+                    }
+                }
+                r = s.writable(), if blocked => {
+                    if let Err(e) = r {
+                        return e.into();
+                    }
+                }
+                _ = self.wake.notified() => {}
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    if self.waiters.borrow().front().is_some_and(|w| w.deadline <= Instant::now()) {
+                        return ConnError::Timeout;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything queued has been written: move the in-queue gauges to the out-queue ones.
+    fn sent_all(&self) {
+        let (n, b) = self.unsent.replace((0, 0));
+        self.cell(ServerStat::InQueue).add(-n);
+        self.cell(ServerStat::InQueueBytes).add(-b);
+        self.cell(ServerStat::OutQueue).add(n);
+        self.cell(ServerStat::OutQueueBytes).add(b);
+    }
+
+    fn read_replies(
+        &self,
+        s: &Stream,
+        rbuf: &mut BytesMut,
+        dec: &mut ReplyDecoder,
+    ) -> Result<(), ConnError> {
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(16 * 1024);
+        }
+        match s.try_read_buf(rbuf) {
+            Ok(0) => return Err(ConnError::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let mut replies = 0i64;
+        let mut bytes = 0i64;
+        let mut req_bytes = 0i64;
+        loop {
+            let n = match dec.decode(rbuf) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => return Err(ConnError::Protocol(e.to_string())),
+            };
+            let Some(w) = self.waiters.borrow_mut().pop_front() else {
+                return Err(ConnError::Protocol("reply without a request".into()));
+            };
+            let reply = &rbuf[..n];
+            match w.sink {
+                Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
+                None if reply.starts_with(b"+OK") => {}
+                None => {
+                    return Err(ConnError::Setup(
+                        String::from_utf8_lossy(reply).trim_end().to_string(),
+                    ))
+                }
+            }
+            replies += 1;
+            bytes += n as i64;
+            req_bytes += w.len as i64;
+            rbuf.advance(n);
+        }
+        if replies > 0 {
+            self.cell(ServerStat::Responses).add(replies);
+            self.cell(ServerStat::ResponseBytes).add(bytes);
+            self.cell(ServerStat::OutQueue).add(-replies);
+            self.cell(ServerStat::OutQueueBytes).add(-req_bytes);
+            self.pool.server_ok(self.server);
+        }
+        if rbuf.is_empty() && rbuf.capacity() > 64 * 1024 {
+            *rbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Answer every queued and in-flight request with an error and drop what was not sent.
+    fn fail_all(&self, err: &ConnError) {
+        let msg = format!(
+            "-ERR rampart: server {} ({}): {}\r\n",
+            self.label(),
+            self.pool.conf.name,
+            err
+        );
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        let (n, b) = self.unsent.replace((0, 0));
+        let inflight: i64 = waiters.iter().filter(|w| w.sink.is_some()).count() as i64 - n;
+        let inflight_bytes: i64 = waiters.iter().map(|w| w.len as i64).sum::<i64>() - b;
+        self.cell(ServerStat::InQueue).add(-n);
+        self.cell(ServerStat::InQueueBytes).add(-b);
+        self.cell(ServerStat::OutQueue).add(-inflight);
+        self.cell(ServerStat::OutQueueBytes).add(-inflight_bytes);
+        self.out.borrow_mut().clear();
+        for w in waiters {
+            if let Some(sink) = w.sink {
+                sink.pending.deliver(sink.seq, sink.part, msg.as_bytes());
+            }
+        }
+        if self.out.borrow().capacity() > 64 * 1024 {
+            *self.out.borrow_mut() = BytesMut::new();
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! One client session: read, dispatch every complete request, write replies back in order.
+//!
+//! The session reads into the worker's scratch buffer when it holds no partial request, so an
+//! idle client keeps no read buffer. Complete requests are dispatched at once (pipelines are the
+//! norm); a partial one is copied into the session's own buffer until it completes. Reading
+//! stops while the session has `max_inflight` requests outstanding or more than the soft limit
+//! of reply bytes unwritten (backpressure); past the hard limits the client is disconnected with
+//! an error. A protocol error is answered in Redis' words after the earlier replies, then the
+//! connection closes; nothing else on the worker notices.
+
+use std::io;
+use std::rc::Rc;
+
+use bytes::{Buf, BytesMut};
+use resp::{Request, RequestDecoder};
+
+use crate::dispatch::Ctx;
+use crate::io::{flush, Stream};
+use crate::pending::Pending;
+use crate::stats::PoolStat;
+use crate::worker::{Worker, WorkerPool};
+
+/// How a session ended, for the pool's `client_eof` / `client_err` counters.
+enum End {
+    Eof,
+    Err,
+}
+
+/// Serve one client until it leaves, breaks the protocol, or the process shuts down.
+pub async fn serve(worker: Rc<Worker>, pool: Rc<WorkerPool>, stream: Stream, id: u64) {
+    let pidx = pool.rt.index;
+    let cells = &worker.stats.pools[pidx];
+    cells.pool(PoolStat::ClientConnections).add(1);
+    worker.stats.curr_connections.add(1);
+    worker.stats.total_connections.add(1);
+    let pending = Rc::new(Pending::default());
+    let mut ctx = Ctx::new(
+        Rc::clone(&worker),
+        Rc::clone(&pool),
+        Rc::clone(&pending),
+        id,
+    );
+    let end = run(&worker, &mut ctx, &stream).await;
+    pending.close();
+    let cells = &worker.stats.pools[pidx];
+    cells.pool(PoolStat::ClientConnections).add(-1);
+    worker.stats.curr_connections.add(-1);
+    match end {
+        End::Eof => cells.pool(PoolStat::ClientEof).add(1),
+        End::Err => cells.pool(PoolStat::ClientErr).add(1),
+    }
+}
+
+async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
+    let limits = ctx.pool.rt.conf.limits.clone();
+    let mut dec = RequestDecoder::new(ctx.decoder_limits());
+    let mut rbuf = BytesMut::new();
+    let pending = Rc::clone(&ctx.pending);
+    let shutdown = worker.shared.shutdown.clone();
+    let mut eof = false;
+    loop {
+        // Requests left unparsed by backpressure resume as soon as there is room again.
+        if !rbuf.is_empty() && ctx.can_dispatch() {
+            let used = dispatch(ctx, &mut dec, &rbuf);
+            rbuf.advance(used);
+        }
+        let blocked = {
+            let mut out = pending.out.borrow_mut();
+            let blocked = match flush(stream, &mut out) {
+                Ok(b) => b,
+                Err(_) => return End::Err,
+            };
+            if out.is_empty() && out.capacity() > 4096 {
+                *out = BytesMut::new();
+            }
+            if out.len() > limits.client_output_hard as usize {
+                tracing::info!(
+                    client = ctx.id,
+                    "closing client over the output buffer hard limit"
+                );
+                return End::Err;
+            }
+            blocked
+        };
+        if (ctx.closing || eof) && pending.outstanding() == 0 && !blocked {
+            return if ctx.closing && !eof && ctx.errored {
+                End::Err
+            } else {
+                End::Eof
+            };
+        }
+        let can_read = !ctx.closing
+            && !eof
+            && ctx.can_dispatch()
+            && pending.out.borrow().len() < limits.client_output_soft as usize;
+        tokio::select! {
+            biased;
+            _ = pending.wake.notified() => {}
+            r = stream.writable(), if blocked => {
+                if r.is_err() {
+                    return End::Err;
+                }
+            }
+            r = stream.readable(), if can_read => {
+                if r.is_err() {
+                    return End::Err;
+                }
+                match read(worker, ctx, &mut dec, &mut rbuf, stream) {
+                    Ok(true) => {}
+                    Ok(false) => eof = true,
+                    Err(_) => return End::Err,
+                }
+                if rbuf.len() > limits.client_input_max as usize {
+                    ctx.reply_error("ERR Protocol error: client query buffer exceeds its limit");
+                    ctx.closing = true;
+                    ctx.errored = true;
+                    rbuf = BytesMut::new();
+                }
+            }
+            _ = shutdown.cancelled(), if !ctx.closing => ctx.closing = true,
+        }
+    }
+}
+
+/// Read once and dispatch what is complete. Returns false on end of stream.
+fn read(
+    worker: &Worker,
+    ctx: &mut Ctx,
+    dec: &mut RequestDecoder,
+    rbuf: &mut BytesMut,
+    stream: &Stream,
+) -> io::Result<bool> {
+    if rbuf.is_empty() {
+        let mut scratch = worker.scratch.borrow_mut();
+        let n = match stream.try_read(&mut scratch) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        let used = dispatch(ctx, dec, &scratch[..n]);
+        if used < n {
+            rbuf.extend_from_slice(&scratch[used..n]);
+        }
+    } else {
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(16 * 1024);
+        }
+        match stream.try_read_buf(rbuf) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        }
+        let used = dispatch(ctx, dec, rbuf);
+        rbuf.advance(used);
+        if rbuf.is_empty() {
+            *rbuf = BytesMut::new();
+        }
+    }
+    Ok(true)
+}
+
+/// Dispatch every complete request at the front of `buf`; returns the bytes consumed.
+fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
+    let mut off = 0;
+    let mut argv: Vec<&[u8]> = Vec::new();
+    ctx.begin_batch();
+    while off < buf.len() && ctx.can_dispatch() && !ctx.closing {
+        match dec.decode(&buf[off..]) {
+            Ok(Some(Request::Multibulk { len, args })) => {
+                argv.clear();
+                argv.extend(args.iter().map(|r| &buf[off + r.start..off + r.end]));
+                if !argv.is_empty() {
+                    ctx.handle(&argv, Some(&buf[off..off + len]));
+                }
+                off += len;
+            }
+            Ok(Some(Request::Inline { len, args })) => {
+                let inline: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+                if !inline.is_empty() {
+                    ctx.handle(&inline, None);
+                }
+                off += len;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                ctx.reply_error(&format!("ERR {e}"));
+                ctx.closing = true;
+                ctx.errored = true;
+                return buf.len();
+            }
+        }
+    }
+    off
+}

@@ -1,0 +1,391 @@
+//! What to do with one request: answer it here, forward it to the shard that holds its keys,
+//! split it over shards, or send it to every shard.
+//!
+//! The command table (`rampart-commands`) says which of these a command is and where its keys
+//! are; this module applies the pool's ring to the keys and queues the bytes. A request that
+//! names keys on different shards (and is not one the proxy can split) is refused with an
+//! error that says so and how to fix it; the connection stays open.
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use rampart_commands::{Command, Merge, Route};
+use resp::encode;
+use tokio::time::Instant;
+
+use crate::backend::Sink;
+use crate::pending::Pending;
+use crate::split::{scan_cursor_split, Merger};
+use crate::stats::PoolStat;
+use crate::worker::{Worker, WorkerPool};
+
+/// Reply to a request whose keys live on more than one shard.
+pub const CROSS_SHARD: &str = "ERR keys of this command live on different shards; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
+
+/// The per-session state the dispatcher needs.
+pub struct Ctx {
+    /// Session id (also picks the connection among `server_connections`).
+    pub id: u64,
+    /// The worker.
+    pub worker: Rc<Worker>,
+    /// The pool the client connected to.
+    pub pool: Rc<WorkerPool>,
+    /// The session's reply queue.
+    pub pending: Rc<Pending>,
+    /// Passed AUTH (or the pool needs none).
+    pub authed: bool,
+    /// CLIENT SETNAME value.
+    pub name: Option<Vec<u8>>,
+    /// No more requests are read; close once the replies are out.
+    pub closing: bool,
+    /// The session ends because of an error (counted as `client_err`).
+    pub errored: bool,
+    deadline: Instant,
+    keys: Vec<usize>,
+    servers: Vec<usize>,
+}
+
+impl Ctx {
+    /// State for a new session.
+    pub fn new(worker: Rc<Worker>, pool: Rc<WorkerPool>, pending: Rc<Pending>, id: u64) -> Self {
+        let authed = pool.rt.conf.redis_auth.is_none();
+        Ctx {
+            id,
+            worker,
+            pool,
+            pending,
+            authed,
+            name: None,
+            closing: false,
+            errored: false,
+            deadline: Instant::now(),
+            keys: Vec::new(),
+            servers: Vec::new(),
+        }
+    }
+
+    /// Decoder limits from the pool's config.
+    pub fn decoder_limits(&self) -> resp::Limits {
+        resp::Limits {
+            max_bulk: usize::try_from(self.pool.rt.conf.limits.max_bulk_len).unwrap_or(usize::MAX),
+            ..resp::Limits::default()
+        }
+    }
+
+    /// Whether another request may be accepted now (in-flight bound).
+    pub fn can_dispatch(&self) -> bool {
+        self.pending.outstanding() < self.pool.rt.conf.limits.max_inflight_per_client as usize
+    }
+
+    /// Start of a batch of requests read together: they share one deadline.
+    pub fn begin_batch(&mut self) {
+        self.deadline = Instant::now() + self.pool.rt.timeout();
+    }
+
+    /// Queue an error reply (`msg` without the leading `-`).
+    pub fn reply_error(&self, msg: &str) {
+        let mut b = BytesMut::with_capacity(msg.len() + 3);
+        encode::error(&mut b, msg);
+        self.pending.push_ready(&b);
+    }
+
+    /// Queue a reply already encoded.
+    pub fn reply_raw(&self, bytes: &[u8]) {
+        self.pending.push_ready(bytes);
+    }
+
+    /// Handle one request. `raw` is its RESP encoding when it arrived as RESP (it is forwarded
+    /// as is); inline requests are re-encoded.
+    pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) {
+        self.worker.stats.commands.add(1);
+        let Some(mut cmd) = rampart_commands::lookup(argv[0]) else {
+            return self.reply_error(&unknown_command(argv));
+        };
+        if !cmd.subcommands.is_empty() && argv.len() >= 2 && !is_local_container(cmd) {
+            match rampart_commands::lookup_sub(cmd, argv[1]) {
+                Some(sub) => cmd = sub,
+                None => {
+                    return self.reply_error(&format!(
+                        "ERR unknown subcommand '{}'. Try {} HELP.",
+                        sanitize(argv[1], 128),
+                        cmd.name.to_ascii_uppercase()
+                    ))
+                }
+            }
+        }
+        if !cmd.check_arity(argv.len()) {
+            return self.reply_error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                cmd.name
+            ));
+        }
+        if !self.authed && !matches!(cmd.name, "auth" | "quit" | "hello") {
+            return self.reply_error("NOAUTH Authentication required.");
+        }
+        match cmd.route {
+            Route::Local => crate::local::answer(self, cmd, argv),
+            Route::Keys => self.forward_keys(cmd, argv, raw),
+            Route::FanOut(m) => self.fan_out(cmd, m, argv, raw),
+            Route::AllShards(m) => self.all_shards(m, argv, raw),
+            Route::Admin(m) if self.pool.rt.conf.admin_broadcast => self.all_shards(m, argv, raw),
+            Route::Admin(_) => self.reply_error(&format!(
+                "ERR '{}' changes every shard and is disabled in pool '{}'; set admin_broadcast: true to allow it",
+                cmd.name, self.pool.rt.conf.name
+            )),
+            Route::Unsupported(why) => self.reply_error(&format!(
+                "ERR '{}' is not supported by rampart: {why}",
+                cmd.name
+            )),
+        }
+    }
+
+    fn no_server(&self) {
+        self.worker.stats.pools[self.pool.rt.index]
+            .pool(PoolStat::ForwardError)
+            .add(1);
+        self.reply_error(&format!(
+            "ERR rampart: pool '{}' has no server available",
+            self.pool.rt.conf.name
+        ));
+    }
+
+    /// Queue bytes for `server`; on failure the slot gets the error at once.
+    fn send(&self, server: usize, seq: u64, part: u32, write: impl FnOnce(&mut BytesMut)) {
+        let conns = &self.pool.backends[server];
+        let backend = &conns[self.id as usize % conns.len()];
+        let sink = Sink {
+            pending: Rc::clone(&self.pending),
+            seq,
+            part,
+        };
+        if let Err(e) = backend.send(sink, self.deadline, write) {
+            self.worker.stats.pools[self.pool.rt.index]
+                .pool(PoolStat::ForwardError)
+                .add(1);
+            let msg = format!("-ERR rampart: {e}\r\n");
+            self.pending.deliver(seq, part, msg.as_bytes());
+        }
+    }
+
+    fn forward_whole(&self, server: usize, argv: &[&[u8]], raw: Option<&[u8]>) {
+        let seq = self.pending.push_waiting();
+        self.send(server, seq, 0, |out| match raw {
+            Some(r) => out.extend_from_slice(r),
+            None => encode::command(out, argv),
+        });
+    }
+
+    /// Fill `self.keys` with the key positions; false (after replying) when they are invalid.
+    fn find_keys(&mut self, cmd: &Command, argv: &[&[u8]]) -> bool {
+        self.keys.clear();
+        match cmd.key_indices(argv, &mut self.keys) {
+            Ok(()) => true,
+            Err(e) => {
+                self.reply_error(&format!("ERR {e}"));
+                false
+            }
+        }
+    }
+
+    /// Fill `self.servers` with the server of each key; false (after replying) when a key has none.
+    fn map_keys(&mut self, argv: &[&[u8]]) -> bool {
+        self.servers.clear();
+        for &k in &self.keys {
+            match argv.get(k).and_then(|key| self.pool.rt.server_for_key(key)) {
+                Some(s) => self.servers.push(s),
+                None => {
+                    self.no_server();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn forward_keys(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
+        if !self.find_keys(cmd, argv) {
+            return;
+        }
+        let server = if self.keys.is_empty() {
+            self.pool.rt.any_server()
+        } else {
+            if !self.map_keys(argv) {
+                return;
+            }
+            let first = self.servers[0];
+            if self.servers.iter().any(|&s| s != first) {
+                return self.reply_error(CROSS_SHARD);
+            }
+            Some(first)
+        };
+        match server {
+            Some(s) => self.forward_whole(s, argv, raw),
+            None => self.no_server(),
+        }
+    }
+
+    /// MGET, MSET, DEL, UNLINK, TOUCH, EXISTS: one sub-request per shard, merged in key order.
+    fn fan_out(&mut self, cmd: &Command, merge: Merge, argv: &[&[u8]], raw: Option<&[u8]>) {
+        if !self.find_keys(cmd, argv) || !self.map_keys(argv) {
+            return;
+        }
+        let Some(&first) = self.servers.first() else {
+            return self.forward_keys(cmd, argv, raw);
+        };
+        if self.servers.iter().all(|&s| s == first) {
+            return self.forward_whole(first, argv, raw);
+        }
+        // Arguments that travel with each key: 1 for MGET/DEL, 2 (key value) for MSET.
+        let span = match self.keys[..] {
+            [a, b, ..] => b - a,
+            _ => 1,
+        };
+        let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
+        for (i, &s) in self.servers.iter().enumerate() {
+            match groups.iter_mut().find(|g| g.0 == s) {
+                Some(g) => g.1.push(i as u32),
+                None => groups.push((s, vec![i as u32])),
+            }
+        }
+        let merger = match merge {
+            Merge::Array => Merger::Array {
+                total: self.keys.len(),
+                positions: groups.iter().map(|g| g.1.clone()).collect(),
+            },
+            Merge::AllOk => Merger::AllOk,
+            _ => Merger::Sum,
+        };
+        self.worker.stats.pools[self.pool.rt.index]
+            .pool(PoolStat::Fragments)
+            .add(groups.len() as i64);
+        let seq = self.pending.push_gather(groups.len(), merger);
+        for (part, (server, idx)) in groups.iter().enumerate() {
+            let keys = &self.keys;
+            self.send(*server, seq, part as u32, |out| {
+                encode::array_header(out, 1 + idx.len() * span);
+                encode::bulk(out, argv[0]);
+                for &i in idx {
+                    let k = keys[i as usize];
+                    for a in &argv[k..(k + span).min(argv.len())] {
+                        encode::bulk(out, a);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Keyless commands that every shard answers, merged.
+    fn all_shards(&mut self, merge: Merge, argv: &[&[u8]], raw: Option<&[u8]>) {
+        if merge == Merge::Scan {
+            return self.scan(argv);
+        }
+        let merger = match merge {
+            Merge::Sum => Merger::Sum,
+            Merge::Concat => Merger::Concat,
+            Merge::RandomKey => Merger::RandomKey,
+            Merge::Same => Merger::Same,
+            Merge::And => Merger::And,
+            Merge::First => Merger::First,
+            Merge::AllOk => Merger::AllOk,
+            Merge::Array | Merge::Scan => Merger::First,
+        };
+        self.broadcast(merger, argv, raw);
+    }
+
+    /// Send the request to every live server and merge the replies.
+    pub fn broadcast(&self, merger: Merger, argv: &[&[u8]], raw: Option<&[u8]>) {
+        let servers: Vec<usize> = (0..self.pool.rt.servers.len())
+            .filter(|&s| !self.pool.rt.servers[s].is_ejected())
+            .collect();
+        if servers.is_empty() {
+            return self.no_server();
+        }
+        let seq = self.pending.push_gather(servers.len(), merger);
+        for (part, &s) in servers.iter().enumerate() {
+            self.send(s, seq, part as u32, |out| match raw {
+                Some(r) => out.extend_from_slice(r),
+                None => encode::command(out, argv),
+            });
+        }
+    }
+
+    /// SCAN with one cursor that walks the shards in turn.
+    fn scan(&self, argv: &[&[u8]]) {
+        let shards = self.pool.rt.servers.len() as u64;
+        let cursor = std::str::from_utf8(argv[1])
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok());
+        let Some((inner, shard)) = cursor.map(|c| scan_cursor_split(c, shards)) else {
+            return self.reply_error("ERR invalid cursor");
+        };
+        let seq = self.pending.push_gather(1, Merger::Scan { shard, shards });
+        let inner = inner.to_string();
+        self.send(shard as usize, seq, 0, |out| {
+            encode::array_header(out, argv.len());
+            encode::bulk(out, argv[0]);
+            encode::bulk(out, inner.as_bytes());
+            for a in &argv[2..] {
+                encode::bulk(out, a);
+            }
+        });
+    }
+}
+
+/// Container commands whose subcommands the proxy answers itself with its own dispatch.
+fn is_local_container(cmd: &Command) -> bool {
+    matches!(cmd.route, Route::Local)
+}
+
+/// Redis' reply to an unknown command, arguments quoted up to 128 bytes in all.
+pub fn unknown_command(argv: &[&[u8]]) -> String {
+    let mut args = String::new();
+    for a in &argv[1..] {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        args.push('\'');
+        args.push_str(&sanitize(a, room));
+        args.push_str("' ");
+    }
+    format!(
+        "ERR unknown command '{}', with args beginning with: {}",
+        sanitize(argv[0], 128),
+        args
+    )
+}
+
+/// Text of a client-supplied argument fit for an error line: at most `max` bytes, newlines
+/// replaced by spaces (an error reply is one line).
+pub fn sanitize(arg: &[u8], max: usize) -> String {
+    let cut = &arg[..arg.len().min(max)];
+    String::from_utf8_lossy(cut)
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_command_uses_redis_wording() {
+        let argv: Vec<&[u8]> = vec![b"foo", b"a", b"b c"];
+        assert_eq!(
+            unknown_command(&argv),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b c' "
+        );
+        let none: Vec<&[u8]> = vec![b"foo"];
+        assert_eq!(
+            unknown_command(&none),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+    }
+
+    #[test]
+    fn error_text_never_spans_lines() {
+        assert_eq!(sanitize(b"a\r\nb", 10), "a  b");
+        assert_eq!(sanitize(b"abcdef", 3), "abc");
+    }
+}

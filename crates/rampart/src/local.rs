@@ -1,0 +1,348 @@
+//! Commands the proxy answers itself: PING, ECHO, QUIT, COMMAND, HELLO, SELECT, AUTH, CLIENT and
+//! INFO (whose keyspace section is summed over the shards).
+
+use std::fmt::Write as _;
+
+use bytes::BytesMut;
+use rampart_commands::Command;
+use resp::encode;
+
+use crate::dispatch::{sanitize, Ctx};
+use crate::split::Merger;
+use crate::stats::{PoolStat, ServerStat};
+
+/// Answer a `Route::Local` command.
+pub fn answer(ctx: &mut Ctx, cmd: &Command, argv: &[&[u8]]) {
+    let mut out = BytesMut::new();
+    match cmd.name {
+        "ping" => match argv.get(1) {
+            Some(msg) => encode::bulk(&mut out, msg),
+            None => encode::simple(&mut out, b"PONG"),
+        },
+        "echo" => encode::bulk(&mut out, argv[1]),
+        "quit" => {
+            encode::simple(&mut out, b"OK");
+            ctx.closing = true;
+        }
+        "select" => select(ctx, argv, &mut out),
+        "auth" => auth(ctx, argv, &mut out),
+        "hello" => hello(ctx, argv, &mut out),
+        "client" => client(ctx, argv, &mut out),
+        "info" => return info(ctx, argv),
+        name if name == "command" || name.starts_with("command|") => command(argv, &mut out),
+        other => encode::error(
+            &mut out,
+            &format!("ERR '{other}' is not answered by rampart"),
+        ),
+    }
+    ctx.reply_raw(&out);
+}
+
+fn select(ctx: &Ctx, argv: &[&[u8]], out: &mut BytesMut) {
+    let db = ctx.pool.rt.conf.redis_db;
+    match std::str::from_utf8(argv[1])
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
+        None => encode::error(out, "ERR value is not an integer or out of range"),
+        Some(n) if n == db as i64 => encode::simple(out, b"OK"),
+        Some(_) => encode::error(
+            out,
+            &format!("ERR rampart: this pool serves database {db} only (redis_db)"),
+        ),
+    }
+}
+
+fn auth(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
+    let Some(pass) = ctx.pool.rt.conf.redis_auth.clone() else {
+        return encode::error(out, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    };
+    let (user, given) = match argv {
+        [_, p] => (&b"default"[..], *p),
+        [_, u, p] => (*u, *p),
+        _ => return encode::error(out, "ERR syntax error"),
+    };
+    if user == b"default" && given == pass.as_bytes() {
+        ctx.authed = true;
+        encode::simple(out, b"OK");
+    } else {
+        encode::error(
+            out,
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        );
+    }
+}
+
+fn hello(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
+    let mut i = 1;
+    if let Some(v) = argv.get(1) {
+        match std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            Some(2) => {}
+            Some(3) => {
+                return encode::error(
+                    out,
+                    "NOPROTO sorry, rampart speaks RESP2 only for now; use HELLO 2 or no HELLO",
+                )
+            }
+            Some(_) => return encode::error(out, "NOPROTO unsupported protocol version"),
+            None => {
+                return encode::error(
+                    out,
+                    "ERR Protocol version is not an integer or out of range",
+                )
+            }
+        }
+        i = 2;
+    }
+    while i < argv.len() {
+        let opt = argv[i].to_ascii_lowercase();
+        match (&opt[..], argv.get(i + 1), argv.get(i + 2)) {
+            (b"auth", Some(u), Some(p)) => {
+                let mut tmp = BytesMut::new();
+                auth(ctx, &[b"auth", u, p], &mut tmp);
+                if tmp.first() == Some(&b'-') {
+                    out.extend_from_slice(&tmp);
+                    return;
+                }
+                i += 3;
+            }
+            (b"setname", Some(n), _) => {
+                ctx.name = Some(n.to_vec());
+                i += 2;
+            }
+            _ => {
+                return encode::error(
+                    out,
+                    &format!(
+                        "ERR Syntax error in HELLO option '{}'",
+                        sanitize(argv[i], 64)
+                    ),
+                )
+            }
+        }
+    }
+    if !ctx.authed {
+        return encode::error(out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    encode::array_header(out, 14);
+    for (k, v) in [
+        ("server", "redis"),
+        ("version", "7.0.0"),
+        ("proxy", concat!("rampart ", env!("CARGO_PKG_VERSION"))),
+    ] {
+        encode::bulk(out, k.as_bytes());
+        encode::bulk(out, v.as_bytes());
+    }
+    encode::bulk(out, b"proto");
+    encode::integer(out, 2);
+    encode::bulk(out, b"id");
+    encode::integer(out, ctx.id as i64);
+    encode::bulk(out, b"mode");
+    encode::bulk(out, b"proxy");
+    encode::bulk(out, b"role");
+    encode::bulk(out, b"master");
+}
+
+fn client(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
+    let sub = argv
+        .get(1)
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    match (&sub[..], argv.len()) {
+        (b"setname", 3) => {
+            if argv[2].iter().any(|&c| c <= b' ' || c > b'~') {
+                return encode::error(
+                    out,
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+            }
+            ctx.name = (!argv[2].is_empty()).then(|| argv[2].to_vec());
+            encode::simple(out, b"OK");
+        }
+        (b"getname", 2) => match &ctx.name {
+            Some(n) => encode::bulk(out, n),
+            None => encode::null_bulk(out),
+        },
+        (b"id", 2) => encode::integer(out, ctx.id as i64),
+        (b"setinfo", 4) => encode::simple(out, b"OK"),
+        (b"setname" | b"getname" | b"id" | b"setinfo", _) => encode::error(
+            out,
+            &format!(
+                "ERR wrong number of arguments for 'client|{}' command",
+                String::from_utf8_lossy(&sub)
+            ),
+        ),
+        _ => encode::error(
+            out,
+            &format!(
+                "ERR rampart: CLIENT {} is not supported through the proxy (SETNAME, GETNAME, ID and SETINFO are)",
+                sanitize(argv.get(1).copied().unwrap_or(b""), 32).to_uppercase()
+            ),
+        ),
+    }
+}
+
+fn command(argv: &[&[u8]], out: &mut BytesMut) {
+    let sub = argv
+        .get(1)
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut buf = Vec::new();
+    let names = || argv.iter().skip(2).map(|n| rampart_commands::lookup(n));
+    match &sub[..] {
+        b"" => {
+            let all = rampart_commands::all();
+            encode::array_header(out, all.len());
+            for c in all {
+                buf.clear();
+                rampart_commands::encode_info(c, &mut buf);
+                out.extend_from_slice(&buf);
+            }
+        }
+        b"count" => encode::integer(out, rampart_commands::all().len() as i64),
+        b"list" => {
+            let all = rampart_commands::all();
+            encode::array_header(out, all.len());
+            for c in all {
+                encode::bulk(out, c.name.as_bytes());
+            }
+        }
+        b"info" => {
+            encode::array_header(out, argv.len() - 2);
+            for c in names() {
+                match c {
+                    Some(c) => {
+                        buf.clear();
+                        rampart_commands::encode_info(c, &mut buf);
+                        out.extend_from_slice(&buf);
+                    }
+                    None => encode::null_array(out),
+                }
+            }
+        }
+        b"docs" => {
+            let found: Vec<&Command> = if argv.len() == 2 {
+                rampart_commands::all().iter().collect()
+            } else {
+                names().flatten().collect()
+            };
+            encode::array_header(out, found.len() * 2);
+            for c in found {
+                encode::bulk(out, c.name.as_bytes());
+                buf.clear();
+                rampart_commands::encode_docs(c, &mut buf);
+                out.extend_from_slice(&buf);
+            }
+        }
+        b"getkeys" if argv.len() >= 3 => {
+            let inner = &argv[2..];
+            let Some(c) = rampart_commands::lookup(inner[0]) else {
+                return encode::error(out, "ERR Invalid command specified");
+            };
+            let mut keys = Vec::new();
+            match c.key_indices(inner, &mut keys) {
+                Ok(()) if keys.is_empty() => {
+                    encode::error(out, "ERR The command has no key arguments")
+                }
+                Ok(()) => {
+                    encode::array_header(out, keys.len());
+                    for k in keys {
+                        encode::bulk(out, inner[k]);
+                    }
+                }
+                Err(e) => encode::error(out, &format!("ERR {e}")),
+            }
+        }
+        _ => encode::error(
+            out,
+            &format!(
+                "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+                sanitize(argv[1], 128)
+            ),
+        ),
+    }
+}
+
+/// INFO: the proxy's own sections, and the keyspace section summed over the shards.
+fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
+    let want: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let all = want.is_empty()
+        || want
+            .iter()
+            .any(|w| w == "all" || w == "everything" || w == "default");
+    let has = |s: &str| all || want.iter().any(|w| w == s);
+    let shared = &ctx.worker.shared;
+    let m = &shared.metrics;
+    let mut t = String::new();
+    if has("server") {
+        let _ = write!(
+            t,
+            "# Server\r\nrampart_version:{}\r\nredis_version:7.0.0\r\nredis_mode:proxy\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nworkers:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            usize::BITS,
+            std::process::id(),
+            shared.workers,
+            shared.started.elapsed().as_secs(),
+        );
+    }
+    if has("clients") {
+        let _ = write!(
+            t,
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            m.global_sum(|w| &w.curr_connections)
+        );
+    }
+    if has("stats") {
+        let _ = write!(
+            t,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+            m.global_sum(|w| &w.total_connections),
+            m.global_sum(|w| &w.commands)
+        );
+    }
+    if has("pools") {
+        t.push_str("# Pools\r\n");
+        for p in &shared.pools {
+            let ejected = p.servers.iter().filter(|s| s.is_ejected()).count();
+            let _ = write!(
+                t,
+                "pool_{}:servers={},ejected={},client_connections={},forward_error={},fragments={}\r\n",
+                p.conf.name,
+                p.servers.len(),
+                ejected,
+                m.pool_sum(p.index, PoolStat::ClientConnections),
+                m.pool_sum(p.index, PoolStat::ForwardError),
+                m.pool_sum(p.index, PoolStat::Fragments),
+            );
+            for (i, s) in p.servers.iter().enumerate() {
+                let _ = write!(
+                    t,
+                    "server_{}_{}:addr={},ejected={},requests={},server_err={},server_timedout={}\r\n",
+                    p.conf.name,
+                    i,
+                    s.conf.text,
+                    s.is_ejected() as u8,
+                    m.server_sum(p.index, i, ServerStat::Requests),
+                    m.server_sum(p.index, i, ServerStat::ServerErr),
+                    m.server_sum(p.index, i, ServerStat::ServerTimedout),
+                );
+            }
+        }
+        t.push_str("\r\n");
+    }
+    if has("keyspace") {
+        let argv: [&[u8]; 2] = [b"INFO", b"keyspace"];
+        ctx.broadcast(Merger::Info { head: t }, &argv, None);
+    } else {
+        let mut out = BytesMut::new();
+        encode::bulk(&mut out, t.as_bytes());
+        ctx.reply_raw(&out);
+    }
+}

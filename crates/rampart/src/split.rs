@@ -1,0 +1,344 @@
+//! Fragment and coalesce: how the replies of a request split over several shards become one.
+//!
+//! A multi-key request (MGET, MSET, DEL, ...) is cut into one sub-request per shard; a keyless
+//! one (DBSIZE, KEYS, ...) goes to every shard. Each becomes a gather slot in the session's
+//! [`crate::pending::Pending`] queue with a [`Merger`] that knows how to combine the parts. Any
+//! part that is an error reply makes the whole reply that error (the first one, in part order),
+//! as a client of a single Redis would see it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use resp::{encode, Value};
+
+/// Combines the replies of the parts of one request.
+#[derive(Clone, Debug)]
+pub enum Merger {
+    /// Array replies whose elements go back to the key positions of the original request
+    /// (`positions[part][i]` is where element `i` of part `part` belongs); MGET.
+    Array {
+        /// Number of elements of the merged array.
+        total: usize,
+        /// Original positions, per part.
+        positions: Vec<Vec<u32>>,
+    },
+    /// `+OK` when every part says OK.
+    AllOk,
+    /// Sum of integer replies.
+    Sum,
+    /// Concatenation of array replies (KEYS).
+    Concat,
+    /// One part of a SCAN walking the shards in turn: rewrites the cursor.
+    Scan {
+        /// Index of the shard this cursor walks.
+        shard: u64,
+        /// Number of shards.
+        shards: u64,
+    },
+    /// A random non-nil reply (RANDOMKEY).
+    RandomKey,
+    /// Every part answers the same; return it (SCRIPT LOAD).
+    Same,
+    /// Element-wise AND of integer arrays (SCRIPT EXISTS).
+    And,
+    /// The first part's reply (CONFIG GET).
+    First,
+    /// INFO: the proxy's own sections, then the shards' keyspace sections summed.
+    Info {
+        /// The proxy's sections, already rendered.
+        head: String,
+    },
+}
+
+const BAD_REPLY: &[u8] = b"-ERR rampart: a shard sent a reply that cannot be merged\r\n";
+
+impl Merger {
+    /// Merge the parts (in part order) into one reply.
+    pub fn merge(self, parts: Vec<Bytes>) -> Bytes {
+        if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
+            return err.clone();
+        }
+        let mut out = BytesMut::new();
+        let ok = match self {
+            Merger::Array { total, positions } => merge_array(&parts, total, &positions, &mut out),
+            Merger::AllOk => {
+                encode::simple(&mut out, b"OK");
+                true
+            }
+            Merger::Sum => merge_sum(&parts, &mut out),
+            Merger::Concat => merge_concat(&parts, &mut out),
+            Merger::Scan { shard, shards } => merge_scan(&parts, shard, shards, &mut out),
+            Merger::RandomKey => return pick_random_key(parts),
+            Merger::Same | Merger::First => return parts.into_iter().next().unwrap_or_default(),
+            Merger::And => merge_and(&parts, &mut out),
+            Merger::Info { head } => merge_info(&parts, &head, &mut out),
+        };
+        if ok {
+            out.freeze()
+        } else {
+            Bytes::from_static(BAD_REPLY)
+        }
+    }
+}
+
+fn array_items(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    match resp::peek(reply).ok()? {
+        Value::Array(Some(items)) => Some(items),
+        _ => None,
+    }
+}
+
+fn merge_array(parts: &[Bytes], total: usize, positions: &[Vec<u32>], out: &mut BytesMut) -> bool {
+    let mut slots: Vec<&[u8]> = vec![&b"$-1\r\n"[..]; total];
+    for (part, pos) in parts.iter().zip(positions) {
+        let Some(items) = array_items(part) else {
+            return false;
+        };
+        if items.len() != pos.len() {
+            return false;
+        }
+        for (item, &p) in items.into_iter().zip(pos) {
+            if let Some(s) = slots.get_mut(p as usize) {
+                *s = item;
+            }
+        }
+    }
+    encode::array_header(out, total);
+    for s in slots {
+        out.put_slice(s);
+    }
+    true
+}
+
+fn merge_sum(parts: &[Bytes], out: &mut BytesMut) -> bool {
+    let mut sum: i64 = 0;
+    for p in parts {
+        match resp::peek(p) {
+            Ok(Value::Integer(n)) => sum = sum.saturating_add(n),
+            _ => return false,
+        }
+    }
+    encode::integer(out, sum);
+    true
+}
+
+fn merge_concat(parts: &[Bytes], out: &mut BytesMut) -> bool {
+    let mut all = Vec::new();
+    for p in parts {
+        match array_items(p) {
+            Some(items) => all.extend(items),
+            None => return false,
+        }
+    }
+    encode::array_header(out, all.len());
+    for i in all {
+        out.put_slice(i);
+    }
+    true
+}
+
+/// The proxy's SCAN cursor: `backend_cursor * shards + shard`, so one number walks every shard.
+pub fn scan_cursor_split(cursor: u64, shards: u64) -> (u64, u64) {
+    (cursor / shards, cursor % shards)
+}
+
+fn merge_scan(parts: &[Bytes], shard: u64, shards: u64, out: &mut BytesMut) -> bool {
+    let Some(p) = parts.first() else { return false };
+    let Some(items) = array_items(p) else {
+        return false;
+    };
+    let [cur, keys] = items[..] else { return false };
+    let cursor = match resp::peek(cur) {
+        Ok(Value::Bulk(Some(c))) => std::str::from_utf8(c)
+            .ok()
+            .and_then(|c| c.parse::<u64>().ok()),
+        _ => None,
+    };
+    let Some(cursor) = cursor else { return false };
+    let next = if cursor == 0 {
+        if shard + 1 >= shards {
+            Some(0)
+        } else {
+            Some(shard + 1)
+        }
+    } else {
+        cursor
+            .checked_mul(shards)
+            .and_then(|c| c.checked_add(shard))
+    };
+    let Some(next) = next else { return false };
+    encode::array_header(out, 2);
+    encode::bulk(out, itoa::Buffer::new().format(next).as_bytes());
+    out.put_slice(keys);
+    true
+}
+
+fn pick_random_key(parts: Vec<Bytes>) -> Bytes {
+    let found: Vec<Bytes> = parts
+        .into_iter()
+        .filter(|p| matches!(resp::peek(p), Ok(Value::Bulk(Some(_)))))
+        .collect();
+    if found.is_empty() {
+        return Bytes::from_static(b"$-1\r\n");
+    }
+    let i = crate::rand::below(found.len() as u64) as usize;
+    found[i].clone()
+}
+
+fn merge_and(parts: &[Bytes], out: &mut BytesMut) -> bool {
+    let mut acc: Option<Vec<bool>> = None;
+    for p in parts {
+        let Some(items) = array_items(p) else {
+            return false;
+        };
+        let mut vals = Vec::with_capacity(items.len());
+        for i in items {
+            match resp::peek(i) {
+                Ok(Value::Integer(n)) => vals.push(n != 0),
+                _ => return false,
+            }
+        }
+        acc = Some(match acc {
+            None => vals,
+            Some(a) if a.len() == vals.len() => a.iter().zip(vals).map(|(x, y)| *x && y).collect(),
+            Some(_) => return false,
+        });
+    }
+    let acc = acc.unwrap_or_default();
+    encode::array_header(out, acc.len());
+    for v in acc {
+        encode::integer(out, v as i64);
+    }
+    true
+}
+
+/// Sum `dbN:keys=..,expires=..,avg_ttl=..` lines of the shards' `INFO keyspace` replies.
+fn merge_info(parts: &[Bytes], head: &str, out: &mut BytesMut) -> bool {
+    let mut dbs: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    for p in parts {
+        let Ok(Value::Bulk(Some(text))) = resp::peek(p) else {
+            return false;
+        };
+        for line in String::from_utf8_lossy(text).lines() {
+            let Some((db, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            let e = dbs.entry(n).or_default();
+            for kv in rest.split(',') {
+                match kv.split_once('=') {
+                    Some(("keys", v)) => e.0 += v.parse::<u64>().unwrap_or(0),
+                    Some(("expires", v)) => e.1 += v.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut text = String::from(head);
+    text.push_str("# Keyspace\r\n");
+    for (db, (keys, expires)) in dbs {
+        text.push_str(&format!(
+            "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n"
+        ));
+    }
+    encode::bulk(out, text.as_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &'static [u8]) -> Bytes {
+        Bytes::from_static(s)
+    }
+
+    #[test]
+    fn mget_elements_return_to_their_key_positions() {
+        let m = Merger::Array {
+            total: 4,
+            positions: vec![vec![0, 2], vec![3, 1]],
+        };
+        let out = m.merge(vec![
+            b(b"*2\r\n$1\r\na\r\n$-1\r\n"),
+            b(b"*2\r\n$1\r\nd\r\n$1\r\nb\r\n"),
+        ]);
+        assert_eq!(&out[..], b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n$1\r\nd\r\n");
+    }
+
+    #[test]
+    fn the_first_error_wins() {
+        let out = Merger::Sum.merge(vec![b(b":1\r\n"), b(b"-ERR one\r\n"), b(b"-ERR two\r\n")]);
+        assert_eq!(&out[..], b"-ERR one\r\n");
+    }
+
+    #[test]
+    fn sums_and_concatenations() {
+        assert_eq!(
+            &Merger::Sum.merge(vec![b(b":1\r\n"), b(b":41\r\n")])[..],
+            b":42\r\n"
+        );
+        let keys = Merger::Concat.merge(vec![
+            b(b"*1\r\n$1\r\na\r\n"),
+            b(b"*0\r\n"),
+            b(b"*1\r\n$1\r\nb\r\n"),
+        ]);
+        assert_eq!(&keys[..], b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+    }
+
+    #[test]
+    fn scan_cursor_walks_shards_in_turn() {
+        let reply = |c: &'static [u8]| {
+            let mut v = BytesMut::new();
+            encode::array_header(&mut v, 2);
+            encode::bulk(&mut v, c);
+            v.put_slice(b"*0\r\n");
+            v.freeze()
+        };
+        let done_first = Merger::Scan {
+            shard: 0,
+            shards: 3,
+        }
+        .merge(vec![reply(b"0")]);
+        assert_eq!(
+            &done_first[..],
+            b"*2\r\n$1\r\n1\r\n*0\r\n",
+            "next shard, cursor 0"
+        );
+        let done_last = Merger::Scan {
+            shard: 2,
+            shards: 3,
+        }
+        .merge(vec![reply(b"0")]);
+        assert_eq!(&done_last[..], b"*2\r\n$1\r\n0\r\n*0\r\n", "the walk ends");
+        let mid = Merger::Scan {
+            shard: 1,
+            shards: 3,
+        }
+        .merge(vec![reply(b"7")]);
+        assert_eq!(&mid[..], b"*2\r\n$2\r\n22\r\n*0\r\n");
+        assert_eq!(scan_cursor_split(22, 3), (7, 1));
+    }
+
+    #[test]
+    fn all_ok_and_script_exists() {
+        assert_eq!(
+            &Merger::AllOk.merge(vec![b(b"+OK\r\n"), b(b"+OK\r\n")])[..],
+            b"+OK\r\n"
+        );
+        let and = Merger::And.merge(vec![b(b"*2\r\n:1\r\n:1\r\n"), b(b"*2\r\n:1\r\n:0\r\n")]);
+        assert_eq!(&and[..], b"*2\r\n:1\r\n:0\r\n");
+    }
+
+    #[test]
+    fn info_sums_keyspaces() {
+        let p1 = b(b"$44\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\n\r\n");
+        let p2 = b(b"$44\r\n# Keyspace\r\ndb0:keys=4,expires=0,avg_ttl=0\r\n\r\n");
+        let out = Merger::Info {
+            head: String::new(),
+        }
+        .merge(vec![p1, p2]);
+        let s = String::from_utf8_lossy(&out).to_string();
+        assert!(s.contains("db0:keys=7,expires=1,avg_ttl=0"), "{s}");
+    }
+}

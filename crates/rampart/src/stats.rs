@@ -1,0 +1,210 @@
+//! Every statistic rampart keeps, declared once.
+//!
+//! The tables below name each pool and server statistic, say whether it is a counter or a gauge
+//! and what it means; the twemproxy stats JSON and `INFO` are derived from them. Each worker
+//! thread owns one [`WorkerStats`] and is its only writer, so an increment is a plain load and
+//! store on a relaxed atomic (no locked instruction on the request path). Readers sum the workers.
+
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Whether a statistic only grows or goes up and down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic count since start.
+    Counter,
+    /// Current level.
+    Gauge,
+}
+
+macro_rules! stat_table {
+    ($(#[$m:meta])* $name:ident { $($var:ident => ($key:literal, $kind:ident, $desc:literal),)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum $name { $($var,)* }
+        impl $name {
+            /// Every statistic of this table, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$var,)*];
+            /// Number of statistics in this table.
+            pub const COUNT: usize = Self::ALL.len();
+            /// The twemproxy name of the statistic.
+            pub fn key(self) -> &'static str { match self { $($name::$var => $key,)* } }
+            /// Counter or gauge.
+            pub fn kind(self) -> Kind { match self { $($name::$var => Kind::$kind,)* } }
+            /// What the statistic means.
+            pub fn describe(self) -> &'static str { match self { $($name::$var => $desc,)* } }
+        }
+    };
+}
+
+stat_table! {
+    /// Per-pool statistics, with twemproxy's names.
+    PoolStat {
+        ClientEof => ("client_eof", Counter, "client closed its connection"),
+        ClientErr => ("client_err", Counter, "client connection closed on an error"),
+        ClientConnections => ("client_connections", Gauge, "open client connections"),
+        ServerEjects => ("server_ejects", Counter, "times a server was ejected from the ring"),
+        ForwardError => ("forward_error", Counter, "requests answered with an error because no server could take them"),
+        Fragments => ("fragments", Counter, "sub-requests made by splitting multi-key requests"),
+    }
+}
+
+stat_table! {
+    /// Per-server statistics, with twemproxy's names.
+    ServerStat {
+        ServerEof => ("server_eof", Counter, "server closed the connection"),
+        ServerErr => ("server_err", Counter, "connection to the server failed or broke"),
+        ServerTimedout => ("server_timedout", Counter, "requests that hit the pool timeout"),
+        ServerConnections => ("server_connections", Gauge, "open connections to the server"),
+        Requests => ("requests", Counter, "requests sent to the server"),
+        RequestBytes => ("request_bytes", Counter, "bytes of requests sent to the server"),
+        Responses => ("responses", Counter, "replies received from the server"),
+        ResponseBytes => ("response_bytes", Counter, "bytes of replies received from the server"),
+        InQueue => ("in_queue", Gauge, "requests queued, not yet written to the server"),
+        InQueueBytes => ("in_queue_bytes", Gauge, "bytes of requests queued, not yet written"),
+        OutQueue => ("out_queue", Gauge, "requests written, waiting for their reply"),
+        OutQueueBytes => ("out_queue_bytes", Gauge, "bytes of requests written, waiting for their reply"),
+    }
+}
+
+/// One cell written by a single worker thread and read by anyone.
+#[derive(Default, Debug)]
+pub struct Cell(AtomicI64);
+
+impl Cell {
+    /// Add `n` (may be negative for gauges). Only the owning worker calls this.
+    #[inline]
+    pub fn add(&self, n: i64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The statistics of one pool, as written by one worker.
+#[derive(Debug)]
+pub struct PoolCells {
+    pool: Vec<Cell>,
+    servers: Vec<Vec<Cell>>,
+}
+
+impl PoolCells {
+    fn new(servers: usize) -> Self {
+        let row = |n| (0..n).map(|_| Cell::default()).collect::<Vec<_>>();
+        PoolCells {
+            pool: row(PoolStat::COUNT),
+            servers: (0..servers).map(|_| row(ServerStat::COUNT)).collect(),
+        }
+    }
+    /// The cell of a pool statistic.
+    #[inline]
+    pub fn pool(&self, s: PoolStat) -> &Cell {
+        &self.pool[s as usize]
+    }
+    /// The cell of a server statistic.
+    #[inline]
+    pub fn server(&self, server: usize, s: ServerStat) -> &Cell {
+        &self.servers[server][s as usize]
+    }
+}
+
+/// Everything one worker counts.
+#[derive(Debug)]
+pub struct WorkerStats {
+    /// Per pool, in config order.
+    pub pools: Vec<PoolCells>,
+    /// Client connections accepted by this worker.
+    pub total_connections: Cell,
+    /// Client connections open on this worker.
+    pub curr_connections: Cell,
+    /// Requests answered by this worker (all pools, including local replies).
+    pub commands: Cell,
+}
+
+/// The statistics of the whole process: one [`WorkerStats`] per worker.
+#[derive(Debug)]
+pub struct Metrics {
+    workers: Vec<Arc<WorkerStats>>,
+}
+
+impl Metrics {
+    /// Cells for `workers` workers over pools with the given server counts.
+    pub fn new(workers: usize, servers_per_pool: &[usize]) -> Self {
+        let make = || {
+            Arc::new(WorkerStats {
+                pools: servers_per_pool
+                    .iter()
+                    .map(|&n| PoolCells::new(n))
+                    .collect(),
+                total_connections: Cell::default(),
+                curr_connections: Cell::default(),
+                commands: Cell::default(),
+            })
+        };
+        Metrics {
+            workers: (0..workers).map(|_| make()).collect(),
+        }
+    }
+    /// The cells of worker `i`.
+    pub fn worker(&self, i: usize) -> Arc<WorkerStats> {
+        Arc::clone(&self.workers[i])
+    }
+    /// Sum of a pool statistic over all workers.
+    pub fn pool_sum(&self, pool: usize, s: PoolStat) -> i64 {
+        self.workers
+            .iter()
+            .map(|w| w.pools[pool].pool(s).get())
+            .sum()
+    }
+    /// Sum of a server statistic over all workers.
+    pub fn server_sum(&self, pool: usize, server: usize, s: ServerStat) -> i64 {
+        self.workers
+            .iter()
+            .map(|w| w.pools[pool].server(server, s).get())
+            .sum()
+    }
+    /// Sum of a process-wide statistic chosen by `f`.
+    pub fn global_sum(&self, f: impl Fn(&WorkerStats) -> &Cell) -> i64 {
+        self.workers.iter().map(|w| f(w).get()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_follow_twemproxy() {
+        let mut names: Vec<&str> = PoolStat::ALL.iter().map(|s| s.key()).collect();
+        names.extend(ServerStat::ALL.iter().map(|s| s.key()));
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a statistic name is declared twice");
+        assert!(names.contains(&"server_timedout"));
+        assert!(names.contains(&"forward_error"));
+    }
+
+    #[test]
+    fn sums_cover_every_worker() {
+        let m = Metrics::new(3, &[2]);
+        for i in 0..3 {
+            m.worker(i).pools[0]
+                .server(1, ServerStat::Requests)
+                .add(i as i64 + 1);
+        }
+        m.worker(0).pools[0]
+            .pool(PoolStat::ClientConnections)
+            .add(2);
+        m.worker(2).pools[0]
+            .pool(PoolStat::ClientConnections)
+            .add(-1);
+        assert_eq!(m.server_sum(0, 1, ServerStat::Requests), 6);
+        assert_eq!(m.server_sum(0, 0, ServerStat::Requests), 0);
+        assert_eq!(m.pool_sum(0, PoolStat::ClientConnections), 1);
+    }
+}

@@ -1,0 +1,81 @@
+//! The twemproxy-compatible stats listener: each connection receives one JSON document and is
+//! closed, exactly like nutcracker's stats port, so existing exporters and dashboards work.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::stats::{PoolStat, ServerStat};
+use crate::topology::unix_secs;
+use crate::worker::Shared;
+
+/// Serve the stats port until the task is aborted.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((mut s, _)) => {
+                let doc = render(&shared);
+                tokio::spawn(async move {
+                    let _ = s.write_all(doc.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!("stats accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The stats document: nutcracker's field names and nesting, built from the same counters.
+pub fn render(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let mut j = String::with_capacity(1024);
+    let _ = write!(
+        j,
+        "{{\"service\":\"rampart\", \"source\":{}, \"version\":{}, \"uptime\":{}, \"timestamp\":{}, \"total_connections\":{}, \"curr_connections\":{}",
+        quote(&hostname()),
+        quote(env!("CARGO_PKG_VERSION")),
+        shared.started.elapsed().as_secs(),
+        unix_secs(),
+        m.global_sum(|w| &w.total_connections),
+        m.global_sum(|w| &w.curr_connections),
+    );
+    for p in &shared.pools {
+        let _ = write!(j, ", {}: {{", quote(&p.conf.name));
+        for (i, s) in PoolStat::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(j, "{sep}\"{}\":{}", s.key(), m.pool_sum(p.index, *s));
+        }
+        for (si, server) in p.servers.iter().enumerate() {
+            let _ = write!(j, ", {}: {{", quote(&server.label));
+            for (i, s) in ServerStat::ALL.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(j, "{sep}\"{}\":{}", s.key(), m.server_sum(p.index, si, *s));
+                if *s == ServerStat::ServerConnections {
+                    let at = server
+                        .ejected_at_us
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    let _ = write!(j, ", \"server_ejected_at\":{at}");
+                }
+            }
+            j.push('}');
+        }
+        j.push('}');
+    }
+    j.push_str("}\n");
+    j
+}
