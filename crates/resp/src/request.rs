@@ -356,6 +356,9 @@ impl RequestDecoder {
     }
 }
 
+/// Bytes searched byte by byte before handing a line search to `memchr`.
+const SHORT_LINE: usize = 16;
+
 /// Finds the first `term` at or after `from` (resuming at `scan.upto`), unless a NUL comes
 /// first, in which case the line is blocked for good, as it is in Redis.
 fn find(buf: &[u8], from: usize, scan: &mut Scan, term: u8) -> Option<usize> {
@@ -364,7 +367,16 @@ fn find(buf: &[u8], from: usize, scan: &mut Scan, term: u8) -> Option<usize> {
     }
     let start = scan.upto.max(from);
     let rest = buf.get(start..)?;
-    match memchr2(term, 0, rest) {
+    // Header lines are short: a plain loop over the first bytes beats memchr's setup cost.
+    let head = &rest[..rest.len().min(SHORT_LINE)];
+    let hit = match head.iter().position(|&b| b == term || b == 0) {
+        Some(i) => Some(i),
+        None => rest
+            .get(SHORT_LINE..)
+            .and_then(|tail| memchr2(term, 0, tail))
+            .map(|i| i + SHORT_LINE),
+    };
+    match hit {
         Some(i) if rest[i] == term => {
             // Resume at the terminator itself: the byte after it may still be missing.
             scan.upto = start + i;
