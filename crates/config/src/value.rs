@@ -51,6 +51,10 @@ pub(crate) fn parse_size(text: &str) -> Option<u64> {
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
 pub(crate) fn closest(word: &str, candidates: &[&'static str]) -> Option<&'static str> {
+    // A key this long is no typo of a known one; skip the quadratic comparison.
+    if word.len() > 64 {
+        return None;
+    }
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))
@@ -141,5 +145,6 @@ mod tests {
         assert_eq!(closest("server", &keys), Some("servers"));
         assert_eq!(closest("timout", &keys), Some("timeout"));
         assert_eq!(closest("completely_else", &keys), None);
+        assert_eq!(closest(&"hash".repeat(100), &keys), None);
     }
 }

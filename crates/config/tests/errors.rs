@@ -253,3 +253,40 @@ fn top_level_list_is_refused() {
     assert!(matches!(err.problem(), Some(Problem::Yaml(_))), "{err}");
     assert_eq!(err.line(), Some(1));
 }
+
+#[test]
+fn every_truncation_of_a_valid_file_is_accepted_or_refused_with_a_position() {
+    let full = "alpha:\n  listen: 127.0.0.1:22121\n  hash_tag: \"{}\"\n  timeout: 1s 500ms\n  \
+                client_output_soft: 16mb\n  servers:\n    - 10.0.0.1:6379:1 a\n    - ::1:6380:2\n\
+                beta:\n  listen: /tmp/b.sock 0660\n  servers:\n    - /tmp/r.sock:1\n";
+    assert!(parse(full, "n.yml").is_ok());
+    for (cut, _) in full.char_indices() {
+        if let Err(err) = parse(&full[..cut], "n.yml") {
+            let line = err.line().unwrap_or(0);
+            let lines_in_input = full[..cut].lines().count().max(1);
+            assert!(
+                line >= 1 && line as usize <= lines_in_input + 1,
+                "cut {cut}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn odd_inputs_are_refused_not_panicked_on() {
+    let inputs = [
+        "\t",
+        ":",
+        "? [a, b]\n: c\n",
+        "alpha:\n  listen: 127.0.0.1:1\n  servers:\n    - ''\n",
+        "alpha:\n  listen: 127.0.0.1:1\n  servers:\n    - \"  \"\n",
+        "alpha:\n  listen: \"\"\n  servers:\n    - h:1:1\n",
+        "alpha:\n  listen: 127.0.0.1:1\n  servers:\n    - h:1:1 \u{1F600}\u{1F600}\n    - h:1:1\n",
+        "alpha: &a\n  listen: *a\n",
+        "\u{0}",
+    ];
+    for text in inputs {
+        let err = refuse(text);
+        assert!(err.line().is_some_and(|l| l >= 1), "{text:?}: {err}");
+    }
+}
