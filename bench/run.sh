@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: direct redis, twemproxy (nutcracker), HAProxy (TCP) and rampart.
+# See bench/README.md for what is measured and how to read the results.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+OUT=${OUT:-$BENCH_DIR/out}
+if [[ ${QUICK:-0} == 1 ]]; then
+  ROUNDS=${ROUNDS:-1}; REQUESTS=${REQUESTS:-40000}
+else
+  ROUNDS=${ROUNDS:-3}; REQUESTS=${REQUESTS:-100000}
+fi
+CLIENTS=${CLIENTS:-50}
+WORKERS=${WORKERS:-1}
+IDLE_CONNS=${IDLE_CONNS:-1000}
+HASH=${HASH:-fnv1a_64}
+SKIP_RAMPART=${BENCH_SKIP_RAMPART:-0}
+RAMPART_BIN=${RAMPART_BIN:-$REPO/target/release/rampart}
+# nutcracker and haproxy live in sbin on Debian.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+for tool in redis-server redis-cli redis-benchmark nutcracker haproxy python3; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool not found" >&2; exit 1; }
+done
+# 1000 idle connections per target need file descriptors in the proxies and in python.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+if [[ $SKIP_RAMPART != 1 ]]; then
+  if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    log "building rampart (release)"
+    (cd "$REPO" && cargo build --release -p rampart)
+  fi
+  [[ -x $RAMPART_BIN ]] || { echo "bench: $RAMPART_BIN missing after build" >&2; exit 1; }
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rampart-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts a background process, logging to $WORK/NAME.log; sets LAST_PID.
+start_bg() {
+  local name=$1; shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+# Waits until 127.0.0.1:PORT accepts, failing if PID dies first.
+wait_port() {
+  local port=$1 pid=$2 name=$3 i
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || { echo "bench: $name exited:" >&2; cat "$WORK/$name.log" >&2; exit 1; }
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "bench: $name did not open port $port" >&2; exit 1
+}
+
+# N distinct free loopback ports (bound together, then released: a small race remains).
+read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(8)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
+
+redis_args=(--bind 127.0.0.1 --save "" --appendonly no --daemonize no --dir "$WORK")
+start_bg shard1 redis-server --port "$P_S1" "${redis_args[@]}"; PID_S1=$LAST_PID
+start_bg shard2 redis-server --port "$P_S2" "${redis_args[@]}"; PID_S2=$LAST_PID
+start_bg direct redis-server --port "$P_DIRECT" "${redis_args[@]}"; PID_DIRECT=$LAST_PID
+wait_port "$P_S1" "$PID_S1" shard1; wait_port "$P_S2" "$PID_S2" shard2
+wait_port "$P_DIRECT" "$PID_DIRECT" direct
+
+# One pool over both shards; twemproxy and rampart read the same file but for the port.
+pool_yml() {
+  cat <<YML
+bench:
+  listen: 127.0.0.1:$1
+  hash: $HASH
+  hash_tag: "{}"
+  distribution: ketama
+  redis: true
+  timeout: 1000
+  auto_eject_hosts: false
+  server_connections: 1
+  preconnect: true
+  servers:
+   - 127.0.0.1:$P_S1:1 shard1
+   - 127.0.0.1:$P_S2:1 shard2
+YML
+}
+pool_yml "$P_NC" >"$WORK/twemproxy.yml"
+pool_yml "$P_RP" >"$WORK/rampart.yml"
+
+start_bg twemproxy nutcracker -c "$WORK/twemproxy.yml" -s "$P_NC_STATS" -a 127.0.0.1 -p "$WORK/twemproxy.pid"
+PID_NC=$LAST_PID
+wait_port "$P_NC" "$PID_NC" twemproxy
+
+cat >"$WORK/haproxy.cfg" <<CFG
+global
+  maxconn 3000
+  nbthread $WORKERS
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 1h
+  timeout server 1h
+frontend redis_in
+  bind 127.0.0.1:$P_HA
+  default_backend redis_direct
+backend redis_direct
+  server direct 127.0.0.1:$P_DIRECT
+CFG
+start_bg haproxy haproxy -db -f "$WORK/haproxy.cfg"; PID_HA=$LAST_PID
+wait_port "$P_HA" "$PID_HA" haproxy
+
+TARGETS=(direct twemproxy haproxy)
+declare -A PORT=([direct]=$P_DIRECT [twemproxy]=$P_NC [haproxy]=$P_HA)
+declare -A PID=([direct]=$PID_DIRECT [twemproxy]=$PID_NC [haproxy]=$PID_HA)
+if [[ $SKIP_RAMPART != 1 ]]; then
+  # shellcheck disable=SC2086 # RAMPART_EXTRA_ARGS is a word list
+  start_bg rampart "$RAMPART_BIN" -c "$WORK/rampart.yml" -s "$P_RP_STATS" -a 127.0.0.1 --workers "$WORKERS" ${RAMPART_EXTRA_ARGS:-}
+  PID[rampart]=$LAST_PID; PORT[rampart]=$P_RP
+  wait_port "$P_RP" "${PID[rampart]}" rampart
+  TARGETS+=(rampart)
+fi
+log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP"
+
+# MGET keys: ten names, five on each shard, loaded through twemproxy (so they sit where
+# ketama puts them) and into the direct server.
+read -r -a MGET_KEYS < <(python3 "$BENCH_DIR/keys.py" --via "$P_NC" --shard1 "$P_S1" --count 10)
+[[ ${#MGET_KEYS[@]} == 10 ]] || { echo "bench: could not choose MGET keys" >&2; exit 1; }
+for key in "${MGET_KEYS[@]}"; do
+  redis-cli -p "$P_DIRECT" SET "$key" "value-of-$key" >/dev/null
+done
+on_shard1=$(redis-cli -p "$P_S1" EXISTS "${MGET_KEYS[@]}")
+log "MGET keys: $on_shard1 of ${#MGET_KEYS[@]} on shard1 (${MGET_KEYS[*]})"
+if [[ $SKIP_RAMPART != 1 ]]; then
+  nils=$(redis-cli -p "$P_RP" MGET "${MGET_KEYS[@]}" | grep -c '^$' || true)
+  [[ $nils == 0 ]] || log "WARNING: rampart returned $nils empty MGET values (placement differs from twemproxy?)"
+fi
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.csv RSS=$OUT/rss.csv IDLE=$OUT/idle.csv
+echo "round,case,target,requests,rps,p99_ms,cpu_us_per_req" >"$RESULTS"
+echo "target,phase,rss_kb" >"$RSS"
+echo "target,conns,rss_before_kb,rss_after_kb,bytes_per_conn" >"$IDLE"
+
+record_rss() {
+  local t
+  for t in "${TARGETS[@]}"; do echo "$t,$1,$(rss_kb "${PID[$t]}")" >>"$RSS"; done
+}
+
+record_rss start
+for t in "${TARGETS[@]}"; do
+  log "idle check: $IDLE_CONNS connections to $t"
+  python3 "$BENCH_DIR/idle.py" --port "${PORT[$t]}" --pid "${PID[$t]}" --conns "$IDLE_CONNS" --label "$t" >>"$IDLE"
+done
+record_rss before_runs
+
+# case name | request count | redis-benchmark arguments
+CASES=(
+  "SET P1|$REQUESTS|-t set -P 1 -r 100000"
+  "GET P1|$REQUESTS|-t get -P 1 -r 100000"
+  "SET P16|$((REQUESTS * 10))|-t set -P 16 -r 100000"
+  "GET P16|$((REQUESTS * 10))|-t get -P 16 -r 100000"
+  "SET 16KiB P1|$((REQUESTS / 5))|-t set -P 1 -d 16384 -r 1000"
+  "GET 16KiB P1|$((REQUESTS / 5))|-t get -P 1 -d 16384 -r 1000"
+  "MGET10 P16|$((REQUESTS * 5))|-P 16 mget ${MGET_KEYS[*]}"
+)
+
+run_one() {  # round name target requests args...
+  local round=$1 name=$2 target=$3 n=$4; shift 4
+  local pid=${PID[$target]} before after out row
+  before=$(cpu_ticks "$pid")
+  out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" -c "$CLIENTS" -n "$n" --csv "$@" 2>/dev/null)
+  after=$(cpu_ticks "$pid")
+  row=$(printf '%s\n' "$out" | grep '^"' | grep -v '^"test"' | tail -n 1 | tr -d '"')
+  [[ -n $row ]] || { log "WARNING: no result for $name on $target"; return 0; }
+  awk -F, -v r="$round" -v c="$name" -v t="$target" -v n="$n" -v d=$((after - before)) -v hz="$CLK_TCK" \
+    'BEGIN { OFS = "," } { print r, c, t, n, $2, $7, d * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
+  log "round $round  $name  $target: $(cut -d, -f2 <<<"$row") rps, p99 $(cut -d, -f7 <<<"$row") ms"
+}
+
+log "benchmark: $ROUNDS rounds, base $REQUESTS requests, $CLIENTS clients, targets: ${TARGETS[*]}"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for spec in "${CASES[@]}"; do
+    IFS='|' read -r name n args <<<"$spec"
+    for t in "${TARGETS[@]}"; do
+      # $args is split into words on purpose.
+      # shellcheck disable=SC2086
+      run_one "$round" "$name" "$t" "$n" $args
+    done
+  done
+done
+
+record_rss end
+log "waiting 5 s for memory to settle"
+sleep 5
+record_rss after_5s
+
+python3 "$BENCH_DIR/report.py" --dir "$OUT" --rounds "$ROUNDS" --requests "$REQUESTS" \
+  --clients "$CLIENTS" --workers "$WORKERS" | tee "$OUT/results.md"
+log "results: $OUT/results.md (raw: results.csv, rss.csv, idle.csv)"
