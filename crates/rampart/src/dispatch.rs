@@ -122,6 +122,12 @@ impl Ctx {
         if !self.authed && !matches!(cmd.name, "auth" | "quit" | "hello") {
             return self.reply_error("NOAUTH Authentication required.");
         }
+        if cmd.blocks(argv) {
+            return self.reply_error(&format!(
+                "ERR '{}' with BLOCK is not supported by rampart: a blocking call would stall the shared server connection",
+                cmd.name
+            ));
+        }
         match cmd.route {
             Route::Local => crate::local::answer(self, cmd, argv),
             Route::Keys => self.forward_keys(cmd, argv, raw),

@@ -242,6 +242,10 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
             let Some(c) = rampart_commands::lookup(inner[0]) else {
                 return encode::error(out, "ERR Invalid command specified");
             };
+            let c = match c.resolve(inner) {
+                Ok(c) => c,
+                Err(e) => return encode::error(out, &format!("ERR {e}")),
+            };
             let mut keys = Vec::new();
             match c.key_indices(inner, &mut keys) {
                 Ok(()) if keys.is_empty() => {

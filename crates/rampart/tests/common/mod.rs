@@ -1,0 +1,260 @@
+//! Shared setup for rampart's integration tests: N real redis-servers, a nutcracker-style
+//! YAML with one pool over them, and a rampart process serving that pool.
+//!
+//! ```ignore
+//! let env = Setup::new(3).option("hash_tag", "\"{}\"").start();
+//! let mut c = env.client();
+//! assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+//! ```
+//!
+//! Every port is chosen by the OS; every process is killed by its guard on drop, so tests of
+//! one binary run in parallel safely. Each test binary uses a different subset of these
+//! helpers, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use testkit::{free_port, Client, Proxy, RedisServer, Reply};
+
+/// Name of the pool written into the generated YAML.
+pub const POOL: &str = "alpha";
+
+/// Describes one test environment: how many backends, which pool options, how to start
+/// the backends and the proxy.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    shards: usize,
+    options: Vec<(String, String)>,
+    redis_args: Vec<String>,
+    password: Option<String>,
+    workers: usize,
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// `shards` backends, default options, 2 workers.
+    pub fn new(shards: usize) -> Setup {
+        Setup {
+            shards,
+            options: Vec::new(),
+            redis_args: Vec::new(),
+            password: None,
+            workers: 2,
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds a pool key, written as `key: value` (the value verbatim, so quote it yourself
+    /// where YAML needs quotes, as in `("hash_tag", "\"{}\"")`).
+    pub fn option(mut self, key: &str, value: impl ToString) -> Setup {
+        self.options.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// `hash_tag: "{}"`.
+    pub fn hash_tag(self) -> Setup {
+        self.option("hash_tag", "\"{}\"")
+    }
+
+    /// Extra redis-server arguments for every backend.
+    pub fn redis_args(mut self, args: &[&str]) -> Setup {
+        self.redis_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Starts every backend with `--requirepass password` and sets `redis_auth: password`.
+    pub fn password(mut self, password: &str) -> Setup {
+        self.password = Some(password.to_string());
+        self.redis_args(&["--requirepass", password])
+            .option("redis_auth", password)
+    }
+
+    /// Number of worker threads of the proxy.
+    pub fn workers(mut self, n: usize) -> Setup {
+        self.workers = n;
+        self
+    }
+
+    /// Sets an environment variable for the proxy (for example `RAMPART_LOG`).
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The YAML for a pool listening on `listen_port` over `backends`.
+    pub fn yaml(&self, listen_port: u16, backends: &[RedisServer]) -> String {
+        let mut y = format!(
+            "{POOL}:\n  listen: 127.0.0.1:{listen_port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n"
+        );
+        for (k, v) in &self.options {
+            y.push_str(&format!("  {k}: {v}\n"));
+        }
+        y.push_str("  servers:\n");
+        for (i, b) in backends.iter().enumerate() {
+            y.push_str(&format!("   - {}:1 shard{i}\n", b.addr()));
+        }
+        y
+    }
+
+    /// Starts the backends and the proxy and waits until the proxy accepts connections.
+    ///
+    /// # Panics
+    /// If a process does not start; the message includes its output.
+    pub fn start(self) -> Env {
+        let args: Vec<&str> = self.redis_args.iter().map(String::as_str).collect();
+        let redis: Vec<RedisServer> = (0..self.shards)
+            .map(|_| RedisServer::start_with(&args))
+            .collect();
+        let port = free_port();
+        let stats_port = free_port();
+        let yaml = self.yaml(port, &redis);
+        let mut builder = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+            .file("x.yml", &yaml)
+            .args(["-c", "{dir}/x.yml", "-s"])
+            .arg(stats_port.to_string())
+            .args(["-a", "127.0.0.1", "--workers"])
+            .arg(self.workers.to_string())
+            .wait_port(port);
+        for (k, v) in &self.env {
+            builder = builder.env(k, v);
+        }
+        let proxy = builder.start();
+        Env {
+            redis,
+            proxy,
+            port,
+            stats_port,
+            password: self.password,
+            yaml,
+        }
+    }
+}
+
+/// A running environment: backends in shard order (as written in the YAML) and the proxy.
+/// Dropping it kills every process.
+#[derive(Debug)]
+pub struct Env {
+    /// The backends, `shard0`, `shard1`, ... in YAML order.
+    pub redis: Vec<RedisServer>,
+    /// The rampart process.
+    pub proxy: Proxy,
+    /// The pool's listen port.
+    pub port: u16,
+    /// The stats port.
+    pub stats_port: u16,
+    /// The backends' password, if any.
+    pub password: Option<String>,
+    /// The YAML the proxy was started with.
+    pub yaml: String,
+}
+
+impl Env {
+    /// `"127.0.0.1:PORT"` of the pool.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A new client connected to the pool (not authenticated).
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr())
+    }
+
+    /// A new client connected straight to backend `i`, authenticated when the backends
+    /// have a password.
+    pub fn backend(&self, i: usize) -> Client {
+        let mut c = Client::connect(&self.redis[i].addr());
+        if let Some(p) = &self.password {
+            assert_eq!(c.cmd(&["AUTH", p]), Reply::ok(), "AUTH on backend {i}");
+        }
+        c
+    }
+
+    /// Runs `args` on every backend and returns the replies in shard order.
+    pub fn on_each_backend(&self, args: &[&str]) -> Vec<Reply> {
+        (0..self.redis.len())
+            .map(|i| self.backend(i).cmd(args))
+            .collect()
+    }
+
+    /// The index of the one backend that holds `key` (checked with EXISTS on each).
+    ///
+    /// # Panics
+    /// If no backend or more than one holds it.
+    pub fn shard_holding(&self, key: &str) -> usize {
+        let holders: Vec<usize> = self
+            .on_each_backend(&["EXISTS", key])
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.as_int() == Some(1))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(holders.len(), 1, "key {key:?} is on backends {holders:?}");
+        holders[0]
+    }
+
+    /// Sum of `DBSIZE` over the backends.
+    pub fn total_keys(&self) -> i64 {
+        self.on_each_backend(&["DBSIZE"])
+            .iter()
+            .map(|r| r.as_int().unwrap_or_else(|| panic!("DBSIZE: {r:?}")))
+            .sum()
+    }
+
+    /// Writes one key per backend through the proxy and returns, for each backend, a
+    /// key (`{prefix}N`) that lives there; useful to build cross-shard requests.
+    ///
+    /// # Panics
+    /// If 1000 candidate keys do not cover every backend.
+    pub fn key_per_shard(&self, prefix: &str) -> Vec<String> {
+        let mut found: Vec<Option<String>> = vec![None; self.redis.len()];
+        let mut c = self.client();
+        if let Some(p) = &self.password {
+            assert_eq!(c.cmd(&["AUTH", p]), Reply::ok());
+        }
+        for n in 0..1000 {
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+            let key = format!("{prefix}{n}");
+            assert_eq!(c.cmd(&["SET", &key, "x"]), Reply::ok());
+            let s = self.shard_holding(&key);
+            if found[s].is_none() {
+                found[s] = Some(key.clone());
+            }
+            assert_eq!(c.cmd(&["DEL", &key]), Reply::Int(1));
+        }
+        found
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| k.unwrap_or_else(|| panic!("no key of {prefix}N lands on shard {i}")))
+            .collect()
+    }
+
+    /// The proxy's output so far (for assertion messages).
+    pub fn proxy_log(&self) -> String {
+        self.proxy.stderr()
+    }
+}
+
+/// A standalone redis-server to compute what a single Redis answers.
+pub fn reference() -> RedisServer {
+    RedisServer::start()
+}
+
+/// Reads replies until the peer closes the connection; returns what came before the close.
+///
+/// # Panics
+/// If the connection is still open after `timeout` of silence.
+pub fn read_until_closed(c: &mut Client, timeout: Duration) -> Vec<Reply> {
+    c.set_read_timeout(Some(timeout));
+    let mut got = Vec::new();
+    loop {
+        match c.read_reply() {
+            Ok(r) => got.push(r),
+            Err(e) if testkit::is_timeout(&e) => {
+                panic!("connection still open after {timeout:?}; replies so far: {got:?}")
+            }
+            Err(_) => return got,
+        }
+    }
+}
