@@ -208,3 +208,34 @@ fn timed(f: impl FnOnce()) -> Duration {
     f();
     start.elapsed()
 }
+
+#[test]
+fn sentinel_promotes_the_replica_after_kill9() {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    let s = Sentinel::start_monitors(&[testkit::Monitor::new("ha", primary.port())
+        .down_after(Duration::from_millis(500))
+        .failover_timeout(Duration::from_secs(3))]);
+    s.wait_for_master("ha", primary.port(), Duration::from_secs(1));
+    // Sentinel learns about replicas from the primary's INFO; wait until it has.
+    testkit::wait_until(
+        Duration::from_secs(10),
+        "sentinel to see the replica",
+        || {
+            let replicas = s.cmd(&["SENTINEL", "replicas", "ha"]);
+            replicas.as_array().is_some_and(|r| !r.is_empty())
+        },
+    );
+    primary.kill9();
+    s.wait_for_master("ha", replica.port(), Duration::from_secs(20));
+    testkit::wait_until(
+        Duration::from_secs(5),
+        "the replica to become master",
+        || replica.role() == "master",
+    );
+    // get-master-addr-by-name names the replica once it is promoted; the failover
+    // ends (and +switch-master is logged) a little later.
+    testkit::wait_until(Duration::from_secs(10), "+switch-master in the log", || {
+        s.log().contains("+switch-master ha")
+    });
+}
