@@ -219,7 +219,7 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
                         rampart_commands::encode_info(c, &mut buf);
                         out.extend_from_slice(&buf);
                     }
-                    None => encode::null_array(out),
+                    None => encode::null_bulk(out),
                 }
             }
         }
