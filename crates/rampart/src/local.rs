@@ -27,7 +27,7 @@ pub fn answer(ctx: &mut Ctx, cmd: &Command, argv: &[&[u8]]) {
         "select" => select(ctx, argv, &mut out),
         "auth" => auth(ctx, argv, &mut out),
         "hello" => hello(ctx, argv, &mut out),
-        "client" => client(ctx, argv, &mut out),
+        name if name == "client" || name.starts_with("client|") => client(ctx, argv, &mut out),
         "info" => return info(ctx, argv),
         name if name == "command" || name.starts_with("command|") => command(argv, &mut out),
         other => encode::error(
