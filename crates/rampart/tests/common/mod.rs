@@ -62,11 +62,13 @@ impl Setup {
         self
     }
 
-    /// Starts every backend with `--requirepass password` and sets `redis_auth: password`.
+    /// Gives every backend the password `password` and sets `redis_auth: password`.
+    ///
+    /// The password is set with `CONFIG SET requirepass` once a backend is up (the
+    /// readiness check of the guard pings without AUTH).
     pub fn password(mut self, password: &str) -> Setup {
         self.password = Some(password.to_string());
-        self.redis_args(&["--requirepass", password])
-            .option("redis_auth", password)
+        self.option("redis_auth", password)
     }
 
     /// Number of worker threads of the proxy.
@@ -105,6 +107,11 @@ impl Setup {
         let redis: Vec<RedisServer> = (0..self.shards)
             .map(|_| RedisServer::start_with(&args))
             .collect();
+        if let Some(p) = &self.password {
+            for r in &redis {
+                require_pass(r, p);
+            }
+        }
         let port = free_port();
         let stats_port = free_port();
         let yaml = self.yaml(port, &redis);
@@ -239,6 +246,20 @@ impl Env {
 /// A standalone redis-server to compute what a single Redis answers.
 pub fn reference() -> RedisServer {
     RedisServer::start()
+}
+
+/// Makes `server` require `password` from now on.
+///
+/// # Panics
+/// If CONFIG SET fails.
+pub fn require_pass(server: &RedisServer, password: &str) {
+    let r = server.cmd(&["CONFIG", "SET", "requirepass", password]);
+    assert_eq!(
+        r,
+        Reply::ok(),
+        "CONFIG SET requirepass on {}",
+        server.addr()
+    );
 }
 
 /// Reads replies until the peer closes the connection; returns what came before the close.

@@ -1,0 +1,618 @@
+//! How the proxy treats commands, checked against real redis-servers: forwarding, ordered
+//! pipelines, multi-key splitting, hash tags, fan-out merges, admin commands, the commands it
+//! answers itself, errors, inline and malformed input, AUTH and database selection.
+//!
+//! Where Redis has an answer of its own, the expected value is what a standalone
+//! redis-server replies to the same commands.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{reference, Env, Setup};
+use testkit::{Client, Reply};
+
+/// Builds a command from words.
+fn cmd(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// Runs every command on the proxy and on a standalone redis-server and asserts that each
+/// reply is the same; returns the proxy's replies.
+fn same_as_redis(proxy: &mut Client, direct: &mut Client, cmds: &[Vec<String>]) -> Vec<Reply> {
+    cmds.iter()
+        .map(|c| {
+            let got = proxy.cmd(c);
+            let want = direct.cmd(c);
+            assert_eq!(got, want, "{c:?}: proxy vs redis-server");
+            got
+        })
+        .collect()
+}
+
+/// Sends `bytes` on a fresh connection and returns everything read until the peer closes.
+fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("set_read_timeout: {e}"));
+    s.write_all(bytes).unwrap_or_else(|e| panic!("write: {e}"));
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap_or_else(|e| {
+        panic!(
+            "connection not closed (read so far {:?}): {e}",
+            String::from_utf8_lossy(&out)
+        )
+    });
+    out
+}
+
+fn assert_err_contains(r: &Reply, parts: &[&str]) {
+    let text = match r {
+        Reply::Error(t) => t,
+        other => panic!("expected an error containing {parts:?}, got {other:?}"),
+    };
+    for p in parts {
+        assert!(text.contains(p), "error {text:?} lacks {p:?}");
+    }
+}
+
+fn assert_pings(c: &mut Client) {
+    assert_eq!(
+        c.cmd(&["PING"]),
+        Reply::simple("PONG"),
+        "connection unusable"
+    );
+}
+
+#[test]
+fn single_key_commands_and_a_long_pipeline_keep_request_order() {
+    let env = Setup::new(3).start();
+    let r = reference();
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["GET", "nope"]),
+            cmd(&["SET", "s", "hello"]),
+            cmd(&["GET", "s"]),
+            cmd(&["APPEND", "s", " world"]),
+            cmd(&["STRLEN", "s"]),
+            cmd(&["INCR", "n"]),
+            cmd(&["INCRBY", "n", "41"]),
+            cmd(&["INCR", "s"]),
+            cmd(&["EXPIRE", "n", "100"]),
+            cmd(&["PERSIST", "n"]),
+            cmd(&["TTL", "n"]),
+            cmd(&["HSET", "h", "f1", "a", "f2", "b"]),
+            cmd(&["HGETALL", "h"]),
+            cmd(&["RPUSH", "l", "x", "y", "z"]),
+            cmd(&["LRANGE", "l", "0", "-1"]),
+            cmd(&["ZADD", "z", "1", "a", "2", "b"]),
+            cmd(&["ZRANGE", "z", "0", "-1", "WITHSCORES"]),
+            cmd(&["TYPE", "h"]),
+            cmd(&["LPUSH", "s", "wrongtype"]),
+        ],
+    );
+    // ~2000 mixed commands in one write; every reply must match its own request.
+    let mut cmds = Vec::new();
+    let mut want = Vec::new();
+    let mut counters: HashMap<usize, i64> = HashMap::new();
+    for i in 0..667 {
+        let (k, v, c) = (format!("k_{i}"), format!("v_{i}"), format!("c_{}", i % 37));
+        cmds.push(cmd(&["SET", &k, &v]));
+        want.push(Reply::ok());
+        cmds.push(cmd(&["GET", &k]));
+        want.push(Reply::bulk(&v));
+        cmds.push(cmd(&["INCR", &c]));
+        let n = counters.entry(i % 37).or_default();
+        *n += 1;
+        want.push(Reply::Int(*n));
+    }
+    let got = p.pipeline(&cmds);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "reply {i} to {:?}", cmds[i]);
+    }
+    // The keys really are spread over the shards.
+    let sizes = env.on_each_backend(&["DBSIZE"]);
+    for (i, n) in sizes.iter().enumerate() {
+        assert!(n.as_int().unwrap_or(0) > 20, "backend {i}: {sizes:?}");
+    }
+    assert_pings(&mut p);
+}
+
+#[test]
+fn each_client_reads_its_own_writes_over_several_server_connections() {
+    let env = Setup::new(3)
+        .option("server_connections", 4)
+        .workers(2)
+        .start();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let addr = env.addr();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                for round in 0..3 {
+                    let mut cmds = Vec::new();
+                    for i in 0..300 {
+                        let key = format!("ryw:{t}:{}", i % 5);
+                        let val = format!("{round}:{i}");
+                        cmds.push(cmd(&["SET", &key, &val]));
+                        cmds.push(cmd(&["GET", &key]));
+                    }
+                    let replies = c.pipeline(&cmds);
+                    for (i, pair) in replies.chunks(2).enumerate() {
+                        assert_eq!(pair[0], Reply::ok(), "client {t} SET {i}");
+                        let val = format!("{round}:{i}");
+                        assert_eq!(pair[1], Reply::bulk(&val), "client {t} GET {i}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        if let Err(e) = t.join() {
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+#[test]
+fn multi_key_commands_split_over_shards_and_count_like_redis() {
+    let env = Setup::new(3).start();
+    let r = reference();
+    let ks = env.key_per_shard("mk");
+    let (a, b, c) = (ks[0].as_str(), ks[1].as_str(), ks[2].as_str());
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    let replies = same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["SET", a, "va"]),
+            cmd(&["SET", c, "vc"]),
+            cmd(&["MGET", a, b, c, a, "missing"]),
+            cmd(&["MGET", a, a, b]),
+            cmd(&["MGET", b]),
+            cmd(&["MSET", a, "1", b, "2", c, "3", "other", "4"]),
+            cmd(&["MGET", c, b, a, "other"]),
+        ],
+    );
+    assert_eq!(
+        replies[2],
+        Reply::Array(Some(vec![
+            Reply::bulk("va"),
+            Reply::nil(),
+            Reply::bulk("vc"),
+            Reply::bulk("va"),
+            Reply::nil(),
+        ]))
+    );
+    // MSET put each key on the backend that owns it.
+    for (i, (k, v)) in [(a, "1"), (b, "2"), (c, "3")].into_iter().enumerate() {
+        assert_eq!(env.backend(i).cmd(&["GET", k]), Reply::bulk(v), "{k}");
+    }
+    // Counting commands with duplicates and missing keys, as one redis-server counts them.
+    same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["EXISTS", a, a, b, "missing", c]),
+            cmd(&["TOUCH", a, b, b, "missing"]),
+            cmd(&["DEL", a, a, "missing"]),
+            cmd(&["EXISTS", a, b, c, "other"]),
+            cmd(&["UNLINK", b, c, b, c, "nope"]),
+            cmd(&["EXISTS", a, b, c]),
+            cmd(&["DEL", "other", "other"]),
+            cmd(&["MSET", a, "x", a, "y", b, "z"]),
+            cmd(&["MGET", a, b]),
+            cmd(&["DEL", a, b, c, a, b, c]),
+        ],
+    );
+    assert_eq!(env.total_keys(), 0);
+    assert_pings(&mut p);
+}
+
+#[test]
+fn hash_tags_keep_multi_key_commands_on_one_shard() {
+    let env = Setup::new(3).hash_tag().start();
+    let r = reference();
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    let script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[2])";
+    let replies = same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["SADD", "{t}a", "1", "2", "3"]),
+            cmd(&["SADD", "{t}b", "2", "3", "4"]),
+            cmd(&["SINTERSTORE", "{t}c", "{t}a", "{t}b"]),
+            cmd(&["SMEMBERS", "{t}c"]),
+            cmd(&["RENAME", "{t}a", "{t}renamed"]),
+            cmd(&["RPUSH", "{t}l", "x", "y"]),
+            cmd(&["LMOVE", "{t}l", "{t}m", "LEFT", "RIGHT"]),
+            cmd(&["SET", "{t}k2", "before"]),
+            cmd(&["EVAL", script, "2", "{t}k1", "{t}k2", "v"]),
+            cmd(&["GET", "{t}k1"]),
+            cmd(&["PFADD", "{t}h1", "a", "b"]),
+            cmd(&["PFADD", "{t}h2", "b", "c"]),
+            cmd(&["PFMERGE", "{t}h3", "{t}h1", "{t}h2"]),
+            cmd(&["PFCOUNT", "{t}h3"]),
+        ],
+    );
+    assert!(replies.iter().all(|r| !r.is_error()), "{replies:?}");
+    assert_eq!(replies[13], Reply::Int(3));
+    let home = env.shard_holding("{t}c");
+    for k in ["{t}b", "{t}renamed", "{t}m", "{t}k1", "{t}h3"] {
+        assert_eq!(env.shard_holding(k), home, "{k}");
+    }
+
+    // Untagged keys on two shards: refused with advice, and the connection lives on.
+    let ks = env.key_per_shard("x");
+    let (a, b) = (ks[0].as_str(), ks[1].as_str());
+    assert_eq!(p.cmd(&["SET", a, "1"]), Reply::ok());
+    for c in [
+        cmd(&["RENAME", a, b]),
+        cmd(&["SINTERSTORE", a, a, b]),
+        cmd(&["EVAL", "return 1", "2", a, b]),
+        cmd(&["LMOVE", a, b, "LEFT", "LEFT"]),
+    ] {
+        assert_err_contains(&p.cmd(&c), &["different shards", "hash tag"]);
+        assert_pings(&mut p);
+    }
+    assert_eq!(p.cmd(&["GET", a]), Reply::bulk("1"), "refused RENAME ran");
+}
+
+#[test]
+fn keyless_commands_merge_every_shard() {
+    let env = Setup::new(3).start();
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["RANDOMKEY"]), Reply::nil(), "empty pool");
+    assert_eq!(p.cmd(&["DBSIZE"]), Reply::Int(0));
+    let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
+    let sets: Vec<_> = keys.iter().map(|k| cmd(&["SET", k, k])).collect();
+    assert!(p.pipeline(&sets).iter().all(|r| *r == Reply::ok()));
+
+    assert_eq!(p.cmd(&["DBSIZE"]), Reply::Int(300));
+    assert_eq!(env.total_keys(), 300);
+    let all: HashSet<String> = keys.iter().cloned().collect();
+    let listed = p.cmd(&["KEYS", "*"]);
+    let listed: Vec<String> = listed
+        .as_array()
+        .unwrap_or_else(|| panic!("KEYS: {listed:?}"))
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(listed.len(), 300);
+    assert_eq!(listed.into_iter().collect::<HashSet<_>>(), all);
+
+    // One SCAN cursor walks every shard; each key comes back exactly once.
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut cursor = "0".to_string();
+    for step in 0.. {
+        assert!(step < 1000, "SCAN does not end");
+        let r = p.cmd(&["SCAN", &cursor, "COUNT", "10"]);
+        let [next, batch] = r.as_array().unwrap_or_else(|| panic!("SCAN: {r:?}")) else {
+            panic!("SCAN: {r:?}");
+        };
+        for k in batch.as_array().unwrap_or_else(|| panic!("SCAN: {r:?}")) {
+            *seen
+                .entry(k.as_str().unwrap_or("?").to_string())
+                .or_default() += 1;
+        }
+        cursor = next
+            .as_str()
+            .unwrap_or_else(|| panic!("SCAN: {r:?}"))
+            .to_string();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen.keys().cloned().collect::<HashSet<_>>(), all);
+    assert!(seen.values().all(|&n| n == 1), "keys seen twice");
+
+    for _ in 0..10 {
+        let k = p.cmd(&["RANDOMKEY"]);
+        assert!(all.contains(k.as_str().unwrap_or("?")), "RANDOMKEY: {k:?}");
+    }
+
+    // A script loaded through the proxy runs on every shard.
+    let r = reference();
+    let body = "return redis.call('GET', KEYS[1])";
+    let sha = p.cmd(&["SCRIPT", "LOAD", body]);
+    assert_eq!(sha, r.cmd(&["SCRIPT", "LOAD", body]));
+    let sha = sha
+        .as_str()
+        .unwrap_or_else(|| panic!("SCRIPT LOAD: {sha:?}"));
+    for k in env.key_per_shard("ev") {
+        assert_eq!(p.cmd(&["SET", &k, "got"]), Reply::ok());
+        assert_eq!(p.cmd(&["EVALSHA", sha, "1", &k]), Reply::bulk("got"), "{k}");
+    }
+    let missing = "0123456789012345678901234567890123456789";
+    assert_eq!(
+        p.cmd(&["SCRIPT", "EXISTS", sha, missing, sha]),
+        Reply::Array(Some(vec![Reply::Int(1), Reply::Int(0), Reply::Int(1)]))
+    );
+}
+
+#[test]
+fn admin_commands_need_admin_broadcast() {
+    let env = Setup::new(2).start();
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["SET", "k", "v"]), Reply::ok());
+    for c in [
+        cmd(&["FLUSHALL"]),
+        cmd(&["FLUSHDB"]),
+        cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+    ] {
+        assert_err_contains(&p.cmd(&c), &["admin_broadcast"]);
+    }
+    assert_eq!(
+        p.cmd(&["GET", "k"]),
+        Reply::bulk("v"),
+        "refused FLUSHALL ran"
+    );
+    assert_eq!(
+        env.on_each_backend(&["CONFIG", "GET", "maxmemory-policy"])[0],
+        Reply::bulks(["maxmemory-policy", "noeviction"])
+    );
+
+    let env = Setup::new(3).option("admin_broadcast", "true").start();
+    let mut p = env.client();
+    let sets: Vec<_> = (0..50)
+        .map(|i| cmd(&["SET", &format!("f{i}"), "v"]))
+        .collect();
+    p.pipeline(&sets);
+    assert_eq!(env.total_keys(), 50);
+    assert_eq!(p.cmd(&["FLUSHALL"]), Reply::ok());
+    assert_eq!(env.total_keys(), 0);
+    p.pipeline(&sets);
+    assert_eq!(p.cmd(&["FLUSHDB"]), Reply::ok());
+    assert_eq!(env.total_keys(), 0);
+    let set = cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    assert_eq!(p.cmd(&set), Reply::ok());
+    let get = ["CONFIG", "GET", "maxmemory-policy"];
+    let answer = p.cmd(&get);
+    assert_eq!(answer, Reply::bulks(["maxmemory-policy", "allkeys-lru"]));
+    for (i, r) in env.on_each_backend(&get).into_iter().enumerate() {
+        assert_eq!(r, answer, "backend {i}");
+    }
+}
+
+#[test]
+fn local_commands_answer_like_redis() {
+    let env = Setup::new(3).start();
+    let r = reference();
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["PING"]),
+            cmd(&["PING", "hello there"]),
+            cmd(&["ECHO", "echo\r\nme"]),
+            cmd(&["COMMAND", "COUNT"]),
+            cmd(&["COMMAND", "INFO", "get"]),
+            cmd(&["COMMAND", "INFO", "mset", "nosuchcommand"]),
+            cmd(&["SELECT", "0"]),
+            cmd(&["CLIENT", "GETNAME"]),
+            cmd(&["CLIENT", "SETNAME", "tester"]),
+            cmd(&["CLIENT", "GETNAME"]),
+            cmd(&["CLIENT", "SETINFO", "lib-name", "testkit"]),
+        ],
+    );
+    assert!(p.cmd(&["CLIENT", "ID"]).as_int().is_some());
+    assert!(p.cmd(&["SELECT", "1"]).is_error(), "SELECT of another db");
+    for hello in [cmd(&["HELLO"]), cmd(&["HELLO", "2"])] {
+        let reply = p.cmd(&hello);
+        let items = reply
+            .as_array()
+            .unwrap_or_else(|| panic!("{hello:?}: {reply:?}"));
+        let proto = items.iter().position(|i| i.as_str() == Some("proto"));
+        assert_eq!(
+            proto.map(|i| &items[i + 1]),
+            Some(&Reply::Int(2)),
+            "{reply:?}"
+        );
+    }
+    let no3 = p.cmd(&["HELLO", "3"]);
+    assert!(
+        matches!(&no3, Reply::Error(e) if e.starts_with("NOPROTO")),
+        "{no3:?}"
+    );
+    assert_pings(&mut p);
+
+    // INFO: the proxy's sections and a keyspace summed over the shards.
+    let sets: Vec<_> = (0..40)
+        .map(|i| cmd(&["SET", &format!("i{i}"), "v"]))
+        .collect();
+    p.pipeline(&sets);
+    let info = p.cmd(&["INFO"]);
+    let text = info.as_str().unwrap_or_else(|| panic!("INFO: {info:?}"));
+    for section in ["# Server", "# Clients", "# Stats", "# Pools", "# Keyspace"] {
+        assert!(text.contains(section), "INFO lacks {section}:\n{text}");
+    }
+    let db0 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("db0:keys="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse::<i64>().ok());
+    assert_eq!(db0, Some(env.total_keys()), "{text}");
+    assert_eq!(db0, Some(40));
+
+    // QUIT: +OK, then the proxy closes the connection.
+    p.send_raw(&testkit::encode_command(&["QUIT"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = common::read_until_closed(&mut p, Duration::from_secs(5));
+    assert_eq!(got, vec![Reply::ok()]);
+}
+
+#[test]
+fn errors_leave_the_connection_open() {
+    let env = Setup::new(2).start();
+    let r = reference();
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    let replies = same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["foo", "a", "b"]),
+            cmd(&["PING"]),
+            cmd(&["get"]),
+            cmd(&["SET", "k"]),
+            cmd(&["PING"]),
+            cmd(&["OBJECT", "nosuchsub", "k"]),
+            cmd(&["XINFO", "nosuchsub"]),
+            cmd(&["PING"]),
+        ],
+    );
+    assert_eq!(
+        replies[0],
+        Reply::Error("ERR unknown command 'foo', with args beginning with: 'a' 'b' ".into())
+    );
+    assert_eq!(
+        replies[2],
+        Reply::Error("ERR wrong number of arguments for 'get' command".into())
+    );
+    for c in [
+        cmd(&["MULTI"]),
+        cmd(&["EXEC"]),
+        cmd(&["SUBSCRIBE", "ch"]),
+        cmd(&["BLPOP", "l", "0"]),
+        cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
+    ] {
+        assert!(p.cmd(&c).is_error(), "{c:?} accepted");
+        assert_pings(&mut p);
+    }
+}
+
+#[test]
+fn inline_commands_work() {
+    let env = Setup::new(2).start();
+    let mut p = env.client();
+    p.send_raw(b"SET a b\r\nGET a\r\nPING\r\n\r\nEXISTS a nope\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(
+            p.read_reply()
+                .unwrap_or_else(|e| panic!("after {got:?}: {e}")),
+        );
+    }
+    assert_eq!(
+        got,
+        vec![
+            Reply::ok(),
+            Reply::bulk("b"),
+            Reply::simple("PONG"),
+            Reply::Int(1)
+        ]
+    );
+    assert_eq!(p.cmd(&["GET", "a"]), Reply::bulk("b"));
+}
+
+#[test]
+fn protocol_errors_close_only_that_connection() {
+    let env = Setup::new(2).start();
+    let mut bystander = env.client();
+    assert_eq!(bystander.cmd(&["SET", "b", "1"]), Reply::ok());
+    assert_eq!(
+        raw_exchange(&env.addr(), b"*abc\r\n"),
+        b"-ERR Protocol error: invalid multibulk length\r\n"
+    );
+    assert_eq!(
+        raw_exchange(&env.addr(), b"*1\r\n$x\r\n"),
+        b"-ERR Protocol error: invalid bulk length\r\n"
+    );
+    // Replies to the requests before the bad one still arrive, in order.
+    assert_eq!(
+        raw_exchange(
+            &env.addr(),
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n*-x\r\n"
+        ),
+        b"+PONG\r\n$1\r\n1\r\n-ERR Protocol error: invalid multibulk length\r\n"
+    );
+    assert_eq!(bystander.cmd(&["INCR", "b"]), Reply::Int(2));
+
+    // A client that announces a huge bulk and sends a few bytes of it slows nobody down.
+    let mut slow = env.client();
+    slow.send_raw(b"*3\r\n$3\r\nSET\r\n$4\r\nhuge\r\n$536870000\r\nabc")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cmds: Vec<_> = (0..500)
+        .flat_map(|i| {
+            let k = format!("q{i}");
+            [cmd(&["SET", &k, &k]), cmd(&["GET", &k])]
+        })
+        .collect();
+    let replies = bystander.pipeline(&cmds);
+    for (i, pair) in replies.chunks(2).enumerate() {
+        assert_eq!(pair, [Reply::ok(), Reply::bulk(format!("q{i}"))]);
+    }
+    slow.set_read_timeout(Some(Duration::from_millis(200)));
+    let waiting = slow.read_reply();
+    assert!(
+        matches!(&waiting, Err(e) if testkit::is_timeout(e)),
+        "the slow client got {waiting:?}"
+    );
+}
+
+#[test]
+fn bulks_over_max_bulk_len_are_protocol_errors() {
+    let env = Setup::new(2).option("max_bulk_len", 1024).start();
+    let mut p = env.client();
+    let fits = "x".repeat(1024);
+    assert_eq!(p.cmd(&["SET", "k", &fits]), Reply::ok());
+    assert_eq!(p.cmd(&["GET", "k"]), Reply::bulk(&fits));
+    let too_big = testkit::encode_command(&["SET", "k", &"y".repeat(1025)]);
+    assert_eq!(
+        raw_exchange(&env.addr(), &too_big),
+        b"-ERR Protocol error: invalid bulk length\r\n"
+    );
+    assert_eq!(p.cmd(&["GET", "k"]), Reply::bulk(&fits), "the big SET ran");
+}
+
+#[test]
+fn redis_auth_guards_the_pool() {
+    let env = Setup::new(2).password("s3cret").start();
+    let r = reference();
+    common::require_pass(&r, "s3cret");
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["GET", "k"]),
+            cmd(&["AUTH", "wrong"]),
+            cmd(&["SET", "k", "v"]),
+            cmd(&["AUTH", "s3cret"]),
+            cmd(&["SET", "k", "v"]),
+            cmd(&["GET", "k"]),
+        ],
+    );
+    assert!(matches!(p.cmd(&["DEL", "k"]), Reply::Int(1)));
+    let mut other = env.client();
+    assert_err_contains(&other.cmd(&["GET", "k"]), &["NOAUTH"]);
+}
+
+#[test]
+fn redis_db_selects_the_backend_database() {
+    let env: Env = Setup::new(2).option("redis_db", 3).start();
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["SET", "in3", "v"]), Reply::ok());
+    assert_eq!(p.cmd(&["SELECT", "3"]), Reply::ok());
+    assert!(p.cmd(&["SELECT", "0"]).is_error());
+    assert_eq!(env.total_keys(), 0, "the key landed in db 0");
+    let in3: Vec<Reply> = (0..env.redis.len())
+        .map(|i| {
+            let mut b = env.backend(i);
+            assert_eq!(b.cmd(&["SELECT", "3"]), Reply::ok());
+            b.cmd(&["GET", "in3"])
+        })
+        .collect();
+    assert_eq!(
+        in3.iter().filter(|r| **r == Reply::bulk("v")).count(),
+        1,
+        "{in3:?}"
+    );
+}
