@@ -101,9 +101,11 @@ impl Ctx {
         let Some(mut cmd) = rampart_commands::lookup(argv[0]) else {
             return self.reply_error(&unknown_command(argv));
         };
-        if !cmd.subcommands.is_empty() && argv.len() >= 2 && !is_local_container(cmd) {
+        if !cmd.subcommands.is_empty() && argv.len() >= 2 {
             match rampart_commands::lookup_sub(cmd, argv[1]) {
                 Some(sub) => cmd = sub,
+                // The local answer reports unknown subcommands of the commands it owns.
+                None if is_local_container(cmd) => {}
                 None => {
                     return self.reply_error(&format!(
                         "ERR unknown subcommand '{}'. Try {} HELP.",
