@@ -12,6 +12,8 @@
 //! helpers, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use testkit::{free_port, Client, Proxy, RedisServer, Reply};
@@ -278,4 +280,58 @@ pub fn read_until_closed(c: &mut Client, timeout: Duration) -> Vec<Reply> {
             Err(_) => return got,
         }
     }
+}
+
+/// Builds a command from words.
+pub fn cmd(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// Runs every command on the proxy and on a standalone redis-server and asserts that each
+/// reply is the same; returns the proxy's replies.
+pub fn same_as_redis(proxy: &mut Client, direct: &mut Client, cmds: &[Vec<String>]) -> Vec<Reply> {
+    cmds.iter()
+        .map(|c| {
+            let got = proxy.cmd(c);
+            let want = direct.cmd(c);
+            assert_eq!(got, want, "{c:?}: proxy vs redis-server");
+            got
+        })
+        .collect()
+}
+
+/// Sends `bytes` on a fresh connection and returns everything read until the peer closes.
+pub fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("set_read_timeout: {e}"));
+    s.write_all(bytes).unwrap_or_else(|e| panic!("write: {e}"));
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap_or_else(|e| {
+        panic!(
+            "connection not closed (read so far {:?}): {e}",
+            String::from_utf8_lossy(&out)
+        )
+    });
+    out
+}
+
+/// Asserts that `r` is an error reply whose text contains every one of `parts`.
+pub fn assert_err_contains(r: &Reply, parts: &[&str]) {
+    let text = match r {
+        Reply::Error(t) => t,
+        other => panic!("expected an error containing {parts:?}, got {other:?}"),
+    };
+    for p in parts {
+        assert!(text.contains(p), "error {text:?} lacks {p:?}");
+    }
+}
+
+/// Asserts that the connection still answers PING.
+pub fn assert_pings(c: &mut Client) {
+    assert_eq!(
+        c.cmd(&["PING"]),
+        Reply::simple("PONG"),
+        "connection unusable"
+    );
 }
