@@ -14,11 +14,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use resp::ReplyDecoder;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::io::{flush, Stream};
+use crate::io::{flush, ReadBuf, Ready, Stream};
 use crate::notify::LocalNotify;
 use crate::pending::Pending;
 use crate::stats::{PoolStat, ServerStat, WorkerStats};
@@ -228,10 +228,10 @@ impl Backend {
                     if self.pool.conf.tcpkeepalive {
                         socket2::SockRef::from(&s).set_keepalive(true)?;
                     }
-                    Ok::<_, io::Error>(Stream::Tcp(s))
+                    Stream::tcp(s.into_std()?)
                 }
                 ServerAddr::Unix(path) => {
-                    Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?))
+                    Stream::unix(tokio::net::UnixStream::connect(path).await?.into_std()?)
                 }
             }
         };
@@ -276,8 +276,15 @@ impl Backend {
 
     async fn serve(&self, s: &Stream) -> ConnError {
         self.queue_setup();
-        let mut rbuf = BytesMut::new();
+        let mut rbuf = ReadBuf::default();
         let mut dec = ReplyDecoder::new(resp::Limits::default());
+        // One timer for the connection, re-armed only when it fires. Every deadline is "now +
+        // timeout" when queued, so the timer never sits later than the oldest deadline: when
+        // it fires it either finds that deadline passed or moves to it; with nothing queued it
+        // simply comes back one timeout later.
+        let period = self.pool.timeout();
+        let timer = tokio::time::sleep_until(Instant::now() + period);
+        tokio::pin!(timer);
         loop {
             let blocked = {
                 let mut out = self.out.borrow_mut();
@@ -292,26 +299,35 @@ impl Backend {
                     Err(e) => return e.into(),
                 }
             };
-            let deadline = self.waiters.borrow().front().map(|w| w.deadline);
             tokio::select! {
                 biased;
                 r = s.readable() => {
-                    if let Err(e) = r {
-                        return e.into();
-                    }
-                    if let Err(e) = self.read_replies(s, &mut rbuf, &mut dec) {
+                    let mut ready = match r {
+                        Ok(g) => g,
+                        Err(e) => return e.into(),
+                    };
+                    if let Err(e) = self.read_replies(s, &mut ready, &mut rbuf, &mut dec) {
                         return e;
                     }
                 }
                 r = s.writable(), if blocked => {
-                    if let Err(e) = r {
-                        return e.into();
+                    let mut ready = match r {
+                        Ok(g) => g,
+                        Err(e) => return e.into(),
+                    };
+                    match flush(s, &mut self.out.borrow_mut()) {
+                        Ok(true) => ready.clear(),
+                        Ok(false) => self.sent_all(),
+                        Err(e) => return e.into(),
                     }
                 }
                 _ = self.wake.notified() => {}
-                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    if self.waiters.borrow().front().is_some_and(|w| w.deadline <= Instant::now()) {
-                        return ConnError::Timeout;
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    match self.waiters.borrow().front().map(|w| w.deadline) {
+                        Some(d) if d <= now => return ConnError::Timeout,
+                        Some(d) => timer.as_mut().reset(d),
+                        None => timer.as_mut().reset(now + period),
                     }
                 }
             }
@@ -330,15 +346,13 @@ impl Backend {
     fn read_replies(
         &self,
         s: &Stream,
-        rbuf: &mut BytesMut,
+        ready: &mut Ready<'_>,
+        rbuf: &mut ReadBuf,
         dec: &mut ReplyDecoder,
     ) -> Result<(), ConnError> {
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(16 * 1024);
-        }
-        match s.try_read_buf(rbuf) {
+        match s.read(ready, rbuf.spare(16 * 1024)) {
             Ok(0) => return Err(ConnError::Eof),
-            Ok(_) => {}
+            Ok(n) => rbuf.filled(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e.into()),
         }
@@ -346,7 +360,7 @@ impl Backend {
         let mut bytes = 0i64;
         let mut req_bytes = 0i64;
         loop {
-            let n = match dec.decode(rbuf) {
+            let n = match dec.decode(rbuf.data()) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(e) => return Err(ConnError::Protocol(e.to_string())),
@@ -354,7 +368,7 @@ impl Backend {
             let Some(w) = self.waiters.borrow_mut().pop_front() else {
                 return Err(ConnError::Protocol("reply without a request".into()));
             };
-            let reply = &rbuf[..n];
+            let reply = &rbuf.data()[..n];
             match w.sink {
                 Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
                 None if reply.starts_with(b"+OK") => {}
@@ -367,7 +381,7 @@ impl Backend {
             replies += 1;
             bytes += n as i64;
             req_bytes += w.len as i64;
-            rbuf.advance(n);
+            rbuf.consume(n);
         }
         if replies > 0 {
             self.cell(ServerStat::Responses).add(replies);
@@ -376,9 +390,7 @@ impl Backend {
             self.cell(ServerStat::OutQueueBytes).add(-req_bytes);
             self.pool.server_ok(self.server);
         }
-        if rbuf.is_empty() && rbuf.capacity() > 64 * 1024 {
-            *rbuf = BytesMut::new();
-        }
+        rbuf.shrink_if_idle(64 * 1024);
         Ok(())
     }
 

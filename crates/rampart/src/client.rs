@@ -11,11 +11,11 @@
 use std::io;
 use std::rc::Rc;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use resp::{Request, RequestDecoder};
 
 use crate::dispatch::Ctx;
-use crate::io::{flush, Stream};
+use crate::io::{flush, ReadBuf, Ready, Stream};
 use crate::pending::Pending;
 use crate::stats::PoolStat;
 use crate::worker::{Worker, WorkerPool};
@@ -52,17 +52,21 @@ pub async fn serve(worker: Rc<Worker>, pool: Rc<WorkerPool>, stream: Stream, id:
 }
 
 async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
-    let limits = ctx.pool.rt.conf.limits.clone();
+    let limits = ctx.pool.rt.conf.limits;
     let mut dec = RequestDecoder::new(ctx.decoder_limits());
-    let mut rbuf = BytesMut::new();
+    let mut rbuf = ReadBuf::default();
     let pending = Rc::clone(&ctx.pending);
+    // Created once: a cancellation future registers with the token when first polled, so
+    // making a new one on every loop turn would take the token's lock per request.
     let shutdown = worker.shared.shutdown.clone();
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let mut eof = false;
     loop {
         // Requests left unparsed by backpressure resume as soon as there is room again.
         if !rbuf.is_empty() && ctx.can_dispatch() {
-            let used = dispatch(ctx, &mut dec, &rbuf);
-            rbuf.advance(used);
+            let used = dispatch(ctx, &mut dec, rbuf.data());
+            rbuf.consume(used);
         }
         let blocked = {
             let mut out = pending.out.borrow_mut();
@@ -97,15 +101,16 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
             biased;
             _ = pending.wake.notified() => {}
             r = stream.writable(), if blocked => {
-                if r.is_err() {
-                    return End::Err;
+                let Ok(mut ready) = r else { return End::Err };
+                match flush(stream, &mut pending.out.borrow_mut()) {
+                    Ok(true) => ready.clear(),
+                    Ok(false) => {}
+                    Err(_) => return End::Err,
                 }
             }
             r = stream.readable(), if can_read => {
-                if r.is_err() {
-                    return End::Err;
-                }
-                match read(worker, ctx, &mut dec, &mut rbuf, stream) {
+                let Ok(mut ready) = r else { return End::Err };
+                match read(worker, ctx, &mut dec, &mut rbuf, stream, &mut ready) {
                     Ok(true) => {}
                     Ok(false) => eof = true,
                     Err(_) => return End::Err,
@@ -114,10 +119,10 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                     ctx.reply_error("ERR Protocol error: client query buffer exceeds its limit");
                     ctx.closing = true;
                     ctx.errored = true;
-                    rbuf = BytesMut::new();
+                    rbuf = ReadBuf::default();
                 }
             }
-            _ = shutdown.cancelled(), if !ctx.closing => ctx.closing = true,
+            _ = &mut cancelled, if !ctx.closing => ctx.closing = true,
         }
     }
 }
@@ -127,12 +132,13 @@ fn read(
     worker: &Worker,
     ctx: &mut Ctx,
     dec: &mut RequestDecoder,
-    rbuf: &mut BytesMut,
+    rbuf: &mut ReadBuf,
     stream: &Stream,
+    ready: &mut Ready<'_>,
 ) -> io::Result<bool> {
     if rbuf.is_empty() {
         let mut scratch = worker.scratch.borrow_mut();
-        let n = match stream.try_read(&mut scratch) {
+        let n = match stream.read(ready, &mut scratch) {
             Ok(0) => return Ok(false),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -140,23 +146,18 @@ fn read(
         };
         let used = dispatch(ctx, dec, &scratch[..n]);
         if used < n {
-            rbuf.extend_from_slice(&scratch[used..n]);
+            rbuf.extend(&scratch[used..n]);
         }
     } else {
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(16 * 1024);
-        }
-        match stream.try_read_buf(rbuf) {
+        match stream.read(ready, rbuf.spare(16 * 1024)) {
             Ok(0) => return Ok(false),
-            Ok(_) => {}
+            Ok(n) => rbuf.filled(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e),
         }
-        let used = dispatch(ctx, dec, rbuf);
-        rbuf.advance(used);
-        if rbuf.is_empty() {
-            *rbuf = BytesMut::new();
-        }
+        let used = dispatch(ctx, dec, rbuf.data());
+        rbuf.consume(used);
+        rbuf.shrink_if_idle(0);
     }
     Ok(true)
 }

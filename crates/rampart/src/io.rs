@@ -1,63 +1,127 @@
-//! One stream type for TCP and Unix-domain sockets, client or server side.
+//! Sockets and buffers of the data path.
+//!
+//! [`Stream`] wraps a non-blocking TCP or Unix socket in tokio's `AsyncFd`, so the proxy decides
+//! when readiness is cleared: a read that returns less than the buffer could take means the
+//! socket is drained, and the next wait goes straight to the poller instead of costing one more
+//! `read` that would only say "would block". [`ReadBuf`] is a zero-initialised, reusable read
+//! buffer (no unsafe code needed to read into it).
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
 
-use bytes::BytesMut;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 
-/// A connected socket of either family.
+/// A connected, non-blocking socket of either family.
 #[derive(Debug)]
 pub enum Stream {
     /// TCP.
-    Tcp(TcpStream),
+    Tcp(AsyncFd<std::net::TcpStream>),
     /// Unix domain socket.
-    Unix(UnixStream),
+    Unix(AsyncFd<UnixStream>),
+}
+
+/// Proof that the socket was reported ready; lets the owner clear a stale readiness.
+pub enum Ready<'a> {
+    /// TCP.
+    Tcp(AsyncFdReadyGuard<'a, std::net::TcpStream>),
+    /// Unix.
+    Unix(AsyncFdReadyGuard<'a, UnixStream>),
+}
+
+impl Ready<'_> {
+    /// The socket has nothing more (read) or no more room (write) until the poller says so.
+    pub fn clear(&mut self) {
+        match self {
+            Ready::Tcp(g) => g.clear_ready(),
+            Ready::Unix(g) => g.clear_ready(),
+        }
+    }
 }
 
 impl Stream {
+    /// Adopt a TCP socket (made non-blocking) into the current runtime.
+    ///
+    /// # Errors
+    /// The socket cannot be made non-blocking or registered with the poller.
+    // `AsyncFd::new` is deprecated because an arbitrary `AsRawFd` type may close or swap its
+    // descriptor behind the registration. A std socket owns its descriptor for its whole life
+    // and the `AsyncFd` owns the socket, so that cannot happen here.
+    #[allow(deprecated)]
+    pub fn tcp(s: std::net::TcpStream) -> io::Result<Self> {
+        s.set_nonblocking(true)?;
+        Ok(Stream::Tcp(AsyncFd::new(s)?))
+    }
+
+    /// Adopt a Unix socket (made non-blocking) into the current runtime.
+    ///
+    /// # Errors
+    /// The socket cannot be made non-blocking or registered with the poller.
+    #[allow(deprecated)] // sound for an owned std socket; see `Stream::tcp`
+    pub fn unix(s: UnixStream) -> io::Result<Self> {
+        s.set_nonblocking(true)?;
+        Ok(Stream::Unix(AsyncFd::new(s)?))
+    }
+
     /// Wait until the socket may be read.
-    pub async fn readable(&self) -> io::Result<()> {
+    pub async fn readable(&self) -> io::Result<Ready<'_>> {
         match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
+            Stream::Tcp(s) => s.readable().await.map(Ready::Tcp),
+            Stream::Unix(s) => s.readable().await.map(Ready::Unix),
         }
     }
+
     /// Wait until the socket may be written.
-    pub async fn writable(&self) -> io::Result<()> {
+    pub async fn writable(&self) -> io::Result<Ready<'_>> {
         match self {
-            Stream::Tcp(s) => s.writable().await,
-            Stream::Unix(s) => s.writable().await,
+            Stream::Tcp(s) => s.writable().await.map(Ready::Tcp),
+            Stream::Unix(s) => s.writable().await.map(Ready::Unix),
         }
     }
-    /// Read what is there without waiting.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+
+    fn raw_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.try_read(buf),
-            Stream::Unix(s) => s.try_read(buf),
+            Stream::Tcp(s) => s.get_ref().read(buf),
+            Stream::Unix(s) => s.get_ref().read(buf),
         }
     }
-    /// Read into the spare capacity of `buf` without waiting.
-    pub fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+
+    /// Write what the socket takes now.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
+            Stream::Tcp(s) => s.get_ref().write(buf),
+            Stream::Unix(s) => s.get_ref().write(buf),
         }
     }
-    /// Write what the socket takes without waiting.
-    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_write(buf),
-            Stream::Unix(s) => s.try_write(buf),
+
+    /// Read after a readiness report. `Ok(0)` is end of stream; `WouldBlock` means nothing was
+    /// there. A short read or `WouldBlock` clears the readiness.
+    pub fn read(&self, ready: &mut Ready<'_>, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.raw_read(buf) {
+                Ok(n) => {
+                    if n > 0 && n < buf.len() {
+                        ready.clear();
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        ready.clear();
+                    }
+                    return Err(e);
+                }
+            }
         }
     }
 }
 
-/// Write as much of `buf` as the socket takes now; returns true when the socket is full
-/// (the rest must wait for [`Stream::writable`]).
-pub fn flush(stream: &Stream, buf: &mut BytesMut) -> io::Result<bool> {
+/// Write as much of `buf` as the socket takes now and drop what was written; returns true when
+/// the socket is full (the rest must wait for [`Stream::writable`]).
+pub fn flush(stream: &Stream, buf: &mut bytes::BytesMut) -> io::Result<bool> {
     use bytes::Buf;
     while !buf.is_empty() {
-        match stream.try_write(buf) {
+        match stream.write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => buf.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -66,4 +130,90 @@ pub fn flush(stream: &Stream, buf: &mut BytesMut) -> io::Result<bool> {
         }
     }
     Ok(false)
+}
+
+/// A reusable read buffer: bytes `start..end` are unconsumed data. It is zero-filled when it
+/// grows, so reads go into initialised memory.
+#[derive(Default, Debug)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    /// Unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+    /// Number of unconsumed bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+    /// No unconsumed bytes.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+    /// Drop `n` consumed bytes from the front.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+    /// Room for at least `min` more bytes, at the end of the data.
+    pub fn spare(&mut self, min: usize) -> &mut [u8] {
+        if self.buf.len() - self.end < min && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < min {
+            let want = (self.end + min).max(self.buf.len() * 2);
+            self.buf.resize(want, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+    /// `n` bytes were written into [`ReadBuf::spare`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+    /// Append bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);
+        self.filled(bytes.len());
+    }
+    /// Give the memory back when empty and larger than `keep` bytes.
+    pub fn shrink_if_idle(&mut self, keep: usize) {
+        if self.is_empty() && self.buf.len() > keep {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadBuf;
+
+    #[test]
+    fn read_buf_keeps_unconsumed_bytes_across_compaction_and_growth() {
+        let mut b = ReadBuf::default();
+        b.extend(b"hello world");
+        b.consume(6);
+        assert_eq!(b.data(), b"world");
+        let room = b.spare(100);
+        assert!(room.len() >= 100);
+        room[..3].copy_from_slice(b"!!!");
+        b.filled(3);
+        assert_eq!(b.data(), b"world!!!");
+        b.consume(8);
+        assert!(b.is_empty());
+        b.shrink_if_idle(0);
+        assert_eq!(
+            b.spare(1).len(),
+            1,
+            "a released buffer grows again on demand"
+        );
+    }
 }

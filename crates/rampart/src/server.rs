@@ -333,8 +333,8 @@ fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Accepted>,
                 job = rx.recv() => {
                     let Some(job) = job else { break };
                     let stream = match job.conn {
-                        RawConn::Unix(u) => tokio::net::UnixStream::from_std(u).map(Stream::Unix),
-                        RawConn::Tcp(t) => tokio::net::TcpStream::from_std(t).map(Stream::Tcp),
+                        RawConn::Unix(u) => Stream::unix(u),
+                        RawConn::Tcp(t) => Stream::tcp(t),
                     };
                     match stream {
                         Ok(stream) => {
