@@ -208,10 +208,14 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
         }
         b"count" => encode::integer(out, rampart_commands::all().len() as i64),
         b"list" => {
+            // Redis lists subcommands ("acl|cat") as well as commands.
             let all = rampart_commands::all();
-            encode::array_header(out, all.len());
+            encode::array_header(out, all.iter().map(|c| 1 + c.subcommands.len()).sum());
             for c in all {
                 encode::bulk(out, c.name.as_bytes());
+                for sub in c.subcommands {
+                    encode::bulk(out, sub.name.as_bytes());
+                }
             }
         }
         b"info" => {
