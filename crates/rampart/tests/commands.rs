@@ -338,6 +338,30 @@ fn keyless_commands_merge_every_shard() {
         assert_eq!(p.cmd(&["SET", &k, "got"]), Reply::ok());
         assert_eq!(p.cmd(&["EVALSHA", sha, "1", &k]), Reply::bulk("got"), "{k}");
     }
+    // SCAN with MATCH still walks every shard; KEYS filters on every shard.
+    let mut matched = HashSet::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let r = p.cmd(&["SCAN", &cursor, "MATCH", "key:1?", "COUNT", "50"]);
+        let items = r.as_array().unwrap_or_else(|| panic!("SCAN: {r:?}"));
+        for k in items[1].as_array().unwrap_or_default() {
+            matched.insert(k.as_str().unwrap_or("?").to_string());
+        }
+        cursor = items[0].as_str().unwrap_or("0").to_string();
+        if cursor == "0" {
+            break;
+        }
+    }
+    let want: HashSet<String> = (10..20).map(|i| format!("key:{i}")).collect();
+    assert_eq!(matched, want);
+    let listed = p.cmd(&["KEYS", "key:1?"]);
+    assert_eq!(
+        listed.as_array().map(<[Reply]>::len),
+        Some(10),
+        "{listed:?}"
+    );
+    assert_eq!(p.cmd(&["SCAN", "abc"]), r.cmd(&["SCAN", "abc"]));
+
     let missing = "0123456789012345678901234567890123456789";
     assert_eq!(
         p.cmd(&["SCRIPT", "EXISTS", sha, missing, sha]),
@@ -389,6 +413,17 @@ fn admin_commands_need_admin_broadcast() {
     }
 }
 
+/// A COMMAND entry as text, its subcommands (element 9) sorted: Redis lists them in hash order.
+fn sorted_subcommands(entry: Reply) -> String {
+    let Reply::Array(Some(mut fields)) = entry else {
+        return format!("{entry:?}");
+    };
+    if let Some(Reply::Array(Some(subs))) = fields.get_mut(9) {
+        subs.sort_by_key(|s| format!("{s:?}"));
+    }
+    format!("{fields:?}")
+}
+
 #[test]
 fn local_commands_answer_like_redis() {
     let env = Setup::new(3).start();
@@ -404,6 +439,10 @@ fn local_commands_answer_like_redis() {
             cmd(&["COMMAND", "COUNT"]),
             cmd(&["COMMAND", "INFO", "get"]),
             cmd(&["COMMAND", "INFO", "mset", "nosuchcommand"]),
+            cmd(&["COMMAND", "DOCS", "get"]),
+            cmd(&["PING", "a", "b"]),
+            cmd(&["ECHO"]),
+            cmd(&["SELECT", "abc"]),
             cmd(&["SELECT", "0"]),
             cmd(&["CLIENT", "GETNAME"]),
             cmd(&["CLIENT", "SETNAME", "tester"]),
@@ -411,6 +450,19 @@ fn local_commands_answer_like_redis() {
             cmd(&["CLIENT", "SETINFO", "lib-name", "testkit"]),
         ],
     );
+    // The whole table, in whatever order each one lists it.
+    for c in [cmd(&["COMMAND"]), cmd(&["COMMAND", "LIST"])] {
+        let as_set = |r: Reply| {
+            let items = r
+                .as_array()
+                .unwrap_or_else(|| panic!("{c:?}: {r:?}"))
+                .to_vec();
+            let mut texts: Vec<String> = items.into_iter().map(sorted_subcommands).collect();
+            texts.sort();
+            texts
+        };
+        assert_eq!(as_set(p.cmd(&c)), as_set(d.cmd(&c)), "{c:?}");
+    }
     assert!(p.cmd(&["CLIENT", "ID"]).as_int().is_some());
     assert!(p.cmd(&["SELECT", "1"]).is_error(), "SELECT of another db");
     for hello in [cmd(&["HELLO"]), cmd(&["HELLO", "2"])] {
@@ -602,8 +654,72 @@ fn redis_auth_guards_the_pool() {
         ],
     );
     assert!(matches!(p.cmd(&["DEL", "k"]), Reply::Int(1)));
+    // The other ways in: AUTH with a user name, HELLO ... AUTH; both refuse a wrong password.
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["AUTH", "default", "wrong"]),
+            cmd(&["AUTH", "default", "s3cret"]),
+            cmd(&["SET", "k", "2"]),
+        ],
+    );
+    let mut h = env.client();
+    let mut hd = Client::connect(&r.addr());
+    let wrong = cmd(&["HELLO", "2", "AUTH", "default", "nope"]);
+    assert_eq!(h.cmd(&wrong), hd.cmd(&wrong));
+    let hello = h.cmd(&["HELLO", "2", "AUTH", "default", "s3cret"]);
+    assert!(hello.as_array().is_some(), "{hello:?}");
+    assert_eq!(h.cmd(&["GET", "k"]), Reply::bulk("2"));
     let mut other = env.client();
     assert_err_contains(&other.cmd(&["GET", "k"]), &["NOAUTH"]);
+    // A pool without redis_auth answers AUTH the way a password-less Redis does.
+    let open = Setup::new(1).start();
+    let plain = reference();
+    same_as_redis(
+        &mut open.client(),
+        &mut Client::connect(&plain.addr()),
+        &[cmd(&["AUTH", "x"]), cmd(&["PING"])],
+    );
+}
+
+#[test]
+fn long_pipelines_survive_small_inflight_and_output_limits() {
+    let env = Setup::new(3)
+        .option("max_inflight_per_client", 8)
+        .option("client_output_soft", 4096)
+        .start();
+    let mut p = env.client();
+    let value = "v".repeat(1000);
+    let keys: Vec<String> = (0..20).map(|i| format!("lim{i}")).collect();
+    for k in &keys {
+        assert_eq!(p.cmd(&["SET", k, &value]), Reply::ok());
+    }
+    let mut cmds = Vec::new();
+    for i in 0..3000 {
+        let k = &keys[i % keys.len()];
+        cmds.push(match i % 4 {
+            0 => cmd(&["MGET", k, "none", &keys[(i + 7) % keys.len()]]),
+            1 => cmd(&["STRLEN", k]),
+            2 => cmd(&["ECHO", &i.to_string()]),
+            _ => cmd(&["GET", k]),
+        });
+    }
+    let replies = p.pipeline(&cmds);
+    for (i, r) in replies.iter().enumerate() {
+        let want = match i % 4 {
+            0 => Reply::Array(Some(vec![
+                Reply::bulk(&value),
+                Reply::nil(),
+                Reply::bulk(&value),
+            ])),
+            1 => Reply::Int(1000),
+            2 => Reply::bulk(i.to_string()),
+            _ => Reply::bulk(&value),
+        };
+        assert_eq!(*r, want, "reply {i}");
+    }
 }
 
 #[test]
