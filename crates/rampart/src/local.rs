@@ -29,6 +29,12 @@ pub fn answer(ctx: &mut Ctx, cmd: &Command, argv: &[&[u8]]) {
             ctx.closing = true;
         }
         "select" => select(ctx, argv, &mut out),
+        // RESET drops the name and, like Redis, the authentication of the connection.
+        "reset" => {
+            ctx.name = None;
+            ctx.authed = ctx.pool.rt.conf.redis_auth.is_none();
+            encode::simple(&mut out, b"RESET");
+        }
         "auth" => auth(ctx, argv, &mut out),
         "hello" => hello(ctx, argv, &mut out),
         name if name == "client" || name.starts_with("client|") => client(ctx, argv, &mut out),
