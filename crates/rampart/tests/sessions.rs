@@ -46,6 +46,8 @@ fn local_commands_answer_like_redis() {
             cmd(&["CLIENT", "SETNAME", "tester"]),
             cmd(&["CLIENT", "GETNAME"]),
             cmd(&["CLIENT", "SETINFO", "lib-name", "testkit"]),
+            cmd(&["RESET"]),
+            cmd(&["CLIENT", "GETNAME"]),
         ],
     );
     // The whole table, in whatever order each one lists it.
@@ -272,6 +274,16 @@ fn redis_auth_guards_the_pool() {
     assert_eq!(h.cmd(&["GET", "k"]), Reply::bulk("2"));
     let mut other = env.client();
     assert_err_contains(&other.cmd(&["GET", "k"]), &["NOAUTH"]);
+    // RESET ends the authentication, as on Redis.
+    same_as_redis(
+        &mut h,
+        &mut hd,
+        &[
+            cmd(&["AUTH", "s3cret"]),
+            cmd(&["RESET"]),
+            cmd(&["GET", "k"]),
+        ],
+    );
     // A pool without redis_auth answers AUTH the way a password-less Redis does.
     let open = Setup::new(1).start();
     let plain = reference();
