@@ -121,6 +121,30 @@ pub(crate) fn parse_server(line: &str) -> Result<Server, AddrError> {
     })
 }
 
+/// Parses a node address of a replica set: `host:port` or `/path/to.sock` (no weight, no
+/// name: those belong to the shard).
+pub(crate) fn parse_node(text: &str) -> Result<ServerAddr, AddrError> {
+    let text = text.trim();
+    if text.starts_with('/') {
+        if text.contains(char::is_whitespace) {
+            return Err(AddrError::NodeShape);
+        }
+        return Ok(ServerAddr::Unix(PathBuf::from(text)));
+    }
+    let (host, port) = text.rsplit_once(':').ok_or(AddrError::NodeShape)?;
+    Ok(ServerAddr::Tcp {
+        host: parse_host(host)?,
+        port: parse_port(port)?,
+    })
+}
+
+/// Parses a Sentinel address: `host:port` only.
+pub(crate) fn parse_sentinel(text: &str) -> Result<(String, u16), AddrError> {
+    let text = text.trim();
+    let (host, port) = text.rsplit_once(':').ok_or(AddrError::SentinelShape)?;
+    Ok((parse_host(host)?, parse_port(port)?))
+}
+
 /// A host: non-empty, no whitespace; `[v6]` loses its brackets.
 fn parse_host(host: &str) -> Result<String, AddrError> {
     let host = match host.strip_prefix('[') {
@@ -296,6 +320,37 @@ mod tests {
         assert_eq!(parse_server(":6379:1"), Err(AddrError::BadHost));
         assert_eq!(parse_server("h:1:1 two words"), Err(AddrError::BadName));
         assert_eq!(parse_server("/x.sock"), Err(AddrError::ServerShape));
+    }
+
+    #[test]
+    fn node_addresses() {
+        assert_eq!(parse_node("10.0.0.1:6379"), Ok(tcp("10.0.0.1", 6379)));
+        assert_eq!(
+            parse_node("redis.internal:6380"),
+            Ok(tcp("redis.internal", 6380))
+        );
+        assert_eq!(parse_node("[::1]:6379"), Ok(tcp("::1", 6379)));
+        assert_eq!(parse_node("::1:6379"), Ok(tcp("::1", 6379)));
+        assert_eq!(
+            parse_node("/run/redis.sock"),
+            Ok(ServerAddr::Unix("/run/redis.sock".into()))
+        );
+        assert_eq!(parse_node("10.0.0.1"), Err(AddrError::NodeShape));
+        assert_eq!(parse_node("/run/r.sock 0660"), Err(AddrError::NodeShape));
+        assert_eq!(parse_node(":6379"), Err(AddrError::BadHost));
+        assert_eq!(parse_node("h:0"), Err(AddrError::BadPort("0".into())));
+    }
+
+    #[test]
+    fn sentinel_addresses() {
+        assert_eq!(
+            parse_sentinel("10.0.0.1:26379"),
+            Ok(("10.0.0.1".into(), 26379))
+        );
+        assert_eq!(parse_sentinel("[::1]:26379"), Ok(("::1".into(), 26379)));
+        assert_eq!(parse_sentinel("sentinel"), Err(AddrError::SentinelShape));
+        assert_eq!(parse_sentinel("/run/s.sock"), Err(AddrError::SentinelShape));
+        assert_eq!(parse_sentinel("/run/s:1"), Err(AddrError::BadHost));
     }
 
     #[test]

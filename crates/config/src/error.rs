@@ -190,6 +190,16 @@ pub enum Problem {
         /// What is wrong with it.
         reason: AddrError,
     },
+    /// `read_listen:` or `write_listen:` cannot be parsed.
+    #[error("{key}: {value:?}: {reason}")]
+    BadListenKey {
+        /// The key.
+        key: ListenKey,
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: AddrError,
+    },
     /// A line of `servers:` cannot be parsed.
     #[error("servers: {value:?}: {reason}")]
     BadServer {
@@ -249,6 +259,194 @@ pub enum Problem {
         /// The bulk limit.
         bulk: u64,
     },
+    /// Two address keys of the file name the same address (`read_listen` / `write_listen`
+    /// involved; two `listen`s are [`Problem::DuplicateListen`]).
+    #[error(
+        "{key}: the address is already used by {other_key} of pool {other:?} (line {first_line})"
+    )]
+    ListenInUse {
+        /// The key that repeats the address.
+        key: ListenKey,
+        /// The key that has it first.
+        other_key: ListenKey,
+        /// The pool of that key.
+        other: String,
+        /// Line of that key.
+        first_line: u32,
+    },
+    /// Two keys that describe the backends in different ways.
+    #[error("{key} cannot be combined with {other}; a pool lists its backends one way: servers (twemproxy), shards, primary/replicas, or sentinels with master or shards")]
+    ConflictingKeys {
+        /// The later key.
+        key: &'static str,
+        /// The key it conflicts with.
+        other: &'static str,
+    },
+    /// A key inside a structured value (`shards`, a node, `health_check`) that rampart does
+    /// not know.
+    #[error("{within}: unknown key {key:?}{}", Hint(*.hint))]
+    UnknownNestedKey {
+        /// Where the key is.
+        within: &'static str,
+        /// The key as written.
+        key: String,
+        /// The known key it most resembles.
+        hint: Option<&'static str>,
+    },
+    /// A key given twice inside a structured value.
+    #[error("{within}: duplicate key {key:?} (first given on line {first_line})")]
+    DuplicateNestedKey {
+        /// Where the key is.
+        within: &'static str,
+        /// The key.
+        key: String,
+        /// Line of the first occurrence.
+        first_line: u32,
+    },
+    /// A required key inside a structured value is absent.
+    #[error("{within}: missing required key {key:?}")]
+    MissingNestedKey {
+        /// Where the key is missing.
+        within: &'static str,
+        /// The key.
+        key: &'static str,
+    },
+    /// A key that needs a mapping got something else.
+    #[error("{0}: expected a mapping of keys to values")]
+    NotMapping(&'static str),
+    /// `shards:` is an empty list.
+    #[error("shards: the list is empty; a pool needs at least one shard")]
+    NoShards,
+    /// A shard or master name that is empty or not one word.
+    #[error("{within}: {value:?} is not a name (one word, not empty)")]
+    BadName {
+        /// Where the name is.
+        within: &'static str,
+        /// The value as written.
+        value: String,
+    },
+    /// Two shards of a pool share a name.
+    #[error("shards: duplicate shard name {name:?} (first used on line {first_line})")]
+    DuplicateShardName {
+        /// The name.
+        name: String,
+        /// Line of the first shard with this name.
+        first_line: u32,
+    },
+    /// A shard of a non-Sentinel pool without a primary.
+    #[error("shard {shard:?} has no primary (only a Sentinel pool leaves addresses out)")]
+    MissingPrimary {
+        /// The shard's name.
+        shard: String,
+    },
+    /// `replicas:` at pool level without `primary:`.
+    #[error("replicas: needs a primary: next to it (or use shards:)")]
+    ReplicasWithoutPrimary,
+    /// A node address (under `primary`, `replicas` or `addr`) that cannot be parsed.
+    #[error("node {value:?}: {reason}")]
+    BadNode {
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: AddrError,
+    },
+    /// A node that is neither an address nor a mapping.
+    #[error("{0}: expected \"host:port\", \"/path/to.sock\" or a mapping with addr:")]
+    NotNode(&'static str),
+    /// The same node address twice in one pool (in one shard or in two).
+    #[error("{key}: duplicate node address {addr:?} (first used on line {first_line})")]
+    DuplicateNode {
+        /// The key of the repeated address.
+        key: &'static str,
+        /// The address as written.
+        addr: String,
+        /// Line of the first use.
+        first_line: u32,
+    },
+    /// A zone that is empty.
+    #[error("{0}: the zone must not be empty")]
+    EmptyZone(&'static str),
+    /// A node address given in a Sentinel pool.
+    #[error("{0}: a Sentinel pool takes node addresses from Sentinel only; remove it (shards name masters: name and weight only)")]
+    SentinelAddresses(&'static str),
+    /// A Sentinel-only key in a pool without `sentinels:`.
+    #[error("{0}: only applies to a Sentinel pool (add sentinels:)")]
+    NeedsSentinels(&'static str),
+    /// A Sentinel pool that names no master.
+    #[error(
+        "sentinels: a Sentinel pool needs master: (one shard) or shards: (a list of master names)"
+    )]
+    NoMasters,
+    /// `sentinels:` is an empty list.
+    #[error("sentinels: the list is empty; a Sentinel pool needs at least one sentinel")]
+    NoSentinels,
+    /// A line of `sentinels:` that cannot be parsed.
+    #[error("sentinels: {value:?}: {reason}")]
+    BadSentinel {
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: AddrError,
+    },
+    /// The same sentinel twice.
+    #[error("sentinels: duplicate sentinel {addr:?} (first used on line {first_line})")]
+    DuplicateSentinel {
+        /// The address.
+        addr: String,
+        /// Line of the first use.
+        first_line: u32,
+    },
+    /// A Sentinel user name without a password.
+    #[error("sentinel_username: needs sentinel_password (Sentinel's AUTH takes both)")]
+    UsernameWithoutPassword,
+    /// An empty password or user name.
+    #[error("{0}: must not be empty (remove the key instead)")]
+    EmptyCredential(&'static str),
+    /// `read_policy:` names no policy.
+    #[error("read_policy: {0:?} is not a read policy (primary, prefer-replica, replica, least-outstanding, latency)")]
+    UnknownReadPolicy(String),
+    /// A fraction outside `0 <= x < 1`.
+    #[error("{key}: {value:?} is not a fraction in 0..1 (e.g. 0.1)")]
+    BadFraction {
+        /// The key.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+    },
+    /// Two durations in the wrong order (`fast_interval` above `interval`, `eject_time`
+    /// above `eject_time_max`, ...).
+    #[error("{key} ({value_ms} ms) must not be longer than {other} ({limit_ms} ms)")]
+    LongerThan {
+        /// The key that is too long.
+        key: &'static str,
+        /// Its value in milliseconds.
+        value_ms: u64,
+        /// The key that bounds it.
+        other: &'static str,
+        /// The bound in milliseconds.
+        limit_ms: u64,
+    },
+}
+
+/// A key that binds a listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenKey {
+    /// `listen:`
+    Listen,
+    /// `read_listen:`
+    ReadListen,
+    /// `write_listen:`
+    WriteListen,
+}
+
+impl fmt::Display for ListenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenKey::Listen => "listen",
+            ListenKey::ReadListen => "read_listen",
+            ListenKey::WriteListen => "write_listen",
+        })
+    }
 }
 
 /// What is wrong with a `listen:` value or a `servers:` line.
@@ -278,4 +476,10 @@ pub enum AddrError {
     /// The server name contains whitespace.
     #[error("the server name must be one word")]
     BadName,
+    /// A node or sentinel address without the required shape.
+    #[error("expected \"host:port\" or \"/path/to.sock\"")]
+    NodeShape,
+    /// A sentinel address that is not `host:port`.
+    #[error("expected \"host:port\"")]
+    SentinelShape,
 }

@@ -27,8 +27,11 @@
 
 mod addr;
 mod error;
+mod ha;
+mod ha_keys;
 mod pool;
 mod raw;
+mod shards;
 mod value;
 
 use std::collections::HashMap;
@@ -36,7 +39,8 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use addr::{Listen, Server, ServerAddr};
-pub use error::{AddrError, ConfigError, Problem};
+pub use error::{AddrError, ConfigError, ListenKey, Problem};
+pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
 
 use raw::Pos;
@@ -87,13 +91,71 @@ pub struct Pool {
     pub tcpkeepalive: bool,
     /// Set `SO_REUSEPORT` on the listen socket.
     pub reuseport: bool,
-    /// The servers, in file order; addresses and ring identities are unique.
+    /// The twemproxy view of the backends: for a `servers:` pool the servers in file order
+    /// (addresses and ring identities unique). For a `shards:`, short-form or Sentinel pool,
+    /// one entry per shard in shard order, so code that iterates servers keeps working:
+    /// `name` and `text` are the shard name (so [`Server::ring_identity`] is the shard's
+    /// identity), `weight` the shard weight, `addr` the configured primary's address, or in a
+    /// Sentinel pool the unused placeholder [`SENTINEL_PLACEHOLDER`]. New code reads `shards`.
     pub servers: Vec<Server>,
     /// rampart: send FLUSHALL, FLUSHDB, SCRIPT FLUSH, FUNCTION FLUSH and CONFIG GET/SET to
     /// every server instead of refusing them.
     pub admin_broadcast: bool,
     /// rampart: per-client protocol and buffer limits.
     pub limits: ClientLimits,
+    /// rampart: the shards, in ring order (file order). Always filled: a `servers:` pool has
+    /// one shard per server, primary only; see [`Shard`].
+    pub shards: Vec<Shard>,
+    /// rampart: the Sentinels to follow; empty unless this is a Sentinel pool.
+    pub sentinels: Vec<SentinelAddr>,
+    /// rampart: ACL user name sent to the Sentinels (needs `sentinel_password`).
+    pub sentinel_username: Option<String>,
+    /// rampart: password sent to the Sentinels.
+    pub sentinel_password: Option<String>,
+    /// rampart: how often each master's address is asked of Sentinel (at most 1 s).
+    pub sentinel_poll: Duration,
+    /// rampart: where reads go (writes always go to the primary).
+    pub read_policy: ReadPolicy,
+    /// rampart: after a client writes to a shard, its reads of that shard go to the primary
+    /// for this long; `None` when off.
+    pub read_your_writes: Option<Duration>,
+    /// rampart: a replica lagging its primary by more than this leaves the read rotation.
+    pub max_replica_lag: Duration,
+    /// rampart: the proxy's own zone for this pool; reads prefer nodes in it.
+    pub zone: Option<String>,
+    /// rampart: active health checks.
+    pub health: HealthCheck,
+    /// rampart: consecutive failures on live traffic that take a node out of rotation.
+    pub eject_after: u32,
+    /// rampart: how long a node first stays out after a passive ejection; doubles with each
+    /// further ejection, up to `eject_time_max`.
+    pub eject_time: Duration,
+    /// rampart: the longest passive ejection; at least `eject_time`.
+    pub eject_time_max: Duration,
+    /// rampart: how long writes to a shard without a confirmed primary are held (then
+    /// failed); zero means they fail at once.
+    pub failover_hold: Duration,
+    /// rampart: most bytes of writes held per shard during a failover; beyond it they fail.
+    pub failover_hold_bytes: u64,
+    /// rampart: an extra address that serves only reads of this pool.
+    pub read_listen: Option<Listen>,
+    /// rampart: an extra address that serves only writes of this pool.
+    pub write_listen: Option<Listen>,
+}
+
+/// The address of the placeholder `servers` entries of a Sentinel pool, which has no
+/// configured addresses: an empty host and port 0, which no connection can reach. The proxy
+/// must route a Sentinel pool by `shards` and Sentinel, never by these entries.
+pub const SENTINEL_PLACEHOLDER: ServerAddr = ServerAddr::Tcp {
+    host: String::new(),
+    port: 0,
+};
+
+impl Pool {
+    /// Whether the pool follows Sentinel for its primaries and replicas.
+    pub fn is_sentinel(&self) -> bool {
+        !self.sentinels.is_empty()
+    }
 }
 
 /// rampart's per-client limits (every buffer is bounded).
@@ -171,6 +233,42 @@ pub mod defaults {
     pub const MAX_INFLIGHT_PER_CLIENT: u32 = 1024;
     /// Largest accepted `max_inflight_per_client`.
     pub const MAX_INFLIGHT_LIMIT: u32 = 1_000_000;
+    /// `priority` of a node.
+    pub const NODE_PRIORITY: u32 = 100;
+    /// `weight` of a shard.
+    pub const SHARD_WEIGHT: u32 = 1;
+    /// `sentinel_poll`: 500 ms.
+    pub const SENTINEL_POLL: Duration = Duration::from_millis(500);
+    /// Longest accepted `sentinel_poll`: 1 s.
+    pub const SENTINEL_POLL_MAX: Duration = Duration::from_millis(1000);
+    /// `read_policy`.
+    pub const READ_POLICY: crate::ReadPolicy = crate::ReadPolicy::Primary;
+    /// `max_replica_lag`: 10 s.
+    pub const MAX_REPLICA_LAG: Duration = Duration::from_secs(10);
+    /// `health_check.interval`: 200 ms.
+    pub const HEALTH_INTERVAL: Duration = Duration::from_millis(200);
+    /// `health_check.timeout`: 250 ms.
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(250);
+    /// `health_check.rise`.
+    pub const HEALTH_RISE: u32 = 2;
+    /// `health_check.fall`.
+    pub const HEALTH_FALL: u32 = 2;
+    /// `health_check.jitter`: 10 % of the interval.
+    pub const HEALTH_JITTER: f64 = 0.1;
+    /// `health_check.fast_interval`: 50 ms.
+    pub const HEALTH_FAST_INTERVAL: Duration = Duration::from_millis(50);
+    /// Largest accepted `health_check.rise` and `fall`.
+    pub const HEALTH_COUNT_MAX: u32 = 100;
+    /// `eject_after`.
+    pub const EJECT_AFTER: u32 = 3;
+    /// `eject_time`: 1 s.
+    pub const EJECT_TIME: Duration = Duration::from_secs(1);
+    /// `eject_time_max`: 30 s.
+    pub const EJECT_TIME_MAX: Duration = Duration::from_secs(30);
+    /// `failover_hold`: 3 s.
+    pub const FAILOVER_HOLD: Duration = Duration::from_secs(3);
+    /// `failover_hold_bytes`: 16 MiB.
+    pub const FAILOVER_HOLD_BYTES: u64 = 16 << 20;
     /// Longest accepted duration (one day): longer is a typo, and keeps deadline arithmetic
     /// far from overflow.
     pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -201,7 +299,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         return Err(pool::invalid(origin, Pos::START, None, Problem::NoPools));
     }
     let mut names: HashMap<&str, u32> = HashMap::new();
-    let mut listens: Vec<(Listen, Pos, usize)> = Vec::new();
+    // Every address bound so far: (address, key, position, index of its pool).
+    let mut bound: Vec<(Listen, ListenKey, Pos, usize)> = Vec::new();
     let mut pools = Vec::with_capacity(raw.pools.len());
     for raw_pool in &raw.pools {
         let name = raw_pool.name.text.as_str();
@@ -214,18 +313,34 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
                 problem,
             ));
         }
-        let (pool, listen_pos) = pool::build(origin, raw_pool)?;
-        if let Some((_, first, index)) = listens
-            .iter()
-            .find(|(l, _, _)| same_listen(l, &pool.listen))
-        {
-            let problem = Problem::DuplicateListen {
-                other: raw.pools[*index].name.text.clone(),
-                first_line: first.line,
-            };
-            return Err(pool::invalid(origin, listen_pos, Some(name), problem));
+        let (pool, positions) = pool::build(origin, raw_pool)?;
+        let addresses = [
+            (ListenKey::Listen, Some(&pool.listen)),
+            (ListenKey::ReadListen, pool.read_listen.as_ref()),
+            (ListenKey::WriteListen, pool.write_listen.as_ref()),
+        ];
+        for ((key, listen), pos) in addresses.into_iter().zip(positions) {
+            let Some(listen) = listen else { continue };
+            if let Some((_, other_key, first, index)) =
+                bound.iter().find(|(l, ..)| same_listen(l, listen))
+            {
+                let other = raw.pools[*index].name.text.clone();
+                let first_line = first.line;
+                let other_key = *other_key;
+                let problem = if key == ListenKey::Listen && other_key == ListenKey::Listen {
+                    Problem::DuplicateListen { other, first_line }
+                } else {
+                    Problem::ListenInUse {
+                        key,
+                        other_key,
+                        other,
+                        first_line,
+                    }
+                };
+                return Err(pool::invalid(origin, pos, Some(name), problem));
+            }
+            bound.push((listen.clone(), key, pos, pools.len()));
         }
-        listens.push((pool.listen.clone(), listen_pos, pools.len()));
         pools.push(pool);
     }
     Ok(Config { pools })

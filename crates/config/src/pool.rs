@@ -7,7 +7,7 @@ use hashkit::{Distribution, HashKind, HashTag};
 
 use crate::addr::{digits, parse_listen, parse_server, Listen, Server};
 use crate::defaults;
-use crate::error::{ConfigError, Problem};
+use crate::error::{ConfigError, ListenKey, Problem};
 use crate::raw::{Pos, RawBody, RawEntry, RawPool, RawValue};
 use crate::value::{closest, parse_bool, parse_duration, parse_size};
 use crate::{ClientLimits, Pool};
@@ -42,11 +42,59 @@ const RAMPART_KEYS: &[&str] = &[
     "client_output_soft",
     "client_output_hard",
     "max_inflight_per_client",
+    // High availability (see `shards` and `ha_keys`).
+    "shards",
+    "primary",
+    "replicas",
+    "sentinels",
+    "master",
+    "sentinel_username",
+    "sentinel_password",
+    "sentinel_poll",
+    "read_policy",
+    "read_your_writes",
+    "max_replica_lag",
+    "zone",
+    "health_check",
+    "eject_after",
+    "eject_time",
+    "eject_time_max",
+    "failover_hold",
+    "failover_hold_bytes",
+    "read_listen",
+    "write_listen",
 ];
 
-/// Whether a key takes a single scalar (every known key but `servers`).
+/// Whether a pool key takes a single scalar (every known key but `servers` and the
+/// structured ones).
 pub(crate) fn is_scalar_key(key: &str) -> bool {
-    key != "servers" && known_key(key).is_some()
+    key != "servers" && !is_tree_key(key) && known_key(key).is_some()
+}
+
+/// Whether a key takes a structured value: lists of scalars or mappings, or a mapping.
+pub(crate) fn is_tree_key(key: &str) -> bool {
+    matches!(
+        key,
+        "shards" | "primary" | "replicas" | "sentinels" | "health_check"
+    )
+}
+
+/// Whether a key inside a structured value takes a single scalar, read as written.
+pub(crate) fn is_nested_scalar_key(key: &str) -> bool {
+    matches!(
+        key,
+        "name"
+            | "weight"
+            | "addr"
+            | "zone"
+            | "priority"
+            | "interval"
+            | "timeout"
+            | "rise"
+            | "fall"
+            | "jitter"
+            | "fast_interval"
+    )
 }
 
 /// The static spelling of a known key.
@@ -58,8 +106,9 @@ fn known_key(key: &str) -> Option<&'static str> {
         .copied()
 }
 
-/// Builds one pool; also returns where its `listen:` value is, for the duplicate-listen check.
-pub(crate) fn build(origin: &str, raw: &RawPool) -> Result<(Pool, Pos), ConfigError> {
+/// Builds one pool; also returns where its `listen:`, `read_listen:` and `write_listen:`
+/// values are (the pool's name for an absent one), for the duplicate-address check.
+pub(crate) fn build(origin: &str, raw: &RawPool) -> Result<(Pool, [Pos; 3]), ConfigError> {
     let name = raw.name.text.as_str();
     let at = raw.name.pos;
     let fields = Fields { origin, name, at };
@@ -87,17 +136,49 @@ pub(crate) fn invalid(origin: &str, pos: Pos, pool: Option<&str>, problem: Probl
 }
 
 /// The pool being built: where errors point and what they name.
-struct Fields<'a> {
-    origin: &'a str,
-    name: &'a str,
-    at: Pos,
+pub(crate) struct Fields<'a> {
+    pub origin: &'a str,
+    pub name: &'a str,
+    pub at: Pos,
 }
 
-type Lookup<'e, 'f> = dyn Fn(&'static str) -> Option<&'e RawEntry> + 'f;
+/// Finds a key's entry (in a pool, or in a structured value).
+pub(crate) type Lookup<'e, 'f> = dyn Fn(&'static str) -> Option<&'e RawEntry> + 'f;
 
 impl Fields<'_> {
-    fn err(&self, pos: Pos, problem: Problem) -> ConfigError {
+    pub(crate) fn err(&self, pos: Pos, problem: Problem) -> ConfigError {
         invalid(self.origin, pos, Some(self.name), problem)
+    }
+
+    /// Indexes the entries of a structured mapping (`within` names it in messages),
+    /// refusing unknown and repeated keys.
+    pub(crate) fn index_nested<'e>(
+        &self,
+        entries: &'e [RawEntry],
+        known: &[&'static str],
+        within: &'static str,
+    ) -> Result<HashMap<&'static str, &'e RawEntry>, ConfigError> {
+        let mut map: HashMap<&'static str, &'e RawEntry> = HashMap::new();
+        for entry in entries {
+            let key = entry.key.text.as_str();
+            let Some(found) = known.iter().find(|k| **k == key).copied() else {
+                let problem = Problem::UnknownNestedKey {
+                    within,
+                    key: key.to_string(),
+                    hint: closest(key, known),
+                };
+                return Err(self.err(entry.key.pos, problem));
+            };
+            if let Some(first) = map.insert(found, entry) {
+                let problem = Problem::DuplicateNestedKey {
+                    within,
+                    key: found.to_string(),
+                    first_line: first.key.pos.line,
+                };
+                return Err(self.err(entry.key.pos, problem));
+            }
+        }
+        Ok(map)
     }
 
     /// Indexes the entries by key, refusing unknown and repeated keys.
@@ -128,7 +209,7 @@ impl Fields<'_> {
         Ok(map)
     }
 
-    fn build(&self, get: &Lookup<'_, '_>) -> Result<(Pool, Pos), ConfigError> {
+    fn build(&self, get: &Lookup<'_, '_>) -> Result<(Pool, [Pos; 3]), ConfigError> {
         if let Some((text, pos)) = self.text(get, "redis")? {
             match parse_bool(text) {
                 Some(true) => {}
@@ -136,7 +217,13 @@ impl Fields<'_> {
                 None => return Err(self.err(pos, not_bool("redis", text))),
             }
         }
-        let (listen, listen_pos) = self.listen(get)?;
+        let (listen, listen_pos) = self
+            .listen(get, ListenKey::Listen)?
+            .ok_or_else(|| self.err(self.at, Problem::MissingKey("listen")))?;
+        let read_listen = self.listen(get, ListenKey::ReadListen)?;
+        let write_listen = self.listen(get, ListenKey::WriteListen)?;
+        let backends = self.backends(get)?;
+        let ha = self.ha_settings(get)?;
         let (timeout, timeout_from_file) = match self.duration(get, "timeout")? {
             Some(t) if t.is_zero() => {
                 let pos = self.text(get, "timeout")?.map_or(self.at, |(_, p)| p);
@@ -176,15 +263,36 @@ impl Fields<'_> {
                 .map_or(defaults::SERVER_FAILURE_LIMIT, narrow),
             tcpkeepalive: self.flag(get, "tcpkeepalive", defaults::TCPKEEPALIVE)?,
             reuseport: self.flag(get, "reuseport", defaults::REUSEPORT)?,
-            servers: self.servers(get)?,
+            servers: backends.servers,
             admin_broadcast: self.flag(get, "admin_broadcast", defaults::ADMIN_BROADCAST)?,
             limits: self.limits(get)?,
+            shards: backends.shards,
+            sentinels: backends.sentinels,
+            sentinel_username: backends.sentinel_username,
+            sentinel_password: backends.sentinel_password,
+            sentinel_poll: backends.sentinel_poll,
+            read_policy: ha.read_policy,
+            read_your_writes: ha.read_your_writes,
+            max_replica_lag: ha.max_replica_lag,
+            zone: ha.zone,
+            health: ha.health,
+            eject_after: ha.eject_after,
+            eject_time: ha.eject_time,
+            eject_time_max: ha.eject_time_max,
+            failover_hold: ha.failover_hold,
+            failover_hold_bytes: ha.failover_hold_bytes,
+            read_listen: read_listen.as_ref().map(|(l, _)| l.clone()),
+            write_listen: write_listen.as_ref().map(|(l, _)| l.clone()),
         };
-        Ok((pool, listen_pos))
+        let pos_of = |l: &Option<(Listen, Pos)>| l.as_ref().map_or(self.at, |(_, p)| *p);
+        Ok((
+            pool,
+            [listen_pos, pos_of(&read_listen), pos_of(&write_listen)],
+        ))
     }
 
     /// The scalar text of `key`, if the key is present; an empty value is an error.
-    fn text<'e>(
+    pub(crate) fn text<'e>(
         &self,
         get: &Lookup<'e, '_>,
         key: &'static str,
@@ -195,14 +303,16 @@ impl Fields<'_> {
         match &entry.value {
             RawValue::Scalar(text) => Ok(Some((text.as_str(), entry.pos))),
             RawValue::Empty => Err(self.err(entry.pos, Problem::EmptyValue(key))),
-            RawValue::List(_) | RawValue::Map => Err(self.err(
-                entry.pos,
-                Problem::Yaml(format!("{key}: expected a scalar")),
-            )),
+            RawValue::List(_) | RawValue::Map | RawValue::Items(_) | RawValue::Entries(_) => {
+                Err(self.err(
+                    entry.pos,
+                    Problem::Yaml(format!("{key}: expected a single value")),
+                ))
+            }
         }
     }
 
-    fn flag(
+    pub(crate) fn flag(
         &self,
         get: &Lookup<'_, '_>,
         key: &'static str,
@@ -214,7 +324,7 @@ impl Fields<'_> {
         }
     }
 
-    fn number(
+    pub(crate) fn number(
         &self,
         get: &Lookup<'_, '_>,
         key: &'static str,
@@ -243,7 +353,7 @@ impl Fields<'_> {
         Ok(Some(value))
     }
 
-    fn duration(
+    pub(crate) fn duration(
         &self,
         get: &Lookup<'_, '_>,
         key: &'static str,
@@ -268,12 +378,12 @@ impl Fields<'_> {
         Ok(Some(value))
     }
 
-    fn size(
+    pub(crate) fn size(
         &self,
         get: &Lookup<'_, '_>,
         key: &'static str,
         default: u64,
-        max: u64,
+        (min, max): (u64, u64),
     ) -> Result<u64, ConfigError> {
         let Some((text, pos)) = self.text(get, key)? else {
             return Ok(default);
@@ -283,13 +393,13 @@ impl Fields<'_> {
             value: text.to_string(),
         };
         let value = parse_size(text).ok_or_else(|| self.err(pos, bad()))?;
-        if !(1..=max).contains(&value) {
+        if !(min..=max).contains(&value) {
             return Err(self.err(
                 pos,
                 Problem::OutOfRange {
                     key,
                     value,
-                    min: 1,
+                    min,
                     max,
                 },
             ));
@@ -297,15 +407,30 @@ impl Fields<'_> {
         Ok(value)
     }
 
-    fn listen(&self, get: &Lookup<'_, '_>) -> Result<(Listen, Pos), ConfigError> {
-        let (text, pos) = self
-            .text(get, "listen")?
-            .ok_or_else(|| self.err(self.at, Problem::MissingKey("listen")))?;
+    /// A `listen:`-shaped key, if present.
+    fn listen(
+        &self,
+        get: &Lookup<'_, '_>,
+        key: ListenKey,
+    ) -> Result<Option<(Listen, Pos)>, ConfigError> {
+        let name = match key {
+            ListenKey::Listen => "listen",
+            ListenKey::ReadListen => "read_listen",
+            ListenKey::WriteListen => "write_listen",
+        };
+        let Some((text, pos)) = self.text(get, name)? else {
+            return Ok(None);
+        };
         let listen = parse_listen(text).map_err(|reason| {
             let value = text.to_string();
-            self.err(pos, Problem::BadListen { value, reason })
+            let problem = if key == ListenKey::Listen {
+                Problem::BadListen { value, reason }
+            } else {
+                Problem::BadListenKey { key, value, reason }
+            };
+            self.err(pos, problem)
         })?;
-        Ok((listen, pos))
+        Ok(Some((listen, pos)))
     }
 
     fn hash(&self, get: &Lookup<'_, '_>) -> Result<HashKind, ConfigError> {
@@ -343,15 +468,14 @@ impl Fields<'_> {
         }
     }
 
-    fn servers(&self, get: &Lookup<'_, '_>) -> Result<Vec<Server>, ConfigError> {
-        let entry =
-            get("servers").ok_or_else(|| self.err(self.at, Problem::MissingKey("servers")))?;
+    /// The twemproxy `servers:` list (the caller checked that the key is present).
+    pub(crate) fn servers(&self, entry: &RawEntry) -> Result<Vec<Server>, ConfigError> {
         let lines = match &entry.value {
             RawValue::List(lines) if !lines.is_empty() => lines,
             RawValue::List(_) | RawValue::Empty => {
                 return Err(self.err(entry.pos, Problem::NoServers))
             }
-            RawValue::Scalar(_) | RawValue::Map => {
+            RawValue::Scalar(_) | RawValue::Map | RawValue::Items(_) | RawValue::Entries(_) => {
                 return Err(self.err(entry.pos, Problem::NotList("servers")))
             }
         };
@@ -381,25 +505,25 @@ impl Fields<'_> {
             get,
             "max_bulk_len",
             defaults::MAX_BULK_LEN,
-            defaults::MAX_BULK_LEN,
+            (1, defaults::MAX_BULK_LEN),
         )?;
         let client_input_max = self.size(
             get,
             "client_input_max",
             defaults::CLIENT_INPUT_MAX,
-            u64::MAX,
+            (1, u64::MAX),
         )?;
         let client_output_soft = self.size(
             get,
             "client_output_soft",
             defaults::CLIENT_OUTPUT_SOFT,
-            u64::MAX,
+            (1, u64::MAX),
         )?;
         let client_output_hard = self.size(
             get,
             "client_output_hard",
             defaults::CLIENT_OUTPUT_HARD,
-            u64::MAX,
+            (1, u64::MAX),
         )?;
         let max_inflight_per_client = self
             .number(
@@ -443,7 +567,7 @@ impl Fields<'_> {
     }
 }
 
-fn not_bool(key: &'static str, text: &str) -> Problem {
+pub(crate) fn not_bool(key: &'static str, text: &str) -> Problem {
     Problem::NotBool {
         key,
         value: text.to_string(),
@@ -451,6 +575,6 @@ fn not_bool(key: &'static str, text: &str) -> Problem {
 }
 
 /// Narrows a value already range-checked against `u32` bounds.
-fn narrow(value: u64) -> u32 {
+pub(crate) fn narrow(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }

@@ -92,8 +92,22 @@ pub(crate) enum RawValue {
     List(Vec<Text>),
     /// Nothing (`key:` or `key: ~`).
     Empty,
-    /// A nested mapping (never valid in a pool).
+    /// A mapping under a key that takes none (`servers:` or an unknown key); its content is
+    /// not kept, only reported.
     Map,
+    /// A list under a structured key (`shards:`, `replicas:`, `sentinels:`): each item a
+    /// scalar or a mapping, with its position.
+    Items(Vec<RawItem>),
+    /// A mapping under a structured key (`health_check:`, a shard, a node), in file order
+    /// with duplicates kept.
+    Entries(Vec<RawEntry>),
+}
+
+/// One item of a structured list.
+#[derive(Debug)]
+pub(crate) struct RawItem {
+    pub value: RawValue,
+    pub pos: Pos,
 }
 
 /// Parses the YAML text into the raw model.
@@ -156,6 +170,99 @@ impl<'de> Deserialize<'de> for RawFile {
     }
 }
 
+impl RawEntry {
+    /// An entry; an empty value points at its key (there is nothing else to point at).
+    fn new(key: Text, value: RawValue, pos: Pos) -> RawEntry {
+        let pos = if matches!(value, RawValue::Empty) {
+            key.pos
+        } else {
+            pos
+        };
+        RawEntry { key, value, pos }
+    }
+}
+
+/// Reads a map value as the scalar's text, as twemproxy does: `0123` stays `0123`.
+fn next_scalar<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(RawValue, Pos), A::Error> {
+    let value = map.next_value::<Spanned<Option<String>>>()?;
+    let pos = Pos::of(&value);
+    Ok((value.value.map_or(RawValue::Empty, RawValue::Scalar), pos))
+}
+
+/// Reads a map value as a tree of scalars, lists and mappings.
+fn next_tree<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(RawValue, Pos), A::Error> {
+    let value = map.next_value::<Spanned<TreeSeed>>()?;
+    let pos = Pos::of(&value);
+    Ok((value.value.0, pos))
+}
+
+/// A structured value (`shards:`, `primary:`, `replicas:`, `sentinels:`, `health_check:`).
+///
+/// Inside its mappings, keys that name a single setting (`name`, `weight`, `interval`, ...)
+/// are read as the scalar's text like pool keys; other keys are read as trees again, so that
+/// an unknown nested key is reported by name rather than as a YAML shape error.
+struct TreeSeed(RawValue);
+
+impl<'de> Deserialize<'de> for TreeSeed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TreeVisitor;
+        impl<'de> Visitor<'de> for TreeVisitor {
+            type Value = TreeSeed;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value, a list or a mapping")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TreeSeed, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<TreeSeed>>()? {
+                    let pos = Pos::of(&item);
+                    items.push(RawItem {
+                        value: item.value.0,
+                        pos,
+                    });
+                }
+                Ok(TreeSeed(RawValue::Items(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TreeSeed, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let key = Text::from_spanned(key);
+                    let (value, pos) = if crate::pool::is_nested_scalar_key(&key.text) {
+                        next_scalar(&mut map)?
+                    } else {
+                        next_tree(&mut map)?
+                    };
+                    entries.push(RawEntry::new(key, value, pos));
+                }
+                Ok(TreeSeed(RawValue::Entries(entries)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TreeSeed, E> {
+                Ok(TreeSeed(RawValue::Empty))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<TreeSeed, E> {
+                Ok(TreeSeed(RawValue::Empty))
+            }
+            // List items and whole values are addresses and names: strings. A number or a
+            // boolean here is kept as its usual spelling and refused by the validator.
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<TreeSeed, E> {
+                Ok(TreeSeed(RawValue::Scalar(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TreeSeed, E> {
+                Ok(TreeSeed(RawValue::Scalar(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TreeSeed, E> {
+                Ok(TreeSeed(RawValue::Scalar(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<TreeSeed, E> {
+                Ok(TreeSeed(RawValue::Scalar(v.to_string())))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TreeSeed, E> {
+                Ok(TreeSeed(RawValue::Scalar(v.to_string())))
+            }
+        }
+        deserializer.deserialize_any(TreeVisitor)
+    }
+}
+
 /// A pool body as read; a separate type so `Spanned` can wrap it.
 enum BodySeed {
     Map(Vec<RawEntry>),
@@ -174,20 +281,16 @@ impl<'de> Deserialize<'de> for BodySeed {
                 let mut entries = Vec::new();
                 while let Some(key) = map.next_key::<Spanned<String>>()? {
                     let key = Text::from_spanned(key);
-                    let (value, mut pos) = if crate::pool::is_scalar_key(&key.text) {
-                        // Read as text, as twemproxy does: `0123` stays `0123`.
-                        let value = map.next_value::<Spanned<Option<String>>>()?;
-                        let pos = Pos::of(&value);
-                        (value.value.map_or(RawValue::Empty, RawValue::Scalar), pos)
+                    let (value, pos) = if crate::pool::is_scalar_key(&key.text) {
+                        next_scalar(&mut map)?
+                    } else if crate::pool::is_tree_key(&key.text) {
+                        next_tree(&mut map)?
                     } else {
                         let value = map.next_value::<Spanned<ValueSeed>>()?;
                         let pos = Pos::of(&value);
                         (value.value.0, pos)
                     };
-                    if matches!(value, RawValue::Empty) {
-                        pos = key.pos;
-                    }
-                    entries.push(RawEntry { key, value, pos });
+                    entries.push(RawEntry::new(key, value, pos));
                 }
                 Ok(BodySeed::Map(entries))
             }
