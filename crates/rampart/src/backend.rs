@@ -1,11 +1,14 @@
-//! A pipelined connection from one worker to one server.
+//! A pipelined connection from one worker to one node.
 //!
-//! Sessions append request bytes to the connection's output buffer and a [`Waiter`] to its
-//! queue; the connection task writes everything queued in one go and matches replies to waiters
+//! Sessions append request bytes to the connection's output buffer and a waiter to its queue;
+//! the connection task writes everything queued in one go and matches replies to waiters
 //! first-in-first-out. Every waiter has a deadline (the pool timeout). When the oldest one
-//! passes it, or the connection breaks, every waiter gets an error reply and the connection is
-//! closed: a late reply must never answer the next request. A failed connect puts the
-//! connection in a short, jittered, growing back-off during which requests fail at once.
+//! passes it, or the connection breaks, or the node is switched away from (a failover closes
+//! every connection to the old primary), every waiter gets an error reply and the connection is
+//! closed: a late reply must never answer the next request. Reads of pools with replicas are
+//! retried once on another node instead; writes are never retried once they may have reached
+//! a server. A failed connect puts the connection in a short, jittered, growing back-off during
+//! which requests fail at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -19,10 +22,12 @@ use resp::ReplyDecoder;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::io::{flush, ReadBuf, Ready, Stream};
+use crate::node::NodeRt;
 use crate::notify::LocalNotify;
 use crate::pending::Pending;
 use crate::stats::{PoolStat, ServerStat, WorkerStats};
 use crate::topology::PoolRt;
+use crate::worker::WorkerPool;
 use rampart_config::ServerAddr;
 
 /// Most requests one connection holds (queued or in flight) before new ones are refused.
@@ -32,6 +37,22 @@ pub const MAX_QUEUED_BYTES: usize = 256 << 20;
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
 
+/// What a request needs to be sent again elsewhere (pools with replicas only).
+pub struct Resend {
+    /// The request.
+    pub bytes: Vec<u8>,
+    /// The worker's pool.
+    pub pool: Rc<WorkerPool>,
+    /// The shard.
+    pub shard: usize,
+    /// A write (held on READONLY) or a read (retried once on another node).
+    pub write: bool,
+    /// The client, for its connection choice.
+    pub client: u64,
+    /// A read already retried once.
+    pub retried: bool,
+}
+
 /// Where a reply goes.
 pub struct Sink {
     /// The session's reply queue.
@@ -40,6 +61,20 @@ pub struct Sink {
     pub seq: u64,
     /// Part of a fragmented request (0 otherwise).
     pub part: u32,
+    /// Set when the request may be sent again (see [`Resend`]).
+    pub resend: Option<Box<Resend>>,
+}
+
+impl Sink {
+    /// A sink for part `part` of request `seq`.
+    pub fn new(pending: &Rc<Pending>, seq: u64, part: u32) -> Self {
+        Sink {
+            pending: Rc::clone(pending),
+            seq,
+            part,
+            resend: None,
+        }
+    }
 }
 
 struct Waiter {
@@ -73,12 +108,16 @@ enum ConnError {
     Protocol(String),
     #[error("set-up command failed: {0}")]
     Setup(String),
+    #[error("node switched away from (failover or health check)")]
+    Closed,
 }
 
-/// One connection slot of one server, owned by one worker.
+/// One connection slot of one node, owned by one worker.
 pub struct Backend {
     pool: Arc<PoolRt>,
-    server: usize,
+    shard: usize,
+    node: Arc<NodeRt>,
+    worker: usize,
     stats: Arc<WorkerStats>,
     out: RefCell<BytesMut>,
     waiters: RefCell<VecDeque<Waiter>>,
@@ -88,14 +127,23 @@ pub struct Backend {
     down: RefCell<Option<(Instant, String)>>,
     streak: Cell<u32>,
     running: Cell<bool>,
+    latency_us: Cell<u64>,
 }
 
 impl Backend {
     /// A connection slot; it connects on first use (or at once with `preconnect`).
-    pub fn new(pool: Arc<PoolRt>, server: usize, stats: Arc<WorkerStats>) -> Rc<Self> {
+    pub fn new(
+        pool: Arc<PoolRt>,
+        shard: usize,
+        node: Arc<NodeRt>,
+        worker: usize,
+        stats: Arc<WorkerStats>,
+    ) -> Rc<Self> {
         let b = Rc::new(Backend {
             pool,
-            server,
+            shard,
+            node,
+            worker,
             stats,
             out: RefCell::new(BytesMut::new()),
             waiters: RefCell::new(VecDeque::new()),
@@ -104,6 +152,7 @@ impl Backend {
             down: RefCell::new(None),
             streak: Cell::new(0),
             running: Cell::new(false),
+            latency_us: Cell::new(0),
         });
         if b.pool.conf.preconnect {
             b.start();
@@ -112,11 +161,21 @@ impl Backend {
     }
 
     fn label(&self) -> &str {
-        &self.pool.servers[self.server].label
+        &self.node.label
     }
 
     fn cell(&self, s: ServerStat) -> &crate::stats::Cell {
-        self.stats.pools[self.pool.index].server(self.server, s)
+        self.node.cell(self.worker, s)
+    }
+
+    /// Requests queued or in flight.
+    pub fn outstanding(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+
+    /// Moving average of reply latency on this connection, µs.
+    pub fn latency_us(&self) -> u64 {
+        self.latency_us.get()
     }
 
     fn start(self: &Rc<Self>) {
@@ -128,22 +187,23 @@ impl Backend {
     /// Queue one request: `write` appends its bytes; the reply goes to `sink`.
     ///
     /// # Errors
-    /// The server is in connect back-off, or the queue is full; nothing was queued.
-    pub fn send(
+    /// The node is in connect back-off, or the queue is full; nothing was queued and the sink
+    /// comes back with the reason.
+    pub fn send_or_return(
         self: &Rc<Self>,
         sink: Sink,
         deadline: Instant,
         write: impl FnOnce(&mut BytesMut),
-    ) -> Result<(), SendError> {
+    ) -> Result<(), (Sink, SendError)> {
         if let Some((until, why)) = &*self.down.borrow() {
             if Instant::now() < *until {
-                return Err(SendError::Down(self.label().to_string(), why.clone()));
+                return Err((sink, SendError::Down(self.label().to_string(), why.clone())));
             }
         }
         let mut out = self.out.borrow_mut();
         let mut waiters = self.waiters.borrow_mut();
         if waiters.len() >= MAX_WAITERS || out.len() >= MAX_QUEUED_BYTES {
-            return Err(SendError::QueueFull(self.label().to_string()));
+            return Err((sink, SendError::QueueFull(self.label().to_string())));
         }
         let before = out.len();
         write(&mut out);
@@ -166,6 +226,23 @@ impl Backend {
             self.start();
         }
         Ok(())
+    }
+
+    /// Like [`Backend::send_or_return`], answering the error itself.
+    ///
+    /// # Errors
+    /// As [`Backend::send_or_return`]; the sink already got the error reply.
+    pub fn send(
+        self: &Rc<Self>,
+        sink: Sink,
+        deadline: Instant,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), SendError> {
+        self.send_or_return(sink, deadline, write)
+            .map_err(|(sink, e)| {
+                crate::route::fail(sink, &e.to_string());
+                e
+            })
     }
 
     async fn run(self: Rc<Self>) {
@@ -205,11 +282,10 @@ impl Backend {
                     e
                 }
             };
-            self.fail_all(&err);
-            if self.pool.server_failed(self.server) {
-                self.stats.pools[self.pool.index]
-                    .pool(PoolStat::ServerEjects)
-                    .add(1);
+            let affected = self.fail_all(&err);
+            let counts = affected > 0 || !matches!(err, ConnError::Eof | ConnError::Closed);
+            if counts {
+                self.count_failure();
             }
             let until = self.down.borrow().as_ref().map(|(t, _)| *t);
             if let Some(until) = until {
@@ -218,10 +294,24 @@ impl Backend {
         }
     }
 
+    /// Feed a failure to twemproxy-style ejection (plain pools) or passive node ejection
+    /// (pools with health checks).
+    fn count_failure(&self) {
+        let conf = &self.pool.conf;
+        if self.pool.checked {
+            self.node
+                .passive_failure(conf.eject_after, conf.eject_time, conf.eject_time_max);
+        } else if self.pool.shard_failed(self.shard) {
+            self.stats.pools[self.pool.index]
+                .pool(PoolStat::ServerEjects)
+                .add(1);
+        }
+    }
+
     async fn connect(&self) -> Result<Stream, ConnError> {
         let limit = self.pool.timeout();
         let fut = async {
-            match self.pool.servers[self.server].addr() {
+            match &self.node.addr {
                 ServerAddr::Tcp { host, port } => {
                     let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                     s.set_nodelay(true)?;
@@ -244,30 +334,27 @@ impl Backend {
     /// Put AUTH and SELECT in front of whatever is queued.
     fn queue_setup(&self) {
         let conf = &self.pool.conf;
+        let db = conf.redis_db.to_string();
         let mut cmds: Vec<Vec<&[u8]>> = Vec::new();
         if let Some(pass) = &conf.redis_auth {
             cmds.push(vec![b"AUTH", pass.as_bytes()]);
         }
-        let db = conf.redis_db.to_string();
         if conf.redis_db != 0 {
             cmds.push(vec![b"SELECT", db.as_bytes()]);
         }
         if cmds.is_empty() {
             return;
         }
-        let mut setup = BytesMut::new();
         let deadline = Instant::now() + self.pool.timeout();
+        let mut setup = BytesMut::new();
         let mut waiters = self.waiters.borrow_mut();
-        for c in cmds.iter().rev() {
+        for c in &cmds {
+            resp::encode::command(&mut setup, c);
             waiters.push_front(Waiter {
                 sink: None,
                 deadline,
                 len: 0,
             });
-            let _ = c;
-        }
-        for c in &cmds {
-            resp::encode::command(&mut setup, c);
         }
         let mut out = self.out.borrow_mut();
         setup.extend_from_slice(&out);
@@ -275,6 +362,8 @@ impl Backend {
     }
 
     async fn serve(&self, s: &Stream) -> ConnError {
+        let mut closer = self.node.close_watch();
+        closer.borrow_and_update();
         self.queue_setup();
         let mut rbuf = ReadBuf::default();
         let mut dec = ReplyDecoder::new(resp::Limits::default());
@@ -301,6 +390,7 @@ impl Backend {
             };
             tokio::select! {
                 biased;
+                _ = closer.changed() => return ConnError::Closed,
                 r = s.readable() => {
                     let mut ready = match r {
                         Ok(g) => g,
@@ -324,7 +414,8 @@ impl Backend {
                 _ = self.wake.notified() => {}
                 _ = &mut timer => {
                     let now = Instant::now();
-                    match self.waiters.borrow().front().map(|w| w.deadline) {
+                    let front = self.waiters.borrow().front().map(|w| w.deadline);
+                    match front {
                         Some(d) if d <= now => return ConnError::Timeout,
                         Some(d) => timer.as_mut().reset(d),
                         None => timer.as_mut().reset(now + period),
@@ -359,6 +450,7 @@ impl Backend {
         let mut replies = 0i64;
         let mut bytes = 0i64;
         let mut req_bytes = 0i64;
+        let mut oldest: Option<Instant> = None;
         loop {
             let n = match dec.decode(rbuf.data()) {
                 Ok(Some(n)) => n,
@@ -370,6 +462,15 @@ impl Backend {
             };
             let reply = &rbuf.data()[..n];
             match w.sink {
+                Some(sink)
+                    if reply.starts_with(b"-READONLY")
+                        && sink.resend.as_ref().is_some_and(|r| r.write) =>
+                {
+                    // Not applied by a node that is no longer the primary: hold it for the
+                    // new one and stop sending writes here.
+                    self.node.demote();
+                    crate::route::retry(sink, self.node.id, "READONLY");
+                }
                 Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
                 None if reply.starts_with(b"+OK") => {}
                 None => {
@@ -378,6 +479,7 @@ impl Backend {
                     ))
                 }
             }
+            oldest.get_or_insert(w.deadline);
             replies += 1;
             bytes += n as i64;
             req_bytes += w.len as i64;
@@ -388,36 +490,48 @@ impl Backend {
             self.cell(ServerStat::ResponseBytes).add(bytes);
             self.cell(ServerStat::OutQueue).add(-replies);
             self.cell(ServerStat::OutQueueBytes).add(-req_bytes);
-            self.pool.server_ok(self.server);
+            self.pool.shard_ok(self.shard);
+            self.node.passive_ok();
+            if let Some(deadline) = oldest {
+                // Queued at deadline - timeout; a moving average over batches.
+                let sent = deadline
+                    .checked_sub(self.pool.timeout())
+                    .unwrap_or(deadline);
+                let took = Instant::now().saturating_duration_since(sent).as_micros() as u64;
+                let avg = self.latency_us.get();
+                self.latency_us
+                    .set(if avg == 0 { took } else { (avg * 7 + took) / 8 });
+            }
         }
         rbuf.shrink_if_idle(64 * 1024);
         Ok(())
     }
 
-    /// Answer every queued and in-flight request with an error and drop what was not sent.
-    fn fail_all(&self, err: &ConnError) {
-        let msg = format!(
-            "-ERR rampart: server {} ({}): {}\r\n",
-            self.label(),
-            self.pool.conf.name,
-            err
-        );
+    /// Answer every queued and in-flight request with an error (reads of pools with replicas
+    /// are retried once on another node) and drop what was not sent. Returns how many client
+    /// requests were affected.
+    fn fail_all(&self, err: &ConnError) -> usize {
+        let why = format!("server {} ({}): {}", self.label(), self.pool.conf.name, err);
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         let (n, b) = self.unsent.replace((0, 0));
-        let inflight: i64 = waiters.iter().filter(|w| w.sink.is_some()).count() as i64 - n;
+        let clients = waiters.iter().filter(|w| w.sink.is_some()).count();
         let inflight_bytes: i64 = waiters.iter().map(|w| w.len as i64).sum::<i64>() - b;
         self.cell(ServerStat::InQueue).add(-n);
         self.cell(ServerStat::InQueueBytes).add(-b);
-        self.cell(ServerStat::OutQueue).add(-inflight);
+        self.cell(ServerStat::OutQueue).add(-(clients as i64 - n));
         self.cell(ServerStat::OutQueueBytes).add(-inflight_bytes);
         self.out.borrow_mut().clear();
-        for w in waiters {
-            if let Some(sink) = w.sink {
-                sink.pending.deliver(sink.seq, sink.part, msg.as_bytes());
-            }
-        }
         if self.out.borrow().capacity() > 64 * 1024 {
             *self.out.borrow_mut() = BytesMut::new();
         }
+        for w in waiters {
+            if let Some(sink) = w.sink {
+                match &sink.resend {
+                    Some(r) if !r.write => crate::route::retry(sink, self.node.id, &why),
+                    _ => crate::route::fail(sink, &why),
+                }
+            }
+        }
+        clients
     }
 }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::backend::Sink;
 use crate::pending::Pending;
+use crate::route::{self, Access};
 use crate::split::{scan_cursor_split, Merger};
 use crate::stats::PoolStat;
 use crate::worker::{Worker, WorkerPool};
@@ -42,7 +43,12 @@ pub struct Ctx {
     pub errored: bool,
     deadline: Instant,
     keys: Vec<usize>,
-    servers: Vec<usize>,
+    shards: Vec<usize>,
+    /// The current request may change data (goes to the primary).
+    write: bool,
+    /// Read-your-writes: until when this client's reads of a shard go to its primary.
+    ryw: Vec<(usize, Instant)>,
+    tmp: BytesMut,
 }
 
 impl Ctx {
@@ -60,7 +66,10 @@ impl Ctx {
             errored: false,
             deadline: Instant::now(),
             keys: Vec::new(),
-            servers: Vec::new(),
+            shards: Vec::new(),
+            write: true,
+            ryw: Vec::new(),
+            tmp: BytesMut::new(),
         }
     }
 
@@ -130,6 +139,7 @@ impl Ctx {
                 cmd.name
             ));
         }
+        self.write = !cmd.is_read();
         match cmd.route {
             Route::Local => crate::local::answer(self, cmd, argv),
             Route::Keys => self.forward_keys(cmd, argv, raw),
@@ -157,30 +167,57 @@ impl Ctx {
         ));
     }
 
-    /// Queue bytes for `server`; on failure the slot gets the error at once.
-    fn send(&self, server: usize, seq: u64, part: u32, write: impl FnOnce(&mut BytesMut)) {
-        let conns = &self.pool.backends[server];
-        let backend = &conns[self.id as usize % conns.len()];
-        let sink = Sink {
-            pending: Rc::clone(&self.pending),
-            seq,
-            part,
+    /// Queue `bytes` for `shard`: writes to its primary, reads by the pool's read policy. On
+    /// failure the slot gets the error at once.
+    fn send_bytes(&mut self, shard: usize, seq: u64, part: u32, bytes: &[u8]) {
+        let access = match self.pool.rt.conf.read_your_writes {
+            _ if self.write && self.pool.rt.conf.read_your_writes.is_some() => {
+                let until = self.deadline + self.pool.rt.conf.read_your_writes.unwrap_or_default();
+                match self.ryw.iter_mut().find(|(s, _)| *s == shard) {
+                    Some(e) => e.1 = until,
+                    None => self.ryw.push((shard, until)),
+                }
+                Access::Write
+            }
+            _ if self.write => Access::Write,
+            Some(_)
+                if self
+                    .ryw
+                    .iter()
+                    .any(|&(s, until)| s == shard && Instant::now() < until) =>
+            {
+                Access::ReadPrimary
+            }
+            _ => Access::Read,
         };
-        if let Err(e) = backend.send(sink, self.deadline, write) {
-            self.worker.stats.pools[self.pool.rt.index]
-                .pool(PoolStat::ForwardError)
-                .add(1);
-            let msg = format!("-ERR rampart: {e}\r\n");
-            self.pending.deliver(seq, part, msg.as_bytes());
-        }
+        let sink = Sink::new(&self.pending, seq, part);
+        route::send(
+            &self.pool,
+            shard,
+            self.id,
+            sink,
+            self.deadline,
+            bytes,
+            access,
+            None,
+        );
     }
 
-    fn forward_whole(&self, server: usize, argv: &[&[u8]], raw: Option<&[u8]>) {
+    /// Encode a request with `write` and queue it for `shard`.
+    fn send(&mut self, shard: usize, seq: u64, part: u32, write: impl FnOnce(&mut BytesMut)) {
+        let mut tmp = std::mem::take(&mut self.tmp);
+        tmp.clear();
+        write(&mut tmp);
+        self.send_bytes(shard, seq, part, &tmp);
+        self.tmp = tmp;
+    }
+
+    fn forward_whole(&mut self, shard: usize, argv: &[&[u8]], raw: Option<&[u8]>) {
         let seq = self.pending.push_waiting();
-        self.send(server, seq, 0, |out| match raw {
-            Some(r) => out.extend_from_slice(r),
-            None => encode::command(out, argv),
-        });
+        match raw {
+            Some(r) => self.send_bytes(shard, seq, 0, r),
+            None => self.send(shard, seq, 0, |out| encode::command(out, argv)),
+        }
     }
 
     /// Fill `self.keys` with the key positions; false (after replying) when they are invalid.
@@ -195,12 +232,12 @@ impl Ctx {
         }
     }
 
-    /// Fill `self.servers` with the server of each key; false (after replying) when a key has none.
+    /// Fill `self.shards` with the shard of each key; false (after replying) when a key has none.
     fn map_keys(&mut self, argv: &[&[u8]]) -> bool {
-        self.servers.clear();
+        self.shards.clear();
         for &k in &self.keys {
-            match argv.get(k).and_then(|key| self.pool.rt.server_for_key(key)) {
-                Some(s) => self.servers.push(s),
+            match argv.get(k).and_then(|key| self.pool.rt.shard_for_key(key)) {
+                Some(s) => self.shards.push(s),
                 None => {
                     self.no_server();
                     return false;
@@ -215,13 +252,13 @@ impl Ctx {
             return;
         }
         let server = if self.keys.is_empty() {
-            self.pool.rt.any_server()
+            self.pool.rt.any_shard()
         } else {
             if !self.map_keys(argv) {
                 return;
             }
-            let first = self.servers[0];
-            if self.servers.iter().any(|&s| s != first) {
+            let first = self.shards[0];
+            if self.shards.iter().any(|&s| s != first) {
                 return self.reply_error(CROSS_SHARD);
             }
             Some(first)
@@ -237,10 +274,10 @@ impl Ctx {
         if !self.find_keys(cmd, argv) || !self.map_keys(argv) {
             return;
         }
-        let Some(&first) = self.servers.first() else {
+        let Some(&first) = self.shards.first() else {
             return self.forward_keys(cmd, argv, raw);
         };
-        if self.servers.iter().all(|&s| s == first) {
+        if self.shards.iter().all(|&s| s == first) {
             return self.forward_whole(first, argv, raw);
         }
         // Arguments that travel with each key: 1 for MGET/DEL, 2 (key value) for MSET.
@@ -249,7 +286,7 @@ impl Ctx {
             _ => 1,
         };
         let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
-        for (i, &s) in self.servers.iter().enumerate() {
+        for (i, &s) in self.shards.iter().enumerate() {
             match groups.iter_mut().find(|g| g.0 == s) {
                 Some(g) => g.1.push(i as u32),
                 None => groups.push((s, vec![i as u32])),
@@ -267,9 +304,10 @@ impl Ctx {
             .pool(PoolStat::Fragments)
             .add(groups.len() as i64);
         let seq = self.pending.push_gather(groups.len(), merger);
-        for (part, (server, idx)) in groups.iter().enumerate() {
-            let keys = &self.keys;
-            self.send(*server, seq, part as u32, |out| {
+        let keys = std::mem::take(&mut self.keys);
+        for (part, (shard, idx)) in groups.iter().enumerate() {
+            let keys = &keys;
+            self.send(*shard, seq, part as u32, |out| {
                 encode::array_header(out, 1 + idx.len() * span);
                 encode::bulk(out, argv[0]);
                 for &i in idx {
@@ -280,6 +318,7 @@ impl Ctx {
                 }
             });
         }
+        self.keys = keys;
     }
 
     /// Keyless commands that every shard answers, merged.
@@ -300,26 +339,26 @@ impl Ctx {
         self.broadcast(merger, argv, raw);
     }
 
-    /// Send the request to every live server and merge the replies.
-    pub fn broadcast(&self, merger: Merger, argv: &[&[u8]], raw: Option<&[u8]>) {
-        let servers: Vec<usize> = (0..self.pool.rt.servers.len())
-            .filter(|&s| !self.pool.rt.servers[s].is_ejected())
+    /// Send the request to every shard on the ring and merge the replies.
+    pub fn broadcast(&mut self, merger: Merger, argv: &[&[u8]], raw: Option<&[u8]>) {
+        let shards: Vec<usize> = (0..self.pool.rt.shards.len())
+            .filter(|&s| !self.pool.rt.shards[s].is_ejected())
             .collect();
-        if servers.is_empty() {
+        if shards.is_empty() {
             return self.no_server();
         }
-        let seq = self.pending.push_gather(servers.len(), merger);
-        for (part, &s) in servers.iter().enumerate() {
-            self.send(s, seq, part as u32, |out| match raw {
-                Some(r) => out.extend_from_slice(r),
-                None => encode::command(out, argv),
-            });
+        let seq = self.pending.push_gather(shards.len(), merger);
+        for (part, &s) in shards.iter().enumerate() {
+            match raw {
+                Some(r) => self.send_bytes(s, seq, part as u32, r),
+                None => self.send(s, seq, part as u32, |out| encode::command(out, argv)),
+            }
         }
     }
 
     /// SCAN with one cursor that walks the shards in turn.
-    fn scan(&self, argv: &[&[u8]]) {
-        let shards = self.pool.rt.servers.len() as u64;
+    fn scan(&mut self, argv: &[&[u8]]) {
+        let shards = self.pool.rt.shards.len() as u64;
         let cursor = std::str::from_utf8(argv[1])
             .ok()
             .and_then(|c| c.parse::<u64>().ok());

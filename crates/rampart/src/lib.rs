@@ -7,8 +7,11 @@
 //! - [`local`]: the commands the proxy answers itself.
 //! - [`split`]: how the replies of a split request are merged.
 //! - [`pending`]: a session's ordered reply queue.
-//! - [`backend`]: pipelined connections to one server, deadlines, reconnect back-off.
-//! - [`topology`]: pools, servers, the ring and twemproxy-style ejection.
+//! - [`route`]: which node of a shard serves a request (primary, read policies).
+//! - [`hold`]: writes held while a shard has no primary.
+//! - [`backend`]: pipelined connections to one node, deadlines, reconnect back-off.
+//! - [`topology`]: pools, shards, the ring and twemproxy-style ejection; [`node`]: node state.
+//! - [`health`]: active health checks; [`ctl`]: the control-plane Redis client.
 //! - [`stats`] and [`stats_server`]: every statistic, and the twemproxy stats JSON.
 //!
 //! docs/ARCHITECTURE.md draws the data path.
@@ -16,12 +19,18 @@
 
 pub mod backend;
 pub mod client;
+pub mod ctl;
 pub mod dispatch;
+pub mod health;
+pub mod hold;
 pub mod io;
 pub mod local;
+pub mod node;
 pub mod notify;
 pub mod pending;
 pub mod rand;
+pub mod route;
+pub mod sentinel;
 pub mod server;
 pub mod split;
 pub mod stats;

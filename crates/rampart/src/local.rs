@@ -328,29 +328,42 @@ fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
     if has("pools") {
         t.push_str("# Pools\r\n");
         for p in &shared.pools {
-            let ejected = p.servers.iter().filter(|s| s.is_ejected()).count();
+            let ejected = p.shards.iter().filter(|s| s.is_ejected()).count();
             let _ = write!(
                 t,
-                "pool_{}:servers={},ejected={},client_connections={},forward_error={},fragments={}\r\n",
+                "pool_{}:shards={},ejected={},client_connections={},forward_error={},fragments={}\r\n",
                 p.conf.name,
-                p.servers.len(),
+                p.shards.len(),
                 ejected,
                 m.pool_sum(p.index, PoolStat::ClientConnections),
                 m.pool_sum(p.index, PoolStat::ForwardError),
                 m.pool_sum(p.index, PoolStat::Fragments),
             );
-            for (i, s) in p.servers.iter().enumerate() {
-                let _ = write!(
-                    t,
-                    "server_{}_{}:addr={},ejected={},requests={},server_err={},server_timedout={}\r\n",
-                    p.conf.name,
-                    i,
-                    s.conf.text,
-                    s.is_ejected() as u8,
-                    m.server_sum(p.index, i, ServerStat::Requests),
-                    m.server_sum(p.index, i, ServerStat::ServerErr),
-                    m.server_sum(p.index, i, ServerStat::ServerTimedout),
-                );
+            for s in &p.shards {
+                let view = s.view();
+                for (ni, n) in view.nodes.iter().enumerate() {
+                    let role = if view.primary == Some(ni) {
+                        "primary"
+                    } else {
+                        "replica"
+                    };
+                    let _ = write!(
+                        t,
+                        "node_{}_{}_{}:addr={},role={},seen_role={:?},up={},ejected={},lag_ms={},requests={},server_err={},server_timedout={}\r\n",
+                        p.conf.name,
+                        s.name,
+                        ni,
+                        n.label,
+                        role,
+                        n.role(),
+                        n.is_up() as u8,
+                        (s.is_ejected() || n.is_ejected()) as u8,
+                        n.lag_ms(),
+                        n.sum(ServerStat::Requests),
+                        n.sum(ServerStat::ServerErr),
+                        n.sum(ServerStat::ServerTimedout),
+                    );
+                }
             }
         }
         t.push_str("\r\n");

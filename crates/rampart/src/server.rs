@@ -128,17 +128,16 @@ fn bind(pools: &[Arc<PoolRt>]) -> anyhow::Result<Vec<Listener>> {
 /// # Errors
 /// A listener cannot be bound or a thread cannot be started.
 pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Result<()> {
+    let workers = opts.workers.max(1);
     let pools: Vec<Arc<PoolRt>> = config
         .pools
         .into_iter()
         .enumerate()
-        .map(|(i, p)| Arc::new(PoolRt::new(i, p)))
+        .map(|(i, p)| Arc::new(PoolRt::new(i, p, workers)))
         .collect();
-    let sizes: Vec<usize> = pools.iter().map(|p| p.servers.len()).collect();
-    let workers = opts.workers.max(1);
     let shared = Arc::new(Shared {
+        metrics: Arc::new(Metrics::new(workers, pools.len())),
         pools,
-        metrics: Arc::new(Metrics::new(workers, &sizes)),
         started: Instant::now(),
         shutdown: stop.clone(),
         workers,
@@ -183,6 +182,7 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
                 Arc::clone(&next_worker),
             )));
         }
+        start_control(&shared, workers, &stop);
         if let Some(l) = stats_listener {
             tasks.push(tokio::spawn(crate::stats_server::serve(
                 l,
@@ -206,6 +206,31 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// Health checks of every node of pools that have them, and a Sentinel follower per
+/// Sentinel pool; all stop with `stop`.
+fn start_control(shared: &Shared, workers: usize, stop: &CancellationToken) {
+    for p in &shared.pools {
+        if p.conf.is_sentinel() {
+            tokio::spawn(crate::sentinel::follow(
+                Arc::clone(p),
+                workers,
+                stop.clone(),
+            ));
+        } else if p.checked {
+            for s in &p.shards {
+                for n in &s.view().nodes {
+                    tokio::spawn(crate::health::run(
+                        Arc::clone(n),
+                        p.conf.health,
+                        p.conf.max_replica_lag,
+                        stop.clone(),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal(stop: &CancellationToken) {

@@ -85,30 +85,23 @@ impl Cell {
     }
 }
 
-/// The statistics of one pool, as written by one worker.
+/// The statistics of one pool, as written by one worker. (Server statistics live with each
+/// node, one row per worker: see `crate::node::NodeRt::cells`.)
 #[derive(Debug)]
 pub struct PoolCells {
     pool: Vec<Cell>,
-    servers: Vec<Vec<Cell>>,
 }
 
 impl PoolCells {
-    fn new(servers: usize) -> Self {
-        let row = |n| (0..n).map(|_| Cell::default()).collect::<Vec<_>>();
+    fn new() -> Self {
         PoolCells {
-            pool: row(PoolStat::COUNT),
-            servers: (0..servers).map(|_| row(ServerStat::COUNT)).collect(),
+            pool: (0..PoolStat::COUNT).map(|_| Cell::default()).collect(),
         }
     }
     /// The cell of a pool statistic.
     #[inline]
     pub fn pool(&self, s: PoolStat) -> &Cell {
         &self.pool[s as usize]
-    }
-    /// The cell of a server statistic.
-    #[inline]
-    pub fn server(&self, server: usize, s: ServerStat) -> &Cell {
-        &self.servers[server][s as usize]
     }
 }
 
@@ -132,14 +125,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Cells for `workers` workers over pools with the given server counts.
-    pub fn new(workers: usize, servers_per_pool: &[usize]) -> Self {
+    /// Cells for `workers` workers over `pools` pools.
+    pub fn new(workers: usize, pools: usize) -> Self {
         let make = || {
             Arc::new(WorkerStats {
-                pools: servers_per_pool
-                    .iter()
-                    .map(|&n| PoolCells::new(n))
-                    .collect(),
+                pools: (0..pools).map(|_| PoolCells::new()).collect(),
                 total_connections: Cell::default(),
                 curr_connections: Cell::default(),
                 commands: Cell::default(),
@@ -158,13 +148,6 @@ impl Metrics {
         self.workers
             .iter()
             .map(|w| w.pools[pool].pool(s).get())
-            .sum()
-    }
-    /// Sum of a server statistic over all workers.
-    pub fn server_sum(&self, pool: usize, server: usize, s: ServerStat) -> i64 {
-        self.workers
-            .iter()
-            .map(|w| w.pools[pool].server(server, s).get())
             .sum()
     }
     /// Sum of a process-wide statistic chosen by `f`.
@@ -191,10 +174,10 @@ mod tests {
 
     #[test]
     fn sums_cover_every_worker() {
-        let m = Metrics::new(3, &[2]);
+        let m = Metrics::new(3, 2);
         for i in 0..3 {
-            m.worker(i).pools[0]
-                .server(1, ServerStat::Requests)
+            m.worker(i).pools[1]
+                .pool(PoolStat::Fragments)
                 .add(i as i64 + 1);
         }
         m.worker(0).pools[0]
@@ -203,8 +186,8 @@ mod tests {
         m.worker(2).pools[0]
             .pool(PoolStat::ClientConnections)
             .add(-1);
-        assert_eq!(m.server_sum(0, 1, ServerStat::Requests), 6);
-        assert_eq!(m.server_sum(0, 0, ServerStat::Requests), 0);
+        assert_eq!(m.pool_sum(1, PoolStat::Fragments), 6);
+        assert_eq!(m.pool_sum(0, PoolStat::Fragments), 0);
         assert_eq!(m.pool_sum(0, PoolStat::ClientConnections), 1);
     }
 }

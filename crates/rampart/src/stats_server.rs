@@ -60,19 +60,21 @@ pub fn render(shared: &Shared) -> String {
             let sep = if i == 0 { "" } else { ", " };
             let _ = write!(j, "{sep}\"{}\":{}", s.key(), m.pool_sum(p.index, *s));
         }
-        for (si, server) in p.servers.iter().enumerate() {
-            let _ = write!(j, ", {}: {{", quote(&server.label));
-            for (i, s) in ServerStat::ALL.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                let _ = write!(j, "{sep}\"{}\":{}", s.key(), m.server_sum(p.index, si, *s));
-                if *s == ServerStat::ServerConnections {
-                    let at = server
-                        .ejected_at_us
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    let _ = write!(j, ", \"server_ejected_at\":{at}");
+        for shard in &p.shards {
+            for node in &shard.view().nodes {
+                let _ = write!(j, ", {}: {{", quote(&node.label));
+                for (i, s) in ServerStat::ALL.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    let _ = write!(j, "{sep}\"{}\":{}", s.key(), node.sum(*s));
+                    if *s == ServerStat::ServerConnections {
+                        let at = node
+                            .ejected_at_us
+                            .load(std::sync::atomic::Ordering::Relaxed);
+                        let _ = write!(j, ", \"server_ejected_at\":{at}");
+                    }
                 }
+                j.push('}');
             }
-            j.push('}');
         }
         j.push('}');
     }

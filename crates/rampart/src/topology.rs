@@ -1,18 +1,21 @@
-//! The pools as the workers see them: configuration, servers, the ring, and ejection state.
+//! The pools as the workers see them: configuration, shards, their nodes, the ring, and
+//! twemproxy-style ejection.
 //!
-//! A [`PoolRt`] is shared by every worker thread. Its ring (the continuum) is published through
-//! one atomic pointer swap, so a request loads it once without a lock. Ejection follows
-//! twemproxy's rules when `auto_eject_hosts` is on: `server_failure_limit` consecutive failures
-//! take a server off the ring for `server_retry_timeout`, and its keys move to the others until it
-//! comes back. With `auto_eject_hosts` off the ring never changes and a dead server answers errors.
+//! A pool's ring (the continuum) places keys on shards. Each shard has a current view of its
+//! nodes and which one is the primary, published with one atomic pointer swap when Sentinel or
+//! the health checks change it; a request loads it once. For twemproxy `servers:` pools a shard
+//! is one server, and `auto_eject_hosts` follows twemproxy: `server_failure_limit` consecutive
+//! failures take the shard off the ring for `server_retry_timeout` and its keys move meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use hashkit::{Continuum, ServerPoint};
-use rampart_config::{Pool, Server, ServerAddr};
+use rampart_config::{Node, Pool};
+
+use crate::node::{NodeRt, Role};
 
 /// Milliseconds since the process started (monotonic).
 pub fn now_ms() -> u64 {
@@ -28,28 +31,51 @@ pub fn unix_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Shared state of one backend server.
+/// The nodes of a shard and which one takes writes.
+#[derive(Debug, Default)]
+pub struct ShardView {
+    /// Every node (primary and replicas).
+    pub nodes: Vec<Arc<NodeRt>>,
+    /// Index of the primary in `nodes`; `None` while no primary is known (writes are held).
+    pub primary: Option<usize>,
+}
+
+impl ShardView {
+    /// The primary when it may take writes now: known, healthy, and (when health-checked) it
+    /// says `role:master` itself.
+    #[inline]
+    pub fn writable_primary(&self) -> Option<&Arc<NodeRt>> {
+        let n = self.nodes.get(self.primary?)?;
+        (n.is_routable() && n.role() != Role::Replica).then_some(n)
+    }
+}
+
+/// One shard at run time.
 #[derive(Debug)]
-pub struct ServerRt {
-    /// The server line of the config.
-    pub conf: Server,
-    /// Human-readable name: the configured name, else the address text.
-    pub label: String,
+pub struct ShardRt {
+    /// Position in the pool (and on the ring).
+    pub index: usize,
+    /// Name in stats and errors.
+    pub name: String,
+    view: ArcSwap<ShardView>,
     failures: AtomicU32,
     ejected: AtomicBool,
     retry_at_ms: AtomicU64,
-    /// Unix time (µs) of the last ejection, 0 if never (twemproxy's `server_ejected_at`).
-    pub ejected_at_us: AtomicU64,
 }
 
-impl ServerRt {
-    /// Whether the server is currently off the ring.
+impl ShardRt {
+    /// The current view (one atomic load).
+    #[inline]
+    pub fn view(&self) -> Guard<Arc<ShardView>> {
+        self.view.load()
+    }
+    /// Publish a new view.
+    pub fn set_view(&self, v: ShardView) {
+        self.view.store(Arc::new(v));
+    }
+    /// Off the ring (twemproxy auto-eject).
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
-    }
-    /// The address to connect to.
-    pub fn addr(&self) -> &ServerAddr {
-        &self.conf.addr
     }
 }
 
@@ -60,43 +86,74 @@ pub struct PoolRt {
     pub index: usize,
     /// The validated pool config.
     pub conf: Pool,
-    /// The servers, in config order.
-    pub servers: Vec<ServerRt>,
+    /// The shards, in config order.
+    pub shards: Vec<ShardRt>,
+    /// Nodes are health-checked (pools with replicas or Sentinel); twemproxy pools are not.
+    pub checked: bool,
     points: Vec<ServerPoint>,
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
     next_retry_ms: AtomicU64,
 }
 
+fn node_rt(n: &Node, label: String, workers: usize, checked: bool) -> Arc<NodeRt> {
+    Arc::new(NodeRt::new(
+        n.addr.clone(),
+        label,
+        n.zone.clone(),
+        n.priority,
+        workers,
+        checked,
+    ))
+}
+
 impl PoolRt {
-    /// Build the run-time pool and its initial ring (every server live).
-    pub fn new(index: usize, conf: Pool) -> Self {
-        let servers: Vec<ServerRt> = conf
-            .servers
+    /// Build the run-time pool and its initial ring (every shard live).
+    pub fn new(index: usize, conf: Pool, workers: usize) -> Self {
+        let twemproxy = conf.shards.iter().all(|s| s.replicas.is_empty()) && !conf.is_sentinel();
+        let checked = !twemproxy;
+        let shards: Vec<ShardRt> = conf
+            .shards
             .iter()
-            .map(|s| ServerRt {
-                label: s.name.clone().unwrap_or_else(|| s.text.clone()),
-                conf: s.clone(),
-                failures: AtomicU32::new(0),
-                ejected: AtomicBool::new(false),
-                retry_at_ms: AtomicU64::new(0),
-                ejected_at_us: AtomicU64::new(0),
+            .enumerate()
+            .map(|(i, s)| {
+                let mut nodes = Vec::new();
+                if let Some(p) = &s.primary {
+                    let label = if twemproxy {
+                        s.name.clone()
+                    } else {
+                        p.text.clone()
+                    };
+                    nodes.push(node_rt(p, label, workers, checked));
+                }
+                for r in &s.replicas {
+                    nodes.push(node_rt(r, r.text.clone(), workers, checked));
+                }
+                let primary = s.primary.as_ref().map(|_| 0);
+                ShardRt {
+                    index: i,
+                    name: s.name.clone(),
+                    view: ArcSwap::from_pointee(ShardView { nodes, primary }),
+                    failures: AtomicU32::new(0),
+                    ejected: AtomicBool::new(false),
+                    retry_at_ms: AtomicU64::new(0),
+                }
             })
             .collect();
         let points: Vec<ServerPoint> = conf
-            .servers
+            .shards
             .iter()
             .map(|s| ServerPoint {
-                identity: hashkit::ring_identity(&s.text, server_port(&s.addr), s.name.as_deref()),
+                identity: s.identity.clone(),
                 weight: s.weight,
             })
             .collect();
-        let live = vec![true; servers.len()];
-        let ring = Continuum::build(conf.distribution, &points, &live);
+        let ring = Continuum::build(conf.distribution, &points, &[]);
         PoolRt {
             index,
             conf,
-            servers,
+            shards,
+            checked,
             points,
             ring: ArcSwap::from_pointee(ring),
             any_ejected: AtomicBool::new(false),
@@ -104,10 +161,10 @@ impl PoolRt {
         }
     }
 
-    /// The server that holds `key` (its hash tag part when the pool has one), or `None` when no
-    /// server is on the ring.
+    /// The shard that holds `key` (its hash tag part when the pool has one), or `None` when no
+    /// shard is on the ring.
     #[inline]
-    pub fn server_for_key(&self, key: &[u8]) -> Option<usize> {
+    pub fn shard_for_key(&self, key: &[u8]) -> Option<usize> {
         if self.any_ejected.load(Ordering::Relaxed) {
             self.revive_due();
         }
@@ -119,27 +176,27 @@ impl PoolRt {
         self.ring.load().dispatch(h)
     }
 
-    /// Any server on the ring (for keyless commands that need one shard).
-    pub fn any_server(&self) -> Option<usize> {
-        self.server_for_key(&crate::rand::next_u64().to_le_bytes())
+    /// Any shard on the ring (for commands without keys that one shard answers).
+    pub fn any_shard(&self) -> Option<usize> {
+        self.shard_for_key(&crate::rand::next_u64().to_le_bytes())
     }
 
-    /// A request to the server succeeded: its failure streak ends.
+    /// A request to the shard succeeded: its failure streak ends.
     #[inline]
-    pub fn server_ok(&self, idx: usize) {
-        let s = &self.servers[idx];
+    pub fn shard_ok(&self, idx: usize) {
+        let s = &self.shards[idx];
         if s.failures.load(Ordering::Relaxed) != 0 {
             s.failures.store(0, Ordering::Relaxed);
         }
     }
 
-    /// A connection to the server failed, broke or timed out. Returns true when this failure
-    /// ejected the server.
-    pub fn server_failed(&self, idx: usize) -> bool {
+    /// A connection to the shard's server failed, broke or timed out (twemproxy's
+    /// auto-eject). Returns true when this failure ejected it.
+    pub fn shard_failed(&self, idx: usize) -> bool {
         if !self.conf.auto_eject_hosts {
             return false;
         }
-        let s = &self.servers[idx];
+        let s = &self.shards[idx];
         let n = s.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n < self.conf.server_failure_limit || s.is_ejected() {
             return false;
@@ -147,23 +204,23 @@ impl PoolRt {
         s.failures.store(0, Ordering::Relaxed);
         let retry = now_ms() + self.conf.server_retry_timeout.as_millis() as u64;
         s.retry_at_ms.store(retry, Ordering::Relaxed);
-        s.ejected_at_us.store(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(0),
-            Ordering::Relaxed,
-        );
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        for n in &s.view().nodes {
+            n.ejected_at_us.store(at, Ordering::Relaxed);
+        }
         s.ejected.store(true, Ordering::Relaxed);
         self.next_retry_ms.fetch_min(retry, Ordering::Relaxed);
         self.any_ejected.store(true, Ordering::Relaxed);
         self.rebuild();
-        tracing::warn!(pool = %self.conf.name, server = %s.label, "server ejected after {n} consecutive failures");
+        tracing::warn!(pool = %self.conf.name, server = %s.name, "server ejected after {n} consecutive failures");
         true
     }
 
-    /// Put back on the ring every ejected server whose retry time has come (twemproxy retries an
-    /// ejected server on the first request after `server_retry_timeout`).
+    /// Put back on the ring every ejected shard whose retry time has come (twemproxy retries
+    /// an ejected server on the first request after `server_retry_timeout`).
     fn revive_due(&self) {
         let now = now_ms();
         if now < self.next_retry_ms.load(Ordering::Relaxed) {
@@ -171,7 +228,7 @@ impl PoolRt {
         }
         let mut next = u64::MAX;
         let mut changed = false;
-        for s in &self.servers {
+        for s in &self.shards {
             if !s.is_ejected() {
                 continue;
             }
@@ -179,7 +236,7 @@ impl PoolRt {
             if at <= now {
                 s.ejected.store(false, Ordering::Relaxed);
                 changed = true;
-                tracing::info!(pool = %self.conf.name, server = %s.label, "retrying ejected server");
+                tracing::info!(pool = %self.conf.name, server = %s.name, "retrying ejected server");
             } else {
                 next = next.min(at);
             }
@@ -194,7 +251,7 @@ impl PoolRt {
     }
 
     fn rebuild(&self) {
-        let live: Vec<bool> = self.servers.iter().map(|s| !s.is_ejected()).collect();
+        let live: Vec<bool> = self.shards.iter().map(|s| !s.is_ejected()).collect();
         self.ring.store(Arc::new(Continuum::build(
             self.conf.distribution,
             &self.points,
@@ -205,12 +262,5 @@ impl PoolRt {
     /// The pool timeout as a duration.
     pub fn timeout(&self) -> Duration {
         self.conf.timeout
-    }
-}
-
-fn server_port(addr: &ServerAddr) -> u16 {
-    match addr {
-        ServerAddr::Tcp { port, .. } => *port,
-        ServerAddr::Unix(_) => 0,
     }
 }

@@ -1,7 +1,8 @@
-//! What one worker thread owns: its backend connections per pool, its statistics, a scratch
-//! read buffer shared by its sessions, and the handles to the process-wide state.
+//! What one worker thread owns: its backend connections per pool and shard, held writes, its
+//! statistics, a scratch read buffer shared by its sessions, and handles to the process-wide
+//! state.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,8 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
+use crate::hold::Hold;
+use crate::node::NodeRt;
 use crate::stats::{Metrics, WorkerStats};
 use crate::topology::PoolRt;
 
@@ -29,12 +32,82 @@ pub struct Shared {
     pub workers: usize,
 }
 
-/// A pool as one worker sees it: the shared pool plus this worker's connections to its servers.
+/// One shard as one worker sees it: its connections to the shard's nodes and its held writes.
+#[derive(Default)]
+pub struct WorkerShard {
+    conns: RefCell<Vec<(u64, Vec<Rc<Backend>>)>>,
+    /// Writes waiting for a primary.
+    pub hold: Hold,
+    /// Round-robin position for reads.
+    pub rr: Cell<usize>,
+}
+
+/// A pool as one worker sees it.
 pub struct WorkerPool {
     /// The shared pool.
     pub rt: Arc<PoolRt>,
-    /// `backends[server][i]`, `server_connections` per server.
-    pub backends: Vec<Vec<Rc<Backend>>>,
+    /// Per shard, in pool order.
+    pub shards: Vec<WorkerShard>,
+    /// The worker's number.
+    pub worker: usize,
+    stats: Arc<WorkerStats>,
+}
+
+impl WorkerPool {
+    /// The connections of this worker to `node` of `shard`, opened on first use.
+    pub fn conns(&self, shard: usize, node: &Arc<NodeRt>) -> Vec<Rc<Backend>> {
+        let ws = &self.shards[shard];
+        if let Some((_, v)) = ws.conns.borrow().iter().find(|(id, _)| *id == node.id) {
+            return v.clone();
+        }
+        let n = self.rt.conf.server_connections.max(1) as usize;
+        let v: Vec<Rc<Backend>> = (0..n)
+            .map(|_| {
+                Backend::new(
+                    Arc::clone(&self.rt),
+                    shard,
+                    Arc::clone(node),
+                    self.worker,
+                    Arc::clone(&self.stats),
+                )
+            })
+            .collect();
+        ws.conns.borrow_mut().push((node.id, v.clone()));
+        v
+    }
+
+    /// The connection a client uses for `node`: always the same one for the same client, so
+    /// its requests to one node stay in order.
+    pub fn backend(&self, shard: usize, node: &Arc<NodeRt>, client: u64) -> Rc<Backend> {
+        let ws = &self.shards[shard];
+        if let Some((_, v)) = ws.conns.borrow().iter().find(|(id, _)| *id == node.id) {
+            return Rc::clone(&v[client as usize % v.len()]);
+        }
+        let v = self.conns(shard, node);
+        Rc::clone(&v[client as usize % v.len()])
+    }
+
+    /// Requests this worker has queued or in flight to `node` (for load-aware reads).
+    pub fn outstanding(&self, shard: usize, node: &NodeRt) -> usize {
+        self.shards[shard]
+            .conns
+            .borrow()
+            .iter()
+            .find(|(id, _)| *id == node.id)
+            .map(|(_, v)| v.iter().map(|b| b.outstanding()).sum())
+            .unwrap_or(0)
+    }
+
+    /// This worker's latency average to `node` in µs (0 when unknown).
+    pub fn latency_us(&self, shard: usize, node: &NodeRt) -> u64 {
+        self.shards[shard]
+            .conns
+            .borrow()
+            .iter()
+            .find(|(id, _)| *id == node.id)
+            .and_then(|(_, v)| v.iter().map(|b| b.latency_us()).max())
+            .unwrap_or(0)
+    }
 }
 
 /// One worker thread's context, shared by its sessions through `Rc`.
@@ -56,23 +129,27 @@ impl Worker {
     /// so this must run inside the worker's `LocalSet`.
     pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Self> {
         let stats = shared.metrics.worker(id);
-        let pools = shared
+        let pools: Vec<Rc<WorkerPool>> = shared
             .pools
             .iter()
             .map(|p| {
-                let conns = p.conf.server_connections.max(1) as usize;
                 Rc::new(WorkerPool {
                     rt: Arc::clone(p),
-                    backends: (0..p.servers.len())
-                        .map(|s| {
-                            (0..conns)
-                                .map(|_| Backend::new(Arc::clone(p), s, Arc::clone(&stats)))
-                                .collect()
-                        })
-                        .collect(),
+                    shards: p.shards.iter().map(|_| WorkerShard::default()).collect(),
+                    worker: id,
+                    stats: Arc::clone(&stats),
                 })
             })
             .collect();
+        for wp in &pools {
+            if wp.rt.conf.preconnect {
+                for s in &wp.rt.shards {
+                    for n in &s.view().nodes {
+                        wp.conns(s.index, n);
+                    }
+                }
+            }
+        }
         Rc::new(Worker {
             id,
             shared,

@@ -1,0 +1,174 @@
+//! A small control-plane Redis client for health checks and Sentinel: one connection, pipelined
+//! calls with a deadline, replies parsed into owned values. Not used on the data path.
+
+use std::io;
+use std::time::Duration;
+
+use rampart_config::ServerAddr;
+use resp::{ReplyDecoder, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::timeout;
+
+/// An owned reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    /// Simple or bulk string.
+    Str(Vec<u8>),
+    /// Error reply text.
+    Err(String),
+    /// Integer.
+    Int(i64),
+    /// Null bulk or null array.
+    Nil,
+    /// Array.
+    Arr(Vec<Val>),
+}
+
+impl Val {
+    /// The text of a string reply.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Val::Str(s) => Some(String::from_utf8_lossy(s).into_owned()),
+            Val::Int(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+    /// The items of an array reply.
+    pub fn items(&self) -> &[Val] {
+        match self {
+            Val::Arr(v) => v,
+            _ => &[],
+        }
+    }
+    /// Whether this is `+OK`/`+PONG`-like success (not an error, not nil).
+    pub fn is_ok(&self) -> bool {
+        !matches!(self, Val::Err(_) | Val::Nil)
+    }
+}
+
+/// Parse one complete reply (as returned by the reply decoder).
+pub fn parse(reply: &[u8]) -> Val {
+    match resp::peek(reply) {
+        Ok(Value::Simple(s)) => Val::Str(s.to_vec()),
+        Ok(Value::Error(e)) => Val::Err(String::from_utf8_lossy(e).into_owned()),
+        Ok(Value::Integer(n)) => Val::Int(n),
+        Ok(Value::Bulk(Some(b))) => Val::Str(b.to_vec()),
+        Ok(Value::Bulk(None)) | Ok(Value::Array(None)) => Val::Nil,
+        Ok(Value::Array(Some(items))) => Val::Arr(items.into_iter().map(parse).collect()),
+        Ok(Value::Other) | Err(_) => Val::Err("unparsable reply".into()),
+    }
+}
+
+enum Io {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// One control connection.
+pub struct CtlConn {
+    io: Io,
+    buf: Vec<u8>,
+    dec: ReplyDecoder,
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "timed out")
+}
+
+impl CtlConn {
+    /// Connect within `limit`.
+    ///
+    /// # Errors
+    /// Connect failure or timeout.
+    pub async fn connect(addr: &ServerAddr, limit: Duration) -> io::Result<CtlConn> {
+        let fut = async {
+            Ok::<_, io::Error>(match addr {
+                ServerAddr::Tcp { host, port } => {
+                    let s = TcpStream::connect((host.as_str(), *port)).await?;
+                    s.set_nodelay(true)?;
+                    Io::Tcp(s)
+                }
+                ServerAddr::Unix(p) => Io::Unix(UnixStream::connect(p).await?),
+            })
+        };
+        let io = timeout(limit, fut).await.map_err(|_| timed_out())??;
+        Ok(CtlConn {
+            io,
+            buf: Vec::new(),
+            dec: ReplyDecoder::new(resp::Limits::default()),
+        })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.io {
+            Io::Tcp(s) => s.write_all(bytes).await,
+            Io::Unix(s) => s.write_all(bytes).await,
+        }
+    }
+
+    /// Read the next complete reply (no deadline; wrap in a timeout).
+    ///
+    /// # Errors
+    /// The connection broke or sent something that is not RESP.
+    pub async fn next(&mut self) -> io::Result<Val> {
+        loop {
+            match self.dec.decode(&self.buf) {
+                Ok(Some(n)) => {
+                    let v = parse(&self.buf[..n]);
+                    self.buf.drain(..n);
+                    return Ok(v);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = match &mut self.io {
+                Io::Tcp(s) => s.read(&mut chunk).await?,
+                Io::Unix(s) => s.read(&mut chunk).await?,
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Send `cmds` in one write and read one reply per command, all within `limit`.
+    ///
+    /// # Errors
+    /// Timeout, a broken connection, or bad RESP; the connection should then be dropped.
+    pub async fn call(&mut self, cmds: &[&[&[u8]]], limit: Duration) -> io::Result<Vec<Val>> {
+        let fut = async {
+            let mut out = bytes::BytesMut::new();
+            for c in cmds {
+                resp::encode::command(&mut out, c);
+            }
+            self.write(&out).await?;
+            let mut replies = Vec::with_capacity(cmds.len());
+            for _ in cmds {
+                replies.push(self.next().await?);
+            }
+            Ok(replies)
+        };
+        timeout(limit, fut).await.map_err(|_| timed_out())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nested_role_replies() {
+        let v = parse(b"*3\r\n$6\r\nmaster\r\n:42\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n$2\r\n42\r\n");
+        assert_eq!(v.items()[0].text().as_deref(), Some("master"));
+        assert_eq!(v.items()[1], Val::Int(42));
+        assert_eq!(
+            v.items()[2].items()[0].items()[1].text().as_deref(),
+            Some("6380")
+        );
+        assert_eq!(parse(b"-LOADING x\r\n"), Val::Err("LOADING x".into()));
+        assert!(!parse(b"$-1\r\n").is_ok());
+    }
+}

@@ -1,0 +1,243 @@
+//! Active health checks: PING, ROLE and INFO replication on every node of a pool with replicas
+//! or Sentinel, on a jittered interval, with rise/fall thresholds.
+//!
+//! A TCP connect is not a health check: a frozen redis-server still accepts connections. A node
+//! is healthy when all three replies arrive, correct, within the check timeout. Nodes start down
+//! and serve only after `rise` good checks in a row; `fall` bad ones take them out. While a node
+//! is between states the checks run at the faster interval, so a dead node leaves rotation and
+//! a recovered one returns quickly. A replica also needs its replication link up, no sync in
+//! progress, and a lag within `max_replica_lag` before it serves reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_config::HealthCheck;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ctl::{CtlConn, Val};
+use crate::node::{NodeRt, Role};
+
+/// What one check learned.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// The node's role.
+    pub role: Role,
+    /// For a replica: may serve reads.
+    pub replica_ok: bool,
+    /// Seconds since the replica last heard from its primary, in ms.
+    pub lag_ms: u64,
+}
+
+/// Interpret the replies to PING, ROLE, INFO replication.
+///
+/// # Errors
+/// The reason the node is not healthy.
+pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
+    let [ping, role, info] = replies else {
+        return Err("short reply".into());
+    };
+    match ping {
+        Val::Str(s) if s == b"PONG" => {}
+        Val::Err(e) => return Err(format!("PING: {e}")),
+        other => return Err(format!("PING: unexpected {other:?}")),
+    }
+    let kind = role.items().first().and_then(Val::text).unwrap_or_default();
+    let info = info.text().unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    };
+    match kind.as_str() {
+        "master" => Ok(Checked {
+            role: Role::Primary,
+            replica_ok: false,
+            lag_ms: 0,
+        }),
+        "slave" => {
+            let link_up = field("master_link_status").as_deref() == Some("up");
+            let syncing = field("master_sync_in_progress").as_deref() == Some("1");
+            let lag_ms = field("master_last_io_seconds_ago")
+                .and_then(|v| v.parse::<i64>().ok())
+                .map(|s| s.max(0) as u64 * 1000)
+                .unwrap_or(u64::MAX);
+            Ok(Checked {
+                role: Role::Replica,
+                replica_ok: link_up && !syncing && lag_ms <= max_lag.as_millis() as u64,
+                lag_ms,
+            })
+        }
+        _ => match role {
+            Val::Err(e) => Err(format!("ROLE: {e}")),
+            _ => Err(format!("ROLE: unexpected role '{kind}'")),
+        },
+    }
+}
+
+/// Run the checks of one node until `stop`.
+pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: CancellationToken) {
+    let mut conn: Option<CtlConn> = None;
+    let mut good = 0u32;
+    let mut bad = 0u32;
+    let mut believed_up = node.is_up();
+    loop {
+        let changing = (believed_up && bad > 0) || (!believed_up && good > 0);
+        let base = if changing {
+            hc.fast_interval
+        } else {
+            hc.interval
+        };
+        let spread = (base.as_micros() as f64 * hc.jitter) as u64;
+        let wait = base + Duration::from_micros(crate::rand::below(spread.max(1)));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        if believed_up && !node.is_up() {
+            // Taken out by passive failures: it must earn `rise` good checks again.
+            believed_up = false;
+            good = 0;
+        }
+        let started = Instant::now();
+        let result = check(&node, &mut conn, &hc, max_lag).await;
+        match result {
+            Ok(c) => {
+                node.set_checked(
+                    c.role,
+                    c.replica_ok,
+                    c.lag_ms,
+                    started.elapsed().as_micros() as u64,
+                );
+                good = good.saturating_add(1);
+                bad = 0;
+                if !believed_up && good >= hc.rise && !node.is_ejected() {
+                    believed_up = true;
+                    if node.set_up(true) {
+                        tracing::info!(node = %node.label, role = ?c.role, "node up after {good} good checks");
+                    }
+                }
+            }
+            Err(why) => {
+                conn = None;
+                node.set_error(&why);
+                bad = bad.saturating_add(1);
+                good = 0;
+                if believed_up && bad >= hc.fall {
+                    believed_up = false;
+                    if node.set_up(false) {
+                        tracing::warn!(node = %node.label, "node down after {bad} failed checks: {why}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn check(
+    node: &NodeRt,
+    conn: &mut Option<CtlConn>,
+    hc: &HealthCheck,
+    max_lag: Duration,
+) -> Result<Checked, String> {
+    let deadline = Instant::now() + hc.timeout;
+    if conn.is_none() {
+        let c = CtlConn::connect(&node.addr, hc.timeout)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        *conn = Some(c);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err("no connection".into());
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let replies = c
+        .call(&[&[b"PING"], &[b"ROLE"], &[b"INFO", b"replication"]], left)
+        .await
+        .map_err(|e| format!("check: {e}"))?;
+    judge(&replies, max_lag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::parse;
+
+    fn info(s: &str) -> Val {
+        Val::Str(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_connected_replica_within_lag_serves_reads() {
+        let role =
+            parse(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:100\r\n");
+        let r = judge(
+            &[Val::Str(b"PONG".to_vec()), role, info("role:slave\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaster_sync_in_progress:0\r\n")],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            r,
+            Ok(Checked {
+                role: Role::Replica,
+                replica_ok: true,
+                lag_ms: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn a_replica_with_its_link_down_or_lagging_does_not() {
+        let role =
+            parse(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$10\r\nconnecting\r\n:-1\r\n");
+        let down = judge(
+            &[
+                Val::Str(b"PONG".to_vec()),
+                role.clone(),
+                info("master_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n"),
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(matches!(
+            down,
+            Ok(Checked {
+                replica_ok: false,
+                ..
+            })
+        ));
+        let lagging = judge(
+            &[
+                Val::Str(b"PONG".to_vec()),
+                role,
+                info("master_link_status:up\r\nmaster_last_io_seconds_ago:30\r\n"),
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(matches!(
+            lagging,
+            Ok(Checked {
+                replica_ok: false,
+                lag_ms: 30000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn loading_and_bad_replies_are_failures() {
+        let r = judge(
+            &[
+                Val::Err("LOADING Redis is loading".into()),
+                Val::Nil,
+                Val::Nil,
+            ],
+            Duration::from_secs(1),
+        );
+        assert!(r.unwrap_err().contains("LOADING"));
+        let role = parse(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+        let ok = judge(
+            &[Val::Str(b"PONG".to_vec()), role, info("role:master\r\n")],
+            Duration::from_secs(1),
+        );
+        assert_eq!(ok.map(|c| c.role), Ok(Role::Primary));
+    }
+}

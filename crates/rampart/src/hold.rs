@@ -1,0 +1,119 @@
+//! Writes held while a shard has no primary that may take them.
+//!
+//! During a failover there is a window in which the old primary is gone (or demoted) and the
+//! new one is not yet confirmed. Writes that arrive then, and writes refused with `READONLY`
+//! (which Redis did not apply), wait here in arrival order, bounded by the pool's
+//! `failover_hold` time and `failover_hold_bytes`, and are released in order to the new primary
+//! as soon as there is one. Past either bound they fail with an error. Writes that may already
+//! have reached a server are never held: they fail (see the backend).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backend::Sink;
+use crate::worker::WorkerPool;
+
+/// One held write.
+pub struct Held {
+    /// Where its reply goes.
+    pub sink: Sink,
+    /// The request bytes.
+    pub bytes: Vec<u8>,
+    /// The client (keeps its connection choice).
+    pub client: u64,
+    /// When it fails if no primary appears.
+    pub until: Instant,
+}
+
+/// The held writes of one shard on one worker.
+#[derive(Default)]
+pub struct Hold {
+    q: RefCell<VecDeque<Held>>,
+    bytes: Cell<usize>,
+    running: Cell<bool>,
+}
+
+impl Hold {
+    /// Nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.q.borrow().is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    /// Hold a write; gives it back when the byte bound would be exceeded.
+    ///
+    /// # Errors
+    /// The hold is full; the caller answers an error.
+    pub fn push(&self, h: Held, cap: u64) -> Result<(), Held> {
+        let n = self.bytes.get() + h.bytes.len();
+        if n as u64 > cap {
+            return Err(h);
+        }
+        self.bytes.set(n);
+        self.q.borrow_mut().push_back(h);
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Held> {
+        let h = self.q.borrow_mut().pop_front()?;
+        self.bytes
+            .set(self.bytes.get().saturating_sub(h.bytes.len()));
+        Some(h)
+    }
+}
+
+/// Make sure a task releases (or expires) the held writes of `shard`.
+pub fn ensure_releaser(wp: &Rc<WorkerPool>, shard: usize) {
+    let hold = &wp.shards[shard].hold;
+    if hold.running.replace(true) {
+        return;
+    }
+    tokio::task::spawn_local(release(Rc::clone(wp), shard));
+}
+
+async fn release(wp: Rc<WorkerPool>, shard: usize) {
+    let tick = Duration::from_millis(2);
+    loop {
+        tokio::time::sleep(tick).await;
+        let hold = &wp.shards[shard].hold;
+        let rt = &wp.rt.shards[shard];
+        let view = rt.view();
+        if let Some(primary) = view.writable_primary() {
+            let deadline = Instant::now() + wp.rt.timeout();
+            while let Some(h) = hold.pop() {
+                let backend = wp.backend(shard, primary, h.client);
+                let bytes = h.bytes;
+                let sink = h.sink;
+                let (pending, seq, part) = (Rc::clone(&sink.pending), sink.seq, sink.part);
+                if let Err(e) = backend.send(sink, deadline, |out| out.extend_from_slice(&bytes)) {
+                    pending.deliver(seq, part, format!("-ERR rampart: {e}\r\n").as_bytes());
+                }
+            }
+        } else {
+            let now = Instant::now();
+            while hold.q.borrow().front().is_some_and(|h| h.until <= now) {
+                if let Some(h) = hold.pop() {
+                    let msg = format!(
+                        "-ERR rampart: shard '{}' has no primary; the write was not sent (failover_hold {:?} passed)\r\n",
+                        rt.name, wp.rt.conf.failover_hold
+                    );
+                    h.sink
+                        .pending
+                        .deliver(h.sink.seq, h.sink.part, msg.as_bytes());
+                }
+            }
+        }
+        if hold.is_empty() {
+            hold.running.set(false);
+            return;
+        }
+    }
+}

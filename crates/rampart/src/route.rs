@@ -1,0 +1,217 @@
+//! Which node of a shard serves a request: writes go to the primary (or wait in the hold while
+//! there is none), reads follow the pool's `read_policy`.
+//!
+//! Replicas serve reads only while they pass health checks, their replication link is up, and
+//! their lag is within `max_replica_lag`. Nodes in the pool's own `zone` are preferred. The
+//! load-aware policies read the worker's own view of each node (requests outstanding on its
+//! connections, their latency average), so choosing needs no shared state.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use rampart_config::ReadPolicy;
+use tokio::time::Instant;
+
+use crate::backend::{Resend, Sink};
+use crate::hold::{ensure_releaser, Held};
+use crate::node::{NodeRt, Role};
+use crate::topology::ShardView;
+use crate::worker::WorkerPool;
+
+/// Reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// May go to a replica.
+    Read,
+    /// Only to the primary.
+    Write,
+    /// A read that must see the client's own recent writes: primary.
+    ReadPrimary,
+}
+
+/// The node a read goes to, never `exclude`.
+pub fn pick_read(
+    wp: &WorkerPool,
+    shard: usize,
+    view: &ShardView,
+    exclude: Option<u64>,
+) -> Option<Arc<NodeRt>> {
+    let conf = &wp.rt.conf;
+    let primary = view.primary.and_then(|i| view.nodes.get(i));
+    let primary_ok = primary.filter(|p| p.is_routable() && Some(p.id) != exclude);
+    if conf.read_policy == ReadPolicy::Primary || view.nodes.len() < 2 {
+        return primary_ok.cloned();
+    }
+    let eligible = |n: &&Arc<NodeRt>| {
+        Some(n.id) != primary.map(|p| p.id)
+            && Some(n.id) != exclude
+            && n.is_routable()
+            && n.role() == Role::Replica
+            && n.replica_ok()
+    };
+    let mut cands: Vec<&Arc<NodeRt>> = view.nodes.iter().filter(eligible).collect();
+    if let Some(zone) = &conf.zone {
+        if cands.iter().any(|n| n.zone.as_ref() == Some(zone)) {
+            cands.retain(|n| n.zone.as_ref() == Some(zone));
+        }
+    }
+    if cands.is_empty() {
+        return match conf.read_policy {
+            ReadPolicy::Replica => None,
+            _ => primary_ok.cloned(),
+        };
+    }
+    let ws = &wp.shards[shard];
+    let rr = ws.rr.get();
+    ws.rr.set(rr.wrapping_add(1));
+    let chosen = match conf.read_policy {
+        ReadPolicy::LeastOutstanding => {
+            let start = rr % cands.len();
+            (0..cands.len())
+                .map(|i| cands[(start + i) % cands.len()])
+                .min_by_key(|n| (wp.outstanding(shard, n), n.priority))
+        }
+        ReadPolicy::Latency if cands.len() > 1 => {
+            // Power of two choices: two random candidates, the one with the lower latency
+            // average (weighted by what is already queued on it) wins.
+            let a = cands[crate::rand::below(cands.len() as u64) as usize];
+            let b = cands[crate::rand::below(cands.len() as u64) as usize];
+            let cost = |n: &NodeRt| {
+                (wp.latency_us(shard, n).max(1)) * (1 + wp.outstanding(shard, n) as u64)
+            };
+            Some(if cost(a) <= cost(b) { a } else { b })
+        }
+        _ => {
+            let best = cands.iter().map(|n| n.priority).min().unwrap_or(0);
+            let top: Vec<_> = cands.iter().filter(|n| n.priority == best).collect();
+            Some(*top[rr % top.len()])
+        }
+    };
+    chosen.cloned()
+}
+
+/// Queue `bytes` for the node of `shard` that `access` calls for. On any failure the slot gets
+/// an error reply at once.
+#[allow(clippy::too_many_arguments)]
+pub fn send(
+    wp: &Rc<WorkerPool>,
+    shard: usize,
+    client: u64,
+    sink: Sink,
+    deadline: Instant,
+    bytes: &[u8],
+    access: Access,
+    exclude: Option<u64>,
+) {
+    let rt = &wp.rt;
+    let view = rt.shards[shard].view();
+    let ha = rt.checked;
+    let node = match access {
+        Access::Write | Access::ReadPrimary => {
+            let hold = &wp.shards[shard].hold;
+            match view.writable_primary() {
+                Some(p) if hold.is_empty() || access == Access::ReadPrimary => Some(Arc::clone(p)),
+                _ if access == Access::Write && ha && !rt.conf.failover_hold.is_zero() => {
+                    let held = Held {
+                        sink: with_resend(sink, wp, shard, bytes, true, client),
+                        bytes: bytes.to_vec(),
+                        client,
+                        until: Instant::now() + rt.conf.failover_hold,
+                    };
+                    match hold.push(held, rt.conf.failover_hold_bytes) {
+                        Ok(()) => ensure_releaser(wp, shard),
+                        Err(h) => fail(
+                            h.sink,
+                            &format!(
+                                "shard '{}' has no primary and its failover_hold_bytes are full",
+                                rt.shards[shard].name
+                            ),
+                        ),
+                    }
+                    return;
+                }
+                _ if access == Access::ReadPrimary => pick_read(wp, shard, &view, exclude),
+                _ => None,
+            }
+        }
+        Access::Read => pick_read(wp, shard, &view, exclude),
+    };
+    let Some(node) = node else {
+        let what = if access == Access::Write {
+            "primary"
+        } else {
+            "node that can serve reads"
+        };
+        return fail(
+            sink,
+            &format!("shard '{}' has no {what} available", rt.shards[shard].name),
+        );
+    };
+    let sink = if ha {
+        with_resend(sink, wp, shard, bytes, access == Access::Write, client)
+    } else {
+        sink
+    };
+    let backend = wp.backend(shard, &node, client);
+    if let Err((sink, e)) =
+        backend.send_or_return(sink, deadline, |out| out.extend_from_slice(bytes))
+    {
+        fail(sink, &e.to_string());
+    }
+}
+
+/// Answer the request of `sink` with an error.
+pub fn fail(sink: Sink, why: &str) {
+    let msg = format!("-ERR rampart: {why}\r\n");
+    sink.pending.deliver(sink.seq, sink.part, msg.as_bytes());
+}
+
+fn with_resend(
+    mut sink: Sink,
+    wp: &Rc<WorkerPool>,
+    shard: usize,
+    bytes: &[u8],
+    write: bool,
+    client: u64,
+) -> Sink {
+    if sink.resend.is_none() {
+        sink.resend = Some(Box::new(Resend {
+            bytes: bytes.to_vec(),
+            pool: Rc::clone(wp),
+            shard,
+            write,
+            client,
+            retried: false,
+        }));
+    }
+    sink
+}
+
+/// A read whose connection failed: try once more on another node. A write refused with
+/// READONLY (not applied): hold it for the new primary. Anything else: the error stands.
+pub fn retry(sink: Sink, failed_node: u64, why: &str) {
+    let Some(r) = sink.resend.as_ref() else {
+        return fail(sink, why);
+    };
+    if r.retried {
+        return fail(sink, why);
+    }
+    let (wp, shard, write, client) = (Rc::clone(&r.pool), r.shard, r.write, r.client);
+    let bytes = r.bytes.clone();
+    let mut sink = sink;
+    if let Some(r) = sink.resend.as_mut() {
+        r.retried = !write;
+    }
+    let deadline = Instant::now() + wp.rt.timeout();
+    let access = if write { Access::Write } else { Access::Read };
+    send(
+        &wp,
+        shard,
+        client,
+        sink,
+        deadline,
+        &bytes,
+        access,
+        Some(failed_node),
+    );
+}

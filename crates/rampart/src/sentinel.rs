@@ -1,0 +1,341 @@
+//! Following Redis Sentinel, as its client protocol describes.
+//!
+//! For every shard of a Sentinel pool (the shard's name is the master name) the follower asks
+//! the sentinels for the master's address (`SENTINEL MASTER`, preferring the answer with the
+//! highest config epoch when they disagree) and its replicas (`SENTINEL REPLICAS`), at least
+//! every `sentinel_poll`. It also subscribes on every sentinel to `+switch-master`, `+sdown`,
+//! `-sdown`, `+odown` and `+convert-to-slave`, which trigger an immediate poll; a
+//! `+switch-master` is applied at once. Sentinel decides who the primary is, not the proxy:
+//! writes go only to the address Sentinel names, and only once that node's own ROLE says
+//! master (any other node that claims master, such as a restarted old primary, gets none).
+//! On a switch every connection to the old primary is closed and writes wait in the hold
+//! until the new primary is confirmed. When no sentinel answers, the last topology stays.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_config::{SentinelAddr, ServerAddr};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::ctl::{CtlConn, Val};
+use crate::node::{NodeRt, Role};
+use crate::topology::{PoolRt, ShardView};
+
+/// What the sentinels say about one master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterInfo {
+    /// The master's address.
+    pub primary: (String, u16),
+    /// Its replicas that Sentinel does not consider down.
+    pub replicas: Vec<(String, u16)>,
+    /// Sentinel's config epoch for this master.
+    pub epoch: u64,
+}
+
+fn fields(v: &Val) -> HashMap<String, String> {
+    let items = v.items();
+    items
+        .chunks(2)
+        .filter_map(|kv| Some((kv.first()?.text()?, kv.get(1)?.text()?)))
+        .collect()
+}
+
+/// Parse the replies to `SENTINEL MASTER name` and `SENTINEL REPLICAS name`.
+pub fn parse_master(master: &Val, replicas: &Val) -> Option<MasterInfo> {
+    let m = fields(master);
+    let primary = (m.get("ip")?.clone(), m.get("port")?.parse().ok()?);
+    let epoch = m
+        .get("config-epoch")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    let replicas = replicas
+        .items()
+        .iter()
+        .map(fields)
+        .filter(|r| {
+            let flags = r.get("flags").map(String::as_str).unwrap_or("");
+            !flags.contains("s_down")
+                && !flags.contains("o_down")
+                && !flags.contains("disconnected")
+        })
+        .filter_map(|r| Some((r.get("ip")?.clone(), r.get("port")?.parse().ok()?)))
+        .collect();
+    Some(MasterInfo {
+        primary,
+        replicas,
+        epoch,
+    })
+}
+
+/// Follow the sentinels of `pool` until `stop`.
+pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) {
+    let kick = Arc::new(Notify::new());
+    let sentinels: Vec<SentinelAddr> = pool.conf.sentinels.clone();
+    for s in &sentinels {
+        tokio::spawn(subscribe(
+            Arc::clone(&pool),
+            s.clone(),
+            Arc::clone(&kick),
+            stop.clone(),
+        ));
+    }
+    let mut checks: HashMap<u64, CancellationToken> = HashMap::new();
+    loop {
+        for shard in 0..pool.shards.len() {
+            if let Some(info) = ask(&pool, &sentinels, shard).await {
+                apply(&pool, shard, &info, workers, &mut checks, &stop).await;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pool.conf.sentinel_poll) => {}
+            _ = kick.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+fn auth_cmd(pool: &PoolRt) -> Option<Vec<Vec<u8>>> {
+    let pass = pool.conf.sentinel_password.as_ref()?;
+    let mut c = vec![b"AUTH".to_vec()];
+    if let Some(u) = &pool.conf.sentinel_username {
+        c.push(u.as_bytes().to_vec());
+    }
+    c.push(pass.as_bytes().to_vec());
+    Some(c)
+}
+
+async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<CtlConn> {
+    let addr = ServerAddr::Tcp {
+        host: s.host.clone(),
+        port: s.port,
+    };
+    let mut c = CtlConn::connect(&addr, limit).await.ok()?;
+    if let Some(auth) = auth_cmd(pool) {
+        let parts: Vec<&[u8]> = auth.iter().map(|a| a.as_slice()).collect();
+        let r = c.call(&[&parts], limit).await.ok()?;
+        if !r.first().is_some_and(Val::is_ok) {
+            tracing::warn!(sentinel = %format!("{}:{}", s.host, s.port), "sentinel AUTH refused");
+            return None;
+        }
+    }
+    Some(c)
+}
+
+/// Ask every sentinel; keep the answer with the highest config epoch.
+async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<MasterInfo> {
+    let name = pool.shards[shard].name.as_bytes();
+    let limit = Duration::from_millis(300);
+    let mut best: Option<MasterInfo> = None;
+    for s in sentinels {
+        let Some(mut c) = connect(pool, s, limit).await else {
+            continue;
+        };
+        let Ok(r) = c
+            .call(
+                &[
+                    &[b"SENTINEL", b"MASTER", name],
+                    &[b"SENTINEL", b"REPLICAS", name],
+                ],
+                limit,
+            )
+            .await
+        else {
+            continue;
+        };
+        if let Some(info) = parse_master(&r[0], &r[1]) {
+            if best.as_ref().is_none_or(|b| info.epoch > b.epoch) {
+                best = Some(info);
+            }
+        }
+    }
+    best
+}
+
+fn tcp(addr: &(String, u16)) -> ServerAddr {
+    ServerAddr::Tcp {
+        host: addr.0.clone(),
+        port: addr.1,
+    }
+}
+
+/// Make the shard's view match what Sentinel says.
+async fn apply(
+    pool: &Arc<PoolRt>,
+    shard: usize,
+    info: &MasterInfo,
+    workers: usize,
+    checks: &mut HashMap<u64, CancellationToken>,
+    stop: &CancellationToken,
+) {
+    let rt = &pool.shards[shard];
+    let old = rt.view();
+    let want_primary = tcp(&info.primary);
+    let find = |a: &ServerAddr| old.nodes.iter().find(|n| &n.addr == a).cloned();
+    let current_primary = old
+        .primary
+        .and_then(|i| old.nodes.get(i))
+        .map(|n| n.addr.clone());
+    let mut wanted: Vec<ServerAddr> = vec![want_primary.clone()];
+    wanted.extend(info.replicas.iter().map(tcp).filter(|a| *a != want_primary));
+    let same_nodes = wanted.len() == old.nodes.len()
+        && wanted
+            .iter()
+            .all(|a| old.nodes.iter().any(|n| &n.addr == a));
+    if same_nodes && current_primary.as_ref() == Some(&want_primary) {
+        return;
+    }
+    let mut nodes: Vec<Arc<NodeRt>> = Vec::new();
+    for a in &wanted {
+        let n = find(a).unwrap_or_else(|| {
+            let label = match a {
+                ServerAddr::Tcp { host, port } => format!("{host}:{port}"),
+                ServerAddr::Unix(p) => p.display().to_string(),
+            };
+            let n = Arc::new(NodeRt::new(a.clone(), label, None, 100, workers, true));
+            let token = stop.child_token();
+            checks.insert(n.id, token.clone());
+            tokio::spawn(crate::health::run(
+                Arc::clone(&n),
+                pool.conf.health,
+                pool.conf.max_replica_lag,
+                token,
+            ));
+            n
+        });
+        nodes.push(n);
+    }
+    // Nodes Sentinel no longer lists keep their checks only while they are in the view.
+    for n in old.nodes.iter() {
+        if !nodes.iter().any(|m| m.id == n.id) {
+            if let Some(t) = checks.remove(&n.id) {
+                t.cancel();
+            }
+            n.close_all();
+        }
+    }
+    let switched = current_primary.as_ref() != Some(&want_primary);
+    if switched {
+        if let Some(old_primary) = old.primary.and_then(|i| old.nodes.get(i)) {
+            // HAProxy's shutdown-sessions: nothing more is written to the old primary.
+            old_primary.close_all();
+        }
+        if let Some(p) = nodes.first() {
+            confirm(p, pool).await;
+        }
+        tracing::warn!(
+            pool = %pool.conf.name,
+            shard = %rt.name,
+            from = ?current_primary,
+            to = %format!("{}:{}", info.primary.0, info.primary.1),
+            epoch = info.epoch,
+            "primary switched"
+        );
+    }
+    rt.set_view(ShardView {
+        nodes,
+        primary: Some(0),
+    });
+}
+
+/// Ask the new primary itself right away instead of waiting for its next health check, so
+/// held writes move as soon as it says `role:master`.
+async fn confirm(node: &NodeRt, pool: &PoolRt) {
+    let limit = pool.conf.health.timeout;
+    let Ok(mut c) = CtlConn::connect(&node.addr, limit).await else {
+        return;
+    };
+    if let Ok(r) = c.call(&[&[b"ROLE"]], limit).await {
+        let role = r
+            .first()
+            .and_then(|v| v.items().first())
+            .and_then(Val::text);
+        if role.as_deref() == Some("master") {
+            node.set_checked(Role::Primary, false, 0, node.check_us());
+        } else {
+            node.demote();
+        }
+    }
+}
+
+/// Subscribe to one sentinel's events; reconnect with a pause when it goes away.
+async fn subscribe(pool: Arc<PoolRt>, s: SentinelAddr, kick: Arc<Notify>, stop: CancellationToken) {
+    let channels: [&[u8]; 6] = [
+        b"SUBSCRIBE",
+        b"+switch-master",
+        b"+sdown",
+        b"-sdown",
+        b"+odown",
+        b"+convert-to-slave",
+    ];
+    loop {
+        if let Some(mut c) = connect(&pool, &s, Duration::from_millis(500)).await {
+            if c.call(&[&channels], Duration::from_millis(500))
+                .await
+                .is_ok()
+            {
+                loop {
+                    tokio::select! {
+                        msg = c.next() => {
+                            let Ok(msg) = msg else { break };
+                            let items = msg.items();
+                            let kind = items.first().and_then(Val::text).unwrap_or_default();
+                            if kind == "message" {
+                                let channel = items.get(1).and_then(Val::text).unwrap_or_default();
+                                tracing::info!(sentinel = %format!("{}:{}", s.host, s.port), "{channel} {}", items.get(2).and_then(Val::text).unwrap_or_default());
+                                kick.notify_one();
+                            }
+                        }
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(pairs: &[(&str, &str)]) -> Val {
+        Val::Arr(
+            pairs
+                .iter()
+                .flat_map(|(k, v)| {
+                    [
+                        Val::Str(k.as_bytes().to_vec()),
+                        Val::Str(v.as_bytes().to_vec()),
+                    ]
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn master_and_live_replicas_are_read_from_sentinel_replies() {
+        let m = kv(&[
+            ("name", "m"),
+            ("ip", "127.0.0.1"),
+            ("port", "7000"),
+            ("config-epoch", "3"),
+        ]);
+        let r = Val::Arr(vec![
+            kv(&[("ip", "127.0.0.1"), ("port", "7001"), ("flags", "slave")]),
+            kv(&[
+                ("ip", "127.0.0.1"),
+                ("port", "7002"),
+                ("flags", "s_down,slave,disconnected"),
+            ]),
+        ]);
+        let info = parse_master(&m, &r).expect("parsed");
+        assert_eq!(info.primary, ("127.0.0.1".to_string(), 7000));
+        assert_eq!(info.replicas, vec![("127.0.0.1".to_string(), 7001)]);
+        assert_eq!(info.epoch, 3);
+    }
+}
