@@ -108,17 +108,6 @@ impl Fields<'_> {
     /// Refuses two ways of listing backends in one pool, addresses in a Sentinel pool and
     /// Sentinel keys without `sentinels:`.
     fn check_forms(&self, get: &Lookup<'_, '_>) -> Result<(), ConfigError> {
-        for (a, b) in CONFLICTS {
-            if let (Some(first), Some(second)) = (get(a), get(b)) {
-                let later = |e: &RawEntry| (e.key.pos.line, e.key.pos.column);
-                let (key, other, at) = if later(second) >= later(first) {
-                    (b, a, second)
-                } else {
-                    (a, b, first)
-                };
-                return Err(self.err(at.key.pos, Problem::ConflictingKeys { key, other }));
-            }
-        }
         if get("sentinels").is_some() {
             for key in ["primary", "replicas"] {
                 if let Some(entry) = get(key) {
@@ -130,6 +119,17 @@ impl Fields<'_> {
                 if let Some(entry) = get(key) {
                     return Err(self.err(entry.key.pos, Problem::NeedsSentinels(key)));
                 }
+            }
+        }
+        for (a, b) in CONFLICTS {
+            if let (Some(first), Some(second)) = (get(a), get(b)) {
+                let later = |e: &RawEntry| (e.key.pos.line, e.key.pos.column);
+                let (key, other, at) = if later(second) >= later(first) {
+                    (b, a, second)
+                } else {
+                    (a, b, first)
+                };
+                return Err(self.err(at.key.pos, Problem::ConflictingKeys { key, other }));
             }
         }
         Ok(())
@@ -228,7 +228,9 @@ impl Fields<'_> {
                 return Err(self.err(item.pos, Problem::NotMapping("shards")));
             };
             let map = self.index_nested(entries, SHARD_KEYS, "shards")?;
-            let get = |key: &'static str| map.get(key).copied();
+            // Messages name nested keys in full (`shards.weight`).
+            let get =
+                |key: &'static str| map.get(key.strip_prefix("shards.").unwrap_or(key)).copied();
             let (text, pos) = self.text(&get, "name")?.ok_or_else(|| {
                 let problem = Problem::MissingNestedKey {
                     within: "shards",
@@ -241,7 +243,7 @@ impl Fields<'_> {
                 return Err(self.err(pos, Problem::DuplicateShardName { name, first_line }));
             }
             let weight = self
-                .number(&get, "weight", 1, u32::MAX.into())?
+                .number(&get, "shards.weight", 1, u32::MAX.into())?
                 .map_or(defaults::SHARD_WEIGHT, narrow);
             if sentinel {
                 for key in ["primary", "replicas"] {
@@ -300,7 +302,11 @@ impl Fields<'_> {
             RawValue::Scalar(text) => (text.as_str(), pos, None, defaults::NODE_PRIORITY),
             RawValue::Entries(entries) => {
                 let map = self.index_nested(entries, NODE_KEYS, key)?;
-                let get = |k: &'static str| map.get(k).copied();
+                let get = |k: &'static str| map.get(k.rsplit('.').next().unwrap_or(k)).copied();
+                let priority_key = match key {
+                    "primary" => "primary.priority",
+                    _ => "replicas.priority",
+                };
                 let (text, at) = self.text(&get, "addr")?.ok_or_else(|| {
                     self.err(
                         pos,
@@ -311,7 +317,7 @@ impl Fields<'_> {
                     )
                 })?;
                 let priority = self
-                    .number(&get, "priority", 0, u32::MAX.into())?
+                    .number(&get, priority_key, 0, u32::MAX.into())?
                     .map_or(defaults::NODE_PRIORITY, narrow);
                 (text, at, self.zone(&get, "zone")?, priority)
             }

@@ -93,3 +93,31 @@ fn nutcracker_and_rampart_agree_on_twemproxy_files() {
         assert_eq!(ours.is_ok(), theirs, "{text}\nrampart: {ours:?}");
     }
 }
+
+#[test]
+fn ha_examples_have_the_forms_they_advertise() {
+    use rampart_config::ReadPolicy;
+
+    let replicas = load(&examples_dir().join("ha-replicas.yml")).unwrap();
+    let pool = &replicas.pools[0];
+    assert_eq!(pool.shards.len(), 1);
+    assert!(pool.shards[0].primary.is_some());
+    assert_eq!(pool.shards[0].replicas.len(), 2);
+    assert_eq!(pool.read_policy, ReadPolicy::PreferReplica);
+
+    let sharded = load(&examples_dir().join("ha-sharded.yml")).unwrap();
+    let pool = &sharded.pools[0];
+    assert_eq!(pool.shards.len(), 3);
+    for shard in &pool.shards {
+        assert!(shard.primary.as_ref().is_some_and(|n| n.zone.is_some()));
+        assert!(!shard.replicas.is_empty());
+        assert!(shard.replicas.iter().all(|n| n.zone.is_some()));
+    }
+    assert!(pool.zone.is_some());
+
+    let sentinel = load(&examples_dir().join("ha-sentinel.yml")).unwrap();
+    let pool = &sentinel.pools[0];
+    assert!(pool.is_sentinel());
+    assert_eq!(pool.shards.len(), 2);
+    assert!(pool.shards.iter().all(|s| s.primary.is_none()));
+}
