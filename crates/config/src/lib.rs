@@ -1,8 +1,9 @@
 //! `nutcracker.yml`, read the way twemproxy reads it, validated the way rampart needs it.
 //!
 //! A file is a mapping of pool names to pool settings. rampart reads every twemproxy 0.5.0 key
-//! with twemproxy's meaning and default, adds a few keys of its own (deadlines, client buffer
-//! limits, admin command broadcast) and refuses anything it would have to guess about: unknown
+//! with twemproxy's meaning and default, adds keys of its own (deadlines, client buffer
+//! limits, admin command broadcast, and high availability: replica sets, Sentinel, read
+//! policies, health checks) and refuses anything it would have to guess about: unknown
 //! keys, repeated keys, bad values, duplicate pools, listen addresses or servers. Every refusal
 //! says `file:line:column: pool "name": reason`. The key-by-key reference is `docs/CONFIG.md`.
 //!
@@ -19,7 +20,11 @@
 //! # Layout
 //! - `raw`: the YAML as written (scalar text, positions, duplicates kept).
 //! - `pool`: one pool's keys, defaults and checks.
-//! - `addr`: `listen:` values and `servers:` lines ([`Listen`], [`Server`]).
+//! - `addr`: `listen:` values, `servers:` lines and node addresses ([`Listen`], [`Server`]).
+//! - `shards`: the four ways to list backends (`servers`, `shards`, `primary`/`replicas`,
+//!   `sentinels`), all turned into [`Shard`]s.
+//! - `ha_keys`: read policy, replica lag, zone, [`HealthCheck`], ejection, failover hold.
+//! - `ha`: the high-availability types ([`Shard`], [`Node`], [`ReadPolicy`], ...).
 //! - `value`: booleans, durations, byte sizes.
 //! - `error`: [`ConfigError`] and its [`Problem`]s.
 #![forbid(unsafe_code)]

@@ -295,6 +295,21 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str)> {
             "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  read_polcy: replica\n",
             "nutcracker.yml:4:3: pool \"p\": unknown key \"read_polcy\" (did you mean \"read_policy\"?)",
         ),
+        (
+            "node priority not a number",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas:\n    - {addr: \"h:2\", priority: high}\n",
+            "nutcracker.yml:5:31: pool \"p\": replicas.priority: \"high\" is not a non-negative integer",
+        ),
+        (
+            "health_check without value",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  health_check:\n",
+            "nutcracker.yml:4:3: pool \"p\": key \"health_check\" has no value",
+        ),
+        (
+            "read_policy given twice",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  read_policy: replica\n  read_policy: primary\n",
+            "nutcracker.yml:5:3: pool \"p\": duplicate key \"read_policy\" (first given on line 4)",
+        ),
     ]
 }
 
