@@ -14,7 +14,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use resp::{Request, RequestDecoder};
 
-use crate::dispatch::Ctx;
+use crate::dispatch::{Ctx, Mode};
 use crate::io::{flush, ReadBuf, Ready, Stream};
 use crate::pending::Pending;
 use crate::stats::PoolStat;
@@ -27,7 +27,7 @@ enum End {
 }
 
 /// Serve one client until it leaves, breaks the protocol, or the process shuts down.
-pub async fn serve(worker: Rc<Worker>, pool: Rc<WorkerPool>, stream: Stream, id: u64) {
+pub async fn serve(worker: Rc<Worker>, pool: Rc<WorkerPool>, stream: Stream, id: u64, mode: Mode) {
     let pidx = pool.rt.index;
     let cells = &worker.stats.pools[pidx];
     cells.pool(PoolStat::ClientConnections).add(1);
@@ -40,6 +40,7 @@ pub async fn serve(worker: Rc<Worker>, pool: Rc<WorkerPool>, stream: Stream, id:
         Rc::clone(&pending),
         id,
     );
+    ctx.mode = mode;
     let end = run(&worker, &mut ctx, &stream).await;
     pending.close();
     let cells = &worker.stats.pools[pidx];

@@ -23,6 +23,18 @@ use crate::worker::{Worker, WorkerPool};
 /// Reply to a request whose keys live on more than one shard.
 pub const CROSS_SHARD: &str = "ERR keys of this command live on different shards; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Everything (the pool's `listen`).
+    #[default]
+    All,
+    /// Only commands the table marks as reads (`read_listen`).
+    Reads,
+    /// Everything, reads from the primary too (`write_listen`).
+    Writes,
+}
+
 /// The per-session state the dispatcher needs.
 pub struct Ctx {
     /// Session id (also picks the connection among `server_connections`).
@@ -41,6 +53,8 @@ pub struct Ctx {
     pub closing: bool,
     /// The session ends because of an error (counted as `client_err`).
     pub errored: bool,
+    /// What the listener the client came through serves.
+    pub mode: Mode,
     deadline: Instant,
     keys: Vec<usize>,
     shards: Vec<usize>,
@@ -64,6 +78,7 @@ impl Ctx {
             name: None,
             closing: false,
             errored: false,
+            mode: Mode::All,
             deadline: Instant::now(),
             keys: Vec::new(),
             shards: Vec::new(),
@@ -140,6 +155,12 @@ impl Ctx {
             ));
         }
         self.write = !cmd.is_read();
+        if self.mode == Mode::Reads && self.write && !matches!(cmd.route, Route::Local) {
+            return self.reply_error(&format!(
+                "ERR rampart: this listener of pool '{}' serves reads only; '{}' goes to the pool's listen or write_listen address",
+                self.pool.rt.conf.name, cmd.name
+            ));
+        }
         match cmd.route {
             Route::Local => crate::local::answer(self, cmd, argv),
             Route::Keys => self.forward_keys(cmd, argv, raw),
@@ -180,6 +201,7 @@ impl Ctx {
                 Access::Write
             }
             _ if self.write => Access::Write,
+            _ if self.mode == Mode::Writes => Access::ReadPrimary,
             Some(_)
                 if self
                     .ryw

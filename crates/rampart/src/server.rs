@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::dispatch::Mode;
 use crate::io::Stream;
 use crate::stats::Metrics;
 use crate::topology::PoolRt;
@@ -39,6 +40,7 @@ pub struct Options {
 /// A socket accepted for a pool, on its way to a worker.
 struct Accepted {
     pool: usize,
+    mode: Mode,
     conn: RawConn,
     id: u64,
     guard: ConnGuard,
@@ -64,12 +66,34 @@ enum Listener {
     Unix(UnixListener),
 }
 
-/// Bind every pool's listener; errors name the pool and the address.
-fn bind(pools: &[Arc<PoolRt>]) -> anyhow::Result<Vec<Listener>> {
+/// Every address a pool listens on, with what each serves.
+fn listens(p: &PoolRt) -> Vec<(&Listen, Mode)> {
+    let c = &p.conf;
+    let mut v = vec![(&c.listen, Mode::All)];
+    if let Some(l) = &c.read_listen {
+        v.push((l, Mode::Reads));
+    }
+    if let Some(l) = &c.write_listen {
+        v.push((l, Mode::Writes));
+    }
+    v
+}
+
+/// Bind every pool's listeners; errors name the pool and the address.
+fn bind(pools: &[Arc<PoolRt>]) -> anyhow::Result<Vec<(usize, Mode, Listener)>> {
     let mut out = Vec::new();
     for p in pools {
-        let c = &p.conf;
-        let l = match &c.listen {
+        for (listen, mode) in listens(p) {
+            out.push((p.index, mode, bind_one(p, listen)?));
+        }
+    }
+    Ok(out)
+}
+
+fn bind_one(p: &PoolRt, listen: &Listen) -> anyhow::Result<Listener> {
+    let c = &p.conf;
+    Ok({
+        match listen {
             Listen::Tcp { host, port } => {
                 let addr = (host.as_str(), *port)
                     .to_socket_addrs()
@@ -117,10 +141,8 @@ fn bind(pools: &[Arc<PoolRt>]) -> anyhow::Result<Vec<Listener>> {
                 }
                 Listener::Unix(l)
             }
-        };
-        out.push(l);
-    }
-    Ok(out)
+        }
+    })
 }
 
 /// Run the proxy until SIGTERM/SIGINT (or `stop` is cancelled); returns after the drain.
@@ -172,10 +194,16 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
         let next_id = Arc::new(AtomicU64::new(1));
         let next_worker = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
-        for (pool, l) in listeners.into_iter().enumerate() {
+        let counts: Vec<Arc<AtomicUsize>> = shared
+            .pools
+            .iter()
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
+        for (pool, mode, l) in listeners {
             tasks.push(tokio::spawn(accept_loop(
-                pool,
+                (pool, mode),
                 l,
+                Arc::clone(&counts[pool]),
                 Arc::clone(&shared),
                 senders.clone(),
                 Arc::clone(&next_id),
@@ -201,8 +229,10 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
         let _ = t.join();
     }
     for p in &shared.pools {
-        if let Listen::Unix { path, .. } = &p.conf.listen {
-            let _ = std::fs::remove_file(path);
+        for (listen, _) in listens(p) {
+            if let Listen::Unix { path, .. } = listen {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
     Ok(())
@@ -250,8 +280,9 @@ async fn wait_for_signal(stop: &CancellationToken) {
 }
 
 async fn accept_loop(
-    pool: usize,
+    (pool, mode): (usize, Mode),
     listener: Listener,
+    count: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     workers: Vec<mpsc::Sender<Accepted>>,
     next_id: Arc<AtomicU64>,
@@ -259,7 +290,6 @@ async fn accept_loop(
 ) {
     let conf = &shared.pools[pool].conf;
     let limit = conf.client_connections as usize;
-    let count = Arc::new(AtomicUsize::new(0));
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = match &listener {
@@ -304,6 +334,7 @@ async fn accept_loop(
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let mut job = Accepted {
             pool,
+            mode,
             conn,
             id,
             guard,
@@ -367,7 +398,7 @@ fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Accepted>,
                             let w = std::rc::Rc::clone(&worker);
                             let guard = job.guard;
                             tokio::task::spawn_local(async move {
-                                crate::client::serve(w, pool, stream, job.id).await;
+                                crate::client::serve(w, pool, stream, job.id, job.mode).await;
                                 drop(guard);
                             });
                         }
