@@ -74,10 +74,11 @@ pub enum ReadPolicy {
     /// `replica`: reads go only to replicas; when none is in rotation they fail rather than
     /// load the primary.
     Replica,
-    /// `least-outstanding`: the node (primary included) with the fewest requests in flight.
+    /// `least-outstanding`: the replica in rotation with the fewest requests in flight; the
+    /// primary when no replica is.
     LeastOutstanding,
-    /// `latency`: power of two choices: of two random nodes in rotation (primary included),
-    /// the one with the lower moving-average latency.
+    /// `latency`: power of two choices: of two random replicas in rotation, the one with the
+    /// lower moving-average latency; the primary when no replica is.
     Latency,
 }
 
@@ -144,7 +145,7 @@ pub struct HealthCheck {
     pub rise: u32,
     /// Consecutive failed checks that take a node out of rotation; at least 1.
     pub fall: u32,
-    /// Each wait is drawn uniformly from `interval × [1 − jitter, 1 + jitter]` (likewise for
+    /// Each wait is drawn between `interval` and `interval × (1 + jitter)` (likewise for
     /// `fast_interval`) so that many proxies do not check in lockstep; in `0 ≤ jitter < 1`,
     /// never NaN.
     pub jitter: f64,

@@ -142,9 +142,9 @@ pub struct Pool {
     pub failover_hold: Duration,
     /// rampart: most bytes of writes held per shard during a failover; beyond it they fail.
     pub failover_hold_bytes: u64,
-    /// rampart: an extra address that serves only reads of this pool.
+    /// rampart: an extra address that serves only reads of this pool (writes are refused).
     pub read_listen: Option<Listen>,
-    /// rampart: an extra address that serves only writes of this pool.
+    /// rampart: an extra address that sends everything, reads included, to the primaries.
     pub write_listen: Option<Listen>,
 }
 
