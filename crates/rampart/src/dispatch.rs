@@ -55,6 +55,7 @@ pub struct Ctx {
     pub errored: bool,
     /// What the listener the client came through serves.
     pub mode: Mode,
+    now: Instant,
     deadline: Instant,
     keys: Vec<usize>,
     shards: Vec<usize>,
@@ -79,6 +80,7 @@ impl Ctx {
             closing: false,
             errored: false,
             mode: Mode::All,
+            now: Instant::now(),
             deadline: Instant::now(),
             keys: Vec::new(),
             shards: Vec::new(),
@@ -103,7 +105,8 @@ impl Ctx {
 
     /// Start of a batch of requests read together: they share one deadline.
     pub fn begin_batch(&mut self) {
-        self.deadline = Instant::now() + self.pool.rt.timeout();
+        self.now = Instant::now();
+        self.deadline = self.now + self.pool.rt.timeout();
     }
 
     /// Queue an error reply (`msg` without the leading `-`).
@@ -193,7 +196,7 @@ impl Ctx {
     fn send_bytes(&mut self, shard: usize, seq: u64, part: u32, bytes: &[u8]) {
         let access = match self.pool.rt.conf.read_your_writes {
             _ if self.write && self.pool.rt.conf.read_your_writes.is_some() => {
-                let until = self.deadline + self.pool.rt.conf.read_your_writes.unwrap_or_default();
+                let until = self.now + self.pool.rt.conf.read_your_writes.unwrap_or_default();
                 match self.ryw.iter_mut().find(|(s, _)| *s == shard) {
                     Some(e) => e.1 = until,
                     None => self.ryw.push((shard, until)),
@@ -206,7 +209,7 @@ impl Ctx {
                 if self
                     .ryw
                     .iter()
-                    .any(|&(s, until)| s == shard && Instant::now() < until) =>
+                    .any(|&(s, until)| s == shard && self.now < until) =>
             {
                 Access::ReadPrimary
             }
