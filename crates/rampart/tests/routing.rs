@@ -9,7 +9,7 @@ use testkit::{free_port, poll_until, Client, Proxy, RedisServer, Reply};
 struct Ha {
     primary: RedisServer,
     replicas: Vec<RedisServer>,
-    proxy: Proxy,
+    _proxy: Proxy,
     port: u16,
     extra: Vec<u16>,
 }
