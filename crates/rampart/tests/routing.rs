@@ -51,7 +51,7 @@ fn start(options: &str, extra_listens: &[&str]) -> Ha {
     let ha = Ha {
         primary,
         replicas,
-        proxy,
+        _proxy: proxy,
         port,
         extra,
     };
