@@ -10,12 +10,11 @@ mod ha;
 
 use std::time::{Duration, Instant};
 
-use ha::{calls, preload, replica_set, short_form, HaProxy, ReadLoad};
+use ha::{
+    calls, missing_writes, preload, replica_set, short_form, Ack, CommandTap, HaProxy, ReadLoad,
+    SentinelSetup, WriteLoad, FAST_CHECKS,
+};
 use testkit::{poll_until, Client, RedisServer, Reply};
-
-/// Fast health checks: a dead node leaves rotation in well under a second.
-const FAST_CHECKS: &str =
-    "  health_check:\n    interval: 100ms\n    timeout: 100ms\n    fall: 2\n    rise: 2\n";
 
 /// The `cmdstat_get` calls of each server.
 fn gets(servers: &[&RedisServer]) -> Vec<u64> {
@@ -200,5 +199,109 @@ fn replica_sigstop_10s() {
     assert!(
         back.is_some(),
         "the replica did not come back after SIGCONT"
+    );
+}
+
+#[test]
+fn sentinel_failover_under_write_load() {
+    const WRITERS: usize = 3;
+    let mut s = SentinelSetup::start("  failover_hold: 10s\n");
+    let load = WriteLoad::start(&s.proxy.addr(), WRITERS, Duration::from_secs(15));
+    assert!(ha::progressed(|| load.acked(), 300, Duration::from_secs(5)));
+    let kill_at = load.started().elapsed();
+    s.primary.kill9();
+    let (switch_after, new_port) = s.wait_switch(Instant::now(), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    let acked_before_restart = load.acked();
+    let errors_before_restart = load.errors();
+
+    // The old primary comes back with its old configuration: it claims master until
+    // Sentinel converts it (about 10 s). The proxy must send it no write meanwhile.
+    s.primary.restart();
+    let tap = CommandTap::start(&s.primary.addr());
+    let restarted = Instant::now();
+    let converted = poll_until(Duration::from_secs(14), || {
+        (s.primary.role() == "slave" && restarted.elapsed() >= Duration::from_secs(3))
+            .then(|| restarted.elapsed())
+    });
+    let zombie_window = restarted.elapsed();
+    let acked_during_window = load.acked() - acked_before_restart;
+    let report = load.stop();
+    let taps = tap.stop();
+
+    let new_primary = s.replica_on(new_port);
+    let missing = missing_writes(new_primary, &report.acks);
+    let grace = kill_at + Duration::from_millis(50);
+    let (lost_at_kill, lost_after): (Vec<&Ack>, Vec<&Ack>) =
+        missing.iter().partition(|a| a.at <= grace);
+    let zombie_sets = taps.commands_not_from("set", &new_primary.addr());
+    let (pause, pause_from) = report.longest_pause();
+
+    println!(
+        "sentinel failover: kill at {kill_at:?}, get-master-addr-by-name switched after {switch_after:?}"
+    );
+    println!(
+        "writes: {} acknowledged, {} errors (per writer {:?}), p50={:?} p99={:?} max={:?}",
+        report.acks.len(),
+        report.errors.len(),
+        ha::errors_per_writer(&report, WRITERS),
+        report.quantile(0.5),
+        report.quantile(0.99),
+        report.latencies.last().copied().unwrap_or_default()
+    );
+    println!(
+        "write pause: {pause:?} without any acknowledgement, from {:?} after the kill",
+        pause_from.saturating_sub(kill_at)
+    );
+    for (at, e) in report.errors.iter().take(10) {
+        println!(
+            "  error at kill{:+.3}s: {e}",
+            at.as_secs_f64() - kill_at.as_secs_f64()
+        );
+    }
+    println!(
+        "acknowledged writes missing on the new primary: {} acked at the kill (async replication), {} after it",
+        lost_at_kill.len(),
+        lost_after.len()
+    );
+    println!(
+        "old primary back as a zombie, watched {zombie_window:?} (converted to replica after {converted:?}); \
+         {acked_during_window} writes acked meanwhile; SETs it received from clients other than its \
+         new primary: {} (MONITOR lines: {}, ended: {:?})",
+        zombie_sets.len(),
+        taps.lines.len(),
+        taps.ended
+    );
+
+    assert!(
+        zombie_sets.is_empty(),
+        "the proxy wrote to the restarted old primary: {:?}",
+        &zombie_sets[..zombie_sets.len().min(5)]
+    );
+    assert!(
+        lost_after.is_empty(),
+        "{} writes acknowledged after the kill are not on the new primary: {:?}",
+        lost_after.len(),
+        &lost_after[..lost_after.len().min(5)]
+    );
+    assert!(
+        acked_during_window > 0,
+        "no write was acknowledged after the old primary came back"
+    );
+    assert_eq!(
+        errors_before_restart,
+        report.errors.len(),
+        "writes failed while the old primary was back: {:?}",
+        report.errors
+    );
+    assert!(
+        pause < Duration::from_secs(10),
+        "writes paused {pause:?}, longer than failover_hold"
+    );
+    // Sentinel's conversion kills normal clients (CLIENT KILL TYPE normal), MONITOR included.
+    assert!(
+        taps.ended.is_none() || converted.is_some(),
+        "MONITOR ended before the conversion: {:?}",
+        taps.ended
     );
 }

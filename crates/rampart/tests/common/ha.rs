@@ -557,3 +557,225 @@ pub fn progressed(done: impl Fn() -> u64, more: u64, timeout: Duration) -> bool 
     let start = done();
     poll_until(timeout, || (done() >= start + more).then_some(())).is_some()
 }
+
+/// Every command a redis-server executes, as `MONITOR` prints it, collected by a thread.
+pub struct CommandTap {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<TapReport>,
+}
+
+/// What a [`CommandTap`] saw.
+#[derive(Debug, Default)]
+pub struct TapReport {
+    /// Every MONITOR line.
+    pub lines: Vec<String>,
+    /// Why the tap ended early (the connection closed), if it did.
+    pub ended: Option<String>,
+}
+
+impl TapReport {
+    /// The lines of command `cmd` (any case) sent by a client other than `except` (an
+    /// `ip:port` as MONITOR prints it, such as the primary a replica streams from).
+    pub fn commands_not_from(&self, cmd: &str, except: &str) -> Vec<&String> {
+        let quoted = format!("\"{}\"", cmd.to_ascii_lowercase());
+        self.lines
+            .iter()
+            .filter(|l| {
+                let source = l
+                    .split_once('[')
+                    .and_then(|(_, rest)| rest.split_once(']'))
+                    .and_then(|(inside, _)| inside.split_whitespace().nth(1))
+                    .unwrap_or("");
+                let command = l.split_once("] ").map_or("", |(_, c)| c);
+                command.to_ascii_lowercase().starts_with(&quoted) && source != except
+            })
+            .collect()
+    }
+}
+
+impl CommandTap {
+    /// Connects to `addr` and starts `MONITOR`.
+    ///
+    /// # Panics
+    /// If MONITOR is not accepted.
+    pub fn start(addr: &str) -> CommandTap {
+        let mut c = Client::connect(addr);
+        assert_eq!(c.cmd(&["MONITOR"]), Reply::ok(), "MONITOR on {addr}");
+        c.set_read_timeout(Some(Duration::from_millis(200)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut r = TapReport::default();
+            while !flag.load(Ordering::Relaxed) {
+                match c.read_reply() {
+                    Ok(Reply::Simple(line)) => r.lines.push(line),
+                    Ok(other) => r.lines.push(format!("{other:?}")),
+                    Err(e) if testkit::is_timeout(&e) => {}
+                    Err(e) => {
+                        r.ended = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            r
+        });
+        CommandTap { stop, handle }
+    }
+
+    /// Stops the tap and returns what it saw.
+    pub fn stop(self) -> TapReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .join()
+            .unwrap_or_else(|_| panic!("the MONITOR thread panicked"))
+    }
+}
+
+/// Field `field` of `SENTINEL MASTER name` on `sentinel`, if present.
+pub fn sentinel_field(sentinel: &testkit::Sentinel, name: &str, field: &str) -> Option<String> {
+    let reply = sentinel.cmd(&["SENTINEL", "MASTER", name]);
+    let items = reply.as_array()?;
+    items
+        .chunks(2)
+        .find(|kv| kv[0].as_str() == Some(field))
+        .and_then(|kv| kv.get(1)?.as_str().map(str::to_string))
+}
+
+/// Checks every acknowledged write against `server` with pipelined GETs; returns the
+/// writes whose value is not there.
+pub fn missing_writes<'a>(server: &RedisServer, acks: &'a [Ack]) -> Vec<&'a Ack> {
+    let mut c = Client::connect(&server.addr());
+    let mut missing = Vec::new();
+    for chunk in acks.chunks(1000) {
+        let cmds: Vec<Vec<&str>> = chunk.iter().map(|a| vec!["GET", a.key.as_str()]).collect();
+        for (a, r) in chunk.iter().zip(c.pipeline(&cmds)) {
+            if r != Reply::bulk(&a.value) {
+                missing.push(a);
+            }
+        }
+    }
+    missing
+}
+
+/// Fast health checks: a dead node leaves rotation in well under a second.
+pub const FAST_CHECKS: &str =
+    "  health_check:\n    interval: 100ms\n    timeout: 100ms\n    fall: 2\n    rise: 2\n";
+
+/// The Sentinel master name of [`SentinelSetup`].
+pub const MASTER: &str = "mymaster";
+
+/// A primary, two replicas, three sentinels (quorum 2, down after 1 s, failover timeout 5 s)
+/// and a Sentinel pool (`sentinels:` + `master:`) over them.
+pub struct SentinelSetup {
+    /// The first primary.
+    pub primary: RedisServer,
+    /// Its replicas.
+    pub replicas: Vec<RedisServer>,
+    /// The sentinels.
+    pub sentinels: Vec<testkit::Sentinel>,
+    /// The proxy.
+    pub proxy: HaProxy,
+}
+
+impl SentinelSetup {
+    /// Starts everything; the pool has [`FAST_CHECKS`] and the extra lines `extra`. Returns
+    /// once every sentinel knows both replicas and the other sentinels, and the proxy routes
+    /// to the primary Sentinel names.
+    ///
+    /// # Panics
+    /// If any of that does not happen in time.
+    pub fn start(extra: &str) -> SentinelSetup {
+        let (primary, replicas) = replica_set(2);
+        let monitor = testkit::Monitor::new(MASTER, primary.port())
+            .quorum(2)
+            .down_after(Duration::from_millis(1000))
+            .failover_timeout(Duration::from_millis(5000));
+        let sentinels: Vec<testkit::Sentinel> = (0..3)
+            .map(|_| testkit::Sentinel::start_monitors(std::slice::from_ref(&monitor)))
+            .collect();
+        let t0 = Instant::now();
+        for s in &sentinels {
+            testkit::wait_until(
+                Duration::from_secs(15),
+                "sentinels to know both replicas and each other",
+                || {
+                    let n = |f| sentinel_field(s, MASTER, f).and_then(|v| v.parse::<u32>().ok());
+                    n("num-slaves") == Some(2) && n("num-other-sentinels") == Some(2)
+                },
+            );
+        }
+        println!("sentinels agreed on the topology in {:?}", t0.elapsed());
+        let mut body = String::from("  sentinels:\n");
+        for s in &sentinels {
+            body.push_str(&format!("    - {}\n", s.addr()));
+        }
+        body.push_str(&format!("  master: {MASTER}\n{FAST_CHECKS}{extra}"));
+        let proxy = HaProxy::start(&body);
+        let addr = primary.addr();
+        let ready = poll_until(Duration::from_secs(5), || {
+            proxy
+                .node(&addr)
+                .filter(|n| n.role == "primary" && n.routable())
+        });
+        assert!(
+            ready.is_some(),
+            "the proxy never routed to the primary Sentinel names; view {:#?}\nlog:\n{}",
+            proxy.nodes(),
+            proxy.log()
+        );
+        SentinelSetup {
+            primary,
+            replicas,
+            sentinels,
+            proxy,
+        }
+    }
+
+    /// Waits until the first sentinel names another primary than the first one; returns the
+    /// time since `since` and the new primary's port.
+    ///
+    /// # Panics
+    /// After `timeout`, with the sentinel's log.
+    pub fn wait_switch(&self, since: Instant, timeout: Duration) -> (Duration, u16) {
+        let old = self.primary.port();
+        poll_until(timeout, || {
+            self.sentinels[0]
+                .master_addr(MASTER)
+                .filter(|(_, port)| *port != old)
+                .map(|(_, port)| (since.elapsed(), port))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no failover within {timeout:?}; sentinel log:\n{}",
+                self.sentinels[0].log()
+            )
+        })
+    }
+
+    /// The replica listening on `port`.
+    ///
+    /// # Panics
+    /// If none does.
+    pub fn replica_on(&self, port: u16) -> &RedisServer {
+        self.replicas
+            .iter()
+            .find(|r| r.port() == port)
+            .unwrap_or_else(|| panic!("Sentinel promoted an unknown port {port}"))
+    }
+}
+
+/// How many errors each writer of a [`WriteLoad`] of `writers` threads got (errors name the
+/// key `k_<thread>_<n>`).
+pub fn errors_per_writer(report: &WriteReport, writers: usize) -> Vec<usize> {
+    let mut per = vec![0; writers];
+    for (_, e) in &report.errors {
+        let t = e
+            .strip_prefix("SET k_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|t| t.parse::<usize>().ok());
+        if let Some(slot) = t.and_then(|t| per.get_mut(t)) {
+            *slot += 1;
+        }
+    }
+    per
+}
