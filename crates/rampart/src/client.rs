@@ -27,7 +27,13 @@ enum End {
 }
 
 /// Serve one client until it leaves, breaks the protocol, or the process shuts down.
-pub async fn serve(worker: Rc<Worker>, pool: Rc<WorkerPool>, stream: Stream, id: u64, mode: Mode) {
+pub async fn serve(
+    worker: Rc<Worker>,
+    pool: Rc<WorkerPool>,
+    stream: Stream,
+    id: u64,
+    (mode, local): (Mode, bool),
+) {
     let pidx = pool.rt.index;
     let cells = &worker.stats.pools[pidx];
     cells.pool(PoolStat::ClientConnections).add(1);
@@ -41,6 +47,7 @@ pub async fn serve(worker: Rc<Worker>, pool: Rc<WorkerPool>, stream: Stream, id:
         id,
     );
     ctx.mode = mode;
+    ctx.local = local;
     let end = run(&worker, &mut ctx, &stream).await;
     pending.close();
     let cells = &worker.stats.pools[pidx];

@@ -55,6 +55,8 @@ pub struct Ctx {
     pub errored: bool,
     /// What the listener the client came through serves.
     pub mode: Mode,
+    /// The client connected over loopback or a unix socket (admin commands are allowed).
+    pub local: bool,
     now: Instant,
     deadline: Instant,
     keys: Vec<usize>,
@@ -80,6 +82,7 @@ impl Ctx {
             closing: false,
             errored: false,
             mode: Mode::All,
+            local: false,
             now: Instant::now(),
             deadline: Instant::now(),
             keys: Vec::new(),
@@ -125,6 +128,9 @@ impl Ctx {
     /// as is); inline requests are re-encoded.
     pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) {
         self.worker.stats.commands.add(1);
+        if argv[0].eq_ignore_ascii_case(b"rampart") {
+            return crate::local::rampart(self, argv);
+        }
         let Some(mut cmd) = rampart_commands::lookup(argv[0]) else {
             return self.reply_error(&unknown_command(argv));
         };

@@ -29,6 +29,9 @@ pub struct Checked {
     pub lag_ms: u64,
 }
 
+/// How often a check connection is replaced, so DNS names are looked up again.
+const RERESOLVE: Duration = Duration::from_secs(30);
+
 /// Interpret the replies to PING, ROLE, INFO replication.
 ///
 /// # Errors
@@ -81,7 +84,14 @@ pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: Ca
     let mut good = 0u32;
     let mut bad = 0u32;
     let mut believed_up = node.is_up();
+    // Reconnect now and then so a DNS name is resolved again even when nothing fails
+    // (managed services move their endpoints between addresses).
+    let mut conn_since = Instant::now();
     loop {
+        if conn_since.elapsed() > RERESOLVE {
+            conn = None;
+            conn_since = Instant::now();
+        }
         let changing = (believed_up && bad > 0) || (!believed_up && good > 0);
         let base = if changing {
             hc.fast_interval
@@ -103,6 +113,14 @@ pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: Ca
         let result = check(&node, &mut conn, &hc, max_lag).await;
         match result {
             Ok(c) => {
+                if node.role() == Role::Primary && c.role == Role::Replica {
+                    // A primary endpoint that now answers as a replica (a DNS primary endpoint
+                    // after a failover, or a demoted node): drop every connection so the next
+                    // ones resolve the name again, and stop writing to it.
+                    tracing::warn!(node = %node.label, "node now says it is a replica; closing its connections");
+                    node.close_all();
+                    conn = None;
+                }
                 node.set_checked(
                     c.role,
                     c.replica_ok,

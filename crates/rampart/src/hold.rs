@@ -86,7 +86,7 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
         let hold = &wp.shards[shard].hold;
         let rt = &wp.rt.shards[shard];
         let view = rt.view();
-        if let Some(primary) = view.writable_primary() {
+        if let Some(primary) = rt.write_target(&view) {
             let deadline = Instant::now() + wp.rt.timeout();
             while let Some(h) = hold.pop() {
                 let backend = wp.backend(shard, primary, h.client);

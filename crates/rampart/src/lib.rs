@@ -35,5 +35,6 @@ pub mod server;
 pub mod split;
 pub mod stats;
 pub mod stats_server;
+pub mod switchover;
 pub mod topology;
 pub mod worker;

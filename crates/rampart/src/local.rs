@@ -340,6 +340,14 @@ fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
                 m.pool_sum(p.index, PoolStat::Fragments),
             );
             for s in &p.shards {
+                let state = s
+                    .switch_state
+                    .lock()
+                    .map(|st| st.clone())
+                    .unwrap_or_default();
+                if !state.is_empty() {
+                    let _ = write!(t, "switchover_{}_{}:{}\r\n", p.conf.name, s.name, state);
+                }
                 let view = s.view();
                 for (ni, n) in view.nodes.iter().enumerate() {
                     let role = if view.primary == Some(ni) {
@@ -376,4 +384,65 @@ fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
         encode::bulk(&mut out, t.as_bytes());
         ctx.reply_raw(&out);
     }
+}
+
+/// `RAMPART SWITCHOVER <shard> [<replica>]`: a planned switchover of one shard of the client's
+/// pool (see [`crate::switchover`]); the reply comes when it is done. `RAMPART HELP` lists the
+/// commands. Accepted only from clients on loopback or a unix socket.
+pub fn rampart(ctx: &mut Ctx, argv: &[&[u8]]) {
+    let sub = argv
+        .get(1)
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut out = BytesMut::new();
+    match &sub[..] {
+        b"help" => {
+            let lines: [&[u8]; 2] = [
+                b"RAMPART SWITCHOVER <shard> [<replica address>] -- planned switchover of a shard's primary",
+                b"RAMPART HELP -- this text",
+            ];
+            encode::array_header(&mut out, lines.len());
+            for l in lines {
+                encode::bulk(&mut out, l);
+            }
+        }
+        b"switchover" if argv.len() == 3 || argv.len() == 4 => {
+            if !ctx.local {
+                encode::error(&mut out, "ERR rampart: admin commands are accepted only from clients on loopback or a unix socket");
+                return ctx.reply_raw(&out);
+            }
+            let name = String::from_utf8_lossy(argv[2]).into_owned();
+            let Some(shard) = ctx.pool.rt.shards.iter().position(|s| s.name == name) else {
+                encode::error(
+                    &mut out,
+                    &format!(
+                        "ERR rampart: pool '{}' has no shard '{}'",
+                        ctx.pool.rt.conf.name,
+                        sanitize(argv[2], 64)
+                    ),
+                );
+                return ctx.reply_raw(&out);
+            };
+            let target = argv.get(3).map(|t| String::from_utf8_lossy(t).into_owned());
+            let seq = ctx.pending.push_waiting();
+            let pending = std::rc::Rc::clone(&ctx.pending);
+            let pool = std::sync::Arc::clone(&ctx.pool.rt);
+            tokio::task::spawn_local(async move {
+                let mut out = BytesMut::new();
+                match crate::switchover::run(pool, shard, target).await {
+                    Ok(msg) => encode::simple(&mut out, msg.as_bytes()),
+                    Err(e) => {
+                        encode::error(&mut out, &format!("ERR rampart: switchover failed: {e}"))
+                    }
+                }
+                pending.deliver(seq, 0, &out);
+            });
+            return;
+        }
+        _ => encode::error(
+            &mut out,
+            "ERR rampart: unknown or malformed RAMPART command; try RAMPART HELP",
+        ),
+    }
+    ctx.reply_raw(&out);
 }

@@ -109,7 +109,11 @@ pub fn send(
     let node = match access {
         Access::Write | Access::ReadPrimary => {
             let hold = &wp.shards[shard].hold;
-            match view.writable_primary() {
+            let target = match access {
+                Access::Write => rt.shards[shard].write_target(&view),
+                _ => view.writable_primary(),
+            };
+            match target {
                 Some(p) if hold.is_empty() || access == Access::ReadPrimary => Some(Arc::clone(p)),
                 _ if access == Access::Write && ha && !rt.conf.failover_hold.is_zero() => {
                     let held = Held {

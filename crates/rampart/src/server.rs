@@ -41,6 +41,7 @@ pub struct Options {
 struct Accepted {
     pool: usize,
     mode: Mode,
+    local: bool,
     conn: RawConn,
     id: u64,
     guard: ConnGuard,
@@ -293,19 +294,19 @@ async fn accept_loop(
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = match &listener {
-            Listener::Tcp(l) => l.accept().await.and_then(|(s, _)| {
+            Listener::Tcp(l) => l.accept().await.and_then(|(s, peer)| {
                 s.set_nodelay(true)?;
                 if conf.tcpkeepalive {
                     socket2::SockRef::from(&s).set_keepalive(true)?;
                 }
-                Ok(RawConn::Tcp(s.into_std()?))
+                Ok((RawConn::Tcp(s.into_std()?), peer.ip().is_loopback()))
             }),
             Listener::Unix(l) => l
                 .accept()
                 .await
-                .and_then(|(s, _)| Ok(RawConn::Unix(s.into_std()?))),
+                .and_then(|(s, _)| Ok((RawConn::Unix(s.into_std()?), true))),
         };
-        let conn = match accepted {
+        let (conn, local) = match accepted {
             Ok(s) => {
                 backoff = Duration::from_millis(10);
                 s
@@ -335,6 +336,7 @@ async fn accept_loop(
         let mut job = Accepted {
             pool,
             mode,
+            local,
             conn,
             id,
             guard,
@@ -398,7 +400,7 @@ fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Accepted>,
                             let w = std::rc::Rc::clone(&worker);
                             let guard = job.guard;
                             tokio::task::spawn_local(async move {
-                                crate::client::serve(w, pool, stream, job.id, job.mode).await;
+                                crate::client::serve(w, pool, stream, job.id, (job.mode, job.local)).await;
                                 drop(guard);
                             });
                         }

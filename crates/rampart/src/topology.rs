@@ -61,9 +61,41 @@ pub struct ShardRt {
     failures: AtomicU32,
     ejected: AtomicBool,
     retry_at_ms: AtomicU64,
+    switching: AtomicBool,
+    /// What a running (or the last) planned switchover is doing, for INFO.
+    pub switch_state: std::sync::Mutex<String>,
 }
 
 impl ShardRt {
+    /// A planned switchover holds this shard's writes.
+    #[inline]
+    pub fn is_switching(&self) -> bool {
+        self.switching.load(Ordering::Relaxed)
+    }
+    /// Start holding writes for a switchover; false if one is already running.
+    pub fn begin_switch(&self) -> bool {
+        !self.switching.swap(true, Ordering::AcqRel)
+    }
+    /// Release the writes held for a switchover.
+    pub fn end_switch(&self) {
+        self.switching.store(false, Ordering::Release);
+    }
+    /// Record the switchover's progress.
+    pub fn set_switch_state(&self, s: impl Into<String>) {
+        let s = s.into();
+        tracing::info!(shard = %self.name, "switchover: {s}");
+        if let Ok(mut st) = self.switch_state.lock() {
+            *st = s;
+        }
+    }
+    /// The primary that may take writes now (none while a switchover holds them).
+    #[inline]
+    pub fn write_target<'a>(&self, view: &'a ShardView) -> Option<&'a Arc<NodeRt>> {
+        if self.is_switching() {
+            return None;
+        }
+        view.writable_primary()
+    }
     /// The current view (one atomic load).
     #[inline]
     pub fn view(&self) -> Guard<Arc<ShardView>> {
@@ -137,6 +169,8 @@ impl PoolRt {
                     failures: AtomicU32::new(0),
                     ejected: AtomicBool::new(false),
                     retry_at_ms: AtomicU64::new(0),
+                    switching: AtomicBool::new(false),
+                    switch_state: std::sync::Mutex::new(String::new()),
                 }
             })
             .collect();
