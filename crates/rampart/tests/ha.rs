@@ -7,23 +7,14 @@
 
 #[path = "common/ha.rs"]
 mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
 
 use std::time::{Duration, Instant};
 
-use ha::{
-    calls, missing_writes, preload, replica_set, short_form, Ack, CommandTap, HaProxy, ReadLoad,
-    SentinelSetup, WriteLoad, FAST_CHECKS,
-};
+use ha::{delta, gets, preload, replica_set, short_form, HaProxy, SentinelSetup, FAST_CHECKS};
+use load::{missing_writes, Ack, CommandTap, ReadLoad, WriteLoad};
 use testkit::{poll_until, Client, RedisServer, Reply};
-
-/// The `cmdstat_get` calls of each server.
-fn gets(servers: &[&RedisServer]) -> Vec<u64> {
-    servers.iter().map(|s| calls(&s.addr(), "get")).collect()
-}
-
-fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
-    after.iter().zip(before).map(|(a, b)| a - b).collect()
-}
 
 /// A primary, two replicas and a short-form pool over them with `read_policy`, every node in
 /// rotation and `keys` keys preloaded and replicated.
@@ -75,7 +66,11 @@ fn replica_kill9_under_read_load() {
     assert_reads_on_replicas(&s);
     let dead = s.replicas[0].addr();
     let load = ReadLoad::start(&s.proxy.addr(), 4, &s.keys, Duration::from_secs(3));
-    assert!(ha::progressed(|| load.done(), 500, Duration::from_secs(5)));
+    assert!(load::progressed(
+        || load.done(),
+        500,
+        Duration::from_secs(5)
+    ));
 
     s.replicas[0].kill9();
     let killed = Instant::now();
@@ -140,7 +135,11 @@ fn replica_sigstop_10s() {
     assert_reads_on_replicas(&s);
     let frozen = s.replicas[0].addr();
     let load = ReadLoad::start(&s.proxy.addr(), 4, &s.keys, Duration::from_secs(5));
-    assert!(ha::progressed(|| load.done(), 500, Duration::from_secs(5)));
+    assert!(load::progressed(
+        || load.done(),
+        500,
+        Duration::from_secs(5)
+    ));
     let baseline_done = load.done();
 
     s.replicas[0].stop();
@@ -207,7 +206,11 @@ fn sentinel_failover_under_write_load() {
     const WRITERS: usize = 3;
     let mut s = SentinelSetup::start("  failover_hold: 10s\n");
     let load = WriteLoad::start(&s.proxy.addr(), WRITERS, Duration::from_secs(15));
-    assert!(ha::progressed(|| load.acked(), 300, Duration::from_secs(5)));
+    assert!(load::progressed(
+        || load.acked(),
+        300,
+        Duration::from_secs(5)
+    ));
     let kill_at = load.started().elapsed();
     s.primary.kill9();
     let (switch_after, new_port) = s.wait_switch(Instant::now(), Duration::from_secs(20));
@@ -244,7 +247,7 @@ fn sentinel_failover_under_write_load() {
         "writes: {} acknowledged, {} errors (per writer {:?}), p50={:?} p99={:?} max={:?}",
         report.acks.len(),
         report.errors.len(),
-        ha::errors_per_writer(&report, WRITERS),
+        load::errors_per_writer(&report, WRITERS),
         report.quantile(0.5),
         report.quantile(0.99),
         report.latencies.last().copied().unwrap_or_default()
@@ -304,4 +307,9 @@ fn sentinel_failover_under_write_load() {
         "MONITOR ended before the conversion: {:?}",
         taps.ended
     );
+}
+
+#[test]
+fn least_outstanding_avoids_a_slow_replica() {
+    ha::slow_replica_run("least-outstanding");
 }
