@@ -246,3 +246,97 @@ fn a_held_write_fails_with_a_clear_error_after_failover_hold() {
         "the connection stays usable"
     );
 }
+
+#[test]
+fn a_planned_switchover_under_write_load_loses_nothing_and_pauses_writes_briefly() {
+    let ha = start("  failover_hold: 5s\n", &[]);
+    let addr = format!("127.0.0.1:{}", ha.port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|t| {
+            let addr = addr.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                let (mut acked, mut errors, mut longest) = (Vec::new(), 0, Duration::ZERO);
+                let mut last = Instant::now();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    let key = format!("w{t}:{n}");
+                    match c.cmd(&["SET", key.as_str(), "1"]) {
+                        Reply::Simple(s) if s == "OK" => {
+                            acked.push(key);
+                            longest = longest.max(last.elapsed());
+                            last = Instant::now();
+                        }
+                        other => {
+                            eprintln!("write error: {other:?}");
+                            errors += 1;
+                        }
+                    }
+                    n += 1;
+                }
+                (acked, errors, longest)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut admin = ha.client();
+    let t = Instant::now();
+    let r = admin.cmd(&["RAMPART", "SWITCHOVER", "alpha"]);
+    let took = t.elapsed();
+    assert!(
+        matches!(&r, Reply::Simple(s) if s.contains("switched to")),
+        "{r:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    let mut errors = 0;
+    let mut pause = Duration::ZERO;
+    for w in writers {
+        let (a, e, p) = w.join().expect("writer");
+        acked.extend(a);
+        errors += e;
+        pause = pause.max(p);
+    }
+    let new_primary = ha
+        .replicas
+        .iter()
+        .find(|r| r.role() == "master")
+        .expect("a replica was promoted");
+    let mut c = Client::connect(&new_primary.addr());
+    let missing = acked
+        .iter()
+        .filter(|k| c.cmd(&["EXISTS", k.as_str()]) != Reply::Int(1))
+        .count();
+    println!(
+        "switchover: {} ms, {} acknowledged writes, {errors} errors, {missing} lost, longest write pause {} ms",
+        took.as_millis(),
+        acked.len(),
+        pause.as_millis()
+    );
+    assert_eq!(errors, 0, "no client saw an error");
+    assert_eq!(missing, 0, "every acknowledged write is on the new primary");
+    assert!(acked.len() > 100, "the load ran");
+    assert!(pause < Duration::from_secs(1), "writes paused {pause:?}");
+}
+
+#[test]
+fn admin_commands_need_a_local_client_and_a_known_shard() {
+    let ha = start("", &[]);
+    let mut c = ha.client();
+    let r = c.cmd(&["RAMPART", "SWITCHOVER", "nope"]);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.contains("no shard 'nope'")),
+        "{r:?}"
+    );
+    let r = c.cmd(&["RAMPART", "BOGUS"]);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.contains("RAMPART HELP")),
+        "{r:?}"
+    );
+    assert!(matches!(c.cmd(&["RAMPART", "HELP"]), Reply::Array(Some(_))));
+}
