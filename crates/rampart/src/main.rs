@@ -94,6 +94,13 @@ fn describe_stats() {
     println!("\nserver stats:");
     for s in ServerStat::ALL {
         println!("  {:<24}\"{}\"", s.key(), s.describe());
+        if *s == ServerStat::ServerConnections {
+            // A timestamp kept with each node rather than a per-worker cell.
+            println!(
+                "  {:<24}\"timestamp of the last ejection (unix µs)\"",
+                "server_ejected_at"
+            );
+        }
     }
 }
 

@@ -292,16 +292,9 @@ fn describe_stats_lists_the_same_names_as_nutcracker() {
         extra.is_empty(),
         "-D names stats nutcracker lacks: {extra:?}"
     );
-    let missing: Vec<&String> = theirs
-        .difference(&ours)
-        .filter(|name| !NOT_YET_DESCRIBED.contains(&name.as_str()))
-        .collect();
+    let missing: Vec<&String> = theirs.difference(&ours).collect();
     assert!(missing.is_empty(), "-D lacks nutcracker's {missing:?}");
 }
-
-/// Stats that rampart reports in its JSON but does not list under `-D` yet (a known gap:
-/// `server_ejected_at` is written by the stats server outside the stat tables).
-const NOT_YET_DESCRIBED: &[&str] = &["server_ejected_at"];
 
 #[test]
 fn pid_file_lives_while_running_and_goes_after_sigterm() {
