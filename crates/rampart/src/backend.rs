@@ -127,7 +127,6 @@ pub struct Backend {
     down: RefCell<Option<(Instant, String)>>,
     streak: Cell<u32>,
     running: Cell<bool>,
-    latency_us: Cell<u64>,
 }
 
 impl Backend {
@@ -152,7 +151,6 @@ impl Backend {
             down: RefCell::new(None),
             streak: Cell::new(0),
             running: Cell::new(false),
-            latency_us: Cell::new(0),
         });
         if b.pool.conf.preconnect {
             b.start();
@@ -171,11 +169,6 @@ impl Backend {
     /// Requests queued or in flight.
     pub fn outstanding(&self) -> usize {
         self.waiters.borrow().len()
-    }
-
-    /// Moving average of reply latency on this connection, µs.
-    pub fn latency_us(&self) -> u64 {
-        self.latency_us.get()
     }
 
     fn start(self: &Rc<Self>) {
@@ -450,7 +443,6 @@ impl Backend {
         let mut replies = 0i64;
         let mut bytes = 0i64;
         let mut req_bytes = 0i64;
-        let mut oldest: Option<Instant> = None;
         loop {
             let n = match dec.decode(rbuf.data()) {
                 Ok(Some(n)) => n,
@@ -479,7 +471,6 @@ impl Backend {
                     ))
                 }
             }
-            oldest.get_or_insert(w.deadline);
             replies += 1;
             bytes += n as i64;
             req_bytes += w.len as i64;
@@ -492,16 +483,6 @@ impl Backend {
             self.cell(ServerStat::OutQueueBytes).add(-req_bytes);
             self.pool.shard_ok(self.shard);
             self.node.passive_ok();
-            if let Some(deadline) = oldest {
-                // Queued at deadline - timeout; a moving average over batches.
-                let sent = deadline
-                    .checked_sub(self.pool.timeout())
-                    .unwrap_or(deadline);
-                let took = Instant::now().saturating_duration_since(sent).as_micros() as u64;
-                let avg = self.latency_us.get();
-                self.latency_us
-                    .set(if avg == 0 { took } else { (avg * 7 + took) / 8 });
-            }
         }
         rbuf.shrink_if_idle(64 * 1024);
         Ok(())

@@ -72,13 +72,18 @@ pub fn pick_read(
                 .min_by_key(|n| (wp.outstanding(shard, n), n.priority))
         }
         ReadPolicy::Latency if cands.len() > 1 => {
-            // Power of two choices: two random candidates, the one with the lower latency
-            // average (weighted by what is already queued on it) wins.
-            let a = cands[crate::rand::below(cands.len() as u64) as usize];
-            let b = cands[crate::rand::below(cands.len() as u64) as usize];
+            // Power of two choices: two different random candidates; the one with the lower
+            // latency wins, weighted by what this worker already has queued on it. Latency is
+            // the node's health-check round trip: it is refreshed every check interval, so a
+            // node that slows down, or recovers, is seen within a few checks even while it
+            // gets no traffic (a reply average would freeze at its worst value).
+            let i = crate::rand::below(cands.len() as u64) as usize;
+            let j = (i + 1 + crate::rand::below(cands.len() as u64 - 1) as usize) % cands.len();
             let cost = |n: &NodeRt| {
-                (wp.latency_us(shard, n).max(1)) * (1 + wp.outstanding(shard, n) as u64)
+                let lat = n.check_us().max(1);
+                lat * (1 + wp.outstanding(shard, n) as u64)
             };
+            let (a, b) = (cands[i], cands[j]);
             Some(if cost(a) <= cost(b) { a } else { b })
         }
         _ => {

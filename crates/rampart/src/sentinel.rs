@@ -72,7 +72,7 @@ pub fn parse_master(master: &Val, replicas: &Val) -> Option<MasterInfo> {
 /// Follow the sentinels of `pool` until `stop`.
 pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) {
     let kick = Arc::new(Notify::new());
-    let sentinels: Vec<SentinelAddr> = pool.conf.sentinels.clone();
+    let mut sentinels: Vec<SentinelAddr> = pool.conf.sentinels.clone();
     for s in &sentinels {
         tokio::spawn(subscribe(
             Arc::clone(&pool),
@@ -82,12 +82,27 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
         ));
     }
     let mut checks: HashMap<u64, CancellationToken> = HashMap::new();
+    let mut rounds = 0u64;
     loop {
         for shard in 0..pool.shards.len() {
             if let Some(info) = ask(&pool, &sentinels, shard).await {
                 apply(&pool, shard, &info, workers, &mut checks, &stop).await;
             }
         }
+        // Learn sentinels added after start (every ~10 polls).
+        if rounds.is_multiple_of(10) {
+            for s in discover(&pool, &sentinels).await {
+                tracing::info!(pool = %pool.conf.name, sentinel = %format!("{}:{}", s.host, s.port), "following a newly discovered sentinel");
+                tokio::spawn(subscribe(
+                    Arc::clone(&pool),
+                    s.clone(),
+                    Arc::clone(&kick),
+                    stop.clone(),
+                ));
+                sentinels.push(s);
+            }
+        }
+        rounds += 1;
         tokio::select! {
             _ = tokio::time::sleep(pool.conf.sentinel_poll) => {}
             _ = kick.notified() => {}
@@ -151,6 +166,53 @@ async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<
         }
     }
     best
+}
+
+/// Most sentinels followed per pool (configured plus discovered).
+const MAX_SENTINELS: usize = 16;
+
+/// Sentinels that the known ones report (`SENTINEL SENTINELS`) and that are not followed yet.
+async fn discover(pool: &PoolRt, known: &[SentinelAddr]) -> Vec<SentinelAddr> {
+    let Some(shard) = pool.shards.first() else {
+        return Vec::new();
+    };
+    let limit = Duration::from_millis(300);
+    let mut found: Vec<SentinelAddr> = Vec::new();
+    for s in known {
+        let Some(mut c) = connect(pool, s, limit).await else {
+            continue;
+        };
+        let Ok(r) = c
+            .call(
+                &[&[b"SENTINEL", b"SENTINELS", shard.name.as_bytes()]],
+                limit,
+            )
+            .await
+        else {
+            continue;
+        };
+        for other in r[0].items().iter().map(fields) {
+            let (Some(host), Some(port)) = (
+                other.get("ip"),
+                other.get("port").and_then(|p| p.parse().ok()),
+            ) else {
+                continue;
+            };
+            let new = SentinelAddr {
+                host: host.clone(),
+                port,
+            };
+            let seen = known
+                .iter()
+                .chain(&found)
+                .any(|k| k.host == new.host && k.port == new.port);
+            if !seen && known.len() + found.len() < MAX_SENTINELS {
+                found.push(new);
+            }
+        }
+        break;
+    }
+    found
 }
 
 fn tcp(addr: &(String, u16)) -> ServerAddr {

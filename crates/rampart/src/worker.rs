@@ -97,17 +97,6 @@ impl WorkerPool {
             .map(|(_, v)| v.iter().map(|b| b.outstanding()).sum())
             .unwrap_or(0)
     }
-
-    /// This worker's latency average to `node` in µs (0 when unknown).
-    pub fn latency_us(&self, shard: usize, node: &NodeRt) -> u64 {
-        self.shards[shard]
-            .conns
-            .borrow()
-            .iter()
-            .find(|(id, _)| *id == node.id)
-            .and_then(|(_, v)| v.iter().map(|b| b.latency_us()).max())
-            .unwrap_or(0)
-    }
 }
 
 /// One worker thread's context, shared by its sessions through `Rc`.
