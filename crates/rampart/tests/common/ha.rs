@@ -421,3 +421,41 @@ pub fn slow_replica_run(policy: &str) {
         base.quantile(0.99)
     );
 }
+
+/// A primary, two replicas and a short-form pool over them with `read_policy`, every node in
+/// rotation and `keys` keys preloaded and replicated.
+pub struct ReadSetup {
+    /// The primary.
+    pub primary: RedisServer,
+    /// Its two replicas.
+    pub replicas: Vec<RedisServer>,
+    /// The proxy.
+    pub proxy: HaProxy,
+    /// The preloaded keys and values.
+    pub keys: Arc<Vec<(String, String)>>,
+}
+
+/// Starts a [`ReadSetup`]: [`FAST_CHECKS`], `read_policy`, then the extra pool lines `extra`.
+///
+/// # Panics
+/// If a process does not start or a node does not come up within 5 s.
+pub fn read_setup(read_policy: &str, extra: &str) -> ReadSetup {
+    let (primary, replicas) = replica_set(2);
+    let addrs: Vec<String> = replicas.iter().map(RedisServer::addr).collect();
+    let body = short_form(
+        &primary.addr(),
+        &addrs,
+        &format!("  read_policy: {read_policy}\n{FAST_CHECKS}{extra}"),
+    );
+    let proxy = HaProxy::start(&body);
+    let mut all = vec![primary.addr()];
+    all.extend(addrs);
+    proxy.wait_up(&all, Duration::from_secs(5));
+    let keys = preload(&proxy.addr(), 500, &[&replicas[0], &replicas[1]]);
+    ReadSetup {
+        primary,
+        replicas,
+        proxy,
+        keys,
+    }
+}
