@@ -62,6 +62,11 @@ impl Hold {
         Ok(())
     }
 
+    fn push_front(&self, h: Held) {
+        self.bytes.set(self.bytes.get() + h.bytes.len());
+        self.q.borrow_mut().push_front(h);
+    }
+
     fn pop(&self) -> Option<Held> {
         let h = self.q.borrow_mut().pop_front()?;
         self.bytes
@@ -90,14 +95,28 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
             let deadline = Instant::now() + wp.rt.timeout();
             while let Some(h) = hold.pop() {
                 let backend = wp.backend(shard, primary, h.client);
-                let bytes = h.bytes;
-                let sink = h.sink;
-                let (pending, seq, part) = (Rc::clone(&sink.pending), sink.seq, sink.part);
-                if let Err(e) = backend.send(sink, deadline, |out| out.extend_from_slice(&bytes)) {
-                    pending.deliver(seq, part, format!("-ERR rampart: {e}\r\n").as_bytes());
+                let Held {
+                    sink,
+                    bytes,
+                    client,
+                    until,
+                } = h;
+                if let Err((sink, _)) =
+                    backend.send_or_return(sink, deadline, |out| out.extend_from_slice(&bytes))
+                {
+                    // The primary is in connect back-off: keep the write, in front, and try
+                    // again on a later tick (or fail it when its time is up, below).
+                    hold.push_front(Held {
+                        sink,
+                        bytes,
+                        client,
+                        until,
+                    });
+                    break;
                 }
             }
-        } else {
+        }
+        {
             let now = Instant::now();
             while hold.q.borrow().front().is_some_and(|h| h.until <= now) {
                 if let Some(h) = hold.pop() {

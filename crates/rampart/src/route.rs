@@ -120,24 +120,8 @@ pub fn send(
             };
             match target {
                 Some(p) if hold.is_empty() || access == Access::ReadPrimary => Some(Arc::clone(p)),
-                _ if access == Access::Write && ha && !rt.conf.failover_hold.is_zero() => {
-                    let held = Held {
-                        sink: with_resend(sink, wp, shard, bytes, true, client),
-                        bytes: bytes.to_vec(),
-                        client,
-                        until: Instant::now() + rt.conf.failover_hold,
-                    };
-                    match hold.push(held, rt.conf.failover_hold_bytes) {
-                        Ok(()) => ensure_releaser(wp, shard),
-                        Err(h) => fail(
-                            h.sink,
-                            &format!(
-                                "shard '{}' has no primary and its failover_hold_bytes are full",
-                                rt.shards[shard].name
-                            ),
-                        ),
-                    }
-                    return;
+                _ if access == Access::Write && can_hold(wp) => {
+                    return hold_write(wp, shard, sink, bytes, client);
                 }
                 _ if access == Access::ReadPrimary => pick_read(wp, shard, &view, exclude),
                 _ => None,
@@ -165,7 +149,42 @@ pub fn send(
     if let Err((sink, e)) =
         backend.send_or_return(sink, deadline, |out| out.extend_from_slice(bytes))
     {
-        fail(sink, &e.to_string());
+        // Nothing was sent: a write may wait for the node (or its successor), a read may try
+        // another node once.
+        match access {
+            Access::Write if can_hold(wp) => hold_write(wp, shard, sink, bytes, client),
+            Access::Read | Access::ReadPrimary if ha => retry(sink, node.id, &e.to_string()),
+            _ => fail(sink, &e.to_string()),
+        }
+    }
+}
+
+/// Writes of this pool may wait in the failover hold.
+fn can_hold(wp: &WorkerPool) -> bool {
+    wp.rt.checked && !wp.rt.conf.failover_hold.is_zero()
+}
+
+/// Put a write that was not sent into the shard's hold (or fail it when the hold is full).
+fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
+    let rt = &wp.rt;
+    let held = Held {
+        sink: with_resend(sink, wp, shard, bytes, true, client),
+        bytes: bytes.to_vec(),
+        client,
+        until: Instant::now() + rt.conf.failover_hold,
+    };
+    match wp.shards[shard]
+        .hold
+        .push(held, rt.conf.failover_hold_bytes)
+    {
+        Ok(()) => ensure_releaser(wp, shard),
+        Err(h) => fail(
+            h.sink,
+            &format!(
+                "shard '{}' has no primary and its failover_hold_bytes are full",
+                rt.shards[shard].name
+            ),
+        ),
     }
 }
 
