@@ -94,6 +94,7 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
             }
             blocked
         };
+        record_latency(&worker.stats, ctx, pending.outstanding());
         if (ctx.closing || eof) && pending.outstanding() == 0 && !blocked {
             return if ctx.closing && !eof && ctx.errored {
                 End::Err
@@ -131,6 +132,22 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                 }
             }
             _ = &mut cancelled, if !ctx.closing => ctx.closing = true,
+        }
+    }
+}
+
+/// Count the requests whose replies left the reply queue since the last call, with their
+/// latency (one clock read per call, not per request).
+fn record_latency(stats: &crate::stats::WorkerStats, ctx: &mut Ctx, outstanding: usize) {
+    let done = ctx.timing.len().saturating_sub(outstanding);
+    if done == 0 {
+        return;
+    }
+    let now = tokio::time::Instant::now();
+    for (cmd, start) in ctx.timing.drain(..done) {
+        let us = now.saturating_duration_since(start).as_micros() as u64;
+        if let Some(c) = stats.by_command.get(cmd as usize) {
+            c.record(us);
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct Ctx {
     pub mode: Mode,
     /// The client connected over loopback or a unix socket (admin commands are allowed).
     pub local: bool,
+    /// Command and arrival time of each request whose reply has not been counted yet, in
+    /// order (replies leave in order, so the oldest entries are the ones answered).
+    pub timing: std::collections::VecDeque<(u16, Instant)>,
     now: Instant,
     deadline: Instant,
     keys: Vec<usize>,
@@ -83,6 +86,7 @@ impl Ctx {
             errored: false,
             mode: Mode::All,
             local: false,
+            timing: std::collections::VecDeque::new(),
             now: Instant::now(),
             deadline: Instant::now(),
             keys: Vec::new(),
@@ -128,10 +132,13 @@ impl Ctx {
     /// as is); inline requests are re-encoded.
     pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) {
         self.worker.stats.commands.add(1);
+        let found = rampart_commands::lookup(argv[0]);
+        self.timing
+            .push_back((crate::stats::command_index(found) as u16, self.now));
         if argv[0].eq_ignore_ascii_case(b"rampart") {
             return crate::local::rampart(self, argv);
         }
-        let Some(mut cmd) = rampart_commands::lookup(argv[0]) else {
+        let Some(mut cmd) = found else {
             return self.reply_error(&unknown_command(argv));
         };
         if !cmd.subcommands.is_empty() && argv.len() >= 2 {

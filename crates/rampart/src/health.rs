@@ -133,6 +133,10 @@ pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: Ca
                     believed_up = true;
                     if node.set_up(true) {
                         tracing::info!(node = %node.label, role = ?c.role, "node up after {good} good checks");
+                        node.event(
+                            crate::events::Kind::NodeUp,
+                            format!("up after {good} good checks ({:?})", c.role),
+                        );
                     }
                 }
             }
@@ -145,6 +149,10 @@ pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: Ca
                     believed_up = false;
                     if node.set_up(false) {
                         tracing::warn!(node = %node.label, "node down after {bad} failed checks: {why}");
+                        node.event(
+                            crate::events::Kind::NodeDown,
+                            format!("down after {bad} failed checks: {why}"),
+                        );
                     }
                 }
             }

@@ -21,6 +21,7 @@ pub mod backend;
 pub mod client;
 pub mod ctl;
 pub mod dispatch;
+pub mod events;
 pub mod health;
 pub mod hold;
 pub mod io;

@@ -41,7 +41,10 @@ pub struct NodeRt {
     pub zone: Option<String>,
     /// Lower is preferred among equals.
     pub priority: u32,
+    /// The pool and shard it belongs to (for events and logs).
+    pub place: (String, String),
     up: AtomicBool,
+    maintenance: AtomicBool,
     role: AtomicU8,
     replica_ok: AtomicBool,
     lag_ms: AtomicU64,
@@ -63,8 +66,8 @@ impl NodeRt {
     pub fn new(
         addr: ServerAddr,
         label: String,
-        zone: Option<String>,
-        priority: u32,
+        (zone, priority): (Option<String>, u32),
+        place: (String, String),
         workers: usize,
         checked: bool,
     ) -> Self {
@@ -75,7 +78,9 @@ impl NodeRt {
             label,
             zone,
             priority,
+            place,
             up: AtomicBool::new(!checked),
+            maintenance: AtomicBool::new(false),
             role: AtomicU8::new(Role::Unknown as u8),
             replica_ok: AtomicBool::new(!checked),
             lag_ms: AtomicU64::new(0),
@@ -107,7 +112,31 @@ impl NodeRt {
     /// Passes health checks and is not ejected.
     #[inline]
     pub fn is_routable(&self) -> bool {
-        self.up.load(Relaxed) && !self.is_ejected()
+        self.up.load(Relaxed) && !self.is_ejected() && !self.maintenance.load(Relaxed)
+    }
+
+    /// In maintenance: no new requests; the ones in flight finish.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.load(Relaxed)
+    }
+
+    /// Put the node into maintenance (drain) or take it out.
+    pub fn set_maintenance(&self, on: bool) {
+        if self.maintenance.swap(on, Relaxed) != on {
+            self.event(
+                crate::events::Kind::Maintenance,
+                if on {
+                    "maintenance: drained, no new requests"
+                } else {
+                    "maintenance over"
+                },
+            );
+        }
+    }
+
+    /// Record an event about this node.
+    pub fn event(&self, kind: crate::events::Kind, message: impl Into<String>) {
+        crate::events::record(kind, &self.place.0, &self.place.1, &self.label, message);
     }
 
     /// Taken out by passive failures and not yet back.
@@ -234,6 +263,10 @@ impl NodeRt {
         // Back only through active checks: it must pass `rise` checks again.
         self.up.store(false, Relaxed);
         tracing::warn!(node = %self.label, "node ejected for {time:?} after {n} consecutive failures on live traffic");
+        self.event(
+            crate::events::Kind::NodeEjected,
+            format!("ejected for {time:?} after {n} consecutive failures on live traffic"),
+        );
         true
     }
 

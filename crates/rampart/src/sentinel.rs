@@ -255,7 +255,14 @@ async fn apply(
                 ServerAddr::Tcp { host, port } => format!("{host}:{port}"),
                 ServerAddr::Unix(p) => p.display().to_string(),
             };
-            let n = Arc::new(NodeRt::new(a.clone(), label, None, 100, workers, true));
+            let n = Arc::new(NodeRt::new(
+                a.clone(),
+                label,
+                (None, 100),
+                (pool.conf.name.clone(), rt.name.clone()),
+                workers,
+                true,
+            ));
             let token = stop.child_token();
             checks.insert(n.id, token.clone());
             tokio::spawn(crate::health::run(
@@ -286,6 +293,13 @@ async fn apply(
         if let Some(p) = nodes.first() {
             confirm(p, pool).await;
         }
+        crate::events::record(
+            crate::events::Kind::Failover,
+            &pool.conf.name,
+            &rt.name,
+            &format!("{}:{}", info.primary.0, info.primary.1),
+            format!("Sentinel names a new primary (config epoch {})", info.epoch),
+        );
         tracing::warn!(
             pool = %pool.conf.name,
             shard = %rt.name,

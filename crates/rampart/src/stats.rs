@@ -105,6 +105,74 @@ impl PoolCells {
     }
 }
 
+/// Upper bounds (µs, inclusive) of the per-command latency histogram buckets; the last one is
+/// +Inf. Latency is measured from the read that brought a request to the write of its reply.
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    u64::MAX,
+];
+
+/// Calls and latency of one command on one worker.
+#[derive(Debug, Default)]
+pub struct CommandCells {
+    /// Requests answered.
+    pub calls: Cell,
+    /// Sum of their latencies, µs.
+    pub sum_us: Cell,
+    /// Count per bucket of [`LATENCY_BUCKETS_US`] (not cumulative).
+    pub buckets: [Cell; LATENCY_BUCKETS_US.len()],
+}
+
+impl CommandCells {
+    /// Count one request that took `us` microseconds.
+    #[inline]
+    pub fn record(&self, us: u64) {
+        self.calls.add(1);
+        self.sum_us.add(us as i64);
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len() - 1);
+        self.buckets[i].add(1);
+    }
+}
+
+/// Index of a command in the per-command tables: its position in the command table, or the
+/// last slot for anything the table does not know (unknown commands, `RAMPART`).
+pub fn command_index(cmd: Option<&rampart_commands::Command>) -> usize {
+    let all = rampart_commands::all();
+    let Some(c) = cmd else { return all.len() };
+    // Top-level entries live in one static slice: an entry's offset in it is its index.
+    let size = std::mem::size_of::<rampart_commands::Command>().max(1);
+    let i =
+        (c as *const rampart_commands::Command as usize).wrapping_sub(all.as_ptr() as usize) / size;
+    if i < all.len() && std::ptr::eq(&all[i], c) {
+        i
+    } else {
+        all.len()
+    }
+}
+
+/// The name of a command-table slot (see [`command_index`]).
+pub fn command_name(index: usize) -> &'static str {
+    rampart_commands::all()
+        .get(index)
+        .map(|c| c.name)
+        .unwrap_or("other")
+}
+
 /// Everything one worker counts.
 #[derive(Debug)]
 pub struct WorkerStats {
@@ -116,6 +184,8 @@ pub struct WorkerStats {
     pub curr_connections: Cell,
     /// Requests answered by this worker (all pools, including local replies).
     pub commands: Cell,
+    /// Per command (see [`command_index`]).
+    pub by_command: Vec<CommandCells>,
 }
 
 /// The statistics of the whole process: one [`WorkerStats`] per worker.
@@ -133,6 +203,9 @@ impl Metrics {
                 total_connections: Cell::default(),
                 curr_connections: Cell::default(),
                 commands: Cell::default(),
+                by_command: (0..=rampart_commands::all().len())
+                    .map(|_| CommandCells::default())
+                    .collect(),
             })
         };
         Metrics {
@@ -150,6 +223,37 @@ impl Metrics {
             .map(|w| w.pools[pool].pool(s).get())
             .sum()
     }
+    /// Per command with at least one call: name, calls, latency sum (µs) and bucket counts
+    /// (not cumulative), summed over the workers.
+    pub fn commands(&self) -> Vec<(&'static str, i64, i64, Vec<i64>)> {
+        let n = rampart_commands::all().len() + 1;
+        (0..n)
+            .filter_map(|i| {
+                let calls: i64 = self
+                    .workers
+                    .iter()
+                    .map(|w| w.by_command[i].calls.get())
+                    .sum();
+                (calls > 0).then(|| {
+                    let sum = self
+                        .workers
+                        .iter()
+                        .map(|w| w.by_command[i].sum_us.get())
+                        .sum();
+                    let buckets = (0..LATENCY_BUCKETS_US.len())
+                        .map(|b| {
+                            self.workers
+                                .iter()
+                                .map(|w| w.by_command[i].buckets[b].get())
+                                .sum()
+                        })
+                        .collect();
+                    (command_name(i), calls, sum, buckets)
+                })
+            })
+            .collect()
+    }
+
     /// Sum of a process-wide statistic chosen by `f`.
     pub fn global_sum(&self, f: impl Fn(&WorkerStats) -> &Cell) -> i64 {
         self.workers.iter().map(|w| f(w).get()).sum()

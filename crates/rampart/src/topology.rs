@@ -128,12 +128,18 @@ pub struct PoolRt {
     next_retry_ms: AtomicU64,
 }
 
-fn node_rt(n: &Node, label: String, workers: usize, checked: bool) -> Arc<NodeRt> {
+fn node_rt(
+    n: &Node,
+    label: String,
+    place: (String, String),
+    workers: usize,
+    checked: bool,
+) -> Arc<NodeRt> {
     Arc::new(NodeRt::new(
         n.addr.clone(),
         label,
-        n.zone.clone(),
-        n.priority,
+        (n.zone.clone(), n.priority),
+        place,
         workers,
         checked,
     ))
@@ -156,10 +162,22 @@ impl PoolRt {
                     } else {
                         p.text.clone()
                     };
-                    nodes.push(node_rt(p, label, workers, checked));
+                    nodes.push(node_rt(
+                        p,
+                        label,
+                        (conf.name.clone(), s.name.clone()),
+                        workers,
+                        checked,
+                    ));
                 }
                 for r in &s.replicas {
-                    nodes.push(node_rt(r, r.text.clone(), workers, checked));
+                    nodes.push(node_rt(
+                        r,
+                        r.text.clone(),
+                        (conf.name.clone(), s.name.clone()),
+                        workers,
+                        checked,
+                    ));
                 }
                 let primary = s.primary.as_ref().map(|_| 0);
                 ShardRt {
