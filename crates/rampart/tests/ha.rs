@@ -280,6 +280,129 @@ fn sentinel_failover_under_write_load() {
 }
 
 #[test]
+fn latency_policy_avoids_a_slow_replica() {
+    ha::slow_replica_run("latency");
+}
+
+#[test]
 fn least_outstanding_avoids_a_slow_replica() {
     ha::slow_replica_run("least-outstanding");
+}
+
+/// One restart of the flapping replica, as measured.
+#[derive(Debug)]
+struct Flap {
+    /// From the kill until the proxy showed the node out of rotation.
+    down_after: Option<Duration>,
+    /// From the restart until the node served its first GET from the proxy.
+    serving_after: Option<Duration>,
+    /// GETs it had served at a moment the proxy still showed it out of rotation.
+    early_gets: u64,
+}
+
+#[test]
+fn replica_flapping() {
+    let mut s = read_setup("prefer-replica", "  timeout: 1000\n");
+    let flapper = s.replicas[0].addr();
+    let load = ReadLoad::start(&s.proxy.addr(), 4, &s.keys, Duration::from_secs(3));
+    assert!(load::progressed(
+        || load.done(),
+        500,
+        Duration::from_secs(5)
+    ));
+    let started = Instant::now();
+    let load_started = load.started();
+    let mut flaps = Vec::new();
+    for cycle in 0..5u32 {
+        let cycle_start = started + Duration::from_secs(2) * cycle;
+        s.replicas[0].kill9();
+        let killed = Instant::now();
+        let down_after = poll_until(Duration::from_millis(900), || {
+            let n = s.proxy.node(&flapper)?;
+            (!n.routable()).then(|| killed.elapsed())
+        });
+        std::thread::sleep(
+            (cycle_start + Duration::from_secs(1)).saturating_duration_since(Instant::now()),
+        );
+        s.replicas[0].restart();
+        let restarted = Instant::now();
+        let mut early_gets = 0;
+        let mut serving_after = None;
+        // Until the next kill: the GETs it served, read before the proxy's view, must be 0
+        // whenever that view still shows it out of rotation.
+        while Instant::now() < cycle_start + Duration::from_secs(2) {
+            let served = ha::try_calls(&flapper, "get").unwrap_or(0);
+            let routable = s.proxy.node(&flapper).is_some_and(|n| n.routable());
+            if served > 0 && !routable {
+                early_gets = early_gets.max(served);
+            }
+            if served > 0 && serving_after.is_none() {
+                serving_after = Some(restarted.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        flaps.push(Flap {
+            down_after,
+            serving_after,
+            early_gets,
+        });
+    }
+    let report = load.stop();
+    let node = s.proxy.node(&flapper);
+    let log = s.proxy.log_lines(&[flapper.as_str()]);
+    let transitions = log
+        .iter()
+        .filter(|l| l.contains("node up") || l.contains("node down"))
+        .count();
+
+    println!("replica flapping (killed every 2 s, restarted 1 s later, 5 times):");
+    for (i, f) in flaps.iter().enumerate() {
+        println!("  cycle {i}: {f:?}");
+    }
+    let served = flaps.iter().filter(|f| f.serving_after.is_some()).count();
+    println!(
+        "served reads again in {served} of {} cycles (passive ejection backs off)",
+        flaps.len()
+    );
+    println!("read load: {}", report.summary());
+    println!(
+        "proxy log lines naming the replica: {} ({transitions} up/down transitions); final view {node:?}",
+        log.len()
+    );
+    for l in log.iter().take(12) {
+        println!("  {l}");
+    }
+    if let (Some(first), Some(last)) = (report.errors.first(), report.errors.last()) {
+        println!(
+            "  {} errors between {:?} and {:?} after the first kill",
+            report.errors.len(),
+            first.0.saturating_sub(started - load_started),
+            last.0.saturating_sub(started - load_started)
+        );
+    }
+    for e in report.errors.iter().take(5) {
+        println!("  error at {:?}: {}", e.0, e.1);
+    }
+    let early: Vec<_> = flaps.iter().filter(|f| f.early_gets > 0).collect();
+    assert!(
+        early.is_empty(),
+        "reads reached the replica before it passed its checks: {early:?}"
+    );
+    assert!(
+        flaps.iter().all(|f| f.down_after.is_some()),
+        "the killed replica stayed in rotation: {flaps:?}"
+    );
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    assert!(
+        report.errors.is_empty(),
+        "{} reads failed; first: {:?}",
+        report.errors.len(),
+        &report.errors[..report.errors.len().min(5)]
+    );
+    // Health-check reconnects are paced by the check interval, not by the read load.
+    assert!(
+        log.len() <= 60,
+        "{} log lines about the flapping replica",
+        log.len()
+    );
 }
