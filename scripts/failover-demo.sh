@@ -81,7 +81,7 @@ set -e
 echo
 echo "Sentinel's view (the failover events in the three sentinel logs):"
 for s in 1 2 3; do
-  grep -hE '[+](sdown|odown|elected-leader|promoted-slave|switch-master) master shard1|[+](selected-slave|promoted-slave) .*@ shard1' \
+  grep -hE '[+](sdown|odown|elected-leader) master shard1|[+](selected-slave|promoted-slave) .*@ shard1|[+]switch-master shard1' \
     "$WORK/sentinel-$s.log" | sed "s/^[0-9]*:X /  sentinel-$s /" || true
 done
 echo

@@ -132,8 +132,8 @@ start_on_free_port() {
     [[ $started == 1 ]] && break
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    say "$name could not start on port $port (attempt $attempt); log:"
-    cat "$log" >&2 2>/dev/null || true
+    say "$name could not start on port $port (attempt $attempt):" \
+      "$(grep -m1 -iE 'error|could not|failed' "$log" 2>/dev/null | cut -d' ' -f5- || true)"
   done
   [[ $started == 1 ]] || die "$name did not start"
   STARTED_PORT=$port
