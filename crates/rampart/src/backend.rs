@@ -114,8 +114,10 @@ enum ConnError {
 
 /// One connection slot of one node, owned by one worker.
 pub struct Backend {
-    pool: Arc<PoolRt>,
-    shard: usize,
+    /// The pool generation it serves; a reload moves the connection to the new one.
+    pool: RefCell<Arc<PoolRt>>,
+    shard: Cell<usize>,
+    retired: Cell<bool>,
     node: Arc<NodeRt>,
     worker: usize,
     stats: Arc<WorkerStats>,
@@ -139,8 +141,9 @@ impl Backend {
         stats: Arc<WorkerStats>,
     ) -> Rc<Self> {
         let b = Rc::new(Backend {
-            pool,
-            shard,
+            pool: RefCell::new(pool),
+            shard: Cell::new(shard),
+            retired: Cell::new(false),
             node,
             worker,
             stats,
@@ -152,10 +155,26 @@ impl Backend {
             streak: Cell::new(0),
             running: Cell::new(false),
         });
-        if b.pool.conf.preconnect {
+        if b.pool().conf.preconnect {
             b.start();
         }
         b
+    }
+
+    fn pool(&self) -> Arc<PoolRt> {
+        Arc::clone(&self.pool.borrow())
+    }
+
+    /// A reload kept this node: serve the new pool generation from now on.
+    pub fn adopt(&self, pool: Arc<PoolRt>, shard: usize) {
+        *self.pool.borrow_mut() = pool;
+        self.shard.set(shard);
+    }
+
+    /// A reload removed this node: finish what is queued, then close.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        self.wake.notify();
     }
 
     fn label(&self) -> &str {
@@ -239,10 +258,14 @@ impl Backend {
     }
 
     async fn run(self: Rc<Self>) {
-        let preconnect = self.pool.conf.preconnect;
+        let preconnect = self.pool().conf.preconnect;
         loop {
-            if !preconnect {
+            if !preconnect || self.retired.get() {
                 while self.waiters.borrow().is_empty() {
+                    if self.retired.get() {
+                        self.running.set(false);
+                        return;
+                    }
                     self.wake.notified().await;
                 }
             }
@@ -260,6 +283,15 @@ impl Backend {
                         _ => self.cell(ServerStat::ServerErr).add(1),
                     }
                     tracing::debug!(server = %self.label(), "backend connection closed: {err}");
+                    if matches!(err, ConnError::Eof | ConnError::Io(_)) {
+                        // The server closed or reset the connection: it is likely going away.
+                        // Reconnecting at once can reach a dying listener that completes the
+                        // handshake and then resets, failing the requests written meanwhile;
+                        // wait a short jittered moment first (requests meanwhile are refused
+                        // unsent, so reads retry elsewhere and writes may be held).
+                        let until = Instant::now() + crate::rand::jitter(BACKOFF_BASE);
+                        *self.down.borrow_mut() = Some((until, err.to_string()));
+                    }
                     err
                 }
                 Err(e) => {
@@ -275,7 +307,8 @@ impl Backend {
                     e
                 }
             };
-            let affected = self.fail_all(&err);
+            let connect_failed = self.streak.get() > 0;
+            let affected = self.fail_all(&err, connect_failed);
             let counts = affected > 0 || !matches!(err, ConnError::Eof | ConnError::Closed);
             if counts {
                 self.count_failure();
@@ -290,25 +323,27 @@ impl Backend {
     /// Feed a failure to twemproxy-style ejection (plain pools) or passive node ejection
     /// (pools with health checks).
     fn count_failure(&self) {
-        let conf = &self.pool.conf;
-        if self.pool.checked {
+        let pool = self.pool();
+        let conf = &pool.conf;
+        if pool.checked {
             self.node
                 .passive_failure(conf.eject_after, conf.eject_time, conf.eject_time_max);
-        } else if self.pool.shard_failed(self.shard) {
-            self.stats.pools[self.pool.index]
+        } else if pool.shard_failed(self.shard.get()) {
+            self.stats.pools[pool.index]
                 .pool(PoolStat::ServerEjects)
                 .add(1);
         }
     }
 
     async fn connect(&self) -> Result<Stream, ConnError> {
-        let limit = self.pool.timeout();
+        let pool = self.pool();
+        let limit = pool.timeout();
         let fut = async {
             match &self.node.addr {
                 ServerAddr::Tcp { host, port } => {
                     let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                     s.set_nodelay(true)?;
-                    if self.pool.conf.tcpkeepalive {
+                    if pool.conf.tcpkeepalive {
                         socket2::SockRef::from(&s).set_keepalive(true)?;
                     }
                     Stream::tcp(s.into_std()?)
@@ -326,7 +361,8 @@ impl Backend {
 
     /// Put AUTH and SELECT in front of whatever is queued.
     fn queue_setup(&self) {
-        let conf = &self.pool.conf;
+        let pool = self.pool();
+        let conf = &pool.conf;
         let db = conf.redis_db.to_string();
         let mut cmds: Vec<Vec<&[u8]>> = Vec::new();
         if let Some(pass) = &conf.redis_auth {
@@ -338,7 +374,7 @@ impl Backend {
         if cmds.is_empty() {
             return;
         }
-        let deadline = Instant::now() + self.pool.timeout();
+        let deadline = Instant::now() + pool.timeout();
         let mut setup = BytesMut::new();
         let mut waiters = self.waiters.borrow_mut();
         for c in &cmds {
@@ -364,10 +400,13 @@ impl Backend {
         // timeout" when queued, so the timer never sits later than the oldest deadline: when
         // it fires it either finds that deadline passed or moves to it; with nothing queued it
         // simply comes back one timeout later.
-        let period = self.pool.timeout();
+        let period = self.pool().timeout();
         let timer = tokio::time::sleep_until(Instant::now() + period);
         tokio::pin!(timer);
         loop {
+            if self.retired.get() && self.waiters.borrow().is_empty() {
+                return ConnError::Closed;
+            }
             let blocked = {
                 let mut out = self.out.borrow_mut();
                 let had = !out.is_empty();
@@ -481,7 +520,7 @@ impl Backend {
             self.cell(ServerStat::ResponseBytes).add(bytes);
             self.cell(ServerStat::OutQueue).add(-replies);
             self.cell(ServerStat::OutQueueBytes).add(-req_bytes);
-            self.pool.shard_ok(self.shard);
+            self.pool.borrow().shard_ok(self.shard.get());
             self.node.passive_ok();
         }
         rbuf.shrink_if_idle(64 * 1024);
@@ -491,10 +530,25 @@ impl Backend {
     /// Answer every queued and in-flight request with an error (reads of pools with replicas
     /// are retried once on another node) and drop what was not sent. Returns how many client
     /// requests were affected.
-    fn fail_all(&self, err: &ConnError) -> usize {
-        let why = format!("server {} ({}): {}", self.label(), self.pool.conf.name, err);
+    fn fail_all(&self, err: &ConnError, connect_failed: bool) -> usize {
+        let why = format!(
+            "server {} ({}): {}",
+            self.label(),
+            self.pool.borrow().conf.name,
+            err
+        );
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         let (n, b) = self.unsent.replace((0, 0));
+        // Requests whose bytes never left: all of them when the connect failed; the last `n`
+        // when nothing of their batch was written yet. Those may be sent again; any other may
+        // already have reached the server.
+        let unsent_from = if connect_failed {
+            0
+        } else if self.out.borrow().len() as i64 == b {
+            waiters.len().saturating_sub(n as usize)
+        } else {
+            waiters.len()
+        };
         let clients = waiters.iter().filter(|w| w.sink.is_some()).count();
         let inflight_bytes: i64 = waiters.iter().map(|w| w.len as i64).sum::<i64>() - b;
         self.cell(ServerStat::InQueue).add(-n);
@@ -505,10 +559,12 @@ impl Backend {
         if self.out.borrow().capacity() > 64 * 1024 {
             *self.out.borrow_mut() = BytesMut::new();
         }
-        for w in waiters {
+        for (i, w) in waiters.into_iter().enumerate() {
             if let Some(sink) = w.sink {
                 match &sink.resend {
-                    Some(r) if !r.write => crate::route::retry(sink, self.node.id, &why),
+                    Some(r) if !r.write || i >= unsent_from => {
+                        crate::route::retry(sink, self.node.id, &why)
+                    }
                     _ => crate::route::fail(sink, &why),
                 }
             }

@@ -112,6 +112,14 @@ impl Ctx {
 
     /// Start of a batch of requests read together: they share one deadline.
     pub fn begin_batch(&mut self) {
+        if self.worker.is_stale() {
+            self.worker.refresh();
+            match self.worker.pool(&self.pool.rt.conf.name) {
+                Some(p) => self.pool = p,
+                // The pool left the configuration: finish what is in flight, then close.
+                None => self.closing = true,
+            }
+        }
         self.now = Instant::now();
         self.deadline = self.now + self.pool.rt.timeout();
     }

@@ -118,12 +118,25 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
         }
         {
             let now = Instant::now();
-            while hold.q.borrow().front().is_some_and(|h| h.until <= now) {
+            let hopeless = crate::route::hold_is_hopeless(&wp, shard);
+            while hold
+                .q
+                .borrow()
+                .front()
+                .is_some_and(|h| hopeless || h.until <= now)
+            {
                 if let Some(h) = hold.pop() {
-                    let msg = format!(
-                        "-ERR rampart: shard '{}' has no primary; the write was not sent (failover_hold {:?} passed)\r\n",
-                        rt.name, wp.rt.conf.failover_hold
-                    );
+                    let msg = if hopeless {
+                        format!(
+                            "-ERR rampart: shard '{}' has no primary available: it is down; the write was not sent\r\n",
+                            rt.name
+                        )
+                    } else {
+                        format!(
+                            "-ERR rampart: shard '{}' has no primary; the write was not sent (failover_hold {:?} passed)\r\n",
+                            rt.name, wp.rt.conf.failover_hold
+                        )
+                    };
                     h.sink
                         .pending
                         .deliver(h.sink.seq, h.sink.part, msg.as_bytes());

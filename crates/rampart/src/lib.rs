@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod control;
 pub mod ctl;
 pub mod dispatch;
 pub mod events;

@@ -327,7 +327,7 @@ fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
     }
     if has("pools") {
         t.push_str("# Pools\r\n");
-        for p in &shared.pools {
+        for p in shared.pools.load().iter() {
             let ejected = p.shards.iter().filter(|s| s.is_ejected()).count();
             let _ = write!(
                 t,

@@ -185,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         workers,
         stats_addr: (!cli.no_stats).then(|| format!("{}:{}", cli.stats_addr, cli.stats_port)),
         drain_timeout: Duration::from_millis(cli.drain_timeout),
+        config_path: Some(cli.conf_file.clone()),
     };
     tracing::info!(
         "rampart {} starting: {} pool(s), {} worker(s), config {}",

@@ -164,9 +164,35 @@ fn can_hold(wp: &WorkerPool) -> bool {
     wp.rt.checked && !wp.rt.conf.failover_hold.is_zero()
 }
 
-/// Put a write that was not sent into the shard's hold (or fail it when the hold is full).
+/// Holding a write for `shard` cannot help: a pool without Sentinel never gets a new primary
+/// on its own, so while its configured primary fails its health checks writes fail at once
+/// (a whole shard down answers fast instead of one timeout per request). A primary that is up
+/// but says replica (a DNS endpoint moving, a switchover) is still worth waiting for.
+pub fn hold_is_hopeless(wp: &WorkerPool, shard: usize) -> bool {
+    let rt = &wp.rt;
+    if rt.conf.is_sentinel() || rt.shards[shard].is_switching() {
+        return false;
+    }
+    let view = rt.shards[shard].view();
+    match view.primary.and_then(|i| view.nodes.get(i)) {
+        Some(p) => !p.is_up() && !p.in_maintenance(),
+        None => false,
+    }
+}
+
+/// Put a write that was not sent into the shard's hold (or fail it when the hold is full, or
+/// when holding cannot help).
 fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
     let rt = &wp.rt;
+    if hold_is_hopeless(wp, shard) {
+        return fail(
+            sink,
+            &format!(
+                "shard '{}' has no primary available: it is down",
+                rt.shards[shard].name
+            ),
+        );
+    }
     let held = Held {
         sink: with_resend(sink, wp, shard, bytes, true, client),
         bytes: bytes.to_vec(),

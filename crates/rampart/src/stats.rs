@@ -105,6 +105,9 @@ impl PoolCells {
     }
 }
 
+/// Most distinct pool names over the life of a process (statistics slots are never reused).
+pub const MAX_POOLS: usize = 64;
+
 /// Upper bounds (µs, inclusive) of the per-command latency histogram buckets; the last one is
 /// +Inf. Latency is measured from the read that brought a request to the write of its reply.
 pub const LATENCY_BUCKETS_US: [u64; 14] = [

@@ -54,7 +54,7 @@ pub fn render(shared: &Shared) -> String {
         m.global_sum(|w| &w.total_connections),
         m.global_sum(|w| &w.curr_connections),
     );
-    for p in &shared.pools {
+    for p in shared.pools.load().iter() {
         let _ = write!(j, ", {}: {{", quote(&p.conf.name));
         for (i, s) in PoolStat::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };

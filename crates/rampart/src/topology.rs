@@ -148,6 +148,13 @@ fn node_rt(
 impl PoolRt {
     /// Build the run-time pool and its initial ring (every shard live).
     pub fn new(index: usize, conf: Pool, workers: usize) -> Self {
+        Self::with_nodes(index, conf, workers, None)
+    }
+
+    /// Like [`PoolRt::new`], reusing the nodes of `prev` (the same pool before a reload) that
+    /// stay in the same shard at the same address, so their health state, statistics and
+    /// connections carry over; a Sentinel pool's shards keep the nodes Sentinel named.
+    pub fn with_nodes(index: usize, conf: Pool, workers: usize, prev: Option<&PoolRt>) -> Self {
         let twemproxy = conf.shards.iter().all(|s| s.replicas.is_empty()) && !conf.is_sentinel();
         let checked = !twemproxy;
         let shards: Vec<ShardRt> = conf
@@ -155,6 +162,20 @@ impl PoolRt {
             .iter()
             .enumerate()
             .map(|(i, s)| {
+                let place = (conf.name.clone(), s.name.clone());
+                let old = prev
+                    .and_then(|p| p.shards.iter().find(|o| o.name == s.name))
+                    .map(|o| o.view());
+                let reuse = |n: &Node, label: String| {
+                    old.as_ref()
+                        .and_then(|v| {
+                            v.nodes
+                                .iter()
+                                .find(|o| o.addr == n.addr && o.label == label)
+                        })
+                        .cloned()
+                        .unwrap_or_else(|| node_rt(n, label, place.clone(), workers, checked))
+                };
                 let mut nodes = Vec::new();
                 if let Some(p) = &s.primary {
                     let label = if twemproxy {
@@ -162,24 +183,18 @@ impl PoolRt {
                     } else {
                         p.text.clone()
                     };
-                    nodes.push(node_rt(
-                        p,
-                        label,
-                        (conf.name.clone(), s.name.clone()),
-                        workers,
-                        checked,
-                    ));
+                    nodes.push(reuse(p, label));
                 }
                 for r in &s.replicas {
-                    nodes.push(node_rt(
-                        r,
-                        r.text.clone(),
-                        (conf.name.clone(), s.name.clone()),
-                        workers,
-                        checked,
-                    ));
+                    nodes.push(reuse(r, r.text.clone()));
                 }
-                let primary = s.primary.as_ref().map(|_| 0);
+                let mut primary = s.primary.as_ref().map(|_| 0);
+                if conf.is_sentinel() {
+                    if let Some(v) = &old {
+                        nodes = v.nodes.clone();
+                        primary = v.primary;
+                    }
+                }
                 ShardRt {
                     index: i,
                     name: s.name.clone(),

@@ -1,0 +1,334 @@
+//! The operator interface: one HTTP listener (default `127.0.0.1:22223`, loopback only) with
+//! Prometheus metrics, the twemproxy stats JSON, health and readiness probes, a JSON API to
+//! look at and change the topology, and a live stats page.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | live stats page (pools, shards, nodes, events), refreshed every second |
+//! | `GET /metrics` | Prometheus text format ([`metrics`]) |
+//! | `GET /stats` | the twemproxy stats JSON, as on the stats port |
+//! | `GET /healthz` | 200 `ok` while the process runs |
+//! | `GET /readyz` | 200 when every shard has a writable primary, else 503 and the shards that lack one |
+//! | `GET /api/topology` | pools, shards, nodes, counters and recent events ([`api`]) |
+//! | `GET /api/events` | recent events |
+//! | `POST /api/nodes/maintenance` | `{pool, shard, node, on}`: drain a node or bring it back |
+//! | `POST /api/shards/switchover` | `{pool, shard, target?}`: start a planned switchover (202) |
+//! | `GET /api/shards/switchover?pool=&shard=` | its progress |
+//! | `POST /api/reload` | reload the configuration file |
+//!
+//! Reading is open to anyone who can reach the listener. Changing (every `POST`) needs
+//! `Authorization: Bearer <token>` whenever a token is configured; a listener that is not on a
+//! loopback address refuses to start without one, so a default install can only be changed from
+//! the machine itself.
+
+pub mod api;
+pub mod metrics;
+pub mod page;
+pub mod probe;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::topology::PoolRt;
+use crate::worker::Shared;
+
+/// The default admin address: loopback only.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:22223";
+
+/// How the admin interface is configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminOptions {
+    /// `host:port` to listen on.
+    pub addr: String,
+    /// Bearer token for changing calls.
+    pub token: Option<String>,
+    /// The address was given explicitly: failing to bind it stops the start. The default
+    /// address only logs a warning when it is taken (so several instances, or tests, can run
+    /// side by side).
+    pub explicit: bool,
+}
+
+/// Why the admin interface cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The address does not parse or resolve.
+    #[error("cannot resolve admin address {addr}: {source}")]
+    Resolve {
+        /// As given.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The address resolves to nothing.
+    #[error("admin address {0} resolves to no address")]
+    NoAddress(String),
+    /// Reachable from other machines, and no token to protect changes.
+    #[error(
+        "the admin interface on {0} is reachable from other machines, so it needs a token for \
+         changes: pass --admin-token TOKEN (or set RAMPART_ADMIN_TOKEN), or listen on a \
+         loopback address such as 127.0.0.1"
+    )]
+    TokenRequired(String),
+    /// An empty token would accept an empty header.
+    #[error("the admin token is empty")]
+    EmptyToken,
+    /// Binding failed.
+    #[error("cannot listen for the admin interface on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A bound admin listener, ready to serve.
+#[derive(Debug)]
+pub struct Bound {
+    listener: TcpListener,
+    token: Option<String>,
+}
+
+impl Bound {
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// The socket has no local address (should not happen once bound).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Check the options and bind the listener. `Ok(None)` when the default address is taken.
+///
+/// # Errors
+/// See [`AdminError`]: an address reachable from other machines without a token, an address
+/// that does not resolve, or an explicit address that cannot be bound.
+pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
+    if opts.token.as_deref() == Some("") {
+        return Err(AdminError::EmptyToken);
+    }
+    let addrs: Vec<SocketAddr> = opts
+        .addr
+        .to_socket_addrs()
+        .map_err(|source| AdminError::Resolve {
+            addr: opts.addr.clone(),
+            source,
+        })?
+        .collect();
+    let Some(addr) = addrs.first().copied() else {
+        return Err(AdminError::NoAddress(opts.addr.clone()));
+    };
+    if !addrs.iter().all(|a| a.ip().is_loopback()) && opts.token.is_none() {
+        return Err(AdminError::TokenRequired(opts.addr.clone()));
+    }
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(Bound {
+            listener,
+            token: opts.token.clone(),
+        })),
+        Err(source) if !opts.explicit => {
+            tracing::warn!(
+                "admin interface disabled: cannot listen on the default {addr}: {source} \
+                 (pass --admin ADDR to choose another address, --no-admin to silence this)"
+            );
+            Ok(None)
+        }
+        Err(source) => Err(AdminError::Bind { addr, source }),
+    }
+}
+
+/// What every handler reads.
+pub struct AdminState {
+    /// The process state.
+    pub shared: Arc<Shared>,
+    /// Bearer token for changing calls.
+    pub token: Option<String>,
+    /// Health of nodes that have no health checks of their own.
+    pub probes: Arc<probe::Probes>,
+    /// Event totals for `/metrics`.
+    pub tally: metrics::EventTally,
+}
+
+type St = axum::extract::State<Arc<AdminState>>;
+
+/// The pools of the current configuration.
+pub fn pools(shared: &Shared) -> Arc<Vec<Arc<PoolRt>>> {
+    shared.pools.load_full()
+}
+
+/// Serve the admin interface until the task is aborted or `stop` is cancelled.
+pub async fn serve(bound: Bound, shared: Arc<Shared>, stop: CancellationToken) {
+    let probes = Arc::new(probe::Probes::default());
+    probe::start(&shared, &probes, &stop);
+    let state = Arc::new(AdminState {
+        shared,
+        token: bound.token,
+        probes,
+        tally: metrics::EventTally::default(),
+    });
+    if let Ok(a) = bound.listener.local_addr() {
+        tracing::info!("admin interface on http://{a}/");
+    }
+    let app = router(state);
+    let done = stop.clone();
+    if let Err(e) = axum::serve(bound.listener, app)
+        .with_graceful_shutdown(async move { done.cancelled().await })
+        .await
+    {
+        tracing::warn!("admin interface stopped: {e}");
+    }
+}
+
+/// Every route.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::script))
+        .route("/assets/style.css", get(page::style))
+        .route("/metrics", get(prometheus))
+        .route("/stats", get(stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(api::readyz))
+        .route("/api/topology", get(api::topology))
+        .route("/api/events", get(api::events))
+        .route("/api/nodes/maintenance", post(api::maintenance))
+        .route(
+            "/api/shards/switchover",
+            get(api::switchover_status).post(api::switchover),
+        )
+        .route("/api/reload", post(api::reload))
+        .with_state(state)
+}
+
+async fn prometheus(axum::extract::State(st): St) -> Response {
+    let body = metrics::render(&st.shared, &st.probes, &st.tally);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn stats(axum::extract::State(st): St) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::stats_server::render(&st.shared),
+    )
+        .into_response()
+}
+
+/// Compare without an early exit, so the time taken says nothing about the token.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// A refused API call: its status and why, answered as `{"error": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Why.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(serde_json::json!({ "error": self.message }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        }
+    }
+}
+
+/// `Ok` when the request may change things.
+///
+/// # Errors
+/// 401 when a token is configured and the request does not carry it.
+pub fn authorize(st: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &st.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this call changes the proxy: send Authorization: Bearer <admin token>",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret(b"secret", b"secret"));
+        assert!(!same_secret(b"secret", b"secreT"));
+        assert!(!same_secret(b"secre", b"secret"));
+        assert!(!same_secret(b"secrets", b"secret"));
+        assert!(!same_secret(b"", b"secret"));
+    }
+
+    #[tokio::test]
+    async fn a_public_address_needs_a_token() {
+        let opts = |addr: &str, token: Option<&str>| AdminOptions {
+            addr: addr.into(),
+            token: token.map(str::to_string),
+            explicit: true,
+        };
+        let e = bind(&opts("0.0.0.0:0", None)).await;
+        assert!(matches!(e, Err(AdminError::TokenRequired(_))), "{e:?}");
+        assert!(matches!(
+            bind(&opts("127.0.0.1:0", Some(""))).await,
+            Err(AdminError::EmptyToken)
+        ));
+        let ok = bind(&opts("127.0.0.1:0", None)).await;
+        assert!(matches!(ok, Ok(Some(_))), "{ok:?}");
+        let ok = bind(&opts("0.0.0.0:0", Some("t"))).await;
+        assert!(matches!(ok, Ok(Some(_))), "{ok:?}");
+    }
+
+    #[tokio::test]
+    async fn a_taken_default_address_is_not_fatal_but_an_explicit_one_is() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = taken.local_addr().expect("addr").to_string();
+        let mut opts = AdminOptions {
+            addr,
+            token: None,
+            explicit: false,
+        };
+        assert!(matches!(bind(&opts).await, Ok(None)));
+        opts.explicit = true;
+        assert!(matches!(bind(&opts).await, Err(AdminError::Bind { .. })));
+    }
+}

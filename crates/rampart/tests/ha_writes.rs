@@ -1,0 +1,157 @@
+//! Writes when primaries die: a whole shard of a pool without Sentinel down fails fast (no
+//! failover can come, so holding would only delay the error), and during a Sentinel failover
+//! only writes in flight at the kill may fail; every later one waits for the new primary.
+
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::time::{Duration, Instant};
+
+use ha::{replica_set, HaProxy, SentinelSetup, FAST_CHECKS};
+use load::WriteLoad;
+use testkit::{poll_until, Client, RedisServer, Reply};
+
+/// Keys that live on shard `name`: written through the proxy, found on that primary.
+fn keys_of(proxy: &HaProxy, primary: &RedisServer, prefix: &str, n: usize) -> Vec<String> {
+    let mut c = Client::connect(&proxy.addr());
+    let mut found = Vec::new();
+    for i in 0..1000 {
+        if found.len() == n {
+            break;
+        }
+        let k = format!("{prefix}{i}");
+        assert_eq!(c.cmd(&["SET", &k, "v"]), Reply::ok());
+        if primary.cmd(&["EXISTS", &k]) == Reply::Int(1) {
+            found.push(k);
+        }
+    }
+    assert_eq!(found.len(), n, "not enough keys on {}", primary.addr());
+    found
+}
+
+#[test]
+fn whole_shard_down_fails_fast() {
+    let (p0, r0) = replica_set(1);
+    let (mut p1, mut r1) = replica_set(1);
+    let body = format!(
+        "  shards:\n    - name: left\n      primary: {}\n      replicas:\n        - {}\n    - name: right\n      primary: {}\n      replicas:\n        - {}\n{FAST_CHECKS}",
+        p0.addr(),
+        r0[0].addr(),
+        p1.addr(),
+        r1[0].addr()
+    );
+    let proxy = HaProxy::start(&body);
+    let all = [p0.addr(), r0[0].addr(), p1.addr(), r1[0].addr()];
+    proxy.wait_up(&all, Duration::from_secs(5));
+    let left = keys_of(&proxy, &p0, "kl", 20);
+    let right = keys_of(&proxy, &p1, "kr", 20);
+
+    p1.kill9();
+    r1[0].kill9();
+    let killed = Instant::now();
+    let down = poll_until(Duration::from_secs(3), || {
+        let nodes = proxy.nodes();
+        let right_nodes: Vec<_> = nodes.iter().filter(|n| n.shard == "right").collect();
+        (right_nodes.len() == 2 && right_nodes.iter().all(|n| !n.routable()))
+            .then(|| killed.elapsed())
+    });
+    println!("whole shard down: both nodes out of rotation after {down:?}");
+    assert!(down.is_some(), "view: {:#?}", proxy.nodes());
+
+    let mut c = Client::connect(&proxy.addr());
+    let mut fail_lat = Vec::new();
+    let mut errors = Vec::new();
+    'keys: for k in &right {
+        for args in [vec!["GET", k.as_str()], vec!["SET", k.as_str(), "w"]] {
+            let t0 = Instant::now();
+            let r = c.cmd(&args);
+            let took = t0.elapsed();
+            fail_lat.push((took, args[0]));
+            match &r {
+                Reply::Error(e) => assert!(e.contains("right"), "{args:?}: {e:?} names no shard"),
+                other => panic!("{args:?} on a dead shard answered {other:?}"),
+            }
+            if !errors.iter().any(|e: &String| e.starts_with(args[0])) {
+                errors.push(format!("{}: {r:?}", args[0]));
+            }
+            if took > Duration::from_secs(1) {
+                // Far from failing fast already; more samples would only make the test slow.
+                break 'keys;
+            }
+        }
+    }
+    let mut ok_lat = Vec::new();
+    for k in &left {
+        let t0 = Instant::now();
+        assert_eq!(c.cmd(&["SET", k, "w"]), Reply::ok());
+        assert_eq!(c.cmd(&["GET", k]), Reply::bulk("w"));
+        ok_lat.push(t0.elapsed());
+    }
+    fail_lat.sort();
+    ok_lat.sort();
+    println!(
+        "dead shard: {} requests failed, median {:?}, max {:?} ({}); errors: {:?}",
+        fail_lat.len(),
+        fail_lat[fail_lat.len() / 2].0,
+        fail_lat[fail_lat.len() - 1].0,
+        fail_lat[fail_lat.len() - 1].1,
+        &errors[..errors.len().min(2)]
+    );
+    println!(
+        "live shard: {} SET+GET pairs, max {:?}",
+        ok_lat.len(),
+        ok_lat[ok_lat.len() - 1]
+    );
+    let slow: Vec<_> = fail_lat
+        .iter()
+        .filter(|(d, _)| *d >= Duration::from_millis(5))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "requests to the dead shard not failed within 5 ms: {slow:?}"
+    );
+}
+
+/// Writers write one key at a time, so at the instant of a kill -9 each has at most one
+/// write in flight; only those may fail. Every later write has not been sent anywhere when
+/// the proxy learns the primary is gone, so it must wait in the failover hold and reach the
+/// new primary.
+#[test]
+fn sentinel_failover_fails_only_writes_in_flight() {
+    const WRITERS: usize = 3;
+    let mut s = SentinelSetup::start("  failover_hold: 10s\n");
+    let load = WriteLoad::start(&s.proxy.addr(), WRITERS, Duration::from_secs(15));
+    assert!(load::progressed(
+        || load.acked(),
+        300,
+        Duration::from_secs(5)
+    ));
+    let kill_at = load.started().elapsed();
+    s.primary.kill9();
+    let (switch_after, _) = s.wait_switch(Instant::now(), Duration::from_secs(20));
+    assert!(load::progressed(
+        || load.acked(),
+        300,
+        Duration::from_secs(10)
+    ));
+    let report = load.stop();
+    let per_writer = load::errors_per_writer(&report, WRITERS);
+    println!(
+        "failover after {switch_after:?}: {} writes acknowledged, {} errors (per writer {per_writer:?})",
+        report.acks.len(),
+        report.errors.len()
+    );
+    for (at, e) in &report.errors {
+        println!(
+            "  error at kill{:+.3}s: {e}",
+            at.as_secs_f64() - kill_at.as_secs_f64()
+        );
+    }
+    assert!(
+        per_writer.iter().all(|n| *n <= 1),
+        "writes sent after the kill failed instead of waiting for the new primary: {:?}",
+        report.errors
+    );
+}
