@@ -55,6 +55,8 @@ pub struct Ctx {
     pub errored: bool,
     /// What the listener the client came through serves.
     pub mode: Mode,
+    /// The configuration generation of `pool`.
+    generation: u64,
     /// The client connected over loopback or a unix socket (admin commands are allowed).
     pub local: bool,
     /// Command and arrival time of each request whose reply has not been counted yet, in
@@ -75,6 +77,7 @@ impl Ctx {
     /// State for a new session.
     pub fn new(worker: Rc<Worker>, pool: Rc<WorkerPool>, pending: Rc<Pending>, id: u64) -> Self {
         let authed = pool.rt.conf.redis_auth.is_none();
+        let generation = worker.generation();
         Ctx {
             id,
             worker,
@@ -85,6 +88,7 @@ impl Ctx {
             closing: false,
             errored: false,
             mode: Mode::All,
+            generation,
             local: false,
             timing: std::collections::VecDeque::new(),
             now: Instant::now(),
@@ -114,6 +118,9 @@ impl Ctx {
     pub fn begin_batch(&mut self) {
         if self.worker.is_stale() {
             self.worker.refresh();
+        }
+        if self.generation != self.worker.generation() {
+            self.generation = self.worker.generation();
             match self.worker.pool(&self.pool.rt.conf.name) {
                 Some(p) => self.pool = p,
                 // The pool left the configuration: finish what is in flight, then close.

@@ -172,6 +172,11 @@ impl Worker {
         w
     }
 
+    /// The configuration generation this worker serves.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
     /// A reload published pools this worker has not adopted yet.
     #[inline]
     pub fn is_stale(&self) -> bool {

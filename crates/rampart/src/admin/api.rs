@@ -249,7 +249,9 @@ pub async fn topology(State(st): St) -> Json<Topology> {
         .collect();
     Json(Topology {
         version: env!("CARGO_PKG_VERSION"),
-        now_ms: crate::topology::unix_secs() * 1000,
+        now_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         uptime_s: shared.started.elapsed().as_secs(),
         workers: shared.workers,
         client_connections: m.global_sum(|w| &w.curr_connections),
@@ -414,9 +416,16 @@ pub async fn switchover(
             req.pool, req.shard
         );
         tokio::spawn(async move {
-            if let Err(e) = crate::switchover::run(pool, shard, req.target).await {
-                tracing::warn!("switchover requested through the admin API failed: {e}");
-            }
+            let (pool_name, shard_name) = (pool.conf.name.clone(), pool.shards[shard].name.clone());
+            let message = match crate::switchover::run(pool, shard, req.target).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("switchover requested through the admin API failed: {e}");
+                    format!("failed: {e}")
+                }
+            };
+            let kind = crate::events::Kind::Switchover;
+            crate::events::record(kind, &pool_name, &shard_name, "", message);
         });
         Ok((
             StatusCode::ACCEPTED,
