@@ -144,12 +144,47 @@ fn record_latency(stats: &crate::stats::WorkerStats, ctx: &mut Ctx, outstanding:
         return;
     }
     let now = tokio::time::Instant::now();
-    for (cmd, start) in ctx.timing.drain(..done) {
-        let us = now.saturating_duration_since(start).as_micros() as u64;
-        if let Some(c) = stats.by_command.get(cmd as usize) {
+    for _ in 0..done {
+        let Some(t) = ctx.timing.pop_front() else {
+            break;
+        };
+        let us = now.saturating_duration_since(t.start).as_micros() as u64;
+        if let Some(c) = stats.by_command.get(t.cmd as usize) {
             c.record(us);
         }
+        if crate::slowlog::is_slow(us) {
+            slow(ctx, &t, us);
+        }
     }
+}
+
+/// Put a slow request in the SLOWLOG (rare: only then is the node's name looked up).
+fn slow(ctx: &Ctx, t: &crate::dispatch::Timed, us: u64) {
+    let mut args = vec![crate::stats::command_name(t.cmd as usize)
+        .to_ascii_uppercase()
+        .into_bytes()];
+    if !t.arg().is_empty() {
+        args.push(t.arg().to_vec());
+    }
+    let node = match t.node {
+        0 => String::new(),
+        u64::MAX => "several".to_string(),
+        id => ctx
+            .pool
+            .rt
+            .shards
+            .iter()
+            .flat_map(|s| s.view().nodes.clone())
+            .find(|n| n.id == id)
+            .map(|n| n.label.clone())
+            .unwrap_or_default(),
+    };
+    let name = ctx
+        .name
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    crate::slowlog::record(us, args, name, node);
 }
 
 /// Read once and dispatch what is complete. Returns false on end of stream.

@@ -23,6 +23,26 @@ use crate::worker::{Worker, WorkerPool};
 /// Reply to a request whose keys live on more than one shard.
 pub const CROSS_SHARD: &str = "ERR keys of this command live on different shards; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
 
+/// What the session remembers of a request until its reply is ready: for the per-command
+/// latency histogram and the SLOWLOG.
+pub struct Timed {
+    /// Command-table slot (see `stats::command_index`).
+    pub cmd: u16,
+    /// When the read that brought it happened.
+    pub start: Instant,
+    /// The node it went to (0: answered here; `u64::MAX`: several).
+    pub node: u64,
+    arg: [u8; crate::slowlog::ARG_BYTES],
+    arg_len: u8,
+}
+
+impl Timed {
+    /// The first argument, truncated.
+    pub fn arg(&self) -> &[u8] {
+        &self.arg[..self.arg_len as usize]
+    }
+}
+
 /// What a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -57,11 +77,13 @@ pub struct Ctx {
     pub mode: Mode,
     /// The configuration generation of `pool`.
     generation: u64,
+    /// The node the current request went to (see [`Timed::node`]).
+    last_node: u64,
     /// The client connected over loopback or a unix socket (admin commands are allowed).
     pub local: bool,
-    /// Command and arrival time of each request whose reply has not been counted yet, in
-    /// order (replies leave in order, so the oldest entries are the ones answered).
-    pub timing: std::collections::VecDeque<(u16, Instant)>,
+    /// Each request whose reply has not been counted yet, in order (replies leave in order,
+    /// so the oldest entries are the ones answered).
+    pub timing: std::collections::VecDeque<Timed>,
     now: Instant,
     deadline: Instant,
     keys: Vec<usize>,
@@ -89,6 +111,7 @@ impl Ctx {
             errored: false,
             mode: Mode::All,
             generation,
+            last_node: 0,
             local: false,
             timing: std::collections::VecDeque::new(),
             now: Instant::now(),
@@ -148,10 +171,35 @@ impl Ctx {
     pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) {
         self.worker.stats.commands.add(1);
         let found = rampart_commands::lookup(argv[0]);
-        self.timing
-            .push_back((crate::stats::command_index(found) as u16, self.now));
+        let mut t = Timed {
+            cmd: crate::stats::command_index(found) as u16,
+            start: self.now,
+            node: 0,
+            arg: [0; crate::slowlog::ARG_BYTES],
+            arg_len: 0,
+        };
+        if let Some(a) = argv.get(1) {
+            let n = a.len().min(crate::slowlog::ARG_BYTES);
+            t.arg[..n].copy_from_slice(&a[..n]);
+            t.arg_len = n as u8;
+        }
+        self.timing.push_back(t);
+        self.last_node = 0;
+        self.route(found, argv, raw);
+        let node = self.last_node;
+        if let Some(t) = self.timing.back_mut() {
+            t.node = node;
+        }
+    }
+
+    fn route(&mut self, found: Option<&'static Command>, argv: &[&[u8]], raw: Option<&[u8]>) {
         if argv[0].eq_ignore_ascii_case(b"rampart") {
             return crate::local::rampart(self, argv);
+        }
+        if argv[0].eq_ignore_ascii_case(b"slowlog") {
+            let mut out = BytesMut::new();
+            crate::slowlog::command(argv, &mut out);
+            return self.reply_raw(&out);
         }
         let Some(mut cmd) = found else {
             return self.reply_error(&unknown_command(argv));
@@ -244,7 +292,7 @@ impl Ctx {
             _ => Access::Read,
         };
         let sink = Sink::new(&self.pending, seq, part);
-        route::send(
+        let node = route::send(
             &self.pool,
             shard,
             self.id,
@@ -254,6 +302,11 @@ impl Ctx {
             access,
             None,
         );
+        self.last_node = if self.last_node == 0 || self.last_node == node {
+            node
+        } else {
+            u64::MAX
+        };
     }
 
     /// Encode a request with `write` and queue it for `shard`.

@@ -13,10 +13,12 @@
 //! - [`topology`]: pools, shards, the ring and twemproxy-style ejection; [`node`]: node state.
 //! - [`health`]: active health checks; [`ctl`]: the control-plane Redis client.
 //! - [`stats`] and [`stats_server`]: every statistic, and the twemproxy stats JSON.
+//! - [`admin`]: the operator HTTP interface (metrics, API, live page).
 //!
 //! docs/ARCHITECTURE.md draws the data path.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod control;
@@ -27,6 +29,7 @@ pub mod health;
 pub mod hold;
 pub mod io;
 pub mod local;
+pub mod logfile;
 pub mod node;
 pub mod notify;
 pub mod pending;
@@ -34,6 +37,7 @@ pub mod rand;
 pub mod route;
 pub mod sentinel;
 pub mod server;
+pub mod slowlog;
 pub mod split;
 pub mod stats;
 pub mod stats_server;

@@ -53,9 +53,43 @@ struct Cli {
     /// Disable the stats listener.
     #[arg(long = "no-stats")]
     no_stats: bool,
+    /// Admin HTTP interface (Prometheus /metrics, /stats, /readyz, JSON API, live page at /)
+    /// [default: 127.0.0.1:22223, loopback only]. An address reachable from other machines
+    /// needs --admin-token. When the default address is taken, rampart starts without it.
+    #[arg(long = "admin", value_name = "ADDR")]
+    admin: Option<String>,
+    /// Disable the admin HTTP interface.
+    #[arg(long = "no-admin", conflicts_with = "admin")]
+    no_admin: bool,
+    /// Bearer token the admin interface requires for changes (POST); required when --admin
+    /// is not a loopback address. Also read from RAMPART_ADMIN_TOKEN (keeps it out of `ps`).
+    #[arg(long = "admin-token", value_name = "TOKEN")]
+    admin_token: Option<String>,
+    /// Log lines as text or as JSON objects (one per line).
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// SLOWLOG threshold in microseconds (negative disables, 0 logs every request).
+    #[arg(
+        long = "slowlog-slower-than",
+        default_value_t = 10_000,
+        allow_negative_numbers = true
+    )]
+    slowlog_slower_than: i64,
+    /// Entries SLOWLOG keeps.
+    #[arg(long = "slowlog-max-len", default_value_t = 128)]
+    slowlog_max_len: usize,
     /// How long SIGTERM/SIGINT waits for in-flight requests before exiting, in msec.
     #[arg(long = "drain-timeout", default_value_t = 5000)]
     drain_timeout: u64,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
@@ -69,18 +103,19 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let json = cli.log_format == LogFormat::Json;
     match &cli.output {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let file = rampart::logfile::open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
+            let make = move || file.clone();
+            if json {
+                builder.json().with_writer(make).init();
+            } else {
+                builder.with_ansi(false).with_writer(make).init();
+            }
         }
+        None if json => builder.json().with_writer(std::io::stderr).init(),
         None => builder.with_writer(std::io::stderr).init(),
     }
     Ok(())
@@ -172,6 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("--mbuf-size is accepted for compatibility and ignored");
     }
     let _ = cli.stats_interval;
+    rampart::slowlog::configure(cli.slowlog_slower_than, cli.slowlog_max_len);
     if let Some(pid) = &cli.pid_file {
         std::fs::write(pid, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {}", pid.display()))?;
@@ -186,6 +222,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         stats_addr: (!cli.no_stats).then(|| format!("{}:{}", cli.stats_addr, cli.stats_port)),
         drain_timeout: Duration::from_millis(cli.drain_timeout),
         config_path: Some(cli.conf_file.clone()),
+        admin: (!cli.no_admin).then(|| rampart::admin::AdminOptions {
+            addr: cli
+                .admin
+                .clone()
+                .unwrap_or_else(|| rampart::admin::DEFAULT_ADDR.to_string()),
+            token: cli
+                .admin_token
+                .clone()
+                .or_else(|| std::env::var("RAMPART_ADMIN_TOKEN").ok()),
+            explicit: cli.admin.is_some(),
+        }),
     };
     tracing::info!(
         "rampart {} starting: {} pool(s), {} worker(s), config {}",

@@ -95,8 +95,9 @@ pub fn pick_read(
     chosen.cloned()
 }
 
-/// Queue `bytes` for the node of `shard` that `access` calls for. On any failure the slot gets
-/// an error reply at once.
+/// Queue `bytes` for the node of `shard` that `access` calls for; returns the id of the node
+/// it went to (0 when it was held or failed). On any failure the slot gets an error reply at
+/// once.
 #[allow(clippy::too_many_arguments)]
 pub fn send(
     wp: &Rc<WorkerPool>,
@@ -107,7 +108,7 @@ pub fn send(
     bytes: &[u8],
     access: Access,
     exclude: Option<u64>,
-) {
+) -> u64 {
     let rt = &wp.rt;
     let view = rt.shards[shard].view();
     let ha = rt.checked;
@@ -121,7 +122,8 @@ pub fn send(
             match target {
                 Some(p) if hold.is_empty() || access == Access::ReadPrimary => Some(Arc::clone(p)),
                 _ if access == Access::Write && can_hold(wp) => {
-                    return hold_write(wp, shard, sink, bytes, client);
+                    hold_write(wp, shard, sink, bytes, client);
+                    return 0;
                 }
                 _ if access == Access::ReadPrimary => pick_read(wp, shard, &view, exclude),
                 _ => None,
@@ -135,10 +137,11 @@ pub fn send(
         } else {
             "node that can serve reads"
         };
-        return fail(
+        fail(
             sink,
             &format!("shard '{}' has no {what} available", rt.shards[shard].name),
         );
+        return 0;
     };
     let sink = if ha {
         with_resend(sink, wp, shard, bytes, access == Access::Write, client)
@@ -156,7 +159,9 @@ pub fn send(
             Access::Read | Access::ReadPrimary if ha => retry(sink, node.id, &e.to_string()),
             _ => fail(sink, &e.to_string()),
         }
+        return 0;
     }
+    node.id
 }
 
 /// Writes of this pool may wait in the failover hold.

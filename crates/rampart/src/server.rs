@@ -35,6 +35,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// The configuration file (read again on reload).
     pub config_path: Option<PathBuf>,
+    /// The admin HTTP interface (metrics, API, page), if enabled.
+    pub admin: Option<crate::admin::AdminOptions>,
 }
 
 /// Run the proxy until SIGTERM/SIGINT (or `stop` is cancelled); returns after the drain.
@@ -54,6 +56,10 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
             rt.block_on(TcpListener::bind(a))
                 .with_context(|| format!("cannot listen for stats on {a}"))?,
         ),
+        None => None,
+    };
+    let admin_listener = match &opts.admin {
+        Some(a) => rt.block_on(crate::admin::bind(a))?,
         None => None,
     };
 
@@ -87,6 +93,13 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
                 Arc::clone(&shared),
             )));
         }
+        if let Some(a) = admin_listener {
+            tasks.push(tokio::spawn(crate::admin::serve(
+                a,
+                Arc::clone(&shared),
+                stop.clone(),
+            )));
+        }
         wait_for_signals(&shared, &stop).await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         stop.cancel();
@@ -111,10 +124,11 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
 
 async fn wait_for_signals(shared: &Arc<Shared>, stop: &CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::warn!("cannot install signal handlers; stop with SIGKILL");
         return stop.cancelled().await;
@@ -124,6 +138,10 @@ async fn wait_for_signals(shared: &Arc<Shared>, stop: &CancellationToken) {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = stop.cancelled() => return,
+            _ = usr1.recv() => match crate::logfile::reopen() {
+                Ok(()) => tracing::info!("SIGUSR1: log file reopened"),
+                Err(e) => tracing::error!("SIGUSR1: cannot reopen the log file: {e}"),
+            },
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 // Errors are logged, counted and recorded by reload itself.
@@ -182,7 +200,9 @@ fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Accepted>,
 
 /// Build [`Shared`] with no pools yet.
 impl Shared {
-    fn new(workers: usize, config_path: Option<PathBuf>, shutdown: CancellationToken) -> Self {
+    /// Process state with no pools yet (they are stored once built) and statistics for
+    /// `workers` workers.
+    pub fn new(workers: usize, config_path: Option<PathBuf>, shutdown: CancellationToken) -> Self {
         Shared {
             pools: ArcSwap::from_pointee(Vec::new()),
             generation: AtomicU64::new(0),

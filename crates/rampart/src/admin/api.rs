@@ -452,11 +452,7 @@ pub async fn switchover_status(
     let shard = find_shard(&pool, &q.shard)?;
     let s = &pool.shards[shard];
     let view = s.view();
-    let state = s
-        .switch_state
-        .lock()
-        .map(|x| x.clone())
-        .unwrap_or_default();
+    let state = s.switch_state.lock().map(|x| x.clone()).unwrap_or_default();
     Ok(Json(serde_json::json!({
         "pool": q.pool,
         "shard": s.name,

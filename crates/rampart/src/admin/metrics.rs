@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 
 use crate::events::Event;
@@ -48,6 +49,8 @@ families! {
     CONNS_ACCEPTED = ("rampart_client_connections_accepted_total", "counter", "Client connections accepted, all pools.");
     CONNS_OPEN = ("rampart_client_connections_open", "gauge", "Client connections open, all pools.");
     REQUESTS_ANSWERED = ("rampart_client_requests_total", "counter", "Client requests answered, all pools, including local replies.");
+    RELOADS = ("rampart_config_reloads_total", "counter", "Configuration reloads attempted (SIGHUP or the admin API).");
+    RELOAD_FAILURES = ("rampart_config_reload_failures_total", "counter", "Configuration reloads refused; the running configuration stayed.");
     POOL_CLIENTS = ("rampart_pool_client_connections", "gauge", "Client connections open on the pool.");
     POOL_CLIENT_EOF = ("rampart_pool_client_eof_total", "counter", "Client connections the client closed.");
     POOL_CLIENT_ERR = ("rampart_pool_client_errors_total", "counter", "Client connections closed on an error.");
@@ -215,7 +218,7 @@ type NodeRow<'a> = (&'a str, &'a str, &'a NodeRt, &'static str);
 /// Every node with its pool, shard and configured role.
 fn nodes(shared: &Shared) -> Vec<(String, String, std::sync::Arc<NodeRt>, &'static str)> {
     let mut v = Vec::new();
-    for p in &shared.pools {
+    for p in super::pools(shared).iter() {
         for s in &p.shards {
             let view = s.view();
             for (i, n) in view.nodes.iter().enumerate() {
@@ -263,7 +266,11 @@ pub fn render(shared: &Shared, probes: &Probes, tally: &EventTally) -> String {
 fn process(o: &mut Out, shared: &Shared) {
     let m = &shared.metrics;
     o.head(&BUILD_INFO);
-    o.sample(BUILD_INFO.name, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    o.sample(
+        BUILD_INFO.name,
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
     o.head(&UPTIME);
     o.sample(UPTIME.name, &[], shared.started.elapsed().as_secs_f64());
     if let Some(rss) = resident_bytes() {
@@ -280,6 +287,11 @@ fn process(o: &mut Out, shared: &Shared) {
         (&CONNS_ACCEPTED, m.global_sum(|w| &w.total_connections)),
         (&CONNS_OPEN, m.global_sum(|w| &w.curr_connections)),
         (&REQUESTS_ANSWERED, m.global_sum(|w| &w.commands)),
+        (&RELOADS, shared.reloads.load(Relaxed) as i64),
+        (
+            &RELOAD_FAILURES,
+            shared.reload_failures.load(Relaxed) as i64,
+        ),
     ] {
         o.head(f);
         o.sample(f.name, &[], v as f64);
@@ -296,7 +308,7 @@ fn pools(o: &mut Out, shared: &Shared) {
         (&POOL_SERVER_EJECTS, PoolStat::ServerEjects),
     ] {
         o.head(f);
-        for p in &shared.pools {
+        for p in super::pools(shared).iter() {
             let v = shared.metrics.pool_sum(p.index, stat);
             o.sample(f.name, &[("pool", &p.conf.name)], v as f64);
         }
@@ -309,7 +321,7 @@ pub type Tally = HashMap<(String, String, String), u64>;
 fn shards(o: &mut Out, shared: &Shared, counts: &Tally) {
     let each = |o: &mut Out, f: &Family, value: &dyn Fn(&crate::topology::ShardRt) -> f64| {
         o.head(f);
-        for p in &shared.pools {
+        for p in super::pools(shared).iter() {
             for s in &p.shards {
                 o.sample(
                     f.name,
@@ -329,7 +341,7 @@ fn shards(o: &mut Out, shared: &Shared, counts: &Tally) {
         (&SHARD_SWITCHOVERS, "switchover"),
     ] {
         o.head(f);
-        for p in &shared.pools {
+        for p in super::pools(shared).iter() {
             for s in &p.shards {
                 let key = (kind.to_string(), p.conf.name.clone(), s.name.clone());
                 let v = counts.get(&key).copied().unwrap_or(0);
@@ -373,11 +385,7 @@ fn node_health(o: &mut Out, rows: &[NodeRow<'_>], probes: &Probes) {
         o.head(f);
         for ((p, s, n, _), h) in rows.iter().zip(&health) {
             if let Some(v) = get(n, h) {
-                o.sample(
-                    f.name,
-                    &[("pool", p), ("shard", s), ("node", &n.label)],
-                    v,
-                );
+                o.sample(f.name, &[("pool", p), ("shard", s), ("node", &n.label)], v);
             }
         }
     }
@@ -497,19 +505,10 @@ mod tests {
         let yml = "a:\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:2:1 s0\n   - 127.0.0.1:3:1 s1\n\
                    b:\n  listen: 127.0.0.1:4\n  primary: 127.0.0.1:5\n  replicas:\n    - 127.0.0.1:6\n";
         let conf = rampart_config::parse(yml, "test").expect("test config parses");
-        let pools = conf
-            .pools
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| Arc::new(crate::topology::PoolRt::new(i, p, 2)))
-            .collect::<Vec<_>>();
-        Shared {
-            metrics: Arc::new(crate::stats::Metrics::new(2, pools.len())),
-            pools,
-            started: std::time::Instant::now(),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            workers: 2,
-        }
+        let s = Shared::new(2, None, tokio_util::sync::CancellationToken::new());
+        let pools = crate::control::build_pools(&s, conf, &[]).expect("pools build");
+        s.pools.store(Arc::new(pools));
+        s
     }
 
     #[test]
@@ -519,7 +518,12 @@ mod tests {
             assert!(seen.insert(f.name), "{} declared twice", f.name);
             assert!(f.name.starts_with("rampart_"), "{}", f.name);
             assert!(["counter", "gauge", "histogram"].contains(&f.kind));
-            assert_eq!(f.kind == "counter", f.name.ends_with("_total"), "{}", f.name);
+            assert_eq!(
+                f.kind == "counter",
+                f.name.ends_with("_total"),
+                "{}",
+                f.name
+            );
             assert!(!f.help.is_empty() && !f.help.contains('\n'));
         }
     }
@@ -548,7 +552,10 @@ mod tests {
                 let name = it.next().unwrap_or_default().to_string();
                 assert!(helped.contains(&name), "TYPE before HELP for {name}");
                 let kind = it.next().unwrap_or_default().to_string();
-                assert!(typed.insert(name.clone(), kind).is_none(), "TYPE twice: {name}");
+                assert!(
+                    typed.insert(name.clone(), kind).is_none(),
+                    "TYPE twice: {name}"
+                );
             } else {
                 let name = line.split(['{', ' ']).next().unwrap_or_default();
                 let family = ["_bucket", "_sum", "_count"]
@@ -574,7 +581,12 @@ mod tests {
         assert!(text.contains("command=\"get\",le=\"+Inf\"} 3"));
         assert!(text.contains("rampart_command_duration_seconds_count{command=\"get\"} 3"));
         assert!(text.contains("rampart_node_errors_total{pool=\"a\",shard=\"s0\",node=\"s0\",kind=\"server_timedout\"} 0"));
-        assert!(text.contains("rampart_node_role{pool=\"b\",shard=\"b\",node=\"127.0.0.1:5\",role=\"primary\""), "{text}");
+        assert!(
+            text.contains(
+                "rampart_node_role{pool=\"b\",shard=\"b\",node=\"127.0.0.1:5\",role=\"primary\""
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -211,7 +211,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
 async fn prometheus(axum::extract::State(st): St) -> Response {
     let body = metrics::render(&st.shared, &st.probes, &st.tally);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()
