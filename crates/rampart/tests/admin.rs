@@ -1,0 +1,486 @@
+//! The admin HTTP interface against a real rampart process and real redis-servers: probes,
+//! Prometheus metrics, the stats JSON, the topology API, maintenance (drain), planned
+//! switchover, and the token that protects changes. The HTTP client is a few lines of std.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::{free_port, poll_until, Client, Proxy, RedisServer, Reply};
+
+const POOL: &str = "alpha";
+
+/// A rampart process with its admin and stats ports.
+struct Rampart {
+    proxy: Proxy,
+    port: u16,
+    admin: u16,
+    stats: u16,
+}
+
+fn start(body: &str, extra: &[&str], env: &[(&str, &str)]) -> Rampart {
+    let port = free_port();
+    let admin = free_port();
+    let stats = free_port();
+    let yaml = format!(
+        "{POOL}:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n{body}"
+    );
+    let mut b = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("a.yml", &yaml)
+        .args([
+            "-c",
+            "{dir}/a.yml",
+            "-a",
+            "127.0.0.1",
+            "--workers",
+            "2",
+            "-s",
+        ])
+        .arg(stats.to_string())
+        .args(
+            extra
+                .iter()
+                .map(|a| a.replace("{admin}", &admin.to_string())),
+        )
+        .wait_port(port);
+    if !extra.iter().any(|a| a.starts_with("--admin")) {
+        b = b.args(["--admin".to_string(), format!("127.0.0.1:{admin}")]);
+    }
+    for (k, v) in env {
+        b = b.env(k, v);
+    }
+    let proxy = b.start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+    Rampart {
+        proxy,
+        port,
+        admin,
+        stats,
+    }
+}
+
+impl Rampart {
+    fn client(&self) -> Client {
+        Client::connect(&format!("127.0.0.1:{}", self.port))
+    }
+    fn get(&self, path: &str) -> (u16, String) {
+        http(self.admin, "GET", path, &[], "")
+    }
+    fn post(&self, path: &str, body: &str) -> (u16, String) {
+        http(self.admin, "POST", path, &[], body)
+    }
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+    /// Waits until `/readyz` answers `status`; returns its body.
+    fn wait_ready(&self, status: u16, timeout: Duration) -> String {
+        poll_until(timeout, || {
+            let (s, b) = self.get("/readyz");
+            (s == status).then_some(b)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "/readyz never answered {status}: {:?}\nlog:\n{}",
+                self.get("/readyz"),
+                self.proxy.stderr()
+            )
+        })
+    }
+    fn node<'a>(topo: &'a Value, label: &str) -> &'a Value {
+        topo["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["shards"].as_array().into_iter().flatten())
+            .flat_map(|s| s["nodes"].as_array().into_iter().flatten())
+            .find(|n| n["label"] == label)
+            .unwrap_or_else(|| panic!("node {label} not in the topology: {topo}"))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the body.
+fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("timeout: {e}"));
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end: {text:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of the sample `name{labels}` (labels exactly as rendered).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Calls of `cmd` on a redis-server (INFO commandstats).
+fn server_calls(server: &RedisServer, cmd: &str) -> u64 {
+    let info = server.info("commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn probes_metrics_stats_and_topology_of_a_twemproxy_pool() {
+    let mut redis: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let servers = format!(
+        "  servers:\n   - {}:1 s0\n   - {}:1 s1\n",
+        redis[0].addr(),
+        redis[1].addr()
+    );
+    let r = start(&servers, &[], &[]);
+    assert_eq!(r.get("/healthz"), (200, "ok\n".to_string()));
+    r.wait_ready(200, Duration::from_secs(5));
+
+    let before = r.get("/metrics").1;
+    let mut c = r.client();
+    for i in 0..10 {
+        assert_eq!(c.cmd(&["SET", &format!("k{i}"), "v"]), Reply::ok());
+    }
+    const GETS: usize = 37;
+    for i in 0..GETS {
+        assert_eq!(c.cmd(&["GET", &format!("k{}", i % 10)]), Reply::bulk("v"));
+    }
+    let (status, text) = r.get("/metrics");
+    assert_eq!(status, 200);
+    for family in [
+        "rampart_node_requests_total",
+        "rampart_node_errors_total",
+        "rampart_node_sent_bytes_total",
+        "rampart_node_received_bytes_total",
+        "rampart_node_server_connections",
+        "rampart_pool_client_connections",
+        "rampart_node_role",
+        "rampart_node_up",
+        "rampart_node_maintenance",
+        "rampart_node_health_check_duration_seconds",
+        "rampart_node_ejections_total",
+        "rampart_node_replication_lag_seconds",
+        "rampart_shard_failovers_total",
+        "rampart_shard_switchovers_total",
+        "rampart_command_calls_total",
+        "rampart_command_duration_seconds",
+        "rampart_process_resident_memory_bytes",
+        "rampart_process_open_fds",
+        "rampart_process_uptime_seconds",
+        "rampart_workers",
+    ] {
+        assert_eq!(
+            text.matches(&format!("# HELP {family} ")).count(),
+            1,
+            "HELP of {family}"
+        );
+        assert_eq!(
+            text.matches(&format!("# TYPE {family} ")).count(),
+            1,
+            "TYPE of {family}"
+        );
+    }
+    // Exactly the GETs sent, in the calls counter and in the histogram.
+    let get = "{command=\"get\"}";
+    assert_eq!(
+        sample(&text, &format!("rampart_command_calls_total{get}")),
+        Some(GETS as f64)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("rampart_command_duration_seconds_count{get}")
+        ),
+        Some(GETS as f64)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "rampart_command_duration_seconds_bucket{command=\"get\",le=\"+Inf\"}"
+        ),
+        Some(GETS as f64)
+    );
+    // Counters moved by the traffic: requests and bytes, summed over both nodes.
+    let total = |t: &str, family: &str| -> f64 {
+        ["s0", "s1"]
+            .iter()
+            .map(|n| {
+                let series = format!("{family}{{pool=\"{POOL}\",shard=\"{n}\",node=\"{n}\"}}");
+                sample(t, &series).unwrap_or_else(|| panic!("{series} missing:\n{t}"))
+            })
+            .sum()
+    };
+    let sent =
+        total(&text, "rampart_node_requests_total") - total(&before, "rampart_node_requests_total");
+    assert_eq!(sent, (10 + GETS) as f64);
+    assert!(
+        total(&text, "rampart_node_sent_bytes_total")
+            > total(&before, "rampart_node_sent_bytes_total")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("rampart_pool_client_connections{{pool=\"{POOL}\"}}")
+        ),
+        Some(1.0)
+    );
+
+    // /stats is the stats port's document: same fields at every level.
+    let (status, stats) = r.get("/stats");
+    assert_eq!(status, 200);
+    let ours: Value = serde_json::from_str(&stats).unwrap_or_else(|e| panic!("{e}: {stats}"));
+    let mut raw = String::new();
+    TcpStream::connect(("127.0.0.1", r.stats))
+        .and_then(|mut s| s.read_to_string(&mut raw))
+        .unwrap_or_else(|e| panic!("stats port: {e}"));
+    let port: Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    assert_eq!(shape(&ours), shape(&port), "/stats vs the stats port");
+    assert_eq!(ours[POOL]["s1"]["requests"], port[POOL]["s1"]["requests"]);
+
+    // The topology lists every node; the page and its assets are served.
+    let topo = r.json("/api/topology");
+    for n in ["s0", "s1"] {
+        let node = Rampart::node(&topo, n);
+        assert_eq!(node["up"], true, "{node}");
+        assert_eq!(node["role"], "primary");
+    }
+    assert_eq!(topo["pools"][0]["kind"], "twemproxy");
+    let (status, page) = r.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("/assets/app.js") && page.contains("/assets/style.css"));
+    assert_eq!(r.get("/assets/app.js").0, 200);
+    assert_eq!(r.get("/assets/style.css").0, 200);
+    assert_eq!(r.get("/nope").0, 404);
+
+    // Killing shard s1's only server: not ready, and the node is down in the topology.
+    redis[1].kill9();
+    let body = r.wait_ready(503, Duration::from_secs(5));
+    assert!(body.contains(&format!("{POOL}/s1")), "{body}");
+    assert!(!body.contains(&format!("{POOL}/s0")), "{body}");
+    let topo = r.json("/api/topology");
+    assert_eq!(Rampart::node(&topo, "s1")["up"], false);
+    assert_eq!(Rampart::node(&topo, "s0")["up"], true);
+    let text = r.get("/metrics").1;
+    let up = |n: &str| format!("rampart_node_up{{pool=\"{POOL}\",shard=\"{n}\",node=\"{n}\"}}");
+    assert_eq!(sample(&text, &up("s1")), Some(0.0));
+    assert_eq!(sample(&text, &up("s0")), Some(1.0));
+}
+
+/// The keys at every level of a JSON document, values ignored.
+fn shape(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+        if let Value::Object(m) = v {
+            for (k, v) in m {
+                let p = format!("{path}/{k}");
+                out.push(p.clone());
+                walk(v, &p, out);
+            }
+        }
+    }
+    walk(v, "", &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn maintenance_switchover_and_readiness_of_a_replica_set() {
+    let primary = RedisServer::start();
+    let mut replica = RedisServer::start_replica_of(&primary);
+    replica.wait_replication_up(Duration::from_secs(10));
+    let body = format!(
+        "  primary: {}\n  replicas:\n    - {}\n  read_policy: prefer-replica\n  failover_hold: 3s\n",
+        primary.addr(),
+        replica.addr()
+    );
+    let r = start(&body, &[], &[]);
+    r.wait_ready(200, Duration::from_secs(10));
+    let rep = replica.addr();
+    let routable = |want: bool| {
+        poll_until(Duration::from_secs(10), || {
+            let topo = r.json("/api/topology");
+            (Rampart::node(&topo, &rep)["routable"] == want).then_some(())
+        })
+        .unwrap_or_else(|| panic!("replica never became routable={want}"));
+    };
+    routable(true);
+    let mut c = r.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    let reads = |c: &mut Client| {
+        let before = (server_calls(&primary, "get"), server_calls(&replica, "get"));
+        for _ in 0..20 {
+            let got = c.cmd(&["GET", "k"]);
+            assert!(matches!(got, Reply::Bulk(_)), "{got:?}");
+        }
+        (
+            server_calls(&primary, "get") - before.0,
+            server_calls(&replica, "get") - before.1,
+        )
+    };
+    assert_eq!(
+        reads(&mut c).1,
+        20,
+        "prefer-replica reads go to the replica"
+    );
+
+    // Drain the replica: reads stop reaching it; then bring it back.
+    let req = |on: bool| {
+        format!("{{\"pool\":\"{POOL}\",\"shard\":\"{POOL}\",\"node\":\"{rep}\",\"on\":{on}}}")
+    };
+    let (status, body) = r.post("/api/nodes/maintenance", &req(true));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(reads(&mut c), (20, 0), "a drained replica gets no reads");
+    let topo = r.json("/api/topology");
+    assert_eq!(Rampart::node(&topo, &rep)["maintenance"], true);
+    let (status, body) = r.post("/api/nodes/maintenance", &req(false));
+    assert_eq!(status, 200, "{body}");
+    routable(true);
+    assert_eq!(reads(&mut c).1, 20, "back in rotation");
+    let unknown = r.post(
+        "/api/nodes/maintenance",
+        &format!("{{\"pool\":\"{POOL}\",\"node\":\"nope\",\"on\":true}}"),
+    );
+    assert_eq!(unknown.0, 404, "{unknown:?}");
+    assert_eq!(r.post("/api/nodes/maintenance", "{").0, 400);
+
+    // Planned switchover: 202 at once, progress until done, the replica is the primary.
+    let (status, body) = r.post(
+        "/api/shards/switchover",
+        &format!("{{\"pool\":\"{POOL}\",\"shard\":\"{POOL}\"}}"),
+    );
+    assert_eq!(status, 202, "{body}");
+    let progress = format!("/api/shards/switchover?pool={POOL}&shard={POOL}");
+    let end = poll_until(Duration::from_secs(15), || {
+        let v = r.json(&progress);
+        (v["done"] == true || v["failed"] == true).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("switchover never ended: {}", r.get(&progress).1));
+    assert_eq!(end["done"], true, "{end}");
+    assert_eq!(end["primary"], rep.as_str(), "{end}");
+    assert_eq!(replica.role(), "master");
+    assert_eq!(c.cmd(&["SET", "k2", "v2"]), Reply::ok());
+    assert_eq!(replica.cmd(&["GET", "k2"]), Reply::bulk("v2"));
+    let text = r.get("/metrics").1;
+    let series = format!("rampart_shard_switchovers_total{{pool=\"{POOL}\",shard=\"{POOL}\"}}");
+    assert_eq!(sample(&text, &series), Some(1.0), "{text}");
+    let events = r.json("/api/events");
+    assert!(
+        events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "switchover"),
+        "{events}"
+    );
+
+    // The new primary dies: the shard has no writable primary, so not ready.
+    replica.kill9();
+    let body = r.wait_ready(503, Duration::from_secs(10));
+    assert!(body.contains(&format!("{POOL}/{POOL}")), "{body}");
+}
+
+#[test]
+fn changes_need_the_token_when_the_listener_is_not_loopback() {
+    let redis = RedisServer::start();
+    let servers = format!("  servers:\n   - {}:1 s0\n", redis.addr());
+    // Without a token, a listener reachable from other machines refuses to start.
+    let mut refused = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file(
+            "a.yml",
+            format!("{POOL}:\n  listen: 127.0.0.1:{}\n{servers}", free_port()),
+        )
+        .args(["-c", "{dir}/a.yml", "--no-stats", "--admin"])
+        .arg(format!("0.0.0.0:{}", free_port()))
+        .start();
+    let status = refused
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("rampart started without a token"));
+    assert!(!status.success());
+    assert!(
+        refused.stderr().contains("--admin-token"),
+        "{}",
+        refused.stderr()
+    );
+
+    // The token from the environment; a loopback peer still needs it on a public listener.
+    let r = start(
+        &servers,
+        &["--admin", "0.0.0.0:{admin}"],
+        &[("RAMPART_ADMIN_TOKEN", "secret")],
+    );
+    let body = format!("{{\"pool\":\"{POOL}\",\"node\":\"s0\",\"on\":false}}");
+    let path = "/api/nodes/maintenance";
+    assert_eq!(r.post(path, &body).0, 401);
+    let wrong = http(
+        r.admin,
+        "POST",
+        path,
+        &["Authorization: Bearer nope"],
+        &body,
+    );
+    assert_eq!(wrong.0, 401, "{wrong:?}");
+    let right = http(
+        r.admin,
+        "POST",
+        path,
+        &["Authorization: Bearer secret"],
+        &body,
+    );
+    assert_eq!(right.0, 200, "{right:?}");
+    assert_eq!(r.post("/api/shards/switchover", "{}").0, 401);
+    assert_eq!(r.post("/api/reload", "").0, 401);
+    let auth = ["Authorization: Bearer secret"];
+    let reload = http(r.admin, "POST", "/api/reload", &auth, "");
+    assert_eq!(reload.0, 200, "{reload:?}");
+    assert!(reload.1.contains("\"ok\":true"), "{reload:?}");
+    assert!(r.get("/api/events").1.contains("\"kind\":\"reload\""));
+    // Reading needs no token.
+    assert_eq!(r.get("/metrics").0, 200);
+    assert_eq!(r.get("/api/topology").0, 200);
+}
