@@ -12,7 +12,8 @@ else
   ROUNDS=${ROUNDS:-3}; REQUESTS=${REQUESTS:-100000}
 fi
 CLIENTS=${CLIENTS:-50}
-WORKERS=${WORKERS:-1}
+# rampart as shipped: one worker per core (its default); HAProxy gets as many threads.
+WORKERS=${WORKERS:-$(nproc)}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 HASH=${HASH:-fnv1a_64}
 SKIP_RAMPART=${BENCH_SKIP_RAMPART:-0}

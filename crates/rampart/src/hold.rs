@@ -12,10 +12,34 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::time::Instant;
 
 use crate::backend::Sink;
 use crate::worker::WorkerPool;
+
+static ENTERED: AtomicU64 = AtomicU64::new(0);
+static RELEASED: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+static HELD_US: AtomicU64 = AtomicU64::new(0);
+
+/// Process-wide hold statistics: writes that entered a hold, were released to a primary,
+/// failed there (time or bytes bound, or a dead shard), and the total time released writes
+/// spent held (µs).
+pub fn stats() -> (u64, u64, u64, u64) {
+    (
+        ENTERED.load(Ordering::Relaxed),
+        RELEASED.load(Ordering::Relaxed),
+        FAILED.load(Ordering::Relaxed),
+        HELD_US.load(Ordering::Relaxed),
+    )
+}
+
+/// A write left the hold with an error.
+pub fn count_failed() {
+    FAILED.fetch_add(1, Ordering::Relaxed);
+}
 
 /// One held write.
 pub struct Held {
@@ -57,6 +81,7 @@ impl Hold {
         if n as u64 > cap {
             return Err(h);
         }
+        ENTERED.fetch_add(1, Ordering::Relaxed);
         self.bytes.set(n);
         self.q.borrow_mut().push_back(h);
         Ok(())
@@ -114,6 +139,12 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                     });
                     break;
                 }
+                RELEASED.fetch_add(1, Ordering::Relaxed);
+                let since = until.checked_sub(wp.rt.conf.failover_hold).unwrap_or(until);
+                HELD_US.fetch_add(
+                    Instant::now().saturating_duration_since(since).as_micros() as u64,
+                    Ordering::Relaxed,
+                );
             }
         }
         {
@@ -126,6 +157,7 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                 .is_some_and(|h| hopeless || h.until <= now)
             {
                 if let Some(h) = hold.pop() {
+                    FAILED.fetch_add(1, Ordering::Relaxed);
                     let msg = if hopeless {
                         format!(
                             "-ERR rampart: shard '{}' has no primary available: it is down; the write was not sent\r\n",

@@ -209,13 +209,16 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
         .push(held, rt.conf.failover_hold_bytes)
     {
         Ok(()) => ensure_releaser(wp, shard),
-        Err(h) => fail(
-            h.sink,
-            &format!(
-                "shard '{}' has no primary and its failover_hold_bytes are full",
-                rt.shards[shard].name
-            ),
-        ),
+        Err(h) => {
+            crate::hold::count_failed();
+            fail(
+                h.sink,
+                &format!(
+                    "shard '{}' has no primary and its failover_hold_bytes are full",
+                    rt.shards[shard].name
+                ),
+            )
+        }
     }
 }
 

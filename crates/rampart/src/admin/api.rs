@@ -415,17 +415,11 @@ pub async fn switchover(
             "/api/shards/switchover?pool={}&shard={}",
             req.pool, req.shard
         );
+        // `switchover::run` records the outcome as an event and in the shard's state.
         tokio::spawn(async move {
-            let (pool_name, shard_name) = (pool.conf.name.clone(), pool.shards[shard].name.clone());
-            let message = match crate::switchover::run(pool, shard, req.target).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!("switchover requested through the admin API failed: {e}");
-                    format!("failed: {e}")
-                }
-            };
-            let kind = crate::events::Kind::Switchover;
-            crate::events::record(kind, &pool_name, &shard_name, "", message);
+            if let Err(e) = crate::switchover::run(pool, shard, req.target).await {
+                tracing::warn!("switchover requested through the admin API failed: {e}");
+            }
         });
         Ok((
             StatusCode::ACCEPTED,

@@ -51,6 +51,11 @@ families! {
     REQUESTS_ANSWERED = ("rampart_client_requests_total", "counter", "Client requests answered, all pools, including local replies.");
     RELOADS = ("rampart_config_reloads_total", "counter", "Configuration reloads attempted (SIGHUP or the admin API).");
     RELOAD_FAILURES = ("rampart_config_reload_failures_total", "counter", "Configuration reloads refused; the running configuration stayed.");
+    HELD_WRITES = ("rampart_held_writes_total", "counter", "Writes that waited in a failover hold because their shard had no primary.");
+    HELD_RELEASED = ("rampart_held_writes_released_total", "counter", "Held writes sent to a primary once there was one.");
+    HELD_FAILED = ("rampart_held_writes_failed_total", "counter", "Held writes answered with an error (failover_hold or its byte bound passed, or the shard was down).");
+    HELD_NOW = ("rampart_held_writes", "gauge", "Writes waiting in a failover hold now.");
+    HOLD_SECONDS = ("rampart_held_write_seconds_total", "counter", "Total time released writes spent held.");
     POOL_CLIENTS = ("rampart_pool_client_connections", "gauge", "Client connections open on the pool.");
     POOL_CLIENT_EOF = ("rampart_pool_client_eof_total", "counter", "Client connections the client closed.");
     POOL_CLIENT_ERR = ("rampart_pool_client_errors_total", "counter", "Client connections closed on an error.");
@@ -295,6 +300,17 @@ fn process(o: &mut Out, shared: &Shared) {
     ] {
         o.head(f);
         o.sample(f.name, &[], v as f64);
+    }
+    let (entered, released, failed, held_us) = crate::hold::stats();
+    for (f, v) in [
+        (&HELD_WRITES, entered as f64),
+        (&HELD_RELEASED, released as f64),
+        (&HELD_FAILED, failed as f64),
+        (&HELD_NOW, entered.saturating_sub(released + failed) as f64),
+        (&HOLD_SECONDS, held_us as f64 / 1e6),
+    ] {
+        o.head(f);
+        o.sample(f.name, &[], v);
     }
 }
 
