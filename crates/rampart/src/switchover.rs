@@ -19,6 +19,7 @@ use rampart_config::ServerAddr;
 use tokio::time::Instant;
 
 use crate::ctl::{CtlConn, Val};
+use crate::events::Kind;
 use crate::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
@@ -98,10 +99,13 @@ pub async fn run(
                 took.as_millis()
             );
             rt.set_switch_state(format!("done: {msg}"));
+            crate::events::record(Kind::Switchover, &pool.conf.name, &rt.name, &to, &msg);
             Ok(msg)
         }
         Err(e) => {
             rt.set_switch_state(format!("failed after {} ms: {e}", took.as_millis()));
+            let msg = format!("failed: {e}");
+            crate::events::record(Kind::Switchover, &pool.conf.name, &rt.name, "", msg);
             Err(e)
         }
     }
