@@ -277,3 +277,68 @@ fn a_runaway_pipeline_is_paced_and_answered_in_order() {
     }
     writer.join().expect("writer");
 }
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let yml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  servers:\n   - {}:1 s0\n",
+        redis.addr()
+    );
+    // A descriptor limit far below the number of clients below.
+    let mut proxy = Proxy::builder("prlimit")
+        .file("rampart.yml", yml)
+        .args(["--nofile=40:40", env!("CARGO_BIN_EXE_rampart")])
+        .args([
+            "-c",
+            "{dir}/rampart.yml",
+            "--no-stats",
+            "--no-admin",
+            "--workers",
+            "1",
+        ])
+        .wait_port(port)
+        .start();
+    let mut clients: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("the kernel queues the connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = proxy.pid();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    // 100 ticks a second per core: a spinning accept loop burns ~100.
+    assert!(
+        used < 20,
+        "rampart used {used} ticks in 1 s while out of descriptors"
+    );
+    assert!(
+        proxy.stderr().contains("out of file descriptors"),
+        "{}",
+        proxy.stderr()
+    );
+    // Free descriptors: the clients waiting in the backlog are accepted and served.
+    clients.drain(..50);
+    let mut last = clients.pop().expect("a waiting client");
+    last.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    last.write_all(b"PING\r\n").expect("write");
+    let mut buf = [0u8; 7];
+    last.read_exact(&mut buf)
+        .expect("a reply once descriptors are free");
+    assert_eq!(&buf, b"+PONG\r\n");
+    drop(clients);
+    proxy.signal("TERM");
+    assert!(proxy.wait_exit(Duration::from_secs(5)).is_some());
+}
