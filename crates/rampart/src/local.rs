@@ -349,6 +349,22 @@ fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
                     let _ = write!(t, "switchover_{}_{}:{}\r\n", p.conf.name, s.name, state);
                 }
                 let view = s.view();
+                let primary = view
+                    .primary
+                    .and_then(|i| view.nodes.get(i))
+                    .map(|n| n.label.as_str())
+                    .unwrap_or("none");
+                let _ = write!(
+                    t,
+                    "shard_{}_{}:primary={},writable={},nodes={},ejected={},switching={}\r\n",
+                    p.conf.name,
+                    s.name,
+                    primary,
+                    s.write_target(&view).is_some() as u8,
+                    view.nodes.len(),
+                    s.is_ejected() as u8,
+                    s.is_switching() as u8,
+                );
                 for (ni, n) in view.nodes.iter().enumerate() {
                     let role = if view.primary == Some(ni) {
                         "primary"

@@ -84,6 +84,15 @@ impl Ha {
 fn writes_reach_only_the_primary_and_reads_spread_over_replicas() {
     let ha = start("  read_policy: prefer-replica\n", &[]);
     let mut c = ha.client();
+    let Reply::Bulk(Some(info)) = c.cmd(&["INFO", "pools"]) else {
+        panic!("INFO pools")
+    };
+    let info = String::from_utf8_lossy(&info).to_string();
+    let shard_line = format!(
+        "shard_alpha_alpha:primary={},writable=1,nodes=3",
+        ha.primary.addr()
+    );
+    assert!(info.contains(&shard_line), "{info}");
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
     assert_eq!(c.cmd(&["INCR", "n"]), Reply::Int(1));
     // Let replication catch up, then read.
