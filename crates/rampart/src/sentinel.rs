@@ -138,9 +138,18 @@ async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<Ctl
     Some(c)
 }
 
-/// Ask every sentinel; keep the answer with the highest config epoch.
+/// Ask every sentinel; keep the answer with the highest config epoch. At equal epochs an
+/// answer that names a new primary wins: the sentinel that leads a failover moves the master
+/// to the new epoch at promotion but keeps reporting the old address until the failover ends,
+/// while the others report the new one as soon as they announce `+switch-master`.
 async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<MasterInfo> {
     let name = pool.shards[shard].name.as_bytes();
+    let current = {
+        let view = pool.shards[shard].view();
+        view.primary
+            .and_then(|i| view.nodes.get(i))
+            .map(|n| n.addr.clone())
+    };
     let limit = Duration::from_millis(300);
     let mut best: Option<MasterInfo> = None;
     for s in sentinels {
@@ -160,7 +169,17 @@ async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<
             continue;
         };
         if let Some(info) = parse_master(&r[0], &r[1]) {
-            if best.as_ref().is_none_or(|b| info.epoch > b.epoch) {
+            let moves = current.as_ref() != Some(&tcp(&info.primary));
+            let better = match &best {
+                None => true,
+                Some(b) => {
+                    info.epoch > b.epoch
+                        || (info.epoch == b.epoch
+                            && moves
+                            && current.as_ref() == Some(&tcp(&b.primary)))
+                }
+            };
+            if better {
                 best = Some(info);
             }
         }

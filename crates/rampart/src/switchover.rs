@@ -163,7 +163,11 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
             ));
         }
     }
-    rt.set_switch_state(format!("promoting {}", new.label));
+    if pool.conf.is_sentinel() {
+        rt.set_switch_state("replicas caught up; asking Sentinel to fail over");
+    } else {
+        rt.set_switch_state(format!("promoting {}", new.label));
+    }
     let new = if pool.conf.is_sentinel() {
         promote_with_sentinel(pool, shard, &old).await?
     } else {

@@ -1,0 +1,143 @@
+//! A planned switchover through Sentinel under write load: `RAMPART SWITCHOVER <master>`
+//! holds the writes, waits for every replica to catch up, asks Sentinel to fail over and
+//! releases the writes once the new primary is named and confirmed. No write may fail and no
+//! acknowledged write may be missing on the new primary. The pause is bounded by Sentinel's own
+//! failover (it polls the promoted replica once a second): about 1.7 s measured on loopback.
+//!
+//! This once exposed a follower bug: the sentinel leading a failover reports the old address
+//! at the new config epoch until the failover ends, and the follower kept that answer among
+//! equal epochs; it now prefers the answer that names a new primary.
+
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::time::{Duration, Instant};
+
+use ha::SentinelSetup;
+use load::{missing_writes, WriteLoad};
+use testkit::{Client, Reply};
+
+/// The proxy's Sentinel and switchover log lines and the failover events of every sentinel,
+/// for a failure message.
+fn diagnostics(s: &SentinelSetup) -> String {
+    let mut out = String::from("proxy:\n");
+    for l in s.proxy.log_lines(&["rampart::sentinel", "switchover"]) {
+        out.push_str(&format!("  {l}\n"));
+    }
+    for (i, x) in s.sentinels.iter().enumerate() {
+        out.push_str(&format!("sentinel {i} ({}):\n", x.addr()));
+        for l in x.log().lines().filter(|l| {
+            [
+                "FAILOVER",
+                "failover",
+                "promoted",
+                "reconf",
+                "switch-master",
+                "config-update",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        }) {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    out
+}
+
+/// `RAMPART SWITCHOVER <master>` in a Sentinel pool: writes wait in the hold while Sentinel
+/// promotes a replica, then go to the new primary. No write fails and none is lost.
+#[test]
+fn sentinel_planned_switchover_under_write_load() {
+    const WRITERS: usize = 3;
+    let s = SentinelSetup::start("  failover_hold: 10s\n");
+    let load = WriteLoad::start(&s.proxy.addr(), WRITERS, Duration::from_secs(15));
+    assert!(load::progressed(
+        || load.acked(),
+        300,
+        Duration::from_secs(5)
+    ));
+
+    let mut admin = Client::connect(&s.proxy.addr());
+    admin.set_read_timeout(Some(Duration::from_secs(25)));
+    let asked_at = load.started().elapsed();
+    let t0 = Instant::now();
+    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", ha::MASTER]);
+    let took = t0.elapsed();
+    let (switch_after, new_port) = s.wait_switch(t0, Duration::from_secs(5));
+    assert!(
+        load::progressed(|| load.acked(), 300, Duration::from_secs(10)),
+        "writes did not resume after the switchover; log:\n{}",
+        s.proxy.log()
+    );
+    let report = load.stop();
+    let new_primary = s.replica_on(new_port);
+    let missing = missing_writes(new_primary, &report.acks);
+    let (pause, pause_from) = report.longest_pause();
+
+    println!("RAMPART SWITCHOVER answered after {took:?}: {reply:?}");
+    println!(
+        "Sentinel names port {new_port} (old {}) {switch_after:?} after the command",
+        s.primary.port()
+    );
+    println!(
+        "writes: {} acknowledged, {} errors, p50={:?} p99={:?} max={:?}",
+        report.acks.len(),
+        report.errors.len(),
+        report.quantile(0.5),
+        report.quantile(0.99),
+        report.latencies.last().copied().unwrap_or_default()
+    );
+    println!(
+        "longest write pause: {pause:?}, from {:+.3}s relative to the command",
+        pause_from.as_secs_f64() - asked_at.as_secs_f64()
+    );
+    println!(
+        "acknowledged writes missing on the new primary: {}",
+        missing.len()
+    );
+    for (at, e) in report.errors.iter().take(10) {
+        println!(
+            "  error at command{:+.3}s: {e}",
+            at.as_secs_f64() - asked_at.as_secs_f64()
+        );
+    }
+
+    match &reply {
+        Reply::Simple(msg) => assert!(
+            msg.contains("switched to") && msg.contains(&format!(":{new_port}")),
+            "the reply does not name the new primary {new_port}: {msg:?}"
+        ),
+        other => panic!(
+            "switchover failed: {other:?}; log:\n{}",
+            s.proxy
+                .log_lines(&["switch", "sentinel", "Sentinel"])
+                .join("\n")
+        ),
+    }
+    assert!(
+        report.errors.is_empty(),
+        "writes failed during a planned switchover: {:?}",
+        &report.errors[..report.errors.len().min(10)]
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes are not on the new primary: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    if pause >= Duration::from_secs(3) {
+        println!("{}", diagnostics(&s));
+    }
+    // Measured here (redis 7.0.15, 17 runs): Sentinel's leader promotes the replica about
+    // 1.0-1.1 s after SENTINEL FAILOVER (+promoted-slave), and the other sentinels name the new
+    // primary some 40-90 ms later. Pauses seen: 2.2-2.4 s in 11 of the runs (the proxy
+    // waits for the leader's +failover-end) and 6.1-6.2 s in the other 6 (the leader's
+    // failover ends only by failover_timeout, see the file's header). Following the first
+    // +switch-master would make it about 1.1-1.2 s every time.
+    assert!(
+        pause < Duration::from_secs(3),
+        "writes paused {pause:?} during a planned switchover"
+    );
+}
