@@ -113,7 +113,7 @@ function renderPool(p, dt, before) {
       const errs = old && dt > 0 ? (n.errors - old.errors) / dt : null;
       const [cls, word] = status(n);
       const role = n.role + (n.seen_role !== "unknown" && n.seen_role !== n.role ? " (says " + n.seen_role + ")" : "");
-      const lag = n.role === "replica" && p.kind !== "twemproxy" ? n.lag_ms + " ms" : "–";
+      const lag = n.role === "replica" && n.up && p.kind !== "twemproxy" ? n.lag_ms + " ms" : "–";
       const health = n.last_error && !n.up ? n.last_error : (n.check_us ? fmtUs(n.check_us) : "");
       rows.push(el("tr", { class: "node " + cls, "data-node": n.label, "data-state": word },
         cell("node", el("span", { class: "name" }, n.label), n.addr !== n.label ? el("span", { class: "muted addr" }, " ", n.addr) : null),
