@@ -196,7 +196,10 @@ fn read(
     stream: &Stream,
     ready: &mut Ready<'_>,
 ) -> io::Result<bool> {
-    if rbuf.is_empty() {
+    // A session without a buffer of its own reads into the worker's scratch buffer and keeps
+    // only a partial request; one that has needed a buffer (large or fragmented requests)
+    // keeps it, up to 64 KiB, and reads straight into it (no copy, no allocation per request).
+    if rbuf.is_empty() && rbuf.capacity() == 0 {
         let mut scratch = worker.scratch.borrow_mut();
         let n = match stream.read(ready, &mut scratch) {
             Ok(0) => return Ok(false),
@@ -217,7 +220,7 @@ fn read(
         }
         let used = dispatch(ctx, dec, rbuf.data());
         rbuf.consume(used);
-        rbuf.shrink_if_idle(0);
+        rbuf.shrink_if_idle(64 * 1024);
     }
     Ok(true)
 }

@@ -184,6 +184,10 @@ impl ReadBuf {
         self.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);
         self.filled(bytes.len());
     }
+    /// Bytes allocated (0 when the buffer holds no memory).
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
     /// Give the memory back when empty and larger than `keep` bytes.
     pub fn shrink_if_idle(&mut self, keep: usize) {
         if self.is_empty() && self.buf.len() > keep {

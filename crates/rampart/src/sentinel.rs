@@ -161,6 +161,7 @@ async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<
                 &[
                     &[b"SENTINEL", b"MASTER", name],
                     &[b"SENTINEL", b"REPLICAS", name],
+                    &[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name],
                 ],
                 limit,
             )
@@ -168,7 +169,20 @@ async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<
         else {
             continue;
         };
-        if let Some(info) = parse_master(&r[0], &r[1]) {
+        if let Some(mut info) = parse_master(&r[0], &r[1]) {
+            // The client protocol's address: during a failover it names the promoted replica
+            // as soon as that replica took the new configuration, before SENTINEL MASTER does.
+            let named = r[2].items();
+            if let (Some(h), Some(p)) = (
+                named.first().and_then(Val::text),
+                named
+                    .get(1)
+                    .and_then(Val::text)
+                    .and_then(|p| p.parse().ok()),
+            ) {
+                info.primary = (h, p);
+                info.replicas.retain(|r| *r != info.primary);
+            }
             let moves = current.as_ref() != Some(&tcp(&info.primary));
             let better = match &best {
                 None => true,

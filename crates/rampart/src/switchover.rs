@@ -216,7 +216,7 @@ async fn promote_with_sentinel(
     let rt = &pool.shards[shard];
     let name = rt.name.as_bytes();
     let mut last_err = String::from("no sentinel answered");
-    let mut asked = false;
+    let mut leader = None;
     for s in &pool.conf.sentinels {
         let addr = ServerAddr::Tcp {
             host: s.host.clone(),
@@ -224,22 +224,51 @@ async fn promote_with_sentinel(
         };
         match call(&addr, &[b"SENTINEL", b"FAILOVER", name]).await {
             Ok(_) => {
-                asked = true;
+                leader = Some(addr);
                 break;
             }
             Err(e) => last_err = e,
         }
     }
-    if !asked {
+    let Some(leader) = leader else {
         return Err(last_err);
-    }
-    // Sentinel picks the replica; the follower applies its decision and confirms it with ROLE.
+    };
+    // Sentinel picks the replica. The sentinel running the failover advertises the promoted
+    // replica through GET-MASTER-ADDR-BY-NAME as soon as the replica has accepted the new
+    // configuration (before +switch-master); ask it often, confirm the node's own ROLE, and
+    // switch the shard's view to it. The follower would get there too, a little later.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let view = rt.view();
-        if let Some(p) = view.primary.and_then(|i| view.nodes.get(i)) {
-            if p.addr != old.addr && p.role() == Role::Primary && p.is_routable() {
-                return Ok(Arc::clone(p));
+        {
+            let view = rt.view();
+            if let Some(p) = view.primary.and_then(|i| view.nodes.get(i)) {
+                if p.addr != old.addr && p.role() == Role::Primary && p.is_routable() {
+                    return Ok(Arc::clone(p));
+                }
+            }
+        }
+        if let Ok(v) = call(&leader, &[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name]).await {
+            let host = v.items().first().and_then(Val::text);
+            let port = v
+                .items()
+                .get(1)
+                .and_then(Val::text)
+                .and_then(|p| p.parse::<u16>().ok());
+            if let (Some(host), Some(port)) = (host, port) {
+                let named = ServerAddr::Tcp { host, port };
+                let view = rt.view();
+                let idx = view.nodes.iter().position(|n| n.addr == named);
+                if let Some(idx) = idx.filter(|_| named != old.addr) {
+                    let node = Arc::clone(&view.nodes[idx]);
+                    if role(&node.addr).await.as_deref() == Some("master") && node.is_up() {
+                        node.set_checked(Role::Primary, false, 0, node.check_us());
+                        rt.set_view(ShardView {
+                            nodes: view.nodes.clone(),
+                            primary: Some(idx),
+                        });
+                        return Ok(node);
+                    }
+                }
             }
         }
         if Instant::now() > deadline {
