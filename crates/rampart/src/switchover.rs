@@ -208,6 +208,24 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
     Ok(new.label.clone())
 }
 
+/// The replica the failover leader advertises through GET-MASTER-ADDR-BY-NAME, once the
+/// replica accepted the new configuration. (Acting on the `promoted` flag earlier is unsafe:
+/// until Sentinel names the replica, the follower keeps the old primary, so writes would go
+/// back to it and be lost when Sentinel demotes it.)
+async fn sentinel_choice(leader: &ServerAddr, name: &[u8], old: &NodeRt) -> Option<ServerAddr> {
+    let named = call(leader, &[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name])
+        .await
+        .ok()?;
+    let host = named.items().first().and_then(Val::text)?;
+    let port = named
+        .items()
+        .get(1)
+        .and_then(Val::text)
+        .and_then(|p| p.parse::<u16>().ok())?;
+    let addr = ServerAddr::Tcp { host, port };
+    (addr != old.addr).then_some(addr)
+}
+
 async fn promote_with_sentinel(
     pool: &Arc<PoolRt>,
     shard: usize,
@@ -233,10 +251,10 @@ async fn promote_with_sentinel(
     let Some(leader) = leader else {
         return Err(last_err);
     };
-    // Sentinel picks the replica. The sentinel running the failover advertises the promoted
-    // replica through GET-MASTER-ADDR-BY-NAME as soon as the replica has accepted the new
-    // configuration (before +switch-master); ask it often, confirm the node's own ROLE, and
-    // switch the shard's view to it. The follower would get there too, a little later.
+    // Sentinel picks the replica. Ask the sentinel running the failover often which one it
+    // names, and switch the shard's view to it once the node's own ROLE says master; the
+    // follower would get there too, later. Sentinel names it only after it saw the promotion
+    // on its 1 s INFO cycle, which bounds the pause.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         {
@@ -247,27 +265,17 @@ async fn promote_with_sentinel(
                 }
             }
         }
-        if let Ok(v) = call(&leader, &[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name]).await {
-            let host = v.items().first().and_then(Val::text);
-            let port = v
-                .items()
-                .get(1)
-                .and_then(Val::text)
-                .and_then(|p| p.parse::<u16>().ok());
-            if let (Some(host), Some(port)) = (host, port) {
-                let named = ServerAddr::Tcp { host, port };
-                let view = rt.view();
-                let idx = view.nodes.iter().position(|n| n.addr == named);
-                if let Some(idx) = idx.filter(|_| named != old.addr) {
-                    let node = Arc::clone(&view.nodes[idx]);
-                    if role(&node.addr).await.as_deref() == Some("master") && node.is_up() {
-                        node.set_checked(Role::Primary, false, 0, node.check_us());
-                        rt.set_view(ShardView {
-                            nodes: view.nodes.clone(),
-                            primary: Some(idx),
-                        });
-                        return Ok(node);
-                    }
+        if let Some(named) = sentinel_choice(&leader, name, old).await {
+            let view = rt.view();
+            if let Some(idx) = view.nodes.iter().position(|n| n.addr == named) {
+                let node = Arc::clone(&view.nodes[idx]);
+                if node.is_up() && role(&node.addr).await.as_deref() == Some("master") {
+                    node.set_checked(Role::Primary, false, 0, node.check_us());
+                    rt.set_view(ShardView {
+                        nodes: view.nodes.clone(),
+                        primary: Some(idx),
+                    });
+                    return Ok(node);
                 }
             }
         }
