@@ -16,6 +16,21 @@ fn pool(name: &str, port: u16, servers: &[&RedisServer], extra: &str) -> String 
     y
 }
 
+/// POST with no body to the admin listener; the whole HTTP response.
+fn post(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn info_pools(c: &mut Client) -> String {
     match c.cmd(&["INFO", "pools"]) {
         Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
@@ -29,9 +44,11 @@ fn clients_keep_working_through_reloads_and_bad_files_change_nothing() {
     let b = RedisServer::start();
     let (port, port2) = (free_port(), free_port());
     let first = pool("alpha", port, &[&a, &b], "  timeout: 1000\n");
+    let admin = free_port();
     let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
         .file("rampart.yml", &first)
         .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
         .wait_port(port)
         .start();
     let path = proxy.dir().join("rampart.yml");
