@@ -145,6 +145,16 @@ fn clients_keep_working_through_reloads_and_bad_files_change_nothing() {
         !info_pools(&mut c).contains("shards=3"),
         "the ring did not change"
     );
+    // Forced through the admin API, the same file applies.
+    let forced = post(admin, "/api/reload?force=true");
+    assert!(
+        forced.contains("200 OK") && forced.contains("moved"),
+        "{forced}"
+    );
+    assert!(
+        info_pools(&mut c).contains("shards=3"),
+        "the third server is on the ring"
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
