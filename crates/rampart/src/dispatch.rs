@@ -270,26 +270,26 @@ impl Ctx {
     /// Queue `bytes` for `shard`: writes to its primary, reads by the pool's read policy. On
     /// failure the slot gets the error at once.
     fn send_bytes(&mut self, shard: usize, seq: u64, part: u32, bytes: &[u8]) {
-        let access = match self.pool.rt.conf.read_your_writes {
-            _ if self.write && self.pool.rt.conf.read_your_writes.is_some() => {
-                let until = self.now + self.pool.rt.conf.read_your_writes.unwrap_or_default();
+        let ryw = self.pool.rt.conf.read_your_writes;
+        let access = if self.write {
+            if let Some(window) = ryw {
+                let until = self.now + window;
                 match self.ryw.iter_mut().find(|(s, _)| *s == shard) {
                     Some(e) => e.1 = until,
                     None => self.ryw.push((shard, until)),
                 }
-                Access::Write
             }
-            _ if self.write => Access::Write,
-            _ if self.mode == Mode::Writes => Access::ReadPrimary,
-            Some(_)
-                if self
+            Access::Write
+        } else if self.mode == Mode::Writes
+            || (ryw.is_some()
+                && self
                     .ryw
                     .iter()
-                    .any(|&(s, until)| s == shard && self.now < until) =>
-            {
-                Access::ReadPrimary
-            }
-            _ => Access::Read,
+                    .any(|&(s, until)| s == shard && self.now < until))
+        {
+            Access::ReadPrimary
+        } else {
+            Access::Read
         };
         let sink = Sink::new(&self.pending, seq, part);
         let node = route::send(

@@ -41,16 +41,27 @@ pub fn count_failed() {
     FAILED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One held write.
+/// One held write. Its bytes and client travel in the sink's [`crate::backend::Resend`],
+/// which every held write has (it may need to be held again on READONLY).
 pub struct Held {
     /// Where its reply goes.
     pub sink: Sink,
-    /// The request bytes.
-    pub bytes: Vec<u8>,
-    /// The client (keeps its connection choice).
-    pub client: u64,
     /// When it fails if no primary appears.
     pub until: Instant,
+}
+
+impl Held {
+    /// The request bytes.
+    fn bytes(&self) -> &[u8] {
+        self.sink
+            .resend
+            .as_ref()
+            .map_or(&[], |r| r.bytes.as_slice())
+    }
+    /// The client (keeps its connection choice).
+    fn client(&self) -> u64 {
+        self.sink.resend.as_ref().map_or(0, |r| r.client)
+    }
 }
 
 /// The held writes of one shard on one worker.
@@ -67,17 +78,12 @@ impl Hold {
         self.q.borrow().is_empty()
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.bytes.get()
-    }
-
     /// Hold a write; gives it back when the byte bound would be exceeded.
     ///
     /// # Errors
     /// The hold is full; the caller answers an error.
     pub fn push(&self, h: Held, cap: u64) -> Result<(), Held> {
-        let n = self.bytes.get() + h.bytes.len();
+        let n = self.bytes.get() + h.bytes().len();
         if n as u64 > cap {
             return Err(h);
         }
@@ -88,14 +94,14 @@ impl Hold {
     }
 
     fn push_front(&self, h: Held) {
-        self.bytes.set(self.bytes.get() + h.bytes.len());
+        self.bytes.set(self.bytes.get() + h.bytes().len());
         self.q.borrow_mut().push_front(h);
     }
 
     fn pop(&self) -> Option<Held> {
         let h = self.q.borrow_mut().pop_front()?;
         self.bytes
-            .set(self.bytes.get().saturating_sub(h.bytes.len()));
+            .set(self.bytes.get().saturating_sub(h.bytes().len()));
         Some(h)
     }
 }
@@ -119,24 +125,16 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
         if let Some(primary) = rt.write_target(&view) {
             let deadline = Instant::now() + wp.rt.timeout();
             while let Some(h) = hold.pop() {
-                let backend = wp.backend(shard, primary, h.client);
-                let Held {
-                    sink,
-                    bytes,
-                    client,
-                    until,
-                } = h;
+                let backend = wp.backend(shard, primary, h.client());
+                // The sink moves into the queue; the bytes stay with it for a later READONLY.
+                let bytes = h.bytes().to_vec();
+                let Held { sink, until } = h;
                 if let Err((sink, _)) =
                     backend.send_or_return(sink, deadline, |out| out.extend_from_slice(&bytes))
                 {
                     // The primary is in connect back-off: keep the write, in front, and try
                     // again on a later tick (or fail it when its time is up, below).
-                    hold.push_front(Held {
-                        sink,
-                        bytes,
-                        client,
-                        until,
-                    });
+                    hold.push_front(Held { sink, until });
                     break;
                 }
                 RELEASED.fetch_add(1, Ordering::Relaxed);

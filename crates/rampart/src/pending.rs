@@ -54,11 +54,6 @@ impl Pending {
         self.slots.borrow_mut().clear();
     }
 
-    /// Whether [`Pending::close`] was called.
-    pub fn is_closed(&self) -> bool {
-        self.closed.get()
-    }
-
     /// Reserve a slot for a reply that one backend will deliver; returns its sequence number.
     pub fn push_waiting(&self) -> u64 {
         let mut slots = self.slots.borrow_mut();

@@ -200,8 +200,6 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
     }
     let held = Held {
         sink: with_resend(sink, wp, shard, bytes, true, client),
-        bytes: bytes.to_vec(),
-        client,
         until: Instant::now() + rt.conf.failover_hold,
     };
     match wp.shards[shard]
