@@ -55,10 +55,12 @@ pub fn parse_master(master: &Val, replicas: &Val) -> Option<MasterInfo> {
         .iter()
         .map(fields)
         .filter(|r| {
+            // Only replicas Sentinel has judged down leave the view. A link that is merely
+            // `disconnected` is often Sentinel's own connection killed by a promotion
+            // (`CLIENT KILL TYPE normal`): dropping the node then would forget its health and
+            // make it start down again right when it becomes the primary.
             let flags = r.get("flags").map(String::as_str).unwrap_or("");
-            !flags.contains("s_down")
-                && !flags.contains("o_down")
-                && !flags.contains("disconnected")
+            !flags.contains("s_down") && !flags.contains("o_down")
         })
         .filter_map(|r| Some((r.get("ip")?.clone(), r.get("port")?.parse().ok()?)))
         .collect();
@@ -121,7 +123,8 @@ fn auth_cmd(pool: &PoolRt) -> Option<Vec<Vec<u8>>> {
     Some(c)
 }
 
-async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<CtlConn> {
+/// A connection to sentinel `s`, authenticated with the pool's sentinel credentials.
+pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<CtlConn> {
     let addr = ServerAddr::Tcp {
         host: s.host.clone(),
         port: s.port,
@@ -441,10 +444,21 @@ mod tests {
                 ("port", "7002"),
                 ("flags", "s_down,slave,disconnected"),
             ]),
+            kv(&[
+                ("ip", "127.0.0.1"),
+                ("port", "7003"),
+                ("flags", "slave,disconnected"),
+            ]),
         ]);
         let info = parse_master(&m, &r).expect("parsed");
         assert_eq!(info.primary, ("127.0.0.1".to_string(), 7000));
-        assert_eq!(info.replicas, vec![("127.0.0.1".to_string(), 7001)]);
+        assert_eq!(
+            info.replicas,
+            vec![
+                ("127.0.0.1".to_string(), 7001),
+                ("127.0.0.1".to_string(), 7003)
+            ]
+        );
         assert_eq!(info.epoch, 3);
     }
 }

@@ -1,10 +1,13 @@
 //! Planned switchover of one shard's primary, started by an admin command.
 //!
-//! 1. Hold the shard's writes on every worker (new writes wait in the failover hold).
+//! 1. Hold the shard's writes on every worker (new writes wait in the failover hold). Under
+//!    Sentinel, first wait for the point of Sentinel's INFO cycle that lets it notice the
+//!    promotion soonest (see [`INFO_WINDOW_MS`]).
 //! 2. Let writes already sent finish, then wait until the chosen replica's replication offset
-//!    equals the primary's.
+//!    equals the primary's (under Sentinel: every replica Sentinel might pick).
 //! 3. Promote it: `FAILOVER TO host port` on the primary (Redis pauses its own writers and
-//!    checks offsets once more), or `SENTINEL FAILOVER` when Sentinel manages the shard.
+//!    checks offsets once more), or `SENTINEL FAILOVER` when Sentinel manages the shard. A
+//!    target Sentinel would not pick is refused: `SENTINEL FAILOVER` cannot name one.
 //! 4. Confirm with ROLE on the new primary, make it the shard's primary (every connection to
 //!    the old one is closed; writes it refused with READONLY were not applied and are held),
 //!    and release the held writes to it, in order.
@@ -89,14 +92,14 @@ pub async fn run(
     }
     let started = Instant::now();
     let result = steps(&pool, shard, target).await;
-    rt.end_switch();
+    let held = rt.end_switch();
     let took = started.elapsed();
     match result {
         Ok(to) => {
             let msg = format!(
                 "shard '{}' switched to {to}; writes held {} ms",
                 rt.name,
-                took.as_millis()
+                held.as_millis()
             );
             rt.set_switch_state(format!("done: {msg}"));
             crate::events::record(Kind::Switchover, &pool.conf.name, &rt.name, &to, &msg);
@@ -137,40 +140,26 @@ fn pick(view: &ShardView, target: Option<&str>) -> Result<(Arc<NodeRt>, Arc<Node
 async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Result<String, String> {
     let rt = &pool.shards[shard];
     let view = rt.view();
-    let (old, new) = pick(&view, target.as_deref())?;
-    let (host, port) =
-        host_port(&new.addr).ok_or("unix-socket nodes cannot be promoted by address")?;
-    rt.set_switch_state(format!(
-        "holding writes; waiting for {} to catch up with {}",
-        new.label, old.label
-    ));
-    // Writes sent before the hold finish within the pool timeout at most; once the primary's
-    // offset stops moving, every acknowledged write is in it.
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    let mut last = offset(&old.addr, "master_repl_offset").await?;
-    loop {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let now = offset(&old.addr, "master_repl_offset").await?;
-        let caught = offset(&new.addr, "slave_repl_offset").await.unwrap_or(0);
-        if now == last && caught >= now {
-            break;
-        }
-        last = now;
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not catch up (offset {caught} of {now})",
-                new.label
-            ));
-        }
-    }
-    if pool.conf.is_sentinel() {
-        rt.set_switch_state("replicas caught up; asking Sentinel to fail over");
+    let (old, new) = if pool.conf.is_sentinel() {
+        let (leader, old, new) = prepare_sentinel(pool, shard, &view, target.as_deref()).await?;
+        rt.set_switch_state(format!(
+            "replicas caught up; asking Sentinel to fail over (it should pick {})",
+            new.label
+        ));
+        promote_with_sentinel(pool, shard, leader, &old)
+            .await
+            .map(|new| (old, new))?
     } else {
+        let (old, new) = pick(&view, target.as_deref())?;
+        let (host, port) =
+            host_port(&new.addr).ok_or("unix-socket nodes cannot be promoted by address")?;
+        rt.hold_writes(true);
+        rt.set_switch_state(format!(
+            "holding writes; waiting for {} to catch up with {}",
+            new.label, old.label
+        ));
+        catch_up(&old, std::slice::from_ref(&new)).await?;
         rt.set_switch_state(format!("promoting {}", new.label));
-    }
-    let new = if pool.conf.is_sentinel() {
-        promote_with_sentinel(pool, shard, &old).await?
-    } else {
         let port_s = port.to_string();
         call(
             &old.addr,
@@ -200,7 +189,7 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
             nodes: view.nodes.clone(),
             primary: Some(idx),
         });
-        new
+        (old, new)
     };
     new.set_checked(Role::Primary, false, 0, new.check_us());
     old.demote();
@@ -208,14 +197,268 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
     Ok(new.label.clone())
 }
 
+/// Wait until the primary's offset stops moving and every replica in `replicas` has it.
+/// Writes sent before the hold finish within the pool timeout at most; once the primary's
+/// offset stops moving, every acknowledged write is in it.
+async fn catch_up(old: &NodeRt, replicas: &[Arc<NodeRt>]) -> Result<(), String> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut last = offset(&old.addr, "master_repl_offset").await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = offset(&old.addr, "master_repl_offset").await?;
+        let mut behind = None;
+        for r in replicas {
+            let caught = offset(&r.addr, "slave_repl_offset").await.unwrap_or(0);
+            if caught < now {
+                behind = Some((r, caught));
+                break;
+            }
+        }
+        match behind {
+            None if now == last => return Ok(()),
+            Some((r, caught)) if Instant::now() > deadline => {
+                return Err(format!(
+                    "{} did not catch up (offset {caught} of {now})",
+                    r.label
+                ))
+            }
+            _ if Instant::now() > deadline => {
+                return Err(format!("{}'s offset kept moving", old.label))
+            }
+            _ => last = now,
+        }
+    }
+}
+
+/// One replica as a sentinel reports it in `SENTINEL REPLICAS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SentinelReplica {
+    addr: ServerAddr,
+    flags: String,
+    priority: i64,
+    offset: i64,
+    runid: String,
+    /// Milliseconds since the sentinel last had an INFO reply from this replica.
+    info_refresh: u64,
+}
+
+fn parse_replicas(v: &Val) -> Vec<SentinelReplica> {
+    v.items()
+        .iter()
+        .filter_map(|r| {
+            let kv = r.items();
+            let get = |k: &str| {
+                kv.chunks(2)
+                    .find(|p| p[0].text().as_deref() == Some(k))
+                    .and_then(|p| p.get(1)?.text())
+            };
+            let num = |k: &str| get(k).and_then(|x| x.parse::<i64>().ok());
+            Some(SentinelReplica {
+                addr: ServerAddr::Tcp {
+                    host: get("ip")?,
+                    port: get("port")?.parse().ok()?,
+                },
+                flags: get("flags").unwrap_or_default(),
+                priority: num("slave-priority").unwrap_or(100),
+                offset: num("slave-repl-offset").unwrap_or(0),
+                runid: get("runid").unwrap_or_default(),
+                info_refresh: num("info-refresh").and_then(|x| u64::try_from(x).ok())?,
+            })
+        })
+        .collect()
+}
+
+/// The replicas Sentinel may promote, best first, ordered as Sentinel orders them: lowest
+/// replica-priority, then highest replication offset (as of its last INFO), then the
+/// smallest run id. Replicas that are down, disconnected or have priority 0 are never chosen.
+fn sentinel_candidates(all: &[SentinelReplica]) -> Vec<&SentinelReplica> {
+    let mut c: Vec<_> = all
+        .iter()
+        .filter(|r| {
+            r.priority != 0
+                && !r
+                    .flags
+                    .split(',')
+                    .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+        })
+        .collect();
+    c.sort_by(|a, b| {
+        a.priority
+            .cmp(&b.priority)
+            .then(b.offset.cmp(&a.offset))
+            .then_with(|| (a.runid.is_empty(), &a.runid).cmp(&(b.runid.is_empty(), &b.runid)))
+    });
+    c
+}
+
+/// Where, in Sentinel's INFO cycle of the replica it will promote, the hold may begin.
+///
+/// Sentinel notices a promotion only on its next INFO to the promoted replica, sent once the
+/// previous reply is 1 s old while a failover runs (10 s otherwise). Started when that age is
+/// above 1 s, the failover's first step refreshes INFO right before `REPLICAOF NO ONE`, and the
+/// promotion is seen a full second later. Started when the last reply is a third to a half
+/// of a second old, the promotion (two or three timer ticks of at most 100 ms after the
+/// command) lands before the next INFO, which then reports it: the pause is about 0.5-0.7 s
+/// instead of 1.1 s. Missing the window costs time, never a write: the promotion is then seen
+/// one INFO later.
+const INFO_WINDOW_MS: std::ops::RangeInclusive<u64> = 380..=560;
+/// The latest age of that INFO reply at which `SENTINEL FAILOVER` may still be sent.
+const INFO_LATEST_MS: u64 = 640;
+/// How long to wait for the window: Sentinel's INFO period outside a failover, and a margin.
+const INFO_WAIT: Duration = Duration::from_secs(11);
+
+/// The first sentinel that answers `SENTINEL REPLICAS`, with its connection and the answer.
+async fn ask_replicas(
+    pool: &PoolRt,
+    name: &[u8],
+) -> Result<(CtlConn, Vec<SentinelReplica>), String> {
+    let mut last_err = String::from("no sentinel answered");
+    for s in &pool.conf.sentinels {
+        let Some(mut c) = crate::sentinel::connect(pool, s, Duration::from_secs(1)).await else {
+            last_err = format!("sentinel {s} did not answer");
+            continue;
+        };
+        match c
+            .call(&[&[b"SENTINEL", b"REPLICAS", name]], Duration::from_secs(1))
+            .await
+            .map(|mut r| r.pop())
+        {
+            Ok(Some(Val::Err(e))) => last_err = format!("sentinel {s}: {e}"),
+            Ok(Some(v)) => return Ok((c, parse_replicas(&v))),
+            Ok(None) | Err(_) => last_err = format!("sentinel {s} did not answer"),
+        }
+    }
+    Err(last_err)
+}
+
+/// The node of our view that Sentinel would promote, refusing a `target` Sentinel would not
+/// pick (SENTINEL FAILOVER cannot name a replica), plus the replicas that must catch up: every
+/// candidate with the same priority (the order between them depends on offsets).
+fn sentinel_pick(
+    view: &ShardView,
+    replicas: &[SentinelReplica],
+    target: Option<&str>,
+) -> Result<(Arc<NodeRt>, Vec<Arc<NodeRt>>), String> {
+    let cands = sentinel_candidates(replicas);
+    let best = cands
+        .first()
+        .ok_or("Sentinel has no replica it could promote (all down or replica-priority 0)")?;
+    let node_of = |r: &SentinelReplica| {
+        view.nodes
+            .iter()
+            .find(|n| n.addr == r.addr)
+            .cloned()
+            .ok_or_else(|| {
+                let at = host_port(&r.addr).map(|(h, p)| format!("{h}:{p}"));
+                format!(
+                    "Sentinel's replica {} is not in the shard",
+                    at.unwrap_or_default()
+                )
+            })
+    };
+    let chosen = node_of(best)?;
+    if let Some(t) = target {
+        if chosen.label != t {
+            return Err(format!(
+                "Sentinel would promote {}, not '{t}': it picks the replica with the lowest \
+                 replica-priority, then the highest offset; set replica-priority or omit the target",
+                chosen.label
+            ));
+        }
+    }
+    let mut wait = Vec::new();
+    for r in cands.iter().filter(|r| r.priority == best.priority) {
+        let n = node_of(r)?;
+        if !n.is_routable() || n.role() != Role::Replica {
+            return Err(format!(
+                "{} is a candidate for Sentinel but not a healthy replica here",
+                n.label
+            ));
+        }
+        wait.push(n);
+    }
+    Ok((chosen, wait))
+}
+
+/// Hold the shard's writes at a good point of Sentinel's INFO cycle and wait until every
+/// replica Sentinel might promote has caught up. Returns the sentinel to ask for the failover
+/// (the one whose timing was read), the old primary and the expected new one.
+async fn prepare_sentinel(
+    pool: &Arc<PoolRt>,
+    shard: usize,
+    view: &ShardView,
+    target: Option<&str>,
+) -> Result<(CtlConn, Arc<NodeRt>, Arc<NodeRt>), String> {
+    let rt = &pool.shards[shard];
+    let name = rt.name.as_bytes();
+    let old = view
+        .writable_primary()
+        .cloned()
+        .ok_or("the shard has no healthy primary to switch from")?;
+    let (mut leader, first) = ask_replicas(pool, name).await?;
+    let (mut chosen, _) = sentinel_pick(view, &first, target)?;
+    for attempt in 0..3 {
+        rt.set_switch_state(format!(
+            "waiting for Sentinel's next INFO to {} (at most {} s) before holding writes",
+            chosen.label,
+            INFO_WAIT.as_secs()
+        ));
+        // When Sentinel's last INFO reply from the replica it will promote arrived.
+        let mut last_info = None;
+        let mut replicas = first.clone();
+        let deadline = Instant::now() + INFO_WAIT;
+        while Instant::now() < deadline {
+            let asked = Instant::now();
+            let reply = leader
+                .call(&[&[b"SENTINEL", b"REPLICAS", name]], Duration::from_secs(1))
+                .await
+                .map_err(|e| format!("sentinel: {e}"))?;
+            replicas = parse_replicas(reply.first().unwrap_or(&Val::Nil));
+            let best = sentinel_candidates(&replicas).first().map(|r| (*r).clone());
+            if let Some(r) = best {
+                if INFO_WINDOW_MS.contains(&r.info_refresh) {
+                    last_info = asked.checked_sub(Duration::from_millis(r.info_refresh));
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (c, wait) = sentinel_pick(view, &replicas, target)?;
+        chosen = c;
+        rt.hold_writes(true);
+        rt.set_switch_state(format!(
+            "holding writes; waiting for {} to catch up with {}",
+            wait.iter()
+                .map(|n| n.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            old.label
+        ));
+        catch_up(&old, &wait).await?;
+        let late = last_info.is_some_and(|t| t.elapsed() > Duration::from_millis(INFO_LATEST_MS));
+        if !late || attempt == 2 {
+            return Ok((leader, old, chosen));
+        }
+        // Too close to Sentinel's next INFO: the promotion would be seen a second later.
+        // Let the writes go and wait for the next cycle.
+        rt.hold_writes(false);
+    }
+    unreachable!("the last attempt returns")
+}
+
 /// The replica the failover leader advertises through GET-MASTER-ADDR-BY-NAME, once the
 /// replica accepted the new configuration. (Acting on the `promoted` flag earlier is unsafe:
 /// until Sentinel names the replica, the follower keeps the old primary, so writes would go
 /// back to it and be lost when Sentinel demotes it.)
-async fn sentinel_choice(leader: &ServerAddr, name: &[u8], old: &NodeRt) -> Option<ServerAddr> {
-    let named = call(leader, &[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name])
+async fn sentinel_choice(leader: &mut CtlConn, name: &[u8], old: &NodeRt) -> Option<ServerAddr> {
+    let named = leader
+        .call(
+            &[&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name]],
+            Duration::from_secs(1),
+        )
         .await
-        .ok()?;
+        .ok()?
+        .pop()?;
     let host = named.items().first().and_then(Val::text)?;
     let port = named
         .items()
@@ -229,32 +472,24 @@ async fn sentinel_choice(leader: &ServerAddr, name: &[u8], old: &NodeRt) -> Opti
 async fn promote_with_sentinel(
     pool: &Arc<PoolRt>,
     shard: usize,
+    mut leader: CtlConn,
     old: &Arc<NodeRt>,
 ) -> Result<Arc<NodeRt>, String> {
     let rt = &pool.shards[shard];
     let name = rt.name.as_bytes();
-    let mut last_err = String::from("no sentinel answered");
-    let mut leader = None;
-    for s in &pool.conf.sentinels {
-        let addr = ServerAddr::Tcp {
-            host: s.host.clone(),
-            port: s.port,
-        };
-        match call(&addr, &[b"SENTINEL", b"FAILOVER", name]).await {
-            Ok(_) => {
-                leader = Some(addr);
-                break;
-            }
-            Err(e) => last_err = e,
-        }
+    match leader
+        .call(&[&[b"SENTINEL", b"FAILOVER", name]], Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("sentinel: {e}"))?
+        .pop()
+    {
+        Some(Val::Err(e)) => return Err(format!("SENTINEL FAILOVER: {e}")),
+        Some(_) => {}
+        None => return Err("SENTINEL FAILOVER: no reply".into()),
     }
-    let Some(leader) = leader else {
-        return Err(last_err);
-    };
-    // Sentinel picks the replica. Ask the sentinel running the failover often which one it
-    // names, and switch the shard's view to it once the node's own ROLE says master; the
-    // follower would get there too, later. Sentinel names it only after it saw the promotion
-    // on its 1 s INFO cycle, which bounds the pause.
+    // Ask the sentinel running the failover often which replica it names, and switch the
+    // shard's view to it once the node's own ROLE says master; the follower would get there
+    // too, later.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         {
@@ -265,7 +500,7 @@ async fn promote_with_sentinel(
                 }
             }
         }
-        if let Some(named) = sentinel_choice(&leader, name, old).await {
+        if let Some(named) = sentinel_choice(&mut leader, name, old).await {
             let view = rt.view();
             if let Some(idx) = view.nodes.iter().position(|n| n.addr == named) {
                 let node = Arc::clone(&view.nodes[idx]);
@@ -283,5 +518,76 @@ async fn promote_with_sentinel(
             return Err("Sentinel did not complete the failover in 15 s".into());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(port: u16, flags: &str, priority: i64, offset: i64, runid: &str) -> SentinelReplica {
+        SentinelReplica {
+            addr: ServerAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            flags: flags.into(),
+            priority,
+            offset,
+            runid: runid.into(),
+            info_refresh: 0,
+        }
+    }
+
+    #[test]
+    fn candidates_follow_sentinels_order() {
+        let all = vec![
+            replica(1, "slave", 100, 500, "b"),
+            replica(2, "slave", 100, 500, "a"),
+            replica(3, "slave", 100, 900, "z"),
+            replica(4, "slave", 50, 10, "y"),
+            replica(5, "s_down,slave,disconnected", 1, 999, "c"),
+            replica(6, "slave", 0, 999, "d"),
+            replica(7, "slave", 100, 500, ""),
+        ];
+        let order: Vec<u16> = sentinel_candidates(&all)
+            .iter()
+            .map(|r| match &r.addr {
+                ServerAddr::Tcp { port, .. } => *port,
+                ServerAddr::Unix(_) => 0,
+            })
+            .collect();
+        assert_eq!(order, vec![4, 3, 2, 1, 7]);
+    }
+
+    #[test]
+    fn parses_sentinel_replicas_reply() {
+        let s = |x: &str| Val::Str(x.as_bytes().to_vec());
+        let reply = Val::Arr(vec![Val::Arr(vec![
+            s("name"),
+            s("127.0.0.1:7302"),
+            s("ip"),
+            s("127.0.0.1"),
+            s("port"),
+            s("7302"),
+            s("runid"),
+            s("346b"),
+            s("flags"),
+            s("slave"),
+            s("info-refresh"),
+            s("487"),
+            s("slave-priority"),
+            s("100"),
+            s("slave-repl-offset"),
+            s("1574"),
+        ])]);
+        let got = parse_replicas(&reply);
+        assert_eq!(
+            got,
+            vec![SentinelReplica {
+                info_refresh: 487,
+                ..replica(7302, "slave", 100, 1574, "346b")
+            }]
+        );
     }
 }

@@ -62,23 +62,41 @@ pub struct ShardRt {
     ejected: AtomicBool,
     retry_at_ms: AtomicU64,
     switching: AtomicBool,
+    holding: AtomicBool,
+    held_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// What a running (or the last) planned switchover is doing, for INFO.
     pub switch_state: std::sync::Mutex<String>,
 }
 
 impl ShardRt {
-    /// A planned switchover holds this shard's writes.
+    /// A planned switchover of this shard is running (its writes may be held).
     #[inline]
     pub fn is_switching(&self) -> bool {
         self.switching.load(Ordering::Relaxed)
     }
-    /// Start holding writes for a switchover; false if one is already running.
+    /// Claim the shard for a switchover; false if one is already running.
     pub fn begin_switch(&self) -> bool {
         !self.switching.swap(true, Ordering::AcqRel)
     }
-    /// Release the writes held for a switchover.
-    pub fn end_switch(&self) {
+    /// Hold (or stop holding) the shard's writes for the running switchover.
+    pub fn hold_writes(&self, on: bool) {
+        if let Ok(mut since) = self.held_since.lock() {
+            *since = on.then(std::time::Instant::now);
+        }
+        self.holding.store(on, Ordering::Release);
+    }
+    /// End the switchover and release its held writes; returns how long they were held.
+    pub fn end_switch(&self) -> std::time::Duration {
+        let held = self
+            .held_since
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        self.holding.store(false, Ordering::Release);
         self.switching.store(false, Ordering::Release);
+        held
     }
     /// Record the switchover's progress.
     pub fn set_switch_state(&self, s: impl Into<String>) {
@@ -91,7 +109,7 @@ impl ShardRt {
     /// The primary that may take writes now (none while a switchover holds them).
     #[inline]
     pub fn write_target<'a>(&self, view: &'a ShardView) -> Option<&'a Arc<NodeRt>> {
-        if self.is_switching() {
+        if self.holding.load(Ordering::Relaxed) {
             return None;
         }
         view.writable_primary()
@@ -203,6 +221,8 @@ impl PoolRt {
                     ejected: AtomicBool::new(false),
                     retry_at_ms: AtomicU64::new(0),
                     switching: AtomicBool::new(false),
+                    holding: AtomicBool::new(false),
+                    held_since: std::sync::Mutex::new(None),
                     switch_state: std::sync::Mutex::new(String::new()),
                 }
             })

@@ -1,9 +1,7 @@
 //! More high-availability cases against real redis-server processes: reads that prefer the
 //! proxy's own zone and fall back to another zone when its replica dies, a write refused with
 //! READONLY that waits in the failover hold instead of failing, and nodes named by DNS name.
-//! (A planned switchover through Sentinel under write load is not here yet: its write pause
-//! exceeds 3 s in about a third of the runs, until the Sentinel follower applies the first
-//! `+switch-master` instead of the failover leader's answer.)
+//! (The planned switchover through Sentinel under write load is in ha_switchover.rs.)
 //!
 //! Each test prints what it measured; run with
 //! `cargo test -p rampart --test ha_more -- --nocapture` to see the figures.
