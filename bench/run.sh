@@ -200,9 +200,11 @@ run_one() {  # round name target requests args...
 
 log "benchmark: $ROUNDS rounds, base $REQUESTS requests, $CLIENTS clients, targets: ${TARGETS[*]}"
 for ((round = 1; round <= ROUNDS; round++)); do
+  # Each round starts with a different target, so no target always runs first or last.
+  ORDER=("${TARGETS[@]:$(( (round - 1) % ${#TARGETS[@]} ))}" "${TARGETS[@]:0:$(( (round - 1) % ${#TARGETS[@]} ))}")
   for spec in "${CASES[@]}"; do
     IFS='|' read -r name n args <<<"$spec"
-    for t in "${TARGETS[@]}"; do
+    for t in "${ORDER[@]}"; do
       # $args is split into words on purpose.
       # shellcheck disable=SC2086
       run_one "$round" "$name" "$t" "$n" $args

@@ -202,7 +202,16 @@ fn sentinel_failover_under_write_load() {
     let report = load.stop();
     let taps = tap.stop();
 
-    let new_primary = s.replica_on(new_port);
+    // Every acknowledged write must be on the primary Sentinel names at the end. That is
+    // normally the replica promoted after the kill; on a loaded machine Sentinel has been seen
+    // to fail over a second time, and then the writes must be on that one.
+    let final_port = s.sentinels[0]
+        .master_addr(ha::MASTER)
+        .map_or(new_port, |(_, port)| port);
+    if final_port != new_port {
+        println!("Sentinel failed over again: the primary is now port {final_port}");
+    }
+    let new_primary = s.node_on(final_port);
     let missing = missing_writes(new_primary, &report.acks);
     let grace = kill_at + Duration::from_millis(50);
     let (lost_at_kill, lost_after): (Vec<&Ack>, Vec<&Ack>) =
@@ -253,9 +262,13 @@ fn sentinel_failover_under_write_load() {
     );
     assert!(
         lost_after.is_empty(),
-        "{} writes acknowledged after the kill are not on the new primary: {:?}",
+        "{} writes acknowledged after the kill are not on the new primary: {:?}; proxy log:\n{}",
         lost_after.len(),
-        &lost_after[..lost_after.len().min(5)]
+        &lost_after[..lost_after.len().min(5)],
+        s.proxy
+            .log_lines(&["sentinel", "node", "primary", "switch"])
+            .join("\n")
+            + &s.failover_log()
     );
     assert!(
         acked_during_window > 0,

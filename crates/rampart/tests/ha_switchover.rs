@@ -28,24 +28,7 @@ fn diagnostics(s: &SentinelSetup) -> String {
     {
         out.push_str(&format!("  {l}\n"));
     }
-    for (i, x) in s.sentinels.iter().enumerate() {
-        out.push_str(&format!("sentinel {i} ({}):\n", x.addr()));
-        for l in x.log().lines().filter(|l| {
-            [
-                "FAILOVER",
-                "failover",
-                "promoted",
-                "reconf",
-                "switch-master",
-                "config-update",
-            ]
-            .iter()
-            .any(|w| l.contains(w))
-        }) {
-            out.push_str(&format!("  {l}\n"));
-        }
-    }
-    out
+    out + &s.failover_log()
 }
 
 /// `RAMPART SWITCHOVER <master>` in a Sentinel pool: writes wait in the hold while Sentinel

@@ -338,6 +338,41 @@ impl SentinelSetup {
         })
     }
 
+    /// The node (the first primary or a replica) listening on `port`.
+    ///
+    /// # Panics
+    /// If none does.
+    pub fn node_on(&self, port: u16) -> &RedisServer {
+        if self.primary.port() == port {
+            return &self.primary;
+        }
+        self.replica_on(port)
+    }
+
+    /// Every sentinel's failover events, for failure messages.
+    pub fn failover_log(&self) -> String {
+        let mut out = String::new();
+        for (i, x) in self.sentinels.iter().enumerate() {
+            out.push_str(&format!("\nsentinel {i} ({}):", x.addr()));
+            for l in x.log().lines().filter(|l| {
+                [
+                    "failover",
+                    "promoted",
+                    "switch-master",
+                    "sdown",
+                    "odown",
+                    "convert",
+                    "config-update",
+                ]
+                .iter()
+                .any(|w| l.contains(w))
+            }) {
+                out.push_str(&format!("\n  {l}"));
+            }
+        }
+        out
+    }
+
     /// The replica listening on `port`.
     ///
     /// # Panics
