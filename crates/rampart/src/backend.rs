@@ -34,8 +34,8 @@ use rampart_config::ServerAddr;
 pub const MAX_WAITERS: usize = 64 * 1024;
 /// Most request bytes one connection buffers before new requests are refused.
 pub const MAX_QUEUED_BYTES: usize = 256 << 20;
-/// While a batch is in flight, new requests wait for its replies and then leave together
-/// (unless this many bytes gather first). Redis pays for each wake-up (a read, a turn of its
+/// While a batch is in flight, new requests wait until its replies start to arrive and then
+/// leave together (unless this many bytes gather first). Redis pays for each wake-up (a read, a turn of its
 /// event loop, a write) far more than for each command in it: one write per round trip instead
 /// of one per ready client halved the shard's wake-ups and cut its CPU by a third at
 /// `redis-benchmark -c 50 -P 1` (see bench/README.md). Redis runs one command at a time, so the
@@ -136,6 +136,8 @@ pub struct Backend {
     waiters: RefCell<VecDeque<Waiter>>,
     /// Requests (and bytes) in `out` not yet written.
     unsent: Cell<(i64, i64)>,
+    /// Reply bytes arrived since the last write: the server is done with that batch.
+    replied: Cell<bool>,
     wake: LocalNotify,
     down: RefCell<Option<(Instant, String)>>,
     streak: Cell<u32>,
@@ -161,6 +163,7 @@ impl Backend {
             out: RefCell::new(BytesMut::new()),
             waiters: RefCell::new(VecDeque::new()),
             unsent: Cell::new((0, 0)),
+            replied: Cell::new(false),
             wake: LocalNotify::default(),
             down: RefCell::new(None),
             streak: Cell::new(0),
@@ -437,6 +440,9 @@ impl Backend {
             } else {
                 let mut out = self.out.borrow_mut();
                 let had = !out.is_empty();
+                if had {
+                    self.replied.set(false);
+                }
                 match flush(s, &mut out) {
                     Ok(blocked) => {
                         if had && !blocked {
@@ -499,10 +505,12 @@ impl Backend {
         self.waiters.borrow().len().saturating_sub(unsent)
     }
 
-    /// Whether new requests wait for the replies of the batch in flight (see [`BATCH_BYTES`]).
+    /// Whether new requests wait for the server to answer the batch in flight (see
+    /// [`BATCH_BYTES`]). Once its first reply bytes are in, the server has run the batch and
+    /// is free: the next one leaves while the rest of the replies are read.
     fn gathering(&self) -> bool {
         let queued = self.out.borrow().len();
-        queued > 0 && queued < BATCH_BYTES && self.in_flight() > 0
+        queued > 0 && queued < BATCH_BYTES && self.in_flight() > 0 && !self.replied.get()
     }
 
     /// Everything queued has been written: move the in-queue gauges to the out-queue ones.
@@ -523,7 +531,10 @@ impl Backend {
     ) -> Result<(), ConnError> {
         match s.read(ready, rbuf.spare(16 * 1024)) {
             Ok(0) => return Err(ConnError::Eof),
-            Ok(n) => rbuf.filled(n),
+            Ok(n) => {
+                rbuf.filled(n);
+                self.replied.set(true);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e.into()),
         }
