@@ -5,6 +5,7 @@
 //! bracketed form (`[::1]:6379:1`), which nutcracker 0.5.0 refuses. Host names are not resolved
 //! here: resolution belongs to the proxy, at connect time.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::AddrError;
@@ -40,6 +41,35 @@ pub enum ServerAddr {
     },
     /// A unix socket path.
     Unix(PathBuf),
+}
+
+impl fmt::Display for Listen {
+    /// `host:port` (IPv6 hosts in brackets) or the socket path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp { host, port } => fmt_host_port(f, host, *port),
+            Listen::Unix { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    /// `host:port` (IPv6 hosts in brackets) or the socket path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAddr::Tcp { host, port } => fmt_host_port(f, host, *port),
+            ServerAddr::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+pub(crate) fn fmt_host_port(f: &mut fmt::Formatter<'_>, host: &str, port: u16) -> fmt::Result {
+    if host.contains(':') {
+        write!(f, "[{host}]:{port}")
+    } else {
+        write!(f, "{host}:{port}")
+    }
 }
 
 /// One line of `servers:`.
@@ -194,6 +224,21 @@ pub(crate) fn digits(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_print_as_host_port_with_ipv6_in_brackets() {
+        assert_eq!(tcp("10.0.0.1", 6379).to_string(), "10.0.0.1:6379");
+        assert_eq!(tcp("::1", 6379).to_string(), "[::1]:6379");
+        assert_eq!(
+            ServerAddr::Unix(PathBuf::from("/run/redis.sock")).to_string(),
+            "/run/redis.sock"
+        );
+        let listen = Listen::Tcp {
+            host: "::".into(),
+            port: 22121,
+        };
+        assert_eq!(listen.to_string(), "[::]:22121");
+    }
 
     fn tcp(host: &str, port: u16) -> ServerAddr {
         ServerAddr::Tcp {

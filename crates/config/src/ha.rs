@@ -55,11 +55,7 @@ pub struct SentinelAddr {
 
 impl fmt::Display for SentinelAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        crate::addr::fmt_host_port(f, &self.host, self.port)
     }
 }
 

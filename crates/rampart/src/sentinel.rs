@@ -287,13 +287,9 @@ async fn apply(
     let mut nodes: Vec<Arc<NodeRt>> = Vec::new();
     for a in &wanted {
         let n = find(a).unwrap_or_else(|| {
-            let label = match a {
-                ServerAddr::Tcp { host, port } => format!("{host}:{port}"),
-                ServerAddr::Unix(p) => p.display().to_string(),
-            };
             let n = Arc::new(NodeRt::new(
                 a.clone(),
-                label,
+                a.to_string(),
                 (None, 100),
                 (pool.conf.name.clone(), rt.name.clone()),
                 workers,

@@ -348,13 +348,7 @@ fn sentinel_pick(
             .iter()
             .find(|n| n.addr == r.addr)
             .cloned()
-            .ok_or_else(|| {
-                let at = host_port(&r.addr).map(|(h, p)| format!("{h}:{p}"));
-                format!(
-                    "Sentinel's replica {} is not in the shard",
-                    at.unwrap_or_default()
-                )
-            })
+            .ok_or_else(|| format!("Sentinel's replica {} is not in the shard", r.addr))
     };
     let chosen = node_of(best)?;
     if let Some(t) = target {

@@ -9,7 +9,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rampart_config::{Listen, ServerAddr};
 use serde::{Deserialize, Serialize};
 
 use super::probe::Health;
@@ -22,23 +21,6 @@ type St = State<Arc<AdminState>>;
 
 fn error(status: StatusCode, msg: impl Into<String>) -> ApiError {
     ApiError::new(status, msg)
-}
-
-/// A node address as written in the configuration.
-pub fn addr_text(a: &ServerAddr) -> String {
-    match a {
-        ServerAddr::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
-        ServerAddr::Tcp { host, port } => format!("{host}:{port}"),
-        ServerAddr::Unix(p) => p.display().to_string(),
-    }
-}
-
-fn listen_text(l: &Listen) -> String {
-    match l {
-        Listen::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
-        Listen::Tcp { host, port } => format!("{host}:{port}"),
-        Listen::Unix { path, .. } => path.display().to_string(),
-    }
 }
 
 fn role_name(r: Role) -> &'static str {
@@ -147,7 +129,7 @@ fn node_json(n: &NodeRt, primary: bool, h: Health) -> NodeJson {
     );
     NodeJson {
         label: n.label.clone(),
-        addr: addr_text(&n.addr),
+        addr: n.addr.to_string(),
         zone: n.zone.clone(),
         role: if primary { "primary" } else { "replica" },
         seen_role: role_name(n.role()),
@@ -205,7 +187,7 @@ pub async fn topology(State(st): St) -> Json<Topology> {
             let sum = |s| m.pool_sum(p.index, s);
             PoolJson {
                 name: p.conf.name.clone(),
-                listen: listen_text(&p.conf.listen),
+                listen: p.conf.listen.to_string(),
                 kind: pool_kind(p),
                 read_policy: p.conf.read_policy.to_string(),
                 client_connections: sum(PoolStat::ClientConnections),
