@@ -35,11 +35,11 @@ pub const MAX_WAITERS: usize = 64 * 1024;
 /// Most request bytes one connection buffers before new requests are refused.
 pub const MAX_QUEUED_BYTES: usize = 256 << 20;
 /// While a batch is in flight, new requests wait until its replies start to arrive and then
-/// leave together (unless this many bytes gather first). Redis pays for each wake-up (a read, a turn of its
-/// event loop, a write) far more than for each command in it: one write per round trip instead
-/// of one per ready client halved the shard's wake-ups and cut its CPU by a third at
-/// `redis-benchmark -c 50 -P 1` (see bench/README.md). Redis runs one command at a time, so the
-/// waiting requests would have queued behind the batch inside the server anyway.
+/// leave together (unless this many bytes gather first). Redis pays for each wake-up (a read,
+/// a turn of its event loop, a write) far more than for each command in it: one write per round
+/// trip instead of one per ready client halved the shard's wake-ups and cut its CPU by a third
+/// at `redis-benchmark -c 50 -P 1` (see bench/README.md). Redis runs one command at a time, so
+/// the waiting requests would have queued behind the batch inside the server anyway.
 const BATCH_BYTES: usize = 64 * 1024;
 /// How many times a request that finds its connection idle lets the worker poll its sockets
 /// before it is written, so the requests other clients sent meanwhile join it (each turn is one
@@ -239,12 +239,9 @@ impl Backend {
             deadline,
             len: len as u32,
         });
-        let (n, b) = self.unsent.get();
-        self.unsent.set((n + 1, b + len));
         self.cell(ServerStat::Requests).add(1);
         self.cell(ServerStat::RequestBytes).add(len);
-        self.cell(ServerStat::InQueue).add(1);
-        self.cell(ServerStat::InQueueBytes).add(len);
+        self.queued(1, len);
         drop((out, waiters));
         if self.running.get() {
             self.wake.notify();
@@ -391,31 +388,25 @@ impl Backend {
         let deadline = Instant::now() + pool.timeout();
         let mut setup = BytesMut::new();
         let mut waiters = self.waiters.borrow_mut();
-        let mut lens = Vec::with_capacity(cmds.len());
-        for c in &cmds {
+        // Ahead of every queued request, in the order they are written.
+        for (i, c) in cmds.iter().enumerate() {
             let before = setup.len();
             resp::encode::command(&mut setup, c);
-            lens.push((setup.len() - before) as u32);
-        }
-        // In reverse: each goes to the front, so they end up in the order they are written.
-        for len in lens.into_iter().rev() {
-            waiters.push_front(Waiter {
-                sink: None,
-                deadline,
-                len,
-            });
+            let len = (setup.len() - before) as u32;
+            waiters.insert(
+                i,
+                Waiter {
+                    sink: None,
+                    deadline,
+                    len,
+                },
+            );
         }
         // Queued like any request (gauges, the unsent count), ahead of everything else.
-        let (n, b) = self.unsent.get();
-        self.unsent
-            .set((n + cmds.len() as i64, b + setup.len() as i64));
-        self.cell(ServerStat::InQueue).add(cmds.len() as i64);
-        self.cell(ServerStat::InQueueBytes).add(setup.len() as i64);
+        self.queued(cmds.len() as i64, setup.len() as i64);
         let mut out = self.out.borrow_mut();
-        let mut all = BytesMut::with_capacity(setup.len() + out.len());
-        all.extend_from_slice(&setup);
-        all.extend_from_slice(&out);
-        *out = all;
+        setup.extend_from_slice(&out);
+        *out = setup;
     }
 
     async fn serve(&self, s: &Stream) -> ConnError {
@@ -511,6 +502,14 @@ impl Backend {
     fn gathering(&self) -> bool {
         let queued = self.out.borrow().len();
         queued > 0 && queued < BATCH_BYTES && self.in_flight() > 0 && !self.replied.get()
+    }
+
+    /// `n` requests of `bytes` bytes joined the output buffer.
+    fn queued(&self, n: i64, bytes: i64) {
+        let (un, ub) = self.unsent.get();
+        self.unsent.set((un + n, ub + bytes));
+        self.cell(ServerStat::InQueue).add(n);
+        self.cell(ServerStat::InQueueBytes).add(bytes);
     }
 
     /// Everything queued has been written: move the in-queue gauges to the out-queue ones.
