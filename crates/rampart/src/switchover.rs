@@ -389,8 +389,8 @@ async fn prepare_sentinel(
         .writable_primary()
         .cloned()
         .ok_or("the shard has no healthy primary to switch from")?;
-    let (mut leader, first) = ask_replicas(pool, name).await?;
-    let (mut chosen, _) = sentinel_pick(view, &first, target)?;
+    let (mut leader, mut replicas) = ask_replicas(pool, name).await?;
+    let (mut chosen, _) = sentinel_pick(view, &replicas, target)?;
     for attempt in 0..3 {
         rt.set_switch_state(format!(
             "waiting for Sentinel's next INFO to {} (at most {} s) before holding writes",
@@ -399,7 +399,6 @@ async fn prepare_sentinel(
         ));
         // When Sentinel's last INFO reply from the replica it will promote arrived.
         let mut last_info = None;
-        let mut replicas = first.clone();
         let deadline = Instant::now() + INFO_WAIT;
         while Instant::now() < deadline {
             let asked = Instant::now();
@@ -408,12 +407,12 @@ async fn prepare_sentinel(
                 .await
                 .map_err(|e| format!("sentinel: {e}"))?;
             replicas = parse_replicas(reply.first().unwrap_or(&Val::Nil));
-            let best = sentinel_candidates(&replicas).first().map(|r| (*r).clone());
-            if let Some(r) = best {
-                if INFO_WINDOW_MS.contains(&r.info_refresh) {
-                    last_info = asked.checked_sub(Duration::from_millis(r.info_refresh));
-                    break;
-                }
+            let refresh = sentinel_candidates(&replicas)
+                .first()
+                .map(|r| r.info_refresh);
+            if let Some(ms) = refresh.filter(|ms| INFO_WINDOW_MS.contains(ms)) {
+                last_info = asked.checked_sub(Duration::from_millis(ms));
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
