@@ -325,7 +325,8 @@ async fn ask_replicas(
         {
             Ok(Some(Val::Err(e))) => last_err = format!("sentinel {s}: {e}"),
             Ok(Some(v)) => return Ok((c, parse_replicas(&v))),
-            Ok(None) | Err(_) => last_err = format!("sentinel {s} did not answer"),
+            Ok(None) => last_err = format!("sentinel {s}: no reply"),
+            Err(e) => last_err = format!("sentinel {s}: {e}"),
         }
     }
     Err(last_err)
