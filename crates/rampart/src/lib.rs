@@ -1,46 +1,32 @@
 //! rampart: a highly-available, sharding Redis proxy, a drop-in for twemproxy.
 //!
 //! # Layout
-//! - [`server`]: listeners, worker threads, connection limits, graceful shutdown.
-//! - [`client`]: one client session (read, dispatch, ordered write-back).
-//! - [`dispatch`]: local answer, forward by key, split over shards, or broadcast.
-//! - [`local`]: the commands the proxy answers itself.
-//! - [`split`]: how the replies of a split request are merged.
-//! - [`pending`]: a session's ordered reply queue.
-//! - [`route`]: which node of a shard serves a request (primary, read policies).
-//! - [`hold`]: writes held while a shard has no primary.
-//! - [`backend`]: pipelined connections to one node, deadlines, reconnect back-off.
-//! - [`topology`]: pools, shards, the ring and twemproxy-style ejection; [`node`]: node state.
-//! - [`health`]: active health checks; [`ctl`]: the control-plane Redis client.
-//! - [`stats`] and [`stats_server`]: every statistic, and the twemproxy stats JSON.
-//! - [`admin`]: the operator HTTP interface (metrics, API, live page).
-//!
-//! docs/ARCHITECTURE.md draws the data path.
+//! The modules are the nouns of docs/ARCHITECTURE.md, each importing only those listed after
+//! it, so no import runs back up:
+//! - [`server`]: start-up, worker threads, signals, graceful shutdown.
+//! - [`admin`]: the operator HTTP interface (metrics, API, live page) and the stats port.
+//! - [`control`]: listeners and their accept loops, health and Sentinel tasks, reload.
+//! - [`session`]: one client: read loop, dispatch, local answers.
+//! - [`ha`]: health checks, Sentinel following, switchover.
+//! - [`upstream`]: connections to nodes, routing, retries, the failover hold.
+//! - [`reply`]: a session's ordered reply queue and the merging of split replies.
+//! - [`topology`]: pools, shards, nodes, the ring, the shared process state.
+//! - [`observe`]: statistics, events, slowlog.
+//! - support: [`io`], [`notify`], [`rand`], [`clock`], [`text`], [`logfile`].
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod backend;
-pub mod client;
+pub mod clock;
 pub mod control;
-pub mod ctl;
-pub mod dispatch;
-pub mod events;
-pub mod health;
-pub mod hold;
+pub mod ha;
 pub mod io;
-pub mod local;
 pub mod logfile;
-pub mod node;
 pub mod notify;
-pub mod pending;
+pub mod observe;
 pub mod rand;
-pub mod route;
-pub mod sentinel;
+pub mod reply;
 pub mod server;
-pub mod slowlog;
-pub mod split;
-pub mod stats;
-pub mod stats_server;
-pub mod switchover;
+pub mod session;
+pub mod text;
 pub mod topology;
-pub mod worker;
+pub mod upstream;

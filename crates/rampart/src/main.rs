@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use rampart::observe::stats::{PoolStat, ServerStat};
 use rampart::server::{self, Options};
-use rampart::stats::{PoolStat, ServerStat};
 
 /// A highly-available, sharding Redis proxy; reads twemproxy's nutcracker.yml.
 #[derive(Parser, Debug)]
@@ -207,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("--mbuf-size is accepted for compatibility and ignored");
     }
     let _ = cli.stats_interval;
-    rampart::slowlog::configure(cli.slowlog_slower_than, cli.slowlog_max_len);
+    rampart::observe::slowlog::configure(cli.slowlog_slower_than, cli.slowlog_max_len);
     if let Some(pid) = &cli.pid_file {
         std::fs::write(pid, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {}", pid.display()))?;

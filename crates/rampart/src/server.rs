@@ -8,12 +8,10 @@
 //! timeout), and returns.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use rampart_config::{Config, Listen};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -21,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::{self, Accepted, Control, Handoff, RawConn};
 use crate::io::Stream;
-use crate::stats::Metrics;
-use crate::worker::{Shared, Worker};
+use crate::topology::Shared;
+use crate::upstream::worker::Worker;
 
 /// Options that do not come from the config file.
 #[derive(Clone, Debug)]
@@ -72,7 +70,7 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
     }
     let mut control = Control::new(Handoff::new(senders), workers, stop.clone());
     rt.block_on(async { control::start(&shared, &mut control) })?;
-    *shared.control.blocking_lock() = Some(control);
+    let control: control::Handle = Arc::new(tokio::sync::Mutex::new(Some(control)));
 
     let mut threads = Vec::new();
     for (id, rx) in receivers.into_iter().enumerate() {
@@ -88,7 +86,7 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
     rt.block_on(async {
         let mut tasks = Vec::new();
         if let Some(l) = stats_listener {
-            tasks.push(tokio::spawn(crate::stats_server::serve(
+            tasks.push(tokio::spawn(crate::admin::stats_port::serve(
                 l,
                 Arc::clone(&shared),
             )));
@@ -97,17 +95,18 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
             tasks.push(tokio::spawn(crate::admin::serve(
                 a,
                 Arc::clone(&shared),
+                Arc::clone(&control),
                 stop.clone(),
             )));
         }
-        wait_for_signals(&shared, &stop).await;
+        wait_for_signals(&shared, &control, &stop).await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         stop.cancel();
         for t in tasks {
             t.abort();
         }
         // Dropping the control plane stops the acceptors and closes the hand-off queues.
-        shared.control.lock().await.take();
+        control.lock().await.take();
     });
     for t in threads {
         let _ = t.join();
@@ -122,7 +121,11 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
     Ok(())
 }
 
-async fn wait_for_signals(shared: &Arc<Shared>, stop: &CancellationToken) {
+async fn wait_for_signals(
+    shared: &Arc<Shared>,
+    control: &control::Handle,
+    stop: &CancellationToken,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
@@ -145,7 +148,7 @@ async fn wait_for_signals(shared: &Arc<Shared>, stop: &CancellationToken) {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 // Errors are logged, counted and recorded by reload itself.
-                let _ = control::reload(shared, false).await;
+                let _ = control::reload(shared, control, false).await;
             }
         }
     }
@@ -181,7 +184,7 @@ fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Accepted>,
                             let w = std::rc::Rc::clone(&worker);
                             let guard = job.guard;
                             tokio::task::spawn_local(async move {
-                                crate::client::serve(w, pool, stream, job.id, (job.mode, job.local)).await;
+                                crate::session::client::serve(w, pool, stream, job.id, (job.mode, job.local)).await;
                                 drop(guard);
                             });
                         }
@@ -196,26 +199,4 @@ fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Accepted>,
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-}
-
-/// Build [`Shared`] with no pools yet.
-impl Shared {
-    /// Process state with no pools yet (they are stored once built) and statistics for
-    /// `workers` workers.
-    pub fn new(workers: usize, config_path: Option<PathBuf>, shutdown: CancellationToken) -> Self {
-        Shared {
-            pools: ArcSwap::from_pointee(Vec::new()),
-            generation: AtomicU64::new(0),
-            config_path,
-            control: tokio::sync::Mutex::new(None),
-            metrics: Arc::new(Metrics::new(workers, crate::stats::MAX_POOLS)),
-            started: Instant::now(),
-            shutdown,
-            workers,
-            slots: std::sync::Mutex::new(Vec::new()),
-            reloads: AtomicU64::new(0),
-            reload_failures: AtomicU64::new(0),
-            last_reload: std::sync::Mutex::new(String::new()),
-        }
-    }
 }

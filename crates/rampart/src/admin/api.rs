@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::probe::Health;
 use super::{authorize, pools, AdminState, ApiError};
-use crate::node::{NodeRt, Role};
-use crate::stats::{PoolStat, ServerStat, LATENCY_BUCKETS_US};
-use crate::topology::{now_ms, PoolRt, ShardRt};
+use crate::clock::now_ms;
+use crate::observe::stats::{PoolStat, ServerStat, LATENCY_BUCKETS_US};
+use crate::topology::node::{NodeRt, Role};
+use crate::topology::{PoolRt, ShardRt};
 
 type St = State<Arc<AdminState>>;
 
@@ -117,7 +118,7 @@ pub struct Topology {
     latency_buckets_us: Vec<Option<u64>>,
     commands: Vec<CommandJson>,
     pools: Vec<PoolJson>,
-    events: Vec<crate::events::Event>,
+    events: Vec<crate::observe::events::Event>,
 }
 
 fn node_json(n: &NodeRt, primary: bool, h: Health) -> NodeJson {
@@ -253,13 +254,13 @@ pub async fn topology(State(st): St) -> Json<Topology> {
             })
             .collect(),
         pools,
-        events: crate::events::recent(),
+        events: crate::observe::events::recent(),
     })
 }
 
 /// `GET /api/events`: the recent events, oldest first.
-pub async fn events() -> Json<Vec<crate::events::Event>> {
-    Json(crate::events::recent())
+pub async fn events() -> Json<Vec<crate::observe::events::Event>> {
+    Json(crate::observe::events::recent())
 }
 
 /// `GET /readyz`: 200 when every shard of every pool has a writable primary, else 503 with
@@ -399,7 +400,7 @@ pub async fn switchover(
         );
         // `switchover::run` records the outcome as an event and in the shard's state.
         tokio::spawn(async move {
-            if let Err(e) = crate::switchover::run(pool, shard, req.target).await {
+            if let Err(e) = crate::ha::switchover::run(pool, shard, req.target).await {
                 tracing::warn!("switchover requested through the admin API failed: {e}");
             }
         });
@@ -456,8 +457,10 @@ pub async fn reload(
     Query(q): Query<ReloadQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
-    Ok(match crate::control::reload(&st.shared, q.force).await {
-        Ok(msg) => Json(serde_json::json!({ "ok": true, "message": msg })).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, e).into_response(),
-    })
+    Ok(
+        match crate::control::reload(&st.shared, &st.control, q.force).await {
+            Ok(msg) => Json(serde_json::json!({ "ok": true, "message": msg })).into_response(),
+            Err(e) => error(StatusCode::CONFLICT, e).into_response(),
+        },
+    )
 }

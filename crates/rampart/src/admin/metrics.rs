@@ -13,11 +13,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 
-use crate::events::Event;
-use crate::node::{NodeRt, Role};
-use crate::stats::{PoolStat, ServerStat, LATENCY_BUCKETS_US};
-use crate::topology::now_ms;
-use crate::worker::Shared;
+use crate::clock::now_ms;
+use crate::observe::events::Event;
+use crate::observe::stats::{PoolStat, ServerStat, LATENCY_BUCKETS_US};
+use crate::topology::node::{NodeRt, Role};
+use crate::topology::Shared;
 
 use super::probe::Probes;
 
@@ -252,7 +252,7 @@ pub fn render(shared: &Shared, probes: &Probes, tally: &EventTally) -> String {
     let mut o = Out {
         text: String::with_capacity(16 * 1024),
     };
-    let counts = tally.update(&crate::events::recent());
+    let counts = tally.update(&crate::observe::events::recent());
     process(&mut o, shared);
     pools(&mut o, shared);
     shards(&mut o, shared, &counts);
@@ -301,7 +301,7 @@ fn process(o: &mut Out, shared: &Shared) {
         o.head(f);
         o.sample(f.name, &[], v as f64);
     }
-    let (entered, released, failed, held_us) = crate::hold::stats();
+    let (entered, released, failed, held_us) = crate::upstream::hold::stats();
     for (f, v) in [
         (&HELD_WRITES, entered as f64),
         (&HELD_RELEASED, released as f64),
@@ -552,7 +552,7 @@ mod tests {
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case("get"))
             .expect("GET is in the table");
-        let i = crate::stats::command_index(Some(get));
+        let i = crate::observe::stats::command_index(Some(get));
         w.by_command[i].record(50);
         w.by_command[i].record(2_000);
         w.by_command[i].record(5_000_000);
@@ -610,7 +610,7 @@ mod tests {
         let t = EventTally::default();
         let ev = |ms, msg: &str| Event {
             at_ms: ms,
-            kind: crate::events::Kind::Failover,
+            kind: crate::observe::events::Kind::Failover,
             pool: "p".into(),
             shard: "s".into(),
             node: "n".into(),

@@ -25,6 +25,7 @@ pub mod api;
 pub mod metrics;
 pub mod page;
 pub mod probe;
+pub mod stats_port;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::topology::PoolRt;
-use crate::worker::Shared;
+use crate::topology::Shared;
 
 /// The default admin address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:22223";
@@ -149,6 +150,8 @@ pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
 pub struct AdminState {
     /// The process state.
     pub shared: Arc<Shared>,
+    /// The control plane, for reloads.
+    pub control: crate::control::Handle,
     /// Bearer token for changing calls.
     pub token: Option<String>,
     /// Health of nodes that have no health checks of their own.
@@ -165,11 +168,17 @@ pub fn pools(shared: &Shared) -> Arc<Vec<Arc<PoolRt>>> {
 }
 
 /// Serve the admin interface until the task is aborted or `stop` is cancelled.
-pub async fn serve(bound: Bound, shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn serve(
+    bound: Bound,
+    shared: Arc<Shared>,
+    control: crate::control::Handle,
+    stop: CancellationToken,
+) {
     let probes = Arc::new(probe::Probes::default());
     probe::start(&shared, &probes, &stop);
     let state = Arc::new(AdminState {
         shared,
+        control,
         token: bound.token,
         probes,
         tally: metrics::EventTally::default(),
@@ -223,7 +232,7 @@ async fn prometheus(axum::extract::State(st): St) -> Response {
 async fn stats(axum::extract::State(st): St) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::stats_server::render(&st.shared),
+        crate::admin::stats_port::render(&st.shared),
     )
         .into_response()
 }

@@ -1,6 +1,6 @@
 //! Health as the admin interface reports it.
 //!
-//! Nodes of pools with replicas or Sentinel have active health checks (`crate::health`); their
+//! Nodes of pools with replicas or Sentinel have active health checks (`crate::ha::health`); their
 //! state is read straight from the node. Nodes of twemproxy `servers:` pools are never checked
 //! (twemproxy semantics: the ring changes only through `auto_eject_hosts`), so the admin
 //! interface PINGs them itself, once a second over one kept-open connection per node, to show
@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ctl::{CtlConn, Val};
-use crate::node::NodeRt;
-use crate::topology::now_ms;
-use crate::worker::Shared;
+use crate::clock::now_ms;
+use crate::ha::link::{CtlConn, Val};
+use crate::topology::node::NodeRt;
+use crate::topology::Shared;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const DEADLINE: Duration = Duration::from_millis(500);

@@ -2,7 +2,7 @@
 //!
 //! A multi-key request (MGET, MSET, DEL, ...) is cut into one sub-request per shard; a keyless
 //! one (DBSIZE, KEYS, ...) goes to every shard. Each becomes a gather slot in the session's
-//! [`crate::pending::Pending`] queue with a [`Merger`] that knows how to combine the parts. Any
+//! [`crate::reply::pending::Pending`] queue with a [`Merger`] that knows how to combine the parts. Any
 //! part that is an error reply makes the whole reply that error (the first one, in part order),
 //! as a client of a single Redis would see it.
 

@@ -23,10 +23,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::Mode;
-use crate::node::NodeRt;
+use crate::topology::node::NodeRt;
+use crate::topology::Mode;
 use crate::topology::PoolRt;
-use crate::worker::Shared;
+use crate::topology::Shared;
 
 /// A socket accepted for a pool, on its way to a worker.
 pub struct Accepted {
@@ -84,6 +84,10 @@ impl Handoff {
 struct Running {
     task: JoinHandle<()>,
 }
+
+/// The running control plane, shared by whoever may reload it (the signal handler, the admin
+/// API); `None` once shutdown has begun.
+pub type Handle = Arc<tokio::sync::Mutex<Option<Control>>>;
 
 /// Everything the control plane started, so a reload can change it.
 pub struct Control {
@@ -194,7 +198,7 @@ impl Control {
             }
             let token = self.stop.child_token();
             self.checks.insert(n.id, token.clone());
-            tokio::spawn(crate::health::run(
+            tokio::spawn(crate::ha::health::run(
                 n,
                 p.conf.health,
                 p.conf.max_replica_lag,
@@ -208,7 +212,11 @@ impl Control {
         for p in pools.iter().filter(|p| p.conf.is_sentinel()) {
             let token = self.stop.child_token();
             self.followers.insert(p.conf.name.clone(), token.clone());
-            tokio::spawn(crate::sentinel::follow(Arc::clone(p), self.workers, token));
+            tokio::spawn(crate::ha::sentinel::follow(
+                Arc::clone(p),
+                self.workers,
+                token,
+            ));
         }
     }
 }
@@ -270,8 +278,8 @@ fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
 /// # Errors
 /// Why nothing changed: the file is invalid, a listener cannot be bound, or a ring change
 /// was not forced. The running configuration stays as it was.
-pub async fn reload(shared: &Arc<Shared>, force: bool) -> Result<String, String> {
-    let result = reload_inner(shared, force).await;
+pub async fn reload(shared: &Arc<Shared>, control: &Handle, force: bool) -> Result<String, String> {
+    let result = reload_inner(shared, control, force).await;
     let (kind_msg, ok) = match &result {
         Ok(m) => (m.clone(), true),
         Err(e) => (format!("refused: {e}"), false),
@@ -286,17 +294,21 @@ pub async fn reload(shared: &Arc<Shared>, force: bool) -> Result<String, String>
     if let Ok(mut last) = shared.last_reload.lock() {
         *last = kind_msg.clone();
     }
-    crate::events::record(crate::events::Kind::Reload, "", "", "", kind_msg);
+    crate::observe::events::record(crate::observe::events::Kind::Reload, "", "", "", kind_msg);
     result
 }
 
-async fn reload_inner(shared: &Arc<Shared>, force: bool) -> Result<String, String> {
+async fn reload_inner(
+    shared: &Arc<Shared>,
+    control: &Handle,
+    force: bool,
+) -> Result<String, String> {
     let path = shared
         .config_path
         .as_ref()
         .ok_or("rampart was started without a configuration file")?;
     let config = rampart_config::load(path).map_err(|e| e.to_string())?;
-    let mut guard = shared.control.lock().await;
+    let mut guard = control.lock().await;
     let control = guard.as_mut().ok_or("the control plane is not running")?;
     let old = shared.pools.load_full();
     let new = build_pools(shared, config, &old).map_err(|e| format!("{e:#}"))?;

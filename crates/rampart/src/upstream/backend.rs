@@ -22,12 +22,11 @@ use resp::ReplyDecoder;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::io::{flush, ReadBuf, Ready, Stream};
-use crate::node::NodeRt;
 use crate::notify::LocalNotify;
-use crate::pending::Pending;
-use crate::stats::{PoolStat, ServerStat, WorkerStats};
+use crate::observe::stats::{PoolStat, ServerStat, WorkerStats};
+use crate::topology::node::NodeRt;
 use crate::topology::PoolRt;
-use crate::worker::WorkerPool;
+use crate::upstream::sink::Sink;
 use rampart_config::ServerAddr;
 
 /// Most requests one connection holds (queued or in flight) before new ones are refused.
@@ -47,46 +46,6 @@ const BATCH_BYTES: usize = 64 * 1024;
 const GATHER_YIELDS: usize = 3;
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
-
-/// What a request needs to be sent again elsewhere (pools with replicas only).
-pub struct Resend {
-    /// The request.
-    pub bytes: Vec<u8>,
-    /// The worker's pool.
-    pub pool: Rc<WorkerPool>,
-    /// The shard.
-    pub shard: usize,
-    /// A write (held on READONLY) or a read (retried once on another node).
-    pub write: bool,
-    /// The client, for its connection choice.
-    pub client: u64,
-    /// A read already retried once.
-    pub retried: bool,
-}
-
-/// Where a reply goes.
-pub struct Sink {
-    /// The session's reply queue.
-    pub pending: Rc<Pending>,
-    /// Sequence number of the request in that queue.
-    pub seq: u64,
-    /// Part of a fragmented request (0 otherwise).
-    pub part: u32,
-    /// Set when the request may be sent again (see [`Resend`]).
-    pub resend: Option<Box<Resend>>,
-}
-
-impl Sink {
-    /// A sink for part `part` of request `seq`.
-    pub fn new(pending: &Rc<Pending>, seq: u64, part: u32) -> Self {
-        Sink {
-            pending: Rc::clone(pending),
-            seq,
-            part,
-            resend: None,
-        }
-    }
-}
 
 struct Waiter {
     /// `None` for the connection's own set-up commands (AUTH, SELECT), which must say OK.
@@ -195,7 +154,7 @@ impl Backend {
         &self.node.label
     }
 
-    fn cell(&self, s: ServerStat) -> &crate::stats::Cell {
+    fn cell(&self, s: ServerStat) -> &crate::observe::stats::Cell {
         self.node.cell(self.worker, s)
     }
 
@@ -263,7 +222,7 @@ impl Backend {
     ) -> Result<(), SendError> {
         self.send_or_return(sink, deadline, write)
             .map_err(|(sink, e)| {
-                crate::route::fail(sink, &e.to_string());
+                sink.fail(&e.to_string());
                 e
             })
     }
@@ -558,7 +517,7 @@ impl Backend {
                     // Not applied by a node that is no longer the primary: hold it for the
                     // new one and stop sending writes here.
                     self.node.demote();
-                    crate::route::retry(sink, self.node.id, "READONLY");
+                    sink.give_back(self.node.id, "READONLY");
                 }
                 Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
                 None if reply.starts_with(b"+OK") => {}
@@ -620,10 +579,8 @@ impl Backend {
         for (i, w) in waiters.into_iter().enumerate() {
             if let Some(sink) = w.sink {
                 match &sink.resend {
-                    Some(r) if !r.write || i >= unsent_from => {
-                        crate::route::retry(sink, self.node.id, &why)
-                    }
-                    _ => crate::route::fail(sink, &why),
+                    Some(r) if !r.write || i >= unsent_from => sink.give_back(self.node.id, &why),
+                    _ => sink.fail(&why),
                 }
             }
         }

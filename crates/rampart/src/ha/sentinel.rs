@@ -19,8 +19,8 @@ use rampart_config::{SentinelAddr, ServerAddr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::ctl::{CtlConn, Val};
-use crate::node::{NodeRt, Role};
+use crate::ha::link::{CtlConn, Val};
+use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
 /// What the sentinels say about one master.
@@ -297,7 +297,7 @@ async fn apply(
             ));
             let token = stop.child_token();
             checks.insert(n.id, token.clone());
-            tokio::spawn(crate::health::run(
+            tokio::spawn(crate::ha::health::run(
                 Arc::clone(&n),
                 pool.conf.health,
                 pool.conf.max_replica_lag,
@@ -325,8 +325,8 @@ async fn apply(
         if let Some(p) = nodes.first() {
             confirm(p, pool).await;
         }
-        crate::events::record(
-            crate::events::Kind::Failover,
+        crate::observe::events::record(
+            crate::observe::events::Kind::Failover,
             &pool.conf.name,
             &rt.name,
             &format!("{}:{}", info.primary.0, info.primary.1),

@@ -134,7 +134,7 @@ pub fn command(argv: &[&[u8]], out: &mut BytesMut) {
             out,
             &format!(
                 "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
-                crate::dispatch::sanitize(argv.get(1).copied().unwrap_or(b""), 64)
+                crate::text::sanitize(argv.get(1).copied().unwrap_or(b""), 64)
             ),
         ),
     }

@@ -15,8 +15,8 @@ use rampart_config::HealthCheck;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ctl::{CtlConn, Val};
-use crate::node::{NodeRt, Role};
+use crate::ha::link::{CtlConn, Val};
+use crate::topology::node::{NodeRt, Role};
 
 /// What one check learned.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,7 +134,7 @@ pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: Ca
                     if node.set_up(true) {
                         tracing::info!(node = %node.label, role = ?c.role, "node up after {good} good checks");
                         node.event(
-                            crate::events::Kind::NodeUp,
+                            crate::observe::events::Kind::NodeUp,
                             format!("up after {good} good checks ({:?})", c.role),
                         );
                     }
@@ -150,7 +150,7 @@ pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: Ca
                     if node.set_up(false) {
                         tracing::warn!(node = %node.label, "node down after {bad} failed checks: {why}");
                         node.event(
-                            crate::events::Kind::NodeDown,
+                            crate::observe::events::Kind::NodeDown,
                             format!("down after {bad} failed checks: {why}"),
                         );
                     }
@@ -187,7 +187,7 @@ async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::parse;
+    use crate::ha::link::parse;
 
     fn info(s: &str) -> Val {
         Val::Str(s.as_bytes().to_vec())

@@ -21,9 +21,9 @@ use std::time::Duration;
 use rampart_config::ServerAddr;
 use tokio::time::Instant;
 
-use crate::ctl::{CtlConn, Val};
-use crate::events::Kind;
-use crate::node::{NodeRt, Role};
+use crate::ha::link::{CtlConn, Val};
+use crate::observe::events::Kind;
+use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,13 +102,13 @@ pub async fn run(
                 held.as_millis()
             );
             rt.set_switch_state(format!("done: {msg}"));
-            crate::events::record(Kind::Switchover, &pool.conf.name, &rt.name, &to, &msg);
+            crate::observe::events::record(Kind::Switchover, &pool.conf.name, &rt.name, &to, &msg);
             Ok(msg)
         }
         Err(e) => {
             rt.set_switch_state(format!("failed after {} ms: {e}", took.as_millis()));
             let msg = format!("failed: {e}");
-            crate::events::record(Kind::Switchover, &pool.conf.name, &rt.name, "", msg);
+            crate::observe::events::record(Kind::Switchover, &pool.conf.name, &rt.name, "", msg);
             Err(e)
         }
     }
@@ -314,7 +314,8 @@ async fn ask_replicas(
 ) -> Result<(CtlConn, Vec<SentinelReplica>), String> {
     let mut last_err = String::from("no sentinel answered");
     for s in &pool.conf.sentinels {
-        let Some(mut c) = crate::sentinel::connect(pool, s, Duration::from_secs(1)).await else {
+        let Some(mut c) = crate::ha::sentinel::connect(pool, s, Duration::from_secs(1)).await
+        else {
             last_err = format!("sentinel {s} did not answer");
             continue;
         };

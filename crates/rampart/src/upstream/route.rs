@@ -12,11 +12,13 @@ use std::sync::Arc;
 use rampart_config::ReadPolicy;
 use tokio::time::Instant;
 
-use crate::backend::{Resend, Sink};
-use crate::hold::{ensure_releaser, Held};
-use crate::node::{NodeRt, Role};
+use std::time::Duration;
+
+use crate::topology::node::{NodeRt, Role};
 use crate::topology::ShardView;
-use crate::worker::WorkerPool;
+use crate::upstream::hold::{self, Held};
+use crate::upstream::pool::WorkerPool;
+use crate::upstream::sink::{Resend, Retry, Sink};
 
 /// Reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,10 +139,10 @@ pub fn send(
         } else {
             "node that can serve reads"
         };
-        fail(
-            sink,
-            &format!("shard '{}' has no {what} available", rt.shards[shard].name),
-        );
+        sink.fail(&format!(
+            "shard '{}' has no {what} available",
+            rt.shards[shard].name
+        ));
         return 0;
     };
     let sink = if ha {
@@ -156,8 +158,15 @@ pub fn send(
         // another node once.
         match access {
             Access::Write if can_hold(wp) => hold_write(wp, shard, sink, bytes, client),
-            Access::Read | Access::ReadPrimary if ha => retry(sink, node.id, &e.to_string()),
-            _ => fail(sink, &e.to_string()),
+            Access::Read | Access::ReadPrimary if ha => retry(
+                wp,
+                Retry {
+                    sink,
+                    node: node.id,
+                    why: e.to_string(),
+                },
+            ),
+            _ => sink.fail(&e.to_string()),
         }
         return 0;
     }
@@ -190,13 +199,10 @@ pub fn hold_is_hopeless(wp: &WorkerPool, shard: usize) -> bool {
 fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
     let rt = &wp.rt;
     if hold_is_hopeless(wp, shard) {
-        return fail(
-            sink,
-            &format!(
-                "shard '{}' has no primary available: it is down",
-                rt.shards[shard].name
-            ),
-        );
+        return sink.fail(&format!(
+            "shard '{}' has no primary available: it is down",
+            rt.shards[shard].name
+        ));
     }
     let held = Held {
         sink: with_resend(sink, wp, shard, bytes, true, client),
@@ -208,22 +214,13 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
     {
         Ok(()) => ensure_releaser(wp, shard),
         Err(h) => {
-            crate::hold::count_failed();
-            fail(
-                h.sink,
-                &format!(
-                    "shard '{}' has no primary and its failover_hold_bytes are full",
-                    rt.shards[shard].name
-                ),
-            )
+            hold::count_failed();
+            h.sink.fail(&format!(
+                "shard '{}' has no primary and its failover_hold_bytes are full",
+                rt.shards[shard].name
+            ))
         }
     }
-}
-
-/// Answer the request of `sink` with an error.
-pub fn fail(sink: Sink, why: &str) {
-    let msg = format!("-ERR rampart: {why}\r\n");
-    sink.pending.deliver(sink.seq, sink.part, msg.as_bytes());
 }
 
 fn with_resend(
@@ -237,41 +234,125 @@ fn with_resend(
     if sink.resend.is_none() {
         sink.resend = Some(Box::new(Resend {
             bytes: bytes.to_vec(),
-            pool: Rc::clone(wp),
             shard,
             write,
             client,
             retried: false,
+            queue: Rc::clone(&wp.retries),
         }));
     }
     sink
 }
 
+/// Send the requests given back by `wp`'s connections again, as they come; ends when the
+/// pool is replaced by a reload.
+pub async fn drain_retries(wp: std::rc::Weak<WorkerPool>) {
+    loop {
+        let Some(queue) = wp.upgrade().map(|p| Rc::clone(&p.retries)) else {
+            return;
+        };
+        if !queue.wait().await {
+            return;
+        }
+        let Some(pool) = wp.upgrade() else {
+            return;
+        };
+        while let Some(r) = queue.pop() {
+            retry(&pool, r);
+        }
+    }
+}
+
 /// A read whose connection failed: try once more on another node. A write refused with
 /// READONLY (not applied): hold it for the new primary. Anything else: the error stands.
-pub fn retry(sink: Sink, failed_node: u64, why: &str) {
-    let Some(r) = sink.resend.as_ref() else {
-        return fail(sink, why);
+fn retry(wp: &Rc<WorkerPool>, r: Retry) {
+    let Retry {
+        mut sink,
+        node,
+        why,
+    } = r;
+    let Some(resend) = sink.resend.as_mut() else {
+        return sink.fail(&why);
     };
-    if r.retried {
-        return fail(sink, why);
+    if resend.retried {
+        return sink.fail(&why);
     }
-    let (wp, shard, write, client) = (Rc::clone(&r.pool), r.shard, r.write, r.client);
-    let bytes = r.bytes.clone();
-    let mut sink = sink;
-    if let Some(r) = sink.resend.as_mut() {
-        r.retried = !write;
-    }
+    let (shard, write, client) = (resend.shard, resend.write, resend.client);
+    resend.retried = !write;
+    let bytes = resend.bytes.clone();
     let deadline = Instant::now() + wp.rt.timeout();
     let access = if write { Access::Write } else { Access::Read };
     send(
-        &wp,
+        wp,
         shard,
         client,
         sink,
         deadline,
         &bytes,
         access,
-        Some(failed_node),
+        Some(node),
     );
+}
+
+/// Make sure a task releases (or expires) the held writes of `shard`.
+fn ensure_releaser(wp: &Rc<WorkerPool>, shard: usize) {
+    if !wp.shards[shard].hold.start_releaser() {
+        return;
+    }
+    tokio::task::spawn_local(release(Rc::clone(wp), shard));
+}
+
+async fn release(wp: Rc<WorkerPool>, shard: usize) {
+    let tick = Duration::from_millis(2);
+    loop {
+        tokio::time::sleep(tick).await;
+        let hold = &wp.shards[shard].hold;
+        let rt = &wp.rt.shards[shard];
+        let view = rt.view();
+        if let Some(primary) = rt.write_target(&view) {
+            let deadline = Instant::now() + wp.rt.timeout();
+            while let Some(h) = hold.pop() {
+                let backend = wp.backend(shard, primary, h.client());
+                // The sink moves into the queue; the bytes stay with it for a later READONLY.
+                let bytes = h.bytes().to_vec();
+                let Held { sink, until } = h;
+                if let Err((sink, _)) =
+                    backend.send_or_return(sink, deadline, |out| out.extend_from_slice(&bytes))
+                {
+                    // The primary is in connect back-off: keep the write, in front, and try
+                    // again on a later tick (or fail it when its time is up, below).
+                    hold.push_front(Held { sink, until });
+                    break;
+                }
+                hold::count_released(until.checked_sub(wp.rt.conf.failover_hold).unwrap_or(until));
+            }
+        }
+        {
+            let now = Instant::now();
+            let hopeless = hold_is_hopeless(&wp, shard);
+            while hold
+                .first_until()
+                .is_some_and(|until| hopeless || until <= now)
+            {
+                if let Some(h) = hold.pop() {
+                    hold::count_failed();
+                    h.sink.fail(&if hopeless {
+                        format!(
+                            "shard '{}' has no primary available: it is down; the write was not sent",
+                            rt.name
+                        )
+                    } else {
+                        format!(
+                            "shard '{}' has no primary; the write was not sent (failover_hold {:?} passed)",
+                            rt.name, wp.rt.conf.failover_hold
+                        )
+                    });
+                }
+            }
+        }
+        if hold.is_empty() {
+            hold.stop_releaser();
+            return;
+        }
+    }
 }

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use rampart_config::ServerAddr;
 use tokio::sync::watch;
 
-use crate::stats::{Cell, ServerStat};
-use crate::topology::now_ms;
+use crate::clock::now_ms;
+use crate::observe::stats::{Cell, ServerStat};
 
 /// What a node says it is (ROLE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +124,7 @@ impl NodeRt {
     pub fn set_maintenance(&self, on: bool) {
         if self.maintenance.swap(on, Relaxed) != on {
             self.event(
-                crate::events::Kind::Maintenance,
+                crate::observe::events::Kind::Maintenance,
                 if on {
                     "maintenance: drained, no new requests"
                 } else {
@@ -135,8 +135,8 @@ impl NodeRt {
     }
 
     /// Record an event about this node.
-    pub fn event(&self, kind: crate::events::Kind, message: impl Into<String>) {
-        crate::events::record(kind, &self.place.0, &self.place.1, &self.label, message);
+    pub fn event(&self, kind: crate::observe::events::Kind, message: impl Into<String>) {
+        crate::observe::events::record(kind, &self.place.0, &self.place.1, &self.label, message);
     }
 
     /// Taken out by passive failures and not yet back.
@@ -264,7 +264,7 @@ impl NodeRt {
         self.up.store(false, Relaxed);
         tracing::warn!(node = %self.label, "node ejected for {time:?} after {n} consecutive failures on live traffic");
         self.event(
-            crate::events::Kind::NodeEjected,
+            crate::observe::events::Kind::NodeEjected,
             format!("ejected for {time:?} after {n} consecutive failures on live traffic"),
         );
         true

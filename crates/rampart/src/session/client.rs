@@ -14,11 +14,13 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use resp::{Request, RequestDecoder};
 
-use crate::dispatch::{Ctx, Mode};
 use crate::io::{flush, ReadBuf, Ready, Stream};
-use crate::pending::Pending;
-use crate::stats::PoolStat;
-use crate::worker::{Worker, WorkerPool};
+use crate::observe::stats::PoolStat;
+use crate::reply::pending::Pending;
+use crate::session::dispatch::Ctx;
+use crate::topology::Mode;
+use crate::upstream::pool::WorkerPool;
+use crate::upstream::worker::Worker;
 
 /// How a session ended, for the pool's `client_eof` / `client_err` counters.
 enum End {
@@ -47,7 +49,7 @@ pub async fn serve(
         id,
     );
     ctx.mode = mode;
-    ctx.local = local;
+    ctx.client.local = local;
     let end = run(&worker, &mut ctx, &stream).await;
     pending.close();
     let cells = &worker.stats.pools[pidx];
@@ -87,7 +89,7 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
             }
             if out.len() > limits.client_output_hard as usize {
                 tracing::info!(
-                    client = ctx.id,
+                    client = ctx.client.id,
                     "closing client over the output buffer hard limit"
                 );
                 return End::Err;
@@ -95,14 +97,14 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
             blocked
         };
         record_latency(&worker.stats, ctx, pending.outstanding());
-        if (ctx.closing || eof) && pending.outstanding() == 0 && !blocked {
-            return if ctx.closing && !eof && ctx.errored {
+        if (ctx.client.closing || eof) && pending.outstanding() == 0 && !blocked {
+            return if ctx.client.closing && !eof && ctx.errored {
                 End::Err
             } else {
                 End::Eof
             };
         }
-        let can_read = !ctx.closing
+        let can_read = !ctx.client.closing
             && !eof
             && ctx.can_dispatch()
             && pending.out.borrow().len() < limits.client_output_soft as usize;
@@ -126,19 +128,19 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                 }
                 if rbuf.len() > limits.client_input_max as usize {
                     ctx.reply_error("ERR Protocol error: client query buffer exceeds its limit");
-                    ctx.closing = true;
+                    ctx.client.closing = true;
                     ctx.errored = true;
                     rbuf = ReadBuf::default();
                 }
             }
-            _ = &mut cancelled, if !ctx.closing => ctx.closing = true,
+            _ = &mut cancelled, if !ctx.client.closing => ctx.client.closing = true,
         }
     }
 }
 
 /// Count the requests whose replies left the reply queue since the last call, with their
 /// latency (one clock read per call, not per request).
-fn record_latency(stats: &crate::stats::WorkerStats, ctx: &mut Ctx, outstanding: usize) {
+fn record_latency(stats: &crate::observe::stats::WorkerStats, ctx: &mut Ctx, outstanding: usize) {
     let done = ctx.timing.len().saturating_sub(outstanding);
     if done == 0 {
         return;
@@ -152,15 +154,15 @@ fn record_latency(stats: &crate::stats::WorkerStats, ctx: &mut Ctx, outstanding:
         if let Some(c) = stats.by_command.get(t.cmd as usize) {
             c.record(us);
         }
-        if crate::slowlog::is_slow(us) {
+        if crate::observe::slowlog::is_slow(us) {
             slow(ctx, &t, us);
         }
     }
 }
 
 /// Put a slow request in the SLOWLOG (rare: only then is the node's name looked up).
-fn slow(ctx: &Ctx, t: &crate::dispatch::Timed, us: u64) {
-    let mut args = vec![crate::stats::command_name(t.cmd as usize)
+fn slow(ctx: &Ctx, t: &crate::session::dispatch::Timed, us: u64) {
+    let mut args = vec![crate::observe::stats::command_name(t.cmd as usize)
         .to_ascii_uppercase()
         .into_bytes()];
     if !t.arg().is_empty() {
@@ -180,11 +182,12 @@ fn slow(ctx: &Ctx, t: &crate::dispatch::Timed, us: u64) {
             .unwrap_or_default(),
     };
     let name = ctx
+        .client
         .name
         .as_ref()
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .unwrap_or_default();
-    crate::slowlog::record(us, args, name, node);
+    crate::observe::slowlog::record(us, args, name, node);
 }
 
 /// Read once and dispatch what is complete. Returns false on end of stream.
@@ -230,7 +233,7 @@ fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
     let mut off = 0;
     let mut argv: Vec<&[u8]> = Vec::new();
     ctx.begin_batch();
-    while off < buf.len() && ctx.can_dispatch() && !ctx.closing {
+    while off < buf.len() && ctx.can_dispatch() && !ctx.client.closing {
         match dec.decode(&buf[off..]) {
             Ok(Some(Request::Multibulk { len, args })) => {
                 argv.clear();
@@ -250,7 +253,7 @@ fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
             Ok(None) => break,
             Err(e) => {
                 ctx.reply_error(&format!("ERR {e}"));
-                ctx.closing = true;
+                ctx.client.closing = true;
                 ctx.errored = true;
                 return buf.len();
             }

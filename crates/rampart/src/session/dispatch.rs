@@ -13,12 +13,16 @@ use rampart_commands::{Command, Merge, Route};
 use resp::encode;
 use tokio::time::Instant;
 
-use crate::backend::Sink;
-use crate::pending::Pending;
-use crate::route::{self, Access};
-use crate::split::{scan_cursor_split, Merger};
-use crate::stats::PoolStat;
-use crate::worker::{Worker, WorkerPool};
+use crate::observe::stats::PoolStat;
+use crate::reply::merge::{scan_cursor_split, Merger};
+use crate::reply::pending::Pending;
+use crate::session::local::{self, Answer, ClientState, Local};
+use crate::text::sanitize;
+use crate::topology::Mode;
+use crate::upstream::pool::WorkerPool;
+use crate::upstream::route::{self, Access};
+use crate::upstream::sink::Sink;
+use crate::upstream::worker::Worker;
 
 /// Reply to a request whose keys live on more than one shard.
 pub const CROSS_SHARD: &str = "ERR keys of this command live on different shards; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
@@ -32,7 +36,7 @@ pub struct Timed {
     pub start: Instant,
     /// The node it went to (0: answered here; `u64::MAX`: several).
     pub node: u64,
-    arg: [u8; crate::slowlog::ARG_BYTES],
+    arg: [u8; crate::observe::slowlog::ARG_BYTES],
     arg_len: u8,
 }
 
@@ -43,34 +47,16 @@ impl Timed {
     }
 }
 
-/// What a listener serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Everything (the pool's `listen`).
-    #[default]
-    All,
-    /// Only commands the table marks as reads (`read_listen`).
-    Reads,
-    /// Everything, reads from the primary too (`write_listen`).
-    Writes,
-}
-
 /// The per-session state the dispatcher needs.
 pub struct Ctx {
-    /// Session id (also picks the connection among `server_connections`).
-    pub id: u64,
     /// The worker.
     pub worker: Rc<Worker>,
     /// The pool the client connected to.
     pub pool: Rc<WorkerPool>,
     /// The session's reply queue.
     pub pending: Rc<Pending>,
-    /// Passed AUTH (or the pool needs none).
-    pub authed: bool,
-    /// CLIENT SETNAME value.
-    pub name: Option<Vec<u8>>,
-    /// No more requests are read; close once the replies are out.
-    pub closing: bool,
+    /// What the client is and said about itself (id, name, AUTH, closing).
+    pub client: ClientState,
     /// The session ends because of an error (counted as `client_err`).
     pub errored: bool,
     /// What the listener the client came through serves.
@@ -79,8 +65,6 @@ pub struct Ctx {
     generation: u64,
     /// The node the current request went to (see [`Timed::node`]).
     last_node: u64,
-    /// The client connected over loopback or a unix socket (admin commands are allowed).
-    pub local: bool,
     /// Each request whose reply has not been counted yet, in order (replies leave in order,
     /// so the oldest entries are the ones answered).
     pub timing: std::collections::VecDeque<Timed>,
@@ -101,18 +85,20 @@ impl Ctx {
         let authed = pool.rt.conf.redis_auth.is_none();
         let generation = worker.generation();
         Ctx {
-            id,
+            client: ClientState {
+                id,
+                authed,
+                name: None,
+                closing: false,
+                local: false,
+            },
             worker,
             pool,
             pending,
-            authed,
-            name: None,
-            closing: false,
             errored: false,
             mode: Mode::All,
             generation,
             last_node: 0,
-            local: false,
             timing: std::collections::VecDeque::new(),
             now: Instant::now(),
             deadline: Instant::now(),
@@ -147,7 +133,7 @@ impl Ctx {
             match self.worker.pool(&self.pool.rt.conf.name) {
                 Some(p) => self.pool = p,
                 // The pool left the configuration: finish what is in flight, then close.
-                None => self.closing = true,
+                None => self.client.closing = true,
             }
         }
         self.now = Instant::now();
@@ -166,20 +152,38 @@ impl Ctx {
         self.pending.push_ready(bytes);
     }
 
+    /// Run a local answer on the narrow view of the session it may use, then carry it out.
+    fn local(&mut self, f: impl FnOnce(&mut Local<'_>) -> Answer) {
+        let mut l = Local {
+            client: &mut self.client,
+            pool: &self.pool.rt,
+            shared: &self.worker.shared,
+            pending: &self.pending,
+        };
+        match f(&mut l) {
+            Answer::Reply(out) => self.reply_raw(&out),
+            Answer::Broadcast(merger, argv) => {
+                let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_slice()).collect();
+                self.broadcast(merger, &argv, None)
+            }
+            Answer::Later => {}
+        }
+    }
+
     /// Handle one request. `raw` is its RESP encoding when it arrived as RESP (it is forwarded
     /// as is); inline requests are re-encoded.
     pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) {
         self.worker.stats.commands.add(1);
         let found = rampart_commands::lookup(argv[0]);
         let mut t = Timed {
-            cmd: crate::stats::command_index(found) as u16,
+            cmd: crate::observe::stats::command_index(found) as u16,
             start: self.now,
             node: 0,
-            arg: [0; crate::slowlog::ARG_BYTES],
+            arg: [0; crate::observe::slowlog::ARG_BYTES],
             arg_len: 0,
         };
         if let Some(a) = argv.get(1) {
-            let n = a.len().min(crate::slowlog::ARG_BYTES);
+            let n = a.len().min(crate::observe::slowlog::ARG_BYTES);
             t.arg[..n].copy_from_slice(&a[..n]);
             t.arg_len = n as u8;
         }
@@ -194,11 +198,11 @@ impl Ctx {
 
     fn route(&mut self, found: Option<&'static Command>, argv: &[&[u8]], raw: Option<&[u8]>) {
         if argv[0].eq_ignore_ascii_case(b"rampart") {
-            return crate::local::rampart(self, argv);
+            return self.local(|l| local::rampart(l, argv));
         }
         if argv[0].eq_ignore_ascii_case(b"slowlog") {
             let mut out = BytesMut::new();
-            crate::slowlog::command(argv, &mut out);
+            crate::observe::slowlog::command(argv, &mut out);
             return self.reply_raw(&out);
         }
         let Some(mut cmd) = found else {
@@ -224,7 +228,7 @@ impl Ctx {
                 cmd.name
             ));
         }
-        if !self.authed && !matches!(cmd.name, "auth" | "quit" | "hello") {
+        if !self.client.authed && !matches!(cmd.name, "auth" | "quit" | "hello") {
             return self.reply_error("NOAUTH Authentication required.");
         }
         if cmd.blocks(argv) {
@@ -241,7 +245,7 @@ impl Ctx {
             ));
         }
         match cmd.route {
-            Route::Local => crate::local::answer(self, cmd, argv),
+            Route::Local => self.local(|l| local::answer(l, cmd, argv)),
             Route::Keys => self.forward_keys(cmd, argv, raw),
             Route::FanOut(m) => self.fan_out(cmd, m, argv, raw),
             Route::AllShards(m) => self.all_shards(m, argv, raw),
@@ -295,7 +299,7 @@ impl Ctx {
         let node = route::send(
             &self.pool,
             shard,
-            self.id,
+            self.client.id,
             sink,
             self.deadline,
             bytes,
@@ -506,16 +510,6 @@ pub fn unknown_command(argv: &[&[u8]]) -> String {
         sanitize(argv[0], 128),
         args
     )
-}
-
-/// Text of a client-supplied argument fit for an error line: at most `max` bytes, newlines
-/// replaced by spaces (an error reply is one line).
-pub fn sanitize(arg: &[u8], max: usize) -> String {
-    let cut = &arg[..arg.len().min(max)];
-    String::from_utf8_lossy(cut)
-        .chars()
-        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use crate::notify::LocalNotify;
-use crate::split::Merger;
+use crate::reply::merge::Merger;
 
 /// The state of one request's reply.
 enum Slot {

@@ -86,7 +86,7 @@ impl Cell {
 }
 
 /// The statistics of one pool, as written by one worker. (Server statistics live with each
-/// node, one row per worker: see `crate::node::NodeRt::cells`.)
+/// node, one row per worker: see `crate::topology::node::NodeRt::cells`.)
 #[derive(Debug)]
 pub struct PoolCells {
     pool: Vec<Cell>,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use crate::stats::{PoolStat, ServerStat};
-use crate::topology::unix_secs;
-use crate::worker::Shared;
+use crate::clock::unix_secs;
+use crate::observe::stats::{PoolStat, ServerStat};
+use crate::topology::Shared;
 
 /// Serve the stats port until the task is aborted.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {

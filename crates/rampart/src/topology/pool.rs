@@ -8,28 +8,15 @@
 //! failures take the shard off the ring for `server_retry_timeout` and its keys move meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, Guard};
 use hashkit::{Continuum, ServerPoint};
 use rampart_config::{Node, Pool};
 
-use crate::node::{NodeRt, Role};
-
-/// Milliseconds since the process started (monotonic).
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// Seconds since the Unix epoch, as twemproxy reports timestamps.
-pub fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
+use crate::topology::node::{NodeRt, Role};
 
 /// The nodes of a shard and which one takes writes.
 #[derive(Debug, Default)]

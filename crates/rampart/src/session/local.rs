@@ -7,12 +7,54 @@ use bytes::BytesMut;
 use rampart_commands::Command;
 use resp::encode;
 
-use crate::dispatch::{sanitize, Ctx};
-use crate::split::Merger;
-use crate::stats::{PoolStat, ServerStat};
+use crate::observe::stats::{PoolStat, ServerStat};
+use crate::reply::merge::Merger;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::reply::pending::Pending;
+use crate::text::sanitize;
+use crate::topology::{PoolRt, Shared};
+
+/// What the client is and said about itself: the part of a session local answers change.
+pub struct ClientState {
+    /// Session id (also picks the connection among `server_connections`).
+    pub id: u64,
+    /// Passed AUTH (or the pool needs none).
+    pub authed: bool,
+    /// CLIENT SETNAME value.
+    pub name: Option<Vec<u8>>,
+    /// No more requests are read; close once the replies are out.
+    pub closing: bool,
+    /// The client connected over loopback or a unix socket (admin commands are allowed).
+    pub local: bool,
+}
+
+/// The narrow view of a session that a local answer may use.
+pub struct Local<'a> {
+    /// The client's own state.
+    pub client: &'a mut ClientState,
+    /// The pool the client connected to.
+    pub pool: &'a Arc<PoolRt>,
+    /// Process-wide state (statistics for INFO).
+    pub shared: &'a Shared,
+    /// The session's reply queue, for answers that come later.
+    pub pending: &'a Rc<Pending>,
+}
+
+/// What the session does with a local answer.
+pub enum Answer {
+    /// Reply with these bytes (one RESP value).
+    Reply(BytesMut),
+    /// Send this command to every shard and merge the replies (INFO with its keyspace
+    /// section).
+    Broadcast(Merger, Vec<Vec<u8>>),
+    /// The answer reserved its reply slot and fills it later (RAMPART SWITCHOVER).
+    Later,
+}
 
 /// Answer a `Route::Local` command.
-pub fn answer(ctx: &mut Ctx, cmd: &Command, argv: &[&[u8]]) {
+pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
     let mut out = BytesMut::new();
     match cmd.name {
         // The table's arity (-1) is looser than Redis' own check: at most one message.
@@ -26,13 +68,13 @@ pub fn answer(ctx: &mut Ctx, cmd: &Command, argv: &[&[u8]]) {
         "echo" => encode::bulk(&mut out, argv[1]),
         "quit" => {
             encode::simple(&mut out, b"OK");
-            ctx.closing = true;
+            ctx.client.closing = true;
         }
         "select" => select(ctx, argv, &mut out),
         // RESET drops the name and, like Redis, the authentication of the connection.
         "reset" => {
-            ctx.name = None;
-            ctx.authed = ctx.pool.rt.conf.redis_auth.is_none();
+            ctx.client.name = None;
+            ctx.client.authed = ctx.pool.conf.redis_auth.is_none();
             encode::simple(&mut out, b"RESET");
         }
         "auth" => auth(ctx, argv, &mut out),
@@ -45,11 +87,11 @@ pub fn answer(ctx: &mut Ctx, cmd: &Command, argv: &[&[u8]]) {
             &format!("ERR '{other}' is not answered by rampart"),
         ),
     }
-    ctx.reply_raw(&out);
+    Answer::Reply(out)
 }
 
-fn select(ctx: &Ctx, argv: &[&[u8]], out: &mut BytesMut) {
-    let db = ctx.pool.rt.conf.redis_db;
+fn select(ctx: &Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
+    let db = ctx.pool.conf.redis_db;
     match std::str::from_utf8(argv[1])
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
@@ -63,8 +105,8 @@ fn select(ctx: &Ctx, argv: &[&[u8]], out: &mut BytesMut) {
     }
 }
 
-fn auth(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
-    let Some(pass) = ctx.pool.rt.conf.redis_auth.clone() else {
+fn auth(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
+    let Some(pass) = ctx.pool.conf.redis_auth.clone() else {
         return encode::error(out, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
     };
     let (user, given) = match argv {
@@ -73,7 +115,7 @@ fn auth(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
         _ => return encode::error(out, "ERR syntax error"),
     };
     if user == b"default" && given == pass.as_bytes() {
-        ctx.authed = true;
+        ctx.client.authed = true;
         encode::simple(out, b"OK");
     } else {
         encode::error(
@@ -83,7 +125,7 @@ fn auth(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
     }
 }
 
-fn hello(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
+fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     let mut i = 1;
     if let Some(v) = argv.get(1) {
         match std::str::from_utf8(v)
@@ -120,7 +162,7 @@ fn hello(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
                 i += 3;
             }
             (b"setname", Some(n), _) => {
-                ctx.name = Some(n.to_vec());
+                ctx.client.name = Some(n.to_vec());
                 i += 2;
             }
             _ => {
@@ -134,7 +176,7 @@ fn hello(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
             }
         }
     }
-    if !ctx.authed {
+    if !ctx.client.authed {
         return encode::error(out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     encode::array_header(out, 14);
@@ -149,14 +191,14 @@ fn hello(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
     encode::bulk(out, b"proto");
     encode::integer(out, 2);
     encode::bulk(out, b"id");
-    encode::integer(out, ctx.id as i64);
+    encode::integer(out, ctx.client.id as i64);
     encode::bulk(out, b"mode");
     encode::bulk(out, b"proxy");
     encode::bulk(out, b"role");
     encode::bulk(out, b"master");
 }
 
-fn client(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
+fn client(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     let sub = argv
         .get(1)
         .map(|s| s.to_ascii_lowercase())
@@ -169,14 +211,14 @@ fn client(ctx: &mut Ctx, argv: &[&[u8]], out: &mut BytesMut) {
                     "ERR Client names cannot contain spaces, newlines or special characters.",
                 );
             }
-            ctx.name = (!argv[2].is_empty()).then(|| argv[2].to_vec());
+            ctx.client.name = (!argv[2].is_empty()).then(|| argv[2].to_vec());
             encode::simple(out, b"OK");
         }
-        (b"getname", 2) => match &ctx.name {
+        (b"getname", 2) => match &ctx.client.name {
             Some(n) => encode::bulk(out, n),
             None => encode::null_bulk(out),
         },
-        (b"id", 2) => encode::integer(out, ctx.id as i64),
+        (b"id", 2) => encode::integer(out, ctx.client.id as i64),
         (b"setinfo", 4) => encode::simple(out, b"OK"),
         (b"setname" | b"getname" | b"id" | b"setinfo", _) => encode::error(
             out,
@@ -285,7 +327,7 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
 }
 
 /// INFO: the proxy's own sections, and the keyspace section summed over the shards.
-fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
+fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let want: Vec<String> = argv[1..]
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
@@ -295,7 +337,7 @@ fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
             .iter()
             .any(|w| w == "all" || w == "everything" || w == "default");
     let has = |s: &str| all || want.iter().any(|w| w == s);
-    let shared = &ctx.worker.shared;
+    let shared = &ctx.shared;
     let m = &shared.metrics;
     let mut t = String::new();
     if has("server") {
@@ -393,19 +435,21 @@ fn info(ctx: &mut Ctx, argv: &[&[u8]]) {
         t.push_str("\r\n");
     }
     if has("keyspace") {
-        let argv: [&[u8]; 2] = [b"INFO", b"keyspace"];
-        ctx.broadcast(Merger::Info { head: t }, &argv, None);
+        Answer::Broadcast(
+            Merger::Info { head: t },
+            vec![b"INFO".to_vec(), b"keyspace".to_vec()],
+        )
     } else {
         let mut out = BytesMut::new();
         encode::bulk(&mut out, t.as_bytes());
-        ctx.reply_raw(&out);
+        Answer::Reply(out)
     }
 }
 
 /// `RAMPART SWITCHOVER <shard> [<replica>]`: a planned switchover of one shard of the client's
-/// pool (see [`crate::switchover`]); the reply comes when it is done. `RAMPART HELP` lists the
+/// pool (see [`crate::ha::switchover`]); the reply comes when it is done. `RAMPART HELP` lists the
 /// commands. Accepted only from clients on loopback or a unix socket.
-pub fn rampart(ctx: &mut Ctx, argv: &[&[u8]]) {
+pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let sub = argv
         .get(1)
         .map(|s| s.to_ascii_lowercase())
@@ -423,29 +467,29 @@ pub fn rampart(ctx: &mut Ctx, argv: &[&[u8]]) {
             }
         }
         b"switchover" if argv.len() == 3 || argv.len() == 4 => {
-            if !ctx.local {
+            if !ctx.client.local {
                 encode::error(&mut out, "ERR rampart: admin commands are accepted only from clients on loopback or a unix socket");
-                return ctx.reply_raw(&out);
+                return Answer::Reply(out);
             }
             let name = String::from_utf8_lossy(argv[2]).into_owned();
-            let Some(shard) = ctx.pool.rt.shards.iter().position(|s| s.name == name) else {
+            let Some(shard) = ctx.pool.shards.iter().position(|s| s.name == name) else {
                 encode::error(
                     &mut out,
                     &format!(
                         "ERR rampart: pool '{}' has no shard '{}'",
-                        ctx.pool.rt.conf.name,
+                        ctx.pool.conf.name,
                         sanitize(argv[2], 64)
                     ),
                 );
-                return ctx.reply_raw(&out);
+                return Answer::Reply(out);
             };
             let target = argv.get(3).map(|t| String::from_utf8_lossy(t).into_owned());
             let seq = ctx.pending.push_waiting();
-            let pending = std::rc::Rc::clone(&ctx.pending);
-            let pool = std::sync::Arc::clone(&ctx.pool.rt);
+            let pending = Rc::clone(ctx.pending);
+            let pool = Arc::clone(ctx.pool);
             tokio::task::spawn_local(async move {
                 let mut out = BytesMut::new();
-                match crate::switchover::run(pool, shard, target).await {
+                match crate::ha::switchover::run(pool, shard, target).await {
                     Ok(msg) => encode::simple(&mut out, msg.as_bytes()),
                     Err(e) => {
                         encode::error(&mut out, &format!("ERR rampart: switchover failed: {e}"))
@@ -453,12 +497,12 @@ pub fn rampart(ctx: &mut Ctx, argv: &[&[u8]]) {
                 }
                 pending.deliver(seq, 0, &out);
             });
-            return;
+            return Answer::Later;
         }
         _ => encode::error(
             &mut out,
             "ERR rampart: unknown or malformed RAMPART command; try RAMPART HELP",
         ),
     }
-    ctx.reply_raw(&out);
+    Answer::Reply(out)
 }

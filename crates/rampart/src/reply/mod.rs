@@ -1,0 +1,6 @@
+//! Replies on their way back to a client: the session's ordered reply queue ([`pending`]),
+//! filled by backend connections, and how the parts of a split request are merged
+//! ([`merge`]). Sessions and backend connections meet here, so neither imports the other.
+
+pub mod merge;
+pub mod pending;

@@ -1,0 +1,26 @@
+//! The pools as the workers see them: pools, shards, nodes and their state, the ring, the
+//! listener modes, and the process state every worker shares.
+//!
+//! - [`pool`]: a pool's configuration, its shards and their published views, the ring,
+//!   twemproxy-style ejection.
+//! - [`node`]: one node's health, role and statistics.
+//! - [`shared`]: the published pools and the rest of the process-wide state.
+
+pub mod node;
+pub mod pool;
+pub mod shared;
+
+pub use pool::{PoolRt, ShardRt, ShardView};
+pub use shared::Shared;
+
+/// What a listener of a pool serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Everything (the pool's `listen`).
+    #[default]
+    All,
+    /// Only commands the table marks as reads (`read_listen`).
+    Reads,
+    /// Everything, reads from the primary too (`write_listen`).
+    Writes,
+}

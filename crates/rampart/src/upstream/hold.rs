@@ -1,0 +1,130 @@
+//! Writes held while a shard has no primary that may take them.
+//!
+//! During a failover there is a window in which the old primary is gone (or demoted) and the
+//! new one is not yet confirmed. Writes that arrive then, and writes refused with `READONLY`
+//! (which Redis did not apply), wait here in arrival order, bounded by the pool's
+//! `failover_hold` time and `failover_hold_bytes`, and are released in order to the new primary
+//! as soon as there is one. Past either bound they fail with an error. Writes that may already
+//! have reached a server are never held: they fail (see the backend).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::time::Instant;
+
+use crate::upstream::sink::Sink;
+
+static ENTERED: AtomicU64 = AtomicU64::new(0);
+static RELEASED: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+static HELD_US: AtomicU64 = AtomicU64::new(0);
+
+/// Process-wide hold statistics: writes that entered a hold, were released to a primary,
+/// failed there (time or bytes bound, or a dead shard), and the total time released writes
+/// spent held (µs).
+pub fn stats() -> (u64, u64, u64, u64) {
+    (
+        ENTERED.load(Ordering::Relaxed),
+        RELEASED.load(Ordering::Relaxed),
+        FAILED.load(Ordering::Relaxed),
+        HELD_US.load(Ordering::Relaxed),
+    )
+}
+
+/// A write left the hold with an error.
+pub fn count_failed() {
+    FAILED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One held write. Its bytes and client travel in the sink's [`crate::upstream::sink::Resend`],
+/// which every held write has (it may need to be held again on READONLY).
+pub struct Held {
+    /// Where its reply goes.
+    pub sink: Sink,
+    /// When it fails if no primary appears.
+    pub until: Instant,
+}
+
+impl Held {
+    /// The request bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.sink
+            .resend
+            .as_ref()
+            .map_or(&[], |r| r.bytes.as_slice())
+    }
+    /// The client (keeps its connection choice).
+    pub fn client(&self) -> u64 {
+        self.sink.resend.as_ref().map_or(0, |r| r.client)
+    }
+}
+
+/// The held writes of one shard on one worker.
+#[derive(Default)]
+pub struct Hold {
+    q: RefCell<VecDeque<Held>>,
+    bytes: Cell<usize>,
+    running: Cell<bool>,
+}
+
+impl Hold {
+    /// Nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.q.borrow().is_empty()
+    }
+
+    /// Hold a write; gives it back when the byte bound would be exceeded.
+    ///
+    /// # Errors
+    /// The hold is full; the caller answers an error.
+    pub fn push(&self, h: Held, cap: u64) -> Result<(), Held> {
+        let n = self.bytes.get() + h.bytes().len();
+        if n as u64 > cap {
+            return Err(h);
+        }
+        ENTERED.fetch_add(1, Ordering::Relaxed);
+        self.bytes.set(n);
+        self.q.borrow_mut().push_back(h);
+        Ok(())
+    }
+
+    /// Put back a write that could not be released yet, in front.
+    pub fn push_front(&self, h: Held) {
+        self.bytes.set(self.bytes.get() + h.bytes().len());
+        self.q.borrow_mut().push_front(h);
+    }
+
+    /// The oldest held write.
+    pub fn pop(&self) -> Option<Held> {
+        let h = self.q.borrow_mut().pop_front()?;
+        self.bytes
+            .set(self.bytes.get().saturating_sub(h.bytes().len()));
+        Some(h)
+    }
+
+    /// When the oldest held write fails if no primary appears.
+    pub fn first_until(&self) -> Option<Instant> {
+        self.q.borrow().front().map(|h| h.until)
+    }
+
+    /// Mark the hold as having a releasing task; `false` when one already runs.
+    pub fn start_releaser(&self) -> bool {
+        !self.running.replace(true)
+    }
+
+    /// The releasing task ends (the hold is empty).
+    pub fn stop_releaser(&self) {
+        self.running.set(false);
+    }
+}
+
+/// A held write was released to a primary after waiting since `since`.
+pub fn count_released(since: Instant) {
+    RELEASED.fetch_add(1, Ordering::Relaxed);
+    HELD_US.fetch_add(
+        Instant::now().saturating_duration_since(since).as_micros() as u64,
+        Ordering::Relaxed,
+    );
+}

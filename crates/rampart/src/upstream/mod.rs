@@ -1,0 +1,17 @@
+//! Everything between a session and the Redis nodes.
+//!
+//! - [`sink`]: where a reply goes, what a request needs to be sent again, and the queue
+//!   through which a connection gives back a request to retry (a read to send elsewhere, a
+//!   write refused with READONLY) instead of calling the router.
+//! - [`backend`]: one pipelined connection from a worker to a node: deadlines, back-off.
+//! - [`hold`]: writes waiting while a shard has no primary.
+//! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
+//! - [`route`]: which node serves a request; drains retries and releases held writes.
+//! - [`worker`]: one worker thread's pools, rebuilt after a reload.
+
+pub mod backend;
+pub mod hold;
+pub mod pool;
+pub mod route;
+pub mod sink;
+pub mod worker;

@@ -1,0 +1,120 @@
+//! What one worker thread owns: its backend connections per pool and shard, held writes, its
+//! statistics, a scratch read buffer shared by its sessions, and handles to the process-wide
+//! state.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::observe::stats::WorkerStats;
+use crate::topology::Shared;
+use crate::upstream::pool::WorkerPool;
+
+/// Size of the per-worker read buffer that sessions read into when they hold no partial request.
+pub const SCRATCH: usize = 64 * 1024;
+
+/// One worker thread's context, shared by its sessions through `Rc`.
+pub struct Worker {
+    /// Worker number.
+    pub id: usize,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// This worker's statistics.
+    pub stats: Arc<WorkerStats>,
+    pools: RefCell<Vec<Rc<WorkerPool>>>,
+    generation: Cell<u64>,
+    /// Read buffer for sessions that hold no partial request (so idle sessions hold none).
+    pub scratch: RefCell<Vec<u8>>,
+}
+
+impl Worker {
+    /// Build the worker's view; backend connections open lazily (or at once with `preconnect`),
+    /// so this must run inside the worker's `LocalSet`.
+    pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Self> {
+        let stats = shared.metrics.worker(id);
+        let w = Rc::new(Worker {
+            id,
+            shared,
+            stats,
+            pools: RefCell::new(Vec::new()),
+            generation: Cell::new(u64::MAX),
+            scratch: RefCell::new(vec![0; SCRATCH]),
+        });
+        w.refresh();
+        w
+    }
+
+    /// The configuration generation this worker serves.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// A reload published pools this worker has not adopted yet.
+    #[inline]
+    pub fn is_stale(&self) -> bool {
+        self.shared.generation.load(Ordering::Acquire) != self.generation.get()
+    }
+
+    /// The worker's view of the pool called `name` in the current generation.
+    pub fn pool(&self, name: &str) -> Option<Rc<WorkerPool>> {
+        self.pools
+            .borrow()
+            .iter()
+            .find(|p| p.rt.conf.name == name)
+            .cloned()
+    }
+
+    /// Catch up with a reload: new pool views; connections to nodes that stayed move over
+    /// (a client keeps its connections and their order); the others finish and close.
+    pub fn refresh(&self) {
+        let g = self.shared.generation.load(Ordering::Acquire);
+        if g == self.generation.get() {
+            return;
+        }
+        let current = self.shared.pools.load_full();
+        let old = self.pools.take();
+        let mut built = Vec::with_capacity(current.len());
+        for p in current.iter() {
+            let wp = WorkerPool::new(Arc::clone(p), self.id, Arc::clone(&self.stats));
+            if let Some(o) = old.iter().find(|o| o.rt.conf.name == p.conf.name) {
+                for os in 0..o.shards.len() {
+                    for (node, conns) in o.take_conns(os) {
+                        let home = p
+                            .shards
+                            .iter()
+                            .position(|s| s.view().nodes.iter().any(|n| n.id == node));
+                        match home {
+                            Some(si) => {
+                                for b in &conns {
+                                    b.adopt(Arc::clone(p), si);
+                                }
+                                wp.put_conns(si, node, conns);
+                            }
+                            None => conns.iter().for_each(|b| b.retire()),
+                        }
+                    }
+                }
+            }
+            if wp.rt.conf.preconnect {
+                for s in &wp.rt.shards {
+                    for n in &s.view().nodes {
+                        wp.conns(s.index, n);
+                    }
+                }
+            }
+            let wp = Rc::new(wp);
+            tokio::task::spawn_local(crate::upstream::route::drain_retries(Rc::downgrade(&wp)));
+            built.push(wp);
+        }
+        for o in &old {
+            for os in 0..o.shards.len() {
+                for (_, conns) in o.take_conns(os) {
+                    conns.iter().for_each(|b| b.retire());
+                }
+            }
+        }
+        *self.pools.borrow_mut() = built;
+        self.generation.set(g);
+    }
+}
