@@ -10,9 +10,10 @@ import datetime
 import os
 import statistics
 
-TARGETS = ["direct", "twemproxy", "haproxy", "rampart"]
+TARGETS = ["direct", "twemproxy", "haproxy", "rampart", "rampart-rs"]
 RATIOS = [("rampart", "twemproxy"), ("rampart", "direct"),
-          ("twemproxy", "direct"), ("haproxy", "direct")]
+          ("twemproxy", "direct"), ("haproxy", "direct"),
+          ("rampart-rs", "haproxy"), ("rampart-rs", "direct")]
 METRICS = [("rps", "rps"), ("p99_ms", "p99 ms"), ("cpu_us_per_req", "CPU µs/req")]
 
 

@@ -70,9 +70,9 @@ wait_port() {
 }
 
 # N distinct free loopback ports (bound together, then released: a small race remains).
-read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA < <(python3 -c '
+read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA P_R1 P_R2 P_RS P_RS_STATS < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(8)]
+socks = [socket.socket() for _ in range(12)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
@@ -82,6 +82,10 @@ start_bg shard2 redis-server --port "$P_S2" "${redis_args[@]}"; PID_S2=$LAST_PID
 start_bg direct redis-server --port "$P_DIRECT" "${redis_args[@]}"; PID_DIRECT=$LAST_PID
 wait_port "$P_S1" "$PID_S1" shard1; wait_port "$P_S2" "$PID_S2" shard2
 wait_port "$P_DIRECT" "$PID_DIRECT" direct
+# A replica set for rampart's replicated pool: a primary and one replica of it.
+start_bg rs-primary redis-server --port "$P_R1" "${redis_args[@]}"; PID_R1=$LAST_PID
+start_bg rs-replica redis-server --port "$P_R2" --replicaof 127.0.0.1 "$P_R1" "${redis_args[@]}"; PID_R2=$LAST_PID
+wait_port "$P_R1" "$PID_R1" rs-primary; wait_port "$P_R2" "$PID_R2" rs-replica
 
 # One pool over both shards; twemproxy and rampart read the same file but for the port.
 pool_yml() {
@@ -103,6 +107,17 @@ YML
 }
 pool_yml "$P_NC" >"$WORK/twemproxy.yml"
 pool_yml "$P_RP" >"$WORK/rampart.yml"
+# rampart's replicated pool: HAProxy's job (writes to the primary, reads to the replica).
+cat >"$WORK/rampart-rs.yml" <<YML
+bench_rs:
+  listen: 127.0.0.1:$P_RS
+  timeout: 1000
+  server_connections: 1
+  preconnect: true
+  primary: 127.0.0.1:$P_R1
+  replicas: [127.0.0.1:$P_R2]
+  read_policy: prefer-replica
+YML
 
 start_bg twemproxy nutcracker -c "$WORK/twemproxy.yml" -s "$P_NC_STATS" -a 127.0.0.1 -p "$WORK/twemproxy.pid"
 PID_NC=$LAST_PID
@@ -135,8 +150,19 @@ if [[ $SKIP_RAMPART != 1 ]]; then
   PID[rampart]=$LAST_PID; PORT[rampart]=$P_RP
   wait_port "$P_RP" "${PID[rampart]}" rampart
   TARGETS+=(rampart)
+  # shellcheck disable=SC2086 # RAMPART_EXTRA_ARGS is a word list
+  start_bg rampart-rs "$RAMPART_BIN" -c "$WORK/rampart-rs.yml" -s "$P_RS_STATS" -a 127.0.0.1 --workers "$WORKERS" ${RAMPART_EXTRA_ARGS:-}
+  PID[rampart-rs]=$LAST_PID; PORT[rampart-rs]=$P_RS
+  wait_port "$P_RS" "${PID[rampart-rs]}" rampart-rs
+  # Nodes start down and must pass their health checks: wait until the replica serves reads.
+  for ((i = 0; i < 100; i++)); do
+    [[ $(redis-cli -p "$P_R2" INFO replication | tr -d '\r' | grep -c '^master_link_status:up') == 1 ]] &&
+      redis-cli -p "$P_RS" SET bench:ready 1 | grep -q OK && break
+    sleep 0.1
+  done
+  TARGETS+=(rampart-rs)
 fi
-log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP"
+log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP, replica set $P_R1 $P_R2, rampart-rs $P_RS"
 
 # MGET keys: ten names, five on each shard, loaded through twemproxy (so they sit where
 # ketama puts them) and into the direct server.
@@ -148,6 +174,10 @@ done
 on_shard1=$(redis-cli -p "$P_S1" EXISTS "${MGET_KEYS[@]}")
 log "MGET keys: $on_shard1 of ${#MGET_KEYS[@]} on shard1 (${MGET_KEYS[*]})"
 if [[ $SKIP_RAMPART != 1 ]]; then
+  for key in "${MGET_KEYS[@]}"; do
+    redis-cli -p "$P_RS" SET "$key" "value-of-$key" >/dev/null
+  done
+  redis-cli -p "$P_R1" WAIT 1 1000 >/dev/null
   nils=$(redis-cli -p "$P_RP" MGET "${MGET_KEYS[@]}" | grep -c '^$' || true)
   [[ $nils == 0 ]] || log "WARNING: rampart returned $nils empty MGET values (placement differs from twemproxy?)"
 fi

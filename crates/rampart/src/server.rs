@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{self, Accepted, Control, Handoff, RawConn};
+use crate::control::listen::{Accepted, Handoff, RawConn};
+use crate::control::{self, Control};
 use crate::io::Stream;
 use crate::topology::Shared;
 use crate::upstream::worker::Worker;
@@ -44,7 +45,7 @@ pub struct Options {
 pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Result<()> {
     let workers = opts.workers.max(1);
     let shared = Arc::new(Shared::new(workers, opts.config_path.clone(), stop.clone()));
-    let pools = control::build_pools(&shared, config, &[])?;
+    let pools = control::reload::build_pools(&shared, config, &[])?;
     shared.pools.store(Arc::new(pools));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -112,7 +113,7 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
         let _ = t.join();
     }
     for p in shared.pools.load().iter() {
-        for (listen, _) in control::listens(p) {
+        for (listen, _) in control::listen::listens(p) {
             if let Listen::Unix { path, .. } = listen {
                 let _ = std::fs::remove_file(path);
             }
@@ -148,7 +149,7 @@ async fn wait_for_signals(
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 // Errors are logged, counted and recorded by reload itself.
-                let _ = control::reload(shared, control, false).await;
+                let _ = control::reload::reload(shared, control, false).await;
             }
         }
     }

@@ -458,7 +458,7 @@ pub async fn reload(
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
     Ok(
-        match crate::control::reload(&st.shared, &st.control, q.force).await {
+        match crate::control::reload::reload(&st.shared, &st.control, q.force).await {
             Ok(msg) => Json(serde_json::json!({ "ok": true, "message": msg })).into_response(),
             Err(e) => error(StatusCode::CONFLICT, e).into_response(),
         },

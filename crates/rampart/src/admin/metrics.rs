@@ -522,7 +522,7 @@ mod tests {
                    b:\n  listen: 127.0.0.1:4\n  primary: 127.0.0.1:5\n  replicas:\n    - 127.0.0.1:6\n";
         let conf = rampart_config::parse(yml, "test").expect("test config parses");
         let s = Shared::new(2, None, tokio_util::sync::CancellationToken::new());
-        let pools = crate::control::build_pools(&s, conf, &[]).expect("pools build");
+        let pools = crate::control::reload::build_pools(&s, conf, &[]).expect("pools build");
         s.pools.store(Arc::new(pools));
         s
     }

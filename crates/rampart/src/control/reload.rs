@@ -1,0 +1,125 @@
+//! Configuration reload (SIGHUP or the admin API): read the file again, build and validate a
+//! whole new set of pools (nodes that stay keep their state and connections), bind new
+//! listeners, and only then publish it with one atomic swap; any error leaves the running
+//! configuration untouched.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rampart_config::Config;
+
+use crate::control::Handle;
+use crate::topology::PoolRt;
+use crate::topology::Shared;
+
+/// Build the pools of `config`, reusing the nodes (state, statistics, connections) and the
+/// statistics slot of pools that `old` already has.
+pub fn build_pools(
+    shared: &Shared,
+    config: Config,
+    old: &[Arc<PoolRt>],
+) -> anyhow::Result<Vec<Arc<PoolRt>>> {
+    let mut pools = Vec::new();
+    for conf in config.pools {
+        let prev = old.iter().find(|p| p.conf.name == conf.name);
+        let slot = match prev {
+            Some(p) => p.index,
+            None => shared.pool_slot(&conf.name)?,
+        };
+        pools.push(Arc::new(PoolRt::with_nodes(
+            slot,
+            conf,
+            shared.workers,
+            prev.map(|p| p.as_ref()),
+        )));
+    }
+    Ok(pools)
+}
+
+/// Share of keys (0..1) of a sample that would move to another shard between `a` and `b`.
+fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
+    const SAMPLE: usize = 20_000;
+    let mut moved = 0;
+    for i in 0..SAMPLE {
+        let key = format!("rampart:reload:{i}");
+        let sa = a.shard_for_key(key.as_bytes()).map(|s| &a.shards[s].name);
+        let sb = b.shard_for_key(key.as_bytes()).map(|s| &b.shards[s].name);
+        if sa != sb {
+            moved += 1;
+        }
+    }
+    moved as f64 / SAMPLE as f64
+}
+
+/// Read the config file again and apply it. A pool whose key placement would change (shards
+/// added, removed, renamed or re-weighted, another hash) is applied only when `force` is set
+/// or the pool is a cache (`auto_eject_hosts: true`, whose keys may move anyway).
+///
+/// # Errors
+/// Why nothing changed: the file is invalid, a listener cannot be bound, or a ring change
+/// was not forced. The running configuration stays as it was.
+pub async fn reload(shared: &Arc<Shared>, control: &Handle, force: bool) -> Result<String, String> {
+    let result = reload_inner(shared, control, force).await;
+    let (kind_msg, ok) = match &result {
+        Ok(m) => (m.clone(), true),
+        Err(e) => (format!("refused: {e}"), false),
+    };
+    shared.reloads.fetch_add(1, Ordering::Relaxed);
+    if !ok {
+        shared.reload_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("reload {kind_msg}");
+    } else {
+        tracing::info!("reload: {kind_msg}");
+    }
+    if let Ok(mut last) = shared.last_reload.lock() {
+        *last = kind_msg.clone();
+    }
+    crate::observe::events::record(crate::observe::events::Kind::Reload, "", "", "", kind_msg);
+    result
+}
+
+async fn reload_inner(
+    shared: &Arc<Shared>,
+    control: &Handle,
+    force: bool,
+) -> Result<String, String> {
+    let path = shared
+        .config_path
+        .as_ref()
+        .ok_or("rampart was started without a configuration file")?;
+    let config = rampart_config::load(path).map_err(|e| e.to_string())?;
+    let mut guard = control.lock().await;
+    let control = guard.as_mut().ok_or("the control plane is not running")?;
+    let old = shared.pools.load_full();
+    let new = build_pools(shared, config, &old).map_err(|e| format!("{e:#}"))?;
+    let mut moves = Vec::new();
+    for p in &new {
+        if let Some(o) = old.iter().find(|o| o.conf.name == p.conf.name) {
+            let share = moved_share(o, p);
+            if share > 0.0 {
+                moves.push((p.conf.name.clone(), share, p.conf.auto_eject_hosts));
+            }
+        }
+    }
+    let blocked: Vec<String> = moves
+        .iter()
+        .filter(|(_, _, cache)| !cache && !force)
+        .map(|(n, s, _)| format!("pool '{n}' would move {:.1}% of its keys", s * 100.0))
+        .collect();
+    if !blocked.is_empty() {
+        return Err(format!(
+            "{}; reload with force to apply (POST /api/reload?force=true)",
+            blocked.join(", ")
+        ));
+    }
+    let bound = control.bind_new(&new).map_err(|e| format!("{e:#}"))?;
+    shared.pools.store(Arc::new(new.clone()));
+    shared.generation.fetch_add(1, Ordering::Release);
+    control.sync(shared, &new, bound);
+    let names: Vec<&str> = new.iter().map(|p| p.conf.name.as_str()).collect();
+    let mut msg = format!("applied {} pool(s): {}", new.len(), names.join(", "));
+    for (n, s, _) in &moves {
+        msg.push_str(&format!("; pool '{n}' moved {:.1}% of its keys", s * 100.0));
+    }
+    Ok(msg)
+}
