@@ -11,7 +11,8 @@
 //! - [`hold`]: writes held while a shard has no primary.
 //! - [`backend`]: pipelined connections to one node, deadlines, reconnect back-off.
 //! - [`topology`]: pools, shards, the ring and twemproxy-style ejection; [`node`]: node state.
-//! - [`health`]: active health checks; [`ctl`]: the control-plane Redis client.
+//! - [`health`]: active health checks; [`ctl`]: the control-plane Redis client;
+//!   [`handshake`]: the AUTH and SELECT every connection to a server starts with.
 //! - [`stats`] and [`stats_server`]: every statistic, and the twemproxy stats JSON.
 //! - [`admin`]: the operator HTTP interface (metrics, API, live page).
 //!
@@ -25,6 +26,7 @@ pub mod control;
 pub mod ctl;
 pub mod dispatch;
 pub mod events;
+pub mod handshake;
 pub mod health;
 pub mod hold;
 pub mod io;

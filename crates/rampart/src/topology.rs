@@ -15,6 +15,7 @@ use arc_swap::{ArcSwap, Guard};
 use hashkit::{Continuum, ServerPoint};
 use rampart_config::{Node, Pool};
 
+use crate::handshake::Handshake;
 use crate::node::{NodeRt, Role};
 
 /// Milliseconds since the process started (monotonic).
@@ -140,6 +141,11 @@ pub struct PoolRt {
     pub shards: Vec<ShardRt>,
     /// Nodes are health-checked (pools with replicas or Sentinel); twemproxy pools are not.
     pub checked: bool,
+    /// AUTH and SELECT for every connection to a data node (requests, health checks,
+    /// switchover, the admin probe).
+    pub handshake: Arc<Handshake>,
+    /// AUTH for every connection to one of the pool's Sentinels.
+    pub sentinel_handshake: Handshake,
     points: Vec<ServerPoint>,
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
@@ -238,6 +244,8 @@ impl PoolRt {
         let ring = Continuum::build(conf.distribution, &points, &[]);
         PoolRt {
             index,
+            handshake: Arc::new(Handshake::data(&conf)),
+            sentinel_handshake: Handshake::sentinel(&conf),
             conf,
             shards,
             checked,
