@@ -156,15 +156,19 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
             {
                 if let Some(h) = hold.pop() {
                     FAILED.fetch_add(1, Ordering::Relaxed);
+                    let down = crate::route::primary_down(&wp.rt, shard);
                     let msg = if hopeless {
                         format!(
-                            "-ERR rampart: shard '{}' has no primary available: it is down; the write was not sent\r\n",
-                            rt.name
+                            "-ERR rampart: shard '{}' has no primary available: {}; the write was not sent\r\n",
+                            rt.name,
+                            down.as_deref().unwrap_or("it is down")
                         )
                     } else {
                         format!(
-                            "-ERR rampart: shard '{}' has no primary; the write was not sent (failover_hold {:?} passed)\r\n",
-                            rt.name, wp.rt.conf.failover_hold
+                            "-ERR rampart: shard '{}' has no primary; the write was not sent (failover_hold {:?} passed{})\r\n",
+                            rt.name,
+                            wp.rt.conf.failover_hold,
+                            down.map(|d| format!("; {d}")).unwrap_or_default()
                         )
                     };
                     h.sink

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::backend::{Resend, Sink};
 use crate::hold::{ensure_releaser, Held};
 use crate::node::{NodeRt, Role};
-use crate::topology::ShardView;
+use crate::topology::{PoolRt, ShardView};
 use crate::worker::WorkerPool;
 
 /// Reads or writes.
@@ -185,6 +185,23 @@ pub fn hold_is_hopeless(wp: &WorkerPool, shard: usize) -> bool {
     }
 }
 
+/// Why the shard's primary cannot take writes, when its health checks say why: its address
+/// and the reason of its last failed check (for example `127.0.0.1:6379 is down:
+/// authentication failed: WRONGPASS ...`). `None` when it is not down by its checks.
+pub fn primary_down(rt: &PoolRt, shard: usize) -> Option<String> {
+    let view = rt.shards[shard].view();
+    let p = view.primary.and_then(|i| view.nodes.get(i))?;
+    if p.is_up() || p.is_ejected() {
+        return None;
+    }
+    let why = p.last_error();
+    Some(if why.is_empty() {
+        format!("{} is down", p.label)
+    } else {
+        format!("{} is down: {why}", p.label)
+    })
+}
+
 /// Put a write that was not sent into the shard's hold (or fail it when the hold is full, or
 /// when holding cannot help).
 fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
@@ -193,8 +210,9 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
         return fail(
             sink,
             &format!(
-                "shard '{}' has no primary available: it is down",
-                rt.shards[shard].name
+                "shard '{}' has no primary available: {}",
+                rt.shards[shard].name,
+                primary_down(rt, shard).unwrap_or_else(|| "it is down".into())
             ),
         );
     }
