@@ -12,13 +12,15 @@
 //! - [`reply`]: a session's ordered reply queue and the merging of split replies.
 //! - [`topology`]: pools, shards, nodes, the ring, the shared process state.
 //! - [`observe`]: statistics, events, slowlog.
-//! - support: [`io`], [`notify`], [`rand`], [`clock`], [`text`], [`logfile`].
+//! - support: [`io`], [`notify`], [`rand`], [`clock`], [`text`], [`logfile`],
+//!   [`handshake`] (the AUTH and SELECT every connection to a server starts with).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod clock;
 pub mod control;
 pub mod ha;
+pub mod handshake;
 pub mod io;
 pub mod logfile;
 pub mod notify;

@@ -26,6 +26,8 @@ pub struct Monitor {
     pub down_after: Duration,
     /// `failover-timeout`.
     pub failover_timeout: Duration,
+    /// `auth-pass`: the password the sentinel sends to the primary and its replicas.
+    pub auth_pass: Option<String>,
 }
 
 impl Monitor {
@@ -38,6 +40,7 @@ impl Monitor {
             quorum: 1,
             down_after: Duration::from_millis(1000),
             failover_timeout: Duration::from_millis(5000),
+            auth_pass: None,
         }
     }
 
@@ -56,6 +59,12 @@ impl Monitor {
     /// Sets `failover-timeout`.
     pub fn failover_timeout(mut self, d: Duration) -> Monitor {
         self.failover_timeout = d;
+        self
+    }
+
+    /// Sets `auth-pass`: the sentinel authenticates to the monitored servers with `password`.
+    pub fn auth_pass(mut self, password: &str) -> Monitor {
+        self.auth_pass = Some(password.to_string());
         self
     }
 
@@ -78,6 +87,9 @@ impl Monitor {
             self.failover_timeout.as_millis()
         );
         let _ = writeln!(out, "sentinel parallel-syncs {n} 1");
+        if let Some(p) = &self.auth_pass {
+            let _ = writeln!(out, "sentinel auth-pass {n} {p}");
+        }
     }
 }
 

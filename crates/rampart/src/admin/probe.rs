@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::ha::link::{CtlConn, Val};
+use crate::handshake::{auth_error, Handshake};
 use crate::topology::node::NodeRt;
 use crate::topology::Shared;
 
@@ -79,14 +80,22 @@ pub fn start(shared: &Arc<Shared>, probes: &Arc<Probes>, stop: &CancellationToke
     let (shared, probes, stop) = (Arc::clone(shared), Arc::clone(probes), stop.clone());
     tokio::spawn(async move {
         loop {
-            let nodes: Vec<Arc<NodeRt>> = super::pools(&shared)
+            let nodes: Vec<(Arc<NodeRt>, Arc<Handshake>)> = super::pools(&shared)
                 .iter()
                 .filter(|p| !p.checked)
-                .flat_map(|p| p.shards.iter().flat_map(|s| s.view().nodes.clone()))
+                .flat_map(|p| {
+                    p.shards.iter().flat_map(|s| {
+                        s.view()
+                            .nodes
+                            .iter()
+                            .map(|n| (Arc::clone(n), Arc::clone(&p.handshake)))
+                            .collect::<Vec<_>>()
+                    })
+                })
                 .collect();
             if let Ok(mut m) = probes.by_node.lock() {
-                m.retain(|id, _| nodes.iter().any(|n| n.id == *id));
-                for n in nodes {
+                m.retain(|id, _| nodes.iter().any(|(n, _)| n.id == *id));
+                for (n, hs) in nodes {
                     if m.contains_key(&n.id) {
                         continue;
                     }
@@ -96,7 +105,7 @@ pub fn start(shared: &Arc<Shared>, probes: &Arc<Probes>, stop: &CancellationToke
                         ..Health::default()
                     };
                     m.insert(n.id, first);
-                    tokio::spawn(run(n, Arc::clone(&probes), stop.clone()));
+                    tokio::spawn(run(n, hs, Arc::clone(&probes), stop.clone()));
                 }
             }
             tokio::select! {
@@ -107,11 +116,11 @@ pub fn start(shared: &Arc<Shared>, probes: &Arc<Probes>, stop: &CancellationToke
     });
 }
 
-async fn run(node: Arc<NodeRt>, probes: Arc<Probes>, stop: CancellationToken) {
+async fn run(node: Arc<NodeRt>, hs: Arc<Handshake>, probes: Arc<Probes>, stop: CancellationToken) {
     let mut conn: Option<CtlConn> = None;
     loop {
         let started = Instant::now();
-        let result = ping(&node, &mut conn).await;
+        let result = ping(&node, &hs, &mut conn).await;
         let took = started.elapsed().as_micros() as u64;
         let h = match result {
             Ok(()) => Health {
@@ -142,14 +151,14 @@ async fn run(node: Arc<NodeRt>, probes: Arc<Probes>, stop: CancellationToken) {
     }
 }
 
-/// Any reply to PING means the server is alive (an authentication error included: the pool's
-/// own connections authenticate, the probe does not).
-async fn ping(node: &NodeRt, conn: &mut Option<CtlConn>) -> Result<(), String> {
+/// The probe's connection authenticates as the pool's own do; then any reply to PING but
+/// LOADING or an authentication error means the server can serve.
+async fn ping(node: &NodeRt, hs: &Handshake, conn: &mut Option<CtlConn>) -> Result<(), String> {
     if conn.is_none() {
         *conn = Some(
-            CtlConn::connect(&node.addr, DEADLINE)
+            CtlConn::open(&node.addr, hs, DEADLINE)
                 .await
-                .map_err(|e| format!("connect: {e}"))?,
+                .map_err(|e| e.to_string())?,
         );
     }
     let Some(c) = conn.as_mut() else {
@@ -160,7 +169,11 @@ async fn ping(node: &NodeRt, conn: &mut Option<CtlConn>) -> Result<(), String> {
         .await
         .map_err(|e| format!("PING: {e}"))?;
     match replies.first() {
-        Some(Val::Err(e)) if e.starts_with("LOADING") => Err(e.clone()),
+        Some(Val::Err(e)) => match auth_error(e) {
+            Some(refused) => Err(refused.to_string()),
+            None if e.starts_with("LOADING") => Err(e.clone()),
+            None => Ok(()),
+        },
         Some(_) => Ok(()),
         None => Err("PING: no reply".into()),
     }

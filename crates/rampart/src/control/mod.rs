@@ -148,6 +148,7 @@ impl Control {
                 n,
                 p.conf.health,
                 p.conf.max_replica_lag,
+                Arc::clone(&p.handshake),
                 token,
             ));
         }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ha::link::{CtlConn, Val};
+use crate::handshake::{auth_error, Handshake};
 use crate::topology::node::{NodeRt, Role};
 
 /// What one check learned.
@@ -40,6 +41,15 @@ pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
     let [ping, role, info] = replies else {
         return Err("short reply".into());
     };
+    // NOAUTH or WRONGPASS on any of them (for example a password set on the server that the
+    // pool does not have): say so in words.
+    let refused = replies.iter().find_map(|r| match r {
+        Val::Err(e) => auth_error(e),
+        _ => None,
+    });
+    if let Some(e) = refused {
+        return Err(e.to_string());
+    }
     match ping {
         Val::Str(s) if s == b"PONG" => {}
         Val::Err(e) => return Err(format!("PING: {e}")),
@@ -78,8 +88,14 @@ pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
     }
 }
 
-/// Run the checks of one node until `stop`.
-pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: CancellationToken) {
+/// Run the checks of one node until `stop`; every check connection starts with `handshake`.
+pub async fn run(
+    node: Arc<NodeRt>,
+    hc: HealthCheck,
+    max_lag: Duration,
+    handshake: Arc<Handshake>,
+    stop: CancellationToken,
+) {
     let mut conn: Option<CtlConn> = None;
     let mut good = 0u32;
     let mut bad = 0u32;
@@ -110,7 +126,7 @@ pub async fn run(node: Arc<NodeRt>, hc: HealthCheck, max_lag: Duration, stop: Ca
             good = 0;
         }
         let started = Instant::now();
-        let result = check(&node, &mut conn, &hc, max_lag).await;
+        let result = check(&node, &mut conn, &hc, max_lag, &handshake).await;
         match result {
             Ok(c) => {
                 if node.role() == Role::Primary && c.role == Role::Replica {
@@ -165,12 +181,13 @@ async fn check(
     conn: &mut Option<CtlConn>,
     hc: &HealthCheck,
     max_lag: Duration,
+    handshake: &Handshake,
 ) -> Result<Checked, String> {
     let deadline = Instant::now() + hc.timeout;
     if conn.is_none() {
-        let c = CtlConn::connect(&node.addr, hc.timeout)
+        let c = CtlConn::open(&node.addr, handshake, hc.timeout)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| e.to_string())?;
         *conn = Some(c);
     }
     let Some(c) = conn.as_mut() else {
@@ -246,6 +263,22 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_authentication_error_is_named() {
+        let r = judge(
+            &[
+                Val::Err("NOAUTH Authentication required.".into()),
+                Val::Err("NOAUTH Authentication required.".into()),
+                Val::Err("NOAUTH Authentication required.".into()),
+            ],
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            r,
+            Err("authentication required (NOAUTH Authentication required.)".into())
+        );
     }
 
     #[test]

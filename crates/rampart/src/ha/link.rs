@@ -1,5 +1,8 @@
 //! A small control-plane Redis client for health checks and Sentinel: one connection, pipelined
 //! calls with a deadline, replies parsed into owned values. Not used on the data path.
+//!
+//! Every connection is opened with [`CtlConn::open`], which runs the pool's [`Handshake`]
+//! (AUTH, SELECT) before anything else is sent.
 
 use std::io;
 use std::time::Duration;
@@ -8,7 +11,9 @@ use rampart_config::ServerAddr;
 use resp::{ReplyDecoder, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
+
+use crate::handshake::{Handshake, HandshakeError};
 
 /// An owned reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +81,66 @@ fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "timed out")
 }
 
+/// Why [`CtlConn::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The TCP or unix-socket connect failed or timed out.
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    /// The connection broke or timed out during the handshake.
+    #[error("connection set-up: {0}")]
+    Io(io::Error),
+    /// The server refused the handshake (a wrong password, a database it does not have).
+    #[error("{0}")]
+    Refused(#[from] HandshakeError),
+}
+
 impl CtlConn {
-    /// Connect within `limit`.
+    /// Connect and run `handshake`, all within `limit`.
     ///
     /// # Errors
-    /// Connect failure or timeout.
-    pub async fn connect(addr: &ServerAddr, limit: Duration) -> io::Result<CtlConn> {
+    /// Connect failure, timeout, or a refused AUTH/SELECT ([`OpenError`]).
+    pub async fn open(
+        addr: &ServerAddr,
+        handshake: &Handshake,
+        limit: Duration,
+    ) -> Result<CtlConn, OpenError> {
+        let started = Instant::now();
+        let mut c = CtlConn::connect(addr, limit)
+            .await
+            .map_err(OpenError::Connect)?;
+        if handshake.is_empty() {
+            return Ok(c);
+        }
+        let left = limit.saturating_sub(started.elapsed());
+        let replies = timeout(left, async {
+            let mut out = Vec::new();
+            for cmd in handshake.commands() {
+                out.extend_from_slice(cmd);
+            }
+            c.write(&out).await?;
+            let mut replies = Vec::with_capacity(handshake.commands().len());
+            for _ in handshake.commands() {
+                replies.push(c.next().await?);
+            }
+            Ok::<_, io::Error>(replies)
+        })
+        .await
+        .map_err(|_| OpenError::Io(timed_out()))?
+        .map_err(OpenError::Io)?;
+        for (step, reply) in replies.iter().enumerate() {
+            let reply = match reply {
+                Val::Str(s) => Ok(s.as_slice()),
+                Val::Err(e) => Err(e.as_str()),
+                _ => Ok(&b"a reply that is not a string"[..]),
+            };
+            handshake.check(step, reply)?;
+        }
+        Ok(c)
+    }
+
+    /// Connect within `limit`, with no handshake.
+    async fn connect(addr: &ServerAddr, limit: Duration) -> io::Result<CtlConn> {
         let fut = async {
             Ok::<_, io::Error>(match addr {
                 ServerAddr::Tcp { host, port } => {

@@ -19,7 +19,7 @@ use rampart_config::{SentinelAddr, ServerAddr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::link::{CtlConn, Val};
+use crate::ha::link::{CtlConn, OpenError, Val};
 use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
@@ -113,32 +113,20 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
     }
 }
 
-fn auth_cmd(pool: &PoolRt) -> Option<Vec<Vec<u8>>> {
-    let pass = pool.conf.sentinel_password.as_ref()?;
-    let mut c = vec![b"AUTH".to_vec()];
-    if let Some(u) = &pool.conf.sentinel_username {
-        c.push(u.as_bytes().to_vec());
-    }
-    c.push(pass.as_bytes().to_vec());
-    Some(c)
-}
-
 /// A connection to sentinel `s`, authenticated with the pool's sentinel credentials.
 pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<CtlConn> {
     let addr = ServerAddr::Tcp {
         host: s.host.clone(),
         port: s.port,
     };
-    let mut c = CtlConn::connect(&addr, limit).await.ok()?;
-    if let Some(auth) = auth_cmd(pool) {
-        let parts: Vec<&[u8]> = auth.iter().map(|a| a.as_slice()).collect();
-        let r = c.call(&[&parts], limit).await.ok()?;
-        if !r.first().is_some_and(Val::is_ok) {
-            tracing::warn!(sentinel = %format!("{}:{}", s.host, s.port), "sentinel AUTH refused");
-            return None;
+    match CtlConn::open(&addr, &pool.sentinel_handshake, limit).await {
+        Ok(c) => Some(c),
+        Err(OpenError::Refused(e)) => {
+            tracing::warn!(pool = %pool.conf.name, sentinel = %addr, "sentinel refused the connection: {e}");
+            None
         }
+        Err(_) => None,
     }
-    Some(c)
 }
 
 /// Ask every sentinel; keep the answer with the highest config epoch. At equal epochs an
@@ -301,6 +289,7 @@ async fn apply(
                 Arc::clone(&n),
                 pool.conf.health,
                 pool.conf.max_replica_lag,
+                Arc::clone(&pool.handshake),
                 token,
             ));
             n
@@ -351,8 +340,12 @@ async fn apply(
 /// held writes move as soon as it says `role:master`.
 async fn confirm(node: &NodeRt, pool: &PoolRt) {
     let limit = pool.conf.health.timeout;
-    let Ok(mut c) = CtlConn::connect(&node.addr, limit).await else {
-        return;
+    let mut c = match CtlConn::open(&node.addr, &pool.handshake, limit).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(node = %node.label, "cannot confirm the new primary's role: {e}");
+            return;
+        }
     };
     if let Ok(r) = c.call(&[&[b"ROLE"]], limit).await {
         let role = r

@@ -22,6 +22,7 @@ use rampart_config::ServerAddr;
 use tokio::time::Instant;
 
 use crate::ha::link::{CtlConn, Val};
+use crate::handshake::Handshake;
 use crate::observe::events::Kind;
 use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
@@ -35,10 +36,11 @@ fn field(info: &Val, name: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-async fn call(addr: &ServerAddr, cmd: &[&[u8]]) -> Result<Val, String> {
-    let mut c = CtlConn::connect(addr, Duration::from_secs(1))
+/// One command on a new connection to a data node, after the pool's handshake.
+async fn call(hs: &Handshake, addr: &ServerAddr, cmd: &[&[u8]]) -> Result<Val, String> {
+    let mut c = CtlConn::open(addr, hs, Duration::from_secs(1))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| format!("{addr}: {e}"))?;
     let mut r = c
         .call(&[cmd], Duration::from_secs(2))
         .await
@@ -50,15 +52,15 @@ async fn call(addr: &ServerAddr, cmd: &[&[u8]]) -> Result<Val, String> {
     }
 }
 
-async fn offset(addr: &ServerAddr, key: &str) -> Result<u64, String> {
-    let info = call(addr, &[b"INFO", b"replication"]).await?;
+async fn offset(hs: &Handshake, addr: &ServerAddr, key: &str) -> Result<u64, String> {
+    let info = call(hs, addr, &[b"INFO", b"replication"]).await?;
     field(&info, key)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no {key} in INFO replication"))
 }
 
-async fn role(addr: &ServerAddr) -> Option<String> {
-    let r = call(addr, &[b"ROLE"]).await.ok()?;
+async fn role(hs: &Handshake, addr: &ServerAddr) -> Option<String> {
+    let r = call(hs, addr, &[b"ROLE"]).await.ok()?;
     r.items().first().and_then(Val::text)
 }
 
@@ -158,10 +160,11 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
             "holding writes; waiting for {} to catch up with {}",
             new.label, old.label
         ));
-        catch_up(&old, std::slice::from_ref(&new)).await?;
+        catch_up(&pool.handshake, &old, std::slice::from_ref(&new)).await?;
         rt.set_switch_state(format!("promoting {}", new.label));
         let port_s = port.to_string();
         call(
+            &pool.handshake,
             &old.addr,
             &[
                 b"FAILOVER",
@@ -174,7 +177,7 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
         )
         .await?;
         let deadline = Instant::now() + STEP_TIMEOUT;
-        while role(&new.addr).await.as_deref() != Some("master") {
+        while role(&pool.handshake, &new.addr).await.as_deref() != Some("master") {
             if Instant::now() > deadline {
                 return Err(format!("{} did not become master", new.label));
             }
@@ -200,15 +203,15 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
 /// Wait until the primary's offset stops moving and every replica in `replicas` has it.
 /// Writes sent before the hold finish within the pool timeout at most; once the primary's
 /// offset stops moving, every acknowledged write is in it.
-async fn catch_up(old: &NodeRt, replicas: &[Arc<NodeRt>]) -> Result<(), String> {
+async fn catch_up(hs: &Handshake, old: &NodeRt, replicas: &[Arc<NodeRt>]) -> Result<(), String> {
     let deadline = Instant::now() + STEP_TIMEOUT;
-    let mut last = offset(&old.addr, "master_repl_offset").await?;
+    let mut last = offset(hs, &old.addr, "master_repl_offset").await?;
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let now = offset(&old.addr, "master_repl_offset").await?;
+        let now = offset(hs, &old.addr, "master_repl_offset").await?;
         let mut behind = None;
         for r in replicas {
-            let caught = offset(&r.addr, "slave_repl_offset").await.unwrap_or(0);
+            let caught = offset(hs, &r.addr, "slave_repl_offset").await.unwrap_or(0);
             if caught < now {
                 behind = Some((r, caught));
                 break;
@@ -429,7 +432,7 @@ async fn prepare_sentinel(
                 .join(", "),
             old.label
         ));
-        catch_up(&old, &wait).await?;
+        catch_up(&pool.handshake, &old, &wait).await?;
         let late = last_info.is_some_and(|t| t.elapsed() > Duration::from_millis(INFO_LATEST_MS));
         if !late || attempt == 2 {
             return Ok((leader, old, chosen));
@@ -499,7 +502,9 @@ async fn promote_with_sentinel(
             let view = rt.view();
             if let Some(idx) = view.nodes.iter().position(|n| n.addr == named) {
                 let node = Arc::clone(&view.nodes[idx]);
-                if node.is_up() && role(&node.addr).await.as_deref() == Some("master") {
+                if node.is_up()
+                    && role(&pool.handshake, &node.addr).await.as_deref() == Some("master")
+                {
                     node.set_checked(Role::Primary, false, 0, node.check_us());
                     rt.set_view(ShardView {
                         nodes: view.nodes.clone(),

@@ -16,6 +16,7 @@ use hashkit::{Continuum, ServerPoint};
 use rampart_config::{Node, Pool};
 
 use crate::clock::now_ms;
+use crate::handshake::Handshake;
 use crate::topology::node::{NodeRt, Role};
 
 /// The nodes of a shard and which one takes writes.
@@ -127,6 +128,11 @@ pub struct PoolRt {
     pub shards: Vec<ShardRt>,
     /// Nodes are health-checked (pools with replicas or Sentinel); twemproxy pools are not.
     pub checked: bool,
+    /// AUTH and SELECT for every connection to a data node (requests, health checks,
+    /// switchover, the admin probe).
+    pub handshake: Arc<Handshake>,
+    /// AUTH for every connection to one of the pool's Sentinels.
+    pub sentinel_handshake: Handshake,
     points: Vec<ServerPoint>,
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
@@ -225,6 +231,8 @@ impl PoolRt {
         let ring = Continuum::build(conf.distribution, &points, &[]);
         PoolRt {
             index,
+            handshake: Arc::new(Handshake::data(&conf)),
+            sentinel_handshake: Handshake::sentinel(&conf),
             conf,
             shards,
             checked,

@@ -21,6 +21,7 @@ use bytes::BytesMut;
 use resp::ReplyDecoder;
 use tokio::time::{sleep_until, timeout, Instant};
 
+use crate::handshake::HandshakeError;
 use crate::io::{flush, ReadBuf, Ready, Stream};
 use crate::notify::LocalNotify;
 use crate::observe::stats::{PoolStat, ServerStat, WorkerStats};
@@ -76,8 +77,8 @@ enum ConnError {
     Io(#[from] io::Error),
     #[error("unexpected reply: {0}")]
     Protocol(String),
-    #[error("set-up command failed: {0}")]
-    Setup(String),
+    #[error("{0}")]
+    Setup(#[from] HandshakeError),
     #[error("node switched away from (failover or health check)")]
     Closed,
 }
@@ -101,6 +102,8 @@ pub struct Backend {
     down: RefCell<Option<(Instant, String)>>,
     streak: Cell<u32>,
     running: Cell<bool>,
+    /// Replies to the handshake read so far on this connection.
+    setup_replies: Cell<usize>,
 }
 
 impl Backend {
@@ -127,6 +130,7 @@ impl Backend {
             down: RefCell::new(None),
             streak: Cell::new(0),
             running: Cell::new(false),
+            setup_replies: Cell::new(0),
         });
         if b.pool().conf.preconnect {
             b.start();
@@ -253,12 +257,13 @@ impl Backend {
                         _ => self.cell(ServerStat::ServerErr).add(1),
                     }
                     tracing::debug!(server = %self.label(), "backend connection closed: {err}");
-                    if matches!(err, ConnError::Eof | ConnError::Io(_)) {
+                    if matches!(err, ConnError::Eof | ConnError::Io(_) | ConnError::Setup(_)) {
                         // The server closed or reset the connection: it is likely going away.
                         // Reconnecting at once can reach a dying listener that completes the
                         // handshake and then resets, failing the requests written meanwhile;
                         // wait a short jittered moment first (requests meanwhile are refused
-                        // unsent, so reads retry elsewhere and writes may be held).
+                        // unsent, so reads retry elsewhere and writes may be held). A refused
+                        // AUTH or SELECT would be refused again at once: the same pause.
                         let until = Instant::now() + crate::rand::jitter(BACKOFF_BASE);
                         *self.down.borrow_mut() = Some((until, err.to_string()));
                     }
@@ -329,18 +334,11 @@ impl Backend {
         }
     }
 
-    /// Put AUTH and SELECT in front of whatever is queued.
+    /// Put the pool's handshake (AUTH, SELECT) in front of whatever is queued.
     fn queue_setup(&self) {
+        self.setup_replies.set(0);
         let pool = self.pool();
-        let conf = &pool.conf;
-        let db = conf.redis_db.to_string();
-        let mut cmds: Vec<Vec<&[u8]>> = Vec::new();
-        if let Some(pass) = &conf.redis_auth {
-            cmds.push(vec![b"AUTH", pass.as_bytes()]);
-        }
-        if conf.redis_db != 0 {
-            cmds.push(vec![b"SELECT", db.as_bytes()]);
-        }
+        let cmds = pool.handshake.commands();
         if cmds.is_empty() {
             return;
         }
@@ -349,9 +347,8 @@ impl Backend {
         let mut waiters = self.waiters.borrow_mut();
         // Ahead of every queued request, in the order they are written.
         for (i, c) in cmds.iter().enumerate() {
-            let before = setup.len();
-            resp::encode::command(&mut setup, c);
-            let len = (setup.len() - before) as u32;
+            setup.extend_from_slice(c);
+            let len = c.len() as u32;
             waiters.insert(
                 i,
                 Waiter {
@@ -520,11 +517,9 @@ impl Backend {
                     sink.give_back(self.node.id, "READONLY");
                 }
                 Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
-                None if reply.starts_with(b"+OK") => {}
                 None => {
-                    return Err(ConnError::Setup(
-                        String::from_utf8_lossy(reply).trim_end().to_string(),
-                    ))
+                    let step = self.setup_replies.replace(self.setup_replies.get() + 1);
+                    self.pool.borrow().handshake.check_raw(step, reply)?;
                 }
             }
             replies += 1;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use std::time::Duration;
 
 use crate::topology::node::{NodeRt, Role};
-use crate::topology::ShardView;
+use crate::topology::{PoolRt, ShardView};
 use crate::upstream::hold::{self, Held};
 use crate::upstream::pool::WorkerPool;
 use crate::upstream::sink::{Resend, Retry, Sink};
@@ -194,14 +194,32 @@ pub fn hold_is_hopeless(wp: &WorkerPool, shard: usize) -> bool {
     }
 }
 
+/// Why the shard's primary cannot take writes, when its health checks say why: its address
+/// and the reason of its last failed check (for example `127.0.0.1:6379 is down:
+/// authentication failed: WRONGPASS ...`). `None` when it is not down by its checks.
+pub fn primary_down(rt: &PoolRt, shard: usize) -> Option<String> {
+    let view = rt.shards[shard].view();
+    let p = view.primary.and_then(|i| view.nodes.get(i))?;
+    if p.is_up() || p.is_ejected() {
+        return None;
+    }
+    let why = p.last_error();
+    Some(if why.is_empty() {
+        format!("{} is down", p.label)
+    } else {
+        format!("{} is down: {why}", p.label)
+    })
+}
+
 /// Put a write that was not sent into the shard's hold (or fail it when the hold is full, or
 /// when holding cannot help).
 fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
     let rt = &wp.rt;
     if hold_is_hopeless(wp, shard) {
         return sink.fail(&format!(
-            "shard '{}' has no primary available: it is down",
-            rt.shards[shard].name
+            "shard '{}' has no primary available: {}",
+            rt.shards[shard].name,
+            primary_down(rt, shard).unwrap_or_else(|| "it is down".into())
         ));
     }
     let held = Held {
@@ -336,15 +354,19 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
             {
                 if let Some(h) = hold.pop() {
                     hold::count_failed();
+                    let down = primary_down(&wp.rt, shard);
                     h.sink.fail(&if hopeless {
                         format!(
-                            "shard '{}' has no primary available: it is down; the write was not sent",
-                            rt.name
+                            "shard '{}' has no primary available: {}; the write was not sent",
+                            rt.name,
+                            down.as_deref().unwrap_or("it is down")
                         )
                     } else {
                         format!(
-                            "shard '{}' has no primary; the write was not sent (failover_hold {:?} passed)",
-                            rt.name, wp.rt.conf.failover_hold
+                            "shard '{}' has no primary; the write was not sent (failover_hold {} passed{})",
+                            rt.name,
+                            humantime::format_duration(wp.rt.conf.failover_hold),
+                            down.map(|d| format!("; {d}")).unwrap_or_default()
                         )
                     });
                 }

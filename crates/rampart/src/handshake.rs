@@ -1,0 +1,211 @@
+//! How every connection rampart opens to a Redis server introduces itself: `AUTH` (a password,
+//! with an ACL user name when one is configured) and `SELECT` (a database other than 0).
+//!
+//! One [`Handshake`] is built per pool from its config for the data nodes (`redis_auth`,
+//! `redis_db`) and one for its Sentinels (`sentinel_username`, `sentinel_password`, no
+//! database). Request connections, health checks, the Sentinel follower's ROLE confirmation,
+//! switchover and the admin probe all send its commands first and judge the replies with
+//! [`Handshake::check`], so a refused password reads the same everywhere:
+//! `authentication failed: WRONGPASS invalid username-password pair or user is disabled.`
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use rampart_config::Pool;
+
+/// One command of a handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Auth,
+    Select(u32),
+}
+
+/// The commands a new connection sends before anything else, encoded once.
+///
+/// Its `Debug` output never shows the password.
+#[derive(Clone, Default)]
+pub struct Handshake {
+    steps: Vec<Step>,
+    /// One encoded command per step, in order.
+    encoded: Vec<Bytes>,
+    user: Option<String>,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("steps", &self.steps)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a handshake, or a command on a connection that needs one, was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The server refused the credentials (`WRONGPASS`, or `AUTH` to a server without a
+    /// password); the server's own words follow.
+    #[error("authentication failed: {0}")]
+    Refused(String),
+    /// The server asks for a password and none was sent (`NOAUTH`).
+    #[error("authentication required ({0})")]
+    Required(String),
+    /// `SELECT` was refused (for example a database beyond the server's `databases`).
+    #[error("SELECT {0} failed: {1}")]
+    Select(u32, String),
+    /// A reply that is neither OK nor an error.
+    #[error("unexpected reply to the connection set-up: {0}")]
+    Unexpected(String),
+}
+
+impl Handshake {
+    /// AUTH with `password` (and `user` when given; a user without a password sends
+    /// nothing), then SELECT `db` unless it is 0.
+    pub fn new(user: Option<&str>, password: Option<&str>, db: u32) -> Handshake {
+        let mut steps = Vec::new();
+        let mut encoded = Vec::new();
+        if let Some(pass) = password {
+            let mut out = BytesMut::new();
+            let auth: &[u8] = b"AUTH";
+            match user {
+                Some(u) => resp::encode::command(&mut out, &[auth, u.as_bytes(), pass.as_bytes()]),
+                None => resp::encode::command(&mut out, &[auth, pass.as_bytes()]),
+            }
+            steps.push(Step::Auth);
+            encoded.push(out.freeze());
+        }
+        if db != 0 {
+            let mut out = BytesMut::new();
+            let n = db.to_string();
+            let select: &[u8] = b"SELECT";
+            resp::encode::command(&mut out, &[select, n.as_bytes()]);
+            steps.push(Step::Select(db));
+            encoded.push(out.freeze());
+        }
+        Handshake {
+            steps,
+            encoded,
+            user: password.and(user).map(str::to_string),
+        }
+    }
+
+    /// For the pool's data nodes: `redis_auth`, `redis_db`.
+    pub fn data(conf: &Pool) -> Handshake {
+        Handshake::new(None, conf.redis_auth.as_deref(), conf.redis_db)
+    }
+
+    /// For the pool's Sentinels: `sentinel_username`, `sentinel_password`, database 0.
+    pub fn sentinel(conf: &Pool) -> Handshake {
+        Handshake::new(
+            conf.sentinel_username.as_deref(),
+            conf.sentinel_password.as_deref(),
+            0,
+        )
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// The encoded commands, in the order they must be sent; each is answered by one reply.
+    pub fn commands(&self) -> &[Bytes] {
+        &self.encoded
+    }
+
+    /// Judge the reply to command `step` (its index in [`Handshake::commands`]): `Ok` with a
+    /// status or bulk reply's payload, `Err` with an error reply's text.
+    ///
+    /// # Errors
+    /// The reply is an error or not OK; the error names what failed in words.
+    pub fn check(&self, step: usize, reply: Result<&[u8], &str>) -> Result<(), HandshakeError> {
+        let what = self.steps.get(step).copied().unwrap_or(Step::Auth);
+        match reply {
+            Ok(b"OK") => Ok(()),
+            Ok(other) => Err(HandshakeError::Unexpected(
+                String::from_utf8_lossy(other).into_owned(),
+            )),
+            Err(e) => Err(match what {
+                Step::Auth => {
+                    auth_error(e).unwrap_or_else(|| HandshakeError::Refused(e.to_string()))
+                }
+                Step::Select(db) => {
+                    auth_error(e).unwrap_or_else(|| HandshakeError::Select(db, e.to_string()))
+                }
+            }),
+        }
+    }
+
+    /// [`Handshake::check`] of one raw RESP reply (`+OK\r\n`, `-ERR ...\r\n`, ...).
+    ///
+    /// # Errors
+    /// As [`Handshake::check`].
+    pub fn check_raw(&self, step: usize, raw: &[u8]) -> Result<(), HandshakeError> {
+        let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
+        match body.split_first() {
+            Some((b'+', rest)) => self.check(step, Ok(rest)),
+            Some((b'-', rest)) => self.check(step, Err(&String::from_utf8_lossy(rest))),
+            _ => self.check(step, Ok(body)),
+        }
+    }
+}
+
+/// The authentication failure an error reply reports, if it is one: `NOAUTH` (a password is
+/// needed and none was given) or `WRONGPASS`. Any command's reply may say so, for example
+/// the health check's PING to a server whose password the pool does not have.
+pub fn auth_error(reply: &str) -> Option<HandshakeError> {
+    if reply.starts_with("NOAUTH") {
+        Some(HandshakeError::Required(reply.to_string()))
+    } else if reply.starts_with("WRONGPASS") {
+        Some(HandshakeError::Refused(reply.to_string()))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_auth_then_select() {
+        let h = Handshake::new(Some("app"), Some("pw"), 3);
+        let cmds: Vec<&[u8]> = h.commands().iter().map(|b| &b[..]).collect();
+        assert_eq!(
+            cmds,
+            vec![
+                &b"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$2\r\npw\r\n"[..],
+                &b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n"[..],
+            ]
+        );
+        assert!(Handshake::new(None, None, 0).is_empty());
+        let only_db = Handshake::new(Some("app"), None, 1);
+        assert_eq!(only_db.commands().len(), 1, "a user alone sends no AUTH");
+        assert!(!format!("{h:?}").contains("pw"), "{h:?}");
+    }
+
+    #[test]
+    fn refusals_are_named_in_words() {
+        let h = Handshake::new(None, Some("pw"), 9);
+        assert_eq!(h.check_raw(0, b"+OK\r\n"), Ok(()));
+        let wrong = "WRONGPASS invalid username-password pair or user is disabled.";
+        assert_eq!(
+            h.check(0, Err(wrong)).map_err(|e| e.to_string()),
+            Err(format!("authentication failed: {wrong}"))
+        );
+        assert_eq!(
+            h.check_raw(1, b"-ERR DB index is out of range\r\n")
+                .map_err(|e| e.to_string()),
+            Err("SELECT 9 failed: ERR DB index is out of range".into())
+        );
+        assert_eq!(
+            auth_error("NOAUTH Authentication required.").map(|e| e.to_string()),
+            Some("authentication required (NOAUTH Authentication required.)".into())
+        );
+        assert_eq!(auth_error("LOADING Redis is loading"), None);
+        assert!(matches!(
+            h.check_raw(0, b"$-1\r\n"),
+            Err(HandshakeError::Unexpected(_))
+        ));
+    }
+}
