@@ -615,3 +615,138 @@ fn a_web_page_can_neither_change_nor_read_through_a_foreign_name() {
     let (status, body) = r.post("/api/reload", "{\"force\":1}");
     assert_eq!(status, 400, "{body}");
 }
+
+/// Whether the server closed `s`, read without blocking; what it sent is appended to `got`.
+fn closed(s: &mut TcpStream, got: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn half_sent_requests_time_out_and_cannot_take_the_descriptors_of_redis_clients() {
+    // docs/ADMIN.md: at most 32 connections; 5 s for a header, 5 s for a body.
+    const CAP: usize = 32;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+    const HALF_SENT: usize = 300;
+    const CLIENTS: usize = 40;
+    let redis = RedisServer::start();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "{POOL}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1 s0\n",
+        redis.addr()
+    );
+    // 256 descriptors, as in a tight service unit: fewer than the half-sent requests.
+    let _proxy = Proxy::builder("sh")
+        .file("a.yml", &yaml)
+        .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_rampart"))
+        .args(["-c", "{dir}/a.yml", "--no-stats", "--workers", "2"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .wait_port(port)
+        .start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+
+    // A change whose body never completes, then many requests whose header never does.
+    let host = format!("Host: 127.0.0.1:{admin}\r\n");
+    let connect =
+        || TcpStream::connect(("127.0.0.1", admin)).unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut slow = connect();
+    let head = format!(
+        "POST /api/nodes/maintenance HTTP/1.1\r\n{host}Content-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"pool\""
+    );
+    slow.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let slow_sent = std::time::Instant::now();
+    let started = std::time::Instant::now();
+    let mut half: Vec<(TcpStream, Vec<u8>)> = (0..HALF_SENT)
+        .map(|_| {
+            let mut s = connect();
+            s.write_all(format!("GET /api/topology HTTP/1.1\r\n{host}").as_bytes())
+                .unwrap_or_else(|e| panic!("write: {e}"));
+            s.set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+            (s, Vec::new())
+        })
+        .collect();
+
+    // (c) Meanwhile the proxy accepts and serves Redis clients.
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = Client::try_connect(&format!("127.0.0.1:{port}"))
+                .unwrap_or_else(|e| panic!("client {i}: {e}"));
+            c.set_read_timeout(Some(Duration::from_secs(3)));
+            c
+        })
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let k = format!("k{i}");
+        let set = c.try_cmd(&["SET", k.as_str(), "v"]);
+        assert!(
+            matches!(set, Ok(ref r) if *r == Reply::ok()),
+            "client {i}: {set:?}"
+        );
+    }
+
+    // (b) Connections over the cap are closed at once, well before any timeout; the slow body
+    // and the first ones accepted hold the slots.
+    let over = HALF_SENT - (CAP - 1);
+    let count = |half: &mut Vec<(TcpStream, Vec<u8>)>| {
+        half.iter_mut()
+            .map(|(s, got)| closed(s, got))
+            .filter(|&c| c)
+            .count()
+    };
+    let early = poll_until(HEADER_TIMEOUT / 2, || {
+        let n = count(&mut half);
+        (n >= over).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("only {} connections closed at once", count(&mut half)));
+    assert_eq!(early, over, "the cap holds {CAP} connections");
+    assert!(started.elapsed() < HEADER_TIMEOUT);
+    let answered: Vec<&Vec<u8>> = half
+        .iter()
+        .map(|(_, g)| g)
+        .filter(|g| !g.is_empty())
+        .collect();
+    for got in &answered {
+        let text = String::from_utf8_lossy(got);
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    }
+
+    // (a) The held ones are closed once the header time is up, not before.
+    let done = poll_until(HEADER_TIMEOUT * 2, || {
+        (count(&mut half) == HALF_SENT).then(|| started.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} half-sent requests still open",
+            HALF_SENT - count(&mut half)
+        )
+    });
+    assert!(
+        done >= HEADER_TIMEOUT - Duration::from_millis(500),
+        "{done:?}"
+    );
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("timeout: {e}"));
+    let (status, body) = read_response(&mut slow);
+    assert_eq!(status, 408, "{body}");
+    assert!(slow_sent.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(500));
+
+    // Everything works again: the admin interface, the Redis clients, new ones.
+    let (status, body) = http(admin, "GET", "/api/topology", &[], "");
+    assert_eq!(status, 200, "{body}");
+    for c in &mut clients {
+        assert_eq!(c.cmd(&["GET", "k0"]), Reply::bulk("v"));
+    }
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
+}

@@ -21,10 +21,12 @@
 //! loopback address refuses to start without one, so a default install can only be changed from
 //! the machine itself. Every request must name the listener in `Host`, and changes must be
 //! JSON from no foreign `Origin` ([`guard`]), so a web page in the operator's browser can
-//! neither read nor change anything.
+//! neither read nor change anything. The listener bounds its connections and their time
+//! ([`listener`]). docs/ADMIN.md describes every call.
 
 pub mod api;
 pub mod guard;
+pub mod listener;
 pub mod metrics;
 pub mod page;
 pub mod probe;
@@ -195,13 +197,7 @@ pub async fn serve(bound: Bound, shared: Arc<Shared>, stop: CancellationToken) {
         tracing::info!("admin interface on http://{a}/");
     }
     let app = router(state, bound.names);
-    let done = stop.clone();
-    if let Err(e) = axum::serve(bound.listener, app)
-        .with_graceful_shutdown(async move { done.cancelled().await })
-        .await
-    {
-        tracing::warn!("admin interface stopped: {e}");
-    }
+    listener::run(bound.listener, app, stop).await;
 }
 
 /// Every route, behind the [`guard`] that checks `Host`, `Origin`, `Content-Type` and the
