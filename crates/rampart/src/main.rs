@@ -65,6 +65,10 @@ struct Cli {
     /// is not a loopback address. Also read from RAMPART_ADMIN_TOKEN (keeps it out of `ps`).
     #[arg(long = "admin-token", value_name = "TOKEN")]
     admin_token: Option<String>,
+    /// Another name the admin interface answers to in Host and Origin (repeatable): NAME for
+    /// any port, or NAME:PORT (a reverse proxy's name, an ssh tunnel's local port).
+    #[arg(long = "admin-host", value_name = "NAME")]
+    admin_host: Vec<String>,
     /// Log lines as text or as JSON objects (one per line).
     #[arg(long = "log-format", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -231,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .admin_token
                 .clone()
                 .or_else(|| std::env::var("RAMPART_ADMIN_TOKEN").ok()),
+            hosts: cli.admin_host.clone(),
             explicit: cli.admin.is_some(),
         }),
     };

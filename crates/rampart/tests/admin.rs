@@ -44,7 +44,7 @@ fn start(body: &str, extra: &[&str], env: &[(&str, &str)]) -> Rampart {
                 .map(|a| a.replace("{admin}", &admin.to_string())),
         )
         .wait_port(port);
-    if !extra.iter().any(|a| a.starts_with("--admin")) {
+    if !extra.contains(&"--admin") {
         b = b.args(["--admin".to_string(), format!("127.0.0.1:{admin}")]);
     }
     for (k, v) in env {
@@ -101,22 +101,37 @@ impl Rampart {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection; returns the status and the body.
+/// One HTTP/1.1 request on a fresh connection, as curl sends it (`Host` naming the listener,
+/// JSON for changes); returns the status and the body.
 fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    let mut all = vec![format!("Host: 127.0.0.1:{port}")];
+    if method != "GET" {
+        all.push("Content-Type: application/json".to_string());
+    }
+    all.extend(headers.iter().map(|h| h.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    raw(port, method, path, &all, body)
+}
+
+/// One HTTP/1.1 request with exactly these headers (plus `Content-Length` and
+/// `Connection: close`); returns the status and the body.
+fn raw(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap_or_else(|e| panic!("timeout: {e}"));
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");
     }
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     s.write_all(req.as_bytes())
         .unwrap_or_else(|e| panic!("write: {e}"));
+    read_response(&mut s)
+}
+
+/// Reads one response until the server closes; its status and body.
+fn read_response(s: &mut TcpStream) -> (u16, String) {
     let mut out = Vec::new();
     s.read_to_end(&mut out)
         .unwrap_or_else(|e| panic!("read: {e}"));
@@ -483,4 +498,255 @@ fn changes_need_the_token_when_the_listener_is_not_loopback() {
     // Reading needs no token.
     assert_eq!(r.get("/metrics").0, 200);
     assert_eq!(r.get("/api/topology").0, 200);
+    // On every address, the listener also answers to the machine's name; not to others.
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = format!("Host: {}:{}", name.trim(), r.admin);
+    assert_eq!(raw(r.admin, "GET", "/api/topology", &[&name], "").0, 200);
+    let evil = format!("Host: evil.example:{}", r.admin);
+    assert_eq!(raw(r.admin, "GET", "/api/topology", &[&evil], "").0, 421);
+}
+
+#[test]
+fn a_web_page_can_neither_change_nor_read_through_a_foreign_name() {
+    let redis = RedisServer::start();
+    let servers = format!("  servers:\n   - {}:1 s0\n", redis.addr());
+    let r = start(&servers, &["--admin-host", "tunnel.example:9000"], &[]);
+    let a = r.admin;
+    let host = format!("Host: 127.0.0.1:{a}");
+    let path = "/api/nodes/maintenance";
+    let on = format!("{{\"pool\":\"{POOL}\",\"node\":\"s0\",\"on\":true}}");
+    let untouched = |what: &str| {
+        let topo = r.json("/api/topology");
+        assert_eq!(Rampart::node(&topo, "s0")["maintenance"], false, "{what}");
+    };
+
+    // What a page may send across origins without asking: form and text bodies, no type.
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let ct_line = ct.map(|c| format!("Content-Type: {c}"));
+        let mut headers = vec![host.as_str()];
+        headers.extend(ct_line.as_deref());
+        let (status, body) = raw(a, "POST", path, &headers, &on);
+        assert_eq!(status, 415, "{ct:?}: {body}");
+        assert!(body.contains("application/json"), "{body}");
+        untouched(&format!("{ct:?}"));
+    }
+    let (status, body) = raw(a, "POST", "/api/reload", &[&host], "");
+    assert_eq!(status, 415, "{body}");
+    assert!(!r.get("/api/events").1.contains("\"kind\":\"reload\""));
+
+    // A foreign Origin, even with a JSON body.
+    for origin in [
+        "http://evil.example",
+        &format!("http://evil.example:{a}"),
+        "null",
+        &format!("http://127.0.0.1:{}", a.wrapping_add(1)),
+    ] {
+        let o = format!("Origin: {origin}");
+        let (status, body) = http(a, "POST", path, &[&o], &on);
+        assert_eq!(status, 403, "{origin}: {body}");
+        assert!(body.contains("origin"), "{body}");
+        untouched(origin);
+    }
+
+    // DNS rebinding: the page's own host name in Host, on reads and on changes.
+    let evil = format!("Host: evil.example:{a}");
+    let (status, body) = raw(a, "GET", "/api/topology", &[&evil], "");
+    assert_eq!(status, 421, "{body}");
+    assert!(
+        body.contains("evil.example") && !body.contains("pools"),
+        "{body}"
+    );
+    for p in ["/metrics", "/", "/stats", "/nope"] {
+        assert_eq!(raw(a, "GET", p, &[&evil], "").0, 421, "{p}");
+    }
+    let json = "Content-Type: application/json";
+    let (status, body) = raw(a, "POST", path, &[&evil, json], &on);
+    assert_eq!(status, 421, "{body}");
+    untouched("foreign Host");
+    let (status, _) = raw(a, "GET", "/api/topology", &[], "");
+    assert_eq!(status, 421, "no Host at all");
+    let absolute = format!("http://evil.example:{a}/api/topology");
+    assert_eq!(raw(a, "GET", &absolute, &[&host], "").0, 421);
+
+    // The listener's own names work, with or without the page's own Origin.
+    for h in [
+        format!("localhost:{a}"),
+        format!("LOCALHOST:{a}"),
+        format!("[::1]:{a}"),
+        format!("127.0.0.1:{a}"),
+        "tunnel.example:9000".to_string(),
+    ] {
+        let hl = format!("Host: {h}");
+        let (status, body) = raw(a, "GET", "/api/topology", &[&hl], "");
+        assert_eq!(status, 200, "{h}: {body}");
+    }
+    assert_eq!(
+        raw(
+            a,
+            "GET",
+            "/api/topology",
+            &["Host: tunnel.example:9001"],
+            ""
+        )
+        .0,
+        421
+    );
+    let own = format!("Origin: http://127.0.0.1:{a}");
+    let (status, body) = http(a, "POST", path, &[&own], &on);
+    assert_eq!(status, 200, "{body}");
+    let topo = r.json("/api/topology");
+    assert_eq!(Rampart::node(&topo, "s0")["maintenance"], true);
+    let off = on.replace("true", "false");
+    let tunnel = [
+        "Host: tunnel.example:9000",
+        json,
+        "Origin: http://tunnel.example:9000",
+    ];
+    let (status, body) = raw(a, "POST", path, &tunnel, &off);
+    assert_eq!(status, 200, "{body}");
+    untouched("turned off through the tunnel name");
+    let (status, body) = r.post("/api/reload", "{\"force\":true}");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = r.post("/api/reload", "{\"force\":1}");
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Whether the server closed `s`, read without blocking; what it sent is appended to `got`.
+fn closed(s: &mut TcpStream, got: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn half_sent_requests_time_out_and_cannot_take_the_descriptors_of_redis_clients() {
+    // docs/ADMIN.md: at most 32 connections; 5 s for a header, 5 s for a body.
+    const CAP: usize = 32;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+    const HALF_SENT: usize = 300;
+    const CLIENTS: usize = 40;
+    let redis = RedisServer::start();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "{POOL}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1 s0\n",
+        redis.addr()
+    );
+    // 256 descriptors, as in a tight service unit: fewer than the half-sent requests.
+    let _proxy = Proxy::builder("sh")
+        .file("a.yml", &yaml)
+        .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_rampart"))
+        .args(["-c", "{dir}/a.yml", "--no-stats", "--workers", "2"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .wait_port(port)
+        .start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+
+    // A change whose body never completes, then many requests whose header never does.
+    let host = format!("Host: 127.0.0.1:{admin}\r\n");
+    let connect =
+        || TcpStream::connect(("127.0.0.1", admin)).unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut slow = connect();
+    let head = format!(
+        "POST /api/nodes/maintenance HTTP/1.1\r\n{host}Content-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"pool\""
+    );
+    slow.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let slow_sent = std::time::Instant::now();
+    let started = std::time::Instant::now();
+    let mut half: Vec<(TcpStream, Vec<u8>)> = (0..HALF_SENT)
+        .map(|_| {
+            let mut s = connect();
+            s.write_all(format!("GET /api/topology HTTP/1.1\r\n{host}").as_bytes())
+                .unwrap_or_else(|e| panic!("write: {e}"));
+            s.set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+            (s, Vec::new())
+        })
+        .collect();
+
+    // (c) Meanwhile the proxy accepts and serves Redis clients.
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = Client::try_connect(&format!("127.0.0.1:{port}"))
+                .unwrap_or_else(|e| panic!("client {i}: {e}"));
+            c.set_read_timeout(Some(Duration::from_secs(3)));
+            c
+        })
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let k = format!("k{i}");
+        let set = c.try_cmd(&["SET", k.as_str(), "v"]);
+        assert!(
+            matches!(set, Ok(ref r) if *r == Reply::ok()),
+            "client {i}: {set:?}"
+        );
+    }
+
+    // (b) Connections over the cap are closed at once, well before any timeout; the slow body
+    // and the first ones accepted hold the slots.
+    let over = HALF_SENT - (CAP - 1);
+    let count = |half: &mut Vec<(TcpStream, Vec<u8>)>| {
+        half.iter_mut()
+            .map(|(s, got)| closed(s, got))
+            .filter(|&c| c)
+            .count()
+    };
+    let early = poll_until(HEADER_TIMEOUT / 2, || {
+        let n = count(&mut half);
+        (n >= over).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("only {} connections closed at once", count(&mut half)));
+    assert_eq!(early, over, "the cap holds {CAP} connections");
+    assert!(started.elapsed() < HEADER_TIMEOUT);
+    let answered: Vec<&Vec<u8>> = half
+        .iter()
+        .map(|(_, g)| g)
+        .filter(|g| !g.is_empty())
+        .collect();
+    for got in &answered {
+        let text = String::from_utf8_lossy(got);
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    }
+
+    // (a) The held ones are closed once the header time is up, not before.
+    let done = poll_until(HEADER_TIMEOUT * 2, || {
+        (count(&mut half) == HALF_SENT).then(|| started.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} half-sent requests still open",
+            HALF_SENT - count(&mut half)
+        )
+    });
+    assert!(
+        done >= HEADER_TIMEOUT - Duration::from_millis(500),
+        "{done:?}"
+    );
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("timeout: {e}"));
+    let (status, body) = read_response(&mut slow);
+    assert_eq!(status, 408, "{body}");
+    assert!(slow_sent.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(500));
+
+    // Everything works again: the admin interface, the Redis clients, new ones.
+    let (status, body) = http(admin, "GET", "/api/topology", &[], "");
+    assert_eq!(status, 200, "{body}");
+    for c in &mut clients {
+        assert_eq!(c.cmd(&["GET", "k0"]), Reply::bulk("v"));
+    }
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
 }

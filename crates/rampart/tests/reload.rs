@@ -23,7 +23,8 @@ fn post(port: u16, path: &str) -> String {
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).expect("write");
     let mut out = String::new();

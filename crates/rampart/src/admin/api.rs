@@ -450,15 +450,30 @@ pub struct ReloadQuery {
     force: bool,
 }
 
-/// `POST /api/reload[?force=true]`: read the configuration file again and apply it.
+/// Body of `POST /api/reload`: empty, or `{"force": true}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReloadReq {
+    /// Apply even when keys would move to other shards.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/reload[?force=true]`: read the configuration file again and apply it. The body
+/// may be empty or `{"force": true}`.
 pub async fn reload(
     State(st): St,
     headers: HeaderMap,
     Query(q): Query<ReloadQuery>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers)?;
+    let req: ReloadReq = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadReq::default()
+    } else {
+        parse(&body)?
+    };
     Ok(
-        match crate::control::reload::reload(&st.shared, &st.control, q.force).await {
+        match crate::control::reload::reload(&st.shared, &st.control, q.force || req.force).await {
             Ok(msg) => Json(serde_json::json!({ "ok": true, "message": msg })).into_response(),
             Err(e) => error(StatusCode::CONFLICT, e).into_response(),
         },

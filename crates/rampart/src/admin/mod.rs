@@ -19,9 +19,14 @@
 //! Reading is open to anyone who can reach the listener. Changing (every `POST`) needs
 //! `Authorization: Bearer <token>` whenever a token is configured; a listener that is not on a
 //! loopback address refuses to start without one, so a default install can only be changed from
-//! the machine itself.
+//! the machine itself. Every request must name the listener in `Host`, and changes must be
+//! JSON from no foreign `Origin` ([`guard`]), so a web page in the operator's browser can
+//! neither read nor change anything. The listener bounds its connections and their time
+//! ([`listener`]). docs/ADMIN.md describes every call.
 
 pub mod api;
+pub mod guard;
+pub mod listener;
 pub mod metrics;
 pub mod page;
 pub mod probe;
@@ -50,6 +55,9 @@ pub struct AdminOptions {
     pub addr: String,
     /// Bearer token for changing calls.
     pub token: Option<String>,
+    /// More names the listener answers to in `Host` and `Origin` besides its own
+    /// (`name` for any port, or `name:port`); see [`guard::Names`]. Default: none.
+    pub hosts: Vec<String>,
     /// The address was given explicitly: failing to bind it stops the start. The default
     /// address only logs a warning when it is taken (so several instances, or tests, can run
     /// side by side).
@@ -80,6 +88,9 @@ pub enum AdminError {
     /// An empty token would accept an empty header.
     #[error("the admin token is empty")]
     EmptyToken,
+    /// An extra host name is malformed.
+    #[error(transparent)]
+    BadHost(#[from] guard::BadName),
     /// Binding failed.
     #[error("cannot listen for the admin interface on {addr}: {source}")]
     Bind {
@@ -95,6 +106,7 @@ pub enum AdminError {
 pub struct Bound {
     listener: TcpListener,
     token: Option<String>,
+    names: guard::Names,
 }
 
 impl Bound {
@@ -130,11 +142,18 @@ pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
     if !addrs.iter().all(|a| a.ip().is_loopback()) && opts.token.is_none() {
         return Err(AdminError::TokenRequired(opts.addr.clone()));
     }
-    match TcpListener::bind(addr).await {
-        Ok(listener) => Ok(Some(Bound {
+    let bound = |listener: TcpListener| -> Result<Option<Bound>, AdminError> {
+        let local = listener
+            .local_addr()
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        Ok(Some(Bound {
+            names: guard::Names::new(local, &opts.hosts)?,
             listener,
             token: opts.token.clone(),
-        })),
+        }))
+    };
+    match TcpListener::bind(addr).await {
+        Ok(listener) => bound(listener),
         Err(source) if !opts.explicit => {
             tracing::warn!(
                 "admin interface disabled: cannot listen on the default {addr}: {source} \
@@ -186,18 +205,13 @@ pub async fn serve(
     if let Ok(a) = bound.listener.local_addr() {
         tracing::info!("admin interface on http://{a}/");
     }
-    let app = router(state);
-    let done = stop.clone();
-    if let Err(e) = axum::serve(bound.listener, app)
-        .with_graceful_shutdown(async move { done.cancelled().await })
-        .await
-    {
-        tracing::warn!("admin interface stopped: {e}");
-    }
+    let app = router(state, bound.names);
+    listener::run(bound.listener, app, stop).await;
 }
 
-/// Every route.
-pub fn router(state: Arc<AdminState>) -> Router {
+/// Every route, behind the [`guard`] that checks `Host`, `Origin`, `Content-Type` and the
+/// body of every request for a listener with these `names`.
+pub fn router(state: Arc<AdminState>, names: guard::Names) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::script))
@@ -215,6 +229,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/api/reload", post(api::reload))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(names),
+            guard::check,
+        ))
 }
 
 async fn prometheus(axum::extract::State(st): St) -> Response {
@@ -316,6 +334,7 @@ mod tests {
         let opts = |addr: &str, token: Option<&str>| AdminOptions {
             addr: addr.into(),
             token: token.map(str::to_string),
+            hosts: Vec::new(),
             explicit: true,
         };
         let e = bind(&opts("0.0.0.0:0", None)).await;
@@ -337,6 +356,7 @@ mod tests {
         let mut opts = AdminOptions {
             addr,
             token: None,
+            hosts: Vec::new(),
             explicit: false,
         };
         assert!(matches!(bind(&opts).await, Ok(None)));
