@@ -173,11 +173,16 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(e) => {
+            Err(e) if e.is_invalid_content() => {
                 eprintln!(
                     "rampart: configuration file '{}' syntax is invalid\n{e}",
                     cli.conf_file.display()
                 );
+                ExitCode::FAILURE
+            }
+            // Missing, unreadable or not text: the error says which, with the path.
+            Err(e) => {
+                eprintln!("rampart: {e}");
                 ExitCode::FAILURE
             }
         };

@@ -197,10 +197,66 @@ fn starting_with_a_bad_file_exits_1_with_the_same_message() {
 }
 
 #[test]
-fn a_missing_config_file_is_named() {
+fn a_missing_config_file_is_said_not_to_exist() {
     let r = run(&["-t", "-c", "no-such-dir/none.yml"]);
     assert_eq!(r.status.code(), Some(1), "{r:?}");
-    assert!(r.stderr.contains("none.yml"), "{r:?}");
+    assert_eq!(
+        r.stderr.trim_end(),
+        "rampart: no-such-dir/none.yml: the configuration file does not exist",
+        "{r:?}"
+    );
+}
+
+#[test]
+fn test_conf_catches_what_start_would_refuse() {
+    let dir = TempDir::new().expect("temp dir");
+    let servers = "  servers:\n   - 127.0.0.1:6379:1\n";
+    // A socket path one byte longer than sun_path holds (107 bytes and a NUL on Linux).
+    let long = format!(
+        "/tmp/{}.sock",
+        "s".repeat(rampart_config::MAX_SOCKET_PATH - 9)
+    );
+    assert_eq!(long.len(), rampart_config::MAX_SOCKET_PATH + 1);
+    let files: &[(&str, Vec<u8>, &str)] = &[
+        (
+            "long.yml",
+            format!("alpha:\n  listen: {long}\n{servers}").into_bytes(),
+            "long.yml:2:11: pool \"alpha\": listen: ",
+        ),
+        (
+            "v6.yml",
+            format!("alpha:\n  listen: [::1]:22121\n{servers}").into_bytes(),
+            "v6.yml:2:11: the address [::1]:22121 must be quoted (\"[::1]:22121\")",
+        ),
+        (
+            "latin1.yml",
+            b"alpha:\n  listen: 127.0.0.1:22121 # caf\xe9\n  servers:\n   - 127.0.0.1:6379:1\n"
+                .to_vec(),
+            "latin1.yml:2:32: the file is not valid UTF-8 text (byte 0xe9 here)",
+        ),
+    ];
+    for (name, content, reason) in files {
+        std::fs::write(dir.path().join(name), content).expect("write file");
+        let r = run_in(dir.path(), &["-t", "-c", name], Duration::from_secs(10));
+        assert_eq!(r.status.code(), Some(1), "{name}: {r:?}");
+        assert!(r.stderr.contains(reason), "{name}: {r:?}");
+    }
+    let r = run_in(
+        dir.path(),
+        &["-t", "-c", "long.yml"],
+        Duration::from_secs(10),
+    );
+    let len = rampart_config::MAX_SOCKET_PATH + 1;
+    let max = rampart_config::MAX_SOCKET_PATH;
+    let limit = format!("is {len} bytes long; the system allows at most {max}");
+    assert!(r.stderr.contains(&limit), "{r:?}");
+    // Text that is not UTF-8 is not called a syntax error.
+    let r = run_in(
+        dir.path(),
+        &["-t", "-c", "latin1.yml"],
+        Duration::from_secs(10),
+    );
+    assert!(!r.stderr.contains("syntax"), "{r:?}");
 }
 
 #[test]
