@@ -122,6 +122,11 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
     Ok(())
 }
 
+/// Serves signals until one asks to stop. nutcracker's meanings are kept, so its start and
+/// logrotate scripts work unchanged: SIGTTIN / SIGTTOU raise / lower the log level one step,
+/// SIGUSR2 is logged and otherwise ignored, SIGHUP reopens the log file (and, rampart's
+/// addition, reloads the configuration), SIGUSR1 reopens the log file; SIGTERM and SIGINT
+/// return (drain and exit).
 async fn wait_for_signals(shared: &Arc<Shared>, stop: &CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
@@ -133,21 +138,54 @@ async fn wait_for_signals(shared: &Arc<Shared>, stop: &CancellationToken) {
         tracing::warn!("cannot install signal handlers; stop with SIGKILL");
         return stop.cancelled().await;
     };
+    let (Ok(mut usr2), Ok(mut ttin), Ok(mut ttou)) = (
+        signal(SignalKind::user_defined2()),
+        signal(SignalKind::from_raw(libc::SIGTTIN)),
+        signal(SignalKind::from_raw(libc::SIGTTOU)),
+    ) else {
+        tracing::warn!("cannot install handlers for SIGUSR2, SIGTTIN and SIGTTOU");
+        return stop.cancelled().await;
+    };
     loop {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = stop.cancelled() => return,
-            _ = usr1.recv() => match crate::logfile::reopen() {
-                Ok(()) => tracing::info!("SIGUSR1: log file reopened"),
-                Err(e) => tracing::error!("SIGUSR1: cannot reopen the log file: {e}"),
-            },
+            _ = usr1.recv() => reopen_log("SIGUSR1"),
+            _ = usr2.recv() => tracing::info!("SIGUSR2 received; it has no meaning here and is ignored"),
+            _ = ttin.recv() => step_log_level("SIGTTIN", crate::logfile::Step::Up),
+            _ = ttou.recv() => step_log_level("SIGTTOU", crate::logfile::Step::Down),
             _ = hup.recv() => {
+                reopen_log("SIGHUP");
                 tracing::info!("SIGHUP: reloading the configuration");
                 // Errors are logged, counted and recorded by reload itself.
                 let _ = control::reload(shared, false).await;
             }
         }
+    }
+}
+
+/// Reopens the `-o` log file on `signal`, saying so in the log.
+fn reopen_log(signal: &str) {
+    match crate::logfile::reopen() {
+        Ok(()) => tracing::info!("{signal}: log file reopened"),
+        Err(e) => tracing::error!("{signal}: cannot reopen the log file: {e}"),
+    }
+}
+
+/// Moves the log level one step on `signal` and logs the new level, at a level the new
+/// filter lets through.
+fn step_log_level(signal: &str, step: crate::logfile::Step) {
+    use tracing_subscriber::filter::LevelFilter;
+    match crate::logfile::step_level(step) {
+        Ok(level) if level == LevelFilter::ERROR => {
+            tracing::error!("{signal}: log level is now error")
+        }
+        Ok(level) if level == LevelFilter::WARN => {
+            tracing::warn!("{signal}: log level is now warn")
+        }
+        Ok(level) => tracing::info!("{signal}: log level is now {level}"),
+        Err(e) => tracing::error!("{signal}: {e}"),
     }
 }
 

@@ -423,6 +423,91 @@ fn output_flag_sends_log_lines_to_the_file() {
 }
 
 #[test]
+fn nutcrackers_signals_change_the_log_level_and_do_not_kill() {
+    // The one server is a port nobody listens on: each request makes a connect fail, which
+    // is logged at debug level only.
+    let dead = free_port();
+    let port = free_port();
+    let stats = free_port();
+    let yaml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - 127.0.0.1:{dead}:1 s0\n"
+    );
+    let proxy = Proxy::builder(BIN)
+        .file("x.yml", yaml)
+        .args([
+            "-c",
+            "{dir}/x.yml",
+            "-v",
+            "5",
+            "--no-admin",
+            "--workers",
+            "1",
+        ])
+        .args(["-s", &stats.to_string(), "-a", "127.0.0.1"])
+        .wait_port(port)
+        .start();
+    let logged = |text: &str| proxy.stderr().contains(text);
+    let wait_log = |text: &str| {
+        wait_until(Duration::from_secs(5), text, || logged(text));
+    };
+    let mut c = Client::connect(&proxy.addr());
+    assert!(matches!(c.cmd(&["GET", "k"]), Reply::Error(_)));
+    assert!(!logged("connect failed"), "a debug line at level info");
+
+    // SIGUSR2 is logged and ignored.
+    proxy.signal("USR2");
+    wait_log("SIGUSR2 received");
+    assert!(alive(proxy.pid()), "SIGUSR2 killed the process");
+
+    // SIGTTIN: one step up, to debug; the failed connects now show.
+    proxy.signal("TTIN");
+    wait_log("SIGTTIN: log level is now debug");
+    wait_until(Duration::from_secs(10), "a debug line", || {
+        let _ = c.cmd(&["GET", "k"]);
+        logged("connect failed")
+    });
+
+    // SIGTTOU: one step down each time; the line shows at the new level.
+    proxy.signal("TTOU");
+    wait_log("SIGTTOU: log level is now info");
+    proxy.signal("TTOU");
+    wait_log("SIGTTOU: log level is now warn");
+    assert!(
+        alive(proxy.pid()),
+        "SIGTTIN/SIGTTOU stopped or killed the process"
+    );
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
+
+    // stderr is a file here, not a terminal: no colour codes.
+    assert!(
+        !proxy.stderr().contains('\u{1b}'),
+        "colour codes in a log that is not a terminal:\n{}",
+        proxy.stderr()
+    );
+}
+
+#[test]
+fn sighup_reopens_the_log_file_as_nutcracker_does() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let stats = free_port();
+    let proxy = Proxy::builder(BIN)
+        .file("x.yml", pool_yaml(&format!("127.0.0.1:{port}"), &[&redis]))
+        .args(["-c", "{dir}/x.yml", "-o", "{dir}/rampart.log", "--no-admin"])
+        .args(["-s", &stats.to_string(), "-a", "127.0.0.1"])
+        .wait_port(port)
+        .start();
+    let log = proxy.dir().join("rampart.log");
+    // logrotate moves the file away, then sends SIGHUP (nutcracker's reopen signal).
+    std::fs::rename(&log, proxy.dir().join("rampart.log.1")).expect("rotate");
+    proxy.signal("HUP");
+    wait_until(Duration::from_secs(5), "a reopened log file", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("SIGHUP: log file reopened"))
+    });
+    assert!(alive(proxy.pid()));
+}
+
+#[test]
 fn daemonize_returns_at_once_and_the_daemon_stops_on_sigterm() {
     let redis = RedisServer::start();
     let dir = TempDir::new().expect("temp dir");
