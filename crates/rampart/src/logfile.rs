@@ -37,6 +37,11 @@ pub fn open(path: &Path) -> io::Result<LogWriter> {
     Ok(LogWriter(inner))
 }
 
+/// Whether logs go to a file (`-o`), which [`reopen`] reopens.
+pub fn has_file() -> bool {
+    CURRENT.get().is_some()
+}
+
 /// Open the log file's path again (after logrotate renamed it). Nothing to do without `-o`.
 ///
 /// # Errors

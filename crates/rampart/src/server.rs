@@ -165,8 +165,12 @@ async fn wait_for_signals(shared: &Arc<Shared>, stop: &CancellationToken) {
     }
 }
 
-/// Reopens the `-o` log file on `signal`, saying so in the log.
+/// Reopens the `-o` log file on `signal`, saying so in the log; without `-o` there is
+/// nothing to reopen and nothing is logged.
 fn reopen_log(signal: &str) {
+    if !crate::logfile::has_file() {
+        return;
+    }
     match crate::logfile::reopen() {
         Ok(()) => tracing::info!("{signal}: log file reopened"),
         Err(e) => tracing::error!("{signal}: cannot reopen the log file: {e}"),
