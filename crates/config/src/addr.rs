@@ -100,7 +100,11 @@ impl Server {
     }
 }
 
-/// Parses a `listen:` value.
+/// The longest unix socket path, in bytes, that can be bound: `sun_path` holds 108 bytes on
+/// Linux and 104 on the BSDs and macOS, one of them the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = if cfg!(target_os = "linux") { 107 } else { 103 };
+
+/// Parses a `listen:` value; a unix socket path longer than [`MAX_SOCKET_PATH`] is refused.
 pub(crate) fn parse_listen(value: &str) -> Result<Listen, AddrError> {
     let value = value.trim();
     if value.starts_with('/') {
@@ -108,6 +112,12 @@ pub(crate) fn parse_listen(value: &str) -> Result<Listen, AddrError> {
             Some((path, mode)) => (path.trim_end(), Some(parse_mode(mode)?)),
             None => (value, None),
         };
+        if path.len() > MAX_SOCKET_PATH {
+            return Err(AddrError::SocketPathTooLong {
+                len: path.len(),
+                max: MAX_SOCKET_PATH,
+            });
+        }
         return Ok(Listen::Unix {
             path: PathBuf::from(path),
             mode,

@@ -13,6 +13,25 @@ use std::fmt;
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// There is no file at the path given.
+    #[error("{origin}: the configuration file does not exist")]
+    Missing {
+        /// The path as given by the caller.
+        origin: String,
+    },
+    /// The file is not UTF-8 text; `line` and `column` (1-based, in characters) locate the
+    /// first byte that is not.
+    #[error("{origin}:{line}:{column}: the file is not valid UTF-8 text (byte 0x{byte:02x} here); save it as UTF-8")]
+    NotUtf8 {
+        /// The path as given by the caller.
+        origin: String,
+        /// 1-based line of the first invalid byte.
+        line: u32,
+        /// 1-based column of the first invalid byte.
+        column: u32,
+        /// The first invalid byte.
+        byte: u8,
+    },
     /// The file could not be read at all.
     #[error("{origin}: cannot read the configuration file: {source}")]
     Read {
@@ -42,17 +61,23 @@ impl ConfigError {
     /// The 1-based line of the problem, if the file could be read.
     pub fn line(&self) -> Option<u32> {
         match self {
-            ConfigError::Read { .. } => None,
-            ConfigError::Invalid { line, .. } => Some(*line),
+            ConfigError::Missing { .. } | ConfigError::Read { .. } => None,
+            ConfigError::NotUtf8 { line, .. } | ConfigError::Invalid { line, .. } => Some(*line),
         }
     }
 
-    /// The problem, if the file could be read.
+    /// The problem, if the file could be read as text.
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            ConfigError::Read { .. } => None,
             ConfigError::Invalid { problem, .. } => Some(problem),
+            _ => None,
         }
+    }
+
+    /// Whether the file's content was read and refused ([`ConfigError::Invalid`]), as
+    /// opposed to a file that is missing, unreadable or not text.
+    pub fn is_invalid_content(&self) -> bool {
+        matches!(self, ConfigError::Invalid { .. })
     }
 }
 
@@ -482,4 +507,12 @@ pub enum AddrError {
     /// A sentinel address that is not `host:port`.
     #[error("expected \"host:port\"")]
     SentinelShape,
+    /// A unix socket path longer than the system's `sun_path` can hold.
+    #[error("the unix socket path is {len} bytes long; the system allows at most {max}")]
+    SocketPathTooLong {
+        /// The path's length in bytes.
+        len: usize,
+        /// The longest path the system accepts, in bytes ([`crate::MAX_SOCKET_PATH`]).
+        max: usize,
+    },
 }

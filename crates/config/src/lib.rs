@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-pub use addr::{Listen, Server, ServerAddr};
+pub use addr::{Listen, Server, ServerAddr, MAX_SOCKET_PATH};
 pub use error::{AddrError, ConfigError, ListenKey, Problem};
 pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
@@ -282,15 +282,40 @@ pub mod defaults {
 /// Reads and validates a configuration file.
 ///
 /// # Errors
-/// [`ConfigError::Read`] if the file cannot be read (or is not UTF-8), [`ConfigError::Invalid`]
-/// if its content is refused; messages name the path as given.
+/// [`ConfigError::Missing`] if there is no file at `path`, [`ConfigError::Read`] if it cannot
+/// be read, [`ConfigError::NotUtf8`] (with the line) if it is not UTF-8 text,
+/// [`ConfigError::Invalid`] if its content is refused; messages name the path as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        origin: origin.clone(),
-        source,
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::Missing {
+            origin: origin.clone(),
+        },
+        _ => ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        },
     })?;
-    parse(&text, &origin)
+    let text = std::str::from_utf8(&bytes).map_err(|e| not_utf8(&bytes, e, &origin))?;
+    parse(text, &origin)
+}
+
+/// Locates the first byte of `bytes` that is not UTF-8.
+fn not_utf8(bytes: &[u8], e: std::str::Utf8Error, origin: &str) -> ConfigError {
+    let valid = &bytes[..e.valid_up_to()];
+    let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let count = |n: usize| u32::try_from(n.saturating_add(1)).unwrap_or(u32::MAX);
+    // The prefix is valid UTF-8, so counting non-continuation bytes counts characters.
+    let chars = valid[line_start..]
+        .iter()
+        .filter(|&&b| b & 0xC0 != 0x80)
+        .count();
+    ConfigError::NotUtf8 {
+        origin: origin.to_string(),
+        line: count(valid.iter().filter(|&&b| b == b'\n').count()),
+        column: count(chars),
+        byte: bytes.get(e.valid_up_to()).copied().unwrap_or(0),
+    }
 }
 
 /// Parses and validates configuration text; `origin` is the file name used in messages.

@@ -119,9 +119,38 @@ pub(crate) fn parse(text: &str) -> Result<RawFile, (Pos, String)> {
         Ok(file) => Ok(file.unwrap_or(RawFile { pools: Vec::new() })),
         Err(err) => {
             let pos = err.location().map_or(Pos::START, Pos::from_location);
-            Err((pos, yaml_reason(&err)))
+            let reason = match bracketed_address_at(text, pos) {
+                Some(written) => format!(
+                    "the address {written} must be quoted (\"{written}\"): unquoted, YAML reads [...] as a list"
+                ),
+                None => yaml_reason(&err),
+            };
+            Err((pos, reason))
         }
     }
+}
+
+/// The address written at `pos` if it starts with an IPv6 address in brackets
+/// (`[::1]:22121`, `[fe80::1]:6379:1 name`), up to the end of the line or a comment.
+fn bracketed_address_at(text: &str, pos: Pos) -> Option<&str> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
+    let skip = usize::try_from(pos.column).ok()?.checked_sub(1)?;
+    let start = line.char_indices().nth(skip).map(|(i, _)| i)?;
+    let rest = &line[start..];
+    let inner = rest.strip_prefix('[')?;
+    let close = inner.find(']')?;
+    let host = &inner[..close];
+    let ipv6 = host.contains(':')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || ":.%".contains(c));
+    if !ipv6 {
+        return None;
+    }
+    let end = rest.find(" #").unwrap_or(rest.len());
+    Some(rest[..end].trim_end())
 }
 
 /// The parser's message without its own "at line X, column Y" suffix (the caller adds one).

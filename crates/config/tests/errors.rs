@@ -1,6 +1,6 @@
 //! Every kind of invalid file is refused with the file, line, column, pool and reason.
 
-use rampart_config::{parse, AddrError, ConfigError, Problem};
+use rampart_config::{parse, AddrError, ConfigError, Problem, MAX_SOCKET_PATH};
 
 /// Parses `text` as `nutcracker.yml` and returns the refusal.
 fn refuse(text: &str) -> ConfigError {
@@ -289,4 +289,70 @@ fn odd_inputs_are_refused_not_panicked_on() {
         let err = refuse(text);
         assert!(err.line().is_some_and(|l| l >= 1), "{text:?}: {err}");
     }
+}
+
+/// A socket path of exactly `len` bytes.
+fn socket_path(len: usize) -> String {
+    let mut path = "/tmp/".to_string();
+    path.push_str(&"s".repeat(len - path.len() - 5));
+    path.push_str(".sock");
+    assert_eq!(path.len(), len);
+    path
+}
+
+#[test]
+fn a_unix_socket_path_longer_than_sun_path_is_refused_with_its_length() {
+    let long = socket_path(MAX_SOCKET_PATH + 1);
+    let text = format!("alpha:\n  listen: {long} 0600\n  servers:\n    - 127.0.0.1:6379:1\n");
+    let err = refuse(&text);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "nutcracker.yml:2:11: pool \"alpha\": listen: \"{long} 0600\": the unix socket path \
+             is {} bytes long; the system allows at most {MAX_SOCKET_PATH}",
+            MAX_SOCKET_PATH + 1
+        )
+    );
+    // read_listen and write_listen are bound the same way.
+    let text = format!(
+        "alpha:\n  listen: 127.0.0.1:1\n  write_listen: {long}\n  servers:\n    - 127.0.0.1:6379:1\n"
+    );
+    assert_eq!(refuse(&text).line(), Some(3));
+    // The longest path the system can bind is accepted.
+    let fits = socket_path(MAX_SOCKET_PATH);
+    let text = format!("alpha:\n  listen: {fits}\n  servers:\n    - 127.0.0.1:6379:1\n");
+    assert!(parse(&text, "nutcracker.yml").is_ok(), "{fits}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_socket_path_limit_is_linuxs_sun_path() {
+    // sun_path is 108 bytes on Linux, one for the terminating NUL.
+    assert_eq!(MAX_SOCKET_PATH, 107);
+}
+
+#[test]
+fn an_unquoted_bracketed_ipv6_address_gets_a_hint_to_quote_it() {
+    let listen = "alpha:\n  listen: [::1]:22121\n  servers:\n    - 127.0.0.1:6379:1\n";
+    assert_eq!(
+        refuse(listen).to_string(),
+        "nutcracker.yml:2:11: the address [::1]:22121 must be quoted (\"[::1]:22121\"): \
+         unquoted, YAML reads [...] as a list"
+    );
+    let server = "alpha:\n  listen: 127.0.0.1:1\n  servers:\n    - [fe80::1]:6379:1 a # one\n";
+    assert_eq!(
+        refuse(server).to_string(),
+        "nutcracker.yml:4:7: the address [fe80::1]:6379:1 a must be quoted \
+         (\"[fe80::1]:6379:1 a\"): unquoted, YAML reads [...] as a list"
+    );
+    // Quoted, both forms are read.
+    let quoted = "alpha:\n  listen: \"[::1]:22121\"\n  servers:\n    - \"[::1]:6379:1\"\n";
+    let config = parse(quoted, "nutcracker.yml").expect("quoted IPv6 addresses");
+    assert_eq!(config.pools[0].listen.to_string(), "[::1]:22121");
+    // A list that is not an address keeps the general message.
+    let list = "alpha:\n  listen: [a, b]\n  servers:\n    - 127.0.0.1:6379:1\n";
+    assert_eq!(
+        refuse(list).to_string(),
+        "nutcracker.yml:2:11: expected a single value here, not a list or a mapping"
+    );
 }

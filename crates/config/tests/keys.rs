@@ -253,6 +253,6 @@ fn load_reads_a_file_and_names_it_in_errors() {
 
     let missing = dir.path().join("missing.yml");
     let err = rampart_config::load(&missing).unwrap_err();
-    assert!(matches!(err, rampart_config::ConfigError::Read { .. }));
+    assert!(matches!(err, rampart_config::ConfigError::Missing { .. }));
     assert!(err.to_string().starts_with(&missing.display().to_string()));
 }

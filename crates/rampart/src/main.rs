@@ -96,17 +96,28 @@ enum LogFormat {
     Json,
 }
 
+/// Installs the log subscriber: `-v` (or `RAMPART_LOG`) picks the filter, which SIGTTIN and
+/// SIGTTOU can change later; colours only when writing to a terminal.
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let level = match cli.verbose {
-        0..=3 => "error",
-        4 => "warn",
-        5..=6 => "info",
-        7..=8 => "debug",
-        _ => "trace",
+        0..=3 => LevelFilter::ERROR,
+        4 => LevelFilter::WARN,
+        5..=6 => LevelFilter::INFO,
+        7..=8 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::default().add_directive(level.into()));
+    let initial = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    rampart::logfile::install_level_control(handle, initial);
+    let registry = tracing_subscriber::registry().with(filter);
+    let layer = tracing_subscriber::fmt::layer();
     let json = cli.log_format == LogFormat::Json;
     match &cli.output {
         Some(path) => {
@@ -114,13 +125,22 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
             let make = move || file.clone();
             if json {
-                builder.json().with_writer(make).init();
+                registry.with(layer.json().with_writer(make)).init();
             } else {
-                builder.with_ansi(false).with_writer(make).init();
+                registry
+                    .with(layer.with_ansi(false).with_writer(make))
+                    .init();
             }
         }
-        None if json => builder.json().with_writer(std::io::stderr).init(),
-        None => builder.with_writer(std::io::stderr).init(),
+        None if json => registry
+            .with(layer.json().with_writer(std::io::stderr))
+            .init(),
+        None => {
+            let ansi = std::io::stderr().is_terminal();
+            registry
+                .with(layer.with_ansi(ansi).with_writer(std::io::stderr))
+                .init();
+        }
     }
     Ok(())
 }
@@ -177,11 +197,16 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(e) => {
+            Err(e) if e.is_invalid_content() => {
                 eprintln!(
                     "rampart: configuration file '{}' syntax is invalid\n{e}",
                     cli.conf_file.display()
                 );
+                ExitCode::FAILURE
+            }
+            // Missing, unreadable or not text: the error says which, with the path.
+            Err(e) => {
+                eprintln!("rampart: {e}");
                 ExitCode::FAILURE
             }
         };

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rampart_config::{Config, Listen};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +51,9 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Before any listener is bound: a signal sent once the proxy answers must find its
+    // handler (SIGUSR2, SIGTTIN and SIGTTOU would otherwise kill or stop the process).
+    let signals = rt.block_on(async { Signals::install() });
     let stats_listener = match &opts.stats_addr {
         Some(a) => Some(
             rt.block_on(TcpListener::bind(a))
@@ -100,7 +104,7 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
                 stop.clone(),
             )));
         }
-        wait_for_signals(&shared, &control, &stop).await;
+        wait_for_signals(&shared, &control, &stop, signals).await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         stop.cancel();
         for t in tasks {
@@ -122,36 +126,110 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
     Ok(())
 }
 
+/// The signals rampart handles, registered at start.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
+    ttin: Signal,
+    ttou: Signal,
+}
+
+impl Signals {
+    /// Registers every handler; `None` (after logging why) if one cannot be.
+    fn install() -> Option<Signals> {
+        let kinds = [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+            SignalKind::user_defined1(),
+            SignalKind::user_defined2(),
+            SignalKind::from_raw(libc::SIGTTIN),
+            SignalKind::from_raw(libc::SIGTTOU),
+        ];
+        let mut streams = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            match signal(kind) {
+                Ok(s) => streams.push(s),
+                Err(e) => {
+                    tracing::warn!("cannot install signal handlers ({e}); stop with SIGKILL");
+                    return None;
+                }
+            }
+        }
+        let mut it = streams.into_iter();
+        Some(Signals {
+            term: it.next()?,
+            int: it.next()?,
+            hup: it.next()?,
+            usr1: it.next()?,
+            usr2: it.next()?,
+            ttin: it.next()?,
+            ttou: it.next()?,
+        })
+    }
+}
+
+/// Serves signals until one asks to stop. nutcracker's meanings are kept, so its start and
+/// logrotate scripts work unchanged: SIGTTIN / SIGTTOU raise / lower the log level one step,
+/// SIGUSR2 is logged and otherwise ignored, SIGHUP reopens the log file (and, rampart's
+/// addition, reloads the configuration), SIGUSR1 reopens the log file; SIGTERM and SIGINT
+/// return (drain and exit). Without handlers it waits for `stop`.
 async fn wait_for_signals(
     shared: &Arc<Shared>,
     control: &control::Handle,
     stop: &CancellationToken,
+    signals: Option<Signals>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+    let Some(mut s) = signals else {
         return stop.cancelled().await;
     };
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
+            _ = s.term.recv() => return,
+            _ = s.int.recv() => return,
             _ = stop.cancelled() => return,
-            _ = usr1.recv() => match crate::logfile::reopen() {
-                Ok(()) => tracing::info!("SIGUSR1: log file reopened"),
-                Err(e) => tracing::error!("SIGUSR1: cannot reopen the log file: {e}"),
-            },
-            _ = hup.recv() => {
+            _ = s.usr1.recv() => reopen_log("SIGUSR1"),
+            _ = s.usr2.recv() => tracing::info!("SIGUSR2 received; it has no meaning here and is ignored"),
+            _ = s.ttin.recv() => step_log_level("SIGTTIN", crate::logfile::Step::Up),
+            _ = s.ttou.recv() => step_log_level("SIGTTOU", crate::logfile::Step::Down),
+            _ = s.hup.recv() => {
+                reopen_log("SIGHUP");
                 tracing::info!("SIGHUP: reloading the configuration");
                 // Errors are logged, counted and recorded by reload itself.
                 let _ = control::reload::reload(shared, control, false).await;
             }
         }
+    }
+}
+
+/// Reopens the `-o` log file on `signal`, saying so in the log; without `-o` there is
+/// nothing to reopen and nothing is logged.
+fn reopen_log(signal: &str) {
+    if !crate::logfile::has_file() {
+        return;
+    }
+    match crate::logfile::reopen() {
+        Ok(()) => tracing::info!("{signal}: log file reopened"),
+        Err(e) => tracing::error!("{signal}: cannot reopen the log file: {e}"),
+    }
+}
+
+/// Moves the log level one step on `signal` and logs the new level, at a level the new
+/// filter lets through.
+fn step_log_level(signal: &str, step: crate::logfile::Step) {
+    use tracing_subscriber::filter::LevelFilter;
+    match crate::logfile::step_level(step) {
+        Ok(level) if level == LevelFilter::ERROR => {
+            tracing::error!("{signal}: log level is now error")
+        }
+        Ok(level) if level == LevelFilter::WARN => {
+            tracing::warn!("{signal}: log level is now warn")
+        }
+        Ok(level) => tracing::info!("{signal}: log level is now {level}"),
+        Err(e) => tracing::error!("{signal}: {e}"),
     }
 }
 

@@ -197,10 +197,66 @@ fn starting_with_a_bad_file_exits_1_with_the_same_message() {
 }
 
 #[test]
-fn a_missing_config_file_is_named() {
+fn a_missing_config_file_is_said_not_to_exist() {
     let r = run(&["-t", "-c", "no-such-dir/none.yml"]);
     assert_eq!(r.status.code(), Some(1), "{r:?}");
-    assert!(r.stderr.contains("none.yml"), "{r:?}");
+    assert_eq!(
+        r.stderr.trim_end(),
+        "rampart: no-such-dir/none.yml: the configuration file does not exist",
+        "{r:?}"
+    );
+}
+
+#[test]
+fn test_conf_catches_what_start_would_refuse() {
+    let dir = TempDir::new().expect("temp dir");
+    let servers = "  servers:\n   - 127.0.0.1:6379:1\n";
+    // A socket path one byte longer than sun_path holds (107 bytes and a NUL on Linux).
+    let long = format!(
+        "/tmp/{}.sock",
+        "s".repeat(rampart_config::MAX_SOCKET_PATH - 9)
+    );
+    assert_eq!(long.len(), rampart_config::MAX_SOCKET_PATH + 1);
+    let files: &[(&str, Vec<u8>, &str)] = &[
+        (
+            "long.yml",
+            format!("alpha:\n  listen: {long}\n{servers}").into_bytes(),
+            "long.yml:2:11: pool \"alpha\": listen: ",
+        ),
+        (
+            "v6.yml",
+            format!("alpha:\n  listen: [::1]:22121\n{servers}").into_bytes(),
+            "v6.yml:2:11: the address [::1]:22121 must be quoted (\"[::1]:22121\")",
+        ),
+        (
+            "latin1.yml",
+            b"alpha:\n  listen: 127.0.0.1:22121 # caf\xe9\n  servers:\n   - 127.0.0.1:6379:1\n"
+                .to_vec(),
+            "latin1.yml:2:32: the file is not valid UTF-8 text (byte 0xe9 here)",
+        ),
+    ];
+    for (name, content, reason) in files {
+        std::fs::write(dir.path().join(name), content).expect("write file");
+        let r = run_in(dir.path(), &["-t", "-c", name], Duration::from_secs(10));
+        assert_eq!(r.status.code(), Some(1), "{name}: {r:?}");
+        assert!(r.stderr.contains(reason), "{name}: {r:?}");
+    }
+    let r = run_in(
+        dir.path(),
+        &["-t", "-c", "long.yml"],
+        Duration::from_secs(10),
+    );
+    let len = rampart_config::MAX_SOCKET_PATH + 1;
+    let max = rampart_config::MAX_SOCKET_PATH;
+    let limit = format!("is {len} bytes long; the system allows at most {max}");
+    assert!(r.stderr.contains(&limit), "{r:?}");
+    // Text that is not UTF-8 is not called a syntax error.
+    let r = run_in(
+        dir.path(),
+        &["-t", "-c", "latin1.yml"],
+        Duration::from_secs(10),
+    );
+    assert!(!r.stderr.contains("syntax"), "{r:?}");
 }
 
 #[test]
@@ -364,6 +420,91 @@ fn output_flag_sends_log_lines_to_the_file() {
         "log lines went to stderr as well:\n{}",
         proxy.stderr()
     );
+}
+
+#[test]
+fn nutcrackers_signals_change_the_log_level_and_do_not_kill() {
+    // The one server is a port nobody listens on: each request makes a connect fail, which
+    // is logged at debug level only.
+    let dead = free_port();
+    let port = free_port();
+    let stats = free_port();
+    let yaml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - 127.0.0.1:{dead}:1 s0\n"
+    );
+    let proxy = Proxy::builder(BIN)
+        .file("x.yml", yaml)
+        .args([
+            "-c",
+            "{dir}/x.yml",
+            "-v",
+            "5",
+            "--no-admin",
+            "--workers",
+            "1",
+        ])
+        .args(["-s", &stats.to_string(), "-a", "127.0.0.1"])
+        .wait_port(port)
+        .start();
+    let logged = |text: &str| proxy.stderr().contains(text);
+    let wait_log = |text: &str| {
+        wait_until(Duration::from_secs(5), text, || logged(text));
+    };
+    let mut c = Client::connect(&proxy.addr());
+    assert!(matches!(c.cmd(&["GET", "k"]), Reply::Error(_)));
+    assert!(!logged("connect failed"), "a debug line at level info");
+
+    // SIGUSR2 is logged and ignored.
+    proxy.signal("USR2");
+    wait_log("SIGUSR2 received");
+    assert!(alive(proxy.pid()), "SIGUSR2 killed the process");
+
+    // SIGTTIN: one step up, to debug; the failed connects now show.
+    proxy.signal("TTIN");
+    wait_log("SIGTTIN: log level is now debug");
+    wait_until(Duration::from_secs(10), "a debug line", || {
+        let _ = c.cmd(&["GET", "k"]);
+        logged("connect failed")
+    });
+
+    // SIGTTOU: one step down each time; the line shows at the new level.
+    proxy.signal("TTOU");
+    wait_log("SIGTTOU: log level is now info");
+    proxy.signal("TTOU");
+    wait_log("SIGTTOU: log level is now warn");
+    assert!(
+        alive(proxy.pid()),
+        "SIGTTIN/SIGTTOU stopped or killed the process"
+    );
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
+
+    // stderr is a file here, not a terminal: no colour codes.
+    assert!(
+        !proxy.stderr().contains('\u{1b}'),
+        "colour codes in a log that is not a terminal:\n{}",
+        proxy.stderr()
+    );
+}
+
+#[test]
+fn sighup_reopens_the_log_file_as_nutcracker_does() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let stats = free_port();
+    let proxy = Proxy::builder(BIN)
+        .file("x.yml", pool_yaml(&format!("127.0.0.1:{port}"), &[&redis]))
+        .args(["-c", "{dir}/x.yml", "-o", "{dir}/rampart.log", "--no-admin"])
+        .args(["-s", &stats.to_string(), "-a", "127.0.0.1"])
+        .wait_port(port)
+        .start();
+    let log = proxy.dir().join("rampart.log");
+    // logrotate moves the file away, then sends SIGHUP (nutcracker's reopen signal).
+    std::fs::rename(&log, proxy.dir().join("rampart.log.1")).expect("rotate");
+    proxy.signal("HUP");
+    wait_until(Duration::from_secs(5), "a reopened log file", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("SIGHUP: log file reopened"))
+    });
+    assert!(alive(proxy.pid()));
 }
 
 #[test]

@@ -448,3 +448,53 @@ fn long_pipelines_survive_small_inflight_and_output_limits() {
         assert_eq!(*r, want, "reply {i}");
     }
 }
+
+/// The RESP encoding of one command.
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+#[test]
+fn a_deeply_nested_reply_reaches_its_client_and_no_other_request_fails() {
+    // One worker, one shard: both clients share one backend connection.
+    let env = Setup::new(1).workers(1).start();
+    let addr = env.addr();
+    let mut a = env.client();
+    let chunk = encode(&["INCR", "n"]).repeat(1000);
+    a.send_raw(&chunk).expect("send INCRs");
+    // While the other client's INCRs stream, a Lua table 7,000 levels deep comes back as
+    // one reply.
+    let eval = std::thread::spawn(move || {
+        let script = "local t={} local c=t for i=1,7000 do c[1]={} c=c[1] end return t";
+        let mut request = encode(&["EVAL", script, "0"]);
+        request.extend_from_slice(&encode(&["QUIT"]));
+        raw_exchange(&addr, &request)
+    });
+    for _ in 1..20 {
+        a.send_raw(&chunk).expect("send INCRs");
+    }
+    let got = eval.join().expect("EVAL thread");
+    let replies: Vec<Reply> = (0..20_000)
+        .map(|_| a.read_reply().expect("INCR reply"))
+        .collect();
+    let counter = a.cmd(&["GET", "n"]);
+    let failed = replies
+        .iter()
+        .filter(|r| matches!(r, Reply::Error(_)))
+        .count();
+    let mut expected = b"*1\r\n".repeat(7000);
+    expected.extend_from_slice(b"*0\r\n+OK\r\n");
+    assert!(
+        got == expected,
+        "the nested reply did not arrive whole ({failed} INCRs of the other client failed, \
+         counter {counter:?}): {:?}",
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+    let want: Vec<Reply> = (1..=20_000).map(Reply::Int).collect();
+    assert!(replies == want, "{failed} INCRs failed");
+    assert_eq!(counter, Reply::Bulk(Some(b"20000".to_vec())));
+}

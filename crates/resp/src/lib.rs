@@ -9,7 +9,8 @@
 //! - [`request`]: [`RequestDecoder`], client requests (multibulk and inline), with Redis'
 //!   own framing rules and error wording, so that the proxy and the backend never disagree
 //!   about where a request ends.
-//! - [`reply`]: [`ReplyDecoder`], the length of one complete RESP2/RESP3 reply.
+//! - [`reply`]: [`ReplyDecoder`], the length of one complete RESP2/RESP3 reply, and how
+//!   many bytes of a partial one are framed and may be dropped, to stream past a large reply.
 //! - [`value`]: [`peek`], a top-level view of one complete reply, for merging.
 //! - [`encode`]: append RESP frames to a [`bytes::BytesMut`].
 //! - [`error`]: [`ProtocolError`] (requests) and [`ReplyError`] (replies).
@@ -55,8 +56,6 @@ pub struct Limits {
     /// Largest inline request, and largest `*<count>` / `$<len>` header line, in bytes,
     /// while its terminator has not arrived yet.
     pub max_inline: usize,
-    /// Deepest nesting of aggregate replies (arrays, maps, sets, pushes, attributes).
-    pub max_depth: usize,
 }
 
 impl Default for Limits {
@@ -65,7 +64,6 @@ impl Default for Limits {
             max_bulk: 512 * 1024 * 1024,
             max_multibulk: 1024 * 1024,
             max_inline: 64 * 1024,
-            max_depth: 128,
         }
     }
 }
