@@ -34,6 +34,7 @@ mod addr;
 mod error;
 mod ha;
 mod ha_keys;
+mod keys;
 mod pool;
 mod raw;
 mod shards;

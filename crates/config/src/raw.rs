@@ -255,7 +255,7 @@ impl<'de> Deserialize<'de> for TreeSeed {
                 let mut entries = Vec::new();
                 while let Some(key) = map.next_key::<Spanned<String>>()? {
                     let key = Text::from_spanned(key);
-                    let (value, pos) = if crate::pool::is_nested_scalar_key(&key.text) {
+                    let (value, pos) = if crate::keys::is_nested_scalar_key(&key.text) {
                         next_scalar(&mut map)?
                     } else {
                         next_tree(&mut map)?
@@ -310,9 +310,9 @@ impl<'de> Deserialize<'de> for BodySeed {
                 let mut entries = Vec::new();
                 while let Some(key) = map.next_key::<Spanned<String>>()? {
                     let key = Text::from_spanned(key);
-                    let (value, pos) = if crate::pool::is_scalar_key(&key.text) {
+                    let (value, pos) = if crate::keys::is_scalar_key(&key.text) {
                         next_scalar(&mut map)?
-                    } else if crate::pool::is_tree_key(&key.text) {
+                    } else if crate::keys::is_tree_key(&key.text) {
                         next_tree(&mut map)?
                     } else {
                         let value = map.next_value::<Spanned<ValueSeed>>()?;
