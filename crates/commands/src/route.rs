@@ -64,7 +64,6 @@ pub enum Merge {
 
 const TRANSACTION: &str = "transactions are not supported by the proxy";
 const CLUSTER: &str = "cluster commands are not supported by the proxy";
-const REPLICATION: &str = "replication commands are not supported by the proxy";
 const DATABASES: &str = "only database 0 is available through the proxy";
 
 /// Commands whose class is not the flag-based default, by full lowercase name.
@@ -129,7 +128,12 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("discard", Route::Unsupported(TRANSACTION)),
     ("watch", Route::Unsupported(TRANSACTION)),
     ("unwatch", Route::Unsupported(TRANSACTION)),
-    ("wait", Route::Unsupported(REPLICATION)),
+    (
+        "wait",
+        Route::Unsupported(
+            "WAIT blocks the connection until replicas acknowledge, which the proxy does not support yet",
+        ),
+    ),
     ("move", Route::Unsupported(DATABASES)),
     ("swapdb", Route::Unsupported(DATABASES)),
     (

@@ -9,7 +9,7 @@
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use rampart_commands::{Command, Merge, Route};
+use rampart_commands::{Blocking, Command, Merge, Route};
 use resp::encode;
 use tokio::time::Instant;
 
@@ -231,11 +231,8 @@ impl Ctx {
         if !self.client.authed && !matches!(cmd.name, "auth" | "quit" | "hello") {
             return self.reply_error("NOAUTH Authentication required.");
         }
-        if cmd.blocks(argv) {
-            return self.reply_error(&format!(
-                "ERR '{}' with BLOCK is not supported by rampart: a blocking call would stall the shared server connection",
-                cmd.name
-            ));
+        if let Some(how) = cmd.blocking(argv) {
+            return self.reply_error(&blocking_error(cmd.name, how));
         }
         self.write = !cmd.is_read();
         if self.mode == Mode::Reads && self.write && !matches!(cmd.route, Route::Local) {
@@ -485,6 +482,18 @@ impl Ctx {
                 encode::bulk(out, a);
             }
         });
+    }
+}
+
+/// The reply to a call that would block the shared server connection.
+fn blocking_error(name: &str, how: Blocking) -> String {
+    match how {
+        Blocking::Always => format!(
+            "ERR rampart: '{name}' is a blocking command, which rampart does not support yet"
+        ),
+        Blocking::BlockOption => format!(
+            "ERR rampart: '{name}' with BLOCK is a blocking call, which rampart does not support yet; call it without BLOCK"
+        ),
     }
 }
 
