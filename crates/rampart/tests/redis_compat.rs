@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{assert_pings, Setup};
-use testkit::Reply;
+use common::{assert_pings, cmd, raw_exchange, reference, require_pass, same_as_redis, Setup};
+use testkit::{Client, Reply};
 
 /// Every spelling of a blocking call is refused with wording that fits the command, and the
 /// connection (and the shared server connection behind it) keeps serving.
@@ -102,4 +102,119 @@ fn blocking_calls_are_refused_in_their_own_words() {
         other => panic!("WAIT: {other:?}"),
     }
     assert_pings(&mut p);
+}
+
+/// AUTH on a pool without a password answers as a password-less Redis 7 does: the default
+/// user takes any password, other users do not exist; the same through HELLO.
+#[test]
+fn auth_without_a_password_answers_like_redis() {
+    let env = Setup::new(2).start();
+    let r = reference();
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["AUTH", "x"]),
+            cmd(&["AUTH", "default", "anything"]),
+            cmd(&["AUTH", "someuser", "x"]),
+            cmd(&["AUTH", "a", "b", "c"]),
+            cmd(&["HELLO", "2", "AUTH", "someuser", "x"]),
+            cmd(&["PING"]),
+        ],
+    );
+    assert_eq!(
+        p.cmd(&["AUTH", "default", "anything"]),
+        Reply::ok(),
+        "the default user has no password"
+    );
+    let hello = p.cmd(&["HELLO", "2", "AUTH", "default", "whatever"]);
+    assert!(hello.as_array().is_some(), "{hello:?}");
+    // With a password: only the default user, with that password.
+    let locked = Setup::new(1).password("pw").start();
+    let rl = reference();
+    require_pass(&rl, "pw");
+    same_as_redis(
+        &mut locked.client(),
+        &mut Client::connect(&rl.addr()),
+        &[
+            cmd(&["AUTH", "someuser", "pw"]),
+            cmd(&["AUTH", "default", "nope"]),
+            cmd(&["AUTH", "default", "pw"]),
+            cmd(&["PING"]),
+        ],
+    );
+}
+
+/// With `redis_db: 3`, clients see that database as 0, as documented: SELECT 0 works and any
+/// other database is refused with an error that says why.
+#[test]
+fn select_zero_is_the_pools_database() {
+    let env = Setup::new(1).option("redis_db", 3).start();
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["SELECT", "0"]), Reply::ok());
+    assert_eq!(p.cmd(&["SET", "k", "v"]), Reply::ok());
+    match p.cmd(&["SELECT", "3"]) {
+        Reply::Error(e) => assert!(e.contains("database 0"), "{e}"),
+        other => panic!("SELECT 3: {other:?}"),
+    }
+    let mut b = env.backend(0);
+    assert_eq!(b.cmd(&["SELECT", "3"]), Reply::ok());
+    assert_eq!(b.cmd(&["GET", "k"]), Reply::bulk("v"));
+}
+
+/// Before AUTH a client gets what an unauthenticated client of Redis gets: NOAUTH for every
+/// command but AUTH, HELLO, QUIT and RESET (SLOWLOG and RAMPART included), and a protocol
+/// error and a closed connection for a request of more than 10 arguments or an argument over
+/// 16 KiB. After AUTH the same requests are served.
+#[test]
+fn unauthenticated_clients_get_what_redis_gives_them() {
+    let env = Setup::new(2).password("pw").start();
+    let r = reference();
+    require_pass(&r, "pw");
+    let (mut p, mut d) = (env.client(), Client::connect(&r.addr()));
+    same_as_redis(
+        &mut p,
+        &mut d,
+        &[
+            cmd(&["SLOWLOG", "GET"]),
+            cmd(&["SLOWLOG", "LEN"]),
+            cmd(&["CLIENT", "SETNAME", "x"]),
+            cmd(&["COMMAND", "COUNT"]),
+            cmd(&["INFO"]),
+            cmd(&["RESET"]),
+            cmd(&["nosuchcommand"]),
+        ],
+    );
+    assert_eq!(
+        p.cmd(&["RAMPART", "HELP"]),
+        Reply::Error("NOAUTH Authentication required.".into())
+    );
+    // Only the header of the long argument: the refusal comes before its bytes.
+    let big_bulk = "*2\r\n$3\r\nGET\r\n$16385\r\n".to_string();
+    let edge_bulk = format!(
+        "*2\r\n$3\r\nGET\r\n$16384\r\n{}\r\nQUIT\r\n",
+        "a".repeat(16384)
+    );
+    let many = format!("*11\r\n{}", "$1\r\na\r\n".repeat(11));
+    for raw in [big_bulk.as_bytes(), many.as_bytes(), edge_bulk.as_bytes()] {
+        let want = raw_exchange(&r.addr(), raw);
+        let got = raw_exchange(&env.addr(), raw);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "rampart vs redis-server"
+        );
+    }
+    // After AUTH the limits are gone.
+    let mut c = env.client();
+    c.send_raw(b"AUTH pw\r\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.read_reply().ok(), Some(Reply::ok()));
+    let mset: Vec<String> = std::iter::once("MSET".to_string())
+        .chain((0..12).map(|i| format!("k{i}")))
+        .collect();
+    assert_eq!(c.cmd(&mset), Reply::ok());
+    let big = "v".repeat(20_000);
+    assert_eq!(c.cmd(&["SET", "big", &big]), Reply::ok());
+    assert_pings(&mut c);
 }

@@ -293,8 +293,8 @@ fn redis_db_selects_the_backend_database() {
     let env: Env = Setup::new(2).option("redis_db", 3).start();
     let mut p = env.client();
     assert_eq!(p.cmd(&["SET", "in3", "v"]), Reply::ok());
-    assert_eq!(p.cmd(&["SELECT", "3"]), Reply::ok());
-    assert!(p.cmd(&["SELECT", "0"]).is_error());
+    assert_eq!(p.cmd(&["SELECT", "0"]), Reply::ok());
+    assert!(p.cmd(&["SELECT", "3"]).is_error());
     assert_eq!(env.total_keys(), 0, "the key landed in db 0");
     let in3: Vec<Reply> = (0..env.redis.len())
         .map(|i| {

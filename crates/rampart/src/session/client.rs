@@ -234,6 +234,8 @@ fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
     let mut argv: Vec<&[u8]> = Vec::new();
     ctx.begin_batch();
     while off < buf.len() && ctx.can_dispatch() && !ctx.client.closing {
+        // Until AUTH, only small requests (Redis' limits); AUTH or RESET may change it.
+        dec.set_unauthenticated(!ctx.client.authed);
         match dec.decode(&buf[off..]) {
             Ok(Some(Request::Multibulk { len, args })) => {
                 argv.clear();

@@ -9,7 +9,7 @@
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use rampart_commands::{Blocking, Command, Merge, Route};
+use rampart_commands::{Blocking, Command, Flags, Merge, Route};
 use resp::encode;
 use tokio::time::Instant;
 
@@ -26,6 +26,9 @@ use crate::upstream::worker::Worker;
 
 /// Reply to a request whose keys live on more than one shard.
 pub const CROSS_SHARD: &str = "ERR keys of this command live on different shards; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
+
+/// Redis' reply to a command sent before AUTH.
+const NOAUTH: &str = "NOAUTH Authentication required.";
 
 /// What the session remembers of a request until its reply is ready: for the per-command
 /// latency histogram and the SLOWLOG.
@@ -198,12 +201,10 @@ impl Ctx {
 
     fn route(&mut self, found: Option<&'static Command>, argv: &[&[u8]], raw: Option<&[u8]>) {
         if argv[0].eq_ignore_ascii_case(b"rampart") {
+            if !self.client.authed {
+                return self.reply_error(NOAUTH);
+            }
             return self.local(|l| local::rampart(l, argv));
-        }
-        if argv[0].eq_ignore_ascii_case(b"slowlog") {
-            let mut out = BytesMut::new();
-            crate::observe::slowlog::command(argv, &mut out);
-            return self.reply_raw(&out);
         }
         let Some(mut cmd) = found else {
             return self.reply_error(&unknown_command(argv));
@@ -228,8 +229,14 @@ impl Ctx {
                 cmd.name
             ));
         }
-        if !self.client.authed && !matches!(cmd.name, "auth" | "quit" | "hello") {
-            return self.reply_error("NOAUTH Authentication required.");
+        // As in Redis: only commands flagged `no_auth` (AUTH, HELLO, QUIT, RESET) before AUTH.
+        if !self.client.authed && !cmd.flags.contains(Flags::NO_AUTH) {
+            return self.reply_error(NOAUTH);
+        }
+        if cmd.name.starts_with("slowlog") {
+            let mut out = BytesMut::new();
+            crate::observe::slowlog::command(argv, &mut out);
+            return self.reply_raw(&out);
         }
         if let Some(how) = cmd.blocking(argv) {
             return self.reply_error(&blocking_error(cmd.name, how));

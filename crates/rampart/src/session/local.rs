@@ -90,31 +90,42 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
     Answer::Reply(out)
 }
 
+/// SELECT: clients see the pool's `redis_db` as database 0, as with twemproxy.
 fn select(ctx: &Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
-    let db = ctx.pool.conf.redis_db;
     match std::str::from_utf8(argv[1])
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
     {
         None => encode::error(out, "ERR value is not an integer or out of range"),
-        Some(n) if n == db as i64 => encode::simple(out, b"OK"),
+        Some(0) => encode::simple(out, b"OK"),
         Some(_) => encode::error(
             out,
-            &format!("ERR rampart: this pool serves database {db} only (redis_db)"),
+            &format!(
+                "ERR rampart: pool '{}' serves one database, which clients see as database 0",
+                ctx.pool.conf.name
+            ),
         ),
     }
 }
 
+/// AUTH as Redis answers it with one user, `default`: its password is the pool's
+/// `redis_auth`; without one, `default` has no password and takes any.
 fn auth(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
-    let Some(pass) = ctx.pool.conf.redis_auth.clone() else {
-        return encode::error(out, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-    };
     let (user, given) = match argv {
-        [_, p] => (&b"default"[..], *p),
-        [_, u, p] => (*u, *p),
+        [_, p] => (None, *p),
+        [_, u, p] => (Some(*u), *p),
         _ => return encode::error(out, "ERR syntax error"),
     };
-    if user == b"default" && given == pass.as_bytes() {
+    let pass = ctx.pool.conf.redis_auth.as_deref();
+    let ok = match (user, pass) {
+        (None, None) => {
+            return encode::error(out, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        }
+        (Some(u), _) if u != b"default" => false,
+        (_, None) => true,
+        (_, Some(p)) => given == p.as_bytes(),
+    };
+    if ok {
         ctx.client.authed = true;
         encode::simple(out, b"OK");
     } else {
