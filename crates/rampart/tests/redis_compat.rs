@@ -218,3 +218,62 @@ fn unauthenticated_clients_get_what_redis_gives_them() {
     assert_eq!(c.cmd(&["SET", "big", &big]), Reply::ok());
     assert_pings(&mut c);
 }
+
+/// With `admin_broadcast: true`, CONFIG SET of a parameter rampart depends on is refused by
+/// name and reaches no server (nothing half-applied when it comes with others); the rest
+/// still goes to every server.
+#[test]
+fn config_set_keeps_away_from_what_rampart_depends_on() {
+    let env = Setup::new(2).option("admin_broadcast", "true").start();
+    let mut p = env.client();
+    for (c, name) in [
+        (vec!["CONFIG", "SET", "requirepass", "x"], "requirepass"),
+        (vec!["config", "set", "MasterAuth", "x"], "MasterAuth"),
+        (
+            vec![
+                "CONFIG",
+                "SET",
+                "maxmemory-policy",
+                "allkeys-lru",
+                "tls-port",
+                "0",
+            ],
+            "tls-port",
+        ),
+        (
+            vec!["CONFIG", "SET", "replica-read-only", "no"],
+            "replica-read-only",
+        ),
+    ] {
+        match p.cmd(&c) {
+            Reply::Error(e) => assert!(e.contains(&format!("'{name}'")), "{c:?}: {e}"),
+            other => panic!("{c:?}: {other:?}"),
+        }
+    }
+    for i in 0..env.redis.len() {
+        let mut b = env.backend(i);
+        let got = b.cmd(&["CONFIG", "GET", "requirepass"]);
+        assert_eq!(
+            got,
+            Reply::Array(Some(vec![Reply::bulk("requirepass"), Reply::bulk("")]))
+        );
+        let policy = b.cmd(&["CONFIG", "GET", "maxmemory-policy"]);
+        assert_eq!(
+            policy.as_array().and_then(|a| a.get(1).cloned()),
+            Some(Reply::bulk("noeviction")),
+            "half applied on backend {i}"
+        );
+    }
+    assert_pings(&mut p);
+    assert_eq!(
+        p.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        Reply::ok()
+    );
+    for i in 0..env.redis.len() {
+        let policy = env.backend(i).cmd(&["CONFIG", "GET", "maxmemory-policy"]);
+        assert_eq!(
+            policy.as_array().and_then(|a| a.get(1).cloned()),
+            Some(Reply::bulk("allkeys-lru"))
+        );
+    }
+}

@@ -253,7 +253,17 @@ impl Ctx {
             Route::Keys => self.forward_keys(cmd, argv, raw),
             Route::FanOut(m) => self.fan_out(cmd, m, argv, raw),
             Route::AllShards(m) => self.all_shards(m, argv, raw),
-            Route::Admin(m) if self.pool.rt.conf.admin_broadcast => self.all_shards(m, argv, raw),
+            Route::Admin(m) if self.pool.rt.conf.admin_broadcast => {
+                if cmd.name == "config|set" {
+                    if let Some(p) = argv.iter().skip(2).step_by(2).find(|p| protected(p)) {
+                        return self.reply_error(&format!(
+                            "ERR rampart: CONFIG SET '{}' is refused: rampart depends on this parameter to reach and route to its backends; change it on the servers and in rampart's configuration",
+                            sanitize(p, 64)
+                        ));
+                    }
+                }
+                self.all_shards(m, argv, raw)
+            }
             Route::Admin(_) => self.reply_error(&format!(
                 "ERR '{}' changes every shard and is disabled in pool '{}'; set admin_broadcast: true to allow it",
                 cmd.name, self.pool.rt.conf.name
@@ -502,6 +512,40 @@ fn blocking_error(name: &str, how: Blocking) -> String {
             "ERR rampart: '{name}' with BLOCK is a blocking call, which rampart does not support yet; call it without BLOCK"
         ),
     }
+}
+
+/// Server parameters that CONFIG SET through the proxy may not change, because rampart's
+/// connections or routing depend on them (documented in docs/CONFIG.md at `admin_broadcast`).
+/// A name ending in `-` stands for every parameter that starts with it.
+pub const PROTECTED_PARAMETERS: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "port",
+    "bind",
+    "bind-source-addr",
+    "unixsocket",
+    "unixsocketperm",
+    "protected-mode",
+    "maxclients",
+    "replica-read-only",
+    "slave-read-only",
+    "replica-announce-ip",
+    "slave-announce-ip",
+    "replica-announce-port",
+    "slave-announce-port",
+    "tls-",
+];
+
+/// Whether CONFIG SET of the parameter `name` is refused (see [`PROTECTED_PARAMETERS`]).
+fn protected(name: &&[u8]) -> bool {
+    let name = name.to_ascii_lowercase();
+    PROTECTED_PARAMETERS
+        .iter()
+        .any(|p| match p.strip_suffix('-') {
+            Some(prefix) => name.starts_with(p.as_bytes()) || name == prefix.as_bytes(),
+            None => name == p.as_bytes(),
+        })
 }
 
 /// Container commands whose subcommands the proxy answers itself with its own dispatch.
