@@ -426,7 +426,7 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
                     };
                     let _ = write!(
                         t,
-                        "node_{}_{}_{}:addr={},role={},seen_role={:?},up={},ejected={},lag_ms={},requests={},server_err={},server_timedout={}\r\n",
+                        "node_{}_{}_{}:addr={},role={},seen_role={},up={},ejected={},lag_ms={},requests={},server_err={},server_timedout={}\r\n",
                         p.conf.name,
                         s.name,
                         ni,
