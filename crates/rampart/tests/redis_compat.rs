@@ -277,3 +277,125 @@ fn config_set_keeps_away_from_what_rampart_depends_on() {
         );
     }
 }
+
+/// twemproxy's default hash, `fnv1a_64`, as nutcracker computes it: 32-bit arithmetic with
+/// the 64-bit constants cut to their low half, key bytes read as signed chars.
+fn fnv1a_64(key: &[u8]) -> u32 {
+    let mut h: u32 = 0x8422_2325;
+    for &b in key {
+        h ^= b as i8 as i32 as u32;
+        h = h.wrapping_mul(0x0000_01b3);
+    }
+    h
+}
+
+/// The field/value pairs of a RAMPART KEYSHARD reply.
+fn keyshard(c: &mut Client, key: &str) -> Vec<(String, Reply)> {
+    let r = c.cmd(&["RAMPART", "KEYSHARD", key]);
+    let items = r
+        .as_array()
+        .unwrap_or_else(|| panic!("KEYSHARD {key}: {r:?}"));
+    items
+        .chunks(2)
+        .map(|p| match p {
+            [Reply::Bulk(Some(f)), v] => (String::from_utf8_lossy(f).into_owned(), v.clone()),
+            other => panic!("KEYSHARD {key}: {other:?}"),
+        })
+        .collect()
+}
+
+/// RAMPART KEYSHARD names the shard that really holds the key (the server the key lands on
+/// when written), the ring hash of the key (its hash tag part), and the node for writes and
+/// reads; RAMPART HELP lists every subcommand, and each one listed is known.
+#[test]
+fn keyshard_says_where_a_key_lives() {
+    let env = Setup::new(3).hash_tag().start();
+    let mut p = env.client();
+    for key in ["user:1", "user:2", "{tag}a", "naïve", "k9", "x{y}z"] {
+        assert_eq!(p.cmd(&["SET", key, "v"]), Reply::ok());
+        let i = env.shard_holding(key);
+        let addr = env.redis[i].addr();
+        let hashed = match (key.find('{'), key.find('}')) {
+            (Some(a), Some(b)) if b > a + 1 => &key[a + 1..b],
+            _ => key,
+        };
+        let node = Reply::bulk(format!("{addr} primary"));
+        assert_eq!(
+            keyshard(&mut p, key),
+            vec![
+                ("shard".to_string(), Reply::bulk(format!("shard{i}"))),
+                (
+                    "hash".to_string(),
+                    Reply::Int(i64::from(fnv1a_64(hashed.as_bytes())))
+                ),
+                ("write".to_string(), node.clone()),
+                ("read".to_string(), node),
+            ],
+            "{key}"
+        );
+        assert_eq!(p.cmd(&["DEL", key]), Reply::Int(1));
+    }
+    let help = p.cmd(&["RAMPART", "HELP"]);
+    let lines: Vec<String> = help
+        .as_array()
+        .unwrap_or_else(|| panic!("{help:?}"))
+        .iter()
+        .map(|l| match l {
+            Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for sub in ["KEYSHARD", "SWITCHOVER", "HELP"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("RAMPART {sub}"))),
+            "{sub} missing from {lines:?}"
+        );
+    }
+    for l in &lines {
+        let sub = l.split_whitespace().nth(1).unwrap_or_default();
+        match p.cmd(&["RAMPART", sub, "x", "y", "z", "w"]) {
+            Reply::Error(e) => assert!(e.contains("wrong number of arguments"), "{sub}: {e}"),
+            other => panic!("{sub}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        p.cmd(&["RAMPART", "NOPE"]),
+        Reply::Error("ERR unknown subcommand 'NOPE'. Try RAMPART HELP.".into())
+    );
+}
+
+/// In a replicated pool, KEYSHARD shows the primary for writes and the replica a read goes to.
+#[test]
+fn keyshard_shows_the_read_node_of_a_replicated_shard() {
+    let primary = testkit::RedisServer::start();
+    let replica = testkit::RedisServer::start_replica_of(&primary);
+    let port = testkit::free_port();
+    let yaml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  read_policy: prefer-replica\n  health_check:\n    interval: 100ms\n    rise: 1\n  primary: {}\n  replicas:\n    - {}\n",
+        primary.addr(),
+        replica.addr()
+    );
+    let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("x.yml", &yaml)
+        .args(["-c", "{dir}/x.yml"])
+        .wait_port(port)
+        .start();
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    let want_read = Reply::bulk(format!("{} replica", replica.addr()));
+    let mut last = Vec::new();
+    let ok = testkit::poll_until(std::time::Duration::from_secs(10), || {
+        last = keyshard(&mut c, "somekey");
+        (last.get(3).map(|f| &f.1) == Some(&want_read)).then_some(())
+    });
+    assert!(ok.is_some(), "read never went to the replica: {last:?}");
+    assert_eq!(last[0], ("shard".to_string(), Reply::bulk("alpha")));
+    assert_eq!(
+        last[2],
+        (
+            "write".to_string(),
+            Reply::bulk(format!("{} primary", primary.addr()))
+        )
+    );
+}

@@ -160,6 +160,7 @@ impl Ctx {
         let mut l = Local {
             client: &mut self.client,
             pool: &self.pool.rt,
+            routes: &self.pool,
             shared: &self.worker.shared,
             pending: &self.pending,
         };

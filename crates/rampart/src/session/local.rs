@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::reply::pending::Pending;
 use crate::text::sanitize;
 use crate::topology::{PoolRt, Shared};
+use crate::upstream::pool::WorkerPool;
 
 /// What the client is and said about itself: the part of a session local answers change.
 pub struct ClientState {
@@ -36,6 +37,8 @@ pub struct Local<'a> {
     pub client: &'a mut ClientState,
     /// The pool the client connected to.
     pub pool: &'a Arc<PoolRt>,
+    /// This worker's view of that pool: where a read of a shard would go (RAMPART KEYSHARD).
+    pub routes: &'a WorkerPool,
     /// Process-wide state (statistics for INFO).
     pub shared: &'a Shared,
     /// The session's reply queue, for answers that come later.
@@ -457,9 +460,20 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     }
 }
 
-/// `RAMPART SWITCHOVER <shard> [<replica>]`: a planned switchover of one shard of the client's
-/// pool (see [`crate::ha::switchover`]); the reply comes when it is done. `RAMPART HELP` lists the
-/// commands. Accepted only from clients on loopback or a unix socket.
+/// What `RAMPART HELP` lists: every subcommand, one line each.
+const RAMPART_HELP: [&str; 3] = [
+    "RAMPART KEYSHARD <key> -- where the key lives: its shard, the hash the ring places it by, the node that takes its writes and the node a read would go to now (address and role; nil when there is none)",
+    "RAMPART SWITCHOVER <shard> [<replica address>] -- planned switchover of a shard's primary (clients on loopback or a unix socket only)",
+    "RAMPART HELP -- this text",
+];
+
+/// The proxy's own commands (see [`RAMPART_HELP`]):
+/// - `RAMPART KEYSHARD <key>`: an array of field/value pairs, `shard` (name), `hash`
+///   (integer), `write` and `read` (`"<address> <role>"`, or nil when no node serves it).
+/// - `RAMPART SWITCHOVER <shard> [<replica>]`: a planned switchover of one shard of the
+///   client's pool (see [`crate::ha::switchover`]); the reply comes when it is done. Accepted
+///   only from clients on loopback or a unix socket.
+/// - `RAMPART HELP`.
 pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let sub = argv
         .get(1)
@@ -467,16 +481,13 @@ pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         .unwrap_or_default();
     let mut out = BytesMut::new();
     match &sub[..] {
-        b"help" => {
-            let lines: [&[u8]; 2] = [
-                b"RAMPART SWITCHOVER <shard> [<replica address>] -- planned switchover of a shard's primary",
-                b"RAMPART HELP -- this text",
-            ];
-            encode::array_header(&mut out, lines.len());
-            for l in lines {
-                encode::bulk(&mut out, l);
+        b"help" if argv.len() == 2 => {
+            encode::array_header(&mut out, RAMPART_HELP.len());
+            for l in RAMPART_HELP {
+                encode::bulk(&mut out, l.as_bytes());
             }
         }
+        b"keyshard" if argv.len() == 3 => keyshard(ctx, argv[2], &mut out),
         b"switchover" if argv.len() == 3 || argv.len() == 4 => {
             if !ctx.client.local {
                 encode::error(&mut out, "ERR rampart: admin commands are accepted only from clients on loopback or a unix socket");
@@ -510,10 +521,56 @@ pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             });
             return Answer::Later;
         }
+        b"help" | b"keyshard" | b"switchover" => encode::error(
+            &mut out,
+            &format!(
+                "ERR wrong number of arguments for 'rampart|{}' command",
+                String::from_utf8_lossy(&sub)
+            ),
+        ),
         _ => encode::error(
             &mut out,
-            "ERR rampart: unknown or malformed RAMPART command; try RAMPART HELP",
+            &format!(
+                "ERR unknown subcommand '{}'. Try RAMPART HELP.",
+                sanitize(argv.get(1).copied().unwrap_or(b""), 128)
+            ),
         ),
     }
     Answer::Reply(out)
+}
+
+/// `RAMPART KEYSHARD <key>` (see [`rampart`]).
+fn keyshard(ctx: &Local<'_>, key: &[u8], out: &mut BytesMut) {
+    let Some(shard) = ctx.pool.shard_for_key(key) else {
+        return encode::error(
+            out,
+            &format!(
+                "ERR rampart: pool '{}' has no shard on its ring",
+                ctx.pool.conf.name
+            ),
+        );
+    };
+    let rt = &ctx.pool.shards[shard];
+    let view = rt.view();
+    let role = |n: &crate::topology::node::NodeRt| {
+        let primary = view
+            .primary
+            .and_then(|i| view.nodes.get(i))
+            .is_some_and(|p| p.id == n.id);
+        format!("{} {}", n.addr, if primary { "primary" } else { "replica" })
+    };
+    let write = rt.write_target(&view).map(|n| role(n));
+    let read = crate::upstream::route::pick_read(ctx.routes, shard, &view, None).map(|n| role(&n));
+    encode::array_header(out, 8);
+    encode::bulk(out, b"shard");
+    encode::bulk(out, rt.name.as_bytes());
+    encode::bulk(out, b"hash");
+    encode::integer(out, i64::from(ctx.pool.key_hash(key)));
+    for (field, node) in [("write", write), ("read", read)] {
+        encode::bulk(out, field.as_bytes());
+        match node {
+            Some(n) => encode::bulk(out, n.as_bytes()),
+            None => encode::null_bulk(out),
+        }
+    }
 }
