@@ -144,14 +144,10 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("asking", Route::Unsupported(CLUSTER)),
     ("readonly", Route::Unsupported(CLUSTER)),
     ("readwrite", Route::Unsupported(CLUSTER)),
-    (
-        "script|kill",
-        Route::Unsupported("SCRIPT KILL is not supported by the proxy"),
-    ),
-    (
-        "function|kill",
-        Route::Unsupported("FUNCTION KILL is not supported by the proxy"),
-    ),
+    // A running script blocks the connection it came on: the proxy sends these to every
+    // node on connections of their own.
+    ("script|kill", Route::Local),
+    ("function|kill", Route::Local),
 ];
 
 /// The routing class of the command `name` (full lowercase name, `container|sub` for
@@ -262,6 +258,8 @@ mod tests {
             "client getname",
             "client id",
             "info",
+            "script kill",
+            "function kill",
         ] {
             assert_eq!(route(name), Route::Local, "{name}");
         }

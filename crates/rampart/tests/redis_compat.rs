@@ -399,3 +399,51 @@ fn keyshard_shows_the_read_node_of_a_replicated_shard() {
         )
     );
 }
+
+/// A runaway script has a way out through rampart: SCRIPT KILL reaches the node running it on
+/// a connection of its own (the shared one is blocked by the script), the killer gets OK, the
+/// script's client gets Redis' error, and the pool serves again. With nothing running, SCRIPT
+/// KILL and FUNCTION KILL answer as Redis does.
+#[test]
+fn script_kill_stops_a_runaway_script() {
+    let env = Setup::new(2)
+        .password("pw")
+        .redis_args(&["--busy-reply-threshold", "100"])
+        .start();
+    let r = reference();
+    let login = |c: &mut Client| assert_eq!(c.cmd(&["AUTH", "pw"]), Reply::ok());
+    let mut killer = env.client();
+    login(&mut killer);
+    let mut direct = Client::connect(&r.addr());
+    same_as_redis(
+        &mut killer,
+        &mut direct,
+        &[cmd(&["SCRIPT", "KILL"]), cmd(&["FUNCTION", "KILL"])],
+    );
+    let mut runner = env.client();
+    login(&mut runner);
+    runner
+        .send_raw(b"*3\r\n$4\r\nEVAL\r\n$17\r\nwhile true do end\r\n$1\r\n0\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let killed = testkit::poll_until(std::time::Duration::from_secs(10), || {
+        match killer.cmd(&["SCRIPT", "KILL"]) {
+            Reply::Simple(s) if s == "OK" => Some(()),
+            Reply::Error(e) if e.starts_with("NOTBUSY") => None,
+            other => panic!("SCRIPT KILL: {other:?}"),
+        }
+    });
+    assert!(killed.is_some(), "SCRIPT KILL never found the script");
+    runner.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    match runner.read_reply() {
+        Ok(Reply::Error(e)) => assert!(e.contains("Script killed by user"), "{e}"),
+        other => panic!("the script's client got {other:?}"),
+    }
+    assert_eq!(runner.cmd(&["SET", "after", "1"]), Reply::ok());
+    let mut other = env.client();
+    login(&mut other);
+    for i in 0..20 {
+        let k = format!("k{i}");
+        assert_eq!(other.cmd(&["SET", &k, "v"]), Reply::ok());
+        assert_eq!(other.cmd(&["GET", &k]), Reply::bulk("v"));
+    }
+}

@@ -12,10 +12,12 @@ use crate::reply::merge::Merger;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::ha::link::{CtlConn, Val};
 use crate::reply::pending::Pending;
 use crate::text::sanitize;
 use crate::topology::{PoolRt, Shared};
 use crate::upstream::pool::WorkerPool;
+use rampart_config::ServerAddr;
 
 /// What the client is and said about itself: the part of a session local answers change.
 pub struct ClientState {
@@ -84,6 +86,7 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
         "hello" => hello(ctx, argv, &mut out),
         name if name == "client" || name.starts_with("client|") => client(ctx, argv, &mut out),
         "info" => return info(ctx, argv),
+        "script|kill" | "function|kill" => return kill_script(ctx, argv),
         name if name == "command" || name.starts_with("command|") => command(argv, &mut out),
         other => encode::error(
             &mut out,
@@ -458,6 +461,103 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         encode::bulk(&mut out, t.as_bytes());
         Answer::Reply(out)
     }
+}
+
+/// SCRIPT KILL / FUNCTION KILL: a running script blocks the connection it was sent on, which
+/// is a connection the worker shares, so the kill travels on a short-lived connection of its
+/// own to every node of the pool (a read-only script may run on a replica), opened the way
+/// the pool's connections are (AUTH with `redis_auth`). The replies merge as one server would
+/// answer: `OK` when some node stopped a script; else a refusal such as `UNKILLABLE`; else
+/// `NOTBUSY` when every node that answered had nothing running; an error only when no node
+/// answered. Every node gets the pool's `timeout`.
+fn kill_script(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
+    let nodes: Vec<ServerAddr> = ctx
+        .pool
+        .shards
+        .iter()
+        .flat_map(|s| {
+            s.view()
+                .nodes
+                .iter()
+                .map(|n| n.addr.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let command: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+    let seq = ctx.pending.push_waiting();
+    let pending = Rc::clone(ctx.pending);
+    let pool = Arc::clone(ctx.pool);
+    tokio::task::spawn_local(async move {
+        let limit = pool.timeout();
+        let command = Rc::new(command);
+        let calls: Vec<_> = nodes
+            .iter()
+            .map(|addr| {
+                let (addr, command) = (addr.clone(), Rc::clone(&command));
+                let auth = pool.conf.redis_auth.clone();
+                tokio::task::spawn_local(async move {
+                    kill_on(&addr, auth.as_deref(), &command, limit).await
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(calls.len());
+        for c in calls {
+            results.push(
+                c.await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+            );
+        }
+        let mut out = BytesMut::new();
+        let mut refused: Option<String> = None;
+        let mut notbusy: Option<String> = None;
+        let mut failed: Option<String> = None;
+        let mut killed = false;
+        for (addr, r) in nodes.iter().zip(results) {
+            match r {
+                Ok(Some(Val::Err(e))) if e.starts_with("NOTBUSY") => notbusy = Some(e),
+                Ok(Some(Val::Err(e))) => refused = Some(e),
+                Ok(Some(_)) => killed = true,
+                Ok(None) => failed = Some(format!("{addr} did not answer")),
+                Err(e) => failed = Some(format!("{addr}: {e}")),
+            }
+        }
+        match (killed, refused, notbusy, failed) {
+            (true, ..) => encode::simple(&mut out, b"OK"),
+            (false, Some(e), ..) | (false, None, Some(e), _) => encode::error(&mut out, &e),
+            (false, None, None, Some(f)) => encode::error(
+                &mut out,
+                &format!(
+                    "ERR rampart: no node of pool '{}' answered the kill ({f})",
+                    pool.conf.name
+                ),
+            ),
+            (false, None, None, None) => {
+                encode::error(&mut out, "NOTBUSY No scripts in execution right now.")
+            }
+        }
+        pending.deliver(seq, 0, &out);
+    });
+    Answer::Later
+}
+
+/// Send `command` (SCRIPT KILL or FUNCTION KILL) to `addr` on a connection of its own,
+/// after AUTH when the pool has a password; its reply, within `limit` for each step.
+async fn kill_on(
+    addr: &ServerAddr,
+    auth: Option<&str>,
+    command: &[Vec<u8>],
+    limit: std::time::Duration,
+) -> std::io::Result<Option<Val>> {
+    let mut c = CtlConn::connect(addr, limit).await?;
+    let argv: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+    let auth_cmd: [&[u8]; 2];
+    let mut cmds: Vec<&[&[u8]]> = Vec::with_capacity(2);
+    if let Some(p) = auth {
+        auth_cmd = [b"AUTH", p.as_bytes()];
+        cmds.push(&auth_cmd);
+    }
+    cmds.push(&argv);
+    Ok(c.call(&cmds, limit).await?.pop())
 }
 
 /// What `RAMPART HELP` lists: every subcommand, one line each.
