@@ -447,3 +447,81 @@ fn script_kill_stops_a_runaway_script() {
         assert_eq!(other.cmd(&["GET", &k]), Reply::bulk("v"));
     }
 }
+
+/// INFO parsed the way clients parse it (`key:value` lines, `#` section headers).
+fn info(c: &mut Client, section: &str) -> std::collections::HashMap<String, String> {
+    let r = c.cmd(&["INFO", section]);
+    let Reply::Bulk(Some(text)) = r else {
+        panic!("INFO {section}: {r:?}")
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The INFO fields clients and test harnesses read are there, in Redis' format, with real
+/// values: the port connected to, this process, its config file, its memory, the primaries,
+/// and per-command calls equal to what was sent.
+#[test]
+fn info_has_the_fields_clients_read() {
+    let env = Setup::new(2).start();
+    let mut c = env.client();
+    let f = info(&mut c, "all");
+    let direct = info(&mut Client::connect(&env.redis[0].addr()), "server");
+    assert_eq!(f["redis_version"], direct["redis_version"]);
+    assert_eq!(f["redis_mode"], "standalone");
+    assert_eq!(f["cluster_enabled"], "0");
+    assert_eq!(f["role"], "master");
+    assert_eq!(f["tcp_port"], env.port.to_string());
+    assert_eq!(f["process_id"], env.proxy.pid().to_string());
+    assert_eq!(f["run_id"].len(), 40);
+    assert!(f["config_file"].ends_with("x.yml"), "{}", f["config_file"]);
+    assert!(
+        std::path::Path::new(&f["executable"]).exists(),
+        "{}",
+        f["executable"]
+    );
+    let rss: u64 = f["used_memory_rss"].parse().unwrap_or(0);
+    assert!(rss > 1024 * 1024, "used_memory_rss {rss}");
+    assert!(
+        f["used_memory_human"].ends_with('M'),
+        "{}",
+        f["used_memory_human"]
+    );
+    assert_eq!(f["maxmemory"], "0");
+    for (i, r) in env.redis.iter().enumerate() {
+        assert_eq!(
+            f[&format!("primary_{}_shard{i}", common::POOL)],
+            format!("addr={},writable=1", r.addr())
+        );
+    }
+    // commandstats counts what was sent, in Redis' cmdstat_<name>:calls=...,usec=... form.
+    for i in 0..7 {
+        assert_eq!(c.cmd(&["SET", &format!("k{i}"), "v"]), Reply::ok());
+    }
+    for i in 0..5 {
+        assert_eq!(c.cmd(&["GET", &format!("k{i}")]), Reply::bulk("v"));
+    }
+    let stats = info(&mut c, "commandstats");
+    for (name, calls) in [("set", 7), ("get", 5)] {
+        let line = &stats[&format!("cmdstat_{name}")];
+        let fields: std::collections::HashMap<&str, &str> = line
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        assert_eq!(fields["calls"], calls.to_string(), "{line}");
+        let usec: f64 = fields["usec"].parse().unwrap_or(-1.0);
+        let per: f64 = fields["usec_per_call"].parse().unwrap_or(-1.0);
+        assert!(
+            usec >= 0.0 && (per - usec / calls as f64).abs() < 0.01,
+            "{line}"
+        );
+    }
+    assert!(
+        !info(&mut c, "").contains_key("cmdstat_get"),
+        "commandstats is not a default section"
+    );
+}

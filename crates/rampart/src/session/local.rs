@@ -199,7 +199,7 @@ fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     encode::array_header(out, 14);
     for (k, v) in [
         ("server", "redis"),
-        ("version", "7.0.0"),
+        ("version", rampart_commands::REDIS_VERSION),
         ("proxy", concat!("rampart ", env!("CARGO_PKG_VERSION"))),
     ] {
         encode::bulk(out, k.as_bytes());
@@ -210,7 +210,7 @@ fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     encode::bulk(out, b"id");
     encode::integer(out, ctx.client.id as i64);
     encode::bulk(out, b"mode");
-    encode::bulk(out, b"proxy");
+    encode::bulk(out, b"standalone");
     encode::bulk(out, b"role");
     encode::bulk(out, b"master");
 }
@@ -343,30 +343,49 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
     }
 }
 
-/// INFO: the proxy's own sections, and the keyspace section summed over the shards.
+/// INFO: the sections clients and their tools read, in Redis' format (`server`, `clients`,
+/// `memory`, `stats`, `replication` with rampart's view of the primaries, `cluster`,
+/// `commandstats` from rampart's per-command statistics), rampart's own `pools` section, and
+/// the keyspace section summed over the shards. With no argument (or `default`) every section
+/// but `commandstats`, as Redis leaves it out; `all` and `everything` add it.
 fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let want: Vec<String> = argv[1..]
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let all = want.is_empty()
-        || want
-            .iter()
-            .any(|w| w == "all" || w == "everything" || w == "default");
-    let has = |s: &str| all || want.iter().any(|w| w == s);
+    let all = want.iter().any(|w| w == "all" || w == "everything");
+    let default = want.is_empty() || all || want.iter().any(|w| w == "default");
+    let has = |s: &str| default || want.iter().any(|w| w == s);
     let shared = &ctx.shared;
     let m = &shared.metrics;
     let mut t = String::new();
     if has("server") {
+        let uptime = shared.started.elapsed().as_secs();
+        let port = match &ctx.pool.conf.listen {
+            rampart_config::Listen::Tcp { port, .. } => *port,
+            _ => 0,
+        };
+        let path = |p: &std::path::Path| {
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .display()
+                .to_string()
+        };
         let _ = write!(
             t,
-            "# Server\r\nrampart_version:{}\r\nredis_version:7.0.0\r\nredis_mode:proxy\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nworkers:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nrampart_version:{}\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nworkers:{}\r\n\r\n",
+            rampart_commands::REDIS_VERSION,
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             usize::BITS,
             std::process::id(),
+            run_id(),
+            port,
+            uptime,
+            uptime / 86_400,
+            std::env::current_exe().map(|p| path(&p)).unwrap_or_default(),
+            shared.config_path.as_deref().map(path).unwrap_or_default(),
             shared.workers,
-            shared.started.elapsed().as_secs(),
         );
     }
     if has("clients") {
@@ -376,6 +395,16 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             m.global_sum(|w| &w.curr_connections)
         );
     }
+    if has("memory") {
+        let (rss, peak) = process_memory();
+        let _ = write!(
+            t,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\n\r\n",
+            human_bytes(rss),
+            human_bytes(rss),
+            human_bytes(peak),
+        );
+    }
     if has("stats") {
         let _ = write!(
             t,
@@ -383,6 +412,45 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             m.global_sum(|w| &w.total_connections),
             m.global_sum(|w| &w.commands)
         );
+    }
+    if has("replication") {
+        t.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n");
+        for p in shared.pools.load().iter() {
+            for s in &p.shards {
+                let view = s.view();
+                let primary = view
+                    .primary
+                    .and_then(|i| view.nodes.get(i))
+                    .map(|n| n.addr.to_string())
+                    .unwrap_or_else(|| "none".to_string());
+                let _ = write!(
+                    t,
+                    "primary_{}_{}:addr={},writable={}\r\n",
+                    p.conf.name,
+                    s.name,
+                    primary,
+                    s.write_target(&view).is_some() as u8
+                );
+            }
+        }
+        t.push_str("\r\n");
+    }
+    if has("cluster") {
+        t.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    }
+    if all || want.iter().any(|w| w == "commandstats") {
+        t.push_str("# Commandstats\r\n");
+        for (name, calls, usec, _) in m.commands() {
+            if rampart_commands::lookup(name.as_bytes()).is_none() {
+                continue;
+            }
+            let _ = write!(
+                t,
+                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={:.2}\r\n",
+                usec as f64 / calls.max(1) as f64
+            );
+        }
+        t.push_str("\r\n");
     }
     if has("pools") {
         t.push_str("# Pools\r\n");
@@ -637,6 +705,46 @@ pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         ),
     }
     Answer::Reply(out)
+}
+
+/// The process' resident memory and its peak, bytes (Linux `/proc/self/status`; 0 elsewhere).
+fn process_memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Bytes as Redis writes them in INFO: `1.50M`, `980.00K`, `12B`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [(&str, f64); 5] = [
+        ("P", 1125899906842624.0),
+        ("T", 1099511627776.0),
+        ("G", 1073741824.0),
+        ("M", 1048576.0),
+        ("K", 1024.0),
+    ];
+    for (unit, size) in UNITS {
+        if n as f64 >= size {
+            return format!("{:.2}{unit}", n as f64 / size);
+        }
+    }
+    format!("{n}B")
+}
+
+/// This process' run id: 40 random hex characters, chosen once.
+fn run_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        (0..5)
+            .map(|_| format!("{:08x}", crate::rand::next_u64() as u32))
+            .collect()
+    })
 }
 
 /// `RAMPART KEYSHARD <key>` (see [`rampart`]).
