@@ -525,3 +525,77 @@ fn info_has_the_fields_clients_read() {
         "commandstats is not a default section"
     );
 }
+
+/// SLOWLOG entries have Redis' shape: the same arguments as Redis keeps for the same request
+/// (32 at most, the last saying how many more; each cut at 128 bytes with how many more), the
+/// client's address and name; then rampart's node.
+#[test]
+fn slowlog_entries_are_shaped_as_redis_writes_them() {
+    let redis = testkit::RedisServer::start();
+    let port = testkit::free_port();
+    let yaml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  servers:\n   - {}:1 only\n",
+        redis.addr()
+    );
+    let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("x.yml", &yaml)
+        .args(["-c", "{dir}/x.yml", "--slowlog-slower-than", "0"])
+        .wait_port(port)
+        .start();
+    let reference = reference();
+    let mut d = Client::connect(&reference.addr());
+    assert_eq!(
+        d.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        Reply::ok()
+    );
+    let mut p = Client::connect(&format!("127.0.0.1:{port}"));
+    let long = "v".repeat(300);
+    let mut many: Vec<String> = vec!["rpush".into(), "list".into(), long.clone()];
+    many.extend((0..40).map(|i| format!("e{i}")));
+    let few = vec!["SET".to_string(), "k".to_string(), long];
+    for c in [&mut p, &mut d] {
+        assert_eq!(c.cmd(&["CLIENT", "SETNAME", "slowpoke"]), Reply::ok());
+        assert_eq!(c.cmd(&["SLOWLOG", "RESET"]), Reply::ok());
+        assert!(c.cmd(&many).as_int().is_some());
+        assert_eq!(c.cmd(&few), Reply::ok());
+    }
+    let entries = |c: &mut Client| -> Vec<Vec<Reply>> {
+        let r = c.cmd(&["SLOWLOG", "GET", "-1"]);
+        r.as_array()
+            .unwrap_or_else(|| panic!("{r:?}"))
+            .iter()
+            .map(|e| e.as_array().unwrap_or_else(|| panic!("{e:?}")).to_vec())
+            .filter(|e| {
+                e[3].as_array().is_some_and(|a| {
+                    a[0] != Reply::bulk("SLOWLOG") && a[0] != Reply::bulk("CLIENT")
+                })
+            })
+            .collect()
+    };
+    let (ours, theirs) = (entries(&mut p), entries(&mut d));
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    assert_eq!(theirs.len(), 2, "{theirs:?}");
+    for (o, t) in ours.iter().zip(&theirs) {
+        assert_eq!(o[3], t[3], "the arguments as Redis keeps them");
+        assert_eq!(o[5], Reply::bulk("slowpoke"));
+        assert_eq!(o[5], t[5]);
+        let Reply::Bulk(Some(addr)) = &o[4] else {
+            panic!("client address: {:?}", o[4])
+        };
+        let addr = String::from_utf8_lossy(addr);
+        assert!(
+            addr.strip_prefix("127.0.0.1:")
+                .is_some_and(|port| port.parse::<u16>().is_ok()),
+            "{addr}"
+        );
+        assert_eq!(o.len(), 7);
+        assert_eq!(o[6], Reply::bulk("only"), "the node that served it");
+        assert_eq!(t.len(), 6);
+    }
+    let args = ours[1][3]
+        .as_array()
+        .map(<[Reply]>::to_vec)
+        .unwrap_or_default();
+    assert_eq!(args.len(), 32);
+    assert_eq!(args[31], Reply::bulk("... (12 more arguments)"));
+}

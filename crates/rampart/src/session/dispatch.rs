@@ -39,15 +39,8 @@ pub struct Timed {
     pub start: Instant,
     /// The node it went to (0: answered here; `u64::MAX`: several).
     pub node: u64,
-    arg: [u8; crate::observe::slowlog::ARG_BYTES],
-    arg_len: u8,
-}
-
-impl Timed {
-    /// The first argument, truncated.
-    pub fn arg(&self) -> &[u8] {
-        &self.arg[..self.arg_len as usize]
-    }
+    /// Bytes of its arguments at the front of [`Ctx::slow_args`] (0 when the slow log is off).
+    pub args_len: u32,
 }
 
 /// The per-session state the dispatcher needs.
@@ -71,6 +64,9 @@ pub struct Ctx {
     /// Each request whose reply has not been counted yet, in order (replies leave in order,
     /// so the oldest entries are the ones answered).
     pub timing: std::collections::VecDeque<Timed>,
+    /// The arguments of the requests in `timing`, in the same order, cut for the slow log
+    /// (see [`crate::observe::slowlog::keep`]); bounded by the requests in flight.
+    pub slow_args: std::collections::VecDeque<u8>,
     now: Instant,
     deadline: Instant,
     keys: Vec<usize>,
@@ -94,6 +90,7 @@ impl Ctx {
                 name: None,
                 closing: false,
                 local: false,
+                addr: String::new(),
             },
             worker,
             pool,
@@ -103,6 +100,7 @@ impl Ctx {
             generation,
             last_node: 0,
             timing: std::collections::VecDeque::new(),
+            slow_args: std::collections::VecDeque::new(),
             now: Instant::now(),
             deadline: Instant::now(),
             keys: Vec::new(),
@@ -179,18 +177,17 @@ impl Ctx {
     pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) {
         self.worker.stats.commands.add(1);
         let found = rampart_commands::lookup(argv[0]);
-        let mut t = Timed {
+        let args_len = if crate::observe::slowlog::is_enabled() {
+            crate::observe::slowlog::keep(argv, &mut self.slow_args)
+        } else {
+            0
+        };
+        let t = Timed {
             cmd: crate::observe::stats::command_index(found) as u16,
             start: self.now,
             node: 0,
-            arg: [0; crate::observe::slowlog::ARG_BYTES],
-            arg_len: 0,
+            args_len,
         };
-        if let Some(a) = argv.get(1) {
-            let n = a.len().min(crate::observe::slowlog::ARG_BYTES);
-            t.arg[..n].copy_from_slice(&a[..n]);
-            t.arg_len = n as u8;
-        }
         self.timing.push_back(t);
         self.last_node = 0;
         self.route(found, argv, raw);

@@ -31,6 +31,8 @@ pub struct ClientState {
     pub closing: bool,
     /// The client connected over loopback or a unix socket (admin commands are allowed).
     pub local: bool,
+    /// The client's address as Redis shows it: `ip:port`, or the unix socket path and `:0`.
+    pub addr: String,
 }
 
 /// The narrow view of a session that a local answer may use.
