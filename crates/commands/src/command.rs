@@ -1,6 +1,6 @@
 //! One entry of the command table and the checks a proxy runs before routing a call.
 
-use crate::{lookup, lookup_sub, Arg, DocFlags, Flags, KeySpec, Route};
+use crate::{lookup, lookup_sub, Arg, ArgFlags, ArgType, DocFlags, Flags, KeySpec, Route};
 
 /// One Redis command or subcommand, as Redis describes it, plus rampart's [`Route`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,17 +106,71 @@ impl Command {
         })
     }
 
-    /// True when this call would block the connection: `XREAD`/`XREADGROUP` with a `BLOCK`
-    /// option, or any command Redis flags `blocking` otherwise.
-    pub fn blocks<A: AsRef<[u8]>>(&self, argv: &[A]) -> bool {
-        match self.name {
-            "xread" | "xreadgroup" => argv
-                .iter()
-                .skip(1)
-                .take_while(|a| !a.as_ref().eq_ignore_ascii_case(b"streams"))
-                .any(|a| a.as_ref().eq_ignore_ascii_case(b"block")),
-            _ => self.flags.contains(Flags::BLOCKING),
+    /// Whether this call would block the connection, and why: a command Redis flags
+    /// `blocking` that has no `BLOCK` option (BLPOP, BZPOPMIN, ...) always blocks; one with a
+    /// `BLOCK` option (XREAD, XREADGROUP) blocks only when the call gives it. The options are
+    /// read by the command's documented argument layout, so option values that happen to spell
+    /// `BLOCK` or `STREAMS` (a group or consumer name) are never taken for keywords.
+    #[must_use]
+    pub fn blocking<A: AsRef<[u8]>>(&self, argv: &[A]) -> Option<Blocking> {
+        if !self.flags.contains(Flags::BLOCKING) {
+            return None;
         }
+        if !self.arguments.iter().any(|a| a.token == Some("BLOCK")) {
+            return Some(Blocking::Always);
+        }
+        let mut i = 1;
+        while let Some(word) = argv.get(i) {
+            let word = word.as_ref();
+            let Some(arg) = self.arguments.iter().find(|a| {
+                a.token
+                    .is_some_and(|t| word.eq_ignore_ascii_case(t.as_bytes()))
+            }) else {
+                // A positional argument: it takes this one word.
+                i += 1;
+                continue;
+            };
+            if arg.token == Some("BLOCK") {
+                return Some(Blocking::BlockOption);
+            }
+            match values(arg) {
+                Some(n) => i += 1 + n,
+                // The rest of the call belongs to this argument (STREAMS key... id...).
+                None => return None,
+            }
+        }
+        None
+    }
+
+    /// True when this call would block the connection (see [`Command::blocking`]).
+    #[must_use]
+    pub fn blocks<A: AsRef<[u8]>>(&self, argv: &[A]) -> bool {
+        self.blocking(argv).is_some()
+    }
+}
+
+/// Why a call would block its connection (see [`Command::blocking`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocking {
+    /// The command always blocks (BLPOP, BRPOPLPUSH, BZMPOP, ...).
+    Always,
+    /// The call gives the command's `BLOCK` option (XREAD, XREADGROUP).
+    BlockOption,
+}
+
+/// How many words follow the token of a documented option, or `None` when it takes the rest
+/// of the call (an argument that may repeat).
+fn values(arg: &Arg) -> Option<usize> {
+    if arg.flags.contains(ArgFlags::MULTIPLE) || arg.flags.contains(ArgFlags::MULTIPLE_TOKEN) {
+        return None;
+    }
+    match arg.kind {
+        ArgType::PureToken => Some(0),
+        ArgType::Block => arg.args.iter().try_fold(0, |n, a| {
+            let own = usize::from(a.token.is_some());
+            values(a).map(|v| n + own + v)
+        }),
+        _ => Some(1),
     }
 }
 

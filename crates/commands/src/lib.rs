@@ -36,7 +36,7 @@ mod keys;
 pub mod route;
 mod types;
 
-pub use command::{lookup_argv, Command, CommandError};
+pub use command::{lookup_argv, Blocking, Command, CommandError};
 pub use encode::{encode_docs, encode_info};
 pub use keys::KeyError;
 pub use route::{Merge, Route};
@@ -131,10 +131,100 @@ mod tests {
     fn blocking_per_call() {
         let xread = lookup(b"xread").expect("xread");
         assert!(xread.blocks(&["xread", "BLOCK", "0", "STREAMS", "s", "$"]));
+        assert!(xread.blocks(&["xread", "COUNT", "1", "block", "0", "STREAMS", "s", "$"]));
         assert!(!xread.blocks(&["xread", "STREAMS", "block", "0"]));
-        assert!(lookup(b"blpop")
-            .expect("blpop")
-            .blocks(&["blpop", "k", "0"]));
+        assert!(!xread.blocks(&["xread", "COUNT", "1", "STREAMS", "block", "0"]));
+        let group = lookup(b"xreadgroup").expect("xreadgroup");
+        let blocking: [&[&str]; 4] = [
+            &[
+                "xreadgroup",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+            &[
+                "xreadgroup",
+                "group",
+                "streams",
+                "c",
+                "block",
+                "10",
+                "streams",
+                "s",
+                ">",
+            ],
+            &[
+                "xreadgroup",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "1",
+                "NOACK",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "block",
+                "streams",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+        ];
+        for argv in blocking {
+            assert_eq!(
+                group.blocking(argv),
+                Some(Blocking::BlockOption),
+                "{argv:?}"
+            );
+        }
+        let plain: [&[&str]; 3] = [
+            &["xreadgroup", "GROUP", "g", "block", "STREAMS", "s", ">"],
+            &[
+                "xreadgroup",
+                "GROUP",
+                "block",
+                "c",
+                "COUNT",
+                "1",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+            &["xreadgroup", "GROUP", "g", "c", "STREAMS", "block", "0"],
+        ];
+        for argv in plain {
+            assert_eq!(group.blocking(argv), None, "{argv:?}");
+        }
+        for name in [
+            "blpop",
+            "brpop",
+            "blmove",
+            "blmpop",
+            "brpoplpush",
+            "bzpopmin",
+            "bzmpop",
+        ] {
+            let c = lookup(name.as_bytes()).expect("blocking command");
+            assert_eq!(
+                c.blocking(&[name, "k", "0"]),
+                Some(Blocking::Always),
+                "{name}"
+            );
+        }
         assert!(!lookup(b"lpop").expect("lpop").blocks(&["lpop", "k"]));
     }
 }

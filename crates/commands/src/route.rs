@@ -64,7 +64,6 @@ pub enum Merge {
 
 const TRANSACTION: &str = "transactions are not supported by the proxy";
 const CLUSTER: &str = "cluster commands are not supported by the proxy";
-const REPLICATION: &str = "replication commands are not supported by the proxy";
 const DATABASES: &str = "only database 0 is available through the proxy";
 
 /// Commands whose class is not the flag-based default, by full lowercase name.
@@ -129,7 +128,12 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("discard", Route::Unsupported(TRANSACTION)),
     ("watch", Route::Unsupported(TRANSACTION)),
     ("unwatch", Route::Unsupported(TRANSACTION)),
-    ("wait", Route::Unsupported(REPLICATION)),
+    (
+        "wait",
+        Route::Unsupported(
+            "WAIT blocks the connection until replicas acknowledge, which the proxy does not support yet",
+        ),
+    ),
     ("move", Route::Unsupported(DATABASES)),
     ("swapdb", Route::Unsupported(DATABASES)),
     (
@@ -140,14 +144,10 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("asking", Route::Unsupported(CLUSTER)),
     ("readonly", Route::Unsupported(CLUSTER)),
     ("readwrite", Route::Unsupported(CLUSTER)),
-    (
-        "script|kill",
-        Route::Unsupported("SCRIPT KILL is not supported by the proxy"),
-    ),
-    (
-        "function|kill",
-        Route::Unsupported("FUNCTION KILL is not supported by the proxy"),
-    ),
+    // A running script blocks the connection it came on: the proxy sends these to every
+    // node on connections of their own.
+    ("script|kill", Route::Local),
+    ("function|kill", Route::Local),
 ];
 
 /// The routing class of the command `name` (full lowercase name, `container|sub` for
@@ -258,6 +258,8 @@ mod tests {
             "client getname",
             "client id",
             "info",
+            "script kill",
+            "function kill",
         ] {
             assert_eq!(route(name), Route::Local, "{name}");
         }

@@ -138,13 +138,7 @@ fn errors_leave_the_connection_open() {
         replies[2],
         Reply::Error("ERR wrong number of arguments for 'get' command".into())
     );
-    for c in [
-        cmd(&["MULTI"]),
-        cmd(&["EXEC"]),
-        cmd(&["SUBSCRIBE", "ch"]),
-        cmd(&["BLPOP", "l", "0"]),
-        cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
-    ] {
+    for c in [cmd(&["MULTI"]), cmd(&["EXEC"]), cmd(&["SUBSCRIBE", "ch"])] {
         assert_err_contains(&p.cmd(&c), &["not supported"]);
         assert_pings(&mut p);
     }
@@ -299,8 +293,8 @@ fn redis_db_selects_the_backend_database() {
     let env: Env = Setup::new(2).option("redis_db", 3).start();
     let mut p = env.client();
     assert_eq!(p.cmd(&["SET", "in3", "v"]), Reply::ok());
-    assert_eq!(p.cmd(&["SELECT", "3"]), Reply::ok());
-    assert!(p.cmd(&["SELECT", "0"]).is_error());
+    assert_eq!(p.cmd(&["SELECT", "0"]), Reply::ok());
+    assert!(p.cmd(&["SELECT", "3"]).is_error());
     assert_eq!(env.total_keys(), 0, "the key landed in db 0");
     let in3: Vec<Reply> = (0..env.redis.len())
         .map(|i| {

@@ -15,6 +15,14 @@ pub enum ProtocolError {
     /// The `$<len>` line is not an integer, is negative or is above `Limits::max_bulk`.
     #[error("Protocol error: invalid bulk length")]
     InvalidBulkLength,
+    /// A client that has not authenticated sent a request of more than
+    /// [`crate::request::UNAUTHENTICATED_MULTIBULK`] arguments.
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// A client that has not authenticated sent an argument longer than
+    /// [`crate::request::UNAUTHENTICATED_BULK`] bytes.
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     /// An argument of a multibulk request does not start with `$`.
     ///
     /// Like Redis, the reply text shows a CR or LF byte as a space so the reply stays one line.

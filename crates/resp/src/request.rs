@@ -121,7 +121,15 @@ pub struct RequestDecoder {
     args: Vec<Range<usize>>,
     /// Length of the buffer at the last call.
     seen: usize,
+    /// The client has not authenticated: Redis' tighter limits apply (see
+    /// [`RequestDecoder::set_unauthenticated`]).
+    unauthenticated: bool,
 }
+
+/// Most arguments Redis accepts in one request from a client that has not authenticated.
+pub const UNAUTHENTICATED_MULTIBULK: usize = 10;
+/// Longest argument, in bytes, Redis accepts from a client that has not authenticated.
+pub const UNAUTHENTICATED_BULK: usize = 16 * 1024;
 
 /// Argument storage above this many ranges is released before the next request, so that
 /// one huge request does not pin memory for the life of the connection.
@@ -135,7 +143,23 @@ impl RequestDecoder {
             state: State::Start(Scan::default()),
             args: Vec::new(),
             seen: 0,
+            unauthenticated: false,
         }
+    }
+
+    /// Whether the client has yet to authenticate. While it has, requests are held to
+    /// Redis' limits for such clients: at most [`UNAUTHENTICATED_MULTIBULK`] arguments and
+    /// [`UNAUTHENTICATED_BULK`] bytes per argument (or the decoder's own limits, if smaller),
+    /// refused with [`ProtocolError::UnauthenticatedMultibulkLength`] and
+    /// [`ProtocolError::UnauthenticatedBulkLength`]. Off for a new decoder; change it only
+    /// between requests.
+    pub fn set_unauthenticated(&mut self, on: bool) {
+        self.unauthenticated = on;
+    }
+
+    /// Whether the limits for clients that have not authenticated apply.
+    pub fn is_unauthenticated(&self) -> bool {
+        self.unauthenticated
     }
 
     /// The limits this decoder enforces.
@@ -245,6 +269,9 @@ impl RequestDecoder {
                 .filter(|&n| n <= self.limits.max_multibulk)
                 .ok_or(ProtocolError::InvalidMultibulkLength)?
         };
+        if self.unauthenticated && left > UNAUTHENTICATED_MULTIBULK {
+            return Err(ProtocolError::UnauthenticatedMultibulkLength);
+        }
         if self.args.capacity() > ARGS_KEEP {
             self.args = Vec::new();
         }
@@ -289,6 +316,9 @@ impl RequestDecoder {
                         .and_then(|n| usize::try_from(n).ok())
                         .filter(|&n| n <= self.limits.max_bulk)
                         .ok_or(ProtocolError::InvalidBulkLength)?;
+                    if self.unauthenticated && len > UNAUTHENTICATED_BULK {
+                        return Err(ProtocolError::UnauthenticatedBulkLength);
+                    }
                     mb.pos = cr + 2;
                     mb.bulk = Some(len);
                     len

@@ -344,3 +344,33 @@ fn a_million_arguments_decode_in_pieces_without_rescanning() {
     }
     panic!("request never completed");
 }
+
+#[test]
+fn unauthenticated_limits_at_the_boundary() {
+    let mut dec = RequestDecoder::new(Limits::default());
+    dec.set_unauthenticated(true);
+    let ten = format!("*10\r\n{}", "$1\r\na\r\n".repeat(10));
+    assert_eq!(
+        one(&mut dec, ten.as_bytes()).map(|r| r.map(|r| r.0)),
+        Ok(Some(ten.len()))
+    );
+    assert_eq!(
+        one(&mut dec, b"*11\r\n"),
+        Err(ProtocolError::UnauthenticatedMultibulkLength)
+    );
+    let edge = format!("*1\r\n$16384\r\n{}\r\n", "a".repeat(16384));
+    assert_eq!(
+        one(&mut dec, edge.as_bytes()).map(|r| r.map(|r| r.0)),
+        Ok(Some(edge.len()))
+    );
+    assert_eq!(
+        one(&mut dec, b"*1\r\n$16385\r\n"),
+        Err(ProtocolError::UnauthenticatedBulkLength)
+    );
+    assert_eq!(
+        ProtocolError::UnauthenticatedBulkLength.to_string(),
+        "Protocol error: unauthenticated bulk length"
+    );
+    dec.set_unauthenticated(false);
+    assert_eq!(one(&mut dec, b"*11\r\n"), Ok(None));
+}

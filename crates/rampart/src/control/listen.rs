@@ -191,7 +191,7 @@ pub(crate) async fn accept_loop(
                 } else {
                     "accept failed"
                 };
-                tracing::warn!(pool = %conf.name, "{what}: {e}; retrying in {backoff:?}");
+                tracing::warn!(pool = %conf.name, "{what}: {e}; retrying in {}", humantime::format_duration(backoff));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;

@@ -53,7 +53,7 @@ pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
     match ping {
         Val::Str(s) if s == b"PONG" => {}
         Val::Err(e) => return Err(format!("PING: {e}")),
-        other => return Err(format!("PING: unexpected {other:?}")),
+        other => return Err(format!("PING answered {}, not PONG", other.describe())),
     }
     let kind = role.items().first().and_then(Val::text).unwrap_or_default();
     let info = info.text().unwrap_or_default();
@@ -148,10 +148,10 @@ pub async fn run(
                 if !believed_up && good >= hc.rise && !node.is_ejected() {
                     believed_up = true;
                     if node.set_up(true) {
-                        tracing::info!(node = %node.label, role = ?c.role, "node up after {good} good checks");
+                        tracing::info!(node = %node.label, role = %c.role, "node up after {good} good checks");
                         node.event(
                             crate::observe::events::Kind::NodeUp,
-                            format!("up after {good} good checks ({:?})", c.role),
+                            format!("up after {good} good checks (as {})", c.role),
                         );
                     }
                 }

@@ -46,6 +46,18 @@ impl Val {
             _ => &[],
         }
     }
+    /// A short description for messages: the text of a string (at most 64 bytes), or what
+    /// kind of reply it is.
+    pub fn describe(&self) -> String {
+        match self {
+            Val::Str(s) => format!("'{}'", crate::text::sanitize(s, 64)),
+            Val::Err(e) => format!("the error '{}'", crate::text::sanitize(e.as_bytes(), 128)),
+            Val::Int(n) => format!("the integer {n}"),
+            Val::Nil => "nil".to_string(),
+            Val::Arr(v) => format!("an array of {} items", v.len()),
+        }
+    }
+
     /// Whether this is `+OK`/`+PONG`-like success (not an error, not nil).
     pub fn is_ok(&self) -> bool {
         !matches!(self, Val::Err(_) | Val::Nil)

@@ -324,7 +324,9 @@ async fn apply(
         tracing::warn!(
             pool = %pool.conf.name,
             shard = %rt.name,
-            from = ?current_primary,
+            from = %current_primary
+                .as_ref()
+                .map_or_else(|| "none".to_string(), ToString::to_string),
             to = %format!("{}:{}", info.primary.0, info.primary.1),
             epoch = info.epoch,
             "primary switched"

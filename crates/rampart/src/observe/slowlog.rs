@@ -1,7 +1,16 @@
 //! SLOWLOG through the proxy: requests slower than a threshold, measured from the read that
 //! brought them to the moment their reply was ready, with the node that served them. A
-//! bounded, process-wide list (only slow requests touch it). Each entry keeps the command and
-//! its first argument (at most [`ARG_BYTES`] bytes), not every argument.
+//! bounded, process-wide list (only slow requests touch it).
+//!
+//! Entries are shaped as Redis writes them: at most [`MAX_ARGS`] arguments (the last one
+//! saying `... (N more arguments)` when there were more), each cut at [`MAX_ARG_BYTES`] bytes
+//! with `... (N more bytes)`, the client's address and name; rampart adds the node as a
+//! seventh field, after the six Redis gives (clients that read entries by position, as
+//! redis-py and Jedis do, ignore it).
+//!
+//! While a request is in flight its session keeps the arguments already cut to that shape
+//! ([`keep`]), in one buffer per session, so that a slow one can be logged when its reply
+//! leaves; with the slow log off ([`is_enabled`]) nothing is kept.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -11,8 +20,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use resp::encode;
 
-/// Bytes of the first argument kept per request.
-pub const ARG_BYTES: usize = 32;
+/// Most arguments an entry keeps, as Redis' `SLOWLOG_ENTRY_MAX_ARGC`.
+pub const MAX_ARGS: usize = 32;
+/// Most bytes an entry keeps of one argument, as Redis' `SLOWLOG_ENTRY_MAX_STRING`.
+pub const MAX_ARG_BYTES: usize = 128;
 
 static SLOWER_THAN_US: AtomicI64 = AtomicI64::new(10_000);
 static MAX_LEN: AtomicUsize = AtomicUsize::new(128);
@@ -28,8 +39,10 @@ pub struct Entry {
     pub at: u64,
     /// How long it took, µs.
     pub us: u64,
-    /// Command name and first argument.
+    /// The arguments, command name first, cut as Redis cuts them.
     pub args: Vec<Vec<u8>>,
+    /// The client's address (`ip:port`, or the unix socket path followed by `:0`).
+    pub client_addr: String,
     /// CLIENT SETNAME of the session, if any.
     pub client_name: String,
     /// The node that served it ("" when answered by the proxy, "several" when split).
@@ -49,8 +62,71 @@ pub fn is_slow(us: u64) -> bool {
     t >= 0 && us >= t as u64
 }
 
+/// Whether requests are measured for the log at all (the threshold is not negative).
+#[inline]
+pub fn is_enabled() -> bool {
+    SLOWER_THAN_US.load(Ordering::Relaxed) >= 0
+}
+
+/// Append the arguments of one request to `buf`, cut to the shape of an entry: the argument
+/// count (4 bytes), then for each kept argument its length (4 bytes) and at most
+/// [`MAX_ARG_BYTES`] of its bytes. Returns the bytes appended (at most about 4.2 KiB).
+pub fn keep(argv: &[&[u8]], buf: &mut std::collections::VecDeque<u8>) -> u32 {
+    let before = buf.len();
+    let argc = argv.len();
+    let kept = if argc > MAX_ARGS { MAX_ARGS - 1 } else { argc };
+    buf.extend((argc as u32).to_le_bytes());
+    for a in &argv[..kept] {
+        buf.extend((a.len() as u32).to_le_bytes());
+        buf.extend(&a[..a.len().min(MAX_ARG_BYTES)]);
+    }
+    (buf.len() - before) as u32
+}
+
+/// Take `len` bytes written by [`keep`] from the front of `buf` and rebuild the arguments as
+/// Redis shows them: `... (N more bytes)` after a cut argument, `... (N more arguments)` as
+/// the last one when there were more than [`MAX_ARGS`].
+pub fn take(buf: &mut std::collections::VecDeque<u8>, len: u32) -> Vec<Vec<u8>> {
+    let bytes: Vec<u8> = buf.drain(..(len as usize).min(buf.len())).collect();
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, |b| u32::from_le_bytes(b) as usize)
+    };
+    let argc = word(0);
+    let kept = if argc > MAX_ARGS { MAX_ARGS - 1 } else { argc };
+    let mut args = Vec::with_capacity(kept + 1);
+    let mut at = 4;
+    for _ in 0..kept {
+        let full = word(at);
+        let n = full.min(MAX_ARG_BYTES);
+        let mut a = bytes.get(at + 4..at + 4 + n).unwrap_or_default().to_vec();
+        if full > n {
+            a.extend_from_slice(format!("... ({} more bytes)", full - n).as_bytes());
+        }
+        args.push(a);
+        at += 4 + n;
+    }
+    if argc > kept {
+        args.push(format!("... ({} more arguments)", argc - kept).into_bytes());
+    }
+    args
+}
+
+/// Drop `len` bytes written by [`keep`] from the front of `buf` (a request that was not slow).
+#[inline]
+pub fn skip(buf: &mut std::collections::VecDeque<u8>, len: u32) {
+    buf.drain(..(len as usize).min(buf.len()));
+}
+
 /// Add an entry (the oldest goes when the list is full).
-pub fn record(us: u64, args: Vec<Vec<u8>>, client_name: String, node: String) {
+pub fn record(
+    us: u64,
+    args: Vec<Vec<u8>>,
+    (client_addr, client_name): (String, String),
+    node: String,
+) {
     let max = MAX_LEN.load(Ordering::Relaxed);
     let e = Entry {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -60,6 +136,7 @@ pub fn record(us: u64, args: Vec<Vec<u8>>, client_name: String, node: String) {
             .unwrap_or(0),
         us,
         args,
+        client_addr,
         client_name,
         node,
     };
@@ -113,7 +190,7 @@ pub fn command(argv: &[&[u8]], out: &mut BytesMut) {
                 for a in &e.args {
                     encode::bulk(out, a);
                 }
-                encode::bulk(out, b"");
+                encode::bulk(out, e.client_addr.as_bytes());
                 encode::bulk(out, e.client_name.as_bytes());
                 encode::bulk(out, e.node.as_bytes());
             }
@@ -151,7 +228,7 @@ mod tests {
             record(
                 i,
                 vec![b"GET".to_vec(), format!("k{i}").into_bytes()],
-                String::new(),
+                (String::new(), String::new()),
                 "n".into(),
             );
         }
@@ -166,5 +243,31 @@ mod tests {
         configure(-1, 3);
         assert!(!is_slow(u64::MAX));
         configure(10_000, 128);
+    }
+
+    #[test]
+    fn arguments_are_cut_as_redis_cuts_them() {
+        let mut buf = std::collections::VecDeque::new();
+        let long = vec![b'x'; 300];
+        let small: Vec<&[u8]> = vec![b"SET", b"k", &long];
+        let many: Vec<Vec<u8>> = (0..40).map(|i| format!("a{i}").into_bytes()).collect();
+        let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        let exactly: Vec<&[u8]> = many[..32].to_vec();
+        let n1 = keep(&small, &mut buf);
+        let n2 = keep(&many, &mut buf);
+        let n3 = keep(&exactly, &mut buf);
+        let first = take(&mut buf, n1);
+        assert_eq!(first.len(), 3);
+        let mut want = vec![b'x'; 128];
+        want.extend_from_slice(b"... (172 more bytes)");
+        assert_eq!(first[2], want);
+        let second = take(&mut buf, n2);
+        assert_eq!(second.len(), 32);
+        assert_eq!(second[30], b"a30");
+        assert_eq!(second[31], b"... (9 more arguments)");
+        let third = take(&mut buf, n3);
+        assert_eq!(third.len(), 32);
+        assert_eq!(third[31], b"a31");
+        assert!(buf.is_empty());
     }
 }

@@ -50,6 +50,7 @@ pub async fn serve(
     );
     ctx.mode = mode;
     ctx.client.local = local;
+    ctx.client.addr = peer(&stream, &pool);
     let end = run(&worker, &mut ctx, &stream).await;
     pending.close();
     let cells = &worker.stats.pools[pidx];
@@ -154,20 +155,17 @@ fn record_latency(stats: &crate::observe::stats::WorkerStats, ctx: &mut Ctx, out
         if let Some(c) = stats.by_command.get(t.cmd as usize) {
             c.record(us);
         }
-        if crate::observe::slowlog::is_slow(us) {
-            slow(ctx, &t, us);
+        if crate::observe::slowlog::is_slow(us) && t.args_len > 0 {
+            let args = crate::observe::slowlog::take(&mut ctx.slow_args, t.args_len);
+            slow(ctx, &t, us, args);
+        } else {
+            crate::observe::slowlog::skip(&mut ctx.slow_args, t.args_len);
         }
     }
 }
 
 /// Put a slow request in the SLOWLOG (rare: only then is the node's name looked up).
-fn slow(ctx: &Ctx, t: &crate::session::dispatch::Timed, us: u64) {
-    let mut args = vec![crate::observe::stats::command_name(t.cmd as usize)
-        .to_ascii_uppercase()
-        .into_bytes()];
-    if !t.arg().is_empty() {
-        args.push(t.arg().to_vec());
-    }
+fn slow(ctx: &Ctx, t: &crate::session::dispatch::Timed, us: u64, args: Vec<Vec<u8>>) {
     let node = match t.node {
         0 => String::new(),
         u64::MAX => "several".to_string(),
@@ -187,7 +185,20 @@ fn slow(ctx: &Ctx, t: &crate::session::dispatch::Timed, us: u64) {
         .as_ref()
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .unwrap_or_default();
-    crate::observe::slowlog::record(us, args, name, node);
+    crate::observe::slowlog::record(us, args, (ctx.client.addr.clone(), name), node);
+}
+
+/// The client's address as Redis shows it: `ip:port`, or for a unix socket the listener's
+/// path followed by `:0`.
+fn peer(stream: &Stream, pool: &WorkerPool) -> String {
+    match stream {
+        Stream::Tcp(s) => s
+            .get_ref()
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        Stream::Unix(_) => format!("{}:0", pool.rt.conf.listen),
+    }
 }
 
 /// Read once and dispatch what is complete. Returns false on end of stream.
@@ -234,6 +245,8 @@ fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
     let mut argv: Vec<&[u8]> = Vec::new();
     ctx.begin_batch();
     while off < buf.len() && ctx.can_dispatch() && !ctx.client.closing {
+        // Until AUTH, only small requests (Redis' limits); AUTH or RESET may change it.
+        dec.set_unauthenticated(!ctx.client.authed);
         match dec.decode(&buf[off..]) {
             Ok(Some(Request::Multibulk { len, args })) => {
                 argv.clear();

@@ -9,7 +9,7 @@
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use rampart_commands::{Command, Merge, Route};
+use rampart_commands::{Blocking, Command, Flags, Merge, Route};
 use resp::encode;
 use tokio::time::Instant;
 
@@ -27,6 +27,9 @@ use crate::upstream::worker::Worker;
 /// Reply to a request whose keys live on more than one shard.
 pub const CROSS_SHARD: &str = "ERR keys of this command live on different shards; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
 
+/// Redis' reply to a command sent before AUTH.
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
 /// What the session remembers of a request until its reply is ready: for the per-command
 /// latency histogram and the SLOWLOG.
 pub struct Timed {
@@ -36,15 +39,8 @@ pub struct Timed {
     pub start: Instant,
     /// The node it went to (0: answered here; `u64::MAX`: several).
     pub node: u64,
-    arg: [u8; crate::observe::slowlog::ARG_BYTES],
-    arg_len: u8,
-}
-
-impl Timed {
-    /// The first argument, truncated.
-    pub fn arg(&self) -> &[u8] {
-        &self.arg[..self.arg_len as usize]
-    }
+    /// Bytes of its arguments at the front of [`Ctx::slow_args`] (0 when the slow log is off).
+    pub args_len: u32,
 }
 
 /// The per-session state the dispatcher needs.
@@ -68,6 +64,9 @@ pub struct Ctx {
     /// Each request whose reply has not been counted yet, in order (replies leave in order,
     /// so the oldest entries are the ones answered).
     pub timing: std::collections::VecDeque<Timed>,
+    /// The arguments of the requests in `timing`, in the same order, cut for the slow log
+    /// (see [`crate::observe::slowlog::keep`]); bounded by the requests in flight.
+    pub slow_args: std::collections::VecDeque<u8>,
     now: Instant,
     deadline: Instant,
     keys: Vec<usize>,
@@ -91,6 +90,7 @@ impl Ctx {
                 name: None,
                 closing: false,
                 local: false,
+                addr: String::new(),
             },
             worker,
             pool,
@@ -100,6 +100,7 @@ impl Ctx {
             generation,
             last_node: 0,
             timing: std::collections::VecDeque::new(),
+            slow_args: std::collections::VecDeque::new(),
             now: Instant::now(),
             deadline: Instant::now(),
             keys: Vec::new(),
@@ -157,6 +158,7 @@ impl Ctx {
         let mut l = Local {
             client: &mut self.client,
             pool: &self.pool.rt,
+            routes: &self.pool,
             shared: &self.worker.shared,
             pending: &self.pending,
         };
@@ -175,18 +177,17 @@ impl Ctx {
     pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) {
         self.worker.stats.commands.add(1);
         let found = rampart_commands::lookup(argv[0]);
-        let mut t = Timed {
+        let args_len = if crate::observe::slowlog::is_enabled() {
+            crate::observe::slowlog::keep(argv, &mut self.slow_args)
+        } else {
+            0
+        };
+        let t = Timed {
             cmd: crate::observe::stats::command_index(found) as u16,
             start: self.now,
             node: 0,
-            arg: [0; crate::observe::slowlog::ARG_BYTES],
-            arg_len: 0,
+            args_len,
         };
-        if let Some(a) = argv.get(1) {
-            let n = a.len().min(crate::observe::slowlog::ARG_BYTES);
-            t.arg[..n].copy_from_slice(&a[..n]);
-            t.arg_len = n as u8;
-        }
         self.timing.push_back(t);
         self.last_node = 0;
         self.route(found, argv, raw);
@@ -198,12 +199,10 @@ impl Ctx {
 
     fn route(&mut self, found: Option<&'static Command>, argv: &[&[u8]], raw: Option<&[u8]>) {
         if argv[0].eq_ignore_ascii_case(b"rampart") {
+            if !self.client.authed {
+                return self.reply_error(NOAUTH);
+            }
             return self.local(|l| local::rampart(l, argv));
-        }
-        if argv[0].eq_ignore_ascii_case(b"slowlog") {
-            let mut out = BytesMut::new();
-            crate::observe::slowlog::command(argv, &mut out);
-            return self.reply_raw(&out);
         }
         let Some(mut cmd) = found else {
             return self.reply_error(&unknown_command(argv));
@@ -228,14 +227,17 @@ impl Ctx {
                 cmd.name
             ));
         }
-        if !self.client.authed && !matches!(cmd.name, "auth" | "quit" | "hello") {
-            return self.reply_error("NOAUTH Authentication required.");
+        // As in Redis: only commands flagged `no_auth` (AUTH, HELLO, QUIT, RESET) before AUTH.
+        if !self.client.authed && !cmd.flags.contains(Flags::NO_AUTH) {
+            return self.reply_error(NOAUTH);
         }
-        if cmd.blocks(argv) {
-            return self.reply_error(&format!(
-                "ERR '{}' with BLOCK is not supported by rampart: a blocking call would stall the shared server connection",
-                cmd.name
-            ));
+        if cmd.name.starts_with("slowlog") {
+            let mut out = BytesMut::new();
+            crate::observe::slowlog::command(argv, &mut out);
+            return self.reply_raw(&out);
+        }
+        if let Some(how) = cmd.blocking(argv) {
+            return self.reply_error(&blocking_error(cmd.name, how));
         }
         self.write = !cmd.is_read();
         if self.mode == Mode::Reads && self.write && !matches!(cmd.route, Route::Local) {
@@ -249,7 +251,17 @@ impl Ctx {
             Route::Keys => self.forward_keys(cmd, argv, raw),
             Route::FanOut(m) => self.fan_out(cmd, m, argv, raw),
             Route::AllShards(m) => self.all_shards(m, argv, raw),
-            Route::Admin(m) if self.pool.rt.conf.admin_broadcast => self.all_shards(m, argv, raw),
+            Route::Admin(m) if self.pool.rt.conf.admin_broadcast => {
+                if cmd.name == "config|set" {
+                    if let Some(p) = argv.iter().skip(2).step_by(2).find(|p| protected(p)) {
+                        return self.reply_error(&format!(
+                            "ERR rampart: CONFIG SET '{}' is refused: rampart depends on this parameter to reach and route to its backends; change it on the servers and in rampart's configuration",
+                            sanitize(p, 64)
+                        ));
+                    }
+                }
+                self.all_shards(m, argv, raw)
+            }
             Route::Admin(_) => self.reply_error(&format!(
                 "ERR '{}' changes every shard and is disabled in pool '{}'; set admin_broadcast: true to allow it",
                 cmd.name, self.pool.rt.conf.name
@@ -486,6 +498,52 @@ impl Ctx {
             }
         });
     }
+}
+
+/// The reply to a call that would block the shared server connection.
+fn blocking_error(name: &str, how: Blocking) -> String {
+    match how {
+        Blocking::Always => format!(
+            "ERR rampart: '{name}' is a blocking command, which rampart does not support yet"
+        ),
+        Blocking::BlockOption => format!(
+            "ERR rampart: '{name}' with BLOCK is a blocking call, which rampart does not support yet; call it without BLOCK"
+        ),
+    }
+}
+
+/// Server parameters that CONFIG SET through the proxy may not change, because rampart's
+/// connections or routing depend on them (documented in docs/CONFIG.md at `admin_broadcast`).
+/// A name ending in `-` stands for every parameter that starts with it.
+pub const PROTECTED_PARAMETERS: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "port",
+    "bind",
+    "bind-source-addr",
+    "unixsocket",
+    "unixsocketperm",
+    "protected-mode",
+    "maxclients",
+    "replica-read-only",
+    "slave-read-only",
+    "replica-announce-ip",
+    "slave-announce-ip",
+    "replica-announce-port",
+    "slave-announce-port",
+    "tls-",
+];
+
+/// Whether CONFIG SET of the parameter `name` is refused (see [`PROTECTED_PARAMETERS`]).
+fn protected(name: &&[u8]) -> bool {
+    let name = name.to_ascii_lowercase();
+    PROTECTED_PARAMETERS
+        .iter()
+        .any(|p| match p.strip_suffix('-') {
+            Some(prefix) => name.starts_with(p.as_bytes()) || name == prefix.as_bytes(),
+            None => name == p.as_bytes(),
+        })
 }
 
 /// Container commands whose subcommands the proxy answers itself with its own dispatch.

@@ -12,9 +12,13 @@ use crate::reply::merge::Merger;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::ha::link::{CtlConn, Val};
+use crate::handshake::Handshake;
 use crate::reply::pending::Pending;
 use crate::text::sanitize;
 use crate::topology::{PoolRt, Shared};
+use crate::upstream::pool::WorkerPool;
+use rampart_config::ServerAddr;
 
 /// What the client is and said about itself: the part of a session local answers change.
 pub struct ClientState {
@@ -28,6 +32,8 @@ pub struct ClientState {
     pub closing: bool,
     /// The client connected over loopback or a unix socket (admin commands are allowed).
     pub local: bool,
+    /// The client's address as Redis shows it: `ip:port`, or the unix socket path and `:0`.
+    pub addr: String,
 }
 
 /// The narrow view of a session that a local answer may use.
@@ -36,6 +42,8 @@ pub struct Local<'a> {
     pub client: &'a mut ClientState,
     /// The pool the client connected to.
     pub pool: &'a Arc<PoolRt>,
+    /// This worker's view of that pool: where a read of a shard would go (RAMPART KEYSHARD).
+    pub routes: &'a WorkerPool,
     /// Process-wide state (statistics for INFO).
     pub shared: &'a Shared,
     /// The session's reply queue, for answers that come later.
@@ -81,6 +89,7 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
         "hello" => hello(ctx, argv, &mut out),
         name if name == "client" || name.starts_with("client|") => client(ctx, argv, &mut out),
         "info" => return info(ctx, argv),
+        "script|kill" | "function|kill" => return kill_script(ctx, argv),
         name if name == "command" || name.starts_with("command|") => command(argv, &mut out),
         other => encode::error(
             &mut out,
@@ -90,31 +99,42 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
     Answer::Reply(out)
 }
 
+/// SELECT: clients see the pool's `redis_db` as database 0, as with twemproxy.
 fn select(ctx: &Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
-    let db = ctx.pool.conf.redis_db;
     match std::str::from_utf8(argv[1])
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
     {
         None => encode::error(out, "ERR value is not an integer or out of range"),
-        Some(n) if n == db as i64 => encode::simple(out, b"OK"),
+        Some(0) => encode::simple(out, b"OK"),
         Some(_) => encode::error(
             out,
-            &format!("ERR rampart: this pool serves database {db} only (redis_db)"),
+            &format!(
+                "ERR rampart: pool '{}' serves one database, which clients see as database 0",
+                ctx.pool.conf.name
+            ),
         ),
     }
 }
 
+/// AUTH as Redis answers it with one user, `default`: its password is the pool's
+/// `redis_auth`; without one, `default` has no password and takes any.
 fn auth(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
-    let Some(pass) = ctx.pool.conf.redis_auth.clone() else {
-        return encode::error(out, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-    };
     let (user, given) = match argv {
-        [_, p] => (&b"default"[..], *p),
-        [_, u, p] => (*u, *p),
+        [_, p] => (None, *p),
+        [_, u, p] => (Some(*u), *p),
         _ => return encode::error(out, "ERR syntax error"),
     };
-    if user == b"default" && given == pass.as_bytes() {
+    let pass = ctx.pool.conf.redis_auth.as_deref();
+    let ok = match (user, pass) {
+        (None, None) => {
+            return encode::error(out, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        }
+        (Some(u), _) if u != b"default" => false,
+        (_, None) => true,
+        (_, Some(p)) => given == p.as_bytes(),
+    };
+    if ok {
         ctx.client.authed = true;
         encode::simple(out, b"OK");
     } else {
@@ -182,7 +202,7 @@ fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     encode::array_header(out, 14);
     for (k, v) in [
         ("server", "redis"),
-        ("version", "7.0.0"),
+        ("version", rampart_commands::REDIS_VERSION),
         ("proxy", concat!("rampart ", env!("CARGO_PKG_VERSION"))),
     ] {
         encode::bulk(out, k.as_bytes());
@@ -193,7 +213,7 @@ fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     encode::bulk(out, b"id");
     encode::integer(out, ctx.client.id as i64);
     encode::bulk(out, b"mode");
-    encode::bulk(out, b"proxy");
+    encode::bulk(out, b"standalone");
     encode::bulk(out, b"role");
     encode::bulk(out, b"master");
 }
@@ -326,30 +346,49 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
     }
 }
 
-/// INFO: the proxy's own sections, and the keyspace section summed over the shards.
+/// INFO: the sections clients and their tools read, in Redis' format (`server`, `clients`,
+/// `memory`, `stats`, `replication` with rampart's view of the primaries, `cluster`,
+/// `commandstats` from rampart's per-command statistics), rampart's own `pools` section, and
+/// the keyspace section summed over the shards. With no argument (or `default`) every section
+/// but `commandstats`, as Redis leaves it out; `all` and `everything` add it.
 fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let want: Vec<String> = argv[1..]
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let all = want.is_empty()
-        || want
-            .iter()
-            .any(|w| w == "all" || w == "everything" || w == "default");
-    let has = |s: &str| all || want.iter().any(|w| w == s);
+    let all = want.iter().any(|w| w == "all" || w == "everything");
+    let default = want.is_empty() || all || want.iter().any(|w| w == "default");
+    let has = |s: &str| default || want.iter().any(|w| w == s);
     let shared = &ctx.shared;
     let m = &shared.metrics;
     let mut t = String::new();
     if has("server") {
+        let uptime = shared.started.elapsed().as_secs();
+        let port = match &ctx.pool.conf.listen {
+            rampart_config::Listen::Tcp { port, .. } => *port,
+            _ => 0,
+        };
+        let path = |p: &std::path::Path| {
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .display()
+                .to_string()
+        };
         let _ = write!(
             t,
-            "# Server\r\nrampart_version:{}\r\nredis_version:7.0.0\r\nredis_mode:proxy\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nworkers:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nrampart_version:{}\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nworkers:{}\r\n\r\n",
+            rampart_commands::REDIS_VERSION,
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             usize::BITS,
             std::process::id(),
+            run_id(),
+            port,
+            uptime,
+            uptime / 86_400,
+            std::env::current_exe().map(|p| path(&p)).unwrap_or_default(),
+            shared.config_path.as_deref().map(path).unwrap_or_default(),
             shared.workers,
-            shared.started.elapsed().as_secs(),
         );
     }
     if has("clients") {
@@ -359,6 +398,16 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             m.global_sum(|w| &w.curr_connections)
         );
     }
+    if has("memory") {
+        let (rss, peak) = process_memory();
+        let _ = write!(
+            t,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\n\r\n",
+            human_bytes(rss),
+            human_bytes(rss),
+            human_bytes(peak),
+        );
+    }
     if has("stats") {
         let _ = write!(
             t,
@@ -366,6 +415,45 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             m.global_sum(|w| &w.total_connections),
             m.global_sum(|w| &w.commands)
         );
+    }
+    if has("replication") {
+        t.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n");
+        for p in shared.pools.load().iter() {
+            for s in &p.shards {
+                let view = s.view();
+                let primary = view
+                    .primary
+                    .and_then(|i| view.nodes.get(i))
+                    .map(|n| n.addr.to_string())
+                    .unwrap_or_else(|| "none".to_string());
+                let _ = write!(
+                    t,
+                    "primary_{}_{}:addr={},writable={}\r\n",
+                    p.conf.name,
+                    s.name,
+                    primary,
+                    s.write_target(&view).is_some() as u8
+                );
+            }
+        }
+        t.push_str("\r\n");
+    }
+    if has("cluster") {
+        t.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    }
+    if all || want.iter().any(|w| w == "commandstats") {
+        t.push_str("# Commandstats\r\n");
+        for (name, calls, usec, _) in m.commands() {
+            if rampart_commands::lookup(name.as_bytes()).is_none() {
+                continue;
+            }
+            let _ = write!(
+                t,
+                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={:.2}\r\n",
+                usec as f64 / calls.max(1) as f64
+            );
+        }
+        t.push_str("\r\n");
     }
     if has("pools") {
         t.push_str("# Pools\r\n");
@@ -415,7 +503,7 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
                     };
                     let _ = write!(
                         t,
-                        "node_{}_{}_{}:addr={},role={},seen_role={:?},up={},ejected={},lag_ms={},requests={},server_err={},server_timedout={}\r\n",
+                        "node_{}_{}_{}:addr={},role={},seen_role={},up={},ejected={},lag_ms={},requests={},server_err={},server_timedout={}\r\n",
                         p.conf.name,
                         s.name,
                         ni,
@@ -446,9 +534,112 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     }
 }
 
-/// `RAMPART SWITCHOVER <shard> [<replica>]`: a planned switchover of one shard of the client's
-/// pool (see [`crate::ha::switchover`]); the reply comes when it is done. `RAMPART HELP` lists the
-/// commands. Accepted only from clients on loopback or a unix socket.
+/// SCRIPT KILL / FUNCTION KILL: a running script blocks the connection it was sent on, which
+/// is a connection the worker shares, so the kill travels on a short-lived connection of its
+/// own to every node of the pool (a read-only script may run on a replica), opened the way
+/// the pool's connections are (AUTH with `redis_auth`). The replies merge as one server would
+/// answer: `OK` when some node stopped a script; else a refusal such as `UNKILLABLE`; else
+/// `NOTBUSY` when every node that answered had nothing running; an error only when no node
+/// answered. Every node gets the pool's `timeout`.
+fn kill_script(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
+    let nodes: Vec<ServerAddr> = ctx
+        .pool
+        .shards
+        .iter()
+        .flat_map(|s| {
+            s.view()
+                .nodes
+                .iter()
+                .map(|n| n.addr.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let command: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+    let seq = ctx.pending.push_waiting();
+    let pending = Rc::clone(ctx.pending);
+    let pool = Arc::clone(ctx.pool);
+    tokio::task::spawn_local(async move {
+        let limit = pool.timeout();
+        let command = Rc::new(command);
+        let calls: Vec<_> = nodes
+            .iter()
+            .map(|addr| {
+                let (addr, command) = (addr.clone(), Rc::clone(&command));
+                let handshake = Arc::clone(&pool.handshake);
+                tokio::task::spawn_local(async move {
+                    kill_on(&addr, &handshake, &command, limit).await
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(calls.len());
+        for c in calls {
+            results.push(
+                c.await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+            );
+        }
+        let mut out = BytesMut::new();
+        let mut refused: Option<String> = None;
+        let mut notbusy: Option<String> = None;
+        let mut failed: Option<String> = None;
+        let mut killed = false;
+        for (addr, r) in nodes.iter().zip(results) {
+            match r {
+                Ok(Some(Val::Err(e))) if e.starts_with("NOTBUSY") => notbusy = Some(e),
+                Ok(Some(Val::Err(e))) => refused = Some(e),
+                Ok(Some(_)) => killed = true,
+                Ok(None) => failed = Some(format!("{addr} did not answer")),
+                Err(e) => failed = Some(format!("{addr}: {e}")),
+            }
+        }
+        match (killed, refused, notbusy, failed) {
+            (true, ..) => encode::simple(&mut out, b"OK"),
+            (false, Some(e), ..) | (false, None, Some(e), _) => encode::error(&mut out, &e),
+            (false, None, None, Some(f)) => encode::error(
+                &mut out,
+                &format!(
+                    "ERR rampart: no node of pool '{}' answered the kill ({f})",
+                    pool.conf.name
+                ),
+            ),
+            (false, None, None, None) => {
+                encode::error(&mut out, "NOTBUSY No scripts in execution right now.")
+            }
+        }
+        pending.deliver(seq, 0, &out);
+    });
+    Answer::Later
+}
+
+/// Send `command` (SCRIPT KILL or FUNCTION KILL) to `addr` on a connection of its own,
+/// opened with the pool's handshake (AUTH, SELECT); its reply, within `limit` for each step.
+async fn kill_on(
+    addr: &ServerAddr,
+    handshake: &Handshake,
+    command: &[Vec<u8>],
+    limit: std::time::Duration,
+) -> std::io::Result<Option<Val>> {
+    let mut c = CtlConn::open(addr, handshake, limit)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let argv: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+    Ok(c.call(&[&argv], limit).await?.pop())
+}
+
+/// What `RAMPART HELP` lists: every subcommand, one line each.
+const RAMPART_HELP: [&str; 3] = [
+    "RAMPART KEYSHARD <key> -- where the key lives: its shard, the hash the ring places it by, the node that takes its writes and the node a read would go to now (address and role; nil when there is none)",
+    "RAMPART SWITCHOVER <shard> [<replica address>] -- planned switchover of a shard's primary (clients on loopback or a unix socket only)",
+    "RAMPART HELP -- this text",
+];
+
+/// The proxy's own commands (see [`RAMPART_HELP`]):
+/// - `RAMPART KEYSHARD <key>`: an array of field/value pairs, `shard` (name), `hash`
+///   (integer), `write` and `read` (`"<address> <role>"`, or nil when no node serves it).
+/// - `RAMPART SWITCHOVER <shard> [<replica>]`: a planned switchover of one shard of the
+///   client's pool (see [`crate::ha::switchover`]); the reply comes when it is done. Accepted
+///   only from clients on loopback or a unix socket.
+/// - `RAMPART HELP`.
 pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let sub = argv
         .get(1)
@@ -456,16 +647,13 @@ pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         .unwrap_or_default();
     let mut out = BytesMut::new();
     match &sub[..] {
-        b"help" => {
-            let lines: [&[u8]; 2] = [
-                b"RAMPART SWITCHOVER <shard> [<replica address>] -- planned switchover of a shard's primary",
-                b"RAMPART HELP -- this text",
-            ];
-            encode::array_header(&mut out, lines.len());
-            for l in lines {
-                encode::bulk(&mut out, l);
+        b"help" if argv.len() == 2 => {
+            encode::array_header(&mut out, RAMPART_HELP.len());
+            for l in RAMPART_HELP {
+                encode::bulk(&mut out, l.as_bytes());
             }
         }
+        b"keyshard" if argv.len() == 3 => keyshard(ctx, argv[2], &mut out),
         b"switchover" if argv.len() == 3 || argv.len() == 4 => {
             if !ctx.client.local {
                 encode::error(&mut out, "ERR rampart: admin commands are accepted only from clients on loopback or a unix socket");
@@ -499,10 +687,96 @@ pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             });
             return Answer::Later;
         }
+        b"help" | b"keyshard" | b"switchover" => encode::error(
+            &mut out,
+            &format!(
+                "ERR wrong number of arguments for 'rampart|{}' command",
+                String::from_utf8_lossy(&sub)
+            ),
+        ),
         _ => encode::error(
             &mut out,
-            "ERR rampart: unknown or malformed RAMPART command; try RAMPART HELP",
+            &format!(
+                "ERR unknown subcommand '{}'. Try RAMPART HELP.",
+                sanitize(argv.get(1).copied().unwrap_or(b""), 128)
+            ),
         ),
     }
     Answer::Reply(out)
+}
+
+/// The process' resident memory and its peak, bytes (Linux `/proc/self/status`; 0 elsewhere).
+fn process_memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Bytes as Redis writes them in INFO: `1.50M`, `980.00K`, `12B`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [(&str, f64); 5] = [
+        ("P", 1125899906842624.0),
+        ("T", 1099511627776.0),
+        ("G", 1073741824.0),
+        ("M", 1048576.0),
+        ("K", 1024.0),
+    ];
+    for (unit, size) in UNITS {
+        if n as f64 >= size {
+            return format!("{:.2}{unit}", n as f64 / size);
+        }
+    }
+    format!("{n}B")
+}
+
+/// This process' run id: 40 random hex characters, chosen once.
+fn run_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        (0..5)
+            .map(|_| format!("{:08x}", crate::rand::next_u64() as u32))
+            .collect()
+    })
+}
+
+/// `RAMPART KEYSHARD <key>` (see [`rampart`]).
+fn keyshard(ctx: &Local<'_>, key: &[u8], out: &mut BytesMut) {
+    let Some(shard) = ctx.pool.shard_for_key(key) else {
+        return encode::error(
+            out,
+            &format!(
+                "ERR rampart: pool '{}' has no shard on its ring",
+                ctx.pool.conf.name
+            ),
+        );
+    };
+    let rt = &ctx.pool.shards[shard];
+    let view = rt.view();
+    let role = |n: &crate::topology::node::NodeRt| {
+        let primary = view
+            .primary
+            .and_then(|i| view.nodes.get(i))
+            .is_some_and(|p| p.id == n.id);
+        format!("{} {}", n.addr, if primary { "primary" } else { "replica" })
+    };
+    let write = rt.write_target(&view).map(|n| role(n));
+    let read = crate::upstream::route::pick_read(ctx.routes, shard, &view, None).map(|n| role(&n));
+    encode::array_header(out, 8);
+    encode::bulk(out, b"shard");
+    encode::bulk(out, rt.name.as_bytes());
+    encode::bulk(out, b"hash");
+    encode::integer(out, i64::from(ctx.pool.key_hash(key)));
+    for (field, node) in [("write", write), ("read", read)] {
+        encode::bulk(out, field.as_bytes());
+        match node {
+            Some(n) => encode::bulk(out, n.as_bytes()),
+            None => encode::null_bulk(out),
+        }
+    }
 }

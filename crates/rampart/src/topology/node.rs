@@ -26,6 +26,24 @@ pub enum Role {
     Replica = 2,
 }
 
+impl Role {
+    /// The word for it in logs, events and INFO: `primary`, `replica` or `unknown`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A node's statistics as written by one worker.
 pub type NodeCells = Vec<Cell>;
 
@@ -262,10 +280,11 @@ impl NodeRt {
         );
         // Back only through active checks: it must pass `rise` checks again.
         self.up.store(false, Relaxed);
-        tracing::warn!(node = %self.label, "node ejected for {time:?} after {n} consecutive failures on live traffic");
+        let time = humantime::format_duration(time);
+        tracing::warn!(node = %self.label, "node ejected for {time} after {n} consecutive failures on live traffic");
         self.event(
             crate::observe::events::Kind::NodeEjected,
-            format!("ejected for {time:?} after {n} consecutive failures on live traffic"),
+            format!("ejected for {time} after {n} consecutive failures on live traffic"),
         );
         true
     }

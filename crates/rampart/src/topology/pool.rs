@@ -250,12 +250,19 @@ impl PoolRt {
         if self.any_ejected.load(Ordering::Relaxed) {
             self.revive_due();
         }
+        let h = self.key_hash(key);
+        self.ring.load().dispatch(h)
+    }
+
+    /// The pool's hash of `key` (of its hash tag part when the pool has one): the position on
+    /// the ring that places it.
+    #[inline]
+    pub fn key_hash(&self, key: &[u8]) -> u32 {
         let hashed = match &self.conf.hash_tag {
             Some(tag) => tag.extract(key),
             None => key,
         };
-        let h = self.conf.hash.hash(hashed);
-        self.ring.load().dispatch(h)
+        self.conf.hash.hash(hashed)
     }
 
     /// Any shard on the ring (for commands without keys that one shard answers).

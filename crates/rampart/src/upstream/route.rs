@@ -135,14 +135,11 @@ pub fn send(
     };
     let Some(node) = node else {
         let what = if access == Access::Write {
-            "primary"
+            "primary available"
         } else {
-            "node that can serve reads"
+            "node available for reads"
         };
-        sink.fail(&format!(
-            "shard '{}' has no {what} available",
-            rt.shards[shard].name
-        ));
+        sink.fail(&format!("shard '{}' has no {what}", rt.shards[shard].name));
         return 0;
     };
     let sink = if ha {
@@ -363,7 +360,7 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                         )
                     } else {
                         format!(
-                            "shard '{}' has no primary; the write was not sent (failover_hold {} passed{})",
+                            "shard '{}' has no primary; the write was not sent (failover_hold of {} passed{})",
                             rt.name,
                             humantime::format_duration(wp.rt.conf.failover_hold),
                             down.map(|d| format!("; {d}")).unwrap_or_default()
