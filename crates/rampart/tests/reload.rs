@@ -433,3 +433,71 @@ fn a_reload_reaches_the_checks_and_requests_of_a_sentinel_pool() {
 
     assert_new_timeout_applies(&mut c, "k");
 }
+
+#[test]
+fn a_backend_user_that_may_flush_or_configure_is_named_at_start_and_when_a_reload_adds_a_pool() {
+    let open = RedisServer::start();
+    let restricted = RedisServer::start();
+    assert_eq!(
+        restricted.cmd(&[
+            "ACL",
+            "SETUSER",
+            "default",
+            "-flushall",
+            "-flushdb",
+            "-config",
+            "-select"
+        ]),
+        Reply::ok()
+    );
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let first = format!(
+        "{}{}",
+        pool("open", p1, &[&open], ""),
+        pool("restricted", p2, &[&restricted], "")
+    );
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &first)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .env("RAMPART_LOG", "info,rampart::control::rights=debug")
+        .wait_port(p2)
+        .start();
+    let warned = |pool: &str| {
+        proxy.stderr().lines().any(|l| {
+            l.contains("WARN")
+                && l.contains(&format!("pool {pool}: the backend user 'default' may run"))
+        })
+    };
+    let seen = poll_until(Duration::from_secs(5), || {
+        let log = proxy.stderr();
+        (warned("open") && log.contains("backend user 'default' may not run")).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "both pools were checked:\n{}",
+        proxy.stderr()
+    );
+    assert!(
+        proxy.stderr().contains(
+            "pool open: the backend user 'default' may run FLUSHALL, FLUSHDB, CONFIG, SELECT"
+        ),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(!warned("restricted"), "{}", proxy.stderr());
+
+    // A reload that adds a pool checks the new one.
+    let path = proxy.dir().join("rampart.yml");
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &format!("{first}{}", pool("added", p3, &[&open], "")),
+    );
+    assert!(line.contains("added: added"), "{line}");
+    let added = poll_until(Duration::from_secs(5), || warned("added").then_some(()));
+    assert!(
+        added.is_some(),
+        "the added pool was checked:\n{}",
+        proxy.stderr()
+    );
+}

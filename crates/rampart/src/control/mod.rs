@@ -7,7 +7,8 @@
 //! accepted socket to a worker in turn. A reload (SIGHUP or the admin API) reads the file
 //! again, builds and validates a whole new set of pools (nodes that stay keep their state and
 //! connections), binds new listeners, and only then publishes it with one atomic swap; any
-//! error leaves the running configuration untouched.
+//! error leaves the running configuration untouched. In the background it checks what the
+//! backend user of each pool may run ([`rights`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -24,6 +25,7 @@ use crate::topology::Shared;
 
 pub mod listen;
 pub mod reload;
+pub mod rights;
 
 use crate::control::listen::{accept_loop, bind_one, listens, Handoff, Listener};
 
@@ -181,5 +183,6 @@ pub fn start(shared: &Arc<Shared>, control: &mut Control) -> anyhow::Result<()> 
     let pools = shared.pools.load_full();
     let bound = control.bind_new(&pools)?;
     control.sync(shared, &pools, bound);
+    rights::check_new(&[], &pools);
     Ok(())
 }

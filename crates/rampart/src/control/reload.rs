@@ -116,6 +116,7 @@ async fn reload_inner(
     shared.pools.store(Arc::new(new.clone()));
     shared.generation.fetch_add(1, Ordering::Release);
     control.sync(shared, &new, bound);
+    crate::control::rights::check_new(&old, &new);
     let mut msg = format!("applied {} pool(s); {}", new.len(), changes(&old, &new));
     for (n, s, _) in &moves {
         msg.push_str(&format!("; pool '{n}' moved {:.1}% of its keys", s * 100.0));
