@@ -26,11 +26,13 @@
 //! - `ha_keys`: read policy, replica lag, zone, [`HealthCheck`], ejection, failover hold.
 //! - `ha`: the high-availability types ([`Shard`], [`Node`], [`ReadPolicy`], ...).
 //! - `value`: booleans, durations, byte sizes.
+//! - `diff`: what a reload changes in a pool, in words ([`Pool::changes_from`]).
 //! - `error`: [`ConfigError`] and its [`Problem`]s.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod addr;
+mod diff;
 mod error;
 mod ha;
 mod ha_keys;

@@ -1,11 +1,21 @@
 //! Reload without dropping clients: clients pipeline commands through several reloads (a pool
 //! added, a timeout changed, a replica added) with no error and no dropped connection; an
-//! invalid file changes nothing; a ring change is refused unless forced.
+//! invalid file changes nothing; a ring change is refused unless forced. A reload applies
+//! every changed setting to what is running (health checks, request deadlines, the
+//! connection handshake) in every pool kind, and says what changed.
 
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ha::{HaProxy, SentinelSetup, FAST_CHECKS};
+use rampart_config::HealthCheck;
 use testkit::{free_port, poll_until, send_signal, Client, Proxy, RedisServer, Reply};
 
 fn pool(name: &str, port: u16, servers: &[&RedisServer], extra: &str) -> String {
@@ -185,4 +195,309 @@ fn clients_keep_working_through_reloads_and_bad_files_change_nothing() {
     );
     let log = proxy.stderr();
     assert!(log.matches("reload: applied").count() >= 2, "{log}");
+}
+
+/// Write `text` to the proxy's configuration file, send SIGHUP, and return the reload's log
+/// line once it is written.
+fn reload_hup(proxy: &Proxy, path: &Path, text: &str) -> String {
+    let lines = |log: String| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("reload: ") || l.contains("reload refused"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = lines(proxy.stderr()).len();
+    std::fs::write(path, text).expect("write config");
+    send_signal(proxy.pid(), "HUP");
+    poll_until(Duration::from_secs(10), || {
+        lines(proxy.stderr()).get(before).cloned()
+    })
+    .unwrap_or_else(|| panic!("no reload line after SIGHUP:\n{}", proxy.stderr()))
+}
+
+/// A script that keeps its server busy for `ms` milliseconds on `key`'s node; its reply
+/// and how long it took through `c`.
+fn busy_script(c: &mut Client, key: &str, ms: u32) -> (Reply, Duration) {
+    let script = format!(
+        "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+         while true do local n = redis.call('TIME') \
+         if n[1] * 1000000 + n[2] - s >= {} then break end end return 1",
+        ms * 1000
+    );
+    let t0 = Instant::now();
+    let r = c.cmd(&["EVAL", script.as_str(), "1", key]);
+    (r, t0.elapsed())
+}
+
+/// After a reload to `timeout: 300`, a request on a connection opened before it (warmed
+/// with a SET) times out after about 300 ms instead of waiting for a 700 ms reply.
+fn assert_new_timeout_applies(c: &mut Client, key: &str) {
+    let (r, took) = busy_script(c, key, 700);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.contains("timed out")),
+        "a 700 ms request must time out under the new 300 ms timeout: {r:?} after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_millis(500),
+        "timed out after {took:?}, not about 300 ms"
+    );
+    println!("700 ms request under timeout 300 ms: error after {took:?}");
+}
+
+/// Waits until the node at `addr` is marked down by the proxy (and still listed); how long
+/// that took since `since`.
+fn time_to_down(proxy: &HaProxy, addr: &str, since: Instant) -> Duration {
+    let seen = poll_until(Duration::from_secs(8), || match proxy.node(addr) {
+        Some(n) if !n.up => Some(Ok(since.elapsed())),
+        Some(_) => None,
+        None => Some(Err(since.elapsed())),
+    });
+    match seen {
+        Some(Ok(t)) => t,
+        Some(Err(t)) => panic!(
+            "{addr} left the topology after {t:?} without being marked down by its checks; log:\n{}",
+            proxy.log()
+        ),
+        None => panic!(
+            "{addr} was never marked down; view {:#?}\nlog:\n{}",
+            proxy.nodes(),
+            proxy.log()
+        ),
+    }
+}
+
+#[test]
+fn a_reload_that_shortens_checks_takes_a_node_killed_afterwards_down_within_the_new_bounds() {
+    let (primary, mut replicas) = ha::replica_set(1);
+    // Check timeouts above the 700 ms script below, so the busy primary stays up.
+    let slow = "  health_check:\n    interval: 3s\n    fast_interval: 1s\n    timeout: 800ms\n    rise: 1\n    fall: 3\n";
+    let fast = "  health_check:\n    interval: 100ms\n    fast_interval: 50ms\n    timeout: 800ms\n    rise: 1\n    fall: 1\n";
+    let replica = replicas[0].addr();
+    // A long first timeout: a connection timer still armed with it would fire late.
+    let body = ha::short_form(
+        &primary.addr(),
+        std::slice::from_ref(&replica),
+        &format!("{slow}  timeout: 3000\n"),
+    );
+    let proxy = HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.clone()], Duration::from_secs(10));
+    let mut c = Client::connect(&proxy.addr());
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+
+    let path = proxy.proxy.dir().join("ha.yml");
+    let new_yaml = proxy
+        .yaml
+        .replace(slow, fast)
+        .replace("timeout: 3000", "timeout: 300");
+    let line = reload_hup(&proxy.proxy, &path, &new_yaml);
+    assert!(
+        line.contains(
+            "alpha: timeout 3000ms -> 300ms, health_check.interval 3s -> 100ms, \
+             health_check.fall 3 -> 1, health_check.fast_interval 1s -> 50ms"
+        ),
+        "the reload names each change: {line}"
+    );
+
+    let bound = HealthCheck {
+        interval: Duration::from_millis(100),
+        fast_interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(800),
+        rise: 1,
+        fall: 1,
+        jitter: rampart_config::defaults::HEALTH_JITTER,
+    }
+    .worst_detection();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    replicas[0].kill9();
+    let took = time_to_down(&proxy, &replica, t0);
+    println!("replica killed after the reload: down after {took:?} (new bound {bound:?})");
+    // The old settings need at least two more checks 1 s apart after the first failure.
+    assert!(
+        took < bound + Duration::from_millis(300),
+        "down after {took:?}; the new settings bound it to {bound:?}"
+    );
+
+    assert_new_timeout_applies(&mut c, "k");
+}
+
+#[test]
+fn a_reload_applies_timeout_and_database_to_open_connections_and_says_what_changed() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let admin = free_port();
+    let yaml = |extra: &str| pool("demo", port, &[&server], extra);
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yaml("  timeout: 1000\n"))
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    let (r, took) = busy_script(&mut c, "k", 700);
+    assert_eq!(r, Reply::Int(1), "a 700 ms request within timeout 1000 ms");
+    println!("700 ms request under timeout 1000 ms: {took:?}");
+
+    // Both changes at once: the request deadline and the database of every connection.
+    let line = reload_hup(&proxy, &path, &yaml("  timeout: 300\n  redis_db: 3\n"));
+    assert!(
+        line.contains("demo: timeout 1000ms -> 300ms, redis_db 0 -> 3"),
+        "{line}"
+    );
+    assert_eq!(c.cmd(&["SET", "after", "1"]), Reply::ok());
+    assert_eq!(
+        server.cmd(&["EXISTS", "after"]),
+        Reply::Int(0),
+        "a connection opened before the reload still writes to database 0"
+    );
+    let mut direct = Client::connect(&server.addr());
+    assert_eq!(direct.cmd(&["SELECT", "3"]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "after"]), Reply::bulk("1"));
+
+    assert_new_timeout_applies(&mut c, "k");
+
+    // The same file again: the reply and the event say that nothing changed.
+    let same = post(admin, "/api/reload");
+    assert!(
+        same.contains("200 OK") && same.contains("nothing changed"),
+        "{same}"
+    );
+    let events = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).expect("admin");
+        let req = format!(
+            "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(
+        events.contains("demo: timeout 1000ms -\\u003e 300ms")
+            || events.contains("demo: timeout 1000ms -> 300ms"),
+        "the reload event lists the changes: {events}"
+    );
+}
+
+#[test]
+fn a_reload_reaches_the_checks_and_requests_of_a_sentinel_pool() {
+    let mut setup = SentinelSetup::start("  timeout: 3000\n");
+    let replica = setup.replicas[0].addr();
+    setup.proxy.wait_up(
+        &[setup.primary.addr(), replica.clone()],
+        Duration::from_secs(10),
+    );
+    let mut c = Client::connect(&setup.proxy.addr());
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+
+    // A check timeout above the 700 ms script below, so the busy primary stays up.
+    let faster = "  health_check:\n    interval: 50ms\n    timeout: 1s\n    fall: 1\n    rise: 2\n";
+    let path = setup.proxy.proxy.dir().join("ha.yml");
+    let new_yaml = setup
+        .proxy
+        .yaml
+        .replace(FAST_CHECKS, faster)
+        .replace("timeout: 3000", "timeout: 300");
+    let line = reload_hup(&setup.proxy.proxy, &path, &new_yaml);
+    assert!(
+        line.contains(
+            "alpha: timeout 3000ms -> 300ms, health_check.interval 100ms -> 50ms, \
+             health_check.timeout 100ms -> 1s, health_check.fall 2 -> 1"
+        ),
+        "{line}"
+    );
+
+    // Sentinel drops a node from its replicas 1 s after it stops answering; the proxy's
+    // own checks must mark it down first (a refused connection fails at once).
+    let bound = HealthCheck {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_secs(1),
+        fall: 1,
+        rise: 2,
+        ..HealthCheck::default()
+    }
+    .worst_detection();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    setup.replicas[0].kill9();
+    let took = time_to_down(&setup.proxy, &replica, t0);
+    println!(
+        "Sentinel pool replica killed after the reload: down after {took:?} (bound {bound:?})"
+    );
+    assert!(
+        took < bound + Duration::from_millis(300),
+        "down after {took:?}; the new settings bound it to {bound:?}"
+    );
+
+    assert_new_timeout_applies(&mut c, "k");
+}
+
+#[test]
+fn a_backend_user_that_may_flush_or_configure_is_named_at_start_and_when_a_reload_adds_a_pool() {
+    let open = RedisServer::start();
+    let restricted = RedisServer::start();
+    assert_eq!(
+        restricted.cmd(&[
+            "ACL",
+            "SETUSER",
+            "default",
+            "-flushall",
+            "-flushdb",
+            "-config",
+            "-select"
+        ]),
+        Reply::ok()
+    );
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let first = format!(
+        "{}{}",
+        pool("open", p1, &[&open], ""),
+        pool("restricted", p2, &[&restricted], "")
+    );
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &first)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .env("RAMPART_LOG", "info,rampart::control::rights=debug")
+        .wait_port(p2)
+        .start();
+    let warned = |pool: &str| {
+        proxy.stderr().lines().any(|l| {
+            l.contains("WARN")
+                && l.contains(&format!("pool {pool}: the backend user 'default' may run"))
+        })
+    };
+    let seen = poll_until(Duration::from_secs(5), || {
+        let log = proxy.stderr();
+        (warned("open") && log.contains("backend user 'default' may not run")).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "both pools were checked:\n{}",
+        proxy.stderr()
+    );
+    assert!(
+        proxy.stderr().contains(
+            "pool open: the backend user 'default' may run FLUSHALL, FLUSHDB, CONFIG, SELECT"
+        ),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(!warned("restricted"), "{}", proxy.stderr());
+
+    // A reload that adds a pool checks the new one.
+    let path = proxy.dir().join("rampart.yml");
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &format!("{first}{}", pool("added", p3, &[&open], "")),
+    );
+    assert!(line.contains("added: added"), "{line}");
+    let added = poll_until(Duration::from_secs(5), || warned("added").then_some(()));
+    assert!(
+        added.is_some(),
+        "the added pool was checked:\n{}",
+        proxy.stderr()
+    );
 }

@@ -7,7 +7,8 @@
 //! accepted socket to a worker in turn. A reload (SIGHUP or the admin API) reads the file
 //! again, builds and validates a whole new set of pools (nodes that stay keep their state and
 //! connections), binds new listeners, and only then publishes it with one atomic swap; any
-//! error leaves the running configuration untouched.
+//! error leaves the running configuration untouched. In the background it checks what the
+//! backend user of each pool may run ([`rights`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -24,6 +25,7 @@ use crate::topology::Shared;
 
 pub mod listen;
 pub mod reload;
+pub mod rights;
 
 use crate::control::listen::{accept_loop, bind_one, listens, Handoff, Listener};
 
@@ -44,8 +46,9 @@ pub struct Control {
     listeners: HashMap<String, Running>,
     /// Client budget per pool name (shared by its listeners, kept across reloads).
     counts: HashMap<String, Arc<AtomicUsize>>,
-    /// Health-check tasks by node id (pools without Sentinel).
-    checks: HashMap<u64, CancellationToken>,
+    /// Health-check tasks by node id (pools without Sentinel), with the pool whose settings
+    /// they run with.
+    checks: HashMap<u64, (CancellationToken, Arc<PoolRt>)>,
     /// Sentinel followers by pool name.
     followers: HashMap<String, CancellationToken>,
 }
@@ -131,19 +134,23 @@ impl Control {
                 }
             }
         }
-        self.checks.retain(|id, t| {
-            let keep = nodes.iter().any(|(n, _)| n.id == *id);
+        // A node that stays keeps its check unless its pool's check settings changed; then
+        // the check starts again with the new ones (the node's state carries over).
+        self.checks.retain(|id, (t, was)| {
+            let keep = nodes.iter().any(|(n, p)| n.id == *id && p.same_checks(was));
             if !keep {
                 t.cancel();
             }
             keep
         });
         for (n, p) in nodes {
-            if self.checks.contains_key(&n.id) {
+            if let Some((_, was)) = self.checks.get_mut(&n.id) {
+                // Same settings: remember the current generation, not the one it started in.
+                *was = Arc::clone(&p);
                 continue;
             }
             let token = self.stop.child_token();
-            self.checks.insert(n.id, token.clone());
+            self.checks.insert(n.id, (token.clone(), Arc::clone(&p)));
             tokio::spawn(crate::ha::health::run(
                 n,
                 p.conf.health,
@@ -176,5 +183,6 @@ pub fn start(shared: &Arc<Shared>, control: &mut Control) -> anyhow::Result<()> 
     let pools = shared.pools.load_full();
     let bound = control.bind_new(&pools)?;
     control.sync(shared, &pools, bound);
+    rights::check_new(&[], &pools);
     Ok(())
 }

@@ -116,10 +116,38 @@ async fn reload_inner(
     shared.pools.store(Arc::new(new.clone()));
     shared.generation.fetch_add(1, Ordering::Release);
     control.sync(shared, &new, bound);
-    let names: Vec<&str> = new.iter().map(|p| p.conf.name.as_str()).collect();
-    let mut msg = format!("applied {} pool(s): {}", new.len(), names.join(", "));
+    crate::control::rights::check_new(&old, &new);
+    let mut msg = format!("applied {} pool(s); {}", new.len(), changes(&old, &new));
     for (n, s, _) in &moves {
         msg.push_str(&format!("; pool '{n}' moved {:.1}% of its keys", s * 100.0));
     }
     Ok(msg)
+}
+
+/// What a reload changed, per pool, in words: `demo: timeout 1000ms -> 500ms,
+/// health_check.interval 1s -> 200ms; extra: added`, or `nothing changed`.
+fn changes(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> String {
+    let mut out = Vec::new();
+    for p in new {
+        match old.iter().find(|o| o.conf.name == p.conf.name) {
+            None => out.push(format!("{}: added", p.conf.name)),
+            Some(o) => {
+                let c = p.conf.changes_from(&o.conf);
+                if !c.is_empty() {
+                    out.push(format!("{}: {}", p.conf.name, c.join(", ")));
+                }
+            }
+        }
+    }
+    for o in old
+        .iter()
+        .filter(|o| !new.iter().any(|p| p.conf.name == o.conf.name))
+    {
+        out.push(format!("{}: removed", o.conf.name));
+    }
+    if out.is_empty() {
+        "nothing changed".into()
+    } else {
+        out.join("; ")
+    }
 }

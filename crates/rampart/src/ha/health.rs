@@ -89,6 +89,8 @@ pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
 }
 
 /// Run the checks of one node until `stop`; every check connection starts with `handshake`.
+/// The settings are those of the pool when the task starts: a reload that changes them stops
+/// this task and starts another (the node's state carries over; its streak starts again).
 pub async fn run(
     node: Arc<NodeRt>,
     hc: HealthCheck,
@@ -126,7 +128,11 @@ pub async fn run(
             good = 0;
         }
         let started = Instant::now();
-        let result = check(&node, &mut conn, &hc, max_lag, &handshake).await;
+        // A reload that changes the settings replaces this task: end at once, mid-check too.
+        let result = tokio::select! {
+            r = check(&node, &mut conn, &hc, max_lag, &handshake) => r,
+            _ = stop.cancelled() => return,
+        };
         match result {
             Ok(c) => {
                 if node.role() == Role::Primary && c.role == Role::Replica {

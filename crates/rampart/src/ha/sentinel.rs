@@ -84,6 +84,13 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
         ));
     }
     let mut checks: HashMap<u64, CancellationToken> = HashMap::new();
+    // Nodes a reload carried over from the previous follower (whose checks ended with it) are
+    // checked again at once, with this generation's settings.
+    for shard in &pool.shards {
+        for n in &shard.view().nodes {
+            start_check(&pool, n, &mut checks, &stop);
+        }
+    }
     let mut rounds = 0u64;
     loop {
         for shard in 0..pool.shards.len() {
@@ -246,6 +253,27 @@ fn tcp(addr: &(String, u16)) -> ServerAddr {
     }
 }
 
+/// Check `node` with the pool's `health_check`, `max_replica_lag` and handshake until `stop`
+/// (or until it leaves the view).
+fn start_check(
+    pool: &PoolRt,
+    node: &Arc<NodeRt>,
+    checks: &mut HashMap<u64, CancellationToken>,
+    stop: &CancellationToken,
+) {
+    let token = stop.child_token();
+    if let Some(old) = checks.insert(node.id, token.clone()) {
+        old.cancel();
+    }
+    tokio::spawn(crate::ha::health::run(
+        Arc::clone(node),
+        pool.conf.health,
+        pool.conf.max_replica_lag,
+        Arc::clone(&pool.handshake),
+        token,
+    ));
+}
+
 /// Make the shard's view match what Sentinel says.
 async fn apply(
     pool: &Arc<PoolRt>,
@@ -283,15 +311,7 @@ async fn apply(
                 workers,
                 true,
             ));
-            let token = stop.child_token();
-            checks.insert(n.id, token.clone());
-            tokio::spawn(crate::ha::health::run(
-                Arc::clone(&n),
-                pool.conf.health,
-                pool.conf.max_replica_lag,
-                Arc::clone(&pool.handshake),
-                token,
-            ));
+            start_check(pool, &n, checks, stop);
             n
         });
         nodes.push(n);

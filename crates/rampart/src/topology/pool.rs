@@ -348,6 +348,29 @@ impl PoolRt {
         )));
     }
 
+    /// Whether a connection opened for `other` (the same pool in another generation) may
+    /// serve this one: the same handshake (`redis_auth`, `redis_db`), `tcpkeepalive` and
+    /// number of connections per node. A reload that changes any of these replaces the
+    /// connections instead of moving them over.
+    pub fn same_connections(&self, other: &PoolRt) -> bool {
+        let (a, b) = (&self.conf, &other.conf);
+        a.redis_auth == b.redis_auth
+            && a.redis_db == b.redis_db
+            && a.tcpkeepalive == b.tcpkeepalive
+            && a.server_connections == b.server_connections
+    }
+
+    /// Whether the health checks of this pool's nodes run with the same settings as those of
+    /// `other` (the same pool in another generation): `health_check`, `max_replica_lag` and
+    /// the handshake.
+    pub fn same_checks(&self, other: &PoolRt) -> bool {
+        let (a, b) = (&self.conf, &other.conf);
+        a.health == b.health
+            && a.max_replica_lag == b.max_replica_lag
+            && a.redis_auth == b.redis_auth
+            && a.redis_db == b.redis_db
+    }
+
     /// The pool timeout as a duration.
     pub fn timeout(&self) -> Duration {
         self.conf.timeout

@@ -104,6 +104,8 @@ pub struct Backend {
     running: Cell<bool>,
     /// Replies to the handshake read so far on this connection.
     setup_replies: Cell<usize>,
+    /// A reload gave this connection a new pool (its timeout may differ): re-arm the timer.
+    rearm: Cell<bool>,
 }
 
 impl Backend {
@@ -131,6 +133,7 @@ impl Backend {
             streak: Cell::new(0),
             running: Cell::new(false),
             setup_replies: Cell::new(0),
+            rearm: Cell::new(false),
         });
         if b.pool().conf.preconnect {
             b.start();
@@ -146,6 +149,10 @@ impl Backend {
     pub fn adopt(&self, pool: Arc<PoolRt>, shard: usize) {
         *self.pool.borrow_mut() = pool;
         self.shard.set(shard);
+        // The connection's timer may sit one old timeout ahead; a shorter new one must hold
+        // for the requests queued from now on.
+        self.rearm.set(true);
+        self.wake.notify();
     }
 
     /// A reload removed this node: finish what is queued, then close.
@@ -375,8 +382,7 @@ impl Backend {
         // timeout" when queued, so the timer never sits later than the oldest deadline: when
         // it fires it either finds that deadline passed or moves to it; with nothing queued it
         // simply comes back one timeout later.
-        let period = self.pool().timeout();
-        let timer = tokio::time::sleep_until(Instant::now() + period);
+        let timer = tokio::time::sleep_until(Instant::now() + self.pool().timeout());
         tokio::pin!(timer);
         loop {
             if self.retired.get() && self.waiters.borrow().is_empty() {
@@ -424,6 +430,11 @@ impl Backend {
                     }
                 }
                 _ = self.wake.notified() => {
+                    if self.rearm.take() {
+                        let next = Instant::now() + self.pool().timeout();
+                        let front = self.waiters.borrow().front().map(|w| w.deadline);
+                        timer.as_mut().reset(front.map_or(next, |d| d.min(next)));
+                    }
                     if self.in_flight() == 0 {
                         // The request found the connection idle: let the worker poll its
                         // sockets a few more times so the requests of other clients that are
@@ -439,7 +450,7 @@ impl Backend {
                     match front {
                         Some(d) if d <= now => return ConnError::Timeout,
                         Some(d) => timer.as_mut().reset(d),
-                        None => timer.as_mut().reset(now + period),
+                        None => timer.as_mut().reset(now + self.pool().timeout()),
                     }
                 }
             }

@@ -77,7 +77,11 @@ impl Worker {
         let mut built = Vec::with_capacity(current.len());
         for p in current.iter() {
             let wp = WorkerPool::new(Arc::clone(p), self.id, Arc::clone(&self.stats));
-            if let Some(o) = old.iter().find(|o| o.rt.conf.name == p.conf.name) {
+            // Connections move over only when they were opened the way this generation opens
+            // them (same AUTH, database, keepalive, count); otherwise they finish what is
+            // queued and close, and new ones open on first use.
+            let same = |o: &&Rc<WorkerPool>| o.rt.conf.name == p.conf.name;
+            if let Some(o) = old.iter().find(same).filter(|o| o.rt.same_connections(p)) {
                 for os in 0..o.shards.len() {
                     for (node, conns) in o.take_conns(os) {
                         let home = p
