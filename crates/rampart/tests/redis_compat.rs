@@ -379,7 +379,7 @@ fn keyshard_shows_the_read_node_of_a_replicated_shard() {
     );
     let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
         .file("x.yml", &yaml)
-        .args(["-c", "{dir}/x.yml"])
+        .args(["-c", "{dir}/x.yml", "--no-stats", "--no-admin"])
         .wait_port(port)
         .start();
     let mut c = Client::connect(&format!("127.0.0.1:{port}"));
@@ -539,7 +539,7 @@ fn slowlog_entries_are_shaped_as_redis_writes_them() {
     );
     let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
         .file("x.yml", &yaml)
-        .args(["-c", "{dir}/x.yml", "--slowlog-slower-than", "0"])
+        .args(["-c", "{dir}/x.yml", "--no-stats", "--no-admin", "--slowlog-slower-than", "0"])
         .wait_port(port)
         .start();
     let reference = reference();
