@@ -82,7 +82,7 @@ pub struct Event {
     pub pool: String,
     /// Shard, when it concerns one.
     pub shard: String,
-    /// Node, when it concerns one.
+    /// Node address, when it concerns one.
     pub node: String,
     /// Human-readable detail (the reason).
     pub message: String,

@@ -218,9 +218,10 @@ impl NodeRt {
         }
     }
 
-    /// Record an event about this node.
+    /// Record an event about this node (named by its address, as every report names it).
     pub fn event(&self, kind: crate::observe::events::Kind, message: impl Into<String>) {
-        crate::observe::events::record(kind, &self.place.0, &self.place.1, &self.label, message);
+        let addr = self.addr.to_string();
+        crate::observe::events::record(kind, &self.place.0, &self.place.1, &addr, message);
     }
 
     /// Taken out by passive failures and not yet back.

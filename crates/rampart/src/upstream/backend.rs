@@ -186,6 +186,11 @@ impl Backend {
     ) -> Result<(), (Sink, SendError)> {
         if let Some((until, why)) = &*self.down.borrow() {
             if Instant::now() < *until {
+                // Refused unsent: the node's connection just failed (or was closed by it).
+                if !self.node.is_checked() && !self.node.is_traffic_down() {
+                    self.node
+                        .traffic_failed(&format!("connection failed: {why}"));
+                }
                 return Err((sink, SendError::Down(self.label().to_string(), why.clone())));
             }
         }
