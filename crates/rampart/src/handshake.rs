@@ -4,7 +4,7 @@
 //! One [`Handshake`] is built per pool from its config for the data nodes (`redis_auth`,
 //! `redis_db`) and one for its Sentinels (`sentinel_username`, `sentinel_password`, no
 //! database). Request connections, health checks, the Sentinel follower's ROLE confirmation,
-//! switchover and the admin probe all send its commands first and judge the replies with
+//! and switchover all send its commands first and judge the replies with
 //! [`Handshake::check`], so a refused password reads the same everywhere:
 //! `authentication failed: WRONGPASS invalid username-password pair or user is disabled.`
 

@@ -1,5 +1,5 @@
-//! The admin HTTP interface against a real rampart process and real redis-servers: probes,
-//! Prometheus metrics, the stats JSON, the topology API, maintenance (drain), planned
+//! The admin HTTP interface against a real rampart process and real redis-servers: liveness
+//! and readiness, Prometheus metrics, the stats JSON, the topology API, maintenance (drain), planned
 //! switchover, and the token that protects changes. The HTTP client is a few lines of std.
 
 use std::io::{Read, Write};
@@ -186,7 +186,7 @@ fn server_calls(server: &RedisServer, cmd: &str) -> u64 {
 }
 
 #[test]
-fn probes_metrics_stats_and_topology_of_a_twemproxy_pool() {
+fn metrics_stats_and_topology_of_a_twemproxy_pool() {
     let mut redis: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
     let servers = format!(
         "  servers:\n   - {}:1 s0\n   - {}:1 s1\n",
@@ -262,11 +262,13 @@ fn probes_metrics_stats_and_topology_of_a_twemproxy_pool() {
         Some(GETS as f64)
     );
     // Counters moved by the traffic: requests and bytes, summed over both nodes.
+    let addrs = [redis[0].addr(), redis[1].addr()];
     let total = |t: &str, family: &str| -> f64 {
         ["s0", "s1"]
             .iter()
-            .map(|n| {
-                let series = format!("{family}{{pool=\"{POOL}\",shard=\"{n}\",node=\"{n}\"}}");
+            .zip(&addrs)
+            .map(|(n, a)| {
+                let series = format!("{family}{{pool=\"{POOL}\",shard=\"{n}\",node=\"{a}\"}}");
                 sample(t, &series).unwrap_or_else(|| panic!("{series} missing:\n{t}"))
             })
             .sum()
@@ -313,8 +315,12 @@ fn probes_metrics_stats_and_topology_of_a_twemproxy_pool() {
     assert_eq!(r.get("/assets/style.css").0, 200);
     assert_eq!(r.get("/nope").0, 404);
 
-    // Killing shard s1's only server: not ready, and the node is down in the topology.
+    // Killing shard s1's only server: once traffic tries it, not ready, and the node is
+    // down in the topology.
     redis[1].kill9();
+    for i in 0..10 {
+        let _ = c.cmd(&["GET", &format!("k{i}")]);
+    }
     let body = r.wait_ready(503, Duration::from_secs(5));
     assert!(body.contains(&format!("{POOL}/s1")), "{body}");
     assert!(!body.contains(&format!("{POOL}/s0")), "{body}");
@@ -322,9 +328,10 @@ fn probes_metrics_stats_and_topology_of_a_twemproxy_pool() {
     assert_eq!(Rampart::node(&topo, "s1")["up"], false);
     assert_eq!(Rampart::node(&topo, "s0")["up"], true);
     let text = r.get("/metrics").1;
-    let up = |n: &str| format!("rampart_node_up{{pool=\"{POOL}\",shard=\"{n}\",node=\"{n}\"}}");
-    assert_eq!(sample(&text, &up("s1")), Some(0.0));
-    assert_eq!(sample(&text, &up("s0")), Some(1.0));
+    let up =
+        |n: &str, a: &str| format!("rampart_node_up{{pool=\"{POOL}\",shard=\"{n}\",node=\"{a}\"}}");
+    assert_eq!(sample(&text, &up("s1", &addrs[1])), Some(0.0));
+    assert_eq!(sample(&text, &up("s0", &addrs[0])), Some(1.0));
 }
 
 /// The keys at every level of a JSON document, values ignored.

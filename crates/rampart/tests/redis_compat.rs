@@ -539,7 +539,14 @@ fn slowlog_entries_are_shaped_as_redis_writes_them() {
     );
     let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
         .file("x.yml", &yaml)
-        .args(["-c", "{dir}/x.yml", "--no-stats", "--no-admin", "--slowlog-slower-than", "0"])
+        .args([
+            "-c",
+            "{dir}/x.yml",
+            "--no-stats",
+            "--no-admin",
+            "--slowlog-slower-than",
+            "0",
+        ])
         .wait_port(port)
         .start();
     let reference = reference();

@@ -11,11 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::probe::Health;
 use super::{authorize, pools, AdminState, ApiError};
-use crate::clock::now_ms;
 use crate::observe::stats::{PoolStat, ServerStat, LATENCY_BUCKETS_US};
-use crate::topology::node::{NodeRt, Role};
+use crate::topology::snapshot::{NodeSnap, ShardSnap, Snapshot};
 use crate::topology::{PoolRt, ShardRt};
 
 type St = State<Arc<AdminState>>;
@@ -24,35 +22,39 @@ fn error(status: StatusCode, msg: impl Into<String>) -> ApiError {
     ApiError::new(status, msg)
 }
 
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Primary => "primary",
-        Role::Replica => "replica",
-        Role::Unknown => "unknown",
-    }
-}
-
-/// One node in `/api/topology`.
+/// One node in `/api/topology`: its state from the one snapshot
+/// ([`crate::topology::snapshot`]) and its traffic counters.
 #[derive(Debug, Serialize)]
 pub struct NodeJson {
-    label: String,
+    /// Address (`host:port`).
     addr: String,
+    /// Configured name (a twemproxy server's name), if any.
+    name: Option<String>,
+    /// Its key in the stats JSON and in maintenance calls (the name, else the address as
+    /// written).
+    label: String,
     zone: Option<String>,
     /// The role the shard view gives it (writes go to the primary).
     role: &'static str,
     /// What its last ROLE reply said (`unknown` for unchecked nodes).
     seen_role: &'static str,
+    /// `up`, `down`, `ejected`, `maintenance` or `out`.
+    status: &'static str,
     up: bool,
+    /// Why it is not `up`; empty when it is.
+    reason: String,
+    /// `health-check` or `traffic`.
+    health_source: &'static str,
     routable: bool,
+    writable: bool,
+    replica_usable: bool,
+    lag_ms: Option<u64>,
+    lag_bytes: Option<u64>,
     maintenance: bool,
     ejected: bool,
-    replica_ok: bool,
-    lag_ms: u64,
+    ejections: u32,
     check_us: u64,
     last_check_age_ms: Option<u64>,
-    last_error: String,
-    health_source: &'static str,
-    ejections: u32,
     requests: i64,
     responses: i64,
     errors: i64,
@@ -70,11 +72,16 @@ pub struct NodeJson {
 #[derive(Debug, Serialize)]
 pub struct ShardJson {
     name: String,
+    /// Address of the primary in its view.
     primary: Option<String>,
     writable: bool,
+    /// Why it does not take writes; empty when it does.
+    reason: String,
     ejected: bool,
     switching: bool,
     switch_state: String,
+    failovers: u64,
+    switchovers: u64,
     nodes: Vec<NodeJson>,
 }
 
@@ -85,6 +92,11 @@ pub struct PoolJson {
     listen: String,
     /// `twemproxy`, `replicated` or `sentinel`.
     kind: &'static str,
+    /// `auto_eject_hosts`: ready while any shard serves.
+    cache: bool,
+    ready: bool,
+    /// Why it is not ready, one line per cause.
+    not_ready: Vec<String>,
     read_policy: String,
     client_connections: i64,
     client_eof: i64,
@@ -117,79 +129,87 @@ pub struct Topology {
     /// Upper bounds of the latency buckets in µs (`null` for the last, +Inf).
     latency_buckets_us: Vec<Option<u64>>,
     commands: Vec<CommandJson>,
+    /// Every pool is ready (what `/readyz` answers).
+    ready: bool,
     pools: Vec<PoolJson>,
     events: Vec<crate::observe::events::Event>,
 }
 
-fn node_json(n: &NodeRt, primary: bool, h: Health) -> NodeJson {
-    let now = now_ms();
+fn node_json(n: &NodeSnap) -> NodeJson {
+    let r = &n.node;
     let (err, eof, tmo) = (
-        n.sum(ServerStat::ServerErr),
-        n.sum(ServerStat::ServerEof),
-        n.sum(ServerStat::ServerTimedout),
+        r.sum(ServerStat::ServerErr),
+        r.sum(ServerStat::ServerEof),
+        r.sum(ServerStat::ServerTimedout),
     );
     NodeJson {
-        label: n.label.clone(),
-        addr: n.addr.to_string(),
-        zone: n.zone.clone(),
-        role: if primary { "primary" } else { "replica" },
-        seen_role: role_name(n.role()),
-        up: h.up,
-        routable: h.up && n.is_routable(),
-        maintenance: n.in_maintenance(),
-        ejected: n.is_ejected(),
-        replica_ok: n.replica_ok(),
-        lag_ms: n.lag_ms(),
-        check_us: h.check_us,
-        last_check_age_ms: (h.last_check_ms != 0).then(|| now.saturating_sub(h.last_check_ms)),
-        last_error: h.last_error,
-        health_source: h.source,
-        ejections: n.ejections(),
-        requests: n.sum(ServerStat::Requests),
-        responses: n.sum(ServerStat::Responses),
+        addr: n.addr.clone(),
+        name: n.name.clone(),
+        label: n.stats_key.clone(),
+        zone: r.zone.clone(),
+        role: n.role,
+        seen_role: n.seen_role,
+        status: n.status.name(),
+        up: n.up,
+        reason: n.reason.clone(),
+        health_source: n.source,
+        routable: n.routable,
+        writable: n.writable,
+        replica_usable: n.replica_usable,
+        lag_ms: n.lag_ms,
+        lag_bytes: n.lag_bytes,
+        maintenance: n.maintenance,
+        ejected: n.ejected,
+        ejections: n.ejections,
+        check_us: n.check_us,
+        last_check_age_ms: n.last_check_age_ms,
+        requests: r.sum(ServerStat::Requests),
+        responses: r.sum(ServerStat::Responses),
         errors: err + eof + tmo,
         server_err: err,
         server_eof: eof,
         server_timedout: tmo,
-        request_bytes: n.sum(ServerStat::RequestBytes),
-        response_bytes: n.sum(ServerStat::ResponseBytes),
-        connections: n.sum(ServerStat::ServerConnections),
-        in_queue: n.sum(ServerStat::InQueue),
-        out_queue: n.sum(ServerStat::OutQueue),
+        request_bytes: r.sum(ServerStat::RequestBytes),
+        response_bytes: r.sum(ServerStat::ResponseBytes),
+        connections: r.sum(ServerStat::ServerConnections),
+        in_queue: r.sum(ServerStat::InQueue),
+        out_queue: r.sum(ServerStat::OutQueue),
     }
 }
 
-fn pool_kind(p: &PoolRt) -> &'static str {
-    if p.conf.is_sentinel() {
-        "sentinel"
-    } else if p.checked {
-        "replicated"
-    } else {
-        "twemproxy"
+fn shard_json(s: &ShardSnap) -> ShardJson {
+    ShardJson {
+        name: s.name.clone(),
+        primary: s.primary.clone(),
+        writable: s.writable,
+        reason: s.reason.clone(),
+        ejected: s.ejected,
+        switching: s.switching,
+        switch_state: s.switch_state.clone(),
+        failovers: s.failovers,
+        switchovers: s.switchovers,
+        nodes: s.nodes.iter().map(node_json).collect(),
     }
-}
-
-/// Whether the shard can take writes now, as `/readyz` judges it.
-fn writable(st: &AdminState, s: &ShardRt) -> bool {
-    let view = s.view();
-    !s.is_ejected()
-        && view
-            .writable_primary()
-            .is_some_and(|n| st.probes.health(n).up)
 }
 
 /// `GET /api/topology`.
 pub async fn topology(State(st): St) -> Json<Topology> {
     let shared = &st.shared;
     let m = &shared.metrics;
-    let pools = pools(shared)
+    let snap = Snapshot::of(&pools(shared));
+    let pools = snap
+        .pools
         .iter()
-        .map(|p| {
+        .map(|ps| {
+            let p = &ps.pool;
             let sum = |s| m.pool_sum(p.index, s);
             PoolJson {
                 name: p.conf.name.clone(),
                 listen: p.conf.listen.to_string(),
-                kind: pool_kind(p),
+                kind: ps.kind.name(),
+                cache: ps.cache,
+                ready: ps.ready,
+                not_ready: ps.not_ready.clone(),
                 read_policy: p.conf.read_policy.to_string(),
                 client_connections: sum(PoolStat::ClientConnections),
                 client_eof: sum(PoolStat::ClientEof),
@@ -197,36 +217,7 @@ pub async fn topology(State(st): St) -> Json<Topology> {
                 forward_error: sum(PoolStat::ForwardError),
                 server_ejects: sum(PoolStat::ServerEjects),
                 fragments: sum(PoolStat::Fragments),
-                shards: p
-                    .shards
-                    .iter()
-                    .map(|s| {
-                        let view = s.view();
-                        ShardJson {
-                            name: s.name.clone(),
-                            primary: view
-                                .primary
-                                .and_then(|i| view.nodes.get(i))
-                                .map(|n| n.label.clone()),
-                            writable: writable(&st, s),
-                            ejected: s.is_ejected(),
-                            switching: s.is_switching(),
-                            switch_state: s
-                                .switch_state
-                                .lock()
-                                .map(|x| x.clone())
-                                .unwrap_or_default(),
-                            nodes: view
-                                .nodes
-                                .iter()
-                                .enumerate()
-                                .map(|(i, n)| {
-                                    node_json(n, view.primary == Some(i), st.probes.health(n))
-                                })
-                                .collect(),
-                        }
-                    })
-                    .collect(),
+                shards: ps.shards.iter().map(shard_json).collect(),
             }
         })
         .collect();
@@ -253,6 +244,7 @@ pub async fn topology(State(st): St) -> Json<Topology> {
                 buckets,
             })
             .collect(),
+        ready: snap.ready(),
         pools,
         events: crate::observe::events::recent(),
     })
@@ -263,25 +255,18 @@ pub async fn events() -> Json<Vec<crate::observe::events::Event>> {
     Json(crate::observe::events::recent())
 }
 
-/// `GET /readyz`: 200 when every shard of every pool has a writable primary, else 503 with
-/// one line per shard that lacks one.
+/// `GET /readyz`: 200 when every pool is ready (the rules are in
+/// [`crate::topology::snapshot`]), else 503 with one line per cause.
 pub async fn readyz(State(st): St) -> Response {
-    let mut missing = Vec::new();
-    for p in pools(&st.shared).iter() {
-        for s in &p.shards {
-            if !writable(&st, s) {
-                let why = if s.is_ejected() {
-                    "ejected from the ring"
-                } else {
-                    "no healthy primary"
-                };
-                missing.push(format!("{}/{}: {why}", p.conf.name, s.name));
-            }
-        }
-    }
-    if missing.is_empty() {
+    let snap = Snapshot::of(&pools(&st.shared));
+    if snap.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
+        let missing: Vec<&str> = snap
+            .pools
+            .iter()
+            .flat_map(|p| p.not_ready.iter().map(String::as_str))
+            .collect();
         let body = format!("not ready:\n{}\n", missing.join("\n"));
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
@@ -313,8 +298,9 @@ fn find_shard(p: &PoolRt, name: &str) -> Result<usize, ApiError> {
 #[derive(Debug, Deserialize)]
 pub struct MaintenanceReq {
     pool: String,
-    /// Optional: the node label is searched in every shard of the pool when absent.
+    /// Optional: the node is searched in every shard of the pool when absent.
     shard: Option<String>,
+    /// The node's address or its label (name).
     node: String,
     on: bool,
 }
@@ -335,7 +321,12 @@ pub async fn maintenance(
             None => pool.shards.iter().collect(),
         };
         for s in shards {
-            if let Some(n) = s.view().nodes.iter().find(|n| n.label == req.node) {
+            let view = s.view();
+            let found = view
+                .nodes
+                .iter()
+                .find(|n| n.label == req.node || n.addr.to_string() == req.node);
+            if let Some(n) = found {
                 n.set_maintenance(req.on);
                 return Ok(Json(serde_json::json!({
                     "pool": req.pool,

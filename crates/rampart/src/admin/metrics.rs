@@ -8,18 +8,12 @@
 //! does not start new series for every counter of the node (join on the three labels to
 //! break counters down by role).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Mutex;
 
-use crate::clock::now_ms;
-use crate::observe::events::Event;
 use crate::observe::stats::{PoolStat, ServerStat, LATENCY_BUCKETS_US};
-use crate::topology::node::{NodeRt, Role};
+use crate::topology::snapshot::{NodeSnap, ShardSnap, Snapshot};
 use crate::topology::Shared;
-
-use super::probe::Probes;
 
 /// One metric family: name, Prometheus type and help text.
 #[derive(Debug)]
@@ -62,20 +56,23 @@ families! {
     POOL_FORWARD_ERR = ("rampart_pool_forward_errors_total", "counter", "Requests answered with an error because no server could take them.");
     POOL_FRAGMENTS = ("rampart_pool_fragments_total", "counter", "Sub-requests made by splitting multi-key requests.");
     POOL_SERVER_EJECTS = ("rampart_pool_server_ejects_total", "counter", "Times a server was ejected from the ring (twemproxy auto_eject_hosts).");
-    SHARD_WRITABLE = ("rampart_shard_writable", "gauge", "1 when the shard has a healthy primary that says role:master and is on the ring.");
+    POOL_READY = ("rampart_pool_ready", "gauge", "1 when the pool is ready as /readyz judges it (a cache pool: some shard serves; any other: every shard takes writes).");
+    SHARD_WRITABLE = ("rampart_shard_writable", "gauge", "1 when the shard takes writes now: on the ring, with a primary that is up, says role:master and is not drained.");
     SHARD_EJECTED = ("rampart_shard_ejected", "gauge", "1 while the shard is off the ring (twemproxy auto_eject_hosts).");
     SHARD_SWITCHING = ("rampart_shard_switchover_running", "gauge", "1 while a planned switchover holds the shard's writes.");
-    SHARD_FAILOVERS = ("rampart_shard_failovers_total", "counter", "Primary changes of the shard made by Sentinel or seen by checks (counted from the event log).");
-    SHARD_SWITCHOVERS = ("rampart_shard_switchovers_total", "counter", "Planned switchover events of the shard (counted from the event log).");
-    NODE_ROLE = ("rampart_node_role", "gauge", "Always 1; role is the node's configured role in the shard view (primary or replica), seen is what its last ROLE reply said.");
-    NODE_UP = ("rampart_node_up", "gauge", "1 when the node passes its health checks (admin PING probe for twemproxy pools).");
+    SHARD_FAILOVERS = ("rampart_shard_failovers_total", "counter", "Primary changes of the shard made by Sentinel (the first primary it names is not one).");
+    SHARD_SWITCHOVERS = ("rampart_shard_switchovers_total", "counter", "Planned switchovers of the shard that completed.");
+    NODE_ROLE = ("rampart_node_role", "gauge", "Always 1; role is the node's role in the shard view (primary or replica), seen is what its last ROLE reply said, status is its state in one word (up, down, ejected, maintenance, out).");
+    NODE_UP = ("rampart_node_up", "gauge", "1 when the node passes its health checks (twemproxy pools: its last connection or request on live traffic did not fail) and Sentinel does not list it down.");
     NODE_ROUTABLE = ("rampart_node_routable", "gauge", "1 when the node may receive new requests (up, not ejected, not in maintenance).");
+    NODE_REPLICA_USABLE = ("rampart_node_replica_usable", "gauge", "1 when the node is a replica in the read rotation (link up, no sync, lag within max_replica_lag).");
     NODE_MAINT = ("rampart_node_maintenance", "gauge", "1 while the node is drained for maintenance.");
     NODE_EJECTED = ("rampart_node_ejected", "gauge", "1 while passive failures keep the node out of rotation.");
     NODE_EJECTIONS = ("rampart_node_ejections_total", "counter", "Times passive failures on live traffic ejected the node.");
     NODE_CHECK = ("rampart_node_health_check_duration_seconds", "gauge", "Round trip of the node's last health check.");
-    NODE_CHECK_AGE = ("rampart_node_last_check_age_seconds", "gauge", "Seconds since the node's last health check finished (absent before the first).");
-    NODE_LAG = ("rampart_node_replication_lag_seconds", "gauge", "Replication lag of a replica at its last check.");
+    NODE_CHECK_AGE = ("rampart_node_last_check_age_seconds", "gauge", "Seconds since the node's state was last observed: its last health check, or (twemproxy pools) its last failure on live traffic; absent before the first.");
+    NODE_LAG = ("rampart_node_replication_lag_seconds", "gauge", "Replication lag of a replica at its last check: time since its primary was seen past the replica's offset (absent while not measured).");
+    NODE_LAG_BYTES = ("rampart_node_replication_lag_bytes", "gauge", "Bytes of replication stream the replica lacked at its last check, against the offset its primary was last seen with (absent while not measured).");
     NODE_REQUESTS = ("rampart_node_requests_total", "counter", "Requests sent to the node.");
     NODE_RESPONSES = ("rampart_node_responses_total", "counter", "Replies received from the node.");
     NODE_ERRORS = ("rampart_node_errors_total", "counter", "Connection failures by kind: server_err (connect failed or broke), server_eof (server closed), server_timedout (request deadline passed).");
@@ -84,67 +81,9 @@ families! {
     NODE_CONNS = ("rampart_node_server_connections", "gauge", "Open connections to the node, all workers.");
     NODE_QUEUED = ("rampart_node_queued_requests", "gauge", "Requests waiting at the node: state=unsent (queued) or state=inflight (written, no reply yet).");
     NODE_QUEUED_BYTES = ("rampart_node_queued_bytes", "gauge", "Bytes of requests waiting at the node, by state as rampart_node_queued_requests.");
-    EVENTS = ("rampart_events_total", "counter", "Operator events (node up/down/ejected, maintenance, failover, switchover, reload) since the admin interface started counting.");
+    EVENTS = ("rampart_events_total", "counter", "Operator events recorded since the start (node up/down/ejected, maintenance, failover, switchover, reload), by kind.");
     COMMAND_CALLS = ("rampart_command_calls_total", "counter", "Requests answered, by command.");
     COMMAND_DURATION = ("rampart_command_duration_seconds", "histogram", "Time from reading a request to writing its reply, by command.");
-}
-
-/// Counts events out of the bounded event log into monotonic totals: each scrape adds the
-/// events recorded since the previous one.
-#[derive(Debug, Default)]
-pub struct EventTally {
-    inner: Mutex<TallyState>,
-}
-
-#[derive(Debug, Default)]
-struct TallyState {
-    last: Option<Event>,
-    counts: HashMap<(String, String, String), u64>,
-}
-
-fn same_event(a: &Event, b: &Event) -> bool {
-    a.at_ms == b.at_ms
-        && a.kind == b.kind
-        && a.pool == b.pool
-        && a.shard == b.shard
-        && a.node == b.node
-        && a.message == b.message
-}
-
-/// The snake_case name of an event kind, as the API spells it.
-pub fn kind_name(e: &Event) -> String {
-    serde_json::to_value(e.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "other".into())
-}
-
-impl EventTally {
-    /// Take in the events of `log` (oldest first) not seen before; return the totals keyed by
-    /// (kind, pool, shard).
-    pub fn update(&self, log: &[Event]) -> Tally {
-        let Ok(mut st) = self.inner.lock() else {
-            return HashMap::new();
-        };
-        let start = match &st.last {
-            // The newest event seen last time; everything after it is new. When it has been
-            // evicted (more than the log's capacity in between), everything is new.
-            Some(last) => log
-                .iter()
-                .rposition(|e| same_event(e, last))
-                .map_or(0, |i| i + 1),
-            None => 0,
-        };
-        for e in &log[start.min(log.len())..] {
-            *st.counts
-                .entry((kind_name(e), e.pool.clone(), e.shard.clone()))
-                .or_insert(0) += 1;
-        }
-        if let Some(e) = log.last() {
-            st.last = Some(e.clone());
-        }
-        st.counts.clone()
-    }
 }
 
 /// Text being built, with the family whose samples are being written.
@@ -218,52 +157,18 @@ pub fn open_fds() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
-type NodeRow<'a> = (&'a str, &'a str, &'a NodeRt, &'static str);
-
-/// Every node with its pool, shard and configured role.
-fn nodes(shared: &Shared) -> Vec<(String, String, std::sync::Arc<NodeRt>, &'static str)> {
-    let mut v = Vec::new();
-    for p in super::pools(shared).iter() {
-        for s in &p.shards {
-            let view = s.view();
-            for (i, n) in view.nodes.iter().enumerate() {
-                let role = if view.primary == Some(i) {
-                    "primary"
-                } else {
-                    "replica"
-                };
-                v.push((p.conf.name.clone(), s.name.clone(), n.clone(), role));
-            }
-        }
-    }
-    v
-}
-
-fn seen_role(n: &NodeRt) -> &'static str {
-    match n.role() {
-        Role::Primary => "primary",
-        Role::Replica => "replica",
-        Role::Unknown => "unknown",
-    }
-}
-
 /// Render the whole exposition.
-pub fn render(shared: &Shared, probes: &Probes, tally: &EventTally) -> String {
+pub fn render(shared: &Shared) -> String {
     let mut o = Out {
         text: String::with_capacity(16 * 1024),
     };
-    let counts = tally.update(&crate::observe::events::recent());
+    let snap = Snapshot::of(&super::pools(shared));
     process(&mut o, shared);
-    pools(&mut o, shared);
-    shards(&mut o, shared, &counts);
-    let owned = nodes(shared);
-    let rows: Vec<NodeRow<'_>> = owned
-        .iter()
-        .map(|(p, s, n, r)| (p.as_str(), s.as_str(), n.as_ref(), *r))
-        .collect();
-    node_health(&mut o, &rows, probes);
-    node_traffic(&mut o, &rows);
-    events(&mut o, counts);
+    pools(&mut o, shared, &snap);
+    shards(&mut o, &snap);
+    node_health(&mut o, &snap);
+    node_traffic(&mut o, &snap);
+    events(&mut o);
     commands(&mut o, shared);
     o.text
 }
@@ -314,7 +219,7 @@ fn process(o: &mut Out, shared: &Shared) {
     }
 }
 
-fn pools(o: &mut Out, shared: &Shared) {
+fn pools(o: &mut Out, shared: &Shared, snap: &Snapshot) {
     for (f, stat) in [
         (&POOL_CLIENTS, PoolStat::ClientConnections),
         (&POOL_CLIENT_EOF, PoolStat::ClientEof),
@@ -324,90 +229,76 @@ fn pools(o: &mut Out, shared: &Shared) {
         (&POOL_SERVER_EJECTS, PoolStat::ServerEjects),
     ] {
         o.head(f);
-        for p in super::pools(shared).iter() {
-            let v = shared.metrics.pool_sum(p.index, stat);
-            o.sample(f.name, &[("pool", &p.conf.name)], v as f64);
+        for p in &snap.pools {
+            let v = shared.metrics.pool_sum(p.pool.index, stat);
+            o.sample(f.name, &[("pool", p.name())], v as f64);
         }
+    }
+    o.head(&POOL_READY);
+    for p in &snap.pools {
+        o.sample(POOL_READY.name, &[("pool", p.name())], b(p.ready));
     }
 }
 
-/// Event totals keyed by (kind, pool, shard).
-pub type Tally = HashMap<(String, String, String), u64>;
-
-fn shards(o: &mut Out, shared: &Shared, counts: &Tally) {
-    let each = |o: &mut Out, f: &Family, value: &dyn Fn(&crate::topology::ShardRt) -> f64| {
-        o.head(f);
-        for p in super::pools(shared).iter() {
-            for s in &p.shards {
-                o.sample(
-                    f.name,
-                    &[("pool", &p.conf.name), ("shard", &s.name)],
-                    value(s),
-                );
-            }
-        }
-    };
-    each(o, &SHARD_WRITABLE, &|s| {
-        b(!s.is_ejected() && s.view().writable_primary().is_some())
-    });
-    each(o, &SHARD_EJECTED, &|s| b(s.is_ejected()));
-    each(o, &SHARD_SWITCHING, &|s| b(s.is_switching()));
-    for (f, kind) in [
-        (&SHARD_FAILOVERS, "failover"),
-        (&SHARD_SWITCHOVERS, "switchover"),
-    ] {
-        o.head(f);
-        for p in super::pools(shared).iter() {
-            for s in &p.shards {
-                let key = (kind.to_string(), p.conf.name.clone(), s.name.clone());
-                let v = counts.get(&key).copied().unwrap_or(0);
-                o.sample(
-                    f.name,
-                    &[("pool", &p.conf.name), ("shard", &s.name)],
-                    v as f64,
-                );
-            }
-        }
-    }
-}
-
-fn node_health(o: &mut Out, rows: &[NodeRow<'_>], probes: &Probes) {
-    o.head(&NODE_ROLE);
-    for (p, s, n, role) in rows {
-        let labels = [
-            ("pool", *p),
-            ("shard", *s),
-            ("node", n.label.as_str()),
-            ("role", *role),
-            ("seen", seen_role(n)),
-        ];
-        o.sample(NODE_ROLE.name, &labels, 1.0);
-    }
-    let health: Vec<super::probe::Health> = rows.iter().map(|r| probes.health(r.2)).collect();
-    type Get<'x> = &'x dyn Fn(&NodeRt, &super::probe::Health) -> Option<f64>;
-    let gauges: [(&Family, Get<'_>); 8] = [
-        (&NODE_UP, &|_, h| Some(b(h.up))),
-        (&NODE_ROUTABLE, &|n, h| Some(b(n.is_routable() && h.up))),
-        (&NODE_MAINT, &|n, _| Some(b(n.in_maintenance()))),
-        (&NODE_EJECTED, &|n, _| Some(b(n.is_ejected()))),
-        (&NODE_EJECTIONS, &|n, _| Some(f64::from(n.ejections()))),
-        (&NODE_CHECK, &|_, h| Some(h.check_us as f64 / 1e6)),
-        (&NODE_CHECK_AGE, &|_, h| {
-            (h.last_check_ms != 0).then(|| now_ms().saturating_sub(h.last_check_ms) as f64 / 1e3)
-        }),
-        (&NODE_LAG, &|n, _| Some(n.lag_ms() as f64 / 1e3)),
+fn shards(o: &mut Out, snap: &Snapshot) {
+    type Get<'x> = &'x dyn Fn(&ShardSnap) -> f64;
+    let gauges: [(&Family, Get<'_>); 5] = [
+        (&SHARD_WRITABLE, &|s| b(s.writable)),
+        (&SHARD_EJECTED, &|s| b(s.ejected)),
+        (&SHARD_SWITCHING, &|s| b(s.switching)),
+        (&SHARD_FAILOVERS, &|s| s.failovers as f64),
+        (&SHARD_SWITCHOVERS, &|s| s.switchovers as f64),
     ];
     for (f, get) in gauges {
         o.head(f);
-        for ((p, s, n, _), h) in rows.iter().zip(&health) {
-            if let Some(v) = get(n, h) {
-                o.sample(f.name, &[("pool", p), ("shard", s), ("node", &n.label)], v);
+        for p in &snap.pools {
+            for s in &p.shards {
+                o.sample(f.name, &[("pool", p.name()), ("shard", &s.name)], get(s));
             }
         }
     }
 }
 
-fn node_traffic(o: &mut Out, rows: &[NodeRow<'_>]) {
+fn node_health(o: &mut Out, snap: &Snapshot) {
+    o.head(&NODE_ROLE);
+    for (p, s, n) in snap.nodes() {
+        let labels = [
+            ("pool", p.name()),
+            ("shard", s.name.as_str()),
+            ("node", n.addr.as_str()),
+            ("role", n.role),
+            ("seen", n.seen_role),
+            ("status", n.status.name()),
+        ];
+        o.sample(NODE_ROLE.name, &labels, 1.0);
+    }
+    type Get<'x> = &'x dyn Fn(&NodeSnap) -> Option<f64>;
+    let gauges: [(&Family, Get<'_>); 10] = [
+        (&NODE_UP, &|n| Some(b(n.up))),
+        (&NODE_ROUTABLE, &|n| Some(b(n.routable))),
+        (&NODE_REPLICA_USABLE, &|n| Some(b(n.replica_usable))),
+        (&NODE_MAINT, &|n| Some(b(n.maintenance))),
+        (&NODE_EJECTED, &|n| Some(b(n.ejected))),
+        (&NODE_EJECTIONS, &|n| Some(f64::from(n.ejections))),
+        (&NODE_CHECK, &|n| Some(n.check_us as f64 / 1e6)),
+        (&NODE_CHECK_AGE, &|n| {
+            n.last_check_age_ms.map(|ms| ms as f64 / 1e3)
+        }),
+        (&NODE_LAG, &|n| n.lag_ms.map(|ms| ms as f64 / 1e3)),
+        (&NODE_LAG_BYTES, &|n| n.lag_bytes.map(|v| v as f64)),
+    ];
+    for (f, get) in gauges {
+        o.head(f);
+        for (p, s, n) in snap.nodes() {
+            if let Some(v) = get(n) {
+                let labels = [("pool", p.name()), ("shard", &s.name), ("node", &n.addr)];
+                o.sample(f.name, &labels, v);
+            }
+        }
+    }
+}
+
+fn node_traffic(o: &mut Out, snap: &Snapshot) {
     let simple = [
         (&NODE_REQUESTS, ServerStat::Requests),
         (&NODE_RESPONSES, ServerStat::Responses),
@@ -417,9 +308,9 @@ fn node_traffic(o: &mut Out, rows: &[NodeRow<'_>]) {
     ];
     for (f, stat) in simple {
         o.head(f);
-        for (p, s, n, _) in rows {
-            let labels = [("pool", *p), ("shard", *s), ("node", n.label.as_str())];
-            o.sample(f.name, &labels, n.sum(stat) as f64);
+        for (p, s, n) in snap.nodes() {
+            let labels = [("pool", p.name()), ("shard", &s.name), ("node", &n.addr)];
+            o.sample(f.name, &labels, n.node.sum(stat) as f64);
         }
     }
     let by_kind: [(&Family, &[(&str, ServerStat)]); 3] = [
@@ -453,32 +344,24 @@ fn node_traffic(o: &mut Out, rows: &[NodeRow<'_>]) {
         } else {
             "state"
         };
-        for (p, s, n, _) in rows {
+        for (p, s, n) in snap.nodes() {
             for (k, stat) in kinds {
                 let labels = [
-                    ("pool", *p),
-                    ("shard", *s),
-                    ("node", n.label.as_str()),
+                    ("pool", p.name()),
+                    ("shard", s.name.as_str()),
+                    ("node", n.addr.as_str()),
                     (label, *k),
                 ];
-                o.sample(f.name, &labels, n.sum(*stat) as f64);
+                o.sample(f.name, &labels, n.node.sum(*stat) as f64);
             }
         }
     }
 }
 
-fn events(o: &mut Out, counts: Tally) {
-    let mut by_kind: Vec<(String, u64)> = Vec::new();
-    for ((kind, _, _), v) in counts {
-        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, t)) => *t += v,
-            None => by_kind.push((kind, v)),
-        }
-    }
-    by_kind.sort();
+fn events(o: &mut Out) {
     o.head(&EVENTS);
-    for (kind, v) in by_kind {
-        o.sample(EVENTS.name, &[("kind", &kind)], v as f64);
+    for (kind, v) in crate::observe::events::totals() {
+        o.sample(EVENTS.name, &[("kind", kind.name())], v as f64);
     }
 }
 
@@ -514,7 +397,7 @@ fn commands(o: &mut Out, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::sync::Arc;
 
     fn shared() -> Shared {
@@ -556,7 +439,7 @@ mod tests {
         w.by_command[i].record(50);
         w.by_command[i].record(2_000);
         w.by_command[i].record(5_000_000);
-        let text = render(&s, &Probes::default(), &EventTally::default());
+        let text = render(&s);
         let mut helped = HashSet::new();
         let mut typed = HashMap::new();
         for line in text.lines() {
@@ -596,32 +479,12 @@ mod tests {
         assert!(text.contains("command=\"get\",le=\"1\"} 2"));
         assert!(text.contains("command=\"get\",le=\"+Inf\"} 3"));
         assert!(text.contains("rampart_command_duration_seconds_count{command=\"get\"} 3"));
-        assert!(text.contains("rampart_node_errors_total{pool=\"a\",shard=\"s0\",node=\"s0\",kind=\"server_timedout\"} 0"));
+        assert!(text.contains("rampart_node_errors_total{pool=\"a\",shard=\"s0\",node=\"127.0.0.1:2\",kind=\"server_timedout\"} 0"));
         assert!(
             text.contains(
                 "rampart_node_role{pool=\"b\",shard=\"b\",node=\"127.0.0.1:5\",role=\"primary\""
             ),
             "{text}"
         );
-    }
-
-    #[test]
-    fn the_tally_counts_each_event_once() {
-        let t = EventTally::default();
-        let ev = |ms, msg: &str| Event {
-            at_ms: ms,
-            kind: crate::observe::events::Kind::Failover,
-            pool: "p".into(),
-            shard: "s".into(),
-            node: "n".into(),
-            message: msg.into(),
-        };
-        let key = ("failover".to_string(), "p".to_string(), "s".to_string());
-        let mut log = vec![ev(1, "a"), ev(2, "b")];
-        assert_eq!(t.update(&log)[&key], 2);
-        assert_eq!(t.update(&log)[&key], 2);
-        log.remove(0);
-        log.push(ev(3, "c"));
-        assert_eq!(t.update(&log)[&key], 3);
     }
 }

@@ -8,7 +8,7 @@
 //! | `GET /metrics` | Prometheus text format ([`metrics`]) |
 //! | `GET /stats` | the twemproxy stats JSON, as on the stats port |
 //! | `GET /healthz` | 200 `ok` while the process runs |
-//! | `GET /readyz` | 200 when every shard has a writable primary, else 503 and the shards that lack one |
+//! | `GET /readyz` | 200 when every pool is ready ([`crate::topology::snapshot`] has the rules), else 503 and why |
 //! | `GET /api/topology` | pools, shards, nodes, counters and recent events ([`api`]) |
 //! | `GET /api/events` | recent events |
 //! | `POST /api/nodes/maintenance` | `{pool, shard, node, on}`: drain a node or bring it back |
@@ -29,7 +29,6 @@ pub mod guard;
 pub mod listener;
 pub mod metrics;
 pub mod page;
-pub mod probe;
 pub mod stats_port;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -173,10 +172,6 @@ pub struct AdminState {
     pub control: crate::control::Handle,
     /// Bearer token for changing calls.
     pub token: Option<String>,
-    /// Health of nodes that have no health checks of their own.
-    pub probes: Arc<probe::Probes>,
-    /// Event totals for `/metrics`.
-    pub tally: metrics::EventTally,
 }
 
 type St = axum::extract::State<Arc<AdminState>>;
@@ -193,14 +188,10 @@ pub async fn serve(
     control: crate::control::Handle,
     stop: CancellationToken,
 ) {
-    let probes = Arc::new(probe::Probes::default());
-    probe::start(&shared, &probes, &stop);
     let state = Arc::new(AdminState {
         shared,
         control,
         token: bound.token,
-        probes,
-        tally: metrics::EventTally::default(),
     });
     if let Ok(a) = bound.listener.local_addr() {
         tracing::info!("admin interface on http://{a}/");
@@ -236,7 +227,7 @@ pub fn router(state: Arc<AdminState>, names: guard::Names) -> Router {
 }
 
 async fn prometheus(axum::extract::State(st): St) -> Response {
-    let body = metrics::render(&st.shared, &st.probes, &st.tally);
+    let body = metrics::render(&st.shared);
     (
         [(
             header::CONTENT_TYPE,

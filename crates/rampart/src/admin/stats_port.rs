@@ -1,5 +1,10 @@
 //! The twemproxy-compatible stats listener: each connection receives one JSON document and is
 //! closed, exactly like nutcracker's stats port, so existing exporters and dashboards work.
+//!
+//! Each server entry has nutcracker's fields, then rampart's from the one snapshot
+//! ([`crate::topology::snapshot`]), numbers as every other field so exporters read them:
+//! `server_up` (1 when the node is up) and `server_writable` (1 when it is the shard's primary
+//! and takes writes now).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -9,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::clock::unix_secs;
 use crate::observe::stats::{PoolStat, ServerStat};
+use crate::topology::snapshot::Snapshot;
 use crate::topology::Shared;
 
 /// Serve the stats port until the task is aborted.
@@ -54,15 +60,18 @@ pub fn render(shared: &Shared) -> String {
         m.global_sum(|w| &w.total_connections),
         m.global_sum(|w| &w.curr_connections),
     );
-    for p in shared.pools.load().iter() {
+    let snap = Snapshot::of(&shared.pools.load_full());
+    for ps in &snap.pools {
+        let p = &ps.pool;
         let _ = write!(j, ", {}: {{", quote(&p.conf.name));
         for (i, s) in PoolStat::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             let _ = write!(j, "{sep}\"{}\":{}", s.key(), m.pool_sum(p.index, *s));
         }
-        for shard in &p.shards {
-            for node in &shard.view().nodes {
-                let _ = write!(j, ", {}: {{", quote(&node.label));
+        for shard in &ps.shards {
+            for n in &shard.nodes {
+                let node = &n.node;
+                let _ = write!(j, ", {}: {{", quote(&n.stats_key));
                 for (i, s) in ServerStat::ALL.iter().enumerate() {
                     let sep = if i == 0 { "" } else { ", " };
                     let _ = write!(j, "{sep}\"{}\":{}", s.key(), node.sum(*s));
@@ -73,6 +82,12 @@ pub fn render(shared: &Shared) -> String {
                         let _ = write!(j, ", \"server_ejected_at\":{at}");
                     }
                 }
+                let _ = write!(
+                    j,
+                    ", \"server_up\":{}, \"server_writable\":{}",
+                    u8::from(n.up),
+                    u8::from(n.writable),
+                );
                 j.push('}');
             }
         }

@@ -6,7 +6,8 @@
 //! and serve only after `rise` good checks in a row; `fall` bad ones take them out. While a node
 //! is between states the checks run at the faster interval, so a dead node leaves rotation and
 //! a recovered one returns quickly. A replica also needs its replication link up, no sync in
-//! progress, and a lag within `max_replica_lag` before it serves reads.
+//! progress, and a lag within `max_replica_lag` before it serves reads; the lag is measured from
+//! replication offsets ([`crate::ha::lag`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use rampart_config::HealthCheck;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::ha::lag;
 use crate::ha::link::{CtlConn, Val};
 use crate::handshake::{auth_error, Handshake};
 use crate::topology::node::{NodeRt, Role};
@@ -26,8 +28,9 @@ pub struct Checked {
     pub role: Role,
     /// For a replica: may serve reads.
     pub replica_ok: bool,
-    /// Seconds since the replica last heard from its primary, in ms.
-    pub lag_ms: u64,
+    /// For a replica: how far behind its primary it is (`None` until its primary's offsets
+    /// have been seen).
+    pub lag: Option<lag::Lag>,
 }
 
 /// How often a check connection is replaced, so DNS names are looked up again.
@@ -62,23 +65,28 @@ pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .map(|v| v.trim().to_string())
     };
+    let offset = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+    let replid = field("master_replid").unwrap_or_default();
     match kind.as_str() {
-        "master" => Ok(Checked {
-            role: Role::Primary,
-            replica_ok: false,
-            lag_ms: 0,
-        }),
+        "master" => {
+            if let Some(o) = offset("master_repl_offset") {
+                lag::primary_seen(&replid, o);
+            }
+            Ok(Checked {
+                role: Role::Primary,
+                replica_ok: false,
+                lag: None,
+            })
+        }
         "slave" => {
             let link_up = field("master_link_status").as_deref() == Some("up");
             let syncing = field("master_sync_in_progress").as_deref() == Some("1");
-            let lag_ms = field("master_last_io_seconds_ago")
-                .and_then(|v| v.parse::<i64>().ok())
-                .map(|s| s.max(0) as u64 * 1000)
-                .unwrap_or(u64::MAX);
+            let lag = offset("slave_repl_offset").and_then(|o| lag::replica_lag(&replid, o));
+            let within = lag.is_some_and(|l| l.ms <= max_lag.as_millis() as u64);
             Ok(Checked {
                 role: Role::Replica,
-                replica_ok: link_up && !syncing && lag_ms <= max_lag.as_millis() as u64,
-                lag_ms,
+                replica_ok: link_up && !syncing && within,
+                lag,
             })
         }
         _ => match role {
@@ -143,12 +151,8 @@ pub async fn run(
                     node.close_all();
                     conn = None;
                 }
-                node.set_checked(
-                    c.role,
-                    c.replica_ok,
-                    c.lag_ms,
-                    started.elapsed().as_micros() as u64,
-                );
+                node.set_checked(c.role, c.replica_ok, started.elapsed().as_micros() as u64);
+                node.set_lag(c.lag.map(|l| l.ms), c.lag.map(|l| l.bytes));
                 good = good.saturating_add(1);
                 bad = 0;
                 if !believed_up && good >= hc.rise && !node.is_ejected() {
@@ -216,59 +220,80 @@ mod tests {
         Val::Str(s.as_bytes().to_vec())
     }
 
+    fn primary_role() -> Val {
+        parse(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n")
+    }
+
+    fn replica_role() -> Val {
+        parse(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:100\r\n")
+    }
+
     #[test]
-    fn a_connected_replica_within_lag_serves_reads() {
-        let role =
-            parse(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:100\r\n");
+    fn an_idle_caught_up_replica_serves_reads_however_long_ago_its_primary_wrote() {
+        let primary =
+            info("role:master\r\nmaster_replid:health-test-idle\r\nmaster_repl_offset:4200\r\n");
+        let seen = judge(
+            &[Val::Str(b"PONG".to_vec()), primary_role(), primary],
+            Duration::from_secs(2),
+        );
+        assert_eq!(seen.map(|c| c.role), Ok(Role::Primary));
+        // master_last_io_seconds_ago is up to 10 s on an idle link: it does not count.
         let r = judge(
-            &[Val::Str(b"PONG".to_vec()), role, info("role:slave\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaster_sync_in_progress:0\r\n")],
-            Duration::from_secs(10),
+            &[Val::Str(b"PONG".to_vec()), replica_role(), info("role:slave\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:9\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:4200\r\nmaster_replid:health-test-idle\r\n")],
+            Duration::from_secs(2),
         );
         assert_eq!(
             r,
             Ok(Checked {
                 role: Role::Replica,
                 replica_ok: true,
-                lag_ms: 1000
+                lag: Some(lag::Lag { ms: 0, bytes: 0 }),
             })
         );
     }
 
     #[test]
-    fn a_replica_with_its_link_down_or_lagging_does_not() {
-        let role =
-            parse(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$10\r\nconnecting\r\n:-1\r\n");
+    fn a_replica_with_its_link_down_or_an_unmeasured_lag_does_not() {
+        let primary =
+            info("role:master\r\nmaster_replid:health-test-down\r\nmaster_repl_offset:10\r\n");
+        let _ = judge(
+            &[Val::Str(b"PONG".to_vec()), primary_role(), primary],
+            Duration::from_secs(10),
+        );
         let down = judge(
             &[
                 Val::Str(b"PONG".to_vec()),
-                role.clone(),
-                info("master_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n"),
+                replica_role(),
+                info("master_link_status:down\r\nslave_repl_offset:10\r\nmaster_replid:health-test-down\r\n"),
             ],
             Duration::from_secs(10),
         );
-        assert!(matches!(
-            down,
-            Ok(Checked {
-                replica_ok: false,
-                ..
-            })
-        ));
-        let lagging = judge(
+        assert!(
+            matches!(
+                down,
+                Ok(Checked {
+                    replica_ok: false,
+                    ..
+                })
+            ),
+            "{down:?}"
+        );
+        let unknown = judge(
             &[
                 Val::Str(b"PONG".to_vec()),
-                role,
-                info("master_link_status:up\r\nmaster_last_io_seconds_ago:30\r\n"),
+                replica_role(),
+                info("master_link_status:up\r\nslave_repl_offset:10\r\nmaster_replid:health-test-never-seen\r\n"),
             ],
             Duration::from_secs(10),
         );
-        assert!(matches!(
-            lagging,
+        assert_eq!(
+            unknown,
             Ok(Checked {
+                role: Role::Replica,
                 replica_ok: false,
-                lag_ms: 30000,
-                ..
+                lag: None,
             })
-        ));
+        );
     }
 
     #[test]

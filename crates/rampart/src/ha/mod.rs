@@ -1,8 +1,9 @@
 //! High availability: active health checks ([`health`]), the Sentinel follower
-//! ([`sentinel`]), planned switchovers ([`switchover`]), and the control plane's own small
-//! Redis client they share ([`link`]).
+//! ([`sentinel`]), planned switchovers ([`switchover`]), replication lag from offsets
+//! ([`lag`]), and the control plane's own small Redis client they share ([`link`]).
 
 pub mod health;
+pub mod lag;
 pub mod link;
 pub mod sentinel;
 pub mod switchover;

@@ -30,6 +30,9 @@ pub struct MasterInfo {
     pub primary: (String, u16),
     /// Its replicas that Sentinel does not consider down.
     pub replicas: Vec<(String, u16)>,
+    /// Its replicas that Sentinel considers down (`s_down` or `o_down`), with Sentinel's
+    /// flags: they stay in the view, down, so operators see them.
+    pub down: Vec<((String, u16), String)>,
     /// Sentinel's config epoch for this master.
     pub epoch: u64,
 }
@@ -50,23 +53,27 @@ pub fn parse_master(master: &Val, replicas: &Val) -> Option<MasterInfo> {
         .get("config-epoch")
         .and_then(|e| e.parse().ok())
         .unwrap_or(0);
-    let replicas = replicas
-        .items()
-        .iter()
-        .map(fields)
-        .filter(|r| {
-            // Only replicas Sentinel has judged down leave the view. A link that is merely
-            // `disconnected` is often Sentinel's own connection killed by a promotion
-            // (`CLIENT KILL TYPE normal`): dropping the node then would forget its health and
-            // make it start down again right when it becomes the primary.
-            let flags = r.get("flags").map(String::as_str).unwrap_or("");
-            !flags.contains("s_down") && !flags.contains("o_down")
-        })
-        .filter_map(|r| Some((r.get("ip")?.clone(), r.get("port")?.parse().ok()?)))
-        .collect();
+    let mut live = Vec::new();
+    let mut down = Vec::new();
+    for r in replicas.items().iter().map(fields) {
+        let Some(addr) = (|| Some((r.get("ip")?.clone(), r.get("port")?.parse().ok()?)))() else {
+            continue;
+        };
+        // Only replicas Sentinel has judged down are taken out (and shown down). A link that
+        // is merely `disconnected` is often Sentinel's own connection killed by a promotion
+        // (`CLIENT KILL TYPE normal`): taking the node out then would forget its health and
+        // make it start down again right when it becomes the primary.
+        let flags = r.get("flags").map(String::as_str).unwrap_or("");
+        if flags.contains("s_down") || flags.contains("o_down") {
+            down.push((addr, flags.to_string()));
+        } else {
+            live.push(addr);
+        }
+    }
     Some(MasterInfo {
         primary,
-        replicas,
+        replicas: live,
+        down,
         epoch,
     })
 }
@@ -180,6 +187,7 @@ async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<
             ) {
                 info.primary = (h, p);
                 info.replicas.retain(|r| *r != info.primary);
+                info.down.retain(|(r, _)| *r != info.primary);
             }
             let moves = current.as_ref() != Some(&tcp(&info.primary));
             let better = match &best {
@@ -293,6 +301,22 @@ async fn apply(
         .map(|n| n.addr.clone());
     let mut wanted: Vec<ServerAddr> = vec![want_primary.clone()];
     wanted.extend(info.replicas.iter().map(tcp).filter(|a| *a != want_primary));
+    for (d, _) in &info.down {
+        let a = tcp(d);
+        if !wanted.contains(&a) {
+            wanted.push(a);
+        }
+    }
+    // What Sentinel says of each node now: listed down (its flags) or not.
+    let listed = |a: &ServerAddr| {
+        info.down
+            .iter()
+            .find(|(d, _)| tcp(d) == *a && *a != want_primary)
+            .map(|(_, flags)| flags.as_str())
+    };
+    for n in old.nodes.iter() {
+        n.set_listed_down(listed(&n.addr));
+    }
     let same_nodes = wanted.len() == old.nodes.len()
         && wanted
             .iter()
@@ -311,6 +335,7 @@ async fn apply(
                 workers,
                 true,
             ));
+            n.set_listed_down(listed(a));
             start_check(pool, &n, checks, stop);
             n
         });
@@ -334,12 +359,19 @@ async fn apply(
         if let Some(p) = nodes.first() {
             confirm(p, pool).await;
         }
+        // The first primary Sentinel names (at start, or for a new shard) is not a failover.
+        let (kind, what) = if current_primary.is_some() {
+            rt.count_failover();
+            (crate::observe::events::Kind::Failover, "a new primary")
+        } else {
+            (crate::observe::events::Kind::Primary, "the primary")
+        };
         crate::observe::events::record(
-            crate::observe::events::Kind::Failover,
+            kind,
             &pool.conf.name,
             &rt.name,
             &format!("{}:{}", info.primary.0, info.primary.1),
-            format!("Sentinel names a new primary (config epoch {})", info.epoch),
+            format!("Sentinel names {what} (config epoch {})", info.epoch),
         );
         tracing::warn!(
             pool = %pool.conf.name,
@@ -375,7 +407,7 @@ async fn confirm(node: &NodeRt, pool: &PoolRt) {
             .and_then(|v| v.items().first())
             .and_then(Val::text);
         if role.as_deref() == Some("master") {
-            node.set_checked(Role::Primary, false, 0, node.check_us());
+            node.set_checked(Role::Primary, false, node.check_us());
         } else {
             node.demote();
         }
@@ -471,5 +503,12 @@ mod tests {
             ]
         );
         assert_eq!(info.epoch, 3);
+        assert_eq!(
+            info.down,
+            vec![(
+                ("127.0.0.1".to_string(), 7002),
+                "s_down,slave,disconnected".to_string()
+            )]
+        );
     }
 }

@@ -104,6 +104,7 @@ pub async fn run(
                 held.as_millis()
             );
             rt.set_switch_state(format!("done: {msg}"));
+            rt.count_switchover();
             crate::observe::events::record(Kind::Switchover, &pool.conf.name, &rt.name, &to, &msg);
             Ok(msg)
         }
@@ -194,7 +195,7 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
         });
         (old, new)
     };
-    new.set_checked(Role::Primary, false, 0, new.check_us());
+    new.set_checked(Role::Primary, false, new.check_us());
     old.demote();
     old.close_all();
     Ok(new.label.clone())
@@ -505,7 +506,7 @@ async fn promote_with_sentinel(
                 if node.is_up()
                     && role(&pool.handshake, &node.addr).await.as_deref() == Some("master")
                 {
-                    node.set_checked(Role::Primary, false, 0, node.check_us());
+                    node.set_checked(Role::Primary, false, node.check_us());
                     rt.set_view(ShardView {
                         nodes: view.nodes.clone(),
                         primary: Some(idx),

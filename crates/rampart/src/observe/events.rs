@@ -1,8 +1,10 @@
 //! Recent events for operators: node down/up with the reason, ejections, primary switches,
 //! switchovers, reloads. A bounded, process-wide log (the newest [`CAPACITY`] entries), read by
-//! the admin page and API; every event is also a log line.
+//! the admin page and API; every event is also a log line. Each kind is also counted when it is
+//! recorded ([`totals`]), so the counts never forget what the bounded log drops.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +29,46 @@ pub enum Kind {
     Switchover,
     /// The configuration was reloaded (or a reload was refused).
     Reload,
+    /// Sentinel named a shard's first primary (at start, or for a new shard): not a failover.
+    Primary,
+}
+
+impl Kind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Kind; 8] = [
+        Kind::NodeUp,
+        Kind::NodeDown,
+        Kind::NodeEjected,
+        Kind::Maintenance,
+        Kind::Failover,
+        Kind::Switchover,
+        Kind::Reload,
+        Kind::Primary,
+    ];
+
+    /// The snake_case name, as the API spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::NodeUp => "node_up",
+            Kind::NodeDown => "node_down",
+            Kind::NodeEjected => "node_ejected",
+            Kind::Maintenance => "maintenance",
+            Kind::Failover => "failover",
+            Kind::Switchover => "switchover",
+            Kind::Reload => "reload",
+            Kind::Primary => "primary",
+        }
+    }
+}
+
+static TOTALS: [AtomicU64; Kind::ALL.len()] = [const { AtomicU64::new(0) }; Kind::ALL.len()];
+
+/// Events recorded since the start, per kind (every kind, zeros included).
+pub fn totals() -> Vec<(Kind, u64)> {
+    Kind::ALL
+        .iter()
+        .map(|&k| (k, TOTALS[k as usize].load(Relaxed)))
+        .collect()
 }
 
 /// One event.
@@ -40,7 +82,7 @@ pub struct Event {
     pub pool: String,
     /// Shard, when it concerns one.
     pub shard: String,
-    /// Node, when it concerns one.
+    /// Node address, when it concerns one.
     pub node: String,
     /// Human-readable detail (the reason).
     pub message: String,
@@ -50,6 +92,7 @@ static LOG: Mutex<VecDeque<Event>> = Mutex::new(VecDeque::new());
 
 /// Record an event.
 pub fn record(kind: Kind, pool: &str, shard: &str, node: &str, message: impl Into<String>) {
+    TOTALS[kind as usize].fetch_add(1, Relaxed);
     let e = Event {
         at_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -91,5 +134,18 @@ mod tests {
             all.last().map(|e| e.message.clone()),
             Some(format!("event {}", CAPACITY + 9))
         );
+        // The count does not forget what the log dropped.
+        let up = totals().into_iter().find(|(k, _)| *k == Kind::NodeUp);
+        assert!(
+            up.is_some_and(|(_, n)| n >= (CAPACITY + 10) as u64),
+            "{up:?}"
+        );
+    }
+
+    #[test]
+    fn kind_names_match_the_api_spelling() {
+        for k in Kind::ALL {
+            assert_eq!(serde_json::to_value(k).ok(), Some(k.name().into()));
+        }
     }
 }

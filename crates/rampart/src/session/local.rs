@@ -16,6 +16,7 @@ use crate::ha::link::{CtlConn, Val};
 use crate::handshake::Handshake;
 use crate::reply::pending::Pending;
 use crate::text::sanitize;
+use crate::topology::snapshot::Snapshot;
 use crate::topology::{PoolRt, Shared};
 use crate::upstream::pool::WorkerPool;
 use rampart_config::ServerAddr;
@@ -456,71 +457,7 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         t.push_str("\r\n");
     }
     if has("pools") {
-        t.push_str("# Pools\r\n");
-        for p in shared.pools.load().iter() {
-            let ejected = p.shards.iter().filter(|s| s.is_ejected()).count();
-            let _ = write!(
-                t,
-                "pool_{}:shards={},ejected={},client_connections={},forward_error={},fragments={}\r\n",
-                p.conf.name,
-                p.shards.len(),
-                ejected,
-                m.pool_sum(p.index, PoolStat::ClientConnections),
-                m.pool_sum(p.index, PoolStat::ForwardError),
-                m.pool_sum(p.index, PoolStat::Fragments),
-            );
-            for s in &p.shards {
-                let state = s
-                    .switch_state
-                    .lock()
-                    .map(|st| st.clone())
-                    .unwrap_or_default();
-                if !state.is_empty() {
-                    let _ = write!(t, "switchover_{}_{}:{}\r\n", p.conf.name, s.name, state);
-                }
-                let view = s.view();
-                let primary = view
-                    .primary
-                    .and_then(|i| view.nodes.get(i))
-                    .map(|n| n.label.as_str())
-                    .unwrap_or("none");
-                let _ = write!(
-                    t,
-                    "shard_{}_{}:primary={},writable={},nodes={},ejected={},switching={}\r\n",
-                    p.conf.name,
-                    s.name,
-                    primary,
-                    s.write_target(&view).is_some() as u8,
-                    view.nodes.len(),
-                    s.is_ejected() as u8,
-                    s.is_switching() as u8,
-                );
-                for (ni, n) in view.nodes.iter().enumerate() {
-                    let role = if view.primary == Some(ni) {
-                        "primary"
-                    } else {
-                        "replica"
-                    };
-                    let _ = write!(
-                        t,
-                        "node_{}_{}_{}:addr={},role={},seen_role={},up={},ejected={},lag_ms={},requests={},server_err={},server_timedout={}\r\n",
-                        p.conf.name,
-                        s.name,
-                        ni,
-                        n.label,
-                        role,
-                        n.role(),
-                        n.is_up() as u8,
-                        (s.is_ejected() || n.is_ejected()) as u8,
-                        n.lag_ms(),
-                        n.sum(ServerStat::Requests),
-                        n.sum(ServerStat::ServerErr),
-                        n.sum(ServerStat::ServerTimedout),
-                    );
-                }
-            }
-        }
-        t.push_str("\r\n");
+        pools_section(&mut t, shared);
     }
     if has("keyspace") {
         Answer::Broadcast(
@@ -624,6 +561,102 @@ async fn kill_on(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let argv: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
     Ok(c.call(&[&argv], limit).await?.pop())
+}
+
+/// An INFO key from `parts`: joined by `_`, with `:` (the key/value separator) and white
+/// space written as `_`, so an address keeps a stable, parseable key.
+fn info_key(parts: &[&str]) -> String {
+    parts
+        .join("_")
+        .chars()
+        .map(|c| {
+            if c == ':' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A free-text INFO value: no commas (the field separator) or line breaks.
+fn info_text(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            ',' => ';',
+            '\r' | '\n' => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+/// INFO `pools`: every pool, shard and node as the one snapshot
+/// ([`crate::topology::snapshot`]) has them. Node keys are `node_<pool>_<shard>_<address>`,
+/// stable across failovers; `reason` is the last field of a line.
+fn pools_section(t: &mut String, shared: &Shared) {
+    let m = &shared.metrics;
+    let snap = Snapshot::of(&shared.pools.load_full());
+    t.push_str("# Pools\r\n");
+    for ps in &snap.pools {
+        let p = &ps.pool;
+        let _ = write!(
+            t,
+            "{}:kind={},shards={},ejected={},ready={},client_connections={},forward_error={},fragments={}\r\n",
+            info_key(&["pool", ps.name()]),
+            ps.kind.name(),
+            ps.shards.len(),
+            ps.shards.iter().filter(|s| s.ejected).count(),
+            u8::from(ps.ready),
+            m.pool_sum(p.index, PoolStat::ClientConnections),
+            m.pool_sum(p.index, PoolStat::ForwardError),
+            m.pool_sum(p.index, PoolStat::Fragments),
+        );
+        for s in &ps.shards {
+            if !s.switch_state.is_empty() {
+                let key = info_key(&["switchover", ps.name(), &s.name]);
+                let _ = write!(t, "{key}:{}\r\n", info_text(&s.switch_state));
+            }
+            let _ = write!(
+                t,
+                "{}:primary={},writable={},nodes={},ejected={},switching={},failovers={},switchovers={},reason={}\r\n",
+                info_key(&["shard", ps.name(), &s.name]),
+                s.primary.as_deref().unwrap_or("none"),
+                u8::from(s.writable),
+                s.nodes.len(),
+                u8::from(s.ejected),
+                u8::from(s.switching),
+                s.failovers,
+                s.switchovers,
+                info_text(&s.reason),
+            );
+            for n in &s.nodes {
+                let lag = |v: Option<u64>| v.map_or(-1, |v| v as i64);
+                let _ = write!(
+                    t,
+                    "{}:addr={},name={},shard={},role={},seen_role={},status={},up={},writable={},replica_usable={},ejected={},maintenance={},lag_ms={},lag_bytes={},requests={},server_err={},server_timedout={},reason={}\r\n",
+                    info_key(&["node", ps.name(), &s.name, &n.addr]),
+                    n.addr,
+                    n.name.as_deref().unwrap_or(""),
+                    s.name,
+                    n.role,
+                    n.seen_role,
+                    n.status.name(),
+                    u8::from(n.up),
+                    u8::from(n.writable),
+                    u8::from(n.replica_usable),
+                    u8::from(n.ejected),
+                    u8::from(n.maintenance),
+                    lag(n.lag_ms),
+                    lag(n.lag_bytes),
+                    n.node.sum(ServerStat::Requests),
+                    n.node.sum(ServerStat::ServerErr),
+                    n.node.sum(ServerStat::ServerTimedout),
+                    info_text(&n.reason),
+                );
+            }
+        }
+    }
+    t.push_str("\r\n");
 }
 
 /// What `RAMPART HELP` lists: every subcommand, one line each.

@@ -5,10 +5,12 @@
 //!   twemproxy-style ejection.
 //! - [`node`]: one node's health, role and statistics.
 //! - [`shared`]: the published pools and the rest of the process-wide state.
+//! - [`snapshot`]: one snapshot of every pool, shard and node that every report renders.
 
 pub mod node;
 pub mod pool;
 pub mod shared;
+pub mod snapshot;
 
 pub use pool::{PoolRt, ShardRt, ShardView};
 pub use shared::Shared;

@@ -4,6 +4,11 @@
 //! checks, Sentinel following) and by passive failure counting on live traffic; workers read
 //! them with relaxed atomic loads. Closing every connection to a node (a switch away from an old
 //! primary, a node leaving the topology) is a generation bump the workers' connections watch.
+//!
+//! A node of a twemproxy `servers:` pool has no health checks: what its connections see on live
+//! traffic is its state ([`NodeRt::traffic_failed`], [`NodeRt::passive_ok`]). It does not change
+//! routing (twemproxy's ring changes only through `auto_eject_hosts`), but it is what every
+//! report shows, and each change is an event.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -44,6 +49,9 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// Stored in place of a lag not measured.
+const UNKNOWN: u64 = u64::MAX;
+
 /// A node's statistics as written by one worker.
 pub type NodeCells = Vec<Cell>;
 
@@ -71,6 +79,15 @@ pub struct NodeRt {
     eject_until_ms: AtomicU64,
     ejections: AtomicU32,
     passive_failures: AtomicU32,
+    /// Health-checked (pools with replicas or Sentinel); else its state comes from traffic.
+    checked: bool,
+    /// Unchecked nodes: the last connection or request on live traffic failed.
+    traffic_down: AtomicBool,
+    /// Sentinel lists the node as down (`s_down`/`o_down`): it takes no requests.
+    listed_down: AtomicBool,
+    listed_flags: Mutex<String>,
+    /// Replication bytes behind its primary at the last check (`u64::MAX`: not known).
+    lag_bytes: AtomicU64,
     /// Unix time (µs) of the last ejection (twemproxy's `server_ejected_at`).
     pub ejected_at_us: AtomicU64,
     last_error: Mutex<String>,
@@ -101,12 +118,17 @@ impl NodeRt {
             maintenance: AtomicBool::new(false),
             role: AtomicU8::new(Role::Unknown as u8),
             replica_ok: AtomicBool::new(!checked),
-            lag_ms: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(UNKNOWN),
             check_us: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             eject_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             passive_failures: AtomicU32::new(0),
+            checked,
+            traffic_down: AtomicBool::new(false),
+            listed_down: AtomicBool::new(false),
+            listed_flags: Mutex::new(String::new()),
+            lag_bytes: AtomicU64::new(UNKNOWN),
             ejected_at_us: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
             close_gen: watch::channel(0).0,
@@ -127,10 +149,72 @@ impl NodeRt {
         self.cells.iter().map(|c| c[s as usize].get()).sum()
     }
 
-    /// Passes health checks and is not ejected.
+    /// Passes health checks, is not ejected, not in maintenance and not listed down by
+    /// Sentinel.
     #[inline]
     pub fn is_routable(&self) -> bool {
-        self.up.load(Relaxed) && !self.is_ejected() && !self.maintenance.load(Relaxed)
+        self.up.load(Relaxed)
+            && !self.is_ejected()
+            && !self.maintenance.load(Relaxed)
+            && !self.listed_down.load(Relaxed)
+    }
+
+    /// Health-checked (a pool with replicas or Sentinel); false for a twemproxy `servers:`
+    /// node, whose state comes from live traffic.
+    pub fn is_checked(&self) -> bool {
+        self.checked
+    }
+
+    /// An unchecked node whose last connection or request on live traffic failed.
+    pub fn is_traffic_down(&self) -> bool {
+        self.traffic_down.load(Relaxed)
+    }
+
+    /// A connection to this node failed, broke or timed out on live traffic (`why`, a
+    /// sentence). For an unchecked node this is its state: the first failure after a success
+    /// marks it down, records the reason and an event. Routing is not changed by it.
+    pub fn traffic_failed(&self, why: &str) {
+        if self.checked {
+            return;
+        }
+        self.set_error(why);
+        if !self.traffic_down.swap(true, Relaxed) {
+            tracing::warn!(node = %self.label, "node down: {why}");
+            self.event(
+                crate::observe::events::Kind::NodeDown,
+                format!("down: {why} (seen on live traffic)"),
+            );
+        }
+    }
+
+    /// Sentinel lists the node as down (`Some(flags)`) or no longer does (`None`). A node
+    /// listed down takes no requests whatever its own checks say.
+    pub fn set_listed_down(&self, flags: Option<&str>) {
+        let down = flags.is_some();
+        if self.listed_down.swap(down, Relaxed) != down {
+            let msg = match flags {
+                Some(f) => format!("Sentinel lists it as down ({f})"),
+                None => "Sentinel no longer lists it as down".to_string(),
+            };
+            tracing::warn!(node = %self.label, "{msg}");
+            let kind = if down {
+                crate::observe::events::Kind::NodeDown
+            } else {
+                crate::observe::events::Kind::NodeUp
+            };
+            self.event(kind, msg);
+        }
+        if let Ok(mut l) = self.listed_flags.lock() {
+            flags.unwrap_or_default().clone_into(&mut l);
+        }
+    }
+
+    /// Sentinel's flags for the node while it lists it as down (`s_down,slave,...`).
+    pub fn listed_down(&self) -> Option<String> {
+        if !self.listed_down.load(Relaxed) {
+            return None;
+        }
+        self.listed_flags.lock().ok().map(|f| f.clone())
     }
 
     /// In maintenance: no new requests; the ones in flight finish.
@@ -152,9 +236,10 @@ impl NodeRt {
         }
     }
 
-    /// Record an event about this node.
+    /// Record an event about this node (named by its address, as every report names it).
     pub fn event(&self, kind: crate::observe::events::Kind, message: impl Into<String>) {
-        crate::observe::events::record(kind, &self.place.0, &self.place.1, &self.label, message);
+        let addr = self.addr.to_string();
+        crate::observe::events::record(kind, &self.place.0, &self.place.1, &addr, message);
     }
 
     /// Taken out by passive failures and not yet back.
@@ -182,9 +267,21 @@ impl NodeRt {
         self.replica_ok.load(Relaxed)
     }
 
-    /// Replication lag seen at the last check.
-    pub fn lag_ms(&self) -> u64 {
-        self.lag_ms.load(Relaxed)
+    /// Replication lag in ms at the last check: how long ago its primary had the offset the
+    /// replica has now; `None` while not measured (a primary, or no offsets seen yet).
+    pub fn lag_ms(&self) -> Option<u64> {
+        Some(self.lag_ms.load(Relaxed)).filter(|&v| v != UNKNOWN)
+    }
+
+    /// Replication bytes behind its primary at the last check; `None` while not measured.
+    pub fn lag_bytes(&self) -> Option<u64> {
+        Some(self.lag_bytes.load(Relaxed)).filter(|&v| v != UNKNOWN)
+    }
+
+    /// Record the replication lag measured by a check (`None`: not known).
+    pub fn set_lag(&self, ms: Option<u64>, bytes: Option<u64>) {
+        self.lag_ms.store(ms.unwrap_or(UNKNOWN), Relaxed);
+        self.lag_bytes.store(bytes.unwrap_or(UNKNOWN), Relaxed);
     }
 
     /// Latency of the last health check.
@@ -210,11 +307,13 @@ impl NodeRt {
         self.ejections.load(Relaxed)
     }
 
-    /// Record a health check result.
-    pub fn set_checked(&self, role: Role, replica_ok: bool, lag_ms: u64, took_us: u64) {
+    /// Record a health check result (the lag separately, [`NodeRt::set_lag`]); a primary has no lag.
+    pub fn set_checked(&self, role: Role, replica_ok: bool, took_us: u64) {
+        if role == Role::Primary {
+            self.set_lag(None, None);
+        }
         self.role.store(role as u8, Relaxed);
         self.replica_ok.store(replica_ok, Relaxed);
-        self.lag_ms.store(lag_ms, Relaxed);
         self.check_us.store(took_us, Relaxed);
         self.last_check_ms.store(now_ms(), Relaxed);
     }
@@ -245,11 +344,19 @@ impl NodeRt {
         was != up
     }
 
-    /// A request on live traffic succeeded.
+    /// A request on live traffic succeeded. An unchecked node marked down by traffic is up
+    /// again (an event says so).
     #[inline]
     pub fn passive_ok(&self) {
         if self.passive_failures.load(Relaxed) != 0 {
             self.passive_failures.store(0, Relaxed);
+        }
+        if self.traffic_down.load(Relaxed) && self.traffic_down.swap(false, Relaxed) {
+            tracing::info!(node = %self.label, "node up: a request succeeded");
+            self.event(
+                crate::observe::events::Kind::NodeUp,
+                "up: a request on live traffic succeeded",
+            );
         }
     }
 

@@ -54,6 +54,8 @@ pub struct ShardRt {
     held_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// What a running (or the last) planned switchover is doing, for INFO.
     pub switch_state: std::sync::Mutex<String>,
+    failovers: AtomicU64,
+    switchovers: AtomicU64,
 }
 
 impl ShardRt {
@@ -115,6 +117,22 @@ impl ShardRt {
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
     }
+    /// Count a primary change made by Sentinel (not the first primary it names).
+    pub fn count_failover(&self) {
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Count a planned switchover that completed.
+    pub fn count_switchover(&self) {
+        self.switchovers.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Primary changes made by Sentinel since the shard was first configured.
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+    /// Planned switchovers completed since the shard was first configured.
+    pub fn switchovers(&self) -> u64 {
+        self.switchovers.load(Ordering::Relaxed)
+    }
 }
 
 /// One pool at run time.
@@ -129,7 +147,7 @@ pub struct PoolRt {
     /// Nodes are health-checked (pools with replicas or Sentinel); twemproxy pools are not.
     pub checked: bool,
     /// AUTH and SELECT for every connection to a data node (requests, health checks,
-    /// switchover, the admin probe).
+    /// switchover).
     pub handshake: Arc<Handshake>,
     /// AUTH for every connection to one of the pool's Sentinels.
     pub sentinel_handshake: Handshake,
@@ -174,9 +192,9 @@ impl PoolRt {
             .enumerate()
             .map(|(i, s)| {
                 let place = (conf.name.clone(), s.name.clone());
-                let old = prev
-                    .and_then(|p| p.shards.iter().find(|o| o.name == s.name))
-                    .map(|o| o.view());
+                let old_shard = prev.and_then(|p| p.shards.iter().find(|o| o.name == s.name));
+                let old = old_shard.map(|o| o.view());
+                let counted = |f: fn(&ShardRt) -> u64| AtomicU64::new(old_shard.map_or(0, f));
                 let reuse = |n: &Node, label: String| {
                     old.as_ref()
                         .and_then(|v| {
@@ -217,6 +235,8 @@ impl PoolRt {
                     holding: AtomicBool::new(false),
                     held_since: std::sync::Mutex::new(None),
                     switch_state: std::sync::Mutex::new(String::new()),
+                    failovers: counted(ShardRt::failovers),
+                    switchovers: counted(ShardRt::switchovers),
                 }
             })
             .collect();
@@ -304,7 +324,14 @@ impl PoolRt {
         self.next_retry_ms.fetch_min(retry, Ordering::Relaxed);
         self.any_ejected.store(true, Ordering::Relaxed);
         self.rebuild();
-        tracing::warn!(pool = %self.conf.name, server = %s.name, "server ejected after {n} consecutive failures");
+        let time = self.conf.server_retry_timeout;
+        tracing::warn!(pool = %self.conf.name, server = %s.name, "server ejected from the ring for {time:?} after {n} consecutive failures");
+        for node in &s.view().nodes {
+            node.event(
+                crate::observe::events::Kind::NodeEjected,
+                format!("ejected from the ring for {time:?} after {n} consecutive failures (auto_eject_hosts)"),
+            );
+        }
         true
     }
 

@@ -193,6 +193,11 @@ impl Backend {
     ) -> Result<(), (Sink, SendError)> {
         if let Some((until, why)) = &*self.down.borrow() {
             if Instant::now() < *until {
+                // Refused unsent: the node's connection just failed (or was closed by it).
+                if !self.node.is_checked() && !self.node.is_traffic_down() {
+                    self.node
+                        .traffic_failed(&format!("connection failed: {why}"));
+                }
                 return Err((sink, SendError::Down(self.label().to_string(), why.clone())));
             }
         }
@@ -293,7 +298,7 @@ impl Backend {
             let affected = self.fail_all(&err, connect_failed);
             let counts = affected > 0 || !matches!(err, ConnError::Eof | ConnError::Closed);
             if counts {
-                self.count_failure();
+                self.count_failure(&err, connect_failed);
             }
             let until = self.down.borrow().as_ref().map(|(t, _)| *t);
             if let Some(until) = until {
@@ -303,10 +308,16 @@ impl Backend {
     }
 
     /// Feed a failure to twemproxy-style ejection (plain pools) or passive node ejection
-    /// (pools with health checks).
-    fn count_failure(&self) {
+    /// (pools with health checks). A node without health checks takes it as its state.
+    fn count_failure(&self, err: &ConnError, connect_failed: bool) {
         let pool = self.pool();
         let conf = &pool.conf;
+        let why = match err {
+            _ if connect_failed => format!("connect failed: {err}"),
+            ConnError::Timeout => "a request timed out".to_string(),
+            _ => format!("connection failed: {err}"),
+        };
+        self.node.traffic_failed(&why);
         if pool.checked {
             self.node
                 .passive_failure(conf.eject_after, conf.eject_time, conf.eject_time_max);

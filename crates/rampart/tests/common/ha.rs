@@ -108,13 +108,11 @@ impl HaProxy {
     }
 }
 
-/// One `node_<pool>_<shard>_<i>:...` line of the proxy's `INFO pools`.
+/// One `node_<pool>_<shard>_<address>:...` line of the proxy's `INFO pools`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeState {
     /// The shard name.
     pub shard: String,
-    /// Position of the node in its shard.
-    pub index: usize,
     /// The address as listed.
     pub addr: String,
     /// `primary` or `replica`: the role the proxy routes it as.
@@ -125,6 +123,12 @@ pub struct NodeState {
     pub up: bool,
     /// Taken out by passive failures (or its shard ejected).
     pub ejected: bool,
+    /// `up`, `down`, `ejected`, `maintenance` or `out`.
+    pub status: String,
+    /// Replication lag in ms (-1: not measured).
+    pub lag_ms: i64,
+    /// Why it is not up (empty when it is).
+    pub reason: String,
     /// Requests the proxy sent to it.
     pub requests: i64,
 }
@@ -132,8 +136,7 @@ pub struct NodeState {
 impl NodeState {
     fn parse(line: &str) -> Option<NodeState> {
         let (key, fields) = line.trim().split_once(':')?;
-        let rest = key.strip_prefix(&format!("node_{POOL}_"))?;
-        let (shard, index) = rest.rsplit_once('_')?;
+        key.strip_prefix(&format!("node_{POOL}_"))?;
         let field = |name: &str| {
             fields
                 .split(',')
@@ -142,13 +145,15 @@ impl NodeState {
                 .to_string()
         };
         Some(NodeState {
-            shard: shard.to_string(),
-            index: index.parse().ok()?,
+            shard: field("shard"),
             addr: field("addr"),
             role: field("role"),
             seen_role: field("seen_role"),
             up: field("up") == "1",
             ejected: field("ejected") == "1",
+            status: field("status"),
+            lag_ms: field("lag_ms").parse().unwrap_or(-1),
+            reason: field("reason"),
             requests: field("requests").parse().unwrap_or(-1),
         })
     }

@@ -81,18 +81,23 @@ function index(snap) {
   if (snap) {
     for (const p of snap.pools)
       for (const s of p.shards)
-        for (const n of s.nodes) nodes.set(key(p.name, s.name, n.label), n);
+        for (const n of s.nodes) nodes.set(key(p.name, s.name, n.addr), n);
     for (const c of snap.commands) cmds.set(c.name, c);
   }
   return { nodes, cmds };
 }
 
+// The node's state as the proxy decided it (one word per state); the page only colours it.
+const STATUS = {
+  up: ["up", "UP"],
+  down: ["down", "DOWN"],
+  ejected: ["down", "EJECTED"],
+  maintenance: ["maint", "MAINT"],
+  out: ["warn", "OUT"],
+};
+
 function status(n) {
-  if (!n.up) return ["down", "DOWN"];
-  if (n.maintenance) return ["maint", "MAINT"];
-  if (n.ejected) return ["down", "EJECTED"];
-  if (!n.routable) return ["warn", "OUT"];
-  return ["up", "UP"];
+  return STATUS[n.status] || ["warn", String(n.status).toUpperCase()];
 }
 
 function cell(label, ...content) {
@@ -102,21 +107,22 @@ function cell(label, ...content) {
 function renderPool(p, dt, before) {
   const rows = [];
   for (const s of p.shards) {
-    const shardState = s.ejected ? "EJECTED" : s.switching ? "SWITCHING" : s.writable ? "" : "NO PRIMARY";
+    const shardState = s.ejected ? "EJECTED" : s.switching ? "SWITCHING" : s.writable ? "" : "NOT WRITABLE";
     rows.push(el("tr", { class: "shard" + (shardState ? " bad" : "") },
       el("th", { colSpan: 11, scope: "rowgroup" }, "shard ", s.name,
         shardState ? el("span", { class: "badge down" }, shardState) : null,
+        s.reason ? el("span", { class: "muted note" }, " ", s.reason) : null,
         s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null)));
     for (const n of s.nodes) {
-      const old = before.nodes.get(key(p.name, s.name, n.label));
+      const old = before.nodes.get(key(p.name, s.name, n.addr));
       const ops = old && dt > 0 ? (n.requests - old.requests) / dt : null;
       const errs = old && dt > 0 ? (n.errors - old.errors) / dt : null;
       const [cls, word] = status(n);
       const role = n.role + (n.seen_role !== "unknown" && n.seen_role !== n.role ? " (says " + n.seen_role + ")" : "");
-      const lag = n.role === "replica" && n.up && p.kind !== "twemproxy" ? n.lag_ms + " ms" : "–";
-      const health = n.last_error && !n.up ? n.last_error : (n.check_us ? fmtUs(n.check_us) : "");
-      rows.push(el("tr", { class: "node " + cls, "data-node": n.label, "data-state": word },
-        cell("node", el("span", { class: "name" }, n.label), n.addr !== n.label ? el("span", { class: "muted addr" }, " ", n.addr) : null),
+      const lag = n.lag_ms === null || n.lag_ms === undefined ? "–" : fmtUs(n.lag_ms * 1000);
+      const health = n.reason ? n.reason : (n.check_us ? fmtUs(n.check_us) : "");
+      rows.push(el("tr", { class: "node " + cls, "data-node": n.addr, "data-state": word },
+        cell("node", el("span", { class: "name" }, n.addr), n.name ? el("span", { class: "muted addr" }, " ", n.name) : null),
         cell("role", role),
         cell("status", el("span", { class: "badge " + cls }, word)),
         cell("last check", fmtAge(n.last_check_age_ms), health ? el("span", { class: "muted" }, " · ", health) : null),
