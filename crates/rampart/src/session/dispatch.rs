@@ -36,6 +36,8 @@ pub struct Timed {
     pub start: Instant,
     /// The node it went to (0: answered here; `u64::MAX`: several).
     pub node: u64,
+    /// The shard of `node` (when `node` is one node), as an index into the pool's shards.
+    pub shard: u32,
     arg: [u8; crate::observe::slowlog::ARG_BYTES],
     arg_len: u8,
 }
@@ -65,6 +67,8 @@ pub struct Ctx {
     generation: u64,
     /// The node the current request went to (see [`Timed::node`]).
     last_node: u64,
+    /// Its shard.
+    last_shard: u32,
     /// Each request whose reply has not been counted yet, in order (replies leave in order,
     /// so the oldest entries are the ones answered).
     pub timing: std::collections::VecDeque<Timed>,
@@ -99,6 +103,7 @@ impl Ctx {
             mode: Mode::All,
             generation,
             last_node: 0,
+            last_shard: 0,
             timing: std::collections::VecDeque::new(),
             now: Instant::now(),
             deadline: Instant::now(),
@@ -179,6 +184,7 @@ impl Ctx {
             cmd: crate::observe::stats::command_index(found) as u16,
             start: self.now,
             node: 0,
+            shard: 0,
             arg: [0; crate::observe::slowlog::ARG_BYTES],
             arg_len: 0,
         };
@@ -193,6 +199,7 @@ impl Ctx {
         let node = self.last_node;
         if let Some(t) = self.timing.back_mut() {
             t.node = node;
+            t.shard = self.last_shard;
         }
     }
 
@@ -311,6 +318,7 @@ impl Ctx {
         } else {
             u64::MAX
         };
+        self.last_shard = shard as u32;
     }
 
     /// Encode a request with `write` and queue it for `shard`.
