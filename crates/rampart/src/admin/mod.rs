@@ -11,6 +11,7 @@
 //! | `GET /readyz` | 200 when every shard has a writable primary, else 503 and the shards that lack one |
 //! | `GET /api/topology` | pools, shards, nodes, counters and recent events ([`api`]) |
 //! | `GET /api/events` | recent events |
+//! | `GET /api/history` | the last 15 minutes per pool and node, and the busiest commands ([`history`]) |
 //! | `POST /api/nodes/maintenance` | `{pool, shard, node, on}`: drain a node or bring it back |
 //! | `POST /api/shards/switchover` | `{pool, shard, target?}`: start a planned switchover (202) |
 //! | `GET /api/shards/switchover?pool=&shard=` | its progress |
@@ -26,6 +27,7 @@
 
 pub mod api;
 pub mod guard;
+pub mod history;
 pub mod listener;
 pub mod metrics;
 pub mod page;
@@ -177,6 +179,10 @@ pub struct AdminState {
     pub probes: Arc<probe::Probes>,
     /// Event totals for `/metrics`.
     pub tally: metrics::EventTally,
+    /// The last 15 minutes, sampled every second.
+    pub history: Arc<history::History>,
+    /// Host name, PID and configuration file, for the page's header.
+    pub process: history::Process,
 }
 
 type St = axum::extract::State<Arc<AdminState>>;
@@ -195,12 +201,16 @@ pub async fn serve(
 ) {
     let probes = Arc::new(probe::Probes::default());
     probe::start(&shared, &probes, &stop);
+    let history = Arc::new(history::History::default());
+    history::start(Arc::clone(&shared), Arc::clone(&history), stop.clone());
     let state = Arc::new(AdminState {
+        process: history::Process::current(&shared),
         shared,
         control,
         token: bound.token,
         probes,
         tally: metrics::EventTally::default(),
+        history,
     });
     if let Ok(a) = bound.listener.local_addr() {
         tracing::info!("admin interface on http://{a}/");
@@ -222,6 +232,7 @@ pub fn router(state: Arc<AdminState>, names: guard::Names) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/api/topology", get(api::topology))
         .route("/api/events", get(api::events))
+        .route("/api/history", get(history::get))
         .route("/api/nodes/maintenance", post(api::maintenance))
         .route(
             "/api/shards/switchover",
