@@ -130,6 +130,15 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
     u64::MAX,
 ];
 
+/// The bucket of [`LATENCY_BUCKETS_US`] a latency of `us` microseconds falls in.
+#[inline]
+pub fn bucket(us: u64) -> usize {
+    LATENCY_BUCKETS_US
+        .iter()
+        .position(|&b| us <= b)
+        .unwrap_or(LATENCY_BUCKETS_US.len() - 1)
+}
+
 /// Calls and latency of one command on one worker. The same cells count the replies of a
 /// pool ([`PoolCells::replies`]) and of a node.
 #[derive(Debug, Default)]
@@ -178,13 +187,16 @@ impl CommandCells {
     /// Count one request that took `us` microseconds.
     #[inline]
     pub fn record(&self, us: u64) {
+        self.record_in(bucket(us), us);
+    }
+    /// Count one request that took `us` microseconds, whose bucket ([`bucket`]) is known.
+    #[inline]
+    pub fn record_in(&self, bucket: usize, us: u64) {
         self.calls.add(1);
         self.sum_us.add(us as i64);
-        let i = LATENCY_BUCKETS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BUCKETS_US.len() - 1);
-        self.buckets[i].add(1);
+        if let Some(b) = self.buckets.get(bucket) {
+            b.add(1);
+        }
     }
     /// Count one error reply (after [`CommandCells::record`] of the same request).
     #[inline]

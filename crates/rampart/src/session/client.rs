@@ -152,8 +152,9 @@ fn record_latency(stats: &crate::observe::stats::WorkerStats, ctx: &mut Ctx, out
         };
         let us = now.saturating_duration_since(t.start).as_micros() as u64;
         let error = ctx.pending.next_is_error();
+        let bucket = crate::observe::stats::bucket(us);
         let count = |c: &crate::observe::stats::CommandCells| {
-            c.record(us);
+            c.record_in(bucket, us);
             if error {
                 c.count_error();
             }
