@@ -6,7 +6,8 @@
 #   scripts/quickstart.sh --ha    # 2 shards of primary + replica, 3 Sentinels,
 #                                 # examples/quickstart-ha.yml (Sentinel pool, failover hold)
 #
-# Then, in another terminal: redis-cli -p 22121 (the port is printed at start).
+# Then, in another terminal: redis-cli -p 22121, and in a browser the stats page,
+# http://127.0.0.1:22223/ (the ports and URLs are printed at start).
 #
 # Ctrl-C (or SIGTERM, or any failure) stops everything this script started, by PID, and
 # removes its temp dir. Nothing is written outside that dir (and cargo's target dir).
@@ -15,6 +16,8 @@
 #   RAMPART_BIN         use this rampart binary instead of building one
 #   RAMPART_PORT        pool port to try first (default 22121; a free one if taken)
 #   RAMPART_STATS_PORT  stats port to try first (default 22222; a free one if taken)
+#   RAMPART_ADMIN_PORT  admin HTTP port (stats page, /metrics) to try first (default 22223;
+#                       a free one if taken)
 #   KEEP_WORK=1         keep the temp dir (configs, logs) after exit
 set -euo pipefail
 
@@ -58,6 +61,11 @@ fi
 
 # --- config -----------------------------------------------------------------------------------
 topo_rampart_ports
+WANT_ADMIN=${RAMPART_ADMIN_PORT:-22223}
+ADMIN_PORT=$(pick_port "$WANT_ADMIN")
+TAKEN+="$ADMIN_PORT "
+[[ $ADMIN_PORT == "$WANT_ADMIN" ]] || say "port $WANT_ADMIN is taken; the admin interface is on $ADMIN_PORT"
+ADMIN_URL=http://127.0.0.1:$ADMIN_PORT
 CONF=$WORK/$(basename "$TEMPLATE")
 if [[ $HA == 1 ]]; then
   topo_render "$TEMPLATE" "26379=${SENTINEL_PORTS[0]}" "26380=${SENTINEL_PORTS[1]}" \
@@ -70,11 +78,12 @@ topo_check_conf "$CONF"
 
 # --- rampart in the foreground -----------------------------------------------------------------
 # Started as a job and waited for, so that a signal to this script runs its trap at once.
-"$BIN" -c "$CONF" -s "$STATS_PORT" -a 127.0.0.1 &
+"$BIN" -c "$CONF" -s "$STATS_PORT" -a 127.0.0.1 --admin "127.0.0.1:$ADMIN_PORT" &
 RAMPART_PID=$!
 # Newest first on cleanup: rampart stops before its backends.
 PIDS+=("$RAMPART_PID")
 wait_port "$PORT" "$RAMPART_PID" rampart
+wait_port "$ADMIN_PORT" "$RAMPART_PID" "rampart's admin interface"
 topo_wait_nodes_up "$NODES" "$RAMPART_PID"
 
 if [[ $HA == 1 ]]; then
@@ -86,6 +95,8 @@ if [[ $HA == 1 ]]; then
     sentinels 127.0.0.1:${SENTINEL_PORTS[0]} 127.0.0.1:${SENTINEL_PORTS[1]} 127.0.0.1:${SENTINEL_PORTS[2]} (quorum 2, down after 1 s)
   config: $CONF
 
+  stats page:   $ADMIN_URL/    # charts, nodes, events, commands; live
+  metrics:      $ADMIN_URL/metrics    # Prometheus text
   connect:      redis-cli -p $PORT
                 redis-cli -p $PORT set '{user:1}:name' ada    # keys with the same {tag} share a shard
   watch:        watch -n 0.5 redis-cli -p $PORT info pools    # roles, health, lag of every node
@@ -103,6 +114,8 @@ else
     127.0.0.1:${SHARD_PORTS[0]} shard-1   127.0.0.1:${SHARD_PORTS[1]} shard-2   127.0.0.1:${SHARD_PORTS[2]} shard-3
   config: $CONF
 
+  stats page:   $ADMIN_URL/    # charts, nodes, events, commands; live
+  metrics:      $ADMIN_URL/metrics    # Prometheus text
   connect:      redis-cli -p $PORT
                 redis-cli -p $PORT set '{user:1}:name' ada    # keys with the same {tag} share a shard
   watch:        redis-cli -p $PORT info pools

@@ -1,17 +1,20 @@
 //! The live stats page in a real browser: headless Chromium loads `/` from rampart's admin
-//! listener, runs the page's script against the real `/api/topology`, and the test reads the
-//! DOM it rendered. A replica set (a primary and two replicas, real redis-servers) is listed
-//! node by node; after `kill -9` of one replica the page marks that node DOWN within a few
-//! seconds while the other two stay UP.
+//! listener, runs the page's script against the real `/api/topology` and `/api/history`, and
+//! the test reads the DOM it rendered. A replica set (a primary and two replicas, real
+//! redis-servers) is listed node by node; after `kill -9` of one replica the page marks that
+//! node DOWN within a few seconds while the other two stay UP. Under traffic, the charts of a
+//! pool draw the history the server keeps (non-zero ops/s and errors/s), each node shows its
+//! p99, the commands table counts error replies per command, and the header names the host,
+//! the PID and the configuration file.
 //!
 //! Chromium is required: when neither `chromium` nor `chromium-browser` is on `PATH` (and
 //! `RAMPART_CHROMIUM` does not name one) the test fails and says how to install it.
 //!
-//! `RAMPART_SCREENSHOT=path.png` also saves a 1280x900 screenshot of the page (under light
-//! read/write traffic, after the replica died) to that path, and a 380 px wide one (the
-//! phone layout) to `path-narrow.png`; `docs/img/stats-page.png` was made that way. The page
-//! runs on Chromium's virtual clock (`--virtual-time-budget`), which moves faster than the
-//! real one between polls, so the ops/s it shows are below the real rates.
+//! `RAMPART_SCREENSHOT=path.png` also saves a 1280x900 screenshot of the page to that path
+//! (after about a minute of light read/write traffic with a few error replies, the replica
+//! killed half-way), and a 380 px wide one (the phone layout) to `path-narrow.png`;
+//! `docs/img/stats-page.png` was made that way. Rates on the page are computed by the server,
+//! so Chromium's virtual clock (`--virtual-time-budget`) does not change them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +29,10 @@ use testkit::{free_port, poll_until, Client, Proxy, RedisServer, Reply};
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the page may take to show a killed replica as down.
 const DOWN_WITHIN: Duration = Duration::from_secs(10);
+/// How long the charts may take to show traffic (the server samples once a second).
+const HISTORY_WITHIN: Duration = Duration::from_secs(15);
+/// Traffic before and after the kill, when taking the screenshot.
+const SCREENSHOT_TRAFFIC: Duration = Duration::from_secs(30);
 
 /// Chromium from `RAMPART_CHROMIUM` or `PATH`.
 ///
@@ -181,17 +188,56 @@ impl Row {
 
 /// The row that carries `data-node="label"`, if the page shows one.
 fn node_row(dom: &str, label: &str) -> Option<Row> {
-    let at = dom.find(&format!("data-node=\"{label}\""))?;
+    element(dom, &format!("data-node=\"{label}\""), "tr")
+}
+
+/// The first element whose opening tag contains `marker`, up to its closing `</tag>`.
+fn element(dom: &str, marker: &str, tag: &str) -> Option<Row> {
+    let at = dom.find(marker)?;
     let open = dom.get(..at)?.rfind('<')?;
     let tag_len = dom.get(open..)?.find('>')? + 1;
     let end = dom
         .get(open..)?
-        .find("</tr>")
+        .find(&format!("</{tag}>"))
         .map_or(dom.len(), |e| open + e);
     Some(Row {
         tag: dom.get(open..open + tag_len)?.to_string(),
         html: dom.get(open..end)?.to_string(),
     })
+}
+
+/// The chart `what` (`ops/s`, `errors/s`, `p99`) of pool `pool`.
+fn chart(dom: &str, pool: &str, what: &str) -> Option<Row> {
+    element(
+        dom,
+        &format!("data-chart=\"{what}\" data-series=\"{pool}\""),
+        "figure",
+    )
+}
+
+/// How many points of the pool's own line a chart draws above zero.
+fn nonzero_points(dom: &str, pool: &str, what: &str) -> usize {
+    chart(dom, pool, what)
+        .and_then(|c| c.attr("data-nonzero").and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The text of cell `label` in a row, tags removed.
+fn cell_text(row: &Row, label: &str) -> Option<String> {
+    let marker = format!("data-label=\"{label}\">");
+    let start = row.html.find(&marker)? + marker.len();
+    let end = start + row.html.get(start..)?.find("</td>")?;
+    let mut text = String::new();
+    let mut in_tag = false;
+    for ch in row.html.get(start..end)?.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    Some(text.trim().to_string())
 }
 
 /// Polls the page (a fresh Chromium run about every 500 ms) until `ok` holds for its DOM or
@@ -210,8 +256,9 @@ fn poll_page(url: &str, within: Duration, ok: impl Fn(&str) -> bool) -> (String,
     }
 }
 
-/// Light traffic through the proxy (a SET and a GET every few ms) until dropped, so the
-/// page has rates and latencies to show.
+/// Light traffic through the proxy (a SET and a GET every few ms, and every tenth round an
+/// LPUSH on a string key, which Redis answers with a WRONGTYPE error) until dropped, so the
+/// page has rates, errors and latencies to show.
 struct Traffic {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -228,6 +275,9 @@ impl Traffic {
                 let key = format!("page:{}", i % 50);
                 let _ = c.try_cmd(&["SET", key.as_str(), "v"]);
                 let _ = c.try_cmd(&["GET", key.as_str()]);
+                if i.is_multiple_of(10) {
+                    let _ = c.try_cmd(&["LPUSH", key.as_str(), "x"]);
+                }
                 i += 1;
                 thread::sleep(Duration::from_millis(5));
             }
@@ -309,6 +359,15 @@ fn the_stats_page_lists_every_node_and_shows_a_killed_replica_down() {
         "the pool is listed: {dom}"
     );
 
+    // For the screenshot: half a minute of traffic before the kill, half a minute after, so
+    // the charts show both.
+    let screenshot_to = std::env::var_os("RAMPART_SCREENSHOT").map(PathBuf::from);
+    let traffic = screenshot_to.as_ref().map(|_| {
+        let t = Traffic::start(proxy.addr());
+        thread::sleep(SCREENSHOT_TRAFFIC);
+        t
+    });
+
     // kill -9 one replica: the page shows it down within a few seconds, the others up.
     let dead = replicas[1].addr();
     let killed_at = Instant::now();
@@ -336,14 +395,126 @@ fn the_stats_page_lists_every_node_and_shows_a_killed_replica_down() {
         "the events list shows the node going down: {dom}"
     );
 
-    if let Some(path) = std::env::var_os("RAMPART_SCREENSHOT") {
-        let _traffic = Traffic::start(proxy.addr());
-        thread::sleep(Duration::from_secs(2));
-        let path = PathBuf::from(path);
+    if let Some(path) = screenshot_to {
+        thread::sleep(SCREENSHOT_TRAFFIC);
         screenshot(&url, &path, 1280, 900);
         // The phone-sized layout, next to it: `stats-page.png` -> `stats-page-narrow.png`.
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         let narrow = path.with_file_name(format!("{}-narrow.png", stem.unwrap_or_default()));
         screenshot(&url, &narrow, 380, 1400);
     }
+    drop(traffic);
+}
+
+#[test]
+fn the_stats_page_charts_the_history_the_server_keeps() {
+    let chromium = chromium();
+    let shards = [RedisServer::start(), RedisServer::start()];
+    let port = free_port();
+    let admin = free_port();
+    let yaml = format!(
+        "web:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  servers:\n    \
+         - {}:1 one\n    - {}:1 two\n",
+        shards[0].addr(),
+        shards[1].addr()
+    );
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &yaml)
+        .args(["-c", "{dir}/rampart.yml", "-s"])
+        .arg(free_port().to_string())
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .wait_port(port)
+        .start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+    let url = format!("http://127.0.0.1:{admin}/");
+    // (murmur puts the traffic's keys on both servers; the default hash puts them on one.)
+    let _traffic = Traffic::start(proxy.addr());
+
+    // Within a few seconds of traffic, the server's history has points for the pool and for
+    // each node.
+    let node_p99 = |dom: &str, label: &str| {
+        node_row(dom, label)
+            .and_then(|r| cell_text(&r, "p99"))
+            .unwrap_or_default()
+    };
+    let (dom, ok) = poll_page(&url, HISTORY_WITHIN, |dom| {
+        nonzero_points(dom, "web", "ops/s") > 0
+            && shards
+                .iter()
+                .all(|r| node_p99(dom, &r.addr()).starts_with('≤'))
+            && nonzero_points(dom, "web", "errors/s") > 0
+            && element(dom, "data-command=\"lpush\"", "tr")
+                .and_then(|r| cell_text(&r, "errors"))
+                .is_some_and(|e| e != "0")
+    });
+    assert!(
+        ok,
+        "{} never drew the pool's ops/s and errors/s with points above zero, a p99 for each \
+         node, or LPUSH's errors in the commands table: ops/s chart {:?}, errors/s chart {:?}, \
+         nodes {:?} {:?}, lpush row {:?}",
+        chromium.display(),
+        chart(&dom, "web", "ops/s").map(|c| c.tag),
+        chart(&dom, "web", "errors/s").map(|c| c.tag),
+        node_p99(&dom, &shards[0].addr()),
+        node_p99(&dom, &shards[1].addr()),
+        element(&dom, "data-command=\"lpush\"", "tr")
+    );
+    let ops = chart(&dom, "web", "ops/s").expect("the ops/s chart");
+    assert!(
+        ops.html.contains("<path") && ops.html.contains(" d=\"M"),
+        "the ops/s chart draws a line: {}",
+        ops.html
+    );
+    assert!(chart(&dom, "web", "p99").is_some(), "no p99 chart: {dom}");
+
+    // Per-node latency: every node that served requests shows its p99.
+    for r in &shards {
+        let label = r.addr();
+        let p99 = node_p99(&dom, &label);
+        assert!(
+            p99.starts_with('≤') && (p99.ends_with("µs") || p99.ends_with("ms")),
+            "node {label} shows no p99 latency ({p99:?}): {:?}",
+            node_row(&dom, &label)
+        );
+    }
+    // The commands table shows GET and SET, their errors (none), below the events.
+    for cmd in ["get", "set"] {
+        let row = element(&dom, &format!("data-command=\"{cmd}\""), "tr")
+            .unwrap_or_else(|| panic!("the commands table has no {cmd}: {dom}"));
+        assert_eq!(
+            cell_text(&row, "errors").as_deref(),
+            Some("0"),
+            "{}",
+            row.html
+        );
+    }
+    let events = dom.find("id=\"events\"").expect("the events list");
+    let commands = dom.find("id=\"commands\"").expect("the commands table");
+    assert!(
+        events < commands,
+        "the commands table comes after the events"
+    );
+
+    // The header names the host, the PID and the configuration file.
+    let pid = element(&dom, "id=\"pid\"", "span").expect("the PID in the header");
+    assert_eq!(
+        pid.attr("data-pid"),
+        Some(proxy.pid().to_string().as_str()),
+        "{}",
+        pid.html
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let header = element(&dom, "<header", "header").expect("the header");
+    assert!(
+        header.html.contains(host.trim()),
+        "the header names the host {host:?}: {}",
+        header.html
+    );
+    let config = proxy.dir().join("rampart.yml");
+    assert!(
+        header.html.contains(&config.display().to_string()),
+        "the header names the configuration file {}: {}",
+        config.display(),
+        header.html
+    );
 }

@@ -11,6 +11,7 @@
 //! | `GET /readyz` | 200 when every pool is ready ([`crate::topology::snapshot`] has the rules), else 503 and why |
 //! | `GET /api/topology` | pools, shards, nodes, counters and recent events ([`api`]) |
 //! | `GET /api/events` | recent events |
+//! | `GET /api/history` | the last 15 minutes per pool and node, and the busiest commands ([`history`]) |
 //! | `POST /api/nodes/maintenance` | `{pool, shard, node, on}`: drain a node or bring it back |
 //! | `POST /api/shards/switchover` | `{pool, shard, target?}`: start a planned switchover (202) |
 //! | `GET /api/shards/switchover?pool=&shard=` | its progress |
@@ -26,6 +27,7 @@
 
 pub mod api;
 pub mod guard;
+pub mod history;
 pub mod listener;
 pub mod metrics;
 pub mod page;
@@ -172,6 +174,10 @@ pub struct AdminState {
     pub control: crate::control::Handle,
     /// Bearer token for changing calls.
     pub token: Option<String>,
+    /// The last 15 minutes, sampled every second.
+    pub history: Arc<history::History>,
+    /// Host name, PID and configuration file, for the page's header.
+    pub process: history::Process,
 }
 
 type St = axum::extract::State<Arc<AdminState>>;
@@ -188,10 +194,14 @@ pub async fn serve(
     control: crate::control::Handle,
     stop: CancellationToken,
 ) {
+    let history = Arc::new(history::History::default());
+    history::start(Arc::clone(&shared), Arc::clone(&history), stop.clone());
     let state = Arc::new(AdminState {
+        process: history::Process::current(&shared),
         shared,
         control,
         token: bound.token,
+        history,
     });
     if let Ok(a) = bound.listener.local_addr() {
         tracing::info!("admin interface on http://{a}/");
@@ -213,6 +223,7 @@ pub fn router(state: Arc<AdminState>, names: guard::Names) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/api/topology", get(api::topology))
         .route("/api/events", get(api::events))
+        .route("/api/history", get(history::get))
         .route("/api/nodes/maintenance", post(api::maintenance))
         .route(
             "/api/shards/switchover",

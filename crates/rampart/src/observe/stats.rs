@@ -90,12 +90,15 @@ impl Cell {
 #[derive(Debug)]
 pub struct PoolCells {
     pool: Vec<Cell>,
+    /// Replies to the pool's clients: calls, error replies and latency, as per command.
+    pub replies: CommandCells,
 }
 
 impl PoolCells {
     fn new() -> Self {
         PoolCells {
             pool: (0..PoolStat::COUNT).map(|_| Cell::default()).collect(),
+            replies: CommandCells::default(),
         }
     }
     /// The cell of a pool statistic.
@@ -127,28 +130,78 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
     u64::MAX,
 ];
 
-/// Calls and latency of one command on one worker.
+/// The bucket of [`LATENCY_BUCKETS_US`] a latency of `us` microseconds falls in.
+#[inline]
+pub fn bucket(us: u64) -> usize {
+    LATENCY_BUCKETS_US
+        .iter()
+        .position(|&b| us <= b)
+        .unwrap_or(LATENCY_BUCKETS_US.len() - 1)
+}
+
+/// Calls and latency of one command on one worker. The same cells count the replies of a
+/// pool ([`PoolCells::replies`]) and of a node.
 #[derive(Debug, Default)]
 pub struct CommandCells {
     /// Requests answered.
     pub calls: Cell,
+    /// Of those, answered with an error reply (RESP `-...`, or RESP3 `!...`).
+    pub errors: Cell,
     /// Sum of their latencies, µs.
     pub sum_us: Cell,
     /// Count per bucket of [`LATENCY_BUCKETS_US`] (not cumulative).
     pub buckets: [Cell; LATENCY_BUCKETS_US.len()],
 }
 
+/// [`CommandCells`] summed over the workers: calls, error replies, latency sum (µs) and the
+/// count per bucket of [`LATENCY_BUCKETS_US`] (not cumulative).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests answered.
+    pub calls: i64,
+    /// Of those, answered with an error.
+    pub errors: i64,
+    /// Sum of their latencies, µs.
+    pub sum_us: i64,
+    /// Per bucket of [`LATENCY_BUCKETS_US`].
+    pub buckets: [i64; LATENCY_BUCKETS_US.len()],
+}
+
+impl Totals {
+    /// The sum of `cells` (one per worker).
+    pub fn of<'a>(cells: impl IntoIterator<Item = &'a CommandCells>) -> Self {
+        let mut t = Totals::default();
+        for c in cells {
+            t.calls += c.calls.get();
+            t.errors += c.errors.get();
+            t.sum_us += c.sum_us.get();
+            for (b, cell) in t.buckets.iter_mut().zip(&c.buckets) {
+                *b += cell.get();
+            }
+        }
+        t
+    }
+}
+
 impl CommandCells {
     /// Count one request that took `us` microseconds.
     #[inline]
     pub fn record(&self, us: u64) {
+        self.record_in(bucket(us), us);
+    }
+    /// Count one request that took `us` microseconds, whose bucket ([`bucket`]) is known.
+    #[inline]
+    pub fn record_in(&self, bucket: usize, us: u64) {
         self.calls.add(1);
         self.sum_us.add(us as i64);
-        let i = LATENCY_BUCKETS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BUCKETS_US.len() - 1);
-        self.buckets[i].add(1);
+        if let Some(b) = self.buckets.get(bucket) {
+            b.add(1);
+        }
+    }
+    /// Count one error reply (after [`CommandCells::record`] of the same request).
+    #[inline]
+    pub fn count_error(&self) {
+        self.errors.add(1);
     }
 }
 
@@ -254,6 +307,19 @@ impl Metrics {
                     (command_name(i), calls, sum, buckets)
                 })
             })
+            .collect()
+    }
+
+    /// Replies of pool slot `pool` summed over the workers.
+    pub fn pool_replies(&self, pool: usize) -> Totals {
+        Totals::of(self.workers.iter().map(|w| &w.pools[pool].replies))
+    }
+
+    /// [`Totals`] of every command slot (see [`command_index`]), summed over the workers;
+    /// index = slot.
+    pub fn command_totals(&self) -> Vec<Totals> {
+        (0..=rampart_commands::all().len())
+            .map(|i| Totals::of(self.workers.iter().map(|w| &w.by_command[i])))
             .collect()
     }
 

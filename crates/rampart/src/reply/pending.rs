@@ -5,6 +5,9 @@
 //! completes the head of the queue is copied straight into the session's output buffer, so the
 //! common in-order case stores nothing per request. A slot gathering the parts of a fragmented
 //! request merges them once the last part arrives.
+//!
+//! The queue also notes which replies that left were errors, so the session can count error
+//! replies per command, pool and node ([`Pending::next_is_error`]) without a record per reply.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -40,12 +43,56 @@ pub struct Pending {
     /// Wakes the session when `out` gained bytes.
     pub wake: LocalNotify,
     closed: Cell<bool>,
+    /// Replies moved to `out` so far.
+    sent: Cell<u64>,
+    /// Replies whose verdict [`Pending::next_is_error`] has given so far.
+    counted: Cell<u64>,
+    /// Positions (in `sent` order) of the error replies not yet counted, oldest first.
+    errors: RefCell<VecDeque<u64>>,
+}
+
+/// Most error positions kept for a session that does not count them.
+const MAX_ERRORS_NOTED: usize = 4096;
+
+/// An error reply: RESP `-...` or RESP3 blob error `!...`.
+fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-' | b'!'))
 }
 
 impl Pending {
     /// Requests accepted whose replies have not yet moved to `out`.
     pub fn outstanding(&self) -> usize {
         self.slots.borrow().len()
+    }
+
+    /// Note that one more reply moved to `out`.
+    fn sent_one(&self, reply: &[u8]) {
+        let n = self.sent.get();
+        self.sent.set(n + 1);
+        if is_error(reply) {
+            let mut e = self.errors.borrow_mut();
+            if e.len() >= MAX_ERRORS_NOTED {
+                e.pop_front();
+            }
+            e.push_back(n);
+        }
+    }
+
+    /// Whether the next reply not yet counted, in order, was an error. Call once per reply
+    /// that left `out`'s queue (the session does, as it counts replies for statistics).
+    pub fn next_is_error(&self) -> bool {
+        let n = self.counted.get();
+        self.counted.set(n + 1);
+        let mut e = self.errors.borrow_mut();
+        while e.front().is_some_and(|&at| at < n) {
+            e.pop_front();
+        }
+        if e.front() == Some(&n) {
+            e.pop_front();
+            true
+        } else {
+            false
+        }
     }
 
     /// The session is gone: later replies are dropped.
@@ -77,6 +124,7 @@ impl Pending {
         let mut slots = self.slots.borrow_mut();
         if slots.is_empty() {
             self.out.borrow_mut().extend_from_slice(reply);
+            self.sent_one(reply);
         } else {
             slots.push_back(Slot::Ready(Bytes::copy_from_slice(reply)));
         }
@@ -97,6 +145,7 @@ impl Pending {
         match slot {
             Slot::Waiting if idx == 0 => {
                 self.out.borrow_mut().extend_from_slice(reply);
+                self.sent_one(reply);
                 slots.pop_front();
                 self.base.set(self.base.get() + 1);
                 self.pump(&mut slots);
@@ -131,6 +180,7 @@ impl Pending {
         let mut out = self.out.borrow_mut();
         while let Some(Slot::Ready(b)) = slots.front() {
             out.extend_from_slice(b);
+            self.sent_one(b);
             slots.pop_front();
             self.base.set(self.base.get() + 1);
         }
@@ -175,6 +225,25 @@ mod tests {
         );
         p.deliver(s, 0, b":3\r\n");
         assert_eq!(&p.out.borrow()[..], b":5\r\n");
+    }
+
+    #[test]
+    fn error_replies_are_told_in_reply_order() {
+        let p = Pending::default();
+        let a = p.push_waiting();
+        let b = p.push_waiting();
+        p.push_ready(b"-ERR local\r\n");
+        let c = p.push_waiting();
+        p.deliver(c, 0, b"!3\r\nERR\r\n");
+        p.deliver(b, 0, b"-WRONGTYPE x\r\n");
+        p.deliver(a, 0, b"+a\r\n");
+        let d = p.push_gather(2, Merger::First);
+        p.deliver(d, 0, b"-ERR part\r\n");
+        p.deliver(d, 1, b"+ok\r\n");
+        p.push_ready(b":1\r\n");
+        let seen: Vec<bool> = (0..6).map(|_| p.next_is_error()).collect();
+        assert_eq!(seen, [false, true, true, true, true, false]);
+        assert!(!p.next_is_error(), "nothing more was an error");
     }
 
     #[test]

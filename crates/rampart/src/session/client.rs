@@ -152,8 +152,31 @@ fn record_latency(stats: &crate::observe::stats::WorkerStats, ctx: &mut Ctx, out
             break;
         };
         let us = now.saturating_duration_since(t.start).as_micros() as u64;
+        let error = ctx.pending.next_is_error();
+        let bucket = crate::observe::stats::bucket(us);
+        let count = |c: &crate::observe::stats::CommandCells| {
+            c.record_in(bucket, us);
+            if error {
+                c.count_error();
+            }
+        };
         if let Some(c) = stats.by_command.get(t.cmd as usize) {
-            c.record(us);
+            count(c);
+        }
+        if let Some(p) = stats.pools.get(ctx.pool.rt.index) {
+            count(&p.replies);
+        }
+        // A request one node served alone counts for that node too (a look at its shard's
+        // current view: a few nodes); split ones and local answers do not.
+        if t.node != 0 && t.node != u64::MAX {
+            if let Some(shard) = ctx.pool.rt.shards.get(t.shard as usize) {
+                let view = shard.view();
+                if let Some(n) = view.nodes.iter().find(|n| n.id == t.node) {
+                    if let Some(c) = n.replies.get(ctx.pool.worker) {
+                        count(c);
+                    }
+                }
+            }
         }
         if crate::observe::slowlog::is_slow(us) && t.args_len > 0 {
             let args = crate::observe::slowlog::take(&mut ctx.slow_args, t.args_len);

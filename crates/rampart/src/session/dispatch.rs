@@ -41,6 +41,8 @@ pub struct Timed {
     pub node: u64,
     /// Bytes of its arguments at the front of [`Ctx::slow_args`] (0 when the slow log is off).
     pub args_len: u32,
+    /// The shard of `node` (when `node` is one node), as an index into the pool's shards.
+    pub shard: u32,
 }
 
 /// The per-session state the dispatcher needs.
@@ -61,6 +63,8 @@ pub struct Ctx {
     generation: u64,
     /// The node the current request went to (see [`Timed::node`]).
     last_node: u64,
+    /// Its shard.
+    last_shard: u32,
     /// Each request whose reply has not been counted yet, in order (replies leave in order,
     /// so the oldest entries are the ones answered).
     pub timing: std::collections::VecDeque<Timed>,
@@ -99,6 +103,7 @@ impl Ctx {
             mode: Mode::All,
             generation,
             last_node: 0,
+            last_shard: 0,
             timing: std::collections::VecDeque::new(),
             slow_args: std::collections::VecDeque::new(),
             now: Instant::now(),
@@ -186,6 +191,7 @@ impl Ctx {
             cmd: crate::observe::stats::command_index(found) as u16,
             start: self.now,
             node: 0,
+            shard: 0,
             args_len,
         };
         self.timing.push_back(t);
@@ -194,6 +200,7 @@ impl Ctx {
         let node = self.last_node;
         if let Some(t) = self.timing.back_mut() {
             t.node = node;
+            t.shard = self.last_shard;
         }
     }
 
@@ -323,6 +330,7 @@ impl Ctx {
         } else {
             u64::MAX
         };
+        self.last_shard = shard as u32;
     }
 
     /// Encode a request with `write` and queue it for `shard`.

@@ -94,6 +94,9 @@ pub struct NodeRt {
     close_gen: watch::Sender<u64>,
     /// Statistics, one row per worker (each row written only by its worker).
     pub cells: Vec<NodeCells>,
+    /// Replies to clients of requests this node served alone (calls, error replies, latency
+    /// as the client saw it), one per worker.
+    pub replies: Vec<crate::observe::stats::CommandCells>,
 }
 
 impl NodeRt {
@@ -135,6 +138,7 @@ impl NodeRt {
             cells: (0..workers)
                 .map(|_| (0..ServerStat::COUNT).map(|_| Cell::default()).collect())
                 .collect(),
+            replies: (0..workers).map(|_| Default::default()).collect(),
         }
     }
 

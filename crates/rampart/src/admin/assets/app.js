@@ -1,21 +1,34 @@
-// rampart live stats page: polls /api/topology every second and redraws. Every value from
-// the proxy is put in the page as text (never as HTML).
+// rampart live stats page: polls /api/topology (state) and /api/history (the last 15 minutes,
+// kept and computed by rampart) every second and redraws. Every value from the proxy is put
+// in the page as text (never as HTML). Rates and percentiles all come from the server, so
+// nothing here depends on the browser's clock or on how long the page has been open.
 "use strict";
 
 const POLL_MS = 1000;
-let prev = null; // the previous snapshot, for rates
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART_W = 600;
+const CHART_H = 120;
+const TOP_COMMANDS = 10;
+const OVER_LAST_BOUND_US = 1000001; // p99 above the last histogram bound (1 s)
+const LINE_CLASSES = 8; // .s0 ... .s7 in style.css
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") e.className = v;
-    else if (k.startsWith("data-")) e.setAttribute(k, v);
+    else if (k.startsWith("data-") || k === "title") e.setAttribute(k, v);
     else e[k] = v;
   }
   for (const c of children) {
     if (c === null || c === undefined) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
+  return e;
+}
+
+function svg(tag, attrs) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
   return e;
 }
 
@@ -29,9 +42,16 @@ function fmtNum(n) {
 
 function fmtUs(us) {
   if (us === null || us === undefined) return "–";
+  if (us >= OVER_LAST_BOUND_US) return "> 1 s";
   if (us >= 1e6) return (us / 1e6).toFixed(2) + " s";
-  if (us >= 1e3) return (us / 1e3).toFixed(1) + " ms";
+  if (us >= 1e3) return +(us / 1e3).toFixed(1) + " ms";
   return Math.round(us) + " µs";
+}
+
+// A percentile is the upper bound of its histogram bucket.
+function fmtPct(us) {
+  if (us === null || us === undefined) return "–";
+  return us >= OVER_LAST_BOUND_US ? "> 1 s" : "≤ " + fmtUs(us);
 }
 
 function fmtAge(ms) {
@@ -46,45 +66,12 @@ function fmtTime(ms) {
   return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 
-// The value below which a share q of the counts fall: the upper bound of that bucket
-// (the last bucket, +Inf, reports its lower bound with a ">").
-function percentile(buckets, bounds, q) {
-  const total = buckets.reduce((a, b) => a + b, 0);
-  if (total <= 0) return null;
-  let seen = 0;
-  for (let i = 0; i < buckets.length; i++) {
-    seen += buckets[i];
-    if (seen >= q * total) {
-      if (bounds[i] === null) return { us: bounds[i - 1] || 0, over: true };
-      return { us: bounds[i], over: false };
-    }
-  }
-  return null;
-}
-
-function fmtPct(p) {
-  if (!p) return "–";
-  return (p.over ? "> " : "≤ ") + fmtUs(p.us);
-}
-
-function diff(a, b) {
-  return a.map((x, i) => x - ((b && b[i]) || 0));
-}
-
 function key(pool, shard, node) {
   return pool + "\u0000" + shard + "\u0000" + node;
 }
 
-function index(snap) {
-  const nodes = new Map();
-  const cmds = new Map();
-  if (snap) {
-    for (const p of snap.pools)
-      for (const s of p.shards)
-        for (const n of s.nodes) nodes.set(key(p.name, s.name, n.addr), n);
-    for (const c of snap.commands) cmds.set(c.name, c);
-  }
-  return { nodes, cmds };
+function last(values) {
+  return values && values.length ? values[values.length - 1] : null;
 }
 
 // The node's state as the proxy decided it (one word per state); the page only colours it.
@@ -104,19 +91,114 @@ function cell(label, ...content) {
   return el("td", { "data-label": label }, ...content);
 }
 
-function renderPool(p, dt, before) {
+// A round number at or above `x`: 1, 2 or 5 times a power of ten.
+function niceCeil(x) {
+  if (!(x > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(x)));
+  for (const m of [1, 2, 5, 10]) if (m * p >= x) return m * p;
+  return 10 * p;
+}
+
+function fmtSpan(ms) {
+  const s = Math.round(ms / 1000);
+  if (s >= 60) return "−" + +(s / 60).toFixed(1) + " min";
+  return "−" + s + " s";
+}
+
+// How much time the charts show: what the server has kept (up to 15 minutes), at least one
+// minute.
+function chartSpan(t) {
+  if (!t.length) return 60000;
+  return Math.min(15 * 60000, Math.max(60000, t[t.length - 1] - t[0]));
+}
+
+// One chart: `lines` over the times `t` (server clock, ms), the first line drawn as the
+// total. Gaps (null) break the line. The chart's data attributes say what it shows, for
+// anyone reading the page's DOM.
+function chart(name, what, t, lines, fmt) {
+  const end = last(t) || 0;
+  const span = chartSpan(t);
+  const start = end - span;
+  let max = 0;
+  for (const l of lines) for (const v of l.values) if (v !== null && v > max) max = v;
+  // Latency on a log scale from 100 µs (the first bucket) to a power of ten, so a spike does
+  // not flatten the rest; rates on a linear scale from 0.
+  const log = what === "p99";
+  const top = log ? Math.pow(10, Math.ceil(Math.log10(Math.max(Math.min(max, 1e6), 1000)))) : niceCeil(max);
+  const bottom = log ? 100 : 0;
+  const frac = log
+    ? (v) => Math.log10(Math.max(Math.min(v, top), bottom) / bottom) / Math.log10(top / bottom)
+    : (v) => Math.min(v, top) / top;
+  const x = (ms) => ((ms - start) / span) * CHART_W;
+  const y = (v) => CHART_H - frac(v) * (CHART_H - 4) - 1;
+  const box = svg("svg", {
+    viewBox: `0 0 ${CHART_W} ${CHART_H}`, preserveAspectRatio: "none", class: "plot",
+    role: "img", "aria-label": `${name} ${what} over the last ${fmtSpan(span).slice(1)}`,
+  });
+  const grid = log ? [1e3, 1e4, 1e5, 1e6].filter((g) => g < top) : [0.25, 0.5, 0.75].map((f) => top * f);
+  for (const g of grid) {
+    box.append(svg("line", { x1: 0, x2: CHART_W, y1: y(g), y2: y(g), class: "grid-line" }));
+  }
+  let nonzero = 0;
+  lines.forEach((l, i) => {
+    let d = "";
+    let pen = false;
+    l.values.forEach((v, j) => {
+      if (v === null || v === undefined || t[j] < start) { pen = false; return; }
+      if (i === 0 && v > 0) nonzero++;
+      d += (pen ? "L" : "M") + x(t[j]).toFixed(1) + " " + y(v).toFixed(1);
+      pen = true;
+    });
+    if (d) box.append(svg("path", { d, class: "line " + l.cls, "vector-effect": "non-scaling-stroke" }));
+  });
+  const now = last(lines[0] ? lines[0].values : []);
+  return el("figure", {
+    class: "chart", "data-chart": what, "data-series": name,
+    "data-points": String(lines[0] ? lines[0].values.filter((v) => v !== null).length : 0),
+    "data-nonzero": String(nonzero), "data-last": now === null || now === undefined ? "" : String(now),
+  },
+  el("figcaption", {}, el("span", { class: "what" }, what), " ", el("b", {}, fmt(now)),
+    el("span", { class: "muted scale" }, "max ", fmt(max || null))),
+  el("div", { class: "plot-box" }, box,
+    el("span", { class: "y-top muted" }, fmt(top)),
+    log ? el("span", { class: "y-bottom muted" }, fmt(bottom) + " · log scale") : null),
+  el("div", { class: "x-axis muted" }, el("span", {}, fmtSpan(span)), el("span", {}, fmtSpan(span * 2 / 3)),
+    el("span", {}, fmtSpan(span / 3)), el("span", {}, "now")));
+}
+
+function poolCharts(p, hist, hp, hnodes) {
+  const t = hist.t_ms;
+  const nodes = hnodes.map((n, i) => ({ n, cls: "s" + (i % LINE_CLASSES) }));
+  const lines = (field) => [{ cls: "total", values: hp ? hp[field] : [] }]
+    .concat(nodes.map(({ n, cls }) => ({ cls, values: n[field] })));
+  const legend = el("div", { class: "legend" },
+    el("span", { class: "key total" }, "pool"),
+    ...nodes.map(({ n, cls }) => el("span", { class: "key " + cls }, n.addr)));
+  return el("div", { class: "charts-wrap" },
+    el("div", { class: "charts" },
+      chart(p.name, "ops/s", t, lines("ops_per_s"), fmtNum),
+      chart(p.name, "errors/s", t, lines("errors_per_s"), fmtNum),
+      chart(p.name, "p99", t, lines("p99_us"), fmtUs)),
+    legend);
+}
+
+function renderPool(p, hist) {
+  const hp = hist.pools.find((x) => x.pool === p.name);
+  const hnodes = hist.nodes.filter((x) => x.pool === p.name);
+  const byNode = new Map(hnodes.map((n) => [key(n.pool, n.shard, n.addr), n]));
   const rows = [];
   for (const s of p.shards) {
     const shardState = s.ejected ? "EJECTED" : s.switching ? "SWITCHING" : s.writable ? "" : "NOT WRITABLE";
     rows.push(el("tr", { class: "shard" + (shardState ? " bad" : "") },
-      el("th", { colSpan: 11, scope: "rowgroup" }, "shard ", s.name,
+      el("th", { colSpan: 12, scope: "rowgroup" }, "shard ", s.name,
         shardState ? el("span", { class: "badge down" }, shardState) : null,
         s.reason ? el("span", { class: "muted note" }, " ", s.reason) : null,
         s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null)));
     for (const n of s.nodes) {
-      const old = before.nodes.get(key(p.name, s.name, n.addr));
-      const ops = old && dt > 0 ? (n.requests - old.requests) / dt : null;
-      const errs = old && dt > 0 ? (n.errors - old.errors) / dt : null;
+      const h = byNode.get(key(p.name, s.name, n.addr));
+      const ops = h ? last(h.ops_per_s) : null;
+      const errs = h ? last(h.errors_per_s) : null;
+      const p99 = h ? last(h.p99_us) : null;
       const [cls, word] = status(n);
       const role = n.role + (n.seen_role !== "unknown" && n.seen_role !== n.role ? " (says " + n.seen_role + ")" : "");
       const lag = n.lag_ms === null || n.lag_ms === undefined ? "–" : fmtUs(n.lag_ms * 1000);
@@ -129,50 +211,62 @@ function renderPool(p, dt, before) {
         cell("conns", fmtNum(n.connections)),
         cell("ops/s", fmtNum(ops)),
         cell("err/s", errs ? el("span", { class: "bad-text" }, fmtNum(errs)) : fmtNum(errs)),
-        cell("errors", fmtNum(n.errors)),
+        cell("p99", fmtPct(p99)),
+        cell("conn errors", fmtNum(n.errors)),
         cell("lag", lag),
         cell("ejections", fmtNum(n.ejections)),
         cell("zone", n.zone || "–")));
     }
   }
   const head = el("tr", {}, ...["node", "role", "status", "last check", "conns", "ops/s", "err/s",
-    "errors", "lag", "ejections", "zone"].map((h) => el("th", { scope: "col" }, h)));
+    "p99", "conn errors", "lag", "ejections", "zone"].map((h) => el("th", { scope: "col" }, h)));
   return el("section", { class: "panel pool", "data-pool": p.name },
     el("h2", {}, p.name, el("span", { class: "muted" }, " ", p.listen, " · ", p.kind, " · reads: ", p.read_policy,
       " · clients: ", fmtNum(p.client_connections), " · forward errors: ", fmtNum(p.forward_error))),
-    el("table", { class: "grid nodes" }, el("thead", {}, head), el("tbody", {}, ...rows)));
+    poolCharts(p, hist, hp, hnodes),
+    el("div", { class: "scroll" }, el("table", { class: "grid nodes" }, el("thead", {}, head), el("tbody", {}, ...rows))));
 }
 
-function render(snap) {
-  const now = Date.now();
-  const dt = prev ? (snap._at - prev._at) / 1000 : 0;
-  const before = index(prev);
+function renderHeader(snap, hist) {
+  const who = (id, label, value) => document.getElementById(id).replaceChildren(el("span", { class: "muted" }, label, " "), value);
+  who("host", "host", hist.host);
+  who("pid", "pid", String(hist.pid));
+  document.getElementById("pid").setAttribute("data-pid", String(hist.pid));
+  who("config", "config", hist.config || "none");
   document.getElementById("version").textContent = "v" + snap.version + " · up " + fmtNum(snap.uptime_s) + " s · " + snap.workers + " workers";
+  document.title = "rampart · " + hist.host + " · pid " + hist.pid;
+}
 
-  const bounds = snap.latency_buckets_us;
-  const allNow = snap.commands.reduce((acc, c) => acc.map((x, i) => x + c.buckets[i]), bounds.map(() => 0));
-  const allPrev = prev ? prev.commands.reduce((acc, c) => acc.map((x, i) => x + c.buckets[i]), bounds.map(() => 0)) : null;
-  const win = allPrev ? diff(allNow, allPrev) : allNow;
-  const reqRate = prev && dt > 0 ? (snap.requests - prev.requests) / dt : null;
-  const summary = document.getElementById("summary");
-  summary.replaceChildren(
-    el("div", { class: "stat" }, el("b", {}, fmtNum(reqRate)), "ops/s"),
+function renderSummary(snap, hist) {
+  const sum = (f) => hist.pools.reduce((a, p) => a + (last(p[f]) || 0), 0);
+  const p99 = hist.pools.reduce((a, p) => Math.max(a, last(p.p99_us) || 0), 0);
+  const down = snap.pools.reduce((a, p) => a + p.shards.reduce((b, s) => b + s.nodes.filter((n) => !n.up).length, 0), 0);
+  const errs = sum("errors_per_s");
+  document.getElementById("summary").replaceChildren(
+    el("div", { class: "stat" }, el("b", {}, fmtNum(sum("ops_per_s"))), "ops/s"),
+    el("div", { class: "stat" + (errs > 0 ? " bad" : "") }, el("b", {}, fmtNum(errs)), "errors/s"),
+    el("div", { class: "stat" }, el("b", {}, fmtPct(p99 || null)), "p99 (slowest pool)"),
     el("div", { class: "stat" }, el("b", {}, fmtNum(snap.client_connections)), "clients"),
-    el("div", { class: "stat" }, el("b", {}, fmtPct(percentile(win, bounds, 0.5))), "p50"),
-    el("div", { class: "stat" }, el("b", {}, fmtPct(percentile(win, bounds, 0.99))), "p99"),
-    el("div", { class: "stat" }, el("b", {}, fmtNum(snap.pools.reduce((a, p) => a + p.shards.reduce((b, s) => b + s.nodes.filter((n) => !n.up).length, 0), 0))), "nodes down"));
+    el("div", { class: "stat" + (down > 0 ? " bad" : "") }, el("b", {}, fmtNum(down)), "nodes down"));
+}
 
-  document.getElementById("pools").replaceChildren(...snap.pools.map((p) => renderPool(p, dt, before)));
+function renderCommands(hist) {
+  const all = hist.commands.rows.slice().sort((a, b) => (b.ops_per_s || 0) - (a.ops_per_s || 0) || b.calls - a.calls);
+  const rows = all.slice(0, TOP_COMMANDS).map((c) =>
+    el("tr", { "data-command": c.name },
+      cell("command", c.name),
+      cell("ops/s", fmtNum(c.ops_per_s)),
+      cell("err/s", c.errors_per_s ? el("span", { class: "bad-text" }, fmtNum(c.errors_per_s)) : fmtNum(c.errors_per_s)),
+      cell("p50", fmtPct(c.p50_us)),
+      cell("p99", fmtPct(c.p99_us)),
+      cell("calls", fmtNum(c.calls)),
+      cell("errors", c.errors ? el("span", { class: "bad-text" }, fmtNum(c.errors)) : "0")));
+  document.querySelector("#commands tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colSpan: 7, class: "muted" }, "no commands yet"))]));
+  document.getElementById("commands-note").textContent = "· " + Math.min(all.length, TOP_COMMANDS) + " of " + all.length +
+    " by ops/s over the last " + fmtNum(hist.commands.window_s) + " s; calls and errors since start";
+}
 
-  const cmdRows = snap.commands.slice().sort((a, b) => b.calls - a.calls).map((c) => {
-    const old = before.cmds.get(c.name);
-    const w = old ? diff(c.buckets, old.buckets) : c.buckets;
-    const ops = old && dt > 0 ? (c.calls - old.calls) / dt : null;
-    return el("tr", {}, cell("command", c.name), cell("calls", fmtNum(c.calls)), cell("ops/s", fmtNum(ops)),
-      cell("p50", fmtPct(percentile(w, bounds, 0.5))), cell("p99", fmtPct(percentile(w, bounds, 0.99))));
-  });
-  document.querySelector("#commands tbody").replaceChildren(...cmdRows);
-
+function renderEvents(snap) {
   const events = snap.events.slice(-100).reverse().map((e) =>
     el("li", { class: "event " + e.kind },
       el("time", { dateTime: new Date(e.at_ms).toISOString() }, fmtTime(e.at_ms)), " ",
@@ -180,19 +274,29 @@ function render(snap) {
       el("span", { class: "where" }, [e.pool, e.shard, e.node].filter((x) => x).join(" / ")), " ",
       el("span", { class: "msg" }, e.message)));
   document.getElementById("events").replaceChildren(...(events.length ? events : [el("li", { class: "muted" }, "no events yet")]));
+}
+
+function render(snap, hist) {
+  renderHeader(snap, hist);
+  renderSummary(snap, hist);
+  document.getElementById("pools").replaceChildren(...snap.pools.map((p) => renderPool(p, hist)));
+  renderEvents(snap);
+  renderCommands(hist);
   const st = document.getElementById("status");
-  st.textContent = "live · " + new Date(now).toLocaleTimeString([], { hour12: false });
+  st.textContent = "live · " + new Date(snap.now_ms).toLocaleTimeString([], { hour12: false });
   st.className = "badge up";
+}
+
+async function getJson(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  return r.json();
 }
 
 async function poll() {
   try {
-    const r = await fetch("/api/topology", { cache: "no-store" });
-    if (!r.ok) throw new Error("HTTP " + r.status);
-    const snap = await r.json();
-    snap._at = performance.now();
-    render(snap);
-    prev = snap;
+    const [snap, hist] = await Promise.all([getJson("/api/topology"), getJson("/api/history")]);
+    render(snap, hist);
   } catch (e) {
     const st = document.getElementById("status");
     st.textContent = "no answer from rampart (" + e.message + ")";
