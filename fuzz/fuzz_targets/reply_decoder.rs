@@ -41,7 +41,6 @@ fuzz_target!(|data: &[u8]| {
         max_bulk: 4,
         max_multibulk: 3,
         max_inline: 8,
-        max_depth: 2,
     };
     run(data, data.len(), tiny);
     let _ = resp::peek(data);

@@ -46,7 +46,6 @@ fuzz_target!(|data: &[u8]| {
         max_bulk: 4,
         max_multibulk: 3,
         max_inline: 8,
-        max_depth: 2,
     };
     let mut dec = RequestDecoder::new(tiny);
     let mut rest = data;

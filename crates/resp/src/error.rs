@@ -105,12 +105,6 @@ pub enum ReplyError {
         /// The `Limits::max_bulk` that was exceeded.
         limit: usize,
     },
-    /// Aggregates nest deeper than `Limits::max_depth`.
-    #[error("invalid reply: nesting deeper than {limit}")]
-    TooDeep {
-        /// The `Limits::max_depth` that was exceeded.
-        limit: usize,
-    },
     /// [`crate::peek`] was given less than one complete reply.
     #[error("invalid reply: incomplete")]
     Incomplete,

@@ -55,8 +55,6 @@ pub struct Limits {
     /// Largest inline request, and largest `*<count>` / `$<len>` header line, in bytes,
     /// while its terminator has not arrived yet.
     pub max_inline: usize,
-    /// Deepest nesting of aggregate replies (arrays, maps, sets, pushes, attributes).
-    pub max_depth: usize,
 }
 
 impl Default for Limits {
@@ -65,7 +63,6 @@ impl Default for Limits {
             max_bulk: 512 * 1024 * 1024,
             max_multibulk: 1024 * 1024,
             max_inline: 64 * 1024,
-            max_depth: 128,
         }
     }
 }

@@ -14,6 +14,14 @@ use crate::{Limits, ReplyError};
 /// A resumable reply decoder; keep one per backend connection.
 ///
 /// It tracks nesting with one counter per open aggregate, never by building the reply.
+///
+/// # Memory
+/// Nesting has no depth limit: any reply Redis can send is framed (a Lua script returns a
+/// table nested about 8,000 levels deep), since a limit here would drop a connection that
+/// other clients' requests share. The depth is bounded by the input instead: each open
+/// aggregate costs 8 bytes of stack and took at least 4 bytes of input (`*1\r\n`), so the
+/// stack holds at most twice the bytes the reply in progress has framed so far (plus the
+/// vector's spare capacity; a stack over 4 KiB is freed when the reply ends).
 #[derive(Debug, Clone)]
 pub struct ReplyDecoder {
     limits: Limits,
@@ -29,6 +37,9 @@ pub struct ReplyDecoder {
     seen: usize,
 }
 
+/// Stack capacity kept between replies, in levels (4 KiB).
+const MAX_KEPT_DEPTH: usize = 512;
+
 /// What one header line amounts to.
 enum Step {
     /// A value is complete.
@@ -40,7 +51,7 @@ enum Step {
 }
 
 impl ReplyDecoder {
-    /// A decoder enforcing `limits` (`max_bulk` and `max_depth` apply to replies).
+    /// A decoder enforcing `limits` (only `max_bulk` applies to replies).
     pub fn new(limits: Limits) -> Self {
         ReplyDecoder {
             limits,
@@ -54,6 +65,10 @@ impl ReplyDecoder {
 
     /// Forgets any partial reply.
     pub fn reset(&mut self) {
+        if self.stack.capacity() > MAX_KEPT_DEPTH {
+            // A deep reply must not leave its stack behind on a long-lived connection.
+            self.stack = Vec::new();
+        }
         self.stack.clear();
         self.pos = 0;
         self.blob_end = None;
@@ -123,10 +138,7 @@ impl ReplyDecoder {
                 match step {
                     Step::Value => self.pos = next,
                     Step::Open(n) => {
-                        if self.stack.len() >= self.limits.max_depth {
-                            let limit = self.limits.max_depth;
-                            return Err(ReplyError::TooDeep { limit });
-                        }
+                        // Unbounded on purpose: see "Memory" on the type.
                         self.stack.push(n);
                         self.pos = next;
                         self.scan = next;

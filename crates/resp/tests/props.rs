@@ -220,7 +220,7 @@ proptest! {
         let whole = decode_requests(&noise, &[], Limits::default());
         prop_assert_eq!(decode_requests(&noise, &cuts, Limits::default()), whole);
         // Tiny limits: outcomes may depend on read sizes (as in Redis), but never panic.
-        let tiny = Limits { max_bulk: 3, max_multibulk: 2, max_inline: 4, max_depth: 1 };
+        let tiny = Limits { max_bulk: 3, max_multibulk: 2, max_inline: 4 };
         decode_requests(&noise, &cuts, tiny);
     }
 

@@ -179,3 +179,20 @@ fn protocol_errors_match_redis_byte_for_byte() {
     assert_eq!(dec.decode(b"ECHO a\0b\r\n").map(|r| r.is_some()), Ok(false));
     assert_eq!(redis.exchange(b"ECHO a\0b\r\n"), b"");
 }
+
+#[test]
+fn the_deepest_reply_redis_sends_decodes() {
+    let Some(redis) = redis() else { return };
+    // A Lua table nested 7,000 levels deep: Redis sends it whole.
+    let script = b"local t={} local c=t for i=1,7000 do c[1]={} c=c[1] end return t";
+    let mut request = BytesMut::new();
+    resp::encode::command(&mut request, &[b"EVAL", script, b"0"]);
+    request.extend_from_slice(b"PING\r\n");
+    let replies = redis.exchange(&request);
+    let mut expected = b"*1\r\n".repeat(7000);
+    expected.extend_from_slice(b"*0\r\n");
+    assert!(replies.starts_with(&expected), "{replies:?}");
+    let mut dec = resp::ReplyDecoder::new(Limits::default());
+    assert_eq!(dec.decode(&replies), Ok(Some(expected.len())));
+    assert_eq!(&replies[expected.len()..], b"+PONG\r\n");
+}

@@ -11,7 +11,6 @@ fn small() -> Limits {
         max_bulk: 5,
         max_multibulk: 3,
         max_inline: 16,
-        max_depth: 2,
     }
 }
 
@@ -134,22 +133,35 @@ fn limit_max_bulk_at_the_boundary() {
     );
 }
 
+/// `depth` arrays of one element around an empty array: the shape of a Lua table nested
+/// `depth` levels deep, as `EVAL` returns it.
+fn nested(depth: usize) -> Vec<u8> {
+    let mut buf = b"*1\r\n".repeat(depth);
+    buf.extend_from_slice(b"*0\r\n");
+    buf
+}
+
 #[test]
-fn limit_max_depth_at_the_boundary() {
+fn an_8000_level_reply_decodes() {
+    let reply = nested(8_000);
+    assert_eq!(len(&reply), Ok(Some(reply.len())));
+    // Also when it arrives in pieces and is followed by the next reply.
+    let mut dec = ReplyDecoder::new(Limits::default());
+    let mut buf = Vec::new();
+    for chunk in reply.chunks(4093) {
+        assert_eq!(dec.decode(&buf), Ok(None));
+        buf.extend_from_slice(chunk);
+    }
+    buf.extend_from_slice(b"+OK\r\n");
+    assert_eq!(dec.decode(&buf), Ok(Some(reply.len())));
+    assert!(!dec.is_partial());
+}
+
+#[test]
+fn nesting_is_not_limited_by_the_other_limits() {
+    // `small()` allows 3 elements and 5-byte bulks; depth is free.
     let mut dec = ReplyDecoder::new(small());
-    assert_eq!(dec.decode(b"*1\r\n%1\r\n:1\r\n*0\r\n"), Ok(Some(16)));
-    assert_eq!(
-        dec.decode(b"*1\r\n*1\r\n~1\r\n:1\r\n"),
-        Err(ReplyError::TooDeep { limit: 2 })
-    );
-    // Default: 128 levels pass, 129 do not.
-    let nested = |depth: usize| {
-        let mut buf = b"*1\r\n".repeat(depth);
-        buf.extend_from_slice(b":1\r\n");
-        buf
-    };
-    assert_eq!(len(&nested(128)), Ok(Some(128 * 4 + 4)));
-    assert_eq!(len(&nested(129)), Err(ReplyError::TooDeep { limit: 128 }));
+    assert_eq!(dec.decode(&nested(100)), Ok(Some(404)));
 }
 
 #[test]

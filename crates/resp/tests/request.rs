@@ -21,7 +21,6 @@ fn small() -> Limits {
         max_bulk: 5,
         max_multibulk: 3,
         max_inline: 16,
-        max_depth: 2,
     }
 }
 
