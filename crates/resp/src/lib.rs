@@ -9,7 +9,8 @@
 //! - [`request`]: [`RequestDecoder`], client requests (multibulk and inline), with Redis'
 //!   own framing rules and error wording, so that the proxy and the backend never disagree
 //!   about where a request ends.
-//! - [`reply`]: [`ReplyDecoder`], the length of one complete RESP2/RESP3 reply.
+//! - [`reply`]: [`ReplyDecoder`], the length of one complete RESP2/RESP3 reply, and how
+//!   many bytes of a partial one are framed and may be dropped, to stream past a large reply.
 //! - [`value`]: [`peek`], a top-level view of one complete reply, for merging.
 //! - [`encode`]: append RESP frames to a [`bytes::BytesMut`].
 //! - [`error`]: [`ProtocolError`] (requests) and [`ReplyError`] (replies).

@@ -22,6 +22,27 @@ use crate::{Limits, ReplyError};
 /// aggregate costs 8 bytes of stack and took at least 4 bytes of input (`*1\r\n`), so the
 /// stack holds at most twice the bytes the reply in progress has framed so far (plus the
 /// vector's spare capacity; a stack over 4 KiB is freed when the reply ends).
+/// The caller bounds it by bounding how far it lets one reply run: the bytes it holds plus
+/// those it dropped through [`consume_framed`](Self::consume_framed).
+///
+/// # Skipping a large reply
+/// [`consume_framed`](Self::consume_framed) says how many leading bytes of the buffer belong
+/// to the reply in progress and are already framed; the caller may drop (or forward) them and
+/// keep decoding the rest, so a reply of any size passes through a bounded buffer and the
+/// connection stays in step:
+///
+/// ```
+/// use resp::{Limits, ReplyDecoder};
+///
+/// let mut dec = ReplyDecoder::new(Limits::default());
+/// let mut buf = b"*2\r\n$10\r\n0123".to_vec();
+/// assert_eq!(dec.decode(&buf), Ok(None));
+/// let n = dec.consume_framed(); // both headers and 4 payload bytes
+/// assert_eq!(n, 13);
+/// buf.drain(..n);
+/// buf.extend_from_slice(b"456789\r\n:1\r\n+next\r\n");
+/// assert_eq!(dec.decode(&buf), Ok(Some(12))); // the rest of the reply
+/// ```
 #[derive(Debug, Clone)]
 pub struct ReplyDecoder {
     limits: Limits,
@@ -78,7 +99,35 @@ impl ReplyDecoder {
 
     /// Whether a reply has been started but not completed.
     pub fn is_partial(&self) -> bool {
-        self.seen > 0
+        self.seen > 0 || !self.stack.is_empty() || self.blob_end.is_some()
+    }
+
+    /// How many leading bytes of the buffer last given to [`decode`](Self::decode) belong
+    /// to the reply in progress and are already framed; 0 when no reply is in progress.
+    ///
+    /// The caller must remove exactly that many bytes from the front of its buffer before
+    /// the next call to `decode` (it may forward them first); the decoder rebases its
+    /// offsets to the shortened buffer. Framed bytes are every complete header line and
+    /// every blob payload byte received so far, except a blob's final CRLF, which is kept
+    /// to be checked; a header line still without its CRLF is kept. Lengths returned
+    /// afterwards by `decode` count from the new buffer start, so the whole reply is the
+    /// dropped bytes plus that length. Calling it does not change which replies are found
+    /// or where they end.
+    pub fn consume_framed(&mut self) -> usize {
+        let framed = match self.blob_end {
+            Some(end) => self.seen.min(end - 2),
+            None => self.pos.min(self.seen),
+        };
+        if framed == 0 {
+            return 0;
+        }
+        // Inside a blob the header offsets are behind the payload and are not read again
+        // until the blob ends (then both are set to its end), so they may be clamped at 0.
+        self.pos = self.pos.saturating_sub(framed);
+        self.scan = self.scan.saturating_sub(framed);
+        self.blob_end = self.blob_end.map(|end| end - framed);
+        self.seen -= framed;
+        framed
     }
 
     /// Bytes the current partial reply still needs at least, counted from the end of the

@@ -1,5 +1,6 @@
 //! Property tests: any split of a stream into successive reads decodes exactly like one
-//! whole read, and no input makes a decoder panic.
+//! whole read, dropping a reply's framed bytes mid-way does not move any reply boundary, and
+//! no input makes a decoder panic.
 
 use proptest::prelude::*;
 use resp::{encode, Limits, ProtocolError, ReplyDecoder, ReplyError, RequestDecoder};
@@ -165,6 +166,66 @@ fn decode_replies(stream: &[u8], cuts: &[usize]) -> Vec<Result<usize, ReplyError
     out
 }
 
+/// Where each reply of `stream` ends (offsets into `stream`), fed in pieces cut at `cuts`,
+/// dropping the framed bytes of a partial reply after the reads whose index is in `drops`
+/// (all of them when `drops` is `None`); stops at the first error.
+fn reply_ends_dropping(
+    stream: &[u8],
+    cuts: &[usize],
+    drops: Option<&[bool]>,
+) -> Vec<Result<usize, ReplyError>> {
+    let mut dec = ReplyDecoder::new(Limits::default());
+    let mut buf: Vec<u8> = Vec::new();
+    // Offset in `stream` of `buf[0]`.
+    let mut base = 0;
+    let mut out = Vec::new();
+    let mut fed = 0;
+    for (read, &cut) in cuts
+        .iter()
+        .chain(std::iter::once(&stream.len()))
+        .enumerate()
+    {
+        let cut = cut.clamp(fed, stream.len());
+        buf.extend_from_slice(&stream[fed..cut]);
+        fed = cut;
+        loop {
+            match dec.decode(&buf) {
+                Ok(Some(n)) => {
+                    base += n;
+                    out.push(Ok(base));
+                    buf.drain(..n);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+            }
+        }
+        if drops.is_none_or(|d| d.get(read).copied().unwrap_or(false)) {
+            let n = dec.consume_framed();
+            assert!(n <= buf.len());
+            base += n;
+            buf.drain(..n);
+        }
+    }
+    out
+}
+
+/// Turns reply lengths into where each reply ends in the stream.
+fn ends(lengths: Vec<Result<usize, ReplyError>>) -> Vec<Result<usize, ReplyError>> {
+    let mut at = 0;
+    lengths
+        .into_iter()
+        .map(|r| {
+            r.map(|n| {
+                at += n;
+                at
+            })
+        })
+        .collect()
+}
+
 /// Bytes biased towards RESP syntax, to reach deep decoder states.
 fn resp_noise() -> impl Strategy<Value = Vec<u8>> {
     let byte = prop_oneof![
@@ -215,6 +276,28 @@ proptest! {
     }
 
     #[test]
+    fn dropping_framed_bytes_keeps_reply_boundaries(
+        (stream, expected, cuts) in prop::collection::vec(arb_reply(), 1..8).prop_flat_map(|replies| {
+            let mut stream = Vec::new();
+            let mut expected = Vec::new();
+            for reply in &replies {
+                stream.extend_from_slice(reply);
+                expected.push(Ok(stream.len()));
+            }
+            // Many cuts within the stream, so some fall inside every kind of frame.
+            let len = stream.len();
+            (Just(stream), Just(expected), prop::collection::vec(0..len, 0..200).prop_map(|mut v| {
+                v.sort_unstable();
+                v
+            }))
+        }),
+        drops in prop::collection::vec(any::<bool>(), 0..201),
+    ) {
+        prop_assert_eq!(&reply_ends_dropping(&stream, &cuts, None), &expected);
+        prop_assert_eq!(reply_ends_dropping(&stream, &cuts, Some(&drops)), expected);
+    }
+
+    #[test]
     fn request_decoder_never_panics_and_ignores_splits(noise in resp_noise(), cuts in cuts(400)) {
         // Limits far above the input size, so read boundaries cannot change the outcome.
         let whole = decode_requests(&noise, &[], Limits::default());
@@ -227,7 +310,9 @@ proptest! {
     #[test]
     fn reply_decoder_never_panics_and_ignores_splits(noise in resp_noise(), cuts in cuts(400)) {
         let whole = decode_replies(&noise, &[]);
-        prop_assert_eq!(decode_replies(&noise, &cuts), whole);
+        prop_assert_eq!(&decode_replies(&noise, &cuts), &whole);
+        // Dropping framed bytes changes neither a boundary nor an error.
+        prop_assert_eq!(reply_ends_dropping(&noise, &cuts, None), ends(whole));
         let _ = resp::peek(&noise);
     }
 }

@@ -165,6 +165,72 @@ fn nesting_is_not_limited_by_the_other_limits() {
 }
 
 #[test]
+fn consume_framed_drops_complete_headers_only() {
+    let mut dec = ReplyDecoder::new(Limits::default());
+    assert_eq!(dec.consume_framed(), 0);
+    let mut buf = b"*3\r\n:1\r\n+lon".to_vec();
+    assert_eq!(dec.decode(&buf), Ok(None));
+    // `*3` and `:1` are framed; the unterminated `+lon` line is kept.
+    assert_eq!(dec.consume_framed(), 8);
+    buf.drain(..8);
+    assert_eq!(dec.consume_framed(), 0);
+    buf.extend_from_slice(b"g line\r\n$-1\r\n");
+    assert_eq!(dec.decode(&buf), Ok(Some(buf.len())));
+    assert_eq!(dec.consume_framed(), 0);
+}
+
+#[test]
+fn consume_framed_streams_a_long_blob_and_checks_its_crlf() {
+    let mut dec = ReplyDecoder::new(Limits::default());
+    let mut buf = b"$10\r\n01234".to_vec();
+    assert_eq!(dec.decode(&buf), Ok(None));
+    assert_eq!(dec.consume_framed(), 10);
+    buf.clear();
+    assert!(dec.is_partial());
+    assert_eq!(dec.min_needed(), 7);
+    buf.extend_from_slice(b"56789\r");
+    assert_eq!(dec.decode(&buf), Ok(None));
+    // The payload goes; the CR of the terminator stays to be checked.
+    assert_eq!(dec.consume_framed(), 5);
+    buf.drain(..5);
+    assert_eq!(buf, b"\r");
+    buf.extend_from_slice(b"\n:7\r\n");
+    assert_eq!(dec.decode(&buf), Ok(Some(2)));
+
+    // A payload not followed by CRLF is still an error after its bytes were dropped.
+    let mut buf = b"$3\r\nab".to_vec();
+    assert_eq!(dec.decode(&buf), Ok(None));
+    assert_eq!(dec.consume_framed(), 6);
+    buf.clear();
+    buf.extend_from_slice(b"cXY");
+    assert_eq!(dec.decode(&buf), Err(ReplyError::MissingCrlf));
+}
+
+#[test]
+fn consume_framed_keeps_a_deep_reply_in_step() {
+    // A deep reply streamed through a 64-byte window ends where it ends.
+    let reply = nested(8_000);
+    let mut stream = reply.clone();
+    stream.extend_from_slice(b":5\r\n");
+    let mut dec = ReplyDecoder::new(Limits::default());
+    let mut buf = Vec::new();
+    let mut dropped = 0;
+    let mut found = None;
+    for chunk in stream.chunks(64) {
+        buf.extend_from_slice(chunk);
+        if let Some(n) = dec.decode(&buf).unwrap() {
+            found = Some(dropped + n);
+            break;
+        }
+        let n = dec.consume_framed();
+        dropped += n;
+        buf.drain(..n);
+        assert!(buf.len() < 64 + 4);
+    }
+    assert_eq!(found, Some(reply.len()));
+}
+
+#[test]
 fn errors_reset_the_decoder() {
     let mut dec = ReplyDecoder::new(Limits::default());
     assert!(dec.decode(b"*1\r\n?\r\n").is_err());
