@@ -132,6 +132,18 @@ pub fn flush(stream: &Stream, buf: &mut bytes::BytesMut) -> io::Result<bool> {
     Ok(false)
 }
 
+/// Free an empty output buffer whose allocation is larger than `keep` bytes (an empty one
+/// with a small allocation is kept for reuse), so a burst does not pin its memory for the
+/// life of the connection.
+pub fn release_if_idle(buf: &mut bytes::BytesMut, keep: usize) {
+    // `capacity` counts only the room after the written-out prefix, which an emptied buffer
+    // still holds; `try_reclaim` moves an empty buffer back to the start of its allocation
+    // (no copy, no allocation) and says whether that allocation exceeds `keep`.
+    if buf.is_empty() && buf.try_reclaim(keep + 1) {
+        *buf = bytes::BytesMut::new();
+    }
+}
+
 /// A reusable read buffer: bytes `start..end` are unconsumed data. It is zero-filled when it
 /// grows, so reads go into initialised memory.
 #[derive(Default, Debug)]
@@ -188,10 +200,22 @@ impl ReadBuf {
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }
-    /// Give the memory back when empty and larger than `keep` bytes.
+    /// Give back the memory above `keep` bytes once the unconsumed data is small: all of it
+    /// when empty; when at most `keep / 2` bytes are left, they move to a buffer of `keep`
+    /// bytes. One large request or reply then does not pin its buffer for the life of the
+    /// connection, even while a pipeline keeps a partial one in it.
     pub fn shrink_if_idle(&mut self, keep: usize) {
-        if self.is_empty() && self.buf.len() > keep {
+        if self.buf.len() <= keep {
+            return;
+        }
+        if self.is_empty() {
             self.buf = Vec::new();
+        } else if self.len() <= keep / 2 {
+            let mut small = vec![0; keep];
+            small[..self.len()].copy_from_slice(self.data());
+            self.end = self.len();
+            self.start = 0;
+            self.buf = small;
         }
     }
 }
@@ -214,10 +238,36 @@ mod tests {
         b.consume(8);
         assert!(b.is_empty());
         b.shrink_if_idle(0);
+        assert_eq!(b.capacity(), 0, "an empty buffer gives its memory back");
         assert_eq!(
             b.spare(1).len(),
             1,
             "a released buffer grows again on demand"
         );
+    }
+
+    #[test]
+    fn a_large_read_buf_shrinks_once_little_is_left() {
+        let mut b = ReadBuf::default();
+        b.extend(&vec![7; 1 << 20]);
+        b.consume((1 << 20) - 3);
+        b.shrink_if_idle(1024);
+        assert_eq!(b.capacity(), 1024);
+        assert_eq!(b.data(), [7, 7, 7]);
+    }
+
+    #[test]
+    fn an_emptied_output_buffer_is_released_only_when_large() {
+        use bytes::{Buf, BytesMut};
+        let mut big = BytesMut::new();
+        big.extend_from_slice(&vec![1; 1 << 20]);
+        big.advance(1 << 20);
+        super::release_if_idle(&mut big, 4096);
+        assert_eq!(big.capacity(), 0, "the written-out megabyte is freed");
+        let mut small = BytesMut::with_capacity(1024);
+        small.extend_from_slice(b"abc");
+        small.advance(3);
+        super::release_if_idle(&mut small, 4096);
+        assert!(small.capacity() >= 1021, "a small buffer stays for reuse");
     }
 }

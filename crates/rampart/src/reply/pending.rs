@@ -8,6 +8,12 @@
 //!
 //! The queue also notes which replies that left were errors, so the session can count error
 //! replies per command, pool and node ([`Pending::next_is_error`]) without a record per reply.
+//!
+//! A large reply may arrive in pieces ([`Pending::append`]): at the head of the queue each piece
+//! goes straight to the output buffer, elsewhere it waits in its slot. Every byte held here,
+//! in slots or in the output buffer, counts against the client's hard limit
+//! ([`Pending::set_limit`]): past it, everything held is dropped at once, later replies are
+//! dropped as they arrive, and [`Pending::over_limit`] tells the session to close the client.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -21,6 +27,9 @@ use crate::reply::merge::Merger;
 enum Slot {
     /// Sent somewhere, no reply yet.
     Waiting,
+    /// The first pieces of a reply. At the head of the queue they went to `out` already and
+    /// the buffer stays empty; elsewhere they wait here.
+    Partial(BytesMut),
     /// Complete reply, waiting for earlier replies to leave first.
     Ready(Bytes),
     /// Fragments of a split request.
@@ -29,18 +38,19 @@ enum Slot {
 
 struct Gather {
     parts: Vec<Option<Bytes>>,
+    /// The first pieces of parts still arriving.
+    filling: Vec<BytesMut>,
     remaining: usize,
     merger: Merger,
 }
 
 /// Reply queue shared by a session and the backends working for it (same thread).
-#[derive(Default)]
 pub struct Pending {
     slots: RefCell<VecDeque<Slot>>,
     base: Cell<u64>,
     /// Replies ready to be written to the client, in order.
     pub out: RefCell<BytesMut>,
-    /// Wakes the session when `out` gained bytes.
+    /// Wakes the session when `out` gained bytes, or the client must be closed.
     pub wake: LocalNotify,
     closed: Cell<bool>,
     /// Replies moved to `out` so far.
@@ -49,6 +59,44 @@ pub struct Pending {
     counted: Cell<u64>,
     /// Positions (in `sent` order) of the error replies not yet counted, oldest first.
     errors: RefCell<VecDeque<u64>>,
+    /// The reply whose first pieces went to `out` already (a [`Slot::Partial`] at the head)
+    /// is an error.
+    head_error: Cell<bool>,
+    /// Reply bytes held in slots (not counting `out`).
+    held: Cell<usize>,
+    /// Most bytes held in slots and `out` together; `usize::MAX` by default.
+    limit: Cell<usize>,
+    /// Why the client must be closed, once it must.
+    broken: Cell<Option<Broken>>,
+}
+
+/// Why a reply queue gave up on its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// This many reply bytes were held, more than the hard limit.
+    OverLimit(usize),
+    /// A reply was cut after its first bytes had gone to the client's output: the client
+    /// cannot be told in its own stream.
+    Cut,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            slots: RefCell::default(),
+            base: Cell::new(0),
+            out: RefCell::default(),
+            wake: LocalNotify::default(),
+            closed: Cell::new(false),
+            held: Cell::new(0),
+            limit: Cell::new(usize::MAX),
+            broken: Cell::new(None),
+            sent: Cell::new(0),
+            counted: Cell::new(0),
+            errors: RefCell::default(),
+            head_error: Cell::new(false),
+        }
+    }
 }
 
 /// Most error positions kept for a session that does not count them.
@@ -66,10 +114,10 @@ impl Pending {
     }
 
     /// Note that one more reply moved to `out`.
-    fn sent_one(&self, reply: &[u8]) {
+    fn sent_one(&self, error: bool) {
         let n = self.sent.get();
         self.sent.set(n + 1);
-        if is_error(reply) {
+        if error {
             let mut e = self.errors.borrow_mut();
             if e.len() >= MAX_ERRORS_NOTED {
                 e.pop_front();
@@ -95,10 +143,30 @@ impl Pending {
         }
     }
 
+    /// Reply bytes held for the client: those waiting in slots plus the output buffer.
+    pub fn held(&self) -> usize {
+        self.held.get() + self.out.borrow().len()
+    }
+
+    /// Sets the most bytes [`Pending::held`] may reach (the pool's `client_output_hard`);
+    /// above it the queue gives up on its client (see [`Pending::broken`]).
+    pub fn set_limit(&self, bytes: usize) {
+        self.limit.set(bytes);
+        self.check();
+    }
+
+    /// Set once the client must be closed: it was over its hard limit, or one of its replies
+    /// was cut after it had started to leave. Everything held was dropped then, and later
+    /// replies are dropped as they arrive.
+    pub fn broken(&self) -> Option<Broken> {
+        self.broken.get()
+    }
+
     /// The session is gone: later replies are dropped.
     pub fn close(&self) {
         self.closed.set(true);
         self.slots.borrow_mut().clear();
+        self.held.set(0);
     }
 
     /// Reserve a slot for a reply that one backend will deliver; returns its sequence number.
@@ -113,6 +181,7 @@ impl Pending {
         let mut slots = self.slots.borrow_mut();
         slots.push_back(Slot::Gather(Box::new(Gather {
             parts: vec![None; parts],
+            filling: (0..parts).map(|_| BytesMut::new()).collect(),
             remaining: parts,
             merger,
         })));
@@ -121,17 +190,37 @@ impl Pending {
 
     /// A reply known at once (local commands, errors found before forwarding).
     pub fn push_ready(&self, reply: &[u8]) {
+        if self.closed.get() {
+            return;
+        }
         let mut slots = self.slots.borrow_mut();
         if slots.is_empty() {
             self.out.borrow_mut().extend_from_slice(reply);
-            self.sent_one(reply);
+            self.sent_one(is_error(reply));
         } else {
+            self.held.set(self.held.get() + reply.len());
             slots.push_back(Slot::Ready(Bytes::copy_from_slice(reply)));
         }
+        drop(slots);
+        self.check();
     }
 
-    /// Deliver the reply (or part `part` of it) of request `seq`.
+    /// Deliver the reply (or part `part` of it) of request `seq`, or its last piece after
+    /// [`Pending::append`].
     pub fn deliver(&self, seq: u64, part: u32, reply: &[u8]) {
+        self.put(seq, part, reply, true);
+    }
+
+    /// Deliver the first pieces of a reply of request `seq` (part `part`) that is still
+    /// arriving; [`Pending::deliver`] gives its last piece.
+    pub fn append(&self, seq: u64, part: u32, piece: &[u8]) {
+        self.put(seq, part, piece, false);
+    }
+
+    /// A reply whose first pieces were appended was cut off: what is held of it is replaced
+    /// by `reply`. If some of it already went to the output buffer the client cannot be told
+    /// in its own stream, so the queue gives up on it ([`Broken::Cut`]).
+    pub fn replace(&self, seq: u64, part: u32, reply: &[u8]) {
         if self.closed.get() {
             return;
         }
@@ -143,27 +232,99 @@ impl Pending {
             return;
         };
         match slot {
-            Slot::Waiting if idx == 0 => {
-                self.out.borrow_mut().extend_from_slice(reply);
-                self.sent_one(reply);
-                slots.pop_front();
-                self.base.set(self.base.get() + 1);
-                self.pump(&mut slots);
+            Slot::Partial(_) if idx == 0 => {
+                drop(slots);
+                return self.give_up(Broken::Cut);
+            }
+            Slot::Partial(buf) => {
+                self.held.set(self.held.get() - buf.len());
+                *slot = Slot::Waiting;
+            }
+            Slot::Gather(g) => {
+                if let Some(f) = g.filling.get_mut(part as usize) {
+                    self.held.set(self.held.get() - f.len());
+                    *f = BytesMut::new();
+                }
+            }
+            Slot::Waiting | Slot::Ready(_) => {}
+        }
+        drop(slots);
+        self.deliver(seq, part, reply);
+    }
+
+    fn put(&self, seq: u64, part: u32, bytes: &[u8], last: bool) {
+        if self.closed.get() {
+            return;
+        }
+        let mut slots = self.slots.borrow_mut();
+        let Some(idx) = seq.checked_sub(self.base.get()) else {
+            return;
+        };
+        let Some(slot) = slots.get_mut(idx as usize) else {
+            return;
+        };
+        let held = self.held.get();
+        match slot {
+            // At the head, a partial slot's bytes are already in `out`: so are these.
+            Slot::Waiting | Slot::Partial(_) if idx == 0 => {
+                if matches!(slot, Slot::Waiting) {
+                    self.head_error.set(is_error(bytes));
+                }
+                self.out.borrow_mut().extend_from_slice(bytes);
+                if last {
+                    self.sent_one(self.head_error.get());
+                    slots.pop_front();
+                    self.base.set(self.base.get() + 1);
+                    self.pump(&mut slots);
+                } else {
+                    *slot = Slot::Partial(BytesMut::new());
+                }
                 self.wake.notify();
             }
-            Slot::Waiting => *slot = Slot::Ready(Bytes::copy_from_slice(reply)),
+            Slot::Waiting if last => {
+                self.held.set(held + bytes.len());
+                *slot = Slot::Ready(Bytes::copy_from_slice(bytes));
+            }
+            Slot::Waiting => {
+                self.held.set(held + bytes.len());
+                *slot = Slot::Partial(BytesMut::from(bytes));
+            }
+            Slot::Partial(buf) => {
+                self.held.set(held + bytes.len());
+                buf.extend_from_slice(bytes);
+                if last {
+                    *slot = Slot::Ready(std::mem::take(buf).freeze());
+                }
+            }
             Slot::Gather(g) => {
-                let Some(p) = g.parts.get_mut(part as usize) else {
+                let (Some(p), Some(f)) = (
+                    g.parts.get_mut(part as usize),
+                    g.filling.get_mut(part as usize),
+                ) else {
                     return;
                 };
-                if p.is_none() {
-                    *p = Some(Bytes::copy_from_slice(reply));
+                if p.is_some() {
+                    // A part delivered twice counts once.
+                    return;
+                }
+                self.held.set(held + bytes.len());
+                if !last {
+                    f.extend_from_slice(bytes);
+                } else if f.is_empty() {
+                    *p = Some(Bytes::copy_from_slice(bytes));
+                } else {
+                    f.extend_from_slice(bytes);
+                    *p = Some(std::mem::take(f).freeze());
+                }
+                if last {
                     g.remaining -= 1;
                 }
                 if g.remaining == 0 {
                     let parts = std::mem::take(&mut g.parts);
+                    let was: usize = parts.iter().flatten().map(Bytes::len).sum();
                     let merger = std::mem::replace(&mut g.merger, Merger::First);
                     let merged = merger.merge(parts.into_iter().flatten().collect());
+                    self.held.set(self.held.get() - was + merged.len());
                     *slot = Slot::Ready(merged);
                     if idx == 0 {
                         self.pump(&mut slots);
@@ -173,20 +334,54 @@ impl Pending {
             }
             Slot::Ready(_) => {}
         }
+        drop(slots);
+        self.check();
     }
 
-    /// Move every complete reply at the head of the queue into `out`.
+    /// Move every complete reply at the head of the queue into `out`, and the first pieces
+    /// of a reply still arriving.
     fn pump(&self, slots: &mut VecDeque<Slot>) {
         let mut out = self.out.borrow_mut();
-        while let Some(Slot::Ready(b)) = slots.front() {
-            out.extend_from_slice(b);
-            self.sent_one(b);
-            slots.pop_front();
-            self.base.set(self.base.get() + 1);
+        while let Some(front) = slots.front_mut() {
+            match front {
+                Slot::Ready(b) => {
+                    out.extend_from_slice(b);
+                    self.sent_one(is_error(b));
+                    self.held.set(self.held.get() - b.len());
+                    slots.pop_front();
+                    self.base.set(self.base.get() + 1);
+                }
+                Slot::Partial(buf) => {
+                    self.head_error.set(is_error(buf));
+                    out.extend_from_slice(buf);
+                    self.held.set(self.held.get() - buf.len());
+                    *buf = BytesMut::new();
+                    break;
+                }
+                _ => break,
+            }
         }
         if slots.is_empty() && slots.capacity() > 256 {
             slots.shrink_to(16);
         }
+    }
+
+    /// Give up on the client once it holds more than its limit.
+    fn check(&self) {
+        let held = self.held();
+        if held > self.limit.get() && self.broken.get().is_none() {
+            self.give_up(Broken::OverLimit(held));
+        }
+    }
+
+    /// Drop everything held and ask the session to close the client.
+    fn give_up(&self, why: Broken) {
+        if self.broken.get().is_none() {
+            self.broken.set(Some(why));
+        }
+        self.close();
+        *self.out.borrow_mut() = BytesMut::new();
+        self.wake.notify();
     }
 }
 
@@ -253,5 +448,63 @@ mod tests {
         p.close();
         p.deliver(a, 0, b"+x\r\n");
         assert!(p.out.borrow().is_empty());
+    }
+
+    #[test]
+    fn pieces_of_a_reply_stream_at_the_head_and_wait_elsewhere() {
+        let p = Pending::default();
+        let a = p.push_waiting();
+        let b = p.push_waiting();
+        p.append(b, 0, b"$6\r\nab");
+        assert_eq!(p.held(), 6, "a piece behind the head waits and counts");
+        p.append(a, 0, b"$3\r\nx");
+        assert_eq!(
+            &p.out.borrow()[..],
+            b"$3\r\nx",
+            "a piece at the head leaves"
+        );
+        p.deliver(a, 0, b"yz\r\n");
+        assert_eq!(&p.out.borrow()[..], b"$3\r\nxyz\r\n$6\r\nab");
+        p.deliver(b, 0, b"cdef\r\n");
+        assert_eq!(&p.out.borrow()[..], b"$3\r\nxyz\r\n$6\r\nabcdef\r\n");
+        assert_eq!(p.outstanding(), 0);
+        assert_eq!(p.held(), p.out.borrow().len(), "nothing left in slots");
+    }
+
+    #[test]
+    fn replies_held_behind_a_missing_one_count_against_the_limit() {
+        let p = Pending::default();
+        p.set_limit(10);
+        let slow = p.push_waiting();
+        let fast = p.push_waiting();
+        p.deliver(fast, 0, b"+12345\r\n");
+        assert_eq!(p.broken(), None);
+        assert_eq!(p.held(), 8);
+        let more = p.push_waiting();
+        p.append(more, 0, b"$100\r\n");
+        assert_eq!(p.broken(), Some(Broken::OverLimit(14)));
+        assert_eq!(p.held(), 0, "everything held is dropped at once");
+        p.deliver(slow, 0, b"+late\r\n");
+        assert!(p.out.borrow().is_empty(), "later replies are dropped");
+    }
+
+    #[test]
+    fn a_cut_reply_is_replaced_unless_it_started_to_leave() {
+        let p = Pending::default();
+        let a = p.push_waiting();
+        let b = p.push_waiting();
+        p.append(b, 0, b"$10\r\n0123");
+        p.replace(b, 0, b"-ERR cut\r\n");
+        p.deliver(a, 0, b"+a\r\n");
+        assert_eq!(&p.out.borrow()[..], b"+a\r\n-ERR cut\r\n");
+        assert_eq!(p.broken(), None);
+        let c = p.push_waiting();
+        p.append(c, 0, b"$10\r\n0123");
+        p.replace(c, 0, b"-ERR cut\r\n");
+        assert_eq!(
+            p.broken(),
+            Some(Broken::Cut),
+            "the client's stream cannot be mended"
+        );
     }
 }

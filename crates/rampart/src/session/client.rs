@@ -4,19 +4,19 @@
 //! idle client keeps no read buffer. Complete requests are dispatched at once (pipelines are the
 //! norm); a partial one is copied into the session's own buffer until it completes. Reading
 //! stops while the session has `max_inflight` requests outstanding or more than the soft limit
-//! of reply bytes unwritten (backpressure); past the hard limits the client is disconnected with
-//! an error. A protocol error is answered in Redis' words after the earlier replies, then the
+//! of reply bytes held (backpressure): replies waiting behind a slow one count as much as those
+//! being written. Past the hard limit the client is disconnected (the reply queue drops what it
+//! holds at once, see `reply::pending`). A protocol error is answered in Redis' words after the earlier replies, then the
 //! connection closes; nothing else on the worker notices.
 
 use std::io;
 use std::rc::Rc;
 
-use bytes::BytesMut;
 use resp::{Request, RequestDecoder};
 
-use crate::io::{flush, ReadBuf, Ready, Stream};
+use crate::io::{flush, release_if_idle, ReadBuf, Ready, Stream};
 use crate::observe::stats::PoolStat;
-use crate::reply::pending::Pending;
+use crate::reply::pending::{Broken, Pending};
 use crate::session::dispatch::Ctx;
 use crate::topology::Mode;
 use crate::upstream::pool::WorkerPool;
@@ -79,22 +79,19 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
             let used = dispatch(ctx, &mut dec, rbuf.data());
             rbuf.consume(used);
         }
+        // Reloads may change the limit; the queue enforces it as replies arrive.
+        pending.set_limit(usize::try_from(limits.client_output_hard).unwrap_or(usize::MAX));
+        if let Some(why) = pending.broken() {
+            closing_log(ctx.client.id, why, limits.client_output_hard);
+            return End::Err;
+        }
         let blocked = {
             let mut out = pending.out.borrow_mut();
             let blocked = match flush(stream, &mut out) {
                 Ok(b) => b,
                 Err(_) => return End::Err,
             };
-            if out.is_empty() && out.capacity() > 4096 {
-                *out = BytesMut::new();
-            }
-            if out.len() > limits.client_output_hard as usize {
-                tracing::info!(
-                    client = ctx.client.id,
-                    "closing client over the output buffer hard limit"
-                );
-                return End::Err;
-            }
+            release_if_idle(&mut out, 4096);
             blocked
         };
         record_latency(&worker.stats, ctx, pending.outstanding());
@@ -108,7 +105,7 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
         let can_read = !ctx.client.closing
             && !eof
             && ctx.can_dispatch()
-            && pending.out.borrow().len() < limits.client_output_soft as usize;
+            && (pending.held() as u64) < limits.client_output_soft;
         tokio::select! {
             biased;
             _ = pending.wake.notified() => {}
@@ -136,6 +133,20 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
             }
             _ = &mut cancelled, if !ctx.client.closing => ctx.client.closing = true,
         }
+    }
+}
+
+/// Say why a client is closed by its reply queue.
+fn closing_log(client: u64, why: Broken, hard: u64) {
+    match why {
+        Broken::OverLimit(held) => tracing::info!(
+            client,
+            "closing client: {held} reply bytes held, over the client_output_hard limit of {hard}"
+        ),
+        Broken::Cut => tracing::info!(
+            client,
+            "closing client: a reply was cut off by its server connection after it had started"
+        ),
     }
 }
 

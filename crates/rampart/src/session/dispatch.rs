@@ -339,6 +339,10 @@ impl Ctx {
         tmp.clear();
         write(&mut tmp);
         self.send_bytes(shard, seq, part, &tmp);
+        // A large split request (MSET of big values) must not pin its buffer.
+        if tmp.capacity() > 64 * 1024 {
+            tmp = BytesMut::new();
+        }
         self.tmp = tmp;
     }
 

@@ -2,10 +2,19 @@
 //!
 //! Sessions append request bytes to the connection's output buffer and a waiter to its queue;
 //! the connection task writes everything queued in one go and matches replies to waiters
-//! first-in-first-out. Every waiter has a deadline (the pool timeout). When the oldest one
-//! passes it, or the connection breaks, or the node is switched away from (a failover closes
-//! every connection to the old primary), every waiter gets an error reply and the connection is
-//! closed: a late reply must never answer the next request. Reads of pools with replicas are
+//! first-in-first-out. The connection times out when requests are outstanding and the server
+//! made no progress for the pool timeout: no reply bytes arrived (and it took none of a request
+//! the socket could not hold) for that long since the later of the oldest request's arrival and
+//! the last progress. A queue behind a large reply that is still arriving never times out; a
+//! server that stopped does. On a timeout, a broken connection, or a node switched away from (a
+//! failover closes every connection to the old primary), every waiter gets an error reply and
+//! the connection is closed: a late reply must never answer the next request.
+//!
+//! A reply is framed as it arrives and never limited in size or depth: once a reply in progress
+//! fills [`STREAM_BYTES`], its framed bytes go on to its client's reply queue, so the
+//! connection's buffer stays small whatever the reply, and whatever one reply is, only its own
+//! client can see an error (its reply queue may be over its limit; other clients on the
+//! connection never notice). Reads of pools with replicas are
 //! retried once on another node instead; writes are never retried once they may have reached
 //! a server. A failed connect puts the connection in a short, jittered, growing back-off during
 //! which requests fail at once.
@@ -22,7 +31,7 @@ use resp::ReplyDecoder;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::handshake::HandshakeError;
-use crate::io::{flush, ReadBuf, Ready, Stream};
+use crate::io::{flush, release_if_idle, ReadBuf, Ready, Stream};
 use crate::notify::LocalNotify;
 use crate::observe::stats::{PoolStat, ServerStat, WorkerStats};
 use crate::topology::node::NodeRt;
@@ -45,6 +54,11 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// before it is written, so the requests other clients sent meanwhile join it (each turn is one
 /// non-blocking poll, a microsecond or two).
 const GATHER_YIELDS: usize = 3;
+/// A reply in progress holding this many bytes in the connection's read buffer hands what of
+/// it is framed to its client's reply queue; the buffer stays about this size.
+pub const STREAM_BYTES: usize = 256 * 1024;
+/// Buffer capacity a connection keeps while it has nothing to write or read (more is freed).
+const KEEP_BUF: usize = 64 * 1024;
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
 
@@ -53,6 +67,8 @@ struct Waiter {
     sink: Option<Sink>,
     deadline: Instant,
     len: u32,
+    /// The first bytes of its reply went to its sink already.
+    streamed: bool,
 }
 
 /// Why a request could not be queued.
@@ -98,6 +114,11 @@ pub struct Backend {
     unsent: Cell<(i64, i64)>,
     /// Reply bytes arrived since the last write: the server is done with that batch.
     replied: Cell<bool>,
+    /// When the server last showed progress: reply bytes arrived, or it took request bytes
+    /// after the socket had been full.
+    progress: Cell<Instant>,
+    /// The last write stopped because the socket was full.
+    write_blocked: Cell<bool>,
     wake: LocalNotify,
     down: RefCell<Option<(Instant, String)>>,
     streak: Cell<u32>,
@@ -128,6 +149,8 @@ impl Backend {
             waiters: RefCell::new(VecDeque::new()),
             unsent: Cell::new((0, 0)),
             replied: Cell::new(false),
+            progress: Cell::new(Instant::now()),
+            write_blocked: Cell::new(false),
             wake: LocalNotify::default(),
             down: RefCell::new(None),
             streak: Cell::new(0),
@@ -213,6 +236,7 @@ impl Backend {
             sink: Some(sink),
             deadline,
             len: len as u32,
+            streamed: false,
         });
         self.cell(ServerStat::Requests).add(1);
         self.cell(ServerStat::RequestBytes).add(len);
@@ -373,6 +397,7 @@ impl Backend {
                     sink: None,
                     deadline,
                     len,
+                    streamed: false,
                 },
             );
         }
@@ -388,12 +413,19 @@ impl Backend {
         closer.borrow_and_update();
         self.queue_setup();
         let mut rbuf = ReadBuf::default();
-        let mut dec = ReplyDecoder::new(resp::Limits::default());
-        // One timer for the connection, re-armed only when it fires. Every deadline is "now +
-        // timeout" when queued, so the timer never sits later than the oldest deadline: when
-        // it fires it either finds that deadline passed or moves to it; with nothing queued it
-        // simply comes back one timeout later.
-        let timer = tokio::time::sleep_until(Instant::now() + self.pool().timeout());
+        // No bound on a reply's size: it streams through (see STREAM_BYTES), and a bound
+        // here would close a connection whose other requests were applied.
+        let mut dec = ReplyDecoder::new(resp::Limits {
+            max_bulk: usize::MAX,
+            ..resp::Limits::default()
+        });
+        self.write_blocked.set(false);
+        // One timer for the connection, re-armed only when it fires. A request's deadline is
+        // "now + timeout" when queued and progress only moves the moment it is due later, so
+        // the timer never sits later than it: when it fires it either finds the connection due
+        // or moves to that moment; with nothing queued it comes back one timeout later.
+        let period = self.pool().timeout();
+        let timer = tokio::time::sleep_until(Instant::now() + period);
         tokio::pin!(timer);
         loop {
             if self.retired.get() && self.waiters.borrow().is_empty() {
@@ -402,12 +434,11 @@ impl Backend {
             let blocked = if self.gathering() {
                 false
             } else {
-                let mut out = self.out.borrow_mut();
-                let had = !out.is_empty();
+                let had = !self.out.borrow().is_empty();
                 if had {
                     self.replied.set(false);
                 }
-                match flush(s, &mut out) {
+                match self.write_out(s) {
                     Ok(blocked) => {
                         if had && !blocked {
                             self.sent_all();
@@ -434,7 +465,7 @@ impl Backend {
                         Ok(g) => g,
                         Err(e) => return e.into(),
                     };
-                    match flush(s, &mut self.out.borrow_mut()) {
+                    match self.write_out(s) {
                         Ok(true) => ready.clear(),
                         Ok(false) => self.sent_all(),
                         Err(e) => return e.into(),
@@ -457,15 +488,44 @@ impl Backend {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    let front = self.waiters.borrow().front().map(|w| w.deadline);
-                    match front {
-                        Some(d) if d <= now => return ConnError::Timeout,
+                    match self.due(period) {
+                        Some(d) if d <= now => {
+                            tracing::debug!(
+                                server = %self.label(),
+                                "no progress for {:?} with {} requests outstanding",
+                                now - self.progress.get(),
+                                self.waiters.borrow().len()
+                            );
+                            return ConnError::Timeout;
+                        }
                         Some(d) => timer.as_mut().reset(d),
                         None => timer.as_mut().reset(now + self.pool().timeout()),
                     }
                 }
             }
         }
+    }
+
+    /// When the connection times out: `period` after the later of the oldest request's
+    /// arrival and the server's last progress; `None` with nothing outstanding.
+    fn due(&self, period: Duration) -> Option<Instant> {
+        let oldest = self.waiters.borrow().front().map(|w| w.deadline)?;
+        Some(oldest.max(self.progress.get() + period))
+    }
+
+    /// Write what the socket takes now; true when it is full. Bytes taken after the socket
+    /// was full show the server reading (progress); the first bytes of a write do not, since
+    /// the kernel takes them from a frozen server too.
+    fn write_out(&self, s: &Stream) -> io::Result<bool> {
+        let mut out = self.out.borrow_mut();
+        let before = out.len();
+        let blocked = flush(s, &mut out)?;
+        if self.write_blocked.get() && out.len() < before {
+            self.progress.set(Instant::now());
+        }
+        self.write_blocked.set(blocked);
+        release_if_idle(&mut out, KEEP_BUF);
+        Ok(blocked)
     }
 
     /// Requests written whose replies have not all arrived.
@@ -511,6 +571,7 @@ impl Backend {
             Ok(n) => {
                 rbuf.filled(n);
                 self.replied.set(true);
+                self.progress.set(Instant::now());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -530,7 +591,8 @@ impl Backend {
             let reply = &rbuf.data()[..n];
             match w.sink {
                 Some(sink)
-                    if reply.starts_with(b"-READONLY")
+                    if !w.streamed
+                        && reply.starts_with(b"-READONLY")
                         && sink.resend.as_ref().is_some_and(|r| r.write) =>
                 {
                     // Not applied by a node that is no longer the primary: hold it for the
@@ -549,6 +611,9 @@ impl Backend {
             req_bytes += w.len as i64;
             rbuf.consume(n);
         }
+        if rbuf.len() >= STREAM_BYTES {
+            bytes += self.stream_partial(rbuf, dec)? as i64;
+        }
         if replies > 0 {
             self.cell(ServerStat::Responses).add(replies);
             self.cell(ServerStat::ResponseBytes).add(bytes);
@@ -557,8 +622,41 @@ impl Backend {
             self.pool.borrow().shard_ok(self.shard.get());
             self.node.passive_ok();
         }
-        rbuf.shrink_if_idle(64 * 1024);
+        // Between replies the buffer goes back to its idle size; a reply in progress keeps
+        // room for one streamed piece (or a long line, which cannot be streamed).
+        let keep = if dec.is_partial() {
+            2 * STREAM_BYTES
+        } else {
+            KEEP_BUF
+        };
+        rbuf.shrink_if_idle(keep);
         Ok(())
+    }
+
+    /// The reply in progress fills the read buffer: what of it is framed goes on to its
+    /// client now. Returns the bytes handed on.
+    fn stream_partial(
+        &self,
+        rbuf: &mut ReadBuf,
+        dec: &mut ReplyDecoder,
+    ) -> Result<usize, ConnError> {
+        let mut waiters = self.waiters.borrow_mut();
+        let Some(w) = waiters.front_mut() else {
+            return Err(ConnError::Protocol("reply without a request".into()));
+        };
+        let Some(sink) = &w.sink else {
+            // Set-up commands answer +OK, never this much.
+            return Err(ConnError::Protocol(format!(
+                "a reply of more than {STREAM_BYTES} bytes to a set-up command"
+            )));
+        };
+        let n = dec.consume_framed();
+        if n > 0 {
+            w.streamed = true;
+            sink.pending.append(sink.seq, sink.part, &rbuf.data()[..n]);
+            rbuf.consume(n);
+        }
+        Ok(n)
     }
 
     /// Answer every queued and in-flight request with an error (reads of pools with replicas
@@ -590,12 +688,15 @@ impl Backend {
         self.cell(ServerStat::OutQueue).add(-(clients as i64 - n));
         self.cell(ServerStat::OutQueueBytes).add(-inflight_bytes);
         self.out.borrow_mut().clear();
-        if self.out.borrow().capacity() > 64 * 1024 {
-            *self.out.borrow_mut() = BytesMut::new();
-        }
+        release_if_idle(&mut self.out.borrow_mut(), KEEP_BUF);
         for (i, w) in waiters.into_iter().enumerate() {
             if let Some(sink) = w.sink {
                 match &sink.resend {
+                    // Part of its reply went on already: it cannot go anywhere else.
+                    _ if w.streamed => {
+                        let msg = format!("-ERR rampart: {why}\r\n");
+                        sink.pending.replace(sink.seq, sink.part, msg.as_bytes());
+                    }
                     Some(r) if !r.write || i >= unsent_from => sink.give_back(self.node.id, &why),
                     _ => sink.fail(&why),
                 }
