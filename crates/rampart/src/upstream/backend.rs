@@ -30,12 +30,12 @@ use bytes::BytesMut;
 use resp::ReplyDecoder;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::handshake::HandshakeError;
 use crate::io::{flush, release_if_idle, ReadBuf, Ready, Stream};
 use crate::notify::LocalNotify;
 use crate::observe::stats::{PoolStat, ServerStat, WorkerStats};
 use crate::topology::node::NodeRt;
 use crate::topology::PoolRt;
+use crate::upstream::error::{ConnFailure, Failure};
 use crate::upstream::sink::Sink;
 use rampart_config::ServerAddr;
 
@@ -71,34 +71,6 @@ struct Waiter {
     streamed: bool,
 }
 
-/// Why a request could not be queued.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The server refused or failed recent connects.
-    #[error("server {0} is down: {1}")]
-    Down(String, String),
-    /// The connection's queue is at its bound.
-    #[error("server {0} has too many queued requests")]
-    QueueFull(String),
-}
-
-/// Why a connection ended.
-#[derive(Debug, thiserror::Error)]
-enum ConnError {
-    #[error("timed out")]
-    Timeout,
-    #[error("connection closed by server")]
-    Eof,
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("unexpected reply: {0}")]
-    Protocol(String),
-    #[error("{0}")]
-    Setup(#[from] HandshakeError),
-    #[error("node switched away from (failover or health check)")]
-    Closed,
-}
-
 /// One connection slot of one node, owned by one worker.
 pub struct Backend {
     /// The pool generation it serves; a reload moves the connection to the new one.
@@ -120,7 +92,8 @@ pub struct Backend {
     /// The last write stopped because the socket was full.
     write_blocked: Cell<bool>,
     wake: LocalNotify,
-    down: RefCell<Option<(Instant, String)>>,
+    /// Until when requests are refused unsent, and why.
+    down: RefCell<Option<(Instant, ConnFailure)>>,
     streak: Cell<u32>,
     running: Cell<bool>,
     /// Replies to the handshake read so far on this connection.
@@ -206,14 +179,14 @@ impl Backend {
     /// Queue one request: `write` appends its bytes; the reply goes to `sink`.
     ///
     /// # Errors
-    /// The node is in connect back-off, or the queue is full; nothing was queued and the sink
-    /// comes back with the reason.
+    /// The node is in connect back-off ([`Failure::NodeDown`]), or the queue is full
+    /// ([`Failure::QueueFull`]); nothing was queued and the sink comes back with the failure.
     pub fn send_or_return(
         self: &Rc<Self>,
         sink: Sink,
         deadline: Instant,
         write: impl FnOnce(&mut BytesMut),
-    ) -> Result<(), (Sink, SendError)> {
+    ) -> Result<(), (Sink, Failure)> {
         if let Some((until, why)) = &*self.down.borrow() {
             if Instant::now() < *until {
                 // Refused unsent: the node's connection just failed (or was closed by it).
@@ -221,13 +194,20 @@ impl Backend {
                     self.node
                         .traffic_failed(&format!("connection failed: {why}"));
                 }
-                return Err((sink, SendError::Down(self.label().to_string(), why.clone())));
+                let failure = Failure::NodeDown {
+                    node: self.label().to_string(),
+                    reason: why.clone(),
+                };
+                return Err((sink, failure));
             }
         }
         let mut out = self.out.borrow_mut();
         let mut waiters = self.waiters.borrow_mut();
         if waiters.len() >= MAX_WAITERS || out.len() >= MAX_QUEUED_BYTES {
-            return Err((sink, SendError::QueueFull(self.label().to_string())));
+            let failure = Failure::QueueFull {
+                node: self.label().to_string(),
+            };
+            return Err((sink, failure));
         }
         let before = out.len();
         write(&mut out);
@@ -259,10 +239,10 @@ impl Backend {
         sink: Sink,
         deadline: Instant,
         write: impl FnOnce(&mut BytesMut),
-    ) -> Result<(), SendError> {
+    ) -> Result<(), Failure> {
         self.send_or_return(sink, deadline, write)
             .map_err(|(sink, e)| {
-                sink.fail(&e.to_string());
+                sink.fail(e.clone());
                 e
             })
     }
@@ -288,12 +268,15 @@ impl Backend {
                     self.cell(ServerStat::ServerConnections).add(-1);
                     drop(stream);
                     match &err {
-                        ConnError::Timeout => self.cell(ServerStat::ServerTimedout).add(1),
-                        ConnError::Eof => self.cell(ServerStat::ServerEof).add(1),
+                        ConnFailure::Timeout => self.cell(ServerStat::ServerTimedout).add(1),
+                        ConnFailure::Eof => self.cell(ServerStat::ServerEof).add(1),
                         _ => self.cell(ServerStat::ServerErr).add(1),
                     }
                     tracing::debug!(server = %self.label(), "backend connection closed: {err}");
-                    if matches!(err, ConnError::Eof | ConnError::Io(_) | ConnError::Setup(_)) {
+                    if matches!(
+                        err,
+                        ConnFailure::Eof | ConnFailure::Io(_) | ConnFailure::Setup(_)
+                    ) {
                         // The server closed or reset the connection: it is likely going away.
                         // Reconnecting at once can reach a dying listener that completes the
                         // handshake and then resets, failing the requests written meanwhile;
@@ -301,7 +284,7 @@ impl Backend {
                         // unsent, so reads retry elsewhere and writes may be held). A refused
                         // AUTH or SELECT would be refused again at once: the same pause.
                         let until = Instant::now() + crate::rand::jitter(BACKOFF_BASE);
-                        *self.down.borrow_mut() = Some((until, err.to_string()));
+                        *self.down.borrow_mut() = Some((until, err.clone()));
                     }
                     err
                 }
@@ -313,14 +296,14 @@ impl Backend {
                         .saturating_mul(1u32 << streak.min(8))
                         .min(BACKOFF_CAP);
                     let until = Instant::now() + crate::rand::jitter(backoff);
-                    *self.down.borrow_mut() = Some((until, e.to_string()));
+                    *self.down.borrow_mut() = Some((until, e.clone()));
                     tracing::debug!(server = %self.label(), "connect failed: {e}");
                     e
                 }
             };
             let connect_failed = self.streak.get() > 0;
             let affected = self.fail_all(&err, connect_failed);
-            let counts = affected > 0 || !matches!(err, ConnError::Eof | ConnError::Closed);
+            let counts = affected > 0 || !matches!(err, ConnFailure::Eof | ConnFailure::Closed);
             if counts {
                 self.count_failure(&err, connect_failed);
             }
@@ -333,12 +316,12 @@ impl Backend {
 
     /// Feed a failure to twemproxy-style ejection (plain pools) or passive node ejection
     /// (pools with health checks). A node without health checks takes it as its state.
-    fn count_failure(&self, err: &ConnError, connect_failed: bool) {
+    fn count_failure(&self, err: &ConnFailure, connect_failed: bool) {
         let pool = self.pool();
         let conf = &pool.conf;
         let why = match err {
             _ if connect_failed => format!("connect failed: {err}"),
-            ConnError::Timeout => "a request timed out".to_string(),
+            ConnFailure::Timeout => "a request timed out".to_string(),
             _ => format!("connection failed: {err}"),
         };
         self.node.traffic_failed(&why);
@@ -352,7 +335,7 @@ impl Backend {
         }
     }
 
-    async fn connect(&self) -> Result<Stream, ConnError> {
+    async fn connect(&self) -> Result<Stream, ConnFailure> {
         let pool = self.pool();
         let limit = pool.timeout();
         let fut = async {
@@ -371,8 +354,8 @@ impl Backend {
             }
         };
         match timeout(limit, fut).await {
-            Ok(r) => r.map_err(ConnError::Io),
-            Err(_) => Err(ConnError::Timeout),
+            Ok(r) => r.map_err(ConnFailure::from),
+            Err(_) => Err(ConnFailure::Timeout),
         }
     }
 
@@ -408,7 +391,7 @@ impl Backend {
         *out = setup;
     }
 
-    async fn serve(&self, s: &Stream) -> ConnError {
+    async fn serve(&self, s: &Stream) -> ConnFailure {
         let mut closer = self.node.close_watch();
         closer.borrow_and_update();
         self.queue_setup();
@@ -429,7 +412,7 @@ impl Backend {
         tokio::pin!(timer);
         loop {
             if self.retired.get() && self.waiters.borrow().is_empty() {
-                return ConnError::Closed;
+                return ConnFailure::Closed;
             }
             let blocked = if self.gathering() {
                 false
@@ -450,7 +433,7 @@ impl Backend {
             };
             tokio::select! {
                 biased;
-                _ = closer.changed() => return ConnError::Closed,
+                _ = closer.changed() => return ConnFailure::Closed,
                 r = s.readable() => {
                     let mut ready = match r {
                         Ok(g) => g,
@@ -496,7 +479,7 @@ impl Backend {
                                 now - self.progress.get(),
                                 self.waiters.borrow().len()
                             );
-                            return ConnError::Timeout;
+                            return ConnFailure::Timeout;
                         }
                         Some(d) => timer.as_mut().reset(d),
                         None => timer.as_mut().reset(now + self.pool().timeout()),
@@ -565,9 +548,9 @@ impl Backend {
         ready: &mut Ready<'_>,
         rbuf: &mut ReadBuf,
         dec: &mut ReplyDecoder,
-    ) -> Result<(), ConnError> {
+    ) -> Result<(), ConnFailure> {
         match s.read(ready, rbuf.spare(16 * 1024)) {
-            Ok(0) => return Err(ConnError::Eof),
+            Ok(0) => return Err(ConnFailure::Eof),
             Ok(n) => {
                 rbuf.filled(n);
                 self.replied.set(true);
@@ -583,10 +566,10 @@ impl Backend {
             let n = match dec.decode(rbuf.data()) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
-                Err(e) => return Err(ConnError::Protocol(e.to_string())),
+                Err(e) => return Err(ConnFailure::Protocol(e.to_string())),
             };
             let Some(w) = self.waiters.borrow_mut().pop_front() else {
-                return Err(ConnError::Protocol("reply without a request".into()));
+                return Err(ConnFailure::Protocol("reply without a request".into()));
             };
             let reply = &rbuf.data()[..n];
             match w.sink {
@@ -598,7 +581,10 @@ impl Backend {
                     // Not applied by a node that is no longer the primary: hold it for the
                     // new one and stop sending writes here.
                     self.node.demote();
-                    sink.give_back(self.node.id, "READONLY");
+                    let failure = Failure::ReadOnly {
+                        node: self.label().to_string(),
+                    };
+                    sink.give_back(self.node.id, failure);
                 }
                 Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
                 None => {
@@ -639,14 +625,14 @@ impl Backend {
         &self,
         rbuf: &mut ReadBuf,
         dec: &mut ReplyDecoder,
-    ) -> Result<usize, ConnError> {
+    ) -> Result<usize, ConnFailure> {
         let mut waiters = self.waiters.borrow_mut();
         let Some(w) = waiters.front_mut() else {
-            return Err(ConnError::Protocol("reply without a request".into()));
+            return Err(ConnFailure::Protocol("reply without a request".into()));
         };
         let Some(sink) = &w.sink else {
             // Set-up commands answer +OK, never this much.
-            return Err(ConnError::Protocol(format!(
+            return Err(ConnFailure::Protocol(format!(
                 "a reply of more than {STREAM_BYTES} bytes to a set-up command"
             )));
         };
@@ -662,13 +648,13 @@ impl Backend {
     /// Answer every queued and in-flight request with an error (reads of pools with replicas
     /// are retried once on another node) and drop what was not sent. Returns how many client
     /// requests were affected.
-    fn fail_all(&self, err: &ConnError, connect_failed: bool) -> usize {
-        let why = format!(
-            "server {} ({}): {}",
-            self.label(),
-            self.pool.borrow().conf.name,
-            err
-        );
+    fn fail_all(&self, err: &ConnFailure, connect_failed: bool) -> usize {
+        let failure = |sent: bool| Failure::Connection {
+            node: self.label().to_string(),
+            pool: self.pool.borrow().conf.name.clone(),
+            kind: err.clone(),
+            sent,
+        };
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         let (n, b) = self.unsent.replace((0, 0));
         // Requests whose bytes never left: all of them when the connect failed; the last `n`
@@ -691,14 +677,16 @@ impl Backend {
         release_if_idle(&mut self.out.borrow_mut(), KEEP_BUF);
         for (i, w) in waiters.into_iter().enumerate() {
             if let Some(sink) = w.sink {
+                let failure = failure(i < unsent_from);
                 match &sink.resend {
                     // Part of its reply went on already: it cannot go anywhere else.
                     _ if w.streamed => {
-                        let msg = format!("-ERR rampart: {why}\r\n");
-                        sink.pending.replace(sink.seq, sink.part, msg.as_bytes());
+                        sink.pending.replace(sink.seq, sink.part, &failure.reply());
                     }
-                    Some(r) if !r.write || i >= unsent_from => sink.give_back(self.node.id, &why),
-                    _ => sink.fail(&why),
+                    Some(r) if !r.write || failure.may_retry() => {
+                        sink.give_back(self.node.id, failure)
+                    }
+                    _ => sink.fail(failure),
                 }
             }
         }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
+use crate::upstream::error::Failure;
 use crate::upstream::sink::Sink;
 
 static ENTERED: AtomicU64 = AtomicU64::new(0);
@@ -31,11 +32,6 @@ pub fn stats() -> (u64, u64, u64, u64) {
         FAILED.load(Ordering::Relaxed),
         HELD_US.load(Ordering::Relaxed),
     )
-}
-
-/// A write left the hold with an error.
-pub fn count_failed() {
-    FAILED.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One held write. Its bytes and client travel in the sink's [`crate::upstream::sink::Resend`],
@@ -58,6 +54,13 @@ impl Held {
     /// The client (keeps its connection choice).
     pub fn client(&self) -> u64 {
         self.sink.resend.as_ref().map_or(0, |r| r.client)
+    }
+
+    /// The write leaves the hold (or could not enter it) unsent: answer `failure` (a
+    /// [`Failure::HoldFull`], [`Failure::HoldExpired`] or [`Failure::NoPrimary`]) and count it.
+    pub fn fail(self, failure: Failure) {
+        FAILED.fetch_add(1, Ordering::Relaxed);
+        self.sink.fail(failure);
     }
 }
 

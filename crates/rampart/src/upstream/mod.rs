@@ -3,6 +3,8 @@
 //! - [`sink`]: where a reply goes, what a request needs to be sent again, and the queue
 //!   through which a connection gives back a request to retry (a read to send elsewhere, a
 //!   write refused with READONLY) instead of calling the router.
+//! - [`error`]: why a request could not be served ([`error::Failure`]), kept as a value until
+//!   its reply is written.
 //! - [`backend`]: one pipelined connection from a worker to a node: deadlines, back-off.
 //! - [`hold`]: writes waiting while a shard has no primary.
 //! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
@@ -10,6 +12,7 @@
 //! - [`worker`]: one worker thread's pools, rebuilt after a reload.
 
 pub mod backend;
+pub mod error;
 pub mod hold;
 pub mod pool;
 pub mod route;

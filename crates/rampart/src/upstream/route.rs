@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
+use crate::upstream::error::{Failure, PrimaryDown};
 use crate::upstream::hold::{self, Held};
 use crate::upstream::pool::WorkerPool;
 use crate::upstream::sink::{Resend, Retry, Sink};
@@ -134,12 +135,12 @@ pub fn send(
         Access::Read => pick_read(wp, shard, &view, exclude),
     };
     let Some(node) = node else {
-        let what = if access == Access::Write {
-            "primary available"
+        let shard = rt.shards[shard].name.clone();
+        sink.fail(if access == Access::Write {
+            Failure::NoPrimary { shard, cause: None }
         } else {
-            "node available for reads"
-        };
-        sink.fail(&format!("shard '{}' has no {what}", rt.shards[shard].name));
+            Failure::NoReadNode { shard }
+        });
         return 0;
     };
     let sink = if ha {
@@ -160,10 +161,10 @@ pub fn send(
                 Retry {
                     sink,
                     node: node.id,
-                    why: e.to_string(),
+                    failure: e,
                 },
             ),
-            _ => sink.fail(&e.to_string()),
+            _ => sink.fail(e),
         }
         return 0;
     }
@@ -191,21 +192,30 @@ pub fn hold_is_hopeless(wp: &WorkerPool, shard: usize) -> bool {
     }
 }
 
-/// Why the shard's primary cannot take writes, when its health checks say why: its address
-/// and the reason of its last failed check (for example `127.0.0.1:6379 is down:
+/// Why the shard's primary cannot take writes, when its health checks say why: its label
+/// and the reason of its last failed check (shown as `127.0.0.1:6379 is down:
 /// authentication failed: WRONGPASS ...`). `None` when it is not down by its checks.
-pub fn primary_down(rt: &PoolRt, shard: usize) -> Option<String> {
+pub fn primary_down(rt: &PoolRt, shard: usize) -> Option<PrimaryDown> {
     let view = rt.shards[shard].view();
     let p = view.primary.and_then(|i| view.nodes.get(i))?;
     if p.is_up() || p.is_ejected() {
         return None;
     }
-    let why = p.last_error();
-    Some(if why.is_empty() {
-        format!("{} is down", p.label)
-    } else {
-        format!("{} is down: {why}", p.label)
+    Some(PrimaryDown {
+        node: Some(p.label.clone()),
+        reason: p.last_error(),
     })
+}
+
+/// A write fails because holding it cannot help (see [`hold_is_hopeless`]).
+fn hopeless(rt: &PoolRt, shard: usize) -> Failure {
+    Failure::NoPrimary {
+        shard: rt.shards[shard].name.clone(),
+        cause: Some(primary_down(rt, shard).unwrap_or(PrimaryDown {
+            node: None,
+            reason: String::new(),
+        })),
+    }
 }
 
 /// Put a write that was not sent into the shard's hold (or fail it when the hold is full, or
@@ -213,11 +223,7 @@ pub fn primary_down(rt: &PoolRt, shard: usize) -> Option<String> {
 fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
     let rt = &wp.rt;
     if hold_is_hopeless(wp, shard) {
-        return sink.fail(&format!(
-            "shard '{}' has no primary available: {}",
-            rt.shards[shard].name,
-            primary_down(rt, shard).unwrap_or_else(|| "it is down".into())
-        ));
+        return sink.fail(hopeless(rt, shard));
     }
     let held = Held {
         sink: with_resend(sink, wp, shard, bytes, true, client),
@@ -228,13 +234,9 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
         .push(held, rt.conf.failover_hold_bytes)
     {
         Ok(()) => ensure_releaser(wp, shard),
-        Err(h) => {
-            hold::count_failed();
-            h.sink.fail(&format!(
-                "shard '{}' has no primary and its failover_hold_bytes are full",
-                rt.shards[shard].name
-            ))
-        }
+        Err(h) => h.fail(Failure::HoldFull {
+            shard: rt.shards[shard].name.clone(),
+        }),
     }
 }
 
@@ -284,13 +286,13 @@ fn retry(wp: &Rc<WorkerPool>, r: Retry) {
     let Retry {
         mut sink,
         node,
-        why,
+        failure,
     } = r;
     let Some(resend) = sink.resend.as_mut() else {
-        return sink.fail(&why);
+        return sink.fail(failure);
     };
     if resend.retried {
-        return sink.fail(&why);
+        return sink.fail(failure);
     }
     let (shard, write, client) = (resend.shard, resend.write, resend.client);
     resend.retried = !write;
@@ -350,21 +352,14 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                 .is_some_and(|until| hopeless || until <= now)
             {
                 if let Some(h) = hold.pop() {
-                    hold::count_failed();
-                    let down = primary_down(&wp.rt, shard);
-                    h.sink.fail(&if hopeless {
-                        format!(
-                            "shard '{}' has no primary available: {}; the write was not sent",
-                            rt.name,
-                            down.as_deref().unwrap_or("it is down")
-                        )
+                    h.fail(if hopeless {
+                        self::hopeless(&wp.rt, shard)
                     } else {
-                        format!(
-                            "shard '{}' has no primary; the write was not sent (failover_hold of {} passed{})",
-                            rt.name,
-                            humantime::format_duration(wp.rt.conf.failover_hold),
-                            down.map(|d| format!("; {d}")).unwrap_or_default()
-                        )
+                        Failure::HoldExpired {
+                            shard: rt.name.clone(),
+                            hold: wp.rt.conf.failover_hold,
+                            cause: primary_down(&wp.rt, shard),
+                        }
                     });
                 }
             }

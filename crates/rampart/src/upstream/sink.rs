@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use crate::notify::LocalNotify;
 use crate::reply::pending::Pending;
+use crate::upstream::error::Failure;
 
 /// What a request needs to be sent again elsewhere (pools with checked nodes only).
 pub struct Resend {
@@ -58,22 +59,21 @@ impl Sink {
         self.pending.deliver(self.seq, self.part, reply);
     }
 
-    /// Answer with `-ERR rampart: <why>`.
-    pub fn fail(self, why: &str) {
-        let msg = format!("-ERR rampart: {why}\r\n");
-        self.deliver(msg.as_bytes());
+    /// Answer with the failure's reply (`-ERR rampart: <message>`, see [`Failure::reply`]).
+    pub fn fail(self, failure: Failure) {
+        self.deliver(&failure.reply());
     }
 
     /// Give the request back for the router to send again (a read to another node, a write
-    /// to the hold); without a [`Resend`] the error `why` stands.
-    pub fn give_back(self, node: u64, why: &str) {
+    /// to the hold); without a [`Resend`] the `failure` stands.
+    pub fn give_back(self, node: u64, failure: Failure) {
         match self.resend.as_ref().map(|r| Rc::clone(&r.queue)) {
             Some(q) => q.push(Retry {
                 sink: self,
                 node,
-                why: why.to_string(),
+                failure,
             }),
-            None => self.fail(why),
+            None => self.fail(failure),
         }
     }
 }
@@ -84,8 +84,17 @@ pub struct Retry {
     pub sink: Sink,
     /// The node that failed it (not tried again for a read).
     pub node: u64,
-    /// Why it failed there: the error its client gets if it cannot be sent again.
-    pub why: String,
+    /// Why it failed there: its client's error if it cannot be sent again.
+    pub failure: Failure,
+}
+
+impl Retry {
+    /// Its pool was replaced while it waited: it fails with why it had to be sent again.
+    fn fail_reloaded(self) {
+        self.sink.fail(Failure::Reloaded {
+            cause: Box::new(self.failure),
+        });
+    }
 }
 
 /// Requests given back by the connections of one worker's pool, drained by the router.
@@ -99,8 +108,7 @@ pub struct Retries {
 impl Retries {
     fn push(&self, r: Retry) {
         if self.closed.get() {
-            let why = format!("{} (the pool was reloaded meanwhile)", r.why);
-            return r.sink.fail(&why);
+            return r.fail_reloaded();
         }
         self.q.borrow_mut().push_back(r);
         self.wake.notify();
@@ -123,9 +131,79 @@ impl Retries {
     pub fn close(&self) {
         self.closed.set(true);
         while let Some(r) = self.pop() {
-            let why = format!("{} (the pool was reloaded meanwhile)", r.why);
-            r.sink.fail(&why);
+            r.fail_reloaded();
         }
         self.wake.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::error::ConnFailure;
+
+    fn timeout(sent: bool) -> Failure {
+        Failure::Connection {
+            node: "127.0.0.1:6379".into(),
+            pool: "demo".into(),
+            kind: ConnFailure::Timeout,
+            sent,
+        }
+    }
+
+    fn resendable(pending: &Rc<Pending>, queue: &Rc<Retries>) -> Sink {
+        let mut sink = Sink::new(pending, pending.push_waiting(), 0);
+        sink.resend = Some(Box::new(Resend {
+            bytes: b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec(),
+            shard: 0,
+            write: false,
+            client: 1,
+            retried: false,
+            queue: Rc::clone(queue),
+        }));
+        sink
+    }
+
+    #[test]
+    fn a_request_given_back_keeps_its_failure_kind() {
+        let pending = Rc::new(Pending::default());
+        let queue = Rc::new(Retries::default());
+        resendable(&pending, &queue).give_back(7, timeout(false));
+        let r = queue.pop().expect("the request is queued for the router");
+        assert_eq!(r.node, 7);
+        assert!(
+            matches!(
+                r.failure,
+                Failure::Connection {
+                    kind: ConnFailure::Timeout,
+                    sent: false,
+                    ..
+                }
+            ),
+            "{:?}",
+            r.failure
+        );
+        assert!(pending.out.borrow().is_empty(), "no reply yet");
+    }
+
+    #[test]
+    fn the_failure_is_written_only_when_the_request_cannot_be_sent_again() {
+        let pending = Rc::new(Pending::default());
+        let queue = Rc::new(Retries::default());
+        // No Resend: the failure stands at once.
+        Sink::new(&pending, pending.push_waiting(), 0).give_back(7, timeout(true));
+        assert_eq!(
+            &pending.out.borrow()[..],
+            b"-ERR rampart: server 127.0.0.1:6379 (demo): timed out\r\n"
+        );
+        pending.out.borrow_mut().clear();
+        // Given back, then its pool is replaced by a reload before the router sends it.
+        resendable(&pending, &queue).give_back(7, timeout(false));
+        queue.close();
+        assert_eq!(
+            &pending.out.borrow()[..],
+            &b"-ERR rampart: server 127.0.0.1:6379 (demo): timed out (the pool was reloaded \
+               meanwhile)\r\n"[..]
+        );
     }
 }
