@@ -58,7 +58,7 @@ fn busy() -> String {
 }
 
 /// Accept and serve connections to `app` until `stop` is cancelled; then every connection
-/// gets [`CLOSE_GRACE`] to finish its reply.
+/// gets `CLOSE_GRACE` to finish its reply.
 pub async fn run(listener: TcpListener, app: Router, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();

@@ -60,7 +60,7 @@ async fn some_node(pool: &PoolRt) -> Option<Arc<NodeRt>> {
     None
 }
 
-/// Which of [`GUARDED`] the user may run, from the replies to `ACL DRYRUN`: `+OK` when it
+/// Which of `GUARDED` the user may run, from the replies to `ACL DRYRUN`: `+OK` when it
 /// may, a bulk string saying why not when it may not.
 ///
 /// # Errors

@@ -2,7 +2,7 @@
 //!
 //! 1. Hold the shard's writes on every worker (new writes wait in the failover hold). Under
 //!    Sentinel, first wait for the point of Sentinel's INFO cycle that lets it notice the
-//!    promotion soonest (see [`INFO_WINDOW_MS`]).
+//!    promotion soonest (see `INFO_WINDOW_MS`).
 //! 2. Let writes already sent finish, then wait until the chosen replica's replication offset
 //!    equals the primary's (under Sentinel: every replica Sentinel might pick).
 //! 3. Promote it: `FAILOVER TO host port` on the primary (Redis pauses its own writers and

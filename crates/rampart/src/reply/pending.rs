@@ -13,7 +13,7 @@
 //! goes straight to the output buffer, elsewhere it waits in its slot. Every byte held here,
 //! in slots or in the output buffer, counts against the client's hard limit
 //! ([`Pending::set_limit`]): past it, everything held is dropped at once, later replies are
-//! dropped as they arrive, and [`Pending::over_limit`] tells the session to close the client.
+//! dropped as they arrive, and [`Pending::broken`] tells the session to close the client.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -666,7 +666,7 @@ const RAMPART_HELP: [&str; 3] = [
     "RAMPART HELP -- this text",
 ];
 
-/// The proxy's own commands (see [`RAMPART_HELP`]):
+/// The proxy's own commands (see `RAMPART_HELP`):
 /// - `RAMPART KEYSHARD <key>`: an array of field/value pairs, `shard` (name), `hash`
 ///   (integer), `write` and `read` (`"<address> <role>"`, or nil when no node serves it).
 /// - `RAMPART SWITCHOVER <shard> [<replica>]`: a planned switchover of one shard of the
