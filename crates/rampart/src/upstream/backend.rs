@@ -127,16 +127,24 @@ pub struct Backend {
     setup_replies: Cell<usize>,
     /// A reload gave this connection a new pool (its timeout may differ): re-arm the timer.
     rearm: Cell<bool>,
+    /// The connection says `HELLO 3` after the pool's handshake: it serves RESP3 clients, and
+    /// Redis shapes its replies for them.
+    resp3: bool,
 }
 
+/// `HELLO 3`, the last command of a RESP3 connection's set-up.
+const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+
 impl Backend {
-    /// A connection slot; it connects on first use (or at once with `preconnect`).
+    /// A connection slot; it connects on first use (or at once with `preconnect`). With
+    /// `resp3` it speaks RESP3 (`HELLO 3` after the pool's AUTH and SELECT).
     pub fn new(
         pool: Arc<PoolRt>,
         shard: usize,
         node: Arc<NodeRt>,
         worker: usize,
         stats: Arc<WorkerStats>,
+        resp3: bool,
     ) -> Rc<Self> {
         let b = Rc::new(Backend {
             pool: RefCell::new(pool),
@@ -157,6 +165,7 @@ impl Backend {
             running: Cell::new(false),
             setup_replies: Cell::new(0),
             rearm: Cell::new(false),
+            resp3,
         });
         if b.pool().conf.preconnect {
             b.start();
@@ -376,11 +385,15 @@ impl Backend {
         }
     }
 
-    /// Put the pool's handshake (AUTH, SELECT) in front of whatever is queued.
+    /// Put the pool's handshake (AUTH, SELECT, then `HELLO 3` on a RESP3 connection) in
+    /// front of whatever is queued.
     fn queue_setup(&self) {
         self.setup_replies.set(0);
         let pool = self.pool();
-        let cmds = pool.handshake.commands();
+        let mut cmds: Vec<&[u8]> = pool.handshake.commands().iter().map(|c| &c[..]).collect();
+        if self.resp3 {
+            cmds.push(HELLO3);
+        }
         if cmds.is_empty() {
             return;
         }
@@ -603,7 +616,12 @@ impl Backend {
                 Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
                 None => {
                     let step = self.setup_replies.replace(self.setup_replies.get() + 1);
-                    self.pool.borrow().handshake.check_raw(step, reply)?;
+                    let pool = self.pool.borrow();
+                    if step < pool.handshake.commands().len() {
+                        pool.handshake.check_raw(step, reply)?;
+                    } else {
+                        check_hello(reply)?;
+                    }
                 }
             }
             replies += 1;
@@ -703,5 +721,23 @@ impl Backend {
             }
         }
         clients
+    }
+}
+
+/// Judge the reply to `HELLO 3`: a map says the server speaks RESP3; an error (a server
+/// older than Redis 6 answers `ERR unknown command`) fails the connection with its words.
+fn check_hello(reply: &[u8]) -> Result<(), HandshakeError> {
+    let text = || {
+        String::from_utf8_lossy(reply.get(1..).unwrap_or_default())
+            .trim_end()
+            .to_string()
+    };
+    match reply.first() {
+        Some(b'%') => Ok(()),
+        Some(b'-') => Err(crate::handshake::auth_error(&text())
+            .unwrap_or_else(|| HandshakeError::Unexpected(format!("HELLO 3 refused: {}", text())))),
+        _ => Err(HandshakeError::Unexpected(
+            String::from_utf8_lossy(reply).trim_end().to_string(),
+        )),
     }
 }
