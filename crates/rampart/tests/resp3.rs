@@ -28,10 +28,22 @@ impl Raw {
 
     /// Send one command and return its reply, bytes as they came.
     pub fn call(&mut self, args: &[&str]) -> Vec<u8> {
+        self.pipeline(&[args]).remove(0)
+    }
+
+    /// Send every command in one write, as clients pipeline their set-up, and return the
+    /// replies in order.
+    pub fn pipeline(&mut self, cmds: &[&[&str]]) -> Vec<Vec<u8>> {
         let mut out = bytes::BytesMut::new();
-        let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        resp::encode::command(&mut out, &argv);
+        for args in cmds {
+            let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            resp::encode::command(&mut out, &argv);
+        }
         self.s.write_all(&out).unwrap_or_else(|e| panic!("{e}"));
+        cmds.iter().map(|c| self.read(c)).collect()
+    }
+
+    fn read(&mut self, args: &[&str]) -> Vec<u8> {
         let mut dec = ReplyDecoder::new(Limits::default());
         loop {
             if let Some(n) = dec.decode(&self.buf).unwrap_or_else(|e| panic!("{e}")) {
@@ -202,5 +214,157 @@ fn hello_authenticates_and_names_the_client() {
     assert_eq!(
         q.call(&["HELLO", "4"]),
         b"-NOPROTO unsupported protocol version\r\n"
+    );
+}
+
+/// What a reply must be in a client's set-up.
+#[derive(Clone, Copy, Debug)]
+enum Want {
+    /// `+OK`.
+    Ok,
+    /// A reply of this RESP type (first byte).
+    Type(u8),
+    /// An error that names the command rampart cannot serve; the connection stays usable.
+    Refused(&'static str),
+    /// Whatever the server answers (a command the client sends without checking it).
+    Any,
+}
+
+/// Send a client's start-up commands as it sends them (pipelined), check each reply, then
+/// check that the connection serves data. `CLIENT SETINFO` is answered as Redis 7.0 answers
+/// it (it came with 7.2); every one of these clients ignores an error there.
+fn handshake(addr: &str, client: &str, steps: &[(&[&str], Want)]) {
+    let mut c = Raw::connect(addr);
+    let cmds: Vec<&[&str]> = steps.iter().map(|(c, _)| *c).collect();
+    let replies = c.pipeline(&cmds);
+    for ((cmd, want), got) in steps.iter().zip(&replies) {
+        let ok = match want {
+            Want::Ok => got == b"+OK\r\n",
+            Want::Type(t) => got.first() == Some(t),
+            Want::Refused(word) => {
+                got.starts_with(b"-ERR")
+                    && String::from_utf8_lossy(got)
+                        .to_lowercase()
+                        .contains(&word.to_lowercase())
+            }
+            Want::Any => true,
+        };
+        assert!(ok, "{client}: {cmd:?} wants {want:?}, got {}", show(got));
+    }
+    let key = format!("{client}:k");
+    let set = c.call(&["SET", &key, "v"]);
+    assert_eq!(set, b"+OK\r\n", "{client}");
+    assert_eq!(c.call(&["GET", &key]), b"$1\r\nv\r\n", "{client}");
+    assert_eq!(c.call(&["PING"]), b"+PONG\r\n", "{client}");
+}
+
+/// The start-up sequences of go-redis v9, Jedis 5, Lettuce 6 and StackExchange.Redis, as
+/// they send them to a server with a password, work through rampart: HELLO 3 with AUTH and
+/// SETNAME, CLIENT SETINFO, CLIENT SETNAME, SELECT, CLIENT ID, INFO, COMMAND DOCS, CLIENT
+/// NO-EVICT / NO-TOUCH; what rampart cannot do (CLIENT TRACKING) is a clear error and the
+/// connection goes on.
+#[test]
+fn client_handshakes_work() {
+    use Want::*;
+    let env = Setup::new(2).password("pw").start();
+    let addr = env.addr();
+    // go-redis v9 (protocol 3 by default): HELLO with credentials and name, then its library
+    // info, pipelined; SELECT only for a database other than 0.
+    handshake(
+        &addr,
+        "go-redis",
+        &[
+            (
+                &["hello", "3", "auth", "default", "pw", "setname", "app"],
+                Type(b'%'),
+            ),
+            (
+                &["client", "setinfo", "LIB-NAME", "go-redis(,go1.22.5)"],
+                Any,
+            ),
+            (&["client", "setinfo", "LIB-VER", "9.7.0"], Any),
+            (&["command", "docs", "get"], Type(b'%')),
+            (&["client", "getname"], Type(b'$')),
+        ],
+    );
+    // Jedis 5 (RESP2 unless asked): AUTH, CLIENT SETNAME, SELECT, CLIENT SETINFO.
+    handshake(
+        &addr,
+        "jedis",
+        &[
+            (&["AUTH", "default", "pw"], Ok),
+            (&["CLIENT", "SETNAME", "app"], Ok),
+            (&["SELECT", "0"], Ok),
+            (&["CLIENT", "SETINFO", "LIB-NAME", "jedis"], Any),
+            (&["CLIENT", "SETINFO", "LIB-VER", "5.1.5"], Any),
+            (&["CLIENT", "TRACKING", "ON"], Refused("TRACKING")),
+        ],
+    );
+    // Jedis 5 with RESP3: HELLO 3 AUTH user password SETNAME.
+    handshake(
+        &addr,
+        "jedis3",
+        &[
+            (
+                &["HELLO", "3", "AUTH", "default", "pw", "SETNAME", "app"],
+                Type(b'%'),
+            ),
+            (&["CLIENT", "SETINFO", "LIB-NAME", "jedis"], Any),
+            (&["CLIENT", "SETINFO", "LIB-VER", "5.1.5"], Any),
+        ],
+    );
+    // Lettuce 6 (RESP3 first): HELLO 3 AUTH, then its library info, CLIENT ID, PING.
+    handshake(
+        &addr,
+        "lettuce",
+        &[
+            (&["HELLO", "3", "AUTH", "default", "pw"], Type(b'%')),
+            (&["CLIENT", "SETINFO", "lib-name", "Lettuce"], Any),
+            (&["CLIENT", "SETINFO", "lib-ver", "6.3.2.RELEASE"], Any),
+            (&["CLIENT", "ID"], Type(b':')),
+            (&["CLIENT", "NO-EVICT", "on"], Any),
+            (&["CLIENT", "NO-TOUCH", "on"], Any),
+            (&["CLIENT", "TRACKING", "on", "BCAST"], Refused("TRACKING")),
+            (&["PING"], Type(b'+')),
+        ],
+    );
+    // StackExchange.Redis: AUTH, CLIENT SETNAME, CLIENT SETINFO, CLIENT ID, then INFO, its
+    // configuration probes (admin commands: refused here, which it tolerates), CLUSTER NODES,
+    // ECHO and its tie-breaker key.
+    handshake(
+        &addr,
+        "se-redis",
+        &[
+            (&["AUTH", "pw"], Ok),
+            (&["CLIENT", "SETNAME", "app"], Ok),
+            (&["CLIENT", "SETINFO", "lib-name", "SE.Redis"], Any),
+            (&["CLIENT", "SETINFO", "lib-ver", "2.7.33"], Any),
+            (&["CLIENT", "ID"], Type(b':')),
+            (&["INFO"], Type(b'$')),
+            (&["CONFIG", "GET", "slave-read-only"], Any),
+            (&["CONFIG", "GET", "databases"], Any),
+            (&["CLUSTER", "NODES"], Any),
+            (
+                &["ECHO", "6c1a0bd9-4c3e-4a24-9b0f-5b5a1c2a7f1d"],
+                Type(b'$'),
+            ),
+            (&["GET", "__Booksleeve_TieBreak"], Type(b'$')),
+        ],
+    );
+    // The same in RESP3: INFO is a verbatim string, as redis-server sends it.
+    handshake(
+        &addr,
+        "se-redis3",
+        &[
+            (
+                &["HELLO", "3", "AUTH", "default", "pw", "SETNAME", "app"],
+                Type(b'%'),
+            ),
+            (&["CLIENT", "SETINFO", "lib-name", "SE.Redis"], Any),
+            (&["INFO"], Type(b'=')),
+            (&["INFO", "replication"], Type(b'=')),
+            (&["GET", "__Booksleeve_TieBreak"], Type(b'_')),
+            (&["COMMAND", "INFO", "get"], Type(b'*')),
+        ],
     );
 }
