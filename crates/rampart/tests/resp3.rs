@@ -368,3 +368,72 @@ fn client_handshakes_work() {
         ],
     );
 }
+
+/// Merged replies with nothing to merge keep the RESP3 client's types: RANDOMKEY of an empty
+/// pool is `_`, MGET of missing keys holds `_`, and CONFIG GET (admin_broadcast) is Redis' map.
+#[test]
+fn merged_replies_of_an_empty_pool_are_resp3() {
+    let env = Setup::new(2).option("admin_broadcast", "true").start();
+    let server = reference();
+    let mut p = Raw::connect(&env.addr());
+    let mut d = Raw::connect(&server.addr());
+    p.call(&["HELLO", "3"]);
+    d.call(&["HELLO", "3"]);
+    same_bytes(
+        &mut p,
+        &mut d,
+        &[
+            &["RANDOMKEY"],
+            &["MGET", "a", "b", "c", "d"],
+            &["DBSIZE"],
+            &["KEYS", "*"],
+            &["EXISTS", "a", "b"],
+            &["CONFIG", "GET", "maxmemory-policy"],
+            &["INFO", "keyspace"],
+        ],
+    );
+    let scan = p.call(&["SCAN", "0"]);
+    assert!(
+        scan.starts_with(b"*2\r\n$") && scan.ends_with(b"*0\r\n"),
+        "{}",
+        show(&scan)
+    );
+}
+
+/// A reload that keeps the connections moves each to the new pool view with its protocol:
+/// afterwards RESP2 clients still get RESP2 bytes and RESP3 clients RESP3 bytes.
+#[test]
+fn connections_keep_their_protocol_across_a_reload() {
+    let env = Setup::new(2).workers(1).option("timeout", 1000).start();
+    let mut p2 = Raw::connect(&env.addr());
+    let mut p3 = Raw::connect(&env.addr());
+    p3.call(&["HELLO", "3"]);
+    let keys: Vec<String> = (0..8).map(|i| format!("h{i}")).collect();
+    for k in &keys {
+        assert_eq!(p2.call(&["HSET", k, "f", "v"]), b":1\r\n");
+        assert_eq!(p3.call(&["HGETALL", k]), b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    }
+    let path = env.proxy.dir().join("x.yml");
+    let before = env.proxy.stderr().matches("reload: applied").count();
+    std::fs::write(&path, env.yaml.replace("timeout: 1000", "timeout: 1500"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    env.proxy.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.proxy.stderr().matches("reload: applied").count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload: {}",
+            env.proxy.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for k in &keys {
+        assert_eq!(p2.call(&["HGETALL", k]), b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+        assert_eq!(p3.call(&["HGETALL", k]), b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    }
+    let mut fresh = Raw::connect(&env.addr());
+    assert_eq!(
+        fresh.call(&["HGETALL", "h0"]),
+        b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    );
+}
