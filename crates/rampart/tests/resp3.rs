@@ -392,6 +392,13 @@ fn merged_replies_of_an_empty_pool_are_resp3() {
             &["INFO", "keyspace"],
         ],
     );
+    // rampart's own command answers a map in RESP3, nil as `_`.
+    let shard = p.call(&["RAMPART", "KEYSHARD", "k"]);
+    assert!(
+        shard.starts_with(b"%4\r\n$5\r\nshard\r\n"),
+        "{}",
+        show(&shard)
+    );
     let scan = p.call(&["SCAN", "0"]);
     assert!(
         scan.starts_with(b"*2\r\n$") && scan.ends_with(b"*0\r\n"),
