@@ -741,3 +741,25 @@ fn check_hello(reply: &[u8]) -> Result<(), HandshakeError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_3_needs_a_map() {
+        assert_eq!(check_hello(b"%1\r\n$5\r\nproto\r\n:3\r\n"), Ok(()));
+        assert_eq!(
+            check_hello(b"-ERR unknown command 'HELLO'\r\n").map_err(|e| e.to_string()),
+            Err("unexpected reply to the connection set-up: HELLO 3 refused: ERR unknown command 'HELLO'".into())
+        );
+        assert!(matches!(
+            check_hello(b"-NOAUTH HELLO must be called with the client already authenticated\r\n"),
+            Err(HandshakeError::Required(_))
+        ));
+        assert!(matches!(
+            check_hello(b"*14\r\n"),
+            Err(HandshakeError::Unexpected(_))
+        ));
+    }
+}
