@@ -77,10 +77,10 @@ fn local_commands_answer_like_redis() {
             "{reply:?}"
         );
     }
-    let no3 = p.cmd(&["HELLO", "3"]);
+    let no4 = p.cmd(&["HELLO", "4"]);
     assert!(
-        matches!(&no3, Reply::Error(e) if e.starts_with("NOPROTO")),
-        "{no3:?}"
+        matches!(&no4, Reply::Error(e) if e.starts_with("NOPROTO")),
+        "{no4:?}"
     );
     assert_pings(&mut p);
 

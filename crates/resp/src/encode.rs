@@ -1,4 +1,4 @@
-//! Appending RESP2 frames to a [`BytesMut`].
+//! Appending RESP2 and RESP3 frames to a [`BytesMut`].
 //!
 //! Simple strings and errors cannot carry CR or LF; like Redis, these functions write such
 //! bytes as spaces so that a reply can never break the framing of the stream.
@@ -47,6 +47,78 @@ pub fn array_header(out: &mut BytesMut, n: usize) {
 /// Appends the RESP2 null array `*-1\r\n`.
 pub fn null_array(out: &mut BytesMut) {
     out.put_slice(b"*-1\r\n");
+}
+
+/// Appends the RESP3 map header `%<n>\r\n`; the caller then appends `n` key/value pairs
+/// (`2n` values).
+pub fn map_header(out: &mut BytesMut, n: usize) {
+    header(out, b'%', itoa::Buffer::new().format(n));
+}
+
+/// Appends the RESP3 set header `~<n>\r\n`; the caller then appends `n` elements.
+pub fn set_header(out: &mut BytesMut, n: usize) {
+    header(out, b'~', itoa::Buffer::new().format(n));
+}
+
+/// Appends the RESP3 null `_\r\n`.
+pub fn null(out: &mut BytesMut) {
+    out.put_slice(b"_\r\n");
+}
+
+/// Appends the null a client of protocol `resp3` expects for a missing string: `_\r\n`
+/// (RESP3) or `$-1\r\n` (RESP2).
+pub fn null_for(out: &mut BytesMut, resp3: bool) {
+    if resp3 {
+        null(out)
+    } else {
+        null_bulk(out)
+    }
+}
+
+/// Appends the RESP3 boolean `#t\r\n` or `#f\r\n`.
+pub fn boolean(out: &mut BytesMut, b: bool) {
+    out.put_slice(if b { b"#t\r\n" } else { b"#f\r\n" });
+}
+
+/// Appends the RESP3 double `,<v>\r\n`: `inf`, `-inf`, `nan`, else the shortest text that
+/// reads back as the same value (`1.5`, `3`), in exponent form past 17 digits (`1e+300`).
+pub fn double(out: &mut BytesMut, v: f64) {
+    let text = if v.is_nan() {
+        "nan".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.to_string()
+    } else {
+        let plain = format!("{v}");
+        if plain.trim_start_matches('-').len() > 17 {
+            format!("{v:e}").replace('e', "e+").replace("e+-", "e-")
+        } else {
+            plain
+        }
+    };
+    header(out, b',', &text);
+}
+
+/// Appends the RESP3 verbatim string `=<len>\r\n<fmt>:<data>\r\n`; `fmt` is the three-byte
+/// format, `txt` (plain text, what INFO uses) or `mkd` (markdown).
+pub fn verbatim(out: &mut BytesMut, fmt: &[u8; 3], data: &[u8]) {
+    let mut digits = itoa::Buffer::new();
+    let len = digits.format(data.len() + 4);
+    out.reserve(len.len() + data.len() + 9);
+    header(out, b'=', len);
+    out.put_slice(fmt);
+    out.put_u8(b':');
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// Appends the text a client reads with INFO: a verbatim `txt` string for RESP3, a bulk
+/// string for RESP2 (as Redis answers INFO, CLIENT INFO, CLIENT LIST).
+pub fn text_for(out: &mut BytesMut, resp3: bool, data: &[u8]) {
+    if resp3 {
+        verbatim(out, b"txt", data)
+    } else {
+        bulk(out, data)
+    }
 }
 
 /// Appends a request as a multibulk: `*<n>\r\n` then each argument as a bulk string.
@@ -122,6 +194,34 @@ mod tests {
         assert_eq!(
             b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n".to_vec(),
             enc(|o| command_from(o, [&b"DEL"[..], b"k"]))
+        );
+    }
+
+    #[test]
+    fn resp3_frames_are_byte_exact() {
+        assert_eq!(b"%2\r\n".to_vec(), enc(|o| map_header(o, 2)));
+        assert_eq!(b"~0\r\n".to_vec(), enc(|o| set_header(o, 0)));
+        assert_eq!(b"_\r\n".to_vec(), enc(null));
+        assert_eq!(b"_\r\n".to_vec(), enc(|o| null_for(o, true)));
+        assert_eq!(b"$-1\r\n".to_vec(), enc(|o| null_for(o, false)));
+        assert_eq!(
+            b"#t\r\n#f\r\n".to_vec(),
+            enc(|o| {
+                boolean(o, true);
+                boolean(o, false)
+            })
+        );
+        assert_eq!(b",1.5\r\n".to_vec(), enc(|o| double(o, 1.5)));
+        assert_eq!(b",3\r\n".to_vec(), enc(|o| double(o, 3.0)));
+        assert_eq!(b",-inf\r\n".to_vec(), enc(|o| double(o, f64::NEG_INFINITY)));
+        assert_eq!(
+            b"=7\r\ntxt:abc\r\n".to_vec(),
+            enc(|o| verbatim(o, b"txt", b"abc"))
+        );
+        assert_eq!(b"=4\r\ntxt:\r\n".to_vec(), enc(|o| text_for(o, true, b"")));
+        assert_eq!(
+            b"$3\r\nabc\r\n".to_vec(),
+            enc(|o| text_for(o, false, b"abc"))
         );
     }
 

@@ -172,12 +172,17 @@ fn merge_scan(parts: &[Bytes], shard: u64, shards: u64, out: &mut BytesMut) -> b
 }
 
 fn pick_random_key(parts: Vec<Bytes>) -> Bytes {
+    // Every part nil: the first one, the null of the protocol the client speaks.
+    let none = parts
+        .first()
+        .cloned()
+        .unwrap_or_else(|| Bytes::from_static(b"$-1\r\n"));
     let found: Vec<Bytes> = parts
         .into_iter()
         .filter(|p| matches!(resp::peek(p), Ok(Value::Bulk(Some(_)))))
         .collect();
     if found.is_empty() {
-        return Bytes::from_static(b"$-1\r\n");
+        return none;
     }
     let i = crate::rand::below(found.len() as u64) as usize;
     found[i].clone()
@@ -213,9 +218,18 @@ fn merge_and(parts: &[Bytes], out: &mut BytesMut) -> bool {
 /// Sum `dbN:keys=..,expires=..,avg_ttl=..` lines of the shards' `INFO keyspace` replies.
 fn merge_info(parts: &[Bytes], head: &str, out: &mut BytesMut) -> bool {
     let mut dbs: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+    let mut verbatim = false;
     for p in parts {
-        let Ok(Value::Bulk(Some(text))) = resp::peek(p) else {
-            return false;
+        let text = match resp::peek(p) {
+            Ok(Value::Bulk(Some(text))) => text,
+            // RESP3 connections answer INFO with a verbatim string, `=<len>\r\ntxt:<text>\r\n`.
+            _ => match verbatim_text(p) {
+                Some(text) => {
+                    verbatim = true;
+                    text
+                }
+                None => return false,
+            },
         };
         for line in String::from_utf8_lossy(text).lines() {
             let Some((db, rest)) = line.split_once(':') else {
@@ -241,8 +255,18 @@ fn merge_info(parts: &[Bytes], head: &str, out: &mut BytesMut) -> bool {
             "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n"
         ));
     }
-    encode::bulk(out, text.as_bytes());
+    encode::text_for(out, verbatim, text.as_bytes());
     true
+}
+
+/// The text of a RESP3 verbatim string reply (`=<len>\r\n<fmt>:<text>\r\n`), without its
+/// format.
+fn verbatim_text(reply: &[u8]) -> Option<&[u8]> {
+    let rest = reply.strip_prefix(b"=")?;
+    let eol = memchr::memchr(b'\r', rest)?;
+    let len: usize = std::str::from_utf8(&rest[..eol]).ok()?.parse().ok()?;
+    let body = rest.get(eol + 2..eol + 2 + len)?;
+    body.get(4..)
 }
 
 #[cfg(test)]

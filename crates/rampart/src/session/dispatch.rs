@@ -95,6 +95,7 @@ impl Ctx {
                 closing: false,
                 local: false,
                 addr: String::new(),
+                resp3: false,
             },
             worker,
             pool,
@@ -318,7 +319,7 @@ impl Ctx {
         let node = route::send(
             &self.pool,
             shard,
-            self.client.id,
+            crate::upstream::pool::client_key(self.client.id, self.client.resp3),
             sink,
             self.deadline,
             bytes,

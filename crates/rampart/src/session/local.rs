@@ -35,6 +35,9 @@ pub struct ClientState {
     pub local: bool,
     /// The client's address as Redis shows it: `ip:port`, or the unix socket path and `:0`.
     pub addr: String,
+    /// The client said `HELLO 3`: its replies are RESP3, and its requests ride the
+    /// connections that said `HELLO 3` too.
+    pub resp3: bool,
 }
 
 /// The narrow view of a session that a local answer may use.
@@ -80,9 +83,11 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
             ctx.client.closing = true;
         }
         "select" => select(ctx, argv, &mut out),
-        // RESET drops the name and, like Redis, the authentication of the connection.
+        // RESET drops the name, the protocol (back to RESP2) and, like Redis, the
+        // authentication of the connection.
         "reset" => {
             ctx.client.name = None;
+            ctx.client.resp3 = false;
             ctx.client.authed = ctx.pool.conf.redis_auth.is_none();
             encode::simple(&mut out, b"RESET");
         }
@@ -91,7 +96,12 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
         name if name == "client" || name.starts_with("client|") => client(ctx, argv, &mut out),
         "info" => return info(ctx, argv),
         "script|kill" | "function|kill" => return kill_script(ctx, argv),
-        name if name == "command" || name.starts_with("command|") => command(argv, &mut out),
+        name if name == "command" || name.starts_with("command|") => {
+            command(argv, &mut out);
+            if ctx.client.resp3 {
+                out = crate::session::resp3::command_reply(argv, &out);
+            }
+        }
         other => encode::error(
             &mut out,
             &format!("ERR '{other}' is not answered by rampart"),
@@ -146,20 +156,20 @@ fn auth(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     }
 }
 
+/// HELLO `[protover [AUTH username password] [SETNAME name]]`, answered as Redis 7 answers
+/// it: `server`, `version`, `proto`, `id`, `mode`, `role`, `modules`, a map in RESP3 and a
+/// flat array in RESP2. `HELLO 3` switches the session to RESP3 and `HELLO 2` back; any other
+/// version is `NOPROTO`. Nothing changes when an option is refused.
 fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     let mut i = 1;
+    let mut resp3 = ctx.client.resp3;
     if let Some(v) = argv.get(1) {
         match std::str::from_utf8(v)
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
         {
-            Some(2) => {}
-            Some(3) => {
-                return encode::error(
-                    out,
-                    "NOPROTO sorry, rampart speaks RESP2 only for now; use HELLO 2 or no HELLO",
-                )
-            }
+            Some(2) => resp3 = false,
+            Some(3) => resp3 = true,
             Some(_) => return encode::error(out, "NOPROTO unsupported protocol version"),
             None => {
                 return encode::error(
@@ -170,20 +180,23 @@ fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
         }
         i = 2;
     }
+    let mut auth_with = None;
+    let mut name = None;
     while i < argv.len() {
         let opt = argv[i].to_ascii_lowercase();
         match (&opt[..], argv.get(i + 1), argv.get(i + 2)) {
             (b"auth", Some(u), Some(p)) => {
-                let mut tmp = BytesMut::new();
-                auth(ctx, &[b"auth", u, p], &mut tmp);
-                if tmp.first() == Some(&b'-') {
-                    out.extend_from_slice(&tmp);
-                    return;
-                }
+                auth_with = Some((*u, *p));
                 i += 3;
             }
             (b"setname", Some(n), _) => {
-                ctx.client.name = Some(n.to_vec());
+                if n.iter().any(|&c| c <= b' ' || c > b'~') {
+                    return encode::error(
+                        out,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                name = Some(*n);
                 i += 2;
             }
             _ => {
@@ -197,26 +210,43 @@ fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
             }
         }
     }
+    if let Some((u, p)) = auth_with {
+        let mut tmp = BytesMut::new();
+        auth(ctx, &[b"auth", u, p], &mut tmp);
+        if tmp.first() == Some(&b'-') {
+            out.extend_from_slice(&tmp);
+            return;
+        }
+    }
     if !ctx.client.authed {
         return encode::error(out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
-    encode::array_header(out, 14);
+    if let Some(n) = name {
+        ctx.client.name = (!n.is_empty()).then(|| n.to_vec());
+    }
+    ctx.client.resp3 = resp3;
+    if resp3 {
+        encode::map_header(out, 7);
+    } else {
+        encode::array_header(out, 14);
+    }
     for (k, v) in [
         ("server", "redis"),
         ("version", rampart_commands::REDIS_VERSION),
-        ("proxy", concat!("rampart ", env!("CARGO_PKG_VERSION"))),
     ] {
         encode::bulk(out, k.as_bytes());
         encode::bulk(out, v.as_bytes());
     }
     encode::bulk(out, b"proto");
-    encode::integer(out, 2);
+    encode::integer(out, if resp3 { 3 } else { 2 });
     encode::bulk(out, b"id");
     encode::integer(out, ctx.client.id as i64);
     encode::bulk(out, b"mode");
     encode::bulk(out, b"standalone");
     encode::bulk(out, b"role");
     encode::bulk(out, b"master");
+    encode::bulk(out, b"modules");
+    encode::array_header(out, 0);
 }
 
 fn client(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
@@ -237,7 +267,7 @@ fn client(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
         }
         (b"getname", 2) => match &ctx.client.name {
             Some(n) => encode::bulk(out, n),
-            None => encode::null_bulk(out),
+            None => encode::null_for(out, ctx.client.resp3),
         },
         (b"id", 2) => encode::integer(out, ctx.client.id as i64),
         (b"setinfo", 4) => encode::simple(out, b"OK"),
@@ -466,7 +496,7 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         )
     } else {
         let mut out = BytesMut::new();
-        encode::bulk(&mut out, t.as_bytes());
+        encode::text_for(&mut out, ctx.client.resp3, t.as_bytes());
         Answer::Reply(out)
     }
 }
@@ -800,7 +830,11 @@ fn keyshard(ctx: &Local<'_>, key: &[u8], out: &mut BytesMut) {
     };
     let write = rt.write_target(&view).map(|n| role(n));
     let read = crate::upstream::route::pick_read(ctx.routes, shard, &view, None).map(|n| role(&n));
-    encode::array_header(out, 8);
+    if ctx.client.resp3 {
+        encode::map_header(out, 4);
+    } else {
+        encode::array_header(out, 8);
+    }
     encode::bulk(out, b"shard");
     encode::bulk(out, rt.name.as_bytes());
     encode::bulk(out, b"hash");
@@ -809,7 +843,7 @@ fn keyshard(ctx: &Local<'_>, key: &[u8], out: &mut BytesMut) {
         encode::bulk(out, field.as_bytes());
         match node {
             Some(n) => encode::bulk(out, n.as_bytes()),
-            None => encode::null_bulk(out),
+            None => encode::null_for(out, ctx.client.resp3),
         }
     }
 }

@@ -30,6 +30,7 @@ use bytes::BytesMut;
 use resp::ReplyDecoder;
 use tokio::time::{sleep_until, timeout, Instant};
 
+use crate::handshake::HandshakeError;
 use crate::io::{flush, release_if_idle, ReadBuf, Ready, Stream};
 use crate::notify::LocalNotify;
 use crate::observe::stats::{PoolStat, ServerStat, WorkerStats};
@@ -100,16 +101,24 @@ pub struct Backend {
     setup_replies: Cell<usize>,
     /// A reload gave this connection a new pool (its timeout may differ): re-arm the timer.
     rearm: Cell<bool>,
+    /// The connection says `HELLO 3` after the pool's handshake: it serves RESP3 clients, and
+    /// Redis shapes its replies for them.
+    resp3: bool,
 }
 
+/// `HELLO 3`, the last command of a RESP3 connection's set-up.
+const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+
 impl Backend {
-    /// A connection slot; it connects on first use (or at once with `preconnect`).
+    /// A connection slot; it connects on first use (or at once with `preconnect`). With
+    /// `resp3` it speaks RESP3 (`HELLO 3` after the pool's AUTH and SELECT).
     pub fn new(
         pool: Arc<PoolRt>,
         shard: usize,
         node: Arc<NodeRt>,
         worker: usize,
         stats: Arc<WorkerStats>,
+        resp3: bool,
     ) -> Rc<Self> {
         let b = Rc::new(Backend {
             pool: RefCell::new(pool),
@@ -130,6 +139,7 @@ impl Backend {
             running: Cell::new(false),
             setup_replies: Cell::new(0),
             rearm: Cell::new(false),
+            resp3,
         });
         if b.pool().conf.preconnect {
             b.start();
@@ -359,11 +369,15 @@ impl Backend {
         }
     }
 
-    /// Put the pool's handshake (AUTH, SELECT) in front of whatever is queued.
+    /// Put the pool's handshake (AUTH, SELECT, then `HELLO 3` on a RESP3 connection) in
+    /// front of whatever is queued.
     fn queue_setup(&self) {
         self.setup_replies.set(0);
         let pool = self.pool();
-        let cmds = pool.handshake.commands();
+        let mut cmds: Vec<&[u8]> = pool.handshake.commands().iter().map(|c| &c[..]).collect();
+        if self.resp3 {
+            cmds.push(HELLO3);
+        }
         if cmds.is_empty() {
             return;
         }
@@ -589,7 +603,12 @@ impl Backend {
                 Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
                 None => {
                     let step = self.setup_replies.replace(self.setup_replies.get() + 1);
-                    self.pool.borrow().handshake.check_raw(step, reply)?;
+                    let pool = self.pool.borrow();
+                    if step < pool.handshake.commands().len() {
+                        pool.handshake.check_raw(step, reply)?;
+                    } else {
+                        check_hello(reply)?;
+                    }
                 }
             }
             replies += 1;
@@ -691,5 +710,45 @@ impl Backend {
             }
         }
         clients
+    }
+}
+
+/// Judge the reply to `HELLO 3`: a map says the server speaks RESP3; an error (a server
+/// older than Redis 6 answers `ERR unknown command`) fails the connection with its words.
+fn check_hello(reply: &[u8]) -> Result<(), HandshakeError> {
+    let text = || {
+        String::from_utf8_lossy(reply.get(1..).unwrap_or_default())
+            .trim_end()
+            .to_string()
+    };
+    match reply.first() {
+        Some(b'%') => Ok(()),
+        Some(b'-') => Err(crate::handshake::auth_error(&text())
+            .unwrap_or_else(|| HandshakeError::Unexpected(format!("HELLO 3 refused: {}", text())))),
+        _ => Err(HandshakeError::Unexpected(
+            String::from_utf8_lossy(reply).trim_end().to_string(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_3_needs_a_map() {
+        assert_eq!(check_hello(b"%1\r\n$5\r\nproto\r\n:3\r\n"), Ok(()));
+        assert_eq!(
+            check_hello(b"-ERR unknown command 'HELLO'\r\n").map_err(|e| e.to_string()),
+            Err("unexpected reply to the connection set-up: HELLO 3 refused: ERR unknown command 'HELLO'".into())
+        );
+        assert!(matches!(
+            check_hello(b"-NOAUTH HELLO must be called with the client already authenticated\r\n"),
+            Err(HandshakeError::Required(_))
+        ));
+        assert!(matches!(
+            check_hello(b"*14\r\n"),
+            Err(HandshakeError::Unexpected(_))
+        ));
     }
 }

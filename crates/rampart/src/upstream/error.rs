@@ -392,7 +392,7 @@ mod seen_on_a_connection {
         let pool = conf.pools.into_iter().next().expect("one pool");
         let pool = Arc::new(PoolRt::new(0, pool, 1));
         let node = Arc::clone(&pool.shards[0].view().nodes[0]);
-        Backend::new(pool, 0, node, 0, Metrics::new(1, 1).worker(0))
+        Backend::new(pool, 0, node, 0, Metrics::new(1, 1).worker(0), false)
     }
 
     /// A GET (`write` false) or SET that may be sent again through `queue`.

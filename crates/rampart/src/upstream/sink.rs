@@ -23,7 +23,7 @@ pub struct Resend {
     pub shard: usize,
     /// A write (held on READONLY) or a read (retried once on another node).
     pub write: bool,
-    /// The client, for its connection choice.
+    /// The client key ([`crate::upstream::pool::client_key`]): its connection and protocol.
     pub client: u64,
     /// A read already retried once.
     pub retried: bool,

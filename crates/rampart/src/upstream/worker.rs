@@ -83,19 +83,21 @@ impl Worker {
             let same = |o: &&Rc<WorkerPool>| o.rt.conf.name == p.conf.name;
             if let Some(o) = old.iter().find(same).filter(|o| o.rt.same_connections(p)) {
                 for os in 0..o.shards.len() {
-                    for (node, conns) in o.take_conns(os) {
-                        let home = p
-                            .shards
-                            .iter()
-                            .position(|s| s.view().nodes.iter().any(|n| n.id == node));
-                        match home {
-                            Some(si) => {
-                                for b in &conns {
-                                    b.adopt(Arc::clone(p), si);
+                    for resp3 in [false, true] {
+                        for (node, conns) in o.take_conns(os, resp3) {
+                            let home = p
+                                .shards
+                                .iter()
+                                .position(|s| s.view().nodes.iter().any(|n| n.id == node));
+                            match home {
+                                Some(si) => {
+                                    for b in &conns {
+                                        b.adopt(Arc::clone(p), si);
+                                    }
+                                    wp.put_conns(si, node, conns, resp3);
                                 }
-                                wp.put_conns(si, node, conns);
+                                None => conns.iter().for_each(|b| b.retire()),
                             }
-                            None => conns.iter().for_each(|b| b.retire()),
                         }
                     }
                 }
@@ -103,7 +105,7 @@ impl Worker {
             if wp.rt.conf.preconnect {
                 for s in &wp.rt.shards {
                     for n in &s.view().nodes {
-                        wp.conns(s.index, n);
+                        wp.conns(s.index, n, false);
                     }
                 }
             }
@@ -113,8 +115,10 @@ impl Worker {
         }
         for o in &old {
             for os in 0..o.shards.len() {
-                for (_, conns) in o.take_conns(os) {
-                    conns.iter().for_each(|b| b.retire());
+                for resp3 in [false, true] {
+                    for (_, conns) in o.take_conns(os, resp3) {
+                        conns.iter().for_each(|b| b.retire());
+                    }
                 }
             }
         }
