@@ -1,7 +1,10 @@
 //! One client: the read loop and ordered write-back ([`client`]), what each request becomes
 //! ([`dispatch`]: a local answer, a forward by key, a split over shards, a broadcast), and
-//! the commands rampart answers itself ([`local`]).
+//! the commands rampart answers itself ([`local`]; those about the connection itself in
+//! [`conn`]), and `CLIENT PAUSE` ([`pause`]).
 
 pub mod client;
+pub mod conn;
 pub mod dispatch;
 pub mod local;
+pub mod pause;
