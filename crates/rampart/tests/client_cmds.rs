@@ -195,6 +195,21 @@ fn client_kill_old_form_and_filters() {
     std::thread::sleep(Duration::from_millis(2100));
     let mut young = env.client();
     assert_pings(&mut young);
+    let list = text(&admin.cmd(&["CLIENT", "LIST"]));
+    let line = list
+        .lines()
+        .map(fields)
+        .find(|l| field(l, "addr") == local_addr(&old))
+        .unwrap_or_else(|| panic!("old client not in {list}"));
+    assert!(
+        field(&line, "age").parse::<u64>().expect("age") >= 2,
+        "{line:?}"
+    );
+    assert!(
+        field(&line, "idle").parse::<u64>().expect("idle") >= 2,
+        "{line:?}"
+    );
+    assert_eq!(field(&line, "cmd"), "ping");
     assert_eq!(
         admin.cmd(&["CLIENT", "KILL", "MAXAGE", "1", "SKIPME", "yes"]),
         Reply::Int(1),

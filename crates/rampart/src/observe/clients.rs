@@ -128,10 +128,12 @@ pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool)
 }
 
 impl Entry {
-    /// Note a request batch now (for `idle`).
+    /// Note a request batch read at `at` (for `idle`; the session's own clock reading, so
+    /// this costs no second one).
     #[inline]
-    pub fn touch(&self) {
-        self.active_ms.store(now_ms(), Ordering::Relaxed);
+    pub fn touch(&self, at: Instant) {
+        let ms = at.saturating_duration_since(registry().epoch).as_millis() as u64;
+        self.active_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Note the command being run: `top` its slot in the command table, `sub` its

@@ -151,7 +151,7 @@ impl Ctx {
         self.now = Instant::now();
         self.deadline = self.now + self.pool.rt.timeout();
         if let Some(e) = &self.client.entry {
-            e.touch();
+            e.touch(self.now.into_std());
         }
     }
 
