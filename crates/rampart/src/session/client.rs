@@ -87,8 +87,12 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
     tokio::pin!(cancelled);
     let mut eof = false;
     let entry = ctx.client.entry.clone();
+    // Created once for the same reason: waiting registers with the entry's wake-up.
+    let kill = killed(entry.as_deref());
+    tokio::pin!(kill);
     let mut monitor: Option<crate::observe::monitor::Monitor> = None;
     loop {
+        // Also checked here: a busy session may not reach the wake-up branch below.
         if entry.as_ref().is_some_and(|e| e.is_killed()) {
             return End::Eof;
         }
@@ -160,7 +164,7 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                 }
             }
             _ = &mut cancelled, if !ctx.client.closing => ctx.client.closing = true,
-            _ = killed(entry.as_deref()) => return End::Eof,
+            _ = &mut kill => return End::Eof,
             _ = crate::session::pause::wait(ctx.pool.rt.index, held.unwrap_or_else(std::time::Instant::now)), if held.is_some() => {
                 ctx.client.held = None;
             }
