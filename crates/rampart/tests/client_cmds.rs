@@ -390,6 +390,10 @@ fn monitor_streams_commands_with_pool_and_client_like_redis() {
                     .to_string()
             })
             .collect();
+        // RESET leaves MONITOR mode: its reply, then nothing more.
+        assert_eq!(m.cmd(&["RESET"]), Reply::simple("RESET"), "{addr}");
+        assert_eq!(c.cmd(&["SET", "after", "reset"]), Reply::ok());
+        assert_pings(&mut m);
         lines.push((got, local_addr(&c)));
     }
     let (ours, client) = &lines[0];

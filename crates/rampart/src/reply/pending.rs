@@ -255,6 +255,21 @@ impl Pending {
         self.check();
     }
 
+    /// Bytes that answer no request (MONITOR lines), written to the client when no reply is
+    /// outstanding; they are not counted as replies. Returns false (and keeps nothing) while
+    /// replies are outstanding: the caller offers them again later.
+    pub fn push_unsolicited(&self, bytes: &[u8]) -> bool {
+        if self.closed.get() {
+            return true;
+        }
+        if !self.slots.borrow().is_empty() {
+            return false;
+        }
+        self.out.borrow_mut().extend_from_slice(bytes);
+        self.check();
+        true
+    }
+
     /// Deliver the reply (or part `part` of it) of request `seq`, or its last piece after
     /// [`Pending::append`].
     pub fn deliver(&self, seq: u64, part: u32, reply: &[u8]) {
@@ -467,6 +482,19 @@ mod tests {
         p.unmute();
         p.push_ready(b"+kept\r\n");
         assert_eq!(&p.out.borrow()[..], b"+a\r\n+c\r\n+kept\r\n");
+    }
+
+    #[test]
+    fn unsolicited_bytes_wait_for_outstanding_replies_and_are_not_counted() {
+        let p = Pending::default();
+        let a = p.push_waiting();
+        assert!(!p.push_unsolicited(b"+line\r\n"));
+        p.deliver(a, 0, b"-ERR x\r\n");
+        assert!(p.push_unsolicited(b"+line\r\n"));
+        p.push_ready(b"+ok\r\n");
+        assert_eq!(&p.out.borrow()[..], b"-ERR x\r\n+line\r\n+ok\r\n");
+        assert!(p.next_is_error(), "the first reply was the error");
+        assert!(!p.next_is_error(), "the line is not a reply");
     }
 
     #[test]

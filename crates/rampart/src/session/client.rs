@@ -101,6 +101,9 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
         } else if !ctx.client.monitoring {
             // RESET leaves MONITOR mode.
             monitor = None;
+            if let Some(e) = &entry {
+                e.set_flag(crate::observe::clients::FLAG_MONITOR, false);
+            }
             crate::observe::monitor::prune();
         }
         // Requests left unparsed by backpressure resume as soon as there is room again.
@@ -137,7 +140,10 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
             && held.is_none()
             && ctx.can_dispatch()
             && (pending.held() as u64) < limits.client_output_soft;
-        let watching = monitor.is_some() && (pending.held() as u64) < limits.client_output_soft;
+        // MONITOR lines go between replies, never among them.
+        let watching = monitor.is_some()
+            && pending.outstanding() == 0
+            && (pending.held() as u64) < limits.client_output_soft;
         tokio::select! {
             biased;
             _ = pending.wake.notified() => {}
@@ -169,7 +175,9 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                 ctx.client.held = None;
             }
             line = next_line(&mut monitor), if watching => match line {
-                Some(l) => pending.push_ready(&l),
+                Some(l) => {
+                    pending.push_unsolicited(&l);
+                }
                 None => {
                     tracing::info!(client = ctx.client.id, "closing client: its MONITOR fell behind");
                     return End::Err;
