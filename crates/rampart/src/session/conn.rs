@@ -318,3 +318,88 @@ fn client_pause(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     pause::pause(ctx.pool.index, Duration::from_millis(ms), all);
     encode::simple(out, b"OK");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::reply::pending::Pending;
+    use crate::session::local::ClientState;
+    use crate::topology::{PoolRt, Shared};
+    use crate::upstream::pool::WorkerPool;
+
+    /// Run `argv` (a CLIENT subcommand, or MONITOR) as a client that is `local` or not.
+    fn run(argv: &[&[u8]], local: bool) -> (Vec<u8>, ClientState) {
+        let conf = rampart_config::parse(
+            "p:\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:2:1 s0\n",
+            "test",
+        )
+        .expect("test config parses");
+        let pool = Arc::new(PoolRt::new(
+            60,
+            conf.pools.into_iter().next().expect("a pool"),
+            1,
+        ));
+        let shared = Shared::new(1, None, tokio_util::sync::CancellationToken::new());
+        let routes = WorkerPool::new(Arc::clone(&pool), 0, shared.metrics.worker(0));
+        let pending = Rc::new(Pending::default());
+        let mut client = ClientState {
+            id: 1,
+            authed: true,
+            name: None,
+            closing: false,
+            local,
+            addr: "10.0.0.1:5000".into(),
+            entry: None,
+            reply_off: false,
+            skip_next: false,
+            monitoring: false,
+            monitor: None,
+            held: None,
+        };
+        let mut l = Local {
+            client: &mut client,
+            pool: &pool,
+            routes: &routes,
+            shared: &shared,
+            pending: &pending,
+        };
+        let mut out = BytesMut::new();
+        if argv[0] == b"MONITOR" {
+            monitor(&mut l, &mut out);
+        } else {
+            let sub = argv[1].to_ascii_lowercase();
+            assert!(client_cmd(&mut l, &sub, argv, &mut out));
+        }
+        (out.to_vec(), client)
+    }
+
+    fn client_cmd(l: &mut Local<'_>, sub: &[u8], argv: &[&[u8]], out: &mut BytesMut) -> bool {
+        client(l, sub, argv, out).is_some()
+    }
+
+    #[test]
+    fn operator_commands_are_refused_to_clients_off_loopback() {
+        let cmds: [&[&[u8]]; 5] = [
+            &[b"CLIENT", b"KILL", b"127.0.0.1:1"],
+            &[b"CLIENT", b"KILL", b"ID", b"1"],
+            &[b"CLIENT", b"PAUSE", b"100000"],
+            &[b"CLIENT", b"UNPAUSE"],
+            &[b"MONITOR"],
+        ];
+        for argv in cmds {
+            let (out, client) = run(argv, false);
+            assert_eq!(out, format!("-{NOPERM}\r\n").into_bytes(), "{argv:?}");
+            assert!(!client.monitoring && client.monitor.is_none() && !client.closing);
+        }
+        assert!(!pause::active(60), "a refused CLIENT PAUSE paused the pool");
+        // The same calls from loopback are accepted.
+        let (out, _) = run(&[b"CLIENT", b"PAUSE", b"1"], true);
+        assert_eq!(out, b"+OK\r\n");
+        let (out, client) = run(&[b"MONITOR"], true);
+        assert_eq!(out, b"+OK\r\n");
+        assert!(client.monitoring);
+    }
+}
