@@ -89,6 +89,17 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("client|getname", Route::Local),
     ("client|id", Route::Local),
     ("client|info", Route::Local),
+    // About the connection itself (rampart's own clients), and subcommands newer than the
+    // table (NO-TOUCH) reach the proxy's CLIENT answer through the container.
+    ("client", Route::Local),
+    ("client|list", Route::Local),
+    ("client|kill", Route::Local),
+    ("client|reply", Route::Local),
+    ("client|no-evict", Route::Local),
+    ("client|pause", Route::Local),
+    ("client|unpause", Route::Local),
+    ("monitor", Route::Local),
+    ("time", Route::Local),
     // Split by key.
     ("mget", Route::FanOut(Merge::Array)),
     ("mset", Route::FanOut(Merge::AllOk)),
@@ -104,7 +115,6 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("script|load", Route::AllShards(Merge::Same)),
     ("script|exists", Route::AllShards(Merge::And)),
     // Keyless, one shard of the proxy's choice.
-    ("time", Route::Keys),
     ("lastsave", Route::Keys),
     ("lolwut", Route::Keys),
     // Admin broadcast.
@@ -257,6 +267,14 @@ mod tests {
             "client setname",
             "client getname",
             "client id",
+            "client list",
+            "client kill",
+            "client reply",
+            "client pause",
+            "client unpause",
+            "client no-evict",
+            "monitor",
+            "time",
             "info",
             "script kill",
             "function kill",
@@ -292,7 +310,6 @@ mod tests {
             "xinfo stream",
             "bitop",
             "georadius",
-            "time",
             "config help",
         ] {
             assert_eq!(route(name), Route::Keys, "{name}");
@@ -346,7 +363,6 @@ mod tests {
             "spublish",
             "ssubscribe",
             "pubsub channels",
-            "monitor",
             "sync",
             "psync",
             "replicaof",
@@ -359,8 +375,6 @@ mod tests {
             "swapdb",
             "move",
             "migrate",
-            "client kill",
-            "client list",
             "acl setuser",
             "bgsave",
             "role",

@@ -1,6 +1,9 @@
-//! What rampart records about itself: statistics ([`stats`]), state changes ([`events`]) and
-//! slow requests ([`slowlog`]). Workers write their own cells; readers sum them.
+//! What rampart records about itself: statistics ([`stats`]), state changes ([`events`]),
+//! slow requests ([`slowlog`]), its client sessions ([`clients`]) and the command stream
+//! `MONITOR` shows ([`monitor`]). Workers write their own cells; readers sum them.
 
+pub mod clients;
 pub mod events;
+pub mod monitor;
 pub mod slowlog;
 pub mod stats;

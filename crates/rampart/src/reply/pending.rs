@@ -68,6 +68,11 @@ pub struct Pending {
     limit: Cell<usize>,
     /// Why the client must be closed, once it must.
     broken: Cell<Option<Broken>>,
+    /// The next reply accepted is dropped instead of written (`CLIENT REPLY OFF|SKIP`).
+    mute: Cell<bool>,
+    /// Sequence numbers of the slots whose replies are dropped, oldest first (bounded by the
+    /// slots in flight).
+    muted: RefCell<VecDeque<u64>>,
 }
 
 /// Why a reply queue gave up on its client.
@@ -95,6 +100,8 @@ impl Default for Pending {
             counted: Cell::new(0),
             errors: RefCell::default(),
             head_error: Cell::new(false),
+            mute: Cell::new(false),
+            muted: RefCell::default(),
         }
     }
 }
@@ -162,9 +169,44 @@ impl Pending {
         self.broken.get()
     }
 
+    /// The reply of the next request accepted (by [`Pending::push_ready`],
+    /// [`Pending::push_waiting`] or [`Pending::push_gather`]) is dropped where it would go to
+    /// the client, in its turn, so the replies around it keep their order. Lasts until
+    /// [`Pending::unmute`].
+    pub fn mute_next(&self) {
+        self.mute.set(true);
+    }
+
+    /// Ends [`Pending::mute_next`].
+    pub fn unmute(&self) {
+        self.mute.set(false);
+    }
+
+    /// Note the slot just pushed (`seq`) as muted when a mute is on.
+    fn note_mute(&self, seq: u64) {
+        if self.mute.get() {
+            self.muted.borrow_mut().push_back(seq);
+        }
+    }
+
+    /// Whether the reply at the head of the queue is dropped; `done`: it leaves now.
+    fn head_muted(&self, done: bool) -> bool {
+        let mut m = self.muted.borrow_mut();
+        let base = self.base.get();
+        while m.front().is_some_and(|&s| s < base) {
+            m.pop_front();
+        }
+        let muted = m.front() == Some(&base);
+        if muted && done {
+            m.pop_front();
+        }
+        muted
+    }
+
     /// The session is gone: later replies are dropped.
     pub fn close(&self) {
         self.closed.set(true);
+        self.muted.borrow_mut().clear();
         self.slots.borrow_mut().clear();
         self.held.set(0);
     }
@@ -173,7 +215,9 @@ impl Pending {
     pub fn push_waiting(&self) -> u64 {
         let mut slots = self.slots.borrow_mut();
         slots.push_back(Slot::Waiting);
-        self.base.get() + slots.len() as u64 - 1
+        let seq = self.base.get() + slots.len() as u64 - 1;
+        self.note_mute(seq);
+        seq
     }
 
     /// Reserve a slot whose reply is merged from `parts` fragments.
@@ -185,7 +229,9 @@ impl Pending {
             remaining: parts,
             merger,
         })));
-        self.base.get() + slots.len() as u64 - 1
+        let seq = self.base.get() + slots.len() as u64 - 1;
+        self.note_mute(seq);
+        seq
     }
 
     /// A reply known at once (local commands, errors found before forwarding).
@@ -195,14 +241,33 @@ impl Pending {
         }
         let mut slots = self.slots.borrow_mut();
         if slots.is_empty() {
-            self.out.borrow_mut().extend_from_slice(reply);
+            if !self.mute.get() {
+                self.out.borrow_mut().extend_from_slice(reply);
+            }
             self.sent_one(is_error(reply));
         } else {
             self.held.set(self.held.get() + reply.len());
             slots.push_back(Slot::Ready(Bytes::copy_from_slice(reply)));
+            let seq = self.base.get() + slots.len() as u64 - 1;
+            self.note_mute(seq);
         }
         drop(slots);
         self.check();
+    }
+
+    /// Bytes that answer no request (MONITOR lines), written to the client when no reply is
+    /// outstanding; they are not counted as replies. Returns false (and keeps nothing) while
+    /// replies are outstanding: the caller offers them again later.
+    pub fn push_unsolicited(&self, bytes: &[u8]) -> bool {
+        if self.closed.get() {
+            return true;
+        }
+        if !self.slots.borrow().is_empty() {
+            return false;
+        }
+        self.out.borrow_mut().extend_from_slice(bytes);
+        self.check();
+        true
     }
 
     /// Deliver the reply (or part `part` of it) of request `seq`, or its last piece after
@@ -270,7 +335,9 @@ impl Pending {
                 if matches!(slot, Slot::Waiting) {
                     self.head_error.set(is_error(bytes));
                 }
-                self.out.borrow_mut().extend_from_slice(bytes);
+                if !self.head_muted(last) {
+                    self.out.borrow_mut().extend_from_slice(bytes);
+                }
                 if last {
                     self.sent_one(self.head_error.get());
                     slots.pop_front();
@@ -345,7 +412,9 @@ impl Pending {
         while let Some(front) = slots.front_mut() {
             match front {
                 Slot::Ready(b) => {
-                    out.extend_from_slice(b);
+                    if !self.head_muted(true) {
+                        out.extend_from_slice(b);
+                    }
                     self.sent_one(is_error(b));
                     self.held.set(self.held.get() - b.len());
                     slots.pop_front();
@@ -353,7 +422,9 @@ impl Pending {
                 }
                 Slot::Partial(buf) => {
                     self.head_error.set(is_error(buf));
-                    out.extend_from_slice(buf);
+                    if !self.head_muted(false) {
+                        out.extend_from_slice(buf);
+                    }
                     self.held.set(self.held.get() - buf.len());
                     *buf = BytesMut::new();
                     break;
@@ -388,6 +459,43 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_muted_reply_is_dropped_in_its_turn() {
+        let p = Pending::default();
+        let a = p.push_waiting();
+        p.mute_next();
+        let b = p.push_waiting();
+        p.unmute();
+        p.mute_next();
+        p.push_ready(b"+local\r\n");
+        p.unmute();
+        let c = p.push_waiting();
+        p.deliver(c, 0, b"+c\r\n");
+        p.append(b, 0, b"+b");
+        p.deliver(a, 0, b"+a\r\n");
+        p.deliver(b, 0, b"\r\n");
+        assert_eq!(&p.out.borrow()[..], b"+a\r\n+c\r\n");
+        assert_eq!(p.outstanding(), 0);
+        p.mute_next();
+        p.push_ready(b"+gone\r\n");
+        p.unmute();
+        p.push_ready(b"+kept\r\n");
+        assert_eq!(&p.out.borrow()[..], b"+a\r\n+c\r\n+kept\r\n");
+    }
+
+    #[test]
+    fn unsolicited_bytes_wait_for_outstanding_replies_and_are_not_counted() {
+        let p = Pending::default();
+        let a = p.push_waiting();
+        assert!(!p.push_unsolicited(b"+line\r\n"));
+        p.deliver(a, 0, b"-ERR x\r\n");
+        assert!(p.push_unsolicited(b"+line\r\n"));
+        p.push_ready(b"+ok\r\n");
+        assert_eq!(&p.out.borrow()[..], b"-ERR x\r\n+line\r\n+ok\r\n");
+        assert!(p.next_is_error(), "the first reply was the error");
+        assert!(!p.next_is_error(), "the line is not a reply");
+    }
 
     #[test]
     fn replies_leave_in_request_order_whatever_order_they_arrive_in() {

@@ -11,6 +11,7 @@
 
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use resp::{Request, RequestDecoder};
 
@@ -51,7 +52,19 @@ pub async fn serve(
     ctx.mode = mode;
     ctx.client.local = local;
     ctx.client.addr = peer(&stream, &pool);
+    let registered = crate::observe::clients::register(
+        id,
+        ctx.client.addr.clone(),
+        local_addr(&stream, &pool),
+        pool.rt.conf.name.clone(),
+        local,
+    );
+    ctx.client.entry = Some(Arc::clone(registered.entry()));
     let end = run(&worker, &mut ctx, &stream).await;
+    drop(registered);
+    if ctx.client.monitoring {
+        crate::observe::monitor::prune();
+    }
     pending.close();
     let cells = &worker.stats.pools[pidx];
     cells.pool(PoolStat::ClientConnections).add(-1);
@@ -73,7 +86,26 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let mut eof = false;
+    let entry = ctx.client.entry.clone();
+    // Created once for the same reason: waiting registers with the entry's wake-up.
+    let kill = killed(entry.as_deref());
+    tokio::pin!(kill);
+    let mut monitor: Option<crate::observe::monitor::Monitor> = None;
     loop {
+        // Also checked here: a busy session may not reach the wake-up branch below.
+        if entry.as_ref().is_some_and(|e| e.is_killed()) {
+            return End::Eof;
+        }
+        if monitor.is_none() {
+            monitor = ctx.client.monitor.take();
+        } else if !ctx.client.monitoring {
+            // RESET leaves MONITOR mode.
+            monitor = None;
+            if let Some(e) = &entry {
+                e.set_flag(crate::observe::clients::FLAG_MONITOR, false);
+            }
+            crate::observe::monitor::prune();
+        }
         // Requests left unparsed by backpressure resume as soon as there is room again.
         if !rbuf.is_empty() && ctx.can_dispatch() {
             let used = dispatch(ctx, &mut dec, rbuf.data());
@@ -102,9 +134,15 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                 End::Eof
             };
         }
+        let held = ctx.client.held;
         let can_read = !ctx.client.closing
             && !eof
+            && held.is_none()
             && ctx.can_dispatch()
+            && (pending.held() as u64) < limits.client_output_soft;
+        // MONITOR lines go between replies, never among them.
+        let watching = monitor.is_some()
+            && pending.outstanding() == 0
             && (pending.held() as u64) < limits.client_output_soft;
         tokio::select! {
             biased;
@@ -132,7 +170,36 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                 }
             }
             _ = &mut cancelled, if !ctx.client.closing => ctx.client.closing = true,
+            _ = &mut kill => return End::Eof,
+            _ = crate::session::pause::wait(ctx.pool.rt.index, held.unwrap_or_else(std::time::Instant::now)), if held.is_some() => {
+                ctx.client.held = None;
+            }
+            line = next_line(&mut monitor), if watching => match line {
+                Some(l) => {
+                    pending.push_unsolicited(&l);
+                }
+                None => {
+                    tracing::info!(client = ctx.client.id, "closing client: its MONITOR fell behind");
+                    return End::Err;
+                }
+            },
         }
+    }
+}
+
+/// Resolves when the session is killed (`CLIENT KILL`); never without a registry entry.
+async fn killed(entry: Option<&crate::observe::clients::Entry>) {
+    match entry {
+        Some(e) => e.killed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next MONITOR line; `None` once the monitor was dropped for falling behind.
+async fn next_line(monitor: &mut Option<crate::observe::monitor::Monitor>) -> Option<bytes::Bytes> {
+    match monitor {
+        Some(m) => m.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -235,6 +302,19 @@ fn peer(stream: &Stream, pool: &WorkerPool) -> String {
     }
 }
 
+/// The address the client connected to, as Redis shows it (`laddr`): `ip:port`, or for a
+/// unix socket the listener's path followed by `:0`.
+fn local_addr(stream: &Stream, pool: &WorkerPool) -> String {
+    match stream {
+        Stream::Tcp(s) => s
+            .get_ref()
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        Stream::Unix(_) => format!("{}:0", pool.rt.conf.listen),
+    }
+}
+
 /// Read once and dispatch what is complete. Returns false on end of stream.
 fn read(
     worker: &Worker,
@@ -273,6 +353,18 @@ fn read(
     Ok(true)
 }
 
+/// Whether `CLIENT PAUSE` holds this request (and every later one): it stays unparsed in the
+/// session's buffer and the session waits ([`crate::session::pause::wait`]).
+#[inline]
+fn held_by_pause(ctx: &mut Ctx, argv: &[&[u8]]) -> bool {
+    let pool = ctx.pool.rt.index;
+    if !crate::session::pause::active(pool) || argv.is_empty() {
+        return false;
+    }
+    ctx.client.held = crate::session::pause::holds(pool, rampart_commands::lookup(argv[0]), argv);
+    ctx.client.held.is_some()
+}
+
 /// Dispatch every complete request at the front of `buf`; returns the bytes consumed.
 fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
     let mut off = 0;
@@ -285,6 +377,9 @@ fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
             Ok(Some(Request::Multibulk { len, args })) => {
                 argv.clear();
                 argv.extend(args.iter().map(|r| &buf[off + r.start..off + r.end]));
+                if held_by_pause(ctx, &argv) {
+                    break;
+                }
                 if !argv.is_empty() {
                     ctx.handle(&argv, Some(&buf[off..off + len]));
                 }
@@ -292,6 +387,9 @@ fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
             }
             Ok(Some(Request::Inline { len, args })) => {
                 let inline: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+                if held_by_pause(ctx, &inline) {
+                    break;
+                }
                 if !inline.is_empty() {
                     ctx.handle(&inline, None);
                 }

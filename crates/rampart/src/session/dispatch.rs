@@ -96,6 +96,12 @@ impl Ctx {
                 local: false,
                 addr: String::new(),
                 resp3: false,
+                entry: None,
+                reply_off: false,
+                skip_next: false,
+                monitoring: false,
+                monitor: None,
+                held: None,
             },
             worker,
             pool,
@@ -145,6 +151,9 @@ impl Ctx {
         }
         self.now = Instant::now();
         self.deadline = self.now + self.pool.rt.timeout();
+        if let Some(e) = &self.client.entry {
+            e.touch(self.now.into_std());
+        }
     }
 
     /// Queue an error reply (`msg` without the leading `-`).
@@ -161,6 +170,7 @@ impl Ctx {
 
     /// Run a local answer on the narrow view of the session it may use, then carry it out.
     fn local(&mut self, f: impl FnOnce(&mut Local<'_>) -> Answer) {
+        let name_was = self.client.name.as_ref().map(|n| (n.as_ptr(), n.len()));
         let mut l = Local {
             client: &mut self.client,
             pool: &self.pool.rt,
@@ -168,7 +178,14 @@ impl Ctx {
             shared: &self.worker.shared,
             pending: &self.pending,
         };
-        match f(&mut l) {
+        let answer = f(&mut l);
+        // A new name is a new allocation: the registry copies it only then.
+        if self.client.name.as_ref().map(|n| (n.as_ptr(), n.len())) != name_was {
+            if let Some(e) = &self.client.entry {
+                e.set_name(self.client.name.clone());
+            }
+        }
+        match answer {
             Answer::Reply(out) => self.reply_raw(&out),
             Answer::Broadcast(merger, argv) => {
                 let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_slice()).collect();
@@ -188,8 +205,9 @@ impl Ctx {
         } else {
             0
         };
+        let t_cmd = crate::observe::stats::command_index(found);
         let t = Timed {
-            cmd: crate::observe::stats::command_index(found) as u16,
+            cmd: t_cmd as u16,
             start: self.now,
             node: 0,
             shard: 0,
@@ -197,7 +215,18 @@ impl Ctx {
         };
         self.timing.push_back(t);
         self.last_node = 0;
+        if let (Some(e), Some(c)) = (&self.client.entry, found) {
+            e.set_command(t_cmd, sub_position(c, argv));
+        }
+        // CLIENT REPLY OFF / SKIP: the reply is dropped in its turn.
+        let mute = self.client.reply_off || std::mem::take(&mut self.client.skip_next);
+        if mute {
+            self.pending.mute_next();
+        }
         self.route(found, argv, raw);
+        if mute {
+            self.pending.unmute();
+        }
         let node = self.last_node;
         if let Some(t) = self.timing.back_mut() {
             t.node = node;
@@ -238,6 +267,12 @@ impl Ctx {
         // As in Redis: only commands flagged `no_auth` (AUTH, HELLO, QUIT, RESET) before AUTH.
         if !self.client.authed && !cmd.flags.contains(Flags::NO_AUTH) {
             return self.reply_error(NOAUTH);
+        }
+        if crate::observe::monitor::active()
+            && !cmd.flags.contains(Flags::ADMIN)
+            && !cmd.flags.contains(Flags::SKIP_MONITOR)
+        {
+            crate::observe::monitor::feed(&self.pool.rt.conf.name, &self.client.addr, argv);
         }
         if cmd.name.starts_with("slowlog") {
             let mut out = BytesMut::new();
@@ -511,6 +546,15 @@ impl Ctx {
             }
         });
     }
+}
+
+/// The position of `argv`'s subcommand among the subcommands of `cmd`, if it names one.
+fn sub_position(cmd: &'static Command, argv: &[&[u8]]) -> Option<usize> {
+    if cmd.subcommands.is_empty() {
+        return None;
+    }
+    let sub = rampart_commands::lookup_sub(cmd, argv.get(1)?)?;
+    cmd.subcommands.iter().position(|s| std::ptr::eq(s, sub))
 }
 
 /// The reply to a call that would block the shared server connection.

@@ -38,6 +38,18 @@ pub struct ClientState {
     /// The client said `HELLO 3`: its replies are RESP3, and its requests ride the
     /// connections that said `HELLO 3` too.
     pub resp3: bool,
+    /// The session's entry in the process' client registry (`CLIENT LIST`, `CLIENT KILL`).
+    pub entry: Option<Arc<crate::observe::clients::Entry>>,
+    /// `CLIENT REPLY OFF`: replies are dropped until `CLIENT REPLY ON`.
+    pub reply_off: bool,
+    /// `CLIENT REPLY SKIP`: the next command's reply is dropped.
+    pub skip_next: bool,
+    /// The session ran `MONITOR`.
+    pub monitoring: bool,
+    /// A monitor just started, for the session's read loop to take and serve.
+    pub monitor: Option<crate::observe::monitor::Monitor>,
+    /// The next request waits for `CLIENT PAUSE` to end, until this time at the latest.
+    pub held: Option<std::time::Instant>,
 }
 
 /// The narrow view of a session that a local answer may use.
@@ -88,13 +100,22 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
         "reset" => {
             ctx.client.name = None;
             ctx.client.resp3 = false;
+            if let Some(e) = &ctx.client.entry {
+                e.set_flag(crate::observe::clients::FLAG_RESP3, false);
+            }
             ctx.client.authed = ctx.pool.conf.redis_auth.is_none();
+            // Replies back on, out of MONITOR mode.
+            ctx.client.reply_off = false;
+            ctx.client.skip_next = false;
+            ctx.client.monitoring = false;
             encode::simple(&mut out, b"RESET");
         }
         "auth" => auth(ctx, argv, &mut out),
         "hello" => hello(ctx, argv, &mut out),
         name if name == "client" || name.starts_with("client|") => client(ctx, argv, &mut out),
         "info" => return info(ctx, argv),
+        "time" => crate::session::conn::time(&mut out),
+        "monitor" => crate::session::conn::monitor(ctx, &mut out),
         "script|kill" | "function|kill" => return kill_script(ctx, argv),
         name if name == "command" || name.starts_with("command|") => {
             command(argv, &mut out);
@@ -225,6 +246,9 @@ fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
         ctx.client.name = (!n.is_empty()).then(|| n.to_vec());
     }
     ctx.client.resp3 = resp3;
+    if let Some(e) = &ctx.client.entry {
+        e.set_flag(crate::observe::clients::FLAG_RESP3, resp3);
+    }
     if resp3 {
         encode::map_header(out, 7);
     } else {
@@ -254,6 +278,19 @@ fn client(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
         .get(1)
         .map(|s| s.to_ascii_lowercase())
         .unwrap_or_default();
+    // Subcommands Redis 7.0 does not know get its answer, but NO-TOUCH (newer clients send
+    // it at connect time) is accepted.
+    let known = rampart_commands::lookup(b"client")
+        .is_some_and(|c| rampart_commands::lookup_sub(c, &sub).is_some());
+    if !known && sub != b"no-touch" {
+        return encode::error(
+            out,
+            &format!(
+                "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+                sanitize(argv.get(1).copied().unwrap_or(b""), 128)
+            ),
+        );
+    }
     match (&sub[..], argv.len()) {
         (b"setname", 3) => {
             if argv[2].iter().any(|&c| c <= b' ' || c > b'~') {
@@ -271,6 +308,7 @@ fn client(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
         },
         (b"id", 2) => encode::integer(out, ctx.client.id as i64),
         (b"setinfo", 4) => encode::simple(out, b"OK"),
+        _ if crate::session::conn::client(ctx, &sub, argv, out).is_some() => {}
         (b"setname" | b"getname" | b"id" | b"setinfo", _) => encode::error(
             out,
             &format!(

@@ -1,9 +1,11 @@
 //! One client: the read loop and ordered write-back ([`client`]), what each request becomes
 //! ([`dispatch`]: a local answer, a forward by key, a split over shards, a broadcast), and
-//! the commands rampart answers itself ([`local`]), and COMMAND's replies in RESP3 types
-//! ([`resp3`]).
+//! the commands rampart answers itself ([`local`]; those about the connection itself in
+//! [`conn`]), `CLIENT PAUSE` ([`pause`]), and COMMAND's replies in RESP3 types ([`resp3`]).
 
 pub mod client;
+pub mod conn;
 pub mod dispatch;
 pub mod local;
+pub mod pause;
 pub mod resp3;

@@ -1,0 +1,289 @@
+//! Every client session of the process, for `CLIENT LIST`, `CLIENT INFO` and `CLIENT KILL`.
+//!
+//! A session registers when it starts and leaves when it ends (the [`Registered`] guard), so
+//! the registry holds exactly the live sessions: it is bounded by the connections the
+//! listeners accept. Registering takes a lock once per connection; on the request path a
+//! session only stores into its own entry (plain relaxed stores, no locked instruction, no
+//! cache line shared with other sessions): the time of its last request batch and its last
+//! command. A kill reaches a session on any worker through its entry: a flag and a wake-up
+//! the session waits on.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+/// Session flag: the client is inside `MULTI` (Redis' `x`).
+pub const FLAG_MULTI: u8 = 1;
+/// Session flag: the client waits in a blocking command (Redis' `b`).
+pub const FLAG_BLOCKED: u8 = 2;
+/// Session flag: the client is a `MONITOR` (Redis' `O`).
+pub const FLAG_MONITOR: u8 = 4;
+/// Session flag: the client speaks RESP3 (`resp=3` in `CLIENT LIST`).
+pub const FLAG_RESP3: u8 = 8;
+
+/// One live client session as other sessions see it.
+#[derive(Debug)]
+pub struct Entry {
+    /// Session id (`CLIENT ID`), unique in the process.
+    pub id: u64,
+    /// The client's address: `ip:port`, or the unix socket path and `:0`.
+    pub addr: String,
+    /// The address the client connected to, in the same form.
+    pub laddr: String,
+    /// The pool the client connected to.
+    pub pool: String,
+    /// The client came over loopback or a unix socket.
+    pub local: bool,
+    /// When the session started.
+    created: Instant,
+    /// Milliseconds from the registry's epoch to the session's last request batch.
+    active_ms: AtomicU64,
+    /// Last command: its slot in the command table in the high 16 bits, its subcommand's
+    /// position plus one in the low 16 (0: none); `u32::MAX` before the first command.
+    cmd: AtomicU32,
+    /// `FLAG_*` bits.
+    flags: AtomicU8,
+    /// `CLIENT SETNAME` value (changed rarely; read by `CLIENT LIST`).
+    name: Mutex<Option<Vec<u8>>>,
+    /// Set by `CLIENT KILL`; the session closes once it sees it.
+    killed: AtomicBool,
+    /// Wakes the session after `killed` is set.
+    kill: Notify,
+}
+
+/// What `CLIENT LIST` shows of one entry, read at one moment.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The entry.
+    pub entry: Arc<Entry>,
+    /// Seconds since the session started.
+    pub age: u64,
+    /// Seconds since its last request batch.
+    pub idle: u64,
+    /// Its last command, `container|sub` for subcommands (`NULL` before the first one).
+    pub cmd: String,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Its name, empty when it has none.
+    pub name: Vec<u8>,
+}
+
+struct Registry {
+    epoch: Instant,
+    clients: Mutex<BTreeMap<u64, Arc<Entry>>>,
+}
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| Registry {
+        epoch: Instant::now(),
+        clients: Mutex::new(BTreeMap::new()),
+    })
+}
+
+fn now_ms() -> u64 {
+    registry().epoch.elapsed().as_millis() as u64
+}
+
+/// Keeps a session in the registry; dropping it removes the session.
+#[derive(Debug)]
+pub struct Registered(Arc<Entry>);
+
+impl Registered {
+    /// The session's entry.
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.0
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut m) = registry().clients.lock() {
+            m.remove(&self.0.id);
+        }
+    }
+}
+
+/// Add a session (`addr`, `laddr` as [`Entry`] shows them) to the registry.
+pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool) -> Registered {
+    let e = Arc::new(Entry {
+        id,
+        addr,
+        laddr,
+        pool,
+        local,
+        created: Instant::now(),
+        active_ms: AtomicU64::new(now_ms()),
+        cmd: AtomicU32::new(u32::MAX),
+        flags: AtomicU8::new(0),
+        name: Mutex::new(None),
+        killed: AtomicBool::new(false),
+        kill: Notify::new(),
+    });
+    if let Ok(mut m) = registry().clients.lock() {
+        m.insert(id, Arc::clone(&e));
+    }
+    Registered(e)
+}
+
+impl Entry {
+    /// Note a request batch read at `at` (for `idle`; the session's own clock reading, so
+    /// this costs no second one).
+    #[inline]
+    pub fn touch(&self, at: Instant) {
+        let ms = at.saturating_duration_since(registry().epoch).as_millis() as u64;
+        self.active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Note the command being run: `top` its slot in the command table, `sub` its
+    /// subcommand's position in that entry's subcommands, if it is one.
+    #[inline]
+    pub fn set_command(&self, top: usize, sub: Option<usize>) {
+        let v = ((top.min(0xffff) as u32) << 16) | sub.map_or(0, |s| (s.min(0xfffe) + 1) as u32);
+        self.cmd.store(v, Ordering::Relaxed);
+    }
+
+    /// Set or clear one of the `FLAG_*` bits.
+    pub fn set_flag(&self, flag: u8, on: bool) {
+        if on {
+            self.flags.fetch_or(flag, Ordering::Relaxed);
+        } else {
+            self.flags.fetch_and(!flag, Ordering::Relaxed);
+        }
+    }
+
+    /// Record the `CLIENT SETNAME` value (`None`: no name).
+    pub fn set_name(&self, name: Option<Vec<u8>>) {
+        if let Ok(mut n) = self.name.lock() {
+            *n = name;
+        }
+    }
+
+    /// Ask the session to close (it does at its next turn, on whichever worker it runs).
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+
+    /// Whether [`Entry::kill`] was called.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`Entry::kill`] is called (at once if it was called before).
+    pub async fn killed(&self) {
+        if !self.is_killed() {
+            self.kill.notified().await;
+        }
+    }
+
+    /// Seconds since the session started.
+    pub fn age(&self) -> u64 {
+        self.created.elapsed().as_secs()
+    }
+
+    /// This entry as `CLIENT LIST` shows it now.
+    pub fn seen(self: &Arc<Self>) -> Seen {
+        let now = now_ms();
+        let cmd = match self.cmd.load(Ordering::Relaxed) {
+            u32::MAX => "NULL".to_string(),
+            v => {
+                let top = rampart_commands::all().get((v >> 16) as usize);
+                let sub = (v & 0xffff).checked_sub(1);
+                match (top, sub) {
+                    (Some(t), Some(s)) => t
+                        .subcommands
+                        .get(s as usize)
+                        .map_or(t.name, |s| s.name)
+                        .to_string(),
+                    (Some(t), None) => t.name.to_string(),
+                    (None, _) => "NULL".to_string(),
+                }
+            }
+        };
+        Seen {
+            entry: Arc::clone(self),
+            age: self.age(),
+            idle: now.saturating_sub(self.active_ms.load(Ordering::Relaxed)) / 1000,
+            cmd,
+            flags: self.flags.load(Ordering::Relaxed),
+            name: self
+                .name
+                .lock()
+                .map(|n| n.clone().unwrap_or_default())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Every live session, by id.
+pub fn all() -> Vec<Arc<Entry>> {
+    registry()
+        .clients
+        .lock()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The session with id `id`, if it is live.
+pub fn get(id: u64) -> Option<Arc<Entry>> {
+    registry()
+        .clients
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&id).cloned())
+}
+
+/// Redis' `flags=` letters for `FLAG_*` bits (`N` when none is set).
+pub fn flag_letters(flags: u8) -> String {
+    let mut s = String::new();
+    if flags & FLAG_MONITOR != 0 {
+        s.push('O');
+    }
+    if flags & FLAG_MULTI != 0 {
+        s.push('x');
+    }
+    if flags & FLAG_BLOCKED != 0 {
+        s.push('b');
+    }
+    if s.is_empty() {
+        s.push('N');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_leave_the_registry_when_their_guard_drops() {
+        let g = register(u64::MAX - 7, "a:1".into(), "b:2".into(), "p".into(), true);
+        assert!(get(u64::MAX - 7).is_some());
+        g.entry().set_flag(FLAG_MULTI, true);
+        g.entry().set_flag(FLAG_BLOCKED, true);
+        assert_eq!(flag_letters(g.entry().seen().flags), "xb");
+        g.entry().set_flag(FLAG_MULTI, false);
+        assert_eq!(flag_letters(g.entry().seen().flags), "b");
+        drop(g);
+        assert!(get(u64::MAX - 7).is_none());
+    }
+
+    #[test]
+    fn the_last_command_names_its_subcommand() {
+        let g = register(u64::MAX - 8, "a:1".into(), "b:2".into(), "p".into(), true);
+        assert_eq!(g.entry().seen().cmd, "NULL");
+        let all = rampart_commands::all();
+        let (top, c) = all
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == "client")
+            .expect("client is in the table");
+        let sub = c.subcommands.iter().position(|s| s.name == "client|list");
+        g.entry().set_command(top, sub);
+        assert_eq!(g.entry().seen().cmd, "client|list");
+    }
+}
