@@ -69,6 +69,11 @@ struct Waiter {
     len: u32,
     /// The first bytes of its reply went to its sink already.
     streamed: bool,
+    /// Replies still to be dropped before the one for the sink (see [`Sink::skip`]).
+    skip: u32,
+    /// A dropped reply was `-READONLY`: a transaction queued on a node that is no longer
+    /// the primary, which then refuses the whole of it with `-EXECABORT`.
+    readonly: bool,
 }
 
 /// Why a request could not be queued.
@@ -232,11 +237,14 @@ impl Backend {
         let before = out.len();
         write(&mut out);
         let len = (out.len() - before) as i64;
+        let skip = sink.skip;
         waiters.push_back(Waiter {
             sink: Some(sink),
             deadline,
             len: len as u32,
             streamed: false,
+            skip,
+            readonly: false,
         });
         self.cell(ServerStat::Requests).add(1);
         self.cell(ServerStat::RequestBytes).add(len);
@@ -398,6 +406,8 @@ impl Backend {
                     deadline,
                     len,
                     streamed: false,
+                    skip: 0,
+                    readonly: false,
                 },
             );
         }
@@ -585,15 +595,20 @@ impl Backend {
                 Ok(None) => break,
                 Err(e) => return Err(ConnError::Protocol(e.to_string())),
             };
+            if self.skipped(&rbuf.data()[..n])? {
+                bytes += n as i64;
+                rbuf.consume(n);
+                continue;
+            }
             let Some(w) = self.waiters.borrow_mut().pop_front() else {
                 return Err(ConnError::Protocol("reply without a request".into()));
             };
             let reply = &rbuf.data()[..n];
+            let refused =
+                reply.starts_with(b"-READONLY") || (w.readonly && reply.starts_with(b"-EXECABORT"));
             match w.sink {
                 Some(sink)
-                    if !w.streamed
-                        && reply.starts_with(b"-READONLY")
-                        && sink.resend.as_ref().is_some_and(|r| r.write) =>
+                    if !w.streamed && refused && sink.resend.as_ref().is_some_and(|r| r.write) =>
                 {
                     // Not applied by a node that is no longer the primary: hold it for the
                     // new one and stop sending writes here.
@@ -633,8 +648,23 @@ impl Backend {
         Ok(())
     }
 
+    /// Whether `reply` is one the front request drops (see [`Sink::skip`]); counts it.
+    fn skipped(&self, reply: &[u8]) -> Result<bool, ConnError> {
+        let mut waiters = self.waiters.borrow_mut();
+        let Some(w) = waiters.front_mut() else {
+            return Err(ConnError::Protocol("reply without a request".into()));
+        };
+        if w.skip == 0 {
+            return Ok(false);
+        }
+        w.skip -= 1;
+        w.readonly |= reply.starts_with(b"-READONLY");
+        Ok(true)
+    }
+
     /// The reply in progress fills the read buffer: what of it is framed goes on to its
-    /// client now. Returns the bytes handed on.
+    /// client now (or is dropped, when the front request drops it). Returns the bytes
+    /// handed on.
     fn stream_partial(
         &self,
         rbuf: &mut ReadBuf,
@@ -651,7 +681,9 @@ impl Backend {
             )));
         };
         let n = dec.consume_framed();
-        if n > 0 {
+        if n > 0 && w.skip > 0 {
+            rbuf.consume(n);
+        } else if n > 0 {
             w.streamed = true;
             sink.pending.append(sink.seq, sink.part, &rbuf.data()[..n]);
             rbuf.consume(n);
