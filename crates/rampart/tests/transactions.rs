@@ -228,6 +228,23 @@ fn transaction_inside_a_pipeline() {
         got[6],
         Reply::Array(Some(vec![Reply::Int(2), Reply::bulk("2"), Reply::Int(2)]))
     );
+    // The same as inline commands, in one write.
+    let mut c = env.client();
+    c.send_raw(b"MULTI\r\nINCR {p}a\r\nGET {p}a\r\nEXEC\r\nPING\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<Reply> = (0..5)
+        .map(|_| c.read_reply().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            Reply::ok(),
+            Reply::simple("QUEUED"),
+            Reply::simple("QUEUED"),
+            Reply::Array(Some(vec![Reply::Int(3), Reply::bulk("3")])),
+            Reply::simple("PONG"),
+        ]
+    );
 }
 
 #[test]

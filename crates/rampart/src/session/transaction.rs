@@ -99,15 +99,15 @@ impl Transaction {
         raw: Option<&[u8]>,
         shards: impl IntoIterator<Item = usize>,
     ) -> Result<(), String> {
+        // Past the bound nothing more is kept: the transaction will not run.
+        if self.abort == Some(Abort::TooLarge) {
+            return Ok(());
+        }
         let len = raw.map_or_else(|| encoded_len(argv), <[u8]>::len);
         if self.commands >= MAX_COMMANDS || self.run.len() + len > MAX_BYTES {
             self.abort = Some(Abort::TooLarge);
-            // Nothing more is kept of a transaction that will not run.
             self.run = BytesMut::new();
             return Err(too_large("ERR rampart: the transaction"));
-        }
-        if self.abort == Some(Abort::TooLarge) {
-            return Ok(());
         }
         match raw {
             Some(r) => self.run.extend_from_slice(r),
@@ -257,6 +257,8 @@ mod tests {
             t.push(&[b"PING"], None, []).unwrap();
         }
         assert!(t.push(&[b"PING"], None, []).is_err());
+        // Later commands are not kept, as Redis keeps answering QUEUED to a marked one.
+        assert!(t.push(&[b"PING"], None, []).is_ok());
         assert!(t.finish(1).unwrap_err().starts_with("EXECABORT"));
         let mut t = Transaction::new(1);
         let big = vec![b'x'; MAX_BYTES];
