@@ -427,3 +427,51 @@ fn primary_killed_during_exec() {
     );
     assert!(value <= (ok + errors.len()) * STEP);
 }
+
+/// A primary demoted behind rampart's back takes `MULTI`, refuses the queued write
+/// (`READONLY`) and so the whole transaction (`EXECABORT`): nothing ran, so the transaction
+/// waits in the failover hold like a write refused with `READONLY`, and runs once, when the
+/// node is a primary again.
+#[test]
+fn transaction_refused_by_a_demoted_primary_runs_once_later() {
+    let (primary, replicas) = ha::replica_set(1);
+    let replica = &replicas[0];
+    let checks = "  failover_hold: 10s\n  health_check:\n    interval: 2s\n    timeout: 500ms\n    fall: 1\n    rise: 1\n";
+    let body = ha::short_form(&primary.addr(), &[replica.addr()], checks);
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
+    let mut c = Client::connect(&proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(15)));
+    assert_eq!(c.cmd(&["SET", "n", "0"]), Reply::ok());
+    assert_eq!(replica.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+    let port = replica.port().to_string();
+    assert_eq!(primary.cmd(&["REPLICAOF", "127.0.0.1", &port]), Reply::ok());
+    let restorer = {
+        let addr = primary.addr();
+        thread::spawn(move || {
+            // Wait until the demoted node has refused the transaction (or give up: the
+            // health check may have seen the demotion first and held it unsent), then make
+            // it a primary again.
+            let refused = testkit::poll_until(Duration::from_secs(3), || {
+                let mut p = Client::connect(&addr);
+                match p.cmd(&["INFO", "commandstats"]) {
+                    Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b)
+                        .contains("cmdstat_exec:")
+                        .then_some(()),
+                    _ => None,
+                }
+            })
+            .is_some();
+            let mut p = Client::connect(&addr);
+            assert_eq!(p.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+            refused
+        })
+    };
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "n"]), cmd(&["EXEC"])]);
+    let refused_first = restorer
+        .join()
+        .unwrap_or_else(|_| panic!("restoring the primary failed"));
+    println!("the demoted node refused the transaction first: {refused_first}");
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(1)])));
+    assert_eq!(primary.cmd(&["GET", "n"]), Reply::bulk("1"));
+}
