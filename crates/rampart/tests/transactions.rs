@@ -247,6 +247,20 @@ fn transaction_inside_a_pipeline() {
     );
 }
 
+/// A backend user that may not run MULTI makes the server run the commands one by one:
+/// rampart cannot undo that, but the client learns it instead of a bare EXEC error.
+#[test]
+fn a_server_refusing_multi_is_reported() {
+    let env = Setup::new(1).start();
+    let acl = env.redis[0].cmd(&["ACL", "SETUSER", "default", "-multi"]);
+    assert_eq!(acl, Reply::ok());
+    let mut c = env.client();
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "n"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[1], Reply::simple("QUEUED"));
+    assert_err_contains(&replies[2], &["refused MULTI", "one by one"]);
+    assert_eq!(c.cmd(&["GET", "n"]), Reply::bulk("1"));
+}
+
 #[test]
 fn watch_is_refused_clearly() {
     let env = Setup::new(1).start();

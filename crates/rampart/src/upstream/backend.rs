@@ -74,6 +74,9 @@ struct Waiter {
     /// A dropped reply was `-READONLY`: a transaction queued on a node that is no longer
     /// the primary, which then refuses the whole of it with `-EXECABORT`.
     readonly: bool,
+    /// The first dropped reply, a transaction's `MULTI`, was an error (an ACL that denies
+    /// it): the server ran the commands one by one, and the client must hear of it.
+    multi_refused: bool,
 }
 
 /// Why a request could not be queued.
@@ -245,6 +248,7 @@ impl Backend {
             streamed: false,
             skip,
             readonly: false,
+            multi_refused: false,
         });
         self.cell(ServerStat::Requests).add(1);
         self.cell(ServerStat::RequestBytes).add(len);
@@ -408,6 +412,7 @@ impl Backend {
                     streamed: false,
                     skip: 0,
                     readonly: false,
+                    multi_refused: false,
                 },
             );
         }
@@ -607,6 +612,9 @@ impl Backend {
             let refused =
                 reply.starts_with(b"-READONLY") || (w.readonly && reply.starts_with(b"-EXECABORT"));
             match w.sink {
+                Some(sink) if w.multi_refused && !w.streamed => sink.fail(
+                    "the server refused MULTI, so it ran the transaction's commands one by one, not as a transaction",
+                ),
                 Some(sink)
                     if !w.streamed && refused && sink.resend.as_ref().is_some_and(|r| r.write) =>
                 {
@@ -657,8 +665,10 @@ impl Backend {
         if w.skip == 0 {
             return Ok(false);
         }
+        let first = w.sink.as_ref().is_some_and(|s| s.skip == w.skip);
         w.skip -= 1;
         w.readonly |= reply.starts_with(b"-READONLY");
+        w.multi_refused |= first && reply.starts_with(b"-");
         Ok(true)
     }
 
