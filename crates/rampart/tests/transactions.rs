@@ -409,6 +409,12 @@ fn primary_killed_during_exec() {
         })
     };
     assert!(progressed(20 * STEP).is_some(), "no transactions ran");
+    // Another client is inside MULTI across the failover: nothing of it was sent yet, so its
+    // EXEC afterwards goes to the new primary.
+    let mut open = Client::connect(&addr);
+    open.set_read_timeout(Some(Duration::from_secs(15)));
+    assert_eq!(open.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(open.cmd(&["INCR", "{t}m"]), Reply::simple("QUEUED"));
     // Frozen first, so that the transaction the writer sends next sits in the server's
     // socket unanswered: the kill then lands while it is in flight.
     s.primary.stop();
@@ -420,6 +426,11 @@ fn primary_killed_during_exec() {
     assert!(
         progressed(before + 20 * STEP).is_some(),
         "no transactions after the failover"
+    );
+    assert_eq!(
+        open.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::Int(1)])),
+        "a transaction queued across the failover"
     );
     stop.store(true, Ordering::Relaxed);
     let (ok, errors) = writer
