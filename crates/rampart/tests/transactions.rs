@@ -509,3 +509,33 @@ fn transaction_refused_by_a_demoted_primary_runs_once_later() {
     assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(1)])));
     assert_eq!(primary.cmd(&["GET", "n"]), Reply::bulk("1"));
 }
+
+/// An EXEC reply far larger than the connection's read buffer streams to its client whole,
+/// and the connection goes on serving others.
+#[test]
+fn large_exec_reply_streams_through() {
+    let env = Setup::new(1).start();
+    let big = "x".repeat(3 << 20);
+    let mut c = env.client();
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", "big", &big]),
+        cmd(&["GET", "big"]),
+        cmd(&["STRLEN", "big"]),
+        cmd(&["EXEC"]),
+        cmd(&["PING"]),
+    ]);
+    assert_eq!(
+        replies[4],
+        Reply::Array(Some(vec![
+            Reply::ok(),
+            Reply::bulk(&big),
+            Reply::Int(big.len() as i64),
+        ]))
+    );
+    assert_eq!(replies[5], Reply::simple("PONG"));
+    assert_eq!(
+        env.client().cmd(&["STRLEN", "big"]),
+        Reply::Int(big.len() as i64)
+    );
+}
