@@ -132,7 +132,9 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     // Blocking only with their BLOCK option, which the proxy checks per call.
     ("xread", Route::Keys),
     ("xreadgroup", Route::Keys),
-    // Refused although the flags alone would allow them.
+    // Refused although the flags alone would allow them. The proxy's sessions answer
+    // MULTI, EXEC, DISCARD, WATCH and UNWATCH themselves before routing; these entries are
+    // for callers of the table that do not.
     ("multi", Route::Unsupported(TRANSACTION)),
     ("exec", Route::Unsupported(TRANSACTION)),
     ("discard", Route::Unsupported(TRANSACTION)),

@@ -438,3 +438,28 @@ fn a_monitor_that_does_not_read_is_dropped_and_never_slows_clients() {
     );
     assert_pings(&mut c);
 }
+
+#[test]
+fn client_list_flags_a_client_inside_multi_and_a_resp3_one() {
+    let env = Setup::new(1).start();
+    let mut a = env.client();
+    let mut b = env.client();
+    let id = id_of(&mut a).to_string();
+    let line_of_a = |b: &mut Client| {
+        let list = text(&b.cmd(&["CLIENT", "LIST", "ID", &id]));
+        fields(list.lines().next().unwrap_or_default())
+    };
+    assert_eq!(field(&line_of_a(&mut b), "flags"), "N");
+    assert_eq!(field(&line_of_a(&mut b), "resp"), "2");
+    assert_eq!(a.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(field(&line_of_a(&mut b), "flags"), "x", "inside MULTI");
+    assert_eq!(a.cmd(&["DISCARD"]), Reply::ok());
+    assert_eq!(field(&line_of_a(&mut b), "flags"), "N", "after DISCARD");
+    // A RESP3 session says so in its own CLIENT INFO (a verbatim string in RESP3).
+    let out = raw_exchange(&env.addr(), b"HELLO 3\r\nCLIENT INFO\r\nQUIT\r\n");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains(" resp=3 "),
+        "CLIENT INFO after HELLO 3: {text}"
+    );
+}

@@ -17,6 +17,7 @@ use crate::observe::stats::PoolStat;
 use crate::reply::merge::{scan_cursor_split, Merger};
 use crate::reply::pending::Pending;
 use crate::session::local::{self, Answer, ClientState, Local};
+use crate::session::transaction::{self, Transaction};
 use crate::text::sanitize;
 use crate::topology::Mode;
 use crate::upstream::pool::WorkerPool;
@@ -80,6 +81,8 @@ pub struct Ctx {
     /// Read-your-writes: until when this client's reads of a shard go to its primary.
     ryw: Vec<(usize, Instant)>,
     tmp: BytesMut,
+    /// The transaction being queued, between `MULTI` and `EXEC`.
+    txn: Option<Transaction>,
 }
 
 impl Ctx {
@@ -120,7 +123,13 @@ impl Ctx {
             write: true,
             ryw: Vec::new(),
             tmp: BytesMut::new(),
+            txn: None,
         }
+    }
+
+    /// The client is inside `MULTI` (its commands are being queued).
+    pub fn in_multi(&self) -> bool {
+        self.txn.is_some()
     }
 
     /// Decoder limits from the pool's config.
@@ -223,9 +232,17 @@ impl Ctx {
         if mute {
             self.pending.mute_next();
         }
+        let in_multi = self.txn.is_some();
         self.route(found, argv, raw);
         if mute {
             self.pending.unmute();
+        }
+        // CLIENT LIST's `x` flag follows the session in and out of MULTI (one atomic
+        // operation when that changes, none otherwise).
+        if in_multi != self.txn.is_some() {
+            if let Some(e) = &self.client.entry {
+                e.set_flag(crate::observe::clients::FLAG_MULTI, self.txn.is_some());
+            }
         }
         let node = self.last_node;
         if let Some(t) = self.timing.back_mut() {
@@ -239,10 +256,13 @@ impl Ctx {
             if !self.client.authed {
                 return self.reply_error(NOAUTH);
             }
+            if self.txn.is_some() {
+                return self.refuse(None, "ERR rampart: 'rampart' is answered by rampart itself and cannot be part of a transaction");
+            }
             return self.local(|l| local::rampart(l, argv));
         }
         let Some(mut cmd) = found else {
-            return self.reply_error(&unknown_command(argv));
+            return self.refuse(None, &unknown_command(argv));
         };
         if !cmd.subcommands.is_empty() && argv.len() >= 2 {
             match rampart_commands::lookup_sub(cmd, argv[1]) {
@@ -250,19 +270,22 @@ impl Ctx {
                 // The local answer reports unknown subcommands of the commands it owns.
                 None if is_local_container(cmd) => {}
                 None => {
-                    return self.reply_error(&format!(
-                        "ERR unknown subcommand '{}'. Try {} HELP.",
-                        sanitize(argv[1], 128),
-                        cmd.name.to_ascii_uppercase()
-                    ))
+                    return self.refuse(
+                        None,
+                        &format!(
+                            "ERR unknown subcommand '{}'. Try {} HELP.",
+                            sanitize(argv[1], 128),
+                            cmd.name.to_ascii_uppercase()
+                        ),
+                    )
                 }
             }
         }
         if !cmd.check_arity(argv.len()) {
-            return self.reply_error(&format!(
-                "ERR wrong number of arguments for '{}' command",
-                cmd.name
-            ));
+            return self.refuse(
+                Some(cmd),
+                &format!("ERR wrong number of arguments for '{}' command", cmd.name),
+            );
         }
         // As in Redis: only commands flagged `no_auth` (AUTH, HELLO, QUIT, RESET) before AUTH.
         if !self.client.authed && !cmd.flags.contains(Flags::NO_AUTH) {
@@ -274,6 +297,15 @@ impl Ctx {
         {
             crate::observe::monitor::feed(&self.pool.rt.conf.name, &self.client.addr, argv);
         }
+        match cmd.name {
+            "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+                return self.transaction(cmd, argv, raw)
+            }
+            // As in Redis, these leave a transaction at once (the transaction is dropped).
+            "quit" | "reset" => self.txn = None,
+            _ if self.txn.is_some() => return self.queue(cmd, argv, raw),
+            _ => {}
+        }
         if cmd.name.starts_with("slowlog") {
             let mut out = BytesMut::new();
             crate::observe::slowlog::command(argv, &mut out);
@@ -284,10 +316,7 @@ impl Ctx {
         }
         self.write = !cmd.is_read();
         if self.mode == Mode::Reads && self.write && !matches!(cmd.route, Route::Local) {
-            return self.reply_error(&format!(
-                "ERR rampart: this listener of pool '{}' serves reads only; '{}' goes to the pool's listen or write_listen address",
-                self.pool.rt.conf.name, cmd.name
-            ));
+            return self.reply_error(&self.reads_only(cmd));
         }
         match cmd.route {
             Route::Local => self.local(|l| local::answer(l, cmd, argv)),
@@ -316,6 +345,112 @@ impl Ctx {
         }
     }
 
+    fn reads_only(&self, cmd: &Command) -> String {
+        format!(
+            "ERR rampart: this listener of pool '{}' serves reads only; '{}' goes to the pool's listen or write_listen address",
+            self.pool.rt.conf.name, cmd.name
+        )
+    }
+
+    /// Reply `err` to a request refused before it was routed. Inside `MULTI` it marks the
+    /// transaction, as Redis does; `EXEC` itself refused there discards it.
+    fn refuse(&mut self, cmd: Option<&Command>, err: &str) {
+        match &mut self.txn {
+            Some(_) if cmd.is_some_and(|c| c.name == "exec") => {
+                self.txn = None;
+                self.reply_error(&transaction::exec_refused(err));
+            }
+            Some(t) => {
+                t.refuse();
+                self.reply_error(err);
+            }
+            None => self.reply_error(err),
+        }
+    }
+
+    /// MULTI, EXEC, DISCARD, WATCH and UNWATCH.
+    fn transaction(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
+        let inside = self.txn.is_some();
+        match (cmd.name, inside) {
+            ("multi", false) => {
+                self.txn = Some(Transaction::new(self.generation));
+                self.reply_raw(b"+OK\r\n");
+            }
+            ("multi", true) => self.reply_error("ERR MULTI calls can not be nested"),
+            ("exec", false) => self.reply_error("ERR EXEC without MULTI"),
+            ("discard", false) => self.reply_error("ERR DISCARD without MULTI"),
+            ("discard", true) => {
+                self.txn = None;
+                self.reply_raw(b"+OK\r\n");
+            }
+            ("exec", true) => self.exec(),
+            ("watch", true) => self.reply_error("ERR WATCH inside MULTI is not allowed"),
+            ("watch", false) => self.reply_error(transaction::WATCH_UNSUPPORTED),
+            // Nothing is watched, ever: nothing to forget.
+            ("unwatch", false) => self.reply_raw(b"+OK\r\n"),
+            _ => self.queue(cmd, argv, raw),
+        }
+    }
+
+    /// A command inside MULTI: checked and queued (`QUEUED`), or refused (the transaction
+    /// will answer EXECABORT).
+    fn queue(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
+        if let Err(e) = transaction::admit(cmd) {
+            return self.refuse(Some(cmd), &e);
+        }
+        if self.mode == Mode::Reads && !cmd.is_read() {
+            let e = self.reads_only(cmd);
+            return self.refuse(Some(cmd), &e);
+        }
+        self.keys.clear();
+        if let Err(e) = cmd.key_indices(argv, &mut self.keys) {
+            return self.refuse(Some(cmd), &format!("ERR {e}"));
+        }
+        self.shards.clear();
+        for &k in &self.keys {
+            match argv.get(k).and_then(|key| self.pool.rt.shard_for_key(key)) {
+                Some(s) => self.shards.push(s),
+                None => {
+                    let e = format!(
+                        "ERR rampart: pool '{}' has no server available",
+                        self.pool.rt.conf.name
+                    );
+                    return self.refuse(Some(cmd), &e);
+                }
+            }
+        }
+        let Some(t) = self.txn.as_mut() else {
+            return;
+        };
+        match t.push(argv, raw, self.shards.iter().copied()) {
+            Ok(()) => self.reply_raw(b"+QUEUED\r\n"),
+            Err(e) => self.reply_error(&e),
+        }
+    }
+
+    /// EXEC: the whole transaction to its shard's primary in one piece, or an error and
+    /// nothing sent.
+    fn exec(&mut self) {
+        let Some(t) = self.txn.take() else {
+            return self.reply_error("ERR EXEC without MULTI");
+        };
+        if t.is_empty() {
+            return self.reply_raw(b"*0\r\n");
+        }
+        let run = match t.finish(self.generation) {
+            Ok(run) => run,
+            Err(e) => return self.reply_error(&e),
+        };
+        let Some(shard) = run.shard.or_else(|| self.pool.rt.any_shard()) else {
+            return self.no_server();
+        };
+        self.write = true;
+        let seq = self.pending.push_waiting();
+        let mut sink = Sink::new(&self.pending, seq, 0);
+        sink.skip = run.skip;
+        self.send_sink(shard, sink, &run.bytes);
+    }
+
     fn no_server(&self) {
         self.worker.stats.pools[self.pool.rt.index]
             .pool(PoolStat::ForwardError)
@@ -329,6 +464,11 @@ impl Ctx {
     /// Queue `bytes` for `shard`: writes to its primary, reads by the pool's read policy. On
     /// failure the slot gets the error at once.
     fn send_bytes(&mut self, shard: usize, seq: u64, part: u32, bytes: &[u8]) {
+        self.send_sink(shard, Sink::new(&self.pending, seq, part), bytes);
+    }
+
+    /// Queue `bytes` for `shard`, the reply going to `sink` (see [`Ctx::send_bytes`]).
+    fn send_sink(&mut self, shard: usize, sink: Sink, bytes: &[u8]) {
         let ryw = self.pool.rt.conf.read_your_writes;
         let access = if self.write {
             if let Some(window) = ryw {
@@ -350,7 +490,6 @@ impl Ctx {
         } else {
             Access::Read
         };
-        let sink = Sink::new(&self.pending, seq, part);
         let node = route::send(
             &self.pool,
             shard,

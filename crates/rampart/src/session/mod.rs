@@ -1,7 +1,8 @@
 //! One client: the read loop and ordered write-back ([`client`]), what each request becomes
-//! ([`dispatch`]: a local answer, a forward by key, a split over shards, a broadcast), and
-//! the commands rampart answers itself ([`local`]; those about the connection itself in
-//! [`conn`]), `CLIENT PAUSE` ([`pause`]), and COMMAND's replies in RESP3 types ([`resp3`]).
+//! ([`dispatch`]: a local answer, a forward by key, a split over shards, a broadcast), the
+//! commands rampart answers itself ([`local`]; those about the connection itself in
+//! [`conn`]), `CLIENT PAUSE` ([`pause`]), COMMAND's replies in RESP3 types ([`resp3`]), and a
+//! transaction queued between MULTI and EXEC ([`transaction`]).
 
 pub mod client;
 pub mod conn;
@@ -9,3 +10,4 @@ pub mod dispatch;
 pub mod local;
 pub mod pause;
 pub mod resp3;
+pub mod transaction;

@@ -70,6 +70,14 @@ struct Waiter {
     len: u32,
     /// The first bytes of its reply went to its sink already.
     streamed: bool,
+    /// Replies still to be dropped before the one for the sink (see [`Sink::skip`]).
+    skip: u32,
+    /// A dropped reply was `-READONLY`: a transaction queued on a node that is no longer
+    /// the primary, which then refuses the whole of it with `-EXECABORT`.
+    readonly: bool,
+    /// The first dropped reply, a transaction's `MULTI`, was an error (an ACL that denies
+    /// it): the server ran the commands one by one, and the client must hear of it.
+    multi_refused: bool,
 }
 
 /// One connection slot of one node, owned by one worker.
@@ -222,11 +230,15 @@ impl Backend {
         let before = out.len();
         write(&mut out);
         let len = (out.len() - before) as i64;
+        let skip = sink.skip;
         waiters.push_back(Waiter {
             sink: Some(sink),
             deadline,
             len: len as u32,
             streamed: false,
+            skip,
+            readonly: false,
+            multi_refused: false,
         });
         self.cell(ServerStat::Requests).add(1);
         self.cell(ServerStat::RequestBytes).add(len);
@@ -395,6 +407,9 @@ impl Backend {
                     deadline,
                     len,
                     streamed: false,
+                    skip: 0,
+                    readonly: false,
+                    multi_refused: false,
                 },
             );
         }
@@ -582,15 +597,23 @@ impl Backend {
                 Ok(None) => break,
                 Err(e) => return Err(ConnFailure::Protocol(e.to_string())),
             };
+            if self.skipped(&rbuf.data()[..n])? {
+                bytes += n as i64;
+                rbuf.consume(n);
+                continue;
+            }
             let Some(w) = self.waiters.borrow_mut().pop_front() else {
                 return Err(ConnFailure::Protocol("reply without a request".into()));
             };
             let reply = &rbuf.data()[..n];
+            let refused =
+                reply.starts_with(b"-READONLY") || (w.readonly && reply.starts_with(b"-EXECABORT"));
             match w.sink {
+                Some(sink) if w.multi_refused && !w.streamed => sink.fail(Failure::MultiRefused {
+                    node: self.label().to_string(),
+                }),
                 Some(sink)
-                    if !w.streamed
-                        && reply.starts_with(b"-READONLY")
-                        && sink.resend.as_ref().is_some_and(|r| r.write) =>
+                    if !w.streamed && refused && sink.resend.as_ref().is_some_and(|r| r.write) =>
                 {
                     // Not applied by a node that is no longer the primary: hold it for the
                     // new one and stop sending writes here.
@@ -638,8 +661,25 @@ impl Backend {
         Ok(())
     }
 
+    /// Whether `reply` is one the front request drops (see [`Sink::skip`]); counts it.
+    fn skipped(&self, reply: &[u8]) -> Result<bool, ConnFailure> {
+        let mut waiters = self.waiters.borrow_mut();
+        let Some(w) = waiters.front_mut() else {
+            return Err(ConnFailure::Protocol("reply without a request".into()));
+        };
+        if w.skip == 0 {
+            return Ok(false);
+        }
+        let first = w.sink.as_ref().is_some_and(|s| s.skip == w.skip);
+        w.skip -= 1;
+        w.readonly |= reply.starts_with(b"-READONLY");
+        w.multi_refused |= first && reply.starts_with(b"-");
+        Ok(true)
+    }
+
     /// The reply in progress fills the read buffer: what of it is framed goes on to its
-    /// client now. Returns the bytes handed on.
+    /// client now (or is dropped, when the front request drops it). Returns the bytes
+    /// handed on.
     fn stream_partial(
         &self,
         rbuf: &mut ReadBuf,
@@ -656,7 +696,9 @@ impl Backend {
             )));
         };
         let n = dec.consume_framed();
-        if n > 0 {
+        if n > 0 && w.skip > 0 {
+            rbuf.consume(n);
+        } else if n > 0 {
             w.streamed = true;
             sink.pending.append(sink.seq, sink.part, &rbuf.data()[..n]);
             rbuf.consume(n);

@@ -116,6 +116,13 @@ pub enum Failure {
         /// Why its primary is out, when its checks say so.
         cause: Option<PrimaryDown>,
     },
+    /// The server refused `MULTI` (an ACL that denies it to rampart's user, say), so it ran
+    /// the transaction's commands one by one: they cannot be undone, and are never resent.
+    #[error("server {node} refused MULTI, so it ran the transaction's commands one by one, not as a transaction")]
+    MultiRefused {
+        /// The node's label.
+        node: String,
+    },
     /// The node's connection is in back-off after a failed connect (or was just closed by
     /// the node): the request was refused unsent.
     #[error("server {node} is down: {reason}")]
@@ -183,6 +190,7 @@ impl Failure {
     pub fn may_retry(&self) -> bool {
         match self {
             Failure::Connection { sent, .. } => !sent,
+            Failure::MultiRefused { .. } => false,
             Failure::Reloaded { cause } => cause.may_retry(),
             Failure::NoPrimary { .. }
             | Failure::NoReadNode { .. }

@@ -41,6 +41,10 @@ pub struct Sink {
     pub part: u32,
     /// Set when the request may be sent again (see [`Resend`]).
     pub resend: Option<Box<Resend>>,
+    /// Replies the request's bytes draw before the one that goes to the slot: 0 for one
+    /// command; a transaction sent as `MULTI`, its N commands and `EXEC` in one piece skips
+    /// N + 1 (`+OK`, the `+QUEUED`s) and delivers only the `EXEC` reply.
+    pub skip: u32,
 }
 
 impl Sink {
@@ -51,6 +55,7 @@ impl Sink {
             seq,
             part,
             resend: None,
+            skip: 0,
         }
     }
 

@@ -1,0 +1,284 @@
+//! A transaction queued in its session: `MULTI` ... `EXEC` without a connection of its own.
+//!
+//! Between `MULTI` and `EXEC` nothing reaches a server. Each command is checked as it arrives
+//! (known, right arity, one rampart forwards, allowed inside a transaction), answered `QUEUED`
+//! and appended, as RESP, to the transaction's run, which starts with `MULTI`. A command
+//! refused while queueing marks the transaction, as Redis does, and `EXEC` then answers
+//! `EXECABORT` without sending anything. The transaction notes the shard of every key it
+//! names; at `EXEC` they must all be one shard (keyless commands go anywhere), else nothing
+//! runs and the error names the fix, a hash tag.
+//!
+//! `EXEC` appends `EXEC` to the run and sends it as one request to the shard's primary, on
+//! the session's shared backend connection: the connection appends it in one piece, so Redis
+//! reads `MULTI`, the commands and `EXEC` with no other client's request between them and
+//! runs them atomically. The connection drops the `+OK` and `+QUEUED` replies and hands only
+//! the `EXEC` reply to the client (see [`crate::upstream::sink::Sink::skip`]). Like any write
+//! the run may wait in the failover hold while it is unsent; once it may have reached a
+//! server it is never sent again.
+//!
+//! A transaction is bounded by [`MAX_COMMANDS`] commands and [`MAX_BYTES`] bytes: the command
+//! that does not fit is refused and the transaction is discarded at `EXEC`.
+
+use bytes::BytesMut;
+use rampart_commands::{Command, Flags, Route};
+use resp::encode;
+
+/// Most commands one transaction queues (between `MULTI` and `EXEC`).
+pub const MAX_COMMANDS: usize = 10_000;
+/// Most request bytes one transaction queues (the commands as RESP).
+pub const MAX_BYTES: usize = 16 << 20;
+
+/// Redis' `EXEC` reply after a command was refused while queueing.
+pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+/// The `EXEC` reply when the transaction's keys live on more than one shard.
+pub const CROSS_SHARD: &str = "EXECABORT Transaction discarded: its keys live on different shards and a transaction runs on one; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
+/// The reply to `WATCH` outside a transaction.
+pub const WATCH_UNSUPPORTED: &str = "ERR rampart: WATCH is not supported yet; MULTI ... EXEC works without it (the transaction runs atomically on its shard, but without the check that watched keys are unchanged)";
+
+/// Why a transaction will not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abort {
+    /// A command was refused while queueing.
+    Refused,
+    /// A command did not fit the bounds.
+    TooLarge,
+}
+
+/// The run `EXEC` sends: `MULTI`, the queued commands and `EXEC`, as one request.
+#[derive(Debug)]
+pub struct Run {
+    /// The RESP bytes of the whole run.
+    pub bytes: BytesMut,
+    /// Replies before the `EXEC` reply: `MULTI`'s and one per queued command.
+    pub skip: u32,
+    /// The shard of its keys; `None` when no command names a key.
+    pub shard: Option<usize>,
+}
+
+/// A transaction between `MULTI` and `EXEC`.
+pub struct Transaction {
+    /// `MULTI` and the queued commands, as RESP.
+    run: BytesMut,
+    commands: usize,
+    shard: Option<usize>,
+    cross: bool,
+    abort: Option<Abort>,
+    /// The configuration generation the shards were found in.
+    generation: u64,
+}
+
+impl Transaction {
+    /// A transaction just opened by `MULTI`, routing by the pool of `generation`.
+    pub fn new(generation: u64) -> Self {
+        let mut run = BytesMut::new();
+        encode::command(&mut run, &[b"MULTI"]);
+        Transaction {
+            run,
+            commands: 0,
+            shard: None,
+            cross: false,
+            abort: None,
+            generation,
+        }
+    }
+
+    /// A command was refused while queueing: `EXEC` will answer [`EXECABORT`].
+    pub fn refuse(&mut self) {
+        self.abort.get_or_insert(Abort::Refused);
+    }
+
+    /// Queue one command whose keys live on `shards`. `raw` is its RESP encoding when it
+    /// arrived as RESP (kept as is); inline requests are encoded.
+    ///
+    /// # Errors
+    /// The command would pass [`MAX_COMMANDS`] or [`MAX_BYTES`]: it is not queued, the
+    /// transaction is discarded at `EXEC`, and the error is the reply to the command.
+    pub fn push(
+        &mut self,
+        argv: &[&[u8]],
+        raw: Option<&[u8]>,
+        shards: impl IntoIterator<Item = usize>,
+    ) -> Result<(), String> {
+        // Past the bound nothing more is kept: the transaction will not run.
+        if self.abort == Some(Abort::TooLarge) {
+            return Ok(());
+        }
+        let len = raw.map_or_else(|| encoded_len(argv), <[u8]>::len);
+        if self.commands >= MAX_COMMANDS || self.run.len() + len > MAX_BYTES {
+            self.abort = Some(Abort::TooLarge);
+            self.run = BytesMut::new();
+            return Err(too_large("ERR rampart: the transaction"));
+        }
+        match raw {
+            Some(r) => self.run.extend_from_slice(r),
+            None => encode::command(&mut self.run, argv),
+        }
+        self.commands += 1;
+        for s in shards {
+            match self.shard {
+                None => self.shard = Some(s),
+                Some(first) if first != s => self.cross = true,
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `EXEC`: the run to send, with the pool now at `generation`.
+    ///
+    /// # Errors
+    /// The reply `EXEC` gets instead, when nothing may run: a command was refused while
+    /// queueing ([`EXECABORT`]), the transaction outgrew its bounds, its keys live on more
+    /// than one shard ([`CROSS_SHARD`]), or a reload changed the pool meanwhile.
+    pub fn finish(mut self, generation: u64) -> Result<Run, String> {
+        match self.abort {
+            Some(Abort::Refused) => return Err(EXECABORT.into()),
+            Some(Abort::TooLarge) => return Err(too_large("EXECABORT Transaction discarded: it")),
+            None => {}
+        }
+        if self.cross {
+            return Err(CROSS_SHARD.into());
+        }
+        if self.shard.is_some() && generation != self.generation {
+            return Err("EXECABORT Transaction discarded: the pool's configuration was reloaded while it was queued; send it again".into());
+        }
+        encode::command(&mut self.run, &[b"EXEC"]);
+        Ok(Run {
+            bytes: self.run,
+            skip: self.commands as u32 + 1,
+            shard: self.shard,
+        })
+    }
+
+    /// No command was queued (`EXEC` answers an empty array at once).
+    pub fn is_empty(&self) -> bool {
+        self.commands == 0 && self.abort.is_none()
+    }
+}
+
+/// Whether `cmd` may be queued in a transaction; the error is the reply when it may not.
+///
+/// # Errors
+/// Redis' own refusal for commands it does not allow inside `MULTI`; rampart's for commands
+/// it answers itself, sends to every shard, or does not support.
+pub fn admit(cmd: &Command) -> Result<(), String> {
+    if cmd.flags.contains(Flags::NO_MULTI) {
+        return Err("ERR Command not allowed inside a transaction".into());
+    }
+    match cmd.route {
+        // The server answers these inside the transaction, in the EXEC array.
+        _ if matches!(cmd.name, "ping" | "echo" | "unwatch") => Ok(()),
+        Route::Keys | Route::FanOut(_) => Ok(()),
+        // Blocking pops never block inside a transaction: Redis runs them as plain pops.
+        Route::Unsupported(_)
+            if cmd.flags.contains(Flags::BLOCKING) && cmd.flags.contains(Flags::WRITE) =>
+        {
+            Ok(())
+        }
+        Route::Local => Err(format!(
+            "ERR rampart: '{}' is answered by rampart itself and cannot be part of a transaction",
+            cmd.name
+        )),
+        Route::AllShards(_) | Route::Admin(_) => Err(format!(
+            "ERR rampart: '{}' runs on every shard and cannot be part of a transaction, which runs on one",
+            cmd.name
+        )),
+        Route::Unsupported(why) => Err(format!(
+            "ERR '{}' is not supported by rampart: {why}",
+            cmd.name
+        )),
+    }
+}
+
+/// Redis' reply to `EXEC` refused while queueing (wrong arity): the transaction is discarded.
+pub fn exec_refused(err: &str) -> String {
+    let why = err.strip_prefix("ERR ").unwrap_or(err);
+    format!("EXECABORT Transaction discarded because of: {why}")
+}
+
+fn too_large(what: &str) -> String {
+    format!(
+        "{what} held more than {MAX_COMMANDS} commands or {} MiB, rampart's bound for a transaction",
+        MAX_BYTES >> 20
+    )
+}
+
+/// Bytes of `argv` encoded as a RESP array of bulk strings.
+fn encoded_len(argv: &[&[u8]]) -> usize {
+    let digits = |n: usize| n.to_string().len();
+    3 + digits(argv.len())
+        + argv
+            .iter()
+            .map(|a| 5 + digits(a.len()) + a.len())
+            .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(name: &str) -> &'static Command {
+        rampart_commands::lookup(name.as_bytes()).expect(name)
+    }
+
+    #[test]
+    fn encoded_len_matches_the_encoder() {
+        let argv: Vec<&[u8]> = vec![b"SET", b"key", &[b'x'; 12]];
+        let mut out = BytesMut::new();
+        encode::command(&mut out, &argv);
+        assert_eq!(encoded_len(&argv), out.len());
+    }
+
+    #[test]
+    fn run_is_multi_commands_exec() {
+        let mut t = Transaction::new(1);
+        t.push(&[b"INCR", b"k"], None, [3]).unwrap();
+        t.push(&[b"PING"], None, []).unwrap();
+        let run = t.finish(1).unwrap();
+        assert_eq!(
+            &run.bytes[..],
+            b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nEXEC\r\n"
+        );
+        assert_eq!(run.skip, 3);
+        assert_eq!(run.shard, Some(3));
+    }
+
+    #[test]
+    fn refused_cross_shard_and_too_large_never_run() {
+        let mut t = Transaction::new(1);
+        t.refuse();
+        assert_eq!(t.finish(1).err().as_deref(), Some(EXECABORT));
+        let mut t = Transaction::new(1);
+        t.push(&[b"GET", b"a"], None, [0]).unwrap();
+        t.push(&[b"GET", b"b"], None, [1]).unwrap();
+        assert_eq!(t.finish(1).err().as_deref(), Some(CROSS_SHARD));
+        let mut t = Transaction::new(1);
+        for _ in 0..MAX_COMMANDS {
+            t.push(&[b"PING"], None, []).unwrap();
+        }
+        assert!(t.push(&[b"PING"], None, []).is_err());
+        // Later commands are not kept, as Redis keeps answering QUEUED to a marked one.
+        assert!(t.push(&[b"PING"], None, []).is_ok());
+        assert!(t.finish(1).unwrap_err().starts_with("EXECABORT"));
+        let mut t = Transaction::new(1);
+        let big = vec![b'x'; MAX_BYTES];
+        assert!(t.push(&[b"SET", b"k", &big], None, [0]).is_err());
+        assert!(t.finish(1).is_err());
+    }
+
+    #[test]
+    fn admits_what_a_shard_can_run() {
+        assert!(admit(cmd("incr")).is_ok());
+        assert!(admit(cmd("mget")).is_ok());
+        assert!(admit(cmd("ping")).is_ok());
+        assert!(admit(cmd("unwatch")).is_ok());
+        assert!(admit(cmd("blpop")).is_ok());
+        assert!(admit(cmd("wait")).is_err());
+        assert_eq!(
+            admit(cmd("save")).unwrap_err(),
+            "ERR Command not allowed inside a transaction"
+        );
+        assert!(admit(cmd("dbsize")).is_err());
+        assert!(admit(cmd("client")).is_err());
+    }
+}

@@ -1,0 +1,541 @@
+//! MULTI / EXEC / DISCARD through rampart: Redis' replies, a transaction on one shard runs
+//! whole or not at all, nothing reaches a server before EXEC, and other clients on the same
+//! backend connection never see a transaction half done.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{assert_err_contains, cmd, reference, same_as_redis, Setup};
+use testkit::{Client, Reply};
+
+/// `INFO commandstats` of a server lists `name` (it ran at least once).
+fn ran(server: &testkit::RedisServer, name: &str) -> bool {
+    match server.cmd(&["INFO", "commandstats"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).contains(&format!("cmdstat_{name}:")),
+        other => panic!("INFO commandstats: {other:?}"),
+    }
+}
+
+#[test]
+fn replies_match_redis() {
+    let env = Setup::new(3).start();
+    let direct = reference();
+    let mut p = env.client();
+    let mut d = Client::connect(&direct.addr());
+    let script = [
+        cmd(&["EXEC"]),
+        cmd(&["DISCARD"]),
+        cmd(&["UNWATCH"]),
+        cmd(&["SET", "k", "5"]),
+        // Refused while queueing: nothing runs.
+        cmd(&["MULTI"]),
+        cmd(&["MULTI"]),
+        cmd(&["WATCH", "k"]),
+        cmd(&["INCR", "k"]),
+        cmd(&["NOSUCHCMD", "x"]),
+        cmd(&["GET"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "k"]),
+        // A runtime error stays inside the EXEC array; the rest runs.
+        cmd(&["MULTI"]),
+        cmd(&["SET", "k", "a"]),
+        cmd(&["INCR", "k"]),
+        cmd(&["APPEND", "k", "b"]),
+        cmd(&["PING"]),
+        cmd(&["ECHO", "e"]),
+        cmd(&["UNWATCH"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "k"]),
+        // EXEC refused for its arity ends the transaction at once.
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "n"]),
+        cmd(&["EXEC", "x"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "n"]),
+        // A command Redis refuses inside MULTI; DISCARD with a wrong arity marks it too.
+        cmd(&["MULTI"]),
+        cmd(&["SAVE"]),
+        cmd(&["DISCARD", "x"]),
+        cmd(&["EXEC"]),
+        // Empty, discarded, and blocking commands that do not block inside a transaction.
+        cmd(&["MULTI"]),
+        cmd(&["EXEC"]),
+        cmd(&["MULTI"]),
+        cmd(&["SET", "k", "gone"]),
+        cmd(&["DISCARD"]),
+        cmd(&["GET", "k"]),
+        cmd(&["MULTI"]),
+        cmd(&["BLPOP", "nolist", "0"]),
+        cmd(&["EXEC"]),
+        cmd(&["MULTI", "x"]),
+        cmd(&["PING"]),
+    ];
+    let got = same_as_redis(&mut p, &mut d, &script);
+    assert_eq!(
+        got[10],
+        Reply::Error("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(
+        got[11],
+        Reply::bulk("5"),
+        "a transaction that was refused changed data"
+    );
+}
+
+#[test]
+fn refused_command_leaves_data_unchanged() {
+    let env = Setup::new(2).start();
+    let direct = reference();
+    for addr in [env.addr(), direct.addr()] {
+        let mut c = Client::connect(&addr);
+        assert_eq!(c.cmd(&["SET", "k", "10"]), Reply::ok());
+        let replies = c.pipeline(&[
+            cmd(&["MULTI"]),
+            cmd(&["INCR", "k"]),
+            cmd(&["NOSUCHCMD"]),
+            cmd(&["EXEC"]),
+            cmd(&["GET", "k"]),
+        ]);
+        assert_eq!(replies[1], Reply::simple("QUEUED"), "{addr}");
+        assert_err_contains(&replies[2], &["unknown command 'NOSUCHCMD'"]);
+        assert_err_contains(&replies[3], &["EXECABORT"]);
+        assert_eq!(replies[4], Reply::bulk("10"), "{addr}: INCR ran");
+    }
+    // A command rampart refuses (it would run on every shard) aborts the same way.
+    let mut c = env.client();
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "k"]),
+        cmd(&["DBSIZE"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "k"]),
+    ]);
+    assert_err_contains(&replies[2], &["rampart", "dbsize", "transaction"]);
+    assert_err_contains(&replies[3], &["EXECABORT"]);
+    assert_eq!(replies[4], Reply::bulk("10"));
+}
+
+#[test]
+fn cross_shard_transaction_is_refused_and_nothing_runs() {
+    let env = Setup::new(3).hash_tag().start();
+    let keys = env.key_per_shard("x");
+    for r in &env.redis {
+        assert_eq!(r.cmd(&["CONFIG", "RESETSTAT"]), Reply::ok());
+    }
+    let mut c = env.client();
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", &keys[0], "1"]),
+        cmd(&["SET", &keys[1], "1"]),
+        cmd(&["EXEC"]),
+    ]);
+    assert_eq!(replies[1], Reply::simple("QUEUED"));
+    assert_eq!(replies[2], Reply::simple("QUEUED"));
+    assert_err_contains(&replies[3], &["EXECABORT", "different shards", "hash tag"]);
+    for (i, r) in env.redis.iter().enumerate() {
+        assert!(!ran(r, "multi"), "shard {i} got a MULTI");
+        assert!(!ran(r, "set"), "shard {i} got a SET");
+    }
+    assert_eq!(env.total_keys(), 0);
+    // With a common hash tag the same transaction runs, on one shard.
+    let a = format!("{{{}}}:a", keys[0]);
+    let b = format!("{{{}}}:b", keys[0]);
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", &a, "1"]),
+        cmd(&["SET", &b, "2"]),
+        cmd(&["MGET", &a, &b]),
+        cmd(&["EXEC"]),
+    ]);
+    assert_eq!(
+        replies[4],
+        Reply::Array(Some(vec![
+            Reply::ok(),
+            Reply::ok(),
+            Reply::bulks(["1", "2"]),
+        ]))
+    );
+    assert_eq!(env.total_keys(), 2);
+    let shard = env.shard_holding(&a);
+    assert_eq!(shard, env.shard_holding(&b));
+    let ran_multi: Vec<bool> = env.redis.iter().map(|r| ran(r, "multi")).collect();
+    assert_eq!(ran_multi.iter().filter(|r| **r).count(), 1, "{ran_multi:?}");
+}
+
+#[test]
+fn nothing_reaches_a_server_before_exec() {
+    let env = Setup::new(1).start();
+    let mut c = env.client();
+    let mut other = env.client();
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::simple("QUEUED"));
+    assert_eq!(other.cmd(&["GET", "k"]), Reply::nil());
+    assert_eq!(c.cmd(&["DISCARD"]), Reply::ok());
+    assert_eq!(other.cmd(&["GET", "k"]), Reply::nil());
+    assert!(
+        !ran(&env.redis[0], "multi"),
+        "DISCARD: a MULTI reached the server"
+    );
+    assert!(
+        !ran(&env.redis[0], "set"),
+        "DISCARD: a SET reached the server"
+    );
+
+    // A client that leaves inside MULTI: its queued commands are dropped with it.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k2", "v"]), Reply::simple("QUEUED"));
+    drop(c);
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["GET", "k2"]), Reply::nil());
+    assert!(!ran(&env.redis[0], "multi"), "a MULTI reached the server");
+    assert!(!ran(&env.redis[0], "set"), "a SET reached the server");
+
+    // Then EXEC sends it all, in one piece.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k3", "v"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+    assert_eq!(other.cmd(&["GET", "k3"]), Reply::bulk("v"));
+}
+
+#[test]
+fn transaction_inside_a_pipeline() {
+    let env = Setup::new(3).start();
+    let direct = reference();
+    let script = [
+        cmd(&["SET", "{p}a", "1"]),
+        cmd(&["GET", "other"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "{p}a"]),
+        cmd(&["GET", "{p}a"]),
+        cmd(&["LPUSH", "{p}l", "x", "y"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "{p}a"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "{p}a"]),
+        cmd(&["NOSUCH"]),
+        cmd(&["EXEC"]),
+        cmd(&["LRANGE", "{p}l", "0", "-1"]),
+        cmd(&["PING"]),
+    ];
+    let got = env.client().pipeline(&script);
+    let want = Client::connect(&direct.addr()).pipeline(&script);
+    assert_eq!(got, want);
+    assert_eq!(
+        got[6],
+        Reply::Array(Some(vec![Reply::Int(2), Reply::bulk("2"), Reply::Int(2)]))
+    );
+    // The same as inline commands, in one write.
+    let mut c = env.client();
+    c.send_raw(b"MULTI\r\nINCR {p}a\r\nGET {p}a\r\nEXEC\r\nPING\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<Reply> = (0..5)
+        .map(|_| c.read_reply().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            Reply::ok(),
+            Reply::simple("QUEUED"),
+            Reply::simple("QUEUED"),
+            Reply::Array(Some(vec![Reply::Int(3), Reply::bulk("3")])),
+            Reply::simple("PONG"),
+        ]
+    );
+}
+
+/// A backend user that may not run MULTI makes the server run the commands one by one:
+/// rampart cannot undo that, but the client learns it instead of a bare EXEC error.
+#[test]
+fn a_server_refusing_multi_is_reported() {
+    let env = Setup::new(1).start();
+    let acl = env.redis[0].cmd(&["ACL", "SETUSER", "default", "-multi"]);
+    assert_eq!(acl, Reply::ok());
+    let mut c = env.client();
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "n"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[1], Reply::simple("QUEUED"));
+    assert_err_contains(&replies[2], &["refused MULTI", "one by one"]);
+    assert_eq!(c.cmd(&["GET", "n"]), Reply::bulk("1"));
+}
+
+#[test]
+fn watch_is_refused_clearly() {
+    let env = Setup::new(1).start();
+    let mut c = env.client();
+    assert_err_contains(
+        &c.cmd(&["WATCH", "k"]),
+        &["ERR rampart: WATCH is not supported yet"],
+    );
+    assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["WATCH", "k"]),
+        Reply::Error("ERR WATCH inside MULTI is not allowed".into())
+    );
+    // Not a queueing error in Redis: the transaction still runs.
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+}
+
+#[test]
+fn oversized_transaction_is_discarded() {
+    const LIMIT: usize = 10_000;
+    let env = Setup::new(1).start();
+    let mut c = env.client();
+    let mut script = vec![cmd(&["MULTI"]), cmd(&["SET", "k", "v"])];
+    script.extend((0..LIMIT).map(|_| cmd(&["INCR", "n"])));
+    script.push(cmd(&["EXEC"]));
+    script.push(cmd(&["GET", "k"]));
+    let replies = c.pipeline(&script);
+    assert!(replies[1..=LIMIT]
+        .iter()
+        .all(|r| *r == Reply::simple("QUEUED")));
+    assert_err_contains(&replies[LIMIT + 1], &["10000 commands", "transaction"]);
+    assert_err_contains(&replies[LIMIT + 2], &["EXECABORT", "10000 commands"]);
+    assert_eq!(replies[LIMIT + 3], Reply::nil());
+    assert!(!ran(&env.redis[0], "multi"));
+}
+
+/// One worker, so every client shares the one connection to the shard: a transaction of 100
+/// INCRs and other clients' pipelines of reads and INCRs on it interleave, and no read ever
+/// sees a transaction half applied.
+#[test]
+fn transactions_are_atomic_among_other_clients() {
+    const ROUNDS: usize = 200;
+    const STEP: usize = 100;
+    let env = Setup::new(1).workers(1).start();
+    let addr = env.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|i| {
+            let (addr, stop) = (addr.clone(), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                let counter = format!("c{i}");
+                let mut reads = 0usize;
+                let mut expect = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut script = Vec::new();
+                    for _ in 0..8 {
+                        script.push(cmd(&["GET", "n"]));
+                        script.push(cmd(&["INCR", &counter]));
+                    }
+                    for pair in c.pipeline(&script).chunks(2) {
+                        let n = match &pair[0] {
+                            Reply::Bulk(None) => 0,
+                            r => r.as_str().and_then(|s| s.parse::<i64>().ok()).unwrap_or(-1),
+                        };
+                        assert_eq!(n % STEP as i64, 0, "a read saw a partial transaction: {n}");
+                        expect += 1;
+                        assert_eq!(pair[1], Reply::Int(expect), "INCR pipeline broken");
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut c = Client::connect(&addr);
+    let mut script = vec![cmd(&["MULTI"])];
+    script.extend((0..STEP).map(|_| cmd(&["INCR", "n"])));
+    script.push(cmd(&["EXEC"]));
+    for round in 0..ROUNDS {
+        let replies = c.pipeline(&script);
+        let want: Vec<Reply> = (1..=STEP)
+            .map(|i| Reply::Int((round * STEP + i) as i64))
+            .collect();
+        assert_eq!(replies[STEP + 1], Reply::Array(Some(want)), "round {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads: usize = readers
+        .into_iter()
+        .map(|r| r.join().unwrap_or_else(|_| panic!("a reader failed")))
+        .sum();
+    println!("{ROUNDS} transactions of {STEP} INCRs; {reads} reads in between, none partial");
+    assert!(reads > 0);
+    assert_eq!(
+        c.cmd(&["GET", "n"]),
+        Reply::bulk((ROUNDS * STEP).to_string())
+    );
+}
+
+/// Keeps a start time for the failover test's messages.
+fn since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+/// The primary dies (kill -9) while a client runs transactions back to back: the one
+/// transaction in flight gets an error (it is never sent again), later ones wait for the
+/// new primary, and the data holds whole transactions only.
+#[test]
+fn primary_killed_during_exec() {
+    const STEP: usize = 100;
+    let mut s = ha::SentinelSetup::start("  failover_hold: 10s\n");
+    let addr = s.proxy.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let writer = {
+        let (addr, stop) = (addr.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut c = Client::connect(&addr);
+            c.set_read_timeout(Some(Duration::from_secs(15)));
+            let mut script = vec![cmd(&["MULTI"])];
+            script.extend((0..STEP).map(|_| cmd(&["INCR", "{t}n"])));
+            script.push(cmd(&["EXEC"]));
+            let (mut ok, mut errors) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let replies = c.pipeline(&script);
+                match &replies[STEP + 1] {
+                    Reply::Array(Some(a)) if a.len() == STEP => ok += 1,
+                    other => errors.push((since(t0), format!("{other:?}"))),
+                }
+            }
+            (ok, errors)
+        })
+    };
+    let progressed = |n: usize| {
+        testkit::poll_until(Duration::from_secs(10), || {
+            let v = Client::connect(&addr).cmd(&["GET", "{t}n"]);
+            let v: usize = v.as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+            (v >= n).then_some(v)
+        })
+    };
+    assert!(progressed(20 * STEP).is_some(), "no transactions ran");
+    // Another client is inside MULTI across the failover: nothing of it was sent yet, so its
+    // EXEC afterwards goes to the new primary.
+    let mut open = Client::connect(&addr);
+    open.set_read_timeout(Some(Duration::from_secs(15)));
+    assert_eq!(open.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(open.cmd(&["INCR", "{t}m"]), Reply::simple("QUEUED"));
+    // Frozen first, so that the transaction the writer sends next sits in the server's
+    // socket unanswered: the kill then lands while it is in flight.
+    s.primary.stop();
+    thread::sleep(Duration::from_millis(50));
+    let kill_at = since(t0);
+    s.primary.kill9();
+    let (switch_after, port) = s.wait_switch(Instant::now(), Duration::from_secs(20));
+    let before = progressed(0).unwrap_or(0);
+    assert!(
+        progressed(before + 20 * STEP).is_some(),
+        "no transactions after the failover"
+    );
+    assert_eq!(
+        open.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::Int(1)])),
+        "a transaction queued across the failover"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (ok, errors) = writer
+        .join()
+        .unwrap_or_else(|_| panic!("the writer failed"));
+    println!(
+        "killed at {kill_at:.3}s, new primary :{port} after {switch_after:?}; {ok} transactions, errors: {errors:?}"
+    );
+    assert_eq!(
+        errors.len(),
+        1,
+        "only the transaction in flight at the kill may fail, and it must: {errors:?}"
+    );
+    let value = s
+        .node_on(port)
+        .cmd(&["GET", "{t}n"])
+        .as_str()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    println!(
+        "value on the new primary: {value} ({} whole transactions)",
+        value / STEP
+    );
+    assert_eq!(
+        value % STEP,
+        0,
+        "a partial transaction on the new primary: {value}"
+    );
+    assert!(value <= (ok + errors.len()) * STEP);
+}
+
+/// A primary demoted behind rampart's back takes `MULTI`, refuses the queued write
+/// (`READONLY`) and so the whole transaction (`EXECABORT`): nothing ran, so the transaction
+/// waits in the failover hold like a write refused with `READONLY`, and runs once, when the
+/// node is a primary again.
+#[test]
+fn transaction_refused_by_a_demoted_primary_runs_once_later() {
+    let (primary, replicas) = ha::replica_set(1);
+    let replica = &replicas[0];
+    let checks = "  failover_hold: 10s\n  health_check:\n    interval: 2s\n    timeout: 500ms\n    fall: 1\n    rise: 1\n";
+    let body = ha::short_form(&primary.addr(), &[replica.addr()], checks);
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
+    let mut c = Client::connect(&proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(15)));
+    assert_eq!(c.cmd(&["SET", "n", "0"]), Reply::ok());
+    assert_eq!(replica.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+    let port = replica.port().to_string();
+    assert_eq!(primary.cmd(&["REPLICAOF", "127.0.0.1", &port]), Reply::ok());
+    let restorer = {
+        let addr = primary.addr();
+        thread::spawn(move || {
+            // Wait until the demoted node has refused the transaction (or give up: the
+            // health check may have seen the demotion first and held it unsent), then make
+            // it a primary again.
+            let refused = testkit::poll_until(Duration::from_secs(3), || {
+                let mut p = Client::connect(&addr);
+                match p.cmd(&["INFO", "commandstats"]) {
+                    Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b)
+                        .contains("cmdstat_exec:")
+                        .then_some(()),
+                    _ => None,
+                }
+            })
+            .is_some();
+            let mut p = Client::connect(&addr);
+            assert_eq!(p.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+            refused
+        })
+    };
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "n"]), cmd(&["EXEC"])]);
+    let refused_first = restorer
+        .join()
+        .unwrap_or_else(|_| panic!("restoring the primary failed"));
+    println!("the demoted node refused the transaction first: {refused_first}");
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(1)])));
+    assert_eq!(primary.cmd(&["GET", "n"]), Reply::bulk("1"));
+}
+
+/// An EXEC reply far larger than the connection's read buffer streams to its client whole,
+/// and the connection goes on serving others.
+#[test]
+fn large_exec_reply_streams_through() {
+    let env = Setup::new(1).start();
+    let big = "x".repeat(3 << 20);
+    let mut c = env.client();
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", "big", &big]),
+        cmd(&["GET", "big"]),
+        cmd(&["STRLEN", "big"]),
+        cmd(&["EXEC"]),
+        cmd(&["PING"]),
+    ]);
+    assert_eq!(
+        replies[4],
+        Reply::Array(Some(vec![
+            Reply::ok(),
+            Reply::bulk(&big),
+            Reply::Int(big.len() as i64),
+        ]))
+    );
+    assert_eq!(replies[5], Reply::simple("PONG"));
+    assert_eq!(
+        env.client().cmd(&["STRLEN", "big"]),
+        Reply::Int(big.len() as i64)
+    );
+}
