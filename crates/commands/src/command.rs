@@ -12,7 +12,7 @@ pub struct Command {
     pub arity: i32,
     /// Redis command flags.
     pub flags: Flags,
-    /// What the proxy does with it (from the hand-written [`crate::route`] table).
+    /// What the proxy does with it (from the hand-written [`crate::class`] table).
     pub route: Route,
     /// Legacy first key position (0: none).
     pub first_key: i32,

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ha::link::{CtlConn, Val};
+use crate::ha::link::{Link, Val};
 use crate::topology::node::NodeRt;
 use crate::topology::PoolRt;
 
@@ -84,7 +84,7 @@ async fn check(pool: Arc<PoolRt>) {
         return;
     };
     let limit = pool.timeout();
-    let mut c = match CtlConn::open(&node.addr, &pool.handshake, limit).await {
+    let mut c = match Link::open(&node.addr, &pool.handshake, limit).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(pool = %name, node = %node.label, "backend user rights not checked: {e}");

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ha::lag;
-use crate::ha::link::{CtlConn, Val};
+use crate::ha::link::{Link, Val};
 use crate::handshake::{auth_error, Handshake};
 use crate::topology::node::{NodeRt, Role};
 
@@ -106,7 +106,7 @@ pub async fn run(
     handshake: Arc<Handshake>,
     stop: CancellationToken,
 ) {
-    let mut conn: Option<CtlConn> = None;
+    let mut conn: Option<Link> = None;
     let mut good = 0u32;
     let mut bad = 0u32;
     let mut believed_up = node.is_up();
@@ -188,14 +188,14 @@ pub async fn run(
 
 async fn check(
     node: &NodeRt,
-    conn: &mut Option<CtlConn>,
+    conn: &mut Option<Link>,
     hc: &HealthCheck,
     max_lag: Duration,
     handshake: &Handshake,
 ) -> Result<Checked, String> {
     let deadline = Instant::now() + hc.timeout;
     if conn.is_none() {
-        let c = CtlConn::open(&node.addr, handshake, hc.timeout)
+        let c = Link::open(&node.addr, handshake, hc.timeout)
             .await
             .map_err(|e| e.to_string())?;
         *conn = Some(c);

@@ -1,7 +1,7 @@
 //! A small control-plane Redis client for health checks and Sentinel: one connection, pipelined
 //! calls with a deadline, replies parsed into owned values. Not used on the data path.
 //!
-//! Every connection is opened with [`CtlConn::open`], which runs the pool's [`Handshake`]
+//! Every connection is opened with [`Link::open`], which runs the pool's [`Handshake`]
 //! (AUTH, SELECT) before anything else is sent.
 
 use std::io;
@@ -83,7 +83,7 @@ enum Io {
 }
 
 /// One control connection.
-pub struct CtlConn {
+pub struct Link {
     io: Io,
     buf: Vec<u8>,
     dec: ReplyDecoder,
@@ -93,7 +93,7 @@ fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "timed out")
 }
 
-/// Why [`CtlConn::open`] failed.
+/// Why [`Link::open`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The TCP or unix-socket connect failed or timed out.
@@ -107,7 +107,7 @@ pub enum OpenError {
     Refused(#[from] HandshakeError),
 }
 
-impl CtlConn {
+impl Link {
     /// Connect and run `handshake`, all within `limit`.
     ///
     /// # Errors
@@ -116,9 +116,9 @@ impl CtlConn {
         addr: &ServerAddr,
         handshake: &Handshake,
         limit: Duration,
-    ) -> Result<CtlConn, OpenError> {
+    ) -> Result<Link, OpenError> {
         let started = Instant::now();
-        let mut c = CtlConn::connect(addr, limit)
+        let mut c = Link::connect(addr, limit)
             .await
             .map_err(OpenError::Connect)?;
         if handshake.is_empty() {
@@ -152,7 +152,7 @@ impl CtlConn {
     }
 
     /// Connect within `limit`, with no handshake.
-    async fn connect(addr: &ServerAddr, limit: Duration) -> io::Result<CtlConn> {
+    async fn connect(addr: &ServerAddr, limit: Duration) -> io::Result<Link> {
         let fut = async {
             Ok::<_, io::Error>(match addr {
                 ServerAddr::Tcp { host, port } => {
@@ -164,7 +164,7 @@ impl CtlConn {
             })
         };
         let io = timeout(limit, fut).await.map_err(|_| timed_out())??;
-        Ok(CtlConn {
+        Ok(Link {
             io,
             buf: Vec::new(),
             dec: ReplyDecoder::new(resp::Limits::default()),

@@ -19,7 +19,7 @@ use rampart_config::{SentinelAddr, ServerAddr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::link::{CtlConn, OpenError, Val};
+use crate::ha::link::{Link, OpenError, Val};
 use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
@@ -128,12 +128,12 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
 }
 
 /// A connection to sentinel `s`, authenticated with the pool's sentinel credentials.
-pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<CtlConn> {
+pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<Link> {
     let addr = ServerAddr::Tcp {
         host: s.host.clone(),
         port: s.port,
     };
-    match CtlConn::open(&addr, &pool.sentinel_handshake, limit).await {
+    match Link::open(&addr, &pool.sentinel_handshake, limit).await {
         Ok(c) => Some(c),
         Err(OpenError::Refused(e)) => {
             tracing::warn!(pool = %pool.conf.name, sentinel = %addr, "sentinel refused the connection: {e}");
@@ -394,7 +394,7 @@ async fn apply(
 /// held writes move as soon as it says `role:master`.
 async fn confirm(node: &NodeRt, pool: &PoolRt) {
     let limit = pool.conf.health.timeout;
-    let mut c = match CtlConn::open(&node.addr, &pool.handshake, limit).await {
+    let mut c = match Link::open(&node.addr, &pool.handshake, limit).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(node = %node.label, "cannot confirm the new primary's role: {e}");

@@ -21,7 +21,7 @@ use std::time::Duration;
 use rampart_config::ServerAddr;
 use tokio::time::Instant;
 
-use crate::ha::link::{CtlConn, Val};
+use crate::ha::link::{Link, Val};
 use crate::handshake::Handshake;
 use crate::observe::events::Kind;
 use crate::topology::node::{NodeRt, Role};
@@ -38,7 +38,7 @@ fn field(info: &Val, name: &str) -> Option<String> {
 
 /// One command on a new connection to a data node, after the pool's handshake.
 async fn call(hs: &Handshake, addr: &ServerAddr, cmd: &[&[u8]]) -> Result<Val, String> {
-    let mut c = CtlConn::open(addr, hs, Duration::from_secs(1))
+    let mut c = Link::open(addr, hs, Duration::from_secs(1))
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
     let mut r = c
@@ -312,10 +312,7 @@ const INFO_LATEST_MS: u64 = 640;
 const INFO_WAIT: Duration = Duration::from_secs(11);
 
 /// The first sentinel that answers `SENTINEL REPLICAS`, with its connection and the answer.
-async fn ask_replicas(
-    pool: &PoolRt,
-    name: &[u8],
-) -> Result<(CtlConn, Vec<SentinelReplica>), String> {
+async fn ask_replicas(pool: &PoolRt, name: &[u8]) -> Result<(Link, Vec<SentinelReplica>), String> {
     let mut last_err = String::from("no sentinel answered");
     for s in &pool.conf.sentinels {
         let Some(mut c) = crate::ha::sentinel::connect(pool, s, Duration::from_secs(1)).await
@@ -388,7 +385,7 @@ async fn prepare_sentinel(
     shard: usize,
     view: &ShardView,
     target: Option<&str>,
-) -> Result<(CtlConn, Arc<NodeRt>, Arc<NodeRt>), String> {
+) -> Result<(Link, Arc<NodeRt>, Arc<NodeRt>), String> {
     let rt = &pool.shards[shard];
     let name = rt.name.as_bytes();
     let old = view
@@ -449,7 +446,7 @@ async fn prepare_sentinel(
 /// replica accepted the new configuration. (Acting on the `promoted` flag earlier is unsafe:
 /// until Sentinel names the replica, the follower keeps the old primary, so writes would go
 /// back to it and be lost when Sentinel demotes it.)
-async fn sentinel_choice(leader: &mut CtlConn, name: &[u8], old: &NodeRt) -> Option<ServerAddr> {
+async fn sentinel_choice(leader: &mut Link, name: &[u8], old: &NodeRt) -> Option<ServerAddr> {
     let named = leader
         .call(
             &[&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name]],
@@ -471,7 +468,7 @@ async fn sentinel_choice(leader: &mut CtlConn, name: &[u8], old: &NodeRt) -> Opt
 async fn promote_with_sentinel(
     pool: &Arc<PoolRt>,
     shard: usize,
-    mut leader: CtlConn,
+    mut leader: Link,
     old: &Arc<NodeRt>,
 ) -> Result<Arc<NodeRt>, String> {
     let rt = &pool.shards[shard];

@@ -18,7 +18,7 @@ use resp::{Request, RequestDecoder};
 use crate::io::{flush, release_if_idle, ReadBuf, Ready, Stream};
 use crate::observe::stats::PoolStat;
 use crate::reply::pending::{Broken, Pending};
-use crate::session::dispatch::Ctx;
+use crate::session::dispatch::Session;
 use crate::topology::Mode;
 use crate::upstream::pool::WorkerPool;
 use crate::upstream::worker::Worker;
@@ -43,7 +43,7 @@ pub async fn serve(
     worker.stats.curr_connections.add(1);
     worker.stats.total_connections.add(1);
     let pending = Rc::new(Pending::default());
-    let mut ctx = Ctx::new(
+    let mut ctx = Session::new(
         Rc::clone(&worker),
         Rc::clone(&pool),
         Rc::clone(&pending),
@@ -75,7 +75,7 @@ pub async fn serve(
     }
 }
 
-async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
+async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
     let limits = ctx.pool.rt.conf.limits;
     let mut dec = RequestDecoder::new(ctx.decoder_limits());
     let mut rbuf = ReadBuf::default();
@@ -219,7 +219,11 @@ fn closing_log(client: u64, why: Broken, hard: u64) {
 
 /// Count the requests whose replies left the reply queue since the last call, with their
 /// latency (one clock read per call, not per request).
-fn record_latency(stats: &crate::observe::stats::WorkerStats, ctx: &mut Ctx, outstanding: usize) {
+fn record_latency(
+    stats: &crate::observe::stats::WorkerStats,
+    ctx: &mut Session,
+    outstanding: usize,
+) {
     let done = ctx.timing.len().saturating_sub(outstanding);
     if done == 0 {
         return;
@@ -266,7 +270,7 @@ fn record_latency(stats: &crate::observe::stats::WorkerStats, ctx: &mut Ctx, out
 }
 
 /// Put a slow request in the SLOWLOG (rare: only then is the node's name looked up).
-fn slow(ctx: &Ctx, t: &crate::session::dispatch::Timed, us: u64, args: Vec<Vec<u8>>) {
+fn slow(ctx: &Session, t: &crate::session::dispatch::Timed, us: u64, args: Vec<Vec<u8>>) {
     let node = match t.node {
         0 => String::new(),
         u64::MAX => "several".to_string(),
@@ -318,7 +322,7 @@ fn local_addr(stream: &Stream, pool: &WorkerPool) -> String {
 /// Read once and dispatch what is complete. Returns false on end of stream.
 fn read(
     worker: &Worker,
-    ctx: &mut Ctx,
+    ctx: &mut Session,
     dec: &mut RequestDecoder,
     rbuf: &mut ReadBuf,
     stream: &Stream,
@@ -356,7 +360,7 @@ fn read(
 /// Whether `CLIENT PAUSE` holds this request (and every later one): it stays unparsed in the
 /// session's buffer and the session waits ([`crate::session::pause::wait`]).
 #[inline]
-fn held_by_pause(ctx: &mut Ctx, argv: &[&[u8]]) -> bool {
+fn held_by_pause(ctx: &mut Session, argv: &[&[u8]]) -> bool {
     let pool = ctx.pool.rt.index;
     if !crate::session::pause::active(pool) || argv.is_empty() {
         return false;
@@ -366,7 +370,7 @@ fn held_by_pause(ctx: &mut Ctx, argv: &[&[u8]]) -> bool {
 }
 
 /// Dispatch every complete request at the front of `buf`; returns the bytes consumed.
-fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
+fn dispatch(ctx: &mut Session, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
     let mut off = 0;
     let mut argv: Vec<&[u8]> = Vec::new();
     ctx.begin_batch();

@@ -40,14 +40,14 @@ pub struct Timed {
     pub start: Instant,
     /// The node it went to (0: answered here; `u64::MAX`: several).
     pub node: u64,
-    /// Bytes of its arguments at the front of [`Ctx::slow_args`] (0 when the slow log is off).
+    /// Bytes of its arguments at the front of [`Session::slow_args`] (0 when the slow log is off).
     pub args_len: u32,
     /// The shard of `node` (when `node` is one node), as an index into the pool's shards.
     pub shard: u32,
 }
 
-/// The per-session state the dispatcher needs.
-pub struct Ctx {
+/// One client session: its state and what the dispatcher needs to route its requests.
+pub struct Session {
     /// The worker.
     pub worker: Rc<Worker>,
     /// The pool the client connected to.
@@ -85,12 +85,12 @@ pub struct Ctx {
     txn: Option<Transaction>,
 }
 
-impl Ctx {
+impl Session {
     /// State for a new session.
     pub fn new(worker: Rc<Worker>, pool: Rc<WorkerPool>, pending: Rc<Pending>, id: u64) -> Self {
         let authed = pool.rt.conf.redis_auth.is_none();
         let generation = worker.generation();
-        Ctx {
+        Session {
             client: ClientState {
                 id,
                 authed,
@@ -467,7 +467,7 @@ impl Ctx {
         self.send_sink(shard, Sink::new(&self.pending, seq, part), bytes);
     }
 
-    /// Queue `bytes` for `shard`, the reply going to `sink` (see [`Ctx::send_bytes`]).
+    /// Queue `bytes` for `shard`, the reply going to `sink` (see [`Session::send_bytes`]).
     fn send_sink(&mut self, shard: usize, sink: Sink, bytes: &[u8]) {
         let ryw = self.pool.rt.conf.read_your_writes;
         let access = if self.write {

@@ -12,7 +12,7 @@ use crate::reply::merge::Merger;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::ha::link::{CtlConn, Val};
+use crate::ha::link::{Link, Val};
 use crate::handshake::Handshake;
 use crate::reply::pending::Pending;
 use crate::text::sanitize;
@@ -624,7 +624,7 @@ async fn kill_on(
     command: &[Vec<u8>],
     limit: std::time::Duration,
 ) -> std::io::Result<Option<Val>> {
-    let mut c = CtlConn::open(addr, handshake, limit)
+    let mut c = Link::open(addr, handshake, limit)
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let argv: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();

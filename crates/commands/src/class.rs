@@ -1,4 +1,4 @@
-//! rampart's routing class for every command: the one hand-written part of the table.
+//! rampart's routing class for every command (`Route`): the one hand-written part of the table.
 //!
 //! The generated table calls [`of`] for each entry at compile time. The decision is made from
 //! Redis' own flags, with the exceptions listed by name in [`EXCEPTIONS`]:
