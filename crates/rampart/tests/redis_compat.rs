@@ -505,7 +505,16 @@ fn info_has_the_fields_clients_read() {
     for i in 0..5 {
         assert_eq!(c.cmd(&["GET", &format!("k{i}")]), Reply::bulk("v"));
     }
+    // Two INCRs of a value that is not a number: both fail on the server.
+    for _ in 0..2 {
+        assert!(matches!(c.cmd(&["INCR", "k0"]), Reply::Error(_)));
+    }
     let stats = info(&mut c, "commandstats");
+    let incr = &stats["cmdstat_incr"];
+    assert!(
+        incr.starts_with("calls=2,") && incr.ends_with(",failed_calls=2"),
+        "failed calls are counted as Redis does: {incr}"
+    );
     for (name, calls) in [("set", 7), ("get", 5)] {
         let line = &stats[&format!("cmdstat_{name}")];
         let fields: std::collections::HashMap<&str, &str> = line
@@ -513,6 +522,7 @@ fn info_has_the_fields_clients_read() {
             .filter_map(|kv| kv.split_once('='))
             .collect();
         assert_eq!(fields["calls"], calls.to_string(), "{line}");
+        assert_eq!(fields["failed_calls"], "0", "{line}");
         let usec: f64 = fields["usec"].parse().unwrap_or(-1.0);
         let per: f64 = fields["usec_per_call"].parse().unwrap_or(-1.0);
         assert!(

@@ -112,6 +112,8 @@ pub struct PoolJson {
 pub struct CommandJson {
     name: &'static str,
     calls: i64,
+    /// Of those, answered with an error reply.
+    errors: i64,
     sum_us: i64,
     /// Per bucket of `latency_buckets_us`, not cumulative.
     buckets: Vec<i64>,
@@ -237,11 +239,12 @@ pub async fn topology(State(st): St) -> Json<Topology> {
         commands: m
             .commands()
             .into_iter()
-            .map(|(name, calls, sum_us, buckets)| CommandJson {
+            .map(|(name, t)| CommandJson {
                 name,
-                calls,
-                sum_us,
-                buckets,
+                calls: t.calls,
+                errors: t.errors,
+                sum_us: t.sum_us,
+                buckets: t.buckets.to_vec(),
             })
             .collect(),
         ready: snap.ready(),

@@ -83,6 +83,7 @@ families! {
     NODE_QUEUED_BYTES = ("rampart_node_queued_bytes", "gauge", "Bytes of requests waiting at the node, by state as rampart_node_queued_requests.");
     EVENTS = ("rampart_events_total", "counter", "Operator events recorded since the start (node up/down/ejected, maintenance, failover, switchover, reload), by kind.");
     COMMAND_CALLS = ("rampart_command_calls_total", "counter", "Requests answered, by command.");
+    COMMAND_ERRORS = ("rampart_command_errors_total", "counter", "Requests answered with an error reply, by command.");
     COMMAND_DURATION = ("rampart_command_duration_seconds", "histogram", "Time from reading a request to writing its reply, by command.");
 }
 
@@ -368,16 +369,20 @@ fn events(o: &mut Out) {
 fn commands(o: &mut Out, shared: &Shared) {
     let cmds = shared.metrics.commands();
     o.head(&COMMAND_CALLS);
-    for (name, calls, _, _) in &cmds {
-        o.sample(COMMAND_CALLS.name, &[("command", name)], *calls as f64);
+    for (name, t) in &cmds {
+        o.sample(COMMAND_CALLS.name, &[("command", name)], t.calls as f64);
+    }
+    o.head(&COMMAND_ERRORS);
+    for (name, t) in &cmds {
+        o.sample(COMMAND_ERRORS.name, &[("command", name)], t.errors as f64);
     }
     o.head(&COMMAND_DURATION);
     let bucket = format!("{}_bucket", COMMAND_DURATION.name);
     let sum = format!("{}_sum", COMMAND_DURATION.name);
     let count = format!("{}_count", COMMAND_DURATION.name);
-    for (name, calls, sum_us, buckets) in &cmds {
+    for (name, t) in &cmds {
         let mut cumulative = 0i64;
-        for (i, n) in buckets.iter().enumerate() {
+        for (i, n) in t.buckets.iter().enumerate() {
             cumulative += n;
             let le = match LATENCY_BUCKETS_US.get(i) {
                 Some(&u) if u != u64::MAX => fmt_value(u as f64 / 1e6),
@@ -389,8 +394,8 @@ fn commands(o: &mut Out, shared: &Shared) {
                 cumulative as f64,
             );
         }
-        o.sample(&sum, &[("command", name)], *sum_us as f64 / 1e6);
-        o.sample(&count, &[("command", name)], *calls as f64);
+        o.sample(&sum, &[("command", name)], t.sum_us as f64 / 1e6);
+        o.sample(&count, &[("command", name)], t.calls as f64);
     }
 }
 

@@ -279,33 +279,14 @@ impl Metrics {
             .map(|w| w.pools[pool].pool(s).get())
             .sum()
     }
-    /// Per command with at least one call: name, calls, latency sum (µs) and bucket counts
-    /// (not cumulative), summed over the workers.
-    pub fn commands(&self) -> Vec<(&'static str, i64, i64, Vec<i64>)> {
+    /// Per command with at least one call: its name and its [`Totals`] (calls, error
+    /// replies, latency sum in µs, bucket counts not cumulative), summed over the workers.
+    pub fn commands(&self) -> Vec<(&'static str, Totals)> {
         let n = rampart_commands::all().len() + 1;
         (0..n)
             .filter_map(|i| {
-                let calls: i64 = self
-                    .workers
-                    .iter()
-                    .map(|w| w.by_command[i].calls.get())
-                    .sum();
-                (calls > 0).then(|| {
-                    let sum = self
-                        .workers
-                        .iter()
-                        .map(|w| w.by_command[i].sum_us.get())
-                        .sum();
-                    let buckets = (0..LATENCY_BUCKETS_US.len())
-                        .map(|b| {
-                            self.workers
-                                .iter()
-                                .map(|w| w.by_command[i].buckets[b].get())
-                                .sum()
-                        })
-                        .collect();
-                    (command_name(i), calls, sum, buckets)
-                })
+                let t = Totals::of(self.workers.iter().map(|w| &w.by_command[i]));
+                (t.calls > 0).then(|| (command_name(i), t))
             })
             .collect()
     }

@@ -512,14 +512,16 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     }
     if all || want.iter().any(|w| w == "commandstats") {
         t.push_str("# Commandstats\r\n");
-        for (name, calls, usec, _) in m.commands() {
+        for (name, tot) in m.commands() {
+            let (calls, usec) = (tot.calls, tot.sum_us);
             if rampart_commands::lookup(name.as_bytes()).is_none() {
                 continue;
             }
             let _ = write!(
                 t,
-                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={:.2}\r\n",
-                usec as f64 / calls.max(1) as f64
+                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={:.2},failed_calls={}\r\n",
+                usec as f64 / calls.max(1) as f64,
+                tot.errors
             );
         }
         t.push_str("\r\n");
