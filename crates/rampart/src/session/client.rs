@@ -52,6 +52,7 @@ pub async fn serve(
     ctx.client.local = local;
     ctx.client.addr = peer(&stream, &pool);
     let end = run(&worker, &mut ctx, &stream).await;
+    ctx.blocked.leave("the client left");
     pending.close();
     let cells = &worker.stats.pools[pidx];
     cells.pool(PoolStat::ClientConnections).add(-1);
@@ -102,9 +103,11 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                 End::Eof
             };
         }
+        // A blocked client is still read (its requests wait in the buffer, bounded by
+        // client_input_max), so its leaving is seen at once.
         let can_read = !ctx.client.closing
             && !eof
-            && ctx.can_dispatch()
+            && (ctx.can_dispatch() || ctx.blocked.is_running())
             && (pending.held() as u64) < limits.client_output_soft;
         tokio::select! {
             biased;
@@ -121,7 +124,12 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                 let Ok(mut ready) = r else { return End::Err };
                 match read(worker, ctx, &mut dec, &mut rbuf, stream, &mut ready) {
                     Ok(true) => {}
-                    Ok(false) => eof = true,
+                    Ok(false) => {
+                        // As Redis does, a client that closes its side while blocked is gone:
+                        // its blocked command ends and its connection closes.
+                        eof = true;
+                        ctx.blocked.leave("the client left");
+                    }
                     Err(_) => return End::Err,
                 }
                 if rbuf.len() > limits.client_input_max as usize {
@@ -131,7 +139,10 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Ctx, stream: &Stream) -> End {
                     rbuf = ReadBuf::default();
                 }
             }
-            _ = &mut cancelled, if !ctx.client.closing => ctx.client.closing = true,
+            _ = &mut cancelled, if !ctx.client.closing => {
+                ctx.client.closing = true;
+                ctx.blocked.leave("rampart is shutting down");
+            }
         }
     }
 }
@@ -285,15 +296,16 @@ fn dispatch(ctx: &mut Ctx, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
             Ok(Some(Request::Multibulk { len, args })) => {
                 argv.clear();
                 argv.extend(args.iter().map(|r| &buf[off + r.start..off + r.end]));
-                if !argv.is_empty() {
-                    ctx.handle(&argv, Some(&buf[off..off + len]));
+                if !argv.is_empty() && !ctx.handle(&argv, Some(&buf[off..off + len])) {
+                    // A blocking command waits for the earlier replies.
+                    break;
                 }
                 off += len;
             }
             Ok(Some(Request::Inline { len, args })) => {
                 let inline: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-                if !inline.is_empty() {
-                    ctx.handle(&inline, None);
+                if !inline.is_empty() && !ctx.handle(&inline, None) {
+                    break;
                 }
                 off += len;
             }

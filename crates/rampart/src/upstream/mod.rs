@@ -4,12 +4,15 @@
 //!   through which a connection gives back a request to retry (a read to send elsewhere, a
 //!   write refused with READONLY) instead of calling the router.
 //! - [`backend`]: one pipelined connection from a worker to a node: deadlines, back-off.
+//! - [`dedicated`]: connections a session borrows for itself (blocking commands), bounded
+//!   per pool and worker, reused only after a complete reply.
 //! - [`hold`]: writes waiting while a shard has no primary.
 //! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
 //! - [`route`]: which node serves a request; drains retries and releases held writes.
 //! - [`worker`]: one worker thread's pools, rebuilt after a reload.
 
 pub mod backend;
+pub mod dedicated;
 pub mod hold;
 pub mod pool;
 pub mod route;
