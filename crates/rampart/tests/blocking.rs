@@ -4,6 +4,10 @@
 //! nothing.
 
 mod common;
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
 
 use std::time::{Duration, Instant};
 
@@ -266,4 +270,53 @@ fn a_blocked_command_whose_node_dies_gets_an_error() {
     wait_until(Duration::from_secs(10), "server back", || {
         a.cmd(&["BLPOP", "q", "0.1"]) == Reply::Array(None)
     });
+}
+
+#[test]
+fn a_failover_ends_blocked_commands_with_an_error_and_the_next_goes_to_the_new_primary() {
+    let s = ha::SentinelSetup::start("");
+    let mut a = Client::connect(&s.proxy.addr());
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "BLPOP blocked on the primary",
+        || s.primary.info("clients").contains("blocked_clients:1"),
+    );
+    let since = Instant::now();
+    let mut sentinel = Client::connect(&s.sentinels[0].addr());
+    assert_eq!(
+        sentinel.cmd(&["SENTINEL", "FAILOVER", ha::MASTER]),
+        Reply::ok()
+    );
+    let (_, port) = s.wait_switch(since, Duration::from_secs(20));
+    a.set_read_timeout(Some(Duration::from_secs(20)));
+    // One error, never a silent resend to the new primary.
+    let r = a.read_reply().unwrap();
+    println!("the blocked BLPOP got {r:?}");
+    assert!(r.is_error(), "blocked BLPOP after the failover: {r:?}");
+    let new = format!("127.0.0.1:{port}");
+    wait_until(
+        Duration::from_secs(10),
+        "rampart routes to the new primary",
+        || {
+            s.proxy
+                .node(&new)
+                .is_some_and(|n| n.role == "primary" && n.routable())
+        },
+    );
+    let mut b = Client::connect(&s.proxy.addr());
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "BLPOP blocked on the new primary",
+        || {
+            s.node_on(port)
+                .info("clients")
+                .contains("blocked_clients:1")
+        },
+    );
+    assert_eq!(b.cmd(&["RPUSH", "q", "after"]), Reply::Int(1));
+    assert_eq!(a.read_reply().unwrap(), Reply::bulks(["q", "after"]));
 }
