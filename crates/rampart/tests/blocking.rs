@@ -320,3 +320,39 @@ fn a_failover_ends_blocked_commands_with_an_error_and_the_next_goes_to_the_new_p
     assert_eq!(b.cmd(&["RPUSH", "q", "after"]), Reply::Int(1));
     assert_eq!(a.read_reply().unwrap(), Reply::bulks(["q", "after"]));
 }
+
+/// `connected_clients` of backend `i` (the asking connection included).
+fn connected(env: &common::Env, i: usize) -> i64 {
+    let info = env.redis[i].info("clients");
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_connection_is_reused_after_a_complete_reply_and_a_dead_one_is_replaced() {
+    let env = Setup::new(1).workers(1).start();
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+    let before = connected(&env, 0);
+    for _ in 0..5 {
+        assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+    }
+    assert_eq!(
+        connected(&env, 0),
+        before,
+        "one idle connection serves them all"
+    );
+    // The server closes every connection: the idle one is not reused, a new one serves.
+    let mut direct = env.backend(0);
+    assert!(matches!(
+        direct.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]),
+        Reply::Int(n) if n >= 2
+    ));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+    assert_eq!(c.cmd(&["RPUSH", "q", "a"]), Reply::Int(1));
+    assert_eq!(c.cmd(&["BLPOP", "q", "0"]), Reply::bulks(["q", "a"]));
+}

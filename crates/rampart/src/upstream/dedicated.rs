@@ -40,8 +40,9 @@ use crate::topology::PoolRt;
 pub const KEEP_IDLE: usize = 16;
 /// How long an idle dedicated connection is kept before it is closed.
 pub const IDLE_TIME: Duration = Duration::from_secs(30);
-/// Read buffer capacity a connection keeps between replies.
-const KEEP_BUF: usize = 16 * 1024;
+/// Read buffer capacity a connection keeps between replies: none, since a dedicated connection
+/// spends its time waiting (a blocked command holds no buffer until its reply arrives).
+const KEEP_BUF: usize = 0;
 
 /// Why a dedicated connection could not serve a request.
 #[derive(Debug, thiserror::Error)]
