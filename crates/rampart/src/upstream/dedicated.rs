@@ -40,6 +40,10 @@ use crate::topology::PoolRt;
 pub const KEEP_IDLE: usize = 16;
 /// How long an idle dedicated connection is kept before it is closed.
 pub const IDLE_TIME: Duration = Duration::from_secs(30);
+/// Connects (with their handshake) one pool's dedicated connections run at once per worker; the
+/// others wait their turn. A crowd of clients blocking at once would otherwise overflow the
+/// server's accept queue, and a dropped SYN is retried only after 1 s, past the pool timeout.
+pub const MAX_CONNECTING: usize = 32;
 /// Read buffer capacity a connection keeps between replies: none, since a dedicated connection
 /// spends its time waiting (a blocked command holds no buffer until its reply arrives).
 const KEEP_BUF: usize = 0;
@@ -67,7 +71,6 @@ pub enum DedicatedError {
 }
 
 /// One pool's dedicated connections on one worker: how many are open, and the idle ones.
-#[derive(Default)]
 pub struct Dedicated {
     /// Connections leased or idle.
     open: Cell<usize>,
@@ -75,6 +78,19 @@ pub struct Dedicated {
     idle: RefCell<VecDeque<Idle>>,
     /// The task that closes expired idle connections runs.
     sweeping: Cell<bool>,
+    /// Turns to connect (see [`MAX_CONNECTING`]).
+    connecting: tokio::sync::Semaphore,
+}
+
+impl Default for Dedicated {
+    fn default() -> Self {
+        Dedicated {
+            open: Cell::new(0),
+            idle: RefCell::new(VecDeque::new()),
+            sweeping: Cell::new(false),
+            connecting: tokio::sync::Semaphore::new(MAX_CONNECTING),
+        }
+    }
 }
 
 struct Idle {
@@ -314,6 +330,9 @@ impl Lease {
             return Ok(());
         }
         let label = self.node.label.clone();
+        let home = Rc::clone(&self.home);
+        // The semaphore is never closed; a turn is taken for the connect and handshake only.
+        let _turn = home.connecting.acquire().await.ok();
         let pool = Arc::clone(&self.pool);
         let limit = Instant::now() + pool.timeout();
         let mut closer = self.node.close_watch();
@@ -345,23 +364,35 @@ impl Lease {
             rbuf: ReadBuf::default(),
             dec: decoder(),
         };
+        // The handshake, then a PING: the turn to connect is held until the server has taken
+        // the connection and answered on it, so a crowd of new connections never waits in its
+        // accept queue.
         let cmds = pool.handshake.commands();
-        if !cmds.is_empty() {
-            let mut all = BytesMut::new();
-            for c in cmds {
-                all.extend_from_slice(c);
-            }
-            write_all(&conn.stream, &all)
-                .await
-                .map_err(|e| DedicatedError::Failed(label.clone(), e.to_string()))?;
-            for step in 0..cmds.len() {
-                let reply = read_reply(&mut conn, Some(limit)).await?;
-                pool.handshake
-                    .check_raw(step, &reply)
-                    .map_err(|e: HandshakeError| {
-                        DedicatedError::Failed(label.clone(), e.to_string())
-                    })?;
-            }
+        let mut all = BytesMut::new();
+        for c in cmds {
+            all.extend_from_slice(c);
+        }
+        all.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        write_all(&conn.stream, &all)
+            .await
+            .map_err(|e| DedicatedError::Failed(label.clone(), e.to_string()))?;
+        for step in 0..cmds.len() {
+            let reply = read_reply(&mut conn, Some(limit)).await?;
+            pool.handshake
+                .check_raw(step, &reply)
+                .map_err(|e: HandshakeError| {
+                    DedicatedError::Failed(label.clone(), e.to_string())
+                })?;
+        }
+        let pong = read_reply(&mut conn, Some(limit)).await?;
+        if pong != b"+PONG\r\n" {
+            let why = String::from_utf8_lossy(&pong[..pong.len().min(128)])
+                .trim_end()
+                .to_string();
+            return Err(DedicatedError::Failed(
+                label,
+                format!("unexpected reply to PING: {why}"),
+            ));
         }
         self.conn = Some(conn);
         Ok(())
