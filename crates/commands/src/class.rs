@@ -143,7 +143,7 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     (
         "wait",
         Route::Unsupported(
-            "WAIT blocks the connection until replicas acknowledge, which the proxy does not support yet",
+            "WAIT counts the replicas that acknowledged the writes of its own server connection; through rampart a client's writes share server connections with other clients' and may span shards, so that count would not be about this client's writes",
         ),
     ),
     ("move", Route::Unsupported(DATABASES)),

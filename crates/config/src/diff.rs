@@ -179,6 +179,12 @@ impl Pool {
             u32::to_string,
         );
         c.field(
+            "max_dedicated_connections",
+            &o.max_dedicated_connections,
+            &n.max_dedicated_connections,
+            u32::to_string,
+        );
+        c.field(
             "auto_eject_hosts",
             &o.auto_eject_hosts,
             &n.auto_eject_hosts,

@@ -31,6 +31,7 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "client_output_soft",
     "client_output_hard",
     "max_inflight_per_client",
+    "max_dedicated_connections",
     // High availability (see `shards` and `ha_keys`).
     "shards",
     "primary",

@@ -89,6 +89,10 @@ pub struct Pool {
     pub redis_db: u32,
     /// Connections per server, at least 1.
     pub server_connections: u32,
+    /// Most dedicated backend connections (blocking commands) one worker opens for this
+    /// pool, over all its nodes, in use or idle (1 to 1,000,000; default 1,024). Over it a
+    /// blocking command gets an error naming this setting.
+    pub max_dedicated_connections: u32,
     /// Take a server out of the ring after `server_failure_limit` consecutive failures.
     pub auto_eject_hosts: bool,
     /// How long an ejected server stays out before it is tried again.
@@ -217,6 +221,8 @@ pub mod defaults {
     pub const REDIS_DB: u32 = 0;
     /// `server_connections`.
     pub const SERVER_CONNECTIONS: u32 = 1;
+    /// `max_dedicated_connections`: per pool and worker.
+    pub const MAX_DEDICATED_CONNECTIONS: u32 = 1024;
     /// `auto_eject_hosts`.
     pub const AUTO_EJECT_HOSTS: bool = false;
     /// `server_retry_timeout`: 30 s.

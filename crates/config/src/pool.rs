@@ -161,6 +161,9 @@ impl Fields<'_> {
             server_connections: self
                 .number(get, "server_connections", 1, 65_535)?
                 .map_or(defaults::SERVER_CONNECTIONS, narrow),
+            max_dedicated_connections: self
+                .number(get, "max_dedicated_connections", 1, 1_000_000)?
+                .map_or(defaults::MAX_DEDICATED_CONNECTIONS, narrow),
             auto_eject_hosts: self.flag(get, "auto_eject_hosts", defaults::AUTO_EJECT_HOSTS)?,
             server_retry_timeout: self
                 .duration(get, "server_retry_timeout")?

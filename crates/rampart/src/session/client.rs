@@ -61,6 +61,7 @@ pub async fn serve(
     );
     ctx.client.entry = Some(Arc::clone(registered.entry()));
     let end = run(&worker, &mut ctx, &stream).await;
+    ctx.blocked.leave("the client left");
     drop(registered);
     if ctx.client.monitoring {
         crate::observe::monitor::prune();
@@ -135,10 +136,12 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
             };
         }
         let held = ctx.client.held;
+        // A blocked client is still read (its requests wait in the buffer, bounded by
+        // client_input_max), so its leaving is seen at once.
         let can_read = !ctx.client.closing
             && !eof
             && held.is_none()
-            && ctx.can_dispatch()
+            && (ctx.can_dispatch() || ctx.blocked.is_running())
             && (pending.held() as u64) < limits.client_output_soft;
         // MONITOR lines go between replies, never among them.
         let watching = monitor.is_some()
@@ -159,7 +162,12 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
                 let Ok(mut ready) = r else { return End::Err };
                 match read(worker, ctx, &mut dec, &mut rbuf, stream, &mut ready) {
                     Ok(true) => {}
-                    Ok(false) => eof = true,
+                    Ok(false) => {
+                        // As Redis does, a client that closes its side while blocked is gone:
+                        // its blocked command ends and its connection closes.
+                        eof = true;
+                        ctx.blocked.leave("the client left");
+                    }
                     Err(_) => return End::Err,
                 }
                 if rbuf.len() > limits.client_input_max as usize {
@@ -169,7 +177,10 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
                     rbuf = ReadBuf::default();
                 }
             }
-            _ = &mut cancelled, if !ctx.client.closing => ctx.client.closing = true,
+            _ = &mut cancelled, if !ctx.client.closing => {
+                ctx.client.closing = true;
+                ctx.blocked.leave("rampart is shutting down");
+            }
             _ = &mut kill => return End::Eof,
             _ = crate::session::pause::wait(ctx.pool.rt.index, held.unwrap_or_else(std::time::Instant::now)), if held.is_some() => {
                 ctx.client.held = None;
@@ -384,8 +395,9 @@ fn dispatch(ctx: &mut Session, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
                 if held_by_pause(ctx, &argv) {
                     break;
                 }
-                if !argv.is_empty() {
-                    ctx.handle(&argv, Some(&buf[off..off + len]));
+                if !argv.is_empty() && !ctx.handle(&argv, Some(&buf[off..off + len])) {
+                    // A blocking command waits for the earlier replies.
+                    break;
                 }
                 off += len;
             }
@@ -394,8 +406,8 @@ fn dispatch(ctx: &mut Session, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
                 if held_by_pause(ctx, &inline) {
                     break;
                 }
-                if !inline.is_empty() {
-                    ctx.handle(&inline, None);
+                if !inline.is_empty() && !ctx.handle(&inline, None) {
+                    break;
                 }
                 off += len;
             }

@@ -9,13 +9,14 @@
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use rampart_commands::{Blocking, Command, Flags, Merge, Route};
+use rampart_commands::{Command, Flags, Merge, Route};
 use resp::encode;
 use tokio::time::Instant;
 
 use crate::observe::stats::PoolStat;
 use crate::reply::merge::{scan_cursor_split, Merger};
 use crate::reply::pending::Pending;
+use crate::session::blocking::{self, BlockFor, Blocked};
 use crate::session::local::{self, Answer, ClientState, Local};
 use crate::session::transaction::{self, Transaction};
 use crate::text::sanitize;
@@ -58,6 +59,8 @@ pub struct Session {
     pub client: ClientState,
     /// The session ends because of an error (counted as `client_err`).
     pub errored: bool,
+    /// The session's blocking command in progress (see `session::blocking`).
+    pub blocked: Rc<Blocked>,
     /// What the listener the client came through serves.
     pub mode: Mode,
     /// The configuration generation of `pool`.
@@ -110,6 +113,7 @@ impl Session {
             pool,
             pending,
             errored: false,
+            blocked: Rc::default(),
             mode: Mode::All,
             generation,
             last_node: 0,
@@ -140,9 +144,11 @@ impl Session {
         }
     }
 
-    /// Whether another request may be accepted now (in-flight bound).
+    /// Whether another request may be accepted now (in-flight bound; nothing runs after a
+    /// blocking command until it is answered, as in Redis).
     pub fn can_dispatch(&self) -> bool {
         self.pending.outstanding() < self.pool.rt.conf.limits.max_inflight_per_client as usize
+            && !self.blocked.is_running()
     }
 
     /// Start of a batch of requests read together: they share one deadline.
@@ -205,10 +211,18 @@ impl Session {
     }
 
     /// Handle one request. `raw` is its RESP encoding when it arrived as RESP (it is forwarded
-    /// as is); inline requests are re-encoded.
-    pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) {
-        self.worker.stats.commands.add(1);
+    /// as is); inline requests are re-encoded. Returns false, doing nothing, for a blocking
+    /// command that must wait for the replies to the session's earlier requests (the caller
+    /// keeps it and offers it again once they are out).
+    pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) -> bool {
         let found = rampart_commands::lookup(argv[0]);
+        if let Some(c) = found {
+            if c.flags.contains(Flags::BLOCKING) && self.pending.outstanding() > 0 && c.blocks(argv)
+            {
+                return false;
+            }
+        }
+        self.worker.stats.commands.add(1);
         let args_len = if crate::observe::slowlog::is_enabled() {
             crate::observe::slowlog::keep(argv, &mut self.slow_args)
         } else {
@@ -249,6 +263,7 @@ impl Session {
             t.node = node;
             t.shard = self.last_shard;
         }
+        true
     }
 
     fn route(&mut self, found: Option<&'static Command>, argv: &[&[u8]], raw: Option<&[u8]>) {
@@ -311,12 +326,12 @@ impl Session {
             crate::observe::slowlog::command(argv, &mut out);
             return self.reply_raw(&out);
         }
-        if let Some(how) = cmd.blocking(argv) {
-            return self.reply_error(&blocking_error(cmd.name, how));
-        }
         self.write = !cmd.is_read();
         if self.mode == Mode::Reads && self.write && !matches!(cmd.route, Route::Local) {
             return self.reply_error(&self.reads_only(cmd));
+        }
+        if cmd.blocks(argv) {
+            return self.block(cmd, argv, raw);
         }
         match cmd.route {
             Route::Local => self.local(|l| local::answer(l, cmd, argv)),
@@ -665,6 +680,60 @@ impl Session {
         }
     }
 
+    /// A blocking call: on a dedicated connection to the primary of the shard of its keys
+    /// (see `session::blocking`).
+    fn block(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
+        if !self.find_keys(cmd, argv) || !self.map_keys(argv) {
+            return;
+        }
+        let Some(&shard) = self.shards.first() else {
+            return self.no_server();
+        };
+        if self.shards.iter().any(|&s| s != shard) {
+            return self.reply_error(CROSS_SHARD);
+        }
+        let rt = &self.pool.rt;
+        let view = rt.shards[shard].view();
+        let Some(node) = rt.shards[shard].write_target(&view).cloned() else {
+            let why = route::primary_down(rt, shard)
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default();
+            return self.reply_error(&format!(
+                "ERR rampart: shard '{}' has no primary available{why}",
+                rt.shards[shard].name
+            ));
+        };
+        let lease = match self.pool.dedicated.lease(rt, &node) {
+            Ok(l) => l,
+            Err(e) => return self.reply_error(&format!("ERR rampart: {e}")),
+        };
+        let deadline = match blocking::block_for(cmd.name, argv) {
+            BlockFor::Ever => None,
+            BlockFor::Up(d) => Some(Instant::now() + d + rt.timeout()),
+            BlockFor::Unknown => Some(Instant::now() + rt.timeout()),
+        };
+        let request = match raw {
+            Some(r) => r.to_vec(),
+            None => {
+                let mut b = BytesMut::new();
+                encode::command(&mut b, argv);
+                b.to_vec()
+            }
+        };
+        let seq = self.pending.push_waiting();
+        let sink = Sink::new(&self.pending, seq, 0);
+        blocking::start(&self.blocked);
+        tokio::task::spawn_local(blocking::run(
+            lease,
+            request,
+            sink,
+            deadline,
+            Rc::clone(&self.blocked),
+        ));
+        self.last_node = node.id;
+        self.last_shard = shard as u32;
+    }
+
     /// SCAN with one cursor that walks the shards in turn.
     fn scan(&mut self, argv: &[&[u8]]) {
         let shards = self.pool.rt.shards.len() as u64;
@@ -694,18 +763,6 @@ fn sub_position(cmd: &'static Command, argv: &[&[u8]]) -> Option<usize> {
     }
     let sub = rampart_commands::lookup_sub(cmd, argv.get(1)?)?;
     cmd.subcommands.iter().position(|s| std::ptr::eq(s, sub))
-}
-
-/// The reply to a call that would block the shared server connection.
-fn blocking_error(name: &str, how: Blocking) -> String {
-    match how {
-        Blocking::Always => format!(
-            "ERR rampart: '{name}' is a blocking command, which rampart does not support yet"
-        ),
-        Blocking::BlockOption => format!(
-            "ERR rampart: '{name}' with BLOCK is a blocking call, which rampart does not support yet; call it without BLOCK"
-        ),
-    }
 }
 
 /// Server parameters that CONFIG SET through the proxy may not change, because rampart's

@@ -1,9 +1,11 @@
 //! One client: the read loop and ordered write-back ([`client`]), what each request becomes
 //! ([`dispatch`]: a local answer, a forward by key, a split over shards, a broadcast), the
 //! commands rampart answers itself ([`local`]; those about the connection itself in
-//! [`conn`]), `CLIENT PAUSE` ([`pause`]), COMMAND's replies in RESP3 types ([`resp3`]), and a
-//! transaction queued between MULTI and EXEC ([`transaction`]).
+//! [`conn`]), `CLIENT PAUSE` ([`pause`]), COMMAND's replies in RESP3 types ([`resp3`]), a
+//! transaction queued between MULTI and EXEC ([`transaction`]), and blocking commands on
+//! connections of their own ([`blocking`]).
 
+pub mod blocking;
 pub mod client;
 pub mod conn;
 pub mod dispatch;

@@ -116,6 +116,13 @@ pub enum Failure {
         /// Why its primary is out, when its checks say so.
         cause: Option<PrimaryDown>,
     },
+    /// A dedicated connection (blocking commands) could not serve the request; it is never
+    /// sent again.
+    #[error("{0}")]
+    Dedicated(#[from] crate::upstream::dedicated::DedicatedError),
+    /// The session ended the request itself (its client left, rampart is shutting down).
+    #[error("{0}")]
+    Ended(&'static str),
     /// The server refused `MULTI` (an ACL that denies it to rampart's user, say), so it ran
     /// the transaction's commands one by one: they cannot be undone, and are never resent.
     #[error("server {node} refused MULTI, so it ran the transaction's commands one by one, not as a transaction")]
@@ -190,7 +197,7 @@ impl Failure {
     pub fn may_retry(&self) -> bool {
         match self {
             Failure::Connection { sent, .. } => !sent,
-            Failure::MultiRefused { .. } => false,
+            Failure::MultiRefused { .. } | Failure::Dedicated(_) | Failure::Ended(_) => false,
             Failure::Reloaded { cause } => cause.may_retry(),
             Failure::NoPrimary { .. }
             | Failure::NoReadNode { .. }

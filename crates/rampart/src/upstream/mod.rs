@@ -6,12 +6,15 @@
 //! - [`error`]: why a request could not be served ([`error::Failure`]), kept as a value until
 //!   its reply is written.
 //! - [`backend`]: one pipelined connection from a worker to a node: deadlines, back-off.
+//! - [`dedicated`]: connections a session borrows for itself (blocking commands), bounded
+//!   per pool and worker, reused only after a complete reply.
 //! - [`hold`]: writes waiting while a shard has no primary.
 //! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
 //! - [`route`]: which node serves a request; drains retries and releases held writes.
 //! - [`worker`]: one worker thread's pools, rebuilt after a reload.
 
 pub mod backend;
+pub mod dedicated;
 pub mod error;
 pub mod hold;
 pub mod pool;

@@ -10,6 +10,7 @@ use crate::observe::stats::WorkerStats;
 use crate::topology::node::NodeRt;
 use crate::topology::PoolRt;
 use crate::upstream::backend::Backend;
+use crate::upstream::dedicated::Dedicated;
 use crate::upstream::hold::Hold;
 use crate::upstream::sink::Retries;
 
@@ -52,6 +53,9 @@ pub struct WorkerPool {
     pub worker: usize,
     /// Requests this pool's connections gave back (drained by `route::drain_retries`).
     pub retries: Rc<Retries>,
+    /// Connections sessions borrow for themselves (blocking commands); a reload that keeps
+    /// the pool's connections keeps these too.
+    pub dedicated: Rc<Dedicated>,
     stats: Arc<WorkerStats>,
 }
 
@@ -79,6 +83,7 @@ impl WorkerPool {
             rt,
             worker,
             retries: Rc::default(),
+            dedicated: Rc::default(),
             stats,
         }
     }

@@ -76,12 +76,13 @@ impl Worker {
         let old = self.pools.take();
         let mut built = Vec::with_capacity(current.len());
         for p in current.iter() {
-            let wp = WorkerPool::new(Arc::clone(p), self.id, Arc::clone(&self.stats));
+            let mut wp = WorkerPool::new(Arc::clone(p), self.id, Arc::clone(&self.stats));
             // Connections move over only when they were opened the way this generation opens
             // them (same AUTH, database, keepalive, count); otherwise they finish what is
             // queued and close, and new ones open on first use.
             let same = |o: &&Rc<WorkerPool>| o.rt.conf.name == p.conf.name;
             if let Some(o) = old.iter().find(same).filter(|o| o.rt.same_connections(p)) {
+                wp.dedicated = Rc::clone(&o.dedicated);
                 for os in 0..o.shards.len() {
                     for resp3 in [false, true] {
                         for (node, conns) in o.take_conns(os, resp3) {

@@ -1,0 +1,474 @@
+//! Dedicated server connections: one client's command on a connection of its own.
+//!
+//! A blocking command (BLPOP, XREAD with BLOCK, ...) holds its server connection until data
+//! arrives, so it cannot ride a connection other clients share. A session borrows a
+//! [`Lease`] from its pool's [`Dedicated`] (one per pool per worker), sends on it, reads the
+//! replies in order and gives it back. The rules:
+//!
+//! - At most `max_dedicated_connections` connections per pool and worker, leased or idle
+//!   ([`DedicatedError::Full`] beyond, naming the setting); an idle one of another node is
+//!   closed to make room first.
+//! - A connection goes back to the idle list only after every reply it owes was read
+//!   completely ([`Lease::give_back`]); a lease dropped any other way closes its connection at
+//!   once, so a command still blocked in the server dies with it and can never take data for
+//!   nobody.
+//! - At most [`KEEP_IDLE`] idle connections per pool and worker are kept, each closed after
+//!   [`IDLE_TIME`] unused. An idle connection the server closed, or whose node was switched away
+//!   from ([`NodeRt::close_all`]), is never reused.
+//! - Every connection starts with the pool's handshake (AUTH, SELECT), like every other.
+//! - While a reply is awaited, a switch away from the node ([`NodeRt::close_all`]), the end of
+//!   the connection or the caller's deadline ends it with an error; nothing is sent again.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rampart_config::ServerAddr;
+use resp::ReplyDecoder;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::handshake::HandshakeError;
+use crate::io::{flush, ReadBuf, Stream};
+use crate::topology::node::NodeRt;
+use crate::topology::PoolRt;
+
+/// Idle dedicated connections kept per pool and worker for reuse; more are closed at once.
+pub const KEEP_IDLE: usize = 16;
+/// How long an idle dedicated connection is kept before it is closed.
+pub const IDLE_TIME: Duration = Duration::from_secs(30);
+/// Connects (with their handshake) one pool's dedicated connections run at once per worker; the
+/// others wait their turn. A crowd of clients blocking at once would otherwise overflow the
+/// server's accept queue, and a dropped SYN is retried only after 1 s, past the pool timeout.
+pub const MAX_CONNECTING: usize = 32;
+/// Read buffer capacity a connection keeps between replies: none, since a dedicated connection
+/// spends its time waiting (a blocked command holds no buffer until its reply arrives).
+const KEEP_BUF: usize = 0;
+
+/// Why a dedicated connection could not serve a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DedicatedError {
+    /// The pool's `max_dedicated_connections` are all in use on this worker.
+    #[error("pool '{pool}' has max_dedicated_connections ({max}) dedicated connections in use on this worker; raise max_dedicated_connections")]
+    Full {
+        /// The pool's name.
+        pool: String,
+        /// Its `max_dedicated_connections`.
+        max: u32,
+    },
+    /// The connection failed: connect, handshake, I/O, end of stream or a bad reply.
+    #[error("server {0}: {1}")]
+    Failed(String, String),
+    /// No complete reply before the deadline.
+    #[error("server {0}: timed out")]
+    Timeout(String),
+    /// The node was switched away from (failover, health check) while a reply was awaited.
+    #[error("server {0}: node switched away from (failover or health check)")]
+    Switched(String),
+}
+
+/// One pool's dedicated connections on one worker: how many are open, and the idle ones.
+pub struct Dedicated {
+    /// Connections leased or idle.
+    open: Cell<usize>,
+    /// Idle connections, oldest first.
+    idle: RefCell<VecDeque<Idle>>,
+    /// The task that closes expired idle connections runs.
+    sweeping: Cell<bool>,
+    /// Turns to connect (see [`MAX_CONNECTING`]).
+    connecting: tokio::sync::Semaphore,
+}
+
+impl Default for Dedicated {
+    fn default() -> Self {
+        Dedicated {
+            open: Cell::new(0),
+            idle: RefCell::new(VecDeque::new()),
+            sweeping: Cell::new(false),
+            connecting: tokio::sync::Semaphore::new(MAX_CONNECTING),
+        }
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// An open connection to one node, after its handshake.
+struct Conn {
+    stream: Stream,
+    node: Arc<NodeRt>,
+    closer: watch::Receiver<u64>,
+    rbuf: ReadBuf,
+    dec: ReplyDecoder,
+}
+
+impl Dedicated {
+    /// Connections leased or idle.
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
+
+    /// Idle connections.
+    pub fn idle(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    /// Borrow a connection to `node` of `pool`: an idle one to that node when there is one,
+    /// else a new one, opened on the first [`Lease::send`].
+    ///
+    /// # Errors
+    /// [`DedicatedError::Full`] when `max_dedicated_connections` are leased (idle ones of
+    /// other nodes are closed to make room first).
+    pub fn lease(
+        self: &Rc<Self>,
+        pool: &Arc<PoolRt>,
+        node: &Arc<NodeRt>,
+    ) -> Result<Lease, DedicatedError> {
+        let reuse = {
+            let mut idle = self.idle.borrow_mut();
+            idle.iter()
+                .rposition(|i| i.conn.node.id == node.id)
+                .and_then(|at| idle.remove(at))
+        };
+        if let Some(i) = reuse {
+            return Ok(self.lease_with(pool, node, Some(i.conn)));
+        }
+        let max = pool.conf.max_dedicated_connections.max(1) as usize;
+        if self.open.get() >= max {
+            // The oldest idle connection (to another node) makes room.
+            if self.idle.borrow_mut().pop_front().is_some() {
+                self.open.set(self.open.get() - 1);
+            }
+        }
+        if self.open.get() >= max {
+            return Err(DedicatedError::Full {
+                pool: pool.conf.name.clone(),
+                max: pool.conf.max_dedicated_connections,
+            });
+        }
+        self.open.set(self.open.get() + 1);
+        Ok(self.lease_with(pool, node, None))
+    }
+
+    fn lease_with(
+        self: &Rc<Self>,
+        pool: &Arc<PoolRt>,
+        node: &Arc<NodeRt>,
+        conn: Option<Conn>,
+    ) -> Lease {
+        Lease {
+            home: Rc::clone(self),
+            pool: Arc::clone(pool),
+            node: Arc::clone(node),
+            reused: conn.is_some(),
+            conn,
+            owed: 0,
+            returned: false,
+        }
+    }
+
+    /// Take back a connection that owes nothing.
+    fn put_idle(self: &Rc<Self>, conn: Conn) {
+        let mut idle = self.idle.borrow_mut();
+        idle.push_back(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        while idle.len() > KEEP_IDLE {
+            idle.pop_front();
+            self.open.set(self.open.get().saturating_sub(1));
+        }
+        drop(idle);
+        if !self.sweeping.replace(true) {
+            tokio::task::spawn_local(sweep(Rc::downgrade(self)));
+        }
+    }
+}
+
+/// Close idle connections as they expire; ends when none is left.
+async fn sweep(home: Weak<Dedicated>) {
+    loop {
+        let next = {
+            let Some(d) = home.upgrade() else { return };
+            let now = Instant::now();
+            let mut idle = d.idle.borrow_mut();
+            while idle.front().is_some_and(|i| i.since + IDLE_TIME <= now) {
+                idle.pop_front();
+                d.open.set(d.open.get().saturating_sub(1));
+            }
+            match idle.front() {
+                Some(i) => i.since + IDLE_TIME,
+                None => {
+                    d.sweeping.set(false);
+                    return;
+                }
+            }
+        };
+        sleep_until(next).await;
+    }
+}
+
+/// A dedicated connection borrowed by one session. Dropped without [`Lease::give_back`], it
+/// closes its connection at once.
+pub struct Lease {
+    home: Rc<Dedicated>,
+    pool: Arc<PoolRt>,
+    node: Arc<NodeRt>,
+    conn: Option<Conn>,
+    /// Requests sent whose replies were not read yet.
+    owed: usize,
+    /// `conn` came from the idle list and was not checked yet.
+    reused: bool,
+    /// `conn` went back to the idle list, which counts it.
+    returned: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.returned {
+            self.home.open.set(self.home.open.get().saturating_sub(1));
+        }
+    }
+}
+
+impl Lease {
+    /// The node this lease talks to.
+    pub fn node(&self) -> &Arc<NodeRt> {
+        &self.node
+    }
+
+    /// Send one request (its complete RESP encoding), connecting first if needed.
+    ///
+    /// # Errors
+    /// The connect, the handshake or the write failed, or the node was switched away from;
+    /// the connection is closed and the lease should be dropped.
+    pub async fn send(&mut self, request: &[u8]) -> Result<(), DedicatedError> {
+        if self.conn.is_none() || self.reused {
+            self.ensure().await?;
+        }
+        let label = self.node.label.clone();
+        let Some(c) = self.conn.as_mut() else {
+            return Err(DedicatedError::Failed(label, "not connected".into()));
+        };
+        let r = write_all(&c.stream, request).await;
+        if let Err(e) = r {
+            self.conn = None;
+            return Err(DedicatedError::Failed(label, e.to_string()));
+        }
+        self.owed += 1;
+        Ok(())
+    }
+
+    /// Read the next complete reply, waiting until `deadline` (`None`: for as long as it takes).
+    ///
+    /// # Errors
+    /// The deadline passed, the connection ended or sent a bad reply, or the node was switched
+    /// away from; the connection is closed and the lease should be dropped.
+    pub async fn reply(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>, DedicatedError> {
+        let label = self.node.label.clone();
+        let Some(c) = self.conn.as_mut() else {
+            return Err(DedicatedError::Failed(label, "not connected".into()));
+        };
+        match read_reply(c, deadline).await {
+            Ok(r) => {
+                self.owed = self.owed.saturating_sub(1);
+                Ok(r)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Send `request` and read its reply (see [`Lease::send`], [`Lease::reply`]).
+    ///
+    /// # Errors
+    /// As [`Lease::send`] and [`Lease::reply`].
+    pub async fn call(
+        &mut self,
+        request: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, DedicatedError> {
+        self.send(request).await?;
+        self.reply(deadline).await
+    }
+
+    /// Return the connection for reuse when it owes no reply and holds no stray bytes;
+    /// otherwise it is closed.
+    pub fn give_back(mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if self.owed == 0 && conn.rbuf.is_empty() && !conn.dec.is_partial() {
+            self.returned = true;
+            self.home.put_idle(conn);
+        }
+    }
+
+    /// A usable connection: an idle one still open to a node not switched away from, or a new
+    /// one after the pool's handshake.
+    async fn ensure(&mut self) -> Result<(), DedicatedError> {
+        if self.reused {
+            self.reused = false;
+            if let Some(c) = self.conn.as_mut() {
+                let switched = c.closer.has_changed().unwrap_or(true);
+                // Anything readable on an idle connection is its end (or bytes nobody asked
+                // for): either way it is not reused.
+                let stale = timeout(Duration::ZERO, c.stream.readable()).await.is_ok();
+                if switched || stale {
+                    self.conn = None;
+                }
+            }
+        }
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let label = self.node.label.clone();
+        let home = Rc::clone(&self.home);
+        // The semaphore is never closed; a turn is taken for the connect and handshake only.
+        let _turn = home.connecting.acquire().await.ok();
+        let pool = Arc::clone(&self.pool);
+        let limit = Instant::now() + pool.timeout();
+        let mut closer = self.node.close_watch();
+        closer.borrow_and_update();
+        let stream = match timeout(
+            pool.timeout(),
+            connect(&self.node.addr, pool.conf.tcpkeepalive),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(DedicatedError::Failed(
+                    label,
+                    format!("connect failed: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err(DedicatedError::Failed(
+                    label,
+                    "connect failed: timed out".into(),
+                ))
+            }
+        };
+        let mut conn = Conn {
+            stream,
+            node: Arc::clone(&self.node),
+            closer,
+            rbuf: ReadBuf::default(),
+            dec: decoder(),
+        };
+        // The handshake, then a PING: the turn to connect is held until the server has taken
+        // the connection and answered on it, so a crowd of new connections never waits in its
+        // accept queue.
+        let cmds = pool.handshake.commands();
+        let mut all = BytesMut::new();
+        for c in cmds {
+            all.extend_from_slice(c);
+        }
+        all.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        write_all(&conn.stream, &all)
+            .await
+            .map_err(|e| DedicatedError::Failed(label.clone(), e.to_string()))?;
+        for step in 0..cmds.len() {
+            let reply = read_reply(&mut conn, Some(limit)).await?;
+            pool.handshake
+                .check_raw(step, &reply)
+                .map_err(|e: HandshakeError| {
+                    DedicatedError::Failed(label.clone(), e.to_string())
+                })?;
+        }
+        let pong = read_reply(&mut conn, Some(limit)).await?;
+        if pong != b"+PONG\r\n" {
+            let why = String::from_utf8_lossy(&pong[..pong.len().min(128)])
+                .trim_end()
+                .to_string();
+            return Err(DedicatedError::Failed(
+                label,
+                format!("unexpected reply to PING: {why}"),
+            ));
+        }
+        self.conn = Some(conn);
+        Ok(())
+    }
+}
+
+fn decoder() -> ReplyDecoder {
+    // Replies have no size bound on the data path either; the client's output limit applies
+    // when the reply joins its queue.
+    ReplyDecoder::new(resp::Limits {
+        max_bulk: usize::MAX,
+        ..resp::Limits::default()
+    })
+}
+
+async fn connect(addr: &ServerAddr, keepalive: bool) -> std::io::Result<Stream> {
+    match addr {
+        ServerAddr::Tcp { host, port } => {
+            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            s.set_nodelay(true)?;
+            if keepalive {
+                socket2::SockRef::from(&s).set_keepalive(true)?;
+            }
+            Stream::tcp(s.into_std()?)
+        }
+        ServerAddr::Unix(path) => {
+            Stream::unix(tokio::net::UnixStream::connect(path).await?.into_std()?)
+        }
+    }
+}
+
+async fn write_all(stream: &Stream, bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = BytesMut::from(bytes);
+    while flush(stream, &mut out)? {
+        let mut ready = stream.writable().await?;
+        ready.clear();
+    }
+    Ok(())
+}
+
+/// Read one complete reply from `c`.
+async fn read_reply(c: &mut Conn, deadline: Option<Instant>) -> Result<Vec<u8>, DedicatedError> {
+    let label = c.node.label.clone();
+    let label = || label.clone();
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let timer = sleep_until(deadline.unwrap_or(far));
+    tokio::pin!(timer);
+    loop {
+        match c.dec.decode(c.rbuf.data()) {
+            Ok(Some(n)) => {
+                let reply = c.rbuf.data()[..n].to_vec();
+                c.rbuf.consume(n);
+                c.rbuf.shrink_if_idle(KEEP_BUF);
+                return Ok(reply);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(DedicatedError::Failed(
+                    label(),
+                    format!("unexpected reply: {e}"),
+                ))
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = c.closer.changed() => return Err(DedicatedError::Switched(label())),
+            r = c.stream.readable() => {
+                let mut ready = r.map_err(|e| DedicatedError::Failed(label(), e.to_string()))?;
+                match c.stream.read(&mut ready, c.rbuf.spare(16 * 1024)) {
+                    Ok(0) => return Err(DedicatedError::Failed(label(), "connection closed by server".into())),
+                    Ok(n) => c.rbuf.filled(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(DedicatedError::Failed(label(), e.to_string())),
+                }
+            }
+            _ = &mut timer => return Err(DedicatedError::Timeout(label())),
+        }
+    }
+}

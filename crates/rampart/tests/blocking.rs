@@ -1,0 +1,375 @@
+//! Blocking commands through rampart: each runs on a dedicated server connection to its
+//! shard's primary, never stalls other clients, is not cut short by the pool timeout, is
+//! bounded by `max_dedicated_connections`, and a client that leaves while blocked swallows
+//! nothing.
+
+mod common;
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_err_contains, Setup};
+use testkit::{wait_until, Client, Reply};
+
+/// `blocked_clients` of a backend's `INFO clients`.
+fn blocked_on(env: &common::Env, i: usize) -> i64 {
+    let info = env.redis[i].info("clients");
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+fn wait_blocked(env: &common::Env, i: usize, n: i64) {
+    wait_until(
+        Duration::from_secs(10),
+        "clients blocked on the server",
+        || blocked_on(env, i) == n,
+    );
+}
+
+#[test]
+fn blpop_waits_for_a_push_from_another_client() {
+    let env = Setup::new(1).start();
+    let mut a = env.client();
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_blocked(&env, 0, 1);
+    let mut b = env.client();
+    assert_eq!(b.cmd(&["RPUSH", "q", "job"]), Reply::Int(1));
+    assert_eq!(a.read_reply().unwrap(), Reply::bulks(["q", "job"]));
+    // The same session goes on as usual.
+    assert_eq!(a.cmd(&["SET", "k", "v"]), Reply::ok());
+}
+
+#[test]
+fn every_blocking_command_works_as_on_redis() {
+    let env = Setup::new(1).start();
+    let mut c = env.client();
+    c.cmd(&["RPUSH", "l", "a", "b"]);
+    c.cmd(&["ZADD", "z", "1", "m1", "2", "m2"]);
+    c.cmd(&["XADD", "s", "1-1", "f", "v"]);
+    assert_eq!(c.cmd(&["BRPOP", "l", "1"]), Reply::bulks(["l", "b"]));
+    assert_eq!(c.cmd(&["BRPOPLPUSH", "l", "l2", "1"]), Reply::bulk("a"));
+    assert_eq!(
+        c.cmd(&["BLMOVE", "l2", "l", "LEFT", "RIGHT", "1"]),
+        Reply::bulk("a")
+    );
+    let r = c.cmd(&["BLMPOP", "1", "1", "l", "LEFT"]);
+    assert_eq!(
+        r,
+        Reply::Array(Some(vec![Reply::bulk("l"), Reply::bulks(["a"])]))
+    );
+    assert_eq!(
+        c.cmd(&["BZPOPMIN", "z", "1"]),
+        Reply::bulks(["z", "m1", "1"])
+    );
+    assert_eq!(
+        c.cmd(&["BZPOPMAX", "z", "1"]),
+        Reply::bulks(["z", "m2", "2"])
+    );
+    assert_eq!(
+        c.cmd(&["BZMPOP", "0.1", "1", "z", "MIN"]),
+        Reply::Array(None)
+    );
+    let r = c.cmd(&["XREAD", "BLOCK", "100", "STREAMS", "s", "0"]);
+    assert!(r.as_array().is_some_and(|a| a.len() == 1), "{r:?}");
+    assert_eq!(c.cmd(&["XGROUP", "CREATE", "s", "g", "0"]), Reply::ok());
+    let r = c.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "100",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    assert!(r.as_array().is_some_and(|a| a.len() == 1), "{r:?}");
+    assert_eq!(
+        c.cmd(&["XREAD", "BLOCK", "50", "STREAMS", "s", "$"]),
+        Reply::Array(None)
+    );
+    // Redis' own error for a bad timeout.
+    assert_err_contains(&c.cmd(&["BLPOP", "l", "-1"]), &["timeout is negative"]);
+}
+
+#[test]
+fn the_pool_timeout_does_not_cut_a_block_short() {
+    // Sidekiq's fetch: BRPOP over several queues with 2 s; RQ's: BLPOP.
+    let env = Setup::new(1).option("timeout", 300).start();
+    let mut c = env.client();
+    let t = Instant::now();
+    assert_eq!(
+        c.cmd(&["BRPOP", "queue:critical", "queue:default", "2"]),
+        Reply::Array(None)
+    );
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    let t = Instant::now();
+    assert_eq!(
+        c.cmd(&["BLPOP", "rq:queue:default", "1"]),
+        Reply::Array(None)
+    );
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    // A timeout of 0 blocks past the pool timeout until data arrives.
+    c.send_raw(&testkit::encode_command(&[
+        "BLPOP",
+        "rq:queue:default",
+        "0",
+    ]))
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        env.client().cmd(&["LPUSH", "rq:queue:default", "j"]),
+        Reply::Int(1)
+    );
+    assert_eq!(
+        c.read_reply().unwrap(),
+        Reply::bulks(["rq:queue:default", "j"])
+    );
+}
+
+#[test]
+fn a_client_that_leaves_while_blocked_swallows_nothing() {
+    let env = Setup::new(1).start();
+    let mut a = env.client();
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_blocked(&env, 0, 1);
+    drop(a);
+    // Its dedicated connection is closed: the server has no blocked client left.
+    wait_blocked(&env, 0, 0);
+    let mut b = env.client();
+    assert_eq!(b.cmd(&["RPUSH", "q", "x"]), Reply::Int(1));
+    assert_eq!(b.cmd(&["LLEN", "q"]), Reply::Int(1));
+}
+
+#[test]
+fn blocked_clients_do_not_stall_the_others() {
+    let env = Setup::new(2).start();
+    let blocked: Vec<Client> = (0..200)
+        .map(|i| {
+            let mut c = env.client();
+            c.send_raw(&testkit::encode_command(&[
+                "BLPOP",
+                &format!("wait{i}"),
+                "0",
+            ]))
+            .unwrap();
+            c
+        })
+        .collect();
+    wait_until(Duration::from_secs(20), "200 clients blocked", || {
+        blocked_on(&env, 0) + blocked_on(&env, 1) == 200
+    });
+    let mut c = env.client();
+    let mut worst = Duration::ZERO;
+    for i in 0..500 {
+        let key = format!("k{i}");
+        let t = Instant::now();
+        assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok());
+        assert_eq!(c.cmd(&["GET", &key]), Reply::bulk("v"));
+        worst = worst.max(t.elapsed());
+    }
+    println!("200 clients blocked: slowest of 500 SET+GET round trips {worst:?}");
+    // Far below the 1 s pool timeout the shared connection would hit if it were blocked.
+    assert!(
+        worst < Duration::from_millis(200),
+        "slowest SET+GET took {worst:?}"
+    );
+    drop(blocked);
+    wait_until(Duration::from_secs(10), "blocked clients gone", || {
+        blocked_on(&env, 0) + blocked_on(&env, 1) == 0
+    });
+}
+
+#[test]
+fn dedicated_connections_are_bounded_per_pool_and_worker() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("max_dedicated_connections", 2)
+        .start();
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = env.client();
+        c.send_raw(&testkit::encode_command(&["BLPOP", &format!("b{i}"), "0"]))
+            .unwrap();
+        held.push(c);
+    }
+    wait_blocked(&env, 0, 2);
+    let mut third = env.client();
+    assert_err_contains(
+        &third.cmd(&["BLPOP", "b3", "0"]),
+        &[
+            "max_dedicated_connections (2)",
+            "raise max_dedicated_connections",
+        ],
+    );
+    // Other clients, and this one, are untouched.
+    assert_eq!(third.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(env.client().cmd(&["GET", "k"]), Reply::bulk("v"));
+    // A connection freed by a complete reply serves the next one.
+    assert_eq!(third.cmd(&["RPUSH", "b0", "x"]), Reply::Int(1));
+    assert_eq!(held[0].read_reply().unwrap(), Reply::bulks(["b0", "x"]));
+    assert_eq!(third.cmd(&["BLPOP", "b0", "0.1"]), Reply::Array(None));
+}
+
+#[test]
+fn multi_key_forms_need_one_shard() {
+    let env = Setup::new(2).hash_tag().start();
+    let keys = env.key_per_shard("q");
+    let mut c = env.client();
+    assert_err_contains(
+        &c.cmd(&["BLPOP", &keys[0], &keys[1], "1"]),
+        &["different shards", "hash tag"],
+    );
+    assert_eq!(c.cmd(&["BLPOP", "{q}a", "{q}b", "0.1"]), Reply::Array(None));
+}
+
+#[test]
+fn a_pipeline_runs_in_order_around_a_blocking_command() {
+    let env = Setup::new(1).start();
+    let mut c = env.client();
+    // The push before BLPOP is seen by it; the GET after it waits for it, as on Redis.
+    let r = c.pipeline(&[
+        vec!["RPUSH", "p", "a"],
+        vec!["BLPOP", "p", "0"],
+        vec!["SET", "after", "1"],
+        vec!["BLPOP", "p", "0.2"],
+        vec!["GET", "after"],
+    ]);
+    assert_eq!(
+        r,
+        vec![
+            Reply::Int(1),
+            Reply::bulks(["p", "a"]),
+            Reply::ok(),
+            Reply::Array(None),
+            Reply::bulk("1"),
+        ]
+    );
+}
+
+#[test]
+fn a_blocked_command_whose_node_dies_gets_an_error() {
+    let mut env = Setup::new(1).start();
+    let mut a = env.client();
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_blocked(&env, 0, 1);
+    env.redis[0].kill9();
+    a.set_read_timeout(Some(Duration::from_secs(5)));
+    let r = a.read_reply().unwrap();
+    assert_err_contains(&r, &["rampart", "connection closed by server"]);
+    env.redis[0].restart();
+    // The next one goes to the server again.
+    wait_until(Duration::from_secs(10), "server back", || {
+        a.cmd(&["BLPOP", "q", "0.1"]) == Reply::Array(None)
+    });
+}
+
+#[test]
+fn a_failover_ends_blocked_commands_with_an_error_and_the_next_goes_to_the_new_primary() {
+    let s = ha::SentinelSetup::start("");
+    let mut a = Client::connect(&s.proxy.addr());
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "BLPOP blocked on the primary",
+        || s.primary.info("clients").contains("blocked_clients:1"),
+    );
+    let since = Instant::now();
+    let mut sentinel = Client::connect(&s.sentinels[0].addr());
+    assert_eq!(
+        sentinel.cmd(&["SENTINEL", "FAILOVER", ha::MASTER]),
+        Reply::ok()
+    );
+    let (_, port) = s.wait_switch(since, Duration::from_secs(20));
+    a.set_read_timeout(Some(Duration::from_secs(20)));
+    // One error, never a silent resend to the new primary.
+    let r = a.read_reply().unwrap();
+    println!("the blocked BLPOP got {r:?}");
+    assert!(r.is_error(), "blocked BLPOP after the failover: {r:?}");
+    let new = format!("127.0.0.1:{port}");
+    wait_until(
+        Duration::from_secs(10),
+        "rampart routes to the new primary",
+        || {
+            s.proxy
+                .node(&new)
+                .is_some_and(|n| n.role == "primary" && n.routable())
+        },
+    );
+    let mut b = Client::connect(&s.proxy.addr());
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "BLPOP blocked on the new primary",
+        || {
+            s.node_on(port)
+                .info("clients")
+                .contains("blocked_clients:1")
+        },
+    );
+    assert_eq!(b.cmd(&["RPUSH", "q", "after"]), Reply::Int(1));
+    assert_eq!(a.read_reply().unwrap(), Reply::bulks(["q", "after"]));
+}
+
+/// `connected_clients` of backend `i` (the asking connection included).
+fn connected(env: &common::Env, i: usize) -> i64 {
+    let info = env.redis[i].info("clients");
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_connection_is_reused_after_a_complete_reply_and_a_dead_one_is_replaced() {
+    let env = Setup::new(1).workers(1).start();
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+    let before = connected(&env, 0);
+    for _ in 0..5 {
+        assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+    }
+    assert_eq!(
+        connected(&env, 0),
+        before,
+        "one idle connection serves them all"
+    );
+    // The server closes every connection: the idle one is not reused, a new one serves.
+    let mut direct = env.backend(0);
+    assert!(matches!(
+        direct.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]),
+        Reply::Int(n) if n >= 2
+    ));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+    assert_eq!(c.cmd(&["RPUSH", "q", "a"]), Reply::Int(1));
+    assert_eq!(c.cmd(&["BLPOP", "q", "0"]), Reply::bulks(["q", "a"]));
+}
+
+#[test]
+fn a_frozen_server_fails_a_blocked_command_after_its_timeout_plus_the_pool_timeout() {
+    let env = Setup::new(1).workers(1).option("timeout", 300).start();
+    let mut c = env.client();
+    // An idle dedicated connection to reuse once the server is frozen.
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+    env.redis[0].stop();
+    let t = Instant::now();
+    let r = c.cmd(&["BLPOP", "q", "0.5"]);
+    let took = t.elapsed();
+    env.redis[0].cont();
+    assert_err_contains(&r, &["rampart", "timed out"]);
+    assert!(took >= Duration::from_millis(780), "failed after {took:?}");
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+}
