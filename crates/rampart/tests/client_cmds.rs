@@ -463,3 +463,31 @@ fn client_list_flags_a_client_inside_multi_and_a_resp3_one() {
         "CLIENT INFO after HELLO 3: {text}"
     );
 }
+
+#[test]
+fn client_list_flags_a_blocked_client() {
+    let env = Setup::new(1).start();
+    let mut a = env.client();
+    let mut b = env.client();
+    let id = id_of(&mut a).to_string();
+    let flags_of_a = |b: &mut Client| {
+        let list = text(&b.cmd(&["CLIENT", "LIST", "ID", &id]));
+        field(&fields(list.lines().next().unwrap_or_default()), "flags")
+    };
+    a.send_raw(&testkit::encode_command(&["BLPOP", "flags:q", "0"]))
+        .expect("send");
+    let seen = testkit::poll_until(Duration::from_secs(5), || {
+        (flags_of_a(&mut b) == "b").then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "a blocked client shows b: {}",
+        flags_of_a(&mut b)
+    );
+    assert_eq!(b.cmd(&["RPUSH", "flags:q", "x"]), Reply::Int(1));
+    assert_eq!(
+        a.read_reply().expect("BLPOP's reply"),
+        Reply::Array(Some(vec![Reply::bulk("flags:q"), Reply::bulk("x")]))
+    );
+    assert_eq!(flags_of_a(&mut b), "N", "after the reply");
+}

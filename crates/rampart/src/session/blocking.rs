@@ -9,8 +9,9 @@
 //! while blocked, its dedicated connection is closed at once, so the server never hands it data
 //! that nobody would read.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,6 +25,8 @@ use crate::upstream::sink::Sink;
 #[derive(Default)]
 pub struct Blocked {
     running: Cell<bool>,
+    /// The session's registry entry while blocked, for CLIENT LIST's `b` flag.
+    entry: RefCell<Option<Arc<crate::observe::clients::Entry>>>,
     left: Cell<Option<&'static str>>,
     wake: LocalNotify,
 }
@@ -138,11 +141,18 @@ pub async fn run(
         }
     }
     blocked.running.set(false);
+    if let Some(e) = blocked.entry.borrow_mut().take() {
+        e.set_flag(crate::observe::clients::FLAG_BLOCKED, false);
+    }
 }
 
 /// Mark the session's blocking command as started.
-pub fn start(blocked: &Blocked) {
+pub fn start(blocked: &Blocked, entry: Option<&Arc<crate::observe::clients::Entry>>) {
     blocked.running.set(true);
+    if let Some(e) = entry {
+        e.set_flag(crate::observe::clients::FLAG_BLOCKED, true);
+        *blocked.entry.borrow_mut() = Some(Arc::clone(e));
+    }
 }
 
 #[cfg(test)]

@@ -722,7 +722,7 @@ impl Session {
         };
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
-        blocking::start(&self.blocked);
+        blocking::start(&self.blocked, self.client.entry.as_ref());
         tokio::task::spawn_local(blocking::run(
             lease,
             request,
