@@ -166,6 +166,17 @@ impl Rampart {
     /// What INFO, /metrics, the stats port and /api/topology say about the node at `addr`,
     /// asserted equal; returns it with the reason INFO and the API give (equal too).
     fn seen_everywhere(&self, addr: &str) -> (Seen, String) {
+        // The reports are read one after the other; while the node is changing state (a
+        // check passing as we read) they may differ for a moment, so wait (bounded) for a
+        // moment when all four agree, then assert on one more reading.
+        let _ = testkit::poll_until(std::time::Duration::from_secs(5), || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.seen_once(addr))).ok()
+        });
+        self.seen_once(addr)
+    }
+
+    /// One reading of [`Self::seen_everywhere`].
+    fn seen_once(&self, addr: &str) -> (Seen, String) {
         let (shard, node) = self
             .api_node(addr)
             .unwrap_or_else(|| panic!("{addr} not in /api/topology"));

@@ -436,8 +436,8 @@ impl Backend {
         // "now + timeout" when queued and progress only moves the moment it is due later, so
         // the timer never sits later than it: when it fires it either finds the connection due
         // or moves to that moment; with nothing queued it comes back one timeout later.
-        let period = self.pool().timeout();
-        let timer = tokio::time::sleep_until(Instant::now() + period);
+        // The pool's timeout is read when it is needed: a reload may change it.
+        let timer = tokio::time::sleep_until(Instant::now() + self.pool().timeout());
         tokio::pin!(timer);
         loop {
             if self.retired.get() && self.waiters.borrow().is_empty() {
@@ -500,7 +500,7 @@ impl Backend {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    match self.due(period) {
+                    match self.due(self.pool().timeout()) {
                         Some(d) if d <= now => {
                             tracing::debug!(
                                 server = %self.label(),
