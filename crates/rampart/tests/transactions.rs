@@ -262,13 +262,9 @@ fn a_server_refusing_multi_is_reported() {
 }
 
 #[test]
-fn watch_is_refused_clearly() {
+fn watch_inside_multi_is_refused_as_in_redis() {
     let env = Setup::new(1).start();
     let mut c = env.client();
-    assert_err_contains(
-        &c.cmd(&["WATCH", "k"]),
-        &["ERR rampart: WATCH is not supported yet"],
-    );
     assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
     assert_eq!(
@@ -278,6 +274,200 @@ fn watch_is_refused_clearly() {
     // Not a queueing error in Redis: the transaction still runs.
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::simple("QUEUED"));
     assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+}
+
+/// The WATCH flows a client runs, each step's reply, through `addr`; `other` is a second
+/// client of the same address that changes watched keys behind the first one's back.
+fn watch_flows(addr: &str) -> Vec<Reply> {
+    let mut c = Client::connect(addr);
+    let mut other = Client::connect(addr);
+    let mut got = Vec::new();
+    let mut step = |c: &mut Client, words: &[&str]| got.push(c.cmd(words));
+    step(&mut c, &["SET", "{t}k", "10"]);
+    // Another client changes the watched key: EXEC answers nil, INCR does not run.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut other, &["SET", "{t}k", "20"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    step(&mut c, &["GET", "{t}k"]);
+    // Nothing changed: the transaction runs.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    // The client's own write of a watched key counts too.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["SET", "{t}k", "30"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    step(&mut c, &["GET", "{t}k"]);
+    // UNWATCH forgets: a later change does not stop the transaction.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["UNWATCH"]);
+    step(&mut other, &["SET", "{t}k", "40"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    // DISCARD forgets too.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["DISCARD"]);
+    step(&mut other, &["SET", "{t}k", "50"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    // An empty transaction still answers nil when a watched key changed; several keys and
+    // several WATCHes add up.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut other, &["SET", "{t}k", "60"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["EXEC"]);
+    step(&mut c, &["WATCH", "{t}k", "{t}m"]);
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut other, &["SET", "{t}m", "x"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    step(&mut c, &["GET", "{t}k"]);
+    // EXEC ends the watch: the next transaction runs whatever happens to k.
+    step(&mut other, &["SET", "{t}k", "70"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    // RESET forgets the watched keys.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["RESET"]);
+    step(&mut other, &["SET", "{t}k", "80"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    got
+}
+
+#[test]
+fn watch_matches_redis() {
+    let env = Setup::new(3).hash_tag().start();
+    let direct = reference();
+    let through = watch_flows(&env.addr());
+    let expected = watch_flows(&direct.addr());
+    assert_eq!(through, expected);
+    // What the flows assert, spelled out.
+    assert_eq!(
+        through[5],
+        Reply::Array(None),
+        "EXEC after another client's SET"
+    );
+    assert_eq!(through[6], Reply::bulk("20"), "INCR ran although k changed");
+    assert_eq!(through[10], Reply::Array(Some(vec![Reply::Int(21)])));
+    assert_eq!(
+        through[15],
+        Reply::Array(None),
+        "EXEC after the client's own SET"
+    );
+    assert_eq!(through[16], Reply::bulk("30"));
+    assert_eq!(through[22], Reply::Array(Some(vec![Reply::Int(41)])));
+}
+
+/// Watched keys must live on one shard: WATCH of keys on two shards is refused (nothing is
+/// watched), as is a WATCH or a transaction that leaves the watched shard.
+#[test]
+fn watch_stays_on_one_shard() {
+    let env = Setup::new(3).hash_tag().start();
+    let keys = env.key_per_shard("w");
+    let mut c = env.client();
+    let mut other = env.client();
+    assert_err_contains(
+        &c.cmd(&["WATCH", &keys[0], &keys[1]]),
+        &["different shards", "hash tag"],
+    );
+    // Nothing was watched: the transaction runs although keys[0] changed.
+    assert_eq!(other.cmd(&["SET", &keys[0], "1"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", &keys[0]]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
+    // A later WATCH on another shard is refused; the first one holds.
+    assert_eq!(c.cmd(&["WATCH", &keys[0]]), Reply::ok());
+    assert_err_contains(&c.cmd(&["WATCH", &keys[1]]), &["another shard", "hash tag"]);
+    assert_eq!(other.cmd(&["SET", &keys[0], "5"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", &keys[0]]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(None));
+    // A transaction on another shard than the watched keys is refused whole.
+    assert_eq!(c.cmd(&["WATCH", &keys[0]]), Reply::ok());
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", &keys[2], "x"]),
+        cmd(&["EXEC"]),
+    ]);
+    assert_err_contains(&replies[2], &["EXECABORT", "different shards", "hash tag"]);
+    assert_eq!(c.cmd(&["GET", &keys[2]]), Reply::nil());
+    // The refused EXEC ended the watch.
+    assert_eq!(other.cmd(&["SET", &keys[0], "9"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", &keys[0]]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(10)])));
+}
+
+/// Clients of a server whose last command was `name`, from its CLIENT LIST.
+fn clients_with_cmd(server: &testkit::RedisServer, name: &str) -> usize {
+    match server.cmd(&["CLIENT", "LIST"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b)
+            .lines()
+            .filter(|l| l.split(' ').any(|f| f == format!("cmd={name}")))
+            .count(),
+        other => panic!("CLIENT LIST: {other:?}"),
+    }
+}
+
+/// The watch lives on a connection of the session's own, which goes when the client goes;
+/// UNWATCH gives it back clean and the next WATCH reuses it.
+#[test]
+fn watch_connection_follows_the_client() {
+    let env = Setup::new(1).workers(1).start();
+    let server = &env.redis[0];
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(clients_with_cmd(server, "watch"), 1);
+    // UNWATCH reaches the server: the connection goes back with nothing watched.
+    assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
+    testkit::wait_until(Duration::from_secs(5), "UNWATCH on the server", || {
+        clients_with_cmd(server, "watch") == 0 && clients_with_cmd(server, "unwatch") == 1
+    });
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(clients_with_cmd(server, "unwatch"), 0, "a new connection");
+    assert_eq!(clients_with_cmd(server, "watch"), 1);
+    drop(c);
+    testkit::wait_until(
+        Duration::from_secs(5),
+        "the watching connection to close",
+        || clients_with_cmd(server, "watch") == 0,
+    );
+    // Nothing was left behind: another client's transaction runs, the data is untouched.
+    let mut d = env.client();
+    assert_eq!(d.cmd(&["GET", "k"]), Reply::nil());
+    let replies = d.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(1)])));
+}
+
+/// A watch holds one of the pool's max_dedicated_connections; over them WATCH gets an error
+/// naming the setting, and others are served again once a watch ends.
+#[test]
+fn watch_counts_against_max_dedicated_connections() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("max_dedicated_connections", 1)
+        .start();
+    let mut a = env.client();
+    let mut b = env.client();
+    assert_eq!(a.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_err_contains(&b.cmd(&["WATCH", "k"]), &["max_dedicated_connections"]);
+    // b watches nothing: its transaction runs.
+    assert_eq!(a.cmd(&["SET", "k", "1"]), Reply::ok());
+    let replies = b.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
+    // a's EXEC ends its watch (k changed: nil) and frees the connection.
+    let replies = a.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(None));
+    assert_eq!(b.cmd(&["WATCH", "k"]), Reply::ok());
 }
 
 #[test]

@@ -248,6 +248,19 @@ impl Lease {
     /// The connect, the handshake or the write failed, or the node was switched away from;
     /// the connection is closed and the lease should be dropped.
     pub async fn send(&mut self, request: &[u8]) -> Result<(), DedicatedError> {
+        self.send_expecting(request, 1).await
+    }
+
+    /// Send bytes that draw `replies` replies (several requests in one piece, such as a
+    /// transaction's `MULTI`, commands and `EXEC`), connecting first if needed.
+    ///
+    /// # Errors
+    /// As [`Lease::send`].
+    pub async fn send_expecting(
+        &mut self,
+        request: &[u8],
+        replies: usize,
+    ) -> Result<(), DedicatedError> {
         if self.conn.is_none() || self.reused {
             self.ensure().await?;
         }
@@ -260,7 +273,33 @@ impl Lease {
             self.conn = None;
             return Err(DedicatedError::Failed(label, e.to_string()));
         }
-        self.owed += 1;
+        self.owed += replies;
+        Ok(())
+    }
+
+    /// Whether the connection, held between requests, still stands as it was: open, its node
+    /// not switched away from, and nothing arrived that nobody asked for. State the server
+    /// keeps for the connection (WATCH) holds only then.
+    ///
+    /// # Errors
+    /// Not connected, the node was switched away from, or the connection ended (or sent
+    /// bytes nobody asked for); the connection is closed and the lease should be dropped.
+    pub async fn check(&mut self) -> Result<(), DedicatedError> {
+        let label = self.node.label.clone();
+        let Some(c) = self.conn.as_mut() else {
+            return Err(DedicatedError::Failed(label, "not connected".into()));
+        };
+        if c.closer.has_changed().unwrap_or(true) {
+            self.conn = None;
+            return Err(DedicatedError::Switched(label));
+        }
+        if !c.rbuf.is_empty() || timeout(Duration::ZERO, c.stream.readable()).await.is_ok() {
+            self.conn = None;
+            return Err(DedicatedError::Failed(
+                label,
+                "connection closed by server".into(),
+            ));
+        }
         Ok(())
     }
 
