@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_err_contains, cmd, reference, same_as_redis, Setup};
+use common::{assert_err_contains, assert_pings, cmd, reference, same_as_redis, Setup};
 use testkit::{Client, Reply};
 
 /// `INFO commandstats` of a server lists `name` (it ran at least once).
@@ -728,4 +728,67 @@ fn large_exec_reply_streams_through() {
         env.client().cmd(&["STRLEN", "big"]),
         Reply::Int(big.len() as i64)
     );
+}
+
+/// The primary holding a watch dies (kill -9): EXEC answers that the watch was lost and sends
+/// nothing; the session is usable at once.
+#[test]
+fn watch_lost_when_the_primary_dies() {
+    let (mut primary, replicas) = ha::replica_set(1);
+    let body = ha::short_form(&primary.addr(), &[replicas[0].addr()], "");
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(
+        &[primary.addr(), replicas[0].addr()],
+        Duration::from_secs(10),
+    );
+    let mut c = Client::connect(&proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    primary.kill9();
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[1], Reply::simple("QUEUED"));
+    assert_err_contains(&replies[2], &["EXECABORT", "WATCH was lost", "nothing ran"]);
+    assert_eq!(replicas[0].cmd(&["GET", "k"]), Reply::bulk("1"));
+    assert_pings(&mut c);
+}
+
+/// Sentinel switches the primary away while a client watches (the old primary stays up):
+/// EXEC answers that the watch was lost and nothing reaches either node; a new watch then
+/// runs on the new primary.
+#[test]
+fn watch_lost_across_a_sentinel_switchover() {
+    let s = ha::SentinelSetup::start("");
+    let mut c = Client::connect(&s.proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(30)));
+    assert_eq!(c.cmd(&["SET", "{t}k", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["WATCH", "{t}k"]), Reply::ok());
+    assert_eq!(s.primary.cmd(&["CONFIG", "RESETSTAT"]), Reply::ok());
+    let mut admin = Client::connect(&s.proxy.addr());
+    admin.set_read_timeout(Some(Duration::from_secs(30)));
+    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", ha::MASTER]);
+    assert!(
+        matches!(&reply, Reply::Simple(m) if m.contains("switched to")),
+        "{reply:?}"
+    );
+    let (_, port) = s.wait_switch(Instant::now(), Duration::from_secs(20));
+    let new_primary = s.node_on(port);
+    assert_eq!(new_primary.cmd(&["CONFIG", "RESETSTAT"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "{t}k"]), cmd(&["EXEC"])]);
+    assert_err_contains(&replies[2], &["EXECABORT", "WATCH was lost", "nothing ran"]);
+    assert!(
+        !ran(&s.primary, "exec"),
+        "the old primary got the transaction"
+    );
+    assert!(
+        !ran(new_primary, "exec"),
+        "the new primary got the transaction"
+    );
+    assert_eq!(new_primary.cmd(&["GET", "{t}k"]), Reply::bulk("1"));
+    // A new watch lives on the new primary.
+    assert_eq!(c.cmd(&["WATCH", "{t}k"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "{t}k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
+    assert!(ran(new_primary, "watch"));
+    assert_eq!(new_primary.cmd(&["GET", "{t}k"]), Reply::bulk("2"));
 }
