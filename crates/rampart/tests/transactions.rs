@@ -792,3 +792,60 @@ fn watch_lost_across_a_sentinel_switchover() {
     assert!(ran(new_primary, "watch"));
     assert_eq!(new_primary.cmd(&["GET", "{t}k"]), Reply::bulk("2"));
 }
+
+/// redis-py's `transaction(func, *watches)` helper (WATCH, reads, MULTI ... EXEC, retried
+/// when a watched key changed) through rampart, in RESP2 and RESP3.
+const REDIS_PY_TRANSACTION: &str = r#"
+import sys, redis
+port = int(sys.argv[1])
+for proto in (2, 3):
+    r = redis.Redis(host="127.0.0.1", port=port, protocol=proto)
+    other = redis.Redis(host="127.0.0.1", port=port, protocol=proto)
+    key = f"py{proto}:{{t}}counter"
+    r.set(key, 10)
+    calls = []
+    def bump(pipe):
+        value = int(pipe.get(key))
+        if not calls:
+            # Another client changes the watched key: EXEC answers nil, the helper retries.
+            other.set(key, 100)
+        calls.append(value)
+        pipe.multi()
+        pipe.set(key, value + 1)
+        pipe.get(key)
+    assert r.transaction(bump, key) == [True, b"101"], proto
+    assert calls == [10, 100], calls
+    assert int(r.get(key)) == 101
+    # The value-returning form, and a watch that is never changed.
+    assert r.transaction(lambda p: p.multi() or p.incr(key), key, value_from_callable=False) == [102]
+print("ok")
+"#;
+
+#[test]
+fn redis_py_transaction_helper() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/client-libs.sh"))
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/client-libs.sh: {e}"));
+    assert!(out.status.success(), "installing redis-py failed: {out:?}");
+    let env = Setup::new(2).hash_tag().start();
+    let port = env
+        .addr()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", root.join("target/client-libs/py"))
+        .args(["-c", REDIS_PY_TRANSACTION, &port])
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "redis-py failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -548,7 +548,7 @@ impl Session {
                         rt.shards[shard].name
                     ));
                 };
-                let lease = match self.pool.dedicated.lease(rt, &node) {
+                let lease = match self.pool.dedicated.lease_for(rt, &node, self.client.resp3) {
                     Ok(l) => l,
                     Err(e) => return self.reply_error(&format!("ERR rampart: {e}")),
                 };
