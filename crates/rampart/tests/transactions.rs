@@ -370,6 +370,39 @@ fn watch_matches_redis() {
     assert_eq!(through[22], Reply::Array(Some(vec![Reply::Int(41)])));
 }
 
+/// WATCH and a watched transaction inside one pipeline, among other commands: replies in
+/// order and as Redis gives them, the pipeline's own write before EXEC included.
+#[test]
+fn watch_inside_a_pipeline_matches_redis() {
+    let env = Setup::new(3).hash_tag().start();
+    let direct = reference();
+    let script = [
+        cmd(&["SET", "{p}k", "1"]),
+        cmd(&["WATCH", "{p}k", "{p}j"]),
+        cmd(&["GET", "{p}k"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "{p}k"]),
+        cmd(&["EXEC"]),
+        cmd(&["WATCH", "{p}k"]),
+        cmd(&["SET", "{p}j", "x"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "{p}k"]),
+        cmd(&["EXEC"]),
+        cmd(&["WATCH", "{p}j"]),
+        cmd(&["SET", "{p}j", "y"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "{p}k"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "{p}k"]),
+        cmd(&["PING"]),
+    ];
+    let through = Client::connect(&env.addr()).pipeline(&script);
+    let expected = Client::connect(&direct.addr()).pipeline(&script);
+    assert_eq!(through, expected);
+    assert_eq!(through[5], Reply::Array(Some(vec![Reply::Int(2)])));
+    assert_eq!(through[15], Reply::Array(None), "the pipeline's own write");
+}
+
 /// Watched keys must live on one shard: WATCH of keys on two shards is refused (nothing is
 /// watched), as is a WATCH or a transaction that leaves the watched shard.
 #[test]
