@@ -882,3 +882,24 @@ fn redis_py_transaction_helper() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A WATCH the server refuses (an ACL denying it to rampart's user) watches nothing: the
+/// client gets the server's error, its transaction runs, and the dedicated connection is
+/// free again at once.
+#[test]
+fn watch_refused_by_the_server_holds_nothing() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("max_dedicated_connections", 1)
+        .start();
+    let acl = env.redis[0].cmd(&["ACL", "SETUSER", "default", "-watch"]);
+    assert_eq!(acl, Reply::ok());
+    let mut c = env.client();
+    assert_err_contains(&c.cmd(&["WATCH", "k"]), &["NOPERM"]);
+    // The one dedicated connection is free: another client's blocking command gets it.
+    let mut d = env.client();
+    assert_eq!(d.cmd(&["BLPOP", "empty", "0.1"]), Reply::Array(None));
+    assert_eq!(d.cmd(&["SET", "k", "1"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
+}

@@ -119,7 +119,13 @@ async fn watch_step(w: Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instan
             if reply.starts_with(b"+") {
                 w.watched.set(true);
             }
-            w.lease.set(Some(lease));
+            if w.watched.get() {
+                w.lease.set(Some(lease));
+            } else {
+                // The server refused the first WATCH: nothing is watched, and the connection
+                // goes back at once instead of waiting for the session's next step.
+                lease.give_back();
+            }
             sink.deliver(&reply);
         }
         Err(f) => {
