@@ -165,7 +165,7 @@ async fn exec_on(
         let why = w.lost.take().unwrap_or_else(|| "closed".into());
         return Err(Ok(lost(&why)));
     };
-    if let Err(e) = lease.check().await {
+    if let Err(e) = lease.check() {
         return Err(Ok(lost(&e.to_string())));
     }
     let node = lease.node().label.clone();
@@ -202,7 +202,7 @@ pub fn end(w: &Watch, timeout: Duration) {
 }
 
 async fn unwatch(mut lease: Lease, timeout: Duration) {
-    if lease.check().await.is_err() {
+    if lease.check().is_err() {
         return;
     }
     if let Ok(reply) = lease.call(UNWATCH, Some(Instant::now() + timeout)).await {

@@ -307,7 +307,7 @@ impl Lease {
     /// # Errors
     /// Not connected, the node was switched away from, or the connection ended (or sent
     /// bytes nobody asked for); the connection is closed and the lease should be dropped.
-    pub async fn check(&mut self) -> Result<(), DedicatedError> {
+    pub fn check(&mut self) -> Result<(), DedicatedError> {
         let label = self.node.label.clone();
         let Some(c) = self.conn.as_mut() else {
             return Err(DedicatedError::Failed(label, "not connected".into()));
@@ -316,7 +316,7 @@ impl Lease {
             self.conn = None;
             return Err(DedicatedError::Switched(label));
         }
-        if !c.rbuf.is_empty() || timeout(Duration::ZERO, c.stream.readable()).await.is_ok() {
+        if !c.rbuf.is_empty() || has_input(&c.stream) {
             self.conn = None;
             return Err(DedicatedError::Failed(
                 label,
@@ -382,7 +382,7 @@ impl Lease {
                 let switched = c.closer.has_changed().unwrap_or(true);
                 // Anything readable on an idle connection is its end (or bytes nobody asked
                 // for): either way it is not reused.
-                let stale = timeout(Duration::ZERO, c.stream.readable()).await.is_ok();
+                let stale = has_input(&c.stream);
                 if switched || stale {
                     self.conn = None;
                 }
@@ -475,6 +475,18 @@ impl Lease {
         self.conn = Some(conn);
         Ok(())
     }
+}
+
+/// Whether the socket holds bytes to read or its end (or failed): asked of the socket itself,
+/// so the answer is current and costs no wait (a zero timeout on readiness waits for the next
+/// timer tick, up to a millisecond, when nothing is there).
+fn has_input(stream: &Stream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    let peeked = match stream {
+        Stream::Tcp(s) => socket2::SockRef::from(s.get_ref()).peek(&mut byte),
+        Stream::Unix(s) => socket2::SockRef::from(s.get_ref()).peek(&mut byte),
+    };
+    !matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 fn decoder() -> ReplyDecoder {
