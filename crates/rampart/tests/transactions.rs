@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_err_contains, cmd, reference, same_as_redis, Setup};
+use common::{assert_err_contains, assert_pings, cmd, reference, same_as_redis, Setup};
 use testkit::{Client, Reply};
 
 /// `INFO commandstats` of a server lists `name` (it ran at least once).
@@ -262,13 +262,9 @@ fn a_server_refusing_multi_is_reported() {
 }
 
 #[test]
-fn watch_is_refused_clearly() {
+fn watch_inside_multi_is_refused_as_in_redis() {
     let env = Setup::new(1).start();
     let mut c = env.client();
-    assert_err_contains(
-        &c.cmd(&["WATCH", "k"]),
-        &["ERR rampart: WATCH is not supported yet"],
-    );
     assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
     assert_eq!(
@@ -278,6 +274,233 @@ fn watch_is_refused_clearly() {
     // Not a queueing error in Redis: the transaction still runs.
     assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::simple("QUEUED"));
     assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+}
+
+/// The WATCH flows a client runs, each step's reply, through `addr`; `other` is a second
+/// client of the same address that changes watched keys behind the first one's back.
+fn watch_flows(addr: &str) -> Vec<Reply> {
+    let mut c = Client::connect(addr);
+    let mut other = Client::connect(addr);
+    let mut got = Vec::new();
+    let mut step = |c: &mut Client, words: &[&str]| got.push(c.cmd(words));
+    step(&mut c, &["SET", "{t}k", "10"]);
+    // Another client changes the watched key: EXEC answers nil, INCR does not run.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut other, &["SET", "{t}k", "20"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    step(&mut c, &["GET", "{t}k"]);
+    // Nothing changed: the transaction runs.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    // The client's own write of a watched key counts too.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["SET", "{t}k", "30"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    step(&mut c, &["GET", "{t}k"]);
+    // UNWATCH forgets: a later change does not stop the transaction.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["UNWATCH"]);
+    step(&mut other, &["SET", "{t}k", "40"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    // DISCARD forgets too.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["DISCARD"]);
+    step(&mut other, &["SET", "{t}k", "50"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    // An empty transaction still answers nil when a watched key changed; several keys and
+    // several WATCHes add up.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut other, &["SET", "{t}k", "60"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["EXEC"]);
+    step(&mut c, &["WATCH", "{t}k", "{t}m"]);
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut other, &["SET", "{t}m", "x"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    step(&mut c, &["GET", "{t}k"]);
+    // EXEC ends the watch: the next transaction runs whatever happens to k.
+    step(&mut other, &["SET", "{t}k", "70"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    // RESET forgets the watched keys.
+    step(&mut c, &["WATCH", "{t}k"]);
+    step(&mut c, &["RESET"]);
+    step(&mut other, &["SET", "{t}k", "80"]);
+    step(&mut c, &["MULTI"]);
+    step(&mut c, &["INCR", "{t}k"]);
+    step(&mut c, &["EXEC"]);
+    got
+}
+
+#[test]
+fn watch_matches_redis() {
+    let env = Setup::new(3).hash_tag().start();
+    let direct = reference();
+    let through = watch_flows(&env.addr());
+    let expected = watch_flows(&direct.addr());
+    assert_eq!(through, expected);
+    // What the flows assert, spelled out.
+    assert_eq!(
+        through[5],
+        Reply::Array(None),
+        "EXEC after another client's SET"
+    );
+    assert_eq!(through[6], Reply::bulk("20"), "INCR ran although k changed");
+    assert_eq!(through[10], Reply::Array(Some(vec![Reply::Int(21)])));
+    assert_eq!(
+        through[15],
+        Reply::Array(None),
+        "EXEC after the client's own SET"
+    );
+    assert_eq!(through[16], Reply::bulk("30"));
+    assert_eq!(through[22], Reply::Array(Some(vec![Reply::Int(41)])));
+}
+
+/// WATCH and a watched transaction inside one pipeline, among other commands: replies in
+/// order and as Redis gives them, the pipeline's own write before EXEC included.
+#[test]
+fn watch_inside_a_pipeline_matches_redis() {
+    let env = Setup::new(3).hash_tag().start();
+    let direct = reference();
+    let script = [
+        cmd(&["SET", "{p}k", "1"]),
+        cmd(&["WATCH", "{p}k", "{p}j"]),
+        cmd(&["GET", "{p}k"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "{p}k"]),
+        cmd(&["EXEC"]),
+        cmd(&["WATCH", "{p}k"]),
+        cmd(&["SET", "{p}j", "x"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "{p}k"]),
+        cmd(&["EXEC"]),
+        cmd(&["WATCH", "{p}j"]),
+        cmd(&["SET", "{p}j", "y"]),
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "{p}k"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "{p}k"]),
+        cmd(&["PING"]),
+    ];
+    let through = Client::connect(&env.addr()).pipeline(&script);
+    let expected = Client::connect(&direct.addr()).pipeline(&script);
+    assert_eq!(through, expected);
+    assert_eq!(through[5], Reply::Array(Some(vec![Reply::Int(2)])));
+    assert_eq!(through[15], Reply::Array(None), "the pipeline's own write");
+}
+
+/// Watched keys must live on one shard: WATCH of keys on two shards is refused (nothing is
+/// watched), as is a WATCH or a transaction that leaves the watched shard.
+#[test]
+fn watch_stays_on_one_shard() {
+    let env = Setup::new(3).hash_tag().start();
+    let keys = env.key_per_shard("w");
+    let mut c = env.client();
+    let mut other = env.client();
+    assert_err_contains(
+        &c.cmd(&["WATCH", &keys[0], &keys[1]]),
+        &["different shards", "hash tag"],
+    );
+    // Nothing was watched: the transaction runs although keys[0] changed.
+    assert_eq!(other.cmd(&["SET", &keys[0], "1"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", &keys[0]]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
+    // A later WATCH on another shard is refused; the first one holds.
+    assert_eq!(c.cmd(&["WATCH", &keys[0]]), Reply::ok());
+    assert_err_contains(&c.cmd(&["WATCH", &keys[1]]), &["another shard", "hash tag"]);
+    assert_eq!(other.cmd(&["SET", &keys[0], "5"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", &keys[0]]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(None));
+    // A transaction on another shard than the watched keys is refused whole.
+    assert_eq!(c.cmd(&["WATCH", &keys[0]]), Reply::ok());
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", &keys[2], "x"]),
+        cmd(&["EXEC"]),
+    ]);
+    assert_err_contains(&replies[2], &["EXECABORT", "different shards", "hash tag"]);
+    assert_eq!(c.cmd(&["GET", &keys[2]]), Reply::nil());
+    // The refused EXEC ended the watch.
+    assert_eq!(other.cmd(&["SET", &keys[0], "9"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", &keys[0]]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(10)])));
+}
+
+/// Clients of a server whose last command was `name`, from its CLIENT LIST.
+fn clients_with_cmd(server: &testkit::RedisServer, name: &str) -> usize {
+    match server.cmd(&["CLIENT", "LIST"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b)
+            .lines()
+            .filter(|l| l.split(' ').any(|f| f == format!("cmd={name}")))
+            .count(),
+        other => panic!("CLIENT LIST: {other:?}"),
+    }
+}
+
+/// The watch lives on a connection of the session's own, which goes when the client goes;
+/// UNWATCH gives it back clean and the next WATCH reuses it.
+#[test]
+fn watch_connection_follows_the_client() {
+    let env = Setup::new(1).workers(1).start();
+    let server = &env.redis[0];
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(clients_with_cmd(server, "watch"), 1);
+    // UNWATCH reaches the server: the connection goes back with nothing watched.
+    assert_eq!(c.cmd(&["UNWATCH"]), Reply::ok());
+    testkit::wait_until(Duration::from_secs(5), "UNWATCH on the server", || {
+        clients_with_cmd(server, "watch") == 0 && clients_with_cmd(server, "unwatch") == 1
+    });
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(clients_with_cmd(server, "unwatch"), 0, "a new connection");
+    assert_eq!(clients_with_cmd(server, "watch"), 1);
+    drop(c);
+    testkit::wait_until(
+        Duration::from_secs(5),
+        "the watching connection to close",
+        || clients_with_cmd(server, "watch") == 0,
+    );
+    // Nothing was left behind: another client's transaction runs, the data is untouched.
+    let mut d = env.client();
+    assert_eq!(d.cmd(&["GET", "k"]), Reply::nil());
+    let replies = d.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(1)])));
+}
+
+/// A watch holds one of the pool's max_dedicated_connections; over them WATCH gets an error
+/// naming the setting, and others are served again once a watch ends.
+#[test]
+fn watch_counts_against_max_dedicated_connections() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("max_dedicated_connections", 1)
+        .start();
+    let mut a = env.client();
+    let mut b = env.client();
+    assert_eq!(a.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_err_contains(&b.cmd(&["WATCH", "k"]), &["max_dedicated_connections"]);
+    // b watches nothing: its transaction runs.
+    assert_eq!(a.cmd(&["SET", "k", "1"]), Reply::ok());
+    let replies = b.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
+    // a's EXEC ends its watch (k changed: nil) and frees the connection.
+    let replies = a.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(None));
+    assert_eq!(b.cmd(&["WATCH", "k"]), Reply::ok());
 }
 
 #[test]
@@ -538,4 +761,145 @@ fn large_exec_reply_streams_through() {
         env.client().cmd(&["STRLEN", "big"]),
         Reply::Int(big.len() as i64)
     );
+}
+
+/// The primary holding a watch dies (kill -9): EXEC answers that the watch was lost and sends
+/// nothing; the session is usable at once.
+#[test]
+fn watch_lost_when_the_primary_dies() {
+    let (mut primary, replicas) = ha::replica_set(1);
+    let body = ha::short_form(&primary.addr(), &[replicas[0].addr()], "");
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(
+        &[primary.addr(), replicas[0].addr()],
+        Duration::from_secs(10),
+    );
+    let mut c = Client::connect(&proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    primary.kill9();
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[1], Reply::simple("QUEUED"));
+    assert_err_contains(&replies[2], &["EXECABORT", "WATCH was lost", "nothing ran"]);
+    assert_eq!(replicas[0].cmd(&["GET", "k"]), Reply::bulk("1"));
+    assert_pings(&mut c);
+}
+
+/// Sentinel switches the primary away while a client watches (the old primary stays up):
+/// EXEC answers that the watch was lost and nothing reaches either node; a new watch then
+/// runs on the new primary.
+#[test]
+fn watch_lost_across_a_sentinel_switchover() {
+    let s = ha::SentinelSetup::start("");
+    let mut c = Client::connect(&s.proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(30)));
+    assert_eq!(c.cmd(&["SET", "{t}k", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["WATCH", "{t}k"]), Reply::ok());
+    assert_eq!(s.primary.cmd(&["CONFIG", "RESETSTAT"]), Reply::ok());
+    let mut admin = Client::connect(&s.proxy.addr());
+    admin.set_read_timeout(Some(Duration::from_secs(30)));
+    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", ha::MASTER]);
+    assert!(
+        matches!(&reply, Reply::Simple(m) if m.contains("switched to")),
+        "{reply:?}"
+    );
+    let (_, port) = s.wait_switch(Instant::now(), Duration::from_secs(20));
+    let new_primary = s.node_on(port);
+    assert_eq!(new_primary.cmd(&["CONFIG", "RESETSTAT"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "{t}k"]), cmd(&["EXEC"])]);
+    assert_err_contains(&replies[2], &["EXECABORT", "WATCH was lost", "nothing ran"]);
+    assert!(
+        !ran(&s.primary, "exec"),
+        "the old primary got the transaction"
+    );
+    assert!(
+        !ran(new_primary, "exec"),
+        "the new primary got the transaction"
+    );
+    assert_eq!(new_primary.cmd(&["GET", "{t}k"]), Reply::bulk("1"));
+    // A new watch lives on the new primary.
+    assert_eq!(c.cmd(&["WATCH", "{t}k"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "{t}k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
+    assert!(ran(new_primary, "watch"));
+    assert_eq!(new_primary.cmd(&["GET", "{t}k"]), Reply::bulk("2"));
+}
+
+/// redis-py's `transaction(func, *watches)` helper (WATCH, reads, MULTI ... EXEC, retried
+/// when a watched key changed) through rampart, in RESP2 and RESP3.
+const REDIS_PY_TRANSACTION: &str = r#"
+import sys, redis
+port = int(sys.argv[1])
+for proto in (2, 3):
+    r = redis.Redis(host="127.0.0.1", port=port, protocol=proto)
+    other = redis.Redis(host="127.0.0.1", port=port, protocol=proto)
+    key = f"py{proto}:{{t}}counter"
+    r.set(key, 10)
+    calls = []
+    def bump(pipe):
+        value = int(pipe.get(key))
+        if not calls:
+            # Another client changes the watched key: EXEC answers nil, the helper retries.
+            other.set(key, 100)
+        calls.append(value)
+        pipe.multi()
+        pipe.set(key, value + 1)
+        pipe.get(key)
+    assert r.transaction(bump, key) == [True, b"101"], proto
+    assert calls == [10, 100], calls
+    assert int(r.get(key)) == 101
+    # The value-returning form, and a watch that is never changed.
+    assert r.transaction(lambda p: p.multi() or p.incr(key), key, value_from_callable=False) == [102]
+print("ok")
+"#;
+
+#[test]
+fn redis_py_transaction_helper() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/client-libs.sh"))
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/client-libs.sh: {e}"));
+    assert!(out.status.success(), "installing redis-py failed: {out:?}");
+    let env = Setup::new(2).hash_tag().start();
+    let port = env
+        .addr()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", root.join("target/client-libs/py"))
+        .args(["-c", REDIS_PY_TRANSACTION, &port])
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "redis-py failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A WATCH the server refuses (an ACL denying it to rampart's user) watches nothing: the
+/// client gets the server's error, its transaction runs, and the dedicated connection is
+/// free again at once.
+#[test]
+fn watch_refused_by_the_server_holds_nothing() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("max_dedicated_connections", 1)
+        .start();
+    let acl = env.redis[0].cmd(&["ACL", "SETUSER", "default", "-watch"]);
+    assert_eq!(acl, Reply::ok());
+    let mut c = env.client();
+    assert_err_contains(&c.cmd(&["WATCH", "k"]), &["NOPERM"]);
+    // The one dedicated connection is free: another client's blocking command gets it.
+    let mut d = env.client();
+    assert_eq!(d.cmd(&["BLPOP", "empty", "0.1"]), Reply::Array(None));
+    assert_eq!(d.cmd(&["SET", "k", "1"]), Reply::ok());
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
+    assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
 }

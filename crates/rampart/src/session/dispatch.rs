@@ -19,6 +19,7 @@ use crate::reply::pending::Pending;
 use crate::session::blocking::{self, BlockFor, Blocked};
 use crate::session::local::{self, Answer, ClientState, Local};
 use crate::session::transaction::{self, Transaction};
+use crate::session::watch::{self, Watch};
 use crate::text::sanitize;
 use crate::topology::Mode;
 use crate::upstream::pool::WorkerPool;
@@ -86,6 +87,8 @@ pub struct Session {
     tmp: BytesMut,
     /// The transaction being queued, between `MULTI` and `EXEC`.
     txn: Option<Transaction>,
+    /// The session's watch, from `WATCH` until `EXEC`, `DISCARD`, `UNWATCH` or `RESET`.
+    watch: Option<Rc<Watch>>,
 }
 
 impl Session {
@@ -128,6 +131,7 @@ impl Session {
             ryw: Vec::new(),
             tmp: BytesMut::new(),
             txn: None,
+            watch: None,
         }
     }
 
@@ -149,6 +153,7 @@ impl Session {
     pub fn can_dispatch(&self) -> bool {
         self.pending.outstanding() < self.pool.rt.conf.limits.max_inflight_per_client as usize
             && !self.blocked.is_running()
+            && !self.watch.as_ref().is_some_and(|w| w.is_busy())
     }
 
     /// Start of a batch of requests read together: they share one deadline.
@@ -218,6 +223,14 @@ impl Session {
         let found = rampart_commands::lookup(argv[0]);
         if let Some(c) = found {
             if c.flags.contains(Flags::BLOCKING) && self.pending.outstanding() > 0 && c.blocks(argv)
+            {
+                return false;
+            }
+            // WATCH, and EXEC of a watching session, follow the client's earlier requests
+            // (which travel on other connections): they wait for their replies.
+            if self.pending.outstanding() > 0
+                && ((c.name == "watch" && self.txn.is_none())
+                    || (c.name == "exec" && self.txn.is_some() && self.watch.is_some()))
             {
                 return false;
             }
@@ -316,8 +329,13 @@ impl Session {
             "multi" | "exec" | "discard" | "watch" | "unwatch" => {
                 return self.transaction(cmd, argv, raw)
             }
-            // As in Redis, these leave a transaction at once (the transaction is dropped).
-            "quit" | "reset" => self.txn = None,
+            // As in Redis, these leave a transaction at once (the transaction is dropped), and
+            // RESET forgets the watched keys.
+            "quit" => self.txn = None,
+            "reset" => {
+                self.txn = None;
+                self.end_watch();
+            }
             _ if self.txn.is_some() => return self.queue(cmd, argv, raw),
             _ => {}
         }
@@ -373,6 +391,7 @@ impl Session {
         match &mut self.txn {
             Some(_) if cmd.is_some_and(|c| c.name == "exec") => {
                 self.txn = None;
+                self.end_watch();
                 self.reply_error(&transaction::exec_refused(err));
             }
             Some(t) => {
@@ -396,13 +415,16 @@ impl Session {
             ("discard", false) => self.reply_error("ERR DISCARD without MULTI"),
             ("discard", true) => {
                 self.txn = None;
+                self.end_watch();
                 self.reply_raw(b"+OK\r\n");
             }
             ("exec", true) => self.exec(),
             ("watch", true) => self.reply_error("ERR WATCH inside MULTI is not allowed"),
-            ("watch", false) => self.reply_error(transaction::WATCH_UNSUPPORTED),
-            // Nothing is watched, ever: nothing to forget.
-            ("unwatch", false) => self.reply_raw(b"+OK\r\n"),
+            ("watch", false) => self.watch(cmd, argv, raw),
+            ("unwatch", false) => {
+                self.end_watch();
+                self.reply_raw(b"+OK\r\n");
+            }
             _ => self.queue(cmd, argv, raw),
         }
     }
@@ -449,13 +471,23 @@ impl Session {
         let Some(t) = self.txn.take() else {
             return self.reply_error("ERR EXEC without MULTI");
         };
-        if t.is_empty() {
+        let watching = self.watch.take().filter(|w| !w.is_void());
+        if t.is_empty() && watching.is_none() {
             return self.reply_raw(b"*0\r\n");
         }
         let run = match t.finish(self.generation) {
             Ok(run) => run,
-            Err(e) => return self.reply_error(&e),
+            Err(e) => {
+                // As in Redis, a discarded transaction forgets the watched keys.
+                if let Some(w) = watching {
+                    watch::end(&w, self.pool.rt.timeout());
+                }
+                return self.reply_error(&e);
+            }
         };
+        if let Some(w) = watching {
+            return self.exec_watched(&w, run);
+        }
         let Some(shard) = run.shard.or_else(|| self.pool.rt.any_shard()) else {
             return self.no_server();
         };
@@ -464,6 +496,87 @@ impl Session {
         let mut sink = Sink::new(&self.pending, seq, 0);
         sink.skip = run.skip;
         self.send_sink(shard, sink, &run.bytes);
+    }
+
+    /// EXEC of a watching session: the run goes on the watch's connection (see
+    /// `session::watch`), if its keys are on the watched shard.
+    fn exec_watched(&mut self, w: &Rc<Watch>, run: transaction::Run) {
+        if run.shard.is_some_and(|s| s != w.shard) {
+            watch::end(w, self.pool.rt.timeout());
+            return self.reply_error(transaction::CROSS_SHARD);
+        }
+        self.write = true;
+        let seq = self.pending.push_waiting();
+        let sink = Sink::new(&self.pending, seq, 0);
+        watch::exec(
+            w,
+            run.bytes.to_vec(),
+            run.skip,
+            sink,
+            self.pool.rt.timeout(),
+        );
+        self.last_shard = w.shard as u32;
+    }
+
+    /// WATCH outside MULTI: the keys' shard must be the watched one (if any); the first
+    /// WATCH leases a dedicated connection to the shard's primary.
+    fn watch(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
+        if !self.find_keys(cmd, argv) || !self.map_keys(argv) {
+            return;
+        }
+        let Some(&shard) = self.shards.first() else {
+            return self.no_server();
+        };
+        if self.shards.iter().any(|&s| s != shard) {
+            return self.reply_error(watch::CROSS_SHARD);
+        }
+        if self.watch.as_ref().is_some_and(|w| w.is_void()) {
+            self.watch = None;
+        }
+        let w = match &self.watch {
+            Some(w) if w.shard != shard => return self.reply_error(watch::OTHER_SHARD),
+            Some(w) => Rc::clone(w),
+            None => {
+                let rt = &self.pool.rt;
+                let view = rt.shards[shard].view();
+                let Some(node) = rt.shards[shard].write_target(&view).cloned() else {
+                    let why = route::primary_down(rt, shard)
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default();
+                    return self.reply_error(&format!(
+                        "ERR rampart: shard '{}' has no primary available{why}",
+                        rt.shards[shard].name
+                    ));
+                };
+                let lease = match self.pool.dedicated.lease_for(rt, &node, self.client.resp3) {
+                    Ok(l) => l,
+                    Err(e) => return self.reply_error(&format!("ERR rampart: {e}")),
+                };
+                self.last_node = node.id;
+                let w = Watch::new(shard, lease);
+                self.watch = Some(Rc::clone(&w));
+                w
+            }
+        };
+        let request = match raw {
+            Some(r) => r.to_vec(),
+            None => {
+                let mut b = BytesMut::new();
+                encode::command(&mut b, argv);
+                b.to_vec()
+            }
+        };
+        let seq = self.pending.push_waiting();
+        let sink = Sink::new(&self.pending, seq, 0);
+        watch::watch(&w, request, sink, self.deadline);
+        self.last_shard = shard as u32;
+    }
+
+    /// UNWATCH, DISCARD, RESET: the session's watch ends (its connection goes back clean).
+    fn end_watch(&mut self) {
+        if let Some(w) = self.watch.take() {
+            watch::end(&w, self.pool.rt.timeout());
+        }
     }
 
     fn no_server(&self) {

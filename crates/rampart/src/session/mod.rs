@@ -2,7 +2,8 @@
 //! ([`dispatch`]: a local answer, a forward by key, a split over shards, a broadcast), the
 //! commands rampart answers itself ([`local`]; those about the connection itself in
 //! [`conn`]), `CLIENT PAUSE` ([`pause`]), COMMAND's replies in RESP3 types ([`resp3`]), a
-//! transaction queued between MULTI and EXEC ([`transaction`]), and blocking commands on
+//! transaction queued between MULTI and EXEC ([`transaction`]), WATCH on a connection of its
+//! own ([`watch`]), and blocking commands on
 //! connections of their own ([`blocking`]).
 
 pub mod blocking;
@@ -13,3 +14,4 @@ pub mod local;
 pub mod pause;
 pub mod resp3;
 pub mod transaction;
+pub mod watch;

@@ -32,8 +32,6 @@ pub const MAX_BYTES: usize = 16 << 20;
 pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 /// The `EXEC` reply when the transaction's keys live on more than one shard.
 pub const CROSS_SHARD: &str = "EXECABORT Transaction discarded: its keys live on different shards and a transaction runs on one; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
-/// The reply to `WATCH` outside a transaction.
-pub const WATCH_UNSUPPORTED: &str = "ERR rampart: WATCH is not supported yet; MULTI ... EXEC works without it (the transaction runs atomically on its shard, but without the check that watched keys are unchanged)";
 
 /// Why a transaction will not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,6 +47,8 @@ pub const MAX_CONNECTING: usize = 32;
 /// Read buffer capacity a connection keeps between replies: none, since a dedicated connection
 /// spends its time waiting (a blocked command holds no buffer until its reply arrives).
 const KEEP_BUF: usize = 0;
+/// `HELLO 3`, the last step of a RESP3 connection's set-up.
+const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 
 /// Why a dedicated connection could not serve a request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -105,6 +107,8 @@ struct Conn {
     closer: watch::Receiver<u64>,
     rbuf: ReadBuf,
     dec: ReplyDecoder,
+    /// It said `HELLO 3`: the server shapes its replies for RESP3 clients.
+    resp3: bool,
 }
 
 impl Dedicated {
@@ -118,25 +122,40 @@ impl Dedicated {
         self.idle.borrow().len()
     }
 
-    /// Borrow a connection to `node` of `pool`: an idle one to that node when there is one,
-    /// else a new one, opened on the first [`Lease::send`].
+    /// Borrow a RESP2 connection to `node` of `pool` (see [`Dedicated::lease_for`]).
     ///
     /// # Errors
-    /// [`DedicatedError::Full`] when `max_dedicated_connections` are leased (idle ones of
-    /// other nodes are closed to make room first).
+    /// As [`Dedicated::lease_for`].
     pub fn lease(
         self: &Rc<Self>,
         pool: &Arc<PoolRt>,
         node: &Arc<NodeRt>,
     ) -> Result<Lease, DedicatedError> {
+        self.lease_for(pool, node, false)
+    }
+
+    /// Borrow a connection to `node` of `pool` that speaks RESP3 when `resp3` (it says
+    /// `HELLO 3` after the pool's handshake, so the server shapes replies for a RESP3 client):
+    /// an idle one to that node in that protocol when there is one, else a new one, opened on
+    /// the first [`Lease::send`].
+    ///
+    /// # Errors
+    /// [`DedicatedError::Full`] when `max_dedicated_connections` are leased (idle ones of
+    /// other nodes are closed to make room first).
+    pub fn lease_for(
+        self: &Rc<Self>,
+        pool: &Arc<PoolRt>,
+        node: &Arc<NodeRt>,
+        resp3: bool,
+    ) -> Result<Lease, DedicatedError> {
         let reuse = {
             let mut idle = self.idle.borrow_mut();
             idle.iter()
-                .rposition(|i| i.conn.node.id == node.id)
+                .rposition(|i| i.conn.node.id == node.id && i.conn.resp3 == resp3)
                 .and_then(|at| idle.remove(at))
         };
         if let Some(i) = reuse {
-            return Ok(self.lease_with(pool, node, Some(i.conn)));
+            return Ok(self.lease_with(pool, node, Some(i.conn), resp3));
         }
         let max = pool.conf.max_dedicated_connections.max(1) as usize;
         if self.open.get() >= max {
@@ -152,7 +171,7 @@ impl Dedicated {
             });
         }
         self.open.set(self.open.get() + 1);
-        Ok(self.lease_with(pool, node, None))
+        Ok(self.lease_with(pool, node, None, resp3))
     }
 
     fn lease_with(
@@ -160,8 +179,10 @@ impl Dedicated {
         pool: &Arc<PoolRt>,
         node: &Arc<NodeRt>,
         conn: Option<Conn>,
+        resp3: bool,
     ) -> Lease {
         Lease {
+            resp3,
             home: Rc::clone(self),
             pool: Arc::clone(pool),
             node: Arc::clone(node),
@@ -226,6 +247,8 @@ pub struct Lease {
     reused: bool,
     /// `conn` went back to the idle list, which counts it.
     returned: bool,
+    /// The connection speaks RESP3.
+    resp3: bool,
 }
 
 impl Drop for Lease {
@@ -248,6 +271,19 @@ impl Lease {
     /// The connect, the handshake or the write failed, or the node was switched away from;
     /// the connection is closed and the lease should be dropped.
     pub async fn send(&mut self, request: &[u8]) -> Result<(), DedicatedError> {
+        self.send_expecting(request, 1).await
+    }
+
+    /// Send bytes that draw `replies` replies (several requests in one piece, such as a
+    /// transaction's `MULTI`, commands and `EXEC`), connecting first if needed.
+    ///
+    /// # Errors
+    /// As [`Lease::send`].
+    pub async fn send_expecting(
+        &mut self,
+        request: &[u8],
+        replies: usize,
+    ) -> Result<(), DedicatedError> {
         if self.conn.is_none() || self.reused {
             self.ensure().await?;
         }
@@ -260,7 +296,33 @@ impl Lease {
             self.conn = None;
             return Err(DedicatedError::Failed(label, e.to_string()));
         }
-        self.owed += 1;
+        self.owed += replies;
+        Ok(())
+    }
+
+    /// Whether the connection, held between requests, still stands as it was: open, its node
+    /// not switched away from, and nothing arrived that nobody asked for. State the server
+    /// keeps for the connection (WATCH) holds only then.
+    ///
+    /// # Errors
+    /// Not connected, the node was switched away from, or the connection ended (or sent
+    /// bytes nobody asked for); the connection is closed and the lease should be dropped.
+    pub fn check(&mut self) -> Result<(), DedicatedError> {
+        let label = self.node.label.clone();
+        let Some(c) = self.conn.as_mut() else {
+            return Err(DedicatedError::Failed(label, "not connected".into()));
+        };
+        if c.closer.has_changed().unwrap_or(true) {
+            self.conn = None;
+            return Err(DedicatedError::Switched(label));
+        }
+        if !c.rbuf.is_empty() || has_input(&c.stream) {
+            self.conn = None;
+            return Err(DedicatedError::Failed(
+                label,
+                "connection closed by server".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -320,7 +382,7 @@ impl Lease {
                 let switched = c.closer.has_changed().unwrap_or(true);
                 // Anything readable on an idle connection is its end (or bytes nobody asked
                 // for): either way it is not reused.
-                let stale = timeout(Duration::ZERO, c.stream.readable()).await.is_ok();
+                let stale = has_input(&c.stream);
                 if switched || stale {
                     self.conn = None;
                 }
@@ -363,6 +425,7 @@ impl Lease {
             closer,
             rbuf: ReadBuf::default(),
             dec: decoder(),
+            resp3: self.resp3,
         };
         // The handshake, then a PING: the turn to connect is held until the server has taken
         // the connection and answered on it, so a crowd of new connections never waits in its
@@ -371,6 +434,9 @@ impl Lease {
         let mut all = BytesMut::new();
         for c in cmds {
             all.extend_from_slice(c);
+        }
+        if self.resp3 {
+            all.extend_from_slice(HELLO3);
         }
         all.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         write_all(&conn.stream, &all)
@@ -383,6 +449,18 @@ impl Lease {
                 .map_err(|e: HandshakeError| {
                     DedicatedError::Failed(label.clone(), e.to_string())
                 })?;
+        }
+        if self.resp3 {
+            let hello = read_reply(&mut conn, Some(limit)).await?;
+            if !hello.starts_with(b"%") {
+                let why = String::from_utf8_lossy(&hello[..hello.len().min(128)])
+                    .trim_end()
+                    .to_string();
+                return Err(DedicatedError::Failed(
+                    label,
+                    format!("HELLO 3 refused: {why}"),
+                ));
+            }
         }
         let pong = read_reply(&mut conn, Some(limit)).await?;
         if pong != b"+PONG\r\n" {
@@ -397,6 +475,18 @@ impl Lease {
         self.conn = Some(conn);
         Ok(())
     }
+}
+
+/// Whether the socket holds bytes to read or its end (or failed): asked of the socket itself,
+/// so the answer is current and costs no wait (a zero timeout on readiness waits for the next
+/// timer tick, up to a millisecond, when nothing is there).
+fn has_input(stream: &Stream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    let peeked = match stream {
+        Stream::Tcp(s) => socket2::SockRef::from(s.get_ref()).peek(&mut byte),
+        Stream::Unix(s) => socket2::SockRef::from(s.get_ref()).peek(&mut byte),
+    };
+    !matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 fn decoder() -> ReplyDecoder {

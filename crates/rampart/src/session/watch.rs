@@ -1,0 +1,213 @@
+//! WATCH: a session's watched keys, held on a dedicated server connection of its own.
+//!
+//! Redis keeps watched keys per connection, so a session that says `WATCH` leases a
+//! dedicated connection (`upstream::dedicated`) to the primary of the keys' shard and sends
+//! `WATCH` there. Every watched key must live on that one shard. While it watches, the
+//! session's other requests still ride the shared connections (so its own writes reach the
+//! server and touch watched keys, as in Redis); only the transaction changes course: at
+//! `EXEC`, `MULTI`, the queued commands and `EXEC` go in one piece on the leased connection
+//! and only `EXEC`'s reply reaches the client (an array, or nil when a watched key changed).
+//!
+//! `EXEC` ends the watch (Redis forgets watched keys there) and the connection goes back for
+//! reuse after its complete replies; `DISCARD`, `UNWATCH` and `RESET` end it too, sending
+//! `UNWATCH` first so the connection goes back clean. A client that leaves drops the lease:
+//! its connection is closed. If the connection breaks or its node is switched away from while
+//! the session watches, the watch is lost: `EXEC` answers [`lost`] and nothing of the
+//! transaction is sent.
+//!
+//! A session runs one watch step (`WATCH`, `EXEC`) at a time and nothing after it until it is
+//! answered: both wait for the replies to the session's earlier requests, so they follow the
+//! client's own writes, as on one Redis connection.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::upstream::dedicated::Lease;
+use crate::upstream::error::Failure;
+use crate::upstream::sink::Sink;
+
+/// The `UNWATCH` request, as RESP.
+const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
+
+/// The reply to `WATCH` of keys on more than one shard (nothing is watched).
+pub const CROSS_SHARD: &str = "ERR rampart: the keys of WATCH live on different shards and a transaction runs on one; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
+/// The reply to `WATCH` of keys on another shard than the keys the session already watches.
+pub const OTHER_SHARD: &str = "ERR rampart: these keys live on another shard than the keys already watched, and a transaction runs on one; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard, or UNWATCH first";
+
+/// `EXEC`'s reply when the connection that held the watch was lost: nothing ran.
+pub fn lost(why: &str) -> String {
+    format!("EXECABORT Transaction discarded: the server connection that held its WATCH was lost ({why}), so the watched keys could not be checked; nothing ran")
+}
+
+/// A session's watch: its shard and the leased connection that holds the watched keys.
+pub struct Watch {
+    /// The shard of every watched key, an index into the pool's shards.
+    pub shard: usize,
+    /// The leased connection; taken by the step in progress, gone once lost.
+    lease: Cell<Option<Lease>>,
+    /// Why the lease was lost, once it was.
+    lost: Cell<Option<String>>,
+    /// A WATCH succeeded on the server: something is watched.
+    watched: Cell<bool>,
+    /// A step (`WATCH`, `EXEC`) is in progress.
+    busy: Cell<bool>,
+}
+
+impl Watch {
+    /// A watch about to start on `lease`, for keys of `shard`.
+    pub fn new(shard: usize, lease: Lease) -> Rc<Self> {
+        Rc::new(Watch {
+            shard,
+            lease: Cell::new(Some(lease)),
+            lost: Cell::new(None),
+            watched: Cell::new(false),
+            busy: Cell::new(false),
+        })
+    }
+
+    /// A step is in progress: the session runs nothing else until it is answered.
+    pub fn is_busy(&self) -> bool {
+        self.busy.get()
+    }
+
+    /// Nothing is watched and nothing was lost (the first `WATCH` failed): the session is
+    /// back to no watch.
+    pub fn is_void(&self) -> bool {
+        !self.busy.get() && !self.watched.get() && !self.is_lost()
+    }
+
+    /// The watch was lost (connection broken, node switched away from).
+    pub fn is_lost(&self) -> bool {
+        let why = self.lost.take();
+        let lost = why.is_some();
+        self.lost.set(why);
+        lost
+    }
+
+    fn lose(&self, why: String) {
+        self.lease.set(None);
+        if self.watched.get() {
+            self.lost.set(Some(why));
+        }
+    }
+}
+
+/// Send `WATCH` (its RESP `request`) on the watch's connection and answer `sink` with the
+/// server's reply. A failure loses the watch (an earlier `WATCH` included).
+pub fn watch(w: &Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instant) {
+    w.busy.set(true);
+    tokio::task::spawn_local(watch_step(Rc::clone(w), request, sink, deadline));
+}
+
+async fn watch_step(w: Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instant) {
+    let result = match w.lease.take() {
+        Some(mut lease) => match lease.call(&request, Some(deadline)).await {
+            Ok(reply) => Ok((lease, reply)),
+            Err(e) => Err(Failure::from(e)),
+        },
+        None => Err(Failure::Ended(
+            "the connection that held the watch was lost",
+        )),
+    };
+    // Cleared before the reply wakes the session, which then runs its next request.
+    w.busy.set(false);
+    match result {
+        Ok((lease, reply)) => {
+            if reply.starts_with(b"+") {
+                w.watched.set(true);
+            }
+            if w.watched.get() {
+                w.lease.set(Some(lease));
+            } else {
+                // The server refused the first WATCH: nothing is watched, and the connection
+                // goes back at once instead of waiting for the session's next step.
+                lease.give_back();
+            }
+            sink.deliver(&reply);
+        }
+        Err(f) => {
+            w.lose(f.to_string());
+            sink.fail(f);
+        }
+    }
+}
+
+/// `EXEC` of a watching session: `run` (`MULTI`, the commands, `EXEC`; `skip` replies before
+/// `EXEC`'s) goes on the watch's connection unless the watch was lost, and only `EXEC`'s
+/// reply answers `sink`, each reply awaited for at most `timeout` (the pool's). The
+/// connection goes back for reuse after complete replies. The watch ends.
+pub fn exec(w: &Rc<Watch>, run: Vec<u8>, skip: u32, sink: Sink, timeout: Duration) {
+    w.busy.set(true);
+    let w = Rc::clone(w);
+    tokio::task::spawn_local(async move {
+        let result = exec_on(&w, &run, skip, timeout).await;
+        w.busy.set(false);
+        match result {
+            Ok(reply) => sink.deliver(&reply),
+            Err(Ok(abort)) => sink.deliver(format!("-{abort}\r\n").as_bytes()),
+            Err(Err(f)) => sink.fail(f),
+        }
+    });
+}
+
+/// `EXEC`'s reply; `Err(Ok(_))`: nothing was sent (the reply is an error message), `Err(Err(_))`:
+/// the connection failed once the run may have reached the server (never sent again).
+async fn exec_on(
+    w: &Watch,
+    run: &[u8],
+    skip: u32,
+    timeout: Duration,
+) -> Result<Vec<u8>, Result<String, Failure>> {
+    let Some(mut lease) = w.lease.take() else {
+        let why = w.lost.take().unwrap_or_else(|| "closed".into());
+        return Err(Ok(lost(&why)));
+    };
+    if let Err(e) = lease.check() {
+        return Err(Ok(lost(&e.to_string())));
+    }
+    let node = lease.node().label.clone();
+    lease
+        .send_expecting(run, skip as usize + 1)
+        .await
+        .map_err(|e| Err(Failure::from(e)))?;
+    let mut refused = false;
+    for i in 0..skip {
+        let r = lease
+            .reply(Some(Instant::now() + timeout))
+            .await
+            .map_err(|e| Err(Failure::from(e)))?;
+        refused |= i == 0 && r.starts_with(b"-");
+    }
+    let reply = lease
+        .reply(Some(Instant::now() + timeout))
+        .await
+        .map_err(|e| Err(Failure::from(e)))?;
+    lease.give_back();
+    if refused {
+        return Err(Err(Failure::MultiRefused { node }));
+    }
+    Ok(reply)
+}
+
+/// End a watch the session no longer needs (`UNWATCH`, `DISCARD`, `RESET`): `UNWATCH` on its
+/// connection, which goes back for reuse after the reply (closed if anything else happens).
+pub fn end(w: &Watch, timeout: Duration) {
+    let Some(lease) = w.lease.take() else {
+        return;
+    };
+    tokio::task::spawn_local(unwatch(lease, timeout));
+}
+
+async fn unwatch(mut lease: Lease, timeout: Duration) {
+    if lease.check().is_err() {
+        return;
+    }
+    if let Ok(reply) = lease.call(UNWATCH, Some(Instant::now() + timeout)).await {
+        if reply == b"+OK\r\n" {
+            lease.give_back();
+        }
+    }
+}
