@@ -1,8 +1,9 @@
 //! Real job-queue applications through rampart, each against a replica-set pool (a primary and
 //! a replica, `read_policy: prefer-replica`): Sidekiq (Debian's `ruby-sidekiq`, its own client
 //! pushing and its own server process running the jobs) and RQ (`rq worker --burst`, pinned by
-//! `scripts/client-libs.sh`). The scripts they run are in `tests/apps/`. A test that cannot run
-//! its application fails; every process it starts is killed by PID when it ends.
+//! `scripts/client-libs.sh`); then Sidekiq again across a Sentinel failover. The scripts they
+//! run are in `tests/apps/`. A test that cannot run its application fails; every process it
+//! starts is killed by PID when it ends.
 //!
 //! Each test prints what it measured; run with `cargo test -p rampart --test apps --
 //! --nocapture` to see it.
@@ -12,12 +13,13 @@ mod ha;
 #[path = "common/ha_load.rs"]
 mod load;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ha::{replica_set, short_form, HaProxy, FAST_CHECKS};
+use ha::{replica_set, short_form, HaProxy, SentinelSetup, FAST_CHECKS, MASTER};
 use testkit::process::ChildGuard;
 use testkit::{poll_until, RedisServer, Reply};
 
@@ -255,4 +257,87 @@ fn rq_runs_every_job() {
         .collect();
     assert!(problems.is_empty(), "rq worker logged problems:\n{out}");
     phase("check");
+}
+
+/// The ids in the set `key`, read straight from `server`.
+fn members(server: &RedisServer, key: &str) -> HashSet<u64> {
+    match server.cmd(&["SMEMBERS", key]) {
+        Reply::Array(Some(items)) => items
+            .iter()
+            .filter_map(|r| r.as_str()?.parse().ok())
+            .collect(),
+        other => panic!("SMEMBERS {key}: {other:?}"),
+    }
+}
+
+/// Sidekiq keeps working across a Sentinel failover (SENTINEL FAILOVER while jobs are pushed
+/// and run): every push that was acknowledged is run, except jobs Sidekiq's basic fetch had
+/// already popped from the old primary, at most one per Sidekiq thread (5), as without rampart.
+/// Prints how many were lost and the lines Sidekiq logged at ERROR.
+#[test]
+fn sidekiq_across_a_sentinel_failover() {
+    const JOBS: usize = 2000;
+    let s = SentinelSetup::start("  read_policy: prefer-replica\n");
+    let url = format!("redis://{}/0", s.proxy.addr());
+    let dir = s.proxy.proxy.dir().to_path_buf();
+    let log = dir.join("sidekiq.log");
+    let mut server = sidekiq_server(&url, &log);
+    let pusher = {
+        let (url, log) = (url.clone(), dir.join("push.log"));
+        std::thread::spawn(move || sidekiq_push(&url, JOBS, "0.003", &log))
+    };
+    testkit::wait_until(Duration::from_secs(60), "300 jobs to run", || {
+        scard(&s.primary, "apps:done") >= 300
+    });
+    let t0 = Instant::now();
+    assert_eq!(
+        s.sentinels[0].cmd(&["SENTINEL", "FAILOVER", MASTER]),
+        Reply::ok()
+    );
+    let (took, port) = s.wait_switch(t0, Duration::from_secs(30));
+    println!("Sentinel named a new primary after {took:?}");
+    let (acked, failed) = pusher
+        .join()
+        .unwrap_or_else(|_| panic!("the push thread panicked"));
+    let primary = s.node_on(port);
+    // Done when the queue is empty and the count holds still for 3 s.
+    let mut last = (-1, Instant::now());
+    let settled = poll_until(Duration::from_secs(90), || {
+        let n = scard(primary, "apps:done");
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        let empty = primary.cmd(&["LLEN", "queue:default"]) == Reply::Int(0);
+        (empty && last.1.elapsed() > Duration::from_secs(3)).then_some(n)
+    });
+    server.signal("TERM");
+    let exit = server.wait_exit(Duration::from_secs(20));
+    let text = testkit::process::read_lossy(&log);
+    assert!(
+        settled.is_some(),
+        "jobs did not settle; sidekiq log:\n{text}"
+    );
+    let done = members(primary, "apps:done");
+    let lost: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|id| !done.contains(id))
+        .collect();
+    println!(
+        "{} pushes acknowledged, {} failed ({:?}), {} jobs run, {} acknowledged jobs lost {lost:?}",
+        acked.len(),
+        failed.len(),
+        &failed[..failed.len().min(3)],
+        done.len(),
+        lost.len()
+    );
+    println!("sidekiq errors: {:#?}", sidekiq_errors(&text));
+    println!("sidekiq stopped: {exit:?}");
+    assert!(
+        lost.len() <= 5,
+        "{} acknowledged jobs never ran: {lost:?}\nfailover:{}\nproxy log:\n{}",
+        lost.len(),
+        s.failover_log(),
+        s.proxy.log()
+    );
 }
