@@ -286,9 +286,20 @@ fn sidekiq_across_a_sentinel_failover() {
         let (url, log) = (url.clone(), dir.join("push.log"));
         std::thread::spawn(move || sidekiq_push(&url, JOBS, "0.003", &log))
     };
-    testkit::wait_until(Duration::from_secs(60), "300 jobs to run", || {
-        scard(&s.primary, "apps:done") >= 300
+    // Before the failover Sidekiq must run cleanly: an error then fails the test at once.
+    let started = poll_until(Duration::from_secs(60), || {
+        let text = testkit::process::read_lossy(&log);
+        let ran = scard(&s.primary, "apps:done") >= 300;
+        (ran || !sidekiq_errors(&text).is_empty()).then_some(ran)
     });
+    if started != Some(true) {
+        // The pushes end on their own (each one fails fast): let its process be reaped.
+        let _ = pusher.join();
+        panic!(
+            "300 jobs did not run before the failover; sidekiq log:\n{}",
+            testkit::process::read_lossy(&log)
+        );
+    }
     let t0 = Instant::now();
     assert_eq!(
         s.sentinels[0].cmd(&["SENTINEL", "FAILOVER", MASTER]),
