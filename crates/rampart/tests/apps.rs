@@ -1,0 +1,354 @@
+//! Real job-queue applications through rampart, each against a replica-set pool (a primary and
+//! a replica, `read_policy: prefer-replica`): Sidekiq (Debian's `ruby-sidekiq`, its own client
+//! pushing and its own server process running the jobs) and RQ (`rq worker --burst`, pinned by
+//! `scripts/client-libs.sh`); then Sidekiq again across a Sentinel failover. The scripts they
+//! run are in `tests/apps/`. A test that cannot run its application fails; every process it
+//! starts is killed by PID when it ends.
+//!
+//! Each test prints what it measured; run with `cargo test -p rampart --test apps --
+//! --nocapture` to see it.
+
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ha::{replica_set, short_form, HaProxy, SentinelSetup, FAST_CHECKS, MASTER};
+use testkit::process::ChildGuard;
+use testkit::{poll_until, RedisServer, Reply};
+
+/// The scripts the applications run.
+fn scripts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
+}
+
+/// Where `scripts/client-libs.sh` installed RQ and redis-py; installs them on first use.
+fn libs() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = Command::new("bash")
+            .arg(root.join("scripts/client-libs.sh"))
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/client-libs.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "installing the client libraries failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root.join("target/client-libs")
+    })
+}
+
+/// A primary, one synced replica, and rampart over them with `prefer-replica` reads.
+struct Pool {
+    primary: RedisServer,
+    _replica: RedisServer,
+    proxy: HaProxy,
+}
+
+impl Pool {
+    fn start() -> Pool {
+        let (primary, mut replicas) = replica_set(1);
+        let replica = replicas.remove(0);
+        let body = short_form(
+            &primary.addr(),
+            &[replica.addr()],
+            &format!("  read_policy: prefer-replica\n{FAST_CHECKS}"),
+        );
+        let proxy = HaProxy::start(&body);
+        proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
+        Pool {
+            primary,
+            _replica: replica,
+            proxy,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/0", self.proxy.addr())
+    }
+}
+
+/// Runs `cmd` to its end within `timeout`, with its output in `log`; returns the output.
+///
+/// # Panics
+/// If it cannot start, does not end in time (it is then killed), or exits with an error.
+fn run_to_end(what: &str, cmd: Command, log: &Path, timeout: Duration) -> String {
+    let mut child = ChildGuard::spawn(cmd, what, log);
+    let status = child.wait_exit(timeout);
+    child.kill();
+    let out = testkit::process::read_lossy(log);
+    match status {
+        Some(s) if s.success() => out,
+        Some(s) => panic!("{what} failed ({s}):\n{out}"),
+        None => panic!("{what} did not end within {timeout:?}:\n{out}"),
+    }
+}
+
+/// `SCARD key` read straight from `server`.
+fn scard(server: &RedisServer, key: &str) -> i64 {
+    match server.cmd(&["SCARD", key]) {
+        Reply::Int(n) => n,
+        other => panic!("SCARD {key}: {other:?}"),
+    }
+}
+
+/// The lines of a Sidekiq log at its levels ERROR and FATAL.
+fn sidekiq_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" ERROR: ") || l.contains(" FATAL: "))
+        .collect()
+}
+
+/// The lines of a Sidekiq log at its level WARN (printed, for the report).
+fn sidekiq_warnings(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(" WARN: ")).collect()
+}
+
+/// A Sidekiq server (`sidekiq -r tests/apps/sidekiq_jobs.rb`, 5 threads) on `url`.
+fn sidekiq_server(url: &str, log: &Path) -> ChildGuard {
+    let mut cmd = Command::new("sidekiq");
+    cmd.env("REDIS_URL", url)
+        .env("RAILS_ENV", "production")
+        .current_dir(scripts())
+        .args([
+            "-r",
+            "./sidekiq_jobs.rb",
+            "-c",
+            "5",
+            "-q",
+            "default",
+            "-t",
+            "5",
+        ]);
+    ChildGuard::spawn(cmd, "sidekiq", log)
+}
+
+/// Runs `sidekiq_push.rb` for `n` jobs on `url`; returns the ids acknowledged and the lines
+/// of the pushes that failed.
+fn sidekiq_push(url: &str, n: usize, pause: &str, log: &Path) -> (Vec<u64>, Vec<String>) {
+    let mut cmd = Command::new("ruby");
+    cmd.env("REDIS_URL", url).current_dir(scripts()).args([
+        "sidekiq_push.rb",
+        &n.to_string(),
+        pause,
+    ]);
+    let out = run_to_end("sidekiq push", cmd, log, Duration::from_secs(120));
+    assert!(
+        out.lines().any(|l| l == "pushed"),
+        "push did not finish:\n{out}"
+    );
+    let acked = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("acked ")?.parse().ok())
+        .collect();
+    let failed = out
+        .lines()
+        .filter(|l| l.starts_with("failed "))
+        .map(str::to_string)
+        .collect();
+    (acked, failed)
+}
+
+/// 2,000 Sidekiq jobs pushed through rampart are all run by a Sidekiq server connected through
+/// rampart (each adds its id to a set, counted on the primary itself), and the server logs
+/// no error.
+#[test]
+fn sidekiq_runs_every_job() {
+    const JOBS: usize = 2000;
+    let pool = Pool::start();
+    let dir = pool.proxy.proxy.dir().to_path_buf();
+    let t0 = Instant::now();
+    let (acked, failed) = sidekiq_push(&pool.url(), JOBS, "0", &dir.join("push.log"));
+    assert!(
+        failed.is_empty(),
+        "pushes failed: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(acked.len(), JOBS);
+    println!("{JOBS} pushes acknowledged in {:?}", t0.elapsed());
+
+    let log = dir.join("sidekiq.log");
+    let t1 = Instant::now();
+    let mut server = sidekiq_server(&pool.url(), &log);
+    // Ends early when Sidekiq logs an error: that fails the test anyway.
+    let done = poll_until(Duration::from_secs(90), || {
+        let text = testkit::process::read_lossy(&log);
+        let all = scard(&pool.primary, "apps:done") == JOBS as i64;
+        (all || !sidekiq_errors(&text).is_empty()).then_some(all)
+    });
+    let text = testkit::process::read_lossy(&log);
+    assert!(
+        done == Some(true),
+        "{} of {JOBS} jobs ran; sidekiq log:\n{text}\nproxy log:\n{}",
+        scard(&pool.primary, "apps:done"),
+        pool.proxy.log()
+    );
+    println!("{JOBS} jobs run in {:?}", t1.elapsed());
+    assert_eq!(pool.primary.cmd(&["LLEN", "queue:default"]), Reply::Int(0));
+    // A clean stop: TERM, then the server ends on its own (it reports its shutdown to Redis).
+    server.signal("TERM");
+    let exit = server.wait_exit(Duration::from_secs(20));
+    let text = testkit::process::read_lossy(&log);
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "sidekiq did not stop cleanly ({exit:?}):\n{text}"
+    );
+    println!("sidekiq warnings: {:?}", sidekiq_warnings(&text));
+    let errors = sidekiq_errors(&text);
+    assert!(errors.is_empty(), "sidekiq logged errors:\n{text}");
+    assert_eq!(pool.primary.cmd(&["ZCARD", "retry"]), Reply::Int(0));
+    assert_eq!(pool.primary.cmd(&["ZCARD", "dead"]), Reply::Int(0));
+}
+
+/// 500 RQ jobs enqueued through rampart are run by `rq worker --burst` through rampart, every
+/// result right, none failed.
+#[test]
+fn rq_runs_every_job() {
+    const JOBS: usize = 500;
+    let libs = libs();
+    let pool = Pool::start();
+    let dir = pool.proxy.proxy.dir().to_path_buf();
+    let pythonpath = format!("{}:{}", libs.join("py").display(), scripts().display());
+    let phase = |name: &str| {
+        let mut cmd = Command::new("python3");
+        cmd.env("PYTHONPATH", &pythonpath).args([
+            scripts().join("rq_enqueue.py").to_string_lossy().as_ref(),
+            &pool.proxy.port.to_string(),
+            &JOBS.to_string(),
+            name,
+        ]);
+        let out = run_to_end(
+            name,
+            cmd,
+            &dir.join(format!("{name}.log")),
+            Duration::from_secs(60),
+        );
+        assert!(out.trim_end().ends_with("ok"), "{name}:\n{out}");
+    };
+    let t0 = Instant::now();
+    phase("enqueue");
+    println!("{JOBS} jobs enqueued in {:?}", t0.elapsed());
+
+    let mut worker = Command::new("python3");
+    worker
+        .env("PYTHONPATH", &pythonpath)
+        .arg(libs.join("py/bin/rq"))
+        .args(["worker", "--burst", "--url", &pool.url(), "apps"]);
+    let t1 = Instant::now();
+    let out = run_to_end(
+        "rq worker",
+        worker,
+        &dir.join("worker.log"),
+        Duration::from_secs(120),
+    );
+    println!("rq worker --burst ran {JOBS} jobs in {:?}", t1.elapsed());
+    let problems: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("Traceback") || l.contains("ERROR") || l.contains("Error"))
+        .collect();
+    assert!(problems.is_empty(), "rq worker logged problems:\n{out}");
+    phase("check");
+}
+
+/// The ids in the set `key`, read straight from `server`.
+fn members(server: &RedisServer, key: &str) -> HashSet<u64> {
+    match server.cmd(&["SMEMBERS", key]) {
+        Reply::Array(Some(items)) => items
+            .iter()
+            .filter_map(|r| r.as_str()?.parse().ok())
+            .collect(),
+        other => panic!("SMEMBERS {key}: {other:?}"),
+    }
+}
+
+/// Sidekiq keeps working across a Sentinel failover (SENTINEL FAILOVER while jobs are pushed
+/// and run): every push that was acknowledged is run, except jobs Sidekiq's basic fetch had
+/// already popped from the old primary, at most one per Sidekiq thread (5), as without rampart.
+/// Prints how many were lost and the lines Sidekiq logged at ERROR.
+#[test]
+fn sidekiq_across_a_sentinel_failover() {
+    const JOBS: usize = 2000;
+    let s = SentinelSetup::start("  read_policy: prefer-replica\n");
+    let url = format!("redis://{}/0", s.proxy.addr());
+    let dir = s.proxy.proxy.dir().to_path_buf();
+    let log = dir.join("sidekiq.log");
+    let mut server = sidekiq_server(&url, &log);
+    let pusher = {
+        let (url, log) = (url.clone(), dir.join("push.log"));
+        std::thread::spawn(move || sidekiq_push(&url, JOBS, "0.003", &log))
+    };
+    // Before the failover Sidekiq must run cleanly: an error then fails the test at once.
+    let started = poll_until(Duration::from_secs(60), || {
+        let text = testkit::process::read_lossy(&log);
+        let ran = scard(&s.primary, "apps:done") >= 300;
+        (ran || !sidekiq_errors(&text).is_empty()).then_some(ran)
+    });
+    if started != Some(true) {
+        // The pushes end on their own (each one fails fast): let its process be reaped.
+        let _ = pusher.join();
+        panic!(
+            "300 jobs did not run before the failover; sidekiq log:\n{}",
+            testkit::process::read_lossy(&log)
+        );
+    }
+    let t0 = Instant::now();
+    assert_eq!(
+        s.sentinels[0].cmd(&["SENTINEL", "FAILOVER", MASTER]),
+        Reply::ok()
+    );
+    let (took, port) = s.wait_switch(t0, Duration::from_secs(30));
+    println!("Sentinel named a new primary after {took:?}");
+    let (acked, failed) = pusher
+        .join()
+        .unwrap_or_else(|_| panic!("the push thread panicked"));
+    let primary = s.node_on(port);
+    // Done when the queue is empty and the count holds still for 3 s.
+    let mut last = (-1, Instant::now());
+    let settled = poll_until(Duration::from_secs(90), || {
+        let n = scard(primary, "apps:done");
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        let empty = primary.cmd(&["LLEN", "queue:default"]) == Reply::Int(0);
+        (empty && last.1.elapsed() > Duration::from_secs(3)).then_some(n)
+    });
+    server.signal("TERM");
+    let exit = server.wait_exit(Duration::from_secs(20));
+    let text = testkit::process::read_lossy(&log);
+    assert!(
+        settled.is_some(),
+        "jobs did not settle; sidekiq log:\n{text}"
+    );
+    let done = members(primary, "apps:done");
+    let lost: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|id| !done.contains(id))
+        .collect();
+    println!(
+        "{} pushes acknowledged, {} failed ({:?}), {} jobs run, {} acknowledged jobs lost {lost:?}",
+        acked.len(),
+        failed.len(),
+        &failed[..failed.len().min(3)],
+        done.len(),
+        lost.len()
+    );
+    println!("sidekiq errors: {:#?}", sidekiq_errors(&text));
+    println!("sidekiq stopped: {exit:?}");
+    assert!(
+        lost.len() <= 5,
+        "{} acknowledged jobs never ran: {lost:?}\nfailover:{}\nproxy log:\n{}",
+        lost.len(),
+        s.failover_log(),
+        s.proxy.log()
+    );
+}
