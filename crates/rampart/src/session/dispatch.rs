@@ -558,14 +558,7 @@ impl Session {
                 w
             }
         };
-        let request = match raw {
-            Some(r) => r.to_vec(),
-            None => {
-                let mut b = BytesMut::new();
-                encode::command(&mut b, argv);
-                b.to_vec()
-            }
-        };
+        let request = owned_request(argv, raw);
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
         watch::watch(&w, request, sink, self.deadline);
@@ -825,14 +818,7 @@ impl Session {
             BlockFor::Up(d) => Some(Instant::now() + d + rt.timeout()),
             BlockFor::Unknown => Some(Instant::now() + rt.timeout()),
         };
-        let request = match raw {
-            Some(r) => r.to_vec(),
-            None => {
-                let mut b = BytesMut::new();
-                encode::command(&mut b, argv);
-                b.to_vec()
-            }
-        };
+        let request = owned_request(argv, raw);
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
         blocking::start(&self.blocked, self.client.entry.as_ref());
@@ -876,6 +862,19 @@ fn sub_position(cmd: &'static Command, argv: &[&[u8]]) -> Option<usize> {
     }
     let sub = rampart_commands::lookup_sub(cmd, argv.get(1)?)?;
     cmd.subcommands.iter().position(|s| std::ptr::eq(s, sub))
+}
+
+/// The request as RESP bytes of its own: `raw` when it arrived as RESP, else `argv` encoded
+/// (an inline request), for a task that outlives the read buffer.
+fn owned_request(argv: &[&[u8]], raw: Option<&[u8]>) -> Vec<u8> {
+    match raw {
+        Some(r) => r.to_vec(),
+        None => {
+            let mut b = BytesMut::new();
+            encode::command(&mut b, argv);
+            b.to_vec()
+        }
+    }
 }
 
 /// Server parameters that CONFIG SET through the proxy may not change, because rampart's
