@@ -121,6 +121,9 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
             closing_log(ctx.client.id, why, limits.client_output_hard);
             return End::Err;
         }
+        // Counted before they are written, so a client that reads a reply and then asks for
+        // the statistics (INFO, /metrics) always finds it counted.
+        record_latency(&worker.stats, ctx, pending.outstanding());
         let blocked = {
             let mut out = pending.out.borrow_mut();
             let blocked = match flush(stream, &mut out) {
@@ -133,7 +136,6 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
             release_if_idle(&mut out, OUT_KEEP);
             blocked
         };
-        record_latency(&worker.stats, ctx, pending.outstanding());
         if (ctx.client.closing || eof) && pending.outstanding() == 0 && !blocked {
             return if ctx.client.closing && !eof && ctx.errored {
                 End::Err
