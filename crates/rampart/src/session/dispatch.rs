@@ -537,17 +537,11 @@ impl Session {
             Some(w) if w.shard != shard => return self.reply_error(watch::OTHER_SHARD),
             Some(w) => Rc::clone(w),
             None => {
-                let rt = &self.pool.rt;
-                let view = rt.shards[shard].view();
-                let Some(node) = rt.shards[shard].write_target(&view).cloned() else {
-                    let why = route::primary_down(rt, shard)
-                        .map(|w| format!(" ({w})"))
-                        .unwrap_or_default();
-                    return self.reply_error(&format!(
-                        "ERR rampart: shard '{}' has no primary available{why}",
-                        rt.shards[shard].name
-                    ));
+                let node = match writable_primary(&self.pool.rt, shard) {
+                    Ok(n) => n,
+                    Err(f) => return self.reply_raw(&f.reply()),
                 };
+                let rt = &self.pool.rt;
                 let lease = match self.pool.dedicated.lease_for(rt, &node, self.client.resp3) {
                     Ok(l) => l,
                     Err(e) => return self.reply_error(&format!("ERR rampart: {e}")),
@@ -798,17 +792,11 @@ impl Session {
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(CROSS_SHARD);
         }
-        let rt = &self.pool.rt;
-        let view = rt.shards[shard].view();
-        let Some(node) = rt.shards[shard].write_target(&view).cloned() else {
-            let why = route::primary_down(rt, shard)
-                .map(|w| format!(" ({w})"))
-                .unwrap_or_default();
-            return self.reply_error(&format!(
-                "ERR rampart: shard '{}' has no primary available{why}",
-                rt.shards[shard].name
-            ));
+        let node = match writable_primary(&self.pool.rt, shard) {
+            Ok(n) => n,
+            Err(f) => return self.reply_raw(&f.reply()),
         };
+        let rt = &self.pool.rt;
         let lease = match self.pool.dedicated.lease(rt, &node) {
             Ok(l) => l,
             Err(e) => return self.reply_error(&format!("ERR rampart: {e}")),
@@ -862,6 +850,22 @@ fn sub_position(cmd: &'static Command, argv: &[&[u8]]) -> Option<usize> {
     }
     let sub = rampart_commands::lookup_sub(cmd, argv.get(1)?)?;
     cmd.subcommands.iter().position(|s| std::ptr::eq(s, sub))
+}
+
+/// The shard's writable primary for a command that needs a connection of its own (WATCH, a
+/// blocking command), or why there is none (nothing was sent).
+fn writable_primary(
+    rt: &crate::topology::PoolRt,
+    shard: usize,
+) -> Result<std::sync::Arc<crate::topology::node::NodeRt>, crate::upstream::error::Failure> {
+    let view = rt.shards[shard].view();
+    rt.shards[shard]
+        .write_target(&view)
+        .cloned()
+        .ok_or_else(|| crate::upstream::error::Failure::NoPrimary {
+            shard: rt.shards[shard].name.clone(),
+            cause: route::primary_down(rt, shard),
+        })
 }
 
 /// The request as RESP bytes of its own: `raw` when it arrived as RESP, else `argv` encoded
