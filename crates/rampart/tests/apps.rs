@@ -276,7 +276,6 @@ fn members(server: &RedisServer, key: &str) -> HashSet<u64> {
 /// already popped from the old primary, at most one per Sidekiq thread (5), as without rampart.
 /// Prints how many were lost and the lines Sidekiq logged at ERROR.
 #[test]
-#[ignore = "loses the jobs acknowledged by the old primary between the promotion and Sentinel's switch (191 of 2,000 in one run): writes are not held while a Sentinel failover is under way"]
 fn sidekiq_across_a_sentinel_failover() {
     const JOBS: usize = 2000;
     let s = SentinelSetup::start("  read_policy: prefer-replica\n");

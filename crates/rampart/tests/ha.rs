@@ -1,6 +1,6 @@
 //! High availability under real faults: replicas killed (-9), frozen (SIGSTOP), slowed and
 //! flapping under read load; a whole shard lost; a Sentinel failover under write load with
-//! the old primary coming back as a zombie.
+//! the old primary coming back as a zombie; a failover of a primary that is still up.
 //!
 //! Each test prints what it measured (detection time, errors, latency quantiles, write
 //! pause, writes lost); run with `cargo test -p rampart --test ha -- --nocapture` to see them.
@@ -289,6 +289,75 @@ fn sentinel_failover_under_write_load() {
         taps.ended.is_none() || converted.is_some(),
         "MONITOR ended before the conversion: {:?}",
         taps.ended
+    );
+}
+
+/// A failover of a primary that is still up (`SENTINEL FAILOVER`, or a false detection on a
+/// loaded network) loses no acknowledged write: writes are held from the sentinel's
+/// `+try-failover` until the promoted replica is applied, so the old primary acknowledges
+/// nothing after its replica stopped following it. Without the hold, the old primary kept
+/// acknowledging writes until `+switch-master` (hundreds to thousands, lost when Sentinel
+/// turned it into a replica).
+#[test]
+fn sentinel_failover_of_a_live_primary_loses_no_acknowledged_write() {
+    const WRITERS: usize = 3;
+    let s = SentinelSetup::start("  failover_hold: 10s\n");
+    let load = WriteLoad::start(&s.proxy.addr(), WRITERS, Duration::from_secs(10));
+    assert!(load::progressed(
+        || load.acked(),
+        300,
+        Duration::from_secs(5)
+    ));
+    let asked = Instant::now();
+    let reply = s.sentinels[0].cmd(&["SENTINEL", "FAILOVER", ha::MASTER]);
+    assert_eq!(reply, Reply::ok(), "SENTINEL FAILOVER");
+    let (switch_after, new_port) = s.wait_switch(asked, Duration::from_secs(20));
+    // Sentinel turns the old primary into a replica of the new one; from then on whatever
+    // only the old primary had is gone.
+    let converted = poll_until(Duration::from_secs(20), || {
+        (s.primary.role() == "slave").then(|| asked.elapsed())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let report = load.stop();
+    let final_port = s.sentinels[0]
+        .master_addr(ha::MASTER)
+        .map_or(new_port, |(_, port)| port);
+    let new_primary = s.node_on(final_port);
+    let missing = missing_writes(new_primary, &report.acks);
+    let (pause, _) = report.longest_pause();
+    let held = s.proxy.log_lines(&["holding writes", "held writes"]);
+    println!(
+        "live failover: switched after {switch_after:?}, old primary converted after {converted:?}; \
+         writes: {} acknowledged, {} errors, longest pause {pause:?}, {} missing on the new primary",
+        report.acks.len(),
+        report.errors.len(),
+        missing.len()
+    );
+    for l in &held {
+        println!("  {l}");
+    }
+    assert!(
+        converted.is_some(),
+        "Sentinel never converted the old primary"
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes are not on the new primary: {:?}; proxy log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        s.proxy
+            .log_lines(&["sentinel", "primary", "switch", "writes"])
+            .join("\n")
+            + &s.failover_log()
+    );
+    assert!(
+        report.errors.is_empty(),
+        "writes failed during the failover: {:?}",
+        &report.errors[..report.errors.len().min(5)]
+    );
+    assert!(
+        !held.is_empty(),
+        "the proxy never said it held writes for the failover"
     );
 }
 

@@ -79,6 +79,8 @@ pub struct ShardJson {
     reason: String,
     ejected: bool,
     switching: bool,
+    /// A Sentinel announced a failover that is not applied yet (writes are held).
+    failing_over: bool,
     switch_state: String,
     failovers: u64,
     switchovers: u64,
@@ -187,6 +189,7 @@ fn shard_json(s: &ShardSnap) -> ShardJson {
         reason: s.reason.clone(),
         ejected: s.ejected,
         switching: s.switching,
+        failing_over: s.failing_over,
         switch_state: s.switch_state.clone(),
         failovers: s.failovers,
         switchovers: s.switchovers,

@@ -3,13 +3,20 @@
 //! For every shard of a Sentinel pool (the shard's name is the master name) the follower asks
 //! the sentinels for the master's address (`SENTINEL MASTER`, preferring the answer with the
 //! highest config epoch when they disagree) and its replicas (`SENTINEL REPLICAS`), at least
-//! every `sentinel_poll`. It also subscribes on every sentinel to `+switch-master`, `+sdown`,
-//! `-sdown`, `+odown` and `+convert-to-slave`, which trigger an immediate poll; a
-//! `+switch-master` is applied at once. Sentinel decides who the primary is, not the proxy:
-//! writes go only to the address Sentinel names, and only once that node's own ROLE says
-//! master (any other node that claims master, such as a restarted old primary, gets none).
-//! On a switch every connection to the old primary is closed and writes wait in the hold
-//! until the new primary is confirmed. When no sentinel answers, the last topology stays.
+//! every `sentinel_poll`. It also subscribes on every sentinel to its events ([`CHANNELS`]);
+//! each triggers an immediate poll, and a `+switch-master` is applied at once. Sentinel decides
+//! who the primary is, not the proxy: writes go only to the address Sentinel names, and only
+//! once that node's own ROLE says master (any other node that claims master, such as a
+//! restarted old primary, gets none).
+//!
+//! Writes are held (in the shard's hold, bounded by `failover_hold` and `failover_hold_bytes`)
+//! from the moment a sentinel announces a failover of the master (`+try-failover`) until the
+//! new primary is applied, or every announcing sentinel gives up (`-failover-abort-*`,
+//! `+failover-end-for-timeout`), or `failover_hold` passes. A live primary that Sentinel fails
+//! over (`SENTINEL FAILOVER`, or a false detection under load) would otherwise acknowledge
+//! writes after its replica was promoted, and lose them when it is turned into a replica. On a
+//! switch every connection to the old primary is closed. When no sentinel answers, the last
+//! topology stays.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -388,6 +395,9 @@ async fn apply(
         nodes,
         primary: Some(0),
     });
+    if switched && rt.failover_applied() {
+        tracing::info!(pool = %pool.conf.name, shard = %rt.name, "the failover's new primary is applied: held writes go to it");
+    }
 }
 
 /// Ask the new primary itself right away instead of waiting for its next health check, so
@@ -414,19 +424,90 @@ async fn confirm(node: &NodeRt, pool: &PoolRt) {
     }
 }
 
+/// The channels the follower subscribes to on every sentinel (the events of Sentinel's
+/// Pub/Sub API, redis.io/docs/latest/operate/oss_and_stack/management/sentinel/#pubsub-messages).
+const CHANNELS: [&[u8]; 12] = [
+    b"+switch-master",
+    b"+sdown",
+    b"-sdown",
+    b"+odown",
+    b"+convert-to-slave",
+    b"+try-failover",
+    b"+failover-end",
+    b"+failover-end-for-timeout",
+    b"-failover-abort-not-elected",
+    b"-failover-abort-no-good-slave",
+    b"-failover-abort-slave-timeout",
+    b"-failover-abort-race",
+];
+
+/// The master name an event's payload is about: `master <name> <ip> <port>` for a master,
+/// `<kind> <name> <ip> <port> @ <master> <ip> <port>` for another instance, and
+/// `<name> <old ip> <old port> <new ip> <new port>` for `+switch-master`.
+fn event_master<'a>(channel: &str, payload: &'a str) -> Option<&'a str> {
+    let mut words = payload.split(' ');
+    if channel == "+switch-master" {
+        return words.next();
+    }
+    if let Some((_, after)) = payload.split_once(" @ ") {
+        return after.split(' ').next();
+    }
+    words.nth(1)
+}
+
+/// Act on one event of sentinel `from` at once, before the follower's next poll: a failover
+/// announced for one of the pool's masters holds that shard's writes (see
+/// [`crate::topology::ShardRt::failover_started`]); a failover given up releases them.
+fn on_event(pool: &Arc<PoolRt>, from: &str, channel: &str, payload: &str) {
+    let Some(name) = event_master(channel, payload) else {
+        return;
+    };
+    let Some(shard) = pool.shards.iter().find(|s| s.name == name) else {
+        return;
+    };
+    let limit = pool.conf.failover_hold;
+    match channel {
+        "+try-failover" if !limit.is_zero() => {
+            if shard.failover_started(from) {
+                tracing::warn!(pool = %pool.conf.name, shard = %shard.name, sentinel = %from, "Sentinel starts a failover: holding writes until the new primary is applied (at most {})", humantime::format_duration(limit));
+                crate::observe::events::record(
+                    crate::observe::events::Kind::Failover,
+                    &pool.conf.name,
+                    &shard.name,
+                    from,
+                    format!("Sentinel {from} starts a failover; writes are held"),
+                );
+            }
+            let (pool, index) = (Arc::clone(pool), shard.index);
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                let shard = &pool.shards[index];
+                if shard.expire_failovers(limit) {
+                    tracing::warn!(pool = %pool.conf.name, shard = %shard.name, "no new primary within failover_hold of {}: writes go to the primary Sentinel names again", humantime::format_duration(limit));
+                }
+            });
+        }
+        "+failover-end-for-timeout"
+        | "-failover-abort-not-elected"
+        | "-failover-abort-no-good-slave"
+        | "-failover-abort-slave-timeout"
+        | "-failover-abort-race"
+            if shard.failover_ended(from) =>
+        {
+            tracing::warn!(pool = %pool.conf.name, shard = %shard.name, sentinel = %from, "Sentinel gave up the failover ({channel}): writes go to the primary again");
+        }
+        _ => {}
+    }
+}
+
 /// Subscribe to one sentinel's events; reconnect with a pause when it goes away.
 async fn subscribe(pool: Arc<PoolRt>, s: SentinelAddr, kick: Arc<Notify>, stop: CancellationToken) {
-    let channels: [&[u8]; 6] = [
-        b"SUBSCRIBE",
-        b"+switch-master",
-        b"+sdown",
-        b"-sdown",
-        b"+odown",
-        b"+convert-to-slave",
-    ];
+    let mut subscribe: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+    subscribe.extend(CHANNELS);
+    let from = format!("{}:{}", s.host, s.port);
     loop {
         if let Some(mut c) = connect(&pool, &s, Duration::from_millis(500)).await {
-            if c.call(&[&channels], Duration::from_millis(500))
+            if c.call(&[&subscribe], Duration::from_millis(500))
                 .await
                 .is_ok()
             {
@@ -438,7 +519,9 @@ async fn subscribe(pool: Arc<PoolRt>, s: SentinelAddr, kick: Arc<Notify>, stop: 
                             let kind = items.first().and_then(Val::text).unwrap_or_default();
                             if kind == "message" {
                                 let channel = items.get(1).and_then(Val::text).unwrap_or_default();
-                                tracing::info!(sentinel = %format!("{}:{}", s.host, s.port), "{channel} {}", items.get(2).and_then(Val::text).unwrap_or_default());
+                                let payload = items.get(2).and_then(Val::text).unwrap_or_default();
+                                tracing::info!(sentinel = %from, "{channel} {payload}");
+                                on_event(&pool, &from, &channel, &payload);
                                 kick.notify_one();
                             }
                         }

@@ -7,7 +7,7 @@
 //! is one server, and `auto_eject_hosts` follows twemproxy: `server_failure_limit` consecutive
 //! failures take the shard off the ring for `server_retry_timeout` and its keys move meanwhile.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,13 +50,23 @@ pub struct ShardRt {
     ejected: AtomicBool,
     retry_at_ms: AtomicU64,
     switching: AtomicBool,
-    holding: AtomicBool,
+    /// Why writes are held: [`HOLD_SWITCHOVER`] and/or [`HOLD_FAILOVER`] bits.
+    holding: AtomicU8,
+    /// Sentinels that announced a failover of this shard (`+try-failover`) that has not
+    /// ended yet, with when they announced it.
+    failing_over: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
     held_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// What a running (or the last) planned switchover is doing, for INFO.
     pub switch_state: std::sync::Mutex<String>,
     failovers: AtomicU64,
     switchovers: AtomicU64,
 }
+
+/// A planned switchover holds the shard's writes.
+const HOLD_SWITCHOVER: u8 = 1;
+/// A Sentinel failover of the shard is under way: writes are held until the new primary is
+/// applied.
+const HOLD_FAILOVER: u8 = 2;
 
 impl ShardRt {
     /// A planned switchover of this shard is running (its writes may be held).
@@ -73,7 +83,11 @@ impl ShardRt {
         if let Ok(mut since) = self.held_since.lock() {
             *since = on.then(std::time::Instant::now);
         }
-        self.holding.store(on, Ordering::Release);
+        if on {
+            self.holding.fetch_or(HOLD_SWITCHOVER, Ordering::AcqRel);
+        } else {
+            self.holding.fetch_and(!HOLD_SWITCHOVER, Ordering::AcqRel);
+        }
     }
     /// End the switchover and release its held writes; returns how long they were held.
     pub fn end_switch(&self) -> std::time::Duration {
@@ -84,9 +98,63 @@ impl ShardRt {
             .and_then(|mut s| s.take())
             .map(|t| t.elapsed())
             .unwrap_or_default();
-        self.holding.store(false, Ordering::Release);
+        self.holding.fetch_and(!HOLD_SWITCHOVER, Ordering::AcqRel);
         self.switching.store(false, Ordering::Release);
         held
+    }
+    /// Sentinel `sentinel` announced a failover of this shard (`+try-failover`): writes are
+    /// held from now until the new primary is applied ([`ShardRt::failover_applied`]), every
+    /// announcing sentinel gives up ([`ShardRt::failover_ended`]), or `limit` passes
+    /// ([`ShardRt::expire_failovers`]). Returns true when this starts the hold.
+    ///
+    /// Why: once the leader sends `REPLICAOF NO ONE` to the chosen replica, whatever the old
+    /// primary still acknowledges is lost when it is turned into a replica. Announcing comes
+    /// an election and at least one Sentinel timer tick (100 ms) before that command.
+    pub fn failover_started(&self, sentinel: &str) -> bool {
+        let Ok(mut running) = self.failing_over.lock() else {
+            return false;
+        };
+        running.retain(|(s, _)| s != sentinel);
+        running.push((sentinel.to_string(), std::time::Instant::now()));
+        self.holding.fetch_or(HOLD_FAILOVER, Ordering::AcqRel) & HOLD_FAILOVER == 0
+    }
+    /// Sentinel `sentinel` ended its failover attempt without a new primary
+    /// (`-failover-abort-*`, `+failover-end-for-timeout`). Returns true when no failover is
+    /// left running, so the hold ended.
+    pub fn failover_ended(&self, sentinel: &str) -> bool {
+        let Ok(mut running) = self.failing_over.lock() else {
+            return false;
+        };
+        running.retain(|(s, _)| s != sentinel);
+        self.end_failover_hold_if_idle(&running)
+    }
+    /// The failover's new primary is in the view: the hold ends. Returns true when it held.
+    pub fn failover_applied(&self) -> bool {
+        let Ok(mut running) = self.failing_over.lock() else {
+            return false;
+        };
+        running.clear();
+        self.end_failover_hold_if_idle(&running)
+    }
+    /// Failovers announced longer than `limit` ago are no longer waited for (a Sentinel that
+    /// died mid-failover, an event lost). Returns true when this ended the hold.
+    pub fn expire_failovers(&self, limit: std::time::Duration) -> bool {
+        let Ok(mut running) = self.failing_over.lock() else {
+            return false;
+        };
+        if running.is_empty() {
+            return false;
+        }
+        running.retain(|(_, since)| since.elapsed() < limit);
+        self.end_failover_hold_if_idle(&running)
+    }
+    fn end_failover_hold_if_idle(&self, running: &[(String, std::time::Instant)]) -> bool {
+        running.is_empty()
+            && self.holding.fetch_and(!HOLD_FAILOVER, Ordering::AcqRel) & HOLD_FAILOVER != 0
+    }
+    /// A Sentinel failover of this shard is under way (its writes are held).
+    pub fn is_failing_over(&self) -> bool {
+        self.holding.load(Ordering::Relaxed) & HOLD_FAILOVER != 0
     }
     /// Record the switchover's progress.
     pub fn set_switch_state(&self, s: impl Into<String>) {
@@ -96,10 +164,11 @@ impl ShardRt {
             *st = s;
         }
     }
-    /// The primary that may take writes now (none while a switchover holds them).
+    /// The primary that may take writes now (none while a switchover or a Sentinel failover
+    /// holds them).
     #[inline]
     pub fn write_target<'a>(&self, view: &'a ShardView) -> Option<&'a Arc<NodeRt>> {
-        if self.holding.load(Ordering::Relaxed) {
+        if self.holding.load(Ordering::Relaxed) != 0 {
             return None;
         }
         view.writable_primary()
@@ -232,7 +301,8 @@ impl PoolRt {
                     ejected: AtomicBool::new(false),
                     retry_at_ms: AtomicU64::new(0),
                     switching: AtomicBool::new(false),
-                    holding: AtomicBool::new(false),
+                    holding: AtomicU8::new(0),
+                    failing_over: std::sync::Mutex::new(Vec::new()),
                     held_since: std::sync::Mutex::new(None),
                     switch_state: std::sync::Mutex::new(String::new()),
                     failovers: counted(ShardRt::failovers),

@@ -135,6 +135,8 @@ pub struct ShardSnap {
     pub ejected: bool,
     /// A planned switchover runs (its writes may be held).
     pub switching: bool,
+    /// A Sentinel announced a failover that is not applied yet: writes are held.
+    pub failing_over: bool,
     /// What the running (or the last) switchover did.
     pub switch_state: String,
     /// Primary changes made by Sentinel.
@@ -229,7 +231,7 @@ fn pool(p: &Arc<PoolRt>) -> PoolSnap {
     } else {
         shards
             .iter()
-            .filter(|s| !s.writable && !s.switching)
+            .filter(|s| !s.writable && !s.switching && !s.failing_over)
             .map(|s| format!("{}/{}: {}", p.conf.name, s.name, s.reason))
             .collect()
     };
@@ -262,6 +264,8 @@ fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
         "ejected from the ring (auto_eject_hosts)".to_string()
     } else if s.is_switching() && !target {
         "a switchover holds its writes".to_string()
+    } else if s.is_failing_over() {
+        "a Sentinel failover holds its writes".to_string()
     } else {
         match primary {
             None => "no primary known".to_string(),
@@ -293,6 +297,7 @@ fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
         reason,
         ejected: s.is_ejected(),
         switching: s.is_switching(),
+        failing_over: s.is_failing_over(),
         switch_state: s.switch_state.lock().map(|x| x.clone()).unwrap_or_default(),
         failovers: s.failovers(),
         switchovers: s.switchovers(),
