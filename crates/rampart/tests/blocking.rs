@@ -322,6 +322,62 @@ fn a_failover_ends_blocked_commands_with_an_error_and_the_next_goes_to_the_new_p
     assert_eq!(a.read_reply().unwrap(), Reply::bulks(["q", "after"]));
 }
 
+/// While a Sentinel failover holds a shard's writes, a blocking command or a WATCH that
+/// arrives waits for the new primary, as a held write does, instead of failing with "no
+/// primary available": a client looping `BLPOP q 0.05` and `WATCH k` / `UNWATCH` through the
+/// whole failover of a live primary sees no error.
+#[test]
+fn blocking_commands_and_watch_wait_through_a_failover() {
+    let s = ha::SentinelSetup::start("  failover_hold: 10s\n");
+    let mut c = Client::connect(&s.proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(20)));
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.05"]), Reply::Array(None));
+    let since = Instant::now();
+    let mut sentinel = Client::connect(&s.sentinels[0].addr());
+    assert_eq!(
+        sentinel.cmd(&["SENTINEL", "FAILOVER", ha::MASTER]),
+        Reply::ok()
+    );
+    let mut errors = Vec::new();
+    let mut rounds = 0;
+    let mut switched: Option<Instant> = None;
+    let mut longest = Duration::ZERO;
+    while since.elapsed() < Duration::from_secs(30)
+        && switched.is_none_or(|t| t.elapsed() < Duration::from_secs(1))
+    {
+        for cmd in [&["BLPOP", "q", "0.05"][..], &["WATCH", "k"], &["UNWATCH"]] {
+            let t = Instant::now();
+            let r = c.cmd(cmd);
+            longest = longest.max(t.elapsed());
+            if r.is_error() {
+                errors.push(format!("{cmd:?} at {:?}: {r:?}", since.elapsed()));
+            }
+        }
+        rounds += 1;
+        if switched.is_none()
+            && s.sentinels[0]
+                .master_addr(ha::MASTER)
+                .is_some_and(|(_, p)| p != s.primary.port())
+        {
+            switched = Some(Instant::now());
+        }
+    }
+    println!(
+        "{rounds} rounds through the failover, switched after {:?}, longest reply {longest:?}",
+        switched.map(|t| t - since)
+    );
+    assert!(switched.is_some(), "Sentinel did not fail over within 30 s");
+    assert!(
+        errors.is_empty(),
+        "{} errors during the failover: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    // The last ones ran on the new primary.
+    let (_, port) = s.wait_switch(since, Duration::from_secs(5));
+    assert!(ha::calls(&s.node_on(port).addr(), "blpop") > 0);
+}
+
 /// `connected_clients` of backend `i` (the asking connection included).
 fn connected(env: &common::Env, i: usize) -> i64 {
     let info = env.redis[i].info("clients");

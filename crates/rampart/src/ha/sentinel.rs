@@ -395,9 +395,6 @@ async fn apply(
         nodes,
         primary: Some(0),
     });
-    if switched && rt.failover_applied() {
-        tracing::info!(pool = %pool.conf.name, shard = %rt.name, "the failover's new primary is applied: held writes go to it");
-    }
 }
 
 /// Ask the new primary itself right away instead of waiting for its next health check, so
@@ -441,6 +438,15 @@ const CHANNELS: [&[u8]; 12] = [
     b"-failover-abort-race",
 ];
 
+/// The address of the master a `master <name> <ip> <port>` payload is about.
+fn event_master_addr(payload: &str) -> Option<ServerAddr> {
+    let words: Vec<&str> = payload.split(' ').collect();
+    match words.as_slice() {
+        ["master", _, ip, port, ..] => Some(tcp(&(ip.to_string(), port.parse().ok()?))),
+        _ => None,
+    }
+}
+
 /// The master name an event's payload is about: `master <name> <ip> <port>` for a master,
 /// `<kind> <name> <ip> <port> @ <master> <ip> <port>` for another instance, and
 /// `<name> <old ip> <old port> <new ip> <new port>` for `+switch-master`.
@@ -468,7 +474,10 @@ fn on_event(pool: &Arc<PoolRt>, from: &str, channel: &str, payload: &str) {
     let limit = pool.conf.failover_hold;
     match channel {
         "+try-failover" if !limit.is_zero() => {
-            if shard.failover_started(from) {
+            let Some(addr) = event_master_addr(payload) else {
+                return;
+            };
+            if shard.failover_started(from, &addr) {
                 tracing::warn!(pool = %pool.conf.name, shard = %shard.name, sentinel = %from, "Sentinel starts a failover: holding writes until the new primary is applied (at most {})", humantime::format_duration(limit));
                 crate::observe::events::record(
                     crate::observe::events::Kind::Failover,
@@ -593,5 +602,34 @@ mod tests {
                 "s_down,slave,disconnected".to_string()
             )]
         );
+    }
+
+    #[test]
+    fn events_name_their_master() {
+        let m = |c, p| event_master(c, p);
+        assert_eq!(
+            m("+try-failover", "master mymaster 127.0.0.1 6379"),
+            Some("mymaster")
+        );
+        assert_eq!(
+            m(
+                "+failover-state-send-slaveof-noone",
+                "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379"
+            ),
+            Some("mymaster")
+        );
+        assert_eq!(
+            m("+switch-master", "mymaster 127.0.0.1 6379 127.0.0.1 6380"),
+            Some("mymaster")
+        );
+        assert_eq!(
+            event_master_addr("master mymaster 127.0.0.1 6379"),
+            Some(tcp(&("127.0.0.1".to_string(), 6379)))
+        );
+        assert_eq!(
+            event_master_addr("slave 127.0.0.1:6380 127.0.0.1 6380 @ m 127.0.0.1 1"),
+            None
+        );
+        assert_eq!(event_master_addr("master m 127.0.0.1 notaport"), None);
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::notify::LocalNotify;
-use crate::upstream::dedicated::Lease;
+use crate::session::primary::LeaseSoon;
 use crate::upstream::error::Failure;
 use crate::upstream::sink::Sink;
 
@@ -114,10 +114,11 @@ pub fn block_for(name: &str, argv: &[&[u8]]) -> BlockFor {
     }
 }
 
-/// Run one blocking request on `lease` and answer `sink`; the session's `blocked` state is
-/// running until then. The connection goes back for reuse only after a complete reply.
+/// Run one blocking request on the connection `lease` gives and answer `sink`; the
+/// session's `blocked` state is running until then. The connection goes back for reuse only
+/// after a complete reply.
 pub async fn run(
-    mut lease: Lease,
+    lease: LeaseSoon,
     request: Vec<u8>,
     sink: Sink,
     deadline: Option<Instant>,
@@ -126,17 +127,22 @@ pub async fn run(
     let result = tokio::select! {
         biased;
         why = blocked.left() => Err(Failure::Ended(why)),
-        r = lease.call(&request, deadline) => r.map_err(Failure::from),
+        r = async {
+            let mut lease = lease.await?;
+            match lease.call(&request, deadline).await {
+                Ok(reply) => Ok((lease, reply)),
+                Err(e) => Err(Failure::from(e)),
+            }
+        } => r,
     };
     match result {
-        Ok(reply) => {
+        Ok((lease, reply)) => {
             sink.deliver(&reply);
             lease.give_back();
         }
         Err(why) => {
-            // Dropping the lease closes the connection: a command still blocked in the
-            // server goes with it.
-            drop(lease);
+            // The lease was dropped, which closes its connection: a command still blocked
+            // in the server goes with it.
             sink.fail(why);
         }
     }

@@ -7,6 +7,7 @@
 //! error that says so and how to fix it; the connection stays open.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rampart_commands::{Command, Flags, Merge, Route};
@@ -18,6 +19,7 @@ use crate::reply::merge::{scan_cursor_split, Merger};
 use crate::reply::pending::Pending;
 use crate::session::blocking::{self, BlockFor, Blocked};
 use crate::session::local::{self, Answer, ClientState, Local};
+use crate::session::primary::lease_primary;
 use crate::session::transaction::{self, Transaction};
 use crate::session::watch::{self, Watch};
 use crate::text::sanitize;
@@ -533,29 +535,30 @@ impl Session {
         if self.watch.as_ref().is_some_and(|w| w.is_void()) {
             self.watch = None;
         }
+        let mut extra = Duration::ZERO;
         let w = match &self.watch {
             Some(w) if w.shard != shard => return self.reply_error(watch::OTHER_SHARD),
             Some(w) => Rc::clone(w),
             None => {
-                let node = match writable_primary(&self.pool.rt, shard) {
-                    Ok(n) => n,
+                let (lease, wait) = match lease_primary(
+                    &self.pool,
+                    shard,
+                    self.client.resp3,
+                    &mut self.last_node,
+                ) {
+                    Ok(l) => l,
                     Err(f) => return self.reply_raw(&f.reply()),
                 };
-                let rt = &self.pool.rt;
-                let lease = match self.pool.dedicated.lease_for(rt, &node, self.client.resp3) {
-                    Ok(l) => l,
-                    Err(e) => return self.reply_error(&format!("ERR rampart: {e}")),
-                };
-                self.last_node = node.id;
                 let w = Watch::new(shard, lease);
                 self.watch = Some(Rc::clone(&w));
+                extra = wait;
                 w
             }
         };
         let request = owned_request(argv, raw);
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
-        watch::watch(&w, request, sink, self.deadline);
+        watch::watch(&w, request, sink, self.deadline + extra);
         self.last_shard = shard as u32;
     }
 
@@ -792,19 +795,15 @@ impl Session {
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(CROSS_SHARD);
         }
-        let node = match writable_primary(&self.pool.rt, shard) {
-            Ok(n) => n,
+        let (lease, wait) = match lease_primary(&self.pool, shard, false, &mut self.last_node) {
+            Ok(l) => l,
             Err(f) => return self.reply_raw(&f.reply()),
         };
         let rt = &self.pool.rt;
-        let lease = match self.pool.dedicated.lease(rt, &node) {
-            Ok(l) => l,
-            Err(e) => return self.reply_error(&format!("ERR rampart: {e}")),
-        };
         let deadline = match blocking::block_for(cmd.name, argv) {
             BlockFor::Ever => None,
-            BlockFor::Up(d) => Some(Instant::now() + d + rt.timeout()),
-            BlockFor::Unknown => Some(Instant::now() + rt.timeout()),
+            BlockFor::Up(d) => Some(Instant::now() + wait + d + rt.timeout()),
+            BlockFor::Unknown => Some(Instant::now() + wait + rt.timeout()),
         };
         let request = owned_request(argv, raw);
         let seq = self.pending.push_waiting();
@@ -817,7 +816,6 @@ impl Session {
             deadline,
             Rc::clone(&self.blocked),
         ));
-        self.last_node = node.id;
         self.last_shard = shard as u32;
     }
 
@@ -850,22 +848,6 @@ fn sub_position(cmd: &'static Command, argv: &[&[u8]]) -> Option<usize> {
     }
     let sub = rampart_commands::lookup_sub(cmd, argv.get(1)?)?;
     cmd.subcommands.iter().position(|s| std::ptr::eq(s, sub))
-}
-
-/// The shard's writable primary for a command that needs a connection of its own (WATCH, a
-/// blocking command), or why there is none (nothing was sent).
-fn writable_primary(
-    rt: &crate::topology::PoolRt,
-    shard: usize,
-) -> Result<std::sync::Arc<crate::topology::node::NodeRt>, crate::upstream::error::Failure> {
-    let view = rt.shards[shard].view();
-    rt.shards[shard]
-        .write_target(&view)
-        .cloned()
-        .ok_or_else(|| crate::upstream::error::Failure::NoPrimary {
-            shard: rt.shards[shard].name.clone(),
-            cause: route::primary_down(rt, shard),
-        })
 }
 
 /// The request as RESP bytes of its own: `raw` when it arrived as RESP, else `argv` encoded

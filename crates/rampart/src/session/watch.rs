@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::session::primary::LeaseSoon;
 use crate::upstream::dedicated::Lease;
 use crate::upstream::error::Failure;
 use crate::upstream::sink::Sink;
@@ -48,6 +49,8 @@ pub struct Watch {
     pub shard: usize,
     /// The leased connection; taken by the step in progress, gone once lost.
     lease: Cell<Option<Lease>>,
+    /// The connection the first `WATCH` awaits (see [`LeaseSoon`]), until it takes it.
+    coming: Cell<Option<LeaseSoon>>,
     /// Why the lease was lost, once it was.
     lost: Cell<Option<String>>,
     /// A WATCH succeeded on the server: something is watched.
@@ -57,11 +60,12 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// A watch about to start on `lease`, for keys of `shard`.
-    pub fn new(shard: usize, lease: Lease) -> Rc<Self> {
+    /// A watch about to start on the connection `lease` gives, for keys of `shard`.
+    pub fn new(shard: usize, lease: LeaseSoon) -> Rc<Self> {
         Rc::new(Watch {
             shard,
-            lease: Cell::new(Some(lease)),
+            lease: Cell::new(None),
+            coming: Cell::new(Some(lease)),
             lost: Cell::new(None),
             watched: Cell::new(false),
             busy: Cell::new(false),
@@ -103,14 +107,19 @@ pub fn watch(w: &Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instant) {
 }
 
 async fn watch_step(w: Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instant) {
-    let result = match w.lease.take() {
-        Some(mut lease) => match lease.call(&request, Some(deadline)).await {
+    let lease = match (w.lease.take(), w.coming.take()) {
+        (Some(lease), _) => Ok(lease),
+        (None, Some(coming)) => coming.await,
+        (None, None) => Err(Failure::Ended(
+            "the connection that held the watch was lost",
+        )),
+    };
+    let result = match lease {
+        Ok(mut lease) => match lease.call(&request, Some(deadline)).await {
             Ok(reply) => Ok((lease, reply)),
             Err(e) => Err(Failure::from(e)),
         },
-        None => Err(Failure::Ended(
-            "the connection that held the watch was lost",
-        )),
+        Err(f) => Err(f),
     };
     // Cleared before the reply wakes the session, which then runs its next request.
     w.busy.set(false);

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, Guard};
 use hashkit::{Continuum, ServerPoint};
-use rampart_config::{Node, Pool};
+use rampart_config::{Node, Pool, ServerAddr};
 
 use crate::clock::now_ms;
 use crate::handshake::Handshake;
@@ -54,13 +54,16 @@ pub struct ShardRt {
     holding: AtomicU8,
     /// Sentinels that announced a failover of this shard (`+try-failover`) that has not
     /// ended yet, with when they announced it.
-    failing_over: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
+    failing_over: std::sync::Mutex<Vec<Announced>>,
     held_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// What a running (or the last) planned switchover is doing, for INFO.
     pub switch_state: std::sync::Mutex<String>,
     failovers: AtomicU64,
     switchovers: AtomicU64,
 }
+
+/// A failover a sentinel announced: the sentinel, when, and the primary it fails over.
+type Announced = (String, std::time::Instant, ServerAddr);
 
 /// A planned switchover holds the shard's writes.
 const HOLD_SWITCHOVER: u8 = 1;
@@ -102,20 +105,31 @@ impl ShardRt {
         self.switching.store(false, Ordering::Release);
         held
     }
-    /// Sentinel `sentinel` announced a failover of this shard (`+try-failover`): writes are
-    /// held from now until the new primary is applied ([`ShardRt::failover_applied`]), every
-    /// announcing sentinel gives up ([`ShardRt::failover_ended`]), or `limit` passes
-    /// ([`ShardRt::expire_failovers`]). Returns true when this starts the hold.
+    /// Sentinel `sentinel` announced a failover of this shard's primary `from`
+    /// (`+try-failover`): writes are held from now until a view with another primary is
+    /// published ([`ShardRt::set_view`]), every announcing sentinel gives up
+    /// ([`ShardRt::failover_ended`]), or `limit` passes ([`ShardRt::expire_failovers`]).
+    /// Returns true when this starts the hold. An announcement about another address than the
+    /// view's primary (a late event of a failover already applied) holds nothing.
     ///
     /// Why: once the leader sends `REPLICAOF NO ONE` to the chosen replica, whatever the old
-    /// primary still acknowledges is lost when it is turned into a replica. Announcing comes
-    /// an election and at least one Sentinel timer tick (100 ms) before that command.
-    pub fn failover_started(&self, sentinel: &str) -> bool {
+    /// primary still acknowledges is lost when it is turned into a replica. The announcement
+    /// comes an election and at least one Sentinel timer tick (100 ms) before that command.
+    pub fn failover_started(&self, sentinel: &str, from: &ServerAddr) -> bool {
+        let view = self.view();
+        let primary = view.primary.and_then(|i| view.nodes.get(i));
+        if primary.is_some_and(|p| &p.addr != from) {
+            return false;
+        }
         let Ok(mut running) = self.failing_over.lock() else {
             return false;
         };
-        running.retain(|(s, _)| s != sentinel);
-        running.push((sentinel.to_string(), std::time::Instant::now()));
+        running.retain(|(s, _, _)| s != sentinel);
+        running.push((
+            sentinel.to_string(),
+            std::time::Instant::now(),
+            from.clone(),
+        ));
         self.holding.fetch_or(HOLD_FAILOVER, Ordering::AcqRel) & HOLD_FAILOVER == 0
     }
     /// Sentinel `sentinel` ended its failover attempt without a new primary
@@ -125,15 +139,7 @@ impl ShardRt {
         let Ok(mut running) = self.failing_over.lock() else {
             return false;
         };
-        running.retain(|(s, _)| s != sentinel);
-        self.end_failover_hold_if_idle(&running)
-    }
-    /// The failover's new primary is in the view: the hold ends. Returns true when it held.
-    pub fn failover_applied(&self) -> bool {
-        let Ok(mut running) = self.failing_over.lock() else {
-            return false;
-        };
-        running.clear();
+        running.retain(|(s, _, _)| s != sentinel);
         self.end_failover_hold_if_idle(&running)
     }
     /// Failovers announced longer than `limit` ago are no longer waited for (a Sentinel that
@@ -145,10 +151,10 @@ impl ShardRt {
         if running.is_empty() {
             return false;
         }
-        running.retain(|(_, since)| since.elapsed() < limit);
+        running.retain(|(_, since, _)| since.elapsed() < limit);
         self.end_failover_hold_if_idle(&running)
     }
-    fn end_failover_hold_if_idle(&self, running: &[(String, std::time::Instant)]) -> bool {
+    fn end_failover_hold_if_idle(&self, running: &[Announced]) -> bool {
         running.is_empty()
             && self.holding.fetch_and(!HOLD_FAILOVER, Ordering::AcqRel) & HOLD_FAILOVER != 0
     }
@@ -178,9 +184,30 @@ impl ShardRt {
     pub fn view(&self) -> Guard<Arc<ShardView>> {
         self.view.load()
     }
-    /// Publish a new view.
+    /// Publish a new view. A view whose primary is not the one a running Sentinel failover
+    /// fails over ends that failover's hold (writes then wait only until the new primary is
+    /// confirmed, as after any switch).
     pub fn set_view(&self, v: ShardView) {
+        let primary = v
+            .primary
+            .and_then(|i| v.nodes.get(i))
+            .map(|n| n.addr.clone());
         self.view.store(Arc::new(v));
+        if !self.is_failing_over() {
+            return;
+        }
+        let Ok(mut running) = self.failing_over.lock() else {
+            return;
+        };
+        if running
+            .iter()
+            .any(|(_, _, from)| Some(from) != primary.as_ref())
+        {
+            running.clear();
+            if self.end_failover_hold_if_idle(&running) {
+                tracing::info!(shard = %self.name, "the failover's new primary is in the view: held writes go to it once it is confirmed");
+            }
+        }
     }
     /// Off the ring (twemproxy auto-eject).
     pub fn is_ejected(&self) -> bool {

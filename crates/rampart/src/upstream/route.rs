@@ -190,12 +190,18 @@ fn can_hold(wp: &WorkerPool) -> bool {
     wp.rt.checked && !wp.rt.conf.failover_hold.is_zero()
 }
 
+/// Waiting up to `failover_hold` for `shard` to have a writable primary may help: the pool
+/// holds writes and holding is not hopeless (see [`hold_is_hopeless`]). What a request that
+/// needs the primary's own connection (WATCH, a blocking command) does instead of failing.
+pub fn hold_may_help(rt: &PoolRt, shard: usize) -> bool {
+    rt.checked && !rt.conf.failover_hold.is_zero() && !hold_is_hopeless(rt, shard)
+}
+
 /// Holding a write for `shard` cannot help: a pool without Sentinel never gets a new primary
 /// on its own, so while its configured primary fails its health checks writes fail at once
 /// (a whole shard down answers fast instead of one timeout per request). A primary that is up
 /// but says replica (a DNS endpoint moving, a switchover) is still worth waiting for.
-pub fn hold_is_hopeless(wp: &WorkerPool, shard: usize) -> bool {
-    let rt = &wp.rt;
+pub fn hold_is_hopeless(rt: &PoolRt, shard: usize) -> bool {
     if rt.conf.is_sentinel() || rt.shards[shard].is_switching() {
         return false;
     }
@@ -236,7 +242,7 @@ fn hopeless(rt: &PoolRt, shard: usize) -> Failure {
 /// when holding cannot help).
 fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
     let rt = &wp.rt;
-    if hold_is_hopeless(wp, shard) {
+    if hold_is_hopeless(rt, shard) {
         return sink.fail(hopeless(rt, shard));
     }
     let held = Held {
@@ -360,7 +366,7 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
         }
         {
             let now = Instant::now();
-            let hopeless = hold_is_hopeless(&wp, shard);
+            let hopeless = hold_is_hopeless(&wp.rt, shard);
             while hold
                 .first_until()
                 .is_some_and(|until| hopeless || until <= now)

@@ -1,0 +1,85 @@
+//! The shard's primary for a request that needs a connection of its own (WATCH, a blocking
+//! command): a dedicated connection to it (see `upstream::dedicated`), leased at once, or,
+//! while the shard's writes are held (a failover or switchover under way, see
+//! `upstream::hold`), as soon as a primary may take writes again, within the pool's
+//! `failover_hold`, as a held write would be sent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::topology::node::NodeRt;
+use crate::topology::PoolRt;
+use crate::upstream::dedicated::Lease;
+use crate::upstream::error::Failure;
+use crate::upstream::pool::WorkerPool;
+use crate::upstream::route;
+
+/// The shard's writable primary for a command that needs a connection of its own (WATCH, a
+/// blocking command), or why there is none (nothing was sent).
+fn writable_primary(rt: &PoolRt, shard: usize) -> Result<Arc<NodeRt>, Failure> {
+    let view = rt.shards[shard].view();
+    rt.shards[shard]
+        .write_target(&view)
+        .cloned()
+        .ok_or_else(|| Failure::NoPrimary {
+            shard: rt.shards[shard].name.clone(),
+            cause: route::primary_down(rt, shard),
+        })
+}
+
+/// A dedicated connection to the shard's writable primary that the holding session's task
+/// awaits: ready at once, or coming once the shard has a primary that may take writes again.
+pub type LeaseSoon = Pin<Box<dyn Future<Output = Result<Lease, Failure>>>>;
+
+/// How often a request waiting for a writable primary looks again (as the hold's releaser).
+const PRIMARY_POLL: Duration = Duration::from_millis(2);
+
+/// A dedicated connection to `shard`'s writable primary for WATCH or a blocking command.
+/// When the shard has none but its writes are held (a failover or switchover under way, see
+/// `upstream::hold`), the connection is leased as soon as a primary may take writes, waiting
+/// at most the pool's `failover_hold` (then [`Failure::HoldExpired`]), as a held write
+/// would; the returned `Duration` is that longest wait, for the caller's deadline. Otherwise
+/// the failure at once. `last_node` is set to the node leased now.
+pub fn lease_primary(
+    pool: &WorkerPool,
+    shard: usize,
+    resp3: bool,
+    last_node: &mut u64,
+) -> Result<(LeaseSoon, Duration), Failure> {
+    let rt = &pool.rt;
+    match writable_primary(rt, shard) {
+        Ok(node) => {
+            let lease = pool.dedicated.lease_for(rt, &node, resp3)?;
+            *last_node = node.id;
+            Ok((Box::pin(std::future::ready(Ok(lease))), Duration::ZERO))
+        }
+        Err(f) if !route::hold_may_help(rt, shard) => Err(f),
+        Err(_) => {
+            let (rt, dedicated) = (Arc::clone(rt), Rc::clone(&pool.dedicated));
+            let hold = rt.conf.failover_hold;
+            let until = Instant::now() + hold;
+            let soon = async move {
+                loop {
+                    match writable_primary(&rt, shard) {
+                        Ok(node) => return Ok(dedicated.lease_for(&rt, &node, resp3)?),
+                        Err(f) if !route::hold_may_help(&rt, shard) => return Err(f),
+                        Err(_) if Instant::now() >= until => {
+                            return Err(Failure::HoldExpired {
+                                shard: rt.shards[shard].name.clone(),
+                                hold,
+                                cause: route::primary_down(&rt, shard),
+                            })
+                        }
+                        Err(_) => tokio::time::sleep(PRIMARY_POLL).await,
+                    }
+                }
+            };
+            Ok((Box::pin(soon), hold))
+        }
+    }
+}
