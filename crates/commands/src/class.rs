@@ -140,10 +140,12 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("discard", Route::Unsupported(TRANSACTION)),
     ("watch", Route::Unsupported(TRANSACTION)),
     ("unwatch", Route::Unsupported(TRANSACTION)),
+    // The proxy's sessions answer WAIT themselves (on every shard's primary, on connections
+    // of their own); callers of the table that do not refuse it.
     (
         "wait",
         Route::Unsupported(
-            "WAIT counts the replicas that acknowledged the writes of its own server connection; through rampart a client's writes share server connections with other clients' and may span shards, so that count would not be about this client's writes",
+            "WAIT counts the replicas that acknowledged the writes of its own server connection, which only a session that publishes first on a connection of its own can ask",
         ),
     ),
     ("move", Route::Unsupported(DATABASES)),

@@ -378,6 +378,62 @@ fn blocking_commands_and_watch_wait_through_a_failover() {
     assert!(ha::calls(&s.node_on(port).addr(), "blpop") > 0);
 }
 
+/// WAIT counts the replicas that have every write the client made before it, as on Redis,
+/// although those writes went over shared connections: with the replica frozen (SIGSTOP), a
+/// write then `WAIT 1 300` answers 0 after 300 ms (a new connection's own WAIT on the primary
+/// answers 1 there: it has written nothing); thawed, WAIT answers 1. A pool of two servers
+/// without replicas answers 0, the smallest count over its shards. Pipelined after a write,
+/// WAIT still covers it.
+#[test]
+fn wait_counts_replicas_that_have_the_clients_writes() {
+    let (primary, replicas) = ha::replica_set(1);
+    let body = ha::short_form(&primary.addr(), &[replicas[0].addr()], ha::FAST_CHECKS);
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(
+        &[primary.addr(), replicas[0].addr()],
+        Duration::from_secs(10),
+    );
+    let mut c = Client::connect(&proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["WAIT", "1", "2000"]), Reply::Int(1));
+
+    replicas[0].stop();
+    let replies = c.pipeline(&[&["SET", "k", "2"][..], &["WAIT", "1", "300"]]);
+    let t = Instant::now();
+    let frozen = c.cmd(&["WAIT", "1", "300"]);
+    let took = t.elapsed();
+    let mut direct = Client::connect(&primary.addr());
+    let direct_wait = direct.cmd(&["WAIT", "1", "300"]);
+    replicas[0].cont();
+    assert_eq!(replies, vec![Reply::ok(), Reply::Int(0)]);
+    assert_eq!(frozen, Reply::Int(0), "WAIT with the replica frozen");
+    assert!(
+        took >= Duration::from_millis(290),
+        "WAIT answered after {took:?}"
+    );
+    assert_eq!(
+        direct_wait,
+        Reply::Int(1),
+        "a connection that wrote nothing counts the frozen replica (Redis' own rule)"
+    );
+    assert_eq!(
+        c.cmd(&["WAIT", "1", "5000"]),
+        Reply::Int(1),
+        "after SIGCONT"
+    );
+    // Errors are Redis' own.
+    assert_err_contains(&c.cmd(&["WAIT", "1", "-1"]), &["timeout is negative"]);
+    assert_err_contains(&c.cmd(&["WAIT", "x", "0"]), &["not an integer"]);
+
+    // Two shards without replicas: 0, at once for a zero count.
+    let env = Setup::new(2).start();
+    let mut s = env.client();
+    assert_eq!(s.cmd(&["SET", "a", "1"]), Reply::ok());
+    assert_eq!(s.cmd(&["WAIT", "0", "0"]), Reply::Int(0));
+    assert_eq!(s.cmd(&["WAIT", "1", "100"]), Reply::Int(0));
+}
+
 /// `connected_clients` of backend `i` (the asking connection included).
 fn connected(env: &common::Env, i: usize) -> i64 {
     let info = env.redis[i].info("clients");

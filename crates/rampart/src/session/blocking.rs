@@ -146,6 +146,78 @@ pub async fn run(
             sink.fail(why);
         }
     }
+    finish(&blocked);
+}
+
+/// The channel of the message `WAIT` publishes first (see [`wait`]).
+pub const WAIT_CHANNEL: &str = "__rampart__:wait";
+
+/// `WAIT numreplicas timeout` for a client whose writes went over shared connections, on
+/// every shard of the pool at once (one connection of its own per shard's primary, `leases`).
+///
+/// Redis' `WAIT` counts the replicas that have every write of *its own connection*; a
+/// dedicated connection has written nothing, so it would count replicas that have nothing.
+/// So each connection first publishes an empty message on [`WAIT_CHANNEL`] (Redis replicates
+/// `PUBLISH`): its replication offset then covers every write the primary applied before,
+/// this client's included, and `WAIT` there counts the replicas that have them all. The
+/// reply is the smallest count over the shards (the first error, if any), so `WAIT 2 100`
+/// answering 2 means every shard's primary has two replicas with the client's writes.
+/// `request` is the `PUBLISH` and the client's `WAIT`, as RESP.
+pub async fn wait(
+    leases: Vec<LeaseSoon>,
+    request: Vec<u8>,
+    sink: Sink,
+    deadline: Option<Instant>,
+    blocked: Rc<Blocked>,
+) {
+    let result = tokio::select! {
+        biased;
+        why = blocked.left() => Err(Failure::Ended(why)),
+        r = wait_all(leases, &request, deadline) => r,
+    };
+    match result {
+        Ok(reply) => sink.deliver(&reply),
+        Err(why) => sink.fail(why),
+    }
+    finish(&blocked);
+}
+
+async fn wait_all(
+    leases: Vec<LeaseSoon>,
+    request: &[u8],
+    deadline: Option<Instant>,
+) -> Result<Vec<u8>, Failure> {
+    // Sent on every shard before any reply is awaited: the waits run side by side.
+    let mut sent = Vec::with_capacity(leases.len());
+    for lease in leases {
+        let mut lease = lease.await?;
+        lease.send(request).await?;
+        sent.push(lease);
+    }
+    let mut least: Option<(i64, Vec<u8>)> = None;
+    for mut lease in sent {
+        let published = lease.reply(deadline).await?;
+        let reply = lease.reply(deadline).await?;
+        lease.give_back();
+        if published.first() == Some(&b'-') {
+            return Ok(published);
+        }
+        if reply.first() != Some(&b':') {
+            return Ok(reply);
+        }
+        let n = std::str::from_utf8(&reply[1..])
+            .ok()
+            .and_then(|t| t.trim_end().parse::<i64>().ok())
+            .unwrap_or(0);
+        if least.as_ref().is_none_or(|(m, _)| n < *m) {
+            least = Some((n, reply));
+        }
+    }
+    Ok(least.map_or_else(|| b":0\r\n".to_vec(), |(_, r)| r))
+}
+
+/// The session's blocking command ended.
+fn finish(blocked: &Blocked) {
     blocked.running.set(false);
     if let Some(e) = blocked.entry.borrow_mut().take() {
         e.set_flag(crate::observe::clients::FLAG_BLOCKED, false);

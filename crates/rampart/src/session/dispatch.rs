@@ -228,10 +228,11 @@ impl Session {
             {
                 return false;
             }
-            // WATCH, and EXEC of a watching session, follow the client's earlier requests
-            // (which travel on other connections): they wait for their replies.
+            // WATCH, EXEC of a watching session and WAIT follow the client's earlier requests
+            // (which travel on other connections): they wait for their replies (WAIT must
+            // count replicas that have the writes before it).
             if self.pending.outstanding() > 0
-                && ((c.name == "watch" && self.txn.is_none())
+                && (((c.name == "watch" || c.name == "wait") && self.txn.is_none())
                     || (c.name == "exec" && self.txn.is_some() && self.watch.is_some()))
             {
                 return false;
@@ -352,6 +353,9 @@ impl Session {
         }
         if cmd.blocks(argv) {
             return self.block(cmd, argv, raw);
+        }
+        if cmd.name == "wait" {
+            return self.wait(argv);
         }
         match cmd.route {
             Route::Local => self.local(|l| local::answer(l, cmd, argv)),
@@ -817,6 +821,47 @@ impl Session {
             Rc::clone(&self.blocked),
         ));
         self.last_shard = shard as u32;
+    }
+
+    /// WAIT: on every shard's primary at once, each on a connection of its own (see
+    /// `blocking::wait`); the session is blocked meanwhile, as in Redis.
+    fn wait(&mut self, argv: &[&[u8]]) {
+        let rt = std::sync::Arc::clone(&self.pool.rt);
+        let mut leases = Vec::with_capacity(rt.shards.len());
+        let mut longest = Duration::ZERO;
+        for shard in 0..rt.shards.len() {
+            match lease_primary(&self.pool, shard, false, &mut self.last_node) {
+                Ok((lease, wait)) => {
+                    leases.push(lease);
+                    longest = longest.max(wait);
+                }
+                Err(f) => return self.reply_raw(&f.reply()),
+            }
+        }
+        let ms = std::str::from_utf8(argv[2])
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok());
+        let deadline = match ms {
+            Some(0) => None,
+            Some(ms) => Some(Instant::now() + longest + Duration::from_millis(ms) + rt.timeout()),
+            None => Some(Instant::now() + longest + rt.timeout()),
+        };
+        let mut request = BytesMut::new();
+        encode::command(
+            &mut request,
+            &[b"PUBLISH", blocking::WAIT_CHANNEL.as_bytes(), b""],
+        );
+        encode::command(&mut request, argv);
+        let seq = self.pending.push_waiting();
+        let sink = Sink::new(&self.pending, seq, 0);
+        blocking::start(&self.blocked, self.client.entry.as_ref());
+        tokio::task::spawn_local(blocking::wait(
+            leases,
+            request.to_vec(),
+            sink,
+            deadline,
+            Rc::clone(&self.blocked),
+        ));
     }
 
     /// SCAN with one cursor that walks the shards in turn.
