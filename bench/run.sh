@@ -33,8 +33,8 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 if [[ $SKIP_RAMPART != 1 ]]; then
   if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    log "building rampart (release)"
-    (cd "$REPO" && cargo build --release -p rampart)
+    log "building rampart and the round-trip client (release)"
+    (cd "$REPO" && cargo build --release -p rampart && cargo build --release -p testkit --bin roundtrips)
   fi
   [[ -x $RAMPART_BIN ]] || { echo "bench: $RAMPART_BIN missing after build" >&2; exit 1; }
 fi
@@ -228,6 +228,26 @@ run_one() {  # round name target requests args...
   log "round $round  $name  $target: $(cut -d, -f2 <<<"$row") rps, p99 $(cut -d, -f7 <<<"$row") ms"
 }
 
+# Session cases (bench/README.md): the round-trip client, on the targets that serve them
+# (twemproxy refuses MULTI and blocking commands).
+ROUNDTRIPS=${ROUNDTRIPS_BIN:-$REPO/target/release/roundtrips}
+SESSION_CASES=(
+  "MULTI/INCR/EXEC P1|$((REQUESTS / 2))|multi"
+  "RPUSH+BLPOP P1|$((REQUESTS / 4))|blpop"
+)
+[[ -x $ROUNDTRIPS ]] || { log "WARNING: $ROUNDTRIPS missing: session cases skipped"; SESSION_CASES=(); }
+
+run_rt() {  # round name target requests case
+  local round=$1 name=$2 target=$3 n=$4 case=$5
+  local pid=${PID[$target]} before after row
+  before=$(cpu_ticks "$pid")
+  row=$("$ROUNDTRIPS" "${PORT[$target]}" "$case" "$CLIENTS" "$n") || { log "WARNING: $name failed on $target"; return 0; }
+  after=$(cpu_ticks "$pid")
+  awk -F, -v r="$round" -v c="$name" -v t="$target" -v n="$n" -v d=$((after - before)) -v hz="$CLK_TCK" \
+    'BEGIN { OFS = "," } { print r, c, t, n, $1, $2, d * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
+  log "round $round  $name  $target: $(cut -d, -f1 <<<"$row") rps, p99 $(cut -d, -f2 <<<"$row") ms"
+}
+
 log "benchmark: $ROUNDS rounds, base $REQUESTS requests, $CLIENTS clients, targets: ${TARGETS[*]}"
 for ((round = 1; round <= ROUNDS; round++)); do
   # Each round starts with a different target, so no target always runs first or last.
@@ -238,6 +258,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
       # $args is split into words on purpose.
       # shellcheck disable=SC2086
       run_one "$round" "$name" "$t" "$n" $args
+    done
+  done
+  for spec in "${SESSION_CASES[@]}"; do
+    IFS='|' read -r name n case <<<"$spec"
+    for t in "${ORDER[@]}"; do
+      [[ $t == twemproxy ]] || run_rt "$round" "$name" "$t" "$n" "$case"
     done
   done
 done
