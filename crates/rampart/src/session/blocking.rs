@@ -11,6 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,14 +219,24 @@ async fn wait_all(
 
 /// The session's blocking command ended.
 fn finish(blocked: &Blocked) {
+    BLOCKED.fetch_sub(1, Ordering::Relaxed);
     blocked.running.set(false);
     if let Some(e) = blocked.entry.borrow_mut().take() {
         e.set_flag(crate::observe::clients::FLAG_BLOCKED, false);
     }
 }
 
+/// Sessions blocked in a command right now, process-wide (INFO's `blocked_clients`).
+static BLOCKED: AtomicU64 = AtomicU64::new(0);
+
+/// How many sessions are blocked in a command (BLPOP and the like, WAIT) right now.
+pub fn blocked_clients() -> u64 {
+    BLOCKED.load(Ordering::Relaxed)
+}
+
 /// Mark the session's blocking command as started.
 pub fn start(blocked: &Blocked, entry: Option<&Arc<crate::observe::clients::Entry>>) {
+    BLOCKED.fetch_add(1, Ordering::Relaxed);
     blocked.running.set(true);
     if let Some(e) = entry {
         e.set_flag(crate::observe::clients::FLAG_BLOCKED, true);

@@ -463,8 +463,9 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     if has("clients") {
         let _ = write!(
             t,
-            "# Clients\r\nconnected_clients:{}\r\n\r\n",
-            m.global_sum(|w| &w.curr_connections)
+            "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\n\r\n",
+            m.global_sum(|w| &w.curr_connections),
+            crate::session::blocking::blocked_clients()
         );
     }
     if has("memory") {
