@@ -12,6 +12,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod local;
 pub mod pause;
+pub mod pubsub;
 pub mod resp3;
 pub mod transaction;
 pub mod watch;

@@ -10,6 +10,8 @@
 //!   per pool and worker, reused only after a complete reply.
 //! - [`hold`]: writes waiting while a shard has no primary.
 //! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
+//! - [`subscriber`]: the worker's Pub/Sub hub: one subscriber connection per shard, local
+//!   subscribers counted per channel and pattern, each message read once and fanned out.
 //! - [`route`]: which node serves a request; drains retries and releases held writes.
 //! - [`worker`]: one worker thread's pools, rebuilt after a reload.
 
@@ -20,4 +22,5 @@ pub mod hold;
 pub mod pool;
 pub mod route;
 pub mod sink;
+pub mod subscriber;
 pub mod worker;
