@@ -295,3 +295,204 @@ fn a_slow_subscriber_is_closed_alone_and_the_others_get_every_message() {
     );
     assert!(env.proxy_log().contains("Pub/Sub message bytes held"));
 }
+
+/// A `message` (or `smessage`) frame as Redis writes it.
+fn message(word: &str, channel: &str, body: &str) -> Vec<u8> {
+    format!(
+        "*3\r\n${}\r\n{word}\r\n${}\r\n{channel}\r\n${}\r\n{body}\r\n",
+        word.len(),
+        channel.len(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A `pmessage` frame as Redis writes it.
+fn pmessage(pattern: &str, channel: &str, body: &str) -> Vec<u8> {
+    format!(
+        "*4\r\n$8\r\npmessage\r\n${}\r\n{pattern}\r\n${}\r\n{channel}\r\n${}\r\n{body}\r\n",
+        pattern.len(),
+        channel.len(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The channels backend `i` has subscribers for (`PUBSUB CHANNELS` or `SHARDCHANNELS`).
+fn server_channels(env: &common::Env, i: usize, sub: &str) -> Vec<String> {
+    names(&env.backend(i).cmd(&["PUBSUB", sub]))
+}
+
+/// The strings of an array reply, sorted.
+fn names(r: &testkit::Reply) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {r:?}"))
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn channels_live_on_their_shard_and_patterns_hear_every_shard() {
+    let env = Setup::new(3).hash_tag().start();
+    // Channel placement is key placement: one channel name per shard.
+    let chans = env.key_per_shard("ch:");
+    let mut pat = Raw::connect(&env.addr());
+    pat.send(&["PSUBSCRIBE", "ch:*"]);
+    assert_eq!(
+        pat.frame(),
+        b"*3\r\n$10\r\npsubscribe\r\n$4\r\nch:*\r\n:1\r\n"
+    );
+    let mut sub = Raw::connect(&env.addr());
+    let mut ssub = Raw::connect(&env.addr());
+    let mut words: Vec<&str> = vec!["SUBSCRIBE"];
+    words.extend(chans.iter().map(String::as_str));
+    sub.send(&words);
+    words[0] = "SSUBSCRIBE";
+    ssub.send(&words);
+    for (n, c) in chans.iter().enumerate() {
+        let count = format!(":{}\r\n", n + 1);
+        assert!(sub.frame().ends_with(count.as_bytes()), "{c}");
+        assert!(ssub.frame().ends_with(count.as_bytes()), "{c}");
+    }
+    // Each server holds the channel of its own shard, the pattern is on every shard.
+    for (i, c) in chans.iter().enumerate() {
+        assert_eq!(
+            server_channels(&env, i, "CHANNELS"),
+            vec![c.clone()],
+            "shard {i}"
+        );
+        assert_eq!(server_channels(&env, i, "SHARDCHANNELS"), vec![c.clone()]);
+        assert_eq!(env.backend(i).cmd(&["PUBSUB", "NUMPAT"]).as_int(), Some(1));
+    }
+    let mut p = env.client();
+    for c in &chans {
+        // That shard's receivers: the subscriber connection of the worker of `sub`, and the
+        // one of `pat` (the same connection when both sessions share a worker).
+        let n = p.cmd(&["PUBLISH", c, "hello"]).as_int().unwrap_or(0);
+        assert!((1..=2).contains(&n), "PUBLISH {c}: {n}");
+        assert_eq!(sub.frame(), message("message", c, "hello"));
+        assert_eq!(pat.frame(), pmessage("ch:*", c, "hello"));
+        assert_eq!(p.cmd(&["SPUBLISH", c, "s"]).as_int(), Some(1));
+        assert_eq!(ssub.frame(), message("smessage", c, "s"));
+    }
+    // Hash tags put a channel with its keys.
+    sub.send(&["SUBSCRIBE", "{user1}:events"]);
+    sub.frame();
+    p.cmd(&["SET", "{user1}:name", "x"]);
+    let home = env.shard_holding("{user1}:name");
+    assert!(server_channels(&env, home, "CHANNELS").contains(&"{user1}:events".to_string()));
+    assert_eq!(
+        p.cmd(&["PUBLISH", "{user1}:events", "tagged"]).as_int(),
+        Some(1)
+    );
+    assert_eq!(sub.frame(), message("message", "{user1}:events", "tagged"));
+    // PUBSUB through the proxy merges the shards.
+    let mut all = chans.clone();
+    all.push("{user1}:events".into());
+    all.sort();
+    assert_eq!(names(&p.cmd(&["PUBSUB", "CHANNELS"])), all);
+    let numsub = p.cmd(&["PUBSUB", "NUMSUB", &chans[2], "nobody", &chans[0]]);
+    assert_eq!(
+        numsub,
+        testkit::Reply::Array(Some(vec![
+            testkit::Reply::bulk(&chans[2]),
+            testkit::Reply::Int(1),
+            testkit::Reply::bulk("nobody"),
+            testkit::Reply::Int(0),
+            testkit::Reply::bulk(&chans[0]),
+            testkit::Reply::Int(1),
+        ]))
+    );
+    assert_eq!(p.cmd(&["PUBSUB", "NUMPAT"]).as_int(), Some(1));
+    // The last subscriber to leave unsubscribes the servers.
+    sub.send(&["UNSUBSCRIBE"]);
+    for _ in 0..chans.len() + 1 {
+        sub.frame();
+    }
+    testkit::wait_until(Duration::from_secs(5), "servers unsubscribed", || {
+        (0..3).all(|i| server_channels(&env, i, "CHANNELS").is_empty())
+    });
+}
+
+#[test]
+fn keyspace_notifications_arrive_from_every_shard() {
+    let env = Setup::new(3).hash_tag().start();
+    for i in 0..3 {
+        env.backend(i)
+            .cmd(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+    }
+    let keys = env.key_per_shard("user:");
+    let mut space = Raw::connect(&env.addr());
+    let mut words: Vec<String> = vec!["SUBSCRIBE".into()];
+    words.extend(keys.iter().map(|k| format!("__keyspace@0__:{k}")));
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    space.send(&refs);
+    for _ in &keys {
+        space.frame();
+    }
+    // The keyspace channel of a key lives on the key's shard.
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            server_channels(&env, i, "CHANNELS"),
+            vec![format!("__keyspace@0__:{k}")]
+        );
+    }
+    let mut event = Raw::connect(&env.addr());
+    event.send(&["SUBSCRIBE", "__keyevent@0__:set"]);
+    event.frame();
+    let mut pat = Raw::connect(&env.addr());
+    pat.send(&["PSUBSCRIBE", "__keyspace@0__:user:*"]);
+    pat.frame();
+    let mut p = env.client();
+    for k in &keys {
+        p.cmd(&["SET", k, "v"]);
+        let ch = format!("__keyspace@0__:{k}");
+        assert_eq!(space.frame(), message("message", &ch, "set"));
+        assert_eq!(event.frame(), message("message", "__keyevent@0__:set", k));
+        assert_eq!(pat.frame(), pmessage("__keyspace@0__:user:*", &ch, "set"));
+    }
+}
+
+#[test]
+fn a_thousand_subscribers_share_a_few_server_connections_and_hear_every_message_in_order() {
+    let workers = 2;
+    let env = Setup::new(1).workers(workers).start();
+    let clients = 1000;
+    let mut subs: Vec<Raw> = (0..clients).map(|_| Raw::connect(&env.addr())).collect();
+    for s in &mut subs {
+        s.send(&["SUBSCRIBE", "fan"]);
+    }
+    for s in &mut subs {
+        assert_eq!(s.frame(), b"*3\r\n$9\r\nsubscribe\r\n$3\r\nfan\r\n:1\r\n");
+    }
+    // The server sees at most one subscriber connection per worker and node.
+    let listed = env.backend(0).cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    let conns = listed.as_str().map_or(0, |t| t.lines().count());
+    println!("{clients} subscribing clients, {conns} subscriber connections on the server");
+    assert!(
+        (1..=workers).contains(&conns),
+        "{conns} subscriber connections:\n{listed:?}"
+    );
+    let burst = 200;
+    let mut p = Raw::connect(&env.addr());
+    for i in 0..burst {
+        p.send(&["PUBLISH", "fan", &format!("m{i}")]);
+    }
+    for _ in 0..burst {
+        let n = String::from_utf8(p.frame()).unwrap();
+        assert!(n == format!(":{conns}\r\n"), "PUBLISH answered {n}");
+    }
+    for (c, s) in subs.iter_mut().enumerate() {
+        for i in 0..burst {
+            assert_eq!(
+                s.frame(),
+                message("message", "fan", &format!("m{i}")),
+                "client {c}, message {i}"
+            );
+        }
+    }
+}
