@@ -4,6 +4,10 @@
 //! per-client bounds, and resubscription after a Sentinel failover.
 
 mod common;
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -495,4 +499,91 @@ fn a_thousand_subscribers_share_a_few_server_connections_and_hear_every_message_
             );
         }
     }
+}
+
+#[test]
+fn subscriptions_follow_a_sentinel_failover_within_a_second() {
+    let mut setup = ha::SentinelSetup::start("");
+    let addr = setup.proxy.addr();
+    let mut sub = Raw::connect(&addr);
+    sub.send(&["SUBSCRIBE", "news"]);
+    sub.frame();
+    sub.send(&["PSUBSCRIBE", "n*"]);
+    sub.frame();
+    let mut p = Raw::connect(&addr);
+    p.send(&["PUBLISH", "news", "before"]);
+    // One receiver for the channel and one for the pattern, as Redis counts them.
+    assert_eq!(p.frame(), b":2\r\n");
+    assert_eq!(sub.frame(), message("message", "news", "before"));
+    assert_eq!(sub.frame(), pmessage("n*", "news", "before"));
+
+    let killed = Instant::now();
+    setup.primary.kill9();
+    let (switch, port) = setup.wait_switch(killed, Duration::from_secs(30));
+    let new = format!("127.0.0.1:{port}");
+    // Publish straight to the new primary until the subscriber hears it again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        let new = new.clone();
+        move || {
+            let mut c = Raw::connect(&new);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(&["PUBLISH", "news", &format!("after{i}")]);
+                c.frame();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let known = testkit::poll_until(Duration::from_secs(10), || {
+        setup
+            .proxy
+            .node(&new)
+            .filter(|n| n.role == "primary" && n.routable())
+            .map(|_| killed.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the proxy never applied the new primary\n{}",
+            setup.proxy.log()
+        )
+    });
+    let first = sub.frame();
+    let heard = killed.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    let text = String::from_utf8_lossy(&first).into_owned();
+    assert!(text.contains("after"), "{text}");
+    println!(
+        "kill -9 at 0; Sentinel named {new} at {switch:?}; the proxy routed to it by {known:?}; \
+         the subscriber heard the new primary at {heard:?} ({:?} after the proxy knew it)",
+        heard.saturating_sub(known)
+    );
+    assert!(
+        heard.saturating_sub(known) < Duration::from_secs(1),
+        "resubscribed {:?} after the new primary was known\n{}",
+        heard.saturating_sub(known),
+        setup.proxy.log()
+    );
+    // Both the channel and the pattern were subscribed again.
+    let mut c = testkit::Client::connect(&new);
+    assert_eq!(
+        c.cmd(&["PUBSUB", "NUMSUB", "news"])
+            .as_array()
+            .map(|a| a[1].clone()),
+        Some(testkit::Reply::Int(1))
+    );
+    assert_eq!(c.cmd(&["PUBSUB", "NUMPAT"]).as_int(), Some(1));
+    let mut i = testkit::Client::connect(&addr);
+    let info = i.cmd(&["INFO", "pools"]);
+    let info = info.as_str().unwrap_or_default().to_string();
+    let resubscribed: u64 = info
+        .split("pubsub_resubscriptions=")
+        .nth(1)
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(resubscribed >= 1, "{info}");
 }
