@@ -587,3 +587,44 @@ fn subscriptions_follow_a_sentinel_failover_within_a_second() {
         .unwrap_or(0);
     assert!(resubscribed >= 1, "{info}");
 }
+
+/// Subscriber connections (`CLIENT LIST TYPE pubsub`) on `server`.
+fn pubsub_connections(server: &RedisServer) -> usize {
+    let mut c = testkit::Client::connect(&server.addr());
+    let r = c.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    r.as_str().map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn pubsub_from_replica_reads_messages_replicated_from_the_primary() {
+    for (from, on_primary) in [("primary", true), ("replica", false)] {
+        let (primary, replicas) = ha::replica_set(1);
+        let body = ha::short_form(
+            &primary.addr(),
+            &[replicas[0].addr()],
+            &format!(
+                "{}  read_policy: replica\n  pubsub_from: {from}\n",
+                ha::FAST_CHECKS
+            ),
+        );
+        let proxy = ha::HaProxy::start(&body);
+        proxy.wait_up(
+            &[primary.addr(), replicas[0].addr()],
+            Duration::from_secs(10),
+        );
+        let mut sub = Raw::connect(&proxy.addr());
+        sub.send(&["SUBSCRIBE", "news"]);
+        sub.frame();
+        let (there, not) = if on_primary {
+            (&primary, &replicas[0])
+        } else {
+            (&replicas[0], &primary)
+        };
+        assert_eq!(pubsub_connections(there), 1, "pubsub_from: {from}");
+        assert_eq!(pubsub_connections(not), 0, "pubsub_from: {from}");
+        let mut p = Raw::connect(&proxy.addr());
+        p.send(&["PUBLISH", "news", from]);
+        p.frame();
+        assert_eq!(sub.frame(), message("message", "news", from));
+    }
+}
