@@ -658,3 +658,36 @@ fn pubsub_from_replica_reads_messages_replicated_from_the_primary() {
         assert_eq!(sub.frame(), message("message", "news", from));
     }
 }
+
+#[test]
+fn a_broken_subscriber_connection_is_opened_again_and_resubscribed() {
+    let env = Setup::new(1).workers(1).start();
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["SUBSCRIBE", "news"]);
+    sub.frame();
+    sub.send(&["PSUBSCRIBE", "n*"]);
+    sub.frame();
+    let mut server = env.backend(0);
+    assert_eq!(pubsub_connections(&env.redis[0]), 1);
+    // The server drops rampart's subscriber connection.
+    let killed = server.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed.as_int(), Some(1), "{killed:?}");
+    testkit::wait_until(Duration::from_secs(5), "resubscribed", || {
+        server.cmd(&["PUBSUB", "NUMPAT"]).as_int() == Some(1)
+            && server
+                .cmd(&["PUBSUB", "CHANNELS"])
+                .as_array()
+                .map(<[_]>::len)
+                == Some(1)
+    });
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["PUBLISH", "news", "again"]).as_int(), Some(2));
+    assert_eq!(sub.frame(), message("message", "news", "again"));
+    assert_eq!(sub.frame(), pmessage("n*", "news", "again"));
+    let info = p.cmd(&["INFO", "pools"]);
+    assert!(
+        info.as_str()
+            .is_some_and(|t| t.contains("pubsub_resubscriptions=1,")),
+        "{info:?}"
+    );
+}
