@@ -691,3 +691,35 @@ fn a_broken_subscriber_connection_is_opened_again_and_resubscribed() {
         "{info:?}"
     );
 }
+
+#[test]
+fn a_frozen_server_does_not_hold_a_subscribe_reply_forever() {
+    let env = Setup::new(1).workers(1).option("timeout", 300).start();
+    let mut a = Raw::connect(&env.addr());
+    a.send(&["SUBSCRIBE", "a"]);
+    a.frame();
+    testkit::send_signal(env.redis[0].pid(), "STOP");
+    // The server takes nothing now: the confirmation of `b` never comes. The link gives up
+    // on that connection after the pool timeout and the reply goes out.
+    let mut b = Raw::connect(&env.addr());
+    b.send(&["SUBSCRIBE", "b"]);
+    let reply = b.try_frame(Duration::from_secs(10));
+    testkit::send_signal(env.redis[0].pid(), "CONT");
+    assert_eq!(
+        reply.as_deref(),
+        Some(&b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:1\r\n"[..])
+    );
+    // Once the server is back, both are subscribed on a new connection.
+    let mut p = env.client();
+    testkit::wait_until(Duration::from_secs(10), "resubscribed", || {
+        p.cmd(&["PUBSUB", "NUMSUB", "a", "b"])
+            == testkit::Reply::Array(Some(vec![
+                testkit::Reply::bulk("a"),
+                testkit::Reply::Int(1),
+                testkit::Reply::bulk("b"),
+                testkit::Reply::Int(1),
+            ]))
+    });
+    assert_eq!(p.cmd(&["PUBLISH", "b", "back"]).as_int(), Some(1));
+    assert_eq!(b.frame(), message("message", "b", "back"));
+}

@@ -244,6 +244,38 @@ struct Link {
     ops: RefCell<VecDeque<(Kind, Bytes, bool)>>,
     wake: LocalNotify,
     running: Cell<bool>,
+    /// Confirmations (one per name of each command sent) the server still owes.
+    owed: Cell<usize>,
+    /// When the server last made progress on `owed` (or it became non-zero).
+    owed_since: Cell<Option<Instant>>,
+}
+
+impl Link {
+    /// `n` more confirmations are owed.
+    fn expect(&self, n: usize) {
+        if n > 0 && self.owed.get() == 0 {
+            self.owed_since.set(Some(Instant::now()));
+        }
+        self.owed.set(self.owed.get() + n);
+    }
+
+    /// One confirmation arrived.
+    fn confirmed(&self) {
+        self.owed.set(self.owed.get().saturating_sub(1));
+        self.owed_since
+            .set((self.owed.get() > 0).then(Instant::now));
+    }
+
+    /// A new connection owes nothing yet.
+    fn reset(&self) {
+        self.owed.set(0);
+        self.owed_since.set(None);
+    }
+
+    /// The server owes confirmations and sent none for `limit`: it is stuck.
+    fn is_stuck(&self, limit: Duration) -> bool {
+        self.owed_since.get().is_some_and(|t| t.elapsed() >= limit)
+    }
 }
 
 /// One pool's subscriptions on one worker (see the module documentation).
@@ -435,6 +467,7 @@ impl Hub {
             for chunk in names.chunks(BATCH) {
                 encode_command(&mut out, kind.command(true), chunk);
             }
+            link.expect(names.len());
         }
         out
     }
@@ -477,6 +510,9 @@ impl Hub {
         };
         let key = (kind, Bytes::copy_from_slice(name));
         if what.ends_with(b"subscribe") {
+            if let Some(l) = self.links.borrow().get(shard) {
+                l.confirmed();
+            }
             if let Some(e) = self.subs.borrow_mut().get_mut(&key) {
                 e.settle(shard);
             }
@@ -513,6 +549,7 @@ impl Hub {
             }
             let names: Vec<&[u8]> = ops[i..j].iter().map(|o| o.1.as_ref()).collect();
             encode_command(&mut out, kind.command(on), &names);
+            link.expect(names.len());
             i = j;
         }
         out
@@ -558,6 +595,7 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
             continue;
         };
         let mut lease = h.conns.lease_own(&rt, &node);
+        link.reset();
         let all = h.everything_on(shard, &link);
         drop(h);
         if let Err(e) = lease.send(&all).await {
@@ -633,7 +671,11 @@ async fn serve(
             _ = recheck.tick() => {
                 let Some(h) = hub.upgrade() else { return Stop::Idle };
                 match h.target(shard) {
-                    Some((_, n)) if n.id == node.id => {}
+                    Some((rt, n)) if n.id == node.id => {
+                        if link.is_stuck(rt.timeout()) {
+                            return Stop::Lost("no confirmation from the server within the pool timeout".into());
+                        }
+                    }
                     _ => return Stop::Lost("its node no longer serves the shard".into()),
                 }
             }
