@@ -723,3 +723,30 @@ fn a_frozen_server_does_not_hold_a_subscribe_reply_forever() {
     assert_eq!(p.cmd(&["PUBLISH", "b", "back"]).as_int(), Some(1));
     assert_eq!(b.frame(), message("message", "b", "back"));
 }
+
+#[test]
+fn subscriptions_survive_a_reload_on_the_same_connection() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("timeout", 1000)
+        .env("RAMPART_LOG", "info")
+        .start();
+    let mut old = Raw::connect(&env.addr());
+    old.send(&["SUBSCRIBE", "news"]);
+    old.frame();
+    let path = env.proxy.dir().join("x.yml");
+    std::fs::write(&path, env.yaml.replace("timeout: 1000", "timeout: 900")).unwrap();
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    testkit::wait_until(Duration::from_secs(10), "the reload", || {
+        env.proxy_log().contains("timeout 1000ms -> 900ms")
+    });
+    // A session that starts after the reload joins the same subscription.
+    let mut new = Raw::connect(&env.addr());
+    new.send(&["SUBSCRIBE", "news"]);
+    new.frame();
+    assert_eq!(pubsub_connections(&env.redis[0]), 1);
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["PUBLISH", "news", "after"]).as_int(), Some(1));
+    assert_eq!(old.frame(), message("message", "news", "after"));
+    assert_eq!(new.frame(), message("message", "news", "after"));
+}
