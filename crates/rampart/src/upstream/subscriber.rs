@@ -43,6 +43,9 @@ use crate::upstream::pool::WorkerPool;
 
 /// Channels or patterns sent in one `SUBSCRIBE` (or `UNSUBSCRIBE`) command to a server.
 const BATCH: usize = 1024;
+/// Most subscription changes queued for one link; beyond it they are dropped and the link
+/// opens a new connection that subscribes the whole current set instead.
+const MAX_OPS: usize = 65_536;
 /// First wait before a link tries to connect again; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(50);
 /// Longest wait between two connects of a link (the resubscription after a failover comes
@@ -244,6 +247,8 @@ struct Link {
     ops: RefCell<VecDeque<(Kind, Bytes, bool)>>,
     wake: LocalNotify,
     running: Cell<bool>,
+    /// Changes were dropped (over [`MAX_OPS`]): the connection must start again.
+    resync: Cell<bool>,
     /// Confirmations (one per name of each command sent) the server still owes.
     owed: Cell<usize>,
     /// When the server last made progress on `owed` (or it became non-zero).
@@ -270,6 +275,19 @@ impl Link {
     fn reset(&self) {
         self.owed.set(0);
         self.owed_since.set(None);
+        self.resync.set(false);
+    }
+
+    /// Queue a change for the server (bounded, see [`MAX_OPS`]).
+    fn push(&self, kind: Kind, name: Bytes, on: bool) {
+        let mut ops = self.ops.borrow_mut();
+        if ops.len() >= MAX_OPS {
+            ops.clear();
+            self.resync.set(true);
+        } else if !self.resync.get() {
+            ops.push_back((kind, name, on));
+        }
+        self.wake.notify();
     }
 
     /// The server owes confirmations and sent none for `limit`: it is stuck.
@@ -392,8 +410,7 @@ impl Hub {
         for &s in &on {
             let link = self.link(s);
             link.keys.set(link.keys.get() + 1);
-            link.ops.borrow_mut().push_back((kind, key.1.clone(), true));
-            link.wake.notify();
+            link.push(kind, key.1.clone(), true);
             if !link.running.replace(true) {
                 tokio::task::spawn_local(run_link(Rc::downgrade(self), link, s));
             }
@@ -426,10 +443,7 @@ impl Hub {
             for &s in &e.shards {
                 let link = self.link(s);
                 link.keys.set(link.keys.get().saturating_sub(1));
-                link.ops
-                    .borrow_mut()
-                    .push_back((kind, key.1.clone(), false));
-                link.wake.notify();
+                link.push(kind, key.1.clone(), false);
             }
             e.unconfirmed.clear();
             for w in e.waiters.drain(..) {
@@ -649,6 +663,9 @@ async fn serve(
         tokio::select! {
             biased;
             _ = link.wake.notified() => {
+                if link.resync.get() {
+                    return Stop::Lost(format!("more than {MAX_OPS} changes queued; subscribing the current set again"));
+                }
                 let Some(h) = hub.upgrade() else { return Stop::Idle };
                 let out = h.changes(link);
                 drop(h);
