@@ -27,7 +27,8 @@ use resp::encode;
 
 use crate::reply::merge::Merger;
 use crate::session::dispatch::Session;
-use crate::upstream::subscriber::{placement, Kind, Listener, Placement, Waiter};
+use crate::upstream::listener::{Listener, Waiter};
+use crate::upstream::subscriber::{placement, Kind, Placement};
 
 /// Commands a RESP2 session may send while it holds subscriptions (Redis' list).
 const ALLOWED: &[&str] = &[

@@ -12,6 +12,8 @@
 //! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
 //! - [`subscriber`]: the worker's Pub/Sub hub: one subscriber connection per shard, local
 //!   subscribers counted per channel and pattern, each message read once and fanned out.
+//! - [`listener`]: a subscribing session as the hub sees it, and subscribe replies that wait
+//!   for the server's confirmations.
 //! - [`route`]: which node serves a request; drains retries and releases held writes.
 //! - [`worker`]: one worker thread's pools, rebuilt after a reload.
 
@@ -19,6 +21,7 @@ pub mod backend;
 pub mod dedicated;
 pub mod error;
 pub mod hold;
+pub mod listener;
 pub mod pool;
 pub mod route;
 pub mod sink;
