@@ -750,3 +750,23 @@ fn subscriptions_survive_a_reload_on_the_same_connection() {
     assert_eq!(old.frame(), message("message", "news", "after"));
     assert_eq!(new.frame(), message("message", "news", "after"));
 }
+
+#[test]
+fn a_pattern_bomb_is_answered_and_leaves_other_clients_alone() {
+    let env = Setup::new(2).start();
+    // Exponential for a naive glob matcher: rampart matches nothing itself (the server names
+    // the pattern of each pmessage) and Redis bounds its own matching.
+    let bomb = format!("{}b", "*a".repeat(200));
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["PSUBSCRIBE", &bomb]);
+    assert!(sub.frame().ends_with(b":1\r\n"));
+    let mut other = Raw::connect(&env.addr());
+    other.send(&["SUBSCRIBE", "plain"]);
+    other.frame();
+    let mut p = env.client();
+    let channel = "a".repeat(5000);
+    assert_eq!(p.cmd(&["PUBLISH", &channel, "x"]).as_int(), Some(0));
+    assert_eq!(p.cmd(&["PUBLISH", "plain", "y"]).as_int(), Some(1));
+    assert_eq!(other.frame(), message("message", "plain", "y"));
+    assert!(sub.drain(Duration::from_millis(200)).is_empty());
+}
