@@ -4,7 +4,8 @@
 //! Redis' own flags, with the exceptions listed by name in [`EXCEPTIONS`]:
 //!
 //! 1. a name in [`EXCEPTIONS`] gets the class written there;
-//! 2. `pubsub` commands are unsupported (subscriptions need a dedicated connection);
+//! 2. `pubsub` commands are [`Route::PubSub`]: the session's subscribed mode and the worker's
+//!    subscriber hub serve them, placing each channel on a shard as a key;
 //! 3. `blocking` commands are unsupported (they would stall a multiplexed backend connection);
 //!    `XREAD` and `XREADGROUP` are exceptions: they carry the flag only for their `BLOCK` option,
 //!    which the proxy must check per call (see [`crate::Command::blocks`]);
@@ -35,6 +36,9 @@ pub enum Route {
     AllShards(Merge),
     /// Changes every shard: refused unless the pool enables admin broadcast.
     Admin(Merge),
+    /// Pub/Sub (SUBSCRIBE, PUBLISH, PUBSUB ...): served by the session's subscribed mode and
+    /// the worker's subscriber connections, each channel placed on a shard as a key is.
+    PubSub,
     /// Refused with this reason.
     Unsupported(&'static str),
 }
@@ -177,7 +181,7 @@ pub const fn of(name: &str, flags: Flags, has_keys: bool) -> Route {
         i += 1;
     }
     if flags.contains(Flags::PUBSUB) {
-        return Route::Unsupported("pub/sub is not supported by the proxy");
+        return Route::PubSub;
     }
     if flags.contains(Flags::BLOCKING) {
         return Route::Unsupported("blocking commands are not supported by the proxy");
@@ -347,6 +351,27 @@ mod tests {
     }
 
     #[test]
+    fn pubsub_commands() {
+        for name in [
+            "subscribe",
+            "unsubscribe",
+            "psubscribe",
+            "punsubscribe",
+            "ssubscribe",
+            "sunsubscribe",
+            "publish",
+            "spublish",
+            "pubsub channels",
+            "pubsub numsub",
+            "pubsub numpat",
+            "pubsub shardchannels",
+            "pubsub shardnumsub",
+        ] {
+            assert_eq!(route(name), Route::PubSub, "{name}");
+        }
+    }
+
+    #[test]
     fn unsupported_commands() {
         for name in [
             "multi",
@@ -361,12 +386,6 @@ mod tests {
             "blmpop",
             "brpoplpush",
             "wait",
-            "subscribe",
-            "psubscribe",
-            "publish",
-            "spublish",
-            "ssubscribe",
-            "pubsub channels",
             "sync",
             "psync",
             "replicaof",

@@ -184,6 +184,7 @@ impl Pool {
             &n.max_dedicated_connections,
             u32::to_string,
         );
+        c.field("pubsub", &o.pubsub, &n.pubsub, |p| format!("{p:?}"));
         c.field(
             "auto_eject_hosts",
             &o.auto_eject_hosts,

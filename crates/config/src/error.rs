@@ -430,6 +430,17 @@ pub enum Problem {
     /// `read_policy:` names no policy.
     #[error("read_policy: {0:?} is not a read policy (primary, prefer-replica, replica, least-outstanding, latency)")]
     UnknownReadPolicy(String),
+    /// `pubsub_output_soft` above `pubsub_output_hard`.
+    #[error("pubsub_output_soft ({soft} bytes) is larger than pubsub_output_hard ({hard} bytes)")]
+    PubSubSoftAboveHard {
+        /// The soft limit.
+        soft: u64,
+        /// The hard limit.
+        hard: u64,
+    },
+    /// `pubsub_from:` is neither `primary` nor `replica`.
+    #[error("pubsub_from: {0:?} is not primary or replica")]
+    UnknownPubSubFrom(String),
     /// A fraction outside `0 <= x < 1`.
     #[error("{key}: {value:?} is not a fraction in 0..1 (e.g. 0.1)")]
     BadFraction {

@@ -32,6 +32,11 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "client_output_hard",
     "max_inflight_per_client",
     "max_dedicated_connections",
+    "pubsub_from",
+    "pubsub_output_hard",
+    "pubsub_output_soft",
+    "pubsub_output_soft_time",
+    "max_subscriptions_per_client",
     // High availability (see `shards` and `ha_keys`).
     "shards",
     "primary",

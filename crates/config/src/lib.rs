@@ -149,6 +149,8 @@ pub struct Pool {
     pub failover_hold: Duration,
     /// rampart: most bytes of writes held per shard during a failover; beyond it they fail.
     pub failover_hold_bytes: u64,
+    /// rampart: Pub/Sub settings (where subscriptions read from, slow-subscriber limits).
+    pub pubsub: PubSub,
     /// rampart: an extra address that serves only reads of this pool (writes are refused).
     pub read_listen: Option<Listen>,
     /// rampart: an extra address that sends everything, reads included, to the primaries.
@@ -167,6 +169,46 @@ impl Pool {
     /// Whether the pool follows Sentinel for its primaries and replicas.
     pub fn is_sentinel(&self) -> bool {
         !self.sentinels.is_empty()
+    }
+}
+
+/// Which node of a shard the worker's subscriber connection reads from (`pubsub_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubFrom {
+    /// The shard's primary (the default).
+    Primary,
+    /// A node picked by the pool's `read_policy` (Redis replicates PUBLISH to replicas).
+    Replica,
+}
+
+/// rampart's Pub/Sub settings of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PubSub {
+    /// `pubsub_from`: where subscriptions read from; default [`PubSubFrom::Primary`].
+    pub from: PubSubFrom,
+    /// `pubsub_output_hard`: message bytes held for one subscribing client above which it is
+    /// disconnected at once (Redis' `client-output-buffer-limit pubsub` hard limit); 32 MiB.
+    pub output_hard: u64,
+    /// `pubsub_output_soft`: held message bytes that disconnect a client when it stays above
+    /// them for `pubsub_output_soft_time`; 8 MiB. At most `output_hard`.
+    pub output_soft: u64,
+    /// `pubsub_output_soft_time`: how long a client may stay above `output_soft`; 60 s.
+    pub output_soft_time: std::time::Duration,
+    /// `max_subscriptions_per_client`: channels, patterns and shard channels one client may
+    /// hold together (1 to 1,000,000); 10,000. A command that would go over it is refused
+    /// whole.
+    pub max_per_client: u32,
+}
+
+impl Default for PubSub {
+    fn default() -> Self {
+        PubSub {
+            from: PubSubFrom::Primary,
+            output_hard: defaults::PUBSUB_OUTPUT_HARD,
+            output_soft: defaults::PUBSUB_OUTPUT_SOFT,
+            output_soft_time: defaults::PUBSUB_OUTPUT_SOFT_TIME,
+            max_per_client: defaults::MAX_SUBSCRIPTIONS_PER_CLIENT,
+        }
     }
 }
 
@@ -245,6 +287,14 @@ pub mod defaults {
     pub const CLIENT_OUTPUT_HARD: u64 = 1 << 30;
     /// `max_inflight_per_client`.
     pub const MAX_INFLIGHT_PER_CLIENT: u32 = 1024;
+    /// `pubsub_output_hard`: 32 MiB, Redis' default `client-output-buffer-limit pubsub`.
+    pub const PUBSUB_OUTPUT_HARD: u64 = 32 << 20;
+    /// `pubsub_output_soft`: 8 MiB, as Redis.
+    pub const PUBSUB_OUTPUT_SOFT: u64 = 8 << 20;
+    /// `pubsub_output_soft_time`: 60 s, as Redis.
+    pub const PUBSUB_OUTPUT_SOFT_TIME: Duration = Duration::from_secs(60);
+    /// `max_subscriptions_per_client`.
+    pub const MAX_SUBSCRIPTIONS_PER_CLIENT: u32 = 10_000;
     /// Largest accepted `max_inflight_per_client`.
     pub const MAX_INFLIGHT_LIMIT: u32 = 1_000_000;
     /// `priority` of a node.

@@ -191,6 +191,7 @@ impl Fields<'_> {
             eject_time_max: ha.eject_time_max,
             failover_hold: ha.failover_hold,
             failover_hold_bytes: ha.failover_hold_bytes,
+            pubsub: self.pubsub(get)?,
             read_listen: read_listen.as_ref().map(|(l, _)| l.clone()),
             write_listen: write_listen.as_ref().map(|(l, _)| l.clone()),
         };
@@ -408,6 +409,55 @@ impl Fields<'_> {
             servers.push(server);
         }
         Ok(servers)
+    }
+
+    fn pubsub(&self, get: &Lookup<'_, '_>) -> Result<crate::PubSub, ConfigError> {
+        let from = match self.text(get, "pubsub_from")? {
+            None => crate::PubSubFrom::Primary,
+            Some((text, pos)) => match text.trim() {
+                "primary" => crate::PubSubFrom::Primary,
+                "replica" => crate::PubSubFrom::Replica,
+                other => return Err(self.err(pos, Problem::UnknownPubSubFrom(other.to_string()))),
+            },
+        };
+        let output_hard = self.size(
+            get,
+            "pubsub_output_hard",
+            defaults::PUBSUB_OUTPUT_HARD,
+            (1, u64::MAX),
+        )?;
+        let output_soft = self.size(
+            get,
+            "pubsub_output_soft",
+            defaults::PUBSUB_OUTPUT_SOFT,
+            (1, u64::MAX),
+        )?;
+        if output_soft > output_hard {
+            let pos = ["pubsub_output_soft", "pubsub_output_hard"]
+                .iter()
+                .filter_map(|k| get(k))
+                .map(|e| e.pos)
+                .max_by_key(|p| (p.line, p.column))
+                .unwrap_or(self.at);
+            return Err(self.err(
+                pos,
+                Problem::PubSubSoftAboveHard {
+                    soft: output_soft,
+                    hard: output_hard,
+                },
+            ));
+        }
+        Ok(crate::PubSub {
+            from,
+            output_hard,
+            output_soft,
+            output_soft_time: self
+                .duration(get, "pubsub_output_soft_time")?
+                .unwrap_or(defaults::PUBSUB_OUTPUT_SOFT_TIME),
+            max_per_client: self
+                .number(get, "max_subscriptions_per_client", 1, 1_000_000)?
+                .map_or(defaults::MAX_SUBSCRIPTIONS_PER_CLIENT, narrow),
+        })
     }
 
     fn limits(&self, get: &Lookup<'_, '_>) -> Result<ClientLimits, ConfigError> {

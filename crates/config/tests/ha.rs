@@ -399,3 +399,43 @@ fn read_and_write_listens_of_different_pools_may_differ() {
     assert_eq!(config.pools.len(), 2);
     assert!(config.pools[1].write_listen.is_some());
 }
+
+#[test]
+fn pubsub_keys_and_defaults() {
+    let base = "p:\n  listen: 127.0.0.1:6380\n  servers:\n    - 127.0.0.1:6379:1\n";
+    let d = one_pool(base).pubsub;
+    assert_eq!(d.from, rampart_config::PubSubFrom::Primary);
+    assert_eq!(d.output_hard, 32 << 20);
+    assert_eq!(d.output_soft, 8 << 20);
+    assert_eq!(d.output_soft_time, Duration::from_secs(60));
+    assert_eq!(d.max_per_client, 10_000);
+    let p = one_pool(&format!(
+        "{base}  pubsub_from: replica\n  pubsub_output_hard: 1mb\n  pubsub_output_soft: 512kb\n  \
+         pubsub_output_soft_time: 5s\n  max_subscriptions_per_client: 100\n"
+    ))
+    .pubsub;
+    assert_eq!(p.from, rampart_config::PubSubFrom::Replica);
+    assert_eq!(p.output_hard, 1 << 20);
+    assert_eq!(p.output_soft, 512 << 10);
+    assert_eq!(p.output_soft_time, Duration::from_secs(5));
+    assert_eq!(p.max_per_client, 100);
+    for (bad, says) in [
+        (
+            "  pubsub_from: nearest\n",
+            "pubsub_from: \"nearest\" is not primary or replica",
+        ),
+        (
+            "  pubsub_output_hard: 1mb\n  pubsub_output_soft: 2mb\n",
+            "pubsub_output_soft (2097152 bytes) is larger than pubsub_output_hard (1048576 bytes)",
+        ),
+        (
+            "  max_subscriptions_per_client: 0\n",
+            "max_subscriptions_per_client",
+        ),
+    ] {
+        let err = parse(&format!("{base}{bad}"), "ha.yml")
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains(says), "{err}");
+    }
+}

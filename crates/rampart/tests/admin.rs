@@ -223,6 +223,7 @@ fn metrics_stats_and_topology_of_a_twemproxy_pool() {
         "rampart_node_replication_lag_seconds",
         "rampart_shard_failovers_total",
         "rampart_shard_switchovers_total",
+        "rampart_pubsub_resubscriptions_total",
         "rampart_command_calls_total",
         "rampart_command_duration_seconds",
         "rampart_process_resident_memory_bytes",

@@ -777,6 +777,8 @@ fn watch_lost_when_the_primary_dies() {
     let mut c = Client::connect(&proxy.addr());
     c.set_read_timeout(Some(Duration::from_secs(10)));
     assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    // The replica has the write before the kill (replication is asynchronous).
+    assert_eq!(c.cmd(&["WAIT", "1", "10000"]), Reply::Int(1));
     assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
     primary.kill9();
     let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);

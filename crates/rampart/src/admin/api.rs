@@ -84,6 +84,8 @@ pub struct ShardJson {
     switch_state: String,
     failovers: u64,
     switchovers: u64,
+    /// Worker subscriber connections of the shard opened again and resubscribed.
+    pubsub_resubscriptions: u64,
     nodes: Vec<NodeJson>,
 }
 
@@ -193,6 +195,7 @@ fn shard_json(s: &ShardSnap) -> ShardJson {
         switch_state: s.switch_state.clone(),
         failovers: s.failovers,
         switchovers: s.switchovers,
+        pubsub_resubscriptions: s.resubscriptions,
         nodes: s.nodes.iter().map(node_json).collect(),
     }
 }

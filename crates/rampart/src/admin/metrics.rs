@@ -62,6 +62,7 @@ families! {
     SHARD_SWITCHING = ("rampart_shard_switchover_running", "gauge", "1 while a planned switchover holds the shard's writes.");
     SHARD_FAILOVERS = ("rampart_shard_failovers_total", "counter", "Primary changes of the shard made by Sentinel (the first primary it names is not one).");
     SHARD_SWITCHOVERS = ("rampart_shard_switchovers_total", "counter", "Planned switchovers of the shard that completed.");
+    PUBSUB_RESUBSCRIPTIONS = ("rampart_pubsub_resubscriptions_total", "counter", "Worker subscriber connections of the shard opened again after a break or a switch of node, which subscribed every channel and pattern they held again.");
     NODE_ROLE = ("rampart_node_role", "gauge", "Always 1; role is the node's role in the shard view (primary or replica), seen is what its last ROLE reply said, status is its state in one word (up, down, ejected, maintenance, out).");
     NODE_UP = ("rampart_node_up", "gauge", "1 when the node passes its health checks (twemproxy pools: its last connection or request on live traffic did not fail) and Sentinel does not list it down.");
     NODE_ROUTABLE = ("rampart_node_routable", "gauge", "1 when the node may receive new requests (up, not ejected, not in maintenance).");
@@ -243,12 +244,13 @@ fn pools(o: &mut Out, shared: &Shared, snap: &Snapshot) {
 
 fn shards(o: &mut Out, snap: &Snapshot) {
     type Get<'x> = &'x dyn Fn(&ShardSnap) -> f64;
-    let gauges: [(&Family, Get<'_>); 5] = [
+    let gauges: [(&Family, Get<'_>); 6] = [
         (&SHARD_WRITABLE, &|s| b(s.writable)),
         (&SHARD_EJECTED, &|s| b(s.ejected)),
         (&SHARD_SWITCHING, &|s| b(s.switching)),
         (&SHARD_FAILOVERS, &|s| s.failovers as f64),
         (&SHARD_SWITCHOVERS, &|s| s.switchovers as f64),
+        (&PUBSUB_RESUBSCRIPTIONS, &|s| s.resubscriptions as f64),
     ];
     for (f, get) in gauges {
         o.head(f);

@@ -23,6 +23,8 @@ pub const FLAG_BLOCKED: u8 = 2;
 pub const FLAG_MONITOR: u8 = 4;
 /// Session flag: the client speaks RESP3 (`resp=3` in `CLIENT LIST`).
 pub const FLAG_RESP3: u8 = 8;
+/// Session flag: the client holds Pub/Sub subscriptions (Redis' `P`).
+pub const FLAG_PUBSUB: u8 = 16;
 
 /// One live client session as other sessions see it.
 #[derive(Debug)]
@@ -242,6 +244,9 @@ pub fn flag_letters(flags: u8) -> String {
     let mut s = String::new();
     if flags & FLAG_MONITOR != 0 {
         s.push('O');
+    }
+    if flags & FLAG_PUBSUB != 0 {
+        s.push('P');
     }
     if flags & FLAG_MULTI != 0 {
         s.push('x');

@@ -41,6 +41,19 @@ pub enum Merger {
     And,
     /// The first part's reply (CONFIG GET).
     First,
+    /// Array replies joined with duplicates left out, first seen first (PUBSUB CHANNELS).
+    Union,
+    /// The largest integer reply (PUBSUB NUMPAT: every shard holds every pattern).
+    Max,
+    /// Arrays of `name, value` pairs whose pairs go back to the positions of the names in
+    /// the original request (`positions[part][i]` is where pair `i` of part `part` belongs);
+    /// PUBSUB NUMSUB.
+    Pairs {
+        /// Number of pairs of the merged array.
+        total: usize,
+        /// Original positions, per part.
+        positions: Vec<Vec<u32>>,
+    },
     /// INFO: the proxy's own sections, then the shards' keyspace sections summed.
     Info {
         /// The proxy's sections, already rendered.
@@ -70,6 +83,9 @@ impl Merger {
             Merger::Same | Merger::First => return parts.into_iter().next().unwrap_or_default(),
             Merger::And => merge_and(&parts, &mut out),
             Merger::Info { head } => merge_info(&parts, &head, &mut out),
+            Merger::Union => merge_union(&parts, &mut out),
+            Merger::Max => merge_max(&parts, &mut out),
+            Merger::Pairs { total, positions } => merge_pairs(&parts, total, &positions, &mut out),
         };
         if ok {
             out.freeze()
@@ -131,6 +147,60 @@ fn merge_concat(parts: &[Bytes], out: &mut BytesMut) -> bool {
     encode::array_header(out, all.len());
     for i in all {
         out.put_slice(i);
+    }
+    true
+}
+
+fn merge_union(parts: &[Bytes], out: &mut BytesMut) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    for p in parts {
+        match array_items(p) {
+            Some(items) => all.extend(items.into_iter().filter(|i| seen.insert(*i))),
+            None => return false,
+        }
+    }
+    encode::array_header(out, all.len());
+    for i in all {
+        out.put_slice(i);
+    }
+    true
+}
+
+fn merge_max(parts: &[Bytes], out: &mut BytesMut) -> bool {
+    let mut max: i64 = 0;
+    for p in parts {
+        match resp::peek(p) {
+            Ok(Value::Integer(n)) => max = max.max(n),
+            _ => return false,
+        }
+    }
+    encode::integer(out, max);
+    true
+}
+
+fn merge_pairs(parts: &[Bytes], total: usize, positions: &[Vec<u32>], out: &mut BytesMut) -> bool {
+    let mut slots: Vec<Option<(&[u8], &[u8])>> = vec![None; total];
+    for (part, pos) in parts.iter().zip(positions) {
+        let Some(items) = array_items(part) else {
+            return false;
+        };
+        if items.len() != pos.len() * 2 {
+            return false;
+        }
+        for (pair, &p) in items.chunks(2).zip(pos) {
+            if let (Some(s), [name, value]) = (slots.get_mut(p as usize), pair) {
+                *s = Some((name, value));
+            }
+        }
+    }
+    encode::array_header(out, total * 2);
+    for s in slots {
+        let Some((name, value)) = s else {
+            return false;
+        };
+        out.put_slice(name);
+        out.put_slice(value);
     }
     true
 }
@@ -288,6 +358,29 @@ mod tests {
             b(b"*2\r\n$1\r\nd\r\n$1\r\nb\r\n"),
         ]);
         assert_eq!(&out[..], b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n$1\r\nd\r\n");
+    }
+
+    #[test]
+    fn pubsub_merges() {
+        let u = Merger::Union.merge(vec![
+            b(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+            b(b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n"),
+        ]);
+        assert_eq!(&u[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        let m = Merger::Max.merge(vec![b(b":2\r\n"), b(b":5\r\n"), b(b":0\r\n")]);
+        assert_eq!(&m[..], b":5\r\n");
+        let p = Merger::Pairs {
+            total: 3,
+            positions: vec![vec![1], vec![0, 2]],
+        }
+        .merge(vec![
+            b(b"*2\r\n$1\r\ny\r\n:2\r\n"),
+            b(b"*4\r\n$1\r\nx\r\n:1\r\n$1\r\nz\r\n:3\r\n"),
+        ]);
+        assert_eq!(
+            &p[..],
+            b"*6\r\n$1\r\nx\r\n:1\r\n$1\r\ny\r\n:2\r\n$1\r\nz\r\n:3\r\n"
+        );
     }
 
     #[test]

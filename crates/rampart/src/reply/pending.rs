@@ -270,6 +270,22 @@ impl Pending {
         true
     }
 
+    /// Bytes that answer no request (Pub/Sub messages), written to the client between two
+    /// whole replies: at once, even while replies are outstanding, unless the reply at the
+    /// head of the queue is partly written (its first pieces went out already). Returns
+    /// false (and keeps nothing) then: the caller offers them again later.
+    pub fn push_between(&self, bytes: &[u8]) -> bool {
+        if self.closed.get() {
+            return true;
+        }
+        if matches!(self.slots.borrow().front(), Some(Slot::Partial(_))) {
+            return false;
+        }
+        self.out.borrow_mut().extend_from_slice(bytes);
+        self.check();
+        true
+    }
+
     /// Deliver the reply (or part `part` of it) of request `seq`, or its last piece after
     /// [`Pending::append`].
     pub fn deliver(&self, seq: u64, part: u32, reply: &[u8]) {

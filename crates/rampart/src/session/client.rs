@@ -65,6 +65,7 @@ pub async fn serve(
     ctx.client.entry = Some(Arc::clone(registered.entry()));
     let end = run(&worker, &mut ctx, &stream).await;
     ctx.blocked.leave("the client left");
+    ctx.leave_pubsub();
     drop(registered);
     if ctx.client.monitoring {
         crate::observe::monitor::prune();
@@ -120,6 +121,18 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
         if let Some(why) = pending.broken() {
             closing_log(ctx.client.id, why, limits.client_output_hard);
             return End::Err;
+        }
+        // Pub/Sub messages wait for the replies before them; a client over its Pub/Sub
+        // output limit is closed (the shared subscriber connection never waits for it).
+        if let Some(l) = ctx.subs.listener() {
+            if let Some(held) = l.over_limit() {
+                tracing::info!(
+                    client = ctx.client.id,
+                    "closing client: {held} Pub/Sub message bytes held, over pubsub_output_hard or over pubsub_output_soft for pubsub_output_soft_time"
+                );
+                return End::Err;
+            }
+            l.drain();
         }
         // Counted before they are written, so a client that reads a reply and then asks for
         // the statistics (INFO, /metrics) always finds it counted.

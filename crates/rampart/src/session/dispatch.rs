@@ -20,6 +20,7 @@ use crate::reply::pending::Pending;
 use crate::session::blocking::{self, BlockFor, Blocked};
 use crate::session::local::{self, Answer, ClientState, Local};
 use crate::session::primary::lease_primary;
+use crate::session::pubsub::{self, Subscriptions};
 use crate::session::transaction::{self, Transaction};
 use crate::session::watch::{self, Watch};
 use crate::text::sanitize;
@@ -91,6 +92,8 @@ pub struct Session {
     txn: Option<Transaction>,
     /// The session's watch, from `WATCH` until `EXEC`, `DISCARD`, `UNWATCH` or `RESET`.
     watch: Option<Rc<Watch>>,
+    /// The session's Pub/Sub subscriptions (see `session::pubsub`).
+    pub subs: Subscriptions,
 }
 
 impl Session {
@@ -134,6 +137,7 @@ impl Session {
             tmp: BytesMut::new(),
             txn: None,
             watch: None,
+            subs: Subscriptions::default(),
         }
     }
 
@@ -201,6 +205,8 @@ impl Session {
             pending: &self.pending,
         };
         let answer = f(&mut l);
+        // HELLO and RESET change the protocol messages are framed in.
+        self.pubsub_protocol();
         // A new name is a new allocation: the registry copies it only then.
         if self.client.name.as_ref().map(|n| (n.as_ptr(), n.len())) != name_was {
             if let Some(e) = &self.client.entry {
@@ -322,6 +328,10 @@ impl Session {
         if !self.client.authed && !cmd.flags.contains(Flags::NO_AUTH) {
             return self.reply_error(NOAUTH);
         }
+        // RESP2 subscribed mode: only the (un)subscribe commands, PING, QUIT and RESET.
+        if let Some(e) = pubsub::refusal(&self.subs, self.client.resp3, cmd) {
+            return self.refuse(Some(cmd), &e);
+        }
         if crate::observe::monitor::active()
             && !cmd.flags.contains(Flags::ADMIN)
             && !cmd.flags.contains(Flags::SKIP_MONITOR)
@@ -338,6 +348,10 @@ impl Session {
             "reset" => {
                 self.txn = None;
                 self.end_watch();
+                self.leave_pubsub();
+            }
+            "ping" if self.subs.active() && !self.client.resp3 && argv.len() <= 2 => {
+                return self.subscribed_ping(argv)
             }
             _ if self.txn.is_some() => return self.queue(cmd, argv, raw),
             _ => {}
@@ -346,6 +360,13 @@ impl Session {
             let mut out = BytesMut::new();
             crate::observe::slowlog::command(argv, &mut out);
             return self.reply_raw(&out);
+        }
+        if cmd.route == Route::PubSub {
+            if self.mode == Mode::Reads && matches!(cmd.name, "publish" | "spublish") {
+                return self.reply_error(&self.reads_only(cmd));
+            }
+            self.write = matches!(cmd.name, "publish" | "spublish");
+            return self.pubsub(cmd, argv, raw);
         }
         self.write = !cmd.is_read();
         if self.mode == Mode::Reads && self.write && !matches!(cmd.route, Route::Local) {
@@ -377,6 +398,7 @@ impl Session {
                 "ERR '{}' changes every shard and is disabled in pool '{}'; set admin_broadcast: true to allow it",
                 cmd.name, self.pool.rt.conf.name
             )),
+            Route::PubSub => {}
             Route::Unsupported(why) => self.reply_error(&format!(
                 "ERR '{}' is not supported by rampart: {why}",
                 cmd.name
@@ -573,7 +595,7 @@ impl Session {
         }
     }
 
-    fn no_server(&self) {
+    pub(crate) fn no_server(&self) {
         self.worker.stats.pools[self.pool.rt.index]
             .pool(PoolStat::ForwardError)
             .add(1);
@@ -631,7 +653,13 @@ impl Session {
     }
 
     /// Encode a request with `write` and queue it for `shard`.
-    fn send(&mut self, shard: usize, seq: u64, part: u32, write: impl FnOnce(&mut BytesMut)) {
+    pub(crate) fn send(
+        &mut self,
+        shard: usize,
+        seq: u64,
+        part: u32,
+        write: impl FnOnce(&mut BytesMut),
+    ) {
         let mut tmp = std::mem::take(&mut self.tmp);
         tmp.clear();
         write(&mut tmp);
@@ -643,7 +671,7 @@ impl Session {
         self.tmp = tmp;
     }
 
-    fn forward_whole(&mut self, shard: usize, argv: &[&[u8]], raw: Option<&[u8]>) {
+    pub(crate) fn forward_whole(&mut self, shard: usize, argv: &[&[u8]], raw: Option<&[u8]>) {
         let seq = self.pending.push_waiting();
         match raw {
             Some(r) => self.send_bytes(shard, seq, 0, r),

@@ -689,7 +689,7 @@ fn pools_section(t: &mut String, shared: &Shared) {
             }
             let _ = write!(
                 t,
-                "{}:primary={},writable={},nodes={},ejected={},switching={},failovers={},switchovers={},reason={}\r\n",
+                "{}:primary={},writable={},nodes={},ejected={},switching={},failovers={},switchovers={},pubsub_resubscriptions={},reason={}\r\n",
                 info_key(&["shard", ps.name(), &s.name]),
                 s.primary.as_deref().unwrap_or("none"),
                 u8::from(s.writable),
@@ -698,6 +698,7 @@ fn pools_section(t: &mut String, shared: &Shared) {
                 u8::from(s.switching),
                 s.failovers,
                 s.switchovers,
+                s.resubscriptions,
                 info_text(&s.reason),
             );
             for n in &s.nodes {

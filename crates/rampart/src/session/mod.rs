@@ -3,8 +3,9 @@
 //! commands rampart answers itself ([`local`]; those about the connection itself in
 //! [`conn`]), `CLIENT PAUSE` ([`pause`]), COMMAND's replies in RESP3 types ([`resp3`]), a
 //! transaction queued between MULTI and EXEC ([`transaction`]), WATCH on a connection of its
-//! own ([`watch`]), blocking commands on connections of their own ([`blocking`]), and how
-//! both reach the shard's primary, waiting through a failover ([`primary`]).
+//! own ([`watch`]), blocking commands on connections of their own ([`blocking`]), how both
+//! reach the shard's primary, waiting through a failover ([`primary`]), and a session's
+//! subscriptions and the Pub/Sub commands ([`pubsub`]).
 
 pub mod blocking;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod dispatch;
 pub mod local;
 pub mod pause;
 pub mod primary;
+pub mod pubsub;
 pub mod resp3;
 pub mod transaction;
 pub mod watch;

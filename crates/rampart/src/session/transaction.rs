@@ -177,6 +177,10 @@ pub fn admit(cmd: &Command) -> Result<(), String> {
             "ERR rampart: '{}' is answered by rampart itself and cannot be part of a transaction",
             cmd.name
         )),
+        Route::PubSub => Err(format!(
+            "ERR rampart: '{}' is placed by its channel, not by the transaction's keys, and cannot be part of a transaction",
+            cmd.name
+        )),
         Route::AllShards(_) | Route::Admin(_) => Err(format!(
             "ERR rampart: '{}' runs on every shard and cannot be part of a transaction, which runs on one",
             cmd.name

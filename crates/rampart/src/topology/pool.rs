@@ -60,6 +60,7 @@ pub struct ShardRt {
     pub switch_state: std::sync::Mutex<String>,
     failovers: AtomicU64,
     switchovers: AtomicU64,
+    resubscriptions: AtomicU64,
 }
 
 /// A failover a sentinel announced: the sentinel, when, and the primary it fails over.
@@ -229,6 +230,15 @@ impl ShardRt {
     pub fn switchovers(&self) -> u64 {
         self.switchovers.load(Ordering::Relaxed)
     }
+    /// Count a worker's subscriber connection of this shard that was opened again (after it
+    /// broke or its node was switched away from) and subscribed everything it held again.
+    pub fn count_resubscription(&self) {
+        self.resubscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Subscriber connections of this shard resubscribed since the shard was first configured.
+    pub fn resubscriptions(&self) -> u64 {
+        self.resubscriptions.load(Ordering::Relaxed)
+    }
 }
 
 /// One pool at run time.
@@ -334,6 +344,7 @@ impl PoolRt {
                     switch_state: std::sync::Mutex::new(String::new()),
                     failovers: counted(ShardRt::failovers),
                     switchovers: counted(ShardRt::switchovers),
+                    resubscriptions: counted(ShardRt::resubscriptions),
                 }
             })
             .collect();

@@ -143,6 +143,9 @@ pub struct ShardSnap {
     pub failovers: u64,
     /// Planned switchovers completed.
     pub switchovers: u64,
+    /// Worker subscriber connections that resubscribed their channels and patterns after a
+    /// break or a switch of node.
+    pub resubscriptions: u64,
     /// Its nodes, primary first as in the view.
     pub nodes: Vec<NodeSnap>,
 }
@@ -301,6 +304,7 @@ fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
         switch_state: s.switch_state.lock().map(|x| x.clone()).unwrap_or_default(),
         failovers: s.failovers(),
         switchovers: s.switchovers(),
+        resubscriptions: s.resubscriptions(),
         nodes,
     }
 }

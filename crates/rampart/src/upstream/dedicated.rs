@@ -174,6 +174,15 @@ impl Dedicated {
         Ok(self.lease_with(pool, node, None, resp3))
     }
 
+    /// Borrow a new connection to `node` of `pool` that does not count against
+    /// `max_dedicated_connections`: for a caller that bounds its own connections (the
+    /// subscriber hub holds at most one per shard). Opened on the first [`Lease::send`], with
+    /// the pool's handshake like every other.
+    pub fn lease_own(self: &Rc<Self>, pool: &Arc<PoolRt>, node: &Arc<NodeRt>) -> Lease {
+        self.open.set(self.open.get() + 1);
+        self.lease_with(pool, node, None, false)
+    }
+
     fn lease_with(
         self: &Rc<Self>,
         pool: &Arc<PoolRt>,

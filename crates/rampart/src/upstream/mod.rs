@@ -10,6 +10,10 @@
 //!   per pool and worker, reused only after a complete reply.
 //! - [`hold`]: writes waiting while a shard has no primary.
 //! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
+//! - [`subscriber`]: the worker's Pub/Sub hub: one subscriber connection per shard, local
+//!   subscribers counted per channel and pattern, each message read once and fanned out.
+//! - [`listener`]: a subscribing session as the hub sees it, and subscribe replies that wait
+//!   for the server's confirmations.
 //! - [`route`]: which node serves a request; drains retries and releases held writes.
 //! - [`worker`]: one worker thread's pools, rebuilt after a reload.
 
@@ -17,7 +21,9 @@ pub mod backend;
 pub mod dedicated;
 pub mod error;
 pub mod hold;
+pub mod listener;
 pub mod pool;
 pub mod route;
 pub mod sink;
+pub mod subscriber;
 pub mod worker;

@@ -13,6 +13,7 @@ use crate::upstream::backend::Backend;
 use crate::upstream::dedicated::Dedicated;
 use crate::upstream::hold::Hold;
 use crate::upstream::sink::Retries;
+use crate::upstream::subscriber::Hub;
 
 /// The bit of a client key (see [`client_key`]) that says the client speaks RESP3.
 pub const RESP3_CLIENT: u64 = 1 << 63;
@@ -56,6 +57,9 @@ pub struct WorkerPool {
     /// Connections sessions borrow for themselves (blocking commands); a reload that keeps
     /// the pool's connections keeps these too.
     pub dedicated: Rc<Dedicated>,
+    /// The worker's Pub/Sub subscriptions for this pool and their subscriber connections;
+    /// kept across reloads (it follows the newest view of the pool).
+    pub pubsub: Rc<Hub>,
     stats: Arc<WorkerStats>,
 }
 
@@ -84,6 +88,7 @@ impl WorkerPool {
             worker,
             retries: Rc::default(),
             dedicated: Rc::default(),
+            pubsub: Rc::default(),
             stats,
         }
     }

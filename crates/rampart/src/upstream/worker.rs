@@ -81,6 +81,10 @@ impl Worker {
             // them (same AUTH, database, keepalive, count); otherwise they finish what is
             // queued and close, and new ones open on first use.
             let same = |o: &&Rc<WorkerPool>| o.rt.conf.name == p.conf.name;
+            // Subscriptions outlive reloads: the hub follows the new view.
+            if let Some(o) = old.iter().find(same) {
+                wp.pubsub = Rc::clone(&o.pubsub);
+            }
             if let Some(o) = old.iter().find(same).filter(|o| o.rt.same_connections(p)) {
                 wp.dedicated = Rc::clone(&o.dedicated);
                 for os in 0..o.shards.len() {
@@ -111,6 +115,7 @@ impl Worker {
                 }
             }
             let wp = Rc::new(wp);
+            wp.pubsub.adopt(Rc::downgrade(&wp));
             tokio::task::spawn_local(crate::upstream::route::drain_retries(Rc::downgrade(&wp)));
             built.push(wp);
         }

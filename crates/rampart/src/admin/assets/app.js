@@ -193,7 +193,8 @@ function renderPool(p, hist) {
       el("th", { colSpan: 12, scope: "rowgroup" }, "shard ", s.name,
         shardState ? el("span", { class: "badge down" }, shardState) : null,
         s.reason ? el("span", { class: "muted note" }, " ", s.reason) : null,
-        s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null)));
+        s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null,
+        s.pubsub_resubscriptions ? el("span", { class: "muted note" }, " pub/sub resubscriptions: ", String(s.pubsub_resubscriptions)) : null)));
     for (const n of s.nodes) {
       const h = byNode.get(key(p.name, s.name, n.addr));
       const ops = h ? last(h.ops_per_s) : null;

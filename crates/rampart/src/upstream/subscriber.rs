@@ -1,0 +1,600 @@
+//! The subscriber hub: one worker's Pub/Sub subscriptions, multiplexed.
+//!
+//! Each pool on each worker has one [`Hub`]. It holds at most one subscriber connection per
+//! shard (to the node that serves the shard's subscriptions: its primary, or with
+//! `pubsub_from: replica` a node picked by the read policy), whatever the number of its
+//! subscribing sessions. It counts the local subscribers of each channel, pattern and shard
+//! channel ([`Kind`]): the first one sends `SUBSCRIBE` (or `PSUBSCRIBE`, `SSUBSCRIBE`) to the
+//! server, the last one to leave sends `UNSUBSCRIBE`. Each message is read once and written
+//! to every local subscriber ([`crate::upstream::listener::Listener`]), framed for its protocol (RESP2 array or RESP3
+//! push: the same bytes but the first), between two whole replies of that client (a
+//! message and a reply travel on different server connections, so a client's own PUBLISH
+//! reply and the message it gets from it may come in either order).
+//!
+//! ```text
+//! redis node ──(one connection per shard)──► link task ── parse once ──► Hub.subs[(kind, name)]
+//!                                                                          │ every listener
+//!                          session output buffer (or its queue, behind replies) ◄─┘
+//! ```
+//!
+//! Bounds: a listener's held messages (its queue plus its output buffer) count against the
+//! pool's `pubsub_output_hard` (over it: that client alone is closed) and
+//! `pubsub_output_soft` for `pubsub_output_soft_time`; the link never waits for a listener.
+//! A link whose connection breaks, or whose node is switched away from (failover, switchover,
+//! health check), opens a connection to the node that serves the shard now and subscribes
+//! everything again (counted per shard: `rampart_pubsub_resubscriptions_total`); messages
+//! published meanwhile are lost, as Pub/Sub is at-most-once.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use resp::{encode, Value};
+use tokio::time::{sleep, Instant};
+
+use crate::notify::LocalNotify;
+use crate::topology::node::NodeRt;
+use crate::upstream::dedicated::{Dedicated, Lease};
+use crate::upstream::listener::{Listener, Waiter};
+use crate::upstream::pool::WorkerPool;
+
+/// Channels or patterns sent in one `SUBSCRIBE` (or `UNSUBSCRIBE`) command to a server.
+const BATCH: usize = 1024;
+/// Most subscription changes queued for one link; beyond it they are dropped and the link
+/// opens a new connection that subscribes the whole current set instead.
+const MAX_OPS: usize = 65_536;
+/// First wait before a link tries to connect again; doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between two connects of a link (the resubscription after a failover comes
+/// within this of the new primary being known).
+const RETRY_MAX: Duration = Duration::from_millis(200);
+/// How often a connected link checks that its node still serves the shard (a switch also
+/// closes its connection at once; this is the fallback).
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// What a subscription names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A channel (`SUBSCRIBE`).
+    Channel,
+    /// A glob pattern (`PSUBSCRIBE`).
+    Pattern,
+    /// A shard channel (`SSUBSCRIBE`).
+    Shard,
+}
+
+impl Kind {
+    /// The server command that subscribes (`on`) or unsubscribes.
+    fn command(self, on: bool) -> &'static [u8] {
+        match (self, on) {
+            (Kind::Channel, true) => b"SUBSCRIBE",
+            (Kind::Channel, false) => b"UNSUBSCRIBE",
+            (Kind::Pattern, true) => b"PSUBSCRIBE",
+            (Kind::Pattern, false) => b"PUNSUBSCRIBE",
+            (Kind::Shard, true) => b"SSUBSCRIBE",
+            (Kind::Shard, false) => b"SUNSUBSCRIBE",
+        }
+    }
+}
+
+/// One subscription of the worker, with its local listeners.
+struct Entry {
+    listeners: Vec<Rc<Listener>>,
+    /// Shards it is subscribed on.
+    shards: Vec<usize>,
+    /// Shards that have not confirmed it yet.
+    unconfirmed: Vec<usize>,
+    waiters: Vec<Rc<Waiter>>,
+}
+
+impl Entry {
+    fn settle(&mut self, shard: usize) {
+        self.unconfirmed.retain(|&s| s != shard);
+        if self.unconfirmed.is_empty() {
+            for w in self.waiters.drain(..) {
+                w.confirmed();
+            }
+        }
+    }
+}
+
+/// One shard's subscriber connection, as state shared with its task.
+#[derive(Default)]
+struct Link {
+    /// Subscriptions placed on this shard.
+    keys: Cell<usize>,
+    /// Subscribe (`true`) and unsubscribe changes not yet sent, oldest first (bounded by the
+    /// subscriptions and their changes since the last write; cleared on every connect).
+    ops: RefCell<VecDeque<(Kind, Bytes, bool)>>,
+    wake: LocalNotify,
+    running: Cell<bool>,
+    /// Changes were dropped (over [`MAX_OPS`]): the connection must start again.
+    resync: Cell<bool>,
+    /// Confirmations (one per name of each command sent) the server still owes.
+    owed: Cell<usize>,
+    /// When the server last made progress on `owed` (or it became non-zero).
+    owed_since: Cell<Option<Instant>>,
+}
+
+impl Link {
+    /// `n` more confirmations are owed.
+    fn expect(&self, n: usize) {
+        if n > 0 && self.owed.get() == 0 {
+            self.owed_since.set(Some(Instant::now()));
+        }
+        self.owed.set(self.owed.get() + n);
+    }
+
+    /// One confirmation arrived.
+    fn confirmed(&self) {
+        self.owed.set(self.owed.get().saturating_sub(1));
+        self.owed_since
+            .set((self.owed.get() > 0).then(Instant::now));
+    }
+
+    /// A new connection owes nothing yet.
+    fn reset(&self) {
+        self.owed.set(0);
+        self.owed_since.set(None);
+        self.resync.set(false);
+    }
+
+    /// Queue a change for the server (bounded, see [`MAX_OPS`]).
+    fn push(&self, kind: Kind, name: Bytes, on: bool) {
+        let mut ops = self.ops.borrow_mut();
+        if ops.len() >= MAX_OPS {
+            ops.clear();
+            self.resync.set(true);
+        } else if !self.resync.get() {
+            ops.push_back((kind, name, on));
+        }
+        self.wake.notify();
+    }
+
+    /// The server owes confirmations and sent none for `limit`: it is stuck.
+    fn is_stuck(&self, limit: Duration) -> bool {
+        self.owed_since.get().is_some_and(|t| t.elapsed() >= limit)
+    }
+}
+
+/// One pool's subscriptions on one worker (see the module documentation).
+pub struct Hub {
+    pool: RefCell<Weak<WorkerPool>>,
+    subs: RefCell<HashMap<(Kind, Bytes), Entry>>,
+    links: RefCell<Vec<Rc<Link>>>,
+    conns: Rc<Dedicated>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            pool: RefCell::new(Weak::new()),
+            subs: RefCell::default(),
+            links: RefCell::default(),
+            conns: Rc::default(),
+        }
+    }
+}
+
+/// Where a channel or pattern is subscribed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// On one shard (a channel, as a key of the same name would be).
+    One(usize),
+    /// On every shard (patterns, keyevent channels).
+    All,
+}
+
+/// Where `name` of `kind` lives in a pool of `shards` shards, `shard_for` placing a key:
+/// a channel (or shard channel) on the shard of the key of the same name (hash tags
+/// honoured), a keyspace notification channel `__keyspace@<db>__:<key>` on the shard of
+/// `<key>`, a keyevent channel `__keyevent@<db>__:<event>` and every pattern on every shard.
+/// `None` when no shard can take it.
+pub fn placement(
+    kind: Kind,
+    name: &[u8],
+    shard_for: impl Fn(&[u8]) -> Option<usize>,
+) -> Option<Placement> {
+    if kind == Kind::Pattern || notification(name, b"__keyevent@").is_some() {
+        return Some(Placement::All);
+    }
+    let key = notification(name, b"__keyspace@").unwrap_or(name);
+    shard_for(key).map(Placement::One)
+}
+
+/// The part after `__<prefix><db>__:` of a notification channel name.
+fn notification<'a>(name: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let rest = name.strip_prefix(prefix)?;
+    let end = memchr::memmem::find(rest, b"__:")?;
+    rest[..end]
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| &rest[end + 3..])
+}
+
+impl Hub {
+    /// Follow the worker's current view of the pool (after a reload too).
+    pub fn adopt(&self, pool: Weak<WorkerPool>) {
+        *self.pool.borrow_mut() = pool;
+    }
+
+    /// Subscriptions (channels, patterns, shard channels) held on this worker.
+    pub fn len(&self) -> usize {
+        self.subs.borrow().len()
+    }
+
+    /// No subscription is held.
+    pub fn is_empty(&self) -> bool {
+        self.subs.borrow().is_empty()
+    }
+
+    /// Subscriber connections this worker holds open for the pool.
+    pub fn connections(&self) -> usize {
+        self.conns.open()
+    }
+
+    fn link(&self, shard: usize) -> Rc<Link> {
+        let mut links = self.links.borrow_mut();
+        while links.len() <= shard {
+            links.push(Rc::default());
+        }
+        Rc::clone(&links[shard])
+    }
+
+    /// Add `listener` to the subscription `(kind, name)` placed at `at`. If the worker did
+    /// not hold it yet, it is subscribed on the server(s) and `waiter` counts it until
+    /// every server confirmed it.
+    pub fn subscribe(
+        self: &Rc<Self>,
+        listener: &Rc<Listener>,
+        (kind, name): (Kind, &[u8]),
+        at: &Placement,
+        shards: usize,
+        waiter: &Rc<Waiter>,
+    ) {
+        let mut subs = self.subs.borrow_mut();
+        let key = (kind, Bytes::copy_from_slice(name));
+        if let Some(e) = subs.get_mut(&key) {
+            if !e.listeners.iter().any(|l| Rc::ptr_eq(l, listener)) {
+                e.listeners.push(Rc::clone(listener));
+            }
+            if !e.unconfirmed.is_empty() {
+                waiter.left.set(waiter.left.get() + 1);
+                e.waiters.push(Rc::clone(waiter));
+            }
+            return;
+        }
+        let on: Vec<usize> = match at {
+            Placement::One(s) => vec![*s],
+            Placement::All => (0..shards).collect(),
+        };
+        for &s in &on {
+            let link = self.link(s);
+            link.keys.set(link.keys.get() + 1);
+            link.push(kind, key.1.clone(), true);
+            if !link.running.replace(true) {
+                tokio::task::spawn_local(run_link(Rc::downgrade(self), link, s));
+            }
+        }
+        waiter.left.set(waiter.left.get() + 1);
+        subs.insert(
+            key,
+            Entry {
+                listeners: vec![Rc::clone(listener)],
+                unconfirmed: on.clone(),
+                shards: on,
+                waiters: vec![Rc::clone(waiter)],
+            },
+        );
+    }
+
+    /// Remove `listener` from the subscription `(kind, name)`; the last one to leave
+    /// unsubscribes the worker on the server(s).
+    pub fn unsubscribe(&self, listener: &Rc<Listener>, kind: Kind, name: &[u8]) {
+        let mut subs = self.subs.borrow_mut();
+        let Some(e) = subs.get_mut(&(kind, Bytes::copy_from_slice(name))) else {
+            return;
+        };
+        e.listeners.retain(|l| !Rc::ptr_eq(l, listener));
+        if !e.listeners.is_empty() {
+            return;
+        }
+        let key = (kind, Bytes::copy_from_slice(name));
+        if let Some(mut e) = subs.remove(&key) {
+            for &s in &e.shards {
+                let link = self.link(s);
+                link.keys.set(link.keys.get().saturating_sub(1));
+                link.push(kind, key.1.clone(), false);
+            }
+            e.unconfirmed.clear();
+            for w in e.waiters.drain(..) {
+                w.confirmed();
+            }
+        }
+    }
+
+    /// The node that serves `shard`'s subscriptions now, if any.
+    fn target(&self, shard: usize) -> Option<(Arc<crate::topology::PoolRt>, Arc<NodeRt>)> {
+        let wp = self.pool.borrow().upgrade()?;
+        let s = wp.rt.shards.get(shard)?;
+        let view = s.view();
+        let node = match wp.rt.conf.pubsub.from {
+            rampart_config::PubSubFrom::Primary => s.write_target(&view).cloned(),
+            rampart_config::PubSubFrom::Replica => {
+                crate::upstream::route::pick_read(&wp, shard, &view, None)
+            }
+        }?;
+        Some((Arc::clone(&wp.rt), node))
+    }
+
+    /// Every subscription on `shard`, as commands for a new connection; clears the link's
+    /// queued changes (the set sent replaces them).
+    fn everything_on(&self, shard: usize, link: &Link) -> BytesMut {
+        link.ops.borrow_mut().clear();
+        let subs = self.subs.borrow();
+        let mut out = BytesMut::new();
+        for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
+            let names: Vec<&[u8]> = subs
+                .iter()
+                .filter(|((k, _), e)| *k == kind && e.shards.contains(&shard))
+                .map(|((_, n), _)| n.as_ref())
+                .collect();
+            for chunk in names.chunks(BATCH) {
+                encode_command(&mut out, kind.command(true), chunk);
+            }
+            link.expect(names.len());
+        }
+        out
+    }
+
+    /// Nothing will confirm the subscriptions awaited on `shard` (no node, or its
+    /// connection failed): their replies go now; the link subscribes them when it connects.
+    fn settle_shard(&self, shard: usize) {
+        for e in self.subs.borrow_mut().values_mut() {
+            if e.unconfirmed.contains(&shard) {
+                e.settle(shard);
+            }
+        }
+    }
+
+    /// A frame read from `shard`'s subscriber connection.
+    fn on_frame(&self, shard: usize, frame: Vec<u8>) {
+        let Ok(Value::Array(Some(items))) = resp::peek(&frame) else {
+            if frame.first() == Some(&b'-') {
+                tracing::warn!(
+                    shard,
+                    "pub/sub: server refused: {}",
+                    String::from_utf8_lossy(&frame[..frame.len().min(200)]).trim_end()
+                );
+                self.settle_shard(shard);
+            }
+            return;
+        };
+        let bulk = |i: usize| match items.get(i).map(|b| resp::peek(b)) {
+            Some(Ok(Value::Bulk(Some(b)))) => Some(b),
+            _ => None,
+        };
+        let (Some(what), Some(name)) = (bulk(0), bulk(1)) else {
+            return;
+        };
+        let kind = match what {
+            b"message" | b"subscribe" => Kind::Channel,
+            b"pmessage" | b"psubscribe" => Kind::Pattern,
+            b"smessage" | b"ssubscribe" => Kind::Shard,
+            _ => return,
+        };
+        let key = (kind, Bytes::copy_from_slice(name));
+        if what.ends_with(b"subscribe") {
+            if let Some(l) = self.links.borrow().get(shard) {
+                l.confirmed();
+            }
+            if let Some(e) = self.subs.borrow_mut().get_mut(&key) {
+                e.settle(shard);
+            }
+            return;
+        }
+        let subs = self.subs.borrow();
+        let Some(e) = subs.get(&key) else {
+            return;
+        };
+        let resp2 = Bytes::from(frame);
+        let resp3 = if e.listeners.iter().any(|l| l.resp3.get()) {
+            let mut b = BytesMut::from(&resp2[..]);
+            b[0] = b'>';
+            b.freeze()
+        } else {
+            resp2.clone()
+        };
+        for l in &e.listeners {
+            l.offer(&resp2, &resp3);
+        }
+    }
+
+    /// The changes queued for `shard`'s link, as commands (one per run of equal kind and
+    /// direction, at most [`BATCH`] names each).
+    fn changes(&self, link: &Link) -> BytesMut {
+        let ops: Vec<(Kind, Bytes, bool)> = link.ops.borrow_mut().drain(..).collect();
+        let mut out = BytesMut::new();
+        let mut i = 0;
+        while i < ops.len() {
+            let (kind, _, on) = ops[i];
+            let mut j = i;
+            while j < ops.len() && j - i < BATCH && ops[j].0 == kind && ops[j].2 == on {
+                j += 1;
+            }
+            let names: Vec<&[u8]> = ops[i..j].iter().map(|o| o.1.as_ref()).collect();
+            encode_command(&mut out, kind.command(on), &names);
+            link.expect(names.len());
+            i = j;
+        }
+        out
+    }
+}
+
+fn encode_command(out: &mut BytesMut, cmd: &[u8], names: &[&[u8]]) {
+    encode::array_header(out, names.len() + 1);
+    encode::bulk(out, cmd);
+    for n in names {
+        encode::bulk(out, n);
+    }
+}
+
+/// How a connected link stopped.
+enum Stop {
+    /// Nothing is subscribed on the shard any more.
+    Idle,
+    /// The connection failed or its node no longer serves the shard.
+    Lost(String),
+}
+
+/// One shard's subscriber connection: connect to the node serving the shard, subscribe
+/// everything, then read messages and send changes until it breaks or the node is switched
+/// away from, and start again; ends when nothing is subscribed on the shard.
+async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
+    let mut delay = RETRY_MIN;
+    let mut served = false;
+    loop {
+        let Some(h) = hub.upgrade() else {
+            link.running.set(false);
+            return;
+        };
+        if link.keys.get() == 0 {
+            link.running.set(false);
+            return;
+        }
+        let Some((rt, node)) = h.target(shard) else {
+            h.settle_shard(shard);
+            drop(h);
+            sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
+            continue;
+        };
+        let mut lease = h.conns.lease_own(&rt, &node);
+        link.reset();
+        let all = h.everything_on(shard, &link);
+        drop(h);
+        if let Err(e) = lease.send(&all).await {
+            tracing::debug!(shard, node = %node.label, "pub/sub: connect failed: {e}");
+            if let Some(h) = hub.upgrade() {
+                h.settle_shard(shard);
+            }
+            sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
+            continue;
+        }
+        delay = RETRY_MIN;
+        if served {
+            if let Some(s) = rt.shards.get(shard) {
+                s.count_resubscription();
+            }
+            tracing::info!(
+                pool = %rt.conf.name,
+                shard = %rt.shards.get(shard).map_or("", |s| s.name.as_str()),
+                node = %node.label,
+                "pub/sub: resubscribed"
+            );
+        }
+        served = true;
+        match serve(&hub, &link, shard, &mut lease, &node).await {
+            Stop::Idle => {
+                link.running.set(false);
+                return;
+            }
+            Stop::Lost(why) => {
+                tracing::info!(shard, node = %node.label, "pub/sub: subscriber connection lost: {why}");
+                if let Some(h) = hub.upgrade() {
+                    h.settle_shard(shard);
+                }
+            }
+        }
+    }
+}
+
+/// Read and fan out messages, send queued changes, watch the node.
+async fn serve(
+    hub: &Weak<Hub>,
+    link: &Link,
+    shard: usize,
+    lease: &mut Lease,
+    node: &Arc<NodeRt>,
+) -> Stop {
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = link.wake.notified() => {
+                if link.resync.get() {
+                    return Stop::Lost(format!("more than {MAX_OPS} changes queued; subscribing the current set again"));
+                }
+                let Some(h) = hub.upgrade() else { return Stop::Idle };
+                let out = h.changes(link);
+                drop(h);
+                if !out.is_empty() {
+                    if let Err(e) = lease.send(&out).await {
+                        return Stop::Lost(e.to_string());
+                    }
+                }
+                if link.keys.get() == 0 {
+                    return Stop::Idle;
+                }
+            }
+            r = lease.reply(None) => match r {
+                Ok(frame) => match hub.upgrade() {
+                    Some(h) => h.on_frame(shard, frame),
+                    None => return Stop::Idle,
+                },
+                Err(e) => return Stop::Lost(e.to_string()),
+            },
+            _ = recheck.tick() => {
+                let Some(h) = hub.upgrade() else { return Stop::Idle };
+                match h.target(shard) {
+                    Some((rt, n)) if n.id == node.id => {
+                        if link.is_stuck(rt.timeout()) {
+                            return Stop::Lost("no confirmation from the server within the pool timeout".into());
+                        }
+                    }
+                    _ => return Stop::Lost("its node no longer serves the shard".into()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by_len(key: &[u8]) -> Option<usize> {
+        Some(key.len() % 3)
+    }
+
+    #[test]
+    fn channels_are_placed_like_keys_and_notifications_follow_their_key() {
+        assert_eq!(
+            placement(Kind::Channel, b"abcd", by_len),
+            Some(Placement::One(1))
+        );
+        assert_eq!(
+            placement(Kind::Shard, b"abcde", by_len),
+            Some(Placement::One(2))
+        );
+        assert_eq!(
+            placement(Kind::Channel, b"__keyspace@0__:ab", by_len),
+            Some(Placement::One(2))
+        );
+        assert_eq!(
+            placement(Kind::Channel, b"__keyevent@12__:set", by_len),
+            Some(Placement::All)
+        );
+        assert_eq!(placement(Kind::Pattern, b"x", by_len), Some(Placement::All));
+        // Not a notification channel: placed by its whole name.
+        assert_eq!(
+            placement(Kind::Channel, b"__keyspace@x__:ab", by_len),
+            Some(Placement::One(17 % 3))
+        );
+    }
+}

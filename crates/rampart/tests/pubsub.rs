@@ -1,0 +1,772 @@
+//! Pub/Sub through rampart against real redis-servers: every command's bytes compared with
+//! one redis-server in RESP2 and RESP3, placement over three shards (hash tags, patterns,
+//! keyspace notifications), fan-out to many subscribers over few server connections, the
+//! per-client bounds, and resubscription after a Sentinel failover.
+
+mod common;
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::Setup;
+use testkit::RedisServer;
+
+/// A client that reads raw RESP frames, so replies and pushes are compared byte for byte.
+struct Raw {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(addr: &str) -> Raw {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_nodelay(true).ok();
+        Raw { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, words: &[&str]) {
+        let mut out = format!("*{}\r\n", words.len()).into_bytes();
+        for w in words {
+            out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
+        }
+        self.s.write_all(&out).expect("write");
+    }
+
+    /// The next complete frame, waiting up to `wait`; `None` if none came.
+    fn try_frame(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        let until = Instant::now() + wait;
+        loop {
+            if let Ok(Some(n)) = resp::reply::reply_len(&self.buf) {
+                return Some(self.buf.drain(..n).collect());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.s.set_read_timeout(Some(left)).ok();
+            let mut b = [0u8; 65536];
+            match self.s.read(&mut b) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&b[..n]),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn frame(&mut self) -> Vec<u8> {
+        self.try_frame(Duration::from_secs(10))
+            .expect("a frame within 10 s")
+    }
+
+    /// Every frame that arrives until the connection is quiet for `quiet`.
+    fn drain(&mut self, quiet: Duration) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        while let Some(f) = self.try_frame(quiet) {
+            v.push(f);
+        }
+        v
+    }
+
+    /// Whether the server closed the connection (waiting up to `wait`).
+    fn closed(&mut self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        let mut b = [0u8; 65536];
+        while Instant::now() < until {
+            self.s
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .ok();
+            match self.s.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+fn show(frames: &[Vec<u8>]) -> String {
+    frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).replace("\r\n", "\\r\\n"))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// One step of a comparison script: which connection sends what.
+enum Step<'a> {
+    /// Connection `i` sends the command; its frames are compared.
+    Cmd(usize, &'a [&'a str]),
+    /// Connection `i` reads what has arrived (messages); compared.
+    Read(usize),
+    /// Nothing arrives on connection `i` (from either side) for a while.
+    Quiet(usize),
+    /// Connection `i` sends the command; its reply is read but not compared.
+    Skip(usize, &'a [&'a str]),
+    /// Connection `i` sends the command; the frames are compared in any order (a client
+    /// that publishes to itself: the reply and the message travel on different server
+    /// connections).
+    Unordered(usize, &'a [&'a str]),
+}
+
+/// How long a connection must stay silent to count as quiet.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Runs `script` on two connections to the proxy and two to a plain redis-server and asserts
+/// that every connection receives the same bytes from both.
+fn compare(proxy: &str, direct: &str, script: &[Step<'_>]) {
+    let mut p = [Raw::connect(proxy), Raw::connect(proxy)];
+    let mut d = [Raw::connect(direct), Raw::connect(direct)];
+    for step in script {
+        if let Step::Quiet(i) = step {
+            let (got, want) = (p[*i].drain(QUIET), d[*i].drain(QUIET));
+            assert!(
+                got.is_empty() && want.is_empty(),
+                "{} / {}",
+                show(&got),
+                show(&want)
+            );
+            continue;
+        }
+        let (i, words) = match step {
+            Step::Cmd(i, w) | Step::Skip(i, w) | Step::Unordered(i, w) => (*i, Some(*w)),
+            Step::Read(i) | Step::Quiet(i) => (*i, None),
+        };
+        if let Some(w) = words {
+            d[i].send(w);
+            p[i].send(w);
+        }
+        // Every step draws at least one frame (a reply, or the message it reads).
+        let what = words.unwrap_or(&["(read)"]);
+        let first = d[i].try_frame(Duration::from_secs(10));
+        let mut want = vec![first.unwrap_or_else(|| panic!("redis: nothing after {what:?}"))];
+        want.extend(d[i].drain(Duration::from_millis(150)));
+        let mut got: Vec<Vec<u8>> = (0..want.len())
+            .map(|n| {
+                p[i].try_frame(Duration::from_secs(10)).unwrap_or_else(|| {
+                    panic!(
+                        "rampart: frame {n} missing after {what:?}; redis sent {}",
+                        show(&want)
+                    )
+                })
+            })
+            .collect();
+        if matches!(step, Step::Unordered(..)) {
+            want.sort();
+            got.sort();
+        }
+        if !matches!(step, Step::Skip(..)) {
+            assert_eq!(
+                show(&got),
+                show(&want),
+                "connection {i} after {:?}",
+                words.unwrap_or(&["(read)"])
+            );
+        }
+        let extra = p[i].drain(Duration::from_millis(20));
+        assert!(extra.is_empty(), "rampart sent more: {}", show(&extra));
+    }
+}
+
+#[test]
+fn every_command_matches_redis_in_resp2_and_resp3() {
+    let env = Setup::new(1).start();
+    let reference = RedisServer::start();
+    use Step::*;
+    compare(
+        &env.addr(),
+        &reference.addr(),
+        &[
+            // Nothing subscribed yet.
+            Cmd(0, &["UNSUBSCRIBE"]),
+            Cmd(0, &["PUNSUBSCRIBE"]),
+            Cmd(0, &["SUNSUBSCRIBE"]),
+            Cmd(0, &["SUBSCRIBE"]),
+            Cmd(0, &["PSUBSCRIBE"]),
+            Cmd(0, &["SSUBSCRIBE"]),
+            Cmd(0, &["PUBLISH", "a"]),
+            // Subscribed mode (RESP2).
+            Cmd(0, &["SUBSCRIBE", "a", "b", "a"]),
+            Cmd(0, &["PSUBSCRIBE", "p*", "q?"]),
+            Cmd(0, &["SSUBSCRIBE", "s1"]),
+            Cmd(0, &["GET", "x"]),
+            Cmd(0, &["CLIENT", "LIST"]),
+            Cmd(0, &["MULTI"]),
+            Cmd(0, &["PUBLISH", "a", "b"]),
+            Cmd(0, &["NOSUCHCOMMAND"]),
+            Cmd(0, &["PING"]),
+            Cmd(0, &["PING", "hi"]),
+            Cmd(0, &["PING", "a", "b"]),
+            Cmd(1, &["PUBLISH", "a", "hello"]),
+            Read(0),
+            Cmd(1, &["PUBLISH", "pq", "world"]),
+            Read(0),
+            Cmd(1, &["SPUBLISH", "s1", "sharded"]),
+            Read(0),
+            Cmd(1, &["PUBLISH", "nobody", "x"]),
+            Cmd(1, &["PUBSUB", "NUMSUB", "a", "nobody", "b"]),
+            Cmd(1, &["PUBSUB", "NUMSUB"]),
+            Cmd(1, &["PUBSUB", "NUMPAT"]),
+            Cmd(1, &["PUBSUB", "CHANNELS", "a*"]),
+            Cmd(1, &["PUBSUB", "SHARDCHANNELS"]),
+            Cmd(1, &["PUBSUB", "SHARDNUMSUB", "s1", "s2"]),
+            Cmd(1, &["PUBSUB", "NOSUCH"]),
+            Cmd(0, &["UNSUBSCRIBE", "a", "zz"]),
+            Cmd(0, &["PUNSUBSCRIBE", "q?"]),
+            Cmd(0, &["PUNSUBSCRIBE"]),
+            Cmd(0, &["SUNSUBSCRIBE"]),
+            Cmd(0, &["UNSUBSCRIBE"]),
+            Cmd(0, &["UNSUBSCRIBE"]),
+            // Out of subscribed mode again.
+            Cmd(0, &["GET", "x"]),
+            Cmd(0, &["PING"]),
+            // RESET leaves every subscription.
+            Cmd(0, &["SUBSCRIBE", "a"]),
+            Cmd(0, &["RESET"]),
+            Cmd(1, &["PUBLISH", "a", "after-reset"]),
+            Quiet(0),
+            // RESP3: pushes, and any command while subscribed.
+            Skip(0, &["HELLO", "3"]),
+            Cmd(0, &["UNSUBSCRIBE"]),
+            Cmd(0, &["SUBSCRIBE", "a", "b"]),
+            Cmd(0, &["GET", "x"]),
+            Cmd(0, &["PING"]),
+            Cmd(1, &["PUBLISH", "a", "hello3"]),
+            Read(0),
+            Cmd(0, &["PSUBSCRIBE", "p*"]),
+            Cmd(1, &["PUBLISH", "pz", "pattern3"]),
+            Read(0),
+            Cmd(0, &["SSUBSCRIBE", "s1"]),
+            Cmd(1, &["SPUBLISH", "s1", "shard3"]),
+            Read(0),
+            Unordered(0, &["PUBLISH", "b", "to-myself"]),
+            Cmd(0, &["UNSUBSCRIBE", "a"]),
+            Cmd(0, &["UNSUBSCRIBE"]),
+            Cmd(0, &["PUNSUBSCRIBE"]),
+            Cmd(0, &["SUNSUBSCRIBE", "s1"]),
+            Cmd(0, &["SUNSUBSCRIBE"]),
+            Cmd(0, &["RESET"]),
+        ],
+    );
+}
+
+#[test]
+fn subscriptions_per_client_are_bounded_and_nothing_is_half_applied() {
+    let env = Setup::new(1)
+        .option("max_subscriptions_per_client", 3)
+        .start();
+    let mut c = Raw::connect(&env.addr());
+    c.send(&["SUBSCRIBE", "a", "b"]);
+    c.frame();
+    c.frame();
+    c.send(&["PSUBSCRIBE", "x*", "y*"]);
+    let err = String::from_utf8(c.frame()).unwrap();
+    assert!(
+        err.starts_with(
+            "-ERR rampart: this client would hold more than max_subscriptions_per_client (3)"
+        ),
+        "{err}"
+    );
+    // Nothing of the refused command was subscribed: the next one counts from 2.
+    c.send(&["PSUBSCRIBE", "x*"]);
+    assert_eq!(c.frame(), b"*3\r\n$10\r\npsubscribe\r\n$2\r\nx*\r\n:3\r\n");
+    let mut p = env.client();
+    let n = p.cmd(&["PUBSUB", "NUMPAT"]);
+    assert_eq!(n.as_int(), Some(1), "{n:?}");
+}
+
+#[test]
+fn a_slow_subscriber_is_closed_alone_and_the_others_get_every_message() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("pubsub_output_hard", "1mb")
+        .option("pubsub_output_soft", "512kb")
+        .start();
+    let mut slow = Raw::connect(&env.addr());
+    let mut fast = Raw::connect(&env.addr());
+    for c in [&mut slow, &mut fast] {
+        c.send(&["SUBSCRIBE", "news"]);
+        c.frame();
+    }
+    let body = "x".repeat(64 * 1024);
+    let n = 400;
+    // The publisher sends a message only once the fast subscriber read the one before, so
+    // only the slow one (which never reads) falls behind, whatever the machine's load.
+    let (read, next) = std::sync::mpsc::channel::<()>();
+    let publisher = std::thread::spawn({
+        let addr = env.addr();
+        let body = body.clone();
+        move || {
+            let mut p = Raw::connect(&addr);
+            for i in 0..n {
+                p.send(&["PUBLISH", "news", &format!("{i}:{body}")]);
+                p.frame();
+                if next.recv_timeout(Duration::from_secs(10)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    for i in 0..n {
+        let want = format!("{i}:{body}");
+        let m = fast.frame();
+        read.send(()).ok();
+        let expect = message("message", "news", &want);
+        assert!(m == expect, "message {i} out of order or lost");
+    }
+    publisher.join().unwrap();
+    // The slow one never read: it was closed once over its limit.
+    assert!(
+        slow.closed(Duration::from_secs(10)),
+        "the slow subscriber was not closed"
+    );
+    assert!(env.proxy_log().contains("Pub/Sub message bytes held"));
+}
+
+/// A `message` (or `smessage`) frame as Redis writes it.
+fn message(word: &str, channel: &str, body: &str) -> Vec<u8> {
+    format!(
+        "*3\r\n${}\r\n{word}\r\n${}\r\n{channel}\r\n${}\r\n{body}\r\n",
+        word.len(),
+        channel.len(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A `pmessage` frame as Redis writes it.
+fn pmessage(pattern: &str, channel: &str, body: &str) -> Vec<u8> {
+    format!(
+        "*4\r\n$8\r\npmessage\r\n${}\r\n{pattern}\r\n${}\r\n{channel}\r\n${}\r\n{body}\r\n",
+        pattern.len(),
+        channel.len(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The channels backend `i` has subscribers for (`PUBSUB CHANNELS` or `SHARDCHANNELS`).
+fn server_channels(env: &common::Env, i: usize, sub: &str) -> Vec<String> {
+    names(&env.backend(i).cmd(&["PUBSUB", sub]))
+}
+
+/// The strings of an array reply, sorted.
+fn names(r: &testkit::Reply) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {r:?}"))
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn channels_live_on_their_shard_and_patterns_hear_every_shard() {
+    let env = Setup::new(3).hash_tag().start();
+    // Channel placement is key placement: one channel name per shard.
+    let chans = env.key_per_shard("ch:");
+    let mut pat = Raw::connect(&env.addr());
+    pat.send(&["PSUBSCRIBE", "ch:*"]);
+    assert_eq!(
+        pat.frame(),
+        b"*3\r\n$10\r\npsubscribe\r\n$4\r\nch:*\r\n:1\r\n"
+    );
+    let mut sub = Raw::connect(&env.addr());
+    let mut ssub = Raw::connect(&env.addr());
+    let mut words: Vec<&str> = vec!["SUBSCRIBE"];
+    words.extend(chans.iter().map(String::as_str));
+    sub.send(&words);
+    words[0] = "SSUBSCRIBE";
+    ssub.send(&words);
+    for (n, c) in chans.iter().enumerate() {
+        let count = format!(":{}\r\n", n + 1);
+        assert!(sub.frame().ends_with(count.as_bytes()), "{c}");
+        assert!(ssub.frame().ends_with(count.as_bytes()), "{c}");
+    }
+    // Each server holds the channel of its own shard, the pattern is on every shard.
+    for (i, c) in chans.iter().enumerate() {
+        assert_eq!(
+            server_channels(&env, i, "CHANNELS"),
+            vec![c.clone()],
+            "shard {i}"
+        );
+        assert_eq!(server_channels(&env, i, "SHARDCHANNELS"), vec![c.clone()]);
+        assert_eq!(env.backend(i).cmd(&["PUBSUB", "NUMPAT"]).as_int(), Some(1));
+    }
+    let mut p = env.client();
+    for c in &chans {
+        // That shard's receivers: the subscriber connection of the worker of `sub`, and the
+        // one of `pat` (the same connection when both sessions share a worker).
+        let n = p.cmd(&["PUBLISH", c, "hello"]).as_int().unwrap_or(0);
+        assert!((1..=2).contains(&n), "PUBLISH {c}: {n}");
+        assert_eq!(sub.frame(), message("message", c, "hello"));
+        assert_eq!(pat.frame(), pmessage("ch:*", c, "hello"));
+        assert_eq!(p.cmd(&["SPUBLISH", c, "s"]).as_int(), Some(1));
+        assert_eq!(ssub.frame(), message("smessage", c, "s"));
+    }
+    // Hash tags put a channel with its keys.
+    sub.send(&["SUBSCRIBE", "{user1}:events"]);
+    sub.frame();
+    p.cmd(&["SET", "{user1}:name", "x"]);
+    let home = env.shard_holding("{user1}:name");
+    assert!(server_channels(&env, home, "CHANNELS").contains(&"{user1}:events".to_string()));
+    assert_eq!(
+        p.cmd(&["PUBLISH", "{user1}:events", "tagged"]).as_int(),
+        Some(1)
+    );
+    assert_eq!(sub.frame(), message("message", "{user1}:events", "tagged"));
+    // PUBSUB through the proxy merges the shards.
+    let mut all = chans.clone();
+    all.push("{user1}:events".into());
+    all.sort();
+    assert_eq!(names(&p.cmd(&["PUBSUB", "CHANNELS"])), all);
+    let numsub = p.cmd(&["PUBSUB", "NUMSUB", &chans[2], "nobody", &chans[0]]);
+    assert_eq!(
+        numsub,
+        testkit::Reply::Array(Some(vec![
+            testkit::Reply::bulk(&chans[2]),
+            testkit::Reply::Int(1),
+            testkit::Reply::bulk("nobody"),
+            testkit::Reply::Int(0),
+            testkit::Reply::bulk(&chans[0]),
+            testkit::Reply::Int(1),
+        ]))
+    );
+    assert_eq!(p.cmd(&["PUBSUB", "NUMPAT"]).as_int(), Some(1));
+    // The last subscriber to leave unsubscribes the servers.
+    sub.send(&["UNSUBSCRIBE"]);
+    for _ in 0..chans.len() + 1 {
+        sub.frame();
+    }
+    testkit::wait_until(Duration::from_secs(5), "servers unsubscribed", || {
+        (0..3).all(|i| server_channels(&env, i, "CHANNELS").is_empty())
+    });
+}
+
+#[test]
+fn keyspace_notifications_arrive_from_every_shard() {
+    let env = Setup::new(3).hash_tag().start();
+    for i in 0..3 {
+        env.backend(i)
+            .cmd(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+    }
+    let keys = env.key_per_shard("user:");
+    let mut space = Raw::connect(&env.addr());
+    let mut words: Vec<String> = vec!["SUBSCRIBE".into()];
+    words.extend(keys.iter().map(|k| format!("__keyspace@0__:{k}")));
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    space.send(&refs);
+    for _ in &keys {
+        space.frame();
+    }
+    // The keyspace channel of a key lives on the key's shard.
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            server_channels(&env, i, "CHANNELS"),
+            vec![format!("__keyspace@0__:{k}")]
+        );
+    }
+    let mut event = Raw::connect(&env.addr());
+    event.send(&["SUBSCRIBE", "__keyevent@0__:set"]);
+    event.frame();
+    let mut pat = Raw::connect(&env.addr());
+    pat.send(&["PSUBSCRIBE", "__keyspace@0__:user:*"]);
+    pat.frame();
+    let mut p = env.client();
+    for k in &keys {
+        p.cmd(&["SET", k, "v"]);
+        let ch = format!("__keyspace@0__:{k}");
+        assert_eq!(space.frame(), message("message", &ch, "set"));
+        assert_eq!(event.frame(), message("message", "__keyevent@0__:set", k));
+        assert_eq!(pat.frame(), pmessage("__keyspace@0__:user:*", &ch, "set"));
+    }
+}
+
+#[test]
+fn a_thousand_subscribers_share_a_few_server_connections_and_hear_every_message_in_order() {
+    let workers = 2;
+    let env = Setup::new(1).workers(workers).start();
+    let clients = 1000;
+    let mut subs: Vec<Raw> = (0..clients).map(|_| Raw::connect(&env.addr())).collect();
+    for s in &mut subs {
+        s.send(&["SUBSCRIBE", "fan"]);
+    }
+    for s in &mut subs {
+        assert_eq!(s.frame(), b"*3\r\n$9\r\nsubscribe\r\n$3\r\nfan\r\n:1\r\n");
+    }
+    // The server sees at most one subscriber connection per worker and node.
+    let listed = env.backend(0).cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    let conns = listed.as_str().map_or(0, |t| t.lines().count());
+    println!("{clients} subscribing clients, {conns} subscriber connections on the server");
+    assert!(
+        (1..=workers).contains(&conns),
+        "{conns} subscriber connections:\n{listed:?}"
+    );
+    let burst = 200;
+    let mut p = Raw::connect(&env.addr());
+    for i in 0..burst {
+        p.send(&["PUBLISH", "fan", &format!("m{i}")]);
+    }
+    for _ in 0..burst {
+        let n = String::from_utf8(p.frame()).unwrap();
+        assert!(n == format!(":{conns}\r\n"), "PUBLISH answered {n}");
+    }
+    for (c, s) in subs.iter_mut().enumerate() {
+        for i in 0..burst {
+            assert_eq!(
+                s.frame(),
+                message("message", "fan", &format!("m{i}")),
+                "client {c}, message {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn subscriptions_follow_a_sentinel_failover_within_a_second() {
+    let mut setup = ha::SentinelSetup::start("");
+    let addr = setup.proxy.addr();
+    let mut sub = Raw::connect(&addr);
+    sub.send(&["SUBSCRIBE", "news"]);
+    sub.frame();
+    sub.send(&["PSUBSCRIBE", "n*"]);
+    sub.frame();
+    let mut p = Raw::connect(&addr);
+    p.send(&["PUBLISH", "news", "before"]);
+    // One receiver for the channel and one for the pattern, as Redis counts them.
+    assert_eq!(p.frame(), b":2\r\n");
+    assert_eq!(sub.frame(), message("message", "news", "before"));
+    assert_eq!(sub.frame(), pmessage("n*", "news", "before"));
+
+    let killed = Instant::now();
+    setup.primary.kill9();
+    let (switch, port) = setup.wait_switch(killed, Duration::from_secs(30));
+    let new = format!("127.0.0.1:{port}");
+    // Publish straight to the new primary until the subscriber hears it again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        let new = new.clone();
+        move || {
+            let mut c = Raw::connect(&new);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(&["PUBLISH", "news", &format!("after{i}")]);
+                c.frame();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let known = testkit::poll_until(Duration::from_secs(10), || {
+        setup
+            .proxy
+            .node(&new)
+            .filter(|n| n.role == "primary" && n.routable())
+            .map(|_| killed.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the proxy never applied the new primary\n{}",
+            setup.proxy.log()
+        )
+    });
+    let first = sub.frame();
+    let heard = killed.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    let text = String::from_utf8_lossy(&first).into_owned();
+    assert!(text.contains("after"), "{text}");
+    println!(
+        "kill -9 at 0; Sentinel named {new} at {switch:?}; the proxy routed to it by {known:?}; \
+         the subscriber heard the new primary at {heard:?} ({:?} after the proxy knew it)",
+        heard.saturating_sub(known)
+    );
+    assert!(
+        heard.saturating_sub(known) < Duration::from_secs(1),
+        "resubscribed {:?} after the new primary was known\n{}",
+        heard.saturating_sub(known),
+        setup.proxy.log()
+    );
+    // Both the channel and the pattern were subscribed again.
+    let mut c = testkit::Client::connect(&new);
+    assert_eq!(
+        c.cmd(&["PUBSUB", "NUMSUB", "news"])
+            .as_array()
+            .map(|a| a[1].clone()),
+        Some(testkit::Reply::Int(1))
+    );
+    assert_eq!(c.cmd(&["PUBSUB", "NUMPAT"]).as_int(), Some(1));
+    let mut i = testkit::Client::connect(&addr);
+    let info = i.cmd(&["INFO", "pools"]);
+    let info = info.as_str().unwrap_or_default().to_string();
+    let resubscribed: u64 = info
+        .split("pubsub_resubscriptions=")
+        .nth(1)
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(resubscribed >= 1, "{info}");
+}
+
+/// Subscriber connections (`CLIENT LIST TYPE pubsub`) on `server`.
+fn pubsub_connections(server: &RedisServer) -> usize {
+    let mut c = testkit::Client::connect(&server.addr());
+    let r = c.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    r.as_str().map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn pubsub_from_replica_reads_messages_replicated_from_the_primary() {
+    for (from, on_primary) in [("primary", true), ("replica", false)] {
+        let (primary, replicas) = ha::replica_set(1);
+        let body = ha::short_form(
+            &primary.addr(),
+            &[replicas[0].addr()],
+            &format!(
+                "{}  read_policy: replica\n  pubsub_from: {from}\n",
+                ha::FAST_CHECKS
+            ),
+        );
+        let proxy = ha::HaProxy::start(&body);
+        proxy.wait_up(
+            &[primary.addr(), replicas[0].addr()],
+            Duration::from_secs(10),
+        );
+        let mut sub = Raw::connect(&proxy.addr());
+        sub.send(&["SUBSCRIBE", "news"]);
+        sub.frame();
+        let (there, not) = if on_primary {
+            (&primary, &replicas[0])
+        } else {
+            (&replicas[0], &primary)
+        };
+        assert_eq!(pubsub_connections(there), 1, "pubsub_from: {from}");
+        assert_eq!(pubsub_connections(not), 0, "pubsub_from: {from}");
+        let mut p = Raw::connect(&proxy.addr());
+        p.send(&["PUBLISH", "news", from]);
+        p.frame();
+        assert_eq!(sub.frame(), message("message", "news", from));
+    }
+}
+
+#[test]
+fn a_broken_subscriber_connection_is_opened_again_and_resubscribed() {
+    let env = Setup::new(1).workers(1).start();
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["SUBSCRIBE", "news"]);
+    sub.frame();
+    sub.send(&["PSUBSCRIBE", "n*"]);
+    sub.frame();
+    let mut server = env.backend(0);
+    assert_eq!(pubsub_connections(&env.redis[0]), 1);
+    // The server drops rampart's subscriber connection.
+    let killed = server.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed.as_int(), Some(1), "{killed:?}");
+    testkit::wait_until(Duration::from_secs(5), "resubscribed", || {
+        server.cmd(&["PUBSUB", "NUMPAT"]).as_int() == Some(1)
+            && server
+                .cmd(&["PUBSUB", "CHANNELS"])
+                .as_array()
+                .map(<[_]>::len)
+                == Some(1)
+    });
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["PUBLISH", "news", "again"]).as_int(), Some(2));
+    assert_eq!(sub.frame(), message("message", "news", "again"));
+    assert_eq!(sub.frame(), pmessage("n*", "news", "again"));
+    let info = p.cmd(&["INFO", "pools"]);
+    assert!(
+        info.as_str()
+            .is_some_and(|t| t.contains("pubsub_resubscriptions=1,")),
+        "{info:?}"
+    );
+}
+
+#[test]
+fn a_frozen_server_does_not_hold_a_subscribe_reply_forever() {
+    let env = Setup::new(1).workers(1).option("timeout", 300).start();
+    let mut a = Raw::connect(&env.addr());
+    a.send(&["SUBSCRIBE", "a"]);
+    a.frame();
+    testkit::send_signal(env.redis[0].pid(), "STOP");
+    // The server takes nothing now: the confirmation of `b` never comes. The link gives up
+    // on that connection after the pool timeout and the reply goes out.
+    let mut b = Raw::connect(&env.addr());
+    b.send(&["SUBSCRIBE", "b"]);
+    let reply = b.try_frame(Duration::from_secs(10));
+    testkit::send_signal(env.redis[0].pid(), "CONT");
+    assert_eq!(
+        reply.as_deref(),
+        Some(&b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:1\r\n"[..])
+    );
+    // Once the server is back, both are subscribed on a new connection.
+    let mut p = env.client();
+    testkit::wait_until(Duration::from_secs(10), "resubscribed", || {
+        p.cmd(&["PUBSUB", "NUMSUB", "a", "b"])
+            == testkit::Reply::Array(Some(vec![
+                testkit::Reply::bulk("a"),
+                testkit::Reply::Int(1),
+                testkit::Reply::bulk("b"),
+                testkit::Reply::Int(1),
+            ]))
+    });
+    assert_eq!(p.cmd(&["PUBLISH", "b", "back"]).as_int(), Some(1));
+    assert_eq!(b.frame(), message("message", "b", "back"));
+}
+
+#[test]
+fn subscriptions_survive_a_reload_on_the_same_connection() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("timeout", 1000)
+        .env("RAMPART_LOG", "info")
+        .start();
+    let mut old = Raw::connect(&env.addr());
+    old.send(&["SUBSCRIBE", "news"]);
+    old.frame();
+    let path = env.proxy.dir().join("x.yml");
+    std::fs::write(&path, env.yaml.replace("timeout: 1000", "timeout: 900")).unwrap();
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    testkit::wait_until(Duration::from_secs(10), "the reload", || {
+        env.proxy_log().contains("timeout 1000ms -> 900ms")
+    });
+    // A session that starts after the reload joins the same subscription.
+    let mut new = Raw::connect(&env.addr());
+    new.send(&["SUBSCRIBE", "news"]);
+    new.frame();
+    assert_eq!(pubsub_connections(&env.redis[0]), 1);
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["PUBLISH", "news", "after"]).as_int(), Some(1));
+    assert_eq!(old.frame(), message("message", "news", "after"));
+    assert_eq!(new.frame(), message("message", "news", "after"));
+}
+
+#[test]
+fn a_pattern_bomb_is_answered_and_leaves_other_clients_alone() {
+    let env = Setup::new(2).start();
+    // Exponential for a naive glob matcher: rampart matches nothing itself (the server names
+    // the pattern of each pmessage) and Redis bounds its own matching.
+    let bomb = format!("{}b", "*a".repeat(200));
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["PSUBSCRIBE", &bomb]);
+    assert!(sub.frame().ends_with(b":1\r\n"));
+    let mut other = Raw::connect(&env.addr());
+    other.send(&["SUBSCRIBE", "plain"]);
+    other.frame();
+    let mut p = env.client();
+    let channel = "a".repeat(5000);
+    assert_eq!(p.cmd(&["PUBLISH", &channel, "x"]).as_int(), Some(0));
+    assert_eq!(p.cmd(&["PUBLISH", "plain", "y"]).as_int(), Some(1));
+    assert_eq!(other.frame(), message("message", "plain", "y"));
+    assert!(sub.drain(Duration::from_millis(200)).is_empty());
+}
