@@ -40,13 +40,12 @@ enum NumKeysStyle {
 
 fn numkeys_style(name: &str) -> NumKeysStyle {
     match name {
-        "zunion" | "zunionstore" | "zinter" | "zinterstore" | "zdiff" | "zdiffstore" => {
-            NumKeysStyle::ZSet
-        }
+        "zunion" | "zunionstore" | "zinter" | "zinterstore" | "zdiff" | "zdiffstore"
+        | "zintercard" => NumKeysStyle::ZSet,
         "sintercard" => NumKeysStyle::Positive {
             too_many_is_syntax: false,
         },
-        "lmpop" | "blmpop" | "zmpop" | "bzmpop" | "zintercard" => NumKeysStyle::Positive {
+        "lmpop" | "blmpop" | "zmpop" | "bzmpop" => NumKeysStyle::Positive {
             too_many_is_syntax: true,
         },
         _ => NumKeysStyle::Script,

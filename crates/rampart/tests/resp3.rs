@@ -127,6 +127,13 @@ const COMPARED: &[&[&str]] = &[
     &["EVAL", "return {1, 'two', {3}}", "0"],
     &["HELLO", "4"],
     &["NOSUCHCOMMAND"],
+    // Blocking commands run on a connection of their own, in the session's protocol: a
+    // timed-out pop is RESP3's null.
+    &["BLPOP", "nolist", "0.01"],
+    &["BZPOPMIN", "nozset", "0.01"],
+    &["BZMPOP", "0.01", "1", "nozset", "MIN"],
+    &["LPUSH", "bl", "x"],
+    &["BLPOP", "bl", "0"],
 ];
 
 #[test]

@@ -905,3 +905,52 @@ fn watch_refused_by_the_server_holds_nothing() {
     let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "k"]), cmd(&["EXEC"])]);
     assert_eq!(replies[2], Reply::Array(Some(vec![Reply::Int(2)])));
 }
+
+/// In a pool of one shard, commands that run on every shard (DBSIZE, KEYS, and with
+/// `admin_broadcast` FLUSHALL and CONFIG SET) are part of a transaction like any other, as on
+/// Redis: their replies are in EXEC's array. CONFIG SET of a parameter rampart depends on is
+/// refused while queueing (the transaction is then discarded), and a pool of several shards
+/// still refuses them.
+#[test]
+fn every_shard_commands_join_a_transaction_of_a_one_shard_pool() {
+    let env = Setup::new(1).option("admin_broadcast", true).start();
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", "a", "1"]), Reply::ok());
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["DBSIZE"]),
+        cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        cmd(&["FLUSHALL"]),
+        cmd(&["DBSIZE"]),
+        cmd(&["EXEC"]),
+    ]);
+    assert_eq!(
+        replies[5],
+        Reply::Array(Some(vec![
+            Reply::Int(1),
+            Reply::ok(),
+            Reply::ok(),
+            Reply::Int(0)
+        ])),
+        "{replies:?}"
+    );
+    assert_eq!(
+        env.redis[0].cmd(&["CONFIG", "GET", "maxmemory-policy"]),
+        Reply::bulks(["maxmemory-policy", "allkeys-lru"])
+    );
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", "b", "1"]),
+        cmd(&["CONFIG", "SET", "requirepass", "x"]),
+        cmd(&["EXEC"]),
+    ]);
+    assert_err_contains(&replies[2], &["requirepass", "refused"]);
+    assert_err_contains(&replies[3], &["EXECABORT"]);
+    assert_eq!(env.redis[0].cmd(&["EXISTS", "b"]), Reply::Int(0));
+
+    let env = Setup::new(2).option("admin_broadcast", true).start();
+    let mut c = env.client();
+    let replies = c.pipeline(&[cmd(&["MULTI"]), cmd(&["DBSIZE"]), cmd(&["EXEC"])]);
+    assert_err_contains(&replies[1], &["every shard"]);
+    assert_err_contains(&replies[2], &["EXECABORT"]);
+}

@@ -384,13 +384,8 @@ impl Session {
             Route::FanOut(m) => self.fan_out(cmd, m, argv, raw),
             Route::AllShards(m) => self.all_shards(m, argv, raw),
             Route::Admin(m) if self.pool.rt.conf.admin_broadcast => {
-                if cmd.name == "config|set" {
-                    if let Some(p) = argv.iter().skip(2).step_by(2).find(|p| protected(p)) {
-                        return self.reply_error(&format!(
-                            "ERR rampart: CONFIG SET '{}' is refused: rampart depends on this parameter to reach and route to its backends; change it on the servers and in rampart's configuration",
-                            sanitize(p, 64)
-                        ));
-                    }
+                if let Some(e) = config_set_refused(cmd, argv) {
+                    return self.reply_error(&e);
                 }
                 self.all_shards(m, argv, raw)
             }
@@ -460,7 +455,11 @@ impl Session {
     /// A command inside MULTI: checked and queued (`QUEUED`), or refused (the transaction
     /// will answer EXECABORT).
     fn queue(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
-        if let Err(e) = transaction::admit(cmd) {
+        let rt = &self.pool.rt;
+        if let Err(e) = transaction::admit(cmd, rt.shards.len() == 1, rt.conf.admin_broadcast) {
+            return self.refuse(Some(cmd), &e);
+        }
+        if let Some(e) = config_set_refused(cmd, argv) {
             return self.refuse(Some(cmd), &e);
         }
         if self.mode == Mode::Reads && !cmd.is_read() {
@@ -827,10 +826,11 @@ impl Session {
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(CROSS_SHARD);
         }
-        let (lease, wait) = match lease_primary(&self.pool, shard, false, &mut self.last_node) {
-            Ok(l) => l,
-            Err(f) => return self.reply_raw(&f.reply()),
-        };
+        let (lease, wait) =
+            match lease_primary(&self.pool, shard, self.client.resp3, &mut self.last_node) {
+                Ok(l) => l,
+                Err(f) => return self.reply_raw(&f.reply()),
+            };
         let rt = &self.pool.rt;
         let deadline = match blocking::block_for(cmd.name, argv) {
             BlockFor::Ever => None,
@@ -958,6 +958,18 @@ pub const PROTECTED_PARAMETERS: &[&str] = &[
     "slave-announce-port",
     "tls-",
 ];
+
+/// The refusal of a `CONFIG SET` that names a parameter rampart depends on, if `cmd` is one.
+fn config_set_refused(cmd: &Command, argv: &[&[u8]]) -> Option<String> {
+    if cmd.name != "config|set" {
+        return None;
+    }
+    let p = argv.iter().skip(2).step_by(2).find(|p| protected(p))?;
+    Some(format!(
+        "ERR rampart: CONFIG SET '{}' is refused: rampart depends on this parameter to reach and route to its backends; change it on the servers and in rampart's configuration",
+        sanitize(p, 64)
+    ))
+}
 
 /// Whether CONFIG SET of the parameter `name` is refused (see [`PROTECTED_PARAMETERS`]).
 fn protected(name: &&[u8]) -> bool {

@@ -154,12 +154,14 @@ impl Transaction {
     }
 }
 
-/// Whether `cmd` may be queued in a transaction; the error is the reply when it may not.
+/// Whether `cmd` may be queued in a transaction of a pool with `one_shard` (then a command
+/// that runs on every shard runs on the transaction's, the only one) and `admin_broadcast`;
+/// the error is the reply when it may not.
 ///
 /// # Errors
 /// Redis' own refusal for commands it does not allow inside `MULTI`; rampart's for commands
-/// it answers itself, sends to every shard, or does not support.
-pub fn admit(cmd: &Command) -> Result<(), String> {
+/// it answers itself, sends to several shards, or does not support.
+pub fn admit(cmd: &Command, one_shard: bool, admin_broadcast: bool) -> Result<(), String> {
     if cmd.flags.contains(Flags::NO_MULTI) {
         return Err("ERR Command not allowed inside a transaction".into());
     }
@@ -179,6 +181,12 @@ pub fn admit(cmd: &Command) -> Result<(), String> {
         )),
         Route::PubSub => Err(format!(
             "ERR rampart: '{}' is placed by its channel, not by the transaction's keys, and cannot be part of a transaction",
+            cmd.name
+        )),
+        Route::AllShards(_) if one_shard => Ok(()),
+        Route::Admin(_) if one_shard && admin_broadcast => Ok(()),
+        Route::Admin(_) if one_shard => Err(format!(
+            "ERR '{}' changes every shard and is disabled in this pool; set admin_broadcast: true to allow it",
             cmd.name
         )),
         Route::AllShards(_) | Route::Admin(_) => Err(format!(
@@ -221,6 +229,10 @@ mod tests {
 
     fn cmd(name: &str) -> &'static Command {
         rampart_commands::lookup(name.as_bytes()).expect(name)
+    }
+
+    fn admit_in(cmd: &'static Command) -> Result<(), String> {
+        admit(cmd, false, true)
     }
 
     #[test]
@@ -270,17 +282,24 @@ mod tests {
 
     #[test]
     fn admits_what_a_shard_can_run() {
-        assert!(admit(cmd("incr")).is_ok());
-        assert!(admit(cmd("mget")).is_ok());
-        assert!(admit(cmd("ping")).is_ok());
-        assert!(admit(cmd("unwatch")).is_ok());
-        assert!(admit(cmd("blpop")).is_ok());
-        assert!(admit(cmd("wait")).is_err());
+        assert!(admit_in(cmd("incr")).is_ok());
+        assert!(admit_in(cmd("mget")).is_ok());
+        assert!(admit_in(cmd("ping")).is_ok());
+        assert!(admit_in(cmd("unwatch")).is_ok());
+        assert!(admit_in(cmd("blpop")).is_ok());
+        assert!(admit_in(cmd("wait")).is_err());
         assert_eq!(
-            admit(cmd("save")).unwrap_err(),
+            admit_in(cmd("save")).unwrap_err(),
             "ERR Command not allowed inside a transaction"
         );
-        assert!(admit(cmd("dbsize")).is_err());
-        assert!(admit(cmd("client")).is_err());
+        assert!(admit_in(cmd("dbsize")).is_err());
+        assert!(admit_in(cmd("client")).is_err());
+        // A pool of one shard runs every-shard commands in the transaction's shard.
+        assert!(admit(cmd("dbsize"), true, false).is_ok());
+        assert!(admit(cmd("flushall"), true, true).is_ok());
+        assert!(admit(cmd("flushall"), true, false)
+            .unwrap_err()
+            .contains("admin_broadcast"));
+        assert!(admit(cmd("flushall"), false, true).is_err());
     }
 }
