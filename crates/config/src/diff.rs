@@ -250,6 +250,7 @@ impl Pool {
             &n.max_replica_lag,
             |d| dur(*d),
         );
+        c.field("max_stale", &o.max_stale, &n.max_stale, |d| dur(*d));
         c.field("zone", &o.zone, &n.zone, opt);
         c.health(&o.health, &n.health);
         c.field(

@@ -44,6 +44,7 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "read_policy",
     "read_your_writes",
     "max_replica_lag",
+    "max_stale",
     "zone",
     "health_check",
     "eject_after",

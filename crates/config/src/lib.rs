@@ -133,6 +133,10 @@ pub struct Pool {
     pub read_your_writes: Option<Duration>,
     /// rampart: a replica lagging its primary by more than this leaves the read rotation.
     pub max_replica_lag: Duration,
+    /// rampart: a replica whose replication link is down (its primary unreachable) keeps
+    /// serving reads while the link has been down for at most this long
+    /// (`master_link_down_since_seconds`); zero: never with the link down.
+    pub max_stale: Duration,
     /// rampart: the proxy's own zone for this pool; reads prefer nodes in it.
     pub zone: Option<String>,
     /// rampart: active health checks.
@@ -259,6 +263,8 @@ pub mod defaults {
     pub const READ_POLICY: crate::ReadPolicy = crate::ReadPolicy::Primary;
     /// `max_replica_lag`: 10 s.
     pub const MAX_REPLICA_LAG: Duration = Duration::from_secs(10);
+    /// `max_stale`: 30 s.
+    pub const MAX_STALE: Duration = Duration::from_secs(30);
     /// `health_check.interval`: 200 ms.
     pub const HEALTH_INTERVAL: Duration = Duration::from_millis(200);
     /// `health_check.timeout`: 250 ms.

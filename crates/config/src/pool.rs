@@ -184,6 +184,7 @@ impl Fields<'_> {
             read_policy: ha.read_policy,
             read_your_writes: ha.read_your_writes,
             max_replica_lag: ha.max_replica_lag,
+            max_stale: ha.max_stale,
             zone: ha.zone,
             health: ha.health,
             eject_after: ha.eject_after,

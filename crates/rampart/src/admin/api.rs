@@ -50,6 +50,12 @@ pub struct NodeJson {
     replica_usable: bool,
     lag_ms: Option<u64>,
     lag_bytes: Option<u64>,
+    /// Serving reads with its replication link down (within `max_stale`).
+    stale: bool,
+    /// Unix time (s) its replication link went down; `null` while up.
+    stale_since: Option<u64>,
+    /// Reads sent to it while stale, since start.
+    reads_stale: i64,
     maintenance: bool,
     ejected: bool,
     ejections: u32,
@@ -162,6 +168,9 @@ fn node_json(n: &NodeSnap) -> NodeJson {
         replica_usable: n.replica_usable,
         lag_ms: n.lag_ms,
         lag_bytes: n.lag_bytes,
+        stale: n.stale,
+        stale_since: n.stale_since,
+        reads_stale: n.stale_reads,
         maintenance: n.maintenance,
         ejected: n.ejected,
         ejections: n.ejections,

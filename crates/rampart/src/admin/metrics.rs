@@ -65,7 +65,10 @@ families! {
     NODE_ROLE = ("rampart_node_role", "gauge", "Always 1; role is the node's role in the shard view (primary or replica), seen is what its last ROLE reply said, status is its state in one word (up, down, ejected, maintenance, out).");
     NODE_UP = ("rampart_node_up", "gauge", "1 when the node passes its health checks (twemproxy pools: its last connection or request on live traffic did not fail) and Sentinel does not list it down.");
     NODE_ROUTABLE = ("rampart_node_routable", "gauge", "1 when the node may receive new requests (up, not ejected, not in maintenance).");
-    NODE_REPLICA_USABLE = ("rampart_node_replica_usable", "gauge", "1 when the node is a replica in the read rotation (link up, no sync, lag within max_replica_lag).");
+    NODE_REPLICA_USABLE = ("rampart_node_replica_usable", "gauge", "1 when the node is a replica in the read rotation (no sync, and link up with lag within max_replica_lag, or link down for at most max_stale).");
+    NODE_STALE = ("rampart_node_stale", "gauge", "1 while the node is a replica serving reads with its replication link down (within max_stale): its reads may miss its primary's latest writes.");
+    NODE_LINK_DOWN = ("rampart_node_replication_link_down_seconds", "gauge", "Seconds the replica's replication link had been down at its last check (absent while the link is up).");
+    READS_STALE = ("rampart_reads_stale_total", "counter", "Reads sent to a replica while it served stale (its replication link down, within max_stale).");
     NODE_MAINT = ("rampart_node_maintenance", "gauge", "1 while the node is drained for maintenance.");
     NODE_EJECTED = ("rampart_node_ejected", "gauge", "1 while passive failures keep the node out of rotation.");
     NODE_EJECTIONS = ("rampart_node_ejections_total", "counter", "Times passive failures on live traffic ejected the node.");
@@ -274,10 +277,13 @@ fn node_health(o: &mut Out, snap: &Snapshot) {
         o.sample(NODE_ROLE.name, &labels, 1.0);
     }
     type Get<'x> = &'x dyn Fn(&NodeSnap) -> Option<f64>;
-    let gauges: [(&Family, Get<'_>); 10] = [
+    let gauges: [(&Family, Get<'_>); 13] = [
         (&NODE_UP, &|n| Some(b(n.up))),
         (&NODE_ROUTABLE, &|n| Some(b(n.routable))),
         (&NODE_REPLICA_USABLE, &|n| Some(b(n.replica_usable))),
+        (&NODE_STALE, &|n| Some(b(n.stale))),
+        (&NODE_LINK_DOWN, &|n| n.node.link_down_s().map(|s| s as f64)),
+        (&READS_STALE, &|n| Some(n.stale_reads as f64)),
         (&NODE_MAINT, &|n| Some(b(n.maintenance))),
         (&NODE_EJECTED, &|n| Some(b(n.ejected))),
         (&NODE_EJECTIONS, &|n| Some(f64::from(n.ejections))),

@@ -154,7 +154,7 @@ impl Control {
             tokio::spawn(crate::ha::health::run(
                 n,
                 p.conf.health,
-                p.conf.max_replica_lag,
+                crate::ha::health::ReplicaRules::of(&p.conf),
                 Arc::clone(&p.handshake),
                 token,
             ));

@@ -107,6 +107,13 @@ pub struct NodeSnap {
     pub lag_ms: Option<u64>,
     /// Replication bytes behind its primary; `None` when not measured.
     pub lag_bytes: Option<u64>,
+    /// A replica in the read rotation with its replication link down (`max_stale`): its
+    /// reads may miss its primary's latest writes.
+    pub stale: bool,
+    /// Unix time (s) its replication link went down; `None` while it is up (or unknown).
+    pub stale_since: Option<u64>,
+    /// Reads sent to it while it served stale, since start.
+    pub stale_reads: i64,
     /// Out by passive failures or (twemproxy) its shard is off the ring.
     pub ejected: bool,
     /// Times passive failures ejected it.
@@ -247,12 +254,12 @@ fn pool(p: &Arc<PoolRt>) -> PoolSnap {
 
 fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
     let view = s.view();
-    let max_lag = p.conf.max_replica_lag.as_millis() as u64;
+    let rules = crate::ha::health::ReplicaRules::of(&p.conf);
     let nodes: Vec<NodeSnap> = view
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| node(n, view.primary == Some(i), s.is_ejected(), max_lag))
+        .map(|(i, n)| node(n, view.primary == Some(i), s.is_ejected(), rules))
         .collect();
     // A twemproxy server's configured name (its shard is that one server).
     let name = (!p.checked)
@@ -305,7 +312,13 @@ fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
     }
 }
 
-fn node(n: &Arc<NodeRt>, is_primary: bool, shard_ejected: bool, max_lag_ms: u64) -> NodeSnap {
+fn node(
+    n: &Arc<NodeRt>,
+    is_primary: bool,
+    shard_ejected: bool,
+    rules: crate::ha::health::ReplicaRules,
+) -> NodeSnap {
+    let max_lag_ms = rules.max_lag.as_millis() as u64;
     let listed = n.listed_down();
     let checked = n.is_checked();
     let up = listed.is_none()
@@ -352,6 +365,11 @@ fn node(n: &Arc<NodeRt>, is_primary: bool, shard_ejected: bool, max_lag_ms: u64)
             _ if n.role() != Role::Replica => {
                 format!("says it is {}, not a replica", role_name(n.role()))
             }
+            _ if n.link_down_s().is_some() => format!(
+                "replication link down for {} s (max_stale {} s), or syncing",
+                n.link_down_s().unwrap_or_default(),
+                rules.max_stale.as_secs()
+            ),
             Some(ms) if ms > max_lag_ms => {
                 format!("replication lag {ms} ms is over max_replica_lag ({max_lag_ms} ms)")
             }
@@ -379,6 +397,9 @@ fn node(n: &Arc<NodeRt>, is_primary: bool, shard_ejected: bool, max_lag_ms: u64)
         replica_usable,
         lag_ms,
         lag_bytes: n.lag_bytes(),
+        stale: replica_usable && n.is_stale(),
+        stale_since: n.link_down_since(),
+        stale_reads: n.stale_reads(),
         ejected,
         ejections: n.ejections(),
         maintenance,

@@ -2,7 +2,8 @@
 //! there is none), reads follow the pool's `read_policy`.
 //!
 //! Replicas serve reads only while they pass health checks, their replication link is up, and
-//! their lag is within `max_replica_lag`. Nodes in the pool's own `zone` are preferred. The
+//! their lag is within `max_replica_lag`, or, stale, while their link has been down for at most
+//! `max_stale` (each such read is counted on the node). Nodes in the pool's own `zone` are preferred. The
 //! load-aware policies read the worker's own view of each node (requests outstanding on its
 //! connections, their latency average), so choosing needs no shared state.
 
@@ -162,6 +163,9 @@ pub fn send(
     } else {
         sink
     };
+    if access != Access::Write && node.is_stale() {
+        node.count_stale_read(wp.worker);
+    }
     let backend = wp.backend(shard, &node, client);
     if let Err((sink, e)) =
         backend.send_or_return(sink, deadline, |out| out.extend_from_slice(bytes))

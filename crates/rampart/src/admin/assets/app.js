@@ -201,7 +201,13 @@ function renderPool(p, hist) {
       const p99 = h ? last(h.p99_us) : null;
       const [cls, word] = status(n);
       const role = n.role + (n.seen_role !== "unknown" && n.seen_role !== n.role ? " (says " + n.seen_role + ")" : "");
-      const lag = n.lag_ms === null || n.lag_ms === undefined ? "–" : fmtUs(n.lag_ms * 1000);
+      let lag = n.lag_ms === null || n.lag_ms === undefined ? "–" : fmtUs(n.lag_ms * 1000);
+      if (n.stale || n.reads_stale) {
+        // Reads served with the replication link down (max_stale), and since when.
+        const since = n.stale_since ? new Date(n.stale_since * 1000).toLocaleTimeString() : null;
+        lag = el("span", { class: n.stale ? "bad-text" : "muted", "data-stale": n.stale ? "1" : "0" },
+          (n.stale ? "stale since " + since : lag) + " · " + fmtNum(n.reads_stale) + " stale reads");
+      }
       const health = n.reason ? n.reason : (n.check_us ? fmtUs(n.check_us) : "");
       rows.push(el("tr", { class: "node " + cls, "data-node": n.addr, "data-state": word },
         cell("node", el("span", { class: "name" }, n.addr), n.name ? el("span", { class: "muted addr" }, " ", n.name) : null),
