@@ -60,6 +60,21 @@ pub fn pick_read(
         }
     }
     if cands.is_empty() {
+        if primary_ok.is_none() && wp.rt.shards[shard].is_failing_over() {
+            // Sentinel is promoting a replica and the view does not name it yet: the one
+            // that already says master has every write the others have. Without it, a read
+            // whose replica was just closed by Sentinel's reconfiguration (CLIENT KILL) had
+            // nowhere to go until the new view was applied.
+            let promoted = view.nodes.iter().find(|n| {
+                Some(n.id) != primary.map(|p| p.id)
+                    && Some(n.id) != exclude
+                    && n.is_routable()
+                    && n.role() == Role::Primary
+            });
+            if promoted.is_some() {
+                return promoted.cloned();
+            }
+        }
         return match conf.read_policy {
             ReadPolicy::Replica => None,
             _ => primary_ok.cloned(),
