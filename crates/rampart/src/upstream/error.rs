@@ -186,6 +186,21 @@ fn hold_expired_cause(cause: &Option<PrimaryDown>) -> String {
 }
 
 impl Failure {
+    /// The node closed the connection that carried (or would have carried) the request: it
+    /// broke with EOF, or is in the short pause before reconnecting that follows one.
+    pub fn closed_by_server(&self) -> bool {
+        matches!(
+            self,
+            Failure::Connection {
+                kind: ConnFailure::Eof,
+                ..
+            } | Failure::NodeDown {
+                reason: ConnFailure::Eof,
+                ..
+            }
+        )
+    }
+
     /// The client's error reply: `-ERR rampart: <message>\r\n`.
     pub fn reply(&self) -> Vec<u8> {
         format!("-ERR rampart: {self}\r\n").into_bytes()

@@ -204,6 +204,10 @@ pub fn send(
     node.id
 }
 
+/// Longer than the pause a backend connection takes before reconnecting to a node that
+/// closed it (50 ms, jittered to at most 75 ms).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(80);
+
 /// Writes of this pool may wait in the failover hold.
 fn can_hold(wp: &WorkerPool) -> bool {
     wp.rt.checked && !wp.rt.conf.failover_hold.is_zero()
@@ -332,6 +336,20 @@ fn retry(wp: &Rc<WorkerPool>, r: Retry) {
     let bytes = resend.bytes.clone();
     let deadline = Instant::now() + wp.rt.timeout();
     let access = if write { Access::Write } else { Access::Read };
+    if !write
+        && failure.closed_by_server()
+        && pick_read(wp, shard, &wp.rt.shards[shard].view(), Some(node)).is_none()
+    {
+        // The node closed its clients' connections (Sentinel reconfiguring a replica does,
+        // CLIENT KILL TYPE normal) and no other node can take the read: wait out the pause
+        // before reconnecting and send it to any node, that one included, once.
+        let wp = Rc::clone(wp);
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+            send(&wp, shard, client, sink, deadline, &bytes, access, None);
+        });
+        return;
+    }
     send(
         wp,
         shard,
