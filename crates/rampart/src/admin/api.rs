@@ -143,6 +143,8 @@ pub struct Topology {
     ready: bool,
     pools: Vec<PoolJson>,
     events: Vec<crate::observe::events::Event>,
+    /// Faults injected into live traffic now (as `GET /api/faults` lists them).
+    faults: Vec<super::faults::FaultJson>,
 }
 
 fn node_json(n: &NodeSnap) -> NodeJson {
@@ -262,6 +264,10 @@ pub async fn topology(State(st): St) -> Json<Topology> {
         ready: snap.ready(),
         pools,
         events: crate::observe::events::recent(),
+        faults: crate::upstream::fault::active()
+            .iter()
+            .map(|f| super::faults::json(f))
+            .collect(),
     })
 }
 

@@ -84,6 +84,8 @@ families! {
     NODE_CONNS = ("rampart_node_server_connections", "gauge", "Open connections to the node, all workers.");
     NODE_QUEUED = ("rampart_node_queued_requests", "gauge", "Requests waiting at the node: state=unsent (queued) or state=inflight (written, no reply yet).");
     NODE_QUEUED_BYTES = ("rampart_node_queued_bytes", "gauge", "Bytes of requests waiting at the node, by state as rampart_node_queued_requests.");
+    FAULTS_ACTIVE = ("rampart_faults_active", "gauge", "Faults injected through the admin API that are active now, by kind (each ends by itself).");
+    FAULT_HITS = ("rampart_fault_hits_total", "counter", "Requests an active injected fault applied to, by fault id, kind and pool.");
     EVENTS = ("rampart_events_total", "counter", "Operator events recorded since the start (node up/down/ejected, maintenance, failover, switchover, reload), by kind.");
     COMMAND_CALLS = ("rampart_command_calls_total", "counter", "Requests answered, by command.");
     COMMAND_ERRORS = ("rampart_command_errors_total", "counter", "Requests answered with an error reply, by command.");
@@ -173,6 +175,7 @@ pub fn render(shared: &Shared) -> String {
     node_health(&mut o, &snap);
     node_traffic(&mut o, &snap);
     events(&mut o);
+    faults(&mut o);
     commands(&mut o, shared);
     o.text
 }
@@ -369,6 +372,26 @@ fn events(o: &mut Out) {
     o.head(&EVENTS);
     for (kind, v) in crate::observe::events::totals() {
         o.sample(EVENTS.name, &[("kind", kind.name())], v as f64);
+    }
+}
+
+fn faults(o: &mut Out) {
+    use crate::upstream::fault;
+    let active = fault::active();
+    o.head(&FAULTS_ACTIVE);
+    for kind in ["delay", "error", "blackhole", "reset"] {
+        let n = active.iter().filter(|f| f.spec.kind.name() == kind).count();
+        o.sample(FAULTS_ACTIVE.name, &[("kind", kind)], n as f64);
+    }
+    o.head(&FAULT_HITS);
+    for f in &active {
+        let id = f.id.to_string();
+        let labels = [
+            ("id", id.as_str()),
+            ("kind", f.spec.kind.name()),
+            ("pool", f.spec.pool.as_str()),
+        ];
+        o.sample(FAULT_HITS.name, &labels, f.hits() as f64);
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`backend`]: one pipelined connection from a worker to a node: deadlines, back-off.
 //! - [`dedicated`]: connections a session borrows for itself (blocking commands), bounded
 //!   per pool and worker, reused only after a complete reply.
+//! - [`fault`]: faults the operator injects into live traffic (delay, error, black hole,
+//!   reset), checked with one relaxed load per request while none is active.
 //! - [`hold`]: writes waiting while a shard has no primary.
 //! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
 //! - [`route`]: which node serves a request; drains retries and releases held writes.
@@ -16,6 +18,7 @@
 pub mod backend;
 pub mod dedicated;
 pub mod error;
+pub mod fault;
 pub mod hold;
 pub mod pool;
 pub mod route;

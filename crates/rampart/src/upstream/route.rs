@@ -173,6 +173,17 @@ pub fn send(
         });
         return 0;
     };
+    let sink = if crate::upstream::fault::any() {
+        match crate::upstream::fault::find(&rt.conf.name, &rt.shards[shard].name, &node, bytes) {
+            Some(f) => match crate::upstream::fault::apply(&f, sink, deadline, &node) {
+                Some(s) => s,
+                None => return node.id,
+            },
+            None => sink,
+        }
+    } else {
+        sink
+    };
     let sink = if ha {
         with_resend(sink, wp, shard, bytes, access == Access::Write, client)
     } else {

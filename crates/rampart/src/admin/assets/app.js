@@ -282,10 +282,23 @@ function renderEvents(snap) {
   document.getElementById("events").replaceChildren(...(events.length ? events : [el("li", { class: "muted" }, "no events yet")]));
 }
 
+function renderFaults(snap) {
+  const faults = (snap.faults || []).map((f) =>
+    el("li", { class: "event fault", "data-fault": String(f.id) },
+      el("span", { class: "kind bad-text" }, f.kind + (f.kind === "delay" ? " " + f.delay_ms + " ms" : "") +
+        (f.kind === "error" ? " " + f.error : "")), " ",
+      el("span", { class: "where" }, [f.pool, f.shard, f.node, f.command].filter((x) => x).join(" / ")), " ",
+      el("span", { class: "msg" }, "share " + f.share + " · " + fmtNum(f.hits) + " requests · ends in " +
+        Math.ceil(f.remaining_ms / 1000) + " s (#" + f.id + ")")));
+  document.getElementById("faults").replaceChildren(...faults);
+  document.getElementById("faults-panel").hidden = faults.length === 0;
+}
+
 function render(snap, hist) {
   renderHeader(snap, hist);
   renderSummary(snap, hist);
   document.getElementById("pools").replaceChildren(...snap.pools.map((p) => renderPool(p, hist)));
+  renderFaults(snap);
   renderEvents(snap);
   renderCommands(hist);
   const st = document.getElementById("status");
