@@ -190,6 +190,16 @@ impl Pool {
             &n.auto_eject_hosts,
             bool::to_string,
         );
+        c.field("cache", &o.cache, &n.cache, bool::to_string);
+        c.field("fail_open", &o.fail_open, &n.fail_open, |f| match f {
+            None => "off".into(),
+            Some(f) => format!(
+                "{} after {}, writes {:?}",
+                dur(f.timeout),
+                f.after,
+                f.writes
+            ),
+        });
         c.field(
             "server_retry_timeout",
             &o.server_retry_timeout,

@@ -32,6 +32,12 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "client_output_hard",
     "max_inflight_per_client",
     "max_dedicated_connections",
+    // Cache pools that fail open (see `cache_keys`).
+    "cache",
+    "fail_open",
+    "fail_open_timeout",
+    "fail_open_after",
+    "fail_open_writes",
     // High availability (see `shards` and `ha_keys`).
     "shards",
     "primary",

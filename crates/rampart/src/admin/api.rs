@@ -90,6 +90,12 @@ pub struct ShardJson {
     switch_state: String,
     failovers: u64,
     switchovers: u64,
+    /// Its circuit is open (a cache pool with `fail_open`).
+    circuit_open: bool,
+    /// Reads answered as a miss by failing open.
+    fail_open_misses: i64,
+    /// Writes dropped by failing open.
+    fail_open_drops: i64,
     nodes: Vec<NodeJson>,
 }
 
@@ -204,6 +210,9 @@ fn shard_json(s: &ShardSnap) -> ShardJson {
         switch_state: s.switch_state.clone(),
         failovers: s.failovers,
         switchovers: s.switchovers,
+        circuit_open: s.circuit_open,
+        fail_open_misses: s.fail_open_misses,
+        fail_open_drops: s.fail_open_drops,
         nodes: s.nodes.iter().map(node_json).collect(),
     }
 }

@@ -62,6 +62,9 @@ families! {
     SHARD_SWITCHING = ("rampart_shard_switchover_running", "gauge", "1 while a planned switchover holds the shard's writes.");
     SHARD_FAILOVERS = ("rampart_shard_failovers_total", "counter", "Primary changes of the shard made by Sentinel (the first primary it names is not one).");
     SHARD_SWITCHOVERS = ("rampart_shard_switchovers_total", "counter", "Planned switchovers of the shard that completed.");
+    SHARD_CIRCUIT = ("rampart_shard_circuit_open", "gauge", "1 while the shard's circuit is open (a cache pool with fail_open): its requests are answered without it until a health check gets a reply.");
+    FAIL_OPEN_MISSES = ("rampart_fail_open_misses_total", "counter", "Reads of the shard answered as a miss because it could not answer (circuit open, or no reply within fail_open_timeout).");
+    FAIL_OPEN_DROPS = ("rampart_fail_open_drops_total", "counter", "Writes to the shard answered as if they had succeeded (fail_open_writes: drop) because it could not answer.");
     NODE_ROLE = ("rampart_node_role", "gauge", "Always 1; role is the node's role in the shard view (primary or replica), seen is what its last ROLE reply said, status is its state in one word (up, down, ejected, maintenance, out).");
     NODE_UP = ("rampart_node_up", "gauge", "1 when the node passes its health checks (twemproxy pools: its last connection or request on live traffic did not fail) and Sentinel does not list it down.");
     NODE_ROUTABLE = ("rampart_node_routable", "gauge", "1 when the node may receive new requests (up, not ejected, not in maintenance).");
@@ -249,12 +252,15 @@ fn pools(o: &mut Out, shared: &Shared, snap: &Snapshot) {
 
 fn shards(o: &mut Out, snap: &Snapshot) {
     type Get<'x> = &'x dyn Fn(&ShardSnap) -> f64;
-    let gauges: [(&Family, Get<'_>); 5] = [
+    let gauges: [(&Family, Get<'_>); 8] = [
         (&SHARD_WRITABLE, &|s| b(s.writable)),
         (&SHARD_EJECTED, &|s| b(s.ejected)),
         (&SHARD_SWITCHING, &|s| b(s.switching)),
         (&SHARD_FAILOVERS, &|s| s.failovers as f64),
         (&SHARD_SWITCHOVERS, &|s| s.switchovers as f64),
+        (&SHARD_CIRCUIT, &|s| b(s.circuit_open)),
+        (&FAIL_OPEN_MISSES, &|s| s.fail_open_misses as f64),
+        (&FAIL_OPEN_DROPS, &|s| s.fail_open_drops as f64),
     ];
     for (f, get) in gauges {
         o.head(f);

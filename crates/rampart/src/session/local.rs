@@ -688,7 +688,7 @@ fn pools_section(t: &mut String, shared: &Shared) {
             }
             let _ = write!(
                 t,
-                "{}:primary={},writable={},nodes={},ejected={},switching={},failovers={},switchovers={},reason={}\r\n",
+                "{}:primary={},writable={},nodes={},ejected={},switching={},failovers={},switchovers={},circuit_open={},fail_open_misses={},fail_open_drops={},reason={}\r\n",
                 info_key(&["shard", ps.name(), &s.name]),
                 s.primary.as_deref().unwrap_or("none"),
                 u8::from(s.writable),
@@ -697,6 +697,9 @@ fn pools_section(t: &mut String, shared: &Shared) {
                 u8::from(s.switching),
                 s.failovers,
                 s.switchovers,
+                u8::from(s.circuit_open),
+                s.fail_open_misses,
+                s.fail_open_drops,
                 info_text(&s.reason),
             );
             for n in &s.nodes {

@@ -60,6 +60,8 @@ pub struct ShardRt {
     pub switch_state: std::sync::Mutex<String>,
     failovers: AtomicU64,
     switchovers: AtomicU64,
+    /// Its circuit and fail-open counters (cache pools with `fail_open`).
+    pub circuit: crate::topology::circuit::Circuit,
 }
 
 /// A planned switchover holds the shard's writes.
@@ -307,6 +309,7 @@ impl PoolRt {
                     switch_state: std::sync::Mutex::new(String::new()),
                     failovers: counted(ShardRt::failovers),
                     switchovers: counted(ShardRt::switchovers),
+                    circuit: crate::topology::circuit::Circuit::new(workers),
                 }
             })
             .collect();

@@ -150,6 +150,13 @@ pub struct ShardSnap {
     pub failovers: u64,
     /// Planned switchovers completed.
     pub switchovers: u64,
+    /// Its circuit is open (a cache pool that fails open): its requests are answered
+    /// without it.
+    pub circuit_open: bool,
+    /// Reads answered as a miss by failing open, since start.
+    pub fail_open_misses: i64,
+    /// Writes dropped by failing open, since start.
+    pub fail_open_drops: i64,
     /// Its nodes, primary first as in the view.
     pub nodes: Vec<NodeSnap>,
 }
@@ -308,6 +315,9 @@ fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
         switch_state: s.switch_state.lock().map(|x| x.clone()).unwrap_or_default(),
         failovers: s.failovers(),
         switchovers: s.switchovers(),
+        circuit_open: s.circuit.is_open(),
+        fail_open_misses: s.circuit.misses(),
+        fail_open_drops: s.circuit.drops(),
         nodes,
     }
 }

@@ -8,6 +8,8 @@
 //! - [`backend`]: one pipelined connection from a worker to a node: deadlines, back-off.
 //! - [`dedicated`]: connections a session borrows for itself (blocking commands), bounded
 //!   per pool and worker, reused only after a complete reply.
+//! - [`failopen`]: a cache pool's answer (a miss, a dropped write) for a shard that cannot
+//!   answer within `fail_open_timeout` or whose circuit is open.
 //! - [`fault`]: faults the operator injects into live traffic (delay, error, black hole,
 //!   reset), checked with one relaxed load per request while none is active.
 //! - [`hold`]: writes waiting while a shard has no primary.
@@ -18,6 +20,7 @@
 pub mod backend;
 pub mod dedicated;
 pub mod error;
+pub mod failopen;
 pub mod fault;
 pub mod hold;
 pub mod pool;

@@ -143,6 +143,11 @@ pub fn send(
     exclude: Option<u64>,
 ) -> u64 {
     let rt = &wp.rt;
+    if rt.conf.fail_open.is_some() && rt.shards[shard].circuit.is_open() {
+        let write = access == Access::Write;
+        crate::upstream::failopen::answer_open(rt, shard, wp.worker, sink, bytes, write);
+        return 0;
+    }
     let view = rt.shards[shard].view();
     let ha = rt.checked;
     let node = match access {
@@ -172,6 +177,12 @@ pub fn send(
             Failure::NoReadNode { shard }
         });
         return 0;
+    };
+    let sink = if rt.conf.fail_open.is_some() {
+        let write = access == Access::Write;
+        crate::upstream::failopen::guard(rt, shard, wp.worker, sink, bytes, write)
+    } else {
+        sink
     };
     let sink = if crate::upstream::fault::any() {
         match crate::upstream::fault::find(&rt.conf.name, &rt.shards[shard].name, &node, bytes) {

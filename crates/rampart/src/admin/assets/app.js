@@ -193,7 +193,10 @@ function renderPool(p, hist) {
       el("th", { colSpan: 12, scope: "rowgroup" }, "shard ", s.name,
         shardState ? el("span", { class: "badge down" }, shardState) : null,
         s.reason ? el("span", { class: "muted note" }, " ", s.reason) : null,
-        s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null)));
+        s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null,
+        s.circuit_open ? el("span", { class: "badge down", "data-circuit": "open" }, "CIRCUIT OPEN") : null,
+        s.fail_open_misses || s.fail_open_drops ? el("span", { class: "muted note" }, " failed open: ",
+          fmtNum(s.fail_open_misses), " misses, ", fmtNum(s.fail_open_drops), " dropped writes") : null)));
     for (const n of s.nodes) {
       const h = byNode.get(key(p.name, s.name, n.addr));
       const ops = h ? last(h.ops_per_s) : null;
