@@ -12,8 +12,9 @@
 //!   traffic it is up, never observed (`last_check_age_ms` is `None`).
 //!
 //! Readiness, per pool:
-//! - a cache pool (`auto_eject_hosts: true`) is ready while at least one shard can take
-//!   requests, since the ring moves a dead server's keys to the others;
+//! - a cache pool (`cache: true`, by default `auto_eject_hosts: true`) is ready while at
+//!   least one shard can take requests, since the ring moves a dead server's keys to the
+//!   others (or `fail_open` answers misses for it);
 //! - any other pool is ready when every shard can take writes (a writable primary, or a
 //!   planned switchover holding its writes for a moment).
 
@@ -168,7 +169,8 @@ pub struct PoolSnap {
     pub pool: Arc<PoolRt>,
     /// Its kind.
     pub kind: PoolKind,
-    /// `auto_eject_hosts`: keys move off dead shards, so it is ready while any shard serves.
+    /// `cache` (by default `auto_eject_hosts`): its data may be lost, so it is ready while any
+    /// shard serves.
     pub cache: bool,
     /// Ready by the rules of the module documentation.
     pub ready: bool,
@@ -235,7 +237,7 @@ fn kind(p: &PoolRt) -> PoolKind {
 
 fn pool(p: &Arc<PoolRt>) -> PoolSnap {
     let shards: Vec<ShardSnap> = p.shards.iter().map(|s| shard(p, s)).collect();
-    let cache = p.conf.auto_eject_hosts;
+    let cache = p.conf.cache;
     let not_ready: Vec<String> = if cache {
         if shards.iter().any(|s| s.writable) {
             Vec::new()
