@@ -201,6 +201,25 @@ fn a_delay_fault_shows_in_latency_and_keeps_the_servers_order() {
     assert_eq!(r.metric("rampart_faults_active{kind=\"delay\"}"), Some(0.0));
     let (status, _) = http(r.admin, "DELETE", &format!("/api/faults/{id}"), "");
     assert_eq!(status, 404, "deleted twice");
+
+    // A distribution: 50 ms plus up to 100 ms drawn per request.
+    r.fault(&format!(
+        r#"{{"pool":"{POOL}","command":"SET","kind":"delay","delay_ms":50,"jitter_ms":100,"duration_s":60}}"#
+    ));
+    let sets: Vec<Duration> = (0..20)
+        .map(|i| {
+            let (t, reply) = timed(&mut c, &["SET", "k", &i.to_string()]);
+            assert_eq!(reply, Reply::ok());
+            t
+        })
+        .collect();
+    let (lo, hi) = (
+        sets.iter().min().copied().unwrap_or_default(),
+        sets.iter().max().copied().unwrap_or_default(),
+    );
+    println!("SET with a 50 ms + up to 100 ms delay: {lo:?} to {hi:?}");
+    assert!(lo >= Duration::from_millis(50), "{sets:?}");
+    assert!(hi - lo >= Duration::from_millis(10), "no spread: {sets:?}");
 }
 
 #[test]

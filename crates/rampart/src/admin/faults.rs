@@ -30,6 +30,8 @@ pub struct FaultReq {
     kind: String,
     /// For `delay`: milliseconds added to each reply.
     delay_ms: Option<u64>,
+    /// For `delay`: up to this many milliseconds more, drawn uniformly per request.
+    jitter_ms: Option<u64>,
     /// For `error`: the error reply without its `-` (`ERR injected`).
     error: Option<String>,
     /// Share of the matching requests, `(0, 1]`; 1 when absent.
@@ -50,6 +52,7 @@ pub struct FaultJson {
     command: Option<String>,
     kind: &'static str,
     delay_ms: Option<u64>,
+    jitter_ms: Option<u64>,
     error: Option<String>,
     share: f64,
     duration_s: u64,
@@ -72,7 +75,11 @@ pub fn json(f: &Fault) -> FaultJson {
         command: s.command.clone(),
         kind: s.kind.name(),
         delay_ms: match s.kind {
-            Kind::Delay(d) => Some(d.as_millis() as u64),
+            Kind::Delay { base, .. } => Some(base.as_millis() as u64),
+            _ => None,
+        },
+        jitter_ms: match s.kind {
+            Kind::Delay { jitter, .. } => Some(jitter.as_millis() as u64),
             _ => None,
         },
         error: match &s.kind {
@@ -134,11 +141,17 @@ fn spec(st: &AdminState, req: FaultReq) -> Result<Spec, ApiError> {
         }
         c => c.map(|c| c.to_ascii_uppercase()),
     };
+    if req.jitter_ms.is_some() && req.kind != "delay" {
+        return Err(bad("jitter_ms only applies to a delay fault"));
+    }
     let kind = match req.kind.as_str() {
-        "delay" => Kind::Delay(Duration::from_millis(
-            req.delay_ms
-                .ok_or_else(|| bad("a delay fault needs delay_ms"))?,
-        )),
+        "delay" => Kind::Delay {
+            base: Duration::from_millis(
+                req.delay_ms
+                    .ok_or_else(|| bad("a delay fault needs delay_ms"))?,
+            ),
+            jitter: Duration::from_millis(req.jitter_ms.unwrap_or(0)),
+        },
         "error" => Kind::Error(
             req.error
                 .ok_or_else(|| bad("an error fault needs error (the reply's text)"))?,

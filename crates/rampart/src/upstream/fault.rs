@@ -45,8 +45,14 @@ pub const MAX_ERROR_LEN: usize = 512;
 /// What a fault does to a request it matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// The reply reaches the client this much later (the request is sent at once).
-    Delay(Duration),
+    /// The reply reaches the client `base` later, plus a uniformly drawn part of `jitter`
+    /// (the request is sent at once).
+    Delay {
+        /// Added to every matching reply.
+        base: Duration,
+        /// Up to this much more, drawn per request (zero: a fixed delay).
+        jitter: Duration,
+    },
     /// The client gets `-<text>` and nothing is sent.
     Error(String),
     /// Nothing is sent and nothing answers until the request's deadline (the pool
@@ -60,7 +66,7 @@ impl Kind {
     /// `delay`, `error`, `blackhole` or `reset`.
     pub fn name(&self) -> &'static str {
         match self {
-            Kind::Delay(_) => "delay",
+            Kind::Delay { .. } => "delay",
             Kind::Error(_) => "error",
             Kind::Blackhole => "blackhole",
             Kind::Reset => "reset",
@@ -97,7 +103,7 @@ pub enum FaultError {
     #[error("share must be greater than 0 and at most 1")]
     Share,
     /// A delay of 0 or over the cap.
-    #[error("delay_ms must be between 1 and {}", MAX_DELAY.as_millis())]
+    #[error("delay_ms must be between 1 and {0}, jitter_ms at most {0}", MAX_DELAY.as_millis())]
     Delay,
     /// An error text that is empty, too long or has a line break.
     #[error("error must be 1 to {MAX_ERROR_LEN} bytes on one line, e.g. \"ERR injected\"")]
@@ -175,7 +181,11 @@ pub fn add(spec: Spec) -> Result<Arc<Fault>, FaultError> {
         return Err(FaultError::Share);
     }
     match &spec.kind {
-        Kind::Delay(d) if d.is_zero() || *d > MAX_DELAY => return Err(FaultError::Delay),
+        Kind::Delay { base, jitter }
+            if base.is_zero() || *base > MAX_DELAY || *jitter > MAX_DELAY =>
+        {
+            return Err(FaultError::Delay)
+        }
         Kind::Error(t)
             if t.is_empty()
                 || t.len() > MAX_ERROR_LEN
@@ -292,7 +302,14 @@ fn command_name(request: &[u8]) -> &[u8] {
 /// sink (a delay), `None` when the fault answered (or will answer) it instead.
 pub fn apply(fault: &Fault, sink: Sink, deadline: Instant, node: &NodeRt) -> Option<Sink> {
     match &fault.spec.kind {
-        Kind::Delay(d) => Some(delayed(sink, *d, deadline)),
+        Kind::Delay { base, jitter } => {
+            let extra = crate::rand::below(jitter.as_micros() as u64 + 1);
+            Some(delayed(
+                sink,
+                *base + Duration::from_micros(extra),
+                deadline,
+            ))
+        }
         Kind::Error(text) => {
             sink.deliver(format!("-{text}\r\n").as_bytes());
             None
@@ -380,7 +397,14 @@ mod tests {
             Some(FaultError::Duration)
         );
         assert_eq!(
-            add(spec(Kind::Delay(Duration::ZERO), 1)).err(),
+            add(spec(
+                Kind::Delay {
+                    base: Duration::ZERO,
+                    jitter: Duration::ZERO
+                },
+                1
+            ))
+            .err(),
             Some(FaultError::Delay)
         );
         assert_eq!(
