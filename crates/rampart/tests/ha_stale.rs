@@ -1,6 +1,6 @@
 //! Reads while the primary is down: a replica whose replication link is down because its
 //! primary died keeps serving reads (stale) for at most `max_stale`, counted per node; a
-//! replica in a full sync never serves.
+//! replica in a full sync or loading its data set never serves.
 //!
 //! Each test prints what it measured; run with
 //! `cargo test -p rampart --test ha_stale -- --nocapture` to see them.
@@ -271,4 +271,75 @@ fn a_replica_in_a_full_sync_never_serves_reads() {
         0,
         "{stale:?}"
     );
+}
+
+#[test]
+fn a_replica_loading_its_data_never_serves_reads() {
+    let primary = RedisServer::start();
+    let port = primary.port().to_string();
+    // Loads its data set slowly (10 ms per key), answering LOADING now and then meanwhile.
+    let mut loading = RedisServer::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+        "--key-load-delay",
+        "10000",
+        "--loading-process-events-interval-bytes",
+        "1024",
+    ]);
+    loading.wait_replication_up(Duration::from_secs(10));
+    let other = RedisServer::start_replica_of(&primary);
+    let addrs = vec![loading.addr(), other.addr()];
+    let proxy = HaProxy::start(&short_form(
+        &primary.addr(),
+        &addrs,
+        &format!("  read_policy: prefer-replica\n{FAST_CHECKS}"),
+    ));
+    let mut all = vec![primary.addr()];
+    all.extend(addrs.iter().cloned());
+    proxy.wait_up(&all, Duration::from_secs(5));
+    let keys = preload(&proxy.addr(), 300, &[&loading, &other]);
+    assert_eq!(loading.cmd(&["SAVE"]), Reply::ok());
+
+    // Restarted, it loads the 300 keys it saved for about 3 s.
+    let addr = loading.addr();
+    let restarting = std::thread::spawn(move || {
+        loading.restart();
+        loading
+    });
+    let seen = poll_until(Duration::from_secs(5), || {
+        let mut c = Client::try_connect(&addr).ok()?;
+        match c.try_cmd(&["INFO", "persistence"]).ok()? {
+            Reply::Bulk(Some(b)) if String::from_utf8_lossy(&b).contains("loading:1") => Some(()),
+            _ => None,
+        }
+    });
+    assert!(
+        seen.is_some(),
+        "the restarted replica was never seen loading"
+    );
+    let mut p = Client::connect(&proxy.addr());
+    let mut served = 0;
+    for (k, v) in keys.iter() {
+        assert_eq!(p.cmd(&["GET", k]), Reply::bulk(v), "a read during the load");
+        served += 1;
+    }
+    let state = proxy.node(&addr);
+    println!("{served} GETs while a replica loads; the proxy says of it: {state:?}");
+    assert!(
+        state.as_ref().is_some_and(|n| n.status != "up"),
+        "the loading replica is in rotation: {state:?}"
+    );
+    let still = Client::try_connect(&addr)
+        .ok()
+        .and_then(|mut c| c.try_cmd(&["INFO", "persistence"]).ok());
+    assert!(
+        matches!(&still, Some(Reply::Bulk(Some(b))) if String::from_utf8_lossy(b).contains("loading:1")),
+        "the load ended during the reads: {still:?}"
+    );
+    let loading = restarting
+        .join()
+        .unwrap_or_else(|_| panic!("restart panicked"));
+    // Loaded, it comes back.
+    proxy.wait_up(&[loading.addr()], Duration::from_secs(10));
 }
