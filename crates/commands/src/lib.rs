@@ -13,6 +13,7 @@
 //! - `keys.rs`: key positions of one call ([`Command::key_indices`]).
 //! - `encode.rs`: `COMMAND INFO` / `COMMAND DOCS` replies ([`encode_info`], [`encode_docs`]).
 //! - `types.rs`: flag sets, key specs, documented arguments.
+//! - [`miss`]: what a cache pool that fails open answers per command.
 //!
 //! # Example
 //! ```
@@ -34,6 +35,7 @@ mod encode;
 mod generated;
 pub mod class;
 mod keys;
+pub mod miss;
 mod types;
 
 pub use class::{Merge, Route};

@@ -191,6 +191,16 @@ impl Pool {
             &n.auto_eject_hosts,
             bool::to_string,
         );
+        c.field("cache", &o.cache, &n.cache, bool::to_string);
+        c.field("fail_open", &o.fail_open, &n.fail_open, |f| match f {
+            None => "off".into(),
+            Some(f) => format!(
+                "{} after {}, writes {:?}",
+                dur(f.timeout),
+                f.after,
+                f.writes
+            ),
+        });
         c.field(
             "server_retry_timeout",
             &o.server_retry_timeout,
@@ -251,6 +261,7 @@ impl Pool {
             &n.max_replica_lag,
             |d| dur(*d),
         );
+        c.field("max_stale", &o.max_stale, &n.max_stale, |d| dur(*d));
         c.field("zone", &o.zone, &n.zone, opt);
         c.health(&o.health, &n.health);
         c.field(

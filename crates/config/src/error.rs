@@ -394,6 +394,15 @@ pub enum Problem {
     /// A node address given in a Sentinel pool.
     #[error("{0}: a Sentinel pool takes node addresses from Sentinel only; remove it (shards name masters: name and weight only)")]
     SentinelAddresses(&'static str),
+    /// A fail-open setting in a pool without `fail_open: true`.
+    #[error("{0}: only applies with fail_open: true")]
+    NeedsFailOpen(&'static str),
+    /// `fail_open: true` in a pool that is not a cache.
+    #[error("fail_open: only a cache pool may answer misses for a shard that cannot answer (add cache: true, or auto_eject_hosts: true)")]
+    FailOpenNeedsCache,
+    /// `fail_open_writes:` is neither `error` nor `drop`.
+    #[error("fail_open_writes: {0:?} is not error or drop")]
+    BadFailOpenWrites(String),
     /// A Sentinel-only key in a pool without `sentinels:`.
     #[error("{0}: only applies to a Sentinel pool (add sentinels:)")]
     NeedsSentinels(&'static str),

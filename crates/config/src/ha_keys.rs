@@ -24,6 +24,7 @@ pub(crate) struct HaSettings {
     pub read_policy: ReadPolicy,
     pub read_your_writes: Option<Duration>,
     pub max_replica_lag: Duration,
+    pub max_stale: Duration,
     pub zone: Option<String>,
     pub health: HealthCheck,
     pub eject_after: u32,
@@ -55,6 +56,10 @@ impl Fields<'_> {
                 .duration(get, "read_your_writes")?
                 .filter(|d| !d.is_zero()),
             max_replica_lag: self.positive(get, "max_replica_lag", defaults::MAX_REPLICA_LAG)?,
+            // Zero is accepted: a replica whose link is down never serves.
+            max_stale: self
+                .duration(get, "max_stale")?
+                .unwrap_or(defaults::MAX_STALE),
             zone: self.zone(get, "zone")?,
             health: self.health(get)?,
             eject_after: self

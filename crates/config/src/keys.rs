@@ -37,6 +37,12 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "pubsub_output_soft",
     "pubsub_output_soft_time",
     "max_subscriptions_per_client",
+    // Cache pools that fail open (see `cache_keys`).
+    "cache",
+    "fail_open",
+    "fail_open_timeout",
+    "fail_open_after",
+    "fail_open_writes",
     // High availability (see `shards` and `ha_keys`).
     "shards",
     "primary",
@@ -49,6 +55,7 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "read_policy",
     "read_your_writes",
     "max_replica_lag",
+    "max_stale",
     "zone",
     "health_check",
     "eject_after",

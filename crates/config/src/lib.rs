@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod addr;
+mod cache_keys;
 mod diff;
 mod error;
 mod ha;
@@ -47,6 +48,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use addr::{Listen, Server, ServerAddr, MAX_SOCKET_PATH};
+pub use cache_keys::{FailOpen, FailOpenWrites, FAIL_OPEN_AFTER, FAIL_OPEN_TIMEOUT};
 pub use error::{AddrError, ConfigError, ListenKey, Problem};
 pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
@@ -97,6 +99,10 @@ pub struct Pool {
     pub auto_eject_hosts: bool,
     /// How long an ejected server stays out before it is tried again.
     pub server_retry_timeout: Duration,
+    /// rampart: the pool is a cache (its data may be lost); default `auto_eject_hosts`.
+    pub cache: bool,
+    /// rampart: how the cache fails open when a shard cannot answer; `None`: it does not.
+    pub fail_open: Option<FailOpen>,
     /// Consecutive failures that eject a server (0 behaves like 1, as in twemproxy).
     pub server_failure_limit: u32,
     /// Enable TCP keepalive on backend connections.
@@ -133,6 +139,10 @@ pub struct Pool {
     pub read_your_writes: Option<Duration>,
     /// rampart: a replica lagging its primary by more than this leaves the read rotation.
     pub max_replica_lag: Duration,
+    /// rampart: a replica whose replication link is down (its primary unreachable) keeps
+    /// serving reads while the link has been down for at most this long
+    /// (`master_link_down_since_seconds`); zero: never with the link down.
+    pub max_stale: Duration,
     /// rampart: the proxy's own zone for this pool; reads prefer nodes in it.
     pub zone: Option<String>,
     /// rampart: active health checks.
@@ -309,6 +319,8 @@ pub mod defaults {
     pub const READ_POLICY: crate::ReadPolicy = crate::ReadPolicy::Primary;
     /// `max_replica_lag`: 10 s.
     pub const MAX_REPLICA_LAG: Duration = Duration::from_secs(10);
+    /// `max_stale`: 30 s.
+    pub const MAX_STALE: Duration = Duration::from_secs(30);
     /// `health_check.interval`: 200 ms.
     pub const HEALTH_INTERVAL: Duration = Duration::from_millis(200);
     /// `health_check.timeout`: 250 ms.

@@ -131,6 +131,8 @@ impl Fields<'_> {
         let write_listen = self.listen(get, ListenKey::WriteListen)?;
         let backends = self.backends(get)?;
         let ha = self.ha_settings(get)?;
+        let auto_eject_hosts = self.flag(get, "auto_eject_hosts", defaults::AUTO_EJECT_HOSTS)?;
+        let (cache, fail_open) = self.cache_settings(get, auto_eject_hosts)?;
         let (timeout, timeout_from_file) = match self.duration(get, "timeout")? {
             Some(t) if t.is_zero() => {
                 let pos = self.text(get, "timeout")?.map_or(self.at, |(_, p)| p);
@@ -164,7 +166,9 @@ impl Fields<'_> {
             max_dedicated_connections: self
                 .number(get, "max_dedicated_connections", 1, 1_000_000)?
                 .map_or(defaults::MAX_DEDICATED_CONNECTIONS, narrow),
-            auto_eject_hosts: self.flag(get, "auto_eject_hosts", defaults::AUTO_EJECT_HOSTS)?,
+            auto_eject_hosts,
+            cache,
+            fail_open,
             server_retry_timeout: self
                 .duration(get, "server_retry_timeout")?
                 .unwrap_or(defaults::SERVER_RETRY_TIMEOUT),
@@ -184,6 +188,7 @@ impl Fields<'_> {
             read_policy: ha.read_policy,
             read_your_writes: ha.read_your_writes,
             max_replica_lag: ha.max_replica_lag,
+            max_stale: ha.max_stale,
             zone: ha.zone,
             health: ha.health,
             eject_after: ha.eject_after,

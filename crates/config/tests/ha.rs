@@ -270,6 +270,7 @@ p:
   read_policy: least-outstanding
   read_your_writes: 1500ms
   max_replica_lag: 2s
+  max_stale: 5s
   zone: eu-1a
   health_check:
     interval: 1s
@@ -305,6 +306,7 @@ fn every_ha_key_is_read() {
     assert_eq!(pool.read_policy, ReadPolicy::LeastOutstanding);
     assert_eq!(pool.read_your_writes, Some(Duration::from_millis(1500)));
     assert_eq!(pool.max_replica_lag, Duration::from_secs(2));
+    assert_eq!(pool.max_stale, Duration::from_secs(5));
     assert_eq!(pool.zone.as_deref(), Some("eu-1a"));
     assert_eq!(
         pool.health,
@@ -333,6 +335,7 @@ fn absent_ha_keys_get_documented_defaults() {
     assert_eq!(pool.read_policy, ReadPolicy::Primary);
     assert_eq!(pool.read_your_writes, None);
     assert_eq!(pool.max_replica_lag, Duration::from_secs(10));
+    assert_eq!(pool.max_stale, Duration::from_secs(30));
     assert_eq!(pool.zone, None);
     assert_eq!(pool.health, HealthCheck::default());
     assert_eq!(pool.health.interval, Duration::from_millis(200));

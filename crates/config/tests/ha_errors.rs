@@ -191,6 +191,11 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str)> {
             "nutcracker.yml:4:20: pool \"p\": max_replica_lag: must be greater than 0",
         ),
         (
+            "max_stale not a duration",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  max_stale: a while\n",
+            "nutcracker.yml:4:14: pool \"p\": max_stale: \"a while\" is not a duration (integer milliseconds, or e.g. \"1s 500ms\")",
+        ),
+        (
             "health_check not a mapping",
             "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  health_check: 200ms\n",
             "nutcracker.yml:4:17: pool \"p\": health_check: expected a mapping of keys to values",

@@ -518,3 +518,97 @@ fn the_stats_page_charts_the_history_the_server_keeps() {
         header.html
     );
 }
+
+/// `POST /api/faults` with `body` on the admin port; the status line and body.
+fn inject_fault(admin: u16, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin))
+        .unwrap_or_else(|e| panic!("admin connect: {e}"));
+    let req = format!(
+        "POST /api/faults HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("admin write: {e}"));
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn the_stats_page_shows_replicas_serving_stale_and_injected_faults() {
+    let chromium = chromium();
+    let mut primary = RedisServer::start();
+    let replicas: Vec<RedisServer> = (0..2)
+        .map(|_| RedisServer::start_replica_of(&primary))
+        .collect();
+    for r in &replicas {
+        r.wait_replication_up(Duration::from_secs(10));
+    }
+    let port = free_port();
+    let admin = free_port();
+    let yaml = format!(
+        "stale:\n  listen: 127.0.0.1:{port}\n  redis: true\n  primary: {}\n  replicas:\n    \
+         - {}\n    - {}\n  read_policy: prefer-replica\n  health_check: {{interval: 100ms, \
+         timeout: 100ms}}\n",
+        primary.addr(),
+        replicas[0].addr(),
+        replicas[1].addr()
+    );
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &yaml)
+        .args(["-c", "{dir}/rampart.yml", "-s"])
+        .arg(free_port().to_string())
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .wait_port(port)
+        .start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+    let url = format!("http://127.0.0.1:{admin}/");
+    let mut c = Client::connect(&proxy.addr());
+    let serving = poll_until(DOWN_WITHIN, || {
+        (c.cmd(&["SET", "k", "v"]) == Reply::ok()).then_some(())
+    });
+    assert!(serving.is_some(), "the pool never took a write");
+    let synced = poll_until(DOWN_WITHIN, || {
+        replicas
+            .iter()
+            .all(|r| r.cmd(&["GET", "k"]) == Reply::bulk("v"))
+            .then_some(())
+    });
+    assert!(synced.is_some());
+
+    // The primary dies: the replicas go on serving reads, stale, and the page says so.
+    primary.kill9();
+    let read = poll_until(DOWN_WITHIN, || {
+        thread::sleep(Duration::from_millis(300));
+        (0..20)
+            .all(|_| c.try_cmd(&["GET", "k"]).ok() == Some(Reply::bulk("v")))
+            .then_some(())
+    });
+    assert!(read.is_some(), "reads failed with the primary down");
+    let (dom, ok) = poll_page(&url, DOWN_WITHIN, |dom| {
+        dom.matches("data-stale=\"1\"").count() == 2
+    });
+    assert!(
+        ok,
+        "{} does not show both replicas serving stale; DOM:\n{dom}",
+        chromium.display()
+    );
+    assert!(dom.contains("stale reads"), "{dom}");
+
+    // A fault injected through the API is listed, and leaves the page when it ends.
+    let answer = inject_fault(
+        admin,
+        r#"{"pool":"stale","command":"GET","kind":"error","error":"ERR drill","duration_s":3}"#,
+    );
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let (dom, ok) = poll_page(&url, DOWN_WITHIN, |dom| dom.contains("data-fault=\""));
+    assert!(ok, "the fault is not on the page; DOM:\n{dom}");
+    assert!(dom.contains("ERR drill"), "{dom}");
+    let (dom, ok) = poll_page(&url, DOWN_WITHIN, |dom| !dom.contains("data-fault=\""));
+    assert!(
+        ok,
+        "the fault stayed on the page after it ended; DOM:\n{dom}"
+    );
+}

@@ -50,6 +50,12 @@ pub struct NodeJson {
     replica_usable: bool,
     lag_ms: Option<u64>,
     lag_bytes: Option<u64>,
+    /// Serving reads with its replication link down (within `max_stale`).
+    stale: bool,
+    /// Unix time (s) its replication link went down; `null` while up.
+    stale_since: Option<u64>,
+    /// Reads sent to it while stale, since start.
+    reads_stale: i64,
     maintenance: bool,
     ejected: bool,
     ejections: u32,
@@ -86,6 +92,12 @@ pub struct ShardJson {
     switchovers: u64,
     /// Worker subscriber connections of the shard opened again and resubscribed.
     pubsub_resubscriptions: u64,
+    /// Its circuit is open (a cache pool with `fail_open`).
+    circuit_open: bool,
+    /// Reads answered as a miss by failing open.
+    fail_open_misses: i64,
+    /// Writes dropped by failing open.
+    fail_open_drops: i64,
     nodes: Vec<NodeJson>,
 }
 
@@ -139,6 +151,8 @@ pub struct Topology {
     ready: bool,
     pools: Vec<PoolJson>,
     events: Vec<crate::observe::events::Event>,
+    /// Faults injected into live traffic now (as `GET /api/faults` lists them).
+    faults: Vec<super::faults::FaultJson>,
 }
 
 fn node_json(n: &NodeSnap) -> NodeJson {
@@ -164,6 +178,9 @@ fn node_json(n: &NodeSnap) -> NodeJson {
         replica_usable: n.replica_usable,
         lag_ms: n.lag_ms,
         lag_bytes: n.lag_bytes,
+        stale: n.stale,
+        stale_since: n.stale_since,
+        reads_stale: n.stale_reads,
         maintenance: n.maintenance,
         ejected: n.ejected,
         ejections: n.ejections,
@@ -196,6 +213,9 @@ fn shard_json(s: &ShardSnap) -> ShardJson {
         failovers: s.failovers,
         switchovers: s.switchovers,
         pubsub_resubscriptions: s.resubscriptions,
+        circuit_open: s.circuit_open,
+        fail_open_misses: s.fail_open_misses,
+        fail_open_drops: s.fail_open_drops,
         nodes: s.nodes.iter().map(node_json).collect(),
     }
 }
@@ -256,6 +276,10 @@ pub async fn topology(State(st): St) -> Json<Topology> {
         ready: snap.ready(),
         pools,
         events: crate::observe::events::recent(),
+        faults: crate::upstream::fault::active()
+            .iter()
+            .map(|f| super::faults::json(f))
+            .collect(),
     })
 }
 

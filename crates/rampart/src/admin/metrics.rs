@@ -63,10 +63,16 @@ families! {
     SHARD_FAILOVERS = ("rampart_shard_failovers_total", "counter", "Primary changes of the shard made by Sentinel (the first primary it names is not one).");
     SHARD_SWITCHOVERS = ("rampart_shard_switchovers_total", "counter", "Planned switchovers of the shard that completed.");
     PUBSUB_RESUBSCRIPTIONS = ("rampart_pubsub_resubscriptions_total", "counter", "Worker subscriber connections of the shard opened again after a break or a switch of node, which subscribed every channel and pattern they held again.");
+    SHARD_CIRCUIT = ("rampart_shard_circuit_open", "gauge", "1 while the shard's circuit is open (a cache pool with fail_open): its requests are answered without it until a health check gets a reply.");
+    FAIL_OPEN_MISSES = ("rampart_fail_open_misses_total", "counter", "Reads of the shard answered as a miss because it could not answer (circuit open, or no reply within fail_open_timeout).");
+    FAIL_OPEN_DROPS = ("rampart_fail_open_drops_total", "counter", "Writes to the shard answered as if they had succeeded (fail_open_writes: drop) because it could not answer.");
     NODE_ROLE = ("rampart_node_role", "gauge", "Always 1; role is the node's role in the shard view (primary or replica), seen is what its last ROLE reply said, status is its state in one word (up, down, ejected, maintenance, out).");
     NODE_UP = ("rampart_node_up", "gauge", "1 when the node passes its health checks (twemproxy pools: its last connection or request on live traffic did not fail) and Sentinel does not list it down.");
     NODE_ROUTABLE = ("rampart_node_routable", "gauge", "1 when the node may receive new requests (up, not ejected, not in maintenance).");
-    NODE_REPLICA_USABLE = ("rampart_node_replica_usable", "gauge", "1 when the node is a replica in the read rotation (link up, no sync, lag within max_replica_lag).");
+    NODE_REPLICA_USABLE = ("rampart_node_replica_usable", "gauge", "1 when the node is a replica in the read rotation (no sync, and link up with lag within max_replica_lag, or link down for at most max_stale).");
+    NODE_STALE = ("rampart_node_stale", "gauge", "1 while the node is a replica serving reads with its replication link down (within max_stale): its reads may miss its primary's latest writes.");
+    NODE_LINK_DOWN = ("rampart_node_replication_link_down_seconds", "gauge", "Seconds the replica's replication link had been down at its last check (absent while the link is up).");
+    READS_STALE = ("rampart_reads_stale_total", "counter", "Reads sent to a replica while it served stale (its replication link down, within max_stale).");
     NODE_MAINT = ("rampart_node_maintenance", "gauge", "1 while the node is drained for maintenance.");
     NODE_EJECTED = ("rampart_node_ejected", "gauge", "1 while passive failures keep the node out of rotation.");
     NODE_EJECTIONS = ("rampart_node_ejections_total", "counter", "Times passive failures on live traffic ejected the node.");
@@ -82,6 +88,8 @@ families! {
     NODE_CONNS = ("rampart_node_server_connections", "gauge", "Open connections to the node, all workers.");
     NODE_QUEUED = ("rampart_node_queued_requests", "gauge", "Requests waiting at the node: state=unsent (queued) or state=inflight (written, no reply yet).");
     NODE_QUEUED_BYTES = ("rampart_node_queued_bytes", "gauge", "Bytes of requests waiting at the node, by state as rampart_node_queued_requests.");
+    FAULTS_ACTIVE = ("rampart_faults_active", "gauge", "Faults injected through the admin API that are active now, by kind (each ends by itself).");
+    FAULT_HITS = ("rampart_fault_hits_total", "counter", "Requests an active injected fault applied to, by fault id, kind and pool.");
     EVENTS = ("rampart_events_total", "counter", "Operator events recorded since the start (node up/down/ejected, maintenance, failover, switchover, reload), by kind.");
     COMMAND_CALLS = ("rampart_command_calls_total", "counter", "Requests answered, by command.");
     COMMAND_ERRORS = ("rampart_command_errors_total", "counter", "Requests answered with an error reply, by command.");
@@ -171,6 +179,7 @@ pub fn render(shared: &Shared) -> String {
     node_health(&mut o, &snap);
     node_traffic(&mut o, &snap);
     events(&mut o);
+    faults(&mut o);
     commands(&mut o, shared);
     o.text
 }
@@ -244,13 +253,16 @@ fn pools(o: &mut Out, shared: &Shared, snap: &Snapshot) {
 
 fn shards(o: &mut Out, snap: &Snapshot) {
     type Get<'x> = &'x dyn Fn(&ShardSnap) -> f64;
-    let gauges: [(&Family, Get<'_>); 6] = [
+    let gauges: [(&Family, Get<'_>); 9] = [
         (&SHARD_WRITABLE, &|s| b(s.writable)),
         (&SHARD_EJECTED, &|s| b(s.ejected)),
         (&SHARD_SWITCHING, &|s| b(s.switching)),
         (&SHARD_FAILOVERS, &|s| s.failovers as f64),
         (&SHARD_SWITCHOVERS, &|s| s.switchovers as f64),
         (&PUBSUB_RESUBSCRIPTIONS, &|s| s.resubscriptions as f64),
+        (&SHARD_CIRCUIT, &|s| b(s.circuit_open)),
+        (&FAIL_OPEN_MISSES, &|s| s.fail_open_misses as f64),
+        (&FAIL_OPEN_DROPS, &|s| s.fail_open_drops as f64),
     ];
     for (f, get) in gauges {
         o.head(f);
@@ -276,10 +288,13 @@ fn node_health(o: &mut Out, snap: &Snapshot) {
         o.sample(NODE_ROLE.name, &labels, 1.0);
     }
     type Get<'x> = &'x dyn Fn(&NodeSnap) -> Option<f64>;
-    let gauges: [(&Family, Get<'_>); 10] = [
+    let gauges: [(&Family, Get<'_>); 13] = [
         (&NODE_UP, &|n| Some(b(n.up))),
         (&NODE_ROUTABLE, &|n| Some(b(n.routable))),
         (&NODE_REPLICA_USABLE, &|n| Some(b(n.replica_usable))),
+        (&NODE_STALE, &|n| Some(b(n.stale))),
+        (&NODE_LINK_DOWN, &|n| n.node.link_down_s().map(|s| s as f64)),
+        (&READS_STALE, &|n| Some(n.stale_reads as f64)),
         (&NODE_MAINT, &|n| Some(b(n.maintenance))),
         (&NODE_EJECTED, &|n| Some(b(n.ejected))),
         (&NODE_EJECTIONS, &|n| Some(f64::from(n.ejections))),
@@ -365,6 +380,26 @@ fn events(o: &mut Out) {
     o.head(&EVENTS);
     for (kind, v) in crate::observe::events::totals() {
         o.sample(EVENTS.name, &[("kind", kind.name())], v as f64);
+    }
+}
+
+fn faults(o: &mut Out) {
+    use crate::upstream::fault;
+    let active = fault::active();
+    o.head(&FAULTS_ACTIVE);
+    for kind in ["delay", "error", "blackhole", "reset"] {
+        let n = active.iter().filter(|f| f.spec.kind.name() == kind).count();
+        o.sample(FAULTS_ACTIVE.name, &[("kind", kind)], n as f64);
+    }
+    o.head(&FAULT_HITS);
+    for f in &active {
+        let id = f.id.to_string();
+        let labels = [
+            ("id", id.as_str()),
+            ("kind", f.spec.kind.name()),
+            ("pool", f.spec.pool.as_str()),
+        ];
+        o.sample(FAULT_HITS.name, &labels, f.hits() as f64);
     }
 }
 

@@ -16,8 +16,11 @@
 //! | `POST /api/shards/switchover` | `{pool, shard, target?}`: start a planned switchover (202) |
 //! | `GET /api/shards/switchover?pool=&shard=` | its progress |
 //! | `POST /api/reload` | reload the configuration file |
+//! | `GET /api/faults` | faults injected into live traffic now ([`faults`]) |
+//! | `POST /api/faults` | `{pool, shard?, node?, command?, kind, delay_ms?, error?, share?, all?, duration_s}`: inject one (201) |
+//! | `DELETE /api/faults/{id}` | end one now |
 //!
-//! Reading is open to anyone who can reach the listener. Changing (every `POST`) needs
+//! Reading is open to anyone who can reach the listener. Changing (every `POST`, `DELETE`) needs
 //! `Authorization: Bearer <token>` whenever a token is configured; a listener that is not on a
 //! loopback address refuses to start without one, so a default install can only be changed from
 //! the machine itself. Every request must name the listener in `Host`, and changes must be
@@ -26,6 +29,7 @@
 //! ([`listener`]). docs/ADMIN.md describes every call.
 
 pub mod api;
+pub mod faults;
 pub mod guard;
 pub mod history;
 pub mod listener;
@@ -38,7 +42,7 @@ use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -230,6 +234,8 @@ pub fn router(state: Arc<AdminState>, names: guard::Names) -> Router {
             get(api::switchover_status).post(api::switchover),
         )
         .route("/api/reload", post(api::reload))
+        .route("/api/faults", get(faults::list).post(faults::add))
+        .route("/api/faults/{id}", delete(faults::delete))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(names),

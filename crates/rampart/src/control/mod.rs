@@ -51,6 +51,8 @@ pub struct Control {
     checks: HashMap<u64, (CancellationToken, Arc<PoolRt>)>,
     /// Sentinel followers by pool name.
     followers: HashMap<String, CancellationToken>,
+    /// Circuit checks of cache pools that fail open, by pool name.
+    circuits: HashMap<String, CancellationToken>,
 }
 
 /// A listener bound by a reload, not yet running: (key, pool, mode, socket).
@@ -71,6 +73,7 @@ impl Control {
             counts: HashMap::new(),
             checks: HashMap::new(),
             followers: HashMap::new(),
+            circuits: HashMap::new(),
         }
     }
 
@@ -154,7 +157,7 @@ impl Control {
             tokio::spawn(crate::ha::health::run(
                 n,
                 p.conf.health,
-                p.conf.max_replica_lag,
+                crate::ha::health::ReplicaRules::of(&p.conf),
                 Arc::clone(&p.handshake),
                 token,
             ));
@@ -171,6 +174,15 @@ impl Control {
                 self.workers,
                 token,
             ));
+        }
+        // Circuit checks: one per cache pool that fails open, per pool generation.
+        for (_, t) in self.circuits.drain() {
+            t.cancel();
+        }
+        for p in pools.iter().filter(|p| p.conf.fail_open.is_some()) {
+            let token = self.stop.child_token();
+            self.circuits.insert(p.conf.name.clone(), token.clone());
+            tokio::spawn(crate::ha::circuit::watch(Arc::clone(p), token));
         }
     }
 }

@@ -53,7 +53,8 @@ fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
 
 /// Read the config file again and apply it. A pool whose key placement would change (shards
 /// added, removed, renamed or re-weighted, another hash) is applied only when `force` is set
-/// or the pool is a cache (`auto_eject_hosts: true`, whose keys may move anyway).
+/// or the pool is a cache (`cache: true`, by default `auto_eject_hosts: true`, whose keys may
+/// move anyway).
 ///
 /// # Errors
 /// Why nothing changed: the file is invalid, a listener cannot be bound, or a ring change
@@ -97,7 +98,7 @@ async fn reload_inner(
         if let Some(o) = old.iter().find(|o| o.conf.name == p.conf.name) {
             let share = moved_share(o, p);
             if share > 0.0 {
-                moves.push((p.conf.name.clone(), share, p.conf.auto_eject_hosts));
+                moves.push((p.conf.name.clone(), share, p.conf.cache));
             }
         }
     }

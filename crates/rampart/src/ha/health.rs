@@ -7,7 +7,10 @@
 //! is between states the checks run at the faster interval, so a dead node leaves rotation and
 //! a recovered one returns quickly. A replica also needs its replication link up, no sync in
 //! progress, and a lag within `max_replica_lag` before it serves reads; the lag is measured from
-//! replication offsets ([`crate::ha::lag`]).
+//! replication offsets ([`crate::ha::lag`]). A replica whose link is down (its primary
+//! unreachable) keeps serving, stale, while the link has been down for at most `max_stale`
+//! (`master_link_down_since_seconds`): reads stay up while Sentinel promotes a successor. A
+//! replica that is in a full sync or loading (`LOADING` replies) never serves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,29 @@ pub struct Checked {
     /// For a replica: how far behind its primary it is (`None` until its primary's offsets
     /// have been seen).
     pub lag: Option<lag::Lag>,
+    /// For a replica whose replication link is down after having been up: for how long, in
+    /// seconds (`master_link_down_since_seconds`); `None` while the link is up or was never up.
+    pub link_down_s: Option<u64>,
+}
+
+/// The pool settings that decide whether a replica serves reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaRules {
+    /// A replica whose link is up serves while its lag is at most this (`max_replica_lag`).
+    pub max_lag: Duration,
+    /// A replica whose link is down serves while it has been down at most this long
+    /// (`max_stale`; zero: never with the link down).
+    pub max_stale: Duration,
+}
+
+impl ReplicaRules {
+    /// The rules of a pool's configuration.
+    pub fn of(conf: &rampart_config::Pool) -> ReplicaRules {
+        ReplicaRules {
+            max_lag: conf.max_replica_lag,
+            max_stale: conf.max_stale,
+        }
+    }
 }
 
 /// How often a check connection is replaced, so DNS names are looked up again.
@@ -40,7 +66,7 @@ const RERESOLVE: Duration = Duration::from_secs(30);
 ///
 /// # Errors
 /// The reason the node is not healthy.
-pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
+pub fn judge(replies: &[Val], rules: ReplicaRules) -> Result<Checked, String> {
     let [ping, role, info] = replies else {
         return Err("short reply".into());
     };
@@ -76,17 +102,26 @@ pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
                 role: Role::Primary,
                 replica_ok: false,
                 lag: None,
+                link_down_s: None,
             })
         }
         "slave" => {
             let link_up = field("master_link_status").as_deref() == Some("up");
             let syncing = field("master_sync_in_progress").as_deref() == Some("1");
             let lag = offset("slave_repl_offset").and_then(|o| lag::replica_lag(&replid, o));
-            let within = lag.is_some_and(|l| l.ms <= max_lag.as_millis() as u64);
+            let within = lag.is_some_and(|l| l.ms <= rules.max_lag.as_millis() as u64);
+            // -1 (a replica that never had its link up since it started or was last made a
+            // replica) does not parse: it has nothing to serve.
+            let link_down_s = (!link_up)
+                .then(|| offset("master_link_down_since_seconds"))
+                .flatten();
+            let stale_ok = link_down_s
+                .is_some_and(|s| !rules.max_stale.is_zero() && s <= rules.max_stale.as_secs());
             Ok(Checked {
                 role: Role::Replica,
-                replica_ok: link_up && !syncing && within,
+                replica_ok: !syncing && if link_up { within } else { stale_ok },
                 lag,
+                link_down_s,
             })
         }
         _ => match role {
@@ -102,7 +137,7 @@ pub fn judge(replies: &[Val], max_lag: Duration) -> Result<Checked, String> {
 pub async fn run(
     node: Arc<NodeRt>,
     hc: HealthCheck,
-    max_lag: Duration,
+    rules: ReplicaRules,
     handshake: Arc<Handshake>,
     stop: CancellationToken,
 ) {
@@ -138,7 +173,7 @@ pub async fn run(
         let started = Instant::now();
         // A reload that changes the settings replaces this task: end at once, mid-check too.
         let result = tokio::select! {
-            r = check(&node, &mut conn, &hc, max_lag, &handshake) => r,
+            r = check(&node, &mut conn, &hc, rules, &handshake) => r,
             _ = stop.cancelled() => return,
         };
         match result {
@@ -153,6 +188,7 @@ pub async fn run(
                 }
                 node.set_checked(c.role, c.replica_ok, started.elapsed().as_micros() as u64);
                 node.set_lag(c.lag.map(|l| l.ms), c.lag.map(|l| l.bytes));
+                node.set_link_down(c.link_down_s);
                 good = good.saturating_add(1);
                 bad = 0;
                 if !believed_up && good >= hc.rise && !node.is_ejected() {
@@ -169,6 +205,11 @@ pub async fn run(
             Err(why) => {
                 conn = None;
                 node.set_error(&why);
+                if why.contains("LOADING") {
+                    // Loading a data set (after a full sync, or at start): it answers nothing
+                    // but errors until done, so it leaves the read rotation at once.
+                    node.refuse_reads();
+                }
                 bad = bad.saturating_add(1);
                 good = 0;
                 if believed_up && bad >= hc.fall {
@@ -190,7 +231,7 @@ async fn check(
     node: &NodeRt,
     conn: &mut Option<Link>,
     hc: &HealthCheck,
-    max_lag: Duration,
+    rules: ReplicaRules,
     handshake: &Handshake,
 ) -> Result<Checked, String> {
     let deadline = Instant::now() + hc.timeout;
@@ -208,13 +249,21 @@ async fn check(
         .call(&[&[b"PING"], &[b"ROLE"], &[b"INFO", b"replication"]], left)
         .await
         .map_err(|e| format!("check: {e}"))?;
-    judge(&replies, max_lag)
+    judge(&replies, rules)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ha::link::parse;
+
+    /// The default rules with `max_replica_lag` of `secs`.
+    fn lag_within(secs: u64) -> ReplicaRules {
+        ReplicaRules {
+            max_lag: Duration::from_secs(secs),
+            max_stale: Duration::from_secs(30),
+        }
+    }
 
     fn info(s: &str) -> Val {
         Val::Str(s.as_bytes().to_vec())
@@ -234,13 +283,13 @@ mod tests {
             info("role:master\r\nmaster_replid:health-test-idle\r\nmaster_repl_offset:4200\r\n");
         let seen = judge(
             &[Val::Str(b"PONG".to_vec()), primary_role(), primary],
-            Duration::from_secs(2),
+            lag_within(2),
         );
         assert_eq!(seen.map(|c| c.role), Ok(Role::Primary));
         // master_last_io_seconds_ago is up to 10 s on an idle link: it does not count.
         let r = judge(
             &[Val::Str(b"PONG".to_vec()), replica_role(), info("role:slave\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:9\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:4200\r\nmaster_replid:health-test-idle\r\n")],
-            Duration::from_secs(2),
+            lag_within(2),
         );
         assert_eq!(
             r,
@@ -248,6 +297,7 @@ mod tests {
                 role: Role::Replica,
                 replica_ok: true,
                 lag: Some(lag::Lag { ms: 0, bytes: 0 }),
+                link_down_s: None,
             })
         );
     }
@@ -258,7 +308,7 @@ mod tests {
             info("role:master\r\nmaster_replid:health-test-down\r\nmaster_repl_offset:10\r\n");
         let _ = judge(
             &[Val::Str(b"PONG".to_vec()), primary_role(), primary],
-            Duration::from_secs(10),
+            lag_within(10),
         );
         let down = judge(
             &[
@@ -266,7 +316,7 @@ mod tests {
                 replica_role(),
                 info("master_link_status:down\r\nslave_repl_offset:10\r\nmaster_replid:health-test-down\r\n"),
             ],
-            Duration::from_secs(10),
+            lag_within(10),
         );
         assert!(
             matches!(
@@ -284,7 +334,7 @@ mod tests {
                 replica_role(),
                 info("master_link_status:up\r\nslave_repl_offset:10\r\nmaster_replid:health-test-never-seen\r\n"),
             ],
-            Duration::from_secs(10),
+            lag_within(10),
         );
         assert_eq!(
             unknown,
@@ -292,8 +342,78 @@ mod tests {
                 role: Role::Replica,
                 replica_ok: false,
                 lag: None,
+                link_down_s: None,
             })
         );
+    }
+
+    fn replica_with(rules: ReplicaRules, id: &str, fields: &str) -> Result<Checked, String> {
+        let primary = info(&format!(
+            "role:master\r\nmaster_replid:{id}\r\nmaster_repl_offset:10\r\n"
+        ));
+        let _ = judge(
+            &[Val::Str(b"PONG".to_vec()), primary_role(), primary],
+            rules,
+        );
+        judge(
+            &[
+                Val::Str(b"PONG".to_vec()),
+                replica_role(),
+                info(&format!(
+                    "role:slave\r\n{fields}slave_repl_offset:10\r\nmaster_replid:{id}\r\n"
+                )),
+            ],
+            rules,
+        )
+    }
+
+    #[test]
+    fn a_replica_whose_primary_is_gone_serves_stale_up_to_max_stale() {
+        let rules = lag_within(10);
+        let down = |secs: i64| {
+            replica_with(
+                rules,
+                "health-test-stale",
+                &format!("master_link_status:down\r\nmaster_link_down_since_seconds:{secs}\r\nmaster_sync_in_progress:0\r\n"),
+            )
+        };
+        assert_eq!(
+            down(3),
+            Ok(Checked {
+                role: Role::Replica,
+                replica_ok: true,
+                lag: Some(lag::Lag { ms: 0, bytes: 0 }),
+                link_down_s: Some(3),
+            })
+        );
+        assert_eq!(down(30).map(|c| c.replica_ok), Ok(true));
+        assert_eq!(down(31).map(|c| c.replica_ok), Ok(false), "past max_stale");
+        assert_eq!(
+            down(-1).map(|c| (c.replica_ok, c.link_down_s)),
+            Ok((false, None)),
+            "a link never up has nothing to serve"
+        );
+        let never = ReplicaRules {
+            max_stale: Duration::ZERO,
+            ..rules
+        };
+        let zero = replica_with(
+            never,
+            "health-test-stale",
+            "master_link_status:down\r\nmaster_link_down_since_seconds:0\r\n",
+        );
+        assert_eq!(zero.map(|c| c.replica_ok), Ok(false), "max_stale 0");
+    }
+
+    #[test]
+    fn a_replica_in_a_full_sync_never_serves() {
+        for fields in [
+            "master_link_status:down\r\nmaster_link_down_since_seconds:1\r\nmaster_sync_in_progress:1\r\n",
+            "master_link_status:up\r\nmaster_sync_in_progress:1\r\n",
+        ] {
+            let r = replica_with(lag_within(10), "health-test-sync", fields);
+            assert_eq!(r.map(|c| c.replica_ok), Ok(false), "{fields}");
+        }
     }
 
     #[test]
@@ -304,7 +424,7 @@ mod tests {
                 Val::Err("NOAUTH Authentication required.".into()),
                 Val::Err("NOAUTH Authentication required.".into()),
             ],
-            Duration::from_secs(1),
+            lag_within(1),
         );
         assert_eq!(
             r,
@@ -320,13 +440,13 @@ mod tests {
                 Val::Nil,
                 Val::Nil,
             ],
-            Duration::from_secs(1),
+            lag_within(1),
         );
         assert!(r.unwrap_err().contains("LOADING"));
         let role = parse(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
         let ok = judge(
             &[Val::Str(b"PONG".to_vec()), role, info("role:master\r\n")],
-            Duration::from_secs(1),
+            lag_within(1),
         );
         assert_eq!(ok.map(|c| c.role), Ok(Role::Primary));
     }

@@ -268,7 +268,7 @@ fn tcp(addr: &(String, u16)) -> ServerAddr {
     }
 }
 
-/// Check `node` with the pool's `health_check`, `max_replica_lag` and handshake until `stop`
+/// Check `node` with the pool's `health_check`, `max_replica_lag`, `max_stale` and handshake until `stop`
 /// (or until it leaves the view).
 fn start_check(
     pool: &PoolRt,
@@ -283,7 +283,7 @@ fn start_check(
     tokio::spawn(crate::ha::health::run(
         Arc::clone(node),
         pool.conf.health,
-        pool.conf.max_replica_lag,
+        crate::ha::health::ReplicaRules::of(&pool.conf),
         Arc::clone(&pool.handshake),
         token,
     ));

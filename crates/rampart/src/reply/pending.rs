@@ -83,6 +83,8 @@ pub enum Broken {
     /// A reply was cut after its first bytes had gone to the client's output: the client
     /// cannot be told in its own stream.
     Cut,
+    /// The connection is to be reset (a fault injected by the operator).
+    Reset,
 }
 
 impl Default for Pending {
@@ -201,6 +203,12 @@ impl Pending {
             m.pop_front();
         }
         muted
+    }
+
+    /// Drop everything held and have the session close its client at once (an injected
+    /// `reset` fault).
+    pub fn reset(&self) {
+        self.give_up(Broken::Reset);
     }
 
     /// The session is gone: later replies are dropped.

@@ -246,6 +246,7 @@ fn closing_log(client: u64, why: Broken, hard: u64) {
             client,
             "closing client: a reply was cut off by its server connection after it had started"
         ),
+        Broken::Reset => tracing::info!(client, "closing client: an injected reset fault"),
     }
 }
 

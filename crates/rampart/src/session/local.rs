@@ -689,7 +689,7 @@ fn pools_section(t: &mut String, shared: &Shared) {
             }
             let _ = write!(
                 t,
-                "{}:primary={},writable={},nodes={},ejected={},switching={},failovers={},switchovers={},pubsub_resubscriptions={},reason={}\r\n",
+                "{}:primary={},writable={},nodes={},ejected={},switching={},failovers={},switchovers={},pubsub_resubscriptions={},circuit_open={},fail_open_misses={},fail_open_drops={},reason={}\r\n",
                 info_key(&["shard", ps.name(), &s.name]),
                 s.primary.as_deref().unwrap_or("none"),
                 u8::from(s.writable),
@@ -699,13 +699,16 @@ fn pools_section(t: &mut String, shared: &Shared) {
                 s.failovers,
                 s.switchovers,
                 s.resubscriptions,
+                u8::from(s.circuit_open),
+                s.fail_open_misses,
+                s.fail_open_drops,
                 info_text(&s.reason),
             );
             for n in &s.nodes {
                 let lag = |v: Option<u64>| v.map_or(-1, |v| v as i64);
                 let _ = write!(
                     t,
-                    "{}:addr={},name={},shard={},role={},seen_role={},status={},up={},writable={},replica_usable={},ejected={},maintenance={},lag_ms={},lag_bytes={},requests={},server_err={},server_timedout={},reason={}\r\n",
+                    "{}:addr={},name={},shard={},role={},seen_role={},status={},up={},writable={},replica_usable={},ejected={},maintenance={},lag_ms={},lag_bytes={},stale={},stale_since={},reads_stale={},requests={},server_err={},server_timedout={},reason={}\r\n",
                     info_key(&["node", ps.name(), &s.name, &n.addr]),
                     n.addr,
                     n.name.as_deref().unwrap_or(""),
@@ -720,6 +723,9 @@ fn pools_section(t: &mut String, shared: &Shared) {
                     u8::from(n.maintenance),
                     lag(n.lag_ms),
                     lag(n.lag_bytes),
+                    u8::from(n.stale),
+                    lag(n.stale_since),
+                    n.stale_reads,
                     n.node.sum(ServerStat::Requests),
                     n.node.sum(ServerStat::ServerErr),
                     n.node.sum(ServerStat::ServerTimedout),

@@ -4,9 +4,11 @@
 //! - [`pool`]: a pool's configuration, its shards and their published views, the ring,
 //!   twemproxy-style ejection.
 //! - [`node`]: one node's health, role and statistics.
+//! - [`circuit`]: a shard's circuit in a cache pool that fails open.
 //! - [`shared`]: the published pools and the rest of the process-wide state.
 //! - [`snapshot`]: one snapshot of every pool, shard and node that every report renders.
 
+pub mod circuit;
 pub mod node;
 pub mod pool;
 pub mod shared;

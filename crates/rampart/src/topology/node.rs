@@ -88,6 +88,12 @@ pub struct NodeRt {
     listed_flags: Mutex<String>,
     /// Replication bytes behind its primary at the last check (`u64::MAX`: not known).
     lag_bytes: AtomicU64,
+    /// Seconds its replication link had been down at the last check (`u64::MAX`: up).
+    link_down_s: AtomicU64,
+    /// Unix time (s) its replication link went down, as of the last check (0: up).
+    link_down_since: AtomicU64,
+    /// Reads served while its link was down, one cell per worker.
+    stale_reads: Vec<Cell>,
     /// Unix time (µs) of the last ejection (twemproxy's `server_ejected_at`).
     pub ejected_at_us: AtomicU64,
     last_error: Mutex<String>,
@@ -132,6 +138,9 @@ impl NodeRt {
             listed_down: AtomicBool::new(false),
             listed_flags: Mutex::new(String::new()),
             lag_bytes: AtomicU64::new(UNKNOWN),
+            link_down_s: AtomicU64::new(UNKNOWN),
+            link_down_since: AtomicU64::new(0),
+            stale_reads: (0..workers).map(|_| Cell::default()).collect(),
             ejected_at_us: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
             close_gen: watch::channel(0).0,
@@ -266,9 +275,58 @@ impl NodeRt {
         }
     }
 
-    /// A replica that may serve reads: link up, not loading, lag within the limit.
+    /// A replica that may serve reads: not loading nor in a full sync, and either its link
+    /// up with a lag within `max_replica_lag`, or its link down for at most `max_stale`.
     pub fn replica_ok(&self) -> bool {
         self.replica_ok.load(Relaxed)
+    }
+
+    /// A replica that serves reads with its replication link down (stale): what it returns
+    /// may miss writes its primary took since [`NodeRt::link_down_since`].
+    #[inline]
+    pub fn is_stale(&self) -> bool {
+        self.link_down_s.load(Relaxed) != UNKNOWN && self.replica_ok()
+    }
+
+    /// Record how long the replication link has been down (seconds, from the last check);
+    /// `None`: up, or never up.
+    pub fn set_link_down(&self, secs: Option<u64>) {
+        self.link_down_s.store(secs.unwrap_or(UNKNOWN), Relaxed);
+        let since = secs.map_or(0, |s| crate::clock::unix_secs().saturating_sub(s));
+        // Whole seconds move by one between checks: keep the first value seen.
+        let was = self.link_down_since.load(Relaxed);
+        if since == 0 || was == 0 || since.abs_diff(was) > 1 {
+            self.link_down_since.store(since, Relaxed);
+        }
+    }
+
+    /// Unix time (s) the replication link went down, while it is down; `None` while up.
+    pub fn link_down_since(&self) -> Option<u64> {
+        Some(self.link_down_since.load(Relaxed)).filter(|&v| v != 0)
+    }
+
+    /// Seconds the replication link had been down at the last check; `None` while up.
+    pub fn link_down_s(&self) -> Option<u64> {
+        Some(self.link_down_s.load(Relaxed)).filter(|&v| v != UNKNOWN)
+    }
+
+    /// Count a read sent to this node while it is stale (worker `w`'s cell).
+    #[inline]
+    pub fn count_stale_read(&self, w: usize) {
+        if let Some(c) = self.stale_reads.get(w) {
+            c.add(1);
+        }
+    }
+
+    /// Reads sent to this node while it served stale, summed over the workers.
+    pub fn stale_reads(&self) -> i64 {
+        self.stale_reads.iter().map(Cell::get).sum()
+    }
+
+    /// Take the node out of the read rotation until its next good check (it answered
+    /// `LOADING`).
+    pub fn refuse_reads(&self) {
+        self.replica_ok.store(false, Relaxed);
     }
 
     /// Replication lag in ms at the last check: how long ago its primary had the offset the

@@ -61,6 +61,8 @@ pub struct ShardRt {
     failovers: AtomicU64,
     switchovers: AtomicU64,
     resubscriptions: AtomicU64,
+    /// Its circuit and fail-open counters (cache pools with `fail_open`).
+    pub circuit: crate::topology::circuit::Circuit,
 }
 
 /// A failover a sentinel announced: the sentinel, when, and the primary it fails over.
@@ -345,6 +347,7 @@ impl PoolRt {
                     failovers: counted(ShardRt::failovers),
                     switchovers: counted(ShardRt::switchovers),
                     resubscriptions: counted(ShardRt::resubscriptions),
+                    circuit: crate::topology::circuit::Circuit::new(workers),
                 }
             })
             .collect();
@@ -496,12 +499,13 @@ impl PoolRt {
     }
 
     /// Whether the health checks of this pool's nodes run with the same settings as those of
-    /// `other` (the same pool in another generation): `health_check`, `max_replica_lag` and
-    /// the handshake.
+    /// `other` (the same pool in another generation): `health_check`, `max_replica_lag`,
+    /// `max_stale` and the handshake.
     pub fn same_checks(&self, other: &PoolRt) -> bool {
         let (a, b) = (&self.conf, &other.conf);
         a.health == b.health
             && a.max_replica_lag == b.max_replica_lag
+            && a.max_stale == b.max_stale
             && a.redis_auth == b.redis_auth
             && a.redis_db == b.redis_db
     }

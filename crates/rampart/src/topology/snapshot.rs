@@ -12,8 +12,9 @@
 //!   traffic it is up, never observed (`last_check_age_ms` is `None`).
 //!
 //! Readiness, per pool:
-//! - a cache pool (`auto_eject_hosts: true`) is ready while at least one shard can take
-//!   requests, since the ring moves a dead server's keys to the others;
+//! - a cache pool (`cache: true`, by default `auto_eject_hosts: true`) is ready while at
+//!   least one shard can take requests, since the ring moves a dead server's keys to the
+//!   others (or `fail_open` answers misses for it);
 //! - any other pool is ready when every shard can take writes (a writable primary, or a
 //!   planned switchover holding its writes for a moment).
 
@@ -107,6 +108,13 @@ pub struct NodeSnap {
     pub lag_ms: Option<u64>,
     /// Replication bytes behind its primary; `None` when not measured.
     pub lag_bytes: Option<u64>,
+    /// A replica in the read rotation with its replication link down (`max_stale`): its
+    /// reads may miss its primary's latest writes.
+    pub stale: bool,
+    /// Unix time (s) its replication link went down; `None` while it is up (or unknown).
+    pub stale_since: Option<u64>,
+    /// Reads sent to it while it served stale, since start.
+    pub stale_reads: i64,
     /// Out by passive failures or (twemproxy) its shard is off the ring.
     pub ejected: bool,
     /// Times passive failures ejected it.
@@ -146,6 +154,13 @@ pub struct ShardSnap {
     /// Worker subscriber connections that resubscribed their channels and patterns after a
     /// break or a switch of node.
     pub resubscriptions: u64,
+    /// Its circuit is open (a cache pool that fails open): its requests are answered
+    /// without it.
+    pub circuit_open: bool,
+    /// Reads answered as a miss by failing open, since start.
+    pub fail_open_misses: i64,
+    /// Writes dropped by failing open, since start.
+    pub fail_open_drops: i64,
     /// Its nodes, primary first as in the view.
     pub nodes: Vec<NodeSnap>,
 }
@@ -157,7 +172,8 @@ pub struct PoolSnap {
     pub pool: Arc<PoolRt>,
     /// Its kind.
     pub kind: PoolKind,
-    /// `auto_eject_hosts`: keys move off dead shards, so it is ready while any shard serves.
+    /// `cache` (by default `auto_eject_hosts`): its data may be lost, so it is ready while any
+    /// shard serves.
     pub cache: bool,
     /// Ready by the rules of the module documentation.
     pub ready: bool,
@@ -224,7 +240,7 @@ fn kind(p: &PoolRt) -> PoolKind {
 
 fn pool(p: &Arc<PoolRt>) -> PoolSnap {
     let shards: Vec<ShardSnap> = p.shards.iter().map(|s| shard(p, s)).collect();
-    let cache = p.conf.auto_eject_hosts;
+    let cache = p.conf.cache;
     let not_ready: Vec<String> = if cache {
         if shards.iter().any(|s| s.writable) {
             Vec::new()
@@ -250,12 +266,12 @@ fn pool(p: &Arc<PoolRt>) -> PoolSnap {
 
 fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
     let view = s.view();
-    let max_lag = p.conf.max_replica_lag.as_millis() as u64;
+    let rules = crate::ha::health::ReplicaRules::of(&p.conf);
     let nodes: Vec<NodeSnap> = view
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| node(n, view.primary == Some(i), s.is_ejected(), max_lag))
+        .map(|(i, n)| node(n, view.primary == Some(i), s.is_ejected(), rules))
         .collect();
     // A twemproxy server's configured name (its shard is that one server).
     let name = (!p.checked)
@@ -305,11 +321,20 @@ fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
         failovers: s.failovers(),
         switchovers: s.switchovers(),
         resubscriptions: s.resubscriptions(),
+        circuit_open: s.circuit.is_open(),
+        fail_open_misses: s.circuit.misses(),
+        fail_open_drops: s.circuit.drops(),
         nodes,
     }
 }
 
-fn node(n: &Arc<NodeRt>, is_primary: bool, shard_ejected: bool, max_lag_ms: u64) -> NodeSnap {
+fn node(
+    n: &Arc<NodeRt>,
+    is_primary: bool,
+    shard_ejected: bool,
+    rules: crate::ha::health::ReplicaRules,
+) -> NodeSnap {
+    let max_lag_ms = rules.max_lag.as_millis() as u64;
     let listed = n.listed_down();
     let checked = n.is_checked();
     let up = listed.is_none()
@@ -356,6 +381,11 @@ fn node(n: &Arc<NodeRt>, is_primary: bool, shard_ejected: bool, max_lag_ms: u64)
             _ if n.role() != Role::Replica => {
                 format!("says it is {}, not a replica", role_name(n.role()))
             }
+            _ if n.link_down_s().is_some() => format!(
+                "replication link down for {} s (max_stale {} s), or syncing",
+                n.link_down_s().unwrap_or_default(),
+                rules.max_stale.as_secs()
+            ),
             Some(ms) if ms > max_lag_ms => {
                 format!("replication lag {ms} ms is over max_replica_lag ({max_lag_ms} ms)")
             }
@@ -383,6 +413,9 @@ fn node(n: &Arc<NodeRt>, is_primary: bool, shard_ejected: bool, max_lag_ms: u64)
         replica_usable,
         lag_ms,
         lag_bytes: n.lag_bytes(),
+        stale: replica_usable && n.is_stale(),
+        stale_since: n.link_down_since(),
+        stale_reads: n.stale_reads(),
         ejected,
         ejections: n.ejections(),
         maintenance,

@@ -166,6 +166,16 @@ pub enum Failure {
         /// The node's label.
         node: String,
     },
+    /// A shard of a cache pool that fails open cannot answer, and the request has no miss
+    /// reply (or the pool's writes get errors): its circuit is open, or no reply came within
+    /// `fail_open_timeout`.
+    #[error("shard '{shard}' cannot answer: {why}")]
+    CacheShardDown {
+        /// The shard's name.
+        shard: String,
+        /// Why.
+        why: &'static str,
+    },
     /// The request was waiting to be sent again when a reload replaced its pool.
     #[error("{cause} (the pool was reloaded meanwhile)")]
     Reloaded {
@@ -186,6 +196,21 @@ fn hold_expired_cause(cause: &Option<PrimaryDown>) -> String {
 }
 
 impl Failure {
+    /// The node closed the connection that carried (or would have carried) the request: it
+    /// broke with EOF, or is in the short pause before reconnecting that follows one.
+    pub fn closed_by_server(&self) -> bool {
+        matches!(
+            self,
+            Failure::Connection {
+                kind: ConnFailure::Eof,
+                ..
+            } | Failure::NodeDown {
+                reason: ConnFailure::Eof,
+                ..
+            }
+        )
+    }
+
     /// The client's error reply: `-ERR rampart: <message>\r\n`.
     pub fn reply(&self) -> Vec<u8> {
         format!("-ERR rampart: {self}\r\n").into_bytes()
@@ -197,7 +222,10 @@ impl Failure {
     pub fn may_retry(&self) -> bool {
         match self {
             Failure::Connection { sent, .. } => !sent,
-            Failure::MultiRefused { .. } | Failure::Dedicated(_) | Failure::Ended(_) => false,
+            Failure::MultiRefused { .. }
+            | Failure::Dedicated(_)
+            | Failure::Ended(_)
+            | Failure::CacheShardDown { .. } => false,
             Failure::Reloaded { cause } => cause.may_retry(),
             Failure::NoPrimary { .. }
             | Failure::NoReadNode { .. }

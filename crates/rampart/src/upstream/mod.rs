@@ -8,6 +8,10 @@
 //! - [`backend`]: one pipelined connection from a worker to a node: deadlines, back-off.
 //! - [`dedicated`]: connections a session borrows for itself (blocking commands), bounded
 //!   per pool and worker, reused only after a complete reply.
+//! - [`failopen`]: a cache pool's answer (a miss, a dropped write) for a shard that cannot
+//!   answer within `fail_open_timeout` or whose circuit is open.
+//! - [`fault`]: faults the operator injects into live traffic (delay, error, black hole,
+//!   reset), checked with one relaxed load per request while none is active.
 //! - [`hold`]: writes waiting while a shard has no primary.
 //! - [`pool`]: a pool as one worker sees it: its connections per node, holds and retries.
 //! - [`subscriber`]: the worker's Pub/Sub hub: one subscriber connection per shard, local
@@ -20,6 +24,8 @@
 pub mod backend;
 pub mod dedicated;
 pub mod error;
+pub mod failopen;
+pub mod fault;
 pub mod hold;
 pub mod listener;
 pub mod pool;

@@ -2,7 +2,8 @@
 //! there is none), reads follow the pool's `read_policy`.
 //!
 //! Replicas serve reads only while they pass health checks, their replication link is up, and
-//! their lag is within `max_replica_lag`. Nodes in the pool's own `zone` are preferred. The
+//! their lag is within `max_replica_lag`, or, stale, while their link has been down for at most
+//! `max_stale` (each such read is counted on the node). Nodes in the pool's own `zone` are preferred. The
 //! load-aware policies read the worker's own view of each node (requests outstanding on its
 //! connections, their latency average), so choosing needs no shared state.
 
@@ -59,6 +60,21 @@ pub fn pick_read(
         }
     }
     if cands.is_empty() {
+        if primary_ok.is_none() && wp.rt.shards[shard].is_failing_over() {
+            // Sentinel is promoting a replica and the view does not name it yet: the one
+            // that already says master has every write the others have. Without it, a read
+            // whose replica was just closed by Sentinel's reconfiguration (CLIENT KILL) had
+            // nowhere to go until the new view was applied.
+            let promoted = view.nodes.iter().find(|n| {
+                Some(n.id) != primary.map(|p| p.id)
+                    && Some(n.id) != exclude
+                    && n.is_routable()
+                    && n.role() == Role::Primary
+            });
+            if promoted.is_some() {
+                return promoted.cloned();
+            }
+        }
         return match conf.read_policy {
             ReadPolicy::Replica => None,
             _ => primary_ok.cloned(),
@@ -127,6 +143,11 @@ pub fn send(
     exclude: Option<u64>,
 ) -> u64 {
     let rt = &wp.rt;
+    if rt.conf.fail_open.is_some() && rt.shards[shard].circuit.is_open() {
+        let write = access == Access::Write;
+        crate::upstream::failopen::answer_open(rt, shard, wp.worker, sink, bytes, write);
+        return 0;
+    }
     let view = rt.shards[shard].view();
     let ha = rt.checked;
     let node = match access {
@@ -157,11 +178,31 @@ pub fn send(
         });
         return 0;
     };
+    let sink = if rt.conf.fail_open.is_some() {
+        let write = access == Access::Write;
+        crate::upstream::failopen::guard(rt, shard, wp.worker, sink, bytes, write)
+    } else {
+        sink
+    };
+    let sink = if crate::upstream::fault::any() {
+        match crate::upstream::fault::find(&rt.conf.name, &rt.shards[shard].name, &node, bytes) {
+            Some(f) => match crate::upstream::fault::apply(&f, sink, deadline, &node) {
+                Some(s) => s,
+                None => return node.id,
+            },
+            None => sink,
+        }
+    } else {
+        sink
+    };
     let sink = if ha {
         with_resend(sink, wp, shard, bytes, access == Access::Write, client)
     } else {
         sink
     };
+    if access != Access::Write && node.is_stale() {
+        node.count_stale_read(wp.worker);
+    }
     let backend = wp.backend(shard, &node, client);
     if let Err((sink, e)) =
         backend.send_or_return(sink, deadline, |out| out.extend_from_slice(bytes))
@@ -184,6 +225,10 @@ pub fn send(
     }
     node.id
 }
+
+/// Longer than the pause a backend connection takes before reconnecting to a node that
+/// closed it (50 ms, jittered to at most 75 ms).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(80);
 
 /// Writes of this pool may wait in the failover hold.
 fn can_hold(wp: &WorkerPool) -> bool {
@@ -319,6 +364,20 @@ fn retry(wp: &Rc<WorkerPool>, r: Retry) {
     let bytes = resend.bytes.clone();
     let deadline = Instant::now() + wp.rt.timeout();
     let access = if write { Access::Write } else { Access::Read };
+    if !write
+        && failure.closed_by_server()
+        && pick_read(wp, shard, &wp.rt.shards[shard].view(), Some(node)).is_none()
+    {
+        // The node closed its clients' connections (Sentinel reconfiguring a replica does,
+        // CLIENT KILL TYPE normal) and no other node can take the read: wait out the pause
+        // before reconnecting and send it to any node, that one included, once.
+        let wp = Rc::clone(wp);
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+            send(&wp, shard, client, sink, deadline, &bytes, access, None);
+        });
+        return;
+    }
     send(
         wp,
         shard,

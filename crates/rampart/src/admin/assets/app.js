@@ -194,7 +194,10 @@ function renderPool(p, hist) {
         shardState ? el("span", { class: "badge down" }, shardState) : null,
         s.reason ? el("span", { class: "muted note" }, " ", s.reason) : null,
         s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null,
-        s.pubsub_resubscriptions ? el("span", { class: "muted note" }, " pub/sub resubscriptions: ", String(s.pubsub_resubscriptions)) : null)));
+        s.pubsub_resubscriptions ? el("span", { class: "muted note" }, " pub/sub resubscriptions: ", String(s.pubsub_resubscriptions)) : null,
+        s.circuit_open ? el("span", { class: "badge down", "data-circuit": "open" }, "CIRCUIT OPEN") : null,
+        s.fail_open_misses || s.fail_open_drops ? el("span", { class: "muted note" }, " failed open: ",
+          fmtNum(s.fail_open_misses), " misses, ", fmtNum(s.fail_open_drops), " dropped writes") : null)));
     for (const n of s.nodes) {
       const h = byNode.get(key(p.name, s.name, n.addr));
       const ops = h ? last(h.ops_per_s) : null;
@@ -202,7 +205,13 @@ function renderPool(p, hist) {
       const p99 = h ? last(h.p99_us) : null;
       const [cls, word] = status(n);
       const role = n.role + (n.seen_role !== "unknown" && n.seen_role !== n.role ? " (says " + n.seen_role + ")" : "");
-      const lag = n.lag_ms === null || n.lag_ms === undefined ? "–" : fmtUs(n.lag_ms * 1000);
+      let lag = n.lag_ms === null || n.lag_ms === undefined ? "–" : fmtUs(n.lag_ms * 1000);
+      if (n.stale || n.reads_stale) {
+        // Reads served with the replication link down (max_stale), and since when.
+        const since = n.stale_since ? new Date(n.stale_since * 1000).toLocaleTimeString() : null;
+        lag = el("span", { class: n.stale ? "bad-text" : "muted", "data-stale": n.stale ? "1" : "0" },
+          (n.stale ? "stale since " + since : lag) + " · " + fmtNum(n.reads_stale) + " stale reads");
+      }
       const health = n.reason ? n.reason : (n.check_us ? fmtUs(n.check_us) : "");
       rows.push(el("tr", { class: "node " + cls, "data-node": n.addr, "data-state": word },
         cell("node", el("span", { class: "name" }, n.addr), n.name ? el("span", { class: "muted addr" }, " ", n.name) : null),
@@ -277,10 +286,23 @@ function renderEvents(snap) {
   document.getElementById("events").replaceChildren(...(events.length ? events : [el("li", { class: "muted" }, "no events yet")]));
 }
 
+function renderFaults(snap) {
+  const faults = (snap.faults || []).map((f) =>
+    el("li", { class: "event fault", "data-fault": String(f.id) },
+      el("span", { class: "kind bad-text" }, f.kind + (f.kind === "delay" ? " " + f.delay_ms + " ms" : "") +
+        (f.kind === "error" ? " " + f.error : "")), " ",
+      el("span", { class: "where" }, [f.pool, f.shard, f.node, f.command].filter((x) => x).join(" / ")), " ",
+      el("span", { class: "msg" }, "share " + f.share + " · " + fmtNum(f.hits) + " requests · ends in " +
+        Math.ceil(f.remaining_ms / 1000) + " s (#" + f.id + ")")));
+  document.getElementById("faults").replaceChildren(...faults);
+  document.getElementById("faults-panel").hidden = faults.length === 0;
+}
+
 function render(snap, hist) {
   renderHeader(snap, hist);
   renderSummary(snap, hist);
   document.getElementById("pools").replaceChildren(...snap.pools.map((p) => renderPool(p, hist)));
+  renderFaults(snap);
   renderEvents(snap);
   renderCommands(hist);
   const st = document.getElementById("status");

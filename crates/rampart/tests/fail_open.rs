@@ -1,0 +1,273 @@
+//! A cache pool that fails open, against real redis-servers behind the test fault link: a
+//! black-holed shard answers misses within `fail_open_timeout` while the other shards keep
+//! their latency, writes are dropped as configured, every miss and drop is counted, only a
+//! health check closes the circuit, and a reply that comes after its miss was answered never
+//! reaches anyone.
+//!
+//! Run with `cargo test -p rampart --test fail_open -- --nocapture` to see the figures.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use testkit::{free_port, poll_until, Client, FaultLink, Proxy, RedisServer, Reply};
+
+const POOL: &str = "cache";
+
+struct Cache {
+    servers: Vec<RedisServer>,
+    links: Vec<FaultLink>,
+    _proxy: Proxy,
+    port: u16,
+    /// Preloaded keys (`key_i` = `val_i`) by shard index.
+    keys: Vec<Vec<(String, String)>>,
+}
+
+/// Three shards, each behind a fault link, in a cache pool with `extra` lines.
+fn start(extra: &str) -> Cache {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let links: Vec<FaultLink> = servers
+        .iter()
+        .map(|s| FaultLink::start(&s.addr()))
+        .collect();
+    let port = free_port();
+    let mut yaml = format!(
+        "{POOL}:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  timeout: 1000\n  cache: true\n  fail_open: true\n{extra}  servers:\n"
+    );
+    for (i, l) in links.iter().enumerate() {
+        yaml.push_str(&format!("    - {}:1 s{i}\n", l.addr()));
+    }
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("c.yml", &yaml)
+        .args(["-c", "{dir}/c.yml", "--workers", "2", "-s"])
+        .arg(free_port().to_string())
+        .wait_port(port)
+        .start();
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    let mut keys = vec![Vec::new(); 3];
+    for i in 0..600 {
+        let (k, v) = (format!("key_{i}"), format!("val_{i}"));
+        assert_eq!(c.cmd(&["SET", &k, &v]), Reply::ok());
+        let shard = servers
+            .iter()
+            .position(|s| s.cmd(&["EXISTS", &k]) == Reply::Int(1))
+            .unwrap_or_else(|| panic!("{k} is on no server"));
+        keys[shard].push((k, v));
+    }
+    assert!(
+        keys.iter().all(|k| k.len() > 50),
+        "keys per shard: {:?}",
+        keys.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    Cache {
+        servers,
+        links,
+        _proxy: proxy,
+        port,
+        keys,
+    }
+}
+
+impl Cache {
+    fn client(&self) -> Client {
+        let mut c = Client::connect(&format!("127.0.0.1:{}", self.port));
+        c.set_read_timeout(Some(Duration::from_secs(5)));
+        c
+    }
+
+    /// `circuit_open`, `fail_open_misses` and `fail_open_drops` of `shard` in `INFO pools`.
+    fn shard_info(&self, shard: &str) -> HashMap<String, String> {
+        let text = match self.client().cmd(&["INFO", "pools"]) {
+            Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            other => panic!("INFO pools: {other:?}"),
+        };
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("shard_{POOL}_{shard}:")))
+            .unwrap_or_else(|| panic!("no shard {shard} in INFO: {text}"));
+        line.split_once(':')
+            .map(|x| x.1)
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn counter(&self, shard: &str, name: &str) -> i64 {
+        self.shard_info(shard)
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    }
+}
+
+/// GETs of `keys` in turn for `run`: each latency, and how many answered nil / the value /
+/// anything else.
+fn read_for(
+    c: &mut Client,
+    keys: &[(String, String)],
+    run: Duration,
+) -> (Vec<Duration>, u64, u64, Vec<String>) {
+    let (mut lat, mut nil, mut hit, mut other) = (Vec::new(), 0, 0, Vec::new());
+    let t = Instant::now();
+    let mut i = 0;
+    while t.elapsed() < run {
+        let (k, v) = &keys[i % keys.len()];
+        i += 1;
+        let t0 = Instant::now();
+        let r = c.cmd(&["GET", k]);
+        lat.push(t0.elapsed());
+        match r {
+            Reply::Bulk(None) => nil += 1,
+            Reply::Bulk(Some(b)) if b == v.as_bytes() => hit += 1,
+            r => other.push(format!("GET {k}: {r:?}")),
+        }
+    }
+    lat.sort();
+    (lat, nil, hit, other)
+}
+
+fn p99(lat: &[Duration]) -> Duration {
+    lat.get((lat.len().saturating_sub(1)) * 99 / 100)
+        .copied()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_black_holed_shard_answers_misses_in_time_and_the_others_keep_their_latency() {
+    let c = start("  fail_open_timeout: 100\n  fail_open_after: 3\n  fail_open_writes: drop\n");
+    let (k0, others) = (&c.keys[0], [c.keys[1].clone(), c.keys[2].clone()].concat());
+    let (mut a, mut b) = (c.client(), c.client());
+    let run = Duration::from_secs(2);
+    let before = std::thread::scope(|s| {
+        let h = s.spawn(|| read_for(&mut b, &others, run));
+        let (_, nil0, hit0, _) = read_for(&mut a, k0, run);
+        assert_eq!(nil0, 0);
+        assert!(hit0 > 0);
+        h.join().unwrap_or_else(|_| panic!("reader"))
+    });
+
+    c.links[0].blackhole();
+    let ((lat0, nil0, hit0, other0), after) = std::thread::scope(|s| {
+        let h = s.spawn(|| read_for(&mut b, &others, run));
+        let r0 = read_for(&mut a, k0, run);
+        (r0, h.join().unwrap_or_else(|_| panic!("reader")))
+    });
+    println!(
+        "black-holed shard s0: {} GETs, {nil0} misses, {hit0} hits, p99 {:?}, max {:?}",
+        lat0.len(),
+        p99(&lat0),
+        lat0.last().copied().unwrap_or_default()
+    );
+    println!(
+        "other shards: p99 {:?} before ({} GETs), {:?} during ({} GETs)",
+        p99(&before.0),
+        before.0.len(),
+        p99(&after.0),
+        after.0.len()
+    );
+    assert!(other0.is_empty(), "{other0:?}");
+    assert_eq!(hit0, 0);
+    assert_eq!(nil0 as usize, lat0.len(), "every read of s0 is a miss");
+    assert!(
+        p99(&lat0) <= Duration::from_millis(150),
+        "misses took {:?} at p99 (fail_open_timeout 100 ms)",
+        p99(&lat0)
+    );
+    assert!(after.3.is_empty(), "{:?}", &after.3[..after.3.len().min(5)]);
+    assert_eq!(after.1, 0, "other shards answered misses");
+    assert!(
+        p99(&after.0) <= p99(&before.0) + Duration::from_millis(25),
+        "other shards slowed down: p99 {:?} -> {:?}",
+        p99(&before.0),
+        p99(&after.0)
+    );
+
+    // Counted: every miss, on s0 only; the circuit is open.
+    let info = c.shard_info("s0");
+    assert_eq!(info["circuit_open"], "1", "{info:?}");
+    assert_eq!(c.counter("s0", "fail_open_misses"), nil0 as i64);
+    assert_eq!(c.counter("s1", "fail_open_misses"), 0);
+    assert_eq!(c.counter("s2", "fail_open_misses"), 0);
+
+    // MGET: nils in the places of s0's keys. Writes: SET dropped as +OK, INCR an error.
+    let (x0, x1) = (&k0[0], &c.keys[1][0]);
+    assert_eq!(
+        a.cmd(&["MGET", &x0.0, &x1.0]),
+        Reply::Array(Some(vec![Reply::Bulk(None), Reply::bulk(&x1.1)]))
+    );
+    assert_eq!(a.cmd(&["SET", &x0.0, "new"]), Reply::ok());
+    match a.cmd(&["INCR", &x0.0]) {
+        Reply::Error(e) => assert!(e.contains("cannot answer"), "{e}"),
+        r => panic!("INCR on an open circuit answered {r:?}"),
+    }
+    assert_eq!(c.counter("s0", "fail_open_drops"), 1);
+    assert_eq!(c.counter("s0", "fail_open_misses"), nil0 as i64 + 1);
+    assert_eq!(c.counter("s1", "fail_open_drops"), 0);
+
+    // Only a health check closes it: back in a few check intervals once the link passes.
+    c.links[0].pass();
+    let t = Instant::now();
+    let closed = poll_until(Duration::from_secs(5), || {
+        (c.shard_info("s0")["circuit_open"] == "0").then(|| t.elapsed())
+    });
+    println!("circuit closed {closed:?} after the link passed again");
+    assert!(closed.is_some(), "the circuit stayed open");
+    let back = poll_until(Duration::from_secs(5), || {
+        (a.cmd(&["GET", &k0[1].0]) == Reply::bulk(&k0[1].1)).then_some(())
+    });
+    assert!(back.is_some(), "s0 never answered again");
+    assert_eq!(
+        c.servers[0].cmd(&["GET", &x0.0]),
+        Reply::bulk(&x0.1),
+        "the dropped SET was not applied"
+    );
+}
+
+#[test]
+fn a_reply_after_its_miss_reaches_no_one() {
+    // The circuit never opens here: every request waits its 100 ms, then misses.
+    let c = start("  fail_open_timeout: 100\n  fail_open_after: 1000000\n");
+    let k0 = &c.keys[0];
+    let mut a = c.client();
+    assert_eq!(a.cmd(&["GET", &k0[0].0]), Reply::bulk(&k0[0].1));
+    c.links[0].delay(Duration::from_millis(400));
+    for (k, _) in &k0[1..6] {
+        let t = Instant::now();
+        assert_eq!(a.cmd(&["GET", k]), Reply::Bulk(None), "{k}");
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    // The late replies arrive now; each of the next reads must get its own value.
+    c.links[0].pass();
+    std::thread::sleep(Duration::from_millis(600));
+    for (k, v) in &k0[6..20] {
+        assert_eq!(a.cmd(&["GET", k]), Reply::bulk(v), "{k}");
+    }
+    assert_eq!(c.counter("s0", "fail_open_misses"), 5);
+    assert_eq!(c.shard_info("s0")["circuit_open"], "0");
+}
+
+#[test]
+fn fail_open_needs_a_cache_pool() {
+    let port = free_port();
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  cache: false\n  fail_open: true\n  servers:\n    - 127.0.0.1:1:1\n"
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("bad.yml");
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("fail_open: only a cache pool"), "{text}");
+}
