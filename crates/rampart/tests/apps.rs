@@ -212,7 +212,6 @@ fn sidekiq_runs_every_job() {
 /// 500 RQ jobs enqueued through rampart are run by `rq worker --burst` through rampart, every
 /// result right, none failed.
 #[test]
-#[ignore = "RQ's worker SUBSCRIBEs to its command channel, and rampart does not serve pub/sub yet"]
 fn rq_runs_every_job() {
     const JOBS: usize = 500;
     let libs = libs();
