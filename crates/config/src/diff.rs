@@ -274,6 +274,18 @@ impl Pool {
             &n.failover_hold_bytes,
             u64::to_string,
         );
+        c.field(
+            "min_replica_acks",
+            &o.min_replica_acks,
+            &n.min_replica_acks,
+            u32::to_string,
+        );
+        c.field(
+            "min_replica_acks_timeout",
+            &o.min_replica_acks_timeout,
+            &n.min_replica_acks_timeout,
+            |d| dur(*d),
+        );
         c.0
     }
 }

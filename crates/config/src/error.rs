@@ -438,6 +438,19 @@ pub enum Problem {
         /// The value as written.
         value: String,
     },
+    /// `min_replica_acks` in a pool without replicas (a `servers:` pool).
+    #[error("min_replica_acks: needs replicas to acknowledge writes (shards:, primary: with replicas:, or sentinels:)")]
+    AcksWithoutReplicas,
+    /// `min_replica_acks` above the replicas a shard lists: every write would fail.
+    #[error("min_replica_acks: {wanted} is more than the {replicas} replica(s) of shard '{shard}'; every write there would fail")]
+    MoreAcksThanReplicas {
+        /// The value.
+        wanted: u32,
+        /// The shard with too few replicas.
+        shard: String,
+        /// How many it lists.
+        replicas: usize,
+    },
     /// Two durations in the wrong order (`fast_interval` above `interval`, `eject_time`
     /// above `eject_time_max`, ...).
     #[error("{key} ({value_ms} ms) must not be longer than {other} ({limit_ms} ms)")]

@@ -51,6 +51,8 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "eject_time_max",
     "failover_hold",
     "failover_hold_bytes",
+    "min_replica_acks",
+    "min_replica_acks_timeout",
     "read_listen",
     "write_listen",
 ];

@@ -149,6 +149,13 @@ pub struct Pool {
     pub failover_hold: Duration,
     /// rampart: most bytes of writes held per shard during a failover; beyond it they fail.
     pub failover_hold_bytes: u64,
+    /// rampart: a write is acknowledged to its client only once this many replicas have it
+    /// (`WAIT` after each batch of writes on a primary connection); 0, the default, is off.
+    /// Only for pools with replica sets (`shards:`, `primary:`/`replicas:`, `sentinels:`).
+    pub min_replica_acks: u32,
+    /// rampart: how long each `WAIT` may take (its timeout argument); a batch whose writes
+    /// reached fewer replicas by then gets an error for each write. At least 1 ms.
+    pub min_replica_acks_timeout: Duration,
     /// rampart: an extra address that serves only reads of this pool (writes are refused).
     pub read_listen: Option<Listen>,
     /// rampart: an extra address that sends everything, reads included, to the primaries.
@@ -283,6 +290,12 @@ pub mod defaults {
     pub const FAILOVER_HOLD: Duration = Duration::from_secs(3);
     /// `failover_hold_bytes`: 16 MiB.
     pub const FAILOVER_HOLD_BYTES: u64 = 16 << 20;
+    /// `min_replica_acks`: 0 (off).
+    pub const MIN_REPLICA_ACKS: u32 = 0;
+    /// Largest accepted `min_replica_acks`.
+    pub const MIN_REPLICA_ACKS_MAX: u32 = 64;
+    /// `min_replica_acks_timeout`: 1 s.
+    pub const MIN_REPLICA_ACKS_TIMEOUT: Duration = Duration::from_secs(1);
     /// Longest accepted duration (one day): longer is a typo, and keeps deadline arithmetic
     /// far from overflow.
     pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);

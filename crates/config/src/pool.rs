@@ -191,14 +191,48 @@ impl Fields<'_> {
             eject_time_max: ha.eject_time_max,
             failover_hold: ha.failover_hold,
             failover_hold_bytes: ha.failover_hold_bytes,
+            min_replica_acks: ha.min_replica_acks,
+            min_replica_acks_timeout: ha.min_replica_acks_timeout,
             read_listen: read_listen.as_ref().map(|(l, _)| l.clone()),
             write_listen: write_listen.as_ref().map(|(l, _)| l.clone()),
         };
+        self.check_replica_acks(get, &pool)?;
         let pos_of = |l: &Option<(Listen, Pos)>| l.as_ref().map_or(self.at, |(_, p)| *p);
         Ok((
             pool,
             [listen_pos, pos_of(&read_listen), pos_of(&write_listen)],
         ))
+    }
+
+    /// `min_replica_acks` needs replica sets, and no more acknowledgements than a shard with
+    /// listed replicas has replicas (Sentinel pools learn theirs, so any count is taken).
+    fn check_replica_acks(&self, get: &Lookup<'_, '_>, pool: &Pool) -> Result<(), ConfigError> {
+        let wanted = pool.min_replica_acks;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let pos = self.pos(get, "min_replica_acks");
+        if pool.is_sentinel() {
+            return Ok(());
+        }
+        if pool.shards.iter().all(|s| s.replicas.is_empty()) {
+            return Err(self.err(pos, Problem::AcksWithoutReplicas));
+        }
+        match pool
+            .shards
+            .iter()
+            .find(|s| (s.replicas.len() as u64) < wanted.into())
+        {
+            Some(s) => Err(self.err(
+                pos,
+                Problem::MoreAcksThanReplicas {
+                    wanted,
+                    shard: s.name.to_string(),
+                    replicas: s.replicas.len(),
+                },
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The scalar text of `key`, if the key is present; an empty value is an error.

@@ -283,6 +283,8 @@ p:
   eject_time_max: 1m
   failover_hold: 0
   failover_hold_bytes: 1mb
+  min_replica_acks: 1
+  min_replica_acks_timeout: 250ms
 "#;
 
 #[test]
@@ -323,6 +325,8 @@ fn every_ha_key_is_read() {
     assert_eq!(pool.eject_time_max, Duration::from_secs(60));
     assert_eq!(pool.failover_hold, Duration::ZERO, "0 means no hold");
     assert_eq!(pool.failover_hold_bytes, 1 << 20);
+    assert_eq!(pool.min_replica_acks, 1);
+    assert_eq!(pool.min_replica_acks_timeout, Duration::from_millis(250));
 }
 
 #[test]
@@ -346,6 +350,8 @@ fn absent_ha_keys_get_documented_defaults() {
     assert_eq!(pool.eject_time_max, Duration::from_secs(30));
     assert_eq!(pool.failover_hold, Duration::from_secs(3));
     assert_eq!(pool.failover_hold_bytes, 16 << 20);
+    assert_eq!(pool.min_replica_acks, 0, "off");
+    assert_eq!(pool.min_replica_acks_timeout, Duration::from_secs(1));
     assert_eq!((pool.read_listen, pool.write_listen), (None, None));
 }
 

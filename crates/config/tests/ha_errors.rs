@@ -310,6 +310,21 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str)> {
             "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  read_policy: replica\n  read_policy: primary\n",
             "nutcracker.yml:5:3: pool \"p\": duplicate key \"read_policy\" (first given on line 4)",
         ),
+        (
+            "min_replica_acks without replicas",
+            "p:\n  listen: 127.0.0.1:1\n  servers:\n    - h:1:1\n  min_replica_acks: 1\n",
+            "nutcracker.yml:5:21: pool \"p\": min_replica_acks: needs replicas to acknowledge writes (shards:, primary: with replicas:, or sentinels:)",
+        ),
+        (
+            "min_replica_acks above a shard's replicas",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas: [h:2]\n  min_replica_acks: 2\n",
+            "nutcracker.yml:5:21: pool \"p\": min_replica_acks: 2 is more than the 1 replica(s) of shard 'p'; every write there would fail",
+        ),
+        (
+            "min_replica_acks_timeout zero",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas: [h:2]\n  min_replica_acks: 1\n  min_replica_acks_timeout: 0\n",
+            "nutcracker.yml:6:29: pool \"p\": min_replica_acks_timeout: must be greater than 0",
+        ),
     ]
 }
 
