@@ -50,6 +50,9 @@ families! {
     HELD_FAILED = ("rampart_held_writes_failed_total", "counter", "Held writes answered with an error (failover_hold or its byte bound passed, or the shard was down).");
     HELD_NOW = ("rampart_held_writes", "gauge", "Writes waiting in a failover hold now.");
     HOLD_SECONDS = ("rampart_held_write_seconds_total", "counter", "Total time released writes spent held.");
+    ACK_WAITS = ("rampart_replica_ack_waits_total", "counter", "WAITs sent after a batch of writes (min_replica_acks).");
+    ACK_CONFIRMED = ("rampart_replica_acked_writes_total", "counter", "Writes released once min_replica_acks replicas acknowledged them.");
+    ACK_SHORT = ("rampart_replica_ack_failed_writes_total", "counter", "Writes applied on the primary but answered with an error because fewer than min_replica_acks replicas acknowledged them in time (or WAIT failed).");
     POOL_CLIENTS = ("rampart_pool_client_connections", "gauge", "Client connections open on the pool.");
     POOL_CLIENT_EOF = ("rampart_pool_client_eof_total", "counter", "Client connections the client closed.");
     POOL_CLIENT_ERR = ("rampart_pool_client_errors_total", "counter", "Client connections closed on an error.");
@@ -217,6 +220,15 @@ fn process(o: &mut Out, shared: &Shared) {
     ] {
         o.head(f);
         o.sample(f.name, &[], v);
+    }
+    let (waits, confirmed, short) = crate::upstream::acks::stats();
+    for (f, v) in [
+        (&ACK_WAITS, waits),
+        (&ACK_CONFIRMED, confirmed),
+        (&ACK_SHORT, short),
+    ] {
+        o.head(f);
+        o.sample(f.name, &[], v as f64);
     }
 }
 
