@@ -9,6 +9,7 @@
 //! - [`session`]: one client: read loop, dispatch, local answers.
 //! - [`ha`]: health checks, Sentinel following, switchover.
 //! - [`upstream`]: connections to nodes, routing, retries, the failover hold.
+//! - [`durability`]: the write spool on disk.
 //! - [`reply`]: a session's ordered reply queue and the merging of split replies.
 //! - [`topology`]: pools, shards, nodes, the ring, the shared process state.
 //! - [`observe`]: statistics, events, slowlog.
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod clock;
 pub mod control;
+pub mod durability;
 pub mod ha;
 pub mod handshake;
 pub mod io;
