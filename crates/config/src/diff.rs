@@ -286,6 +286,18 @@ impl Pool {
             &n.min_replica_acks_timeout,
             |d| dur(*d),
         );
+        c.field("spool", &o.spool, &n.spool, |sp| match sp {
+            None => "off".to_string(),
+            Some(sp) => {
+                let names: Vec<&str> = sp.commands.iter().map(|c| c.name()).collect();
+                format!(
+                    "{} [{}] max {}",
+                    sp.dir.display(),
+                    names.join(" "),
+                    sp.max_bytes
+                )
+            }
+        });
         c.0
     }
 }

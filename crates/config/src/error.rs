@@ -438,6 +438,15 @@ pub enum Problem {
         /// The value as written.
         value: String,
     },
+    /// `spool_commands` or `spool_max_bytes` without `spool_dir`.
+    #[error("spool_dir: missing; the spool keys need a directory for the spool's files")]
+    SpoolWithoutDir,
+    /// `spool_dir` without `spool_commands`.
+    #[error("spool_commands: missing; list the commands to spool (LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD)")]
+    SpoolWithoutCommands,
+    /// A command in `spool_commands` whose reply rampart cannot give without the server.
+    #[error("spool_commands: {0:?} cannot be spooled: its reply would be a guess, not the server's answer (spoolable: LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD with an explicit id)")]
+    NotSpoolable(String),
     /// `min_replica_acks` in a pool without replicas (a `servers:` pool).
     #[error("min_replica_acks: needs replicas to acknowledge writes (shards:, primary: with replicas:, or sentinels:)")]
     AcksWithoutReplicas,
