@@ -4,7 +4,8 @@
 //! dir/
 //!   00000000000000000001.seg   records 1..      (a segment is named by its first sequence)
 //!   00000000000000004097.seg   records 4097..   (the active one: appends go here)
-//!   acked                      checkpoint: the last sequence the server acknowledged
+//!   acked                      checkpoint: two slots of (sequence, crc32); the higher valid
+//!                              one is the last sequence the server acknowledged
 //! record = len: u32 LE (of what follows the crc) | crc32: u32 LE (of what follows it)
 //!        | seq: u64 LE | unix ms: u64 LE | payload
 //! ```
@@ -14,8 +15,9 @@
 //! [`SpoolLog::append`] returns). A record whose length or checksum does not hold at the end
 //! of the last segment is a torn tail from a crash mid-write: [`SpoolLog::open`] cuts the
 //! segment there, so it is never replayed; a bad record anywhere else is corruption and
-//! opening fails. The checkpoint is replaced by write-temp, fsync, rename, fsync of the
-//! directory; segments wholly at or below it are deleted. Entries are replayed from the
+//! opening fails. The checkpoint file has two slots (sequence + CRC32 each), written in
+//! turn with one `fdatasync` per acknowledgement, so a torn write leaves the other slot
+//! whole; segments wholly at or below it are deleted. Entries are replayed from the
 //! checkpoint on, so a crash between a server's acknowledgement and the checkpoint replays at
 //! most the entries acknowledged since the last checkpoint (the caller checkpoints after each
 //! entry: at most one entry twice). Any I/O error while appending or checkpointing stops the
@@ -26,7 +28,6 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bytes of a record before its payload: length, checksum, sequence, time.
 pub const HEADER: usize = 4 + 4 + 8 + 8;
@@ -37,7 +38,6 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 pub const MAX_PAYLOAD: usize = 1 << 30;
 
 const CHECKPOINT: &str = "acked";
-const CHECKPOINT_TMP: &str = "acked.tmp";
 
 /// Why the spool cannot do what was asked.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -120,6 +120,8 @@ pub struct SpoolLog {
     waiting: VecDeque<(u64, u64, u64)>,
     waiting_bytes: u64,
     stopped: Option<String>,
+    /// The checkpoint slot written last (the next ack writes the other one).
+    slot: u64,
 }
 
 impl SpoolLog {
@@ -155,6 +157,7 @@ impl SpoolLog {
             waiting: VecDeque::new(),
             waiting_bytes: 0,
             stopped: None,
+            slot: 0,
         };
         let mut rec = Recovery::default();
         let count = firsts.len();
@@ -163,11 +166,7 @@ impl SpoolLog {
             let last_segment = i + 1 == count;
             let (len, last) = log.scan(&path, first, last_segment, &mut rec)?;
             log.next_seq = log.next_seq.max(last + 1);
-            log.segments.push_back(Segment {
-                path,
-                len,
-                last,
-            });
+            log.segments.push_back(Segment { path, len, last });
         }
         rec.entries = log.waiting.len() as u64;
         log.drop_acked_segments().map_err(io_err)?;
@@ -248,7 +247,7 @@ impl SpoolLog {
             });
         }
         let first = self.next_seq;
-        let now = unix_ms();
+        let now = crate::clock::unix_ms();
         let mut buf = Vec::with_capacity(payloads.len() * HEADER + adding as usize);
         for (i, p) in payloads.iter().enumerate() {
             encode(&mut buf, first + i as u64, now, p);
@@ -349,7 +348,8 @@ impl SpoolLog {
         if seq <= self.acked {
             return Ok(());
         }
-        if let Err(e) = write_checkpoint(&self.dir, seq) {
+        self.slot ^= 1;
+        if let Err(e) = write_checkpoint(&self.dir, seq, self.slot) {
             return Err(self.stop(e));
         }
         self.acked = seq;
@@ -415,13 +415,6 @@ fn segment_name(first: u64) -> String {
     format!("{first:020}.seg")
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Appends one record to `buf`.
 fn encode(buf: &mut Vec<u8>, seq: u64, unix_ms: u64, payload: &[u8]) {
     let body_len = 16 + payload.len();
@@ -464,32 +457,53 @@ fn record_follows(bytes: &[u8], at: usize, last: u64) -> bool {
         .any(|i| decode(&bytes[i..]).is_some_and(|(seq, ..)| seq > last))
 }
 
+/// The checkpoint file holds two slots of `seq: u64 LE | crc32: u32 LE`, written in turn,
+/// so a write torn by a power cut leaves the other slot whole; the higher valid one counts.
+const SLOT: usize = 12;
+
 fn read_checkpoint(dir: &Path) -> io::Result<u64> {
-    match fs::read(dir.join(CHECKPOINT)) {
-        Ok(b) if b.len() == 12 => {
-            let seq = u64::from_le_bytes(b[..8].try_into().map_err(io::Error::other)?);
-            let crc = u32::from_le_bytes(b[8..].try_into().map_err(io::Error::other)?);
-            if crc32fast::hash(&b[..8]) == crc {
-                Ok(seq)
-            } else {
-                Err(io::Error::other("checkpoint file 'acked' is damaged"))
-            }
-        }
-        Ok(_) => Err(io::Error::other("checkpoint file 'acked' is damaged")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e),
+    let bytes = match fs::read(dir.join(CHECKPOINT)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let slot = |i: usize| -> Option<u64> {
+        let s = bytes.get(i * SLOT..(i + 1) * SLOT)?;
+        let seq = u64::from_le_bytes(s[..8].try_into().ok()?);
+        let crc = u32::from_le_bytes(s[8..].try_into().ok()?);
+        (crc32fast::hash(&s[..8]) == crc).then_some(seq)
+    };
+    match (slot(0), slot(1)) {
+        (None, None) if bytes.is_empty() => Ok(0),
+        (None, None) => Err(io::Error::other("checkpoint file 'acked' is damaged")),
+        (a, b) => Ok(a.unwrap_or(0).max(b.unwrap_or(0))),
     }
 }
 
-fn write_checkpoint(dir: &Path, seq: u64) -> io::Result<()> {
+fn slot_bytes(seq: u64) -> Vec<u8> {
     let mut b = seq.to_le_bytes().to_vec();
     b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-    let tmp = dir.join(CHECKPOINT_TMP);
-    let mut f = File::create(&tmp)?;
-    f.write_all(&b)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(CHECKPOINT))?;
-    sync_dir(dir)
+    b
+}
+
+/// Write `seq` into checkpoint slot `slot` (0 or 1) and `fdatasync` it (the file is created
+/// with both slots at 0, and its directory synced, on first use).
+fn write_checkpoint(dir: &Path, seq: u64, slot: u64) -> io::Result<()> {
+    let path = dir.join(CHECKPOINT);
+    let new = !path.exists();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)?;
+    if new {
+        f.write_all(&[slot_bytes(0), slot_bytes(0)].concat())?;
+        f.sync_all()?;
+        sync_dir(dir)?;
+    }
+    f.seek(SeekFrom::Start(slot * SLOT as u64))?;
+    f.write_all(&slot_bytes(seq))?;
+    f.sync_data()
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -603,6 +617,30 @@ mod tests {
         assert!(err.to_string().contains("is full"), "{err}");
         log.ack(1).expect("ack");
         assert_eq!(log.append(&[&p[2]]).expect("room again"), 3);
+    }
+
+    #[test]
+    fn a_failed_write_stops_the_spool_for_good() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = SpoolLog::open(dir.path(), 1 << 20).expect("open");
+        append_all(&mut log, &payloads(1));
+        // A disk that refuses the next write (ENOSPC), as a failing fsync would.
+        log.active = Some(
+            OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        let err = log.append(&[b"x"]).expect_err("refused");
+        assert!(matches!(err, SpoolError::Stopped { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+        assert_eq!(log.waiting().0, 1, "the refused entry is not counted");
+        let again = log.append(&[b"y"]).expect_err("stays stopped");
+        assert_eq!(again, err);
+        assert!(log.ack(1).is_err(), "no checkpoint either");
     }
 
     #[test]
