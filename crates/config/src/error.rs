@@ -444,6 +444,9 @@ pub enum Problem {
     /// `spool_dir` without `spool_commands`.
     #[error("spool_commands: missing; list the commands to spool (LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD)")]
     SpoolWithoutCommands,
+    /// `spool_dir` in a pool whose primaries are not health-checked.
+    #[error("spool_dir: needs a pool with replicas or sentinels (its primaries are health-checked, so rampart knows when to spool and when to replay)")]
+    SpoolWithoutReplicas,
     /// A command in `spool_commands` whose reply rampart cannot give without the server.
     #[error("spool_commands: {0:?} cannot be spooled: its reply would be a guess, not the server's answer (spoolable: LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD with an explicit id)")]
     NotSpoolable(String),

@@ -198,6 +198,12 @@ impl Fields<'_> {
             write_listen: write_listen.as_ref().map(|(l, _)| l.clone()),
         };
         self.check_replica_acks(get, &pool)?;
+        if pool.spool.is_some()
+            && !pool.is_sentinel()
+            && pool.shards.iter().all(|s| s.replicas.is_empty())
+        {
+            return Err(self.err(self.pos(get, "spool_dir"), Problem::SpoolWithoutReplicas));
+        }
         let pos_of = |l: &Option<(Listen, Pos)>| l.as_ref().map_or(self.at, |(_, p)| *p);
         Ok((
             pool,
@@ -232,6 +238,7 @@ impl Fields<'_> {
         if listed.is_empty() {
             return Err(self.err(dir_pos, Problem::SpoolWithoutCommands));
         }
+
         let mut commands = Vec::new();
         for (name, pos) in listed {
             let Some(c) = SpoolCommand::parse(&name) else {

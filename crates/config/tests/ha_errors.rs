@@ -331,9 +331,14 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str)> {
             "nutcracker.yml:4:14: pool \"p\": spool_commands: missing; list the commands to spool (LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD)",
         ),
         (
+            "spool without replicas",
+            "p:\n  listen: 127.0.0.1:1\n  servers:\n    - h:1:1\n  spool_dir: spool\n  spool_commands: [LPUSH]\n",
+            "nutcracker.yml:5:14: pool \"p\": spool_dir: needs a pool with replicas or sentinels (its primaries are health-checked, so rampart knows when to spool and when to replay)",
+        ),
+        (
             "INCR is not spoolable",
-            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  spool_dir: spool\n  spool_commands: [LPUSH, INCR]\n",
-            "nutcracker.yml:5:27: pool \"p\": spool_commands: \"INCR\" cannot be spooled: its reply would be a guess, not the server's answer (spoolable: LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD with an explicit id)",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas: [h:2]\n  spool_dir: spool\n  spool_commands: [LPUSH, INCR]\n",
+            "nutcracker.yml:6:27: pool \"p\": spool_commands: \"INCR\" cannot be spooled: its reply would be a guess, not the server's answer (spoolable: LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD with an explicit id)",
         ),
         (
             "min_replica_acks_timeout zero",

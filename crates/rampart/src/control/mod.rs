@@ -51,6 +51,8 @@ pub struct Control {
     checks: HashMap<u64, (CancellationToken, Arc<PoolRt>)>,
     /// Sentinel followers by pool name.
     followers: HashMap<String, CancellationToken>,
+    /// Spool replayers (one per spooled shard) of the current pool generation.
+    replayers: Vec<CancellationToken>,
 }
 
 /// A listener bound by a reload, not yet running: (key, pool, mode, socket).
@@ -70,6 +72,7 @@ impl Control {
             listeners: HashMap::new(),
             counts: HashMap::new(),
             checks: HashMap::new(),
+            replayers: Vec::new(),
             followers: HashMap::new(),
         }
     }
@@ -171,6 +174,23 @@ impl Control {
                 self.workers,
                 token,
             ));
+        }
+        // Spool replayers: one per spooled shard and pool generation (the spool itself
+        // carries over a reload).
+        for t in self.replayers.drain(..) {
+            t.cancel();
+        }
+        for p in pools {
+            for (i, _) in p
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.spool.is_some())
+            {
+                let token = self.stop.child_token();
+                self.replayers.push(token.clone());
+                tokio::spawn(crate::ha::replay::run(Arc::clone(p), i, token));
+            }
         }
     }
 }

@@ -105,13 +105,24 @@ fn reply_of(args: &[&[u8]], allowed: &[SpoolCommand]) -> Option<Vec<u8>> {
     let upper = |a: &[u8]| a.to_ascii_uppercase();
     match cmd {
         SpoolCommand::Set => {
-            if args.len() < 3 {
-                return None;
-            }
-            let opts: Vec<Vec<u8>> = args[3..].iter().map(|a| upper(a)).collect();
-            let refused = [&b"NX"[..], b"XX", b"GET"];
-            if opts.iter().any(|o| refused.contains(&o.as_slice())) {
-                return None;
+            // Only options whose reply is +OK whatever the data, well formed (a malformed
+            // one would be refused at replay after the client heard +OK).
+            let mut rest = args.get(3..)?;
+            while let Some(opt) = rest.first() {
+                match upper(opt).as_slice() {
+                    b"KEEPTTL" => rest = &rest[1..],
+                    b"EX" | b"PX" | b"EXAT" | b"PXAT" => {
+                        let n = std::str::from_utf8(rest.get(1)?)
+                            .ok()?
+                            .parse::<u64>()
+                            .ok()?;
+                        if n == 0 {
+                            return None;
+                        }
+                        rest = &rest[2..];
+                    }
+                    _ => return None,
+                }
             }
             Some(b"+OK\r\n".to_vec())
         }
@@ -183,6 +194,16 @@ mod tests {
         );
         assert_eq!(reply(&["set", "k", "v", "nx"]), None);
         assert_eq!(reply(&["SET", "k", "v", "GET"]), None);
+        assert_eq!(
+            reply(&["SET", "k", "v", "EX", "0"]),
+            None,
+            "Redis refuses it"
+        );
+        assert_eq!(reply(&["SET", "k", "v", "EX"]), None);
+        assert_eq!(
+            reply(&["SET", "k", "v", "KEEPTTL", "PX", "5"]).as_deref(),
+            Some("+OK\r\n")
+        );
         assert_eq!(
             reply(&["LPUSH", "q", "a", "b", "a"]).as_deref(),
             Some(":3\r\n")

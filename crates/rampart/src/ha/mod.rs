@@ -1,9 +1,11 @@
 //! High availability: active health checks ([`health`]), the Sentinel follower
 //! ([`sentinel`]), planned switchovers ([`switchover`]), replication lag from offsets
-//! ([`lag`]), and the control plane's own small Redis client they share ([`link`]).
+//! ([`lag`]), replaying write spools ([`replay`]), and the control plane's own small Redis
+//! client they share ([`link`]).
 
 pub mod health;
 pub mod lag;
 pub mod link;
+pub mod replay;
 pub mod sentinel;
 pub mod switchover;

@@ -194,6 +194,15 @@ pub enum Failure {
         /// Why.
         reason: String,
     },
+    /// A write that found no primary could not be spooled: the spool is full, stopped, or
+    /// its disk failed. It was not sent and is not acknowledged.
+    #[error("shard '{shard}' has no primary and the write could not be spooled: {reason}")]
+    Spool {
+        /// The shard's name.
+        shard: String,
+        /// Why the spool refused it (names the spool's directory).
+        reason: String,
+    },
     /// The request was waiting to be sent again when a reload replaced its pool.
     #[error("{cause} (the pool was reloaded meanwhile)")]
     Reloaded {
@@ -229,7 +238,8 @@ impl Failure {
             | Failure::Dedicated(_)
             | Failure::Ended(_)
             | Failure::NotDurable { .. }
-            | Failure::AcksUnknown { .. } => false,
+            | Failure::AcksUnknown { .. }
+            | Failure::Spool { .. } => false,
             Failure::Reloaded { cause } => cause.may_retry(),
             Failure::NoPrimary { .. }
             | Failure::NoReadNode { .. }

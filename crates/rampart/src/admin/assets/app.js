@@ -193,7 +193,12 @@ function renderPool(p, hist) {
       el("th", { colSpan: 12, scope: "rowgroup" }, "shard ", s.name,
         shardState ? el("span", { class: "badge down" }, shardState) : null,
         s.reason ? el("span", { class: "muted note" }, " ", s.reason) : null,
-        s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null)));
+        s.switch_state ? el("span", { class: "muted note" }, " switchover: ", s.switch_state) : null,
+        s.spool ? el("span", { class: s.spool.stopped ? "note" : "muted note" }, " spool: ",
+          s.spool.stopped ? "STOPPED (" + s.spool.stopped + ") " : "",
+          fmtNum(s.spool.entries), " waiting",
+          s.spool.oldest_age_ms != null ? " (oldest " + (s.spool.oldest_age_ms / 1000).toFixed(1) + " s)" : "",
+          ", ", fmtNum(s.spool.replayed), " replayed") : null)));
     for (const n of s.nodes) {
       const h = byNode.get(key(p.name, s.name, n.addr));
       const ops = h ? last(h.ops_per_s) : null;
