@@ -23,14 +23,30 @@ fn start(
     spool: &std::path::Path,
     hold: &str,
 ) -> Proxy {
-    let yaml = format!(
-        "{POOL}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  primary: {}\n  replicas:\n    - {}\n{FAST_CHECKS}  failover_hold: {hold}\n  spool_dir: {}\n  spool_commands: [LPUSH, SADD, SET]\n",
+    start_with(port, &yaml(port, primary, replica, spool, hold, ""))
+}
+
+/// The configuration of [`start`], with the extra pool lines `extra`.
+fn yaml(
+    port: u16,
+    primary: &RedisServer,
+    replica: &RedisServer,
+    spool: &std::path::Path,
+    hold: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "{POOL}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  primary: {}\n  replicas:\n    - {}\n{FAST_CHECKS}  failover_hold: {hold}\n  spool_dir: {}\n  spool_commands: [LPUSH, SADD, SET]\n{extra}",
         primary.addr(),
         replica.addr(),
         spool.display()
-    );
+    )
+}
+
+/// A rampart on `port` with the configuration `yaml` (a pool on that port).
+fn start_with(port: u16, yaml: &str) -> Proxy {
     Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("spool.yml", &yaml)
+        .file("spool.yml", yaml)
         .args(["-c", "{dir}/spool.yml", "--workers", "2", "--no-admin"])
         .args(["-a".to_string(), "127.0.0.1".to_string()])
         .args(["-s".to_string(), free_port().to_string()])
@@ -317,4 +333,118 @@ fn tear_the_tail(root: &std::path::Path, n: usize) {
             }
         }
     }
+}
+
+/// Waits until the proxy sees `primary` down.
+fn wait_down(port: u16, primary: &RedisServer) {
+    assert!(
+        poll_until(Duration::from_secs(10), || (!primary_routable(
+            port,
+            &primary.addr()
+        ))
+        .then_some(()))
+        .is_some(),
+        "the proxy never saw the primary down"
+    );
+}
+
+/// Past `spool_max_bytes` a write is answered with an error naming the spool, and nothing
+/// of it is kept: what was acknowledged before is replayed, the refused write is not.
+#[test]
+fn a_full_spool_answers_an_error_naming_it() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start_with(
+        port,
+        &yaml(
+            port,
+            &primary,
+            &replicas[0],
+            dir.path(),
+            "100ms",
+            "  spool_max_bytes: 200\n",
+        ),
+    );
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    let mut acked = Vec::new();
+    let refused = loop {
+        let v = format!("v{}", acked.len());
+        match c.cmd(&["LPUSH", "q", &v]) {
+            Reply::Int(1) => acked.push(v),
+            other => break other,
+        }
+        assert!(acked.len() < 100, "200 bytes never filled");
+    };
+    let Reply::Error(e) = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        e.contains("could not be spooled: spool ") && e.contains("is full"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&dir.path().display().to_string()),
+        "names the spool: {e}"
+    );
+    primary.cont();
+    let replayed = poll_until(Duration::from_secs(10), || {
+        (pushed(&primary, "q") == acked).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "{:?} replayed, {acked:?} acknowledged; log:\n{}",
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
+}
+
+/// A reload while writes wait in the spool keeps the spool (same directory): they are
+/// replayed after it as before.
+#[test]
+fn the_spool_survives_a_reload() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replicas[0], dir.path(), "100ms");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    for i in 0..10 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    let changed = yaml(
+        port,
+        &primary,
+        &replicas[0],
+        dir.path(),
+        "100ms",
+        "  timeout: 2000\n",
+    );
+    std::fs::write(proxy.dir().join("spool.yml"), changed).expect("write config");
+    proxy.signal("HUP");
+    let reloaded = poll_until(Duration::from_secs(10), || {
+        proxy
+            .stderr()
+            .lines()
+            .any(|l| l.contains("reload: ") && l.contains("timeout"))
+            .then_some(())
+    });
+    assert!(reloaded.is_some(), "no reload; log:\n{}", proxy.stderr());
+    for i in 10..15 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    primary.cont();
+    let want: Vec<String> = (0..15).map(|i| format!("v{i}")).collect();
+    let replayed = poll_until(Duration::from_secs(10), || {
+        (pushed(&primary, "q") == want).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "{:?} replayed; log:\n{}",
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
 }
