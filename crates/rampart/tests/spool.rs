@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ha::{replica_set, FAST_CHECKS, POOL};
+use ha::{replica_set, SentinelSetup, FAST_CHECKS, POOL};
 use testkit::{free_port, poll_until, Client, Proxy, RedisServer, Reply};
 
 /// A rampart on `port` over `primary` and `replica`, spooling into `spool`, with
@@ -447,4 +447,54 @@ fn the_spool_survives_a_reload() {
         pushed(&primary, "q"),
         proxy.stderr()
     );
+}
+
+/// In a Sentinel pool, writes that wait past `failover_hold` while Sentinel promotes a new
+/// primary are spooled, and replayed in order to the new primary once it is applied.
+#[test]
+fn sentinel_failover_writes_past_the_hold_are_spooled_and_replayed_to_the_new_primary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = SentinelSetup::start(&format!(
+        "  failover_hold: 200ms\n  spool_dir: {}\n  spool_commands: [LPUSH]\n",
+        dir.path().display()
+    ));
+    let mut c = Client::connect(&s.proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let v = format!("before{i}");
+        assert_eq!(c.cmd(&["LPUSH", "q", &v]), Reply::Int(i + 1));
+        acked.push(v);
+    }
+    assert_eq!(s.primary.cmd(&["WAIT", "2", "2000"]), Reply::Int(2));
+    s.primary.kill9();
+    let killed = Instant::now();
+    let mut spooled = 0;
+    while killed.elapsed() < Duration::from_millis(1500) {
+        let v = format!("during{}", acked.len());
+        match c.try_cmd(&["LPUSH", "q", &v]) {
+            Ok(Reply::Int(1)) => {
+                spooled += 1;
+                acked.push(v);
+            }
+            Ok(Reply::Int(_)) => acked.push(v),
+            Ok(_) => {}
+            Err(_) => c = Client::connect(&s.proxy.addr()),
+        }
+    }
+    let (_, port) = s.wait_switch(killed, Duration::from_secs(30));
+    assert!(spooled > 0, "nothing was spooled during the failover");
+    let new_primary = s.node_on(port);
+    let replayed = poll_until(Duration::from_secs(20), || {
+        (pushed(new_primary, "q") == acked).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "{} spooled; on the new primary {:?}, acknowledged {:?}; log:\n{}",
+        spooled,
+        pushed(new_primary, "q"),
+        acked,
+        s.proxy.log()
+    );
+    println!("{spooled} writes spooled during the failover, all replayed to the new primary");
 }

@@ -154,12 +154,17 @@ pub fn send(
         Access::Read => pick_read(wp, shard, &view, exclude),
     };
     let Some(node) = node else {
-        let shard = rt.shards[shard].name.clone();
-        sink.fail(if access == Access::Write {
-            Failure::NoPrimary { shard, cause: None }
+        let name = rt.shards[shard].name.clone();
+        if access == Access::Write {
+            // No hold (failover_hold: 0): the spool, if the pool has one, takes it at once.
+            let failure = Failure::NoPrimary {
+                shard: name,
+                cause: None,
+            };
+            spool_or_fail(wp, shard, sink, bytes, failure);
         } else {
-            Failure::NoReadNode { shard }
-        });
+            sink.fail(Failure::NoReadNode { shard: name });
+        }
         return 0;
     };
     let sink = if ha {
@@ -175,6 +180,7 @@ pub fn send(
         // another node once.
         match access {
             Access::Write if can_hold(wp) => hold_write(wp, shard, sink, bytes, client),
+            Access::Write => spool_or_fail(wp, shard, sink, bytes, e),
             Access::Read | Access::ReadPrimary if ha => retry(
                 wp,
                 Retry {
