@@ -169,9 +169,7 @@ impl Spool {
     /// The spool stopped or a segment cannot be read.
     pub async fn read(&self, from: u64, max: usize) -> Result<Vec<Entry>, SpoolError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Read(from, max, tx))
-            .map_err(|_| self.stopped_error())?;
+        self.submit(Op::Read(from, max, tx)).await?;
         rx.await.unwrap_or_else(|_| Err(self.stopped_error()))
     }
 
@@ -181,10 +179,23 @@ impl Spool {
     /// The checkpoint could not be written: the spool stopped.
     pub async fn ack(&self, seq: u64) -> Result<(), SpoolError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Ack(seq, tx))
-            .map_err(|_| self.stopped_error())?;
+        self.submit(Op::Ack(seq, tx)).await?;
         rx.await.unwrap_or_else(|_| Err(self.stopped_error()))
+    }
+
+    /// Queue `op` for the thread without blocking the runtime: while the queue is full (a
+    /// burst of appends), wait a millisecond and try again.
+    async fn submit(&self, mut op: Op) -> Result<(), SpoolError> {
+        loop {
+            match self.tx.try_send(op) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => {
+                    op = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(self.stopped_error()),
+            }
+        }
     }
 }
 
