@@ -9,9 +9,9 @@
 //! - [`session`]: one client: read loop, dispatch, local answers.
 //! - [`ha`]: health checks, Sentinel following, switchover.
 //! - [`upstream`]: connections to nodes, routing, retries, the failover hold.
-//! - [`durability`]: the write spool on disk.
 //! - [`reply`]: a session's ordered reply queue and the merging of split replies.
 //! - [`topology`]: pools, shards, nodes, the ring, the shared process state.
+//! - [`durability`]: the write spool on disk.
 //! - [`observe`]: statistics, events, slowlog.
 //! - support: [`io`], [`notify`], [`rand`], [`clock`], [`text`], [`logfile`],
 //!   [`handshake`] (the AUTH and SELECT every connection to a server starts with).
