@@ -7,7 +7,9 @@
 //! Such a write is never resent. One `WAIT` per batch, so 16 pipelined writes cost one more
 //! round trip and one replication wait, not 16. Replies of reads are never held: they go to
 //! their slot as they arrive, and a client's replies still leave in order, so a read that
-//! follows a client's own write waits only for that write.
+//! follows a client's own write waits only for that write. A write whose reply is so large
+//! that it streams to its client as it arrives (over 256 KiB, as an `EVAL` may return) cannot
+//! be held: it is released as it streams, unconfirmed.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;

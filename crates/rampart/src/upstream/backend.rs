@@ -830,10 +830,13 @@ impl Backend {
             waiters.len()
         };
         let clients = waiters.iter().filter(|w| w.sink.is_some()).count();
+        // A WAIT of ours was queued and counted like a request.
+        let waits = waiters.iter().filter(|w| w.wait).count();
         let inflight_bytes: i64 = waiters.iter().map(|w| w.len as i64).sum::<i64>() - b;
         self.cell(ServerStat::InQueue).add(-n);
         self.cell(ServerStat::InQueueBytes).add(-b);
-        self.cell(ServerStat::OutQueue).add(-(clients as i64 - n));
+        self.cell(ServerStat::OutQueue)
+            .add(-((clients + waits) as i64 - n));
         self.cell(ServerStat::OutQueueBytes).add(-inflight_bytes);
         self.out.borrow_mut().clear();
         release_if_idle(&mut self.out.borrow_mut(), KEEP_BUF);
