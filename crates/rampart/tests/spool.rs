@@ -498,3 +498,72 @@ fn sentinel_failover_writes_past_the_hold_are_spooled_and_replayed_to_the_new_pr
     );
     println!("{spooled} writes spooled during the failover, all replayed to the new primary");
 }
+
+/// The spool's entries waiting for replay, from INFO (`spool_<pool>_<pool>:entries=N,...`).
+fn spool_entries(port: u16) -> Option<u64> {
+    let mut c = Client::try_connect(&format!("127.0.0.1:{port}")).ok()?;
+    let Ok(Reply::Bulk(Some(b))) = c.try_cmd(&["INFO", "pools"]) else {
+        return None;
+    };
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("spool_{POOL}_{POOL}:")))?;
+    line.split([':', ','])
+        .find_map(|f| f.strip_prefix("entries="))?
+        .parse()
+        .ok()
+}
+
+/// With `min_replica_acks: 1`, a replayed entry leaves the spool only once the replica has
+/// it: while the replica is frozen the replay waits, and it finishes once the replica is back.
+#[test]
+fn with_min_replica_acks_replayed_entries_leave_only_once_replicated() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = "  min_replica_acks: 1\n  min_replica_acks_timeout: 100ms\n";
+    let proxy = start_with(
+        port,
+        &yaml(port, &primary, &replicas[0], dir.path(), "100ms", extra),
+    );
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    for i in 0..5 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    replicas[0].stop();
+    primary.cont();
+    let started = poll_until(Duration::from_secs(10), || {
+        pushed(&primary, "q")
+            .first()
+            .is_some_and(|v| v == "v0")
+            .then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "replay never began; log:\n{}",
+        proxy.stderr()
+    );
+    // Replayed on the primary but on no replica: the spool must keep the entry.
+    let drained_early = poll_until(Duration::from_secs(1), || {
+        (spool_entries(port) == Some(0)).then_some(())
+    });
+    assert!(
+        drained_early.is_none(),
+        "entries left the spool while the replica was frozen"
+    );
+    assert!(
+        proxy.stderr().contains("not yet on 1 replicas"),
+        "the wait is logged; log:\n{}",
+        proxy.stderr()
+    );
+    replicas[0].cont();
+    let drained = poll_until(Duration::from_secs(10), || {
+        (spool_entries(port) == Some(0)).then_some(())
+    });
+    assert!(drained.is_some(), "never drained; log:\n{}", proxy.stderr());
+    let want: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
+    assert_eq!(pushed(&replicas[0], "q"), want, "on the replica");
+}

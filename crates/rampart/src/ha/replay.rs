@@ -9,7 +9,8 @@
 //! that passes (`READONLY`, `LOADING`, `MASTERDOWN`, `BUSY`, `TRYAGAIN`) or whose connection
 //! fails stays and is sent again later; one it answers with any other error (a `WRONGTYPE`,
 //! an `XADD` id not above the stream's last) is logged, counted, and leaves the spool: it
-//! can never succeed. A progress line is logged every second while replaying.
+//! can never succeed. With `min_replica_acks`, an entry leaves only once that many replicas
+//! have it (`WAIT`). A progress line is logged every second while replaying.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -135,6 +136,10 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
                     errors.join("; ")
                 );
             }
+            if !replicated(l, &pool, &name, &stop).await {
+                link = None;
+                break;
+            }
             if let Err(err) = spool.ack(e.seq).await {
                 tracing::error!("spool {name}: {err}");
                 break;
@@ -148,6 +153,38 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
                 spool.stats.replayed.load(Relaxed) - t0.1,
                 t0.0.elapsed().as_secs_f64()
             );
+        }
+    }
+}
+
+/// With `min_replica_acks`, wait until that many replicas have the entry just replayed
+/// (`WAIT`, again while fewer answer) before it leaves the spool; false when the connection
+/// failed (the entry stays) or the task stops.
+async fn replicated(l: &mut Link, pool: &PoolRt, name: &str, stop: &CancellationToken) -> bool {
+    let wanted = pool.conf.min_replica_acks;
+    if wanted == 0 {
+        return true;
+    }
+    let within = pool.conf.min_replica_acks_timeout;
+    let n = wanted.to_string();
+    let ms = within.as_millis().max(1).to_string();
+    let wait: &[&[u8]] = &[b"WAIT", n.as_bytes(), ms.as_bytes()];
+    loop {
+        if stop.is_cancelled() {
+            return false;
+        }
+        match l.call(&[wait], pool.timeout() + within).await {
+            Ok(r) if matches!(r.first(), Some(Val::Int(x)) if *x >= i64::from(wanted)) => {
+                return true
+            }
+            Ok(r) => tracing::warn!(
+                "spool {name}: replayed entry not yet on {wanted} replicas ({}); waiting",
+                r.first().map_or_else(String::new, Val::describe)
+            ),
+            Err(err) => {
+                tracing::warn!("spool {name}: WAIT failed: {err}");
+                return false;
+            }
         }
     }
 }
