@@ -70,9 +70,9 @@ wait_port() {
 }
 
 # N distinct free loopback ports (bound together, then released: a small race remains).
-read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA P_R1 P_R2 P_RS P_RS_STATS < <(python3 -c '
+read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA P_R1 P_R2 P_RS P_RS_STATS P_RA P_RA_STATS < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(12)]
+socks = [socket.socket() for _ in range(14)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
@@ -118,6 +118,9 @@ bench_rs:
   replicas: [127.0.0.1:$P_R2]
   read_policy: prefer-replica
 YML
+# The same pool with every write acknowledged by the replica (WAIT 1 after each batch).
+sed -e "s/^bench_rs:/bench_acks:/" -e "s/:$P_RS\$/:$P_RA/" "$WORK/rampart-rs.yml" >"$WORK/rampart-acks.yml"
+printf '  min_replica_acks: 1\n' >>"$WORK/rampart-acks.yml"
 
 start_bg twemproxy nutcracker -c "$WORK/twemproxy.yml" -s "$P_NC_STATS" -a 127.0.0.1 -p "$WORK/twemproxy.pid"
 PID_NC=$LAST_PID
@@ -161,8 +164,17 @@ if [[ $SKIP_RAMPART != 1 ]]; then
     sleep 0.1
   done
   TARGETS+=(rampart-rs)
+  # shellcheck disable=SC2086 # RAMPART_EXTRA_ARGS is a word list
+  start_bg rampart-acks "$RAMPART_BIN" -c "$WORK/rampart-acks.yml" -s "$P_RA_STATS" -a 127.0.0.1 --workers "$WORKERS" ${RAMPART_EXTRA_ARGS:-}
+  PID[rampart-acks]=$LAST_PID; PORT[rampart-acks]=$P_RA
+  wait_port "$P_RA" "${PID[rampart-acks]}" rampart-acks
+  for ((i = 0; i < 100; i++)); do
+    redis-cli -p "$P_RA" SET bench:ready 1 | grep -q OK && break
+    sleep 0.1
+  done
+  TARGETS+=(rampart-acks)
 fi
-log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP, replica set $P_R1 $P_R2, rampart-rs $P_RS"
+log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP, replica set $P_R1 $P_R2, rampart-rs $P_RS, rampart-acks $P_RA"
 
 # MGET keys: ten names, five on each shard, loaded through twemproxy (so they sit where
 # ketama puts them) and into the direct server.

@@ -286,6 +286,30 @@ impl Pool {
             &n.failover_hold_bytes,
             u64::to_string,
         );
+        c.field(
+            "min_replica_acks",
+            &o.min_replica_acks,
+            &n.min_replica_acks,
+            u32::to_string,
+        );
+        c.field(
+            "min_replica_acks_timeout",
+            &o.min_replica_acks_timeout,
+            &n.min_replica_acks_timeout,
+            |d| dur(*d),
+        );
+        c.field("spool", &o.spool, &n.spool, |sp| match sp {
+            None => "off".to_string(),
+            Some(sp) => {
+                let names: Vec<&str> = sp.commands.iter().map(|c| c.name()).collect();
+                format!(
+                    "{} [{}] max {}",
+                    sp.dir.display(),
+                    names.join(" "),
+                    sp.max_bytes
+                )
+            }
+        });
         c.0
     }
 }

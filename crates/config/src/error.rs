@@ -458,6 +458,31 @@ pub enum Problem {
         /// The value as written.
         value: String,
     },
+    /// `spool_commands` or `spool_max_bytes` without `spool_dir`.
+    #[error("spool_dir: missing; the spool keys need a directory for the spool's files")]
+    SpoolWithoutDir,
+    /// `spool_dir` without `spool_commands`.
+    #[error("spool_commands: missing; list the commands to spool (LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD)")]
+    SpoolWithoutCommands,
+    /// `spool_dir` in a pool whose primaries are not health-checked.
+    #[error("spool_dir: needs a pool with replicas or sentinels (its primaries are health-checked, so rampart knows when to spool and when to replay)")]
+    SpoolWithoutReplicas,
+    /// A command in `spool_commands` whose reply rampart cannot give without the server.
+    #[error("spool_commands: {0:?} cannot be spooled: its reply would be a guess, not the server's answer (spoolable: LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD with an explicit id)")]
+    NotSpoolable(String),
+    /// `min_replica_acks` in a pool without replicas (a `servers:` pool).
+    #[error("min_replica_acks: needs replicas to acknowledge writes (shards:, primary: with replicas:, or sentinels:)")]
+    AcksWithoutReplicas,
+    /// `min_replica_acks` above the replicas a shard lists: every write would fail.
+    #[error("min_replica_acks: {wanted} is more than the {replicas} replica(s) of shard '{shard}'; every write there would fail")]
+    MoreAcksThanReplicas {
+        /// The value.
+        wanted: u32,
+        /// The shard with too few replicas.
+        shard: String,
+        /// How many it lists.
+        replicas: usize,
+    },
     /// Two durations in the wrong order (`fast_interval` above `interval`, `eject_time`
     /// above `eject_time_max`, ...).
     #[error("{key} ({value_ms} ms) must not be longer than {other} ({limit_ms} ms)")]

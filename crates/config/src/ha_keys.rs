@@ -1,5 +1,6 @@
 //! The pool keys that tune high availability: read policy, replica lag, zone, health
-//! checks, passive ejection and failover holds. (Backends and Sentinel are in `shards`.)
+//! checks, passive ejection, failover holds and
+//! writes acknowledged by replicas. (Backends and Sentinel are in `shards`.)
 
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub(crate) struct HaSettings {
     pub eject_time_max: Duration,
     pub failover_hold: Duration,
     pub failover_hold_bytes: u64,
+    pub min_replica_acks: u32,
+    pub min_replica_acks_timeout: Duration,
 }
 
 impl Fields<'_> {
@@ -75,6 +78,19 @@ impl Fields<'_> {
                 "failover_hold_bytes",
                 defaults::FAILOVER_HOLD_BYTES,
                 (0, u64::MAX),
+            )?,
+            min_replica_acks: self
+                .number(
+                    get,
+                    "min_replica_acks",
+                    0,
+                    defaults::MIN_REPLICA_ACKS_MAX.into(),
+                )?
+                .map_or(defaults::MIN_REPLICA_ACKS, narrow),
+            min_replica_acks_timeout: self.positive(
+                get,
+                "min_replica_acks_timeout",
+                defaults::MIN_REPLICA_ACKS_TIMEOUT,
             )?,
         })
     }

@@ -63,6 +63,11 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "eject_time_max",
     "failover_hold",
     "failover_hold_bytes",
+    "min_replica_acks",
+    "min_replica_acks_timeout",
+    "spool_dir",
+    "spool_commands",
+    "spool_max_bytes",
     "read_listen",
     "write_listen",
 ];
@@ -70,7 +75,7 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
 /// Whether a pool key takes a single scalar (every known key but `servers` and the
 /// structured ones).
 pub(crate) fn is_scalar_key(key: &str) -> bool {
-    key != "servers" && !is_tree_key(key) && known_key(key).is_some()
+    key != "servers" && key != "spool_commands" && !is_tree_key(key) && known_key(key).is_some()
 }
 
 /// Whether a key takes a structured value: lists of scalars or mappings, or a mapping.

@@ -161,10 +161,86 @@ pub struct Pool {
     pub failover_hold_bytes: u64,
     /// rampart: Pub/Sub settings (where subscriptions read from, slow-subscriber limits).
     pub pubsub: PubSub,
+    /// rampart: a write is acknowledged to its client only once this many replicas have it
+    /// (`WAIT` after each batch of writes on a primary connection); 0, the default, is off.
+    /// Only for pools with replica sets (`shards:`, `primary:`/`replicas:`, `sentinels:`).
+    pub min_replica_acks: u32,
+    /// rampart: how long each `WAIT` may take (its timeout argument); a batch whose writes
+    /// reached fewer replicas by then gets an error for each write. At least 1 ms.
+    pub min_replica_acks_timeout: Duration,
+    /// rampart: the durable write spool; `None` unless `spool_dir` is set.
+    pub spool: Option<SpoolConfig>,
     /// rampart: an extra address that serves only reads of this pool (writes are refused).
     pub read_listen: Option<Listen>,
     /// rampart: an extra address that sends everything, reads included, to the primaries.
     pub write_listen: Option<Listen>,
+}
+
+/// A pool's write spool (`spool_dir`, `spool_commands`, `spool_max_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Where the spool's files live (one directory per shard under it), as written
+    /// (a relative path is relative to rampart's working directory).
+    pub dir: std::path::PathBuf,
+    /// The commands that may be spooled, each listed once, in file order.
+    pub commands: Vec<SpoolCommand>,
+    /// Most payload bytes waiting for replay per shard; beyond it, writes fail naming the
+    /// spool. Default [`defaults::SPOOL_MAX_BYTES`].
+    pub max_bytes: u64,
+}
+
+/// A command whose reply rampart can give truthfully without the server, so it may be
+/// spooled. Commands whose reply depends on data only the server has (`INCR`, `XADD *`,
+/// `GETSET`, ...) are refused by the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpoolCommand {
+    /// `LPUSH`.
+    Lpush,
+    /// `RPUSH`.
+    Rpush,
+    /// `SADD`.
+    Sadd,
+    /// `ZADD` (without `INCR`, `GT`/`LT` or `CH` changing what it answers).
+    Zadd,
+    /// `HSET`.
+    Hset,
+    /// `SET` (without `GET`, `NX` or `XX`).
+    Set,
+    /// `XADD` with an explicit id (never `*`).
+    Xadd,
+}
+
+impl SpoolCommand {
+    /// Every spoolable command, in the order the documentation lists them.
+    pub const ALL: [SpoolCommand; 7] = [
+        SpoolCommand::Lpush,
+        SpoolCommand::Rpush,
+        SpoolCommand::Sadd,
+        SpoolCommand::Zadd,
+        SpoolCommand::Hset,
+        SpoolCommand::Set,
+        SpoolCommand::Xadd,
+    ];
+
+    /// The command's name in upper case.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpoolCommand::Lpush => "LPUSH",
+            SpoolCommand::Rpush => "RPUSH",
+            SpoolCommand::Sadd => "SADD",
+            SpoolCommand::Zadd => "ZADD",
+            SpoolCommand::Hset => "HSET",
+            SpoolCommand::Set => "SET",
+            SpoolCommand::Xadd => "XADD",
+        }
+    }
+
+    /// The spoolable command named `name` (any case).
+    pub fn parse(name: &str) -> Option<SpoolCommand> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name.trim()))
+    }
 }
 
 /// The address of the placeholder `servers` entries of a Sentinel pool, which has no
@@ -345,6 +421,14 @@ pub mod defaults {
     pub const FAILOVER_HOLD: Duration = Duration::from_secs(3);
     /// `failover_hold_bytes`: 16 MiB.
     pub const FAILOVER_HOLD_BYTES: u64 = 16 << 20;
+    /// `min_replica_acks`: 0 (off).
+    pub const MIN_REPLICA_ACKS: u32 = 0;
+    /// Largest accepted `min_replica_acks`.
+    pub const MIN_REPLICA_ACKS_MAX: u32 = 64;
+    /// `spool_max_bytes`: 1 GiB.
+    pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
+    /// `min_replica_acks_timeout`: 1 s.
+    pub const MIN_REPLICA_ACKS_TIMEOUT: Duration = Duration::from_secs(1);
     /// Longest accepted duration (one day): longer is a typo, and keeps deadline arithmetic
     /// far from overflow.
     pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);

@@ -11,7 +11,7 @@ use crate::error::{ConfigError, ListenKey, Problem};
 use crate::keys::{known_key, RAMPART_KEYS, TWEMPROXY_KEYS};
 use crate::raw::{Pos, RawBody, RawEntry, RawPool, RawValue};
 use crate::value::{closest, parse_bool, parse_duration, parse_size};
-use crate::{ClientLimits, Pool};
+use crate::{ClientLimits, Pool, SpoolCommand, SpoolConfig};
 
 /// Builds one pool; also returns where its `listen:`, `read_listen:` and `write_listen:`
 /// values are (the pool's name for an absent one), for the duplicate-address check.
@@ -197,14 +197,99 @@ impl Fields<'_> {
             failover_hold: ha.failover_hold,
             failover_hold_bytes: ha.failover_hold_bytes,
             pubsub: self.pubsub(get)?,
+            min_replica_acks: ha.min_replica_acks,
+            min_replica_acks_timeout: ha.min_replica_acks_timeout,
+            spool: self.spool(get)?,
             read_listen: read_listen.as_ref().map(|(l, _)| l.clone()),
             write_listen: write_listen.as_ref().map(|(l, _)| l.clone()),
         };
+        self.check_replica_acks(get, &pool)?;
+        if pool.spool.is_some()
+            && !pool.is_sentinel()
+            && pool.shards.iter().all(|s| s.replicas.is_empty())
+        {
+            return Err(self.err(self.pos(get, "spool_dir"), Problem::SpoolWithoutReplicas));
+        }
         let pos_of = |l: &Option<(Listen, Pos)>| l.as_ref().map_or(self.at, |(_, p)| *p);
         Ok((
             pool,
             [listen_pos, pos_of(&read_listen), pos_of(&write_listen)],
         ))
+    }
+
+    /// `spool_dir`, `spool_commands`, `spool_max_bytes`: all or none of the first two; every
+    /// command one whose reply rampart can give without the server.
+    fn spool(&self, get: &Lookup<'_, '_>) -> Result<Option<SpoolConfig>, ConfigError> {
+        let dir = self.text(get, "spool_dir")?;
+        let max_bytes = self.size(
+            get,
+            "spool_max_bytes",
+            defaults::SPOOL_MAX_BYTES,
+            (1, u64::MAX),
+        )?;
+        let listed: Vec<(String, Pos)> = match get("spool_commands") {
+            None => Vec::new(),
+            Some(e) => match &e.value {
+                RawValue::List(items) => items.iter().map(|t| (t.text.clone(), t.pos)).collect(),
+                RawValue::Scalar(text) => vec![(text.clone(), e.pos)],
+                _ => return Err(self.err(e.pos, Problem::NotList("spool_commands"))),
+            },
+        };
+        let Some((dir, dir_pos)) = dir else {
+            return match get("spool_commands").or_else(|| get("spool_max_bytes")) {
+                Some(e) => Err(self.err(e.key.pos, Problem::SpoolWithoutDir)),
+                None => Ok(None),
+            };
+        };
+        if listed.is_empty() {
+            return Err(self.err(dir_pos, Problem::SpoolWithoutCommands));
+        }
+
+        let mut commands = Vec::new();
+        for (name, pos) in listed {
+            let Some(c) = SpoolCommand::parse(&name) else {
+                return Err(self.err(pos, Problem::NotSpoolable(name)));
+            };
+            if !commands.contains(&c) {
+                commands.push(c);
+            }
+        }
+        Ok(Some(SpoolConfig {
+            dir: dir.into(),
+            commands,
+            max_bytes,
+        }))
+    }
+
+    /// `min_replica_acks` needs replica sets, and no more acknowledgements than a shard with
+    /// listed replicas has replicas (Sentinel pools learn theirs, so any count is taken).
+    fn check_replica_acks(&self, get: &Lookup<'_, '_>, pool: &Pool) -> Result<(), ConfigError> {
+        let wanted = pool.min_replica_acks;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let pos = self.pos(get, "min_replica_acks");
+        if pool.is_sentinel() {
+            return Ok(());
+        }
+        if pool.shards.iter().all(|s| s.replicas.is_empty()) {
+            return Err(self.err(pos, Problem::AcksWithoutReplicas));
+        }
+        match pool
+            .shards
+            .iter()
+            .find(|s| (s.replicas.len() as u64) < wanted.into())
+        {
+            Some(s) => Err(self.err(
+                pos,
+                Problem::MoreAcksThanReplicas {
+                    wanted,
+                    shard: s.name.to_string(),
+                    replicas: s.replicas.len(),
+                },
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The scalar text of `key`, if the key is present; an empty value is an error.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rampart_config::{
     defaults, parse, HealthCheck, Listen, Node, Pool, ReadPolicy, SentinelAddr, Server, ServerAddr,
-    Shard, SENTINEL_PLACEHOLDER,
+    Shard, SpoolCommand, SpoolConfig, SENTINEL_PLACEHOLDER,
 };
 
 fn one_pool(text: &str) -> Pool {
@@ -284,6 +284,11 @@ p:
   eject_time_max: 1m
   failover_hold: 0
   failover_hold_bytes: 1mb
+  min_replica_acks: 1
+  min_replica_acks_timeout: 250ms
+  spool_dir: var/spool
+  spool_commands: [lpush, RPUSH, XADD, LPUSH]
+  spool_max_bytes: 64mb
 "#;
 
 #[test]
@@ -325,6 +330,17 @@ fn every_ha_key_is_read() {
     assert_eq!(pool.eject_time_max, Duration::from_secs(60));
     assert_eq!(pool.failover_hold, Duration::ZERO, "0 means no hold");
     assert_eq!(pool.failover_hold_bytes, 1 << 20);
+    assert_eq!(pool.min_replica_acks, 1);
+    assert_eq!(pool.min_replica_acks_timeout, Duration::from_millis(250));
+    assert_eq!(
+        pool.spool,
+        Some(SpoolConfig {
+            dir: PathBuf::from("var/spool"),
+            commands: vec![SpoolCommand::Lpush, SpoolCommand::Rpush, SpoolCommand::Xadd],
+            max_bytes: 64 << 20,
+        }),
+        "any case; listed twice counts once"
+    );
 }
 
 #[test]
@@ -349,6 +365,9 @@ fn absent_ha_keys_get_documented_defaults() {
     assert_eq!(pool.eject_time_max, Duration::from_secs(30));
     assert_eq!(pool.failover_hold, Duration::from_secs(3));
     assert_eq!(pool.failover_hold_bytes, 16 << 20);
+    assert_eq!(pool.min_replica_acks, 0, "off");
+    assert_eq!(pool.min_replica_acks_timeout, Duration::from_secs(1));
+    assert_eq!(pool.spool, None);
     assert_eq!((pool.read_listen, pool.write_listen), (None, None));
 }
 

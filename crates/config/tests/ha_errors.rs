@@ -315,6 +315,41 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str)> {
             "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  read_policy: replica\n  read_policy: primary\n",
             "nutcracker.yml:5:3: pool \"p\": duplicate key \"read_policy\" (first given on line 4)",
         ),
+        (
+            "min_replica_acks without replicas",
+            "p:\n  listen: 127.0.0.1:1\n  servers:\n    - h:1:1\n  min_replica_acks: 1\n",
+            "nutcracker.yml:5:21: pool \"p\": min_replica_acks: needs replicas to acknowledge writes (shards:, primary: with replicas:, or sentinels:)",
+        ),
+        (
+            "min_replica_acks above a shard's replicas",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas: [h:2]\n  min_replica_acks: 2\n",
+            "nutcracker.yml:5:21: pool \"p\": min_replica_acks: 2 is more than the 1 replica(s) of shard 'p'; every write there would fail",
+        ),
+        (
+            "spool_commands without spool_dir",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  spool_commands: [LPUSH]\n",
+            "nutcracker.yml:4:3: pool \"p\": spool_dir: missing; the spool keys need a directory for the spool's files",
+        ),
+        (
+            "spool_dir without spool_commands",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  spool_dir: spool\n",
+            "nutcracker.yml:4:14: pool \"p\": spool_commands: missing; list the commands to spool (LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD)",
+        ),
+        (
+            "spool without replicas",
+            "p:\n  listen: 127.0.0.1:1\n  servers:\n    - h:1:1\n  spool_dir: spool\n  spool_commands: [LPUSH]\n",
+            "nutcracker.yml:5:14: pool \"p\": spool_dir: needs a pool with replicas or sentinels (its primaries are health-checked, so rampart knows when to spool and when to replay)",
+        ),
+        (
+            "INCR is not spoolable",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas: [h:2]\n  spool_dir: spool\n  spool_commands: [LPUSH, INCR]\n",
+            "nutcracker.yml:6:27: pool \"p\": spool_commands: \"INCR\" cannot be spooled: its reply would be a guess, not the server's answer (spoolable: LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD with an explicit id)",
+        ),
+        (
+            "min_replica_acks_timeout zero",
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas: [h:2]\n  min_replica_acks: 1\n  min_replica_acks_timeout: 0\n",
+            "nutcracker.yml:6:29: pool \"p\": min_replica_acks_timeout: must be greater than 0",
+        ),
     ]
 }
 

@@ -11,6 +11,7 @@
 //! - [`upstream`]: connections to nodes, routing, retries, the failover hold.
 //! - [`reply`]: a session's ordered reply queue and the merging of split replies.
 //! - [`topology`]: pools, shards, nodes, the ring, the shared process state.
+//! - [`durability`]: the write spool on disk.
 //! - [`observe`]: statistics, events, slowlog.
 //! - support: [`io`], [`notify`], [`rand`], [`clock`], [`text`], [`logfile`],
 //!   [`handshake`] (the AUTH and SELECT every connection to a server starts with).
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod clock;
 pub mod control;
+pub mod durability;
 pub mod ha;
 pub mod handshake;
 pub mod io;

@@ -56,12 +56,17 @@ struct Pool {
 
 impl Pool {
     fn start() -> Pool {
+        Pool::start_with("")
+    }
+
+    /// Like [`Pool::start`], with the extra pool lines `extra`.
+    fn start_with(extra: &str) -> Pool {
         let (primary, mut replicas) = replica_set(1);
         let replica = replicas.remove(0);
         let body = short_form(
             &primary.addr(),
             &[replica.addr()],
-            &format!("  read_policy: prefer-replica\n{FAST_CHECKS}"),
+            &format!("  read_policy: prefer-replica\n{FAST_CHECKS}{extra}"),
         );
         let proxy = HaProxy::start(&body);
         proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
@@ -207,6 +212,59 @@ fn sidekiq_runs_every_job() {
     assert!(errors.is_empty(), "sidekiq logged errors:\n{text}");
     assert_eq!(pool.primary.cmd(&["ZCARD", "retry"]), Reply::Int(0));
     assert_eq!(pool.primary.cmd(&["ZCARD", "dead"]), Reply::Int(0));
+}
+
+/// 500 Sidekiq jobs pushed through a pool that spools SADD and LPUSH while its primary is
+/// down (frozen with SIGSTOP) are all acknowledged from the spool; when the primary returns
+/// the spool is replayed, and a Sidekiq server connected through rampart runs every job.
+#[test]
+fn sidekiq_pushes_spooled_while_the_primary_is_down_all_run() {
+    const JOBS: usize = 500;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let pool = Pool::start_with(&format!(
+        "  failover_hold: 500ms\n  spool_dir: {}\n  spool_commands: [SADD, LPUSH]\n",
+        spool.path().display()
+    ));
+    let dir = pool.proxy.proxy.dir().to_path_buf();
+    pool.primary.stop();
+    let down = poll_until(Duration::from_secs(10), || {
+        pool.proxy
+            .node(&pool.primary.addr())
+            .filter(|n| !n.up)
+            .map(|_| ())
+    });
+    assert!(down.is_some(), "the proxy never saw the primary down");
+    let t0 = Instant::now();
+    let (acked, failed) = sidekiq_push(&pool.url(), JOBS, "0", &dir.join("push.log"));
+    let pushed_in = t0.elapsed();
+    pool.primary.cont();
+    assert!(
+        failed.is_empty(),
+        "pushes failed: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(acked.len(), JOBS);
+    println!("{JOBS} pushes acknowledged from the spool in {pushed_in:?}");
+    let log = dir.join("sidekiq.log");
+    let t1 = Instant::now();
+    let mut server = sidekiq_server(&pool.url(), &log);
+    let done = poll_until(Duration::from_secs(90), || {
+        let text = testkit::process::read_lossy(&log);
+        let all = scard(&pool.primary, "apps:done") == JOBS as i64;
+        (all || !sidekiq_errors(&text).is_empty()).then_some(all)
+    });
+    let text = testkit::process::read_lossy(&log);
+    assert!(
+        done == Some(true),
+        "{} of {JOBS} jobs ran; sidekiq log:\n{text}\nproxy log:\n{}",
+        scard(&pool.primary, "apps:done"),
+        pool.proxy.log()
+    );
+    println!("{JOBS} spooled jobs replayed and run in {:?}", t1.elapsed());
+    server.signal("TERM");
+    let _ = server.wait_exit(Duration::from_secs(20));
+    let errors = sidekiq_errors(&text);
+    assert!(errors.is_empty(), "sidekiq logged errors:\n{text}");
 }
 
 /// 500 RQ jobs enqueued through rampart are run by `rq worker --burst` through rampart, every

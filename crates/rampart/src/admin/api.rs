@@ -99,6 +99,26 @@ pub struct ShardJson {
     /// Writes dropped by failing open.
     fail_open_drops: i64,
     nodes: Vec<NodeJson>,
+    /// The shard's write spool, when the pool has one.
+    spool: Option<SpoolJson>,
+}
+
+/// A shard's write spool in `/api/topology`.
+#[derive(Debug, Serialize)]
+pub struct SpoolJson {
+    dir: String,
+    /// Entries waiting for replay.
+    entries: u64,
+    /// Their bytes on disk.
+    bytes: u64,
+    /// Age of the oldest waiting entry in ms (null when none waits).
+    oldest_age_ms: Option<u64>,
+    appended: u64,
+    replayed: u64,
+    replay_errors: u64,
+    refused: u64,
+    /// Why it stopped for good (null while it runs).
+    stopped: Option<String>,
 }
 
 /// One pool in `/api/topology`.
@@ -217,6 +237,17 @@ fn shard_json(s: &ShardSnap) -> ShardJson {
         fail_open_misses: s.fail_open_misses,
         fail_open_drops: s.fail_open_drops,
         nodes: s.nodes.iter().map(node_json).collect(),
+        spool: s.spool.as_ref().map(|sp| SpoolJson {
+            dir: sp.dir.clone(),
+            entries: sp.entries,
+            bytes: sp.bytes,
+            oldest_age_ms: sp.oldest_age_ms,
+            appended: sp.appended,
+            replayed: sp.replayed,
+            replay_errors: sp.replay_errors,
+            refused: sp.refused,
+            stopped: sp.stopped.clone(),
+        }),
     }
 }
 

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::observe::stats::{PoolStat, ServerStat, LATENCY_BUCKETS_US};
-use crate::topology::snapshot::{NodeSnap, ShardSnap, Snapshot};
+use crate::topology::snapshot::{NodeSnap, ShardSnap, Snapshot, SpoolSnap};
 use crate::topology::Shared;
 
 /// One metric family: name, Prometheus type and help text.
@@ -50,6 +50,17 @@ families! {
     HELD_FAILED = ("rampart_held_writes_failed_total", "counter", "Held writes answered with an error (failover_hold or its byte bound passed, or the shard was down).");
     HELD_NOW = ("rampart_held_writes", "gauge", "Writes waiting in a failover hold now.");
     HOLD_SECONDS = ("rampart_held_write_seconds_total", "counter", "Total time released writes spent held.");
+    ACK_WAITS = ("rampart_replica_ack_waits_total", "counter", "WAITs sent after a batch of writes (min_replica_acks).");
+    ACK_CONFIRMED = ("rampart_replica_acked_writes_total", "counter", "Writes released once min_replica_acks replicas acknowledged them.");
+    ACK_SHORT = ("rampart_replica_ack_failed_writes_total", "counter", "Writes applied on the primary but answered with an error because fewer than min_replica_acks replicas acknowledged them in time (or WAIT failed).");
+    SPOOL_ENTRIES = ("rampart_spool_entries", "gauge", "Writes waiting in the shard's spool for replay (being appended, on disk, or being replayed).");
+    SPOOL_BYTES = ("rampart_spool_bytes", "gauge", "Bytes of the writes waiting in the shard's spool.");
+    SPOOL_AGE = ("rampart_spool_oldest_age_seconds", "gauge", "Age of the oldest write waiting in the shard's spool (absent when none waits).");
+    SPOOL_APPENDED = ("rampart_spool_appended_total", "counter", "Writes made durable in the shard's spool (acknowledged to clients).");
+    SPOOL_REPLAYED = ("rampart_spool_replayed_total", "counter", "Spooled writes replayed and acknowledged by the shard's primary.");
+    SPOOL_REPLAY_ERRORS = ("rampart_spool_replay_errors_total", "counter", "Spooled writes the primary answered with an error at replay (they left the spool; logged).");
+    SPOOL_REFUSED = ("rampart_spool_refused_total", "counter", "Writes the spool refused (full or stopped); their clients got an error.");
+    SPOOL_STOPPED = ("rampart_spool_stopped", "gauge", "1 when the shard's spool stopped for good after an I/O error (writes then fail).");
     POOL_CLIENTS = ("rampart_pool_client_connections", "gauge", "Client connections open on the pool.");
     POOL_CLIENT_EOF = ("rampart_pool_client_eof_total", "counter", "Client connections the client closed.");
     POOL_CLIENT_ERR = ("rampart_pool_client_errors_total", "counter", "Client connections closed on an error.");
@@ -176,6 +187,7 @@ pub fn render(shared: &Shared) -> String {
     process(&mut o, shared);
     pools(&mut o, shared, &snap);
     shards(&mut o, &snap);
+    spools(&mut o, &snap);
     node_health(&mut o, &snap);
     node_traffic(&mut o, &snap);
     events(&mut o);
@@ -228,6 +240,15 @@ fn process(o: &mut Out, shared: &Shared) {
         o.head(f);
         o.sample(f.name, &[], v);
     }
+    let (waits, confirmed, short) = crate::upstream::acks::stats();
+    for (f, v) in [
+        (&ACK_WAITS, waits),
+        (&ACK_CONFIRMED, confirmed),
+        (&ACK_SHORT, short),
+    ] {
+        o.head(f);
+        o.sample(f.name, &[], v as f64);
+    }
 }
 
 fn pools(o: &mut Out, shared: &Shared, snap: &Snapshot) {
@@ -269,6 +290,31 @@ fn shards(o: &mut Out, snap: &Snapshot) {
         for p in &snap.pools {
             for s in &p.shards {
                 o.sample(f.name, &[("pool", p.name()), ("shard", &s.name)], get(s));
+            }
+        }
+    }
+}
+
+/// The write spools: one sample per spooled shard.
+fn spools(o: &mut Out, snap: &Snapshot) {
+    type Get<'x> = &'x dyn Fn(&SpoolSnap) -> Option<f64>;
+    let families: [(&Family, Get<'_>); 8] = [
+        (&SPOOL_ENTRIES, &|s| Some(s.entries as f64)),
+        (&SPOOL_BYTES, &|s| Some(s.bytes as f64)),
+        (&SPOOL_AGE, &|s| s.oldest_age_ms.map(|ms| ms as f64 / 1e3)),
+        (&SPOOL_APPENDED, &|s| Some(s.appended as f64)),
+        (&SPOOL_REPLAYED, &|s| Some(s.replayed as f64)),
+        (&SPOOL_REPLAY_ERRORS, &|s| Some(s.replay_errors as f64)),
+        (&SPOOL_REFUSED, &|s| Some(s.refused as f64)),
+        (&SPOOL_STOPPED, &|s| Some(b(s.stopped.is_some()))),
+    ];
+    for (f, get) in families {
+        o.head(f);
+        for p in &snap.pools {
+            for s in &p.shards {
+                if let Some(v) = s.spool.as_ref().and_then(get) {
+                    o.sample(f.name, &[("pool", p.name()), ("shard", &s.name)], v);
+                }
             }
         }
     }

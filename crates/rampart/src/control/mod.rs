@@ -53,6 +53,8 @@ pub struct Control {
     followers: HashMap<String, CancellationToken>,
     /// Circuit checks of cache pools that fail open, by pool name.
     circuits: HashMap<String, CancellationToken>,
+    /// Spool replayers (one per spooled shard) of the current pool generation.
+    replayers: Vec<CancellationToken>,
 }
 
 /// A listener bound by a reload, not yet running: (key, pool, mode, socket).
@@ -72,6 +74,7 @@ impl Control {
             listeners: HashMap::new(),
             counts: HashMap::new(),
             checks: HashMap::new(),
+            replayers: Vec::new(),
             followers: HashMap::new(),
             circuits: HashMap::new(),
         }
@@ -183,6 +186,23 @@ impl Control {
             let token = self.stop.child_token();
             self.circuits.insert(p.conf.name.clone(), token.clone());
             tokio::spawn(crate::ha::circuit::watch(Arc::clone(p), token));
+        }
+        // Spool replayers: one per spooled shard and pool generation (the spool itself
+        // carries over a reload).
+        for t in self.replayers.drain(..) {
+            t.cancel();
+        }
+        for p in pools {
+            for (i, _) in p
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.spool.is_some())
+            {
+                let token = self.stop.child_token();
+                self.replayers.push(token.clone());
+                tokio::spawn(crate::ha::replay::run(Arc::clone(p), i, token));
+            }
         }
     }
 }

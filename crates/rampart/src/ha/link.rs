@@ -205,6 +205,28 @@ impl Link {
         }
     }
 
+    /// Send `bytes` (complete RESP requests, as a client sent them) in one write and read
+    /// `replies` replies, all within `limit`.
+    ///
+    /// # Errors
+    /// Timeout, a broken connection, or bad RESP; the connection should then be dropped.
+    pub async fn call_raw(
+        &mut self,
+        bytes: &[u8],
+        replies: usize,
+        limit: Duration,
+    ) -> io::Result<Vec<Val>> {
+        let fut = async {
+            self.write(bytes).await?;
+            let mut out = Vec::with_capacity(replies.min(1024));
+            for _ in 0..replies {
+                out.push(self.next().await?);
+            }
+            Ok(out)
+        };
+        timeout(limit, fut).await.map_err(|_| timed_out())?
+    }
+
     /// Send `cmds` in one write and read one reply per command, all within `limit`.
     ///
     /// # Errors

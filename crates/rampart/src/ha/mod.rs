@@ -1,11 +1,13 @@
 //! High availability: active health checks ([`health`]), the Sentinel follower
 //! ([`sentinel`]), planned switchovers ([`switchover`]), replication lag from offsets
 //! ([`lag`]), the checks that close an open circuit of a cache pool that fails open
-//! ([`circuit`]), and the control plane's own small Redis client they share ([`link`]).
+//! ([`circuit`]), replaying write spools ([`replay`]), and the control plane's own small
+//! Redis client they share ([`link`]).
 
 pub mod circuit;
 pub mod health;
 pub mod lag;
 pub mod link;
+pub mod replay;
 pub mod sentinel;
 pub mod switchover;

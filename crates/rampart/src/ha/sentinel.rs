@@ -3,7 +3,7 @@
 //! For every shard of a Sentinel pool (the shard's name is the master name) the follower asks
 //! the sentinels for the master's address (`SENTINEL MASTER`, preferring the answer with the
 //! highest config epoch when they disagree) and its replicas (`SENTINEL REPLICAS`), at least
-//! every `sentinel_poll`. It also subscribes on every sentinel to its events ([`CHANNELS`]);
+//! every `sentinel_poll`. It also subscribes on every sentinel to its events (`CHANNELS`);
 //! each triggers an immediate poll, and a `+switch-master` is applied at once. Sentinel decides
 //! who the primary is, not the proxy: writes go only to the address Sentinel names, and only
 //! once that node's own ROLE says master (any other node that claims master, such as a

@@ -687,6 +687,23 @@ fn pools_section(t: &mut String, shared: &Shared) {
                 let key = info_key(&["switchover", ps.name(), &s.name]);
                 let _ = write!(t, "{key}:{}\r\n", info_text(&s.switch_state));
             }
+            if let Some(sp) = &s.spool {
+                let _ = write!(
+                    t,
+                    "{}:entries={},bytes={},oldest_age_ms={},appended={},replayed={},replay_errors={},refused={},stopped={},dir={},reason={}\r\n",
+                    info_key(&["spool", ps.name(), &s.name]),
+                    sp.entries,
+                    sp.bytes,
+                    sp.oldest_age_ms.map_or(-1, |v| v as i64),
+                    sp.appended,
+                    sp.replayed,
+                    sp.replay_errors,
+                    sp.refused,
+                    u8::from(sp.stopped.is_some()),
+                    info_text(&sp.dir),
+                    info_text(sp.stopped.as_deref().unwrap_or("")),
+                );
+            }
             let _ = write!(
                 t,
                 "{}:primary={},writable={},nodes={},ejected={},switching={},failovers={},switchovers={},pubsub_resubscriptions={},circuit_open={},fail_open_misses={},fail_open_drops={},reason={}\r\n",

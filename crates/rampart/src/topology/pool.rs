@@ -16,6 +16,7 @@ use hashkit::{Continuum, ServerPoint};
 use rampart_config::{Node, Pool, ServerAddr};
 
 use crate::clock::now_ms;
+use crate::durability::spool::Spool;
 use crate::handshake::Handshake;
 use crate::topology::node::{NodeRt, Role};
 
@@ -63,6 +64,9 @@ pub struct ShardRt {
     resubscriptions: AtomicU64,
     /// Its circuit and fail-open counters (cache pools with `fail_open`).
     pub circuit: crate::topology::circuit::Circuit,
+    /// The shard's write spool (pools with `spool_dir`), kept across reloads while its
+    /// directory stays the same.
+    pub spool: Option<Arc<Spool>>,
 }
 
 /// A failover a sentinel announced: the sentinel, when, and the primary it fails over.
@@ -282,6 +286,60 @@ fn node_rt(
     ))
 }
 
+/// The directory of shard `shard`'s spool: `<spool_dir>/<pool>/<shard>`, each name with
+/// anything but letters, digits, `-`, `_` and `.` replaced by `_`.
+pub fn spool_dir(conf: &Pool, shard: &str) -> Option<std::path::PathBuf> {
+    let clean = |s: &str| -> String {
+        let t: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if t.chars().all(|c| c == '.') {
+            format!("_{t}")
+        } else {
+            t
+        }
+    };
+    let sp = conf.spool.as_ref()?;
+    Some(sp.dir.join(clean(&conf.name)).join(clean(shard)))
+}
+
+/// The spool of a shard: the one it had before a reload when its directory is the same,
+/// else opened now (a spool that cannot be opened is kept stopped, with the reason logged).
+fn shard_spool(conf: &Pool, shard: &str, old: Option<&ShardRt>) -> Option<Arc<Spool>> {
+    let dir = spool_dir(conf, shard)?;
+    if let Some(sp) = old
+        .and_then(|o| o.spool.as_ref())
+        .filter(|s| s.dir() == dir)
+    {
+        return Some(Arc::clone(sp));
+    }
+    let max = conf.spool.as_ref().map_or(0, |s| s.max_bytes);
+    let (spool, opened) = Spool::open(&dir, max);
+    match opened {
+        Ok(rec) => tracing::info!(
+            pool = %conf.name,
+            shard,
+            "spool {}: {} entries to replay{}",
+            dir.display(),
+            rec.entries,
+            if rec.torn_bytes > 0 {
+                format!(", a torn tail of {} bytes cut", rec.torn_bytes)
+            } else {
+                String::new()
+            }
+        ),
+        Err(e) => tracing::error!(pool = %conf.name, shard, "spool stopped: {e}"),
+    }
+    Some(spool)
+}
+
 impl PoolRt {
     /// Build the run-time pool and its initial ring (every shard live).
     pub fn new(index: usize, conf: Pool, workers: usize) -> Self {
@@ -348,6 +406,7 @@ impl PoolRt {
                     switchovers: counted(ShardRt::switchovers),
                     resubscriptions: counted(ShardRt::resubscriptions),
                     circuit: crate::topology::circuit::Circuit::new(workers),
+                    spool: shard_spool(&conf, &s.name, old_shard),
                 }
             })
             .collect();

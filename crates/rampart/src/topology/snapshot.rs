@@ -163,6 +163,31 @@ pub struct ShardSnap {
     pub fail_open_drops: i64,
     /// Its nodes, primary first as in the view.
     pub nodes: Vec<NodeSnap>,
+    /// Its write spool, when the pool has one.
+    pub spool: Option<SpoolSnap>,
+}
+
+/// A shard's write spool as reports show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolSnap {
+    /// Its directory.
+    pub dir: String,
+    /// Entries waiting for replay (being appended, on disk, or being replayed).
+    pub entries: u64,
+    /// Their bytes on disk.
+    pub bytes: u64,
+    /// Age of the oldest waiting entry, ms (`None` when none waits).
+    pub oldest_age_ms: Option<u64>,
+    /// Entries made durable since start.
+    pub appended: u64,
+    /// Entries replayed and acknowledged by the server since start.
+    pub replayed: u64,
+    /// Of those, answered with an error by the server.
+    pub replay_errors: u64,
+    /// Appends refused (full, stopped).
+    pub refused: u64,
+    /// Why it stopped for good, if it did.
+    pub stopped: Option<String>,
 }
 
 /// One pool.
@@ -325,6 +350,23 @@ fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
         fail_open_misses: s.circuit.misses(),
         fail_open_drops: s.circuit.drops(),
         nodes,
+        spool: s.spool.as_ref().map(|sp| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let st = &sp.stats;
+            let oldest = st.oldest_ms.load(Relaxed);
+            SpoolSnap {
+                dir: sp.dir().display().to_string(),
+                entries: sp.waiting(),
+                bytes: st.bytes.load(Relaxed),
+                oldest_age_ms: (oldest > 0 && sp.waiting() > 0)
+                    .then(|| crate::clock::unix_ms().saturating_sub(oldest)),
+                appended: st.appended.load(Relaxed),
+                replayed: st.replayed.load(Relaxed),
+                replay_errors: st.replay_errors.load(Relaxed),
+                refused: st.refused.load(Relaxed),
+                stopped: sp.stopped(),
+            }
+        }),
     }
 }
 

@@ -36,6 +36,7 @@ use crate::notify::LocalNotify;
 use crate::observe::stats::{PoolStat, ServerStat, WorkerStats};
 use crate::topology::node::NodeRt;
 use crate::topology::PoolRt;
+use crate::upstream::acks;
 use crate::upstream::error::{ConnFailure, Failure};
 use crate::upstream::sink::Sink;
 use rampart_config::ServerAddr;
@@ -78,6 +79,10 @@ struct Waiter {
     /// The first dropped reply, a transaction's `MULTI`, was an error (an ACL that denies
     /// it): the server ran the commands one by one, and the client must hear of it.
     multi_refused: bool,
+    /// A write whose reply waits for the `WAIT` of its batch (`min_replica_acks`).
+    held: bool,
+    /// The connection's own `WAIT` after a batch of writes (its `sink` is `None`).
+    wait: bool,
 }
 
 /// One connection slot of one node, owned by one worker.
@@ -112,6 +117,11 @@ pub struct Backend {
     /// The connection says `HELLO 3` after the pool's handshake: it serves RESP3 clients, and
     /// Redis shapes its replies for them.
     resp3: bool,
+    /// Writes queued (with `min_replica_acks`) since the last `WAIT` was queued.
+    writes_unwaited: Cell<u32>,
+    /// Write replies that arrived and wait for their batch's `WAIT` reply: at most one
+    /// connection's queue ([`MAX_WAITERS`]).
+    held: RefCell<Vec<(Sink, Vec<u8>)>>,
 }
 
 /// `HELLO 3`, the last command of a RESP3 connection's set-up.
@@ -148,6 +158,8 @@ impl Backend {
             setup_replies: Cell::new(0),
             rearm: Cell::new(false),
             resp3,
+            writes_unwaited: Cell::new(0),
+            held: RefCell::new(Vec::new()),
         });
         if b.pool().conf.preconnect {
             b.start();
@@ -231,6 +243,11 @@ impl Backend {
         write(&mut out);
         let len = (out.len() - before) as i64;
         let skip = sink.skip;
+        let held = self.pool.borrow().conf.min_replica_acks > 0
+            && sink.resend.as_ref().is_some_and(|r| r.write);
+        if held {
+            self.writes_unwaited.set(self.writes_unwaited.get() + 1);
+        }
         waiters.push_back(Waiter {
             sink: Some(sink),
             deadline,
@@ -239,6 +256,8 @@ impl Backend {
             skip,
             readonly: false,
             multi_refused: false,
+            held,
+            wait: false,
         });
         self.cell(ServerStat::Requests).add(1);
         self.cell(ServerStat::RequestBytes).add(len);
@@ -410,6 +429,8 @@ impl Backend {
                     skip: 0,
                     readonly: false,
                     multi_refused: false,
+                    held: false,
+                    wait: false,
                 },
             );
         }
@@ -437,7 +458,7 @@ impl Backend {
         // the timer never sits later than it: when it fires it either finds the connection due
         // or moves to that moment; with nothing queued it comes back one timeout later.
         // The pool's timeout is read when it is needed: a reload may change it.
-        let timer = tokio::time::sleep_until(Instant::now() + self.pool().timeout());
+        let timer = tokio::time::sleep_until(Instant::now() + self.period());
         tokio::pin!(timer);
         loop {
             if self.retired.get() && self.waiters.borrow().is_empty() {
@@ -485,7 +506,7 @@ impl Backend {
                 }
                 _ = self.wake.notified() => {
                     if self.rearm.take() {
-                        let next = Instant::now() + self.pool().timeout();
+                        let next = Instant::now() + self.period();
                         let front = self.waiters.borrow().front().map(|w| w.deadline);
                         timer.as_mut().reset(front.map_or(next, |d| d.min(next)));
                     }
@@ -500,7 +521,7 @@ impl Backend {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
-                    match self.due(self.pool().timeout()) {
+                    match self.due(self.period()) {
                         Some(d) if d <= now => {
                             tracing::debug!(
                                 server = %self.label(),
@@ -511,7 +532,7 @@ impl Backend {
                             return ConnFailure::Timeout;
                         }
                         Some(d) => timer.as_mut().reset(d),
-                        None => timer.as_mut().reset(now + self.pool().timeout()),
+                        None => timer.as_mut().reset(now + self.period()),
                     }
                 }
             }
@@ -529,6 +550,7 @@ impl Backend {
     /// was full show the server reading (progress); the first bytes of a write do not, since
     /// the kernel takes them from a frozen server too.
     fn write_out(&self, s: &Stream) -> io::Result<bool> {
+        self.queue_wait();
         let mut out = self.out.borrow_mut();
         let before = out.len();
         let blocked = flush(s, &mut out)?;
@@ -538,6 +560,74 @@ impl Backend {
         self.write_blocked.set(blocked);
         release_if_idle(&mut out, KEEP_BUF);
         Ok(blocked)
+    }
+
+    /// With `min_replica_acks`, put `WAIT <n> <timeout ms>` after the writes about to be
+    /// written, so their replies are released only once enough replicas have them. One
+    /// `WAIT` per batch: a batch of 100 pipelined writes costs one more round trip, not 100.
+    fn queue_wait(&self) {
+        if self.writes_unwaited.get() == 0 {
+            return;
+        }
+        self.writes_unwaited.set(0);
+        let (n, within) = {
+            let pool = self.pool.borrow();
+            (
+                pool.conf.min_replica_acks,
+                pool.conf.min_replica_acks_timeout,
+            )
+        };
+        let mut out = self.out.borrow_mut();
+        let before = out.len();
+        acks::push_wait(&mut out, n, within);
+        let len = out.len() - before;
+        drop(out);
+        self.waiters.borrow_mut().push_back(Waiter {
+            sink: None,
+            deadline: Instant::now() + self.period(),
+            len: len as u32,
+            streamed: false,
+            skip: 0,
+            readonly: false,
+            multi_refused: false,
+            held: false,
+            wait: true,
+        });
+        self.queued(1, len as i64);
+    }
+
+    /// How long the server may make no progress before the connection times out: the pool
+    /// timeout, plus the longest a `WAIT` may block the connection.
+    fn period(&self) -> Duration {
+        let pool = self.pool.borrow();
+        let conf = &pool.conf;
+        let wait = if conf.min_replica_acks > 0 {
+            conf.min_replica_acks_timeout
+        } else {
+            Duration::ZERO
+        };
+        pool.timeout() + wait
+    }
+
+    /// The reply to the connection's `WAIT`: release the held write replies when enough
+    /// replicas have them, else answer each with an error saying so (they were applied on
+    /// the primary and are never resent).
+    fn acks_arrived(&self, reply: &[u8]) {
+        let held = std::mem::take(&mut *self.held.borrow_mut());
+        let (wanted, within) = {
+            let pool = self.pool.borrow();
+            (
+                pool.conf.min_replica_acks,
+                pool.conf.min_replica_acks_timeout,
+            )
+        };
+        let failure = acks::judge(reply, wanted, within, self.label(), held.len());
+        for (sink, bytes) in held {
+            match &failure {
+                None => sink.deliver(&bytes),
+                Some(f) => sink.fail(f.clone()),
+            }
+        }
     }
 
     /// Requests written whose replies have not all arrived.
@@ -623,7 +713,11 @@ impl Backend {
                     };
                     sink.give_back(self.node.id, failure);
                 }
+                Some(sink) if w.held && !w.streamed => {
+                    self.held.borrow_mut().push((sink, reply.to_vec()));
+                }
                 Some(sink) => sink.pending.deliver(sink.seq, sink.part, reply),
+                None if w.wait => self.acks_arrived(reply),
                 None => {
                     let step = self.setup_replies.replace(self.setup_replies.get() + 1);
                     let pool = self.pool.borrow();
@@ -718,6 +812,13 @@ impl Backend {
         };
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         let (n, b) = self.unsent.replace((0, 0));
+        self.writes_unwaited.set(0);
+        // Applied on the primary, their WAIT unanswered: never resent.
+        let held = std::mem::take(&mut *self.held.borrow_mut());
+        let lost = acks::lost(self.label(), &err.to_string(), held.len());
+        for (sink, _) in held {
+            sink.fail(lost.clone());
+        }
         // Requests whose bytes never left: all of them when the connect failed; the last `n`
         // when nothing of their batch was written yet. Those may be sent again; any other may
         // already have reached the server.
@@ -729,10 +830,13 @@ impl Backend {
             waiters.len()
         };
         let clients = waiters.iter().filter(|w| w.sink.is_some()).count();
+        // A WAIT of ours was queued and counted like a request.
+        let waits = waiters.iter().filter(|w| w.wait).count();
         let inflight_bytes: i64 = waiters.iter().map(|w| w.len as i64).sum::<i64>() - b;
         self.cell(ServerStat::InQueue).add(-n);
         self.cell(ServerStat::InQueueBytes).add(-b);
-        self.cell(ServerStat::OutQueue).add(-(clients as i64 - n));
+        self.cell(ServerStat::OutQueue)
+            .add(-((clients + waits) as i64 - n));
         self.cell(ServerStat::OutQueueBytes).add(-inflight_bytes);
         self.out.borrow_mut().clear();
         release_if_idle(&mut self.out.borrow_mut(), KEEP_BUF);

@@ -176,6 +176,43 @@ pub enum Failure {
         /// Why.
         why: &'static str,
     },
+    /// A write the primary applied, whose `WAIT` (the pool's `min_replica_acks`) counted
+    /// fewer replicas than required within `min_replica_acks_timeout`. It is never resent.
+    #[error(
+        "write applied on the primary but acknowledged by only {acked} of {wanted} replicas \
+         within {}; it may not be durable",
+        humantime::format_duration(*.within)
+    )]
+    NotDurable {
+        /// How many replicas `WAIT` counted.
+        acked: i64,
+        /// The pool's `min_replica_acks`.
+        wanted: u32,
+        /// The pool's `min_replica_acks_timeout`.
+        within: Duration,
+    },
+    /// A write the primary applied whose acknowledgement by replicas could not be counted:
+    /// `WAIT` failed (`reason`: its error reply, or what ended the connection). It is never
+    /// resent.
+    #[error(
+        "write applied on the primary but server {node} could not count the replicas that \
+         have it ({reason}); it may not be durable"
+    )]
+    AcksUnknown {
+        /// The primary's label.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// A write that found no primary could not be spooled: the spool is full, stopped, or
+    /// its disk failed. It was not sent and is not acknowledged.
+    #[error("shard '{shard}' has no primary and the write could not be spooled: {reason}")]
+    Spool {
+        /// The shard's name.
+        shard: String,
+        /// Why the spool refused it (names the spool's directory).
+        reason: String,
+    },
     /// The request was waiting to be sent again when a reload replaced its pool.
     #[error("{cause} (the pool was reloaded meanwhile)")]
     Reloaded {
@@ -225,7 +262,10 @@ impl Failure {
             Failure::MultiRefused { .. }
             | Failure::Dedicated(_)
             | Failure::Ended(_)
-            | Failure::CacheShardDown { .. } => false,
+            | Failure::CacheShardDown { .. }
+            | Failure::NotDurable { .. }
+            | Failure::AcksUnknown { .. }
+            | Failure::Spool { .. } => false,
             Failure::Reloaded { cause } => cause.may_retry(),
             Failure::NoPrimary { .. }
             | Failure::NoReadNode { .. }
@@ -369,6 +409,24 @@ mod tests {
                  primary\r\n",
             ),
             (
+                Failure::NotDurable {
+                    acked: 1,
+                    wanted: 2,
+                    within: Duration::from_millis(1500),
+                },
+                "-ERR rampart: write applied on the primary but acknowledged by only 1 of 2 \
+                 replicas within 1s 500ms; it may not be durable\r\n",
+            ),
+            (
+                Failure::AcksUnknown {
+                    node: node(),
+                    reason: "connection closed".into(),
+                },
+                "-ERR rampart: write applied on the primary but server 127.0.0.1:6379 could \
+                 not count the replicas that have it (connection closed); it may not be \
+                 durable\r\n",
+            ),
+            (
                 Failure::Reloaded {
                     cause: Box::new(Failure::QueueFull { node: node() }),
                 },
@@ -410,6 +468,12 @@ mod tests {
         assert!(!reloaded(conn(true)).may_retry());
         assert!(reloaded(Failure::ReadOnly { node: "n".into() }).may_retry());
         assert!(Failure::HoldFull { shard: "s".into() }.may_retry());
+        let short = Failure::NotDurable {
+            acked: 0,
+            wanted: 1,
+            within: Duration::from_secs(1),
+        };
+        assert!(!short.may_retry(), "applied on the primary: never resent");
     }
 }
 

@@ -123,6 +123,11 @@ impl Hold {
     }
 }
 
+/// A held write left the hold for the spool (or its error when the spool refused it).
+pub fn count_spooled() {
+    FAILED.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A held write was released to a primary after waiting since `since`.
 pub fn count_released(since: Instant) {
     RELEASED.fetch_add(1, Ordering::Relaxed);

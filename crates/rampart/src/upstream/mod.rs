@@ -5,6 +5,8 @@
 //!   write refused with READONLY) instead of calling the router.
 //! - [`error`]: why a request could not be served ([`error::Failure`]), kept as a value until
 //!   its reply is written.
+//! - [`acks`]: `WAIT` after each batch of writes (`min_replica_acks`) and how its reply
+//!   releases or fails them.
 //! - [`backend`]: one pipelined connection from a worker to a node: deadlines, back-off.
 //! - [`dedicated`]: connections a session borrows for itself (blocking commands), bounded
 //!   per pool and worker, reused only after a complete reply.
@@ -21,6 +23,7 @@
 //! - [`route`]: which node serves a request; drains retries and releases held writes.
 //! - [`worker`]: one worker thread's pools, rebuilt after a reload.
 
+pub mod acks;
 pub mod backend;
 pub mod dedicated;
 pub mod error;

@@ -158,7 +158,12 @@ pub fn send(
                 _ => view.writable_primary(),
             };
             match target {
-                Some(p) if hold.is_empty() || access == Access::ReadPrimary => Some(Arc::clone(p)),
+                Some(p)
+                    if (hold.is_empty() && spool_clear(rt, shard))
+                        || access == Access::ReadPrimary =>
+                {
+                    Some(Arc::clone(p))
+                }
                 _ if access == Access::Write && can_hold(wp) => {
                     hold_write(wp, shard, sink, bytes, client);
                     return 0;
@@ -170,12 +175,17 @@ pub fn send(
         Access::Read => pick_read(wp, shard, &view, exclude),
     };
     let Some(node) = node else {
-        let shard = rt.shards[shard].name.clone();
-        sink.fail(if access == Access::Write {
-            Failure::NoPrimary { shard, cause: None }
+        let name = rt.shards[shard].name.clone();
+        if access == Access::Write {
+            // No hold (failover_hold: 0): the spool, if the pool has one, takes it at once.
+            let failure = Failure::NoPrimary {
+                shard: name,
+                cause: None,
+            };
+            spool_or_fail(wp, shard, sink, bytes, failure);
         } else {
-            Failure::NoReadNode { shard }
-        });
+            sink.fail(Failure::NoReadNode { shard: name });
+        }
         return 0;
     };
     let sink = if rt.conf.fail_open.is_some() {
@@ -211,6 +221,7 @@ pub fn send(
         // another node once.
         match access {
             Access::Write if can_hold(wp) => hold_write(wp, shard, sink, bytes, client),
+            Access::Write => spool_or_fail(wp, shard, sink, bytes, e),
             Access::Read | Access::ReadPrimary if ha => retry(
                 wp,
                 Retry {
@@ -288,7 +299,7 @@ fn hopeless(rt: &PoolRt, shard: usize) -> Failure {
 fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
     let rt = &wp.rt;
     if hold_is_hopeless(rt, shard) {
-        return sink.fail(hopeless(rt, shard));
+        return spool_or_fail(wp, shard, sink, bytes, hopeless(rt, shard));
     }
     let held = Held {
         sink: with_resend(sink, wp, shard, bytes, true, client),
@@ -299,10 +310,49 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
         .push(held, rt.conf.failover_hold_bytes)
     {
         Ok(()) => ensure_releaser(wp, shard),
-        Err(h) => h.fail(Failure::HoldFull {
-            shard: rt.shards[shard].name.clone(),
-        }),
+        Err(h) => {
+            let failure = Failure::HoldFull {
+                shard: rt.shards[shard].name.clone(),
+            };
+            let bytes = h.bytes().to_vec();
+            spool_or_fail(wp, shard, h.sink, &bytes, failure)
+        }
     }
+}
+
+/// Whether writes of `shard` may go to its primary: its spool (if it has one) holds nothing
+/// still to replay, so a newer write cannot overtake a spooled one.
+fn spool_clear(rt: &crate::topology::PoolRt, shard: usize) -> bool {
+    rt.shards[shard]
+        .spool
+        .as_ref()
+        .is_none_or(|s| s.waiting() == 0)
+}
+
+/// A write that cannot wait for a primary: append it to the shard's spool when the pool
+/// spools it (see `durability::reply`), answering its documented reply once it is on disk;
+/// otherwise, or if the spool refuses it, answer an error (`failure`, or why the spool
+/// refused).
+fn spool_or_fail(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], failure: Failure) {
+    let rt = &wp.rt;
+    let (Some(spool), Some(conf)) = (rt.shards[shard].spool.as_ref(), rt.conf.spool.as_ref())
+    else {
+        return sink.fail(failure);
+    };
+    let Some(reply) = crate::durability::reply::spooled_reply(bytes, &conf.commands) else {
+        return sink.fail(failure);
+    };
+    let appended = spool.append(bytes.to_vec());
+    let name = rt.shards[shard].name.clone();
+    tokio::task::spawn_local(async move {
+        match appended.await {
+            Ok(_) => sink.deliver(&reply),
+            Err(e) => sink.fail(Failure::Spool {
+                shard: name,
+                reason: e.to_string(),
+            }),
+        }
+    });
 }
 
 fn with_resend(
@@ -405,7 +455,10 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
         let hold = &wp.shards[shard].hold;
         let rt = &wp.rt.shards[shard];
         let view = rt.view();
-        if let Some(primary) = rt.write_target(&view) {
+        let target = rt
+            .write_target(&view)
+            .filter(|_| spool_clear(&wp.rt, shard));
+        if let Some(primary) = target {
             let deadline = Instant::now() + wp.rt.timeout();
             while let Some(h) = hold.pop() {
                 let backend = wp.backend(shard, primary, h.client());
@@ -431,7 +484,7 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                 .is_some_and(|until| hopeless || until <= now)
             {
                 if let Some(h) = hold.pop() {
-                    h.fail(if hopeless {
+                    let failure = if hopeless {
                         self::hopeless(&wp.rt, shard)
                     } else {
                         Failure::HoldExpired {
@@ -439,7 +492,14 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                             hold: wp.rt.conf.failover_hold,
                             cause: primary_down(&wp.rt, shard),
                         }
-                    });
+                    };
+                    if wp.rt.conf.spool.is_none() {
+                        h.fail(failure);
+                    } else {
+                        let bytes = h.bytes().to_vec();
+                        hold::count_spooled();
+                        spool_or_fail(&wp, shard, h.sink, &bytes, failure);
+                    }
                 }
             }
         }

@@ -197,7 +197,12 @@ function renderPool(p, hist) {
         s.pubsub_resubscriptions ? el("span", { class: "muted note" }, " pub/sub resubscriptions: ", String(s.pubsub_resubscriptions)) : null,
         s.circuit_open ? el("span", { class: "badge down", "data-circuit": "open" }, "CIRCUIT OPEN") : null,
         s.fail_open_misses || s.fail_open_drops ? el("span", { class: "muted note" }, " failed open: ",
-          fmtNum(s.fail_open_misses), " misses, ", fmtNum(s.fail_open_drops), " dropped writes") : null)));
+          fmtNum(s.fail_open_misses), " misses, ", fmtNum(s.fail_open_drops), " dropped writes") : null,
+        s.spool ? el("span", { class: s.spool.stopped ? "note" : "muted note" }, " spool: ",
+          s.spool.stopped ? "STOPPED (" + s.spool.stopped + ") " : "",
+          fmtNum(s.spool.entries), " waiting",
+          s.spool.oldest_age_ms != null ? " (oldest " + (s.spool.oldest_age_ms / 1000).toFixed(1) + " s)" : "",
+          ", ", fmtNum(s.spool.replayed), " replayed") : null)));
     for (const n of s.nodes) {
       const h = byNode.get(key(p.name, s.name, n.addr));
       const ops = h ? last(h.ops_per_s) : null;

@@ -1,0 +1,569 @@
+//! The durable write spool: while a shard has no primary, listed writes are acknowledged
+//! once on disk and replayed in order when it returns, before any newer write of the shard;
+//! rampart killed with kill -9 while spooling or replaying loses no acknowledged entry.
+
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ha::{replica_set, SentinelSetup, FAST_CHECKS, POOL};
+use testkit::{free_port, poll_until, Client, Proxy, RedisServer, Reply};
+
+/// A rampart on `port` over `primary` and `replica`, spooling into `spool`, with
+/// `failover_hold: hold`.
+fn start(
+    port: u16,
+    primary: &RedisServer,
+    replica: &RedisServer,
+    spool: &std::path::Path,
+    hold: &str,
+) -> Proxy {
+    start_with(port, &yaml(port, primary, replica, spool, hold, ""))
+}
+
+/// The configuration of [`start`], with the extra pool lines `extra`.
+fn yaml(
+    port: u16,
+    primary: &RedisServer,
+    replica: &RedisServer,
+    spool: &std::path::Path,
+    hold: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "{POOL}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  primary: {}\n  replicas:\n    - {}\n{FAST_CHECKS}  failover_hold: {hold}\n  spool_dir: {}\n  spool_commands: [LPUSH, SADD, SET]\n{extra}",
+        primary.addr(),
+        replica.addr(),
+        spool.display()
+    )
+}
+
+/// A rampart on `port` with the configuration `yaml` (a pool on that port).
+fn start_with(port: u16, yaml: &str) -> Proxy {
+    Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("spool.yml", yaml)
+        .args(["-c", "{dir}/spool.yml", "--workers", "2", "--no-admin"])
+        .args(["-a".to_string(), "127.0.0.1".to_string()])
+        .args(["-s".to_string(), free_port().to_string()])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start()
+}
+
+/// The elements of list `key` on `server`, oldest push first.
+fn pushed(server: &RedisServer, key: &str) -> Vec<String> {
+    let mut items: Vec<String> = match server.cmd(&["LRANGE", key, "0", "-1"]) {
+        Reply::Array(Some(v)) => v
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect(),
+        other => panic!("LRANGE: {other:?}"),
+    };
+    items.reverse();
+    items
+}
+
+/// Whether the proxy routes writes to `addr` (its INFO shows it up as the primary).
+fn primary_routable(port: u16, addr: &str) -> bool {
+    let mut c = match Client::try_connect(&format!("127.0.0.1:{port}")) {
+        Ok(c) => c,
+        Err(_) => return false,
+    };
+    match c.try_cmd(&["INFO", "pools"]) {
+        Ok(Reply::Bulk(Some(b))) => String::from_utf8_lossy(&b)
+            .lines()
+            .any(|l| l.contains(addr) && l.contains("role=primary") && l.contains("up=1")),
+        _ => false,
+    }
+}
+
+#[test]
+fn writes_spooled_while_the_primary_is_down_are_replayed_in_order_before_newer_ones() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replicas[0], dir.path(), "5s");
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "primary never routable; log:\n{}",
+        proxy.stderr()
+    );
+    let mut c = Client::connect(&addr);
+    assert_eq!(c.cmd(&["LPUSH", "q", "a0"]), Reply::Int(1));
+    primary.stop();
+    assert!(
+        poll_until(Duration::from_secs(10), || (!primary_routable(
+            port,
+            &primary.addr()
+        ))
+        .then_some(()))
+        .is_some(),
+        "the proxy never saw the primary down"
+    );
+    // Acknowledged from the spool, with the documented replies.
+    for i in 1..=50 {
+        let v = format!("a{i}");
+        assert_eq!(c.cmd(&["LPUSH", "q", &v]), Reply::Int(1), "LPUSH {v}");
+    }
+    assert_eq!(c.cmd(&["SADD", "s", "x", "y", "x"]), Reply::Int(2));
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    let refused = c.cmd(&["INCR", "n"]);
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.contains("has no primary")),
+        "INCR is not spooled: {refused:?}"
+    );
+    primary.cont();
+    // Right after the primary returns, a write is still spooled (the proxy has not seen it
+    // up yet: the documented reply) or waits behind the spool's replay (the server's reply):
+    // either way it lands after every spooled one.
+    let after = c.cmd(&["LPUSH", "q", "after"]);
+    assert!(
+        after == Reply::Int(1) || after == Reply::Int(52),
+        "{after:?}"
+    );
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came back"
+    );
+    let later = c.cmd(&["LPUSH", "q", "later"]);
+    assert_eq!(
+        later,
+        Reply::Int(53),
+        "the server's own reply; log:\n{}",
+        proxy.stderr()
+    );
+    let expected: Vec<String> = (0..=50)
+        .map(|i| format!("a{i}"))
+        .chain(["after".to_string(), "later".to_string()])
+        .collect();
+    assert_eq!(
+        pushed(&primary, "q"),
+        expected,
+        "replayed in order, before newer writes"
+    );
+    assert_eq!(primary.cmd(&["SCARD", "s"]), Reply::Int(2));
+    assert_eq!(primary.cmd(&["GET", "k"]), Reply::bulk("v"));
+    let lines = poll_until(Duration::from_secs(5), || {
+        let log = proxy.stderr();
+        (log.contains("replaying 53 entries") && log.contains("replay done")).then_some(())
+    });
+    assert!(lines.is_some(), "progress lines; log:\n{}", proxy.stderr());
+    let info = match c.cmd(&["INFO", "pools"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO: {other:?}"),
+    };
+    let spool_line = info
+        .lines()
+        .find(|l| l.starts_with(&format!("spool_{POOL}_{POOL}:")))
+        .unwrap_or_else(|| panic!("no spool line in INFO:\n{info}"));
+    for field in ["entries=0,", "appended=53,", "replayed=53,", "stopped=0,"] {
+        assert!(spool_line.contains(field), "{field} in {spool_line}");
+    }
+}
+
+/// Writers push unique values; rampart is killed with kill -9 at random moments, while the
+/// primary is down (spooling) and while it is up (replaying, then writing through), and a few
+/// times the spool's active segment gets a torn record appended as a power cut could leave.
+/// At the end, with the primary up, every acknowledged value is in the list, no value is in it
+/// more than twice, there are at most as many doubles as kills, and nothing else is in it.
+#[test]
+fn kill_9_while_spooling_and_replaying_loses_no_acknowledged_entry() {
+    let kills: usize = std::env::var("SPOOL_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let started = Instant::now();
+    let mut down = false;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for round in 0..kills {
+        // Primary down for two rounds in five.
+        let want_down = round % 5 < 2;
+        if want_down != down {
+            if want_down {
+                primary.stop();
+            } else {
+                primary.cont();
+            }
+            down = want_down;
+        }
+        let mut proxy = start(port, &primary, &replicas[0], dir.path(), "200ms");
+        if round % 10 == 8 {
+            let log = proxy.stderr();
+            assert!(
+                log.contains("a torn tail of"),
+                "the torn record was not cut; log:\n{log}"
+            );
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let (stop, acked, addr) = (Arc::clone(&stop), Arc::clone(&acked), addr.clone());
+                std::thread::spawn(move || {
+                    let Ok(mut c) = Client::try_connect(&addr) else {
+                        return;
+                    };
+                    c.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let v = format!("r{round}w{w}n{n}");
+                        n += 1;
+                        match c.try_cmd(&["LPUSH", "q", &v]) {
+                            Ok(Reply::Int(_)) => acked.lock().expect("lock").push(v),
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                        // Paced: replay takes one fsync per entry, so unpaced writers would
+                        // spool faster than it drains and the test would measure the disk.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50 + rand(400)));
+        proxy.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            let _ = w.join();
+        }
+        if round % 10 == 7 {
+            tear_the_tail(dir.path(), rand(40) as usize + 1);
+        }
+    }
+    if down {
+        primary.cont();
+    }
+    let proxy = start(port, &primary, &replicas[0], dir.path(), "200ms");
+    let mut c = Client::connect(&addr);
+    assert!(matches!(c.cmd(&["LPUSH", "q", "last"]), Reply::Int(_)));
+    // Spooled or sent after the spool's replay: once it is on the primary, so is the rest.
+    let drained = poll_until(Duration::from_secs(120), || {
+        pushed(&primary, "q")
+            .iter()
+            .any(|v| v == "last")
+            .then_some(())
+    });
+    assert!(
+        drained.is_some(),
+        "the spool never drained; log:\n{}",
+        proxy.stderr()
+    );
+    let items = pushed(&primary, "q");
+    let acked = acked.lock().expect("lock").clone();
+    let mut count = std::collections::HashMap::<&str, usize>::new();
+    for i in &items {
+        *count.entry(i.as_str()).or_default() += 1;
+    }
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|v| !count.contains_key(v.as_str()))
+        .collect();
+    let doubled = count.values().filter(|n| **n == 2).count();
+    let more = count.values().filter(|n| **n > 2).count();
+    let strange: Vec<&&str> = count
+        .keys()
+        .filter(|k| !(k.starts_with('r') && k.contains('w') || **k == "last"))
+        .collect();
+    println!(
+        "{kills} kill -9 in {:?}: {} acknowledged, {} in the list, {} lost, {doubled} applied twice",
+        started.elapsed(),
+        acked.len(),
+        items.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+    assert_eq!(more, 0, "an entry applied more than twice");
+    assert!(doubled <= kills, "{doubled} doubles for {kills} kills");
+    assert!(strange.is_empty(), "values nobody wrote: {strange:?}");
+}
+
+/// Append `n` bytes of a record that never finished to the newest segment of every shard
+/// spool under `root` (what a power cut mid-write leaves).
+fn tear_the_tail(root: &std::path::Path, n: usize) {
+    for pool in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for shard in std::fs::read_dir(pool.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let mut segs: Vec<_> = std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                .collect();
+            segs.sort();
+            if let Some(last) = segs.last() {
+                let mut torn = 64u32.to_le_bytes().to_vec();
+                torn.extend(std::iter::repeat_n(0xabu8, n));
+                let mut bytes = std::fs::read(last).expect("read segment");
+                bytes.extend(&torn);
+                std::fs::write(last, bytes).expect("write segment");
+            }
+        }
+    }
+}
+
+/// Waits until the proxy sees `primary` down.
+fn wait_down(port: u16, primary: &RedisServer) {
+    assert!(
+        poll_until(Duration::from_secs(10), || (!primary_routable(
+            port,
+            &primary.addr()
+        ))
+        .then_some(()))
+        .is_some(),
+        "the proxy never saw the primary down"
+    );
+}
+
+/// Past `spool_max_bytes` a write is answered with an error naming the spool, and nothing
+/// of it is kept: what was acknowledged before is replayed, the refused write is not.
+#[test]
+fn a_full_spool_answers_an_error_naming_it() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start_with(
+        port,
+        &yaml(
+            port,
+            &primary,
+            &replicas[0],
+            dir.path(),
+            "100ms",
+            "  spool_max_bytes: 200\n",
+        ),
+    );
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    let mut acked = Vec::new();
+    let refused = loop {
+        let v = format!("v{}", acked.len());
+        match c.cmd(&["LPUSH", "q", &v]) {
+            Reply::Int(1) => acked.push(v),
+            other => break other,
+        }
+        assert!(acked.len() < 100, "200 bytes never filled");
+    };
+    let Reply::Error(e) = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        e.contains("could not be spooled: spool ") && e.contains("is full"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&dir.path().display().to_string()),
+        "names the spool: {e}"
+    );
+    primary.cont();
+    let replayed = poll_until(Duration::from_secs(10), || {
+        (pushed(&primary, "q") == acked).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "{:?} replayed, {acked:?} acknowledged; log:\n{}",
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
+}
+
+/// A reload while writes wait in the spool keeps the spool (same directory): they are
+/// replayed after it as before.
+#[test]
+fn the_spool_survives_a_reload() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replicas[0], dir.path(), "100ms");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    for i in 0..10 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    let changed = yaml(
+        port,
+        &primary,
+        &replicas[0],
+        dir.path(),
+        "100ms",
+        "  timeout: 2000\n",
+    );
+    std::fs::write(proxy.dir().join("spool.yml"), changed).expect("write config");
+    proxy.signal("HUP");
+    let reloaded = poll_until(Duration::from_secs(10), || {
+        proxy
+            .stderr()
+            .lines()
+            .any(|l| l.contains("reload: ") && l.contains("timeout"))
+            .then_some(())
+    });
+    assert!(reloaded.is_some(), "no reload; log:\n{}", proxy.stderr());
+    for i in 10..15 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    primary.cont();
+    let want: Vec<String> = (0..15).map(|i| format!("v{i}")).collect();
+    let replayed = poll_until(Duration::from_secs(10), || {
+        (pushed(&primary, "q") == want).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "{:?} replayed; log:\n{}",
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
+}
+
+/// In a Sentinel pool, writes that wait past `failover_hold` while Sentinel promotes a new
+/// primary are spooled, and replayed in order to the new primary once it is applied.
+#[test]
+fn sentinel_failover_writes_past_the_hold_are_spooled_and_replayed_to_the_new_primary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = SentinelSetup::start(&format!(
+        "  failover_hold: 200ms\n  spool_dir: {}\n  spool_commands: [LPUSH]\n",
+        dir.path().display()
+    ));
+    let mut c = Client::connect(&s.proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let v = format!("before{i}");
+        assert_eq!(c.cmd(&["LPUSH", "q", &v]), Reply::Int(i + 1));
+        acked.push(v);
+    }
+    assert_eq!(s.primary.cmd(&["WAIT", "2", "2000"]), Reply::Int(2));
+    s.primary.kill9();
+    let killed = Instant::now();
+    let mut spooled = 0;
+    while killed.elapsed() < Duration::from_millis(1500) {
+        let v = format!("during{}", acked.len());
+        match c.try_cmd(&["LPUSH", "q", &v]) {
+            Ok(Reply::Int(1)) => {
+                spooled += 1;
+                acked.push(v);
+            }
+            Ok(Reply::Int(_)) => acked.push(v),
+            Ok(_) => {}
+            Err(_) => c = Client::connect(&s.proxy.addr()),
+        }
+    }
+    let (_, port) = s.wait_switch(killed, Duration::from_secs(30));
+    assert!(spooled > 0, "nothing was spooled during the failover");
+    let new_primary = s.node_on(port);
+    let replayed = poll_until(Duration::from_secs(20), || {
+        (pushed(new_primary, "q") == acked).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "{} spooled; on the new primary {:?}, acknowledged {:?}; log:\n{}",
+        spooled,
+        pushed(new_primary, "q"),
+        acked,
+        s.proxy.log()
+    );
+    println!("{spooled} writes spooled during the failover, all replayed to the new primary");
+}
+
+/// The spool's entries waiting for replay, from INFO (`spool_<pool>_<pool>:entries=N,...`).
+fn spool_entries(port: u16) -> Option<u64> {
+    let mut c = Client::try_connect(&format!("127.0.0.1:{port}")).ok()?;
+    let Ok(Reply::Bulk(Some(b))) = c.try_cmd(&["INFO", "pools"]) else {
+        return None;
+    };
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("spool_{POOL}_{POOL}:")))?;
+    line.split([':', ','])
+        .find_map(|f| f.strip_prefix("entries="))?
+        .parse()
+        .ok()
+}
+
+/// With `min_replica_acks: 1`, a replayed entry leaves the spool only once the replica has
+/// it: while the replica is frozen the replay waits, and it finishes once the replica is back.
+#[test]
+fn with_min_replica_acks_replayed_entries_leave_only_once_replicated() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = "  min_replica_acks: 1\n  min_replica_acks_timeout: 100ms\n";
+    let proxy = start_with(
+        port,
+        &yaml(port, &primary, &replicas[0], dir.path(), "100ms", extra),
+    );
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    for i in 0..5 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    replicas[0].stop();
+    primary.cont();
+    let started = poll_until(Duration::from_secs(10), || {
+        pushed(&primary, "q")
+            .first()
+            .is_some_and(|v| v == "v0")
+            .then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "replay never began; log:\n{}",
+        proxy.stderr()
+    );
+    // Replayed on the primary but on no replica: the spool must keep the entry.
+    let drained_early = poll_until(Duration::from_secs(1), || {
+        (spool_entries(port) == Some(0)).then_some(())
+    });
+    assert!(
+        drained_early.is_none(),
+        "entries left the spool while the replica was frozen"
+    );
+    assert!(
+        proxy.stderr().contains("not yet on 1 replicas"),
+        "the wait is logged; log:\n{}",
+        proxy.stderr()
+    );
+    replicas[0].cont();
+    let drained = poll_until(Duration::from_secs(10), || {
+        (spool_entries(port) == Some(0)).then_some(())
+    });
+    assert!(drained.is_some(), "never drained; log:\n{}", proxy.stderr());
+    let want: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
+    assert_eq!(pushed(&replicas[0], "q"), want, "on the replica");
+}
