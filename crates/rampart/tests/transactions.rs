@@ -954,3 +954,101 @@ fn every_shard_commands_join_a_transaction_of_a_one_shard_pool() {
     assert_err_contains(&replies[1], &["every shard"]);
     assert_err_contains(&replies[2], &["EXECABORT"]);
 }
+
+/// A Sentinel failover (kill -9 of the primary) while clients are inside MULTI, WATCHing and
+/// blocked, and others loop transactions: no transaction is ever partial (every EXEC that
+/// answered an array applied both of its INCRs, and the two counters are equal on the new
+/// primary), the watching client gets one error at EXEC and nothing of its transaction runs,
+/// the blocked client gets one error, and every client keeps working afterwards.
+#[test]
+fn a_failover_with_clients_in_multi_watching_and_blocked() {
+    let mut s = ha::SentinelSetup::start("  failover_hold: 10s\n");
+    let addr = s.proxy.addr();
+    let connect = || {
+        let mut c = Client::connect(&addr);
+        c.set_read_timeout(Some(Duration::from_secs(30)));
+        c
+    };
+    // In MULTI, with commands queued: nothing has reached a server yet.
+    let mut in_multi = connect();
+    assert_eq!(in_multi.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(in_multi.cmd(&["INCR", "{m}a"]), Reply::simple("QUEUED"));
+    assert_eq!(in_multi.cmd(&["INCR", "{m}b"]), Reply::simple("QUEUED"));
+    // Watching a key on the primary that is about to die.
+    let mut watching = connect();
+    assert_eq!(watching.cmd(&["SET", "{w}k", "1"]), Reply::ok());
+    assert_eq!(watching.cmd(&["WAIT", "2", "5000"]), Reply::Int(2));
+    assert_eq!(watching.cmd(&["WATCH", "{w}k"]), Reply::ok());
+    // Blocked on the primary.
+    let mut blocked = connect();
+    blocked
+        .send_raw(&testkit::encode_command(&["BLPOP", "{q}q", "0"]))
+        .unwrap();
+    testkit::wait_until(Duration::from_secs(10), "BLPOP blocked", || {
+        s.primary.info("clients").contains("blocked_clients:1")
+    });
+    // Two clients loop transactions through the failover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, addr) = (Arc::clone(&stop), addr.clone());
+            thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                c.set_read_timeout(Some(Duration::from_secs(30)));
+                let (mut ok, mut errors, mut partial) = (0u64, Vec::new(), 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c.pipeline(&[
+                        cmd(&["MULTI"]),
+                        cmd(&["INCR", "{x}a"]),
+                        cmd(&["INCR", "{x}b"]),
+                        cmd(&["EXEC"]),
+                    ]);
+                    match &r[3] {
+                        Reply::Array(Some(v)) if v.len() == 2 && v[0] == v[1] => ok += 1,
+                        Reply::Array(Some(_)) => partial += 1,
+                        other => errors.push(format!("{other:?}")),
+                    }
+                }
+                (ok, errors, partial)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
+    s.primary.kill9();
+    let (_, port) = s.wait_switch(killed, Duration::from_secs(30));
+    let new_primary = s.node_on(port);
+
+    // The blocked client: one error, and its connection serves the next command.
+    let r = blocked.read_reply().unwrap();
+    assert!(r.is_error(), "the blocked BLPOP got {r:?}");
+    assert_pings(&mut blocked);
+    // The watching client: EXEC says the watch was lost; nothing ran.
+    let r = watching.pipeline(&[cmd(&["MULTI"]), cmd(&["INCR", "{w}k"]), cmd(&["EXEC"])]);
+    assert_err_contains(&r[2], &["EXECABORT", "WATCH was lost", "nothing ran"]);
+    assert_eq!(new_primary.cmd(&["GET", "{w}k"]), Reply::bulk("1"));
+    assert_pings(&mut watching);
+    // The client in MULTI: its transaction runs whole on the new primary.
+    assert_eq!(
+        in_multi.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::Int(1), Reply::Int(1)]))
+    );
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let mut total = (0, 0, 0);
+    for l in loops {
+        let (ok, errors, partial) = l.join().unwrap();
+        println!(
+            "looping client: {ok} transactions, {} errors {:?}, {partial} partial",
+            errors.len(),
+            &errors[..errors.len().min(3)]
+        );
+        total = (total.0 + ok, total.1 + errors.len(), total.2 + partial);
+    }
+    assert_eq!(total.2, 0, "partial transactions");
+    assert!(total.0 > 0, "no transaction ran");
+    // At most one error per looping client (its transaction in flight at the kill).
+    assert!(total.1 <= 2, "{} errors for 2 looping clients", total.1);
+    let a = new_primary.cmd(&["GET", "{x}a"]);
+    assert_eq!(a, new_primary.cmd(&["GET", "{x}b"]), "the counters differ");
+}
