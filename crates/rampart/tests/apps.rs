@@ -245,8 +245,19 @@ fn sidekiq_pushes_spooled_while_the_primary_is_down_all_run() {
     );
     assert_eq!(acked.len(), JOBS);
     println!("{JOBS} pushes acknowledged from the spool in {pushed_in:?}");
-    let log = dir.join("sidekiq.log");
+    // The spool replays once the primary is back; writes newer than the spool wait for the
+    // replay in the hold (500 ms here), so the Sidekiq server starts once it is done.
     let t1 = Instant::now();
+    let replayed = poll_until(Duration::from_secs(60), || {
+        (pool.primary.cmd(&["LLEN", "queue:default"]) == Reply::Int(JOBS as i64)).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "the spool was not replayed within 60 s: {:?} jobs queued on the primary",
+        pool.primary.cmd(&["LLEN", "queue:default"])
+    );
+    println!("{JOBS} spooled pushes replayed in {:?}", t1.elapsed());
+    let log = dir.join("sidekiq.log");
     let mut server = sidekiq_server(&pool.url(), &log);
     let done = poll_until(Duration::from_secs(90), || {
         let text = testkit::process::read_lossy(&log);
