@@ -725,6 +725,69 @@ fn a_frozen_server_does_not_hold_a_subscribe_reply_forever() {
 }
 
 #[test]
+fn publish_runs_in_a_transaction_on_its_channels_shard() {
+    let env = Setup::new(3).start();
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["SUBSCRIBE", "meta{t}"]);
+    sub.frame();
+    // A result stored and announced in one MULTI, the channel named as the key.
+    let mut c = Raw::connect(&env.addr());
+    for cmd in [
+        &["MULTI"][..],
+        &["SET", "meta{t}", "done"],
+        &["PUBLISH", "meta{t}", "done"],
+        &["SPUBLISH", "meta{t}", "s"],
+    ] {
+        c.send(cmd);
+        c.frame();
+    }
+    c.send(&["EXEC"]);
+    assert_eq!(c.frame(), b"*3\r\n+OK\r\n:1\r\n:0\r\n".to_vec());
+    assert_eq!(sub.frame(), message("message", "meta{t}", "done"));
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["GET", "meta{t}"]), testkit::Reply::bulk("done"));
+}
+
+#[test]
+fn an_unsubscribe_is_confirmed_and_keeps_the_subscriber_connection() {
+    let env = Setup::new(1).workers(1).option("timeout", 300).start();
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["SUBSCRIBE", "stays", "goes"]);
+    sub.frame();
+    sub.frame();
+    sub.send(&["UNSUBSCRIBE", "goes"]);
+    sub.frame();
+    let mut server = env.backend(0);
+    let id = |server: &mut testkit::Client| {
+        let list = server.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+        list.as_str()
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .map(str::to_string)
+    };
+    let before = id(&mut server);
+    assert!(before.is_some());
+    // Well past the pool timeout and several checks of the link: an unconfirmed
+    // unsubscribe would have made it drop the connection and subscribe again.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        id(&mut server),
+        before,
+        "the subscriber connection was replaced"
+    );
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["PUBLISH", "stays", "x"]).as_int(), Some(1));
+    assert_eq!(sub.frame(), message("message", "stays", "x"));
+    let info = p.cmd(&["INFO", "pools"]);
+    assert!(
+        info.as_str()
+            .is_some_and(|t| t.contains("pubsub_resubscriptions=0,")),
+        "{info:?}"
+    );
+}
+
+#[test]
 fn subscriptions_survive_a_reload_on_the_same_connection() {
     let env = Setup::new(1)
         .workers(1)

@@ -164,7 +164,8 @@ impl Session {
         self.reply_raw(&out);
     }
 
-    fn shard_for(&self, kind: Kind, name: &[u8]) -> Option<Placement> {
+    /// Where the channel, pattern or shard channel `name` is subscribed and published.
+    pub(super) fn shard_for(&self, kind: Kind, name: &[u8]) -> Option<Placement> {
         let rt = &self.pool.rt;
         placement(kind, name, |k| rt.shard_for_key(k))
     }
