@@ -108,6 +108,8 @@ enum Step<'a> {
     Read(usize),
     /// Nothing arrives on connection `i` (from either side) for a while.
     Quiet(usize),
+    /// Connection `i` sends the command; nothing arrives on it (from either side).
+    Silent(usize, &'a [&'a str]),
     /// Connection `i` sends the command; its reply is read but not compared.
     Skip(usize, &'a [&'a str]),
     /// Connection `i` sends the command; the frames are compared in any order (a client
@@ -125,7 +127,11 @@ fn compare(proxy: &str, direct: &str, script: &[Step<'_>]) {
     let mut p = [Raw::connect(proxy), Raw::connect(proxy)];
     let mut d = [Raw::connect(direct), Raw::connect(direct)];
     for step in script {
-        if let Step::Quiet(i) = step {
+        if let Step::Silent(i, w) = step {
+            d[*i].send(w);
+            p[*i].send(w);
+        }
+        if let Step::Quiet(i) | Step::Silent(i, _) = step {
             let (got, want) = (p[*i].drain(QUIET), d[*i].drain(QUIET));
             assert!(
                 got.is_empty() && want.is_empty(),
@@ -137,7 +143,7 @@ fn compare(proxy: &str, direct: &str, script: &[Step<'_>]) {
         }
         let (i, words) = match step {
             Step::Cmd(i, w) | Step::Skip(i, w) | Step::Unordered(i, w) => (*i, Some(*w)),
-            Step::Read(i) | Step::Quiet(i) => (*i, None),
+            Step::Read(i) | Step::Quiet(i) | Step::Silent(i, _) => (*i, None),
         };
         if let Some(w) = words {
             d[i].send(w);
@@ -253,6 +259,30 @@ fn every_command_matches_redis_in_resp2_and_resp3() {
             Cmd(0, &["SUNSUBSCRIBE", "s1"]),
             Cmd(0, &["SUNSUBSCRIBE"]),
             Cmd(0, &["RESET"]),
+        ],
+    );
+}
+
+#[test]
+fn client_reply_off_keeps_resp3_subscribe_pushes_as_redis_does() {
+    let env = Setup::new(1).start();
+    let reference = RedisServer::start();
+    use Step::*;
+    compare(
+        &env.addr(),
+        &reference.addr(),
+        &[
+            Skip(0, &["HELLO", "3"]),
+            Silent(0, &["CLIENT", "REPLY", "OFF"]),
+            Cmd(0, &["SUBSCRIBE", "channel"]),
+            Cmd(0, &["PSUBSCRIBE", "ch*"]),
+            Cmd(1, &["PUBLISH", "channel", "hello"]),
+            Read(0),
+            Silent(0, &["GET", "x"]),
+            Cmd(0, &["UNSUBSCRIBE", "channel"]),
+            Cmd(0, &["PUNSUBSCRIBE", "ch*"]),
+            Cmd(0, &["CLIENT", "REPLY", "ON"]),
+            Cmd(0, &["GET", "x"]),
         ],
     );
 }
