@@ -264,7 +264,7 @@ fn every_command_matches_redis_in_resp2_and_resp3() {
 }
 
 #[test]
-fn client_reply_off_keeps_resp3_subscribe_pushes_as_redis_does() {
+fn client_reply_off_keeps_subscribe_confirmations_as_redis_does() {
     let env = Setup::new(1).start();
     let reference = RedisServer::start();
     use Step::*;
@@ -272,6 +272,14 @@ fn client_reply_off_keeps_resp3_subscribe_pushes_as_redis_does() {
         &env.addr(),
         &reference.addr(),
         &[
+            // RESP2: the confirmations are replies, and still sent.
+            Silent(0, &["CLIENT", "REPLY", "OFF"]),
+            Cmd(0, &["PSUBSCRIBE", "*"]),
+            Cmd(1, &["SET", "foo", "bar"]),
+            Silent(0, &["CLIENT", "REPLY", "SKIP"]),
+            Cmd(0, &["PUNSUBSCRIBE", "*"]),
+            Cmd(0, &["CLIENT", "REPLY", "ON"]),
+            // RESP3: pushes.
             Skip(0, &["HELLO", "3"]),
             Silent(0, &["CLIENT", "REPLY", "OFF"]),
             Cmd(0, &["SUBSCRIBE", "channel"]),

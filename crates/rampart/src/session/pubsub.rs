@@ -137,11 +137,9 @@ impl Session {
     /// A Pub/Sub command (`Route::PubSub`).
     pub fn pubsub(&mut self, cmd: &'static Command, argv: &[&[u8]], raw: Option<&[u8]>) {
         if let Some((kind, on)) = kind_of(cmd.name) {
-            // RESP3 confirms a (un)subscribe with push messages, which CLIENT REPLY OFF and
-            // SKIP do not silence (Redis sends them all the same); RESP2's are replies.
-            if self.client.resp3 {
-                self.pending.unmute();
-            }
+            // CLIENT REPLY OFF and SKIP do not silence the confirmations of a (un)subscribe:
+            // Redis sends them all the same, in RESP2 and RESP3.
+            self.pending.unmute();
             return if on {
                 self.subscribe(kind, &argv[1..])
             } else {
