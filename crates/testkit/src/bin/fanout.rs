@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 const CHANNEL: &str = "bench:fanout";
 /// Messages the publisher may be ahead of the slowest subscriber.
-const WINDOW: u32 = 64;
+const WINDOW: u32 = 512;
 /// Longest wait without progress before the run fails.
 const STALL: Duration = Duration::from_secs(10);
 
