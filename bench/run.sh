@@ -34,7 +34,7 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 if [[ $SKIP_RAMPART != 1 ]]; then
   if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     log "building rampart and the round-trip client (release)"
-    (cd "$REPO" && cargo build --release -p rampart && cargo build --release -p testkit --bin roundtrips)
+    (cd "$REPO" && cargo build --release -p rampart && cargo build --release -p testkit --bin roundtrips --bin fanout)
   fi
   [[ -x $RAMPART_BIN ]] || { echo "bench: $RAMPART_BIN missing after build" >&2; exit 1; }
 fi
@@ -260,6 +260,24 @@ run_rt() {  # round name target requests case
   log "round $round  $name  $target: $(cut -d, -f1 <<<"$row") rps, p99 $(cut -d, -f2 <<<"$row") ms"
 }
 
+# Pub/Sub fan-out (bench/README.md): one publisher, SUBSCRIBERS subscribers on one channel, on
+# the targets that serve Pub/Sub (twemproxy refuses it); a row counts deliveries.
+FANOUT=${FANOUT_BIN:-$REPO/target/release/fanout}
+SUBSCRIBERS=${SUBSCRIBERS:-1000}
+PUBSUB_CASES=("PUBSUB 1x$SUBSCRIBERS|$((REQUESTS / 20))")
+[[ -x $FANOUT ]] || { log "WARNING: $FANOUT missing: Pub/Sub case skipped"; PUBSUB_CASES=(); }
+
+run_fanout() {  # round name target messages
+  local round=$1 name=$2 target=$3 m=$4
+  local pid=${PID[$target]} n=$(($4 * SUBSCRIBERS)) before after row
+  before=$(cpu_ticks "$pid")
+  row=$("$FANOUT" "${PORT[$target]}" "$SUBSCRIBERS" "$m") || { log "WARNING: $name failed on $target"; return 0; }
+  after=$(cpu_ticks "$pid")
+  awk -F, -v r="$round" -v c="$name" -v t="$target" -v n="$n" -v d=$((after - before)) -v hz="$CLK_TCK" \
+    'BEGIN { OFS = "," } { print r, c, t, n, $1, $2, d * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
+  log "round $round  $name  $target: $(cut -d, -f1 <<<"$row") deliveries/s, p99 $(cut -d, -f2 <<<"$row") ms"
+}
+
 log "benchmark: $ROUNDS rounds, base $REQUESTS requests, $CLIENTS clients, targets: ${TARGETS[*]}"
 for ((round = 1; round <= ROUNDS; round++)); do
   # Each round starts with a different target, so no target always runs first or last.
@@ -276,6 +294,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
     IFS='|' read -r name n case <<<"$spec"
     for t in "${ORDER[@]}"; do
       [[ $t == twemproxy ]] || run_rt "$round" "$name" "$t" "$n" "$case"
+    done
+  done
+  for spec in "${PUBSUB_CASES[@]}"; do
+    IFS='|' read -r name m <<<"$spec"
+    for t in "${ORDER[@]}"; do
+      [[ $t == twemproxy ]] || run_fanout "$round" "$name" "$t" "$m"
     done
   done
 done

@@ -1,7 +1,8 @@
 //! Real job-queue applications through rampart, each against a replica-set pool (a primary and
 //! a replica, `read_policy: prefer-replica`): Sidekiq (Debian's `ruby-sidekiq`, its own client
-//! pushing and its own server process running the jobs) and RQ (`rq worker --burst`, pinned by
-//! `scripts/client-libs.sh`); then Sidekiq again across a Sentinel failover. The scripts they
+//! pushing and its own server process running the jobs), RQ (`rq worker --burst`) and Celery
+//! (a worker and a sender, broker and result backend both through rampart), both pinned by
+//! `scripts/client-libs.sh`; then Sidekiq again across a Sentinel failover. The scripts they
 //! run are in `tests/apps/`. A test that cannot run its application fails; every process it
 //! starts is killed by PID when it ends.
 //!
@@ -326,6 +327,58 @@ fn rq_runs_every_job() {
         .collect();
     assert!(problems.is_empty(), "rq worker logged problems:\n{out}");
     phase("check");
+}
+
+/// 500 Celery tasks sent through rampart (Redis broker and result backend both the pool) are
+/// run by a Celery worker through rampart, every result right; the worker answers broadcasts
+/// (`control.ping`, `inspect().ping()`, `control.broadcast`), which travel by Pub/Sub on the
+/// Redis transport, as do the results the sender waits for.
+#[test]
+fn celery_runs_every_task_and_answers_a_broadcast() {
+    const TASKS: usize = 500;
+    let libs = libs();
+    let pool = Pool::start();
+    let dir = pool.proxy.proxy.dir().to_path_buf();
+    let pythonpath = format!("{}:{}", libs.join("py").display(), scripts().display());
+    let mut worker = Command::new("python3");
+    worker
+        .env("PYTHONPATH", &pythonpath)
+        .env("RAMPART_URL", pool.url())
+        .args(["-m", "celery", "-A", "celery_app", "worker", "--pool=solo"])
+        .args(["--loglevel=INFO", "--hostname=apps@localhost"]);
+    let worker_log = dir.join("celery-worker.log");
+    let mut worker = ChildGuard::spawn(worker, "celery worker", &worker_log);
+    let mut run = Command::new("python3");
+    run.env("PYTHONPATH", &pythonpath)
+        .env("RAMPART_URL", pool.url())
+        .arg(scripts().join("celery_run.py"))
+        .arg(TASKS.to_string());
+    let t0 = Instant::now();
+    let out = run_to_end(
+        "celery tasks",
+        run,
+        &dir.join("celery-run.log"),
+        Duration::from_secs(180),
+    );
+    println!(
+        "celery: {TASKS} tasks and the broadcasts in {:?}\n{out}",
+        t0.elapsed()
+    );
+    worker.kill();
+    let log = testkit::process::read_lossy(&worker_log);
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("CRITICAL") || l.contains("Traceback"))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "the celery worker logged problems:\n{log}"
+    );
+    assert_eq!(
+        log.matches("succeeded in").count(),
+        TASKS,
+        "tasks the worker ran:\n{log}"
+    );
 }
 
 /// The ids in the set `key`, read straight from `server`.

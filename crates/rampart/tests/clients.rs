@@ -1,7 +1,7 @@
 //! Real client libraries, with their defaults, through rampart: redis-py 8 (RESP3 unless told
 //! otherwise), redis-rs (RESP3), node-redis 5 (RESP2 and RESP3) and ioredis. Each connects
 //! (its own start-up sequence, against a pool with a password), writes, reads typed replies
-//! and pipelines. The libraries come from `scripts/client-libs.sh` (pinned versions, run by
+//! and pipelines; redis-py's PubSub object listens in a thread. The libraries come from `scripts/client-libs.sh` (pinned versions, run by
 //! .ci/run); a test that cannot install them fails.
 
 mod common;
@@ -95,6 +95,81 @@ fn redis_py_defaults() {
     cmd.env("PYTHONPATH", dir.join("py"))
         .args(["-c", REDIS_PY, &port, PASSWORD]);
     run("redis-py", cmd);
+}
+
+const REDIS_PY_PUBSUB: &str = r#"
+import sys, threading, time, redis
+port, password, n = int(sys.argv[1]), sys.argv[2], 200
+for proto in (3, 2):
+    kw = {} if proto == 3 else {"protocol": 2}  # redis-py 8 speaks RESP3 unless told
+    sub = redis.Redis(host="127.0.0.1", port=port, password=password, **kw)
+    pub = redis.Redis(host="127.0.0.1", port=port, password=password, **kw)
+    p = sub.pubsub()
+    p.subscribe("py:news")
+    p.psubscribe("py:n*")
+    ready, got = threading.Event(), []
+    def listen():
+        confirmed, until = 0, time.monotonic() + 30
+        while len(got) < 2 * n and time.monotonic() < until:
+            m = p.get_message(timeout=1.0)
+            if m is None:
+                continue
+            if m["type"] in ("subscribe", "psubscribe"):
+                confirmed += 1
+                if confirmed == 2:
+                    ready.set()
+            else:
+                got.append((m["type"], m["pattern"], m["channel"], m["data"]))
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    assert ready.wait(10), "proto %d: no subscribe confirmations" % proto
+    for i in range(n):
+        assert pub.publish("py:news", "m%d" % i) >= 1
+    t.join(35)
+    want = []
+    for i in range(n):
+        want.append(("message", None, b"py:news", b"m%d" % i))
+        want.append(("pmessage", b"py:n*", b"py:news", b"m%d" % i))
+    mine = [g for g in got if g[0] == "message"]
+    assert mine == want[0::2], "proto %d: %d messages, first wrong %r" % (proto, len(mine), [x for x in zip(mine, want[0::2]) if x[0] != x[1]][:1])
+    assert sorted(got) == sorted(want), "proto %d: %d of %d" % (proto, len(got), len(want))
+    # run_in_thread with a handler, as applications write it.
+    heard = []
+    h = sub.pubsub()
+    h.subscribe(**{"py:alerts": lambda m: heard.append(m["data"])})
+    worker = h.run_in_thread(sleep_time=0.05, daemon=True)
+    until = time.monotonic() + 10
+    while pub.pubsub_numsub("py:alerts")[0][1] < 1 and time.monotonic() < until:
+        time.sleep(0.01)
+    for i in range(50):
+        pub.publish("py:alerts", "a%d" % i)
+    until = time.monotonic() + 10
+    while len(heard) < 50 and time.monotonic() < until:
+        time.sleep(0.01)
+    worker.stop()
+    worker.join(5)
+    assert heard == [b"a%d" % i for i in range(50)], "proto %d: %r" % (proto, heard[:5])
+    p.close(); h.close()
+print("ok")
+"#;
+
+/// redis-py's PubSub object with its defaults, through rampart in RESP3 (redis-py 8's
+/// default) and RESP2: a listening thread (`get_message` loop) receives every message another
+/// client publishes, in order, on a channel and a pattern; `run_in_thread` with a handler too.
+#[test]
+fn redis_py_pubsub_in_a_thread() {
+    let dir = libs();
+    let env = Setup::new(2).password(PASSWORD).start();
+    let port = env
+        .addr()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONPATH", dir.join("py"))
+        .args(["-c", REDIS_PY_PUBSUB, &port, PASSWORD]);
+    run("redis-py pubsub", cmd);
 }
 
 const NODE_REDIS: &str = r#"

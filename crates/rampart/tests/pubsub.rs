@@ -108,6 +108,8 @@ enum Step<'a> {
     Read(usize),
     /// Nothing arrives on connection `i` (from either side) for a while.
     Quiet(usize),
+    /// Connection `i` sends the command; nothing arrives on it (from either side).
+    Silent(usize, &'a [&'a str]),
     /// Connection `i` sends the command; its reply is read but not compared.
     Skip(usize, &'a [&'a str]),
     /// Connection `i` sends the command; the frames are compared in any order (a client
@@ -125,7 +127,11 @@ fn compare(proxy: &str, direct: &str, script: &[Step<'_>]) {
     let mut p = [Raw::connect(proxy), Raw::connect(proxy)];
     let mut d = [Raw::connect(direct), Raw::connect(direct)];
     for step in script {
-        if let Step::Quiet(i) = step {
+        if let Step::Silent(i, w) = step {
+            d[*i].send(w);
+            p[*i].send(w);
+        }
+        if let Step::Quiet(i) | Step::Silent(i, _) = step {
             let (got, want) = (p[*i].drain(QUIET), d[*i].drain(QUIET));
             assert!(
                 got.is_empty() && want.is_empty(),
@@ -137,7 +143,7 @@ fn compare(proxy: &str, direct: &str, script: &[Step<'_>]) {
         }
         let (i, words) = match step {
             Step::Cmd(i, w) | Step::Skip(i, w) | Step::Unordered(i, w) => (*i, Some(*w)),
-            Step::Read(i) | Step::Quiet(i) => (*i, None),
+            Step::Read(i) | Step::Quiet(i) | Step::Silent(i, _) => (*i, None),
         };
         if let Some(w) = words {
             d[i].send(w);
@@ -253,6 +259,38 @@ fn every_command_matches_redis_in_resp2_and_resp3() {
             Cmd(0, &["SUNSUBSCRIBE", "s1"]),
             Cmd(0, &["SUNSUBSCRIBE"]),
             Cmd(0, &["RESET"]),
+        ],
+    );
+}
+
+#[test]
+fn client_reply_off_keeps_subscribe_confirmations_as_redis_does() {
+    let env = Setup::new(1).start();
+    let reference = RedisServer::start();
+    use Step::*;
+    compare(
+        &env.addr(),
+        &reference.addr(),
+        &[
+            // RESP2: the confirmations are replies, and still sent.
+            Silent(0, &["CLIENT", "REPLY", "OFF"]),
+            Cmd(0, &["PSUBSCRIBE", "*"]),
+            Cmd(1, &["SET", "foo", "bar"]),
+            Silent(0, &["CLIENT", "REPLY", "SKIP"]),
+            Cmd(0, &["PUNSUBSCRIBE", "*"]),
+            Cmd(0, &["CLIENT", "REPLY", "ON"]),
+            // RESP3: pushes.
+            Skip(0, &["HELLO", "3"]),
+            Silent(0, &["CLIENT", "REPLY", "OFF"]),
+            Cmd(0, &["SUBSCRIBE", "channel"]),
+            Cmd(0, &["PSUBSCRIBE", "ch*"]),
+            Cmd(1, &["PUBLISH", "channel", "hello"]),
+            Read(0),
+            Silent(0, &["GET", "x"]),
+            Cmd(0, &["UNSUBSCRIBE", "channel"]),
+            Cmd(0, &["PUNSUBSCRIBE", "ch*"]),
+            Cmd(0, &["CLIENT", "REPLY", "ON"]),
+            Cmd(0, &["GET", "x"]),
         ],
     );
 }
@@ -722,6 +760,69 @@ fn a_frozen_server_does_not_hold_a_subscribe_reply_forever() {
     });
     assert_eq!(p.cmd(&["PUBLISH", "b", "back"]).as_int(), Some(1));
     assert_eq!(b.frame(), message("message", "b", "back"));
+}
+
+#[test]
+fn publish_runs_in_a_transaction_on_its_channels_shard() {
+    let env = Setup::new(3).start();
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["SUBSCRIBE", "meta{t}"]);
+    sub.frame();
+    // A result stored and announced in one MULTI, the channel named as the key.
+    let mut c = Raw::connect(&env.addr());
+    for cmd in [
+        &["MULTI"][..],
+        &["SET", "meta{t}", "done"],
+        &["PUBLISH", "meta{t}", "done"],
+        &["SPUBLISH", "meta{t}", "s"],
+    ] {
+        c.send(cmd);
+        c.frame();
+    }
+    c.send(&["EXEC"]);
+    assert_eq!(c.frame(), b"*3\r\n+OK\r\n:1\r\n:0\r\n".to_vec());
+    assert_eq!(sub.frame(), message("message", "meta{t}", "done"));
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["GET", "meta{t}"]), testkit::Reply::bulk("done"));
+}
+
+#[test]
+fn an_unsubscribe_is_confirmed_and_keeps_the_subscriber_connection() {
+    let env = Setup::new(1).workers(1).option("timeout", 300).start();
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["SUBSCRIBE", "stays", "goes"]);
+    sub.frame();
+    sub.frame();
+    sub.send(&["UNSUBSCRIBE", "goes"]);
+    sub.frame();
+    let mut server = env.backend(0);
+    let id = |server: &mut testkit::Client| {
+        let list = server.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+        list.as_str()
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .map(str::to_string)
+    };
+    let before = id(&mut server);
+    assert!(before.is_some());
+    // Well past the pool timeout and several checks of the link: an unconfirmed
+    // unsubscribe would have made it drop the connection and subscribe again.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        id(&mut server),
+        before,
+        "the subscriber connection was replaced"
+    );
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["PUBLISH", "stays", "x"]).as_int(), Some(1));
+    assert_eq!(sub.frame(), message("message", "stays", "x"));
+    let info = p.cmd(&["INFO", "pools"]);
+    assert!(
+        info.as_str()
+            .is_some_and(|t| t.contains("pubsub_resubscriptions=0,")),
+        "{info:?}"
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ use crate::topology::Mode;
 use crate::upstream::pool::WorkerPool;
 use crate::upstream::route::{self, Access};
 use crate::upstream::sink::Sink;
+use crate::upstream::subscriber::{Kind, Placement};
 use crate::upstream::worker::Worker;
 
 /// Reply to a request whose keys live on more than one shard.
@@ -471,6 +472,27 @@ impl Session {
             return self.refuse(Some(cmd), &format!("ERR {e}"));
         }
         self.shards.clear();
+        if cmd.route == Route::PubSub {
+            // PUBLISH / SPUBLISH: their channel's shard (a message to a channel heard on
+            // every shard, as a keyevent one, may run on any).
+            self.keys.clear();
+            let kind = if cmd.name == "spublish" {
+                Kind::Shard
+            } else {
+                Kind::Channel
+            };
+            match argv.get(1).map(|c| self.shard_for(kind, c)) {
+                Some(Some(Placement::One(s))) => self.shards.push(s),
+                Some(Some(Placement::All)) | None => {}
+                Some(None) => {
+                    let e = format!(
+                        "ERR rampart: pool '{}' has no server available",
+                        self.pool.rt.conf.name
+                    );
+                    return self.refuse(Some(cmd), &e);
+                }
+            }
+        }
         for &k in &self.keys {
             match argv.get(k).and_then(|key| self.pool.rt.shard_for_key(key)) {
                 Some(s) => self.shards.push(s),

@@ -137,6 +137,9 @@ impl Session {
     /// A Pub/Sub command (`Route::PubSub`).
     pub fn pubsub(&mut self, cmd: &'static Command, argv: &[&[u8]], raw: Option<&[u8]>) {
         if let Some((kind, on)) = kind_of(cmd.name) {
+            // CLIENT REPLY OFF and SKIP do not silence the confirmations of a (un)subscribe:
+            // Redis sends them all the same, in RESP2 and RESP3.
+            self.pending.unmute();
             return if on {
                 self.subscribe(kind, &argv[1..])
             } else {
@@ -164,7 +167,8 @@ impl Session {
         self.reply_raw(&out);
     }
 
-    fn shard_for(&self, kind: Kind, name: &[u8]) -> Option<Placement> {
+    /// Where the channel, pattern or shard channel `name` is subscribed and published.
+    pub(super) fn shard_for(&self, kind: Kind, name: &[u8]) -> Option<Placement> {
         let rt = &self.pool.rt;
         placement(kind, name, |k| rt.shard_for_key(k))
     }

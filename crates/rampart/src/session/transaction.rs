@@ -179,6 +179,10 @@ pub fn admit(cmd: &Command, one_shard: bool, admin_broadcast: bool) -> Result<()
             "ERR rampart: '{}' is answered by rampart itself and cannot be part of a transaction",
             cmd.name
         )),
+        // A message's channel is placed as a key of the same name: the session adds its
+        // shard to the transaction's (Celery's result backend stores and publishes a
+        // result in one MULTI).
+        Route::PubSub if matches!(cmd.name, "publish" | "spublish") => Ok(()),
         Route::PubSub => Err(format!(
             "ERR rampart: '{}' is placed by its channel, not by the transaction's keys, and cannot be part of a transaction",
             cmd.name
@@ -301,5 +305,8 @@ mod tests {
             .unwrap_err()
             .contains("admin_broadcast"));
         assert!(admit(cmd("flushall"), false, true).is_err());
+        assert!(admit(cmd("publish"), false, false).is_ok());
+        assert!(admit(cmd("spublish"), false, false).is_ok());
+        assert!(admit(cmd("subscribe"), true, true).is_err());
     }
 }

@@ -381,16 +381,23 @@ impl Hub {
             return;
         };
         let kind = match what {
-            b"message" | b"subscribe" => Kind::Channel,
-            b"pmessage" | b"psubscribe" => Kind::Pattern,
-            b"smessage" | b"ssubscribe" => Kind::Shard,
+            b"message" | b"subscribe" | b"unsubscribe" => Kind::Channel,
+            b"pmessage" | b"psubscribe" | b"punsubscribe" => Kind::Pattern,
+            b"smessage" | b"ssubscribe" | b"sunsubscribe" => Kind::Shard,
             _ => return,
         };
-        let key = (kind, Bytes::copy_from_slice(name));
+        // Every name of a (un)subscribe command sent is confirmed once: an unsubscribe
+        // counts too, or the link would think the server stuck and start again.
         if what.ends_with(b"subscribe") {
             if let Some(l) = self.links.borrow().get(shard) {
                 l.confirmed();
             }
+        }
+        let key = (kind, Bytes::copy_from_slice(name));
+        if what.ends_with(b"unsubscribe") {
+            return;
+        }
+        if what.ends_with(b"subscribe") {
             if let Some(e) = self.subs.borrow_mut().get_mut(&key) {
                 e.settle(shard);
             }
