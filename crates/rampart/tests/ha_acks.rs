@@ -238,3 +238,51 @@ fn a_write_too_few_replicas_took_gets_an_error_not_ok() {
     assert_eq!(c.cmd(&["SET", "k", "3"]), Reply::ok());
     assert_eq!(replicas[0].cmd(&["GET", "k"]), Reply::bulk("3"));
 }
+
+/// EXEC of a WATCHed transaction runs on a connection of its own; with `min_replica_acks`
+/// it is answered only after `WAIT` there, and a transaction too few replicas took gets the
+/// same error as any write, not its array.
+#[test]
+fn a_watched_exec_too_few_replicas_took_gets_an_error_not_its_array() {
+    let (primary, replicas) = replica_set(1);
+    let body = short_form(
+        &primary.addr(),
+        &[replicas[0].addr()],
+        "  min_replica_acks: 1\n  min_replica_acks_timeout: 200ms\n",
+    );
+    let proxy = HaProxy::start(&body);
+    let addrs = vec![primary.addr(), replicas[0].addr()];
+    proxy.wait_up(&addrs, Duration::from_secs(10));
+    let mut c = Client::connect(&proxy.addr());
+    let transaction = |c: &mut Client, v: &str| {
+        c.pipeline(&[
+            vec!["WATCH", "k"],
+            vec!["MULTI"],
+            vec!["SET", "k", v],
+            vec!["EXEC"],
+        ])
+    };
+    let ok = transaction(&mut c, "1");
+    assert_eq!(ok[3], Reply::Array(Some(vec![Reply::ok()])), "{ok:?}");
+    replicas[0].stop();
+    let replies = transaction(&mut c, "2");
+    replicas[0].cont();
+    assert_eq!(
+        replies[3],
+        Reply::Error(
+            "ERR rampart: write applied on the primary but acknowledged by only 0 of 1 \
+             replicas within 200ms; it may not be durable"
+                .into()
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(
+        primary.cmd(&["GET", "k"]),
+        Reply::bulk("2"),
+        "applied on the primary, not undone"
+    );
+    replicas[0].wait_replication_up(Duration::from_secs(10));
+    let again = transaction(&mut c, "3");
+    assert_eq!(again[3], Reply::Array(Some(vec![Reply::ok()])), "{again:?}");
+    assert_eq!(replicas[0].cmd(&["GET", "k"]), Reply::bulk("3"));
+}
