@@ -38,6 +38,11 @@ pub fn below(n: u64) -> u64 {
     next_u64() % n.max(1)
 }
 
+/// A value in `(0, 1]`, uniformly (53 bits), never 0 so that its logarithm is finite.
+pub fn unit() -> f64 {
+    ((next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+}
+
 /// `d` scaled by a random factor in [0.5, 1.5): spreads retries of many connections apart.
 pub fn jitter(d: std::time::Duration) -> std::time::Duration {
     let ms = d.as_millis() as u64;

@@ -18,6 +18,7 @@ struct Cache {
     links: Vec<FaultLink>,
     _proxy: Proxy,
     port: u16,
+    admin: u16,
     /// Preloaded keys (`key_i` = `val_i`) by shard index.
     keys: Vec<Vec<(String, String)>>,
 }
@@ -30,6 +31,7 @@ fn start(extra: &str) -> Cache {
         .map(|s| FaultLink::start(&s.addr()))
         .collect();
     let port = free_port();
+    let admin = free_port();
     let mut yaml = format!(
         "{POOL}:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  timeout: 1000\n  cache: true\n  fail_open: true\n{extra}  servers:\n"
     );
@@ -40,6 +42,7 @@ fn start(extra: &str) -> Cache {
         .file("c.yml", &yaml)
         .args(["-c", "{dir}/c.yml", "--workers", "2", "-s"])
         .arg(free_port().to_string())
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
         .wait_port(port)
         .start();
     let mut c = Client::connect(&format!("127.0.0.1:{port}"));
@@ -63,11 +66,38 @@ fn start(extra: &str) -> Cache {
         links,
         _proxy: proxy,
         port,
+        admin,
         keys,
     }
 }
 
 impl Cache {
+    /// The `(kind, shard)` of every event in `GET /api/events`.
+    fn events(&self) -> Vec<(String, String)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin))
+            .unwrap_or_else(|e| panic!("admin: {e}"));
+        let req = format!(
+            "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.admin
+        );
+        std::io::Write::write_all(&mut s, req.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).unwrap_or_else(|e| panic!("{e}"));
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let f = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                        (f("kind"), f("shard"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn client(&self) -> Client {
         let mut c = Client::connect(&format!("127.0.0.1:{}", self.port));
         c.set_read_timeout(Some(Duration::from_secs(5)));
@@ -186,6 +216,9 @@ fn a_black_holed_shard_answers_misses_in_time_and_the_others_keep_their_latency(
     // Counted: every miss, on s0 only; the circuit is open.
     let info = c.shard_info("s0");
     assert_eq!(info["circuit_open"], "1", "{info:?}");
+    let opened = ("circuit_open".to_string(), "s0".to_string());
+    let events = c.events();
+    assert!(events.contains(&opened), "{events:?}");
     assert_eq!(c.counter("s0", "fail_open_misses"), nil0 as i64);
     assert_eq!(c.counter("s1", "fail_open_misses"), 0);
     assert_eq!(c.counter("s2", "fail_open_misses"), 0);
@@ -213,6 +246,19 @@ fn a_black_holed_shard_answers_misses_in_time_and_the_others_keep_their_latency(
     });
     println!("circuit closed {closed:?} after the link passed again");
     assert!(closed.is_some(), "the circuit stayed open");
+    let events = c.events();
+    assert!(
+        events.contains(&("circuit_closed".to_string(), "s0".to_string())),
+        "{events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.0.starts_with("circuit_"))
+            .count(),
+        2,
+        "one open and one close: {events:?}"
+    );
     let back = poll_until(Duration::from_secs(5), || {
         (a.cmd(&["GET", &k0[1].0]) == Reply::bulk(&k0[1].1)).then_some(())
     });

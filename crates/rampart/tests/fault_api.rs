@@ -334,6 +334,118 @@ fn a_fault_ends_by_itself() {
     assert_eq!(r.metric("rampart_faults_active{kind=\"error\"}"), Some(0.0));
 }
 
+/// Latencies (sorted) of `per_thread` GETs from each of `threads` clients at once.
+fn get_latencies(r: &Rampart, threads: usize, per_thread: usize) -> Vec<Duration> {
+    let port = r.port;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+                (0..per_thread)
+                    .map(|_| {
+                        let (t, reply) = timed(&mut c, &["GET", "k"]);
+                        assert_eq!(reply, Reply::bulk("v"));
+                        t
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| {
+            h.join()
+                .unwrap_or_else(|_| panic!("a client thread panicked"))
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// The `q` quantile of sorted `v`, in milliseconds.
+fn quantile_ms(v: &[Duration], q: f64) -> f64 {
+    v[((v.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
+}
+
+/// Injects a delay fault on GET with `params`, measures 400 GETs, removes it; the measured
+/// quantiles `qs` (less the GET's own time without the fault) in milliseconds.
+fn delay_quantiles(r: &Rampart, params: &str, base_ms: f64, qs: &[f64]) -> Vec<f64> {
+    let id = r.fault(&format!(
+        r#"{{"pool":"{POOL}","command":"GET","kind":"delay",{params},"duration_s":120}}"#
+    ));
+    let lat = get_latencies(r, 4, 100);
+    let (status, body) = http(r.admin, "DELETE", &format!("/api/faults/{id}"), "");
+    assert_eq!(status, 200, "{body}");
+    qs.iter().map(|q| quantile_ms(&lat, *q) - base_ms).collect()
+}
+
+/// A delay drawn from a normal or an exponential distribution: the quantiles of the delays
+/// measured through the proxy match the distribution's, and an exponential's tail stops at
+/// the request's deadline.
+#[test]
+fn delay_distributions_give_their_quantiles_and_stop_at_the_deadline() {
+    let servers = vec![RedisServer::start()];
+    let r = start(&servers, "  timeout: 300\n");
+    assert_eq!(r.client().cmd(&["SET", "k", "v"]), Reply::ok());
+    let base = get_latencies(&r, 4, 100);
+    let base_ms = quantile_ms(&base, 0.5);
+    // Within a quarter, plus 4 ms for timers and a shared machine; 400 draws put a
+    // quantile's own sampling error well inside that.
+    let near = |got: &[f64], want: &[f64]| {
+        got.iter()
+            .zip(want)
+            .all(|(g, w)| (g - w).abs() <= 0.25 * w + 4.0)
+    };
+
+    // Exponential, mean 40 ms: median 40 ln 2, 90th percentile 40 ln 10.
+    let got = delay_quantiles(
+        &r,
+        r#""distribution":"exponential","delay_ms":40"#,
+        base_ms,
+        &[0.5, 0.9],
+    );
+    println!(
+        "exponential, mean 40 ms: p50 {:.1} ms p90 {:.1} ms (want 27.7, 92.1)",
+        got[0], got[1]
+    );
+    assert!(near(&got, &[27.7, 92.1]), "{got:?}");
+
+    // Normal, mean 60 ms, standard deviation 15 ms: 60 -/+ 1.2816 * 15.
+    let id = r.fault(&format!(
+        r#"{{"pool":"{POOL}","command":"GET","kind":"delay","distribution":"normal","delay_ms":60,"stddev_ms":15,"duration_s":120}}"#
+    ));
+    let listed = r.faults();
+    assert_eq!(listed[0]["distribution"], "normal", "{listed:?}");
+    assert_eq!(listed[0]["stddev_ms"], 15, "{listed:?}");
+    assert_eq!(listed[0]["delay_ms"], 60, "{listed:?}");
+    let (status, _) = http(r.admin, "DELETE", &format!("/api/faults/{id}"), "");
+    assert_eq!(status, 200);
+    let got = delay_quantiles(
+        &r,
+        r#""distribution":"normal","delay_ms":60,"stddev_ms":15"#,
+        base_ms,
+        &[0.1, 0.5, 0.9],
+    );
+    println!(
+        "normal, 60 ms +/- 15 ms: p10 {:.1} p50 {:.1} p90 {:.1} ms (want 40.8, 60, 79.2)",
+        got[0], got[1], got[2]
+    );
+    assert!(near(&got, &[40.8, 60.0, 79.2]), "{got:?}");
+
+    // Exponential, mean 5 s, pool timeout 300 ms: 94 % of the draws are over 300 ms and
+    // are cut at the request's deadline, so the reply comes at about 300 ms, never seconds.
+    let id = r.fault(&format!(
+        r#"{{"pool":"{POOL}","command":"GET","kind":"delay","distribution":"exponential","delay_ms":5000,"duration_s":120}}"#
+    ));
+    let lat = get_latencies(&r, 4, 10);
+    let (status, _) = http(r.admin, "DELETE", &format!("/api/faults/{id}"), "");
+    assert_eq!(status, 200);
+    let (p50, max) = (quantile_ms(&lat, 0.5), quantile_ms(&lat, 1.0));
+    println!("exponential, mean 5 s, timeout 300 ms: p50 {p50:.1} ms, max {max:.1} ms");
+    assert!((250.0..450.0).contains(&p50), "{lat:?}");
+    assert!(max < 450.0, "a draw went past the deadline: {lat:?}");
+}
+
 #[test]
 fn bad_fault_requests_are_refused_saying_why() {
     let servers = vec![RedisServer::start()];
@@ -374,6 +486,31 @@ fn bad_fault_requests_are_refused_saying_why() {
             r#"{"pool":"alpha","kind":"error","duration_s":5}"#,
             400,
             "needs error",
+        ),
+        (
+            r#"{"pool":"alpha","kind":"delay","distribution":"zipf","delay_ms":5,"duration_s":5}"#,
+            400,
+            "distribution 'zipf' is not one of fixed, uniform, normal, exponential",
+        ),
+        (
+            r#"{"pool":"alpha","kind":"delay","distribution":"normal","delay_ms":5,"duration_s":5}"#,
+            400,
+            "a normal delay needs stddev_ms",
+        ),
+        (
+            r#"{"pool":"alpha","kind":"delay","distribution":"exponential","delay_ms":5,"jitter_ms":3,"duration_s":5}"#,
+            400,
+            "jitter_ms only applies to distribution uniform",
+        ),
+        (
+            r#"{"pool":"alpha","kind":"delay","distribution":"normal","delay_ms":5,"stddev_ms":70000,"duration_s":5}"#,
+            400,
+            "stddev_ms must be between 1 and 60000",
+        ),
+        (
+            r#"{"pool":"alpha","kind":"reset","distribution":"normal","duration_s":5}"#,
+            400,
+            "distribution only applies to a delay fault",
         ),
         (
             r#"{"pool":"alpha","kind":"reset","share":1.5,"duration_s":5}"#,

@@ -567,3 +567,69 @@ fn with_min_replica_acks_replayed_entries_leave_only_once_replicated() {
     let want: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
     assert_eq!(pushed(&replicas[0], "q"), want, "on the replica");
 }
+
+/// A command on a connection of its own (a blocking write, WATCH) does not overtake the
+/// shard's spooled writes: it waits while the spool holds entries to replay (here kept there
+/// by `min_replica_acks` while the replica is frozen), at most `failover_hold` or the pool
+/// `timeout` (then an error saying why, nothing sent), and runs once the spool is empty.
+#[test]
+fn blocking_writes_and_watch_wait_for_the_spool_to_be_replayed() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = "  min_replica_acks: 1\n  min_replica_acks_timeout: 100ms\n  timeout: 500\n";
+    let proxy = start_with(
+        port,
+        &yaml(port, &primary, &replicas[0], dir.path(), "100ms", extra),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = Client::connect(&addr);
+    primary.stop();
+    wait_down(port, &primary);
+    for i in 0..5 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    replicas[0].stop();
+    primary.cont();
+    let started = poll_until(Duration::from_secs(10), || {
+        (!pushed(&primary, "q").is_empty()).then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "replay never began; log:\n{}",
+        proxy.stderr()
+    );
+    // The replay is stuck on its first entry: WATCH waits out the bound and is refused.
+    let t0 = Instant::now();
+    let watch = c.cmd(&["WATCH", "q"]);
+    let waited = t0.elapsed();
+    assert_eq!(
+        watch,
+        Reply::Error(
+            "ERR rampart: shard 'alpha' is still replaying its spool; the command was not sent \
+             (waited 500ms)"
+                .into()
+        ),
+        "after {waited:?}"
+    );
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+    assert_eq!(
+        pushed(&primary, "q"),
+        ["v0"],
+        "still stuck on the first entry"
+    );
+    // A blocking move sent now waits for the whole spool: it pops the newest push, not the
+    // only element the primary had when it was sent.
+    let blocked = std::thread::spawn(move || {
+        let mut b = Client::connect(&addr);
+        b.cmd(&["BLMOVE", "q", "dst", "LEFT", "LEFT", "5"])
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    replicas[0].cont();
+    let moved = blocked
+        .join()
+        .unwrap_or_else(|_| panic!("the blocking client panicked"));
+    assert_eq!(moved, Reply::bulk("v4"), "log:\n{}", proxy.stderr());
+    assert_eq!(pushed(&primary, "q"), ["v0", "v1", "v2", "v3"]);
+    assert_eq!(spool_entries(port), Some(0));
+}

@@ -13,7 +13,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{authorize, pools, AdminState, ApiError};
-use crate::upstream::fault::{self, Fault, Kind, Spec};
+use crate::upstream::fault::{self, Delay, Fault, Kind, Spec};
 
 type St = State<Arc<AdminState>>;
 
@@ -28,10 +28,16 @@ pub struct FaultReq {
     command: Option<String>,
     /// `delay`, `error`, `blackhole` or `reset`.
     kind: String,
-    /// For `delay`: milliseconds added to each reply.
+    /// For `delay`: milliseconds added to each reply (the least of a `uniform` delay, the
+    /// mean of a `normal` or `exponential` one).
     delay_ms: Option<u64>,
-    /// For `delay`: up to this many milliseconds more, drawn uniformly per request.
+    /// For `delay`: `fixed`, `uniform`, `normal` or `exponential`; `uniform` when
+    /// `jitter_ms` is given, else `fixed`.
+    distribution: Option<String>,
+    /// For a `uniform` delay: up to this many milliseconds more, drawn per request.
     jitter_ms: Option<u64>,
+    /// For a `normal` delay: the standard deviation, milliseconds.
+    stddev_ms: Option<u64>,
     /// For `error`: the error reply without its `-` (`ERR injected`).
     error: Option<String>,
     /// Share of the matching requests, `(0, 1]`; 1 when absent.
@@ -52,7 +58,9 @@ pub struct FaultJson {
     command: Option<String>,
     kind: &'static str,
     delay_ms: Option<u64>,
+    distribution: Option<&'static str>,
     jitter_ms: Option<u64>,
+    stddev_ms: Option<u64>,
     error: Option<String>,
     share: f64,
     duration_s: u64,
@@ -74,12 +82,21 @@ pub fn json(f: &Fault) -> FaultJson {
         node: s.node.clone(),
         command: s.command.clone(),
         kind: s.kind.name(),
-        delay_ms: match s.kind {
-            Kind::Delay { base, .. } => Some(base.as_millis() as u64),
+        delay_ms: match &s.kind {
+            Kind::Delay(d) => Some(d.base().as_millis() as u64),
+            _ => None,
+        },
+        distribution: match &s.kind {
+            Kind::Delay(d) => Some(d.name()),
             _ => None,
         },
         jitter_ms: match s.kind {
-            Kind::Delay { jitter, .. } => Some(jitter.as_millis() as u64),
+            Kind::Delay(Delay::Uniform { jitter, .. }) => Some(jitter.as_millis() as u64),
+            Kind::Delay(Delay::Fixed(_)) => Some(0),
+            _ => None,
+        },
+        stddev_ms: match s.kind {
+            Kind::Delay(Delay::Normal { stddev, .. }) => Some(stddev.as_millis() as u64),
             _ => None,
         },
         error: match &s.kind {
@@ -135,23 +152,25 @@ fn spec(st: &AdminState, req: FaultReq) -> Result<Spec, ApiError> {
             ));
         }
     }
-    let command = match req.command {
+    let command = match req.command.as_deref() {
         Some(c) if rampart_commands::lookup(c.as_bytes()).is_none() => {
             return Err(bad(format!("unknown command '{c}'")));
         }
         c => c.map(|c| c.to_ascii_uppercase()),
     };
-    if req.jitter_ms.is_some() && req.kind != "delay" {
-        return Err(bad("jitter_ms only applies to a delay fault"));
+    if req.kind != "delay" {
+        for (given, name) in [
+            (req.jitter_ms.is_some(), "jitter_ms"),
+            (req.stddev_ms.is_some(), "stddev_ms"),
+            (req.distribution.is_some(), "distribution"),
+        ] {
+            if given {
+                return Err(bad(format!("{name} only applies to a delay fault")));
+            }
+        }
     }
     let kind = match req.kind.as_str() {
-        "delay" => Kind::Delay {
-            base: Duration::from_millis(
-                req.delay_ms
-                    .ok_or_else(|| bad("a delay fault needs delay_ms"))?,
-            ),
-            jitter: Duration::from_millis(req.jitter_ms.unwrap_or(0)),
-        },
+        "delay" => Kind::Delay(delay(&req)?),
         "error" => Kind::Error(
             req.error
                 .ok_or_else(|| bad("an error fault needs error (the reply's text)"))?,
@@ -177,6 +196,50 @@ fn spec(st: &AdminState, req: FaultReq) -> Result<Spec, ApiError> {
         kind,
         share,
         duration: Duration::from_secs(req.duration_s),
+    })
+}
+
+/// The delay of a `delay` fault: its distribution and parameters, each given only where it
+/// applies.
+fn delay(req: &FaultReq) -> Result<Delay, ApiError> {
+    let ms = Duration::from_millis;
+    let base = ms(req
+        .delay_ms
+        .ok_or_else(|| bad("a delay fault needs delay_ms"))?);
+    let name = match (&req.distribution, req.jitter_ms) {
+        (Some(d), _) => d.as_str(),
+        (None, Some(_)) => "uniform",
+        (None, None) => "fixed",
+    };
+    let only = |given: bool, field: &str, dist: &str| {
+        if given && name != dist {
+            Err(bad(format!("{field} only applies to distribution {dist}")))
+        } else {
+            Ok(())
+        }
+    };
+    only(req.jitter_ms.is_some(), "jitter_ms", "uniform")?;
+    only(req.stddev_ms.is_some(), "stddev_ms", "normal")?;
+    Ok(match name {
+        "fixed" => Delay::Fixed(base),
+        "uniform" => Delay::Uniform {
+            base,
+            jitter: ms(req
+                .jitter_ms
+                .ok_or_else(|| bad("a uniform delay needs jitter_ms"))?),
+        },
+        "normal" => Delay::Normal {
+            mean: base,
+            stddev: ms(req
+                .stddev_ms
+                .ok_or_else(|| bad("a normal delay needs stddev_ms"))?),
+        },
+        "exponential" => Delay::Exponential { mean: base },
+        other => {
+            return Err(bad(format!(
+                "distribution '{other}' is not one of fixed, uniform, normal, exponential"
+            )))
+        }
     })
 }
 

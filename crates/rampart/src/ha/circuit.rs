@@ -33,7 +33,7 @@ pub async fn watch(pool: Arc<PoolRt>, stop: CancellationToken) {
             if ok && s.circuit.close() {
                 tracing::info!(pool = %pool.conf.name, shard = %s.name, "circuit closed: a health check got a reply");
                 record(
-                    Kind::NodeUp,
+                    Kind::CircuitClosed,
                     &pool.conf.name,
                     &s.name,
                     &node.addr.to_string(),

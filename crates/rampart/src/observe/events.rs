@@ -1,5 +1,5 @@
 //! Recent events for operators: node down/up with the reason, ejections, primary switches,
-//! switchovers, reloads. A bounded, process-wide log (the newest [`CAPACITY`] entries), read by
+//! switchovers, reloads, a fail-open shard's circuit opening and closing. A bounded, process-wide log (the newest [`CAPACITY`] entries), read by
 //! the admin page and API; every event is also a log line. Each kind is also counted when it is
 //! recorded ([`totals`]), so the counts never forget what the bounded log drops.
 
@@ -31,11 +31,16 @@ pub enum Kind {
     Reload,
     /// Sentinel named a shard's first primary (at start, or for a new shard): not a failover.
     Primary,
+    /// A fail-open shard's circuit opened after `fail_open_after` failures in a row: its
+    /// requests are answered without it (misses, dropped writes or errors).
+    CircuitOpen,
+    /// A fail-open shard's circuit closed: a health check got a reply, requests go to it again.
+    CircuitClosed,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::NodeUp,
         Kind::NodeDown,
         Kind::NodeEjected,
@@ -44,6 +49,8 @@ impl Kind {
         Kind::Switchover,
         Kind::Reload,
         Kind::Primary,
+        Kind::CircuitOpen,
+        Kind::CircuitClosed,
     ];
 
     /// The snake_case name, as the API spells it.
@@ -57,6 +64,8 @@ impl Kind {
             Kind::Switchover => "switchover",
             Kind::Reload => "reload",
             Kind::Primary => "primary",
+            Kind::CircuitOpen => "circuit_open",
+            Kind::CircuitClosed => "circuit_closed",
         }
     }
 }

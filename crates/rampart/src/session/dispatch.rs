@@ -557,12 +557,15 @@ impl Session {
         self.write = true;
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
+        let conf = &self.pool.rt.conf;
         watch::exec(
             w,
             run.bytes.to_vec(),
             run.skip,
             sink,
             self.pool.rt.timeout(),
+            (conf.min_replica_acks > 0)
+                .then_some((conf.min_replica_acks, conf.min_replica_acks_timeout)),
         );
         self.last_shard = w.shard as u32;
     }

@@ -2,7 +2,9 @@
 //! command): a dedicated connection to it (see `upstream::dedicated`), leased at once, or,
 //! while the shard's writes are held (a failover or switchover under way, see
 //! `upstream::hold`), as soon as a primary may take writes again, within the pool's
-//! `failover_hold`, as a held write would be sent.
+//! `failover_hold`, as a held write would be sent. While the shard's spool still holds
+//! writes to replay, the lease waits for it to empty too (a write on a connection of its
+//! own must not overtake spooled ones, as a shared-connection write cannot).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,8 +45,10 @@ const PRIMARY_POLL: Duration = Duration::from_millis(2);
 /// When the shard has none but its writes are held (a failover or switchover under way, see
 /// `upstream::hold`), the connection is leased as soon as a primary may take writes, waiting
 /// at most the pool's `failover_hold` (then [`Failure::HoldExpired`]), as a held write
-/// would; the returned `Duration` is that longest wait, for the caller's deadline. Otherwise
-/// the failure at once. `last_node` is set to the node leased now.
+/// would. While the shard's spool holds writes still to replay, it waits for the spool to
+/// empty, at most `failover_hold` or the pool `timeout`, whichever is longer (then
+/// [`Failure::SpoolBusy`]). The returned `Duration` is that longest wait, for the caller's
+/// deadline. Otherwise the failure at once. `last_node` is set to the node leased now.
 pub fn lease_primary(
     pool: &WorkerPool,
     shard: usize,
@@ -52,34 +56,47 @@ pub fn lease_primary(
     last_node: &mut u64,
 ) -> Result<(LeaseSoon, Duration), Failure> {
     let rt = &pool.rt;
+    let spooling = !route::spool_clear(rt, shard);
     match writable_primary(rt, shard) {
-        Ok(node) => {
+        Ok(node) if !spooling => {
             let lease = pool.dedicated.lease_for(rt, &node, resp3)?;
             *last_node = node.id;
             Ok((Box::pin(std::future::ready(Ok(lease))), Duration::ZERO))
         }
         Err(f) if !route::hold_may_help(rt, shard) => Err(f),
-        Err(_) => {
+        _ => {
             let (rt, dedicated) = (Arc::clone(rt), Rc::clone(&pool.dedicated));
             let hold = rt.conf.failover_hold;
-            let until = Instant::now() + hold;
+            let longest = if spooling {
+                hold.max(rt.timeout())
+            } else {
+                hold
+            };
+            let until = Instant::now() + longest;
             let soon = async move {
                 loop {
+                    let spooling = !route::spool_clear(&rt, shard);
                     match writable_primary(&rt, shard) {
-                        Ok(node) => return Ok(dedicated.lease_for(&rt, &node, resp3)?),
+                        Ok(node) if !spooling => return Ok(dedicated.lease_for(&rt, &node, resp3)?),
                         Err(f) if !route::hold_may_help(&rt, shard) => return Err(f),
-                        Err(_) if Instant::now() >= until => {
+                        _ if Instant::now() < until => tokio::time::sleep(PRIMARY_POLL).await,
+                        Ok(_) => {
+                            return Err(Failure::SpoolBusy {
+                                shard: rt.shards[shard].name.clone(),
+                                waited: longest,
+                            })
+                        }
+                        Err(_) => {
                             return Err(Failure::HoldExpired {
                                 shard: rt.shards[shard].name.clone(),
                                 hold,
                                 cause: route::primary_down(&rt, shard),
                             })
                         }
-                        Err(_) => tokio::time::sleep(PRIMARY_POLL).await,
                     }
                 }
             };
-            Ok((Box::pin(soon), hold))
+            Ok((Box::pin(soon), longest))
         }
     }
 }

@@ -23,6 +23,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::time::Instant;
 
 use crate::session::primary::LeaseSoon;
@@ -146,13 +147,23 @@ async fn watch_step(w: Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instan
 
 /// `EXEC` of a watching session: `run` (`MULTI`, the commands, `EXEC`; `skip` replies before
 /// `EXEC`'s) goes on the watch's connection unless the watch was lost, and only `EXEC`'s
-/// reply answers `sink`, each reply awaited for at most `timeout` (the pool's). The
-/// connection goes back for reuse after complete replies. The watch ends.
-pub fn exec(w: &Rc<Watch>, run: Vec<u8>, skip: u32, sink: Sink, timeout: Duration) {
+/// reply answers `sink`, each reply awaited for at most `timeout` (the pool's). With `acks`
+/// (the pool's `min_replica_acks` and its timeout), a transaction that ran is answered only
+/// after `WAIT` on the same connection counted that many replicas, else with the same
+/// "may not be durable" error a write on a shared connection gets. The connection goes back
+/// for reuse after complete replies. The watch ends.
+pub fn exec(
+    w: &Rc<Watch>,
+    run: Vec<u8>,
+    skip: u32,
+    sink: Sink,
+    timeout: Duration,
+    acks: Option<(u32, Duration)>,
+) {
     w.busy.set(true);
     let w = Rc::clone(w);
     tokio::task::spawn_local(async move {
-        let result = exec_on(&w, &run, skip, timeout).await;
+        let result = exec_on(&w, &run, skip, timeout, acks).await;
         w.busy.set(false);
         match result {
             Ok(reply) => sink.deliver(&reply),
@@ -169,6 +180,7 @@ async fn exec_on(
     run: &[u8],
     skip: u32,
     timeout: Duration,
+    acks: Option<(u32, Duration)>,
 ) -> Result<Vec<u8>, Result<String, Failure>> {
     let Some(mut lease) = w.lease.take() else {
         let why = w.lost.take().unwrap_or_else(|| "closed".into());
@@ -194,11 +206,30 @@ async fn exec_on(
         .reply(Some(Instant::now() + timeout))
         .await
         .map_err(|e| Err(Failure::from(e)))?;
-    lease.give_back();
     if refused {
+        lease.give_back();
         return Err(Err(Failure::MultiRefused { node }));
     }
+    if let Some((wanted, within)) = acks.filter(|_| ran(&reply)) {
+        let mut wait = BytesMut::new();
+        crate::upstream::acks::push_wait(&mut wait, wanted, within);
+        let confirmed = lease
+            .call(&wait, Some(Instant::now() + within + timeout))
+            .await
+            .map_err(|e| Err(crate::upstream::acks::lost(&node, &e.to_string(), 1)))?;
+        if let Some(f) = crate::upstream::acks::judge(&confirmed, wanted, within, &node, 1) {
+            lease.give_back();
+            return Err(Err(f));
+        }
+    }
+    lease.give_back();
     Ok(reply)
+}
+
+/// Whether `EXEC`'s reply says the transaction ran (an array; not nil for a touched watched
+/// key, nor an error).
+fn ran(reply: &[u8]) -> bool {
+    reply.starts_with(b"*") && !reply.starts_with(b"*-1")
 }
 
 /// End a watch the session no longer needs (`UNWATCH`, `DISCARD`, `RESET`): `UNWATCH` on its

@@ -116,6 +116,19 @@ pub enum Failure {
         /// Why its primary is out, when its checks say so.
         cause: Option<PrimaryDown>,
     },
+    /// A command that needs a connection of its own (a blocking command, WATCH, WAIT) waited
+    /// for the shard's spool to be replayed, so as not to overtake the writes in it, and the
+    /// spool still held some after `waited`. It was not sent.
+    #[error(
+        "shard '{shard}' is still replaying its spool; the command was not sent (waited {})",
+        humantime::format_duration(*.waited)
+    )]
+    SpoolBusy {
+        /// The shard's name.
+        shard: String,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// A dedicated connection (blocking commands) could not serve the request; it is never
     /// sent again.
     #[error("{0}")]
@@ -271,6 +284,7 @@ impl Failure {
             | Failure::NoReadNode { .. }
             | Failure::HoldFull { .. }
             | Failure::HoldExpired { .. }
+            | Failure::SpoolBusy { .. }
             | Failure::NodeDown { .. }
             | Failure::QueueFull { .. }
             | Failure::ReadOnly { .. } => true,

@@ -183,7 +183,7 @@ pub fn guard(
             let name = &rt.shards[shard].name;
             tracing::warn!(pool = %rt.conf.name, shard = %name, "circuit open after {} failures in a row: the shard's requests are answered without it until a health check gets a reply", fo.after);
             crate::observe::events::record(
-                crate::observe::events::Kind::NodeDown,
+                crate::observe::events::Kind::CircuitOpen,
                 &rt.conf.name,
                 name,
                 "",

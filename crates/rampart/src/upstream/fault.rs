@@ -45,14 +45,9 @@ pub const MAX_ERROR_LEN: usize = 512;
 /// What a fault does to a request it matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// The reply reaches the client `base` later, plus a uniformly drawn part of `jitter`
-    /// (the request is sent at once).
-    Delay {
-        /// Added to every matching reply.
-        base: Duration,
-        /// Up to this much more, drawn per request (zero: a fixed delay).
-        jitter: Duration,
-    },
+    /// The reply reaches the client later by a delay drawn per request (the request is sent
+    /// at once).
+    Delay(Delay),
     /// The client gets `-<text>` and nothing is sent.
     Error(String),
     /// Nothing is sent and nothing answers until the request's deadline (the pool
@@ -66,11 +61,97 @@ impl Kind {
     /// `delay`, `error`, `blackhole` or `reset`.
     pub fn name(&self) -> &'static str {
         match self {
-            Kind::Delay { .. } => "delay",
+            Kind::Delay(_) => "delay",
             Kind::Error(_) => "error",
             Kind::Blackhole => "blackhole",
             Kind::Reset => "reset",
         }
+    }
+}
+
+/// How long a delay fault holds each reply: a fixed time or a draw from a distribution.
+/// Every value is at most [`MAX_DELAY`]; a normal or exponential draw is also cut at the
+/// request's deadline (its tail is unbounded, and a reply held past the deadline would only
+/// mimic a black hole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delay {
+    /// This long, every time.
+    Fixed(Duration),
+    /// `base` plus a part of `jitter` drawn uniformly: between `base` and `base + jitter`.
+    Uniform {
+        /// The least delay.
+        base: Duration,
+        /// Up to this much more.
+        jitter: Duration,
+    },
+    /// Normal (Gaussian) around `mean` with standard deviation `stddev`; a negative draw
+    /// is 0.
+    Normal {
+        /// The mean and median.
+        mean: Duration,
+        /// The standard deviation.
+        stddev: Duration,
+    },
+    /// Exponential with this mean (median `mean * ln 2`, 99th percentile `mean * ln 100`):
+    /// most replies a little late, a few very late, as queueing behind other work makes them.
+    Exponential {
+        /// The mean.
+        mean: Duration,
+    },
+}
+
+impl Delay {
+    /// `fixed`, `uniform`, `normal` or `exponential`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Delay::Fixed(_) => "fixed",
+            Delay::Uniform { .. } => "uniform",
+            Delay::Normal { .. } => "normal",
+            Delay::Exponential { .. } => "exponential",
+        }
+    }
+
+    /// The fixed delay, the least of a uniform one, or the mean of the others.
+    pub fn base(&self) -> Duration {
+        match *self {
+            Delay::Fixed(d) => d,
+            Delay::Uniform { base, .. } => base,
+            Delay::Normal { mean, .. } | Delay::Exponential { mean } => mean,
+        }
+    }
+
+    /// Whether a draw is cut at the request's deadline (the unbounded distributions).
+    fn capped(&self) -> bool {
+        matches!(self, Delay::Normal { .. } | Delay::Exponential { .. })
+    }
+
+    /// Every parameter within `1 ms ..= MAX_DELAY` (a uniform jitter may be 0).
+    fn valid(&self) -> bool {
+        let ok = |d: Duration| !d.is_zero() && d <= MAX_DELAY;
+        match *self {
+            Delay::Fixed(d) | Delay::Exponential { mean: d } => ok(d),
+            Delay::Uniform { base, jitter } => ok(base) && jitter <= MAX_DELAY,
+            Delay::Normal { mean, stddev } => ok(mean) && ok(stddev),
+        }
+    }
+
+    /// One delay drawn from the distribution, at most [`MAX_DELAY`].
+    pub fn draw(&self) -> Duration {
+        let secs = match *self {
+            Delay::Fixed(d) => return d,
+            Delay::Uniform { base, jitter } => {
+                let extra = crate::rand::below(jitter.as_micros() as u64 + 1);
+                return base + Duration::from_micros(extra);
+            }
+            Delay::Normal { mean, stddev } => {
+                // Box-Muller: two uniform draws make one standard normal one.
+                let (u1, u2) = (crate::rand::unit(), crate::rand::unit());
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                mean.as_secs_f64() + stddev.as_secs_f64() * z
+            }
+            Delay::Exponential { mean } => -mean.as_secs_f64() * crate::rand::unit().ln(),
+        };
+        Duration::from_secs_f64(secs.clamp(0.0, MAX_DELAY.as_secs_f64()))
     }
 }
 
@@ -103,7 +184,10 @@ pub enum FaultError {
     #[error("share must be greater than 0 and at most 1")]
     Share,
     /// A delay of 0 or over the cap.
-    #[error("delay_ms must be between 1 and {0}, jitter_ms at most {0}", MAX_DELAY.as_millis())]
+    #[error(
+        "delay_ms and stddev_ms must be between 1 and {0}, jitter_ms at most {0}",
+        MAX_DELAY.as_millis()
+    )]
     Delay,
     /// An error text that is empty, too long or has a line break.
     #[error("error must be 1 to {MAX_ERROR_LEN} bytes on one line, e.g. \"ERR injected\"")]
@@ -181,11 +265,7 @@ pub fn add(spec: Spec) -> Result<Arc<Fault>, FaultError> {
         return Err(FaultError::Share);
     }
     match &spec.kind {
-        Kind::Delay { base, jitter }
-            if base.is_zero() || *base > MAX_DELAY || *jitter > MAX_DELAY =>
-        {
-            return Err(FaultError::Delay)
-        }
+        Kind::Delay(d) if !d.valid() => return Err(FaultError::Delay),
         Kind::Error(t)
             if t.is_empty()
                 || t.len() > MAX_ERROR_LEN
@@ -302,14 +382,7 @@ fn command_name(request: &[u8]) -> &[u8] {
 /// sink (a delay), `None` when the fault answered (or will answer) it instead.
 pub fn apply(fault: &Fault, sink: Sink, deadline: Instant, node: &NodeRt) -> Option<Sink> {
     match &fault.spec.kind {
-        Kind::Delay { base, jitter } => {
-            let extra = crate::rand::below(jitter.as_micros() as u64 + 1);
-            Some(delayed(
-                sink,
-                *base + Duration::from_micros(extra),
-                deadline,
-            ))
-        }
+        Kind::Delay(d) => Some(delayed(sink, d.draw(), d.capped(), deadline)),
         Kind::Error(text) => {
             sink.deliver(format!("-{text}\r\n").as_bytes());
             None
@@ -334,10 +407,11 @@ pub fn apply(fault: &Fault, sink: Sink, deadline: Instant, node: &NodeRt) -> Opt
     }
 }
 
-/// A sink whose reply waits `delay` after it arrives, then goes to `sink`. The reply is
-/// gathered in a reply queue of its own (one slot); if none arrives by the deadline (and a
-/// second more), the request fails as timed out.
-fn delayed(sink: Sink, delay: Duration, deadline: Instant) -> Sink {
+/// A sink whose reply waits `delay` after it arrives (when `capped`, no later than the
+/// deadline), then goes to `sink`. The reply is gathered in a reply queue of its own (one
+/// slot); if none arrives by the deadline (and a second more), the request fails as timed
+/// out.
+fn delayed(sink: Sink, delay: Duration, capped: bool, deadline: Instant) -> Sink {
     let pen = Rc::new(Pending::default());
     let seq = pen.push_waiting();
     let inner = Sink {
@@ -357,7 +431,8 @@ fn delayed(sink: Sink, delay: Duration, deadline: Instant) -> Sink {
         if arrived.is_err() {
             return sink.fail(Failure::Ended("no reply arrived for a delayed request"));
         }
-        tokio::time::sleep(delay).await;
+        let until = Instant::now() + delay;
+        tokio::time::sleep_until(if capped { until.min(deadline) } else { until }).await;
         let reply = pen.out.borrow_mut().split();
         sink.deliver(&reply);
     });
@@ -398,10 +473,10 @@ mod tests {
         );
         assert_eq!(
             add(spec(
-                Kind::Delay {
-                    base: Duration::ZERO,
-                    jitter: Duration::ZERO
-                },
+                Kind::Delay(Delay::Normal {
+                    mean: Duration::from_millis(5),
+                    stddev: Duration::ZERO
+                }),
                 1
             ))
             .err(),
@@ -414,6 +489,46 @@ mod tests {
         let mut s = spec(Kind::Blackhole, 1);
         s.share = 0.0;
         assert_eq!(add(s).err(), Some(FaultError::Share));
+    }
+
+    /// The `q` quantile of `n` draws of `d`, in milliseconds.
+    fn quantiles(d: Delay, n: usize, qs: &[f64]) -> Vec<f64> {
+        let mut v: Vec<f64> = (0..n).map(|_| d.draw().as_secs_f64() * 1e3).collect();
+        v.sort_by(f64::total_cmp);
+        qs.iter()
+            .map(|q| v[((n - 1) as f64 * q).round() as usize])
+            .collect()
+    }
+
+    #[test]
+    fn draws_follow_their_distribution() {
+        let ms = Duration::from_millis;
+        let close = |got: &[f64], want: &[f64]| {
+            got.iter()
+                .zip(want)
+                .all(|(g, w)| (g - w).abs() <= 0.05 * w + 0.5)
+        };
+        let normal = Delay::Normal {
+            mean: ms(100),
+            stddev: ms(20),
+        };
+        // Quantiles 0.1, 0.5, 0.9 of N(100, 20): 100 -/+ 1.2816 * 20.
+        let got = quantiles(normal, 20_000, &[0.1, 0.5, 0.9]);
+        assert!(close(&got, &[74.4, 100.0, 125.6]), "normal: {got:?}");
+        let exp = Delay::Exponential { mean: ms(100) };
+        // -100 ln(1 - q).
+        let got = quantiles(exp, 20_000, &[0.5, 0.9, 0.99]);
+        assert!(close(&got, &[69.3, 230.3, 460.5]), "exponential: {got:?}");
+        let uniform = Delay::Uniform {
+            base: ms(50),
+            jitter: ms(100),
+        };
+        let got = quantiles(uniform, 20_000, &[0.0, 0.5, 1.0]);
+        assert!(close(&got, &[50.0, 100.0, 150.0]), "uniform: {got:?}");
+        assert_eq!(Delay::Fixed(ms(7)).draw(), ms(7));
+        // The tail stops at the cap.
+        let far = Delay::Exponential { mean: MAX_DELAY };
+        assert!((0..1000).all(|_| far.draw() <= MAX_DELAY));
     }
 
     #[test]

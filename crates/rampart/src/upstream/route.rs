@@ -322,7 +322,7 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
 
 /// Whether writes of `shard` may go to its primary: its spool (if it has one) holds nothing
 /// still to replay, so a newer write cannot overtake a spooled one.
-fn spool_clear(rt: &crate::topology::PoolRt, shard: usize) -> bool {
+pub fn spool_clear(rt: &crate::topology::PoolRt, shard: usize) -> bool {
     rt.shards[shard]
         .spool
         .as_ref()

@@ -291,10 +291,19 @@ function renderEvents(snap) {
   document.getElementById("events").replaceChildren(...(events.length ? events : [el("li", { class: "muted" }, "no events yet")]));
 }
 
+function delayText(f) {
+  switch (f.distribution) {
+    case "uniform": return f.delay_ms + "-" + (f.delay_ms + f.jitter_ms) + " ms uniform";
+    case "normal": return f.delay_ms + " ± " + f.stddev_ms + " ms normal";
+    case "exponential": return "mean " + f.delay_ms + " ms exponential";
+    default: return f.delay_ms + " ms";
+  }
+}
+
 function renderFaults(snap) {
   const faults = (snap.faults || []).map((f) =>
     el("li", { class: "event fault", "data-fault": String(f.id) },
-      el("span", { class: "kind bad-text" }, f.kind + (f.kind === "delay" ? " " + f.delay_ms + " ms" : "") +
+      el("span", { class: "kind bad-text" }, f.kind + (f.kind === "delay" ? " " + delayText(f) : "") +
         (f.kind === "error" ? " " + f.error : "")), " ",
       el("span", { class: "where" }, [f.pool, f.shard, f.node, f.command].filter((x) => x).join(" / ")), " ",
       el("span", { class: "msg" }, "share " + f.share + " · " + fmtNum(f.hits) + " requests · ends in " +
