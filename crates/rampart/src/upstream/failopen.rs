@@ -23,13 +23,11 @@
 //! without one gets the error. Cost, in a pool with `fail_open` only: a one-slot queue and a
 //! timer task per request sent.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use rampart_commands::miss::{drop_reply, read_miss};
 use rampart_config::{FailOpen, FailOpenWrites};
 
-use crate::reply::pending::Pending;
 use crate::topology::PoolRt;
 use crate::upstream::error::Failure;
 use crate::upstream::sink::Sink;
@@ -153,15 +151,7 @@ pub fn guard(
     let Some(fo) = rt.conf.fail_open else {
         return sink;
     };
-    let pen = Rc::new(Pending::default());
-    let seq = pen.push_waiting();
-    let inner = Sink {
-        pending: Rc::clone(&pen),
-        seq,
-        part: 0,
-        resend: None,
-        skip: sink.skip,
-    };
+    let (pen, inner) = sink.side();
     let stand = stand(request, write, &fo);
     let rt = Arc::clone(rt);
     tokio::task::spawn_local(async move {

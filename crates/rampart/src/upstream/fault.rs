@@ -20,7 +20,6 @@
 //! once, so a client still reads its own writes) and the pen holds one reply for at most the
 //! request's deadline plus the delay.
 
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant as StdInstant};
@@ -28,7 +27,6 @@ use std::time::{Duration, Instant as StdInstant};
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use crate::reply::pending::Pending;
 use crate::topology::node::NodeRt;
 use crate::upstream::error::{ConnFailure, Failure};
 use crate::upstream::sink::Sink;
@@ -412,15 +410,7 @@ pub fn apply(fault: &Fault, sink: Sink, deadline: Instant, node: &NodeRt) -> Opt
 /// slot); if none arrives by the deadline (and a second more), the request fails as timed
 /// out.
 fn delayed(sink: Sink, delay: Duration, capped: bool, deadline: Instant) -> Sink {
-    let pen = Rc::new(Pending::default());
-    let seq = pen.push_waiting();
-    let inner = Sink {
-        pending: Rc::clone(&pen),
-        seq,
-        part: 0,
-        resend: None,
-        skip: sink.skip,
-    };
+    let (pen, inner) = sink.side();
     tokio::task::spawn_local(async move {
         let arrived = tokio::time::timeout_at(deadline + Duration::from_secs(1), async {
             while pen.outstanding() > 0 {

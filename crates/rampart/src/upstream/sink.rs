@@ -59,6 +59,22 @@ impl Sink {
         }
     }
 
+    /// A sink into a reply queue of its own with one slot, standing in for this one (same
+    /// `skip`, no resend), so its reply can be looked at, held or dropped before it goes on:
+    /// the queue and the stand-in.
+    pub fn side(&self) -> (Rc<Pending>, Sink) {
+        let pen = Rc::new(Pending::default());
+        let seq = pen.push_waiting();
+        let inner = Sink {
+            pending: Rc::clone(&pen),
+            seq,
+            part: 0,
+            resend: None,
+            skip: self.skip,
+        };
+        (pen, inner)
+    }
+
     /// Answer with `reply` (one complete RESP value).
     pub fn deliver(self, reply: &[u8]) {
         self.pending.deliver(self.seq, self.part, reply);
