@@ -160,7 +160,7 @@ impl Control {
             tokio::spawn(crate::ha::health::run(
                 n,
                 p.conf.health,
-                crate::ha::health::ReplicaRules::of(&p.conf),
+                crate::topology::node::ReplicaRules::of(&p.conf),
                 Arc::clone(&p.handshake),
                 token,
             ));

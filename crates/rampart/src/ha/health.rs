@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ha::lag;
 use crate::ha::link::{Link, Val};
 use crate::handshake::{auth_error, Handshake};
-use crate::topology::node::{NodeRt, Role};
+use crate::topology::node::{NodeRt, ReplicaRules, Role};
 
 /// What one check learned.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,26 +37,6 @@ pub struct Checked {
     /// For a replica whose replication link is down after having been up: for how long, in
     /// seconds (`master_link_down_since_seconds`); `None` while the link is up or was never up.
     pub link_down_s: Option<u64>,
-}
-
-/// The pool settings that decide whether a replica serves reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReplicaRules {
-    /// A replica whose link is up serves while its lag is at most this (`max_replica_lag`).
-    pub max_lag: Duration,
-    /// A replica whose link is down serves while it has been down at most this long
-    /// (`max_stale`; zero: never with the link down).
-    pub max_stale: Duration,
-}
-
-impl ReplicaRules {
-    /// The rules of a pool's configuration.
-    pub fn of(conf: &rampart_config::Pool) -> ReplicaRules {
-        ReplicaRules {
-            max_lag: conf.max_replica_lag,
-            max_stale: conf.max_stale,
-        }
-    }
 }
 
 /// How often a check connection is replaced, so DNS names are looked up again.

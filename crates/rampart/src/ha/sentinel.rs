@@ -283,7 +283,7 @@ fn start_check(
     tokio::spawn(crate::ha::health::run(
         Arc::clone(node),
         pool.conf.health,
-        crate::ha::health::ReplicaRules::of(&pool.conf),
+        crate::topology::node::ReplicaRules::of(&pool.conf),
         Arc::clone(&pool.handshake),
         token,
     ));

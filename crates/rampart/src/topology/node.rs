@@ -12,12 +12,33 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use rampart_config::ServerAddr;
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
 use crate::observe::stats::{Cell, ServerStat};
+
+/// The pool settings that decide whether a replica serves reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaRules {
+    /// A replica whose link is up serves while its lag is at most this (`max_replica_lag`).
+    pub max_lag: Duration,
+    /// A replica whose link is down serves while it has been down at most this long
+    /// (`max_stale`; zero: never with the link down).
+    pub max_stale: Duration,
+}
+
+impl ReplicaRules {
+    /// The rules of a pool's configuration.
+    pub fn of(conf: &rampart_config::Pool) -> ReplicaRules {
+        ReplicaRules {
+            max_lag: conf.max_replica_lag,
+            max_stale: conf.max_stale,
+        }
+    }
+}
 
 /// What a node says it is (ROLE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -291,7 +291,7 @@ fn pool(p: &Arc<PoolRt>) -> PoolSnap {
 
 fn shard(p: &PoolRt, s: &ShardRt) -> ShardSnap {
     let view = s.view();
-    let rules = crate::ha::health::ReplicaRules::of(&p.conf);
+    let rules = crate::topology::node::ReplicaRules::of(&p.conf);
     let nodes: Vec<NodeSnap> = view
         .nodes
         .iter()
@@ -374,7 +374,7 @@ fn node(
     n: &Arc<NodeRt>,
     is_primary: bool,
     shard_ejected: bool,
-    rules: crate::ha::health::ReplicaRules,
+    rules: crate::topology::node::ReplicaRules,
 ) -> NodeSnap {
     let max_lag_ms = rules.max_lag.as_millis() as u64;
     let listed = n.listed_down();
