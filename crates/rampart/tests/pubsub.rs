@@ -871,3 +871,45 @@ fn a_pattern_bomb_is_answered_and_leaves_other_clients_alone() {
     assert_eq!(other.frame(), message("message", "plain", "y"));
     assert!(sub.drain(Duration::from_millis(200)).is_empty());
 }
+
+/// With a password on the servers and the pool, the workers' subscriber connections
+/// authenticate like every other connection: a subscriber hears what another client
+/// publishes, on every shard, and WAIT (which publishes on a connection of its own) answers.
+#[test]
+fn subscriptions_and_wait_work_with_a_password() {
+    let env = Setup::new(2).password("s3cret").start();
+    let mut sub = env.client();
+    assert_eq!(sub.cmd(&["AUTH", "s3cret"]), testkit::Reply::ok());
+    sub.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut publisher = env.client();
+    assert_eq!(publisher.cmd(&["AUTH", "s3cret"]), testkit::Reply::ok());
+    let names: Vec<String> = (0..40).map(|i| format!("ch{i}")).collect();
+    let channels: Vec<&str> = names.iter().map(String::as_str).collect();
+    for &ch in &channels {
+        let r = sub.cmd(&["SUBSCRIBE", ch]);
+        assert!(
+            matches!(r, testkit::Reply::Array(Some(_))),
+            "SUBSCRIBE {ch}: {r:?}"
+        );
+    }
+    for &ch in &channels {
+        assert_eq!(
+            publisher.cmd(&["PUBLISH", ch, "hi"]),
+            testkit::Reply::Int(1),
+            "PUBLISH {ch}"
+        );
+        let m = sub.read_reply().unwrap();
+        assert_eq!(m, testkit::Reply::bulks(["message", ch, "hi"]));
+    }
+    // The forty channels span both shards: each server holds some of them.
+    for r in &env.redis {
+        let mut direct = testkit::Client::connect(&r.addr());
+        assert_eq!(direct.cmd(&["AUTH", "s3cret"]), testkit::Reply::ok());
+        let held = direct.cmd(&["PUBSUB", "CHANNELS"]);
+        assert!(
+            matches!(&held, testkit::Reply::Array(Some(v)) if !v.is_empty()),
+            "{held:?}"
+        );
+    }
+    assert_eq!(publisher.cmd(&["WAIT", "0", "0"]), testkit::Reply::Int(0));
+}
