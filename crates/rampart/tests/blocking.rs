@@ -474,14 +474,68 @@ fn a_connection_is_reused_after_a_complete_reply_and_a_dead_one_is_replaced() {
 fn a_frozen_server_fails_a_blocked_command_after_its_timeout_plus_the_pool_timeout() {
     let env = Setup::new(1).workers(1).option("timeout", 300).start();
     let mut c = env.client();
-    // An idle dedicated connection to reuse once the server is frozen.
-    assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
-    env.redis[0].stop();
+    // Blocked past the pool timeout on a live server: not cut short, nil after 0.5 s.
     let t = Instant::now();
-    let r = c.cmd(&["BLPOP", "q", "0.5"]);
+    assert_eq!(c.cmd(&["BLPOP", "q", "0.5"]), Reply::Array(None));
+    assert!(
+        t.elapsed() >= Duration::from_millis(480),
+        "{:?}",
+        t.elapsed()
+    );
+    // Blocked in the server, which then freezes: the error comes after the block timeout
+    // plus the pool timeout, not before.
+    let t = Instant::now();
+    c.send_raw(&testkit::encode_command(&["BLPOP", "q", "0.5"]))
+        .unwrap();
+    wait_blocked(&env, 0, 1);
+    env.redis[0].stop();
+    let r = c.read_reply().unwrap();
     let took = t.elapsed();
     env.redis[0].cont();
     assert_err_contains(&r, &["rampart", "timed out"]);
     assert!(took >= Duration::from_millis(780), "failed after {took:?}");
+    // A pop that finds the server frozen fails after the pool timeout, like any request on
+    // the shared connection, and the session goes on.
+    env.redis[0].stop();
+    let t = Instant::now();
+    let r = c.cmd(&["BLPOP", "q", "5"]);
+    let took = t.elapsed();
+    env.redis[0].cont();
+    assert_err_contains(&r, &["rampart", "timed out"]);
+    assert!(took >= Duration::from_millis(280), "failed after {took:?}");
     assert_eq!(c.cmd(&["BLPOP", "q", "0.01"]), Reply::Array(None));
+}
+
+#[test]
+fn a_pop_that_finds_data_takes_no_connection_of_its_own() {
+    let env = Setup::new(1).workers(1).start();
+    let mut c = env.client();
+    // The shared connection is open (PING is answered by rampart itself).
+    assert_eq!(c.cmd(&["SET", "x", "1"]), Reply::ok());
+    let connected = |env: &common::Env| {
+        let info = env.redis[0].info("clients");
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    let before = connected(&env);
+    for i in 0..50 {
+        let v = i.to_string();
+        assert_eq!(c.cmd(&["RPUSH", "q", &v]), Reply::Int(1));
+        assert_eq!(c.cmd(&["BLPOP", "q", "0"]), Reply::bulks(["q", &v]));
+        assert_eq!(c.cmd(&["RPUSH", "q", &v]), Reply::Int(1));
+        assert_eq!(c.cmd(&["BRPOPLPUSH", "q", "r", "0"]), Reply::bulk(&v));
+    }
+    // Every pop found data: the server saw no new connection and no blocking command.
+    assert_eq!(connected(&env), before);
+    let stats = env.redis[0].info("commandstats");
+    assert!(stats.contains("cmdstat_lmpop:calls=50,"), "{stats}");
+    assert!(!stats.contains("cmdstat_blpop"), "{stats}");
+    // An empty list: the blocking command itself runs, on a connection of its own.
+    assert_eq!(c.cmd(&["BLPOP", "empty", "0.05"]), Reply::Array(None));
+    assert_eq!(connected(&env), before + 1);
+    assert!(env.redis[0]
+        .info("commandstats")
+        .contains("cmdstat_blpop:calls=1,"));
 }

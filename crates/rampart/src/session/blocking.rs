@@ -8,6 +8,14 @@
 //! own block timeout plus the pool `timeout` (none for a timeout of 0). If the client leaves
 //! while blocked, its dedicated connection is closed at once, so the server never hands it data
 //! that nobody would read.
+//!
+//! A list pop that finds data does not block, so it need not cost a connection of its own:
+//! BLPOP, BRPOP, BLMPOP, BLMOVE and BRPOPLPUSH are first sent on the shard's shared
+//! connection in their non-blocking form (LMPOP, LMOVE, RPOPLPUSH: the same pop, Redis 7.0's
+//! own commands, see [`at_once`]). When that pop answers with data, the client gets it in the
+//! blocking command's reply shape; only when it finds every list empty (or the server refuses
+//! it) does the blocking command itself go to a dedicated connection, exactly as the client
+//! sent it. The session is held meanwhile, so nothing it sent later runs first.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,6 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::notify::LocalNotify;
+use crate::reply::pending::Pending;
 use crate::session::primary::LeaseSoon;
 use crate::upstream::error::Failure;
 use crate::upstream::sink::Sink;
@@ -112,6 +121,150 @@ pub fn block_for(name: &str, argv: &[&[u8]]) -> BlockFor {
             BlockFor::Unknown
         }
         _ => secs(argv.last()),
+    }
+}
+
+/// The reply of a non-blocking pop as the blocking command shapes it (see [`at_once`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The same reply (LMPOP for BLMPOP, LMOVE for BLMOVE, RPOPLPUSH for BRPOPLPUSH).
+    Same,
+    /// LMPOP's `[key, [element]]` becomes BLPOP's and BRPOP's `[key, element]`.
+    Pair,
+}
+
+/// The non-blocking form of a call of the list pop `name` (lowercase) with `argv`, as RESP,
+/// and how its reply becomes the blocking command's; `None` for the other blocking commands
+/// and for a call whose timeout Redis would refuse (the blocking command then gets Redis' own
+/// error). The pop is the same one Redis runs when the blocking command finds data at once:
+/// BLPOP and BRPOP pop from the first non-empty key in order, as `LMPOP numkeys key...
+/// LEFT|RIGHT` does (Redis 7.0 `LMPOP`); BLMPOP is LMPOP; BLMOVE is LMOVE; BRPOPLPUSH is
+/// RPOPLPUSH.
+pub fn at_once(name: &str, argv: &[&[u8]]) -> Option<(Vec<u8>, Shape)> {
+    // A timeout Redis would refuse, or so long it may be out of Redis' range: the blocking
+    // command goes as sent, for Redis' own answer.
+    match block_for(name, argv) {
+        BlockFor::Ever => {}
+        BlockFor::Up(d) if d < Duration::from_secs(365 * 24 * 3600) => {}
+        _ => return None,
+    }
+    let mut out = bytes::BytesMut::new();
+    let n = argv.len();
+    let shape = match name {
+        "blpop" | "brpop" if n >= 3 => {
+            let keys = &argv[1..n - 1];
+            let count = keys.len().to_string();
+            let side: &[u8] = if name == "blpop" { b"LEFT" } else { b"RIGHT" };
+            let mut call: Vec<&[u8]> = Vec::with_capacity(keys.len() + 3);
+            call.push(b"LMPOP");
+            call.push(count.as_bytes());
+            call.extend_from_slice(keys);
+            call.push(side);
+            resp::encode::command(&mut out, &call);
+            Shape::Pair
+        }
+        "blmpop" if n >= 5 => {
+            let mut call: Vec<&[u8]> = Vec::with_capacity(n - 1);
+            call.push(b"LMPOP");
+            call.extend_from_slice(&argv[2..]);
+            resp::encode::command(&mut out, &call);
+            Shape::Same
+        }
+        "blmove" if n == 6 => {
+            resp::encode::command(&mut out, &[b"LMOVE", argv[1], argv[2], argv[3], argv[4]]);
+            Shape::Same
+        }
+        "brpoplpush" if n == 4 => {
+            resp::encode::command(&mut out, &[b"RPOPLPUSH", argv[1], argv[2]]);
+            Shape::Same
+        }
+        _ => return None,
+    };
+    Some((out.to_vec(), shape))
+}
+
+/// What the non-blocking pop answered, for [`pop_or_block`].
+enum Popped {
+    /// Data (or rampart's own error: the pop may have reached the server, so nothing is
+    /// sent again): this is the reply.
+    Answer(Vec<u8>),
+    /// Every list was empty, or the server refused the pop: the blocking command runs.
+    Block,
+}
+
+fn popped(reply: &[u8], shape: Shape) -> Popped {
+    let nil = matches!(reply, b"*-1\r\n" | b"$-1\r\n" | b"_\r\n");
+    let server_error =
+        matches!(reply.first(), Some(b'-' | b'!')) && !reply.starts_with(b"-ERR rampart: ");
+    if nil || server_error {
+        return Popped::Block;
+    }
+    match shape {
+        Shape::Same => Popped::Answer(reply.to_vec()),
+        Shape::Pair => Popped::Answer(pair(reply).unwrap_or_else(|| reply.to_vec())),
+    }
+}
+
+/// `*2 $key *1 $element` (LMPOP's reply, one element) as `*2 $key $element` (BLPOP's).
+fn pair(reply: &[u8]) -> Option<Vec<u8>> {
+    let rest = reply.strip_prefix(b"*2\r\n$")?;
+    let eol = memchr::memchr(b'\r', rest)?;
+    let len: usize = std::str::from_utf8(&rest[..eol]).ok()?.parse().ok()?;
+    // "*2\r\n$" + digits + "\r\n" + key + "\r\n"
+    let at = 5 + eol + 2 + len + 2;
+    if reply.get(at..at + 4)? != b"*1\r\n" {
+        return None;
+    }
+    let mut out = Vec::with_capacity(reply.len() - 4);
+    out.extend_from_slice(&reply[..at]);
+    out.extend_from_slice(&reply[at + 4..]);
+    Some(out)
+}
+
+/// A list pop sent in its non-blocking form (see [`at_once`]) whose reply lands in `pen`:
+/// with data, `sink` gets it in `shape`; when it found nothing, the blocking `request` runs
+/// on the connection `block` leases (with the deadline it gives), as [`run`] does. The
+/// session is held throughout (`blocked` is running) but counts as blocked only once the
+/// blocking command is sent.
+pub async fn pop_or_block(
+    pen: Rc<Pending>,
+    shape: Shape,
+    block: impl FnOnce() -> Result<(LeaseSoon, Option<Instant>), Failure>,
+    request: Vec<u8>,
+    sink: Sink,
+    blocked: Rc<Blocked>,
+    entry: Option<Arc<crate::observe::clients::Entry>>,
+) {
+    let arrived = tokio::select! {
+        biased;
+        why = blocked.left() => Err(why),
+        () = async {
+            while pen.outstanding() > 0 {
+                pen.wake.notified().await;
+            }
+        } => Ok(()),
+    };
+    let reply = pen.out.borrow_mut().split();
+    let step = match arrived {
+        Err(why) => Popped::Answer(Failure::Ended(why).reply()),
+        Ok(()) => popped(&reply, shape),
+    };
+    drop(pen);
+    match step {
+        Popped::Answer(r) => {
+            sink.deliver(&r);
+            blocked.running.set(false);
+        }
+        Popped::Block => match block() {
+            Ok((lease, deadline)) => {
+                count(&blocked, entry.as_ref());
+                run(lease, request, sink, deadline, blocked).await;
+            }
+            Err(f) => {
+                sink.fail(f);
+                blocked.running.set(false);
+            }
+        },
     }
 }
 
@@ -236,8 +389,19 @@ pub fn blocked_clients() -> u64 {
 
 /// Mark the session's blocking command as started.
 pub fn start(blocked: &Blocked, entry: Option<&Arc<crate::observe::clients::Entry>>) {
-    BLOCKED.fetch_add(1, Ordering::Relaxed);
     blocked.running.set(true);
+    count(blocked, entry);
+}
+
+/// Hold the session for a pop that may block (see [`pop_or_block`]): nothing it sent later
+/// runs first, but it counts as blocked only once the blocking command is sent.
+pub fn hold(blocked: &Blocked) {
+    blocked.running.set(true);
+}
+
+/// Count the session as blocked (INFO's `blocked_clients`, CLIENT LIST's `b` flag).
+fn count(blocked: &Blocked, entry: Option<&Arc<crate::observe::clients::Entry>>) {
+    BLOCKED.fetch_add(1, Ordering::Relaxed);
     if let Some(e) = entry {
         e.set_flag(crate::observe::clients::FLAG_BLOCKED, true);
         *blocked.entry.borrow_mut() = Some(Arc::clone(e));
@@ -247,6 +411,31 @@ pub fn start(blocked: &Blocked, entry: Option<&Arc<crate::observe::clients::Entr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pop_with_data_answers_in_the_blocking_commands_shape() {
+        let r = |b: &[u8]| match popped(b, Shape::Pair) {
+            Popped::Answer(a) => Some(a),
+            Popped::Block => None,
+        };
+        assert_eq!(
+            r(b"*2\r\n$3\r\nkey\r\n*1\r\n$2\r\nv1\r\n").as_deref(),
+            Some(&b"*2\r\n$3\r\nkey\r\n$2\r\nv1\r\n"[..])
+        );
+        for empty in [&b"*-1\r\n"[..], b"_\r\n", b"-WRONGTYPE x\r\n"] {
+            assert!(r(empty).is_none());
+        }
+        let ours = b"-ERR rampart: server 127.0.0.1:1: timed out\r\n";
+        assert_eq!(r(ours).as_deref(), Some(&ours[..]));
+        let (req, shape) = at_once("brpop", &argv("BRPOP a b 0")).unwrap();
+        assert_eq!(shape, Shape::Pair);
+        assert_eq!(
+            req,
+            b"*5\r\n$5\r\nLMPOP\r\n$1\r\n2\r\n$1\r\na\r\n$1\r\nb\r\n$5\r\nRIGHT\r\n"
+        );
+        assert!(at_once("blpop", &argv("BLPOP a -1")).is_none());
+        assert!(at_once("bzpopmin", &argv("BZPOPMIN z 0")).is_none());
+    }
 
     fn argv(s: &str) -> Vec<&[u8]> {
         s.split(' ').map(str::as_bytes).collect()

@@ -851,17 +851,19 @@ impl Session {
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(CROSS_SHARD);
         }
+        // A list pop goes first in its non-blocking form on the shared connection (see
+        // `blocking::at_once`); a fail-open pool's stand-in answers do not fit a pop's.
+        if self.pool.rt.conf.fail_open.is_none() {
+            if let Some((at_once, shape)) = blocking::at_once(cmd.name, argv) {
+                return self.pop_or_block(cmd, argv, raw, shard, &at_once, shape);
+            }
+        }
         let (lease, wait) =
             match lease_primary(&self.pool, shard, self.client.resp3, &mut self.last_node) {
                 Ok(l) => l,
                 Err(f) => return self.reply_raw(&f.reply()),
             };
-        let rt = &self.pool.rt;
-        let deadline = match blocking::block_for(cmd.name, argv) {
-            BlockFor::Ever => None,
-            BlockFor::Up(d) => Some(Instant::now() + wait + d + rt.timeout()),
-            BlockFor::Unknown => Some(Instant::now() + wait + rt.timeout()),
-        };
+        let deadline = block_deadline(&self.pool.rt, cmd.name, argv, wait);
         let request = owned_request(argv, raw);
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
@@ -874,6 +876,45 @@ impl Session {
             Rc::clone(&self.blocked),
         ));
         self.last_shard = shard as u32;
+    }
+
+    /// A list pop sent in its non-blocking form on `shard`'s shared connection; the blocking
+    /// command follows on a dedicated connection only if it found nothing (see
+    /// `blocking::pop_or_block`).
+    fn pop_or_block(
+        &mut self,
+        cmd: &Command,
+        argv: &[&[u8]],
+        raw: Option<&[u8]>,
+        shard: usize,
+        at_once: &[u8],
+        shape: blocking::Shape,
+    ) {
+        let seq = self.pending.push_waiting();
+        let sink = Sink::new(&self.pending, seq, 0);
+        let (pen, inner) = sink.side();
+        self.write = true;
+        self.send_sink(shard, inner, at_once);
+        let request = owned_request(argv, raw);
+        let pool = Rc::clone(&self.pool);
+        let (resp3, name) = (self.client.resp3, cmd.name);
+        let timeout_arg: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+        let block = move || {
+            let mut last = 0;
+            let (lease, wait) = lease_primary(&pool, shard, resp3, &mut last)?;
+            let argv: Vec<&[u8]> = timeout_arg.iter().map(Vec::as_slice).collect();
+            Ok((lease, block_deadline(&pool.rt, name, &argv, wait)))
+        };
+        blocking::hold(&self.blocked);
+        tokio::task::spawn_local(blocking::pop_or_block(
+            pen,
+            shape,
+            block,
+            request,
+            sink,
+            Rc::clone(&self.blocked),
+            self.client.entry.clone(),
+        ));
     }
 
     /// WAIT: on every shard's primary at once, each on a connection of its own (see
@@ -936,6 +977,22 @@ impl Session {
                 encode::bulk(out, a);
             }
         });
+    }
+}
+
+/// The deadline of the blocking call `name` with `argv` in a pool of `rt`, after waiting
+/// up to `wait` for its connection: its block timeout plus the pool `timeout` (none for a
+/// timeout of 0).
+fn block_deadline(
+    rt: &crate::topology::PoolRt,
+    name: &str,
+    argv: &[&[u8]],
+    wait: Duration,
+) -> Option<Instant> {
+    match blocking::block_for(name, argv) {
+        BlockFor::Ever => None,
+        BlockFor::Up(d) => Some(Instant::now() + wait + d + rt.timeout()),
+        BlockFor::Unknown => Some(Instant::now() + wait + rt.timeout()),
     }
 }
 
