@@ -102,6 +102,7 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
     ("client|no-evict", Route::Local),
     ("client|pause", Route::Local),
     ("client|unpause", Route::Local),
+    ("client|unblock", Route::Local),
     ("monitor", Route::Local),
     ("time", Route::Local),
     // Split by key.

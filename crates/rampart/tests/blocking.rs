@@ -539,3 +539,49 @@ fn a_pop_that_finds_data_takes_no_connection_of_its_own() {
         .info("commandstats")
         .contains("cmdstat_blpop:calls=1,"));
 }
+
+#[test]
+fn client_unblock_ends_a_blocked_command_as_redis_does() {
+    let env = Setup::new(2).start();
+    let mut a = env.client();
+    let mut b = env.client();
+    let Reply::Int(id) = a.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID is an integer")
+    };
+    let id = id.to_string();
+    // Not blocked, unknown, or a bad reason.
+    assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
+    assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", "999999"]), Reply::Int(0));
+    assert_err_contains(
+        &b.cmd(&["CLIENT", "UNBLOCK", &id, "LATER"]),
+        &["reason should be TIMEOUT or ERROR"],
+    );
+    // TIMEOUT (the default): the blocked command answers as if its timeout passed.
+    let shard = (0..2).find(|&i| {
+        a.cmd(&["RPUSH", "q", "x"]);
+        let on = env.redis[i].cmd(&["LLEN", "q"]) == Reply::Int(1);
+        a.cmd(&["DEL", "q"]);
+        on
+    });
+    let shard = shard.expect("q lives on one of the shards");
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_blocked(&env, shard, 1);
+    assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(1));
+    assert_eq!(a.read_reply().unwrap(), Reply::Array(None));
+    // ERROR: the blocked command gets Redis' UNBLOCKED error.
+    a.send_raw(&testkit::encode_command(&[
+        "XREAD", "BLOCK", "0", "STREAMS", "q", "$",
+    ]))
+    .unwrap();
+    wait_blocked(&env, shard, 1);
+    assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id, "error"]), Reply::Int(1));
+    assert_err_contains(
+        &a.read_reply().unwrap(),
+        &["UNBLOCKED client unblocked via CLIENT UNBLOCK"],
+    );
+    // Nothing pushed afterwards is lost, and the session goes on.
+    assert_eq!(b.cmd(&["RPUSH", "q", "kept"]), Reply::Int(1));
+    assert_eq!(a.cmd(&["LLEN", "q"]), Reply::Int(1));
+    assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
+}

@@ -54,6 +54,10 @@ pub struct Entry {
     killed: AtomicBool,
     /// Wakes the session after `killed` is set.
     kill: Notify,
+    /// While the session is blocked in a command on dedicated server connections: each one's
+    /// node (its id) and the server's own id for the connection (`CLIENT ID` there), for
+    /// `CLIENT UNBLOCK`.
+    blocked_on: Mutex<Vec<(u64, u64)>>,
 }
 
 /// What `CLIENT LIST` shows of one entry, read at one moment.
@@ -124,6 +128,7 @@ pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool)
         name: Mutex::new(None),
         killed: AtomicBool::new(false),
         kill: Notify::new(),
+        blocked_on: Mutex::new(Vec::new()),
     });
     if let Ok(mut m) = registry().clients.lock() {
         m.insert(id, Arc::clone(&e));
@@ -162,6 +167,35 @@ impl Entry {
         if let Ok(mut n) = self.name.lock() {
             *n = name;
         }
+    }
+
+    /// Whether the session is blocked in a command (the `b` flag).
+    pub fn is_blocked(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & FLAG_BLOCKED != 0
+    }
+
+    /// Note that the session's blocking command waits on the connection the server knows as
+    /// `server_id`, on node `node` (see [`Entry::blocked_on`]).
+    pub fn add_blocked_on(&self, node: u64, server_id: u64) {
+        if let Ok(mut b) = self.blocked_on.lock() {
+            b.push((node, server_id));
+        }
+    }
+
+    /// The session's blocking command ended: it waits on no server connection.
+    pub fn clear_blocked_on(&self) {
+        if let Ok(mut b) = self.blocked_on.lock() {
+            b.clear();
+        }
+    }
+
+    /// The server connections the session's blocking command waits on: `(node id, the
+    /// server's id for the connection)`; empty when it is not blocked (or not yet sent).
+    pub fn blocked_on(&self) -> Vec<(u64, u64)> {
+        self.blocked_on
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default()
     }
 
     /// Ask the session to close (it does at its next turn, on whichever worker it runs).

@@ -56,6 +56,14 @@ impl Blocked {
         }
     }
 
+    /// The blocking command was sent on `lease`'s connection: `CLIENT UNBLOCK` of this
+    /// session reaches it there (see `observe::clients::Entry::blocked_on`).
+    fn waits_on(&self, lease: &crate::upstream::dedicated::Lease) {
+        if let (Some(e), Some(id)) = (self.entry.borrow().as_ref(), lease.server_id()) {
+            e.add_blocked_on(lease.node().id, id);
+        }
+    }
+
     async fn left(&self) -> &'static str {
         loop {
             if let Some(why) = self.left.get() {
@@ -283,7 +291,9 @@ pub async fn run(
         why = blocked.left() => Err(Failure::Ended(why)),
         r = async {
             let mut lease = lease.await?;
-            match lease.call(&request, deadline).await {
+            lease.send(&request).await?;
+            blocked.waits_on(&lease);
+            match lease.reply(deadline).await {
                 Ok(reply) => Ok((lease, reply)),
                 Err(e) => Err(Failure::from(e)),
             }
@@ -327,7 +337,7 @@ pub async fn wait(
     let result = tokio::select! {
         biased;
         why = blocked.left() => Err(Failure::Ended(why)),
-        r = wait_all(leases, &request, deadline) => r,
+        r = wait_all(leases, &request, deadline, &blocked) => r,
     };
     match result {
         Ok(reply) => sink.deliver(&reply),
@@ -340,12 +350,14 @@ async fn wait_all(
     leases: Vec<LeaseSoon>,
     request: &[u8],
     deadline: Option<Instant>,
+    blocked: &Blocked,
 ) -> Result<Vec<u8>, Failure> {
     // Sent on every shard before any reply is awaited: the waits run side by side.
     let mut sent = Vec::with_capacity(leases.len());
     for lease in leases {
         let mut lease = lease.await?;
         lease.send(request).await?;
+        blocked.waits_on(&lease);
         sent.push(lease);
     }
     let mut least: Option<(i64, Vec<u8>)> = None;
@@ -376,6 +388,7 @@ fn finish(blocked: &Blocked) {
     blocked.running.set(false);
     if let Some(e) = blocked.entry.borrow_mut().take() {
         e.set_flag(crate::observe::clients::FLAG_BLOCKED, false);
+        e.clear_blocked_on();
     }
 }
 

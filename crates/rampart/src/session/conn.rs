@@ -15,12 +15,12 @@ use bytes::BytesMut;
 use resp::encode;
 
 use crate::observe::clients::{self, flag_letters, Seen, FLAG_MONITOR};
-use crate::session::local::Local;
+use crate::session::local::{Answer, Local};
 use crate::session::pause;
 use crate::text::sanitize;
 
 /// The reply to an operator command from a client that is not on loopback or a unix socket.
-pub const NOPERM: &str = "NOPERM rampart: CLIENT KILL, CLIENT PAUSE, CLIENT UNPAUSE and MONITOR are accepted only from clients on loopback or a unix socket";
+pub const NOPERM: &str = "NOPERM rampart: CLIENT KILL, CLIENT PAUSE, CLIENT UNPAUSE, CLIENT UNBLOCK and MONITOR are accepted only from clients on loopback or a unix socket";
 
 /// Answer `CLIENT <sub> ...` for the subcommands of this module; `None` for the others.
 pub fn client(ctx: &mut Local<'_>, sub: &[u8], argv: &[&[u8]], out: &mut BytesMut) -> Option<()> {
@@ -62,6 +62,106 @@ pub fn client(ctx: &mut Local<'_>, sub: &[u8], argv: &[&[u8]], out: &mut BytesMu
         _ => return None,
     }
     Some(())
+}
+
+/// How often `CLIENT UNBLOCK` looks again for a target whose blocking command is still being
+/// sent (its connection opening).
+const UNBLOCK_POLL: Duration = Duration::from_millis(1);
+
+/// `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]` (Redis 7.0 `CLIENT UNBLOCK`): `:1` when the
+/// session `client-id` of the caller's pool was blocked in a command and is unblocked, else
+/// `:0`. rampart asks the server the command waits on (`CLIENT UNBLOCK` there, with the
+/// server's id for that dedicated connection), so the blocked client gets what Redis gives:
+/// the command's timeout reply (TIMEOUT, the default) or `-UNBLOCKED client unblocked via
+/// CLIENT UNBLOCK` (ERROR); a command that got its data first keeps it and the answer is 0.
+/// A target still opening its connection is waited for, at most the pool `timeout`.
+pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
+    let mut out = BytesMut::new();
+    if !ctx.client.local {
+        encode::error(&mut out, NOPERM);
+        return Answer::Reply(out);
+    }
+    if argv.len() > 4 {
+        encode::error(
+            &mut out,
+            "ERR unknown subcommand or wrong number of arguments for 'unblock'. Try CLIENT HELP.",
+        );
+        return Answer::Reply(out);
+    }
+    let Some(id) = std::str::from_utf8(argv[2])
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    else {
+        encode::error(&mut out, "ERR value is not an integer or out of range");
+        return Answer::Reply(out);
+    };
+    let mode: &[u8] = match argv.get(3) {
+        None => b"TIMEOUT",
+        Some(m) if m.eq_ignore_ascii_case(b"timeout") => b"TIMEOUT",
+        Some(m) if m.eq_ignore_ascii_case(b"error") => b"ERROR",
+        Some(_) => {
+            encode::error(
+                &mut out,
+                "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            );
+            return Answer::Reply(out);
+        }
+    };
+    let target = u64::try_from(id)
+        .ok()
+        .and_then(clients::get)
+        .filter(|e| e.pool == ctx.pool.conf.name && e.is_blocked());
+    let Some(target) = target else {
+        encode::integer(&mut out, 0);
+        return Answer::Reply(out);
+    };
+    let seq = ctx.pending.push_waiting();
+    let pending = std::rc::Rc::clone(ctx.pending);
+    let pool = std::sync::Arc::clone(ctx.pool);
+    let dedicated = std::rc::Rc::clone(&ctx.routes.dedicated);
+    tokio::task::spawn_local(async move {
+        let until = tokio::time::Instant::now() + pool.timeout();
+        let on = loop {
+            let on = target.blocked_on();
+            if !on.is_empty() || !target.is_blocked() || tokio::time::Instant::now() >= until {
+                break on;
+            }
+            tokio::time::sleep(UNBLOCK_POLL).await;
+        };
+        let mut unblocked = 0;
+        for (node, server_id) in on {
+            let Some(node) = pool
+                .shards
+                .iter()
+                .find_map(|s| s.view().nodes.iter().find(|n| n.id == node).cloned())
+            else {
+                continue;
+            };
+            let Ok(mut lease) = dedicated.lease(&pool, &node) else {
+                continue;
+            };
+            let mut req = BytesMut::new();
+            encode::command(
+                &mut req,
+                &[
+                    b"CLIENT",
+                    b"UNBLOCK",
+                    server_id.to_string().as_bytes(),
+                    mode,
+                ],
+            );
+            if let Ok(r) = lease.call(&req, Some(until)).await {
+                if r == b":1\r\n" {
+                    unblocked = 1;
+                }
+                lease.give_back();
+            }
+        }
+        let mut out = BytesMut::new();
+        encode::integer(&mut out, unblocked);
+        pending.deliver(seq, 0, &out);
+    });
+    Answer::Later
 }
 
 /// `TIME`: rampart's clock, `[seconds, microseconds]` as two bulk strings.

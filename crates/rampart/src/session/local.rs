@@ -112,6 +112,7 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
         }
         "auth" => auth(ctx, argv, &mut out),
         "hello" => hello(ctx, argv, &mut out),
+        "client|unblock" => return crate::session::conn::unblock(ctx, argv),
         name if name == "client" || name.starts_with("client|") => client(ctx, argv, &mut out),
         "info" => return info(ctx, argv),
         "time" => crate::session::conn::time(&mut out),

@@ -109,6 +109,8 @@ struct Conn {
     dec: ReplyDecoder,
     /// It said `HELLO 3`: the server shapes its replies for RESP3 clients.
     resp3: bool,
+    /// The server's id for this connection (`CLIENT ID`), if the server told it.
+    server_id: Option<u64>,
 }
 
 impl Dedicated {
@@ -274,6 +276,12 @@ impl Lease {
         &self.node
     }
 
+    /// The server's id for the connection (`CLIENT ID` on it), once connected, if the
+    /// server told it.
+    pub fn server_id(&self) -> Option<u64> {
+        self.conn.as_ref().and_then(|c| c.server_id)
+    }
+
     /// Send one request (its complete RESP encoding), connecting first if needed.
     ///
     /// # Errors
@@ -435,10 +443,11 @@ impl Lease {
             rbuf: ReadBuf::default(),
             dec: decoder(),
             resp3: self.resp3,
+            server_id: None,
         };
-        // The handshake, then a PING: the turn to connect is held until the server has taken
-        // the connection and answered on it, so a crowd of new connections never waits in its
-        // accept queue.
+        // The handshake, then CLIENT ID: the turn to connect is held until the server has
+        // taken the connection and answered on it, so a crowd of new connections never waits
+        // in its accept queue. The id is the connection's name for CLIENT UNBLOCK.
         let cmds = pool.handshake.commands();
         let mut all = BytesMut::new();
         for c in cmds {
@@ -447,7 +456,7 @@ impl Lease {
         if self.resp3 {
             all.extend_from_slice(HELLO3);
         }
-        all.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        all.extend_from_slice(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n");
         write_all(&conn.stream, &all)
             .await
             .map_err(|e| DedicatedError::Failed(label.clone(), e.to_string()))?;
@@ -471,16 +480,13 @@ impl Lease {
                 ));
             }
         }
-        let pong = read_reply(&mut conn, Some(limit)).await?;
-        if pong != b"+PONG\r\n" {
-            let why = String::from_utf8_lossy(&pong[..pong.len().min(128)])
-                .trim_end()
-                .to_string();
-            return Err(DedicatedError::Failed(
-                label,
-                format!("unexpected reply to PING: {why}"),
-            ));
-        }
+        // An error (a backend user without CLIENT ID) leaves the id unknown: the connection
+        // serves, only CLIENT UNBLOCK cannot reach it.
+        let id = read_reply(&mut conn, Some(limit)).await?;
+        conn.server_id = id
+            .strip_prefix(b":")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim_end().parse().ok());
         self.conn = Some(conn);
         Ok(())
     }
