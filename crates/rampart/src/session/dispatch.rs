@@ -852,8 +852,13 @@ impl Session {
             return self.reply_error(CROSS_SHARD);
         }
         // A list pop goes first in its non-blocking form on the shared connection (see
-        // `blocking::at_once`); a fail-open pool's stand-in answers do not fit a pop's.
-        if self.pool.rt.conf.fail_open.is_none() {
+        // `blocking::at_once`); a fail-open pool's stand-in answers do not fit a pop's. While
+        // the shard's writes wait (a failover, a spool to replay), the blocking command waits
+        // for the primary as it always does (`lease_primary`), since a held write would give
+        // up after `failover_hold`.
+        if self.pool.rt.conf.fail_open.is_none()
+            && crate::session::primary::ready(&self.pool.rt, shard)
+        {
             if let Some((at_once, shape)) = blocking::at_once(cmd.name, argv) {
                 return self.pop_or_block(cmd, argv, raw, shard, &at_once, shape);
             }

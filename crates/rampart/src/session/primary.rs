@@ -34,6 +34,12 @@ fn writable_primary(rt: &PoolRt, shard: usize) -> Result<Arc<NodeRt>, Failure> {
         })
 }
 
+/// Whether `shard` has a primary taking writes now, with no spooled write still to replay:
+/// a write sent now goes out at once, neither held nor queued behind the spool.
+pub fn ready(rt: &PoolRt, shard: usize) -> bool {
+    route::spool_clear(rt, shard) && writable_primary(rt, shard).is_ok()
+}
+
 /// A dedicated connection to the shard's writable primary that the holding session's task
 /// awaits: ready at once, or coming once the shard has a primary that may take writes again.
 pub type LeaseSoon = Pin<Box<dyn Future<Output = Result<Lease, Failure>>>>;
