@@ -5,6 +5,12 @@
 # through rampart that did not fail directly.
 #
 #   scripts/redis-tcl.sh REDIS_SOURCE_TREE [UNIT ...]
+#   TCL_CLUSTER=1 scripts/redis-tcl.sh REDIS_SOURCE_TREE [UNIT ...]
+#
+# With TCL_CLUSTER=1 rampart's pool is a `cluster:` pool over a Redis Cluster of three
+# primaries the script creates (redis-cli --cluster create), and both sides run with the
+# suite's --cluster-mode (tests tagged cluster:skip are skipped: their keys are not meant to
+# share a slot); the direct side is still one plain redis-server.
 #
 # REDIS_SOURCE_TREE is a checkout of the Redis version the servers run (its tests/ and
 # runtest; e.g. `git archive 7.0.15 tests runtest` of the Redis repository). UNITs default to
@@ -37,18 +43,42 @@ start_redis() {  # port
 DIRECT=$(pick_port 7611)
 start_redis "$DIRECT"
 wait_port "$DIRECT" "${PIDS[-1]}" redis-direct
-BACKEND=$(pick_port 7612)
-start_redis "$BACKEND"
-wait_port "$BACKEND" "${PIDS[-1]}" redis-backend
 PROXY=$(pick_port 7613)
+if [[ ${TCL_CLUSTER:-0} == 1 ]]; then
+  SEEDS=()
+  for base in 7621 7622 7623; do
+    port=$(pick_port "$base")
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+      --cluster-enabled yes --cluster-config-file "$WORK/nodes-$port.conf" \
+      --enable-debug-command yes --logfile "$WORK/redis-$port.log" &
+    PIDS+=($!)
+    wait_port "$port" "${PIDS[-1]}" "redis-cluster-$port"
+    SEEDS+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${SEEDS[@]}" --cluster-yes >"$WORK/cluster-create.log" 2>&1 ||
+    die "redis-cli --cluster create failed: $(cat "$WORK/cluster-create.log")"
+  for seed in "${SEEDS[@]}"; do
+    for _ in $(seq 100); do
+      redis-cli -h 127.0.0.1 -p "${seed##*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+      sleep 0.1
+    done
+  done
+  BACKENDS="  cluster: [$(IFS=,; echo "${SEEDS[*]}")]"
+  CLUSTER_MODE=(--cluster-mode)
+else
+  BACKEND=$(pick_port 7612)
+  start_redis "$BACKEND"
+  wait_port "$BACKEND" "${PIDS[-1]}" redis-backend
+  BACKENDS=$(printf '  servers:\n    - 127.0.0.1:%s:1' "$BACKEND")
+  CLUSTER_MODE=()
+fi
 cat >"$WORK/pool.yml" <<YAML
 tcl:
   listen: 127.0.0.1:$PROXY
   redis: true
   admin_broadcast: true
   timeout: 30000
-  servers:
-    - 127.0.0.1:$BACKEND:1
+$BACKENDS
 YAML
 STATS=$(pick_port 7614)
 "$BIN" -c "$WORK/pool.yml" -a 127.0.0.1 -s "$STATS" -o "$WORK/rampart.log" &
@@ -62,7 +92,7 @@ run_unit() {  # port unit log
   for t in "${SKIP[@]}"; do skip+=(--skiptest "$t"); done
   (cd "$SRC" && tclsh tests/test_helper.tcl --host 127.0.0.1 --port "$1" --singledb \
     --single "$2" --tags "-needs:debug -needs:repl -needs:save -needs:config-maxmemory -needs:pfdebug -external:skip" \
-    --timeout 600 --durable --ignore-encoding --ignore-digest "${skip[@]}") 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$3" || true
+    --timeout 600 --durable --ignore-encoding --ignore-digest "${CLUSTER_MODE[@]}" "${skip[@]}") 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$3" || true
 }
 count() { grep -c "^\[$1\]" "$2" || true; }
 

@@ -512,14 +512,7 @@ fn a_pop_that_finds_data_takes_no_connection_of_its_own() {
     let mut c = env.client();
     // The shared connection is open (PING is answered by rampart itself).
     assert_eq!(c.cmd(&["SET", "x", "1"]), Reply::ok());
-    let connected = |env: &common::Env| {
-        let info = env.redis[0].info("clients");
-        info.lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(-1)
-    };
-    let before = connected(&env);
+    let before = connected(&env, 0);
     for i in 0..50 {
         let v = i.to_string();
         assert_eq!(c.cmd(&["RPUSH", "q", &v]), Reply::Int(1));
@@ -528,13 +521,13 @@ fn a_pop_that_finds_data_takes_no_connection_of_its_own() {
         assert_eq!(c.cmd(&["BRPOPLPUSH", "q", "r", "0"]), Reply::bulk(&v));
     }
     // Every pop found data: the server saw no new connection and no blocking command.
-    assert_eq!(connected(&env), before);
+    assert_eq!(connected(&env, 0), before);
     let stats = env.redis[0].info("commandstats");
     assert!(stats.contains("cmdstat_lmpop:calls=50,"), "{stats}");
     assert!(!stats.contains("cmdstat_blpop"), "{stats}");
     // An empty list: the blocking command itself runs, on a connection of its own.
     assert_eq!(c.cmd(&["BLPOP", "empty", "0.05"]), Reply::Array(None));
-    assert_eq!(connected(&env), before + 1);
+    assert_eq!(connected(&env, 0), before + 1);
     assert!(env.redis[0]
         .info("commandstats")
         .contains("cmdstat_blpop:calls=1,"));
