@@ -55,16 +55,30 @@ struct Cli {
     no_stats: bool,
     /// Admin HTTP interface (Prometheus /metrics, /stats, /readyz, JSON API, live page at /)
     /// [default: 127.0.0.1:22223, loopback only]. An address reachable from other machines
-    /// needs --admin-token. When the default address is taken, rampart starts without it.
+    /// needs a token (--admin-token-file). When the default address is taken, rampart starts
+    /// without it.
     #[arg(long = "admin", value_name = "ADDR")]
     admin: Option<String>,
     /// Disable the admin HTTP interface.
     #[arg(long = "no-admin", conflicts_with = "admin")]
     no_admin: bool,
-    /// Bearer token the admin interface requires for changes (POST); required when --admin
-    /// is not a loopback address. Also read from RAMPART_ADMIN_TOKEN (keeps it out of `ps`).
-    #[arg(long = "admin-token", value_name = "TOKEN")]
+    /// Bearer token the admin interface requires for changes (POST, DELETE); required when
+    /// --admin is not a loopback address. Visible in `ps`: prefer --admin-token-file. Also
+    /// read from RAMPART_ADMIN_TOKEN when no other token option is given.
+    #[arg(long = "admin-token", value_name = "TOKEN", conflicts_with_all = ["admin_token_file", "admin_token_env"])]
     admin_token: Option<String>,
+    /// File holding the admin token (surrounding white space ignored), read again on every
+    /// reload (SIGHUP, POST /api/reload): rotate the token by rewriting the file and
+    /// reloading.
+    #[arg(
+        long = "admin-token-file",
+        value_name = "FILE",
+        conflicts_with = "admin_token_env"
+    )]
+    admin_token_file: Option<PathBuf>,
+    /// Environment variable holding the admin token (read once at start).
+    #[arg(long = "admin-token-env", value_name = "VAR")]
+    admin_token_env: Option<String>,
     /// Another name the admin interface answers to in Host and Origin (repeatable): NAME for
     /// any port, or NAME:PORT (a reverse proxy's name, an ssh tunnel's local port).
     #[arg(long = "admin-host", value_name = "NAME")]
@@ -229,6 +243,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where the admin token comes from: the option given, else `RAMPART_ADMIN_TOKEN` when set.
+fn admin_token(cli: &Cli) -> Option<rampart::admin::token::Source> {
+    use rampart::admin::token::Source;
+    if let Some(f) = &cli.admin_token_file {
+        return Some(Source::File(f.clone()));
+    }
+    if let Some(v) = &cli.admin_token_env {
+        return Some(Source::Env(v.clone()));
+    }
+    if let Some(t) = &cli.admin_token {
+        return Some(Source::Value(t.clone()));
+    }
+    std::env::var_os("RAMPART_ADMIN_TOKEN").map(|_| Source::Env("RAMPART_ADMIN_TOKEN".into()))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = rampart_config::load(&cli.conf_file)?;
     init_logging(&cli)?;
@@ -256,10 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .admin
                 .clone()
                 .unwrap_or_else(|| rampart::admin::DEFAULT_ADDR.to_string()),
-            token: cli
-                .admin_token
-                .clone()
-                .or_else(|| std::env::var("RAMPART_ADMIN_TOKEN").ok()),
+            token: admin_token(&cli),
             hosts: cli.admin_host.clone(),
             explicit: cli.admin.is_some(),
         }),

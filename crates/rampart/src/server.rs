@@ -3,7 +3,7 @@
 //! The main thread runs the control plane ([`crate::control`]: listeners, health checks,
 //! Sentinel followers, reload) on a single-threaded runtime. Each worker thread runs its own
 //! single-threaded runtime that owns its sessions and its backend connections, so the request
-//! path takes no lock. SIGHUP reloads the configuration. SIGTERM or SIGINT stops the
+//! path takes no lock. SIGHUP reloads the configuration (and the admin token file). SIGTERM or SIGINT stops the
 //! acceptors, lets every session finish the requests it has in flight (bounded by the drain
 //! timeout), and returns.
 
@@ -65,6 +65,7 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
         Some(a) => rt.block_on(crate::admin::bind(a))?,
         None => None,
     };
+    let admin_token = admin_listener.as_ref().map(crate::admin::Bound::token);
 
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
@@ -104,7 +105,7 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
                 stop.clone(),
             )));
         }
-        wait_for_signals(&shared, &control, &stop, signals).await;
+        wait_for_signals(&shared, &control, admin_token.as_deref(), &stop, signals).await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         stop.cancel();
         for t in tasks {
@@ -175,11 +176,13 @@ impl Signals {
 /// Serves signals until one asks to stop. nutcracker's meanings are kept, so its start and
 /// logrotate scripts work unchanged: SIGTTIN / SIGTTOU raise / lower the log level one step,
 /// SIGUSR2 is logged and otherwise ignored, SIGHUP reopens the log file (and, rampart's
-/// addition, reloads the configuration), SIGUSR1 reopens the log file; SIGTERM and SIGINT
-/// return (drain and exit). Without handlers it waits for `stop`.
+/// addition, reloads the configuration and reads the admin token file again), SIGUSR1
+/// reopens the log file; SIGTERM and SIGINT return (drain and exit). Without handlers it
+/// waits for `stop`.
 async fn wait_for_signals(
     shared: &Arc<Shared>,
     control: &control::Handle,
+    admin_token: Option<&crate::admin::token::AdminToken>,
     stop: &CancellationToken,
     signals: Option<Signals>,
 ) {
@@ -198,7 +201,11 @@ async fn wait_for_signals(
             _ = s.hup.recv() => {
                 reopen_log("SIGHUP");
                 tracing::info!("SIGHUP: reloading the configuration");
-                // Errors are logged, counted and recorded by reload itself.
+                // Errors are logged and counted by the reloads themselves; the token and
+                // the configuration are independent (either may fail alone).
+                if let Some(t) = admin_token {
+                    let _ = t.reload();
+                }
                 let _ = control::reload::reload(shared, control, false).await;
             }
         }

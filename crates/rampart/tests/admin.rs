@@ -758,3 +758,148 @@ fn half_sent_requests_time_out_and_cannot_take_the_descriptors_of_redis_clients(
     let mut c = Client::connect(&format!("127.0.0.1:{port}"));
     assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
 }
+
+#[test]
+fn a_token_file_is_rotated_by_reload_and_refusals_are_counted_and_logged_without_it() {
+    let redis = RedisServer::start();
+    let servers = format!("  servers:\n   - {}:1 s0\n", redis.addr());
+    // The file lives in the proxy's own directory: {dir} is replaced by the builder.
+    let (first, second, third) = ("tok-first-7f3a9c", "tok-second-51be02", "tok-third-c4d8e1");
+    let port = free_port();
+    let admin = free_port();
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file(
+            "a.yml",
+            format!("{POOL}:\n  listen: 127.0.0.1:{port}\n  redis: true\n{servers}"),
+        )
+        .file("token", format!("{first}\n"))
+        .args(["-c", "{dir}/a.yml", "--no-stats", "--workers", "1"])
+        .args(["--admin".to_string(), format!("0.0.0.0:{admin}")])
+        .args(["--admin-token-file", "{dir}/token"])
+        .wait_port(port)
+        .start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+    let token_file = proxy.dir().join("token");
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let maint = format!("{{\"pool\":\"{POOL}\",\"node\":\"s0\",\"on\":false}}");
+    let post = |path: &str, auth: &[&str], body: &str| http(admin, "POST", path, auth, body);
+
+    // Every changing route needs it, also DELETE, also a path that does not exist.
+    assert_eq!(post("/api/nodes/maintenance", &[], &maint).0, 401);
+    let fault = format!("{{\"pool\":\"{POOL}\",\"kind\":\"error\",\"duration_s\":60}}");
+    assert_eq!(post("/api/faults", &[], &fault).0, 401);
+    assert_eq!(http(admin, "DELETE", "/api/faults/1", &[], "").0, 401);
+    assert_eq!(post("/api/nope", &[], "{}").0, 401);
+    let (status, body) = post("/api/reload", &["Authorization: Basic dXNlcjpwdw=="], "");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Bearer"), "{body}");
+    let wrong = bearer("tok-first-7f3a9d");
+    assert_eq!(post("/api/reload", &[&wrong], "").0, 401);
+    let ok = post("/api/nodes/maintenance", &[&bearer(first)], &maint);
+    assert_eq!(ok.0, 200, "{ok:?}");
+    let lower = format!("Authorization: bearer {first}");
+    assert_eq!(post("/api/nodes/maintenance", &[&lower], &maint).0, 200);
+
+    // Refusals are counted in /metrics.
+    let (_, metrics) = http(admin, "GET", "/metrics", &[], "");
+    assert_eq!(
+        sample(&metrics, "rampart_admin_auth_failures_total"),
+        Some(6.0),
+        "{metrics}"
+    );
+
+    // Rotation through the API: the call that carries the old token reads the new one.
+    std::fs::write(&token_file, format!("{second}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = post("/api/reload", &[&bearer(first)], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"admin_token\":\"changed\""), "{body}");
+    assert_eq!(
+        post("/api/nodes/maintenance", &[&bearer(first)], &maint).0,
+        401
+    );
+    assert_eq!(
+        post("/api/nodes/maintenance", &[&bearer(second)], &maint).0,
+        200
+    );
+
+    // Rotation through SIGHUP.
+    std::fs::write(&token_file, third).unwrap_or_else(|e| panic!("{e}"));
+    proxy.signal("HUP");
+    poll_until(Duration::from_secs(5), || {
+        (post("/api/nodes/maintenance", &[&bearer(third)], &maint).0 == 200).then_some(())
+    })
+    .unwrap_or_else(|| panic!("SIGHUP did not read the new token:\n{}", proxy.stderr()));
+    assert_eq!(
+        post("/api/nodes/maintenance", &[&bearer(second)], &maint).0,
+        401
+    );
+
+    // A file that holds no usable token keeps the one in use, and says why.
+    std::fs::write(&token_file, "two words\n").unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = post("/api/reload", &[&bearer(third)], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("the previous token stays"), "{body}");
+    assert!(!body.contains("two words"), "{body}");
+    assert_eq!(
+        post("/api/nodes/maintenance", &[&bearer(third)], &maint).0,
+        200
+    );
+    let (_, metrics) = http(admin, "GET", "/metrics", &[], "");
+    assert_eq!(
+        sample(&metrics, "rampart_admin_token_reload_failures_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // The log says who was refused and why, never what they sent or the tokens.
+    let log = proxy.stderr();
+    assert!(
+        log.contains("refused POST /api/nodes/maintenance from 127.0.0.1:"),
+        "{log}"
+    );
+    for secret in [first, second, third, "tok-first-7f3a9d", "two words"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
+#[test]
+fn an_unreadable_token_stops_the_start_with_the_reason() {
+    let redis = RedisServer::start();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut b = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+            .file(
+                "a.yml",
+                format!(
+                    "{POOL}:\n  listen: 127.0.0.1:{}\n  servers:\n   - {}:1 s0\n",
+                    free_port(),
+                    redis.addr()
+                ),
+            )
+            .file("empty", "\n")
+            .args(["-c", "{dir}/a.yml", "--no-stats", "--admin"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(args.iter().copied());
+        for (k, v) in env {
+            b = b.env(k, v);
+        }
+        let mut p = b.start();
+        let status = p
+            .wait_exit(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("rampart started with {args:?}"));
+        assert!(!status.success());
+        p.stderr()
+    };
+    let e = run(&["--admin-token-file", "{dir}/missing"], &[]);
+    assert!(e.contains("cannot read the admin token file"), "{e}");
+    let e = run(&["--admin-token-file", "{dir}/empty"], &[]);
+    assert!(e.contains("is empty"), "{e}");
+    let e = run(&["--admin-token-env", "RAMPART_TEST_NO_SUCH_VAR"], &[]);
+    assert!(e.contains("RAMPART_TEST_NO_SUCH_VAR"), "{e}");
+    let e = run(&["--admin-token", "has space"], &[]);
+    assert!(
+        e.contains("printable ASCII") && !e.contains("has space"),
+        "{e}"
+    );
+    let e = run(&[], &[("RAMPART_ADMIN_TOKEN", "")]);
+    assert!(e.contains("RAMPART_ADMIN_TOKEN is empty"), "{e}");
+}

@@ -1,17 +1,18 @@
 //! The JSON API: the topology with its counters, recent events, readiness, and the changing
-//! calls (maintenance, switchover, reload). Changing calls check the bearer token first
-//! ([`super::authorize`]); bodies are parsed here so every error is a JSON `{"error": ...}`.
+//! calls (maintenance, switchover, reload). The guard has checked the bearer token of a
+//! changing call before it gets here ([`super::guard`]); bodies are parsed here so every
+//! error is a JSON `{"error": ...}`.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{authorize, pools, AdminState, ApiError};
+use super::{pools, AdminState, ApiError};
 use crate::observe::stats::{PoolStat, ServerStat, LATENCY_BUCKETS_US};
 use crate::topology::snapshot::{NodeSnap, ShardSnap, Snapshot};
 use crate::topology::{PoolRt, ShardRt};
@@ -371,13 +372,8 @@ pub struct MaintenanceReq {
 
 /// `POST /api/nodes/maintenance`: drain a node (no new requests; the ones in flight finish)
 /// or bring it back.
-pub async fn maintenance(
-    State(st): St,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn maintenance(State(st): St, body: Bytes) -> Result<Response, ApiError> {
     {
-        authorize(&st, &headers)?;
         let req: MaintenanceReq = parse(&body)?;
         let pool = find_pool(&st, &req.pool)?;
         let shards: Vec<&ShardRt> = match &req.shard {
@@ -419,13 +415,8 @@ pub struct SwitchoverReq {
 
 /// `POST /api/shards/switchover`: start a planned switchover and answer 202 at once; progress
 /// is at `GET /api/shards/switchover?pool=&shard=`.
-pub async fn switchover(
-    State(st): St,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn switchover(State(st): St, body: Bytes) -> Result<Response, ApiError> {
     {
-        authorize(&st, &headers)?;
         let req: SwitchoverReq = parse(&body)?;
         let pool = find_pool(&st, &req.pool)?;
         let shard = find_shard(&pool, &req.shard)?;
@@ -513,24 +504,39 @@ pub struct ReloadReq {
     force: bool,
 }
 
-/// `POST /api/reload[?force=true]`: read the configuration file again and apply it. The body
-/// may be empty or `{"force": true}`.
+/// `POST /api/reload[?force=true]`: read the configuration file again and apply it, and read
+/// the admin token file again when the token comes from one. The body may be empty or
+/// `{"force": true}`. The answer has `admin_token` when there is a token file: `changed`,
+/// `unchanged`, or why it was not read (the previous token stays); the configuration's
+/// outcome does not depend on it.
 pub async fn reload(
     State(st): St,
-    headers: HeaderMap,
     Query(q): Query<ReloadQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &headers)?;
     let req: ReloadReq = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadReq::default()
     } else {
         parse(&body)?
     };
-    Ok(
-        match crate::control::reload::reload(&st.shared, &st.control, q.force || req.force).await {
-            Ok(msg) => Json(serde_json::json!({ "ok": true, "message": msg })).into_response(),
-            Err(e) => error(StatusCode::CONFLICT, e).into_response(),
-        },
-    )
+    let token = match st.token.reload() {
+        Ok(super::token::Reloaded::NotAFile) => None,
+        Ok(super::token::Reloaded::Unchanged) => Some("unchanged".to_string()),
+        Ok(super::token::Reloaded::Changed) => Some("changed".to_string()),
+        Err(e) => Some(format!("not read, the previous token stays: {e}")),
+    };
+    let force = q.force || req.force;
+    let (status, mut answer) =
+        match crate::control::reload::reload(&st.shared, &st.control, force).await {
+            Ok(msg) => (
+                StatusCode::OK,
+                serde_json::json!({ "ok": true, "message": msg }),
+            ),
+            // The shape of every API error.
+            Err(e) => (StatusCode::CONFLICT, serde_json::json!({ "error": e })),
+        };
+    if let Some(t) = token {
+        answer["admin_token"] = serde_json::Value::String(t);
+    }
+    Ok((status, Json(answer)).into_response())
 }

@@ -9,9 +9,11 @@
 //!    application/json` (**415** otherwise). A page can only send a cross-origin request
 //!    without asking first when its type is a form or text type, so it cannot change anything.
 //! 3. The body: at most [`MAX_BODY`] bytes (**413**), received within [`BODY_TIMEOUT`] of the
-//!    header (**408**).
+//!    header (**408**), on every route and method.
+//! 4. Changing calls, when a token is configured: `Authorization: Bearer <token>`
+//!    ([`super::token`]; **401** otherwise, counted and logged without what was sent).
 //!
-//! The bearer token is checked after these, by each changing handler ([`super::authorize`]).
+//! Every route is behind these checks, so a changing route added later needs the token too.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::token::AdminToken;
 use super::ApiError;
 
 /// Largest request body accepted, in bytes (64 KiB). Every body of the API is a small JSON
@@ -35,6 +38,20 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The local address a connection was accepted on, set by the accept loop on every request.
 #[derive(Clone, Copy, Debug)]
 pub struct LocalAddr(pub SocketAddr);
+
+/// The address a connection came from, set by the accept loop on every request (for the log
+/// line of a refused token).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// What the guard checks requests against.
+#[derive(Debug)]
+pub struct Rules {
+    /// The names the listener answers to.
+    pub names: Names,
+    /// The token changing calls need (none configured: no check).
+    pub token: Arc<AdminToken>,
+}
 
 /// The names a request may give in `Host` (and `Origin`) to reach this listener.
 ///
@@ -193,7 +210,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Checks a request against the rules of this module; see there.
-pub async fn check(State(names): State<Arc<Names>>, req: Request, next: Next) -> Response {
+pub async fn check(State(rules): State<Arc<Rules>>, req: Request, next: Next) -> Response {
+    let names = &rules.names;
     let local = req.extensions().get::<LocalAddr>().map(|l| l.0);
     let host = req
         .headers()
@@ -277,6 +295,23 @@ pub async fn check(State(names): State<Arc<Names>>, req: Request, next: Next) ->
             ))
         }
     };
+    if changes(&parts.method) {
+        let peer = parts
+            .extensions
+            .get::<PeerAddr>()
+            .map_or_else(|| "an unknown peer".to_string(), |p| p.0.to_string());
+        let what = format!("{} {}", parts.method, parts.uri.path());
+        if let Err(why) = rules.token.check(&parts.headers, &what, &peer) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "this call changes the proxy: send Authorization: Bearer <admin token> \
+                     (the request had {why})"
+                ),
+            )
+            .into_response();
+        }
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

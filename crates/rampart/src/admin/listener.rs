@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::guard::LocalAddr;
+use super::guard::{LocalAddr, PeerAddr};
 
 /// Connections served at once (32); more are refused until one closes.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -97,6 +97,10 @@ pub async fn run(listener: TcpListener, app: Router, stop: CancellationToken) {
         let app = match sock.local_addr() {
             Ok(local) => app.clone().layer(Extension(LocalAddr(local))),
             Err(_) => app.clone(),
+        };
+        let app = match sock.peer_addr() {
+            Ok(peer) => app.layer(Extension(PeerAddr(peer))),
+            Err(_) => app,
         };
         conns.spawn(serve_one(sock, app, stop.clone(), slot));
     }

@@ -45,6 +45,8 @@ families! {
     REQUESTS_ANSWERED = ("rampart_client_requests_total", "counter", "Client requests answered, all pools, including local replies.");
     RELOADS = ("rampart_config_reloads_total", "counter", "Configuration reloads attempted (SIGHUP or the admin API).");
     RELOAD_FAILURES = ("rampart_config_reload_failures_total", "counter", "Configuration reloads refused; the running configuration stayed.");
+    ADMIN_AUTH_FAILURES = ("rampart_admin_auth_failures_total", "counter", "Changing admin calls refused because they lacked the admin token or carried a wrong one.");
+    ADMIN_TOKEN_RELOAD_FAILURES = ("rampart_admin_token_reload_failures_total", "counter", "Reloads that could not read a usable token from the admin token file; the previous token stayed.");
     HELD_WRITES = ("rampart_held_writes_total", "counter", "Writes that waited in a failover hold because their shard had no primary.");
     HELD_RELEASED = ("rampart_held_writes_released_total", "counter", "Held writes sent to a primary once there was one.");
     HELD_FAILED = ("rampart_held_writes_failed_total", "counter", "Held writes answered with an error (failover_hold or its byte bound passed, or the shard was down).");
@@ -225,6 +227,8 @@ fn process(o: &mut Out, shared: &Shared) {
             &RELOAD_FAILURES,
             shared.reload_failures.load(Relaxed) as i64,
         ),
+        (&ADMIN_AUTH_FAILURES, super::token::stats().0 as i64),
+        (&ADMIN_TOKEN_RELOAD_FAILURES, super::token::stats().1 as i64),
     ] {
         o.head(f);
         o.sample(f.name, &[], v as f64);

@@ -20,13 +20,14 @@
 //! | `POST /api/faults` | `{pool, shard?, node?, command?, kind, delay_ms?, error?, share?, all?, duration_s}`: inject one (201) |
 //! | `DELETE /api/faults/{id}` | end one now |
 //!
-//! Reading is open to anyone who can reach the listener. Changing (every `POST`, `DELETE`) needs
-//! `Authorization: Bearer <token>` whenever a token is configured; a listener that is not on a
-//! loopback address refuses to start without one, so a default install can only be changed from
-//! the machine itself. Every request must name the listener in `Host`, and changes must be
-//! JSON from no foreign `Origin` ([`guard`]), so a web page in the operator's browser can
-//! neither read nor change anything. The listener bounds its connections and their time
-//! ([`listener`]). docs/ADMIN.md describes every call.
+//! Reading is open to anyone who can reach the listener. Changing (every method but `GET` and
+//! `HEAD`) needs `Authorization: Bearer <token>` whenever a token is configured ([`token`]: from
+//! a file read again on reload, an environment variable, or the command line); a listener that
+//! is not on a loopback address refuses to start without one, so a default install can only be
+//! changed from the machine itself. Every request must name the listener in `Host`, and changes
+//! must be JSON from no foreign `Origin` ([`guard`]), so a web page in the operator's browser
+//! can neither read nor change anything. The listener bounds its connections and their time
+//! ([`listener`]). docs/ADMIN.md describes every call, docs/SECURITY.md the threat model.
 
 pub mod api;
 pub mod faults;
@@ -36,11 +37,12 @@ pub mod listener;
 pub mod metrics;
 pub mod page;
 pub mod stats_port;
+pub mod token;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -58,8 +60,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:22223";
 pub struct AdminOptions {
     /// `host:port` to listen on.
     pub addr: String,
-    /// Bearer token for changing calls.
-    pub token: Option<String>,
+    /// Where the bearer token for changing calls comes from; none: changes need no token.
+    pub token: Option<token::Source>,
     /// More names the listener answers to in `Host` and `Origin` besides its own
     /// (`name` for any port, or `name:port`); see [`guard::Names`]. Default: none.
     pub hosts: Vec<String>,
@@ -86,13 +88,14 @@ pub enum AdminError {
     /// Reachable from other machines, and no token to protect changes.
     #[error(
         "the admin interface on {0} is reachable from other machines, so it needs a token for \
-         changes: pass --admin-token TOKEN (or set RAMPART_ADMIN_TOKEN), or listen on a \
-         loopback address such as 127.0.0.1"
+         changes: pass --admin-token-file FILE (or --admin-token-env VAR, or set \
+         RAMPART_ADMIN_TOKEN, or --admin-token TOKEN), or listen on a loopback address such as \
+         127.0.0.1"
     )]
     TokenRequired(String),
-    /// An empty token would accept an empty header.
-    #[error("the admin token is empty")]
-    EmptyToken,
+    /// The token cannot be read or is not usable (empty, malformed).
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
     /// An extra host name is malformed.
     #[error(transparent)]
     BadHost(#[from] guard::BadName),
@@ -110,7 +113,7 @@ pub enum AdminError {
 #[derive(Debug)]
 pub struct Bound {
     listener: TcpListener,
-    token: Option<String>,
+    token: Arc<token::AdminToken>,
     names: guard::Names,
 }
 
@@ -122,17 +125,24 @@ impl Bound {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
+
+    /// The token changing calls need, shared with whoever reloads it (SIGHUP).
+    pub fn token(&self) -> Arc<token::AdminToken> {
+        Arc::clone(&self.token)
+    }
 }
 
 /// Check the options and bind the listener. `Ok(None)` when the default address is taken.
 ///
 /// # Errors
-/// See [`AdminError`]: an address reachable from other machines without a token, an address
-/// that does not resolve, or an explicit address that cannot be bound.
+/// See [`AdminError`]: a token that cannot be read or is empty, an address reachable from
+/// other machines without a token, an address that does not resolve, or an explicit address
+/// that cannot be bound.
 pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
-    if opts.token.as_deref() == Some("") {
-        return Err(AdminError::EmptyToken);
-    }
+    let token = Arc::new(match &opts.token {
+        Some(source) => token::AdminToken::load(source.clone())?,
+        None => token::AdminToken::none(),
+    });
     let addrs: Vec<SocketAddr> = opts
         .addr
         .to_socket_addrs()
@@ -144,7 +154,7 @@ pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
     let Some(addr) = addrs.first().copied() else {
         return Err(AdminError::NoAddress(opts.addr.clone()));
     };
-    if !addrs.iter().all(|a| a.ip().is_loopback()) && opts.token.is_none() {
+    if !addrs.iter().all(|a| a.ip().is_loopback()) && !token.is_set() {
         return Err(AdminError::TokenRequired(opts.addr.clone()));
     }
     let bound = |listener: TcpListener| -> Result<Option<Bound>, AdminError> {
@@ -154,7 +164,7 @@ pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
         Ok(Some(Bound {
             names: guard::Names::new(local, &opts.hosts)?,
             listener,
-            token: opts.token.clone(),
+            token: Arc::clone(&token),
         }))
     };
     match TcpListener::bind(addr).await {
@@ -176,8 +186,8 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     /// The control plane, for reloads.
     pub control: crate::control::Handle,
-    /// Bearer token for changing calls.
-    pub token: Option<String>,
+    /// Bearer token for changing calls (the guard checks it; reload reads its file again).
+    pub token: Arc<token::AdminToken>,
     /// The last 15 minutes, sampled every second.
     pub history: Arc<history::History>,
     /// Host name, PID and configuration file, for the page's header.
@@ -200,6 +210,10 @@ pub async fn serve(
 ) {
     let history = Arc::new(history::History::default());
     history::start(Arc::clone(&shared), Arc::clone(&history), stop.clone());
+    let rules = guard::Rules {
+        names: bound.names,
+        token: Arc::clone(&bound.token),
+    };
     let state = Arc::new(AdminState {
         process: history::Process::current(&shared),
         shared,
@@ -210,13 +224,13 @@ pub async fn serve(
     if let Ok(a) = bound.listener.local_addr() {
         tracing::info!("admin interface on http://{a}/");
     }
-    let app = router(state, bound.names);
+    let app = router(state, rules);
     listener::run(bound.listener, app, stop).await;
 }
 
-/// Every route, behind the [`guard`] that checks `Host`, `Origin`, `Content-Type` and the
-/// body of every request for a listener with these `names`.
-pub fn router(state: Arc<AdminState>, names: guard::Names) -> Router {
+/// Every route, behind the [`guard`] that checks `Host`, `Origin`, `Content-Type`, the body
+/// and the token of every request with these `rules`.
+pub fn router(state: Arc<AdminState>, rules: guard::Rules) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::script))
@@ -238,7 +252,7 @@ pub fn router(state: Arc<AdminState>, names: guard::Names) -> Router {
         .route("/api/faults/{id}", delete(faults::delete))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(names),
+            Arc::new(rules),
             guard::check,
         ))
 }
@@ -261,15 +275,6 @@ async fn stats(axum::extract::State(st): St) -> Response {
         crate::admin::stats_port::render(&st.shared),
     )
         .into_response()
-}
-
-/// Compare without an early exit, so the time taken says nothing about the token.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
-    }
-    diff == 0
 }
 
 /// A refused API call: its status and why, answered as `{"error": ...}`.
@@ -302,46 +307,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Ok` when the request may change things.
-///
-/// # Errors
-/// 401 when a token is configured and the request does not carry it.
-pub fn authorize(st: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &st.token else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "this call changes the proxy: send Authorization: Bearer <admin token>",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn secrets_compare_exactly() {
-        assert!(same_secret(b"secret", b"secret"));
-        assert!(!same_secret(b"secret", b"secreT"));
-        assert!(!same_secret(b"secre", b"secret"));
-        assert!(!same_secret(b"secrets", b"secret"));
-        assert!(!same_secret(b"", b"secret"));
-    }
-
     #[tokio::test]
     async fn a_public_address_needs_a_token() {
-        let opts = |addr: &str, token: Option<&str>| AdminOptions {
+        let opts = |addr: &str, t: Option<&str>| AdminOptions {
             addr: addr.into(),
-            token: token.map(str::to_string),
+            token: t.map(|t| token::Source::Value(t.to_string())),
             hosts: Vec::new(),
             explicit: true,
         };
@@ -349,7 +323,7 @@ mod tests {
         assert!(matches!(e, Err(AdminError::TokenRequired(_))), "{e:?}");
         assert!(matches!(
             bind(&opts("127.0.0.1:0", Some(""))).await,
-            Err(AdminError::EmptyToken)
+            Err(AdminError::Token(token::TokenError::Empty(_)))
         ));
         let ok = bind(&opts("127.0.0.1:0", None)).await;
         assert!(matches!(ok, Ok(Some(_))), "{ok:?}");
