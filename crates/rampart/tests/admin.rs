@@ -903,3 +903,132 @@ fn an_unreadable_token_stops_the_start_with_the_reason() {
     let e = run(&[], &[("RAMPART_ADMIN_TOKEN", "")]);
     assert!(e.contains("RAMPART_ADMIN_TOKEN is empty"), "{e}");
 }
+
+/// Sends `head` then `step` every `every` until the server closes or `limit` passes; the
+/// time from the first byte to the close and what the server sent.
+fn trickle(
+    admin: u16,
+    head: &str,
+    step: &[u8],
+    every: Duration,
+    limit: Duration,
+) -> (Duration, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", admin)).unwrap_or_else(|e| panic!("connect: {e}"));
+    s.set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = s.write_all(head.as_bytes());
+    while started.elapsed() < limit {
+        std::thread::sleep(every);
+        if closed(&mut s, &mut got) {
+            return (
+                started.elapsed(),
+                String::from_utf8_lossy(&got).into_owned(),
+            );
+        }
+        // A write may fail once the server closed; the next read says so.
+        let _ = s.write(step);
+    }
+    panic!(
+        "still open after {limit:?}; received {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// One request with a body of `n` bytes sent with `Content-Length` (only the header is sent:
+/// the limit is checked before the body is read) or chunked (all of it); the status.
+fn oversize(admin: u16, method: &str, path: &str, n: usize, chunked: bool) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", admin)).unwrap_or_else(|e| panic!("connect: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("timeout: {e}"));
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nContent-Type: application/json\r\n"
+    );
+    if chunked {
+        req.push_str(&format!(
+            "Transfer-Encoding: chunked\r\n\r\n{n:x}\r\n{}\r\n0\r\n\r\n",
+            " ".repeat(n)
+        ));
+    } else {
+        req.push_str(&format!("Content-Length: {n}\r\n\r\n"));
+    }
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut out = Vec::new();
+    // The server may close before reading the rest of a chunked body: keep what came.
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in {text:?}"));
+    (status, text)
+}
+
+#[test]
+fn slow_and_oversize_requests_are_cut_on_every_route() {
+    // docs/ADMIN.md: 5 s for the header, 5 s more for the body, 65,536 bytes of body.
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+    const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+    const MAX_BODY: usize = 65_536;
+    let redis = RedisServer::start();
+    let servers = format!("  servers:\n   - {}:1 s0\n", redis.addr());
+    let r = start(&servers, &[], &[]);
+    let a = r.admin;
+    let host = format!("Host: 127.0.0.1:{a}\r\n");
+    let every = Duration::from_millis(200);
+    let slack = Duration::from_millis(1500);
+
+    // A header that keeps coming, a byte at a time, is cut when its time is up.
+    let head = format!("GET /api/topology HTTP/1.1\r\n{host}X-Slow: ");
+    let (took, got) = trickle(a, &head, b"a", every, HEADER_TIMEOUT * 3);
+    assert!(
+        took >= HEADER_TIMEOUT - Duration::from_millis(300) && took <= HEADER_TIMEOUT + slack,
+        "header cut after {took:?}"
+    );
+    assert!(!got.contains(" 200 "), "{got}");
+
+    // A body that keeps coming is cut too, on a changing call and on a read.
+    for (method, path) in [("POST", "/api/reload"), ("GET", "/metrics")] {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\n{host}Content-Type: application/json\r\n\
+             Content-Length: 10000\r\n\r\n"
+        );
+        let (took, got) = trickle(a, &head, b" ", every, BODY_TIMEOUT * 3);
+        assert!(
+            took >= BODY_TIMEOUT - Duration::from_millis(300) && took <= BODY_TIMEOUT + slack,
+            "{method} {path}: body cut after {took:?}"
+        );
+        assert!(got.starts_with("HTTP/1.1 408 "), "{method} {path}: {got}");
+    }
+    assert!(!r.get("/api/events").1.contains("\"kind\":\"reload\""));
+
+    // Too large a body, declared or chunked, on every route, known or not.
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/stats"),
+        ("GET", "/api/topology"),
+        ("GET", "/healthz"),
+        ("POST", "/api/reload"),
+        ("POST", "/api/nodes/maintenance"),
+        ("POST", "/api/shards/switchover"),
+        ("POST", "/api/faults"),
+        ("DELETE", "/api/faults/1"),
+        ("GET", "/nope"),
+        ("PUT", "/nope"),
+    ] {
+        for chunked in [false, true] {
+            let (status, text) = oversize(a, method, path, MAX_BODY + 1, chunked);
+            assert_eq!(status, 413, "{method} {path} chunked={chunked}: {text}");
+            assert!(text.contains("larger than 65536 bytes"), "{text}");
+        }
+    }
+    // The limit itself is accepted.
+    let (status, text) = oversize(a, "GET", "/healthz", MAX_BODY, true);
+    assert_eq!(status, 200, "{text}");
+    assert!(!r.get("/api/events").1.contains("\"kind\":\"reload\""));
+    assert_eq!(r.get("/healthz").0, 200);
+}
