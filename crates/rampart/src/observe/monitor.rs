@@ -69,7 +69,7 @@ pub fn active() -> bool {
 }
 
 /// Offer one command (`argv`, received from `client` on pool `pool`) to every monitor.
-/// `AUTH`'s arguments and `HELLO`'s credentials show as `(redacted)`, as Redis shows them.
+/// Credentials show as `(redacted)`, as Redis shows them ([`redacted`]).
 pub fn feed(pool: &str, client: &str, argv: &[&[u8]]) {
     let line = Bytes::from(format_line(
         std::time::SystemTime::now()
@@ -118,7 +118,7 @@ pub fn format_line(at: std::time::Duration, pool: &str, client: &str, argv: &[&[
     let redact = redacted(argv);
     for (i, a) in argv.iter().enumerate() {
         out.extend_from_slice(b" \"");
-        if redact(i) {
+        if redact.hides(i) {
             out.extend_from_slice(b"(redacted)");
         } else {
             quote(a, &mut out);
@@ -129,21 +129,83 @@ pub fn format_line(at: std::time::Duration, pool: &str, client: &str, argv: &[&[
     out
 }
 
-/// Which argument positions of `argv` Redis hides from monitors.
-fn redacted(argv: &[&[u8]]) -> impl Fn(usize) -> bool {
-    let name = argv
-        .first()
-        .map(|a| a.to_ascii_lowercase())
-        .unwrap_or_default();
-    let hello_auth = if name == b"hello" {
-        argv.iter()
-            .position(|a| a.eq_ignore_ascii_case(b"auth"))
-            .filter(|&p| p >= 2)
-    } else {
-        None
+/// The argument positions of one command that hold a credential, hidden as `(redacted)` in
+/// MONITOR and SLOWLOG as Redis 7.0 hides them: every argument of `AUTH`; the user and
+/// password after `HELLO`'s `AUTH`; the password after `MIGRATE`'s `AUTH` and the user and
+/// password after its `AUTH2`; every argument of `ACL SETUSER` after the subcommand; the
+/// value of `requirepass`, `masterauth` and `masteruser` in `CONFIG SET`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redacted {
+    /// Positions below 64 that are hidden.
+    mask: u64,
+    /// Every position from this one on is hidden (`usize::MAX`: none).
+    from: usize,
+}
+
+impl Redacted {
+    /// Whether argument `i` (0 is the command name) is hidden.
+    #[inline]
+    pub fn hides(&self, i: usize) -> bool {
+        i >= self.from || (i < 64 && self.mask >> i & 1 == 1)
+    }
+
+    fn hide(&mut self, i: usize) {
+        if i < 64 {
+            self.mask |= 1 << i;
+        } else {
+            // Past the mask, hide the rest: more than needed, never less.
+            self.from = self.from.min(i);
+        }
+    }
+}
+
+/// Which arguments of `argv` hold a credential (see [`Redacted`]); for any other command,
+/// none. Costs a few comparisons of the command name.
+pub fn redacted(argv: &[&[u8]]) -> Redacted {
+    let mut r = Redacted {
+        mask: 0,
+        from: usize::MAX,
     };
-    let auth = name == b"auth";
-    move |i| (auth && i > 0) || hello_auth.is_some_and(|p| i == p + 1 || i == p + 2)
+    let Some(name) = argv.first() else {
+        return r;
+    };
+    let is = |i: usize, word: &[u8]| argv.get(i).is_some_and(|a| a.eq_ignore_ascii_case(word));
+    if name.eq_ignore_ascii_case(b"auth") {
+        r.from = 1;
+    } else if name.eq_ignore_ascii_case(b"hello") {
+        if let Some(p) = (2..argv.len()).find(|&i| is(i, b"auth")) {
+            r.hide(p + 1);
+            r.hide(p + 2);
+        }
+    } else if name.eq_ignore_ascii_case(b"migrate") {
+        let mut j = 6;
+        while j < argv.len() {
+            if is(j, b"auth") {
+                r.hide(j + 1);
+                j += 2;
+            } else if is(j, b"auth2") {
+                r.hide(j + 1);
+                r.hide(j + 2);
+                j += 3;
+            } else {
+                j += 1;
+            }
+        }
+    } else if name.eq_ignore_ascii_case(b"acl") && is(1, b"setuser") {
+        r.from = 2;
+    } else if name.eq_ignore_ascii_case(b"config") && is(1, b"set") {
+        let mut j = 2;
+        while j + 1 < argv.len() {
+            if [b"requirepass".as_slice(), b"masterauth", b"masteruser"]
+                .iter()
+                .any(|w| is(j, w))
+            {
+                r.hide(j + 1);
+            }
+            j += 2;
+        }
+    }
+    r
 }
 
 fn quote(a: &[u8], out: &mut Vec<u8>) {
@@ -189,5 +251,35 @@ mod tests {
             format_line(at, "p", "c", &hello),
             b"+1.000000 [p c] \"HELLO\" \"3\" \"AUTH\" \"(redacted)\" \"(redacted)\" \"SETNAME\" \"n\"\r\n"
         );
+    }
+
+    /// The positions `redacted` hides in `words` (split on spaces).
+    fn hidden(words: &str) -> Vec<usize> {
+        let argv: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
+        let r = redacted(&argv);
+        (0..argv.len()).filter(|&i| r.hides(i)).collect()
+    }
+
+    #[test]
+    fn every_credential_redis_hides_is_found() {
+        assert_eq!(hidden("auth pw"), [1]);
+        assert_eq!(hidden("HELLO 3 auth u pw SETNAME n"), [3, 4]);
+        assert_eq!(hidden("HELLO 3 SETNAME auth"), Vec::<usize>::new());
+        assert_eq!(hidden("MIGRATE h 1 k 0 10 COPY AUTH pw"), [8]);
+        assert_eq!(hidden("migrate h 1 \"\" 0 10 auth2 u pw KEYS auth"), [7, 8]);
+        assert_eq!(hidden("ACL SETUSER u on >pw ~*"), [2, 3, 4, 5]);
+        assert_eq!(hidden("ACL LIST"), Vec::<usize>::new());
+        assert_eq!(
+            hidden("CONFIG SET maxmemory 1 requirepass pw MasterAuth pw2 masteruser u"),
+            [5, 7, 9]
+        );
+        assert_eq!(hidden("CONFIG GET requirepass"), Vec::<usize>::new());
+        assert_eq!(hidden("SET auth pw"), Vec::<usize>::new());
+        let mut many = vec!["MIGRATE", "h", "1", "", "0", "10"];
+        many.extend(std::iter::repeat_n("x", 70));
+        many.extend(["AUTH", "pw", "KEYS", "k"]);
+        let argv: Vec<&[u8]> = many.iter().map(|w| w.as_bytes()).collect();
+        let r = redacted(&argv);
+        assert!(r.hides(77) && !r.hides(75), "past 64 arguments too");
     }
 }

@@ -70,13 +70,17 @@ pub fn is_enabled() -> bool {
 
 /// Append the arguments of one request to `buf`, cut to the shape of an entry: the argument
 /// count (4 bytes), then for each kept argument its length (4 bytes) and at most
-/// [`MAX_ARG_BYTES`] of its bytes. Returns the bytes appended (at most about 4.2 KiB).
+/// [`MAX_ARG_BYTES`] of its bytes; a credential is kept as `(redacted)`, as Redis shows it
+/// ([`crate::observe::monitor::redacted`]). Returns the bytes appended (at most about
+/// 4.2 KiB).
 pub fn keep(argv: &[&[u8]], buf: &mut std::collections::VecDeque<u8>) -> u32 {
     let before = buf.len();
     let argc = argv.len();
     let kept = if argc > MAX_ARGS { MAX_ARGS - 1 } else { argc };
     buf.extend((argc as u32).to_le_bytes());
-    for a in &argv[..kept] {
+    let hidden = crate::observe::monitor::redacted(argv);
+    for (i, a) in argv[..kept].iter().enumerate() {
+        let a: &[u8] = if hidden.hides(i) { b"(redacted)" } else { a };
         buf.extend((a.len() as u32).to_le_bytes());
         buf.extend(&a[..a.len().min(MAX_ARG_BYTES)]);
     }
@@ -243,6 +247,24 @@ mod tests {
         configure(-1, 3);
         assert!(!is_slow(u64::MAX));
         configure(10_000, 128);
+    }
+
+    #[test]
+    fn credentials_are_kept_redacted() {
+        let mut buf = std::collections::VecDeque::new();
+        let argv: Vec<&[u8]> = vec![b"AUTH", b"user", b"secret"];
+        let n = keep(&argv, &mut buf);
+        assert_eq!(
+            take(&mut buf, n),
+            [
+                b"AUTH".to_vec(),
+                b"(redacted)".to_vec(),
+                b"(redacted)".to_vec()
+            ]
+        );
+        let argv: Vec<&[u8]> = vec![b"config", b"set", b"masterauth", b"secret"];
+        let n = keep(&argv, &mut buf);
+        assert_eq!(take(&mut buf, n)[3], b"(redacted)");
     }
 
     #[test]

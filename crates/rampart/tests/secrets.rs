@@ -1,0 +1,469 @@
+//! No secret rampart knows ever shows: one rampart is configured with every secret it can
+//! hold (backend passwords of a `servers:`, a `primary:`/`replicas:` and a `sentinels:` pool,
+//! Sentinel's own password, the admin token), some of them wrong so that the errors that
+//! could echo them happen (a backend refusing the password, a Sentinel refusing its password,
+//! failed AUTH from a client, reloads of invalid files, a wrong admin token); then every
+//! place rampart writes to is read and searched for each secret: INFO (every section), CLIENT
+//! LIST, SLOWLOG, MONITOR, every error reply, every admin route, the stats port, the page,
+//! `rampart -t`, and the log file at the most verbose level.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use testkit::{free_port, poll_until, Client, Monitor, Proxy, RedisServer, Reply, Sentinel};
+
+/// The `servers:` pool's backend password (the nodes require it).
+const SERVERS_PASS: &str = "sekrit-servers-a91f07";
+/// The `primary:`/`replicas:` pool's backend password.
+const REPLICAS_PASS: &str = "sekrit-replicas-b72e55";
+/// The `sentinels:` pool's backend password.
+const SENTINEL_NODES_PASS: &str = "sekrit-sentnodes-c5d3e1";
+/// The Sentinel's own password (`sentinel_password`).
+const SENTINEL_PASS: &str = "sekrit-sentinel-d04b8a";
+/// A `redis_auth` the nodes refuse, in a `servers:` pool and in a `primary:` pool.
+const WRONG_PASS: &str = "sekrit-wrongpass-e6a832";
+/// A `sentinel_password` the Sentinel refuses.
+const WRONG_SENTINEL_PASS: &str = "sekrit-wrongsent-f1c9d4";
+/// The admin token, and the one it is rotated to.
+const TOKEN: &str = "sekrit-token-0a1b2c3d";
+const TOKEN_NEXT: &str = "sekrit-token-next-4e5f";
+/// What clients send that is almost a secret: a typo of a password, a wrong token.
+const CLIENT_TYPO: &str = "sekrit-servers-a91f08";
+const TOKEN_TYPO: &str = "sekrit-token-0a1b2c3e";
+
+/// Proxy users' passwords and their SHA-256 (`users:` with `password_sha256`,
+/// `password_file`, `password_env`), once pools can list users: add them here and to the
+/// configuration below, and log in as each of them (right and wrong) in `drive_clients`.
+const USER_SECRETS: &[&str] = &[];
+
+fn secrets() -> Vec<&'static str> {
+    let mut all = vec![
+        SERVERS_PASS,
+        REPLICAS_PASS,
+        SENTINEL_NODES_PASS,
+        SENTINEL_PASS,
+        WRONG_PASS,
+        WRONG_SENTINEL_PASS,
+        TOKEN,
+        TOKEN_NEXT,
+        CLIENT_TYPO,
+        TOKEN_TYPO,
+    ];
+    all.extend_from_slice(USER_SECRETS);
+    all
+}
+
+const CHECKS: &str =
+    "  health_check:\n    interval: 100ms\n    timeout: 300ms\n    fall: 2\n    rise: 2\n";
+
+/// Everything rampart showed, by where it was seen.
+#[derive(Default)]
+struct Seen(Vec<(String, String)>);
+
+impl Seen {
+    fn add(&mut self, place: impl Into<String>, text: impl Into<String>) {
+        self.0.push((place.into(), text.into()));
+    }
+
+    fn reply(&mut self, place: impl Into<String>, r: &Reply) {
+        self.add(place, reply_text(r));
+    }
+
+    /// Every place that holds a secret, with the line it is on.
+    fn leaks(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (place, text) in &self.0 {
+            for s in secrets() {
+                if let Some(line) = text.lines().find(|l| l.contains(s)) {
+                    out.push(format!("{place}: {s} in {line:?}"));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A reply as text, one line per element of nested arrays, binary shown lossily.
+fn reply_text(r: &Reply) -> String {
+    match r {
+        Reply::Simple(t) => t.clone(),
+        Reply::Error(t) => format!("-{t}"),
+        Reply::Int(n) => n.to_string(),
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Bulk(None) | Reply::Array(None) => "(nil)".to_string(),
+        Reply::Array(Some(items)) => items.iter().map(reply_text).collect::<Vec<_>>().join("\n"),
+    }
+}
+
+/// Servers requiring `pass`: a primary and `replicas` replicas (`masterauth` set so that
+/// they replicate).
+fn protected(pass: &str, replicas: usize) -> (RedisServer, Vec<RedisServer>) {
+    let primary = RedisServer::start();
+    let reps: Vec<RedisServer> = (0..replicas)
+        .map(|_| RedisServer::start_replica_of(&primary))
+        .collect();
+    for s in reps.iter().chain([&primary]) {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", pass]), Reply::ok());
+    }
+    for s in reps.iter().chain([&primary]) {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "requirepass", pass]), Reply::ok());
+    }
+    (primary, reps)
+}
+
+/// One HTTP/1.1 request; the status line, headers and body as one text.
+fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("timeout: {e}"));
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Everything the stats port sends on one connection.
+fn stats_port(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("timeout: {e}"));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The pools: `servers:` (right and wrong password), `primary:`/`replicas:` (right and
+/// wrong), `sentinels:` (right, and a wrong Sentinel password).
+fn yaml(
+    ports: &[u16; 6],
+    servers: &RedisServer,
+    set: &(RedisServer, Vec<RedisServer>),
+    sentinel: &Sentinel,
+) -> String {
+    let (primary, replicas) = set;
+    format!(
+        "servers_pool:\n  listen: 127.0.0.1:{p0}\n  redis: true\n  redis_auth: {SERVERS_PASS}\n  servers:\n   - {srv}:1 s0\n\
+         wrong_servers:\n  listen: 127.0.0.1:{p1}\n  redis: true\n  redis_auth: {WRONG_PASS}\n  server_failure_limit: 1\n  auto_eject_hosts: false\n  servers:\n   - {srv}:1 s0\n\
+         replicas_pool:\n  listen: 127.0.0.1:{p2}\n  redis_auth: {REPLICAS_PASS}\n  primary: {prim}\n  replicas: [{rep}]\n  read_policy: replica\n{CHECKS}\
+         wrong_replicas:\n  listen: 127.0.0.1:{p3}\n  redis_auth: {WRONG_PASS}\n  primary: {prim}\n  replicas: [{rep}]\n{CHECKS}\
+         sentinel_pool:\n  listen: 127.0.0.1:{p4}\n  redis_auth: {SENTINEL_NODES_PASS}\n  sentinels: [{sent}]\n  master: mymaster\n  sentinel_password: {SENTINEL_PASS}\n{CHECKS}\
+         wrong_sentinel:\n  listen: 127.0.0.1:{p5}\n  redis_auth: {SENTINEL_NODES_PASS}\n  sentinels: [{sent}]\n  master: mymaster\n  sentinel_password: {WRONG_SENTINEL_PASS}\n{CHECKS}",
+        p0 = ports[0],
+        p1 = ports[1],
+        p2 = ports[2],
+        p3 = ports[3],
+        p4 = ports[4],
+        p5 = ports[5],
+        srv = servers.addr(),
+        prim = primary.addr(),
+        rep = replicas[0].addr(),
+        sent = sentinel.addr(),
+    )
+}
+
+/// Invalid files whose error is on a line that holds a secret. (A secret written as the value
+/// of another key, say `timeout:`, is not known to be one: that key's error shows its value.)
+fn bad_files(good: &str) -> Vec<(&'static str, String)> {
+    let first = |from: &str, to: String| good.replacen(from, &to, 1);
+    let auth = format!("redis_auth: {SERVERS_PASS}");
+    let sent = format!("sentinel_password: {SENTINEL_PASS}");
+    vec![
+        (
+            "a password as a list",
+            first(&auth, format!("redis_auth: [{SERVERS_PASS}]")),
+        ),
+        (
+            "a password as a map",
+            first(&auth, format!("redis_auth: {{{SERVERS_PASS}: 1}}")),
+        ),
+        (
+            "an unterminated quote",
+            first(&auth, format!("redis_auth: \"{SERVERS_PASS}")),
+        ),
+        (
+            "a misspelt key",
+            first(&auth, format!("redis_auht: {SERVERS_PASS}")),
+        ),
+        (
+            "a duplicated key",
+            first(&auth, format!("{auth}\n  {auth}")),
+        ),
+        (
+            "a bad indent",
+            first(&auth, format!("   redis_auth: {SERVERS_PASS}")),
+        ),
+        (
+            "a tab as indent",
+            first(&format!("  {auth}"), format!("\t{auth}")),
+        ),
+        (
+            "a sentinel password as a list",
+            first(&sent, format!("sentinel_password: [{SENTINEL_PASS}]")),
+        ),
+    ]
+}
+
+/// Clients of every pool: AUTH right and wrong, HELLO with AUTH, commands that reach the
+/// nodes or fail because the nodes refuse the password, commands that would show a
+/// password; every reply is kept.
+fn drive_clients(ports: &[u16; 6], seen: &mut Seen) {
+    let connect = |port: u16| {
+        let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+        c.set_read_timeout(Some(Duration::from_secs(5)));
+        c
+    };
+    let mut run = |c: &mut Client, pool: &str, args: &[&str]| {
+        // The arguments are the test's own: keep only the reply.
+        match c.try_cmd(args) {
+            Ok(r) => {
+                seen.reply(format!("{pool}: reply to {}", args[0]), &r);
+                r
+            }
+            Err(e) => panic!("{pool}: {args:?}: {e}"),
+        }
+    };
+    let passes = [
+        ("servers_pool", SERVERS_PASS),
+        ("wrong_servers", WRONG_PASS),
+        ("replicas_pool", REPLICAS_PASS),
+        ("wrong_replicas", WRONG_PASS),
+        ("sentinel_pool", SENTINEL_NODES_PASS),
+        ("wrong_sentinel", SENTINEL_NODES_PASS),
+    ];
+    for (i, (pool, pass)) in passes.iter().enumerate() {
+        let mut c = connect(ports[i]);
+        run(&mut c, pool, &["GET", "before-auth"]);
+        run(&mut c, pool, &["AUTH", CLIENT_TYPO]);
+        run(&mut c, pool, &["AUTH", "default", CLIENT_TYPO]);
+        run(
+            &mut c,
+            pool,
+            &["HELLO", "2", "AUTH", "default", CLIENT_TYPO],
+        );
+        assert_eq!(run(&mut c, pool, &["AUTH", pass]), Reply::ok(), "{pool}");
+        run(&mut c, pool, &["HELLO", "2", "AUTH", "default", pass]);
+        for args in [
+            &["SET", "k", "v"][..],
+            &["GET", "k"],
+            &["MGET", "k", "k2"],
+            &["CONFIG", "GET", "requirepass"],
+            &["CONFIG", "GET", "masterauth"],
+            &["CONFIG", "GET", "*"],
+            &["CONFIG", "SET", "requirepass", CLIENT_TYPO],
+            &["ACL", "LIST"],
+            &["CLIENT", "LIST"],
+            &["CLIENT", "INFO"],
+            &["INFO", "everything"],
+            &["INFO", "all"],
+            &["INFO", "pools"],
+            &["INFO", "server"],
+            &["SLOWLOG", "GET", "1000"],
+            &["RAMPART", "KEYSHARD", "k"],
+            &["RAMPART", "HELP"],
+            &[
+                "MIGRATE",
+                "127.0.0.1",
+                "1",
+                "k",
+                "0",
+                "10",
+                "AUTH",
+                CLIENT_TYPO,
+            ],
+        ] {
+            run(&mut c, pool, args);
+        }
+    }
+}
+
+#[test]
+fn no_secret_appears_in_anything_rampart_shows() {
+    // The nodes: each pool's servers require its password.
+    let servers = RedisServer::start();
+    assert_eq!(
+        servers.cmd(&["CONFIG", "SET", "requirepass", SERVERS_PASS]),
+        Reply::ok()
+    );
+    let set = protected(REPLICAS_PASS, 1);
+    let sentinel_set = protected(SENTINEL_NODES_PASS, 1);
+    let monitor = Monitor::new("mymaster", sentinel_set.0.port()).auth_pass(SENTINEL_NODES_PASS);
+    let sentinel = Sentinel::start_monitors(&[monitor]);
+    testkit::wait_until(
+        Duration::from_secs(15),
+        "the sentinel to see the replica",
+        || {
+            sentinel
+                .cmd(&["SENTINEL", "REPLICAS", "mymaster"])
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    );
+    assert_eq!(
+        sentinel.cmd(&[
+            "ACL",
+            "SETUSER",
+            "default",
+            "resetpass",
+            &format!(">{SENTINEL_PASS}")
+        ]),
+        Reply::ok()
+    );
+
+    let ports = [(); 6].map(|_| free_port());
+    let (admin, stats) = (free_port(), free_port());
+    let good = yaml(&ports, &servers, &set, &sentinel);
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &good)
+        .file("token", format!("{TOKEN}\n"))
+        .args(["-c", "{dir}/rampart.yml", "--workers", "2", "-v", "11"])
+        .args(["-o", "{dir}/rampart.log", "--slowlog-slower-than", "0"])
+        .args(["-a", "127.0.0.1", "-s"])
+        .arg(stats.to_string())
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .args(["--admin-token-file", "{dir}/token"])
+        .wait_port(ports[5])
+        .start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+    let dir = proxy.dir().to_path_buf();
+    let mut seen = Seen::default();
+
+    // The good pools come up; the wrong ones are down (and say why).
+    let topology = || http(admin, "GET", "/api/topology", &[], "");
+    poll_until(Duration::from_secs(15), || {
+        let t = topology();
+        (t.matches("\"status\":\"up\"").count() >= 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the good pools never came up: {}", topology()));
+
+    // A MONITOR client sees everything the other clients send.
+    let mut monitor = Client::connect(&format!("127.0.0.1:{}", ports[0]));
+    assert_eq!(monitor.cmd(&["AUTH", SERVERS_PASS]), Reply::ok());
+    assert_eq!(monitor.cmd(&["MONITOR"]), Reply::ok());
+    monitor.set_read_timeout(Some(Duration::from_millis(500)));
+
+    drive_clients(&ports, &mut seen);
+    let mut monitored = String::new();
+    while let Ok(r) = monitor.read_reply() {
+        monitored.push_str(&reply_text(&r));
+        monitored.push('\n');
+    }
+    assert!(
+        monitored.contains("\"MIGRATE\"") && monitored.contains("\"AUTH\" \"(redacted)\""),
+        "MONITOR saw: {monitored}"
+    );
+
+    // Changing calls: without the token, with a wrong one, and reloads of invalid files
+    // (through the API and SIGHUP), then `rampart -t` on each.
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let typo = format!("Authorization: Bearer {TOKEN_TYPO}");
+    seen.add(
+        "POST /api/reload without a token",
+        http(admin, "POST", "/api/reload", &[], ""),
+    );
+    seen.add(
+        "POST /api/reload with a wrong token",
+        http(admin, "POST", "/api/reload", &[&typo], ""),
+    );
+    let conf = dir.join("rampart.yml");
+    for (what, text) in bad_files(&good) {
+        std::fs::write(&conf, &text).unwrap_or_else(|e| panic!("{e}"));
+        let answer = http(admin, "POST", "/api/reload", &[&bearer], "");
+        assert!(answer.starts_with("HTTP/1.1 409 "), "{what}: {answer}");
+        seen.add(format!("POST /api/reload of {what}"), answer);
+        let check = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap_or_else(|e| panic!("rampart -t: {e}"));
+        assert!(!check.status.success(), "{what}: rampart -t accepted it");
+        seen.add(
+            format!("rampart -t of {what} (stdout)"),
+            String::from_utf8_lossy(&check.stdout),
+        );
+        seen.add(
+            format!("rampart -t of {what} (stderr)"),
+            String::from_utf8_lossy(&check.stderr),
+        );
+    }
+    proxy.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    // Back to the good file, with a rotated token.
+    std::fs::write(&conf, &good).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("token"), TOKEN_NEXT).unwrap_or_else(|e| panic!("{e}"));
+    let answer = http(admin, "POST", "/api/reload", &[&bearer], "");
+    assert!(answer.contains("\"admin_token\":\"changed\""), "{answer}");
+    seen.add("POST /api/reload (good)", answer);
+    let next = format!("Authorization: Bearer {TOKEN_NEXT}");
+    let fault = "{\"pool\":\"servers_pool\",\"kind\":\"error\",\"error\":\"ERR injected\",\"duration_s\":60}";
+    seen.add(
+        "POST /api/faults",
+        http(admin, "POST", "/api/faults", &[&next], fault),
+    );
+    seen.add(
+        "POST /api/nodes/maintenance",
+        http(
+            admin,
+            "POST",
+            "/api/nodes/maintenance",
+            &[&next],
+            "{\"pool\":\"wrong_servers\",\"node\":\"s0\",\"on\":true}",
+        ),
+    );
+    seen.add(
+        "POST /api/shards/switchover",
+        http(
+            admin,
+            "POST",
+            "/api/shards/switchover",
+            &[&next],
+            "{\"pool\":\"wrong_replicas\",\"shard\":\"wrong_replicas\"}",
+        ),
+    );
+
+    // Every route of the admin interface, the stats port, MONITOR, and the log.
+    for path in [
+        "/",
+        "/assets/app.js",
+        "/assets/style.css",
+        "/metrics",
+        "/stats",
+        "/healthz",
+        "/readyz",
+        "/api/topology",
+        "/api/events",
+        "/api/history",
+        "/api/faults",
+        "/api/shards/switchover?pool=replicas_pool&shard=replicas_pool",
+        "/api/shards/switchover?pool=wrong_replicas&shard=wrong_replicas",
+        "/nope",
+    ] {
+        seen.add(format!("GET {path}"), http(admin, "GET", path, &[], ""));
+    }
+    seen.add("stats port", stats_port(stats));
+
+    let log = std::fs::read_to_string(dir.join("rampart.log")).unwrap_or_default();
+    assert!(log.contains("reload"), "the log holds no reload: {log}");
+    seen.add("log file", log);
+    seen.add("stderr", proxy.stderr());
+
+    let leaks = seen.leaks();
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+}
