@@ -364,6 +364,7 @@ fn no_secret_appears_in_anything_rampart_shows() {
         monitored.contains("\"MIGRATE\"") && monitored.contains("\"AUTH\" \"(redacted)\""),
         "MONITOR saw: {monitored}"
     );
+    seen.add("MONITOR", monitored);
 
     // Changing calls: without the token, with a wrong one, and reloads of invalid files
     // (through the API and SIGHUP), then `rampart -t` on each.
