@@ -81,16 +81,14 @@ pub fn feed(pool: &str, client: &str, argv: &[&[u8]]) {
     ));
     let Ok(mut s) = sinks().lock() else { return };
     s.retain(|sink| {
-        if sink.bytes.load(Ordering::Relaxed) + line.len() > MAX_BYTES {
+        // Counted before it is sent: the monitor's session, on another thread, may take the
+        // line and subtract it at once, and a count taken below zero wraps (the sum below
+        // would then overflow, a panic in a debug build, with this lock held).
+        let held = sink.bytes.fetch_add(line.len(), Ordering::Relaxed);
+        if held.saturating_add(line.len()) > MAX_BYTES {
             return false;
         }
-        match sink.tx.try_send(line.clone()) {
-            Ok(()) => {
-                sink.bytes.fetch_add(line.len(), Ordering::Relaxed);
-                true
-            }
-            Err(_) => false,
-        }
+        sink.tx.try_send(line.clone()).is_ok()
     });
     ACTIVE.store(s.len(), Ordering::Release);
 }
