@@ -468,3 +468,96 @@ fn no_secret_appears_in_anything_rampart_shows() {
         leaks.join("\n")
     );
 }
+
+/// docs/SECURITY.md's rotation of a backend password: the servers accept both passwords, the
+/// file names the new one and is reloaded, the old one is removed. Clients connected before
+/// keep working throughout, new ones log in with the new password, and rampart's own
+/// connections (requests and health checks) use it.
+#[test]
+fn a_backend_password_is_rotated_with_a_reload_and_connected_clients_keep_working() {
+    const OLD: &str = "rotate-old-5b1e";
+    const NEW: &str = "rotate-new-9c4f";
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    for s in [&primary, &replica] {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", OLD]), Reply::ok());
+    }
+    for s in [&primary, &replica] {
+        let r = s.cmd(&["ACL", "SETUSER", "default", "on", &format!(">{OLD}")]);
+        assert_eq!(r, Reply::ok());
+    }
+    let (port, admin) = (free_port(), free_port());
+    let conf = |pass: &str| {
+        format!(
+            "main:\n  listen: 127.0.0.1:{port}\n  redis_auth: {pass}\n  primary: {}\n  replicas: [{}]\n{CHECKS}",
+            primary.addr(),
+            replica.addr()
+        )
+    };
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", conf(OLD))
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .wait_port(port)
+        .start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+    let up = || {
+        let t = http(admin, "GET", "/api/topology", &[], "");
+        t.matches("\"status\":\"up\"").count() == 2
+    };
+    testkit::wait_until(Duration::from_secs(10), "both nodes up", up);
+    let login = |pass: &str| {
+        let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+        let r = c.cmd(&["AUTH", pass]);
+        (c, r)
+    };
+    let (mut before, r) = login(OLD);
+    assert_eq!(r, Reply::ok());
+    assert_eq!(before.cmd(&["SET", "k", "1"]), Reply::ok());
+
+    // 1. The servers take both passwords.
+    for s in [&primary, &replica] {
+        let mut c = Client::connect(&s.addr());
+        assert_eq!(c.cmd(&["AUTH", OLD]), Reply::ok());
+        let r = c.cmd(&["ACL", "SETUSER", "default", &format!(">{NEW}")]);
+        assert_eq!(r, Reply::ok());
+        assert_eq!(c.cmd(&["CONFIG", "SET", "masterauth", NEW]), Reply::ok());
+    }
+    // 2. The file names the new one; a reload applies it.
+    std::fs::write(proxy.dir().join("rampart.yml"), conf(NEW)).unwrap_or_else(|e| panic!("{e}"));
+    let answer = http(admin, "POST", "/api/reload", &[], "");
+    assert!(answer.contains("redis_auth changed"), "{answer}");
+    assert!(!answer.contains(NEW) && !answer.contains(OLD), "{answer}");
+    // 3. The old password goes.
+    for s in [&primary, &replica] {
+        let mut c = Client::connect(&s.addr());
+        assert_eq!(c.cmd(&["AUTH", NEW]), Reply::ok());
+        let r = c.cmd(&["ACL", "SETUSER", "default", &format!("<{OLD}")]);
+        assert_eq!(r, Reply::ok());
+        // Every connection is closed too, so rampart's next ones must log in with the new
+        // password (removing a password leaves logged-in connections as they are).
+        let killed = c.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        assert!(killed.as_int().is_some(), "{killed:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The client connected before goes on, through new server connections.
+    for i in 0..20 {
+        let r = before.cmd(&["SET", "k", &i.to_string()]);
+        assert_eq!(r, Reply::ok(), "write {i} after the rotation");
+    }
+    assert_eq!(before.cmd(&["GET", "k"]), Reply::bulk("19"));
+    let (mut after, r) = login(NEW);
+    assert_eq!(r, Reply::ok());
+    assert_eq!(after.cmd(&["GET", "k"]), Reply::bulk("19"));
+    let (_, r) = login(OLD);
+    assert!(
+        matches!(r, Reply::Error(ref e) if e.starts_with("WRONGPASS")),
+        "{r:?}"
+    );
+    // Health checks use the new password: both nodes stay up.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(up(), "{}", http(admin, "GET", "/api/topology", &[], ""));
+    let log = proxy.stderr();
+    assert!(!log.contains(OLD) && !log.contains(NEW), "{log}");
+}
