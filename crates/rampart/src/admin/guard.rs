@@ -300,7 +300,9 @@ pub async fn check(State(rules): State<Arc<Rules>>, req: Request, next: Next) ->
             .extensions
             .get::<PeerAddr>()
             .map_or_else(|| "an unknown peer".to_string(), |p| p.0.to_string());
-        let what = format!("{} {}", parts.method, parts.uri.path());
+        // The path is the client's: cut for the log line.
+        let path = crate::text::sanitize(parts.uri.path().as_bytes(), 128);
+        let what = format!("{} {path}", parts.method);
         if let Err(why) = rules.token.check(&parts.headers, &what, &peer) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
