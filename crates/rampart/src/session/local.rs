@@ -554,6 +554,10 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             vec![b"INFO".to_vec(), b"keyspace".to_vec()],
         )
     } else {
+        // As Redis: sections are separated by a blank line, and the last has none after it.
+        if t.ends_with("\r\n\r\n") {
+            t.truncate(t.len() - 2);
+        }
         let mut out = BytesMut::new();
         encode::text_for(&mut out, ctx.client.resp3, t.as_bytes());
         Answer::Reply(out)
