@@ -499,3 +499,68 @@ fn ioredis_cluster_spreads_keys_over_both_instances() {
     assert_eq!(a + b, 500);
     assert!(a > 0 && b > 0, "{a} and {b}");
 }
+
+const REDIS_PY_ALL: &str = r#"
+import sys, time, redis
+from redis.cluster import RedisCluster
+pa, pb = int(sys.argv[1]), int(sys.argv[2])
+rc = RedisCluster(host="127.0.0.1", port=pa)
+assert [n.port for n in rc.get_primaries()] == [pa], rc.get_nodes()
+assert [n.port for n in rc.get_replicas()] == [pb], rc.get_nodes()
+for i in range(200):
+    assert rc.set("all:%d" % i, i) is True
+print("ready", flush=True)
+sys.stdin.readline()
+t0 = time.monotonic()
+assert rc.set("all:after", 1) is True
+print("moved_after %.2f s" % (time.monotonic() - t0))
+assert [n.port for n in rc.get_primaries()] == [pb], rc.get_nodes()
+assert rc.get("all:7") == b"7"
+print("ok")
+"#;
+
+/// `slots: all`: the instance a client asks first answers as the master of every slot and
+/// names the other as its replica, so the client sends everything there; when that instance
+/// dies, the client asks the other for the map and carries on through it.
+#[test]
+fn with_slots_all_a_client_stays_on_one_instance_and_moves_when_it_dies() {
+    let dir = libs();
+    let servers = [RedisServer::start(), RedisServer::start()];
+    let (pa, pb) = (free_port(), free_port());
+    let refs: Vec<&RedisServer> = servers.iter().collect();
+    let all = |ports: &[u16]| format!("{}    slots: all\n", view(ports));
+    let mut a = rampart(pa, &refs, &all(&[pa, pb]));
+    let b = rampart(pb, &refs, &all(&[pa, pb]));
+    let mut child = Command::new("python3")
+        .env("PYTHONPATH", dir.join("py"))
+        .args(["-c", REDIS_PY_ALL, &pa.to_string(), &pb.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap_or(0);
+    if line.trim() != "ready" {
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        panic!("redis-py: {line}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(calls(&a.addr(), "set"), 200);
+    assert_eq!(calls(&b.addr(), "set"), 0);
+    a.kill9();
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    writeln!(stdin).unwrap_or_else(|e| panic!("{e}"));
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut lines, &mut rest).unwrap_or_else(|e| panic!("{e}"));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success() && rest.trim_end().ends_with("ok"),
+        "redis-py after the kill ({}):\n{rest}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", rest.trim());
+    assert!(calls(&b.addr(), "set") >= 1);
+}
