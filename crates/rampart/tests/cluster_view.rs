@@ -316,6 +316,8 @@ assert rc.mset_nonatomic({"py:m%d" % i: i for i in range(100)}) is not None
 assert rc.mget_nonatomic(["py:m%d" % i for i in range(100)]) == [str(i).encode() for i in range(100)]
 on_a = sum(1 for k in keys if rc.keyslot(k) <= 8191)
 print("on_a", on_a)
+print("dbsize", rc.dbsize())
+print("scanned", len(list(rc.scan_iter(match="py:[0-9]*", count=500))))
 # RESP2 too.
 r2 = RedisCluster(host="127.0.0.1", port=pb, protocol=2)
 assert r2.get("py:1") == b"py:1"
@@ -382,6 +384,21 @@ fn redis_py_cluster_spreads_keys_over_both_instances() {
     assert_eq!(calls(&b, "set"), 1000 - on_a, "SETs on the second instance");
     assert!(on_a > 400 && on_a < 600, "{on_a} of 1000 keys on the first");
     assert!(calls(&a, "mget") > 0 && calls(&b, "mget") > 0);
+    // What redis-py's whole-keyspace calls see: DBSIZE asks one node (right), SCAN every
+    // master (each key once per instance, since every instance answers for every key).
+    let total: i64 = two
+        .servers
+        .iter()
+        .map(|s| s.cmd(&["DBSIZE"]).as_int().unwrap_or(-1))
+        .sum();
+    assert_eq!(total, 1100);
+    let field = |name: &str| -> Option<i64> {
+        seen.iter()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|n| n.trim().parse().ok())
+    };
+    assert_eq!(field("dbsize "), Some(total), "{seen:?}");
+    assert_eq!(field("scanned "), Some(2000), "{seen:?}");
 
     two.b.kill9();
     let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
