@@ -38,6 +38,8 @@ pub fn answer(ctx: &Local<'_>, cmd: &str, argv: &[&[u8]]) -> BytesMut {
     };
     let resp3 = ctx.client.resp3;
     let pool = &ctx.pool.conf.name;
+    // Dispatch checked the argument count; a missing one reads as empty all the same.
+    let arg = |i: usize| argv.get(i).copied().unwrap_or_default();
     match cmd {
         "readonly" | "readwrite" | "asking" => encode::simple(&mut out, b"OK"),
         "cluster|help" => help(&mut out),
@@ -48,22 +50,22 @@ pub fn answer(ctx: &Local<'_>, cmd: &str, argv: &[&[u8]]) -> BytesMut {
         "cluster|shards" => shards(view, resp3, &mut out),
         "cluster|links" => encode::array_header(&mut out, 0),
         "cluster|keyslot" => {
-            encode::integer(&mut out, i64::from(hashkit::cluster_slot(argv[2])));
+            encode::integer(&mut out, i64::from(hashkit::cluster_slot(arg(2))));
         }
-        "cluster|countkeysinslot" => match integer(argv[2]) {
+        "cluster|countkeysinslot" => match integer(arg(2)) {
             None => encode::error(&mut out, NOT_INTEGER),
             Some(s) if !(0..16384).contains(&s) => encode::error(&mut out, "ERR Invalid slot"),
             Some(_) => encode::error(&mut out, &no_slot_index("COUNTKEYSINSLOT", pool)),
         },
-        "cluster|getkeysinslot" => match (integer(argv[2]), integer(argv[3])) {
+        "cluster|getkeysinslot" => match (integer(arg(2)), integer(arg(3))) {
             (None, _) | (_, None) => encode::error(&mut out, NOT_INTEGER),
             (Some(s), Some(n)) if !(0..16384).contains(&s) || n < 0 => {
                 encode::error(&mut out, "ERR Invalid slot or number of keys")
             }
             _ => encode::error(&mut out, &no_slot_index("GETKEYSINSLOT", pool)),
         },
-        "cluster|replicas" | "cluster|slaves" => match find(view, argv[2]) {
-            None => unknown_node(&mut out, argv[2]),
+        "cluster|replicas" | "cluster|slaves" => match find(view, arg(2)) {
+            None => unknown_node(&mut out, arg(2)),
             Some(i) if view.master_of(i).is_some() => {
                 encode::error(&mut out, "ERR The specified node is not a master")
             }
@@ -79,8 +81,8 @@ pub fn answer(ctx: &Local<'_>, cmd: &str, argv: &[&[u8]]) -> BytesMut {
                 }
             }
         },
-        "cluster|count-failure-reports" => match find(view, argv[2]) {
-            None => unknown_node(&mut out, argv[2]),
+        "cluster|count-failure-reports" => match find(view, arg(2)) {
+            None => unknown_node(&mut out, arg(2)),
             Some(_) => encode::integer(&mut out, 0),
         },
         other => {
