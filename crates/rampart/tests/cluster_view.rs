@@ -581,3 +581,43 @@ fn with_slots_all_a_client_stays_on_one_instance_and_moves_when_it_dies() {
     eprintln!("{}", rest.trim());
     assert!(calls(&b.addr(), "set") >= 1);
 }
+
+/// A reload (SIGHUP) that changes the view applies to the next command: a node added to the
+/// list shows in CLUSTER SLOTS and INFO; removing the view brings the default face back.
+#[test]
+fn a_reload_changes_the_view() {
+    let server = RedisServer::start();
+    let (pa, pb) = (free_port(), free_port());
+    let proxy = rampart(pa, &[&server], &view(&[pa]));
+    let mut c = Client::connect(&proxy.addr());
+    let known = |c: &mut Client| match c.cmd(&["CLUSTER", "INFO"]) {
+        Reply::Bulk(Some(t)) => String::from_utf8_lossy(&t)
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_known_nodes:").map(str::to_string)),
+        _ => None,
+    };
+    assert_eq!(known(&mut c).as_deref(), Some("1"));
+    let yaml = std::fs::read_to_string(proxy.dir().join("x.yml")).unwrap_or_default();
+    let grown = yaml.replace(&view(&[pa]), &view(&[pa, pb]));
+    assert_ne!(grown, yaml);
+    std::fs::write(proxy.dir().join("x.yml"), &grown).unwrap_or_else(|e| panic!("{e}"));
+    proxy.signal("HUP");
+    testkit::wait_until(std::time::Duration::from_secs(5), "the new view", || {
+        known(&mut c).as_deref() == Some("2")
+    });
+    match c.cmd(&["CLUSTER", "SLOTS"]) {
+        Reply::Array(Some(ranges)) => assert_eq!(ranges.len(), 2, "{ranges:?}"),
+        other => panic!("CLUSTER SLOTS: {other:?}"),
+    }
+    std::fs::write(proxy.dir().join("x.yml"), yaml.replace(&view(&[pa]), ""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    proxy.signal("HUP");
+    testkit::wait_until(std::time::Duration::from_secs(5), "no view", || {
+        c.cmd(&["CLUSTER", "INFO"])
+            == Reply::Error("ERR This instance has cluster support disabled".into())
+    });
+    assert_eq!(
+        c.cmd(&["INFO", "cluster"]),
+        Reply::bulk("# Cluster\r\ncluster_enabled:0\r\n")
+    );
+}
