@@ -3,7 +3,9 @@
 //! The generated table calls [`of`] for each entry at compile time. The decision is made from
 //! Redis' own flags, with the exceptions listed by name in [`EXCEPTIONS`]:
 //!
-//! 1. a name in [`EXCEPTIONS`] gets the class written there;
+//! 1. a name in [`EXCEPTIONS`] gets the class written there, and every `cluster|...`
+//!    subcommand is [`Route::Local`] (the proxy answers as a server without cluster support,
+//!    or as the pool's cluster view);
 //! 2. `pubsub` commands are [`Route::PubSub`]: the session's subscribed mode and the worker's
 //!    subscriber hub serve them, placing each channel on a shard as a key;
 //! 3. `blocking` commands are unsupported (they would stall a multiplexed backend connection);
@@ -160,9 +162,11 @@ pub const EXCEPTIONS: &[(&str, Route)] = &[
         Route::Unsupported("MIGRATE is not supported by the proxy"),
     ),
     ("restore-asking", Route::Unsupported(CLUSTER)),
-    ("asking", Route::Unsupported(CLUSTER)),
-    ("readonly", Route::Unsupported(CLUSTER)),
-    ("readwrite", Route::Unsupported(CLUSTER)),
+    // Answered by the proxy as a server without cluster support, or as the pool's cluster
+    // view (every `cluster|...` subcommand too, see `of`).
+    ("asking", Route::Local),
+    ("readonly", Route::Local),
+    ("readwrite", Route::Local),
     // A running script blocks the connection it came on: the proxy sends these to every
     // node on connections of their own.
     ("script|kill", Route::Local),
@@ -180,6 +184,9 @@ pub const fn of(name: &str, flags: Flags, has_keys: bool) -> Route {
             return EXCEPTIONS[i].1;
         }
         i += 1;
+    }
+    if starts_with(name, "cluster|") {
+        return Route::Local;
     }
     if flags.contains(Flags::PUBSUB) {
         return Route::PubSub;
@@ -204,6 +211,21 @@ const fn str_eq(a: &str, b: &str) -> bool {
     let mut i = 0;
     while i < a.len() {
         if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn starts_with(s: &str, prefix: &str) -> bool {
+    let (s, x) = (s.as_bytes(), prefix.as_bytes());
+    if s.len() < x.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < x.len() {
+        if s[i] != x[i] {
             return false;
         }
         i += 1;
@@ -287,6 +309,13 @@ mod tests {
             "info",
             "script kill",
             "function kill",
+            "cluster info",
+            "cluster slots",
+            "cluster help",
+            "cluster addslots",
+            "readonly",
+            "readwrite",
+            "asking",
         ] {
             assert_eq!(route(name), Route::Local, "{name}");
         }
@@ -393,9 +422,7 @@ mod tests {
             "slaveof",
             "shutdown",
             "debug",
-            "cluster info",
-            "readonly",
-            "readwrite",
+            "restore-asking",
             "swapdb",
             "move",
             "migrate",

@@ -310,6 +310,9 @@ impl Pool {
                 )
             }
         });
+        c.field("cluster_view", &o.cluster_view, &n.cluster_view, |v| {
+            v.as_ref().map_or_else(|| "off".into(), ToString::to_string)
+        });
         c.0
     }
 }

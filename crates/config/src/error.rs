@@ -496,6 +496,9 @@ pub enum Problem {
         /// The bound in milliseconds.
         limit_ms: u64,
     },
+    /// A `cluster_view:` that cannot be used.
+    #[error("{0}")]
+    ClusterView(Box<crate::ViewProblem>),
 }
 
 /// A key that binds a listening address.

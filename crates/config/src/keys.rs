@@ -70,6 +70,8 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "spool_max_bytes",
     "read_listen",
     "write_listen",
+    // The Redis Cluster the pool presents (see `cluster_view`).
+    "cluster_view",
 ];
 
 /// Whether a pool key takes a single scalar (every known key but `servers` and the
@@ -83,7 +85,7 @@ pub(crate) fn is_tree_key(key: &str) -> bool {
     matches!(
         key,
         "shards" | "primary" | "replicas" | "sentinels" | "health_check"
-    )
+    ) || key == "cluster_view"
 }
 
 /// Whether a key inside a structured value takes a single scalar, read as written.

@@ -26,6 +26,7 @@
 //! - `ha_keys`: read policy, replica lag, zone, [`HealthCheck`], ejection, failover hold.
 //! - `ha`: the high-availability types ([`Shard`], [`Node`], [`ReadPolicy`], ...).
 //! - `value`: booleans, durations, byte sizes.
+//! - `cluster_view`: the Redis Cluster a pool presents ([`ClusterView`]).
 //! - `diff`: what a reload changes in a pool, in words ([`Pool::changes_from`]).
 //! - `error`: [`ConfigError`] and its [`Problem`]s.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@
 
 mod addr;
 mod cache_keys;
+mod cluster_view;
 mod diff;
 mod error;
 mod ha;
@@ -49,6 +51,9 @@ use std::time::Duration;
 
 pub use addr::{Listen, Server, ServerAddr, MAX_SOCKET_PATH};
 pub use cache_keys::{FailOpen, FailOpenWrites, FAIL_OPEN_AFTER, FAIL_OPEN_TIMEOUT};
+pub use cluster_view::{
+    node_id, ClusterView, ViewNode, ViewProblem, ViewSlots, CLUSTER_VIEW_MAX_NODES,
+};
 pub use error::{AddrError, ConfigError, ListenKey, Problem};
 pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
@@ -174,6 +179,10 @@ pub struct Pool {
     pub read_listen: Option<Listen>,
     /// rampart: an extra address that sends everything, reads included, to the primaries.
     pub write_listen: Option<Listen>,
+    /// rampart: the Redis Cluster this pool presents to clients (CLUSTER SLOTS, NODES, ...),
+    /// made of rampart instances; `None`: it answers as a server with cluster support
+    /// disabled.
+    pub cluster_view: Option<ClusterView>,
 }
 
 /// A pool's write spool (`spool_dir`, `spool_commands`, `spool_max_bytes`).

@@ -141,6 +141,7 @@ impl Fields<'_> {
             Some(t) => (t, true),
             None => (defaults::TIMEOUT, false),
         };
+        let cluster_view = self.cluster_view(get, &listen)?;
         let pool = Pool {
             name: self.name.to_string(),
             listen,
@@ -202,6 +203,7 @@ impl Fields<'_> {
             spool: self.spool(get)?,
             read_listen: read_listen.as_ref().map(|(l, _)| l.clone()),
             write_listen: write_listen.as_ref().map(|(l, _)| l.clone()),
+            cluster_view,
         };
         self.check_replica_acks(get, &pool)?;
         if pool.spool.is_some()

@@ -124,6 +124,11 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
                 out = crate::session::resp3::command_reply(argv, &out);
             }
         }
+        name if matches!(name, "readonly" | "readwrite" | "asking")
+            || name.starts_with("cluster|") =>
+        {
+            return Answer::Reply(crate::session::clusterview::answer(ctx, name, argv))
+        }
         other => encode::error(
             &mut out,
             &format!("ERR '{other}' is not answered by rampart"),
@@ -267,11 +272,21 @@ fn hello(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     encode::bulk(out, b"id");
     encode::integer(out, ctx.client.id as i64);
     encode::bulk(out, b"mode");
-    encode::bulk(out, b"standalone");
+    encode::bulk(out, mode(ctx).as_bytes());
     encode::bulk(out, b"role");
     encode::bulk(out, b"master");
     encode::bulk(out, b"modules");
     encode::array_header(out, 0);
+}
+
+/// What HELLO's `mode` and INFO's `redis_mode` say: `cluster` for a pool with a cluster view,
+/// else `standalone`.
+fn mode(ctx: &Local<'_>) -> &'static str {
+    if ctx.pool.conf.cluster_view.is_some() {
+        "cluster"
+    } else {
+        "standalone"
+    }
 }
 
 fn client(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
@@ -446,8 +461,9 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         };
         let _ = write!(
             t,
-            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nrampart_version:{}\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nworkers:{}\r\n\r\n",
+            "# Server\r\nredis_version:{}\r\nredis_mode:{}\r\nrampart_version:{}\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:{}\r\nconfig_file:{}\r\nworkers:{}\r\n\r\n",
             rampart_commands::REDIS_VERSION,
+            mode(ctx),
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             usize::BITS,
@@ -510,7 +526,8 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         t.push_str("\r\n");
     }
     if has("cluster") {
-        t.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        let on = ctx.pool.conf.cluster_view.is_some() as u8;
+        let _ = write!(t, "# Cluster\r\ncluster_enabled:{on}\r\n\r\n");
     }
     if all || want.iter().any(|w| w == "commandstats") {
         t.push_str("# Commandstats\r\n");
@@ -537,6 +554,10 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             vec![b"INFO".to_vec(), b"keyspace".to_vec()],
         )
     } else {
+        // As Redis: sections are separated by a blank line, and the last has none after it.
+        if t.ends_with("\r\n\r\n") {
+            t.truncate(t.len() - 2);
+        }
         let mut out = BytesMut::new();
         encode::text_for(&mut out, ctx.client.resp3, t.as_bytes());
         Answer::Reply(out)

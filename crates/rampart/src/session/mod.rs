@@ -5,10 +5,12 @@
 //! transaction queued between MULTI and EXEC ([`transaction`]), WATCH on a connection of its
 //! own ([`watch`]), blocking commands on connections of their own ([`blocking`]), how both
 //! reach the shard's primary, waiting through a failover ([`primary`]), and a session's
-//! subscriptions and the Pub/Sub commands ([`pubsub`]).
+//! subscriptions and the Pub/Sub commands ([`pubsub`]), and the CLUSTER commands, as a
+//! server without cluster support or as the pool's cluster view ([`clusterview`]).
 
 pub mod blocking;
 pub mod client;
+pub mod clusterview;
 pub mod conn;
 pub mod dispatch;
 pub mod local;
