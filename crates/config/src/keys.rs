@@ -70,6 +70,10 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "spool_max_bytes",
     "read_listen",
     "write_listen",
+    // TLS (see `tls_keys`).
+    "tls_listen",
+    "tls",
+    "backend_tls",
 ];
 
 /// Whether a pool key takes a single scalar (every known key but `servers` and the
@@ -82,7 +86,7 @@ pub(crate) fn is_scalar_key(key: &str) -> bool {
 pub(crate) fn is_tree_key(key: &str) -> bool {
     matches!(
         key,
-        "shards" | "primary" | "replicas" | "sentinels" | "health_check"
+        "shards" | "primary" | "replicas" | "sentinels" | "health_check" | "tls" | "backend_tls"
     )
 }
 
@@ -101,6 +105,13 @@ pub(crate) fn is_nested_scalar_key(key: &str) -> bool {
             | "fall"
             | "jitter"
             | "fast_interval"
+            | "cert"
+            | "key"
+            | "client_ca"
+            | "client_auth"
+            | "ca"
+            | "server_name"
+            | "enabled"
     )
 }
 

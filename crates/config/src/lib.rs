@@ -41,6 +41,7 @@ mod keys;
 mod pool;
 mod raw;
 mod shards;
+mod tls_keys;
 mod value;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ pub use cache_keys::{FailOpen, FailOpenWrites, FAIL_OPEN_AFTER, FAIL_OPEN_TIMEOU
 pub use error::{AddrError, ConfigError, ListenKey, Problem};
 pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
+pub use tls_keys::{BackendTls, ClientAuth, ListenerTls, TlsFile, TlsProblem};
 
 use raw::Pos;
 
@@ -174,6 +176,13 @@ pub struct Pool {
     pub read_listen: Option<Listen>,
     /// rampart: an extra address that sends everything, reads included, to the primaries.
     pub write_listen: Option<Listen>,
+    /// rampart: an extra address that serves the pool over TLS (`tls` says with what);
+    /// `listen` stays plaintext.
+    pub tls_listen: Option<Listen>,
+    /// rampart: the certificate and client-certificate rules of `tls_listen`.
+    pub tls: Option<ListenerTls>,
+    /// rampart: TLS to the pool's servers and Sentinels; `None`: plaintext.
+    pub backend_tls: Option<BackendTls>,
 }
 
 /// A pool's write spool (`spool_dir`, `spool_commands`, `spool_max_bytes`).
@@ -503,6 +512,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             (ListenKey::Listen, Some(&pool.listen)),
             (ListenKey::ReadListen, pool.read_listen.as_ref()),
             (ListenKey::WriteListen, pool.write_listen.as_ref()),
+            (ListenKey::TlsListen, pool.tls_listen.as_ref()),
         ];
         for ((key, listen), pos) in addresses.into_iter().zip(positions) {
             let Some(listen) = listen else { continue };
