@@ -189,7 +189,20 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.test_conf {
-        return match rampart_config::load(&cli.conf_file) {
+        let loaded = rampart_config::load(&cli.conf_file);
+        // The certificates and keys the file names are read as at start.
+        if let Ok(config) = &loaded {
+            for pool in &config.pools {
+                if let Err(e) = rampart::tls::PoolTls::load(pool) {
+                    eprintln!(
+                        "rampart: configuration file '{}' syntax is invalid\n{e}",
+                        cli.conf_file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        return match loaded {
             Ok(_) => {
                 eprintln!(
                     "rampart: configuration file '{}' syntax is ok",

@@ -26,12 +26,11 @@ pub fn build_pools(
             Some(p) => p.index,
             None => shared.pool_slot(&conf.name)?,
         };
-        pools.push(Arc::new(PoolRt::with_nodes(
-            slot,
-            conf,
-            shared.workers,
-            prev.map(|p| p.as_ref()),
-        )));
+        // Certificates and keys are read again on every reload; a bad file refuses it.
+        let tls = crate::tls::PoolTls::load(&conf)?;
+        pools.push(Arc::new(
+            PoolRt::with_nodes(slot, conf, shared.workers, prev.map(|p| p.as_ref())).with_tls(tls),
+        ));
     }
     Ok(pools)
 }
