@@ -8,6 +8,7 @@
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use testkit::{
-    encode_command, free_port, poll_until, redis_cli_tls, Proxy, RedisServer, Reply, TlsFiles,
+    encode_command, free_port, poll_until, redis_cli_tls, send_signal, Proxy, RedisServer, Reply,
+    TlsFiles, TlsRedis,
 };
 
 /// A certificate authority that issues certificates into a directory.
@@ -118,6 +120,18 @@ impl TlsClient {
         })
     }
 
+    /// notAfter of the certificate the server presented.
+    fn peer_not_after(&self) -> i64 {
+        let certs = self
+            .io
+            .get_ref()
+            .conn
+            .peer_certificates()
+            .expect("peer certs");
+        let (_, cert) = x509_parser::parse_x509_certificate(certs[0].as_ref()).expect("x509");
+        cert.validity().not_after.timestamp()
+    }
+
     fn try_cmd(&mut self, args: &[&str]) -> std::io::Result<Reply> {
         self.io.get_mut().write_all(&encode_command(args))?;
         self.io.get_mut().flush()?;
@@ -162,6 +176,22 @@ fn metric(admin: u16, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Send SIGHUP and wait for the reload's log line (applied or refused).
+fn reload(proxy: &Proxy) -> String {
+    let lines = |log: String| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("reload: ") || l.contains("reload refused"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = lines(proxy.stderr()).len();
+    send_signal(proxy.pid(), "HUP");
+    poll_until(Duration::from_secs(10), || {
+        lines(proxy.stderr()).get(before).cloned()
+    })
+    .unwrap_or_else(|| panic!("no reload line after SIGHUP:\n{}", proxy.stderr()))
 }
 
 fn cli_ok(port: u16, files: Option<&TlsFiles>, ca: &Path, args: &[&str]) -> String {
@@ -252,5 +282,355 @@ fn redis_cli_over_tls_and_plaintext_clients_share_one_pool() {
             )
         ),
         Some(jan1(2031) as f64)
+    );
+}
+
+/// `backend_tls:` with the CA (and, with `client`, a client certificate), its name check
+/// left to each node's host or set with `server_name`.
+fn backend_block(ca: &Path, client: Option<&TlsFiles>, server_name: Option<&str>) -> String {
+    let mut y = format!("  backend_tls:\n    ca: {}\n", ca.display());
+    if let Some(c) = client {
+        y.push_str(&format!(
+            "    cert: {}\n    key: {}\n",
+            c.cert.display(),
+            c.key.display()
+        ));
+    }
+    if let Some(n) = server_name {
+        y.push_str(&format!("    server_name: {n}\n"));
+    }
+    y
+}
+
+const CHECKS: &str =
+    "  health_check:\n    interval: 100ms\n    timeout: 500ms\n    fall: 2\n    rise: 2\n";
+
+#[test]
+fn a_sharded_pool_of_tls_servers_serves_requests_blocking_commands_and_pubsub() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let redis_files = ca.issue("redis", "redis", 2031);
+    let client_files = ca.issue("cli", "cli", 2031);
+    let a = TlsRedis::start(&redis_files, "no", &[]);
+    let b = TlsRedis::start(&redis_files, "no", &[]);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  timeout: 2000\n{}  servers:\n   - {}:1 s0\n   - {}:1 s1\n",
+        backend_block(&ca.pem(), None, None),
+        a.addr(),
+        b.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = testkit::Client::connect(&addr);
+    for i in 0..100 {
+        let r = c.cmd(&["SET", &format!("k{i}"), &i.to_string()]);
+        assert_eq!(r, Reply::ok(), "log:\n{}", proxy.stderr());
+    }
+    let sizes: Vec<i64> = [&a, &b]
+        .iter()
+        .map(|s| {
+            cli_ok(s.port(), Some(&client_files), &ca.pem(), &["DBSIZE"])
+                .parse()
+                .expect("DBSIZE")
+        })
+        .collect();
+    assert_eq!(sizes.iter().sum::<i64>(), 100, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|n| *n > 0),
+        "both shards hold keys: {sizes:?}"
+    );
+    assert_eq!(c.cmd(&["GET", "k42"]), Reply::bulk("42"));
+    // A blocking command on a dedicated connection, woken by a push from another client.
+    let waiter = std::thread::spawn({
+        let addr = addr.clone();
+        move || testkit::Client::connect(&addr).cmd(&["BLPOP", "queue", "5"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.cmd(&["LPUSH", "queue", "job"]), Reply::Int(1));
+    assert_eq!(
+        waiter.join().expect("BLPOP thread"),
+        Reply::bulks(["queue", "job"])
+    );
+    // Pub/Sub through the subscriber connections.
+    let mut sub = testkit::Client::connect(&addr);
+    let confirm = sub.cmd(&["SUBSCRIBE", "news"]);
+    assert!(confirm.as_array().is_some(), "{confirm:?}");
+    assert_eq!(c.cmd(&["PUBLISH", "news", "hello"]), Reply::Int(1));
+    assert_eq!(
+        sub.read_reply().expect("message"),
+        Reply::bulks(["message", "news", "hello"])
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "rampart_tls_server_handshake_failures_total{pool=\"p\"}"
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_replica_set_is_health_checked_and_switched_over_over_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let redis_files = ca.issue("redis", "redis", 2031);
+    // Both replicate over TLS: FAILOVER makes the old primary a replica of the new one.
+    let primary = TlsRedis::start(&redis_files, "no", &["--tls-replication", "yes"]);
+    let port_s = primary.port().to_string();
+    let replica = TlsRedis::start(
+        &redis_files,
+        "no",
+        &[
+            "--tls-replication",
+            "yes",
+            "--replicaof",
+            "127.0.0.1",
+            &port_s,
+        ],
+    );
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  primary: {}\n  replicas: [{}]\n  failover_hold: 5s\n{CHECKS}{}",
+        primary.addr(),
+        replica.addr(),
+        backend_block(&ca.pem(), None, Some("localhost"))
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let up = || {
+        get(admin, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("rampart_node_role{") && l.contains("status=\"up\""))
+            .count()
+    };
+    poll_until(Duration::from_secs(15), || (up() == 2).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "both nodes up over TLS checks:\n{}\n{}",
+            get(admin, "/metrics"),
+            proxy.stderr()
+        )
+    });
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    c.set_read_timeout(Some(Duration::from_secs(20)));
+    let r = c.cmd(&["RAMPART", "SWITCHOVER", "p"]);
+    assert!(
+        matches!(&r, Reply::Simple(s) if s.contains("switched to")),
+        "{r:?}\nlog:\n{}",
+        proxy.stderr()
+    );
+    let files = ca.issue("cli", "cli", 2031);
+    let role = cli_ok(replica.port(), Some(&files), &ca.pem(), &["ROLE"]);
+    assert!(role.starts_with("master"), "{role}");
+    assert_eq!(c.cmd(&["SET", "after", "2"]), Reply::ok());
+    assert_eq!(
+        cli_ok(replica.port(), Some(&files), &ca.pem(), &["GET", "before"]),
+        "1"
+    );
+    assert_eq!(
+        cli_ok(replica.port(), Some(&files), &ca.pem(), &["GET", "after"]),
+        "2"
+    );
+}
+
+#[test]
+fn client_certificates_both_ways_accept_the_ca_and_refuse_others() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let redis_files = ca.issue("redis", "redis", 2031);
+    let rampart_client = ca.issue("rampart-client", "rampart", 2030);
+    let proxy_files = ca.issue("proxy", "rampart", 2031);
+    let app = ca.issue("app", "app", 2031);
+    let stranger = other.issue("stranger", "stranger", 2031);
+    // The server requires client certificates: rampart shows its own.
+    let server = TlsRedis::start(&redis_files, "yes", &[]);
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}{}  servers:\n   - {}:1 s0\n",
+        listener_block(&proxy_files, &format!("    client_ca: {}\n", ca.pem().display())),
+        backend_block(&ca.pem(), Some(&rampart_client), Some("localhost")),
+        server.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    assert_eq!(
+        cli_ok(tls_port, Some(&app), &ca.pem(), &["SET", "k", "v"]),
+        "OK"
+    );
+    assert_eq!(cli_ok(tls_port, Some(&app), &ca.pem(), &["GET", "k"]), "v");
+    assert_eq!(
+        cli_ok(server.port(), Some(&app), &ca.pem(), &["GET", "k"]),
+        "v"
+    );
+    // No certificate, and one from another CA: refused, each counted and logged.
+    assert!(TlsClient::connect(tls_port, &ca.pem(), None)
+        .and_then(|mut c| c.try_cmd(&["PING"]))
+        .is_err());
+    let (ok, out) = redis_cli_tls(tls_port, Some(&stranger), &ca.pem(), &["PING"]);
+    assert!(!ok || !out.contains("PONG"), "{out}");
+    let log = poll_until(Duration::from_secs(5), || {
+        let log = proxy.stderr();
+        (log.matches("TLS client refused").count() >= 2).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("two refusals logged:\n{}", proxy.stderr()));
+    assert!(log.contains("the client sent no certificate"), "{log}");
+    assert!(
+        log.contains("TLS client refused: 127.0.0.1:")
+            && log.contains("the client certificate was not trusted"),
+        "{log}"
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "rampart_tls_client_handshake_failures_total{pool=\"p\"}"
+        ),
+        Some(2.0)
+    );
+    for (role, year) in [
+        ("backend_client", 2030),
+        ("client_ca", 4096),
+        ("backend_ca", 4096),
+    ] {
+        let line = get(admin, "/metrics")
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "rampart_tls_certificate_not_after_seconds{{pool=\"p\",role=\"{role}\""
+                ))
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {role} expiry"));
+        assert!(line.ends_with(&format!(" {}", jan1(year))), "{line}");
+    }
+}
+
+#[test]
+fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let impostor = TlsRedis::start(&other.issue("impostor", "impostor", 2031), "no", &[]);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  timeout: 1000\n{}  servers:\n   - {}:1 s0\n",
+        backend_block(&ca.pem(), None, None),
+        impostor.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let r = testkit::Client::connect(&format!("127.0.0.1:{port}")).cmd(&["GET", "k"]);
+    assert!(r.is_error(), "{r:?}");
+    let log = proxy.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS to server"))
+        .unwrap_or_else(|| panic!("no TLS failure line:\n{log}"));
+    assert!(
+        line.contains(&impostor.addr()) && line.contains("the server certificate was not trusted"),
+        "{line}"
+    );
+    assert!(
+        metric(
+            admin,
+            "rampart_tls_server_handshake_failures_total{pool=\"p\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+}
+
+#[test]
+fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let old = ca.issue("proxy", "rampart", 2031);
+    let redis = RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}  servers:\n   - {}:1 s0\n",
+        listener_block(&old, ""),
+        redis.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let expiry = format!(
+        "rampart_tls_certificate_not_after_seconds{{pool=\"p\",role=\"listener\",file=\"{}\"}}",
+        old.cert.display()
+    );
+    assert_eq!(metric(admin, &expiry), Some(jan1(2031) as f64));
+    // Clients that keep one connection each and run commands until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, done, ca) = (Arc::clone(&stop), Arc::clone(&done), ca.pem());
+            std::thread::spawn(move || -> Result<u64, String> {
+                let mut c = TlsClient::connect(tls_port, &ca, None).map_err(|e| e.to_string())?;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 1_000_000 {
+                    let key = format!("load:{t}:{}", n % 100);
+                    let v = n.to_string();
+                    match c.try_cmd(&["SET", &key, &v]) {
+                        Ok(r) if r == Reply::ok() => {}
+                        other => return Err(format!("SET: {other:?}")),
+                    }
+                    match c.try_cmd(&["GET", &key]) {
+                        Ok(r) if r == Reply::bulk(&v) => {}
+                        other => return Err(format!("GET: {other:?}")),
+                    }
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let progressed = |min: u64| {
+        let from = done.load(Ordering::Relaxed);
+        poll_until(Duration::from_secs(10), || {
+            (done.load(Ordering::Relaxed) >= from + min).then_some(())
+        })
+        .expect("the clients make progress");
+    };
+    progressed(200);
+    // Renewed: a new key and a later expiry, same files.
+    let renewed = ca.issue("proxy", "rampart", 2032);
+    let line = reload(&proxy);
+    assert!(line.contains("reload: applied"), "{line}");
+    progressed(200);
+    let fresh = TlsClient::connect(tls_port, &ca.pem(), None).expect("connect after reload");
+    assert_eq!(
+        fresh.peer_not_after(),
+        jan1(2032),
+        "new connections get the renewed certificate"
+    );
+    assert_eq!(metric(admin, &expiry), Some(jan1(2032) as f64));
+    // A bad file: the reload is refused naming it, and nothing changes.
+    std::fs::write(&renewed.cert, "not a certificate\n").expect("spoil");
+    let line = reload(&proxy);
+    assert!(
+        line.contains("reload refused")
+            && line.contains(&renewed.cert.display().to_string())
+            && line.contains("no certificate"),
+        "{line}"
+    );
+    progressed(200);
+    let mut after = TlsClient::connect(tls_port, &ca.pem(), None).expect("connect after refusal");
+    assert_eq!(after.peer_not_after(), jan1(2032));
+    assert_eq!(after.cmd(&["PING"]), Reply::simple("PONG"));
+    assert_eq!(metric(admin, &expiry), Some(jan1(2032) as f64));
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        match c.join().expect("client thread") {
+            Ok(n) => total += n,
+            Err(e) => panic!(
+                "a client saw an error or was dropped: {e}\n{}",
+                proxy.stderr()
+            ),
+        }
+    }
+    assert!(total >= 600, "{total}");
+    assert_eq!(
+        metric(admin, "rampart_pool_client_errors_total{pool=\"p\"}"),
+        Some(0.0)
     );
 }
