@@ -283,6 +283,15 @@ fn redis_cli_over_tls_and_plaintext_clients_share_one_pool() {
         ),
         Some(jan1(2031) as f64)
     );
+    let topology = get(admin, "/api/topology");
+    assert!(
+        topology.contains(&format!(
+            "\"tls_certificates\":[{{\"role\":\"listener\",\"file\":\"{}\",\"subject\":\"CN=rampart\",\"not_after\":{}}}]",
+            server.cert.display(),
+            jan1(2031)
+        )),
+        "{topology}"
+    );
 }
 
 /// `backend_tls:` with the CA (and, with `client`, a client certificate), its name check
