@@ -69,6 +69,21 @@ struct Cli {
     /// any port, or NAME:PORT (a reverse proxy's name, an ssh tunnel's local port).
     #[arg(long = "admin-host", value_name = "NAME")]
     admin_host: Vec<String>,
+    /// Serve the admin interface over HTTPS with this certificate chain (PEM; needs
+    /// --admin-tls-key). Read again after every configuration reload.
+    #[arg(
+        long = "admin-tls-cert",
+        value_name = "FILE",
+        requires = "admin_tls_key"
+    )]
+    admin_tls_cert: Option<PathBuf>,
+    /// The private key of --admin-tls-cert (PEM).
+    #[arg(
+        long = "admin-tls-key",
+        value_name = "FILE",
+        requires = "admin_tls_cert"
+    )]
+    admin_tls_key: Option<PathBuf>,
     /// Log lines as text or as JSON objects (one per line).
     #[arg(long = "log-format", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -275,6 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .or_else(|| std::env::var("RAMPART_ADMIN_TOKEN").ok()),
             hosts: cli.admin_host.clone(),
             explicit: cli.admin.is_some(),
+            tls: cli.admin_tls_cert.clone().zip(cli.admin_tls_key.clone()),
         }),
     };
     tracing::info!(

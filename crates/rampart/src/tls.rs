@@ -206,6 +206,40 @@ fn roots(
     Ok(store)
 }
 
+/// A server config from a certificate chain and key named on the command line (the admin
+/// listener's `--admin-tls-cert`, `--admin-tls-key`), with the chain's leaf for expiry.
+///
+/// # Errors
+/// A file cannot be read or holds no usable PEM, or the key does not go with the chain.
+pub fn server_from_files(
+    cert: &std::path::Path,
+    key_path: &std::path::Path,
+) -> Result<(Arc<ServerConfig>, CertInfo), LoadError> {
+    let file = |path: &std::path::Path, key: &'static str| TlsFile {
+        path: path.to_path_buf(),
+        key,
+        place: "command line".to_string(),
+    };
+    let t = ListenerTls {
+        cert: file(cert, "--admin-tls-cert"),
+        key: file(key_path, "--admin-tls-key"),
+        client_ca: None,
+        client_auth: ClientAuth::Off,
+    };
+    let mut info = Vec::new();
+    let config = server_config("admin", &t, &mut info)?;
+    let leaf = info
+        .pop()
+        .ok_or_else(|| LoadError(format!("{}: no certificate", cert.display())))?;
+    Ok((
+        Arc::new(config),
+        CertInfo {
+            role: "admin",
+            ..leaf
+        },
+    ))
+}
+
 fn server_config(
     pool: &str,
     t: &ListenerTls,

@@ -643,3 +643,62 @@ fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_not
         Some(0.0)
     );
 }
+
+/// GET `path` over HTTPS on the admin listener: the certificate's notAfter and the body.
+fn https_get(port: u16, ca: &Path, path: &str) -> std::io::Result<(i64, String)> {
+    use std::io::Read;
+    let mut c = TlsClient::connect(port, ca, None)?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    c.io.get_mut().write_all(req.as_bytes())?;
+    c.io.get_mut().flush()?;
+    let mut out = String::new();
+    // The server closes without close_notify after `Connection: close`: what came is kept.
+    let _ = c.io.read_to_string(&mut out);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out);
+    Ok((c.peer_not_after(), body))
+}
+
+#[test]
+fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let admin_files = ca.issue("admin", "admin", 2031);
+    let redis = RedisServer::start();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  servers:\n   - {}:1 s0\n",
+        redis.addr()
+    );
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &yaml)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{admin}"))
+        .arg("--admin-tls-cert")
+        .arg(admin_files.cert.display().to_string())
+        .arg("--admin-tls-key")
+        .arg(admin_files.key.display().to_string())
+        .wait_port(port)
+        .start();
+    let (not_after, body) = https_get(admin, &ca.pem(), "/metrics").expect("HTTPS");
+    assert_eq!(not_after, jan1(2031));
+    let line = format!(
+        "rampart_tls_certificate_not_after_seconds{{pool=\"\",role=\"admin\",file=\"{}\"}} {}",
+        admin_files.cert.display(),
+        jan1(2031)
+    );
+    assert!(body.contains(&line), "{body}");
+    assert!(proxy
+        .stderr()
+        .contains(&format!("admin interface on https://127.0.0.1:{admin}/")));
+    // Plain HTTP gets no page.
+    assert!(!get(admin, "/healthz").contains("ok"));
+    ca.issue("admin", "admin", 2032);
+    assert!(reload(&proxy).contains("reload: applied"));
+    let (not_after, body) = https_get(admin, &ca.pem(), "/healthz").expect("HTTPS after reload");
+    assert_eq!(not_after, jan1(2032), "the renewed certificate");
+    assert_eq!(body.trim(), "ok");
+}

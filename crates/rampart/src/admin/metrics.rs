@@ -102,7 +102,7 @@ families! {
     FAULTS_ACTIVE = ("rampart_faults_active", "gauge", "Faults injected through the admin API that are active now, by kind (each ends by itself).");
     FAULT_HITS = ("rampart_fault_hits_total", "counter", "Requests an active injected fault applied to, by fault id, kind and pool.");
     EVENTS = ("rampart_events_total", "counter", "Operator events recorded since the start (node up/down/ejected, maintenance, failover, switchover, reload, primary, circuit open/closed), by kind.");
-    TLS_NOT_AFTER = ("rampart_tls_certificate_not_after_seconds", "gauge", "When a loaded certificate expires (its notAfter, seconds since the Unix epoch), by pool, role (listener, client_ca, backend_ca, backend_client) and file; for a CA file, the certificate in it that expires first.");
+    TLS_NOT_AFTER = ("rampart_tls_certificate_not_after_seconds", "gauge", "When a loaded certificate expires (its notAfter, seconds since the Unix epoch), by pool, role (listener, client_ca, backend_ca, backend_client; admin, with an empty pool, for the admin listener's) and file; for a CA file, the certificate in it that expires first.");
     TLS_ACCEPTED = ("rampart_tls_client_handshakes_total", "counter", "TLS handshakes of clients on the pool's tls_listen that completed.");
     TLS_REFUSED = ("rampart_tls_client_handshake_failures_total", "counter", "TLS handshakes of clients on the pool's tls_listen that were refused or broke (no or an untrusted client certificate, no shared version, a timeout); each is logged with the peer and the reason.");
     TLS_BACKEND_FAILED = ("rampart_tls_server_handshake_failures_total", "counter", "TLS handshakes with the pool's servers and Sentinels that failed (an untrusted or misnamed server certificate, a refused client certificate).");
@@ -285,6 +285,10 @@ fn tls(o: &mut Out, snap: &Snapshot) {
             .filter(|p| p.pool.tls.server.is_some() || p.pool.tls.client.is_some())
     };
     o.head(&TLS_NOT_AFTER);
+    if let Some(c) = super::tls::cert_info() {
+        let labels = [("pool", ""), ("role", c.role), ("file", &c.file)];
+        o.sample(TLS_NOT_AFTER.name, &labels, c.not_after as f64);
+    }
     for p in with_tls() {
         for c in &p.pool.tls.certs {
             let labels = [("pool", p.name()), ("role", c.role), ("file", &c.file)];

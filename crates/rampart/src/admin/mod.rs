@@ -36,6 +36,7 @@ pub mod listener;
 pub mod metrics;
 pub mod page;
 pub mod stats_port;
+pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct AdminOptions {
     /// address only logs a warning when it is taken (so several instances, or tests, can run
     /// side by side).
     pub explicit: bool,
+    /// Serve HTTPS with this certificate chain and key (PEM files); `None`: plain HTTP.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Why the admin interface cannot start.
@@ -96,6 +99,9 @@ pub enum AdminError {
     /// An extra host name is malformed.
     #[error(transparent)]
     BadHost(#[from] guard::BadName),
+    /// The TLS certificate or key does not load.
+    #[error("admin interface TLS: {0}")]
+    Tls(#[from] crate::tls::LoadError),
     /// Binding failed.
     #[error("cannot listen for the admin interface on {addr}: {source}")]
     Bind {
@@ -112,6 +118,7 @@ pub struct Bound {
     listener: TcpListener,
     token: Option<String>,
     names: guard::Names,
+    tls: Option<Arc<tls::AdminTls>>,
 }
 
 impl Bound {
@@ -147,6 +154,10 @@ pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
     if !addrs.iter().all(|a| a.ip().is_loopback()) && opts.token.is_none() {
         return Err(AdminError::TokenRequired(opts.addr.clone()));
     }
+    let admin_tls = match &opts.tls {
+        Some((cert, key)) => Some(Arc::new(tls::AdminTls::load(cert, key)?)),
+        None => None,
+    };
     let bound = |listener: TcpListener| -> Result<Option<Bound>, AdminError> {
         let local = listener
             .local_addr()
@@ -155,6 +166,7 @@ pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
             names: guard::Names::new(local, &opts.hosts)?,
             listener,
             token: opts.token.clone(),
+            tls: admin_tls.clone(),
         }))
     };
     match TcpListener::bind(addr).await {
@@ -208,10 +220,12 @@ pub async fn serve(
         history,
     });
     if let Ok(a) = bound.listener.local_addr() {
-        tracing::info!("admin interface on http://{a}/");
+        let scheme = if bound.tls.is_some() { "https" } else { "http" };
+        tracing::info!("admin interface on {scheme}://{a}/");
     }
+    let tls = bound.tls.map(|t| (t, Arc::clone(&state.shared)));
     let app = router(state, bound.names);
-    listener::run(bound.listener, app, stop).await;
+    listener::run(bound.listener, app, stop, tls).await;
 }
 
 /// Every route, behind the [`guard`] that checks `Host`, `Origin`, `Content-Type` and the
@@ -344,6 +358,7 @@ mod tests {
             token: token.map(str::to_string),
             hosts: Vec::new(),
             explicit: true,
+            tls: None,
         };
         let e = bind(&opts("0.0.0.0:0", None)).await;
         assert!(matches!(e, Err(AdminError::TokenRequired(_))), "{e:?}");
@@ -366,6 +381,7 @@ mod tests {
             token: None,
             hosts: Vec::new(),
             explicit: false,
+            tls: None,
         };
         assert!(matches!(bind(&opts).await, Ok(None)));
         opts.explicit = true;
