@@ -702,3 +702,128 @@ fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
     assert_eq!(not_after, jan1(2032), "the renewed certificate");
     assert_eq!(body.trim(), "ok");
 }
+
+#[test]
+fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let files = ca.issue("redis", "redis", 2031);
+    let repl = ["--tls-replication", "yes"];
+    let mut primary = TlsRedis::start(&files, "no", &repl);
+    let p_port = primary.port().to_string();
+    let replica = TlsRedis::start(
+        &files,
+        "no",
+        &[
+            "--tls-replication",
+            "yes",
+            "--replicaof",
+            "127.0.0.1",
+            &p_port,
+        ],
+    );
+    let monitor = testkit::Monitor::new("mymaster", primary.port())
+        .down_after(Duration::from_millis(1000))
+        .failover_timeout(Duration::from_millis(5000));
+    let sentinel = testkit::TlsSentinel::start(&files, &[monitor]);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  sentinels: [{}]\n  master: mymaster\n  failover_hold: 10s\n{CHECKS}{}",
+        sentinel.addr(),
+        backend_block(&ca.pem(), None, None)
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let up = || {
+        get(admin, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("rampart_node_role{") && l.contains("status=\"up\""))
+            .count()
+    };
+    poll_until(Duration::from_secs(20), || (up() == 2).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "primary and replica up through Sentinel over TLS:\n{}\n{}",
+            get(admin, "/metrics"),
+            proxy.stderr()
+        )
+    });
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(30)));
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    primary.kill9();
+    // Sentinel promotes the replica; the write waits in the hold and lands there.
+    let r = poll_until(Duration::from_secs(30), || {
+        let r = c.cmd(&["SET", "after", "2"]);
+        (r == Reply::ok()).then_some(r)
+    });
+    assert!(
+        r.is_some(),
+        "a write after the failover:\n{}\n{}",
+        proxy.stderr(),
+        sentinel.log()
+    );
+    let cli = ca.issue("cli", "cli", 2031);
+    assert_eq!(
+        cli_ok(replica.port(), Some(&cli), &ca.pem(), &["GET", "after"]),
+        "2"
+    );
+    assert_eq!(
+        cli_ok(replica.port(), Some(&cli), &ca.pem(), &["GET", "before"]),
+        "1"
+    );
+    assert!(
+        sentinel.log().contains("+switch-master"),
+        "{}",
+        sentinel.log()
+    );
+}
+
+#[test]
+fn rampart_t_reads_the_certificates_and_names_the_bad_file_where_the_config_names_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let good = ca.issue("proxy", "rampart", 2031);
+    let other = ca.issue("other", "other", 2031);
+    let run = |yaml: &str| {
+        let path = dir.path().join("t.yml");
+        std::fs::write(&path, yaml).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("run rampart -t");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            path.display().to_string(),
+        )
+    };
+    let yaml = |cert: &Path, key: &Path| {
+        format!(
+            "p:\n  listen: 127.0.0.1:1\n  tls_listen: 127.0.0.1:2\n  tls:\n    cert: {}\n    key: {}\n  servers:\n   - 127.0.0.1:3:1\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let (ok, err, _) = run(&yaml(&good.cert, &good.key));
+    assert!(ok, "{err}");
+    let missing = dir.path().join("missing.pem");
+    let (ok, err, path) = run(&yaml(&missing, &good.key));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{path}:5:11: pool \"p\": tls.cert: {}: cannot read it",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let (ok, err, path) = run(&yaml(&good.cert, &other.key));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{path}:6:10: pool \"p\": tls.key: {}: does not go with",
+            other.key.display()
+        )),
+        "{err}"
+    );
+}

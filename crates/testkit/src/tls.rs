@@ -134,3 +134,74 @@ pub fn redis_cli_tls(
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// A TLS-only Redis Sentinel (`port 0`, `tls-port P`) that reaches the servers it watches
+/// over TLS too (`tls-replication yes`, which Sentinel uses for its own connections to
+/// them); killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct TlsSentinel {
+    child: ChildGuard,
+    port: u16,
+    dir: TempDir,
+}
+
+impl TlsSentinel {
+    /// Starts a Sentinel watching `monitors` with `files` (clients are not asked for a
+    /// certificate) and waits until it logs that it monitors them.
+    ///
+    /// # Panics
+    /// If it does not become ready within ~5 s; the message includes its log.
+    pub fn start(files: &TlsFiles, monitors: &[crate::Monitor]) -> TlsSentinel {
+        use std::fmt::Write as _;
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-tls-sentinel-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("sentinel: cannot create temp dir: {e}"));
+        let port = free_port();
+        let mut conf = format!(
+            "port 0\ntls-port {port}\nbind 127.0.0.1\ndaemonize no\ntls-replication yes\ntls-auth-clients no\n"
+        );
+        let _ = writeln!(conf, "tls-cert-file {}", files.cert.display());
+        let _ = writeln!(conf, "tls-key-file {}", files.key.display());
+        let _ = writeln!(conf, "tls-ca-cert-file {}", files.ca.display());
+        let _ = writeln!(conf, "dir {}", dir.path().display());
+        for m in monitors {
+            m.write_conf(&mut conf);
+        }
+        let conf_path = dir.path().join("sentinel.conf");
+        std::fs::write(&conf_path, conf)
+            .unwrap_or_else(|e| panic!("sentinel: cannot write {}: {e}", conf_path.display()));
+        let mut cmd = Command::new(find_program("redis-server", "TESTKIT_REDIS_SERVER"));
+        cmd.arg(&conf_path).arg("--sentinel");
+        let log = dir.path().join("sentinel.log");
+        let mut child = ChildGuard::spawn(cmd, "redis-sentinel (TLS)", &log);
+        let ready = poll_until(Duration::from_secs(5), || {
+            if child.try_exit().is_some() {
+                return Some(false);
+            }
+            read_lossy(&log).contains("+monitor").then_some(true)
+        });
+        if ready != Some(true) {
+            panic!(
+                "sentinel (TLS) did not become ready; log:\n{}",
+                read_lossy(&log)
+            );
+        }
+        TlsSentinel { child, port, dir }
+    }
+
+    /// `"127.0.0.1:PORT"` (TLS).
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Everything Sentinel logged so far.
+    pub fn log(&self) -> String {
+        read_lossy(&self.dir.path().join("sentinel.log"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+}
