@@ -56,6 +56,9 @@ fn backend_tls_defaults_to_system_roots_and_can_be_switched_off() {
         "{BASE}  backend_tls:\n    enabled: false\n    ca: ca.pem\n"
     ));
     assert_eq!(off.backend_tls, None);
+    let empty = one_pool(&format!("{BASE}  backend_tls: {{}}\n"));
+    let b = empty.backend_tls.expect("an empty block turns TLS on");
+    assert_eq!((b.ca, b.server_name, b.cert), (None, None, None));
 }
 
 #[test]
