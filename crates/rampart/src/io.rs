@@ -271,6 +271,14 @@ impl Tls {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The first certificate the peer presented, if any.
+    pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        let conn = self.lock();
+        conn.peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned())
+    }
+
     /// Decrypted bytes wait to be read (or an error or the end waits to be reported).
     fn buffered(&self) -> bool {
         let mut conn = self.lock();
@@ -332,6 +340,12 @@ impl Tls {
         let mut conn = self.lock();
         match conn.read_tls(&mut Raw(&self.sock)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            // Records other than data (a server's session tickets after the handshake) are
+            // no input: only decrypted bytes, the end or an error are.
+            Ok(n) if n > 0 => match conn.process_new_packets() {
+                Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
+                Err(_) => true,
+            },
             Ok(_) | Err(_) => true,
         }
     }

@@ -254,6 +254,9 @@ async fn accept_tls(pool: &crate::upstream::pool::WorkerPool, stream: Stream) ->
     let why = match outcome {
         Ok(Ok(s)) => {
             crate::tls::count(rt.index, crate::tls::Outcome::Accepted);
+            if let Some(subject) = crate::tls::peer_subject(&s) {
+                tracing::debug!(pool = %rt.conf.name, peer, "TLS client certificate: {subject}");
+            }
             return Some(s);
         }
         Ok(Err(e)) => e.to_string(),

@@ -403,6 +403,13 @@ pub async fn accept(config: &Arc<ServerConfig>, sock: Stream) -> io::Result<Stre
         .map_err(|e| io::Error::new(e.kind(), explain(&e, "client")))
 }
 
+/// The subject of the certificate a TLS peer presented (`CN=app,O=shop`), if it sent one.
+pub fn peer_subject(stream: &Stream) -> Option<String> {
+    let Stream::Tls(t) = stream else { return None };
+    let der = t.peer_certificate()?;
+    validity(&der).map(|(subject, _)| subject)
+}
+
 /// A handshake error in words: rustls' own error inside an `io::Error` is named by what it
 /// means for the operator; `peer` is `server` or `client`.
 fn explain(e: &io::Error, peer: &str) -> String {

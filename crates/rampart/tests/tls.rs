@@ -361,6 +361,13 @@ fn a_sharded_pool_of_tls_servers_serves_requests_blocking_commands_and_pubsub() 
         waiter.join().expect("BLPOP thread"),
         Reply::bulks(["queue", "job"])
     );
+    // WATCH leases a dedicated connection; EXEC checks it still stands as it was.
+    let mut w = testkit::Client::connect(&addr);
+    assert_eq!(w.cmd(&["WATCH", "k1"]), Reply::ok());
+    assert_eq!(w.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(w.cmd(&["SET", "k1", "watched"]), Reply::simple("QUEUED"));
+    assert_eq!(w.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+    assert_eq!(c.cmd(&["GET", "k1"]), Reply::bulk("watched"));
     // Pub/Sub through the subscriber connections.
     let mut sub = testkit::Client::connect(&addr);
     let confirm = sub.cmd(&["SUBSCRIBE", "news"]);
