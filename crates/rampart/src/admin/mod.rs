@@ -26,7 +26,8 @@
 //! the machine itself. Every request must name the listener in `Host`, and changes must be
 //! JSON from no foreign `Origin` ([`guard`]), so a web page in the operator's browser can
 //! neither read nor change anything. The listener bounds its connections and their time
-//! ([`listener`]). docs/ADMIN.md describes every call.
+//! ([`listener`]); with `--admin-tls-cert` and `--admin-tls-key` it serves HTTPS ([`tls`]).
+//! docs/ADMIN.md describes every call.
 
 pub mod api;
 pub mod faults;
