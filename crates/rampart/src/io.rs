@@ -50,6 +50,21 @@ impl Read for Raw<'_> {
     }
 }
 
+/// The socket under a TLS connection as rustls reads it for data, noting a short read: the
+/// socket is drained, so its readiness can be cleared without one more `read` (as for TCP).
+struct Drain<'a> {
+    sock: &'a Stream,
+    short: bool,
+}
+
+impl Read for Drain<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.raw_read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
+}
+
 impl Write for Raw<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write(buf)
@@ -298,8 +313,13 @@ impl Tls {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            match conn.read_tls(&mut Raw(&self.sock)) {
+            let mut socket = Drain {
+                sock: &self.sock,
+                short: false,
+            };
+            match conn.read_tls(&mut socket) {
                 Ok(0) => return Ok(0),
+                Ok(_) if socket.short => ready.clear(),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     ready.clear();
