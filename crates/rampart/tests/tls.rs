@@ -610,7 +610,14 @@ fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_not
     // Renewed: a new key and a later expiry, same files.
     let renewed = ca.issue("proxy", "rampart", 2032);
     let line = reload(&proxy);
-    assert!(line.contains("reload: applied"), "{line}");
+    assert!(
+        line.contains("reload: applied")
+            && line.contains(&format!(
+                "p: certificates renewed: listener {} expires 2032-01-01T00:00:00Z",
+                renewed.cert.display()
+            )),
+        "{line}"
+    );
     progressed(200);
     let fresh = TlsClient::connect(tls_port, &ca.pem(), None).expect("connect after reload");
     assert_eq!(
