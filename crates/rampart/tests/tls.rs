@@ -70,6 +70,16 @@ impl Ca {
     }
 }
 
+/// The year `ahead` years from now (certificates expire on 1 January of such a year).
+fn year(ahead: i32) -> i32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // Average Gregorian year; off by at most a day around New Year, harmless here.
+    1970 + i32::try_from(secs / 31_556_952).expect("year") + ahead
+}
+
 /// notAfter (seconds since the epoch) of 1 January `year`.
 fn jan1(year: i32) -> i64 {
     rcgen::date_time_ymd(year, 1, 1).unix_timestamp()
@@ -212,7 +222,7 @@ fn listener_block(server: &TlsFiles, extra: &str) -> String {
 fn redis_cli_over_tls_and_plaintext_clients_share_one_pool() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let server = ca.issue("proxy", "rampart", 2031);
+    let server = ca.issue("proxy", "rampart", year(5));
     let a = RedisServer::start();
     let b = RedisServer::start();
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
@@ -281,14 +291,14 @@ fn redis_cli_over_tls_and_plaintext_clients_share_one_pool() {
                 server.cert.display()
             )
         ),
-        Some(jan1(2031) as f64)
+        Some(jan1(year(5)) as f64)
     );
     let topology = get(admin, "/api/topology");
     assert!(
         topology.contains(&format!(
             "\"tls_certificates\":[{{\"role\":\"listener\",\"file\":\"{}\",\"subject\":\"CN=rampart\",\"not_after\":{}}}]",
             server.cert.display(),
-            jan1(2031)
+            jan1(year(5))
         )),
         "{topology}"
     );
@@ -318,8 +328,8 @@ const CHECKS: &str =
 fn a_sharded_pool_of_tls_servers_serves_requests_blocking_commands_and_pubsub() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let redis_files = ca.issue("redis", "redis", 2031);
-    let client_files = ca.issue("cli", "cli", 2031);
+    let redis_files = ca.issue("redis", "redis", year(5));
+    let client_files = ca.issue("cli", "cli", year(5));
     let a = TlsRedis::start(&redis_files, "no", &[]);
     let b = TlsRedis::start(&redis_files, "no", &[]);
     let (port, admin) = (free_port(), free_port());
@@ -390,7 +400,7 @@ fn a_sharded_pool_of_tls_servers_serves_requests_blocking_commands_and_pubsub() 
 fn a_replica_set_is_health_checked_and_switched_over_over_tls() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let redis_files = ca.issue("redis", "redis", 2031);
+    let redis_files = ca.issue("redis", "redis", year(5));
     // Both replicate over TLS: FAILOVER makes the old primary a replica of the new one.
     let primary = TlsRedis::start(&redis_files, "no", &["--tls-replication", "yes"]);
     let port_s = primary.port().to_string();
@@ -435,7 +445,7 @@ fn a_replica_set_is_health_checked_and_switched_over_over_tls() {
         "{r:?}\nlog:\n{}",
         proxy.stderr()
     );
-    let files = ca.issue("cli", "cli", 2031);
+    let files = ca.issue("cli", "cli", year(5));
     let role = cli_ok(replica.port(), Some(&files), &ca.pem(), &["ROLE"]);
     assert!(role.starts_with("master"), "{role}");
     assert_eq!(c.cmd(&["SET", "after", "2"]), Reply::ok());
@@ -454,11 +464,11 @@ fn client_certificates_both_ways_accept_the_ca_and_refuse_others() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
     let other = Ca::new(dir.path(), "other");
-    let redis_files = ca.issue("redis", "redis", 2031);
-    let rampart_client = ca.issue("rampart-client", "rampart", 2030);
-    let proxy_files = ca.issue("proxy", "rampart", 2031);
-    let app = ca.issue("app", "app", 2031);
-    let stranger = other.issue("stranger", "stranger", 2031);
+    let redis_files = ca.issue("redis", "redis", year(5));
+    let rampart_client = ca.issue("rampart-client", "rampart", year(4));
+    let proxy_files = ca.issue("proxy", "rampart", year(5));
+    let app = ca.issue("app", "app", year(5));
+    let stranger = other.issue("stranger", "stranger", year(5));
     // The server requires client certificates: rampart shows its own.
     let server = TlsRedis::start(&redis_files, "yes", &[]);
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
@@ -502,8 +512,8 @@ fn client_certificates_both_ways_accept_the_ca_and_refuse_others() {
         ),
         Some(2.0)
     );
-    for (role, year) in [
-        ("backend_client", 2030),
+    for (role, expires) in [
+        ("backend_client", year(4)),
         ("client_ca", 4096),
         ("backend_ca", 4096),
     ] {
@@ -516,7 +526,7 @@ fn client_certificates_both_ways_accept_the_ca_and_refuse_others() {
             })
             .map(str::to_string)
             .unwrap_or_else(|| panic!("no {role} expiry"));
-        assert!(line.ends_with(&format!(" {}", jan1(year))), "{line}");
+        assert!(line.ends_with(&format!(" {}", jan1(expires))), "{line}");
     }
 }
 
@@ -525,7 +535,7 @@ fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() 
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
     let other = Ca::new(dir.path(), "other");
-    let impostor = TlsRedis::start(&other.issue("impostor", "impostor", 2031), "no", &[]);
+    let impostor = TlsRedis::start(&other.issue("impostor", "impostor", year(5)), "no", &[]);
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
         "p:\n  listen: 127.0.0.1:{port}\n  timeout: 1000\n{}  servers:\n   - {}:1 s0\n",
@@ -558,7 +568,7 @@ fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() 
 fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let old = ca.issue("proxy", "rampart", 2031);
+    let old = ca.issue("proxy", "rampart", year(5));
     let redis = RedisServer::start();
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
     let yaml = format!(
@@ -571,7 +581,7 @@ fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_not
         "rampart_tls_certificate_not_after_seconds{{pool=\"p\",role=\"listener\",file=\"{}\"}}",
         old.cert.display()
     );
-    assert_eq!(metric(admin, &expiry), Some(jan1(2031) as f64));
+    assert_eq!(metric(admin, &expiry), Some(jan1(year(5)) as f64));
     // Clients that keep one connection each and run commands until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -608,13 +618,14 @@ fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_not
     };
     progressed(200);
     // Renewed: a new key and a later expiry, same files.
-    let renewed = ca.issue("proxy", "rampart", 2032);
+    let renewed = ca.issue("proxy", "rampart", year(6));
     let line = reload(&proxy);
     assert!(
         line.contains("reload: applied")
             && line.contains(&format!(
-                "p: certificates renewed: listener {} expires 2032-01-01T00:00:00Z",
-                renewed.cert.display()
+                "p: certificates renewed: listener {} expires {}-01-01T00:00:00Z",
+                renewed.cert.display(),
+                year(6)
             )),
         "{line}"
     );
@@ -622,10 +633,10 @@ fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_not
     let fresh = TlsClient::connect(tls_port, &ca.pem(), None).expect("connect after reload");
     assert_eq!(
         fresh.peer_not_after(),
-        jan1(2032),
+        jan1(year(6)),
         "new connections get the renewed certificate"
     );
-    assert_eq!(metric(admin, &expiry), Some(jan1(2032) as f64));
+    assert_eq!(metric(admin, &expiry), Some(jan1(year(6)) as f64));
     // A bad file: the reload is refused naming it, and nothing changes.
     std::fs::write(&renewed.cert, "not a certificate\n").expect("spoil");
     let line = reload(&proxy);
@@ -637,9 +648,9 @@ fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_not
     );
     progressed(200);
     let mut after = TlsClient::connect(tls_port, &ca.pem(), None).expect("connect after refusal");
-    assert_eq!(after.peer_not_after(), jan1(2032));
+    assert_eq!(after.peer_not_after(), jan1(year(6)));
     assert_eq!(after.cmd(&["PING"]), Reply::simple("PONG"));
-    assert_eq!(metric(admin, &expiry), Some(jan1(2032) as f64));
+    assert_eq!(metric(admin, &expiry), Some(jan1(year(6)) as f64));
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for c in clients {
@@ -679,7 +690,7 @@ fn https_get(port: u16, ca: &Path, path: &str) -> std::io::Result<(i64, String)>
 fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let admin_files = ca.issue("admin", "admin", 2031);
+    let admin_files = ca.issue("admin", "admin", year(5));
     let redis = RedisServer::start();
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
@@ -698,11 +709,11 @@ fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
         .wait_port(port)
         .start();
     let (not_after, body) = https_get(admin, &ca.pem(), "/metrics").expect("HTTPS");
-    assert_eq!(not_after, jan1(2031));
+    assert_eq!(not_after, jan1(year(5)));
     let line = format!(
         "rampart_tls_certificate_not_after_seconds{{pool=\"\",role=\"admin\",file=\"{}\"}} {}",
         admin_files.cert.display(),
-        jan1(2031)
+        jan1(year(5))
     );
     assert!(body.contains(&line), "{body}");
     assert!(proxy
@@ -710,10 +721,10 @@ fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
         .contains(&format!("admin interface on https://127.0.0.1:{admin}/")));
     // Plain HTTP gets no page.
     assert!(!get(admin, "/healthz").contains("ok"));
-    ca.issue("admin", "admin", 2032);
+    ca.issue("admin", "admin", year(6));
     assert!(reload(&proxy).contains("reload: applied"));
     let (not_after, body) = https_get(admin, &ca.pem(), "/healthz").expect("HTTPS after reload");
-    assert_eq!(not_after, jan1(2032), "the renewed certificate");
+    assert_eq!(not_after, jan1(year(6)), "the renewed certificate");
     assert_eq!(body.trim(), "ok");
 }
 
@@ -721,7 +732,7 @@ fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
 fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let files = ca.issue("redis", "redis", 2031);
+    let files = ca.issue("redis", "redis", year(5));
     let repl = ["--tls-replication", "yes"];
     let mut primary = TlsRedis::start(&files, "no", &repl);
     let p_port = primary.port().to_string();
@@ -775,7 +786,7 @@ fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
         proxy.stderr(),
         sentinel.log()
     );
-    let cli = ca.issue("cli", "cli", 2031);
+    let cli = ca.issue("cli", "cli", year(5));
     assert_eq!(
         cli_ok(replica.port(), Some(&cli), &ca.pem(), &["GET", "after"]),
         "2"
@@ -795,8 +806,8 @@ fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
 fn rampart_t_reads_the_certificates_and_names_the_bad_file_where_the_config_names_it() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let good = ca.issue("proxy", "rampart", 2031);
-    let other = ca.issue("other", "other", 2031);
+    let good = ca.issue("proxy", "rampart", year(5));
+    let other = ca.issue("other", "other", year(5));
     let run = |yaml: &str| {
         let path = dir.path().join("t.yml");
         std::fs::write(&path, yaml).expect("write");
