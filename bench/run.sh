@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: direct redis, twemproxy (nutcracker), HAProxy (TCP) and rampart.
+# Side-by-side benchmark: direct redis, twemproxy (nutcracker), HAProxy (TCP) and rampart,
+# plus TLS: rampart with TLS on the client side and on both sides, and stunnel in front of
+# twemproxy.
 # See bench/README.md for what is measured and how to read the results.
 set -euo pipefail
 
@@ -26,6 +28,13 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 for tool in redis-server redis-cli redis-benchmark nutcracker haproxy python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found" >&2; exit 1; }
 done
+# The TLS targets need openssl (certificates) and stunnel (the anchor); without them they
+# are left out with a warning, or on purpose with BENCH_SKIP_TLS=1.
+SKIP_TLS=${BENCH_SKIP_TLS:-0}
+STUNNEL=$(command -v stunnel4 || command -v stunnel || true)
+if [[ $SKIP_TLS != 1 ]] && ! command -v openssl >/dev/null; then
+  echo "bench: openssl not found: TLS targets skipped" >&2; SKIP_TLS=1
+fi
 # 1000 idle connections per target need file descriptors in the proxies and in python.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -70,9 +79,10 @@ wait_port() {
 }
 
 # N distinct free loopback ports (bound together, then released: a small race remains).
-read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA P_R1 P_R2 P_RS P_RS_STATS P_RA P_RA_STATS < <(python3 -c '
+read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA P_R1 P_R2 P_RS P_RS_STATS P_RA P_RA_STATS \
+  P_T1 P_T2 P_RT P_RT_STATS P_RT_PLAIN P_RB P_RB_STATS P_RB_PLAIN P_ST < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(14)]
+socks = [socket.socket() for _ in range(23)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
@@ -174,7 +184,66 @@ if [[ $SKIP_RAMPART != 1 ]]; then
   done
   TARGETS+=(rampart-acks)
 fi
-log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP, replica set $P_R1 $P_R2, rampart-rs $P_RS, rampart-acks $P_RA"
+# TLS (bench/README.md, TLS): a CA and one certificate for 127.0.0.1 shared by every TLS
+# listener; two TLS-only shards for TLS on both sides; stunnel in front of twemproxy.
+TLS_TARGETS=()
+if [[ $SKIP_TLS != 1 ]]; then
+  tls_cert() {  # name: WORK/name.pem and WORK/name.key, signed by WORK/ca.pem
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+      -keyout "$WORK/$1.key" -out "$WORK/$1.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$WORK/$1.ext"
+    openssl x509 -req -in "$WORK/$1.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+      -days 7 -extfile "$WORK/$1.ext" -out "$WORK/$1.pem" 2>/dev/null
+  }
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=bench-ca \
+    -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+  tls_cert server
+  tls_args=(--tls-cert-file "$WORK/server.pem" --tls-key-file "$WORK/server.key"
+    --tls-ca-cert-file "$WORK/ca.pem" --tls-auth-clients no)
+  start_bg tls-shard1 redis-server --port 0 --tls-port "$P_T1" "${tls_args[@]}" "${redis_args[@]}"; PID_T1=$LAST_PID
+  start_bg tls-shard2 redis-server --port 0 --tls-port "$P_T2" "${tls_args[@]}" "${redis_args[@]}"; PID_T2=$LAST_PID
+  wait_port "$P_T1" "$PID_T1" tls-shard1; wait_port "$P_T2" "$PID_T2" tls-shard2
+  tls_block="  tls_listen: 127.0.0.1:%s
+  tls:
+    cert: $WORK/server.pem
+    key: $WORK/server.key
+"
+  # rampart-tls: the plaintext pool plus a TLS listener (its own plaintext port is unused).
+  { pool_yml "$P_RT_PLAIN" | sed '/^  servers:/,$d'; printf "$tls_block" "$P_RT"
+    printf '  servers:\n   - 127.0.0.1:%s:1 shard1\n   - 127.0.0.1:%s:1 shard2\n' "$P_S1" "$P_S2"; } >"$WORK/rampart-tls.yml"
+  # rampart-tls2: TLS to the clients and to two TLS-only shards (same shard names: same placement).
+  { pool_yml "$P_RB_PLAIN" | sed '/^  servers:/,$d'; printf "$tls_block" "$P_RB"
+    printf '  backend_tls:\n    ca: %s\n' "$WORK/ca.pem"
+    printf '  servers:\n   - 127.0.0.1:%s:1 shard1\n   - 127.0.0.1:%s:1 shard2\n' "$P_T1" "$P_T2"; } >"$WORK/rampart-tls2.yml"
+  if [[ -n $STUNNEL ]]; then
+    cat >"$WORK/stunnel.conf" <<CONF
+foreground = yes
+pid =
+[twemproxy]
+accept = 127.0.0.1:$P_ST
+connect = 127.0.0.1:$P_NC
+cert = $WORK/server.pem
+key = $WORK/server.key
+CONF
+    start_bg stunnel-twemproxy "$STUNNEL" "$WORK/stunnel.conf"; PID[stunnel-twemproxy]=$LAST_PID
+    PORT[stunnel-twemproxy]=$P_ST
+    wait_port "$P_ST" "${PID[stunnel-twemproxy]}" stunnel-twemproxy
+    TLS_TARGETS+=(stunnel-twemproxy)
+  else
+    log "WARNING: stunnel not found (Debian: stunnel4): the stunnel-twemproxy anchor is skipped"
+  fi
+  if [[ $SKIP_RAMPART != 1 ]]; then
+    for t in rampart-tls rampart-tls2; do
+      p=$P_RT; ps=$P_RT_STATS; [[ $t == rampart-tls2 ]] && { p=$P_RB; ps=$P_RB_STATS; }
+      # shellcheck disable=SC2086 # RAMPART_EXTRA_ARGS is a word list
+      start_bg "$t" "$RAMPART_BIN" -c "$WORK/$t.yml" -s "$ps" -a 127.0.0.1 --workers "$WORKERS" ${RAMPART_EXTRA_ARGS:-}
+      PID[$t]=$LAST_PID; PORT[$t]=$p
+      wait_port "$p" "${PID[$t]}" "$t"
+      TLS_TARGETS+=("$t")
+    done
+  fi
+fi
+log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP, replica set $P_R1 $P_R2, rampart-rs $P_RS, rampart-acks $P_RA${TLS_TARGETS[*]:+, TLS shards $P_T1 $P_T2, rampart-tls $P_RT, rampart-tls2 $P_RB, stunnel $P_ST}"
 
 # MGET keys: ten names, five on each shard, loaded through twemproxy (so they sit where
 # ketama puts them) and into the direct server.
@@ -206,7 +275,7 @@ echo "target,conns,rss_before_kb,rss_after_kb,bytes_per_conn" >"$IDLE"
 
 record_rss() {
   local t
-  for t in "${TARGETS[@]}"; do echo "$t,$1,$(rss_kb "${PID[$t]}")" >>"$RSS"; done
+  for t in "${TARGETS[@]}" "${TLS_TARGETS[@]}"; do echo "$t,$1,$(rss_kb "${PID[$t]}")" >>"$RSS"; done
 }
 
 record_rss start
@@ -227,11 +296,16 @@ CASES=(
   "MGET10 P16|$((REQUESTS * 5))|-P 16 mget ${MGET_KEYS[*]}"
 )
 
+# The cases the TLS targets run, against the same cases of the plaintext targets.
+TLS_CASES=("SET P1" "GET P1" "SET P16" "GET P16")
+is_tls() { [[ " ${TLS_TARGETS[*]} " == *" $1 "* ]]; }
+
 run_one() {  # round name target requests args...
   local round=$1 name=$2 target=$3 n=$4; shift 4
-  local pid=${PID[$target]} before after out row
+  local pid=${PID[$target]} before after out row tls=()
+  is_tls "$target" && tls=(--tls --cacert "$WORK/ca.pem")
   before=$(cpu_ticks "$pid")
-  out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" -c "$CLIENTS" -n "$n" --csv "$@" 2>/dev/null)
+  out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" "${tls[@]}" -c "$CLIENTS" -n "$n" --csv "$@" 2>/dev/null)
   after=$(cpu_ticks "$pid")
   row=$(printf '%s\n' "$out" | grep '^"' | grep -v '^"test"' | tail -n 1 | tr -d '"')
   [[ -n $row ]] || { log "WARNING: no result for $name on $target"; return 0; }
@@ -281,10 +355,13 @@ run_fanout() {  # round name target messages
 log "benchmark: $ROUNDS rounds, base $REQUESTS requests, $CLIENTS clients, targets: ${TARGETS[*]}"
 for ((round = 1; round <= ROUNDS; round++)); do
   # Each round starts with a different target, so no target always runs first or last.
-  ORDER=("${TARGETS[@]:$(( (round - 1) % ${#TARGETS[@]} ))}" "${TARGETS[@]:0:$(( (round - 1) % ${#TARGETS[@]} ))}")
+  ALL=("${TARGETS[@]}" "${TLS_TARGETS[@]}")
+  ORDER=("${ALL[@]:$(( (round - 1) % ${#ALL[@]} ))}" "${ALL[@]:0:$(( (round - 1) % ${#ALL[@]} ))}")
   for spec in "${CASES[@]}"; do
     IFS='|' read -r name n args <<<"$spec"
     for t in "${ORDER[@]}"; do
+      # TLS targets run only the TLS cases.
+      is_tls "$t" && [[ " ${TLS_CASES[*]} " != *" $name "* ]] && continue
       # $args is split into words on purpose.
       # shellcheck disable=SC2086
       run_one "$round" "$name" "$t" "$n" $args
@@ -293,13 +370,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for spec in "${SESSION_CASES[@]}"; do
     IFS='|' read -r name n case <<<"$spec"
     for t in "${ORDER[@]}"; do
-      [[ $t == twemproxy ]] || run_rt "$round" "$name" "$t" "$n" "$case"
+      [[ $t == twemproxy ]] || is_tls "$t" || run_rt "$round" "$name" "$t" "$n" "$case"
     done
   done
   for spec in "${PUBSUB_CASES[@]}"; do
     IFS='|' read -r name m <<<"$spec"
     for t in "${ORDER[@]}"; do
-      [[ $t == twemproxy ]] || run_fanout "$round" "$name" "$t" "$m"
+      [[ $t == twemproxy ]] || is_tls "$t" || run_fanout "$round" "$name" "$t" "$m"
     done
   done
 done

@@ -153,6 +153,15 @@ impl Pool {
         c.field("listen", &o.listen, &n.listen, |v| s(v));
         c.field("read_listen", &o.read_listen, &n.read_listen, opt);
         c.field("write_listen", &o.write_listen, &n.write_listen, opt);
+        c.field("tls_listen", &o.tls_listen, &n.tls_listen, opt);
+        c.field("tls", &o.tls, &n.tls, |t| {
+            t.as_ref()
+                .map_or_else(|| "none".into(), crate::tls_keys::describe_listener)
+        });
+        c.field("backend_tls", &o.backend_tls, &n.backend_tls, |t| {
+            t.as_ref()
+                .map_or_else(|| "off".into(), crate::tls_keys::describe_backend)
+        });
         c.field(
             "client_connections",
             &o.client_connections,

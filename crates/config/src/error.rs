@@ -336,6 +336,9 @@ pub enum Problem {
         /// The key.
         key: &'static str,
     },
+    /// A TLS key is wrong (see [`crate::TlsProblem`]).
+    #[error(transparent)]
+    Tls(#[from] crate::tls_keys::TlsProblem),
     /// A key that needs a mapping got something else.
     #[error("{0}: expected a mapping of keys to values")]
     NotMapping(&'static str),
@@ -510,6 +513,8 @@ pub enum ListenKey {
     ReadListen,
     /// `write_listen:`
     WriteListen,
+    /// `tls_listen:`
+    TlsListen,
 }
 
 impl fmt::Display for ListenKey {
@@ -518,6 +523,7 @@ impl fmt::Display for ListenKey {
             ListenKey::Listen => "listen",
             ListenKey::ReadListen => "read_listen",
             ListenKey::WriteListen => "write_listen",
+            ListenKey::TlsListen => "tls_listen",
         })
     }
 }

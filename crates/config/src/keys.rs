@@ -72,6 +72,10 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "write_listen",
     // The Redis Cluster the pool presents (see `cluster_view`).
     "cluster_view",
+    // TLS (see `tls_keys`).
+    "tls_listen",
+    "tls",
+    "backend_tls",
 ];
 
 /// Whether a pool key takes a single scalar (every known key but `servers` and the
@@ -84,7 +88,7 @@ pub(crate) fn is_scalar_key(key: &str) -> bool {
 pub(crate) fn is_tree_key(key: &str) -> bool {
     matches!(
         key,
-        "shards" | "primary" | "replicas" | "sentinels" | "health_check"
+        "shards" | "primary" | "replicas" | "sentinels" | "health_check" | "tls" | "backend_tls"
     ) || key == "cluster_view"
 }
 
@@ -103,6 +107,13 @@ pub(crate) fn is_nested_scalar_key(key: &str) -> bool {
             | "fall"
             | "jitter"
             | "fast_interval"
+            | "cert"
+            | "key"
+            | "client_ca"
+            | "client_auth"
+            | "ca"
+            | "server_name"
+            | "enabled"
     )
 }
 

@@ -43,6 +43,7 @@ mod keys;
 mod pool;
 mod raw;
 mod shards;
+mod tls_keys;
 mod value;
 
 use std::collections::HashMap;
@@ -57,6 +58,7 @@ pub use cluster_view::{
 pub use error::{AddrError, ConfigError, ListenKey, Problem};
 pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
+pub use tls_keys::{BackendTls, ClientAuth, ListenerTls, TlsFile, TlsProblem};
 
 use raw::Pos;
 
@@ -183,6 +185,13 @@ pub struct Pool {
     /// made of rampart instances; `None`: it answers as a server with cluster support
     /// disabled.
     pub cluster_view: Option<ClusterView>,
+    /// rampart: an extra address that serves the pool over TLS (`tls` says with what);
+    /// `listen` stays plaintext.
+    pub tls_listen: Option<Listen>,
+    /// rampart: the certificate and client-certificate rules of `tls_listen`.
+    pub tls: Option<ListenerTls>,
+    /// rampart: TLS to the pool's servers and Sentinels; `None`: plaintext.
+    pub backend_tls: Option<BackendTls>,
 }
 
 /// A pool's write spool (`spool_dir`, `spool_commands`, `spool_max_bytes`).
@@ -512,6 +521,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             (ListenKey::Listen, Some(&pool.listen)),
             (ListenKey::ReadListen, pool.read_listen.as_ref()),
             (ListenKey::WriteListen, pool.write_listen.as_ref()),
+            (ListenKey::TlsListen, pool.tls_listen.as_ref()),
         ];
         for ((key, listen), pos) in addresses.into_iter().zip(positions) {
             let Some(listen) = listen else { continue };

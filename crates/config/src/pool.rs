@@ -15,7 +15,7 @@ use crate::{ClientLimits, Pool, SpoolCommand, SpoolConfig};
 
 /// Builds one pool; also returns where its `listen:`, `read_listen:` and `write_listen:`
 /// values are (the pool's name for an absent one), for the duplicate-address check.
-pub(crate) fn build(origin: &str, raw: &RawPool) -> Result<(Pool, [Pos; 3]), ConfigError> {
+pub(crate) fn build(origin: &str, raw: &RawPool) -> Result<(Pool, [Pos; 4]), ConfigError> {
     let name = raw.name.text.as_str();
     let at = raw.name.pos;
     let fields = Fields { origin, name, at };
@@ -116,7 +116,7 @@ impl Fields<'_> {
         Ok(map)
     }
 
-    fn build(&self, get: &Lookup<'_, '_>) -> Result<(Pool, [Pos; 3]), ConfigError> {
+    fn build(&self, get: &Lookup<'_, '_>) -> Result<(Pool, [Pos; 4]), ConfigError> {
         if let Some((text, pos)) = self.text(get, "redis")? {
             match parse_bool(text) {
                 Some(true) => {}
@@ -129,6 +129,9 @@ impl Fields<'_> {
             .ok_or_else(|| self.err(self.at, Problem::MissingKey("listen")))?;
         let read_listen = self.listen(get, ListenKey::ReadListen)?;
         let write_listen = self.listen(get, ListenKey::WriteListen)?;
+        let tls_listen = self.listen(get, ListenKey::TlsListen)?;
+        let tls = self.listener_tls(get, tls_listen.is_some())?;
+        let backend_tls = self.backend_tls(get)?;
         let backends = self.backends(get)?;
         let ha = self.ha_settings(get)?;
         let auto_eject_hosts = self.flag(get, "auto_eject_hosts", defaults::AUTO_EJECT_HOSTS)?;
@@ -204,6 +207,9 @@ impl Fields<'_> {
             read_listen: read_listen.as_ref().map(|(l, _)| l.clone()),
             write_listen: write_listen.as_ref().map(|(l, _)| l.clone()),
             cluster_view,
+            tls_listen: tls_listen.as_ref().map(|(l, _)| l.clone()),
+            tls,
+            backend_tls,
         };
         self.check_replica_acks(get, &pool)?;
         if pool.spool.is_some()
@@ -215,7 +221,12 @@ impl Fields<'_> {
         let pos_of = |l: &Option<(Listen, Pos)>| l.as_ref().map_or(self.at, |(_, p)| *p);
         Ok((
             pool,
-            [listen_pos, pos_of(&read_listen), pos_of(&write_listen)],
+            [
+                listen_pos,
+                pos_of(&read_listen),
+                pos_of(&write_listen),
+                pos_of(&tls_listen),
+            ],
         ))
     }
 
@@ -420,6 +431,7 @@ impl Fields<'_> {
             ListenKey::Listen => "listen",
             ListenKey::ReadListen => "read_listen",
             ListenKey::WriteListen => "write_listen",
+            ListenKey::TlsListen => "tls_listen",
         };
         let Some((text, pos)) = self.text(get, name)? else {
             return Ok(None);

@@ -1,5 +1,11 @@
-//! How every connection rampart opens to a Redis server introduces itself: `AUTH` (a password,
-//! with an ACL user name when one is configured) and `SELECT` (a database other than 0).
+//! How every connection rampart opens to a Redis server introduces itself: [`connect`] (TCP
+//! or a Unix socket, then TLS when the pool has `backend_tls`), `AUTH` (a password, with an
+//! ACL user name when one is configured) and `SELECT` (a database other than 0).
+//!
+//! Every server connection (requests, dedicated and subscriber connections, health checks,
+//! Sentinel, switchover, spool replay) is opened by [`connect`] with its pool's handshake, so
+//! TLS applies to all of them alike, and its handshake time counts inside the caller's
+//! connect timeout.
 //!
 //! One [`Handshake`] is built per pool from its config for the data nodes (`redis_auth`,
 //! `redis_db`) and one for its Sentinels (`sentinel_username`, `sentinel_password`, no
@@ -9,9 +15,13 @@
 //! `authentication failed: WRONGPASS invalid username-password pair or user is disabled.`
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use rampart_config::Pool;
+use rampart_config::{Pool, ServerAddr};
+
+use crate::io::Stream;
+use crate::tls::{Connector, Outcome};
 
 /// One command of a handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +39,8 @@ pub struct Handshake {
     /// One encoded command per step, in order.
     encoded: Vec<Bytes>,
     user: Option<String>,
+    /// TLS to the server (`backend_tls`), with the pool's statistics slot for its counts.
+    tls: Option<(Arc<Connector>, usize)>,
 }
 
 impl fmt::Debug for Handshake {
@@ -36,6 +48,7 @@ impl fmt::Debug for Handshake {
         f.debug_struct("Handshake")
             .field("steps", &self.steps)
             .field("user", &self.user)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +99,20 @@ impl Handshake {
             steps,
             encoded,
             user: password.and(user).map(str::to_string),
+            tls: None,
         }
+    }
+
+    /// The same, opening TLS with `tls` first (`None`: plaintext); failed TLS handshakes
+    /// are counted for the pool in statistics slot `pool`.
+    pub fn with_tls(mut self, tls: Option<Arc<Connector>>, pool: usize) -> Handshake {
+        self.tls = tls.map(|c| (c, pool));
+        self
+    }
+
+    /// Whether connections open TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// For the pool's data nodes: `redis_auth`, `redis_db`.
@@ -160,6 +186,46 @@ pub fn auth_error(reply: &str) -> Option<HandshakeError> {
         Some(HandshakeError::Refused(reply.to_string()))
     } else {
         None
+    }
+}
+
+/// Open a connection to `addr`: TCP (no delay; keepalive with `keepalive`) or a Unix socket,
+/// then TLS when `hs` has it. The caller bounds it in time (the pool timeout, a health
+/// check's timeout), TLS handshake included. The commands of `hs` are not sent here.
+///
+/// # Errors
+/// The connect or the TLS handshake failed; a refused TLS handshake is logged (at most once
+/// a minute per node and reason) and its error says why in words, naming the node.
+pub async fn connect(
+    addr: &ServerAddr,
+    hs: &Handshake,
+    keepalive: bool,
+) -> std::io::Result<Stream> {
+    let (sock, host) = match addr {
+        ServerAddr::Tcp { host, port } => {
+            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            s.set_nodelay(true)?;
+            if keepalive {
+                socket2::SockRef::from(&s).set_keepalive(true)?;
+            }
+            (Stream::tcp(s.into_std()?)?, host.as_str())
+        }
+        ServerAddr::Unix(path) => (
+            Stream::unix(tokio::net::UnixStream::connect(path).await?.into_std()?)?,
+            "localhost",
+        ),
+    };
+    let Some((tls, pool)) = &hs.tls else {
+        return Ok(sock);
+    };
+    match tls.connect(sock, host).await {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            crate::tls::count(*pool, Outcome::BackendFailed);
+            let why = format!("{addr}: {e}");
+            crate::tls::log_backend_failure(&addr.to_string(), &e.to_string());
+            Err(std::io::Error::new(e.kind(), why))
+        }
     }
 }
 

@@ -5,9 +5,19 @@
 //! socket is drained, and the next wait goes straight to the poller instead of costing one more
 //! `read` that would only say "would block". [`ReadBuf`] is a zero-initialised, reusable read
 //! buffer (no unsafe code needed to read into it).
+//!
+//! A TLS connection is one more variant ([`Stream::Tls`], boxed once per connection): the
+//! same readiness calls, with rustls' records read from and written to the socket
+//! underneath by its synchronous API. The plaintext variants are unchanged by it: one more
+//! arm in each `match`, nothing boxed per read, no extra copy (rustls' state sits behind a
+//! per-connection mutex that only its own task ever takes). rustls holds decrypted bytes
+//! a read did not take and encrypted bytes the socket did not take (at most its buffer
+//! limit, 64 KiB); [`Stream::readable`] reports the first at once and [`flush`] reports the
+//! second as a full socket, so callers wait for [`Stream::writable`] as they do for TCP.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 
@@ -18,6 +28,50 @@ pub enum Stream {
     Tcp(AsyncFd<std::net::TcpStream>),
     /// Unix domain socket.
     Unix(AsyncFd<UnixStream>),
+    /// TLS over a TCP or Unix socket.
+    Tls(Box<Tls>),
+}
+
+/// A TLS connection over a plaintext [`Stream`], after its handshake.
+#[derive(Debug)]
+pub struct Tls {
+    sock: Stream,
+    /// Behind a mutex only so the stream is `Sync` (the control plane's tasks hold it across
+    /// awaits on a multi-task runtime); one task owns a connection, so it is never contended.
+    conn: Mutex<rustls::Connection>,
+}
+
+/// The plaintext socket under a TLS connection, as rustls reads and writes it.
+struct Raw<'a>(&'a Stream);
+
+impl Read for Raw<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.raw_read(buf)
+    }
+}
+
+/// The socket under a TLS connection as rustls reads it for data, noting a short read: the
+/// socket is drained, so its readiness can be cleared without one more `read` (as for TCP).
+struct Drain<'a> {
+    sock: &'a Stream,
+    short: bool,
+}
+
+impl Read for Drain<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.raw_read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
+}
+
+impl Write for Raw<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Proof that the socket was reported ready; lets the owner clear a stale readiness.
@@ -26,6 +80,8 @@ pub enum Ready<'a> {
     Tcp(AsyncFdReadyGuard<'a, std::net::TcpStream>),
     /// Unix.
     Unix(AsyncFdReadyGuard<'a, UnixStream>),
+    /// TLS bytes already decrypted wait to be read: no socket readiness involved.
+    Buffered,
 }
 
 impl Ready<'_> {
@@ -34,6 +90,7 @@ impl Ready<'_> {
         match self {
             Ready::Tcp(g) => g.clear_ready(),
             Ready::Unix(g) => g.clear_ready(),
+            Ready::Buffered => {}
         }
     }
 }
@@ -62,11 +119,21 @@ impl Stream {
         Ok(Stream::Unix(AsyncFd::new(s)?))
     }
 
-    /// Wait until the socket may be read.
+    /// Wait until the socket may be read (for TLS: at once when decrypted bytes wait).
     pub async fn readable(&self) -> io::Result<Ready<'_>> {
         match self {
             Stream::Tcp(s) => s.readable().await.map(Ready::Tcp),
             Stream::Unix(s) => s.readable().await.map(Ready::Unix),
+            Stream::Tls(t) => {
+                if t.buffered() {
+                    return Ok(Ready::Buffered);
+                }
+                match &t.sock {
+                    Stream::Tcp(s) => s.readable().await.map(Ready::Tcp),
+                    Stream::Unix(s) => s.readable().await.map(Ready::Unix),
+                    Stream::Tls(_) => Err(nested()),
+                }
+            }
         }
     }
 
@@ -75,27 +142,118 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.writable().await.map(Ready::Tcp),
             Stream::Unix(s) => s.writable().await.map(Ready::Unix),
+            Stream::Tls(t) => match &t.sock {
+                Stream::Tcp(s) => s.writable().await.map(Ready::Tcp),
+                Stream::Unix(s) => s.writable().await.map(Ready::Unix),
+                Stream::Tls(_) => Err(nested()),
+            },
         }
     }
 
+    /// Read from the socket itself (for TLS: the plaintext socket under it).
     fn raw_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.get_ref().read(buf),
             Stream::Unix(s) => s.get_ref().read(buf),
+            Stream::Tls(t) => t.sock.raw_read(buf),
         }
     }
 
-    /// Write what the socket takes now.
+    /// Write what the socket takes now. For TLS, the bytes taken are encrypted and as much as
+    /// the socket takes is sent; the rest waits in rustls and [`flush`] reports it.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.get_ref().write(buf),
             Stream::Unix(s) => s.get_ref().write(buf),
+            Stream::Tls(t) => t.write(buf),
         }
+    }
+
+    /// Send what TLS still holds; true when some of it waits for the socket. Always false for
+    /// plaintext sockets.
+    pub fn drain(&self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(t) => t.drain(),
+            _ => Ok(false),
+        }
+    }
+
+    /// The TCP socket underneath, if it is one (for TLS: the one under it).
+    pub fn tcp_socket(&self) -> Option<&std::net::TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s.get_ref()),
+            Stream::Unix(_) => None,
+            Stream::Tls(t) => t.sock.tcp_socket(),
+        }
+    }
+
+    /// Whether bytes (or the end) are there to read, asked of the socket itself without
+    /// waiting; for TLS, decrypted bytes waiting count too, and records on the socket are
+    /// read into rustls (nothing is lost).
+    pub fn has_input(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        let peeked = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s.get_ref()).peek(&mut byte),
+            Stream::Unix(s) => socket2::SockRef::from(s.get_ref()).peek(&mut byte),
+            Stream::Tls(t) => return t.has_input(),
+        };
+        !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Run a TLS handshake over `sock` with `conn` (client or server side) and return the
+    /// TLS stream; the caller bounds it in time.
+    ///
+    /// # Errors
+    /// The socket failed or closed, or rustls refused the peer (its error is inside the
+    /// `io::Error`, kind `InvalidData`).
+    pub async fn tls(sock: Stream, mut conn: rustls::Connection) -> io::Result<Stream> {
+        loop {
+            while conn.wants_write() {
+                let mut ready = sock.writable().await?;
+                match conn.write_tls(&mut Raw(&sock)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear(),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !conn.is_handshaking() {
+                break;
+            }
+            let mut ready = sock.readable().await?;
+            match conn.read_tls(&mut Raw(&sock)) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready.clear();
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                // Tell the peer why (the alert rustls queued), as far as the socket takes it.
+                let _ = conn.write_tls(&mut Raw(&sock));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        Ok(Stream::Tls(Box::new(Tls {
+            sock,
+            conn: Mutex::new(conn),
+        })))
     }
 
     /// Read after a readiness report. `Ok(0)` is end of stream; `WouldBlock` means nothing was
     /// there. A short read or `WouldBlock` clears the readiness.
     pub fn read(&self, ready: &mut Ready<'_>, buf: &mut [u8]) -> io::Result<usize> {
+        if let Stream::Tls(t) = self {
+            return t.read(ready, buf);
+        }
         loop {
             match self.raw_read(buf) {
                 Ok(n) => {
@@ -116,8 +274,120 @@ impl Stream {
     }
 }
 
+/// TLS is only ever made over a plaintext socket.
+fn nested() -> io::Error {
+    io::Error::other("TLS over TLS is not supported")
+}
+
+impl Tls {
+    /// The connection state (a panic while it was held cannot leave it torn: rustls' calls
+    /// do not panic, and a poisoned lock is taken as is).
+    fn lock(&self) -> MutexGuard<'_, rustls::Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first certificate the peer presented, if any.
+    pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        let conn = self.lock();
+        conn.peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned())
+    }
+
+    /// Decrypted bytes wait to be read (or an error or the end waits to be reported).
+    fn buffered(&self) -> bool {
+        let mut conn = self.lock();
+        match conn.process_new_packets() {
+            Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
+            Err(_) => true,
+        }
+    }
+
+    fn read(&self, ready: &mut Ready<'_>, buf: &mut [u8]) -> io::Result<usize> {
+        let mut conn = self.lock();
+        loop {
+            match conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed the socket without close_notify: the end, as for TCP.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            let mut socket = Drain {
+                sock: &self.sock,
+                short: false,
+            };
+            match conn.read_tls(&mut socket) {
+                Ok(0) => return Ok(0),
+                Ok(_) if socket.short => ready.clear(),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready.clear();
+                    return Err(e);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                let _ = conn.write_tls(&mut Raw(&self.sock));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            // A record may call for an answer (a key update): sent as far as the socket takes
+            // it now, the rest with the next write.
+            send(&mut conn, &self.sock)?;
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut conn = self.lock();
+        // Earlier records first, so what rustls holds stays within its buffer limit.
+        if send(&mut conn, &self.sock)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = conn.writer().write(buf)?;
+        send(&mut conn, &self.sock)?;
+        Ok(n)
+    }
+
+    fn drain(&self) -> io::Result<bool> {
+        send(&mut self.lock(), &self.sock)
+    }
+
+    fn has_input(&self) -> bool {
+        if self.buffered() {
+            return true;
+        }
+        let mut conn = self.lock();
+        match conn.read_tls(&mut Raw(&self.sock)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            // Records other than data (a server's session tickets after the handshake) are
+            // no input: only decrypted bytes, the end or an error are.
+            Ok(n) if n > 0 => match conn.process_new_packets() {
+                Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
+                Err(_) => true,
+            },
+            Ok(_) | Err(_) => true,
+        }
+    }
+}
+
+/// Write the records rustls holds as far as the socket takes them; true when some wait.
+fn send(conn: &mut rustls::Connection, sock: &Stream) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(&mut Raw(sock)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// Write as much of `buf` as the socket takes now and drop what was written; returns true when
-/// the socket is full (the rest must wait for [`Stream::writable`]).
+/// the socket is full (the rest must wait for [`Stream::writable`]). For TLS, records rustls
+/// still holds count as the rest.
 pub fn flush(stream: &Stream, buf: &mut bytes::BytesMut) -> io::Result<bool> {
     use bytes::Buf;
     while !buf.is_empty() {
@@ -129,7 +399,7 @@ pub fn flush(stream: &Stream, buf: &mut bytes::BytesMut) -> io::Result<bool> {
             Err(e) => return Err(e),
         }
     }
-    Ok(false)
+    stream.drain()
 }
 
 /// Free an empty output buffer whose allocation is larger than `keep` bytes (an empty one

@@ -14,7 +14,8 @@
 //! - [`durability`]: the write spool on disk.
 //! - [`observe`]: statistics, events, slowlog.
 //! - support: [`io`], [`notify`], [`rand`], [`clock`], [`text`], [`logfile`],
-//!   [`handshake`] (the AUTH and SELECT every connection to a server starts with).
+//!   [`handshake`] (the connect, TLS, AUTH and SELECT every connection to a server starts
+//!   with), [`tls`] (certificates and keys, the TLS handshakes).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -32,5 +33,6 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod text;
+pub mod tls;
 pub mod topology;
 pub mod upstream;

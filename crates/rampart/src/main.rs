@@ -83,6 +83,21 @@ struct Cli {
     /// any port, or NAME:PORT (a reverse proxy's name, an ssh tunnel's local port).
     #[arg(long = "admin-host", value_name = "NAME")]
     admin_host: Vec<String>,
+    /// Serve the admin interface over HTTPS with this certificate chain (PEM; needs
+    /// --admin-tls-key). Read again after every configuration reload.
+    #[arg(
+        long = "admin-tls-cert",
+        value_name = "FILE",
+        requires = "admin_tls_key"
+    )]
+    admin_tls_cert: Option<PathBuf>,
+    /// The private key of --admin-tls-cert (PEM).
+    #[arg(
+        long = "admin-tls-key",
+        value_name = "FILE",
+        requires = "admin_tls_cert"
+    )]
+    admin_tls_key: Option<PathBuf>,
     /// Log lines as text or as JSON objects (one per line).
     #[arg(long = "log-format", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -203,7 +218,20 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.test_conf {
-        return match rampart_config::load(&cli.conf_file) {
+        let loaded = rampart_config::load(&cli.conf_file);
+        // The certificates and keys the file names are read as at start.
+        if let Ok(config) = &loaded {
+            for pool in &config.pools {
+                if let Err(e) = rampart::tls::PoolTls::load(pool) {
+                    eprintln!(
+                        "rampart: configuration file '{}' syntax is invalid\n{e}",
+                        cli.conf_file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        return match loaded {
             Ok(_) => {
                 eprintln!(
                     "rampart: configuration file '{}' syntax is ok",
@@ -288,6 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             token: admin_token(&cli),
             hosts: cli.admin_host.clone(),
             explicit: cli.admin.is_some(),
+            tls: cli.admin_tls_cert.clone().zip(cli.admin_tls_key.clone()),
         }),
     };
     tracing::info!(

@@ -240,6 +240,40 @@ fn step_log_level(signal: &str, step: crate::logfile::Step) {
     }
 }
 
+/// How long a client of a `tls_listen` address has to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run the TLS handshake of a client accepted on `tls_listen`, with the pool's current
+/// certificate (a reload's renewed one from then on); `None` (counted and logged with the
+/// peer and the reason) when it fails.
+async fn accept_tls(pool: &crate::upstream::pool::WorkerPool, stream: Stream) -> Option<Stream> {
+    let rt = &pool.rt;
+    let peer = stream
+        .tcp_socket()
+        .and_then(|s| s.peer_addr().ok())
+        .map_or_else(|| "unix socket".to_string(), |a| a.to_string());
+    let Some(config) = rt.tls.server.clone() else {
+        tracing::warn!(pool = %rt.conf.name, peer, "TLS client refused: the pool has no tls: certificate any more");
+        return None;
+    };
+    let outcome =
+        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, crate::tls::accept(&config, stream)).await;
+    let why = match outcome {
+        Ok(Ok(s)) => {
+            crate::tls::count(rt.index, crate::tls::Outcome::Accepted);
+            if let Some(subject) = crate::tls::peer_subject(&s) {
+                tracing::debug!(pool = %rt.conf.name, peer, "TLS client certificate: {subject}");
+            }
+            return Some(s);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {}s", TLS_HANDSHAKE_TIMEOUT.as_secs()),
+    };
+    crate::tls::count(rt.index, crate::tls::Outcome::Refused);
+    tracing::warn!(pool = %rt.conf.name, peer, "TLS client refused: {peer}: {why}");
+    None
+}
+
 fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Accepted>, drain: Duration) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -269,7 +303,16 @@ fn worker_main(id: usize, shared: Arc<Shared>, mut rx: mpsc::Receiver<Accepted>,
                         Ok(stream) => {
                             let w = std::rc::Rc::clone(&worker);
                             let guard = job.guard;
+                            let tls = job.tls;
                             tokio::task::spawn_local(async move {
+                                let stream = if tls {
+                                    match accept_tls(&pool, stream).await {
+                                        Some(s) => s,
+                                        None => return,
+                                    }
+                                } else {
+                                    stream
+                                };
                                 crate::session::client::serve(w, pool, stream, job.id, (job.mode, job.local)).await;
                                 drop(guard);
                             });

@@ -18,6 +18,7 @@
 //! - [`nutcracker`]: [`Nutcracker`], twemproxy from a YAML string.
 //! - [`proxy`]: [`Proxy`], any binary (such as rampart) under test.
 //! - [`fault`]: [`FaultLink`], a TCP forwarder with switchable faults.
+//! - [`tls`]: [`TlsRedis`] and [`TlsSentinel`], TLS-only servers, and `redis-cli --tls`.
 //! - [`process`]: signals, bounded waits and the child guard shared by the above.
 //!
 //! # Example
@@ -38,6 +39,7 @@ pub mod proxy;
 pub mod redis;
 pub mod reply;
 pub mod sentinel;
+pub mod tls;
 
 pub use client::{is_timeout, Client};
 pub use fault::{FaultLink, Mode};
@@ -47,6 +49,7 @@ pub use proxy::{Proxy, ProxyBuilder};
 pub use redis::RedisServer;
 pub use reply::{encode_command, Reply, ReplyError};
 pub use sentinel::{Monitor, Sentinel};
+pub use tls::{redis_cli_tls, TlsFiles, TlsRedis, TlsSentinel};
 
 use std::collections::HashSet;
 use std::net::TcpListener;

@@ -68,7 +68,7 @@ impl Monitor {
         self
     }
 
-    fn write_conf(&self, out: &mut String) {
+    pub(crate) fn write_conf(&self, out: &mut String) {
         let n = &self.name;
         // Writing to a String cannot fail.
         let _ = writeln!(

@@ -141,6 +141,11 @@ pub struct PoolJson {
     forward_error: i64,
     server_ejects: i64,
     fragments: i64,
+    /// The TLS listener's address (`tls_listen`), if any.
+    tls_listen: Option<String>,
+    /// Every certificate the pool loaded (listener, client CA, backend CA, backend client
+    /// certificate), with its expiry (`not_after`, seconds since the epoch).
+    tls_certificates: Vec<crate::tls::CertInfo>,
     shards: Vec<ShardJson>,
 }
 
@@ -277,6 +282,8 @@ pub async fn topology(State(st): St) -> Json<Topology> {
                 forward_error: sum(PoolStat::ForwardError),
                 server_ejects: sum(PoolStat::ServerEjects),
                 fragments: sum(PoolStat::Fragments),
+                tls_listen: p.conf.tls_listen.as_ref().map(ToString::to_string),
+                tls_certificates: p.tls.certs.clone(),
                 shards: ps.shards.iter().map(shard_json).collect(),
             }
         })

@@ -57,9 +57,13 @@ fn busy() -> String {
     )
 }
 
+/// The admin listener's TLS and what tells it a reload happened.
+pub type Tls = (Arc<super::tls::AdminTls>, Arc<crate::topology::Shared>);
+
 /// Accept and serve connections to `app` until `stop` is cancelled; then every connection
-/// gets `CLOSE_GRACE` to finish its reply.
-pub async fn run(listener: TcpListener, app: Router, stop: CancellationToken) {
+/// gets `CLOSE_GRACE` to finish its reply. With `tls`, each connection's TLS handshake must
+/// complete within [`HEADER_TIMEOUT`], with the certificate current at its arrival.
+pub async fn run(listener: TcpListener, app: Router, stop: CancellationToken, tls: Option<Tls>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
     let mut last_log: Option<Instant> = None;
@@ -102,21 +106,59 @@ pub async fn run(listener: TcpListener, app: Router, stop: CancellationToken) {
             Ok(peer) => app.layer(Extension(PeerAddr(peer))),
             Err(_) => app,
         };
-        conns.spawn(serve_one(sock, app, stop.clone(), slot));
+        match &tls {
+            None => {
+                conns.spawn(serve_one(sock, app, stop.clone(), slot));
+            }
+            Some((t, shared)) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(t.config(shared));
+                let stop = stop.clone();
+                conns.spawn(async move {
+                    let peer = peer_of(&sock);
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(sock)).await {
+                        Ok(Ok(s)) => serve_one(s, app, stop, slot).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!("admin TLS handshake from {peer} failed: {e}")
+                        }
+                        Err(_) => tracing::debug!("admin TLS handshake from {peer} timed out"),
+                    }
+                });
+            }
+        }
     }
     while conns.join_next().await.is_some() {}
 }
 
-async fn serve_one(
-    sock: TcpStream,
+fn peer_of(sock: &TcpStream) -> String {
+    sock.peer_addr()
+        .map_or_else(|_| "an unknown peer".to_string(), |a| a.to_string())
+}
+
+/// The TCP socket under a connection, plain or TLS.
+trait Socket: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+async fn serve_one<S: Socket>(
+    sock: S,
     app: Router,
     stop: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
-    let peer = sock
-        .peer_addr()
-        .map_or_else(|_| "an unknown peer".to_string(), |a| a.to_string());
-    let _ = sock.set_nodelay(true);
+    let peer = peer_of(sock.tcp());
+    let _ = sock.tcp().set_nodelay(true);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

@@ -104,6 +104,10 @@ families! {
     FAULTS_ACTIVE = ("rampart_faults_active", "gauge", "Faults injected through the admin API that are active now, by kind (each ends by itself).");
     FAULT_HITS = ("rampart_fault_hits_total", "counter", "Requests an active injected fault applied to, by fault id, kind and pool.");
     EVENTS = ("rampart_events_total", "counter", "Operator events recorded since the start (node up/down/ejected, maintenance, failover, switchover, reload, primary, circuit open/closed), by kind.");
+    TLS_NOT_AFTER = ("rampart_tls_certificate_not_after_seconds", "gauge", "When a loaded certificate expires (its notAfter, seconds since the Unix epoch), by pool, role (listener, client_ca, backend_ca, backend_client; admin, with an empty pool, for the admin listener's) and file; for a CA file, the certificate in it that expires first.");
+    TLS_ACCEPTED = ("rampart_tls_client_handshakes_total", "counter", "TLS handshakes of clients on the pool's tls_listen that completed.");
+    TLS_REFUSED = ("rampart_tls_client_handshake_failures_total", "counter", "TLS handshakes of clients on the pool's tls_listen that were refused or broke (no or an untrusted client certificate, no shared version, a timeout); each is logged with the peer and the reason.");
+    TLS_BACKEND_FAILED = ("rampart_tls_server_handshake_failures_total", "counter", "TLS handshakes with the pool's servers and Sentinels that failed (an untrusted or misnamed server certificate, a refused client certificate).");
     COMMAND_CALLS = ("rampart_command_calls_total", "counter", "Requests answered, by command.");
     COMMAND_ERRORS = ("rampart_command_errors_total", "counter", "Requests answered with an error reply, by command.");
     COMMAND_DURATION = ("rampart_command_duration_seconds", "histogram", "Time from reading a request to writing its reply, by command.");
@@ -192,6 +196,7 @@ pub fn render(shared: &Shared) -> String {
     spools(&mut o, &snap);
     node_health(&mut o, &snap);
     node_traffic(&mut o, &snap);
+    tls(&mut o, &snap);
     events(&mut o);
     faults(&mut o);
     commands(&mut o, shared);
@@ -273,6 +278,38 @@ fn pools(o: &mut Out, shared: &Shared, snap: &Snapshot) {
     o.head(&POOL_READY);
     for p in &snap.pools {
         o.sample(POOL_READY.name, &[("pool", p.name())], b(p.ready));
+    }
+}
+
+/// Certificate expiry and handshake counts of the pools that use TLS.
+fn tls(o: &mut Out, snap: &Snapshot) {
+    let with_tls = || {
+        snap.pools
+            .iter()
+            .filter(|p| p.pool.tls.server.is_some() || p.pool.tls.client.is_some())
+    };
+    o.head(&TLS_NOT_AFTER);
+    if let Some(c) = super::tls::cert_info() {
+        let labels = [("pool", ""), ("role", c.role), ("file", &c.file)];
+        o.sample(TLS_NOT_AFTER.name, &labels, c.not_after as f64);
+    }
+    for p in with_tls() {
+        for c in &p.pool.tls.certs {
+            let labels = [("pool", p.name()), ("role", c.role), ("file", &c.file)];
+            o.sample(TLS_NOT_AFTER.name, &labels, c.not_after as f64);
+        }
+    }
+    for (f, pick) in [
+        (&TLS_ACCEPTED, 0),
+        (&TLS_REFUSED, 1),
+        (&TLS_BACKEND_FAILED, 2),
+    ] {
+        o.head(f);
+        for p in with_tls() {
+            let (accepted, refused, failed) = crate::tls::counts(p.pool.index);
+            let v = [accepted, refused, failed][pick];
+            o.sample(f.name, &[("pool", p.name())], v as f64);
+        }
     }
 }
 

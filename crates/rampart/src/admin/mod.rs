@@ -27,7 +27,8 @@
 //! changed from the machine itself. Every request must name the listener in `Host`, and changes
 //! must be JSON from no foreign `Origin` ([`guard`]), so a web page in the operator's browser
 //! can neither read nor change anything. The listener bounds its connections and their time
-//! ([`listener`]). docs/ADMIN.md describes every call, docs/SECURITY.md the threat model.
+//! ([`listener`]); with `--admin-tls-cert` and `--admin-tls-key` it serves HTTPS ([`tls`]).
+//! docs/ADMIN.md describes every call, docs/SECURITY.md the threat model.
 
 pub mod api;
 pub mod faults;
@@ -37,6 +38,7 @@ pub mod listener;
 pub mod metrics;
 pub mod page;
 pub mod stats_port;
+pub mod tls;
 pub mod token;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -69,6 +71,8 @@ pub struct AdminOptions {
     /// address only logs a warning when it is taken (so several instances, or tests, can run
     /// side by side).
     pub explicit: bool,
+    /// Serve HTTPS with this certificate chain and key (PEM files); `None`: plain HTTP.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Why the admin interface cannot start.
@@ -99,6 +103,9 @@ pub enum AdminError {
     /// An extra host name is malformed.
     #[error(transparent)]
     BadHost(#[from] guard::BadName),
+    /// The TLS certificate or key does not load.
+    #[error("admin interface TLS: {0}")]
+    Tls(#[from] crate::tls::LoadError),
     /// Binding failed.
     #[error("cannot listen for the admin interface on {addr}: {source}")]
     Bind {
@@ -115,6 +122,7 @@ pub struct Bound {
     listener: TcpListener,
     token: Arc<token::AdminToken>,
     names: guard::Names,
+    tls: Option<Arc<tls::AdminTls>>,
 }
 
 impl Bound {
@@ -157,6 +165,10 @@ pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
     if !addrs.iter().all(|a| a.ip().is_loopback()) && !token.is_set() {
         return Err(AdminError::TokenRequired(opts.addr.clone()));
     }
+    let admin_tls = match &opts.tls {
+        Some((cert, key)) => Some(Arc::new(tls::AdminTls::load(cert, key)?)),
+        None => None,
+    };
     let bound = |listener: TcpListener| -> Result<Option<Bound>, AdminError> {
         let local = listener
             .local_addr()
@@ -165,6 +177,7 @@ pub async fn bind(opts: &AdminOptions) -> Result<Option<Bound>, AdminError> {
             names: guard::Names::new(local, &opts.hosts)?,
             listener,
             token: Arc::clone(&token),
+            tls: admin_tls.clone(),
         }))
     };
     match TcpListener::bind(addr).await {
@@ -222,10 +235,12 @@ pub async fn serve(
         history,
     });
     if let Ok(a) = bound.listener.local_addr() {
-        tracing::info!("admin interface on http://{a}/");
+        let scheme = if bound.tls.is_some() { "https" } else { "http" };
+        tracing::info!("admin interface on {scheme}://{a}/");
     }
+    let tls = bound.tls.map(|t| (t, Arc::clone(&state.shared)));
     let app = router(state, rules);
-    listener::run(bound.listener, app, stop).await;
+    listener::run(bound.listener, app, stop, tls).await;
 }
 
 /// Every route, behind the [`guard`] that checks `Host`, `Origin`, `Content-Type`, the body
@@ -318,6 +333,7 @@ mod tests {
             token: t.map(|t| token::Source::Value(t.to_string())),
             hosts: Vec::new(),
             explicit: true,
+            tls: None,
         };
         let e = bind(&opts("0.0.0.0:0", None)).await;
         assert!(matches!(e, Err(AdminError::TokenRequired(_))), "{e:?}");
@@ -340,6 +356,7 @@ mod tests {
             token: None,
             hosts: Vec::new(),
             explicit: false,
+            tls: None,
         };
         assert!(matches!(bind(&opts).await, Ok(None)));
         opts.explicit = true;

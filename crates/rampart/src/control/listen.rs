@@ -26,6 +26,8 @@ pub struct Accepted {
     pub mode: Mode,
     /// Peer on loopback or a unix socket.
     pub local: bool,
+    /// Accepted on `tls_listen`: the worker runs the TLS handshake before the session.
+    pub tls: bool,
     /// The socket.
     pub conn: RawConn,
     /// Session id.
@@ -76,15 +78,34 @@ pub(crate) enum Listener {
     Unix(UnixListener),
 }
 
+/// What one listener serves: its pool's requests in a mode, over TLS or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Serves {
+    /// Which requests.
+    pub mode: Mode,
+    /// Clients speak TLS (`tls_listen`).
+    pub tls: bool,
+}
+
 /// Every address a pool listens on, with what each serves.
-pub fn listens(p: &PoolRt) -> Vec<(&Listen, Mode)> {
+pub fn listens(p: &PoolRt) -> Vec<(&Listen, Serves)> {
     let c = &p.conf;
-    let mut v = vec![(&c.listen, Mode::All)];
+    let plain = |mode| Serves { mode, tls: false };
+    let mut v = vec![(&c.listen, plain(Mode::All))];
     if let Some(l) = &c.read_listen {
-        v.push((l, Mode::Reads));
+        v.push((l, plain(Mode::Reads)));
     }
     if let Some(l) = &c.write_listen {
-        v.push((l, Mode::Writes));
+        v.push((l, plain(Mode::Writes)));
+    }
+    if let Some(l) = &c.tls_listen {
+        v.push((
+            l,
+            Serves {
+                mode: Mode::All,
+                tls: true,
+            },
+        ));
     }
     v
 }
@@ -145,7 +166,7 @@ pub(crate) fn bind_one(p: &PoolRt, listen: &Listen) -> anyhow::Result<Listener> 
 }
 
 pub(crate) async fn accept_loop(
-    (pool, mode): (Arc<str>, Mode),
+    (pool, serves): (Arc<str>, Serves),
     listener: Listener,
     count: Arc<AtomicUsize>,
     shared: Arc<Shared>,
@@ -200,7 +221,10 @@ pub(crate) async fn accept_loop(
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         let guard = ConnGuard(Arc::clone(&count));
         if limit > 0 && n > limit {
-            refuse(conn);
+            // A TLS client could not read the plaintext error; it is just closed.
+            if !serves.tls {
+                refuse(conn);
+            }
             drop(guard);
             continue;
         }
@@ -208,8 +232,9 @@ pub(crate) async fn accept_loop(
         let workers = &handoff.workers;
         let mut job = Accepted {
             pool: Arc::clone(&pool),
-            mode,
+            mode: serves.mode,
             local,
+            tls: serves.tls,
             conn,
             id,
             guard,

@@ -19,7 +19,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::topology::node::NodeRt;
-use crate::topology::Mode;
 use crate::topology::PoolRt;
 use crate::topology::Shared;
 
@@ -27,7 +26,7 @@ pub mod listen;
 pub mod reload;
 pub mod rights;
 
-use crate::control::listen::{accept_loop, bind_one, listens, Handoff, Listener};
+use crate::control::listen::{accept_loop, bind_one, listens, Handoff, Listener, Serves};
 
 struct Running {
     task: JoinHandle<()>,
@@ -57,11 +56,11 @@ pub struct Control {
     replayers: Vec<CancellationToken>,
 }
 
-/// A listener bound by a reload, not yet running: (key, pool, mode, socket).
-type Bound = (String, Arc<str>, Mode, Listener);
+/// A listener bound by a reload, not yet running: (key, pool, what it serves, socket).
+type Bound = (String, Arc<str>, Serves, Listener);
 
-fn listen_key(pool: &str, mode: Mode, l: &Listen) -> String {
-    format!("{pool}|{mode:?}|{l:?}")
+fn listen_key(pool: &str, serves: Serves, l: &Listen) -> String {
+    format!("{pool}|{:?}|{}|{l:?}", serves.mode, serves.tls)
 }
 
 impl Control {

@@ -26,12 +26,11 @@ pub fn build_pools(
             Some(p) => p.index,
             None => shared.pool_slot(&conf.name)?,
         };
-        pools.push(Arc::new(PoolRt::with_nodes(
-            slot,
-            conf,
-            shared.workers,
-            prev.map(|p| p.as_ref()),
-        )));
+        // Certificates and keys are read again on every reload; a bad file refuses it.
+        let tls = crate::tls::PoolTls::load(&conf)?;
+        pools.push(Arc::new(
+            PoolRt::with_nodes(slot, conf, shared.workers, prev.map(|p| p.as_ref())).with_tls(tls),
+        ));
     }
     Ok(pools)
 }
@@ -125,6 +124,33 @@ async fn reload_inner(
     Ok(msg)
 }
 
+/// The certificates a reload read that differ from those before (same files, new content):
+/// `certificates renewed: listener proxy.pem expires 2032-01-01T00:00:00Z`.
+fn renewed(old: &PoolRt, new: &PoolRt) -> Option<String> {
+    let fresh: Vec<String> = new
+        .tls
+        .certs
+        .iter()
+        .filter(|c| !old.tls.certs.contains(c))
+        .map(|c| {
+            let at = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(c.not_after).unwrap_or(0));
+            format!(
+                "{} {} expires {}",
+                c.role,
+                c.file,
+                humantime::format_rfc3339_seconds(at)
+            )
+        })
+        .collect();
+    let word = if old.tls.certs.is_empty() {
+        "loaded"
+    } else {
+        "renewed"
+    };
+    (!fresh.is_empty()).then(|| format!("certificates {word}: {}", fresh.join(", ")))
+}
+
 /// What a reload changed, per pool, in words: `demo: timeout 1000ms -> 500ms,
 /// health_check.interval 1s -> 200ms; extra: added`, or `nothing changed`.
 fn changes(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> String {
@@ -133,7 +159,10 @@ fn changes(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> String {
         match old.iter().find(|o| o.conf.name == p.conf.name) {
             None => out.push(format!("{}: added", p.conf.name)),
             Some(o) => {
-                let c = p.conf.changes_from(&o.conf);
+                let mut c = p.conf.changes_from(&o.conf);
+                if let Some(renewed) = renewed(o, p) {
+                    c.push(renewed);
+                }
                 if !c.is_empty() {
                     out.push(format!("{}: {}", p.conf.name, c.join(", ")));
                 }

@@ -1,19 +1,19 @@
 //! A small control-plane Redis client for health checks and Sentinel: one connection, pipelined
 //! calls with a deadline, replies parsed into owned values. Not used on the data path.
 //!
-//! Every connection is opened with [`Link::open`], which runs the pool's [`Handshake`]
-//! (AUTH, SELECT) before anything else is sent.
+//! Every connection is opened with [`Link::open`], which connects with the pool's
+//! [`Handshake`] (TLS when the pool has `backend_tls`) and runs its AUTH and SELECT before
+//! anything else is sent.
 
 use std::io;
 use std::time::Duration;
 
 use rampart_config::ServerAddr;
 use resp::{ReplyDecoder, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{timeout, Instant};
 
 use crate::handshake::{Handshake, HandshakeError};
+use crate::io::{flush, Stream};
 
 /// An owned reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,14 +77,9 @@ pub fn parse(reply: &[u8]) -> Val {
     }
 }
 
-enum Io {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
 /// One control connection.
 pub struct Link {
-    io: Io,
+    io: Stream,
     buf: Vec<u8>,
     dec: ReplyDecoder,
 }
@@ -118,7 +113,7 @@ impl Link {
         limit: Duration,
     ) -> Result<Link, OpenError> {
         let started = Instant::now();
-        let mut c = Link::connect(addr, limit)
+        let mut c = Link::connect(addr, handshake, limit)
             .await
             .map_err(OpenError::Connect)?;
         if handshake.is_empty() {
@@ -151,18 +146,13 @@ impl Link {
         Ok(c)
     }
 
-    /// Connect within `limit`, with no handshake.
-    async fn connect(addr: &ServerAddr, limit: Duration) -> io::Result<Link> {
-        let fut = async {
-            Ok::<_, io::Error>(match addr {
-                ServerAddr::Tcp { host, port } => {
-                    let s = TcpStream::connect((host.as_str(), *port)).await?;
-                    s.set_nodelay(true)?;
-                    Io::Tcp(s)
-                }
-                ServerAddr::Unix(p) => Io::Unix(UnixStream::connect(p).await?),
-            })
-        };
+    /// Connect (and open TLS when `handshake` has it) within `limit`; no commands sent.
+    async fn connect(
+        addr: &ServerAddr,
+        handshake: &Handshake,
+        limit: Duration,
+    ) -> io::Result<Link> {
+        let fut = crate::handshake::connect(addr, handshake, false);
         let io = timeout(limit, fut).await.map_err(|_| timed_out())??;
         Ok(Link {
             io,
@@ -172,10 +162,11 @@ impl Link {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.io {
-            Io::Tcp(s) => s.write_all(bytes).await,
-            Io::Unix(s) => s.write_all(bytes).await,
+        let mut out = bytes::BytesMut::from(bytes);
+        while flush(&self.io, &mut out)? {
+            self.io.writable().await?.clear();
         }
+        Ok(())
     }
 
     /// Read the next complete reply (no deadline; wrap in a timeout).
@@ -194,9 +185,11 @@ impl Link {
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
             }
             let mut chunk = [0u8; 4096];
-            let n = match &mut self.io {
-                Io::Tcp(s) => s.read(&mut chunk).await?,
-                Io::Unix(s) => s.read(&mut chunk).await?,
+            let mut ready = self.io.readable().await?;
+            let n = match self.io.read(&mut ready, &mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             };
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());

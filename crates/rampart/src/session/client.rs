@@ -329,26 +329,18 @@ fn slow(ctx: &Session, t: &crate::session::dispatch::Timed, us: u64, args: Vec<V
 /// The client's address as Redis shows it: `ip:port`, or for a unix socket the listener's
 /// path followed by `:0`.
 fn peer(stream: &Stream, pool: &WorkerPool) -> String {
-    match stream {
-        Stream::Tcp(s) => s
-            .get_ref()
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        Stream::Unix(_) => format!("{}:0", pool.rt.conf.listen),
+    match stream.tcp_socket() {
+        Some(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+        None => format!("{}:0", pool.rt.conf.listen),
     }
 }
 
 /// The address the client connected to, as Redis shows it (`laddr`): `ip:port`, or for a
 /// unix socket the listener's path followed by `:0`.
 fn local_addr(stream: &Stream, pool: &WorkerPool) -> String {
-    match stream {
-        Stream::Tcp(s) => s
-            .get_ref()
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        Stream::Unix(_) => format!("{}:0", pool.rt.conf.listen),
+    match stream.tcp_socket() {
+        Some(s) => s.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        None => format!("{}:0", pool.rt.conf.listen),
     }
 }
 

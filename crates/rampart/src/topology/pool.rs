@@ -263,6 +263,8 @@ pub struct PoolRt {
     pub handshake: Arc<Handshake>,
     /// AUTH for every connection to one of the pool's Sentinels.
     pub sentinel_handshake: Handshake,
+    /// The pool's TLS material (listener and backend side), read when the pool was built.
+    pub tls: crate::tls::PoolTls,
     points: Vec<ServerPoint>,
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
@@ -423,6 +425,7 @@ impl PoolRt {
             index,
             handshake: Arc::new(Handshake::data(&conf)),
             sentinel_handshake: Handshake::sentinel(&conf),
+            tls: crate::tls::PoolTls::default(),
             conf,
             shards,
             checked,
@@ -431,6 +434,16 @@ impl PoolRt {
             any_ejected: AtomicBool::new(false),
             next_retry_ms: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// The pool with its TLS material: the listener's certificate for `tls_listen`, and the
+    /// backend side's in the handshakes of every connection to its nodes and Sentinels.
+    pub fn with_tls(mut self, tls: crate::tls::PoolTls) -> Self {
+        let client = tls.client.clone();
+        self.handshake = Arc::new(Handshake::data(&self.conf).with_tls(client.clone(), self.index));
+        self.sentinel_handshake = Handshake::sentinel(&self.conf).with_tls(client, self.index);
+        self.tls = tls;
+        self
     }
 
     /// The shard that holds `key` (its hash tag part when the pool has one), or `None` when no
@@ -546,8 +559,9 @@ impl PoolRt {
     }
 
     /// Whether a connection opened for `other` (the same pool in another generation) may
-    /// serve this one: the same handshake (`redis_auth`, `redis_db`), `tcpkeepalive` and
-    /// number of connections per node. A reload that changes any of these replaces the
+    /// serve this one: the same handshake (`redis_auth`, `redis_db`), `tcpkeepalive`,
+    /// number of connections per node and `backend_tls` files (renewed content is used by
+    /// the connections opened from then on). A reload that changes any of these replaces the
     /// connections instead of moving them over.
     pub fn same_connections(&self, other: &PoolRt) -> bool {
         let (a, b) = (&self.conf, &other.conf);
@@ -555,11 +569,13 @@ impl PoolRt {
             && a.redis_db == b.redis_db
             && a.tcpkeepalive == b.tcpkeepalive
             && a.server_connections == b.server_connections
+            && a.backend_tls == b.backend_tls
     }
 
     /// Whether the health checks of this pool's nodes run with the same settings as those of
     /// `other` (the same pool in another generation): `health_check`, `max_replica_lag`,
-    /// `max_stale` and the handshake.
+    /// `max_stale`, the handshake and the backend TLS material (a renewed certificate starts
+    /// the checks again with it).
     pub fn same_checks(&self, other: &PoolRt) -> bool {
         let (a, b) = (&self.conf, &other.conf);
         a.health == b.health
@@ -567,6 +583,7 @@ impl PoolRt {
             && a.max_stale == b.max_stale
             && a.redis_auth == b.redis_auth
             && a.redis_db == b.redis_db
+            && self.tls.client_digest() == other.tls.client_digest()
     }
 
     /// The pool timeout as a duration.

@@ -39,7 +39,6 @@ use crate::topology::PoolRt;
 use crate::upstream::acks;
 use crate::upstream::error::{ConnFailure, Failure};
 use crate::upstream::sink::Sink;
-use rampart_config::ServerAddr;
 
 /// Most requests one connection holds (queued or in flight) before new ones are refused.
 pub const MAX_WAITERS: usize = 64 * 1024;
@@ -379,21 +378,8 @@ impl Backend {
     async fn connect(&self) -> Result<Stream, ConnFailure> {
         let pool = self.pool();
         let limit = pool.timeout();
-        let fut = async {
-            match &self.node.addr {
-                ServerAddr::Tcp { host, port } => {
-                    let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                    s.set_nodelay(true)?;
-                    if pool.conf.tcpkeepalive {
-                        socket2::SockRef::from(&s).set_keepalive(true)?;
-                    }
-                    Stream::tcp(s.into_std()?)
-                }
-                ServerAddr::Unix(path) => {
-                    Stream::unix(tokio::net::UnixStream::connect(path).await?.into_std()?)
-                }
-            }
-        };
+        let fut =
+            crate::handshake::connect(&self.node.addr, &pool.handshake, pool.conf.tcpkeepalive);
         match timeout(limit, fut).await {
             Ok(r) => r.map_err(ConnFailure::from),
             Err(_) => Err(ConnFailure::Timeout),

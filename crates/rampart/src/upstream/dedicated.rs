@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rampart_config::ServerAddr;
 use resp::ReplyDecoder;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -418,7 +417,7 @@ impl Lease {
         closer.borrow_and_update();
         let stream = match timeout(
             pool.timeout(),
-            connect(&self.node.addr, pool.conf.tcpkeepalive),
+            crate::handshake::connect(&self.node.addr, &pool.handshake, pool.conf.tcpkeepalive),
         )
         .await
         {
@@ -496,12 +495,7 @@ impl Lease {
 /// so the answer is current and costs no wait (a zero timeout on readiness waits for the next
 /// timer tick, up to a millisecond, when nothing is there).
 fn has_input(stream: &Stream) -> bool {
-    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
-    let peeked = match stream {
-        Stream::Tcp(s) => socket2::SockRef::from(s.get_ref()).peek(&mut byte),
-        Stream::Unix(s) => socket2::SockRef::from(s.get_ref()).peek(&mut byte),
-    };
-    !matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    stream.has_input()
 }
 
 fn decoder() -> ReplyDecoder {
@@ -511,22 +505,6 @@ fn decoder() -> ReplyDecoder {
         max_bulk: usize::MAX,
         ..resp::Limits::default()
     })
-}
-
-async fn connect(addr: &ServerAddr, keepalive: bool) -> std::io::Result<Stream> {
-    match addr {
-        ServerAddr::Tcp { host, port } => {
-            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            if keepalive {
-                socket2::SockRef::from(&s).set_keepalive(true)?;
-            }
-            Stream::tcp(s.into_std()?)
-        }
-        ServerAddr::Unix(path) => {
-            Stream::unix(tokio::net::UnixStream::connect(path).await?.into_std()?)
-        }
-    }
 }
 
 async fn write_all(stream: &Stream, bytes: &[u8]) -> std::io::Result<()> {

@@ -235,9 +235,18 @@ function renderPool(p, hist) {
   }
   const head = el("tr", {}, ...["node", "role", "status", "last check", "conns", "ops/s", "err/s",
     "p99", "conn errors", "lag", "ejections", "zone"].map((h) => el("th", { scope: "col" }, h)));
+  // Certificates and when they expire; under 14 days is flagged.
+  const certs = (p.tls_certificates || []).map((c) => {
+    const days = (c.not_after * 1000 - Date.now()) / 86400000;
+    return el("span", { class: days < 14 ? "bad-text note" : "muted note", "data-cert": c.role },
+      " ", c.role, " ", c.subject, " expires ", new Date(c.not_after * 1000).toISOString().slice(0, 10),
+      " (", Math.floor(days), " days)");
+  });
   return el("section", { class: "panel pool", "data-pool": p.name },
-    el("h2", {}, p.name, el("span", { class: "muted" }, " ", p.listen, " · ", p.kind, " · reads: ", p.read_policy,
+    el("h2", {}, p.name, el("span", { class: "muted" }, " ", p.listen, p.tls_listen ? " · TLS " + p.tls_listen : "",
+      " · ", p.kind, " · reads: ", p.read_policy,
       " · clients: ", fmtNum(p.client_connections), " · forward errors: ", fmtNum(p.forward_error))),
+    certs.length ? el("p", { class: "certs" }, "certificates:", ...certs) : null,
     poolCharts(p, hist, hp, hnodes),
     el("div", { class: "scroll" }, el("table", { class: "grid nodes" }, el("thead", {}, head), el("tbody", {}, ...rows))));
 }

@@ -1,0 +1,854 @@
+//! TLS on both sides, against real TLS redis-servers (`--tls-port`) and `redis-cli --tls`:
+//! a TLS listener beside the plaintext one, backend TLS for a sharded pool and for a
+//! health-checked replica set, both at once with client certificates, mTLS accepted and
+//! refused, a server certificate from another CA refused with a log line naming the node,
+//! a renewed certificate taken on reload under load with no client dropped, a bad file on
+//! reload changing nothing, and certificate expiry in /metrics.
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use testkit::{
+    encode_command, free_port, poll_until, redis_cli_tls, send_signal, Proxy, RedisServer, Reply,
+    TlsFiles, TlsRedis,
+};
+
+/// A certificate authority that issues certificates into a directory.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
+    name: String,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().expect("key");
+        let issuer = CertifiedIssuer::self_signed(params, key).expect("CA");
+        std::fs::write(dir.join(format!("{name}.pem")), issuer.pem()).expect("write CA");
+        Ca {
+            issuer,
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+        }
+    }
+
+    fn pem(&self) -> PathBuf {
+        self.dir.join(format!("{}.pem", self.name))
+    }
+
+    /// A leaf for `localhost` and 127.0.0.1 that expires on 1 January of `year`, written to
+    /// `<file>.pem` and `<file>.key`; its files, with this CA as the peer's CA.
+    fn issue(&self, file: &str, cn: &str, year: i32) -> TlsFiles {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let files = TlsFiles {
+            cert: self.dir.join(format!("{file}.pem")),
+            key: self.dir.join(format!("{file}.key")),
+            ca: self.pem(),
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("write cert");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write key");
+        files
+    }
+}
+
+/// The year `ahead` years from now (certificates expire on 1 January of such a year).
+fn year(ahead: i32) -> i32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // Average Gregorian year; off by at most a day around New Year, harmless here.
+    1970 + i32::try_from(secs / 31_556_952).expect("year") + ahead
+}
+
+/// notAfter (seconds since the epoch) of 1 January `year`.
+fn jan1(year: i32) -> i64 {
+    rcgen::date_time_ymd(year, 1, 1).unix_timestamp()
+}
+
+/// A blocking RESP client over TLS (rustls, trusting `ca`, with an optional client
+/// certificate).
+struct TlsClient {
+    io: BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+}
+
+impl TlsClient {
+    fn connect(port: u16, ca: &Path, cert: Option<&TlsFiles>) -> std::io::Result<TlsClient> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).expect("ca") {
+            roots.add(c.expect("ca cert")).expect("add");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let config = match cert {
+            Some(f) => {
+                let chain = CertificateDer::pem_file_iter(&f.cert)
+                    .expect("cert")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("cert");
+                let key = PrivateKeyDer::from_pem_file(&f.key).expect("key");
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .expect("client auth")
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let name = ServerName::try_from("localhost").expect("name");
+        let conn =
+            rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+        let sock = TcpStream::connect(("127.0.0.1", port))?;
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut stream = rustls::StreamOwned::new(conn, sock);
+        // Drive the handshake now, so a refusal shows here.
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(TlsClient {
+            io: BufReader::new(stream),
+        })
+    }
+
+    /// notAfter of the certificate the server presented.
+    fn peer_not_after(&self) -> i64 {
+        let certs = self
+            .io
+            .get_ref()
+            .conn
+            .peer_certificates()
+            .expect("peer certs");
+        let (_, cert) = x509_parser::parse_x509_certificate(certs[0].as_ref()).expect("x509");
+        cert.validity().not_after.timestamp()
+    }
+
+    fn try_cmd(&mut self, args: &[&str]) -> std::io::Result<Reply> {
+        self.io.get_mut().write_all(&encode_command(args))?;
+        self.io.get_mut().flush()?;
+        testkit::reply::read_reply(&mut self.io)
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> Reply {
+        self.try_cmd(args).expect("command over TLS")
+    }
+}
+
+/// rampart with `yaml` and an admin listener; waits for `port`.
+fn rampart(yaml: &str, port: u16, admin: u16) -> Proxy {
+    Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yaml)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{admin}"))
+        .wait_port(port)
+        .start()
+}
+
+/// GET on the admin listener; the body.
+fn get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("admin port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
+}
+
+/// The value of the metric line that starts with `prefix`.
+fn metric(admin: u16, prefix: &str) -> Option<f64> {
+    get(admin, "/metrics")
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Send SIGHUP and wait for the reload's log line (applied or refused).
+fn reload(proxy: &Proxy) -> String {
+    let lines = |log: String| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("reload: ") || l.contains("reload refused"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = lines(proxy.stderr()).len();
+    send_signal(proxy.pid(), "HUP");
+    poll_until(Duration::from_secs(10), || {
+        lines(proxy.stderr()).get(before).cloned()
+    })
+    .unwrap_or_else(|| panic!("no reload line after SIGHUP:\n{}", proxy.stderr()))
+}
+
+fn cli_ok(port: u16, files: Option<&TlsFiles>, ca: &Path, args: &[&str]) -> String {
+    let (ok, out) = redis_cli_tls(port, files, ca, args);
+    assert!(ok, "redis-cli --tls {args:?} failed: {out}");
+    out.trim().to_string()
+}
+
+fn listener_block(server: &TlsFiles, extra: &str) -> String {
+    format!(
+        "  tls:\n    cert: {}\n    key: {}\n{extra}",
+        server.cert.display(),
+        server.key.display()
+    )
+}
+
+#[test]
+fn redis_cli_over_tls_and_plaintext_clients_share_one_pool() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("proxy", "rampart", year(5));
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}  servers:\n   - {}:1 s0\n   - {}:1 s1\n",
+        listener_block(&server, ""),
+        a.addr(),
+        b.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    assert_eq!(
+        cli_ok(tls_port, None, &ca.pem(), &["SET", "k", "over tls"]),
+        "OK"
+    );
+    assert_eq!(
+        testkit::Client::connect(&format!("127.0.0.1:{port}")).cmd(&["GET", "k"]),
+        Reply::bulk("over tls"),
+        "the plaintext listener serves the same pool"
+    );
+    // A pipelining client: 200 commands in one write, replies in order.
+    let mut c = TlsClient::connect(tls_port, &ca.pem(), None).expect("TLS connect");
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        batch.extend_from_slice(&encode_command(&[
+            "SET",
+            &format!("key:{i}"),
+            &"v".repeat(i * 50),
+        ]));
+    }
+    c.io.get_mut().write_all(&batch).expect("write");
+    for _ in 0..200 {
+        assert_eq!(
+            testkit::reply::read_reply(&mut c.io).expect("reply"),
+            Reply::ok()
+        );
+    }
+    assert_eq!(
+        c.cmd(&["GET", "key:199"]),
+        Reply::bulk("v".repeat(199 * 50))
+    );
+    // A large value both ways (many TLS records).
+    let big = "x".repeat(3 << 20);
+    assert_eq!(c.cmd(&["SET", "big", &big]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "big"]), Reply::bulk(&big));
+    // A plaintext client on the TLS port is refused, counted and logged.
+    let mut plain = testkit::Client::connect(&format!("127.0.0.1:{tls_port}"));
+    plain.set_read_timeout(Some(Duration::from_secs(5)));
+    assert!(plain.try_cmd(&["PING"]).is_err(), "no reply in plaintext");
+    poll_until(Duration::from_secs(5), || {
+        proxy.stderr().contains("TLS client refused").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no refusal line:\n{}", proxy.stderr()));
+    assert!(metric(admin, "rampart_tls_client_handshakes_total{pool=\"p\"}").unwrap_or(0.0) >= 2.0);
+    assert_eq!(
+        metric(
+            admin,
+            "rampart_tls_client_handshake_failures_total{pool=\"p\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            admin,
+            &format!(
+                "rampart_tls_certificate_not_after_seconds{{pool=\"p\",role=\"listener\",file=\"{}\"}}",
+                server.cert.display()
+            )
+        ),
+        Some(jan1(year(5)) as f64)
+    );
+    let topology = get(admin, "/api/topology");
+    assert!(
+        topology.contains(&format!(
+            "\"tls_certificates\":[{{\"role\":\"listener\",\"file\":\"{}\",\"subject\":\"CN=rampart\",\"not_after\":{}}}]",
+            server.cert.display(),
+            jan1(year(5))
+        )),
+        "{topology}"
+    );
+}
+
+/// `backend_tls:` with the CA (and, with `client`, a client certificate), its name check
+/// left to each node's host or set with `server_name`.
+fn backend_block(ca: &Path, client: Option<&TlsFiles>, server_name: Option<&str>) -> String {
+    let mut y = format!("  backend_tls:\n    ca: {}\n", ca.display());
+    if let Some(c) = client {
+        y.push_str(&format!(
+            "    cert: {}\n    key: {}\n",
+            c.cert.display(),
+            c.key.display()
+        ));
+    }
+    if let Some(n) = server_name {
+        y.push_str(&format!("    server_name: {n}\n"));
+    }
+    y
+}
+
+const CHECKS: &str =
+    "  health_check:\n    interval: 100ms\n    timeout: 500ms\n    fall: 2\n    rise: 2\n";
+
+#[test]
+fn a_sharded_pool_of_tls_servers_serves_requests_blocking_commands_and_pubsub() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let redis_files = ca.issue("redis", "redis", year(5));
+    let client_files = ca.issue("cli", "cli", year(5));
+    let a = TlsRedis::start(&redis_files, "no", &[]);
+    let b = TlsRedis::start(&redis_files, "no", &[]);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  timeout: 2000\n{}  servers:\n   - {}:1 s0\n   - {}:1 s1\n",
+        backend_block(&ca.pem(), None, None),
+        a.addr(),
+        b.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = testkit::Client::connect(&addr);
+    for i in 0..100 {
+        let r = c.cmd(&["SET", &format!("k{i}"), &i.to_string()]);
+        assert_eq!(r, Reply::ok(), "log:\n{}", proxy.stderr());
+    }
+    let sizes: Vec<i64> = [&a, &b]
+        .iter()
+        .map(|s| {
+            cli_ok(s.port(), Some(&client_files), &ca.pem(), &["DBSIZE"])
+                .parse()
+                .expect("DBSIZE")
+        })
+        .collect();
+    assert_eq!(sizes.iter().sum::<i64>(), 100, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|n| *n > 0),
+        "both shards hold keys: {sizes:?}"
+    );
+    assert_eq!(c.cmd(&["GET", "k42"]), Reply::bulk("42"));
+    // A blocking command on a dedicated connection, woken by a push from another client.
+    let waiter = std::thread::spawn({
+        let addr = addr.clone();
+        move || testkit::Client::connect(&addr).cmd(&["BLPOP", "queue", "5"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.cmd(&["LPUSH", "queue", "job"]), Reply::Int(1));
+    assert_eq!(
+        waiter.join().expect("BLPOP thread"),
+        Reply::bulks(["queue", "job"])
+    );
+    // WATCH leases a dedicated connection; EXEC checks it still stands as it was.
+    let mut w = testkit::Client::connect(&addr);
+    assert_eq!(w.cmd(&["WATCH", "k1"]), Reply::ok());
+    assert_eq!(w.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(w.cmd(&["SET", "k1", "watched"]), Reply::simple("QUEUED"));
+    assert_eq!(w.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+    assert_eq!(c.cmd(&["GET", "k1"]), Reply::bulk("watched"));
+    // Pub/Sub through the subscriber connections.
+    let mut sub = testkit::Client::connect(&addr);
+    let confirm = sub.cmd(&["SUBSCRIBE", "news"]);
+    assert!(confirm.as_array().is_some(), "{confirm:?}");
+    assert_eq!(c.cmd(&["PUBLISH", "news", "hello"]), Reply::Int(1));
+    assert_eq!(
+        sub.read_reply().expect("message"),
+        Reply::bulks(["message", "news", "hello"])
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "rampart_tls_server_handshake_failures_total{pool=\"p\"}"
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_replica_set_is_health_checked_and_switched_over_over_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let redis_files = ca.issue("redis", "redis", year(5));
+    // Both replicate over TLS: FAILOVER makes the old primary a replica of the new one.
+    let primary = TlsRedis::start(&redis_files, "no", &["--tls-replication", "yes"]);
+    let port_s = primary.port().to_string();
+    let replica = TlsRedis::start(
+        &redis_files,
+        "no",
+        &[
+            "--tls-replication",
+            "yes",
+            "--replicaof",
+            "127.0.0.1",
+            &port_s,
+        ],
+    );
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  primary: {}\n  replicas: [{}]\n  failover_hold: 5s\n{CHECKS}{}",
+        primary.addr(),
+        replica.addr(),
+        backend_block(&ca.pem(), None, Some("localhost"))
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let up = || {
+        get(admin, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("rampart_node_role{") && l.contains("status=\"up\""))
+            .count()
+    };
+    poll_until(Duration::from_secs(15), || (up() == 2).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "both nodes up over TLS checks:\n{}\n{}",
+            get(admin, "/metrics"),
+            proxy.stderr()
+        )
+    });
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    c.set_read_timeout(Some(Duration::from_secs(20)));
+    let r = c.cmd(&["RAMPART", "SWITCHOVER", "p"]);
+    assert!(
+        matches!(&r, Reply::Simple(s) if s.contains("switched to")),
+        "{r:?}\nlog:\n{}",
+        proxy.stderr()
+    );
+    let files = ca.issue("cli", "cli", year(5));
+    let role = cli_ok(replica.port(), Some(&files), &ca.pem(), &["ROLE"]);
+    assert!(role.starts_with("master"), "{role}");
+    assert_eq!(c.cmd(&["SET", "after", "2"]), Reply::ok());
+    assert_eq!(
+        cli_ok(replica.port(), Some(&files), &ca.pem(), &["GET", "before"]),
+        "1"
+    );
+    assert_eq!(
+        cli_ok(replica.port(), Some(&files), &ca.pem(), &["GET", "after"]),
+        "2"
+    );
+}
+
+#[test]
+fn client_certificates_both_ways_accept_the_ca_and_refuse_others() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let redis_files = ca.issue("redis", "redis", year(5));
+    let rampart_client = ca.issue("rampart-client", "rampart", year(4));
+    let proxy_files = ca.issue("proxy", "rampart", year(5));
+    let app = ca.issue("app", "app", year(5));
+    let stranger = other.issue("stranger", "stranger", year(5));
+    // The server requires client certificates: rampart shows its own.
+    let server = TlsRedis::start(&redis_files, "yes", &[]);
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}{}  servers:\n   - {}:1 s0\n",
+        listener_block(&proxy_files, &format!("    client_ca: {}\n", ca.pem().display())),
+        backend_block(&ca.pem(), Some(&rampart_client), Some("localhost")),
+        server.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    assert_eq!(
+        cli_ok(tls_port, Some(&app), &ca.pem(), &["SET", "k", "v"]),
+        "OK"
+    );
+    assert_eq!(cli_ok(tls_port, Some(&app), &ca.pem(), &["GET", "k"]), "v");
+    assert_eq!(
+        cli_ok(server.port(), Some(&app), &ca.pem(), &["GET", "k"]),
+        "v"
+    );
+    // No certificate, and one from another CA: refused, each counted and logged.
+    assert!(TlsClient::connect(tls_port, &ca.pem(), None)
+        .and_then(|mut c| c.try_cmd(&["PING"]))
+        .is_err());
+    let (ok, out) = redis_cli_tls(tls_port, Some(&stranger), &ca.pem(), &["PING"]);
+    assert!(!ok || !out.contains("PONG"), "{out}");
+    let log = poll_until(Duration::from_secs(5), || {
+        let log = proxy.stderr();
+        (log.matches("TLS client refused").count() >= 2).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("two refusals logged:\n{}", proxy.stderr()));
+    assert!(log.contains("the client sent no certificate"), "{log}");
+    assert!(
+        log.contains("TLS client refused: 127.0.0.1:")
+            && log.contains("the client certificate was not trusted"),
+        "{log}"
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "rampart_tls_client_handshake_failures_total{pool=\"p\"}"
+        ),
+        Some(2.0)
+    );
+    for (role, expires) in [
+        ("backend_client", year(4)),
+        ("client_ca", 4096),
+        ("backend_ca", 4096),
+    ] {
+        let line = get(admin, "/metrics")
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "rampart_tls_certificate_not_after_seconds{{pool=\"p\",role=\"{role}\""
+                ))
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {role} expiry"));
+        assert!(line.ends_with(&format!(" {}", jan1(expires))), "{line}");
+    }
+}
+
+#[test]
+fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let impostor = TlsRedis::start(&other.issue("impostor", "impostor", year(5)), "no", &[]);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  timeout: 1000\n{}  servers:\n   - {}:1 s0\n",
+        backend_block(&ca.pem(), None, None),
+        impostor.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let r = testkit::Client::connect(&format!("127.0.0.1:{port}")).cmd(&["GET", "k"]);
+    assert!(r.is_error(), "{r:?}");
+    let log = proxy.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS to server"))
+        .unwrap_or_else(|| panic!("no TLS failure line:\n{log}"));
+    assert!(
+        line.contains(&impostor.addr()) && line.contains("the server certificate was not trusted"),
+        "{line}"
+    );
+    assert!(
+        metric(
+            admin,
+            "rampart_tls_server_handshake_failures_total{pool=\"p\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+}
+
+#[test]
+fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let old = ca.issue("proxy", "rampart", year(5));
+    let redis = RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}  servers:\n   - {}:1 s0\n",
+        listener_block(&old, ""),
+        redis.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let expiry = format!(
+        "rampart_tls_certificate_not_after_seconds{{pool=\"p\",role=\"listener\",file=\"{}\"}}",
+        old.cert.display()
+    );
+    assert_eq!(metric(admin, &expiry), Some(jan1(year(5)) as f64));
+    // Clients that keep one connection each and run commands until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, done, ca) = (Arc::clone(&stop), Arc::clone(&done), ca.pem());
+            std::thread::spawn(move || -> Result<u64, String> {
+                let mut c = TlsClient::connect(tls_port, &ca, None).map_err(|e| e.to_string())?;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 1_000_000 {
+                    let key = format!("load:{t}:{}", n % 100);
+                    let v = n.to_string();
+                    match c.try_cmd(&["SET", &key, &v]) {
+                        Ok(r) if r == Reply::ok() => {}
+                        other => return Err(format!("SET: {other:?}")),
+                    }
+                    match c.try_cmd(&["GET", &key]) {
+                        Ok(r) if r == Reply::bulk(&v) => {}
+                        other => return Err(format!("GET: {other:?}")),
+                    }
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let progressed = |min: u64| {
+        let from = done.load(Ordering::Relaxed);
+        poll_until(Duration::from_secs(10), || {
+            (done.load(Ordering::Relaxed) >= from + min).then_some(())
+        })
+        .expect("the clients make progress");
+    };
+    progressed(200);
+    // Renewed: a new key and a later expiry, same files.
+    let renewed = ca.issue("proxy", "rampart", year(6));
+    let line = reload(&proxy);
+    assert!(
+        line.contains("reload: applied")
+            && line.contains(&format!(
+                "p: certificates renewed: listener {} expires {}-01-01T00:00:00Z",
+                renewed.cert.display(),
+                year(6)
+            )),
+        "{line}"
+    );
+    progressed(200);
+    let fresh = TlsClient::connect(tls_port, &ca.pem(), None).expect("connect after reload");
+    assert_eq!(
+        fresh.peer_not_after(),
+        jan1(year(6)),
+        "new connections get the renewed certificate"
+    );
+    assert_eq!(metric(admin, &expiry), Some(jan1(year(6)) as f64));
+    // A bad file: the reload is refused naming it, and nothing changes.
+    std::fs::write(&renewed.cert, "not a certificate\n").expect("spoil");
+    let line = reload(&proxy);
+    assert!(
+        line.contains("reload refused")
+            && line.contains(&renewed.cert.display().to_string())
+            && line.contains("no certificate"),
+        "{line}"
+    );
+    progressed(200);
+    let mut after = TlsClient::connect(tls_port, &ca.pem(), None).expect("connect after refusal");
+    assert_eq!(after.peer_not_after(), jan1(year(6)));
+    assert_eq!(after.cmd(&["PING"]), Reply::simple("PONG"));
+    assert_eq!(metric(admin, &expiry), Some(jan1(year(6)) as f64));
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        match c.join().expect("client thread") {
+            Ok(n) => total += n,
+            Err(e) => panic!(
+                "a client saw an error or was dropped: {e}\n{}",
+                proxy.stderr()
+            ),
+        }
+    }
+    assert!(total >= 600, "{total}");
+    assert_eq!(
+        metric(admin, "rampart_pool_client_errors_total{pool=\"p\"}"),
+        Some(0.0)
+    );
+}
+
+/// GET `path` over HTTPS on the admin listener: the certificate's notAfter and the body.
+fn https_get(port: u16, ca: &Path, path: &str) -> std::io::Result<(i64, String)> {
+    use std::io::Read;
+    let mut c = TlsClient::connect(port, ca, None)?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    c.io.get_mut().write_all(req.as_bytes())?;
+    c.io.get_mut().flush()?;
+    let mut out = String::new();
+    // The server closes without close_notify after `Connection: close`: what came is kept.
+    let _ = c.io.read_to_string(&mut out);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out);
+    Ok((c.peer_not_after(), body))
+}
+
+#[test]
+fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let admin_files = ca.issue("admin", "admin", year(5));
+    let redis = RedisServer::start();
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  servers:\n   - {}:1 s0\n",
+        redis.addr()
+    );
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &yaml)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{admin}"))
+        .arg("--admin-tls-cert")
+        .arg(admin_files.cert.display().to_string())
+        .arg("--admin-tls-key")
+        .arg(admin_files.key.display().to_string())
+        .wait_port(port)
+        .start();
+    let (not_after, body) = https_get(admin, &ca.pem(), "/metrics").expect("HTTPS");
+    assert_eq!(not_after, jan1(year(5)));
+    let line = format!(
+        "rampart_tls_certificate_not_after_seconds{{pool=\"\",role=\"admin\",file=\"{}\"}} {}",
+        admin_files.cert.display(),
+        jan1(year(5))
+    );
+    assert!(body.contains(&line), "{body}");
+    assert!(proxy
+        .stderr()
+        .contains(&format!("admin interface on https://127.0.0.1:{admin}/")));
+    // Plain HTTP gets no page.
+    assert!(!get(admin, "/healthz").contains("ok"));
+    ca.issue("admin", "admin", year(6));
+    assert!(reload(&proxy).contains("reload: applied"));
+    let (not_after, body) = https_get(admin, &ca.pem(), "/healthz").expect("HTTPS after reload");
+    assert_eq!(not_after, jan1(year(6)), "the renewed certificate");
+    assert_eq!(body.trim(), "ok");
+}
+
+#[test]
+fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let files = ca.issue("redis", "redis", year(5));
+    let repl = ["--tls-replication", "yes"];
+    let mut primary = TlsRedis::start(&files, "no", &repl);
+    let p_port = primary.port().to_string();
+    let replica = TlsRedis::start(
+        &files,
+        "no",
+        &[
+            "--tls-replication",
+            "yes",
+            "--replicaof",
+            "127.0.0.1",
+            &p_port,
+        ],
+    );
+    let monitor = testkit::Monitor::new("mymaster", primary.port())
+        .down_after(Duration::from_millis(1000))
+        .failover_timeout(Duration::from_millis(5000));
+    let sentinel = testkit::TlsSentinel::start(&files, &[monitor]);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  sentinels: [{}]\n  master: mymaster\n  failover_hold: 10s\n{CHECKS}{}",
+        sentinel.addr(),
+        backend_block(&ca.pem(), None, None)
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let up = || {
+        get(admin, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("rampart_node_role{") && l.contains("status=\"up\""))
+            .count()
+    };
+    poll_until(Duration::from_secs(20), || (up() == 2).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "primary and replica up through Sentinel over TLS:\n{}\n{}",
+            get(admin, "/metrics"),
+            proxy.stderr()
+        )
+    });
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(30)));
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    primary.kill9();
+    // Sentinel promotes the replica; the write waits in the hold and lands there.
+    let r = poll_until(Duration::from_secs(30), || {
+        let r = c.cmd(&["SET", "after", "2"]);
+        (r == Reply::ok()).then_some(r)
+    });
+    assert!(
+        r.is_some(),
+        "a write after the failover:\n{}\n{}",
+        proxy.stderr(),
+        sentinel.log()
+    );
+    let cli = ca.issue("cli", "cli", year(5));
+    assert_eq!(
+        cli_ok(replica.port(), Some(&cli), &ca.pem(), &["GET", "after"]),
+        "2"
+    );
+    assert_eq!(
+        cli_ok(replica.port(), Some(&cli), &ca.pem(), &["GET", "before"]),
+        "1"
+    );
+    assert!(
+        sentinel.log().contains("+switch-master"),
+        "{}",
+        sentinel.log()
+    );
+}
+
+#[test]
+fn rampart_t_reads_the_certificates_and_names_the_bad_file_where_the_config_names_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let good = ca.issue("proxy", "rampart", year(5));
+    let other = ca.issue("other", "other", year(5));
+    let run = |yaml: &str| {
+        let path = dir.path().join("t.yml");
+        std::fs::write(&path, yaml).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("run rampart -t");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            path.display().to_string(),
+        )
+    };
+    let yaml = |cert: &Path, key: &Path| {
+        format!(
+            "p:\n  listen: 127.0.0.1:1\n  tls_listen: 127.0.0.1:2\n  tls:\n    cert: {}\n    key: {}\n  servers:\n   - 127.0.0.1:3:1\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let (ok, err, _) = run(&yaml(&good.cert, &good.key));
+    assert!(ok, "{err}");
+    let missing = dir.path().join("missing.pem");
+    let (ok, err, path) = run(&yaml(&missing, &good.key));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{path}:5:11: pool \"p\": tls.cert: {}: cannot read it",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let (ok, err, path) = run(&yaml(&good.cert, &other.key));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{path}:6:10: pool \"p\": tls.key: {}: does not go with",
+            other.key.display()
+        )),
+        "{err}"
+    );
+}
