@@ -774,6 +774,12 @@ fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
     let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
     c.set_read_timeout(Some(Duration::from_secs(30)));
     assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    // Replication is asynchronous: the write must be on the replica before its primary dies.
+    let cli = ca.issue("cli", "cli", year(5));
+    poll_until(Duration::from_secs(10), || {
+        (cli_ok(replica.port(), Some(&cli), &ca.pem(), &["GET", "before"]) == "1").then_some(())
+    })
+    .expect("the replica has the write");
     primary.kill9();
     // Sentinel promotes the replica; the write waits in the hold and lands there.
     let r = poll_until(Duration::from_secs(30), || {
@@ -786,7 +792,6 @@ fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
         proxy.stderr(),
         sentinel.log()
     );
-    let cli = ca.issue("cli", "cli", year(5));
     assert_eq!(
         cli_ok(replica.port(), Some(&cli), &ca.pem(), &["GET", "after"]),
         "2"
