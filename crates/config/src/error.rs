@@ -338,7 +338,7 @@ pub enum Problem {
     },
     /// A TLS key is wrong (see [`crate::TlsProblem`]).
     #[error(transparent)]
-    Tls(#[from] crate::tls_keys::TlsProblem),
+    Tls(#[from] TlsProblem),
     /// A key that needs a mapping got something else.
     #[error("{0}: expected a mapping of keys to values")]
     NotMapping(&'static str),
@@ -569,4 +569,29 @@ pub enum AddrError {
         /// The longest path the system accepts, in bytes ([`crate::MAX_SOCKET_PATH`]).
         max: usize,
     },
+}
+
+/// What is wrong with a TLS key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsProblem {
+    /// `tls_listen` without a `tls:` block to serve it.
+    #[error("tls_listen: a TLS listener needs a tls: block with cert and key")]
+    ListenWithoutTls,
+    /// A `tls:` block with no `tls_listen` to serve.
+    #[error("tls: no TLS listener uses it; add tls_listen: (listen stays plaintext)")]
+    TlsWithoutListen,
+    /// `client_auth` without `client_ca`.
+    #[error(
+        "tls.client_auth: needs tls.client_ca (the CA client certificates are verified against)"
+    )]
+    AuthWithoutCa,
+    /// `client_auth` is neither `optional` nor `required`.
+    #[error("tls.client_auth: {0:?} is not optional or required")]
+    BadClientAuth(String),
+    /// `cert` without `key` or the reverse.
+    #[error("{0}: a client certificate needs both cert and key")]
+    HalfPair(&'static str),
+    /// `server_name` is empty or has spaces.
+    #[error("backend_tls.server_name: {0:?} is not a host name")]
+    BadServerName(String),
 }

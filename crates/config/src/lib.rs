@@ -55,10 +55,10 @@ pub use cache_keys::{FailOpen, FailOpenWrites, FAIL_OPEN_AFTER, FAIL_OPEN_TIMEOU
 pub use cluster_view::{
     node_id, ClusterView, ViewNode, ViewProblem, ViewSlots, CLUSTER_VIEW_MAX_NODES,
 };
-pub use error::{AddrError, ConfigError, ListenKey, Problem};
+pub use error::{AddrError, ConfigError, ListenKey, Problem, TlsProblem};
 pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
-pub use tls_keys::{BackendTls, ClientAuth, ListenerTls, TlsFile, TlsProblem};
+pub use tls_keys::{BackendTls, ClientAuth, ListenerTls, TlsFile};
 
 use raw::Pos;
 

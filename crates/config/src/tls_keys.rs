@@ -6,6 +6,7 @@
 //! when it builds the pool, at start, on `rampart -t` and on every reload. Each file keeps
 //! where it was written (`file:line:column`), so an error about its content points there too.
 
+use crate::error::TlsProblem;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -92,31 +93,6 @@ pub struct BackendTls {
     pub cert: Option<TlsFile>,
     /// The private key of `cert`.
     pub key: Option<TlsFile>,
-}
-
-/// What is wrong with a TLS key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TlsProblem {
-    /// `tls_listen` without a `tls:` block to serve it.
-    #[error("tls_listen: a TLS listener needs a tls: block with cert and key")]
-    ListenWithoutTls,
-    /// A `tls:` block with no `tls_listen` to serve.
-    #[error("tls: no TLS listener uses it; add tls_listen: (listen stays plaintext)")]
-    TlsWithoutListen,
-    /// `client_auth` without `client_ca`.
-    #[error(
-        "tls.client_auth: needs tls.client_ca (the CA client certificates are verified against)"
-    )]
-    AuthWithoutCa,
-    /// `client_auth` is neither `optional` nor `required`.
-    #[error("tls.client_auth: {0:?} is not optional or required")]
-    BadClientAuth(String),
-    /// `cert` without `key` or the reverse.
-    #[error("{0}: a client certificate needs both cert and key")]
-    HalfPair(&'static str),
-    /// `server_name` is empty or has spaces.
-    #[error("backend_tls.server_name: {0:?} is not a host name")]
-    BadServerName(String),
 }
 
 impl Fields<'_> {
