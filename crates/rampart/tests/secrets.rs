@@ -561,3 +561,66 @@ fn a_backend_password_is_rotated_with_a_reload_and_connected_clients_keep_workin
     let log = proxy.stderr();
     assert!(!log.contains(OLD) && !log.contains(NEW), "{log}");
 }
+
+/// With `admin_broadcast: true`, CONFIG GET reaches the servers; the parameters that hold
+/// their credentials are left out of its reply (RESP2 and RESP3), and a transaction cannot
+/// carry it past that filter.
+#[test]
+fn config_get_leaves_out_the_servers_credentials() {
+    let (a, _) = protected(SERVERS_PASS, 0);
+    let (b, _) = protected(SERVERS_PASS, 0);
+    let port = free_port();
+    let conf = format!(
+        "main:\n  listen: 127.0.0.1:{port}\n  redis_auth: {SERVERS_PASS}\n  admin_broadcast: true\n  servers:\n    - {}:1\n    - {}:1\n",
+        a.addr(),
+        b.addr()
+    );
+    let _proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", conf)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--no-admin"])
+        .wait_port(port)
+        .start();
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["AUTH", SERVERS_PASS]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "requirepass"]),
+        Reply::Array(Some(vec![]))
+    );
+    let all = reply_text(&c.cmd(&["CONFIG", "GET", "*"]));
+    assert!(
+        !all.contains(SERVERS_PASS),
+        "CONFIG GET * shows the password"
+    );
+    assert!(all.contains("maxmemory-policy"), "the rest is there: {all}");
+    // Several parameters at once: the others stay.
+    let r = reply_text(&c.cmd(&["CONFIG", "GET", "masterauth", "maxclients"]));
+    assert!(r.contains("maxclients") && !r.contains("masterauth"), "{r}");
+    // RESP3: a map, filtered the same way.
+    let mut raw = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut req = testkit::encode_command(&["HELLO", "3", "AUTH", "default", SERVERS_PASS]);
+    req.extend(testkit::encode_command(&["CONFIG", "GET", "*pass*"]));
+    req.extend(testkit::encode_command(&["PING"]));
+    raw.write_all(&req).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"+PONG\r\n") {
+        match raw.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    // Every parameter matching *pass* holds a credential: the map is empty.
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("%0\r\n+PONG\r\n"), "{text}");
+    assert!(!text.contains(SERVERS_PASS), "{text}");
+    // Not inside a transaction, whose EXEC array would carry the server's reply as it is.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    let r = c.cmd(&["CONFIG", "GET", "requirepass"]);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.contains("cannot be part of a transaction")),
+        "{r:?}"
+    );
+    assert!(matches!(c.cmd(&["EXEC"]), Reply::Error(e) if e.starts_with("EXECABORT")));
+}

@@ -39,8 +39,11 @@ pub enum Merger {
     Same,
     /// Element-wise AND of integer arrays (SCRIPT EXISTS).
     And,
-    /// The first part's reply (CONFIG GET).
+    /// The first part's reply.
     First,
+    /// The first part's reply to CONFIG GET, without the parameters that hold a server's
+    /// credentials ([`CONFIG_SECRETS`]).
+    ConfigGet,
     /// Array replies joined with duplicates left out, first seen first (PUBSUB CHANNELS).
     Union,
     /// The largest integer reply (PUBSUB NUMPAT: every shard holds every pattern).
@@ -81,6 +84,11 @@ impl Merger {
             Merger::Scan { shard, shards } => merge_scan(&parts, shard, shards, &mut out),
             Merger::RandomKey => return pick_random_key(parts),
             Merger::Same | Merger::First => return parts.into_iter().next().unwrap_or_default(),
+            Merger::ConfigGet => match parts.first() {
+                Some(p) if matches!(p.first(), Some(b'*' | b'%')) => without_secrets(p, &mut out),
+                // An error (or anything but the pairs) goes back as the server gave it.
+                _ => return parts.into_iter().next().unwrap_or_default(),
+            },
             Merger::And => merge_and(&parts, &mut out),
             Merger::Info { head } => merge_info(&parts, &head, &mut out),
             Merger::Union => merge_union(&parts, &mut out),
@@ -93,6 +101,61 @@ impl Merger {
             Bytes::from_static(BAD_REPLY)
         }
     }
+}
+
+/// CONFIG GET parameters that hold a server's credentials: left out of CONFIG GET's reply,
+/// as if the server did not know them, so no client learns the password rampart uses.
+pub const CONFIG_SECRETS: [&[u8]; 4] = [
+    b"requirepass",
+    b"masterauth",
+    b"tls-key-file-pass",
+    b"tls-client-key-file-pass",
+];
+
+/// CONFIG GET's reply (an array of name, value pairs in RESP2; a map in RESP3) without the
+/// pairs named in [`CONFIG_SECRETS`].
+fn without_secrets(reply: &[u8], out: &mut BytesMut) -> bool {
+    let Some(cr) = memchr::memchr(b'\r', reply) else {
+        return false;
+    };
+    let Some(n) = std::str::from_utf8(&reply[1..cr])
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return false;
+    };
+    let map = reply[0] == b'%';
+    let items = if map { n.saturating_mul(2) } else { n };
+    let mut at = cr + 2;
+    let mut kept: Vec<&[u8]> = Vec::with_capacity(items.min(1024));
+    for _ in 0..items / 2 {
+        let mut pair = [&b""[..]; 2];
+        for p in &mut pair {
+            let Ok(Some(len)) = reply.get(at..).map_or(Ok(None), resp::reply::reply_len) else {
+                return false;
+            };
+            *p = &reply[at..at + len];
+            at += len;
+        }
+        let secret = match resp::peek(pair[0]) {
+            Ok(Value::Bulk(Some(name))) => {
+                CONFIG_SECRETS.iter().any(|s| name.eq_ignore_ascii_case(s))
+            }
+            _ => false,
+        };
+        if !secret {
+            kept.extend(pair);
+        }
+    }
+    if map {
+        out.put_slice(format!("%{}\r\n", kept.len() / 2).as_bytes());
+    } else {
+        encode::array_header(out, kept.len());
+    }
+    for k in kept {
+        out.put_slice(k);
+    }
+    true
 }
 
 fn array_items(reply: &[u8]) -> Option<Vec<&[u8]>> {

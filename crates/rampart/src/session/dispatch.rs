@@ -815,6 +815,7 @@ impl Session {
             Merge::RandomKey => Merger::RandomKey,
             Merge::Same => Merger::Same,
             Merge::And => Merger::And,
+            Merge::First if argv[0].eq_ignore_ascii_case(b"config") => Merger::ConfigGet,
             Merge::First => Merger::First,
             Merge::AllOk => Merger::AllOk,
             Merge::Array | Merge::Scan => Merger::First,

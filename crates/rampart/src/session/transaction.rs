@@ -188,6 +188,11 @@ pub fn admit(cmd: &Command, one_shard: bool, admin_broadcast: bool) -> Result<()
             cmd.name
         )),
         Route::AllShards(_) if one_shard => Ok(()),
+        // Its reply inside EXEC's array would reach the client as the server gave it, with
+        // the credentials rampart leaves out of CONFIG GET outside a transaction.
+        Route::Admin(_) if cmd.name == "config|get" => Err(
+            "ERR rampart: 'config|get' cannot be part of a transaction (its reply is filtered by rampart)".into(),
+        ),
         Route::Admin(_) if one_shard && admin_broadcast => Ok(()),
         Route::Admin(_) if one_shard => Err(format!(
             "ERR '{}' changes every shard and is disabled in this pool; set admin_broadcast: true to allow it",
