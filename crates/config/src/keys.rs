@@ -49,6 +49,8 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "replicas",
     "sentinels",
     "master",
+    "cluster",
+    "cluster_refresh",
     "sentinel_username",
     "sentinel_password",
     "sentinel_poll",
@@ -82,7 +84,7 @@ pub(crate) fn is_scalar_key(key: &str) -> bool {
 pub(crate) fn is_tree_key(key: &str) -> bool {
     matches!(
         key,
-        "shards" | "primary" | "replicas" | "sentinels" | "health_check"
+        "shards" | "primary" | "replicas" | "sentinels" | "cluster" | "health_check"
     )
 }
 
