@@ -20,8 +20,18 @@ pub fn build_pools(
     old: &[Arc<PoolRt>],
 ) -> anyhow::Result<Vec<Arc<PoolRt>>> {
     let mut pools = Vec::new();
-    for conf in config.pools {
+    for mut conf in config.pools {
         let prev = old.iter().find(|p| p.conf.name == conf.name);
+        if conf.is_cluster() && conf.shards.is_empty() {
+            // The file names seeds only: the shards are those the cluster gave at start.
+            match prev.filter(|p| p.conf.is_cluster()) {
+                Some(p) => conf.shards = p.conf.shards.clone(),
+                None => anyhow::bail!(
+                    "pool '{}': a cluster pool added by a reload needs a restart to read its slot map",
+                    conf.name
+                ),
+            }
+        }
         let slot = match prev {
             Some(p) => p.index,
             None => shared.pool_slot(&conf.name)?,
