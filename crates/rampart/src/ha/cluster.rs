@@ -208,9 +208,10 @@ async fn ask_all(addrs: &[ServerAddr], handshake: &Handshake, limit: Duration) -
 }
 
 /// The map most answers agree on: the largest group of answers with the same slot
-/// ownership, if two or more nodes gave it, or the only answer when only one node answered.
-/// `None` when the answers disagree so that no group has two.
-pub fn agreed(maps: &[ClusterMap]) -> Option<&ClusterMap> {
+/// ownership, if two or more nodes gave it, or the only answer when only one node was
+/// asked. `None` when no group has two (a lone node's answer, whatever it says, never
+/// changes the map of a pool that knows several nodes).
+pub fn agreed(maps: &[ClusterMap], asked: usize) -> Option<&ClusterMap> {
     let mut groups: Vec<(Ownership<'_>, usize, &ClusterMap)> = Vec::new();
     for m in maps {
         let own = m.ownership();
@@ -220,7 +221,7 @@ pub fn agreed(maps: &[ClusterMap]) -> Option<&ClusterMap> {
         }
     }
     let best = groups.iter().max_by_key(|g| g.1)?;
-    (best.1 >= 2 || maps.len() == 1).then_some(best.2)
+    (best.1 >= 2 || asked == 1).then_some(best.2)
 }
 
 /// The shards and slot table of a first map (at start): one shard per primary serving
@@ -289,7 +290,7 @@ pub async fn discover(conf: &Pool) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec
     };
     let addrs: Vec<ServerAddr> = first.nodes.iter().map(|n| n.addr.clone()).collect();
     let maps = ask_all(&addrs, &handshake, limit).await;
-    let map = agreed(&maps).unwrap_or(&first);
+    let map = agreed(&maps, addrs.len()).unwrap_or(&first);
     let (shards, table, ids) = first_shards(map);
     if shards.is_empty() {
         anyhow::bail!(
@@ -387,7 +388,7 @@ async fn refresh(
         maps.extend(ask_all(&more, &pool.handshake, limit).await);
         addrs.extend(more);
     }
-    let Some(map) = agreed(&maps) else {
+    let Some(map) = agreed(&maps, addrs.len()) else {
         cluster.count_refused();
         tracing::info!(pool = %pool.conf.name, answers = maps.len(), "cluster map not adopted: no two nodes agree on the slot owners");
         return;
@@ -631,16 +632,21 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001,node-1 myself,master - 0 0
             }
         }
         let maps = vec![stale.clone(), good.clone(), good.clone()];
-        assert_eq!(agreed(&maps), Some(&good));
+        assert_eq!(agreed(&maps, 3), Some(&good));
         assert_eq!(
-            agreed(&[stale.clone(), good.clone()]),
+            agreed(&[stale.clone(), good.clone()], 2),
             None,
             "one against one"
         );
         assert_eq!(
-            agreed(std::slice::from_ref(&stale)),
+            agreed(std::slice::from_ref(&stale), 6),
+            None,
+            "one of six answered"
+        );
+        assert_eq!(
+            agreed(std::slice::from_ref(&stale), 1),
             Some(&stale),
-            "the only answer"
+            "one asked"
         );
     }
 }

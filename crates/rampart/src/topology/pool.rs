@@ -477,6 +477,12 @@ impl PoolRt {
         self.conf.hash.hash(hashed)
     }
 
+    /// The shard serving `slot` in a cluster pool (`None` when uncovered, or in other pools).
+    #[inline]
+    pub fn shard_for_slot(&self, slot: u16) -> Option<usize> {
+        self.cluster.as_ref().and_then(|c| c.table().shard(slot))
+    }
+
     /// The Redis Cluster slot of `key` in a cluster pool (`None` in other pools).
     #[inline]
     pub fn slot_of(&self, key: &[u8]) -> Option<u16> {

@@ -370,6 +370,9 @@ fn with_resend(
             write,
             client,
             retried: false,
+            redirects: 0,
+            redirected_at: None,
+            asking: false,
             queue: Rc::clone(&wp.retries),
         }));
     }
@@ -403,6 +406,16 @@ fn retry(wp: &Rc<WorkerPool>, r: Retry) {
         node,
         failure,
     } = r;
+    if matches!(failure, Failure::Redirect { .. }) {
+        return crate::upstream::redirect::follow(
+            wp,
+            Retry {
+                sink,
+                node,
+                failure,
+            },
+        );
+    }
     let Some(resend) = sink.resend.as_mut() else {
         return sink.fail(failure);
     };
