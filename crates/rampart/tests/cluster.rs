@@ -6,7 +6,9 @@
 //!
 //! Run with `RUST_TEST_THREADS=2`: each test starts its own cluster of six servers.
 
-use testkit::{free_port, Client, ClusterSetup, Proxy, RedisCluster, Reply};
+use std::time::Duration;
+
+use testkit::{free_port, poll_until, Client, ClusterSetup, Proxy, RedisCluster, Reply};
 
 /// A cluster and a rampart pool in front of it.
 struct Env {
@@ -174,5 +176,169 @@ fn commands_needing_one_slot_get_crossslot_when_keys_span_slots() {
         info.as_str()
             .is_some_and(|s| s.contains("cluster_enabled:0")),
         "{info:?}"
+    );
+}
+
+/// Starts moving `slot` from primary `from` to primary `to` (IMPORTING on `to`, MIGRATING
+/// on `from`).
+fn begin_migration(env: &Env, slot: u16, from: usize, to: usize) {
+    let s = slot.to_string();
+    let (from_id, to_id) = (env.cluster.id(from), env.cluster.id(to));
+    let r = env
+        .node(to)
+        .cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    assert_eq!(r, Reply::ok());
+    let r = env
+        .node(from)
+        .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    assert_eq!(r, Reply::ok());
+}
+
+/// Moves `keys` from `from` to `to` with MIGRATE.
+fn migrate(env: &Env, from: usize, to: usize, keys: &[String]) {
+    let port = env.cluster.nodes[to].port().to_string();
+    let mut cmd = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    cmd.extend(keys.iter().map(String::as_str));
+    assert_eq!(env.node(from).cmd(&cmd), Reply::ok(), "MIGRATE {keys:?}");
+}
+
+/// Ends a migration: `slot` belongs to `to`, said to `to` first (it bumps its config
+/// epoch), then to every other primary; waits until every node agrees.
+fn end_migration(env: &Env, slot: u16, to: usize) {
+    let s = slot.to_string();
+    let to_id = env.cluster.id(to);
+    let mut order = vec![to];
+    order.extend(env.cluster.primaries().into_iter().filter(|&p| p != to));
+    for p in order {
+        let r = env.node(p).cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+        assert_eq!(r, Reply::ok(), "SETSLOT NODE on node {p}");
+    }
+    env.cluster.wait_ok(Duration::from_secs(10));
+}
+
+/// How many `kind` errors (`MOVED`, `ASK`, `TRYAGAIN`) node `i` has answered
+/// (`INFO errorstats`).
+fn error_count(env: &Env, i: usize, kind: &str) -> i64 {
+    let info = env.cluster.nodes[i].info("errorstats");
+    let prefix = format!("errorstat_{kind}:count=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.split(',').next())
+        .map_or(0, |n| n.trim().parse().unwrap_or(0))
+}
+
+/// How many `MOVED` replies node `i` has given.
+fn moved_count(env: &Env, i: usize) -> i64 {
+    error_count(env, i, "MOVED")
+}
+
+#[test]
+fn moved_is_followed_and_the_map_refreshed_the_client_sees_no_error() {
+    let env = Env::start("  cluster_refresh: 60s\n");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let key = env.cluster.key_on(a, "moving");
+    let slot = testkit::cluster_slot(key.as_bytes());
+    assert_eq!(c.cmd(&["SET", &key, "v1"]), Reply::ok());
+    begin_migration(&env, slot, a, b);
+    migrate(&env, a, b, std::slice::from_ref(&key));
+    end_migration(&env, slot, b);
+    // rampart's map still names `a`, which now answers MOVED: followed.
+    let before = moved_count(&env, a);
+    assert_eq!(c.cmd(&["GET", &key]), Reply::bulk("v1"));
+    assert_eq!(c.cmd(&["SET", &key, "v2"]), Reply::ok());
+    assert_eq!(env.node(b).cmd(&["GET", &key]), Reply::bulk("v2"));
+    assert!(moved_count(&env, a) > before, "the request did meet MOVED");
+    // The MOVED asked for a refresh (the periodic one is a minute away): soon no request
+    // goes to `a` any more.
+    let settled = poll_until(Duration::from_secs(5), || {
+        let at = moved_count(&env, a);
+        for _ in 0..20 {
+            assert_eq!(c.cmd(&["GET", &key]), Reply::bulk("v2"));
+        }
+        (moved_count(&env, a) == at).then_some(())
+    });
+    assert!(settled.is_some(), "requests still redirected after 5 s");
+}
+
+#[test]
+fn ask_and_tryagain_during_a_migration_are_followed() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let tag = env.cluster.key_on(a, "mig");
+    let keys = tagged(&tag, 4);
+    let slot = testkit::cluster_slot(keys[0].as_bytes());
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, &format!("v-{k}")]), Reply::ok());
+    }
+    begin_migration(&env, slot, a, b);
+    migrate(&env, a, b, &keys[..2]);
+    // A moved key: `a` answers ASK, rampart asks `b` with ASKING.
+    assert_eq!(
+        c.cmd(&["GET", &keys[0]]),
+        Reply::bulk(format!("v-{}", keys[0]))
+    );
+    // A key not moved yet: `a` serves it.
+    assert_eq!(
+        c.cmd(&["GET", &keys[3]]),
+        Reply::bulk(format!("v-{}", keys[3]))
+    );
+    // A new key of the slot goes to the importing node.
+    let fresh = format!("{{{tag}}}:new");
+    assert_eq!(c.cmd(&["SET", &fresh, "n"]), Reply::ok());
+    let mut direct = env.node(b);
+    let got = direct.pipeline(&[
+        vec!["ASKING".to_string()],
+        vec!["GET".to_string(), fresh.clone()],
+    ]);
+    assert_eq!(
+        got[1],
+        Reply::bulk("n"),
+        "the new key is on the importing node"
+    );
+    // Split across the two nodes: `a` answers TRYAGAIN until the migration ends; rampart
+    // waits and sends it again, and the client gets the values.
+    let ender = {
+        let rest: Vec<String> = keys[2..].to_vec();
+        let addrs = env.cluster.addrs();
+        let to_id = env.cluster.id(b);
+        // SETSLOT NODE to the importing node first, then to the others.
+        let mut order = vec![addrs[b].clone(), addrs[a].clone()];
+        order.extend(
+            p.iter()
+                .filter(|&&x| x != a && x != b)
+                .map(|&x| addrs[x].clone()),
+        );
+        let (addr_a, port_b) = (addrs[a].clone(), env.cluster.nodes[b].port().to_string());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut cmd = vec!["MIGRATE", "127.0.0.1", &port_b, "", "0", "5000", "KEYS"];
+            cmd.extend(rest.iter().map(String::as_str));
+            assert_eq!(Client::connect(&addr_a).cmd(&cmd), Reply::ok());
+            let s = slot.to_string();
+            for addr in &order {
+                let r = Client::connect(addr).cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+                assert_eq!(r, Reply::ok());
+            }
+        })
+    };
+    let tryagain_before = error_count(&env, a, "TRYAGAIN");
+    let got = c.cmd(&["MGET", &keys[0], &keys[3]]);
+    ender.join().expect("migration ended");
+    assert_eq!(
+        got,
+        Reply::bulks([format!("v-{}", keys[0]), format!("v-{}", keys[3])])
+    );
+    assert!(
+        error_count(&env, a, "TRYAGAIN") > tryagain_before,
+        "the MGET did meet TRYAGAIN"
+    );
+    env.cluster.wait_ok(Duration::from_secs(10));
+    assert_eq!(
+        c.cmd(&["GET", &keys[3]]),
+        Reply::bulk(format!("v-{}", keys[3]))
     );
 }

@@ -8,8 +8,8 @@
 //! ASK <slot> <host>:<port>     this key is being migrated there: ASKING + the request to
 //!                              that node (connected on demand), the map unchanged
 //! TRYAGAIN, CLUSTERDOWN        a multi-key request during a migration, a cluster without a
-//!                              majority: wait (jittered, doubling from 10 ms to 200 ms)
-//!                              and send it again by the slot table
+//!                              majority: wait (jittered; as long as waited so far, from
+//!                              10 ms to 200 ms) and send it again by the slot table
 //! ```
 //!
 //! Each request follows at most [`MAX_REDIRECTS`] `MOVED`/`ASK` replies and retries for at
@@ -105,7 +105,10 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
         });
     };
     let asked = std::mem::take(&mut resend.asking);
-    resend.redirects += 1;
+    let later = reply.starts_with("TRYAGAIN") || reply.starts_with("CLUSTERDOWN");
+    if !later {
+        resend.redirects += 1;
+    }
     let tries = resend.redirects;
     let first = *resend.redirected_at.get_or_insert_with(Instant::now);
     let (shard, write, client) = (resend.shard, resend.write, resend.client);
@@ -165,7 +168,9 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
             if reply.starts_with("CLUSTERDOWN") {
                 cluster.ask_refresh();
             }
-            let pause = RETRY_BASE.saturating_mul(1 << tries.min(5)).min(RETRY_CAP);
+            // Doubling with the time already waited: 10 ms, then about as long again as
+            // so far, at most 200 ms.
+            let pause = spent.clamp(RETRY_BASE, RETRY_CAP);
             let pause = crate::rand::jitter(pause).min(timeout.saturating_sub(spent));
             let wp = Rc::clone(wp);
             tokio::task::spawn_local(async move {
