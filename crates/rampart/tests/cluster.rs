@@ -342,3 +342,155 @@ fn ask_and_tryagain_during_a_migration_are_followed() {
         Reply::bulk(format!("v-{}", keys[3]))
     );
 }
+
+#[test]
+fn keyless_commands_cover_every_primary_and_scan_walks_them_all() {
+    let env = Env::start("  admin_broadcast: true\n");
+    let mut c = env.client();
+    let mut written = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let k = format!("scan:{i}");
+        assert_eq!(c.cmd(&["SET", &k, "x"]), Reply::ok());
+        written.insert(k);
+    }
+    // Every primary holds some of them.
+    for p in env.cluster.primaries() {
+        let n = env.node(p).cmd(&["DBSIZE"]).as_int().unwrap_or(0);
+        assert!(n > 0, "primary {p} holds no key");
+    }
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(300));
+    let keys = c.cmd(&["KEYS", "scan:*"]);
+    assert_eq!(keys.as_array().map(<[Reply]>::len), Some(300));
+    // One cursor over every primary, each key once.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = "0".to_string();
+    for _ in 0..10_000 {
+        let r = c.cmd(&["SCAN", &cursor, "COUNT", "50"]);
+        let items = r.as_array().expect("SCAN reply");
+        cursor = items[0].as_str().expect("cursor").to_string();
+        for k in items[1].as_array().expect("keys") {
+            seen.insert(k.as_str().expect("key").to_string());
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(cursor, "0", "SCAN did not end");
+    assert_eq!(seen, written);
+    assert!(c
+        .cmd(&["RANDOMKEY"])
+        .as_str()
+        .is_some_and(|k| k.starts_with("scan:")));
+    let sha = c.cmd(&["SCRIPT", "LOAD", "return 1"]);
+    let sha = sha.as_str().expect("sha").to_string();
+    for p in env.cluster.primaries() {
+        let r = env.node(p).cmd(&["SCRIPT", "EXISTS", &sha]);
+        assert_eq!(r, Reply::Array(Some(vec![Reply::Int(1)])), "node {p}");
+    }
+    assert_eq!(
+        c.cmd(&["SCRIPT", "EXISTS", &sha]),
+        Reply::Array(Some(vec![Reply::Int(1)]))
+    );
+    assert_eq!(c.cmd(&["FLUSHALL"]), Reply::ok());
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(0));
+}
+
+#[test]
+fn a_transaction_runs_on_the_node_of_its_slot_even_after_the_slot_moved() {
+    let env = Env::start("  cluster_refresh: 60s\n");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let tag = env.cluster.key_on(a, "tx");
+    let (k1, k2) = (format!("{{{tag}}}:1"), format!("{{{tag}}}:2"));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &k1, "1"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", &k2]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::ok(), Reply::Int(1)]))
+    );
+    assert_eq!(env.node(a).cmd(&["GET", &k1]), Reply::bulk("1"));
+    // The slot moves; rampart's map still names `a` (its periodic refresh is a minute
+    // away): the queued commands meet MOVED there, EXEC aborts with nothing run, and the
+    // transaction is sent again, whole, to `b`.
+    let slot = testkit::cluster_slot(k1.as_bytes());
+    begin_migration(&env, slot, a, b);
+    migrate(&env, a, b, &[k1.clone(), k2.clone()]);
+    end_migration(&env, slot, b);
+    let moved = moved_count(&env, a);
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", &k2]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", &k2]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::Int(2), Reply::Int(3)]))
+    );
+    assert_eq!(
+        env.node(b).cmd(&["GET", &k2]),
+        Reply::bulk("3"),
+        "each INCR ran once"
+    );
+    assert!(
+        moved_count(&env, a) > moved,
+        "the transaction did meet MOVED"
+    );
+}
+
+#[test]
+fn blocking_commands_wait_on_the_primary_of_their_slot() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let owner = env.cluster.primaries()[2];
+    let q = env.cluster.key_on(owner, "queue");
+    let pusher = {
+        let addr = format!("127.0.0.1:{}", env.port);
+        let q = q.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            Client::connect(&addr).cmd(&["RPUSH", &q, "job"])
+        })
+    };
+    assert_eq!(
+        c.cmd(&["BLPOP", &q, "5"]),
+        Reply::bulks([q.as_str(), "job"])
+    );
+    assert_eq!(pusher.join().expect("pusher"), Reply::Int(1));
+    assert_eq!(c.cmd(&["BLPOP", &q, "0.1"]), Reply::Array(None));
+}
+
+#[test]
+fn reads_go_to_replicas_with_prefer_replica() {
+    let env = Env::start("  read_policy: prefer-replica\n");
+    let mut c = env.client();
+    let owner = env.cluster.primaries()[0];
+    let key = env.cluster.key_on(owner, "r");
+    assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok());
+    let replica = (0..env.cluster.nodes.len())
+        .find(|&i| {
+            env.cluster.nodes[i]
+                .info("replication")
+                .contains(&format!("master_port:{}", env.cluster.nodes[owner].port()))
+        })
+        .expect("the owner's replica");
+    let gets = |i: usize| -> i64 {
+        let info = env.cluster.nodes[i].info("commandstats");
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|n| n.split(',').next())
+            .map_or(0, |n| n.parse().unwrap_or(0))
+    };
+    // Replicas start down until their checks pass: wait until reads reach the replica.
+    let reached = poll_until(Duration::from_secs(5), || {
+        let before = gets(replica);
+        assert_eq!(c.cmd(&["GET", &key]), Reply::bulk("v"));
+        (gets(replica) > before).then_some(())
+    });
+    assert!(reached.is_some(), "no read reached the replica");
+    let (p0, r0) = (gets(owner), gets(replica));
+    for _ in 0..50 {
+        assert_eq!(c.cmd(&["GET", &key]), Reply::bulk("v"));
+    }
+    assert_eq!(gets(owner), p0, "reads went to the primary");
+    assert_eq!(gets(replica), r0 + 50);
+}
