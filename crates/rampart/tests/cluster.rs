@@ -21,8 +21,14 @@ struct Env {
 impl Env {
     fn start(options: &str) -> Env {
         let cluster = ClusterSetup::new().start();
+        let seeds = cluster.addrs()[..2].to_vec();
+        Env::start_on(cluster, &seeds, options)
+    }
+
+    /// A pool with `seeds` in front of `cluster`.
+    fn start_on(cluster: RedisCluster, seeds: &[String], options: &str) -> Env {
         let port = free_port();
-        let seeds = cluster.addrs()[..2].join(", ");
+        let seeds = seeds.join(", ");
         let yaml = format!(
             "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 2000\n{options}"
         );
@@ -493,4 +499,42 @@ fn reads_go_to_replicas_with_prefer_replica() {
     }
     assert_eq!(gets(owner), p0, "reads went to the primary");
     assert_eq!(gets(replica), r0 + 50);
+}
+
+#[test]
+fn a_lone_node_with_another_view_does_not_change_the_map() {
+    let cluster = ClusterSetup::new().start();
+    let primaries = cluster.primaries();
+    let keys: Vec<String> = primaries
+        .iter()
+        .map(|&p| cluster.key_on(p, "lone"))
+        .collect();
+    // A replica forgets the cluster: it answers CLUSTER NODES with itself alone, a primary
+    // serving no slot. It is the first seed, and asked at every refresh.
+    let lone = (0..cluster.nodes.len())
+        .find(|i| !primaries.contains(i))
+        .expect("a replica");
+    assert_eq!(
+        cluster.nodes[lone].cmd(&["CLUSTER", "RESET", "HARD"]),
+        Reply::ok()
+    );
+    let seeds = [
+        cluster.nodes[lone].addr(),
+        cluster.nodes[primaries[0]].addr(),
+    ];
+    let env = Env::start_on(cluster, &seeds, "  cluster_refresh: 100ms\n");
+    let mut c = env.client();
+    // Fifteen refreshes or so: every key is served by its owner all along.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let mut rounds = 0;
+    while std::time::Instant::now() < until {
+        for k in &keys {
+            assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok(), "round {rounds}");
+            assert_eq!(c.cmd(&["GET", k]), Reply::bulk("v"), "round {rounds}");
+        }
+        rounds += 1;
+    }
+    for (k, &p) in keys.iter().zip(&primaries) {
+        assert_eq!(env.node(p).cmd(&["GET", k]), Reply::bulk("v"));
+    }
 }

@@ -257,40 +257,51 @@ pub fn first_shards(map: &ClusterMap) -> (Vec<Shard>, SlotTable, Vec<Vec<String>
     (shards, table, ids)
 }
 
-/// Read the first map from the seeds of `conf` (at start, before the pool is built): the
-/// first seed that answers names the nodes, every node is asked, and the answer most of them
-/// agree on is taken.
+/// Read the first map from the seeds of `conf` (at start, before the pool is built): every
+/// seed is asked, then every node their answers name, and the map is taken as for a
+/// refresh: agreed by two nodes or more (or the only node asked), or else answered alike by
+/// every node that answered.
 ///
 /// # Errors
-/// No seed answered, or the map names no primary serving slots.
+/// No node answered, the answers disagree, or the map names no primary serving slots.
 pub async fn discover(conf: &Pool) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec<Vec<String>>)> {
     let handshake = Handshake::data(conf);
     let limit = conf.timeout;
-    let mut first = None;
-    let mut errors = Vec::new();
-    for s in &conf.cluster {
-        let addr = ServerAddr::Tcp {
+    let mut addrs: Vec<ServerAddr> = conf
+        .cluster
+        .iter()
+        .map(|s| ServerAddr::Tcp {
             host: s.host.clone(),
             port: s.port,
-        };
-        match ask(&addr, &handshake, limit).await {
-            Ok(m) => {
-                first = Some(m);
-                break;
+        })
+        .collect();
+    let mut maps = ask_all(&addrs, &handshake, limit).await;
+    if maps.is_empty() {
+        anyhow::bail!(
+            "pool '{}': no cluster seed answered CLUSTER NODES within {limit:?}",
+            conf.name
+        );
+    }
+    let mut more: Vec<ServerAddr> = Vec::new();
+    for m in &maps {
+        for n in &m.nodes {
+            if !addrs.contains(&n.addr) && !more.contains(&n.addr) {
+                more.push(n.addr.clone());
             }
-            Err(e) => errors.push(format!("{s}: {e}")),
         }
     }
-    let Some(first) = first else {
+    maps.extend(ask_all(&more, &handshake, limit).await);
+    addrs.extend(more);
+    let unanimous = maps
+        .first()
+        .filter(|f| maps.iter().all(|m| m.ownership() == f.ownership()));
+    let Some(map) = agreed(&maps, addrs.len()).or(unanimous) else {
         anyhow::bail!(
-            "pool '{}': no cluster seed answered CLUSTER NODES ({})",
+            "pool '{}': the cluster's nodes disagree on the slot map ({} answers, no two alike)",
             conf.name,
-            errors.join("; ")
+            maps.len()
         );
     };
-    let addrs: Vec<ServerAddr> = first.nodes.iter().map(|n| n.addr.clone()).collect();
-    let maps = ask_all(&addrs, &handshake, limit).await;
-    let map = agreed(&maps, addrs.len()).unwrap_or(&first);
     let (shards, table, ids) = first_shards(map);
     if shards.is_empty() {
         anyhow::bail!(
