@@ -538,3 +538,56 @@ fn a_lone_node_with_another_view_does_not_change_the_map() {
         assert_eq!(env.node(p).cmd(&["GET", k]), Reply::bulk("v"));
     }
 }
+
+#[test]
+fn shard_channels_live_on_their_slot_and_classic_channels_anywhere() {
+    let env = Env::start("");
+    let p = env.cluster.primaries();
+    // Shard channels of every primary, subscribed on one connection.
+    let mut chans: Vec<String> = p.iter().map(|&i| env.cluster.key_on(i, "sch")).collect();
+    let mut owners = p.clone();
+    // A second one on the first primary, in another slot: its node takes SSUBSCRIBE of one
+    // slot at a time.
+    let slot0 = testkit::cluster_slot(chans[0].as_bytes());
+    let second = (0..)
+        .map(|i| env.cluster.key_on(p[0], &format!("sch{i}-")))
+        .find(|c| testkit::cluster_slot(c.as_bytes()) != slot0)
+        .expect("another slot");
+    chans.push(second);
+    owners.push(p[0]);
+    let mut sub = env.client();
+    for ch in &chans {
+        let r = sub.cmd(&["SSUBSCRIBE", ch]);
+        assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    }
+    let r = sub.cmd(&["SUBSCRIBE", "news"]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    // Each shard channel is subscribed on its slot's owner (once the node passed its first
+    // health checks: the hub subscribes when its link has a node).
+    for (ch, &owner) in chans.iter().zip(&owners) {
+        let on_owner = poll_until(Duration::from_secs(5), || {
+            let n = env.node(owner).cmd(&["PUBSUB", "SHARDNUMSUB", ch]);
+            (n == Reply::Array(Some(vec![Reply::bulk(ch), Reply::Int(1)]))).then_some(())
+        });
+        assert!(on_owner.is_some(), "{ch} not subscribed on node {owner}");
+    }
+    let mut publisher = env.client();
+    for ch in &chans {
+        assert_eq!(publisher.cmd(&["SPUBLISH", ch, "hello"]), Reply::Int(1));
+        let msg = sub.read_reply().expect("smessage");
+        assert_eq!(msg, Reply::bulks(["smessage", ch.as_str(), "hello"]));
+    }
+    // A classic message published on any node reaches the subscriber (the cluster
+    // broadcasts it).
+    for &i in &p {
+        env.node(i).cmd(&["PUBLISH", "news", &format!("from {i}")]);
+        let msg = sub.read_reply().expect("message");
+        assert_eq!(msg, Reply::bulks(["message", "news", &format!("from {i}")]));
+    }
+    // Shard channels of one SSUBSCRIBE share a slot, as in Redis Cluster.
+    let mut other = env.client();
+    assert_eq!(
+        other.cmd(&["SSUBSCRIBE", &chans[0], &chans[1]]),
+        Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+}
