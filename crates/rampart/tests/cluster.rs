@@ -591,3 +591,123 @@ fn shard_channels_live_on_their_slot_and_classic_channels_anywhere() {
         Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
     );
 }
+
+/// A client thread that `SET`s `{tag}:n` for n = 0, 1, ... (one slot), recording every
+/// acknowledged write, every error and every latency.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<String>, Vec<String>, Vec<Duration>)>,
+}
+
+impl Writer {
+    fn start(addr: String, tag: String) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut c = Client::connect(&addr);
+            c.set_read_timeout(Some(Duration::from_secs(20)));
+            let (mut acked, mut errors, mut lat) = (Vec::new(), Vec::new(), Vec::new());
+            let mut n = 0u64;
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("{{{tag}}}:{n}");
+                n += 1;
+                let t0 = std::time::Instant::now();
+                match c.try_cmd(&["SET", &key, &key]) {
+                    Ok(r) if r == Reply::ok() => acked.push(key),
+                    Ok(r) => errors.push(format!("{key}: {r:?}")),
+                    Err(e) => {
+                        errors.push(format!("{key}: {e}"));
+                        c = Client::connect(&addr);
+                    }
+                }
+                lat.push(t0.elapsed());
+            }
+            (acked, errors, lat)
+        });
+        Writer { stop, thread }
+    }
+
+    fn stop(self) -> (Vec<String>, Vec<String>, Vec<Duration>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (a, e, mut l) = self.thread.join().expect("writer");
+        l.sort();
+        (a, e, l)
+    }
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+#[test]
+fn a_primary_killed_under_load_holds_its_writes_until_the_cluster_promotes_its_replica() {
+    let cluster = ClusterSetup::new().full_coverage(false).start();
+    let p = cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let (tag_a, tag_b) = (cluster.key_on(a, "fa"), cluster.key_on(b, "fb"));
+    let replica = (0..cluster.nodes.len())
+        .find(|&i| {
+            cluster.nodes[i]
+                .info("replication")
+                .contains(&format!("master_port:{}", cluster.nodes[a].port()))
+        })
+        .expect("a's replica");
+    let seeds = [cluster.nodes[b].addr(), cluster.nodes[p[2]].addr()];
+    let mut env = Env::start_on(
+        cluster,
+        &seeds,
+        "  read_policy: prefer-replica\n  failover_hold: 10s\n",
+    );
+    let addr = format!("127.0.0.1:{}", env.port);
+    let mut c = env.client();
+    assert_eq!(
+        c.cmd(&["SET", &format!("{{{tag_a}}}:warm"), "1"]),
+        Reply::ok()
+    );
+    let on_a = Writer::start(addr.clone(), tag_a.clone());
+    let on_b = Writer::start(addr.clone(), tag_b.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    env.cluster.nodes[a].kill9();
+    let killed = std::time::Instant::now();
+    let promoted = poll_until(Duration::from_secs(20), || {
+        (env.cluster.nodes[replica].role() == "master").then(|| killed.elapsed())
+    })
+    .expect("the cluster promoted a's replica");
+    std::thread::sleep(Duration::from_millis(1000));
+    let (acked_a, errors_a, lat_a) = on_a.stop();
+    let (acked_b, errors_b, lat_b) = on_b.stop();
+    println!(
+        "kill -9 of a primary: replica promoted after {promoted:?}; its slot: {} writes acknowledged, {} errors {:?}, longest write {:?}; another primary's slot: {} writes, {} errors, p99 {:?}, max {:?}",
+        acked_a.len(),
+        errors_a.len(),
+        errors_a,
+        lat_a.last(),
+        acked_b.len(),
+        errors_b.len(),
+        quantile(&lat_b, 0.99),
+        lat_b.last(),
+    );
+    // The write in flight when the primary died may have been applied: it gets an error and
+    // is never sent again. Every other write waited for the promotion.
+    assert!(errors_a.len() <= 1, "{errors_a:?}");
+    for e in &errors_a {
+        assert!(e.to_lowercase().contains("connection"), "{e}");
+    }
+    assert!(errors_b.is_empty(), "{errors_b:?}");
+    assert!(
+        lat_a.last().copied().unwrap_or_default() < promoted + Duration::from_secs(2),
+        "held writes were released late"
+    );
+    // No acknowledged write is lost: each is on the new primary.
+    let mut direct = Client::connect(&env.cluster.nodes[replica].addr());
+    for k in acked_a.iter().chain(&acked_b) {
+        assert_eq!(c.cmd(&["GET", k]), Reply::bulk(k), "{k}");
+    }
+    for k in &acked_a {
+        let r = direct.cmd(&["GET", k]);
+        assert_eq!(r, Reply::bulk(k), "{k} on the promoted replica");
+    }
+}

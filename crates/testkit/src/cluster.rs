@@ -15,6 +15,7 @@ pub struct ClusterSetup {
     primaries: usize,
     replicas: usize,
     node_timeout_ms: u64,
+    full_coverage: bool,
 }
 
 impl Default for ClusterSetup {
@@ -23,6 +24,7 @@ impl Default for ClusterSetup {
             primaries: 3,
             replicas: 1,
             node_timeout_ms: 1000,
+            full_coverage: true,
         }
     }
 }
@@ -42,6 +44,13 @@ impl ClusterSetup {
     /// `cluster-node-timeout` in milliseconds (how soon a dead primary is failed over).
     pub fn node_timeout_ms(mut self, ms: u64) -> ClusterSetup {
         self.node_timeout_ms = ms;
+        self
+    }
+
+    /// `cluster-require-full-coverage` (default yes: every node refuses queries while a slot
+    /// is unserved, for instance between a primary's failure and its replica's promotion).
+    pub fn full_coverage(mut self, on: bool) -> ClusterSetup {
+        self.full_coverage = on;
         self
     }
 
@@ -67,7 +76,7 @@ impl ClusterSetup {
                     "--cluster-port",
                     &bus,
                     "--cluster-require-full-coverage",
-                    "yes",
+                    if self.full_coverage { "yes" } else { "no" },
                 ])
             })
             .collect();
