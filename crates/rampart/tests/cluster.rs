@@ -659,7 +659,7 @@ fn a_primary_killed_under_load_holds_its_writes_until_the_cluster_promotes_its_r
     let mut env = Env::start_on(
         cluster,
         &seeds,
-        "  read_policy: prefer-replica\n  failover_hold: 10s\n",
+        "  read_policy: prefer-replica\n  failover_hold: 10s\n  cluster_refresh: 60s\n",
     );
     let addr = format!("127.0.0.1:{}", env.port);
     let mut c = env.client();
@@ -694,7 +694,11 @@ fn a_primary_killed_under_load_holds_its_writes_until_the_cluster_promotes_its_r
     // is never sent again. Every other write waited for the promotion.
     assert!(errors_a.len() <= 1, "{errors_a:?}");
     for e in &errors_a {
-        assert!(e.to_lowercase().contains("connection"), "{e}");
+        let e = e.to_lowercase();
+        assert!(
+            e.contains("connection") || e.contains("switched away"),
+            "{e}"
+        );
     }
     assert!(errors_b.is_empty(), "{errors_b:?}");
     assert!(
@@ -710,4 +714,179 @@ fn a_primary_killed_under_load_holds_its_writes_until_the_cluster_promotes_its_r
         let r = direct.cmd(&["GET", k]);
         assert_eq!(r, Reply::bulk(k), "{k} on the promoted replica");
     }
+}
+
+/// What one client of the resharding load saw.
+#[derive(Default)]
+struct Mixed {
+    /// Keys written with SET, each to its own name.
+    written: Vec<String>,
+    /// INCR counters and how many INCRs each had acknowledged.
+    counters: std::collections::HashMap<String, i64>,
+    errors: Vec<String>,
+    ops: u64,
+}
+
+/// A client running single-key writes, reads of what it wrote, INCRs and multi-key
+/// MSET/MGET over slots until `stop`.
+fn mixed_load(
+    addr: String,
+    t: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Mixed {
+    let mut m = Mixed::default();
+    let mut c = Client::connect(&addr);
+    c.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut n = 0usize;
+    let check = |m: &mut Mixed, what: String, got: Reply, want: Reply| {
+        m.ops += 1;
+        if got != want {
+            m.errors.push(format!("{what}: {got:?}, expected {want:?}"));
+        }
+    };
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = format!("w:{t}:{n}");
+        check(
+            &mut m,
+            format!("SET {key}"),
+            c.cmd(&["SET", &key, &key]),
+            Reply::ok(),
+        );
+        m.written.push(key);
+        let old = &m.written[n / 2];
+        let old = old.clone();
+        check(
+            &mut m,
+            format!("GET {old}"),
+            c.cmd(&["GET", &old]),
+            Reply::bulk(&old),
+        );
+        let counter = format!("c:{t}:{}", n % 40);
+        let count = m.counters.get(&counter).copied().unwrap_or(0) + 1;
+        let got = c.cmd(&["INCR", &counter]);
+        if got == Reply::Int(count) {
+            m.counters.insert(counter, count);
+        }
+        check(
+            &mut m,
+            format!("INCR c:{t}:{}", n % 40),
+            got,
+            Reply::Int(count),
+        );
+        if n.is_multiple_of(5) {
+            let keys: Vec<String> = (0..4).map(|i| format!("m:{t}:{n}:{i}")).collect();
+            let mut mset = vec!["MSET".to_string()];
+            for k in &keys {
+                mset.push(k.clone());
+                mset.push(k.clone());
+            }
+            check(&mut m, format!("MSET m:{t}:{n}"), c.cmd(&mset), Reply::ok());
+            let mut mget = vec!["MGET".to_string()];
+            mget.extend(keys.iter().cloned());
+            let want = Reply::bulks(keys.iter());
+            check(&mut m, format!("MGET m:{t}:{n}"), c.cmd(&mget), want);
+        }
+        n += 1;
+    }
+    m
+}
+
+#[test]
+fn resharding_a_thousand_slots_under_a_mixed_load_gives_no_error_and_loses_no_write() {
+    let env = Env::start("");
+    let p = env.cluster.primaries();
+    let (from, to) = (env.cluster.id(p[0]), env.cluster.id(p[1]));
+    let addr = format!("127.0.0.1:{}", env.port);
+    // Some data to move, so the migration takes a while: 30,000 keys over all slots.
+    let mut filler = env.client();
+    for chunk in 0..30 {
+        let cmds: Vec<Vec<String>> = (0..1000)
+            .map(|i| {
+                let k = format!("fill:{}", chunk * 1000 + i);
+                vec!["SET".to_string(), k.clone(), k]
+            })
+            .collect();
+        assert!(filler.pipeline(&cmds).iter().all(|r| *r == Reply::ok()));
+    }
+    let slots_of = |i: usize| -> i64 {
+        let port = env.cluster.nodes[i].port() as i64;
+        let r = env.cluster.nodes[p[2]].cmd(&["CLUSTER", "SLOTS"]);
+        r.as_array()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|range| {
+                let it = range.as_array()?;
+                let owner = it.get(2)?.as_array()?.get(1)?.as_int()?;
+                (owner == port)
+                    .then(|| it[1].as_int().unwrap_or(0) - it[0].as_int().unwrap_or(0) + 1)
+            })
+            .sum()
+    };
+    let before = slots_of(p[1]);
+    let redirects_before = error_count(&env, p[0], "MOVED")
+        + error_count(&env, p[0], "ASK")
+        + error_count(&env, p[0], "TRYAGAIN");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|t| {
+            let (addr, stop) = (addr.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || mixed_load(addr, t, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard", &env.cluster.nodes[p[0]].addr()])
+        .args(["--cluster-from", &from, "--cluster-to", &to])
+        .args(["--cluster-slots", "1000", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster reshard");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "reshard failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results: Vec<Mixed> = clients
+        .into_iter()
+        .map(|h| h.join().expect("client"))
+        .collect();
+    let ops: u64 = results.iter().map(|m| m.ops).sum();
+    let errors: Vec<&String> = results.iter().flat_map(|m| &m.errors).collect();
+    println!(
+        "reshard of 1000 slots took {took:?}; {ops} commands checked by 3 clients, {} errors {:?}",
+        errors.len(),
+        errors.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    // Every acknowledged write is readable, every INCR counted once.
+    let mut c = env.client();
+    let mut lost = 0;
+    for m in &results {
+        for k in &m.written {
+            if c.cmd(&["GET", k]) != Reply::bulk(k) {
+                lost += 1;
+            }
+        }
+        for (k, n) in &m.counters {
+            assert_eq!(c.cmd(&["GET", k]), Reply::bulk(n.to_string()), "{k}");
+        }
+    }
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    for i in (0..30_000).step_by(97) {
+        let k = format!("fill:{i}");
+        assert_eq!(c.cmd(&["GET", &k]), Reply::bulk(&k));
+    }
+    // The slots did move, and the load did meet the migration.
+    env.cluster.wait_ok(Duration::from_secs(10));
+    assert_eq!(slots_of(p[1]), before + 1000);
+    let redirects = error_count(&env, p[0], "MOVED")
+        + error_count(&env, p[0], "ASK")
+        + error_count(&env, p[0], "TRYAGAIN")
+        - redirects_before;
+    println!("the source node answered {redirects} redirections (MOVED, ASK, TRYAGAIN) meanwhile");
+    assert!(redirects > 0);
 }

@@ -326,19 +326,29 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
     loop {
         let started = tokio::time::Instant::now();
         refresh(&pool, workers, &mut checks, &stop).await;
-        let failing = pool
-            .shards
-            .iter()
-            .any(|s| s.write_target(&s.view()).is_none());
-        let wait = if failing {
-            FAILOVER_POLL
-        } else {
-            pool.conf.cluster_refresh
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = cluster.refresh.notified() => {}
-            _ = stop.cancelled() => return,
+        // Until the next refresh is due, look every FAILOVER_POLL whether a shard has no
+        // writable primary (its health checks saw it go): a failover is then under way, and
+        // the map is asked for at that pace until it names the new primary.
+        let due = started + pool.conf.cluster_refresh;
+        loop {
+            let failing = pool
+                .shards
+                .iter()
+                .any(|s| s.write_target(&s.view()).is_none());
+            let next = if failing {
+                started + FAILOVER_POLL
+            } else {
+                due
+            };
+            let now = tokio::time::Instant::now();
+            if now >= next {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until((now + FAILOVER_POLL).min(next)) => {}
+                _ = cluster.refresh.notified() => break,
+                _ = stop.cancelled() => return,
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep_until(started + DEBOUNCE) => {}
