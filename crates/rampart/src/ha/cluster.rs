@@ -4,8 +4,8 @@
 //! ```text
 //! seeds ──CLUSTER NODES──► first map ──► shards (one per primary with slots, its replicas)
 //!                                        slot table (16384 entries -> shard)
-//! every cluster_refresh, or soon after a MOVED, a failed connection, a shard without a
-//! writable primary (at most once per 100 ms):
+//! every cluster_refresh, or soon after a MOVED or a failed connection, and every 100 ms
+//! while a shard has no writable primary (at most once per 100 ms):
 //!   ask every known node ──► group the answers by slot ownership ──► the largest group,
 //!   if agreed by two nodes or more (or only one node answered) and no slot's owner has a
 //!   lower config epoch than the table's ──► new views (nodes, primary) and a new table
@@ -34,7 +34,7 @@ use crate::topology::{PoolRt, ShardView};
 /// Shortest time between two refreshes.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the map is asked for while a shard has no writable primary (a failover).
-const FAILOVER_POLL: Duration = Duration::from_millis(200);
+const FAILOVER_POLL: Duration = Duration::from_millis(100);
 
 /// One line of `CLUSTER NODES`.
 #[derive(Debug, Clone, PartialEq, Eq)]
