@@ -254,6 +254,12 @@ impl Pool {
                 .collect::<Vec<_>>()
                 .join(" ")
         });
+        c.field("cluster_view", &o.cluster_view, &n.cluster_view, |v| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
         c.field(
             "cluster_refresh",
             &o.cluster_refresh,

@@ -422,6 +422,17 @@ pub enum Problem {
         /// What is wrong with it.
         reason: AddrError,
     },
+    /// A line of `cluster_view:` that cannot be parsed.
+    #[error("cluster_view: {value:?}: {reason}")]
+    BadViewNode {
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: AddrError,
+    },
+    /// `cluster_view:` lists more addresses than it has slots to share, or none.
+    #[error("cluster_view: {0} addresses; list 1 to 16384 rampart addresses")]
+    ViewSize(usize),
     /// The same seed twice in `cluster:`.
     #[error("cluster: duplicate seed {addr:?} (first given on line {first_line})")]
     DuplicateSeed {

@@ -51,6 +51,7 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "master",
     "cluster",
     "cluster_refresh",
+    "cluster_view",
     "sentinel_username",
     "sentinel_password",
     "sentinel_poll",
@@ -84,7 +85,13 @@ pub(crate) fn is_scalar_key(key: &str) -> bool {
 pub(crate) fn is_tree_key(key: &str) -> bool {
     matches!(
         key,
-        "shards" | "primary" | "replicas" | "sentinels" | "cluster" | "health_check"
+        "shards"
+            | "primary"
+            | "replicas"
+            | "sentinels"
+            | "cluster"
+            | "cluster_view"
+            | "health_check"
     )
 }
 

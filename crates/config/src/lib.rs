@@ -136,6 +136,12 @@ pub struct Pool {
     /// cluster pool's `shards` and `servers` are empty in the file's `Config`: the proxy
     /// fills `shards` from the cluster's slot map (one shard per primary and its replicas).
     pub cluster: Vec<ClusterSeed>,
+    /// rampart: the cluster view: when not empty, CLUSTER SLOTS/SHARDS/NODES/INFO/MYID
+    /// answer as a Redis Cluster whose nodes are these rampart addresses (each a primary
+    /// serving an equal share of the 16384 slots, in list order), so cluster-aware clients
+    /// spread over them; INFO says `cluster_enabled:1`. Empty (the default): rampart answers
+    /// as a server without cluster support.
+    pub cluster_view: Vec<ClusterSeed>,
     /// rampart: how often a cluster pool asks its nodes for the slot map when nothing
     /// (a redirection, a failed connection) asks sooner. Default 10 s, at least 100 ms.
     pub cluster_refresh: Duration,

@@ -186,6 +186,7 @@ impl Fields<'_> {
             sentinel_password: backends.sentinel_password,
             sentinel_poll: backends.sentinel_poll,
             cluster: backends.cluster,
+            cluster_view: self.cluster_view(get)?,
             cluster_refresh: backends.cluster_refresh,
             read_policy: ha.read_policy,
             read_your_writes: ha.read_your_writes,
@@ -434,6 +435,34 @@ impl Fields<'_> {
             self.err(pos, problem)
         })?;
         Ok(Some((listen, pos)))
+    }
+
+    /// `cluster_view:` rampart addresses (`host:port`), in order.
+    fn cluster_view(&self, get: &Lookup<'_, '_>) -> Result<Vec<crate::ClusterSeed>, ConfigError> {
+        let Some(entry) = get("cluster_view") else {
+            return Ok(Vec::new());
+        };
+        let items = match &entry.value {
+            RawValue::Items(items) => items.as_slice(),
+            RawValue::Empty => return Err(self.err(entry.pos, Problem::ViewSize(0))),
+            _ => return Err(self.err(entry.pos, Problem::NotList("cluster_view"))),
+        };
+        if items.is_empty() || items.len() > 16384 {
+            return Err(self.err(entry.pos, Problem::ViewSize(items.len())));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let text = match &item.value {
+                RawValue::Scalar(text) => text.as_str(),
+                _ => "",
+            };
+            let (host, port) = crate::addr::parse_sentinel(text).map_err(|reason| {
+                let value = text.to_string();
+                self.err(item.pos, Problem::BadViewNode { value, reason })
+            })?;
+            out.push(crate::ClusterSeed { host, port });
+        }
+        Ok(out)
     }
 
     fn hash(&self, get: &Lookup<'_, '_>) -> Result<HashKind, ConfigError> {

@@ -18,6 +18,19 @@ fn seeds_and_refresh_are_read_and_the_pool_has_no_shards_of_its_own() {
 }
 
 #[test]
+fn a_cluster_view_lists_rampart_addresses_in_order() {
+    let yaml = "c:\n  listen: 127.0.0.1:1\n  cluster: [h:7000]\n  cluster_view: [10.0.0.1:22121, 10.0.0.2:22121]\n";
+    let pool = &parse(yaml, "nutcracker.yml").expect("valid").pools[0];
+    let view: Vec<String> = pool.cluster_view.iter().map(ToString::to_string).collect();
+    assert_eq!(view, ["10.0.0.1:22121", "10.0.0.2:22121"]);
+    let bad = "c:\n  listen: 127.0.0.1:1\n  cluster: [h:7000]\n  cluster_view: [nowhere]\n";
+    let err = parse(bad, "nutcracker.yml")
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("cluster_view: \"nowhere\""), "{err}");
+}
+
+#[test]
 fn refresh_defaults_to_ten_seconds() {
     let yaml = "c:\n  listen: 127.0.0.1:1\n  cluster: [127.0.0.1:7000]\n";
     let pool = &parse(yaml, "nutcracker.yml").expect("valid").pools[0];

@@ -29,6 +29,7 @@ impl Env {
     fn start_on(cluster: RedisCluster, seeds: &[String], options: &str) -> Env {
         let port = free_port();
         let seeds = seeds.join(", ");
+        let options = options.replace("{port}", &port.to_string());
         let yaml = format!(
             "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 2000\n{options}"
         );
@@ -889,4 +890,131 @@ fn resharding_a_thousand_slots_under_a_mixed_load_gives_no_error_and_loses_no_wr
         - redirects_before;
     println!("the source node answered {redirects} redirections (MOVED, ASK, TRYAGAIN) meanwhile");
     assert!(redirects > 0);
+}
+
+/// redis-py's RedisCluster against two rampart instances that describe themselves as a
+/// cluster: it finds both, spreads keys over them by slot, and every command works.
+const REDIS_PY_CLUSTER: &str = r#"
+import sys
+from redis.cluster import RedisCluster
+rc = RedisCluster(host="127.0.0.1", port=int(sys.argv[1]))
+ports = sorted(n.port for n in rc.get_nodes())
+assert ports == sorted([int(sys.argv[1]), int(sys.argv[2])]), ports
+for i in range(300):
+    assert rc.set(f"py:{i}", i) is True
+for i in range(300):
+    assert rc.get(f"py:{i}") == str(i).encode()
+assert rc.mget_nonatomic([f"py:{i}" for i in range(40)]) == [str(i).encode() for i in range(40)]
+assert rc.incr("py:{t}:n") == 1
+p = rc.pipeline()
+p.set("py:{t}:a", "1").get("py:{t}:a")
+assert p.execute() == [True, b"1"]
+print("ok")
+"#;
+
+#[test]
+fn the_cluster_view_lets_redis_py_rediscluster_spread_over_rampart_instances() {
+    let second = free_port();
+    let view = format!("  cluster_view: [127.0.0.1:{{port}}, 127.0.0.1:{second}]\n");
+    let env = Env::start(&view);
+    let mut c = env.client();
+    // This instance is the first node, serving the first half of the slots.
+    let slots = c.cmd(&["CLUSTER", "SLOTS"]);
+    let ranges = slots.as_array().expect("CLUSTER SLOTS");
+    assert_eq!(ranges.len(), 2);
+    let first = ranges[0].as_array().expect("a range");
+    assert_eq!(first[0], Reply::Int(0));
+    assert_eq!(first[1], Reply::Int(8191));
+    let node = first[2].as_array().expect("a node");
+    assert_eq!(node[1], Reply::Int(i64::from(env.port)));
+    let myid = c.cmd(&["CLUSTER", "MYID"]);
+    assert_eq!(Some(&myid), node.get(2));
+    let nodes = c.cmd(&["CLUSTER", "NODES"]);
+    let nodes = nodes.as_str().expect("CLUSTER NODES").to_string();
+    assert!(nodes.contains("myself,master"), "{nodes}");
+    assert!(nodes.contains(&format!("127.0.0.1:{second}@")), "{nodes}");
+    let info = c.cmd(&["CLUSTER", "INFO"]);
+    assert!(
+        info.as_str()
+            .is_some_and(|i| i.contains("cluster_state:ok")),
+        "{info:?}"
+    );
+    let info = c.cmd(&["INFO", "cluster"]);
+    assert!(
+        info.as_str()
+            .is_some_and(|i| i.contains("cluster_enabled:1")),
+        "{info:?}"
+    );
+    assert_eq!(c.cmd(&["READONLY"]), Reply::ok());
+    assert_eq!(c.cmd(&["CLUSTER", "KEYSLOT", "foo"]), Reply::Int(12182));
+    // A second instance with the same view, in front of the same cluster.
+    let seeds = env.cluster.addrs()[..2].join(", ");
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{second}\n  cluster: [{seeds}]\n  timeout: 2000\n  cluster_view: [127.0.0.1:{}, 127.0.0.1:{second}]\n",
+        env.port
+    );
+    let _other = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("c.yml", &yaml)
+        .args([
+            "-c",
+            "{dir}/c.yml",
+            "--workers",
+            "1",
+            "-a",
+            "127.0.0.1",
+            "-s",
+        ])
+        .arg(free_port().to_string())
+        .wait_port(second)
+        .start();
+    let mut c2 = Client::connect(&format!("127.0.0.1:{second}"));
+    assert_eq!(c2.cmd(&["CLUSTER", "MYID"]), node_ids(&slots)[1]);
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let libs = root.join("target/client-libs");
+    let setup = std::process::Command::new("bash")
+        .arg(root.join("scripts/client-libs.sh"))
+        .output()
+        .expect("scripts/client-libs.sh");
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", libs.join("py"))
+        .args(["-c", REDIS_PY_CLUSTER])
+        .arg(env.port.to_string())
+        .arg(second.to_string())
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "redis-py RedisCluster failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both instances served: the keys are on the cluster, written through either.
+    let mut direct = env.client();
+    assert_eq!(direct.cmd(&["GET", "py:7"]), Reply::bulk("7"));
+    for (i, port) in [env.port, second].into_iter().enumerate() {
+        let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+        let stats = c.cmd(&["INFO", "commandstats"]);
+        let sets = stats
+            .as_str()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("cmdstat_set:calls=")))
+            .and_then(|n| n.split(',').next())
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or(0);
+        assert!(sets > 0, "instance {i} got no SET");
+    }
+}
+
+/// The node ids of a CLUSTER SLOTS reply, in order.
+fn node_ids(slots: &Reply) -> Vec<Reply> {
+    slots
+        .as_array()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|r| r.as_array()?.get(2)?.as_array()?.get(2).cloned())
+        .collect()
 }

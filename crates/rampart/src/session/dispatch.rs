@@ -337,9 +337,18 @@ impl Session {
         if !self.client.authed && !cmd.flags.contains(Flags::NO_AUTH) {
             return self.reply_error(NOAUTH);
         }
+        let view = !self.pool.rt.conf.cluster_view.is_empty();
         if cmd.name.starts_with("cluster|") {
+            if view {
+                let out = crate::session::cluster_view::answer(&self.pool.rt.conf, cmd.name, argv);
+                return self.reply_raw(&out);
+            }
             // rampart's face is one standalone Redis, whatever is behind it.
             return self.refuse(Some(cmd), CLUSTER_DISABLED);
+        }
+        if view && matches!(cmd.name, "readonly" | "readwrite" | "asking") {
+            // What a cluster-aware client sends its nodes; every rampart serves every key.
+            return self.reply_raw(b"+OK\r\n");
         }
         // RESP2 subscribed mode: only the (un)subscribe commands, PING, QUIT and RESET.
         if let Some(e) = pubsub::refusal(&self.subs, self.client.resp3, cmd) {

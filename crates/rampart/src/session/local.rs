@@ -509,7 +509,8 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         t.push_str("\r\n");
     }
     if has("cluster") {
-        t.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        let on = !ctx.pool.conf.cluster_view.is_empty() as u8;
+        let _ = write!(t, "# Cluster\r\ncluster_enabled:{on}\r\n\r\n");
     }
     if all || want.iter().any(|w| w == "commandstats") {
         t.push_str("# Commandstats\r\n");

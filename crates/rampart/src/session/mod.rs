@@ -9,6 +9,7 @@
 
 pub mod blocking;
 pub mod client;
+pub mod cluster_view;
 pub mod conn;
 pub mod dispatch;
 pub mod local;
