@@ -146,6 +146,10 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
                 stop.clone(),
             )));
         }
+        tasks.push(tokio::spawn(add_cluster_shards(
+            Arc::clone(&shared),
+            Arc::clone(&control),
+        )));
         wait_for_signals(&shared, &control, &stop, signals).await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         stop.cancel();
@@ -243,6 +247,22 @@ async fn wait_for_signals(
                 // Errors are logged, counted and recorded by reload itself.
                 let _ = control::reload::reload(shared, control, false).await;
             }
+        }
+    }
+}
+
+/// Every 250 ms, give cluster pools the shards their followers asked for (primaries added to
+/// the cluster since start).
+async fn add_cluster_shards(shared: Arc<Shared>, control: control::Handle) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let wanted = shared
+            .pools
+            .load()
+            .iter()
+            .any(|p| p.cluster.as_ref().is_some_and(|c| c.has_new_shards()));
+        if wanted {
+            control::reload::add_cluster_shards(&shared, &control).await;
         }
     }
 }

@@ -1018,3 +1018,86 @@ fn node_ids(slots: &Reply) -> Vec<Reply> {
         .filter_map(|r| r.as_array()?.get(2)?.as_array()?.get(2).cloned())
         .collect()
 }
+
+#[test]
+fn a_primary_added_to_the_cluster_becomes_a_shard_without_a_reload() {
+    let mut env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let from = p[0];
+    let bus = free_port().to_string();
+    let new = testkit::RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-port",
+        &bus,
+    ]);
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "add-node",
+            &new.addr(),
+            &env.cluster.nodes[from].addr(),
+        ])
+        .output()
+        .expect("redis-cli --cluster add-node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let new_id = new
+        .cmd(&["CLUSTER", "MYID"])
+        .as_str()
+        .expect("id")
+        .to_string();
+    env.cluster.nodes.push(new);
+    let added = env.cluster.nodes.len() - 1;
+    env.cluster.wait_ok(Duration::from_secs(10));
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard", &env.cluster.nodes[from].addr()])
+        .args([
+            "--cluster-from",
+            &env.cluster.id(from),
+            "--cluster-to",
+            &new_id,
+        ])
+        .args(["--cluster-slots", "100", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster reshard");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    env.cluster.wait_ok(Duration::from_secs(10));
+    let key = env.cluster.key_on(added, "grown");
+    assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok());
+    assert_eq!(env.node(added).cmd(&["GET", &key]), Reply::bulk("v"));
+    // rampart made it a shard of its own: INFO names it a shard's primary, and its keys
+    // go straight to it (no more MOVED from the node that gave the slots away).
+    let port = env.cluster.nodes[added].port().to_string();
+    let shard = poll_until(Duration::from_secs(10), || {
+        let info = c.cmd(&["INFO", "replication"]);
+        let info = info.as_str().unwrap_or("").to_string();
+        info.lines()
+            .any(|l| l.starts_with("primary_") && l.contains(&format!("addr=127.0.0.1:{port},")))
+            .then_some(())
+    });
+    assert!(shard.is_some(), "no shard for the new primary");
+    let settled = poll_until(Duration::from_secs(5), || {
+        let before = moved_count(&env, from);
+        for _ in 0..20 {
+            assert_eq!(c.cmd(&["GET", &key]), Reply::bulk("v"));
+        }
+        (moved_count(&env, from) == before).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "requests for the new primary's slots still redirected"
+    );
+}

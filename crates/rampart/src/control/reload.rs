@@ -135,6 +135,64 @@ async fn reload_inner(
     Ok(msg)
 }
 
+/// Add to each cluster pool the shards its follower asked for (primaries added to the
+/// cluster since start): the pool is rebuilt with them, its other shards, nodes and
+/// connections kept as a reload keeps them, and published the same way. Returns the names
+/// of the shards added.
+pub async fn add_cluster_shards(shared: &Arc<Shared>, control: &Handle) -> Vec<String> {
+    let mut guard = control.lock().await;
+    let Some(control) = guard.as_mut() else {
+        return Vec::new();
+    };
+    let old = shared.pools.load_full();
+    let mut added = Vec::new();
+    let mut new: Vec<Arc<PoolRt>> = Vec::with_capacity(old.len());
+    for p in old.iter() {
+        let wanted = p
+            .cluster
+            .as_ref()
+            .map(|c| c.take_new_shards())
+            .unwrap_or_default();
+        let wanted: Vec<_> = wanted
+            .into_iter()
+            .filter(|(s, _)| !p.conf.shards.iter().any(|o| o.name == s.name))
+            .collect();
+        if wanted.is_empty() {
+            new.push(Arc::clone(p));
+            continue;
+        }
+        let mut conf = p.conf.clone();
+        let mut ids = p.cluster.as_ref().map(|c| c.ids()).unwrap_or_default();
+        for (s, i) in wanted {
+            added.push(format!("{}/{}", conf.name, s.name));
+            conf.shards.push(s);
+            ids.push(i);
+        }
+        let rt = PoolRt::with_nodes(p.index, conf, shared.workers, Some(p));
+        if let Some(c) = &rt.cluster {
+            if let Ok(mut g) = c.ids.lock() {
+                *g = ids;
+            }
+        }
+        new.push(Arc::new(rt));
+    }
+    if added.is_empty() {
+        return added;
+    }
+    match control.bind_new(&new) {
+        Ok(bound) => {
+            shared.pools.store(Arc::new(new.clone()));
+            shared.generation.fetch_add(1, Ordering::Release);
+            control.sync(shared, &new, bound);
+            let msg = format!("cluster shards added: {}", added.join(", "));
+            tracing::info!("{msg}");
+            crate::observe::events::record(crate::observe::events::Kind::Reload, "", "", "", msg);
+        }
+        Err(e) => tracing::error!("cluster shards not added: {e:#}"),
+    }
+    added
+}
+
 /// What a reload changed, per pool, in words: `demo: timeout 1000ms -> 500ms,
 /// health_check.interval 1s -> 200ms; extra: added`, or `nothing changed`.
 fn changes(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> String {

@@ -469,7 +469,24 @@ async fn adopt(
                 views[i] = Some((p, group[1..].to_vec()));
             }
             None => {
-                tracing::warn!(pool = %pool.conf.name, node = %p.addr, "a primary the pool has no shard for serves slots; requests reach it through redirections until a reload makes it a shard")
+                tracing::info!(pool = %pool.conf.name, node = %p.addr, "a primary the pool has no shard for serves slots: asking for a shard for it");
+                let node = |n: &MapNode| Node {
+                    addr: n.addr.clone(),
+                    zone: None,
+                    priority: rampart_config::defaults::NODE_PRIORITY,
+                    text: n.addr.to_string(),
+                };
+                let name = p.addr.to_string();
+                cluster.want_shard(
+                    Shard {
+                        identity: name.clone().into_bytes(),
+                        name,
+                        weight: 1,
+                        primary: Some(node(p)),
+                        replicas: group[1..].iter().map(|n| node(n)).collect(),
+                    },
+                    group.iter().map(|n| n.id.clone()).collect(),
+                );
             }
         }
     }
@@ -481,6 +498,22 @@ async fn adopt(
     for (i, v) in views.into_iter().enumerate() {
         if let Some((primary, replicas)) = v {
             apply_view(pool, i, primary, &replicas, workers, checks, stop).await;
+        }
+    }
+    // A slot moves to another shard only once that shard's primary passed its health
+    // checks (a shard just added starts with its nodes down): until then its old shard's
+    // node redirects to it, which works, where the new shard would refuse reads and hold
+    // writes.
+    let ready: Vec<bool> = pool
+        .shards
+        .iter()
+        .map(|s| s.view().writable_primary().is_some())
+        .collect();
+    for s in 0..crate::topology::cluster::SLOTS as u16 {
+        if let (Some(new), Some(old)) = (table.shard(s), old_table.shard(s)) {
+            if new != old && !ready.get(new).copied().unwrap_or(false) {
+                table.set(s, Some(old), old_table.epoch(s));
+            }
         }
     }
     if let Ok(mut g) = cluster.ids.lock() {

@@ -100,6 +100,10 @@ pub struct ClusterRt {
     /// Nodes named by a redirection that are in no shard's view (an `ASK` target being
     /// imported into, a node added since start), by address; connected on demand.
     others: Mutex<HashMap<String, Arc<NodeRt>>>,
+    /// Primaries serving slots that no shard has (added to the cluster since start), as
+    /// shards to add with their node ids; the control plane rebuilds the pool with them
+    /// ([`ClusterRt::take_new_shards`]).
+    new_shards: Mutex<Vec<(rampart_config::Shard, Vec<String>)>>,
     /// Maps adopted, and maps refused (no agreement, epochs going back, a bad reply).
     adopted: AtomicU64,
     refused: AtomicU64,
@@ -114,6 +118,7 @@ impl ClusterRt {
             asked_ms: AtomicU64::new(0),
             ids: Mutex::new(ids),
             others: Mutex::new(HashMap::new()),
+            new_shards: Mutex::new(Vec::new()),
             adopted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -154,6 +159,33 @@ impl ClusterRt {
         }
         self.asked_ms.store(now, Ordering::Relaxed);
         self.refresh.notify_one();
+    }
+
+    /// A primary no shard has serves slots: ask for a shard for it (once per node id).
+    pub fn want_shard(&self, shard: rampart_config::Shard, ids: Vec<String>) {
+        let mut w = self.new_shards.lock().unwrap_or_else(|p| p.into_inner());
+        if !w.iter().any(|(s, _)| s.name == shard.name) && w.len() < 1024 {
+            w.push((shard, ids));
+        }
+    }
+
+    /// Whether shards were asked for (see [`ClusterRt::want_shard`]).
+    pub fn has_new_shards(&self) -> bool {
+        !self
+            .new_shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The shards asked for since the last call (see [`ClusterRt::want_shard`]).
+    pub fn take_new_shards(&self) -> Vec<(rampart_config::Shard, Vec<String>)> {
+        std::mem::take(&mut *self.new_shards.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The node ids known per shard now.
+    pub fn ids(&self) -> Vec<Vec<String>> {
+        self.ids.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
     /// The node at `addr` outside every view, made on first use with `make`.
