@@ -252,6 +252,7 @@ fn moved_is_followed_and_the_map_refreshed_the_client_sees_no_error() {
     migrate(&env, a, b, std::slice::from_ref(&key));
     end_migration(&env, slot, b);
     // rampart's map still names `a`, which now answers MOVED: followed.
+    let adopted = maps_adopted(&mut c);
     let before = moved_count(&env, a);
     assert_eq!(c.cmd(&["GET", &key]), Reply::bulk("v1"));
     assert_eq!(c.cmd(&["SET", &key, "v2"]), Reply::ok());
@@ -267,6 +268,26 @@ fn moved_is_followed_and_the_map_refreshed_the_client_sees_no_error() {
         (moved_count(&env, a) == at).then_some(())
     });
     assert!(settled.is_some(), "requests still redirected after 5 s");
+    assert!(
+        maps_adopted(&mut c) > adopted,
+        "no map adopted after the MOVED"
+    );
+    let info = c.cmd(&["INFO", "cluster"]);
+    assert!(
+        info.as_str()
+            .is_some_and(|i| i.contains("shards=3,") && i.contains("slots_uncovered=0")),
+        "{info:?}"
+    );
+}
+
+/// The `maps_adopted` count of rampart's INFO cluster section.
+fn maps_adopted(c: &mut Client) -> u64 {
+    let info = c.cmd(&["INFO", "cluster"]);
+    info.as_str()
+        .and_then(|i| i.split("maps_adopted=").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
