@@ -433,7 +433,8 @@ async fn adopt(
     let Some(cluster) = pool.cluster.as_ref() else {
         return Ok(());
     };
-    let old_table = cluster.table();
+    // An Arc, not a guard: it lives across the awaits below.
+    let old_table = Arc::clone(&cluster.table());
     let mut ids = cluster.ids.lock().map(|i| i.clone()).unwrap_or_default();
     let mut table = SlotTable::clone(&old_table);
     let mut views: Vec<Option<(&MapNode, Vec<&MapNode>)>> = vec![None; pool.shards.len()];
