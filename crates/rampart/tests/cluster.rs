@@ -1122,3 +1122,36 @@ fn a_primary_added_to_the_cluster_becomes_a_shard_without_a_reload() {
         "requests for the new primary's slots still redirected"
     );
 }
+
+#[test]
+fn a_blocking_command_whose_slot_moved_follows_it() {
+    let env = Env::start("  cluster_refresh: 60s\n");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let q = env.cluster.key_on(a, "bq");
+    assert_eq!(c.cmd(&["RPUSH", &q, "first"]), Reply::Int(1));
+    let slot = testkit::cluster_slot(q.as_bytes());
+    begin_migration(&env, slot, a, b);
+    migrate(&env, a, b, std::slice::from_ref(&q));
+    end_migration(&env, slot, b);
+    // rampart's map still names `a`: the blocking command meets MOVED on its connection,
+    // waits for the refreshed map, and runs on `b`.
+    assert_eq!(
+        c.cmd(&["BLPOP", &q, "2"]),
+        Reply::bulks([q.as_str(), "first"])
+    );
+    let pusher = {
+        let addr = format!("127.0.0.1:{}", env.port);
+        let q = q.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            Client::connect(&addr).cmd(&["RPUSH", &q, "second"])
+        })
+    };
+    assert_eq!(
+        c.cmd(&["BLPOP", &q, "5"]),
+        Reply::bulks([q.as_str(), "second"])
+    );
+    assert_eq!(pusher.join().expect("pusher"), Reply::Int(1));
+}

@@ -960,12 +960,21 @@ impl Session {
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
         blocking::start(&self.blocked, self.client.entry.as_ref());
+        let again = rt.cluster.as_ref().and_then(|_| {
+            let key = argv.get(*self.keys.first()?)?;
+            Some(blocking::Again {
+                pool: Rc::clone(&self.pool),
+                key: key.to_vec(),
+                resp3: self.client.resp3,
+            })
+        });
         tokio::task::spawn_local(blocking::run(
             lease,
             request,
             sink,
             deadline,
             Rc::clone(&self.blocked),
+            again,
         ));
         self.last_shard = shard as u32;
     }
