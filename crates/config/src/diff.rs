@@ -257,6 +257,18 @@ impl Pool {
         c.field("sentinel_poll", &o.sentinel_poll, &n.sentinel_poll, |d| {
             dur(*d)
         });
+        c.field("cluster", &o.cluster, &n.cluster, |v| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        c.field(
+            "cluster_refresh",
+            &o.cluster_refresh,
+            &n.cluster_refresh,
+            |d| dur(*d),
+        );
         c.field("read_policy", &o.read_policy, &n.read_policy, |v| s(v));
         c.field(
             "read_your_writes",

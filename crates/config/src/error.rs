@@ -414,6 +414,34 @@ pub enum Problem {
         "sentinels: a Sentinel pool needs master: (one shard) or shards: (a list of master names)"
     )]
     NoMasters,
+    /// `cluster:` is an empty list.
+    #[error("cluster: the list is empty; a cluster pool needs at least one seed node (host:port)")]
+    NoSeeds,
+    /// A line of `cluster:` that cannot be parsed.
+    #[error("cluster: {value:?}: {reason}")]
+    BadSeed {
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: AddrError,
+    },
+    /// The same seed twice in `cluster:`.
+    #[error("cluster: duplicate seed {addr:?} (first given on line {first_line})")]
+    DuplicateSeed {
+        /// The address as written.
+        addr: String,
+        /// Line of the first one.
+        first_line: u32,
+    },
+    /// A key that a cluster pool does not take: it lists backends another way, or it places
+    /// keys, which Redis Cluster's slots do.
+    #[error("{key}: {why}")]
+    NotInCluster {
+        /// The key.
+        key: &'static str,
+        /// Why it does not apply.
+        why: &'static str,
+    },
     /// `sentinels:` is an empty list.
     #[error("sentinels: the list is empty; a Sentinel pool needs at least one sentinel")]
     NoSentinels,

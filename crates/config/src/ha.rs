@@ -59,6 +59,21 @@ impl fmt::Display for SentinelAddr {
     }
 }
 
+/// A seed node of a Redis Cluster pool (`cluster:`): where the slot map is first asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterSeed {
+    /// Host name or IP address, without brackets (a name is resolved again at each connect).
+    pub host: String,
+    /// TCP port, never 0.
+    pub port: u16,
+}
+
+impl fmt::Display for ClusterSeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::addr::fmt_host_port(f, &self.host, self.port)
+    }
+}
+
 /// Where a shard's reads go. Writes always go to the primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ReadPolicy {

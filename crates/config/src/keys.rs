@@ -49,6 +49,8 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "replicas",
     "sentinels",
     "master",
+    "cluster",
+    "cluster_refresh",
     "sentinel_username",
     "sentinel_password",
     "sentinel_poll",
@@ -88,7 +90,14 @@ pub(crate) fn is_scalar_key(key: &str) -> bool {
 pub(crate) fn is_tree_key(key: &str) -> bool {
     matches!(
         key,
-        "shards" | "primary" | "replicas" | "sentinels" | "health_check" | "tls" | "backend_tls"
+        "shards"
+            | "primary"
+            | "replicas"
+            | "sentinels"
+            | "cluster"
+            | "health_check"
+            | "tls"
+            | "backend_tls"
     ) || key == "cluster_view"
 }
 

@@ -56,7 +56,7 @@ pub use cluster_view::{
     node_id, ClusterView, ViewNode, ViewProblem, ViewSlots, CLUSTER_VIEW_MAX_NODES,
 };
 pub use error::{AddrError, ConfigError, ListenKey, Problem, TlsProblem};
-pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
+pub use ha::{ClusterSeed, HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
 pub use tls_keys::{BackendTls, ClientAuth, ListenerTls, TlsFile};
 
@@ -139,6 +139,13 @@ pub struct Pool {
     pub sentinel_password: Option<String>,
     /// rampart: how often each master's address is asked of Sentinel (at most 1 s).
     pub sentinel_poll: Duration,
+    /// rampart: the seed nodes of a Redis Cluster; empty unless this is a cluster pool. A
+    /// cluster pool's `shards` and `servers` are empty in the file's `Config`: the proxy
+    /// fills `shards` from the cluster's slot map (one shard per primary and its replicas).
+    pub cluster: Vec<ClusterSeed>,
+    /// rampart: how often a cluster pool asks its nodes for the slot map when nothing
+    /// (a redirection, a failed connection) asks sooner. Default 10 s, at least 100 ms.
+    pub cluster_refresh: Duration,
     /// rampart: where reads go (writes always go to the primary).
     pub read_policy: ReadPolicy,
     /// rampart: after a client writes to a shard, its reads of that shard go to the primary
@@ -274,6 +281,12 @@ impl Pool {
     pub fn is_sentinel(&self) -> bool {
         !self.sentinels.is_empty()
     }
+
+    /// Whether the pool is a Redis Cluster (`cluster:` seeds): keys placed by slot, the
+    /// shards learned from the cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.is_empty()
+    }
 }
 
 /// Which node of a shard the worker's subscriber connection reads from (`pubsub_from`).
@@ -405,6 +418,10 @@ pub mod defaults {
     pub const NODE_PRIORITY: u32 = 100;
     /// `weight` of a shard.
     pub const SHARD_WEIGHT: u32 = 1;
+    /// `cluster_refresh`: 10 s.
+    pub const CLUSTER_REFRESH: Duration = Duration::from_secs(10);
+    /// Shortest accepted `cluster_refresh`: 100 ms.
+    pub const CLUSTER_REFRESH_MIN: Duration = Duration::from_millis(100);
     /// `sentinel_poll`: 500 ms.
     pub const SENTINEL_POLL: Duration = Duration::from_millis(500);
     /// Longest accepted `sentinel_poll`: 1 s.

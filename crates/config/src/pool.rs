@@ -189,6 +189,8 @@ impl Fields<'_> {
             sentinel_username: backends.sentinel_username,
             sentinel_password: backends.sentinel_password,
             sentinel_poll: backends.sentinel_poll,
+            cluster: backends.cluster,
+            cluster_refresh: backends.cluster_refresh,
             read_policy: ha.read_policy,
             read_your_writes: ha.read_your_writes,
             max_replica_lag: ha.max_replica_lag,
@@ -282,7 +284,7 @@ impl Fields<'_> {
             return Ok(());
         }
         let pos = self.pos(get, "min_replica_acks");
-        if pool.is_sentinel() {
+        if pool.is_sentinel() || pool.is_cluster() {
             return Ok(());
         }
         if pool.shards.iter().all(|s| s.replicas.is_empty()) {

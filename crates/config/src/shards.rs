@@ -5,15 +5,17 @@
 //! shards:   [{name, weight, primary, replicas}] rampart: named replica sets
 //! primary: + replicas:                        rampart short form: one shard named after the pool
 //! sentinels: + master: | shards: [{name, weight}]  rampart: Sentinel names the nodes
+//! cluster:  [host:port, ...]                  rampart: Redis Cluster seeds; the proxy learns
+//!                                             the shards from the cluster's slot map
 //! ```
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::addr::{parse_node, parse_sentinel, Server, ServerAddr};
+use crate::addr::{digits, parse_node, parse_sentinel, Server, ServerAddr};
 use crate::defaults;
 use crate::error::{ConfigError, Problem};
-use crate::ha::{Node, SentinelAddr, Shard};
+use crate::ha::{ClusterSeed, Node, SentinelAddr, Shard};
 use crate::pool::{narrow, Fields, Lookup};
 use crate::raw::{Pos, RawEntry, RawItem, RawValue};
 use crate::SENTINEL_PLACEHOLDER;
@@ -41,6 +43,34 @@ const CONFLICTS: [(&str, &str); 8] = [
     ("master", "primary"),
 ];
 
+/// Keys a cluster pool refuses, and why: the cluster names its nodes, and its slots place
+/// the keys.
+const NOT_IN_CLUSTER: [(&str, &str); 14] = [
+    ("servers", BACKENDS_ONE_WAY),
+    ("shards", BACKENDS_ONE_WAY),
+    ("primary", BACKENDS_ONE_WAY),
+    ("replicas", BACKENDS_ONE_WAY),
+    ("sentinels", BACKENDS_ONE_WAY),
+    ("master", BACKENDS_ONE_WAY),
+    ("sentinel_username", BACKENDS_ONE_WAY),
+    ("sentinel_password", BACKENDS_ONE_WAY),
+    ("sentinel_poll", BACKENDS_ONE_WAY),
+    ("hash", PLACED_BY_SLOTS),
+    ("hash_tag", PLACED_BY_SLOTS),
+    ("distribution", PLACED_BY_SLOTS),
+    (
+        "auto_eject_hosts",
+        "a cluster pool never moves keys off a node; remove it",
+    ),
+    (
+        "spool_dir",
+        "a cluster pool has no write spool (its shards come and go with the cluster); remove it",
+    ),
+];
+const BACKENDS_ONE_WAY: &str =
+    "a cluster pool learns its nodes from the cluster: seeds under cluster: only; remove it";
+const PLACED_BY_SLOTS: &str = "a cluster pool places keys by Redis Cluster's slots (CRC16 of the key or of its {hash tag}); remove it";
+
 /// A pool's backends.
 pub(crate) struct Backends {
     pub servers: Vec<Server>,
@@ -49,6 +79,8 @@ pub(crate) struct Backends {
     pub sentinel_username: Option<String>,
     pub sentinel_password: Option<String>,
     pub sentinel_poll: Duration,
+    pub cluster: Vec<ClusterSeed>,
+    pub cluster_refresh: Duration,
 }
 
 /// Node addresses seen so far in the pool (normalised) and the line of each.
@@ -64,7 +96,20 @@ impl Fields<'_> {
             sentinel_username: None,
             sentinel_password: None,
             sentinel_poll: defaults::SENTINEL_POLL,
+            cluster: Vec::new(),
+            cluster_refresh: defaults::CLUSTER_REFRESH,
         };
+        if let Some(entry) = get("cluster") {
+            self.cluster_settings(get, entry, &mut backends)?;
+            return Ok(backends);
+        }
+        if let Some(entry) = get("cluster_refresh") {
+            let problem = Problem::NotInCluster {
+                key: "cluster_refresh",
+                why: "only applies to a cluster pool (add cluster:)",
+            };
+            return Err(self.err(entry.key.pos, problem));
+        }
         if let Some(entry) = get("servers") {
             backends.servers = self.servers(entry)?;
             backends.shards = backends.servers.iter().map(shard_of_server).collect();
@@ -132,6 +177,67 @@ impl Fields<'_> {
                 return Err(self.err(at.key.pos, Problem::ConflictingKeys { key, other }));
             }
         }
+        Ok(())
+    }
+
+    /// `cluster:` seeds and `cluster_refresh`; keys that list backends another way or place
+    /// keys are refused, and `redis_db` must be 0 (Redis Cluster has one database).
+    fn cluster_settings(
+        &self,
+        get: &Lookup<'_, '_>,
+        entry: &RawEntry,
+        backends: &mut Backends,
+    ) -> Result<(), ConfigError> {
+        for (key, why) in NOT_IN_CLUSTER {
+            if let Some(e) = get(key) {
+                return Err(self.err(e.key.pos, Problem::NotInCluster { key, why }));
+            }
+        }
+        if let Some((text, pos)) = self.text(get, "redis_db")? {
+            if digits(text.trim()) != Some(0) {
+                let why = "Redis Cluster has database 0 only; remove it or write 0";
+                return Err(self.err(
+                    pos,
+                    Problem::NotInCluster {
+                        key: "redis_db",
+                        why,
+                    },
+                ));
+            }
+        }
+        let items = self.items(entry, "cluster")?;
+        if items.is_empty() {
+            return Err(self.err(entry.pos, Problem::NoSeeds));
+        }
+        let mut seen: HashMap<(String, u16), u32> = HashMap::new();
+        for item in items {
+            let text = match &item.value {
+                RawValue::Scalar(text) => text.as_str(),
+                _ => "",
+            };
+            let (host, port) = parse_sentinel(text).map_err(|reason| {
+                let value = text.to_string();
+                self.err(item.pos, Problem::BadSeed { value, reason })
+            })?;
+            if let Some(first_line) = seen.insert((host.to_ascii_lowercase(), port), item.pos.line)
+            {
+                let addr = text.trim().to_string();
+                return Err(self.err(item.pos, Problem::DuplicateSeed { addr, first_line }));
+            }
+            backends.cluster.push(ClusterSeed { host, port });
+        }
+        let refresh = self.positive(get, "cluster_refresh", defaults::CLUSTER_REFRESH)?;
+        if refresh < defaults::CLUSTER_REFRESH_MIN {
+            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let problem = Problem::OutOfRange {
+                key: "cluster_refresh",
+                value: ms(refresh),
+                min: ms(defaults::CLUSTER_REFRESH_MIN),
+                max: ms(defaults::MAX_DURATION),
+            };
+            return Err(self.err(self.pos(get, "cluster_refresh"), problem));
+        }
+        backends.cluster_refresh = refresh;
         Ok(())
     }
 

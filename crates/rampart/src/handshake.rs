@@ -28,6 +28,9 @@ use crate::tls::{Connector, Outcome};
 enum Step {
     Auth,
     Select(u32),
+    /// `READONLY`: a Redis Cluster replica serves reads of its slots on this connection
+    /// (a primary ignores it).
+    ReadOnly,
 }
 
 /// The commands a new connection sends before anything else, encoded once.
@@ -115,9 +118,17 @@ impl Handshake {
         self.tls.is_some()
     }
 
-    /// For the pool's data nodes: `redis_auth`, `redis_db`.
+    /// For the pool's data nodes: `redis_auth`, `redis_db`; in a cluster pool, then
+    /// `READONLY`, so a replica answers reads of its slots instead of redirecting them.
     pub fn data(conf: &Pool) -> Handshake {
-        Handshake::new(None, conf.redis_auth.as_deref(), conf.redis_db)
+        let mut h = Handshake::new(None, conf.redis_auth.as_deref(), conf.redis_db);
+        if conf.is_cluster() {
+            let mut out = BytesMut::new();
+            resp::encode::command(&mut out, &[&b"READONLY"[..]]);
+            h.steps.push(Step::ReadOnly);
+            h.encoded.push(out.freeze());
+        }
+        h
     }
 
     /// For the pool's Sentinels: `sentinel_username`, `sentinel_password`, database 0.
@@ -158,6 +169,8 @@ impl Handshake {
                 Step::Select(db) => {
                     auth_error(e).unwrap_or_else(|| HandshakeError::Select(db, e.to_string()))
                 }
+                Step::ReadOnly => auth_error(e)
+                    .unwrap_or_else(|| HandshakeError::Unexpected(format!("READONLY: {e}"))),
             }),
         }
     }

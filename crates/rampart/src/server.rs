@@ -39,6 +39,39 @@ pub struct Options {
     pub admin: Option<crate::admin::AdminOptions>,
 }
 
+/// The slot table and node ids per shard of a cluster pool's first map.
+type FirstMap = (
+    Option<crate::topology::cluster::SlotTable>,
+    Vec<Vec<String>>,
+);
+
+/// Read the first slot map of every cluster pool from its seeds and fill its shards; the
+/// table and ids of each pool, in pool order (`None` for other pools).
+///
+/// # Errors
+/// A cluster pool whose seeds do not answer.
+fn discover_clusters(mut config: Config) -> anyhow::Result<(Config, Vec<FirstMap>)> {
+    let mut maps = Vec::new();
+    if !config.pools.iter().any(|p| p.is_cluster()) {
+        let none = vec![(None, Vec::new()); config.pools.len()];
+        return Ok((config, none));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for p in &mut config.pools {
+        if !p.is_cluster() {
+            maps.push((None, Vec::new()));
+            continue;
+        }
+        let (shards, table, ids) = rt.block_on(crate::ha::cluster::discover(p))?;
+        tracing::info!(pool = %p.name, shards = shards.len(), "cluster slot map read");
+        p.shards = shards;
+        maps.push((Some(table), ids));
+    }
+    Ok((config, maps))
+}
+
 /// Run the proxy until SIGTERM/SIGINT (or `stop` is cancelled); returns after the drain.
 ///
 /// # Errors
@@ -46,7 +79,16 @@ pub struct Options {
 pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Result<()> {
     let workers = opts.workers.max(1);
     let shared = Arc::new(Shared::new(workers, opts.config_path.clone(), stop.clone()));
+    let (config, maps) = discover_clusters(config)?;
     let pools = control::reload::build_pools(&shared, config, &[])?;
+    for (p, (table, ids)) in pools.iter().zip(maps) {
+        if let (Some(c), Some(table)) = (&p.cluster, table) {
+            if let Ok(mut g) = c.ids.lock() {
+                *g = ids;
+            }
+            c.publish(table);
+        }
+    }
     shared.pools.store(Arc::new(pools));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -105,6 +147,10 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
                 stop.clone(),
             )));
         }
+        tasks.push(tokio::spawn(add_cluster_shards(
+            Arc::clone(&shared),
+            Arc::clone(&control),
+        )));
         wait_for_signals(&shared, &control, admin_token.as_deref(), &stop, signals).await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         stop.cancel();
@@ -208,6 +254,22 @@ async fn wait_for_signals(
                 }
                 let _ = control::reload::reload(shared, control, false).await;
             }
+        }
+    }
+}
+
+/// Every 250 ms, give cluster pools the shards their followers asked for (primaries added to
+/// the cluster since start).
+async fn add_cluster_shards(shared: Arc<Shared>, control: control::Handle) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let wanted = shared
+            .pools
+            .load()
+            .iter()
+            .any(|p| p.cluster.as_ref().is_some_and(|c| c.has_new_shards()));
+        if wanted {
+            control::reload::add_cluster_shards(&shared, &control).await;
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`client`]: [`Client`], one blocking connection.
 //! - [`redis`]: [`RedisServer`], one redis-server in its own temp dir.
 //! - [`sentinel`]: [`Sentinel`], one redis-sentinel with a generated config.
+//! - [`cluster`]: [`RedisCluster`], a Redis Cluster created with `redis-cli --cluster create`.
 //! - [`nutcracker`]: [`Nutcracker`], twemproxy from a YAML string.
 //! - [`proxy`]: [`Proxy`], any binary (such as rampart) under test.
 //! - [`fault`]: [`FaultLink`], a TCP forwarder with switchable faults.
@@ -32,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod fault;
 pub mod nutcracker;
 pub mod process;
@@ -42,7 +44,9 @@ pub mod sentinel;
 pub mod tls;
 
 pub use client::{is_timeout, Client};
+pub use cluster::{ClusterSetup, RedisCluster};
 pub use fault::{FaultLink, Mode};
+pub use hashkit::cluster_slot;
 pub use nutcracker::{render, Nutcracker};
 pub use process::{poll_until, send_signal, wait_until};
 pub use proxy::{Proxy, ProxyBuilder};

@@ -239,3 +239,13 @@ fn sentinel_promotes_the_replica_after_kill9() {
         s.log().contains("+switch-master ha")
     });
 }
+
+#[test]
+fn a_cluster_of_three_primaries_with_a_replica_each_comes_up_agreed() {
+    let cluster = testkit::ClusterSetup::new().start();
+    assert_eq!(cluster.primaries().len(), 3);
+    let owners: std::collections::HashSet<usize> = (0..3)
+        .map(|i| cluster.owner_of(&cluster.key_on(cluster.primaries()[i], "k")))
+        .collect();
+    assert_eq!(owners.len(), 3, "keys land on every primary");
+}

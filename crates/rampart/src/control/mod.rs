@@ -132,7 +132,10 @@ impl Control {
         // Health checks: every node of a checked pool without Sentinel (Sentinel followers
         // check the nodes they manage).
         let mut nodes: Vec<(Arc<NodeRt>, Arc<PoolRt>)> = Vec::new();
-        for p in pools.iter().filter(|p| p.checked && !p.conf.is_sentinel()) {
+        for p in pools
+            .iter()
+            .filter(|p| p.checked && !p.conf.is_sentinel() && !p.conf.is_cluster())
+        {
             for s in &p.shards {
                 for n in &s.view().nodes {
                     nodes.push((Arc::clone(n), Arc::clone(p)));
@@ -172,6 +175,16 @@ impl Control {
             let token = self.stop.child_token();
             self.followers.insert(p.conf.name.clone(), token.clone());
             tokio::spawn(crate::ha::sentinel::follow(
+                Arc::clone(p),
+                self.workers,
+                token,
+            ));
+        }
+        // Cluster followers: one per pool generation (they check the cluster's nodes too).
+        for p in pools.iter().filter(|p| p.conf.is_cluster()) {
+            let token = self.stop.child_token();
+            self.followers.insert(p.conf.name.clone(), token.clone());
+            tokio::spawn(crate::ha::cluster::follow(
                 Arc::clone(p),
                 self.workers,
                 token,

@@ -20,8 +20,18 @@ pub fn build_pools(
     old: &[Arc<PoolRt>],
 ) -> anyhow::Result<Vec<Arc<PoolRt>>> {
     let mut pools = Vec::new();
-    for conf in config.pools {
+    for mut conf in config.pools {
         let prev = old.iter().find(|p| p.conf.name == conf.name);
+        if conf.is_cluster() && conf.shards.is_empty() {
+            // The file names seeds only: the shards are those the cluster gave at start.
+            match prev.filter(|p| p.conf.is_cluster()) {
+                Some(p) => conf.shards = p.conf.shards.clone(),
+                None => anyhow::bail!(
+                    "pool '{}': a cluster pool added by a reload needs a restart to read its slot map",
+                    conf.name
+                ),
+            }
+        }
         let slot = match prev {
             Some(p) => p.index,
             None => shared.pool_slot(&conf.name)?,
@@ -149,6 +159,64 @@ fn renewed(old: &PoolRt, new: &PoolRt) -> Option<String> {
         "renewed"
     };
     (!fresh.is_empty()).then(|| format!("certificates {word}: {}", fresh.join(", ")))
+}
+
+/// Add to each cluster pool the shards its follower asked for (primaries added to the
+/// cluster since start): the pool is rebuilt with them, its other shards, nodes and
+/// connections kept as a reload keeps them, and published the same way. Returns the names
+/// of the shards added.
+pub async fn add_cluster_shards(shared: &Arc<Shared>, control: &Handle) -> Vec<String> {
+    let mut guard = control.lock().await;
+    let Some(control) = guard.as_mut() else {
+        return Vec::new();
+    };
+    let old = shared.pools.load_full();
+    let mut added = Vec::new();
+    let mut new: Vec<Arc<PoolRt>> = Vec::with_capacity(old.len());
+    for p in old.iter() {
+        let wanted = p
+            .cluster
+            .as_ref()
+            .map(|c| c.take_new_shards())
+            .unwrap_or_default();
+        let wanted: Vec<_> = wanted
+            .into_iter()
+            .filter(|(s, _)| !p.conf.shards.iter().any(|o| o.name == s.name))
+            .collect();
+        if wanted.is_empty() {
+            new.push(Arc::clone(p));
+            continue;
+        }
+        let mut conf = p.conf.clone();
+        let mut ids = p.cluster.as_ref().map(|c| c.ids()).unwrap_or_default();
+        for (s, i) in wanted {
+            added.push(format!("{}/{}", conf.name, s.name));
+            conf.shards.push(s);
+            ids.push(i);
+        }
+        let rt = PoolRt::with_nodes(p.index, conf, shared.workers, Some(p));
+        if let Some(c) = &rt.cluster {
+            if let Ok(mut g) = c.ids.lock() {
+                *g = ids;
+            }
+        }
+        new.push(Arc::new(rt));
+    }
+    if added.is_empty() {
+        return added;
+    }
+    match control.bind_new(&new) {
+        Ok(bound) => {
+            shared.pools.store(Arc::new(new.clone()));
+            shared.generation.fetch_add(1, Ordering::Release);
+            control.sync(shared, &new, bound);
+            let msg = format!("cluster shards added: {}", added.join(", "));
+            tracing::info!("{msg}");
+            crate::observe::events::record(crate::observe::events::Kind::Reload, "", "", "", msg);
+        }
+        Err(e) => tracing::error!("cluster shards not added: {e:#}"),
+    }
+    added
 }
 
 /// What a reload changed, per pool, in words: `demo: timeout 1000ms -> 500ms,

@@ -5,6 +5,7 @@
 //! Redis client they share ([`link`]).
 
 pub mod circuit;
+pub mod cluster;
 pub mod health;
 pub mod lag;
 pub mod link;

@@ -270,7 +270,7 @@ fn tcp(addr: &(String, u16)) -> ServerAddr {
 
 /// Check `node` with the pool's `health_check`, `max_replica_lag`, `max_stale` and handshake until `stop`
 /// (or until it leaves the view).
-fn start_check(
+pub fn start_check(
     pool: &PoolRt,
     node: &Arc<NodeRt>,
     checks: &mut HashMap<u64, CancellationToken>,
@@ -399,7 +399,7 @@ async fn apply(
 
 /// Ask the new primary itself right away instead of waiting for its next health check, so
 /// held writes move as soon as it says `role:master`.
-async fn confirm(node: &NodeRt, pool: &PoolRt) {
+pub async fn confirm(node: &NodeRt, pool: &PoolRt) {
     let limit = pool.conf.health.timeout;
     let mut c = match Link::open(&node.addr, &pool.handshake, limit).await {
         Ok(c) => c,

@@ -231,13 +231,14 @@ fn pair(reply: &[u8]) -> Option<Vec<u8>> {
 
 /// A list pop sent in its non-blocking form (see [`at_once`]) whose reply lands in `pen`:
 /// with data, `sink` gets it in `shape`; when it found nothing, the blocking `request` runs
-/// on the connection `block` leases (with the deadline it gives), as [`run`] does. The
+/// on the connection `block` leases (with the deadline it gives, and in a cluster pool what
+/// follows its slot after `MOVED`), as [`run`] does. The
 /// session is held throughout (`blocked` is running) but counts as blocked only once the
 /// blocking command is sent.
 pub async fn pop_or_block(
     pen: Rc<Pending>,
     shape: Shape,
-    block: impl FnOnce() -> Result<(LeaseSoon, Option<Instant>), Failure>,
+    block: impl FnOnce() -> Result<(LeaseSoon, Option<Instant>, Option<Again>), Failure>,
     request: Vec<u8>,
     sink: Sink,
     blocked: Rc<Blocked>,
@@ -264,9 +265,9 @@ pub async fn pop_or_block(
             blocked.running.set(false);
         }
         Popped::Block => match block() {
-            Ok((lease, deadline)) => {
+            Ok((lease, deadline, again)) => {
                 count(&blocked, entry.as_ref());
-                run(lease, request, sink, deadline, blocked).await;
+                run(lease, request, sink, deadline, blocked, again).await;
             }
             Err(f) => {
                 sink.fail(f);
@@ -285,32 +286,96 @@ pub async fn run(
     sink: Sink,
     deadline: Option<Instant>,
     blocked: Rc<Blocked>,
+    again: Option<Again>,
 ) {
-    let result = tokio::select! {
-        biased;
-        why = blocked.left() => Err(Failure::Ended(why)),
-        r = async {
-            let mut lease = lease.await?;
-            lease.send(&request).await?;
-            blocked.waits_on(&lease);
-            match lease.reply(deadline).await {
-                Ok(reply) => Ok((lease, reply)),
-                Err(e) => Err(Failure::from(e)),
+    let mut lease = lease;
+    let mut moved = 0;
+    loop {
+        let result = tokio::select! {
+            biased;
+            why = blocked.left() => Err(Failure::Ended(why)),
+            r = async {
+                let mut lease = lease.await?;
+                lease.send(&request).await?;
+                blocked.waits_on(&lease);
+                match lease.answer(deadline).await {
+                    Ok(reply) => Ok((lease, reply)),
+                    Err(e) => Err(Failure::from(e)),
+                }
+            } => r,
+        };
+        match result {
+            Ok((done, reply)) => {
+                done.give_back();
+                if reply.starts_with(b"-MOVED ") && moved < MAX_MOVED {
+                    // The node did not run it: its slot moved. Once the map names the new
+                    // owner, lease its primary and send the command again.
+                    if let Some(next) = again.as_ref().and_then(Again::next) {
+                        moved += 1;
+                        lease = next;
+                        continue;
+                    }
+                }
+                sink.deliver(&reply);
             }
-        } => r,
-    };
-    match result {
-        Ok((lease, reply)) => {
-            sink.deliver(&reply);
-            lease.give_back();
+            Err(why) => {
+                // The lease was dropped, which closes its connection: a command still
+                // blocked in the server goes with it.
+                sink.fail(why);
+            }
         }
-        Err(why) => {
-            // The lease was dropped, which closes its connection: a command still blocked
-            // in the server goes with it.
-            sink.fail(why);
-        }
+        break;
     }
     finish(&blocked);
+}
+
+/// Most `MOVED` replies a blocking command of a cluster pool follows.
+const MAX_MOVED: u32 = 3;
+
+/// What a blocking command of a cluster pool needs to be sent again after `MOVED`: its
+/// pool, its (first) key and its protocol.
+pub struct Again {
+    /// The worker's pool.
+    pub pool: Rc<crate::upstream::pool::WorkerPool>,
+    /// The command's first key (all its keys share its slot).
+    pub key: Vec<u8>,
+    /// The session speaks RESP3.
+    pub resp3: bool,
+}
+
+impl Again {
+    /// A lease on the primary of the shard the map names for the key once it changes (the
+    /// `MOVED` asked for a refresh), waiting at most the pool `timeout`; `None` when the
+    /// pool is not a cluster pool.
+    fn next(&self) -> Option<LeaseSoon> {
+        let rt = &self.pool.rt;
+        let slot = rt.slot_of(&self.key)?;
+        let was = rt.shard_for_slot(slot);
+        let pool = Rc::clone(&self.pool);
+        let resp3 = self.resp3;
+        Some(Box::pin(async move {
+            let until = Instant::now() + pool.rt.timeout();
+            let mut shard = was;
+            while shard == was && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                shard = pool.rt.shard_for_slot(slot);
+            }
+            let lease: LeaseSoon = match shard {
+                Some(s) => {
+                    let mut node = 0;
+                    match crate::session::primary::lease_primary(&pool, s, resp3, &mut node) {
+                        Ok((l, _)) => l,
+                        Err(f) => Box::pin(std::future::ready(Err(f))),
+                    }
+                }
+                None => Box::pin(std::future::ready(Err(Failure::NoPrimary {
+                    shard: format!("of slot {slot}"),
+                    cause: None,
+                }))),
+            };
+            lease.await
+        }))
+    }
 }
 
 /// The channel of the message `WAIT` publishes first (see [`wait`]).

@@ -34,6 +34,10 @@ use crate::upstream::worker::Worker;
 /// Reply to a request whose keys live on more than one shard.
 pub const CROSS_SHARD: &str = "ERR keys of this command live on different shards; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
 
+/// Redis Cluster's reply to a command whose keys are in more than one slot (in a cluster
+/// pool, where a command that needs one node needs one slot).
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
 /// Redis' reply to a command sent before AUTH.
 const NOAUTH: &str = "NOAUTH Authentication required.";
 
@@ -302,6 +306,7 @@ impl Session {
         let Some(mut cmd) = found else {
             return self.refuse(None, &unknown_command(argv));
         };
+
         if !cmd.subcommands.is_empty() && argv.len() >= 2 {
             match rampart_commands::lookup_sub(cmd, argv[1]) {
                 Some(sub) => cmd = sub,
@@ -505,6 +510,20 @@ impl Session {
                 }
             }
         }
+        if self.pool.rt.cluster.is_some() {
+            // A cluster runs a transaction on the node of its one slot: the transaction
+            // notes slots, and EXEC finds their shard.
+            if self.spans_slots(argv) {
+                return self.refuse(Some(cmd), CROSSSLOT);
+            }
+            let rt = &self.pool.rt;
+            self.shards = self
+                .keys
+                .iter()
+                .filter_map(|&k| argv.get(k).and_then(|key| rt.slot_of(key)))
+                .map(usize::from)
+                .collect();
+        }
         let Some(t) = self.txn.as_mut() else {
             return;
         };
@@ -524,9 +543,31 @@ impl Session {
         if t.is_empty() && watching.is_none() {
             return self.reply_raw(b"*0\r\n");
         }
+        let cluster = self.pool.rt.cluster.is_some();
         let run = match t.finish(self.generation) {
+            Ok(mut run) if cluster => {
+                // The run noted its slot: the shard serving it now.
+                if let Some(slot) = run.shard {
+                    let owner = self.pool.rt.shard_for_slot(slot as u16);
+                    match owner {
+                        Some(s) => run.shard = Some(s),
+                        None => {
+                            if let Some(w) = watching {
+                                watch::end(&w, self.pool.rt.timeout());
+                            }
+                            return self.no_server();
+                        }
+                    }
+                }
+                run
+            }
             Ok(run) => run,
             Err(e) => {
+                let e = if cluster && e == transaction::CROSS_SHARD {
+                    CROSSSLOT.to_string()
+                } else {
+                    e
+                };
                 // As in Redis, a discarded transaction forgets the watched keys.
                 if let Some(w) = watching {
                     watch::end(&w, self.pool.rt.timeout());
@@ -579,6 +620,9 @@ impl Session {
         let Some(&shard) = self.shards.first() else {
             return self.no_server();
         };
+        if self.spans_slots(argv) {
+            return self.reply_error(CROSSSLOT);
+        }
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(watch::CROSS_SHARD);
         }
@@ -715,6 +759,22 @@ impl Session {
         }
     }
 
+    /// In a cluster pool, whether the keys at `self.keys` are in more than one slot.
+    fn spans_slots(&self, argv: &[&[u8]]) -> bool {
+        let rt = &self.pool.rt;
+        if rt.cluster.is_none() {
+            return false;
+        }
+        let mut slots = self
+            .keys
+            .iter()
+            .filter_map(|&k| argv.get(k).and_then(|key| rt.slot_of(key)));
+        match slots.next() {
+            Some(first) => slots.any(|s| s != first),
+            None => false,
+        }
+    }
+
     /// Fill `self.shards` with the shard of each key; false (after replying) when a key has none.
     fn map_keys(&mut self, argv: &[&[u8]]) -> bool {
         self.shards.clear();
@@ -741,6 +801,9 @@ impl Session {
                 return;
             }
             let first = self.shards[0];
+            if self.spans_slots(argv) {
+                return self.reply_error(CROSSSLOT);
+            }
             if self.shards.iter().any(|&s| s != first) {
                 return self.reply_error(CROSS_SHARD);
             }
@@ -760,7 +823,7 @@ impl Session {
         let Some(&first) = self.shards.first() else {
             return self.forward_keys(cmd, argv, raw);
         };
-        if self.shards.iter().all(|&s| s == first) {
+        if self.shards.iter().all(|&s| s == first) && !self.spans_slots(argv) {
             return self.forward_whole(first, argv, raw);
         }
         // Arguments that travel with each key: 1 for MGET/DEL, 2 (key value) for MSET.
@@ -768,11 +831,23 @@ impl Session {
             [a, b, ..] => b - a,
             _ => 1,
         };
+        // One group per shard; in a cluster pool one per slot, since a node runs a
+        // multi-key command only on keys of one slot.
+        let rt = &self.pool.rt;
         let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut slots: Vec<Option<u16>> = Vec::new();
         for (i, &s) in self.shards.iter().enumerate() {
-            match groups.iter_mut().find(|g| g.0 == s) {
-                Some(g) => g.1.push(i as u32),
-                None => groups.push((s, vec![i as u32])),
+            let slot = rt.slot_of(argv.get(self.keys[i]).copied().unwrap_or_default());
+            match groups
+                .iter_mut()
+                .zip(&slots)
+                .find(|(g, sl)| g.0 == s && **sl == slot)
+            {
+                Some((g, _)) => g.1.push(i as u32),
+                None => {
+                    groups.push((s, vec![i as u32]));
+                    slots.push(slot);
+                }
             }
         }
         let merger = match merge {
@@ -849,6 +924,9 @@ impl Session {
         let Some(&shard) = self.shards.first() else {
             return self.no_server();
         };
+        if self.spans_slots(argv) {
+            return self.reply_error(CROSSSLOT);
+        }
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(CROSS_SHARD);
         }
@@ -874,14 +952,28 @@ impl Session {
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
         blocking::start(&self.blocked, self.client.entry.as_ref());
+        let again = self.again(argv);
         tokio::task::spawn_local(blocking::run(
             lease,
             request,
             sink,
             deadline,
             Rc::clone(&self.blocked),
+            again,
         ));
         self.last_shard = shard as u32;
+    }
+
+    /// In a cluster pool, what a blocking command needs to follow its slot after `MOVED`
+    /// (see `blocking::Again`); `None` in other pools.
+    fn again(&self, argv: &[&[u8]]) -> Option<blocking::Again> {
+        self.pool.rt.cluster.as_ref()?;
+        let key = argv.get(*self.keys.first()?)?;
+        Some(blocking::Again {
+            pool: Rc::clone(&self.pool),
+            key: key.to_vec(),
+            resp3: self.client.resp3,
+        })
     }
 
     /// A list pop sent in its non-blocking form on `shard`'s shared connection; the blocking
@@ -905,11 +997,12 @@ impl Session {
         let pool = Rc::clone(&self.pool);
         let (resp3, name) = (self.client.resp3, cmd.name);
         let timeout_arg: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+        let again = self.again(argv);
         let block = move || {
             let mut last = 0;
             let (lease, wait) = lease_primary(&pool, shard, resp3, &mut last)?;
             let argv: Vec<&[u8]> = timeout_arg.iter().map(Vec::as_slice).collect();
-            Ok((lease, block_deadline(&pool.rt, name, &argv, wait)))
+            Ok((lease, block_deadline(&pool.rt, name, &argv, wait), again))
         };
         blocking::hold(&self.blocked);
         tokio::task::spawn_local(blocking::pop_or_block(

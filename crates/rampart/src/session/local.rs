@@ -527,7 +527,24 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     }
     if has("cluster") {
         let on = ctx.pool.conf.cluster_view.is_some() as u8;
-        let _ = write!(t, "# Cluster\r\ncluster_enabled:{on}\r\n\r\n");
+        let _ = write!(t, "# Cluster\r\ncluster_enabled:{on}\r\n");
+        // rampart's own lines: each cluster pool's slot map.
+        for p in shared.pools.load().iter() {
+            if let Some(c) = &p.cluster {
+                let (adopted, refused) = c.counts();
+                let table = c.table();
+                let uncovered = (0..crate::topology::cluster::SLOTS as u16)
+                    .filter(|&s| table.shard(s).is_none())
+                    .count();
+                let _ = write!(
+                    t,
+                    "rampart_cluster_{}:shards={},maps_adopted={adopted},maps_refused={refused},slots_uncovered={uncovered}\r\n",
+                    info_key(&[&p.conf.name]),
+                    p.shards.len()
+                );
+            }
+        }
+        t.push_str("\r\n");
     }
     if all || want.iter().any(|w| w == "commandstats") {
         t.push_str("# Commandstats\r\n");

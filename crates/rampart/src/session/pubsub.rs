@@ -140,6 +140,10 @@ impl Session {
             // CLIENT REPLY OFF and SKIP do not silence the confirmations of a (un)subscribe:
             // Redis sends them all the same, in RESP2 and RESP3.
             self.pending.unmute();
+            if kind == Kind::Shard && on && self.shard_channels_span_slots(&argv[1..]) {
+                // As Redis Cluster: the shard channels of one SSUBSCRIBE share a slot.
+                return self.reply_error(crate::session::dispatch::CROSSSLOT);
+            }
             return if on {
                 self.subscribe(kind, &argv[1..])
             } else {
@@ -155,6 +159,16 @@ impl Session {
                 Some(s) => self.forward_whole(s, argv, raw),
                 None => self.no_server(),
             },
+        }
+    }
+
+    /// In a cluster pool, whether `names` are in more than one slot.
+    fn shard_channels_span_slots(&self, names: &[&[u8]]) -> bool {
+        let rt = &self.pool.rt;
+        let mut slots = names.iter().filter_map(|n| rt.slot_of(n));
+        match slots.next() {
+            Some(first) => slots.any(|s| s != first),
+            None => false,
         }
     }
 

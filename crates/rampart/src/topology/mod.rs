@@ -9,6 +9,7 @@
 //! - [`snapshot`]: one snapshot of every pool, shard and node that every report renders.
 
 pub mod circuit;
+pub mod cluster;
 pub mod node;
 pub mod pool;
 pub mod shared;

@@ -178,6 +178,11 @@ impl NodeRt {
         &self.cells[w][s as usize]
     }
 
+    /// The number of workers it keeps statistics for.
+    pub fn workers(&self) -> usize {
+        self.cells.len()
+    }
+
     /// Sum of statistic `s` over the workers.
     pub fn sum(&self, s: ServerStat) -> i64 {
         self.cells.iter().map(|c| c[s as usize].get()).sum()

@@ -265,6 +265,9 @@ pub struct PoolRt {
     pub sentinel_handshake: Handshake,
     /// The pool's TLS material (listener and backend side), read when the pool was built.
     pub tls: crate::tls::PoolTls,
+    /// A cluster pool's slot map and follower state (`cluster:` pools only); keys are
+    /// placed by it instead of the ring.
+    pub cluster: Option<crate::topology::cluster::ClusterRt>,
     points: Vec<ServerPoint>,
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
@@ -352,7 +355,9 @@ impl PoolRt {
     /// stay in the same shard at the same address, so their health state, statistics and
     /// connections carry over; a Sentinel pool's shards keep the nodes Sentinel named.
     pub fn with_nodes(index: usize, conf: Pool, workers: usize, prev: Option<&PoolRt>) -> Self {
-        let twemproxy = conf.shards.iter().all(|s| s.replicas.is_empty()) && !conf.is_sentinel();
+        let twemproxy = conf.shards.iter().all(|s| s.replicas.is_empty())
+            && !conf.is_sentinel()
+            && !conf.is_cluster();
         let checked = !twemproxy;
         let shards: Vec<ShardRt> = conf
             .shards
@@ -386,7 +391,7 @@ impl PoolRt {
                     nodes.push(reuse(r, r.text.clone()));
                 }
                 let mut primary = s.primary.as_ref().map(|_| 0);
-                if conf.is_sentinel() {
+                if conf.is_sentinel() || conf.is_cluster() {
                     if let Some(v) = &old {
                         nodes = v.nodes.clone();
                         primary = v.primary;
@@ -421,7 +426,18 @@ impl PoolRt {
             })
             .collect();
         let ring = Continuum::build(conf.distribution, &points, &[]);
+        let cluster = conf.is_cluster().then(|| {
+            use crate::topology::cluster::{ClusterRt, SlotTable};
+            match prev.and_then(|p| p.cluster.as_ref()) {
+                Some(c) => {
+                    let ids = c.ids.lock().map(|i| i.clone()).unwrap_or_default();
+                    ClusterRt::new(SlotTable::clone(&c.table()), ids)
+                }
+                None => ClusterRt::new(SlotTable::empty(), vec![Vec::new(); conf.shards.len()]),
+            }
+        });
         PoolRt {
+            cluster,
             index,
             handshake: Arc::new(Handshake::data(&conf)),
             sentinel_handshake: Handshake::sentinel(&conf),
@@ -453,6 +469,9 @@ impl PoolRt {
         if self.any_ejected.load(Ordering::Relaxed) {
             self.revive_due();
         }
+        if let Some(c) = &self.cluster {
+            return c.table().shard(hashkit::cluster_slot(key));
+        }
         let h = self.key_hash(key);
         self.ring.load().dispatch(h)
     }
@@ -461,11 +480,26 @@ impl PoolRt {
     /// the ring that places it.
     #[inline]
     pub fn key_hash(&self, key: &[u8]) -> u32 {
+        if self.cluster.is_some() {
+            return u32::from(hashkit::cluster_slot(key));
+        }
         let hashed = match &self.conf.hash_tag {
             Some(tag) => tag.extract(key),
             None => key,
         };
         self.conf.hash.hash(hashed)
+    }
+
+    /// The shard serving `slot` in a cluster pool (`None` when uncovered, or in other pools).
+    #[inline]
+    pub fn shard_for_slot(&self, slot: u16) -> Option<usize> {
+        self.cluster.as_ref().and_then(|c| c.table().shard(slot))
+    }
+
+    /// The Redis Cluster slot of `key` in a cluster pool (`None` in other pools).
+    #[inline]
+    pub fn slot_of(&self, key: &[u8]) -> Option<u16> {
+        self.cluster.as_ref().map(|_| hashkit::cluster_slot(key))
     }
 
     /// Any shard on the ring (for commands without keys that one shard answers).

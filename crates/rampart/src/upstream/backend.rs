@@ -82,6 +82,10 @@ struct Waiter {
     held: bool,
     /// The connection's own `WAIT` after a batch of writes (its `sink` is `None`).
     wait: bool,
+    /// A dropped reply was a cluster redirection (`MOVED`, `ASK`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`): a transaction queued on a node that does not serve its slot, which
+    /// then refuses the whole of it with `-EXECABORT`. The first such reply.
+    redirect: Option<Box<[u8]>>,
 }
 
 /// One connection slot of one node, owned by one worker.
@@ -257,6 +261,7 @@ impl Backend {
             multi_refused: false,
             held,
             wait: false,
+            redirect: None,
         });
         self.cell(ServerStat::Requests).add(1);
         self.cell(ServerStat::RequestBytes).add(len);
@@ -365,6 +370,10 @@ impl Backend {
             _ => format!("connection failed: {err}"),
         };
         self.node.traffic_failed(&why);
+        if let Some(c) = &pool.cluster {
+            // A node of a cluster failing may be a failover starting: look at the map soon.
+            c.ask_refresh();
+        }
         if pool.checked {
             self.node
                 .passive_failure(conf.eject_after, conf.eject_time, conf.eject_time_max);
@@ -417,6 +426,7 @@ impl Backend {
                     multi_refused: false,
                     held: false,
                     wait: false,
+                    redirect: None,
                 },
             );
         }
@@ -578,6 +588,7 @@ impl Backend {
             multi_refused: false,
             held: false,
             wait: true,
+            redirect: None,
         });
         self.queued(1, len as i64);
     }
@@ -684,7 +695,31 @@ impl Backend {
             let reply = &rbuf.data()[..n];
             let refused =
                 reply.starts_with(b"-READONLY") || (w.readonly && reply.starts_with(b"-EXECABORT"));
+            let redirect = if is_redirect(reply) {
+                Some(reply)
+            } else if reply.starts_with(b"-EXECABORT") {
+                w.redirect.as_deref()
+            } else {
+                None
+            };
             match w.sink {
+                Some(sink)
+                    if !w.streamed
+                        && redirect.is_some()
+                        && sink.resend.is_some()
+                        && self.pool.borrow().cluster.is_some() =>
+                {
+                    // Not run by this node: the router sends it where the cluster says.
+                    let text = redirect.unwrap_or_default();
+                    let text = text.strip_prefix(b"-").unwrap_or(text);
+                    let text = text.strip_suffix(b"\r\n").unwrap_or(text);
+                    let failure = Failure::Redirect {
+                        node: self.label().to_string(),
+                        reply: String::from_utf8_lossy(text).into_owned(),
+                        tries: 0,
+                    };
+                    sink.give_back(self.node.id, failure);
+                }
                 Some(sink) if w.multi_refused && !w.streamed => sink.fail(Failure::MultiRefused {
                     node: self.label().to_string(),
                 }),
@@ -753,6 +788,9 @@ impl Backend {
         let first = w.sink.as_ref().is_some_and(|s| s.skip == w.skip);
         w.skip -= 1;
         w.readonly |= reply.starts_with(b"-READONLY");
+        if w.redirect.is_none() && is_redirect(reply) {
+            w.redirect = Some(reply.into());
+        }
         w.multi_refused |= first && reply.starts_with(b"-");
         Ok(true)
     }
@@ -843,6 +881,14 @@ impl Backend {
         }
         clients
     }
+}
+
+/// Whether `reply` is a Redis Cluster redirection or a "try again": the node did not run the
+/// command (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`).
+pub fn is_redirect(reply: &[u8]) -> bool {
+    [&b"-MOVED "[..], b"-ASK ", b"-TRYAGAIN", b"-CLUSTERDOWN"]
+        .iter()
+        .any(|p| reply.starts_with(p))
 }
 
 /// Judge the reply to `HELLO 3`: a map says the server speaks RESP3; an error (a server

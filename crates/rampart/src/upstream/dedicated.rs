@@ -374,7 +374,24 @@ impl Lease {
         deadline: Option<Instant>,
     ) -> Result<Vec<u8>, DedicatedError> {
         self.send(request).await?;
-        self.reply(deadline).await
+        self.answer(deadline).await
+    }
+
+    /// Read the reply to the request last sent (see [`Lease::reply`]); a cluster node's
+    /// redirection (the slot moved) asks the pool's map to be read again.
+    ///
+    /// # Errors
+    /// As [`Lease::reply`].
+    pub async fn answer(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>, DedicatedError> {
+        let reply = self.reply(deadline).await?;
+        if let Some(c) = &self.pool.cluster {
+            // A cluster node redirected a command of a connection of its own (it passes the
+            // reply on): the slot moved, so the map is asked for now.
+            if crate::upstream::backend::is_redirect(&reply) {
+                c.ask_refresh();
+            }
+        }
+        Ok(reply)
     }
 
     /// Return the connection for reuse when it owes no reply and holds no stray bytes;

@@ -143,6 +143,18 @@ pub enum Failure {
         /// The node's label.
         node: String,
     },
+    /// A cluster node redirected the request (`MOVED`, `ASK`) or asked for it again later
+    /// (`TRYAGAIN`, `CLUSTERDOWN`): it did not run it. The client sees this only when the
+    /// request cannot be sent again (redirections or retries used up, its deadline passed).
+    #[error("the cluster still answers {reply} (from {node}) after {tries} tries; the command was not run")]
+    Redirect {
+        /// The node's label.
+        node: String,
+        /// The server's error reply (`MOVED 3999 127.0.0.1:6381`).
+        reply: String,
+        /// Sends so far.
+        tries: u32,
+    },
     /// The node's connection is in back-off after a failed connect (or was just closed by
     /// the node): the request was refused unsent.
     #[error("server {node} is down: {reason}")]
@@ -287,6 +299,7 @@ impl Failure {
             | Failure::SpoolBusy { .. }
             | Failure::NodeDown { .. }
             | Failure::QueueFull { .. }
+            | Failure::Redirect { .. }
             | Failure::ReadOnly { .. } => true,
         }
     }
@@ -525,6 +538,9 @@ mod seen_on_a_connection {
             write,
             client: 1,
             retried: false,
+            redirects: 0,
+            redirected_at: None,
+            asking: false,
             queue: Rc::clone(queue),
         }));
         sink

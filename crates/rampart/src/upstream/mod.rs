@@ -32,6 +32,7 @@ pub mod fault;
 pub mod hold;
 pub mod listener;
 pub mod pool;
+pub mod redirect;
 pub mod route;
 pub mod sink;
 pub mod subscriber;

@@ -258,7 +258,7 @@ pub fn hold_may_help(rt: &PoolRt, shard: usize) -> bool {
 /// (a whole shard down answers fast instead of one timeout per request). A primary that is up
 /// but says replica (a DNS endpoint moving, a switchover) is still worth waiting for.
 pub fn hold_is_hopeless(rt: &PoolRt, shard: usize) -> bool {
-    if rt.conf.is_sentinel() || rt.shards[shard].is_switching() {
+    if rt.conf.is_sentinel() || rt.conf.is_cluster() || rt.shards[shard].is_switching() {
         return false;
     }
     let view = rt.shards[shard].view();
@@ -370,6 +370,9 @@ fn with_resend(
             write,
             client,
             retried: false,
+            redirects: 0,
+            redirected_at: None,
+            asking: false,
             queue: Rc::clone(&wp.retries),
         }));
     }
@@ -403,6 +406,16 @@ fn retry(wp: &Rc<WorkerPool>, r: Retry) {
         node,
         failure,
     } = r;
+    if matches!(failure, Failure::Redirect { .. }) {
+        return crate::upstream::redirect::follow(
+            wp,
+            Retry {
+                sink,
+                node,
+                failure,
+            },
+        );
+    }
     let Some(resend) = sink.resend.as_mut() else {
         return sink.fail(failure);
     };

@@ -29,6 +29,13 @@ pub struct Resend {
     pub retried: bool,
     /// The retry queue of the worker's pool that sent it.
     pub queue: Rc<Retries>,
+    /// Cluster pools: redirections (`MOVED`, `ASK`) and retries (`TRYAGAIN`, `CLUSTERDOWN`)
+    /// followed so far, and when the first came (the request's time is bounded from it).
+    pub redirects: u32,
+    /// When the first redirection came.
+    pub redirected_at: Option<tokio::time::Instant>,
+    /// The last send put `ASKING` in front (its reply is skipped: [`Sink::skip`] is one more).
+    pub asking: bool,
 }
 
 /// Where a reply goes.
@@ -180,6 +187,9 @@ mod tests {
             write: false,
             client: 1,
             retried: false,
+            redirects: 0,
+            redirected_at: None,
+            asking: false,
             queue: Rc::clone(queue),
         }));
         sink

@@ -342,7 +342,7 @@ impl Hub {
                 .filter(|((k, _), e)| *k == kind && e.shards.contains(&shard))
                 .map(|((_, n), _)| n.as_ref())
                 .collect();
-            for chunk in names.chunks(BATCH) {
+            for chunk in names.chunks(batch(kind)) {
                 encode_command(&mut out, kind.command(true), chunk);
             }
             link.expect(names.len());
@@ -429,7 +429,7 @@ impl Hub {
         while i < ops.len() {
             let (kind, _, on) = ops[i];
             let mut j = i;
-            while j < ops.len() && j - i < BATCH && ops[j].0 == kind && ops[j].2 == on {
+            while j < ops.len() && j - i < batch(kind) && ops[j].0 == kind && ops[j].2 == on {
                 j += 1;
             }
             let names: Vec<&[u8]> = ops[i..j].iter().map(|o| o.1.as_ref()).collect();
@@ -438,6 +438,15 @@ impl Hub {
             i = j;
         }
         out
+    }
+}
+
+/// Most names one (un)subscribe command carries: [`BATCH`], and one for shard channels,
+/// since a Redis Cluster node refuses SSUBSCRIBE of channels in different slots.
+fn batch(kind: Kind) -> usize {
+    match kind {
+        Kind::Shard => 1,
+        _ => BATCH,
     }
 }
 

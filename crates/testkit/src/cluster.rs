@@ -1,0 +1,241 @@
+//! [`RedisCluster`]: a real Redis Cluster of `redis-server` processes (three primaries with
+//! one replica each by default), created with `redis-cli --cluster create`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::free_port;
+use crate::process::{find_program, wait_until};
+use crate::redis::RedisServer;
+use crate::reply::Reply;
+
+/// How a [`RedisCluster`] is built: primaries, replicas per primary, node timeout.
+#[derive(Debug, Clone)]
+pub struct ClusterSetup {
+    primaries: usize,
+    replicas: usize,
+    node_timeout_ms: u64,
+    full_coverage: bool,
+}
+
+impl Default for ClusterSetup {
+    fn default() -> Self {
+        ClusterSetup {
+            primaries: 3,
+            replicas: 1,
+            node_timeout_ms: 1000,
+            full_coverage: true,
+        }
+    }
+}
+
+impl ClusterSetup {
+    /// Three primaries, one replica each, `cluster-node-timeout 1000` (ms).
+    pub fn new() -> ClusterSetup {
+        ClusterSetup::default()
+    }
+
+    /// Replicas per primary (0 or more).
+    pub fn replicas(mut self, n: usize) -> ClusterSetup {
+        self.replicas = n;
+        self
+    }
+
+    /// `cluster-node-timeout` in milliseconds (how soon a dead primary is failed over).
+    pub fn node_timeout_ms(mut self, ms: u64) -> ClusterSetup {
+        self.node_timeout_ms = ms;
+        self
+    }
+
+    /// `cluster-require-full-coverage` (default yes: every node refuses queries while a slot
+    /// is unserved, for instance between a primary's failure and its replica's promotion).
+    pub fn full_coverage(mut self, on: bool) -> ClusterSetup {
+        self.full_coverage = on;
+        self
+    }
+
+    /// Starts the servers, creates the cluster and waits until every node says
+    /// `cluster_state:ok` and they all agree on the owners of the 16384 slots.
+    ///
+    /// # Panics
+    /// If a server does not start, `redis-cli --cluster create` fails, or the cluster is not
+    /// ready within 30 s.
+    pub fn start(self) -> RedisCluster {
+        let total = self.primaries * (1 + self.replicas);
+        let timeout = self.node_timeout_ms.to_string();
+        let nodes: Vec<RedisServer> = (0..total)
+            .map(|_| {
+                let bus = free_port().to_string();
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    &timeout,
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-require-full-coverage",
+                    if self.full_coverage { "yes" } else { "no" },
+                ])
+            })
+            .collect();
+        let mut cli = Command::new(find_program("redis-cli", "TESTKIT_REDIS_CLI"));
+        cli.arg("--cluster").arg("create");
+        for n in &nodes {
+            cli.arg(n.addr());
+        }
+        cli.args(["--cluster-replicas", &self.replicas.to_string()])
+            .arg("--cluster-yes");
+        let out = cli
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok(Duration::from_secs(30));
+        cluster
+    }
+}
+
+/// A running Redis Cluster; every node is killed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The nodes, in the order they were given to `redis-cli --cluster create` (the first
+    /// ones start as primaries).
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// `host:port` of every node, for a pool's `cluster:` seeds.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::addr).collect()
+    }
+
+    /// Waits until every running node says `cluster_state:ok`, every node sees the same
+    /// owner for each slot, and every replica's link to its primary is up.
+    ///
+    /// # Panics
+    /// After `timeout`.
+    pub fn wait_ok(&self, timeout: Duration) {
+        wait_until(timeout, "the cluster to be ok and agreed", || {
+            let mut views = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.pid() != 0) {
+                let Ok(mut c) = crate::Client::try_connect(&n.addr()) else {
+                    return false;
+                };
+                c.set_read_timeout(Some(Duration::from_millis(500)));
+                let info = match c.try_cmd(&["CLUSTER", "INFO"]) {
+                    Ok(Reply::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    _ => return false,
+                };
+                if !info.contains("cluster_state:ok") {
+                    return false;
+                }
+                let repl = match c.try_cmd(&["INFO", "replication"]) {
+                    Ok(Reply::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    _ => return false,
+                };
+                if repl.contains("role:slave") && !repl.contains("master_link_status:up") {
+                    return false;
+                }
+                match c.try_cmd(&["CLUSTER", "SLOTS"]) {
+                    Ok(r) => views.push(slot_owners(&r)),
+                    Err(_) => return false,
+                }
+            }
+            views.windows(2).all(|w| w[0] == w[1])
+        });
+    }
+
+    /// The index in [`RedisCluster::nodes`] of the primary serving `key`'s slot (asked of
+    /// node 0 with `CLUSTER KEYSLOT` and `CLUSTER SLOTS`).
+    ///
+    /// # Panics
+    /// If the replies are not as expected.
+    pub fn owner_of(&self, key: &str) -> usize {
+        let first = self.nodes.iter().find(|n| n.pid() != 0).expect("a node");
+        let slot = first
+            .cmd(&["CLUSTER", "KEYSLOT", key])
+            .as_int()
+            .expect("CLUSTER KEYSLOT");
+        self.owner_of_slot(slot as u16)
+    }
+
+    /// The index of the primary serving `slot`, as the first running node sees it.
+    ///
+    /// # Panics
+    /// If no node serves it.
+    pub fn owner_of_slot(&self, slot: u16) -> usize {
+        let first = self.nodes.iter().find(|n| n.pid() != 0).expect("a node");
+        let owners = slot_owners(&first.cmd(&["CLUSTER", "SLOTS"]));
+        let port = owners
+            .iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&slot))
+            .map(|(_, _, p)| *p)
+            .unwrap_or_else(|| panic!("no node serves slot {slot}"));
+        self.nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("slot {slot}: port {port} is not a node of the cluster"))
+    }
+
+    /// The node id (`CLUSTER MYID`) of node `i`.
+    pub fn id(&self, i: usize) -> String {
+        self.nodes[i]
+            .cmd(&["CLUSTER", "MYID"])
+            .as_str()
+            .expect("CLUSTER MYID")
+            .to_string()
+    }
+
+    /// The indexes of the nodes that are primaries now (by `ROLE`).
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].pid() != 0 && self.nodes[i].role() == "master")
+            .collect()
+    }
+
+    /// A key whose slot node `i` serves, made of `prefix` and a number.
+    ///
+    /// # Panics
+    /// If none of 10,000 candidates lands there.
+    pub fn key_on(&self, i: usize, prefix: &str) -> String {
+        let first = self.nodes.iter().find(|n| n.pid() != 0).expect("a node");
+        let owners = slot_owners(&first.cmd(&["CLUSTER", "SLOTS"]));
+        let port = self.nodes[i].port();
+        for n in 0..10_000 {
+            let key = format!("{prefix}{n}");
+            let slot = crate::cluster_slot(key.as_bytes());
+            if owners
+                .iter()
+                .any(|(a, b, p)| *p == port && (*a..=*b).contains(&slot))
+            {
+                return key;
+            }
+        }
+        panic!("no key {prefix}N is served by node {i}");
+    }
+}
+
+/// `(first slot, last slot, primary port)` of every range of a `CLUSTER SLOTS` reply, sorted.
+fn slot_owners(r: &Reply) -> Vec<(u16, u16, u16)> {
+    let mut out: Vec<(u16, u16, u16)> = r
+        .as_array()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|range| {
+            let items = range.as_array()?;
+            let a = items.first()?.as_int()?;
+            let b = items.get(1)?.as_int()?;
+            let port = items.get(2)?.as_array()?.get(1)?.as_int()?;
+            Some((a as u16, b as u16, port as u16))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
