@@ -70,19 +70,34 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "spool_max_bytes",
     "read_listen",
     "write_listen",
+    // Users at the proxy and the command policy (see `users`).
+    "users",
+    "deny_commands",
+    "allow_commands",
+    "rename_commands",
 ];
 
 /// Whether a pool key takes a single scalar (every known key but `servers` and the
 /// structured ones).
 pub(crate) fn is_scalar_key(key: &str) -> bool {
-    key != "servers" && key != "spool_commands" && !is_tree_key(key) && known_key(key).is_some()
+    !matches!(
+        key,
+        "servers" | "spool_commands" | "deny_commands" | "allow_commands"
+    ) && !is_tree_key(key)
+        && known_key(key).is_some()
 }
 
 /// Whether a key takes a structured value: lists of scalars or mappings, or a mapping.
 pub(crate) fn is_tree_key(key: &str) -> bool {
     matches!(
         key,
-        "shards" | "primary" | "replicas" | "sentinels" | "health_check"
+        "shards"
+            | "primary"
+            | "replicas"
+            | "sentinels"
+            | "health_check"
+            | "users"
+            | "rename_commands"
     )
 }
 
@@ -101,6 +116,12 @@ pub(crate) fn is_nested_scalar_key(key: &str) -> bool {
             | "fall"
             | "jitter"
             | "fast_interval"
+            | "password_sha256"
+            | "password_file"
+            | "password_env"
+            | "password"
+            | "nopass"
+            | "rules"
     )
 }
 

@@ -41,6 +41,7 @@ mod keys;
 mod pool;
 mod raw;
 mod shards;
+mod users;
 mod value;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ pub use cache_keys::{FailOpen, FailOpenWrites, FAIL_OPEN_AFTER, FAIL_OPEN_TIMEOU
 pub use error::{AddrError, ConfigError, ListenKey, Problem};
 pub use ha::{HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
+pub use users::{is_dangerous, sha256, CommandPolicy, User, DANGEROUS};
 
 use raw::Pos;
 
@@ -121,6 +123,11 @@ pub struct Pool {
     pub admin_broadcast: bool,
     /// rampart: per-client protocol and buffer limits.
     pub limits: ClientLimits,
+    /// rampart: the users clients authenticate as at the proxy (`users:`), with their ACL
+    /// rules. Empty: twemproxy's behaviour (`AUTH` with `redis_auth`, every command).
+    pub users: Vec<User>,
+    /// rampart: commands denied, renamed and (of those refused by default) allowed.
+    pub commands: CommandPolicy,
     /// rampart: the shards, in ring order (file order). Always filled: a `servers:` pool has
     /// one shard per server, primary only; see [`Shard`].
     pub shards: Vec<Shard>,

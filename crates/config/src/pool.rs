@@ -180,6 +180,8 @@ impl Fields<'_> {
             servers: backends.servers,
             admin_broadcast: self.flag(get, "admin_broadcast", defaults::ADMIN_BROADCAST)?,
             limits: self.limits(get)?,
+            users: self.users(get)?,
+            commands: self.command_policy(get)?,
             shards: backends.shards,
             sentinels: backends.sentinels,
             sentinel_username: backends.sentinel_username,
