@@ -586,20 +586,11 @@ impl Rules {
             })
     }
 
-    /// The flags as `ACL GETUSER` lists them (`on`/`off`, `allkeys`, `allchannels`,
-    /// `allcommands`, `nopass`, `skip-sanitize-payload`/`sanitize-payload` when set).
+    /// The flags as Redis 7.0's `ACL GETUSER` lists them: `on` or `off`, then `nopass` and
+    /// `skip-sanitize-payload` when set.
     #[must_use]
     pub fn flags(&self) -> Vec<&'static str> {
         let mut f = vec![if self.enabled { "on" } else { "off" }];
-        if self.all_keys {
-            f.push("allkeys");
-        }
-        if self.all_channels {
-            f.push("allchannels");
-        }
-        if self.all_commands {
-            f.push("allcommands");
-        }
         if self.nopass {
             f.push("nopass");
         }

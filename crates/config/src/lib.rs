@@ -125,7 +125,7 @@ pub struct Pool {
     pub limits: ClientLimits,
     /// rampart: the users clients authenticate as at the proxy (`users:`), with their ACL
     /// rules. Empty: twemproxy's behaviour (`AUTH` with `redis_auth`, every command).
-    pub users: Vec<User>,
+    pub users: Vec<std::sync::Arc<User>>,
     /// rampart: commands denied, renamed and (of those refused by default) allowed.
     pub commands: CommandPolicy,
     /// rampart: the shards, in ring order (file order). Always filled: a `servers:` pool has

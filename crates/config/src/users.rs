@@ -20,6 +20,8 @@
 //! Passwords are kept only as SHA-256 hashes: a file's or variable's password is hashed when
 //! the configuration is read (again at each reload), and never kept in clear.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use rampart_commands::acl::{parse_hash, Rules};
@@ -134,10 +136,6 @@ pub const DANGEROUS: &[&str] = &[
     "debug",
     "migrate",
     "cluster",
-    "acl|setuser",
-    "acl|deluser",
-    "acl|load",
-    "acl|save",
     "save",
     "bgsave",
     "bgrewriteaof",
@@ -148,9 +146,7 @@ pub const DANGEROUS: &[&str] = &[
 /// `config|set`): `name` or `name|sub`, lowercase, if the table knows it.
 fn table_name(written: &str) -> Option<String> {
     let lower = written.trim().to_ascii_lowercase();
-    let mut parts = lower
-        .split([' ', '|'])
-        .filter(|p| !p.is_empty());
+    let mut parts = lower.split([' ', '|']).filter(|p| !p.is_empty());
     let name = parts.next()?;
     let cmd = rampart_commands::lookup(name.as_bytes())?;
     match (parts.next(), parts.next()) {
@@ -164,7 +160,7 @@ fn table_name(written: &str) -> Option<String> {
 
 impl Fields<'_> {
     /// `users:`: a list of mappings; names unique.
-    pub(crate) fn users(&self, get: &Lookup<'_, '_>) -> Result<Vec<User>, ConfigError> {
+    pub(crate) fn users(&self, get: &Lookup<'_, '_>) -> Result<Vec<Arc<User>>, ConfigError> {
         let Some(entry) = get("users") else {
             return Ok(Vec::new());
         };
@@ -172,7 +168,7 @@ impl Fields<'_> {
             RawValue::Items(items) if !items.is_empty() => items,
             _ => return Err(self.err(entry.pos, Problem::NotList("users"))),
         };
-        let mut users: Vec<User> = Vec::with_capacity(items.len());
+        let mut users: Vec<Arc<User>> = Vec::with_capacity(items.len());
         for item in items {
             let RawValue::Entries(entries) = &item.value else {
                 return Err(self.err(item.pos, Problem::NotList("users")));
@@ -183,7 +179,7 @@ impl Fields<'_> {
                 let reason = "is listed twice; a user can only be defined once".to_string();
                 return Err(self.err(item.pos, user_problem(&user.name, reason)));
             }
-            users.push(user);
+            users.push(Arc::new(user));
         }
         Ok(users)
     }

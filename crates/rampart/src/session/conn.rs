@@ -6,7 +6,9 @@
 //! `CLIENT LIST` and `CLIENT KILL` see the sessions of the caller's pool on every worker
 //! (through [`crate::observe::clients`]); `CLIENT PAUSE` holds that pool's sessions
 //! ([`crate::session::pause`]). `CLIENT KILL`, `CLIENT PAUSE`, `CLIENT UNPAUSE` and `MONITOR`
-//! are accepted only from clients on loopback or a unix socket ([`NOPERM`] otherwise).
+//! are accepted, in a pool without users, only from clients on loopback or a unix socket
+//! ([`NOPERM`] otherwise); in a pool with users, the user's rules decide (they are `@admin`
+//! commands, so `+@admin` allows them).
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,7 +47,7 @@ pub fn client(ctx: &mut Local<'_>, sub: &[u8], argv: &[&[u8]], out: &mut BytesMu
         }
         b"pause" if argv.len() == 3 || argv.len() == 4 => client_pause(ctx, argv, out),
         b"unpause" if argv.len() == 2 => {
-            if !ctx.client.local {
+            if !ctx.client.may_operate() {
                 encode::error(out, NOPERM);
             } else {
                 pause::unpause(ctx.pool.index);
@@ -77,7 +79,7 @@ pub fn time(out: &mut BytesMut) {
 /// `MONITOR`: `+OK`, then every command passing through rampart (see
 /// [`crate::observe::monitor`]). A session that monitors already gets no reply, as in Redis.
 pub fn monitor(ctx: &mut Local<'_>, out: &mut BytesMut) {
-    if !ctx.client.local {
+    if !ctx.client.may_operate() {
         return encode::error(out, NOPERM);
     }
     if ctx.client.monitoring {
@@ -198,7 +200,7 @@ struct Filter {
 /// `CLIENT KILL <filter> <value> ...` with `ID`, `ADDR`, `LADDR`, `USER`, `TYPE`, `SKIPME`
 /// and `MAXAGE` (the number of clients killed). Only the sessions of the caller's pool.
 fn kill(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
-    if !ctx.client.local {
+    if !ctx.client.may_operate() {
         return encode::error(out, NOPERM);
     }
     if argv.len() == 3 {
@@ -303,7 +305,7 @@ fn reply(ctx: &mut Local<'_>, v: &[u8], out: &mut BytesMut) {
 
 /// `CLIENT PAUSE <milliseconds> [WRITE|ALL]`.
 fn client_pause(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
-    if !ctx.client.local {
+    if !ctx.client.may_operate() {
         return encode::error(out, NOPERM);
     }
     let ms = match parse_i64(argv[2]) {
@@ -360,6 +362,9 @@ mod tests {
             monitoring: false,
             monitor: None,
             held: None,
+            user: None,
+            auth_held: None,
+            auth_waited: false,
         };
         let mut l = Local {
             client: &mut client,

@@ -10,6 +10,7 @@
 
 pub mod circuit;
 pub mod node;
+pub mod policy;
 pub mod pool;
 pub mod shared;
 pub mod snapshot;

@@ -263,6 +263,9 @@ pub struct PoolRt {
     pub handshake: Arc<Handshake>,
     /// AUTH for every connection to one of the pool's Sentinels.
     pub sentinel_handshake: Handshake,
+    /// Commands denied, renamed and allowed (`deny_commands`, `rename_commands`,
+    /// `allow_commands`).
+    pub policy: crate::topology::policy::Policy,
     points: Vec<ServerPoint>,
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
@@ -423,6 +426,7 @@ impl PoolRt {
             index,
             handshake: Arc::new(Handshake::data(&conf)),
             sentinel_handshake: Handshake::sentinel(&conf),
+            policy: crate::topology::policy::Policy::new(&conf.commands),
             conf,
             shards,
             checked,
