@@ -130,7 +130,7 @@ pub fn format_line(at: std::time::Duration, pool: &str, client: &str, argv: &[&[
 }
 
 /// Which argument positions of `argv` Redis hides from monitors.
-fn redacted(argv: &[&[u8]]) -> impl Fn(usize) -> bool {
+pub(crate) fn redacted(argv: &[&[u8]]) -> impl Fn(usize) -> bool {
     let name = argv
         .first()
         .map(|a| a.to_ascii_lowercase())

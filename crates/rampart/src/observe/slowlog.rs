@@ -71,12 +71,23 @@ pub fn is_enabled() -> bool {
 /// Append the arguments of one request to `buf`, cut to the shape of an entry: the argument
 /// count (4 bytes), then for each kept argument its length (4 bytes) and at most
 /// [`MAX_ARG_BYTES`] of its bytes. Returns the bytes appended (at most about 4.2 KiB).
+/// Passwords (`AUTH`'s arguments, `HELLO`'s credentials) are kept as `(redacted)`, as Redis
+/// keeps them.
 pub fn keep(argv: &[&[u8]], buf: &mut std::collections::VecDeque<u8>) -> u32 {
     let before = buf.len();
     let argc = argv.len();
     let kept = if argc > MAX_ARGS { MAX_ARGS - 1 } else { argc };
     buf.extend((argc as u32).to_le_bytes());
-    for a in &argv[..kept] {
+    let secret = argv
+        .first()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"auth") || c.eq_ignore_ascii_case(b"hello"));
+    let redact = secret.then(|| crate::observe::monitor::redacted(argv));
+    for (i, a) in argv[..kept].iter().enumerate() {
+        let a: &[u8] = if redact.as_ref().is_some_and(|r| r(i)) {
+            b"(redacted)"
+        } else {
+            a
+        };
         buf.extend((a.len() as u32).to_le_bytes());
         buf.extend(&a[..a.len().min(MAX_ARG_BYTES)]);
     }
@@ -243,6 +254,29 @@ mod tests {
         configure(-1, 3);
         assert!(!is_slow(u64::MAX));
         configure(10_000, 128);
+    }
+
+    #[test]
+    fn passwords_are_kept_redacted() {
+        let mut buf = std::collections::VecDeque::new();
+        let n = keep(&[b"AUTH", b"user", b"pw-1"], &mut buf);
+        let n2 = keep(
+            &[b"hello", b"3", b"AUTH", b"u", b"pw-2", b"SETNAME", b"x"],
+            &mut buf,
+        );
+        let auth = take(&mut buf, n);
+        let hello = take(&mut buf, n2);
+        assert_eq!(
+            auth,
+            [
+                b"AUTH".to_vec(),
+                b"(redacted)".to_vec(),
+                b"(redacted)".to_vec()
+            ]
+        );
+        assert_eq!(hello[4], b"(redacted)".to_vec());
+        assert_eq!(hello[3], b"(redacted)".to_vec());
+        assert_eq!(hello[6], b"x".to_vec());
     }
 
     #[test]
