@@ -517,8 +517,30 @@ fn operator_commands_follow_the_users_rules_when_a_pool_has_users() {
         &app.cmd(&["RAMPART", "SWITCHOVER", "shard0"]),
         &["NOPERM", "+@admin"],
     );
-    // An admin user may.
+    // An admin user may; CLIENT LIST shows each client's user, CLIENT KILL USER picks them.
     let mut ops = login(&env, "ops", OPS_PW);
+    let list = ops.cmd(&["CLIENT", "LIST"]);
+    let list = list.as_str().expect("list").to_string();
+    assert!(
+        list.contains(" user=app ") && list.contains(" user=ops "),
+        "{list}"
+    );
+    let mut app2 = login(&env, "app", APP_PW);
+    let mut d = login(&env, "default", "default-pw");
+    assert_eq!(
+        ops.cmd(&["CLIENT", "KILL", "USER", "default"]),
+        Reply::Int(1)
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the default user's client closed",
+        || d.try_cmd(&["PING"]).is_err(),
+    );
+    assert_eq!(app2.cmd(&["GET", "cache:x"]), Reply::nil());
+    assert_err_contains(
+        &ops.cmd(&["CLIENT", "KILL", "USER", "nosuch"]),
+        &["No such user"],
+    );
     // HELLO runs for anyone (no_auth); its reply carries the client's id.
     let hello = app.cmd(&["HELLO", "2"]);
     let id = hello.as_array().and_then(|a| a[7].as_int()).expect("id");

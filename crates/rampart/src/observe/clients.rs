@@ -50,6 +50,8 @@ pub struct Entry {
     flags: AtomicU8,
     /// `CLIENT SETNAME` value (changed rarely; read by `CLIENT LIST`).
     name: Mutex<Option<Vec<u8>>>,
+    /// The user the client authenticated as at the proxy (`None`: `default`).
+    user: Mutex<Option<String>>,
     /// Set by `CLIENT KILL`; the session closes once it sees it.
     killed: AtomicBool,
     /// Wakes the session after `killed` is set.
@@ -122,6 +124,7 @@ pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool)
         cmd: AtomicU32::new(u32::MAX),
         flags: AtomicU8::new(0),
         name: Mutex::new(None),
+        user: Mutex::new(None),
         killed: AtomicBool::new(false),
         kill: Notify::new(),
     });
@@ -162,6 +165,23 @@ impl Entry {
         if let Ok(mut n) = self.name.lock() {
             *n = name;
         }
+    }
+
+    /// Set the user the client is at the proxy (`CLIENT LIST`'s `user=`, `CLIENT KILL USER`);
+    /// called when it changes (AUTH, RESET, a reload).
+    pub fn set_user(&self, user: Option<String>) {
+        if let Ok(mut u) = self.user.lock() {
+            *u = user;
+        }
+    }
+
+    /// The user the client is at the proxy (`default` when none).
+    pub fn user(&self) -> String {
+        self.user
+            .lock()
+            .ok()
+            .and_then(|u| u.clone())
+            .unwrap_or_else(|| "default".into())
     }
 
     /// Ask the session to close (it does at its next turn, on whichever worker it runs).

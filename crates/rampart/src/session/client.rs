@@ -63,6 +63,9 @@ pub async fn serve(
         local,
     );
     ctx.client.entry = Some(Arc::clone(registered.entry()));
+    if let Some(u) = &ctx.client.user {
+        registered.entry().set_user(Some(u.name.clone()));
+    }
     let end = run(&worker, &mut ctx, &stream).await;
     ctx.blocked.leave("the client left");
     ctx.leave_pubsub();

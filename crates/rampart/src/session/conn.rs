@@ -121,7 +121,7 @@ fn write_line(t: &mut String, s: &Seen) {
     };
     let _ = writeln!(
         t,
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} pool={}",
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} pool={}",
         e.id,
         e.addr,
         e.laddr,
@@ -131,6 +131,7 @@ fn write_line(t: &mut String, s: &Seen) {
         flags,
         multi,
         s.cmd,
+        e.user(),
         if s.flags & clients::FLAG_RESP3 != 0 { 3 } else { 2 },
         e.pool,
     );
@@ -191,6 +192,8 @@ struct Filter {
     addr: Option<Vec<u8>>,
     laddr: Option<Vec<u8>>,
     max_age: Option<u64>,
+    /// `USER`: the user the client is at the proxy.
+    user: Option<Vec<u8>>,
     /// A `TYPE` other than `normal`, or a user that does not match: nothing is killed.
     none: bool,
     skip_me: bool,
@@ -237,7 +240,10 @@ fn kill(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
                     )
                 }
             },
-            b"user" if v == b"default" => {}
+            b"user" if ctx.pool.conf.users.iter().any(|u| u.name.as_bytes() == v) => {
+                f.user = Some(v.to_vec())
+            }
+            b"user" if ctx.pool.conf.users.is_empty() && v == b"default" => {}
             b"user" => {
                 return encode::error(out, &format!("ERR No such user '{}'", sanitize(v, 64)))
             }
@@ -272,6 +278,7 @@ fn kill_matching(ctx: &mut Local<'_>, f: &Filter) -> usize {
             || f.addr.as_deref().is_some_and(|a| a != e.addr.as_bytes())
             || f.laddr.as_deref().is_some_and(|a| a != e.laddr.as_bytes())
             || f.max_age.is_some_and(|age| e.age() <= age)
+            || f.user.as_deref().is_some_and(|u| u != e.user().as_bytes())
             || (f.skip_me && e.id == me)
         {
             continue;

@@ -208,7 +208,12 @@ impl Session {
             .as_ref()
             .map_or("default", |u| u.name.as_str());
         match users.iter().find(|u| u.name == name) {
-            Some(u) if self.client.authed => self.client.user = Some(std::sync::Arc::clone(u)),
+            Some(u) if self.client.authed => {
+                self.client.user = Some(std::sync::Arc::clone(u));
+                if let Some(e) = &self.client.entry {
+                    e.set_user(Some(u.name.clone()));
+                }
+            }
             Some(_) => {}
             None if !self.client.authed => {}
             None => {
@@ -237,6 +242,7 @@ impl Session {
     /// Run a local answer on the narrow view of the session it may use, then carry it out.
     fn local(&mut self, f: impl FnOnce(&mut Local<'_>) -> Answer) {
         let name_was = self.client.name.as_ref().map(|n| (n.as_ptr(), n.len()));
+        let user_was = self.client.user.as_ref().map(std::sync::Arc::as_ptr);
         let mut l = Local {
             client: &mut self.client,
             pool: &self.pool.rt,
@@ -251,6 +257,12 @@ impl Session {
         if self.client.name.as_ref().map(|n| (n.as_ptr(), n.len())) != name_was {
             if let Some(e) = &self.client.entry {
                 e.set_name(self.client.name.clone());
+            }
+        }
+        // AUTH, HELLO and RESET change the user.
+        if self.client.user.as_ref().map(std::sync::Arc::as_ptr) != user_was {
+            if let Some(e) = &self.client.entry {
+                e.set_user(self.client.user.as_ref().map(|u| u.name.clone()));
             }
         }
         match answer {
