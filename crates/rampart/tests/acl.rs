@@ -599,3 +599,51 @@ fn a_replica_set_with_a_backend_password_serves_proxy_users() {
     });
     assert_eq!(app.cmd(&["GET", "x"]), err(NOPERM_KEY));
 }
+
+const REDIS_PY: &str = r#"
+import sys, redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+port, app_pw = int(sys.argv[1]), sys.argv[2]
+for proto in (3, 2):
+    r = redis.Redis(host="127.0.0.1", port=port, username="app", password=app_pw, protocol=proto)
+    assert r.set("cache:py", "v") is True
+    assert r.get("cache:py") == b"v"
+    assert r.acl_whoami() in ("app", b"app"), r.acl_whoami()
+    try:
+        r.get("secret:py")
+        raise SystemExit("a denied key was read")
+    except redis.exceptions.NoPermissionError as e:
+        assert "keys" in str(e), e
+    try:
+        # No retries: redis-py retries a refused AUTH as a connection error by default.
+        redis.Redis(host="127.0.0.1", port=port, username="app", password="nope",
+                    protocol=proto, retry=Retry(NoBackoff(), 0)).ping()
+        raise SystemExit("a wrong password was taken")
+    except redis.exceptions.AuthenticationError:
+        pass
+print("ok")
+"#;
+
+/// redis-py 8 (pinned, `scripts/client-libs.sh`), RESP3 and RESP2, as an ACL user.
+#[test]
+fn redis_py_authenticates_as_a_user_and_sees_noperm() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let libs = std::process::Command::new("bash")
+        .arg(root.join("scripts/client-libs.sh"))
+        .output()
+        .expect("scripts/client-libs.sh");
+    assert!(libs.status.success(), "{libs:?}");
+    let env = start();
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", root.join("target/client-libs/py"))
+        .args(["-c", REDIS_PY, &env.port.to_string(), APP_PW])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
