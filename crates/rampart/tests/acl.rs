@@ -647,3 +647,44 @@ fn redis_py_authenticates_as_a_user_and_sees_noperm() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A reload applies new rules to connected clients, disconnects the clients of a removed
+/// user, and logs user names only.
+#[test]
+fn a_reload_gives_connected_clients_their_users_new_rules() {
+    let env = start();
+    let mut app = login(&env, "app", APP_PW);
+    let mut d = login(&env, "default", "default-pw");
+    assert_eq!(app.cmd(&["SET", "cache:r", "1"]), Reply::ok());
+    // app loses its writes; default is removed.
+    let yaml = env
+        .yaml
+        .replace("+@read +@write +@pubsub", "+@read +@pubsub")
+        .replace(
+            &format!(
+                "    - name: default\n      password_sha256: {}\n      rules: on +@read +acl|whoami ~*\n",
+                hash("default-pw")
+            ),
+            "",
+        );
+    assert_ne!(yaml, env.yaml);
+    let before = env.proxy.stderr().matches("reload: ").count();
+    std::fs::write(env.proxy.dir().join("x.yml"), &yaml).expect("write");
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        env.proxy.stderr().matches("reload: ").count() > before
+    });
+    let log = env.proxy.stderr();
+    assert!(log.contains("users changed (app, ops, gone)"), "{log}");
+    assert!(!log.contains(&hash(APP_PW)), "a hash reached the log");
+    assert_eq!(
+        app.cmd(&["SET", "cache:r", "2"]),
+        err("NOPERM this user has no permissions to run the 'set' command")
+    );
+    assert_eq!(app.cmd(&["GET", "cache:r"]), Reply::bulk("1"));
+    wait_until(
+        Duration::from_secs(5),
+        "the removed user's client closed",
+        || d.try_cmd(&["GET", "cache:r"]).is_err(),
+    );
+}
