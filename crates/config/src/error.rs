@@ -268,6 +268,9 @@ pub enum Problem {
     /// `redis_auth:` is empty.
     #[error("redis_auth: the password must not be empty (remove the key to disable AUTH)")]
     EmptyAuth,
+    /// `redis_username` without `redis_auth`.
+    #[error("redis_username: needs redis_auth (the backend AUTH takes both)")]
+    RedisUsernameWithoutAuth,
     /// A user with a clear-text `password:`.
     #[error("users: user '{user}': a clear-text password is not accepted; give password_sha256 (the SHA-256 of the password in hex, as Redis' ACL #<hash>), password_file or password_env")]
     ClearPassword {

@@ -71,6 +71,7 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "read_listen",
     "write_listen",
     // Users at the proxy and the command policy (see `users`).
+    "redis_username",
     "users",
     "deny_commands",
     "allow_commands",

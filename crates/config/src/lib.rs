@@ -89,6 +89,9 @@ pub struct Pool {
     pub preconnect: bool,
     /// Password sent with `AUTH` on every backend connection.
     pub redis_auth: Option<String>,
+    /// rampart: the ACL user name sent with `redis_auth` (`AUTH <user> <password>`);
+    /// `None`: `AUTH <password>`, Redis' `default` user. Needs `redis_auth`.
+    pub redis_username: Option<String>,
     /// Database selected on every backend connection.
     pub redis_db: u32,
     /// Connections per server, at least 1.

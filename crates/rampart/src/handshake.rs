@@ -1,8 +1,8 @@
 //! How every connection rampart opens to a Redis server introduces itself: `AUTH` (a password,
 //! with an ACL user name when one is configured) and `SELECT` (a database other than 0).
 //!
-//! One [`Handshake`] is built per pool from its config for the data nodes (`redis_auth`,
-//! `redis_db`) and one for its Sentinels (`sentinel_username`, `sentinel_password`, no
+//! One [`Handshake`] is built per pool from its config for the data nodes (`redis_username`,
+//! `redis_auth`, `redis_db`) and one for its Sentinels (`sentinel_username`, `sentinel_password`, no
 //! database). Request connections, health checks, the Sentinel follower's ROLE confirmation,
 //! and switchover all send its commands first and judge the replies with
 //! [`Handshake::check`], so a refused password reads the same everywhere:
@@ -89,9 +89,13 @@ impl Handshake {
         }
     }
 
-    /// For the pool's data nodes: `redis_auth`, `redis_db`.
+    /// For the pool's data nodes: `redis_username`, `redis_auth`, `redis_db`.
     pub fn data(conf: &Pool) -> Handshake {
-        Handshake::new(None, conf.redis_auth.as_deref(), conf.redis_db)
+        Handshake::new(
+            conf.redis_username.as_deref(),
+            conf.redis_auth.as_deref(),
+            conf.redis_db,
+        )
     }
 
     /// For the pool's Sentinels: `sentinel_username`, `sentinel_password`, database 0.

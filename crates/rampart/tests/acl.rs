@@ -688,3 +688,37 @@ fn a_reload_gives_connected_clients_their_users_new_rules() {
         || d.try_cmd(&["GET", "cache:r"]).is_err(),
     );
 }
+
+/// `redis_username`: rampart authenticates to the servers as that ACL user.
+#[test]
+fn redis_username_makes_rampart_authenticate_as_that_backend_user() {
+    let env = Setup::new(2)
+        .option("redis_auth", "rampart-pw")
+        .option("redis_username", "rampart")
+        .option("users", users())
+        .env("ACL_TEST_OPS_PW", OPS_PW)
+        .start();
+    for r in &env.redis {
+        let set = r.cmd(&[
+            "ACL",
+            "SETUSER",
+            "rampart",
+            "on",
+            ">rampart-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        assert_eq!(set, Reply::ok());
+    }
+    let mut app = login(&env, "app", APP_PW);
+    for i in 0..10 {
+        assert_eq!(app.cmd(&["SET", &format!("cache:{i}"), "v"]), Reply::ok());
+    }
+    for i in 0..10 {
+        let r = &env.redis[env.shard_holding(&format!("cache:{i}"))];
+        let list = r.cmd(&["CLIENT", "LIST"]);
+        let list = list.as_str().expect("list").to_string();
+        assert!(list.contains("user=rampart"), "{list}");
+    }
+}

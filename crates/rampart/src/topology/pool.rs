@@ -556,6 +556,7 @@ impl PoolRt {
     pub fn same_connections(&self, other: &PoolRt) -> bool {
         let (a, b) = (&self.conf, &other.conf);
         a.redis_auth == b.redis_auth
+            && a.redis_username == b.redis_username
             && a.redis_db == b.redis_db
             && a.tcpkeepalive == b.tcpkeepalive
             && a.server_connections == b.server_connections
@@ -570,6 +571,7 @@ impl PoolRt {
             && a.max_replica_lag == b.max_replica_lag
             && a.max_stale == b.max_stale
             && a.redis_auth == b.redis_auth
+            && a.redis_username == b.redis_username
             && a.redis_db == b.redis_db
     }
 
