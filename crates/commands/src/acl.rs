@@ -233,6 +233,33 @@ struct KeyPattern {
     pattern: Vec<u8>,
     read: bool,
     write: bool,
+    /// The pattern is a literal prefix followed by one `*` (`cache:*`, the usual shape):
+    /// matched with a prefix comparison.
+    prefix: Option<usize>,
+}
+
+impl KeyPattern {
+    fn new(pattern: Vec<u8>, read: bool, write: bool) -> KeyPattern {
+        let prefix = match pattern.split_last() {
+            Some((b'*', lit)) if !lit.iter().any(|c| matches!(c, b'*' | b'?' | b'[' | b'\\')) => {
+                Some(lit.len())
+            }
+            _ => None,
+        };
+        KeyPattern {
+            pattern,
+            read,
+            write,
+            prefix,
+        }
+    }
+
+    fn matches(&self, key: &[u8]) -> bool {
+        match self.prefix {
+            Some(n) => key.starts_with(&self.pattern[..n]),
+            None => glob_match(&self.pattern, key),
+        }
+    }
 }
 
 /// Why a rule was refused. `Display` is Redis' `ACL SETUSER` wording.
@@ -437,11 +464,7 @@ impl Rules {
                 k.read |= read;
                 k.write |= write;
             }
-            None => self.keys.push(KeyPattern {
-                pattern,
-                read,
-                write,
-            }),
+            None => self.keys.push(KeyPattern::new(pattern, read, write)),
         }
         Ok(())
     }
@@ -539,7 +562,19 @@ impl Rules {
         if !self.allows_command(cmd) {
             return Err(Denied::Command);
         }
-        if !self.all_keys && !cmd.keys.is_empty() && cmd.keys_with_flags(argv, scratch).is_ok() {
+        if self.all_keys || cmd.keys.is_empty() {
+            // Nothing to check.
+        } else if let Some(spec) = one_key_at_1(cmd) {
+            // The usual shape (GET, SET, INCR, ...): one key, argv[1].
+            let flags = if spec.contains(KeyFlags::VARIABLE_FLAGS) {
+                cmd.call_flags(argv, spec)
+            } else {
+                spec
+            };
+            if argv.len() > 1 && !self.key_allowed(argv[1], flags) {
+                return Err(Denied::Key(1));
+            }
+        } else if cmd.keys_with_flags(argv, scratch).is_ok() {
             for &(i, flags) in scratch.iter() {
                 if !self.key_allowed(argv[i], flags) {
                     return Err(Denied::Key(i));
@@ -569,7 +604,7 @@ impl Rules {
             || flags.contains(KeyFlags::UPDATE);
         self.keys
             .iter()
-            .any(|k| (k.read || !read) && (k.write || !write) && glob_match(&k.pattern, key))
+            .any(|k| (k.read || !read) && (k.write || !write) && k.matches(key))
     }
 
     /// A channel (`pattern`: false) matches an allowed pattern as a glob; a PSUBSCRIBE
@@ -689,6 +724,29 @@ impl Rules {
         }
         t.push_str(&self.describe_selector());
         t
+    }
+}
+
+/// The spec flags of `cmd`'s only key when it is always `argv[1]`.
+#[inline]
+fn one_key_at_1(cmd: &Command) -> Option<KeyFlags> {
+    match cmd.keys {
+        [spec]
+            if spec.begin == crate::BeginSearch::Index(1)
+                && matches!(
+                    spec.find,
+                    crate::FindKeys::Range {
+                        lastkey: 0,
+                        keystep: 1,
+                        ..
+                    }
+                )
+                && !spec.flags.contains(KeyFlags::NOT_KEY)
+                && !matches!(cmd.name, "sort" | "migrate") =>
+        {
+            Some(spec.flags)
+        }
+        _ => None,
     }
 }
 

@@ -220,7 +220,7 @@ impl Command {
     /// The flags of a key whose spec says they depend on the call, as Redis' own key
     /// functions for `SET` (reads the key only with `GET`) and `BITFIELD` (writes only with
     /// `SET`, `INCRBY` or anything it cannot read) decide them.
-    fn call_flags<A: AsRef<[u8]>>(&self, argv: &[A], spec: KeyFlags) -> KeyFlags {
+    pub(crate) fn call_flags<A: AsRef<[u8]>>(&self, argv: &[A], spec: KeyFlags) -> KeyFlags {
         let rw = KeyFlags::RW.union(KeyFlags::ACCESS).union(KeyFlags::UPDATE);
         match self.name {
             "set" => {
