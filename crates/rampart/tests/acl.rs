@@ -722,3 +722,48 @@ fn redis_username_makes_rampart_authenticate_as_that_backend_user() {
         assert!(list.contains("user=rampart"), "{list}");
     }
 }
+
+/// `rampart -t` refuses a clear-text password, naming the three accepted forms and never
+/// the password, and names the user and the rule of a bad rule in Redis' words.
+#[test]
+fn config_test_refuses_clear_passwords_and_bad_rules() {
+    let dir = tempfile::tempdir().expect("dir");
+    let check = |users: &str| {
+        let path = dir.path().join("t.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "p:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:2:1\n  users:\n{users}"
+            ),
+        )
+        .expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["-t", "-c"])
+            .arg(&path)
+            .output()
+            .expect("rampart -t");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = check("    - name: app\n      password: hunter2-secret\n");
+    assert!(!ok, "{text}");
+    for form in ["password_sha256", "password_file", "password_env"] {
+        assert!(text.contains(form), "{text}");
+    }
+    assert!(!text.contains("hunter2"), "{text}");
+    let (ok, text) = check("    - name: app\n      nopass: true\n      rules: on +@raed\n");
+    assert!(!ok);
+    assert!(
+        text.contains("user 'app'")
+            && text.contains(
+                "Error in ACL SETUSER modifier '+@raed': Unknown command or category name in ACL"
+            ),
+        "{text}"
+    );
+    let (ok, text) = check("    - name: app\n      nopass: true\n      rules: on +@read ~*\n");
+    assert!(ok, "{text}");
+}
