@@ -5,6 +5,10 @@
 //! their own (`redis_auth`) that no proxy user knows.
 
 mod common;
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -766,4 +770,26 @@ fn config_test_refuses_clear_passwords_and_bad_rules() {
     );
     let (ok, text) = check("    - name: app\n      nopass: true\n      rules: on +@read ~*\n");
     assert!(ok, "{text}");
+}
+
+/// A Sentinel pool: users at the proxy work the same over the nodes Sentinel names (the
+/// default user, without AUTH, may only run INFO, which the test reads the proxy's view by).
+#[test]
+fn a_sentinel_pool_serves_proxy_users() {
+    let users = format!(
+        "  users:\n    - name: default\n      nopass: true\n      rules: on +info\n    - name: app\n      password_sha256: {}\n      rules: on +@read +@write ~cache:*\n",
+        hash(APP_PW)
+    );
+    let s = ha::SentinelSetup::start(&users);
+    let mut c = Client::connect(&s.proxy.addr());
+    // The default user (no AUTH needed) may only run INFO.
+    assert_eq!(
+        c.cmd(&["SET", "cache:s", "v"]),
+        err("NOPERM this user has no permissions to run the 'set' command")
+    );
+    assert_eq!(c.cmd(&["AUTH", "app", APP_PW]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "cache:s", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "other", "v"]), err(NOPERM_KEY));
+    assert_eq!(s.primary.cmd(&["GET", "cache:s"]), Reply::bulk("v"));
+    assert_eq!(s.primary.cmd(&["EXISTS", "other"]), Reply::Int(0));
 }
