@@ -449,6 +449,16 @@ fn denied_and_renamed_commands_answer_as_unknown_ones() {
         Reply::Int(0),
         "any case"
     );
+    // CLIENT PAUSE WRITE holds a renamed write as the write it is.
+    let mut op = env.client();
+    assert_eq!(op.cmd(&["CLIENT", "PAUSE", "300", "WRITE"]), Reply::ok());
+    let t = Instant::now();
+    assert_eq!(c.cmd(&["REMOVE_8f2a", "nothing"]), Reply::Int(0));
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
     // Inside MULTI an unknown command aborts EXEC, as in Redis.
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
     assert_err_contains(&c.cmd(&["KEYS", "*"]), &["unknown command"]);

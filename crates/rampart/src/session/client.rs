@@ -407,7 +407,12 @@ fn held_by_pause(ctx: &mut Session, argv: &[&[u8]]) -> bool {
     if !crate::session::pause::active(pool) || argv.is_empty() {
         return false;
     }
-    ctx.client.held = crate::session::pause::holds(pool, rampart_commands::lookup(argv[0]), argv);
+    // A renamed command is paused as the command it is.
+    let cmd = match ctx.pool.rt.policy.lookup(argv[0]) {
+        crate::topology::policy::Named::Table(c) => c,
+        crate::topology::policy::Named::Renamed(c) => Some(c),
+    };
+    ctx.client.held = crate::session::pause::holds(pool, cmd, argv);
     ctx.client.held.is_some()
 }
 
