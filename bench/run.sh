@@ -80,9 +80,9 @@ wait_port() {
 
 # N distinct free loopback ports (bound together, then released: a small race remains).
 read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA P_R1 P_R2 P_RS P_RS_STATS P_RA P_RA_STATS \
-  P_T1 P_T2 P_RT P_RT_STATS P_RT_PLAIN P_RB P_RB_STATS P_RB_PLAIN P_ST < <(python3 -c '
+  P_T1 P_T2 P_RT P_RT_STATS P_RT_PLAIN P_RB P_RB_STATS P_RB_PLAIN P_ST P_AC P_AC_STATS < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(23)]
+socks = [socket.socket() for _ in range(25)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
@@ -117,6 +117,16 @@ YML
 }
 pool_yml "$P_NC" >"$WORK/twemproxy.yml"
 pool_yml "$P_RP" >"$WORK/rampart.yml"
+# The same pool with a user at the proxy whose rules are checked on every command: a key
+# pattern that misses first (cache:*) then the benchmark's own keys, and the categories the
+# cases use.
+pool_yml "$P_AC" >"$WORK/rampart-acl.yml"
+cat >>"$WORK/rampart-acl.yml" <<YML
+  users:
+    - name: default
+      nopass: true
+      rules: on +@read +@write +@connection +@transaction +@blocking +@pubsub ~cache:* ~key:* ~bench:* ~rt:* &*
+YML
 # rampart's replicated pool: HAProxy's job (writes to the primary, reads to the replica).
 cat >"$WORK/rampart-rs.yml" <<YML
 bench_rs:
@@ -163,6 +173,11 @@ if [[ $SKIP_RAMPART != 1 ]]; then
   PID[rampart]=$LAST_PID; PORT[rampart]=$P_RP
   wait_port "$P_RP" "${PID[rampart]}" rampart
   TARGETS+=(rampart)
+  # shellcheck disable=SC2086 # RAMPART_EXTRA_ARGS is a word list
+  start_bg rampart-acl "$RAMPART_BIN" -c "$WORK/rampart-acl.yml" -s "$P_AC_STATS" -a 127.0.0.1 --workers "$WORKERS" ${RAMPART_EXTRA_ARGS:-}
+  PID[rampart-acl]=$LAST_PID; PORT[rampart-acl]=$P_AC
+  wait_port "$P_AC" "${PID[rampart-acl]}" rampart-acl
+  TARGETS+=(rampart-acl)
   # shellcheck disable=SC2086 # RAMPART_EXTRA_ARGS is a word list
   start_bg rampart-rs "$RAMPART_BIN" -c "$WORK/rampart-rs.yml" -s "$P_RS_STATS" -a 127.0.0.1 --workers "$WORKERS" ${RAMPART_EXTRA_ARGS:-}
   PID[rampart-rs]=$LAST_PID; PORT[rampart-rs]=$P_RS
@@ -243,7 +258,7 @@ CONF
     done
   fi
 fi
-log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP, replica set $P_R1 $P_R2, rampart-rs $P_RS, rampart-acks $P_RA${TLS_TARGETS[*]:+, TLS shards $P_T1 $P_T2, rampart-tls $P_RT, rampart-tls2 $P_RB, stunnel $P_ST}"
+log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP, replica set $P_R1 $P_R2, rampart-rs $P_RS, rampart-acks $P_RA, rampart-acl $P_AC${TLS_TARGETS[*]:+, TLS shards $P_T1 $P_T2, rampart-tls $P_RT, rampart-tls2 $P_RB, stunnel $P_ST}"
 
 # MGET keys: ten names, five on each shard, loaded through twemproxy (so they sit where
 # ketama puts them) and into the direct server.

@@ -4,7 +4,7 @@
 //! commands whose specs cannot describe them: `SORT` (a `STORE` key anywhere after the `BY`,
 //! `GET` and `LIMIT` options) and `MIGRATE` (the `KEYS` option).
 
-use crate::{BeginSearch, Command, FindKeys};
+use crate::{BeginSearch, Command, FindKeys, KeyFlags};
 
 /// Why the keys of a call could not be found. `Display` is Redis' wording for the same mistake,
 /// without the `ERR ` prefix.
@@ -96,19 +96,64 @@ impl Command {
         out: &mut Vec<usize>,
     ) -> Result<(), KeyError> {
         out.clear();
+        self.each_key(argv, true, |i, _| out.push(i))
+    }
+
+    /// Like [`Command::key_indices`], with the flags of the key spec that found each key
+    /// (what the command does to it: `ACCESS`, `UPDATE`, `INSERT`, `DELETE`, ...), for an ACL
+    /// check. Arguments Redis flags `not_key` (shard channels) are left out, as Redis' ACL
+    /// check leaves them out. `SORT`'s `STORE` destination is an `UPDATE`, `MIGRATE`'s keys
+    /// `ACCESS` and `DELETE`.
+    ///
+    /// # Errors
+    /// As [`Command::key_indices`].
+    pub fn keys_with_flags<A: AsRef<[u8]>>(
+        &self,
+        argv: &[A],
+        out: &mut Vec<(usize, KeyFlags)>,
+    ) -> Result<(), KeyError> {
+        out.clear();
+        self.each_key(argv, false, |i, f| out.push((i, f)))
+    }
+
+    /// Calls `push` with each key's argv index and its spec's flags, in Redis' order.
+    fn each_key<A: AsRef<[u8]>>(
+        &self,
+        argv: &[A],
+        not_keys: bool,
+        mut push: impl FnMut(usize, KeyFlags),
+    ) -> Result<(), KeyError> {
+        let mut fixed = Vec::new();
         match self.name {
             "sort" => {
-                sort_keys(argv, out);
+                sort_keys(argv, &mut fixed);
+                for (n, i) in fixed.into_iter().enumerate() {
+                    let f = if n == 0 {
+                        KeyFlags::RO.union(KeyFlags::ACCESS)
+                    } else {
+                        KeyFlags::OW.union(KeyFlags::UPDATE)
+                    };
+                    push(i, f);
+                }
                 return Ok(());
             }
             "migrate" => {
-                migrate_keys(argv, out);
+                migrate_keys(argv, &mut fixed);
+                for i in fixed {
+                    push(
+                        i,
+                        KeyFlags::RW.union(KeyFlags::ACCESS).union(KeyFlags::DELETE),
+                    );
+                }
                 return Ok(());
             }
             _ => {}
         }
         let argc = argv.len() as i64;
         for spec in self.keys {
+            if !not_keys && spec.flags.contains(KeyFlags::NOT_KEY) {
+                continue;
+            }
             let first = match spec.begin {
                 BeginSearch::Index(pos) => i64::from(pos),
                 BeginSearch::Keyword { keyword, startfrom } => {
@@ -159,12 +204,53 @@ impl Command {
             while i <= last {
                 // Past the end: a short variadic call; Redis reports it as an arity error.
                 if i >= 1 && i < argc {
-                    out.push(i as usize);
+                    let flags = if spec.flags.contains(KeyFlags::VARIABLE_FLAGS) {
+                        self.call_flags(argv, spec.flags)
+                    } else {
+                        spec.flags
+                    };
+                    push(i as usize, flags);
                 }
                 i += step;
             }
         }
         Ok(())
+    }
+
+    /// The flags of a key whose spec says they depend on the call, as Redis' own key
+    /// functions for `SET` (reads the key only with `GET`) and `BITFIELD` (writes only with
+    /// `SET`, `INCRBY` or anything it cannot read) decide them.
+    pub(crate) fn call_flags<A: AsRef<[u8]>>(&self, argv: &[A], spec: KeyFlags) -> KeyFlags {
+        let rw = KeyFlags::RW.union(KeyFlags::ACCESS).union(KeyFlags::UPDATE);
+        match self.name {
+            "set" => {
+                let get = argv
+                    .iter()
+                    .skip(3)
+                    .any(|a| a.as_ref().eq_ignore_ascii_case(b"get"));
+                if get {
+                    rw
+                } else {
+                    KeyFlags::OW.union(KeyFlags::UPDATE)
+                }
+            }
+            "bitfield" => {
+                let mut i = 2;
+                while i < argv.len() {
+                    let rest = argv.len() - i - 1;
+                    let a = argv[i].as_ref();
+                    if a.eq_ignore_ascii_case(b"get") && rest >= 2 {
+                        i += 3;
+                    } else if a.eq_ignore_ascii_case(b"overflow") && rest >= 1 {
+                        i += 2;
+                    } else {
+                        return rw;
+                    }
+                }
+                KeyFlags::RO.union(KeyFlags::ACCESS)
+            }
+            _ => spec,
+        }
     }
 
     /// Validates a key count against the `available` key slots, in this command's wording.

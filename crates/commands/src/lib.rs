@@ -14,6 +14,7 @@
 //! - `encode.rs`: `COMMAND INFO` / `COMMAND DOCS` replies ([`encode_info`], [`encode_docs`]).
 //! - `types.rs`: flag sets, key specs, documented arguments.
 //! - [`miss`]: what a cache pool that fails open answers per command.
+//! - [`acl`]: Redis ACL rules over the table: parse, check a call, describe.
 //!
 //! # Example
 //! ```
@@ -29,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acl;
 mod command;
 mod encode;
 #[rustfmt::skip]

@@ -180,6 +180,18 @@ impl Pool {
         c.field("backlog", &o.backlog, &n.backlog, u32::to_string);
         c.field("preconnect", &o.preconnect, &n.preconnect, bool::to_string);
         c.secret("redis_auth", &o.redis_auth, &n.redis_auth);
+        c.field(
+            "redis_username",
+            &o.redis_username,
+            &n.redis_username,
+            |u| u.clone().unwrap_or_else(|| "none".into()),
+        );
+        if o.users != n.users {
+            // Names only: hashes and rules of users are not written to logs.
+            let names = |p: &Pool| p.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+            c.0.push(format!("users changed ({})", names(n).join(", ")));
+        }
+        c.field("commands", &o.commands, &n.commands, |p| format!("{p:?}"));
         c.field("redis_db", &o.redis_db, &n.redis_db, u32::to_string);
         c.field(
             "server_connections",

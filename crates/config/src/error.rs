@@ -268,6 +268,37 @@ pub enum Problem {
     /// `redis_auth:` is empty.
     #[error("redis_auth: the password must not be empty (remove the key to disable AUTH)")]
     EmptyAuth,
+    /// `redis_username` without `redis_auth`.
+    #[error("redis_username: needs redis_auth (the backend AUTH takes both)")]
+    RedisUsernameWithoutAuth,
+    /// A user with a clear-text `password:`.
+    #[error("users: user '{user}': a clear-text password is not accepted; give password_sha256 (the SHA-256 of the password in hex, as Redis' ACL #<hash>), password_file or password_env")]
+    ClearPassword {
+        /// The user's name.
+        user: String,
+    },
+    /// A user with no way to authenticate.
+    #[error("users: user '{user}' has no password: give password_sha256, password_file or password_env, or nopass: true")]
+    UserWithoutPassword {
+        /// The user's name.
+        user: String,
+    },
+    /// Anything else wrong with one user (its rules in Redis' `ACL SETUSER` wording).
+    #[error("users: user '{user}': {reason}")]
+    User {
+        /// The user's name.
+        user: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `deny_commands`, `rename_commands` or `allow_commands` names something wrong.
+    #[error("{key}: {reason}")]
+    CommandPolicy {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A soft output limit above the hard one.
     #[error("client_output_soft ({soft} bytes) is larger than client_output_hard ({hard} bytes)")]
     SoftAboveHard {

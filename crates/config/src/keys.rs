@@ -78,12 +78,22 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "tls_listen",
     "tls",
     "backend_tls",
+    // Users at the proxy and the command policy (see `users`).
+    "redis_username",
+    "users",
+    "deny_commands",
+    "allow_commands",
+    "rename_commands",
 ];
 
 /// Whether a pool key takes a single scalar (every known key but `servers` and the
 /// structured ones).
 pub(crate) fn is_scalar_key(key: &str) -> bool {
-    key != "servers" && key != "spool_commands" && !is_tree_key(key) && known_key(key).is_some()
+    !matches!(
+        key,
+        "servers" | "spool_commands" | "deny_commands" | "allow_commands"
+    ) && !is_tree_key(key)
+        && known_key(key).is_some()
 }
 
 /// Whether a key takes a structured value: lists of scalars or mappings, or a mapping.
@@ -98,6 +108,8 @@ pub(crate) fn is_tree_key(key: &str) -> bool {
             | "health_check"
             | "tls"
             | "backend_tls"
+            | "users"
+            | "rename_commands"
     ) || key == "cluster_view"
 }
 
@@ -123,6 +135,12 @@ pub(crate) fn is_nested_scalar_key(key: &str) -> bool {
             | "ca"
             | "server_name"
             | "enabled"
+            | "password_sha256"
+            | "password_file"
+            | "password_env"
+            | "password"
+            | "nopass"
+            | "rules"
     )
 }
 

@@ -44,6 +44,7 @@ mod pool;
 mod raw;
 mod shards;
 mod tls_keys;
+mod users;
 mod value;
 
 use std::collections::HashMap;
@@ -59,6 +60,7 @@ pub use error::{AddrError, ConfigError, ListenKey, Problem, TlsProblem};
 pub use ha::{ClusterSeed, HealthCheck, Node, ReadPolicy, SentinelAddr, Shard, UnknownReadPolicy};
 pub use hashkit::{Distribution, HashKind, HashTag};
 pub use tls_keys::{BackendTls, ClientAuth, ListenerTls, TlsFile};
+pub use users::{is_dangerous, sha256, CommandPolicy, User, DANGEROUS};
 
 use raw::Pos;
 
@@ -94,6 +96,9 @@ pub struct Pool {
     pub preconnect: bool,
     /// Password sent with `AUTH` on every backend connection.
     pub redis_auth: Option<String>,
+    /// rampart: the ACL user name sent with `redis_auth` (`AUTH <user> <password>`);
+    /// `None`: `AUTH <password>`, Redis' `default` user. Needs `redis_auth`.
+    pub redis_username: Option<String>,
     /// Database selected on every backend connection.
     pub redis_db: u32,
     /// Connections per server, at least 1.
@@ -128,6 +133,11 @@ pub struct Pool {
     pub admin_broadcast: bool,
     /// rampart: per-client protocol and buffer limits.
     pub limits: ClientLimits,
+    /// rampart: the users clients authenticate as at the proxy (`users:`), with their ACL
+    /// rules. Empty: twemproxy's behaviour (`AUTH` with `redis_auth`, every command).
+    pub users: Vec<std::sync::Arc<User>>,
+    /// rampart: commands denied, renamed and (of those refused by default) allowed.
+    pub commands: CommandPolicy,
     /// rampart: the shards, in ring order (file order). Always filled: a `servers:` pool has
     /// one shard per server, primary only; see [`Shard`].
     pub shards: Vec<Shard>,

@@ -161,6 +161,7 @@ impl Fields<'_> {
                 .map_or(defaults::BACKLOG, narrow),
             preconnect: self.flag(get, "preconnect", defaults::PRECONNECT)?,
             redis_auth: self.auth(get)?,
+            redis_username: self.redis_username(get)?,
             redis_db: self
                 .number(get, "redis_db", 0, i32::MAX as u64)?
                 .map_or(defaults::REDIS_DB, narrow),
@@ -184,6 +185,8 @@ impl Fields<'_> {
             servers: backends.servers,
             admin_broadcast: self.flag(get, "admin_broadcast", defaults::ADMIN_BROADCAST)?,
             limits: self.limits(get)?,
+            users: self.users(get)?,
+            commands: self.command_policy(get)?,
             shards: backends.shards,
             sentinels: backends.sentinels,
             sentinel_username: backends.sentinel_username,
@@ -483,6 +486,17 @@ impl Fields<'_> {
             Some(("", pos)) => Err(self.err(pos, Problem::EmptyAuth)),
             Some((text, _)) => Ok(Some(text.to_string())),
         }
+    }
+
+    /// `redis_username`: a name without spaces, and only with `redis_auth`.
+    fn redis_username(&self, get: &Lookup<'_, '_>) -> Result<Option<String>, ConfigError> {
+        let Some((text, pos)) = self.text(get, "redis_username")? else {
+            return Ok(None);
+        };
+        if get("redis_auth").is_none() {
+            return Err(self.err(pos, Problem::RedisUsernameWithoutAuth));
+        }
+        Ok(Some(text.trim().to_string()))
     }
 
     /// The twemproxy `servers:` list (the caller checked that the key is present).

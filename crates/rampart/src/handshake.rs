@@ -7,8 +7,8 @@
 //! TLS applies to all of them alike, and its handshake time counts inside the caller's
 //! connect timeout.
 //!
-//! One [`Handshake`] is built per pool from its config for the data nodes (`redis_auth`,
-//! `redis_db`) and one for its Sentinels (`sentinel_username`, `sentinel_password`, no
+//! One [`Handshake`] is built per pool from its config for the data nodes (`redis_username`,
+//! `redis_auth`, `redis_db`) and one for its Sentinels (`sentinel_username`, `sentinel_password`, no
 //! database). Request connections, health checks, the Sentinel follower's ROLE confirmation,
 //! and switchover all send its commands first and judge the replies with
 //! [`Handshake::check`], so a refused password reads the same everywhere:
@@ -118,10 +118,15 @@ impl Handshake {
         self.tls.is_some()
     }
 
-    /// For the pool's data nodes: `redis_auth`, `redis_db`; in a cluster pool, then
+    /// For the pool's data nodes: `redis_username`, `redis_auth`, `redis_db`; in a cluster
+    /// pool, then
     /// `READONLY`, so a replica answers reads of its slots instead of redirecting them.
     pub fn data(conf: &Pool) -> Handshake {
-        let mut h = Handshake::new(None, conf.redis_auth.as_deref(), conf.redis_db);
+        let mut h = Handshake::new(
+            conf.redis_username.as_deref(),
+            conf.redis_auth.as_deref(),
+            conf.redis_db,
+        );
         if conf.is_cluster() {
             let mut out = BytesMut::new();
             resp::encode::command(&mut out, &[&b"READONLY"[..]]);

@@ -47,6 +47,9 @@ families! {
     RELOAD_FAILURES = ("rampart_config_reload_failures_total", "counter", "Configuration reloads refused; the running configuration stayed.");
     ADMIN_AUTH_FAILURES = ("rampart_admin_auth_failures_total", "counter", "Changing admin calls refused because they lacked the admin token or carried a wrong one.");
     ADMIN_TOKEN_RELOAD_FAILURES = ("rampart_admin_token_reload_failures_total", "counter", "Reloads that could not read a usable token from the admin token file; the previous token stayed.");
+    AUTH_FAILURES = ("rampart_auth_failures_total", "counter", "AUTH (and HELLO ... AUTH) commands refused, all pools; each is also logged with the user name and the client's address.");
+    AUTH_DELAYED = ("rampart_auth_delayed_total", "counter", "AUTH commands held back by the failed-AUTH back-off of their client's address.");
+    AUTH_EVICTED = ("rampart_auth_backoff_evicted_total", "counter", "Addresses dropped from the failed-AUTH back-off table because it was full (10,000 addresses).");
     HELD_WRITES = ("rampart_held_writes_total", "counter", "Writes that waited in a failover hold because their shard had no primary.");
     HELD_RELEASED = ("rampart_held_writes_released_total", "counter", "Held writes sent to a primary once there was one.");
     HELD_FAILED = ("rampart_held_writes_failed_total", "counter", "Held writes answered with an error (failover_hold or its byte bound passed, or the shard was down).");
@@ -234,6 +237,9 @@ fn process(o: &mut Out, shared: &Shared) {
         ),
         (&ADMIN_AUTH_FAILURES, super::token::stats().0 as i64),
         (&ADMIN_TOKEN_RELOAD_FAILURES, super::token::stats().1 as i64),
+        (&AUTH_FAILURES, crate::session::backoff::failures() as i64),
+        (&AUTH_DELAYED, crate::session::backoff::delayed() as i64),
+        (&AUTH_EVICTED, crate::session::backoff::evicted() as i64),
     ] {
         o.head(f);
         o.sample(f.name, &[], v as f64);

@@ -37,6 +37,7 @@ pub fn check_new(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) {
             o.conf.name == p.conf.name
                 && !o.conf.admin_broadcast
                 && o.conf.redis_auth == p.conf.redis_auth
+                && o.conf.redis_username == p.conf.redis_username
                 && o.conf.redis_db == p.conf.redis_db
         });
         if !seen {

@@ -50,6 +50,8 @@ pub struct Entry {
     flags: AtomicU8,
     /// `CLIENT SETNAME` value (changed rarely; read by `CLIENT LIST`).
     name: Mutex<Option<Vec<u8>>>,
+    /// The user the client authenticated as at the proxy (`None`: `default`).
+    user: Mutex<Option<String>>,
     /// Set by `CLIENT KILL`; the session closes once it sees it.
     killed: AtomicBool,
     /// Wakes the session after `killed` is set.
@@ -126,6 +128,7 @@ pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool)
         cmd: AtomicU32::new(u32::MAX),
         flags: AtomicU8::new(0),
         name: Mutex::new(None),
+        user: Mutex::new(None),
         killed: AtomicBool::new(false),
         kill: Notify::new(),
         blocked_on: Mutex::new(Vec::new()),
@@ -196,6 +199,23 @@ impl Entry {
             .lock()
             .map(|b| b.clone())
             .unwrap_or_default()
+    }
+
+    /// Set the user the client is at the proxy (`CLIENT LIST`'s `user=`, `CLIENT KILL USER`);
+    /// called when it changes (AUTH, RESET, a reload).
+    pub fn set_user(&self, user: Option<String>) {
+        if let Ok(mut u) = self.user.lock() {
+            *u = user;
+        }
+    }
+
+    /// The user the client is at the proxy (`default` when none).
+    pub fn user(&self) -> String {
+        self.user
+            .lock()
+            .ok()
+            .and_then(|u| u.clone())
+            .unwrap_or_else(|| "default".into())
     }
 
     /// Ask the session to close (it does at its next turn, on whichever worker it runs).

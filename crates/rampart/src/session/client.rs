@@ -63,6 +63,9 @@ pub async fn serve(
         local,
     );
     ctx.client.entry = Some(Arc::clone(registered.entry()));
+    if let Some(u) = &ctx.client.user {
+        registered.entry().set_user(Some(u.name.clone()));
+    }
     let end = run(&worker, &mut ctx, &stream).await;
     ctx.blocked.leave("the client left");
     ctx.leave_pubsub();
@@ -157,11 +160,13 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
             };
         }
         let held = ctx.client.held;
+        let auth_held = ctx.client.auth_held;
         // A blocked client is still read (its requests wait in the buffer, bounded by
         // client_input_max), so its leaving is seen at once.
         let can_read = !ctx.client.closing
             && !eof
             && held.is_none()
+            && auth_held.is_none()
             && (ctx.can_dispatch() || ctx.blocked.is_running())
             && (pending.held() as u64) < limits.client_output_soft;
         // MONITOR lines go between replies, never among them.
@@ -205,6 +210,10 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
             _ = &mut kill => return End::Eof,
             _ = crate::session::pause::wait(ctx.pool.rt.index, held.unwrap_or_else(std::time::Instant::now)), if held.is_some() => {
                 ctx.client.held = None;
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(auth_held.unwrap_or_else(std::time::Instant::now))), if auth_held.is_some() => {
+                ctx.client.auth_held = None;
+                ctx.client.auth_waited = true;
             }
             line = next_line(&mut monitor), if watching => match line {
                 Some(l) => {
@@ -390,8 +399,43 @@ fn held_by_pause(ctx: &mut Session, argv: &[&[u8]]) -> bool {
     if !crate::session::pause::active(pool) || argv.is_empty() {
         return false;
     }
-    ctx.client.held = crate::session::pause::holds(pool, rampart_commands::lookup(argv[0]), argv);
+    // A renamed command is paused as the command it is.
+    let cmd = match ctx.pool.rt.policy.lookup(argv[0]) {
+        crate::topology::policy::Named::Table(c) => c,
+        crate::topology::policy::Named::Renamed(c) => Some(c),
+    };
+    ctx.client.held = crate::session::pause::holds(pool, cmd, argv);
     ctx.client.held.is_some()
+}
+
+/// Whether the failed-AUTH back-off holds this request: an `AUTH` (or `HELLO ... AUTH`)
+/// from an address with recent failures stays unparsed in the session's buffer until its
+/// wait is over (`session::backoff`), and the session reads nothing meanwhile.
+fn held_by_backoff(ctx: &mut Session, argv: &[&[u8]]) -> bool {
+    let auth = match argv {
+        [c, ..] if c.eq_ignore_ascii_case(b"auth") => true,
+        [c, rest @ ..] if c.eq_ignore_ascii_case(b"hello") => {
+            rest.iter().any(|a| a.eq_ignore_ascii_case(b"auth"))
+        }
+        _ => false,
+    };
+    if !auth {
+        return false;
+    }
+    if ctx.client.auth_held.is_some() {
+        return true;
+    }
+    if std::mem::take(&mut ctx.client.auth_waited) {
+        return false;
+    }
+    let ip = crate::session::backoff::ip_of(&ctx.client.addr);
+    match crate::session::backoff::delay(ip) {
+        Some(d) => {
+            ctx.client.auth_held = Some(std::time::Instant::now() + d);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Dispatch every complete request at the front of `buf`; returns the bytes consumed.
@@ -406,7 +450,7 @@ fn dispatch(ctx: &mut Session, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
             Ok(Some(Request::Multibulk { len, args })) => {
                 argv.clear();
                 argv.extend(args.iter().map(|r| &buf[off + r.start..off + r.end]));
-                if held_by_pause(ctx, &argv) {
+                if held_by_pause(ctx, &argv) || held_by_backoff(ctx, &argv) {
                     break;
                 }
                 if !argv.is_empty() && !ctx.handle(&argv, Some(&buf[off..off + len])) {
@@ -417,7 +461,7 @@ fn dispatch(ctx: &mut Session, dec: &mut RequestDecoder, buf: &[u8]) -> usize {
             }
             Ok(Some(Request::Inline { len, args })) => {
                 let inline: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-                if held_by_pause(ctx, &inline) {
+                if held_by_pause(ctx, &inline) || held_by_backoff(ctx, &inline) {
                     break;
                 }
                 if !inline.is_empty() && !ctx.handle(&inline, None) {

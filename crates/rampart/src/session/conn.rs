@@ -1,12 +1,14 @@
 //! Commands about the client connection itself, answered by rampart for its own clients in
 //! Redis' formats: `CLIENT LIST`, `CLIENT INFO`, `CLIENT KILL`, `CLIENT REPLY`,
-//! `CLIENT NO-EVICT`, `CLIENT NO-TOUCH`, `CLIENT PAUSE`, `CLIENT UNPAUSE`, `TIME` and
-//! `MONITOR`.
+//! `CLIENT NO-EVICT`, `CLIENT NO-TOUCH`, `CLIENT PAUSE`, `CLIENT UNPAUSE`, `CLIENT UNBLOCK`,
+//! `TIME` and `MONITOR`.
 //!
 //! `CLIENT LIST` and `CLIENT KILL` see the sessions of the caller's pool on every worker
 //! (through [`crate::observe::clients`]); `CLIENT PAUSE` holds that pool's sessions
-//! ([`crate::session::pause`]). `CLIENT KILL`, `CLIENT PAUSE`, `CLIENT UNPAUSE` and `MONITOR`
-//! are accepted only from clients on loopback or a unix socket ([`NOPERM`] otherwise).
+//! ([`crate::session::pause`]). `CLIENT KILL`, `CLIENT PAUSE`, `CLIENT UNPAUSE`,
+//! `CLIENT UNBLOCK` and `MONITOR` are accepted, in a pool without users, only from clients on loopback or a unix socket
+//! ([`NOPERM`] otherwise); in a pool with users, the user's rules decide (they are `@admin`
+//! commands, so `+@admin` allows them).
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,7 +47,7 @@ pub fn client(ctx: &mut Local<'_>, sub: &[u8], argv: &[&[u8]], out: &mut BytesMu
         }
         b"pause" if argv.len() == 3 || argv.len() == 4 => client_pause(ctx, argv, out),
         b"unpause" if argv.len() == 2 => {
-            if !ctx.client.local {
+            if !ctx.client.may_operate() {
                 encode::error(out, NOPERM);
             } else {
                 pause::unpause(ctx.pool.index);
@@ -77,7 +79,7 @@ const UNBLOCK_POLL: Duration = Duration::from_millis(1);
 /// A target still opening its connection is waited for, at most the pool `timeout`.
 pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let mut out = BytesMut::new();
-    if !ctx.client.local {
+    if !ctx.client.may_operate() {
         encode::error(&mut out, NOPERM);
         return Answer::Reply(out);
     }
@@ -177,7 +179,7 @@ pub fn time(out: &mut BytesMut) {
 /// `MONITOR`: `+OK`, then every command passing through rampart (see
 /// [`crate::observe::monitor`]). A session that monitors already gets no reply, as in Redis.
 pub fn monitor(ctx: &mut Local<'_>, out: &mut BytesMut) {
-    if !ctx.client.local {
+    if !ctx.client.may_operate() {
         return encode::error(out, NOPERM);
     }
     if ctx.client.monitoring {
@@ -219,7 +221,7 @@ fn write_line(t: &mut String, s: &Seen) {
     };
     let _ = writeln!(
         t,
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} pool={}",
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} pool={}",
         e.id,
         e.addr,
         e.laddr,
@@ -229,6 +231,7 @@ fn write_line(t: &mut String, s: &Seen) {
         flags,
         multi,
         s.cmd,
+        e.user(),
         if s.flags & clients::FLAG_RESP3 != 0 { 3 } else { 2 },
         e.pool,
     );
@@ -289,6 +292,8 @@ struct Filter {
     addr: Option<Vec<u8>>,
     laddr: Option<Vec<u8>>,
     max_age: Option<u64>,
+    /// `USER`: the user the client is at the proxy.
+    user: Option<Vec<u8>>,
     /// A `TYPE` other than `normal`, or a user that does not match: nothing is killed.
     none: bool,
     skip_me: bool,
@@ -298,7 +303,7 @@ struct Filter {
 /// `CLIENT KILL <filter> <value> ...` with `ID`, `ADDR`, `LADDR`, `USER`, `TYPE`, `SKIPME`
 /// and `MAXAGE` (the number of clients killed). Only the sessions of the caller's pool.
 fn kill(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
-    if !ctx.client.local {
+    if !ctx.client.may_operate() {
         return encode::error(out, NOPERM);
     }
     if argv.len() == 3 {
@@ -335,7 +340,10 @@ fn kill(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
                     )
                 }
             },
-            b"user" if v == b"default" => {}
+            b"user" if ctx.pool.conf.users.iter().any(|u| u.name.as_bytes() == v) => {
+                f.user = Some(v.to_vec())
+            }
+            b"user" if ctx.pool.conf.users.is_empty() && v == b"default" => {}
             b"user" => {
                 return encode::error(out, &format!("ERR No such user '{}'", sanitize(v, 64)))
             }
@@ -370,6 +378,7 @@ fn kill_matching(ctx: &mut Local<'_>, f: &Filter) -> usize {
             || f.addr.as_deref().is_some_and(|a| a != e.addr.as_bytes())
             || f.laddr.as_deref().is_some_and(|a| a != e.laddr.as_bytes())
             || f.max_age.is_some_and(|age| e.age() <= age)
+            || f.user.as_deref().is_some_and(|u| u != e.user().as_bytes())
             || (f.skip_me && e.id == me)
         {
             continue;
@@ -403,7 +412,7 @@ fn reply(ctx: &mut Local<'_>, v: &[u8], out: &mut BytesMut) {
 
 /// `CLIENT PAUSE <milliseconds> [WRITE|ALL]`.
 fn client_pause(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
-    if !ctx.client.local {
+    if !ctx.client.may_operate() {
         return encode::error(out, NOPERM);
     }
     let ms = match parse_i64(argv[2]) {
@@ -460,6 +469,9 @@ mod tests {
             monitoring: false,
             monitor: None,
             held: None,
+            user: None,
+            auth_held: None,
+            auth_waited: false,
         };
         let mut l = Local {
             client: &mut client,

@@ -24,6 +24,7 @@ use crate::session::pubsub::{self, Subscriptions};
 use crate::session::transaction::{self, Transaction};
 use crate::session::watch::{self, Watch};
 use crate::text::sanitize;
+use crate::topology::policy::Named;
 use crate::topology::Mode;
 use crate::upstream::pool::WorkerPool;
 use crate::upstream::route::{self, Access};
@@ -99,12 +100,14 @@ pub struct Session {
     watch: Option<Rc<Watch>>,
     /// The session's Pub/Sub subscriptions (see `session::pubsub`).
     pub subs: Subscriptions,
+    /// Keys of the current request and their access, for the ACL check (reused).
+    acl_keys: Vec<(usize, rampart_commands::KeyFlags)>,
 }
 
 impl Session {
     /// State for a new session.
     pub fn new(worker: Rc<Worker>, pool: Rc<WorkerPool>, pending: Rc<Pending>, id: u64) -> Self {
-        let authed = pool.rt.conf.redis_auth.is_none();
+        let (authed, user) = crate::session::acl::initial(&pool.rt.conf);
         let generation = worker.generation();
         Session {
             client: ClientState {
@@ -121,6 +124,9 @@ impl Session {
                 monitoring: false,
                 monitor: None,
                 held: None,
+                user,
+                auth_held: None,
+                auth_waited: false,
             },
             worker,
             pool,
@@ -143,6 +149,7 @@ impl Session {
             txn: None,
             watch: None,
             subs: Subscriptions::default(),
+            acl_keys: Vec::new(),
         }
     }
 
@@ -175,7 +182,10 @@ impl Session {
         if self.generation != self.worker.generation() {
             self.generation = self.worker.generation();
             match self.worker.pool(&self.pool.rt.conf.name) {
-                Some(p) => self.pool = p,
+                Some(p) => {
+                    self.pool = p;
+                    self.follow_users();
+                }
                 // The pool left the configuration: finish what is in flight, then close.
                 None => self.client.closing = true,
             }
@@ -184,6 +194,40 @@ impl Session {
         self.deadline = self.now + self.pool.rt.timeout();
         if let Some(e) = &self.client.entry {
             e.touch(self.now.into_std());
+        }
+    }
+
+    /// After a reload: the client's user takes its new rules; a client whose user was
+    /// removed, or that is nobody in a pool that now has users, is closed (as Redis closes
+    /// the clients of a deleted user).
+    fn follow_users(&mut self) {
+        let users = &self.pool.rt.conf.users;
+        if users.is_empty() {
+            self.client.user = None;
+            return;
+        }
+        let name = self
+            .client
+            .user
+            .as_ref()
+            .map_or("default", |u| u.name.as_str());
+        match users.iter().find(|u| u.name == name) {
+            Some(u) if self.client.authed => {
+                self.client.user = Some(std::sync::Arc::clone(u));
+                if let Some(e) = &self.client.entry {
+                    e.set_user(Some(u.name.clone()));
+                }
+            }
+            Some(_) => {}
+            None if !self.client.authed => {}
+            None => {
+                tracing::info!(
+                    client = self.client.id,
+                    user = name,
+                    "closing client: its user is no longer in the configuration"
+                );
+                self.client.closing = true;
+            }
         }
     }
 
@@ -202,6 +246,7 @@ impl Session {
     /// Run a local answer on the narrow view of the session it may use, then carry it out.
     fn local(&mut self, f: impl FnOnce(&mut Local<'_>) -> Answer) {
         let name_was = self.client.name.as_ref().map(|n| (n.as_ptr(), n.len()));
+        let user_was = self.client.user.as_ref().map(std::sync::Arc::as_ptr);
         let mut l = Local {
             client: &mut self.client,
             pool: &self.pool.rt,
@@ -216,6 +261,12 @@ impl Session {
         if self.client.name.as_ref().map(|n| (n.as_ptr(), n.len())) != name_was {
             if let Some(e) = &self.client.entry {
                 e.set_name(self.client.name.clone());
+            }
+        }
+        // AUTH, HELLO and RESET change the user.
+        if self.client.user.as_ref().map(std::sync::Arc::as_ptr) != user_was {
+            if let Some(e) = &self.client.entry {
+                e.set_user(self.client.user.as_ref().map(|u| u.name.clone()));
             }
         }
         match answer {
@@ -233,7 +284,23 @@ impl Session {
     /// command that must wait for the replies to the session's earlier requests (the caller
     /// keeps it and offers it again once they are out).
     pub fn handle(&mut self, argv: &[&[u8]], raw: Option<&[u8]>) -> bool {
-        let found = rampart_commands::lookup(argv[0]);
+        match self.pool.rt.policy.lookup(argv[0]) {
+            Named::Table(found) => self.handle_found(found, argv, raw),
+            // A renamed command travels under its real name.
+            Named::Renamed(cmd) => {
+                let mut real: Vec<&[u8]> = argv.to_vec();
+                real[0] = cmd.name.as_bytes();
+                self.handle_found(Some(cmd), &real, None)
+            }
+        }
+    }
+
+    fn handle_found(
+        &mut self,
+        found: Option<&'static Command>,
+        argv: &[&[u8]],
+        raw: Option<&[u8]>,
+    ) -> bool {
         if let Some(c) = found {
             if c.flags.contains(Flags::BLOCKING) && self.pending.outstanding() > 0 && c.blocks(argv)
             {
@@ -301,6 +368,7 @@ impl Session {
             if self.txn.is_some() {
                 return self.refuse(None, "ERR rampart: 'rampart' is answered by rampart itself and cannot be part of a transaction");
             }
+
             return self.local(|l| local::rampart(l, argv));
         }
         let Some(mut cmd) = found else {
@@ -324,6 +392,10 @@ impl Session {
                 }
             }
         }
+        // deny_commands: answered as a command Redis does not know.
+        if self.pool.rt.policy.denied(cmd) {
+            return self.refuse(Some(cmd), &unknown_command(argv));
+        }
         if !cmd.check_arity(argv.len()) {
             return self.refuse(
                 Some(cmd),
@@ -333,6 +405,17 @@ impl Session {
         // As in Redis: only commands flagged `no_auth` (AUTH, HELLO, QUIT, RESET) before AUTH.
         if !self.client.authed && !cmd.flags.contains(Flags::NO_AUTH) {
             return self.reply_error(NOAUTH);
+        }
+        // The user's rules, as Redis checks them: after `no_multi` inside MULTI (the queue
+        // refuses those), before anything else. A refusal inside MULTI aborts EXEC.
+        if let Some(u) = &self.client.user {
+            let no_multi = self.txn.is_some() && cmd.flags.contains(Flags::NO_MULTI);
+            if !(u.rules.unrestricted() || no_multi) {
+                if let Err(d) = u.rules.check(cmd, argv, &mut self.acl_keys) {
+                    let e = crate::session::acl::noperm(cmd, d);
+                    return self.refuse(Some(cmd), &e);
+                }
+            }
         }
         // RESP2 subscribed mode: only the (un)subscribe commands, PING, QUIT and RESET.
         if let Some(e) = pubsub::refusal(&self.subs, self.client.resp3, cmd) {
@@ -362,6 +445,13 @@ impl Session {
             _ if self.txn.is_some() => return self.queue(cmd, argv, raw),
             _ => {}
         }
+        // ACL is answered from the pool's users; it never reaches a server.
+        if cmd.name.starts_with("acl|") {
+            return self.local(|l| crate::session::acl::answer(l, cmd, argv));
+        }
+        if let Some(e) = self.dangerous(cmd) {
+            return self.reply_error(&e);
+        }
         if cmd.name.starts_with("slowlog") {
             let mut out = BytesMut::new();
             crate::observe::slowlog::command(argv, &mut out);
@@ -389,22 +479,59 @@ impl Session {
             Route::Keys => self.forward_keys(cmd, argv, raw),
             Route::FanOut(m) => self.fan_out(cmd, m, argv, raw),
             Route::AllShards(m) => self.all_shards(m, argv, raw),
-            Route::Admin(m) if self.pool.rt.conf.admin_broadcast => {
+            Route::Admin(m)
+                if self.pool.rt.conf.admin_broadcast || self.pool.rt.policy.allowed(cmd) =>
+            {
                 if let Some(e) = config_set_refused(cmd, argv) {
                     return self.reply_error(&e);
                 }
                 self.all_shards(m, argv, raw)
             }
             Route::Admin(_) => self.reply_error(&format!(
-                "ERR '{}' changes every shard and is disabled in pool '{}'; set admin_broadcast: true to allow it",
-                cmd.name, self.pool.rt.conf.name
+                "ERR '{}' changes every shard and is disabled in pool '{}'; set admin_broadcast: true to allow it{}",
+                cmd.name,
+                self.pool.rt.conf.name,
+                if rampart_config::is_dangerous(cmd.name) {
+                    " (or list it in allow_commands)"
+                } else {
+                    ""
+                }
             )),
+            // A command refused by default that allow_commands lists: to the shard of its
+            // keys (MIGRATE), else to every shard, all of which must answer the same.
+            Route::Unsupported(_) if self.pool.rt.policy.allowed(cmd) => {
+                if cmd.keys.is_empty() {
+                    self.all_shards(Merge::Same, argv, raw)
+                } else {
+                    self.forward_keys(cmd, argv, raw)
+                }
+            }
             Route::PubSub => {}
             Route::Unsupported(why) => self.reply_error(&format!(
                 "ERR '{}' is not supported by rampart: {why}",
                 cmd.name
             )),
         }
+    }
+
+    /// The refusal of a command that changes a whole server (`rampart_config::DANGEROUS`),
+    /// unless the pool's `allow_commands` lists it. Those rampart sends to every shard
+    /// (CONFIG SET, REWRITE, RESETSTAT) are also allowed by `admin_broadcast: true`, as
+    /// before.
+    fn dangerous(&self, cmd: &Command) -> Option<String> {
+        // Every such command but those sent to every shard is one rampart cannot route.
+        if !matches!(cmd.route, Route::Unsupported(_)) {
+            return None;
+        }
+        let rt = &self.pool.rt;
+        if !rt.policy.refused(cmd) {
+            return None;
+        }
+        Some(format!(
+            "ERR rampart: '{}' changes a whole server and is refused in pool '{}'; list it in allow_commands to allow it",
+            cmd.name.replace('|', " "),
+            rt.conf.name
+        ))
     }
 
     fn reads_only(&self, cmd: &Command) -> String {
@@ -462,7 +589,11 @@ impl Session {
     /// will answer EXECABORT).
     fn queue(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
         let rt = &self.pool.rt;
-        if let Err(e) = transaction::admit(cmd, rt.shards.len() == 1, rt.conf.admin_broadcast) {
+        let broadcast = rt.conf.admin_broadcast || rt.policy.allowed(cmd);
+        if let Err(e) = transaction::admit(cmd, rt.shards.len() == 1, broadcast) {
+            return self.refuse(Some(cmd), &e);
+        }
+        if let Some(e) = self.dangerous(cmd) {
             return self.refuse(Some(cmd), &e);
         }
         if let Some(e) = config_set_refused(cmd, argv) {

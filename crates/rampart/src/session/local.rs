@@ -50,6 +50,34 @@ pub struct ClientState {
     pub monitor: Option<crate::observe::monitor::Monitor>,
     /// The next request waits for `CLIENT PAUSE` to end, until this time at the latest.
     pub held: Option<std::time::Instant>,
+    /// In a pool with `users:`, the user the client is (`None` until it authenticates, or
+    /// always in a pool without users).
+    pub user: Option<Arc<rampart_config::User>>,
+    /// The next request is an `AUTH` held back by the failed-AUTH back-off until this time
+    /// (`session::backoff`).
+    pub auth_held: Option<std::time::Instant>,
+    /// The `AUTH` at the front of the buffer waited out its back-off: it runs now.
+    pub auth_waited: bool,
+}
+
+impl ClientState {
+    /// Whether the client may run operator commands (`CLIENT KILL`, `CLIENT PAUSE`,
+    /// `CLIENT UNPAUSE`, `MONITOR`): in a pool with users, whenever its rules allowed the
+    /// command (checked before it got here); in a pool without users, only from loopback or
+    /// a unix socket.
+    pub fn may_operate(&self) -> bool {
+        self.user.is_some() || self.local
+    }
+
+    /// Whether the client may run `RAMPART SWITCHOVER`: in a pool with users, a user whose
+    /// rules allow every `@admin` command; in a pool without users, a client on loopback or a
+    /// unix socket.
+    pub fn is_operator(&self) -> bool {
+        match &self.user {
+            Some(u) => u.rules.is_admin(),
+            None => self.local,
+        }
+    }
 }
 
 /// The narrow view of a session that a local answer may use.
@@ -103,7 +131,7 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
             if let Some(e) = &ctx.client.entry {
                 e.set_flag(crate::observe::clients::FLAG_RESP3, false);
             }
-            ctx.client.authed = ctx.pool.conf.redis_auth.is_none();
+            (ctx.client.authed, ctx.client.user) = crate::session::acl::initial(&ctx.pool.conf);
             // Replies back on, out of MONITOR mode.
             ctx.client.reply_off = false;
             ctx.client.skip_next = false;
@@ -157,12 +185,22 @@ fn select(ctx: &Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
 
 /// AUTH as Redis answers it with one user, `default`: its password is the pool's
 /// `redis_auth`; without one, `default` has no password and takes any.
+///
+/// In a pool with `users:`, the user named (or `default`) and its password
+/// (`session::acl::auth`). Every failure is counted and logged (user name and address, never
+/// the password) and feeds the back-off of `session::backoff`.
 fn auth(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     let (user, given) = match argv {
         [_, p] => (None, *p),
         [_, u, p] => (Some(*u), *p),
         _ => return encode::error(out, "ERR syntax error"),
     };
+    if !ctx.pool.conf.users.is_empty() {
+        if !crate::session::acl::auth(ctx, user, given, out) {
+            auth_failed(ctx, user);
+        }
+        return;
+    }
     let pass = ctx.pool.conf.redis_auth.as_deref();
     let ok = match (user, pass) {
         (None, None) => {
@@ -176,11 +214,20 @@ fn auth(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
         ctx.client.authed = true;
         encode::simple(out, b"OK");
     } else {
-        encode::error(
-            out,
-            "WRONGPASS invalid username-password pair or user is disabled.",
-        );
+        auth_failed(ctx, user);
+        encode::error(out, crate::session::acl::WRONGPASS);
     }
+}
+
+/// Counts, logs and remembers (for the back-off) a failed `AUTH`.
+fn auth_failed(ctx: &Local<'_>, user: Option<&[u8]>) {
+    crate::session::backoff::failed(crate::session::backoff::ip_of(&ctx.client.addr));
+    tracing::warn!(
+        pool = %ctx.pool.conf.name,
+        client = %ctx.client.addr,
+        user = %sanitize(user.unwrap_or(b"default"), 64),
+        "AUTH failed"
+    );
 }
 
 /// HELLO `[protover [AUTH username password] [SETNAME name]]`, answered as Redis 7 answers
@@ -498,9 +545,11 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     if has("stats") {
         let _ = write!(
             t,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nauth_failures:{}\r\nauth_delayed:{}\r\n\r\n",
             m.global_sum(|w| &w.total_connections),
-            m.global_sum(|w| &w.commands)
+            m.global_sum(|w| &w.commands),
+            crate::session::backoff::failures(),
+            crate::session::backoff::delayed(),
         );
     }
     if has("replication") {
@@ -805,7 +854,8 @@ const RAMPART_HELP: [&str; 3] = [
 ///   (integer), `write` and `read` (`"<address> <role>"`, or nil when no node serves it).
 /// - `RAMPART SWITCHOVER <shard> [<replica>]`: a planned switchover of one shard of the
 ///   client's pool (see [`crate::ha::switchover`]); the reply comes when it is done. Accepted
-///   only from clients on loopback or a unix socket.
+///   only from an operator ([`ClientState::is_operator`]: in a pool with users, an admin
+///   user; otherwise a client on loopback or a unix socket).
 /// - `RAMPART HELP`.
 pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let sub = argv
@@ -822,8 +872,13 @@ pub fn rampart(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         }
         b"keyshard" if argv.len() == 3 => keyshard(ctx, argv[2], &mut out),
         b"switchover" if argv.len() == 3 || argv.len() == 4 => {
-            if !ctx.client.local {
-                encode::error(&mut out, "ERR rampart: admin commands are accepted only from clients on loopback or a unix socket");
+            if !ctx.client.is_operator() {
+                let e = if ctx.client.user.is_some() {
+                    "NOPERM this user has no permissions to run the 'rampart|switchover' command (RAMPART SWITCHOVER is for users whose rules allow +@admin)"
+                } else {
+                    "ERR rampart: admin commands are accepted only from clients on loopback or a unix socket"
+                };
+                encode::error(&mut out, e);
                 return Answer::Reply(out);
             }
             let name = String::from_utf8_lossy(argv[2]).into_owned();

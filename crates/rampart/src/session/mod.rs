@@ -5,9 +5,12 @@
 //! transaction queued between MULTI and EXEC ([`transaction`]), WATCH on a connection of its
 //! own ([`watch`]), blocking commands on connections of their own ([`blocking`]), how both
 //! reach the shard's primary, waiting through a failover ([`primary`]), and a session's
-//! subscriptions and the Pub/Sub commands ([`pubsub`]), and the CLUSTER commands, as a
-//! server without cluster support or as the pool's cluster view ([`clusterview`]).
+//! subscriptions and the Pub/Sub commands ([`pubsub`]), the CLUSTER commands, as a server
+//! without cluster support or as the pool's cluster view ([`clusterview`]), users at the
+//! proxy and the ACL command ([`acl`]), and the failed-AUTH back-off ([`backoff`]).
 
+pub mod acl;
+pub mod backoff;
 pub mod blocking;
 pub mod client;
 pub mod clusterview;

@@ -7,10 +7,12 @@
 //! - [`circuit`]: a shard's circuit in a cache pool that fails open.
 //! - [`shared`]: the published pools and the rest of the process-wide state.
 //! - [`snapshot`]: one snapshot of every pool, shard and node that every report renders.
+//! - [`policy`]: a pool's command policy (denied, renamed, allowed commands).
 
 pub mod circuit;
 pub mod cluster;
 pub mod node;
+pub mod policy;
 pub mod pool;
 pub mod shared;
 pub mod snapshot;

@@ -268,6 +268,9 @@ pub struct PoolRt {
     /// A cluster pool's slot map and follower state (`cluster:` pools only); keys are
     /// placed by it instead of the ring.
     pub cluster: Option<crate::topology::cluster::ClusterRt>,
+    /// Commands denied, renamed and allowed (`deny_commands`, `rename_commands`,
+    /// `allow_commands`).
+    pub policy: crate::topology::policy::Policy,
     points: Vec<ServerPoint>,
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
@@ -442,6 +445,7 @@ impl PoolRt {
             handshake: Arc::new(Handshake::data(&conf)),
             sentinel_handshake: Handshake::sentinel(&conf),
             tls: crate::tls::PoolTls::default(),
+            policy: crate::topology::policy::Policy::new(&conf.commands),
             conf,
             shards,
             checked,
@@ -600,6 +604,7 @@ impl PoolRt {
     pub fn same_connections(&self, other: &PoolRt) -> bool {
         let (a, b) = (&self.conf, &other.conf);
         a.redis_auth == b.redis_auth
+            && a.redis_username == b.redis_username
             && a.redis_db == b.redis_db
             && a.tcpkeepalive == b.tcpkeepalive
             && a.server_connections == b.server_connections
@@ -616,6 +621,7 @@ impl PoolRt {
             && a.max_replica_lag == b.max_replica_lag
             && a.max_stale == b.max_stale
             && a.redis_auth == b.redis_auth
+            && a.redis_username == b.redis_username
             && a.redis_db == b.redis_db
             && self.tls.client_digest() == other.tls.client_digest()
     }

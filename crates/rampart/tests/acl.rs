@@ -1,0 +1,807 @@
+//! Users and ACLs at the proxy, and the command policy, against real redis-servers: AUTH,
+//! HELLO AUTH and redis-cli's `--user`, the user's rules per command (keys by access,
+//! channels, MULTI), the ACL command, the failed-AUTH back-off, denied, renamed and
+//! dangerous commands, and who may run operator commands. The backends have a password of
+//! their own (`redis_auth`) that no proxy user knows.
+
+mod common;
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{assert_err_contains, raw_exchange, Setup};
+use rampart_commands::acl::hex;
+use testkit::{wait_until, Client, RedisServer, Reply};
+
+const BACKEND_PW: &str = "backend-pw-9f3";
+const APP_PW: &str = "app-pw-1";
+const OPS_PW: &str = "ops-pw-2";
+const NOPERM_KEY: &str =
+    "NOPERM this user has no permissions to access one of the keys used as arguments";
+const NOPERM_CHANNEL: &str =
+    "NOPERM this user has no permissions to access one of the channels used as arguments";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+fn hash(pw: &str) -> String {
+    hex(&rampart_config::sha256(pw.as_bytes()))
+}
+
+/// The `users:` value: `default` (password `default-pw`, reads and ACL WHOAMI), `app` (cache keys and
+/// chan channels), `ops` (everything), `gone` (off).
+fn users() -> String {
+    format!(
+        "\n    - name: default\n      password_sha256: {}\n      rules: on +@read +acl|whoami ~*\n    - name: app\n      password_sha256: {}\n      rules: on +@read +@write +@pubsub +@transaction -@dangerous +acl|whoami ~cache:* &chan:*\n    - name: ops\n      password_env: ACL_TEST_OPS_PW\n      rules: on +@all ~* &*\n    - name: gone\n      nopass: true\n      rules: off +@all ~*\n",
+        hash("default-pw"),
+        hash(APP_PW)
+    )
+}
+
+/// Two shards with a backend password, and the users above.
+fn start() -> common::Env {
+    Setup::new(2)
+        .password(BACKEND_PW)
+        .option("users", users())
+        .env("ACL_TEST_OPS_PW", OPS_PW)
+        .env("RAMPART_LOG", "info")
+        .start()
+}
+
+fn login(env: &common::Env, user: &str, pw: &str) -> Client {
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["AUTH", user, pw]), Reply::ok(), "AUTH {user}");
+    c
+}
+
+fn err(text: &str) -> Reply {
+    Reply::Error(text.to_string())
+}
+
+#[test]
+fn users_authenticate_with_redis_replies_and_the_backend_password_is_not_one() {
+    let env = start();
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["GET", "k"]), err("NOAUTH Authentication required."));
+    // The backends' password is no user's password at the proxy.
+    assert_eq!(c.cmd(&["AUTH", BACKEND_PW]), err(WRONGPASS));
+    assert_eq!(c.cmd(&["AUTH", "app", "wrong"]), err(WRONGPASS));
+    assert_eq!(c.cmd(&["AUTH", "nosuch", APP_PW]), err(WRONGPASS));
+    assert_eq!(c.cmd(&["AUTH", "gone", "x"]), err(WRONGPASS), "an off user");
+    assert_eq!(c.cmd(&["GET", "k"]), err("NOAUTH Authentication required."));
+    // AUTH <password> is the default user.
+    assert_eq!(c.cmd(&["AUTH", "default-pw"]), Reply::ok());
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]), Reply::bulk("default"));
+    assert_eq!(c.cmd(&["AUTH", "app", APP_PW]), Reply::ok());
+    assert_eq!(c.cmd(&["ACL", "WHOAMI"]), Reply::bulk("app"));
+    assert_eq!(c.cmd(&["SET", "cache:a", "1"]), Reply::ok());
+    // RESET: nobody again.
+    assert_eq!(c.cmd(&["RESET"]), Reply::simple("RESET"));
+    assert_eq!(c.cmd(&["GET", "k"]), err("NOAUTH Authentication required."));
+    // HELLO with AUTH, in RESP2 and RESP3 (a map).
+    let mut h = env.client();
+    let r = h.cmd(&["HELLO", "2", "AUTH", "app", APP_PW]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(14), "{r:?}");
+    assert_eq!(h.cmd(&["ACL", "WHOAMI"]), Reply::bulk("app"));
+    let raw = raw_exchange(
+        &env.addr(),
+        format!("HELLO 3 AUTH ops {OPS_PW}\r\nACL WHOAMI\r\nQUIT\r\n").as_bytes(),
+    );
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("%7\r\n") && text.contains("$3\r\nops\r\n+OK\r\n"),
+        "{text}"
+    );
+    let bad = raw_exchange(&env.addr(), b"HELLO 3 AUTH app nope\r\nQUIT\r\n");
+    assert!(String::from_utf8_lossy(&bad).starts_with(&format!("-{WRONGPASS}\r\n")));
+    // The backends still see rampart's own password only.
+    assert_eq!(env.backend(0).cmd(&["PING"]), Reply::simple("PONG"));
+    // redis-cli with --user/--pass.
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &env.port.to_string(),
+            "--user",
+            "app",
+            "--pass",
+            APP_PW,
+        ])
+        .args(["--no-auth-warning", "GET", "cache:a"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &env.port.to_string(),
+            "--user",
+            "app",
+            "--pass",
+            APP_PW,
+        ])
+        .args(["--no-auth-warning", "GET", "secret:a"])
+        .output()
+        .expect("redis-cli");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOPERM"));
+}
+
+#[test]
+fn a_nopass_default_user_needs_no_auth_and_keeps_its_rules() {
+    let env = Setup::new(2)
+        .option(
+            "users",
+            "\n    - name: default\n      nopass: true\n      rules: on +@read +ping ~pub:*\n",
+        )
+        .start();
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
+    assert_eq!(c.cmd(&["GET", "pub:1"]), Reply::nil());
+    assert_eq!(c.cmd(&["GET", "priv:1"]), err(NOPERM_KEY));
+    assert_eq!(
+        c.cmd(&["SET", "pub:1", "x"]),
+        err("NOPERM this user has no permissions to run the 'set' command")
+    );
+    assert_eq!(
+        c.cmd(&["ACL", "WHOAMI"]),
+        err("NOPERM this user has no permissions to run the 'acl|whoami' command")
+    );
+}
+
+#[test]
+fn rules_are_checked_per_command_key_and_channel_across_shards() {
+    let env = start();
+    let mut app = login(&env, "app", APP_PW);
+    assert_eq!(app.cmd(&["SET", "cache:1", "a"]), Reply::ok());
+    assert_eq!(app.cmd(&["SET", "other", "a"]), err(NOPERM_KEY));
+    // Every key of a split command is checked; nothing runs when one is denied.
+    let keys: Vec<String> = (0..20).map(|i| format!("cache:{i}")).collect();
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.push(k.clone());
+        mset.push("v".into());
+    }
+    assert_eq!(app.cmd(&mset), Reply::ok());
+    let mut bad = mset.clone();
+    bad[1] = "cache:new".into();
+    bad.push("secret:1".into());
+    bad.push("v".into());
+    assert_eq!(app.cmd(&bad), err(NOPERM_KEY));
+    assert_eq!(
+        app.cmd(&["EXISTS", "cache:new"]),
+        Reply::Int(0),
+        "half applied"
+    );
+    let holders: Vec<usize> = keys.iter().map(|k| env.shard_holding(k)).collect();
+    assert!(
+        holders.contains(&0) && holders.contains(&1),
+        "keys on both shards"
+    );
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    assert_eq!(app.cmd(&mget).as_array().map(<[Reply]>::len), Some(20));
+    mget.push("secret:2".into());
+    assert_eq!(app.cmd(&mget), err(NOPERM_KEY));
+    assert_eq!(
+        app.cmd(&["FLUSHALL"]),
+        err("NOPERM this user has no permissions to run the 'flushall' command")
+    );
+    assert_eq!(
+        app.cmd(&["CONFIG", "GET", "maxmemory"]),
+        err("NOPERM this user has no permissions to run the 'config|get' command")
+    );
+    assert_eq!(
+        app.cmd(&["KEYS", "*"]),
+        err("NOPERM this user has no permissions to run the 'keys' command")
+    );
+    assert_eq!(app.cmd(&["PUBLISH", "chan:1", "m"]), Reply::Int(0));
+    assert_eq!(app.cmd(&["PUBLISH", "other", "m"]), err(NOPERM_CHANNEL));
+    // PSUBSCRIBE: the pattern must be an allowed pattern, literally (Redis 7.0).
+    let mut sub = login(&env, "app", APP_PW);
+    assert_eq!(sub.cmd(&["PSUBSCRIBE", "chan:1*"]), err(NOPERM_CHANNEL));
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "chan:1", "nope"]),
+        err(NOPERM_CHANNEL)
+    );
+    let r = sub.cmd(&["PSUBSCRIBE", "chan:*"]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    // A read-only default user: reads anywhere, no writes.
+    let mut d = login(&env, "default", "default-pw");
+    assert_eq!(d.cmd(&["GET", "cache:1"]), Reply::bulk("v"));
+    assert_eq!(
+        d.cmd(&["DEL", "cache:1"]),
+        err("NOPERM this user has no permissions to run the 'del' command")
+    );
+}
+
+#[test]
+fn a_denied_command_inside_multi_aborts_exec_and_nothing_is_applied() {
+    let env = start();
+    let mut app = login(&env, "app", APP_PW);
+    assert_eq!(app.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        app.cmd(&["SET", "cache:{t}1", "a"]),
+        Reply::simple("QUEUED")
+    );
+    assert_eq!(app.cmd(&["SET", "other{t}", "b"]), err(NOPERM_KEY));
+    assert_eq!(
+        app.cmd(&["FLUSHALL"]),
+        err("NOPERM this user has no permissions to run the 'flushall' command")
+    );
+    assert_eq!(
+        app.cmd(&["EXEC"]),
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    for i in 0..2 {
+        assert_eq!(env.backend(i).cmd(&["EXISTS", "cache:{t}1"]), Reply::Int(0));
+    }
+    assert_eq!(app.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        app.cmd(&["SET", "cache:{t}1", "a"]),
+        Reply::simple("QUEUED")
+    );
+    assert_eq!(app.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+}
+
+#[test]
+fn the_acl_command_answers_from_the_configuration_and_never_shows_a_password() {
+    let env = start();
+    let mut ops = login(&env, "ops", OPS_PW);
+    let cats = ops.cmd(&["ACL", "CAT"]);
+    assert_eq!(cats.as_array().map(<[Reply]>::len), Some(21));
+    let reads = ops.cmd(&["ACL", "CAT", "read"]);
+    let reads = reads.as_array().expect("array");
+    assert!(reads.contains(&Reply::bulk("get")) && !reads.contains(&Reply::bulk("set")));
+    assert_eq!(
+        ops.cmd(&["ACL", "CAT", "nosuch"]),
+        err("ERR Unknown category 'nosuch'")
+    );
+    let list = ops.cmd(&["ACL", "LIST"]);
+    let lines: Vec<String> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let app = lines
+        .iter()
+        .find(|l| l.starts_with("user app "))
+        .expect("app");
+    assert!(
+        app.starts_with(&format!(
+            "user app on #{} ~cache:* resetchannels &chan:* -@all +@read",
+            hash(APP_PW)
+        )),
+        "{app}"
+    );
+    let all = lines.join("\n");
+    for secret in [APP_PW, OPS_PW, "default-pw", BACKEND_PW] {
+        assert!(!all.contains(secret), "{secret} in ACL LIST");
+    }
+    assert!(
+        all.contains(&format!("user ops on #{} ~* &* +@all", hash(OPS_PW))),
+        "{all}"
+    );
+    let get = ops.cmd(&["ACL", "GETUSER", "app"]);
+    let fields = get.as_array().expect("array");
+    assert_eq!(fields.len(), 12);
+    assert_eq!(fields[0], Reply::bulk("flags"));
+    assert_eq!(fields[1], Reply::bulks(["on"]));
+    assert_eq!(fields[3], Reply::bulks([hash(APP_PW)]));
+    assert_eq!(fields[6], Reply::bulk("keys"));
+    assert_eq!(fields[7], Reply::bulk("~cache:*"));
+    assert_eq!(ops.cmd(&["ACL", "GETUSER", "nosuch"]), Reply::nil());
+    let raw = raw_exchange(
+        &env.addr(),
+        format!("HELLO 3 AUTH ops {OPS_PW}\r\nACL GETUSER gone\r\nQUIT\r\n").as_bytes(),
+    );
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains("%6\r\n$5\r\nflags\r\n~2\r\n$3\r\noff\r\n$6\r\nnopass\r\n"),
+        "{text}"
+    );
+    // Not an admin: NOPERM.
+    let mut app = login(&env, "app", APP_PW);
+    assert_err_contains(&app.cmd(&["ACL", "LIST"]), &["NOPERM", "acl|list"]);
+    // Users live in rampart's configuration; nothing reaches a server.
+    let before = env.backend(0).cmd(&["ACL", "LIST"]);
+    let r = ops.cmd(&["ACL", "SETUSER", "evil", "on", ">x", "+@all"]);
+    assert_err_contains(&r, &["configuration"]);
+    assert_err_contains(&ops.cmd(&["ACL", "DELUSER", "app"]), &["configuration"]);
+    assert_eq!(env.backend(0).cmd(&["ACL", "LIST"]), before);
+    assert_eq!(
+        ops.cmd(&["AUTH", "app", APP_PW]),
+        Reply::ok(),
+        "app still there"
+    );
+}
+
+/// Reads one reply line (`+OK`, `-ERR ...`) from a raw connection.
+fn line(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => out.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).trim_end().to_string()
+}
+
+/// A connection to `port` from the loopback address `from` (another client address).
+fn connect_from(from: &str, port: u16) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: SocketAddr = format!("{from}:0").parse().expect("addr");
+    sock.bind(&local.into()).expect("bind");
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    sock.connect(&to.into()).expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+fn auth_raw(s: &mut TcpStream, user: &str, pw: &str) -> (String, Duration) {
+    let t = Instant::now();
+    s.write_all(&testkit::encode_command(&["AUTH", user, pw]))
+        .expect("write");
+    let reply = line(s);
+    (reply, t.elapsed())
+}
+
+#[test]
+fn failed_auth_is_slowed_per_address_counted_and_logged_without_the_password() {
+    let env = start();
+    let mut bad = connect_from("127.0.0.1", env.port);
+    let mut took = Vec::new();
+    for i in 0..8 {
+        let (r, d) = auth_raw(&mut bad, "app", &format!("guess-{i}"));
+        assert_eq!(r, format!("-{WRONGPASS}"));
+        took.push(d);
+    }
+    // Five failures are free; then 100 ms, 200 ms, 400 ms before each check.
+    for d in &took[..5] {
+        assert!(*d < Duration::from_millis(90), "{took:?}");
+    }
+    assert!(took[5] >= Duration::from_millis(100), "{took:?}");
+    assert!(took[6] >= Duration::from_millis(200), "{took:?}");
+    assert!(took[7] >= Duration::from_millis(400), "{took:?}");
+    // The right password from the slowed address waits too (800 ms), then works.
+    let (r, d) = auth_raw(&mut bad, "app", APP_PW);
+    assert_eq!(r, "+OK");
+    assert!(d >= Duration::from_millis(800), "{d:?}");
+    // Another address is not slowed, while the first one waits.
+    let mut slow = connect_from("127.0.0.1", env.port);
+    slow.write_all(&testkit::encode_command(&["AUTH", "app", "guess-x"]))
+        .expect("write");
+    let mut other = connect_from("127.0.0.2", env.port);
+    let (r, d) = auth_raw(&mut other, "app", APP_PW);
+    assert_eq!(r, "+OK");
+    assert!(d < Duration::from_millis(200), "{d:?}");
+    // An already authenticated client of the slowed address is not slowed either.
+    let mut ok = login(&env, "ops", OPS_PW);
+    let t = Instant::now();
+    assert_eq!(ok.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert!(t.elapsed() < Duration::from_millis(200));
+    assert_eq!(line(&mut slow), format!("-{WRONGPASS}"));
+    // Counted in INFO and /metrics-equivalent counters; logged with user and address.
+    let info = ok.cmd(&["INFO", "stats"]);
+    let info = info.as_str().expect("info").to_string();
+    assert!(info.contains("auth_failures:9\r\n"), "{info}");
+    let log = env.proxy.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("AUTH failed")).collect();
+    assert_eq!(lines.len(), 9, "{log}");
+    assert!(
+        lines[0].contains("app") && lines[0].contains("127.0.0.1:"),
+        "{}",
+        lines[0]
+    );
+    assert!(!log.contains("guess-"), "a password reached the log");
+}
+
+#[test]
+fn denied_and_renamed_commands_answer_as_unknown_ones() {
+    let r = RedisServer::start();
+    let mut direct = Client::connect(&r.addr());
+    let env = Setup::new(2)
+        .option("deny_commands", "[KEYS, FLUSHALL, OBJECT ENCODING]")
+        .option(
+            "rename_commands",
+            "\n    DEL: REMOVE_8f2a\n    CONFIG: \"\"",
+        )
+        .option("admin_broadcast", "true")
+        .start();
+    let mut c = env.client();
+    for call in [
+        vec!["KEYS", "*"],
+        vec!["FLUSHALL"],
+        vec!["DEL", "a", "b"],
+        vec!["CONFIG", "GET", "maxmemory"],
+    ] {
+        // The same words as Redis for a command it does not have.
+        let mut unknown = call.clone();
+        unknown[0] = "NOSUCHCMD";
+        let want = match direct.cmd(&unknown) {
+            Reply::Error(e) => Reply::Error(e.replace("NOSUCHCMD", call[0])),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.cmd(&call), want, "{call:?}");
+    }
+    assert_err_contains(&c.cmd(&["OBJECT", "ENCODING", "k"]), &["unknown command"]);
+    for i in 0..30 {
+        assert_eq!(c.cmd(&["SET", &format!("k{i}"), "v"]), Reply::ok());
+    }
+    let mut remove = vec!["REMOVE_8f2a".to_string()];
+    remove.extend((0..30).map(|i| format!("k{i}")));
+    assert_eq!(
+        c.cmd(&remove),
+        Reply::Int(30),
+        "the renamed DEL splits over shards"
+    );
+    assert_eq!(env.total_keys(), 0);
+    assert_eq!(
+        c.cmd(&["remove_8F2A", "nothing"]),
+        Reply::Int(0),
+        "any case"
+    );
+    // CLIENT PAUSE WRITE holds a renamed write as the write it is.
+    let mut op = env.client();
+    assert_eq!(op.cmd(&["CLIENT", "PAUSE", "300", "WRITE"]), Reply::ok());
+    let t = Instant::now();
+    assert_eq!(c.cmd(&["REMOVE_8f2a", "nothing"]), Reply::Int(0));
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    // Inside MULTI an unknown command aborts EXEC, as in Redis.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_err_contains(&c.cmd(&["KEYS", "*"]), &["unknown command"]);
+    assert_err_contains(&c.cmd(&["EXEC"]), &["EXECABORT"]);
+}
+
+#[test]
+fn commands_that_change_a_whole_server_are_refused_unless_allowed() {
+    let env = Setup::new(2).start();
+    let mut c = env.client();
+    for call in [
+        vec!["SHUTDOWN"],
+        vec!["BGSAVE"],
+        vec!["DEBUG", "SLEEP", "0"],
+        vec!["REPLICAOF", "127.0.0.1", "1"],
+        vec!["MODULE", "LIST"],
+        vec!["FAILOVER"],
+        vec!["MIGRATE", "127.0.0.1", "1", "k", "0", "10"],
+        vec!["SAVE"],
+        vec!["BGREWRITEAOF"],
+    ] {
+        assert_err_contains(&c.cmd(&call), &["allow_commands"]);
+    }
+    // CLUSTER never reaches a server: rampart answers it as a server without cluster support
+    // (or as the pool's cluster view).
+    assert_err_contains(&c.cmd(&["CLUSTER", "INFO"]), &["cluster support disabled"]);
+    assert_err_contains(
+        &c.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        &["admin_broadcast", "allow_commands"],
+    );
+    assert_eq!(
+        env.backend(0).cmd(&["PING"]),
+        Reply::simple("PONG"),
+        "still up"
+    );
+    let env = Setup::new(2)
+        .option("allow_commands", "[BGSAVE, CONFIG SET, DEBUG]")
+        .start();
+    let mut c = env.client();
+    assert_eq!(
+        c.cmd(&["BGSAVE"]),
+        Reply::simple("Background saving started")
+    );
+    // Sent on: the servers' own answer (they refuse DEBUG unless started to allow it).
+    assert_err_contains(&c.cmd(&["DEBUG", "SLEEP", "0"]), &["enable-debug-command"]);
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        Reply::ok()
+    );
+    for r in env.on_each_backend(&["CONFIG", "GET", "maxmemory-policy"]) {
+        assert_eq!(r, Reply::bulks(["maxmemory-policy", "allkeys-lru"]));
+    }
+    assert_err_contains(&c.cmd(&["SHUTDOWN"]), &["allow_commands"]);
+    assert_err_contains(&c.cmd(&["CONFIG", "SET", "requirepass", "x"]), &["refused"]);
+}
+
+#[test]
+fn operator_commands_follow_the_users_rules_when_a_pool_has_users() {
+    let env = start();
+    // On loopback, but a user without +@admin.
+    let mut app = login(&env, "app", APP_PW);
+    assert_eq!(
+        app.cmd(&["CLIENT", "KILL", "ID", "999999"]),
+        err("NOPERM this user has no permissions to run the 'client|kill' command")
+    );
+    assert_eq!(
+        app.cmd(&["MONITOR"]),
+        err("NOPERM this user has no permissions to run the 'monitor' command")
+    );
+    assert_err_contains(&app.cmd(&["CLIENT", "PAUSE", "10"]), &["NOPERM"]);
+    assert_err_contains(
+        &app.cmd(&["RAMPART", "SWITCHOVER", "shard0"]),
+        &["NOPERM", "+@admin"],
+    );
+    // An admin user may; CLIENT LIST shows each client's user, CLIENT KILL USER picks them.
+    let mut ops = login(&env, "ops", OPS_PW);
+    let list = ops.cmd(&["CLIENT", "LIST"]);
+    let list = list.as_str().expect("list").to_string();
+    assert!(
+        list.contains(" user=app ") && list.contains(" user=ops "),
+        "{list}"
+    );
+    let mut app2 = login(&env, "app", APP_PW);
+    let mut d = login(&env, "default", "default-pw");
+    assert_eq!(
+        ops.cmd(&["CLIENT", "KILL", "USER", "default"]),
+        Reply::Int(1)
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the default user's client closed",
+        || d.try_cmd(&["PING"]).is_err(),
+    );
+    assert_eq!(app2.cmd(&["GET", "cache:x"]), Reply::nil());
+    assert_err_contains(
+        &ops.cmd(&["CLIENT", "KILL", "USER", "nosuch"]),
+        &["No such user"],
+    );
+    // HELLO runs for anyone (no_auth); its reply carries the client's id.
+    let hello = app.cmd(&["HELLO", "2"]);
+    let id = hello.as_array().and_then(|a| a[7].as_int()).expect("id");
+    assert_eq!(
+        ops.cmd(&["CLIENT", "KILL", "ID", &id.to_string()]),
+        Reply::Int(1)
+    );
+    wait_until(Duration::from_secs(5), "the killed client closed", || {
+        app.try_cmd(&["PING"]).is_err()
+    });
+    let r = ops.cmd(&["RAMPART", "SWITCHOVER", "shard0"]);
+    assert!(
+        !matches!(&r, Reply::Error(e) if e.contains("NOPERM") || e.contains("loopback")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_replica_set_with_a_backend_password_serves_proxy_users() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    replica.wait_replication_up(Duration::from_secs(10));
+    assert_eq!(
+        replica.cmd(&["CONFIG", "SET", "masterauth", BACKEND_PW]),
+        Reply::ok()
+    );
+    for s in [&primary, &replica] {
+        assert_eq!(
+            s.cmd(&["CONFIG", "SET", "requirepass", BACKEND_PW]),
+            Reply::ok()
+        );
+    }
+    let port = testkit::free_port();
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  primary: {}\n  replicas:\n    - {}\n  read_policy: prefer-replica\n  redis_auth: {BACKEND_PW}\n  health_check:\n    interval: 100ms\n    rise: 1\n  users: {}",
+        primary.addr(),
+        replica.addr(),
+        users()
+    );
+    let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("x.yml", &yaml)
+        .args(["-c", "{dir}/x.yml", "--workers", "2"])
+        .env("ACL_TEST_OPS_PW", OPS_PW)
+        .wait_port(port)
+        .start();
+    let addr = format!("127.0.0.1:{port}");
+    let mut app = Client::connect(&addr);
+    assert_eq!(app.cmd(&["AUTH", BACKEND_PW]), err(WRONGPASS));
+    assert_eq!(app.cmd(&["AUTH", "app", APP_PW]), Reply::ok());
+    wait_until(Duration::from_secs(10), "a write through the proxy", || {
+        app.cmd(&["SET", "cache:r", "v"]) == Reply::ok()
+    });
+    assert_eq!(app.cmd(&["SET", "x", "v"]), err(NOPERM_KEY));
+    wait_until(Duration::from_secs(10), "the write read back", || {
+        app.cmd(&["GET", "cache:r"]) == Reply::bulk("v")
+    });
+    assert_eq!(app.cmd(&["GET", "x"]), err(NOPERM_KEY));
+}
+
+const REDIS_PY: &str = r#"
+import sys, redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+port, app_pw = int(sys.argv[1]), sys.argv[2]
+for proto in (3, 2):
+    r = redis.Redis(host="127.0.0.1", port=port, username="app", password=app_pw, protocol=proto)
+    assert r.set("cache:py", "v") is True
+    assert r.get("cache:py") == b"v"
+    assert r.acl_whoami() in ("app", b"app"), r.acl_whoami()
+    try:
+        r.get("secret:py")
+        raise SystemExit("a denied key was read")
+    except redis.exceptions.NoPermissionError as e:
+        assert "keys" in str(e), e
+    try:
+        # No retries: redis-py retries a refused AUTH as a connection error by default.
+        redis.Redis(host="127.0.0.1", port=port, username="app", password="nope",
+                    protocol=proto, retry=Retry(NoBackoff(), 0)).ping()
+        raise SystemExit("a wrong password was taken")
+    except redis.exceptions.AuthenticationError:
+        pass
+print("ok")
+"#;
+
+/// redis-py 8 (pinned, `scripts/client-libs.sh`), RESP3 and RESP2, as an ACL user.
+#[test]
+fn redis_py_authenticates_as_a_user_and_sees_noperm() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let libs = std::process::Command::new("bash")
+        .arg(root.join("scripts/client-libs.sh"))
+        .output()
+        .expect("scripts/client-libs.sh");
+    assert!(libs.status.success(), "{libs:?}");
+    let env = start();
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", root.join("target/client-libs/py"))
+        .args(["-c", REDIS_PY, &env.port.to_string(), APP_PW])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A reload applies new rules to connected clients, disconnects the clients of a removed
+/// user, and logs user names only.
+#[test]
+fn a_reload_gives_connected_clients_their_users_new_rules() {
+    let env = start();
+    let mut app = login(&env, "app", APP_PW);
+    let mut d = login(&env, "default", "default-pw");
+    assert_eq!(app.cmd(&["SET", "cache:r", "1"]), Reply::ok());
+    // app loses its writes; default is removed.
+    let yaml = env
+        .yaml
+        .replace("+@read +@write +@pubsub", "+@read +@pubsub")
+        .replace(
+            &format!(
+                "    - name: default\n      password_sha256: {}\n      rules: on +@read +acl|whoami ~*\n",
+                hash("default-pw")
+            ),
+            "",
+        );
+    assert_ne!(yaml, env.yaml);
+    let before = env.proxy.stderr().matches("reload: ").count();
+    std::fs::write(env.proxy.dir().join("x.yml"), &yaml).expect("write");
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        env.proxy.stderr().matches("reload: ").count() > before
+    });
+    let log = env.proxy.stderr();
+    assert!(log.contains("users changed (app, ops, gone)"), "{log}");
+    assert!(!log.contains(&hash(APP_PW)), "a hash reached the log");
+    assert_eq!(
+        app.cmd(&["SET", "cache:r", "2"]),
+        err("NOPERM this user has no permissions to run the 'set' command")
+    );
+    assert_eq!(app.cmd(&["GET", "cache:r"]), Reply::bulk("1"));
+    wait_until(
+        Duration::from_secs(5),
+        "the removed user's client closed",
+        || d.try_cmd(&["GET", "cache:r"]).is_err(),
+    );
+}
+
+/// `redis_username`: rampart authenticates to the servers as that ACL user.
+#[test]
+fn redis_username_makes_rampart_authenticate_as_that_backend_user() {
+    let env = Setup::new(2)
+        .option("redis_auth", "rampart-pw")
+        .option("redis_username", "rampart")
+        .option("users", users())
+        .env("ACL_TEST_OPS_PW", OPS_PW)
+        .start();
+    for r in &env.redis {
+        let set = r.cmd(&[
+            "ACL",
+            "SETUSER",
+            "rampart",
+            "on",
+            ">rampart-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        assert_eq!(set, Reply::ok());
+    }
+    let mut app = login(&env, "app", APP_PW);
+    for i in 0..10 {
+        assert_eq!(app.cmd(&["SET", &format!("cache:{i}"), "v"]), Reply::ok());
+    }
+    for i in 0..10 {
+        let r = &env.redis[env.shard_holding(&format!("cache:{i}"))];
+        let list = r.cmd(&["CLIENT", "LIST"]);
+        let list = list.as_str().expect("list").to_string();
+        assert!(list.contains("user=rampart"), "{list}");
+    }
+}
+
+/// `rampart -t` refuses a clear-text password, naming the three accepted forms and never
+/// the password, and names the user and the rule of a bad rule in Redis' words.
+#[test]
+fn config_test_refuses_clear_passwords_and_bad_rules() {
+    let dir = tempfile::tempdir().expect("dir");
+    let check = |users: &str| {
+        let path = dir.path().join("t.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "p:\n  listen: 127.0.0.1:1\n  servers:\n    - 127.0.0.1:2:1\n  users:\n{users}"
+            ),
+        )
+        .expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["-t", "-c"])
+            .arg(&path)
+            .output()
+            .expect("rampart -t");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = check("    - name: app\n      password: hunter2-secret\n");
+    assert!(!ok, "{text}");
+    for form in ["password_sha256", "password_file", "password_env"] {
+        assert!(text.contains(form), "{text}");
+    }
+    assert!(!text.contains("hunter2"), "{text}");
+    let (ok, text) = check("    - name: app\n      nopass: true\n      rules: on +@raed\n");
+    assert!(!ok);
+    assert!(
+        text.contains("user 'app'")
+            && text.contains(
+                "Error in ACL SETUSER modifier '+@raed': Unknown command or category name in ACL"
+            ),
+        "{text}"
+    );
+    let (ok, text) = check("    - name: app\n      nopass: true\n      rules: on +@read ~*\n");
+    assert!(ok, "{text}");
+}
+
+/// A Sentinel pool: users at the proxy work the same over the nodes Sentinel names (the
+/// default user, without AUTH, may only run INFO, which the test reads the proxy's view by).
+#[test]
+fn a_sentinel_pool_serves_proxy_users() {
+    let users = format!(
+        "  users:\n    - name: default\n      nopass: true\n      rules: on +info\n    - name: app\n      password_sha256: {}\n      rules: on +@read +@write ~cache:*\n",
+        hash(APP_PW)
+    );
+    let s = ha::SentinelSetup::start(&users);
+    let mut c = Client::connect(&s.proxy.addr());
+    // The default user (no AUTH needed) may only run INFO.
+    assert_eq!(
+        c.cmd(&["SET", "cache:s", "v"]),
+        err("NOPERM this user has no permissions to run the 'set' command")
+    );
+    assert_eq!(c.cmd(&["AUTH", "app", APP_PW]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "cache:s", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "other", "v"]), err(NOPERM_KEY));
+    assert_eq!(s.primary.cmd(&["GET", "cache:s"]), Reply::bulk("v"));
+    assert_eq!(s.primary.cmd(&["EXISTS", "other"]), Reply::Int(0));
+}
