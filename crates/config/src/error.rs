@@ -650,6 +650,14 @@ pub enum TlsProblem {
     /// `cert` without `key` or the reverse.
     #[error("{0}: a client certificate needs both cert and key")]
     HalfPair(&'static str),
+    /// `auth_clients_user` without `client_ca`.
+    #[error(
+        "tls.auth_clients_user: needs tls.client_ca (only a verified certificate names a user)"
+    )]
+    UserWithoutCa,
+    /// `auth_clients_user` is neither `CN` nor `off`.
+    #[error("tls.auth_clients_user: {0:?} is not CN or off")]
+    BadUserFrom(String),
     /// `server_name` is empty or has spaces.
     #[error("backend_tls.server_name: {0:?} is not a host name")]
     BadServerName(String),

@@ -132,6 +132,7 @@ pub(crate) fn is_nested_scalar_key(key: &str) -> bool {
             | "key"
             | "client_ca"
             | "client_auth"
+            | "auth_clients_user"
             | "ca"
             | "server_name"
             | "enabled"

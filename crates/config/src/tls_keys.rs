@@ -15,7 +15,13 @@ use crate::pool::{Fields, Lookup};
 use crate::raw::{Pos, RawValue};
 
 /// The keys of `tls:`.
-const LISTENER_KEYS: &[&str] = &["cert", "key", "client_ca", "client_auth"];
+const LISTENER_KEYS: &[&str] = &[
+    "cert",
+    "key",
+    "client_ca",
+    "client_auth",
+    "auth_clients_user",
+];
 /// The keys of `backend_tls:`.
 const BACKEND_KEYS: &[&str] = &["enabled", "ca", "server_name", "cert", "key"];
 
@@ -77,6 +83,10 @@ pub struct ListenerTls {
     pub client_ca: Option<TlsFile>,
     /// Whether a client certificate is required; [`ClientAuth::Off`] without `client_ca`.
     pub client_auth: ClientAuth,
+    /// `auth_clients_user: CN` (Redis 7.2's `tls-auth-clients-user`): a client whose verified
+    /// certificate's subject common name names one of the pool's `users:` starts as that
+    /// user, without AUTH. Default `off`; needs `client_ca`.
+    pub user_from_cn: bool,
 }
 
 /// TLS to the pool's servers and Sentinels (`backend_tls:`, unless `enabled: false`).
@@ -140,11 +150,25 @@ impl Fields<'_> {
                 return Err(self.err(pos, TlsProblem::BadClientAuth(other.to_string()).into()))
             }
         };
+        let user_from_cn = match self.text(&lookup, "tls.auth_clients_user")? {
+            None => false,
+            Some((v, _)) if v.eq_ignore_ascii_case("off") => false,
+            Some((v, pos)) if v.eq_ignore_ascii_case("cn") => {
+                if client_ca.is_none() {
+                    return Err(self.err(pos, TlsProblem::UserWithoutCa.into()));
+                }
+                true
+            }
+            Some((other, pos)) => {
+                return Err(self.err(pos, TlsProblem::BadUserFrom(other.to_string()).into()))
+            }
+        };
         Ok(Some(ListenerTls {
             cert,
             key,
             client_ca,
             client_auth,
+            user_from_cn,
         }))
     }
 

@@ -225,6 +225,7 @@ pub fn server_from_files(
         key: file(key_path, "--admin-tls-key"),
         client_ca: None,
         client_auth: ClientAuth::Off,
+        user_from_cn: false,
     };
     let mut info = Vec::new();
     let config = server_config("admin", &t, &mut info)?;
@@ -408,6 +409,16 @@ pub fn peer_subject(stream: &Stream) -> Option<String> {
     let Stream::Tls(t) = stream else { return None };
     let der = t.peer_certificate()?;
     validity(&der).map(|(subject, _)| subject)
+}
+
+/// The common name (CN) of the subject of the certificate a TLS peer presented, if it sent
+/// one (verified against `client_ca` by the handshake) and it has one.
+pub fn peer_common_name(stream: &Stream) -> Option<String> {
+    let Stream::Tls(t) = stream else { return None };
+    let der = t.peer_certificate()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
 
 /// A handshake error in words: rustls' own error inside an `io::Error` is named by what it

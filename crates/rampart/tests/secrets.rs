@@ -624,3 +624,125 @@ fn config_get_leaves_out_the_servers_credentials() {
     );
     assert!(matches!(c.cmd(&["EXEC"]), Reply::Error(e) if e.starts_with("EXECABORT")));
 }
+
+/// Proxy users' passwords (given as a SHA-256, in a file, in an environment variable) never
+/// show: clients log in right and wrong (AUTH, HELLO AUTH), an admin user reads ACL LIST and
+/// GETUSER (hashes only, as Redis shows them), and every place rampart writes is searched.
+#[test]
+fn proxy_users_passwords_never_show() {
+    const APP: &str = "sekrit-user-app-7d1e";
+    const FILE: &str = "sekrit-user-file-88a0";
+    const ENV: &str = "sekrit-user-env-3c4b";
+    const TYPO: &str = "sekrit-user-app-7d1f";
+    let hex = |p: &str| -> String {
+        rampart_config::sha256(p.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let server = RedisServer::start();
+    let (port, admin) = (free_port(), free_port());
+    let files = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pw = files.path().join("pw");
+    std::fs::write(&pw, format!("{FILE}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let conf = format!(
+        "main:\n  listen: 127.0.0.1:{port}\n  servers:\n    - {}:1\n  users:\n    - name: app\n      password_sha256: {}\n      rules: on +@all ~*\n    - name: filer\n      password_file: {}\n      rules: on +@read ~*\n    - name: envy\n      password_env: USERS_TEST_PW\n      rules: on +@read ~*\n",
+        server.addr(),
+        hex(APP),
+        pw.display()
+    );
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .env("USERS_TEST_PW", ENV)
+        .args([
+            "-c",
+            "{dir}/rampart.yml",
+            "--workers",
+            "2",
+            "-v",
+            "11",
+            "--no-stats",
+        ])
+        .args(["-o", "{dir}/rampart.log", "--slowlog-slower-than", "0"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .file("rampart.yml", conf)
+        .wait_port(port)
+        .start();
+    let dir = proxy.dir().to_path_buf();
+    let mut seen = Seen::default();
+    let mut monitor = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(monitor.cmd(&["AUTH", "app", APP]), Reply::ok());
+    assert_eq!(monitor.cmd(&["MONITOR"]), Reply::ok());
+    monitor.set_read_timeout(Some(Duration::from_millis(500)));
+    for (user, pass) in [("app", APP), ("filer", FILE), ("envy", ENV)] {
+        let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+        seen.reply("AUTH typo", &c.cmd(&["AUTH", user, TYPO]));
+        seen.reply("HELLO typo", &c.cmd(&["HELLO", "2", "AUTH", user, TYPO]));
+        assert_eq!(c.cmd(&["AUTH", user, pass]), Reply::ok(), "{user}");
+        seen.reply("HELLO", &c.cmd(&["HELLO", "2", "AUTH", user, pass]));
+        seen.reply("GET", &c.cmd(&["GET", "k"]));
+    }
+    let mut op = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(op.cmd(&["AUTH", "app", APP]), Reply::ok());
+    for args in [
+        &["ACL", "LIST"][..],
+        &["ACL", "GETUSER", "filer"],
+        &["ACL", "GETUSER", "envy"],
+        &["ACL", "WHOAMI"],
+        &["CLIENT", "LIST"],
+        &["SLOWLOG", "GET", "100"],
+        &["INFO", "everything"],
+        &["CONFIG", "GET", "*"],
+    ] {
+        seen.reply(args.join(" "), &op.cmd(args));
+    }
+    let mut monitored = String::new();
+    while let Ok(r) = monitor.read_reply() {
+        monitored.push_str(&reply_text(&r));
+        monitored.push('\n');
+    }
+    assert!(monitored.contains("\"AUTH\""), "MONITOR saw: {monitored}");
+    seen.add("MONITOR", monitored);
+    // A reload that fails on a user's file, and the good one again.
+    std::fs::remove_file(&pw).unwrap_or_else(|e| panic!("{e}"));
+    seen.add(
+        "reload, file gone",
+        http(admin, "POST", "/api/reload", &[], ""),
+    );
+    std::fs::write(&pw, FILE).unwrap_or_else(|e| panic!("{e}"));
+    seen.add("reload", http(admin, "POST", "/api/reload", &[], ""));
+    for path in ["/metrics", "/api/topology", "/api/events", "/"] {
+        seen.add(format!("GET {path}"), http(admin, "GET", path, &[], ""));
+    }
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["-t", "-c"])
+        .arg(dir.join("rampart.yml"))
+        .output()
+        .unwrap_or_else(|e| panic!("rampart -t: {e}"));
+    seen.add("rampart -t", String::from_utf8_lossy(&check.stdout));
+    seen.add("rampart -t", String::from_utf8_lossy(&check.stderr));
+    let log = std::fs::read_to_string(dir.join("rampart.log")).unwrap_or_default();
+    assert!(log.contains("app"), "the log names the users: {log}");
+    seen.add("log file", log);
+    seen.add("stderr", proxy.stderr());
+    let mut leaks = Vec::new();
+    for (place, text) in &seen.0 {
+        for s in [APP, FILE, ENV, TYPO] {
+            if let Some(line) = text.lines().find(|l| l.contains(s)) {
+                leaks.push(format!("{place}: {s} in {line:?}"));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+    // ACL LIST shows the SHA-256 as Redis does (#<hash>), never the password.
+    assert!(
+        seen.0
+            .iter()
+            .any(|(p, t)| p == "ACL LIST" && t.contains(&hex(APP))),
+        "ACL LIST shows the app user's hash"
+    );
+}

@@ -857,3 +857,52 @@ fn rampart_t_reads_the_certificates_and_names_the_bad_file_where_the_config_name
         "{err}"
     );
 }
+
+#[test]
+fn a_client_certificate_names_its_user_with_auth_clients_user_cn() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let proxy_files = ca.issue("proxy", "rampart", year(5));
+    let app = ca.issue("app", "app", year(5));
+    let reader = ca.issue("reader", "reader", year(5));
+    let nobody = ca.issue("nobody", "nobody", year(5));
+    let server = testkit::RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}  users:\n    - name: app\n      password_sha256: {hash}\n      rules: on +@all ~*\n    - name: reader\n      password_sha256: {hash}\n      rules: on +@read ~*\n  servers:\n   - {}:1 s0\n",
+        listener_block(
+            &proxy_files,
+            &format!(
+                "    client_ca: {}\n    client_auth: optional\n    auth_clients_user: CN\n",
+                ca.pem().display()
+            )
+        ),
+        server.addr(),
+        // No password hashes to this: only the certificate logs these users in.
+        hash = "0".repeat(64),
+    );
+    let _proxy = rampart(&yaml, port, admin);
+    // The certificate's CN is the user: no AUTH, that user's rules.
+    assert_eq!(
+        cli_ok(tls_port, Some(&app), &ca.pem(), &["ACL", "WHOAMI"]),
+        "app"
+    );
+    assert_eq!(
+        cli_ok(tls_port, Some(&app), &ca.pem(), &["SET", "k", "v"]),
+        "OK"
+    );
+    assert_eq!(
+        cli_ok(tls_port, Some(&reader), &ca.pem(), &["GET", "k"]),
+        "v"
+    );
+    let denied = cli_ok(tls_port, Some(&reader), &ca.pem(), &["SET", "k", "w"]);
+    assert!(denied.contains("NOPERM"), "{denied}");
+    // A CN that names no user, and no certificate: not authenticated.
+    let (_, out) = redis_cli_tls(tls_port, Some(&nobody), &ca.pem(), &["GET", "k"]);
+    assert!(out.contains("NOAUTH"), "{out}");
+    let (_, out) = redis_cli_tls(tls_port, None, &ca.pem(), &["GET", "k"]);
+    assert!(out.contains("NOAUTH"), "{out}");
+    // The plaintext listener has no certificate: AUTH as before.
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    assert!(matches!(c.cmd(&["GET", "k"]), Reply::Error(e) if e.starts_with("NOAUTH")));
+}

@@ -63,6 +63,20 @@ pub async fn serve(
         local,
     );
     ctx.client.entry = Some(Arc::clone(registered.entry()));
+    // `tls.auth_clients_user: CN`: a verified client certificate names the user.
+    if pool.rt.conf.tls.as_ref().is_some_and(|t| t.user_from_cn) {
+        if let Some(cn) = crate::tls::peer_common_name(&stream) {
+            match pool.rt.conf.users.iter().find(|u| u.name == cn) {
+                Some(u) if u.rules.enabled => {
+                    ctx.client.user = Some(Arc::clone(u));
+                    ctx.client.authed = true;
+                }
+                _ => {
+                    tracing::debug!(pool = %pool.rt.conf.name, "TLS client certificate names {cn:?}, not an enabled user: the client starts unauthenticated")
+                }
+            }
+        }
+    }
     if let Some(u) = &ctx.client.user {
         registered.entry().set_user(Some(u.name.clone()));
     }
