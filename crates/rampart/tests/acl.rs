@@ -644,24 +644,12 @@ print("ok")
 /// redis-py 8 (pinned, `scripts/client-libs.sh`), RESP3 and RESP2, as an ACL user.
 #[test]
 fn redis_py_authenticates_as_a_user_and_sees_noperm() {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let libs = std::process::Command::new("bash")
-        .arg(root.join("scripts/client-libs.sh"))
-        .output()
-        .expect("scripts/client-libs.sh");
-    assert!(libs.status.success(), "{libs:?}");
+    let libs = common::client_libs();
     let env = start();
-    let out = std::process::Command::new("python3")
-        .env("PYTHONPATH", root.join("target/client-libs/py"))
-        .args(["-c", REDIS_PY, &env.port.to_string(), APP_PW])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = std::process::Command::new("python3");
+    cmd.env("PYTHONPATH", libs.join("py"))
+        .args(["-c", REDIS_PY, &env.port.to_string(), APP_PW]);
+    common::run_script("redis-py as an ACL user", cmd);
 }
 
 /// A reload applies new rules to connected clients, disconnects the clients of a removed

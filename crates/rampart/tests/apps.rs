@@ -9,6 +9,7 @@
 //! Each test prints what it measured; run with `cargo test -p rampart --test apps --
 //! --nocapture` to see it.
 
+mod common;
 #[path = "common/ha.rs"]
 mod ha;
 #[path = "common/ha_load.rs"]
@@ -17,7 +18,6 @@ mod load;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ha::{replica_set, short_form, HaProxy, SentinelSetup, FAST_CHECKS, MASTER};
@@ -27,25 +27,6 @@ use testkit::{poll_until, RedisServer, Reply};
 /// The scripts the applications run.
 fn scripts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
-}
-
-/// Where `scripts/client-libs.sh` installed RQ and redis-py; installs them on first use.
-fn libs() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = Command::new("bash")
-            .arg(root.join("scripts/client-libs.sh"))
-            .output()
-            .unwrap_or_else(|e| panic!("scripts/client-libs.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "installing the client libraries failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        root.join("target/client-libs")
-    })
 }
 
 /// A primary, one synced replica, and rampart over them with `prefer-replica` reads.
@@ -284,7 +265,7 @@ fn sidekiq_pushes_spooled_while_the_primary_is_down_all_run() {
 #[test]
 fn rq_runs_every_job() {
     const JOBS: usize = 500;
-    let libs = libs();
+    let libs = common::client_libs();
     let pool = Pool::start();
     let dir = pool.proxy.proxy.dir().to_path_buf();
     let pythonpath = format!("{}:{}", libs.join("py").display(), scripts().display());
@@ -336,7 +317,7 @@ fn rq_runs_every_job() {
 #[test]
 fn celery_runs_every_task_and_answers_a_broadcast() {
     const TASKS: usize = 500;
-    let libs = libs();
+    let libs = common::client_libs();
     let pool = Pool::start();
     let dir = pool.proxy.proxy.dir().to_path_buf();
     let pythonpath = format!("{}:{}", libs.join("py").display(), scripts().display());

@@ -7,46 +7,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::Setup;
 
 const PASSWORD: &str = "s3cret";
-
-/// Where `scripts/client-libs.sh` installed the libraries; installs them on first use.
-fn libs() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = Command::new("bash")
-            .arg(root.join("scripts/client-libs.sh"))
-            .output()
-            .unwrap_or_else(|e| panic!("scripts/client-libs.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "installing the client libraries failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        root.join("target/client-libs")
-    })
-}
-
-/// Run `program` with `args` (a script and the proxy's port) and assert it printed `ok`.
-fn run(what: &str, mut cmd: Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "{what} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 const REDIS_PY: &str = r#"
 import sys, redis
@@ -83,7 +48,7 @@ print("ok")
 /// redis-py 8 with its defaults (RESP3, HELLO 3 AUTH, CLIENT SETNAME, CLIENT SETINFO).
 #[test]
 fn redis_py_defaults() {
-    let dir = libs();
+    let dir = common::client_libs();
     let env = Setup::new(2).password(PASSWORD).start();
     let port = env
         .addr()
@@ -94,7 +59,7 @@ fn redis_py_defaults() {
     let mut cmd = Command::new("python3");
     cmd.env("PYTHONPATH", dir.join("py"))
         .args(["-c", REDIS_PY, &port, PASSWORD]);
-    run("redis-py", cmd);
+    common::run_script("redis-py", cmd);
 }
 
 const REDIS_PY_PUBSUB: &str = r#"
@@ -158,7 +123,7 @@ print("ok")
 /// client publishes, in order, on a channel and a pattern; `run_in_thread` with a handler too.
 #[test]
 fn redis_py_pubsub_in_a_thread() {
-    let dir = libs();
+    let dir = common::client_libs();
     let env = Setup::new(2).password(PASSWORD).start();
     let port = env
         .addr()
@@ -169,7 +134,7 @@ fn redis_py_pubsub_in_a_thread() {
     let mut cmd = Command::new("python3");
     cmd.env("PYTHONPATH", dir.join("py"))
         .args(["-c", REDIS_PY_PUBSUB, &port, PASSWORD]);
-    run("redis-py pubsub", cmd);
+    common::run_script("redis-py pubsub", cmd);
 }
 
 const NODE_REDIS: &str = r#"
@@ -204,7 +169,7 @@ const assert = require("assert");
 /// node-redis 5, RESP2 (its default) and RESP3.
 #[test]
 fn node_redis() {
-    let dir = libs();
+    let dir = common::client_libs();
     let env = Setup::new(2).password(PASSWORD).start();
     let port = env
         .addr()
@@ -217,7 +182,7 @@ fn node_redis() {
         .env("RAMPART_PORT", &port)
         .env("RAMPART_PASSWORD", PASSWORD)
         .args(["-e", NODE_REDIS]);
-    run("node-redis", cmd);
+    common::run_script("node-redis", cmd);
 }
 
 const IOREDIS: &str = r#"
@@ -243,7 +208,7 @@ const assert = require("assert");
 /// ioredis with its defaults (its ready check sends INFO; CLIENT SETNAME for the name).
 #[test]
 fn ioredis_defaults() {
-    let dir = libs();
+    let dir = common::client_libs();
     let env = Setup::new(2).password(PASSWORD).start();
     let port = env
         .addr()
@@ -256,7 +221,7 @@ fn ioredis_defaults() {
         .env("RAMPART_PORT", &port)
         .env("RAMPART_PASSWORD", PASSWORD)
         .args(["-e", IOREDIS]);
-    run("ioredis", cmd);
+    common::run_script("ioredis", cmd);
 }
 
 /// redis-rs over RESP3 (`?protocol=resp3`: HELLO 3 AUTH at connect): typed replies are

@@ -6,6 +6,8 @@
 //!
 //! Run with `RUST_TEST_THREADS=2`: each test starts its own cluster of six servers.
 
+mod common;
+
 use std::time::Duration;
 
 use testkit::{free_port, poll_until, Client, ClusterSetup, Proxy, RedisCluster, Reply};
@@ -990,30 +992,12 @@ fn the_cluster_view_lets_redis_py_rediscluster_spread_over_rampart_instances() {
         .start();
     let mut c2 = Client::connect(&format!("127.0.0.1:{second}"));
     assert_eq!(c2.cmd(&["CLUSTER", "MYID"]), node_ids(&slots)[1]);
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let libs = root.join("target/client-libs");
-    let setup = std::process::Command::new("bash")
-        .arg(root.join("scripts/client-libs.sh"))
-        .output()
-        .expect("scripts/client-libs.sh");
-    assert!(
-        setup.status.success(),
-        "{}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    let out = std::process::Command::new("python3")
-        .env("PYTHONPATH", libs.join("py"))
+    let mut cmd = std::process::Command::new("python3");
+    cmd.env("PYTHONPATH", common::client_libs().join("py"))
         .args(["-c", REDIS_PY_CLUSTER])
         .arg(env.port.to_string())
-        .arg(second.to_string())
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "redis-py RedisCluster failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(second.to_string());
+    common::run_script("redis-py RedisCluster", cmd);
     // Both instances served: the keys are on the cluster, written through either.
     let mut direct = env.client();
     assert_eq!(direct.cmd(&["GET", "py:7"]), Reply::bulk("7"));

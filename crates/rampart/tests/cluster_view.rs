@@ -8,46 +8,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use common::{raw_exchange, require_pass, Setup};
 use testkit::{free_port, Client, Proxy, RedisServer, Reply};
-
-/// Where `scripts/client-libs.sh` installed the client libraries; installs them on first use.
-fn libs() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = Command::new("bash")
-            .arg(root.join("scripts/client-libs.sh"))
-            .output()
-            .unwrap_or_else(|e| panic!("scripts/client-libs.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "installing the client libraries failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        root.join("target/client-libs")
-    })
-}
-
-/// Runs `cmd` and returns its stdout, asserting that it exited 0 and printed `ok` last.
-fn run(what: &str, mut cmd: Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "{what} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// A rampart process serving pool `alpha` on `port` over `backends` (a `servers:` pool),
 /// with `extra` pool lines (each indented two spaces).
@@ -344,7 +308,7 @@ print("ok")
 /// and what redis-py does is printed (keys of the other instance's slots keep working).
 #[test]
 fn redis_py_cluster_spreads_keys_over_both_instances() {
-    let dir = libs();
+    let dir = common::client_libs();
     let mut two = TwoInstances::start();
     let (pa, pb) = two.ports();
     let mut child = Command::new("python3")
@@ -439,7 +403,7 @@ print("ok")
 #[test]
 fn redis_py_cluster_with_a_password_over_a_replica_set() {
     const PASSWORD: &str = "s3cret";
-    let dir = libs();
+    let dir = common::client_libs();
     let primary = RedisServer::start();
     let replica = RedisServer::start_replica_of(&primary);
     for s in [&primary, &replica] {
@@ -472,7 +436,7 @@ fn redis_py_cluster_with_a_password_over_a_replica_set() {
     let mut cmd = Command::new("python3");
     cmd.env("PYTHONPATH", dir.join("py"))
         .args(["-c", REDIS_PY_AUTH, &port.to_string(), PASSWORD]);
-    run("redis-py with a password", cmd);
+    common::run_script("redis-py with a password", cmd);
 }
 
 const IOREDIS: &str = r#"
@@ -501,7 +465,7 @@ const [pa, pb] = process.argv.slice(-2).map(Number);
 /// instance of its slot; an MGET over slots served whole.
 #[test]
 fn ioredis_cluster_spreads_keys_over_both_instances() {
-    let dir = libs();
+    let dir = common::client_libs();
     let two = TwoInstances::start();
     let (pa, pb) = two.ports();
     let mut cmd = Command::new("node");
@@ -511,7 +475,7 @@ fn ioredis_cluster_spreads_keys_over_both_instances() {
         &pa.to_string(),
         &pb.to_string(),
     ]);
-    run("ioredis Cluster", cmd);
+    common::run_script("ioredis Cluster", cmd);
     let (a, b) = (calls(&two.a.addr(), "set"), calls(&two.b.addr(), "set"));
     assert_eq!(a + b, 500);
     assert!(a > 0 && b > 0, "{a} and {b}");
@@ -541,7 +505,7 @@ print("ok")
 /// dies, the client asks the other for the map and carries on through it.
 #[test]
 fn with_slots_all_a_client_stays_on_one_instance_and_moves_when_it_dies() {
-    let dir = libs();
+    let dir = common::client_libs();
     let servers = [RedisServer::start(), RedisServer::start()];
     let (pa, pb) = (free_port(), free_port());
     let refs: Vec<&RedisServer> = servers.iter().collect();

@@ -335,3 +335,40 @@ pub fn assert_pings(c: &mut Client) {
         "connection unusable"
     );
 }
+
+/// Where `scripts/client-libs.sh` installed the pinned client libraries (redis-py, RQ,
+/// Celery under `py/`; node-redis and ioredis under `node/`); installs them on first use in
+/// this test binary.
+pub fn client_libs() -> &'static std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts/client-libs.sh"))
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/client-libs.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "installing the client libraries failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root.join("target/client-libs")
+    })
+}
+
+/// Run a client script and return its stdout, asserting that it exited 0 and printed `ok`
+/// last (`what` names it in the failure).
+pub fn run_script(what: &str, mut cmd: std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
