@@ -1078,7 +1078,7 @@ impl Session {
                 Ok(l) => l,
                 Err(f) => return self.reply_raw(&f.reply()),
             };
-        let deadline = block_deadline(&self.pool.rt, cmd.name, argv, wait);
+        let deadline = block_deadline(&self.pool.rt, blocking::block_for(cmd.name, argv), wait);
         let request = owned_request(argv, raw);
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
@@ -1126,14 +1126,13 @@ impl Session {
         self.send_sink(shard, inner, at_once);
         let request = owned_request(argv, raw);
         let pool = Rc::clone(&self.pool);
-        let (resp3, name) = (self.client.resp3, cmd.name);
-        let timeout_arg: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+        let resp3 = self.client.resp3;
+        let timeout = blocking::block_for(cmd.name, argv);
         let again = self.again(argv);
         let block = move || {
             let mut last = 0;
             let (lease, wait) = lease_primary(&pool, shard, resp3, &mut last)?;
-            let argv: Vec<&[u8]> = timeout_arg.iter().map(Vec::as_slice).collect();
-            Ok((lease, block_deadline(&pool.rt, name, &argv, wait), again))
+            Ok((lease, block_deadline(&pool.rt, timeout, wait), again))
         };
         blocking::hold(&self.blocked);
         tokio::task::spawn_local(blocking::pop_or_block(
@@ -1210,16 +1209,15 @@ impl Session {
     }
 }
 
-/// The deadline of the blocking call `name` with `argv` in a pool of `rt`, after waiting
-/// up to `wait` for its connection: its block timeout plus the pool `timeout` (none for a
-/// timeout of 0).
+/// The deadline of a blocking call that blocks for `timeout` in a pool of `rt`, after
+/// waiting up to `wait` for its connection: its block timeout plus the pool `timeout` (none
+/// for a timeout of 0).
 fn block_deadline(
     rt: &crate::topology::PoolRt,
-    name: &str,
-    argv: &[&[u8]],
+    timeout: BlockFor,
     wait: Duration,
 ) -> Option<Instant> {
-    match blocking::block_for(name, argv) {
+    match timeout {
         BlockFor::Ever => None,
         BlockFor::Up(d) => Some(Instant::now() + wait + d + rt.timeout()),
         BlockFor::Unknown => Some(Instant::now() + wait + rt.timeout()),
