@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::addr::{digits, parse_node, parse_sentinel, Server, ServerAddr};
 use crate::defaults;
-use crate::error::{ConfigError, Problem};
+use crate::error::{AddrError, ConfigError, Problem};
 use crate::ha::{ClusterSeed, Node, SentinelAddr, Shard};
 use crate::pool::{narrow, Fields, Lookup};
 use crate::raw::{Pos, RawEntry, RawItem, RawValue};
@@ -209,23 +209,15 @@ impl Fields<'_> {
         if items.is_empty() {
             return Err(self.err(entry.pos, Problem::NoSeeds));
         }
-        let mut seen: HashMap<(String, u16), u32> = HashMap::new();
-        for item in items {
-            let text = match &item.value {
-                RawValue::Scalar(text) => text.as_str(),
-                _ => "",
-            };
-            let (host, port) = parse_sentinel(text).map_err(|reason| {
-                let value = text.to_string();
-                self.err(item.pos, Problem::BadSeed { value, reason })
-            })?;
-            if let Some(first_line) = seen.insert((host.to_ascii_lowercase(), port), item.pos.line)
-            {
-                let addr = text.trim().to_string();
-                return Err(self.err(item.pos, Problem::DuplicateSeed { addr, first_line }));
-            }
-            backends.cluster.push(ClusterSeed { host, port });
-        }
+        let seeds = self.host_ports(
+            items,
+            |value, reason| Problem::BadSeed { value, reason },
+            |addr, first_line| Problem::DuplicateSeed { addr, first_line },
+        )?;
+        backends.cluster = seeds
+            .into_iter()
+            .map(|(host, port)| ClusterSeed { host, port })
+            .collect();
         let refresh = self.positive(get, "cluster_refresh", defaults::CLUSTER_REFRESH)?;
         if refresh < defaults::CLUSTER_REFRESH_MIN {
             let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -286,25 +278,42 @@ impl Fields<'_> {
         if items.is_empty() {
             return Err(self.err(entry.pos, Problem::NoSentinels));
         }
+        let sentinels = self.host_ports(
+            items,
+            |value, reason| Problem::BadSentinel { value, reason },
+            |addr, first_line| Problem::DuplicateSentinel { addr, first_line },
+        )?;
+        Ok(sentinels
+            .into_iter()
+            .map(|(host, port)| SentinelAddr { host, port })
+            .collect())
+    }
+
+    /// The `host:port` items of a list (Sentinels, cluster seeds), in order: each parsed,
+    /// none given twice (host names compared without case). `bad` words an item that is not
+    /// `host:port`, `dup` one given twice (with the line it was first given on).
+    fn host_ports(
+        &self,
+        items: &[RawItem],
+        bad: impl Fn(String, AddrError) -> Problem,
+        dup: impl Fn(String, u32) -> Problem,
+    ) -> Result<Vec<(String, u16)>, ConfigError> {
         let mut seen: HashMap<(String, u16), u32> = HashMap::new();
-        let mut sentinels = Vec::with_capacity(items.len());
+        let mut out = Vec::with_capacity(items.len());
         for item in items {
             let text = match &item.value {
                 RawValue::Scalar(text) => text.as_str(),
                 _ => "",
             };
-            let (host, port) = parse_sentinel(text).map_err(|reason| {
-                let value = text.to_string();
-                self.err(item.pos, Problem::BadSentinel { value, reason })
-            })?;
+            let (host, port) = parse_sentinel(text)
+                .map_err(|reason| self.err(item.pos, bad(text.to_string(), reason)))?;
             if let Some(first_line) = seen.insert((host.to_ascii_lowercase(), port), item.pos.line)
             {
-                let addr = text.trim().to_string();
-                return Err(self.err(item.pos, Problem::DuplicateSentinel { addr, first_line }));
+                return Err(self.err(item.pos, dup(text.trim().to_string(), first_line)));
             }
-            sentinels.push(SentinelAddr { host, port });
+            out.push((host, port));
         }
-        Ok(sentinels)
+        Ok(out)
     }
 
     /// The items of a list-valued structured key.
