@@ -578,3 +578,60 @@ fn client_unblock_ends_a_blocked_command_as_redis_does() {
     assert_eq!(a.cmd(&["LLEN", "q"]), Reply::Int(1));
     assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
 }
+
+/// CLIENT UNBLOCK on a replica set whose servers require a password: the dedicated
+/// connection (AUTH, then CLIENT ID) and the one that sends CLIENT UNBLOCK both authenticate.
+#[test]
+fn client_unblock_on_a_password_protected_replica_set() {
+    const PW: &str = "unblock-pw";
+    let (primary, replicas) = ha::replica_set(1);
+    for s in replicas.iter().chain([&primary]) {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", PW]), Reply::ok());
+    }
+    for s in replicas.iter().chain([&primary]) {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "requirepass", PW]), Reply::ok());
+    }
+    let body = ha::short_form(
+        &primary.addr(),
+        &[replicas[0].addr()],
+        &format!("  redis_auth: {PW}\n{}", ha::FAST_CHECKS),
+    );
+    let proxy = ha::HaProxy::start(&body);
+    wait_until(Duration::from_secs(10), "a write through rampart", || {
+        let mut c = Client::connect(&proxy.addr());
+        c.cmd(&["AUTH", PW]);
+        c.cmd(&["SET", "up", "1"]) == Reply::ok()
+    });
+    let blocked_on_primary = || {
+        let mut d = Client::connect(&primary.addr());
+        d.cmd(&["AUTH", PW]);
+        let info = d.cmd(&["INFO", "clients"]);
+        info.as_str()
+            .and_then(|i| i.lines().find_map(|l| l.strip_prefix("blocked_clients:")))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    let mut a = Client::connect(&proxy.addr());
+    let mut b = Client::connect(&proxy.addr());
+    assert_eq!(a.cmd(&["AUTH", PW]), Reply::ok());
+    assert_eq!(b.cmd(&["AUTH", PW]), Reply::ok());
+    let Reply::Int(id) = a.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID is an integer")
+    };
+    a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "BLPOP blocked on the primary",
+        || blocked_on_primary() == 1,
+    );
+    assert_eq!(
+        b.cmd(&["CLIENT", "UNBLOCK", &id.to_string()]),
+        Reply::Int(1)
+    );
+    assert_eq!(a.read_reply().unwrap(), Reply::Array(None));
+    assert_eq!(blocked_on_primary(), 0);
+    // The session goes on, and a pop with data answers at once.
+    assert_eq!(b.cmd(&["RPUSH", "q", "x"]), Reply::Int(1));
+    assert_eq!(a.cmd(&["BLPOP", "q", "0"]), Reply::bulks(["q", "x"]));
+}
