@@ -79,10 +79,18 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// Returns true when a TCP connection to `127.0.0.1:port` is accepted.
+/// Returns true when a TCP connection to `127.0.0.1:port` is accepted by a listener.
+///
+/// Test ports come from the ephemeral range, so while nothing listens yet the kernel may
+/// pick `port` itself as the connecting socket's source port, and TCP's simultaneous open
+/// then "connects" the socket to itself. Such a connection is not counted: it would report
+/// a listener that is not there (and hold the port while it lives).
 pub fn port_accepts(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        Ok(stream) => stream.local_addr().ok() != Some(addr),
+        Err(_) => false,
+    }
 }
 
 /// Reads a file into a string, lossily; an unreadable file reads as empty.
