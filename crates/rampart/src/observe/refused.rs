@@ -80,11 +80,13 @@ struct State {
     total: u64,
     /// Whether its last outcome was a refusal.
     refusing: bool,
-    /// When it started refusing, and the refusals since.
+    /// When it started refusing.
     since: Instant,
+    /// Refusals since it started refusing.
     episode: u64,
-    /// When the last line about it was written, and the refusals since.
+    /// When the last line about it was written.
     line_at: Instant,
+    /// Refusals since that line.
     unsaid: u64,
 }
 
