@@ -548,7 +548,7 @@ fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() 
     let log = proxy.stderr();
     let line = log
         .lines()
-        .find(|l| l.contains("TLS to server"))
+        .find(|l| l.contains("refused rampart's credentials: TLS handshake failed"))
         .unwrap_or_else(|| panic!("no TLS failure line:\n{log}"));
     assert!(
         line.contains(&impostor.addr()) && line.contains("the server certificate was not trusted"),

@@ -229,7 +229,17 @@ async fn check(
         .call(&[&[b"PING"], &[b"ROLE"], &[b"INFO", b"replication"]], left)
         .await
         .map_err(|e| format!("check: {e}"))?;
-    judge(&replies, rules)
+    // NOAUTH or WRONGPASS to the checks themselves (a password the pool does not have):
+    // refused credentials, followed like a refused AUTH.
+    if let Some(e) = replies.iter().find_map(|r| match r {
+        Val::Err(e) => auth_error(e),
+        _ => None,
+    }) {
+        handshake.note_refused(&node.addr, &e.to_string());
+    }
+    let checked = judge(&replies, rules)?;
+    handshake.note_accepted(&node.addr);
+    Ok(checked)
 }
 
 #[cfg(test)]

@@ -390,7 +390,14 @@ impl Backend {
         let fut =
             crate::handshake::connect(&self.node.addr, &pool.handshake, pool.conf.tcpkeepalive);
         match timeout(limit, fut).await {
-            Ok(r) => r.map_err(ConnFailure::from),
+            Ok(Ok(s)) => {
+                if pool.handshake.is_empty() && pool.handshake.is_tls() {
+                    // TLS without AUTH: the handshake that completed is the acceptance.
+                    pool.handshake.note_accepted(&self.node.addr);
+                }
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(ConnFailure::from(e)),
             Err(_) => Err(ConnFailure::Timeout),
         }
     }
@@ -742,8 +749,18 @@ impl Backend {
                 None => {
                     let step = self.setup_replies.replace(self.setup_replies.get() + 1);
                     let pool = self.pool.borrow();
-                    if step < pool.handshake.commands().len() {
-                        pool.handshake.check_raw(step, reply)?;
+                    let steps = pool.handshake.commands().len();
+                    if step < steps {
+                        let hs = &pool.handshake;
+                        match hs.check_raw(step, reply) {
+                            Err(e) if e.is_credentials() => {
+                                hs.note_refused(&self.node.addr, &e.to_string());
+                                return Err(e.into());
+                            }
+                            Err(e) => return Err(e.into()),
+                            Ok(()) if step + 1 == steps => hs.note_accepted(&self.node.addr),
+                            Ok(()) => {}
+                        }
                     } else {
                         check_hello(reply)?;
                     }
