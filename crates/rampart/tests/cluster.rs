@@ -1139,3 +1139,68 @@ fn a_blocking_command_whose_slot_moved_follows_it() {
     );
     assert_eq!(pusher.join().expect("pusher"), Reply::Int(1));
 }
+
+/// The `INFO pools` line of the node listed at `addr` (`None` when it is not listed).
+fn node_line(c: &mut Client, addr: &str) -> Option<String> {
+    let info = c.cmd(&["INFO", "pools"]);
+    let text = info.as_str().unwrap_or("").to_string();
+    let want = format!("addr={addr},");
+    text.lines()
+        .find(|l| l.starts_with("node_") && l.contains(&want))
+        .map(str::to_string)
+}
+
+#[test]
+fn a_primary_busy_with_a_long_script_stays_up_and_its_clients_get_busy() {
+    let cluster = ClusterSetup::new()
+        .node_timeout_ms(5000)
+        .server_args(&["--busy-reply-threshold", "100"])
+        .start();
+    let seeds = cluster.addrs()[..2].to_vec();
+    let env = Env::start_on(cluster, &seeds, "  failover_hold: 500ms\n");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (busy, other) = (p[0], p[1]);
+    let (key, elsewhere) = (
+        env.cluster.key_on(busy, "busy"),
+        env.cluster.key_on(other, "calm"),
+    );
+    assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &elsewhere, "v"]), Reply::ok());
+    let addr = env.cluster.nodes[busy].addr();
+    let script = {
+        let a = addr.clone();
+        std::thread::spawn(move || {
+            let mut s = Client::connect(&a);
+            s.set_read_timeout(Some(Duration::from_secs(60)));
+            s.cmd(&["EVAL", "while true do end", "0"])
+        })
+    };
+    let want = poll_until(Duration::from_secs(5), || {
+        let r = env.node(busy).cmd(&["GET", &key]);
+        matches!(&r, Reply::Error(e) if e.starts_with("BUSY")).then_some(r)
+    })
+    .expect("the node became busy");
+    // Well past what two failed health checks take (about half a second): the busy
+    // primary stays in rotation, its keys get the server's own BUSY (not a held write's
+    // timeout), and the other primaries' keys are served.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        assert_eq!(c.cmd(&["GET", &key]), want);
+        assert_eq!(c.cmd(&["SET", &key, "w"]), want);
+        assert_eq!(c.cmd(&["GET", &elsewhere]), Reply::bulk("v"));
+        let line = node_line(&mut c, &addr).expect("the busy primary is listed");
+        assert!(line.contains(",up=1,"), "{line}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(env.node(busy).cmd(&["SCRIPT", "KILL"]), Reply::ok());
+    let killed = script.join().expect("script thread");
+    assert!(
+        matches!(&killed, Reply::Error(e) if e.contains("killed")),
+        "{killed:?}"
+    );
+    assert_eq!(c.cmd(&["SET", &key, "after"]), Reply::ok());
+    assert_eq!(env.node(busy).cmd(&["GET", &key]), Reply::bulk("after"));
+    let log = env.proxy.stderr();
+    assert!(!log.contains("node down"), "{log}");
+}
