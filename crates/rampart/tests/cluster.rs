@@ -32,9 +32,14 @@ impl Env {
         let port = free_port();
         let seeds = seeds.join(", ");
         let options = options.replace("{port}", &port.to_string());
-        let yaml = format!(
-            "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 2000\n{options}"
-        );
+        // 2 s unless the options say otherwise.
+        let timeout = if options.lines().any(|l| l.starts_with("  timeout:")) {
+            ""
+        } else {
+            "  timeout: 2000\n"
+        };
+        let yaml =
+            format!("c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n{timeout}{options}");
         let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
             .file("c.yml", &yaml)
             .args([
@@ -1203,4 +1208,76 @@ fn a_primary_busy_with_a_long_script_stays_up_and_its_clients_get_busy() {
     assert_eq!(env.node(busy).cmd(&["GET", &key]), Reply::bulk("after"));
     let log = env.proxy.stderr();
     assert!(!log.contains("node down"), "{log}");
+}
+
+#[test]
+fn a_primary_whose_address_changes_is_followed_at_its_new_address() {
+    // A node timeout well above the restart: the cluster does not fail the node over, it
+    // learns its new address from the node itself (same node id, from its nodes.conf). A
+    // primary that restarts answers CLUSTERDOWN for its first 2 s (Redis' rejoin delay),
+    // which rampart retries within the pool timeout: 5 s here.
+    let cluster = ClusterSetup::new().node_timeout_ms(5000).start();
+    let p = cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let (tag_a, tag_b) = (cluster.key_on(a, "ma"), cluster.key_on(b, "mb"));
+    let seeds = [cluster.nodes[b].addr(), cluster.nodes[p[2]].addr()];
+    let mut env = Env::start_on(
+        cluster,
+        &seeds,
+        "  timeout: 5000\n  failover_hold: 10s\n  cluster_refresh: 60s\n",
+    );
+    let addr = format!("127.0.0.1:{}", env.port);
+    let mut c = env.client();
+    let id = env.cluster.id(a);
+    let old = env.cluster.nodes[a].addr();
+    assert!(node_line(&mut c, &old).is_some());
+    let on_a = Writer::start(addr.clone(), tag_a.clone());
+    let on_b = Writer::start(addr.clone(), tag_b.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_port();
+    env.cluster.nodes[a].restart_on(port);
+    let moved = std::time::Instant::now();
+    let new = env.cluster.nodes[a].addr();
+    assert_eq!(env.cluster.id(a), id, "the node kept its id");
+    // rampart lists the node at its new address, and no longer at the old one.
+    let followed = poll_until(Duration::from_secs(15), || {
+        (node_line(&mut c, &new).is_some() && node_line(&mut c, &old).is_none())
+            .then(|| moved.elapsed())
+    });
+    let followed = followed.unwrap_or_else(|| {
+        panic!(
+            "not followed: {:?}\n{}",
+            c.cmd(&["INFO", "pools"]),
+            env.proxy.stderr()
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (acked_a, errors_a, lat_a) = on_a.stop();
+    let (acked_b, errors_b, _) = on_b.stop();
+    println!(
+        "a primary restarted on a new port: followed after {followed:?}; its slot: {} writes acknowledged, {} errors {errors_a:?}, longest write {:?}; another primary's slot: {} writes, {} errors",
+        acked_a.len(),
+        errors_a.len(),
+        lat_a.last(),
+        acked_b.len(),
+        errors_b.len(),
+    );
+    // The one write in flight on the connection that died may have been applied: it gets
+    // an error and is not resent. Every other write waited for the new address.
+    assert!(errors_a.len() <= 1, "{errors_a:?}");
+    assert!(errors_b.is_empty(), "{errors_b:?}");
+    let last = acked_a.last().expect("writes acknowledged");
+    assert_eq!(
+        Client::connect(&new).cmd(&["GET", last]),
+        Reply::bulk(last),
+        "the last acknowledged write is on the node at its new address"
+    );
+    assert_eq!(
+        c.cmd(&["SET", &format!("{{{tag_a}}}:after"), "1"]),
+        Reply::ok()
+    );
+    assert_eq!(
+        Client::connect(&new).cmd(&["GET", &format!("{{{tag_a}}}:after")]),
+        Reply::bulk("1")
+    );
 }

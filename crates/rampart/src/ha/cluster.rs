@@ -6,7 +6,7 @@
 //!                                        slot table (16384 entries -> shard)
 //! every cluster_refresh, or soon after a MOVED or a failed connection, and every 100 ms
 //! while a shard has no writable primary (at most once per 100 ms):
-//!   ask every known node ──► group the answers by slot ownership ──► the largest group,
+//!   ask every known node ──► group the answers by slot ownership and members ──► the largest group,
 //!   if agreed by two nodes or more (or only one node answered) and no slot's owner has a
 //!   lower config epoch than the table's ──► new views (nodes, primary) and a new table
 //! ```
@@ -99,9 +99,7 @@ pub async fn discover(conf: &Pool) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec
     }
     maps.extend(ask_all(&more, &handshake, limit).await);
     addrs.extend(more);
-    let unanimous = maps
-        .first()
-        .filter(|f| maps.iter().all(|m| m.ownership() == f.ownership()));
+    let unanimous = maps.first().filter(|f| maps.iter().all(|m| m.same_as(f)));
     let Some(map) = agreed(&maps, addrs.len()).or(unanimous) else {
         anyhow::bail!(
             "pool '{}': the cluster's nodes disagree on the slot map ({} answers, no two alike)",

@@ -36,7 +36,10 @@ pub struct MapNode {
 }
 
 /// Slot ranges with their owner's id and config epoch, sorted.
-pub(crate) type Ownership<'a> = Vec<(u16, u16, &'a str, u64)>;
+type Ownership<'a> = Vec<(u16, u16, &'a str, u64)>;
+
+/// Every node's id, address and primary (for a replica), sorted by id.
+type Members<'a> = Vec<(&'a str, &'a ServerAddr, Option<&'a str>)>;
 
 /// One node's view of the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,9 +49,27 @@ pub struct ClusterMap {
 }
 
 impl ClusterMap {
+    /// What two answers must share to count as the same map: the slot ownership (so they
+    /// place every key alike) and the members, each at its address with its role (so a
+    /// node that has not yet heard of another's new address, or of a node forgotten by the
+    /// cluster, does not carry its old picture into an adopted map).
+    fn layout(&self) -> (Ownership<'_>, Members<'_>) {
+        let mut members: Members<'_> = self
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), &n.addr, n.master.as_deref()))
+            .collect();
+        members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        (self.ownership(), members)
+    }
+
+    /// Whether `other` states the same map (see [`ClusterMap::layout`]).
+    pub(crate) fn same_as(&self, other: &ClusterMap) -> bool {
+        self.layout() == other.layout()
+    }
+
     /// The slot ownership this map states, sorted: `(first, last, owner id, owner epoch)`.
-    /// Two maps that agree on it place every key alike.
-    pub(crate) fn ownership(&self) -> Ownership<'_> {
+    fn ownership(&self) -> Ownership<'_> {
         let mut v: Ownership<'_> = self
             .nodes
             .iter()
@@ -192,13 +213,13 @@ pub(crate) async fn ask_all(
 }
 
 /// The map most answers agree on: the largest group of answers with the same slot
-/// ownership, if two or more nodes gave it, or the only answer when only one node was
-/// asked. `None` when no group has two (a lone node's answer, whatever it says, never
-/// changes the map of a pool that knows several nodes).
+/// ownership and members (see [`ClusterMap::same_as`]), if two or more nodes gave it, or the
+/// only answer when only one node was asked. `None` when no group has two (a lone node's
+/// answer, whatever it says, never changes the map of a pool that knows several nodes).
 pub fn agreed(maps: &[ClusterMap], asked: usize) -> Option<&ClusterMap> {
-    let mut groups: Vec<(Ownership<'_>, usize, &ClusterMap)> = Vec::new();
+    let mut groups: Vec<((Ownership<'_>, Members<'_>), usize, &ClusterMap)> = Vec::new();
     for m in maps {
-        let own = m.ownership();
+        let own = m.layout();
         match groups.iter_mut().find(|g| g.0 == own) {
             Some(g) => g.1 += 1,
             None => groups.push((own, 1, m)),
@@ -226,6 +247,27 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001,node-1 myself,master - 0 0
             host: "10.0.0.9".into(),
             port,
         }
+    }
+
+    #[test]
+    fn answers_that_place_a_node_at_different_addresses_are_not_one_map() {
+        let moved = parse_nodes(NODES, &at(30001)).expect("parses");
+        let mut stale = moved.clone();
+        for n in &mut stale.nodes {
+            if n.id.starts_with("67ed") {
+                n.addr = at(40002);
+            }
+        }
+        // One node still names the old address, two the new one: the new one is taken,
+        // whichever answer came first.
+        let maps = vec![stale.clone(), moved.clone(), moved.clone()];
+        assert_eq!(agreed(&maps, 3), Some(&moved));
+        assert_eq!(agreed(&[stale.clone(), moved.clone()], 2), None);
+        // A node some answers still list (not yet forgotten everywhere) is a difference too.
+        let mut forgotten = moved.clone();
+        forgotten.nodes.retain(|n| !n.id.starts_with("07c3"));
+        let maps = vec![moved.clone(), forgotten.clone(), forgotten.clone()];
+        assert_eq!(agreed(&maps, 3), Some(&forgotten));
     }
 
     #[test]
