@@ -1281,3 +1281,145 @@ fn a_primary_whose_address_changes_is_followed_at_its_new_address() {
         Reply::bulk("1")
     );
 }
+
+/// `redis-cli --cluster <args>`, which must succeed; its output.
+fn cluster_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .output()
+        .expect("redis-cli --cluster");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "redis-cli --cluster {args:?}: {text}");
+    text
+}
+
+/// `connected_clients` of node `i` (its own INFO connection included).
+fn connected_clients(env: &Env, i: usize) -> i64 {
+    env.cluster.nodes[i]
+        .info("clients")
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_primary_that_leaves_the_cluster_is_no_longer_a_shard() {
+    let env = Env::start("  read_policy: prefer-replica\n  timeout: 5000\n");
+    let addr = format!("127.0.0.1:{}", env.port);
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let replica_of = |i: usize| {
+        (0..env.cluster.nodes.len())
+            .find(|&r| {
+                env.cluster.nodes[r]
+                    .info("replication")
+                    .contains(&format!("master_port:{}\r", env.cluster.nodes[i].port()))
+            })
+            .expect("a replica")
+    };
+    let ra = replica_of(a);
+    let (a_addr, ra_addr) = (env.cluster.nodes[a].addr(), env.cluster.nodes[ra].addr());
+    let (a_id, ra_id, b_id) = (env.cluster.id(a), env.cluster.id(ra), env.cluster.id(b));
+    assert!(node_line(&mut c, &a_addr).is_some());
+    // Clients write to keys of every primary, `a`'s included, for the whole sequence.
+    let writers: Vec<Writer> = p
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| Writer::start(addr.clone(), env.cluster.key_on(i, &format!("lv{n}-"))))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Every slot of `a` moves to `b` (Redis then makes `a` and its replica replicas of
+    // `b`), then both leave the cluster: forgotten by every node, reset.
+    let nodes = env.cluster.nodes[a].cmd(&["CLUSTER", "NODES"]);
+    let mine = nodes
+        .as_str()
+        .and_then(|t| t.lines().find(|l| l.contains("myself")).map(str::to_string))
+        .expect("CLUSTER NODES");
+    let slots: u32 = mine
+        .split_whitespace()
+        .skip(8)
+        .map(|r| match r.split_once('-') {
+            Some((x, y)) => y.parse::<u32>().unwrap_or(0) - x.parse::<u32>().unwrap_or(0) + 1,
+            None => 1,
+        })
+        .sum();
+    let slots = slots.to_string();
+    cluster_cli(&[
+        "reshard",
+        &env.cluster.nodes[b].addr(),
+        "--cluster-from",
+        &a_id,
+        "--cluster-to",
+        &b_id,
+        "--cluster-slots",
+        &slots,
+        "--cluster-yes",
+    ]);
+    env.cluster.wait_ok(Duration::from_secs(20));
+    let b_addr = env.cluster.nodes[b].addr();
+    cluster_cli(&["del-node", &b_addr, &ra_id]);
+    cluster_cli(&["del-node", &b_addr, &a_id]);
+    // rampart lists neither node, has two shards, and holds no connection to them.
+    let gone = poll_until(Duration::from_secs(15), || {
+        let info = c.cmd(&["INFO", "cluster"]);
+        (node_line(&mut c, &a_addr).is_none()
+            && node_line(&mut c, &ra_addr).is_none()
+            && info.as_str().is_some_and(|i| i.contains("shards=2,")))
+        .then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "still listed: {:?}\n{:?}\n{}",
+        c.cmd(&["INFO", "cluster"]),
+        c.cmd(&["INFO", "pools"]),
+        env.proxy.stderr()
+    );
+    let closed = poll_until(Duration::from_secs(10), || {
+        (connected_clients(&env, a) == 1 && connected_clients(&env, ra) == 1).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "connections left: {} to a, {} to its replica",
+        connected_clients(&env, a) - 1,
+        connected_clients(&env, ra) - 1
+    );
+    // Nothing reaches them any more: reads (prefer-replica) and writes of every slot.
+    let before = (
+        ha_calls(&env, a, "get") + ha_calls(&env, a, "set"),
+        ha_calls(&env, ra, "get") + ha_calls(&env, ra, "set"),
+    );
+    for n in 0..200 {
+        let k = format!("after-{n}");
+        assert_eq!(c.cmd(&["SET", &k, "1"]), Reply::ok());
+        assert_eq!(c.cmd(&["GET", &k]), Reply::bulk("1"));
+    }
+    let after = (
+        ha_calls(&env, a, "get") + ha_calls(&env, a, "set"),
+        ha_calls(&env, ra, "get") + ha_calls(&env, ra, "set"),
+    );
+    assert_eq!(after, before, "requests reached the nodes that left");
+    let mut errors = Vec::new();
+    let mut acked = 0;
+    for w in writers {
+        let (ok, e, _) = w.stop();
+        acked += ok.len();
+        errors.extend(e);
+    }
+    println!("a primary and its replica left the cluster: {acked} writes acknowledged meanwhile, {} errors", errors.len());
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// `calls` of `cmdstat_<cmd>` on node `i`.
+fn ha_calls(env: &Env, i: usize, cmd: &str) -> u64 {
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    env.cluster.nodes[i]
+        .info("commandstats")
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -244,11 +244,11 @@ async fn adopt(
     let mut table = SlotTable::clone(&old_table);
     let mut views: Vec<Option<(&MapNode, Vec<&MapNode>)>> = vec![None; pool.shards.len()];
     let mut covered = vec![false; crate::topology::cluster::SLOTS];
-    for p in map.primaries() {
+    let primaries = map.primaries();
+    let matched = match_shards(&ids, map, &primaries);
+    for (p, &shard) in primaries.iter().zip(&matched) {
+        let p = *p;
         let group: Vec<&MapNode> = std::iter::once(p).chain(map.replicas_of(&p.id)).collect();
-        let shard = ids
-            .iter()
-            .position(|known| group.iter().any(|n| known.contains(&n.id)));
         for &(a, b) in &p.slots {
             for s in a..=b {
                 if covered[usize::from(s)] {
@@ -322,11 +322,44 @@ async fn adopt(
             }
         }
     }
+    // A shard no primary of the map matched and no slot points at any more (its primary
+    // gave every slot away, or left the cluster): the pool is rebuilt without it.
+    for (i, s) in pool.shards.iter().enumerate() {
+        if !matched.contains(&Some(i)) && table.ranges(i).is_empty() {
+            tracing::info!(pool = %pool.conf.name, shard = %s.name, "the shard's nodes serve no slot: asking for the pool without it");
+            cluster.drop_shard(&s.name);
+        }
+    }
     if let Ok(mut g) = cluster.ids.lock() {
         *g = ids;
     }
     cluster.publish(table);
     Ok(())
+}
+
+/// The shard each of `primaries` belongs to, by node ids (`ids`, per shard): first the shard
+/// that knows the primary itself (a promoted replica keeps its shard), else one that knows
+/// one of its replicas and that no other primary claims (a shard's primary that gave its
+/// slots away may now be a replica of another: it must not take that one's shard). `None`
+/// for a primary of no known shard (added since start).
+fn match_shards(
+    ids: &[Vec<String>],
+    map: &ClusterMap,
+    primaries: &[&MapNode],
+) -> Vec<Option<usize>> {
+    let knows = |i: usize, id: &str| ids[i].iter().any(|k| k == id);
+    let mut out: Vec<Option<usize>> = primaries
+        .iter()
+        .map(|p| (0..ids.len()).find(|&i| knows(i, &p.id)))
+        .collect();
+    for (k, p) in primaries.iter().enumerate() {
+        if out[k].is_some() {
+            continue;
+        }
+        out[k] = (0..ids.len())
+            .find(|&i| !out.contains(&Some(i)) && map.replicas_of(&p.id).any(|r| knows(i, &r.id)));
+    }
+    out
 }
 
 /// Make shard `i`'s view the primary and replicas of the map (reusing the nodes it has).
