@@ -72,6 +72,18 @@ pub enum HandshakeError {
     /// A reply that is neither OK nor an error.
     #[error("unexpected reply to the connection set-up: {0}")]
     Unexpected(String),
+    /// The server answered `BUSY` (a script or function running past its
+    /// `busy-reply-threshold`): alive, but running nothing else until the script ends; the
+    /// server's own words.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl HandshakeError {
+    /// Whether the server answered `BUSY` (see [`HandshakeError::Busy`]).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, HandshakeError::Busy(_))
+    }
 }
 
 impl Handshake {
@@ -167,6 +179,7 @@ impl Handshake {
             Ok(other) => Err(HandshakeError::Unexpected(
                 String::from_utf8_lossy(other).into_owned(),
             )),
+            Err(e) if e.starts_with("BUSY ") => Err(HandshakeError::Busy(e.to_string())),
             Err(e) => Err(match what {
                 Step::Auth => {
                     auth_error(e).unwrap_or_else(|| HandshakeError::Refused(e.to_string()))

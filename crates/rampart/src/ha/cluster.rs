@@ -6,9 +6,12 @@
 //!                                        slot table (16384 entries -> shard)
 //! every cluster_refresh, or soon after a MOVED or a failed connection, and every 100 ms
 //! while a shard has no writable primary (at most once per 100 ms):
-//!   ask every known node ──► group the answers by slot ownership and members ──► the largest group,
-//!   if agreed by two nodes or more (or only one node answered) and no slot's owner has a
-//!   lower config epoch than the table's ──► new views (nodes, primary) and a new table
+//!   ask every known node ──► group the answers by slot owners and members (each node's
+//!   id, address, role) ──► the largest group, if agreed by two nodes or more (or only one
+//!   node answered) and no slot's owner has a lower config epoch than the table's
+//!   ──► new views (nodes at their addresses, primary) and a new table
+//!   ──► a primary with slots and no shard: a shard asked for; a shard with no slot left
+//!       and no primary: dropped (the control plane rebuilds the pool either way)
 //! ```
 //!
 //! The map itself (the `CLUSTER NODES` reply, asked and agreed) is [`crate::ha::cluster_map`].

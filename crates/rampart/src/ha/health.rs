@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ha::lag;
-use crate::ha::link::{Link, Val};
+use crate::ha::link::{Link, OpenError, Val};
 use crate::handshake::{auth_error, Handshake};
 use crate::topology::node::{NodeRt, ReplicaRules, Role};
 
@@ -246,9 +246,11 @@ async fn check(
 ) -> Result<Option<Checked>, String> {
     let deadline = Instant::now() + hc.timeout;
     if conn.is_none() {
-        let c = Link::open(&node.addr, handshake, hc.timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let c = match Link::open(&node.addr, handshake, hc.timeout).await {
+            Ok(c) => c,
+            Err(OpenError::Refused(e)) if e.is_busy() => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
         *conn = Some(c);
     }
     let Some(c) = conn.as_mut() else {
