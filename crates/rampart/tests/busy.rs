@@ -43,9 +43,9 @@ fn run_endless_script(addr: &str) -> JoinHandle<Reply> {
     script
 }
 
-/// Ends the script with `SCRIPT KILL` (on a direct connection) and checks its reply.
-fn kill_script(addr: &str, script: JoinHandle<Reply>) {
-    assert_eq!(Client::connect(addr).cmd(&["SCRIPT", "KILL"]), Reply::ok());
+/// Ends the script with `SCRIPT KILL` sent through the proxy at `proxy` and checks its reply.
+fn kill_script(proxy: &str, script: JoinHandle<Reply>) {
+    assert_eq!(Client::connect(proxy).cmd(&["SCRIPT", "KILL"]), Reply::ok());
     let r = script.join().expect("script thread");
     assert!(
         matches!(&r, Reply::Error(e) if e.contains("killed")),
@@ -132,7 +132,7 @@ fn a_busy_server_of_a_twemproxy_pool_is_not_ejected_and_its_clients_get_busy() {
         "{j}"
     );
 
-    kill_script(&busy, script);
+    kill_script(&addr, script);
     // Service resumes on the same server: its keys are still its own (nothing moved).
     for k in &on_busy {
         assert_eq!(c.cmd(&["GET", k]), Reply::bulk("v"), "{k}");
@@ -171,7 +171,7 @@ fn a_busy_primary_of_a_replica_set_stays_up_and_its_clients_get_busy() {
         assert!(node.routable(), "the busy primary left rotation: {node:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    kill_script(&primary.addr(), script);
+    kill_script(&proxy.addr(), script);
     assert_eq!(c.cmd(&["SET", "k", "after"]), Reply::ok());
     assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("after"));
     let node = proxy.node(&primary.addr()).expect("the primary is listed");
