@@ -141,15 +141,7 @@ impl RedisServer {
     /// # Panics
     /// If it does not come back within ~5 s.
     pub fn restart(&mut self) {
-        self.child.kill();
-        self.child = launch(self.dir.path(), self.port, &self.args);
-        if wait_ready(&mut self.child, self.port).is_err() {
-            panic!(
-                "redis-server on port {} did not restart; log:\n{}",
-                self.port,
-                self.log()
-            );
-        }
+        self.restart_on(self.port);
     }
 
     /// Kills the server if it runs, then starts it again on `port` in the same directory
