@@ -76,6 +76,18 @@ pub enum HandshakeError {
     /// A reply that is neither OK nor an error.
     #[error("unexpected reply to the connection set-up: {0}")]
     Unexpected(String),
+    /// The server answered `BUSY` (a script or function running past its
+    /// `busy-reply-threshold`): alive, but running nothing else until the script ends; the
+    /// server's own words.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl HandshakeError {
+    /// Whether the server answered `BUSY` (see [`HandshakeError::Busy`]).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, HandshakeError::Busy(_))
+    }
 }
 
 impl HandshakeError {
@@ -177,6 +189,19 @@ impl Handshake {
         h.for_peer(&conf.name, Peer::Node)
     }
 
+    /// The same with its AUTH only (TLS kept): for a connection that ends a running script
+    /// (`SCRIPT KILL`, `FUNCTION KILL`), which a busy server lets through where it answers
+    /// `SELECT` and `READONLY` with `BUSY`, and which needs neither.
+    pub fn auth_only(&self) -> Handshake {
+        let mut h = self.clone();
+        let keep: Vec<bool> = h.steps.iter().map(|s| *s == Step::Auth).collect();
+        let mut k = keep.iter();
+        h.steps.retain(|_| k.next().copied().unwrap_or(false));
+        let mut k = keep.iter();
+        h.encoded.retain(|_| k.next().copied().unwrap_or(false));
+        h
+    }
+
     /// For the pool's Sentinels: `sentinel_username`, `sentinel_password`, database 0.
     pub fn sentinel(conf: &Pool) -> Handshake {
         Handshake::new(
@@ -209,6 +234,7 @@ impl Handshake {
             Ok(other) => Err(HandshakeError::Unexpected(
                 String::from_utf8_lossy(other).into_owned(),
             )),
+            Err(e) if e.starts_with("BUSY ") => Err(HandshakeError::Busy(e.to_string())),
             Err(e) => Err(match what {
                 Step::Auth => {
                     auth_error(e).unwrap_or_else(|| HandshakeError::Refused(e.to_string()))
@@ -296,6 +322,14 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_only_keeps_the_auth_and_drops_select() {
+        let h = Handshake::new(Some("app"), Some("pw"), 3).auth_only();
+        assert_eq!(h.commands().len(), 1);
+        assert!(h.commands()[0].starts_with(b"*3\r\n$4\r\nAUTH\r\n"));
+        assert!(Handshake::new(None, None, 3).auth_only().is_empty());
+    }
 
     #[test]
     fn commands_are_auth_then_select() {

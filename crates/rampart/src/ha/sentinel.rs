@@ -413,10 +413,11 @@ pub async fn confirm(node: &NodeRt, pool: &PoolRt) {
             .first()
             .and_then(|v| v.items().first())
             .and_then(Val::text);
-        if role.as_deref() == Some("master") {
-            node.set_checked(Role::Primary, false, node.check_us());
-        } else {
-            node.demote();
+        match role.as_deref() {
+            Some("master") => node.set_checked(Role::Primary, false, node.check_us()),
+            // An error (BUSY: a script running) says nothing of the role.
+            None => {}
+            Some(_) => node.demote(),
         }
     }
 }
