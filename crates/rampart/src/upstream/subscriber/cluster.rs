@@ -1,0 +1,102 @@
+//! The hub in a Redis Cluster pool: shard channels move with their slot (a node that
+//! loses a slot drops its shard channels and says `sunsubscribe` on its own; the hub
+//! subscribes them again where the map, read again, places the slot).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{placement, run_link, Hub, Kind, Placement};
+
+impl Hub {
+    /// Ask a cluster pool's follower to read the map again.
+    pub(super) fn ask_refresh(&self) {
+        if let Some(wp) = self.pool.borrow().upgrade() {
+            if let Some(c) = &wp.rt.cluster {
+                c.ask_refresh();
+            }
+        }
+    }
+
+    /// `shard`'s server redirected a shard channel (`MOVED <slot> ...`, `ASK <slot> ...`;
+    /// or said `TRYAGAIN`, `CLUSTERDOWN`): the shard channels of that slot (of every slot
+    /// without one) on `shard` are placed again once the map is read again.
+    pub(super) fn redirected(&self, shard: usize, text: &str) {
+        let slot: Option<u16> = text.split(' ').nth(1).and_then(|s| s.parse().ok());
+        for ((kind, name), e) in self.subs.borrow_mut().iter_mut() {
+            if *kind == Kind::Shard
+                && e.shards.contains(&shard)
+                && slot.is_none_or(|s| s == hashkit::cluster_slot(name))
+            {
+                e.dropped = true;
+            }
+        }
+        self.replace.set(true);
+        self.ask_refresh();
+    }
+
+    /// In a cluster pool, place the shard channels again when the slot table changed (or a
+    /// server dropped or redirected one): a channel whose slot now lives on another shard
+    /// is subscribed there and left on the old one (unless its node dropped it already);
+    /// one dropped by a node that still serves its slot is subscribed there again. A
+    /// channel of an uncovered slot stays where it is. One pointer comparison when nothing
+    /// changed.
+    pub(super) fn follow_slots(self: &Rc<Self>) {
+        let Some(wp) = self.pool.borrow().upgrade() else {
+            return;
+        };
+        let Some(cluster) = &wp.rt.cluster else {
+            return;
+        };
+        let table = cluster.table();
+        let same = std::ptr::eq(self.placed_by.borrow().as_ptr(), Arc::as_ptr(&table));
+        if same && !self.replace.get() {
+            return;
+        }
+        *self.placed_by.borrow_mut() = Arc::downgrade(&table);
+        self.replace.set(false);
+        let shard_of = |k: &[u8]| table.shard(hashkit::cluster_slot(k));
+        let mut subs = self.subs.borrow_mut();
+        for ((kind, name), e) in subs.iter_mut() {
+            if *kind != Kind::Shard {
+                continue;
+            }
+            let Some(Placement::One(to)) = placement(Kind::Shard, name, shard_of) else {
+                continue;
+            };
+            let from = e.shards.first().copied();
+            if from == Some(to) {
+                if std::mem::take(&mut e.dropped) {
+                    self.link(to).push(Kind::Shard, name.clone(), true);
+                }
+                continue;
+            }
+            if let Some(f) = from {
+                let old = self.link(f);
+                old.keys.set(old.keys.get().saturating_sub(1));
+                if e.dropped {
+                    old.wake.notify();
+                } else {
+                    old.push(Kind::Shard, name.clone(), false);
+                }
+            }
+            tracing::debug!(from, to, "pub/sub: a shard channel follows its slot");
+            e.shards = vec![to];
+            e.unconfirmed.clear();
+            e.dropped = false;
+            self.place(to, Kind::Shard, name);
+        }
+    }
+
+    /// Subscribe `name` on `shard`'s link (one more subscription placed there), starting
+    /// the link if it is not running.
+    fn place(self: &Rc<Self>, shard: usize, kind: Kind, name: &Bytes) {
+        let link = self.link(shard);
+        link.keys.set(link.keys.get() + 1);
+        link.push(kind, name.clone(), true);
+        if !link.running.replace(true) {
+            tokio::task::spawn_local(run_link(Rc::downgrade(self), link, shard));
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Session state that follows a Redis Cluster slot move: shard channels subscribed again on
+//! the slot's new owner (after `CLUSTER SETSLOT ... NODE` and after a kill -9 failover),
+//! classic channels moved off a killed node, and WATCH / MULTI / EXEC on a slot that moved
+//! before or after WATCH. Every test runs against a real cluster (`redis-cli --cluster
+//! create`, three primaries).
+//!
+//! Run with `RUST_TEST_THREADS=2`: each test starts its own cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use testkit::{free_port, poll_until, Client, ClusterSetup, Proxy, RedisCluster, Reply};
+
+/// A cluster and a rampart pool in front of it, whose map is read again only when
+/// something asks for it (`cluster_refresh: 60s`), so the tests see rampart with a stale map.
+struct Env {
+    cluster: RedisCluster,
+    _proxy: Proxy,
+    port: u16,
+}
+
+impl Env {
+    fn start(cluster: RedisCluster, options: &str) -> Env {
+        let port = free_port();
+        let seeds = cluster.addrs()[..3].join(", ");
+        let yaml = format!(
+            "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 2000\n  cluster_refresh: 60s\n{options}"
+        );
+        let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+            .file("c.yml", &yaml)
+            .args([
+                "-c",
+                "{dir}/c.yml",
+                "--workers",
+                "1",
+                "-a",
+                "127.0.0.1",
+                "-s",
+            ])
+            .arg(free_port().to_string())
+            .wait_port(port)
+            .start();
+        Env {
+            cluster,
+            _proxy: proxy,
+            port,
+        }
+    }
+
+    fn client(&self) -> Client {
+        let mut c = Client::connect(&format!("127.0.0.1:{}", self.port));
+        c.set_read_timeout(Some(Duration::from_secs(10)));
+        c
+    }
+
+    /// A direct connection to node `i`.
+    fn node(&self, i: usize) -> Client {
+        Client::connect(&self.cluster.nodes[i].addr())
+    }
+
+    /// Moves `slot` from primary `from` to primary `to` as `redis-cli --cluster reshard`
+    /// does: IMPORTING on `to`, MIGRATING on `from`, `keys` moved with MIGRATE, then
+    /// `SETSLOT ... NODE` on `to` first (it bumps its epoch) and every other primary; waits
+    /// until every node agrees.
+    fn move_slot(&self, slot: u16, from: usize, to: usize, keys: &[&str]) {
+        let s = slot.to_string();
+        let (from_id, to_id) = (self.cluster.id(from), self.cluster.id(to));
+        let r = self
+            .node(to)
+            .cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+        assert_eq!(r, Reply::ok());
+        let r = self
+            .node(from)
+            .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+        assert_eq!(r, Reply::ok());
+        self.migrate(from, to, keys);
+        self.finish_move(slot, to);
+    }
+
+    /// MIGRATE of `keys` from node `from` to node `to`.
+    fn migrate(&self, from: usize, to: usize, keys: &[&str]) {
+        if keys.is_empty() {
+            return;
+        }
+        let port = self.cluster.nodes[to].port().to_string();
+        let mut cmd = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        cmd.extend(keys);
+        assert_eq!(self.node(from).cmd(&cmd), Reply::ok(), "MIGRATE {keys:?}");
+    }
+
+    /// `SETSLOT slot NODE to` on `to`, then on every other primary.
+    fn finish_move(&self, slot: u16, to: usize) {
+        let (s, to_id) = (slot.to_string(), self.cluster.id(to));
+        let mut order = vec![to];
+        order.extend(self.cluster.primaries().into_iter().filter(|&p| p != to));
+        for p in order {
+            let r = self
+                .node(p)
+                .cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+            assert_eq!(r, Reply::ok(), "SETSLOT NODE on node {p}");
+        }
+        self.cluster.wait_ok(Duration::from_secs(10));
+    }
+
+    /// The replica of primary `p`.
+    fn replica_of(&self, p: usize) -> usize {
+        let port = self.cluster.nodes[p].port();
+        (0..self.cluster.nodes.len())
+            .find(|&i| {
+                self.cluster.nodes[i]
+                    .info("replication")
+                    .contains(&format!("master_port:{port}"))
+            })
+            .expect("a replica")
+    }
+}
+
+/// Waits until node `i` counts `n` subscribers of the shard channel `ch`.
+fn shard_subscribers(env: &Env, i: usize, ch: &str, n: i64) -> bool {
+    poll_until(Duration::from_secs(10), || {
+        let r = env.node(i).cmd(&["PUBSUB", "SHARDNUMSUB", ch]);
+        (r == Reply::Array(Some(vec![Reply::bulk(ch), Reply::Int(n)]))).then_some(())
+    })
+    .is_some()
+}
+
+/// `sub` reads exactly the smessage `msg` on `ch` next (not an unsubscribe, not an error).
+fn expect_smessage(sub: &mut Client, ch: &str, msg: &str) {
+    let r = sub.read_reply().expect("a message");
+    assert_eq!(r, Reply::bulks(["smessage", ch, msg]));
+}
+
+#[test]
+fn a_shard_channel_moves_with_its_slot_to_another_primary() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let ch = env.cluster.key_on(a, "orders");
+    let slot = testkit::cluster_slot(ch.as_bytes());
+    let mut sub = env.client();
+    assert_eq!(
+        sub.cmd(&["SSUBSCRIBE", &ch]),
+        Reply::Array(Some(vec![
+            Reply::bulk("ssubscribe"),
+            Reply::bulk(&ch),
+            Reply::Int(1)
+        ]))
+    );
+    assert!(shard_subscribers(&env, a, &ch, 1), "not subscribed on {a}");
+    let mut publisher = env.client();
+    assert_eq!(publisher.cmd(&["SPUBLISH", &ch, "before"]), Reply::Int(1));
+    expect_smessage(&mut sub, &ch, "before");
+
+    // The slot moves to `b`: `a` drops the channel (and says sunsubscribe to rampart).
+    env.move_slot(slot, a, b, &[]);
+    assert!(
+        shard_subscribers(&env, b, &ch, 1),
+        "the shard channel was not subscribed on the slot's new owner"
+    );
+    assert!(shard_subscribers(&env, a, &ch, 0));
+    // Published on the new owner directly, and through rampart: the client gets both, and
+    // nothing else came before them (no sunsubscribe, no error).
+    assert_eq!(env.node(b).cmd(&["SPUBLISH", &ch, "direct"]), Reply::Int(1));
+    expect_smessage(&mut sub, &ch, "direct");
+    assert_eq!(publisher.cmd(&["SPUBLISH", &ch, "through"]), Reply::Int(1));
+    expect_smessage(&mut sub, &ch, "through");
+    // Still subscribed to it, as the client sees it.
+    assert_eq!(
+        sub.cmd(&["PING"]),
+        Reply::bulks(["pong", ""]),
+        "nothing else was pending"
+    );
+    // Leaving it reaches the new owner.
+    assert_eq!(
+        sub.cmd(&["SUNSUBSCRIBE", &ch]),
+        Reply::Array(Some(vec![
+            Reply::bulk("sunsubscribe"),
+            Reply::bulk(&ch),
+            Reply::Int(0)
+        ]))
+    );
+    assert!(shard_subscribers(&env, b, &ch, 0));
+}
+
+#[test]
+fn a_shard_channel_follows_a_failover_of_its_primary() {
+    let cluster = ClusterSetup::new().full_coverage(false).start();
+    let mut env = Env::start(cluster, "  failover_hold: 10s\n");
+    let a = env.cluster.primaries()[0];
+    let replica = env.replica_of(a);
+    let ch = env.cluster.key_on(a, "alerts");
+    let mut sub = env.client();
+    let r = sub.cmd(&["SSUBSCRIBE", &ch]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    assert!(shard_subscribers(&env, a, &ch, 1));
+
+    env.cluster.nodes[a].kill9();
+    let promoted = poll_until(Duration::from_secs(20), || {
+        (env.cluster.nodes[replica].role() == "master").then_some(())
+    });
+    assert!(promoted.is_some(), "the cluster promoted no replica");
+    assert!(
+        shard_subscribers(&env, replica, &ch, 1),
+        "the shard channel was not subscribed on the promoted replica"
+    );
+    assert_eq!(
+        env.node(replica).cmd(&["SPUBLISH", &ch, "direct"]),
+        Reply::Int(1)
+    );
+    expect_smessage(&mut sub, &ch, "direct");
+    let mut publisher = env.client();
+    assert_eq!(publisher.cmd(&["SPUBLISH", &ch, "through"]), Reply::Int(1));
+    expect_smessage(&mut sub, &ch, "through");
+    assert_eq!(sub.cmd(&["PING"]), Reply::bulks(["pong", ""]));
+}
