@@ -214,3 +214,62 @@ fn a_shard_channel_follows_a_failover_of_its_primary() {
     expect_smessage(&mut sub, &ch, "through");
     assert_eq!(sub.cmd(&["PING"]), Reply::bulks(["pong", ""]));
 }
+
+#[test]
+fn a_classic_channel_is_subscribed_again_on_another_node_when_its_node_is_killed() {
+    // No replicas: the killed node is never replaced, so only another node can serve.
+    let cluster = ClusterSetup::new().replicas(0).full_coverage(false).start();
+    let mut env = Env::start(cluster, "  failover_hold: 300ms\n");
+    let ch = "news";
+    let mut sub = env.client();
+    let r = sub.cmd(&["SUBSCRIBE", ch]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    let numsub = |env: &Env, i: usize| {
+        env.node(i)
+            .cmd(&["PUBSUB", "NUMSUB", ch])
+            .as_array()
+            .and_then(|a| a.get(1).and_then(Reply::as_int))
+            .unwrap_or(0)
+    };
+    let primaries = env.cluster.primaries();
+    let on = poll_until(Duration::from_secs(5), || {
+        primaries.iter().copied().find(|&i| numsub(&env, i) == 1)
+    })
+    .expect("subscribed on a node");
+    env.node(on).cmd(&["PUBLISH", ch, "first"]);
+    assert_eq!(
+        sub.read_reply().expect("message"),
+        Reply::bulks(["message", ch, "first"])
+    );
+
+    env.cluster.nodes[on].kill9();
+    let others: Vec<usize> = primaries.into_iter().filter(|&i| i != on).collect();
+    let again = poll_until(Duration::from_secs(5), || {
+        others.iter().copied().find(|&i| numsub(&env, i) == 1)
+    });
+    assert!(again.is_some(), "not subscribed again on another node");
+    // The cluster broadcasts PUBLISH: a message published on any live node reaches the
+    // client, once.
+    for &i in &others {
+        env.node(i).cmd(&["PUBLISH", ch, &format!("from {i}")]);
+        assert_eq!(
+            sub.read_reply().expect("message"),
+            Reply::bulks(["message", ch, &format!("from {i}")])
+        );
+    }
+    // Published through rampart: once its health checks took the killed node down, on a
+    // node that is up (the channel's own shard has none).
+    let mut publisher = env.client();
+    let sent = poll_until(Duration::from_secs(10), || {
+        publisher
+            .cmd(&["PUBLISH", ch, "through"])
+            .as_int()
+            .map(|_| ())
+    });
+    assert!(sent.is_some(), "PUBLISH through rampart kept failing");
+    assert_eq!(
+        sub.read_reply().expect("message"),
+        Reply::bulks(["message", ch, "through"])
+    );
+    assert_eq!(sub.cmd(&["PING"]), Reply::bulks(["pong", ""]));
+}

@@ -549,6 +549,7 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
         h.follow_slots();
         let Some((rt, node)) = h.target(shard) else {
             h.settle_shard(shard);
+            h.relocate_channels(shard);
             drop(h);
             sleep(delay).await;
             delay = (delay * 2).min(RETRY_MAX);
@@ -562,6 +563,7 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
             tracing::debug!(shard, node = %node.label, "pub/sub: connect failed: {e}");
             if let Some(h) = hub.upgrade() {
                 h.settle_shard(shard);
+                h.relocate_channels(shard);
             }
             sleep(delay).await;
             delay = (delay * 2).min(RETRY_MAX);

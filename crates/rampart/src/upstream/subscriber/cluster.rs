@@ -1,13 +1,15 @@
 //! The hub in a Redis Cluster pool: shard channels move with their slot (a node that
 //! loses a slot drops its shard channels and says `sunsubscribe` on its own; the hub
-//! subscribes them again where the map, read again, places the slot).
+//! subscribes them again where the map, read again, places the slot), and channels leave a
+//! shard whose node is gone for one that has a node (the cluster broadcasts `PUBLISH` to
+//! every node).
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{placement, run_link, Hub, Kind, Placement};
+use super::{notification, placement, run_link, Hub, Kind, Placement};
 
 impl Hub {
     /// Ask a cluster pool's follower to read the map again.
@@ -97,6 +99,52 @@ impl Hub {
         link.push(kind, name.clone(), true);
         if !link.running.replace(true) {
             tokio::task::spawn_local(run_link(Rc::downgrade(self), link, shard));
+        }
+    }
+
+    /// In a cluster pool, `from`'s link has no node to connect to (its primary killed, the
+    /// cluster not yet failed over): its channels go to the link of another shard that has
+    /// one, since every node of a cluster hears every `PUBLISH`. Keyspace notification
+    /// channels stay (only their key's node sends them), as do shard channels and patterns.
+    pub(super) fn relocate_channels(self: &Rc<Self>, from: usize) {
+        let Some(wp) = self.pool.borrow().upgrade() else {
+            return;
+        };
+        if wp.rt.cluster.is_none() {
+            return;
+        }
+        let n = wp.rt.shards.len();
+        let Some(to) = (1..n)
+            .map(|i| (from + i) % n)
+            .find(|&s| self.target(s).is_some())
+        else {
+            return;
+        };
+        let mut moved = Vec::new();
+        for ((kind, name), e) in self.subs.borrow_mut().iter_mut() {
+            if *kind == Kind::Channel
+                && e.shards == [from]
+                && notification(name, b"__keyspace@").is_none()
+            {
+                e.shards = vec![to];
+                e.unconfirmed.clear();
+                moved.push(name.clone());
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        let old = self.link(from);
+        old.keys.set(old.keys.get().saturating_sub(moved.len()));
+        tracing::info!(
+            pool = %wp.rt.conf.name,
+            from = %wp.rt.shards[from].name,
+            to = %wp.rt.shards[to].name,
+            channels = moved.len(),
+            "pub/sub: channels moved to a shard with a node (the cluster broadcasts PUBLISH)"
+        );
+        for name in &moved {
+            self.place(to, Kind::Channel, name);
         }
     }
 }
