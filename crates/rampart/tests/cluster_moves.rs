@@ -114,6 +114,26 @@ impl Env {
             })
             .expect("a replica")
     }
+
+    /// `calls` of `cmd` in node `i`'s `INFO commandstats`: the times it ran (0 when never;
+    /// a command refused with a redirection did not run).
+    fn calls(&self, i: usize, cmd: &str) -> i64 {
+        self.stat(i, "commandstats", &format!("cmdstat_{cmd}:calls="))
+    }
+
+    /// The `MOVED` replies node `i` gave (`INFO errorstats`).
+    fn moved(&self, i: usize) -> i64 {
+        self.stat(i, "errorstats", "errorstat_MOVED:count=")
+    }
+
+    /// The number after `prefix` in node `i`'s INFO `section` (0 when absent).
+    fn stat(&self, i: usize, section: &str, prefix: &str) -> i64 {
+        let info = self.cluster.nodes[i].info(section);
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|n| n.split(',').next())
+            .map_or(0, |n| n.trim().parse().unwrap_or(0))
+    }
 }
 
 /// Waits until node `i` counts `n` subscribers of the shard channel `ch`.
@@ -272,4 +292,103 @@ fn a_classic_channel_is_subscribed_again_on_another_node_when_its_node_is_killed
         Reply::bulks(["message", ch, "through"])
     );
     assert_eq!(sub.cmd(&["PING"]), Reply::bulks(["pong", ""]));
+}
+
+#[test]
+fn watch_follows_moved_to_the_slots_new_primary() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let key = env.cluster.key_on(a, "balance");
+    let slot = testkit::cluster_slot(key.as_bytes());
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", &key, "10"]), Reply::ok());
+    env.move_slot(slot, a, b, &[&key]);
+    // rampart's map still names `a`, which answers WATCH with MOVED: followed to `b`.
+    assert_eq!(c.cmd(&["WATCH", &key]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCRBY", &key, "5"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::Int(15)])));
+    assert_eq!(env.node(b).cmd(&["GET", &key]), Reply::bulk("15"));
+    // The watch is held on `b` indeed: a write by another client there aborts the EXEC.
+    assert_eq!(c.cmd(&["WATCH", &key]), Reply::ok());
+    assert_eq!(env.client().cmd(&["SET", &key, "100"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCRBY", &key, "5"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(None));
+    assert_eq!(env.node(b).cmd(&["GET", &key]), Reply::bulk("100"));
+}
+
+#[test]
+fn watch_follows_ask_during_a_migration_and_exec_runs_on_the_importing_node() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let key = env.cluster.key_on(a, "stock");
+    let slot = testkit::cluster_slot(key.as_bytes());
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", &key, "3"]), Reply::ok());
+    let s = slot.to_string();
+    let (a_id, b_id) = (env.cluster.id(a), env.cluster.id(b));
+    let r = env
+        .node(b)
+        .cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &a_id]);
+    assert_eq!(r, Reply::ok());
+    let r = env
+        .node(a)
+        .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &b_id]);
+    assert_eq!(r, Reply::ok());
+    env.migrate(a, b, &[&key]);
+    // The key is on `b`, the slot still `a`'s: `a` answers ASK, the watch goes to `b`.
+    assert_eq!(c.cmd(&["WATCH", &key]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["DECR", &key]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::Int(2)])));
+    env.finish_move(slot, b);
+    assert_eq!(env.node(b).cmd(&["GET", &key]), Reply::bulk("2"));
+}
+
+#[test]
+fn exec_after_the_watched_slot_moved_runs_nothing_and_answers_nil() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let key = env.cluster.key_on(a, "seat");
+    let slot = testkit::cluster_slot(key.as_bytes());
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", &key, "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["WATCH", &key]), Reply::ok());
+    env.move_slot(slot, a, b, &[&key]);
+    let incrs = (env.calls(a, "incr"), env.calls(b, "incr"));
+    // The watch is on `a`, which no longer serves the slot: nothing runs, EXEC is nil.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", &key]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(None));
+    assert_eq!(env.node(b).cmd(&["GET", &key]), Reply::bulk("1"));
+    assert_eq!((env.calls(a, "incr"), env.calls(b, "incr")), incrs);
+    // The client's retry watches again, on `b` now, and runs.
+    assert_eq!(c.cmd(&["WATCH", &key]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", &key]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::Int(2)])));
+
+    // Now with rampart's map already naming the new owner at EXEC: the slot moves back to
+    // `a` while watched on `b`, and a request through rampart meets MOVED (the map is read
+    // again) before EXEC.
+    assert_eq!(c.cmd(&["WATCH", &key]), Reply::ok());
+    env.move_slot(slot, b, a, &[&key]);
+    let mut other = env.client();
+    assert_eq!(other.cmd(&["GET", &key]), Reply::bulk("2"));
+    let refreshed = poll_until(Duration::from_secs(5), || {
+        let moved = env.moved(b);
+        assert_eq!(other.cmd(&["GET", &key]), Reply::bulk("2"));
+        (env.moved(b) == moved).then_some(())
+    });
+    assert!(refreshed.is_some(), "the map was not read again");
+    let incrs = (env.calls(a, "incr"), env.calls(b, "incr"));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", &key]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(None));
+    assert_eq!((env.calls(a, "incr"), env.calls(b, "incr")), incrs);
+    assert_eq!(env.node(a).cmd(&["GET", &key]), Reply::bulk("2"));
 }
