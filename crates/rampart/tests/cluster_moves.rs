@@ -392,3 +392,34 @@ fn exec_after_the_watched_slot_moved_runs_nothing_and_answers_nil() {
     assert_eq!((env.calls(a, "incr"), env.calls(b, "incr")), incrs);
     assert_eq!(env.node(a).cmd(&["GET", &key]), Reply::bulk("2"));
 }
+
+#[test]
+fn multi_exec_without_watch_whose_slot_moved_runs_whole_on_the_new_primary() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let tag = env.cluster.key_on(a, "cart");
+    let (k1, k2) = (format!("{{{tag}}}:items"), format!("{{{tag}}}:total"));
+    let slot = testkit::cluster_slot(k1.as_bytes());
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", &k2, "0"]), Reply::ok());
+    env.move_slot(slot, a, b, &[&k2]);
+    let incrs = env.calls(a, "incrby");
+    // The queued commands meet MOVED on `a`, EXEC aborts there with nothing run, and the
+    // whole transaction runs on `b` once.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["RPUSH", &k1, "x"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCRBY", &k2, "7"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::Int(1), Reply::Int(7)]))
+    );
+    assert_eq!(env.node(b).cmd(&["LLEN", &k1]), Reply::Int(1));
+    assert_eq!(env.node(b).cmd(&["GET", &k2]), Reply::bulk("7"));
+    assert_eq!(
+        env.calls(a, "incrby"),
+        incrs,
+        "nothing ran on the old owner"
+    );
+    assert_eq!(env.calls(b, "incrby"), 1);
+}
