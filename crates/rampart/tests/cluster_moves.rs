@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testkit::{free_port, poll_until, Client, ClusterSetup, Proxy, RedisCluster, Reply};
 
@@ -62,8 +62,8 @@ impl Env {
     /// Moves `slot` from primary `from` to primary `to` as `redis-cli --cluster reshard`
     /// does: IMPORTING on `to`, MIGRATING on `from`, `keys` moved with MIGRATE, then
     /// `SETSLOT ... NODE` on `to` first (it bumps its epoch) and every other primary; waits
-    /// until every node agrees.
-    fn move_slot(&self, slot: u16, from: usize, to: usize, keys: &[&str]) {
+    /// until every node agrees. Returns when the last `SETSLOT` was answered.
+    fn move_slot(&self, slot: u16, from: usize, to: usize, keys: &[&str]) -> Instant {
         let s = slot.to_string();
         let (from_id, to_id) = (self.cluster.id(from), self.cluster.id(to));
         let r = self
@@ -75,7 +75,7 @@ impl Env {
             .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
         assert_eq!(r, Reply::ok());
         self.migrate(from, to, keys);
-        self.finish_move(slot, to);
+        self.finish_move(slot, to)
     }
 
     /// MIGRATE of `keys` from node `from` to node `to`.
@@ -89,8 +89,9 @@ impl Env {
         assert_eq!(self.node(from).cmd(&cmd), Reply::ok(), "MIGRATE {keys:?}");
     }
 
-    /// `SETSLOT slot NODE to` on `to`, then on every other primary.
-    fn finish_move(&self, slot: u16, to: usize) {
+    /// `SETSLOT slot NODE to` on `to`, then on every other primary; returns when the last
+    /// was answered, once every node agrees.
+    fn finish_move(&self, slot: u16, to: usize) -> Instant {
         let (s, to_id) = (slot.to_string(), self.cluster.id(to));
         let mut order = vec![to];
         order.extend(self.cluster.primaries().into_iter().filter(|&p| p != to));
@@ -100,7 +101,9 @@ impl Env {
                 .cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
             assert_eq!(r, Reply::ok(), "SETSLOT NODE on node {p}");
         }
+        let done = Instant::now();
         self.cluster.wait_ok(Duration::from_secs(10));
+        done
     }
 
     /// The replica of primary `p`.
@@ -173,10 +176,14 @@ fn a_shard_channel_moves_with_its_slot_to_another_primary() {
     expect_smessage(&mut sub, &ch, "before");
 
     // The slot moves to `b`: `a` drops the channel (and says sunsubscribe to rampart).
-    env.move_slot(slot, a, b, &[]);
+    let moved = env.move_slot(slot, a, b, &[]);
     assert!(
         shard_subscribers(&env, b, &ch, 1),
         "the shard channel was not subscribed on the slot's new owner"
+    );
+    println!(
+        "shard channel subscribed on the new owner {:?} after the last SETSLOT NODE",
+        moved.elapsed()
     );
     assert!(shard_subscribers(&env, a, &ch, 0));
     // Published on the new owner directly, and through rampart: the client gets both, and
