@@ -1,7 +1,7 @@
 //! Session state that follows a Redis Cluster slot move: shard channels subscribed again on
 //! the slot's new owner (after `CLUSTER SETSLOT ... NODE` and after a kill -9 failover),
-//! classic channels moved off a killed node, and WATCH / MULTI / EXEC on a slot that moved
-//! before or after WATCH. Every test runs against a real cluster (`redis-cli --cluster
+//! classic channels moved off a killed node, patterns that hear a broadcast PUBLISH once,
+//! and WATCH / MULTI / EXEC on a slot that moved before or after WATCH. Every test runs against a real cluster (`redis-cli --cluster
 //! create`, three primaries).
 //!
 //! Run with `RUST_TEST_THREADS=2`: each test starts its own cluster.
@@ -299,6 +299,84 @@ fn a_classic_channel_is_subscribed_again_on_another_node_when_its_node_is_killed
         Reply::bulks(["message", ch, "through"])
     );
     assert_eq!(sub.cmd(&["PING"]), Reply::bulks(["pong", ""]));
+}
+
+#[test]
+fn a_pattern_gets_a_broadcast_message_once_and_every_nodes_notifications() {
+    let cluster = ClusterSetup::new().replicas(0).full_coverage(false).start();
+    let mut env = Env::start(cluster, "");
+    let primaries = env.cluster.primaries();
+    for &i in &primaries {
+        let r = env
+            .node(i)
+            .cmd(&["CONFIG", "SET", "notify-keyspace-events", "E$"]);
+        assert_eq!(r, Reply::ok());
+    }
+    let mut sub = env.client();
+    for pattern in ["news.*", "__keyevent@0__:*"] {
+        let r = sub.cmd(&["PSUBSCRIBE", pattern]);
+        assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    }
+    // Subscribed on every node (each sends its own notifications).
+    let everywhere = poll_until(Duration::from_secs(5), || {
+        primaries
+            .iter()
+            .all(|&i| env.node(i).cmd(&["PUBSUB", "NUMPAT"]) == Reply::Int(2))
+            .then_some(())
+    });
+    assert!(
+        everywhere.is_some(),
+        "patterns not subscribed on every node"
+    );
+    // Reads what arrives within 300 ms.
+    let drain = |sub: &mut Client| {
+        sub.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut got = Vec::new();
+        while let Ok(r) = sub.read_reply() {
+            got.push(r);
+        }
+        sub.set_read_timeout(Some(Duration::from_secs(10)));
+        got
+    };
+    let pmessage = |pattern: &str, ch: &str, msg: &str| {
+        Reply::Array(Some(
+            ["pmessage", pattern, ch, msg].map(Reply::bulk).to_vec(),
+        ))
+    };
+    // A message published on any node: every node hears it, the client gets it once.
+    for &i in &primaries {
+        env.node(i)
+            .cmd(&["PUBLISH", "news.a", &format!("from {i}")]);
+        assert_eq!(
+            drain(&mut sub),
+            vec![pmessage("news.*", "news.a", &format!("from {i}"))]
+        );
+    }
+    // A key written on each primary: its node's notification, once.
+    let mut c = env.client();
+    for &i in &primaries {
+        let key = env.cluster.key_on(i, "ev");
+        assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok());
+        assert_eq!(
+            drain(&mut sub),
+            vec![pmessage("__keyevent@0__:*", "__keyevent@0__:set", &key)]
+        );
+    }
+    // The node whose copies were passed on may go: another's are, still once.
+    for &dead in &primaries[..2] {
+        env.cluster.nodes[dead].kill9();
+        let live = primaries[2];
+        let once = poll_until(Duration::from_secs(5), || {
+            env.node(live).cmd(&["PUBLISH", "news.b", "after"]);
+            let got = drain(&mut sub);
+            (!got.is_empty()).then_some(got)
+        });
+        assert_eq!(
+            once,
+            Some(vec![pmessage("news.*", "news.b", "after")]),
+            "after node {dead} was killed"
+        );
+    }
 }
 
 #[test]

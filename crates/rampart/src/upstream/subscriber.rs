@@ -128,6 +128,8 @@ struct Link {
     /// times: a `sunsubscribe` for any other is the server's own (it lost the slot). Cleared
     /// on every connect.
     leaving: RefCell<HashMap<Bytes, u32>>,
+    /// Connected to its node, everything subscribed.
+    connected: Cell<bool>,
 }
 
 impl Link {
@@ -198,6 +200,9 @@ pub struct Hub {
     /// A shard channel was dropped or redirected by its server: place them again even if
     /// the table did not change.
     replace: Cell<bool>,
+    /// In a cluster pool, the shard whose link passes on pattern messages of broadcast
+    /// channels (every node hears each `PUBLISH`; the others' copies are dropped).
+    home: Cell<Option<usize>>,
 }
 
 impl Default for Hub {
@@ -209,6 +214,7 @@ impl Default for Hub {
             conns: Rc::default(),
             placed_by: RefCell::new(std::sync::Weak::new()),
             replace: Cell::new(false),
+            home: Cell::new(None),
         }
     }
 }
@@ -462,6 +468,9 @@ impl Hub {
             }
             return;
         }
+        if what == b"pmessage" && !self.passes_pmessage(shard, bulk(2).unwrap_or_default()) {
+            return;
+        }
         let subs = self.subs.borrow();
         let Some(e) = subs.get(&key) else {
             return;
@@ -582,7 +591,16 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
             );
         }
         served = true;
-        match serve(&hub, &link, shard, &mut lease, &node).await {
+        link.connected.set(true);
+        if let Some(h) = hub.upgrade() {
+            h.link_up(shard);
+        }
+        let stop = serve(&hub, &link, shard, &mut lease, &node).await;
+        link.connected.set(false);
+        if let Some(h) = hub.upgrade() {
+            h.link_down(shard);
+        }
+        match stop {
             Stop::Idle => {
                 link.running.set(false);
                 return;

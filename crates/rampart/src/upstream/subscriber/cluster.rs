@@ -2,7 +2,9 @@
 //! loses a slot drops its shard channels and says `sunsubscribe` on its own; the hub
 //! subscribes them again where the map, read again, places the slot), and channels leave a
 //! shard whose node is gone for one that has a node (the cluster broadcasts `PUBLISH` to
-//! every node).
+//! every node). A pattern is subscribed on every shard (keyspace notifications are each
+//! node's own), so a broadcast message matching it arrives once per shard: only one link,
+//! the hub's home, passes those on.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,6 +14,39 @@ use bytes::Bytes;
 use super::{notification, placement, run_link, Hub, Kind, Placement};
 
 impl Hub {
+    /// Whether a `pmessage` for `channel` read on `shard`'s link goes to the listeners: in
+    /// a cluster pool, a notification channel's (`__keyspace@`, `__keyevent@`: sent by one
+    /// node only) from any link, any other channel's (broadcast to every node) only from
+    /// the home link.
+    pub(super) fn passes_pmessage(&self, shard: usize, channel: &[u8]) -> bool {
+        let cluster = self
+            .pool
+            .borrow()
+            .upgrade()
+            .is_some_and(|wp| wp.rt.cluster.is_some());
+        !cluster
+            || notification(channel, b"__keyspace@").is_some()
+            || notification(channel, b"__keyevent@").is_some()
+            || self.home.get() == Some(shard)
+    }
+
+    /// `shard`'s link is connected: the home if there is none.
+    pub(super) fn link_up(&self, shard: usize) {
+        if self.home.get().is_none() {
+            self.home.set(Some(shard));
+        }
+    }
+
+    /// `shard`'s link lost its connection (or ended): another connected link becomes the
+    /// home, if any (else the next to connect).
+    pub(super) fn link_down(&self, shard: usize) {
+        if self.home.get() == Some(shard) {
+            let links = self.links.borrow();
+            self.home
+                .set((0..links.len()).find(|&s| s != shard && links[s].connected.get()));
+        }
+    }
+
     /// Ask a cluster pool's follower to read the map again.
     pub(super) fn ask_refresh(&self) {
         if let Some(wp) = self.pool.borrow().upgrade() {
