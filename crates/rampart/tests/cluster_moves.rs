@@ -211,6 +211,79 @@ fn a_shard_channel_moves_with_its_slot_to_another_primary() {
 }
 
 #[test]
+fn shard_channels_follow_redis_cli_reshard() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let (a_id, b_id) = (env.cluster.id(a), env.cluster.id(b));
+    // `redis-cli --cluster reshard` takes the source's slots from its lowest: channels in
+    // `a`'s first 1000 slots move, the others stay.
+    let first = (0..16384u16)
+        .find(|&s| env.cluster.owner_of_slot(s) == a)
+        .expect("a serves slots");
+    let (mut moving, mut staying) = (Vec::new(), Vec::new());
+    for n in 0.. {
+        let ch = format!("feed:{n}");
+        let slot = testkit::cluster_slot(ch.as_bytes());
+        if env.cluster.owner_of_slot(slot) != a {
+            continue;
+        }
+        if slot < first + 900 && moving.len() < 10 {
+            moving.push(ch);
+        } else if slot > first + 1100 && staying.len() < 5 {
+            staying.push(ch);
+        }
+        if moving.len() == 10 && staying.len() == 5 {
+            break;
+        }
+    }
+    let all: Vec<&String> = moving.iter().chain(&staying).collect();
+    let mut sub = env.client();
+    for ch in &all {
+        let r = sub.cmd(&["SSUBSCRIBE", ch.as_str()]);
+        assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    }
+    for ch in &all {
+        assert!(shard_subscribers(&env, a, ch, 1), "{ch} not on {a}");
+    }
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard", &env.cluster.nodes[a].addr()])
+        .args(["--cluster-from", &a_id, "--cluster-to", &b_id])
+        .args(["--cluster-slots", "1000", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster reshard");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.cluster.wait_ok(Duration::from_secs(10));
+    for (ch, owner) in moving
+        .iter()
+        .map(|c| (c, b))
+        .chain(staying.iter().map(|c| (c, a)))
+    {
+        let slot = testkit::cluster_slot(ch.as_bytes());
+        assert_eq!(env.cluster.owner_of_slot(slot), owner, "{ch}");
+        assert!(
+            shard_subscribers(&env, owner, ch, 1),
+            "{ch} not on node {owner}"
+        );
+        let other = if owner == a { b } else { a };
+        assert!(
+            shard_subscribers(&env, other, ch, 0),
+            "{ch} still on node {other}"
+        );
+        assert_eq!(
+            env.node(owner).cmd(&["SPUBLISH", ch, "after"]),
+            Reply::Int(1)
+        );
+        expect_smessage(&mut sub, ch, "after");
+    }
+    assert_eq!(sub.cmd(&["PING"]), Reply::bulks(["pong", ""]));
+}
+
+#[test]
 fn a_shard_channel_follows_a_failover_of_its_primary() {
     let cluster = ClusterSetup::new().full_coverage(false).start();
     let mut env = Env::start(cluster, "  failover_hold: 10s\n");
