@@ -200,6 +200,8 @@ pub struct Hub {
     /// A shard channel was dropped or redirected by its server: place them again even if
     /// the table did not change.
     replace: Cell<bool>,
+    /// A task waits for the next slot table (see `Hub::follow_soon`).
+    following: Cell<bool>,
     /// In a cluster pool, the shard whose link passes on pattern messages of broadcast
     /// channels (every node hears each `PUBLISH`; the others' copies are dropped).
     home: Cell<Option<usize>>,
@@ -214,6 +216,7 @@ impl Default for Hub {
             conns: Rc::default(),
             placed_by: RefCell::new(std::sync::Weak::new()),
             replace: Cell::new(false),
+            following: Cell::new(false),
             home: Cell::new(None),
         }
     }
@@ -407,7 +410,7 @@ impl Hub {
     }
 
     /// A frame read from `shard`'s subscriber connection.
-    fn on_frame(&self, shard: usize, frame: Vec<u8>) {
+    fn on_frame(self: &Rc<Self>, shard: usize, frame: Vec<u8>) {
         let Ok(Value::Array(Some(items))) = resp::peek(&frame) else {
             if frame.first() == Some(&b'-') {
                 // The answer to one name (a shard channel is sent one per command).
@@ -448,6 +451,7 @@ impl Hub {
                     e.dropped = true;
                     self.replace.set(true);
                     self.ask_refresh();
+                    self.follow_soon();
                 }
             }
             return;

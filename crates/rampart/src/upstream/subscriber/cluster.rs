@@ -13,6 +13,9 @@ use bytes::Bytes;
 
 use super::{notification, placement, run_link, Hub, Kind, Placement};
 
+/// How often a hub waiting for a new slot table looks (see `Hub::follow_soon`).
+const SOON: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Hub {
     /// Whether a `pmessage` for `channel` read on `shard`'s link goes to the listeners: in
     /// a cluster pool, a notification channel's (`__keyspace@`, `__keyevent@`: sent by one
@@ -59,7 +62,7 @@ impl Hub {
     /// `shard`'s server redirected a shard channel (`MOVED <slot> ...`, `ASK <slot> ...`;
     /// or said `TRYAGAIN`, `CLUSTERDOWN`): the shard channels of that slot (of every slot
     /// without one) on `shard` are placed again once the map is read again.
-    pub(super) fn redirected(&self, shard: usize, text: &str) {
+    pub(super) fn redirected(self: &Rc<Self>, shard: usize, text: &str) {
         let slot: Option<u16> = text.split(' ').nth(1).and_then(|s| s.parse().ok());
         for ((kind, name), e) in self.subs.borrow_mut().iter_mut() {
             if *kind == Kind::Shard
@@ -71,6 +74,43 @@ impl Hub {
         }
         self.replace.set(true);
         self.ask_refresh();
+        self.follow_soon();
+    }
+
+    /// Whether the slot table changed since the shard channels were last placed.
+    fn table_changed(&self) -> bool {
+        let Some(wp) = self.pool.borrow().upgrade() else {
+            return false;
+        };
+        wp.rt.cluster.as_ref().is_some_and(|c| {
+            !std::ptr::eq(self.placed_by.borrow().as_ptr(), Arc::as_ptr(&c.table()))
+        })
+    }
+
+    /// A shard channel was dropped or redirected and the map asked for: place the shard
+    /// channels again as soon as the table changes (looked at every [`SOON`], for at most
+    /// the pool timeout), rather than at a link's next check, so fewer messages are lost.
+    pub(super) fn follow_soon(self: &Rc<Self>) {
+        if self.following.replace(true) {
+            return;
+        }
+        let Some(timeout) = self.pool.borrow().upgrade().map(|wp| wp.rt.timeout()) else {
+            self.following.set(false);
+            return;
+        };
+        let hub = Rc::downgrade(self);
+        tokio::task::spawn_local(async move {
+            let until = tokio::time::Instant::now() + timeout;
+            loop {
+                tokio::time::sleep(SOON).await;
+                let Some(h) = hub.upgrade() else { return };
+                if h.table_changed() || tokio::time::Instant::now() >= until {
+                    h.following.set(false);
+                    h.follow_slots();
+                    return;
+                }
+            }
+        });
     }
 
     /// In a cluster pool, place the shard channels again when the slot table changed (or a
@@ -86,11 +126,10 @@ impl Hub {
         let Some(cluster) = &wp.rt.cluster else {
             return;
         };
-        let table = cluster.table();
-        let same = std::ptr::eq(self.placed_by.borrow().as_ptr(), Arc::as_ptr(&table));
-        if same && !self.replace.get() {
+        if !self.table_changed() && !self.replace.get() {
             return;
         }
+        let table = cluster.table();
         *self.placed_by.borrow_mut() = Arc::downgrade(&table);
         self.replace.set(false);
         let shard_of = |k: &[u8]| table.shard(hashkit::cluster_slot(k));
