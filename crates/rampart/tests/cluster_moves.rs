@@ -581,3 +581,33 @@ fn multi_exec_without_watch_whose_slot_moved_runs_whole_on_the_new_primary() {
     );
     assert_eq!(env.calls(b, "incrby"), 1);
 }
+
+#[test]
+fn a_watch_redirected_while_other_keys_are_watched_is_refused_not_passed_on() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let k1 = env.cluster.key_on(a, "first");
+    let k2 = (0..)
+        .map(|i| env.cluster.key_on(a, &format!("second{i}-")))
+        .find(|k| testkit::cluster_slot(k.as_bytes()) != testkit::cluster_slot(k1.as_bytes()))
+        .expect("a key in another slot of a");
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["WATCH", &k1]), Reply::ok());
+    env.move_slot(testkit::cluster_slot(k2.as_bytes()), a, b, &[]);
+    // `a` holds the watch on k1 and answers MOVED for k2: the watch cannot follow it.
+    let r = c.cmd(&["WATCH", &k2]);
+    let text = match &r {
+        Reply::Error(e) => e.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        text.starts_with("ERR rampart: these keys live on another shard"),
+        "{text}"
+    );
+    // The watch on k1 still holds.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &k1, "v"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+    assert_eq!(env.node(a).cmd(&["GET", &k1]), Reply::bulk("v"));
+}

@@ -226,10 +226,6 @@ async fn watch_on(
         else {
             return Ok((lease, reply));
         };
-        if w.watched.get() {
-            // Keys already watched on this connection: the watch cannot move to these.
-            return Ok((lease, format!("-{OTHER_SHARD}\r\n").into_bytes()));
-        }
         let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
         let label = lease.node().label.clone();
         let from_host = label.rsplit_once(':').map_or("", |(h, _)| h);
@@ -252,6 +248,10 @@ async fn watch_on(
             }
             None => return Ok((lease, reply)),
         };
+        if w.watched.get() {
+            // Keys already watched on this connection: the watch cannot move to these.
+            return Ok((lease, format!("-{OTHER_SHARD}\r\n").into_bytes()));
+        }
         redirects += 1;
         if redirects > MAX_REDIRECTS {
             lease.give_back();

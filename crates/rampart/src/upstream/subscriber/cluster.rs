@@ -212,8 +212,8 @@ impl Hub {
         old.keys.set(old.keys.get().saturating_sub(moved.len()));
         tracing::info!(
             pool = %wp.rt.conf.name,
-            from = %wp.rt.shards[from].name,
-            to = %wp.rt.shards[to].name,
+            from = %wp.rt.shards.get(from).map_or("", |s| s.name.as_str()),
+            to = %wp.rt.shards.get(to).map_or("", |s| s.name.as_str()),
             channels = moved.len(),
             "pub/sub: channels moved to a shard with a node (the cluster broadcasts PUBLISH)"
         );
