@@ -680,6 +680,30 @@ mod tests {
     }
 
     #[test]
+    fn a_sunsubscribe_is_an_answer_only_for_one_the_link_sent() {
+        let link = Link::default();
+        link.push(Kind::Shard, Bytes::from_static(b"a"), false);
+        link.push(Kind::Shard, Bytes::from_static(b"a"), true);
+        link.push(Kind::Shard, Bytes::from_static(b"a"), false);
+        let hub = Hub::default();
+        let out = hub.changes(&link);
+        assert_eq!(
+            &out[..],
+            &b"*2\r\n$12\r\nSUNSUBSCRIBE\r\n$1\r\na\r\n*2\r\n$10\r\nSSUBSCRIBE\r\n$1\r\na\r\n*2\r\n$12\r\nSUNSUBSCRIBE\r\n$1\r\na\r\n"[..]
+        );
+        // Two sent, two answers; a third is the server's own.
+        assert!(link.left(b"a"));
+        assert!(link.left(b"a"));
+        assert!(!link.left(b"a"));
+        assert!(!link.left(b"b"));
+        // A new connection owes nothing.
+        link.push(Kind::Shard, Bytes::from_static(b"b"), false);
+        hub.changes(&link);
+        link.reset();
+        assert!(!link.left(b"b"));
+    }
+
+    #[test]
     fn channels_are_placed_like_keys_and_notifications_follow_their_key() {
         assert_eq!(
             placement(Kind::Channel, b"abcd", by_len),
