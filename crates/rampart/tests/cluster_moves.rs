@@ -284,6 +284,76 @@ fn shard_channels_follow_redis_cli_reshard() {
 }
 
 #[test]
+fn a_shard_message_that_reached_a_subscriber_is_never_lost_across_moves() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let ch = env.cluster.key_on(p[0], "ticks");
+    let slot = testkit::cluster_slot(ch.as_bytes());
+    let mut sub = env.client();
+    let r = sub.cmd(&["SSUBSCRIBE", &ch]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    assert!(shard_subscribers(&env, p[0], &ch, 1));
+    // A publisher through rampart: SPUBLISH answers how many subscribers the owner had, so
+    // a 1 means the message reached rampart's subscription.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (addr, ch, stop) = (
+            format!("127.0.0.1:{}", env.port),
+            ch.clone(),
+            std::sync::Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            let mut c = Client::connect(&addr);
+            let (mut heard, mut unheard, mut errors) = (Vec::new(), 0, Vec::new());
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.cmd(&["SPUBLISH", &ch, &n.to_string()]) {
+                    Reply::Int(1) => heard.push(n),
+                    Reply::Int(_) => unheard += 1,
+                    other => errors.push(format!("{n}: {other:?}")),
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (heard, unheard, errors)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // The slot goes around the three primaries and back.
+    for w in [p[0], p[1], p[2], p[0]].windows(2) {
+        env.move_slot(slot, w[0], w[1], &[]);
+        assert!(shard_subscribers(&env, w[1], &ch, 1));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (heard, unheard, errors) = publisher.join().expect("publisher");
+    let last = *heard.last().expect("messages heard");
+    let mut got = Vec::new();
+    while got.last() != Some(&last) {
+        match sub.read_reply().expect("a message") {
+            Reply::Array(Some(items)) if items.len() == 3 => {
+                assert_eq!(items[0], Reply::bulk("smessage"), "{items:?}");
+                let n = items[2].as_str().and_then(|s| s.parse::<u64>().ok());
+                got.push(n.expect("a number"));
+            }
+            other => panic!("not an smessage: {other:?}"),
+        }
+    }
+    println!(
+        "three moves: {} messages reached a subscription, {} found none (published while it moved), {} errors",
+        heard.len(),
+        unheard,
+        errors.len()
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    // In order, each once, and every message that reached a subscription arrived.
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order or twice");
+    let got: std::collections::HashSet<u64> = got.into_iter().collect();
+    let lost: Vec<&u64> = heard.iter().filter(|n| !got.contains(n)).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+}
+
+#[test]
 fn a_shard_channel_follows_a_failover_of_its_primary() {
     let cluster = ClusterSetup::new().full_coverage(false).start();
     let mut env = Env::start(cluster, "  failover_hold: 10s\n");
