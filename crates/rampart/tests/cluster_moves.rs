@@ -577,6 +577,77 @@ fn watch_follows_ask_during_a_migration_and_exec_runs_on_the_importing_node() {
 }
 
 #[test]
+fn a_watched_transaction_with_keys_on_both_sides_of_a_migration_runs_nothing() {
+    let env = Env::start(ClusterSetup::new().start(), "");
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let tag = env.cluster.key_on(a, "acct");
+    let (moved, stayed) = (format!("{{{tag}}}:moved"), format!("{{{tag}}}:stayed"));
+    let slot = testkit::cluster_slot(moved.as_bytes());
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", &moved, "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &stayed, "1"]), Reply::ok());
+    let s = slot.to_string();
+    let (a_id, b_id) = (env.cluster.id(a), env.cluster.id(b));
+    let r = env
+        .node(b)
+        .cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &a_id]);
+    assert_eq!(r, Reply::ok());
+    let r = env
+        .node(a)
+        .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &b_id]);
+    assert_eq!(r, Reply::ok());
+    env.migrate(a, b, &[&moved]);
+    // WATCH follows ASK to `b`; the transaction also names a key still on `a`: `b` refuses
+    // EXEC whole (TRYAGAIN), nothing runs anywhere, and EXEC answers nil.
+    assert_eq!(c.cmd(&["WATCH", &moved]), Reply::ok());
+    let incrs = (env.calls(a, "incr"), env.calls(b, "incr"));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", &moved]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", &stayed]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(None));
+    assert_eq!((env.calls(a, "incr"), env.calls(b, "incr")), incrs);
+    // Without WATCH the same transaction waits for the migration to end, then runs whole
+    // on `b`, once.
+    let finisher = {
+        let stayed = stayed.clone();
+        let (from, to) = (env.cluster.nodes[a].addr(), env.cluster.nodes[b].port());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let port = to.to_string();
+            let mut c = Client::connect(&from);
+            let r = c.cmd(&[
+                "MIGRATE",
+                "127.0.0.1",
+                &port,
+                "",
+                "0",
+                "5000",
+                "KEYS",
+                &stayed,
+            ]);
+            assert_eq!(r, Reply::ok());
+        })
+    };
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", &moved]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", &stayed]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::Int(2), Reply::Int(2)]))
+    );
+    finisher.join().expect("finisher");
+    env.finish_move(slot, b);
+    assert_eq!(env.node(b).cmd(&["GET", &moved]), Reply::bulk("2"));
+    assert_eq!(env.node(b).cmd(&["GET", &stayed]), Reply::bulk("2"));
+    assert_eq!(
+        env.calls(a, "incr"),
+        incrs.0,
+        "nothing ran on the old owner"
+    );
+}
+
+#[test]
 fn exec_after_the_watched_slot_moved_runs_nothing_and_answers_nil() {
     let env = Env::start(ClusterSetup::new().start(), "");
     let p = env.cluster.primaries();

@@ -343,9 +343,12 @@ async fn exec_on(
         lease.give_back();
         return Err(Err(Failure::MultiRefused { node }));
     }
-    if redirected && reply.starts_with(b"-EXECABORT") {
+    let redirected_exec = crate::upstream::backend::is_redirect(&reply);
+    if (redirected && reply.starts_with(b"-EXECABORT")) || redirected_exec {
         // The slot moved since WATCH (the node redirected the queued commands, so nothing
-        // ran): the watched keys went with it and cannot be checked here. As when a watched
+        // ran), or EXEC itself was redirected (on a node importing the slot, keys of the
+        // transaction still on the other node: TRYAGAIN; nothing ran either, and the
+        // server forgot the watched keys): they cannot be checked here. As when a watched
         // key changed, the transaction is aborted; the client's retry watches again.
         if let Some(c) = w.pool.as_ref().and_then(|p| p.rt.cluster.as_ref()) {
             c.ask_refresh();

@@ -147,6 +147,11 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
     let later = reply.starts_with("TRYAGAIN") || reply.starts_with("CLUSTERDOWN");
     if !later {
         resend.redirects += 1;
+    } else if asked {
+        // The importing node cannot take it yet (a transaction with keys on both sides
+        // of the migration: EXEC answers TRYAGAIN there): the ASK that led there does not
+        // count, so the request waits out the migration, within the pool timeout.
+        resend.redirects = resend.redirects.saturating_sub(1);
     }
     let tries = resend.redirects;
     let first = *resend.redirected_at.get_or_insert_with(Instant::now);
