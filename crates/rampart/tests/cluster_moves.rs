@@ -64,6 +64,14 @@ impl Env {
     /// `SETSLOT ... NODE` on `to` first (it bumps its epoch) and every other primary; waits
     /// until every node agrees. Returns when the last `SETSLOT` was answered.
     fn move_slot(&self, slot: u16, from: usize, to: usize, keys: &[&str]) -> Instant {
+        self.begin_move(slot, from, to);
+        self.migrate(from, to, keys);
+        self.finish_move(slot, to)
+    }
+
+    /// Opens the move of `slot` from primary `from` to primary `to`: IMPORTING on `to`,
+    /// MIGRATING on `from`.
+    fn begin_move(&self, slot: u16, from: usize, to: usize) {
         let s = slot.to_string();
         let (from_id, to_id) = (self.cluster.id(from), self.cluster.id(to));
         let r = self
@@ -74,8 +82,6 @@ impl Env {
             .node(from)
             .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
         assert_eq!(r, Reply::ok());
-        self.migrate(from, to, keys);
-        self.finish_move(slot, to)
     }
 
     /// MIGRATE of `keys` from node `from` to node `to`.
@@ -556,16 +562,7 @@ fn watch_follows_ask_during_a_migration_and_exec_runs_on_the_importing_node() {
     let slot = testkit::cluster_slot(key.as_bytes());
     let mut c = env.client();
     assert_eq!(c.cmd(&["SET", &key, "3"]), Reply::ok());
-    let s = slot.to_string();
-    let (a_id, b_id) = (env.cluster.id(a), env.cluster.id(b));
-    let r = env
-        .node(b)
-        .cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &a_id]);
-    assert_eq!(r, Reply::ok());
-    let r = env
-        .node(a)
-        .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &b_id]);
-    assert_eq!(r, Reply::ok());
+    env.begin_move(slot, a, b);
     env.migrate(a, b, &[&key]);
     // The key is on `b`, the slot still `a`'s: `a` answers ASK, the watch goes to `b`.
     assert_eq!(c.cmd(&["WATCH", &key]), Reply::ok());
@@ -587,16 +584,7 @@ fn a_watched_transaction_with_keys_on_both_sides_of_a_migration_runs_nothing() {
     let mut c = env.client();
     assert_eq!(c.cmd(&["SET", &moved, "1"]), Reply::ok());
     assert_eq!(c.cmd(&["SET", &stayed, "1"]), Reply::ok());
-    let s = slot.to_string();
-    let (a_id, b_id) = (env.cluster.id(a), env.cluster.id(b));
-    let r = env
-        .node(b)
-        .cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &a_id]);
-    assert_eq!(r, Reply::ok());
-    let r = env
-        .node(a)
-        .cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &b_id]);
-    assert_eq!(r, Reply::ok());
+    env.begin_move(slot, a, b);
     env.migrate(a, b, &[&moved]);
     // WATCH follows ASK to `b`; the transaction also names a key still on `a`: `b` refuses
     // EXEC whole (TRYAGAIN), nothing runs anywhere, and EXEC answers nil.
