@@ -678,6 +678,17 @@ fn exec_after_the_watched_slot_moved_runs_nothing_and_answers_nil() {
     assert_eq!(c.cmd(&["EXEC"]), Reply::Array(None));
     assert_eq!((env.calls(a, "incr"), env.calls(b, "incr")), incrs);
     assert_eq!(env.node(a).cmd(&["GET", &key]), Reply::bulk("2"));
+
+    // A RESP3 client gets RESP3's nil.
+    let mut c3 = env.client();
+    let hello = c3.cmd(&["HELLO", "3"]);
+    assert!(!matches!(hello, Reply::Error(_)), "{hello:?}");
+    assert_eq!(c3.cmd(&["WATCH", &key]), Reply::ok());
+    env.move_slot(slot, a, b, &[&key]);
+    assert_eq!(c3.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c3.cmd(&["INCR", &key]), Reply::simple("QUEUED"));
+    assert_eq!(c3.cmd(&["EXEC"]), Reply::Bulk(None), "RESP3 null");
+    assert_eq!(env.node(b).cmd(&["GET", &key]), Reply::bulk("2"));
 }
 
 #[test]
