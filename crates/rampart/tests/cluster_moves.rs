@@ -360,6 +360,34 @@ fn a_shard_message_that_reached_a_subscriber_is_never_lost_across_moves() {
 }
 
 #[test]
+fn a_shard_channel_read_from_replicas_moves_with_its_slot() {
+    let env = Env::start(
+        ClusterSetup::new().start(),
+        "  pubsub_from: replica\n  read_policy: prefer-replica\n",
+    );
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let (ra, rb) = (env.replica_of(a), env.replica_of(b));
+    let ch = env.cluster.key_on(a, "prices");
+    let slot = testkit::cluster_slot(ch.as_bytes());
+    let mut sub = env.client();
+    let r = sub.cmd(&["SSUBSCRIBE", &ch]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    assert!(shard_subscribers(&env, ra, &ch, 1), "not on a's replica");
+    // The replica of the slot's old owner drops the channel too; rampart subscribes it on
+    // the new owner's replica, which hears what is published on its primary.
+    env.move_slot(slot, a, b, &[]);
+    assert!(
+        shard_subscribers(&env, rb, &ch, 1),
+        "not subscribed on the new owner's replica"
+    );
+    assert!(shard_subscribers(&env, ra, &ch, 0));
+    env.node(b).cmd(&["SPUBLISH", &ch, "direct"]);
+    expect_smessage(&mut sub, &ch, "direct");
+    assert_eq!(sub.cmd(&["PING"]), Reply::bulks(["pong", ""]));
+}
+
+#[test]
 fn a_shard_channel_follows_a_failover_of_its_primary() {
     let cluster = ClusterSetup::new().full_coverage(false).start();
     let mut env = Env::start(cluster, "  failover_hold: 10s\n");
