@@ -389,15 +389,28 @@ fn a_shard_channel_read_from_replicas_moves_with_its_slot() {
 
 #[test]
 fn a_shard_channel_follows_a_failover_of_its_primary() {
+    failover_of_the_primary("");
+}
+
+#[test]
+fn a_shard_channel_read_from_a_replica_stays_when_that_replica_is_promoted() {
+    // The promoted replica drops its own subscribers of the slots it takes over.
+    failover_of_the_primary("  pubsub_from: replica\n  read_policy: prefer-replica\n");
+}
+
+/// A client SSUBSCRIBEd through a pool with `options`; its channel's primary is killed
+/// and its replica promoted; the client goes on hearing it.
+fn failover_of_the_primary(options: &str) {
     let cluster = ClusterSetup::new().full_coverage(false).start();
-    let mut env = Env::start(cluster, "  failover_hold: 10s\n");
+    let mut env = Env::start(cluster, &format!("  failover_hold: 10s\n{options}"));
     let a = env.cluster.primaries()[0];
     let replica = env.replica_of(a);
     let ch = env.cluster.key_on(a, "alerts");
     let mut sub = env.client();
     let r = sub.cmd(&["SSUBSCRIBE", &ch]);
     assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
-    assert!(shard_subscribers(&env, a, &ch, 1));
+    let on = if options.is_empty() { a } else { replica };
+    assert!(shard_subscribers(&env, on, &ch, 1));
 
     env.cluster.nodes[a].kill9();
     let promoted = poll_until(Duration::from_secs(20), || {
