@@ -314,8 +314,9 @@ impl Session {
     fn any_live(&self, shard: usize) -> usize {
         let rt = &self.pool.rt;
         let live = |s: usize| {
-            let sh = &rt.shards[s];
-            sh.write_target(&sh.view()).is_some()
+            rt.shards
+                .get(s)
+                .is_some_and(|sh| sh.write_target(&sh.view()).is_some())
         };
         if rt.cluster.is_none() || live(shard) {
             return shard;
