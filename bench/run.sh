@@ -323,6 +323,13 @@ if [[ $SKIP_RAMPART != 1 ]]; then
     redis-cli -p "$P_RS" SET "$key" "value-of-$key" >/dev/null
   done
   redis-cli -p "$P_R1" WAIT 1 1000 >/dev/null
+  if [[ " ${CLUSTER_TARGETS[*]} " == *" rampart-cluster "* ]]; then
+    for key in "${MGET_KEYS[@]}"; do
+      redis-cli -p "$P_RC" SET "$key" "value-of-$key" >/dev/null
+    done
+    slots=$(for key in "${MGET_KEYS[@]}"; do redis-cli -p "$P_C1" CLUSTER KEYSLOT "$key"; done | sort -u | wc -l)
+    log "MGET keys: in $slots slots of the cluster"
+  fi
   nils=$(redis-cli -p "$P_RP" MGET "${MGET_KEYS[@]}" | grep -c '^$' || true)
   [[ $nils == 0 ]] || log "WARNING: rampart returned $nils empty MGET values (placement differs from twemproxy?)"
 fi
@@ -373,9 +380,17 @@ CASES=(
 # The cases the TLS targets run, against the same cases of the plaintext targets.
 TLS_CASES=("SET P1" "GET P1" "SET P16" "GET P16")
 is_tls() { [[ " ${TLS_TARGETS[*]} " == *" $1 "* ]]; }
-# The Redis Cluster targets run the same cases as the TLS ones (redis-benchmark --cluster
-# sends no custom command, so no MGET).
+# The Redis Cluster targets run the TLS cases, and rampart-cluster the MGET too (its ten keys
+# lie in ten slots; redis-benchmark --cluster sends no custom command, so no direct MGET).
 is_cluster() { [[ " ${CLUSTER_TARGETS[*]} " == *" $1 "* ]]; }
+CLUSTER_CASES=("${TLS_CASES[@]}")
+runs_case() {  # target case: whether the target runs the redis-benchmark case
+  if is_tls "$1"; then [[ " ${TLS_CASES[*]} " == *" $2 "* ]]
+  elif [[ $1 == rampart-cluster ]]; then [[ " ${CLUSTER_CASES[*]} MGET10 P16 " == *" $2 "* ]]
+  elif is_cluster "$1"; then [[ " ${CLUSTER_CASES[*]} " == *" $2 "* ]]
+  else true
+  fi
+}
 
 run_one() {  # round name target requests args...
   local round=$1 name=$2 target=$3 n=$4; shift 4
@@ -438,8 +453,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for spec in "${CASES[@]}"; do
     IFS='|' read -r name n args <<<"$spec"
     for t in "${ORDER[@]}"; do
-      # TLS and cluster targets run only the TLS cases.
-      { is_tls "$t" || is_cluster "$t"; } && [[ " ${TLS_CASES[*]} " != *" $name "* ]] && continue
+      runs_case "$t" "$name" || continue
       # $args is split into words on purpose.
       # shellcheck disable=SC2086
       run_one "$round" "$name" "$t" "$n" $args

@@ -40,20 +40,7 @@ impl Env {
         };
         let yaml =
             format!("c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n{timeout}{options}");
-        let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-            .file("c.yml", &yaml)
-            .args([
-                "-c",
-                "{dir}/c.yml",
-                "--workers",
-                "2",
-                "-a",
-                "127.0.0.1",
-                "-s",
-            ])
-            .arg(free_port().to_string())
-            .wait_port(port)
-            .start();
+        let proxy = common::start_rampart(&yaml, port, 2);
         Env {
             cluster,
             proxy,
@@ -981,20 +968,7 @@ fn the_cluster_view_lets_redis_py_rediscluster_spread_over_rampart_instances() {
         "c:\n  listen: 127.0.0.1:{second}\n  cluster: [{seeds}]\n  timeout: 2000\n  cluster_view:\n    nodes: [127.0.0.1:{}, 127.0.0.1:{second}]\n",
         env.port
     );
-    let _other = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("c.yml", &yaml)
-        .args([
-            "-c",
-            "{dir}/c.yml",
-            "--workers",
-            "1",
-            "-a",
-            "127.0.0.1",
-            "-s",
-        ])
-        .arg(free_port().to_string())
-        .wait_port(second)
-        .start();
+    let _other = common::start_rampart(&yaml, second, 1);
     let mut c2 = Client::connect(&format!("127.0.0.1:{second}"));
     assert_eq!(c2.cmd(&["CLUSTER", "MYID"]), node_ids(&slots)[1]);
     let mut cmd = std::process::Command::new("python3");

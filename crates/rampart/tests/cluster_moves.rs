@@ -27,20 +27,7 @@ impl Env {
         let yaml = format!(
             "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 2000\n  cluster_refresh: 60s\n{options}"
         );
-        let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-            .file("c.yml", &yaml)
-            .args([
-                "-c",
-                "{dir}/c.yml",
-                "--workers",
-                "1",
-                "-a",
-                "127.0.0.1",
-                "-s",
-            ])
-            .arg(free_port().to_string())
-            .wait_port(port)
-            .start();
+        let proxy = common::start_rampart(&yaml, port, 1);
         Env {
             cluster,
             _proxy: proxy,

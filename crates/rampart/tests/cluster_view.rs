@@ -22,13 +22,7 @@ fn rampart(port: u16, backends: &[&RedisServer], extra: &str) -> Proxy {
     for (i, b) in backends.iter().enumerate() {
         yaml.push_str(&format!("   - {}:1 shard{i}\n", b.addr()));
     }
-    Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("x.yml", &yaml)
-        .args(["-c", "{dir}/x.yml", "-s"])
-        .arg(free_port().to_string())
-        .args(["-a", "127.0.0.1", "--workers", "2"])
-        .wait_port(port)
-        .start()
+    common::start_rampart(&yaml, port, 2)
 }
 
 /// `cluster_view:` listing the instances on `ports`.
@@ -420,13 +414,7 @@ fn redis_py_cluster_with_a_password_over_a_replica_set() {
         replica.addr(),
         view(&[port])
     );
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("x.yml", &yaml)
-        .args(["-c", "{dir}/x.yml", "-s"])
-        .arg(free_port().to_string())
-        .args(["-a", "127.0.0.1", "--workers", "2"])
-        .wait_port(port)
-        .start();
+    let proxy = common::start_rampart(&yaml, port, 2);
     let mut c = Client::connect(&proxy.addr());
     assert_eq!(c.cmd(&["AUTH", PASSWORD]), Reply::ok());
     // The pool's nodes start down until checked; wait until it takes writes.
