@@ -1315,6 +1315,23 @@ fn a_primary_that_leaves_the_cluster_is_no_longer_a_shard() {
         .enumerate()
         .map(|(n, &i)| Writer::start(addr.clone(), env.cluster.key_on(i, &format!("lv{n}-"))))
         .collect();
+    // A subscriber to a shard channel on each primary that stays: the shards after the one
+    // dropped move down an index, and their channels must stay with their slots' owners.
+    let channels: Vec<String> = p[1..]
+        .iter()
+        .map(|&i| env.cluster.key_on(i, "stay-chan-"))
+        .collect();
+    let mut sub = env.client();
+    for (n, ch) in channels.iter().enumerate() {
+        assert_eq!(
+            sub.cmd(&["SSUBSCRIBE", ch]),
+            Reply::Array(Some(vec![
+                Reply::bulk("ssubscribe"),
+                Reply::bulk(ch),
+                Reply::Int(n as i64 + 1)
+            ]))
+        );
+    }
     std::thread::sleep(Duration::from_millis(300));
     // Every slot of `a` moves to `b` (Redis then makes `a` and its replica replicas of
     // `b`), then both leave the cluster: forgotten by every node, reset.
@@ -1323,6 +1340,13 @@ fn a_primary_that_leaves_the_cluster_is_no_longer_a_shard() {
         .as_str()
         .and_then(|t| t.lines().find(|l| l.contains("myself")).map(str::to_string))
         .expect("CLUSTER NODES");
+    // Shards are ordered by their first slot: `a` is shard 0, so every other shard moves.
+    assert!(
+        mine.split_whitespace()
+            .skip(8)
+            .any(|r| r == "0" || r.starts_with("0-")),
+        "{mine}"
+    );
     let slots: u32 = mine
         .split_whitespace()
         .skip(8)
@@ -1386,6 +1410,32 @@ fn a_primary_that_leaves_the_cluster_is_no_longer_a_shard() {
         ha_calls(&env, ra, "get") + ha_calls(&env, ra, "set"),
     );
     assert_eq!(after, before, "requests reached the nodes that left");
+    // Each shard channel still reaches its subscriber, published through rampart.
+    for ch in &channels {
+        let got = poll_until(Duration::from_secs(10), || {
+            (c.cmd(&["SPUBLISH", ch, "after-drop"]) == Reply::Int(1)).then_some(())
+        });
+        assert!(
+            got.is_some(),
+            "no subscriber for {ch} after the shard was dropped; log:\n{}",
+            env.proxy.stderr()
+        );
+    }
+    for ch in &channels {
+        let msg = loop {
+            match sub.read_reply() {
+                Ok(Reply::Array(Some(v)))
+                    if v.first() == Some(&Reply::bulk("smessage"))
+                        && v.get(1) == Some(&Reply::bulk(ch)) =>
+                {
+                    break v
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("reading {ch}'s message: {e}"),
+            }
+        };
+        assert_eq!(msg[2], Reply::bulk("after-drop"));
+    }
     let mut errors = Vec::new();
     let mut acked = 0;
     for w in writers {
