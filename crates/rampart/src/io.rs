@@ -38,7 +38,38 @@ pub struct Tls {
     sock: Stream,
     /// Behind a mutex only so the stream is `Sync` (the control plane's tasks hold it across
     /// awaits on a multi-task runtime); one task owns a connection, so it is never contended.
-    conn: Mutex<rustls::Connection>,
+    conn: Mutex<Conn>,
+}
+
+/// rustls' state of one connection, with what its last calls said about the input, so
+/// [`Stream::readable`] answers without asking rustls again at every poll.
+#[derive(Debug)]
+struct Conn {
+    tls: rustls::Connection,
+    /// Decrypted bytes, the end or an error wait to be read: the next read returns without
+    /// the socket. Set from what rustls reported when it last processed records, cleared
+    /// once a read took less than it asked for (rustls processes every complete record it
+    /// holds, so nothing else waits) or found the socket drained.
+    waiting: bool,
+    /// The peer's close_notify arrived: once the decrypted bytes are read, the end waits.
+    closed: bool,
+}
+
+impl Conn {
+    /// Decrypt the records read so far and note what waits.
+    fn process(&mut self) -> Result<(), rustls::Error> {
+        match self.tls.process_new_packets() {
+            Ok(state) => {
+                self.closed = state.peer_has_closed();
+                self.waiting = state.plaintext_bytes_to_read() > 0 || self.closed;
+                Ok(())
+            }
+            Err(e) => {
+                self.waiting = true;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The plaintext socket under a TLS connection, as rustls reads and writes it.
@@ -242,6 +273,14 @@ impl Stream {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
+        // A client's first request often arrives with its handshake's last flight.
+        let mut conn = Conn {
+            tls: conn,
+            waiting: true,
+            closed: false,
+        };
+        // Already processed: this only notes what waits (an error stays for the first read).
+        let _ = conn.process();
         Ok(Stream::Tls(Box::new(Tls {
             sock,
             conn: Mutex::new(conn),
@@ -282,32 +321,33 @@ fn nested() -> io::Error {
 impl Tls {
     /// The connection state (a panic while it was held cannot leave it torn: rustls' calls
     /// do not panic, and a poisoned lock is taken as is).
-    fn lock(&self) -> MutexGuard<'_, rustls::Connection> {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The first certificate the peer presented, if any.
     pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
         let conn = self.lock();
-        conn.peer_certificates()
+        conn.tls
+            .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| c.clone().into_owned())
     }
 
     /// Decrypted bytes wait to be read (or an error or the end waits to be reported).
     fn buffered(&self) -> bool {
-        let mut conn = self.lock();
-        match conn.process_new_packets() {
-            Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
-            Err(_) => true,
-        }
+        self.lock().waiting
     }
 
     fn read(&self, ready: &mut Ready<'_>, buf: &mut [u8]) -> io::Result<usize> {
         let mut conn = self.lock();
         loop {
-            match conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
+            match conn.tls.reader().read(buf) {
+                Ok(n) => {
+                    // A read that took less than it asked for emptied rustls' decrypted bytes.
+                    conn.waiting = n == buf.len() || conn.closed;
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer closed the socket without close_notify: the end, as for TCP.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
@@ -317,56 +357,64 @@ impl Tls {
                 sock: &self.sock,
                 short: false,
             };
-            match conn.read_tls(&mut socket) {
-                Ok(0) => return Ok(0),
+            match conn.tls.read_tls(&mut socket) {
+                Ok(0) => {
+                    conn.waiting = true;
+                    return Ok(0);
+                }
                 Ok(_) if socket.short => ready.clear(),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.waiting = false;
                     ready.clear();
                     return Err(e);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    conn.waiting = true;
+                    return Err(e);
+                }
             }
-            if let Err(e) = conn.process_new_packets() {
-                let _ = conn.write_tls(&mut Raw(&self.sock));
+            if let Err(e) = conn.process() {
+                let _ = conn.tls.write_tls(&mut Raw(&self.sock));
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
             // A record may call for an answer (a key update): sent as far as the socket takes
             // it now, the rest with the next write.
-            send(&mut conn, &self.sock)?;
+            send(&mut conn.tls, &self.sock)?;
         }
     }
 
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut conn = self.lock();
+        let tls = &mut conn.tls;
         // Earlier records first, so what rustls holds stays within its buffer limit.
-        if send(&mut conn, &self.sock)? {
+        if send(tls, &self.sock)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = conn.writer().write(buf)?;
-        send(&mut conn, &self.sock)?;
+        let n = tls.writer().write(buf)?;
+        send(tls, &self.sock)?;
         Ok(n)
     }
 
     fn drain(&self) -> io::Result<bool> {
-        send(&mut self.lock(), &self.sock)
+        send(&mut self.lock().tls, &self.sock)
     }
 
     fn has_input(&self) -> bool {
-        if self.buffered() {
+        let mut conn = self.lock();
+        if conn.waiting {
             return true;
         }
-        let mut conn = self.lock();
-        match conn.read_tls(&mut Raw(&self.sock)) {
+        match conn.tls.read_tls(&mut Raw(&self.sock)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             // Records other than data (a server's session tickets after the handshake) are
             // no input: only decrypted bytes, the end or an error are.
-            Ok(n) if n > 0 => match conn.process_new_packets() {
-                Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
-                Err(_) => true,
-            },
-            Ok(_) | Err(_) => true,
+            Ok(n) if n > 0 => conn.process().map_or(true, |()| conn.waiting),
+            Ok(_) | Err(_) => {
+                conn.waiting = true;
+                true
+            }
         }
     }
 }
