@@ -100,6 +100,16 @@ impl Write for Raw<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write(buf)
     }
+    /// rustls hands over every record it holds at once (a write of more than 16 KiB is
+    /// several records): one `writev` sends them all, where the default would send only the
+    /// first and cost a system call per record.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self.0 {
+            Stream::Tcp(s) => s.get_ref().write_vectored(bufs),
+            Stream::Unix(s) => s.get_ref().write_vectored(bufs),
+            Stream::Tls(_) => Err(nested()),
+        }
+    }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
