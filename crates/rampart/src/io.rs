@@ -11,8 +11,9 @@
 //! underneath by its synchronous API. The plaintext variants are unchanged by it: one more
 //! arm in each `match`, nothing boxed per read, no extra copy (rustls' state sits behind a
 //! per-connection mutex that only its own task ever takes). rustls holds decrypted bytes
-//! a read did not take and encrypted bytes the socket did not take (at most its buffer
-//! limit, 64 KiB); [`Stream::readable`] reports the first at once and [`flush`] reports the
+//! a read did not take (with the records of the same socket read it could not take yet, at
+//! most 32 KiB) and encrypted bytes the socket did not take (at most its buffer limit,
+//! 64 KiB); [`Stream::readable`] reports the first at once and [`flush`] reports the
 //! second as a full socket, so callers wait for [`Stream::writable`] as they do for TCP.
 
 use std::io::{self, Read, Write};
@@ -55,7 +56,8 @@ struct Conn {
     closed: bool,
     /// Bytes of records read from the socket that rustls did not take yet (it holds at most
     /// 16 KiB of decrypted bytes and a record): handed to it before the socket is read
-    /// again. Empty, with no allocation, unless one read brought more than that.
+    /// again. Empty, with no allocation, unless one read brought more than that; at most
+    /// [`TLS_READ`] bytes, since the socket is read only once it is empty.
     inbox: Vec<u8>,
 }
 
