@@ -906,3 +906,47 @@ fn a_client_certificate_names_its_user_with_auth_clients_user_cn() {
     let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
     assert!(matches!(c.cmd(&["GET", "k"]), Reply::Error(e) if e.starts_with("NOAUTH")));
 }
+
+#[test]
+fn a_request_and_close_notify_in_one_flight_get_the_reply_and_then_the_end() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("proxy", "rampart", year(5));
+    let redis = RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}  servers:\n   - {}:1 s0\n",
+        listener_block(&server, ""),
+        redis.addr()
+    );
+    let _proxy = rampart(&yaml, port, admin);
+    let mut c = TlsClient::connect(tls_port, &ca.pem(), None).expect("TLS connect");
+    // The request and the client's close_notify leave in one write; the TCP connection stays
+    // open, so only the TLS alert tells rampart the client is done.
+    let stream = c.io.get_mut();
+    stream
+        .conn
+        .writer()
+        .write_all(&encode_command(&["SET", "k", "v"]))
+        .expect("request");
+    stream.conn.send_close_notify();
+    while stream.conn.wants_write() {
+        stream.conn.write_tls(&mut stream.sock).expect("send");
+    }
+    assert_eq!(
+        testkit::reply::read_reply(&mut c.io).expect("reply"),
+        Reply::ok()
+    );
+    // Then rampart ends the session (within the client's 10 s read timeout).
+    let mut rest = Vec::new();
+    match std::io::Read::read_to_end(&mut c.io, &mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "nothing after the reply: {rest:?}"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the session was not ended: {e}"
+        ),
+    }
+}
