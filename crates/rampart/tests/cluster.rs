@@ -685,6 +685,28 @@ fn a_primary_killed_under_load_holds_its_writes_until_the_cluster_promotes_its_r
     );
     let on_a = Writer::start(addr.clone(), tag_a.clone());
     let on_b = Writer::start(addr.clone(), tag_b.clone());
+    // A reader of the dying primary's slot: with `prefer-replica` its reads go on at the
+    // replica while the writes wait. Each read: when it ended, how long it took, its reply.
+    let stop_reads = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (addr, key, stop) = (
+            addr.clone(),
+            format!("{{{tag_a}}}:warm"),
+            stop_reads.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut r = Client::connect(&addr);
+            r.set_read_timeout(Some(Duration::from_secs(20)));
+            let mut reads = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                let reply = r.cmd(&["GET", &key]);
+                reads.push((std::time::Instant::now(), t.elapsed(), reply));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reads
+        })
+    };
     std::thread::sleep(Duration::from_millis(500));
     env.cluster.nodes[a].kill9();
     let killed = std::time::Instant::now();
@@ -693,6 +715,34 @@ fn a_primary_killed_under_load_holds_its_writes_until_the_cluster_promotes_its_r
     })
     .expect("the cluster promoted a's replica");
     std::thread::sleep(Duration::from_millis(1000));
+    stop_reads.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("the reader");
+    let held = killed + promoted;
+    let during: Vec<_> = reads
+        .iter()
+        .filter(|(at, took, _)| *at > killed + Duration::from_millis(50) && *at - *took < held)
+        .collect();
+    println!(
+        "reads of its slot while its writes were held: {}, longest {:?}",
+        during.len(),
+        during.iter().map(|r| r.1).max()
+    );
+    for (_, _, reply) in &reads {
+        assert_eq!(
+            *reply,
+            Reply::bulk("1"),
+            "a read of the dying primary's slot"
+        );
+    }
+    assert!(
+        during.len() > 10,
+        "too few reads while the writes were held"
+    );
+    assert!(
+        during.iter().all(|r| r.1 < Duration::from_millis(500)),
+        "a read waited with the writes: {:?}",
+        during.iter().map(|r| r.1).max()
+    );
     let (acked_a, errors_a, lat_a) = on_a.stop();
     let (acked_b, errors_b, lat_b) = on_b.stop();
     println!(
