@@ -213,7 +213,7 @@ pub(crate) async fn ask_all(
 }
 
 /// The map most answers agree on: the largest group of answers with the same slot
-/// ownership and members (see [`ClusterMap::same_as`]), if two or more nodes gave it, or the
+/// ownership and members (see `ClusterMap::same_as`), if two or more nodes gave it, or the
 /// only answer when only one node was asked. `None` when no group has two (a lone node's
 /// answer, whatever it says, never changes the map of a pool that knows several nodes).
 pub fn agreed(maps: &[ClusterMap], asked: usize) -> Option<&ClusterMap> {
