@@ -549,10 +549,11 @@ fn a_reload_changes_the_view() {
         _ => None,
     };
     assert_eq!(known(&mut c).as_deref(), Some("1"));
-    let yaml = std::fs::read_to_string(proxy.dir().join("x.yml")).unwrap_or_default();
+    let yaml = std::fs::read_to_string(proxy.dir().join("rampart.yml"))
+        .unwrap_or_else(|e| panic!("the configuration file: {e}"));
     let grown = yaml.replace(&view(&[pa]), &view(&[pa, pb]));
     assert_ne!(grown, yaml);
-    std::fs::write(proxy.dir().join("x.yml"), &grown).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(proxy.dir().join("rampart.yml"), &grown).unwrap_or_else(|e| panic!("{e}"));
     proxy.signal("HUP");
     testkit::wait_until(std::time::Duration::from_secs(5), "the new view", || {
         known(&mut c).as_deref() == Some("2")
@@ -561,8 +562,11 @@ fn a_reload_changes_the_view() {
         Reply::Array(Some(ranges)) => assert_eq!(ranges.len(), 2, "{ranges:?}"),
         other => panic!("CLUSTER SLOTS: {other:?}"),
     }
-    std::fs::write(proxy.dir().join("x.yml"), yaml.replace(&view(&[pa]), ""))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        proxy.dir().join("rampart.yml"),
+        yaml.replace(&view(&[pa]), ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     proxy.signal("HUP");
     testkit::wait_until(std::time::Duration::from_secs(5), "no view", || {
         c.cmd(&["CLUSTER", "INFO"])
