@@ -35,6 +35,8 @@ STUNNEL=$(command -v stunnel4 || command -v stunnel || true)
 if [[ $SKIP_TLS != 1 ]] && ! command -v openssl >/dev/null; then
   echo "bench: openssl not found: TLS targets skipped" >&2; SKIP_TLS=1
 fi
+# The Redis Cluster targets (three cluster nodes), left out with BENCH_SKIP_CLUSTER=1.
+SKIP_CLUSTER=${BENCH_SKIP_CLUSTER:-0}
 # 1000 idle connections per target need file descriptors in the proxies and in python.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -80,9 +82,10 @@ wait_port() {
 
 # N distinct free loopback ports (bound together, then released: a small race remains).
 read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA P_R1 P_R2 P_RS P_RS_STATS P_RA P_RA_STATS \
-  P_T1 P_T2 P_RT P_RT_STATS P_RT_PLAIN P_RB P_RB_STATS P_RB_PLAIN P_ST P_AC P_AC_STATS < <(python3 -c '
+  P_T1 P_T2 P_RT P_RT_STATS P_RT_PLAIN P_RB P_RB_STATS P_RB_PLAIN P_ST P_AC P_AC_STATS \
+  P_C1 P_C2 P_C3 P_CB1 P_CB2 P_CB3 P_RC P_RC_STATS < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(25)]
+socks = [socket.socket() for _ in range(33)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
@@ -258,6 +261,52 @@ CONF
     done
   fi
 fi
+# Redis Cluster (bench/README.md, Redis Cluster): three primaries, no replicas; cluster-direct
+# is redis-benchmark --cluster on them, rampart-cluster a cluster pool in front of them.
+CLUSTER_TARGETS=()
+if [[ $SKIP_CLUSTER != 1 ]]; then
+  CNODES=("$P_C1" "$P_C2" "$P_C3"); CBUS=("$P_CB1" "$P_CB2" "$P_CB3"); CPIDS=()
+  for i in 0 1 2; do
+    mkdir -p "$WORK/cluster$i"
+    start_bg "cluster$i" redis-server --port "${CNODES[$i]}" --bind 127.0.0.1 --save "" \
+      --appendonly no --daemonize no --dir "$WORK/cluster$i" --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-port "${CBUS[$i]}"
+    CPIDS+=("$LAST_PID")
+    wait_port "${CNODES[$i]}" "$LAST_PID" "cluster$i"
+  done
+  redis-cli --cluster create "127.0.0.1:$P_C1" "127.0.0.1:$P_C2" "127.0.0.1:$P_C3" \
+    --cluster-replicas 0 --cluster-yes >"$WORK/cluster-create.log" 2>&1
+  for ((i = 0; i < 200; i++)); do
+    ok=0
+    for p in "${CNODES[@]}"; do
+      redis-cli -p "$p" CLUSTER INFO | grep -q 'cluster_state:ok' && ok=$((ok + 1))
+    done
+    [[ $ok == 3 ]] && break
+    sleep 0.1
+  done
+  [[ $ok == 3 ]] || { echo "bench: the cluster did not come up" >&2; exit 1; }
+  PID[cluster-direct]="${CPIDS[*]}"; PORT[cluster-direct]=$P_C1
+  CLUSTER_TARGETS+=(cluster-direct)
+  if [[ $SKIP_RAMPART != 1 ]]; then
+    cat >"$WORK/rampart-cluster.yml" <<YML
+bench_cluster:
+  listen: 127.0.0.1:$P_RC
+  cluster: [127.0.0.1:$P_C1, 127.0.0.1:$P_C2]
+  timeout: 1000
+  server_connections: 1
+  preconnect: true
+YML
+    # shellcheck disable=SC2086 # RAMPART_EXTRA_ARGS is a word list
+    start_bg rampart-cluster "$RAMPART_BIN" -c "$WORK/rampart-cluster.yml" -s "$P_RC_STATS" -a 127.0.0.1 --workers "$WORKERS" ${RAMPART_EXTRA_ARGS:-}
+    PID[rampart-cluster]=$LAST_PID; PORT[rampart-cluster]=$P_RC
+    wait_port "$P_RC" "${PID[rampart-cluster]}" rampart-cluster
+    for ((i = 0; i < 100; i++)); do
+      redis-cli -p "$P_RC" SET bench:ready 1 | grep -q OK && break
+      sleep 0.1
+    done
+    CLUSTER_TARGETS+=(rampart-cluster)
+  fi
+fi
 log "ports: shards $P_S1 $P_S2, direct $P_DIRECT, twemproxy $P_NC, haproxy $P_HA, rampart $P_RP, replica set $P_R1 $P_R2, rampart-rs $P_RS, rampart-acks $P_RA, rampart-acl $P_AC${TLS_TARGETS[*]:+, TLS shards $P_T1 $P_T2, rampart-tls $P_RT, rampart-tls2 $P_RB, stunnel $P_ST}"
 
 # MGET keys: ten names, five on each shard, loaded through twemproxy (so they sit where
@@ -274,13 +323,30 @@ if [[ $SKIP_RAMPART != 1 ]]; then
     redis-cli -p "$P_RS" SET "$key" "value-of-$key" >/dev/null
   done
   redis-cli -p "$P_R1" WAIT 1 1000 >/dev/null
+  if [[ " ${CLUSTER_TARGETS[*]} " == *" rampart-cluster "* ]]; then
+    for key in "${MGET_KEYS[@]}"; do
+      redis-cli -p "$P_RC" SET "$key" "value-of-$key" >/dev/null
+    done
+    slots=$(for key in "${MGET_KEYS[@]}"; do redis-cli -p "$P_C1" CLUSTER KEYSLOT "$key"; done | sort -u | wc -l)
+    log "MGET keys: in $slots slots of the cluster"
+  fi
   nils=$(redis-cli -p "$P_RP" MGET "${MGET_KEYS[@]}" | grep -c '^$' || true)
   [[ $nils == 0 ]] || log "WARNING: rampart returned $nils empty MGET values (placement differs from twemproxy?)"
 fi
 
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# CPU ticks (user + system) and RSS of a target: the sum over its processes (the cluster's
+# three nodes for cluster-direct).
+cpu_ticks() {
+  local p t=0
+  for p in $1; do t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}'))); done
+  echo "$t"
+}
+rss_kb() {
+  local p t=0
+  for p in $1; do t=$((t + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status"))); done
+  echo "$t"
+}
 
 mkdir -p "$OUT"
 RESULTS=$OUT/results.csv RSS=$OUT/rss.csv IDLE=$OUT/idle.csv
@@ -290,7 +356,7 @@ echo "target,conns,rss_before_kb,rss_after_kb,bytes_per_conn" >"$IDLE"
 
 record_rss() {
   local t
-  for t in "${TARGETS[@]}" "${TLS_TARGETS[@]}"; do echo "$t,$1,$(rss_kb "${PID[$t]}")" >>"$RSS"; done
+  for t in "${TARGETS[@]}" "${TLS_TARGETS[@]}" "${CLUSTER_TARGETS[@]}"; do echo "$t,$1,$(rss_kb "${PID[$t]}")" >>"$RSS"; done
 }
 
 record_rss start
@@ -314,11 +380,23 @@ CASES=(
 # The cases the TLS targets run, against the same cases of the plaintext targets.
 TLS_CASES=("SET P1" "GET P1" "SET P16" "GET P16")
 is_tls() { [[ " ${TLS_TARGETS[*]} " == *" $1 "* ]]; }
+# The Redis Cluster targets run the TLS cases, and rampart-cluster the MGET too (its ten keys
+# lie in ten slots; redis-benchmark --cluster sends no custom command, so no direct MGET).
+is_cluster() { [[ " ${CLUSTER_TARGETS[*]} " == *" $1 "* ]]; }
+CLUSTER_CASES=("${TLS_CASES[@]}")
+runs_case() {  # target case: whether the target runs the redis-benchmark case
+  if is_tls "$1"; then [[ " ${TLS_CASES[*]} " == *" $2 "* ]]
+  elif [[ $1 == rampart-cluster ]]; then [[ " ${CLUSTER_CASES[*]} MGET10 P16 " == *" $2 "* ]]
+  elif is_cluster "$1"; then [[ " ${CLUSTER_CASES[*]} " == *" $2 "* ]]
+  else true
+  fi
+}
 
 run_one() {  # round name target requests args...
   local round=$1 name=$2 target=$3 n=$4; shift 4
   local pid=${PID[$target]} before after out row tls=()
   is_tls "$target" && tls=(--tls --cacert "$WORK/ca.pem")
+  [[ $target == cluster-direct ]] && tls=(--cluster)
   before=$(cpu_ticks "$pid")
   out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" "${tls[@]}" -c "$CLIENTS" -n "$n" --csv "$@" 2>/dev/null)
   after=$(cpu_ticks "$pid")
@@ -370,13 +448,12 @@ run_fanout() {  # round name target messages
 log "benchmark: $ROUNDS rounds, base $REQUESTS requests, $CLIENTS clients, targets: ${TARGETS[*]}"
 for ((round = 1; round <= ROUNDS; round++)); do
   # Each round starts with a different target, so no target always runs first or last.
-  ALL=("${TARGETS[@]}" "${TLS_TARGETS[@]}")
+  ALL=("${TARGETS[@]}" "${TLS_TARGETS[@]}" "${CLUSTER_TARGETS[@]}")
   ORDER=("${ALL[@]:$(( (round - 1) % ${#ALL[@]} ))}" "${ALL[@]:0:$(( (round - 1) % ${#ALL[@]} ))}")
   for spec in "${CASES[@]}"; do
     IFS='|' read -r name n args <<<"$spec"
     for t in "${ORDER[@]}"; do
-      # TLS targets run only the TLS cases.
-      is_tls "$t" && [[ " ${TLS_CASES[*]} " != *" $name "* ]] && continue
+      runs_case "$t" "$name" || continue
       # $args is split into words on purpose.
       # shellcheck disable=SC2086
       run_one "$round" "$name" "$t" "$n" $args
@@ -385,13 +462,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for spec in "${SESSION_CASES[@]}"; do
     IFS='|' read -r name n case <<<"$spec"
     for t in "${ORDER[@]}"; do
-      [[ $t == twemproxy ]] || is_tls "$t" || run_rt "$round" "$name" "$t" "$n" "$case"
+      [[ $t == twemproxy ]] || is_tls "$t" || is_cluster "$t" || run_rt "$round" "$name" "$t" "$n" "$case"
     done
   done
   for spec in "${PUBSUB_CASES[@]}"; do
     IFS='|' read -r name m <<<"$spec"
     for t in "${ORDER[@]}"; do
-      [[ $t == twemproxy ]] || is_tls "$t" || run_fanout "$round" "$name" "$t" "$m"
+      [[ $t == twemproxy ]] || is_tls "$t" || is_cluster "$t" || run_fanout "$round" "$name" "$t" "$m"
     done
   done
 done

@@ -561,6 +561,11 @@ pub enum Problem {
     /// A `cluster_view:` that cannot be used.
     #[error("{0}")]
     ClusterView(Box<crate::ViewProblem>),
+    /// Another problem whose message would have shown the value of a secret key
+    /// (`redis_auth`, `sentinel_password`, a user's password, hash or password rule): its
+    /// message with each such value replaced by `(redacted)`.
+    #[error("{0}")]
+    Redacted(String),
 }
 
 /// A key that binds a listening address.

@@ -28,6 +28,7 @@
 //! - `value`: booleans, durations, byte sizes.
 //! - `cluster_view`: the Redis Cluster a pool presents ([`ClusterView`]).
 //! - `diff`: what a reload changes in a pool, in words ([`Pool::changes_from`]).
+//! - `redact`: the values of secret keys kept out of every refusal's message.
 //! - `error`: [`ConfigError`] and its [`Problem`]s.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -42,6 +43,7 @@ mod ha_keys;
 mod keys;
 mod pool;
 mod raw;
+mod redact;
 mod shards;
 mod tls_keys;
 mod users;
@@ -522,7 +524,36 @@ fn not_utf8(bytes: &[u8], e: std::str::Utf8Error, origin: &str) -> ConfigError {
 ///
 /// # Errors
 /// [`ConfigError::Invalid`] with the line, column and [`Problem`] of the first thing refused.
+/// A message never shows the value of a secret key (`redis_auth`, `sentinel_password`, a
+/// user's password or hash): where it would, the problem is [`Problem::Redacted`].
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    parse_text(text, origin).map_err(|e| match e {
+        ConfigError::Invalid {
+            origin,
+            line,
+            column,
+            pool,
+            problem,
+        } => {
+            let secrets = redact::secrets_in(text);
+            let problem = match redact::scrub(&problem.to_string(), &secrets) {
+                Some(text) => Problem::Redacted(text),
+                None => problem,
+            };
+            let pool = pool.map(|p| redact::scrub(&p, &secrets).unwrap_or(p));
+            ConfigError::Invalid {
+                origin,
+                line,
+                column,
+                pool,
+                problem,
+            }
+        }
+        other => other,
+    })
+}
+
+fn parse_text(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let raw = raw::parse(text)
         .map_err(|(pos, message)| pool::invalid(origin, pos, None, Problem::Yaml(message)))?;
     if raw.pools.is_empty() {

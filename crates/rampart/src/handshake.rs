@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use rampart_config::{Pool, ServerAddr};
 
 use crate::io::Stream;
+use crate::observe::refused::{self, Peer};
 use crate::tls::{Connector, Outcome};
 
 /// One command of a handshake.
@@ -44,6 +45,9 @@ pub struct Handshake {
     user: Option<String>,
     /// TLS to the server (`backend_tls`), with the pool's statistics slot for its counts.
     tls: Option<(Arc<Connector>, usize)>,
+    /// The pool and the kind of server it introduces rampart to, for refused credentials
+    /// ([`crate::observe::refused`]); `None`: refusals are not followed.
+    peer: Option<(Arc<str>, Peer)>,
 }
 
 impl fmt::Debug for Handshake {
@@ -72,6 +76,29 @@ pub enum HandshakeError {
     /// A reply that is neither OK nor an error.
     #[error("unexpected reply to the connection set-up: {0}")]
     Unexpected(String),
+    /// The server answered `BUSY` (a script or function running past its
+    /// `busy-reply-threshold`): alive, but running nothing else until the script ends; the
+    /// server's own words.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl HandshakeError {
+    /// Whether the server answered `BUSY` (see [`HandshakeError::Busy`]).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, HandshakeError::Busy(_))
+    }
+}
+
+impl HandshakeError {
+    /// Whether the server refused the credentials ([`HandshakeError::Refused`],
+    /// [`HandshakeError::Required`]), as opposed to another step of the set-up.
+    pub fn is_credentials(&self) -> bool {
+        matches!(
+            self,
+            HandshakeError::Refused(_) | HandshakeError::Required(_)
+        )
+    }
 }
 
 impl Handshake {
@@ -103,6 +130,32 @@ impl Handshake {
             encoded,
             user: password.and(user).map(str::to_string),
             tls: None,
+            peer: None,
+        }
+    }
+
+    /// The same, for the servers of kind `peer` of pool `pool`: credentials they refuse are
+    /// counted and logged once per episode ([`crate::observe::refused`]).
+    pub fn for_peer(mut self, pool: &str, peer: Peer) -> Handshake {
+        self.peer = Some((Arc::from(pool), peer));
+        self
+    }
+
+    /// Report that `addr` refused this handshake's credentials, `why` in words (the
+    /// server's reply or the TLS failure; never the password).
+    pub fn note_refused(&self, addr: &ServerAddr, why: &str) {
+        if let Some((pool, peer)) = &self.peer {
+            refused::refused(pool, *peer, &addr.to_string(), why);
+        }
+    }
+
+    /// Report that `addr` accepted this handshake (a refusal episode, if any, ends).
+    pub fn note_accepted(&self, addr: &ServerAddr) {
+        if !refused::any() {
+            return;
+        }
+        if let Some((pool, peer)) = &self.peer {
+            refused::accepted(pool, *peer, &addr.to_string());
         }
     }
 
@@ -133,6 +186,19 @@ impl Handshake {
             h.steps.push(Step::ReadOnly);
             h.encoded.push(out.freeze());
         }
+        h.for_peer(&conf.name, Peer::Node)
+    }
+
+    /// The same with its AUTH only (TLS kept): for a connection that ends a running script
+    /// (`SCRIPT KILL`, `FUNCTION KILL`), which a busy server lets through where it answers
+    /// `SELECT` and `READONLY` with `BUSY`, and which needs neither.
+    pub fn auth_only(&self) -> Handshake {
+        let mut h = self.clone();
+        let keep: Vec<bool> = h.steps.iter().map(|s| *s == Step::Auth).collect();
+        let mut k = keep.iter();
+        h.steps.retain(|_| k.next().copied().unwrap_or(false));
+        let mut k = keep.iter();
+        h.encoded.retain(|_| k.next().copied().unwrap_or(false));
         h
     }
 
@@ -143,6 +209,7 @@ impl Handshake {
             conf.sentinel_password.as_deref(),
             0,
         )
+        .for_peer(&conf.name, Peer::Sentinel)
     }
 
     /// Whether there is nothing to send.
@@ -167,6 +234,7 @@ impl Handshake {
             Ok(other) => Err(HandshakeError::Unexpected(
                 String::from_utf8_lossy(other).into_owned(),
             )),
+            Err(e) if e.starts_with("BUSY ") => Err(HandshakeError::Busy(e.to_string())),
             Err(e) => Err(match what {
                 Step::Auth => {
                     auth_error(e).unwrap_or_else(|| HandshakeError::Refused(e.to_string()))
@@ -212,8 +280,9 @@ pub fn auth_error(reply: &str) -> Option<HandshakeError> {
 /// check's timeout), TLS handshake included. The commands of `hs` are not sent here.
 ///
 /// # Errors
-/// The connect or the TLS handshake failed; a refused TLS handshake is logged (at most once
-/// a minute per node and reason) and its error says why in words, naming the node.
+/// The connect or the TLS handshake failed; a refused TLS handshake is counted and logged
+/// as refused credentials ([`crate::observe::refused`]: once when it starts, then at most
+/// once a minute) and its error says why in words, naming the node.
 pub async fn connect(
     addr: &ServerAddr,
     hs: &Handshake,
@@ -241,7 +310,10 @@ pub async fn connect(
         Err(e) => {
             crate::tls::count(*pool, Outcome::BackendFailed);
             let why = format!("{addr}: {e}");
-            crate::tls::log_backend_failure(&addr.to_string(), &e.to_string());
+            match &hs.peer {
+                Some(_) => hs.note_refused(addr, &e.to_string()),
+                None => crate::tls::log_backend_failure(&addr.to_string(), &e.to_string()),
+            }
             Err(std::io::Error::new(e.kind(), why))
         }
     }
@@ -250,6 +322,14 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_only_keeps_the_auth_and_drops_select() {
+        let h = Handshake::new(Some("app"), Some("pw"), 3).auth_only();
+        assert_eq!(h.commands().len(), 1);
+        assert!(h.commands()[0].starts_with(b"*3\r\n$4\r\nAUTH\r\n"));
+        assert!(Handshake::new(None, None, 3).auth_only().is_empty());
+    }
 
     #[test]
     fn commands_are_auth_then_select() {

@@ -11,8 +11,9 @@
 //! underneath by its synchronous API. The plaintext variants are unchanged by it: one more
 //! arm in each `match`, nothing boxed per read, no extra copy (rustls' state sits behind a
 //! per-connection mutex that only its own task ever takes). rustls holds decrypted bytes
-//! a read did not take and encrypted bytes the socket did not take (at most its buffer
-//! limit, 64 KiB); [`Stream::readable`] reports the first at once and [`flush`] reports the
+//! a read did not take (with the records of the same socket read it could not take yet, at
+//! most 32 KiB) and encrypted bytes the socket did not take (at most its buffer limit,
+//! 64 KiB); [`Stream::readable`] reports the first at once and [`flush`] reports the
 //! second as a full socket, so callers wait for [`Stream::writable`] as they do for TCP.
 
 use std::io::{self, Read, Write};
@@ -38,7 +39,110 @@ pub struct Tls {
     sock: Stream,
     /// Behind a mutex only so the stream is `Sync` (the control plane's tasks hold it across
     /// awaits on a multi-task runtime); one task owns a connection, so it is never contended.
-    conn: Mutex<rustls::Connection>,
+    conn: Mutex<Conn>,
+}
+
+/// rustls' state of one connection, with what its last calls said about the input, so
+/// [`Stream::readable`] answers without asking rustls again at every poll.
+#[derive(Debug)]
+struct Conn {
+    tls: rustls::Connection,
+    /// Decrypted bytes, the end or an error wait to be read: the next read returns without
+    /// the socket. Set from what rustls reported when it last processed records, cleared
+    /// once a read took less than it asked for (rustls processes every complete record it
+    /// holds, so nothing else waits) or found the socket drained.
+    waiting: bool,
+    /// The peer's close_notify arrived: once the decrypted bytes are read, the end waits.
+    closed: bool,
+    /// Bytes of records read from the socket that rustls did not take yet (it holds at most
+    /// 16 KiB of decrypted bytes and a record): handed to it before the socket is read
+    /// again. Empty, with no allocation, unless one read brought more than that; at most
+    /// [`TLS_READ`] bytes, since the socket is read only once it is empty.
+    inbox: Vec<u8>,
+}
+
+impl Conn {
+    /// Decrypt the records read so far and note what waits.
+    fn process(&mut self) -> Result<(), rustls::Error> {
+        match self.tls.process_new_packets() {
+            Ok(state) => {
+                self.closed = state.peer_has_closed();
+                self.waiting = state.plaintext_bytes_to_read() > 0 || self.closed;
+                Ok(())
+            }
+            Err(e) => {
+                self.waiting = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Hand rustls as much of `records` as it takes, decrypting as it goes; returns the
+    /// bytes it took. An error is the peer's (a bad record): the alert goes out on `sock`.
+    fn feed(&mut self, mut records: &[u8], sock: &Stream) -> io::Result<usize> {
+        let total = records.len();
+        while !records.is_empty() {
+            match self.tls.read_tls(&mut records) {
+                // After close_notify rustls reads nothing more: the rest is ignored.
+                Ok(0) => return Ok(total),
+                Ok(_) => {}
+                // Its decrypted bytes are full: the rest waits until they are read.
+                Err(e) if e.kind() == io::ErrorKind::Other => break,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = self.process() {
+                let _ = self.tls.write_tls(&mut Raw(sock));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        Ok(total - records.len())
+    }
+
+    /// Hand rustls what waits in the inbox, as far as it takes it.
+    fn feed_inbox(&mut self, sock: &Stream) -> io::Result<()> {
+        let inbox = std::mem::take(&mut self.inbox);
+        let took = self.feed(&inbox, sock)?;
+        if took < inbox.len() {
+            self.inbox = inbox;
+            self.inbox.drain(..took);
+        }
+        Ok(())
+    }
+
+    /// Read the socket once (up to [`TLS_READ`] bytes) and hand rustls what came; `Ok(0)`
+    /// is the end. A short read or `WouldBlock` clears the readiness.
+    fn read_socket(&mut self, sock: &Stream, ready: &mut Ready<'_>) -> io::Result<usize> {
+        RECORDS.with_borrow_mut(|records| {
+            if records.len() < TLS_READ {
+                records.resize(TLS_READ, 0);
+            }
+            let n = loop {
+                match sock.raw_read(records) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        if e.kind() == io::ErrorKind::WouldBlock {
+                            ready.clear();
+                        }
+                        return Err(e);
+                    }
+                }
+            };
+            if n == 0 {
+                // rustls learns of the end too: a close without close_notify reads as such.
+                let _ = self.tls.read_tls(&mut &[][..]);
+                return Ok(0);
+            }
+            if n < records.len() {
+                ready.clear();
+            }
+            let took = self.feed(&records[..n], sock)?;
+            if took < n {
+                self.inbox.extend_from_slice(&records[took..n]);
+            }
+            Ok(n)
+        })
+    }
 }
 
 /// The plaintext socket under a TLS connection, as rustls reads and writes it.
@@ -50,24 +154,30 @@ impl Read for Raw<'_> {
     }
 }
 
-/// The socket under a TLS connection as rustls reads it for data, noting a short read: the
-/// socket is drained, so its readiness can be cleared without one more `read` (as for TCP).
-struct Drain<'a> {
-    sock: &'a Stream,
-    short: bool,
-}
+/// Bytes of records a TLS read takes from the socket in one system call. rustls reads at
+/// most 4 KiB at a time, so a large request or reply cost a `read` per 4 KiB; this is as
+/// much as rustls takes at once (16 KiB of decrypted bytes and the record that crosses it).
+const TLS_READ: usize = 32 * 1024;
 
-impl Read for Drain<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.sock.raw_read(buf)?;
-        self.short = n > 0 && n < buf.len();
-        Ok(n)
-    }
+thread_local! {
+    /// Where a TLS read puts the socket's bytes before rustls takes them: one buffer per
+    /// thread (allocated on its first TLS read), none per connection.
+    static RECORDS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Write for Raw<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write(buf)
+    }
+    /// rustls hands over every record it holds at once (a write of more than 16 KiB is
+    /// several records): one `writev` sends them all, where the default would send only the
+    /// first and cost a system call per record.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self.0 {
+            Stream::Tcp(s) => s.get_ref().write_vectored(bufs),
+            Stream::Unix(s) => s.get_ref().write_vectored(bufs),
+            Stream::Tls(_) => Err(nested()),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -242,6 +352,15 @@ impl Stream {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
+        // A client's first request often arrives with its handshake's last flight.
+        let mut conn = Conn {
+            tls: conn,
+            waiting: true,
+            closed: false,
+            inbox: Vec::new(),
+        };
+        // Already processed: this only notes what waits (an error stays for the first read).
+        let _ = conn.process();
         Ok(Stream::Tls(Box::new(Tls {
             sock,
             conn: Mutex::new(conn),
@@ -282,91 +401,97 @@ fn nested() -> io::Error {
 impl Tls {
     /// The connection state (a panic while it was held cannot leave it torn: rustls' calls
     /// do not panic, and a poisoned lock is taken as is).
-    fn lock(&self) -> MutexGuard<'_, rustls::Connection> {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The first certificate the peer presented, if any.
     pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
         let conn = self.lock();
-        conn.peer_certificates()
+        conn.tls
+            .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| c.clone().into_owned())
     }
 
     /// Decrypted bytes wait to be read (or an error or the end waits to be reported).
     fn buffered(&self) -> bool {
-        let mut conn = self.lock();
-        match conn.process_new_packets() {
-            Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
-            Err(_) => true,
-        }
+        self.lock().waiting
     }
 
     fn read(&self, ready: &mut Ready<'_>, buf: &mut [u8]) -> io::Result<usize> {
         let mut conn = self.lock();
         loop {
-            match conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
+            match conn.tls.reader().read(buf) {
+                Ok(n) => {
+                    // A read that took less than it asked for emptied rustls' decrypted bytes.
+                    conn.waiting = n == buf.len() || conn.closed || !conn.inbox.is_empty();
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer closed the socket without close_notify: the end, as for TCP.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            let mut socket = Drain {
-                sock: &self.sock,
-                short: false,
+            let got = if conn.inbox.is_empty() {
+                conn.read_socket(&self.sock, ready)
+            } else {
+                conn.feed_inbox(&self.sock).map(|()| 1)
             };
-            match conn.read_tls(&mut socket) {
-                Ok(0) => return Ok(0),
-                Ok(_) if socket.short => ready.clear(),
+            match got {
+                Ok(0) => {
+                    conn.waiting = true;
+                    return Ok(0);
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready.clear();
+                    conn.waiting = false;
                     return Err(e);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = conn.process_new_packets() {
-                let _ = conn.write_tls(&mut Raw(&self.sock));
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                Err(e) => {
+                    conn.waiting = true;
+                    return Err(e);
+                }
             }
             // A record may call for an answer (a key update): sent as far as the socket takes
             // it now, the rest with the next write.
-            send(&mut conn, &self.sock)?;
+            send(&mut conn.tls, &self.sock)?;
         }
     }
 
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut conn = self.lock();
+        let tls = &mut conn.tls;
         // Earlier records first, so what rustls holds stays within its buffer limit.
-        if send(&mut conn, &self.sock)? {
+        if send(tls, &self.sock)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = conn.writer().write(buf)?;
-        send(&mut conn, &self.sock)?;
+        let n = tls.writer().write(buf)?;
+        send(tls, &self.sock)?;
         Ok(n)
     }
 
     fn drain(&self) -> io::Result<bool> {
-        send(&mut self.lock(), &self.sock)
+        send(&mut self.lock().tls, &self.sock)
     }
 
     fn has_input(&self) -> bool {
-        if self.buffered() {
+        let mut conn = self.lock();
+        if !conn.inbox.is_empty() && conn.feed_inbox(&self.sock).is_err() {
             return true;
         }
-        let mut conn = self.lock();
-        match conn.read_tls(&mut Raw(&self.sock)) {
+        if conn.waiting {
+            return true;
+        }
+        match conn.tls.read_tls(&mut Raw(&self.sock)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             // Records other than data (a server's session tickets after the handshake) are
             // no input: only decrypted bytes, the end or an error are.
-            Ok(n) if n > 0 => match conn.process_new_packets() {
-                Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
-                Err(_) => true,
-            },
-            Ok(_) | Err(_) => true,
+            Ok(n) if n > 0 => conn.process().map_or(true, |()| conn.waiting),
+            Ok(_) | Err(_) => {
+                conn.waiting = true;
+                true
+            }
         }
     }
 }
@@ -493,6 +618,83 @@ impl ReadBuf {
 #[cfg(test)]
 mod tests {
     use super::ReadBuf;
+
+    /// Both ends of a TLS connection over a socket pair (a self-signed certificate for
+    /// `localhost`), after their handshakes.
+    async fn tls_pair() -> (super::Stream, super::Stream) {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let der = cert.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let c = rustls::ClientConnection::new(std::sync::Arc::new(client), name).unwrap();
+        let s = rustls::ServerConnection::new(std::sync::Arc::new(server)).unwrap();
+        let (c, s) = tokio::join!(
+            super::Stream::tls(
+                super::Stream::unix(a).unwrap(),
+                rustls::Connection::Client(c)
+            ),
+            super::Stream::tls(
+                super::Stream::unix(b).unwrap(),
+                rustls::Connection::Server(s)
+            ),
+        );
+        (c.unwrap(), s.unwrap())
+    }
+
+    /// 4 MiB written in large pieces (records of 16 KiB, several per write) and read in
+    /// pieces of 1000 bytes: a socket read brings more records than rustls takes at once, so
+    /// the rest waits in the connection's inbox; every byte arrives once and in order.
+    #[test]
+    fn tls_carries_a_large_stream_through_small_reads() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, server) = tls_pair().await;
+            let sent: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+            let writer = async {
+                for piece in sent.chunks(100_000) {
+                    let mut out = bytes::BytesMut::from(piece);
+                    while super::flush(&client, &mut out).unwrap() {
+                        client.writable().await.unwrap().clear();
+                    }
+                }
+            };
+            let reader = async {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1000];
+                while got.len() < sent.len() {
+                    let mut ready = server.readable().await.unwrap();
+                    match server.read(&mut ready, &mut buf) {
+                        Ok(0) => panic!("end of stream after {} bytes", got.len()),
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                got
+            };
+            let ((), got) = tokio::join!(writer, reader);
+            assert!(got == sent, "the bytes read differ from the bytes written");
+        });
+    }
 
     #[test]
     fn read_buf_keeps_unconsumed_bytes_across_compaction_and_growth() {

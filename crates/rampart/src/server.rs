@@ -147,7 +147,7 @@ pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Re
                 stop.clone(),
             )));
         }
-        tasks.push(tokio::spawn(add_cluster_shards(
+        tasks.push(tokio::spawn(reshape_clusters(
             Arc::clone(&shared),
             Arc::clone(&control),
         )));
@@ -259,17 +259,17 @@ async fn wait_for_signals(
 }
 
 /// Every 250 ms, give cluster pools the shards their followers asked for (primaries added to
-/// the cluster since start).
-async fn add_cluster_shards(shared: Arc<Shared>, control: control::Handle) {
+/// the cluster since start), and take away those that serve no slot any more.
+async fn reshape_clusters(shared: Arc<Shared>, control: control::Handle) {
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         let wanted = shared
             .pools
             .load()
             .iter()
-            .any(|p| p.cluster.as_ref().is_some_and(|c| c.has_new_shards()));
+            .any(|p| p.cluster.as_ref().is_some_and(|c| c.has_shard_changes()));
         if wanted {
-            control::reload::add_cluster_shards(&shared, &control).await;
+            control::reload::reshape_clusters(&shared, &control).await;
         }
     }
 }

@@ -32,23 +32,15 @@ impl Env {
         let port = free_port();
         let seeds = seeds.join(", ");
         let options = options.replace("{port}", &port.to_string());
-        let yaml = format!(
-            "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 2000\n{options}"
-        );
-        let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-            .file("c.yml", &yaml)
-            .args([
-                "-c",
-                "{dir}/c.yml",
-                "--workers",
-                "2",
-                "-a",
-                "127.0.0.1",
-                "-s",
-            ])
-            .arg(free_port().to_string())
-            .wait_port(port)
-            .start();
+        // 2 s unless the options say otherwise.
+        let timeout = if options.lines().any(|l| l.starts_with("  timeout:")) {
+            ""
+        } else {
+            "  timeout: 2000\n"
+        };
+        let yaml =
+            format!("c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n{timeout}{options}");
+        let proxy = common::start_rampart(&yaml, port, 2);
         Env {
             cluster,
             proxy,
@@ -693,6 +685,28 @@ fn a_primary_killed_under_load_holds_its_writes_until_the_cluster_promotes_its_r
     );
     let on_a = Writer::start(addr.clone(), tag_a.clone());
     let on_b = Writer::start(addr.clone(), tag_b.clone());
+    // A reader of the dying primary's slot: with `prefer-replica` its reads go on at the
+    // replica while the writes wait. Each read: when it ended, how long it took, its reply.
+    let stop_reads = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (addr, key, stop) = (
+            addr.clone(),
+            format!("{{{tag_a}}}:warm"),
+            stop_reads.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut r = Client::connect(&addr);
+            r.set_read_timeout(Some(Duration::from_secs(20)));
+            let mut reads = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                let reply = r.cmd(&["GET", &key]);
+                reads.push((std::time::Instant::now(), t.elapsed(), reply));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reads
+        })
+    };
     std::thread::sleep(Duration::from_millis(500));
     env.cluster.nodes[a].kill9();
     let killed = std::time::Instant::now();
@@ -701,6 +715,34 @@ fn a_primary_killed_under_load_holds_its_writes_until_the_cluster_promotes_its_r
     })
     .expect("the cluster promoted a's replica");
     std::thread::sleep(Duration::from_millis(1000));
+    stop_reads.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("the reader");
+    let held = killed + promoted;
+    let during: Vec<_> = reads
+        .iter()
+        .filter(|(at, took, _)| *at > killed + Duration::from_millis(50) && *at - *took < held)
+        .collect();
+    println!(
+        "reads of its slot while its writes were held: {}, longest {:?}",
+        during.len(),
+        during.iter().map(|r| r.1).max()
+    );
+    for (_, _, reply) in &reads {
+        assert_eq!(
+            *reply,
+            Reply::bulk("1"),
+            "a read of the dying primary's slot"
+        );
+    }
+    assert!(
+        during.len() > 10,
+        "too few reads while the writes were held"
+    );
+    assert!(
+        during.iter().all(|r| r.1 < Duration::from_millis(500)),
+        "a read waited with the writes: {:?}",
+        during.iter().map(|r| r.1).max()
+    );
     let (acked_a, errors_a, lat_a) = on_a.stop();
     let (acked_b, errors_b, lat_b) = on_b.stop();
     println!(
@@ -976,20 +1018,7 @@ fn the_cluster_view_lets_redis_py_rediscluster_spread_over_rampart_instances() {
         "c:\n  listen: 127.0.0.1:{second}\n  cluster: [{seeds}]\n  timeout: 2000\n  cluster_view:\n    nodes: [127.0.0.1:{}, 127.0.0.1:{second}]\n",
         env.port
     );
-    let _other = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("c.yml", &yaml)
-        .args([
-            "-c",
-            "{dir}/c.yml",
-            "--workers",
-            "1",
-            "-a",
-            "127.0.0.1",
-            "-s",
-        ])
-        .arg(free_port().to_string())
-        .wait_port(second)
-        .start();
+    let _other = common::start_rampart(&yaml, second, 1);
     let mut c2 = Client::connect(&format!("127.0.0.1:{second}"));
     assert_eq!(c2.cmd(&["CLUSTER", "MYID"]), node_ids(&slots)[1]);
     let mut cmd = std::process::Command::new("python3");
@@ -1138,4 +1167,344 @@ fn a_blocking_command_whose_slot_moved_follows_it() {
         Reply::bulks([q.as_str(), "second"])
     );
     assert_eq!(pusher.join().expect("pusher"), Reply::Int(1));
+}
+
+/// The `INFO pools` line of the node listed at `addr` (`None` when it is not listed).
+fn node_line(c: &mut Client, addr: &str) -> Option<String> {
+    let info = c.cmd(&["INFO", "pools"]);
+    let text = info.as_str().unwrap_or("").to_string();
+    let want = format!("addr={addr},");
+    text.lines()
+        .find(|l| l.starts_with("node_") && l.contains(&want))
+        .map(str::to_string)
+}
+
+#[test]
+fn a_primary_busy_with_a_long_script_stays_up_and_its_clients_get_busy() {
+    let cluster = ClusterSetup::new()
+        .node_timeout_ms(5000)
+        .server_args(&["--busy-reply-threshold", "100"])
+        .start();
+    let seeds = cluster.addrs()[..2].to_vec();
+    let env = Env::start_on(cluster, &seeds, "  failover_hold: 500ms\n");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (busy, other) = (p[0], p[1]);
+    let (key, elsewhere) = (
+        env.cluster.key_on(busy, "busy"),
+        env.cluster.key_on(other, "calm"),
+    );
+    assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &elsewhere, "v"]), Reply::ok());
+    let addr = env.cluster.nodes[busy].addr();
+    let script = {
+        let a = addr.clone();
+        std::thread::spawn(move || {
+            let mut s = Client::connect(&a);
+            s.set_read_timeout(Some(Duration::from_secs(60)));
+            s.cmd(&["EVAL", "while true do end", "0"])
+        })
+    };
+    let want = poll_until(Duration::from_secs(5), || {
+        let r = env.node(busy).cmd(&["GET", &key]);
+        matches!(&r, Reply::Error(e) if e.starts_with("BUSY")).then_some(r)
+    })
+    .expect("the node became busy");
+    // Well past what two failed health checks take (about half a second): the busy
+    // primary stays in rotation, its keys get the server's own BUSY (not a held write's
+    // timeout), and the other primaries' keys are served.
+    // A RESP3 client makes each worker open connections of its own to the node, whose
+    // set-up (READONLY) the busy node answers BUSY too: that is not a failure either.
+    let mut resp3 = env.client();
+    assert!(matches!(resp3.cmd(&["HELLO", "3"]), Reply::Array(_)));
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        assert_eq!(c.cmd(&["GET", &key]), want);
+        assert_eq!(c.cmd(&["SET", &key, "w"]), want);
+        assert_eq!(resp3.cmd(&["GET", &key]), want, "RESP3");
+        assert_eq!(c.cmd(&["GET", &elsewhere]), Reply::bulk("v"));
+        let line = node_line(&mut c, &addr).expect("the busy primary is listed");
+        assert!(
+            line.contains(",up=1,") && line.contains(",ejected=0,"),
+            "{line}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SCRIPT KILL through rampart reaches the busy node (on a connection of its own: the
+    // node answers the pool's READONLY set-up with BUSY, but not AUTH or the kill).
+    assert_eq!(c.cmd(&["SCRIPT", "KILL"]), Reply::ok());
+    let killed = script.join().expect("script thread");
+    assert!(
+        matches!(&killed, Reply::Error(e) if e.contains("killed")),
+        "{killed:?}"
+    );
+    assert_eq!(c.cmd(&["SET", &key, "after"]), Reply::ok());
+    assert_eq!(env.node(busy).cmd(&["GET", &key]), Reply::bulk("after"));
+    assert_eq!(resp3.cmd(&["GET", &key]), Reply::bulk("after"));
+    let log = env.proxy.stderr();
+    assert!(!log.contains("node down"), "{log}");
+}
+
+#[test]
+fn a_primary_whose_address_changes_is_followed_at_its_new_address() {
+    // A node timeout well above the restart: the cluster does not fail the node over, it
+    // learns its new address from the node itself (same node id, from its nodes.conf). A
+    // primary that restarts answers CLUSTERDOWN for its first 2 s (Redis' rejoin delay),
+    // which rampart retries within the pool timeout: 5 s here.
+    let cluster = ClusterSetup::new().node_timeout_ms(5000).start();
+    let p = cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let (tag_a, tag_b) = (cluster.key_on(a, "ma"), cluster.key_on(b, "mb"));
+    let seeds = [cluster.nodes[b].addr(), cluster.nodes[p[2]].addr()];
+    let mut env = Env::start_on(
+        cluster,
+        &seeds,
+        "  timeout: 5000\n  failover_hold: 10s\n  cluster_refresh: 60s\n",
+    );
+    let addr = format!("127.0.0.1:{}", env.port);
+    let mut c = env.client();
+    let id = env.cluster.id(a);
+    let old = env.cluster.nodes[a].addr();
+    assert!(node_line(&mut c, &old).is_some());
+    let on_a = Writer::start(addr.clone(), tag_a.clone());
+    let on_b = Writer::start(addr.clone(), tag_b.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_port();
+    env.cluster.nodes[a].restart_on(port);
+    let moved = std::time::Instant::now();
+    let new = env.cluster.nodes[a].addr();
+    assert_eq!(env.cluster.id(a), id, "the node kept its id");
+    // rampart lists the node at its new address, and no longer at the old one.
+    let followed = poll_until(Duration::from_secs(15), || {
+        (node_line(&mut c, &new).is_some() && node_line(&mut c, &old).is_none())
+            .then(|| moved.elapsed())
+    });
+    let followed = followed.unwrap_or_else(|| {
+        panic!(
+            "not followed: {:?}\n{}",
+            c.cmd(&["INFO", "pools"]),
+            env.proxy.stderr()
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (acked_a, errors_a, lat_a) = on_a.stop();
+    let (acked_b, errors_b, _) = on_b.stop();
+    println!(
+        "a primary restarted on a new port: followed after {followed:?}; its slot: {} writes acknowledged, {} errors {errors_a:?}, longest write {:?}; another primary's slot: {} writes, {} errors",
+        acked_a.len(),
+        errors_a.len(),
+        lat_a.last(),
+        acked_b.len(),
+        errors_b.len(),
+    );
+    // The one write in flight on the connection that died may have been applied: it gets
+    // an error and is not resent. Every other write waited for the new address.
+    assert!(errors_a.len() <= 1, "{errors_a:?}");
+    assert!(errors_b.is_empty(), "{errors_b:?}");
+    let last = acked_a.last().expect("writes acknowledged");
+    assert_eq!(
+        Client::connect(&new).cmd(&["GET", last]),
+        Reply::bulk(last),
+        "the last acknowledged write is on the node at its new address"
+    );
+    assert_eq!(
+        c.cmd(&["SET", &format!("{{{tag_a}}}:after"), "1"]),
+        Reply::ok()
+    );
+    assert_eq!(
+        Client::connect(&new).cmd(&["GET", &format!("{{{tag_a}}}:after")]),
+        Reply::bulk("1")
+    );
+}
+
+/// `redis-cli --cluster <args>`, which must succeed; its output.
+fn cluster_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .output()
+        .expect("redis-cli --cluster");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "redis-cli --cluster {args:?}: {text}");
+    text
+}
+
+/// `connected_clients` of node `i` (its own INFO connection included).
+fn connected_clients(env: &Env, i: usize) -> i64 {
+    env.cluster.nodes[i]
+        .info("clients")
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_primary_that_leaves_the_cluster_is_no_longer_a_shard() {
+    let env = Env::start("  read_policy: prefer-replica\n  timeout: 5000\n");
+    let addr = format!("127.0.0.1:{}", env.port);
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let replica_of = |i: usize| {
+        (0..env.cluster.nodes.len())
+            .find(|&r| {
+                env.cluster.nodes[r]
+                    .info("replication")
+                    .contains(&format!("master_port:{}\r", env.cluster.nodes[i].port()))
+            })
+            .expect("a replica")
+    };
+    let ra = replica_of(a);
+    let (a_addr, ra_addr) = (env.cluster.nodes[a].addr(), env.cluster.nodes[ra].addr());
+    let (a_id, ra_id, b_id) = (env.cluster.id(a), env.cluster.id(ra), env.cluster.id(b));
+    assert!(node_line(&mut c, &a_addr).is_some());
+    // Clients write to keys of every primary, `a`'s included, for the whole sequence.
+    let writers: Vec<Writer> = p
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| Writer::start(addr.clone(), env.cluster.key_on(i, &format!("lv{n}-"))))
+        .collect();
+    // A subscriber to a shard channel on each primary that stays: the shards after the one
+    // dropped move down an index, and their channels must stay with their slots' owners.
+    let channels: Vec<String> = p[1..]
+        .iter()
+        .map(|&i| env.cluster.key_on(i, "stay-chan-"))
+        .collect();
+    let mut sub = env.client();
+    for (n, ch) in channels.iter().enumerate() {
+        assert_eq!(
+            sub.cmd(&["SSUBSCRIBE", ch]),
+            Reply::Array(Some(vec![
+                Reply::bulk("ssubscribe"),
+                Reply::bulk(ch),
+                Reply::Int(n as i64 + 1)
+            ]))
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Every slot of `a` moves to `b` (Redis then makes `a` and its replica replicas of
+    // `b`), then both leave the cluster: forgotten by every node, reset.
+    let nodes = env.cluster.nodes[a].cmd(&["CLUSTER", "NODES"]);
+    let mine = nodes
+        .as_str()
+        .and_then(|t| t.lines().find(|l| l.contains("myself")).map(str::to_string))
+        .expect("CLUSTER NODES");
+    // Shards are ordered by their first slot: `a` is shard 0, so every other shard moves.
+    assert!(
+        mine.split_whitespace()
+            .skip(8)
+            .any(|r| r == "0" || r.starts_with("0-")),
+        "{mine}"
+    );
+    let slots: u32 = mine
+        .split_whitespace()
+        .skip(8)
+        .map(|r| match r.split_once('-') {
+            Some((x, y)) => y.parse::<u32>().unwrap_or(0) - x.parse::<u32>().unwrap_or(0) + 1,
+            None => 1,
+        })
+        .sum();
+    let slots = slots.to_string();
+    cluster_cli(&[
+        "reshard",
+        &env.cluster.nodes[b].addr(),
+        "--cluster-from",
+        &a_id,
+        "--cluster-to",
+        &b_id,
+        "--cluster-slots",
+        &slots,
+        "--cluster-yes",
+    ]);
+    env.cluster.wait_ok(Duration::from_secs(20));
+    let b_addr = env.cluster.nodes[b].addr();
+    cluster_cli(&["del-node", &b_addr, &ra_id]);
+    cluster_cli(&["del-node", &b_addr, &a_id]);
+    // rampart lists neither node, has two shards, and holds no connection to them.
+    let gone = poll_until(Duration::from_secs(15), || {
+        let info = c.cmd(&["INFO", "cluster"]);
+        (node_line(&mut c, &a_addr).is_none()
+            && node_line(&mut c, &ra_addr).is_none()
+            && info.as_str().is_some_and(|i| i.contains("shards=2,")))
+        .then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "still listed: {:?}\n{:?}\n{}",
+        c.cmd(&["INFO", "cluster"]),
+        c.cmd(&["INFO", "pools"]),
+        env.proxy.stderr()
+    );
+    let closed = poll_until(Duration::from_secs(10), || {
+        (connected_clients(&env, a) == 1 && connected_clients(&env, ra) == 1).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "connections left: {} to a, {} to its replica",
+        connected_clients(&env, a) - 1,
+        connected_clients(&env, ra) - 1
+    );
+    // Nothing reaches them any more: reads (prefer-replica) and writes of every slot.
+    let before = (
+        ha_calls(&env, a, "get") + ha_calls(&env, a, "set"),
+        ha_calls(&env, ra, "get") + ha_calls(&env, ra, "set"),
+    );
+    for n in 0..200 {
+        let k = format!("after-{n}");
+        assert_eq!(c.cmd(&["SET", &k, "1"]), Reply::ok());
+        assert_eq!(c.cmd(&["GET", &k]), Reply::bulk("1"));
+    }
+    let after = (
+        ha_calls(&env, a, "get") + ha_calls(&env, a, "set"),
+        ha_calls(&env, ra, "get") + ha_calls(&env, ra, "set"),
+    );
+    assert_eq!(after, before, "requests reached the nodes that left");
+    // Each shard channel still reaches its subscriber, published through rampart.
+    for ch in &channels {
+        let got = poll_until(Duration::from_secs(10), || {
+            (c.cmd(&["SPUBLISH", ch, "after-drop"]) == Reply::Int(1)).then_some(())
+        });
+        assert!(
+            got.is_some(),
+            "no subscriber for {ch} after the shard was dropped; log:\n{}",
+            env.proxy.stderr()
+        );
+    }
+    for ch in &channels {
+        let msg = loop {
+            match sub.read_reply() {
+                Ok(Reply::Array(Some(v)))
+                    if v.first() == Some(&Reply::bulk("smessage"))
+                        && v.get(1) == Some(&Reply::bulk(ch)) =>
+                {
+                    break v
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("reading {ch}'s message: {e}"),
+            }
+        };
+        assert_eq!(msg[2], Reply::bulk("after-drop"));
+    }
+    let mut errors = Vec::new();
+    let mut acked = 0;
+    for w in writers {
+        let (ok, e, _) = w.stop();
+        acked += ok.len();
+        errors.extend(e);
+    }
+    println!("a primary and its replica left the cluster: {acked} writes acknowledged meanwhile, {} errors", errors.len());
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// `calls` of `cmdstat_<cmd>` on node `i`.
+fn ha_calls(env: &Env, i: usize, cmd: &str) -> u64 {
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    env.cluster.nodes[i]
+        .info("commandstats")
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

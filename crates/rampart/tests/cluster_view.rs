@@ -22,13 +22,7 @@ fn rampart(port: u16, backends: &[&RedisServer], extra: &str) -> Proxy {
     for (i, b) in backends.iter().enumerate() {
         yaml.push_str(&format!("   - {}:1 shard{i}\n", b.addr()));
     }
-    Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("x.yml", &yaml)
-        .args(["-c", "{dir}/x.yml", "-s"])
-        .arg(free_port().to_string())
-        .args(["-a", "127.0.0.1", "--workers", "2"])
-        .wait_port(port)
-        .start()
+    common::start_rampart(&yaml, port, 2)
 }
 
 /// `cluster_view:` listing the instances on `ports`.
@@ -420,13 +414,7 @@ fn redis_py_cluster_with_a_password_over_a_replica_set() {
         replica.addr(),
         view(&[port])
     );
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("x.yml", &yaml)
-        .args(["-c", "{dir}/x.yml", "-s"])
-        .arg(free_port().to_string())
-        .args(["-a", "127.0.0.1", "--workers", "2"])
-        .wait_port(port)
-        .start();
+    let proxy = common::start_rampart(&yaml, port, 2);
     let mut c = Client::connect(&proxy.addr());
     assert_eq!(c.cmd(&["AUTH", PASSWORD]), Reply::ok());
     // The pool's nodes start down until checked; wait until it takes writes.
@@ -561,10 +549,11 @@ fn a_reload_changes_the_view() {
         _ => None,
     };
     assert_eq!(known(&mut c).as_deref(), Some("1"));
-    let yaml = std::fs::read_to_string(proxy.dir().join("x.yml")).unwrap_or_default();
+    let yaml = std::fs::read_to_string(proxy.dir().join("rampart.yml"))
+        .unwrap_or_else(|e| panic!("the configuration file: {e}"));
     let grown = yaml.replace(&view(&[pa]), &view(&[pa, pb]));
     assert_ne!(grown, yaml);
-    std::fs::write(proxy.dir().join("x.yml"), &grown).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(proxy.dir().join("rampart.yml"), &grown).unwrap_or_else(|e| panic!("{e}"));
     proxy.signal("HUP");
     testkit::wait_until(std::time::Duration::from_secs(5), "the new view", || {
         known(&mut c).as_deref() == Some("2")
@@ -573,8 +562,11 @@ fn a_reload_changes_the_view() {
         Reply::Array(Some(ranges)) => assert_eq!(ranges.len(), 2, "{ranges:?}"),
         other => panic!("CLUSTER SLOTS: {other:?}"),
     }
-    std::fs::write(proxy.dir().join("x.yml"), yaml.replace(&view(&[pa]), ""))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        proxy.dir().join("rampart.yml"),
+        yaml.replace(&view(&[pa]), ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     proxy.signal("HUP");
     testkit::wait_until(std::time::Duration::from_secs(5), "no view", || {
         c.cmd(&["CLUSTER", "INFO"])

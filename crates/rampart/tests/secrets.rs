@@ -32,13 +32,10 @@ const TOKEN_NEXT: &str = "sekrit-token-next-4e5f";
 const CLIENT_TYPO: &str = "sekrit-servers-a91f08";
 const TOKEN_TYPO: &str = "sekrit-token-0a1b2c3e";
 
-/// Proxy users' passwords and their SHA-256 (`users:` with `password_sha256`,
-/// `password_file`, `password_env`), once pools can list users: add them here and to the
-/// configuration below, and log in as each of them (right and wrong) in `drive_clients`.
-const USER_SECRETS: &[&str] = &[];
-
+/// Every secret of this file's main test (proxy users' passwords have their own test,
+/// `proxy_users_passwords_never_show`).
 fn secrets() -> Vec<&'static str> {
-    let mut all = vec![
+    vec![
         SERVERS_PASS,
         REPLICAS_PASS,
         SENTINEL_NODES_PASS,
@@ -49,9 +46,7 @@ fn secrets() -> Vec<&'static str> {
         TOKEN_NEXT,
         CLIENT_TYPO,
         TOKEN_TYPO,
-    ];
-    all.extend_from_slice(USER_SECRETS);
-    all
+    ]
 }
 
 const CHECKS: &str =
@@ -744,5 +739,206 @@ fn proxy_users_passwords_never_show() {
             .iter()
             .any(|(p, t)| p == "ACL LIST" && t.contains(&hex(APP))),
         "ACL LIST shows the app user's hash"
+    );
+}
+
+/// Files refused for a problem on, beside, or carried from a line that holds a secret, each
+/// secret a distinct recognisable text: `(what, file)`. `good` holds `redis_auth: {AUTH}`,
+/// a user with `password_sha256: {HASH}`, and `timeout: 400` on the line after
+/// `redis_auth`.
+fn files_with_secrets(good: &str) -> Vec<(&'static str, String)> {
+    let auth = format!("redis_auth: {CFG_AUTH}");
+    let hash = format!("password_sha256: {CFG_HASH}");
+    let first = |from: &str, to: String| {
+        assert!(good.contains(from), "{from} not in the file");
+        good.replacen(from, &to, 1)
+    };
+    let s = CFG_SECRET;
+    vec![
+        (
+            "a password as a list",
+            first(&auth, format!("redis_auth: [{s}]")),
+        ),
+        (
+            "a password as a map",
+            first(&auth, format!("redis_auth: {{{s}: 1}}")),
+        ),
+        (
+            "an unterminated quote",
+            first(&auth, format!("redis_auth: \"{s}")),
+        ),
+        (
+            "junk after a quote",
+            first(&auth, format!("redis_auth: '{s}' x")),
+        ),
+        (
+            "a colon in the value",
+            first(&auth, format!("redis_auth: {s}: x")),
+        ),
+        ("a misspelt key", first(&auth, format!("redis_auht: {s}"))),
+        (
+            "a duplicated key",
+            first(&auth, format!("redis_auth: {s}\n  redis_auth: {s}")),
+        ),
+        ("a bad indent", first(&auth, format!("   redis_auth: {s}"))),
+        (
+            "a tab as indent",
+            first(&format!("  {auth}"), format!("\tredis_auth: {s}")),
+        ),
+        (
+            "a bad escape",
+            first(&auth, format!("redis_auth: \"{s}\\q\"")),
+        ),
+        (
+            "a binary tag",
+            first(&auth, format!("redis_auth: !!binary {s}")),
+        ),
+        (
+            "an integer tag",
+            first(&auth, format!("redis_auth: !!int {s}")),
+        ),
+        (
+            "a block scalar badly indented",
+            first(&auth, format!("redis_auth: |\n {s}")),
+        ),
+        (
+            "an address in brackets",
+            first(&auth, format!("redis_auth: [fe80::1]:{s}")),
+        ),
+        (
+            "the password carried to timeout by an alias",
+            first(
+                &format!("{auth}\n  timeout: 400"),
+                format!("redis_auth: &pw {s}\n  timeout: *pw"),
+            ),
+        ),
+        (
+            "a bad value on the next line",
+            first(
+                &format!("{auth}\n  timeout: 400"),
+                format!("redis_auth: {s}\n  timeout: 400 {s}"),
+            ),
+        ),
+        (
+            "a list item on the next line",
+            first(
+                &format!("{auth}\n  timeout: 400"),
+                format!("redis_auth: {s}\n  timeout: - 400"),
+            ),
+        ),
+        (
+            "a Sentinel password in a pool without Sentinels",
+            first(&auth, format!("{auth}\n  sentinel_password: {s}")),
+        ),
+        (
+            "a Sentinel password as a list",
+            first(&auth, format!("{auth}\n  sentinel_password: [{s}]")),
+        ),
+        (
+            "a user's password in clear",
+            first(&hash, format!("password: {s}")),
+        ),
+        (
+            "a user's hash that is not one",
+            first(&hash, format!("password_sha256: {s}")),
+        ),
+        (
+            "a user's hash as a list",
+            first(&hash, format!("password_sha256: [{s}]")),
+        ),
+        (
+            "a misspelt user key",
+            first(&hash, format!("{hash}\n      pasword: {s}")),
+        ),
+        (
+            "a user's rule with a hash that is not one",
+            first("rules: on", format!("rules: \"#{s} on")).replacen("~*\n", "~*\"\n", 1),
+        ),
+        (
+            "a user's rule removing a hash that is not one",
+            first("rules: on", format!("rules: \"!{s} on")).replacen("~*\n", "~*\"\n", 1),
+        ),
+        (
+            "a user's rule with a clear password",
+            first("rules: on", format!("rules: \">{s} on")).replacen("~*\n", "~*\"\n", 1),
+        ),
+    ]
+}
+
+/// A recognisable secret placed in the refused files.
+const CFG_SECRET: &str = "sekrit-cfg-5a7e19";
+/// The good file's `redis_auth`, and its user's password hash.
+const CFG_AUTH: &str = "sekrit-cfg-auth-0c42";
+const CFG_HASH: &str = "9b74c9897bac770ffc029102a200c5de0c1f3b6fcd44b0dc4fc8a3b2d7a9e6e1";
+
+/// docs/SECURITY.md: a configuration error never shows the value of a secret key, whether the
+/// error is about that key, a line beside it, or text YAML carried from it; seen through
+/// `rampart -t`, `POST /api/reload` and SIGHUP (the log), for every file of
+/// [`files_with_secrets`]. Each is still refused with its file:line.
+#[test]
+fn configuration_errors_never_show_a_secret() {
+    let server = RedisServer::start();
+    let (port, admin) = (free_port(), free_port());
+    let good = format!(
+        "main:\n  listen: 127.0.0.1:{port}\n  redis_auth: {CFG_AUTH}\n  timeout: 400\n  servers:\n    - {}:1\n  users:\n    - name: app\n      password_sha256: {CFG_HASH}\n      rules: on +@all ~*\n",
+        server.addr(),
+    );
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &good)
+        .args(["-c", "{dir}/rampart.yml", "--workers", "1", "-v", "11"])
+        .args(["-o", "{dir}/rampart.log", "--no-stats"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .wait_port(port)
+        .start();
+    testkit::wait_for_port(admin, Duration::from_secs(5), "rampart admin");
+    let dir = proxy.dir().to_path_buf();
+    let conf = dir.join("rampart.yml");
+    let log = || std::fs::read_to_string(dir.join("rampart.log")).unwrap_or_default();
+    let refusals = || log().matches("reload refused").count();
+    let mut leaks = Vec::new();
+    for (what, text) in files_with_secrets(&good) {
+        std::fs::write(&conf, &text).unwrap_or_else(|e| panic!("{e}"));
+        let check = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap_or_else(|e| panic!("rampart -t: {e}"));
+        assert!(!check.status.success(), "{what}: rampart -t accepted it");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(
+            said.contains("rampart.yml:"),
+            "{what}: no file:line: {said}"
+        );
+        let answer = http(admin, "POST", "/api/reload", &[], "");
+        assert!(answer.starts_with("HTTP/1.1 409 "), "{what}: {answer}");
+        let before = refusals();
+        proxy.signal("HUP");
+        poll_until(Duration::from_secs(5), || {
+            (refusals() > before).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: SIGHUP logged no refusal:\n{}", log()));
+        for (place, text) in [("rampart -t", &said), ("POST /api/reload", &answer)] {
+            for secret in [CFG_SECRET, CFG_AUTH, CFG_HASH] {
+                if text.contains(secret) {
+                    leaks.push(format!("{what}: {place} shows {secret}: {text}"));
+                }
+            }
+        }
+    }
+    let log = log();
+    for secret in [CFG_SECRET, CFG_AUTH, CFG_HASH] {
+        for line in log.lines().filter(|l| l.contains(secret)) {
+            leaks.push(format!("the log shows {secret}: {line}"));
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
     );
 }

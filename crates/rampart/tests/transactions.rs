@@ -247,6 +247,45 @@ fn transaction_inside_a_pipeline() {
     );
 }
 
+/// A transaction sent in one write is answered in one write, as Redis answers a whole read
+/// at once: rampart's own `+OK` and `+QUEUED` wait for the server's `EXEC` reply instead of
+/// going out first (which woke the client twice per transaction). Replies before a blocking
+/// command do not wait for it.
+#[test]
+fn a_transaction_in_one_write_is_answered_in_one_write() {
+    use std::io::{Read, Write};
+    let env = Setup::new(2).start();
+    let run = b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$3\r\n{t}\r\n*1\r\n$4\r\nEXEC\r\n";
+    let mut s = std::net::TcpStream::connect(env.addr()).unwrap_or_else(|e| panic!("{e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 1..=20 {
+        s.write_all(run).unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let want = format!("+OK\r\n+QUEUED\r\n*1\r\n:{i}\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            want,
+            "transaction {i}: the first read holds every reply"
+        );
+    }
+    // PING ahead of a BLPOP that blocks: PONG arrives while BLPOP still waits.
+    s.write_all(b"PING\r\nBLPOP {t}:empty 3\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&buf[..n], b"+PONG\r\n");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "PONG waited for the blocked BLPOP: {:?}",
+        t0.elapsed()
+    );
+    let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&buf[..n], b"*-1\r\n", "BLPOP times out after 3 s");
+}
+
 /// A backend user that may not run MULTI makes the server run the commands one by one:
 /// rampart cannot undo that, but the client learns it instead of a bare EXEC error.
 #[test]

@@ -16,6 +16,7 @@ pub struct ClusterSetup {
     replicas: usize,
     node_timeout_ms: u64,
     full_coverage: bool,
+    extra: Vec<String>,
 }
 
 impl Default for ClusterSetup {
@@ -25,6 +26,7 @@ impl Default for ClusterSetup {
             replicas: 1,
             node_timeout_ms: 1000,
             full_coverage: true,
+            extra: Vec::new(),
         }
     }
 }
@@ -54,6 +56,13 @@ impl ClusterSetup {
         self
     }
 
+    /// More `redis-server` arguments for every node, for example
+    /// `&["--busy-reply-threshold", "100"]`.
+    pub fn server_args(mut self, args: &[&str]) -> ClusterSetup {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
     /// Starts the servers, creates the cluster and waits until every node says
     /// `cluster_state:ok` and they all agree on the owners of the 16384 slots.
     ///
@@ -66,7 +75,7 @@ impl ClusterSetup {
         let nodes: Vec<RedisServer> = (0..total)
             .map(|_| {
                 let bus = free_port().to_string();
-                RedisServer::start_with(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -77,7 +86,9 @@ impl ClusterSetup {
                     &bus,
                     "--cluster-require-full-coverage",
                     if self.full_coverage { "yes" } else { "no" },
-                ])
+                ];
+                args.extend(self.extra.iter().map(String::as_str));
+                RedisServer::start_with(&args)
             })
             .collect();
         let mut cli = Command::new(find_program("redis-cli", "TESTKIT_REDIS_CLI"));

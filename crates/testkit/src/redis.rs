@@ -141,11 +141,22 @@ impl RedisServer {
     /// # Panics
     /// If it does not come back within ~5 s.
     pub fn restart(&mut self) {
+        self.restart_on(self.port);
+    }
+
+    /// Kills the server if it runs, then starts it again on `port` in the same directory
+    /// with the same arguments (a cluster node keeps its `nodes.conf`, so its node id),
+    /// waiting until it answers PING.
+    ///
+    /// # Panics
+    /// If it does not come back within ~5 s.
+    pub fn restart_on(&mut self, port: u16) {
         self.child.kill();
+        self.port = port;
         self.child = launch(self.dir.path(), self.port, &self.args);
         if wait_ready(&mut self.child, self.port).is_err() {
             panic!(
-                "redis-server on port {} did not restart; log:\n{}",
+                "redis-server did not restart on port {}; log:\n{}",
                 self.port,
                 self.log()
             );

@@ -111,6 +111,7 @@ families! {
     TLS_ACCEPTED = ("rampart_tls_client_handshakes_total", "counter", "TLS handshakes of clients on the pool's tls_listen that completed.");
     TLS_REFUSED = ("rampart_tls_client_handshake_failures_total", "counter", "TLS handshakes of clients on the pool's tls_listen that were refused or broke (no or an untrusted client certificate, no shared version, a timeout); each is logged with the peer and the reason.");
     TLS_BACKEND_FAILED = ("rampart_tls_server_handshake_failures_total", "counter", "TLS handshakes with the pool's servers and Sentinels that failed (an untrusted or misnamed server certificate, a refused client certificate).");
+    BACKEND_AUTH_FAILURES = ("rampart_backend_auth_failures_total", "counter", "Credentials of rampart's own connections refused by a node or a Sentinel (AUTH answered WRONGPASS or NOAUTH, or a backend_tls handshake failed), by pool, peer (node or sentinel) and addr; logged once when refusals start, then at most once a minute, and once when they stop. A series appears with the first refusal.");
     COMMAND_CALLS = ("rampart_command_calls_total", "counter", "Requests answered, by command.");
     COMMAND_ERRORS = ("rampart_command_errors_total", "counter", "Requests answered with an error reply, by command.");
     COMMAND_DURATION = ("rampart_command_duration_seconds", "histogram", "Time from reading a request to writing its reply, by command.");
@@ -200,6 +201,7 @@ pub fn render(shared: &Shared) -> String {
     node_health(&mut o, &snap);
     node_traffic(&mut o, &snap);
     tls(&mut o, &snap);
+    refused(&mut o);
     events(&mut o);
     faults(&mut o);
     commands(&mut o, shared);
@@ -466,6 +468,18 @@ fn node_traffic(o: &mut Out, snap: &Snapshot) {
                 o.sample(f.name, &labels, n.node.sum(*stat) as f64);
             }
         }
+    }
+}
+
+fn refused(o: &mut Out) {
+    o.head(&BACKEND_AUTH_FAILURES);
+    for (pool, peer, addr, n) in crate::observe::refused::totals() {
+        let labels = [
+            ("pool", pool.as_str()),
+            ("peer", peer.as_str()),
+            ("addr", &addr),
+        ];
+        o.sample(BACKEND_AUTH_FAILURES.name, &labels, n as f64);
     }
 }
 

@@ -161,62 +161,87 @@ fn renewed(old: &PoolRt, new: &PoolRt) -> Option<String> {
     (!fresh.is_empty()).then(|| format!("certificates {word}: {}", fresh.join(", ")))
 }
 
-/// Add to each cluster pool the shards its follower asked for (primaries added to the
-/// cluster since start): the pool is rebuilt with them, its other shards, nodes and
-/// connections kept as a reload keeps them, and published the same way. Returns the names
-/// of the shards added.
-pub async fn add_cluster_shards(shared: &Arc<Shared>, control: &Handle) -> Vec<String> {
+/// Give each cluster pool the shards its follower asked for (primaries added to the cluster
+/// since start) and take away those it dropped (no slot left, their primary gone from the
+/// cluster or serving none): the pool is rebuilt, its other shards, nodes and connections
+/// kept as a reload keeps them (matched by name), and published the same way; connections
+/// to the nodes of a dropped shard finish what they hold and close. Returns what changed, as
+/// `pool/shard added` and `pool/shard removed`.
+pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<String> {
     let mut guard = control.lock().await;
     let Some(control) = guard.as_mut() else {
         return Vec::new();
     };
     let old = shared.pools.load_full();
-    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    let mut gone_nodes = Vec::new();
     let mut new: Vec<Arc<PoolRt>> = Vec::with_capacity(old.len());
     for p in old.iter() {
-        let wanted = p
+        let (wanted, gone) = p
             .cluster
             .as_ref()
-            .map(|c| c.take_new_shards())
+            .map(|c| (c.take_new_shards(), c.take_gone_shards()))
             .unwrap_or_default();
         let wanted: Vec<_> = wanted
             .into_iter()
             .filter(|(s, _)| !p.conf.shards.iter().any(|o| o.name == s.name))
             .collect();
-        if wanted.is_empty() {
+        // Never the last shard: a pool keeps somewhere to send its keys.
+        let gone: Vec<String> = gone
+            .into_iter()
+            .filter(|g| p.conf.shards.iter().any(|o| &o.name == g))
+            .take(p.conf.shards.len().saturating_sub(1) + wanted.len())
+            .collect();
+        if wanted.is_empty() && gone.is_empty() {
             new.push(Arc::clone(p));
             continue;
         }
         let mut conf = p.conf.clone();
-        let mut ids = p.cluster.as_ref().map(|c| c.ids()).unwrap_or_default();
+        for g in &gone {
+            changed.push(format!("{}/{g} removed", conf.name));
+            if let Some(s) = p.shards.iter().find(|s| &s.name == g) {
+                gone_nodes.extend(s.view().nodes.iter().cloned());
+            }
+        }
+        conf.shards.retain(|s| !gone.contains(&s.name));
+        let mut added_ids = Vec::new();
         for (s, i) in wanted {
-            added.push(format!("{}/{}", conf.name, s.name));
+            changed.push(format!("{}/{} added", conf.name, s.name));
+            added_ids.push((s.name.clone(), i));
             conf.shards.push(s);
-            ids.push(i);
         }
         let rt = PoolRt::with_nodes(p.index, conf, shared.workers, Some(p));
         if let Some(c) = &rt.cluster {
             if let Ok(mut g) = c.ids.lock() {
-                *g = ids;
+                for (name, i) in added_ids {
+                    if let Some(at) = rt.shards.iter().position(|s| s.name == name) {
+                        g[at] = i;
+                    }
+                }
             }
         }
         new.push(Arc::new(rt));
     }
-    if added.is_empty() {
-        return added;
+    if changed.is_empty() {
+        return changed;
     }
     match control.bind_new(&new) {
         Ok(bound) => {
             shared.pools.store(Arc::new(new.clone()));
             shared.generation.fetch_add(1, Ordering::Release);
             control.sync(shared, &new, bound);
-            let msg = format!("cluster shards added: {}", added.join(", "));
+            // Dedicated and subscriber connections to a dropped shard's nodes close now;
+            // request connections close as each worker moves to the new generation.
+            for n in &gone_nodes {
+                n.close_all();
+            }
+            let msg = format!("cluster shards changed: {}", changed.join(", "));
             tracing::info!("{msg}");
             crate::observe::events::record(crate::observe::events::Kind::Reload, "", "", "", msg);
         }
-        Err(e) => tracing::error!("cluster shards not added: {e:#}"),
+        Err(e) => tracing::error!("cluster shards not changed: {e:#}"),
     }
-    added
+    changed
 }
 
 /// What a reload changed, per pool, in words: `demo: timeout 1000ms -> 500ms,

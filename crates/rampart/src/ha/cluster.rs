@@ -6,17 +6,15 @@
 //!                                        slot table (16384 entries -> shard)
 //! every cluster_refresh, or soon after a MOVED or a failed connection, and every 100 ms
 //! while a shard has no writable primary (at most once per 100 ms):
-//!   ask every known node ──► group the answers by slot ownership ──► the largest group,
-//!   if agreed by two nodes or more (or only one node answered) and no slot's owner has a
-//!   lower config epoch than the table's ──► new views (nodes, primary) and a new table
+//!   ask every known node ──► group the answers by slot owners and members (each node's
+//!   id, address, role) ──► the largest group, if agreed by two nodes or more (or only one
+//!   node answered) and no slot's owner has a lower config epoch than the table's
+//!   ──► new views (nodes at their addresses, primary) and a new table
+//!   ──► a primary with slots and no shard: a shard asked for; a shard with no slot left
+//!       and no primary: dropped (the control plane rebuilds the pool either way)
 //! ```
 //!
-//! Why `CLUSTER NODES` and not `CLUSTER SLOTS` or `CLUSTER SHARDS`: it is the only one of
-//! the three that gives each node's config epoch (Redis 7.0's `CLUSTER SHARDS` gives a health
-//! field and hostnames but no epoch; `CLUSTER SLOTS` gives neither epochs nor health), and the
-//! epoch is what says which of two answers is newer. It also flags failed nodes (`fail`,
-//! `fail?`) and nodes without an address (`noaddr`, `handshake`), and has existed since 3.0.
-//! Its cost is a text line per node per ask, parsed here.
+//! The map itself (the `CLUSTER NODES` reply, asked and agreed) is [`crate::ha::cluster_map`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +23,7 @@ use std::time::Duration;
 use rampart_config::{Node, Pool, ServerAddr, Shard};
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::link::{Link, Val};
+use crate::ha::cluster_map::{agreed, ask_all, ClusterMap, MapNode};
 use crate::handshake::Handshake;
 use crate::topology::cluster::SlotTable;
 use crate::topology::node::NodeRt;
@@ -35,194 +33,6 @@ use crate::topology::{PoolRt, ShardView};
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the map is asked for while a shard has no writable primary (a failover).
 const FAILOVER_POLL: Duration = Duration::from_millis(100);
-
-/// One line of `CLUSTER NODES`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapNode {
-    /// The node id (40 hex characters).
-    pub id: String,
-    /// Where it listens for clients.
-    pub addr: ServerAddr,
-    /// It is a primary (`master` flag).
-    pub primary: bool,
-    /// Its primary's id, for a replica.
-    pub master: Option<String>,
-    /// Its config epoch (a replica's is its primary's).
-    pub epoch: u64,
-    /// Flagged `fail` (the cluster agrees it is down).
-    pub failed: bool,
-    /// The slot ranges it serves.
-    pub slots: Vec<(u16, u16)>,
-}
-
-/// Slot ranges with their owner's id and config epoch, sorted.
-type Ownership<'a> = Vec<(u16, u16, &'a str, u64)>;
-
-/// One node's view of the cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterMap {
-    /// Every node with an address.
-    pub nodes: Vec<MapNode>,
-}
-
-impl ClusterMap {
-    /// The slot ownership this map states, sorted: `(first, last, owner id, owner epoch)`.
-    /// Two maps that agree on it place every key alike.
-    fn ownership(&self) -> Ownership<'_> {
-        let mut v: Ownership<'_> = self
-            .nodes
-            .iter()
-            .filter(|n| n.primary)
-            .flat_map(|n| {
-                n.slots
-                    .iter()
-                    .map(move |&(a, b)| (a, b, n.id.as_str(), n.epoch))
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// Primaries that serve slots, ordered by their first slot.
-    fn primaries(&self) -> Vec<&MapNode> {
-        let mut p: Vec<&MapNode> = self
-            .nodes
-            .iter()
-            .filter(|n| n.primary && !n.slots.is_empty())
-            .collect();
-        p.sort_by_key(|n| n.slots.iter().map(|s| s.0).min());
-        p
-    }
-
-    /// The replicas of primary `id`.
-    fn replicas_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a MapNode> + 'a {
-        self.nodes
-            .iter()
-            .filter(move |n| !n.primary && n.master.as_deref() == Some(id))
-    }
-}
-
-/// Parse a `CLUSTER NODES` reply given by the node at `asked` (whose host stands for an empty
-/// one: a node that does not know its own address yet shows `:port`).
-///
-/// # Errors
-/// A line that does not have the documented fields, or a slot out of range.
-pub fn parse_nodes(text: &str, asked: &ServerAddr) -> Result<ClusterMap, String> {
-    let mut nodes = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 {
-            return Err(format!("a CLUSTER NODES line with {} fields", f.len()));
-        }
-        let flags: Vec<&str> = f[2].split(',').collect();
-        if flags.iter().any(|x| *x == "noaddr" || *x == "handshake") {
-            continue;
-        }
-        let endpoint = f[1].split([',', '@']).next().unwrap_or("");
-        let Some((host, port)) = endpoint.rsplit_once(':') else {
-            return Err(format!("a node address {:?} without a port", f[1]));
-        };
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("a node address {:?} with a bad port", f[1]))?;
-        if port == 0 {
-            continue;
-        }
-        let host = match (host, asked) {
-            ("", ServerAddr::Tcp { host, .. }) => host.clone(),
-            ("", ServerAddr::Unix(_)) => return Err("a node without an address".into()),
-            (h, _) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
-        };
-        let mut slots = Vec::new();
-        for s in &f[8..] {
-            if s.starts_with('[') {
-                continue; // a migration in progress, [slot->-id] / [slot-<-id]
-            }
-            let (a, b) = s.split_once('-').unwrap_or((s, s));
-            let (a, b) = match (a.parse::<u16>(), b.parse::<u16>()) {
-                (Ok(a), Ok(b)) if a <= b && usize::from(b) < crate::topology::cluster::SLOTS => {
-                    (a, b)
-                }
-                _ => return Err(format!("a slot range {s:?}")),
-            };
-            slots.push((a, b));
-        }
-        nodes.push(MapNode {
-            id: f[0].to_string(),
-            addr: ServerAddr::Tcp { host, port },
-            primary: flags.contains(&"master"),
-            master: (f[3] != "-").then(|| f[3].to_string()),
-            epoch: f[6].parse().unwrap_or(0),
-            failed: flags.contains(&"fail"),
-            slots,
-        });
-    }
-    if nodes.is_empty() {
-        return Err("CLUSTER NODES listed no node".into());
-    }
-    Ok(ClusterMap { nodes })
-}
-
-/// Ask `addr` for its map, within `limit`.
-async fn ask(
-    addr: &ServerAddr,
-    handshake: &Handshake,
-    limit: Duration,
-) -> Result<ClusterMap, String> {
-    let mut link = Link::open(addr, handshake, limit)
-        .await
-        .map_err(|e| e.to_string())?;
-    let reply = link
-        .call(&[&[b"CLUSTER", b"NODES"]], limit)
-        .await
-        .map_err(|e| e.to_string())?;
-    match reply.first() {
-        Some(Val::Str(s)) => parse_nodes(&String::from_utf8_lossy(s), addr),
-        Some(other) => Err(format!("CLUSTER NODES answered {}", other.describe())),
-        None => Err("no reply".into()),
-    }
-}
-
-/// Ask every address at once; the maps that came back.
-async fn ask_all(addrs: &[ServerAddr], handshake: &Handshake, limit: Duration) -> Vec<ClusterMap> {
-    let mut set = tokio::task::JoinSet::new();
-    for a in addrs {
-        let (a, h) = (a.clone(), handshake.clone());
-        set.spawn(async move {
-            match ask(&a, &h, limit).await {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::debug!(node = %a, "cluster map not read: {e}");
-                    None
-                }
-            }
-        });
-    }
-    let mut maps = Vec::new();
-    while let Some(r) = set.join_next().await {
-        if let Ok(Some(m)) = r {
-            maps.push(m);
-        }
-    }
-    maps
-}
-
-/// The map most answers agree on: the largest group of answers with the same slot
-/// ownership, if two or more nodes gave it, or the only answer when only one node was
-/// asked. `None` when no group has two (a lone node's answer, whatever it says, never
-/// changes the map of a pool that knows several nodes).
-pub fn agreed(maps: &[ClusterMap], asked: usize) -> Option<&ClusterMap> {
-    let mut groups: Vec<(Ownership<'_>, usize, &ClusterMap)> = Vec::new();
-    for m in maps {
-        let own = m.ownership();
-        match groups.iter_mut().find(|g| g.0 == own) {
-            Some(g) => g.1 += 1,
-            None => groups.push((own, 1, m)),
-        }
-    }
-    let best = groups.iter().max_by_key(|g| g.1)?;
-    (best.1 >= 2 || asked == 1).then_some(best.2)
-}
 
 /// The shards and slot table of a first map (at start): one shard per primary serving
 /// slots, named after its address, ordered by first slot; the node ids of each.
@@ -292,9 +102,7 @@ pub async fn discover(conf: &Pool) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec
     }
     maps.extend(ask_all(&more, &handshake, limit).await);
     addrs.extend(more);
-    let unanimous = maps
-        .first()
-        .filter(|f| maps.iter().all(|m| m.ownership() == f.ownership()));
+    let unanimous = maps.first().filter(|f| maps.iter().all(|m| m.same_as(f)));
     let Some(map) = agreed(&maps, addrs.len()).or(unanimous) else {
         anyhow::bail!(
             "pool '{}': the cluster's nodes disagree on the slot map ({} answers, no two alike)",
@@ -439,11 +247,11 @@ async fn adopt(
     let mut table = SlotTable::clone(&old_table);
     let mut views: Vec<Option<(&MapNode, Vec<&MapNode>)>> = vec![None; pool.shards.len()];
     let mut covered = vec![false; crate::topology::cluster::SLOTS];
-    for p in map.primaries() {
+    let primaries = map.primaries();
+    let matched = match_shards(&ids, map, &primaries);
+    for (p, &shard) in primaries.iter().zip(&matched) {
+        let p = *p;
         let group: Vec<&MapNode> = std::iter::once(p).chain(map.replicas_of(&p.id)).collect();
-        let shard = ids
-            .iter()
-            .position(|known| group.iter().any(|n| known.contains(&n.id)));
         for &(a, b) in &p.slots {
             for s in a..=b {
                 if covered[usize::from(s)] {
@@ -517,11 +325,44 @@ async fn adopt(
             }
         }
     }
+    // A shard no primary of the map matched and no slot points at any more (its primary
+    // gave every slot away, or left the cluster): the pool is rebuilt without it.
+    for (i, s) in pool.shards.iter().enumerate() {
+        if !matched.contains(&Some(i)) && table.ranges(i).is_empty() {
+            tracing::info!(pool = %pool.conf.name, shard = %s.name, "the shard's nodes serve no slot: asking for the pool without it");
+            cluster.drop_shard(&s.name);
+        }
+    }
     if let Ok(mut g) = cluster.ids.lock() {
         *g = ids;
     }
     cluster.publish(table);
     Ok(())
+}
+
+/// The shard each of `primaries` belongs to, by node ids (`ids`, per shard): first the shard
+/// that knows the primary itself (a promoted replica keeps its shard), else one that knows
+/// one of its replicas and that no other primary claims (a shard's primary that gave its
+/// slots away may now be a replica of another: it must not take that one's shard). `None`
+/// for a primary of no known shard (added since start).
+fn match_shards(
+    ids: &[Vec<String>],
+    map: &ClusterMap,
+    primaries: &[&MapNode],
+) -> Vec<Option<usize>> {
+    let knows = |i: usize, id: &str| ids[i].iter().any(|k| k == id);
+    let mut out: Vec<Option<usize>> = primaries
+        .iter()
+        .map(|p| (0..ids.len()).find(|&i| knows(i, &p.id)))
+        .collect();
+    for (k, p) in primaries.iter().enumerate() {
+        if out[k].is_some() {
+            continue;
+        }
+        out[k] = (0..ids.len())
+            .find(|&i| !out.contains(&Some(i)) && map.replicas_of(&p.id).any(|r| knows(i, &r.id)));
+    }
+    out
 }
 
 /// Make shard `i`'s view the primary and replicas of the map (reusing the nodes it has).
@@ -619,22 +460,8 @@ async fn apply_view(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const NODES: &str = "\
-07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
-292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
-6ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30005@31005 slave 67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 0 1426238316232 5 connected
-824fe116063bc5fcf9f4ffd895bc17aee7731ac3 127.0.0.1:30006@31006 slave 292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 0 1426238317741 6 connected
-e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001,node-1 myself,master - 0 0 1 connected 0-5460 [5461->-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1]
-";
-
-    fn at(port: u16) -> ServerAddr {
-        ServerAddr::Tcp {
-            host: "10.0.0.9".into(),
-            port,
-        }
-    }
+    use crate::ha::cluster_map::parse_nodes;
+    use crate::ha::cluster_map::tests::{at, NODES};
 
     #[test]
     fn cluster_nodes_lines_give_addresses_roles_epochs_and_slots() {
@@ -667,41 +494,5 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001,node-1 myself,master - 0 0
         assert_eq!(table.shard(16383), Some(2));
         assert_eq!(table.epoch(16383), 3);
         assert_eq!(ids[0].len(), 2);
-    }
-
-    #[test]
-    fn bad_lines_are_refused() {
-        assert!(parse_nodes("abc 1.2.3.4:1@2 master", &at(1)).is_err());
-        assert!(parse_nodes("", &at(1)).is_err());
-        let bad_slot = "a 1.2.3.4:1@2 master - 0 0 1 connected 0-16384";
-        assert!(parse_nodes(bad_slot, &at(1)).is_err());
-    }
-
-    #[test]
-    fn a_lone_answer_that_disagrees_with_two_others_is_not_taken() {
-        let good = parse_nodes(NODES, &at(30001)).expect("parses");
-        let mut stale = good.clone();
-        for n in &mut stale.nodes {
-            if n.id.starts_with("67ed") {
-                n.slots = vec![(5461, 10000)];
-            }
-        }
-        let maps = vec![stale.clone(), good.clone(), good.clone()];
-        assert_eq!(agreed(&maps, 3), Some(&good));
-        assert_eq!(
-            agreed(&[stale.clone(), good.clone()], 2),
-            None,
-            "one against one"
-        );
-        assert_eq!(
-            agreed(std::slice::from_ref(&stale), 6),
-            None,
-            "one of six answered"
-        );
-        assert_eq!(
-            agreed(std::slice::from_ref(&stale), 1),
-            Some(&stale),
-            "one asked"
-        );
     }
 }

@@ -11,6 +11,12 @@
 //! unreachable) keeps serving, stale, while the link has been down for at most `max_stale`
 //! (`master_link_down_since_seconds`): reads stay up while Sentinel promotes a successor. A
 //! replica that is in a full sync or loading (`LOADING` replies) never serves.
+//!
+//! A node running a script or function past its `busy-reply-threshold` answers `BUSY` to
+//! the checks (and to every client): it is alive, and taking it out would turn Redis' own
+//! error into rampart's "no node" or a failover hold for every client, and in a cluster
+//! pool would look like a failover. Such a check counts neither way: the node keeps the
+//! state it had, and clients get the server's `BUSY` as they would directly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ha::lag;
-use crate::ha::link::{Link, Val};
+use crate::ha::link::{Link, OpenError, Val};
 use crate::handshake::{auth_error, Handshake};
 use crate::topology::node::{NodeRt, ReplicaRules, Role};
 
@@ -41,6 +47,15 @@ pub struct Checked {
 
 /// How often a check connection is replaced, so DNS names are looked up again.
 const RERESOLVE: Duration = Duration::from_secs(30);
+
+/// The `BUSY` error among check replies, if the node answered one (a script or function
+/// running past `busy-reply-threshold`).
+pub fn busy(replies: &[Val]) -> Option<&str> {
+    replies.iter().find_map(|r| match r {
+        Val::Err(e) if e.starts_with("BUSY ") || e == "BUSY" => Some(e.as_str()),
+        _ => None,
+    })
+}
 
 /// Interpret the replies to PING, ROLE, INFO replication.
 ///
@@ -125,6 +140,8 @@ pub async fn run(
     let mut good = 0u32;
     let mut bad = 0u32;
     let mut believed_up = node.is_up();
+    // Answering BUSY (see the module docs): logged when it starts and ends.
+    let mut was_busy = false;
     // Reconnect now and then so a DNS name is resolved again even when nothing fails
     // (managed services move their endpoints between addresses).
     let mut conn_since = Instant::now();
@@ -156,8 +173,20 @@ pub async fn run(
             r = check(&node, &mut conn, &hc, rules, &handshake) => r,
             _ = stop.cancelled() => return,
         };
+        if let Ok(None) = result {
+            if !was_busy {
+                was_busy = true;
+                tracing::info!(node = %node.label, "node busy running a script (BUSY): kept as it was");
+            }
+            continue;
+        }
+        if was_busy {
+            was_busy = false;
+            tracing::info!(node = %node.label, "node no longer busy");
+        }
         match result {
-            Ok(c) => {
+            Ok(None) => {}
+            Ok(Some(c)) => {
                 if node.role() == Role::Primary && c.role == Role::Replica {
                     // A primary endpoint that now answers as a replica (a DNS primary endpoint
                     // after a failover, or a demoted node): drop every connection so the next
@@ -207,18 +236,21 @@ pub async fn run(
     }
 }
 
+/// One check of `node`: what it learned, or `None` when the node answered `BUSY`.
 async fn check(
     node: &NodeRt,
     conn: &mut Option<Link>,
     hc: &HealthCheck,
     rules: ReplicaRules,
     handshake: &Handshake,
-) -> Result<Checked, String> {
+) -> Result<Option<Checked>, String> {
     let deadline = Instant::now() + hc.timeout;
     if conn.is_none() {
-        let c = Link::open(&node.addr, handshake, hc.timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let c = match Link::open(&node.addr, handshake, hc.timeout).await {
+            Ok(c) => c,
+            Err(OpenError::Refused(e)) if e.is_busy() => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
         *conn = Some(c);
     }
     let Some(c) = conn.as_mut() else {
@@ -229,7 +261,20 @@ async fn check(
         .call(&[&[b"PING"], &[b"ROLE"], &[b"INFO", b"replication"]], left)
         .await
         .map_err(|e| format!("check: {e}"))?;
-    judge(&replies, rules)
+    // NOAUTH or WRONGPASS to the checks themselves (a password the pool does not have):
+    // refused credentials, followed like a refused AUTH.
+    if let Some(e) = replies.iter().find_map(|r| match r {
+        Val::Err(e) => auth_error(e),
+        _ => None,
+    }) {
+        handshake.note_refused(&node.addr, &e.to_string());
+    }
+    if busy(&replies).is_some() {
+        return Ok(None);
+    }
+    let checked = judge(&replies, rules)?;
+    handshake.note_accepted(&node.addr);
+    Ok(Some(checked))
 }
 
 #[cfg(test)]
@@ -409,6 +454,27 @@ mod tests {
         assert_eq!(
             r,
             Err("authentication required (NOAUTH Authentication required.)".into())
+        );
+    }
+
+    #[test]
+    fn busy_is_told_apart_from_failures() {
+        let busy = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+        let replies = [
+            Val::Err(busy.into()),
+            Val::Err(busy.into()),
+            Val::Err(busy.into()),
+        ];
+        assert_eq!(super::busy(&replies), Some(busy));
+        let loading = [
+            Val::Err("LOADING Redis is loading".into()),
+            Val::Nil,
+            Val::Nil,
+        ];
+        assert_eq!(super::busy(&loading), None);
+        assert_eq!(
+            super::busy(&[Val::Err("BUSYKEY Target key name already exists.".into())]),
+            None
         );
     }
 

@@ -117,6 +117,8 @@ impl Link {
             .await
             .map_err(OpenError::Connect)?;
         if handshake.is_empty() {
+            // Nothing was accepted yet: a server that wants a password says NOAUTH to the
+            // first command, which the caller judges.
             return Ok(c);
         }
         let left = limit.saturating_sub(started.elapsed());
@@ -141,8 +143,14 @@ impl Link {
                 Val::Err(e) => Err(e.as_str()),
                 _ => Ok(&b"a reply that is not a string"[..]),
             };
-            handshake.check(step, reply)?;
+            if let Err(e) = handshake.check(step, reply) {
+                if e.is_credentials() {
+                    handshake.note_refused(addr, &e.to_string());
+                }
+                return Err(e.into());
+            }
         }
+        handshake.note_accepted(addr);
         Ok(c)
     }
 

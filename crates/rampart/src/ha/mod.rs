@@ -2,10 +2,12 @@
 //! ([`sentinel`]), planned switchovers ([`switchover`]), replication lag from offsets
 //! ([`lag`]), the checks that close an open circuit of a cache pool that fails open
 //! ([`circuit`]), replaying write spools ([`replay`]), and the control plane's own small
-//! Redis client they share ([`link`]).
+//! Redis client they share ([`link`]), and the Redis Cluster follower ([`cluster`]) with
+//! the map it reads ([`cluster_map`]).
 
 pub mod circuit;
 pub mod cluster;
+pub mod cluster_map;
 pub mod health;
 pub mod lag;
 pub mod link;

@@ -26,7 +26,7 @@ use rampart_config::{SentinelAddr, ServerAddr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::link::{Link, OpenError, Val};
+use crate::ha::link::{Link, Val};
 use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
@@ -140,14 +140,14 @@ pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option
         host: s.host.clone(),
         port: s.port,
     };
-    match Link::open(&addr, &pool.sentinel_handshake, limit).await {
-        Ok(c) => Some(c),
-        Err(OpenError::Refused(e)) => {
-            tracing::warn!(pool = %pool.conf.name, sentinel = %addr, "sentinel refused the connection: {e}");
-            None
-        }
-        Err(_) => None,
-    }
+    // A refused password is logged by the handshake, once per episode
+    // (`crate::observe::refused`): this runs several times a second.
+    let link = Link::open(&addr, &pool.sentinel_handshake, limit)
+        .await
+        .ok()?;
+    // Without a password, a connection that opened (TLS included) is the acceptance.
+    pool.sentinel_handshake.note_accepted(&addr);
+    Some(link)
 }
 
 /// Ask every sentinel; keep the answer with the highest config epoch. At equal epochs an
@@ -413,10 +413,11 @@ pub async fn confirm(node: &NodeRt, pool: &PoolRt) {
             .first()
             .and_then(|v| v.items().first())
             .and_then(Val::text);
-        if role.as_deref() == Some("master") {
-            node.set_checked(Role::Primary, false, node.check_us());
-        } else {
-            node.demote();
+        match role.as_deref() {
+            Some("master") => node.set_checked(Role::Primary, false, node.check_us()),
+            // An error (BUSY: a script running) says nothing of the role.
+            None => {}
+            Some(_) => node.demote(),
         }
     }
 }

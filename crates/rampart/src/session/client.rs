@@ -25,6 +25,8 @@ use crate::upstream::worker::Worker;
 
 /// Output buffer capacity a session keeps once its replies are written (more is freed).
 const OUT_KEEP: usize = 64 * 1024;
+/// Most reply bytes held back to leave with the replies still due for the same read.
+const COALESCE_MAX: usize = 16 * 1024;
 
 /// How a session ended, for the pool's `client_eof` / `client_err` counters.
 enum End {
@@ -113,6 +115,9 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
     let kill = killed(entry.as_deref());
     tokio::pin!(kill);
     let mut monitor: Option<crate::observe::monitor::Monitor> = None;
+    // Set by a read whose own replies are partly held for the rest (see `hold` below): the
+    // number of requests then on their way to a server.
+    let mut coalesce: Option<usize> = None;
     loop {
         // Also checked here: a busy session may not reach the wake-up branch below.
         if entry.as_ref().is_some_and(|e| e.is_killed()) {
@@ -154,7 +159,22 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
         // Counted before they are written, so a client that reads a reply and then asks for
         // the statistics (INFO, /metrics) always finds it counted.
         record_latency(&worker.stats, ctx, pending.outstanding());
-        let blocked = {
+        // Replies rampart gave itself to one read's requests (MULTI's +OK, each +QUEUED) wait
+        // for the server's replies to the rest of that read (EXEC's), so they leave in one
+        // write, as Redis answers a whole read at once: one wake-up of the client, not two.
+        // Held only while those requests are on their way and never behind a blocking
+        // command, whose earlier replies Redis sends before it blocks.
+        let hold = coalesce.is_some_and(|n| {
+            pending.outstanding() == n
+                && !ctx.blocked.is_running()
+                && !ctx.client.closing
+                && !eof
+                && pending.out.borrow().len() < COALESCE_MAX
+        });
+        if !hold {
+            coalesce = None;
+        }
+        let blocked = !hold && {
             let mut out = pending.out.borrow_mut();
             let blocked = match flush(stream, &mut out) {
                 Ok(b) => b,
@@ -200,8 +220,17 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
             }
             r = stream.readable(), if can_read => {
                 let Ok(mut ready) = r else { return End::Err };
+                let answered = !pending.out.borrow().is_empty();
                 match read(worker, ctx, &mut dec, &mut rbuf, stream, &mut ready) {
-                    Ok(true) => {}
+                    Ok(true) => {
+                        // Only a read that found nothing waiting holds its replies: one more
+                        // read while they are held sends them at once.
+                        coalesce = (!answered
+                            && !pending.out.borrow().is_empty()
+                            && pending.outstanding() > 0
+                            && ctx.subs.listener().is_none())
+                        .then(|| pending.outstanding());
+                    }
                     Ok(false) => {
                         // As Redis does, a client that closes its side while blocked is gone:
                         // its blocked command ends and its connection closes.

@@ -675,10 +675,12 @@ impl Session {
             return self.reply_raw(b"*0\r\n");
         }
         let cluster = self.pool.rt.cluster.is_some();
+        let mut run_slot = None;
         let run = match t.finish(self.generation) {
             Ok(mut run) if cluster => {
                 // The run noted its slot: the shard serving it now.
                 if let Some(slot) = run.shard {
+                    run_slot = Some(slot as u16);
                     let owner = self.pool.rt.shard_for_slot(slot as u16);
                     match owner {
                         Some(s) => run.shard = Some(s),
@@ -707,7 +709,7 @@ impl Session {
             }
         };
         if let Some(w) = watching {
-            return self.exec_watched(&w, run);
+            return self.exec_watched(&w, run, run_slot);
         }
         let Some(shard) = run.shard.or_else(|| self.pool.rt.any_shard()) else {
             return self.no_server();
@@ -720,9 +722,12 @@ impl Session {
     }
 
     /// EXEC of a watching session: the run goes on the watch's connection (see
-    /// `session::watch`), if its keys are on the watched shard.
-    fn exec_watched(&mut self, w: &Rc<Watch>, run: transaction::Run) {
-        if run.shard.is_some_and(|s| s != w.shard) {
+    /// `session::watch`), if its keys are on the watched shard, or (a cluster pool) in a
+    /// watched slot: the map may place that slot elsewhere by now, and the watch's node
+    /// then refuses the run whole (EXEC answers nil, nothing ran).
+    fn exec_watched(&mut self, w: &Rc<Watch>, run: transaction::Run, slot: Option<u16>) {
+        let elsewhere = run.shard.is_some_and(|s| s != w.shard());
+        if elsewhere && !slot.is_some_and(|s| w.holds_slot(s)) {
             watch::end(w, self.pool.rt.timeout());
             return self.reply_error(transaction::CROSS_SHARD);
         }
@@ -739,7 +744,7 @@ impl Session {
             (conf.min_replica_acks > 0)
                 .then_some((conf.min_replica_acks, conf.min_replica_acks_timeout)),
         );
-        self.last_shard = w.shard as u32;
+        self.last_shard = w.shard() as u32;
     }
 
     /// WATCH outside MULTI: the keys' shard must be the watched one (if any); the first
@@ -762,7 +767,7 @@ impl Session {
         }
         let mut extra = Duration::ZERO;
         let w = match &self.watch {
-            Some(w) if w.shard != shard => return self.reply_error(watch::OTHER_SHARD),
+            Some(w) if w.shard() != shard => return self.reply_error(watch::OTHER_SHARD),
             Some(w) => Rc::clone(w),
             None => {
                 let (lease, wait) = match lease_primary(
@@ -774,7 +779,13 @@ impl Session {
                     Ok(l) => l,
                     Err(f) => return self.reply_raw(&f.reply()),
                 };
-                let w = Watch::new(shard, lease);
+                let follow = self
+                    .pool
+                    .rt
+                    .cluster
+                    .is_some()
+                    .then(|| Rc::clone(&self.pool));
+                let w = Watch::new(shard, lease, follow, self.client.resp3);
                 self.watch = Some(Rc::clone(&w));
                 extra = wait;
                 w
@@ -783,7 +794,10 @@ impl Session {
         let request = owned_request(argv, raw);
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
-        watch::watch(&w, request, sink, self.deadline + extra);
+        let slot = (self.keys.first())
+            .and_then(|&k| argv.get(k))
+            .and_then(|k| self.pool.rt.slot_of(k));
+        watch::watch(&w, request, slot, sink, self.deadline + extra);
         self.last_shard = shard as u32;
     }
 

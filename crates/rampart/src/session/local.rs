@@ -633,7 +633,8 @@ fn info(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
 /// SCRIPT KILL / FUNCTION KILL: a running script blocks the connection it was sent on, which
 /// is a connection the worker shares, so the kill travels on a short-lived connection of its
 /// own to every node of the pool (a read-only script may run on a replica), opened the way
-/// the pool's connections are (AUTH with `redis_auth`). The replies merge as one server would
+/// the pool's connections are but with AUTH only (a busy server answers SELECT and a
+/// cluster pool's READONLY with BUSY; the kill needs neither). The replies merge as one server would
 /// answer: `OK` when some node stopped a script; else a refusal such as `UNKILLABLE`; else
 /// `NOTBUSY` when every node that answered had nothing running; an error only when no node
 /// answered. Every node gets the pool's `timeout`.
@@ -708,14 +709,15 @@ fn kill_script(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
 }
 
 /// Send `command` (SCRIPT KILL or FUNCTION KILL) to `addr` on a connection of its own,
-/// opened with the pool's handshake (AUTH, SELECT); its reply, within `limit` for each step.
+/// opened with the pool's AUTH (and TLS); its reply, within `limit` for each step.
 async fn kill_on(
     addr: &ServerAddr,
     handshake: &Handshake,
     command: &[Vec<u8>],
     limit: std::time::Duration,
 ) -> std::io::Result<Option<Val>> {
-    let mut c = Link::open(addr, handshake, limit)
+    // AUTH only: a busy server answers SELECT and READONLY with BUSY.
+    let mut c = Link::open(addr, &handshake.auth_only(), limit)
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let argv: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();

@@ -296,6 +296,7 @@ impl Session {
             Kind::Channel
         };
         let shard = match self.shard_for(kind, argv[1]) {
+            Some(Placement::One(s)) if kind == Kind::Channel => Some(self.any_live(s)),
             Some(Placement::One(s)) => Some(s),
             // Subscribed on every shard by every worker: any shard reaches them all.
             Some(Placement::All) => self.pool.rt.any_shard(),
@@ -305,6 +306,26 @@ impl Session {
             Some(s) => self.forward_whole(s, argv, raw),
             None => self.no_server(),
         }
+    }
+
+    /// Where a classic `PUBLISH` placed on `shard` goes: there, but in a cluster pool, whose
+    /// nodes all hear every `PUBLISH`, to another shard with a primary taking requests when
+    /// `shard` has none (its node killed and not yet replaced).
+    fn any_live(&self, shard: usize) -> usize {
+        let rt = &self.pool.rt;
+        let live = |s: usize| {
+            rt.shards
+                .get(s)
+                .is_some_and(|sh| sh.write_target(&sh.view()).is_some())
+        };
+        if rt.cluster.is_none() || live(shard) {
+            return shard;
+        }
+        let n = rt.shards.len();
+        (1..n)
+            .map(|i| (shard + i) % n)
+            .find(|&s| live(s))
+            .unwrap_or(shard)
     }
 
     /// PUBSUB NUMSUB / SHARDNUMSUB: each channel asked of its shard, the pairs put back in

@@ -18,6 +18,16 @@
 //! A session runs one watch step (`WATCH`, `EXEC`) at a time and nothing after it until it is
 //! answered: both wait for the replies to the session's earlier requests, so they follow the
 //! client's own writes, as on one Redis connection.
+//!
+//! In a cluster pool the slot may have moved since the map was read. While nothing is
+//! watched yet, a `WATCH` answered `MOVED` goes, on a connection to the named node, there;
+//! one answered `ASK` (the slot migrating, the key already on the importing node) goes there
+//! after `ASKING`, and so does the transaction at `EXEC`; `TRYAGAIN` is sent again after a
+//! pause (at most [`MAX_REDIRECTS`] redirections, within the pool timeout). A slot that moves
+//! between `WATCH` and `EXEC` takes the watched keys' state with it: the node that holds the
+//! watch answers the queued commands `MOVED` and `EXEC` `EXECABORT`, so nothing ran, and
+//! `EXEC` answers nil, as when a watched key changed (the client's retry watches again, on
+//! the new node).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -29,6 +39,8 @@ use tokio::time::Instant;
 use crate::session::primary::LeaseSoon;
 use crate::upstream::dedicated::Lease;
 use crate::upstream::error::Failure;
+use crate::upstream::pool::WorkerPool;
+use crate::upstream::redirect::{self, Redirect, MAX_REDIRECTS};
 use crate::upstream::sink::Sink;
 
 /// The `UNWATCH` request, as RESP.
@@ -46,8 +58,17 @@ pub fn lost(why: &str) -> String {
 
 /// A session's watch: its shard and the leased connection that holds the watched keys.
 pub struct Watch {
-    /// The shard of every watched key, an index into the pool's shards.
-    pub shard: usize,
+    /// The shard of every watched key, an index into the pool's shards (in a cluster pool,
+    /// the shard of the node a redirection led to).
+    shard: Cell<usize>,
+    /// A cluster pool's slots of the watched keys (at most the 16384 slots, each once).
+    slots: std::cell::RefCell<Vec<u16>>,
+    /// The watch is on a node importing its slot (`ASK`): `EXEC` goes there after `ASKING`.
+    asking: Cell<bool>,
+    /// The pool, to follow a cluster's redirections (cluster pools only).
+    pool: Option<Rc<WorkerPool>>,
+    /// The leased connections speak RESP3 (EXEC's nil is `_`).
+    resp3: bool,
     /// The leased connection; taken by the step in progress, gone once lost.
     lease: Cell<Option<Lease>>,
     /// The connection the first `WATCH` awaits (see [`LeaseSoon`]), until it takes it.
@@ -61,16 +82,36 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// A watch about to start on the connection `lease` gives, for keys of `shard`.
-    pub fn new(shard: usize, lease: LeaseSoon) -> Rc<Self> {
+    /// A watch about to start on the connection `lease` gives, for keys of `shard`; in a
+    /// cluster pool, `pool` lets it follow redirections. `resp3`: the lease's protocol.
+    pub fn new(
+        shard: usize,
+        lease: LeaseSoon,
+        pool: Option<Rc<WorkerPool>>,
+        resp3: bool,
+    ) -> Rc<Self> {
         Rc::new(Watch {
-            shard,
+            shard: Cell::new(shard),
+            slots: std::cell::RefCell::default(),
+            asking: Cell::new(false),
+            pool,
+            resp3,
             lease: Cell::new(None),
             coming: Cell::new(Some(lease)),
             lost: Cell::new(None),
             watched: Cell::new(false),
             busy: Cell::new(false),
         })
+    }
+
+    /// The shard of the watched keys (see [`Watch::new`]).
+    pub fn shard(&self) -> usize {
+        self.shard.get()
+    }
+
+    /// Whether keys of `slot` are watched (cluster pools).
+    pub fn holds_slot(&self, slot: u16) -> bool {
+        self.slots.borrow().contains(&slot)
     }
 
     /// A step is in progress: the session runs nothing else until it is answered.
@@ -100,14 +141,21 @@ impl Watch {
     }
 }
 
-/// Send `WATCH` (its RESP `request`) on the watch's connection and answer `sink` with the
-/// server's reply. A failure loses the watch (an earlier `WATCH` included).
-pub fn watch(w: &Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instant) {
+/// Send `WATCH` (its RESP `request`, its keys in `slot` in a cluster pool) on the watch's
+/// connection and answer `sink` with the server's reply. A failure loses the watch (an
+/// earlier `WATCH` included).
+pub fn watch(w: &Rc<Watch>, request: Vec<u8>, slot: Option<u16>, sink: Sink, deadline: Instant) {
     w.busy.set(true);
-    tokio::task::spawn_local(watch_step(Rc::clone(w), request, sink, deadline));
+    tokio::task::spawn_local(watch_step(Rc::clone(w), request, slot, sink, deadline));
 }
 
-async fn watch_step(w: Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instant) {
+async fn watch_step(
+    w: Rc<Watch>,
+    request: Vec<u8>,
+    slot: Option<u16>,
+    sink: Sink,
+    deadline: Instant,
+) {
     let lease = match (w.lease.take(), w.coming.take()) {
         (Some(lease), _) => Ok(lease),
         (None, Some(coming)) => coming.await,
@@ -116,10 +164,7 @@ async fn watch_step(w: Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instan
         )),
     };
     let result = match lease {
-        Ok(mut lease) => match lease.call(&request, Some(deadline)).await {
-            Ok(reply) => Ok((lease, reply)),
-            Err(e) => Err(Failure::from(e)),
-        },
+        Ok(lease) => watch_on(&w, lease, &request, deadline).await,
         Err(f) => Err(f),
     };
     // Cleared before the reply wakes the session, which then runs its next request.
@@ -128,6 +173,10 @@ async fn watch_step(w: Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instan
         Ok((lease, reply)) => {
             if reply.starts_with(b"+") {
                 w.watched.set(true);
+                let mut slots = w.slots.borrow_mut();
+                if let Some(s) = slot.filter(|s| !slots.contains(s)) {
+                    slots.push(s);
+                }
             }
             if w.watched.get() {
                 w.lease.set(Some(lease));
@@ -142,6 +191,80 @@ async fn watch_step(w: Rc<Watch>, request: Vec<u8>, sink: Sink, deadline: Instan
             w.lose(f.to_string());
             sink.fail(f);
         }
+    }
+}
+
+/// `WATCH` on `lease`; in a cluster pool with nothing watched yet, a redirection is
+/// followed (see the module documentation). The reply and the lease it came on.
+async fn watch_on(
+    w: &Watch,
+    mut lease: Lease,
+    request: &[u8],
+    deadline: Instant,
+) -> Result<(Lease, Vec<u8>), Failure> {
+    let first = Instant::now();
+    let mut redirects = 0;
+    loop {
+        let reply = if w.asking.get() {
+            let mut both = redirect::ASKING.to_vec();
+            both.extend_from_slice(request);
+            lease.send_expecting(&both, 2).await?;
+            let asked = lease.reply(Some(deadline)).await?;
+            let reply = lease.reply(Some(deadline)).await?;
+            if asked.starts_with(b"-") {
+                asked
+            } else {
+                reply
+            }
+        } else {
+            lease.call(request, Some(deadline)).await?
+        };
+        let Some(pool) = w
+            .pool
+            .as_ref()
+            .filter(|_| crate::upstream::backend::is_redirect(&reply))
+        else {
+            return Ok((lease, reply));
+        };
+        let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
+        let label = lease.node().label.clone();
+        let from_host = label.rsplit_once(':').map_or("", |(h, _)| h);
+        let timeout = pool.rt.timeout();
+        let give_up = |tries| Failure::Redirect {
+            node: label.clone(),
+            reply: text.clone(),
+            tries,
+        };
+        if first.elapsed() >= timeout {
+            lease.give_back();
+            return Err(give_up(redirects));
+        }
+        let (addr, ask) = match redirect::parse(&text, from_host) {
+            Some(Redirect::Moved(addr)) => (addr, false),
+            Some(Redirect::Ask(addr)) => (addr, true),
+            Some(Redirect::Later) => {
+                tokio::time::sleep(redirect::retry_pause(first.elapsed(), timeout)).await;
+                continue;
+            }
+            None => return Ok((lease, reply)),
+        };
+        if w.watched.get() {
+            // Keys already watched on this connection: the watch cannot move to these.
+            return Ok((lease, format!("-{OTHER_SHARD}\r\n").into_bytes()));
+        }
+        redirects += 1;
+        if redirects > MAX_REDIRECTS {
+            lease.give_back();
+            return Err(give_up(redirects - 1));
+        }
+        // Nothing is watched on this connection (the node ran nothing): it goes back, and
+        // the watch moves to the named node.
+        let (shard, node) = redirect::node_at(pool, &addr, w.shard.get());
+        let next = pool.dedicated.lease_for(&pool.rt, &node, w.resp3)?;
+        lease.give_back();
+        lease = next;
+        w.shard.set(shard);
+        w.asking.set(ask);
     }
 }
 
@@ -190,17 +313,27 @@ async fn exec_on(
         return Err(Ok(lost(&e.to_string())));
     }
     let node = lease.node().label.clone();
+    // On a node importing the slot (the watch followed `ASK`), ASKING first: it holds for
+    // every command of the transaction.
+    let asking = u32::from(w.asking.get());
+    let mut bytes = Vec::with_capacity(run.len() + redirect::ASKING.len());
+    if asking == 1 {
+        bytes.extend_from_slice(redirect::ASKING);
+    }
+    bytes.extend_from_slice(run);
+    let skip = skip + asking;
     lease
-        .send_expecting(run, skip as usize + 1)
+        .send_expecting(&bytes, skip as usize + 1)
         .await
         .map_err(|e| Err(Failure::from(e)))?;
-    let mut refused = false;
+    let (mut refused, mut redirected) = (false, false);
     for i in 0..skip {
         let r = lease
             .reply(Some(Instant::now() + timeout))
             .await
             .map_err(|e| Err(Failure::from(e)))?;
-        refused |= i == 0 && r.starts_with(b"-");
+        refused |= i == asking && r.starts_with(b"-");
+        redirected |= crate::upstream::backend::is_redirect(&r);
     }
     let reply = lease
         .reply(Some(Instant::now() + timeout))
@@ -209,6 +342,23 @@ async fn exec_on(
     if refused {
         lease.give_back();
         return Err(Err(Failure::MultiRefused { node }));
+    }
+    let redirected_exec = crate::upstream::backend::is_redirect(&reply);
+    if (redirected && reply.starts_with(b"-EXECABORT")) || redirected_exec {
+        // The slot moved since WATCH (the node redirected the queued commands, so nothing
+        // ran), or EXEC itself was redirected (on a node importing the slot, keys of the
+        // transaction still on the other node: TRYAGAIN; nothing ran either, and the
+        // server forgot the watched keys): they cannot be checked here. As when a watched
+        // key changed, the transaction is aborted; the client's retry watches again.
+        if let Some(c) = w.pool.as_ref().and_then(|p| p.rt.cluster.as_ref()) {
+            c.ask_refresh();
+        }
+        lease.give_back();
+        return Ok(if w.resp3 {
+            b"_\r\n".to_vec()
+        } else {
+            b"*-1\r\n".to_vec()
+        });
     }
     if let Some((wanted, within)) = acks.filter(|_| ran(&reply)) {
         let mut wait = BytesMut::new();

@@ -68,6 +68,17 @@ impl SlotTable {
         }
     }
 
+    /// The same table with every shard index `i` replaced by `at(i)` (`None`: uncovered),
+    /// epochs kept: the table of a pool rebuilt with shards added or dropped.
+    pub fn remap(&self, at: impl Fn(usize) -> Option<usize>) -> SlotTable {
+        let mut t = self.clone();
+        for slot in 0..SLOTS as u16 {
+            let shard = self.shard(slot).and_then(&at);
+            t.set(slot, shard, self.epoch(slot));
+        }
+        t
+    }
+
     /// Slots served, and `(first, last)` ranges per shard index (for reports).
     pub fn ranges(&self, shard: usize) -> Vec<(u16, u16)> {
         let mut out: Vec<(u16, u16)> = Vec::new();
@@ -104,6 +115,10 @@ pub struct ClusterRt {
     /// shards to add with their node ids; the control plane rebuilds the pool with them
     /// ([`ClusterRt::take_new_shards`]).
     new_shards: Mutex<Vec<(rampart_config::Shard, Vec<String>)>>,
+    /// Names of shards whose nodes serve no slot any more (their primary left the cluster
+    /// or gave every slot away); the control plane rebuilds the pool without them
+    /// ([`ClusterRt::take_gone_shards`]).
+    gone_shards: Mutex<Vec<String>>,
     /// Maps adopted, and maps refused (no agreement, epochs going back, a bad reply).
     adopted: AtomicU64,
     refused: AtomicU64,
@@ -119,6 +134,7 @@ impl ClusterRt {
             ids: Mutex::new(ids),
             others: Mutex::new(HashMap::new()),
             new_shards: Mutex::new(Vec::new()),
+            gone_shards: Mutex::new(Vec::new()),
             adopted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -169,13 +185,33 @@ impl ClusterRt {
         }
     }
 
-    /// Whether shards were asked for (see [`ClusterRt::want_shard`]).
-    pub fn has_new_shards(&self) -> bool {
+    /// Shard `name` serves no slot and none of its nodes is a primary serving slots: ask
+    /// for the pool without it (once per name).
+    pub fn drop_shard(&self, name: &str) {
+        let mut g = self.gone_shards.lock().unwrap_or_else(|p| p.into_inner());
+        if !g.iter().any(|n| n == name) && g.len() < 1024 {
+            g.push(name.to_string());
+        }
+    }
+
+    /// Whether shards were asked for or dropped (see [`ClusterRt::want_shard`],
+    /// [`ClusterRt::drop_shard`]).
+    pub fn has_shard_changes(&self) -> bool {
         !self
             .new_shards
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty()
+            || !self
+                .gone_shards
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+    }
+
+    /// The names of the shards dropped since the last call (see [`ClusterRt::drop_shard`]).
+    pub fn take_gone_shards(&self) -> Vec<String> {
+        std::mem::take(&mut *self.gone_shards.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The shards asked for since the last call (see [`ClusterRt::want_shard`]).
@@ -222,5 +258,12 @@ mod tests {
         assert_eq!(t.epoch(6000), 2);
         assert_eq!(t.ranges(1), vec![(5461, 10922)]);
         assert_eq!(t.ranges(2), vec![(16383, 16383)]);
+        // Shard 0 dropped: the others move down one, its slots (none left, here 0-5460
+        // for the test) become uncovered.
+        let r = t.remap(|i| i.checked_sub(1));
+        assert_eq!(r.shard(100), None);
+        assert_eq!(r.shard(6000), Some(0));
+        assert_eq!(r.epoch(6000), 2);
+        assert_eq!(r.shard(16383), Some(1));
     }
 }

@@ -431,10 +431,22 @@ impl PoolRt {
         let ring = Continuum::build(conf.distribution, &points, &[]);
         let cluster = conf.is_cluster().then(|| {
             use crate::topology::cluster::{ClusterRt, SlotTable};
-            match prev.and_then(|p| p.cluster.as_ref()) {
-                Some(c) => {
-                    let ids = c.ids.lock().map(|i| i.clone()).unwrap_or_default();
-                    ClusterRt::new(SlotTable::clone(&c.table()), ids)
+            match prev.and_then(|p| Some((p, p.cluster.as_ref()?))) {
+                Some((prev, c)) => {
+                    // Shards are matched by name: one added or dropped moves the indexes of
+                    // the others, in the slot table and the node ids alike.
+                    let at: Vec<Option<usize>> = prev
+                        .shards
+                        .iter()
+                        .map(|o| conf.shards.iter().position(|s| s.name == o.name))
+                        .collect();
+                    let mut ids = vec![Vec::new(); conf.shards.len()];
+                    for (old, known) in c.ids().into_iter().enumerate() {
+                        if let Some(Some(i)) = at.get(old) {
+                            ids[*i] = known;
+                        }
+                    }
+                    ClusterRt::new(c.table().remap(|o| at.get(o).copied().flatten()), ids)
                 }
                 None => ClusterRt::new(SlotTable::empty(), vec![Vec::new(); conf.shards.len()]),
             }

@@ -318,10 +318,13 @@ impl Backend {
                         _ => self.cell(ServerStat::ServerErr).add(1),
                     }
                     tracing::debug!(server = %self.label(), "backend connection closed: {err}");
+                    // A set-up answered BUSY is not a node going away: no pause, so each
+                    // request meanwhile gets the server's BUSY, as it would directly.
                     if matches!(
                         err,
                         ConnFailure::Eof | ConnFailure::Io(_) | ConnFailure::Setup(_)
-                    ) {
+                    ) && !err.is_busy()
+                    {
                         // The server closed or reset the connection: it is likely going away.
                         // Reconnecting at once can reach a dying listener that completes the
                         // handshake and then resets, failing the requests written meanwhile;
@@ -356,12 +359,23 @@ impl Backend {
             if let Some(until) = until {
                 sleep_until(until).await;
             }
+            if err.is_busy() {
+                // Connect again for the next request only, even with `preconnect`: a
+                // busy server would otherwise be asked as fast as it answers.
+                while self.waiters.borrow().is_empty() && !self.retired.get() {
+                    self.wake.notified().await;
+                }
+            }
         }
     }
 
     /// Feed a failure to twemproxy-style ejection (plain pools) or passive node ejection
     /// (pools with health checks). A node without health checks takes it as its state.
     fn count_failure(&self, err: &ConnFailure, connect_failed: bool) {
+        if err.is_busy() {
+            // Busy with a script, not failing: as a health check answered BUSY.
+            return;
+        }
         let pool = self.pool();
         let conf = &pool.conf;
         let why = match err {
@@ -390,7 +404,14 @@ impl Backend {
         let fut =
             crate::handshake::connect(&self.node.addr, &pool.handshake, pool.conf.tcpkeepalive);
         match timeout(limit, fut).await {
-            Ok(r) => r.map_err(ConnFailure::from),
+            Ok(Ok(s)) => {
+                if pool.handshake.is_empty() && pool.handshake.is_tls() {
+                    // TLS without AUTH: the handshake that completed is the acceptance.
+                    pool.handshake.note_accepted(&self.node.addr);
+                }
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(ConnFailure::from(e)),
             Err(_) => Err(ConnFailure::Timeout),
         }
     }
@@ -742,8 +763,18 @@ impl Backend {
                 None => {
                     let step = self.setup_replies.replace(self.setup_replies.get() + 1);
                     let pool = self.pool.borrow();
-                    if step < pool.handshake.commands().len() {
-                        pool.handshake.check_raw(step, reply)?;
+                    let steps = pool.handshake.commands().len();
+                    if step < steps {
+                        let hs = &pool.handshake;
+                        match hs.check_raw(step, reply) {
+                            Err(e) if e.is_credentials() => {
+                                hs.note_refused(&self.node.addr, &e.to_string());
+                                return Err(e.into());
+                            }
+                            Err(e) => return Err(e.into()),
+                            Ok(()) if step + 1 == steps => hs.note_accepted(&self.node.addr),
+                            Ok(()) => {}
+                        }
                     } else {
                         check_hello(reply)?;
                     }
@@ -872,6 +903,9 @@ impl Backend {
                     _ if w.streamed => {
                         sink.pending.replace(sink.seq, sink.part, &failure.reply());
                     }
+                    // The server answered BUSY to the set-up (and so to this request): the
+                    // client gets that, as it would directly, wherever it was sent.
+                    _ if err.is_busy() => sink.fail(failure),
                     Some(r) if !r.write || failure.may_retry() => {
                         sink.give_back(self.node.id, failure)
                     }

@@ -40,6 +40,14 @@ pub enum ConnFailure {
     Closed,
 }
 
+impl ConnFailure {
+    /// The server answered `BUSY` to the connection's set-up: it is alive, busy with a
+    /// script, and this says nothing against its health.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ConnFailure::Setup(e) if e.is_busy())
+    }
+}
+
 impl From<HandshakeError> for ConnFailure {
     fn from(e: HandshakeError) -> Self {
         ConnFailure::Setup(Box::new(e))
@@ -275,7 +283,15 @@ impl Failure {
 
     /// The client's error reply: `-ERR rampart: <message>\r\n`.
     pub fn reply(&self) -> Vec<u8> {
-        format!("-ERR rampart: {self}\r\n").into_bytes()
+        match self {
+            // The server answered BUSY to the set-up, and so to the requests behind it: the
+            // client gets the server's own error, as it would directly.
+            Failure::Connection {
+                kind: ConnFailure::Setup(e),
+                ..
+            } if e.is_busy() => format!("-{e}\r\n").into_bytes(),
+            _ => format!("-ERR rampart: {self}\r\n").into_bytes(),
+        }
     }
 
     /// Whether no server can have carried out the request, so sending it again (to another
@@ -318,6 +334,22 @@ mod tests {
 
     fn reply(f: &Failure) -> String {
         String::from_utf8(f.reply()).unwrap()
+    }
+
+    #[test]
+    fn a_set_up_answered_busy_gives_the_servers_own_error() {
+        let busy = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+        let kind = ConnFailure::from(HandshakeError::Busy(busy.into()));
+        assert!(kind.is_busy());
+        let f = Failure::Connection {
+            node: "127.0.0.1:7000".into(),
+            pool: "c".into(),
+            kind,
+            sent: true,
+        };
+        assert_eq!(f.reply(), format!("-{busy}\r\n").into_bytes());
+        let other = ConnFailure::from(HandshakeError::Unexpected("READONLY: ERR x".into()));
+        assert!(!other.is_busy());
     }
 
     #[test]

@@ -33,11 +33,19 @@ use crate::upstream::sink::Retry;
 /// Most `MOVED`/`ASK` replies one request follows.
 pub const MAX_REDIRECTS: u32 = 5;
 /// `ASKING`, sent in front of a request that an `ASK` points to another node.
-const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+pub const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// The first pause before a request answered `TRYAGAIN` or `CLUSTERDOWN` is sent again.
 const RETRY_BASE: Duration = Duration::from_millis(10);
 /// The longest such pause.
 const RETRY_CAP: Duration = Duration::from_millis(200);
+
+/// The pause before a request answered `TRYAGAIN` or `CLUSTERDOWN` is sent again, after
+/// `spent` since its first such reply: about as long again as waited so far (jittered),
+/// from 10 ms to 200 ms, never past `timeout`.
+pub fn retry_pause(spent: Duration, timeout: Duration) -> Duration {
+    let pause = spent.clamp(RETRY_BASE, RETRY_CAP);
+    crate::rand::jitter(pause).min(timeout.saturating_sub(spent))
+}
 
 /// What a redirection says.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,6 +91,37 @@ fn find(wp: &WorkerPool, addr: &ServerAddr) -> Option<(usize, Arc<NodeRt>)> {
     })
 }
 
+/// The node at `addr` (named by a redirection) and its shard: found in the pool's views,
+/// else made on demand outside them (an `ASK` target being imported into, a node added
+/// since start), counted under `shard`, the shard of the request redirected.
+pub fn node_at(wp: &WorkerPool, addr: &ServerAddr, shard: usize) -> (usize, Arc<NodeRt>) {
+    find(wp, addr).unwrap_or_else(|| {
+        let Some(cluster) = wp.rt.cluster.as_ref() else {
+            // Not a cluster pool: nothing redirects there; the node is made for the caller.
+            return (shard, Arc::new(other(wp, addr, shard)));
+        };
+        (shard, cluster.other_node(addr, || other(wp, addr, shard)))
+    })
+}
+
+/// A node at `addr` outside the views, counted under `shard`.
+fn other(wp: &WorkerPool, addr: &ServerAddr, shard: usize) -> NodeRt {
+    let shard_name = wp
+        .rt
+        .shards
+        .get(shard)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    NodeRt::new(
+        addr.clone(),
+        addr.to_string(),
+        (None, rampart_config::defaults::NODE_PRIORITY),
+        (wp.rt.conf.name.clone(), shard_name),
+        workers(wp),
+        false,
+    )
+}
+
 /// Send a request a cluster node redirected (see the module doc), or fail it when it has
 /// been redirected too often or for too long.
 pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
@@ -108,6 +147,11 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
     let later = reply.starts_with("TRYAGAIN") || reply.starts_with("CLUSTERDOWN");
     if !later {
         resend.redirects += 1;
+    } else if asked {
+        // The importing node cannot take it yet (a transaction with keys on both sides
+        // of the migration: EXEC answers TRYAGAIN there): the ASK that led there does not
+        // count, so the request waits out the migration, within the pool timeout.
+        resend.redirects = resend.redirects.saturating_sub(1);
     }
     let tries = resend.redirects;
     let first = *resend.redirected_at.get_or_insert_with(Instant::now);
@@ -134,19 +178,7 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
             if !ask {
                 cluster.ask_refresh();
             }
-            let (to_shard, node) = find(wp, &addr).unwrap_or_else(|| {
-                let n = cluster.other_node(&addr, || {
-                    NodeRt::new(
-                        addr.clone(),
-                        addr.to_string(),
-                        (None, rampart_config::defaults::NODE_PRIORITY),
-                        (wp.rt.conf.name.clone(), wp.rt.shards[shard].name.clone()),
-                        workers(wp),
-                        false,
-                    )
-                });
-                (shard, n)
-            });
+            let (to_shard, node) = node_at(wp, &addr, shard);
             if ask {
                 sink.skip += 1;
                 if let Some(r) = sink.resend.as_mut() {
@@ -170,8 +202,7 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
             }
             // Doubling with the time already waited: 10 ms, then about as long again as
             // so far, at most 200 ms.
-            let pause = spent.clamp(RETRY_BASE, RETRY_CAP);
-            let pause = crate::rand::jitter(pause).min(timeout.saturating_sub(spent));
+            let pause = retry_pause(spent, timeout);
             let wp = Rc::clone(wp);
             tokio::task::spawn_local(async move {
                 tokio::time::sleep(pause).await;

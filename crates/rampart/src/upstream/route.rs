@@ -60,11 +60,14 @@ pub fn pick_read(
         }
     }
     if cands.is_empty() {
-        if primary_ok.is_none() && wp.rt.shards[shard].is_failing_over() {
-            // Sentinel is promoting a replica and the view does not name it yet: the one
-            // that already says master has every write the others have. Without it, a read
-            // whose replica was just closed by Sentinel's reconfiguration (CLIENT KILL) had
-            // nowhere to go until the new view was applied.
+        if primary_ok.is_none()
+            && (wp.rt.shards[shard].is_failing_over() || wp.rt.cluster.is_some())
+        {
+            // Sentinel (or the cluster) is promoting a replica and the view does not name it
+            // yet: the one that already says master has every write the others have. Without
+            // it, a read whose replica was just closed by Sentinel's reconfiguration (CLIENT
+            // KILL), or whose replica the cluster just promoted, had nowhere to go until the
+            // new view was applied.
             let promoted = view.nodes.iter().find(|n| {
                 Some(n.id) != primary.map(|p| p.id)
                     && Some(n.id) != exclude

@@ -36,10 +36,13 @@ use resp::{encode, Value};
 use tokio::time::{sleep, Instant};
 
 use crate::notify::LocalNotify;
+use crate::topology::cluster::SlotTable;
 use crate::topology::node::NodeRt;
 use crate::upstream::dedicated::{Dedicated, Lease};
 use crate::upstream::listener::{Listener, Waiter};
 use crate::upstream::pool::WorkerPool;
+
+mod cluster;
 
 /// Channels or patterns sent in one `SUBSCRIBE` (or `UNSUBSCRIBE`) command to a server.
 const BATCH: usize = 1024;
@@ -88,6 +91,10 @@ struct Entry {
     /// Shards that have not confirmed it yet.
     unconfirmed: Vec<usize>,
     waiters: Vec<Rc<Waiter>>,
+    /// A shard channel the server dropped on its own (a cluster node that lost its slot
+    /// sends `sunsubscribe`) or refused with a redirection: it is subscribed again where the
+    /// slot table places it ([`Hub::follow_slots`]).
+    dropped: bool,
 }
 
 impl Entry {
@@ -117,6 +124,12 @@ struct Link {
     owed: Cell<usize>,
     /// When the server last made progress on `owed` (or it became non-zero).
     owed_since: Cell<Option<Instant>>,
+    /// Shard channels whose `SUNSUBSCRIBE` was sent and not confirmed yet, with how many
+    /// times: a `sunsubscribe` for any other is the server's own (it lost the slot). Cleared
+    /// on every connect.
+    leaving: RefCell<HashMap<Bytes, u32>>,
+    /// Connected to its node, everything subscribed.
+    connected: Cell<bool>,
 }
 
 impl Link {
@@ -140,6 +153,21 @@ impl Link {
         self.owed.set(0);
         self.owed_since.set(None);
         self.resync.set(false);
+        self.leaving.borrow_mut().clear();
+    }
+
+    /// Whether a `sunsubscribe` for `name` answers one this link sent (else the server
+    /// sent it on its own); an answer is counted off.
+    fn left(&self, name: &[u8]) -> bool {
+        let mut leaving = self.leaving.borrow_mut();
+        match leaving.get_mut(name) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                leaving.remove(name);
+            }
+            None => return false,
+        }
+        true
     }
 
     /// Queue a change for the server (bounded, see [`MAX_OPS`]).
@@ -166,6 +194,17 @@ pub struct Hub {
     subs: RefCell<HashMap<(Kind, Bytes), Entry>>,
     links: RefCell<Vec<Rc<Link>>>,
     conns: Rc<Dedicated>,
+    /// The slot table shard channels were last placed by (a cluster pool); held weakly, so
+    /// a new table is told apart by its address without keeping the old one's slots.
+    placed_by: RefCell<std::sync::Weak<SlotTable>>,
+    /// A shard channel was dropped or redirected by its server: place them again even if
+    /// the table did not change.
+    replace: Cell<bool>,
+    /// A task waits for the next slot table (see `Hub::follow_soon`).
+    following: Cell<bool>,
+    /// In a cluster pool, the shard whose link passes on pattern messages of broadcast
+    /// channels (every node hears each `PUBLISH`; the others' copies are dropped).
+    home: Cell<Option<usize>>,
 }
 
 impl Default for Hub {
@@ -175,6 +214,10 @@ impl Default for Hub {
             subs: RefCell::default(),
             links: RefCell::default(),
             conns: Rc::default(),
+            placed_by: RefCell::new(std::sync::Weak::new()),
+            replace: Cell::new(false),
+            following: Cell::new(false),
+            home: Cell::new(None),
         }
     }
 }
@@ -287,6 +330,7 @@ impl Hub {
                 unconfirmed: on.clone(),
                 shards: on,
                 waiters: vec![Rc::clone(waiter)],
+                dropped: false,
             },
         );
     }
@@ -334,7 +378,12 @@ impl Hub {
     /// queued changes (the set sent replaces them).
     fn everything_on(&self, shard: usize, link: &Link) -> BytesMut {
         link.ops.borrow_mut().clear();
-        let subs = self.subs.borrow();
+        let mut subs = self.subs.borrow_mut();
+        for ((_, _), e) in subs.iter_mut() {
+            if e.shards.contains(&shard) {
+                e.dropped = false;
+            }
+        }
         let mut out = BytesMut::new();
         for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
             let names: Vec<&[u8]> = subs
@@ -361,14 +410,20 @@ impl Hub {
     }
 
     /// A frame read from `shard`'s subscriber connection.
-    fn on_frame(&self, shard: usize, frame: Vec<u8>) {
+    fn on_frame(self: &Rc<Self>, shard: usize, frame: Vec<u8>) {
         let Ok(Value::Array(Some(items))) = resp::peek(&frame) else {
             if frame.first() == Some(&b'-') {
-                tracing::warn!(
-                    shard,
-                    "pub/sub: server refused: {}",
-                    String::from_utf8_lossy(&frame[..frame.len().min(200)]).trim_end()
-                );
+                // The answer to one name (a shard channel is sent one per command).
+                if let Some(l) = self.links.borrow().get(shard) {
+                    l.confirmed();
+                }
+                let text = String::from_utf8_lossy(&frame[1..frame.len().min(200)]);
+                if crate::upstream::backend::is_redirect(&frame) {
+                    tracing::debug!(shard, "pub/sub: redirected: {}", text.trim_end());
+                    self.redirected(shard, &text);
+                } else {
+                    tracing::warn!(shard, "pub/sub: server refused: {}", text.trim_end());
+                }
                 self.settle_shard(shard);
             }
             return;
@@ -386,14 +441,28 @@ impl Hub {
             b"smessage" | b"ssubscribe" | b"sunsubscribe" => Kind::Shard,
             _ => return,
         };
+        let key = (kind, Bytes::copy_from_slice(name));
+        let link = self.links.borrow().get(shard).cloned();
+        if what == b"sunsubscribe" && !link.as_ref().is_some_and(|l| l.left(name)) {
+            // Not an answer: a cluster node that lost the slot drops its shard channels
+            // and says so. Subscribed again where the map (asked for now) places it.
+            if let Some(e) = self.subs.borrow_mut().get_mut(&key) {
+                if e.shards.contains(&shard) {
+                    e.dropped = true;
+                    self.replace.set(true);
+                    self.ask_refresh();
+                    self.follow_soon();
+                }
+            }
+            return;
+        }
         // Every name of a (un)subscribe command sent is confirmed once: an unsubscribe
         // counts too, or the link would think the server stuck and start again.
         if what.ends_with(b"subscribe") {
-            if let Some(l) = self.links.borrow().get(shard) {
+            if let Some(l) = &link {
                 l.confirmed();
             }
         }
-        let key = (kind, Bytes::copy_from_slice(name));
         if what.ends_with(b"unsubscribe") {
             return;
         }
@@ -401,6 +470,9 @@ impl Hub {
             if let Some(e) = self.subs.borrow_mut().get_mut(&key) {
                 e.settle(shard);
             }
+            return;
+        }
+        if what == b"pmessage" && !self.passes_pmessage(shard, bulk(2).unwrap_or_default()) {
             return;
         }
         let subs = self.subs.borrow();
@@ -435,6 +507,12 @@ impl Hub {
             let names: Vec<&[u8]> = ops[i..j].iter().map(|o| o.1.as_ref()).collect();
             encode_command(&mut out, kind.command(on), &names);
             link.expect(names.len());
+            if kind == Kind::Shard && !on {
+                let mut leaving = link.leaving.borrow_mut();
+                for o in &ops[i..j] {
+                    *leaving.entry(o.1.clone()).or_default() += 1;
+                }
+            }
             i = j;
         }
         out
@@ -481,8 +559,10 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
             link.running.set(false);
             return;
         }
+        h.follow_slots();
         let Some((rt, node)) = h.target(shard) else {
             h.settle_shard(shard);
+            h.relocate_channels(shard);
             drop(h);
             sleep(delay).await;
             delay = (delay * 2).min(RETRY_MAX);
@@ -496,6 +576,7 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
             tracing::debug!(shard, node = %node.label, "pub/sub: connect failed: {e}");
             if let Some(h) = hub.upgrade() {
                 h.settle_shard(shard);
+                h.relocate_channels(shard);
             }
             sleep(delay).await;
             delay = (delay * 2).min(RETRY_MAX);
@@ -514,7 +595,16 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
             );
         }
         served = true;
-        match serve(&hub, &link, shard, &mut lease, &node).await {
+        link.connected.set(true);
+        if let Some(h) = hub.upgrade() {
+            h.link_up(shard);
+        }
+        let stop = serve(&hub, &link, shard, &mut lease, &node).await;
+        link.connected.set(false);
+        if let Some(h) = hub.upgrade() {
+            h.link_down(shard);
+        }
+        match stop {
             Stop::Idle => {
                 link.running.set(false);
                 return;
@@ -567,6 +657,7 @@ async fn serve(
             },
             _ = recheck.tick() => {
                 let Some(h) = hub.upgrade() else { return Stop::Idle };
+                h.follow_slots();
                 match h.target(shard) {
                     Some((rt, n)) if n.id == node.id => {
                         if link.is_stuck(rt.timeout()) {
@@ -586,6 +677,30 @@ mod tests {
 
     fn by_len(key: &[u8]) -> Option<usize> {
         Some(key.len() % 3)
+    }
+
+    #[test]
+    fn a_sunsubscribe_is_an_answer_only_for_one_the_link_sent() {
+        let link = Link::default();
+        link.push(Kind::Shard, Bytes::from_static(b"a"), false);
+        link.push(Kind::Shard, Bytes::from_static(b"a"), true);
+        link.push(Kind::Shard, Bytes::from_static(b"a"), false);
+        let hub = Hub::default();
+        let out = hub.changes(&link);
+        assert_eq!(
+            &out[..],
+            &b"*2\r\n$12\r\nSUNSUBSCRIBE\r\n$1\r\na\r\n*2\r\n$10\r\nSSUBSCRIBE\r\n$1\r\na\r\n*2\r\n$12\r\nSUNSUBSCRIBE\r\n$1\r\na\r\n"[..]
+        );
+        // Two sent, two answers; a third is the server's own.
+        assert!(link.left(b"a"));
+        assert!(link.left(b"a"));
+        assert!(!link.left(b"a"));
+        assert!(!link.left(b"b"));
+        // A new connection owes nothing.
+        link.push(Kind::Shard, Bytes::from_static(b"b"), false);
+        hub.changes(&link);
+        link.reset();
+        assert!(!link.left(b"b"));
     }
 
     #[test]

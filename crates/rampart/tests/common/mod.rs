@@ -372,3 +372,17 @@ pub fn run_script(what: &str, mut cmd: std::process::Command) -> String {
     );
     stdout
 }
+
+/// Starts rampart on the configuration `yaml` (written to its temp dir), with `workers`
+/// worker threads, the stats port on a free port, loopback only, and waits until `port`
+/// (the pool's `listen`) accepts.
+pub fn start_rampart(yaml: &str, port: u16, workers: usize) -> Proxy {
+    Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yaml)
+        .args(["-c", "{dir}/rampart.yml", "-s"])
+        .arg(free_port().to_string())
+        .args(["-a".to_string(), "127.0.0.1".to_string()])
+        .args(["--workers".to_string(), workers.to_string()])
+        .wait_port(port)
+        .start()
+}

@@ -5,42 +5,127 @@
 //! roundtrips PORT CASE CLIENTS REQUESTS
 //! ```
 //!
-//! `CLIENTS` connections on 127.0.0.1:`PORT`, each on its own thread, run `REQUESTS` cases
-//! between them, one at a time per connection (pipeline 1). Cases:
-//! - `multi`: `MULTI`, `INCR rt:{c}`, `EXEC` sent together; one round trip, three replies.
+//! `CLIENTS` connections on 127.0.0.1:`PORT` run `REQUESTS` cases between them, one at a
+//! time per connection (pipeline 1). Like redis-benchmark, every connection is served by
+//! one thread's event loop (a current-thread tokio runtime), so the client spends as little
+//! of the machine's CPU as the GET/SET cases' client does. Cases:
+//! - `multi`: `MULTI`, `INCR rt:{c}`, `EXEC` sent in one write; one round trip, three
+//!   replies.
 //! - `blpop`: `RPUSH rt:q{c} x`, then `BLPOP rt:q{c} 0` after its reply; two round trips,
 //!   the pop never waits for data.
 //!
 //! Prints one CSV line `rps,p99_ms` (cases per second; 99th percentile of a case's time, ms).
-//! Any error reply or I/O error stops the run with exit status 1.
+//! Any error reply, unexpected reply or I/O error stops the run with exit status 1.
 
 use std::time::{Duration, Instant};
 
-use testkit::{Client, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-fn one(c: &mut Client, case: &str, n: usize) -> Result<(), String> {
+/// One step of a case: the bytes sent, how many replies come back for them, and whether
+/// the last of those must be a non-null array (EXEC's results, BLPOP's key and element).
+struct Step {
+    request: Vec<u8>,
+    replies: usize,
+    array_last: bool,
+}
+
+fn command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+fn steps(case: &str, n: usize) -> Result<Vec<Step>, String> {
     match case {
         "multi" => {
             let key = format!("rt:{{{n}}}");
-            let replies = c.pipeline(&[&["MULTI"][..], &["INCR", &key], &["EXEC"]]);
-            match replies.get(2) {
-                Some(Reply::Array(Some(_))) => Ok(()),
-                other => Err(format!("EXEC answered {other:?}")),
-            }
+            let mut request = command(&["MULTI"]);
+            request.extend(command(&["INCR", &key]));
+            request.extend(command(&["EXEC"]));
+            Ok(vec![Step {
+                request,
+                replies: 3,
+                array_last: true,
+            }])
         }
         "blpop" => {
             let key = format!("rt:q{n}");
-            match c.cmd(&["RPUSH", &key, "x"]) {
-                Reply::Int(_) => {}
-                other => return Err(format!("RPUSH answered {other:?}")),
-            }
-            match c.cmd(&["BLPOP", &key, "0"]) {
-                Reply::Array(Some(_)) => Ok(()),
-                other => Err(format!("BLPOP answered {other:?}")),
-            }
+            Ok(vec![
+                Step {
+                    request: command(&["RPUSH", &key, "x"]),
+                    replies: 1,
+                    array_last: false,
+                },
+                Step {
+                    request: command(&["BLPOP", &key, "0"]),
+                    replies: 1,
+                    array_last: true,
+                },
+            ])
         }
         _ => Err(format!("unknown case {case}: multi or blpop")),
     }
+}
+
+/// Checks one whole reply: not an error, and a non-null array where `array` asks for one.
+fn check(reply: &[u8], array: bool) -> Result<(), String> {
+    let wrong = reply.starts_with(b"-")
+        || (array && (!reply.starts_with(b"*") || reply.starts_with(b"*-1")));
+    if wrong {
+        return Err(format!(
+            "unexpected reply {:?}",
+            String::from_utf8_lossy(reply)
+        ));
+    }
+    Ok(())
+}
+
+async fn client(
+    addr: String,
+    case: String,
+    n: usize,
+    count: usize,
+) -> Result<Vec<Duration>, String> {
+    let steps = steps(&case, n)?;
+    let mut s = TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        for step in &steps {
+            s.write_all(&step.request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut got = 0;
+            while got < step.replies {
+                match resp::reply::reply_len(&buf).map_err(|e| e.to_string())? {
+                    Some(len) => {
+                        got += 1;
+                        check(&buf[..len], step.array_last && got == step.replies)?;
+                        buf.drain(..len);
+                    }
+                    None => {
+                        let read =
+                            tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut buf))
+                                .await
+                                .map_err(|_| "no reply within 10 s".to_string())?
+                                .map_err(|e| e.to_string())?;
+                        if read == 0 {
+                            return Err("the server closed the connection".into());
+                        }
+                    }
+                }
+            }
+        }
+        times.push(t.elapsed());
+    }
+    Ok(times)
 }
 
 fn main() {
@@ -55,39 +140,41 @@ fn main() {
     };
     let clients = clients.max(1);
     let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    let threads: Vec<_> = (0..clients)
-        .map(|n| {
-            let (addr, case) = (addr.clone(), case.clone());
-            let count = requests / clients + usize::from(n < requests % clients);
-            std::thread::spawn(move || -> Result<Vec<Duration>, String> {
-                let mut c = Client::connect(&addr);
-                c.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut times = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let t = Instant::now();
-                    one(&mut c, &case, n)?;
-                    times.push(t.elapsed());
-                }
-                Ok(times)
-            })
-        })
-        .collect();
-    let mut times = Vec::with_capacity(requests);
-    for t in threads {
-        match t.join() {
-            Ok(Ok(mut v)) => times.append(&mut v),
-            Ok(Err(e)) => {
-                eprintln!("roundtrips: {e}");
-                std::process::exit(1);
-            }
-            Err(_) => {
-                eprintln!("roundtrips: a client thread panicked");
-                std::process::exit(1);
-            }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roundtrips: {e}");
+            std::process::exit(1);
         }
-    }
+    };
+    let started = Instant::now();
+    let result: Result<Vec<Duration>, String> = rt.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|n| {
+                let count = requests / clients + usize::from(n < requests % clients);
+                tokio::spawn(client(addr.clone(), case.clone(), n, count))
+            })
+            .collect();
+        let mut times = Vec::with_capacity(requests);
+        for t in tasks {
+            let mut v = t
+                .await
+                .map_err(|e| format!("a client task failed: {e}"))??;
+            times.append(&mut v);
+        }
+        Ok(times)
+    });
     let took = started.elapsed().as_secs_f64();
+    let mut times = match result {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("roundtrips: {e}");
+            std::process::exit(1);
+        }
+    };
     times.sort_unstable();
     let p99 = times
         .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))

@@ -1,0 +1,184 @@
+//! A server busy with a long script (`EVAL "while true do end" 0` past its
+//! `busy-reply-threshold`) answers `-BUSY` to nearly everything, yet it is alive: rampart
+//! neither ejects it (twemproxy `servers:` with `auto_eject_hosts`) nor takes it out of
+//! rotation (a replica set's health checks), clients get Redis' own `BUSY` error as they
+//! would directly, and once `SCRIPT KILL` ends the script everything works as before.
+//! The same for a cluster pool is in `cluster.rs`.
+
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use testkit::{free_port, poll_until, Client, Proxy, RedisServer, Reply};
+
+/// How long a script runs before the server answers `BUSY` to other clients (ms).
+const THRESHOLD: &str = "100";
+
+/// A server whose scripts count as busy after [`THRESHOLD`] ms.
+fn busy_capable() -> RedisServer {
+    RedisServer::start_with(&["--busy-reply-threshold", THRESHOLD])
+}
+
+/// Starts a script that never ends on `addr` (a connection of its own, straight to the
+/// server) and waits until the server answers `BUSY`; the thread returns the script's reply
+/// once it is killed.
+fn run_endless_script(addr: &str) -> JoinHandle<Reply> {
+    let a = addr.to_string();
+    let script = std::thread::spawn(move || {
+        let mut c = Client::connect(&a);
+        c.set_read_timeout(Some(Duration::from_secs(60)));
+        c.cmd(&["EVAL", "while true do end", "0"])
+    });
+    let busy = poll_until(Duration::from_secs(5), || {
+        let mut c = Client::connect(addr);
+        matches!(c.cmd(&["PING"]), Reply::Error(e) if e.starts_with("BUSY")).then_some(())
+    });
+    assert!(busy.is_some(), "the server never became busy");
+    script
+}
+
+/// Ends the script with `SCRIPT KILL` sent through the proxy at `proxy` and checks its reply.
+fn kill_script(proxy: &str, script: JoinHandle<Reply>) {
+    assert_eq!(Client::connect(proxy).cmd(&["SCRIPT", "KILL"]), Reply::ok());
+    let r = script.join().expect("script thread");
+    assert!(
+        matches!(&r, Reply::Error(e) if e.contains("killed")),
+        "the script's own reply: {r:?}"
+    );
+}
+
+/// What the server itself answers `GET key` with now (on a direct connection).
+fn direct(addr: &str, key: &str) -> Reply {
+    Client::connect(addr).cmd(&["GET", key])
+}
+
+fn stats_json(port: u16) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("stats port");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("stats read");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats JSON: {e}: {text}"))
+}
+
+#[test]
+fn a_busy_server_of_a_twemproxy_pool_is_not_ejected_and_its_clients_get_busy() {
+    let servers: Vec<RedisServer> = (0..2).map(|_| busy_capable()).collect();
+    let port = free_port();
+    let stats = free_port();
+    let mut yml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  timeout: 1000\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n  servers:\n"
+    );
+    for (i, s) in servers.iter().enumerate() {
+        yml.push_str(&format!("   - {}:1 s{i}\n", s.addr()));
+    }
+    let _proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yml)
+        .args(["-c", "{dir}/rampart.yml", "-a", "127.0.0.1"])
+        .args(["--workers", "2", "-s"])
+        .arg(stats.to_string())
+        .wait_port(port)
+        .start();
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = Client::connect(&addr);
+    let keys: Vec<String> = (0..40).map(|i| format!("key:{i}")).collect();
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "v"]), Reply::ok());
+    }
+    let on_busy: Vec<&String> = keys
+        .iter()
+        .filter(|k| servers[1].cmd(&["EXISTS", k]) == Reply::Int(1))
+        .collect();
+    let elsewhere: Vec<&String> = keys
+        .iter()
+        .filter(|k| servers[0].cmd(&["EXISTS", k]) == Reply::Int(1))
+        .collect();
+    assert!(!on_busy.is_empty() && !elsewhere.is_empty());
+
+    let busy = servers[1].addr();
+    let script = run_endless_script(&busy);
+    let want = direct(&busy, on_busy[0]);
+    assert!(
+        matches!(&want, Reply::Error(e) if e.starts_with("BUSY")),
+        "{want:?}"
+    );
+    // For well over a second (several of the proxy's clients, new connections too), every
+    // request to the busy server gets the server's own BUSY error, the other server's keys
+    // are served, and nothing is ejected.
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut rounds = 0;
+    while Instant::now() < until {
+        let mut fresh = Client::connect(&addr);
+        for k in &on_busy {
+            assert_eq!(c.cmd(&["GET", k]), want, "{k}");
+            assert_eq!(fresh.cmd(&["GET", k]), want, "{k} on a new client");
+        }
+        for k in &elsewhere {
+            assert_eq!(c.cmd(&["GET", k]), Reply::bulk("v"), "{k}");
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(rounds > 5, "{rounds} rounds");
+    let j = stats_json(stats);
+    assert_eq!(j["alpha"]["server_ejects"].as_i64(), Some(0), "{j}");
+    assert_eq!(
+        j["alpha"]["s1"]["server_ejected_at"].as_i64(),
+        Some(0),
+        "{j}"
+    );
+
+    kill_script(&addr, script);
+    // Service resumes on the same server: its keys are still its own (nothing moved).
+    for k in &on_busy {
+        assert_eq!(c.cmd(&["GET", k]), Reply::bulk("v"), "{k}");
+        assert_eq!(c.cmd(&["SET", k, "after"]), Reply::ok());
+        assert_eq!(servers[1].cmd(&["GET", k]), Reply::bulk("after"), "{k}");
+    }
+}
+
+#[test]
+fn a_busy_primary_of_a_replica_set_stays_up_and_its_clients_get_busy() {
+    let primary = busy_capable();
+    let replica = RedisServer::start_replica_of(&primary);
+    let body = ha::short_form(
+        &primary.addr(),
+        &[replica.addr()],
+        "  timeout: 1000\n  failover_hold: 500ms\n  read_policy: primary\n",
+    );
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
+    let mut c = Client::connect(&proxy.addr());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+
+    let script = run_endless_script(&primary.addr());
+    let want = direct(&primary.addr(), "k");
+    assert!(
+        matches!(&want, Reply::Error(e) if e.starts_with("BUSY")),
+        "{want:?}"
+    );
+    // Health checks every 200 ms, two failures take a node out: over 1.5 s they would have,
+    // many times over. Writes and reads get the server's BUSY, not the hold's timeout.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(c.cmd(&["GET", "k"]), want);
+        assert_eq!(c.cmd(&["SET", "k", "w"]), want);
+        let node = proxy.node(&primary.addr()).expect("the primary is listed");
+        assert!(node.routable(), "the busy primary left rotation: {node:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill_script(&proxy.addr(), script);
+    assert_eq!(c.cmd(&["SET", "k", "after"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("after"));
+    let node = proxy.node(&primary.addr()).expect("the primary is listed");
+    assert!(node.routable(), "{node:?}");
+    assert!(
+        proxy.log_lines(&["node down"]).is_empty(),
+        "{:?}",
+        proxy.log_lines(&["node down"])
+    );
+}
