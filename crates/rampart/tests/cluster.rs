@@ -78,6 +78,13 @@ fn single_keys_go_to_the_primary_that_owns_their_slot() {
     assert_eq!(c.cmd(&["SET", "{user1}:a", "1"]), Reply::ok());
     let owner = env.cluster.owner_of("user1");
     assert_eq!(env.node(owner).cmd(&["GET", "{user1}:a"]), Reply::bulk("1"));
+    // The pool says what it is, with one shard per primary.
+    let info = c.cmd(&["INFO", "pools"]);
+    let want = format!("kind=cluster,shards={},", primaries.len());
+    assert!(
+        info.as_str().is_some_and(|t| t.contains(&want)),
+        "{want} in {info:?}"
+    );
 }
 
 /// Keys sharing the hash tag `tag`, so they are in one slot.

@@ -33,15 +33,18 @@ pub enum PoolKind {
     Replicated,
     /// `sentinels:`: replica sets named by Sentinel.
     Sentinel,
+    /// `cluster:`: the primaries of a Redis Cluster and their replicas, from its slot map.
+    Cluster,
 }
 
 impl PoolKind {
-    /// `twemproxy`, `replicated` or `sentinel`.
+    /// `twemproxy`, `replicated`, `sentinel` or `cluster`.
     pub fn name(self) -> &'static str {
         match self {
             PoolKind::Twemproxy => "twemproxy",
             PoolKind::Replicated => "replicated",
             PoolKind::Sentinel => "sentinel",
+            PoolKind::Cluster => "cluster",
         }
     }
 }
@@ -254,7 +257,9 @@ fn role_name(r: Role) -> &'static str {
 }
 
 fn kind(p: &PoolRt) -> PoolKind {
-    if p.conf.is_sentinel() {
+    if p.cluster.is_some() {
+        PoolKind::Cluster
+    } else if p.conf.is_sentinel() {
         PoolKind::Sentinel
     } else if p.checked {
         PoolKind::Replicated
