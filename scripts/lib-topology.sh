@@ -149,6 +149,17 @@ launch_redis() {
     --daemonize no --dir "$WORK" --logfile "$log" "$@"
 }
 
+# launch_cluster_node PORT LOG [redis-server options...]
+# A redis-server with cluster support, its nodes file in $WORK, and a 2 s node timeout so a
+# killed primary is replaced by its replica within a few seconds.
+# shellcheck disable=SC2317  # called through start_on_free_port
+launch_cluster_node() {
+  local port=$1 log=$2
+  shift 2
+  launch_redis "$port" "$log" --cluster-enabled yes --cluster-config-file "$WORK/nodes-$port.conf" \
+    --cluster-node-timeout 2000 "$@"
+}
+
 # launch_sentinel PORT LOG MASTERS...   (MASTERS: name=port, all on 127.0.0.1)
 # Writes $WORK/sentinel-PORT.conf (Sentinel rewrites its own file, so each gets one).
 # shellcheck disable=SC2317  # called through start_on_free_port
@@ -254,6 +265,45 @@ topo_ha_shards() {
     ((i < 100)) || die "shard$((n + 1)): replica did not connect to its primary within 10 s"
     say "shard$((n + 1)): primary pid ${PRIMARY_PIDS[n]} on 127.0.0.1:${PRIMARY_PORTS[n]}," \
       "replica pid ${REPLICA_PIDS[n]} on 127.0.0.1:${REPLICA_PORTS[n]}"
+  done
+}
+
+# topo_cluster PRIMARIES REPLICAS [redis-server options...]
+# A Redis Cluster of PRIMARIES primaries with REPLICAS replicas each, made by
+# `redis-cli --cluster create`, waiting until every node reports cluster_state:ok and every
+# replica's link to its primary is up. Sets CLUSTER_PORTS and CLUSTER_PIDS (creation order)
+# and CLUSTER_ROLES (master or slave, as each node's ROLE says).
+topo_cluster() {
+  local primaries=$1 replicas=$2 n i total addrs=() ok port
+  shift 2
+  total=$((primaries * (1 + replicas)))
+  CLUSTER_PORTS=()
+  CLUSTER_PIDS=()
+  CLUSTER_ROLES=()
+  for ((n = 1; n <= total; n++)); do
+    start_on_free_port "cluster-node-$n" "Ready to accept connections" launch_cluster_node "$@"
+    CLUSTER_PORTS+=("$STARTED_PORT")
+    CLUSTER_PIDS+=("$STARTED_PID")
+    addrs+=("127.0.0.1:$STARTED_PORT")
+  done
+  timeout 60 redis-cli --cluster create "${addrs[@]}" --cluster-replicas "$replicas" \
+    --cluster-yes >"$WORK/cluster-create.log" 2>&1 ||
+    die "redis-cli --cluster create failed: $(tail -n 5 "$WORK/cluster-create.log")"
+  for ((i = 0; i < 300; i++)); do
+    ok=1
+    for port in "${CLUSTER_PORTS[@]}"; do
+      rcli "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || ok=0
+      if rcli "$port" role 2>/dev/null | head -n 1 | grep -qx slave; then
+        rcli "$port" info replication 2>/dev/null | grep -q '^master_link_status:up' || ok=0
+      fi
+      [[ $ok == 1 ]] || break
+    done
+    [[ $ok == 1 ]] && break
+    sleep 0.1
+  done
+  [[ $ok == 1 ]] || die "the cluster did not settle (cluster_state:ok, replicas linked) within 30 s"
+  for port in "${CLUSTER_PORTS[@]}"; do
+    CLUSTER_ROLES+=("$(rcli "$port" role 2>/dev/null | head -n 1)")
   done
 }
 

@@ -5,6 +5,8 @@
 #   scripts/quickstart.sh         # 3 plain redis-server shards, examples/quickstart.yml
 #   scripts/quickstart.sh --ha    # 2 shards of primary + replica, 3 Sentinels,
 #                                 # examples/quickstart-ha.yml (Sentinel pool, failover hold)
+#   scripts/quickstart.sh --cluster   # a Redis Cluster of 3 primaries + 3 replicas,
+#                                     # examples/quickstart-cluster.yml (cluster pool)
 #
 # Then, in another terminal: redis-cli -p 22121, and in a browser the stats page,
 # http://127.0.0.1:22223/ (the ports and URLs are printed at start).
@@ -27,19 +29,24 @@ TOPO_NAME=quickstart
 source "$ROOT/scripts/lib-topology.sh"
 
 HA=0
+CLUSTER=0
 case ${1:-} in
   "") ;;
   --ha) HA=1 ;;
+  --cluster) CLUSTER=1 ;;
   -h | --help)
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
     exit 0
     ;;
-  *) die "unknown argument '$1' (use --ha, or nothing)" ;;
+  *) die "unknown argument '$1' (use --ha, --cluster, or nothing)" ;;
 esac
 
 if [[ $HA == 1 ]]; then
   TEMPLATE=$ROOT/examples/quickstart-ha.yml
   topo_require redis-sentinel
+elif [[ $CLUSTER == 1 ]]; then
+  TEMPLATE=$ROOT/examples/quickstart-cluster.yml
+  topo_require
 else
   TEMPLATE=$ROOT/examples/quickstart.yml
   topo_require
@@ -54,6 +61,10 @@ if [[ $HA == 1 ]]; then
   topo_ha_shards 2
   topo_sentinels 3 2
   NODES=4
+elif [[ $CLUSTER == 1 ]]; then
+  say "creating a Redis Cluster of 3 primaries and 3 replicas"
+  topo_cluster 3 1
+  NODES=6
 else
   topo_plain_shards 3
   NODES=3
@@ -70,6 +81,9 @@ CONF=$WORK/$(basename "$TEMPLATE")
 if [[ $HA == 1 ]]; then
   topo_render "$TEMPLATE" "26379=${SENTINEL_PORTS[0]}" "26380=${SENTINEL_PORTS[1]}" \
     "26381=${SENTINEL_PORTS[2]}" >"$CONF"
+elif [[ $CLUSTER == 1 ]]; then
+  topo_render "$TEMPLATE" "7001=${CLUSTER_PORTS[0]}" "7002=${CLUSTER_PORTS[1]}" \
+    "7003=${CLUSTER_PORTS[2]}" >"$CONF"
 else
   topo_render "$TEMPLATE" "7001=${SHARD_PORTS[0]}" "7002=${SHARD_PORTS[1]}" \
     "7003=${SHARD_PORTS[2]}" >"$CONF"
@@ -105,6 +119,34 @@ if [[ $HA == 1 ]]; then
                                    # until Sentinel promotes its replica, then go on
   stats (JSON): cat </dev/tcp/127.0.0.1/$STATS_PORT
   stop:         Ctrl-C (stops rampart, the sentinels and the redis-servers)
+
+EOF
+elif [[ $CLUSTER == 1 ]]; then
+  NODE_LINES=""
+  PRIMARY_PID=""
+  for ((n = 0; n < ${#CLUSTER_PORTS[@]}; n++)); do
+    role=${CLUSTER_ROLES[n]/slave/replica}
+    role=${role/master/primary}
+    NODE_LINES+="    127.0.0.1:${CLUSTER_PORTS[n]}  ${role}  (pid ${CLUSTER_PIDS[n]})"$'\n'
+    [[ -z $PRIMARY_PID && $role == primary ]] && PRIMARY_PID=${CLUSTER_PIDS[n]}
+  done
+  cat >&2 <<EOF
+
+  rampart (pid $RAMPART_PID) is serving pool 'demo' on 127.0.0.1:$PORT over a Redis Cluster:
+${NODE_LINES}  config: $CONF
+
+  stats page:   $ADMIN_URL/    # charts, nodes, events, commands; live
+  metrics:      $ADMIN_URL/metrics    # Prometheus text
+  connect:      redis-cli -p $PORT    # one endpoint: no MOVED or ASK, no -c needed
+                redis-cli -p $PORT mset a 1 b 2 c 3    # keys in three slots, split and merged
+  watch:        watch -n 0.5 redis-cli -p $PORT info pools    # roles and health of every node
+                redis-cli -p ${CLUSTER_PORTS[0]} cluster nodes
+  try failover: kill -9 $PRIMARY_PID    # a primary; writes for its slots wait (failover_hold 10s)
+                                # until the cluster promotes its replica (node timeout 2 s)
+  try reshard:  redis-cli --cluster reshard 127.0.0.1:${CLUSTER_PORTS[0]} --cluster-from all \\
+                  --cluster-to \$(redis-cli -p ${CLUSTER_PORTS[0]} cluster myid) --cluster-slots 1000 --cluster-yes
+                # moves 1,000 slots while clients run; they see no MOVED and no error
+  stop:         Ctrl-C (stops rampart and the six redis-servers)
 
 EOF
 else

@@ -45,24 +45,9 @@ start_redis "$DIRECT"
 wait_port "$DIRECT" "${PIDS[-1]}" redis-direct
 PROXY=$(pick_port 7613)
 if [[ ${TCL_CLUSTER:-0} == 1 ]]; then
+  topo_cluster 3 0 --enable-debug-command yes
   SEEDS=()
-  for base in 7621 7622 7623; do
-    port=$(pick_port "$base")
-    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-      --cluster-enabled yes --cluster-config-file "$WORK/nodes-$port.conf" \
-      --enable-debug-command yes --logfile "$WORK/redis-$port.log" &
-    PIDS+=($!)
-    wait_port "$port" "${PIDS[-1]}" "redis-cluster-$port"
-    SEEDS+=("127.0.0.1:$port")
-  done
-  redis-cli --cluster create "${SEEDS[@]}" --cluster-yes >"$WORK/cluster-create.log" 2>&1 ||
-    die "redis-cli --cluster create failed: $(cat "$WORK/cluster-create.log")"
-  for seed in "${SEEDS[@]}"; do
-    for _ in $(seq 100); do
-      redis-cli -h 127.0.0.1 -p "${seed##*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
-      sleep 0.1
-    done
-  done
+  for port in "${CLUSTER_PORTS[@]}"; do SEEDS+=("127.0.0.1:$port"); done
   BACKENDS="  cluster: [$(IFS=,; echo "${SEEDS[*]}")]"
   CLUSTER_MODE=(--cluster-mode)
 else
