@@ -21,6 +21,10 @@ RATIOS = [("rampart", "twemproxy"), ("rampart", "direct"),
           ("stunnel-twemproxy", "twemproxy"), ("rampart-tls", "stunnel-twemproxy"),
           ("rampart-cluster", "cluster-direct")]
 METRICS = [("rps", "rps"), ("p99_ms", "p99 ms"), ("cpu_us_per_req", "CPU µs/req")]
+# The load generator's own user+system time per request (redis-benchmark, roundtrips, fanout):
+# on a machine whose cores it shares, what the client spends (TLS, cluster redirections) is
+# throughput the target cannot have.
+CLIENT_CPU = "client_cpu_us_per_req"
 
 
 def read_csv(path):
@@ -47,6 +51,8 @@ def medians(rows):
     out = {}
     for key, group in groups.items():
         out[key] = {m: statistics.median(float(r[m]) for r in group) for m, _ in METRICS}
+        client = [float(r[CLIENT_CPU]) for r in group if r.get(CLIENT_CPU)]
+        out[key][CLIENT_CPU] = statistics.median(client) if client else None
     return out
 
 
@@ -105,6 +111,15 @@ def main():
             vals = [fmt(ratio(med, case, a, b, metric)) for a, b in ratios]
             print(f"| {case} | " + " | ".join(vals) + " |")
         print()
+
+    print("## Client CPU µs/req (the load generator's own user+system time per request)")
+    print()
+    print("| case | " + " | ".join(targets) + " |")
+    print("|---" * (1 + len(targets)) + "|")
+    for case in cases:
+        vals = [fmt((med.get((case, t)) or {}).get(CLIENT_CPU)) for t in targets]
+        print(f"| {case} | " + " | ".join(vals) + " |")
+    print()
 
     rss = {}
     for row in read_csv(os.path.join(args.dir, "rss.csv")):

@@ -19,6 +19,12 @@ CLIENTS=${CLIENTS:-50}
 # bigger machines; HAProxy gets as many threads.
 WORKERS=${WORKERS:-1}
 IDLE_CONNS=${IDLE_CONNS:-1000}
+# BENCH_CASES / BENCH_TARGETS: extended regular expressions; only the cases and targets whose
+# names match run (default: all). Every target is still started and idle-checked. For a closer
+# look at a few rows, e.g. BENCH_CASES='MULTI|BLPOP' BENCH_TARGETS='^(direct|rampart)$' ROUNDS=7.
+CASE_FILTER=${BENCH_CASES:-}
+TARGET_FILTER=${BENCH_TARGETS:-}
+wanted() { [[ -z $CASE_FILTER || $1 =~ $CASE_FILTER ]] && [[ -z $TARGET_FILTER || $2 =~ $TARGET_FILTER ]]; }
 HASH=${HASH:-fnv1a_64}
 SKIP_RAMPART=${BENCH_SKIP_RAMPART:-0}
 RAMPART_BIN=${RAMPART_BIN:-$REPO/target/release/rampart}
@@ -342,6 +348,8 @@ cpu_ticks() {
   for p in $1; do t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}'))); done
   echo "$t"
 }
+# User+system ticks of this shell's waited-for children: the load generator's own CPU.
+client_ticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 rss_kb() {
   local p t=0
   for p in $1; do t=$((t + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status"))); done
@@ -350,7 +358,7 @@ rss_kb() {
 
 mkdir -p "$OUT"
 RESULTS=$OUT/results.csv RSS=$OUT/rss.csv IDLE=$OUT/idle.csv
-echo "round,case,target,requests,rps,p99_ms,cpu_us_per_req" >"$RESULTS"
+echo "round,case,target,requests,rps,p99_ms,cpu_us_per_req,client_cpu_us_per_req" >"$RESULTS"
 echo "target,phase,rss_kb" >"$RSS"
 echo "target,conns,rss_before_kb,rss_after_kb,bytes_per_conn" >"$IDLE"
 
@@ -394,16 +402,17 @@ runs_case() {  # target case: whether the target runs the redis-benchmark case
 
 run_one() {  # round name target requests args...
   local round=$1 name=$2 target=$3 n=$4; shift 4
-  local pid=${PID[$target]} before after out row tls=()
+  local pid=${PID[$target]} before after cbefore cafter out row tls=()
   is_tls "$target" && tls=(--tls --cacert "$WORK/ca.pem")
   [[ $target == cluster-direct ]] && tls=(--cluster)
-  before=$(cpu_ticks "$pid")
+  before=$(cpu_ticks "$pid") cbefore=$(client_ticks)
   out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" "${tls[@]}" -c "$CLIENTS" -n "$n" --csv "$@" 2>/dev/null)
-  after=$(cpu_ticks "$pid")
+  after=$(cpu_ticks "$pid") cafter=$(client_ticks)
   row=$(printf '%s\n' "$out" | grep '^"' | grep -v '^"test"' | tail -n 1 | tr -d '"')
   [[ -n $row ]] || { log "WARNING: no result for $name on $target"; return 0; }
   awk -F, -v r="$round" -v c="$name" -v t="$target" -v n="$n" -v d=$((after - before)) -v hz="$CLK_TCK" \
-    'BEGIN { OFS = "," } { print r, c, t, n, $2, $7, d * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
+    -v cd=$((cafter - cbefore)) \
+    'BEGIN { OFS = "," } { print r, c, t, n, $2, $7, d * 1e6 / hz / n, cd * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
   log "round $round  $name  $target: $(cut -d, -f2 <<<"$row") rps, p99 $(cut -d, -f7 <<<"$row") ms"
 }
 
@@ -418,12 +427,13 @@ SESSION_CASES=(
 
 run_rt() {  # round name target requests case
   local round=$1 name=$2 target=$3 n=$4 case=$5
-  local pid=${PID[$target]} before after row
-  before=$(cpu_ticks "$pid")
+  local pid=${PID[$target]} before after cbefore cafter row
+  before=$(cpu_ticks "$pid") cbefore=$(client_ticks)
   row=$("$ROUNDTRIPS" "${PORT[$target]}" "$case" "$CLIENTS" "$n") || { log "WARNING: $name failed on $target"; return 0; }
-  after=$(cpu_ticks "$pid")
+  after=$(cpu_ticks "$pid") cafter=$(client_ticks)
   awk -F, -v r="$round" -v c="$name" -v t="$target" -v n="$n" -v d=$((after - before)) -v hz="$CLK_TCK" \
-    'BEGIN { OFS = "," } { print r, c, t, n, $1, $2, d * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
+    -v cd=$((cafter - cbefore)) \
+    'BEGIN { OFS = "," } { print r, c, t, n, $1, $2, d * 1e6 / hz / n, cd * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
   log "round $round  $name  $target: $(cut -d, -f1 <<<"$row") rps, p99 $(cut -d, -f2 <<<"$row") ms"
 }
 
@@ -436,12 +446,13 @@ PUBSUB_CASES=("PUBSUB 1x$SUBSCRIBERS|$((REQUESTS / 20))")
 
 run_fanout() {  # round name target messages
   local round=$1 name=$2 target=$3 m=$4
-  local pid=${PID[$target]} n=$(($4 * SUBSCRIBERS)) before after row
-  before=$(cpu_ticks "$pid")
+  local pid=${PID[$target]} n=$(($4 * SUBSCRIBERS)) before after cbefore cafter row
+  before=$(cpu_ticks "$pid") cbefore=$(client_ticks)
   row=$("$FANOUT" "${PORT[$target]}" "$SUBSCRIBERS" "$m") || { log "WARNING: $name failed on $target"; return 0; }
-  after=$(cpu_ticks "$pid")
+  after=$(cpu_ticks "$pid") cafter=$(client_ticks)
   awk -F, -v r="$round" -v c="$name" -v t="$target" -v n="$n" -v d=$((after - before)) -v hz="$CLK_TCK" \
-    'BEGIN { OFS = "," } { print r, c, t, n, $1, $2, d * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
+    -v cd=$((cafter - cbefore)) \
+    'BEGIN { OFS = "," } { print r, c, t, n, $1, $2, d * 1e6 / hz / n, cd * 1e6 / hz / n }' <<<"$row" >>"$RESULTS"
   log "round $round  $name  $target: $(cut -d, -f1 <<<"$row") deliveries/s, p99 $(cut -d, -f2 <<<"$row") ms"
 }
 
@@ -453,7 +464,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for spec in "${CASES[@]}"; do
     IFS='|' read -r name n args <<<"$spec"
     for t in "${ORDER[@]}"; do
-      runs_case "$t" "$name" || continue
+      runs_case "$t" "$name" && wanted "$name" "$t" || continue
       # $args is split into words on purpose.
       # shellcheck disable=SC2086
       run_one "$round" "$name" "$t" "$n" $args
@@ -462,12 +473,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for spec in "${SESSION_CASES[@]}"; do
     IFS='|' read -r name n case <<<"$spec"
     for t in "${ORDER[@]}"; do
+      wanted "$name" "$t" || continue
       [[ $t == twemproxy ]] || is_tls "$t" || is_cluster "$t" || run_rt "$round" "$name" "$t" "$n" "$case"
     done
   done
   for spec in "${PUBSUB_CASES[@]}"; do
     IFS='|' read -r name m <<<"$spec"
     for t in "${ORDER[@]}"; do
+      wanted "$name" "$t" || continue
       [[ $t == twemproxy ]] || is_tls "$t" || is_cluster "$t" || run_fanout "$round" "$name" "$t" "$m"
     done
   done
