@@ -62,9 +62,71 @@ pub fn all() -> &'static [Command] {
 
 /// Case-insensitive lookup of a command by `argv[0]`, without allocating. Container commands
 /// (`CONFIG`, `CLIENT`, ...) return the container; see [`lookup_sub`] and [`Command::resolve`].
+///
+/// Every request goes through here, so the top-level table has a hash index:
+/// one hash and, for a known command, one name comparison, where a binary search over the
+/// 240 names compared eight.
 #[must_use]
 pub fn lookup(argv0: &[u8]) -> Option<&'static Command> {
-    find(generated::COMMANDS, 0, argv0)
+    if argv0.len() > MAX_NAME {
+        return None;
+    }
+    let mut buf = [0u8; MAX_NAME];
+    let lower = &mut buf[..argv0.len()];
+    lower.copy_from_slice(argv0);
+    lower.make_ascii_lowercase();
+    Index::get().find(generated::COMMANDS, lower)
+}
+
+/// Slots of the top-level index: a power of two, over four times the commands, so probes
+/// stay short.
+const INDEX_SLOTS: usize = 1024;
+
+/// An open-addressed index of the top-level table, built once on first use: each slot holds
+/// a command's position in the table plus one (0: empty), placed by the FNV-1a hash of its
+/// lowercase name, collisions going to the next slot.
+struct Index {
+    slots: Box<[u16; INDEX_SLOTS]>,
+}
+
+impl Index {
+    fn get() -> &'static Index {
+        static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
+        INDEX.get_or_init(|| Index::build(generated::COMMANDS))
+    }
+
+    fn build(table: &[Command]) -> Index {
+        assert!(table.len() < INDEX_SLOTS / 2, "the index needs free slots");
+        let mut slots = Box::new([0u16; INDEX_SLOTS]);
+        for (i, c) in table.iter().enumerate() {
+            let mut at = Index::home(c.name.as_bytes());
+            while slots[at] != 0 {
+                at = (at + 1) % INDEX_SLOTS;
+            }
+            slots[at] = u16::try_from(i + 1).expect("fewer commands than u16");
+        }
+        Index { slots }
+    }
+
+    fn home(name: &[u8]) -> usize {
+        let h = name.iter().fold(0x811c_9dc5u32, |h, &b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        h as usize % INDEX_SLOTS
+    }
+
+    /// The command of `table` named `lower` (already lowercase), if any.
+    fn find(&self, table: &'static [Command], lower: &[u8]) -> Option<&'static Command> {
+        let mut at = Index::home(lower);
+        loop {
+            let i = usize::from(self.slots[at]);
+            let c = table.get(i.checked_sub(1)?)?;
+            if c.name.as_bytes() == lower {
+                return Some(c);
+            }
+            at = (at + 1) % INDEX_SLOTS;
+        }
+    }
 }
 
 /// Case-insensitive lookup of the subcommand `argv1` of the container `cmd`.
@@ -110,6 +172,36 @@ mod tests {
         assert_eq!(lookup_sub(config, b"config|get"), None);
         assert_eq!(all().len(), 240);
         assert!(all().windows(2).all(|w| w[0].name < w[1].name));
+    }
+
+    #[test]
+    fn the_index_finds_every_command_and_nothing_else() {
+        for c in all() {
+            let upper = c.name.to_ascii_uppercase();
+            assert!(
+                std::ptr::eq(lookup(upper.as_bytes()).unwrap(), c),
+                "{}",
+                c.name
+            );
+            assert_eq!(lookup(c.name.as_bytes()).map(|x| x.name), Some(c.name));
+            // One byte more or less is another name.
+            let longer = format!("{}x", c.name);
+            assert_eq!(
+                lookup(longer.as_bytes()).map(|x| x.name),
+                find(all(), 0, longer.as_bytes()).map(|x| x.name)
+            );
+            let shorter = &c.name.as_bytes()[..c.name.len() - 1];
+            assert_eq!(
+                lookup(shorter).map(|x| x.name),
+                find(all(), 0, shorter).map(|x| x.name)
+            );
+        }
+        for junk in [&b""[..], b"\0", b"\xff\xfe", b"get\0", b"x y", &[b'z'; 32]] {
+            assert_eq!(
+                lookup(junk).map(|x| x.name),
+                find(all(), 0, junk).map(|x| x.name)
+            );
+        }
     }
 
     #[test]
