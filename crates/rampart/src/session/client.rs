@@ -251,10 +251,10 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
                 ctx.blocked.leave("rampart is shutting down");
             }
             _ = &mut kill => return End::Eof,
-            _ = crate::session::pause::wait(ctx.pool.rt.index, held.unwrap_or_else(std::time::Instant::now)), if held.is_some() => {
+            _ = pause_over(ctx.pool.rt.index, held), if held.is_some() => {
                 ctx.client.held = None;
             }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(auth_held.unwrap_or_else(std::time::Instant::now))), if auth_held.is_some() => {
+            _ = until(auth_held), if auth_held.is_some() => {
                 ctx.client.auth_held = None;
                 ctx.client.auth_waited = true;
             }
@@ -268,6 +268,24 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
                 }
             },
         }
+    }
+}
+
+/// Resolves when the CLIENT PAUSE holding the session ends or `held` passes; never when
+/// `held` is `None`. `select!` builds every branch's future on every turn, even a disabled one:
+/// as an `async fn` this costs nothing until polled (no clock read, no timer).
+async fn pause_over(pool: usize, held: Option<std::time::Instant>) {
+    match held {
+        Some(end) => crate::session::pause::wait(pool, end).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at `at`; never when it is `None` (see [`pause_over`] for why it is an `async fn`).
+async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 
