@@ -445,6 +445,14 @@ impl Session {
         if let Some(e) = pubsub::refusal(&self.subs, self.client.resp3, cmd) {
             return self.refuse(Some(cmd), &e);
         }
+        // Clients see one database, the pool's redis_db (SELECT, MOVE and SWAPDB are refused);
+        // COPY's DB option would write into another.
+        if cmd.name == "copy" && argv.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"db")) {
+            return self.refuse(
+                Some(cmd),
+                "ERR 'copy' with DB is not supported by rampart: only database 0 is available through the proxy",
+            );
+        }
         if crate::observe::monitor::active()
             && !cmd.flags.contains(Flags::ADMIN)
             && !cmd.flags.contains(Flags::SKIP_MONITOR)
