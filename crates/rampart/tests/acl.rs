@@ -864,3 +864,49 @@ fn a_reload_closes_idle_subscribers_and_monitors_that_lost_their_rights() {
         ]))
     );
 }
+
+/// SORT's BY and GET patterns read keys no key spec names: as in Redis 7.0, a user without
+/// read access to every key may not use them (BY without `*` only skips sorting), so
+/// `SORT cache:l BY nosort GET secret:*` cannot read a key outside the user's patterns.
+#[test]
+fn sort_by_and_get_patterns_need_read_access_to_every_key() {
+    let users = "\n    - name: default\n      nopass: true\n      rules: on +@all -@admin ~cache:*\n    - name: ops\n      nopass: true\n      rules: on +@all ~*\n";
+    let env = Setup::new(1).option("users", users).start();
+    let mut ops = login(&env, "ops", "any");
+    assert_eq!(ops.cmd(&["SET", "secret:1", "s3cret"]), Reply::ok());
+    assert_eq!(ops.cmd(&["RPUSH", "cache:l", "1"]), Reply::Int(1));
+    let mut c = env.client();
+    for (args, e) in [
+        (
+            &["SORT", "cache:l", "BY", "nosort", "GET", "secret:*"][..],
+            "ERR GET option of SORT denied due to insufficient ACL permissions.",
+        ),
+        (
+            &["SORT_RO", "cache:l", "GET", "#"][..],
+            "ERR GET option of SORT denied due to insufficient ACL permissions.",
+        ),
+        (
+            &["SORT", "cache:l", "BY", "secret:*"][..],
+            "ERR BY option of SORT denied due to insufficient ACL permissions.",
+        ),
+        (
+            &["SORT", "cache:l", "LIMIT", "0", "1", "BY", "cache:*"][..],
+            "ERR BY option of SORT denied due to insufficient ACL permissions.",
+        ),
+    ] {
+        assert_eq!(c.cmd(args), err(e), "{args:?}");
+    }
+    assert_eq!(
+        c.cmd(&["SORT", "cache:l", "BY", "nosort"]),
+        Reply::bulks(["1"])
+    );
+    assert_eq!(
+        c.cmd(&["SORT", "cache:l", "ALPHA", "DESC"]),
+        Reply::bulks(["1"])
+    );
+    // A user who may read every key keeps both.
+    assert_eq!(
+        ops.cmd(&["SORT", "cache:l", "BY", "nosort", "GET", "secret:*"]),
+        Reply::bulks(["s3cret"])
+    );
+}

@@ -439,6 +439,12 @@ impl Session {
                     let e = crate::session::acl::noperm(cmd, d);
                     return self.refuse(Some(cmd), &e);
                 }
+                // SORT's BY and GET patterns read keys no key spec names.
+                if matches!(cmd.name, "sort" | "sort_ro") {
+                    if let Some(e) = u.rules.sort_refusal(argv) {
+                        return self.refuse(Some(cmd), e);
+                    }
+                }
             }
         }
         // RESP2 subscribed mode: only the (un)subscribe commands, PING, QUIT and RESET.
