@@ -491,3 +491,39 @@ fn client_list_flags_a_blocked_client() {
     );
     assert_eq!(flags_of_a(&mut b), "N", "after the reply");
 }
+
+/// MONITOR shows the commands of the monitor's own pool only, as CLIENT LIST, KILL and
+/// PAUSE act on it only: a loopback client of a pool without users must not watch another
+/// pool's traffic, whose users and rules it is not bound by.
+#[test]
+fn monitor_shows_its_own_pool_only() {
+    let (a, b) = (testkit::RedisServer::start(), testkit::RedisServer::start());
+    let (pa, pb) = (testkit::free_port(), testkit::free_port());
+    let yaml = format!(
+        "open:\n  listen: 127.0.0.1:{pa}\n  servers:\n   - {}:1\nguarded:\n  listen: 127.0.0.1:{pb}\n  users:\n    - name: default\n      nopass: true\n      rules: on +@all -@admin ~*\n  servers:\n   - {}:1\n",
+        a.addr(),
+        b.addr()
+    );
+    let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("two.yml", &yaml)
+        .args(["-c", "{dir}/two.yml", "--no-stats", "--no-admin"])
+        .wait_port(pa)
+        .wait_port(pb)
+        .start();
+    let mut m = Client::connect(&format!("127.0.0.1:{pa}"));
+    assert_eq!(m.cmd(&["MONITOR"]), Reply::ok());
+    let mut other = Client::connect(&format!("127.0.0.1:{pb}"));
+    assert_eq!(
+        other.cmd(&["SET", "other-pool-key", "other-pool-value"]),
+        Reply::ok()
+    );
+    let mut own = Client::connect(&format!("127.0.0.1:{pa}"));
+    assert_eq!(own.cmd(&["SET", "own-key", "v"]), Reply::ok());
+    m.set_read_timeout(Some(Duration::from_secs(5)));
+    let line = m.read_reply().expect("a monitor line");
+    let line = line.as_str().expect("simple string");
+    assert!(
+        line.contains("[open ") && line.contains("\"own-key\""),
+        "the first line is {line}"
+    );
+}

@@ -186,7 +186,7 @@ pub fn monitor(ctx: &mut Local<'_>, out: &mut BytesMut) {
         return;
     }
     ctx.client.monitoring = true;
-    ctx.client.monitor = Some(crate::observe::monitor::subscribe());
+    ctx.client.monitor = Some(crate::observe::monitor::subscribe(&ctx.pool.conf.name));
     if let Some(e) = &ctx.client.entry {
         e.set_flag(FLAG_MONITOR, true);
     }
