@@ -391,7 +391,13 @@ fn slow(ctx: &Session, t: &crate::session::dispatch::Timed, us: u64, args: Vec<V
         .as_ref()
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .unwrap_or_default();
-    crate::observe::slowlog::record(us, args, (ctx.client.addr.clone(), name), node);
+    crate::observe::slowlog::record(
+        &ctx.pool.rt.conf.name,
+        us,
+        args,
+        (ctx.client.addr.clone(), name),
+        node,
+    );
 }
 
 /// The client's address as Redis shows it: `ip:port`, or for a unix socket the listener's

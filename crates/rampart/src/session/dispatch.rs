@@ -492,7 +492,7 @@ impl Session {
         }
         if cmd.name.starts_with("slowlog") {
             let mut out = BytesMut::new();
-            crate::observe::slowlog::command(argv, &mut out);
+            crate::observe::slowlog::command(&self.pool.rt.conf.name, argv, &mut out);
             return self.reply_raw(&out);
         }
         if cmd.route == Route::PubSub {
