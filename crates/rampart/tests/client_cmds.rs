@@ -572,3 +572,66 @@ fn slowlog_shows_its_own_pool_only() {
     );
     assert!(!kept.contains("open-key"), "{kept}");
 }
+
+/// A subscribed client is of type `pubsub`, as in Redis: `CLIENT LIST TYPE pubsub` lists it
+/// and `TYPE normal` does not, `CLIENT KILL TYPE pubsub` closes it (and only it), and
+/// `CLIENT KILL TYPE normal` leaves it alone.
+#[test]
+fn subscribers_are_clients_of_type_pubsub() {
+    let env = Setup::new(1).start();
+    let mut admin = env.client();
+    let mut plain = env.client();
+    let mut sub = env.client();
+    let mut sub3 = env.client();
+    let (plain_id, sub_id, sub3_id) = (id_of(&mut plain), id_of(&mut sub), id_of(&mut sub3));
+    assert!(matches!(sub.cmd(&["SUBSCRIBE", "news"]), Reply::Array(_)));
+    sub3.send_raw(b"HELLO 3\r\n").unwrap();
+    let _ = sub3.read_reply();
+    sub3.send_raw(b"SSUBSCRIBE news\r\n").unwrap();
+    let ids = |c: &mut Client, kind: &str| -> Vec<i64> {
+        let r = c.cmd(&["CLIENT", "LIST", "TYPE", kind]);
+        text(&r)
+            .lines()
+            .map(|l| field(&fields(l), "id").parse().expect("id"))
+            .collect()
+    };
+    testkit::wait_until(Duration::from_secs(5), "both subscribed", || {
+        let mut p = ids(&mut admin, "pubsub");
+        p.sort_unstable();
+        p == [sub_id, sub3_id]
+    });
+    let normal = ids(&mut admin, "normal");
+    assert!(normal.contains(&plain_id), "{normal:?}");
+    assert!(
+        !normal.contains(&sub_id) && !normal.contains(&sub3_id),
+        "{normal:?}"
+    );
+    assert_eq!(
+        admin.cmd(&[
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "normal",
+            "ID",
+            &plain_id.to_string()
+        ]),
+        Reply::Int(1)
+    );
+    assert_eq!(
+        admin.cmd(&[
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "normal",
+            "ID",
+            &sub_id.to_string()
+        ]),
+        Reply::Int(0)
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]),
+        Reply::Int(2)
+    );
+    assert!(is_closed(&mut sub) && is_closed(&mut plain));
+    assert_pings(&mut admin);
+}

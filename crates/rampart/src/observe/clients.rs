@@ -164,6 +164,11 @@ impl Entry {
         self.cmd.store(v, Ordering::Relaxed);
     }
 
+    /// The session's `FLAG_*` bits now.
+    pub fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
     /// Set or clear one of the `FLAG_*` bits.
     pub fn set_flag(&self, flag: u8, on: bool) {
         if on {
