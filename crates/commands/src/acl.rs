@@ -597,6 +597,48 @@ impl Rules {
         Ok(())
     }
 
+    /// The user may read every key (`allkeys`, `~*`, `%R~*`), as Redis 7.0 asks of SORT's
+    /// BY and GET patterns, which read keys no key spec names.
+    #[must_use]
+    pub fn reads_every_key(&self) -> bool {
+        self.all_keys || self.keys.iter().any(|k| k.read && k.pattern == b"*")
+    }
+
+    /// For `SORT` and `SORT_RO` (`argv` from the command name on): Redis 7.0's error when a
+    /// user who may not read every key gives a BY pattern with `*` (without one, BY only
+    /// skips sorting) or a GET option. Options are read as Redis reads them, up to the
+    /// first it would call a syntax error (the server reports that one).
+    #[must_use]
+    pub fn sort_refusal(&self, argv: &[&[u8]]) -> Option<&'static str> {
+        if self.reads_every_key() {
+            return None;
+        }
+        let mut j = 2;
+        while let Some(a) = argv.get(j) {
+            let left = argv.len() - j - 1;
+            let is = |w: &[u8]| a.eq_ignore_ascii_case(w);
+            if is(b"asc") || is(b"desc") || is(b"alpha") {
+                j += 1;
+            } else if is(b"limit") && left >= 2 {
+                j += 3;
+            } else if is(b"store") && left >= 1 {
+                j += 2;
+            } else if is(b"by") && left >= 1 {
+                if argv[j + 1].contains(&b'*') {
+                    return Some(
+                        "ERR BY option of SORT denied due to insufficient ACL permissions.",
+                    );
+                }
+                j += 2;
+            } else if is(b"get") && left >= 1 {
+                return Some("ERR GET option of SORT denied due to insufficient ACL permissions.");
+            } else {
+                return None;
+            }
+        }
+        None
+    }
+
     fn key_allowed(&self, key: &[u8], flags: KeyFlags) -> bool {
         let read = flags.contains(KeyFlags::ACCESS);
         let write = flags.contains(KeyFlags::INSERT)
@@ -797,6 +839,27 @@ mod tests {
         let argv: Vec<&[u8]> = call.split(' ').map(str::as_bytes).collect();
         let c = crate::lookup_argv(&argv).expect("call");
         r.check(c, &argv, &mut Vec::new())
+    }
+
+    #[test]
+    fn sort_patterns_need_every_key_readable() {
+        let refusal = |rules: &str, call: &str| {
+            let argv: Vec<&[u8]> = call.split(' ').map(str::as_bytes).collect();
+            Rules::parse(rules).expect("rules").sort_refusal(&argv)
+        };
+        let some = "on +@all ~cache:*";
+        assert!(refusal(some, "sort k GET #").is_some_and(|e| e.starts_with("ERR GET")));
+        assert!(refusal(some, "sort k LIMIT 0 1 BY w:*").is_some_and(|e| e.starts_with("ERR BY")));
+        assert_eq!(
+            refusal(some, "sort k BY nosort ALPHA DESC STORE cache:d"),
+            None
+        );
+        // Past a word Redis calls a syntax error, the server answers.
+        assert_eq!(refusal(some, "sort k NOSUCH GET #"), None);
+        for every in ["on +@all ~*", "on +@all allkeys", "on +@all %R~* ~cache:*"] {
+            assert_eq!(refusal(every, "sort k BY w:* GET #"), None, "{every}");
+        }
+        assert!(refusal("on +@all %W~*", "sort k GET #").is_some());
     }
 
     #[test]

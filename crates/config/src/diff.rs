@@ -191,7 +191,9 @@ impl Pool {
             let names = |p: &Pool| p.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
             c.0.push(format!("users changed ({})", names(n).join(", ")));
         }
-        c.field("commands", &o.commands, &n.commands, |p| format!("{p:?}"));
+        // rename_commands' new names are what keeps a renamed command from callers who do
+        // not know them (Redis' rename-command habit): the commands renamed, never to what.
+        c.field("commands", &o.commands, &n.commands, describe_policy);
         c.field("redis_db", &o.redis_db, &n.redis_db, u32::to_string);
         c.field(
             "server_connections",
@@ -350,6 +352,25 @@ impl Pool {
     }
 }
 
+/// A pool's command policy for the reload message: denied and allowed commands by name, the
+/// renamed ones without their new names.
+fn describe_policy(p: &crate::CommandPolicy) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    let renamed: Vec<String> = p.rename.iter().map(|(from, _)| from.clone()).collect();
+    format!(
+        "(deny: {}; renamed: {}; allow: {})",
+        list(&p.deny),
+        list(&renamed),
+        list(&p.allow)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +406,17 @@ mod tests {
         assert!(!words.contains("one") && !words.contains("two"), "{words}");
         assert!(words.contains("redis_auth changed"), "{words}");
         assert!(words.contains("shard 127.0.0.1:7001 added"), "{words}");
+    }
+
+    #[test]
+    fn a_command_policy_change_never_shows_the_new_names() {
+        let a = pool("  deny_commands: [KEYS]\n  servers:\n    - 127.0.0.1:7000:1\n");
+        let b = pool("  deny_commands: [KEYS]\n  rename_commands: {FLUSHALL: flushall_s3cret, CONFIG: \"\"}\n  servers:\n    - 127.0.0.1:7000:1\n");
+        let words = b.changes_from(&a).join(", ");
+        assert!(!words.contains("s3cret"), "{words}");
+        assert!(
+            words.contains("commands (deny: keys; renamed: none; allow: none) -> (deny: keys; renamed: flushall config; allow: none)"),
+            "{words}"
+        );
     }
 }

@@ -793,3 +793,120 @@ fn a_sentinel_pool_serves_proxy_users() {
     assert_eq!(s.primary.cmd(&["GET", "cache:s"]), Reply::bulk("v"));
     assert_eq!(s.primary.cmd(&["EXISTS", "other"]), Reply::Int(0));
 }
+
+/// A reload reaches clients that send nothing: a subscriber whose user may no longer read
+/// one of its channels or patterns is closed before it hears another message (as Redis
+/// closes such clients when their user's channel rules change), one whose channels are all
+/// still allowed keeps them, and an idle MONITOR of a removed user is closed.
+#[test]
+fn a_reload_closes_idle_subscribers_and_monitors_that_lost_their_rights() {
+    let env = start();
+    let mut keep = login(&env, "app", APP_PW);
+    let mut lost = login(&env, "app", APP_PW);
+    let mut lost_pattern = login(&env, "app", APP_PW);
+    let mut monitor = login(&env, "ops", OPS_PW);
+    let one = Reply::Int(1);
+    let confirm = |kind: &str, name: &str| {
+        Reply::Array(Some(vec![
+            Reply::bulk(kind),
+            Reply::bulk(name),
+            one.clone(),
+        ]))
+    };
+    assert_eq!(
+        keep.cmd(&["SUBSCRIBE", "chan:keep1"]),
+        confirm("subscribe", "chan:keep1")
+    );
+    assert_eq!(
+        lost.cmd(&["SUBSCRIBE", "chan:gone"]),
+        confirm("subscribe", "chan:gone")
+    );
+    assert_eq!(
+        lost_pattern.cmd(&["PSUBSCRIBE", "chan:*"]),
+        confirm("psubscribe", "chan:*")
+    );
+    assert_eq!(monitor.cmd(&["MONITOR"]), Reply::ok());
+    // app keeps only chan:keep* channels; ops is removed.
+    let yaml = env.yaml.replace("&chan:*", "&chan:keep*").replace(
+        "    - name: ops\n      password_env: ACL_TEST_OPS_PW\n      rules: on +@all ~* &*\n",
+        "",
+    );
+    assert_ne!(yaml, env.yaml);
+    let before = env.proxy.stderr().matches("reload: ").count();
+    std::fs::write(env.proxy.dir().join("x.yml"), &yaml).expect("write");
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        env.proxy.stderr().matches("reload: ").count() > before
+    });
+    // Published straight on the servers: the idle clients are not asked anything.
+    env.on_each_backend(&["PUBLISH", "chan:gone", "after the reload"]);
+    env.on_each_backend(&["PUBLISH", "chan:keep1", "still yours"]);
+    for (name, c) in [
+        ("chan:gone", &mut lost),
+        ("chan:*", &mut lost_pattern),
+        ("monitor", &mut monitor),
+    ] {
+        let got = common::read_until_closed(c, Duration::from_secs(5));
+        let heard = format!("{got:?}");
+        assert!(
+            !heard.contains("after the reload"),
+            "{name}: heard a message after losing its rights: {heard}"
+        );
+    }
+    keep.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(
+        keep.read_reply()
+            .expect("the allowed subscriber hears its channel"),
+        Reply::Array(Some(vec![
+            Reply::bulk("message"),
+            Reply::bulk("chan:keep1"),
+            Reply::bulk("still yours")
+        ]))
+    );
+}
+
+/// SORT's BY and GET patterns read keys no key spec names: as in Redis 7.0, a user without
+/// read access to every key may not use them (BY without `*` only skips sorting), so
+/// `SORT cache:l BY nosort GET secret:*` cannot read a key outside the user's patterns.
+#[test]
+fn sort_by_and_get_patterns_need_read_access_to_every_key() {
+    let users = "\n    - name: default\n      nopass: true\n      rules: on +@all -@admin ~cache:*\n    - name: ops\n      nopass: true\n      rules: on +@all ~*\n";
+    let env = Setup::new(1).option("users", users).start();
+    let mut ops = login(&env, "ops", "any");
+    assert_eq!(ops.cmd(&["SET", "secret:1", "s3cret"]), Reply::ok());
+    assert_eq!(ops.cmd(&["RPUSH", "cache:l", "1"]), Reply::Int(1));
+    let mut c = env.client();
+    for (args, e) in [
+        (
+            &["SORT", "cache:l", "BY", "nosort", "GET", "secret:*"][..],
+            "ERR GET option of SORT denied due to insufficient ACL permissions.",
+        ),
+        (
+            &["SORT_RO", "cache:l", "GET", "#"][..],
+            "ERR GET option of SORT denied due to insufficient ACL permissions.",
+        ),
+        (
+            &["SORT", "cache:l", "BY", "secret:*"][..],
+            "ERR BY option of SORT denied due to insufficient ACL permissions.",
+        ),
+        (
+            &["SORT", "cache:l", "LIMIT", "0", "1", "BY", "cache:*"][..],
+            "ERR BY option of SORT denied due to insufficient ACL permissions.",
+        ),
+    ] {
+        assert_eq!(c.cmd(args), err(e), "{args:?}");
+    }
+    assert_eq!(
+        c.cmd(&["SORT", "cache:l", "BY", "nosort"]),
+        Reply::bulks(["1"])
+    );
+    assert_eq!(
+        c.cmd(&["SORT", "cache:l", "ALPHA", "DESC"]),
+        Reply::bulks(["1"])
+    );
+    // A user who may read every key keeps both.
+    assert_eq!(
+        ops.cmd(&["SORT", "cache:l", "BY", "nosort", "GET", "secret:*"]),
+        Reply::bulks(["s3cret"])
+    );
+}

@@ -411,6 +411,24 @@ fn maintenance_switchover_and_readiness_of_a_replica_set() {
     );
     assert_eq!(unknown.0, 404, "{unknown:?}");
     assert_eq!(r.post("/api/nodes/maintenance", "{").0, 400);
+    // A misspelled field is refused, not ignored: with "to" for "target", the replica
+    // rampart picks would be promoted instead of the one named.
+    let (status, body) = r.post(
+        "/api/shards/switchover",
+        &format!(
+            "{{\"pool\":\"{POOL}\",\"shard\":\"{POOL}\",\"to\":\"{}\"}}",
+            primary.addr()
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown field `to`"), "{body}");
+    assert_eq!(primary.role(), "master");
+    let (status, body) = r.post(
+        "/api/nodes/maintenance",
+        &format!("{{\"pool\":\"{POOL}\",\"node\":\"{rep}\",\"on\":true,\"shrad\":\"x\"}}"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(r.post("/api/reload", "{\"forse\":true}").0, 400);
 
     // Planned switchover: 202 at once, progress until done, the replica is the primary.
     let (status, body) = r.post(

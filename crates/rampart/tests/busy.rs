@@ -182,3 +182,66 @@ fn a_busy_primary_of_a_replica_set_stays_up_and_its_clients_get_busy() {
         proxy.log_lines(&["node down"])
     );
 }
+
+/// A switchover whose replica is busy with a script is refused at once with the server's
+/// `BUSY`, and holds no write meanwhile: the replica cannot report its offset, let alone be
+/// promoted, so holding writes while waiting for it would only fail them.
+#[test]
+fn a_switchover_to_a_busy_replica_is_refused_with_busy_and_holds_no_write() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    assert_eq!(
+        replica.cmd(&["CONFIG", "SET", "busy-reply-threshold", THRESHOLD]),
+        Reply::ok()
+    );
+    let body = ha::short_form(&primary.addr(), &[replica.addr()], "  failover_hold: 3s\n");
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
+    let script = run_endless_script(&replica.addr());
+    // A client writes all along the switchover.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, addr) = (std::sync::Arc::clone(&stop), proxy.addr());
+        std::thread::spawn(move || {
+            let mut c = Client::connect(&addr);
+            c.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut errors = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let r = c.cmd(&["SET", "k", &n.to_string()]);
+                if r != Reply::ok() {
+                    errors.push(format!("{r:?}"));
+                }
+            }
+            (n, errors)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = Client::connect(&proxy.addr()).cmd(&["RAMPART", "SWITCHOVER", ha::POOL]);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (writes, errors) = writer.join().expect("writer");
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.contains("BUSY")),
+        "the switchover's reply: {reply:?}"
+    );
+    assert!(
+        errors.is_empty(),
+        "{} of {writes} writes failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    assert_eq!(
+        primary
+            .cmd(&["ROLE"])
+            .as_array()
+            .and_then(|r| r[0].as_str().map(str::to_string)),
+        Some("master".into())
+    );
+    assert_eq!(
+        Client::connect(&replica.addr()).cmd(&["SCRIPT", "KILL"]),
+        Reply::ok()
+    );
+    let _ = script.join();
+}

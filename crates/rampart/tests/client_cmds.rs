@@ -491,3 +491,147 @@ fn client_list_flags_a_blocked_client() {
     );
     assert_eq!(flags_of_a(&mut b), "N", "after the reply");
 }
+
+/// Two pools on one rampart: `open` (no users: loopback clients may run operator commands)
+/// and `guarded` (users); their servers, the process and the two ports.
+fn two_pools(
+    args: &[&str],
+) -> (
+    (testkit::RedisServer, testkit::RedisServer),
+    testkit::Proxy,
+    u16,
+    u16,
+) {
+    let (a, b) = (testkit::RedisServer::start(), testkit::RedisServer::start());
+    let (pa, pb) = (testkit::free_port(), testkit::free_port());
+    let yaml = format!(
+        "open:\n  listen: 127.0.0.1:{pa}\n  servers:\n   - {}:1\nguarded:\n  listen: 127.0.0.1:{pb}\n  users:\n    - name: default\n      nopass: true\n      rules: on +@all -@admin ~*\n    - name: admin\n      nopass: true\n      rules: on +@all ~*\n  servers:\n   - {}:1\n",
+        a.addr(),
+        b.addr()
+    );
+    let proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("two.yml", &yaml)
+        .args(["-c", "{dir}/two.yml", "--no-stats", "--no-admin"])
+        .args(args.iter().copied())
+        .wait_port(pa)
+        .wait_port(pb)
+        .start();
+    ((a, b), proxy, pa, pb)
+}
+
+/// MONITOR shows the commands of the monitor's own pool only, as CLIENT LIST, KILL and
+/// PAUSE act on it only: a loopback client of a pool without users must not watch another
+/// pool's traffic, whose users and rules it is not bound by.
+#[test]
+fn monitor_shows_its_own_pool_only() {
+    let (_servers, _proxy, pa, pb) = two_pools(&[]);
+    let mut m = Client::connect(&format!("127.0.0.1:{pa}"));
+    assert_eq!(m.cmd(&["MONITOR"]), Reply::ok());
+    let mut other = Client::connect(&format!("127.0.0.1:{pb}"));
+    assert_eq!(
+        other.cmd(&["SET", "other-pool-key", "other-pool-value"]),
+        Reply::ok()
+    );
+    let mut own = Client::connect(&format!("127.0.0.1:{pa}"));
+    assert_eq!(own.cmd(&["SET", "own-key", "v"]), Reply::ok());
+    m.set_read_timeout(Some(Duration::from_secs(5)));
+    let line = m.read_reply().expect("a monitor line");
+    let line = line.as_str().expect("simple string");
+    assert!(
+        line.contains("[open ") && line.contains("\"own-key\""),
+        "the first line is {line}"
+    );
+}
+
+/// SLOWLOG shows, counts and resets the entries of the caller's own pool only: its entries
+/// hold the arguments (keys and values) of other pools' commands otherwise.
+#[test]
+fn slowlog_shows_its_own_pool_only() {
+    let (_servers, _proxy, pa, pb) = two_pools(&["--slowlog-slower-than", "0"]);
+    let mut open = Client::connect(&format!("127.0.0.1:{pa}"));
+    let mut guarded = Client::connect(&format!("127.0.0.1:{pb}"));
+    assert_eq!(
+        guarded.cmd(&["SET", "guarded-key", "guarded-value"]),
+        Reply::ok()
+    );
+    assert_eq!(open.cmd(&["SET", "open-key", "v"]), Reply::ok());
+    let all = open.cmd(&["SLOWLOG", "GET", "-1"]);
+    let shown = format!("{all:?}");
+    assert!(shown.contains("open-key"), "{shown}");
+    assert!(
+        !shown.contains("guarded"),
+        "another pool's command: {shown}"
+    );
+    assert_eq!(open.cmd(&["SLOWLOG", "RESET"]), Reply::ok());
+    let mut admin = Client::connect(&format!("127.0.0.1:{pb}"));
+    assert_eq!(admin.cmd(&["AUTH", "admin", "x"]), Reply::ok());
+    let kept = format!("{:?}", admin.cmd(&["SLOWLOG", "GET", "-1"]));
+    assert!(
+        kept.contains("guarded-value"),
+        "another pool's RESET cleared it: {kept}"
+    );
+    assert!(!kept.contains("open-key"), "{kept}");
+}
+
+/// A subscribed client is of type `pubsub`, as in Redis: `CLIENT LIST TYPE pubsub` lists it
+/// and `TYPE normal` does not, `CLIENT KILL TYPE pubsub` closes it (and only it), and
+/// `CLIENT KILL TYPE normal` leaves it alone.
+#[test]
+fn subscribers_are_clients_of_type_pubsub() {
+    let env = Setup::new(1).start();
+    let mut admin = env.client();
+    let mut plain = env.client();
+    let mut sub = env.client();
+    let mut sub3 = env.client();
+    let (plain_id, sub_id, sub3_id) = (id_of(&mut plain), id_of(&mut sub), id_of(&mut sub3));
+    assert!(matches!(sub.cmd(&["SUBSCRIBE", "news"]), Reply::Array(_)));
+    sub3.send_raw(b"HELLO 3\r\n").unwrap();
+    let _ = sub3.read_reply();
+    sub3.send_raw(b"SSUBSCRIBE news\r\n").unwrap();
+    let ids = |c: &mut Client, kind: &str| -> Vec<i64> {
+        let r = c.cmd(&["CLIENT", "LIST", "TYPE", kind]);
+        text(&r)
+            .lines()
+            .map(|l| field(&fields(l), "id").parse().expect("id"))
+            .collect()
+    };
+    testkit::wait_until(Duration::from_secs(5), "both subscribed", || {
+        let mut p = ids(&mut admin, "pubsub");
+        p.sort_unstable();
+        p == [sub_id, sub3_id]
+    });
+    let normal = ids(&mut admin, "normal");
+    assert!(normal.contains(&plain_id), "{normal:?}");
+    assert!(
+        !normal.contains(&sub_id) && !normal.contains(&sub3_id),
+        "{normal:?}"
+    );
+    assert_eq!(
+        admin.cmd(&[
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "normal",
+            "ID",
+            &plain_id.to_string()
+        ]),
+        Reply::Int(1)
+    );
+    assert_eq!(
+        admin.cmd(&[
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "normal",
+            "ID",
+            &sub_id.to_string()
+        ]),
+        Reply::Int(0)
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]),
+        Reply::Int(2)
+    );
+    assert!(is_closed(&mut sub) && is_closed(&mut plain));
+    assert_pings(&mut admin);
+}

@@ -913,3 +913,50 @@ fn subscriptions_and_wait_work_with_a_password() {
     }
     assert_eq!(publisher.cmd(&["WAIT", "0", "0"]), testkit::Reply::Int(0));
 }
+
+/// A reload that changes how server connections are opened (here `redis_db`; also
+/// `redis_auth`, `redis_username`, `backend_tls`) replaces the subscriber connections too,
+/// as it replaces request connections: none goes on under the old settings (a server
+/// reached in plaintext after TLS was turned on, credentials that were rotated). The
+/// subscriber keeps hearing its channel.
+#[test]
+fn a_reload_that_changes_connection_settings_replaces_subscriber_connections() {
+    let env = Setup::new(1).workers(1).env("RAMPART_LOG", "info").start();
+    let mut sub = Raw::connect(&env.addr());
+    sub.send(&["SUBSCRIBE", "news"]);
+    sub.frame();
+    let dbs = || {
+        let mut c = testkit::Client::connect(&env.redis[0].addr());
+        let r = c.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+        r.as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.split(' ')
+                    .find(|f| f.starts_with("db="))
+                    .map(str::to_string)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dbs(), ["db=0"]);
+    let path = env.proxy.dir().join("x.yml");
+    let yaml = env.yaml.replace("  servers:", "  redis_db: 3\n  servers:");
+    assert_ne!(yaml, env.yaml);
+    std::fs::write(&path, yaml).unwrap();
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    testkit::wait_until(Duration::from_secs(10), "the reload", || {
+        env.proxy_log().contains("redis_db 0 -> 3")
+    });
+    testkit::wait_until(
+        Duration::from_secs(5),
+        "a subscriber connection opened as the reload says",
+        || dbs() == ["db=3"],
+    );
+    let mut p = env.client();
+    testkit::wait_until(
+        Duration::from_secs(5),
+        "the channel subscribed again",
+        || p.cmd(&["PUBLISH", "news", "after"]).as_int() == Some(1),
+    );
+    assert_eq!(sub.frame(), message("message", "news", "after"));
+}

@@ -307,3 +307,38 @@ fn redis_db_selects_the_backend_database() {
         "{in3:?}"
     );
 }
+
+/// `COPY ... DB n` would write into another database of the server than the pool's
+/// `redis_db`, which clients cannot reach otherwise (SELECT, MOVE and SWAPDB are refused):
+/// it is refused too, inside MULTI as well (EXEC then aborts), and plain COPY works.
+#[test]
+fn copy_into_another_database_is_refused_like_move() {
+    let env = Setup::new(1).option("redis_db", 2).start();
+    let mut p = env.client();
+    assert_eq!(p.cmd(&["SET", "k", "v"]), Reply::ok());
+    for db in ["0", "5", "2"] {
+        let r = p.cmd(&["COPY", "k", "copy", "DB", db, "REPLACE"]);
+        assert_err_contains(&r, &["not supported", "database"]);
+    }
+    let r = p.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["SET", "k2", "v"]),
+        cmd(&["COPY", "k", "copy", "db", "3"]),
+        cmd(&["EXEC"]),
+    ]);
+    assert_err_contains(&r[2], &["not supported"]);
+    assert_err_contains(&r[3], &["EXECABORT"]);
+    assert_eq!(p.cmd(&["COPY", "k", "copy"]), Reply::Int(1));
+    assert_eq!(p.cmd(&["GET", "copy"]), Reply::bulk("v"));
+    let mut direct = env.backend(0);
+    for db in ["0", "3", "5"] {
+        assert_eq!(direct.cmd(&["SELECT", db]), Reply::ok());
+        assert_eq!(direct.cmd(&["DBSIZE"]), Reply::Int(0), "database {db}");
+    }
+    assert_eq!(direct.cmd(&["SELECT", "2"]), Reply::ok());
+    assert_eq!(
+        direct.cmd(&["EXISTS", "k2"]),
+        Reply::Int(0),
+        "half of the transaction ran"
+    );
+}

@@ -951,3 +951,92 @@ fn a_request_and_close_notify_in_one_flight_get_the_reply_and_then_the_end() {
         ),
     }
 }
+
+/// A password-protected replica set over TLS where one replica's certificate comes from
+/// another CA: that replica is down, named with the reason in one log line; reads
+/// (`read_policy: replica`) all go to the good replica; a switchover to the untrusted one is
+/// refused and one to the good one works; the backend password is in no log line.
+#[test]
+fn a_replica_set_with_a_password_and_one_untrusted_replica_serves_from_the_others() {
+    const PW: &str = "tls-backend-pw-7c1";
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let redis_files = ca.issue("redis", "redis", year(5));
+    let auth = [
+        "--tls-replication",
+        "yes",
+        "--requirepass",
+        PW,
+        "--masterauth",
+        PW,
+    ];
+    let primary = TlsRedis::start(&redis_files, "no", &auth);
+    let port_s = primary.port().to_string();
+    let mut replica_args = auth.to_vec();
+    replica_args.extend(["--replicaof", "127.0.0.1", &port_s]);
+    let good = TlsRedis::start(&redis_files, "no", &replica_args);
+    // Its own certificate from another CA; it still trusts the primary's for replication.
+    let impostor = other.issue("impostor", "impostor", year(5));
+    let bad_files = TlsFiles {
+        cert: impostor.cert.clone(),
+        key: impostor.key.clone(),
+        ca: redis_files.ca.clone(),
+    };
+    let bad = TlsRedis::start(&bad_files, "no", &replica_args);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  primary: {}\n  replicas: [{}, {}]\n  redis_auth: {PW}\n  read_policy: replica\n  failover_hold: 5s\n{CHECKS}{}",
+        primary.addr(),
+        good.addr(),
+        bad.addr(),
+        backend_block(&ca.pem(), None, Some("localhost"))
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let status = |addr: &str| {
+        get(admin, "/metrics")
+            .lines()
+            .find(|l| l.starts_with("rampart_node_role{") && l.contains(addr))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    poll_until(Duration::from_secs(15), || {
+        (status(&primary.addr()).contains("status=\"up\"")
+            && status(&good.addr()).contains("status=\"up\""))
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the trusted nodes up:\n{}", proxy.stderr()));
+    assert!(
+        !status(&bad.addr()).contains("status=\"up\""),
+        "{}",
+        status(&bad.addr())
+    );
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(20)));
+    assert_eq!(c.cmd(&["AUTH", PW]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["WAIT", "2", "5000"]), Reply::Int(2));
+    for _ in 0..100 {
+        assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+    }
+    let r = c.cmd(&["RAMPART", "SWITCHOVER", "p", &bad.addr()]);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.contains("not a healthy replica")),
+        "{r:?}"
+    );
+    let r = c.cmd(&["RAMPART", "SWITCHOVER", "p"]);
+    assert!(
+        matches!(&r, Reply::Simple(s) if s.contains(&good.addr())),
+        "{r:?}\n{}",
+        proxy.stderr()
+    );
+    assert_eq!(c.cmd(&["SET", "k", "w"]), Reply::ok());
+    let log = proxy.stderr();
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused rampart's credentials") && l.contains(&bad.addr()))
+        .collect();
+    assert_eq!(named.len(), 1, "{log}");
+    assert!(named[0].contains("not trusted"), "{}", named[0]);
+    assert!(!log.contains(PW), "the backend password reached the log");
+}

@@ -368,6 +368,7 @@ fn find_shard(p: &PoolRt, name: &str) -> Result<usize, ApiError> {
 
 /// Body of `POST /api/nodes/maintenance`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MaintenanceReq {
     pool: String,
     /// Optional: the node is searched in every shard of the pool when absent.
@@ -413,6 +414,7 @@ pub async fn maintenance(State(st): St, body: Bytes) -> Result<Response, ApiErro
 
 /// Body of `POST /api/shards/switchover`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SwitchoverReq {
     pool: String,
     shard: String,
@@ -505,6 +507,7 @@ pub struct ReloadQuery {
 
 /// Body of `POST /api/reload`: empty, or `{"force": true}`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReloadReq {
     /// Apply even when keys would move to other shards.
     #[serde(default)]

@@ -125,6 +125,8 @@ async fn reload_inner(
     let bound = control.bind_new(&new).map_err(|e| format!("{e:#}"))?;
     shared.pools.store(Arc::new(new.clone()));
     shared.generation.fetch_add(1, Ordering::Release);
+    // Sessions that wait for nothing but messages see the new users and pools now.
+    crate::observe::clients::reloaded();
     control.sync(shared, &new, bound);
     crate::control::rights::check_new(&old, &new);
     let mut msg = format!("applied {} pool(s); {}", new.len(), changes(&old, &new));

@@ -36,27 +36,70 @@ fn field(info: &Val, name: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// Why a command to a data node gave no usable reply.
+#[derive(Debug)]
+enum Failed {
+    /// The server answered with an error (`BUSY`, `LOADING`, ...): asking again at once
+    /// gets the same.
+    Refused(String),
+    /// No reply: connecting, the handshake or the exchange failed.
+    Io(String),
+}
+
+impl From<Failed> for String {
+    fn from(f: Failed) -> String {
+        match f {
+            Failed::Refused(e) | Failed::Io(e) => e,
+        }
+    }
+}
+
 /// One command on a new connection to a data node, after the pool's handshake.
 async fn call(hs: &Handshake, addr: &ServerAddr, cmd: &[&[u8]]) -> Result<Val, String> {
+    Ok(ask(hs, addr, cmd).await?)
+}
+
+/// [`call`], telling a server's error reply from no reply.
+async fn ask(hs: &Handshake, addr: &ServerAddr, cmd: &[&[u8]]) -> Result<Val, Failed> {
     let mut c = Link::open(addr, hs, Duration::from_secs(1))
         .await
-        .map_err(|e| format!("{addr}: {e}"))?;
+        .map_err(|e| Failed::Io(format!("{addr}: {e}")))?;
     let mut r = c
         .call(&[cmd], Duration::from_secs(2))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::Io(e.to_string()))?;
     match r.pop() {
-        Some(Val::Err(e)) => Err(e),
+        Some(Val::Err(e)) => Err(Failed::Refused(e)),
         Some(v) => Ok(v),
-        None => Err("no reply".into()),
+        None => Err(Failed::Io("no reply".into())),
     }
 }
 
 async fn offset(hs: &Handshake, addr: &ServerAddr, key: &str) -> Result<u64, String> {
-    let info = call(hs, addr, &[b"INFO", b"replication"]).await?;
+    Ok(offset_of(hs, addr, key).await?)
+}
+
+/// The replication offset `key` of INFO replication at `addr`.
+async fn offset_of(hs: &Handshake, addr: &ServerAddr, key: &str) -> Result<u64, Failed> {
+    let info = ask(hs, addr, &[b"INFO", b"replication"]).await?;
     field(&info, key)
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("no {key} in INFO replication"))
+        .ok_or_else(|| Failed::Refused(format!("no {key} in INFO replication")))
+}
+
+/// Before any write is held: every replica to wait for must report its offset. One that
+/// answers with an error (a script running: `BUSY`; `LOADING`) could neither catch up nor
+/// be promoted while the writes wait, so the switchover stops here.
+async fn ready(hs: &Handshake, replicas: &[Arc<NodeRt>]) -> Result<(), String> {
+    for r in replicas {
+        if let Err(Failed::Refused(e)) = offset_of(hs, &r.addr, "slave_repl_offset").await {
+            return Err(format!(
+                "{} cannot be promoted now: it answers {e}; no write was held",
+                r.label
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn role(hs: &Handshake, addr: &ServerAddr) -> Option<String> {
@@ -156,6 +199,7 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
         let (old, new) = pick(&view, target.as_deref())?;
         let (host, port) =
             host_port(&new.addr).ok_or("unix-socket nodes cannot be promoted by address")?;
+        ready(&pool.handshake, std::slice::from_ref(&new)).await?;
         rt.hold_writes(true);
         rt.set_switch_state(format!(
             "holding writes; waiting for {} to catch up with {}",
@@ -212,7 +256,14 @@ async fn catch_up(hs: &Handshake, old: &NodeRt, replicas: &[Arc<NodeRt>]) -> Res
         let now = offset(hs, &old.addr, "master_repl_offset").await?;
         let mut behind = None;
         for r in replicas {
-            let caught = offset(hs, &r.addr, "slave_repl_offset").await.unwrap_or(0);
+            let caught = match offset_of(hs, &r.addr, "slave_repl_offset").await {
+                Ok(o) => o,
+                // Held writes would wait out the whole step for nothing.
+                Err(Failed::Refused(e)) => {
+                    return Err(format!("{} stopped answering its offset: {e}", r.label))
+                }
+                Err(Failed::Io(_)) => 0,
+            };
             if caught < now {
                 behind = Some((r, caught));
                 break;
@@ -421,6 +472,7 @@ async fn prepare_sentinel(
         }
         let (c, wait) = sentinel_pick(view, &replicas, target)?;
         chosen = c;
+        ready(&pool.handshake, &wait).await?;
         rt.hold_writes(true);
         rt.set_switch_state(format!(
             "holding writes; waiting for {} to catch up with {}",

@@ -6,7 +6,8 @@
 //! session only stores into its own entry (plain relaxed stores, no locked instruction, no
 //! cache line shared with other sessions): the time of its last request batch and its last
 //! command. A kill reaches a session on any worker through its entry: a flag and a wake-up
-//! the session waits on.
+//! the session waits on; so does a reload ([`reloaded`]), which even an idle session must
+//! see (a subscriber or a MONITOR whose user lost its rights).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -56,6 +57,11 @@ pub struct Entry {
     killed: AtomicBool,
     /// Wakes the session after `killed` is set.
     kill: Notify,
+    /// Set by [`reloaded`]; the session takes it (and applies the new configuration) at its
+    /// next turn.
+    reload: AtomicBool,
+    /// Wakes the session after `reload` is set.
+    reload_wake: Notify,
     /// While the session is blocked in a command on dedicated server connections: each one's
     /// node (its id) and the server's own id for the connection (`CLIENT ID` there), for
     /// `CLIENT UNBLOCK`.
@@ -131,6 +137,8 @@ pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool)
         user: Mutex::new(None),
         killed: AtomicBool::new(false),
         kill: Notify::new(),
+        reload: AtomicBool::new(false),
+        reload_wake: Notify::new(),
         blocked_on: Mutex::new(Vec::new()),
     });
     if let Ok(mut m) = registry().clients.lock() {
@@ -154,6 +162,11 @@ impl Entry {
     pub fn set_command(&self, top: usize, sub: Option<usize>) {
         let v = ((top.min(0xffff) as u32) << 16) | sub.map_or(0, |s| (s.min(0xfffe) + 1) as u32);
         self.cmd.store(v, Ordering::Relaxed);
+    }
+
+    /// The session's `FLAG_*` bits now.
+    pub fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Relaxed)
     }
 
     /// Set or clear one of the `FLAG_*` bits.
@@ -236,6 +249,19 @@ impl Entry {
         }
     }
 
+    /// Whether a reload happened since the last call (and forget it).
+    pub fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves once a reload marked the session (at once if one did since the last
+    /// [`Entry::take_reload`]).
+    pub async fn reload_marked(&self) {
+        if !self.reload.load(Ordering::Acquire) {
+            self.reload_wake.notified().await;
+        }
+    }
+
     /// Seconds since the session started.
     pub fn age(&self) -> u64 {
         self.created.elapsed().as_secs()
@@ -282,6 +308,17 @@ pub fn all() -> Vec<Arc<Entry>> {
         .lock()
         .map(|m| m.values().cloned().collect())
         .unwrap_or_default()
+}
+
+/// A reload published new pools: mark every live session and wake it, so that one
+/// waiting for nothing but messages (subscribed, MONITOR, blocked) applies the new
+/// configuration at once instead of at its next request. One lock of the registry per
+/// reload.
+pub fn reloaded() {
+    for e in all() {
+        e.reload.store(true, Ordering::Release);
+        e.reload_wake.notify_one();
+    }
 }
 
 /// The session with id `id`, if it is live.

@@ -1,6 +1,8 @@
-//! `MONITOR`: every command passing through rampart, as one line per command to each client
-//! that asked, in Redis' format with the pool where Redis writes the database:
-//! `+<unix seconds>.<micros> [<pool> <client address>] "cmd" "arg" ...`.
+//! `MONITOR`: every command passing through the monitor's own pool, as one line per command
+//! to each client that asked, in Redis' format with the pool where Redis writes the database:
+//! `+<unix seconds>.<micros> [<pool> <client address>] "cmd" "arg" ...`. A pool's users and
+//! rules bind only its own clients, so a monitor never sees another pool's commands (as
+//! CLIENT LIST, KILL and PAUSE act on the caller's pool).
 //!
 //! The data path pays one relaxed atomic load per command while no monitor exists
 //! ([`active`]). With monitors, each command is formatted once and offered to every monitor's
@@ -23,6 +25,8 @@ pub const MAX_BYTES: usize = 8 << 20;
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
 struct Sink {
+    /// The pool whose commands the monitor sees.
+    pool: Arc<str>,
     tx: mpsc::Sender<Bytes>,
     bytes: Arc<AtomicUsize>,
 }
@@ -48,12 +52,14 @@ impl Monitor {
     }
 }
 
-/// Start a monitor; it receives every command [`feed`] sees from now on.
-pub fn subscribe() -> Monitor {
+/// Start a monitor of pool `pool`; it receives every command [`feed`] sees there from now
+/// on.
+pub fn subscribe(pool: &str) -> Monitor {
     let (tx, rx) = mpsc::channel(MAX_LINES);
     let bytes = Arc::new(AtomicUsize::new(0));
     if let Ok(mut s) = sinks().lock() {
         s.push(Sink {
+            pool: Arc::from(pool),
             tx,
             bytes: Arc::clone(&bytes),
         });
@@ -68,9 +74,14 @@ pub fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed) != 0
 }
 
-/// Offer one command (`argv`, received from `client` on pool `pool`) to every monitor.
-/// Credentials show as `(redacted)`, as Redis shows them ([`redacted`]).
+/// Offer one command (`argv`, received from `client` on pool `pool`) to every monitor of
+/// that pool. Credentials show as `(redacted)`, as Redis shows them ([`redacted`]).
 pub fn feed(pool: &str, client: &str, argv: &[&[u8]]) {
+    // Monitors of other pools cost their pools' commands a look, not a line.
+    match sinks().lock() {
+        Ok(s) if s.iter().any(|sink| &*sink.pool == pool) => {}
+        _ => return,
+    }
     let line = Bytes::from(format_line(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -81,6 +92,9 @@ pub fn feed(pool: &str, client: &str, argv: &[&[u8]]) {
     ));
     let Ok(mut s) = sinks().lock() else { return };
     s.retain(|sink| {
+        if &*sink.pool != pool {
+            return true;
+        }
         // Counted before it is sent: the monitor's session, on another thread, may take the
         // line and subtract it at once, and a count taken below zero wraps (the sum below
         // would then overflow, a panic in a debug build, with this lock held).

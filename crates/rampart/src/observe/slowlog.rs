@@ -1,6 +1,8 @@
 //! SLOWLOG through the proxy: requests slower than a threshold, measured from the read that
 //! brought them to the moment their reply was ready, with the node that served them. A
-//! bounded, process-wide list (only slow requests touch it).
+//! bounded, process-wide list (only slow requests touch it); each entry names its pool, and
+//! `SLOWLOG` shows, counts and resets the caller's pool's entries only (they hold the
+//! arguments of its commands, which another pool's clients must not read).
 //!
 //! Entries are shaped as Redis writes them: at most [`MAX_ARGS`] arguments (the last one
 //! saying `... (N more arguments)` when there were more), each cut at [`MAX_ARG_BYTES`] bytes
@@ -35,6 +37,8 @@ static LOG: Mutex<VecDeque<Entry>> = Mutex::new(VecDeque::new());
 pub struct Entry {
     /// Increasing id.
     pub id: u64,
+    /// The pool the request came to.
+    pub pool: String,
     /// Unix time (s) when it completed.
     pub at: u64,
     /// How long it took, µs.
@@ -124,8 +128,9 @@ pub fn skip(buf: &mut std::collections::VecDeque<u8>, len: u32) {
     buf.drain(..(len as usize).min(buf.len()));
 }
 
-/// Add an entry (the oldest goes when the list is full).
+/// Add an entry of pool `pool` (the oldest goes when the list is full).
 pub fn record(
+    pool: &str,
     us: u64,
     args: Vec<Vec<u8>>,
     (client_addr, client_name): (String, String),
@@ -134,6 +139,7 @@ pub fn record(
     let max = MAX_LEN.load(Ordering::Relaxed);
     let e = Entry {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        pool: pool.to_string(),
         at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -150,19 +156,23 @@ pub fn record(
     }
 }
 
-/// Answer `SLOWLOG GET [n]`, `SLOWLOG LEN`, `SLOWLOG RESET` (and HELP) like Redis; each GET
-/// entry carries a seventh field, the node that served the request.
-pub fn command(argv: &[&[u8]], out: &mut BytesMut) {
+/// Answer `SLOWLOG GET [n]`, `SLOWLOG LEN`, `SLOWLOG RESET` (and HELP) like Redis, about
+/// the entries of pool `pool`; each GET entry carries a seventh field, the node that served
+/// the request.
+pub fn command(pool: &str, argv: &[&[u8]], out: &mut BytesMut) {
     let sub = argv
         .get(1)
         .map(|s| s.to_ascii_lowercase())
         .unwrap_or_default();
-    let log = LOG.lock().map(|l| l.clone()).unwrap_or_default();
+    let log: Vec<Entry> = LOG
+        .lock()
+        .map(|l| l.iter().filter(|e| e.pool == pool).cloned().collect())
+        .unwrap_or_default();
     match (&sub[..], argv.len()) {
         (b"len", 2) => encode::integer(out, log.len() as i64),
         (b"reset", 2) => {
             if let Ok(mut l) = LOG.lock() {
-                l.clear();
+                l.retain(|e| e.pool != pool);
             }
             encode::simple(out, b"OK");
         }
@@ -230,6 +240,7 @@ mod tests {
         configure(0, 3);
         for i in 0..5u64 {
             record(
+                "p",
                 i,
                 vec![b"GET".to_vec(), format!("k{i}").into_bytes()],
                 (String::new(), String::new()),
@@ -237,10 +248,13 @@ mod tests {
             );
         }
         let mut out = BytesMut::new();
-        command(&[b"SLOWLOG", b"LEN"], &mut out);
+        command("p", &[b"SLOWLOG", b"LEN"], &mut out);
         assert_eq!(&out[..], b":3\r\n");
         out.clear();
-        command(&[b"SLOWLOG", b"GET", b"1"], &mut out);
+        command("other", &[b"SLOWLOG", b"LEN"], &mut out);
+        assert_eq!(&out[..], b":0\r\n");
+        out.clear();
+        command("p", &[b"SLOWLOG", b"GET", b"1"], &mut out);
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("k4") && !text.contains("k3"), "{text}");
         assert!(is_slow(0));

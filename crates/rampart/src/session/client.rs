@@ -114,6 +114,8 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
     // Created once for the same reason: waiting registers with the entry's wake-up.
     let kill = killed(entry.as_deref());
     tokio::pin!(kill);
+    // Made again only after it fires (once per reload).
+    let mut reload = Box::pin(reload_marked(entry.as_deref()));
     let mut monitor: Option<crate::observe::monitor::Monitor> = None;
     // Set by a read whose own replies are partly held for the rest (see `hold` below): the
     // number of requests then on their way to a server.
@@ -122,6 +124,11 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
         // Also checked here: a busy session may not reach the wake-up branch below.
         if entry.as_ref().is_some_and(|e| e.is_killed()) {
             return End::Eof;
+        }
+        // A reload applies before anything else leaves, so a subscriber or a MONITOR that
+        // lost its rights hears nothing more.
+        if entry.as_ref().is_some_and(|e| e.take_reload()) {
+            ctx.follow_reload();
         }
         if monitor.is_none() {
             monitor = ctx.client.monitor.take();
@@ -251,6 +258,7 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
                 ctx.blocked.leave("rampart is shutting down");
             }
             _ = &mut kill => return End::Eof,
+            _ = &mut reload => reload = Box::pin(reload_marked(entry.as_deref())),
             _ = pause_over(ctx.pool.rt.index, held), if held.is_some() => {
                 ctx.client.held = None;
             }
@@ -293,6 +301,14 @@ async fn until(at: Option<std::time::Instant>) {
 async fn killed(entry: Option<&crate::observe::clients::Entry>) {
     match entry {
         Some(e) => e.killed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when a reload marked the session; never without a registry entry.
+async fn reload_marked(entry: Option<&crate::observe::clients::Entry>) {
+    match entry {
+        Some(e) => e.reload_marked().await,
         None => std::future::pending().await,
     }
 }
@@ -393,7 +409,13 @@ fn slow(ctx: &Session, t: &crate::session::dispatch::Timed, us: u64, args: Vec<V
         .as_ref()
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .unwrap_or_default();
-    crate::observe::slowlog::record(us, args, (ctx.client.addr.clone(), name), node);
+    crate::observe::slowlog::record(
+        &ctx.pool.rt.conf.name,
+        us,
+        args,
+        (ctx.client.addr.clone(), name),
+        node,
+    );
 }
 
 /// The client's address as Redis shows it: `ip:port`, or for a unix socket the listener's

@@ -186,7 +186,7 @@ pub fn monitor(ctx: &mut Local<'_>, out: &mut BytesMut) {
         return;
     }
     ctx.client.monitoring = true;
-    ctx.client.monitor = Some(crate::observe::monitor::subscribe());
+    ctx.client.monitor = Some(crate::observe::monitor::subscribe(&ctx.pool.conf.name));
     if let Some(e) = &ctx.client.entry {
         e.set_flag(FLAG_MONITOR, true);
     }
@@ -241,17 +241,48 @@ fn parse_i64(v: &[u8]) -> Option<i64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
+/// A client's type as `CLIENT LIST TYPE` and `CLIENT KILL TYPE` name it: a session that
+/// holds subscriptions is `pubsub`, any other `normal` (a MONITOR too, as in Redis); rampart's
+/// clients are never `master` or `replica`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClientType {
+    Normal,
+    PubSub,
+    Replication,
+}
+
+impl ClientType {
+    /// Redis' type names; `None` for an unknown one.
+    fn parse(v: &[u8]) -> Option<ClientType> {
+        match &v.to_ascii_lowercase()[..] {
+            b"normal" => Some(ClientType::Normal),
+            b"pubsub" => Some(ClientType::PubSub),
+            b"master" | b"replica" | b"slave" => Some(ClientType::Replication),
+            _ => None,
+        }
+    }
+
+    /// Whether the session with `FLAG_*` bits `flags` is of this type.
+    fn matches(self, flags: u8) -> bool {
+        let pubsub = flags & clients::FLAG_PUBSUB != 0;
+        match self {
+            ClientType::Normal => !pubsub,
+            ClientType::PubSub => pubsub,
+            ClientType::Replication => false,
+        }
+    }
+}
+
 /// `CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...]`: the sessions of the
 /// caller's pool.
 fn list(ctx: &Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     let mut ids: Option<Vec<u64>> = None;
-    let mut normal = true;
+    let mut kind = None;
     match argv.get(2).map(|a| a.to_ascii_lowercase()).as_deref() {
         None => {}
-        Some(b"type") if argv.len() == 4 => match &argv[3].to_ascii_lowercase()[..] {
-            b"normal" => {}
-            b"master" | b"replica" | b"slave" | b"pubsub" => normal = false,
-            _ => {
+        Some(b"type") if argv.len() == 4 => match ClientType::parse(argv[3]) {
+            Some(t) => kind = Some(t),
+            None => {
                 return encode::error(
                     out,
                     &format!("ERR Unknown client type '{}'", sanitize(argv[3], 64)),
@@ -271,16 +302,18 @@ fn list(ctx: &Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
         Some(_) => return encode::error(out, "ERR syntax error"),
     }
     let mut t = String::new();
-    if normal {
-        for e in clients::all() {
-            if e.pool != ctx.pool.conf.name {
-                continue;
-            }
-            if ids.as_ref().is_some_and(|ids| !ids.contains(&e.id)) {
-                continue;
-            }
-            write_line(&mut t, &e.seen());
+    for e in clients::all() {
+        if e.pool != ctx.pool.conf.name {
+            continue;
         }
+        if ids.as_ref().is_some_and(|ids| !ids.contains(&e.id)) {
+            continue;
+        }
+        let seen = e.seen();
+        if kind.is_some_and(|k| !k.matches(seen.flags)) {
+            continue;
+        }
+        write_line(&mut t, &seen);
     }
     encode::bulk(out, t.as_bytes());
 }
@@ -294,8 +327,8 @@ struct Filter {
     max_age: Option<u64>,
     /// `USER`: the user the client is at the proxy.
     user: Option<Vec<u8>>,
-    /// A `TYPE` other than `normal`, or a user that does not match: nothing is killed.
-    none: bool,
+    /// `TYPE`.
+    kind: Option<ClientType>,
     skip_me: bool,
 }
 
@@ -330,10 +363,9 @@ fn kill(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
                 Some(id) if id > 0 => f.id = Some(id as u64),
                 _ => return encode::error(out, "ERR client-id should be greater than 0"),
             },
-            b"type" => match &v.to_ascii_lowercase()[..] {
-                b"normal" => {}
-                b"master" | b"replica" | b"slave" | b"pubsub" => f.none = true,
-                _ => {
+            b"type" => match ClientType::parse(v) {
+                Some(t) => f.kind = Some(t),
+                None => {
                     return encode::error(
                         out,
                         &format!("ERR Unknown client type '{}'", sanitize(v, 64)),
@@ -361,9 +393,6 @@ fn kill(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
             _ => return encode::error(out, "ERR syntax error"),
         }
     }
-    if f.none {
-        return encode::integer(out, 0);
-    }
     encode::integer(out, kill_matching(ctx, &f) as i64);
 }
 
@@ -379,6 +408,7 @@ fn kill_matching(ctx: &mut Local<'_>, f: &Filter) -> usize {
             || f.laddr.as_deref().is_some_and(|a| a != e.laddr.as_bytes())
             || f.max_age.is_some_and(|age| e.age() <= age)
             || f.user.as_deref().is_some_and(|u| u != e.user().as_bytes())
+            || f.kind.is_some_and(|k| !k.matches(e.flags()))
             || (f.skip_me && e.id == me)
         {
             continue;

@@ -176,6 +176,17 @@ impl Session {
 
     /// Start of a batch of requests read together: they share one deadline.
     pub fn begin_batch(&mut self) {
+        self.follow_reload();
+        self.now = Instant::now();
+        self.deadline = self.now + self.pool.rt.timeout();
+        if let Some(e) = &self.client.entry {
+            e.touch(self.now.into_std());
+        }
+    }
+
+    /// Adopt the pools of a reload the session has not seen yet (the worker's view first),
+    /// and the client's user with its new rules (see `follow_users`).
+    pub fn follow_reload(&mut self) {
         if self.worker.is_stale() {
             self.worker.refresh();
         }
@@ -187,19 +198,23 @@ impl Session {
                     self.follow_users();
                 }
                 // The pool left the configuration: finish what is in flight, then close.
-                None => self.client.closing = true,
+                None => self.close_now("its pool was removed from the configuration"),
             }
         }
-        self.now = Instant::now();
-        self.deadline = self.now + self.pool.rt.timeout();
-        if let Some(e) = &self.client.entry {
-            e.touch(self.now.into_std());
-        }
+    }
+
+    /// Close the session once its replies are out, hearing no more messages and ending a
+    /// blocked command with `why` as its error.
+    fn close_now(&mut self, why: &'static str) {
+        self.client.closing = true;
+        self.leave_pubsub();
+        self.blocked.leave(why);
     }
 
     /// After a reload: the client's user takes its new rules; a client whose user was
     /// removed, or that is nobody in a pool that now has users, is closed (as Redis closes
-    /// the clients of a deleted user).
+    /// the clients of a deleted user), and so is a subscriber whose user may no longer use
+    /// one of its channels or patterns (as Redis 7.0 closes it).
     fn follow_users(&mut self) {
         let users = &self.pool.rt.conf.users;
         if users.is_empty() {
@@ -213,10 +228,19 @@ impl Session {
             .map_or("default", |u| u.name.as_str());
         match users.iter().find(|u| u.name == name) {
             Some(u) if self.client.authed => {
-                self.client.user = Some(std::sync::Arc::clone(u));
+                let u = std::sync::Arc::clone(u);
+                if !self.subs.allowed_by(&u.rules) {
+                    tracing::info!(
+                        client = self.client.id,
+                        user = %u.name,
+                        "closing client: its user may no longer use one of its channels or patterns"
+                    );
+                    self.close_now("its user may no longer use one of its channels");
+                }
                 if let Some(e) = &self.client.entry {
                     e.set_user(Some(u.name.clone()));
                 }
+                self.client.user = Some(u);
             }
             Some(_) => {}
             None if !self.client.authed => {}
@@ -226,7 +250,7 @@ impl Session {
                     user = name,
                     "closing client: its user is no longer in the configuration"
                 );
-                self.client.closing = true;
+                self.close_now("its user was removed from the configuration");
             }
         }
     }
@@ -415,11 +439,25 @@ impl Session {
                     let e = crate::session::acl::noperm(cmd, d);
                     return self.refuse(Some(cmd), &e);
                 }
+                // SORT's BY and GET patterns read keys no key spec names.
+                if matches!(cmd.name, "sort" | "sort_ro") {
+                    if let Some(e) = u.rules.sort_refusal(argv) {
+                        return self.refuse(Some(cmd), e);
+                    }
+                }
             }
         }
         // RESP2 subscribed mode: only the (un)subscribe commands, PING, QUIT and RESET.
         if let Some(e) = pubsub::refusal(&self.subs, self.client.resp3, cmd) {
             return self.refuse(Some(cmd), &e);
+        }
+        // Clients see one database, the pool's redis_db (SELECT, MOVE and SWAPDB are refused);
+        // COPY's DB option would write into another.
+        if cmd.name == "copy" && argv.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"db")) {
+            return self.refuse(
+                Some(cmd),
+                "ERR 'copy' with DB is not supported by rampart: only database 0 is available through the proxy",
+            );
         }
         if crate::observe::monitor::active()
             && !cmd.flags.contains(Flags::ADMIN)
@@ -454,7 +492,7 @@ impl Session {
         }
         if cmd.name.starts_with("slowlog") {
             let mut out = BytesMut::new();
-            crate::observe::slowlog::command(argv, &mut out);
+            crate::observe::slowlog::command(&self.pool.rt.conf.name, argv, &mut out);
             return self.reply_raw(&out);
         }
         if cmd.route == Route::PubSub {

@@ -76,6 +76,17 @@ impl Subscriptions {
         }
     }
 
+    /// Whether `rules` allow every channel, shard channel and pattern held, as Redis 7.0
+    /// checks a subscriber's when its user's rules change (a pattern must be one of the
+    /// user's channel patterns, literally).
+    pub fn allowed_by(&self, rules: &rampart_commands::acl::Rules) -> bool {
+        self.channels
+            .iter()
+            .chain(&self.shard)
+            .all(|c| rules.channel_allowed(c, false))
+            && self.patterns.iter().all(|p| rules.channel_allowed(p, true))
+    }
+
     /// The count Redis puts in a reply about `kind`.
     fn count(&self, kind: Kind) -> usize {
         match kind {

@@ -275,6 +275,12 @@ impl Lease {
         &self.node
     }
 
+    /// The pool (in the generation the lease was taken in) whose handshake opens its
+    /// connection.
+    pub fn pool(&self) -> &Arc<PoolRt> {
+        &self.pool
+    }
+
     /// The server's id for the connection (`CLIENT ID` on it), once connected, if the
     /// server told it.
     pub fn server_id(&self) -> Option<u64> {

@@ -663,6 +663,11 @@ async fn serve(
                         if link.is_stuck(rt.timeout()) {
                             return Stop::Lost("no confirmation from the server within the pool timeout".into());
                         }
+                        // A reload changed how server connections are opened (AUTH, SELECT,
+                        // TLS): request connections were replaced, and so is this one.
+                        if !Arc::ptr_eq(&rt, lease.pool()) && !rt.same_connections(lease.pool()) {
+                            return Stop::Lost("a reload changed the pool's server connection settings".into());
+                        }
                     }
                     _ => return Stop::Lost("its node no longer serves the shard".into()),
                 }
