@@ -70,12 +70,19 @@ pub fn first_shards(map: &ClusterMap) -> (Vec<Shard>, SlotTable, Vec<Vec<String>
 /// Read the first map from the seeds of `conf` (at start, before the pool is built): every
 /// seed is asked, then every node their answers name, and the map is taken as for a
 /// refresh: agreed by two nodes or more (or the only node asked), or else answered alike by
-/// every node that answered.
+/// every node that answered. The seeds are reached as the pool's connections reach its nodes:
+/// over TLS when the pool has `backend_tls` (failed handshakes counted in statistics slot
+/// `stats_slot`).
 ///
 /// # Errors
-/// No node answered, the answers disagree, or the map names no primary serving slots.
-pub async fn discover(conf: &Pool) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec<Vec<String>>)> {
-    let handshake = Handshake::data(conf);
+/// A `backend_tls` file cannot be read, no node answered, the answers disagree, or the map
+/// names no primary serving slots.
+pub async fn discover(
+    conf: &Pool,
+    stats_slot: usize,
+) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec<Vec<String>>)> {
+    let tls = crate::tls::PoolTls::load(conf)?;
+    let handshake = Handshake::data(conf).with_tls(tls.client, stats_slot);
     let limit = conf.timeout;
     let mut addrs: Vec<ServerAddr> = conf
         .cluster
