@@ -1508,3 +1508,27 @@ fn ha_calls(env: &Env, i: usize, cmd: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn a_seed_that_is_not_a_cluster_node_stops_the_start_with_its_reason() {
+    // A standalone server: it answers, but not as a cluster node.
+    let solo = testkit::RedisServer::start();
+    let port = free_port();
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{}]\n  timeout: 1000\n",
+        solo.addr()
+    );
+    let mut proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yaml)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--no-admin"])
+        .start();
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("rampart stops");
+    assert!(!status.success());
+    let err = proxy.stderr();
+    assert!(
+        err.contains(&solo.addr()) && err.contains("cluster support disabled"),
+        "{err}"
+    );
+}

@@ -23,7 +23,7 @@ use std::time::Duration;
 use rampart_config::{Node, Pool, ServerAddr, Shard};
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::cluster_map::{agreed, ask_all, ClusterMap, MapNode};
+use crate::ha::cluster_map::{agreed, ask_all, ask_all_why, ClusterMap, MapNode};
 use crate::handshake::Handshake;
 use crate::topology::cluster::SlotTable;
 use crate::topology::node::NodeRt;
@@ -92,11 +92,12 @@ pub async fn discover(
             port: s.port,
         })
         .collect();
-    let mut maps = ask_all(&addrs, &handshake, limit).await;
+    let (mut maps, why) = ask_all_why(&addrs, &handshake, limit).await;
     if maps.is_empty() {
         anyhow::bail!(
-            "pool '{}': no cluster seed answered CLUSTER NODES within {limit:?}",
-            conf.name
+            "pool '{}': no cluster seed answered CLUSTER NODES within {limit:?} ({})",
+            conf.name,
+            why.join("; ")
         );
     }
     let mut more: Vec<ServerAddr> = Vec::new();

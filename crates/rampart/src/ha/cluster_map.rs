@@ -190,26 +190,36 @@ pub(crate) async fn ask_all(
     handshake: &Handshake,
     limit: Duration,
 ) -> Vec<ClusterMap> {
+    ask_all_why(addrs, handshake, limit).await.0
+}
+
+/// Ask every address at once; the maps that came back, and why each other address gave
+/// none (`"<address>: <reason>"`, one per address, in no particular order).
+pub(crate) async fn ask_all_why(
+    addrs: &[ServerAddr],
+    handshake: &Handshake,
+    limit: Duration,
+) -> (Vec<ClusterMap>, Vec<String>) {
     let mut set = tokio::task::JoinSet::new();
     for a in addrs {
         let (a, h) = (a.clone(), handshake.clone());
         set.spawn(async move {
-            match ask(&a, &h, limit).await {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::debug!(node = %a, "cluster map not read: {e}");
-                    None
-                }
+            let r = ask(&a, &h, limit).await;
+            if let Err(e) = &r {
+                tracing::debug!(node = %a, "cluster map not read: {e}");
             }
+            r.map_err(|e| format!("{a}: {e}"))
         });
     }
-    let mut maps = Vec::new();
+    let (mut maps, mut why) = (Vec::new(), Vec::new());
     while let Some(r) = set.join_next().await {
-        if let Ok(Some(m)) = r {
-            maps.push(m);
+        match r {
+            Ok(Ok(m)) => maps.push(m),
+            Ok(Err(e)) => why.push(e),
+            Err(e) => why.push(format!("the ask did not finish: {e}")),
         }
     }
-    maps
+    (maps, why)
 }
 
 /// The map most answers agree on: the largest group of answers with the same slot
