@@ -33,15 +33,18 @@ pub enum PoolKind {
     Replicated,
     /// `sentinels:`: replica sets named by Sentinel.
     Sentinel,
+    /// `cluster:`: the replica sets of a Redis Cluster's slot map.
+    Cluster,
 }
 
 impl PoolKind {
-    /// `twemproxy`, `replicated` or `sentinel`.
+    /// `twemproxy`, `replicated`, `sentinel` or `cluster`.
     pub fn name(self) -> &'static str {
         match self {
             PoolKind::Twemproxy => "twemproxy",
             PoolKind::Replicated => "replicated",
             PoolKind::Sentinel => "sentinel",
+            PoolKind::Cluster => "cluster",
         }
     }
 }
@@ -256,6 +259,8 @@ fn role_name(r: Role) -> &'static str {
 fn kind(p: &PoolRt) -> PoolKind {
     if p.conf.is_sentinel() {
         PoolKind::Sentinel
+    } else if p.conf.is_cluster() {
+        PoolKind::Cluster
     } else if p.checked {
         PoolKind::Replicated
     } else {
