@@ -184,6 +184,12 @@ pub(crate) async fn ask(
     }
 }
 
+/// After the first answer (a map or an error), how long the others are waited for at least;
+/// longer when the first took longer (as long again). A node that has not answered by then
+/// (frozen, or behind a black hole) is left out of this round, so that it cannot delay a
+/// map the others agree on (a failover's) by the whole ask deadline.
+const ANSWER_GRACE: Duration = Duration::from_millis(100);
+
 /// Ask every address at once; the maps that came back.
 pub(crate) async fn ask_all(
     addrs: &[ServerAddr],
@@ -193,13 +199,16 @@ pub(crate) async fn ask_all(
     ask_all_why(addrs, handshake, limit).await.0
 }
 
-/// Ask every address at once; the maps that came back, and why each other address gave
-/// none (`"<address>: <reason>"`, one per address, in no particular order).
+/// Ask every address at once, each within `limit`; the maps that came back, and why each
+/// other address gave none (`"<address>: <reason>"`, in no particular order). Once one
+/// address answered, the rest are waited for [`ANSWER_GRACE`] or as long again as that first
+/// answer took, whichever is longer (within `limit`).
 pub(crate) async fn ask_all_why(
     addrs: &[ServerAddr],
     handshake: &Handshake,
     limit: Duration,
 ) -> (Vec<ClusterMap>, Vec<String>) {
+    let started = tokio::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for a in addrs {
         let (a, h) = (a.clone(), handshake.clone());
@@ -208,16 +217,43 @@ pub(crate) async fn ask_all_why(
             if let Err(e) = &r {
                 tracing::debug!(node = %a, "cluster map not read: {e}");
             }
-            r.map_err(|e| format!("{a}: {e}"))
+            (a, r)
         });
     }
     let (mut maps, mut why) = (Vec::new(), Vec::new());
-    while let Some(r) = set.join_next().await {
+    let mut answered: Vec<ServerAddr> = Vec::new();
+    let mut cutoff: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match cutoff {
+            Some(c) => match tokio::time::timeout_at(c, set.join_next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+            None => set.join_next().await,
+        };
+        let Some(r) = next else { break };
+        if cutoff.is_none() {
+            let now = tokio::time::Instant::now();
+            cutoff = Some(now + (now - started).max(ANSWER_GRACE));
+        }
         match r {
-            Ok(Ok(m)) => maps.push(m),
-            Ok(Err(e)) => why.push(e),
+            Ok((a, Ok(m))) => {
+                answered.push(a);
+                maps.push(m);
+            }
+            Ok((a, Err(e))) => {
+                why.push(format!("{a}: {e}"));
+                answered.push(a);
+            }
             Err(e) => why.push(format!("the ask did not finish: {e}")),
         }
+    }
+    // Dropping the set stops the asks still running.
+    for a in addrs.iter().filter(|a| !answered.contains(a)) {
+        why.push(format!(
+            "{a}: no answer within {:?}, when the others had answered",
+            cutoff.map_or(Duration::ZERO, |c| c - started)
+        ));
     }
     (maps, why)
 }
