@@ -103,14 +103,25 @@ impl ClusterMap {
     }
 }
 
+/// Most nodes a map may list: Redis Cluster is designed for up to 1,000 nodes. Each node of
+/// a map is asked for its own map and may get health checks and connections, so one answer
+/// that lists more (a broken or hostile node) is refused instead of followed.
+pub const MAX_NODES: usize = 1000;
+
 /// Parse a `CLUSTER NODES` reply given by the node at `asked` (whose host stands for an empty
 /// one: a node that does not know its own address yet shows `:port`).
 ///
 /// # Errors
-/// A line that does not have the documented fields, or a slot out of range.
+/// A line that does not have the documented fields, a slot out of range, or more than
+/// [`MAX_NODES`] lines.
 pub fn parse_nodes(text: &str, asked: &ServerAddr) -> Result<ClusterMap, String> {
     let mut nodes = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if nodes.len() == MAX_NODES {
+            return Err(format!(
+                "CLUSTER NODES listed more than {MAX_NODES} nodes, more than a Redis Cluster has"
+            ));
+        }
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 8 {
             return Err(format!("a CLUSTER NODES line with {} fields", f.len()));
@@ -314,6 +325,25 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001,node-1 myself,master - 0 0
         forgotten.nodes.retain(|n| !n.id.starts_with("07c3"));
         let maps = vec![moved.clone(), forgotten.clone(), forgotten.clone()];
         assert_eq!(agreed(&maps, 3), Some(&forgotten));
+    }
+
+    #[test]
+    fn an_answer_listing_more_nodes_than_a_cluster_has_is_refused() {
+        let line = |i: usize| {
+            format!(
+                "{i:040x} 10.1.{}.{}:6379@16379 master - 0 0 1 connected\n",
+                i / 250,
+                i % 250
+            )
+        };
+        let most: String = (0..MAX_NODES).map(line).collect();
+        assert_eq!(
+            parse_nodes(&most, &at(1)).map(|m| m.nodes.len()),
+            Ok(MAX_NODES)
+        );
+        let over: String = (0..MAX_NODES + 1).map(line).collect();
+        let err = parse_nodes(&over, &at(1)).expect_err("refused");
+        assert!(err.contains("more than 1000 nodes"), "{err}");
     }
 
     #[test]
