@@ -50,7 +50,10 @@ type FirstMap = (
 ///
 /// # Errors
 /// A cluster pool whose seeds do not answer.
-fn discover_clusters(mut config: Config) -> anyhow::Result<(Config, Vec<FirstMap>)> {
+fn discover_clusters(
+    shared: &Shared,
+    mut config: Config,
+) -> anyhow::Result<(Config, Vec<FirstMap>)> {
     let mut maps = Vec::new();
     if !config.pools.iter().any(|p| p.is_cluster()) {
         let none = vec![(None, Vec::new()); config.pools.len()];
@@ -60,11 +63,13 @@ fn discover_clusters(mut config: Config) -> anyhow::Result<(Config, Vec<FirstMap
         .enable_all()
         .build()?;
     for p in &mut config.pools {
+        // Every pool takes its statistics slot in file order, as `build_pools` would.
+        let slot = shared.pool_slot(&p.name)?;
         if !p.is_cluster() {
             maps.push((None, Vec::new()));
             continue;
         }
-        let (shards, table, ids) = rt.block_on(crate::ha::cluster::discover(p))?;
+        let (shards, table, ids) = rt.block_on(crate::ha::cluster::discover(p, slot))?;
         tracing::info!(pool = %p.name, shards = shards.len(), "cluster slot map read");
         p.shards = shards;
         maps.push((Some(table), ids));
@@ -79,7 +84,7 @@ fn discover_clusters(mut config: Config) -> anyhow::Result<(Config, Vec<FirstMap
 pub fn run(config: Config, opts: Options, stop: CancellationToken) -> anyhow::Result<()> {
     let workers = opts.workers.max(1);
     let shared = Arc::new(Shared::new(workers, opts.config_path.clone(), stop.clone()));
-    let (config, maps) = discover_clusters(config)?;
+    let (config, maps) = discover_clusters(&shared, config)?;
     let pools = control::reload::build_pools(&shared, config, &[])?;
     for (p, (table, ids)) in pools.iter().zip(maps) {
         if let (Some(c), Some(table)) = (&p.cluster, table) {

@@ -1515,3 +1515,120 @@ fn ha_calls(env: &Env, i: usize, cmd: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn a_seed_that_is_not_a_cluster_node_stops_the_start_with_its_reason() {
+    // A standalone server: it answers, but not as a cluster node.
+    let solo = testkit::RedisServer::start();
+    let port = free_port();
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{}]\n  timeout: 1000\n",
+        solo.addr()
+    );
+    let mut proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yaml)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--no-admin"])
+        .start();
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("rampart stops");
+    assert!(!status.success());
+    let err = proxy.stderr();
+    assert!(
+        err.contains(&solo.addr()) && err.contains("cluster support disabled"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_mget_over_every_slot_does_not_stall_the_other_clients_of_its_worker() {
+    // One worker: the big request and the small one share it.
+    let cluster = ClusterSetup::new().start();
+    let port = free_port();
+    let seeds = cluster.addrs()[..2].join(", ");
+    let yaml = format!("c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 30000\n");
+    let _proxy = common::start_rampart(&yaml, port, 1);
+    let addr = format!("127.0.0.1:{port}");
+    let mut small = Client::connect(&addr);
+    assert_eq!(small.cmd(&["SET", "probe", "1"]), Reply::ok());
+    // 100,000 keys land in nearly every one of the 16,384 slots: one fragment per slot.
+    let n = 100_000;
+    let big = std::thread::spawn(move || {
+        let mut c = Client::connect(&addr);
+        let mut mget = vec!["MGET".to_string()];
+        mget.extend((0..n).map(|i| format!("key:{i}")));
+        c.cmd(&mget)
+    });
+    // While it is split, sent and merged, a GET of another client waits only its turn. The
+    // split compared every key with every slot's group before: the worker spent about 17 s
+    // (debug build) on this MGET, and the GET waited as long.
+    std::thread::sleep(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let got = small.try_cmd(&["GET", "probe"]);
+    let waited = started.elapsed();
+    assert!(
+        matches!(&got, Ok(r) if *r == Reply::bulk("1")) && waited < Duration::from_secs(4),
+        "the GET waited {waited:?} behind the MGET: {got:?}"
+    );
+    let reply = big.join().expect("mget");
+    assert_eq!(reply.as_array().map(<[Reply]>::len), Some(n));
+}
+
+#[test]
+fn a_primary_frozen_by_sigstop_is_followed_as_soon_as_its_replica_is_promoted() {
+    let cluster = ClusterSetup::new().full_coverage(false).start();
+    let p = cluster.primaries();
+    let a = p[0];
+    let tag_a = cluster.key_on(a, "fz");
+    let replica = (0..cluster.nodes.len())
+        .find(|&i| {
+            cluster.nodes[i]
+                .info("replication")
+                .contains(&format!("master_port:{}", cluster.nodes[a].port()))
+        })
+        .expect("a's replica");
+    // A long pool timeout: a frozen node answers nothing until it runs out.
+    let seeds = [cluster.nodes[p[1]].addr(), cluster.nodes[p[2]].addr()];
+    let env = Env::start_on(
+        cluster,
+        &seeds,
+        "  timeout: 5000\n  failover_hold: 20s\n  cluster_refresh: 60s\n",
+    );
+    let on_a = Writer::start(format!("127.0.0.1:{}", env.port), tag_a.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    env.cluster.nodes[a].stop();
+    let frozen = std::time::Instant::now();
+    poll_until(Duration::from_secs(20), || {
+        (env.cluster.nodes[replica].role() == "master").then_some(())
+    })
+    .expect("the cluster promoted a's replica");
+    let promoted = frozen.elapsed();
+    // A write of the frozen primary's slot, sent once the replica is primary: it waits in
+    // the failover hold until rampart adopts the map that names the replica. The map's
+    // refresh asks every known node; before, it waited for the frozen one until the ask's
+    // deadline (the pool timeout, 5 s here), round after round.
+    let mut c = env.client();
+    c.set_read_timeout(Some(Duration::from_secs(30)));
+    let t = std::time::Instant::now();
+    assert_eq!(
+        c.cmd(&["SET", &format!("{{{tag_a}}}:after"), "1"]),
+        Reply::ok()
+    );
+    let followed = t.elapsed();
+    env.cluster.nodes[a].cont();
+    let (acked, errors, _) = on_a.stop();
+    println!(
+        "SIGSTOP of a primary: promoted after {promoted:?}; a write sent then answered after {followed:?}; {} writes acknowledged, errors {errors:?}",
+        acked.len()
+    );
+    assert!(
+        followed < Duration::from_secs(2),
+        "the new map was adopted {followed:?} after the promotion"
+    );
+    // Only the write in flight at the freeze may fail (it may have been applied).
+    assert!(errors.len() <= 1, "{errors:?}");
+    let mut direct = Client::connect(&env.cluster.nodes[replica].addr());
+    for k in &acked {
+        assert_eq!(direct.cmd(&["GET", k]), Reply::bulk(k), "{k}");
+    }
+}

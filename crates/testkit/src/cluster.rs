@@ -17,6 +17,7 @@ pub struct ClusterSetup {
     node_timeout_ms: u64,
     full_coverage: bool,
     extra: Vec<String>,
+    tls: Option<crate::TlsFiles>,
 }
 
 impl Default for ClusterSetup {
@@ -27,6 +28,7 @@ impl Default for ClusterSetup {
             node_timeout_ms: 1000,
             full_coverage: true,
             extra: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -63,6 +65,15 @@ impl ClusterSetup {
         self
     }
 
+    /// A TLS port beside each node's plaintext one (`--tls-port`, with `files`, no client
+    /// certificates asked for) and TLS on the cluster bus and replication (`--tls-cluster
+    /// yes`, `--tls-replication yes`): a node then names its TLS port to TLS clients
+    /// (`CLUSTER NODES`, `MOVED`) and its plaintext one to the others.
+    pub fn tls(mut self, files: &crate::TlsFiles) -> ClusterSetup {
+        self.tls = Some(files.clone());
+        self
+    }
+
     /// Starts the servers, creates the cluster and waits until every node says
     /// `cluster_state:ok` and they all agree on the owners of the 16384 slots.
     ///
@@ -72,7 +83,7 @@ impl ClusterSetup {
     pub fn start(self) -> RedisCluster {
         let total = self.primaries * (1 + self.replicas);
         let timeout = self.node_timeout_ms.to_string();
-        let nodes: Vec<RedisServer> = (0..total)
+        let nodes: Vec<(RedisServer, Option<u16>)> = (0..total)
             .map(|_| {
                 let bus = free_port().to_string();
                 let mut args = vec![
@@ -88,9 +99,33 @@ impl ClusterSetup {
                     if self.full_coverage { "yes" } else { "no" },
                 ];
                 args.extend(self.extra.iter().map(String::as_str));
-                RedisServer::start_with(&args)
+                let tls_port = free_port();
+                let tls_args = self.tls.as_ref().map(|f| {
+                    [
+                        "--tls-port".to_string(),
+                        tls_port.to_string(),
+                        "--tls-cluster".into(),
+                        "yes".into(),
+                        "--tls-replication".into(),
+                        "yes".into(),
+                        "--tls-auth-clients".into(),
+                        "no".into(),
+                        "--tls-cert-file".into(),
+                        f.cert.display().to_string(),
+                        "--tls-key-file".into(),
+                        f.key.display().to_string(),
+                        "--tls-ca-cert-file".into(),
+                        f.ca.display().to_string(),
+                    ]
+                });
+                if let Some(t) = &tls_args {
+                    args.extend(t.iter().map(String::as_str));
+                }
+                let node = RedisServer::start_with(&args);
+                (node, self.tls.as_ref().map(|_| tls_port))
             })
             .collect();
+        let (nodes, tls_ports): (Vec<RedisServer>, Vec<Option<u16>>) = nodes.into_iter().unzip();
         let mut cli = Command::new(find_program("redis-cli", "TESTKIT_REDIS_CLI"));
         cli.arg("--cluster").arg("create");
         for n in &nodes {
@@ -107,7 +142,10 @@ impl ClusterSetup {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            tls_ports: tls_ports.into_iter().flatten().collect(),
+        };
         cluster.wait_ok(Duration::from_secs(30));
         cluster
     }
@@ -119,12 +157,23 @@ pub struct RedisCluster {
     /// The nodes, in the order they were given to `redis-cli --cluster create` (the first
     /// ones start as primaries).
     pub nodes: Vec<RedisServer>,
+    /// The TLS port of each node, in the order of `nodes` (empty without
+    /// [`ClusterSetup::tls`]).
+    tls_ports: Vec<u16>,
 }
 
 impl RedisCluster {
     /// `host:port` of every node, for a pool's `cluster:` seeds.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::addr).collect()
+    }
+
+    /// `127.0.0.1:<TLS port>` of every node (empty without [`ClusterSetup::tls`]).
+    pub fn tls_addrs(&self) -> Vec<String> {
+        self.tls_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
     }
 
     /// Waits until every running node says `cluster_state:ok`, every node sees the same

@@ -73,6 +73,9 @@ families! {
     POOL_FRAGMENTS = ("rampart_pool_fragments_total", "counter", "Sub-requests made by splitting multi-key requests.");
     POOL_SERVER_EJECTS = ("rampart_pool_server_ejects_total", "counter", "Times a server was ejected from the ring (twemproxy auto_eject_hosts).");
     POOL_READY = ("rampart_pool_ready", "gauge", "1 when the pool is ready as /readyz judges it (a cache pool: some shard serves; any other: every shard takes writes).");
+    CLUSTER_MAPS_ADOPTED = ("rampart_cluster_maps_adopted_total", "counter", "Slot maps of the cluster pool's Redis Cluster read, agreed and adopted (since the pool's last reload).");
+    CLUSTER_MAPS_REFUSED = ("rampart_cluster_maps_refused_total", "counter", "Slot maps of the cluster pool's Redis Cluster not adopted: no two nodes agreed, a slot with two owners, or an owner's config epoch going back (since the pool's last reload).");
+    CLUSTER_SLOTS_UNCOVERED = ("rampart_cluster_slots_uncovered", "gauge", "Slots of the cluster pool that no primary serves in the adopted map (their requests get the no-server error).");
     SHARD_WRITABLE = ("rampart_shard_writable", "gauge", "1 when the shard takes writes now: on the ring, with a primary that is up, says role:master and is not drained.");
     SHARD_EJECTED = ("rampart_shard_ejected", "gauge", "1 while the shard is off the ring (twemproxy auto_eject_hosts).");
     SHARD_SWITCHING = ("rampart_shard_switchover_running", "gauge", "1 while a planned switchover holds the shard's writes.");
@@ -196,6 +199,7 @@ pub fn render(shared: &Shared) -> String {
     let snap = Snapshot::of(&super::pools(shared));
     process(&mut o, shared);
     pools(&mut o, shared, &snap);
+    clusters(&mut o, &snap);
     shards(&mut o, &snap);
     spools(&mut o, &snap);
     node_health(&mut o, &snap);
@@ -286,6 +290,37 @@ fn pools(o: &mut Out, shared: &Shared, snap: &Snapshot) {
     o.head(&POOL_READY);
     for p in &snap.pools {
         o.sample(POOL_READY.name, &[("pool", p.name())], b(p.ready));
+    }
+}
+
+/// The slot map of each cluster pool: maps adopted and refused, slots uncovered.
+fn clusters(o: &mut Out, snap: &Snapshot) {
+    let rows: Vec<(&str, u64, u64, usize)> = snap
+        .pools
+        .iter()
+        .filter_map(|p| {
+            let c = p.pool.cluster.as_ref()?;
+            let (adopted, refused) = c.counts();
+            let table = c.table();
+            let uncovered = (0..crate::topology::cluster::SLOTS as u16)
+                .filter(|&s| table.shard(s).is_none())
+                .count();
+            Some((p.name(), adopted, refused, uncovered))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    for (f, pick) in [
+        (&CLUSTER_MAPS_ADOPTED, 0),
+        (&CLUSTER_MAPS_REFUSED, 1),
+        (&CLUSTER_SLOTS_UNCOVERED, 2),
+    ] {
+        o.head(f);
+        for &(pool, adopted, refused, uncovered) in &rows {
+            let v = [adopted as f64, refused as f64, uncovered as f64][pick];
+            o.sample(f.name, &[("pool", pool)], v);
+        }
     }
 }
 

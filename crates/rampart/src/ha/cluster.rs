@@ -23,7 +23,7 @@ use std::time::Duration;
 use rampart_config::{Node, Pool, ServerAddr, Shard};
 use tokio_util::sync::CancellationToken;
 
-use crate::ha::cluster_map::{agreed, ask_all, ClusterMap, MapNode};
+use crate::ha::cluster_map::{agreed, ask_all, ask_all_why, ClusterMap, MapNode};
 use crate::handshake::Handshake;
 use crate::topology::cluster::SlotTable;
 use crate::topology::node::NodeRt;
@@ -70,12 +70,19 @@ pub fn first_shards(map: &ClusterMap) -> (Vec<Shard>, SlotTable, Vec<Vec<String>
 /// Read the first map from the seeds of `conf` (at start, before the pool is built): every
 /// seed is asked, then every node their answers name, and the map is taken as for a
 /// refresh: agreed by two nodes or more (or the only node asked), or else answered alike by
-/// every node that answered.
+/// every node that answered. The seeds are reached as the pool's connections reach its nodes:
+/// over TLS when the pool has `backend_tls` (failed handshakes counted in statistics slot
+/// `stats_slot`).
 ///
 /// # Errors
-/// No node answered, the answers disagree, or the map names no primary serving slots.
-pub async fn discover(conf: &Pool) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec<Vec<String>>)> {
-    let handshake = Handshake::data(conf);
+/// A `backend_tls` file cannot be read, no node answered, the answers disagree, or the map
+/// names no primary serving slots.
+pub async fn discover(
+    conf: &Pool,
+    stats_slot: usize,
+) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec<Vec<String>>)> {
+    let tls = crate::tls::PoolTls::load(conf)?;
+    let handshake = Handshake::data(conf).with_tls(tls.client, stats_slot);
     let limit = conf.timeout;
     let mut addrs: Vec<ServerAddr> = conf
         .cluster
@@ -85,11 +92,12 @@ pub async fn discover(conf: &Pool) -> anyhow::Result<(Vec<Shard>, SlotTable, Vec
             port: s.port,
         })
         .collect();
-    let mut maps = ask_all(&addrs, &handshake, limit).await;
+    let (mut maps, why) = ask_all_why(&addrs, &handshake, limit).await;
     if maps.is_empty() {
         anyhow::bail!(
-            "pool '{}': no cluster seed answered CLUSTER NODES within {limit:?}",
-            conf.name
+            "pool '{}': no cluster seed answered CLUSTER NODES within {limit:?} ({})",
+            conf.name,
+            why.join("; ")
         );
     }
     let mut more: Vec<ServerAddr> = Vec::new();

@@ -103,14 +103,25 @@ impl ClusterMap {
     }
 }
 
+/// Most nodes a map may list: Redis Cluster is designed for up to 1,000 nodes. Each node of
+/// a map is asked for its own map and may get health checks and connections, so one answer
+/// that lists more (a broken or hostile node) is refused instead of followed.
+pub const MAX_NODES: usize = 1000;
+
 /// Parse a `CLUSTER NODES` reply given by the node at `asked` (whose host stands for an empty
 /// one: a node that does not know its own address yet shows `:port`).
 ///
 /// # Errors
-/// A line that does not have the documented fields, or a slot out of range.
+/// A line that does not have the documented fields, a slot out of range, or more than
+/// [`MAX_NODES`] lines.
 pub fn parse_nodes(text: &str, asked: &ServerAddr) -> Result<ClusterMap, String> {
     let mut nodes = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if nodes.len() == MAX_NODES {
+            return Err(format!(
+                "CLUSTER NODES listed more than {MAX_NODES} nodes, more than a Redis Cluster has"
+            ));
+        }
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 8 {
             return Err(format!("a CLUSTER NODES line with {} fields", f.len()));
@@ -184,32 +195,78 @@ pub(crate) async fn ask(
     }
 }
 
+/// After the first answer (a map or an error), how long the others are waited for at least;
+/// longer when the first took longer (as long again). A node that has not answered by then
+/// (frozen, or behind a black hole) is left out of this round, so that it cannot delay a
+/// map the others agree on (a failover's) by the whole ask deadline.
+const ANSWER_GRACE: Duration = Duration::from_millis(100);
+
 /// Ask every address at once; the maps that came back.
 pub(crate) async fn ask_all(
     addrs: &[ServerAddr],
     handshake: &Handshake,
     limit: Duration,
 ) -> Vec<ClusterMap> {
+    ask_all_why(addrs, handshake, limit).await.0
+}
+
+/// Ask every address at once, each within `limit`; the maps that came back, and why each
+/// other address gave none (`"<address>: <reason>"`, in no particular order). Once one
+/// address answered, the rest are waited for [`ANSWER_GRACE`] or as long again as that first
+/// answer took, whichever is longer (within `limit`).
+pub(crate) async fn ask_all_why(
+    addrs: &[ServerAddr],
+    handshake: &Handshake,
+    limit: Duration,
+) -> (Vec<ClusterMap>, Vec<String>) {
+    let started = tokio::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for a in addrs {
         let (a, h) = (a.clone(), handshake.clone());
         set.spawn(async move {
-            match ask(&a, &h, limit).await {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::debug!(node = %a, "cluster map not read: {e}");
-                    None
-                }
+            let r = ask(&a, &h, limit).await;
+            if let Err(e) = &r {
+                tracing::debug!(node = %a, "cluster map not read: {e}");
             }
+            (a, r)
         });
     }
-    let mut maps = Vec::new();
-    while let Some(r) = set.join_next().await {
-        if let Ok(Some(m)) = r {
-            maps.push(m);
+    let (mut maps, mut why) = (Vec::new(), Vec::new());
+    let mut answered: Vec<ServerAddr> = Vec::new();
+    let mut cutoff: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match cutoff {
+            Some(c) => match tokio::time::timeout_at(c, set.join_next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+            None => set.join_next().await,
+        };
+        let Some(r) = next else { break };
+        if cutoff.is_none() {
+            let now = tokio::time::Instant::now();
+            cutoff = Some(now + (now - started).max(ANSWER_GRACE));
+        }
+        match r {
+            Ok((a, Ok(m))) => {
+                answered.push(a);
+                maps.push(m);
+            }
+            Ok((a, Err(e))) => {
+                why.push(format!("{a}: {e}"));
+                answered.push(a);
+            }
+            Err(e) => why.push(format!("the ask did not finish: {e}")),
         }
     }
-    maps
+    // Dropping the set stops the asks still running.
+    for a in addrs.iter().filter(|a| !answered.contains(a)) {
+        why.push(format!(
+            "{a}: no answer within {:?}, when the others had answered",
+            cutoff.map_or(Duration::ZERO, |c| c - started)
+        ));
+    }
+    (maps, why)
 }
 
 /// The map most answers agree on: the largest group of answers with the same slot
@@ -268,6 +325,25 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001,node-1 myself,master - 0 0
         forgotten.nodes.retain(|n| !n.id.starts_with("07c3"));
         let maps = vec![moved.clone(), forgotten.clone(), forgotten.clone()];
         assert_eq!(agreed(&maps, 3), Some(&forgotten));
+    }
+
+    #[test]
+    fn an_answer_listing_more_nodes_than_a_cluster_has_is_refused() {
+        let line = |i: usize| {
+            format!(
+                "{i:040x} 10.1.{}.{}:6379@16379 master - 0 0 1 connected\n",
+                i / 250,
+                i % 250
+            )
+        };
+        let most: String = (0..MAX_NODES).map(line).collect();
+        assert_eq!(
+            parse_nodes(&most, &at(1)).map(|m| m.nodes.len()),
+            Ok(MAX_NODES)
+        );
+        let over: String = (0..MAX_NODES + 1).map(line).collect();
+        let err = parse_nodes(&over, &at(1)).expect_err("refused");
+        assert!(err.contains("more than 1000 nodes"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! 2. Let writes already sent finish, then wait until the chosen replica's replication offset
 //!    equals the primary's (under Sentinel: every replica Sentinel might pick).
 //! 3. Promote it: `FAILOVER TO host port` on the primary (Redis pauses its own writers and
-//!    checks offsets once more), or `SENTINEL FAILOVER` when Sentinel manages the shard. A
+//!    checks offsets once more), `CLUSTER FAILOVER` on the replica in a cluster pool (Redis
+//!    Cluster refuses `FAILOVER`), or `SENTINEL FAILOVER` when Sentinel manages the shard. A
 //!    target Sentinel would not pick is refused: `SENTINEL FAILOVER` cannot name one.
 //! 4. Confirm with ROLE on the new primary, make it the shard's primary (every connection to
 //!    the old one is closed; writes it refused with READONLY were not applied and are held),
@@ -207,20 +208,27 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
         ));
         catch_up(&pool.handshake, &old, std::slice::from_ref(&new)).await?;
         rt.set_switch_state(format!("promoting {}", new.label));
-        let port_s = port.to_string();
-        call(
-            &pool.handshake,
-            &old.addr,
-            &[
-                b"FAILOVER",
-                b"TO",
-                host.as_bytes(),
-                port_s.as_bytes(),
-                b"TIMEOUT",
-                b"3000",
-            ],
-        )
-        .await?;
+        if pool.conf.is_cluster() {
+            // Redis Cluster refuses FAILOVER: the replica runs a manual failover itself (it
+            // has its primary pause writers, waits for its offset, then takes the slots with
+            // a new epoch); the follower's next map names it, matched to this shard by id.
+            call(&pool.handshake, &new.addr, &[b"CLUSTER", b"FAILOVER"]).await?;
+        } else {
+            let port_s = port.to_string();
+            call(
+                &pool.handshake,
+                &old.addr,
+                &[
+                    b"FAILOVER",
+                    b"TO",
+                    host.as_bytes(),
+                    port_s.as_bytes(),
+                    b"TIMEOUT",
+                    b"3000",
+                ],
+            )
+            .await?;
+        }
         let deadline = Instant::now() + STEP_TIMEOUT;
         while role(&pool.handshake, &new.addr).await.as_deref() != Some("master") {
             if Instant::now() > deadline {

@@ -6,6 +6,8 @@
 //! names keys on different shards (and is not one the proxy can split) is refused with an
 //! error that says so and how to fix it; the connection stays open.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -1017,19 +1019,18 @@ impl Session {
         // One group per shard; in a cluster pool one per slot, since a node runs a
         // multi-key command only on keys of one slot.
         let rt = &self.pool.rt;
+        // Groups in the order of their first key; found by (shard, slot) in a map, since a
+        // request may name thousands of slots (a scan of the groups per key would cost
+        // keys x slots on the worker that every other client of it waits for).
         let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
-        let mut slots: Vec<Option<u16>> = Vec::new();
+        let mut index: HashMap<(usize, Option<u16>), usize> = HashMap::new();
         for (i, &s) in self.shards.iter().enumerate() {
             let slot = rt.slot_of(argv.get(self.keys[i]).copied().unwrap_or_default());
-            match groups
-                .iter_mut()
-                .zip(&slots)
-                .find(|(g, sl)| g.0 == s && **sl == slot)
-            {
-                Some((g, _)) => g.1.push(i as u32),
-                None => {
+            match index.entry((s, slot)) {
+                Entry::Occupied(g) => groups[*g.get()].1.push(i as u32),
+                Entry::Vacant(v) => {
+                    v.insert(groups.len());
                     groups.push((s, vec![i as u32]));
-                    slots.push(slot);
                 }
             }
         }
