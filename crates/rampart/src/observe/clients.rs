@@ -55,13 +55,12 @@ pub struct Entry {
     user: Mutex<Option<String>>,
     /// Set by `CLIENT KILL`; the session closes once it sees it.
     killed: AtomicBool,
-    /// Wakes the session after `killed` is set.
-    kill: Notify,
     /// Set by [`reloaded`]; the session takes it (and applies the new configuration) at its
     /// next turn.
     reload: AtomicBool,
-    /// Wakes the session after `reload` is set.
-    reload_wake: Notify,
+    /// Wakes the session after `killed` or `reload` is set. One for both: the session polls
+    /// it on every turn it waits, and each poll of a waiting `Notify` takes its lock.
+    wake: Notify,
     /// While the session is blocked in a command on dedicated server connections: each one's
     /// node (its id) and the server's own id for the connection (`CLIENT ID` there), for
     /// `CLIENT UNBLOCK`.
@@ -136,9 +135,8 @@ pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool)
         name: Mutex::new(None),
         user: Mutex::new(None),
         killed: AtomicBool::new(false),
-        kill: Notify::new(),
+        wake: Notify::new(),
         reload: AtomicBool::new(false),
-        reload_wake: Notify::new(),
         blocked_on: Mutex::new(Vec::new()),
     });
     if let Ok(mut m) = registry().clients.lock() {
@@ -234,7 +232,7 @@ impl Entry {
     /// Ask the session to close (it does at its next turn, on whichever worker it runs).
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        self.kill.notify_one();
+        self.wake.notify_one();
     }
 
     /// Whether [`Entry::kill`] was called.
@@ -242,24 +240,18 @@ impl Entry {
         self.killed.load(Ordering::Acquire)
     }
 
-    /// Resolves once [`Entry::kill`] is called (at once if it was called before).
-    pub async fn killed(&self) {
-        if !self.is_killed() {
-            self.kill.notified().await;
+    /// Resolves once [`Entry::kill`] is called or a reload marks the session (at once if
+    /// either happened and was not taken yet); the session then looks at
+    /// [`Entry::is_killed`] and [`Entry::take_reload`].
+    pub async fn noticed(&self) {
+        if !self.is_killed() && !self.reload.load(Ordering::Acquire) {
+            self.wake.notified().await;
         }
     }
 
     /// Whether a reload happened since the last call (and forget it).
     pub fn take_reload(&self) -> bool {
         self.reload.swap(false, Ordering::AcqRel)
-    }
-
-    /// Resolves once a reload marked the session (at once if one did since the last
-    /// [`Entry::take_reload`]).
-    pub async fn reload_marked(&self) {
-        if !self.reload.load(Ordering::Acquire) {
-            self.reload_wake.notified().await;
-        }
     }
 
     /// Seconds since the session started.
@@ -317,7 +309,7 @@ pub fn all() -> Vec<Arc<Entry>> {
 pub fn reloaded() {
     for e in all() {
         e.reload.store(true, Ordering::Release);
-        e.reload_wake.notify_one();
+        e.wake.notify_one();
     }
 }
 

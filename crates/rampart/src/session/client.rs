@@ -111,11 +111,9 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
     tokio::pin!(cancelled);
     let mut eof = false;
     let entry = ctx.client.entry.clone();
-    // Created once for the same reason: waiting registers with the entry's wake-up.
-    let kill = killed(entry.as_deref());
-    tokio::pin!(kill);
-    // Made again only after it fires (once per reload).
-    let mut reload = Box::pin(reload_marked(entry.as_deref()));
+    // A kill or a reload (taken at the top of the loop). Made again only after it fires:
+    // waiting registers with the entry's wake-up.
+    let mut notice = Box::pin(noticed(entry.as_deref()));
     let mut monitor: Option<crate::observe::monitor::Monitor> = None;
     // Set by a read whose own replies are partly held for the rest (see `hold` below): the
     // number of requests then on their way to a server.
@@ -257,8 +255,7 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
                 ctx.client.closing = true;
                 ctx.blocked.leave("rampart is shutting down");
             }
-            _ = &mut kill => return End::Eof,
-            _ = &mut reload => reload = Box::pin(reload_marked(entry.as_deref())),
+            _ = &mut notice => notice = Box::pin(noticed(entry.as_deref())),
             _ = pause_over(ctx.pool.rt.index, held), if held.is_some() => {
                 ctx.client.held = None;
             }
@@ -297,18 +294,11 @@ async fn until(at: Option<std::time::Instant>) {
     }
 }
 
-/// Resolves when the session is killed (`CLIENT KILL`); never without a registry entry.
-async fn killed(entry: Option<&crate::observe::clients::Entry>) {
+/// Resolves when the session is killed (`CLIENT KILL`) or marked by a reload; never without
+/// a registry entry.
+async fn noticed(entry: Option<&crate::observe::clients::Entry>) {
     match entry {
-        Some(e) => e.killed().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves when a reload marked the session; never without a registry entry.
-async fn reload_marked(entry: Option<&crate::observe::clients::Entry>) {
-    match entry {
-        Some(e) => e.reload_marked().await,
+        Some(e) => e.noticed().await,
         None => std::future::pending().await,
     }
 }
