@@ -121,3 +121,26 @@ fn the_admin_plane_names_a_cluster_pool_and_shows_its_slot_map() {
     assert_eq!(value("rampart_cluster_maps_refused_total"), Some(0.0));
     assert_eq!(value("rampart_cluster_slots_uncovered"), Some(0.0));
 }
+
+#[test]
+fn a_backend_user_that_lets_scripts_run_cluster_is_named_in_a_warning() {
+    // The nodes' default user may run everything, CLUSTER SETSLOT included, and a client's
+    // script runs with its rights: `redis.call('cluster', 'setslot', ...)` would change the
+    // cluster under rampart, which refuses CLUSTER from the clients themselves.
+    let cluster = ClusterSetup::new().replicas(0).start();
+    let port = free_port();
+    let seeds = cluster.addrs()[..2].join(", ");
+    let yaml = format!("c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 2000\n");
+    let proxy = common::start_rampart(&yaml, port, 2);
+    let warned = poll_until(Duration::from_secs(10), || {
+        let log = proxy.stderr();
+        log.lines()
+            .find(|l| l.contains("backend user 'default' may run"))
+            .map(str::to_string)
+    })
+    .expect("a warning about the backend user");
+    assert!(
+        warned.contains("SELECT, CLUSTER:") && warned.contains("-cluster +cluster|nodes"),
+        "{warned}"
+    );
+}

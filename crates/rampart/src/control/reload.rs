@@ -212,7 +212,8 @@ pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<Str
             added_ids.push((s.name.clone(), i));
             conf.shards.push(s);
         }
-        let rt = PoolRt::with_nodes(p.index, conf, shared.workers, Some(p));
+        // The same TLS material (listener and backend side): only the shards change.
+        let rt = PoolRt::with_nodes(p.index, conf, shared.workers, Some(p)).with_tls(p.tls.clone());
         if let Some(c) = &rt.cluster {
             if let Ok(mut g) = c.ids.lock() {
                 for (name, i) in added_ids {

@@ -1,8 +1,9 @@
 //! What the backend user may run, checked once per pool in the background.
 //!
 //! With `admin_broadcast: false` rampart refuses FLUSHALL, FLUSHDB, CONFIG and SELECT from
-//! clients, but a script (`EVAL`, `FCALL`) runs with the rights of the backend connection's
-//! user and can call them anyway. At start, and when a reload adds such a pool or changes its
+//! clients (and CLUSTER, in every pool), but a script (`EVAL`, `FCALL`) runs with the rights
+//! of the backend connection's user and can call them anyway; in a cluster pool CLUSTER is
+//! checked too (a script's `CLUSTER SETSLOT`, `FORGET` or `RESET` changes the cluster). At start, and when a reload adds such a pool or changes its
 //! handshake, one node of the pool is asked (`ACL WHOAMI`, then `ACL DRYRUN` per command, Redis
 //! 7 and later) and a warning names the pool when the user may run any of them. Servers without
 //! `ACL DRYRUN`, or users not allowed to run it, are skipped with a debug line.
@@ -16,12 +17,25 @@ use crate::topology::PoolRt;
 
 /// The commands `admin_broadcast: false` refuses that a script could still run, each with
 /// the arguments `ACL DRYRUN` checks it with.
-const GUARDED: [(&str, &[&[u8]]); 4] = [
+const GUARDED: [(&str, &[&[u8]]); 5] = [
     ("FLUSHALL", &[b"FLUSHALL"]),
     ("FLUSHDB", &[b"FLUSHDB"]),
     ("CONFIG", &[b"CONFIG", b"SET", b"maxmemory", b"0"]),
     ("SELECT", &[b"SELECT", b"0"]),
+    // Cluster pools only: a script may run CLUSTER too (SETSLOT, FORGET, RESET), which
+    // rampart refuses from clients; rampart itself needs only CLUSTER NODES (and CLUSTER
+    // FAILOVER for a switchover).
+    ("CLUSTER", &[b"CLUSTER", b"SETSLOT", b"0", b"STABLE"]),
 ];
+
+/// How many of [`GUARDED`] apply to a pool: the last only to cluster pools.
+fn guarded(cluster: bool) -> &'static [(&'static str, &'static [&'static [u8]])] {
+    &GUARDED[..if cluster {
+        GUARDED.len()
+    } else {
+        GUARDED.len() - 1
+    }]
+}
 
 /// How long to wait for a node to check (a Sentinel pool learns its nodes after start),
 /// in tries one [`RETRY`] apart.
@@ -105,7 +119,8 @@ async fn check(pool: Arc<PoolRt>) {
             return;
         }
     };
-    let cmds: Vec<Vec<&[u8]>> = GUARDED
+    let guarded = guarded(pool.conf.is_cluster());
+    let cmds: Vec<Vec<&[u8]>> = guarded
         .iter()
         .map(|(_, args)| {
             let mut v: Vec<&[u8]> = vec![b"ACL", b"DRYRUN", &user];
@@ -124,12 +139,18 @@ async fn check(pool: Arc<PoolRt>) {
     let user = String::from_utf8_lossy(&user);
     match allowed(&replies) {
         Ok(may) if may.is_empty() => {
-            tracing::debug!(pool = %name, "backend user '{user}' may not run FLUSHALL, FLUSHDB, CONFIG or SELECT");
+            let all: Vec<&str> = guarded.iter().map(|(n, _)| *n).collect();
+            tracing::debug!(pool = %name, "backend user '{user}' may not run {}", all.join(", "));
         }
         Ok(may) => {
+            let cluster = if pool.conf.is_cluster() {
+                " -cluster +cluster|nodes +cluster|failover"
+            } else {
+                ""
+            };
             tracing::warn!(
                 pool = %name,
-                "pool {name}: the backend user '{user}' may run {}: admin_broadcast: false refuses them from clients, but a script (EVAL, FCALL) can still run them; restrict the user (ACL SETUSER {user} -flushall -flushdb -config -select) to close that",
+                "pool {name}: the backend user '{user}' may run {}: admin_broadcast: false refuses them from clients, but a script (EVAL, FCALL) can still run them; restrict the user (ACL SETUSER {user} -flushall -flushdb -config -select{cluster}) to close that",
                 may.join(", ")
             );
         }
@@ -165,9 +186,22 @@ mod tests {
             Ok(vec!["FLUSHALL", "FLUSHDB", "CONFIG", "SELECT"])
         );
         assert_eq!(
-            allowed(&[no("flushall"), no("flushdb"), no("config|set"), ok]),
+            allowed(&[no("flushall"), no("flushdb"), no("config|set"), ok.clone()]),
             Ok(vec!["SELECT"])
         );
         assert!(allowed(&[Val::Err("ERR unknown subcommand 'DRYRUN'".into())]).is_err());
+        // A cluster pool asks about CLUSTER too; the others do not.
+        assert_eq!(guarded(false).len(), 4);
+        assert_eq!(guarded(true).last().map(|g| g.0), Some("CLUSTER"));
+        assert_eq!(
+            allowed(&[
+                no("flushall"),
+                no("flushdb"),
+                no("config|set"),
+                no("select"),
+                ok
+            ]),
+            Ok(vec!["CLUSTER"])
+        );
     }
 }

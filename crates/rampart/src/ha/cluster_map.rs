@@ -195,8 +195,8 @@ pub(crate) async fn ask(
     }
 }
 
-/// After the first answer (a map or an error), how long the others are waited for at least;
-/// longer when the first took longer (as long again). A node that has not answered by then
+/// After the first map came back, how long the others are waited for at least; longer when
+/// that first map took longer (as long again). A node that has not answered by then
 /// (frozen, or behind a black hole) is left out of this round, so that it cannot delay a
 /// map the others agree on (a failover's) by the whole ask deadline.
 const ANSWER_GRACE: Duration = Duration::from_millis(100);
@@ -212,8 +212,8 @@ pub(crate) async fn ask_all(
 
 /// Ask every address at once, each within `limit`; the maps that came back, and why each
 /// other address gave none (`"<address>: <reason>"`, in no particular order). Once one
-/// address answered, the rest are waited for [`ANSWER_GRACE`] or as long again as that first
-/// answer took, whichever is longer (within `limit`).
+/// address gave a map, the rest are waited for [`ANSWER_GRACE`] or as long again as that
+/// first map took, whichever is longer (within `limit`).
 pub(crate) async fn ask_all_why(
     addrs: &[ServerAddr],
     handshake: &Handshake,
@@ -243,7 +243,9 @@ pub(crate) async fn ask_all_why(
             None => set.join_next().await,
         };
         let Some(r) = next else { break };
-        if cutoff.is_none() {
+        // The clock starts with the first map, not with a fast refusal (a dead node's
+        // connection is refused at once, long before a live one can answer).
+        if cutoff.is_none() && matches!(r, Ok((_, Ok(_)))) {
             let now = tokio::time::Instant::now();
             cutoff = Some(now + (now - started).max(ANSWER_GRACE));
         }
@@ -262,7 +264,7 @@ pub(crate) async fn ask_all_why(
     // Dropping the set stops the asks still running.
     for a in addrs.iter().filter(|a| !answered.contains(a)) {
         why.push(format!(
-            "{a}: no answer within {:?}, when the others had answered",
+            "{a}: no answer within {:?}, when another had given its map",
             cutoff.map_or(Duration::ZERO, |c| c - started)
         ));
     }
@@ -325,6 +327,41 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001,node-1 myself,master - 0 0
         forgotten.nodes.retain(|n| !n.id.starts_with("07c3"));
         let maps = vec![moved.clone(), forgotten.clone(), forgotten.clone()];
         assert_eq!(agreed(&maps, 3), Some(&forgotten));
+    }
+
+    fn tcp(addr: &str) -> ServerAddr {
+        let (host, port) = addr.rsplit_once(':').expect("host:port");
+        ServerAddr::Tcp {
+            host: host.into(),
+            port: port.parse().expect("port"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_does_not_cut_short_the_wait_for_a_slower_map() {
+        // A one-node cluster behind a link that delays it, and a port nobody listens on
+        // (refused at once, as a killed node's).
+        let node = testkit::RedisServer::start_with(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ]);
+        assert_eq!(
+            node.cmd(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]),
+            testkit::Reply::ok()
+        );
+        let link = testkit::FaultLink::start(&node.addr());
+        link.delay(Duration::from_millis(300));
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        let addrs = [tcp(&closed), tcp(&link.addr())];
+        let hs = Handshake::new(None, None, 0);
+        let (maps, why) = ask_all_why(&addrs, &hs, Duration::from_secs(5)).await;
+        assert_eq!(maps.len(), 1, "{why:?}");
+        assert_eq!(why.len(), 1, "{why:?}");
     }
 
     #[test]

@@ -154,13 +154,14 @@ pub enum Failure {
     /// A cluster node redirected the request (`MOVED`, `ASK`) or asked for it again later
     /// (`TRYAGAIN`, `CLUSTERDOWN`): it did not run it. The client sees this only when the
     /// request cannot be sent again (redirections or retries used up, its deadline passed).
-    #[error("the cluster still answers {reply} (from {node}) after {tries} tries; the command was not run")]
+    #[error("the cluster still answers {reply} (from {node}; {tries} redirections followed); the command was not run")]
     Redirect {
         /// The node's label.
         node: String,
         /// The server's error reply (`MOVED 3999 127.0.0.1:6381`).
         reply: String,
-        /// Sends so far.
+        /// `MOVED`/`ASK` redirections followed so far (`TRYAGAIN`/`CLUSTERDOWN` retries
+        /// within the pool timeout are not counted).
         tries: u32,
     },
     /// The node's connection is in back-off after a failed connect (or was just closed by
@@ -491,6 +492,16 @@ mod tests {
                 },
                 "-ERR rampart: server 127.0.0.1:6379 has too many queued requests (the pool was \
                  reloaded meanwhile)\r\n",
+            ),
+            (
+                // Retried for the whole pool timeout, with no redirection.
+                Failure::Redirect {
+                    node: node(),
+                    reply: "CLUSTERDOWN The cluster is down".into(),
+                    tries: 0,
+                },
+                "-ERR rampart: the cluster still answers CLUSTERDOWN The cluster is down (from \
+                 127.0.0.1:6379; 0 redirections followed); the command was not run\r\n",
             ),
         ];
         for (f, want) in cases {
