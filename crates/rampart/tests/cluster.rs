@@ -373,6 +373,62 @@ fn ask_and_tryagain_during_a_migration_are_followed() {
 }
 
 #[test]
+fn a_multi_key_request_in_a_stalled_migration_follows_ask_key_by_key() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let tag = env.cluster.key_on(a, "stall");
+    let keys = tagged(&tag, 4);
+    let slot = testkit::cluster_slot(keys[0].as_bytes());
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, &format!("v-{k}")]), Reply::ok());
+    }
+    // Half the slot's keys moved, and the migration left so: nothing ends it here, as when
+    // an operator's reshard stopped halfway. The source answers a request for keys on both
+    // sides TRYAGAIN for as long as that lasts.
+    begin_migration(&env, slot, a, b);
+    migrate(&env, a, b, &keys[..2]);
+    let tryagain_before = error_count(&env, a, "TRYAGAIN");
+    let with = |cmd: &str| {
+        let mut v = vec![cmd.to_string()];
+        v.extend(keys.iter().cloned());
+        v
+    };
+    assert_eq!(
+        c.cmd(&with("MGET")),
+        Reply::bulks(keys.iter().map(|k| format!("v-{k}")))
+    );
+    assert!(
+        error_count(&env, a, "TRYAGAIN") > tryagain_before,
+        "the MGET met TRYAGAIN"
+    );
+    assert_eq!(c.cmd(&with("EXISTS")), Reply::Int(4));
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.extend([k.clone(), format!("new-{k}")]);
+    }
+    assert_eq!(c.cmd(&mset), Reply::ok());
+    assert_eq!(
+        c.cmd(&with("MGET")),
+        Reply::bulks(keys.iter().map(|k| format!("new-{k}")))
+    );
+    // Each key was written where it lives: the moved ones on the importing node.
+    let mut importing = env.node(b);
+    let got = importing.pipeline(&[
+        vec!["ASKING".to_string()],
+        vec!["GET".to_string(), keys[0].clone()],
+    ]);
+    assert_eq!(got[1], Reply::bulk(format!("new-{}", keys[0])));
+    assert_eq!(
+        env.node(a).cmd(&["GET", &keys[3]]),
+        Reply::bulk(format!("new-{}", keys[3]))
+    );
+    assert_eq!(c.cmd(&with("DEL")), Reply::Int(4));
+    assert_eq!(c.cmd(&with("EXISTS")), Reply::Int(0));
+}
+
+#[test]
 fn keyless_commands_cover_every_primary_and_scan_walks_them_all() {
     let env = Env::start("  admin_broadcast: true\n");
     let mut c = env.client();

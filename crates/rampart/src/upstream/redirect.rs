@@ -7,9 +7,14 @@
 //!                              (the table changes only when the follower adopts a new map)
 //! ASK <slot> <host>:<port>     this key is being migrated there: ASKING + the request to
 //!                              that node (connected on demand), the map unchanged
-//! TRYAGAIN, CLUSTERDOWN        a multi-key request during a migration, a cluster without a
-//!                              majority: wait (jittered; as long as waited so far, from
-//!                              10 ms to 200 ms) and send it again by the slot table
+//! TRYAGAIN                     a multi-key request during a migration whose keys are
+//!                              partly moved: MGET, MSET, DEL, UNLINK, EXISTS and TOUCH are
+//!                              sent again key by key, each key following its own ASK, and
+//!                              the replies merged into one (as for a split request); any
+//!                              other command waits as for CLUSTERDOWN
+//! CLUSTERDOWN                  a cluster without a majority: wait (jittered; as long as
+//!                              waited so far, from 10 ms to 200 ms) and send it again by the
+//!                              slot table
 //! ```
 //!
 //! Each request follows at most [`MAX_REDIRECTS`] `MOVED`/`ASK` replies and retries for at
@@ -24,11 +29,13 @@ use std::time::Duration;
 use rampart_config::ServerAddr;
 use tokio::time::Instant;
 
+use crate::reply::merge::Merger;
+use crate::reply::pending::Pending;
 use crate::topology::node::NodeRt;
 use crate::upstream::error::Failure;
 use crate::upstream::pool::WorkerPool;
 use crate::upstream::route::{send, Access};
-use crate::upstream::sink::Retry;
+use crate::upstream::sink::{Resend, Retries, Retry, Sink};
 
 /// Most `MOVED`/`ASK` replies one request follows.
 pub const MAX_REDIRECTS: u32 = 5;
@@ -156,6 +163,7 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
     let tries = resend.redirects;
     let first = *resend.redirected_at.get_or_insert_with(Instant::now);
     let (shard, write, client) = (resend.shard, resend.write, resend.client);
+    let queue = Rc::clone(&resend.queue);
     let bytes = resend.bytes.clone();
     if asked {
         sink.skip = sink.skip.saturating_sub(1);
@@ -163,7 +171,7 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
     let timeout = wp.rt.timeout();
     let spent = first.elapsed();
     let from_host = from.rsplit_once(':').map_or("", |(h, _)| h).to_string();
-    let give_up = |sink: crate::upstream::sink::Sink, from: String, reply: String| {
+    let give_up = |sink: Sink, from: String, reply: String| {
         sink.fail(Failure::Redirect {
             node: from,
             reply,
@@ -197,6 +205,19 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
             }
         }
         Some(Redirect::Later) if spent < timeout => {
+            if reply.starts_with("TRYAGAIN") {
+                if let Some((parts, merger)) = key_by_key(&bytes) {
+                    let again = Again {
+                        shard,
+                        write,
+                        client,
+                        queue,
+                        tries,
+                        first,
+                    };
+                    return split(wp, sink, parts, merger, again);
+                }
+            }
             if reply.starts_with("CLUSTERDOWN") {
                 cluster.ask_refresh();
             }
@@ -213,6 +234,115 @@ pub fn follow(wp: &Rc<WorkerPool>, r: Retry) {
         }
         _ => give_up(sink, from, reply),
     }
+}
+
+/// What the single-key requests of a split need to be sent (and sent again) as the request
+/// they stand for was.
+struct Again {
+    shard: usize,
+    write: bool,
+    client: u64,
+    queue: Rc<Retries>,
+    tries: u32,
+    first: Instant,
+}
+
+/// The single-key requests a multi-key request answered `TRYAGAIN` is sent again as, and how
+/// their replies make its reply: `MGET k` each (an array of one: a key of another type is a
+/// nil, as in MGET), `DEL`/`UNLINK`/`EXISTS`/`TOUCH k` summed, `MSET k v` all `+OK`. `None`
+/// for another command, or one key (it waits out the migration instead).
+fn key_by_key(bytes: &[u8]) -> Option<(Vec<Vec<u8>>, Merger)> {
+    let mut dec = resp::RequestDecoder::new(resp::Limits {
+        max_bulk: usize::MAX,
+        ..resp::Limits::default()
+    });
+    let req = dec.decode(bytes).ok()??;
+    let args: Vec<&[u8]> = req.args(bytes).collect();
+    let (name, rest) = args.split_first()?;
+    let step = match &name.to_ascii_lowercase()[..] {
+        b"mget" | b"del" | b"unlink" | b"exists" | b"touch" => 1,
+        b"mset" => 2,
+        _ => return None,
+    };
+    let n = rest.len() / step;
+    if n < 2 || rest.len() % step != 0 {
+        return None;
+    }
+    let merger = match step {
+        2 => Merger::AllOk,
+        _ if name.eq_ignore_ascii_case(b"mget") => Merger::Array {
+            total: n,
+            positions: (0..n as u32).map(|i| vec![i]).collect(),
+        },
+        _ => Merger::Sum,
+    };
+    let parts = rest
+        .chunks(step)
+        .map(|kv| {
+            let mut one = Vec::with_capacity(1 + step);
+            one.push(*name);
+            one.extend_from_slice(kv);
+            let mut out = bytes::BytesMut::new();
+            resp::encode::command(&mut out, &one);
+            out.to_vec()
+        })
+        .collect();
+    Some((parts, merger))
+}
+
+/// Send `parts` (from [`key_by_key`]) in place of `sink`'s request, each to the slot's node
+/// with a [`Resend`] of its own so that each follows its own `ASK`; their replies gather in a
+/// reply queue of this split and go to `sink` merged, once all are in. Bounded like the
+/// request: every part ends by its own deadline, and the split waits one pool timeout more.
+fn split(wp: &Rc<WorkerPool>, sink: Sink, parts: Vec<Vec<u8>>, merger: Merger, again: Again) {
+    let pen = Rc::new(Pending::default());
+    let seq = pen.push_gather(parts.len(), merger);
+    let access = if again.write {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    let timeout = wp.rt.timeout();
+    let deadline = Instant::now() + timeout;
+    for (i, part) in parts.into_iter().enumerate() {
+        let mut one = Sink::new(&pen, seq, i as u32);
+        one.resend = Some(Box::new(Resend {
+            bytes: part.clone(),
+            shard: again.shard,
+            write: again.write,
+            client: again.client,
+            retried: false,
+            queue: Rc::clone(&again.queue),
+            redirects: again.tries,
+            redirected_at: Some(again.first),
+            asking: false,
+        }));
+        send(
+            wp,
+            again.shard,
+            again.client,
+            one,
+            deadline,
+            &part,
+            access,
+            None,
+        );
+    }
+    tokio::task::spawn_local(async move {
+        let all_in = tokio::time::timeout_at(deadline + timeout, async {
+            while pen.outstanding() > 0 {
+                pen.wake.notified().await;
+            }
+        })
+        .await;
+        if all_in.is_err() {
+            return sink.fail(Failure::Ended(
+                "a request sent key by key during a slot migration did not complete",
+            ));
+        }
+        let reply = pen.out.borrow_mut().split();
+        sink.deliver(&reply);
+    });
 }
 
 /// The number of workers a node made here keeps statistics for: as many as the pool's
@@ -235,6 +365,34 @@ mod tests {
             host: host.into(),
             port,
         }
+    }
+
+    #[test]
+    fn a_multi_key_request_splits_into_single_keys_with_its_merger() {
+        let bytes = |args: &[&[u8]]| {
+            let mut out = bytes::BytesMut::new();
+            resp::encode::command(&mut out, args);
+            out.to_vec()
+        };
+        let (parts, merger) = key_by_key(&bytes(&[b"MGET", b"{t}a", b"{t}b"])).unwrap();
+        assert_eq!(
+            parts,
+            [bytes(&[b"MGET", b"{t}a"]), bytes(&[b"MGET", b"{t}b"])]
+        );
+        assert!(matches!(merger, Merger::Array { total: 2, .. }));
+        let (parts, merger) = key_by_key(&bytes(&[b"mset", b"a", b"1", b"b", b"2"])).unwrap();
+        assert_eq!(
+            parts,
+            [bytes(&[b"mset", b"a", b"1"]), bytes(&[b"mset", b"b", b"2"])]
+        );
+        assert!(matches!(merger, Merger::AllOk));
+        let (_, merger) = key_by_key(&bytes(&[b"DEL", b"a", b"b", b"c"])).unwrap();
+        assert!(matches!(merger, Merger::Sum));
+        // One key, an odd MSET, a command that is not split: they wait instead.
+        assert!(key_by_key(&bytes(&[b"MGET", b"a"])).is_none());
+        assert!(key_by_key(&bytes(&[b"MSET", b"a", b"1", b"b"])).is_none());
+        assert!(key_by_key(&bytes(&[b"SUNION", b"a", b"b"])).is_none());
+        assert!(key_by_key(b"garbage").is_none());
     }
 
     #[test]
