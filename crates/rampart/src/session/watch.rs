@@ -15,6 +15,11 @@
 //! the session watches, the watch is lost: `EXEC` answers [`lost`] and nothing of the
 //! transaction is sent.
 //!
+//! `EXEC` is a write: while the shard's writes are held (a switchover, or a Sentinel failover
+//! from `+try-failover` on), it waits as a held write does, at most the pool's
+//! `failover_hold`, so a primary about to be demoted acknowledges no transaction its
+//! successor lacks; once the shard switched, the watch is found lost and nothing is sent.
+//!
 //! A session runs one watch step (`WATCH`, `EXEC`) at a time and nothing after it until it is
 //! answered: both wait for the replies to the session's earlier requests, so they follow the
 //! client's own writes, as on one Redis connection.
@@ -296,6 +301,31 @@ pub fn exec(
     });
 }
 
+/// How often an `EXEC` waiting for the shard's held writes looks again (as the hold's
+/// releaser does).
+const HOLD_POLL: Duration = Duration::from_millis(2);
+
+/// Wait while `shard`'s writes are held, at most the pool's `failover_hold`; the error is
+/// `EXEC`'s reply when the hold outlasts it (nothing was sent).
+async fn held_writes(lease: &Lease, shard: usize) -> Result<(), String> {
+    let rt = lease.pool();
+    let Some(s) = rt.shards.get(shard) else {
+        return Ok(());
+    };
+    let until = Instant::now() + rt.conf.failover_hold;
+    while s.writes_held() {
+        if Instant::now() >= until {
+            return Err(format!(
+                "EXECABORT Transaction discarded: shard '{}' is switching its primary and held its writes past failover_hold ({} ms); nothing ran",
+                s.name,
+                rt.conf.failover_hold.as_millis()
+            ));
+        }
+        tokio::time::sleep(HOLD_POLL).await;
+    }
+    Ok(())
+}
+
 /// `EXEC`'s reply; `Err(Ok(_))`: nothing was sent (the reply is an error message), `Err(Err(_))`:
 /// the connection failed once the run may have reached the server (never sent again).
 async fn exec_on(
@@ -309,6 +339,7 @@ async fn exec_on(
         let why = w.lost.take().unwrap_or_else(|| "closed".into());
         return Err(Ok(lost(&why)));
     };
+    held_writes(&lease, w.shard.get()).await.map_err(Ok)?;
     if let Err(e) = lease.check() {
         return Err(Ok(lost(&e.to_string())));
     }
