@@ -274,7 +274,9 @@ async fn watch_on(
 }
 
 /// `EXEC` of a watching session: `run` (`MULTI`, the commands, `EXEC`; `skip` replies before
-/// `EXEC`'s) goes on the watch's connection unless the watch was lost, and only `EXEC`'s
+/// `EXEC`'s) goes on the watch's connection unless the watch was lost, in the protocol the
+/// session speaks now (`resp3`; a session that said HELLO since WATCH has the connection
+/// switched first, watched keys kept), and only `EXEC`'s
 /// reply answers `sink`, each reply awaited for at most `timeout` (the pool's). With `acks`
 /// (the pool's `min_replica_acks` and its timeout), a transaction that ran is answered only
 /// after `WAIT` on the same connection counted that many replicas, else with the same
@@ -282,16 +284,16 @@ async fn watch_on(
 /// for reuse after complete replies. The watch ends.
 pub fn exec(
     w: &Rc<Watch>,
-    run: Vec<u8>,
-    skip: u32,
+    (run, skip): (Vec<u8>, u32),
     sink: Sink,
     timeout: Duration,
     acks: Option<(u32, Duration)>,
+    resp3: bool,
 ) {
     w.busy.set(true);
     let w = Rc::clone(w);
     tokio::task::spawn_local(async move {
-        let result = exec_on(&w, &run, skip, timeout, acks).await;
+        let result = exec_on(&w, &run, skip, timeout, acks, resp3).await;
         w.busy.set(false);
         match result {
             Ok(reply) => sink.deliver(&reply),
@@ -334,6 +336,7 @@ async fn exec_on(
     skip: u32,
     timeout: Duration,
     acks: Option<(u32, Duration)>,
+    resp3: bool,
 ) -> Result<Vec<u8>, Result<String, Failure>> {
     let Some(mut lease) = w.lease.take() else {
         let why = w.lost.take().unwrap_or_else(|| "closed".into());
@@ -341,6 +344,9 @@ async fn exec_on(
     };
     held_writes(&lease, w.shard.get()).await.map_err(Ok)?;
     if let Err(e) = lease.check() {
+        return Err(Ok(lost(&e.to_string())));
+    }
+    if let Err(e) = lease.speak(resp3, Instant::now() + timeout).await {
         return Err(Ok(lost(&e.to_string())));
     }
     let node = lease.node().label.clone();
@@ -385,7 +391,7 @@ async fn exec_on(
             c.ask_refresh();
         }
         lease.give_back();
-        return Ok(if w.resp3 {
+        return Ok(if resp3 {
             b"_\r\n".to_vec()
         } else {
             b"*-1\r\n".to_vec()
