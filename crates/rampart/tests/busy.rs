@@ -245,3 +245,55 @@ fn a_switchover_to_a_busy_replica_is_refused_with_busy_and_holds_no_write() {
     );
     let _ = script.join();
 }
+
+/// A replica busy with a script answers every read `BUSY`, though it is alive: while it does,
+/// it leaves the read rotation (it stays up, and is not failed over), so reads go to the
+/// other nodes; once the script ends it serves reads again.
+#[test]
+fn a_busy_replica_leaves_the_read_rotation_while_the_others_serve() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    assert_eq!(
+        replica.cmd(&["CONFIG", "SET", "busy-reply-threshold", THRESHOLD]),
+        Reply::ok()
+    );
+    let body = ha::short_form(
+        &primary.addr(),
+        &[replica.addr()],
+        "  read_policy: prefer-replica\n",
+    );
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
+    let mut c = Client::connect(&proxy.addr());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["WAIT", "1", "5000"]), Reply::Int(1));
+    let script = run_endless_script(&replica.addr());
+    // Within a few health checks (200 ms each) reads stop meeting the busy replica.
+    let served = poll_until(Duration::from_secs(5), || {
+        (0..20)
+            .all(|_| c.cmd(&["GET", "k"]) == Reply::bulk("v"))
+            .then_some(())
+    });
+    assert!(
+        served.is_some(),
+        "reads kept getting BUSY: {:?}",
+        c.cmd(&["GET", "k"])
+    );
+    for _ in 0..200 {
+        assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+    }
+    let node = proxy.node(&replica.addr()).expect("the replica is listed");
+    assert!(node.routable(), "the busy replica was taken down: {node:?}");
+    assert!(node.reason.contains("busy running a script"), "{node:?}");
+    assert_eq!(
+        Client::connect(&replica.addr()).cmd(&["SCRIPT", "KILL"]),
+        Reply::ok()
+    );
+    let _ = script.join();
+    let before = ha::calls(&replica.addr(), "get");
+    let back = poll_until(Duration::from_secs(5), || {
+        c.cmd(&["GET", "k"]);
+        (ha::calls(&replica.addr(), "get") > before).then_some(())
+    });
+    assert!(back.is_some(), "the replica never served reads again");
+}

@@ -451,3 +451,43 @@ fn connections_keep_their_protocol_across_a_reload() {
         b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
     );
 }
+
+/// A client that changes protocol between WATCH and EXEC gets EXEC's reply in the protocol
+/// it speaks at EXEC, byte for byte as from redis-server (the watch's connection was opened
+/// in the protocol of WATCH): never RESP3 types on a RESP2 connection, nor the reverse.
+#[test]
+fn hello_between_watch_and_exec_shapes_exec_for_the_new_protocol() {
+    let env = Setup::new(1).start();
+    let r = reference();
+    for (from, to) in [("3", "2"), ("2", "3")] {
+        let mut proxy = Raw::connect(&env.addr());
+        let mut direct = Raw::connect(&r.addr());
+        let cmds: &[&[&str]] = &[
+            &["HSET", "h", "a", "1"],
+            &["HELLO", from],
+            &["WATCH", "h"],
+            &["HELLO", to],
+            &["MULTI"],
+            &["HGETALL", "h"],
+            &["GET", "nokey"],
+            &["EXEC"],
+            // Touched: EXEC's nil in the new protocol.
+            &["WATCH", "h"],
+            &["HELLO", from],
+            &["HSET", "h", "b", "2"],
+            &["MULTI"],
+            &["HGETALL", "h"],
+            &["EXEC"],
+            &["DEL", "h"],
+        ];
+        for c in cmds {
+            if c[0] == "HELLO" {
+                // Its connection id differs; its shape is compared elsewhere.
+                proxy.call(c);
+                direct.call(c);
+            } else {
+                same_bytes(&mut proxy, &mut direct, &[c]);
+            }
+        }
+    }
+}

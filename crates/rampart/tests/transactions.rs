@@ -1091,3 +1091,87 @@ fn a_failover_with_clients_in_multi_watching_and_blocked() {
     let a = new_primary.cmd(&["GET", "{x}a"]);
     assert_eq!(a, new_primary.cmd(&["GET", "{x}b"]), "the counters differ");
 }
+
+/// A Sentinel failover of a live primary (`SENTINEL FAILOVER`) holds the shard's writes
+/// from `+try-failover` until the new primary is applied, so the old primary, demoted at the
+/// end, acknowledges nothing its successor lacks. EXEC after WATCH runs on a connection of
+/// its own and is a write too: clients looping WATCH / LLEN / MULTI / RPUSH / EXEC through the
+/// failover find every acknowledged element on the new primary (EXEC waits for the hold,
+/// then finds the watch lost when the shard switched, and runs nothing).
+#[test]
+fn watched_transactions_acknowledged_during_a_sentinel_failover_are_never_lost() {
+    let s = ha::SentinelSetup::start("  failover_hold: 10s\n");
+    let addr = s.proxy.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Sixteen clients whose transactions each take 1.5 s from WATCH to EXEC, started
+    // 100 ms apart: some EXEC falls at every point of the failover.
+    let loops: Vec<_> = (0..16)
+        .map(|t| {
+            let (stop, addr) = (Arc::clone(&stop), addr.clone());
+            thread::sleep(Duration::from_millis(100));
+            thread::spawn(move || {
+                let key = format!("{{t{t}}}list");
+                let mut c = Client::connect(&addr);
+                c.set_read_timeout(Some(Duration::from_secs(30)));
+                let (mut acked, mut aborted) = (Vec::new(), 0u64);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let v = n.to_string();
+                    // As an application does: WATCH, read and think a little, then EXEC.
+                    if c.cmd(&["WATCH", &key]) != Reply::ok() {
+                        continue;
+                    }
+                    let _ = c.cmd(&["LLEN", &key]);
+                    thread::sleep(Duration::from_millis(1500));
+                    let r =
+                        c.pipeline(&[cmd(&["MULTI"]), cmd(&["RPUSH", &key, &v]), cmd(&["EXEC"])]);
+                    match &r[2] {
+                        Reply::Array(Some(x)) if x.len() == 1 => acked.push(v),
+                        _ => aborted += 1,
+                    }
+                }
+                (key, acked, aborted)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    assert_eq!(
+        s.sentinels[0].cmd(&["SENTINEL", "FAILOVER", ha::MASTER]),
+        Reply::ok()
+    );
+    let (_, port) = s.wait_switch(started, Duration::from_secs(30));
+    let new_primary = s.node_on(port);
+    testkit::wait_until(Duration::from_secs(20), "the old primary demoted", || {
+        s.primary.role() == "slave"
+    });
+    thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        let (key, acked, aborted) = l.join().expect("loop");
+        println!(
+            "{key}: {} transactions acknowledged, {aborted} not",
+            acked.len()
+        );
+        assert!(!acked.is_empty(), "{key}: no transaction ran");
+        let kept: std::collections::HashSet<Vec<u8>> =
+            match new_primary.cmd(&["LRANGE", &key, "0", "-1"]) {
+                Reply::Array(Some(v)) => v
+                    .into_iter()
+                    .filter_map(|r| r.as_bytes().map(<[u8]>::to_vec))
+                    .collect(),
+                other => panic!("{key}: {other:?}"),
+            };
+        let lost: Vec<&String> = acked
+            .iter()
+            .filter(|v| !kept.contains(v.as_bytes()))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{key}: {} acknowledged transactions lost, first {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+    }
+}

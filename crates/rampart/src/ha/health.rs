@@ -16,7 +16,8 @@
 //! the checks (and to every client): it is alive, and taking it out would turn Redis' own
 //! error into rampart's "no node" or a failover hold for every client, and in a cluster
 //! pool would look like a failover. Such a check counts neither way: the node keeps the
-//! state it had, and clients get the server's `BUSY` as they would directly.
+//! state it had, and clients get the server's `BUSY` as they would directly, except that a
+//! busy replica serves no reads while another node of its shard can (`NodeRt::is_busy`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,12 +177,14 @@ pub async fn run(
         if let Ok(None) = result {
             if !was_busy {
                 was_busy = true;
+                node.set_busy(true);
                 tracing::info!(node = %node.label, "node busy running a script (BUSY): kept as it was");
             }
             continue;
         }
         if was_busy {
             was_busy = false;
+            node.set_busy(false);
             tracing::info!(node = %node.label, "node no longer busy");
         }
         match result {

@@ -175,11 +175,16 @@ fn pick(view: &ShardView, target: Option<&str>) -> Result<(Arc<NodeRt>, Arc<Node
             .into_iter()
             .find(|n| n.label == t)
             .ok_or_else(|| format!("'{t}' is not a healthy replica of this shard"))?,
-        None => replicas
-            .into_iter()
-            .filter(|n| n.replica_ok())
-            .min_by_key(|n| (n.priority, n.lag_ms()))
-            .ok_or("the shard has no healthy replica to promote")?,
+        None => {
+            let ok: Vec<&Arc<NodeRt>> = replicas.filter(|n| n.replica_ok()).collect();
+            match ok.iter().filter(|n| !n.is_busy()).min_by_key(|n| (n.priority, n.lag_ms())) {
+                Some(n) => *n,
+                None if !ok.is_empty() => {
+                    return Err("the shard's replicas answer BUSY (a script running); none can be promoted now, no write was held".into())
+                }
+                None => return Err("the shard has no healthy replica to promote".into()),
+            }
+        }
     };
     Ok((primary, Arc::clone(chosen)))
 }

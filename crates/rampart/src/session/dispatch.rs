@@ -777,12 +777,12 @@ impl Session {
         let conf = &self.pool.rt.conf;
         watch::exec(
             w,
-            run.bytes.to_vec(),
-            run.skip,
+            (run.bytes.to_vec(), run.skip),
             sink,
             self.pool.rt.timeout(),
             (conf.min_replica_acks > 0)
                 .then_some((conf.min_replica_acks, conf.min_replica_acks_timeout)),
+            self.client.resp3,
         );
         self.last_shard = w.shard() as u32;
     }

@@ -15,6 +15,11 @@
 //! the session watches, the watch is lost: `EXEC` answers [`lost`] and nothing of the
 //! transaction is sent.
 //!
+//! `EXEC` is a write: while the shard's writes are held (a switchover, or a Sentinel failover
+//! from `+try-failover` on), it waits as a held write does, at most the pool's
+//! `failover_hold`, so a primary about to be demoted acknowledges no transaction its
+//! successor lacks; once the shard switched, the watch is found lost and nothing is sent.
+//!
 //! A session runs one watch step (`WATCH`, `EXEC`) at a time and nothing after it until it is
 //! answered: both wait for the replies to the session's earlier requests, so they follow the
 //! client's own writes, as on one Redis connection.
@@ -269,7 +274,9 @@ async fn watch_on(
 }
 
 /// `EXEC` of a watching session: `run` (`MULTI`, the commands, `EXEC`; `skip` replies before
-/// `EXEC`'s) goes on the watch's connection unless the watch was lost, and only `EXEC`'s
+/// `EXEC`'s) goes on the watch's connection unless the watch was lost, in the protocol the
+/// session speaks now (`resp3`; a session that said HELLO since WATCH has the connection
+/// switched first, watched keys kept), and only `EXEC`'s
 /// reply answers `sink`, each reply awaited for at most `timeout` (the pool's). With `acks`
 /// (the pool's `min_replica_acks` and its timeout), a transaction that ran is answered only
 /// after `WAIT` on the same connection counted that many replicas, else with the same
@@ -277,16 +284,16 @@ async fn watch_on(
 /// for reuse after complete replies. The watch ends.
 pub fn exec(
     w: &Rc<Watch>,
-    run: Vec<u8>,
-    skip: u32,
+    (run, skip): (Vec<u8>, u32),
     sink: Sink,
     timeout: Duration,
     acks: Option<(u32, Duration)>,
+    resp3: bool,
 ) {
     w.busy.set(true);
     let w = Rc::clone(w);
     tokio::task::spawn_local(async move {
-        let result = exec_on(&w, &run, skip, timeout, acks).await;
+        let result = exec_on(&w, &run, skip, timeout, acks, resp3).await;
         w.busy.set(false);
         match result {
             Ok(reply) => sink.deliver(&reply),
@@ -294,6 +301,31 @@ pub fn exec(
             Err(Err(f)) => sink.fail(f),
         }
     });
+}
+
+/// How often an `EXEC` waiting for the shard's held writes looks again (as the hold's
+/// releaser does).
+const HOLD_POLL: Duration = Duration::from_millis(2);
+
+/// Wait while `shard`'s writes are held, at most the pool's `failover_hold`; the error is
+/// `EXEC`'s reply when the hold outlasts it (nothing was sent).
+async fn held_writes(lease: &Lease, shard: usize) -> Result<(), String> {
+    let rt = lease.pool();
+    let Some(s) = rt.shards.get(shard) else {
+        return Ok(());
+    };
+    let until = Instant::now() + rt.conf.failover_hold;
+    while s.writes_held() {
+        if Instant::now() >= until {
+            return Err(format!(
+                "EXECABORT Transaction discarded: shard '{}' is switching its primary and held its writes past failover_hold ({} ms); nothing ran",
+                s.name,
+                rt.conf.failover_hold.as_millis()
+            ));
+        }
+        tokio::time::sleep(HOLD_POLL).await;
+    }
+    Ok(())
 }
 
 /// `EXEC`'s reply; `Err(Ok(_))`: nothing was sent (the reply is an error message), `Err(Err(_))`:
@@ -304,12 +336,17 @@ async fn exec_on(
     skip: u32,
     timeout: Duration,
     acks: Option<(u32, Duration)>,
+    resp3: bool,
 ) -> Result<Vec<u8>, Result<String, Failure>> {
     let Some(mut lease) = w.lease.take() else {
         let why = w.lost.take().unwrap_or_else(|| "closed".into());
         return Err(Ok(lost(&why)));
     };
+    held_writes(&lease, w.shard.get()).await.map_err(Ok)?;
     if let Err(e) = lease.check() {
+        return Err(Ok(lost(&e.to_string())));
+    }
+    if let Err(e) = lease.speak(resp3, Instant::now() + timeout).await {
         return Err(Ok(lost(&e.to_string())));
     }
     let node = lease.node().label.clone();
@@ -354,7 +391,7 @@ async fn exec_on(
             c.ask_refresh();
         }
         lease.give_back();
-        return Ok(if w.resp3 {
+        return Ok(if resp3 {
             b"_\r\n".to_vec()
         } else {
             b"*-1\r\n".to_vec()

@@ -92,6 +92,8 @@ pub struct NodeRt {
     pub place: (String, String),
     up: AtomicBool,
     maintenance: AtomicBool,
+    /// Its last check was answered `BUSY` (a script running past busy-reply-threshold).
+    busy: AtomicBool,
     role: AtomicU8,
     replica_ok: AtomicBool,
     lag_ms: AtomicU64,
@@ -146,6 +148,7 @@ impl NodeRt {
             place,
             up: AtomicBool::new(!checked),
             maintenance: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             role: AtomicU8::new(Role::Unknown as u8),
             replica_ok: AtomicBool::new(!checked),
             lag_ms: AtomicU64::new(UNKNOWN),
@@ -254,6 +257,19 @@ impl NodeRt {
             return None;
         }
         self.listed_flags.lock().ok().map(|f| f.clone())
+    }
+
+    /// Its last health check was answered `BUSY`: alive, but answering `BUSY` to every
+    /// command but SCRIPT KILL and the like until its script ends. A busy replica serves no
+    /// reads while another node can.
+    #[inline]
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Relaxed)
+    }
+
+    /// Record whether the last health check was answered `BUSY`.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Relaxed);
     }
 
     /// In maintenance: no new requests; the ones in flight finish.

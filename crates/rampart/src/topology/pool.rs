@@ -165,6 +165,10 @@ impl ShardRt {
         running.is_empty()
             && self.holding.fetch_and(!HOLD_FAILOVER, Ordering::AcqRel) & HOLD_FAILOVER != 0
     }
+    /// The shard's writes are held now (a switchover or a Sentinel failover under way).
+    pub fn writes_held(&self) -> bool {
+        self.holding.load(Ordering::Relaxed) != 0
+    }
     /// A Sentinel failover of this shard is under way (its writes are held).
     pub fn is_failing_over(&self) -> bool {
         self.holding.load(Ordering::Relaxed) & HOLD_FAILOVER != 0

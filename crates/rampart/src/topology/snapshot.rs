@@ -394,7 +394,7 @@ fn node(
     let ejected = n.is_ejected() || shard_ejected;
     let maintenance = n.in_maintenance();
     let replica = !is_primary && checked;
-    let replica_usable = replica && n.replica_ok() && n.role() == Role::Replica;
+    let replica_usable = replica && n.replica_ok() && n.role() == Role::Replica && !n.is_busy();
     let lag_ms = n.lag_ms();
     let (status, reason) = if let Some(flags) = listed {
         let mut why = format!("Sentinel lists it as down ({flags})");
@@ -422,6 +422,11 @@ fn node(
         (
             Status::Ejected,
             "ejected from the ring (auto_eject_hosts)".to_string(),
+        )
+    } else if replica && n.is_busy() {
+        (
+            Status::Out,
+            "busy running a script (BUSY): serves reads only when no other node can".to_string(),
         )
     } else if replica && !replica_usable {
         let why = match lag_ms {

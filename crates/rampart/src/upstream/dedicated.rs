@@ -275,6 +275,41 @@ impl Lease {
         &self.node
     }
 
+    /// The connection speaks RESP3.
+    pub fn resp3(&self) -> bool {
+        self.resp3
+    }
+
+    /// Switch the connection's protocol (`HELLO 2` or `HELLO 3`, keeping what else the
+    /// connection holds, such as watched keys), so that replies are shaped for a session
+    /// that changed its own; the connection goes back to the idle list of that protocol.
+    ///
+    /// # Errors
+    /// The server refused `HELLO` or the exchange failed; nothing else was sent.
+    pub async fn speak(&mut self, resp3: bool, deadline: Instant) -> Result<(), DedicatedError> {
+        if resp3 == self.resp3 {
+            return Ok(());
+        }
+        let hello: &[u8] = if resp3 {
+            HELLO3
+        } else {
+            b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"
+        };
+        let reply = self.call(hello, Some(deadline)).await?;
+        if reply.starts_with(b"-") {
+            let why = String::from_utf8_lossy(&reply[1..reply.len().min(129)])
+                .trim_end()
+                .to_string();
+            self.conn = None;
+            return Err(DedicatedError::Failed(self.node.label.clone(), why));
+        }
+        self.resp3 = resp3;
+        if let Some(c) = self.conn.as_mut() {
+            c.resp3 = resp3;
+        }
+        Ok(())
+    }
+
     /// The pool (in the generation the lease was taken in) whose handshake opens its
     /// connection.
     pub fn pool(&self) -> &Arc<PoolRt> {

@@ -59,6 +59,16 @@ pub fn pick_read(
             cands.retain(|n| n.zone.as_ref() == Some(zone));
         }
     }
+    // A replica busy with a script answers every read BUSY: the others serve meanwhile, or
+    // the primary where the policy falls back to it. With nowhere else to go the read goes
+    // to it, and the client gets the server's BUSY, as it would directly.
+    if cands.iter().any(|n| n.is_busy()) {
+        if cands.iter().any(|n| !n.is_busy()) {
+            cands.retain(|n| !n.is_busy());
+        } else if conf.read_policy != ReadPolicy::Replica && primary_ok.is_some() {
+            return primary_ok.cloned();
+        }
+    }
     if cands.is_empty() {
         if primary_ok.is_none()
             && (wp.rt.shards[shard].is_failing_over() || wp.rt.cluster.is_some())
