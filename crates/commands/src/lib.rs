@@ -68,14 +68,16 @@ pub fn all() -> &'static [Command] {
 /// 240 names compared eight.
 #[must_use]
 pub fn lookup(argv0: &[u8]) -> Option<&'static Command> {
-    if argv0.len() > MAX_NAME {
-        return None;
-    }
     let mut buf = [0u8; MAX_NAME];
-    let lower = &mut buf[..argv0.len()];
-    lower.copy_from_slice(argv0);
+    Index::get().find(generated::COMMANDS, lowercase(argv0, &mut buf)?)
+}
+
+/// `name` in lowercase, in `buf`; `None` when it is longer than any command name.
+fn lowercase<'b>(name: &[u8], buf: &'b mut [u8; MAX_NAME]) -> Option<&'b [u8]> {
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    Index::get().find(generated::COMMANDS, lower)
+    Some(lower)
 }
 
 /// Slots of the top-level index: a power of two, over four times the commands, so probes
@@ -138,14 +140,8 @@ pub fn lookup_sub(cmd: &'static Command, argv1: &[u8]) -> Option<&'static Comman
 /// Binary search of `table` (sorted by name) for `name`, comparing each entry's name from
 /// byte `skip` on (past the `container|` prefix of subcommands).
 fn find(table: &'static [Command], skip: usize, name: &[u8]) -> Option<&'static Command> {
-    if name.len() > MAX_NAME {
-        return None;
-    }
     let mut buf = [0u8; MAX_NAME];
-    let lower = &mut buf[..name.len()];
-    lower.copy_from_slice(name);
-    lower.make_ascii_lowercase();
-    let lower = &*lower;
+    let lower = lowercase(name, &mut buf)?;
     table
         .binary_search_by(|c| c.name.as_bytes().get(skip..).unwrap_or_default().cmp(lower))
         .ok()

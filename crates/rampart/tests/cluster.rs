@@ -291,20 +291,30 @@ fn maps_adopted(c: &mut Client) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn ask_and_tryagain_during_a_migration_are_followed() {
-    let env = Env::start("");
-    let mut c = env.client();
+/// Four keys of one slot of the first primary `a` set to `v-<key>` through `c`, then the
+/// slot's migration to the second primary `b` begun and its first two keys moved:
+/// (keys, slot, a, b).
+fn half_migrated(env: &Env, c: &mut Client, prefix: &str) -> (Vec<String>, u16, usize, usize) {
     let p = env.cluster.primaries();
     let (a, b) = (p[0], p[1]);
-    let tag = env.cluster.key_on(a, "mig");
+    let tag = env.cluster.key_on(a, prefix);
     let keys = tagged(&tag, 4);
     let slot = testkit::cluster_slot(keys[0].as_bytes());
     for k in &keys {
         assert_eq!(c.cmd(&["SET", k, &format!("v-{k}")]), Reply::ok());
     }
-    begin_migration(&env, slot, a, b);
-    migrate(&env, a, b, &keys[..2]);
+    begin_migration(env, slot, a, b);
+    migrate(env, a, b, &keys[..2]);
+    (keys, slot, a, b)
+}
+
+#[test]
+fn ask_and_tryagain_during_a_migration_are_followed() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (keys, slot, a, b) = half_migrated(&env, &mut c, "mig");
+    let tag = keys[0][1..keys[0].find('}').expect("tagged")].to_string();
     // A moved key: `a` answers ASK, rampart asks `b` with ASKING.
     assert_eq!(
         c.cmd(&["GET", &keys[0]]),
@@ -376,19 +386,10 @@ fn ask_and_tryagain_during_a_migration_are_followed() {
 fn a_multi_key_request_in_a_stalled_migration_follows_ask_key_by_key() {
     let env = Env::start("");
     let mut c = env.client();
-    let p = env.cluster.primaries();
-    let (a, b) = (p[0], p[1]);
-    let tag = env.cluster.key_on(a, "stall");
-    let keys = tagged(&tag, 4);
-    let slot = testkit::cluster_slot(keys[0].as_bytes());
-    for k in &keys {
-        assert_eq!(c.cmd(&["SET", k, &format!("v-{k}")]), Reply::ok());
-    }
     // Half the slot's keys moved, and the migration left so: nothing ends it here, as when
     // an operator's reshard stopped halfway. The source answers a request for keys on both
     // sides TRYAGAIN for as long as that lasts.
-    begin_migration(&env, slot, a, b);
-    migrate(&env, a, b, &keys[..2]);
+    let (keys, _, a, b) = half_migrated(&env, &mut c, "stall");
     let tryagain_before = error_count(&env, a, "TRYAGAIN");
     let with = |cmd: &str| {
         let mut v = vec![cmd.to_string()];
