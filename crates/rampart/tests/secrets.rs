@@ -510,6 +510,21 @@ fn a_backend_password_is_rotated_with_a_reload_and_connected_clients_keep_workin
     assert_eq!(r, Reply::ok());
     assert_eq!(before.cmd(&["SET", "k", "1"]), Reply::ok());
 
+    // 0. A file naming a password the servers do not take is refused whole: applied, it
+    // would take the pool down. Nothing changes, and the refusal shows no password.
+    const TYPO: &str = "rotate-typo-7d2a";
+    std::fs::write(proxy.dir().join("rampart.yml"), conf(TYPO)).unwrap_or_else(|e| panic!("{e}"));
+    let answer = http(admin, "POST", "/api/reload", &[], "");
+    assert!(
+        answer.contains("refuses the new redis_auth") && answer.contains("nothing changed"),
+        "{answer}"
+    );
+    assert!(!answer.contains(TYPO) && !answer.contains(OLD), "{answer}");
+    assert_eq!(before.cmd(&["SET", "k", "1"]), Reply::ok());
+    let (mut fresh, r) = login(OLD);
+    assert_eq!(r, Reply::ok(), "the old password still logs in");
+    assert_eq!(fresh.cmd(&["GET", "k"]), Reply::bulk("1"));
+
     // 1. The servers take both passwords.
     for s in [&primary, &replica] {
         let mut c = Client::connect(&s.addr());
@@ -554,7 +569,10 @@ fn a_backend_password_is_rotated_with_a_reload_and_connected_clients_keep_workin
     std::thread::sleep(Duration::from_millis(500));
     assert!(up(), "{}", http(admin, "GET", "/api/topology", &[], ""));
     let log = proxy.stderr();
-    assert!(!log.contains(OLD) && !log.contains(NEW), "{log}");
+    assert!(
+        !log.contains(OLD) && !log.contains(NEW) && !log.contains(TYPO),
+        "{log}"
+    );
 }
 
 /// With `admin_broadcast: true`, CONFIG GET reaches the servers; the parameters that hold

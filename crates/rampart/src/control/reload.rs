@@ -1,7 +1,8 @@
 //! Configuration reload (SIGHUP or the admin API): read the file again, build and validate a
 //! whole new set of pools (nodes that stay keep their state and connections), bind new
 //! listeners, and only then publish it with one atomic swap; any error leaves the running
-//! configuration untouched.
+//! configuration untouched. A pool whose credentials towards its nodes change is first tried
+//! on one of its nodes (see [`try_credentials`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use rampart_config::Config;
 
 use crate::control::Handle;
+use crate::ha::link::{Link, OpenError};
 use crate::topology::PoolRt;
 use crate::topology::Shared;
 
@@ -122,6 +124,7 @@ async fn reload_inner(
             blocked.join(", ")
         ));
     }
+    try_credentials(&old, &new).await?;
     let bound = control.bind_new(&new).map_err(|e| format!("{e:#}"))?;
     shared.pools.store(Arc::new(new.clone()));
     shared.generation.fetch_add(1, Ordering::Release);
@@ -134,6 +137,53 @@ async fn reload_inner(
         msg.push_str(&format!("; pool '{n}' moved {:.1}% of its keys", s * 100.0));
     }
     Ok(msg)
+}
+
+/// Before a reload changes how a pool logs in to its nodes (`redis_auth`, `redis_username`,
+/// `redis_db`), one node the running pool knows is connected to with the new set-up. If it
+/// refuses it (`WRONGPASS`, `NOAUTH`, a database it does not have), the reload is refused:
+/// applied, every new server connection and health check of the pool would fail. A node
+/// that cannot be reached proves nothing and does not stop the reload. The password never
+/// appears in the refusal (Redis' own error text is quoted).
+///
+/// # Errors
+/// `pool '<name>': node <addr> refuses the new redis_auth/redis_username/redis_db (<Redis'
+/// error>); nothing changed`.
+async fn try_credentials(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(), String> {
+    for p in new {
+        let Some(o) = old.iter().find(|o| o.conf.name == p.conf.name) else {
+            continue;
+        };
+        if o.conf.redis_auth == p.conf.redis_auth
+            && o.conf.redis_username == p.conf.redis_username
+            && o.conf.redis_db == p.conf.redis_db
+        {
+            continue;
+        }
+        // The new pool has not learnt Sentinel's or the cluster's nodes yet: ask the running
+        // pool for one.
+        let Some(node) = o
+            .shards
+            .iter()
+            .find_map(|s| s.view().nodes.first().cloned())
+        else {
+            continue;
+        };
+        match Link::open(&node.addr, &p.handshake, p.timeout()).await {
+            Err(OpenError::Refused(e))
+                if e.is_credentials()
+                    || matches!(e, crate::handshake::HandshakeError::Select(..)) =>
+            {
+                return Err(format!(
+                    "pool '{}': node {} refuses the new redis_auth/redis_username/redis_db ({e}); nothing changed",
+                    p.conf.name, node.label
+                ));
+            }
+            // Accepted, not reached, or busy: nothing to hold the reload for.
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The certificates a reload read that differ from those before (same files, new content):

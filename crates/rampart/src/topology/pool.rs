@@ -224,7 +224,8 @@ impl ShardRt {
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
     }
-    /// Count a primary change made by Sentinel (not the first primary it names).
+    /// Count a primary change made by Sentinel or by a Redis Cluster (not the first primary
+    /// named).
     pub fn count_failover(&self) {
         self.failovers.fetch_add(1, Ordering::Relaxed);
     }
@@ -232,7 +233,8 @@ impl ShardRt {
     pub fn count_switchover(&self) {
         self.switchovers.fetch_add(1, Ordering::Relaxed);
     }
-    /// Primary changes made by Sentinel since the shard was first configured.
+    /// Primary changes made by Sentinel or by a Redis Cluster since the shard was first
+    /// configured.
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
     }

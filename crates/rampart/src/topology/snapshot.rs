@@ -150,7 +150,7 @@ pub struct ShardSnap {
     pub failing_over: bool,
     /// What the running (or the last) switchover did.
     pub switch_state: String,
-    /// Primary changes made by Sentinel.
+    /// Primary changes made by Sentinel or by a Redis Cluster.
     pub failovers: u64,
     /// Planned switchovers completed.
     pub switchovers: u64,
