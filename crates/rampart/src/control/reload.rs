@@ -2,7 +2,7 @@
 //! whole new set of pools (nodes that stay keep their state and connections), bind new
 //! listeners, and only then publish it with one atomic swap; any error leaves the running
 //! configuration untouched. A pool whose credentials towards its nodes change is first tried
-//! on one of its nodes (see [`try_credentials`]).
+//! on one of its nodes (see `try_credentials`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
