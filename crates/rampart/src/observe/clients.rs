@@ -251,7 +251,8 @@ impl Entry {
 
     /// Whether a reload happened since the last call (and forget it).
     pub fn take_reload(&self) -> bool {
-        self.reload.swap(false, Ordering::AcqRel)
+        // Read first: the session asks on every turn, and a swap is a locked write each time.
+        self.reload.load(Ordering::Relaxed) && self.reload.swap(false, Ordering::AcqRel)
     }
 
     /// Seconds since the session started.

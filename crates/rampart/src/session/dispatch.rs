@@ -6,7 +6,6 @@
 //! names keys on different shards (and is not one the proxy can split) is refused with an
 //! error that says so and how to fix it; the connection stays open.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -1019,17 +1018,35 @@ impl Session {
         // One group per shard; in a cluster pool one per slot, since a node runs a
         // multi-key command only on keys of one slot.
         let rt = &self.pool.rt;
-        // Groups in the order of their first key; found by (shard, slot) in a map, since a
-        // request may name thousands of slots (a scan of the groups per key would cost
-        // keys x slots on the worker that every other client of it waits for).
+        // Groups in the order of their first key. A few are found by a scan (a sharded pool
+        // has as many as it has shards, and no map to build per request); past
+        // SCAN_GROUPS, by (shard, slot) in a map, since a cluster request may name
+        // thousands of slots (a scan per key would cost keys x slots on the worker that
+        // every other client of it waits for).
+        const SCAN_GROUPS: usize = 16;
         let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut keyed: Vec<(usize, Option<u16>)> = Vec::new();
         let mut index: HashMap<(usize, Option<u16>), usize> = HashMap::new();
         for (i, &s) in self.shards.iter().enumerate() {
-            let slot = rt.slot_of(argv.get(self.keys[i]).copied().unwrap_or_default());
-            match index.entry((s, slot)) {
-                Entry::Occupied(g) => groups[*g.get()].1.push(i as u32),
-                Entry::Vacant(v) => {
-                    v.insert(groups.len());
+            let key = (
+                s,
+                rt.slot_of(argv.get(self.keys[i]).copied().unwrap_or_default()),
+            );
+            let found = if keyed.len() <= SCAN_GROUPS {
+                keyed.iter().position(|k| *k == key)
+            } else {
+                if index.is_empty() {
+                    index.extend(keyed.iter().enumerate().map(|(g, k)| (*k, g)));
+                }
+                index.get(&key).copied()
+            };
+            match found {
+                Some(g) => groups[g].1.push(i as u32),
+                None => {
+                    if !index.is_empty() {
+                        index.insert(key, groups.len());
+                    }
+                    keyed.push(key);
                     groups.push((s, vec![i as u32]));
                 }
             }
