@@ -1705,3 +1705,49 @@ fn a_primary_frozen_by_sigstop_is_followed_as_soon_as_its_replica_is_promoted() 
         assert_eq!(direct.cmd(&["GET", k]), Reply::bulk(k), "{k}");
     }
 }
+
+/// A slot no node serves (every node ran `CLUSTER DELSLOTS` on it; the cluster keeps
+/// serving the others with `cluster-require-full-coverage no`) gets Redis Cluster's own
+/// error through rampart, inside a transaction too, and the other slots are unaffected.
+#[test]
+fn a_slot_no_node_serves_answers_clusterdown() {
+    let cluster = ClusterSetup::new().full_coverage(false).start();
+    let seeds = cluster.addrs()[..2].to_vec();
+    let env = Env::start_on(cluster, &seeds, "  cluster_refresh: 100ms\n");
+    let mut c = env.client();
+    let owner = env.cluster.primaries()[0];
+    let gone = env.cluster.key_on(owner, "unserved-");
+    let other = env.cluster.key_on(env.cluster.primaries()[1], "served-");
+    assert_eq!(c.cmd(&["SET", &gone, "1"]), Reply::ok());
+    let slot = testkit::cluster_slot(gone.as_bytes()).to_string();
+    for n in &env.cluster.nodes {
+        assert_eq!(n.cmd(&["CLUSTER", "DELSLOTS", &slot]), Reply::ok());
+    }
+    let down = poll_until(Duration::from_secs(10), || {
+        let r = c.cmd(&["GET", &gone]);
+        (r == Reply::Error("CLUSTERDOWN Hash slot not served".into())).then_some(())
+    });
+    assert!(
+        down.is_some(),
+        "GET of an unserved slot answered {:?}",
+        c.cmd(&["GET", &gone])
+    );
+    assert_eq!(c.cmd(&["SET", &other, "2"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", &other]), Reply::bulk("2"));
+    // Inside MULTI the command is refused while queueing, and EXEC runs nothing.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["INCR", &other]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["SET", &gone, "x"]),
+        Reply::Error("CLUSTERDOWN Hash slot not served".into())
+    );
+    assert!(
+        matches!(c.cmd(&["EXEC"]), Reply::Error(e) if e.starts_with("EXECABORT")),
+        "EXEC after a refused command"
+    );
+    assert_eq!(
+        c.cmd(&["GET", &other]),
+        Reply::bulk("2"),
+        "the transaction ran"
+    );
+}

@@ -39,6 +39,9 @@ pub const CROSS_SHARD: &str = "ERR keys of this command live on different shards
 /// Redis Cluster's reply to a command whose keys are in more than one slot (in a cluster
 /// pool, where a command that needs one node needs one slot).
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+/// A cluster pool's error for a key whose slot no node of the map serves (Redis Cluster's
+/// reply for an unassigned slot).
+pub const CLUSTERDOWN_UNSERVED: &str = "CLUSTERDOWN Hash slot not served";
 
 /// Redis' reply to a command sent before AUTH.
 const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -660,10 +663,7 @@ impl Session {
                 Some(Some(Placement::One(s))) => self.shards.push(s),
                 Some(Some(Placement::All)) | None => {}
                 Some(None) => {
-                    let e = format!(
-                        "ERR rampart: pool '{}' has no server available",
-                        self.pool.rt.conf.name
-                    );
+                    let e = self.no_server_error();
                     return self.refuse(Some(cmd), &e);
                 }
             }
@@ -672,10 +672,7 @@ impl Session {
             match argv.get(k).and_then(|key| self.pool.rt.shard_for_key(key)) {
                 Some(s) => self.shards.push(s),
                 None => {
-                    let e = format!(
-                        "ERR rampart: pool '{}' has no server available",
-                        self.pool.rt.conf.name
-                    );
+                    let e = self.no_server_error();
                     return self.refuse(Some(cmd), &e);
                 }
             }
@@ -851,10 +848,20 @@ impl Session {
         self.worker.stats.pools[self.pool.rt.index]
             .pool(PoolStat::ForwardError)
             .add(1);
-        self.reply_error(&format!(
+        self.reply_error(&self.no_server_error());
+    }
+
+    /// The error of a request no server can take: in a cluster pool, the slot no node
+    /// serves, in Redis Cluster's words (`CLUSTERDOWN Hash slot not served`, what a node
+    /// answers for an unassigned slot), so cluster-aware code sees the error it knows.
+    fn no_server_error(&self) -> String {
+        if self.pool.rt.cluster.is_some() {
+            return CLUSTERDOWN_UNSERVED.to_string();
+        }
+        format!(
             "ERR rampart: pool '{}' has no server available",
             self.pool.rt.conf.name
-        ));
+        )
     }
 
     /// Queue `bytes` for `shard`: writes to its primary, reads by the pool's read policy. On
