@@ -79,7 +79,7 @@ families! {
     SHARD_WRITABLE = ("rampart_shard_writable", "gauge", "1 when the shard takes writes now: on the ring, with a primary that is up, says role:master and is not drained.");
     SHARD_EJECTED = ("rampart_shard_ejected", "gauge", "1 while the shard is off the ring (twemproxy auto_eject_hosts).");
     SHARD_SWITCHING = ("rampart_shard_switchover_running", "gauge", "1 while a planned switchover holds the shard's writes.");
-    SHARD_FAILOVERS = ("rampart_shard_failovers_total", "counter", "Primary changes of the shard made by Sentinel or by the cluster (the first primary named is not one).");
+    SHARD_FAILOVERS = ("rampart_shard_failovers_total", "counter", "Primary changes of the shard made by Sentinel, by the cluster, or followed from the nodes' own roles in a pool without Sentinel (the first primary named is not one).");
     SHARD_SWITCHOVERS = ("rampart_shard_switchovers_total", "counter", "Planned switchovers of the shard that completed.");
     PUBSUB_RESUBSCRIPTIONS = ("rampart_pubsub_resubscriptions_total", "counter", "Worker subscriber connections of the shard opened again after a break or a switch of node, which subscribed every channel and pattern they held again.");
     SHARD_CIRCUIT = ("rampart_shard_circuit_open", "gauge", "1 while the shard's circuit is open (a cache pool with fail_open): its requests are answered without it until a health check gets a reply.");

@@ -190,6 +190,16 @@ impl Control {
                 token,
             ));
         }
+        // Role followers of checked pools without Sentinel (see `ha::roles`): one per pool
+        // generation.
+        for p in pools
+            .iter()
+            .filter(|p| p.checked && !p.conf.is_sentinel() && !p.conf.is_cluster())
+        {
+            let token = self.stop.child_token();
+            self.followers.insert(p.conf.name.clone(), token.clone());
+            tokio::spawn(crate::ha::roles::follow(Arc::clone(p), token));
+        }
         // Circuit checks: one per cache pool that fails open, per pool generation.
         for (_, t) in self.circuits.drain() {
             t.cancel();

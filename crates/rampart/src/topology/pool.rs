@@ -405,6 +405,26 @@ impl PoolRt {
                         nodes = v.nodes.clone();
                         primary = v.primary;
                     }
+                } else if let (Some(v), Some(was)) = (&old, old_shard.and(prev)) {
+                    // A primary moved at run time (a switchover, a role change followed by
+                    // `ha::roles`) stays the primary while the file names the same primary as
+                    // before: a reload for another reason does not send writes back to the
+                    // node the file names, which is a replica now.
+                    let named_before = was
+                        .conf
+                        .shards
+                        .iter()
+                        .find(|o| o.name == s.name)
+                        .and_then(|o| o.primary.as_ref())
+                        .map(|a| &a.addr);
+                    let current = v.primary.and_then(|i| v.nodes.get(i));
+                    if named_before == s.primary.as_ref().map(|a| &a.addr) {
+                        if let Some(i) =
+                            current.and_then(|c| nodes.iter().position(|n| Arc::ptr_eq(n, c)))
+                        {
+                            primary = Some(i);
+                        }
+                    }
                 }
                 ShardRt {
                     index: i,
