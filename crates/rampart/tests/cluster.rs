@@ -2,7 +2,8 @@
 //! `redis-cli --cluster create`): keys placed by slot on the node that owns it, multi-key
 //! commands split per slot, Redis Cluster's CROSSSLOT error, redirections (MOVED, ASK,
 //! TRYAGAIN) followed so that the client never sees them, a minority's map refused,
-//! transactions, blocking commands, SCAN over every primary, reads from replicas.
+//! transactions, blocking commands, SCAN over every primary, reads from replicas, a reload
+//! that points the pool at another cluster.
 //!
 //! Run with `RUST_TEST_THREADS=2`: each test starts its own cluster of six servers.
 
@@ -1750,4 +1751,94 @@ fn a_slot_no_node_serves_answers_clusterdown() {
         Reply::bulk("2"),
         "the transaction ran"
     );
+}
+
+/// Write `yaml` to the proxy's configuration file, send SIGHUP, and return the reload's log
+/// line once it is written.
+fn reload_hup(proxy: &Proxy, yaml: &str) -> String {
+    let lines = |log: String| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("reload: applied") || l.contains("reload refused"))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = lines(proxy.stderr()).len();
+    std::fs::write(proxy.dir().join("rampart.yml"), yaml).expect("write config");
+    testkit::send_signal(proxy.pid(), "HUP");
+    poll_until(Duration::from_secs(20), || {
+        lines(proxy.stderr()).get(before).cloned()
+    })
+    .unwrap_or_else(|| panic!("no reload line after SIGHUP:\n{}", proxy.stderr()))
+}
+
+#[test]
+fn a_reload_to_the_seeds_of_another_cluster_moves_the_pool_there() {
+    let a = ClusterSetup::new().replicas(0).start();
+    let b = ClusterSetup::new().replicas(0).start();
+    let port = free_port();
+    let yaml = |seeds: &[String]| {
+        format!(
+            "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{}]\n  timeout: 2000\n",
+            seeds.join(", ")
+        )
+    };
+    let proxy = common::start_rampart(&yaml(&a.addrs()[..2]), port, 2);
+    let addr = format!("127.0.0.1:{port}");
+    let keys: Vec<String> = (0..30).map(|i| format!("moved:{i}")).collect();
+    let on = |cluster: &RedisCluster, key: &str| {
+        Client::connect(&cluster.nodes[cluster.owner_of(key)].addr()).cmd(&["GET", key])
+    };
+    let mut c = Client::connect(&addr);
+    for k in &keys {
+        assert_eq!(c.cmd(&["SET", k, "a"]), Reply::ok());
+        assert_eq!(on(&a, k), Reply::bulk("a"), "{k} is on cluster A");
+    }
+
+    // Seeds where nothing listens give no map: refused, and A keeps serving.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let line = reload_hup(&proxy, &yaml(&[nowhere]));
+    assert!(
+        line.contains("reload refused")
+            && line.contains("pool 'c': no cluster seed answered")
+            && line.contains("nothing changed"),
+        "{line}"
+    );
+    for k in &keys {
+        assert_eq!(c.cmd(&["GET", k]), Reply::bulk("a"));
+    }
+    assert_eq!(c.cmd(&["SET", &keys[0], "a2"]), Reply::ok());
+    assert_eq!(on(&a, &keys[0]), Reply::bulk("a2"));
+
+    // Seeds that still include a node of A's map: the pool keeps following A.
+    let line = reload_hup(&proxy, &yaml(&[a.addrs()[2].clone(), b.addrs()[0].clone()]));
+    assert!(
+        line.contains("reload: applied") && !line.contains("moved to another cluster"),
+        "{line}"
+    );
+    assert_eq!(c.cmd(&["SET", &keys[1], "a3"]), Reply::ok());
+    assert_eq!(on(&a, &keys[1]), Reply::bulk("a3"));
+
+    // B's seeds: the pool moves to cluster B, for the clients it had and new ones.
+    let t0 = std::time::Instant::now();
+    let line = reload_hup(&proxy, &yaml(&b.addrs()[..2]));
+    println!("reload to another cluster applied after {:?}", t0.elapsed());
+    assert!(
+        line.contains("reload: applied") && line.contains("pool 'c' moved to another cluster"),
+        "{line}"
+    );
+    let mut fresh = Client::connect(&addr);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            fresh.cmd(&["GET", k]),
+            Reply::nil(),
+            "{k} is not on cluster B yet"
+        );
+        let who = if i % 2 == 0 { &mut c } else { &mut fresh };
+        assert_eq!(who.cmd(&["SET", k, "b"]), Reply::ok());
+        assert_eq!(on(&b, k), Reply::bulk("b"), "{k} was written to cluster B");
+        assert_eq!(c.cmd(&["GET", k]), Reply::bulk("b"));
+    }
+    // Cluster A kept what it had.
+    assert_eq!(on(&a, &keys[0]), Reply::bulk("a2"));
+    assert_eq!(on(&a, &keys[1]), Reply::bulk("a3"));
 }

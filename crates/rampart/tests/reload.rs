@@ -501,3 +501,110 @@ fn a_backend_user_that_may_flush_or_configure_is_named_at_start_and_when_a_reloa
         proxy.stderr()
     );
 }
+
+/// The connections `server` lists (`CLIENT LIST`) whose last command was `cmd`, as
+/// `(database, line)`.
+fn server_conns(server: &RedisServer, cmd: &str) -> Vec<(String, String)> {
+    let list = match server.cmd(&["CLIENT", "LIST"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("CLIENT LIST: {other:?}"),
+    };
+    list.lines()
+        .filter(|l| l.split(' ').any(|f| f == format!("cmd={cmd}")))
+        .map(|l| {
+            let db = l
+                .split(' ')
+                .find_map(|f| f.strip_prefix("db="))
+                .unwrap_or("?")
+                .to_string();
+            (db, l.to_string())
+        })
+        .collect()
+}
+
+/// Clients `server` holds blocked (`INFO clients`).
+fn blocked_clients(server: &RedisServer) -> Option<u64> {
+    server
+        .info("clients")
+        .lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_reload_that_changes_the_database_closes_the_dedicated_connections_made_before_it() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let yaml = |extra: &str| pool("demo", port, &[&server], extra);
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yaml(""))
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let addr = format!("127.0.0.1:{port}");
+
+    // Two dedicated connections made in database 0: one idle (its BLPOP timed out), one
+    // blocked across the reload.
+    let mut idle = Client::connect(&addr);
+    assert_eq!(idle.cmd(&["BLPOP", "q", "0.05"]), Reply::Array(None));
+    let mut held = Client::connect(&addr);
+    held.send_raw(&testkit::encode_command(&["BLPOP", "held", "0"]))
+        .expect("send BLPOP");
+    let blocked = poll_until(Duration::from_secs(5), || {
+        (blocked_clients(&server) == Some(1)).then_some(())
+    });
+    assert!(blocked.is_some(), "the BLPOP reached the server");
+
+    let line = reload_hup(&proxy, &path, &yaml("  redis_db: 1\n"));
+    assert!(line.contains("demo: redis_db 0 -> 1"), "{line}");
+
+    // The command in flight finishes where it started.
+    assert_eq!(server.cmd(&["RPUSH", "held", "x"]), Reply::Int(1));
+    assert_eq!(
+        held.read_reply().expect("BLPOP reply"),
+        Reply::bulks(["held", "x"])
+    );
+
+    // No connection of database 0 serves again: two clients block at once (as many as
+    // there were connections before), and pushes through rampart, into database 1, wake both.
+    let mut waiting: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut c = Client::connect(&addr);
+            c.send_raw(&testkit::encode_command(&["BLPOP", "q", "5"]))
+                .expect("send BLPOP");
+            c
+        })
+        .collect();
+    let blocked = poll_until(Duration::from_secs(5), || {
+        (blocked_clients(&server) == Some(2)).then_some(())
+    });
+    assert!(blocked.is_some(), "both BLPOPs reached the server");
+    // The two before the reload are closed (the server may take a moment to see it).
+    let only_new = poll_until(Duration::from_secs(2), || {
+        let dbs = server_conns(&server, "blpop");
+        (dbs.len() == 2 && dbs.iter().all(|(db, _)| db == "1")).then_some(())
+    });
+    assert!(
+        only_new.is_some(),
+        "the dedicated connections left are the two new ones, in database 1: {:#?}",
+        server_conns(&server, "blpop")
+    );
+    let mut w = Client::connect(&addr);
+    assert_eq!(w.cmd(&["RPUSH", "q", "a", "b"]), Reply::Int(2));
+    let mut got: Vec<Reply> = waiting
+        .iter_mut()
+        .map(|c| c.read_reply().expect("BLPOP reply"))
+        .collect();
+    got.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(
+        got,
+        vec![Reply::bulks(["q", "a"]), Reply::bulks(["q", "b"])]
+    );
+    assert_eq!(
+        server.cmd(&["LLEN", "q"]),
+        Reply::Int(0),
+        "nothing was pushed into database 0"
+    );
+    drop(idle);
+}

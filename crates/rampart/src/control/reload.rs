@@ -2,20 +2,35 @@
 //! whole new set of pools (nodes that stay keep their state and connections), bind new
 //! listeners, and only then publish it with one atomic swap; any error leaves the running
 //! configuration untouched. A pool whose credentials towards its nodes change is first tried
-//! on one of its nodes (see `try_credentials`).
+//! on one of its nodes (see `try_credentials`). A cluster pool whose new seeds name none of
+//! the nodes it follows moves to that other cluster: its map is read from the new seeds
+//! before anything changes (see `move_clusters`), and the pool is built anew from it.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use rampart_config::Config;
+use rampart_config::{Config, ServerAddr};
 
 use crate::control::Handle;
 use crate::ha::link::{Link, OpenError};
+use crate::topology::cluster::SlotTable;
 use crate::topology::PoolRt;
 use crate::topology::Shared;
 
+/// Longest wait for the addresses of one host name, when a reload compares a cluster pool's
+/// new seeds with the nodes it follows.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Build the pools of `config`, reusing the nodes (state, statistics, connections) and the
-/// statistics slot of pools that `old` already has.
+/// statistics slot of pools that `old` already has. A cluster pool whose `shards` the
+/// caller filled (its map was just read from its seeds: at start, or a reload that moved it
+/// to another cluster) keeps nothing of `old` but its statistics slot.
+///
+/// # Errors
+/// A cluster pool new to `old` with no shards (a reload cannot read its map), a pool over
+/// the number of statistics slots, or a certificate or key that cannot be read.
 pub fn build_pools(
     shared: &Shared,
     config: Config,
@@ -24,6 +39,7 @@ pub fn build_pools(
     let mut pools = Vec::new();
     for mut conf in config.pools {
         let prev = old.iter().find(|p| p.conf.name == conf.name);
+        let fresh = conf.is_cluster() && !conf.shards.is_empty();
         if conf.is_cluster() && conf.shards.is_empty() {
             // The file names seeds only: the shards are those the cluster gave at start.
             match prev.filter(|p| p.conf.is_cluster()) {
@@ -41,7 +57,13 @@ pub fn build_pools(
         // Certificates and keys are read again on every reload; a bad file refuses it.
         let tls = crate::tls::PoolTls::load(&conf)?;
         pools.push(Arc::new(
-            PoolRt::with_nodes(slot, conf, shared.workers, prev.map(|p| p.as_ref())).with_tls(tls),
+            PoolRt::with_nodes(
+                slot,
+                conf,
+                shared.workers,
+                prev.filter(|_| !fresh).map(|p| p.as_ref()),
+            )
+            .with_tls(tls),
         ));
     }
     Ok(pools)
@@ -99,13 +121,31 @@ async fn reload_inner(
         .config_path
         .as_ref()
         .ok_or("rampart was started without a configuration file")?;
-    let config = rampart_config::load(path).map_err(|e| e.to_string())?;
+    let mut config = rampart_config::load(path).map_err(|e| e.to_string())?;
     let mut guard = control.lock().await;
     let control = guard.as_mut().ok_or("the control plane is not running")?;
     let old = shared.pools.load_full();
+    let moved = move_clusters(&mut config, &old).await?;
     let new = build_pools(shared, config, &old).map_err(|e| format!("{e:#}"))?;
+    for m in moved.iter() {
+        if let Some(c) = new
+            .iter()
+            .find(|p| p.conf.name == m.pool)
+            .and_then(|p| p.cluster.as_ref())
+        {
+            if let Ok(mut g) = c.ids.lock() {
+                *g = m.ids.clone();
+            }
+            c.publish(m.table.clone());
+        }
+    }
+    let is_moved = |name: &str| moved.iter().any(|m| m.pool == name);
     let mut moves = Vec::new();
     for p in &new {
+        // A pool moved to another cluster has other data: no key of it moves.
+        if is_moved(&p.conf.name) {
+            continue;
+        }
         if let Some(o) = old.iter().find(|o| o.conf.name == p.conf.name) {
             let share = moved_share(o, p);
             if share > 0.0 {
@@ -124,19 +164,152 @@ async fn reload_inner(
             blocked.join(", ")
         ));
     }
-    try_credentials(&old, &new).await?;
+    // A moved pool's new seeds accepted its handshake already, and its old nodes prove
+    // nothing about the new cluster.
+    let tried: Vec<Arc<PoolRt>> = new
+        .iter()
+        .filter(|p| !is_moved(&p.conf.name))
+        .cloned()
+        .collect();
+    try_credentials(&old, &tried).await?;
+    for p in new.iter().filter(|p| is_moved(&p.conf.name)) {
+        rise_now(p).await;
+    }
     let bound = control.bind_new(&new).map_err(|e| format!("{e:#}"))?;
     shared.pools.store(Arc::new(new.clone()));
     shared.generation.fetch_add(1, Ordering::Release);
     // Sessions that wait for nothing but messages see the new users and pools now.
     crate::observe::clients::reloaded();
     control.sync(shared, &new, bound);
+    // The nodes of the cluster a pool left: dedicated and subscriber connections close now;
+    // request connections as each worker moves to the new generation.
+    for o in old.iter().filter(|o| is_moved(&o.conf.name)) {
+        for s in &o.shards {
+            for n in &s.view().nodes {
+                n.close_all();
+            }
+        }
+    }
     crate::control::rights::check_new(&old, &new);
     let mut msg = format!("applied {} pool(s); {}", new.len(), changes(&old, &new));
+    for m in &moved {
+        msg.push_str(&format!(
+            "; pool '{}' moved to another cluster ({} shards)",
+            m.pool, m.shards
+        ));
+    }
     for (n, s, _) in &moves {
         msg.push_str(&format!("; pool '{n}' moved {:.1}% of its keys", s * 100.0));
     }
     Ok(msg)
+}
+
+/// The first map of a cluster pool that a reload moves to another cluster.
+struct Moved {
+    /// The pool's name.
+    pool: String,
+    /// Its slot table.
+    table: SlotTable,
+    /// The node ids of each shard (primary first).
+    ids: Vec<Vec<String>>,
+    /// How many shards the map gave.
+    shards: usize,
+}
+
+/// Cluster pools that `config` points at another cluster: their `cluster:` seeds changed and
+/// include none of the nodes of the running pool's map (compared by address, host names
+/// resolved). The map of each is read from its new seeds now, as at start, and its `shards`
+/// filled from it, so `build_pools` builds it as a new pool. A pool whose new seeds still
+/// include a node it follows keeps following its cluster (the seeds then serve at the next
+/// start).
+///
+/// # Errors
+/// `pool '<name>': no cluster seed answered CLUSTER NODES ...` (or another reason the seeds
+/// gave no valid map), followed by `; the pool stays on its cluster; nothing changed`.
+async fn move_clusters(config: &mut Config, old: &[Arc<PoolRt>]) -> Result<Vec<Moved>, String> {
+    let mut moved = Vec::new();
+    for conf in config.pools.iter_mut().filter(|c| c.is_cluster()) {
+        let Some(o) = old
+            .iter()
+            .find(|o| o.conf.name == conf.name && o.conf.is_cluster())
+        else {
+            continue;
+        };
+        if o.conf.cluster == conf.cluster || follows_a_seed(o, conf).await {
+            continue;
+        }
+        let (shards, table, ids) = crate::ha::cluster::discover(conf, o.index)
+            .await
+            .map_err(|e| format!("{e:#}; the pool stays on its cluster; nothing changed"))?;
+        tracing::info!(pool = %conf.name, shards = shards.len(), "cluster slot map read from the new seeds");
+        moved.push(Moved {
+            pool: conf.name.clone(),
+            table,
+            ids,
+            shards: shards.len(),
+        });
+        conf.shards = shards;
+    }
+    Ok(moved)
+}
+
+/// Check every node of `pool` (a cluster pool moved to another cluster, not published yet)
+/// as its health checks would, all at once, so that those that pass serve from the swap on
+/// (see `ha::health::rise_now`); takes about `rise` checks `fast_interval` apart.
+async fn rise_now(pool: &PoolRt) {
+    let mut checks = tokio::task::JoinSet::new();
+    for s in &pool.shards {
+        for n in &s.view().nodes {
+            checks.spawn(crate::ha::health::rise_now(
+                Arc::clone(n),
+                pool.conf.health,
+                crate::topology::node::ReplicaRules::of(&pool.conf),
+                Arc::clone(&pool.handshake),
+            ));
+        }
+    }
+    while checks.join_next().await.is_some() {}
+}
+
+/// Whether one of `conf`'s cluster seeds is a node of `pool`'s current map: the same host
+/// text and port, or an address both resolve to.
+async fn follows_a_seed(pool: &PoolRt, conf: &rampart_config::Pool) -> bool {
+    let mut nodes: Vec<(String, u16)> = Vec::new();
+    for s in &pool.shards {
+        for n in &s.view().nodes {
+            if let ServerAddr::Tcp { host, port } = &n.addr {
+                nodes.push((host.clone(), *port));
+            }
+        }
+    }
+    let mut node_ips: Vec<SocketAddr> = Vec::new();
+    for (h, p) in &nodes {
+        node_ips.extend(resolve(h, *p).await);
+    }
+    for seed in &conf.cluster {
+        if nodes
+            .iter()
+            .any(|(h, p)| *h == seed.host && *p == seed.port)
+        {
+            return true;
+        }
+        if resolve(&seed.host, seed.port)
+            .await
+            .iter()
+            .any(|a| node_ips.contains(a))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The addresses `host` resolves to (none when it does not within [`RESOLVE_TIMEOUT`]).
+async fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
+    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Before a reload changes how a pool logs in to its nodes (`redis_auth`, `redis_username`,

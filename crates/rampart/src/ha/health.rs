@@ -239,6 +239,36 @@ pub async fn run(
     }
 }
 
+/// Check `node`, of a pool not published yet (a cluster pool a reload moves to another
+/// cluster), `rise` times `fast_interval` apart, each within `timeout`, as its checks would;
+/// when all pass it is marked up now, so the pool serves from its first request as the one
+/// it replaces did. A node that fails one stays down until its checks (started with the
+/// pool) bring it up. Returns whether it is up.
+pub async fn rise_now(
+    node: Arc<NodeRt>,
+    hc: HealthCheck,
+    rules: ReplicaRules,
+    handshake: Arc<Handshake>,
+) -> bool {
+    let mut conn: Option<Link> = None;
+    for i in 0..hc.rise.max(1) {
+        if i > 0 {
+            tokio::time::sleep(hc.fast_interval).await;
+        }
+        let started = Instant::now();
+        match check(&node, &mut conn, &hc, rules, &handshake).await {
+            Ok(Some(c)) => {
+                node.set_checked(c.role, c.replica_ok, started.elapsed().as_micros() as u64);
+                node.set_lag(c.lag.map(|l| l.ms), c.lag.map(|l| l.bytes));
+                node.set_link_down(c.link_down_s);
+            }
+            _ => return false,
+        }
+    }
+    node.set_up(true);
+    true
+}
+
 /// One check of `node`: what it learned, or `None` when the node answered `BUSY`.
 async fn check(
     node: &NodeRt,

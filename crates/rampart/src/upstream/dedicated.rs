@@ -16,6 +16,11 @@
 //!   [`IDLE_TIME`] unused. An idle connection the server closed, or whose node was switched away
 //!   from ([`NodeRt::close_all`]), is never reused.
 //! - Every connection starts with the pool's handshake (AUTH, SELECT), like every other.
+//! - A reload that changes how the pool's server connections are opened (`redis_auth`,
+//!   `redis_username`, `redis_db`, `backend_tls`, ...; see [`PoolRt::same_connections`])
+//!   closes the idle connections made the old way at once ([`Dedicated::adopt`]); one leased
+//!   then finishes what it was leased for and is closed instead of going back. None made the
+//!   old way is leased again, and the bound keeps counting those still leased.
 //! - While a reply is awaited, a switch away from the node ([`NodeRt::close_all`]), the end of
 //!   the connection or the caller's deadline ends it with an error; nothing is sent again.
 
@@ -81,6 +86,9 @@ pub struct Dedicated {
     sweeping: Cell<bool>,
     /// Turns to connect (see [`MAX_CONNECTING`]).
     connecting: tokio::sync::Semaphore,
+    /// The pool generation the worker serves (see [`Dedicated::adopt`]): a connection made
+    /// for a pool whose connection settings differ from it is not kept. `None` until adopted.
+    current: RefCell<Option<Arc<PoolRt>>>,
 }
 
 impl Default for Dedicated {
@@ -90,6 +98,7 @@ impl Default for Dedicated {
             idle: RefCell::new(VecDeque::new()),
             sweeping: Cell::new(false),
             connecting: tokio::sync::Semaphore::new(MAX_CONNECTING),
+            current: RefCell::new(None),
         }
     }
 }
@@ -103,6 +112,8 @@ struct Idle {
 struct Conn {
     stream: Stream,
     node: Arc<NodeRt>,
+    /// The pool (generation) whose handshake, TLS and keepalive opened it.
+    made_for: Arc<PoolRt>,
     closer: watch::Receiver<u64>,
     rbuf: ReadBuf,
     dec: ReplyDecoder,
@@ -121,6 +132,27 @@ impl Dedicated {
     /// Idle connections.
     pub fn idle(&self) -> usize {
         self.idle.borrow().len()
+    }
+
+    /// Follow a reload: `pool` is the worker's new view of the pool. When it opens server
+    /// connections otherwise than the generation before (see [`PoolRt::same_connections`]),
+    /// the idle connections made the old way are closed now, and those leased now are closed
+    /// when given back ([`Lease::give_back`]) instead of being kept. Leased ones keep counting
+    /// against `max_dedicated_connections` until they end.
+    pub fn adopt(&self, pool: &Arc<PoolRt>) {
+        let mut idle = self.idle.borrow_mut();
+        let before = idle.len();
+        idle.retain(|i| fits(&i.conn, pool));
+        let closed = before - idle.len();
+        drop(idle);
+        self.open.set(self.open.get().saturating_sub(closed));
+        *self.current.borrow_mut() = Some(Arc::clone(pool));
+    }
+
+    /// Whether `conn` may be kept for reuse: made the way the adopted generation makes
+    /// connections.
+    fn keeps(&self, conn: &Conn) -> bool {
+        self.current.borrow().as_ref().is_none_or(|p| fits(conn, p))
     }
 
     /// Borrow a RESP2 connection to `node` of `pool` (see [`Dedicated::lease_for`]).
@@ -152,7 +184,9 @@ impl Dedicated {
         let reuse = {
             let mut idle = self.idle.borrow_mut();
             idle.iter()
-                .rposition(|i| i.conn.node.id == node.id && i.conn.resp3 == resp3)
+                .rposition(|i| {
+                    i.conn.node.id == node.id && i.conn.resp3 == resp3 && fits(&i.conn, pool)
+                })
                 .and_then(|at| idle.remove(at))
         };
         if let Some(i) = reuse {
@@ -203,7 +237,7 @@ impl Dedicated {
         }
     }
 
-    /// Take back a connection that owes nothing.
+    /// Take back a connection that owes nothing (made the way the pool makes them now).
     fn put_idle(self: &Rc<Self>, conn: Conn) {
         let mut idle = self.idle.borrow_mut();
         idle.push_back(Idle {
@@ -219,6 +253,11 @@ impl Dedicated {
             tokio::task::spawn_local(sweep(Rc::downgrade(self)));
         }
     }
+}
+
+/// Whether `conn` was opened the way `pool` opens server connections.
+fn fits(conn: &Conn, pool: &Arc<PoolRt>) -> bool {
+    Arc::ptr_eq(&conn.made_for, pool) || conn.made_for.same_connections(pool)
 }
 
 /// Close idle connections as they expire; ends when none is left.
@@ -435,13 +474,18 @@ impl Lease {
         Ok(reply)
     }
 
-    /// Return the connection for reuse when it owes no reply and holds no stray bytes;
-    /// otherwise it is closed.
+    /// Return the connection for reuse when it owes no reply, holds no stray bytes and was
+    /// made the way the pool makes connections now (a reload since may have changed it, see
+    /// [`Dedicated::adopt`]); otherwise it is closed.
     pub fn give_back(mut self) {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        if self.owed == 0 && conn.rbuf.is_empty() && !conn.dec.is_partial() {
+        if self.owed == 0
+            && conn.rbuf.is_empty()
+            && !conn.dec.is_partial()
+            && self.home.keeps(&conn)
+        {
             self.returned = true;
             self.home.put_idle(conn);
         }
@@ -496,6 +540,7 @@ impl Lease {
         let mut conn = Conn {
             stream,
             node: Arc::clone(&self.node),
+            made_for: Arc::clone(&pool),
             closer,
             rbuf: ReadBuf::default(),
             dec: decoder(),

@@ -54,8 +54,9 @@ pub struct WorkerPool {
     pub worker: usize,
     /// Requests this pool's connections gave back (drained by `route::drain_retries`).
     pub retries: Rc<Retries>,
-    /// Connections sessions borrow for themselves (blocking commands); a reload that keeps
-    /// the pool's connections keeps these too.
+    /// Connections sessions borrow for themselves (WATCH, blocking commands); kept across
+    /// reloads, which close those made with settings of the pool that changed (see
+    /// [`Dedicated::adopt`]).
     pub dedicated: Rc<Dedicated>,
     /// The worker's Pub/Sub subscriptions for this pool and their subscriber connections;
     /// kept across reloads (it follows the newest view of the pool).

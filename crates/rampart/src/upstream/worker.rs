@@ -81,12 +81,15 @@ impl Worker {
             // them (same AUTH, database, keepalive, count); otherwise they finish what is
             // queued and close, and new ones open on first use.
             let same = |o: &&Rc<WorkerPool>| o.rt.conf.name == p.conf.name;
-            // Subscriptions outlive reloads: the hub follows the new view.
+            // Subscriptions outlive reloads: the hub follows the new view. So do dedicated
+            // connections and their count, but only those opened the way this generation
+            // opens them serve again (the others close, idle ones now).
             if let Some(o) = old.iter().find(same) {
                 wp.pubsub = Rc::clone(&o.pubsub);
-            }
-            if let Some(o) = old.iter().find(same).filter(|o| o.rt.same_connections(p)) {
                 wp.dedicated = Rc::clone(&o.dedicated);
+            }
+            wp.dedicated.adopt(p);
+            if let Some(o) = old.iter().find(same).filter(|o| o.rt.same_connections(p)) {
                 for os in 0..o.shards.len() {
                     for resp3 in [false, true] {
                         for (node, conns) in o.take_conns(os, resp3) {
