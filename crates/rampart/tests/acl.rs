@@ -598,7 +598,7 @@ fn a_replica_set_with_a_backend_password_serves_proxy_users() {
     );
     let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
         .file("x.yml", &yaml)
-        .args(["-c", "{dir}/x.yml", "--workers", "2"])
+        .args(["-c", "{dir}/x.yml", "--workers", "2", "--no-stats"])
         .env("ACL_TEST_OPS_PW", OPS_PW)
         .wait_port(port)
         .start();
