@@ -608,3 +608,62 @@ fn a_reload_that_changes_the_database_closes_the_dedicated_connections_made_befo
     );
     drop(idle);
 }
+
+/// A WATCH held across a reload that changes `redis_db` does not run its transaction in the
+/// old database: the session's reads already see the new one, so a value read there and
+/// written at EXEC would land where the client's own reads never find it, checked against
+/// watched keys of the other database. EXEC aborts, nothing runs anywhere, and the client's
+/// next WATCH ... EXEC runs in the new database.
+#[test]
+fn a_watch_held_across_a_reload_that_changes_the_database_aborts_its_exec() {
+    let server = RedisServer::start();
+    let port = free_port();
+    let yaml = |extra: &str| pool("demo", port, &[&server], extra);
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yaml(""))
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let addr = format!("127.0.0.1:{port}");
+    let in_db = |db: &str, key: &str| {
+        server.cmd(&[
+            "EVAL",
+            "redis.call('SELECT', ARGV[1]) return redis.call('GET', KEYS[1])",
+            "1",
+            key,
+            db,
+        ])
+    };
+
+    let mut c = Client::connect(&addr);
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    let line = reload_hup(&proxy, &path, &yaml("  redis_db: 1\n"));
+    assert!(line.contains("demo: redis_db 0 -> 1"), "{line}");
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::nil(), "reads see database 1");
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::simple("QUEUED"));
+    let exec = c.cmd(&["EXEC"]);
+    match &exec {
+        Reply::Error(e) => assert!(
+            e.starts_with("EXECABORT") && e.contains("redis_db") && e.contains("nothing ran"),
+            "{e}"
+        ),
+        other => panic!("EXEC across the reload ran: {other:?}"),
+    }
+    assert_eq!(
+        in_db("0", "k"),
+        Reply::nil(),
+        "nothing written to database 0"
+    );
+    assert_eq!(in_db("1", "k"), Reply::nil(), "nor to database 1");
+
+    // The connection stays usable; the next transaction runs in database 1.
+    assert_eq!(c.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "w"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![Reply::ok()])));
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("w"));
+    assert_eq!(in_db("1", "k"), Reply::bulk("w"));
+    assert_eq!(in_db("0", "k"), Reply::nil());
+}

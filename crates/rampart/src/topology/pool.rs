@@ -649,6 +649,13 @@ impl PoolRt {
             && a.backend_tls == b.backend_tls
     }
 
+    /// Whether a connection opened for `other` (the same pool in another generation) sees
+    /// the keys this one's connections see: the same `redis_db` and `redis_username`.
+    pub fn same_keyspace(&self, other: &PoolRt) -> bool {
+        self.conf.redis_db == other.conf.redis_db
+            && self.conf.redis_username == other.conf.redis_username
+    }
+
     /// Whether the health checks of this pool's nodes run with the same settings as those of
     /// `other` (the same pool in another generation): `health_check`, `max_replica_lag`,
     /// `max_stale`, the handshake and the backend TLS material (a renewed certificate starts

@@ -19,8 +19,10 @@
 //! - A reload that changes how the pool's server connections are opened (`redis_auth`,
 //!   `redis_username`, `redis_db`, `backend_tls`, ...; see [`PoolRt::same_connections`])
 //!   closes the idle connections made the old way at once ([`Dedicated::adopt`]); one leased
-//!   then finishes what it was leased for and is closed instead of going back. None made the
-//!   old way is leased again, and the bound keeps counting those still leased.
+//!   then finishes what it was leased for and is closed instead of going back. One held
+//!   between requests (WATCH) serves no further request once the reload changed `redis_db`
+//!   or `redis_username` ([`Lease::check`]): its watched keys are in the old database. None
+//!   made the old way is leased again, and the bound keeps counting those still leased.
 //! - While a reply is awaited, a switch away from the node ([`NodeRt::close_all`]), the end of
 //!   the connection or the caller's deadline ends it with an error; nothing is sent again.
 
@@ -153,6 +155,16 @@ impl Dedicated {
     /// connections.
     fn keeps(&self, conn: &Conn) -> bool {
         self.current.borrow().as_ref().is_none_or(|p| fits(conn, p))
+    }
+
+    /// Whether `conn` sees the keys the adopted generation's connections see: the same
+    /// `redis_db` and `redis_username` (a changed password, keepalive or TLS file does not
+    /// change what a connection holds).
+    fn same_keyspace(&self, conn: &Conn) -> bool {
+        self.current
+            .borrow()
+            .as_ref()
+            .is_none_or(|p| conn.made_for.same_keyspace(p))
     }
 
     /// Borrow a RESP2 connection to `node` of `pool` (see [`Dedicated::lease_for`]).
@@ -397,12 +409,15 @@ impl Lease {
     }
 
     /// Whether the connection, held between requests, still stands as it was: open, its node
-    /// not switched away from, and nothing arrived that nobody asked for. State the server
-    /// keeps for the connection (WATCH) holds only then.
+    /// not switched away from, in the database and as the user the pool's connections use
+    /// now (a reload since may have changed them, see [`Dedicated::adopt`]), and nothing
+    /// arrived that nobody asked for. State the server keeps for the connection (WATCH)
+    /// holds only then.
     ///
     /// # Errors
-    /// Not connected, the node was switched away from, or the connection ended (or sent
-    /// bytes nobody asked for); the connection is closed and the lease should be dropped.
+    /// Not connected, the node was switched away from, a reload changed `redis_db` or
+    /// `redis_username`, or the connection ended (or sent bytes nobody asked for); the
+    /// connection is closed and the lease should be dropped.
     pub fn check(&mut self) -> Result<(), DedicatedError> {
         let label = self.node.label.clone();
         let Some(c) = self.conn.as_mut() else {
@@ -411,6 +426,15 @@ impl Lease {
         if c.closer.has_changed().unwrap_or(true) {
             self.conn = None;
             return Err(DedicatedError::Switched(label));
+        }
+        if !self.home.same_keyspace(c) {
+            // The session's other commands now run in another database (or as another
+            // user): what this connection holds (watched keys) is of the old one.
+            self.conn = None;
+            return Err(DedicatedError::Failed(
+                label,
+                "a reload changed the pool's redis_db or redis_username".into(),
+            ));
         }
         if !c.rbuf.is_empty() || has_input(&c.stream) {
             self.conn = None;
