@@ -211,8 +211,8 @@ topo_require() {
     fi
   done
   if [[ -z ${RAMPART_BIN:-} ]] && ! command -v cargo >/dev/null; then
-    say "cargo not found. Install the Rust toolchain with rustup (https://rustup.rs),"
-    say "  or 'sudo apt-get install cargo' on Debian/Ubuntu."
+    say "cargo not found. Install the Rust toolchain with rustup (https://rustup.rs): rampart"
+    say "  needs Rust 1.85 or later, newer than the cargo package of Debian 12 (Rust 1.65)."
     missing=1
   fi
   [[ $missing == 0 ]] || exit 1

@@ -124,11 +124,16 @@ EOF
 elif [[ $CLUSTER == 1 ]]; then
   NODE_LINES=""
   PRIMARY_PID=""
+  # The commands below that talk to a node use another primary than the one to kill, so they
+  # still work after the failover has been tried.
+  SEED_PORT=""
   for ((n = 0; n < ${#CLUSTER_PORTS[@]}; n++)); do
     role=${CLUSTER_ROLES[n]/slave/replica}
     role=${role/master/primary}
     NODE_LINES+="    127.0.0.1:${CLUSTER_PORTS[n]}  ${role}  (pid ${CLUSTER_PIDS[n]})"$'\n'
-    [[ -z $PRIMARY_PID && $role == primary ]] && PRIMARY_PID=${CLUSTER_PIDS[n]}
+    if [[ $role == primary ]]; then
+      if [[ -z $PRIMARY_PID ]]; then PRIMARY_PID=${CLUSTER_PIDS[n]}; else SEED_PORT=${CLUSTER_PORTS[n]}; fi
+    fi
   done
   cat >&2 <<EOF
 
@@ -140,11 +145,11 @@ ${NODE_LINES}  config: $CONF
   connect:      redis-cli -p $PORT    # one endpoint: no MOVED or ASK, no -c needed
                 redis-cli -p $PORT mset a 1 b 2 c 3    # keys in three slots, split and merged
   watch:        watch -n 0.5 redis-cli -p $PORT info pools    # roles and health of every node
-                redis-cli -p ${CLUSTER_PORTS[0]} cluster nodes
+                redis-cli -p $SEED_PORT cluster nodes
   try failover: kill -9 $PRIMARY_PID    # a primary; writes for its slots wait (failover_hold 10s)
                                 # until the cluster promotes its replica (node timeout 2 s)
-  try reshard:  redis-cli --cluster reshard 127.0.0.1:${CLUSTER_PORTS[0]} --cluster-from all \\
-                  --cluster-to \$(redis-cli -p ${CLUSTER_PORTS[0]} cluster myid) --cluster-slots 1000 --cluster-yes
+  try reshard:  redis-cli --cluster reshard 127.0.0.1:$SEED_PORT --cluster-from all \\
+                  --cluster-to \$(redis-cli -p $SEED_PORT cluster myid) --cluster-slots 1000 --cluster-yes
                 # moves 1,000 slots while clients run; they see no MOVED and no error
   stop:         Ctrl-C (stops rampart and the six redis-servers)
 
