@@ -80,15 +80,20 @@ topo_init() {
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 TAKEN=" "
-# Prints a port that nothing listens on, trying $1 first, then ports upward from a random base.
+# A random port from which to look for free ones: 12000-21999, so that a Redis Cluster node's
+# bus port (its port + 10000) stays below Linux's default range for outgoing connections
+# (32768 and up), which could take either at any moment.
+random_base() { echo $((12000 + RANDOM % 10000)); }
+# Prints a port that nothing listens on (nor on the port 10000 above it, a cluster node's bus
+# port), trying $1 first, then ports upward from a random base.
 pick_port() {
   local p=$1 tries
   for ((tries = 0; tries < 200; tries++)); do
-    if [[ $TAKEN != *" $p "* ]] && ! in_use "$p"; then
+    if [[ $TAKEN != *" $p "* ]] && ! in_use "$p" && ! in_use $((p + 10000)); then
       echo "$p"
       return 0
     fi
-    if ((tries == 0)); then p=$((20000 + RANDOM % 30000)); else p=$((p + 1)); fi
+    if ((tries == 0)); then p=$(random_base); else p=$((p + 1)); fi
   done
   die "no free loopback port found"
 }
@@ -115,7 +120,7 @@ start_on_free_port() {
   shift 3
   log=$WORK/$name.log
   for attempt in 1 2 3 4 5; do
-    port=$(pick_port $((20000 + RANDOM % 30000)))
+    port=$(pick_port "$(random_base)")
     TAKEN+="$port "
     rm -f "$log"
     "$launcher" "$port" "$log" "$@" &
