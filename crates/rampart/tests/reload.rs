@@ -522,6 +522,18 @@ fn server_conns(server: &RedisServer, cmd: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// rampart with one worker and pool `demo` over `server` (its file `rampart.yml` in the
+/// proxy's directory), and the pool's port.
+fn one_worker_on(server: &RedisServer) -> (Proxy, u16) {
+    let port = free_port();
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", pool("demo", port, &[server], ""))
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .wait_port(port)
+        .start();
+    (proxy, port)
+}
+
 /// Clients `server` holds blocked (`INFO clients`).
 fn blocked_clients(server: &RedisServer) -> Option<u64> {
     server
@@ -534,13 +546,8 @@ fn blocked_clients(server: &RedisServer) -> Option<u64> {
 #[test]
 fn a_reload_that_changes_the_database_closes_the_dedicated_connections_made_before_it() {
     let server = RedisServer::start();
-    let port = free_port();
+    let (proxy, port) = one_worker_on(&server);
     let yaml = |extra: &str| pool("demo", port, &[&server], extra);
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", yaml(""))
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .wait_port(port)
-        .start();
     let path = proxy.dir().join("rampart.yml");
     let addr = format!("127.0.0.1:{port}");
 
@@ -617,13 +624,8 @@ fn a_reload_that_changes_the_database_closes_the_dedicated_connections_made_befo
 #[test]
 fn a_watch_held_across_a_reload_that_changes_the_database_aborts_its_exec() {
     let server = RedisServer::start();
-    let port = free_port();
+    let (proxy, port) = one_worker_on(&server);
     let yaml = |extra: &str| pool("demo", port, &[&server], extra);
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", yaml(""))
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .wait_port(port)
-        .start();
     let path = proxy.dir().join("rampart.yml");
     let addr = format!("127.0.0.1:{port}");
     let in_db = |db: &str, key: &str| {
