@@ -379,3 +379,55 @@ fn a_failover_made_outside_rampart_is_followed_without_sentinel() {
     // (then following the roles again).
     assert_eq!(switches, 1, "log:\n{}", proxy.log());
 }
+
+/// The primary pointed at a node outside the shard while a replica of the shard is detached
+/// (it answers as a primary, holding a copy nobody replicates): the shard's primary does not
+/// move to that copy. Writes wait in the hold and fail, applied nowhere, and the log says
+/// why once.
+#[test]
+fn a_detached_replica_is_not_taken_for_a_primary_the_old_one_does_not_follow() {
+    let (primary, replicas) = replica_set(1);
+    let replica = &replicas[0];
+    let outside = RedisServer::start();
+    replica.wait_replication_up(Duration::from_secs(10));
+    let body = short_form(
+        &primary.addr(),
+        &[replica.addr()],
+        &format!("{FAST_CHECKS}  failover_hold: 2s\n"),
+    );
+    let proxy = HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(5));
+    let mut c = Client::connect(&proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    assert_eq!(replica.replica_of_no_one(), Reply::ok());
+    assert_eq!(primary.replica_of(&outside), Reply::ok());
+    let seen = poll_until(Duration::from_secs(5), || {
+        let p = proxy.node(&primary.addr())?;
+        let r = proxy.node(&replica.addr())?;
+        (p.seen_role == "replica" && r.seen_role == "primary").then_some(())
+    });
+    assert!(seen.is_some(), "{:?}", proxy.nodes());
+    // Several turns of the follower (every 100 ms here).
+    thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let write = c.cmd(&["SET", "after", "1"]);
+    println!(
+        "write with the primary following an outside node: {write:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(write.is_error(), "the write was taken: {write:?}");
+    assert_eq!(replica.cmd(&["EXISTS", "after"]), Reply::Int(0));
+    assert_eq!(outside.cmd(&["EXISTS", "after"]), Reply::Int(0));
+    assert!(
+        proxy.log_lines(&["primary switched"]).is_empty(),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(
+        proxy.log_lines(&["the primary is not moved"]).len(),
+        1,
+        "{}",
+        proxy.log()
+    );
+}

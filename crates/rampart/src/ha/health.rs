@@ -44,6 +44,19 @@ pub struct Checked {
     /// For a replica whose replication link is down after having been up: for how long, in
     /// seconds (`master_link_down_since_seconds`); `None` while the link is up or was never up.
     pub link_down_s: Option<u64>,
+    /// For a replica: the primary it replicates from, as its `ROLE` names it (host as given
+    /// to `REPLICAOF`, port); `None` for a primary or when `ROLE` does not say.
+    pub follows: Option<(String, u16)>,
+}
+
+impl Checked {
+    /// Record what this check learned on `node`; the check took `took`.
+    fn record(&self, node: &NodeRt, took: Duration) {
+        node.set_checked(self.role, self.replica_ok, took.as_micros() as u64);
+        node.set_lag(self.lag.map(|l| l.ms), self.lag.map(|l| l.bytes));
+        node.set_link_down(self.link_down_s);
+        node.set_follows(self.follows.clone());
+    }
 }
 
 /// How often a check connection is replaced, so DNS names are looked up again.
@@ -99,6 +112,7 @@ pub fn judge(replies: &[Val], rules: ReplicaRules) -> Result<Checked, String> {
                 replica_ok: false,
                 lag: None,
                 link_down_s: None,
+                follows: None,
             })
         }
         "slave" => {
@@ -113,11 +127,21 @@ pub fn judge(replies: &[Val], rules: ReplicaRules) -> Result<Checked, String> {
                 .flatten();
             let stale_ok = link_down_s
                 .is_some_and(|s| !rules.max_stale.is_zero() && s <= rules.max_stale.as_secs());
+            // ROLE of a replica: slave, the primary's host, its port, the link state, the
+            // offset.
+            let follows = match role.items() {
+                [_, host, Val::Int(port), ..] => host
+                    .text()
+                    .zip(u16::try_from(*port).ok())
+                    .filter(|(h, _)| !h.is_empty()),
+                _ => None,
+            };
             Ok(Checked {
                 role: Role::Replica,
                 replica_ok: !syncing && if link_up { within } else { stale_ok },
                 lag,
                 link_down_s,
+                follows,
             })
         }
         _ => match role {
@@ -198,9 +222,7 @@ pub async fn run(
                     node.close_all();
                     conn = None;
                 }
-                node.set_checked(c.role, c.replica_ok, started.elapsed().as_micros() as u64);
-                node.set_lag(c.lag.map(|l| l.ms), c.lag.map(|l| l.bytes));
-                node.set_link_down(c.link_down_s);
+                c.record(&node, started.elapsed());
                 good = good.saturating_add(1);
                 bad = 0;
                 if !believed_up && good >= hc.rise && !node.is_ejected() {
@@ -258,9 +280,7 @@ pub async fn rise_now(
         let started = Instant::now();
         match check(&node, &mut conn, &hc, rules, &handshake).await {
             Ok(Some(c)) => {
-                node.set_checked(c.role, c.replica_ok, started.elapsed().as_micros() as u64);
-                node.set_lag(c.lag.map(|l| l.ms), c.lag.map(|l| l.bytes));
-                node.set_link_down(c.link_down_s);
+                c.record(&node, started.elapsed());
             }
             _ => return false,
         }
@@ -356,6 +376,7 @@ mod tests {
                 replica_ok: true,
                 lag: Some(lag::Lag { ms: 0, bytes: 0 }),
                 link_down_s: None,
+                follows: Some(("127.0.0.1".into(), 6379)),
             })
         );
     }
@@ -401,6 +422,7 @@ mod tests {
                 replica_ok: false,
                 lag: None,
                 link_down_s: None,
+                follows: Some(("127.0.0.1".into(), 6379)),
             })
         );
     }
@@ -442,6 +464,7 @@ mod tests {
                 replica_ok: true,
                 lag: Some(lag::Lag { ms: 0, bytes: 0 }),
                 link_down_s: Some(3),
+                follows: Some(("127.0.0.1".into(), 6379)),
             })
         );
         assert_eq!(down(30).map(|c| c.replica_ok), Ok(true));

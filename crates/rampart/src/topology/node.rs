@@ -120,6 +120,8 @@ pub struct NodeRt {
     /// Unix time (µs) of the last ejection (twemproxy's `server_ejected_at`).
     pub ejected_at_us: AtomicU64,
     last_error: Mutex<String>,
+    /// For a replica: the primary it replicates from, as its last check's `ROLE` named it.
+    follows: Mutex<Option<(String, u16)>>,
     close_gen: watch::Sender<u64>,
     /// Statistics, one row per worker (each row written only by its worker).
     pub cells: Vec<NodeCells>,
@@ -167,6 +169,7 @@ impl NodeRt {
             stale_reads: (0..workers).map(|_| Cell::default()).collect(),
             ejected_at_us: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
+            follows: Mutex::new(None),
             close_gen: watch::channel(0).0,
             cells: (0..workers)
                 .map(|_| (0..ServerStat::COUNT).map(|_| Cell::default()).collect())
@@ -420,6 +423,20 @@ impl NodeRt {
         self.replica_ok.store(replica_ok, Relaxed);
         self.check_us.store(took_us, Relaxed);
         self.last_check_ms.store(now_ms(), Relaxed);
+    }
+
+    /// Record the primary this node replicates from, as its `ROLE` names it (`None`: a
+    /// primary, or not said).
+    pub fn set_follows(&self, primary: Option<(String, u16)>) {
+        if let Ok(mut f) = self.follows.lock() {
+            *f = primary;
+        }
+    }
+
+    /// The primary this node replicated from at its last check (host as `ROLE` gives it,
+    /// port); `None` for a primary or when not known.
+    pub fn follows(&self) -> Option<(String, u16)> {
+        self.follows.lock().ok().and_then(|f| f.clone())
     }
 
     /// The node refused a write as a replica (READONLY): no writes until a check or Sentinel
