@@ -431,3 +431,72 @@ fn a_detached_replica_is_not_taken_for_a_primary_the_old_one_does_not_follow() {
         proxy.log()
     );
 }
+
+/// A blocking command waiting for a primary (none of the shard's nodes is one) across a
+/// reload that changes `redis_db`: once a primary appears, found by the reloaded pool, the
+/// command runs there in the new database, where a push through rampart wakes it.
+#[test]
+fn a_blocking_command_waiting_for_a_primary_follows_a_reload() {
+    let (primary, replicas) = replica_set(1);
+    let replica = &replicas[0];
+    replica.wait_replication_up(Duration::from_secs(10));
+    let body = short_form(
+        &primary.addr(),
+        &[replica.addr()],
+        &format!("{FAST_CHECKS}  failover_hold: 10s\n"),
+    );
+    let proxy = HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(5));
+    // No primary: each node follows the other.
+    assert_eq!(primary.replica_of(replica), Reply::ok());
+    let none = poll_until(Duration::from_secs(5), || {
+        let p = proxy.node(&primary.addr())?;
+        (p.seen_role == "replica").then_some(())
+    });
+    assert!(none.is_some(), "{:?}", proxy.nodes());
+    let addr = proxy.addr();
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let mut c = Client::connect(&addr);
+        c.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = tx.send(c.try_cmd(&["BLPOP", "q", "0"]).map_err(|e| e.to_string()));
+    });
+    thread::sleep(Duration::from_millis(300));
+    std::fs::write(
+        proxy.proxy.dir().join("ha.yml"),
+        format!("{}  redis_db: 1\n", proxy.yaml),
+    )
+    .expect("rewrite the configuration");
+    proxy.proxy.signal("HUP");
+    let reloaded = poll_until(Duration::from_secs(5), || {
+        proxy.log().contains("reload: ").then_some(())
+    });
+    assert!(reloaded.is_some(), "no reload in the log:\n{}", proxy.log());
+    // The replica becomes the primary; the old primary already follows it.
+    assert_eq!(replica.replica_of_no_one(), Reply::ok());
+    let moved = poll_until(Duration::from_secs(5), || {
+        let r = proxy.node(&replica.addr())?;
+        (r.role == "primary").then_some(())
+    });
+    assert!(moved.is_some(), "{:?}\n{}", proxy.nodes(), proxy.log());
+    // The BLPOP is on the new primary by now, blocked in database 1.
+    let blocked = poll_until(Duration::from_secs(5), || {
+        (replica.info("clients").contains("blocked_clients:1")).then_some(())
+    });
+    assert!(blocked.is_some(), "the BLPOP did not reach the new primary");
+    let mut c = Client::connect(&proxy.addr());
+    assert_eq!(c.cmd(&["RPUSH", "q", "x"]), Reply::Int(1));
+    let got = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("the BLPOP was not woken by a push in database 1"));
+    let _ = waiter.join();
+    assert_eq!(
+        got,
+        Ok(Reply::Array(Some(vec![Reply::bulk("q"), Reply::bulk("x")])))
+    );
+    assert_eq!(
+        replica.cmd(&["EXISTS", "q"]),
+        Reply::Int(0),
+        "database 0 got the push"
+    );
+}

@@ -55,6 +55,9 @@ const PRIMARY_POLL: Duration = Duration::from_millis(2);
 /// empty, at most `failover_hold` or the pool `timeout`, whichever is longer (then
 /// [`Failure::SpoolBusy`]). The returned `Duration` is that longest wait, for the caller's
 /// deadline. Otherwise the failure at once. `last_node` is set to the node leased now.
+/// A reload while it waits: it goes on with the pool the worker serves now (the shard of the
+/// same name; [`Failure::Reloaded`] when there is none), so the primary is the one that
+/// pool's view names and the connection opens with its settings (`redis_db`, AUTH, TLS).
 pub fn lease_primary(
     pool: &WorkerPool,
     shard: usize,
@@ -81,6 +84,26 @@ pub fn lease_primary(
             let until = Instant::now() + longest;
             let soon = async move {
                 loop {
+                    // A reload while waiting: follow the pool the worker serves now (found by
+                    // its shard's name), whose view moves on and whose settings the
+                    // connection must be opened with.
+                    let (rt, shard) = match dedicated.current() {
+                        Some(now) if !Arc::ptr_eq(&now, &rt) => {
+                            let name = &rt.shards[shard].name;
+                            match now.shards.iter().position(|s| &s.name == name) {
+                                Some(at) => (now, at),
+                                None => {
+                                    return Err(Failure::Reloaded {
+                                        cause: Box::new(Failure::NoPrimary {
+                                            shard: name.clone(),
+                                            cause: None,
+                                        }),
+                                    })
+                                }
+                            }
+                        }
+                        _ => (Arc::clone(&rt), shard),
+                    };
                     let spooling = !route::spool_clear(&rt, shard);
                     match writable_primary(&rt, shard) {
                         Ok(node) if !spooling => return Ok(dedicated.lease_for(&rt, &node, resp3)?),

@@ -151,6 +151,12 @@ impl Dedicated {
         *self.current.borrow_mut() = Some(Arc::clone(pool));
     }
 
+    /// The pool generation the worker serves now (the last one [`Dedicated::adopt`] was
+    /// given), if any.
+    pub fn current(&self) -> Option<Arc<PoolRt>> {
+        self.current.borrow().clone()
+    }
+
     /// Whether `conn` may be kept for reuse: made the way the adopted generation makes
     /// connections.
     fn keeps(&self, conn: &Conn) -> bool {
