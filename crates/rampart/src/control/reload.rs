@@ -9,19 +9,15 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rampart_config::{Config, ServerAddr};
 
 use crate::control::Handle;
 use crate::ha::link::{Link, OpenError};
 use crate::topology::cluster::SlotTable;
+use crate::topology::node::resolve;
 use crate::topology::PoolRt;
 use crate::topology::Shared;
-
-/// Longest wait for the addresses of one host name, when a reload compares a cluster pool's
-/// new seeds with the nodes it follows.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Build the pools of `config`, reusing the nodes (state, statistics, connections) and the
 /// statistics slot of pools that `old` already has. A cluster pool whose `shards` the
@@ -302,14 +298,6 @@ async fn follows_a_seed(pool: &PoolRt, conf: &rampart_config::Pool) -> bool {
         }
     }
     false
-}
-
-/// The addresses `host` resolves to (none when it does not within [`RESOLVE_TIMEOUT`]).
-async fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
-    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
-        Ok(Ok(addrs)) => addrs.collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// Before a reload changes how a pool logs in to its nodes (`redis_auth`, `redis_username`,

@@ -17,18 +17,13 @@
 //! replicates), or choose between two nodes that both say they are primaries (a split
 //! brain): the shard keeps its primary and its writes wait, or fail, as before.
 
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rampart_config::ServerAddr;
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::node::{NodeRt, Role};
+use crate::topology::node::{resolve, NodeRt, Role};
 use crate::topology::pool::{PoolRt, ShardRt, ShardView};
-
-/// The longest wait for one host name to resolve when comparing addresses.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The node of `view` that should take its writes instead of its primary: the primary is up
 /// and answers as a replica, and exactly one other node answers as a primary and is
@@ -72,15 +67,7 @@ pub async fn follows(old: &NodeRt, new: &NodeRt) -> bool {
         return true;
     }
     let (a, b) = tokio::join!(resolve(new_host, port), resolve(&host, port));
-    a.iter().any(|ip| b.contains(ip))
-}
-
-/// The addresses `host` resolves to (none when it does not within [`RESOLVE_TIMEOUT`]).
-async fn resolve(host: &str, port: u16) -> Vec<IpAddr> {
-    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
-        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
-        _ => Vec::new(),
-    }
+    a.iter().any(|addr| b.contains(addr))
 }
 
 /// Follow role changes in `pool`'s shards, looking after every health check interval, until

@@ -73,6 +73,19 @@ impl std::fmt::Display for Role {
 /// Stored in place of a lag not measured.
 const UNKNOWN: u64 = u64::MAX;
 
+/// The longest wait for one host name to resolve when node addresses are compared.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The addresses `host:port` resolves to; none when it does not within 2 s. For comparing
+/// the names of nodes (a file may name a host that a server reports as an IP address, or the
+/// reverse), never for connecting.
+pub async fn resolve(host: &str, port: u16) -> Vec<std::net::SocketAddr> {
+    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A node's statistics as written by one worker.
 pub type NodeCells = Vec<Cell>;
 
