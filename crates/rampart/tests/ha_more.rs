@@ -33,6 +33,39 @@ fn cmdstat(server: &RedisServer, cmd: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A primary with one synced replica, and rampart over them with [`FAST_CHECKS`] and
+/// `failover_hold: <hold>`, both nodes up.
+fn replica_pair(hold: &str) -> (RedisServer, Vec<RedisServer>, HaProxy) {
+    let (primary, replicas) = replica_set(1);
+    replicas[0].wait_replication_up(Duration::from_secs(10));
+    let body = short_form(
+        &primary.addr(),
+        &[replicas[0].addr()],
+        &format!("{FAST_CHECKS}  failover_hold: {hold}\n"),
+    );
+    let proxy = HaProxy::start(&body);
+    proxy.wait_up(
+        &[primary.addr(), replicas[0].addr()],
+        Duration::from_secs(5),
+    );
+    (primary, replicas, proxy)
+}
+
+/// Reload `proxy` with its file plus the pool line `line` (the pool is rebuilt), and wait
+/// until it says it reloaded.
+fn reload_adding(proxy: &HaProxy, line: &str) {
+    std::fs::write(
+        proxy.proxy.dir().join("ha.yml"),
+        format!("{}  {line}\n", proxy.yaml),
+    )
+    .expect("rewrite the configuration");
+    proxy.proxy.signal("HUP");
+    let reloaded = poll_until(Duration::from_secs(5), || {
+        proxy.log().contains("reload: ").then_some(())
+    });
+    assert!(reloaded.is_some(), "no reload in the log:\n{}", proxy.log());
+}
+
 /// Reads go to the replica in the proxy's zone only; when it dies, to the replica of the
 /// other zone (not the primary), and no read fails, not even those in flight at the kill.
 #[test]
@@ -311,16 +344,8 @@ fn dns_name_nodes() {
 /// keeps writing to the new primary (the file still names the old one).
 #[test]
 fn a_failover_made_outside_rampart_is_followed_without_sentinel() {
-    let (primary, replicas) = replica_set(1);
+    let (primary, replicas, proxy) = replica_pair("5s");
     let replica = &replicas[0];
-    replica.wait_replication_up(Duration::from_secs(10));
-    let body = short_form(
-        &primary.addr(),
-        &[replica.addr()],
-        &format!("{FAST_CHECKS}  failover_hold: 5s\n"),
-    );
-    let proxy = HaProxy::start(&body);
-    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(5));
     let load = WriteLoad::start(&proxy.addr(), 2, Duration::from_secs(10));
     assert!(load::progressed(
         || load.acked(),
@@ -341,16 +366,7 @@ fn a_failover_made_outside_rampart_is_followed_without_sentinel() {
     );
     // A reload that changes another key (the pool is rebuilt): the file still names the old
     // primary.
-    std::fs::write(
-        proxy.proxy.dir().join("ha.yml"),
-        format!("{}  timeout: 900\n", proxy.yaml),
-    )
-    .expect("rewrite the configuration");
-    proxy.proxy.signal("HUP");
-    let reloaded = poll_until(Duration::from_secs(5), || {
-        proxy.log().contains("reload: ").then_some(())
-    });
-    assert!(reloaded.is_some(), "no reload in the log:\n{}", proxy.log());
+    reload_adding(&proxy, "timeout: 900");
     assert!(
         load::progressed(|| load.acked(), 500, Duration::from_secs(10)),
         "writes did not go on after the reload"
@@ -386,17 +402,9 @@ fn a_failover_made_outside_rampart_is_followed_without_sentinel() {
 /// why once.
 #[test]
 fn a_detached_replica_is_not_taken_for_a_primary_the_old_one_does_not_follow() {
-    let (primary, replicas) = replica_set(1);
+    let (primary, replicas, proxy) = replica_pair("2s");
     let replica = &replicas[0];
     let outside = RedisServer::start();
-    replica.wait_replication_up(Duration::from_secs(10));
-    let body = short_form(
-        &primary.addr(),
-        &[replica.addr()],
-        &format!("{FAST_CHECKS}  failover_hold: 2s\n"),
-    );
-    let proxy = HaProxy::start(&body);
-    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(5));
     let mut c = Client::connect(&proxy.addr());
     c.set_read_timeout(Some(Duration::from_secs(10)));
     assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
@@ -437,16 +445,8 @@ fn a_detached_replica_is_not_taken_for_a_primary_the_old_one_does_not_follow() {
 /// command runs there in the new database, where a push through rampart wakes it.
 #[test]
 fn a_blocking_command_waiting_for_a_primary_follows_a_reload() {
-    let (primary, replicas) = replica_set(1);
+    let (primary, replicas, proxy) = replica_pair("10s");
     let replica = &replicas[0];
-    replica.wait_replication_up(Duration::from_secs(10));
-    let body = short_form(
-        &primary.addr(),
-        &[replica.addr()],
-        &format!("{FAST_CHECKS}  failover_hold: 10s\n"),
-    );
-    let proxy = HaProxy::start(&body);
-    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(5));
     // No primary: each node follows the other.
     assert_eq!(primary.replica_of(replica), Reply::ok());
     let none = poll_until(Duration::from_secs(5), || {
@@ -462,16 +462,7 @@ fn a_blocking_command_waiting_for_a_primary_follows_a_reload() {
         let _ = tx.send(c.try_cmd(&["BLPOP", "q", "0"]).map_err(|e| e.to_string()));
     });
     thread::sleep(Duration::from_millis(300));
-    std::fs::write(
-        proxy.proxy.dir().join("ha.yml"),
-        format!("{}  redis_db: 1\n", proxy.yaml),
-    )
-    .expect("rewrite the configuration");
-    proxy.proxy.signal("HUP");
-    let reloaded = poll_until(Duration::from_secs(5), || {
-        proxy.log().contains("reload: ").then_some(())
-    });
-    assert!(reloaded.is_some(), "no reload in the log:\n{}", proxy.log());
+    reload_adding(&proxy, "redis_db: 1");
     // The replica becomes the primary; the old primary already follows it.
     assert_eq!(replica.replica_of_no_one(), Reply::ok());
     let moved = poll_until(Duration::from_secs(5), || {
