@@ -57,6 +57,16 @@ fn login(env: &common::Env, user: &str, pw: &str) -> Client {
     c
 }
 
+/// Reload `env`'s rampart with the file `yaml` and wait until it logs the reload.
+fn reload_with(env: &common::Env, yaml: &str) {
+    let before = env.proxy.stderr().matches("reload: ").count();
+    std::fs::write(env.proxy.dir().join("x.yml"), yaml).expect("write");
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    wait_until(Duration::from_secs(10), "the reload", || {
+        env.proxy.stderr().matches("reload: ").count() > before
+    });
+}
+
 fn err(text: &str) -> Reply {
     Reply::Error(text.to_string())
 }
@@ -672,12 +682,7 @@ fn a_reload_gives_connected_clients_their_users_new_rules() {
             "",
         );
     assert_ne!(yaml, env.yaml);
-    let before = env.proxy.stderr().matches("reload: ").count();
-    std::fs::write(env.proxy.dir().join("x.yml"), &yaml).expect("write");
-    testkit::send_signal(env.proxy.pid(), "HUP");
-    wait_until(Duration::from_secs(10), "the reload", || {
-        env.proxy.stderr().matches("reload: ").count() > before
-    });
+    reload_with(&env, &yaml);
     let log = env.proxy.stderr();
     assert!(log.contains("users changed (app, ops, gone)"), "{log}");
     assert!(!log.contains(&hash(APP_PW)), "a hash reached the log");
@@ -832,12 +837,7 @@ fn a_reload_closes_idle_subscribers_and_monitors_that_lost_their_rights() {
         "",
     );
     assert_ne!(yaml, env.yaml);
-    let before = env.proxy.stderr().matches("reload: ").count();
-    std::fs::write(env.proxy.dir().join("x.yml"), &yaml).expect("write");
-    testkit::send_signal(env.proxy.pid(), "HUP");
-    wait_until(Duration::from_secs(10), "the reload", || {
-        env.proxy.stderr().matches("reload: ").count() > before
-    });
+    reload_with(&env, &yaml);
     // Published straight on the servers: the idle clients are not asked anything.
     env.on_each_backend(&["PUBLISH", "chan:gone", "after the reload"]);
     env.on_each_backend(&["PUBLISH", "chan:keep1", "still yours"]);
