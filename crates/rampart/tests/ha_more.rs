@@ -491,3 +491,77 @@ fn a_blocking_command_waiting_for_a_primary_follows_a_reload() {
         "database 0 got the push"
     );
 }
+
+/// A `shards:` pool of two replicated shards, writes on both: `FAILOVER` on one shard's
+/// primary moves that shard's primary only. No write fails, none acknowledged is lost, the
+/// other shard keeps its primary, and the log names the switch of the shard that moved.
+#[test]
+fn a_failover_outside_rampart_moves_only_its_own_shard_of_a_sharded_pool() {
+    let (left, left_replicas) = replica_set(1);
+    let (right, right_replicas) = replica_set(1);
+    left_replicas[0].wait_replication_up(Duration::from_secs(10));
+    right_replicas[0].wait_replication_up(Duration::from_secs(10));
+    let body = format!(
+        "  shards:\n    - name: left\n      primary: {}\n      replicas: [{}]\n    - name: right\n      primary: {}\n      replicas: [{}]\n{FAST_CHECKS}  failover_hold: 5s\n",
+        left.addr(),
+        left_replicas[0].addr(),
+        right.addr(),
+        right_replicas[0].addr()
+    );
+    let proxy = HaProxy::start(&body);
+    let all = [
+        left.addr(),
+        left_replicas[0].addr(),
+        right.addr(),
+        right_replicas[0].addr(),
+    ];
+    proxy.wait_up(&all, Duration::from_secs(5));
+    let load = WriteLoad::start(&proxy.addr(), 2, Duration::from_secs(10));
+    assert!(load::progressed(
+        || load.acked(),
+        200,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(right.cmd(&["FAILOVER"]), Reply::ok());
+    let swapped = poll_until(Duration::from_secs(10), || {
+        (right_replicas[0].role() == "master" && right.role() == "slave").then_some(())
+    });
+    assert!(swapped.is_some(), "FAILOVER did not complete");
+    let moved = poll_until(Duration::from_secs(5), || {
+        let n = proxy.node(&right_replicas[0].addr())?;
+        (n.role == "primary").then_some(())
+    });
+    assert!(moved.is_some(), "{:#?}\n{}", proxy.nodes(), proxy.log());
+    assert!(
+        load::progressed(|| load.acked(), 500, Duration::from_secs(10)),
+        "writes did not resume after the failover; log:\n{}",
+        proxy.log()
+    );
+    let report = load.stop();
+    // Each key lives on one shard: it is missing only when neither shard's primary has it.
+    let on_right = missing_writes(&right_replicas[0], &report.acks);
+    let lost: Vec<_> = on_right
+        .into_iter()
+        .filter(|a| left.cmd(&["GET", &a.key]) != Reply::bulk(&a.value))
+        .collect();
+    let switches = proxy.log_lines(&["primary switched"]);
+    println!(
+        "FAILOVER of one shard of two: {} writes acknowledged, {} errors, {} lost, longest pause {:?}; switches logged: {switches:?}",
+        report.acks.len(),
+        report.errors.len(),
+        lost.len(),
+        report.longest_pause().0
+    );
+    assert!(
+        report.errors.is_empty(),
+        "{:?}",
+        &report.errors[..report.errors.len().min(5)]
+    );
+    assert!(lost.is_empty(), "{} acknowledged writes lost", lost.len());
+    let left_view = proxy
+        .node(&left.addr())
+        .expect("the left primary is listed");
+    assert_eq!(left_view.role, "primary", "{:#?}", proxy.nodes());
+    assert_eq!(switches.len(), 1, "log:\n{}", proxy.log());
+    assert!(switches[0].contains("right"), "{switches:?}");
+}
