@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--requests", default="?")
     ap.add_argument("--clients", default="?")
     ap.add_argument("--workers", default="?")
+    ap.add_argument("--pinned", default="",
+                    help="LOAD:PROXY CPU lists when the run was pinned (BENCH_PIN)")
     args = ap.parse_args()
 
     rows = read_csv(os.path.join(args.dir, "results.csv"))
@@ -84,6 +86,11 @@ def main():
           f"{args.workers} worker thread(s) for rampart and HAProxy. "
           "CPU is the target process's own user+system time per request "
           "(for `direct`, the redis-server itself). Compare ratios, not absolute numbers.")
+    if args.pinned:
+        load, _, proxy = args.pinned.partition(":")
+        print()
+        print(f"Pinned: Redis servers and the load generator on CPUs {load}, every proxy on "
+              f"CPUs {proxy} (BENCH_PIN={args.pinned}).")
     print()
     print("## Medians")
     print()

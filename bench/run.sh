@@ -356,6 +356,26 @@ rss_kb() {
   echo "$t"
 }
 
+# BENCH_PIN=LOAD:PROXY (e.g. 0:1; bench/README.md, "The proxy on cores of its own"): the
+# Redis servers and the load generator run on the CPUs LOAD, every proxy (twemproxy, HAProxy,
+# stunnel, rampart) on the CPUs PROXY, as taskset lists them. Off by default: everything
+# shares every core.
+LOAD=()
+if [[ -n ${BENCH_PIN:-} ]]; then
+  command -v taskset >/dev/null || { echo "bench: BENCH_PIN needs taskset (util-linux)" >&2; exit 1; }
+  PIN_LOAD=${BENCH_PIN%%:*} PIN_PROXY=${BENCH_PIN#*:}
+  [[ $BENCH_PIN == *:* && -n $PIN_LOAD && -n $PIN_PROXY ]] ||
+    { echo "bench: BENCH_PIN=$BENCH_PIN: expected LOAD:PROXY CPU lists, e.g. 0:1" >&2; exit 1; }
+  LOAD=(taskset -c "$PIN_LOAD")
+  servers=("$PID_S1" "$PID_S2" "$PID_DIRECT" "$PID_R1" "$PID_R2" ${PID_T1:-} ${PID_T2:-} ${CPIDS[@]+"${CPIDS[@]}"})
+  for pid in "${servers[@]}"; do taskset -a -p -c "$PIN_LOAD" "$pid" >/dev/null; done
+  for t in "${!PID[@]}"; do
+    [[ $t == direct || $t == cluster-direct ]] && continue
+    taskset -a -p -c "$PIN_PROXY" "${PID[$t]}" >/dev/null
+  done
+  log "pinned: Redis servers and the load generator on CPUs $PIN_LOAD, the proxies on CPUs $PIN_PROXY"
+fi
+
 mkdir -p "$OUT"
 RESULTS=$OUT/results.csv RSS=$OUT/rss.csv IDLE=$OUT/idle.csv
 echo "round,case,target,requests,rps,p99_ms,cpu_us_per_req,client_cpu_us_per_req" >"$RESULTS"
@@ -406,7 +426,7 @@ run_one() {  # round name target requests args...
   is_tls "$target" && tls=(--tls --cacert "$WORK/ca.pem")
   [[ $target == cluster-direct ]] && tls=(--cluster)
   before=$(cpu_ticks "$pid") cbefore=$(client_ticks)
-  out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" "${tls[@]}" -c "$CLIENTS" -n "$n" --csv "$@" 2>/dev/null)
+  out=$(${LOAD[@]+"${LOAD[@]}"} redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" "${tls[@]}" -c "$CLIENTS" -n "$n" --csv "$@" 2>/dev/null)
   after=$(cpu_ticks "$pid") cafter=$(client_ticks)
   row=$(printf '%s\n' "$out" | grep '^"' | grep -v '^"test"' | tail -n 1 | tr -d '"')
   [[ -n $row ]] || { log "WARNING: no result for $name on $target"; return 0; }
@@ -429,7 +449,7 @@ run_rt() {  # round name target requests case
   local round=$1 name=$2 target=$3 n=$4 case=$5
   local pid=${PID[$target]} before after cbefore cafter row
   before=$(cpu_ticks "$pid") cbefore=$(client_ticks)
-  row=$("$ROUNDTRIPS" "${PORT[$target]}" "$case" "$CLIENTS" "$n") || { log "WARNING: $name failed on $target"; return 0; }
+  row=$(${LOAD[@]+"${LOAD[@]}"} "$ROUNDTRIPS" "${PORT[$target]}" "$case" "$CLIENTS" "$n") || { log "WARNING: $name failed on $target"; return 0; }
   after=$(cpu_ticks "$pid") cafter=$(client_ticks)
   awk -F, -v r="$round" -v c="$name" -v t="$target" -v n="$n" -v d=$((after - before)) -v hz="$CLK_TCK" \
     -v cd=$((cafter - cbefore)) \
@@ -448,7 +468,7 @@ run_fanout() {  # round name target messages
   local round=$1 name=$2 target=$3 m=$4
   local pid=${PID[$target]} n=$(($4 * SUBSCRIBERS)) before after cbefore cafter row
   before=$(cpu_ticks "$pid") cbefore=$(client_ticks)
-  row=$("$FANOUT" "${PORT[$target]}" "$SUBSCRIBERS" "$m") || { log "WARNING: $name failed on $target"; return 0; }
+  row=$(${LOAD[@]+"${LOAD[@]}"} "$FANOUT" "${PORT[$target]}" "$SUBSCRIBERS" "$m") || { log "WARNING: $name failed on $target"; return 0; }
   after=$(cpu_ticks "$pid") cafter=$(client_ticks)
   awk -F, -v r="$round" -v c="$name" -v t="$target" -v n="$n" -v d=$((after - before)) -v hz="$CLK_TCK" \
     -v cd=$((cafter - cbefore)) \
@@ -492,5 +512,5 @@ sleep 5
 record_rss after_5s
 
 python3 "$BENCH_DIR/report.py" --dir "$OUT" --rounds "$ROUNDS" --requests "$REQUESTS" \
-  --clients "$CLIENTS" --workers "$WORKERS" | tee "$OUT/results.md"
+  --clients "$CLIENTS" --workers "$WORKERS" --pinned "${BENCH_PIN:-}" | tee "$OUT/results.md"
 log "results: $OUT/results.md (raw: results.csv, rss.csv, idle.csv)"
