@@ -156,7 +156,10 @@ pub fn at_once(name: &str, argv: &[&[u8]]) -> Option<(Vec<u8>, Shape)> {
         BlockFor::Up(d) if d < Duration::from_secs(365 * 24 * 3600) => {}
         _ => return None,
     }
-    let mut out = bytes::BytesMut::new();
+    // Room for the whole call at once: the pop's own name and count, and each argument with
+    // its `$len` line.
+    let size = 32 + argv.iter().map(|a| a.len() + 16).sum::<usize>();
+    let mut out = bytes::BytesMut::with_capacity(size);
     let n = argv.len();
     let shape = match name {
         "blpop" | "brpop" if n >= 3 => {
@@ -188,7 +191,7 @@ pub fn at_once(name: &str, argv: &[&[u8]]) -> Option<(Vec<u8>, Shape)> {
         }
         _ => return None,
     };
-    Some((out.to_vec(), shape))
+    Some((Vec::from(out), shape))
 }
 
 /// What the non-blocking pop answered, for [`pop_or_block`].
@@ -267,7 +270,9 @@ pub async fn pop_or_block(
         Popped::Block => match block() {
             Ok((lease, deadline, again)) => {
                 count(&blocked, entry.as_ref());
-                run(lease, request, sink, deadline, blocked, again).await;
+                // Boxed: the task is spawned for every pop, most of which find data, so it
+                // should not carry the blocking command's state inline.
+                Box::pin(run(lease, request, sink, deadline, blocked, again)).await;
             }
             Err(f) => {
                 sink.fail(f);
