@@ -270,8 +270,8 @@ pub struct SentinelSetup {
 
 impl SentinelSetup {
     /// Starts everything; the pool has [`FAST_CHECKS`] and the extra lines `extra`. Returns
-    /// once every sentinel knows both replicas and the other sentinels, and the proxy routes
-    /// to the primary Sentinel names.
+    /// once every sentinel knows both replicas and the other sentinels, the proxy routes to
+    /// the primary Sentinel names, and both replicas are in the proxy's rotation.
     ///
     /// # Panics
     /// If any of that does not happen in time.
@@ -314,6 +314,10 @@ impl SentinelSetup {
             proxy.nodes(),
             proxy.log()
         );
+        // Replicas pass their checks a few intervals later; a switchover or a replica read
+        // asked before that finds no healthy replica.
+        let replica_addrs: Vec<String> = replicas.iter().map(RedisServer::addr).collect();
+        proxy.wait_up(&replica_addrs, Duration::from_secs(10));
         SentinelSetup {
             primary,
             replicas,
