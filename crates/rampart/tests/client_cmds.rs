@@ -635,3 +635,27 @@ fn subscribers_are_clients_of_type_pubsub() {
     assert!(is_closed(&mut sub) && is_closed(&mut plain));
     assert_pings(&mut admin);
 }
+
+/// A listener on an IPv6 socket that IPv4 clients reach (here `[::ffff:127.0.0.1]`, as on a
+/// dual-stack `[::]` listener): a client from 127.0.0.1 arrives as `::ffff:127.0.0.1` and is
+/// on loopback, so it may run the operator commands of a pool without users.
+#[test]
+fn an_ipv4_client_of_an_ipv6_listener_counts_as_loopback() {
+    let server = testkit::RedisServer::start();
+    let port = testkit::free_port();
+    let yaml = format!(
+        "mapped:\n  listen: \"[::ffff:127.0.0.1]:{port}\"\n  servers:\n   - {}:1\n",
+        server.addr()
+    );
+    let _proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("mapped.yml", &yaml)
+        .args(["-c", "{dir}/mapped.yml", "--no-stats", "--no-admin"])
+        .wait_port(port)
+        .start();
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    let list = c.cmd(&["CLIENT", "LIST"]);
+    let list = list.as_str().expect("CLIENT LIST's text").to_string();
+    assert!(list.contains("addr=[::ffff:127.0.0.1]:"), "{list}");
+    assert_eq!(c.cmd(&["CLIENT", "KILL", "ID", "999999"]), Reply::Int(0));
+    assert_eq!(c.cmd(&["MONITOR"]), Reply::ok());
+}

@@ -192,7 +192,7 @@ pub(crate) async fn accept_loop(
                 if conf.tcpkeepalive {
                     socket2::SockRef::from(&s).set_keepalive(true)?;
                 }
-                Ok((RawConn::Tcp(s.into_std()?), peer.ip().is_loopback()))
+                Ok((RawConn::Tcp(s.into_std()?), is_loopback(peer.ip())))
             }),
             Listener::Unix(l) => l
                 .accept()
@@ -259,6 +259,13 @@ pub(crate) async fn accept_loop(
 }
 
 /// Answer Redis' error to a client over the `client_connections` limit and close it.
+/// A client address on the loopback network: `127.0.0.0/8` or `::1`, also when an IPv4
+/// client reaches a dual-stack (`[::]`) listener and arrives as `::ffff:127.x.y.z`. Such
+/// clients may run the operator commands in pools without users (docs/SECURITY.md).
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 fn refuse(conn: RawConn) {
     use std::io::Write;
     const MSG: &[u8] = b"-ERR max number of clients reached\r\n";
@@ -272,4 +279,19 @@ fn refuse(conn: RawConn) {
 /// Whether an error is the process running out of descriptors.
 pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_on_loopback() {
+        for yes in ["127.0.0.1", "127.9.8.7", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_loopback(yes.parse().unwrap()), "{yes}");
+        }
+        for no in ["10.0.0.1", "::ffff:10.0.0.1", "fe80::1", "::"] {
+            assert!(!is_loopback(no.parse().unwrap()), "{no}");
+        }
+    }
 }
