@@ -698,6 +698,42 @@ fn a_reload_gives_connected_clients_their_users_new_rules() {
     );
 }
 
+/// A reload that drops `users:` altogether removes every user: their clients are closed, as
+/// the clients of one removed user are, rather than left logged in with no rules at all (a
+/// client held to `cache:*` could then write any key, without the backend password a new
+/// client now needs).
+#[test]
+fn a_reload_that_removes_every_user_closes_their_clients() {
+    let env = start();
+    let mut app = login(&env, "app", APP_PW);
+    let mut anonymous = env.client();
+    assert_eq!(app.cmd(&["SET", "secret:r", "1"]), err(NOPERM_KEY));
+    let yaml = env.yaml.replace(&format!("  users: {}\n", users()), "");
+    assert_ne!(yaml, env.yaml);
+    reload_with(&env, &yaml);
+    assert!(env.proxy.stderr().contains("users changed ()"));
+    // A new client needs the pool's (the servers') password now.
+    assert_eq!(
+        env.client().cmd(&["SET", "secret:r", "1"]),
+        err("NOAUTH Authentication required.")
+    );
+    let got = app.try_cmd(&["SET", "secret:r", "2"]);
+    assert!(
+        got.is_err(),
+        "the client of a removed user was served: {got:?}"
+    );
+    for i in 0..2 {
+        assert_eq!(env.backend(i).cmd(&["EXISTS", "secret:r"]), Reply::Int(0));
+    }
+    // A client that never logged in stays, and logs in as a new one would.
+    assert_eq!(
+        anonymous.cmd(&["GET", "secret:r"]),
+        err("NOAUTH Authentication required.")
+    );
+    assert_eq!(anonymous.cmd(&["AUTH", BACKEND_PW]), Reply::ok());
+    assert_eq!(anonymous.cmd(&["EXISTS", "secret:r"]), Reply::Int(0));
+}
+
 /// `redis_username`: rampart authenticates to the servers as that ACL user.
 #[test]
 fn redis_username_makes_rampart_authenticate_as_that_backend_user() {
