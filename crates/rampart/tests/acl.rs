@@ -734,6 +734,37 @@ fn a_reload_that_removes_every_user_closes_their_clients() {
     assert_eq!(anonymous.cmd(&["EXISTS", "secret:r"]), Reply::Int(0));
 }
 
+/// A reload that turns a user `off` refuses its new logins only: its connected clients go
+/// on with its rules, subscribed or not, as Redis' `off` leaves authenticated connections.
+#[test]
+fn a_user_turned_off_by_a_reload_keeps_its_clients_and_refuses_new_logins() {
+    let env = start();
+    let mut app = login(&env, "app", APP_PW);
+    let mut sub = login(&env, "app", APP_PW);
+    let r = sub.cmd(&["SUBSCRIBE", "chan:off"]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    let yaml = env.yaml.replace(
+        "rules: on +@read +@write +@pubsub",
+        "rules: off +@read +@write +@pubsub",
+    );
+    assert_ne!(yaml, env.yaml);
+    reload_with(&env, &yaml);
+    assert_eq!(env.client().cmd(&["AUTH", "app", APP_PW]), err(WRONGPASS));
+    assert_eq!(app.cmd(&["SET", "cache:off", "1"]), Reply::ok());
+    assert_eq!(app.cmd(&["SET", "secret:off", "1"]), err(NOPERM_KEY));
+    assert_eq!(app.cmd(&["ACL", "WHOAMI"]), Reply::bulk("app"));
+    assert_eq!(app.cmd(&["PUBLISH", "chan:off", "still"]), Reply::Int(1));
+    sub.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(
+        sub.read_reply().expect("the subscriber hears its channel"),
+        Reply::Array(Some(vec![
+            Reply::bulk("message"),
+            Reply::bulk("chan:off"),
+            Reply::bulk("still")
+        ]))
+    );
+}
+
 /// `redis_username`: rampart authenticates to the servers as that ACL user.
 #[test]
 fn redis_username_makes_rampart_authenticate_as_that_backend_user() {
