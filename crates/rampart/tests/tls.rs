@@ -530,6 +530,66 @@ fn client_certificates_both_ways_accept_the_ca_and_refuse_others() {
     }
 }
 
+/// A client of a `tls_listen` address that speaks plaintext: it is refused and closed.
+fn refused_handshake(tls_port: u16) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", tls_port)).expect("tls port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"PING\r\n").expect("write");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+/// Anyone who reaches a `tls_listen` address can make handshakes fail, as fast as it
+/// connects: every refusal is counted, but their log lines keep to a bounded rate (10 a
+/// second), and a later line says how many were left out.
+#[test]
+fn a_flood_of_refused_handshakes_is_counted_but_logged_at_a_bounded_rate() {
+    const FLOOD: usize = 300;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let files = ca.issue("proxy", "rampart", year(5));
+    let server = RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}  servers:\n   - {}:1 s0\n",
+        listener_block(&files, ""),
+        server.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let failures = || {
+        metric(
+            admin,
+            "rampart_tls_client_handshake_failures_total{pool=\"p\"}",
+        )
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        refused_handshake(tls_port);
+    }
+    poll_until(Duration::from_secs(10), || {
+        (failures() == Some(FLOOD as f64)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{FLOOD} refusals counted, got {:?}", failures()));
+    // Lines of at most as many one-second windows as the flood spanned, and one more.
+    let windows = started.elapsed().as_secs() + 2;
+    let lines = proxy.stderr().matches("TLS client refused").count() as u64;
+    assert!(
+        (1..=10 * windows).contains(&lines),
+        "{lines} lines for {FLOOD} refusals over at most {windows} windows"
+    );
+    // The next line written says how many were left out.
+    poll_until(Duration::from_secs(10), || {
+        refused_handshake(tls_port);
+        proxy
+            .stderr()
+            .contains("more refusals since the last line)")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no line counts the refusals left out:\n{}", proxy.stderr()));
+}
+
 #[test]
 fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() {
     let dir = tempfile::tempdir().expect("dir");
