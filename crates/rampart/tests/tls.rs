@@ -868,6 +868,69 @@ fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
     assert!(switched.is_some(), "{}", sentinel.log());
 }
 
+/// A Sentinel whose certificate another CA signed: one warning names the Sentinel and why
+/// (nothing more while the refusals go on, each counted), the pool serves no write, and a
+/// reload with the Sentinel's CA follows the primary and says the Sentinel accepts again.
+#[test]
+fn a_sentinel_certificate_from_another_ca_is_logged_once_and_a_reload_with_its_ca_recovers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let files = ca.issue("redis", "redis", year(5));
+    let primary = TlsRedis::start(&files, "no", &[]);
+    let sentinel =
+        testkit::TlsSentinel::start(&files, &[testkit::Monitor::new("mymaster", primary.port())]);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = |trusted: &Path| {
+        format!(
+            "p:\n  listen: 127.0.0.1:{port}\n  sentinels: [{}]\n  master: mymaster\n{CHECKS}{}",
+            sentinel.addr(),
+            backend_block(trusted, None, None)
+        )
+    };
+    let proxy = rampart(&yaml(&other.pem()), port, admin);
+    let refusals = || {
+        metric(
+            admin,
+            &format!(
+                "rampart_backend_auth_failures_total{{pool=\"p\",peer=\"sentinel\",addr=\"{}\"}}",
+                sentinel.addr()
+            ),
+        )
+    };
+    poll_until(Duration::from_secs(10), || {
+        refusals().filter(|n| *n >= 3.0).map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("refusals counted:\n{}", proxy.stderr()));
+    let log = proxy.stderr();
+    let warned = format!(
+        "sentinel {} refused rampart's credentials: TLS handshake failed: the server certificate was not trusted",
+        sentinel.addr()
+    );
+    assert_eq!(log.matches(&warned).count(), 1, "{log}");
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    assert!(
+        matches!(c.cmd(&["SET", "k", "v"]), Reply::Error(_)),
+        "a write with no trusted Sentinel"
+    );
+    std::fs::write(proxy.dir().join("rampart.yml"), yaml(&ca.pem())).expect("write");
+    let line = reload(&proxy);
+    assert!(line.contains("reload: applied"), "{line}");
+    poll_until(Duration::from_secs(10), || {
+        (c.cmd(&["SET", "k", "v"]) == Reply::ok()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("a write after the reload:\n{}", proxy.stderr()));
+    assert!(
+        proxy.stderr().contains(&format!(
+            "sentinel {} accepts rampart's credentials again",
+            sentinel.addr()
+        )),
+        "{}",
+        proxy.stderr()
+    );
+}
+
 #[test]
 fn rampart_t_reads_the_certificates_and_names_the_bad_file_where_the_config_names_it() {
     let dir = tempfile::tempdir().expect("dir");
