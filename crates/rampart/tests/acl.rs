@@ -765,6 +765,144 @@ fn a_user_turned_off_by_a_reload_keeps_its_clients_and_refuses_new_logins() {
     );
 }
 
+/// Calls every shape of key spec (keys at fixed places, after a count, after a keyword,
+/// read, written, both) and channels: for each of three users (read-write keys, all keys
+/// readable but only some writable, all keys writable but only some readable), rampart
+/// refuses with NOPERM exactly the calls a redis-server refuses to the same rules, asked
+/// with `ACL DRYRUN`.
+#[test]
+fn the_rules_refuse_what_redis_acl_dryrun_refuses() {
+    const CALLS: &[&str] = &[
+        "GET secret:a",
+        "SET secret:a v",
+        "SET cache:a v GET",
+        "GETDEL secret:a",
+        "GETEX secret:a PERSIST",
+        "COPY secret:a cache:b",
+        "COPY cache:a secret:b",
+        "LMOVE secret:l cache:l LEFT LEFT",
+        "LMOVE cache:l secret:l LEFT LEFT",
+        "RPOPLPUSH secret:l cache:l",
+        "SMOVE secret:s cache:s m",
+        "GEORADIUS secret:g 0 0 1 km",
+        "GEORADIUS secret:g 0 0 1 km STORE cache:g",
+        "GEORADIUS cache:g 0 0 1 km STORE secret:g",
+        "GEORADIUS cache:g 0 0 1 km STOREDIST secret:g",
+        "GEORADIUSBYMEMBER cache:g m 1 km STORE secret:g",
+        "GEOSEARCHSTORE cache:g secret:g FROMLONLAT 0 0 BYRADIUS 1 km",
+        "GEOSEARCHSTORE secret:g cache:g FROMLONLAT 0 0 BYRADIUS 1 km",
+        "XREAD STREAMS secret:x 0",
+        "XREAD STREAMS cache:x secret:x 0 0",
+        "XREADGROUP GROUP g c STREAMS secret:x >",
+        "XACK secret:x g 1-1",
+        "XAUTOCLAIM secret:x g c 0 0",
+        "XGROUP CREATE secret:x g $ MKSTREAM",
+        "XINFO STREAM secret:x",
+        "PFCOUNT cache:h secret:h",
+        "PFMERGE cache:h secret:h",
+        "PFMERGE secret:h cache:h",
+        "ZRANGESTORE cache:z secret:z 0 -1",
+        "ZRANGESTORE secret:z cache:z 0 -1",
+        "ZUNIONSTORE cache:z 2 cache:a secret:b",
+        "ZINTERCARD 2 cache:a secret:b",
+        "SINTERSTORE cache:s secret:a",
+        "SDIFFSTORE secret:s cache:a",
+        "BITOP AND cache:d secret:a",
+        "BITOP AND secret:d cache:a",
+        "BITFIELD secret:b GET u8 0",
+        "BITFIELD secret:b SET u8 0 1",
+        "BITFIELD_RO secret:b GET u8 0",
+        "LMPOP 2 cache:l secret:l LEFT",
+        "ZMPOP 1 secret:z MIN",
+        "SINTERCARD 1 secret:s",
+        "SORT secret:l",
+        "SORT cache:l STORE secret:q",
+        "SORT_RO secret:l",
+        "EVAL_RO x 1 secret:a",
+        "EVAL x 2 cache:a secret:a",
+        "FCALL_RO f 1 secret:a",
+        "FCALL f 0 secret:a",
+        "OBJECT ENCODING secret:a",
+        "MEMORY USAGE secret:a",
+        "TTL secret:a",
+        "EXPIRE secret:a 10",
+        "TOUCH secret:a",
+        "DUMP secret:a",
+        "EXISTS cache:a secret:a",
+        "RENAME secret:a cache:a",
+        "RENAME cache:a secret:a",
+        "MSETNX cache:a 1 secret:a 2",
+        "MSET cache:a 1 cache:b 2",
+        "MGET cache:a secret:a",
+        "DEL cache:a secret:a",
+        "SETRANGE secret:a 0 1",
+        "GETRANGE secret:a 0 1",
+        "INCR secret:a",
+        "HGETALL secret:h",
+        "SPOP secret:s",
+        "ZADD secret:z 1 a",
+        "BLPOP secret:l 0.01",
+        "BLMOVE cache:l secret:l LEFT LEFT 0.01",
+        "BZMPOP 0.01 1 secret:z MIN",
+        "XREAD BLOCK 10 STREAMS secret:x 0",
+        "RESTORE secret:a 0 x",
+        "PUBLISH secret:c m",
+        "PUBLISH chan:1 m",
+        "SPUBLISH secret:c m",
+        "SPUBLISH chan:1 m",
+        "KEYS *",
+        "SCAN 0",
+        "DBSIZE",
+        "INFO",
+        "FLUSHDB",
+        "CONFIG GET maxmemory",
+        "CLIENT LIST",
+        "SLOWLOG GET",
+        "ACL WHOAMI",
+        "ACL LIST",
+    ];
+    const USERS: &[(&str, &str)] = &[
+        ("app", "+@all -@dangerous ~cache:* &chan:*"),
+        ("ro", "+@all -@dangerous +sort %R~* ~cache:* &chan:*"),
+        ("wo", "+@all -@dangerous +sort %W~* ~cache:* &chan:*"),
+    ];
+    let mut yaml_users = String::from("\n");
+    for (name, rules) in USERS {
+        yaml_users.push_str(&format!(
+            "    - name: {name}\n      password_sha256: {}\n      rules: on {rules}\n",
+            hash(APP_PW)
+        ));
+    }
+    let env = Setup::new(2)
+        .password(BACKEND_PW)
+        .option("users", yaml_users)
+        .start();
+    let reference = RedisServer::start();
+    let mut redis = Client::connect(&reference.addr());
+    let mut differ = Vec::new();
+    for (name, rules) in USERS {
+        let mut setuser = vec!["ACL", "SETUSER", name, "on", "nopass"];
+        setuser.extend(rules.split(' '));
+        assert_eq!(redis.cmd(&setuser), Reply::ok());
+        let mut c = login(&env, name, APP_PW);
+        for call in CALLS {
+            let argv: Vec<&str> = call.split(' ').collect();
+            let ours = c.cmd(&argv);
+            let mut dryrun = vec!["ACL", "DRYRUN", name];
+            dryrun.extend(&argv);
+            let theirs = redis.cmd(&dryrun);
+            let refused_here = matches!(&ours, Reply::Error(e) if e.starts_with("NOPERM"));
+            let refused_there = theirs != Reply::ok();
+            if refused_here != refused_there {
+                differ.push(format!(
+                    "{name}: {call}: rampart {ours:?}, Redis {theirs:?}"
+                ));
+            }
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
 /// `redis_username`: rampart authenticates to the servers as that ACL user.
 #[test]
 fn redis_username_makes_rampart_authenticate_as_that_backend_user() {
