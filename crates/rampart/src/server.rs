@@ -337,7 +337,12 @@ async fn accept_tls(pool: &crate::upstream::pool::WorkerPool, stream: Stream) ->
         Err(_) => format!("no handshake within {}s", TLS_HANDSHAKE_TIMEOUT.as_secs()),
     };
     crate::tls::count(rt.index, crate::tls::Outcome::Refused);
-    tracing::warn!(pool = %rt.conf.name, peer, "TLS client refused: {peer}: {why}");
+    // Anyone who reaches the port can cause this line: its rate is bounded.
+    static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
+    if let Some(left_out) = LINES.admit() {
+        let more = crate::observe::loglines::more(left_out, "refusals");
+        tracing::warn!(pool = %rt.conf.name, peer, "TLS client refused: {peer}: {why}{more}");
+    }
     None
 }
 

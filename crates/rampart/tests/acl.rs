@@ -698,6 +698,211 @@ fn a_reload_gives_connected_clients_their_users_new_rules() {
     );
 }
 
+/// A reload that drops `users:` altogether removes every user: their clients are closed, as
+/// the clients of one removed user are, rather than left logged in with no rules at all (a
+/// client held to `cache:*` could then write any key, without the backend password a new
+/// client now needs).
+#[test]
+fn a_reload_that_removes_every_user_closes_their_clients() {
+    let env = start();
+    let mut app = login(&env, "app", APP_PW);
+    let mut anonymous = env.client();
+    assert_eq!(app.cmd(&["SET", "secret:r", "1"]), err(NOPERM_KEY));
+    let yaml = env.yaml.replace(&format!("  users: {}\n", users()), "");
+    assert_ne!(yaml, env.yaml);
+    reload_with(&env, &yaml);
+    assert!(env.proxy.stderr().contains("users changed ()"));
+    // A new client needs the pool's (the servers') password now.
+    assert_eq!(
+        env.client().cmd(&["SET", "secret:r", "1"]),
+        err("NOAUTH Authentication required.")
+    );
+    let got = app.try_cmd(&["SET", "secret:r", "2"]);
+    assert!(
+        got.is_err(),
+        "the client of a removed user was served: {got:?}"
+    );
+    for i in 0..2 {
+        assert_eq!(env.backend(i).cmd(&["EXISTS", "secret:r"]), Reply::Int(0));
+    }
+    // A client that never logged in stays, and logs in as a new one would.
+    assert_eq!(
+        anonymous.cmd(&["GET", "secret:r"]),
+        err("NOAUTH Authentication required.")
+    );
+    assert_eq!(anonymous.cmd(&["AUTH", BACKEND_PW]), Reply::ok());
+    assert_eq!(anonymous.cmd(&["EXISTS", "secret:r"]), Reply::Int(0));
+}
+
+/// A reload that turns a user `off` refuses its new logins only: its connected clients go
+/// on with its rules, subscribed or not, as Redis' `off` leaves authenticated connections.
+#[test]
+fn a_user_turned_off_by_a_reload_keeps_its_clients_and_refuses_new_logins() {
+    let env = start();
+    let mut app = login(&env, "app", APP_PW);
+    let mut sub = login(&env, "app", APP_PW);
+    let r = sub.cmd(&["SUBSCRIBE", "chan:off"]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    let yaml = env.yaml.replace(
+        "rules: on +@read +@write +@pubsub",
+        "rules: off +@read +@write +@pubsub",
+    );
+    assert_ne!(yaml, env.yaml);
+    reload_with(&env, &yaml);
+    assert_eq!(env.client().cmd(&["AUTH", "app", APP_PW]), err(WRONGPASS));
+    assert_eq!(app.cmd(&["SET", "cache:off", "1"]), Reply::ok());
+    assert_eq!(app.cmd(&["SET", "secret:off", "1"]), err(NOPERM_KEY));
+    assert_eq!(app.cmd(&["ACL", "WHOAMI"]), Reply::bulk("app"));
+    assert_eq!(app.cmd(&["PUBLISH", "chan:off", "still"]), Reply::Int(1));
+    sub.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(
+        sub.read_reply().expect("the subscriber hears its channel"),
+        Reply::Array(Some(vec![
+            Reply::bulk("message"),
+            Reply::bulk("chan:off"),
+            Reply::bulk("still")
+        ]))
+    );
+}
+
+/// Calls every shape of key spec (keys at fixed places, after a count, after a keyword,
+/// read, written, both) and channels: for each of three users (read-write keys, all keys
+/// readable but only some writable, all keys writable but only some readable), rampart
+/// refuses with NOPERM exactly the calls a redis-server refuses to the same rules, asked
+/// with `ACL DRYRUN`.
+#[test]
+fn the_rules_refuse_what_redis_acl_dryrun_refuses() {
+    const CALLS: &[&str] = &[
+        "GET secret:a",
+        "SET secret:a v",
+        "SET cache:a v GET",
+        "GETDEL secret:a",
+        "GETEX secret:a PERSIST",
+        "COPY secret:a cache:b",
+        "COPY cache:a secret:b",
+        "LMOVE secret:l cache:l LEFT LEFT",
+        "LMOVE cache:l secret:l LEFT LEFT",
+        "RPOPLPUSH secret:l cache:l",
+        "SMOVE secret:s cache:s m",
+        "GEORADIUS secret:g 0 0 1 km",
+        "GEORADIUS secret:g 0 0 1 km STORE cache:g",
+        "GEORADIUS cache:g 0 0 1 km STORE secret:g",
+        "GEORADIUS cache:g 0 0 1 km STOREDIST secret:g",
+        "GEORADIUSBYMEMBER cache:g m 1 km STORE secret:g",
+        "GEOSEARCHSTORE cache:g secret:g FROMLONLAT 0 0 BYRADIUS 1 km",
+        "GEOSEARCHSTORE secret:g cache:g FROMLONLAT 0 0 BYRADIUS 1 km",
+        "XREAD STREAMS secret:x 0",
+        "XREAD STREAMS cache:x secret:x 0 0",
+        "XREADGROUP GROUP g c STREAMS secret:x >",
+        "XACK secret:x g 1-1",
+        "XAUTOCLAIM secret:x g c 0 0",
+        "XGROUP CREATE secret:x g $ MKSTREAM",
+        "XINFO STREAM secret:x",
+        "PFCOUNT cache:h secret:h",
+        "PFMERGE cache:h secret:h",
+        "PFMERGE secret:h cache:h",
+        "ZRANGESTORE cache:z secret:z 0 -1",
+        "ZRANGESTORE secret:z cache:z 0 -1",
+        "ZUNIONSTORE cache:z 2 cache:a secret:b",
+        "ZINTERCARD 2 cache:a secret:b",
+        "SINTERSTORE cache:s secret:a",
+        "SDIFFSTORE secret:s cache:a",
+        "BITOP AND cache:d secret:a",
+        "BITOP AND secret:d cache:a",
+        "BITFIELD secret:b GET u8 0",
+        "BITFIELD secret:b SET u8 0 1",
+        "BITFIELD_RO secret:b GET u8 0",
+        "LMPOP 2 cache:l secret:l LEFT",
+        "ZMPOP 1 secret:z MIN",
+        "SINTERCARD 1 secret:s",
+        "SORT secret:l",
+        "SORT cache:l STORE secret:q",
+        "SORT_RO secret:l",
+        "EVAL_RO x 1 secret:a",
+        "EVAL x 2 cache:a secret:a",
+        "FCALL_RO f 1 secret:a",
+        "FCALL f 0 secret:a",
+        "OBJECT ENCODING secret:a",
+        "MEMORY USAGE secret:a",
+        "TTL secret:a",
+        "EXPIRE secret:a 10",
+        "TOUCH secret:a",
+        "DUMP secret:a",
+        "EXISTS cache:a secret:a",
+        "RENAME secret:a cache:a",
+        "RENAME cache:a secret:a",
+        "MSETNX cache:a 1 secret:a 2",
+        "MSET cache:a 1 cache:b 2",
+        "MGET cache:a secret:a",
+        "DEL cache:a secret:a",
+        "SETRANGE secret:a 0 1",
+        "GETRANGE secret:a 0 1",
+        "INCR secret:a",
+        "HGETALL secret:h",
+        "SPOP secret:s",
+        "ZADD secret:z 1 a",
+        "BLPOP secret:l 0.01",
+        "BLMOVE cache:l secret:l LEFT LEFT 0.01",
+        "BZMPOP 0.01 1 secret:z MIN",
+        "XREAD BLOCK 10 STREAMS secret:x 0",
+        "RESTORE secret:a 0 x",
+        "PUBLISH secret:c m",
+        "PUBLISH chan:1 m",
+        "SPUBLISH secret:c m",
+        "SPUBLISH chan:1 m",
+        "KEYS *",
+        "SCAN 0",
+        "DBSIZE",
+        "INFO",
+        "FLUSHDB",
+        "CONFIG GET maxmemory",
+        "CLIENT LIST",
+        "SLOWLOG GET",
+        "ACL WHOAMI",
+        "ACL LIST",
+    ];
+    const USERS: &[(&str, &str)] = &[
+        ("app", "+@all -@dangerous ~cache:* &chan:*"),
+        ("ro", "+@all -@dangerous +sort %R~* ~cache:* &chan:*"),
+        ("wo", "+@all -@dangerous +sort %W~* ~cache:* &chan:*"),
+    ];
+    let mut yaml_users = String::from("\n");
+    for (name, rules) in USERS {
+        yaml_users.push_str(&format!(
+            "    - name: {name}\n      password_sha256: {}\n      rules: on {rules}\n",
+            hash(APP_PW)
+        ));
+    }
+    let env = Setup::new(2)
+        .password(BACKEND_PW)
+        .option("users", yaml_users)
+        .start();
+    let reference = RedisServer::start();
+    let mut redis = Client::connect(&reference.addr());
+    let mut differ = Vec::new();
+    for (name, rules) in USERS {
+        let mut setuser = vec!["ACL", "SETUSER", name, "on", "nopass"];
+        setuser.extend(rules.split(' '));
+        assert_eq!(redis.cmd(&setuser), Reply::ok());
+        let mut c = login(&env, name, APP_PW);
+        for call in CALLS {
+            let argv: Vec<&str> = call.split(' ').collect();
+            let ours = c.cmd(&argv);
+            let mut dryrun = vec!["ACL", "DRYRUN", name];
+            dryrun.extend(&argv);
+            let theirs = redis.cmd(&dryrun);
+            let refused_here = matches!(&ours, Reply::Error(e) if e.starts_with("NOPERM"));
+            let refused_there = theirs != Reply::ok();
+            if refused_here != refused_there {
+                differ.push(format!(
+                    "{name}: {call}: rampart {ours:?}, Redis {theirs:?}"
+                ));
+            }
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
 /// `redis_username`: rampart authenticates to the servers as that ACL user.
 #[test]
 fn redis_username_makes_rampart_authenticate_as_that_backend_user() {

@@ -15,13 +15,18 @@ use testkit::{free_port, poll_until, Client, ClusterSetup, Reply, TlsFiles};
 
 /// A CA and one leaf for `localhost` and 127.0.0.1 it signed, written into `dir`.
 fn certificates(dir: &Path) -> TlsFiles {
+    certificates_for(dir, &["localhost", "127.0.0.1"])
+}
+
+/// A CA and one leaf for `names` it signed, written into `dir`.
+fn certificates_for(dir: &Path, names: &[&str]) -> TlsFiles {
     let mut params = CertificateParams::new(Vec::new()).expect("params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
         .distinguished_name
         .push(DnType::CommonName, "cluster-ca");
     let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
-    let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+    let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
         .expect("params");
     let key = KeyPair::generate().expect("key");
     let cert = leaf.signed_by(&key, &ca).expect("sign");
@@ -188,4 +193,58 @@ fn a_shard_added_to_a_tls_cluster_pool_keeps_tls_on_both_sides() {
     assert_eq!(c.cmd(&["SET", &fresh, "2"]), Reply::ok());
     let (ok, out) = testkit::redis_cli_tls(tls_port, None, &files.ca, &["GET", &fresh]);
     assert!(ok && out.trim() == "2", "TLS client: {out}");
+}
+
+/// The value of the `/metrics` sample that starts with `prefix`, from the admin listener
+/// on `admin`.
+fn metric(admin: u16, prefix: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let req =
+        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Node certificates that name `localhost` only, and seeds written as `localhost`: the first
+/// map comes over TLS from the seeds, but it names the nodes by their IP addresses, which
+/// the certificates do not name, so no node answers after it and the map is asked for every
+/// 100 ms (no shard has a writable primary). Every refused map is counted, but the log says
+/// it once (then at most once a minute), not once per ask.
+#[test]
+fn maps_refused_again_and_again_are_counted_but_logged_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = certificates_for(dir.path(), &["localhost"]);
+    let cluster = ClusterSetup::new().replicas(0).tls(&files).start();
+    let (port, admin) = (free_port(), free_port());
+    let seeds: Vec<String> = cluster
+        .tls_addrs()
+        .iter()
+        .map(|a| a.replace("127.0.0.1", "localhost"))
+        .collect();
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{}]\n  timeout: 2000\n  backend_tls:\n    ca: {}\n",
+        seeds.join(", "),
+        files.ca.display()
+    );
+    let proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &yaml)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{admin}"))
+        .wait_port(port)
+        .start();
+    let refused = || metric(admin, "rampart_cluster_maps_refused_total{pool=\"c\"}");
+    poll_until(Duration::from_secs(30), || {
+        refused().filter(|n| *n >= 20.0).map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("20 maps refused: {:?}\n{}", refused(), proxy.stderr()));
+    let log = proxy.stderr();
+    assert_eq!(log.matches("cluster map not adopted").count(), 1, "{log}");
 }

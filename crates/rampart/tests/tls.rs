@@ -530,6 +530,66 @@ fn client_certificates_both_ways_accept_the_ca_and_refuse_others() {
     }
 }
 
+/// A client of a `tls_listen` address that speaks plaintext: it is refused and closed.
+fn refused_handshake(tls_port: u16) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", tls_port)).expect("tls port");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"PING\r\n").expect("write");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+/// Anyone who reaches a `tls_listen` address can make handshakes fail, as fast as it
+/// connects: every refusal is counted, but their log lines keep to a bounded rate (10 a
+/// second), and a later line says how many were left out.
+#[test]
+fn a_flood_of_refused_handshakes_is_counted_but_logged_at_a_bounded_rate() {
+    const FLOOD: usize = 300;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let files = ca.issue("proxy", "rampart", year(5));
+    let server = RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}  servers:\n   - {}:1 s0\n",
+        listener_block(&files, ""),
+        server.addr()
+    );
+    let proxy = rampart(&yaml, port, admin);
+    let failures = || {
+        metric(
+            admin,
+            "rampart_tls_client_handshake_failures_total{pool=\"p\"}",
+        )
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        refused_handshake(tls_port);
+    }
+    poll_until(Duration::from_secs(10), || {
+        (failures() == Some(FLOOD as f64)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{FLOOD} refusals counted, got {:?}", failures()));
+    // Lines of at most as many one-second windows as the flood spanned, and one more.
+    let windows = started.elapsed().as_secs() + 2;
+    let lines = proxy.stderr().matches("TLS client refused").count() as u64;
+    assert!(
+        (1..=10 * windows).contains(&lines),
+        "{lines} lines for {FLOOD} refusals over at most {windows} windows"
+    );
+    // The next line written says how many were left out.
+    poll_until(Duration::from_secs(10), || {
+        refused_handshake(tls_port);
+        proxy
+            .stderr()
+            .contains("more refusals since the last line)")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no line counts the refusals left out:\n{}", proxy.stderr()));
+}
+
 #[test]
 fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() {
     let dir = tempfile::tempdir().expect("dir");
@@ -806,6 +866,69 @@ fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
         sentinel.log().contains("+switch-master").then_some(())
     });
     assert!(switched.is_some(), "{}", sentinel.log());
+}
+
+/// A Sentinel whose certificate another CA signed: one warning names the Sentinel and why
+/// (nothing more while the refusals go on, each counted), the pool serves no write, and a
+/// reload with the Sentinel's CA follows the primary and says the Sentinel accepts again.
+#[test]
+fn a_sentinel_certificate_from_another_ca_is_logged_once_and_a_reload_with_its_ca_recovers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let files = ca.issue("redis", "redis", year(5));
+    let primary = TlsRedis::start(&files, "no", &[]);
+    let sentinel =
+        testkit::TlsSentinel::start(&files, &[testkit::Monitor::new("mymaster", primary.port())]);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = |trusted: &Path| {
+        format!(
+            "p:\n  listen: 127.0.0.1:{port}\n  sentinels: [{}]\n  master: mymaster\n{CHECKS}{}",
+            sentinel.addr(),
+            backend_block(trusted, None, None)
+        )
+    };
+    let proxy = rampart(&yaml(&other.pem()), port, admin);
+    let refusals = || {
+        metric(
+            admin,
+            &format!(
+                "rampart_backend_auth_failures_total{{pool=\"p\",peer=\"sentinel\",addr=\"{}\"}}",
+                sentinel.addr()
+            ),
+        )
+    };
+    poll_until(Duration::from_secs(10), || {
+        refusals().filter(|n| *n >= 3.0).map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("refusals counted:\n{}", proxy.stderr()));
+    let log = proxy.stderr();
+    let warned = format!(
+        "sentinel {} refused rampart's credentials: TLS handshake failed: the server certificate was not trusted",
+        sentinel.addr()
+    );
+    assert_eq!(log.matches(&warned).count(), 1, "{log}");
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    assert!(
+        matches!(c.cmd(&["SET", "k", "v"]), Reply::Error(_)),
+        "a write with no trusted Sentinel"
+    );
+    std::fs::write(proxy.dir().join("rampart.yml"), yaml(&ca.pem())).expect("write");
+    let line = reload(&proxy);
+    assert!(line.contains("reload: applied"), "{line}");
+    poll_until(Duration::from_secs(10), || {
+        (c.cmd(&["SET", "k", "v"]) == Reply::ok()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("a write after the reload:\n{}", proxy.stderr()));
+    assert!(
+        proxy.stderr().contains(&format!(
+            "sentinel {} accepts rampart's credentials again",
+            sentinel.addr()
+        )),
+        "{}",
+        proxy.stderr()
+    );
 }
 
 #[test]

@@ -33,6 +33,62 @@ use crate::topology::{PoolRt, ShardView};
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the map is asked for while a shard has no writable primary (a failover).
 const FAILOVER_POLL: Duration = Duration::from_millis(100);
+/// How often maps that go on being refused are logged again.
+const REFUSED_REMINDER: Duration = Duration::from_secs(60);
+
+/// The log of maps not adopted. While no node answers (every node down, or refusing
+/// rampart's TLS handshake) the map is asked for every [`FAILOVER_POLL`]: the first refusal
+/// is logged, then at most one line every [`REFUSED_REMINDER`] with the number refused since,
+/// and one line when a map is adopted again. Every refusal is counted
+/// (`rampart_cluster_maps_refused_total`).
+#[derive(Default)]
+struct Refusals {
+    /// Refusals since the last map adopted.
+    total: u64,
+    /// Refusals left out of the log since its last line.
+    quiet: u64,
+    /// When the last line was written.
+    last_line: Option<tokio::time::Instant>,
+}
+
+impl Refusals {
+    /// A map was refused for `why`; `warn` for a map refused after it was agreed.
+    fn refused(&mut self, pool: &str, why: &str, warn: bool) {
+        self.total += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_line
+            .is_some_and(|l| now.duration_since(l) < REFUSED_REMINDER)
+        {
+            self.quiet += 1;
+            return;
+        }
+        let more = match std::mem::take(&mut self.quiet) {
+            0 => String::new(),
+            n => format!(
+                " ({n} more refused since the last line; logged again at most once a minute)"
+            ),
+        };
+        self.last_line = Some(now);
+        if warn {
+            tracing::warn!(pool, "cluster map not adopted: {why}{more}");
+        } else {
+            tracing::info!(pool, "cluster map not adopted: {why}{more}");
+        }
+    }
+
+    /// A map was adopted: one line if some were refused before it.
+    fn adopted(&mut self, pool: &str) {
+        if self.total > 0 {
+            tracing::info!(
+                pool,
+                "cluster map adopted again, after {} refused",
+                self.total
+            );
+        }
+        *self = Refusals::default();
+    }
+}
 
 /// The shards and slot table of a first map (at start): one shard per primary serving
 /// slots, named after its address, ordered by first slot; the node ids of each.
@@ -134,6 +190,7 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
         return;
     };
     let mut checks: HashMap<u64, CancellationToken> = HashMap::new();
+    let mut refusals = Refusals::default();
     for shard in &pool.shards {
         for n in &shard.view().nodes {
             crate::ha::sentinel::start_check(&pool, n, &mut checks, &stop);
@@ -141,7 +198,7 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
     }
     loop {
         let started = tokio::time::Instant::now();
-        refresh(&pool, workers, &mut checks, &stop).await;
+        refresh(&pool, workers, &mut checks, &mut refusals, &stop).await;
         // Until the next refresh is due, look every FAILOVER_POLL whether a shard has no
         // writable primary (its health checks saw it go): a failover is then under way, and
         // the map is asked for at that pace until it names the new primary.
@@ -202,6 +259,7 @@ async fn refresh(
     pool: &Arc<PoolRt>,
     workers: usize,
     checks: &mut HashMap<u64, CancellationToken>,
+    refusals: &mut Refusals,
     stop: &CancellationToken,
 ) {
     let Some(cluster) = pool.cluster.as_ref() else {
@@ -227,12 +285,19 @@ async fn refresh(
     }
     let Some(map) = agreed(&maps, addrs.len()) else {
         cluster.count_refused();
-        tracing::info!(pool = %pool.conf.name, answers = maps.len(), "cluster map not adopted: no two nodes agree on the slot owners");
+        let why = format!(
+            "no two nodes agree on the slot owners ({} answered)",
+            maps.len()
+        );
+        refusals.refused(&pool.conf.name, &why, false);
         return;
     };
-    if let Err(why) = adopt(pool, map, workers, checks, stop).await {
-        cluster.count_refused();
-        tracing::warn!(pool = %pool.conf.name, "cluster map not adopted: {why}");
+    match adopt(pool, map, workers, checks, stop).await {
+        Ok(()) => refusals.adopted(&pool.conf.name),
+        Err(why) => {
+            cluster.count_refused();
+            refusals.refused(&pool.conf.name, &why, true);
+        }
     }
 }
 

@@ -222,7 +222,19 @@ impl Session {
     fn follow_users(&mut self) {
         let users = &self.pool.rt.conf.users;
         if users.is_empty() {
-            self.client.user = None;
+            // A pool that no longer has users removed every user. Left logged in with no user,
+            // a client would run every command on every key, without the `redis_auth` a new
+            // client may now need: it is closed, as the client of any removed user is.
+            if let Some(u) = self.client.user.take() {
+                if self.client.authed {
+                    tracing::info!(
+                        client = self.client.id,
+                        user = %u.name,
+                        "closing client: its pool no longer has users"
+                    );
+                    self.close_now("its user was removed from the configuration");
+                }
+            }
             return;
         }
         let name = self

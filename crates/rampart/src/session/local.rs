@@ -847,7 +847,7 @@ fn pools_section(t: &mut String, shared: &Shared) {
 /// What `RAMPART HELP` lists: every subcommand, one line each.
 const RAMPART_HELP: [&str; 3] = [
     "RAMPART KEYSHARD <key> -- where the key lives: its shard, the hash the ring places it by, the node that takes its writes and the node a read would go to now (address and role; nil when there is none)",
-    "RAMPART SWITCHOVER <shard> [<replica address>] -- planned switchover of a shard's primary (clients on loopback or a unix socket only)",
+    "RAMPART SWITCHOVER <shard> [<replica address>] -- planned switchover of a shard's primary (in a pool without users, clients on loopback or a unix socket only; in a pool with users, admin users only)",
     "RAMPART HELP -- this text",
 ];
 
