@@ -414,6 +414,52 @@ fn failed_auth_is_slowed_per_address_counted_and_logged_without_the_password() {
     assert!(!log.contains("guess-"), "a password reached the log");
 }
 
+/// A flood of failed AUTH from many addresses (each failing once, so none is slowed): every
+/// failure is counted, but at most 10 lines a second reach the log, and a later line says
+/// how many were left out.
+#[test]
+fn a_flood_of_failed_auth_is_counted_but_logged_at_a_bounded_rate() {
+    let env = start();
+    const FAILURES: usize = 200;
+    for i in 0..FAILURES {
+        let from = format!("127.0.{}.{}", 10 + i / 200, 1 + i % 200);
+        let mut s = connect_from(&from, env.port);
+        let (r, _) = auth_raw(&mut s, "app", "guess");
+        assert_eq!(r, format!("-{WRONGPASS}"));
+    }
+    // One more failure after the window: its line says how many were left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut last = connect_from("127.0.20.1", env.port);
+    assert_eq!(
+        auth_raw(&mut last, "app", "guess").0,
+        format!("-{WRONGPASS}")
+    );
+    let mut ok = login(&env, "ops", OPS_PW);
+    let info = ok.cmd(&["INFO", "stats"]);
+    let info = info.as_str().expect("info").to_string();
+    assert!(
+        info.contains(&format!("auth_failures:{}\r\n", FAILURES + 1)),
+        "{info}"
+    );
+    let log = env.proxy.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("AUTH failed")).collect();
+    println!(
+        "{} failed AUTH: {} log lines; the last: {:?}",
+        FAILURES + 1,
+        lines.len(),
+        lines.last()
+    );
+    // The loop takes a few seconds at most on a loaded machine: 10 lines for each second
+    // it spans, and the one after the pause.
+    assert!(lines.len() <= 61, "{} lines", lines.len());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("more failed AUTH since the last line")),
+        "{log}"
+    );
+}
+
 #[test]
 fn denied_and_renamed_commands_answer_as_unknown_ones() {
     let r = RedisServer::start();

@@ -222,12 +222,18 @@ fn auth(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
 /// Counts, logs and remembers (for the back-off) a failed `AUTH`.
 fn auth_failed(ctx: &Local<'_>, user: Option<&[u8]>) {
     crate::session::backoff::failed(crate::session::backoff::ip_of(&ctx.client.addr));
-    tracing::warn!(
-        pool = %ctx.pool.conf.name,
-        client = %ctx.client.addr,
-        user = %sanitize(user.unwrap_or(b"default"), 64),
-        "AUTH failed"
-    );
+    // Anyone who reaches the port can cause this line: its rate is bounded (every failure is
+    // still counted, and slowed per address by the back-off).
+    static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
+    if let Some(left_out) = LINES.admit() {
+        let more = crate::observe::loglines::more(left_out, "failed AUTH");
+        tracing::warn!(
+            pool = %ctx.pool.conf.name,
+            client = %ctx.client.addr,
+            user = %sanitize(user.unwrap_or(b"default"), 64),
+            "AUTH failed{more}"
+        );
+    }
 }
 
 /// HELLO `[protover [AUTH username password] [SETNAME name]]`, answered as Redis 7 answers
