@@ -579,6 +579,50 @@ fn client_unblock_ends_a_blocked_command_as_redis_does() {
     assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
 }
 
+/// CLIENT UNBLOCK when every dedicated connection of the worker is in use (here by the
+/// blocked clients themselves): the CLIENT UNBLOCK sent to the server needs a connection too,
+/// and must not be refused for want of one (Redis unblocks whatever its clients hold).
+#[test]
+fn client_unblock_works_when_every_dedicated_connection_is_in_use() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("max_dedicated_connections", 2)
+        .start();
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = env.client();
+        let Reply::Int(id) = c.cmd(&["CLIENT", "ID"]) else {
+            panic!("CLIENT ID is an integer")
+        };
+        c.send_raw(&testkit::encode_command(&["BLPOP", &format!("u{i}"), "0"]))
+            .unwrap();
+        held.push((c, id.to_string()));
+    }
+    wait_blocked(&env, 0, 2);
+    let mut op = env.client();
+    let (first, id) = &mut held[0];
+    assert_eq!(op.cmd(&["CLIENT", "UNBLOCK", id]), Reply::Int(1));
+    assert_eq!(first.read_reply().unwrap(), Reply::Array(None));
+    let (second, id) = &mut held[1];
+    // The first one's connection is free again; the second is unblocked with ERROR.
+    assert_eq!(op.cmd(&["CLIENT", "UNBLOCK", id, "ERROR"]), Reply::Int(1));
+    assert_err_contains(
+        &second.read_reply().unwrap(),
+        &["UNBLOCKED client unblocked via CLIENT UNBLOCK"],
+    );
+    wait_blocked(&env, 0, 0);
+    // Nothing is left over the bound: two clients block again, a third is refused.
+    for (c, _) in &mut held {
+        c.send_raw(&testkit::encode_command(&["BLPOP", "again", "0"]))
+            .unwrap();
+    }
+    wait_blocked(&env, 0, 2);
+    assert_err_contains(
+        &op.cmd(&["BLPOP", "third", "0"]),
+        &["max_dedicated_connections (2)"],
+    );
+}
+
 /// CLIENT UNBLOCK on a replica set whose servers require a password: the dedicated
 /// connection (AUTH, then CLIENT ID) and the one that sends CLIENT UNBLOCK both authenticate.
 #[test]

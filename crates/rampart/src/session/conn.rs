@@ -76,7 +76,9 @@ const UNBLOCK_POLL: Duration = Duration::from_millis(1);
 /// server's id for that dedicated connection), so the blocked client gets what Redis gives:
 /// the command's timeout reply (TIMEOUT, the default) or `-UNBLOCKED client unblocked via
 /// CLIENT UNBLOCK` (ERROR); a command that got its data first keeps it and the answer is 0.
-/// A target still opening its connection is waited for, at most the pool `timeout`.
+/// A target still opening its connection is waited for, at most the pool `timeout`. The
+/// call to the server is not refused when the blocked clients hold every one of the pool's
+/// `max_dedicated_connections` (see `Dedicated::spare`).
 pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let mut out = BytesMut::new();
     if !ctx.client.may_operate() {
@@ -139,7 +141,8 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             else {
                 continue;
             };
-            let Ok(mut lease) = dedicated.lease(&pool, &node) else {
+            // Not refused when the blocked clients hold every dedicated connection.
+            let Some(mut lease) = dedicated.spare(&pool, &node, until).await else {
                 continue;
             };
             let mut req = BytesMut::new();
@@ -156,7 +159,7 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
                 if r == b":1\r\n" {
                     unblocked = 1;
                 }
-                lease.give_back();
+                lease.done();
             }
         }
         let mut out = BytesMut::new();
