@@ -623,6 +623,87 @@ fn client_unblock_works_when_every_dedicated_connection_is_in_use() {
     );
 }
 
+/// CLIENT UNBLOCK of a blocking command still waiting for its connection, because the
+/// shard's writes are held (its primary says it is a replica of a node outside the shard, so
+/// rampart waits `failover_hold` for a primary): the wait ends at once with Redis' reply
+/// for an unblocked command (TIMEOUT's null, ERROR's `UNBLOCKED` error), and the command is
+/// never sent.
+#[test]
+fn client_unblock_ends_a_blocking_command_waiting_for_its_primary() {
+    let (primary, replicas) = ha::replica_set(1);
+    let elsewhere = testkit::RedisServer::start();
+    let body = ha::short_form(
+        &primary.addr(),
+        &[replicas[0].addr()],
+        &format!("  failover_hold: 20s\n{}", ha::FAST_CHECKS),
+    );
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(
+        &[primary.addr(), replicas[0].addr()],
+        Duration::from_secs(10),
+    );
+    let (host, port) = elsewhere
+        .addr()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
+    assert_eq!(primary.cmd(&["REPLICAOF", &host, &port]), Reply::ok());
+    wait_until(
+        Duration::from_secs(10),
+        "the primary seen as a replica",
+        || {
+            proxy
+                .node(&primary.addr())
+                .is_some_and(|n| n.seen_role == "replica")
+        },
+    );
+    let mut a = Client::connect(&proxy.addr());
+    a.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut op = Client::connect(&proxy.addr());
+    let Reply::Int(id) = a.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID is an integer")
+    };
+    let id = id.to_string();
+    let waiting = |op: &mut Client| match op.cmd(&["CLIENT", "LIST", "ID", &id]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).contains(" flags=b "),
+        _ => false,
+    };
+    for (cmd, reason) in [
+        (vec!["BLPOP", "q", "0"], "TIMEOUT"),
+        (vec!["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], "ERROR"),
+    ] {
+        let t = Instant::now();
+        a.send_raw(&testkit::encode_command(&cmd)).unwrap();
+        wait_until(Duration::from_secs(10), "the client blocked", || {
+            waiting(&mut op)
+        });
+        assert_eq!(
+            op.cmd(&["CLIENT", "UNBLOCK", &id, reason]),
+            Reply::Int(1),
+            "{cmd:?}"
+        );
+        let reply = a.read_reply().unwrap();
+        if reason == "TIMEOUT" {
+            assert_eq!(reply, Reply::Array(None));
+        } else {
+            assert_err_contains(&reply, &["UNBLOCKED client unblocked via CLIENT UNBLOCK"]);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{cmd:?} took {:?}",
+            t.elapsed()
+        );
+    }
+    // Nothing was sent, and the session goes on.
+    assert_eq!(primary.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+    assert_eq!(ha::calls(&primary.addr(), "blpop"), 0);
+    assert_eq!(ha::calls(&primary.addr(), "xread"), 0);
+    assert_eq!(op.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
+    wait_until(Duration::from_secs(10), "a write through rampart", || {
+        a.cmd(&["SET", "k", "v"]) == Reply::ok()
+    });
+}
+
 /// CLIENT UNBLOCK on a replica set whose servers require a password: the dedicated
 /// connection (AUTH, then CLIENT ID) and the one that sends CLIENT UNBLOCK both authenticate.
 #[test]

@@ -76,7 +76,9 @@ const UNBLOCK_POLL: Duration = Duration::from_millis(1);
 /// server's id for that dedicated connection), so the blocked client gets what Redis gives:
 /// the command's timeout reply (TIMEOUT, the default) or `-UNBLOCKED client unblocked via
 /// CLIENT UNBLOCK` (ERROR); a command that got its data first keeps it and the answer is 0.
-/// A target still opening its connection is waited for, at most the pool `timeout`. The
+/// A target still waiting for its connection (the shard's writes held in a failover, its
+/// spool replaying) ends that wait with the same reply, nothing sent. A target opening its
+/// connection is waited for, at most the pool `timeout`. The
 /// call to the server is not refused when the blocked clients hold every one of the pool's
 /// `max_dedicated_connections` (see `Dedicated::spare`).
 pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
@@ -99,10 +101,10 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         encode::error(&mut out, "ERR value is not an integer or out of range");
         return Answer::Reply(out);
     };
-    let mode: &[u8] = match argv.get(3) {
-        None => b"TIMEOUT",
-        Some(m) if m.eq_ignore_ascii_case(b"timeout") => b"TIMEOUT",
-        Some(m) if m.eq_ignore_ascii_case(b"error") => b"ERROR",
+    let (mode, early): (&[u8], u8) = match argv.get(3) {
+        None => (b"TIMEOUT", clients::EARLY_TIMEOUT),
+        Some(m) if m.eq_ignore_ascii_case(b"timeout") => (b"TIMEOUT", clients::EARLY_TIMEOUT),
+        Some(m) if m.eq_ignore_ascii_case(b"error") => (b"ERROR", clients::EARLY_ERROR),
         Some(_) => {
             encode::error(
                 &mut out,
@@ -126,6 +128,14 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     tokio::task::spawn_local(async move {
         let until = tokio::time::Instant::now() + pool.timeout();
         let on = loop {
+            // Still waiting for its connection (the shard's writes held, its spool
+            // replaying): that wait ends now, nothing sent.
+            if target.unblock_early(early) {
+                let mut out = BytesMut::new();
+                encode::integer(&mut out, 1);
+                pending.deliver(seq, 0, &out);
+                return;
+            }
             let on = target.blocked_on();
             if !on.is_empty() || !target.is_blocked() || tokio::time::Instant::now() >= until {
                 break on;

@@ -1138,6 +1138,7 @@ impl Session {
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(CROSS_SHARD);
         }
+        self.blocked.set_resp3(self.client.resp3);
         // A list pop goes first in its non-blocking form on the shared connection (see
         // `blocking::at_once`); a fail-open pool's stand-in answers do not fit a pop's. While
         // the shard's writes wait (a failover, a spool to replay), the blocking command waits
