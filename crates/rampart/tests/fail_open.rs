@@ -353,3 +353,31 @@ fn blocking_commands_and_watch_on_an_open_circuit_answer_at_once() {
         r => panic!("EXEC on an open circuit answered {r:?}"),
     }
 }
+
+/// A write or transaction answered with an error because its reply was late says that it
+/// was sent and may still be applied (it is: the transaction runs once the server answers),
+/// where a write refused before it was sent (the circuit open) says only that the shard
+/// cannot answer.
+#[test]
+fn a_late_write_error_says_the_write_may_still_be_applied() {
+    let c = start("  fail_open_timeout: 100\n  fail_open_after: 1000000\n");
+    let (key, other) = (c.keys[0][0].0.clone(), c.keys[0][1].0.clone());
+    let mut a = c.client();
+    c.links[0].delay(Duration::from_millis(400));
+    assert_eq!(a.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(a.cmd(&["SET", &key, "tx"]), Reply::simple("QUEUED"));
+    assert_eq!(a.cmd(&["SET", &other, "tx"]), Reply::simple("QUEUED"));
+    for reply in [a.cmd(&["EXEC"]), a.cmd(&["INCR", &other])] {
+        match &reply {
+            Reply::Error(e)
+                if e.contains("no reply within fail_open_timeout")
+                    && e.contains("may still be applied") => {}
+            r => panic!("a late write answered {r:?}"),
+        }
+    }
+    c.links[0].pass();
+    poll_until(Duration::from_secs(5), || {
+        (c.servers[0].cmd(&["MGET", &key, &other]) == Reply::bulks(["tx", "tx"])).then_some(())
+    })
+    .expect("the transaction ran once its reply came");
+}

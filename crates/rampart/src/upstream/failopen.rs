@@ -190,6 +190,10 @@ pub fn guard(
             stand,
             if failed {
                 "its connection failed"
+            } else if write {
+                // Sent: the server may run it still (a transaction whole), and a client told
+                // only that the shard cannot answer would take it as not applied.
+                "no reply within fail_open_timeout; the write was sent and may still be applied"
             } else {
                 "no reply within fail_open_timeout"
             },
