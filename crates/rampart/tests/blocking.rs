@@ -704,6 +704,38 @@ fn client_unblock_ends_a_blocking_command_waiting_for_its_primary() {
     });
 }
 
+/// CLIENT UNBLOCK through a backend user that may not run it (`-@dangerous`, a common way to
+/// restrict the user rampart logs in as) or may not run CLIENT ID (so the blocked command's
+/// connection has no id): an error saying why, not a bare 0 while the client stays blocked.
+#[test]
+fn client_unblock_says_why_when_the_backend_user_cannot_unblock() {
+    for (rules, words) in [
+        ("-@dangerous", "refused CLIENT UNBLOCK: NOPERM"),
+        ("-client|id", "without an id"),
+    ] {
+        let env = Setup::new(1)
+            .redis_args(&["--user", "rampart", "on", ">pw", "~*", "&*", "+@all", rules])
+            .option("redis_username", "rampart")
+            .option("redis_auth", "pw")
+            .option("timeout", 500)
+            .start();
+        let mut a = env.client();
+        assert_eq!(a.cmd(&["AUTH", "pw"]), Reply::ok());
+        let Reply::Int(id) = a.cmd(&["CLIENT", "ID"]) else {
+            panic!("CLIENT ID is an integer")
+        };
+        a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+            .unwrap();
+        wait_blocked(&env, 0, 1);
+        let mut op = env.client();
+        assert_eq!(op.cmd(&["AUTH", "pw"]), Reply::ok());
+        assert_err_contains(&op.cmd(&["CLIENT", "UNBLOCK", &id.to_string()]), &[words]);
+        // The client is still blocked, and a push still reaches it.
+        assert_eq!(op.cmd(&["RPUSH", "q", "x"]), Reply::Int(1));
+        assert_eq!(a.read_reply().unwrap(), Reply::bulks(["q", "x"]), "{rules}");
+    }
+}
+
 /// CLIENT UNBLOCK on a replica set whose servers require a password: the dedicated
 /// connection (AUTH, then CLIENT ID) and the one that sends CLIENT UNBLOCK both authenticate.
 #[test]
