@@ -736,6 +736,41 @@ fn client_unblock_says_why_when_the_backend_user_cannot_unblock() {
     }
 }
 
+/// A twemproxy pool with `auto_eject_hosts`: a client blocked on a server that gets ejected
+/// (its keys now live on another server, where a push goes) gets an error reply at once, as
+/// for a node switched away from; it does not wait for ever on a server that no longer owns
+/// its key.
+#[test]
+fn a_blocked_command_on_an_ejected_server_gets_an_error() {
+    let env = Setup::new(2)
+        .option("auto_eject_hosts", true)
+        .option("server_failure_limit", 1)
+        .option("server_retry_timeout", 60000)
+        .option("timeout", 300)
+        .start();
+    let keys = env.key_per_shard("ej");
+    let mut a = env.client();
+    a.set_read_timeout(Some(Duration::from_secs(10)));
+    a.send_raw(&testkit::encode_command(&["BLPOP", &keys[0], "0"]))
+        .unwrap();
+    wait_blocked(&env, 0, 1);
+    env.redis[0].stop();
+    // A request that times out ejects the server; the key moves to the other one.
+    let mut b = env.client();
+    assert_err_contains(&b.cmd(&["GET", &keys[0]]), &["timed out"]);
+    assert_eq!(b.cmd(&["RPUSH", &keys[0], "x"]), Reply::Int(1));
+    assert_eq!(env.redis[1].cmd(&["LLEN", &keys[0]]), Reply::Int(1));
+    let t = Instant::now();
+    let reply = a.read_reply();
+    env.redis[0].cont();
+    match reply {
+        Ok(Reply::Error(_)) => {}
+        r => panic!("the blocked client got {r:?} after {:?}", t.elapsed()),
+    }
+    // The session goes on, on the server that owns the key now.
+    assert_eq!(a.cmd(&["LPOP", &keys[0]]), Reply::bulk("x"));
+}
+
 /// CLIENT UNBLOCK on a replica set whose servers require a password: the dedicated
 /// connection (AUTH, then CLIENT ID) and the one that sends CLIENT UNBLOCK both authenticate.
 #[test]
