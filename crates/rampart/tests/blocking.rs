@@ -771,6 +771,27 @@ fn a_blocked_command_on_an_ejected_server_gets_an_error() {
     assert_eq!(a.cmd(&["LPOP", &keys[0]]), Reply::bulk("x"));
 }
 
+/// A block timeout too large for a deadline (`BLPOP q 1e300`, `1e19` seconds) is answered as
+/// Redis answers it; it used to overflow the deadline's arithmetic, panic the session and
+/// close the client's connection.
+#[test]
+fn block_timeouts_too_large_for_a_deadline_answer_as_redis_does() {
+    let env = Setup::new(1).start();
+    let redis = common::reference();
+    let mut c = env.client();
+    let mut r = Client::connect(&redis.addr());
+    for cmd in [
+        &["BLPOP", "q", "1e300"][..],
+        &["BLPOP", "q", "1e19"],
+        &["BZPOPMIN", "z", "1e300"],
+        &["BLMOVE", "q", "d", "LEFT", "LEFT", "1e300"],
+        &["WAIT", "0", "18446744073709551615"],
+    ] {
+        assert_eq!(c.cmd(cmd), r.cmd(cmd), "{cmd:?}");
+    }
+    assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
+}
+
 /// CLIENT UNBLOCK on a replica set whose servers require a password: the dedicated
 /// connection (AUTH, then CLIENT ID) and the one that sends CLIENT UNBLOCK both authenticate.
 #[test]

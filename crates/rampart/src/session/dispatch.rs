@@ -1244,7 +1244,11 @@ impl Session {
             .and_then(|t| t.parse::<u64>().ok());
         let deadline = match ms {
             Some(0) => None,
-            Some(ms) => Some(Instant::now() + longest + Duration::from_millis(ms) + rt.timeout()),
+            // Too large for a deadline: none, as with 0.
+            Some(ms) => longest
+                .checked_add(Duration::from_millis(ms))
+                .and_then(|d| d.checked_add(rt.timeout()))
+                .and_then(|d| Instant::now().checked_add(d)),
             None => Some(Instant::now() + longest + rt.timeout()),
         };
         let mut request = BytesMut::new();
@@ -1295,10 +1299,17 @@ fn block_deadline(
     timeout: BlockFor,
     wait: Duration,
 ) -> Option<Instant> {
+    // A timeout too large for a deadline (`BLPOP q 1e300`) has none: Redis refuses it at
+    // once (Redis 7.0: "timeout is negative"), or blocks until data, as with 0.
+    let after = |d: Duration| {
+        wait.checked_add(d)
+            .and_then(|d| d.checked_add(rt.timeout()))
+            .and_then(|d| Instant::now().checked_add(d))
+    };
     match timeout {
         BlockFor::Ever => None,
-        BlockFor::Up(d) => Some(Instant::now() + wait + d + rt.timeout()),
-        BlockFor::Unknown => Some(Instant::now() + wait + rt.timeout()),
+        BlockFor::Up(d) => after(d),
+        BlockFor::Unknown => after(Duration::ZERO),
     }
 }
 
