@@ -626,8 +626,8 @@ fn client_unblock_works_when_every_dedicated_connection_is_in_use() {
 /// CLIENT UNBLOCK of a blocking command still waiting for its connection, because the
 /// shard's writes are held (its primary says it is a replica of a node outside the shard, so
 /// rampart waits `failover_hold` for a primary): the wait ends at once with Redis' reply
-/// for an unblocked command (TIMEOUT's null, ERROR's `UNBLOCKED` error), and the command is
-/// never sent.
+/// for an unblocked command (TIMEOUT's null, WAIT's count, ERROR's `UNBLOCKED` error), and
+/// the command is never sent.
 #[test]
 fn client_unblock_ends_a_blocking_command_waiting_for_its_primary() {
     let (primary, replicas) = ha::replica_set(1);
@@ -671,6 +671,7 @@ fn client_unblock_ends_a_blocking_command_waiting_for_its_primary() {
     for (cmd, reason) in [
         (vec!["BLPOP", "q", "0"], "TIMEOUT"),
         (vec!["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], "ERROR"),
+        (vec!["WAIT", "1", "0"], "TIMEOUT"),
     ] {
         let t = Instant::now();
         a.send_raw(&testkit::encode_command(&cmd)).unwrap();
@@ -683,7 +684,10 @@ fn client_unblock_ends_a_blocking_command_waiting_for_its_primary() {
             "{cmd:?}"
         );
         let reply = a.read_reply().unwrap();
-        if reason == "TIMEOUT" {
+        if cmd[0] == "WAIT" {
+            // No replica was asked: none is known to have the writes.
+            assert_eq!(reply, Reply::Int(0));
+        } else if reason == "TIMEOUT" {
             assert_eq!(reply, Reply::Array(None));
         } else {
             assert_err_contains(&reply, &["UNBLOCKED client unblocked via CLIENT UNBLOCK"]);
@@ -698,6 +702,7 @@ fn client_unblock_ends_a_blocking_command_waiting_for_its_primary() {
     assert_eq!(primary.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
     assert_eq!(ha::calls(&primary.addr(), "blpop"), 0);
     assert_eq!(ha::calls(&primary.addr(), "xread"), 0);
+    assert_eq!(ha::calls(&primary.addr(), "wait"), 0);
     assert_eq!(op.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
     wait_until(Duration::from_secs(10), "a write through rampart", || {
         a.cmd(&["SET", "k", "v"]) == Reply::ok()

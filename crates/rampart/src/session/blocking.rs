@@ -42,6 +42,9 @@ pub struct Blocked {
     wake: LocalNotify,
     /// The session speaks RESP3 (the null a `CLIENT UNBLOCK` before sending answers).
     resp3: Cell<bool>,
+    /// The blocking command is `WAIT` (a `CLIENT UNBLOCK ... TIMEOUT` before sending
+    /// answers a count, not a null).
+    counting: Cell<bool>,
 }
 
 impl Blocked {
@@ -67,9 +70,11 @@ impl Blocked {
         }
     }
 
-    /// The session speaks RESP3 (`true`) or RESP2: set before each blocking command.
-    pub fn set_resp3(&self, resp3: bool) {
+    /// The session speaks RESP3 (`true`) or RESP2, and the command is `WAIT` (`counting`):
+    /// set before each blocking command.
+    pub fn set_kind(&self, resp3: bool, counting: bool) {
         self.resp3.set(resp3);
+        self.counting.set(counting);
     }
 
     /// The connection `lease` gives, or, when `CLIENT UNBLOCK` comes while it is still
@@ -89,7 +94,11 @@ impl Blocked {
             _ = entry.unblocked_early() => None,
         };
         match (entry.end_early(), got) {
-            (Some(reason), _) => Ok(Err(unblocked_reply(reason, self.resp3.get()))),
+            (Some(reason), _) => Ok(Err(unblocked_reply(
+                reason,
+                self.resp3.get(),
+                self.counting.get(),
+            ))),
             (None, Some(r)) => r.map(Ok),
             // Woken with no reason left: cannot be, but then the wait goes on.
             (None, None) => lease.await.map(Ok),
@@ -108,15 +117,17 @@ impl Blocked {
 
 /// What a blocking command ended by `CLIENT UNBLOCK` before it was sent answers, as Redis
 /// answers one unblocked in the server: `TIMEOUT`, the null array of a timeout (Redis 7.0
-/// answers every blocking list, sorted-set and stream command so); `ERROR`, the
+/// answers every blocking list, sorted-set and stream command so), or for `WAIT`
+/// (`counting`) the replicas known to have the writes: none was asked, so 0; `ERROR`, the
 /// `UNBLOCKED` error.
-fn unblocked_reply(reason: u8, resp3: bool) -> Vec<u8> {
-    match (reason, resp3) {
-        (crate::observe::clients::EARLY_ERROR, _) => {
+fn unblocked_reply(reason: u8, resp3: bool, counting: bool) -> Vec<u8> {
+    match (reason, resp3, counting) {
+        (crate::observe::clients::EARLY_ERROR, _, _) => {
             b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n".to_vec()
         }
-        (_, true) => b"_\r\n".to_vec(),
-        (_, false) => b"*-1\r\n".to_vec(),
+        (_, _, true) => b":0\r\n".to_vec(),
+        (_, true, false) => b"_\r\n".to_vec(),
+        (_, false, false) => b"*-1\r\n".to_vec(),
     }
 }
 
@@ -470,7 +481,12 @@ async fn wait_all(
     // Sent on every shard before any reply is awaited: the waits run side by side.
     let mut sent = Vec::with_capacity(leases.len());
     for lease in leases {
-        let mut lease = lease.await?;
+        let mut lease = match blocked.connection(lease).await? {
+            Ok(lease) => lease,
+            // CLIENT UNBLOCK while a shard's connection was awaited: what was sent on the
+            // others goes with their leases (closed), and its reply is the answer.
+            Err(unblocked) => return Ok(unblocked),
+        };
         lease.send(request).await?;
         blocked.waits_on(&lease);
         sent.push(lease);

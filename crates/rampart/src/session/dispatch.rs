@@ -1138,7 +1138,7 @@ impl Session {
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(CROSS_SHARD);
         }
-        self.blocked.set_resp3(self.client.resp3);
+        self.blocked.set_kind(self.client.resp3, false);
         // A list pop goes first in its non-blocking form on the shared connection (see
         // `blocking::at_once`); a fail-open pool's stand-in answers do not fit a pop's. While
         // the shard's writes wait (a failover, a spool to replay), the blocking command waits
@@ -1259,6 +1259,7 @@ impl Session {
         encode::command(&mut request, argv);
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
+        self.blocked.set_kind(self.client.resp3, true);
         blocking::start(&self.blocked, self.client.entry.as_ref());
         tokio::task::spawn_local(blocking::wait(
             leases,
