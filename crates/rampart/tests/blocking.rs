@@ -579,6 +579,224 @@ fn client_unblock_ends_a_blocked_command_as_redis_does() {
     assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
 }
 
+/// CLIENT UNBLOCK when every dedicated connection of the worker is in use (here by the
+/// blocked clients themselves): the CLIENT UNBLOCK sent to the server needs a connection too,
+/// and must not be refused for want of one (Redis unblocks whatever its clients hold).
+#[test]
+fn client_unblock_works_when_every_dedicated_connection_is_in_use() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("max_dedicated_connections", 2)
+        .start();
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = env.client();
+        let Reply::Int(id) = c.cmd(&["CLIENT", "ID"]) else {
+            panic!("CLIENT ID is an integer")
+        };
+        c.send_raw(&testkit::encode_command(&["BLPOP", &format!("u{i}"), "0"]))
+            .unwrap();
+        held.push((c, id.to_string()));
+    }
+    wait_blocked(&env, 0, 2);
+    let mut op = env.client();
+    let (first, id) = &mut held[0];
+    assert_eq!(op.cmd(&["CLIENT", "UNBLOCK", id]), Reply::Int(1));
+    assert_eq!(first.read_reply().unwrap(), Reply::Array(None));
+    let (second, id) = &mut held[1];
+    // The first one's connection is free again; the second is unblocked with ERROR.
+    assert_eq!(op.cmd(&["CLIENT", "UNBLOCK", id, "ERROR"]), Reply::Int(1));
+    assert_err_contains(
+        &second.read_reply().unwrap(),
+        &["UNBLOCKED client unblocked via CLIENT UNBLOCK"],
+    );
+    wait_blocked(&env, 0, 0);
+    // Nothing is left over the bound: two clients block again, a third is refused.
+    for (c, _) in &mut held {
+        c.send_raw(&testkit::encode_command(&["BLPOP", "again", "0"]))
+            .unwrap();
+    }
+    wait_blocked(&env, 0, 2);
+    assert_err_contains(
+        &op.cmd(&["BLPOP", "third", "0"]),
+        &["max_dedicated_connections (2)"],
+    );
+}
+
+/// CLIENT UNBLOCK of a blocking command still waiting for its connection, because the
+/// shard's writes are held (its primary says it is a replica of a node outside the shard, so
+/// rampart waits `failover_hold` for a primary): the wait ends at once with Redis' reply
+/// for an unblocked command (TIMEOUT's null, WAIT's count, ERROR's `UNBLOCKED` error), and
+/// the command is never sent.
+#[test]
+fn client_unblock_ends_a_blocking_command_waiting_for_its_primary() {
+    let (primary, replicas) = ha::replica_set(1);
+    let elsewhere = testkit::RedisServer::start();
+    let body = ha::short_form(
+        &primary.addr(),
+        &[replicas[0].addr()],
+        &format!("  failover_hold: 20s\n{}", ha::FAST_CHECKS),
+    );
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(
+        &[primary.addr(), replicas[0].addr()],
+        Duration::from_secs(10),
+    );
+    let (host, port) = elsewhere
+        .addr()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
+    assert_eq!(primary.cmd(&["REPLICAOF", &host, &port]), Reply::ok());
+    wait_until(
+        Duration::from_secs(10),
+        "the primary seen as a replica",
+        || {
+            proxy
+                .node(&primary.addr())
+                .is_some_and(|n| n.seen_role == "replica")
+        },
+    );
+    let mut a = Client::connect(&proxy.addr());
+    a.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut op = Client::connect(&proxy.addr());
+    let Reply::Int(id) = a.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID is an integer")
+    };
+    let id = id.to_string();
+    let waiting = |op: &mut Client| match op.cmd(&["CLIENT", "LIST", "ID", &id]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).contains(" flags=b "),
+        _ => false,
+    };
+    for (cmd, reason) in [
+        (vec!["BLPOP", "q", "0"], "TIMEOUT"),
+        (vec!["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], "ERROR"),
+        (vec!["WAIT", "1", "0"], "TIMEOUT"),
+    ] {
+        let t = Instant::now();
+        a.send_raw(&testkit::encode_command(&cmd)).unwrap();
+        wait_until(Duration::from_secs(10), "the client blocked", || {
+            waiting(&mut op)
+        });
+        assert_eq!(
+            op.cmd(&["CLIENT", "UNBLOCK", &id, reason]),
+            Reply::Int(1),
+            "{cmd:?}"
+        );
+        let reply = a.read_reply().unwrap();
+        if cmd[0] == "WAIT" {
+            // No replica was asked: none is known to have the writes.
+            assert_eq!(reply, Reply::Int(0));
+        } else if reason == "TIMEOUT" {
+            assert_eq!(reply, Reply::Array(None));
+        } else {
+            assert_err_contains(&reply, &["UNBLOCKED client unblocked via CLIENT UNBLOCK"]);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{cmd:?} took {:?}",
+            t.elapsed()
+        );
+    }
+    // Nothing was sent, and the session goes on.
+    assert_eq!(primary.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+    assert_eq!(ha::calls(&primary.addr(), "blpop"), 0);
+    assert_eq!(ha::calls(&primary.addr(), "xread"), 0);
+    assert_eq!(ha::calls(&primary.addr(), "wait"), 0);
+    assert_eq!(op.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
+    wait_until(Duration::from_secs(10), "a write through rampart", || {
+        a.cmd(&["SET", "k", "v"]) == Reply::ok()
+    });
+}
+
+/// CLIENT UNBLOCK through a backend user that may not run it (`-@dangerous`, a common way to
+/// restrict the user rampart logs in as) or may not run CLIENT ID (so the blocked command's
+/// connection has no id): an error saying why, not a bare 0 while the client stays blocked.
+#[test]
+fn client_unblock_says_why_when_the_backend_user_cannot_unblock() {
+    for (rules, words) in [
+        ("-@dangerous", "refused CLIENT UNBLOCK: NOPERM"),
+        ("-client|id", "without an id"),
+    ] {
+        let env = Setup::new(1)
+            .redis_args(&["--user", "rampart", "on", ">pw", "~*", "&*", "+@all", rules])
+            .option("redis_username", "rampart")
+            .option("redis_auth", "pw")
+            .option("timeout", 500)
+            .start();
+        let mut a = env.client();
+        assert_eq!(a.cmd(&["AUTH", "pw"]), Reply::ok());
+        let Reply::Int(id) = a.cmd(&["CLIENT", "ID"]) else {
+            panic!("CLIENT ID is an integer")
+        };
+        a.send_raw(&testkit::encode_command(&["BLPOP", "q", "0"]))
+            .unwrap();
+        wait_blocked(&env, 0, 1);
+        let mut op = env.client();
+        assert_eq!(op.cmd(&["AUTH", "pw"]), Reply::ok());
+        assert_err_contains(&op.cmd(&["CLIENT", "UNBLOCK", &id.to_string()]), &[words]);
+        // The client is still blocked, and a push still reaches it.
+        assert_eq!(op.cmd(&["RPUSH", "q", "x"]), Reply::Int(1));
+        assert_eq!(a.read_reply().unwrap(), Reply::bulks(["q", "x"]), "{rules}");
+    }
+}
+
+/// A twemproxy pool with `auto_eject_hosts`: a client blocked on a server that gets ejected
+/// (its keys now live on another server, where a push goes) gets an error reply at once, as
+/// for a node switched away from; it does not wait for ever on a server that no longer owns
+/// its key.
+#[test]
+fn a_blocked_command_on_an_ejected_server_gets_an_error() {
+    let env = Setup::new(2)
+        .option("auto_eject_hosts", true)
+        .option("server_failure_limit", 1)
+        .option("server_retry_timeout", 60000)
+        .option("timeout", 300)
+        .start();
+    let keys = env.key_per_shard("ej");
+    let mut a = env.client();
+    a.set_read_timeout(Some(Duration::from_secs(10)));
+    a.send_raw(&testkit::encode_command(&["BLPOP", &keys[0], "0"]))
+        .unwrap();
+    wait_blocked(&env, 0, 1);
+    env.redis[0].stop();
+    // A request that times out ejects the server; the key moves to the other one.
+    let mut b = env.client();
+    assert_err_contains(&b.cmd(&["GET", &keys[0]]), &["timed out"]);
+    assert_eq!(b.cmd(&["RPUSH", &keys[0], "x"]), Reply::Int(1));
+    assert_eq!(env.redis[1].cmd(&["LLEN", &keys[0]]), Reply::Int(1));
+    let t = Instant::now();
+    let reply = a.read_reply();
+    env.redis[0].cont();
+    match reply {
+        Ok(Reply::Error(_)) => {}
+        r => panic!("the blocked client got {r:?} after {:?}", t.elapsed()),
+    }
+    // The session goes on, on the server that owns the key now.
+    assert_eq!(a.cmd(&["LPOP", &keys[0]]), Reply::bulk("x"));
+}
+
+/// A block timeout too large for a deadline (`BLPOP q 1e300`, `1e19` seconds) is answered as
+/// Redis answers it; it used to overflow the deadline's arithmetic, panic the session and
+/// close the client's connection.
+#[test]
+fn block_timeouts_too_large_for_a_deadline_answer_as_redis_does() {
+    let env = Setup::new(1).start();
+    let redis = common::reference();
+    let mut c = env.client();
+    let mut r = Client::connect(&redis.addr());
+    for cmd in [
+        &["BLPOP", "q", "1e300"][..],
+        &["BLPOP", "q", "1e19"],
+        &["BZPOPMIN", "z", "1e300"],
+        &["BLMOVE", "q", "d", "LEFT", "LEFT", "1e300"],
+        &["WAIT", "0", "18446744073709551615"],
+    ] {
+        assert_eq!(c.cmd(cmd), r.cmd(cmd), "{cmd:?}");
+    }
+    assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
+}
+
 /// CLIENT UNBLOCK on a replica set whose servers require a password: the dedicated
 /// connection (AUTH, then CLIENT ID) and the one that sends CLIENT UNBLOCK both authenticate.
 #[test]

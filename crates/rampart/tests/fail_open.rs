@@ -317,3 +317,67 @@ fn fail_open_needs_a_cache_pool() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("fail_open: only a cache pool"), "{text}");
 }
+
+/// A blocking command or WATCH on a shard whose circuit is open is answered at once with the
+/// circuit's error, as every other command of that shard is: it neither opens a connection
+/// to the shard nor waits the pool `timeout` (1 s here) for one.
+#[test]
+fn blocking_commands_and_watch_on_an_open_circuit_answer_at_once() {
+    let c = start("  fail_open_after: 1\n  health_check: {interval: 10s}\n");
+    let key = c.keys[0][0].0.clone();
+    c.links[0].blackhole();
+    let mut client = c.client();
+    // One timed-out read opens the circuit.
+    assert_eq!(client.cmd(&["GET", &key]), Reply::Bulk(None));
+    assert_eq!(c.shard_info("s0")["circuit_open"], "1");
+    for cmd in [
+        vec!["BLPOP", key.as_str(), "0"],
+        vec!["BZPOPMIN", key.as_str(), "5"],
+        vec!["XREAD", "BLOCK", "0", "STREAMS", key.as_str(), "$"],
+        vec!["WATCH", key.as_str()],
+    ] {
+        let t = Instant::now();
+        let reply = client.cmd(&cmd);
+        let took = t.elapsed();
+        match &reply {
+            Reply::Error(e) if e.contains("cannot answer: its circuit is open") => {}
+            r => panic!("{cmd:?} on an open circuit answered {r:?}"),
+        }
+        assert!(took < Duration::from_millis(500), "{cmd:?} took {took:?}");
+    }
+    // The session goes on: a transaction is refused whole, as before.
+    assert_eq!(client.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(client.cmd(&["SET", &key, "x"]), Reply::simple("QUEUED"));
+    match client.cmd(&["EXEC"]) {
+        Reply::Error(e) if e.contains("circuit is open") => {}
+        r => panic!("EXEC on an open circuit answered {r:?}"),
+    }
+}
+
+/// A write or transaction answered with an error because its reply was late says that it
+/// was sent and may still be applied (it is: the transaction runs once the server answers),
+/// where a write refused before it was sent (the circuit open) says only that the shard
+/// cannot answer.
+#[test]
+fn a_late_write_error_says_the_write_may_still_be_applied() {
+    let c = start("  fail_open_timeout: 100\n  fail_open_after: 1000000\n");
+    let (key, other) = (c.keys[0][0].0.clone(), c.keys[0][1].0.clone());
+    let mut a = c.client();
+    c.links[0].delay(Duration::from_millis(400));
+    assert_eq!(a.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(a.cmd(&["SET", &key, "tx"]), Reply::simple("QUEUED"));
+    assert_eq!(a.cmd(&["SET", &other, "tx"]), Reply::simple("QUEUED"));
+    for reply in [a.cmd(&["EXEC"]), a.cmd(&["INCR", &other])] {
+        match &reply {
+            Reply::Error(e)
+                if e.contains("no reply within fail_open_timeout")
+                    && e.contains("may still be applied") => {}
+            r => panic!("a late write answered {r:?}"),
+        }
+    }
+    c.links[0].pass();
+    poll_until(Duration::from_secs(5), || {
+        (c.servers[0].cmd(&["MGET", &key, &other]) == Reply::bulks(["tx", "tx"])).then_some(())
+    })
+    .expect("the transaction ran once its reply came");
+}

@@ -633,3 +633,52 @@ fn blocking_writes_and_watch_wait_for_the_spool_to_be_replayed() {
     assert_eq!(pushed(&primary, "q"), ["v0", "v1", "v2", "v3"]);
     assert_eq!(spool_entries(port), Some(0));
 }
+
+/// CLIENT PAUSE WRITE of the pool holds the spool's replay too: a primary that returns while
+/// writes are paused gets none of the spooled writes until the pause ends (an operator
+/// pausing writes for a failover sees its offset stand still), then all of them, in order.
+#[test]
+fn client_pause_write_holds_the_spool_replay_until_unpause() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replicas[0], dir.path(), "100ms");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    for i in 0..3 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    assert_eq!(spool_entries(port), Some(3));
+    assert_eq!(c.cmd(&["CLIENT", "PAUSE", "60000", "WRITE"]), Reply::ok());
+    primary.cont();
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came back"
+    );
+    // A few replay ticks with the primary routable: nothing is sent while paused.
+    let replayed_early = poll_until(Duration::from_secs(1), || {
+        (!pushed(&primary, "q").is_empty()).then_some(())
+    });
+    assert!(
+        replayed_early.is_none(),
+        "replayed during the pause: {:?}; log:\n{}",
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
+    assert_eq!(spool_entries(port), Some(3));
+    assert_eq!(c.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    assert!(
+        poll_until(Duration::from_secs(10), || (spool_entries(port) == Some(0))
+            .then_some(()))
+        .is_some(),
+        "the spool was not replayed after the pause; log:\n{}",
+        proxy.stderr()
+    );
+    assert_eq!(pushed(&primary, "q"), ["v0", "v1", "v2"]);
+}

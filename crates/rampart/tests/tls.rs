@@ -1163,3 +1163,87 @@ fn a_replica_set_with_a_password_and_one_untrusted_replica_serves_from_the_other
     assert!(named[0].contains("not trusted"), "{}", named[0]);
     assert!(!log.contains(PW), "the backend password reached the log");
 }
+
+/// Session features over the TLS listener: a RESP3 MONITOR sees a TLS client's commands
+/// (with the client's address), a TLS client in MULTI runs its transaction, and a TLS client
+/// blocked in BLPOP and killed with CLIENT KILL swallows nothing (its server connection
+/// closes: an element pushed afterwards stays in the list).
+#[test]
+fn monitor_transactions_and_client_kill_over_the_tls_listener() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("proxy", "rampart", year(5));
+    let a = RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n{}  servers:\n   - {}:1 s0\n",
+        listener_block(&server, ""),
+        a.addr()
+    );
+    let _proxy = rampart(&yaml, port, admin);
+    let mut mon = TlsClient::connect(tls_port, &ca.pem(), None).expect("TLS connect");
+    // HELLO 3 (a map, which the test client does not parse: read up to PING's reply).
+    let mut hello = encode_command(&["HELLO", "3"]);
+    hello.extend_from_slice(&encode_command(&["PING"]));
+    mon.io.get_mut().write_all(&hello).expect("write");
+    mon.io.get_mut().flush().expect("flush");
+    let mut got = Vec::new();
+    while !got.ends_with(b"+PONG\r\n") {
+        let mut line = Vec::new();
+        std::io::BufRead::read_until(&mut mon.io, b'\n', &mut line).expect("HELLO reply");
+        assert!(
+            !line.is_empty(),
+            "closed after {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&line);
+    }
+    assert!(
+        got.starts_with(b"%7\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(mon.cmd(&["MONITOR"]), Reply::ok());
+    let mut c = TlsClient::connect(tls_port, &ca.pem(), None).expect("TLS connect");
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "tx", "1"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["INCR", "tx"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::ok(), Reply::Int(2)]))
+    );
+    let Reply::Int(id) = c.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID is an integer")
+    };
+    let seen = (0..4)
+        .map(
+            |_| match testkit::reply::read_reply(&mut mon.io).expect("monitor line") {
+                Reply::Simple(s) => s,
+                r => panic!("a monitor line is a simple string: {r:?}"),
+            },
+        )
+        .collect::<Vec<_>>();
+    assert!(seen[0].ends_with(r#""MULTI""#), "{seen:?}");
+    assert!(seen[1].ends_with(r#""SET" "tx" "1""#), "{seen:?}");
+    assert!(seen.iter().all(|l| l.contains("[p 127.0.0.1:")), "{seen:?}");
+    // Blocked, then killed: nothing pushed afterwards is taken.
+    c.io.get_mut()
+        .write_all(&encode_command(&["BLPOP", "q", "0"]))
+        .expect("write");
+    c.io.get_mut().flush().expect("flush");
+    let mut plain = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    poll_until(Duration::from_secs(10), || {
+        (a.info("clients").contains("blocked_clients:1")).then_some(())
+    })
+    .expect("BLPOP blocked on the server");
+    assert_eq!(
+        plain.cmd(&["CLIENT", "KILL", "ID", &id.to_string()]),
+        Reply::Int(1)
+    );
+    poll_until(Duration::from_secs(10), || {
+        (a.info("clients").contains("blocked_clients:0")).then_some(())
+    })
+    .expect("the server connection closed");
+    assert_eq!(plain.cmd(&["RPUSH", "q", "kept"]), Reply::Int(1));
+    assert_eq!(a.cmd(&["LLEN", "q"]), Reply::Int(1));
+}

@@ -44,6 +44,11 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(TICK) => {}
         }
+        // CLIENT PAUSE of the pool: no spooled write goes out either (an operator pausing
+        // writes for a failover must see the primary's offset stand still).
+        if crate::topology::paused::writes_paused(pool.index) {
+            continue;
+        }
         if spool.waiting() == 0 || spool.stopped().is_some() {
             if let Some((t0, _)) = started.take() {
                 tracing::info!(
@@ -95,6 +100,9 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
         for e in entries {
             if stop.is_cancelled() {
                 return;
+            }
+            if crate::topology::paused::writes_paused(pool.index) {
+                break;
             }
             let Some((_, l)) = link.as_mut() else {
                 break;

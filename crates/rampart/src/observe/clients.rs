@@ -65,7 +65,23 @@ pub struct Entry {
     /// node (its id) and the server's own id for the connection (`CLIENT ID` there), for
     /// `CLIENT UNBLOCK`.
     blocked_on: Mutex<Vec<(u64, u64)>>,
+    /// Where a blocking command stands before it is sent (see [`Entry::unblock_early`]): one
+    /// of the `EARLY_*` values.
+    early: AtomicU8,
+    /// Wakes a blocking command waiting for its connection after `early` was set to
+    /// [`EARLY_TIMEOUT`] or [`EARLY_ERROR`].
+    early_wake: Notify,
 }
+
+/// [`Entry::early`]: no blocking command waits for its connection.
+const EARLY_NONE: u8 = 0;
+/// [`Entry::early`]: a blocking command waits for its connection (the shard's primary, a
+/// spool to empty); nothing was sent.
+const EARLY_WAITING: u8 = 1;
+/// [`Entry::early`]: `CLIENT UNBLOCK ... TIMEOUT` ended that wait.
+pub const EARLY_TIMEOUT: u8 = 2;
+/// [`Entry::early`]: `CLIENT UNBLOCK ... ERROR` ended that wait.
+pub const EARLY_ERROR: u8 = 3;
 
 /// What `CLIENT LIST` shows of one entry, read at one moment.
 #[derive(Debug, Clone)]
@@ -138,6 +154,8 @@ pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool)
         wake: Notify::new(),
         reload: AtomicBool::new(false),
         blocked_on: Mutex::new(Vec::new()),
+        early: AtomicU8::new(EARLY_NONE),
+        early_wake: Notify::new(),
     });
     if let Ok(mut m) = registry().clients.lock() {
         m.insert(id, Arc::clone(&e));
@@ -200,6 +218,46 @@ impl Entry {
     pub fn clear_blocked_on(&self) {
         if let Ok(mut b) = self.blocked_on.lock() {
             b.clear();
+        }
+    }
+
+    /// The session's blocking command starts waiting for its connection (nothing sent yet).
+    pub fn wait_early(&self) {
+        self.early.store(EARLY_WAITING, Ordering::SeqCst);
+    }
+
+    /// The session's blocking command got its connection and will be sent, unless `CLIENT
+    /// UNBLOCK` came first: then its reason ([`EARLY_TIMEOUT`] or [`EARLY_ERROR`]). Either
+    /// way it no longer waits.
+    pub fn end_early(&self) -> Option<u8> {
+        match self.early.swap(EARLY_NONE, Ordering::SeqCst) {
+            r @ (EARLY_TIMEOUT | EARLY_ERROR) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// `CLIENT UNBLOCK` of a blocking command still waiting for its connection: it ends with
+    /// `reason` ([`EARLY_TIMEOUT`] or [`EARLY_ERROR`]) and is never sent. `false` when it was
+    /// not waiting (sent already, or not blocked).
+    pub fn unblock_early(&self, reason: u8) -> bool {
+        let done = self
+            .early
+            .compare_exchange(EARLY_WAITING, reason, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if done {
+            self.early_wake.notify_one();
+        }
+        done
+    }
+
+    /// Wait until [`Entry::unblock_early`] ended the session's wait for a connection: its
+    /// reason. (A wake-up left over from an earlier command is passed over.)
+    pub async fn unblocked_early(&self) -> u8 {
+        loop {
+            match self.early.load(Ordering::SeqCst) {
+                r @ (EARLY_TIMEOUT | EARLY_ERROR) => return r,
+                _ => self.early_wake.notified().await,
+            }
         }
     }
 

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::notify::LocalNotify;
 use crate::reply::pending::Pending;
 use crate::session::primary::LeaseSoon;
+use crate::upstream::dedicated::Lease;
 use crate::upstream::error::Failure;
 use crate::upstream::sink::Sink;
 
@@ -39,6 +40,11 @@ pub struct Blocked {
     entry: RefCell<Option<Arc<crate::observe::clients::Entry>>>,
     left: Cell<Option<&'static str>>,
     wake: LocalNotify,
+    /// The session speaks RESP3 (the null a `CLIENT UNBLOCK` before sending answers).
+    resp3: Cell<bool>,
+    /// The blocking command is `WAIT` (a `CLIENT UNBLOCK ... TIMEOUT` before sending
+    /// answers a count, not a null).
+    counting: Cell<bool>,
 }
 
 impl Blocked {
@@ -64,6 +70,41 @@ impl Blocked {
         }
     }
 
+    /// The session speaks RESP3 (`true`) or RESP2, and the command is `WAIT` (`counting`):
+    /// set before each blocking command.
+    pub fn set_kind(&self, resp3: bool, counting: bool) {
+        self.resp3.set(resp3);
+        self.counting.set(counting);
+    }
+
+    /// The connection `lease` gives, or, when `CLIENT UNBLOCK` comes while it is still
+    /// awaited (the shard's writes held, its spool replaying), the reply Redis gives an
+    /// unblocked command: the null of a timeout (`TIMEOUT`) or the `UNBLOCKED` error
+    /// (`ERROR`). Nothing was sent then.
+    async fn connection(&self, lease: LeaseSoon) -> Result<Result<Lease, Vec<u8>>, Failure> {
+        let entry = self.entry.borrow().clone();
+        let Some(entry) = entry else {
+            return lease.await.map(Ok);
+        };
+        entry.wait_early();
+        let mut lease = lease;
+        let got = tokio::select! {
+            biased;
+            r = &mut lease => Some(r),
+            _ = entry.unblocked_early() => None,
+        };
+        match (entry.end_early(), got) {
+            (Some(reason), _) => Ok(Err(unblocked_reply(
+                reason,
+                self.resp3.get(),
+                self.counting.get(),
+            ))),
+            (None, Some(r)) => r.map(Ok),
+            // Woken with no reason left: cannot be, but then the wait goes on.
+            (None, None) => lease.await.map(Ok),
+        }
+    }
+
     async fn left(&self) -> &'static str {
         loop {
             if let Some(why) = self.left.get() {
@@ -71,6 +112,22 @@ impl Blocked {
             }
             self.wake.notified().await;
         }
+    }
+}
+
+/// What a blocking command ended by `CLIENT UNBLOCK` before it was sent answers, as Redis
+/// answers one unblocked in the server: `TIMEOUT`, the null array of a timeout (Redis 7.0
+/// answers every blocking list, sorted-set and stream command so), or for `WAIT`
+/// (`counting`) the replicas known to have the writes: none was asked, so 0; `ERROR`, the
+/// `UNBLOCKED` error.
+fn unblocked_reply(reason: u8, resp3: bool, counting: bool) -> Vec<u8> {
+    match (reason, resp3, counting) {
+        (crate::observe::clients::EARLY_ERROR, _, _) => {
+            b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n".to_vec()
+        }
+        (_, _, true) => b":0\r\n".to_vec(),
+        (_, true, false) => b"_\r\n".to_vec(),
+        (_, false, false) => b"*-1\r\n".to_vec(),
     }
 }
 
@@ -300,17 +357,21 @@ pub async fn run(
             biased;
             why = blocked.left() => Err(Failure::Ended(why)),
             r = async {
-                let mut lease = lease.await?;
+                let mut lease = match blocked.connection(lease).await? {
+                    Ok(lease) => lease,
+                    Err(unblocked) => return Ok((None, unblocked)),
+                };
                 lease.send(&request).await?;
                 blocked.waits_on(&lease);
                 match lease.answer(deadline).await {
-                    Ok(reply) => Ok((lease, reply)),
+                    Ok(reply) => Ok((Some(lease), reply)),
                     Err(e) => Err(Failure::from(e)),
                 }
             } => r,
         };
         match result {
-            Ok((done, reply)) => {
+            Ok((None, unblocked)) => sink.deliver(&unblocked),
+            Ok((Some(done), reply)) => {
                 done.give_back();
                 if reply.starts_with(b"-MOVED ") && moved < MAX_MOVED {
                     // The node did not run it: its slot moved. Once the map names the new
@@ -425,7 +486,12 @@ async fn wait_all(
     // Sent on every shard before any reply is awaited: the waits run side by side.
     let mut sent = Vec::with_capacity(leases.len());
     for lease in leases {
-        let mut lease = lease.await?;
+        let mut lease = match blocked.connection(lease).await? {
+            Ok(lease) => lease,
+            // CLIENT UNBLOCK while a shard's connection was awaited: what was sent on the
+            // others goes with their leases (closed), and its reply is the answer.
+            Err(unblocked) => return Ok(unblocked),
+        };
         lease.send(request).await?;
         blocked.waits_on(&lease);
         sent.push(lease);
@@ -459,6 +525,7 @@ fn finish(blocked: &Blocked) {
     if let Some(e) = blocked.entry.borrow_mut().take() {
         e.set_flag(crate::observe::clients::FLAG_BLOCKED, false);
         e.clear_blocked_on();
+        e.end_early();
     }
 }
 

@@ -72,11 +72,16 @@ const UNBLOCK_POLL: Duration = Duration::from_millis(1);
 
 /// `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]` (Redis 7.0 `CLIENT UNBLOCK`): `:1` when the
 /// session `client-id` of the caller's pool was blocked in a command and is unblocked, else
-/// `:0`. rampart asks the server the command waits on (`CLIENT UNBLOCK` there, with the
+/// `:0`, or an error saying why a blocked client could not be reached (the server refused
+/// CLIENT UNBLOCK to the pool's backend user, or its connection has no id). rampart asks the server the command waits on (`CLIENT UNBLOCK` there, with the
 /// server's id for that dedicated connection), so the blocked client gets what Redis gives:
 /// the command's timeout reply (TIMEOUT, the default) or `-UNBLOCKED client unblocked via
 /// CLIENT UNBLOCK` (ERROR); a command that got its data first keeps it and the answer is 0.
-/// A target still opening its connection is waited for, at most the pool `timeout`.
+/// A target still waiting for its connection (the shard's writes held in a failover, its
+/// spool replaying) ends that wait with the same reply, nothing sent. A target opening its
+/// connection is waited for, at most the pool `timeout`. The
+/// call to the server is not refused when the blocked clients hold every one of the pool's
+/// `max_dedicated_connections` (see `Dedicated::spare`).
 pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let mut out = BytesMut::new();
     if !ctx.client.may_operate() {
@@ -97,10 +102,10 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
         encode::error(&mut out, "ERR value is not an integer or out of range");
         return Answer::Reply(out);
     };
-    let mode: &[u8] = match argv.get(3) {
-        None => b"TIMEOUT",
-        Some(m) if m.eq_ignore_ascii_case(b"timeout") => b"TIMEOUT",
-        Some(m) if m.eq_ignore_ascii_case(b"error") => b"ERROR",
+    let (mode, early): (&[u8], u8) = match argv.get(3) {
+        None => (b"TIMEOUT", clients::EARLY_TIMEOUT),
+        Some(m) if m.eq_ignore_ascii_case(b"timeout") => (b"TIMEOUT", clients::EARLY_TIMEOUT),
+        Some(m) if m.eq_ignore_ascii_case(b"error") => (b"ERROR", clients::EARLY_ERROR),
         Some(_) => {
             encode::error(
                 &mut out,
@@ -124,6 +129,14 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     tokio::task::spawn_local(async move {
         let until = tokio::time::Instant::now() + pool.timeout();
         let on = loop {
+            // Still waiting for its connection (the shard's writes held, its spool
+            // replaying): that wait ends now, nothing sent.
+            if target.unblock_early(early) {
+                let mut out = BytesMut::new();
+                encode::integer(&mut out, 1);
+                pending.deliver(seq, 0, &out);
+                return;
+            }
             let on = target.blocked_on();
             if !on.is_empty() || !target.is_blocked() || tokio::time::Instant::now() >= until {
                 break on;
@@ -131,6 +144,14 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             tokio::time::sleep(UNBLOCK_POLL).await;
         };
         let mut unblocked = 0;
+        // Why the blocked client could not be reached, said instead of a bare 0.
+        let mut refused = (on.is_empty() && target.is_blocked()).then(|| {
+            format!(
+                "ERR rampart: client {id} waits on a server connection without an id (the \
+                 pool's backend user may not run CLIENT ID, or the connection is still \
+                 opening), so CLIENT UNBLOCK cannot reach it"
+            )
+        });
         for (node, server_id) in on {
             let Some(node) = pool
                 .shards
@@ -139,7 +160,8 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             else {
                 continue;
             };
-            let Ok(mut lease) = dedicated.lease(&pool, &node) else {
+            // Not refused when the blocked clients hold every dedicated connection.
+            let Some(mut lease) = dedicated.spare(&pool, &node, until).await else {
                 continue;
             };
             let mut req = BytesMut::new();
@@ -155,12 +177,23 @@ pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
             if let Ok(r) = lease.call(&req, Some(until)).await {
                 if r == b":1\r\n" {
                     unblocked = 1;
+                } else if let Some(e) = r.strip_prefix(b"-") {
+                    // The server refused it (the backend user without `client|unblock`).
+                    let e = String::from_utf8_lossy(e);
+                    refused = Some(format!(
+                        "ERR rampart: server {} refused CLIENT UNBLOCK: {}",
+                        node.label,
+                        e.trim_end()
+                    ));
                 }
-                lease.give_back();
+                lease.done();
             }
         }
         let mut out = BytesMut::new();
-        encode::integer(&mut out, unblocked);
+        match refused {
+            Some(why) if unblocked == 0 => encode::error(&mut out, &why),
+            _ => encode::integer(&mut out, unblocked),
+        }
         pending.deliver(seq, 0, &out);
     });
     Answer::Later

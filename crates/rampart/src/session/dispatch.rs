@@ -1150,6 +1150,7 @@ impl Session {
         if self.shards.iter().any(|&s| s != shard) {
             return self.reply_error(CROSS_SHARD);
         }
+        self.blocked.set_kind(self.client.resp3, false);
         // A list pop goes first in its non-blocking form on the shared connection (see
         // `blocking::at_once`); a fail-open pool's stand-in answers do not fit a pop's. While
         // the shard's writes wait (a failover, a spool to replay), the blocking command waits
@@ -1255,7 +1256,11 @@ impl Session {
             .and_then(|t| t.parse::<u64>().ok());
         let deadline = match ms {
             Some(0) => None,
-            Some(ms) => Some(Instant::now() + longest + Duration::from_millis(ms) + rt.timeout()),
+            // Too large for a deadline: none, as with 0.
+            Some(ms) => longest
+                .checked_add(Duration::from_millis(ms))
+                .and_then(|d| d.checked_add(rt.timeout()))
+                .and_then(|d| Instant::now().checked_add(d)),
             None => Some(Instant::now() + longest + rt.timeout()),
         };
         let mut request = BytesMut::new();
@@ -1266,6 +1271,7 @@ impl Session {
         encode::command(&mut request, argv);
         let seq = self.pending.push_waiting();
         let sink = Sink::new(&self.pending, seq, 0);
+        self.blocked.set_kind(self.client.resp3, true);
         blocking::start(&self.blocked, self.client.entry.as_ref());
         tokio::task::spawn_local(blocking::wait(
             leases,
@@ -1306,10 +1312,17 @@ fn block_deadline(
     timeout: BlockFor,
     wait: Duration,
 ) -> Option<Instant> {
+    // A timeout too large for a deadline (`BLPOP q 1e300`) has none: Redis refuses it at
+    // once (Redis 7.0: "timeout is negative"), or blocks until data, as with 0.
+    let after = |d: Duration| {
+        wait.checked_add(d)
+            .and_then(|d| d.checked_add(rt.timeout()))
+            .and_then(|d| Instant::now().checked_add(d))
+    };
     match timeout {
         BlockFor::Ever => None,
-        BlockFor::Up(d) => Some(Instant::now() + wait + d + rt.timeout()),
-        BlockFor::Unknown => Some(Instant::now() + wait + rt.timeout()),
+        BlockFor::Up(d) => after(d),
+        BlockFor::Unknown => after(Duration::ZERO),
     }
 }
 

@@ -5,35 +5,17 @@
 //! reading, so what it holds is bounded by its input limit. `CLIENT UNPAUSE` itself is never
 //! held, so an operator can always end a pause.
 //!
-//! A session checks its pool with one relaxed atomic load per command ([`holds`]).
+//! A session checks its pool with one relaxed atomic load per command ([`holds`]). The state
+//! lives in `topology::paused`, where the spool replay reads it too.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rampart_commands::{Command, Flags};
 use tokio::sync::Notify;
 
-use crate::observe::stats::MAX_POOLS;
-
-struct PoolPause {
-    /// Milliseconds after [`epoch`] when the pause ends; 0: not paused.
-    until_ms: AtomicU64,
-    /// Every command is held, not only writes.
-    all: AtomicBool,
-}
-
-static STATE: [PoolPause; MAX_POOLS] = [const {
-    PoolPause {
-        until_ms: AtomicU64::new(0),
-        all: AtomicBool::new(false),
-    }
-}; MAX_POOLS];
-
-fn epoch() -> Instant {
-    static E: OnceLock<Instant> = OnceLock::new();
-    *E.get_or_init(Instant::now)
-}
+use crate::topology::paused::{epoch, STATE};
 
 fn unpaused() -> &'static Notify {
     static N: OnceLock<Notify> = OnceLock::new();

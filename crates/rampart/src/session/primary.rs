@@ -58,6 +58,8 @@ const PRIMARY_POLL: Duration = Duration::from_millis(2);
 /// A reload while it waits: it goes on with the pool the worker serves now (the shard of the
 /// same name; [`Failure::Reloaded`] when there is none), so the primary is the one that
 /// pool's view names and the connection opens with its settings (`redis_db`, AUTH, TLS).
+/// In a fail-open pool, a shard whose circuit is open gives [`Failure::CacheShardDown`] at
+/// once.
 pub fn lease_primary(
     pool: &WorkerPool,
     shard: usize,
@@ -65,6 +67,14 @@ pub fn lease_primary(
     last_node: &mut u64,
 ) -> Result<(LeaseSoon, Duration), Failure> {
     let rt = &pool.rt;
+    // A fail-open pool's shard whose circuit is open gets no traffic: answered at once, as
+    // every other request of that shard is (`upstream::failopen`).
+    if rt.conf.fail_open.is_some() && rt.shards[shard].circuit.is_open() {
+        return Err(Failure::CacheShardDown {
+            shard: rt.shards[shard].name.clone(),
+            why: crate::upstream::failopen::CIRCUIT_OPEN,
+        });
+    }
     let spooling = !route::spool_clear(rt, shard);
     match writable_primary(rt, shard) {
         Ok(node) if !spooling => {

@@ -8,10 +8,12 @@
 //! - [`shared`]: the published pools and the rest of the process-wide state.
 //! - [`snapshot`]: one snapshot of every pool, shard and node that every report renders.
 //! - [`policy`]: a pool's command policy (denied, renamed, allowed commands).
+//! - [`paused`]: each pool's `CLIENT PAUSE` state.
 
 pub mod circuit;
 pub mod cluster;
 pub mod node;
+pub mod paused;
 pub mod policy;
 pub mod pool;
 pub mod shared;

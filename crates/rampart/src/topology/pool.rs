@@ -586,6 +586,10 @@ impl PoolRt {
         let time = self.conf.server_retry_timeout;
         tracing::warn!(pool = %self.conf.name, server = %s.name, "server ejected from the ring for {time:?} after {n} consecutive failures");
         for node in &s.view().nodes {
+            // Its keys live on another server now: a command blocked there (or a WATCH
+            // held there) would wait for ever on a server nobody writes to; closing its
+            // connections ends them with an error, as a node switched away from does.
+            node.close_all();
             node.event(
                 crate::observe::events::Kind::NodeEjected,
                 format!("ejected from the ring for {time:?} after {n} consecutive failures (auto_eject_hosts)"),

@@ -15,6 +15,10 @@
 //! - At most [`KEEP_IDLE`] idle connections per pool and worker are kept, each closed after
 //!   [`IDLE_TIME`] unused. An idle connection the server closed, or whose node was switched away
 //!   from ([`NodeRt::close_all`]), is never reused.
+//! - A short control call that must not be refused for want of a connection (CLIENT UNBLOCK
+//!   sent to the server a blocked client waits on, whose own connection may be the last one)
+//!   takes a [`Spare`] when the bound is reached: at most [`MAX_SPARE`] at once per pool and
+//!   worker (the others wait their turn), over the bound, never kept.
 //! - Every connection starts with the pool's handshake (AUTH, SELECT), like every other.
 //! - A reload that changes how the pool's server connections are opened (`redis_auth`,
 //!   `redis_username`, `redis_db`, `backend_tls`, ...; see [`PoolRt::same_connections`])
@@ -50,6 +54,9 @@ pub const IDLE_TIME: Duration = Duration::from_secs(30);
 /// others wait their turn. A crowd of clients blocking at once would otherwise overflow the
 /// server's accept queue, and a dropped SYN is retried only after 1 s, past the pool timeout.
 pub const MAX_CONNECTING: usize = 32;
+/// Spare connections ([`Dedicated::spare`]) one pool's worker holds at once, over
+/// `max_dedicated_connections`; further callers wait their turn.
+pub const MAX_SPARE: usize = 1;
 /// Read buffer capacity a connection keeps between replies: none, since a dedicated connection
 /// spends its time waiting (a blocked command holds no buffer until its reply arrives).
 const KEEP_BUF: usize = 0;
@@ -88,6 +95,8 @@ pub struct Dedicated {
     sweeping: Cell<bool>,
     /// Turns to connect (see [`MAX_CONNECTING`]).
     connecting: tokio::sync::Semaphore,
+    /// Turns to hold a spare connection (see [`MAX_SPARE`]).
+    spare: Arc<tokio::sync::Semaphore>,
     /// The pool generation the worker serves (see [`Dedicated::adopt`]): a connection made
     /// for a pool whose connection settings differ from it is not kept. `None` until adopted.
     current: RefCell<Option<Arc<PoolRt>>>,
@@ -100,6 +109,7 @@ impl Default for Dedicated {
             idle: RefCell::new(VecDeque::new()),
             sweeping: Cell::new(false),
             connecting: tokio::sync::Semaphore::new(MAX_CONNECTING),
+            spare: Arc::new(tokio::sync::Semaphore::new(MAX_SPARE)),
             current: RefCell::new(None),
         }
     }
@@ -236,6 +246,35 @@ impl Dedicated {
         self.lease_with(pool, node, None, false)
     }
 
+    /// A connection to `node` of `pool` for one short call, for a caller that must not be
+    /// refused when `max_dedicated_connections` are all in use (CLIENT UNBLOCK: the blocked
+    /// clients may hold every one): a lease within the bound when there is room, else a
+    /// spare connection over it, at most [`MAX_SPARE`] at once per pool and worker, waiting
+    /// for a turn until `until` (`None` then). A spare connection is never kept: it closes
+    /// when the [`Spare`] is dropped.
+    pub async fn spare(
+        self: &Rc<Self>,
+        pool: &Arc<PoolRt>,
+        node: &Arc<NodeRt>,
+        until: Instant,
+    ) -> Option<Spare> {
+        if let Ok(lease) = self.lease(pool, node) {
+            return Some(Spare { lease, turn: None });
+        }
+        let turn = timeout(
+            until.saturating_duration_since(Instant::now()),
+            Arc::clone(&self.spare).acquire_owned(),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let lease = self.lease_own(pool, node);
+        Some(Spare {
+            lease,
+            turn: Some(turn),
+        })
+    }
+
     fn lease_with(
         self: &Rc<Self>,
         pool: &Arc<PoolRt>,
@@ -316,6 +355,36 @@ pub struct Lease {
     returned: bool,
     /// The connection speaks RESP3.
     resp3: bool,
+}
+
+/// A connection for one short call (see [`Dedicated::spare`]): within the bound, or a spare
+/// one over it, closed when dropped.
+pub struct Spare {
+    lease: Lease,
+    /// The turn of a spare connection over the bound; `None` for a lease within it.
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Spare {
+    /// Send `request` and read its reply (see [`Lease::call`]).
+    ///
+    /// # Errors
+    /// As [`Lease::call`].
+    pub async fn call(
+        &mut self,
+        request: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, DedicatedError> {
+        self.lease.call(request, deadline).await
+    }
+
+    /// Done with it: a lease within the bound goes back for reuse (see
+    /// [`Lease::give_back`]); a spare connection closes.
+    pub fn done(self) {
+        if self.turn.is_none() {
+            self.lease.give_back();
+        }
+    }
 }
 
 impl Drop for Lease {

@@ -114,6 +114,10 @@ fn answer(rt: &PoolRt, shard: usize, worker: usize, sink: Sink, stand: Stand, wh
     }
 }
 
+/// Why a shard whose circuit is open cannot answer (in [`Failure::CacheShardDown`]).
+pub const CIRCUIT_OPEN: &str =
+    "its circuit is open (fail_open_after failures in a row); a health check closes it";
+
 /// The shard's circuit is open: answer `request` at once (nothing is sent).
 pub fn answer_open(
     rt: &PoolRt,
@@ -127,14 +131,7 @@ pub fn answer_open(
         return sink.fail(Failure::Ended("fail_open is off"));
     };
     let s = stand(request, write, &fo);
-    answer(
-        rt,
-        shard,
-        worker,
-        sink,
-        s,
-        "its circuit is open (fail_open_after failures in a row); a health check closes it",
-    );
+    answer(rt, shard, worker, sink, s, CIRCUIT_OPEN);
 }
 
 /// A sink for `request` going to `shard` whose reply must come within the pool's
@@ -193,6 +190,10 @@ pub fn guard(
             stand,
             if failed {
                 "its connection failed"
+            } else if write {
+                // Sent: the server may run it still (a transaction whole), and a client told
+                // only that the shard cannot answer would take it as not applied.
+                "no reply within fail_open_timeout; the write was sent and may still be applied"
             } else {
                 "no reply within fail_open_timeout"
             },
