@@ -180,8 +180,9 @@ fn writes_spooled_while_the_primary_is_down_are_replayed_in_order_before_newer_o
 /// Writers push unique values; rampart is killed with kill -9 at random moments, while the
 /// primary is down (spooling) and while it is up (replaying, then writing through), and a few
 /// times the spool's active segment gets a torn record appended as a power cut could leave.
-/// At the end, with the primary up, every acknowledged value is in the list, no value is in it
-/// more than twice, there are at most as many doubles as kills, and nothing else is in it.
+/// At the end, with the primary up, every acknowledged value is in the list, the copies beyond
+/// the first (entries replayed again after a crash) are at most as many as the kills, and
+/// nothing else is in it.
 #[test]
 fn kill_9_while_spooling_and_replaying_loses_no_acknowledged_entry() {
     let kills: usize = std::env::var("SPOOL_KILLS")
@@ -285,13 +286,17 @@ fn kill_9_while_spooling_and_replaying_loses_no_acknowledged_entry() {
         .filter(|v| !count.contains_key(v.as_str()))
         .collect();
     let doubled = count.values().filter(|n| **n == 2).count();
-    let more = count.values().filter(|n| **n > 2).count();
+    // Each crash replays at most the one entry in flight (its checkpoint was not written):
+    // one more copy per kill at most. A kill that lands in the next instance's replay of the
+    // same entry makes it a third copy, so the bound is on all the extra copies together.
+    let extra: usize = count.values().map(|n| n - 1).sum();
+    let most = count.values().copied().max().unwrap_or(0);
     let strange: Vec<&&str> = count
         .keys()
         .filter(|k| !(k.starts_with('r') && k.contains('w') || **k == "last"))
         .collect();
     println!(
-        "{kills} kill -9 in {:?}: {} acknowledged, {} in the list, {} lost, {doubled} applied twice",
+        "{kills} kill -9 in {:?}: {} acknowledged, {} in the list, {} lost, {doubled} applied twice, {extra} extra copies, at most {most} of one value",
         started.elapsed(),
         acked.len(),
         items.len(),
@@ -302,8 +307,7 @@ fn kill_9_while_spooling_and_replaying_loses_no_acknowledged_entry() {
         "acknowledged but lost: {:?}",
         &lost[..lost.len().min(10)]
     );
-    assert_eq!(more, 0, "an entry applied more than twice");
-    assert!(doubled <= kills, "{doubled} doubles for {kills} kills");
+    assert!(extra <= kills, "{extra} extra copies for {kills} kills");
     assert!(strange.is_empty(), "values nobody wrote: {strange:?}");
 }
 
