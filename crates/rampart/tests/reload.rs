@@ -566,12 +566,21 @@ fn a_reload_that_changes_the_database_closes_the_dedicated_connections_made_befo
     let line = reload_hup(&proxy, &path, &yaml("  redis_db: 1\n"));
     assert!(line.contains("demo: redis_db 0 -> 1"), "{line}");
 
-    // The command in flight finishes where it started.
-    assert_eq!(server.cmd(&["RPUSH", "held", "x"]), Reply::Int(1));
-    assert_eq!(
-        held.read_reply().expect("BLPOP reply"),
-        Reply::bulks(["held", "x"])
+    // The command blocked in database 0 ends with an error that says why: the pushes it
+    // waits for now go to database 1. Its connection is closed, so a push into database 0
+    // afterwards stays there (nothing swallowed).
+    held.set_read_timeout(Some(Duration::from_secs(5)));
+    let ended = held.read_reply().expect("BLPOP reply");
+    assert!(
+        matches!(&ended, Reply::Error(e) if e.contains("reloaded with another redis_db")),
+        "{ended:?}"
     );
+    let gone = poll_until(Duration::from_secs(2), || {
+        (blocked_clients(&server) == Some(0)).then_some(())
+    });
+    assert!(gone.is_some(), "the server still has a blocked client");
+    assert_eq!(server.cmd(&["RPUSH", "held", "x"]), Reply::Int(1));
+    assert_eq!(server.cmd(&["LLEN", "held"]), Reply::Int(1));
 
     // No connection of database 0 serves again: two clients block at once (as many as
     // there were connections before), and pushes through rampart, into database 1, wake both.

@@ -83,6 +83,11 @@ pub enum DedicatedError {
     /// The node was switched away from (failover, health check) while a reply was awaited.
     #[error("server {0}: node switched away from (failover or health check)")]
     Switched(String),
+    /// A reload changed the pool's `redis_db` or `redis_username` while a reply was awaited:
+    /// the connection sees other keys than the pool's connections now do, so it was closed
+    /// (a blocked command there would wait for pushes that now go elsewhere).
+    #[error("server {0}: the pool was reloaded with another redis_db or redis_username while the command waited; it was ended, not sent again")]
+    Reloaded(String),
 }
 
 /// One pool's dedicated connections on one worker: how many are open, and the idle ones.
@@ -100,6 +105,9 @@ pub struct Dedicated {
     /// The pool generation the worker serves (see [`Dedicated::adopt`]): a connection made
     /// for a pool whose connection settings differ from it is not kept. `None` until adopted.
     current: RefCell<Option<Arc<PoolRt>>>,
+    /// Bumped by [`Dedicated::adopt`] when a reload changes what the connections see
+    /// (`redis_db`, `redis_username`): a connection awaiting a reply then ends.
+    keyspace: watch::Sender<u64>,
 }
 
 impl Default for Dedicated {
@@ -111,6 +119,7 @@ impl Default for Dedicated {
             connecting: tokio::sync::Semaphore::new(MAX_CONNECTING),
             spare: Arc::new(tokio::sync::Semaphore::new(MAX_SPARE)),
             current: RefCell::new(None),
+            keyspace: watch::channel(0).0,
         }
     }
 }
@@ -127,6 +136,9 @@ struct Conn {
     /// The pool (generation) whose handshake, TLS and keepalive opened it.
     made_for: Arc<PoolRt>,
     closer: watch::Receiver<u64>,
+    /// Changes when a reload changes the keys the pool's connections see (see
+    /// [`Dedicated::adopt`]).
+    keyspace: watch::Receiver<u64>,
     rbuf: ReadBuf,
     dec: ReplyDecoder,
     /// It said `HELLO 3`: the server shapes its replies for RESP3 clients.
@@ -150,8 +162,18 @@ impl Dedicated {
     /// connections otherwise than the generation before (see [`PoolRt::same_connections`]),
     /// the idle connections made the old way are closed now, and those leased now are closed
     /// when given back ([`Lease::give_back`]) instead of being kept. Leased ones keep counting
-    /// against `max_dedicated_connections` until they end.
+    /// against `max_dedicated_connections` until they end. When it also sees other keys
+    /// (`redis_db`, `redis_username`), a leased one awaiting a reply (a blocked command)
+    /// ends now with [`DedicatedError::Reloaded`].
     pub fn adopt(&self, pool: &Arc<PoolRt>) {
+        let moved = self
+            .current
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| !p.same_keyspace(pool));
+        if moved {
+            self.keyspace.send_modify(|g| *g = g.wrapping_add(1));
+        }
         let mut idle = self.idle.borrow_mut();
         let before = idle.len();
         idle.retain(|i| fits(&i.conn, pool));
@@ -616,6 +638,7 @@ impl Lease {
         let limit = Instant::now() + pool.timeout();
         let mut closer = self.node.close_watch();
         closer.borrow_and_update();
+        let keyspace = home.keyspace.subscribe();
         let stream = match timeout(
             pool.timeout(),
             crate::handshake::connect(&self.node.addr, &pool.handshake, pool.conf.tcpkeepalive),
@@ -641,6 +664,7 @@ impl Lease {
             node: Arc::clone(&self.node),
             made_for: Arc::clone(&pool),
             closer,
+            keyspace,
             rbuf: ReadBuf::default(),
             dec: decoder(),
             resp3: self.resp3,
@@ -744,6 +768,7 @@ async fn read_reply(c: &mut Conn, deadline: Option<Instant>) -> Result<Vec<u8>, 
         tokio::select! {
             biased;
             _ = c.closer.changed() => return Err(DedicatedError::Switched(label())),
+            _ = c.keyspace.changed() => return Err(DedicatedError::Reloaded(label())),
             r = c.stream.readable() => {
                 let mut ready = r.map_err(|e| DedicatedError::Failed(label(), e.to_string()))?;
                 match c.stream.read(&mut ready, c.rbuf.spare(16 * 1024)) {
