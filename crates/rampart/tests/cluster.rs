@@ -188,6 +188,44 @@ fn commands_needing_one_slot_get_crossslot_when_keys_span_slots() {
     );
 }
 
+#[test]
+fn spublish_in_a_transaction_counts_its_channel_slot_as_redis_cluster_does() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let channel = env.cluster.key_on(a, "news-");
+    let key = env.cluster.key_on(b, "tx-");
+    // A shard channel is placed by its slot, as a key: a transaction publishing on one
+    // slot and writing another spans slots (Redis Cluster refuses it CROSSSLOT), and
+    // nothing of it runs.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SPUBLISH", &channel, "m"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["SET", &key, "1"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+    assert_eq!(env.node(b).cmd(&["GET", &key]), Reply::nil(), "nothing ran");
+    // One slot (a hash tag): the transaction runs on that slot's node, where the
+    // channel's subscriber hears the message.
+    let tag = env.cluster.key_on(a, "tag-");
+    let (channel, key) = (format!("{{{tag}}}:ch"), format!("{{{tag}}}:k"));
+    let mut sub = env.node(a);
+    assert!(matches!(
+        sub.cmd(&["SSUBSCRIBE", &channel]),
+        Reply::Array(_)
+    ));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &key, "1"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["SPUBLISH", &channel, "m"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::ok(), Reply::Int(1)]))
+    );
+    assert_eq!(env.node(a).cmd(&["GET", &key]), Reply::bulk("1"));
+}
+
 /// Starts moving `slot` from primary `from` to primary `to` (IMPORTING on `to`, MIGRATING
 /// on `from`).
 fn begin_migration(env: &Env, slot: u16, from: usize, to: usize) {

@@ -691,7 +691,11 @@ impl Session {
         }
         if self.pool.rt.cluster.is_some() {
             // A cluster runs a transaction on the node of its one slot: the transaction
-            // notes slots, and EXEC finds their shard.
+            // notes slots, and EXEC finds their shard. A shard channel has a slot, as a
+            // key has: SPUBLISH counts it.
+            if cmd.name == "spublish" {
+                self.keys.push(1);
+            }
             if self.spans_slots(argv) {
                 return self.refuse(Some(cmd), CROSSSLOT);
             }
