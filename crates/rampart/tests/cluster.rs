@@ -1243,6 +1243,111 @@ fn a_primary_added_to_the_cluster_becomes_a_shard_without_a_reload() {
     );
 }
 
+/// One step of SCAN from `cursor`: the next cursor and the keys returned.
+fn scan_step(c: &mut Client, cursor: &str) -> (String, Vec<String>) {
+    let r = c.cmd(&["SCAN", cursor, "COUNT", "10"]);
+    let Some(items) = r.as_array() else {
+        panic!("SCAN {cursor}: {r:?}");
+    };
+    let next = items[0].as_str().expect("cursor").to_string();
+    let keys = items[1].as_array().expect("keys");
+    let keys = keys.iter().filter_map(|k| k.as_str().map(str::to_string));
+    (next, keys.collect())
+}
+
+#[test]
+fn a_scan_begun_before_a_primary_joined_still_returns_every_key() {
+    let mut env = Env::start("");
+    let mut c = env.client();
+    let mut written = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let k = format!("walk:{i}");
+        assert_eq!(c.cmd(&["SET", &k, "x"]), Reply::ok());
+        written.insert(k);
+    }
+    // One walk before the cluster grows: each cursor it handed out, with the keys seen
+    // up to it.
+    let mut steps = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = "0".to_string();
+    for _ in 0..10_000 {
+        let (next, keys) = scan_step(&mut c, &cursor);
+        seen.extend(keys);
+        cursor = next;
+        if cursor == "0" {
+            break;
+        }
+        steps.push((cursor.clone(), seen.clone()));
+    }
+    assert_eq!(seen, written);
+    assert!(steps.len() > 10, "a walk of {} steps", steps.len());
+    // A fourth primary joins and takes 100 slots (with their keys) from the first.
+    let from = env.cluster.primaries()[0];
+    let bus = free_port().to_string();
+    let new = testkit::RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-port",
+        &bus,
+    ]);
+    cluster_cli(&["add-node", &new.addr(), &env.cluster.nodes[from].addr()]);
+    let new_id = new
+        .cmd(&["CLUSTER", "MYID"])
+        .as_str()
+        .expect("id")
+        .to_string();
+    env.cluster.nodes.push(new);
+    env.cluster.wait_ok(Duration::from_secs(10));
+    let from_addr = env.cluster.nodes[from].addr();
+    let from_id = env.cluster.id(from);
+    cluster_cli(&[
+        "reshard",
+        &from_addr,
+        "--cluster-from",
+        &from_id,
+        "--cluster-to",
+        &new_id,
+        "--cluster-slots",
+        "100",
+        "--cluster-yes",
+    ]);
+    env.cluster.wait_ok(Duration::from_secs(10));
+    let grown = poll_until(Duration::from_secs(10), || {
+        let info = c.cmd(&["INFO", "cluster"]);
+        info.as_str()
+            .is_some_and(|t| t.contains("rampart_cluster_c:shards=4,"))
+            .then_some(())
+    });
+    assert!(grown.is_some(), "no shard for the new primary");
+    let ready = poll_until(Duration::from_secs(10), || {
+        (c.cmd(&["DBSIZE"]) == Reply::Int(300)).then_some(())
+    });
+    assert!(ready.is_some(), "the new shard did not serve");
+    // Every walk taken up again from where it stopped still returns every key (a key may
+    // come twice, as SCAN allows).
+    for (i, (cursor, before)) in steps.into_iter().enumerate() {
+        let mut seen = before;
+        let mut cursor = cursor;
+        for _ in 0..10_000 {
+            let (next, keys) = scan_step(&mut c, &cursor);
+            seen.extend(keys);
+            cursor = next;
+            if cursor == "0" {
+                break;
+            }
+        }
+        let missing: Vec<_> = written.difference(&seen).collect();
+        assert!(
+            missing.is_empty(),
+            "walk resumed at step {i} missed {missing:?}"
+        );
+    }
+}
+
 #[test]
 fn a_blocking_command_whose_slot_moved_follows_it() {
     let env = Env::start("  cluster_refresh: 60s\n");
