@@ -1243,6 +1243,67 @@ fn a_primary_added_to_the_cluster_becomes_a_shard_without_a_reload() {
     );
 }
 
+/// A fourth primary joins the cluster (`redis-cli --cluster add-node`) and takes 100 slots,
+/// with their keys, from the first (`reshard`).
+fn join_primary(env: &mut Env) {
+    let from = env.cluster.primaries()[0];
+    let bus = free_port().to_string();
+    let new = testkit::RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-port",
+        &bus,
+    ]);
+    cluster_cli(&["add-node", &new.addr(), &env.cluster.nodes[from].addr()]);
+    let new_id = new
+        .cmd(&["CLUSTER", "MYID"])
+        .as_str()
+        .expect("id")
+        .to_string();
+    env.cluster.nodes.push(new);
+    env.cluster.wait_ok(Duration::from_secs(10));
+    let from_addr = env.cluster.nodes[from].addr();
+    let from_id = env.cluster.id(from);
+    cluster_cli(&[
+        "reshard",
+        &from_addr,
+        "--cluster-from",
+        &from_id,
+        "--cluster-to",
+        &new_id,
+        "--cluster-slots",
+        "100",
+        "--cluster-yes",
+    ]);
+    env.cluster.wait_ok(Duration::from_secs(10));
+}
+
+#[test]
+fn broadcasts_reach_a_primary_that_joined_from_the_moment_it_is_a_shard() {
+    let mut env = Env::start("");
+    let mut c = env.client();
+    for i in 0..100 {
+        assert_eq!(c.cmd(&["SET", &format!("b:{i}"), "x"]), Reply::ok());
+    }
+    join_primary(&mut env);
+    // As soon as INFO counts the new shard, commands sent to every shard reach it:
+    // its primary passed its checks before the pool named it.
+    let grown = poll_until(Duration::from_secs(10), || {
+        let info = c.cmd(&["INFO", "cluster"]);
+        info.as_str()
+            .is_some_and(|t| t.contains("rampart_cluster_c:shards=4,"))
+            .then_some(())
+    });
+    assert!(grown.is_some(), "no shard for the new primary");
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(100));
+    let keys = c.cmd(&["KEYS", "b:*"]);
+    assert_eq!(keys.as_array().map(<[Reply]>::len), Some(100), "{keys:?}");
+}
+
 /// One step of SCAN from `cursor`: the next cursor and the keys returned.
 fn scan_step(c: &mut Client, cursor: &str) -> (String, Vec<String>) {
     let r = c.cmd(&["SCAN", cursor, "COUNT", "10"]);
@@ -1282,40 +1343,7 @@ fn a_scan_begun_before_a_primary_joined_still_returns_every_key() {
     assert_eq!(seen, written);
     assert!(steps.len() > 10, "a walk of {} steps", steps.len());
     // A fourth primary joins and takes 100 slots (with their keys) from the first.
-    let from = env.cluster.primaries()[0];
-    let bus = free_port().to_string();
-    let new = testkit::RedisServer::start_with(&[
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "1000",
-        "--cluster-port",
-        &bus,
-    ]);
-    cluster_cli(&["add-node", &new.addr(), &env.cluster.nodes[from].addr()]);
-    let new_id = new
-        .cmd(&["CLUSTER", "MYID"])
-        .as_str()
-        .expect("id")
-        .to_string();
-    env.cluster.nodes.push(new);
-    env.cluster.wait_ok(Duration::from_secs(10));
-    let from_addr = env.cluster.nodes[from].addr();
-    let from_id = env.cluster.id(from);
-    cluster_cli(&[
-        "reshard",
-        &from_addr,
-        "--cluster-from",
-        &from_id,
-        "--cluster-to",
-        &new_id,
-        "--cluster-slots",
-        "100",
-        "--cluster-yes",
-    ]);
-    env.cluster.wait_ok(Duration::from_secs(10));
+    join_primary(&mut env);
     let grown = poll_until(Duration::from_secs(10), || {
         let info = c.cmd(&["INFO", "cluster"]);
         info.as_str()
