@@ -1243,6 +1243,44 @@ fn a_primary_added_to_the_cluster_becomes_a_shard_without_a_reload() {
     );
 }
 
+#[test]
+fn a_blocking_command_in_a_migrating_slot_follows_ask_to_the_importing_node() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let list = env.cluster.key_on(a, "jobs-");
+    let stream = format!("{{{list}}}:events");
+    let slot = testkit::cluster_slot(list.as_bytes());
+    begin_migration(&env, slot, a, b);
+    // The keys do not exist on the node the slot leaves, so it answers ASK: the client
+    // never sees it; the command blocks on the importing node, as a cluster client's would.
+    assert_eq!(c.cmd(&["BLPOP", &list, "0.2"]), Reply::Array(None));
+    assert_eq!(
+        c.cmd(&["XREAD", "BLOCK", "200", "STREAMS", &stream, "$"]),
+        Reply::Array(None)
+    );
+    let mut blocked = env.client();
+    let key = list.clone();
+    let waiter = std::thread::spawn(move || blocked.cmd(&["BLPOP", &key, "5"]));
+    let listed = poll_until(Duration::from_secs(5), || {
+        let l = env.node(b).cmd(&["CLIENT", "LIST"]);
+        l.as_str()
+            .is_some_and(|t| t.contains("cmd=blpop"))
+            .then_some(())
+    });
+    assert!(
+        listed.is_some(),
+        "the BLPOP does not wait on the importing node"
+    );
+    // A push follows the same ASK and wakes it.
+    assert_eq!(c.cmd(&["RPUSH", &list, "job"]), Reply::Int(1));
+    assert_eq!(
+        waiter.join().expect("waiter"),
+        Reply::bulks([list.as_str(), "job"])
+    );
+}
+
 /// A fourth primary joins the cluster (`redis-cli --cluster add-node`) and takes 100 slots,
 /// with their keys, from the first (`reshard`).
 fn join_primary(env: &mut Env) {
