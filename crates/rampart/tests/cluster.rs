@@ -188,6 +188,44 @@ fn commands_needing_one_slot_get_crossslot_when_keys_span_slots() {
     );
 }
 
+#[test]
+fn spublish_in_a_transaction_counts_its_channel_slot_as_redis_cluster_does() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let channel = env.cluster.key_on(a, "news-");
+    let key = env.cluster.key_on(b, "tx-");
+    // A shard channel is placed by its slot, as a key: a transaction publishing on one
+    // slot and writing another spans slots (Redis Cluster refuses it CROSSSLOT), and
+    // nothing of it runs.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SPUBLISH", &channel, "m"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["SET", &key, "1"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+    assert_eq!(env.node(b).cmd(&["GET", &key]), Reply::nil(), "nothing ran");
+    // One slot (a hash tag): the transaction runs on that slot's node, where the
+    // channel's subscriber hears the message.
+    let tag = env.cluster.key_on(a, "tag-");
+    let (channel, key) = (format!("{{{tag}}}:ch"), format!("{{{tag}}}:k"));
+    let mut sub = env.node(a);
+    assert!(matches!(
+        sub.cmd(&["SSUBSCRIBE", &channel]),
+        Reply::Array(_)
+    ));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &key, "1"]), Reply::simple("QUEUED"));
+    assert_eq!(c.cmd(&["SPUBLISH", &channel, "m"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::ok(), Reply::Int(1)]))
+    );
+    assert_eq!(env.node(a).cmd(&["GET", &key]), Reply::bulk("1"));
+}
+
 /// Starts moving `slot` from primary `from` to primary `to` (IMPORTING on `to`, MIGRATING
 /// on `from`).
 fn begin_migration(env: &Env, slot: u16, from: usize, to: usize) {
@@ -1203,6 +1241,177 @@ fn a_primary_added_to_the_cluster_becomes_a_shard_without_a_reload() {
         settled.is_some(),
         "requests for the new primary's slots still redirected"
     );
+}
+
+#[test]
+fn a_blocking_command_in_a_migrating_slot_follows_ask_to_the_importing_node() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let list = env.cluster.key_on(a, "jobs-");
+    let stream = format!("{{{list}}}:events");
+    let slot = testkit::cluster_slot(list.as_bytes());
+    begin_migration(&env, slot, a, b);
+    // The keys do not exist on the node the slot leaves, so it answers ASK: the client
+    // never sees it; the command blocks on the importing node, as a cluster client's would.
+    assert_eq!(c.cmd(&["BLPOP", &list, "0.2"]), Reply::Array(None));
+    assert_eq!(
+        c.cmd(&["XREAD", "BLOCK", "200", "STREAMS", &stream, "$"]),
+        Reply::Array(None)
+    );
+    let mut blocked = env.client();
+    let key = list.clone();
+    let waiter = std::thread::spawn(move || blocked.cmd(&["BLPOP", &key, "5"]));
+    let listed = poll_until(Duration::from_secs(5), || {
+        let l = env.node(b).cmd(&["CLIENT", "LIST"]);
+        l.as_str()
+            .is_some_and(|t| t.contains("cmd=blpop"))
+            .then_some(())
+    });
+    assert!(
+        listed.is_some(),
+        "the BLPOP does not wait on the importing node"
+    );
+    // A push follows the same ASK and wakes it.
+    assert_eq!(c.cmd(&["RPUSH", &list, "job"]), Reply::Int(1));
+    assert_eq!(
+        waiter.join().expect("waiter"),
+        Reply::bulks([list.as_str(), "job"])
+    );
+}
+
+/// A fourth primary joins the cluster (`redis-cli --cluster add-node`) and takes 100 slots,
+/// with their keys, from the first (`reshard`).
+fn join_primary(env: &mut Env) {
+    let from = env.cluster.primaries()[0];
+    let bus = free_port().to_string();
+    let new = testkit::RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+        "--cluster-port",
+        &bus,
+    ]);
+    cluster_cli(&["add-node", &new.addr(), &env.cluster.nodes[from].addr()]);
+    let new_id = new
+        .cmd(&["CLUSTER", "MYID"])
+        .as_str()
+        .expect("id")
+        .to_string();
+    env.cluster.nodes.push(new);
+    env.cluster.wait_ok(Duration::from_secs(10));
+    let from_addr = env.cluster.nodes[from].addr();
+    let from_id = env.cluster.id(from);
+    cluster_cli(&[
+        "reshard",
+        &from_addr,
+        "--cluster-from",
+        &from_id,
+        "--cluster-to",
+        &new_id,
+        "--cluster-slots",
+        "100",
+        "--cluster-yes",
+    ]);
+    env.cluster.wait_ok(Duration::from_secs(10));
+}
+
+#[test]
+fn broadcasts_reach_a_primary_that_joined_from_the_moment_it_is_a_shard() {
+    let mut env = Env::start("");
+    let mut c = env.client();
+    for i in 0..100 {
+        assert_eq!(c.cmd(&["SET", &format!("b:{i}"), "x"]), Reply::ok());
+    }
+    join_primary(&mut env);
+    // As soon as INFO counts the new shard, commands sent to every shard reach it:
+    // its primary passed its checks before the pool named it.
+    let grown = poll_until(Duration::from_secs(10), || {
+        let info = c.cmd(&["INFO", "cluster"]);
+        info.as_str()
+            .is_some_and(|t| t.contains("rampart_cluster_c:shards=4,"))
+            .then_some(())
+    });
+    assert!(grown.is_some(), "no shard for the new primary");
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(100));
+    let keys = c.cmd(&["KEYS", "b:*"]);
+    assert_eq!(keys.as_array().map(<[Reply]>::len), Some(100), "{keys:?}");
+}
+
+/// One step of SCAN from `cursor`: the next cursor and the keys returned.
+fn scan_step(c: &mut Client, cursor: &str) -> (String, Vec<String>) {
+    let r = c.cmd(&["SCAN", cursor, "COUNT", "10"]);
+    let Some(items) = r.as_array() else {
+        panic!("SCAN {cursor}: {r:?}");
+    };
+    let next = items[0].as_str().expect("cursor").to_string();
+    let keys = items[1].as_array().expect("keys");
+    let keys = keys.iter().filter_map(|k| k.as_str().map(str::to_string));
+    (next, keys.collect())
+}
+
+#[test]
+fn a_scan_begun_before_a_primary_joined_still_returns_every_key() {
+    let mut env = Env::start("");
+    let mut c = env.client();
+    let mut written = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let k = format!("walk:{i}");
+        assert_eq!(c.cmd(&["SET", &k, "x"]), Reply::ok());
+        written.insert(k);
+    }
+    // One walk before the cluster grows: each cursor it handed out, with the keys seen
+    // up to it.
+    let mut steps = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = "0".to_string();
+    for _ in 0..10_000 {
+        let (next, keys) = scan_step(&mut c, &cursor);
+        seen.extend(keys);
+        cursor = next;
+        if cursor == "0" {
+            break;
+        }
+        steps.push((cursor.clone(), seen.clone()));
+    }
+    assert_eq!(seen, written);
+    assert!(steps.len() > 10, "a walk of {} steps", steps.len());
+    // A fourth primary joins and takes 100 slots (with their keys) from the first.
+    join_primary(&mut env);
+    let grown = poll_until(Duration::from_secs(10), || {
+        let info = c.cmd(&["INFO", "cluster"]);
+        info.as_str()
+            .is_some_and(|t| t.contains("rampart_cluster_c:shards=4,"))
+            .then_some(())
+    });
+    assert!(grown.is_some(), "no shard for the new primary");
+    let ready = poll_until(Duration::from_secs(10), || {
+        (c.cmd(&["DBSIZE"]) == Reply::Int(300)).then_some(())
+    });
+    assert!(ready.is_some(), "the new shard did not serve");
+    // Every walk taken up again from where it stopped still returns every key (a key may
+    // come twice, as SCAN allows).
+    for (i, (cursor, before)) in steps.into_iter().enumerate() {
+        let mut seen = before;
+        let mut cursor = cursor;
+        for _ in 0..10_000 {
+            let (next, keys) = scan_step(&mut c, &cursor);
+            seen.extend(keys);
+            cursor = next;
+            if cursor == "0" {
+                break;
+            }
+        }
+        let missing: Vec<_> = written.difference(&seen).collect();
+        assert!(
+            missing.is_empty(),
+            "walk resumed at step {i} missed {missing:?}"
+        );
+    }
 }
 
 #[test]

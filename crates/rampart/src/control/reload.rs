@@ -169,7 +169,7 @@ async fn reload_inner(
         .collect();
     try_credentials(&old, &tried).await?;
     for p in new.iter().filter(|p| is_moved(&p.conf.name)) {
-        rise_now(p).await;
+        rise_now(p, |_| true).await;
     }
     let bound = control.bind_new(&new).map_err(|e| format!("{e:#}"))?;
     shared.pools.store(Arc::new(new.clone()));
@@ -249,12 +249,13 @@ async fn move_clusters(config: &mut Config, old: &[Arc<PoolRt>]) -> Result<Vec<M
     Ok(moved)
 }
 
-/// Check every node of `pool` (a cluster pool moved to another cluster, not published yet)
-/// as its health checks would, all at once, so that those that pass serve from the swap on
-/// (see `ha::health::rise_now`); takes about `rise` checks `fast_interval` apart.
-async fn rise_now(pool: &PoolRt) {
+/// Check every node of the shards of `pool` that `which` picks by name (a cluster pool
+/// moved to another cluster, or its shards added since start; not published yet) as their
+/// health checks would, all at once, so that those that pass serve from the swap on (see
+/// `ha::health::rise_now`); takes about `rise` checks `fast_interval` apart.
+async fn rise_now(pool: &PoolRt, which: impl Fn(&str) -> bool) {
     let mut checks = tokio::task::JoinSet::new();
-    for s in &pool.shards {
+    for s in pool.shards.iter().filter(|s| which(&s.name)) {
         for n in &s.view().nodes {
             checks.spawn(crate::ha::health::rise_now(
                 Arc::clone(n),
@@ -418,6 +419,7 @@ pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<Str
         }
         conf.shards.retain(|s| !gone.contains(&s.name));
         let mut added_ids = Vec::new();
+        let added: Vec<String> = wanted.iter().map(|(s, _)| s.name.clone()).collect();
         for (s, i) in wanted {
             changed.push(format!("{}/{} added", conf.name, s.name));
             added_ids.push((s.name.clone(), i));
@@ -434,6 +436,9 @@ pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<Str
                 }
             }
         }
+        // A new shard's primary passes its checks before the pool names it: commands
+        // sent to every shard (DBSIZE, KEYS, SCAN) reach it from the swap on.
+        rise_now(&rt, |name| added.iter().any(|a| a == name)).await;
         new.push(Arc::new(rt));
     }
     if changed.is_empty() {

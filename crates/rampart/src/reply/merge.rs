@@ -268,9 +268,24 @@ fn merge_pairs(parts: &[Bytes], total: usize, positions: &[Vec<u32>], out: &mut 
     true
 }
 
-/// The proxy's SCAN cursor: `backend_cursor * shards + shard`, so one number walks every shard.
+/// The least step between a shard's cursors in the proxy's SCAN cursor: more than a
+/// cluster's nodes (1,000 at most), so that a cluster pool's cursor keeps its meaning when
+/// a primary joins and the shards grow (the new one comes last).
+pub const SCAN_STRIDE: u64 = 4096;
+
+/// The step between a shard's cursors for a pool of `shards`: [`SCAN_STRIDE`], or
+/// `shards` when there are more.
+fn scan_stride(shards: u64) -> u64 {
+    shards.max(SCAN_STRIDE)
+}
+
+/// The proxy's SCAN cursor split into `(backend_cursor, shard)`: the cursor is
+/// `backend_cursor * stride + shard`, so one number walks every shard in turn (stride:
+/// [`SCAN_STRIDE`], or the shard count when larger). The shard may be `shards` or more
+/// (a cursor from before the pool lost shards, or made up): the caller ends the walk.
 pub fn scan_cursor_split(cursor: u64, shards: u64) -> (u64, u64) {
-    (cursor / shards, cursor % shards)
+    let stride = scan_stride(shards);
+    (cursor / stride, cursor % stride)
 }
 
 fn merge_scan(parts: &[Bytes], shard: u64, shards: u64, out: &mut BytesMut) -> bool {
@@ -294,7 +309,7 @@ fn merge_scan(parts: &[Bytes], shard: u64, shards: u64, out: &mut BytesMut) -> b
         }
     } else {
         cursor
-            .checked_mul(shards)
+            .checked_mul(scan_stride(shards))
             .and_then(|c| c.checked_add(shard))
     };
     let Some(next) = next else { return false };
@@ -496,8 +511,11 @@ mod tests {
             shards: 3,
         }
         .merge(vec![reply(b"7")]);
-        assert_eq!(&mid[..], b"*2\r\n$2\r\n22\r\n*0\r\n");
-        assert_eq!(scan_cursor_split(22, 3), (7, 1));
+        assert_eq!(&mid[..], b"*2\r\n$5\r\n28673\r\n*0\r\n");
+        assert_eq!(scan_cursor_split(28673, 3), (7, 1));
+        // One more shard (a primary joined the cluster): the cursor means the same.
+        assert_eq!(scan_cursor_split(28673, 4), (7, 1));
+        assert_eq!(scan_cursor_split(2, 4), (0, 2), "the start of a shard");
     }
 
     #[test]

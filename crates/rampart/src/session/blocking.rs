@@ -352,6 +352,8 @@ pub async fn run(
 ) {
     let mut lease = lease;
     let mut moved = 0;
+    // The node leased is importing the key's slot (it was named by ASK).
+    let mut asking = false;
     loop {
         let result = tokio::select! {
             biased;
@@ -361,7 +363,18 @@ pub async fn run(
                     Ok(lease) => lease,
                     Err(unblocked) => return Ok((None, unblocked)),
                 };
-                lease.send(&request).await?;
+                if asking {
+                    let mut both = crate::upstream::redirect::ASKING.to_vec();
+                    both.extend_from_slice(&request);
+                    lease.send_expecting(&both, 2).await?;
+                    let asked = lease.reply(deadline).await?;
+                    if asked.starts_with(b"-") {
+                        lease.reply(deadline).await?;
+                        return Ok((Some(lease), asked));
+                    }
+                } else {
+                    lease.send(&request).await?;
+                }
                 blocked.waits_on(&lease);
                 match lease.answer(deadline).await {
                     Ok(reply) => Ok((Some(lease), reply)),
@@ -372,7 +385,19 @@ pub async fn run(
         match result {
             Ok((None, unblocked)) => sink.deliver(&unblocked),
             Ok((Some(done), reply)) => {
+                let from = done.node().label.clone();
                 done.give_back();
+                if reply.starts_with(b"-ASK ") && moved < MAX_MOVED {
+                    // The slot is migrating and the key is not on this node: the command
+                    // runs on the importing node, after ASKING (it did not run here).
+                    if let Some(next) = again.as_ref().and_then(|a| a.ask(&reply, &from)) {
+                        moved += 1;
+                        asking = true;
+                        lease = next;
+                        continue;
+                    }
+                }
+                asking = false;
                 if reply.starts_with(b"-MOVED ") && moved < MAX_MOVED {
                     // The node did not run it: its slot moved. Once the map names the new
                     // owner, lease its primary and send the command again.
@@ -395,7 +420,7 @@ pub async fn run(
     finish(&blocked);
 }
 
-/// Most `MOVED` replies a blocking command of a cluster pool follows.
+/// Most `MOVED` and `ASK` replies a blocking command of a cluster pool follows.
 const MAX_MOVED: u32 = 3;
 
 /// What a blocking command of a cluster pool needs to be sent again after `MOVED`: its
@@ -410,6 +435,29 @@ pub struct Again {
 }
 
 impl Again {
+    /// A lease on the node an `ASK` reply (`-ASK slot host:port`, from the node labelled
+    /// `from`) names, in the session's protocol; `None` when the reply names none.
+    fn ask(&self, reply: &[u8], from: &str) -> Option<LeaseSoon> {
+        use crate::upstream::redirect::{node_at, parse, Redirect};
+        let text = std::str::from_utf8(reply.get(1..)?).ok()?.trim_end();
+        let from_host = from.rsplit_once(':').map_or("", |(h, _)| h);
+        let Some(Redirect::Ask(addr)) = parse(text, from_host) else {
+            return None;
+        };
+        let pool = &self.pool;
+        let shard = pool
+            .rt
+            .slot_of(&self.key)
+            .and_then(|s| pool.rt.shard_for_slot(s))
+            .unwrap_or(0);
+        let (_, node) = node_at(pool, &addr, shard);
+        let lease = pool
+            .dedicated
+            .lease_for(&pool.rt, &node, self.resp3)
+            .map_err(Failure::from);
+        Some(Box::pin(std::future::ready(lease)))
+    }
+
     /// A lease on the primary of the shard the map names for the key once it changes (the
     /// `MOVED` asked for a refresh), waiting at most the pool `timeout`; `None` when the
     /// pool is not a cluster pool.

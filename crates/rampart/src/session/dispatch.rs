@@ -691,7 +691,11 @@ impl Session {
         }
         if self.pool.rt.cluster.is_some() {
             // A cluster runs a transaction on the node of its one slot: the transaction
-            // notes slots, and EXEC finds their shard.
+            // notes slots, and EXEC finds their shard. A shard channel has a slot, as a
+            // key has: SPUBLISH counts it.
+            if cmd.name == "spublish" {
+                self.keys.push(1);
+            }
             if self.spans_slots(argv) {
                 return self.refuse(Some(cmd), CROSSSLOT);
             }
@@ -1291,6 +1295,11 @@ impl Session {
         let Some((inner, shard)) = cursor.map(|c| scan_cursor_split(c, shards)) else {
             return self.reply_error("ERR invalid cursor");
         };
+        if shard >= shards {
+            // No such shard (any more): the walk is over, as a server ends one at a
+            // cursor past its table.
+            return self.reply_raw(b"*2\r\n$1\r\n0\r\n*0\r\n");
+        }
         let seq = self.pending.push_gather(1, Merger::Scan { shard, shards });
         let inner = inner.to_string();
         self.send(shard as usize, seq, 0, |out| {
