@@ -686,3 +686,43 @@ fn client_pause_write_holds_the_spool_replay_until_unpause() {
     );
     assert_eq!(pushed(&primary, "q"), ["v0", "v1", "v2"]);
 }
+
+/// A transaction while the primary is down goes to the spool whole or not at all: one made
+/// only of commands the pool spools is one entry, answered with its replies; one with any
+/// other command (INCR) is refused with an error that says why it was not spooled, and
+/// nothing of it reaches the primary when it returns.
+#[test]
+fn a_transaction_is_spooled_whole_or_refused_saying_why() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _proxy = start(port, &primary, &replicas[0], dir.path(), "100ms");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    primary.stop();
+    wait_down(port, &primary);
+    let tx = |c: &mut Client, middle: &[&str]| {
+        let mut cmds = vec![vec!["MULTI"], vec!["LPUSH", "q", "a"], middle.to_vec()];
+        cmds.push(vec!["EXEC"]);
+        c.pipeline(&cmds).pop().expect("EXEC's reply")
+    };
+    let refused = tx(&mut c, &["INCR", "n"]);
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.contains("spool_commands") && e.contains("nothing of it was sent")),
+        "{refused:?}"
+    );
+    assert_eq!(spool_entries(port), Some(0));
+    let spooled = tx(&mut c, &["SADD", "s", "x"]);
+    assert_eq!(
+        spooled,
+        Reply::Array(Some(vec![Reply::Int(1), Reply::Int(1)]))
+    );
+    assert_eq!(spool_entries(port), Some(1));
+    primary.cont();
+    let drained = poll_until(Duration::from_secs(10), || {
+        (spool_entries(port) == Some(0)).then_some(())
+    });
+    assert!(drained.is_some(), "the spool was not replayed");
+    assert_eq!(pushed(&primary, "q"), ["a"]);
+    assert_eq!(primary.cmd(&["EXISTS", "n"]), Reply::Int(0));
+}

@@ -79,6 +79,15 @@ pub fn spooled_reply(bytes: &[u8], allowed: &[SpoolCommand]) -> Option<Vec<u8>> 
     }
 }
 
+/// Whether `bytes` is a whole transaction: `MULTI`, commands, `EXEC`.
+pub fn is_transaction(bytes: &[u8]) -> bool {
+    commands(bytes).is_some_and(|cmds| {
+        cmds.len() >= 2
+            && cmds.first().is_some_and(|c| is(c, b"MULTI"))
+            && cmds.last().is_some_and(|c| is(c, b"EXEC"))
+    })
+}
+
 /// How many replies the server sends for a spooled entry (one per command in it).
 pub fn reply_count(bytes: &[u8]) -> Option<usize> {
     commands(bytes).map(|c| c.len())

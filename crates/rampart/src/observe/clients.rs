@@ -78,9 +78,9 @@ const EARLY_NONE: u8 = 0;
 /// [`Entry::early`]: a blocking command waits for its connection (the shard's primary, a
 /// spool to empty); nothing was sent.
 const EARLY_WAITING: u8 = 1;
-/// [`Entry::early`]: `CLIENT UNBLOCK ... TIMEOUT` ended that wait.
+/// `Entry::early`: `CLIENT UNBLOCK ... TIMEOUT` ended that wait.
 pub const EARLY_TIMEOUT: u8 = 2;
-/// [`Entry::early`]: `CLIENT UNBLOCK ... ERROR` ended that wait.
+/// `Entry::early`: `CLIENT UNBLOCK ... ERROR` ended that wait.
 pub const EARLY_ERROR: u8 = 3;
 
 /// What `CLIENT LIST` shows of one entry, read at one moment.

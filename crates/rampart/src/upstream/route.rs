@@ -353,6 +353,17 @@ fn spool_or_fail(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], fa
         return sink.fail(failure);
     };
     let Some(reply) = crate::durability::reply::spooled_reply(bytes, &conf.commands) else {
+        if crate::durability::reply::is_transaction(bytes) {
+            // The pool spools, so say why this write was not spooled: a transaction goes
+            // whole or not at all.
+            return sink.fail(Failure::Spool {
+                shard: rt.shards[shard].name.clone(),
+                reason: "a transaction is spooled only when every command in it is one \
+                         spool_commands lists, in a form whose reply the spool can give; \
+                         nothing of it was sent"
+                    .into(),
+            });
+        }
         return sink.fail(failure);
     };
     let appended = spool.append(bytes.to_vec());
