@@ -1164,58 +1164,9 @@ fn node_ids(slots: &Reply) -> Vec<Reply> {
 fn a_primary_added_to_the_cluster_becomes_a_shard_without_a_reload() {
     let mut env = Env::start("");
     let mut c = env.client();
-    let p = env.cluster.primaries();
-    let from = p[0];
-    let bus = free_port().to_string();
-    let new = testkit::RedisServer::start_with(&[
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "1000",
-        "--cluster-port",
-        &bus,
-    ]);
-    let out = std::process::Command::new("redis-cli")
-        .args([
-            "--cluster",
-            "add-node",
-            &new.addr(),
-            &env.cluster.nodes[from].addr(),
-        ])
-        .output()
-        .expect("redis-cli --cluster add-node");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let new_id = new
-        .cmd(&["CLUSTER", "MYID"])
-        .as_str()
-        .expect("id")
-        .to_string();
-    env.cluster.nodes.push(new);
+    let from = env.cluster.primaries()[0];
+    join_primary(&mut env);
     let added = env.cluster.nodes.len() - 1;
-    env.cluster.wait_ok(Duration::from_secs(10));
-    let out = std::process::Command::new("redis-cli")
-        .args(["--cluster", "reshard", &env.cluster.nodes[from].addr()])
-        .args([
-            "--cluster-from",
-            &env.cluster.id(from),
-            "--cluster-to",
-            &new_id,
-        ])
-        .args(["--cluster-slots", "100", "--cluster-yes"])
-        .output()
-        .expect("redis-cli --cluster reshard");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    env.cluster.wait_ok(Duration::from_secs(10));
     let key = env.cluster.key_on(added, "grown");
     assert_eq!(c.cmd(&["SET", &key, "v"]), Reply::ok());
     assert_eq!(env.node(added).cmd(&["GET", &key]), Reply::bulk("v"));
