@@ -258,7 +258,6 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Answer Redis' error to a client over the `client_connections` limit and close it.
 /// A client address on the loopback network: `127.0.0.0/8` or `::1`, also when an IPv4
 /// client reaches a dual-stack (`[::]`) listener and arrives as `::ffff:127.x.y.z`. Such
 /// clients may run the operator commands in pools without users (docs/SECURITY.md).
@@ -266,6 +265,7 @@ fn is_loopback(ip: std::net::IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
+/// Answer Redis' error to a client over the `client_connections` limit and close it.
 fn refuse(conn: RawConn) {
     use std::io::Write;
     const MSG: &[u8] = b"-ERR max number of clients reached\r\n";

@@ -385,9 +385,10 @@ pub async fn run(
         match result {
             Ok((None, unblocked)) => sink.deliver(&unblocked),
             Ok((Some(done), reply)) => {
-                let from = done.node().label.clone();
+                let ask = reply.starts_with(b"-ASK ") && moved < MAX_MOVED;
+                let from = ask.then(|| done.node().label.clone());
                 done.give_back();
-                if reply.starts_with(b"-ASK ") && moved < MAX_MOVED {
+                if let Some(from) = from {
                     // The slot is migrating and the key is not on this node: the command
                     // runs on the importing node, after ASKING (it did not run here).
                     if let Some(next) = again.as_ref().and_then(|a| a.ask(&reply, &from)) {

@@ -73,15 +73,16 @@ const UNBLOCK_POLL: Duration = Duration::from_millis(1);
 /// `CLIENT UNBLOCK client-id [TIMEOUT|ERROR]` (Redis 7.0 `CLIENT UNBLOCK`): `:1` when the
 /// session `client-id` of the caller's pool was blocked in a command and is unblocked, else
 /// `:0`, or an error saying why a blocked client could not be reached (the server refused
-/// CLIENT UNBLOCK to the pool's backend user, or its connection has no id). rampart asks the server the command waits on (`CLIENT UNBLOCK` there, with the
-/// server's id for that dedicated connection), so the blocked client gets what Redis gives:
+/// CLIENT UNBLOCK to the pool's backend user, or its connection has no id). rampart asks the
+/// server the command waits on (`CLIENT UNBLOCK` there, with the server's id for that
+/// dedicated connection), so the blocked client gets what Redis gives:
 /// the command's timeout reply (TIMEOUT, the default) or `-UNBLOCKED client unblocked via
 /// CLIENT UNBLOCK` (ERROR); a command that got its data first keeps it and the answer is 0.
 /// A target still waiting for its connection (the shard's writes held in a failover, its
 /// spool replaying) ends that wait with the same reply, nothing sent. A target opening its
-/// connection is waited for, at most the pool `timeout`. The
-/// call to the server is not refused when the blocked clients hold every one of the pool's
-/// `max_dedicated_connections` (see `Dedicated::spare`).
+/// connection is waited for, at most the pool `timeout`. The call to the server is not
+/// refused when the blocked clients hold every one of the pool's `max_dedicated_connections`
+/// (see `Dedicated::spare`).
 pub fn unblock(ctx: &mut Local<'_>, argv: &[&[u8]]) -> Answer {
     let mut out = BytesMut::new();
     if !ctx.client.may_operate() {

@@ -1258,15 +1258,13 @@ impl Session {
         let ms = std::str::from_utf8(argv[2])
             .ok()
             .and_then(|t| t.parse::<u64>().ok());
-        let deadline = match ms {
-            Some(0) => None,
-            // Too large for a deadline: none, as with 0.
-            Some(ms) => longest
-                .checked_add(Duration::from_millis(ms))
-                .and_then(|d| d.checked_add(rt.timeout()))
-                .and_then(|d| Instant::now().checked_add(d)),
-            None => Some(Instant::now() + longest + rt.timeout()),
+        // WAIT's timeout is in milliseconds; otherwise its deadline is a blocking command's.
+        let timeout = match ms {
+            Some(0) => blocking::BlockFor::Ever,
+            Some(ms) => blocking::BlockFor::Up(Duration::from_millis(ms)),
+            None => blocking::BlockFor::Unknown,
         };
+        let deadline = block_deadline(&rt, timeout, longest);
         let mut request = BytesMut::new();
         encode::command(
             &mut request,
