@@ -10,14 +10,14 @@ import datetime
 import os
 import statistics
 
-TARGETS = ["direct", "twemproxy", "haproxy", "rampart", "rampart-acl", "rampart-rs",
+TARGETS = ["direct", "direct-tls", "twemproxy", "haproxy", "rampart", "rampart-acl", "rampart-rs",
            "rampart-acks", "rampart-tls", "rampart-tls2", "stunnel-twemproxy",
            "cluster-direct", "rampart-cluster"]
 RATIOS = [("rampart", "twemproxy"), ("rampart", "direct"),
           ("twemproxy", "direct"), ("haproxy", "direct"),
           ("rampart-rs", "haproxy"), ("rampart-rs", "direct"),
           ("rampart-acks", "rampart-rs"), ("rampart-acl", "rampart"),
-          ("rampart-tls", "rampart"), ("rampart-tls2", "rampart"),
+          ("direct-tls", "direct"), ("rampart-tls", "rampart"), ("rampart-tls2", "rampart"),
           ("stunnel-twemproxy", "twemproxy"), ("rampart-tls", "stunnel-twemproxy"),
           ("rampart-cluster", "cluster-direct")]
 METRICS = [("rps", "rps"), ("p99_ms", "p99 ms"), ("cpu_us_per_req", "CPU µs/req")]

@@ -89,9 +89,9 @@ wait_port() {
 # N distinct free loopback ports (bound together, then released: a small race remains).
 read -r P_S1 P_S2 P_DIRECT P_NC P_NC_STATS P_RP P_RP_STATS P_HA P_R1 P_R2 P_RS P_RS_STATS P_RA P_RA_STATS \
   P_T1 P_T2 P_RT P_RT_STATS P_RT_PLAIN P_RB P_RB_STATS P_RB_PLAIN P_ST P_AC P_AC_STATS \
-  P_C1 P_C2 P_C3 P_CB1 P_CB2 P_CB3 P_RC P_RC_STATS < <(python3 -c '
+  P_C1 P_C2 P_C3 P_CB1 P_CB2 P_CB3 P_RC P_RC_STATS P_DT < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(33)]
+socks = [socket.socket() for _ in range(34)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
@@ -227,6 +227,12 @@ if [[ $SKIP_TLS != 1 ]]; then
   start_bg tls-shard1 redis-server --port 0 --tls-port "$P_T1" "${tls_args[@]}" "${redis_args[@]}"; PID_T1=$LAST_PID
   start_bg tls-shard2 redis-server --port 0 --tls-port "$P_T2" "${tls_args[@]}" "${redis_args[@]}"; PID_T2=$LAST_PID
   wait_port "$P_T1" "$PID_T1" tls-shard1; wait_port "$P_T2" "$PID_T2" tls-shard2
+  # direct-tls: one more TLS-only redis-server, the TLS anchor without any proxy: what the same
+  # load generator loses to TLS against Redis' own TLS port (compare it with direct).
+  start_bg direct-tls redis-server --port 0 --tls-port "$P_DT" "${tls_args[@]}" "${redis_args[@]}"
+  PID_DT=$LAST_PID; PID[direct-tls]=$PID_DT; PORT[direct-tls]=$P_DT
+  wait_port "$P_DT" "$PID_DT" direct-tls
+  TLS_TARGETS+=(direct-tls)
   tls_block="  tls_listen: 127.0.0.1:%s
   tls:
     cert: $WORK/server.pem
@@ -367,10 +373,10 @@ if [[ -n ${BENCH_PIN:-} ]]; then
   [[ $BENCH_PIN == *:* && -n $PIN_LOAD && -n $PIN_PROXY ]] ||
     { echo "bench: BENCH_PIN=$BENCH_PIN: expected LOAD:PROXY CPU lists, e.g. 0:1" >&2; exit 1; }
   LOAD=(taskset -c "$PIN_LOAD")
-  servers=("$PID_S1" "$PID_S2" "$PID_DIRECT" "$PID_R1" "$PID_R2" ${PID_T1:-} ${PID_T2:-} ${CPIDS[@]+"${CPIDS[@]}"})
+  servers=("$PID_S1" "$PID_S2" "$PID_DIRECT" "$PID_R1" "$PID_R2" ${PID_T1:-} ${PID_T2:-} ${PID_DT:-} ${CPIDS[@]+"${CPIDS[@]}"})
   for pid in "${servers[@]}"; do taskset -a -p -c "$PIN_LOAD" "$pid" >/dev/null; done
   for t in "${!PID[@]}"; do
-    [[ $t == direct || $t == cluster-direct ]] && continue
+    [[ $t == direct || $t == direct-tls || $t == cluster-direct ]] && continue
     taskset -a -p -c "$PIN_PROXY" "${PID[$t]}" >/dev/null
   done
   log "pinned: Redis servers and the load generator on CPUs $PIN_LOAD, the proxies on CPUs $PIN_PROXY"
