@@ -120,6 +120,50 @@ fn refused_command_leaves_data_unchanged() {
 }
 
 #[test]
+fn time_joins_a_transaction_and_info_is_refused_whole() {
+    let env = Setup::new(2).start();
+    let mut c = env.client();
+    assert_eq!(c.cmd(&["SET", "t", "1"]), Reply::ok());
+    // TIME runs in the transaction, answered by its server inside the EXEC array, as
+    // Redis does (its seconds are a number near this machine's clock).
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "t"]),
+        cmd(&["TIME"]),
+        cmd(&["EXEC"]),
+    ]);
+    assert_eq!(replies[2], Reply::simple("QUEUED"));
+    let Reply::Array(Some(items)) = &replies[3] else {
+        panic!("EXEC: {:?}", replies[3]);
+    };
+    assert_eq!(items[0], Reply::Int(2));
+    let Reply::Array(Some(time)) = &items[1] else {
+        panic!("TIME in EXEC: {:?}", items[1]);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let secs: u64 = match &time[0] {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).parse().unwrap(),
+        other => panic!("TIME seconds: {other:?}"),
+    };
+    assert!(secs.abs_diff(now) < 60, "TIME said {secs}, the clock {now}");
+    // INFO is rampart's own answer and cannot join: refused while queueing, EXECABORT,
+    // and the INCR before it never runs.
+    let replies = c.pipeline(&[
+        cmd(&["MULTI"]),
+        cmd(&["INCR", "t"]),
+        cmd(&["INFO"]),
+        cmd(&["EXEC"]),
+        cmd(&["GET", "t"]),
+    ]);
+    assert_err_contains(&replies[2], &["rampart", "info", "transaction"]);
+    assert_err_contains(&replies[3], &["EXECABORT"]);
+    assert_eq!(replies[4], Reply::bulk("2"));
+}
+
+#[test]
 fn cross_shard_transaction_is_refused_and_nothing_runs() {
     let env = Setup::new(3).hash_tag().start();
     let keys = env.key_per_shard("x");

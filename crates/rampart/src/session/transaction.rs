@@ -166,8 +166,10 @@ pub fn admit(cmd: &Command, one_shard: bool, admin_broadcast: bool) -> Result<()
         return Err("ERR Command not allowed inside a transaction".into());
     }
     match cmd.route {
-        // The server answers these inside the transaction, in the EXEC array.
-        _ if matches!(cmd.name, "ping" | "echo" | "unwatch") => Ok(()),
+        // The server answers these inside the transaction, in the EXEC array: the same
+        // replies rampart gives outside one (TIME: the clock of the transaction's server,
+        // read when the transaction runs, as Redis does).
+        _ if matches!(cmd.name, "ping" | "echo" | "unwatch" | "time") => Ok(()),
         Route::Keys | Route::FanOut(_) => Ok(()),
         // Blocking pops never block inside a transaction: Redis runs them as plain pops.
         Route::Unsupported(_)
@@ -295,6 +297,8 @@ mod tests {
         assert!(admit_in(cmd("mget")).is_ok());
         assert!(admit_in(cmd("ping")).is_ok());
         assert!(admit_in(cmd("unwatch")).is_ok());
+        assert!(admit_in(cmd("time")).is_ok());
+        assert!(admit_in(cmd("info")).is_err());
         assert!(admit_in(cmd("blpop")).is_ok());
         assert!(admit_in(cmd("wait")).is_err());
         assert_eq!(
