@@ -207,12 +207,25 @@ fn with<T>(f: impl FnOnce(&mut Tracker) -> T) -> Option<T> {
 pub fn refused(pool: &str, peer: Peer, addr: &str, why: &str) {
     let line = with(|t| t.refused(pool, peer, addr, Instant::now())).unwrap_or(Line::Quiet);
     let peer = peer.as_str();
-    match line {
-        Line::Started => tracing::warn!(
+    // A failed TLS handshake is more often rampart refusing the server's certificate (wrong
+    // `backend_tls` CA or host name) than the server refusing rampart's: the line says
+    // which side the TLS library blamed, not "refused rampart's credentials".
+    let tls = why.strip_prefix("TLS handshake failed: ");
+    match (line, tls) {
+        (Line::Started, Some(why)) => tracing::warn!(
+            pool,
+            "TLS handshake with {peer} {addr} failed: {why} (counted in rampart_backend_auth_failures_total; reminded at most once a minute)"
+        ),
+        (Line::Started, None) => tracing::warn!(
             pool,
             "{peer} {addr} refused rampart's credentials: {why} (counted in rampart_backend_auth_failures_total; reminded at most once a minute)"
         ),
-        Line::Reminder { failures, over } => tracing::warn!(
+        (Line::Reminder { failures, over }, Some(why)) => tracing::warn!(
+            pool,
+            "TLS handshake with {peer} {addr} still fails: {failures} more failure(s) in the last {}: {why}",
+            humantime::format_duration(whole_seconds(over))
+        ),
+        (Line::Reminder { failures, over }, None) => tracing::warn!(
             pool,
             "{peer} {addr} still refuses rampart's credentials: {failures} more refusal(s) in the last {}: {why}",
             humantime::format_duration(whole_seconds(over))
