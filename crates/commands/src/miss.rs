@@ -2,12 +2,14 @@
 //! each read command (the reply Redis gives when the key does not exist), and the reply of a
 //! dropped write for the commands whose successful reply is fixed.
 //!
-//! | reply | read commands |
+//! | reply (RESP2 / RESP3) | read commands |
 //! |---|---|
-//! | nil bulk `$-1` | GET, HGET, LINDEX, ZSCORE, ZRANK, ZREVRANK, SRANDMEMBER (no count), GETRANGE is `""` |
+//! | nil `$-1` / `_` | GET, HGET, LINDEX, ZSCORE, ZRANK, ZREVRANK, SRANDMEMBER (no count), GETRANGE is `""` |
 //! | one nil per key or field | MGET (its keys on that shard), HMGET |
 //! | one 0 per member | SMISMEMBER |
-//! | empty array `*0` | LRANGE, SMEMBERS, HGETALL, HKEYS, HVALS, ZRANGE, ZRANGEBYSCORE, ZREVRANGE, ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX, SINTER, SUNION, SDIFF, XRANGE, XREVRANGE |
+//! | empty array `*0` | LRANGE, HKEYS, HVALS, ZRANGE, ZRANGEBYSCORE, ZREVRANGE, ZREVRANGEBYSCORE, ZRANGEBYLEX, ZREVRANGEBYLEX, XRANGE, XREVRANGE, SRANDMEMBER with a count |
+//! | empty set `*0` / `~0` | SMEMBERS, SINTER, SUNION, SDIFF |
+//! | empty map `*0` / `%0` | HGETALL |
 //! | `:0` | EXISTS, SCARD, LLEN, HLEN, ZCARD, STRLEN, SISMEMBER, HEXISTS, HSTRLEN, ZCOUNT, ZLEXCOUNT, BITCOUNT, GETBIT, PFCOUNT |
 //! | `:-2` | TTL, PTTL, EXPIRETIME, PEXPIRETIME |
 //! | `+none` | TYPE |
@@ -17,16 +19,17 @@
 //! | SET (no NX, XX or GET), SETEX, PSETEX, MSET | `+OK` |
 //! | DEL, UNLINK, TOUCH, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, HDEL, SREM, ZREM | `:0` (as if the key were not there) |
 //!
-//! Any other command has no miss: it gets the error.
+//! Any other command has no miss: it gets the error. The RESP3 forms are the ones Redis 7
+//! sends a client that said `HELLO 3` (its null, set and map types).
 
 /// The shape of a miss reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Miss {
-    /// `$-1`.
+    /// `$-1` (RESP3: `_`).
     Nil,
     /// `$0` (an empty string).
     Empty,
-    /// `*N` of `$-1`, one per argument from `from` on.
+    /// `*N` of `$-1` (RESP3: `_`), one per argument from `from` on.
     NilPer {
         /// Index of the first argument that gets a nil.
         from: usize,
@@ -38,6 +41,10 @@ pub enum Miss {
     },
     /// `*0`.
     EmptyArray,
+    /// `*0` (RESP3: the empty set `~0`).
+    EmptySet,
+    /// `*0` (RESP3: the empty map `%0`).
+    EmptyMap,
     /// `:n`.
     Int(i64),
     /// `+OK`.
@@ -47,9 +54,11 @@ pub enum Miss {
 }
 
 impl Miss {
-    /// The RESP2 reply for a call with `argc` arguments (the command name included).
+    /// The reply for a call with `argc` arguments (the command name included), in RESP3
+    /// when `resp3` (the session said `HELLO 3`), else RESP2.
     #[must_use]
-    pub fn encode(self, argc: usize) -> Vec<u8> {
+    pub fn encode(self, argc: usize, resp3: bool) -> Vec<u8> {
+        let nil: &[u8] = if resp3 { b"_\r\n" } else { b"$-1\r\n" };
         let per = |from: usize, item: &[u8]| {
             let n = argc.saturating_sub(from);
             let mut out = format!("*{n}\r\n").into_bytes();
@@ -59,11 +68,13 @@ impl Miss {
             out
         };
         match self {
-            Miss::Nil => b"$-1\r\n".to_vec(),
+            Miss::Nil => nil.to_vec(),
             Miss::Empty => b"$0\r\n\r\n".to_vec(),
-            Miss::NilPer { from } => per(from, b"$-1\r\n"),
+            Miss::NilPer { from } => per(from, nil),
             Miss::ZeroPer { from } => per(from, b":0\r\n"),
-            Miss::EmptyArray => b"*0\r\n".to_vec(),
+            Miss::EmptySet if resp3 => b"~0\r\n".to_vec(),
+            Miss::EmptyMap if resp3 => b"%0\r\n".to_vec(),
+            Miss::EmptyArray | Miss::EmptySet | Miss::EmptyMap => b"*0\r\n".to_vec(),
             Miss::Int(n) => format!(":{n}\r\n").into_bytes(),
             Miss::Ok => b"+OK\r\n".to_vec(),
             Miss::None => b"+none\r\n".to_vec(),
@@ -85,11 +96,12 @@ pub fn read_miss(name: &[u8], argc: usize) -> Option<Miss> {
         b"MGET" => Miss::NilPer { from: 1 },
         b"HMGET" => Miss::NilPer { from: 2 },
         b"SMISMEMBER" => Miss::ZeroPer { from: 2 },
-        b"LRANGE" | b"SMEMBERS" | b"HGETALL" | b"HKEYS" | b"HVALS" | b"ZRANGE"
-        | b"ZRANGEBYSCORE" | b"ZREVRANGE" | b"ZREVRANGEBYSCORE" | b"ZRANGEBYLEX"
-        | b"ZREVRANGEBYLEX" | b"SINTER" | b"SUNION" | b"SDIFF" | b"XRANGE" | b"XREVRANGE" => {
+        b"LRANGE" | b"HKEYS" | b"HVALS" | b"ZRANGE" | b"ZRANGEBYSCORE" | b"ZREVRANGE"
+        | b"ZREVRANGEBYSCORE" | b"ZRANGEBYLEX" | b"ZREVRANGEBYLEX" | b"XRANGE" | b"XREVRANGE" => {
             Miss::EmptyArray
         }
+        b"SMEMBERS" | b"SINTER" | b"SUNION" | b"SDIFF" => Miss::EmptySet,
+        b"HGETALL" => Miss::EmptyMap,
         b"EXISTS" | b"SCARD" | b"LLEN" | b"HLEN" | b"ZCARD" | b"STRLEN" | b"SISMEMBER"
         | b"HEXISTS" | b"HSTRLEN" | b"ZCOUNT" | b"ZLEXCOUNT" | b"BITCOUNT" | b"GETBIT"
         | b"PFCOUNT" => Miss::Int(0),
@@ -128,7 +140,7 @@ mod tests {
 
     #[test]
     fn misses_have_the_type_redis_gives_a_missing_key() {
-        let r = |name: &[u8], argc| read_miss(name, argc).map(|m| m.encode(argc));
+        let r = |name: &[u8], argc| read_miss(name, argc).map(|m| m.encode(argc, false));
         assert_eq!(r(b"get", 2).as_deref(), Some(&b"$-1\r\n"[..]));
         assert_eq!(r(b"MGET", 3).as_deref(), Some(&b"*2\r\n$-1\r\n$-1\r\n"[..]));
         assert_eq!(r(b"lrange", 4).as_deref(), Some(&b"*0\r\n"[..]));
@@ -137,6 +149,30 @@ mod tests {
         assert_eq!(r(b"type", 2).as_deref(), Some(&b"+none\r\n"[..]));
         assert_eq!(r(b"incr", 2), None, "a write has no miss");
         assert_eq!(r(b"averyveryverylongcommandname", 2), None);
+        assert_eq!(r(b"smembers", 2).as_deref(), Some(&b"*0\r\n"[..]));
+        assert_eq!(r(b"hgetall", 2).as_deref(), Some(&b"*0\r\n"[..]));
+    }
+
+    #[test]
+    fn resp3_misses_are_what_redis_sends_a_resp3_client() {
+        let r = |name: &[u8], argc| read_miss(name, argc).map(|m| m.encode(argc, true));
+        assert_eq!(r(b"GET", 2).as_deref(), Some(&b"_\r\n"[..]));
+        assert_eq!(r(b"zscore", 3).as_deref(), Some(&b"_\r\n"[..]));
+        assert_eq!(r(b"MGET", 3).as_deref(), Some(&b"*2\r\n_\r\n_\r\n"[..]));
+        assert_eq!(r(b"HMGET", 4).as_deref(), Some(&b"*2\r\n_\r\n_\r\n"[..]));
+        assert_eq!(r(b"SMEMBERS", 2).as_deref(), Some(&b"~0\r\n"[..]));
+        assert_eq!(r(b"sunion", 3).as_deref(), Some(&b"~0\r\n"[..]));
+        assert_eq!(r(b"HGETALL", 2).as_deref(), Some(&b"%0\r\n"[..]));
+        assert_eq!(r(b"LRANGE", 4).as_deref(), Some(&b"*0\r\n"[..]));
+        assert_eq!(r(b"SRANDMEMBER", 3).as_deref(), Some(&b"*0\r\n"[..]));
+        assert_eq!(r(b"GETRANGE", 4).as_deref(), Some(&b"$0\r\n\r\n"[..]));
+        assert_eq!(r(b"TYPE", 2).as_deref(), Some(&b"+none\r\n"[..]));
+        assert_eq!(
+            drop_reply(b"SET", false)
+                .map(|m| m.encode(3, true))
+                .as_deref(),
+            Some(&b"+OK\r\n"[..])
+        );
     }
 
     #[test]

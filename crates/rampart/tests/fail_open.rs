@@ -381,3 +381,54 @@ fn a_late_write_error_says_the_write_may_still_be_applied() {
     })
     .expect("the transaction ran once its reply came");
 }
+
+/// Bytes read from `c` until `want` bytes came (or the read timed out): a RESP3 reply the
+/// test client's RESP2 parser does not take.
+fn read_bytes(c: &mut Client, want: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < want {
+        match std::io::Read::read(&mut c.stream(), &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// A client that said `HELLO 3` gets its misses in RESP3, as Redis answers it for a missing
+/// key (`_`, the empty set `~0`, the empty map `%0`), both when the reply is late (the first
+/// read) and when the circuit is open (the ones after): a RESP3 parser reads them as the
+/// types it expects, and an MGET across a live and a gone shard merges both.
+#[test]
+fn a_resp3_client_gets_its_misses_in_resp3() {
+    let c =
+        start("  fail_open_after: 1\n  fail_open_timeout: 200\n  health_check: {interval: 10s}\n");
+    let (gone, _) = c.keys[0][0].clone();
+    let (live, live_value) = c.keys[1][0].clone();
+    let mut client = c.client();
+    client.send_raw(b"HELLO 3\r\nPING\r\n").expect("send");
+    let mut hello = Vec::new();
+    while !hello.ends_with(b"+PONG\r\n") {
+        let got = read_bytes(&mut client, 1);
+        assert!(!got.is_empty(), "no reply to HELLO 3: {hello:?}");
+        hello.extend_from_slice(&got);
+    }
+    c.links[0].blackhole();
+    // The late reply: the miss within fail_open_timeout; it opens the circuit.
+    client
+        .send_raw(format!("GET {gone}\r\n").as_bytes())
+        .expect("send");
+    assert_eq!(read_bytes(&mut client, 3), b"_\r\n");
+    assert_eq!(c.shard_info("s0")["circuit_open"], "1");
+    let requests = format!(
+        "GET {gone}\r\nHGETALL {gone}\r\nSMEMBERS {gone}\r\nHMGET {gone} a b\r\nLRANGE {gone} 0 -1\r\nMGET {gone} {live}\r\n"
+    );
+    let want = format!(
+        "_\r\n%0\r\n~0\r\n*2\r\n_\r\n_\r\n*0\r\n*2\r\n_\r\n${}\r\n{live_value}\r\n",
+        live_value.len()
+    );
+    client.send_raw(requests.as_bytes()).expect("send");
+    let got = read_bytes(&mut client, want.len());
+    assert_eq!(String::from_utf8_lossy(&got), want);
+}

@@ -75,7 +75,8 @@ fn argv(request: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-fn stand(request: &[u8], write: bool, fo: &FailOpen) -> Stand {
+/// What `request` gets while its shard cannot answer; the reply in RESP3 when `resp3`.
+fn stand(request: &[u8], write: bool, fo: &FailOpen, resp3: bool) -> Stand {
     let args = argv(request);
     let Some(name) = args.first() else {
         return Stand::Error;
@@ -90,9 +91,9 @@ fn stand(request: &[u8], write: bool, fo: &FailOpen) -> Stand {
                 || a.eq_ignore_ascii_case(b"GET")
         });
         return drop_reply(name, conditional)
-            .map_or(Stand::Error, |m| Stand::Drop(m.encode(args.len())));
+            .map_or(Stand::Error, |m| Stand::Drop(m.encode(args.len(), resp3)));
     }
-    read_miss(name, args.len()).map_or(Stand::Error, |m| Stand::Miss(m.encode(args.len())))
+    read_miss(name, args.len()).map_or(Stand::Error, |m| Stand::Miss(m.encode(args.len(), resp3)))
 }
 
 /// Give `sink` what it gets while `shard` cannot answer, counting the miss or drop.
@@ -118,7 +119,8 @@ fn answer(rt: &PoolRt, shard: usize, worker: usize, sink: Sink, stand: Stand, wh
 pub const CIRCUIT_OPEN: &str =
     "its circuit is open (fail_open_after failures in a row); a health check closes it";
 
-/// The shard's circuit is open: answer `request` at once (nothing is sent).
+/// The shard's circuit is open: answer `request` at once (nothing is sent), in RESP3 when
+/// `resp3` (the client said `HELLO 3`).
 pub fn answer_open(
     rt: &PoolRt,
     shard: usize,
@@ -126,17 +128,18 @@ pub fn answer_open(
     sink: Sink,
     request: &[u8],
     write: bool,
+    resp3: bool,
 ) {
     let Some(fo) = rt.conf.fail_open else {
         return sink.fail(Failure::Ended("fail_open is off"));
     };
-    let s = stand(request, write, &fo);
+    let s = stand(request, write, &fo, resp3);
     answer(rt, shard, worker, sink, s, CIRCUIT_OPEN);
 }
 
 /// A sink for `request` going to `shard` whose reply must come within the pool's
 /// `fail_open_timeout`, else `sink` gets the miss (or drop, or error) and the reply, when
-/// it comes, is dropped.
+/// it comes, is dropped. The miss is in RESP3 when `resp3` (the client said `HELLO 3`).
 pub fn guard(
     rt: &Arc<PoolRt>,
     shard: usize,
@@ -144,12 +147,13 @@ pub fn guard(
     sink: Sink,
     request: &[u8],
     write: bool,
+    resp3: bool,
 ) -> Sink {
     let Some(fo) = rt.conf.fail_open else {
         return sink;
     };
     let (pen, inner) = sink.side();
-    let stand = stand(request, write, &fo);
+    let stand = stand(request, write, &fo, resp3);
     let rt = Arc::clone(rt);
     tokio::task::spawn_local(async move {
         let arrived = tokio::time::timeout(fo.timeout, async {
@@ -229,28 +233,28 @@ mod tests {
         };
         let get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
         assert!(
-            matches!(stand(get, false, &fo(FailOpenWrites::Error)), Stand::Miss(r) if r == b"$-1\r\n")
+            matches!(stand(get, false, &fo(FailOpenWrites::Error), false), Stand::Miss(r) if r == b"$-1\r\n")
         );
         let mget = b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n";
         assert!(
-            matches!(stand(mget, false, &fo(FailOpenWrites::Error)), Stand::Miss(r) if r == b"*2\r\n$-1\r\n$-1\r\n")
+            matches!(stand(mget, false, &fo(FailOpenWrites::Error), false), Stand::Miss(r) if r == b"*2\r\n$-1\r\n$-1\r\n")
         );
         let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
         assert!(matches!(
-            stand(set, true, &fo(FailOpenWrites::Error)),
+            stand(set, true, &fo(FailOpenWrites::Error), false),
             Stand::Error
         ));
         assert!(
-            matches!(stand(set, true, &fo(FailOpenWrites::Drop)), Stand::Drop(r) if r == b"+OK\r\n")
+            matches!(stand(set, true, &fo(FailOpenWrites::Drop), false), Stand::Drop(r) if r == b"+OK\r\n")
         );
         let setnx = b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nnx\r\n";
         assert!(matches!(
-            stand(setnx, true, &fo(FailOpenWrites::Drop)),
+            stand(setnx, true, &fo(FailOpenWrites::Drop), false),
             Stand::Error
         ));
         let incr = b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
         assert!(matches!(
-            stand(incr, true, &fo(FailOpenWrites::Drop)),
+            stand(incr, true, &fo(FailOpenWrites::Drop), false),
             Stand::Error
         ));
     }

@@ -158,7 +158,8 @@ pub fn send(
     let rt = &wp.rt;
     if rt.conf.fail_open.is_some() && rt.shards[shard].circuit.is_open() {
         let write = access == Access::Write;
-        crate::upstream::failopen::answer_open(rt, shard, wp.worker, sink, bytes, write);
+        let resp3 = client & crate::upstream::pool::RESP3_CLIENT != 0;
+        crate::upstream::failopen::answer_open(rt, shard, wp.worker, sink, bytes, write, resp3);
         return 0;
     }
     let view = rt.shards[shard].view();
@@ -203,7 +204,8 @@ pub fn send(
     };
     let sink = if rt.conf.fail_open.is_some() {
         let write = access == Access::Write;
-        crate::upstream::failopen::guard(rt, shard, wp.worker, sink, bytes, write)
+        let resp3 = client & crate::upstream::pool::RESP3_CLIENT != 0;
+        crate::upstream::failopen::guard(rt, shard, wp.worker, sink, bytes, write, resp3)
     } else {
         sink
     };
