@@ -377,8 +377,13 @@ fn admin_commands_need_admin_broadcast() {
         cmd(&["FLUSHDB"]),
         cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
     ] {
-        assert_err_contains(&p.cmd(&c), &["admin_broadcast"]);
+        assert_err_contains(&p.cmd(&c), &["changes every shard", "admin_broadcast"]);
     }
+    // CONFIG GET is refused too, and the error does not say it changes anything.
+    assert_err_contains(
+        &p.cmd(&["CONFIG", "GET", "maxmemory"]),
+        &["'config|get' reads every shard", "admin_broadcast"],
+    );
     assert_eq!(
         p.cmd(&["GET", "k"]),
         Reply::bulk("v"),

@@ -355,10 +355,13 @@ fn client_handshakes_work() {
                 &["ECHO", "6c1a0bd9-4c3e-4a24-9b0f-5b5a1c2a7f1d"],
                 Type(b'$'),
             ),
+            (&["CLIENT", "INFO"], Type(b'$')),
+            (&["CLIENT", "LIST"], Type(b'$')),
             (&["GET", "__Booksleeve_TieBreak"], Type(b'$')),
         ],
     );
-    // The same in RESP3: INFO is a verbatim string, as redis-server sends it.
+    // The same in RESP3: INFO, CLIENT INFO and CLIENT LIST are verbatim strings, as
+    // redis-server sends them.
     handshake(
         &addr,
         "se-redis3",
@@ -370,6 +373,9 @@ fn client_handshakes_work() {
             (&["CLIENT", "SETINFO", "lib-name", "SE.Redis"], Any),
             (&["INFO"], Type(b'=')),
             (&["INFO", "replication"], Type(b'=')),
+            (&["CLIENT", "INFO"], Type(b'=')),
+            (&["CLIENT", "LIST"], Type(b'=')),
+            (&["CLIENT", "LIST", "TYPE", "normal"], Type(b'=')),
             (&["GET", "__Booksleeve_TieBreak"], Type(b'_')),
             (&["COMMAND", "INFO", "get"], Type(b'*')),
         ],

@@ -34,7 +34,7 @@ pub fn client(ctx: &mut Local<'_>, sub: &[u8], argv: &[&[u8]], out: &mut BytesMu
             if let Some(s) = me {
                 write_line(&mut line, &s);
             }
-            encode::bulk(out, line.as_bytes());
+            encode::text_for(out, ctx.client.resp3, line.as_bytes());
         }
         b"kill" => kill(ctx, argv, out),
         b"reply" if argv.len() == 3 => reply(ctx, argv[2], out),
@@ -349,7 +349,8 @@ fn list(ctx: &Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
         }
         write_line(&mut t, &seen);
     }
-    encode::bulk(out, t.as_bytes());
+    // A verbatim string (`=...txt:`) to a RESP3 client, as Redis sends it.
+    encode::text_for(out, ctx.client.resp3, t.as_bytes());
 }
 
 /// What one `CLIENT KILL` call matches.

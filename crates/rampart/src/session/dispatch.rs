@@ -542,8 +542,9 @@ impl Session {
                 self.all_shards(m, argv, raw)
             }
             Route::Admin(_) => self.reply_error(&format!(
-                "ERR '{}' changes every shard and is disabled in pool '{}'; set admin_broadcast: true to allow it{}",
+                "ERR '{}' {} every shard and is disabled in pool '{}'; set admin_broadcast: true to allow it{}",
                 cmd.name,
+                if cmd.name == "config|get" { "reads" } else { "changes" },
                 self.pool.rt.conf.name,
                 if rampart_config::is_dangerous(cmd.name) {
                     " (or list it in allow_commands)"
