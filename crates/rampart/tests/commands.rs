@@ -116,6 +116,31 @@ fn edge_cases_answer_like_redis() {
             cmd(&["EVAL", "return 7", "0"]),
             cmd(&["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]),
             cmd(&["COMMAND", "GETKEYS", "PING"]),
+            cmd(&[
+                "COMMAND",
+                "GETKEYSANDFLAGS",
+                "LMOVE",
+                "a",
+                "b",
+                "LEFT",
+                "RIGHT",
+            ]),
+            cmd(&["COMMAND", "GETKEYSANDFLAGS", "SORT", "a", "STORE", "b"]),
+            cmd(&[
+                "COMMAND",
+                "GETKEYSANDFLAGS",
+                "EVAL",
+                "s",
+                "2",
+                "a",
+                "b",
+                "x",
+            ]),
+            cmd(&["COMMAND", "GETKEYSANDFLAGS", "SPUBLISH", "ch", "m"]),
+            cmd(&["COMMAND", "GETKEYSANDFLAGS", "NOSUCH", "k"]),
+            cmd(&["COMMAND", "LIST", "FILTERBY", "ACLCAT"]),
+            cmd(&["COMMAND", "LIST", "FILTERBY", "NOSUCH", "x"]),
+            cmd(&["COMMAND", "LIST", "FILTERBY", "MODULE", "x"]),
             cmd(&["foo", &"x".repeat(200), "more"]),
             cmd(&["foo", "a\r\nb"]),
             mset,
@@ -123,6 +148,26 @@ fn edge_cases_answer_like_redis() {
             del,
         ],
     );
+    // COMMAND LIST's filters give Redis' names (its order is its hash table's).
+    for filter in [
+        &["ACLCAT", "hyperloglog"][..],
+        &["aclcat", "Stream"],
+        &["ACLCAT", "nosuch"],
+        &["PATTERN", "XA*"],
+        &["PATTERN", "acl|*"],
+    ] {
+        let mut call = vec!["COMMAND", "LIST", "FILTERBY"];
+        call.extend_from_slice(filter);
+        let names = |c: &mut Client| match c.cmd(&call) {
+            Reply::Array(Some(items)) => {
+                let mut v: Vec<Reply> = items;
+                v.sort_by_key(|r| format!("{r:?}"));
+                v
+            }
+            other => panic!("{call:?}: {other:?}"),
+        };
+        assert_eq!(names(&mut p), names(&mut d), "{call:?}");
+    }
     // What Redis answers here and rampart does not: PING, QUIT and the rest go unanswered
     // after QUIT; empty and null multibulks are skipped; quotes group inline words.
     let script = b"*0\r\n*-1\r\nSET \"sp ace\" 'x y'\r\nGET \"sp ace\"\r\nQUIT\r\nPING\r\n";

@@ -413,17 +413,7 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
             }
         }
         b"count" => encode::integer(out, rampart_commands::all().len() as i64),
-        b"list" => {
-            // Redis lists subcommands ("acl|cat") as well as commands.
-            let all = rampart_commands::all();
-            encode::array_header(out, all.iter().map(|c| 1 + c.subcommands.len()).sum());
-            for c in all {
-                encode::bulk(out, c.name.as_bytes());
-                for sub in c.subcommands {
-                    encode::bulk(out, sub.name.as_bytes());
-                }
-            }
-        }
+        b"list" => command_list(argv, out),
         b"info" => {
             encode::array_header(out, argv.len() - 2);
             for c in names() {
@@ -474,6 +464,37 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
                 Err(e) => encode::error(out, &format!("ERR {e}")),
             }
         }
+        b"getkeysandflags" if argv.len() >= 3 => {
+            let inner = &argv[2..];
+            let Some(c) = rampart_commands::lookup(inner[0]) else {
+                return encode::error(out, "ERR Invalid command specified");
+            };
+            let c = match c.resolve(inner) {
+                Ok(c) => c,
+                Err(e) => return encode::error(out, &format!("ERR {e}")),
+            };
+            // Each key with the flags of the key spec that found it (arguments flagged
+            // not_key, as SPUBLISH's channel, are no keys here, as in Redis).
+            let mut keys = Vec::new();
+            match c.keys_with_flags(inner, &mut keys) {
+                Ok(()) if keys.is_empty() => {
+                    encode::error(out, "ERR The command has no key arguments")
+                }
+                Ok(()) => {
+                    encode::array_header(out, keys.len());
+                    for (k, flags) in keys {
+                        encode::array_header(out, 2);
+                        encode::bulk(out, inner[k]);
+                        let names: Vec<&str> = flags.names().collect();
+                        encode::array_header(out, names.len());
+                        for n in names {
+                            encode::simple(out, n.as_bytes());
+                        }
+                    }
+                }
+                Err(e) => encode::error(out, &format!("ERR {e}")),
+            }
+        }
         _ => encode::error(
             out,
             &format!(
@@ -481,6 +502,52 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
                 sanitize(argv[1], 128)
             ),
         ),
+    }
+}
+
+/// `COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]`: the names of
+/// the commands and subcommands (`acl|cat`) of the table, as Redis 7 lists them. No module
+/// is loaded, so `MODULE` lists nothing; `ACLCAT` takes a category without its `@`, any case
+/// (an unknown one lists nothing); `PATTERN` is a glob matched without regard to case.
+fn command_list(argv: &[&[u8]], out: &mut BytesMut) {
+    enum Filter {
+        All,
+        Nothing,
+        Category(Vec<u8>),
+        Pattern(Vec<u8>),
+    }
+    let filter = match argv.get(2..) {
+        Some([]) | None => Filter::All,
+        Some([by, kind, value]) if by.eq_ignore_ascii_case(b"filterby") => {
+            match kind.to_ascii_lowercase().as_slice() {
+                b"module" => Filter::Nothing,
+                b"aclcat" => Filter::Category(value.to_ascii_lowercase()),
+                b"pattern" => Filter::Pattern(value.to_ascii_lowercase()),
+                _ => return encode::error(out, "ERR syntax error"),
+            }
+        }
+        Some(_) => return encode::error(out, "ERR syntax error"),
+    };
+    let keep = |c: &Command| match &filter {
+        Filter::All => true,
+        Filter::Nothing => false,
+        Filter::Category(cat) => c
+            .acl_categories
+            .iter()
+            .any(|a| a.as_bytes().get(1..).is_some_and(|a| a == cat.as_slice())),
+        Filter::Pattern(p) => rampart_commands::acl::glob_match(p, c.name.as_bytes()),
+    };
+    // Redis lists subcommands ("acl|cat") as well as commands.
+    let mut names = Vec::new();
+    for c in rampart_commands::all() {
+        if keep(c) {
+            names.push(c.name);
+        }
+        names.extend(c.subcommands.iter().filter(|s| keep(s)).map(|s| s.name));
+    }
+    encode::array_header(out, names.len());
+    for n in names {
+        encode::bulk(out, n.as_bytes());
     }
 }
 

@@ -7,7 +7,7 @@
 //! `find_keys` and their `spec` are maps; `COMMAND DOCS` is a map of command name to a map
 //! whose `doc_flags` and `history` are sets, whose `arguments` are maps (their `flags` a set, nested
 //! `arguments` the same) and whose `subcommands` are a map of name to docs; an unknown
-//! command in `COMMAND INFO` is `_`. A reply that does not have the expected shape (an error,
+//! command in `COMMAND INFO` is `_`; each key's flags in `COMMAND GETKEYSANDFLAGS` are a set. A reply that does not have the expected shape (an error,
 //! a count, a list) is left as it is.
 
 use bytes::{BufMut, BytesMut};
@@ -23,6 +23,7 @@ pub fn command_reply(argv: &[&[u8]], resp2: &[u8]) -> BytesMut {
     let done = match &sub[..] {
         b"" | b"info" => each(resp2, &mut out, info),
         b"docs" => pairs(resp2, &mut out, |_, v, out| doc(v, out)),
+        b"getkeysandflags" => each(resp2, &mut out, key_and_flags),
         _ => false,
     };
     if !done {
@@ -88,6 +89,18 @@ fn set(frame: &[u8], out: &mut BytesMut) -> bool {
     encode::set_header(out, items.len());
     items.into_iter().for_each(|i| out.put_slice(i));
     true
+}
+
+/// One key of `COMMAND GETKEYSANDFLAGS`: `[key, flags]`, the flags a set.
+fn key_and_flags(frame: &[u8], out: &mut BytesMut) -> bool {
+    match items(frame).as_deref() {
+        Some([key, flags]) => {
+            encode::array_header(out, 2);
+            out.put_slice(key);
+            set(flags, out)
+        }
+        _ => false,
+    }
 }
 
 fn copy(frame: &[u8], out: &mut BytesMut) -> bool {
@@ -157,6 +170,12 @@ mod tests {
 
         let docs2 = b"*2\r\n$3\r\nget\r\n*10\r\n$7\r\nsummary\r\n$22\r\nGet the value of a key\r\n$5\r\nsince\r\n$5\r\n1.0.0\r\n$5\r\ngroup\r\n$6\r\nstring\r\n$10\r\ncomplexity\r\n$4\r\nO(1)\r\n$9\r\narguments\r\n*1\r\n*6\r\n$4\r\nname\r\n$3\r\nkey\r\n$4\r\ntype\r\n$3\r\nkey\r\n$14\r\nkey_spec_index\r\n:0\r\n";
         let docs3 = b"%1\r\n$3\r\nget\r\n%5\r\n$7\r\nsummary\r\n$22\r\nGet the value of a key\r\n$5\r\nsince\r\n$5\r\n1.0.0\r\n$5\r\ngroup\r\n$6\r\nstring\r\n$10\r\ncomplexity\r\n$4\r\nO(1)\r\n$9\r\narguments\r\n*1\r\n%3\r\n$4\r\nname\r\n$3\r\nkey\r\n$4\r\ntype\r\n$3\r\nkey\r\n$14\r\nkey_spec_index\r\n:0\r\n";
+        // GETKEYSANDFLAGS: each key's flags become a set.
+        let argv: &[&[u8]] = &[b"COMMAND", b"GETKEYSANDFLAGS", b"set", b"k", b"v"];
+        assert_eq!(
+            &command_reply(argv, b"*1\r\n*2\r\n$1\r\nk\r\n*2\r\n+OW\r\n+update\r\n")[..],
+            b"*1\r\n*2\r\n$1\r\nk\r\n~2\r\n+OW\r\n+update\r\n"
+        );
         let argv: &[&[u8]] = &[b"COMMAND", b"DOCS", b"get"];
         assert_eq!(&command_reply(argv, docs2)[..], &docs3[..]);
         assert_eq!(&command_reply(argv, b"*0\r\n")[..], b"%0\r\n");
