@@ -149,6 +149,49 @@ fn a_client_that_leaves_while_blocked_swallows_nothing() {
     assert_eq!(b.cmd(&["LLEN", "q"]), Reply::Int(1));
 }
 
+/// A client that closes its side of the connection (shuts down writing) while blocked is
+/// gone, as Redis frees it: the replies before the blocking command reach it, the command
+/// itself gets no reply (no error a job-queue client would report while closing its worker),
+/// and the commands it sent after it never run. Compared with redis-server byte for byte.
+#[test]
+fn a_client_that_closes_its_side_while_blocked_gets_no_reply_and_runs_nothing_more() {
+    let env = Setup::new(1).start();
+    let direct = common::reference();
+    for (name, addr, server) in [
+        ("redis-server", direct.addr(), direct.addr()),
+        ("rampart", env.addr(), env.redis[0].addr()),
+    ] {
+        for blocking in [
+            "BLPOP q 0",
+            "BZPOPMIN z 0",
+            "XREAD BLOCK 0 STREAMS s $",
+            "WAIT 5 0",
+        ] {
+            let mut c = Client::connect(&addr);
+            c.set_read_timeout(Some(Duration::from_secs(5)));
+            c.send_raw(format!("PING\r\n{blocking}\r\nSET after 1\r\n").as_bytes())
+                .expect("send");
+            assert_eq!(c.read_reply().expect("PONG"), Reply::simple("PONG"));
+            std::thread::sleep(Duration::from_millis(200));
+            c.shutdown_write().expect("shutdown");
+            let mut rest = Vec::new();
+            std::io::Read::read_to_end(&mut c.stream(), &mut rest)
+                .unwrap_or_else(|e| panic!("{name} {blocking}: not closed: {e}"));
+            assert_eq!(
+                String::from_utf8_lossy(&rest),
+                "",
+                "{name} {blocking}: bytes after PONG"
+            );
+            let mut s = Client::connect(&server);
+            assert_eq!(
+                s.cmd(&["EXISTS", "after"]),
+                Reply::Int(0),
+                "{name} {blocking}: a command after the blocking one ran"
+            );
+        }
+    }
+}
+
 #[test]
 fn blocked_clients_do_not_stall_the_others() {
     let env = Setup::new(2).start();

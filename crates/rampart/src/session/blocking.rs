@@ -32,6 +32,20 @@ use crate::upstream::dedicated::Lease;
 use crate::upstream::error::Failure;
 use crate::upstream::sink::Sink;
 
+/// Why a blocking command ends when its client closed its side of the connection: as Redis
+/// frees such a client, the command gets no reply (nothing is written to a client that left),
+/// and nothing it sent after the command runs.
+pub const CLIENT_LEFT: &str = "the client left";
+
+/// Give `sink` what a blocking command that ended with `failure` answers: nothing when the
+/// client left ([`CLIENT_LEFT`]), else the failure's error.
+fn end(sink: Sink, failure: Failure) {
+    match failure {
+        Failure::Ended(CLIENT_LEFT) => sink.deliver(b""),
+        f => sink.fail(f),
+    }
+}
+
 /// A session's blocking command in progress, if any, and whether the client is gone.
 #[derive(Default)]
 pub struct Blocked {
@@ -315,6 +329,7 @@ pub async fn pop_or_block(
     };
     let reply = pen.out.borrow_mut().split();
     let step = match arrived {
+        Err(CLIENT_LEFT) => Popped::Answer(Vec::new()),
         Err(why) => Popped::Answer(Failure::Ended(why).reply()),
         Ok(()) => popped(&reply, shape),
     };
@@ -413,7 +428,7 @@ pub async fn run(
             Err(why) => {
                 // The lease was dropped, which closes its connection: a command still
                 // blocked in the server goes with it.
-                sink.fail(why);
+                end(sink, why);
             }
         }
         break;
@@ -521,7 +536,7 @@ pub async fn wait(
     };
     match result {
         Ok(reply) => sink.deliver(&reply),
-        Err(why) => sink.fail(why),
+        Err(why) => end(sink, why),
     }
     finish(&blocked);
 }

@@ -83,7 +83,7 @@ pub async fn serve(
         registered.entry().set_user(Some(u.name.clone()));
     }
     let end = run(&worker, &mut ctx, &stream).await;
-    ctx.blocked.leave("the client left");
+    ctx.blocked.leave(crate::session::blocking::CLIENT_LEFT);
     ctx.leave_pubsub();
     drop(registered);
     if ctx.client.monitoring {
@@ -237,10 +237,14 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
                         .then(|| pending.outstanding());
                     }
                     Ok(false) => {
-                        // As Redis does, a client that closes its side while blocked is gone:
-                        // its blocked command ends and its connection closes.
+                        // As Redis frees a client that closes its side while blocked: its
+                        // blocked command ends without a reply, what it sent after that
+                        // command never runs, and its connection closes.
                         eof = true;
-                        ctx.blocked.leave("the client left");
+                        if ctx.blocked.is_running() {
+                            rbuf = ReadBuf::default();
+                        }
+                        ctx.blocked.leave(crate::session::blocking::CLIENT_LEFT);
                     }
                     Err(_) => return End::Err,
                 }
