@@ -1,7 +1,8 @@
 //! Real job-queue applications through rampart, each against a replica-set pool (a primary and
 //! a replica, `read_policy: prefer-replica`): Sidekiq (Debian's `ruby-sidekiq`, its own client
-//! pushing and its own server process running the jobs), RQ (`rq worker --burst`) and Celery
-//! (a worker and a sender, broker and result backend both through rampart), both pinned by
+//! pushing and its own server process running the jobs), RQ (`rq worker --burst`), Celery (a
+//! worker and a sender, broker and result backend both through rampart) and BullMQ (a queue
+//! and a worker on ioredis; also on a pool of two shards), the last three pinned by
 //! `scripts/client-libs.sh`; then Sidekiq again across a Sentinel failover. The scripts they
 //! run are in `tests/apps/`. A test that cannot run its application fails; every process it
 //! starts is killed by PID when it ends.
@@ -359,6 +360,83 @@ fn celery_runs_every_task_and_answers_a_broadcast() {
         log.matches("succeeded in").count(),
         TASKS,
         "tasks the worker ran:\n{log}"
+    );
+}
+
+/// Runs `tests/apps/bullmq_jobs.js` against `port` with `jobs` jobs under the key `prefix`;
+/// returns its exit status and output.
+fn bullmq(port: u16, jobs: usize, prefix: &str, log: &Path) -> (Option<i32>, String) {
+    let libs = common::client_libs();
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", libs.join("node/node_modules"))
+        .arg(scripts().join("bullmq_jobs.js"))
+        .args([port.to_string(), jobs.to_string(), prefix.to_string()]);
+    let mut child = ChildGuard::spawn(cmd, "bullmq", log);
+    let status = child.wait_exit(Duration::from_secs(90));
+    child.kill();
+    let out = testkit::process::read_lossy(log);
+    match status {
+        Some(s) => (s.code(), out),
+        None => panic!("bullmq did not end within 90 s:\n{out}"),
+    }
+}
+
+/// BullMQ (npm, on ioredis) through rampart: plain jobs (half added by `addBulk`, a MULTI), a
+/// job that fails and is retried once, a delayed job, a prioritised one and a flow (a parent
+/// run after its child), on a worker with concurrency 5 whose blocking fetch (BZPOPMIN on the
+/// queue's marker) runs on dedicated connections: every job completes once with its result,
+/// the queue's own counts agree, and no error event fires, closing the worker included.
+/// First on a replica set; then on a pool of two shards with the key prefix BullMQ documents
+/// for Redis Cluster, `{bull}` (a hash tag: every key of the queue on one shard); without it
+/// the first script that names keys of two shards is refused whole with the error that
+/// names the fix, and no job is added.
+#[test]
+fn bullmq_runs_every_job_on_a_replica_set_and_on_shards_with_a_hash_tag_prefix() {
+    const JOBS: usize = 300;
+    let pool = Pool::start();
+    let dir = pool.proxy.proxy.dir().to_path_buf();
+    let t0 = Instant::now();
+    let (code, out) = bullmq(pool.proxy.port, JOBS, "bull", &dir.join("bullmq-rs.log"));
+    assert_eq!(code, Some(0), "replica set:\n{out}");
+    assert!(out.trim_end().ends_with("ok"), "replica set:\n{out}");
+    println!(
+        "bullmq, replica set: {JOBS} jobs and 5 more in {:?}\n{out}",
+        t0.elapsed()
+    );
+
+    // twemproxy's `hash_tag: "{}"`, as a pool for Redis Cluster clients would have.
+    let env = common::Setup::new(2).hash_tag().start();
+    let t0 = Instant::now();
+    let (code, out) = bullmq(env.port, JOBS, "{bull}", &dir.join("bullmq-shards.log"));
+    assert_eq!(code, Some(0), "two shards, prefix {{bull}}:\n{out}");
+    println!(
+        "bullmq, two shards: {JOBS} jobs and 5 more in {:?}\n{out}",
+        t0.elapsed()
+    );
+    let on = |i: usize| match env.backend(i).cmd(&["DBSIZE"]) {
+        Reply::Int(n) => n,
+        other => panic!("DBSIZE: {other:?}"),
+    };
+    let (a, b) = (on(0), on(1));
+    assert!(
+        a == 0 || b == 0,
+        "the queue's keys spread over both shards: {a} and {b}"
+    );
+
+    let (code, out) = bullmq(env.port, JOBS, "plain", &dir.join("bullmq-plain.log"));
+    assert_eq!(code, Some(2), "two shards, no hash tag:\n{out}");
+    assert!(out.contains("give them a common hash tag"), "{out}");
+    // Only the queue's one-key metadata hash was written (BullMQ writes it by itself when
+    // the worker starts): no job, counter or list.
+    let plain = |i: usize| match env.backend(i).cmd(&["KEYS", "plain:*"]) {
+        Reply::Array(Some(k)) => k,
+        other => panic!("KEYS: {other:?}"),
+    };
+    let mut written = plain(0);
+    written.extend(plain(1));
+    assert!(
+        written.iter().all(|k| *k == Reply::bulk("plain:jobs:meta")),
+        "keys written without the hash tag: {written:?}"
     );
 }
 
