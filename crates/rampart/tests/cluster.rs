@@ -1232,6 +1232,40 @@ fn a_blocking_command_in_a_migrating_slot_follows_ask_to_the_importing_node() {
     );
 }
 
+/// A blocking command whose keys a migration has split between two nodes (BZPOPMIN goes
+/// straight to a connection of its own) meets `TRYAGAIN` on the node the slot leaves: rampart
+/// sends it again after a pause, as it does any request, and once the migration ends it
+/// follows the `MOVED` and the client gets the pop, never the `TRYAGAIN`.
+#[test]
+fn a_blocking_command_split_by_a_migration_is_sent_again_after_tryagain() {
+    let env = Env::start("");
+    let mut c = env.client();
+    let p = env.cluster.primaries();
+    let (a, b) = (p[0], p[1]);
+    let tag = env.cluster.key_on(a, "zsplit");
+    let keys = tagged(&tag, 4);
+    let slot = testkit::cluster_slot(keys[0].as_bytes());
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(c.cmd(&["ZADD", k, "1", &format!("m{i}")]), Reply::Int(1));
+    }
+    begin_migration(&env, slot, a, b);
+    migrate(&env, a, b, &keys[..2]);
+    let tryagain_before = error_count(&env, a, "TRYAGAIN");
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            migrate(&env, a, b, &keys[2..]);
+            end_migration(&env, slot, b);
+        });
+        c.cmd(&["BZPOPMIN", &keys[0], &keys[3], "5"])
+    });
+    assert_eq!(got, Reply::bulks([keys[0].as_str(), "m0", "1"]));
+    assert!(
+        error_count(&env, a, "TRYAGAIN") > tryagain_before,
+        "the BZPOPMIN did meet TRYAGAIN"
+    );
+}
+
 /// A fourth primary joins the cluster (`redis-cli --cluster add-node`) and takes 100 slots,
 /// with their keys, from the first (`reshard`).
 fn join_primary(env: &mut Env) {

@@ -369,6 +369,9 @@ pub async fn run(
     let mut moved = 0;
     // The node leased is importing the key's slot (it was named by ASK).
     let mut asking = false;
+    // When the first `TRYAGAIN` came (its keys split by a migration): sent again after a
+    // pause until the pool `timeout` has passed since.
+    let mut tryagain: Option<Instant> = None;
     loop {
         let result = tokio::select! {
             biased;
@@ -414,6 +417,16 @@ pub async fn run(
                     }
                 }
                 asking = false;
+                if reply.starts_with(b"-TRYAGAIN") {
+                    // The keys are split between the two nodes of a migrating slot: the node
+                    // ran nothing. Once the migration moves the rest (or ends), the same
+                    // command runs, as for any other request of a cluster pool.
+                    let first = *tryagain.get_or_insert_with(Instant::now);
+                    if let Some(next) = again.as_ref().and_then(|a| a.later(first.elapsed())) {
+                        lease = next;
+                        continue;
+                    }
+                }
                 if reply.starts_with(b"-MOVED ") && moved < MAX_MOVED {
                     // The node did not run it: its slot moved. Once the map names the new
                     // owner, lease its primary and send the command again.
@@ -474,6 +487,26 @@ impl Again {
         Some(Box::pin(std::future::ready(lease)))
     }
 
+    /// After a `TRYAGAIN` first met `spent` ago: a lease on the primary the map names for the
+    /// key now, taken after the pause any request of the pool waits before it is sent again
+    /// (`upstream::redirect::retry_pause`); `None` once the pool `timeout` has passed since
+    /// (the client then gets the `TRYAGAIN`) or when the pool is not a cluster pool.
+    fn later(&self, spent: Duration) -> Option<LeaseSoon> {
+        let rt = &self.pool.rt;
+        let slot = rt.slot_of(&self.key)?;
+        let timeout = rt.timeout();
+        if spent >= timeout {
+            return None;
+        }
+        let pause = crate::upstream::redirect::retry_pause(spent, timeout);
+        let pool = Rc::clone(&self.pool);
+        let resp3 = self.resp3;
+        Some(Box::pin(async move {
+            tokio::time::sleep(pause).await;
+            primary_of(&pool, pool.rt.shard_for_slot(slot), slot, resp3).await
+        }))
+    }
+
     /// A lease on the primary of the shard the map names for the key once it changes (the
     /// `MOVED` asked for a refresh), waiting at most the pool `timeout`; `None` when the
     /// pool is not a cluster pool.
@@ -490,21 +523,30 @@ impl Again {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 shard = pool.rt.shard_for_slot(slot);
             }
-            let lease: LeaseSoon = match shard {
-                Some(s) => {
-                    let mut node = 0;
-                    match crate::session::primary::lease_primary(&pool, s, resp3, &mut node) {
-                        Ok((l, _)) => l,
-                        Err(f) => Box::pin(std::future::ready(Err(f))),
-                    }
-                }
-                None => Box::pin(std::future::ready(Err(Failure::NoPrimary {
-                    shard: format!("of slot {slot}"),
-                    cause: None,
-                }))),
-            };
-            lease.await
+            primary_of(&pool, shard, slot, resp3).await
         }))
+    }
+}
+
+/// A lease on the primary of `shard`, the shard of `slot` (none: no shard serves it).
+fn primary_of(
+    pool: &Rc<crate::upstream::pool::WorkerPool>,
+    shard: Option<usize>,
+    slot: u16,
+    resp3: bool,
+) -> LeaseSoon {
+    match shard {
+        Some(s) => {
+            let mut node = 0;
+            match crate::session::primary::lease_primary(pool, s, resp3, &mut node) {
+                Ok((l, _)) => l,
+                Err(f) => Box::pin(std::future::ready(Err(f))),
+            }
+        }
+        None => Box::pin(std::future::ready(Err(Failure::NoPrimary {
+            shard: format!("of slot {slot}"),
+            cause: None,
+        }))),
     }
 }
 
