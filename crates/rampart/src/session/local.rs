@@ -441,59 +441,8 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
                 out.extend_from_slice(&buf);
             }
         }
-        b"getkeys" if argv.len() >= 3 => {
-            let inner = &argv[2..];
-            let Some(c) = rampart_commands::lookup(inner[0]) else {
-                return encode::error(out, "ERR Invalid command specified");
-            };
-            let c = match c.resolve(inner) {
-                Ok(c) => c,
-                Err(e) => return encode::error(out, &format!("ERR {e}")),
-            };
-            let mut keys = Vec::new();
-            match c.key_indices(inner, &mut keys) {
-                Ok(()) if keys.is_empty() => {
-                    encode::error(out, "ERR The command has no key arguments")
-                }
-                Ok(()) => {
-                    encode::array_header(out, keys.len());
-                    for k in keys {
-                        encode::bulk(out, inner[k]);
-                    }
-                }
-                Err(e) => encode::error(out, &format!("ERR {e}")),
-            }
-        }
-        b"getkeysandflags" if argv.len() >= 3 => {
-            let inner = &argv[2..];
-            let Some(c) = rampart_commands::lookup(inner[0]) else {
-                return encode::error(out, "ERR Invalid command specified");
-            };
-            let c = match c.resolve(inner) {
-                Ok(c) => c,
-                Err(e) => return encode::error(out, &format!("ERR {e}")),
-            };
-            // Each key with the flags of the key spec that found it (arguments flagged
-            // not_key, as SPUBLISH's channel, are no keys here, as in Redis).
-            let mut keys = Vec::new();
-            match c.keys_with_flags(inner, &mut keys) {
-                Ok(()) if keys.is_empty() => {
-                    encode::error(out, "ERR The command has no key arguments")
-                }
-                Ok(()) => {
-                    encode::array_header(out, keys.len());
-                    for (k, flags) in keys {
-                        encode::array_header(out, 2);
-                        encode::bulk(out, inner[k]);
-                        let names: Vec<&str> = flags.names().collect();
-                        encode::array_header(out, names.len());
-                        for n in names {
-                            encode::simple(out, n.as_bytes());
-                        }
-                    }
-                }
-                Err(e) => encode::error(out, &format!("ERR {e}")),
-            }
+        b"getkeys" | b"getkeysandflags" if argv.len() >= 3 => {
+            command_keys(&argv[2..], sub.as_slice() == b"getkeysandflags", out);
         }
         _ => encode::error(
             out,
@@ -502,6 +451,48 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
                 sanitize(argv[1], 128)
             ),
         ),
+    }
+}
+
+/// `COMMAND GETKEYS command arg...` (the keys of the call `inner`), or with `flags`
+/// `COMMAND GETKEYSANDFLAGS`: each key with the flags of the key spec that found it
+/// (arguments flagged not_key, as SPUBLISH's channel, are no keys there, as in Redis).
+fn command_keys(inner: &[&[u8]], flags: bool, out: &mut BytesMut) {
+    let Some(c) = rampart_commands::lookup(inner[0]) else {
+        return encode::error(out, "ERR Invalid command specified");
+    };
+    let c = match c.resolve(inner) {
+        Ok(c) => c,
+        Err(e) => return encode::error(out, &format!("ERR {e}")),
+    };
+    let mut keys = Vec::new();
+    let found = if flags {
+        c.keys_with_flags(inner, &mut keys)
+    } else {
+        let mut plain = Vec::new();
+        let r = c.key_indices(inner, &mut plain);
+        keys.extend(plain.into_iter().map(|k| (k, Default::default())));
+        r
+    };
+    match found {
+        Ok(()) if keys.is_empty() => encode::error(out, "ERR The command has no key arguments"),
+        Ok(()) => {
+            encode::array_header(out, keys.len());
+            for (k, key_flags) in keys {
+                if !flags {
+                    encode::bulk(out, inner[k]);
+                    continue;
+                }
+                encode::array_header(out, 2);
+                encode::bulk(out, inner[k]);
+                let names: Vec<&str> = key_flags.names().collect();
+                encode::array_header(out, names.len());
+                for n in names {
+                    encode::simple(out, n.as_bytes());
+                }
+            }
+        }
+        Err(e) => encode::error(out, &format!("ERR {e}")),
     }
 }
 
