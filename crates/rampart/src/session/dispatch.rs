@@ -1074,6 +1074,18 @@ impl Session {
                 }
             }
         }
+        // A write split over shards (MSET, DEL, UNLINK) goes to every shard or to none: a
+        // shard that has no primary and cannot get one in time would refuse its part after
+        // the others applied theirs. Checked pools know their primaries; a fail-open pool
+        // answers for such a shard as documented (a dropped write).
+        if self.write && rt.checked && rt.conf.fail_open.is_none() {
+            let refused = groups
+                .iter()
+                .find_map(|&(s, _)| crate::session::primary::refused_now(rt, s));
+            if let Some(f) = refused {
+                return self.reply_raw(&f.reply());
+            }
+        }
         let merger = match merge {
             Merge::Array => Merger::Array {
                 total: self.keys.len(),

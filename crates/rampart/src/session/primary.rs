@@ -40,6 +40,17 @@ pub fn ready(rt: &PoolRt, shard: usize) -> bool {
     route::spool_clear(rt, shard) && writable_primary(rt, shard).is_ok()
 }
 
+/// Why a write for `shard` would fail now with nothing sent: the shard has no writable
+/// primary and waiting cannot bring one (see [`route::hold_may_help`]). `None` when the
+/// write would go out, or wait in the failover hold. A write split over shards asks this of
+/// each before sending any part, so no shard applies its part of a write that fails.
+pub fn refused_now(rt: &PoolRt, shard: usize) -> Option<Failure> {
+    match writable_primary(rt, shard) {
+        Err(f) if !route::hold_may_help(rt, shard) => Some(f),
+        _ => None,
+    }
+}
+
 /// A dedicated connection to the shard's writable primary that the holding session's task
 /// awaits: ready at once, or coming once the shard has a primary that may take writes again.
 pub type LeaseSoon = Pin<Box<dyn Future<Output = Result<Lease, Failure>>>>;
