@@ -5,6 +5,8 @@
 //! ```text
 //! route::send ── circuit open? ── yes ──► answered at once (nothing sent)
 //!                     │ no
+//!               a node for it? ── no (its checks took them out) ──► answered at once too
+//!                     │ yes
 //!                     ▼
 //!     request sent; its reply goes to a one-slot reply queue of its own (the pen)
 //!                     │
@@ -132,6 +134,29 @@ pub fn answer_open(
     };
     let s = stand(request, write, &fo);
     answer(rt, shard, worker, sink, s, CIRCUIT_OPEN);
+}
+
+/// `shard` has no node for `request` now and it cannot wait for one: no node up for a read,
+/// no primary for a write whose hold cannot help (or has expired, or is full). The shard
+/// cannot answer, as when its circuit is open, whether its health checks or live traffic
+/// found that out: a read gets its miss and a write what `fail_open_writes` says, counted;
+/// any other request gets `failure` (nothing was sent).
+pub fn answer_unserved(
+    rt: &PoolRt,
+    shard: usize,
+    worker: usize,
+    sink: Sink,
+    request: &[u8],
+    write: bool,
+    failure: Failure,
+) {
+    let Some(fo) = rt.conf.fail_open else {
+        return sink.fail(failure);
+    };
+    match stand(request, write, &fo) {
+        Stand::Error => sink.fail(failure),
+        s => answer(rt, shard, worker, sink, s, ""),
+    }
 }
 
 /// A sink for `request` going to `shard` whose reply must come within the pool's

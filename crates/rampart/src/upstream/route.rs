@@ -197,7 +197,14 @@ pub fn send(
             };
             spool_or_fail(wp, shard, sink, bytes, failure);
         } else {
-            sink.fail(Failure::NoReadNode { shard: name });
+            unserved(
+                wp,
+                shard,
+                sink,
+                bytes,
+                false,
+                Failure::NoReadNode { shard: name },
+            );
         }
         return 0;
     };
@@ -333,6 +340,22 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
     }
 }
 
+/// A request `shard` cannot serve now, with nothing sent: in a fail-open pool the shard
+/// cannot answer, so a read gets its miss and a write what `fail_open_writes` says
+/// (`upstream::failopen::answer_unserved`); elsewhere `failure`.
+fn unserved(
+    wp: &WorkerPool,
+    shard: usize,
+    sink: Sink,
+    bytes: &[u8],
+    write: bool,
+    failure: Failure,
+) {
+    crate::upstream::failopen::answer_unserved(
+        &wp.rt, shard, wp.worker, sink, bytes, write, failure,
+    );
+}
+
 /// Whether writes of `shard` may go to its primary: its spool (if it has one) holds nothing
 /// still to replay, so a newer write cannot overtake a spooled one.
 pub fn spool_clear(rt: &crate::topology::PoolRt, shard: usize) -> bool {
@@ -350,7 +373,7 @@ fn spool_or_fail(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], fa
     let rt = &wp.rt;
     let (Some(spool), Some(conf)) = (rt.shards[shard].spool.as_ref(), rt.conf.spool.as_ref())
     else {
-        return sink.fail(failure);
+        return unserved(wp, shard, sink, bytes, true, failure);
     };
     let Some(reply) = crate::durability::reply::spooled_reply(bytes, &conf.commands) else {
         if crate::durability::reply::is_transaction(bytes) {
@@ -364,7 +387,7 @@ fn spool_or_fail(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], fa
                     .into(),
             });
         }
-        return sink.fail(failure);
+        return unserved(wp, shard, sink, bytes, true, failure);
     };
     let appended = spool.append(bytes.to_vec());
     let name = rt.shards[shard].name.clone();
@@ -530,8 +553,11 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                             cause: primary_down(&wp.rt, shard),
                         }
                     };
-                    if wp.rt.conf.spool.is_none() {
+                    if wp.rt.conf.spool.is_none() && wp.rt.conf.fail_open.is_none() {
                         h.fail(failure);
+                    } else if wp.rt.conf.spool.is_none() {
+                        let bytes = h.bytes().to_vec();
+                        unserved(&wp, shard, h.sink, &bytes, true, failure);
                     } else {
                         let bytes = h.bytes().to_vec();
                         hold::count_spooled();
