@@ -488,3 +488,32 @@ fn a_checked_shard_whose_nodes_are_down_answers_misses_and_drops() {
         "{line}"
     );
 }
+
+/// With `fail_open_writes: error`, a write split over shards (MSET, DEL) with a shard whose
+/// circuit is open is refused whole: the shard would refuse its part, so no other shard
+/// applies its own. Before, the other shards applied theirs and the client got the error.
+#[test]
+fn a_split_write_over_an_open_circuit_changes_no_shard() {
+    let c = start("  fail_open_after: 1\n  health_check: {interval: 10s}\n");
+    let (down, _) = c.keys[0][0].clone();
+    let (up, up_value) = c.keys[1][0].clone();
+    let (up2, up2_value) = c.keys[1][1].clone();
+    c.links[0].blackhole();
+    let mut client = c.client();
+    assert_eq!(client.cmd(&["GET", &down]), Reply::Bulk(None));
+    assert_eq!(c.shard_info("s0")["circuit_open"], "1");
+    for args in [
+        vec!["MSET", up.as_str(), "split", down.as_str(), "split"],
+        vec!["DEL", down.as_str(), up2.as_str()],
+    ] {
+        match client.cmd(&args) {
+            Reply::Error(e) if e.contains("'s0'") && e.contains("circuit is open") => {}
+            r => panic!("{args:?} over an open circuit answered {r:?}"),
+        }
+    }
+    assert_eq!(
+        c.servers[1].cmd(&["MGET", &up, &up2]),
+        Reply::bulks([up_value.as_str(), up2_value.as_str()]),
+        "a shard applied its part of a split write that answered an error"
+    );
+}

@@ -1075,10 +1075,9 @@ impl Session {
             }
         }
         // A write split over shards (MSET, DEL, UNLINK) goes to every shard or to none: a
-        // shard that has no primary and cannot get one in time would refuse its part after
-        // the others applied theirs. Checked pools know their primaries; a fail-open pool
-        // answers for such a shard as documented (a dropped write).
-        if self.write && rt.checked && rt.conf.fail_open.is_none() {
+        // shard that has no primary and cannot get one in time, or whose fail-open circuit
+        // is open, would refuse its part after the others applied theirs.
+        if self.write {
             let refused = groups
                 .iter()
                 .find_map(|&(s, _)| crate::session::primary::refused_now(rt, s));
