@@ -726,3 +726,84 @@ fn a_transaction_is_spooled_whole_or_refused_saying_why() {
     assert_eq!(pushed(&primary, "q"), ["a"]);
     assert_eq!(primary.cmd(&["EXISTS", "n"]), Reply::Int(0));
 }
+
+/// A primary that is back but refuses writes for a while (`NOREPLICAS`: its
+/// `min-replicas-to-write` replica is still away; `OOM` and `MISCONF` are the same kind)
+/// keeps the spooled writes for a later try, and they all land once it takes writes again.
+/// Before, replay took that refusal as final and dropped acknowledged writes. The refusals
+/// while it waits are retried at a growing interval and logged a few times, not every tick.
+#[test]
+fn spooled_writes_wait_while_the_primary_refuses_writes_for_now() {
+    let primary = RedisServer::start_with(&["--min-replicas-to-write", "1"]);
+    let mut replica = RedisServer::start_replica_of(&primary);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replica, dir.path(), "100ms");
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came up"
+    );
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+
+    replica.kill9();
+    primary.stop();
+    wait_down(port, &primary);
+    assert_eq!(c.cmd(&["SET", "k", "spooled"]), Reply::ok());
+    assert_eq!(c.cmd(&["LPUSH", "q", "a"]), Reply::Int(1));
+    assert_eq!(c.cmd(&["LPUSH", "q", "b"]), Reply::Int(1));
+    assert_eq!(spool_entries(port), Some(3));
+
+    // Back, with no replica: every write it gets is refused with NOREPLICAS.
+    primary.cont();
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came back"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        spool_entries(port),
+        Some(3),
+        "entries left the spool while the primary refused them"
+    );
+    let log = proxy.stderr();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("refused for now"))
+        .count();
+    assert!(
+        lines <= 3,
+        "{lines} log lines in 1.5 s for the same refusal:\n{}",
+        log.lines()
+            .filter(|l| l.contains("refused for now"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    replica.restart();
+    assert!(
+        poll_until(Duration::from_secs(15), || {
+            (primary.cmd(&["GET", "k"]) == Reply::bulk("spooled")
+                && pushed(&primary, "q") == ["a", "b"])
+            .then_some(())
+        })
+        .is_some(),
+        "spooled writes never reached the primary: k={:?} q={:?}; log:\n{}",
+        primary.cmd(&["GET", "k"]),
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
+    assert_eq!(spool_entries(port), Some(0));
+}
