@@ -517,3 +517,21 @@ fn a_split_write_over_an_open_circuit_changes_no_shard() {
         "a shard applied its part of a split write that answered an error"
     );
 }
+
+/// Writes alone open the circuit of a shard whose server is gone, as reads do: each write
+/// that cannot reach it (the connection refused, or in its reconnect pause) is a failure
+/// in a row, answered with its dropped reply, until `fail_open_after` opens the circuit.
+#[test]
+fn writes_to_a_dead_server_open_its_circuit() {
+    let mut c =
+        start("  fail_open_writes: drop\n  fail_open_after: 3\n  health_check: {interval: 10s}\n");
+    let keys: Vec<String> = c.keys[0].iter().take(10).map(|(k, _)| k.clone()).collect();
+    c.servers[0].kill9();
+    let mut client = c.client();
+    for k in &keys {
+        assert_eq!(client.cmd(&["SET", k, "w"]), Reply::ok(), "SET {k}");
+    }
+    let info = c.shard_info("s0");
+    assert_eq!(info["circuit_open"], "1", "{info:?}");
+    assert_eq!(info["fail_open_drops"], "10", "{info:?}");
+}

@@ -140,7 +140,8 @@ pub fn answer_open(
 /// no primary for a write whose hold cannot help (or has expired, or is full). The shard
 /// cannot answer, as when its circuit is open, whether its health checks or live traffic
 /// found that out: a read gets its miss and a write what `fail_open_writes` says, counted;
-/// any other request gets `failure` (nothing was sent).
+/// any other request gets `failure` (nothing was sent), and so does a sink already guarded
+/// ([`guard`]), whose task answers for the shard and counts the failure.
 pub fn answer_unserved(
     rt: &PoolRt,
     shard: usize,
@@ -150,7 +151,7 @@ pub fn answer_unserved(
     write: bool,
     failure: Failure,
 ) {
-    let Some(fo) = rt.conf.fail_open else {
+    let Some(fo) = rt.conf.fail_open.filter(|_| !sink.guarded()) else {
         return sink.fail(failure);
     };
     match stand(request, write, &fo) {
@@ -174,6 +175,7 @@ pub fn guard(
         return sink;
     };
     let (pen, inner) = sink.side();
+    pen.set_guard();
     let stand = stand(request, write, &fo);
     let rt = Arc::clone(rt);
     tokio::task::spawn_local(async move {
