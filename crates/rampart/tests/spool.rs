@@ -807,3 +807,52 @@ fn spooled_writes_wait_while_the_primary_refuses_writes_for_now() {
     );
     assert_eq!(spool_entries(port), Some(0));
 }
+
+/// With `redis_db` other than 0 and a proxy user whose key rule forbids some keys: a write
+/// the user may not make is refused before the spool (NOPERM, nothing spooled), and the
+/// spooled writes are replayed into the pool's database, not database 0.
+#[test]
+fn spool_replay_lands_in_redis_db_and_takes_only_what_the_user_may_write() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = "  redis_db: 3\n  users:\n    - name: default\n      nopass: true\n      rules: \"on +@all ~ok:*\"\n";
+    let yaml = yaml(port, &primary, &replicas[0], dir.path(), "100ms", extra);
+    let _proxy = start_with(port, &yaml);
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came up"
+    );
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    primary.stop();
+    wait_down(port, &primary);
+    assert_eq!(c.cmd(&["SET", "ok:1", "spooled"]), Reply::ok());
+    match c.cmd(&["SET", "no:1", "x"]) {
+        Reply::Error(e) if e.starts_with("NOPERM") => {}
+        r => panic!("a forbidden key's write answered {r:?}"),
+    }
+    assert_eq!(spool_entries(port), Some(1));
+    primary.cont();
+    let mut direct = Client::connect(&primary.addr());
+    assert_eq!(direct.cmd(&["SELECT", "3"]), Reply::ok());
+    assert!(
+        poll_until(Duration::from_secs(10), || (direct.cmd(&["GET", "ok:1"])
+            == Reply::bulk("spooled"))
+        .then_some(()))
+        .is_some(),
+        "the spooled write never reached database 3"
+    );
+    assert_eq!(direct.cmd(&["EXISTS", "no:1"]), Reply::Int(0));
+    assert_eq!(direct.cmd(&["SELECT", "0"]), Reply::ok());
+    assert_eq!(
+        direct.cmd(&["DBSIZE"]),
+        Reply::Int(0),
+        "database 0 got writes"
+    );
+}
