@@ -501,6 +501,37 @@ fn sentinel_failover_writes_past_the_hold_are_spooled_and_replayed_to_the_new_pr
         s.proxy.log()
     );
     println!("{spooled} writes spooled during the failover, all replayed to the new primary");
+
+    // The old primary comes back (empty: the test servers keep no data) and says master
+    // until Sentinel turns it into a replica: nothing is replayed to it again, no write
+    // reaches it, and the new primary holds every acknowledged write once.
+    s.primary.restart();
+    for i in 0..20 {
+        let v = format!("back{i}");
+        assert_eq!(
+            c.cmd(&["LPUSH", "q", &v]),
+            Reply::Int(acked.len() as i64 + 1),
+            "LPUSH {v}"
+        );
+        acked.push(v);
+    }
+    assert!(
+        poll_until(Duration::from_secs(30), || (s.primary.role() == "slave")
+            .then_some(()))
+        .is_some(),
+        "Sentinel never turned the old primary into a replica:{}",
+        s.failover_log()
+    );
+    let new_primary = s.node_on(port);
+    assert_eq!(pushed(new_primary, "q"), acked, "the new primary's list");
+    assert!(
+        poll_until(Duration::from_secs(10), || (pushed(&s.primary, "q")
+            == acked)
+            .then_some(()))
+        .is_some(),
+        "the old primary, now a replica, holds {:?}",
+        pushed(&s.primary, "q")
+    );
 }
 
 /// The spool's entries waiting for replay, from INFO (`spool_<pool>_<pool>:entries=N,...`).
