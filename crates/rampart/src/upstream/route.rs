@@ -555,9 +555,6 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                     };
                     if wp.rt.conf.spool.is_none() && wp.rt.conf.fail_open.is_none() {
                         h.fail(failure);
-                    } else if wp.rt.conf.spool.is_none() {
-                        let bytes = h.bytes().to_vec();
-                        unserved(&wp, shard, h.sink, &bytes, true, failure);
                     } else {
                         let bytes = h.bytes().to_vec();
                         hold::count_spooled();
