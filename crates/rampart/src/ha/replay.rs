@@ -59,6 +59,8 @@ struct Trouble {
     pause: Duration,
     tries: u64,
     logged: Option<Instant>,
+    /// The primary the tries went to: another one starts afresh (a failover ended it).
+    node: u64,
 }
 
 impl Trouble {
@@ -67,7 +69,16 @@ impl Trouble {
             pause: TICK,
             tries: 0,
             logged: None,
+            node: 0,
         }
+    }
+
+    /// The shard's primary is `node` now: trouble with another one is over.
+    fn primary(&mut self, node: u64) {
+        if self.tries > 0 && self.node != node {
+            *self = Trouble::new();
+        }
+        self.node = node;
     }
 
     /// A try failed for `why`: logged when due; the next try waits longer.
@@ -134,6 +145,7 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
             link = None;
             continue;
         };
+        trouble.primary(primary.id);
         if link.as_ref().map(|(id, _)| *id) != Some(primary.id) {
             match Link::open(&primary.addr, &pool.handshake, pool.timeout()).await {
                 Ok(l) => link = Some((primary.id, l)),
