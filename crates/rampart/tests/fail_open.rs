@@ -535,3 +535,49 @@ fn writes_to_a_dead_server_open_its_circuit() {
     assert_eq!(info["circuit_open"], "1", "{info:?}");
     assert_eq!(info["fail_open_drops"], "10", "{info:?}");
 }
+
+/// An injected `reset` fault closes the client in a fail-open pool too, as documented.
+/// Before, it closed only the fail-open guard's own one-slot queue: the guard then passed
+/// an empty reply on, so a pipelined `GET` (reset) and `PING` got `+PONG` alone, which the
+/// client took as the `GET`'s reply.
+#[test]
+fn a_reset_fault_closes_the_client_of_a_fail_open_pool() {
+    use std::io::{Read, Write};
+    let c = start("");
+    let (key, _) = c.keys[0][0].clone();
+    let body = format!(r#"{{"pool":"{POOL}","shard":"s0","kind":"reset","duration_s":60}}"#);
+    let mut h = std::net::TcpStream::connect(("127.0.0.1", c.admin))
+        .unwrap_or_else(|e| panic!("admin: {e}"));
+    let req = format!(
+        "POST /api/faults HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        c.admin,
+        body.len()
+    );
+    h.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    h.read_to_string(&mut answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.port))
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let get = format!(
+        "*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n*1\r\n$4\r\nPING\r\n",
+        key.len()
+    );
+    s.write_all(get.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut got = Vec::new();
+    let closed = match s.read_to_end(&mut got) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(
+        closed && got.is_empty(),
+        "a reset client got {:?} (closed: {closed})",
+        String::from_utf8_lossy(&got)
+    );
+}

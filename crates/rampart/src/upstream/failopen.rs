@@ -185,6 +185,12 @@ pub fn guard(
             }
         })
         .await;
+        if pen.broken().is_some() {
+            // An injected `reset` fault closed the pen: it is meant for the client, whose
+            // connection closes. Passing on the pen's nothing would leave the request
+            // without a reply and give it the next one's.
+            return sink.pending.reset();
+        }
         let circuit = &rt.shards[shard].circuit;
         let reply = pen.out.borrow_mut().split();
         // Only rampart words an error `ERR rampart: `: the connection failed, not the command.
