@@ -2036,3 +2036,52 @@ fn a_reload_to_the_seeds_of_another_cluster_moves_the_pool_there() {
     assert_eq!(on(&a, &keys[0]), Reply::bulk("a2"));
     assert_eq!(on(&a, &keys[1]), Reply::bulk("a3"));
 }
+
+/// A cache cluster pool with `fail_open`: a primary killed (no replica to promote, and the
+/// cluster keeps serving the other slots) takes its slots' node out by its health checks;
+/// reads of those slots then get their misses at once (MGET: nil in its keys' places only)
+/// and its writes the dropped reply, while the other slots are served as before. Before,
+/// they got `no node available for reads` and `no primary` errors.
+#[test]
+fn a_fail_open_cluster_answers_misses_for_the_slots_of_a_dead_primary() {
+    let cluster = ClusterSetup::new().replicas(0).full_coverage(false).start();
+    let seeds = cluster.addrs()[1..].to_vec();
+    let mut env = Env::start_on(
+        cluster,
+        &seeds,
+        "  cache: true\n  fail_open: true\n  fail_open_writes: drop\n  fail_open_after: 1000000\n  failover_hold: 100\n  health_check: {interval: 100}\n",
+    );
+    env.cluster.wait_ok(Duration::from_secs(10));
+    let mut c = env.client();
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    let (dead, live) = (env.cluster.key_on(0, "d"), env.cluster.key_on(1, "l"));
+    for (k, owner) in [(&dead, 0), (&live, 1)] {
+        let stored = poll_until(Duration::from_secs(5), || {
+            (c.cmd(&["SET", k, "v"]) == Reply::ok()
+                && env.node(owner).cmd(&["GET", k]) == Reply::bulk("v"))
+            .then_some(())
+        });
+        assert!(stored.is_some(), "{k} was never stored");
+    }
+    let dead_addr = env.cluster.nodes[0].addr();
+    env.cluster.nodes[0].kill9();
+    let info = |c: &mut Client| match c.cmd(&["INFO", "pools"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        r => panic!("INFO pools: {r:?}"),
+    };
+    poll_until(Duration::from_secs(5), || {
+        info(&mut c)
+            .lines()
+            .any(|l| l.contains(&format!("addr={dead_addr},")) && l.contains(",up=0"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the dead node is still up: {}", info(&mut c)));
+    assert_eq!(c.cmd(&["GET", &dead]), Reply::Bulk(None));
+    assert_eq!(
+        c.cmd(&["MGET", &dead, &live]),
+        Reply::Array(Some(vec![Reply::Bulk(None), Reply::bulk("v")]))
+    );
+    assert_eq!(c.cmd(&["SET", &dead, "w"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &live, "w"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", &live]), Reply::bulk("w"));
+}

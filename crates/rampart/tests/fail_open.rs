@@ -432,3 +432,203 @@ fn a_resp3_client_gets_its_misses_in_resp3() {
     let got = read_bytes(&mut client, want.len());
     assert_eq!(String::from_utf8_lossy(&got), want);
 }
+
+/// A fail-open `shards:` pool, whose nodes are health-checked: when a shard's primary dies
+/// and its replica die (kill -9, so their checks fail and no node of it is left) its reads
+/// get their misses and its writes what `fail_open_writes` says, at once, as when its
+/// circuit is open: the shard cannot answer, whether live traffic or a health check found
+/// it out. Before, every request of it got `no node available for reads` or `no primary
+/// available`: fail_open did nothing for a shard its checks had taken out.
+#[test]
+fn a_checked_shard_whose_nodes_are_down_answers_misses_and_drops() {
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let replicas: Vec<RedisServer> = servers.iter().map(RedisServer::start_replica_of).collect();
+    let port = free_port();
+    let mut yaml = format!(
+        "{POOL}:\n  listen: 127.0.0.1:{port}\n  hash: md5\n  timeout: 1000\n  cache: true\n  fail_open: true\n  fail_open_writes: drop\n  fail_open_after: 1000000\n  health_check: {{interval: 100}}\n  shards:\n"
+    );
+    for (i, s) in servers.iter().enumerate() {
+        yaml.push_str(&format!(
+            "    - name: s{i}\n      primary: {}\n      replicas: [{}]\n",
+            s.addr(),
+            replicas[i].addr()
+        ));
+    }
+    let _proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("c.yml", &yaml)
+        .args(["-c", "{dir}/c.yml", "--workers", "2", "-s"])
+        .arg(free_port().to_string())
+        .wait_port(port)
+        .start();
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    let info = |c: &mut Client| match c.cmd(&["INFO", "pools"]) {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        r => panic!("INFO pools: {r:?}"),
+    };
+    // Nodes start down (a fail-open shard answers for them meanwhile) until checked.
+    poll_until(Duration::from_secs(5), || {
+        let text = info(&mut c);
+        let nodes: Vec<&str> = text.lines().filter(|l| l.starts_with("node_")).collect();
+        (nodes.len() == 4 && nodes.iter().all(|l| l.contains(",up=1"))).then_some(())
+    })
+    .unwrap_or_else(|| panic!("nodes not up: {}", info(&mut c)));
+    // A key of each shard.
+    let mut keys: Vec<Option<String>> = vec![None, None];
+    for i in 0..200 {
+        let k = format!("key_{i}");
+        assert_eq!(c.cmd(&["SET", &k, "v"]), Reply::ok());
+        let at = servers
+            .iter()
+            .position(|s| s.cmd(&["EXISTS", &k]) == Reply::Int(1))
+            .unwrap_or_else(|| panic!("{k} is on no server"));
+        keys[at].get_or_insert(k);
+    }
+    let [Some(dead), Some(live)] = [keys[0].clone(), keys[1].clone()] else {
+        panic!("no key on one of the shards: {keys:?}")
+    };
+    let dead_addrs = [servers[0].addr(), replicas[0].addr()];
+    let [mut s0, _s1] = <[RedisServer; 2]>::try_from(servers).unwrap_or_else(|_| panic!());
+    let [mut r0, _r1] = <[RedisServer; 2]>::try_from(replicas).unwrap_or_else(|_| panic!());
+    s0.kill9();
+    r0.kill9();
+    // Wait, sending nothing to the shard, until its health checks took its nodes out (the
+    // circuit cannot open: it would take a million failures).
+    poll_until(Duration::from_secs(5), || {
+        let text = info(&mut c);
+        dead_addrs
+            .iter()
+            .all(|a| {
+                text.lines()
+                    .any(|l| l.contains(&format!("addr={a},")) && l.contains(",up=0"))
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the dead nodes are still up: {}", info(&mut c)));
+
+    let t = Instant::now();
+    assert_eq!(c.cmd(&["GET", &dead]), Reply::Bulk(None));
+    assert_eq!(c.cmd(&["TTL", &dead]), Reply::Int(-2));
+    assert_eq!(
+        c.cmd(&["MGET", &dead, &live]),
+        Reply::Array(Some(vec![Reply::Bulk(None), Reply::bulk("v")]))
+    );
+    assert_eq!(c.cmd(&["SET", &dead, "w"]), Reply::ok());
+    assert_eq!(c.cmd(&["DEL", &dead]), Reply::Int(0));
+    assert_eq!(c.cmd(&["MSET", &dead, "m", &live, "m"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", &live]), Reply::bulk("m"));
+    // A write with no fixed reply gets the error, naming the shard.
+    match c.cmd(&["INCR", &dead]) {
+        Reply::Error(e) => assert!(e.contains("'s0'"), "{e}"),
+        r => panic!("INCR on a dead shard answered {r:?}"),
+    }
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "the dead shard's answers took {took:?}"
+    );
+    let info = info(&mut c);
+    let line = info
+        .lines()
+        .find(|l| l.starts_with(&format!("shard_{POOL}_s0:")))
+        .unwrap_or_else(|| panic!("{info}"));
+    assert!(
+        line.contains("circuit_open=0")
+            && line.contains("fail_open_misses=3")
+            && line.contains("fail_open_drops=3"),
+        "{line}"
+    );
+}
+
+/// With `fail_open_writes: error`, a write split over shards (MSET, DEL) with a shard whose
+/// circuit is open is refused whole: the shard would refuse its part, so no other shard
+/// applies its own. Before, the other shards applied theirs and the client got the error.
+#[test]
+fn a_split_write_over_an_open_circuit_changes_no_shard() {
+    let c = start("  fail_open_after: 1\n  health_check: {interval: 10s}\n");
+    let (down, _) = c.keys[0][0].clone();
+    let (up, up_value) = c.keys[1][0].clone();
+    let (up2, up2_value) = c.keys[1][1].clone();
+    c.links[0].blackhole();
+    let mut client = c.client();
+    assert_eq!(client.cmd(&["GET", &down]), Reply::Bulk(None));
+    assert_eq!(c.shard_info("s0")["circuit_open"], "1");
+    for args in [
+        vec!["MSET", up.as_str(), "split", down.as_str(), "split"],
+        vec!["DEL", down.as_str(), up2.as_str()],
+    ] {
+        match client.cmd(&args) {
+            Reply::Error(e) if e.contains("'s0'") && e.contains("circuit is open") => {}
+            r => panic!("{args:?} over an open circuit answered {r:?}"),
+        }
+    }
+    assert_eq!(
+        c.servers[1].cmd(&["MGET", &up, &up2]),
+        Reply::bulks([up_value.as_str(), up2_value.as_str()]),
+        "a shard applied its part of a split write that answered an error"
+    );
+}
+
+/// Writes alone open the circuit of a shard whose server is gone, as reads do: each write
+/// that cannot reach it (the connection refused, or in its reconnect pause) is a failure
+/// in a row, answered with its dropped reply, until `fail_open_after` opens the circuit.
+#[test]
+fn writes_to_a_dead_server_open_its_circuit() {
+    let mut c =
+        start("  fail_open_writes: drop\n  fail_open_after: 3\n  health_check: {interval: 10s}\n");
+    let keys: Vec<String> = c.keys[0].iter().take(10).map(|(k, _)| k.clone()).collect();
+    c.servers[0].kill9();
+    let mut client = c.client();
+    for k in &keys {
+        assert_eq!(client.cmd(&["SET", k, "w"]), Reply::ok(), "SET {k}");
+    }
+    let info = c.shard_info("s0");
+    assert_eq!(info["circuit_open"], "1", "{info:?}");
+    assert_eq!(info["fail_open_drops"], "10", "{info:?}");
+}
+
+/// An injected `reset` fault closes the client in a fail-open pool too, as documented.
+/// Before, it closed only the fail-open guard's own one-slot queue: the guard then passed
+/// an empty reply on, so a pipelined `GET` (reset) and `PING` got `+PONG` alone, which the
+/// client took as the `GET`'s reply.
+#[test]
+fn a_reset_fault_closes_the_client_of_a_fail_open_pool() {
+    use std::io::{Read, Write};
+    let c = start("");
+    let (key, _) = c.keys[0][0].clone();
+    let body = format!(r#"{{"pool":"{POOL}","shard":"s0","kind":"reset","duration_s":60}}"#);
+    let mut h = std::net::TcpStream::connect(("127.0.0.1", c.admin))
+        .unwrap_or_else(|e| panic!("admin: {e}"));
+    let req = format!(
+        "POST /api/faults HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        c.admin,
+        body.len()
+    );
+    h.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    h.read_to_string(&mut answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.port))
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let get = format!(
+        "*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n*1\r\n$4\r\nPING\r\n",
+        key.len()
+    );
+    s.write_all(get.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut got = Vec::new();
+    let closed = match s.read_to_end(&mut got) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(
+        closed && got.is_empty(),
+        "a reset client got {:?} (closed: {closed})",
+        String::from_utf8_lossy(&got)
+    );
+}

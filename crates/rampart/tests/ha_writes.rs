@@ -114,6 +114,61 @@ fn whole_shard_down_fails_fast() {
     );
 }
 
+/// A write split over shards (MSET, DEL, UNLINK) is sent whole or not at all: when one of
+/// its shards has no primary and none can come (a pool without Sentinel whose primary fails
+/// its checks), the other shards' parts are not sent either, and the error naming the shard
+/// says nothing was sent. Before, the live shard applied its part while the client read
+/// "the write was not sent".
+#[test]
+fn a_split_write_with_a_dead_shard_changes_no_shard() {
+    let (p0, r0) = replica_set(1);
+    let (mut p1, r1) = replica_set(1);
+    let body = format!(
+        "  shards:\n    - name: left\n      primary: {}\n      replicas:\n        - {}\n    - name: right\n      primary: {}\n      replicas:\n        - {}\n{FAST_CHECKS}",
+        p0.addr(),
+        r0[0].addr(),
+        p1.addr(),
+        r1[0].addr()
+    );
+    let proxy = HaProxy::start(&body);
+    let all = [p0.addr(), r0[0].addr(), p1.addr(), r1[0].addr()];
+    proxy.wait_up(&all, Duration::from_secs(5));
+    let left = keys_of(&proxy, &p0, "kl", 3);
+    let right = keys_of(&proxy, &p1, "kr", 3);
+
+    let dead = p1.addr();
+    p1.kill9();
+    let out = poll_until(Duration::from_secs(3), || {
+        proxy.node(&dead).filter(|n| !n.routable()).map(|_| ())
+    });
+    assert!(out.is_some(), "view: {:#?}", proxy.nodes());
+
+    let mut c = Client::connect(&proxy.addr());
+    let requests: [Vec<&str>; 3] = [
+        vec!["MSET", &left[0], "split", &right[0], "split"],
+        vec!["DEL", &left[1], &right[1]],
+        vec!["UNLINK", &right[2], &left[2]],
+    ];
+    for args in &requests {
+        match c.cmd(args) {
+            Reply::Error(e) => {
+                assert!(
+                    e.contains("'right'") && e.contains("not sent"),
+                    "{args:?}: {e}"
+                )
+            }
+            other => panic!("{args:?} with a dead shard answered {other:?}"),
+        }
+    }
+    assert_eq!(
+        [0, 1, 2].map(|i| p0.cmd(&["GET", &left[i]])),
+        [Reply::bulk("v"), Reply::bulk("v"), Reply::bulk("v")],
+        "the live shard applied part of a split write that answered an error"
+    );
+    // The live shard alone still takes split writes.
+    assert_eq!(c.cmd(&["DEL", &left[0], &left[1]]), Reply::Int(2));
+}
+
 /// Writers write one key at a time, so at the instant of a kill -9 each has at most one
 /// write in flight; only those may fail. Every later write has not been sent anywhere when
 /// the proxy learns the primary is gone, so it must wait in the failover hold and reach the

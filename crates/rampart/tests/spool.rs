@@ -501,6 +501,37 @@ fn sentinel_failover_writes_past_the_hold_are_spooled_and_replayed_to_the_new_pr
         s.proxy.log()
     );
     println!("{spooled} writes spooled during the failover, all replayed to the new primary");
+
+    // The old primary comes back (empty: the test servers keep no data) and says master
+    // until Sentinel turns it into a replica: nothing is replayed to it again, no write
+    // reaches it, and the new primary holds every acknowledged write once.
+    s.primary.restart();
+    for i in 0..20 {
+        let v = format!("back{i}");
+        assert_eq!(
+            c.cmd(&["LPUSH", "q", &v]),
+            Reply::Int(acked.len() as i64 + 1),
+            "LPUSH {v}"
+        );
+        acked.push(v);
+    }
+    assert!(
+        poll_until(Duration::from_secs(30), || (s.primary.role() == "slave")
+            .then_some(()))
+        .is_some(),
+        "Sentinel never turned the old primary into a replica:{}",
+        s.failover_log()
+    );
+    let new_primary = s.node_on(port);
+    assert_eq!(pushed(new_primary, "q"), acked, "the new primary's list");
+    assert!(
+        poll_until(Duration::from_secs(10), || (pushed(&s.primary, "q")
+            == acked)
+            .then_some(()))
+        .is_some(),
+        "the old primary, now a replica, holds {:?}",
+        pushed(&s.primary, "q")
+    );
 }
 
 /// The spool's entries waiting for replay, from INFO (`spool_<pool>_<pool>:entries=N,...`).
@@ -725,4 +756,134 @@ fn a_transaction_is_spooled_whole_or_refused_saying_why() {
     assert!(drained.is_some(), "the spool was not replayed");
     assert_eq!(pushed(&primary, "q"), ["a"]);
     assert_eq!(primary.cmd(&["EXISTS", "n"]), Reply::Int(0));
+}
+
+/// A primary that is back but refuses writes for a while (`NOREPLICAS`: its
+/// `min-replicas-to-write` replica is still away; `OOM` and `MISCONF` are the same kind)
+/// keeps the spooled writes for a later try, and they all land once it takes writes again.
+/// Before, replay took that refusal as final and dropped acknowledged writes. The refusals
+/// while it waits are retried at a growing interval and logged a few times, not every tick.
+#[test]
+fn spooled_writes_wait_while_the_primary_refuses_writes_for_now() {
+    let primary = RedisServer::start_with(&["--min-replicas-to-write", "1"]);
+    let mut replica = RedisServer::start_replica_of(&primary);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replica, dir.path(), "100ms");
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came up"
+    );
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+
+    replica.kill9();
+    primary.stop();
+    wait_down(port, &primary);
+    assert_eq!(c.cmd(&["SET", "k", "spooled"]), Reply::ok());
+    assert_eq!(c.cmd(&["LPUSH", "q", "a"]), Reply::Int(1));
+    assert_eq!(c.cmd(&["LPUSH", "q", "b"]), Reply::Int(1));
+    assert_eq!(spool_entries(port), Some(3));
+
+    // Back, with no replica: every write it gets is refused with NOREPLICAS.
+    primary.cont();
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came back"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        spool_entries(port),
+        Some(3),
+        "entries left the spool while the primary refused them"
+    );
+    let log = proxy.stderr();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("refused for now"))
+        .count();
+    assert!(
+        lines <= 3,
+        "{lines} log lines in 1.5 s for the same refusal:\n{}",
+        log.lines()
+            .filter(|l| l.contains("refused for now"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    replica.restart();
+    assert!(
+        poll_until(Duration::from_secs(15), || {
+            (primary.cmd(&["GET", "k"]) == Reply::bulk("spooled")
+                && pushed(&primary, "q") == ["a", "b"])
+            .then_some(())
+        })
+        .is_some(),
+        "spooled writes never reached the primary: k={:?} q={:?}; log:\n{}",
+        primary.cmd(&["GET", "k"]),
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
+    assert_eq!(spool_entries(port), Some(0));
+}
+
+/// With `redis_db` other than 0 and a proxy user whose key rule forbids some keys: a write
+/// the user may not make is refused before the spool (NOPERM, nothing spooled), and the
+/// spooled writes are replayed into the pool's database, not database 0.
+#[test]
+fn spool_replay_lands_in_redis_db_and_takes_only_what_the_user_may_write() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = "  redis_db: 3\n  users:\n    - name: default\n      nopass: true\n      rules: \"on +@all ~ok:*\"\n";
+    let yaml = yaml(port, &primary, &replicas[0], dir.path(), "100ms", extra);
+    let _proxy = start_with(port, &yaml);
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came up"
+    );
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    primary.stop();
+    wait_down(port, &primary);
+    assert_eq!(c.cmd(&["SET", "ok:1", "spooled"]), Reply::ok());
+    match c.cmd(&["SET", "no:1", "x"]) {
+        Reply::Error(e) if e.starts_with("NOPERM") => {}
+        r => panic!("a forbidden key's write answered {r:?}"),
+    }
+    assert_eq!(spool_entries(port), Some(1));
+    primary.cont();
+    let mut direct = Client::connect(&primary.addr());
+    assert_eq!(direct.cmd(&["SELECT", "3"]), Reply::ok());
+    assert!(
+        poll_until(Duration::from_secs(10), || (direct.cmd(&["GET", "ok:1"])
+            == Reply::bulk("spooled"))
+        .then_some(()))
+        .is_some(),
+        "the spooled write never reached database 3"
+    );
+    assert_eq!(direct.cmd(&["EXISTS", "no:1"]), Reply::Int(0));
+    assert_eq!(direct.cmd(&["SELECT", "0"]), Reply::ok());
+    assert_eq!(
+        direct.cmd(&["DBSIZE"]),
+        Reply::Int(0),
+        "database 0 got writes"
+    );
 }

@@ -6,8 +6,10 @@
 //! then its replies, then the checkpoint (`SpoolLog::ack`), so a crash replays at most the
 //! one entry in flight. Meanwhile the shard's newer writes wait in the failover hold (the
 //! router sends none while the spool is not empty). An entry the server refuses for a reason
-//! that passes (`READONLY`, `LOADING`, `MASTERDOWN`, `BUSY`, `TRYAGAIN`) or whose connection
-//! fails stays and is sent again later; one it answers with any other error (a `WRONGTYPE`,
+//! that passes (`READONLY`, `LOADING`, `MASTERDOWN`, `BUSY`, `TRYAGAIN`, `NOREPLICAS`,
+//! `OOM`, `MISCONF`) or whose connection fails stays and is sent again later (each try
+//! waiting twice as long as the last, up to a second, and logged at most every ten seconds:
+//! `Trouble`); one it answers with any other error (a `WRONGTYPE`,
 //! an `XADD` id not above the stream's last) is logged, counted, and leaves the spool: it
 //! can never succeed. With `min_replica_acks`, an entry leaves only once that many replicas
 //! have it (`WAIT`). A progress line is logged every second while replaying.
@@ -27,8 +29,84 @@ use crate::topology::PoolRt;
 const TICK: Duration = Duration::from_millis(20);
 /// Entries read from disk at once.
 const BATCH: usize = 256;
-/// Error replies after which an entry stays for a later try.
-const TRANSIENT: [&str; 5] = ["READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN"];
+/// Error replies after which an entry stays for a later try: the server did not run it and
+/// may take it later (a replica, loading, a long script; a primary short of the replicas
+/// its `min-replicas-to-write` asks for, at `maxmemory` with nothing to evict, or refusing
+/// writes after a failed RDB save). An acknowledged write is dropped only when the server
+/// refuses the entry itself.
+const TRANSIENT: [&str; 8] = [
+    "READONLY",
+    "LOADING",
+    "MASTERDOWN",
+    "BUSY",
+    "TRYAGAIN",
+    "NOREPLICAS",
+    "OOM",
+    "MISCONF",
+];
+/// The longest wait between two tries while replay cannot go on.
+const PAUSE_MAX: Duration = Duration::from_secs(1);
+/// While replay cannot go on, a log line at most this often (the first one at once).
+const TROUBLE_LINE: Duration = Duration::from_secs(10);
+
+/// Replay that cannot go on for now (the primary cannot be reached, or refuses an entry for
+/// now, or the connection failed): each try waits twice as long as the last, up to
+/// [`PAUSE_MAX`], and the reason is logged when it starts and then at most once per
+/// [`TROUBLE_LINE`] with the tries left out, so a primary that passes its checks but
+/// refuses the replay (`maxclients` reached, `NOREPLICAS`, a long script) costs neither a
+/// connection nor a log line every tick.
+struct Trouble {
+    pause: Duration,
+    tries: u64,
+    logged: Option<Instant>,
+    /// The primary the tries went to: another one starts afresh (a failover ended it).
+    node: u64,
+}
+
+impl Trouble {
+    fn new() -> Trouble {
+        Trouble {
+            pause: TICK,
+            tries: 0,
+            logged: None,
+            node: 0,
+        }
+    }
+
+    /// The shard's primary is `node` now: trouble with another one is over.
+    fn primary(&mut self, node: u64) {
+        if self.tries > 0 && self.node != node {
+            *self = Trouble::new();
+        }
+        self.node = node;
+    }
+
+    /// A try failed for `why`: logged when due; the next try waits longer.
+    fn failed(&mut self, name: &str, why: std::fmt::Arguments<'_>) {
+        self.tries += 1;
+        let due = self.logged.is_none_or(|t| t.elapsed() >= TROUBLE_LINE);
+        if due {
+            if self.tries == 1 {
+                tracing::warn!("spool {name}: {why}");
+            } else {
+                tracing::warn!("spool {name}: {why} ({} tries so far)", self.tries);
+            }
+            self.logged = Some(Instant::now());
+        }
+        self.pause = (self.pause * 2).min(PAUSE_MAX);
+    }
+
+    /// A try went through: the next one comes at the usual tick.
+    fn over(&mut self, name: &str) {
+        if self.tries > 0 {
+            tracing::info!(
+                "spool {name}: replay goes on after {} failed tries",
+                self.tries
+            );
+        }
+        *self = Trouble::new();
+    }
+}
 
 /// Replay the spool of `pool`'s shard `shard` until `stop`.
 pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
@@ -39,10 +117,11 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
     let mut link: Option<(u64, Link)> = None;
     let mut started: Option<(Instant, u64)> = None;
     let mut last_line = Instant::now();
+    let mut trouble = Trouble::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(trouble.pause) => {}
         }
         // CLIENT PAUSE of the pool: no spooled write goes out either (an operator pausing
         // writes for a failover must see the primary's offset stand still).
@@ -66,13 +145,14 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
             link = None;
             continue;
         };
+        trouble.primary(primary.id);
         if link.as_ref().map(|(id, _)| *id) != Some(primary.id) {
             match Link::open(&primary.addr, &pool.handshake, pool.timeout()).await {
                 Ok(l) => link = Some((primary.id, l)),
                 Err(e) => {
-                    tracing::warn!(
-                        "spool {name}: cannot reach {} to replay: {e}",
-                        primary.label
+                    trouble.failed(
+                        &name,
+                        format_args!("cannot reach {} to replay: {e}", primary.label),
                     );
                     continue;
                 }
@@ -111,7 +191,7 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
             let replies = match l.call_raw(&e.payload, n, pool.timeout()).await {
                 Ok(r) => r,
                 Err(err) => {
-                    tracing::warn!("spool {name}: entry {} not confirmed: {err}", e.seq);
+                    trouble.failed(&name, format_args!("entry {} not confirmed: {err}", e.seq));
                     link = None;
                     break;
                 }
@@ -128,10 +208,13 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
                 .iter()
                 .any(|t| TRANSIENT.iter().any(|w| t.starts_with(w)))
             {
-                tracing::warn!(
-                    "spool {name}: entry {} refused for now ({}); trying again later",
-                    e.seq,
-                    errors.join("; ")
+                trouble.failed(
+                    &name,
+                    format_args!(
+                        "entry {} refused for now ({}); trying again later",
+                        e.seq,
+                        errors.join("; ")
+                    ),
                 );
                 link = None;
                 break;
@@ -152,6 +235,7 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
                 tracing::error!("spool {name}: {err}");
                 break;
             }
+            trouble.over(&name);
         }
         if last_line.elapsed() >= Duration::from_secs(1) {
             last_line = Instant::now();

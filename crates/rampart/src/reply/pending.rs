@@ -73,6 +73,9 @@ pub struct Pending {
     /// Sequence numbers of the slots whose replies are dropped, oldest first (bounded by the
     /// slots in flight).
     muted: RefCell<VecDeque<u64>>,
+    /// A one-slot queue whose reply is looked at before it goes on: a fail-open pool's
+    /// guard, which answers for the shard when the reply is a failure.
+    guard: Cell<bool>,
 }
 
 /// Why a reply queue gave up on its client.
@@ -104,7 +107,20 @@ impl Default for Pending {
             head_error: Cell::new(false),
             mute: Cell::new(false),
             muted: RefCell::default(),
+            guard: Cell::new(false),
         }
+    }
+}
+
+impl Pending {
+    /// Mark this queue as a fail-open guard's (see the `guard` field).
+    pub fn set_guard(&self) {
+        self.guard.set(true);
+    }
+
+    /// Whether this queue is a fail-open guard's.
+    pub fn is_guard(&self) -> bool {
+        self.guard.get()
     }
 }
 

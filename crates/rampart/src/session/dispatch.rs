@@ -1075,6 +1075,17 @@ impl Session {
                 }
             }
         }
+        // A write split over shards (MSET, DEL, UNLINK) goes to every shard or to none: a
+        // shard that has no primary and cannot get one in time, or whose fail-open circuit
+        // is open, would refuse its part after the others applied theirs.
+        if self.write {
+            let refused = groups
+                .iter()
+                .find_map(|&(s, _)| crate::session::primary::refused_now(rt, s));
+            if let Some(f) = refused {
+                return self.reply_raw(&f.reply());
+            }
+        }
         let merger = match merge {
             Merge::Array => Merger::Array {
                 total: self.keys.len(),

@@ -40,6 +40,33 @@ pub fn ready(rt: &PoolRt, shard: usize) -> bool {
     route::spool_clear(rt, shard) && writable_primary(rt, shard).is_ok()
 }
 
+/// Why a write for `shard` would fail now with nothing sent: the shard has no writable
+/// primary and waiting cannot bring one (see [`route::hold_may_help`]), or, in a fail-open
+/// pool whose writes get errors (`fail_open_writes: error`), its circuit is open. `None`
+/// when the write would go out, or wait in the failover hold, or be dropped as the pool
+/// says (`fail_open_writes: drop`). A write split over shards asks this of each before
+/// sending any part, so no shard applies its part of a write that fails.
+pub fn refused_now(rt: &PoolRt, shard: usize) -> Option<Failure> {
+    if let Some(fo) = rt.conf.fail_open {
+        if fo.writes == rampart_config::FailOpenWrites::Drop {
+            return None;
+        }
+        if rt.shards[shard].circuit.is_open() {
+            return Some(Failure::CacheShardDown {
+                shard: rt.shards[shard].name.clone(),
+                why: crate::upstream::failopen::CIRCUIT_OPEN,
+            });
+        }
+    }
+    if !rt.checked {
+        return None;
+    }
+    match writable_primary(rt, shard) {
+        Err(f) if !route::hold_may_help(rt, shard) => Some(f),
+        _ => None,
+    }
+}
+
 /// A dedicated connection to the shard's writable primary that the holding session's task
 /// awaits: ready at once, or coming once the shard has a primary that may take writes again.
 pub type LeaseSoon = Pin<Box<dyn Future<Output = Result<Lease, Failure>>>>;

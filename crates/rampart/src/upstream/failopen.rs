@@ -5,6 +5,8 @@
 //! ```text
 //! route::send ── circuit open? ── yes ──► answered at once (nothing sent)
 //!                     │ no
+//!               a node for it? ── no (its checks took them out) ──► answered at once too
+//!                     │ yes
 //!                     ▼
 //!     request sent; its reply goes to a one-slot reply queue of its own (the pen)
 //!                     │
@@ -137,6 +139,33 @@ pub fn answer_open(
     answer(rt, shard, worker, sink, s, CIRCUIT_OPEN);
 }
 
+/// `shard` has no node for `request` now and it cannot wait for one: no node up for a read,
+/// no primary for a write whose hold cannot help (or has expired, or is full). The shard
+/// cannot answer, as when its circuit is open, whether its health checks or live traffic
+/// found that out: a read gets its miss and a write what `fail_open_writes` says, counted;
+/// any other request gets `failure` (nothing was sent), and so does a sink already guarded
+/// ([`guard`]), whose task answers for the shard and counts the failure. A miss is in RESP3
+/// when `resp3` (the client said `HELLO 3`).
+#[allow(clippy::too_many_arguments)]
+pub fn answer_unserved(
+    rt: &PoolRt,
+    shard: usize,
+    worker: usize,
+    sink: Sink,
+    request: &[u8],
+    write: bool,
+    resp3: bool,
+    failure: Failure,
+) {
+    let Some(fo) = rt.conf.fail_open.filter(|_| !sink.guarded()) else {
+        return sink.fail(failure);
+    };
+    match stand(request, write, &fo, resp3) {
+        Stand::Error => sink.fail(failure),
+        s => answer(rt, shard, worker, sink, s, ""),
+    }
+}
+
 /// A sink for `request` going to `shard` whose reply must come within the pool's
 /// `fail_open_timeout`, else `sink` gets the miss (or drop, or error) and the reply, when
 /// it comes, is dropped. The miss is in RESP3 when `resp3` (the client said `HELLO 3`).
@@ -153,6 +182,7 @@ pub fn guard(
         return sink;
     };
     let (pen, inner) = sink.side();
+    pen.set_guard();
     let stand = stand(request, write, &fo, resp3);
     let rt = Arc::clone(rt);
     tokio::task::spawn_local(async move {
@@ -162,6 +192,12 @@ pub fn guard(
             }
         })
         .await;
+        if pen.broken().is_some() {
+            // An injected `reset` fault closed the pen: it is meant for the client, whose
+            // connection closes. Passing on the pen's nothing would leave the request
+            // without a reply and give it the next one's.
+            return sink.pending.reset();
+        }
         let circuit = &rt.shards[shard].circuit;
         let reply = pen.out.borrow_mut().split();
         // Only rampart words an error `ERR rampart: `: the connection failed, not the command.

@@ -123,7 +123,8 @@ impl Hold {
     }
 }
 
-/// A held write left the hold for the spool (or its error when the spool refused it).
+/// A held write left the hold unsent for the spool (or its error when the spool refused
+/// it), or for a fail-open pool's answer.
 pub fn count_spooled() {
     FAILED.fetch_add(1, Ordering::Relaxed);
 }

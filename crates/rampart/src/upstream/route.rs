@@ -198,7 +198,16 @@ pub fn send(
             };
             spool_or_fail(wp, shard, sink, bytes, failure);
         } else {
-            sink.fail(Failure::NoReadNode { shard: name });
+            let resp3 = client & crate::upstream::pool::RESP3_CLIENT != 0;
+            unserved(
+                wp,
+                shard,
+                sink,
+                bytes,
+                false,
+                resp3,
+                Failure::NoReadNode { shard: name },
+            );
         }
         return 0;
     };
@@ -335,6 +344,24 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
     }
 }
 
+/// A request `shard` cannot serve now, with nothing sent: in a fail-open pool the shard
+/// cannot answer, so a read gets its miss and a write what `fail_open_writes` says
+/// (`upstream::failopen::answer_unserved`; the miss in RESP3 for a client that said
+/// `HELLO 3`, `resp3`); elsewhere `failure`.
+fn unserved(
+    wp: &WorkerPool,
+    shard: usize,
+    sink: Sink,
+    bytes: &[u8],
+    write: bool,
+    resp3: bool,
+    failure: Failure,
+) {
+    crate::upstream::failopen::answer_unserved(
+        &wp.rt, shard, wp.worker, sink, bytes, write, resp3, failure,
+    );
+}
+
 /// Whether writes of `shard` may go to its primary: its spool (if it has one) holds nothing
 /// still to replay, so a newer write cannot overtake a spooled one.
 pub fn spool_clear(rt: &crate::topology::PoolRt, shard: usize) -> bool {
@@ -352,7 +379,8 @@ fn spool_or_fail(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], fa
     let rt = &wp.rt;
     let (Some(spool), Some(conf)) = (rt.shards[shard].spool.as_ref(), rt.conf.spool.as_ref())
     else {
-        return sink.fail(failure);
+        // A dropped write's reply (`+OK`, `:0`) is the same in RESP2 and RESP3.
+        return unserved(wp, shard, sink, bytes, true, false, failure);
     };
     let Some(reply) = crate::durability::reply::spooled_reply(bytes, &conf.commands) else {
         if crate::durability::reply::is_transaction(bytes) {
@@ -366,7 +394,7 @@ fn spool_or_fail(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], fa
                     .into(),
             });
         }
-        return sink.fail(failure);
+        return unserved(wp, shard, sink, bytes, true, false, failure);
     };
     let appended = spool.append(bytes.to_vec());
     let name = rt.shards[shard].name.clone();
@@ -532,7 +560,7 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                             cause: primary_down(&wp.rt, shard),
                         }
                     };
-                    if wp.rt.conf.spool.is_none() {
+                    if wp.rt.conf.spool.is_none() && wp.rt.conf.fail_open.is_none() {
                         h.fail(failure);
                     } else {
                         let bytes = h.bytes().to_vec();

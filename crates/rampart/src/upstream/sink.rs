@@ -71,6 +71,9 @@ impl Sink {
     /// the queue and the stand-in.
     pub fn side(&self) -> (Rc<Pending>, Sink) {
         let pen = Rc::new(Pending::default());
+        if self.guarded() {
+            pen.set_guard();
+        }
         let seq = pen.push_waiting();
         let inner = Sink {
             pending: Rc::clone(&pen),
@@ -80,6 +83,13 @@ impl Sink {
             skip: self.skip,
         };
         (pen, inner)
+    }
+
+    /// The reply goes to a fail-open pen (`upstream::failopen::guard`), or to a stand-in of
+    /// one, whose task answers for the shard when it holds a failure: a failure must reach
+    /// it as one, not as the miss or dropped write that task gives.
+    pub fn guarded(&self) -> bool {
+        self.pending.is_guard()
     }
 
     /// Answer with `reply` (one complete RESP value).
