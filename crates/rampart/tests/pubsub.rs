@@ -960,3 +960,123 @@ fn a_reload_that_changes_connection_settings_replaces_subscriber_connections() {
     );
     assert_eq!(sub.frame(), message("message", "news", "after"));
 }
+
+/// The servers' user (`redis_username`) may use only `chan:*` channels, as a Redis 7 user
+/// created without `allchannels` may use none. A SUBSCRIBE or PSUBSCRIBE the servers refuse
+/// gets their error, as that client would get it from Redis directly, and subscribes nothing
+/// (the client is not left in subscribed mode); the subscriber connection is not restarted
+/// over it, and a client subscribed to an allowed channel keeps hearing it, across a
+/// resubscription too.
+#[test]
+fn a_subscription_the_servers_refuse_is_an_error_and_others_keep_hearing() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("redis_auth", "pw")
+        .option("redis_username", "app")
+        .option("timeout", 400)
+        .env("RAMPART_LOG", "info")
+        .start();
+    let set = env.redis[0].cmd(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "resetchannels",
+        "&chan:*",
+    ]);
+    assert_eq!(set, testkit::Reply::ok());
+    let login = |c: &mut Raw| {
+        c.send(&["AUTH", "pw"]);
+        assert_eq!(c.frame(), b"+OK\r\n");
+    };
+    let mut keep = Raw::connect(&env.addr());
+    login(&mut keep);
+    testkit::wait_until(Duration::from_secs(5), "the node up", || {
+        keep.send(&["SET", "up", "1"]);
+        keep.frame() == b"+OK\r\n"
+    });
+    keep.send(&["SUBSCRIBE", "chan:a"]);
+    assert_eq!(
+        keep.frame(),
+        b"*3\r\n$9\r\nsubscribe\r\n$6\r\nchan:a\r\n:1\r\n"
+    );
+    // What Redis answers the same user directly.
+    let mut direct = Raw::connect(&env.redis[0].addr());
+    direct.send(&["AUTH", "app", "pw"]);
+    direct.frame();
+    direct.send(&["SUBSCRIBE", "chan:b", "other"]);
+    let refusal = direct.frame();
+    assert!(
+        refusal.starts_with(b"-NOPERM"),
+        "{}",
+        show(std::slice::from_ref(&refusal))
+    );
+    let mut bad = Raw::connect(&env.addr());
+    login(&mut bad);
+    for (cmd, names) in [
+        ("SUBSCRIBE", &["chan:b", "other"][..]),
+        ("SUBSCRIBE", &["other"][..]),
+        ("PSUBSCRIBE", &["*"][..]),
+    ] {
+        let mut words = vec![cmd];
+        words.extend_from_slice(names);
+        bad.send(&words);
+        assert_eq!(
+            show(&[bad.frame()]),
+            show(std::slice::from_ref(&refusal)),
+            "{words:?}"
+        );
+        // Nothing was subscribed: not in subscribed mode, nothing more arrives.
+        bad.send(&["GET", "x"]);
+        assert_eq!(bad.frame(), b"$-1\r\n", "{words:?}");
+        assert!(bad.drain(Duration::from_millis(100)).is_empty());
+    }
+    // The literal pattern the user has is allowed, and counts from 1.
+    bad.send(&["PSUBSCRIBE", "chan:*"]);
+    assert_eq!(
+        bad.frame(),
+        b"*3\r\n$10\r\npsubscribe\r\n$6\r\nchan:*\r\n:1\r\n"
+    );
+    let mut p = Raw::connect(&env.addr());
+    login(&mut p);
+    // (The worker's one subscriber connection holds the channel and the pattern: 2.)
+    // Over three pool timeouts, the first subscriber hears every message.
+    for i in 0..12 {
+        p.send(&["PUBLISH", "chan:a", &i.to_string()]);
+        assert_eq!(p.frame(), b":2\r\n");
+        assert_eq!(keep.frame(), message("message", "chan:a", &i.to_string()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !env.proxy_log().contains("subscriber connection lost"),
+        "{}",
+        env.proxy_log()
+    );
+    // A new subscriber connection subscribes only what the server took.
+    env.redis[0].cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    testkit::wait_until(Duration::from_secs(5), "resubscribed", || {
+        env.proxy_log().contains("pub/sub: resubscribed")
+    });
+    p.send(&["PUBLISH", "chan:a", "after"]);
+    assert_eq!(p.frame(), b":2\r\n");
+    assert_eq!(keep.frame(), message("message", "chan:a", "after"));
+    // The servers' user loses `chan:a` and the pattern (Redis closes the subscriber
+    // connection): the clients holding them are closed, as Redis closes its own
+    // subscribers then; a client of an allowed channel keeps hearing it.
+    let mut stays = Raw::connect(&env.addr());
+    login(&mut stays);
+    stays.send(&["SUBSCRIBE", "chan:b"]);
+    assert_eq!(
+        stays.frame(),
+        b"*3\r\n$9\r\nsubscribe\r\n$6\r\nchan:b\r\n:1\r\n"
+    );
+    env.redis[0].cmd(&["ACL", "SETUSER", "app", "resetchannels", "&chan:b"]);
+    assert!(keep.closed(Duration::from_secs(10)), "chan:a's subscriber");
+    assert!(bad.closed(Duration::from_secs(10)), "chan:*'s subscriber");
+    p.send(&["PUBLISH", "chan:b", "still"]);
+    assert_eq!(p.frame(), b":1\r\n");
+    assert_eq!(stays.frame(), message("message", "chan:b", "still"));
+}

@@ -8,7 +8,10 @@
 //! for a RESP3 session. A RESP2 session with any subscription accepts only the subscribe
 //! commands, PING, QUIT and RESET (Redis' error otherwise); a RESP3 session accepts any.
 //! A subscribe command's replies wait until the server took every subscription the worker
-//! did not hold yet, so a PUBLISH sent after reading them reaches the client.
+//! did not hold yet, so a PUBLISH sent after reading them reaches the client. When a server
+//! refuses one (the servers' user may not use that channel: `NOPERM`), the command's reply
+//! is the server's error and its subscriptions are taken back before the session's next
+//! command, as Redis subscribes nothing of a refused command.
 //!
 //! Placement: a channel lives on the shard of the key of the same name
 //! ([`crate::upstream::subscriber::placement`]); PUBLISH and SPUBLISH go there and answer
@@ -227,12 +230,14 @@ impl Session {
             }
         };
         let seq = self.pending.push_waiting();
-        let waiter = Waiter::new(&self.pending, seq);
+        let waiter = Waiter::new(&self.pending, seq, &listener);
         let hub = Rc::clone(&self.pool.pubsub);
         let shards = self.pool.rt.shards.len();
         let mut out = BytesMut::new();
         for (n, at) in names.iter().zip(&places) {
-            if self.subs.set(kind).insert(Bytes::copy_from_slice(n)) {
+            let name = Bytes::copy_from_slice(n);
+            if self.subs.set(kind).insert(name.clone()) {
+                waiter.added(kind, name);
                 hub.subscribe(&listener, (kind, n), at, shards, &waiter);
             }
             let count = self.subs.count(kind);
@@ -268,6 +273,25 @@ impl Session {
         }
         self.note_mode();
         self.reply_raw(&out);
+    }
+
+    /// Take back the subscriptions of commands a server refused (the client got the
+    /// server's error for them, as Redis subscribes nothing of a refused command).
+    pub fn take_back_refused(&mut self) {
+        let Some(l) = &self.subs.listener else {
+            return;
+        };
+        let refused = l.take_refused();
+        if refused.is_empty() {
+            return;
+        }
+        let l = Rc::clone(l);
+        for (kind, n) in refused {
+            if self.subs.set(kind).remove(&n) {
+                self.pool.pubsub.unsubscribe(&l, kind, &n);
+            }
+        }
+        self.note_mode();
     }
 
     /// Leave every subscription (RESET, the end of the session), with no reply.

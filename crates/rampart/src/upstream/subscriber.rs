@@ -17,6 +17,12 @@
 //!                          session output buffer (or its queue, behind replies) ◄─┘
 //! ```
 //!
+//! A subscription is sent one name per command, so a server's refusal (an error instead of
+//! the confirmation: `NOPERM` when the servers' user may not use the channel) names it: the
+//! clients that asked for it get that error and hold nothing of their command, the worker
+//! drops it (it is not subscribed again), and a client told earlier that it holds it (a
+//! new connection subscribed it again) is closed. Other subscriptions are untouched.
+//!
 //! Bounds: a listener's held messages (its queue plus its output buffer) count against the
 //! pool's `pubsub_output_hard` (over it: that client alone is closed) and
 //! `pubsub_output_soft` for `pubsub_output_soft_time`; the link never waits for a listener.
@@ -44,7 +50,7 @@ use crate::upstream::pool::WorkerPool;
 
 mod cluster;
 
-/// Channels or patterns sent in one `SUBSCRIBE` (or `UNSUBSCRIBE`) command to a server.
+/// Channels or patterns sent in one `UNSUBSCRIBE` (or `PUNSUBSCRIBE`) command to a server.
 const BATCH: usize = 1024;
 /// Most subscription changes queued for one link; beyond it they are dropped and the link
 /// opens a new connection that subscribes the whole current set instead.
@@ -122,6 +128,9 @@ struct Link {
     resync: Cell<bool>,
     /// Confirmations (one per name of each command sent) the server still owes.
     owed: Cell<usize>,
+    /// The names of the subscribe commands sent (one name each) and not answered yet,
+    /// oldest first: a server's error answers the first. Cleared on every connect.
+    asked: RefCell<VecDeque<(Kind, Bytes)>>,
     /// When the server last made progress on `owed` (or it became non-zero).
     owed_since: Cell<Option<Instant>>,
     /// Shard channels whose `SUNSUBSCRIBE` was sent and not confirmed yet, with how many
@@ -154,6 +163,7 @@ impl Link {
         self.owed_since.set(None);
         self.resync.set(false);
         self.leaving.borrow_mut().clear();
+        self.asked.borrow_mut().clear();
     }
 
     /// Whether a `sunsubscribe` for `name` answers one this link sent (else the server
@@ -391,8 +401,10 @@ impl Hub {
                 .filter(|((k, _), e)| *k == kind && e.shards.contains(&shard))
                 .map(|((_, n), _)| n.as_ref())
                 .collect();
-            for chunk in names.chunks(batch(kind)) {
+            let mut asked = link.asked.borrow_mut();
+            for chunk in names.chunks(batch(kind, true)) {
                 encode_command(&mut out, kind.command(true), chunk);
+                asked.extend(chunk.iter().map(|n| (kind, Bytes::copy_from_slice(n))));
             }
             link.expect(names.len());
         }
@@ -409,22 +421,69 @@ impl Hub {
         }
     }
 
+    /// `shard`'s server refused the subscription `asked` with `error` (a whole error
+    /// frame): it is dropped from the worker, its waiting clients get the error, and a
+    /// client that holds it already (subscribed again on a new connection) is closed.
+    fn refused(&self, shard: usize, asked: Option<(Kind, Bytes)>, error: &[u8]) {
+        // Any client can cause this line (a channel the servers' user may not use).
+        static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
+        if let Some(left_out) = LINES.admit() {
+            let more = crate::observe::loglines::more(left_out, "refusals");
+            let text = String::from_utf8_lossy(&error[1..error.len().min(200)]);
+            let name = asked
+                .as_ref()
+                .map(|(_, n)| String::from_utf8_lossy(&n[..n.len().min(200)]).into_owned());
+            tracing::warn!(
+                shard,
+                "pub/sub: server refused {}: {}{more}",
+                name.as_deref().unwrap_or("a subscription"),
+                text.trim_end()
+            );
+        }
+        let Some((kind, name)) = asked else {
+            // Not known which: what waits on the shard is answered.
+            return self.settle_shard(shard);
+        };
+        let Some(mut e) = self.subs.borrow_mut().remove(&(kind, name.clone())) else {
+            return;
+        };
+        for &s in &e.shards {
+            let link = self.link(s);
+            link.keys.set(link.keys.get().saturating_sub(1));
+            if s != shard {
+                link.push(kind, name.clone(), false);
+            } else {
+                link.wake.notify();
+            }
+        }
+        for l in &e.listeners {
+            if !e.waiters.iter().any(|w| Rc::ptr_eq(&w.listener, l)) {
+                l.lose();
+            }
+        }
+        for w in e.waiters.drain(..) {
+            w.refuse(error);
+        }
+    }
+
     /// A frame read from `shard`'s subscriber connection.
     fn on_frame(self: &Rc<Self>, shard: usize, frame: Vec<u8>) {
         let Ok(Value::Array(Some(items))) = resp::peek(&frame) else {
             if frame.first() == Some(&b'-') {
-                // The answer to one name (a shard channel is sent one per command).
-                if let Some(l) = self.links.borrow().get(shard) {
+                // The answer to one name: every subscribe command carries one.
+                let link = self.links.borrow().get(shard).cloned();
+                let asked = link.and_then(|l| {
                     l.confirmed();
-                }
+                    l.asked.borrow_mut().pop_front()
+                });
                 let text = String::from_utf8_lossy(&frame[1..frame.len().min(200)]);
                 if crate::upstream::backend::is_redirect(&frame) {
                     tracing::debug!(shard, "pub/sub: redirected: {}", text.trim_end());
                     self.redirected(shard, &text);
+                    self.settle_shard(shard);
                 } else {
-                    tracing::warn!(shard, "pub/sub: server refused: {}", text.trim_end());
+                    self.refused(shard, asked, &frame);
                 }
-                self.settle_shard(shard);
             }
             return;
         };
@@ -467,6 +526,9 @@ impl Hub {
             return;
         }
         if what.ends_with(b"subscribe") {
+            if let Some(l) = &link {
+                l.asked.borrow_mut().pop_front();
+            }
             if let Some(e) = self.subs.borrow_mut().get_mut(&key) {
                 e.settle(shard);
             }
@@ -501,12 +563,16 @@ impl Hub {
         while i < ops.len() {
             let (kind, _, on) = ops[i];
             let mut j = i;
-            while j < ops.len() && j - i < batch(kind) && ops[j].0 == kind && ops[j].2 == on {
+            while j < ops.len() && j - i < batch(kind, on) && ops[j].0 == kind && ops[j].2 == on {
                 j += 1;
             }
             let names: Vec<&[u8]> = ops[i..j].iter().map(|o| o.1.as_ref()).collect();
             encode_command(&mut out, kind.command(on), &names);
             link.expect(names.len());
+            if on {
+                let mut asked = link.asked.borrow_mut();
+                asked.extend(ops[i..j].iter().map(|o| (kind, o.1.clone())));
+            }
             if kind == Kind::Shard && !on {
                 let mut leaving = link.leaving.borrow_mut();
                 for o in &ops[i..j] {
@@ -519,11 +585,12 @@ impl Hub {
     }
 }
 
-/// Most names one (un)subscribe command carries: [`BATCH`], and one for shard channels,
-/// since a Redis Cluster node refuses SSUBSCRIBE of channels in different slots.
-fn batch(kind: Kind) -> usize {
-    match kind {
-        Kind::Shard => 1,
+/// Most names one (un)subscribe (`on`) command carries: one for a subscribe, so that a
+/// refusal names its subscription (and a Redis Cluster node refuses SSUBSCRIBE of channels
+/// in different slots), and for a shard channel's `SUNSUBSCRIBE`; [`BATCH`] otherwise.
+fn batch(kind: Kind, on: bool) -> usize {
+    match (kind, on) {
+        (Kind::Shard, _) | (_, true) => 1,
         _ => BATCH,
     }
 }
