@@ -243,9 +243,7 @@ impl Session {
             let count = self.subs.count(kind);
             confirmation(&mut out, resp3, reply_word(kind, true), Some(n), count);
         }
-        if let Some(e) = &self.client.entry {
-            e.set_flag(crate::observe::clients::FLAG_PUBSUB, true);
-        }
+        self.note_mode();
         waiter.arm(out);
     }
 
@@ -316,11 +314,12 @@ impl Session {
         }
     }
 
+    /// What `CLIENT LIST` shows of the session's subscriptions: the `P` flag and the counts.
     fn note_mode(&self) {
-        if !self.subs.active() {
-            if let Some(e) = &self.client.entry {
-                e.set_flag(crate::observe::clients::FLAG_PUBSUB, false);
-            }
+        if let Some(e) = &self.client.entry {
+            let s = &self.subs;
+            e.set_flag(crate::observe::clients::FLAG_PUBSUB, s.active());
+            e.set_subscriptions([s.channels.len(), s.patterns.len(), s.shard.len()]);
         }
     }
 
