@@ -1222,3 +1222,66 @@ fn a_switchover_while_subscribed_never_repeats_or_reorders_a_message() {
         );
     }
 }
+
+/// A server busy with a script answers `BUSY` to a subscription: the client that asked gets
+/// that error, as from Redis directly, and holds nothing of its command. A subscription
+/// the server refused only for now (a reload opened a new subscriber connection during the
+/// script) stays with the client that holds it and is asked again: once the script is
+/// killed, that client hears its channel.
+#[test]
+fn a_busy_server_refuses_a_subscription_for_now_and_its_holder_keeps_it() {
+    let env = Setup::new(1)
+        .workers(1)
+        .redis_args(&["--busy-reply-threshold", "100"])
+        .env("RAMPART_LOG", "info")
+        .start();
+    let mut keep = Raw::connect(&env.addr());
+    keep.send(&["SUBSCRIBE", "news"]);
+    keep.frame();
+    let backend = env.redis[0].addr();
+    let script = std::thread::spawn({
+        let a = backend.clone();
+        move || {
+            let mut c = testkit::Client::connect(&a);
+            c.set_read_timeout(Some(Duration::from_secs(60)));
+            c.cmd(&["EVAL", "while true do end", "0"])
+        }
+    });
+    testkit::wait_until(Duration::from_secs(5), "the server busy", || {
+        let r = testkit::Client::connect(&backend).cmd(&["PING"]);
+        matches!(r, testkit::Reply::Error(e) if e.starts_with("BUSY"))
+    });
+    let mut asker = Raw::connect(&env.addr());
+    asker.send(&["SUBSCRIBE", "other"]);
+    let r = String::from_utf8(asker.frame()).unwrap();
+    assert!(r.starts_with("-BUSY"), "{r}");
+    // Not in subscribed mode: PING answers as to any client.
+    asker.send(&["PING"]);
+    assert_eq!(asker.frame(), b"+PONG\r\n");
+    // A reload that changes how server connections are opened replaces the subscriber
+    // connection while the script runs: its SUBSCRIBE is refused with BUSY.
+    let path = env.proxy.dir().join("x.yml");
+    let yaml = env
+        .yaml
+        .replace("  servers:", "  server_connections: 2\n  servers:");
+    std::fs::write(&path, yaml).unwrap();
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    testkit::wait_until(Duration::from_secs(10), "the refusal", || {
+        env.proxy_log()
+            .contains("pub/sub: server refused news: BUSY")
+    });
+    assert!(
+        !keep.closed(Duration::from_millis(500)),
+        "the holder was closed"
+    );
+    assert_eq!(
+        testkit::Client::connect(&backend).cmd(&["SCRIPT", "KILL"]),
+        testkit::Reply::ok()
+    );
+    script.join().unwrap();
+    let mut p = env.client();
+    testkit::wait_until(Duration::from_secs(5), "news subscribed again", || {
+        p.cmd(&["PUBLISH", "news", "back"]).as_int() == Some(1)
+    });
+    assert_eq!(keep.frame(), message("message", "news", "back"));
+}

@@ -18,10 +18,11 @@
 //! ```
 //!
 //! A subscription is sent one name per command, so a server's refusal (an error instead of
-//! the confirmation: `NOPERM` when the servers' user may not use the channel) names it: the
-//! clients that asked for it get that error and hold nothing of their command, the worker
-//! drops it (it is not subscribed again), and a client told earlier that it holds it (a
-//! new connection subscribed it again) is closed. Other subscriptions are untouched.
+//! the confirmation) names it: the clients that asked for it get that error and hold
+//! nothing of their command. Refused for the servers' user's rights (`NOPERM`), the worker
+//! drops it and a client told earlier that it holds it (a new connection subscribed it
+//! again) is closed; refused for now (`BUSY`), such a client keeps it and it is asked
+//! again. Other subscriptions are untouched.
 //!
 //! Bounds: a listener's held messages (its queue plus its output buffer) count against the
 //! pool's `pubsub_output_hard` (over it: that client alone is closed) and
@@ -422,9 +423,12 @@ impl Hub {
     }
 
     /// `shard`'s server refused the subscription `asked` with `error` (a whole error
-    /// frame): it is dropped from the worker, its waiting clients get the error, and a
-    /// client that holds it already (subscribed again on a new connection) is closed.
-    fn refused(&self, shard: usize, asked: Option<(Kind, Bytes)>, error: &[u8]) {
+    /// frame): its waiting clients get the error, as from Redis directly. Refused for the
+    /// servers' user's rights (`NOPERM`), it is dropped from the worker and a client that
+    /// holds it already (subscribed again on a new connection) is closed; refused for
+    /// another reason (`BUSY` while a script runs), the clients that hold it keep it and it
+    /// is asked again after [`RETRY_MAX`].
+    fn refused(self: &Rc<Self>, shard: usize, asked: Option<(Kind, Bytes)>, error: &[u8]) {
         // Any client can cause this line (a channel the servers' user may not use).
         static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
         if let Some(left_out) = LINES.admit() {
@@ -444,6 +448,9 @@ impl Hub {
             // Not known which: what waits on the shard is answered.
             return self.settle_shard(shard);
         };
+        if !error.starts_with(b"-NOPERM") {
+            return self.refused_for_now(shard, (kind, name), error);
+        }
         let Some(mut e) = self.subs.borrow_mut().remove(&(kind, name.clone())) else {
             return;
         };
@@ -464,6 +471,40 @@ impl Hub {
         for w in e.waiters.drain(..) {
             w.refuse(error);
         }
+    }
+
+    /// See [`Hub::refused`]: a refusal that may not last.
+    fn refused_for_now(self: &Rc<Self>, shard: usize, key: (Kind, Bytes), error: &[u8]) {
+        let mut subs = self.subs.borrow_mut();
+        let Some(e) = subs.get_mut(&key) else {
+            return;
+        };
+        e.unconfirmed.retain(|&s| s != shard);
+        let waiters: Vec<Rc<Waiter>> = e.waiters.drain(..).collect();
+        let held = e
+            .listeners
+            .iter()
+            .any(|l| !waiters.iter().any(|w| Rc::ptr_eq(&w.listener, l)));
+        drop(subs);
+        for w in waiters {
+            w.refuse(error);
+        }
+        if !held {
+            return;
+        }
+        let hub = Rc::downgrade(self);
+        tokio::task::spawn_local(async move {
+            sleep(RETRY_MAX).await;
+            let Some(h) = hub.upgrade() else { return };
+            let placed = h
+                .subs
+                .borrow()
+                .get(&key)
+                .is_some_and(|e| e.shards.contains(&shard));
+            if placed {
+                h.link(shard).push(key.0, key.1, true);
+            }
+        });
     }
 
     /// A frame read from `shard`'s subscriber connection.
