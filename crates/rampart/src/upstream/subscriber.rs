@@ -56,11 +56,15 @@ const BATCH: usize = 1024;
 /// Most subscription changes queued for one link; beyond it they are dropped and the link
 /// opens a new connection that subscribes the whole current set instead.
 const MAX_OPS: usize = 65_536;
-/// First wait before a link tries to connect again; doubles up to [`RETRY_MAX`].
+/// First wait before a link tries to connect again after a failed connect; doubles up to
+/// [`RETRY_MAX`]. (While the shard has no node, the waiting subscriptions are answered as
+/// often.)
 const RETRY_MIN: Duration = Duration::from_millis(50);
-/// Longest wait between two connects of a link (the resubscription after a failover comes
-/// within this of the new primary being known).
+/// Longest wait between two connects of a link whose connects fail.
 const RETRY_MAX: Duration = Duration::from_millis(200);
+/// How often a link whose shard has no node to serve it looks again (the resubscription
+/// after a failover comes within this of the new primary being known).
+const NO_NODE_POLL: Duration = Duration::from_millis(5);
 /// How often a connected link checks that its node still serves the shard (a switch also
 /// closes its connection at once; this is the fallback).
 const RECHECK: Duration = Duration::from_millis(250);
@@ -658,6 +662,8 @@ enum Stop {
 async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
     let mut delay = RETRY_MIN;
     let mut served = false;
+    // While the shard has no node: when the waiting subscriptions were last answered.
+    let mut settled: Option<Instant> = None;
     loop {
         let Some(h) = hub.upgrade() else {
             link.running.set(false);
@@ -669,13 +675,20 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
         }
         h.follow_slots();
         let Some((rt, node)) = h.target(shard) else {
-            h.settle_shard(shard);
-            h.relocate_channels(shard);
+            // Looked for often (a look costs no I/O), so the link subscribes on a new
+            // primary within a few milliseconds of it being named, before most of the
+            // writes held for it (PUBLISH among them) are released there.
+            if settled.is_none_or(|t| t.elapsed() >= delay) {
+                h.settle_shard(shard);
+                h.relocate_channels(shard);
+                settled = Some(Instant::now());
+                delay = (delay * 2).min(RETRY_MAX);
+            }
             drop(h);
-            sleep(delay).await;
-            delay = (delay * 2).min(RETRY_MAX);
+            sleep(NO_NODE_POLL).await;
             continue;
         };
+        settled = None;
         let mut lease = h.conns.lease_own(&rt, &node);
         link.reset();
         let all = h.everything_on(shard, &link);
