@@ -1285,3 +1285,34 @@ fn a_busy_server_refuses_a_subscription_for_now_and_its_holder_keeps_it() {
     });
     assert_eq!(keep.frame(), message("message", "news", "back"));
 }
+
+/// `distribution: random` places each key on any server, so a channel has no shard of its
+/// own: it is subscribed on every shard, and each PUBLISH (sent to any one) is heard once.
+#[test]
+fn with_random_distribution_every_message_is_heard_once() {
+    let redis: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let port = testkit::free_port();
+    let yaml = Setup::new(3)
+        .yaml(port, &redis)
+        .replace("distribution: ketama", "distribution: random");
+    let _proxy = common::start_rampart(&yaml, port, 1);
+    let addr = format!("127.0.0.1:{port}");
+    let mut sub = Raw::connect(&addr);
+    sub.send(&["SUBSCRIBE", "news"]);
+    sub.frame();
+    sub.send(&["SSUBSCRIBE", "shard-news"]);
+    sub.frame();
+    let mut p = Raw::connect(&addr);
+    for i in 0..30 {
+        let body = i.to_string();
+        p.send(&["PUBLISH", "news", &body]);
+        assert_eq!(p.frame(), b":1\r\n", "PUBLISH {i}");
+        assert_eq!(sub.frame(), message("message", "news", &body));
+        p.send(&["SPUBLISH", "shard-news", &body]);
+        assert_eq!(p.frame(), b":1\r\n", "SPUBLISH {i}");
+        assert_eq!(sub.frame(), message("smessage", "shard-news", &body));
+    }
+    assert!(sub.drain(Duration::from_millis(200)).is_empty());
+    p.send(&["PUBSUB", "NUMSUB", "news"]);
+    assert_eq!(p.frame(), b"*2\r\n$4\r\nnews\r\n:1\r\n");
+}

@@ -14,7 +14,8 @@
 //! command, as Redis subscribes nothing of a refused command.
 //!
 //! Placement: a channel lives on the shard of the key of the same name
-//! ([`crate::upstream::subscriber::placement`]); PUBLISH and SPUBLISH go there and answer
+//! ([`crate::upstream::subscriber::placement`]), on every shard in a pool with
+//! `distribution: random`; PUBLISH and SPUBLISH go there and answer
 //! that shard's receiver count (each worker's subscriber connection counts as one receiver).
 //! PUBSUB CHANNELS and SHARDCHANNELS are the union over the shards, NUMSUB and SHARDNUMSUB
 //! ask each channel's shard, NUMPAT is the largest count over the shards: every worker
@@ -195,9 +196,14 @@ impl Session {
         self.reply_raw(&out);
     }
 
-    /// Where the channel, pattern or shard channel `name` is subscribed and published.
+    /// Where the channel, pattern or shard channel `name` is subscribed and published. In
+    /// a pool with `distribution: random`, which places each key on any server, everywhere:
+    /// each PUBLISH goes to any one shard and is heard there once.
     pub(super) fn shard_for(&self, kind: Kind, name: &[u8]) -> Option<Placement> {
         let rt = &self.pool.rt;
+        if rt.cluster.is_none() && rt.conf.distribution == hashkit::Distribution::Random {
+            return Some(Placement::All);
+        }
         placement(kind, name, |k| rt.shard_for_key(k))
     }
 
