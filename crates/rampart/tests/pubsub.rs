@@ -1316,3 +1316,49 @@ fn with_random_distribution_every_message_is_heard_once() {
     p.send(&["PUBSUB", "NUMSUB", "news"]);
     assert_eq!(p.frame(), b"*2\r\n$4\r\nnews\r\n:1\r\n");
 }
+
+/// With `auto_eject_hosts`, an ejected server's keys, and so its channels, live on another
+/// server until it is put back: a subscription follows the ring both ways. A client
+/// subscribed before the ejection hears what is published during it, and one that
+/// subscribed during it hears what is published once the server is back.
+#[test]
+fn subscriptions_follow_the_ring_when_a_server_is_ejected_and_put_back() {
+    let env = Setup::new(2)
+        .workers(1)
+        .option("timeout", 300)
+        .option("auto_eject_hosts", "true")
+        .option("server_failure_limit", 1)
+        .option("server_retry_timeout", 2000)
+        .start();
+    let ch = env.key_per_shard("ch")[0].clone();
+    env.redis[0].cmd(&["SET", &ch, "on shard 0"]);
+    let mut before = Raw::connect(&env.addr());
+    before.send(&["SUBSCRIBE", &ch]);
+    before.frame();
+    let mut c = env.client();
+    // Frozen: the request times out and the server is ejected.
+    env.redis[0].stop();
+    assert!(matches!(c.cmd(&["GET", &ch]), testkit::Reply::Error(_)));
+    assert_eq!(c.cmd(&["GET", &ch]), testkit::Reply::nil(), "not ejected");
+    let mut during = Raw::connect(&env.addr());
+    during.send(&["SUBSCRIBE", &ch]);
+    during.frame();
+    // Published on the other server now: the client subscribed before hears it.
+    testkit::wait_until(Duration::from_secs(5), "heard during the ejection", || {
+        c.cmd(&["PUBLISH", &ch, "during"]).as_int() == Some(1)
+    });
+    assert_eq!(during.frame(), message("message", &ch, "during"));
+    assert_eq!(before.frame(), message("message", &ch, "during"));
+    before.drain(Duration::from_millis(100));
+    during.drain(Duration::from_millis(100));
+    // Put back after server_retry_timeout: the channel is published there again.
+    env.redis[0].cont();
+    testkit::wait_until(Duration::from_secs(10), "the server put back", || {
+        c.cmd(&["GET", &ch]) == testkit::Reply::bulk("on shard 0")
+    });
+    testkit::wait_until(Duration::from_secs(5), "heard after the return", || {
+        c.cmd(&["PUBLISH", &ch, "back"]).as_int() == Some(1)
+    });
+    assert_eq!(during.frame(), message("message", &ch, "back"));
+    assert_eq!(before.frame(), message("message", &ch, "back"));
+}

@@ -50,6 +50,7 @@ use crate::upstream::listener::{Listener, Waiter};
 use crate::upstream::pool::WorkerPool;
 
 mod cluster;
+mod ring;
 
 /// Channels or patterns sent in one `UNSUBSCRIBE` (or `PUNSUBSCRIBE`) command to a server.
 const BATCH: usize = 1024;
@@ -212,6 +213,8 @@ pub struct Hub {
     /// The slot table shard channels were last placed by (a cluster pool); held weakly, so
     /// a new table is told apart by its address without keeping the old one's slots.
     placed_by: RefCell<std::sync::Weak<SlotTable>>,
+    /// The ring channels were last placed by (other pools), held weakly in the same way.
+    placed_ring: RefCell<std::sync::Weak<hashkit::Continuum>>,
     /// A shard channel was dropped or redirected by its server: place them again even if
     /// the table did not change.
     replace: Cell<bool>,
@@ -230,6 +233,7 @@ impl Default for Hub {
             links: RefCell::default(),
             conns: Rc::default(),
             placed_by: RefCell::new(std::sync::Weak::new()),
+            placed_ring: RefCell::new(std::sync::Weak::new()),
             replace: Cell::new(false),
             following: Cell::new(false),
             home: Cell::new(None),
