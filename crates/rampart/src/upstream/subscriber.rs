@@ -488,11 +488,25 @@ impl Hub {
             return;
         };
         e.unconfirmed.retain(|&s| s != shard);
+        // The clients that asked hold nothing of it (their sessions take it back).
         let waiters: Vec<Rc<Waiter>> = e.waiters.drain(..).collect();
-        let held = e
-            .listeners
-            .iter()
-            .any(|l| !waiters.iter().any(|w| Rc::ptr_eq(&w.listener, l)));
+        e.listeners
+            .retain(|l| !waiters.iter().any(|w| Rc::ptr_eq(&w.listener, l)));
+        let held = !e.listeners.is_empty();
+        if !held {
+            // Nobody else: left everywhere, so a later subscriber asks the server anew.
+            if let Some(e) = subs.remove(&key) {
+                for &s in &e.shards {
+                    let link = self.link(s);
+                    link.keys.set(link.keys.get().saturating_sub(1));
+                    if s == shard {
+                        link.wake.notify();
+                    } else {
+                        link.push(key.0, key.1.clone(), false);
+                    }
+                }
+            }
+        }
         drop(subs);
         for w in waiters {
             w.refuse(error);
