@@ -1016,6 +1016,8 @@ fn a_subscription_the_servers_refuse_is_an_error_and_others_keep_hearing() {
     );
     let mut bad = Raw::connect(&env.addr());
     login(&mut bad);
+    let mut p = Raw::connect(&env.addr());
+    login(&mut p);
     for (cmd, names) in [
         ("SUBSCRIBE", &["chan:b", "other"][..]),
         ("SUBSCRIBE", &["other"][..]),
@@ -1029,7 +1031,11 @@ fn a_subscription_the_servers_refuse_is_an_error_and_others_keep_hearing() {
             show(std::slice::from_ref(&refusal)),
             "{words:?}"
         );
-        // Nothing was subscribed: not in subscribed mode, nothing more arrives.
+        // Nothing was subscribed, even what the server took of it (chan:b), before the
+        // client sends anything else: not in subscribed mode, nothing more arrives.
+        p.send(&["PUBLISH", "chan:b", "not for bad"]);
+        p.frame();
+        assert!(bad.drain(Duration::from_millis(100)).is_empty());
         bad.send(&["GET", "x"]);
         assert_eq!(bad.frame(), b"$-1\r\n", "{words:?}");
         assert!(bad.drain(Duration::from_millis(100)).is_empty());
@@ -1040,8 +1046,6 @@ fn a_subscription_the_servers_refuse_is_an_error_and_others_keep_hearing() {
         bad.frame(),
         b"*3\r\n$10\r\npsubscribe\r\n$6\r\nchan:*\r\n:1\r\n"
     );
-    let mut p = Raw::connect(&env.addr());
-    login(&mut p);
     // (The worker's one subscriber connection holds the channel and the pattern: 2.)
     // Over three pool timeouts, the first subscriber hears every message.
     for i in 0..12 {

@@ -63,6 +63,13 @@ impl Listener {
         std::mem::take(&mut *self.refused.borrow_mut())
     }
 
+    /// Whether the subscription `(kind, name)` is one of a command the client got an error
+    /// for, not yet taken back: its messages are not the client's.
+    pub(super) fn refuses(&self, kind: Kind, name: &[u8]) -> bool {
+        let refused = self.refused.borrow();
+        !refused.is_empty() && refused.iter().any(|(k, n)| *k == kind && n == name)
+    }
+
     /// Whether a server refused a subscription the client holds, which it could not be
     /// told of (it must be closed, as Redis 7 closes a subscriber whose channels its user
     /// may no longer use).

@@ -613,7 +613,9 @@ impl Hub {
             resp2.clone()
         };
         for l in &e.listeners {
-            l.offer(&resp2, &resp3);
+            if !l.refuses(kind, &key.1) {
+                l.offer(&resp2, &resp3);
+            }
         }
     }
 
