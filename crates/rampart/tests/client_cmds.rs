@@ -636,6 +636,53 @@ fn subscribers_are_clients_of_type_pubsub() {
     assert_pings(&mut admin);
 }
 
+/// `CLIENT LIST` counts a client's channels, patterns and shard channels (`sub=`, `psub=`,
+/// `ssub=`) as Redis does: after subscribing, after leaving some, after RESET.
+#[test]
+fn client_list_counts_the_subscriptions_as_redis_does() {
+    let env = Setup::new(2).start();
+    let reference = reference();
+    // Each side: its subscriber, its id, and a client that lists it.
+    let mut sides: Vec<(Client, String, Client)> = [env.addr(), reference.addr()]
+        .iter()
+        .map(|a| {
+            let mut c = Client::connect(a);
+            let id = id_of(&mut c).to_string();
+            (c, id, Client::connect(a))
+        })
+        .collect();
+    // Each step and the replies it gets.
+    let steps: [(&[&str], usize); 6] = [
+        (&["SUBSCRIBE", "a", "b", "c"], 3),
+        (&["PSUBSCRIBE", "p*", "q*"], 2),
+        (&["SSUBSCRIBE", "s"], 1),
+        (&["UNSUBSCRIBE", "b"], 1),
+        (&["PUNSUBSCRIBE"], 2),
+        (&["RESET"], 1),
+    ];
+    for (step, replies) in steps {
+        let mut seen = Vec::new();
+        for (c, id, lister) in &mut sides {
+            let mut raw = format!("*{}\r\n", step.len());
+            for w in step {
+                raw.push_str(&format!("${}\r\n{w}\r\n", w.len()));
+            }
+            c.send_raw(raw.as_bytes()).unwrap();
+            for _ in 0..replies {
+                c.read_reply().expect("a reply");
+            }
+            let line = text(&lister.cmd(&["CLIENT", "LIST", "ID", id.as_str()]));
+            let f = fields(&line);
+            let counts: Vec<String> = ["flags", "sub", "psub", "ssub"]
+                .iter()
+                .map(|k| format!("{k}={}", field(&f, k)))
+                .collect();
+            seen.push(counts);
+        }
+        assert_eq!(seen[0], seen[1], "after {step:?}: rampart, then Redis");
+    }
+}
+
 /// A listener on an IPv6 socket that IPv4 clients reach (here `[::ffff:127.0.0.1]`, as on a
 /// dual-stack `[::]` listener): a client from 127.0.0.1 arrives as `::ffff:127.0.0.1` and is
 /// on loopback, so it may run the operator commands of a pool without users.

@@ -960,3 +960,416 @@ fn a_reload_that_changes_connection_settings_replaces_subscriber_connections() {
     );
     assert_eq!(sub.frame(), message("message", "news", "after"));
 }
+
+/// The servers' user (`redis_username`) may use only `chan:*` channels, as a Redis 7 user
+/// created without `allchannels` may use none. A SUBSCRIBE or PSUBSCRIBE the servers refuse
+/// gets their error, as that client would get it from Redis directly, and subscribes nothing
+/// (the client is not left in subscribed mode); the subscriber connection is not restarted
+/// over it, and a client subscribed to an allowed channel keeps hearing it, across a
+/// resubscription too.
+#[test]
+fn a_subscription_the_servers_refuse_is_an_error_and_others_keep_hearing() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("redis_auth", "pw")
+        .option("redis_username", "app")
+        .option("timeout", 400)
+        .env("RAMPART_LOG", "info")
+        .start();
+    let set = env.redis[0].cmd(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "resetchannels",
+        "&chan:*",
+    ]);
+    assert_eq!(set, testkit::Reply::ok());
+    let login = |c: &mut Raw| {
+        c.send(&["AUTH", "pw"]);
+        assert_eq!(c.frame(), b"+OK\r\n");
+    };
+    let mut keep = Raw::connect(&env.addr());
+    login(&mut keep);
+    testkit::wait_until(Duration::from_secs(5), "the node up", || {
+        keep.send(&["SET", "up", "1"]);
+        keep.frame() == b"+OK\r\n"
+    });
+    keep.send(&["SUBSCRIBE", "chan:a"]);
+    assert_eq!(
+        keep.frame(),
+        b"*3\r\n$9\r\nsubscribe\r\n$6\r\nchan:a\r\n:1\r\n"
+    );
+    // What Redis answers the same user directly.
+    let mut direct = Raw::connect(&env.redis[0].addr());
+    direct.send(&["AUTH", "app", "pw"]);
+    direct.frame();
+    direct.send(&["SUBSCRIBE", "chan:b", "other"]);
+    let refusal = direct.frame();
+    assert!(
+        refusal.starts_with(b"-NOPERM"),
+        "{}",
+        show(std::slice::from_ref(&refusal))
+    );
+    let mut bad = Raw::connect(&env.addr());
+    login(&mut bad);
+    let mut p = Raw::connect(&env.addr());
+    login(&mut p);
+    for (cmd, names) in [
+        ("SUBSCRIBE", &["chan:b", "other"][..]),
+        ("SUBSCRIBE", &["other"][..]),
+        ("PSUBSCRIBE", &["*"][..]),
+    ] {
+        let mut words = vec![cmd];
+        words.extend_from_slice(names);
+        bad.send(&words);
+        assert_eq!(
+            show(&[bad.frame()]),
+            show(std::slice::from_ref(&refusal)),
+            "{words:?}"
+        );
+        // Nothing was subscribed, even what the server took of it (chan:b), before the
+        // client sends anything else: not in subscribed mode, nothing more arrives.
+        p.send(&["PUBLISH", "chan:b", "not for bad"]);
+        p.frame();
+        assert!(bad.drain(Duration::from_millis(100)).is_empty());
+        bad.send(&["GET", "x"]);
+        assert_eq!(bad.frame(), b"$-1\r\n", "{words:?}");
+        assert!(bad.drain(Duration::from_millis(100)).is_empty());
+    }
+    // The literal pattern the user has is allowed, and counts from 1.
+    bad.send(&["PSUBSCRIBE", "chan:*"]);
+    assert_eq!(
+        bad.frame(),
+        b"*3\r\n$10\r\npsubscribe\r\n$6\r\nchan:*\r\n:1\r\n"
+    );
+    // (The worker's one subscriber connection holds the channel and the pattern: 2.)
+    // Over three pool timeouts, the first subscriber hears every message.
+    for i in 0..12 {
+        p.send(&["PUBLISH", "chan:a", &i.to_string()]);
+        assert_eq!(p.frame(), b":2\r\n");
+        assert_eq!(keep.frame(), message("message", "chan:a", &i.to_string()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !env.proxy_log().contains("subscriber connection lost"),
+        "{}",
+        env.proxy_log()
+    );
+    // A new subscriber connection subscribes only what the server took.
+    env.redis[0].cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    testkit::wait_until(Duration::from_secs(5), "resubscribed", || {
+        env.proxy_log().contains("pub/sub: resubscribed")
+    });
+    p.send(&["PUBLISH", "chan:a", "after"]);
+    assert_eq!(p.frame(), b":2\r\n");
+    assert_eq!(keep.frame(), message("message", "chan:a", "after"));
+    // The servers' user loses `chan:a` and the pattern (Redis closes the subscriber
+    // connection): the clients holding them are closed, as Redis closes its own
+    // subscribers then; a client of an allowed channel keeps hearing it.
+    let mut stays = Raw::connect(&env.addr());
+    login(&mut stays);
+    stays.send(&["SUBSCRIBE", "chan:b"]);
+    assert_eq!(
+        stays.frame(),
+        b"*3\r\n$9\r\nsubscribe\r\n$6\r\nchan:b\r\n:1\r\n"
+    );
+    env.redis[0].cmd(&["ACL", "SETUSER", "app", "resetchannels", "&chan:b"]);
+    assert!(keep.closed(Duration::from_secs(10)), "chan:a's subscriber");
+    assert!(bad.closed(Duration::from_secs(10)), "chan:*'s subscriber");
+    p.send(&["PUBLISH", "chan:b", "still"]);
+    assert_eq!(p.frame(), b":1\r\n");
+    assert_eq!(stays.frame(), message("message", "chan:b", "still"));
+}
+
+/// The numbers of the messages `frames` carry (`<n>` bodies), and every frame that is not
+/// such a message (an error, an unsubscribe, a reply the test did not ask for).
+fn numbered(frames: &[Vec<u8>], resp3: bool) -> (Vec<u64>, Vec<String>) {
+    let (mut nums, mut other) = (Vec::new(), Vec::new());
+    for f in frames {
+        let head = if resp3 { ">3\r\n" } else { "*3\r\n" };
+        let text = String::from_utf8_lossy(f).into_owned();
+        let n = text
+            .strip_prefix(head)
+            .and_then(|t| t.strip_prefix("$7\r\nmessage\r\n$4\r\nnews\r\n$"))
+            .and_then(|t| t.split("\r\n").nth(1))
+            .and_then(|b| b.parse().ok());
+        match n {
+            Some(n) => nums.push(n),
+            None => other.push(text),
+        }
+    }
+    (nums, other)
+}
+
+/// `RAMPART SWITCHOVER` while clients are subscribed and a client publishes through rampart
+/// every few milliseconds: every subscriber (RESP2, and RESP3 sending ordinary commands
+/// between the pushes) gets each message at most once, in order, never a frame it did not
+/// ask for, and hears the messages published after the switchover. The messages it misses
+/// are those PUBLISH said fewer workers heard (published on the new primary before a
+/// worker subscribed there again: Pub/Sub is at-most-once).
+#[test]
+fn a_switchover_while_subscribed_never_repeats_or_reorders_a_message() {
+    let s = ha::SentinelSetup::start("  failover_hold: 10s\n");
+    let addr = s.proxy.addr();
+    let mut sub2 = Raw::connect(&addr);
+    sub2.send(&["SUBSCRIBE", "news"]);
+    sub2.frame();
+    let mut sub3 = Raw::connect(&addr);
+    sub3.send(&["HELLO", "3"]);
+    sub3.frame();
+    sub3.send(&["SUBSCRIBE", "news"]);
+    sub3.frame();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        let addr = addr.clone();
+        move || {
+            let mut c = Raw::connect(&addr);
+            let mut replies = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(&["PUBLISH", "news", &i.to_string()]);
+                replies.push(c.frame());
+                i += 1;
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            (i, replies)
+        }
+    });
+    // The RESP3 subscriber asks something between the pushes all along.
+    let asker = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        move || {
+            let mut frames = Vec::new();
+            let mut asked = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sub3.send(&["ECHO", "between"]);
+                asked += 1;
+                frames.extend(sub3.drain(Duration::from_millis(20)));
+            }
+            frames.extend(sub3.drain(Duration::from_millis(500)));
+            (asked, frames)
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut admin = testkit::Client::connect(&addr);
+    admin.set_read_timeout(Some(Duration::from_secs(25)));
+    let t0 = Instant::now();
+    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", ha::MASTER]);
+    assert!(
+        matches!(&reply, testkit::Reply::Simple(m) if m.contains("switched to")),
+        "{reply:?}\n{}",
+        s.proxy.log()
+    );
+    let (_, port) = s.wait_switch(t0, Duration::from_secs(10));
+    // Heard again on the new primary, published through rampart.
+    let new = format!("127.0.0.1:{port}");
+    testkit::wait_until(
+        Duration::from_secs(10),
+        "resubscribed on the new primary",
+        || {
+            let mut c = testkit::Client::connect(&new);
+            c.cmd(&["PUBSUB", "NUMSUB", "news"])
+                .as_array()
+                .is_some_and(|a| a.get(1).and_then(testkit::Reply::as_int) >= Some(1))
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (published, replies) = publisher.join().unwrap();
+    let (asked, frames3) = asker.join().unwrap();
+    let frames2 = sub2.drain(Duration::from_millis(500));
+    let errors: Vec<String> = replies
+        .iter()
+        .filter(|r| r.first() != Some(&b':'))
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    assert!(errors.is_empty(), "PUBLISH failed: {errors:?}");
+    // Before the switchover each worker holding a subscriber counted once.
+    let full = replies[0].clone();
+    for (name, frames, resp3) in [("RESP2", &frames2, false), ("RESP3", &frames3, true)] {
+        let (nums, mut other) = numbered(frames, resp3);
+        if resp3 {
+            let echoes = other.iter().filter(|t| *t == "$7\r\nbetween\r\n").count();
+            assert_eq!(echoes, asked, "{name}: ECHO replies");
+            other.retain(|t| t != "$7\r\nbetween\r\n");
+        }
+        assert!(other.is_empty(), "{name}: unexpected frames {other:?}");
+        assert!(
+            nums.windows(2).all(|w| w[0] < w[1]),
+            "{name}: a message repeated or out of order: {nums:?}"
+        );
+        assert_eq!(
+            nums.last(),
+            Some(&(published - 1)),
+            "{name}: the last message"
+        );
+        // A message is lost only while a worker's subscriber connection was being opened
+        // on the new primary: one the server counted for every worker was heard.
+        let lost: Vec<(u64, &[u8])> = (0..published)
+            .filter(|n| !nums.contains(n))
+            .map(|n| (n, &replies[n as usize][..]))
+            .filter(|(_, r)| *r == &full[..])
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{name}: lost messages every worker heard: {lost:?}"
+        );
+        println!(
+            "{name}: {} of {published} messages heard, {} lost around the switchover",
+            nums.len(),
+            published as usize - nums.len()
+        );
+    }
+}
+
+/// A server busy with a script answers `BUSY` to a subscription: the client that asked gets
+/// that error, as from Redis directly, and holds nothing of its command. A subscription
+/// the server refused only for now (a reload opened a new subscriber connection during the
+/// script) stays with the client that holds it and is asked again: once the script is
+/// killed, that client hears its channel.
+#[test]
+fn a_busy_server_refuses_a_subscription_for_now_and_its_holder_keeps_it() {
+    let env = Setup::new(1)
+        .workers(1)
+        .redis_args(&["--busy-reply-threshold", "100"])
+        .env("RAMPART_LOG", "info")
+        .start();
+    let mut keep = Raw::connect(&env.addr());
+    keep.send(&["SUBSCRIBE", "news"]);
+    keep.frame();
+    let backend = env.redis[0].addr();
+    let script = std::thread::spawn({
+        let a = backend.clone();
+        move || {
+            let mut c = testkit::Client::connect(&a);
+            c.set_read_timeout(Some(Duration::from_secs(60)));
+            c.cmd(&["EVAL", "while true do end", "0"])
+        }
+    });
+    testkit::wait_until(Duration::from_secs(5), "the server busy", || {
+        let r = testkit::Client::connect(&backend).cmd(&["PING"]);
+        matches!(r, testkit::Reply::Error(e) if e.starts_with("BUSY"))
+    });
+    let mut asker = Raw::connect(&env.addr());
+    asker.send(&["SUBSCRIBE", "other"]);
+    let r = String::from_utf8(asker.frame()).unwrap();
+    assert!(r.starts_with("-BUSY"), "{r}");
+    // A reload that changes how server connections are opened replaces the subscriber
+    // connection while the script runs: its SUBSCRIBE is refused with BUSY.
+    let path = env.proxy.dir().join("x.yml");
+    let yaml = env
+        .yaml
+        .replace("  servers:", "  server_connections: 2\n  servers:");
+    std::fs::write(&path, yaml).unwrap();
+    testkit::send_signal(env.proxy.pid(), "HUP");
+    testkit::wait_until(Duration::from_secs(10), "the refusal", || {
+        env.proxy_log()
+            .contains("pub/sub: server refused news: BUSY")
+    });
+    assert!(
+        !keep.closed(Duration::from_millis(500)),
+        "the holder was closed"
+    );
+    assert_eq!(
+        testkit::Client::connect(&backend).cmd(&["SCRIPT", "KILL"]),
+        testkit::Reply::ok()
+    );
+    script.join().unwrap();
+    let mut p = env.client();
+    testkit::wait_until(Duration::from_secs(5), "news subscribed again", || {
+        p.cmd(&["PUBLISH", "news", "back"]).as_int() == Some(1)
+    });
+    assert_eq!(keep.frame(), message("message", "news", "back"));
+    // The refused channel is asked of the server anew by the next client that wants it
+    // (while the client refused, idle since, holds nothing of it).
+    let mut later = Raw::connect(&env.addr());
+    later.send(&["SUBSCRIBE", "other"]);
+    later.frame();
+    assert_eq!(p.cmd(&["PUBLISH", "other", "m"]).as_int(), Some(1));
+    assert_eq!(later.frame(), message("message", "other", "m"));
+    // Not in subscribed mode: PING answers as to any client, and nothing came to it.
+    asker.send(&["PING"]);
+    assert_eq!(asker.frame(), b"+PONG\r\n");
+}
+
+/// `distribution: random` places each key on any server, so a channel has no shard of its
+/// own: it is subscribed on every shard, and each PUBLISH (sent to any one) is heard once.
+#[test]
+fn with_random_distribution_every_message_is_heard_once() {
+    let redis: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let port = testkit::free_port();
+    let yaml = Setup::new(3)
+        .yaml(port, &redis)
+        .replace("distribution: ketama", "distribution: random");
+    let _proxy = common::start_rampart(&yaml, port, 1);
+    let addr = format!("127.0.0.1:{port}");
+    let mut sub = Raw::connect(&addr);
+    sub.send(&["SUBSCRIBE", "news"]);
+    sub.frame();
+    sub.send(&["SSUBSCRIBE", "shard-news"]);
+    sub.frame();
+    let mut p = Raw::connect(&addr);
+    for i in 0..30 {
+        let body = i.to_string();
+        p.send(&["PUBLISH", "news", &body]);
+        assert_eq!(p.frame(), b":1\r\n", "PUBLISH {i}");
+        assert_eq!(sub.frame(), message("message", "news", &body));
+        p.send(&["SPUBLISH", "shard-news", &body]);
+        assert_eq!(p.frame(), b":1\r\n", "SPUBLISH {i}");
+        assert_eq!(sub.frame(), message("smessage", "shard-news", &body));
+    }
+    assert!(sub.drain(Duration::from_millis(200)).is_empty());
+    p.send(&["PUBSUB", "NUMSUB", "news"]);
+    assert_eq!(p.frame(), b"*2\r\n$4\r\nnews\r\n:1\r\n");
+}
+
+/// With `auto_eject_hosts`, an ejected server's keys, and so its channels, live on another
+/// server until it is put back: a subscription follows the ring both ways. A client
+/// subscribed before the ejection hears what is published during it, and one that
+/// subscribed during it hears what is published once the server is back.
+#[test]
+fn subscriptions_follow_the_ring_when_a_server_is_ejected_and_put_back() {
+    let env = Setup::new(2)
+        .workers(1)
+        .option("timeout", 300)
+        .option("auto_eject_hosts", "true")
+        .option("server_failure_limit", 1)
+        .option("server_retry_timeout", 2000)
+        .start();
+    let ch = env.key_per_shard("ch")[0].clone();
+    env.redis[0].cmd(&["SET", &ch, "on shard 0"]);
+    let mut before = Raw::connect(&env.addr());
+    before.send(&["SUBSCRIBE", &ch]);
+    before.frame();
+    let mut c = env.client();
+    // Frozen: the request times out and the server is ejected.
+    env.redis[0].stop();
+    assert!(matches!(c.cmd(&["GET", &ch]), testkit::Reply::Error(_)));
+    assert_eq!(c.cmd(&["GET", &ch]), testkit::Reply::nil(), "not ejected");
+    let mut during = Raw::connect(&env.addr());
+    during.send(&["SUBSCRIBE", &ch]);
+    during.frame();
+    // Published on the other server now: the client subscribed before hears it.
+    testkit::wait_until(Duration::from_secs(5), "heard during the ejection", || {
+        c.cmd(&["PUBLISH", &ch, "during"]).as_int() == Some(1)
+    });
+    assert_eq!(during.frame(), message("message", &ch, "during"));
+    assert_eq!(before.frame(), message("message", &ch, "during"));
+    before.drain(Duration::from_millis(100));
+    during.drain(Duration::from_millis(100));
+    // Put back after server_retry_timeout: the channel is published there again.
+    env.redis[0].cont();
+    testkit::wait_until(Duration::from_secs(10), "the server put back", || {
+        c.cmd(&["GET", &ch]) == testkit::Reply::bulk("on shard 0")
+    });
+    testkit::wait_until(Duration::from_secs(5), "heard after the return", || {
+        c.cmd(&["PUBLISH", &ch, "back"]).as_int() == Some(1)
+    });
+    assert_eq!(during.frame(), message("message", &ch, "back"));
+    assert_eq!(before.frame(), message("message", &ch, "back"));
+}

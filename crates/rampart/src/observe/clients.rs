@@ -49,6 +49,8 @@ pub struct Entry {
     cmd: AtomicU32,
     /// `FLAG_*` bits.
     flags: AtomicU8,
+    /// Channels, patterns and shard channels the session holds (`sub=`, `psub=`, `ssub=`).
+    subs: [AtomicU32; 3],
     /// `CLIENT SETNAME` value (changed rarely; read by `CLIENT LIST`).
     name: Mutex<Option<Vec<u8>>>,
     /// The user the client authenticated as at the proxy (`None`: `default`).
@@ -148,6 +150,7 @@ pub fn register(id: u64, addr: String, laddr: String, pool: String, local: bool)
         active_ms: AtomicU64::new(now_ms()),
         cmd: AtomicU32::new(u32::MAX),
         flags: AtomicU8::new(0),
+        subs: Default::default(),
         name: Mutex::new(None),
         user: Mutex::new(None),
         killed: AtomicBool::new(false),
@@ -192,6 +195,20 @@ impl Entry {
         } else {
             self.flags.fetch_and(!flag, Ordering::Relaxed);
         }
+    }
+
+    /// Record how many channels, patterns and shard channels the session holds, in that
+    /// order (each saturating at `u32::MAX`).
+    pub fn set_subscriptions(&self, counts: [usize; 3]) {
+        for (cell, n) in self.subs.iter().zip(counts) {
+            cell.store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+        }
+    }
+
+    /// Channels, patterns and shard channels the session holds (`CLIENT LIST`'s `sub`,
+    /// `psub`, `ssub`).
+    pub fn subscriptions(&self) -> [u32; 3] {
+        self.subs.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 
     /// Record the `CLIENT SETNAME` value (`None`: no name).

@@ -159,6 +159,13 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
                 );
                 return End::Err;
             }
+            if l.lost() {
+                tracing::info!(
+                    client = ctx.client.id,
+                    "closing client: a server refused one of its subscriptions when its subscriber connection subscribed them again"
+                );
+                return End::Err;
+            }
             l.drain();
         }
         // Counted before they are written, so a client that reads a reply and then asks for

@@ -463,7 +463,9 @@ impl Session {
                 }
             }
         }
-        // RESP2 subscribed mode: only the (un)subscribe commands, PING, QUIT and RESET.
+        // RESP2 subscribed mode: only the (un)subscribe commands, PING, QUIT and RESET; a
+        // command the servers refused subscribed nothing.
+        self.take_back_refused();
         if let Some(e) = pubsub::refusal(&self.subs, self.client.resp3, cmd) {
             return self.refuse(Some(cmd), &e);
         }

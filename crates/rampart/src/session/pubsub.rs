@@ -8,10 +8,14 @@
 //! for a RESP3 session. A RESP2 session with any subscription accepts only the subscribe
 //! commands, PING, QUIT and RESET (Redis' error otherwise); a RESP3 session accepts any.
 //! A subscribe command's replies wait until the server took every subscription the worker
-//! did not hold yet, so a PUBLISH sent after reading them reaches the client.
+//! did not hold yet, so a PUBLISH sent after reading them reaches the client. When a server
+//! refuses one (the servers' user may not use that channel: `NOPERM`), the command's reply
+//! is the server's error and its subscriptions are taken back before the session's next
+//! command, as Redis subscribes nothing of a refused command.
 //!
 //! Placement: a channel lives on the shard of the key of the same name
-//! ([`crate::upstream::subscriber::placement`]); PUBLISH and SPUBLISH go there and answer
+//! ([`crate::upstream::subscriber::placement`]), on every shard in a pool with
+//! `distribution: random`; PUBLISH and SPUBLISH go there and answer
 //! that shard's receiver count (each worker's subscriber connection counts as one receiver).
 //! PUBSUB CHANNELS and SHARDCHANNELS are the union over the shards, NUMSUB and SHARDNUMSUB
 //! ask each channel's shard, NUMPAT is the largest count over the shards: every worker
@@ -192,9 +196,14 @@ impl Session {
         self.reply_raw(&out);
     }
 
-    /// Where the channel, pattern or shard channel `name` is subscribed and published.
+    /// Where the channel, pattern or shard channel `name` is subscribed and published. In
+    /// a pool with `distribution: random`, which places each key on any server, everywhere:
+    /// each PUBLISH goes to any one shard and is heard there once.
     pub(super) fn shard_for(&self, kind: Kind, name: &[u8]) -> Option<Placement> {
         let rt = &self.pool.rt;
+        if rt.cluster.is_none() && rt.conf.distribution == hashkit::Distribution::Random {
+            return Some(Placement::All);
+        }
         placement(kind, name, |k| rt.shard_for_key(k))
     }
 
@@ -227,20 +236,20 @@ impl Session {
             }
         };
         let seq = self.pending.push_waiting();
-        let waiter = Waiter::new(&self.pending, seq);
+        let waiter = Waiter::new(&self.pending, seq, &listener);
         let hub = Rc::clone(&self.pool.pubsub);
         let shards = self.pool.rt.shards.len();
         let mut out = BytesMut::new();
         for (n, at) in names.iter().zip(&places) {
-            if self.subs.set(kind).insert(Bytes::copy_from_slice(n)) {
+            let name = Bytes::copy_from_slice(n);
+            if self.subs.set(kind).insert(name.clone()) {
+                waiter.added(kind, name);
                 hub.subscribe(&listener, (kind, n), at, shards, &waiter);
             }
             let count = self.subs.count(kind);
             confirmation(&mut out, resp3, reply_word(kind, true), Some(n), count);
         }
-        if let Some(e) = &self.client.entry {
-            e.set_flag(crate::observe::clients::FLAG_PUBSUB, true);
-        }
+        self.note_mode();
         waiter.arm(out);
     }
 
@@ -270,6 +279,25 @@ impl Session {
         self.reply_raw(&out);
     }
 
+    /// Take back the subscriptions of commands a server refused (the client got the
+    /// server's error for them, as Redis subscribes nothing of a refused command).
+    pub fn take_back_refused(&mut self) {
+        let Some(l) = &self.subs.listener else {
+            return;
+        };
+        let refused = l.take_refused();
+        if refused.is_empty() {
+            return;
+        }
+        let l = Rc::clone(l);
+        for (kind, n) in refused {
+            if self.subs.set(kind).remove(&n) {
+                self.pool.pubsub.unsubscribe(&l, kind, &n);
+            }
+        }
+        self.note_mode();
+    }
+
     /// Leave every subscription (RESET, the end of the session), with no reply.
     pub fn leave_pubsub(&mut self) {
         let Some(l) = self.subs.listener.take() else {
@@ -292,11 +320,12 @@ impl Session {
         }
     }
 
+    /// What `CLIENT LIST` shows of the session's subscriptions: the `P` flag and the counts.
     fn note_mode(&self) {
-        if !self.subs.active() {
-            if let Some(e) = &self.client.entry {
-                e.set_flag(crate::observe::clients::FLAG_PUBSUB, false);
-            }
+        if let Some(e) = &self.client.entry {
+            let s = &self.subs;
+            e.set_flag(crate::observe::clients::FLAG_PUBSUB, s.active());
+            e.set_subscriptions([s.channels.len(), s.patterns.len(), s.shard.len()]);
         }
     }
 

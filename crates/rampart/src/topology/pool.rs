@@ -518,6 +518,16 @@ impl PoolRt {
         self.ring.load().dispatch(h)
     }
 
+    /// The ring that places keys now (after putting back the ejected servers whose retry
+    /// time has come, as a request does): a new one after every ejection, return to the
+    /// ring and reload.
+    pub fn ring(&self) -> Arc<Continuum> {
+        if self.any_ejected.load(Ordering::Relaxed) {
+            self.revive_due();
+        }
+        self.ring.load_full()
+    }
+
     /// The pool's hash of `key` (of its hash tag part when the pool has one): the position on
     /// the ring that places it.
     #[inline]

@@ -1,6 +1,7 @@
 //! Where the subscriber hub's messages go: one subscribing session ([`Listener`]: its reply
-//! queue, the messages held behind its replies, its Pub/Sub output limits), and the replies of
-//! a subscribe command that wait for the server's confirmations ([`Waiter`]).
+//! queue, the messages held behind its replies, its Pub/Sub output limits, the subscriptions
+//! a server refused), and the replies of a subscribe command that wait for the server's
+//! confirmations ([`Waiter`]: the server's error instead, when it refused one).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -11,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use crate::reply::pending::Pending;
+use crate::upstream::subscriber::Kind;
 
 /// One subscribing session as the hub sees it: where its messages go and how many are held.
 pub struct Listener {
@@ -26,6 +28,12 @@ pub struct Listener {
     over: Cell<Option<usize>>,
     /// `(hard, soft, soft time)`: the pool's `pubsub_output_*`.
     limits: (usize, usize, Duration),
+    /// Subscriptions of a command whose error the client got (a server refused one of
+    /// them): the session takes them back before its next command.
+    refused: RefCell<Vec<(Kind, Bytes)>>,
+    /// A server refused a subscription the client was told it holds (subscribed again on a
+    /// new connection): the client is closed.
+    lost: Cell<bool>,
 }
 
 impl Listener {
@@ -44,7 +52,35 @@ impl Listener {
                 size(conf.output_soft),
                 conf.output_soft_time,
             ),
+            refused: RefCell::default(),
+            lost: Cell::new(false),
         })
+    }
+
+    /// The subscriptions to take back: those of commands a server refused (their error
+    /// went to the client), at most the names of those commands. Empty most of the time.
+    pub fn take_refused(&self) -> Vec<(Kind, Bytes)> {
+        std::mem::take(&mut *self.refused.borrow_mut())
+    }
+
+    /// Whether the subscription `(kind, name)` is one of a command the client got an error
+    /// for, not yet taken back: its messages are not the client's.
+    pub(super) fn refuses(&self, kind: Kind, name: &[u8]) -> bool {
+        let refused = self.refused.borrow();
+        !refused.is_empty() && refused.iter().any(|(k, n)| *k == kind && n == name)
+    }
+
+    /// Whether a server refused a subscription the client holds, which it could not be
+    /// told of (it must be closed, as Redis 7 closes a subscriber whose channels its user
+    /// may no longer use).
+    pub fn lost(&self) -> bool {
+        self.lost.get()
+    }
+
+    /// See [`Listener::lost`]; wakes the session.
+    pub(super) fn lose(&self) {
+        self.lost.set(true);
+        self.pending.wake.notify();
     }
 
     /// The session switched protocol (`HELLO`): later messages are framed for it.
@@ -106,23 +142,48 @@ impl Listener {
 }
 
 /// A subscribe command's replies, delivered once the server took every subscription it
-/// asked for (so a PUBLISH the client sends after reading them reaches it).
+/// asked for (so a PUBLISH the client sends after reading them reaches it); or, when a
+/// server refused one (`NOPERM` for the servers' user, say), that server's error, as Redis
+/// refuses the whole command, and the command's subscriptions are taken back.
 pub struct Waiter {
     pending: Rc<Pending>,
     seq: u64,
     reply: RefCell<Option<BytesMut>>,
     pub(super) left: Cell<usize>,
+    pub(super) listener: Rc<Listener>,
+    /// The subscriptions this command added to its session.
+    added: RefCell<Vec<(Kind, Bytes)>>,
+    /// A server's refusal of one of them (a whole error frame).
+    refusal: RefCell<Option<Bytes>>,
 }
 
 impl Waiter {
-    /// A waiter for the reply slot `seq` of `pending`.
-    pub fn new(pending: &Rc<Pending>, seq: u64) -> Rc<Self> {
+    /// A waiter for the reply slot `seq` of `pending`, for a command of `listener`'s session.
+    pub fn new(pending: &Rc<Pending>, seq: u64, listener: &Rc<Listener>) -> Rc<Self> {
         Rc::new(Waiter {
             pending: Rc::clone(pending),
             seq,
             reply: RefCell::new(None),
             left: Cell::new(0),
+            listener: Rc::clone(listener),
+            added: RefCell::default(),
+            refusal: RefCell::new(None),
         })
+    }
+
+    /// The command added `(kind, name)` to its session (taken back if a server refuses
+    /// one of the command's subscriptions).
+    pub fn added(&self, kind: Kind, name: Bytes) {
+        self.added.borrow_mut().push((kind, name));
+    }
+
+    /// A server refused one of the command's subscriptions with `error` (a whole error
+    /// frame): that is the command's reply. Counts as its answer.
+    pub(super) fn refuse(&self, error: &[u8]) {
+        self.refusal
+            .borrow_mut()
+            .get_or_insert_with(|| Bytes::copy_from_slice(error));
+        self.confirmed();
     }
 
     /// The replies are known: delivered now if nothing is awaited, else when the last
@@ -142,8 +203,16 @@ impl Waiter {
     }
 
     fn fire(&self) {
-        if let Some(r) = self.reply.borrow_mut().take() {
-            self.pending.deliver(self.seq, 0, &r);
+        let Some(r) = self.reply.borrow_mut().take() else {
+            return;
+        };
+        match self.refusal.borrow_mut().take() {
+            Some(e) => {
+                let added = std::mem::take(&mut *self.added.borrow_mut());
+                self.listener.refused.borrow_mut().extend(added);
+                self.pending.deliver(self.seq, 0, &e);
+            }
+            None => self.pending.deliver(self.seq, 0, &r),
         }
     }
 }

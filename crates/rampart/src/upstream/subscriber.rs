@@ -17,6 +17,13 @@
 //!                          session output buffer (or its queue, behind replies) ◄─┘
 //! ```
 //!
+//! A subscription is sent one name per command, so a server's refusal (an error instead of
+//! the confirmation) names it: the clients that asked for it get that error and hold
+//! nothing of their command. Refused for the servers' user's rights (`NOPERM`), the worker
+//! drops it and a client told earlier that it holds it (a new connection subscribed it
+//! again) is closed; refused for now (`BUSY`), such a client keeps it and it is asked
+//! again. Other subscriptions are untouched.
+//!
 //! Bounds: a listener's held messages (its queue plus its output buffer) count against the
 //! pool's `pubsub_output_hard` (over it: that client alone is closed) and
 //! `pubsub_output_soft` for `pubsub_output_soft_time`; the link never waits for a listener.
@@ -43,17 +50,22 @@ use crate::upstream::listener::{Listener, Waiter};
 use crate::upstream::pool::WorkerPool;
 
 mod cluster;
+mod ring;
 
-/// Channels or patterns sent in one `SUBSCRIBE` (or `UNSUBSCRIBE`) command to a server.
+/// Channels or patterns sent in one `UNSUBSCRIBE` (or `PUNSUBSCRIBE`) command to a server.
 const BATCH: usize = 1024;
 /// Most subscription changes queued for one link; beyond it they are dropped and the link
 /// opens a new connection that subscribes the whole current set instead.
 const MAX_OPS: usize = 65_536;
-/// First wait before a link tries to connect again; doubles up to [`RETRY_MAX`].
+/// First wait before a link tries to connect again after a failed connect; doubles up to
+/// [`RETRY_MAX`]. (While the shard has no node, the waiting subscriptions are answered as
+/// often.)
 const RETRY_MIN: Duration = Duration::from_millis(50);
-/// Longest wait between two connects of a link (the resubscription after a failover comes
-/// within this of the new primary being known).
+/// Longest wait between two connects of a link whose connects fail.
 const RETRY_MAX: Duration = Duration::from_millis(200);
+/// How often a link whose shard has no node to serve it looks again (the resubscription
+/// after a failover comes within this of the new primary being known).
+const NO_NODE_POLL: Duration = Duration::from_millis(5);
 /// How often a connected link checks that its node still serves the shard (a switch also
 /// closes its connection at once; this is the fallback).
 const RECHECK: Duration = Duration::from_millis(250);
@@ -122,6 +134,9 @@ struct Link {
     resync: Cell<bool>,
     /// Confirmations (one per name of each command sent) the server still owes.
     owed: Cell<usize>,
+    /// The names of the subscribe commands sent (one name each) and not answered yet,
+    /// oldest first: a server's error answers the first. Cleared on every connect.
+    asked: RefCell<VecDeque<(Kind, Bytes)>>,
     /// When the server last made progress on `owed` (or it became non-zero).
     owed_since: Cell<Option<Instant>>,
     /// Shard channels whose `SUNSUBSCRIBE` was sent and not confirmed yet, with how many
@@ -154,6 +169,7 @@ impl Link {
         self.owed_since.set(None);
         self.resync.set(false);
         self.leaving.borrow_mut().clear();
+        self.asked.borrow_mut().clear();
     }
 
     /// Whether a `sunsubscribe` for `name` answers one this link sent (else the server
@@ -197,6 +213,8 @@ pub struct Hub {
     /// The slot table shard channels were last placed by (a cluster pool); held weakly, so
     /// a new table is told apart by its address without keeping the old one's slots.
     placed_by: RefCell<std::sync::Weak<SlotTable>>,
+    /// The ring channels were last placed by (other pools), held weakly in the same way.
+    placed_ring: RefCell<std::sync::Weak<hashkit::Continuum>>,
     /// A shard channel was dropped or redirected by its server: place them again even if
     /// the table did not change.
     replace: Cell<bool>,
@@ -215,6 +233,7 @@ impl Default for Hub {
             links: RefCell::default(),
             conns: Rc::default(),
             placed_by: RefCell::new(std::sync::Weak::new()),
+            placed_ring: RefCell::new(std::sync::Weak::new()),
             replace: Cell::new(false),
             following: Cell::new(false),
             home: Cell::new(None),
@@ -391,8 +410,10 @@ impl Hub {
                 .filter(|((k, _), e)| *k == kind && e.shards.contains(&shard))
                 .map(|((_, n), _)| n.as_ref())
                 .collect();
-            for chunk in names.chunks(batch(kind)) {
+            let mut asked = link.asked.borrow_mut();
+            for chunk in names.chunks(batch(kind, true)) {
                 encode_command(&mut out, kind.command(true), chunk);
+                asked.extend(chunk.iter().map(|n| (kind, Bytes::copy_from_slice(n))));
             }
             link.expect(names.len());
         }
@@ -409,22 +430,123 @@ impl Hub {
         }
     }
 
+    /// `shard`'s server refused the subscription `asked` with `error` (a whole error
+    /// frame): its waiting clients get the error, as from Redis directly. Refused for the
+    /// servers' user's rights (`NOPERM`), it is dropped from the worker and a client that
+    /// holds it already (subscribed again on a new connection) is closed; refused for
+    /// another reason (`BUSY` while a script runs), the clients that hold it keep it and it
+    /// is asked again after [`RETRY_MAX`].
+    fn refused(self: &Rc<Self>, shard: usize, asked: Option<(Kind, Bytes)>, error: &[u8]) {
+        // Any client can cause this line (a channel the servers' user may not use).
+        static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
+        if let Some(left_out) = LINES.admit() {
+            let more = crate::observe::loglines::more(left_out, "refusals");
+            let text = String::from_utf8_lossy(&error[1..error.len().min(200)]);
+            let name = asked
+                .as_ref()
+                .map(|(_, n)| String::from_utf8_lossy(&n[..n.len().min(200)]).into_owned());
+            tracing::warn!(
+                shard,
+                "pub/sub: server refused {}: {}{more}",
+                name.as_deref().unwrap_or("a subscription"),
+                text.trim_end()
+            );
+        }
+        let Some((kind, name)) = asked else {
+            // Not known which: what waits on the shard is answered.
+            return self.settle_shard(shard);
+        };
+        if !error.starts_with(b"-NOPERM") {
+            return self.refused_for_now(shard, (kind, name), error);
+        }
+        let Some(mut e) = self.subs.borrow_mut().remove(&(kind, name.clone())) else {
+            return;
+        };
+        for &s in &e.shards {
+            let link = self.link(s);
+            link.keys.set(link.keys.get().saturating_sub(1));
+            if s != shard {
+                link.push(kind, name.clone(), false);
+            } else {
+                link.wake.notify();
+            }
+        }
+        for l in &e.listeners {
+            if !e.waiters.iter().any(|w| Rc::ptr_eq(&w.listener, l)) {
+                l.lose();
+            }
+        }
+        for w in e.waiters.drain(..) {
+            w.refuse(error);
+        }
+    }
+
+    /// See [`Hub::refused`]: a refusal that may not last.
+    fn refused_for_now(self: &Rc<Self>, shard: usize, key: (Kind, Bytes), error: &[u8]) {
+        let mut subs = self.subs.borrow_mut();
+        let Some(e) = subs.get_mut(&key) else {
+            return;
+        };
+        e.unconfirmed.retain(|&s| s != shard);
+        // The clients that asked hold nothing of it (their sessions take it back).
+        let waiters: Vec<Rc<Waiter>> = e.waiters.drain(..).collect();
+        e.listeners
+            .retain(|l| !waiters.iter().any(|w| Rc::ptr_eq(&w.listener, l)));
+        let held = !e.listeners.is_empty();
+        if !held {
+            // Nobody else: left everywhere, so a later subscriber asks the server anew.
+            if let Some(e) = subs.remove(&key) {
+                for &s in &e.shards {
+                    let link = self.link(s);
+                    link.keys.set(link.keys.get().saturating_sub(1));
+                    if s == shard {
+                        link.wake.notify();
+                    } else {
+                        link.push(key.0, key.1.clone(), false);
+                    }
+                }
+            }
+        }
+        drop(subs);
+        for w in waiters {
+            w.refuse(error);
+        }
+        if !held {
+            return;
+        }
+        let hub = Rc::downgrade(self);
+        tokio::task::spawn_local(async move {
+            sleep(RETRY_MAX).await;
+            let Some(h) = hub.upgrade() else { return };
+            let placed = h
+                .subs
+                .borrow()
+                .get(&key)
+                .is_some_and(|e| e.shards.contains(&shard));
+            if placed {
+                h.link(shard).push(key.0, key.1, true);
+            }
+        });
+    }
+
     /// A frame read from `shard`'s subscriber connection.
     fn on_frame(self: &Rc<Self>, shard: usize, frame: Vec<u8>) {
         let Ok(Value::Array(Some(items))) = resp::peek(&frame) else {
             if frame.first() == Some(&b'-') {
-                // The answer to one name (a shard channel is sent one per command).
-                if let Some(l) = self.links.borrow().get(shard) {
+                // The answer to one name: every subscribe command carries one.
+                let link = self.links.borrow().get(shard).cloned();
+                let asked = link.and_then(|l| {
                     l.confirmed();
-                }
+                    l.asked.borrow_mut().pop_front()
+                });
                 let text = String::from_utf8_lossy(&frame[1..frame.len().min(200)]);
                 if crate::upstream::backend::is_redirect(&frame) {
                     tracing::debug!(shard, "pub/sub: redirected: {}", text.trim_end());
                     self.redirected(shard, &text);
+                    self.settle_shard(shard);
                 } else {
-                    tracing::warn!(shard, "pub/sub: server refused: {}", text.trim_end());
+                    self.refused(shard, asked, &frame);
                 }
-                self.settle_shard(shard);
             }
             return;
         };
@@ -467,6 +589,9 @@ impl Hub {
             return;
         }
         if what.ends_with(b"subscribe") {
+            if let Some(l) = &link {
+                l.asked.borrow_mut().pop_front();
+            }
             if let Some(e) = self.subs.borrow_mut().get_mut(&key) {
                 e.settle(shard);
             }
@@ -488,7 +613,9 @@ impl Hub {
             resp2.clone()
         };
         for l in &e.listeners {
-            l.offer(&resp2, &resp3);
+            if !l.refuses(kind, &key.1) {
+                l.offer(&resp2, &resp3);
+            }
         }
     }
 
@@ -501,12 +628,16 @@ impl Hub {
         while i < ops.len() {
             let (kind, _, on) = ops[i];
             let mut j = i;
-            while j < ops.len() && j - i < batch(kind) && ops[j].0 == kind && ops[j].2 == on {
+            while j < ops.len() && j - i < batch(kind, on) && ops[j].0 == kind && ops[j].2 == on {
                 j += 1;
             }
             let names: Vec<&[u8]> = ops[i..j].iter().map(|o| o.1.as_ref()).collect();
             encode_command(&mut out, kind.command(on), &names);
             link.expect(names.len());
+            if on {
+                let mut asked = link.asked.borrow_mut();
+                asked.extend(ops[i..j].iter().map(|o| (kind, o.1.clone())));
+            }
             if kind == Kind::Shard && !on {
                 let mut leaving = link.leaving.borrow_mut();
                 for o in &ops[i..j] {
@@ -519,11 +650,12 @@ impl Hub {
     }
 }
 
-/// Most names one (un)subscribe command carries: [`BATCH`], and one for shard channels,
-/// since a Redis Cluster node refuses SSUBSCRIBE of channels in different slots.
-fn batch(kind: Kind) -> usize {
-    match kind {
-        Kind::Shard => 1,
+/// Most names one (un)subscribe (`on`) command carries: one for a subscribe, so that a
+/// refusal names its subscription (and a Redis Cluster node refuses SSUBSCRIBE of channels
+/// in different slots), and for a shard channel's `SUNSUBSCRIBE`; [`BATCH`] otherwise.
+fn batch(kind: Kind, on: bool) -> usize {
+    match (kind, on) {
+        (Kind::Shard, _) | (_, true) => 1,
         _ => BATCH,
     }
 }
@@ -550,6 +682,8 @@ enum Stop {
 async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
     let mut delay = RETRY_MIN;
     let mut served = false;
+    // While the shard has no node: when the waiting subscriptions were last answered.
+    let mut settled: Option<Instant> = None;
     loop {
         let Some(h) = hub.upgrade() else {
             link.running.set(false);
@@ -561,13 +695,20 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
         }
         h.follow_slots();
         let Some((rt, node)) = h.target(shard) else {
-            h.settle_shard(shard);
-            h.relocate_channels(shard);
+            // Looked for often (a look costs no I/O), so the link subscribes on a new
+            // primary within a few milliseconds of it being named, before most of the
+            // writes held for it (PUBLISH among them) are released there.
+            if settled.is_none_or(|t| t.elapsed() >= delay) {
+                h.settle_shard(shard);
+                h.relocate_channels(shard);
+                settled = Some(Instant::now());
+                delay = (delay * 2).min(RETRY_MAX);
+            }
             drop(h);
-            sleep(delay).await;
-            delay = (delay * 2).min(RETRY_MAX);
+            sleep(NO_NODE_POLL).await;
             continue;
         };
+        settled = None;
         let mut lease = h.conns.lease_own(&rt, &node);
         link.reset();
         let all = h.everything_on(shard, &link);

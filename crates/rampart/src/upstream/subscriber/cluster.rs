@@ -118,13 +118,13 @@ impl Hub {
     /// is subscribed there and left on the old one (unless its node dropped it already);
     /// one dropped by a node that still serves its slot is subscribed there again. A
     /// channel of an uncovered slot stays where it is. One pointer comparison when nothing
-    /// changed.
+    /// changed. In other pools, [`Hub::follow_ring`].
     pub(super) fn follow_slots(self: &Rc<Self>) {
         let Some(wp) = self.pool.borrow().upgrade() else {
             return;
         };
         let Some(cluster) = &wp.rt.cluster else {
-            return;
+            return self.follow_ring(&wp.rt);
         };
         if !self.table_changed() && !self.replace.get() {
             return;
@@ -167,7 +167,7 @@ impl Hub {
 
     /// Subscribe `name` on `shard`'s link (one more subscription placed there), starting
     /// the link if it is not running.
-    fn place(self: &Rc<Self>, shard: usize, kind: Kind, name: &Bytes) {
+    pub(super) fn place(self: &Rc<Self>, shard: usize, kind: Kind, name: &Bytes) {
         let link = self.link(shard);
         link.keys.set(link.keys.get() + 1);
         link.push(kind, name.clone(), true);
