@@ -123,3 +123,74 @@ fn sentinel_planned_switchover_under_write_load() {
         "writes paused {pause:?} during a planned switchover (at most 1 s)"
     );
 }
+
+/// A reload (SIGHUP) sent while a Sentinel switchover holds the writes: the reload waits
+/// for the switchover, so its writes stay held while Sentinel promotes the replica (none
+/// reaches the old primary meanwhile), the switchover finishes, and the reload applies
+/// after it. No write fails and none is lost.
+#[test]
+fn a_reload_during_a_sentinel_switchover_loses_no_write() {
+    const WRITERS: usize = 3;
+    let s = SentinelSetup::start("  failover_hold: 10s\n");
+    let load = WriteLoad::start(&s.proxy.addr(), WRITERS, Duration::from_secs(15));
+    assert!(load::progressed(
+        || load.acked(),
+        300,
+        Duration::from_secs(5)
+    ));
+    let addr = s.proxy.addr();
+    let asker = std::thread::spawn(move || {
+        let mut admin = Client::connect(&addr);
+        admin.set_read_timeout(Some(Duration::from_secs(25)));
+        admin.cmd(&["RAMPART", "SWITCHOVER", ha::MASTER])
+    });
+    // Once the writes are held, a reload that changes only the timeout.
+    let held = testkit::poll_until(Duration::from_secs(15), || {
+        s.proxy
+            .log()
+            .contains("switchover: holding writes")
+            .then_some(())
+    });
+    assert!(held.is_some(), "no hold in the log:\n{}", s.proxy.log());
+    std::fs::write(
+        s.proxy.proxy.dir().join("ha.yml"),
+        format!("{}  timeout: 900\n", s.proxy.yaml),
+    )
+    .expect("rewrite the configuration");
+    let t0 = Instant::now();
+    s.proxy.proxy.signal("HUP");
+    let reply = asker.join().expect("the switchover's client");
+    let (_, new_port) = s.wait_switch(t0, Duration::from_secs(10));
+    let reloaded = testkit::poll_until(Duration::from_secs(10), || {
+        s.proxy.log().contains("reload: applied").then_some(())
+    });
+    assert!(
+        load::progressed(|| load.acked(), 300, Duration::from_secs(10)),
+        "writes did not resume after the switchover; log:\n{}",
+        s.proxy.log()
+    );
+    let report = load.stop();
+    let missing = missing_writes(s.replica_on(new_port), &report.acks);
+    assert!(
+        matches!(&reply, Reply::Simple(m) if m.contains("switched to")),
+        "the switchover did not finish: {reply:?}\n{}",
+        diagnostics(&s)
+    );
+    assert!(
+        reloaded.is_some(),
+        "the reload was not applied after the switchover:\n{}",
+        s.proxy.log()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes are not on the new primary: {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        diagnostics(&s)
+    );
+    assert!(
+        report.errors.is_empty(),
+        "writes failed: {:?}",
+        &report.errors[..report.errors.len().min(10)]
+    );
+}

@@ -65,6 +65,19 @@ pub fn build_pools(
     Ok(pools)
 }
 
+/// How long a reload waits for running switchovers to finish before it is refused.
+const SWITCHOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Mark the pools of `old` that `new` replaced (every one a reload rebuilt) as retired.
+fn retire(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) {
+    for o in old
+        .iter()
+        .filter(|o| !new.iter().any(|n| Arc::ptr_eq(n, o)))
+    {
+        o.retire();
+    }
+}
+
 /// Share of keys (0..1) of a sample that would move to another shard between `a` and `b`.
 fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
     const SAMPLE: usize = 20_000;
@@ -120,6 +133,16 @@ async fn reload_inner(
     let mut config = rampart_config::load(path).map_err(|e| e.to_string())?;
     let mut guard = control.lock().await;
     let control = guard.as_mut().ok_or("the control plane is not running")?;
+    // A running switchover holds writes in the shards of the current generation: let it
+    // finish first, and start none until this one is published.
+    let _switchovers = crate::ha::switchover::exclusive(SWITCHOVER_WAIT)
+        .await
+        .ok_or_else(|| {
+            format!(
+                "a switchover was still running after {} s; nothing changed, reload again once it is done",
+                SWITCHOVER_WAIT.as_secs()
+            )
+        })?;
     let old = shared.pools.load_full();
     let moved = move_clusters(&mut config, &old).await?;
     let new = build_pools(shared, config, &old).map_err(|e| format!("{e:#}"))?;
@@ -174,6 +197,7 @@ async fn reload_inner(
     let bound = control.bind_new(&new).map_err(|e| format!("{e:#}"))?;
     shared.pools.store(Arc::new(new.clone()));
     shared.generation.fetch_add(1, Ordering::Release);
+    retire(&old, &new);
     // Sessions that wait for nothing but messages see the new users and pools now.
     crate::observe::clients::reloaded();
     control.sync(shared, &new, bound);
@@ -386,6 +410,10 @@ pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<Str
     let Some(control) = guard.as_mut() else {
         return Vec::new();
     };
+    // Not while a switchover holds writes in the current generation: the next round.
+    let Some(_switchovers) = crate::ha::switchover::try_exclusive() else {
+        return Vec::new();
+    };
     let old = shared.pools.load_full();
     let mut changed = Vec::new();
     let mut gone_nodes = Vec::new();
@@ -448,6 +476,7 @@ pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<Str
         Ok(bound) => {
             shared.pools.store(Arc::new(new.clone()));
             shared.generation.fetch_add(1, Ordering::Release);
+            retire(&old, &new);
             control.sync(shared, &new, bound);
             // Dedicated and subscriber connections to a dropped shard's nodes close now;
             // request connections close as each worker moves to the new generation.

@@ -281,6 +281,9 @@ pub struct PoolRt {
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
     next_retry_ms: AtomicU64,
+    /// A reload (or a cluster reshape) published another generation of this pool: what is
+    /// changed here no longer reaches the workers.
+    retired: AtomicBool,
 }
 
 fn node_rt(
@@ -491,7 +494,19 @@ impl PoolRt {
             ring: ArcSwap::from_pointee(ring),
             any_ejected: AtomicBool::new(false),
             next_retry_ms: AtomicU64::new(u64::MAX),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Mark this generation of the pool as replaced by a newer one (after the swap).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// A newer generation of this pool was published: its shards' views and holds are no
+    /// longer the ones the workers route by.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// The pool with its TLS material: the listener's certificate for `tls_listen`, and the
