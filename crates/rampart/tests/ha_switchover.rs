@@ -194,3 +194,70 @@ fn a_reload_during_a_sentinel_switchover_loses_no_write() {
         &report.errors[..report.errors.len().min(10)]
     );
 }
+
+/// A reload (SIGHUP) while a Sentinel failover of a live primary holds the writes
+/// (`SENTINEL FAILOVER`, from `+try-failover` until the new primary is applied): the new
+/// configuration keeps holding them, so the old primary acknowledges nothing after its
+/// replica stopped following it. No acknowledged write is lost.
+#[test]
+fn a_reload_during_a_sentinel_failover_keeps_the_writes_held() {
+    const WRITERS: usize = 3;
+    let s = SentinelSetup::start("  failover_hold: 10s\n");
+    let load = WriteLoad::start(&s.proxy.addr(), WRITERS, Duration::from_secs(15));
+    assert!(load::progressed(
+        || load.acked(),
+        300,
+        Duration::from_secs(5)
+    ));
+    std::fs::write(
+        s.proxy.proxy.dir().join("ha.yml"),
+        format!("{}  timeout: 900\n", s.proxy.yaml),
+    )
+    .expect("rewrite the configuration");
+    let asked = Instant::now();
+    let reply = s.sentinels[0].cmd(&["SENTINEL", "FAILOVER", ha::MASTER]);
+    assert_eq!(reply, Reply::ok(), "SENTINEL FAILOVER");
+    let held = testkit::poll_until(Duration::from_secs(10), || {
+        s.proxy
+            .log()
+            .contains("Sentinel starts a failover: holding writes")
+            .then_some(())
+    });
+    assert!(held.is_some(), "no hold in the log:\n{}", s.proxy.log());
+    s.proxy.proxy.signal("HUP");
+    let (_, new_port) = s.wait_switch(asked, Duration::from_secs(20));
+    let converted = testkit::poll_until(Duration::from_secs(20), || {
+        (s.primary.role() == "slave").then_some(())
+    });
+    assert!(
+        converted.is_some(),
+        "Sentinel never converted the old primary"
+    );
+    assert!(
+        load::progressed(|| load.acked(), 300, Duration::from_secs(10)),
+        "writes did not resume after the failover; log:\n{}",
+        s.proxy.log()
+    );
+    let report = load.stop();
+    let final_port = s.sentinels[0]
+        .master_addr(ha::MASTER)
+        .map_or(new_port, |(_, port)| port);
+    let missing = missing_writes(s.node_on(final_port), &report.acks);
+    let log = s.proxy.log();
+    assert!(
+        log.contains("reload: applied"),
+        "the reload was not applied:\n{log}"
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes are not on the new primary: {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        s.proxy.log() + &s.failover_log()
+    );
+    assert!(
+        report.errors.is_empty(),
+        "writes failed: {:?}",
+        &report.errors[..report.errors.len().min(10)]
+    );
+}

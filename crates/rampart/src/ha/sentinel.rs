@@ -97,6 +97,12 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
             stop.clone(),
         ));
     }
+    // A failover hold a reload carried over ends as the previous follower's would have.
+    for shard in pool.shards.iter().filter(|s| s.is_failing_over()) {
+        if let Some(left) = shard.failover_hold_left(pool.conf.failover_hold) {
+            tokio::spawn(expire_later(Arc::clone(&pool), shard.index, left));
+        }
+    }
     let mut checks: HashMap<u64, CancellationToken> = HashMap::new();
     // Nodes a reload carried over from the previous follower (whose checks ended with it) are
     // checked again at once, with this generation's settings.
@@ -488,14 +494,7 @@ fn on_event(pool: &Arc<PoolRt>, from: &str, channel: &str, payload: &str) {
                     format!("Sentinel {from} starts a failover; writes are held"),
                 );
             }
-            let (pool, index) = (Arc::clone(pool), shard.index);
-            tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                let shard = &pool.shards[index];
-                if shard.expire_failovers(limit) {
-                    tracing::warn!(pool = %pool.conf.name, shard = %shard.name, "no new primary within failover_hold of {}: writes go to the primary Sentinel names again", humantime::format_duration(limit));
-                }
-            });
+            tokio::spawn(expire_later(Arc::clone(pool), shard.index, limit));
         }
         "+failover-end-for-timeout"
         | "-failover-abort-not-elected"
@@ -507,6 +506,17 @@ fn on_event(pool: &Arc<PoolRt>, from: &str, channel: &str, payload: &str) {
             tracing::warn!(pool = %pool.conf.name, shard = %shard.name, sentinel = %from, "Sentinel gave up the failover ({channel}): writes go to the primary again");
         }
         _ => {}
+    }
+}
+
+/// After `after`, end the failover hold of shard `index` if no new primary came within the
+/// pool's `failover_hold` of the announcement.
+async fn expire_later(pool: Arc<PoolRt>, index: usize, after: std::time::Duration) {
+    tokio::time::sleep(after).await;
+    let limit = pool.conf.failover_hold;
+    let shard = &pool.shards[index];
+    if shard.expire_failovers(limit) {
+        tracing::warn!(pool = %pool.conf.name, shard = %shard.name, "no new primary within failover_hold of {}: writes go to the primary Sentinel names again", humantime::format_duration(limit));
     }
 }
 
