@@ -78,6 +78,41 @@ fn retire(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) {
     }
 }
 
+/// Every spool that holds writes not replayed yet carries over to `new`: a reload that
+/// removes its pool or shard, turns its spool off or moves `spool_dir` would leave
+/// acknowledged writes on disk with nothing to replay them (and a later spool in that
+/// directory would replay them behind newer writes).
+///
+/// # Errors
+/// `pool '<name>' shard '<shard>': its spool (<dir>) holds <n> write(s) not replayed yet;
+/// ...; nothing changed`.
+fn kept_spools(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(), String> {
+    for o in old {
+        for s in &o.shards {
+            let Some(sp) = &s.spool else { continue };
+            let waiting = sp.waiting();
+            if waiting == 0 {
+                continue;
+            }
+            let kept = new
+                .iter()
+                .find(|p| p.conf.name == o.conf.name)
+                .and_then(|p| p.shards.iter().find(|n| n.name == s.name))
+                .and_then(|n| n.spool.as_ref())
+                .is_some_and(|n| Arc::ptr_eq(n, sp));
+            if !kept {
+                return Err(format!(
+                    "pool '{}' shard '{}': its spool ({}) holds {waiting} write(s) not replayed yet, which this file would leave behind (the shard or pool removed, its spool turned off or moved); reload again once the spool is empty; nothing changed",
+                    o.conf.name,
+                    s.name,
+                    sp.dir().display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Share of keys (0..1) of a sample that would move to another shard between `a` and `b`.
 fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
     const SAMPLE: usize = 20_000;
@@ -183,6 +218,7 @@ async fn reload_inner(
             blocked.join(", ")
         ));
     }
+    kept_spools(&old, &new)?;
     // A moved pool's new seeds accepted its handshake already, and its old nodes prove
     // nothing about the new cluster.
     let tried: Vec<Arc<PoolRt>> = new
