@@ -678,3 +678,113 @@ fn a_watch_held_across_a_reload_that_changes_the_database_aborts_its_exec() {
     assert_eq!(in_db("1", "k"), Reply::bulk("w"));
     assert_eq!(in_db("0", "k"), Reply::nil());
 }
+
+/// What one client of [`set_get_load`] saw: (acknowledged writes as key and value, errors).
+type Seen = (Vec<(String, String)>, Vec<String>);
+
+/// Clients doing SET then GET of their own keys, each on its own connection, until told to
+/// stop.
+fn set_get_load(
+    addr: &str,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Seen>> {
+    (0..clients)
+        .map(|t| {
+            let addr = addr.to_string();
+            let stop = Arc::clone(stop);
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                c.set_read_timeout(Some(Duration::from_secs(10)));
+                let (mut acked, mut errors) = (Vec::new(), Vec::new());
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (k, v) = (format!("kind:{t}:{n}"), n.to_string());
+                    n += 1;
+                    match c.try_cmd(&["SET", &k, &v]) {
+                        Ok(r) if r == Reply::ok() => acked.push((k.clone(), v.clone())),
+                        other => {
+                            errors.push(format!("SET {k}: {other:?}"));
+                            continue;
+                        }
+                    }
+                    match c.try_cmd(&["GET", &k]) {
+                        Ok(r) if r == Reply::bulk(&v) => {}
+                        other => errors.push(format!("GET {k}: {other:?}")),
+                    }
+                }
+                (acked, errors)
+            })
+        })
+        .collect()
+}
+
+/// A pool changes kind under load, forced (its one shard gets another name): `servers:` ->
+/// `primary:`/`replicas:` -> `sentinels:`, over the same primary. The new shard's nodes
+/// are checked before the swap, so 20 clients doing SET then GET get no error, and every
+/// acknowledged write is on the primary.
+#[test]
+fn a_pool_changes_kind_under_load_without_an_error_or_a_lost_write() {
+    let (primary, replicas) = ha::replica_set(1);
+    let monitor = testkit::Monitor::new("kind", primary.port()).quorum(1);
+    let sentinel = testkit::Sentinel::start_monitors(std::slice::from_ref(&monitor));
+    let (port, admin) = (free_port(), free_port());
+    let head = format!("alpha:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n");
+    let servers = format!("{head}  servers:\n   - {}:1 s0\n", primary.addr());
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &servers)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = set_get_load(&format!("127.0.0.1:{port}"), 20, &stop);
+    let steps = [
+        format!(
+            "{head}  primary: {}\n  replicas: [{}]\n{FAST_CHECKS}",
+            primary.addr(),
+            replicas[0].addr()
+        ),
+        format!(
+            "{head}  sentinels: [{}]\n  master: kind\n{FAST_CHECKS}",
+            sentinel.addr()
+        ),
+    ];
+    for yaml in &steps {
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::write(&path, yaml).expect("write config");
+        let r = post(admin, "/api/reload?force=true");
+        assert!(r.contains("200 OK") && r.contains("applied"), "{r}");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut errors) = (Vec::new(), Vec::new());
+    for l in load {
+        let (a, e) = l.join().expect("client");
+        acked.extend(a);
+        errors.extend(e);
+    }
+    assert!(
+        acked.len() > 1000,
+        "the clients kept going ({})",
+        acked.len()
+    );
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}\n{}",
+        errors.len(),
+        &errors[..errors.len().min(5)],
+        proxy.stderr()
+    );
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(k, v)| primary.cmd(&["GET", k]) != Reply::bulk(v))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing: {missing:?}"
+    );
+}

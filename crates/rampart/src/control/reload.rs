@@ -15,7 +15,7 @@ use rampart_config::{Config, ServerAddr};
 use crate::control::Handle;
 use crate::ha::link::{Link, OpenError};
 use crate::topology::cluster::SlotTable;
-use crate::topology::node::resolve;
+use crate::topology::node::{resolve, NodeRt};
 use crate::topology::PoolRt;
 use crate::topology::Shared;
 
@@ -228,8 +228,9 @@ async fn reload_inner(
         .collect();
     try_credentials(&old, &tried).await?;
     for p in new.iter().filter(|p| is_moved(&p.conf.name)) {
-        rise_now(p, |_| true).await;
+        rise_now(p, |_, _| true).await;
     }
+    rise_fresh(shared, &old, &new).await;
     let bound = control.bind_new(&new).map_err(|e| format!("{e:#}"))?;
     shared.pools.store(Arc::new(new.clone()));
     shared.generation.fetch_add(1, Ordering::Release);
@@ -309,14 +310,14 @@ async fn move_clusters(config: &mut Config, old: &[Arc<PoolRt>]) -> Result<Vec<M
     Ok(moved)
 }
 
-/// Check every node of the shards of `pool` that `which` picks by name (a cluster pool
-/// moved to another cluster, or its shards added since start; not published yet) as their
-/// health checks would, all at once, so that those that pass serve from the swap on (see
+/// Check every node of `pool` that `which` picks by its shard's name and the node (a cluster
+/// pool moved to another cluster, its shards added since start, the nodes a reload made
+/// anew; not published yet) as their health checks would, all at once, so that those that pass serve from the swap on (see
 /// `ha::health::rise_now`); takes about `rise` checks `fast_interval` apart.
-async fn rise_now(pool: &PoolRt, which: impl Fn(&str) -> bool) {
+async fn rise_now(pool: &PoolRt, which: impl Fn(&str, &NodeRt) -> bool) {
     let mut checks = tokio::task::JoinSet::new();
-    for s in pool.shards.iter().filter(|s| which(&s.name)) {
-        for n in &s.view().nodes {
+    for s in &pool.shards {
+        for n in s.view().nodes.iter().filter(|n| which(&s.name, n)) {
             checks.spawn(crate::ha::health::rise_now(
                 Arc::clone(n),
                 pool.conf.health,
@@ -326,6 +327,32 @@ async fn rise_now(pool: &PoolRt, which: impl Fn(&str) -> bool) {
         }
     }
     while checks.join_next().await.is_some() {}
+}
+
+/// The nodes a reload makes anew in a checked pool (a shard added or renamed, a node added,
+/// a pool that changes kind: `servers:` to `primary:`, to `sentinels:`) start down, and
+/// would refuse the pool's requests until their checks bring them up: they are checked
+/// now, before the swap, as a cluster pool moved to another cluster is. A Sentinel shard
+/// with no node yet first asks its Sentinels for them (see `ha::sentinel::first_views`).
+/// Cluster pools follow their own path (`move_clusters`, `reshape_clusters`).
+async fn rise_fresh(shared: &Shared, old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) {
+    let known: std::collections::HashSet<u64> = old
+        .iter()
+        .flat_map(|p| p.shards.iter())
+        .flat_map(|s| s.view().nodes.iter().map(|n| n.id).collect::<Vec<_>>())
+        .collect();
+    let mut all = tokio::task::JoinSet::new();
+    for p in new.iter().filter(|p| p.checked && !p.conf.is_cluster()) {
+        let (p, known) = (Arc::clone(p), known.clone());
+        let workers = shared.workers;
+        all.spawn(async move {
+            if p.conf.is_sentinel() {
+                crate::ha::sentinel::first_views(&p, workers).await;
+            }
+            rise_now(&p, |_, n| !known.contains(&n.id)).await;
+        });
+    }
+    while all.join_next().await.is_some() {}
 }
 
 /// Whether one of `conf`'s cluster seeds is a node of `pool`'s current map: the same host
@@ -502,7 +529,7 @@ pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<Str
         }
         // A new shard's primary passes its checks before the pool names it: commands
         // sent to every shard (DBSIZE, KEYS, SCAN) reach it from the swap on.
-        rise_now(&rt, |name| added.iter().any(|a| a == name)).await;
+        rise_now(&rt, |name, _| added.iter().any(|a| a == name)).await;
         new.push(Arc::new(rt));
     }
     if changed.is_empty() {

@@ -403,6 +403,24 @@ async fn apply(
     });
 }
 
+/// Give each shard of `pool` (a Sentinel pool a reload adds or makes, not published yet)
+/// that has no node yet the nodes its Sentinels name, as the follower's first poll would,
+/// so that they can be checked before the pool serves. The checks this starts end here: the
+/// pool's follower checks every node of its views from its start.
+pub async fn first_views(pool: &Arc<PoolRt>, workers: usize) {
+    let stop = CancellationToken::new();
+    let mut checks = HashMap::new();
+    for shard in 0..pool.shards.len() {
+        if !pool.shards[shard].view().nodes.is_empty() {
+            continue;
+        }
+        if let Some(info) = ask(pool, &pool.conf.sentinels, shard).await {
+            apply(pool, shard, &info, workers, &mut checks, &stop).await;
+        }
+    }
+    stop.cancel();
+}
+
 /// Ask the new primary itself right away instead of waiting for its next health check, so
 /// held writes move as soon as it says `role:master`.
 pub async fn confirm(node: &NodeRt, pool: &PoolRt) {
