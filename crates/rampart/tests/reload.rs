@@ -788,3 +788,47 @@ fn a_pool_changes_kind_under_load_without_an_error_or_a_lost_write() {
         "acknowledged writes missing: {missing:?}"
     );
 }
+
+/// `client_connections` lowered by a reload below the clients connected: they stay and are
+/// served, and the very next client is refused with Redis' error (the accept loop judges each
+/// client by the settings of the moment it arrives, not those it had when it began waiting).
+#[test]
+fn client_connections_lowered_below_those_connected_keeps_them_and_refuses_the_next() {
+    let a = RedisServer::start();
+    let port = free_port();
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file(
+            "rampart.yml",
+            pool("alpha", port, &[&a], "  client_connections: 10\n"),
+        )
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let addr = format!("127.0.0.1:{port}");
+    let mut held: Vec<Client> = (0..4).map(|_| Client::connect(&addr)).collect();
+    for c in &mut held {
+        assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
+    }
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &pool("alpha", port, &[&a], "  client_connections: 2\n"),
+    );
+    assert!(line.contains("client_connections 10 -> 2"), "{line}");
+    let mut next = Client::connect(&addr);
+    next.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(
+        next.read_reply().ok(),
+        Some(Reply::Error("ERR max number of clients reached".into())),
+        "the first client after the reload"
+    );
+    for c in &mut held {
+        assert_eq!(
+            c.cmd(&["PING"]),
+            Reply::simple("PONG"),
+            "a client from before"
+        );
+    }
+}
