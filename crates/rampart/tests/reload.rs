@@ -832,3 +832,119 @@ fn client_connections_lowered_below_those_connected_keeps_them_and_refuses_the_n
         );
     }
 }
+
+/// A reload may give an address rampart listens on to another pool or another role: a pool
+/// renamed on the same port, `listen` and `read_listen` swapped. The socket is kept (no
+/// bind, so no "address in use"), new clients get what it serves now, and clients already
+/// on it go on as their pool does (those of a pool that left are closed).
+#[test]
+fn an_address_moves_to_another_pool_or_role_without_a_new_bind() {
+    let (primary, replicas) = ha::replica_set(1);
+    let (port, port2) = (free_port(), free_port());
+    let body = format!(
+        "  hash: fnv1a_64\n  primary: {}\n  replicas: [{}]\n{FAST_CHECKS}",
+        primary.addr(),
+        replicas[0].addr()
+    );
+    let first =
+        format!("alpha:\n  listen: 127.0.0.1:{port}\n  read_listen: 127.0.0.1:{port2}\n{body}");
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &first)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let mut before = Client::connect(&format!("127.0.0.1:{port}"));
+    let up = poll_until(Duration::from_secs(5), || {
+        (before.cmd(&["SET", "k", "1"]) == Reply::ok()).then_some(())
+    });
+    assert!(up.is_some(), "the primary never came up");
+
+    // listen and read_listen swap their ports.
+    let swapped =
+        format!("alpha:\n  listen: 127.0.0.1:{port2}\n  read_listen: 127.0.0.1:{port}\n{body}");
+    let line = reload_hup(&proxy, &path, &swapped);
+    assert!(line.contains("reload: applied"), "{line}");
+    let mut reads = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_err_starts(&reads.cmd(&["SET", "k", "2"]), "ERR");
+    let mut all = Client::connect(&format!("127.0.0.1:{port2}"));
+    assert_eq!(all.cmd(&["SET", "k", "3"]), Reply::ok());
+    assert_eq!(
+        before.cmd(&["GET", "k"]),
+        Reply::bulk("3"),
+        "a client from before"
+    );
+
+    // The pool renamed on the same ports: its clients are closed, new ones served.
+    let renamed = swapped.replace("alpha:", "beta:");
+    let line = reload_hup(&proxy, &path, &renamed);
+    assert!(
+        line.contains("beta: added") && line.contains("alpha: removed"),
+        "{line}"
+    );
+    let mut beta = Client::connect(&format!("127.0.0.1:{port2}"));
+    assert_eq!(beta.cmd(&["GET", "k"]), Reply::bulk("3"));
+    assert!(
+        poll_until(Duration::from_secs(5), || all.try_cmd(&["PING"]).err()).is_some(),
+        "a client of the removed pool stays"
+    );
+}
+
+fn assert_err_starts(r: &Reply, prefix: &str) {
+    assert!(
+        matches!(r, Reply::Error(e) if e.starts_with(prefix)),
+        "{r:?}"
+    );
+}
+
+/// A reload refused by a later listener (its port taken by another process) leaves a unix
+/// socket listener that moved to another pool as it was: still bound and serving.
+#[test]
+fn a_refused_reload_leaves_a_unix_listener_serving() {
+    let a = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("p.sock");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("addr").port();
+    let unix = |name: &str| {
+        format!(
+            "{name}:\n  listen: {}\n  servers:\n   - {}:1 s0\n",
+            sock.display(),
+            a.addr()
+        )
+    };
+    let port = free_port();
+    let tcp = pool("tcp", port, &[&a], "");
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", format!("{}{tcp}", unix("alpha")))
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let ping = || {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        use std::io::{Read, Write};
+        s.write_all(b"PING\r\n").ok()?;
+        let mut b = [0u8; 7];
+        s.read_exact(&mut b).ok()?;
+        Some(b.to_vec())
+    };
+    assert_eq!(ping().as_deref(), Some(&b"+PONG\r\n"[..]));
+    // The unix pool renamed, and a new pool on a port another process holds.
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &format!("{}{tcp}{}", unix("beta"), pool("extra", busy, &[&a], "")),
+    );
+    assert!(line.contains("reload refused"), "{line}");
+    assert_eq!(
+        ping().as_deref(),
+        Some(&b"+PONG\r\n"[..]),
+        "the unix listener after a refused reload\n{}",
+        proxy.stderr()
+    );
+    drop(taken);
+}

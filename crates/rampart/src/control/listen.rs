@@ -173,14 +173,14 @@ enum Arrived {
 
 pub(crate) async fn accept_loop(
     (pool, serves): (Arc<str>, Serves),
-    listener: Listener,
+    listener: Arc<Listener>,
     count: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     handoff: Handoff,
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        let accepted = match &listener {
+        let accepted = match listener.as_ref() {
             Listener::Tcp(l) => l.accept().await.map(|(s, peer)| Arrived::Tcp(s, peer)),
             Listener::Unix(l) => l.accept().await.map(|(s, _)| Arrived::Unix(s)),
         };
