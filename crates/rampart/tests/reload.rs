@@ -948,3 +948,35 @@ fn a_refused_reload_leaves_a_unix_listener_serving() {
     );
     drop(taken);
 }
+
+/// A reload that removes `redis_auth` while the servers still require a password is refused
+/// whole, as a wrong password is: applied, every server connection would get `NOAUTH`.
+#[test]
+fn a_reload_that_removes_a_password_the_servers_require_is_refused() {
+    let a = RedisServer::start();
+    assert_eq!(
+        a.cmd(&["CONFIG", "SET", "requirepass", "pw-0k8"]),
+        Reply::ok()
+    );
+    let port = free_port();
+    let with = pool("alpha", port, &[&a], "  redis_auth: pw-0k8\n");
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &with)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["AUTH", "pw-0k8"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    let line = reload_hup(&proxy, &path, &pool("alpha", port, &[&a], ""));
+    assert!(
+        line.contains("reload refused") && line.contains("NOAUTH") && !line.contains("pw-0k8"),
+        "{line}"
+    );
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("1"), "the pool as it was");
+    let mut d = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(d.cmd(&["AUTH", "pw-0k8"]), Reply::ok());
+    assert_eq!(d.cmd(&["GET", "k"]), Reply::bulk("1"), "a new client");
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rampart_config::{Config, ServerAddr};
 
 use crate::control::Handle;
-use crate::ha::link::{Link, OpenError};
+use crate::ha::link::{Link, OpenError, Val};
 use crate::topology::cluster::SlotTable;
 use crate::topology::node::{resolve, NodeRt};
 use crate::topology::PoolRt;
@@ -389,8 +389,9 @@ async fn follows_a_seed(pool: &PoolRt, conf: &rampart_config::Pool) -> bool {
 }
 
 /// Before a reload changes how a pool logs in to its nodes (`redis_auth`, `redis_username`,
-/// `redis_db`), one node the running pool knows is connected to with the new set-up. If it
-/// refuses it (`WRONGPASS`, `NOAUTH`, a database it does not have), the reload is refused:
+/// `redis_db`), one node the running pool knows is connected to with the new set-up (with no
+/// password left, a `PING` shows whether it wants one). If it refuses it (`WRONGPASS`,
+/// `NOAUTH`, a database it does not have), the reload is refused:
 /// applied, every new server connection and health check of the pool would fail. A node
 /// that cannot be reached proves nothing and does not stop the reload. The password never
 /// appears in the refusal (Redis' own error text is quoted).
@@ -419,6 +420,21 @@ async fn try_credentials(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(),
             continue;
         };
         match Link::open(&node.addr, &p.handshake, p.timeout()).await {
+            // Without a password nothing was sent: the first command says whether the node
+            // wants one.
+            Ok(mut link) if p.handshake.is_empty() => {
+                if let Ok(r) = link.call(&[&[b"PING"]], p.timeout()).await {
+                    match r.first() {
+                        Some(Val::Err(e)) if e.starts_with("NOAUTH") => {
+                            return Err(format!(
+                                "pool '{}': node {} refuses the new redis_auth/redis_username/redis_db ({e}); nothing changed",
+                                p.conf.name, node.label
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
             Err(OpenError::Refused(e))
                 if e.is_credentials()
                     || matches!(e, crate::handshake::HandshakeError::Select(..)) =>
