@@ -1294,3 +1294,56 @@ fn a_reload_turns_tls_on_and_off_for_an_address_it_already_listens_on() {
         "the TLS client from before"
     );
 }
+
+/// A reload whose backend TLS the pool's servers refuse is refused whole, as a wrong
+/// password is: a CA that did not sign their certificate, or TLS turned off towards servers
+/// that speak only TLS. Applied, every server connection would fail. The pool goes on as
+/// it was; a CA that does sign them applies.
+#[test]
+fn a_reload_with_backend_tls_the_servers_refuse_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let server = TlsRedis::start(&ca.issue("redis", "redis", year(5)), "no", &[]);
+    let (port, admin) = (free_port(), free_port());
+    let with = |block: &str| {
+        format!(
+            "p:\n  listen: 127.0.0.1:{port}\n  timeout: 1000\n{block}  servers:\n   - {}:1 s0\n",
+            server.addr()
+        )
+    };
+    let good = with(&backend_block(&ca.pem(), None, None));
+    let proxy = rampart(&good, port, admin);
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    let path = proxy.dir().join("rampart.yml");
+    for (what, yaml) in [
+        ("another CA", with(&backend_block(&other.pem(), None, None))),
+        ("no TLS", with("")),
+    ] {
+        std::fs::write(&path, &yaml).expect("write");
+        let line = reload(&proxy);
+        assert!(
+            line.contains("reload refused") && line.contains("backend_tls"),
+            "{what}: {line}"
+        );
+        let mut fresh = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+        assert_eq!(
+            fresh.cmd(&["GET", "k"]),
+            Reply::bulk("1"),
+            "{what}: a new client"
+        );
+        assert_eq!(
+            c.cmd(&["GET", "k"]),
+            Reply::bulk("1"),
+            "{what}: a client from before"
+        );
+    }
+    // The right CA in another file applies.
+    let copy = dir.path().join("ca-copy.pem");
+    std::fs::copy(ca.pem(), &copy).expect("copy");
+    std::fs::write(&path, with(&backend_block(&copy, None, None))).expect("write");
+    let line = reload(&proxy);
+    assert!(line.contains("reload: applied"), "{line}");
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("1"));
+}

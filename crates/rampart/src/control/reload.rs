@@ -389,25 +389,30 @@ async fn follows_a_seed(pool: &PoolRt, conf: &rampart_config::Pool) -> bool {
 }
 
 /// Before a reload changes how a pool logs in to its nodes (`redis_auth`, `redis_username`,
-/// `redis_db`), one node the running pool knows is connected to with the new set-up (with no
-/// password left, a `PING` shows whether it wants one). If it refuses it (`WRONGPASS`,
-/// `NOAUTH`, a database it does not have), the reload is refused:
+/// `redis_db`) or speaks to them (`backend_tls`, or the content of its files), one node the
+/// running pool knows is connected to with the new set-up, and sent a `PING` when nothing
+/// else was (no password left) or TLS changed. If it refuses it (`WRONGPASS`, `NOAUTH`, a
+/// database it does not have, a failed TLS handshake, a connection closed at its first
+/// command), the reload is refused:
 /// applied, every new server connection and health check of the pool would fail. A node
 /// that cannot be reached proves nothing and does not stop the reload. The password never
 /// appears in the refusal (Redis' own error text is quoted).
 ///
 /// # Errors
 /// `pool '<name>': node <addr> refuses the new redis_auth/redis_username/redis_db (<Redis'
-/// error>); nothing changed`.
+/// error>); nothing changed` (`backend_tls` in place of the keys when TLS changed, with the
+/// TLS or connection error).
 async fn try_credentials(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(), String> {
     for p in new {
         let Some(o) = old.iter().find(|o| o.conf.name == p.conf.name) else {
             continue;
         };
-        if o.conf.redis_auth == p.conf.redis_auth
-            && o.conf.redis_username == p.conf.redis_username
-            && o.conf.redis_db == p.conf.redis_db
-        {
+        let creds = o.conf.redis_auth != p.conf.redis_auth
+            || o.conf.redis_username != p.conf.redis_username
+            || o.conf.redis_db != p.conf.redis_db;
+        let tls = o.conf.backend_tls != p.conf.backend_tls
+            || o.tls.client_digest() != p.tls.client_digest();
+        if !creds && !tls {
             continue;
         }
         // The new pool has not learnt Sentinel's or the cluster's nodes yet: ask the running
@@ -419,31 +424,47 @@ async fn try_credentials(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(),
         else {
             continue;
         };
+        let what = match (creds, tls) {
+            (true, false) => "redis_auth/redis_username/redis_db",
+            (false, _) => "backend_tls",
+            (true, true) => "redis_auth/redis_username/redis_db/backend_tls",
+        };
+        let refused = |why: &dyn std::fmt::Display| {
+            Err(format!(
+                "pool '{}': node {} refuses the new {what} ({why}); nothing changed",
+                p.conf.name, node.label
+            ))
+        };
+        // A connection that closes after it was made (not one that times out) is a server
+        // that does not speak what the new backend_tls speaks.
+        let closed = |e: &std::io::Error| tls && e.kind() != std::io::ErrorKind::TimedOut;
         match Link::open(&node.addr, &p.handshake, p.timeout()).await {
-            // Without a password nothing was sent: the first command says whether the node
-            // wants one.
-            Ok(mut link) if p.handshake.is_empty() => {
-                if let Ok(r) = link.call(&[&[b"PING"]], p.timeout()).await {
-                    match r.first() {
-                        Some(Val::Err(e)) if e.starts_with("NOAUTH") => {
-                            return Err(format!(
-                                "pool '{}': node {} refuses the new redis_auth/redis_username/redis_db ({e}); nothing changed",
-                                p.conf.name, node.label
-                            ));
+            // Nothing may have been sent yet (no password): the first command says whether
+            // the node wants one, and whether it speaks the new TLS set-up.
+            Ok(mut link) if p.handshake.is_empty() || tls => {
+                match link.call(&[&[b"PING"]], p.timeout()).await {
+                    Ok(r) => {
+                        if let Some(Val::Err(e)) = r.first() {
+                            if e.starts_with("NOAUTH") {
+                                return refused(e);
+                            }
                         }
-                        _ => {}
                     }
+                    Err(e) if closed(&e) => return refused(&e),
+                    Err(_) => {}
                 }
             }
             Err(OpenError::Refused(e))
                 if e.is_credentials()
                     || matches!(e, crate::handshake::HandshakeError::Select(..)) =>
             {
-                return Err(format!(
-                    "pool '{}': node {} refuses the new redis_auth/redis_username/redis_db ({e}); nothing changed",
-                    p.conf.name, node.label
-                ));
+                return refused(&e);
             }
+            // The TLS handshake failed (an untrusted certificate, a server without TLS).
+            Err(OpenError::Connect(e)) if tls && e.to_string().contains("TLS handshake") => {
+                return refused(&e);
+            }
+            Err(OpenError::Io(e)) if closed(&e) => return refused(&e),
             // Accepted, not reached, or busy: nothing to hold the reload for.
             _ => {}
         }
