@@ -3,8 +3,9 @@
 //! listeners, and only then publish it with one atomic swap; any error leaves the running
 //! configuration untouched. A pool whose credentials towards its nodes change is first tried
 //! on one of its nodes (see `try_credentials`). A cluster pool whose new seeds name none of
-//! the nodes it follows moves to that other cluster: its map is read from the new seeds
-//! before anything changes (see `move_clusters`), and the pool is built anew from it.
+//! the nodes it follows moves to that other cluster, and a pool made a cluster pool or a
+//! cluster pool added follows its cluster: its map is read from the seeds before anything
+//! changes (see `move_clusters`), and the pool is built anew from it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -25,7 +26,7 @@ use crate::topology::Shared;
 /// to another cluster) keeps nothing of `old` but its statistics slot.
 ///
 /// # Errors
-/// A cluster pool new to `old` with no shards (a reload cannot read its map), a pool over
+/// A cluster pool new to `old` whose map was not read (no shards), a pool over
 /// the number of statistics slots, or a certificate or key that cannot be read.
 pub fn build_pools(
     shared: &Shared,
@@ -179,7 +180,7 @@ async fn reload_inner(
             )
         })?;
     let old = shared.pools.load_full();
-    let moved = move_clusters(&mut config, &old).await?;
+    let moved = move_clusters(shared, &mut config, &old).await?;
     let new = build_pools(shared, config, &old).map_err(|e| format!("{e:#}"))?;
     for m in moved.iter() {
         if let Some(c) = new
@@ -250,10 +251,12 @@ async fn reload_inner(
     crate::control::rights::check_new(&old, &new);
     let mut msg = format!("applied {} pool(s); {}", new.len(), changes(&old, &new));
     for m in &moved {
-        msg.push_str(&format!(
-            "; pool '{}' moved to another cluster ({} shards)",
-            m.pool, m.shards
-        ));
+        let what = match m.kind {
+            Became::Moved => "moved to another cluster",
+            Became::Cluster => "is now a cluster pool",
+            Became::Added => "follows its cluster",
+        };
+        msg.push_str(&format!("; pool '{}' {what} ({} shards)", m.pool, m.shards));
     }
     for (n, s, _) in &moves {
         msg.push_str(&format!("; pool '{n}' moved {:.1}% of its keys", s * 100.0));
@@ -271,43 +274,76 @@ struct Moved {
     ids: Vec<Vec<String>>,
     /// How many shards the map gave.
     shards: usize,
+    /// Why its map was read.
+    kind: Became,
 }
 
-/// Cluster pools that `config` points at another cluster: their `cluster:` seeds changed and
-/// include none of the nodes of the running pool's map (compared by address, host names
-/// resolved). The map of each is read from its new seeds now, as at start, and its `shards`
-/// filled from it, so `build_pools` builds it as a new pool. A pool whose new seeds still
-/// include a node it follows keeps following its cluster (the seeds then serve at the next
-/// start).
+/// Cluster pools whose map `config` makes the reload read from their seeds: a cluster pool
+/// pointed at another cluster (its `cluster:` seeds changed and include none of the nodes
+/// of the running pool's map, compared by address, host names resolved), a pool of another
+/// kind made a cluster pool, and a cluster pool the file adds. The map of each is read now,
+/// as at start, and its `shards` filled from it, so `build_pools` builds it as a new pool. A
+/// pool whose new seeds still include a node it follows keeps following its cluster (the
+/// seeds then serve at the next start).
 ///
 /// # Errors
 /// `pool '<name>': no cluster seed answered CLUSTER NODES ...` (or another reason the seeds
-/// gave no valid map), followed by `; the pool stays on its cluster; nothing changed`.
-async fn move_clusters(config: &mut Config, old: &[Arc<PoolRt>]) -> Result<Vec<Moved>, String> {
+/// gave no valid map), followed by `; the pool stays on its cluster; nothing changed` (or
+/// `the pool stays as it was`, `the pool is not added`).
+async fn move_clusters(
+    shared: &Shared,
+    config: &mut Config,
+    old: &[Arc<PoolRt>],
+) -> Result<Vec<Moved>, String> {
     let mut moved = Vec::new();
     for conf in config.pools.iter_mut().filter(|c| c.is_cluster()) {
-        let Some(o) = old
-            .iter()
-            .find(|o| o.conf.name == conf.name && o.conf.is_cluster())
-        else {
-            continue;
+        let prev = old.iter().find(|o| o.conf.name == conf.name);
+        let kind = match prev {
+            Some(o) if o.conf.is_cluster() => {
+                if o.conf.cluster == conf.cluster || follows_a_seed(o, conf).await {
+                    continue;
+                }
+                Became::Moved
+            }
+            Some(_) => Became::Cluster,
+            None => Became::Added,
         };
-        if o.conf.cluster == conf.cluster || follows_a_seed(o, conf).await {
-            continue;
-        }
-        let (shards, table, ids) = crate::ha::cluster::discover(conf, o.index)
+        let slot = match prev {
+            Some(o) => o.index,
+            None => shared.pool_slot(&conf.name).map_err(|e| format!("{e:#}"))?,
+        };
+        let (shards, table, ids) = crate::ha::cluster::discover(conf, slot)
             .await
-            .map_err(|e| format!("{e:#}; the pool stays on its cluster; nothing changed"))?;
+            .map_err(|e| {
+                let stays = match kind {
+                    Became::Moved => "the pool stays on its cluster",
+                    Became::Cluster => "the pool stays as it was",
+                    Became::Added => "the pool is not added",
+                };
+                format!("{e:#}; {stays}; nothing changed")
+            })?;
         tracing::info!(pool = %conf.name, shards = shards.len(), "cluster slot map read from the new seeds");
         moved.push(Moved {
             pool: conf.name.clone(),
             table,
             ids,
             shards: shards.len(),
+            kind,
         });
         conf.shards = shards;
     }
     Ok(moved)
+}
+
+/// What a reload that reads a cluster pool's map from its seeds does to the pool.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Became {
+    /// A cluster pool moved to another cluster.
+    Moved,
+    /// A pool of another kind made a cluster pool.
+    Cluster,
+    /// A cluster pool the reload adds.
+    Added,
 }
 
 /// Check every node of `pool` that `which` picks by its shard's name and the node (a cluster
