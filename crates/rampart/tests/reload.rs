@@ -988,3 +988,57 @@ fn a_reload_that_removes_a_password_the_servers_require_is_refused() {
     assert_eq!(d.cmd(&["AUTH", "pw-0k8"]), Reply::ok());
     assert_eq!(d.cmd(&["GET", "k"]), Reply::bulk("1"), "a new client");
 }
+
+/// `max_dedicated_connections` lowered by a reload below the connections in use: the blocked
+/// commands on them go on, and as they end their connections close until the new bound
+/// holds (they were kept idle and leased again, over the bound).
+#[test]
+fn max_dedicated_connections_lowered_below_those_in_use_closes_the_extra_ones_as_they_end() {
+    let server = RedisServer::start();
+    let (proxy, port) = one_worker_on(&server);
+    let path = proxy.dir().join("rampart.yml");
+    let addr = format!("127.0.0.1:{port}");
+    let mut blocked: Vec<Client> = (0..5)
+        .map(|i| {
+            let mut c = Client::connect(&addr);
+            c.send_raw(&testkit::encode_command(&["BLPOP", &format!("dq{i}"), "0"]))
+                .expect("send BLPOP");
+            c
+        })
+        .collect();
+    assert!(
+        poll_until(Duration::from_secs(5), || (blocked_clients(&server)
+            == Some(5))
+        .then_some(()))
+        .is_some(),
+        "five blocked"
+    );
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &pool("demo", port, &[&server], "  max_dedicated_connections: 2\n"),
+    );
+    assert!(line.contains("max_dedicated_connections"), "{line}");
+    let mut w = Client::connect(&addr);
+    for (i, c) in blocked.iter_mut().enumerate() {
+        assert_eq!(w.cmd(&["RPUSH", &format!("dq{i}"), "x"]), Reply::Int(1));
+        c.set_read_timeout(Some(Duration::from_secs(5)));
+        assert_eq!(
+            c.read_reply().ok(),
+            Some(Reply::Array(Some(vec![
+                Reply::bulk(format!("dq{i}")),
+                Reply::bulk("x")
+            ])))
+        );
+    }
+    // Idle dedicated connections last ran BLPOP; at most the new bound of them stays.
+    let left = poll_until(Duration::from_secs(5), || {
+        let n = server_conns(&server, "blpop").len();
+        (n <= 2).then_some(n)
+    });
+    assert!(
+        left.is_some(),
+        "dedicated connections over the new bound: {}",
+        server_conns(&server, "blpop").len()
+    );
+}
