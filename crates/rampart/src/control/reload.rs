@@ -498,7 +498,8 @@ async fn try_credentials(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(),
         // A connection that closes after it was made (not one that times out) is a server
         // that does not speak what the new backend_tls speaks.
         let closed = |e: &std::io::Error| tls && e.kind() != std::io::ErrorKind::TimedOut;
-        match Link::open(&node.addr, &p.handshake, p.timeout()).await {
+        // Quiet: the running pool's connections are refused until the swap, and say so.
+        match Link::open(&node.addr, &p.handshake.quiet(), p.timeout()).await {
             // Nothing may have been sent yet (no password): the first command says whether
             // the node wants one, and whether it speaks the new TLS set-up.
             Ok(mut link) if p.handshake.is_empty() || tls => {

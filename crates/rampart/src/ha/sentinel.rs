@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::ha::link::{Link, Val};
+use crate::handshake::Handshake;
 use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
@@ -114,7 +115,7 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
     let mut rounds = 0u64;
     loop {
         for shard in 0..pool.shards.len() {
-            if let Some(info) = ask(&pool, &sentinels, shard).await {
+            if let Some(info) = ask(&pool, &pool.sentinel_handshake, &sentinels, shard).await {
                 apply(&pool, shard, &info, workers, &mut checks, &stop).await;
             }
         }
@@ -142,17 +143,20 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
 
 /// A connection to sentinel `s`, authenticated with the pool's sentinel credentials.
 pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<Link> {
+    connect_with(&pool.sentinel_handshake, s, limit).await
+}
+
+/// [`connect`] with the handshake `hs` (the pool's, or a quiet copy of it).
+async fn connect_with(hs: &Handshake, s: &SentinelAddr, limit: Duration) -> Option<Link> {
     let addr = ServerAddr::Tcp {
         host: s.host.clone(),
         port: s.port,
     };
     // A refused password is logged by the handshake, once per episode
     // (`crate::observe::refused`): this runs several times a second.
-    let link = Link::open(&addr, &pool.sentinel_handshake, limit)
-        .await
-        .ok()?;
+    let link = Link::open(&addr, hs, limit).await.ok()?;
     // Without a password, a connection that opened (TLS included) is the acceptance.
-    pool.sentinel_handshake.note_accepted(&addr);
+    hs.note_accepted(&addr);
     Some(link)
 }
 
@@ -160,7 +164,12 @@ pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option
 /// answer that names a new primary wins: the sentinel that leads a failover moves the master
 /// to the new epoch at promotion but keeps reporting the old address until the failover ends,
 /// while the others report the new one as soon as they announce `+switch-master`.
-async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<MasterInfo> {
+async fn ask(
+    pool: &PoolRt,
+    hs: &Handshake,
+    sentinels: &[SentinelAddr],
+    shard: usize,
+) -> Option<MasterInfo> {
     let name = pool.shards[shard].name.as_bytes();
     let current = {
         let view = pool.shards[shard].view();
@@ -171,7 +180,7 @@ async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<
     let limit = Duration::from_millis(300);
     let mut best: Option<MasterInfo> = None;
     for s in sentinels {
-        let Some(mut c) = connect(pool, s, limit).await else {
+        let Some(mut c) = connect_with(hs, s, limit).await else {
             continue;
         };
         let Ok(r) = c
@@ -414,7 +423,9 @@ pub async fn first_views(pool: &Arc<PoolRt>, workers: usize) {
         if !pool.shards[shard].view().nodes.is_empty() {
             continue;
         }
-        if let Some(info) = ask(pool, &pool.conf.sentinels, shard).await {
+        // Quiet: the running pool's follower may still be refused until the swap.
+        let hs = pool.sentinel_handshake.quiet();
+        if let Some(info) = ask(pool, &hs, &pool.conf.sentinels, shard).await {
             apply(pool, shard, &info, workers, &mut checks, &stop).await;
         }
     }
