@@ -141,6 +141,15 @@ impl Handshake {
         self
     }
 
+    /// The same, with refusals and acceptances not followed: a trial before a reload is
+    /// applied, while the running pool's own connections may still be refused.
+    pub fn quiet(&self) -> Handshake {
+        Handshake {
+            peer: None,
+            ..self.clone()
+        }
+    }
+
     /// Report that `addr` refused this handshake's credentials, `why` in words (the
     /// server's reply or the TLS failure; never the password).
     pub fn note_refused(&self, addr: &ServerAddr, why: &str) {

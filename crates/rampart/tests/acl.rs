@@ -753,6 +753,59 @@ fn a_reload_gives_connected_clients_their_users_new_rules() {
     );
 }
 
+/// A command queued in `MULTI` that a reload then denies (the user's rules, or the pool's
+/// `deny_commands`) does not run at `EXEC`, even in a transaction that names no key: the
+/// whole transaction is discarded with `EXECABORT`, as for any transaction a reload met.
+#[test]
+fn a_command_a_reload_denies_while_it_is_queued_does_not_run_at_exec() {
+    let env = Setup::new(1)
+        .password(BACKEND_PW)
+        .option("admin_broadcast", "true")
+        .option("users", users())
+        .env("ACL_TEST_OPS_PW", OPS_PW)
+        .env("RAMPART_LOG", "info")
+        .start();
+    let mut ops = login(&env, "ops", OPS_PW);
+    assert_eq!(ops.cmd(&["SET", "kept", "1"]), Reply::ok());
+    assert_eq!(ops.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(ops.cmd(&["FLUSHDB"]), Reply::simple("QUEUED"));
+    // ops may no longer run dangerous commands (FLUSHDB is one).
+    let yaml = env
+        .yaml
+        .replace("rules: on +@all ~* &*", "rules: on +@all -@dangerous ~* &*");
+    assert_ne!(yaml, env.yaml);
+    reload_with(&env, &yaml);
+    let r = ops.cmd(&["EXEC"]);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.starts_with("EXECABORT")),
+        "EXEC ran a command the reload denied: {r:?}"
+    );
+    assert_eq!(env.backend(0).cmd(&["EXISTS", "kept"]), Reply::Int(1));
+    assert_eq!(
+        ops.cmd(&["FLUSHDB"]),
+        err("NOPERM this user has no permissions to run the 'flushdb' command")
+    );
+
+    // The same with a command the pool's policy denies from the next reload on.
+    assert_eq!(ops.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(ops.cmd(&["DBSIZE"]), Reply::simple("QUEUED"));
+    let denied = yaml.replace("  servers:\n", "  deny_commands: [DBSIZE]\n  servers:\n");
+    assert_ne!(denied, yaml);
+    reload_with(&env, &denied);
+    let r = ops.cmd(&["EXEC"]);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.starts_with("EXECABORT")),
+        "EXEC ran a command the reload denied: {r:?}"
+    );
+    // A transaction queued after the reload runs as usual.
+    assert_eq!(ops.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(ops.cmd(&["PING"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        ops.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![Reply::simple("PONG")]))
+    );
+}
+
 /// A reload that drops `users:` altogether removes every user: their clients are closed, as
 /// the clients of one removed user are, rather than left logged in with no rules at all (a
 /// client held to `cache:*` could then write any key, without the backend password a new

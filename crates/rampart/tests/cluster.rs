@@ -2085,3 +2085,49 @@ fn a_fail_open_cluster_answers_misses_for_the_slots_of_a_dead_primary() {
     assert_eq!(c.cmd(&["SET", &live, "w"]), Reply::ok());
     assert_eq!(c.cmd(&["GET", &live]), Reply::bulk("w"));
 }
+
+/// A reload may make a pool a cluster pool (here a `servers:` pool), or add a cluster pool:
+/// as at start, the map is read from the seeds (and its nodes checked) before the swap, and
+/// keys go to the cluster from the next request, for the clients the pool had and new ones.
+#[test]
+fn a_reload_makes_a_pool_a_cluster_pool_and_adds_another() {
+    let cluster = ClusterSetup::new().replicas(0).start();
+    let single = testkit::RedisServer::start();
+    let (port, port2) = (free_port(), free_port());
+    let servers = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  servers:\n   - {}:1 s0\n",
+        single.addr()
+    );
+    let proxy = common::start_rampart(&servers, port, 2);
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
+    let seeds = cluster.addrs()[..2].join(", ");
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 2000\nd:\n  listen: 127.0.0.1:{port2}\n  cluster: [{seeds}]\n"
+    );
+    let line = reload_hup(&proxy, &yaml);
+    assert!(line.contains("reload: applied"), "{line}");
+    let on = |key: &str| {
+        Client::connect(&cluster.nodes[cluster.owner_of(key)].addr()).cmd(&["GET", key])
+    };
+    let mut d = Client::connect(&format!("127.0.0.1:{port2}"));
+    for i in 0..20 {
+        let k = format!("kind:{i}");
+        assert_eq!(
+            c.cmd(&["SET", &k, "c"]),
+            Reply::ok(),
+            "{k} through the old client"
+        );
+        assert_eq!(on(&k), Reply::bulk("c"), "{k} is on the cluster");
+        assert_eq!(
+            d.cmd(&["GET", &k]),
+            Reply::bulk("c"),
+            "{k} through the new pool"
+        );
+    }
+    assert_eq!(
+        c.cmd(&["GET", "before"]),
+        Reply::nil(),
+        "the cluster is another store"
+    );
+}

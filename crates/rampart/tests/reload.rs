@@ -678,3 +678,367 @@ fn a_watch_held_across_a_reload_that_changes_the_database_aborts_its_exec() {
     assert_eq!(in_db("1", "k"), Reply::bulk("w"));
     assert_eq!(in_db("0", "k"), Reply::nil());
 }
+
+/// What one client of [`set_get_load`] saw: (acknowledged writes as key and value, errors).
+type Seen = (Vec<(String, String)>, Vec<String>);
+
+/// Clients doing SET then GET of their own keys, each on its own connection, until told to
+/// stop.
+fn set_get_load(
+    addr: &str,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Seen>> {
+    (0..clients)
+        .map(|t| {
+            let addr = addr.to_string();
+            let stop = Arc::clone(stop);
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                c.set_read_timeout(Some(Duration::from_secs(10)));
+                let (mut acked, mut errors) = (Vec::new(), Vec::new());
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (k, v) = (format!("kind:{t}:{n}"), n.to_string());
+                    n += 1;
+                    match c.try_cmd(&["SET", &k, &v]) {
+                        Ok(r) if r == Reply::ok() => acked.push((k.clone(), v.clone())),
+                        other => {
+                            errors.push(format!("SET {k}: {other:?}"));
+                            continue;
+                        }
+                    }
+                    match c.try_cmd(&["GET", &k]) {
+                        Ok(r) if r == Reply::bulk(&v) => {}
+                        other => errors.push(format!("GET {k}: {other:?}")),
+                    }
+                }
+                (acked, errors)
+            })
+        })
+        .collect()
+}
+
+/// A pool changes kind under load: `servers:` -> `primary:`/`replicas:` -> `sentinels:`, over
+/// the same primary. Its one shard gets another name each time; the first change keeps the
+/// primary the file names, so it moves no key and needs no force, the second one is forced
+/// (the new primary is Sentinel's to name). The new shard's nodes are checked before the
+/// swap, so 20 clients doing SET then GET get no error, and every acknowledged write is on
+/// the primary.
+#[test]
+fn a_pool_changes_kind_under_load_without_an_error_or_a_lost_write() {
+    let (primary, replicas) = ha::replica_set(1);
+    let monitor = testkit::Monitor::new("kind", primary.port()).quorum(1);
+    let sentinel = testkit::Sentinel::start_monitors(std::slice::from_ref(&monitor));
+    let (port, admin) = (free_port(), free_port());
+    let head = format!("alpha:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n");
+    let servers = format!("{head}  servers:\n   - {}:1 s0\n", primary.addr());
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &servers)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = set_get_load(&format!("127.0.0.1:{port}"), 20, &stop);
+    let steps = [
+        (
+            format!(
+                "{head}  primary: {}\n  replicas: [{}]\n{FAST_CHECKS}",
+                primary.addr(),
+                replicas[0].addr()
+            ),
+            "/api/reload",
+        ),
+        (
+            format!(
+                "{head}  sentinels: [{}]\n  master: kind\n{FAST_CHECKS}",
+                sentinel.addr()
+            ),
+            "/api/reload?force=true",
+        ),
+    ];
+    for (yaml, call) in &steps {
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::write(&path, yaml).expect("write config");
+        let r = post(admin, call);
+        assert!(r.contains("200 OK") && r.contains("applied"), "{r}");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut errors) = (Vec::new(), Vec::new());
+    for l in load {
+        let (a, e) = l.join().expect("client");
+        acked.extend(a);
+        errors.extend(e);
+    }
+    assert!(
+        acked.len() > 1000,
+        "the clients kept going ({})",
+        acked.len()
+    );
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}\n{}",
+        errors.len(),
+        &errors[..errors.len().min(5)],
+        proxy.stderr()
+    );
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(k, v)| primary.cmd(&["GET", k]) != Reply::bulk(v))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing: {missing:?}"
+    );
+}
+
+/// `client_connections` lowered by a reload below the clients connected: they stay and are
+/// served, and the very next client is refused with Redis' error (the accept loop judges each
+/// client by the settings of the moment it arrives, not those it had when it began waiting).
+#[test]
+fn client_connections_lowered_below_those_connected_keeps_them_and_refuses_the_next() {
+    let a = RedisServer::start();
+    let port = free_port();
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file(
+            "rampart.yml",
+            pool("alpha", port, &[&a], "  client_connections: 10\n"),
+        )
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let addr = format!("127.0.0.1:{port}");
+    let mut held: Vec<Client> = (0..4).map(|_| Client::connect(&addr)).collect();
+    for c in &mut held {
+        assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
+    }
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &pool("alpha", port, &[&a], "  client_connections: 2\n"),
+    );
+    assert!(line.contains("client_connections 10 -> 2"), "{line}");
+    let mut next = Client::connect(&addr);
+    next.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(
+        next.read_reply().ok(),
+        Some(Reply::Error("ERR max number of clients reached".into())),
+        "the first client after the reload"
+    );
+    for c in &mut held {
+        assert_eq!(
+            c.cmd(&["PING"]),
+            Reply::simple("PONG"),
+            "a client from before"
+        );
+    }
+}
+
+/// A reload may give an address rampart listens on to another pool or another role: a pool
+/// renamed on the same port, `listen` and `read_listen` swapped. The socket is kept (no
+/// bind, so no "address in use"), new clients get what it serves now, and clients already
+/// on it go on as their pool does (those of a pool that left are closed).
+#[test]
+fn an_address_moves_to_another_pool_or_role_without_a_new_bind() {
+    let (primary, replicas) = ha::replica_set(1);
+    let (port, port2) = (free_port(), free_port());
+    let body = format!(
+        "  hash: fnv1a_64\n  primary: {}\n  replicas: [{}]\n{FAST_CHECKS}",
+        primary.addr(),
+        replicas[0].addr()
+    );
+    let first =
+        format!("alpha:\n  listen: 127.0.0.1:{port}\n  read_listen: 127.0.0.1:{port2}\n{body}");
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &first)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let mut before = Client::connect(&format!("127.0.0.1:{port}"));
+    let up = poll_until(Duration::from_secs(5), || {
+        (before.cmd(&["SET", "k", "1"]) == Reply::ok()).then_some(())
+    });
+    assert!(up.is_some(), "the primary never came up");
+
+    // listen and read_listen swap their ports.
+    let swapped =
+        format!("alpha:\n  listen: 127.0.0.1:{port2}\n  read_listen: 127.0.0.1:{port}\n{body}");
+    let line = reload_hup(&proxy, &path, &swapped);
+    assert!(line.contains("reload: applied"), "{line}");
+    let mut reads = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_err_starts(&reads.cmd(&["SET", "k", "2"]), "ERR");
+    let mut all = Client::connect(&format!("127.0.0.1:{port2}"));
+    assert_eq!(all.cmd(&["SET", "k", "3"]), Reply::ok());
+    assert_eq!(
+        before.cmd(&["GET", "k"]),
+        Reply::bulk("3"),
+        "a client from before"
+    );
+
+    // The pool renamed on the same ports: its clients are closed, new ones served.
+    let renamed = swapped.replace("alpha:", "beta:");
+    let line = reload_hup(&proxy, &path, &renamed);
+    assert!(
+        line.contains("beta: added") && line.contains("alpha: removed"),
+        "{line}"
+    );
+    let mut beta = Client::connect(&format!("127.0.0.1:{port2}"));
+    assert_eq!(beta.cmd(&["GET", "k"]), Reply::bulk("3"));
+    assert!(
+        poll_until(Duration::from_secs(5), || all.try_cmd(&["PING"]).err()).is_some(),
+        "a client of the removed pool stays"
+    );
+}
+
+fn assert_err_starts(r: &Reply, prefix: &str) {
+    assert!(
+        matches!(r, Reply::Error(e) if e.starts_with(prefix)),
+        "{r:?}"
+    );
+}
+
+/// A reload refused by a later listener (its port taken by another process) leaves a unix
+/// socket listener that moved to another pool as it was: still bound and serving.
+#[test]
+fn a_refused_reload_leaves_a_unix_listener_serving() {
+    let a = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("p.sock");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = taken.local_addr().expect("addr").port();
+    let unix = |name: &str| {
+        format!(
+            "{name}:\n  listen: {}\n  servers:\n   - {}:1 s0\n",
+            sock.display(),
+            a.addr()
+        )
+    };
+    let port = free_port();
+    let tcp = pool("tcp", port, &[&a], "");
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", format!("{}{tcp}", unix("alpha")))
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let ping = || {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        use std::io::{Read, Write};
+        s.write_all(b"PING\r\n").ok()?;
+        let mut b = [0u8; 7];
+        s.read_exact(&mut b).ok()?;
+        Some(b.to_vec())
+    };
+    assert_eq!(ping().as_deref(), Some(&b"+PONG\r\n"[..]));
+    // The unix pool renamed, and a new pool on a port another process holds.
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &format!("{}{tcp}{}", unix("beta"), pool("extra", busy, &[&a], "")),
+    );
+    assert!(line.contains("reload refused"), "{line}");
+    assert_eq!(
+        ping().as_deref(),
+        Some(&b"+PONG\r\n"[..]),
+        "the unix listener after a refused reload\n{}",
+        proxy.stderr()
+    );
+    drop(taken);
+}
+
+/// A reload that removes `redis_auth` while the servers still require a password is refused
+/// whole, as a wrong password is: applied, every server connection would get `NOAUTH`.
+#[test]
+fn a_reload_that_removes_a_password_the_servers_require_is_refused() {
+    let a = RedisServer::start();
+    assert_eq!(
+        a.cmd(&["CONFIG", "SET", "requirepass", "pw-0k8"]),
+        Reply::ok()
+    );
+    let port = free_port();
+    let with = pool("alpha", port, &[&a], "  redis_auth: pw-0k8\n");
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &with)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["AUTH", "pw-0k8"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    let line = reload_hup(&proxy, &path, &pool("alpha", port, &[&a], ""));
+    assert!(
+        line.contains("reload refused") && line.contains("NOAUTH") && !line.contains("pw-0k8"),
+        "{line}"
+    );
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("1"), "the pool as it was");
+    let mut d = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(d.cmd(&["AUTH", "pw-0k8"]), Reply::ok());
+    assert_eq!(d.cmd(&["GET", "k"]), Reply::bulk("1"), "a new client");
+}
+
+/// `max_dedicated_connections` lowered by a reload below the connections in use: the blocked
+/// commands on them go on, and as they end their connections close until the new bound
+/// holds (they were kept idle and leased again, over the bound).
+#[test]
+fn max_dedicated_connections_lowered_below_those_in_use_closes_the_extra_ones_as_they_end() {
+    let server = RedisServer::start();
+    let (proxy, port) = one_worker_on(&server);
+    let path = proxy.dir().join("rampart.yml");
+    let addr = format!("127.0.0.1:{port}");
+    let mut blocked: Vec<Client> = (0..5)
+        .map(|i| {
+            let mut c = Client::connect(&addr);
+            c.send_raw(&testkit::encode_command(&["BLPOP", &format!("dq{i}"), "0"]))
+                .expect("send BLPOP");
+            c
+        })
+        .collect();
+    assert!(
+        poll_until(Duration::from_secs(5), || (blocked_clients(&server)
+            == Some(5))
+        .then_some(()))
+        .is_some(),
+        "five blocked"
+    );
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &pool("demo", port, &[&server], "  max_dedicated_connections: 2\n"),
+    );
+    assert!(line.contains("max_dedicated_connections"), "{line}");
+    let mut w = Client::connect(&addr);
+    for (i, c) in blocked.iter_mut().enumerate() {
+        assert_eq!(w.cmd(&["RPUSH", &format!("dq{i}"), "x"]), Reply::Int(1));
+        c.set_read_timeout(Some(Duration::from_secs(5)));
+        assert_eq!(
+            c.read_reply().ok(),
+            Some(Reply::Array(Some(vec![
+                Reply::bulk(format!("dq{i}")),
+                Reply::bulk("x")
+            ])))
+        );
+    }
+    // Idle dedicated connections last ran BLPOP; at most the new bound of them stays.
+    let left = poll_until(Duration::from_secs(5), || {
+        let n = server_conns(&server, "blpop").len();
+        (n <= 2).then_some(n)
+    });
+    assert!(
+        left.is_some(),
+        "dedicated connections over the new bound: {}",
+        server_conns(&server, "blpop").len()
+    );
+}

@@ -887,3 +887,58 @@ fn spool_replay_lands_in_redis_db_and_takes_only_what_the_user_may_write() {
         "database 0 got writes"
     );
 }
+
+/// A reload that turns the spool off while writes wait in it is refused whole (they were
+/// acknowledged and would never be replayed); the spool goes on taking writes. Once the
+/// primary is back and the spool replayed, the same file applies.
+#[test]
+fn a_reload_that_turns_off_a_spool_holding_writes_is_refused_until_it_is_replayed() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replicas[0], dir.path(), "100ms");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    for i in 0..10 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    let off: String = yaml(port, &primary, &replicas[0], dir.path(), "100ms", "")
+        .lines()
+        .filter(|l| !l.contains("spool_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(proxy.dir().join("spool.yml"), &off).expect("write config");
+    proxy.signal("HUP");
+    let refused = poll_until(Duration::from_secs(10), || {
+        proxy
+            .stderr()
+            .lines()
+            .find(|l| l.contains("reload refused"))
+            .map(str::to_string)
+    });
+    let refused = refused.unwrap_or_else(|| panic!("not refused; log:\n{}", proxy.stderr()));
+    assert!(
+        refused.contains("spool") && refused.contains("10 write"),
+        "{refused}"
+    );
+    // Still spooled, behind the others.
+    assert_eq!(c.cmd(&["LPUSH", "q", "v10"]), Reply::Int(1));
+    primary.cont();
+    let want: Vec<String> = (0..11).map(|i| format!("v{i}")).collect();
+    let replayed = poll_until(Duration::from_secs(10), || {
+        (pushed(&primary, "q") == want).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "{:?} replayed; log:\n{}",
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
+    proxy.signal("HUP");
+    let applied = poll_until(Duration::from_secs(10), || {
+        proxy.stderr().contains("reload: applied").then_some(())
+    });
+    assert!(applied.is_some(), "not applied; log:\n{}", proxy.stderr());
+    assert_eq!(c.cmd(&["LPUSH", "q", "v11"]), Reply::Int(12));
+}

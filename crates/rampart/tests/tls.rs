@@ -1252,3 +1252,103 @@ fn monitor_transactions_and_client_kill_over_the_tls_listener() {
     assert_eq!(plain.cmd(&["RPUSH", "q", "kept"]), Reply::Int(1));
     assert_eq!(a.cmd(&["LLEN", "q"]), Reply::Int(1));
 }
+
+/// TLS turned on for an address by a reload (`listen` moves to another port, its old port
+/// becomes `tls_listen`), then off again: no "address in use", the plaintext client already
+/// on it keeps working, and a new client there speaks what the address serves now.
+#[test]
+fn a_reload_turns_tls_on_and_off_for_an_address_it_already_listens_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue("proxy", "rampart", year(5));
+    let redis = RedisServer::start();
+    let (port, other, admin) = (free_port(), free_port(), free_port());
+    let plain = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  servers:\n   - {}:1 s0\n",
+        redis.addr()
+    );
+    let proxy = rampart(&plain, port, admin);
+    let mut before = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(before.cmd(&["SET", "k", "1"]), Reply::ok());
+    let tls_on = format!(
+        "p:\n  listen: 127.0.0.1:{other}\n  tls_listen: 127.0.0.1:{port}\n{}  servers:\n   - {}:1 s0\n",
+        listener_block(&server, ""),
+        redis.addr()
+    );
+    std::fs::write(proxy.dir().join("rampart.yml"), &tls_on).expect("write");
+    let line = reload(&proxy);
+    assert!(line.contains("reload: applied"), "{line}");
+    let mut tls = TlsClient::connect(port, &ca.pem(), None).expect("a TLS client on the old port");
+    assert_eq!(tls.cmd(&["GET", "k"]), Reply::bulk("1"));
+    assert_eq!(
+        before.cmd(&["GET", "k"]),
+        Reply::bulk("1"),
+        "the plaintext client from before"
+    );
+    let mut moved = testkit::Client::connect(&format!("127.0.0.1:{other}"));
+    assert_eq!(moved.cmd(&["GET", "k"]), Reply::bulk("1"));
+    // And back: the address serves plaintext again.
+    std::fs::write(proxy.dir().join("rampart.yml"), &plain).expect("write");
+    let line = reload(&proxy);
+    assert!(line.contains("reload: applied"), "{line}");
+    let mut again = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(again.cmd(&["GET", "k"]), Reply::bulk("1"));
+    assert_eq!(
+        tls.cmd(&["GET", "k"]),
+        Reply::bulk("1"),
+        "the TLS client from before"
+    );
+}
+
+/// A reload whose backend TLS the pool's servers refuse is refused whole, as a wrong
+/// password is: a CA that did not sign their certificate, or TLS turned off towards servers
+/// that speak only TLS. Applied, every server connection would fail. The pool goes on as
+/// it was; a CA that does sign them applies.
+#[test]
+fn a_reload_with_backend_tls_the_servers_refuse_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let other = Ca::new(dir.path(), "other");
+    let server = TlsRedis::start(&ca.issue("redis", "redis", year(5)), "no", &[]);
+    let (port, admin) = (free_port(), free_port());
+    let with = |block: &str| {
+        format!(
+            "p:\n  listen: 127.0.0.1:{port}\n  timeout: 1000\n{block}  servers:\n   - {}:1 s0\n",
+            server.addr()
+        )
+    };
+    let good = with(&backend_block(&ca.pem(), None, None));
+    let proxy = rampart(&good, port, admin);
+    let mut c = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    let path = proxy.dir().join("rampart.yml");
+    for (what, yaml) in [
+        ("another CA", with(&backend_block(&other.pem(), None, None))),
+        ("no TLS", with("")),
+    ] {
+        std::fs::write(&path, &yaml).expect("write");
+        let line = reload(&proxy);
+        assert!(
+            line.contains("reload refused") && line.contains("backend_tls"),
+            "{what}: {line}"
+        );
+        let mut fresh = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+        assert_eq!(
+            fresh.cmd(&["GET", "k"]),
+            Reply::bulk("1"),
+            "{what}: a new client"
+        );
+        assert_eq!(
+            c.cmd(&["GET", "k"]),
+            Reply::bulk("1"),
+            "{what}: a client from before"
+        );
+    }
+    // The right CA in another file applies.
+    let copy = dir.path().join("ca-copy.pem");
+    std::fs::copy(ca.pem(), &copy).expect("copy");
+    std::fs::write(&path, with(&backend_block(&copy, None, None))).expect("write");
+    let line = reload(&proxy);
+    assert!(line.contains("reload: applied"), "{line}");
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("1"));
+}

@@ -165,16 +165,27 @@ pub(crate) fn bind_one(p: &PoolRt, listen: &Listen) -> anyhow::Result<Listener> 
     })
 }
 
+/// A socket just accepted, before the pool's settings are applied to it.
+enum Arrived {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
 pub(crate) async fn accept_loop(
     (pool, serves): (Arc<str>, Serves),
-    listener: Listener,
+    listener: Arc<Listener>,
     count: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     handoff: Handoff,
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        // The pool's current settings: a reload may have changed them.
+        let accepted = match listener.as_ref() {
+            Listener::Tcp(l) => l.accept().await.map(|(s, peer)| Arrived::Tcp(s, peer)),
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| Arrived::Unix(s)),
+        };
+        // The pool's settings when the client arrived: a reload may have changed them while
+        // this loop waited (the first client after it must not get the old limit).
         let Some(rt) = shared
             .pools
             .load()
@@ -186,19 +197,16 @@ pub(crate) async fn accept_loop(
         };
         let conf = &rt.conf;
         let limit = conf.client_connections as usize;
-        let accepted = match &listener {
-            Listener::Tcp(l) => l.accept().await.and_then(|(s, peer)| {
+        let accepted = accepted.and_then(|a| match a {
+            Arrived::Tcp(s, peer) => {
                 s.set_nodelay(true)?;
                 if conf.tcpkeepalive {
                     socket2::SockRef::from(&s).set_keepalive(true)?;
                 }
                 Ok((RawConn::Tcp(s.into_std()?), is_loopback(peer.ip())))
-            }),
-            Listener::Unix(l) => l
-                .accept()
-                .await
-                .and_then(|(s, _)| Ok((RawConn::Unix(s.into_std()?), true))),
-        };
+            }
+            Arrived::Unix(s) => Ok((RawConn::Unix(s.into_std()?), true)),
+        });
         let (conn, local) = match accepted {
             Ok(s) => {
                 backoff = Duration::from_millis(10);

@@ -28,8 +28,15 @@ pub mod rights;
 
 use crate::control::listen::{accept_loop, bind_one, listens, Handoff, Listener, Serves};
 
+/// A listener's accept loop, with its socket and what it serves.
 struct Running {
     task: JoinHandle<()>,
+    /// The bound socket, shared with the accept loop: a reload that gives the address to
+    /// another pool or role restarts the loop on the same socket instead of binding again.
+    listener: Arc<Listener>,
+    /// The pool and role it accepts for.
+    pool: Arc<str>,
+    serves: Serves,
 }
 
 /// The running control plane, shared by whoever may reload it (the signal handler, the admin
@@ -41,7 +48,7 @@ pub struct Control {
     handoff: Handoff,
     workers: usize,
     stop: CancellationToken,
-    /// Listener tasks by (pool, mode, address).
+    /// Listener tasks by address.
     listeners: HashMap<String, Running>,
     /// Client budget per pool name (shared by its listeners, kept across reloads).
     counts: HashMap<String, Arc<AtomicUsize>>,
@@ -56,11 +63,12 @@ pub struct Control {
     replayers: Vec<CancellationToken>,
 }
 
-/// A listener bound by a reload, not yet running: (key, pool, what it serves, socket).
-type Bound = (String, Arc<str>, Serves, Listener);
+/// A listener a reload wants: (address key, pool, what it serves, the socket bound for it,
+/// or `None` when a running listener already holds the address).
+type Bound = (String, Arc<str>, Serves, Option<Listener>);
 
-fn listen_key(pool: &str, serves: Serves, l: &Listen) -> String {
-    format!("{pool}|{:?}|{}|{l:?}", serves.mode, serves.tls)
+fn listen_key(l: &Listen) -> String {
+    format!("{l:?}")
 }
 
 impl Control {
@@ -79,19 +87,23 @@ impl Control {
         }
     }
 
-    /// Bind every listener of `pools` that is not running yet; nothing is started when one
-    /// fails.
+    /// Bind every address of `pools` that no running listener holds (one that does is kept,
+    /// whatever pool or role it served); nothing is started, and no running listener is
+    /// touched, when one fails.
     ///
     /// # Errors
     /// The address that could not be bound, with its pool.
     fn bind_new(&self, pools: &[Arc<PoolRt>]) -> anyhow::Result<Vec<Bound>> {
         let mut out = Vec::new();
         for p in pools {
-            for (l, mode) in listens(p) {
-                let key = listen_key(&p.conf.name, mode, l);
-                if !self.listeners.contains_key(&key) {
-                    out.push((key, Arc::from(p.conf.name.as_str()), mode, bind_one(p, l)?));
-                }
+            for (l, serves) in listens(p) {
+                let key = listen_key(l);
+                let socket = if self.listeners.contains_key(&key) {
+                    None
+                } else {
+                    Some(bind_one(p, l)?)
+                };
+                out.push((key, Arc::from(p.conf.name.as_str()), serves, socket));
             }
         }
         Ok(out)
@@ -99,35 +111,47 @@ impl Control {
 
     /// Make listeners, health checks and followers match `pools` (already published).
     fn sync(&mut self, shared: &Arc<Shared>, pools: &[Arc<PoolRt>], bound: Vec<Bound>) {
-        let wanted: Vec<String> = pools
-            .iter()
-            .flat_map(|p| {
-                listens(p)
-                    .into_iter()
-                    .map(|(l, m)| listen_key(&p.conf.name, m, l))
-            })
-            .collect();
         self.listeners.retain(|k, r| {
-            let keep = wanted.contains(k);
+            let keep = bound.iter().any(|(b, ..)| b == k);
             if !keep {
                 r.task.abort();
             }
             keep
         });
-        for (key, pool, mode, l) in bound {
+        for (key, pool, serves, socket) in bound {
+            let listener = match (socket, self.listeners.get(&key)) {
+                (Some(l), _) => Arc::new(l),
+                // Kept as it was: the same pool and role.
+                (None, Some(r)) if r.pool == pool && r.serves == serves => continue,
+                // The address now serves another pool or role: a new accept loop on the
+                // same socket (an accept in progress is cancelled whole, nothing is lost).
+                (None, Some(r)) => {
+                    r.task.abort();
+                    Arc::clone(&r.listener)
+                }
+                (None, None) => continue,
+            };
             let count = Arc::clone(
                 self.counts
                     .entry(pool.to_string())
                     .or_insert_with(|| Arc::new(AtomicUsize::new(0))),
             );
             let task = tokio::spawn(accept_loop(
-                (pool, mode),
-                l,
+                (Arc::clone(&pool), serves),
+                Arc::clone(&listener),
                 count,
                 Arc::clone(shared),
                 self.handoff.clone(),
             ));
-            self.listeners.insert(key, Running { task });
+            self.listeners.insert(
+                key,
+                Running {
+                    task,
+                    listener,
+                    pool,
+                    serves,
+                },
+            );
         }
         // Health checks: every node of a checked pool without Sentinel (Sentinel followers
         // check the nodes they manage).

@@ -3,8 +3,9 @@
 //! listeners, and only then publish it with one atomic swap; any error leaves the running
 //! configuration untouched. A pool whose credentials towards its nodes change is first tried
 //! on one of its nodes (see `try_credentials`). A cluster pool whose new seeds name none of
-//! the nodes it follows moves to that other cluster: its map is read from the new seeds
-//! before anything changes (see `move_clusters`), and the pool is built anew from it.
+//! the nodes it follows moves to that other cluster, and a pool made a cluster pool or a
+//! cluster pool added follows its cluster: its map is read from the seeds before anything
+//! changes (see `move_clusters`), and the pool is built anew from it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -13,9 +14,9 @@ use std::sync::Arc;
 use rampart_config::{Config, ServerAddr};
 
 use crate::control::Handle;
-use crate::ha::link::{Link, OpenError};
+use crate::ha::link::{Link, OpenError, Val};
 use crate::topology::cluster::SlotTable;
-use crate::topology::node::resolve;
+use crate::topology::node::{resolve, NodeRt};
 use crate::topology::PoolRt;
 use crate::topology::Shared;
 
@@ -25,7 +26,7 @@ use crate::topology::Shared;
 /// to another cluster) keeps nothing of `old` but its statistics slot.
 ///
 /// # Errors
-/// A cluster pool new to `old` with no shards (a reload cannot read its map), a pool over
+/// A cluster pool new to `old` whose map was not read (no shards), a pool over
 /// the number of statistics slots, or a certificate or key that cannot be read.
 pub fn build_pools(
     shared: &Shared,
@@ -65,15 +66,87 @@ pub fn build_pools(
     Ok(pools)
 }
 
+/// How long a reload waits for running switchovers to finish before it is refused.
+const SWITCHOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Mark the pools of `old` that `new` replaced (every one a reload rebuilt) as retired.
+fn retire(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) {
+    for o in old
+        .iter()
+        .filter(|o| !new.iter().any(|n| Arc::ptr_eq(n, o)))
+    {
+        o.retire();
+    }
+}
+
+/// Every spool that holds writes not replayed yet carries over to `new`: a reload that
+/// removes its pool or shard, turns its spool off or moves `spool_dir` would leave
+/// acknowledged writes on disk with nothing to replay them (and a later spool in that
+/// directory would replay them behind newer writes).
+///
+/// # Errors
+/// `pool '<name>' shard '<shard>': its spool (<dir>) holds <n> write(s) not replayed yet;
+/// ...; nothing changed`.
+fn kept_spools(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(), String> {
+    for o in old {
+        for s in &o.shards {
+            let Some(sp) = &s.spool else { continue };
+            let waiting = sp.waiting();
+            if waiting == 0 {
+                continue;
+            }
+            let kept = new
+                .iter()
+                .find(|p| p.conf.name == o.conf.name)
+                .and_then(|p| p.shards.iter().find(|n| n.name == s.name))
+                .and_then(|n| n.spool.as_ref())
+                .is_some_and(|n| Arc::ptr_eq(n, sp));
+            if !kept {
+                return Err(format!(
+                    "pool '{}' shard '{}': its spool ({}) holds {waiting} write(s) not replayed yet, which this file would leave behind (the shard or pool removed, its spool turned off or moved); reload again once the spool is empty; nothing changed",
+                    o.conf.name,
+                    s.name,
+                    sp.dir().display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Share of keys (0..1) of a sample that would move to another shard between `a` and `b`.
+/// A key whose shard is renamed but served by the same primary (a pool that changes how it
+/// lists its backends, `servers:` to `primary:`, over the same node) stays where its data is.
 fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
     const SAMPLE: usize = 20_000;
+    let primaries = |p: &PoolRt| -> Vec<Option<rampart_config::ServerAddr>> {
+        p.shards
+            .iter()
+            .map(|s| {
+                let v = s.view();
+                v.primary
+                    .and_then(|i| v.nodes.get(i))
+                    .map(|n| n.addr.clone())
+            })
+            .collect()
+    };
+    let (pa, pb) = (primaries(a), primaries(b));
     let mut moved = 0;
     for i in 0..SAMPLE {
         let key = format!("rampart:reload:{i}");
-        let sa = a.shard_for_key(key.as_bytes()).map(|s| &a.shards[s].name);
-        let sb = b.shard_for_key(key.as_bytes()).map(|s| &b.shards[s].name);
-        if sa != sb {
+        let (sa, sb) = (
+            a.shard_for_key(key.as_bytes()),
+            b.shard_for_key(key.as_bytes()),
+        );
+        let same = match (sa, sb) {
+            (Some(x), Some(y)) => {
+                a.shards[x].name == b.shards[y].name
+                    || pa[x].as_ref().is_some_and(|n| Some(n) == pb[y].as_ref())
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
             moved += 1;
         }
     }
@@ -120,8 +193,18 @@ async fn reload_inner(
     let mut config = rampart_config::load(path).map_err(|e| e.to_string())?;
     let mut guard = control.lock().await;
     let control = guard.as_mut().ok_or("the control plane is not running")?;
+    // A running switchover holds writes in the shards of the current generation: let it
+    // finish first, and start none until this one is published.
+    let _switchovers = crate::ha::switchover::exclusive(SWITCHOVER_WAIT)
+        .await
+        .ok_or_else(|| {
+            format!(
+                "a switchover was still running after {} s; nothing changed, reload again once it is done",
+                SWITCHOVER_WAIT.as_secs()
+            )
+        })?;
     let old = shared.pools.load_full();
-    let moved = move_clusters(&mut config, &old).await?;
+    let moved = move_clusters(shared, &mut config, &old).await?;
     let new = build_pools(shared, config, &old).map_err(|e| format!("{e:#}"))?;
     for m in moved.iter() {
         if let Some(c) = new
@@ -160,6 +243,7 @@ async fn reload_inner(
             blocked.join(", ")
         ));
     }
+    kept_spools(&old, &new)?;
     // A moved pool's new seeds accepted its handshake already, and its old nodes prove
     // nothing about the new cluster.
     let tried: Vec<Arc<PoolRt>> = new
@@ -169,11 +253,13 @@ async fn reload_inner(
         .collect();
     try_credentials(&old, &tried).await?;
     for p in new.iter().filter(|p| is_moved(&p.conf.name)) {
-        rise_now(p, |_| true).await;
+        rise_now(p, |_, _| true).await;
     }
+    rise_fresh(shared, &old, &new).await;
     let bound = control.bind_new(&new).map_err(|e| format!("{e:#}"))?;
     shared.pools.store(Arc::new(new.clone()));
     shared.generation.fetch_add(1, Ordering::Release);
+    retire(&old, &new);
     // Sessions that wait for nothing but messages see the new users and pools now.
     crate::observe::clients::reloaded();
     control.sync(shared, &new, bound);
@@ -189,10 +275,12 @@ async fn reload_inner(
     crate::control::rights::check_new(&old, &new);
     let mut msg = format!("applied {} pool(s); {}", new.len(), changes(&old, &new));
     for m in &moved {
-        msg.push_str(&format!(
-            "; pool '{}' moved to another cluster ({} shards)",
-            m.pool, m.shards
-        ));
+        let what = match m.kind {
+            Became::Moved => "moved to another cluster",
+            Became::Cluster => "is now a cluster pool",
+            Became::Added => "follows its cluster",
+        };
+        msg.push_str(&format!("; pool '{}' {what} ({} shards)", m.pool, m.shards));
     }
     for (n, s, _) in &moves {
         msg.push_str(&format!("; pool '{n}' moved {:.1}% of its keys", s * 100.0));
@@ -210,53 +298,86 @@ struct Moved {
     ids: Vec<Vec<String>>,
     /// How many shards the map gave.
     shards: usize,
+    /// Why its map was read.
+    kind: Became,
 }
 
-/// Cluster pools that `config` points at another cluster: their `cluster:` seeds changed and
-/// include none of the nodes of the running pool's map (compared by address, host names
-/// resolved). The map of each is read from its new seeds now, as at start, and its `shards`
-/// filled from it, so `build_pools` builds it as a new pool. A pool whose new seeds still
-/// include a node it follows keeps following its cluster (the seeds then serve at the next
-/// start).
+/// Cluster pools whose map `config` makes the reload read from their seeds: a cluster pool
+/// pointed at another cluster (its `cluster:` seeds changed and include none of the nodes
+/// of the running pool's map, compared by address, host names resolved), a pool of another
+/// kind made a cluster pool, and a cluster pool the file adds. The map of each is read now,
+/// as at start, and its `shards` filled from it, so `build_pools` builds it as a new pool. A
+/// pool whose new seeds still include a node it follows keeps following its cluster (the
+/// seeds then serve at the next start).
 ///
 /// # Errors
 /// `pool '<name>': no cluster seed answered CLUSTER NODES ...` (or another reason the seeds
-/// gave no valid map), followed by `; the pool stays on its cluster; nothing changed`.
-async fn move_clusters(config: &mut Config, old: &[Arc<PoolRt>]) -> Result<Vec<Moved>, String> {
+/// gave no valid map), followed by `; the pool stays on its cluster; nothing changed` (or
+/// `the pool stays as it was`, `the pool is not added`).
+async fn move_clusters(
+    shared: &Shared,
+    config: &mut Config,
+    old: &[Arc<PoolRt>],
+) -> Result<Vec<Moved>, String> {
     let mut moved = Vec::new();
     for conf in config.pools.iter_mut().filter(|c| c.is_cluster()) {
-        let Some(o) = old
-            .iter()
-            .find(|o| o.conf.name == conf.name && o.conf.is_cluster())
-        else {
-            continue;
+        let prev = old.iter().find(|o| o.conf.name == conf.name);
+        let kind = match prev {
+            Some(o) if o.conf.is_cluster() => {
+                if o.conf.cluster == conf.cluster || follows_a_seed(o, conf).await {
+                    continue;
+                }
+                Became::Moved
+            }
+            Some(_) => Became::Cluster,
+            None => Became::Added,
         };
-        if o.conf.cluster == conf.cluster || follows_a_seed(o, conf).await {
-            continue;
-        }
-        let (shards, table, ids) = crate::ha::cluster::discover(conf, o.index)
+        let slot = match prev {
+            Some(o) => o.index,
+            None => shared.pool_slot(&conf.name).map_err(|e| format!("{e:#}"))?,
+        };
+        let (shards, table, ids) = crate::ha::cluster::discover(conf, slot)
             .await
-            .map_err(|e| format!("{e:#}; the pool stays on its cluster; nothing changed"))?;
+            .map_err(|e| {
+                let stays = match kind {
+                    Became::Moved => "the pool stays on its cluster",
+                    Became::Cluster => "the pool stays as it was",
+                    Became::Added => "the pool is not added",
+                };
+                format!("{e:#}; {stays}; nothing changed")
+            })?;
         tracing::info!(pool = %conf.name, shards = shards.len(), "cluster slot map read from the new seeds");
         moved.push(Moved {
             pool: conf.name.clone(),
             table,
             ids,
             shards: shards.len(),
+            kind,
         });
         conf.shards = shards;
     }
     Ok(moved)
 }
 
-/// Check every node of the shards of `pool` that `which` picks by name (a cluster pool
-/// moved to another cluster, or its shards added since start; not published yet) as their
-/// health checks would, all at once, so that those that pass serve from the swap on (see
+/// What a reload that reads a cluster pool's map from its seeds does to the pool.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Became {
+    /// A cluster pool moved to another cluster.
+    Moved,
+    /// A pool of another kind made a cluster pool.
+    Cluster,
+    /// A cluster pool the reload adds.
+    Added,
+}
+
+/// Check every node of `pool` that `which` picks by its shard's name and the node (a cluster
+/// pool moved to another cluster, its shards added since start, the nodes a reload made
+/// anew; not published yet) as their health checks would, all at once, so that those that pass serve from the swap on (see
 /// `ha::health::rise_now`); takes about `rise` checks `fast_interval` apart.
-async fn rise_now(pool: &PoolRt, which: impl Fn(&str) -> bool) {
+async fn rise_now(pool: &PoolRt, which: impl Fn(&str, &NodeRt) -> bool) {
     let mut checks = tokio::task::JoinSet::new();
-    for s in pool.shards.iter().filter(|s| which(&s.name)) {
-        for n in &s.view().nodes {
+    for s in &pool.shards {
+        for n in s.view().nodes.iter().filter(|n| which(&s.name, n)) {
             checks.spawn(crate::ha::health::rise_now(
                 Arc::clone(n),
                 pool.conf.health,
@@ -266,6 +387,32 @@ async fn rise_now(pool: &PoolRt, which: impl Fn(&str) -> bool) {
         }
     }
     while checks.join_next().await.is_some() {}
+}
+
+/// The nodes a reload makes anew in a checked pool (a shard added or renamed, a node added,
+/// a pool that changes kind: `servers:` to `primary:`, to `sentinels:`) start down, and
+/// would refuse the pool's requests until their checks bring them up: they are checked
+/// now, before the swap, as a cluster pool moved to another cluster is. A Sentinel shard
+/// with no node yet first asks its Sentinels for them (see `ha::sentinel::first_views`).
+/// Cluster pools follow their own path (`move_clusters`, `reshape_clusters`).
+async fn rise_fresh(shared: &Shared, old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) {
+    let known: std::collections::HashSet<u64> = old
+        .iter()
+        .flat_map(|p| p.shards.iter())
+        .flat_map(|s| s.view().nodes.iter().map(|n| n.id).collect::<Vec<_>>())
+        .collect();
+    let mut all = tokio::task::JoinSet::new();
+    for p in new.iter().filter(|p| p.checked && !p.conf.is_cluster()) {
+        let (p, known) = (Arc::clone(p), known.clone());
+        let workers = shared.workers;
+        all.spawn(async move {
+            if p.conf.is_sentinel() {
+                crate::ha::sentinel::first_views(&p, workers).await;
+            }
+            rise_now(&p, |_, n| !known.contains(&n.id)).await;
+        });
+    }
+    while all.join_next().await.is_some() {}
 }
 
 /// Whether one of `conf`'s cluster seeds is a node of `pool`'s current map: the same host
@@ -302,24 +449,30 @@ async fn follows_a_seed(pool: &PoolRt, conf: &rampart_config::Pool) -> bool {
 }
 
 /// Before a reload changes how a pool logs in to its nodes (`redis_auth`, `redis_username`,
-/// `redis_db`), one node the running pool knows is connected to with the new set-up. If it
-/// refuses it (`WRONGPASS`, `NOAUTH`, a database it does not have), the reload is refused:
+/// `redis_db`) or speaks to them (`backend_tls`, or the content of its files), one node the
+/// running pool knows is connected to with the new set-up, and sent a `PING` when nothing
+/// else was (no password left) or TLS changed. If it refuses it (`WRONGPASS`, `NOAUTH`, a
+/// database it does not have, a failed TLS handshake, a connection closed at its first
+/// command), the reload is refused:
 /// applied, every new server connection and health check of the pool would fail. A node
 /// that cannot be reached proves nothing and does not stop the reload. The password never
 /// appears in the refusal (Redis' own error text is quoted).
 ///
 /// # Errors
 /// `pool '<name>': node <addr> refuses the new redis_auth/redis_username/redis_db (<Redis'
-/// error>); nothing changed`.
+/// error>); nothing changed` (`backend_tls` in place of the keys when TLS changed, with the
+/// TLS or connection error).
 async fn try_credentials(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(), String> {
     for p in new {
         let Some(o) = old.iter().find(|o| o.conf.name == p.conf.name) else {
             continue;
         };
-        if o.conf.redis_auth == p.conf.redis_auth
-            && o.conf.redis_username == p.conf.redis_username
-            && o.conf.redis_db == p.conf.redis_db
-        {
+        let creds = o.conf.redis_auth != p.conf.redis_auth
+            || o.conf.redis_username != p.conf.redis_username
+            || o.conf.redis_db != p.conf.redis_db;
+        let tls = o.conf.backend_tls != p.conf.backend_tls
+            || o.tls.client_digest() != p.tls.client_digest();
+        if !creds && !tls {
             continue;
         }
         // The new pool has not learnt Sentinel's or the cluster's nodes yet: ask the running
@@ -331,16 +484,48 @@ async fn try_credentials(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(),
         else {
             continue;
         };
-        match Link::open(&node.addr, &p.handshake, p.timeout()).await {
+        let what = match (creds, tls) {
+            (true, false) => "redis_auth/redis_username/redis_db",
+            (false, _) => "backend_tls",
+            (true, true) => "redis_auth/redis_username/redis_db/backend_tls",
+        };
+        let refused = |why: &dyn std::fmt::Display| {
+            Err(format!(
+                "pool '{}': node {} refuses the new {what} ({why}); nothing changed",
+                p.conf.name, node.label
+            ))
+        };
+        // A connection that closes after it was made (not one that times out) is a server
+        // that does not speak what the new backend_tls speaks.
+        let closed = |e: &std::io::Error| tls && e.kind() != std::io::ErrorKind::TimedOut;
+        // Quiet: the running pool's connections are refused until the swap, and say so.
+        match Link::open(&node.addr, &p.handshake.quiet(), p.timeout()).await {
+            // Nothing may have been sent yet (no password): the first command says whether
+            // the node wants one, and whether it speaks the new TLS set-up.
+            Ok(mut link) if p.handshake.is_empty() || tls => {
+                match link.call(&[&[b"PING"]], p.timeout()).await {
+                    Ok(r) => {
+                        if let Some(Val::Err(e)) = r.first() {
+                            if e.starts_with("NOAUTH") {
+                                return refused(e);
+                            }
+                        }
+                    }
+                    Err(e) if closed(&e) => return refused(&e),
+                    Err(_) => {}
+                }
+            }
             Err(OpenError::Refused(e))
                 if e.is_credentials()
                     || matches!(e, crate::handshake::HandshakeError::Select(..)) =>
             {
-                return Err(format!(
-                    "pool '{}': node {} refuses the new redis_auth/redis_username/redis_db ({e}); nothing changed",
-                    p.conf.name, node.label
-                ));
+                return refused(&e);
             }
+            // The TLS handshake failed (an untrusted certificate, a server without TLS).
+            Err(OpenError::Connect(e)) if tls && e.to_string().contains("TLS handshake") => {
+                return refused(&e);
+            }
+            Err(OpenError::Io(e)) if closed(&e) => return refused(&e),
             // Accepted, not reached, or busy: nothing to hold the reload for.
             _ => {}
         }
@@ -384,6 +569,10 @@ fn renewed(old: &PoolRt, new: &PoolRt) -> Option<String> {
 pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<String> {
     let mut guard = control.lock().await;
     let Some(control) = guard.as_mut() else {
+        return Vec::new();
+    };
+    // Not while a switchover holds writes in the current generation: the next round.
+    let Some(_switchovers) = crate::ha::switchover::try_exclusive() else {
         return Vec::new();
     };
     let old = shared.pools.load_full();
@@ -438,7 +627,7 @@ pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<Str
         }
         // A new shard's primary passes its checks before the pool names it: commands
         // sent to every shard (DBSIZE, KEYS, SCAN) reach it from the swap on.
-        rise_now(&rt, |name| added.iter().any(|a| a == name)).await;
+        rise_now(&rt, |name, _| added.iter().any(|a| a == name)).await;
         new.push(Arc::new(rt));
     }
     if changed.is_empty() {
@@ -448,6 +637,7 @@ pub async fn reshape_clusters(shared: &Arc<Shared>, control: &Handle) -> Vec<Str
         Ok(bound) => {
             shared.pools.store(Arc::new(new.clone()));
             shared.generation.fetch_add(1, Ordering::Release);
+            retire(&old, &new);
             control.sync(shared, &new, bound);
             // Dedicated and subscriber connections to a dropped shard's nodes close now;
             // request connections close as each worker moves to the new generation.

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::ha::link::{Link, Val};
+use crate::handshake::Handshake;
 use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
@@ -97,6 +98,12 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
             stop.clone(),
         ));
     }
+    // A failover hold a reload carried over ends as the previous follower's would have.
+    for shard in pool.shards.iter().filter(|s| s.is_failing_over()) {
+        if let Some(left) = shard.failover_hold_left(pool.conf.failover_hold) {
+            tokio::spawn(expire_later(Arc::clone(&pool), shard.index, left));
+        }
+    }
     let mut checks: HashMap<u64, CancellationToken> = HashMap::new();
     // Nodes a reload carried over from the previous follower (whose checks ended with it) are
     // checked again at once, with this generation's settings.
@@ -108,7 +115,7 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
     let mut rounds = 0u64;
     loop {
         for shard in 0..pool.shards.len() {
-            if let Some(info) = ask(&pool, &sentinels, shard).await {
+            if let Some(info) = ask(&pool, &pool.sentinel_handshake, &sentinels, shard).await {
                 apply(&pool, shard, &info, workers, &mut checks, &stop).await;
             }
         }
@@ -136,17 +143,20 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
 
 /// A connection to sentinel `s`, authenticated with the pool's sentinel credentials.
 pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option<Link> {
+    connect_with(&pool.sentinel_handshake, s, limit).await
+}
+
+/// [`connect`] with the handshake `hs` (the pool's, or a quiet copy of it).
+async fn connect_with(hs: &Handshake, s: &SentinelAddr, limit: Duration) -> Option<Link> {
     let addr = ServerAddr::Tcp {
         host: s.host.clone(),
         port: s.port,
     };
     // A refused password is logged by the handshake, once per episode
     // (`crate::observe::refused`): this runs several times a second.
-    let link = Link::open(&addr, &pool.sentinel_handshake, limit)
-        .await
-        .ok()?;
+    let link = Link::open(&addr, hs, limit).await.ok()?;
     // Without a password, a connection that opened (TLS included) is the acceptance.
-    pool.sentinel_handshake.note_accepted(&addr);
+    hs.note_accepted(&addr);
     Some(link)
 }
 
@@ -154,7 +164,12 @@ pub async fn connect(pool: &PoolRt, s: &SentinelAddr, limit: Duration) -> Option
 /// answer that names a new primary wins: the sentinel that leads a failover moves the master
 /// to the new epoch at promotion but keeps reporting the old address until the failover ends,
 /// while the others report the new one as soon as they announce `+switch-master`.
-async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<MasterInfo> {
+async fn ask(
+    pool: &PoolRt,
+    hs: &Handshake,
+    sentinels: &[SentinelAddr],
+    shard: usize,
+) -> Option<MasterInfo> {
     let name = pool.shards[shard].name.as_bytes();
     let current = {
         let view = pool.shards[shard].view();
@@ -165,7 +180,7 @@ async fn ask(pool: &PoolRt, sentinels: &[SentinelAddr], shard: usize) -> Option<
     let limit = Duration::from_millis(300);
     let mut best: Option<MasterInfo> = None;
     for s in sentinels {
-        let Some(mut c) = connect(pool, s, limit).await else {
+        let Some(mut c) = connect_with(hs, s, limit).await else {
             continue;
         };
         let Ok(r) = c
@@ -397,6 +412,26 @@ async fn apply(
     });
 }
 
+/// Give each shard of `pool` (a Sentinel pool a reload adds or makes, not published yet)
+/// that has no node yet the nodes its Sentinels name, as the follower's first poll would,
+/// so that they can be checked before the pool serves. The checks this starts end here: the
+/// pool's follower checks every node of its views from its start.
+pub async fn first_views(pool: &Arc<PoolRt>, workers: usize) {
+    let stop = CancellationToken::new();
+    let mut checks = HashMap::new();
+    for shard in 0..pool.shards.len() {
+        if !pool.shards[shard].view().nodes.is_empty() {
+            continue;
+        }
+        // Quiet: the running pool's follower may still be refused until the swap.
+        let hs = pool.sentinel_handshake.quiet();
+        if let Some(info) = ask(pool, &hs, &pool.conf.sentinels, shard).await {
+            apply(pool, shard, &info, workers, &mut checks, &stop).await;
+        }
+    }
+    stop.cancel();
+}
+
 /// Ask the new primary itself right away instead of waiting for its next health check, so
 /// held writes move as soon as it says `role:master`.
 pub async fn confirm(node: &NodeRt, pool: &PoolRt) {
@@ -488,14 +523,7 @@ fn on_event(pool: &Arc<PoolRt>, from: &str, channel: &str, payload: &str) {
                     format!("Sentinel {from} starts a failover; writes are held"),
                 );
             }
-            let (pool, index) = (Arc::clone(pool), shard.index);
-            tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                let shard = &pool.shards[index];
-                if shard.expire_failovers(limit) {
-                    tracing::warn!(pool = %pool.conf.name, shard = %shard.name, "no new primary within failover_hold of {}: writes go to the primary Sentinel names again", humantime::format_duration(limit));
-                }
-            });
+            tokio::spawn(expire_later(Arc::clone(pool), shard.index, limit));
         }
         "+failover-end-for-timeout"
         | "-failover-abort-not-elected"
@@ -507,6 +535,17 @@ fn on_event(pool: &Arc<PoolRt>, from: &str, channel: &str, payload: &str) {
             tracing::warn!(pool = %pool.conf.name, shard = %shard.name, sentinel = %from, "Sentinel gave up the failover ({channel}): writes go to the primary again");
         }
         _ => {}
+    }
+}
+
+/// After `after`, end the failover hold of shard `index` if no new primary came within the
+/// pool's `failover_hold` of the announcement.
+async fn expire_later(pool: Arc<PoolRt>, index: usize, after: std::time::Duration) {
+    tokio::time::sleep(after).await;
+    let limit = pool.conf.failover_hold;
+    let shard = &pool.shards[index];
+    if shard.expire_failovers(limit) {
+        tracing::warn!(pool = %pool.conf.name, shard = %shard.name, "no new primary within failover_hold of {}: writes go to the primary Sentinel names again", humantime::format_duration(limit));
     }
 }
 

@@ -30,6 +30,25 @@ use crate::topology::{PoolRt, ShardView};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Switchovers and reloads exclude each other. A switchover holds the writes of, and names
+/// the new primary in, the shard of the pool generation it started in; a reload publishing
+/// another generation meanwhile would release those writes to the old primary while it is
+/// being demoted (under Sentinel they are then lost). A switchover holds the gate shared
+/// (shards may switch at once), a reload holds it alone ([`exclusive`]).
+static GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Wait until no switchover runs, at most `limit`, and keep new ones from starting while the
+/// guard lives (a reload or a cluster reshape holds it from before it builds the new pools
+/// until they are published). `None`: a switchover still runs after `limit`.
+pub async fn exclusive(limit: Duration) -> Option<tokio::sync::RwLockWriteGuard<'static, ()>> {
+    tokio::time::timeout(limit, GATE.write()).await.ok()
+}
+
+/// [`exclusive`] without waiting: `None` while a switchover runs.
+pub fn try_exclusive() -> Option<tokio::sync::RwLockWriteGuard<'static, ()>> {
+    GATE.try_write().ok()
+}
+
 fn field(info: &Val, name: &str) -> Option<String> {
     let text = info.text()?;
     text.lines()
@@ -117,6 +136,8 @@ fn host_port(addr: &ServerAddr) -> Option<(String, u16)> {
 
 /// Switch `shard` of `pool` to `target` (or the best healthy replica). Returns a summary.
 ///
+/// A reload asked for meanwhile waits until it ends (see [`exclusive`]).
+///
 /// # Errors
 /// Why the switchover did not happen or did not finish; held writes are released either way.
 pub async fn run(
@@ -128,6 +149,14 @@ pub async fn run(
     if pool.conf.failover_hold.is_zero() {
         return Err(
             "failover_hold is 0 in this pool, so writes cannot be held during a switchover".into(),
+        );
+    }
+    // Waits while a reload is being applied; the pool it was asked in may be replaced then.
+    let _gate = GATE.read().await;
+    if pool.is_retired() {
+        return Err(
+            "the configuration was reloaded since the switchover was asked for; nothing was done, ask again"
+                .into(),
         );
     }
     if !rt.begin_switch() {

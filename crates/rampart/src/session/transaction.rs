@@ -30,6 +30,8 @@ pub const MAX_BYTES: usize = 16 << 20;
 
 /// Redis' `EXEC` reply after a command was refused while queueing.
 pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+/// The `EXEC` reply when the configuration was reloaded while commands were queued.
+pub const RELOADED: &str = "EXECABORT Transaction discarded: the pool's configuration was reloaded while it was queued; send it again";
 /// The `EXEC` reply when the transaction's keys live on more than one shard.
 pub const CROSS_SHARD: &str = "EXECABORT Transaction discarded: its keys live on different shards and a transaction runs on one; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
 
@@ -127,7 +129,7 @@ impl Transaction {
     /// # Errors
     /// The reply `EXEC` gets instead, when nothing may run: a command was refused while
     /// queueing ([`EXECABORT`]), the transaction outgrew its bounds, its keys live on more
-    /// than one shard ([`CROSS_SHARD`]), or a reload changed the pool meanwhile.
+    /// than one shard ([`CROSS_SHARD`]), or a reload happened since `MULTI` ([`RELOADED`]).
     pub fn finish(mut self, generation: u64) -> Result<Run, String> {
         match self.abort {
             Some(Abort::Refused) => return Err(EXECABORT.into()),
@@ -137,8 +139,10 @@ impl Transaction {
         if self.cross {
             return Err(CROSS_SHARD.into());
         }
-        if self.shard.is_some() && generation != self.generation {
-            return Err("EXECABORT Transaction discarded: the pool's configuration was reloaded while it was queued; send it again".into());
+        // A reload may have moved the keys, and may deny a queued command (the user's rules,
+        // the pool's policy) or rename it: keyless transactions are no exception.
+        if self.commands > 0 && generation != self.generation {
+            return Err(RELOADED.into());
         }
         encode::command(&mut self.run, &[b"EXEC"]);
         Ok(Run {
@@ -289,6 +293,19 @@ mod tests {
         let big = vec![b'x'; MAX_BYTES];
         assert!(t.push(&[b"SET", b"k", &big], None, [0]).is_err());
         assert!(t.finish(1).is_err());
+    }
+
+    #[test]
+    fn a_reload_since_multi_discards_any_queued_transaction() {
+        let mut t = Transaction::new(1);
+        t.push(&[b"INCR", b"k"], None, [0]).unwrap();
+        assert_eq!(t.finish(2).err().as_deref(), Some(RELOADED));
+        // No key: a reload may still have denied or renamed the command.
+        let mut t = Transaction::new(1);
+        t.push(&[b"FLUSHDB"], None, []).unwrap();
+        assert_eq!(t.finish(2).err().as_deref(), Some(RELOADED));
+        // Nothing queued (a watching client's MULTI EXEC): nothing to deny.
+        assert!(Transaction::new(1).finish(2).is_ok());
     }
 
     #[test]

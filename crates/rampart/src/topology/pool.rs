@@ -161,6 +161,15 @@ impl ShardRt {
         running.retain(|(_, since, _)| since.elapsed() < limit);
         self.end_failover_hold_if_idle(&running)
     }
+    /// How long until the latest failover announced is `limit` old (when
+    /// [`ShardRt::expire_failovers`] with `limit` ends the hold); `None` when none is running.
+    pub fn failover_hold_left(&self, limit: std::time::Duration) -> Option<std::time::Duration> {
+        let running = self.failing_over.lock().ok()?;
+        running
+            .iter()
+            .map(|(_, since, _)| limit.saturating_sub(since.elapsed()))
+            .max()
+    }
     fn end_failover_hold_if_idle(&self, running: &[Announced]) -> bool {
         running.is_empty()
             && self.holding.fetch_and(!HOLD_FAILOVER, Ordering::AcqRel) & HOLD_FAILOVER != 0
@@ -281,6 +290,9 @@ pub struct PoolRt {
     ring: ArcSwap<Continuum>,
     any_ejected: AtomicBool,
     next_retry_ms: AtomicU64,
+    /// A reload (or a cluster reshape) published another generation of this pool: what is
+    /// changed here no longer reaches the workers.
+    retired: AtomicBool,
 }
 
 fn node_rt(
@@ -298,6 +310,22 @@ fn node_rt(
         workers,
         checked,
     ))
+}
+
+/// The hold of a Sentinel failover announced to `old`, the previous generation of a shard of
+/// the Sentinel pool `conf`: a reload during the failover keeps holding the shard's writes
+/// (released to the old primary, they would be lost when Sentinel demotes it). The new
+/// generation's follower ends it as the old one would have: the new primary in the view, the
+/// announcing sentinels giving up, or `failover_hold` after the announcement.
+fn carried_failover(conf: &Pool, old: Option<&ShardRt>) -> (u8, Vec<Announced>) {
+    let Some(o) = old.filter(|_| conf.is_sentinel()) else {
+        return (0, Vec::new());
+    };
+    let running = o.failing_over.lock().map(|r| r.clone()).unwrap_or_default();
+    if running.is_empty() || !o.is_failing_over() {
+        return (0, Vec::new());
+    }
+    (HOLD_FAILOVER, running)
 }
 
 /// The directory of shard `shard`'s spool: `<spool_dir>/<pool>/<shard>`, each name with
@@ -399,6 +427,7 @@ impl PoolRt {
                 for r in &s.replicas {
                     nodes.push(reuse(r, r.text.clone()));
                 }
+                let carried = carried_failover(&conf, old_shard);
                 let mut primary = s.primary.as_ref().map(|_| 0);
                 if conf.is_sentinel() || conf.is_cluster() {
                     if let Some(v) = &old {
@@ -434,8 +463,8 @@ impl PoolRt {
                     ejected: AtomicBool::new(false),
                     retry_at_ms: AtomicU64::new(0),
                     switching: AtomicBool::new(false),
-                    holding: AtomicU8::new(0),
-                    failing_over: std::sync::Mutex::new(Vec::new()),
+                    holding: AtomicU8::new(carried.0),
+                    failing_over: std::sync::Mutex::new(carried.1),
                     held_since: std::sync::Mutex::new(None),
                     switch_state: std::sync::Mutex::new(String::new()),
                     failovers: counted(ShardRt::failovers),
@@ -491,7 +520,19 @@ impl PoolRt {
             ring: ArcSwap::from_pointee(ring),
             any_ejected: AtomicBool::new(false),
             next_retry_ms: AtomicU64::new(u64::MAX),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Mark this generation of the pool as replaced by a newer one (after the swap).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// A newer generation of this pool was published: its shards' views and holds are no
+    /// longer the ones the workers route by.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// The pool with its TLS material: the listener's certificate for `tls_listen`, and the

@@ -177,10 +177,22 @@ impl Dedicated {
         let mut idle = self.idle.borrow_mut();
         let before = idle.len();
         idle.retain(|i| fits(&i.conn, pool));
+        // A lowered max_dedicated_connections: idle ones over it close now.
+        let max = pool.conf.max_dedicated_connections.max(1) as usize;
+        while self.open.get().saturating_sub(before - idle.len()) > max
+            && idle.pop_front().is_some()
+        {}
         let closed = before - idle.len();
         drop(idle);
         self.open.set(self.open.get().saturating_sub(closed));
         *self.current.borrow_mut() = Some(Arc::clone(pool));
+    }
+
+    /// The `max_dedicated_connections` of the generation adopted last (no bound before one).
+    fn max(&self) -> usize {
+        self.current.borrow().as_ref().map_or(usize::MAX, |p| {
+            p.conf.max_dedicated_connections.max(1) as usize
+        })
     }
 
     /// The pool generation the worker serves now (the last one [`Dedicated::adopt`] was
@@ -317,13 +329,16 @@ impl Dedicated {
     }
 
     /// Take back a connection that owes nothing (made the way the pool makes them now).
+    /// While more are open than the pool's `max_dedicated_connections` (a reload lowered
+    /// it), the oldest idle ones close instead.
     fn put_idle(self: &Rc<Self>, conn: Conn) {
         let mut idle = self.idle.borrow_mut();
         idle.push_back(Idle {
             conn,
             since: Instant::now(),
         });
-        while idle.len() > KEEP_IDLE {
+        let max = self.max();
+        while idle.len() > KEEP_IDLE || (self.open.get() > max && !idle.is_empty()) {
             idle.pop_front();
             self.open.set(self.open.get().saturating_sub(1));
         }

@@ -93,6 +93,15 @@ impl Hold {
         Ok(())
     }
 
+    /// Move every held write, in order, behind those `to` holds: `to` is the same shard in
+    /// the generation of the pool a reload published, whose view and hold decide from now on
+    /// where the writes go (the old generation's view no longer follows failovers).
+    pub fn move_to(&self, to: &Hold) {
+        let q = std::mem::take(&mut *self.q.borrow_mut());
+        to.bytes.set(to.bytes.get() + self.bytes.replace(0));
+        to.q.borrow_mut().extend(q);
+    }
+
     /// Put back a write that could not be released yet, in front.
     pub fn push_front(&self, h: Held) {
         self.bytes.set(self.bytes.get() + h.bytes().len());

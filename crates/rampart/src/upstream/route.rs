@@ -508,7 +508,7 @@ fn retry(wp: &Rc<WorkerPool>, r: Retry) {
 }
 
 /// Make sure a task releases (or expires) the held writes of `shard`.
-fn ensure_releaser(wp: &Rc<WorkerPool>, shard: usize) {
+pub fn ensure_releaser(wp: &Rc<WorkerPool>, shard: usize) {
     if !wp.shards[shard].hold.start_releaser() {
         return;
     }

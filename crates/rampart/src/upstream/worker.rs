@@ -117,7 +117,23 @@ impl Worker {
                     }
                 }
             }
+            // Writes held for a primary wait in the new generation, which follows failovers
+            // from now on; left in the old one they would go to its last view's primary.
+            let mut held = Vec::new();
+            if let Some(o) = old.iter().find(same) {
+                for (si, s) in p.shards.iter().enumerate() {
+                    if let Some(os) = o.rt.shards.iter().position(|x| x.name == s.name) {
+                        if !o.shards[os].hold.is_empty() {
+                            o.shards[os].hold.move_to(&wp.shards[si].hold);
+                            held.push(si);
+                        }
+                    }
+                }
+            }
             let wp = Rc::new(wp);
+            for si in held {
+                crate::upstream::route::ensure_releaser(&wp, si);
+            }
             wp.pubsub.adopt(Rc::downgrade(&wp));
             tokio::task::spawn_local(crate::upstream::route::drain_retries(Rc::downgrade(&wp)));
             built.push(wp);
