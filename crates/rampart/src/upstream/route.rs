@@ -156,9 +156,10 @@ pub fn send(
     exclude: Option<u64>,
 ) -> u64 {
     let rt = &wp.rt;
+    // The client speaks RESP3: a fail-open pool's misses take its types.
+    let resp3 = client & crate::upstream::pool::RESP3_CLIENT != 0;
     if rt.conf.fail_open.is_some() && rt.shards[shard].circuit.is_open() {
         let write = access == Access::Write;
-        let resp3 = client & crate::upstream::pool::RESP3_CLIENT != 0;
         crate::upstream::failopen::answer_open(rt, shard, wp.worker, sink, bytes, write, resp3);
         return 0;
     }
@@ -198,7 +199,6 @@ pub fn send(
             };
             spool_or_fail(wp, shard, sink, bytes, failure);
         } else {
-            let resp3 = client & crate::upstream::pool::RESP3_CLIENT != 0;
             unserved(
                 wp,
                 shard,
@@ -213,7 +213,6 @@ pub fn send(
     };
     let sink = if rt.conf.fail_open.is_some() {
         let write = access == Access::Write;
-        let resp3 = client & crate::upstream::pool::RESP3_CLIENT != 0;
         crate::upstream::failopen::guard(rt, shard, wp.worker, sink, bytes, write, resp3)
     } else {
         sink

@@ -462,15 +462,7 @@ impl Hub {
         let Some(mut e) = self.subs.borrow_mut().remove(&(kind, name.clone())) else {
             return;
         };
-        for &s in &e.shards {
-            let link = self.link(s);
-            link.keys.set(link.keys.get().saturating_sub(1));
-            if s != shard {
-                link.push(kind, name.clone(), false);
-            } else {
-                link.wake.notify();
-            }
-        }
+        self.leave_links(&e.shards, kind, &name, shard);
         for l in &e.listeners {
             if !e.waiters.iter().any(|w| Rc::ptr_eq(&w.listener, l)) {
                 l.lose();
@@ -478,6 +470,21 @@ impl Hub {
         }
         for w in e.waiters.drain(..) {
             w.refuse(error);
+        }
+    }
+
+    /// A subscription refused by `refused_on`'s server and dropped from the worker leaves
+    /// the links of `shards`: unsubscribed on the others; `refused_on`'s server holds nothing
+    /// of it, and its link is woken to go on.
+    fn leave_links(&self, shards: &[usize], kind: Kind, name: &Bytes, refused_on: usize) {
+        for &s in shards {
+            let link = self.link(s);
+            link.keys.set(link.keys.get().saturating_sub(1));
+            if s == refused_on {
+                link.wake.notify();
+            } else {
+                link.push(kind, name.clone(), false);
+            }
         }
     }
 
@@ -496,15 +503,7 @@ impl Hub {
         if !held {
             // Nobody else: left everywhere, so a later subscriber asks the server anew.
             if let Some(e) = subs.remove(&key) {
-                for &s in &e.shards {
-                    let link = self.link(s);
-                    link.keys.set(link.keys.get().saturating_sub(1));
-                    if s == shard {
-                        link.wake.notify();
-                    } else {
-                        link.push(key.0, key.1.clone(), false);
-                    }
-                }
+                self.leave_links(&e.shards, key.0, &key.1, shard);
             }
         }
         drop(subs);
