@@ -170,13 +170,18 @@ impl Write for Raw<'_> {
         self.0.write(buf)
     }
     /// rustls hands over every record it holds at once (a write of more than 16 KiB is
-    /// several records): one `writev` sends them all, where the default would send only the
-    /// first and cost a system call per record.
+    /// several records): one `sendmsg` sends them all, where the default would send only the
+    /// first and cost a system call per record. A single record (the usual case) goes by
+    /// `send`; neither takes the file-position lock `writev` takes on every call.
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self.0 {
-            Stream::Tcp(s) => s.get_ref().write_vectored(bufs),
-            Stream::Unix(s) => s.get_ref().write_vectored(bufs),
-            Stream::Tls(_) => Err(nested()),
+        let sock = match self.0 {
+            Stream::Tcp(s) => socket2::SockRef::from(s.get_ref()),
+            Stream::Unix(s) => socket2::SockRef::from(s.get_ref()),
+            Stream::Tls(_) => return Err(nested()),
+        };
+        match bufs {
+            [one] => sock.send(one),
+            _ => sock.send_vectored(bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
