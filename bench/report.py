@@ -72,6 +72,8 @@ def main():
     ap.add_argument("--workers", default="?")
     ap.add_argument("--pinned", default="",
                     help="LOAD:PROXY CPU lists when the run was pinned (BENCH_PIN)")
+    ap.add_argument("--proxy-cpu", default="",
+                    help="the CPU limit of every proxy, in CPUs (BENCH_PROXY_CPU)")
     args = ap.parse_args()
 
     rows = read_csv(os.path.join(args.dir, "results.csv"))
@@ -91,6 +93,10 @@ def main():
         print()
         print(f"Pinned: Redis servers and the load generator on CPUs {load}, every proxy on "
               f"CPUs {proxy} (BENCH_PIN={args.pinned}).")
+    if args.proxy_cpu:
+        print()
+        print(f"Proxy-bound: every proxy limited to {args.proxy_cpu} CPU (BENCH_PROXY_CPU); "
+              "compare proxies with each other, not with `direct`.")
     print()
     print("## Medians")
     print()

@@ -57,11 +57,12 @@ if [[ $SKIP_RAMPART != 1 ]]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rampart-bench.XXXXXX")
-PIDS=()
+PIDS=() CGROUPS=()
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for cg in ${CGROUPS[@]+"${CGROUPS[@]}"}; do rmdir "$cg" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -382,6 +383,34 @@ if [[ -n ${BENCH_PIN:-} ]]; then
   log "pinned: Redis servers and the load generator on CPUs $PIN_LOAD, the proxies on CPUs $PIN_PROXY"
 fi
 
+# BENCH_PROXY_CPU=F (e.g. 0.4; bench/README.md, "The proxy as the bottleneck"): every proxy
+# runs in a CPU cgroup of its own, limited to F of one CPU (a 10 ms period), so the proxy, not
+# the load generator, sets the pace: rps ratios between proxy targets then compare their own
+# cost per request (TLS, users), whatever the load generator spends. Needs a writable cgroup
+# filesystem (v2 cpu.max or v1 cpu.cfs_quota_us); the direct targets are left alone.
+if [[ -n ${BENCH_PROXY_CPU:-} ]]; then
+  quota=$(python3 -c "import sys; f = float(sys.argv[1]); assert 0 < f <= 64; print(round(f * 10000))" \
+    "$BENCH_PROXY_CPU" 2>/dev/null) ||
+    { echo "bench: BENCH_PROXY_CPU=$BENCH_PROXY_CPU: expected a fraction of one CPU, e.g. 0.4" >&2; exit 1; }
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    CG_ROOT=/sys/fs/cgroup
+    echo +cpu >"$CG_ROOT/cgroup.subtree_control" 2>/dev/null || true
+  else
+    CG_ROOT=/sys/fs/cgroup/cpu
+  fi
+  for t in "${!PID[@]}"; do
+    [[ $t == direct || $t == direct-tls || $t == cluster-direct ]] && continue
+    cg=$CG_ROOT/rampart-bench-$$-$t
+    mkdir "$cg" 2>/dev/null || { echo "bench: BENCH_PROXY_CPU: cannot create $cg (root and a writable cgroup filesystem needed)" >&2; exit 1; }
+    CGROUPS+=("$cg")
+    if [[ -f $cg/cpu.max ]]; then echo "$quota 10000" >"$cg/cpu.max"
+    else echo 10000 >"$cg/cpu.cfs_period_us"; echo "$quota" >"$cg/cpu.cfs_quota_us"; fi
+    # cgroup.procs moves every thread of the process.
+    echo "${PID[$t]}" >"$cg/cgroup.procs"
+  done
+  log "proxies limited to $BENCH_PROXY_CPU CPU each (cgroups under $CG_ROOT)"
+fi
+
 mkdir -p "$OUT"
 RESULTS=$OUT/results.csv RSS=$OUT/rss.csv IDLE=$OUT/idle.csv
 echo "round,case,target,requests,rps,p99_ms,cpu_us_per_req,client_cpu_us_per_req" >"$RESULTS"
@@ -518,5 +547,5 @@ sleep 5
 record_rss after_5s
 
 python3 "$BENCH_DIR/report.py" --dir "$OUT" --rounds "$ROUNDS" --requests "$REQUESTS" \
-  --clients "$CLIENTS" --workers "$WORKERS" --pinned "${BENCH_PIN:-}" | tee "$OUT/results.md"
+  --clients "$CLIENTS" --workers "$WORKERS" --pinned "${BENCH_PIN:-}" --proxy-cpu "${BENCH_PROXY_CPU:-}" | tee "$OUT/results.md"
 log "results: $OUT/results.md (raw: results.csv, rss.csv, idle.csv)"
