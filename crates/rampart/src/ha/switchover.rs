@@ -11,7 +11,9 @@
 //!    target Sentinel would not pick is refused: `SENTINEL FAILOVER` cannot name one.
 //! 4. Confirm with ROLE on the new primary, make it the shard's primary (every connection to
 //!    the old one is closed; writes it refused with READONLY were not applied and are held),
-//!    and release the held writes to it, in order.
+//!    wait (at most [`SUBSCRIBERS_WAIT`]) until every worker's Pub/Sub connection of the shard
+//!    has subscribed on it, and release the held writes to it, in order: a held PUBLISH is
+//!    heard by every subscriber.
 //!
 //! No acknowledged write is lost: nothing is written to the old primary after the offsets
 //! matched. Progress shows in `INFO pools` and in the log.
@@ -167,6 +169,10 @@ pub async fn run(
     }
     let started = Instant::now();
     let result = steps(&pool, shard, target).await;
+    if let Ok((_, new)) = &result {
+        subscribed_on(&pool, shard, *new).await;
+    }
+    let result = result.map(|(label, _)| label);
     let held = rt.end_switch();
     let took = started.elapsed();
     match result {
@@ -187,6 +193,35 @@ pub async fn run(
             crate::observe::events::record(Kind::Switchover, &pool.conf.name, &rt.name, "", msg);
             Err(e)
         }
+    }
+}
+
+/// Longest a switchover keeps its writes held, after the promotion, for the shard's Pub/Sub
+/// links to subscribe on the new primary (they start within milliseconds: the old primary's
+/// connections are closed at the switch).
+const SUBSCRIBERS_WAIT: Duration = Duration::from_secs(1);
+
+/// Wait (at most [`SUBSCRIBERS_WAIT`], and never longer than the pool's `failover_hold`) until
+/// every worker's subscriber connection of `shard` has its subscriptions confirmed on node
+/// `new`, so that no held PUBLISH reaches the new primary before the subscriptions that
+/// should hear it. Pools whose subscriptions live on replicas (`pubsub_from: replica`) do not
+/// wait.
+async fn subscribed_on(pool: &PoolRt, shard: usize, new: u64) {
+    if pool.conf.pubsub.from != rampart_config::PubSubFrom::Primary {
+        return;
+    }
+    let rt = &pool.shards[shard];
+    let deadline = Instant::now() + SUBSCRIBERS_WAIT.min(pool.conf.failover_hold);
+    while !rt.pubsub_links_on(new) {
+        if Instant::now() >= deadline {
+            tracing::info!(
+                pool = %pool.conf.name,
+                shard = %rt.name,
+                "switchover: releasing the held writes before every subscriber connection subscribed on the new primary"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -218,7 +253,12 @@ fn pick(view: &ShardView, target: Option<&str>) -> Result<(Arc<NodeRt>, Arc<Node
     Ok((primary, Arc::clone(chosen)))
 }
 
-async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Result<String, String> {
+/// The switchover itself; returns the new primary's label and id.
+async fn steps(
+    pool: &Arc<PoolRt>,
+    shard: usize,
+    target: Option<String>,
+) -> Result<(String, u64), String> {
     let rt = &pool.shards[shard];
     let view = rt.view();
     let (old, new) = if pool.conf.is_sentinel() {
@@ -284,7 +324,7 @@ async fn steps(pool: &Arc<PoolRt>, shard: usize, target: Option<String>) -> Resu
     new.set_checked(Role::Primary, false, new.check_us());
     old.demote();
     old.close_all();
-    Ok(new.label.clone())
+    Ok((new.label.clone(), new.id))
 }
 
 /// Wait until the primary's offset stops moving and every replica in `replicas` has it.

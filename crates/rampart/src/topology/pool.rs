@@ -62,6 +62,11 @@ pub struct ShardRt {
     failovers: AtomicU64,
     switchovers: AtomicU64,
     resubscriptions: AtomicU64,
+    /// The Pub/Sub links of this shard (a worker's subscriber connection, by link id) and the
+    /// node on which each has every subscription confirmed (`None` while it connects or
+    /// subscribes): a switchover releases its held writes, PUBLISH among them, once every
+    /// link is subscribed on the new primary. At most one entry per worker and pool.
+    pubsub_links: std::sync::Mutex<std::collections::HashMap<u64, Option<u64>>>,
     /// Its circuit and fail-open counters (cache pools with `fail_open`).
     pub circuit: crate::topology::circuit::Circuit,
     /// The shard's write spool (pools with `spool_dir`), kept across reloads while its
@@ -255,6 +260,27 @@ impl ShardRt {
     /// broke or its node was switched away from) and subscribed everything it held again.
     pub fn count_resubscription(&self) {
         self.resubscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Pub/Sub link `link` of this shard has every subscription confirmed on node `on`
+    /// (`None`: it is connecting or subscribing); see [`ShardRt::pubsub_links_on`].
+    pub fn pubsub_link_at(&self, link: u64, on: Option<u64>) {
+        if let Ok(mut links) = self.pubsub_links.lock() {
+            links.insert(link, on);
+        }
+    }
+    /// Pub/Sub link `link` no longer serves this shard (nothing subscribed, or it moved to the
+    /// shard of a reloaded pool).
+    pub fn pubsub_link_gone(&self, link: u64) {
+        if let Ok(mut links) = self.pubsub_links.lock() {
+            links.remove(&link);
+        }
+    }
+    /// Every Pub/Sub link of this shard has its subscriptions confirmed on node `node` (true
+    /// when there is none).
+    pub fn pubsub_links_on(&self, node: u64) -> bool {
+        self.pubsub_links
+            .lock()
+            .map_or(true, |links| links.values().all(|on| *on == Some(node)))
     }
     /// Subscriber connections of this shard resubscribed since the shard was first configured.
     pub fn resubscriptions(&self) -> u64 {
@@ -470,6 +496,7 @@ impl PoolRt {
                     failovers: counted(ShardRt::failovers),
                     switchovers: counted(ShardRt::switchovers),
                     resubscriptions: counted(ShardRt::resubscriptions),
+                    pubsub_links: std::sync::Mutex::new(std::collections::HashMap::new()),
                     circuit: crate::topology::circuit::Circuit::new(workers),
                     spool: shard_spool(&conf, &s.name, old_shard),
                 }

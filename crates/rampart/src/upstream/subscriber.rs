@@ -30,7 +30,9 @@
 //! A link whose connection breaks, or whose node is switched away from (failover, switchover,
 //! health check), opens a connection to the node that serves the shard now and subscribes
 //! everything again (counted per shard: `rampart_pubsub_resubscriptions_total`); messages
-//! published meanwhile are lost, as Pub/Sub is at-most-once.
+//! published meanwhile are lost, as Pub/Sub is at-most-once. Each link lists itself in its
+//! shard with the node it has everything confirmed on, so that a switchover releases its
+//! held writes (PUBLISH among them) only after every link subscribed on the new primary.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -45,6 +47,7 @@ use tokio::time::{sleep, Instant};
 use crate::notify::LocalNotify;
 use crate::topology::cluster::SlotTable;
 use crate::topology::node::NodeRt;
+use crate::topology::PoolRt;
 use crate::upstream::dedicated::{Dedicated, Lease};
 use crate::upstream::listener::{Listener, Waiter};
 use crate::upstream::pool::WorkerPool;
@@ -145,7 +148,18 @@ struct Link {
     leaving: RefCell<HashMap<Bytes, u32>>,
     /// Connected to its node, everything subscribed.
     connected: Cell<bool>,
+    /// This link's id in its shard's list of Pub/Sub links
+    /// ([`crate::topology::ShardRt::pubsub_link_at`]).
+    id: u64,
+    /// The pool generation whose shard lists this link, with the shard's index.
+    listed: RefCell<Option<(Arc<PoolRt>, usize)>>,
+    /// The node whose confirmations of everything subscribed on connect are awaited: once
+    /// none is owed, the shard's list says the link is subscribed there.
+    awaiting: Cell<Option<u64>>,
 }
+
+/// Ids of links, unique in the process.
+static NEXT_LINK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Link {
     /// `n` more confirmations are owed.
@@ -161,6 +175,53 @@ impl Link {
         self.owed.set(self.owed.get().saturating_sub(1));
         self.owed_since
             .set((self.owed.get() > 0).then(Instant::now));
+        if self.owed.get() == 0 {
+            self.subscribed();
+        }
+    }
+
+    /// Connected to `node` of `rt`'s shard `shard`, everything sent: listed there as
+    /// subscribing (and taken off the list of an older generation's shard).
+    fn subscribing(&self, rt: &Arc<PoolRt>, shard: usize, node: u64) {
+        let mut listed = self.listed.borrow_mut();
+        if let Some((old, i)) = listed.as_ref() {
+            if !Arc::ptr_eq(old, rt) || *i != shard {
+                if let Some(s) = old.shards.get(*i) {
+                    s.pubsub_link_gone(self.id);
+                }
+            }
+        }
+        if let Some(s) = rt.shards.get(shard) {
+            s.pubsub_link_at(self.id, None);
+        }
+        *listed = Some((Arc::clone(rt), shard));
+        drop(listed);
+        self.awaiting.set(Some(node));
+        if self.owed.get() == 0 {
+            self.subscribed();
+        }
+    }
+
+    /// Every subscription sent on connect is answered: the shard's list says so.
+    fn subscribed(&self) {
+        let Some(node) = self.awaiting.take() else {
+            return;
+        };
+        if let Some((rt, i)) = self.listed.borrow().as_ref() {
+            if let Some(s) = rt.shards.get(*i) {
+                s.pubsub_link_at(self.id, Some(node));
+            }
+        }
+    }
+
+    /// Not subscribed anywhere now (its connection failed or broke).
+    fn unsubscribed(&self) {
+        self.awaiting.set(None);
+        if let Some((rt, i)) = self.listed.borrow().as_ref() {
+            if let Some(s) = rt.shards.get(*i) {
+                s.pubsub_link_at(self.id, None);
+            }
+        }
     }
 
     /// A new connection owes nothing yet.
@@ -301,7 +362,10 @@ impl Hub {
     fn link(&self, shard: usize) -> Rc<Link> {
         let mut links = self.links.borrow_mut();
         while links.len() <= shard {
-            links.push(Rc::default());
+            links.push(Rc::new(Link {
+                id: NEXT_LINK.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                ..Link::default()
+            }));
         }
         Rc::clone(&links[shard])
     }
@@ -379,13 +443,16 @@ impl Hub {
         }
     }
 
-    /// The node that serves `shard`'s subscriptions now, if any.
+    /// The node that serves `shard`'s subscriptions now, if any. Writes held by a
+    /// switchover or a failover do not move subscriptions: a subscription is no write, and
+    /// a switchover releases its held writes (PUBLISH among them) once the links subscribed
+    /// on the new primary (`ha::switchover`).
     fn target(&self, shard: usize) -> Option<(Arc<crate::topology::PoolRt>, Arc<NodeRt>)> {
         let wp = self.pool.borrow().upgrade()?;
         let s = wp.rt.shards.get(shard)?;
         let view = s.view();
         let node = match wp.rt.conf.pubsub.from {
-            rampart_config::PubSubFrom::Primary => s.write_target(&view).cloned(),
+            rampart_config::PubSubFrom::Primary => view.writable_primary().cloned(),
             rampart_config::PubSubFrom::Replica => {
                 crate::upstream::route::pick_read(&wp, shard, &view, None)
             }
@@ -679,6 +746,18 @@ enum Stop {
 /// everything, then read messages and send changes until it breaks or the node is switched
 /// away from, and start again; ends when nothing is subscribed on the shard.
 async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
+    // However the task ends, the link leaves its shard's list.
+    struct Unlist(Rc<Link>);
+    impl Drop for Unlist {
+        fn drop(&mut self) {
+            if let Some((rt, i)) = self.0.listed.take() {
+                if let Some(s) = rt.shards.get(i) {
+                    s.pubsub_link_gone(self.0.id);
+                }
+            }
+        }
+    }
+    let _unlist = Unlist(Rc::clone(&link));
     let mut delay = RETRY_MIN;
     let mut served = false;
     // While the shard has no node: when the waiting subscriptions were last answered.
@@ -713,16 +792,30 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
         let all = h.everything_on(shard, &link);
         drop(h);
         if let Err(e) = lease.send(&all).await {
+            link.unsubscribed();
             tracing::debug!(shard, node = %node.label, "pub/sub: connect failed: {e}");
             if let Some(h) = hub.upgrade() {
                 h.settle_shard(shard);
                 h.relocate_channels(shard);
             }
-            sleep(delay).await;
+            // Tried again after `delay`, or as soon as another node serves the shard (the
+            // failed one was a primary a failover is replacing).
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                sleep(NO_NODE_POLL).await;
+                let moved = hub
+                    .upgrade()
+                    .and_then(|h| h.target(shard))
+                    .is_some_and(|(_, n)| n.id != node.id);
+                if moved {
+                    break;
+                }
+            }
             delay = (delay * 2).min(RETRY_MAX);
             continue;
         }
         delay = RETRY_MIN;
+        link.subscribing(&rt, shard, node.id);
         if served {
             if let Some(s) = rt.shards.get(shard) {
                 s.count_resubscription();
@@ -741,6 +834,7 @@ async fn run_link(hub: Weak<Hub>, link: Rc<Link>, shard: usize) {
         }
         let stop = serve(&hub, &link, shard, &mut lease, &node).await;
         link.connected.set(false);
+        link.unsubscribed();
         if let Some(h) = hub.upgrade() {
             h.link_down(shard);
         }
