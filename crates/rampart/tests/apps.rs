@@ -851,3 +851,72 @@ fn sidekiq_and_bullmq_over_tls_as_proxy_users_with_their_rules() {
         t0.elapsed()
     );
 }
+
+/// A Sentinel pool served over TLS to proxy users: redis-py over TLS as `app` (its defaults,
+/// RESP3) writes, reads back, counts and hears its own messages while an admin user runs
+/// `RAMPART SWITCHOVER`: no command fails, the counter on the new primary equals the
+/// rounds the client saw, and its subscription hears messages published after the switch.
+#[test]
+fn redis_py_over_tls_keeps_working_through_a_sentinel_switchover() {
+    let libs = common::client_libs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca::Ca::new(dir.path(), "ca");
+    let listener = ca.issue("proxy", "rampart");
+    let tls_port = testkit::free_port();
+    let s = SentinelSetup::start(&format!(
+        "  failover_hold: 10s\n  tls_listen: 127.0.0.1:{tls_port}\n  tls:\n    cert: {}\n    key: {}\n  users:\n    - name: default\n      nopass: true\n      rules: on +info\n    - name: app\n      password_sha256: {}\n      rules: {APP_RULES}\n    - name: ops\n      password_sha256: {}\n      rules: on +@all ~* &*\n",
+        listener.cert.display(),
+        listener.key.display(),
+        sha256_hex(APP_PW),
+        sha256_hex(BACKEND_PW),
+    ));
+    let stop = dir.path().join("stop");
+    let log = dir.path().join("switchover.log");
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONPATH", libs.join("py"))
+        .arg(scripts().join("tls_switchover.py"))
+        .arg(tls_port.to_string())
+        .arg(ca.pem())
+        .args(["app", APP_PW])
+        .arg(&stop);
+    let mut client = ChildGuard::spawn(cmd, "redis-py", &log);
+    let started = poll_until(Duration::from_secs(10), || {
+        testkit::process::read_lossy(&log)
+            .contains("started")
+            .then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "the client did not start:\n{}",
+        testkit::process::read_lossy(&log)
+    );
+    let mut admin = testkit::Client::connect(&s.proxy.addr());
+    admin.set_read_timeout(Some(Duration::from_secs(25)));
+    assert_eq!(admin.cmd(&["AUTH", "ops", BACKEND_PW]), Reply::ok());
+    let t0 = Instant::now();
+    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", MASTER]);
+    assert!(
+        matches!(&reply, Reply::Simple(t) if t.contains("switched to")),
+        "{reply:?}\n{}",
+        s.proxy.log()
+    );
+    let (_, new_port) = s.wait_switch(t0, Duration::from_secs(10));
+    // Two more seconds of traffic on the new primary.
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&stop, "").expect("stop file");
+    let exit = client.wait_exit(Duration::from_secs(20));
+    client.kill();
+    let out = testkit::process::read_lossy(&log);
+    println!("switchover over TLS: {out}");
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "the client saw errors ({exit:?}):\n{out}\nproxy log:\n{}",
+        s.proxy.log()
+    );
+    let rounds: i64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rounds ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let on_new = s.replica_on(new_port).cmd(&["GET", "app:n"]);
+    assert_eq!(on_new, Reply::bulk(rounds.to_string()), "{out}");
+}
