@@ -587,13 +587,15 @@ fn sha256_hex(pw: &str) -> String {
 }
 
 /// Two pools in one rampart, each also on a TLS listener (a certificate for 127.0.0.1 from
-/// a test CA), each with the proxy user `app` (password [`APP_PW`], rules `rules`):
-/// - `shards`: two TLS-only redis-servers (`backend_tls:` with the CA) on which rampart logs
-///   in as their ACL user `rampart` ([`BACKEND_PW`]; their `default` user is off), with
-///   `hash_tag: "{}"`; its TLS listener also takes client certificates (`optional`), whose
-///   common name names the user (`auth_clients_user: CN`);
-/// - `rs`: a primary and a synced replica (plaintext), `read_policy: prefer-replica` with
-///   `read_your_writes: 2s` (the clients check their own writes at once).
+/// a test CA), each with the proxy user `app` (password [`APP_PW`], rules `rules`) and `ops`
+/// (INFO only, to wait for the replica):
+/// Every server is TLS-only (`backend_tls:` with the CA), and rampart logs in to each as its
+/// ACL user `rampart` ([`BACKEND_PW`]; `default` is off), a user no client holds.
+/// - `shards`: two servers, `hash_tag: "{}"`; its TLS listener also takes client
+///   certificates (`optional`), whose common name names the user (`auth_clients_user: CN`);
+/// - `rs`: a primary and its replica (replicating over TLS as `rampart`),
+///   `read_policy: prefer-replica` with `read_your_writes: 2s` (the clients check their own
+///   writes at once).
 struct TlsPools {
     dir: tempfile::TempDir,
     ca: ca::Ca,
@@ -601,8 +603,8 @@ struct TlsPools {
     shards_tls: u16,
     rs_tls: u16,
     _shards: Vec<TlsRedis>,
-    rs_primary: RedisServer,
-    _rs_replica: RedisServer,
+    rs_primary: TlsRedis,
+    rs_replica: TlsRedis,
 }
 
 impl TlsPools {
@@ -618,30 +620,32 @@ impl TlsPools {
         let listener = ca.issue("proxy", "rampart");
         let redis = ca.issue("redis", "redis");
         let backend_user = format!(">{BACKEND_PW}");
+        // rampart's own user on every server; `default` is off, so nothing else gets in.
+        let users_args = [
+            "--user",
+            "rampart",
+            "on",
+            &backend_user,
+            "~*",
+            "&*",
+            "+@all",
+            "--user",
+            "default",
+            "off",
+        ];
         let shards: Vec<TlsRedis> = (0..2)
-            .map(|_| {
-                TlsRedis::start(
-                    &redis,
-                    "no",
-                    &[
-                        "--user",
-                        "rampart",
-                        "on",
-                        &backend_user,
-                        "~*",
-                        "&*",
-                        "+@all",
-                    ]
-                    .into_iter()
-                    .chain(["--user", "default", "off"])
-                    .collect::<Vec<_>>(),
-                )
-            })
+            .map(|_| TlsRedis::start(&redis, "no", &users_args))
             .collect();
-        let (rs_primary, mut replicas) = replica_set(1);
-        let rs_replica = replicas.remove(0);
+        let mut primary_args = vec!["--tls-replication", "yes"];
+        primary_args.extend(users_args);
+        let rs_primary = TlsRedis::start(&redis, "no", &primary_args);
+        let primary_port = rs_primary.port().to_string();
+        let mut replica_args = primary_args.clone();
+        replica_args.extend(["--replicaof", "127.0.0.1", &primary_port]);
+        replica_args.extend(["--masteruser", "rampart", "--masterauth", BACKEND_PW]);
+        let rs_replica = TlsRedis::start(&redis, "no", &replica_args);
         let mut users = String::from("  users:\n");
-        for (name, rules) in users_rules {
+        for (name, rules) in users_rules.iter().chain(&[("ops", "on +info")]) {
             users.push_str(&format!(
                 "    - name: {name}\n      password_sha256: {}\n      rules: {rules}\n",
                 sha256_hex(APP_PW)
@@ -655,14 +659,17 @@ impl TlsPools {
             )
         };
         let [shards_port, shards_tls, rs_port, rs_tls] = [(); 4].map(|()| testkit::free_port());
+        let backend = format!(
+            "  redis_username: rampart\n  redis_auth: {BACKEND_PW}\n  backend_tls:\n    ca: {}\n",
+            ca.pem().display()
+        );
         let yaml = format!(
-            "shards:\n  listen: 127.0.0.1:{shards_port}\n  tls_listen: 127.0.0.1:{shards_tls}\n{}{users}  hash_tag: \"{{}}\"\n  redis_username: rampart\n  redis_auth: {BACKEND_PW}\n  backend_tls:\n    ca: {}\n  servers:\n   - {}:1 s0\n   - {}:1 s1\n\
-             rs:\n  listen: 127.0.0.1:{rs_port}\n  tls_listen: 127.0.0.1:{rs_tls}\n{}{users}{}",
+            "shards:\n  listen: 127.0.0.1:{shards_port}\n  tls_listen: 127.0.0.1:{shards_tls}\n{}{users}  hash_tag: \"{{}}\"\n{backend}  servers:\n   - {}:1 s0\n   - {}:1 s1\n\
+             rs:\n  listen: 127.0.0.1:{rs_port}\n  tls_listen: 127.0.0.1:{rs_tls}\n{}{users}{backend}{}",
             tls(&format!(
                 "    client_ca: {}\n    client_auth: optional\n    auth_clients_user: CN\n",
                 ca.pem().display()
             )),
-            ca.pem().display(),
             shards[0].addr(),
             shards[1].addr(),
             tls(""),
@@ -678,6 +685,21 @@ impl TlsPools {
                 std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             });
         }
+        // The replica serves reads once its checks have seen both offsets.
+        let mut ops = testkit::Client::connect(&format!("127.0.0.1:{rs_port}"));
+        assert_eq!(ops.cmd(&["AUTH", "ops", APP_PW]), Reply::ok());
+        let replica_up = poll_until(Duration::from_secs(15), || {
+            let info = ops.cmd(&["INFO", "pools"]);
+            let text = info.as_str().unwrap_or_default();
+            text.lines()
+                .any(|l| l.contains(&rs_replica.addr()) && l.contains("status=up"))
+                .then_some(())
+        });
+        assert!(
+            replica_up.is_some(),
+            "the replica of `rs` never came up: {:?}",
+            ops.cmd(&["INFO", "pools"])
+        );
         TlsPools {
             dir,
             ca,
@@ -686,8 +708,36 @@ impl TlsPools {
             rs_tls,
             _shards: shards,
             rs_primary,
-            _rs_replica: rs_replica,
+            rs_replica,
         }
+    }
+
+    /// `args` run straight on `server` with redis-cli as `rampart`; its output.
+    fn cli(&self, server: &TlsRedis, args: &[&str]) -> String {
+        let mut all = vec![
+            "--user",
+            "rampart",
+            "--pass",
+            BACKEND_PW,
+            "--no-auth-warning",
+        ];
+        all.extend(args);
+        let (ok, out) = testkit::redis_cli_tls(server.port(), None, &self.ca.pem(), &all);
+        assert!(ok, "{args:?}: {out}");
+        out
+    }
+
+    /// `args` run straight on the replica of `rs`; redis-cli's output.
+    fn rs_replica_cmd(&self, args: &[&str]) -> String {
+        self.cli(&self.rs_replica, args)
+    }
+
+    /// `SCARD key` read straight from the primary of `rs`.
+    fn rs_scard(&self, key: &str) -> i64 {
+        let out = self.cli(&self.rs_primary, &["SCARD", key]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("SCARD {key}: {out}"))
     }
 
     /// The TLS ports with the pools' names.
@@ -736,6 +786,11 @@ fn redis_py_over_tls_as_a_proxy_user_on_each_pool_kind_and_by_certificate() {
     assert!(
         !pools.proxy.stderr().contains(BACKEND_PW) && !pools.proxy.stderr().contains(APP_PW),
         "a password in the log"
+    );
+    let stats = pools.rs_replica_cmd(&["INFO", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_get:calls="),
+        "the replica served no read:\n{stats}"
     );
 }
 
@@ -806,7 +861,7 @@ fn sidekiq_and_bullmq_over_tls_as_proxy_users_with_their_rules() {
     let mut server = sidekiq_server_with(&url, &envs, &log);
     let done = poll_until(Duration::from_secs(60), || {
         let text = testkit::process::read_lossy(&log);
-        let all = scard(&pools.rs_primary, "apps:done") == JOBS as i64;
+        let all = pools.rs_scard("apps:done") == JOBS as i64;
         (all || !sidekiq_errors(&text).is_empty()).then_some(all)
     });
     server.signal("TERM");
@@ -815,7 +870,7 @@ fn sidekiq_and_bullmq_over_tls_as_proxy_users_with_their_rules() {
     assert!(
         done == Some(true),
         "{} of {JOBS} jobs ran; sidekiq log:\n{text}\nproxy log:\n{}",
-        scard(&pools.rs_primary, "apps:done"),
+        pools.rs_scard("apps:done"),
         pools.proxy.stderr()
     );
     assert!(

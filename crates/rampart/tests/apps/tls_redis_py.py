@@ -42,6 +42,12 @@ for proto in [int(p) for p in protos.split(",")]:
     assert t.execute() == [2, 3, b"3"], tag
 
     other = connect(proto)
+    # A client that wrote nothing reads from a replica where the pool has one: the value
+    # arrives there within moments.
+    until = time.monotonic() + 5
+    while other.get("app:s") != b"v":
+        assert time.monotonic() < until, (tag, "a fresh client never read app:s")
+        time.sleep(0.01)
     pusher = threading.Timer(0.3, lambda: other.lpush("app:q", "job"))
     pusher.start()
     t0 = time.monotonic()
