@@ -811,8 +811,10 @@ fn node_and_ruby_clients_over_tls_as_a_proxy_user_on_each_pool_kind() {
             .args(["app", APP_PW]);
         let what = format!("node-{name}");
         let log = pools.dir.path().join(format!("{what}.log"));
+        let t0 = Instant::now();
         let out = run_to_end(&what, node, &log, Duration::from_secs(60));
         assert!(out.trim_end().ends_with("ok"), "{what}:\n{out}");
+        println!("{what}: {:?}", t0.elapsed());
         let mut ruby = Command::new("ruby");
         ruby.arg(scripts().join("tls_redis_rb.rb"))
             .arg(port.to_string())
@@ -820,8 +822,10 @@ fn node_and_ruby_clients_over_tls_as_a_proxy_user_on_each_pool_kind() {
             .args(["app", APP_PW]);
         let what = format!("ruby-{name}");
         let log = pools.dir.path().join(format!("{what}.log"));
+        let t0 = Instant::now();
         let out = run_to_end(&what, ruby, &log, Duration::from_secs(60));
         assert!(out.trim_end().ends_with("ok"), "{what}:\n{out}");
+        println!("{what}: {:?}", t0.elapsed());
     }
 }
 
@@ -918,6 +922,7 @@ fn redis_py_over_tls_keeps_working_through_a_sentinel_switchover() {
     let ca = ca::Ca::new(dir.path(), "ca");
     let listener = ca.issue("proxy", "rampart");
     let tls_port = testkit::free_port();
+    let setup = Instant::now();
     let s = SentinelSetup::start(&format!(
         "  failover_hold: 10s\n  tls_listen: 127.0.0.1:{tls_port}\n  tls:\n    cert: {}\n    key: {}\n  users:\n    - name: default\n      nopass: true\n      rules: on +info\n    - name: app\n      password_sha256: {}\n      rules: {APP_RULES}\n    - name: ops\n      password_sha256: {}\n      rules: on +@all ~* &*\n",
         listener.cert.display(),
@@ -925,6 +930,7 @@ fn redis_py_over_tls_keeps_working_through_a_sentinel_switchover() {
         sha256_hex(APP_PW),
         sha256_hex(BACKEND_PW),
     ));
+    println!("Sentinel pool up in {:?}", setup.elapsed());
     let stop = dir.path().join("stop");
     let log = dir.path().join("switchover.log");
     let mut cmd = Command::new("python3");
@@ -956,6 +962,7 @@ fn redis_py_over_tls_keeps_working_through_a_sentinel_switchover() {
         s.proxy.log()
     );
     let (_, new_port) = s.wait_switch(t0, Duration::from_secs(10));
+    println!("RAMPART SWITCHOVER done in {:?}", t0.elapsed());
     // Two more seconds of traffic on the new primary.
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(&stop, "").expect("stop file");

@@ -12,9 +12,14 @@ const IORedis = require("ioredis");
 const [port, caFile, user, password] = process.argv.slice(2);
 const ca = fs.readFileSync(caFile);
 const url = `rediss://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}`;
+const T0 = Date.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A deadline that does not keep the process alive once `p` has settled.
 const within = (ms, p, what) =>
-  Promise.race([p, sleep(ms).then(() => { throw new Error(`${what}: no answer in ${ms} ms`); })]);
+  Promise.race([
+    p,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms).unref()),
+  ]);
 
 async function refused(p, type, tag) {
   try {
@@ -63,7 +68,7 @@ async function nodeRedis(RESP) {
   await refused(c.flushAll(), ErrorReply, `${tag} command`);
   assert.equal(await c.ping(), "PONG", tag);
   for (const x of [c, other, blocked, sub]) await x.quit();
-  console.log(tag, "passed");
+  console.log(tag, "passed at", Date.now() - T0, "ms");
 }
 
 async function ioredis() {
@@ -98,7 +103,7 @@ async function ioredis() {
   await refused(c.flushall(), IORedis.ReplyError, `${tag} command`);
   assert.equal(await c.ping(), "PONG", tag);
   for (const x of [c, other, blocked, sub]) await x.quit();
-  console.log(tag, "passed");
+  console.log(tag, "passed at", Date.now() - T0, "ms");
 }
 
 (async () => {
