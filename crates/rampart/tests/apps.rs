@@ -7,9 +7,17 @@
 //! run are in `tests/apps/`. A test that cannot run its application fails; every process it
 //! starts is killed by PID when it ends.
 //!
+//! Then the same clients and applications as managed-Redis users run them: over a TLS
+//! listener with a CA file, as proxy users (`users:`) whose rules an operator would write,
+//! on a pool of TLS-only servers that know only rampart's own user and on a replica set:
+//! redis-py (RESP2, RESP3, and by client certificate), node-redis, ioredis and Ruby's redis
+//! gem, then Sidekiq and BullMQ.
+//!
 //! Each test prints what it measured; run with `cargo test -p rampart --test apps --
 //! --nocapture` to see it.
 
+#[path = "common/ca.rs"]
+mod ca;
 mod common;
 #[path = "common/ha.rs"]
 mod ha;
@@ -23,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use ha::{replica_set, short_form, HaProxy, SentinelSetup, FAST_CHECKS, MASTER};
 use testkit::process::ChildGuard;
-use testkit::{poll_until, RedisServer, Reply};
+use testkit::{poll_until, RedisServer, Reply, TlsRedis};
 
 /// The scripts the applications run.
 fn scripts() -> PathBuf {
@@ -103,8 +111,14 @@ fn sidekiq_warnings(log: &str) -> Vec<&str> {
 
 /// A Sidekiq server (`sidekiq -r tests/apps/sidekiq_jobs.rb`, 5 threads) on `url`.
 fn sidekiq_server(url: &str, log: &Path) -> ChildGuard {
+    sidekiq_server_with(url, &[], log)
+}
+
+/// Like [`sidekiq_server`], with the environment variables `envs` (`REDIS_CA`, `DYNO`).
+fn sidekiq_server_with(url: &str, envs: &[(&str, &str)], log: &Path) -> ChildGuard {
     let mut cmd = Command::new("sidekiq");
-    cmd.env("REDIS_URL", url)
+    cmd.envs(envs.iter().copied())
+        .env("REDIS_URL", url)
         .env("RAILS_ENV", "production")
         .current_dir(scripts())
         .args([
@@ -123,7 +137,19 @@ fn sidekiq_server(url: &str, log: &Path) -> ChildGuard {
 /// Runs `sidekiq_push.rb` for `n` jobs on `url`; returns the ids acknowledged and the lines
 /// of the pushes that failed.
 fn sidekiq_push(url: &str, n: usize, pause: &str, log: &Path) -> (Vec<u64>, Vec<String>) {
+    sidekiq_push_with(url, &[], n, pause, log)
+}
+
+/// Like [`sidekiq_push`], with the environment variables `envs` (`REDIS_CA`).
+fn sidekiq_push_with(
+    url: &str,
+    envs: &[(&str, &str)],
+    n: usize,
+    pause: &str,
+    log: &Path,
+) -> (Vec<u64>, Vec<String>) {
     let mut cmd = Command::new("ruby");
+    cmd.envs(envs.iter().copied());
     cmd.env("REDIS_URL", url).current_dir(scripts()).args([
         "sidekiq_push.rb",
         &n.to_string(),
@@ -366,9 +392,22 @@ fn celery_runs_every_task_and_answers_a_broadcast() {
 /// Runs `tests/apps/bullmq_jobs.js` against `port` with `jobs` jobs under the key `prefix`;
 /// returns its exit status and output.
 fn bullmq(port: u16, jobs: usize, prefix: &str, log: &Path) -> (Option<i32>, String) {
+    bullmq_with(port, &[], jobs, prefix, log)
+}
+
+/// Like [`bullmq`], with the environment variables `envs` (`RAMPART_TLS_CA`, `RAMPART_USER`,
+/// `RAMPART_PASSWORD`).
+fn bullmq_with(
+    port: u16,
+    envs: &[(&str, &str)],
+    jobs: usize,
+    prefix: &str,
+    log: &Path,
+) -> (Option<i32>, String) {
     let libs = common::client_libs();
     let mut cmd = Command::new("node");
-    cmd.env("NODE_PATH", libs.join("node/node_modules"))
+    cmd.envs(envs.iter().copied())
+        .env("NODE_PATH", libs.join("node/node_modules"))
         .arg(scripts().join("bullmq_jobs.js"))
         .args([port.to_string(), jobs.to_string(), prefix.to_string()]);
     let mut child = ChildGuard::spawn(cmd, "bullmq", log);
@@ -532,4 +571,414 @@ fn sidekiq_across_a_sentinel_failover() {
         s.failover_log(),
         s.proxy.log()
     );
+}
+
+/// The password of the proxy user `app` (the applications' user in the TLS tests).
+const APP_PW: &str = "app-pw-4f1c";
+/// The password rampart gives the TLS servers, as their ACL user `rampart`.
+const BACKEND_PW: &str = "backend-pw-9e2d";
+
+/// `sha256(pw)` in hex, as `password_sha256:` takes it.
+fn sha256_hex(pw: &str) -> String {
+    rampart_config::sha256(pw.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Two pools in one rampart, each also on a TLS listener (a certificate for 127.0.0.1 from
+/// a test CA), each with the proxy user `app` (password [`APP_PW`], rules `rules`) and `ops`
+/// (INFO only, to wait for the replica):
+/// Every server is TLS-only (`backend_tls:` with the CA), and rampart logs in to each as its
+/// ACL user `rampart` ([`BACKEND_PW`]; `default` is off), a user no client holds.
+/// - `shards`: two servers, `hash_tag: "{}"`; its TLS listener also takes client
+///   certificates (`optional`), whose common name names the user (`auth_clients_user: CN`);
+/// - `rs`: a primary and its replica (replicating over TLS as `rampart`),
+///   `read_policy: prefer-replica` with `read_your_writes: 2s` (the clients check their own
+///   writes at once).
+struct TlsPools {
+    dir: tempfile::TempDir,
+    ca: ca::Ca,
+    proxy: testkit::Proxy,
+    shards_tls: u16,
+    rs_tls: u16,
+    _shards: Vec<TlsRedis>,
+    rs_primary: TlsRedis,
+    rs_replica: TlsRedis,
+}
+
+impl TlsPools {
+    fn start(rules: &str) -> TlsPools {
+        TlsPools::start_users(&[("app", rules)])
+    }
+
+    /// Like [`TlsPools::start`], with the users `users` (name, rules), each with the password
+    /// [`APP_PW`], in both pools.
+    fn start_users(users_rules: &[(&str, &str)]) -> TlsPools {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = ca::Ca::new(dir.path(), "ca");
+        let listener = ca.issue("proxy", "rampart");
+        let redis = ca.issue("redis", "redis");
+        let backend_user = format!(">{BACKEND_PW}");
+        // rampart's own user on every server; `default` is off, so nothing else gets in.
+        let users_args = [
+            "--user",
+            "rampart",
+            "on",
+            &backend_user,
+            "~*",
+            "&*",
+            "+@all",
+            "--user",
+            "default",
+            "off",
+        ];
+        let shards: Vec<TlsRedis> = (0..2)
+            .map(|_| TlsRedis::start(&redis, "no", &users_args))
+            .collect();
+        let mut primary_args = vec!["--tls-replication", "yes"];
+        primary_args.extend(users_args);
+        let rs_primary = TlsRedis::start(&redis, "no", &primary_args);
+        let primary_port = rs_primary.port().to_string();
+        let mut replica_args = primary_args.clone();
+        replica_args.extend(["--replicaof", "127.0.0.1", &primary_port]);
+        replica_args.extend(["--masteruser", "rampart", "--masterauth", BACKEND_PW]);
+        let rs_replica = TlsRedis::start(&redis, "no", &replica_args);
+        let mut users = String::from("  users:\n");
+        for (name, rules) in users_rules.iter().chain(&[("ops", "on +info")]) {
+            users.push_str(&format!(
+                "    - name: {name}\n      password_sha256: {}\n      rules: {rules}\n",
+                sha256_hex(APP_PW)
+            ));
+        }
+        let tls = |extra: &str| {
+            format!(
+                "  tls:\n    cert: {}\n    key: {}\n{extra}",
+                listener.cert.display(),
+                listener.key.display()
+            )
+        };
+        let [shards_port, shards_tls, rs_port, rs_tls] = [(); 4].map(|()| testkit::free_port());
+        let backend = format!(
+            "  redis_username: rampart\n  redis_auth: {BACKEND_PW}\n  backend_tls:\n    ca: {}\n",
+            ca.pem().display()
+        );
+        let yaml = format!(
+            "shards:\n  listen: 127.0.0.1:{shards_port}\n  tls_listen: 127.0.0.1:{shards_tls}\n{}{users}  hash_tag: \"{{}}\"\n{backend}  servers:\n   - {}:1 s0\n   - {}:1 s1\n\
+             rs:\n  listen: 127.0.0.1:{rs_port}\n  tls_listen: 127.0.0.1:{rs_tls}\n{}{users}{backend}{}",
+            tls(&format!(
+                "    client_ca: {}\n    client_auth: optional\n    auth_clients_user: CN\n",
+                ca.pem().display()
+            )),
+            shards[0].addr(),
+            shards[1].addr(),
+            tls(""),
+            short_form(
+                &rs_primary.addr(),
+                &[rs_replica.addr()],
+                &format!("  read_policy: prefer-replica\n  read_your_writes: 2s\n{FAST_CHECKS}")
+            ),
+        );
+        let proxy = common::start_rampart(&yaml, shards_port, 2);
+        for port in [shards_tls, rs_port, rs_tls] {
+            testkit::wait_until(Duration::from_secs(10), "a listener", || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        }
+        // The replica serves reads once its checks have seen both offsets.
+        let mut ops = testkit::Client::connect(&format!("127.0.0.1:{rs_port}"));
+        assert_eq!(ops.cmd(&["AUTH", "ops", APP_PW]), Reply::ok());
+        let replica_up = poll_until(Duration::from_secs(15), || {
+            let info = ops.cmd(&["INFO", "pools"]);
+            let text = info.as_str().unwrap_or_default();
+            text.lines()
+                .any(|l| l.contains(&rs_replica.addr()) && l.contains("status=up"))
+                .then_some(())
+        });
+        assert!(
+            replica_up.is_some(),
+            "the replica of `rs` never came up: {:?}",
+            ops.cmd(&["INFO", "pools"])
+        );
+        TlsPools {
+            dir,
+            ca,
+            proxy,
+            shards_tls,
+            rs_tls,
+            _shards: shards,
+            rs_primary,
+            rs_replica,
+        }
+    }
+
+    /// `args` run straight on `server` with redis-cli as `rampart`; its output.
+    fn cli(&self, server: &TlsRedis, args: &[&str]) -> String {
+        let mut all = vec![
+            "--user",
+            "rampart",
+            "--pass",
+            BACKEND_PW,
+            "--no-auth-warning",
+        ];
+        all.extend(args);
+        let (ok, out) = testkit::redis_cli_tls(server.port(), None, &self.ca.pem(), &all);
+        assert!(ok, "{args:?}: {out}");
+        out
+    }
+
+    /// `args` run straight on the replica of `rs`; redis-cli's output.
+    fn rs_replica_cmd(&self, args: &[&str]) -> String {
+        self.cli(&self.rs_replica, args)
+    }
+
+    /// `SCARD key` read straight from the primary of `rs`.
+    fn rs_scard(&self, key: &str) -> i64 {
+        let out = self.cli(&self.rs_primary, &["SCARD", key]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("SCARD {key}: {out}"))
+    }
+
+    /// The TLS ports with the pools' names.
+    fn tls_ports(&self) -> [(&'static str, u16); 2] {
+        [("shards", self.shards_tls), ("rs", self.rs_tls)]
+    }
+}
+
+/// What an operator gives an application's user when its keys and channels share a prefix.
+const APP_RULES: &str = "on +@all -@dangerous ~app:* &app:*";
+
+/// redis-py (its defaults: HELLO with AUTH, CLIENT SETINFO) over TLS with a CA, as the proxy
+/// user `app`, in RESP2 and RESP3, on a pool of two TLS servers whose own user and password
+/// the client never holds and on a replica set with `prefer-replica` reads: commands, a
+/// pipeline, MULTI/EXEC, BLPOP woken by another client, a subscription and its message,
+/// NOPERM (key, command, a refused key inside MULTI) raised as `NoPermissionError` or
+/// `ExecAbortError` with the connection still serving. Then with a client certificate whose
+/// common name is the user, without AUTH.
+#[test]
+fn redis_py_over_tls_as_a_proxy_user_on_each_pool_kind_and_by_certificate() {
+    let libs = common::client_libs();
+    let pools = TlsPools::start(APP_RULES);
+    let app_cert = pools.ca.issue("app", "app");
+    let script = scripts().join("tls_redis_py.py");
+    let run = |what: &str, port: u16, extra: &[&str]| {
+        let mut cmd = Command::new("python3");
+        cmd.env("PYTHONPATH", libs.join("py"))
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(pools.ca.pem())
+            .args(["app", APP_PW, "2,3"])
+            .args(extra);
+        let log = pools.dir.path().join(format!("{what}.log"));
+        let out = run_to_end(what, cmd, &log, Duration::from_secs(60));
+        assert!(out.trim_end().ends_with("ok"), "{what}:\n{out}");
+    };
+    for (name, port) in pools.tls_ports() {
+        run(&format!("redis-py-{name}"), port, &[]);
+    }
+    let (cert, key) = (app_cert.cert.display(), app_cert.key.display());
+    run(
+        "redis-py-mtls",
+        pools.shards_tls,
+        &[&cert.to_string(), &key.to_string()],
+    );
+    assert!(
+        !pools.proxy.stderr().contains(BACKEND_PW) && !pools.proxy.stderr().contains(APP_PW),
+        "a password in the log"
+    );
+    let stats = pools.rs_replica_cmd(&["INFO", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_get:calls="),
+        "the replica served no read:\n{stats}"
+    );
+}
+
+/// node-redis (RESP2 and RESP3) and ioredis, then Ruby's redis gem (Sidekiq's client, `AUTH
+/// user pass`), over TLS with a CA as the proxy user `app`, on both pools of [`TlsPools`]:
+/// commands, a pipeline, MULTI/EXEC, BLPOP woken by another client, a subscription and its
+/// message, NOPERM as each library's own error type with the connection still serving.
+#[test]
+fn node_and_ruby_clients_over_tls_as_a_proxy_user_on_each_pool_kind() {
+    let libs = common::client_libs();
+    let pools = TlsPools::start(APP_RULES);
+    for (name, port) in pools.tls_ports() {
+        let mut node = Command::new("node");
+        node.env("NODE_PATH", libs.join("node/node_modules"))
+            .arg(scripts().join("tls_node.js"))
+            .arg(port.to_string())
+            .arg(pools.ca.pem())
+            .args(["app", APP_PW]);
+        let what = format!("node-{name}");
+        let log = pools.dir.path().join(format!("{what}.log"));
+        let t0 = Instant::now();
+        let out = run_to_end(&what, node, &log, Duration::from_secs(60));
+        assert!(out.trim_end().ends_with("ok"), "{what}:\n{out}");
+        println!("{what}: {:?}", t0.elapsed());
+        let mut ruby = Command::new("ruby");
+        ruby.arg(scripts().join("tls_redis_rb.rb"))
+            .arg(port.to_string())
+            .arg(pools.ca.pem())
+            .args(["app", APP_PW]);
+        let what = format!("ruby-{name}");
+        let log = pools.dir.path().join(format!("{what}.log"));
+        let t0 = Instant::now();
+        let out = run_to_end(&what, ruby, &log, Duration::from_secs(60));
+        assert!(out.trim_end().ends_with("ok"), "{what}:\n{out}");
+        println!("{what}: {:?}", t0.elapsed());
+    }
+}
+
+/// The rules an operator gives Sidekiq's user: its keys have no common prefix (`queues`,
+/// `queue:*`, `schedule`, `retry`, `dead`, `processes`, `stat:*`, and the process' own keys
+/// under its identity `HOSTNAME:PID:*`, here `DYNO`), it needs INFO at start (Sidekiq 6
+/// stops when INFO is refused), and this test's job writes `apps:*`.
+const SIDEKIQ_RULES: &str = "on +@all -@dangerous +info ~queue:* ~queues ~schedule ~retry ~dead ~processes ~stat:* ~worker1:* ~apps:*";
+/// BullMQ's user: its key prefix (a hash tag, so a queue lives on one shard), and INFO (BullMQ
+/// reads the server's version from it and stops without it).
+const BULLMQ_RULES: &str = "on +@all -@dangerous +info ~{bull}:*";
+
+/// Job queues over TLS as proxy users with the rules an operator writes for them
+/// ([`SIDEKIQ_RULES`], [`BULLMQ_RULES`]): 300 Sidekiq jobs pushed by Sidekiq's client and run by
+/// a Sidekiq server on the replica set (`rediss://` with a CA, `AUTH user pass`), counted on
+/// the primary, with no error logged; then BullMQ (ioredis) with 300 jobs and its special
+/// ones (retries, delayed, prioritised, a flow) on the two TLS shards, whose servers know
+/// only rampart's own user.
+#[test]
+fn sidekiq_and_bullmq_over_tls_as_proxy_users_with_their_rules() {
+    const JOBS: usize = 300;
+    let pools = TlsPools::start_users(&[("sidekiq", SIDEKIQ_RULES), ("bullmq", BULLMQ_RULES)]);
+    let dir = pools.dir.path();
+    let ca = pools.ca.pem();
+    let ca = ca.to_string_lossy();
+    let url = format!("rediss://sidekiq:{APP_PW}@127.0.0.1:{}/0", pools.rs_tls);
+    let envs = [("REDIS_CA", ca.as_ref()), ("DYNO", "worker1")];
+    let t0 = Instant::now();
+    let (acked, failed) = sidekiq_push_with(&url, &envs, JOBS, "0", &dir.join("push.log"));
+    assert!(
+        failed.is_empty(),
+        "pushes failed: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(acked.len(), JOBS);
+    let log = dir.join("sidekiq.log");
+    let mut server = sidekiq_server_with(&url, &envs, &log);
+    let done = poll_until(Duration::from_secs(60), || {
+        let text = testkit::process::read_lossy(&log);
+        let all = pools.rs_scard("apps:done") == JOBS as i64;
+        (all || !sidekiq_errors(&text).is_empty()).then_some(all)
+    });
+    server.signal("TERM");
+    let exit = server.wait_exit(Duration::from_secs(20));
+    let text = testkit::process::read_lossy(&log);
+    assert!(
+        done == Some(true),
+        "{} of {JOBS} jobs ran; sidekiq log:\n{text}\nproxy log:\n{}",
+        pools.rs_scard("apps:done"),
+        pools.proxy.stderr()
+    );
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "sidekiq did not stop cleanly ({exit:?}):\n{text}"
+    );
+    assert!(
+        sidekiq_errors(&text).is_empty(),
+        "sidekiq logged errors:\n{text}"
+    );
+    println!(
+        "sidekiq over TLS: {JOBS} jobs pushed and run in {:?}",
+        t0.elapsed()
+    );
+
+    let t0 = Instant::now();
+    let envs = [
+        ("RAMPART_TLS_CA", ca.as_ref()),
+        ("RAMPART_USER", "bullmq"),
+        ("RAMPART_PASSWORD", APP_PW),
+    ];
+    let (code, out) = bullmq_with(
+        pools.shards_tls,
+        &envs,
+        JOBS,
+        "{bull}",
+        &dir.join("bullmq.log"),
+    );
+    assert_eq!(code, Some(0), "bullmq over TLS:\n{out}");
+    assert!(out.trim_end().ends_with("ok"), "bullmq over TLS:\n{out}");
+    println!(
+        "bullmq over TLS: {JOBS} jobs and 5 more in {:?}\n{out}",
+        t0.elapsed()
+    );
+}
+
+/// A Sentinel pool served over TLS to proxy users: redis-py over TLS as `app` (its defaults,
+/// RESP3) writes, reads back, counts and hears its own messages while an admin user runs
+/// `RAMPART SWITCHOVER`: no command fails, the counter on the new primary equals the
+/// rounds the client saw, and its subscription hears messages published after the switch.
+#[test]
+fn redis_py_over_tls_keeps_working_through_a_sentinel_switchover() {
+    let libs = common::client_libs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca::Ca::new(dir.path(), "ca");
+    let listener = ca.issue("proxy", "rampart");
+    let tls_port = testkit::free_port();
+    let setup = Instant::now();
+    let s = SentinelSetup::start(&format!(
+        "  failover_hold: 10s\n  tls_listen: 127.0.0.1:{tls_port}\n  tls:\n    cert: {}\n    key: {}\n  users:\n    - name: default\n      nopass: true\n      rules: on +info\n    - name: app\n      password_sha256: {}\n      rules: {APP_RULES}\n    - name: ops\n      password_sha256: {}\n      rules: on +@all ~* &*\n",
+        listener.cert.display(),
+        listener.key.display(),
+        sha256_hex(APP_PW),
+        sha256_hex(BACKEND_PW),
+    ));
+    println!("Sentinel pool up in {:?}", setup.elapsed());
+    let stop = dir.path().join("stop");
+    let log = dir.path().join("switchover.log");
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONPATH", libs.join("py"))
+        .arg(scripts().join("tls_switchover.py"))
+        .arg(tls_port.to_string())
+        .arg(ca.pem())
+        .args(["app", APP_PW])
+        .arg(&stop);
+    let mut client = ChildGuard::spawn(cmd, "redis-py", &log);
+    let started = poll_until(Duration::from_secs(10), || {
+        testkit::process::read_lossy(&log)
+            .contains("started")
+            .then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "the client did not start:\n{}",
+        testkit::process::read_lossy(&log)
+    );
+    let mut admin = testkit::Client::connect(&s.proxy.addr());
+    admin.set_read_timeout(Some(Duration::from_secs(25)));
+    assert_eq!(admin.cmd(&["AUTH", "ops", BACKEND_PW]), Reply::ok());
+    let t0 = Instant::now();
+    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", MASTER]);
+    assert!(
+        matches!(&reply, Reply::Simple(t) if t.contains("switched to")),
+        "{reply:?}\n{}",
+        s.proxy.log()
+    );
+    let (_, new_port) = s.wait_switch(t0, Duration::from_secs(10));
+    println!("RAMPART SWITCHOVER done in {:?}", t0.elapsed());
+    // Two more seconds of traffic on the new primary.
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&stop, "").expect("stop file");
+    let exit = client.wait_exit(Duration::from_secs(20));
+    client.kill();
+    let out = testkit::process::read_lossy(&log);
+    println!("switchover over TLS: {out}");
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "the client saw errors ({exit:?}):\n{out}\nproxy log:\n{}",
+        s.proxy.log()
+    );
+    let rounds: i64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rounds ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let on_new = s.replica_on(new_port).cmd(&["GET", "app:n"]);
+    assert_eq!(on_new, Reply::bulk(rounds.to_string()), "{out}");
 }

@@ -7,10 +7,16 @@
 // that every job completed exactly once with its result, the failing one failed twice, and
 // the queue's own counts agree. Prints one JSON line, then "ok"; exits 1 on any mismatch or
 // error event, 2 when a call fails (the message is printed: the caller may expect one).
+// With RAMPART_TLS_CA set it connects over TLS, verifying the server against that CA file, and
+// with RAMPART_USER and RAMPART_PASSWORD it logs in as that user.
+const fs = require("fs");
 const { Queue, Worker, FlowProducer } = require("bullmq");
 
 const [port, jobs, prefix] = [Number(process.argv[2]), Number(process.argv[3]), process.argv[4]];
 const connection = { host: "127.0.0.1", port, maxRetriesPerRequest: null };
+if (process.env.RAMPART_TLS_CA) connection.tls = { ca: fs.readFileSync(process.env.RAMPART_TLS_CA) };
+if (process.env.RAMPART_USER) connection.username = process.env.RAMPART_USER;
+if (process.env.RAMPART_PASSWORD) connection.password = process.env.RAMPART_PASSWORD;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 (async () => {
