@@ -348,6 +348,15 @@ impl Session {
         argv: &[&[u8]],
         raw: Option<&[u8]>,
     ) -> bool {
+        // A subscribe command whose servers have not answered yet may still be refused,
+        // subscribing nothing: a RESP2 session's next command (answered in subscribed mode
+        // or not) and any session's next (un)subscribe (whose counts include it) wait for
+        // the answer, as Redis has run the subscribe before it reads the next command.
+        if self.subs.listener().is_some_and(|l| l.unsettled())
+            && (!self.client.resp3 || found.is_some_and(|c| c.route == Route::PubSub))
+        {
+            return false;
+        }
         if let Some(c) = found {
             if c.flags.contains(Flags::BLOCKING) && self.pending.outstanding() > 0 && c.blocks(argv)
             {
