@@ -1523,7 +1523,6 @@ fn protected(name: &&[u8]) -> bool {
         })
 }
 
-/// Container commands whose subcommands the proxy answers itself with its own dispatch.
 /// One INFO keyspace request of a transaction's INFO: its part of EXEC's gather, its shard,
 /// the command.
 type KeyspaceSend = (u32, usize, Vec<Vec<u8>>);
@@ -1535,6 +1534,7 @@ fn error_bytes(msg: &str) -> bytes::Bytes {
     b.freeze()
 }
 
+/// Container commands whose subcommands the proxy answers itself with its own dispatch.
 fn is_local_container(cmd: &Command) -> bool {
     matches!(cmd.route, Route::Local)
 }
