@@ -532,6 +532,15 @@ pub enum Problem {
     /// A command in `spool_commands` whose reply rampart cannot give without the server.
     #[error("spool_commands: {0:?} cannot be spooled: its reply would be a guess, not the server's answer (spoolable: LPUSH, RPUSH, SADD, ZADD, HSET, SET, XADD with an explicit id)")]
     NotSpoolable(String),
+    /// A key that tunes replicas, health checks, ejection or the failover hold, in a pool
+    /// whose nodes are not health-checked: it would do nothing there.
+    #[error("{key}: does nothing in {kind} (its nodes are not health-checked, and it has no replica to read from or fail over to); it applies to pools with replicas:, sentinels: or cluster:; remove it")]
+    NotForKind {
+        /// The key.
+        key: &'static str,
+        /// The pool's kind, in words.
+        kind: &'static str,
+    },
     /// `min_replica_acks` in a pool without replicas (a `servers:` pool).
     #[error("min_replica_acks: needs replicas to acknowledge writes (shards:, primary: with replicas:, or sentinels:)")]
     AcksWithoutReplicas,

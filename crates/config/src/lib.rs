@@ -24,6 +24,8 @@
 //! - `shards`: the four ways to list backends (`servers`, `shards`, `primary`/`replicas`,
 //!   `sentinels`), all turned into [`Shard`]s.
 //! - `ha_keys`: read policy, replica lag, zone, [`HealthCheck`], ejection, failover hold.
+//! - `kind_keys`: keys that mean something for some kinds of pool only, checked against the
+//!   pool's kind (refused, or accepted with a warning in [`Pool::warnings`]).
 //! - `ha`: the high-availability types ([`Shard`], [`Node`], [`ReadPolicy`], ...).
 //! - `value`: booleans, durations, byte sizes.
 //! - `cluster_view`: the Redis Cluster a pool presents ([`ClusterView`]).
@@ -41,6 +43,7 @@ mod error;
 mod ha;
 mod ha_keys;
 mod keys;
+mod kind_keys;
 mod pool;
 mod raw;
 mod redact;
@@ -211,6 +214,10 @@ pub struct Pool {
     pub tls: Option<ListenerTls>,
     /// rampart: TLS to the pool's servers and Sentinels; `None`: plaintext.
     pub backend_tls: Option<BackendTls>,
+    /// Keys the file gives this pool that its kind accepts but ignores (twemproxy's ejection
+    /// keys in a pool whose nodes are health-checked), one message each, as
+    /// `file:line:column: pool "name": ...`, for the log and `rampart -t`. Empty for most.
+    pub warnings: Vec<String>,
 }
 
 /// A pool's write spool (`spool_dir`, `spool_commands`, `spool_max_bytes`).

@@ -145,7 +145,7 @@ impl Fields<'_> {
             None => (defaults::TIMEOUT, false),
         };
         let cluster_view = self.cluster_view(get, &listen)?;
-        let pool = Pool {
+        let mut pool = Pool {
             name: self.name.to_string(),
             listen,
             client_connections: self
@@ -215,7 +215,9 @@ impl Fields<'_> {
             tls_listen: tls_listen.as_ref().map(|(l, _)| l.clone()),
             tls,
             backend_tls,
+            warnings: Vec::new(),
         };
+        pool.warnings = self.check_kind_keys(get, &pool)?;
         self.check_replica_acks(get, &pool)?;
         if pool.spool.is_some()
             && !pool.is_sentinel()

@@ -374,7 +374,7 @@ fn absent_ha_keys_get_documented_defaults() {
 #[test]
 fn partial_health_check_keeps_other_defaults() {
     let pool = one_pool(
-        "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  health_check:\n    rise: 1\n    jitter: 0\n",
+        "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas: [h:2]\n  health_check:\n    rise: 1\n    jitter: 0\n",
     );
     assert_eq!(
         pool.health,
@@ -398,19 +398,109 @@ fn every_read_policy_spelling() {
     ];
     for (text, policy) in cases {
         let pool = one_pool(&format!(
-            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  read_policy: {text}\n"
+            "p:\n  listen: 127.0.0.1:1\n  primary: h:1\n  replicas: [h:2]\n  read_policy: {text}\n"
         ));
         assert_eq!(pool.read_policy, policy, "{text}");
     }
 }
 
 #[test]
-fn read_your_writes_zero_is_off_and_ha_keys_work_on_twemproxy_pools() {
+fn read_your_writes_zero_is_off() {
     let pool = one_pool(
-        "p:\n  listen: 127.0.0.1:1\n  read_your_writes: 0\n  eject_after: 1\n  servers:\n    - h:1:1\n",
+        "p:\n  listen: 127.0.0.1:1\n  read_your_writes: 0\n  eject_after: 1\n  primary: h:1\n  replicas: [h:2]\n",
     );
     assert_eq!(pool.read_your_writes, None);
     assert_eq!(pool.eject_after, 1);
+}
+
+/// Keys that tune replicas, health checks, ejection and the failover hold do nothing in a
+/// pool whose nodes are not health-checked: refused there, naming the key and the kind, and
+/// accepted by every kind that uses them. twemproxy's ejection keys do nothing in a pool
+/// whose nodes are health-checked: accepted with a warning naming the key and the kind.
+#[test]
+fn keys_of_one_pool_kind_are_refused_or_warned_in_another() {
+    let plain = [
+        ("  servers:\n    - h:1:1\n", "a servers: pool"),
+        ("  primary: h:1\n", "a primary: pool without replicas:"),
+        (
+            "  shards:\n    - name: a\n      primary: h:1\n",
+            "a shards: pool whose shards list no replicas",
+        ),
+    ];
+    let checked = [
+        "  primary: h:1\n  replicas: [h:2]\n",
+        "  shards:\n    - name: a\n      primary: h:1\n      replicas: [h:2]\n    - name: b\n      primary: h:3\n",
+        "  sentinels: [h:26379]\n  master: m\n",
+        "  cluster: [h:7000]\n",
+    ];
+    let values = [
+        ("read_policy", "replica"),
+        ("read_your_writes", "1s"),
+        ("max_replica_lag", "5s"),
+        ("max_stale", "5s"),
+        ("zone", "eu-1a"),
+        ("pubsub_from", "replica"),
+        ("health_check", "{interval: 1s}"),
+        ("eject_after", "2"),
+        ("eject_time", "2s"),
+        ("eject_time_max", "60s"),
+        ("failover_hold", "1s"),
+        ("failover_hold_bytes", "1mb"),
+    ];
+    for (key, value) in values {
+        for (backends, kind) in plain {
+            let text = format!("p:\n  listen: 127.0.0.1:1\n  {key}: {value}\n{backends}");
+            let err = parse(&text, "x.yml").expect_err(&text);
+            assert_eq!(
+                err.to_string(),
+                format!("x.yml:3:3: pool \"p\": {key}: does nothing in {kind} (its nodes are not health-checked, and it has no replica to read from or fail over to); it applies to pools with replicas:, sentinels: or cluster:; remove it"),
+            );
+        }
+        for backends in checked {
+            let text = format!("p:\n  listen: 127.0.0.1:1\n  {key}: {value}\n{backends}");
+            let pool = one_pool(&text);
+            assert!(pool.warnings.is_empty(), "{text}: {:?}", pool.warnings);
+        }
+    }
+    // A fail-open cache's health_check paces the checks that close its circuit.
+    let pool = one_pool(
+        "p:\n  listen: 127.0.0.1:1\n  cache: true\n  fail_open: true\n  health_check: {interval: 1s}\n  servers:\n    - h:1:1\n",
+    );
+    assert_eq!(pool.health.interval, Duration::from_secs(1));
+    // twemproxy's ejection keys: warned where health checks decide.
+    for key in [
+        "server_failure_limit: 3",
+        "server_retry_timeout: 1000",
+        "auto_eject_hosts: false",
+    ] {
+        for (backends, kind) in [
+            (checked[0], "a pool with replicas"),
+            (checked[2], "a sentinels: pool"),
+        ] {
+            let text = format!("p:\n  listen: 127.0.0.1:1\n  {key}\n{backends}");
+            let pool = one_pool(&text);
+            let name = key.split(':').next().unwrap_or_default();
+            assert_eq!(
+                pool.warnings,
+                vec![format!("ha.yml:3:3: pool \"p\": {name} is twemproxy's ejection key and does nothing in {kind}: its nodes leave rotation by health_check and eject_after, and keys never move; remove it")],
+            );
+        }
+        for (backends, _) in plain {
+            let text = format!("p:\n  listen: 127.0.0.1:1\n  {key}\n{backends}");
+            assert!(one_pool(&text).warnings.is_empty(), "{text}");
+        }
+    }
+    let pool = one_pool(&format!(
+        "p:\n  listen: 127.0.0.1:1\n  auto_eject_hosts: true\n{}",
+        checked[0]
+    ));
+    assert_eq!(pool.warnings.len(), 1);
+    assert!(
+        pool.warnings[0].contains("only makes the pool a cache"),
+        "{:?}",
+        pool.warnings
+    );
+    assert!(pool.cache);
 }
 
 #[test]
@@ -424,7 +514,8 @@ fn read_and_write_listens_of_different_pools_may_differ() {
 
 #[test]
 fn pubsub_keys_and_defaults() {
-    let base = "p:\n  listen: 127.0.0.1:6380\n  servers:\n    - 127.0.0.1:6379:1\n";
+    let base =
+        "p:\n  listen: 127.0.0.1:6380\n  primary: 127.0.0.1:6379\n  replicas: [127.0.0.1:6390]\n";
     let d = one_pool(base).pubsub;
     assert_eq!(d.from, rampart_config::PubSubFrom::Primary);
     assert_eq!(d.output_hard, 32 << 20);

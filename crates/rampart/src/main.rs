@@ -232,7 +232,11 @@ fn main() -> ExitCode {
             }
         }
         return match loaded {
-            Ok(_) => {
+            Ok(config) => {
+                // Keys the pool's kind accepts but ignores: the file is valid, and says so.
+                for w in config.pools.iter().flat_map(|p| &p.warnings) {
+                    eprintln!("rampart: warning: {w}");
+                }
                 eprintln!(
                     "rampart: configuration file '{}' syntax is ok",
                     cli.conf_file.display()
@@ -289,6 +293,9 @@ fn admin_token(cli: &Cli) -> Option<rampart::admin::token::Source> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = rampart_config::load(&cli.conf_file)?;
     init_logging(&cli)?;
+    for w in config.pools.iter().flat_map(|p| &p.warnings) {
+        tracing::warn!("{w}");
+    }
     if cli.mbuf_size.is_some() {
         tracing::info!("--mbuf-size is accepted for compatibility and ignored");
     }

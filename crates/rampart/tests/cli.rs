@@ -181,6 +181,43 @@ fn test_conf_refuses_bad_files_with_file_line_and_reason() {
     }
 }
 
+/// A key its pool's kind ignores: `-t` refuses one that tunes replicas or the failover
+/// hold in a `servers:` pool, naming the key and the kind, as start would; it accepts
+/// twemproxy's ejection keys in a pool with replicas, with a warning naming them.
+#[test]
+fn test_conf_refuses_a_key_its_pool_kind_ignores_and_warns_of_twemproxy_ejection_keys() {
+    let dir = TempDir::new().expect("temp dir");
+    let hold = "alpha:\n  listen: 127.0.0.1:22121\n  failover_hold: 5s\n  servers:\n   - 127.0.0.1:6379:1 s1\n";
+    std::fs::write(dir.path().join("hold.yml"), hold).expect("write hold.yml");
+    let r = run_in(
+        dir.path(),
+        &["-t", "-c", "hold.yml"],
+        Duration::from_secs(10),
+    );
+    assert_refused(
+        &r,
+        "hold.yml",
+        3,
+        "pool \"alpha\": failover_hold: does nothing in a servers: pool",
+    );
+    let limit = "alpha:\n  listen: 127.0.0.1:22121\n  server_failure_limit: 3\n  \
+                 primary: 127.0.0.1:6379\n  replicas: [127.0.0.1:6380]\n";
+    std::fs::write(dir.path().join("limit.yml"), limit).expect("write limit.yml");
+    let r = run_in(
+        dir.path(),
+        &["-t", "-c", "limit.yml"],
+        Duration::from_secs(10),
+    );
+    assert!(r.status.success(), "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "rampart: warning: limit.yml:3:3: pool \"alpha\": server_failure_limit is twemproxy's ejection key and does nothing in a pool with replicas"
+        ),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("syntax is ok"), "{r:?}");
+}
+
 #[test]
 fn starting_with_a_bad_file_exits_1_with_the_same_message() {
     let dir = TempDir::new().expect("temp dir");

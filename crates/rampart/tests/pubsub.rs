@@ -37,6 +37,18 @@ impl Raw {
         self.s.write_all(&out).expect("write");
     }
 
+    /// Send every command in one write (a pipeline the proxy reads at once).
+    fn send_all(&mut self, cmds: &[&[&str]]) {
+        let mut out = Vec::new();
+        for words in cmds {
+            out.extend_from_slice(format!("*{}\r\n", words.len()).as_bytes());
+            for w in *words {
+                out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
+            }
+        }
+        self.s.write_all(&out).expect("write");
+    }
+
     /// The next complete frame, waiting up to `wait`; `None` if none came.
     fn try_frame(&mut self, wait: Duration) -> Option<Vec<u8>> {
         let until = Instant::now() + wait;
@@ -959,6 +971,56 @@ fn a_reload_that_changes_connection_settings_replaces_subscriber_connections() {
         || p.cmd(&["PUBLISH", "news", "after"]).as_int() == Some(1),
     );
     assert_eq!(sub.frame(), message("message", "news", "after"));
+}
+
+/// A SUBSCRIBE the servers refuse (their user may not use the channel), with commands sent
+/// in the same write after it: the client never entered subscribed mode, so they are answered
+/// as in normal mode, byte for byte as Redis answers the same user (`+PONG`, not the
+/// subscribed `pong` array; GET runs; a later SUBSCRIBE counts from 1), in RESP2.
+#[test]
+fn commands_pipelined_after_a_refused_subscribe_are_answered_in_normal_mode() {
+    let env = Setup::new(1)
+        .workers(1)
+        .option("redis_auth", "pw")
+        .option("redis_username", "app")
+        .start();
+    let set = env.redis[0].cmd(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "resetchannels",
+        "&chan:*",
+    ]);
+    assert_eq!(set, testkit::Reply::ok());
+    let script: &[&[&str]] = &[
+        &["SUBSCRIBE", "other"],
+        &["PING"],
+        &["PING", "hi"],
+        &["GET", "x"],
+        &["SUBSCRIBE", "chan:a"],
+        &["PING"],
+    ];
+    let run = |addr: &str, auth: &[&str]| {
+        let mut c = Raw::connect(addr);
+        c.send(auth);
+        assert_eq!(c.frame(), b"+OK\r\n");
+        c.send_all(script);
+        show(&(0..script.len()).map(|_| c.frame()).collect::<Vec<_>>())
+    };
+    let mut up = env.client();
+    testkit::wait_until(Duration::from_secs(5), "the node up", || {
+        up.cmd(&["AUTH", "pw"]);
+        up.cmd(&["SET", "up", "1"]) == testkit::Reply::ok()
+    });
+    let want = run(&env.redis[0].addr(), &["AUTH", "app", "pw"]);
+    assert!(want.starts_with("-NOPERM"), "{want}");
+    for _ in 0..3 {
+        assert_eq!(run(&env.addr(), &["AUTH", "pw"]), want);
+    }
 }
 
 /// The servers' user (`redis_username`) may use only `chan:*` channels, as a Redis 7 user

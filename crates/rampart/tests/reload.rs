@@ -989,6 +989,35 @@ fn a_reload_that_removes_a_password_the_servers_require_is_refused() {
     assert_eq!(d.cmd(&["GET", "k"]), Reply::bulk("1"), "a new client");
 }
 
+/// A reload that gives a `servers:` pool a key only pools with replicas use (`failover_hold`)
+/// is refused, naming the key and the kind; the pool serves as it was.
+#[test]
+fn a_reload_with_a_key_the_pool_kind_ignores_is_refused() {
+    let a = RedisServer::start();
+    let port = free_port();
+    let yaml = pool("alpha", port, &[&a], "");
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &yaml)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let path = proxy.dir().join("rampart.yml");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    let line = reload_hup(
+        &proxy,
+        &path,
+        &pool("alpha", port, &[&a], "  failover_hold: 5s\n"),
+    );
+    assert!(
+        line.contains("reload refused")
+            && line.contains("pool \"alpha\": failover_hold: does nothing in a servers: pool"),
+        "{line}"
+    );
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("1"), "the pool as it was");
+}
+
 /// `max_dedicated_connections` lowered by a reload below the connections in use: the blocked
 /// commands on them go on, and as they end their connections close until the new bound
 /// holds (they were kept idle and leased again, over the bound).

@@ -70,9 +70,13 @@ fn pushed(server: &RedisServer, key: &str) -> Vec<String> {
 
 /// Whether the proxy routes writes to `addr` (its INFO shows it up as the primary).
 fn primary_routable(port: u16, addr: &str) -> bool {
-    let mut c = match Client::try_connect(&format!("127.0.0.1:{port}")) {
-        Ok(c) => c,
-        Err(_) => return false,
+    primary_routable_as(port, addr, None)
+}
+
+/// [`primary_routable`] for a client that gives `password` first (a pool with `redis_auth`).
+fn primary_routable_as(port: u16, addr: &str, password: Option<&str>) -> bool {
+    let Some(mut c) = client_as(port, password) else {
+        return false;
     };
     match c.try_cmd(&["INFO", "pools"]) {
         Ok(Reply::Bulk(Some(b))) => String::from_utf8_lossy(&b)
@@ -536,7 +540,23 @@ fn sentinel_failover_writes_past_the_hold_are_spooled_and_replayed_to_the_new_pr
 
 /// The spool's entries waiting for replay, from INFO (`spool_<pool>_<pool>:entries=N,...`).
 fn spool_entries(port: u16) -> Option<u64> {
+    spool_entries_as(port, None)
+}
+
+/// A client of the proxy on `port`, authenticated with `password` when given.
+fn client_as(port: u16, password: Option<&str>) -> Option<Client> {
     let mut c = Client::try_connect(&format!("127.0.0.1:{port}")).ok()?;
+    if let Some(p) = password {
+        if c.try_cmd(&["AUTH", p]).ok()? != Reply::ok() {
+            return None;
+        }
+    }
+    Some(c)
+}
+
+/// [`spool_entries`] for a client that gives `password` first.
+fn spool_entries_as(port: u16, password: Option<&str>) -> Option<u64> {
+    let mut c = client_as(port, password)?;
     let Ok(Reply::Bulk(Some(b))) = c.try_cmd(&["INFO", "pools"]) else {
         return None;
     };
@@ -941,4 +961,193 @@ fn a_reload_that_turns_off_a_spool_holding_writes_is_refused_until_it_is_replaye
     });
     assert!(applied.is_some(), "not applied; log:\n{}", proxy.stderr());
     assert_eq!(c.cmd(&["LPUSH", "q", "v11"]), Reply::Int(12));
+}
+
+/// The primary made a replica of a server outside the pool: the shard has no writable
+/// primary while every node stays up (its checks keep their connections), so writes are
+/// spooled. Returns the direct connection the test keeps to it (opened before any password
+/// is set on it, so it stays authenticated).
+fn spool_behind_a_demoted_primary(
+    port: u16,
+    primary: &RedisServer,
+    elsewhere: &RedisServer,
+    password: Option<&str>,
+) -> Client {
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable_as(
+            port,
+            &primary.addr(),
+            password
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never came up"
+    );
+    let mut direct = Client::connect(&primary.addr());
+    assert_eq!(
+        direct.cmd(&["REPLICAOF", "127.0.0.1", &elsewhere.port().to_string()]),
+        Reply::ok()
+    );
+    let mut c = client_as(port, password).expect("a client of the proxy");
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(c.cmd(&["SET", "k", "spooled"]), Reply::ok());
+    assert_eq!(c.cmd(&["LPUSH", "q", "a"]), Reply::Int(1));
+    assert_eq!(c.cmd(&["LPUSH", "q", "b"]), Reply::Int(1));
+    assert_eq!(spool_entries_as(port, password), Some(3));
+    direct
+}
+
+/// The elements of list `key` read on `c`, oldest push first.
+fn pushed_on(c: &mut Client, key: &str) -> Vec<String> {
+    match c.cmd(&["LRANGE", key, "0", "-1"]) {
+        Reply::Array(Some(v)) => v
+            .iter()
+            .rev()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect(),
+        other => panic!("LRANGE: {other:?}"),
+    }
+}
+
+/// The primary starts asking for a password while writes wait in the spool: replay gets
+/// `NOAUTH` for rampart's credentials. The entries stay (a credentials fault is fixed by a
+/// reload, and they were acknowledged), replay waits with a back-off, and a reload with the
+/// password replays them all, in order.
+#[test]
+fn spool_replay_refused_for_rampart_credentials_keeps_the_entries_until_a_reload() {
+    let (primary, replicas) = replica_set(1);
+    let elsewhere = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replicas[0], dir.path(), "100ms");
+    let mut direct = spool_behind_a_demoted_primary(port, &primary, &elsewhere, None);
+    // A password on the primary; rampart's checks stay connected, its replay connects anew.
+    assert_eq!(
+        direct.cmd(&["CONFIG", "SET", "requirepass", "n3w-pw"]),
+        Reply::ok()
+    );
+    assert_eq!(direct.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+    assert!(
+        poll_until(Duration::from_secs(10), || primary_routable(
+            port,
+            &primary.addr()
+        )
+        .then_some(()))
+        .is_some(),
+        "the primary never took writes again"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        spool_entries(port),
+        Some(3),
+        "acknowledged entries left the spool on NOAUTH; log:\n{}",
+        proxy.stderr()
+    );
+    assert!(
+        proxy
+            .stderr()
+            .contains("does not accept rampart's credentials"),
+        "replay never met the password; log:\n{}",
+        proxy.stderr()
+    );
+    assert_eq!(direct.cmd(&["EXISTS", "k", "q"]), Reply::Int(0));
+    let lines = proxy
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("does not accept rampart's credentials"))
+        .count();
+    assert!(
+        lines <= 2,
+        "{lines} log lines in about a second for one refusal"
+    );
+
+    let with_password = yaml(
+        port,
+        &primary,
+        &replicas[0],
+        dir.path(),
+        "100ms",
+        "  redis_auth: n3w-pw\n",
+    );
+    std::fs::write(proxy.dir().join("spool.yml"), with_password).expect("write config");
+    proxy.signal("HUP");
+    assert!(
+        poll_until(Duration::from_secs(15), || {
+            (direct.cmd(&["GET", "k"]) == Reply::bulk("spooled")
+                && pushed_on(&mut direct, "q") == ["a", "b"])
+            .then_some(())
+        })
+        .is_some(),
+        "the spool was not replayed after the reload; log:\n{}",
+        proxy.stderr()
+    );
+    assert!(poll_until(Duration::from_secs(5), || (spool_entries_as(
+        port,
+        Some("n3w-pw")
+    ) == Some(0))
+    .then_some(()))
+    .is_some());
+}
+
+/// rampart's backend user loses the right to run LPUSH while writes wait in the spool: at
+/// replay the server refuses those entries as such (`NOPERM`). They leave the spool (kept,
+/// they would stop every later write of the shard for good) with an error-level log line
+/// saying an acknowledged write is lost, and are counted (`replay_errors`); the SET
+/// replays.
+#[test]
+fn spool_entries_the_backend_user_may_not_run_leave_with_an_error_and_a_count() {
+    let (primary, replicas) = replica_set(1);
+    for s in [&primary, &replicas[0]] {
+        assert_eq!(
+            s.cmd(&["ACL", "SETUSER", "app", "on", ">app-pw", "~*", "&*", "+@all"]),
+            Reply::ok()
+        );
+    }
+    let elsewhere = RedisServer::start();
+    assert_eq!(
+        elsewhere.cmd(&["ACL", "SETUSER", "app", "on", ">app-pw", "~*", "&*", "+@all"]),
+        Reply::ok()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = "  redis_auth: app-pw\n  redis_username: app\n";
+    let proxy = start_with(
+        port,
+        &yaml(port, &primary, &replicas[0], dir.path(), "100ms", extra),
+    );
+    let pw = Some("app-pw");
+    let mut direct = spool_behind_a_demoted_primary(port, &primary, &elsewhere, pw);
+    assert_eq!(
+        direct.cmd(&["ACL", "SETUSER", "app", "-lpush"]),
+        Reply::ok()
+    );
+    assert_eq!(direct.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+    assert!(
+        poll_until(Duration::from_secs(10), || (spool_entries_as(port, pw)
+            == Some(0))
+        .then_some(()))
+        .is_some(),
+        "the spool never emptied; log:\n{}",
+        proxy.stderr()
+    );
+    assert_eq!(direct.cmd(&["GET", "k"]), Reply::bulk("spooled"));
+    assert_eq!(direct.cmd(&["EXISTS", "q"]), Reply::Int(0));
+    let log = proxy.stderr();
+    let lost: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("an acknowledged write is lost"))
+        .collect();
+    assert_eq!(lost.len(), 2, "one line per lost entry:\n{log}");
+    for l in &lost {
+        assert!(
+            l.contains("ERROR") && l.contains("NOPERM") && l.contains("backend user"),
+            "{l}"
+        );
+    }
+    let mut c = client_as(port, pw).expect("a client of the proxy");
+    let Reply::Bulk(Some(info)) = c.cmd(&["INFO", "pools"]) else {
+        panic!("INFO pools");
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    assert!(info.contains(",replay_errors=2,"), "{info}");
 }

@@ -120,7 +120,7 @@ fn refused_command_leaves_data_unchanged() {
 }
 
 #[test]
-fn time_joins_a_transaction_and_info_is_refused_whole() {
+fn time_joins_a_transaction() {
     let env = Setup::new(2).start();
     let mut c = env.client();
     assert_eq!(c.cmd(&["SET", "t", "1"]), Reply::ok());
@@ -149,18 +149,182 @@ fn time_joins_a_transaction_and_info_is_refused_whole() {
         other => panic!("TIME seconds: {other:?}"),
     };
     assert!(secs.abs_diff(now) < 60, "TIME said {secs}, the clock {now}");
-    // INFO is rampart's own answer and cannot join: refused while queueing, EXECABORT,
-    // and the INCR before it never runs.
+}
+
+/// Replies of `cmds`, sent in one write after `HELLO proto` and ended by QUIT, as the bytes
+/// the server sent (the HELLO and QUIT replies left out).
+fn raw_replies(addr: &str, proto: &str, cmds: &[&[&str]]) -> Vec<Vec<u8>> {
+    let mut out = bytes::BytesMut::new();
+    let hello: &[&str] = &["HELLO", proto];
+    let quit: &[&str] = &["QUIT"];
+    for args in std::iter::once(hello)
+        .chain(cmds.iter().copied())
+        .chain([quit])
+    {
+        let argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        resp::encode::command(&mut out, &argv);
+    }
+    let got = common::raw_exchange(addr, &out);
+    let mut replies = Vec::new();
+    let mut at = 0;
+    while at < got.len() {
+        let n = resp::reply::reply_len(&got[at..])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a cut reply: {:?}", String::from_utf8_lossy(&got)));
+        replies.push(got[at..at + n].to_vec());
+        at += n;
+    }
+    assert_eq!(
+        replies.len(),
+        cmds.len() + 2,
+        "{addr}: one reply per command"
+    );
+    replies[1..=cmds.len()].to_vec()
+}
+
+/// CLIENT and COMMAND inside MULTI are queued and answered in EXEC's array at their places,
+/// in RESP2 and RESP3, the same bytes as redis-server gives: answers of commands that fail
+/// when run are errors inside the array, and a command refused while queueing discards the
+/// transaction.
+#[test]
+fn client_and_command_join_a_transaction_as_in_redis() {
+    let env = Setup::new(2).start();
+    let direct = reference();
+    let cmds: &[&[&str]] = &[
+        &["SET", "k", "v"],
+        &["MULTI"],
+        &["SET", "k", "w"],
+        &["CLIENT", "SETNAME", "app1"],
+        &["CLIENT", "GETNAME"],
+        &["GET", "k"],
+        &["COMMAND", "INFO", "get"],
+        &["COMMAND", "GETKEYS", "SET", "a", "b"],
+        &["EXEC"],
+        &["CLIENT", "GETNAME"],
+        // Failing when run: errors in the array, the rest runs.
+        &["MULTI"],
+        &["CLIENT", "SETNAME", "a b"],
+        &["INCR", "k"],
+        &["CLIENT", "GETNAME"],
+        &["EXEC"],
+        // Only commands rampart answers.
+        &["MULTI"],
+        &["CLIENT", "GETNAME"],
+        &["COMMAND", "INFO", "set"],
+        &["EXEC"],
+        // Refused while queueing: nothing runs.
+        &["MULTI"],
+        &["CLIENT", "SETNAME", "app2"],
+        &["COMMAND", "NOSUCH"],
+        &["SET", "k", "x"],
+        &["EXEC"],
+        &["CLIENT", "GETNAME"],
+        &["GET", "k"],
+    ];
+    for proto in ["2", "3"] {
+        let got = raw_replies(&env.addr(), proto, cmds);
+        let want = raw_replies(&direct.addr(), proto, cmds);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                String::from_utf8_lossy(g),
+                String::from_utf8_lossy(w),
+                "RESP{proto} {:?}: proxy vs redis-server",
+                cmds[i]
+            );
+        }
+        assert!(got[8].starts_with(b"*6\r\n+OK\r\n+OK\r\n$4\r\napp1\r\n$1\r\nw\r\n"));
+    }
+}
+
+/// INFO, CLIENT ID and COMMAND COUNT inside MULTI are rampart's own answers (the same as
+/// outside a transaction), at their places among the server's; a watched key changed: EXEC
+/// answers nil whole, as Redis does, in RESP2 and RESP3.
+#[test]
+fn info_and_client_id_join_a_transaction_and_a_watch_abort_stays_nil() {
+    let env = Setup::new(2).start();
+    let mut c = env.client();
+    let id = c.cmd(&["CLIENT", "ID"]);
+    let count = c.cmd(&["COMMAND", "COUNT"]);
+    assert!(matches!(id, Reply::Int(_)), "{id:?}");
+    assert_eq!(c.cmd(&["SET", "t", "1"]), Reply::ok());
     let replies = c.pipeline(&[
         cmd(&["MULTI"]),
+        cmd(&["CLIENT", "ID"]),
         cmd(&["INCR", "t"]),
-        cmd(&["INFO"]),
+        cmd(&["INFO", "server"]),
+        cmd(&["COMMAND", "COUNT"]),
+        cmd(&["INFO", "keyspace"]),
         cmd(&["EXEC"]),
-        cmd(&["GET", "t"]),
     ]);
-    assert_err_contains(&replies[2], &["rampart", "info", "transaction"]);
-    assert_err_contains(&replies[3], &["EXECABORT"]);
-    assert_eq!(replies[4], Reply::bulk("2"));
+    for r in &replies[1..6] {
+        assert_eq!(r, &Reply::simple("QUEUED"));
+    }
+    let Reply::Array(Some(items)) = &replies[6] else {
+        panic!("EXEC: {:?}", replies[6]);
+    };
+    assert_eq!(items.len(), 5, "{items:?}");
+    assert_eq!(items[0], id);
+    assert_eq!(items[1], Reply::Int(2));
+    let text = |r: &Reply| match r {
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+        other => panic!("INFO in EXEC: {other:?}"),
+    };
+    assert!(
+        text(&items[2]).starts_with("# Server\r\n"),
+        "{:?}",
+        items[2]
+    );
+    assert!(
+        text(&items[2]).contains("rampart_version:"),
+        "{:?}",
+        items[2]
+    );
+    assert_eq!(items[3], count);
+    // The keyspace section, summed over the shards as outside a transaction.
+    assert!(text(&items[4]).contains("db0:keys=1,"), "{:?}", items[4]);
+    // CLIENT SETNAME would name the client at EXEC even when a watched key changed: refused
+    // in a watched transaction, which then runs nothing.
+    let replies = c.pipeline(&[
+        cmd(&["WATCH", "t"]),
+        cmd(&["MULTI"]),
+        cmd(&["CLIENT", "SETNAME", "n"]),
+        cmd(&["INCR", "t"]),
+        cmd(&["EXEC"]),
+        cmd(&["CLIENT", "GETNAME"]),
+    ]);
+    assert_err_contains(&replies[2], &["client|setname", "WATCH"]);
+    assert_err_contains(&replies[4], &["EXECABORT"]);
+    assert_eq!(replies[5], Reply::Bulk(None));
+    // A watched key changed: nil, whatever was queued.
+    let direct = reference();
+    for proto in ["2", "3"] {
+        let run = |addr: &str| {
+            let mut c = Client::connect(addr);
+            let mut other = Client::connect(addr);
+            c.cmd(&["HELLO", proto]);
+            c.cmd(&["WATCH", "w"]);
+            other.cmd(&["SET", "w", "1"]);
+            let mut out = c.pipeline(&[
+                cmd(&["MULTI"]),
+                cmd(&["COMMAND", "COUNT"]),
+                cmd(&["CLIENT", "ID"]),
+                cmd(&["INCR", "w"]),
+                cmd(&["EXEC"]),
+            ]);
+            out.push(c.cmd(&["GET", "w"]));
+            out
+        };
+        let got = run(&env.addr());
+        assert_eq!(got, run(&direct.addr()), "RESP{proto}");
+        // RESP3's null `_` reads as a nil bulk here.
+        let nil = if proto == "2" {
+            Reply::Array(None)
+        } else {
+            Reply::Bulk(None)
+        };
+        assert_eq!(got[4], nil, "RESP{proto}");
+        assert_eq!(got[5], Reply::bulk("1"), "RESP{proto}: INCR ran");
+    }
 }
 
 #[test]

@@ -191,6 +191,9 @@ async fn reload_inner(
         .as_ref()
         .ok_or("rampart was started without a configuration file")?;
     let mut config = rampart_config::load(path).map_err(|e| e.to_string())?;
+    for w in config.pools.iter().flat_map(|p| &p.warnings) {
+        tracing::warn!("{w}");
+    }
     let mut guard = control.lock().await;
     let control = guard.as_mut().ok_or("the control plane is not running")?;
     // A running switchover holds writes in the shards of the current generation: let it

@@ -9,9 +9,13 @@
 //! that passes (`READONLY`, `LOADING`, `MASTERDOWN`, `BUSY`, `TRYAGAIN`, `NOREPLICAS`,
 //! `OOM`, `MISCONF`) or whose connection fails stays and is sent again later (each try
 //! waiting twice as long as the last, up to a second, and logged at most every ten seconds:
-//! `Trouble`); one it answers with any other error (a `WRONGTYPE`,
-//! an `XADD` id not above the stream's last) is logged, counted, and leaves the spool: it
-//! can never succeed. With `min_replica_acks`, an entry leaves only once that many replicas
+//! `Trouble`). So does one refused because the primary does not accept rampart's own
+//! credentials (`NOAUTH`, `WRONGPASS`: a password set or changed on the server), which a
+//! reload with the right `redis_auth` / `redis_username` fixes: the acknowledged writes wait
+//! for it. One it answers with any other error (a `WRONGTYPE`, an `XADD` id not above the
+//! stream's last, `NOPERM`: rampart's backend user may not run that command or touch that
+//! key) is logged as an error, counted, and leaves the spool: that entry can never succeed
+//! as it is, and keeping it would stop every later write of the shard. With `min_replica_acks`, an entry leaves only once that many replicas
 //! have it (`WAIT`). A progress line is logged every second while replaying.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,6 +48,9 @@ const TRANSIENT: [&str; 8] = [
     "OOM",
     "MISCONF",
 ];
+/// Error replies that say the primary refused rampart's own credentials: the entry stays
+/// and replay waits (with the back-off of [`Trouble`]) for a reload with the right ones.
+const CREDENTIALS: [&str; 2] = ["NOAUTH", "WRONGPASS"];
 /// The longest wait between two tries while replay cannot go on.
 const PAUSE_MAX: Duration = Duration::from_secs(1);
 /// While replay cannot go on, a log line at most this often (the first one at once).
@@ -219,10 +226,31 @@ pub async fn run(pool: Arc<PoolRt>, shard: usize, stop: CancellationToken) {
                 link = None;
                 break;
             }
+            if errors
+                .iter()
+                .any(|t| CREDENTIALS.iter().any(|w| t.starts_with(w)))
+            {
+                trouble.failed(
+                    &name,
+                    format_args!(
+                        "entry {} refused: {} does not accept rampart's credentials ({}); the spool keeps it and replay waits for a reload with the right redis_auth / redis_username",
+                        e.seq,
+                        primary.label,
+                        errors.join("; ")
+                    ),
+                );
+                link = None;
+                break;
+            }
             if !errors.is_empty() {
                 spool.stats.replay_errors.fetch_add(1, Relaxed);
-                tracing::warn!(
-                    "spool {name}: entry {} answered {}; it leaves the spool",
+                let why = if errors.iter().any(|t| t.starts_with("NOPERM")) {
+                    " (rampart's backend user may not run it on this server)"
+                } else {
+                    ""
+                };
+                tracing::error!(
+                    "spool {name}: entry {} answered {}{why}; it leaves the spool: an acknowledged write is lost",
                     e.seq,
                     errors.join("; ")
                 );

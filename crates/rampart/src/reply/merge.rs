@@ -62,13 +62,26 @@ pub enum Merger {
         /// The proxy's sections, already rendered.
         head: String,
     },
+    /// A transaction's `EXEC` reply (part 0) with rampart's own answers put at their places
+    /// (see [`crate::reply::splice`]); the parts after the first are those the answers merge
+    /// from, in order.
+    Splice(Vec<crate::reply::splice::Spliced>),
 }
 
-const BAD_REPLY: &[u8] = b"-ERR rampart: a shard sent a reply that cannot be merged\r\n";
+pub(crate) const BAD_REPLY: &[u8] = b"-ERR rampart: a shard sent a reply that cannot be merged\r\n";
 
 impl Merger {
     /// Merge the parts (in part order) into one reply.
     pub fn merge(self, parts: Vec<Bytes>) -> Bytes {
+        // An error inside a spliced answer is that answer's, not the whole reply's.
+        let answers = match self {
+            Merger::Splice(answers) => return crate::reply::splice::splice(parts, answers),
+            other => other,
+        };
+        answers.merge_parts(parts)
+    }
+
+    fn merge_parts(self, parts: Vec<Bytes>) -> Bytes {
         if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
             return err.clone();
         }
@@ -94,6 +107,7 @@ impl Merger {
             Merger::Union => merge_union(&parts, &mut out),
             Merger::Max => merge_max(&parts, &mut out),
             Merger::Pairs { total, positions } => merge_pairs(&parts, total, &positions, &mut out),
+            Merger::Splice(_) => false,
         };
         if ok {
             out.freeze()

@@ -1,6 +1,8 @@
 //! Replies on their way back to a client: the session's ordered reply queue ([`pending`]),
 //! filled by backend connections, and how the parts of a split request are merged
-//! ([`merge`]). Sessions and backend connections meet here, so neither imports the other.
+//! ([`merge`]), and how rampart's own answers join a transaction's `EXEC` reply ([`splice`]).
+//! Sessions and backend connections meet here, so neither imports the other.
 
 pub mod merge;
 pub mod pending;
+pub mod splice;

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::observe::stats::PoolStat;
 use crate::reply::merge::{scan_cursor_split, Merger};
 use crate::reply::pending::Pending;
+use crate::reply::splice;
 use crate::session::blocking::{self, BlockFor, Blocked};
 use crate::session::local::{self, Answer, ClientState, Local};
 use crate::session::primary::lease_primary;
@@ -285,6 +286,19 @@ impl Session {
 
     /// Run a local answer on the narrow view of the session it may use, then carry it out.
     fn local(&mut self, f: impl FnOnce(&mut Local<'_>) -> Answer) {
+        match self.local_answer(f) {
+            Answer::Reply(out) => self.reply_raw(&out),
+            Answer::Broadcast(merger, argv) => {
+                let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_slice()).collect();
+                self.broadcast(merger, &argv, None)
+            }
+            Answer::Later => {}
+        }
+    }
+
+    /// A local answer, with what it changed in the session followed up (the protocol, the
+    /// name and user in the client registry), not yet given to the client.
+    fn local_answer(&mut self, f: impl FnOnce(&mut Local<'_>) -> Answer) -> Answer {
         let name_was = self.client.name.as_ref().map(|n| (n.as_ptr(), n.len()));
         let user_was = self.client.user.as_ref().map(std::sync::Arc::as_ptr);
         let mut l = Local {
@@ -309,14 +323,7 @@ impl Session {
                 e.set_user(self.client.user.as_ref().map(|u| u.name.clone()));
             }
         }
-        match answer {
-            Answer::Reply(out) => self.reply_raw(&out),
-            Answer::Broadcast(merger, argv) => {
-                let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_slice()).collect();
-                self.broadcast(merger, &argv, None)
-            }
-            Answer::Later => {}
-        }
+        answer
     }
 
     /// Handle one request. `raw` is its RESP encoding when it arrived as RESP (it is forwarded
@@ -341,6 +348,15 @@ impl Session {
         argv: &[&[u8]],
         raw: Option<&[u8]>,
     ) -> bool {
+        // A subscribe command whose servers have not answered yet may still be refused,
+        // subscribing nothing: a RESP2 session's next command (answered in subscribed mode
+        // or not) and any session's next (un)subscribe (whose counts include it) wait for
+        // the answer, as Redis has run the subscribe before it reads the next command.
+        if self.subs.listener().is_some_and(|l| l.unsettled())
+            && (!self.client.resp3 || found.is_some_and(|c| c.route == Route::PubSub))
+        {
+            return false;
+        }
         if let Some(c) = found {
             if c.flags.contains(Flags::BLOCKING) && self.pending.outstanding() > 0 && c.blocks(argv)
             {
@@ -616,7 +632,7 @@ impl Session {
     }
 
     /// MULTI, EXEC, DISCARD, WATCH and UNWATCH.
-    fn transaction(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
+    fn transaction(&mut self, cmd: &'static Command, argv: &[&[u8]], raw: Option<&[u8]>) {
         let inside = self.txn.is_some();
         match (cmd.name, inside) {
             ("multi", false) => {
@@ -644,11 +660,13 @@ impl Session {
 
     /// A command inside MULTI: checked and queued (`QUEUED`), or refused (the transaction
     /// will answer EXECABORT).
-    fn queue(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
+    fn queue(&mut self, cmd: &'static Command, argv: &[&[u8]], raw: Option<&[u8]>) {
         let rt = &self.pool.rt;
         let broadcast = rt.conf.admin_broadcast || rt.policy.allowed(cmd);
-        if let Err(e) = transaction::admit(cmd, rt.shards.len() == 1, broadcast) {
-            return self.refuse(Some(cmd), &e);
+        match transaction::admit(cmd, rt.shards.len() == 1, broadcast) {
+            Ok(transaction::Queued::Server) => {}
+            Ok(transaction::Queued::Local) => return self.queue_local(cmd, argv),
+            Err(e) => return self.refuse(Some(cmd), &e),
         }
         if let Some(e) = self.dangerous(cmd) {
             return self.refuse(Some(cmd), &e);
@@ -719,6 +737,88 @@ impl Session {
         }
     }
 
+    /// A command rampart answers itself, inside MULTI: queued aside and answered at EXEC
+    /// (see `session::transaction`), or refused as Redis refuses it while queueing.
+    fn queue_local(&mut self, cmd: &'static Command, argv: &[&[u8]]) {
+        // COMMAND's own container with an unknown subcommand (CLIENT's is refused by
+        // `admit`): Redis refuses it while queueing.
+        if cmd.name == "command" && argv.len() > 1 {
+            let e = format!(
+                "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+                sanitize(argv[1], 128)
+            );
+            return self.refuse(Some(cmd), &e);
+        }
+        // A name set at EXEC would stay set when a watched key changed and nothing ran.
+        if cmd.name == "client|setname" && self.watch.as_ref().is_some_and(|w| !w.is_void()) {
+            return self.refuse(Some(cmd), transaction::SETNAME_WATCHED);
+        }
+        let Some(t) = self.txn.as_mut() else {
+            return;
+        };
+        match t.push_local(cmd, argv) {
+            Ok(()) => self.reply_raw(b"+QUEUED\r\n"),
+            Err(e) => self.reply_error(&e),
+        }
+    }
+
+    /// EXEC's reply slot: a plain one, or (the transaction queued commands rampart answers
+    /// itself) a gather that splices rampart's answers, computed now, into the server's
+    /// array. Returns the slot and the INFO keyspace requests to send for its later parts
+    /// (part, shard, command), once the run is sent.
+    fn exec_slot(&mut self, locals: Vec<transaction::Local>) -> (u64, Vec<KeyspaceSend>) {
+        if locals.is_empty() {
+            return (self.pending.push_waiting(), Vec::new());
+        }
+        let mut answers = Vec::with_capacity(locals.len());
+        let mut sends = Vec::new();
+        let mut parts = 1u32;
+        for l in locals {
+            let argv: Vec<&[u8]> = l.argv.iter().map(Vec::as_slice).collect();
+            let answer = match self.local_answer(|c| local::answer(c, l.cmd, &argv)) {
+                Answer::Reply(out) => splice::Answer::Ready(out.freeze()),
+                Answer::Broadcast(merger, argv) => {
+                    let shards: Vec<usize> = (0..self.pool.rt.shards.len())
+                        .filter(|&s| !self.pool.rt.shards[s].is_ejected())
+                        .collect();
+                    if shards.is_empty() {
+                        splice::Answer::Ready(error_bytes(&self.no_server_error()))
+                    } else {
+                        for &s in &shards {
+                            sends.push((parts, s, argv.clone()));
+                            parts += 1;
+                        }
+                        splice::Answer::Merged {
+                            merger: Box::new(merger),
+                            parts: shards.len(),
+                        }
+                    }
+                }
+                Answer::Later => splice::Answer::Ready(error_bytes(&format!(
+                    "ERR rampart: '{}' cannot be answered inside a transaction",
+                    l.cmd.name
+                ))),
+            };
+            answers.push(splice::Spliced { at: l.at, answer });
+        }
+        let seq = self
+            .pending
+            .push_gather(parts as usize, Merger::Splice(answers));
+        (seq, sends)
+    }
+
+    /// The INFO keyspace requests of [`Session::exec_slot`], to their shards (the node the
+    /// run went to stays the one EXEC is timed against).
+    fn exec_sends(&mut self, seq: u64, sends: Vec<KeyspaceSend>) {
+        let (node, shard, write) = (self.last_node, self.last_shard, self.write);
+        self.write = false;
+        for (part, s, argv) in sends {
+            let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+            self.send(s, seq, part, |out| encode::command(out, &argv));
+        }
+        (self.last_node, self.last_shard, self.write) = (node, shard, write);
+    }
+
     /// EXEC: the whole transaction to its shard's primary in one piece, or an error and
     /// nothing sent.
     fn exec(&mut self) {
@@ -766,14 +866,21 @@ impl Session {
         if let Some(w) = watching {
             return self.exec_watched(&w, run, run_slot);
         }
+        // Only commands rampart answers: no server has anything to run.
+        if run.skip == 1 && !run.locals.is_empty() {
+            let (seq, sends) = self.exec_slot(run.locals);
+            self.pending.deliver(seq, 0, b"*0\r\n");
+            return self.exec_sends(seq, sends);
+        }
         let Some(shard) = run.shard.or_else(|| self.pool.rt.any_shard()) else {
             return self.no_server();
         };
         self.write = true;
-        let seq = self.pending.push_waiting();
+        let (seq, sends) = self.exec_slot(run.locals);
         let mut sink = Sink::new(&self.pending, seq, 0);
         sink.skip = run.skip;
         self.send_sink(shard, sink, &run.bytes);
+        self.exec_sends(seq, sends);
     }
 
     /// EXEC of a watching session: the run goes on the watch's connection (see
@@ -787,7 +894,7 @@ impl Session {
             return self.reply_error(transaction::CROSS_SHARD);
         }
         self.write = true;
-        let seq = self.pending.push_waiting();
+        let (seq, sends) = self.exec_slot(run.locals);
         let sink = Sink::new(&self.pending, seq, 0);
         let conf = &self.pool.rt.conf;
         watch::exec(
@@ -800,6 +907,7 @@ impl Session {
             self.client.resp3,
         );
         self.last_shard = w.shard() as u32;
+        self.exec_sends(seq, sends);
     }
 
     /// WATCH outside MULTI: the keys' shard must be the watched one (if any); the first
@@ -1413,6 +1521,17 @@ fn protected(name: &&[u8]) -> bool {
             Some(prefix) => name.starts_with(p.as_bytes()) || name == prefix.as_bytes(),
             None => name == p.as_bytes(),
         })
+}
+
+/// One INFO keyspace request of a transaction's INFO: its part of EXEC's gather, its shard,
+/// the command.
+type KeyspaceSend = (u32, usize, Vec<Vec<u8>>);
+
+/// `msg` as one RESP error reply.
+fn error_bytes(msg: &str) -> bytes::Bytes {
+    let mut b = BytesMut::with_capacity(msg.len() + 3);
+    encode::error(&mut b, msg);
+    b.freeze()
 }
 
 /// Container commands whose subcommands the proxy answers itself with its own dispatch.

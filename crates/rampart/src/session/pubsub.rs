@@ -11,7 +11,9 @@
 //! did not hold yet, so a PUBLISH sent after reading them reaches the client. When a server
 //! refuses one (the servers' user may not use that channel: `NOPERM`), the command's reply
 //! is the server's error and its subscriptions are taken back before the session's next
-//! command, as Redis subscribes nothing of a refused command.
+//! command, as Redis subscribes nothing of a refused command; until the servers answered,
+//! the next command waits (see `Session::handle_found`), so it never sees a subscribed mode
+//! the client may not be in.
 //!
 //! Placement: a channel lives on the shard of the key of the same name
 //! ([`crate::upstream::subscriber::placement`]), on every shard in a pool with

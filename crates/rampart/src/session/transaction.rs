@@ -16,6 +16,14 @@
 //! the run may wait in the failover hold while it is unsent; once it may have reached a
 //! server it is never sent again.
 //!
+//! Commands rampart answers itself (INFO, COMMAND, CLIENT ID / GETNAME / SETNAME / INFO /
+//! LIST, see [`answered_at_exec`]) are queued too, but not in the run: the transaction keeps
+//! them with their place ([`Local`]), and at `EXEC` the session answers them, as Redis runs
+//! them then, and splices its answers into the server's `EXEC` array at their places (see
+//! [`crate::reply::merge::Merger::Splice`]). An `EXEC` that runs nothing (nil: a watched key
+//! changed; an error) goes to the client as the server gave it. A transaction without such
+//! commands is relayed as before, untouched.
+//!
 //! A transaction is bounded by [`MAX_COMMANDS`] commands and [`MAX_BYTES`] bytes: the command
 //! that does not fit is refused and the transaction is discarded at `EXEC`.
 
@@ -35,6 +43,10 @@ pub const RELOADED: &str = "EXECABORT Transaction discarded: the pool's configur
 /// The `EXEC` reply when the transaction's keys live on more than one shard.
 pub const CROSS_SHARD: &str = "EXECABORT Transaction discarded: its keys live on different shards and a transaction runs on one; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard";
 
+/// The refusal of `CLIENT SETNAME` queued while keys are watched: rampart names the client
+/// when it answers, at `EXEC`, before it knows whether a watched key changed and nothing ran.
+pub const SETNAME_WATCHED: &str = "ERR rampart: 'client|setname' cannot be part of a transaction with WATCH (the name would be set even when EXEC runs nothing); set the name before WATCH or after EXEC";
+
 /// Why a transaction will not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Abort {
@@ -53,6 +65,29 @@ pub struct Run {
     pub skip: u32,
     /// The shard of its keys; `None` when no command names a key.
     pub shard: Option<usize>,
+    /// The commands rampart answers itself, in queue order (empty for most transactions).
+    pub locals: Vec<Local>,
+}
+
+/// A command rampart answers itself, queued in a transaction: answered at `EXEC` and put at
+/// its place in `EXEC`'s array.
+#[derive(Debug)]
+pub struct Local {
+    /// Its place among all the queued commands (0 for the first).
+    pub at: u32,
+    /// The command (a subcommand for CLIENT and COMMAND).
+    pub cmd: &'static Command,
+    /// Its arguments, the name first.
+    pub argv: Vec<Vec<u8>>,
+}
+
+/// How a command admitted inside `MULTI` is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// In the run, for the transaction's server.
+    Server,
+    /// Aside, answered by rampart at `EXEC` (see [`Local`]).
+    Local,
 }
 
 /// A transaction between `MULTI` and `EXEC`.
@@ -60,6 +95,10 @@ pub struct Transaction {
     /// `MULTI` and the queued commands, as RESP.
     run: BytesMut,
     commands: usize,
+    /// The commands rampart answers itself, with their places.
+    locals: Vec<Local>,
+    /// Argument bytes of `locals` (they count against [`MAX_BYTES`] with the run).
+    local_bytes: usize,
     shard: Option<usize>,
     cross: bool,
     abort: Option<Abort>,
@@ -75,6 +114,8 @@ impl Transaction {
         Transaction {
             run,
             commands: 0,
+            locals: Vec::new(),
+            local_bytes: 0,
             shard: None,
             cross: false,
             abort: None,
@@ -104,11 +145,7 @@ impl Transaction {
             return Ok(());
         }
         let len = raw.map_or_else(|| encoded_len(argv), <[u8]>::len);
-        if self.commands >= MAX_COMMANDS || self.run.len() + len > MAX_BYTES {
-            self.abort = Some(Abort::TooLarge);
-            self.run = BytesMut::new();
-            return Err(too_large("ERR rampart: the transaction"));
-        }
+        self.fits(len)?;
         match raw {
             Some(r) => self.run.extend_from_slice(r),
             None => encode::command(&mut self.run, argv),
@@ -120,6 +157,38 @@ impl Transaction {
                 Some(first) if first != s => self.cross = true,
                 Some(_) => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Queue `cmd`, which rampart answers itself, at its place (answered at `EXEC`).
+    ///
+    /// # Errors
+    /// As [`Transaction::push`].
+    pub fn push_local(&mut self, cmd: &'static Command, argv: &[&[u8]]) -> Result<(), String> {
+        if self.abort == Some(Abort::TooLarge) {
+            return Ok(());
+        }
+        let len = encoded_len(argv);
+        self.fits(len)?;
+        self.local_bytes += len;
+        self.locals.push(Local {
+            at: (self.commands + self.locals.len()) as u32,
+            cmd,
+            argv: argv.iter().map(|a| a.to_vec()).collect(),
+        });
+        Ok(())
+    }
+
+    /// Whether one more command of `len` bytes fits the bounds; past them the transaction
+    /// keeps nothing more and is discarded at `EXEC`.
+    fn fits(&mut self, len: usize) -> Result<(), String> {
+        let queued = self.commands + self.locals.len();
+        if queued >= MAX_COMMANDS || self.run.len() + self.local_bytes + len > MAX_BYTES {
+            self.abort = Some(Abort::TooLarge);
+            self.run = BytesMut::new();
+            self.locals = Vec::new();
+            return Err(too_large("ERR rampart: the transaction"));
         }
         Ok(())
     }
@@ -141,7 +210,7 @@ impl Transaction {
         }
         // A reload may have moved the keys, and may deny a queued command (the user's rules,
         // the pool's policy) or rename it: keyless transactions are no exception.
-        if self.commands > 0 && generation != self.generation {
+        if self.commands + self.locals.len() > 0 && generation != self.generation {
             return Err(RELOADED.into());
         }
         encode::command(&mut self.run, &[b"EXEC"]);
@@ -149,31 +218,46 @@ impl Transaction {
             bytes: self.run,
             skip: self.commands as u32 + 1,
             shard: self.shard,
+            locals: self.locals,
         })
     }
 
     /// No command was queued (`EXEC` answers an empty array at once).
     pub fn is_empty(&self) -> bool {
-        self.commands == 0 && self.abort.is_none()
+        self.commands == 0 && self.locals.is_empty() && self.abort.is_none()
     }
 }
 
+/// Whether rampart answers `name` (a command it answers itself) inside a transaction, at
+/// `EXEC`: INFO, COMMAND and its subcommands, CLIENT ID, GETNAME, SETNAME, INFO and LIST.
+/// The other commands it answers itself change the connection in ways a queue cannot hold
+/// (HELLO, AUTH, RESET, CLIENT REPLY, ...) and are refused inside `MULTI`.
+pub fn answered_at_exec(name: &str) -> bool {
+    matches!(
+        name,
+        "info" | "client|id" | "client|getname" | "client|setname" | "client|info" | "client|list"
+    ) || name == "command"
+        || name.starts_with("command|")
+}
+
 /// Whether `cmd` may be queued in a transaction of a pool with `one_shard` (then a command
-/// that runs on every shard runs on the transaction's, the only one) and `admin_broadcast`;
-/// the error is the reply when it may not.
+/// that runs on every shard runs on the transaction's, the only one) and `admin_broadcast`,
+/// and how; the error is the reply when it may not.
 ///
 /// # Errors
 /// Redis' own refusal for commands it does not allow inside `MULTI`; rampart's for commands
-/// it answers itself, sends to several shards, or does not support.
-pub fn admit(cmd: &Command, one_shard: bool, admin_broadcast: bool) -> Result<(), String> {
+/// it answers itself but not inside a transaction, sends to several shards, or does not
+/// support.
+pub fn admit(cmd: &Command, one_shard: bool, admin_broadcast: bool) -> Result<Queued, String> {
     if cmd.flags.contains(Flags::NO_MULTI) {
         return Err("ERR Command not allowed inside a transaction".into());
     }
-    match cmd.route {
+    let server = match cmd.route {
         // The server answers these inside the transaction, in the EXEC array: the same
         // replies rampart gives outside one (TIME: the clock of the transaction's server,
         // read when the transaction runs, as Redis does).
         _ if matches!(cmd.name, "ping" | "echo" | "unwatch" | "time") => Ok(()),
+        Route::Local if answered_at_exec(cmd.name) => return Ok(Queued::Local),
         Route::Keys | Route::FanOut(_) => Ok(()),
         // Blocking pops never block inside a transaction: Redis runs them as plain pops.
         Route::Unsupported(_)
@@ -212,7 +296,8 @@ pub fn admit(cmd: &Command, one_shard: bool, admin_broadcast: bool) -> Result<()
             "ERR '{}' is not supported by rampart: {why}",
             cmd.name
         )),
-    }
+    };
+    server.map(|()| Queued::Server)
 }
 
 /// Redis' reply to `EXEC` refused while queueing (wrong arity): the transaction is discarded.
@@ -246,7 +331,7 @@ mod tests {
         rampart_commands::lookup(name.as_bytes()).expect(name)
     }
 
-    fn admit_in(cmd: &'static Command) -> Result<(), String> {
+    fn admit_in(cmd: &'static Command) -> Result<Queued, String> {
         admit(cmd, false, true)
     }
 
@@ -315,7 +400,13 @@ mod tests {
         assert!(admit_in(cmd("ping")).is_ok());
         assert!(admit_in(cmd("unwatch")).is_ok());
         assert!(admit_in(cmd("time")).is_ok());
-        assert!(admit_in(cmd("info")).is_err());
+        assert_eq!(admit_in(cmd("info")), Ok(Queued::Local));
+        let sub = |c: &str, s: &str| rampart_commands::lookup_sub(cmd(c), s.as_bytes()).expect(s);
+        assert_eq!(admit_in(sub("client", "id")), Ok(Queued::Local));
+        assert_eq!(admit_in(sub("command", "count")), Ok(Queued::Local));
+        assert_eq!(admit_in(cmd("incr")), Ok(Queued::Server));
+        assert!(admit_in(cmd("hello")).is_err());
+        assert!(admit_in(sub("client", "reply")).is_err());
         assert!(admit_in(cmd("blpop")).is_ok());
         assert!(admit_in(cmd("wait")).is_err());
         assert_eq!(

@@ -34,6 +34,8 @@ pub struct Listener {
     /// A server refused a subscription the client was told it holds (subscribed again on a
     /// new connection): the client is closed.
     lost: Cell<bool>,
+    /// Subscribe commands whose servers have not all answered yet.
+    unsettled: Cell<usize>,
 }
 
 impl Listener {
@@ -54,7 +56,15 @@ impl Listener {
             ),
             refused: RefCell::default(),
             lost: Cell::new(false),
+            unsettled: Cell::new(0),
         })
+    }
+
+    /// Whether a subscribe command of the session waits for its servers: until they
+    /// answer, the session does not know whether it holds those subscriptions (a refused
+    /// command subscribes nothing), so commands whose answer depends on that wait too.
+    pub fn unsettled(&self) -> bool {
+        self.unsettled.get() > 0
     }
 
     /// The subscriptions to take back: those of commands a server refused (their error
@@ -155,6 +165,8 @@ pub struct Waiter {
     added: RefCell<Vec<(Kind, Bytes)>>,
     /// A server's refusal of one of them (a whole error frame).
     refusal: RefCell<Option<Bytes>>,
+    /// Armed while servers were still to answer: counted in the listener's `unsettled`.
+    counted: Cell<bool>,
 }
 
 impl Waiter {
@@ -168,6 +180,7 @@ impl Waiter {
             listener: Rc::clone(listener),
             added: RefCell::default(),
             refusal: RefCell::new(None),
+            counted: Cell::new(false),
         })
     }
 
@@ -192,6 +205,10 @@ impl Waiter {
         *self.reply.borrow_mut() = Some(reply);
         if self.left.get() == 0 {
             self.fire();
+        } else {
+            self.counted.set(true);
+            let u = &self.listener.unsettled;
+            u.set(u.get() + 1);
         }
     }
 
@@ -206,6 +223,10 @@ impl Waiter {
         let Some(r) = self.reply.borrow_mut().take() else {
             return;
         };
+        if self.counted.replace(false) {
+            let u = &self.listener.unsettled;
+            u.set(u.get().saturating_sub(1));
+        }
         match self.refusal.borrow_mut().take() {
             Some(e) => {
                 let added = std::mem::take(&mut *self.added.borrow_mut());
