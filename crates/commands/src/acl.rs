@@ -77,6 +77,19 @@ struct Ids {
     base: Vec<usize>,
     /// Every entry, indexed by id.
     by_id: Vec<&'static Command>,
+    /// Every entry's keys as [`Rules::check`] reads them, indexed by id.
+    keys: Vec<Keys>,
+}
+
+/// Where a command's keys are, for the ACL check.
+#[derive(Debug, Clone, Copy)]
+enum Keys {
+    /// It names none.
+    None,
+    /// One key, `argv[1]`, with this access (GET, SET, INCR, ...): the usual shape.
+    First(KeyFlags),
+    /// Anything else: its key specs are run.
+    Specs,
 }
 
 fn ids() -> &'static Ids {
@@ -89,12 +102,21 @@ fn ids() -> &'static Ids {
             base.push(by_id.len());
             by_id.extend(c.subcommands.iter());
         }
-        Ids { base, by_id }
+        let keys = by_id
+            .iter()
+            .map(|c| match one_key_at_1(c) {
+                _ if c.keys.is_empty() => Keys::None,
+                Some(flags) => Keys::First(flags),
+                None => Keys::Specs,
+            })
+            .collect();
+        Ids { base, by_id, keys }
     })
 }
 
 /// The position of `c` in `table`, if it is an entry of it (by address, no comparison of
 /// names).
+#[inline]
 fn offset_in(table: &'static [Command], c: &Command) -> Option<usize> {
     let size = std::mem::size_of::<Command>().max(1);
     let i = (c as *const Command as usize).wrapping_sub(table.as_ptr() as usize) / size;
@@ -104,11 +126,14 @@ fn offset_in(table: &'static [Command], c: &Command) -> Option<usize> {
 /// The ACL id of a command or subcommand of the table (`None` for a `Command` that is not
 /// an entry of it). Ids are dense, from 0 to [`command_count`].
 #[must_use]
+#[inline]
 pub fn command_id(cmd: &Command) -> Option<usize> {
+    offset_in(crate::all(), cmd).or_else(|| subcommand_id(cmd))
+}
+
+/// [`command_id`] of a subcommand.
+fn subcommand_id(cmd: &Command) -> Option<usize> {
     let all = crate::all();
-    if let Some(i) = offset_in(all, cmd) {
-        return Some(i);
-    }
     let (parent, _) = cmd.name.split_once('|')?;
     let p = lookup(parent.as_bytes())?;
     let pi = offset_in(all, p)?;
@@ -236,6 +261,10 @@ struct KeyPattern {
     /// The pattern is a literal prefix followed by one `*` (`cache:*`, the usual shape):
     /// matched with a prefix comparison.
     prefix: Option<usize>,
+    /// The prefix's first 8 bytes (fewer when shorter) as a little-endian word, and the mask
+    /// of those bytes: a key of 8 bytes or more is compared with one load.
+    head: u64,
+    mask: u64,
 }
 
 impl KeyPattern {
@@ -246,17 +275,47 @@ impl KeyPattern {
             }
             _ => None,
         };
+        let (mut head, mut mask) = (0, 0);
+        if let Some(n) = prefix {
+            let mut word = [0u8; 8];
+            let m = n.min(8);
+            word[..m].copy_from_slice(&pattern[..m]);
+            head = u64::from_le_bytes(word);
+            mask = if m == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * m)) - 1
+            };
+        }
         KeyPattern {
             pattern,
             read,
             write,
             prefix,
+            head,
+            mask,
         }
     }
 
+    #[inline]
     fn matches(&self, key: &[u8]) -> bool {
         match self.prefix {
-            Some(n) => key.starts_with(&self.pattern[..n]),
+            Some(n) => {
+                if key.len() < n {
+                    return false;
+                }
+                // The usual key (8 bytes or more) against a prefix of up to 8 bytes: one load
+                // and compare, no call to `memcmp`.
+                if let Some(first) = key.first_chunk::<8>() {
+                    if u64::from_le_bytes(*first) & self.mask != self.head {
+                        return false;
+                    }
+                    if n <= 8 {
+                        return true;
+                    }
+                }
+                key[..n] == self.pattern[..n]
+            }
             None => glob_match(&self.pattern, key),
         }
     }
@@ -316,7 +375,35 @@ pub struct Rules {
     channels: Vec<Vec<u8>>,
     /// The command rules in force, as written (`+@all` / `-@all` first), for `ACL LIST`.
     command_rules: Vec<String>,
+    /// What [`Rules::check`] does for each command id, worked out once the rules are parsed.
+    plans: Plans,
 }
+
+/// What the ACL check does for one command under one user's rules.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    /// The command is denied.
+    Denied,
+    /// Allowed, with no key or channel to check.
+    Free,
+    /// Allowed; its one key, `argv[1]`, is checked for this access.
+    First(KeyFlags),
+    /// Allowed; its keys (found by its key specs) and channels are checked.
+    Full,
+}
+
+/// The plan of every command id (empty until [`Rules::parse`] fills it: the check then takes
+/// the full path). Derived from the rules, so it never makes two `Rules` differ.
+#[derive(Debug, Clone, Default)]
+struct Plans(Box<[Plan]>);
+
+impl PartialEq for Plans {
+    fn eq(&self, _: &Plans) -> bool {
+        true
+    }
+}
+
+impl Eq for Plans {}
 
 impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -347,7 +434,28 @@ impl Rules {
                 reason,
             })?;
         }
+        r.plans = r.plans();
         Ok(r)
+    }
+
+    /// Every command id's [`Plan`] under these rules.
+    fn plans(&self) -> Plans {
+        let ids = ids();
+        let plan = |(id, c): (usize, &&Command)| {
+            if !(self.all_commands || c.flags.contains(Flags::NO_AUTH) || self.commands.get(id)) {
+                return Plan::Denied;
+            }
+            if !self.all_channels && c.flags.contains(Flags::PUBSUB) {
+                return Plan::Full;
+            }
+            match ids.keys[id] {
+                _ if self.all_keys => Plan::Free,
+                Keys::None => Plan::Free,
+                Keys::First(flags) => Plan::First(flags),
+                Keys::Specs => Plan::Full,
+            }
+        };
+        Plans(ids.by_id.iter().enumerate().map(plan).collect())
     }
 
     fn apply(&mut self, op: &str) -> Result<(), &'static str> {
@@ -553,18 +661,57 @@ impl Rules {
     /// # Errors
     /// What is denied first ([`Denied`]). A call whose keys cannot be found (a bad key count)
     /// is not denied here: the caller reports that error.
+    #[inline]
     pub fn check(
         &self,
         cmd: &Command,
         argv: &[&[u8]],
         scratch: &mut Vec<(usize, KeyFlags)>,
     ) -> Result<(), Denied> {
-        if !self.allows_command(cmd) {
+        // The usual commands take one load of their plan and at most one key comparison;
+        // the rest (and rules built without a plan) go through every step.
+        match command_id(cmd).and_then(|id| self.plans.0.get(id)) {
+            Some(Plan::Free) => Ok(()),
+            Some(Plan::Denied) => Err(Denied::Command),
+            Some(&Plan::First(spec)) => {
+                let flags = if spec.contains(KeyFlags::VARIABLE_FLAGS) {
+                    cmd.call_flags(argv, spec)
+                } else {
+                    spec
+                };
+                if argv.len() > 1 && !self.key_allowed(argv[1], flags) {
+                    Err(Denied::Key(1))
+                } else {
+                    Ok(())
+                }
+            }
+            Some(Plan::Full) | None => self.check_all(cmd, argv, scratch),
+        }
+    }
+
+    /// [`Rules::check`] step by step: the command, its keys, its channels.
+    fn check_all(
+        &self,
+        cmd: &Command,
+        argv: &[&[u8]],
+        scratch: &mut Vec<(usize, KeyFlags)>,
+    ) -> Result<(), Denied> {
+        // The command's id once, for its rule bit and its key shape.
+        let id = command_id(cmd);
+        let allowed = self.all_commands
+            || cmd.flags.contains(Flags::NO_AUTH)
+            || id.is_some_and(|id| self.commands.get(id));
+        if !allowed {
             return Err(Denied::Command);
         }
-        if self.all_keys || cmd.keys.is_empty() {
+        let keys = match id {
+            Some(id) => ids().keys[id],
+            None if cmd.keys.is_empty() => Keys::None,
+            None => one_key_at_1(cmd).map_or(Keys::Specs, Keys::First),
+        };
+        if self.all_keys {
             // Nothing to check.
-        } else if let Some(spec) = one_key_at_1(cmd) {
+        } else if let Keys::First(spec) = keys {
             // The usual shape (GET, SET, INCR, ...): one key, argv[1].
             let flags = if spec.contains(KeyFlags::VARIABLE_FLAGS) {
                 cmd.call_flags(argv, spec)
@@ -574,6 +721,8 @@ impl Rules {
             if argv.len() > 1 && !self.key_allowed(argv[1], flags) {
                 return Err(Denied::Key(1));
             }
+        } else if matches!(keys, Keys::None) {
+            // No key to check.
         } else if cmd.keys_with_flags(argv, scratch).is_ok() {
             for &(i, flags) in scratch.iter() {
                 if !self.key_allowed(argv[i], flags) {
@@ -639,14 +788,18 @@ impl Rules {
         None
     }
 
+    #[inline]
     fn key_allowed(&self, key: &[u8], flags: KeyFlags) -> bool {
         let read = flags.contains(KeyFlags::ACCESS);
         let write = flags.contains(KeyFlags::INSERT)
             || flags.contains(KeyFlags::DELETE)
             || flags.contains(KeyFlags::UPDATE);
-        self.keys
-            .iter()
-            .any(|k| (k.read || !read) && (k.write || !write) && k.matches(key))
+        for k in &self.keys {
+            if (k.read || !read) && (k.write || !write) && k.matches(key) {
+                return true;
+            }
+        }
+        false
     }
 
     /// A channel (`pattern`: false) matches an allowed pattern as a glob; a PSUBSCRIBE
@@ -860,6 +1013,66 @@ mod tests {
             assert_eq!(refusal(every, "sort k BY w:* GET #"), None, "{every}");
         }
         assert!(refusal("on +@all %W~*", "sort k GET #").is_some());
+    }
+
+    /// The per-command plans answer every command and argument shape exactly as the full
+    /// check does, under rules of each kind (command bits, key patterns of each access and
+    /// shape, channels, the `allkeys` / `allchannels` short cuts).
+    #[test]
+    fn the_planned_check_answers_as_the_full_check() {
+        let rules = [
+            "on +@all ~cache:* ~key:* &*",
+            "on +@read +@write -@dangerous ~key:* %R~ro:* %W~wo:* &chan:*",
+            "on +@all allkeys resetchannels",
+            "on -@all +get +set +subscribe +publish ~k?y:* ~{tag}* &news",
+            "on +@all -set ~* &*",
+            "on +@all ~verylongprefix:* ~a*",
+        ];
+        let args: [&[&[u8]]; 7] = [
+            &[],
+            &[b"key:1"],
+            &[b"cache:1", b"v"],
+            &[b"k"],
+            &[b"ro:1", b"wo:1", b"x", b"key:2"],
+            &[b"verylongprefix:abc", b"GET"],
+            &[b"news", b"chan:a", b"other"],
+        ];
+        for text in rules {
+            let r = Rules::parse(text).expect("rules");
+            assert!(!r.plans.0.is_empty());
+            for c in crate::all()
+                .iter()
+                .flat_map(|c| std::iter::once(c).chain(c.subcommands))
+            {
+                for rest in args {
+                    let mut argv: Vec<&[u8]> = vec![c.name.as_bytes()];
+                    argv.extend_from_slice(rest);
+                    let planned = r.check(c, &argv, &mut Vec::new());
+                    let full = r.check_all(c, &argv, &mut Vec::new());
+                    assert_eq!(planned, full, "{text}: {} {:?}", c.name, rest);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefix_pattern_matches_keys_shorter_and_longer_than_a_word() {
+        let r = Rules::parse("on +@all ~ab:* ~verylongprefix:*").expect("rules");
+        for (key, ok) in [
+            (&b"ab:"[..], true),
+            (b"ab:1", true),
+            (b"ab:12345678", true),
+            (b"ab", false),
+            (b"abc:1234567", false),
+            (b"verylongprefix:", true),
+            (b"verylongprefix:x", true),
+            (b"verylongprefiX:x", false),
+            (b"verylong", false),
+            (b"", false),
+        ] {
+            let got = r.check(cmd("get"), &[b"get", key], &mut Vec::new()).is_ok();
+            assert_eq!(got, ok, "{:?}", String::from_utf8_lossy(key));
+        }
     }
 
     #[test]
