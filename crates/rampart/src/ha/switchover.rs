@@ -11,7 +11,7 @@
 //!    target Sentinel would not pick is refused: `SENTINEL FAILOVER` cannot name one.
 //! 4. Confirm with ROLE on the new primary, make it the shard's primary (every connection to
 //!    the old one is closed; writes it refused with READONLY were not applied and are held),
-//!    wait (at most [`SUBSCRIBERS_WAIT`]) until every worker's Pub/Sub connection of the shard
+//!    wait (at most 1 s, `SUBSCRIBERS_WAIT`) until every worker's Pub/Sub connection of the shard
 //!    has subscribed on it, and release the held writes to it, in order: a held PUBLISH is
 //!    heard by every subscriber.
 //!
