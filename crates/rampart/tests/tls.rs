@@ -7,68 +7,21 @@
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+#[path = "common/ca.rs"]
+mod ca;
+
+use ca::Ca;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use testkit::{
     encode_command, free_port, poll_until, redis_cli_tls, send_signal, Proxy, RedisServer, Reply,
     TlsFiles, TlsRedis,
 };
-
-/// A certificate authority that issues certificates into a directory.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-    name: String,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("key");
-        let issuer = CertifiedIssuer::self_signed(params, key).expect("CA");
-        std::fs::write(dir.join(format!("{name}.pem")), issuer.pem()).expect("write CA");
-        Ca {
-            issuer,
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
-        }
-    }
-
-    fn pem(&self) -> PathBuf {
-        self.dir.join(format!("{}.pem", self.name))
-    }
-
-    /// A leaf for `localhost` and 127.0.0.1 that expires on 1 January of `year`, written to
-    /// `<file>.pem` and `<file>.key`; its files, with this CA as the peer's CA.
-    fn issue(&self, file: &str, cn: &str, year: i32) -> TlsFiles {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.not_after = rcgen::date_time_ymd(year, 1, 1);
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        let files = TlsFiles {
-            cert: self.dir.join(format!("{file}.pem")),
-            key: self.dir.join(format!("{file}.key")),
-            ca: self.pem(),
-        };
-        std::fs::write(&files.cert, cert.pem()).expect("write cert");
-        std::fs::write(&files.key, key.serialize_pem()).expect("write key");
-        files
-    }
-}
 
 /// The year `ahead` years from now (certificates expire on 1 January of such a year).
 fn year(ahead: i32) -> i32 {
@@ -222,7 +175,7 @@ fn listener_block(server: &TlsFiles, extra: &str) -> String {
 fn redis_cli_over_tls_and_plaintext_clients_share_one_pool() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let server = ca.issue("proxy", "rampart", year(5));
+    let server = ca.issue_until("proxy", "rampart", year(5));
     let a = RedisServer::start();
     let b = RedisServer::start();
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
@@ -328,8 +281,8 @@ const CHECKS: &str =
 fn a_sharded_pool_of_tls_servers_serves_requests_blocking_commands_and_pubsub() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let redis_files = ca.issue("redis", "redis", year(5));
-    let client_files = ca.issue("cli", "cli", year(5));
+    let redis_files = ca.issue_until("redis", "redis", year(5));
+    let client_files = ca.issue_until("cli", "cli", year(5));
     let a = TlsRedis::start(&redis_files, "no", &[]);
     let b = TlsRedis::start(&redis_files, "no", &[]);
     let (port, admin) = (free_port(), free_port());
@@ -400,7 +353,7 @@ fn a_sharded_pool_of_tls_servers_serves_requests_blocking_commands_and_pubsub() 
 fn a_replica_set_is_health_checked_and_switched_over_over_tls() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let redis_files = ca.issue("redis", "redis", year(5));
+    let redis_files = ca.issue_until("redis", "redis", year(5));
     // Both replicate over TLS: FAILOVER makes the old primary a replica of the new one.
     let primary = TlsRedis::start(&redis_files, "no", &["--tls-replication", "yes"]);
     let port_s = primary.port().to_string();
@@ -445,7 +398,7 @@ fn a_replica_set_is_health_checked_and_switched_over_over_tls() {
         "{r:?}\nlog:\n{}",
         proxy.stderr()
     );
-    let files = ca.issue("cli", "cli", year(5));
+    let files = ca.issue_until("cli", "cli", year(5));
     let role = cli_ok(replica.port(), Some(&files), &ca.pem(), &["ROLE"]);
     assert!(role.starts_with("master"), "{role}");
     assert_eq!(c.cmd(&["SET", "after", "2"]), Reply::ok());
@@ -464,11 +417,11 @@ fn client_certificates_both_ways_accept_the_ca_and_refuse_others() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
     let other = Ca::new(dir.path(), "other");
-    let redis_files = ca.issue("redis", "redis", year(5));
-    let rampart_client = ca.issue("rampart-client", "rampart", year(4));
-    let proxy_files = ca.issue("proxy", "rampart", year(5));
-    let app = ca.issue("app", "app", year(5));
-    let stranger = other.issue("stranger", "stranger", year(5));
+    let redis_files = ca.issue_until("redis", "redis", year(5));
+    let rampart_client = ca.issue_until("rampart-client", "rampart", year(4));
+    let proxy_files = ca.issue_until("proxy", "rampart", year(5));
+    let app = ca.issue_until("app", "app", year(5));
+    let stranger = other.issue_until("stranger", "stranger", year(5));
     // The server requires client certificates: rampart shows its own.
     let server = TlsRedis::start(&redis_files, "yes", &[]);
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
@@ -549,7 +502,7 @@ fn a_flood_of_refused_handshakes_is_counted_but_logged_at_a_bounded_rate() {
     const FLOOD: usize = 300;
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let files = ca.issue("proxy", "rampart", year(5));
+    let files = ca.issue_until("proxy", "rampart", year(5));
     let server = RedisServer::start();
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
     let yaml = format!(
@@ -595,7 +548,11 @@ fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() 
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
     let other = Ca::new(dir.path(), "other");
-    let impostor = TlsRedis::start(&other.issue("impostor", "impostor", year(5)), "no", &[]);
+    let impostor = TlsRedis::start(
+        &other.issue_until("impostor", "impostor", year(5)),
+        "no",
+        &[],
+    );
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
         "p:\n  listen: 127.0.0.1:{port}\n  timeout: 1000\n{}  servers:\n   - {}:1 s0\n",
@@ -633,7 +590,7 @@ fn a_server_certificate_from_another_ca_is_refused_and_the_log_names_the_node() 
 fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let old = ca.issue("proxy", "rampart", year(5));
+    let old = ca.issue_until("proxy", "rampart", year(5));
     let redis = RedisServer::start();
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
     let yaml = format!(
@@ -683,7 +640,7 @@ fn a_renewed_certificate_is_taken_on_reload_under_load_and_a_bad_one_changes_not
     };
     progressed(200);
     // Renewed: a new key and a later expiry, same files.
-    let renewed = ca.issue("proxy", "rampart", year(6));
+    let renewed = ca.issue_until("proxy", "rampart", year(6));
     let line = reload(&proxy);
     assert!(
         line.contains("reload: applied")
@@ -755,7 +712,7 @@ fn https_get(port: u16, ca: &Path, path: &str) -> std::io::Result<(i64, String)>
 fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let admin_files = ca.issue("admin", "admin", year(5));
+    let admin_files = ca.issue_until("admin", "admin", year(5));
     let redis = RedisServer::start();
     let (port, admin) = (free_port(), free_port());
     let yaml = format!(
@@ -786,7 +743,7 @@ fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
         .contains(&format!("admin interface on https://127.0.0.1:{admin}/")));
     // Plain HTTP gets no page.
     assert!(!get(admin, "/healthz").contains("ok"));
-    ca.issue("admin", "admin", year(6));
+    ca.issue_until("admin", "admin", year(6));
     assert!(reload(&proxy).contains("reload: applied"));
     let (not_after, body) = https_get(admin, &ca.pem(), "/healthz").expect("HTTPS after reload");
     assert_eq!(not_after, jan1(year(6)), "the renewed certificate");
@@ -797,7 +754,7 @@ fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_on_reload() {
 fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let files = ca.issue("redis", "redis", year(5));
+    let files = ca.issue_until("redis", "redis", year(5));
     let repl = ["--tls-replication", "yes"];
     let mut primary = TlsRedis::start(&files, "no", &repl);
     let p_port = primary.port().to_string();
@@ -840,7 +797,7 @@ fn a_sentinel_pool_follows_a_failover_with_sentinel_and_servers_over_tls() {
     c.set_read_timeout(Some(Duration::from_secs(30)));
     assert_eq!(c.cmd(&["SET", "before", "1"]), Reply::ok());
     // Replication is asynchronous: the write must be on the replica before its primary dies.
-    let cli = ca.issue("cli", "cli", year(5));
+    let cli = ca.issue_until("cli", "cli", year(5));
     poll_until(Duration::from_secs(10), || {
         (cli_ok(replica.port(), Some(&cli), &ca.pem(), &["GET", "before"]) == "1").then_some(())
     })
@@ -881,7 +838,7 @@ fn a_sentinel_certificate_from_another_ca_is_logged_once_and_a_reload_with_its_c
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
     let other = Ca::new(dir.path(), "other");
-    let files = ca.issue("redis", "redis", year(5));
+    let files = ca.issue_until("redis", "redis", year(5));
     let primary = TlsRedis::start(&files, "no", &[]);
     let sentinel =
         testkit::TlsSentinel::start(&files, &[testkit::Monitor::new("mymaster", primary.port())]);
@@ -940,8 +897,8 @@ fn a_sentinel_certificate_from_another_ca_is_logged_once_and_a_reload_with_its_c
 fn rampart_t_reads_the_certificates_and_names_the_bad_file_where_the_config_names_it() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let good = ca.issue("proxy", "rampart", year(5));
-    let other = ca.issue("other", "other", year(5));
+    let good = ca.issue_until("proxy", "rampart", year(5));
+    let other = ca.issue_until("other", "other", year(5));
     let run = |yaml: &str| {
         let path = dir.path().join("t.yml");
         std::fs::write(&path, yaml).expect("write");
@@ -991,10 +948,10 @@ fn rampart_t_reads_the_certificates_and_names_the_bad_file_where_the_config_name
 fn a_client_certificate_names_its_user_with_auth_clients_user_cn() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let proxy_files = ca.issue("proxy", "rampart", year(5));
-    let app = ca.issue("app", "app", year(5));
-    let reader = ca.issue("reader", "reader", year(5));
-    let nobody = ca.issue("nobody", "nobody", year(5));
+    let proxy_files = ca.issue_until("proxy", "rampart", year(5));
+    let app = ca.issue_until("app", "app", year(5));
+    let reader = ca.issue_until("reader", "reader", year(5));
+    let nobody = ca.issue_until("nobody", "nobody", year(5));
     let server = testkit::RedisServer::start();
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
     let yaml = format!(
@@ -1040,7 +997,7 @@ fn a_client_certificate_names_its_user_with_auth_clients_user_cn() {
 fn a_request_and_close_notify_in_one_flight_get_the_reply_and_then_the_end() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let server = ca.issue("proxy", "rampart", year(5));
+    let server = ca.issue_until("proxy", "rampart", year(5));
     let redis = RedisServer::start();
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
     let yaml = format!(
@@ -1090,7 +1047,7 @@ fn a_replica_set_with_a_password_and_one_untrusted_replica_serves_from_the_other
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
     let other = Ca::new(dir.path(), "other");
-    let redis_files = ca.issue("redis", "redis", year(5));
+    let redis_files = ca.issue_until("redis", "redis", year(5));
     let auth = [
         "--tls-replication",
         "yes",
@@ -1105,7 +1062,7 @@ fn a_replica_set_with_a_password_and_one_untrusted_replica_serves_from_the_other
     replica_args.extend(["--replicaof", "127.0.0.1", &port_s]);
     let good = TlsRedis::start(&redis_files, "no", &replica_args);
     // Its own certificate from another CA; it still trusts the primary's for replication.
-    let impostor = other.issue("impostor", "impostor", year(5));
+    let impostor = other.issue_until("impostor", "impostor", year(5));
     let bad_files = TlsFiles {
         cert: impostor.cert.clone(),
         key: impostor.key.clone(),
@@ -1177,7 +1134,7 @@ fn a_replica_set_with_a_password_and_one_untrusted_replica_serves_from_the_other
 fn monitor_transactions_and_client_kill_over_the_tls_listener() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let server = ca.issue("proxy", "rampart", year(5));
+    let server = ca.issue_until("proxy", "rampart", year(5));
     let a = RedisServer::start();
     let (port, tls_port, admin) = (free_port(), free_port(), free_port());
     let yaml = format!(
@@ -1260,7 +1217,7 @@ fn monitor_transactions_and_client_kill_over_the_tls_listener() {
 fn a_reload_turns_tls_on_and_off_for_an_address_it_already_listens_on() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
-    let server = ca.issue("proxy", "rampart", year(5));
+    let server = ca.issue_until("proxy", "rampart", year(5));
     let redis = RedisServer::start();
     let (port, other, admin) = (free_port(), free_port(), free_port());
     let plain = format!(
@@ -1309,7 +1266,7 @@ fn a_reload_with_backend_tls_the_servers_refuse_changes_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new(dir.path(), "ca");
     let other = Ca::new(dir.path(), "other");
-    let server = TlsRedis::start(&ca.issue("redis", "redis", year(5)), "no", &[]);
+    let server = TlsRedis::start(&ca.issue_until("redis", "redis", year(5)), "no", &[]);
     let (port, admin) = (free_port(), free_port());
     let with = |block: &str| {
         format!(

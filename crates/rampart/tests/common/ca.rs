@@ -42,10 +42,22 @@ impl Ca {
     /// default validity, 1975 to 4096), written to `<file>.pem` and `<file>.key`; its files, with this
     /// CA as the peer's CA.
     pub fn issue(&self, file: &str, cn: &str) -> TlsFiles {
+        self.leaf(file, cn, None)
+    }
+
+    /// [`Ca::issue`] for a leaf that expires on 1 January of `year`.
+    pub fn issue_until(&self, file: &str, cn: &str, year: i32) -> TlsFiles {
+        self.leaf(file, cn, Some(year))
+    }
+
+    fn leaf(&self, file: &str, cn: &str, until: Option<i32>) -> TlsFiles {
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(year) = until {
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        }
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         let files = TlsFiles {
