@@ -1440,3 +1440,73 @@ fn subscriptions_follow_the_ring_when_a_server_is_ejected_and_put_back() {
     assert_eq!(during.frame(), message("message", &ch, "back"));
     assert_eq!(before.frame(), message("message", &ch, "back"));
 }
+
+/// The primary killed (Sentinel fails over) while a client publishes through rampart every
+/// millisecond: a PUBLISH either fails (its primary was dead and the failover not yet known)
+/// or is heard by the subscriber. None is answered 0: the writes held by the failover reach
+/// the new primary once the subscriber connection subscribed there.
+#[test]
+fn a_sentinel_failover_while_publishing_never_answers_a_publish_nobody_heard() {
+    let mut s = ha::SentinelSetup::start("  failover_hold: 10s\n");
+    let addr = s.proxy.addr();
+    let mut sub = Raw::connect(&addr);
+    sub.send(&["SUBSCRIBE", "news"]);
+    sub.frame();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        let addr = addr.clone();
+        move || {
+            let mut c = Raw::connect(&addr);
+            let mut replies = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(&["PUBLISH", "news", &i.to_string()]);
+                replies.push(c.frame());
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            replies
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    s.primary.kill9();
+    let (_, port) = s.wait_switch(killed, Duration::from_secs(30));
+    let new = format!("127.0.0.1:{port}");
+    testkit::poll_until(Duration::from_secs(10), || {
+        s.proxy
+            .node(&new)
+            .filter(|n| n.role == "primary" && n.routable())
+    })
+    .unwrap_or_else(|| panic!("the proxy never applied the new primary\n{}", s.proxy.log()));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let replies = publisher.join().unwrap();
+    let (nums, other) = numbered(&sub.drain(Duration::from_millis(500)), false);
+    assert!(other.is_empty(), "unexpected frames {other:?}");
+    let unheard: Vec<(usize, String)> = replies
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.first() == Some(&b':'))
+        .filter(|(i, r)| r.as_slice() != b":1\r\n" || !nums.contains(&(*i as u64)))
+        .map(|(i, r)| (i, String::from_utf8_lossy(r).into_owned()))
+        .collect();
+    assert!(
+        unheard.is_empty(),
+        "PUBLISH answered but not heard: {unheard:?} of {}",
+        replies.len()
+    );
+    let after = replies
+        .iter()
+        .rev()
+        .take_while(|r| r.as_slice() == b":1\r\n")
+        .count();
+    assert!(after > 100, "too few publishes after the failover: {after}");
+    println!(
+        "{} publishes, {} heard, {} failed while the primary was dead",
+        replies.len(),
+        nums.len(),
+        replies.iter().filter(|r| r.first() == Some(&b'-')).count()
+    );
+}

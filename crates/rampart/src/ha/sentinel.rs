@@ -406,10 +406,26 @@ async fn apply(
             "primary switched"
         );
     }
+    // After a failover, writes (PUBLISH among them) wait briefly for the shard's Pub/Sub
+    // links to subscribe on the new primary, as after a switchover, so that a message
+    // published there is heard by every subscriber.
+    let links = (switched
+        && current_primary.is_some()
+        && !pool.conf.failover_hold.is_zero()
+        && rt.has_pubsub_links())
+    .then(|| nodes.first().map(|p| p.id))
+    .flatten();
+    if links.is_some() {
+        rt.hold_for_links(true);
+    }
     rt.set_view(ShardView {
         nodes,
         primary: Some(0),
     });
+    if let Some(new) = links {
+        crate::ha::switchover::subscribed_on(pool, shard, new).await;
+        rt.hold_for_links(false);
+    }
 }
 
 /// Give each shard of `pool` (a Sentinel pool a reload adds or makes, not published yet)

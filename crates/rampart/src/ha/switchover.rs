@@ -201,12 +201,12 @@ pub async fn run(
 /// connections are closed at the switch).
 const SUBSCRIBERS_WAIT: Duration = Duration::from_secs(1);
 
-/// Wait (at most [`SUBSCRIBERS_WAIT`], and never longer than the pool's `failover_hold`) until
+/// Wait (at most 1 s, `SUBSCRIBERS_WAIT`, and never longer than the pool's `failover_hold`) until
 /// every worker's subscriber connection of `shard` has its subscriptions confirmed on node
 /// `new`, so that no held PUBLISH reaches the new primary before the subscriptions that
 /// should hear it. Pools whose subscriptions live on replicas (`pubsub_from: replica`) do not
 /// wait.
-async fn subscribed_on(pool: &PoolRt, shard: usize, new: u64) {
+pub async fn subscribed_on(pool: &PoolRt, shard: usize, new: u64) {
     if pool.conf.pubsub.from != rampart_config::PubSubFrom::Primary {
         return;
     }
@@ -217,7 +217,7 @@ async fn subscribed_on(pool: &PoolRt, shard: usize, new: u64) {
             tracing::info!(
                 pool = %pool.conf.name,
                 shard = %rt.name,
-                "switchover: releasing the held writes before every subscriber connection subscribed on the new primary"
+                "releasing the held writes before every subscriber connection subscribed on the new primary"
             );
             return;
         }

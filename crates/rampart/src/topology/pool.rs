@@ -82,6 +82,9 @@ const HOLD_SWITCHOVER: u8 = 1;
 /// A Sentinel failover of the shard is under way: writes are held until the new primary is
 /// applied.
 const HOLD_FAILOVER: u8 = 2;
+/// A new primary is in the view and the shard's Pub/Sub links are subscribing on it: writes
+/// (PUBLISH among them) wait for them, briefly (see `ha::sentinel`).
+const HOLD_LINKS: u8 = 4;
 
 impl ShardRt {
     /// A planned switchover of this shard is running (its writes may be held).
@@ -92,6 +95,21 @@ impl ShardRt {
     /// Claim the shard for a switchover; false if one is already running.
     pub fn begin_switch(&self) -> bool {
         !self.switching.swap(true, Ordering::AcqRel)
+    }
+    /// Hold (or stop holding) the shard's writes while its Pub/Sub links subscribe on a new
+    /// primary; independent of a switchover's or a failover's hold.
+    pub fn hold_for_links(&self, on: bool) {
+        if on {
+            self.holding.fetch_or(HOLD_LINKS, Ordering::AcqRel);
+        } else {
+            self.holding.fetch_and(!HOLD_LINKS, Ordering::AcqRel);
+        }
+    }
+    /// The shard has Pub/Sub links (some worker holds a subscription placed on it).
+    pub fn has_pubsub_links(&self) -> bool {
+        self.pubsub_links
+            .lock()
+            .is_ok_and(|links| !links.is_empty())
     }
     /// Hold (or stop holding) the shard's writes for the running switchover.
     pub fn hold_writes(&self, on: bool) {
