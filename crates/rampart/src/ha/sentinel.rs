@@ -423,7 +423,7 @@ async fn apply(
         primary: Some(0),
     });
     if let Some(new) = links {
-        crate::ha::switchover::subscribed_on(pool, shard, new).await;
+        pool.pubsub_subscribed_on(shard, new).await;
         rt.hold_for_links(false);
     }
 }

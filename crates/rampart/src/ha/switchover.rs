@@ -11,9 +11,9 @@
 //!    target Sentinel would not pick is refused: `SENTINEL FAILOVER` cannot name one.
 //! 4. Confirm with ROLE on the new primary, make it the shard's primary (every connection to
 //!    the old one is closed; writes it refused with READONLY were not applied and are held),
-//!    wait (at most 1 s, `SUBSCRIBERS_WAIT`) until every worker's Pub/Sub connection of the shard
-//!    has subscribed on it, and release the held writes to it, in order: a held PUBLISH is
-//!    heard by every subscriber.
+//!    wait (at most 1 s: `PoolRt::pubsub_subscribed_on`) until every worker's Pub/Sub
+//!    connection of the shard has subscribed on it, and release the held writes to it, in
+//!    order: a held PUBLISH is heard by every subscriber.
 //!
 //! No acknowledged write is lost: nothing is written to the old primary after the offsets
 //! matched. Progress shows in `INFO pools` and in the log.
@@ -170,7 +170,7 @@ pub async fn run(
     let started = Instant::now();
     let result = steps(&pool, shard, target).await;
     if let Ok((_, new)) = &result {
-        subscribed_on(&pool, shard, *new).await;
+        pool.pubsub_subscribed_on(shard, *new).await;
     }
     let result = result.map(|(label, _)| label);
     let held = rt.end_switch();
@@ -193,35 +193,6 @@ pub async fn run(
             crate::observe::events::record(Kind::Switchover, &pool.conf.name, &rt.name, "", msg);
             Err(e)
         }
-    }
-}
-
-/// Longest a switchover keeps its writes held, after the promotion, for the shard's Pub/Sub
-/// links to subscribe on the new primary (they start within milliseconds: the old primary's
-/// connections are closed at the switch).
-const SUBSCRIBERS_WAIT: Duration = Duration::from_secs(1);
-
-/// Wait (at most 1 s, `SUBSCRIBERS_WAIT`, and never longer than the pool's `failover_hold`) until
-/// every worker's subscriber connection of `shard` has its subscriptions confirmed on node
-/// `new`, so that no held PUBLISH reaches the new primary before the subscriptions that
-/// should hear it. Pools whose subscriptions live on replicas (`pubsub_from: replica`) do not
-/// wait.
-pub async fn subscribed_on(pool: &PoolRt, shard: usize, new: u64) {
-    if pool.conf.pubsub.from != rampart_config::PubSubFrom::Primary {
-        return;
-    }
-    let rt = &pool.shards[shard];
-    let deadline = Instant::now() + SUBSCRIBERS_WAIT.min(pool.conf.failover_hold);
-    while !rt.pubsub_links_on(new) {
-        if Instant::now() >= deadline {
-            tracing::info!(
-                pool = %pool.conf.name,
-                shard = %rt.name,
-                "releasing the held writes before every subscriber connection subscribed on the new primary"
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -6,6 +6,8 @@
 //! part that is an error reply makes the whole reply that error (the first one, in part order),
 //! as a client of a single Redis would see it.
 
+pub mod splice;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use resp::{encode, Value};
 
@@ -63,9 +65,9 @@ pub enum Merger {
         head: String,
     },
     /// A transaction's `EXEC` reply (part 0) with rampart's own answers put at their places
-    /// (see [`crate::reply::splice`]); the parts after the first are those the answers merge
+    /// (see [`crate::reply::merge::splice`]); the parts after the first are those the answers merge
     /// from, in order.
-    Splice(Vec<crate::reply::splice::Spliced>),
+    Splice(Vec<crate::reply::merge::splice::Spliced>),
 }
 
 pub(crate) const BAD_REPLY: &[u8] = b"-ERR rampart: a shard sent a reply that cannot be merged\r\n";
@@ -75,7 +77,7 @@ impl Merger {
     pub fn merge(self, parts: Vec<Bytes>) -> Bytes {
         // An error inside a spliced answer is that answer's, not the whole reply's.
         let answers = match self {
-            Merger::Splice(answers) => return crate::reply::splice::splice(parts, answers),
+            Merger::Splice(answers) => return crate::reply::merge::splice::splice(parts, answers),
             other => other,
         };
         answers.merge_parts(parts)

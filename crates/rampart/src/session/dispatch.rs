@@ -16,9 +16,9 @@ use resp::encode;
 use tokio::time::Instant;
 
 use crate::observe::stats::PoolStat;
+use crate::reply::merge::splice;
 use crate::reply::merge::{scan_cursor_split, Merger};
 use crate::reply::pending::Pending;
-use crate::reply::splice;
 use crate::session::blocking::{self, BlockFor, Blocked};
 use crate::session::local::{self, Answer, ClientState, Local};
 use crate::session::primary::lease_primary;

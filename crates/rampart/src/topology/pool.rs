@@ -426,7 +426,37 @@ fn shard_spool(conf: &Pool, shard: &str, old: Option<&ShardRt>) -> Option<Arc<Sp
     Some(spool)
 }
 
+/// Longest a switchover or a failover keeps a shard's writes held, once the new primary is
+/// applied, for the shard's Pub/Sub links to subscribe on it (they start within
+/// milliseconds: the old primary's connections are closed at the switch).
+const SUBSCRIBERS_WAIT: Duration = Duration::from_secs(1);
+
 impl PoolRt {
+    /// Wait (at most 1 s, and never longer than the pool's `failover_hold`) until every
+    /// worker's Pub/Sub link of `shard` has its subscriptions confirmed on node `new`, so that
+    /// no held PUBLISH reaches the new primary before the subscriptions that should hear it.
+    /// Pools whose subscriptions live on replicas (`pubsub_from: replica`) do not wait.
+    pub async fn pubsub_subscribed_on(&self, shard: usize, new: u64) {
+        if self.conf.pubsub.from != rampart_config::PubSubFrom::Primary {
+            return;
+        }
+        let Some(rt) = self.shards.get(shard) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + SUBSCRIBERS_WAIT.min(self.conf.failover_hold);
+        while !rt.pubsub_links_on(new) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(
+                    pool = %self.conf.name,
+                    shard = %rt.name,
+                    "releasing the held writes before every subscriber connection subscribed on the new primary"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Build the run-time pool and its initial ring (every shard live).
     pub fn new(index: usize, conf: Pool, workers: usize) -> Self {
         Self::with_nodes(index, conf, workers, None)

@@ -16,7 +16,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use resp::encode;
 
-use crate::reply::merge::{Merger, BAD_REPLY};
+use super::{Merger, BAD_REPLY};
 
 /// One of rampart's answers in an `EXEC` reply.
 #[derive(Clone, Debug)]
