@@ -217,9 +217,10 @@ pub async fn run(
                 if node.role() == Role::Primary && c.role == Role::Replica {
                     // A primary endpoint that now answers as a replica (a DNS primary endpoint
                     // after a failover, or a demoted node): drop every connection so the next
-                    // ones resolve the name again, and stop writing to it.
+                    // ones resolve the name again, and stop writing to it. The replies it
+                    // already wrote (a write it took, or READONLY) are read first.
                     tracing::warn!(node = %node.label, "node now says it is a replica; closing its connections");
-                    node.close_all();
+                    node.drain_all();
                     conn = None;
                 }
                 c.record(&node, started.elapsed());

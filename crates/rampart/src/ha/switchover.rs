@@ -294,7 +294,7 @@ async fn steps(
     };
     new.set_checked(Role::Primary, false, new.check_us());
     old.demote();
-    old.close_all();
+    old.drain_all();
     Ok((new.label.clone(), new.id))
 }
 

@@ -76,6 +76,11 @@ const UNKNOWN: u64 = u64::MAX;
 /// The longest wait for one host name to resolve when node addresses are compared.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The longest a connection closed by [`NodeRt::drain_all`] waits for the replies of what it
+/// sent. Replies a demoted primary wrote are already on their way; this bounds a node that
+/// stopped answering at that moment.
+pub const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+
 /// The addresses `host:port` resolves to; none when it does not within 2 s. For comparing
 /// the names of nodes (a file may name a host that a server reports as an IP address, or the
 /// reverse), never for connecting.
@@ -135,7 +140,9 @@ pub struct NodeRt {
     last_error: Mutex<String>,
     /// For a replica: the primary it replicates from, as its last check's `ROLE` named it.
     follows: Mutex<Option<(String, u16)>>,
-    close_gen: watch::Sender<u64>,
+    /// Bumped by each close; the flag says whether the last one lets replies in flight
+    /// arrive first ([`NodeRt::drain_all`]).
+    close_gen: watch::Sender<(u64, bool)>,
     /// Statistics, one row per worker (each row written only by its worker).
     pub cells: Vec<NodeCells>,
     /// Replies to clients of requests this node served alone (calls, error replies, latency
@@ -183,7 +190,7 @@ impl NodeRt {
             ejected_at_us: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
             follows: Mutex::new(None),
-            close_gen: watch::channel(0).0,
+            close_gen: watch::channel((0, false)).0,
             cells: (0..workers)
                 .map(|_| (0..ServerStat::COUNT).map(|_| Cell::default()).collect())
                 .collect(),
@@ -532,11 +539,28 @@ impl NodeRt {
 
     /// Close every worker's connections to this node (their in-flight requests fail).
     pub fn close_all(&self) {
-        self.close_gen.send_modify(|g| *g += 1);
+        self.close_gen.send_modify(|(g, drain)| {
+            *g += 1;
+            *drain = false;
+        });
     }
 
-    /// Watch for [`NodeRt::close_all`].
-    pub fn close_watch(&self) -> watch::Receiver<u64> {
+    /// Close every worker's connections to this node once the replies of what they sent
+    /// have arrived, writing nothing more (at most [`DRAIN_LIMIT`], or the pool's timeout
+    /// when shorter). For a node that itself says it is no longer the primary: a write it
+    /// took before that is answered as it answered, one it refused (`READONLY`) is held for
+    /// the new primary, and no client gets an error for a connection rampart closed.
+    /// Dedicated connections (transactions, blocking commands) close at once.
+    pub fn drain_all(&self) {
+        self.close_gen.send_modify(|(g, drain)| {
+            *g += 1;
+            *drain = true;
+        });
+    }
+
+    /// Watch for [`NodeRt::close_all`] and [`NodeRt::drain_all`]: the generation, and
+    /// whether the last close lets replies in flight arrive.
+    pub fn close_watch(&self) -> watch::Receiver<(u64, bool)> {
         self.close_gen.subscribe()
     }
 }

@@ -28,13 +28,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use resp::ReplyDecoder;
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::handshake::HandshakeError;
 use crate::io::{flush, release_if_idle, ReadBuf, Ready, Stream};
 use crate::notify::LocalNotify;
 use crate::observe::stats::{PoolStat, ServerStat, WorkerStats};
-use crate::topology::node::NodeRt;
+use crate::topology::node::{NodeRt, DRAIN_LIMIT};
 use crate::topology::PoolRt;
 use crate::upstream::acks;
 use crate::upstream::error::{ConnFailure, Failure};
@@ -500,7 +501,12 @@ impl Backend {
             };
             tokio::select! {
                 biased;
-                _ = closer.changed() => return ConnFailure::Closed,
+                r = closer.changed() => {
+                    if r.is_ok() && closer.borrow_and_update().1 {
+                        return self.drain(s, &mut rbuf, &mut dec, &mut closer).await;
+                    }
+                    return ConnFailure::Closed;
+                }
                 r = s.readable() => {
                     let mut ready = match r {
                         Ok(g) => g,
@@ -554,6 +560,41 @@ impl Backend {
                 }
             }
         }
+    }
+
+    /// Closed by [`NodeRt::drain_all`]: write nothing more and read the replies of what was
+    /// sent, then close (requests not yet written are given back unsent by the caller's
+    /// `fail_all`). Ends at once on a plain close or a failure, and after
+    /// [`DRAIN_LIMIT`] or the pool's timeout.
+    async fn drain(
+        &self,
+        s: &Stream,
+        rbuf: &mut ReadBuf,
+        dec: &mut ReplyDecoder,
+        closer: &mut watch::Receiver<(u64, bool)>,
+    ) -> ConnFailure {
+        let until = Instant::now() + DRAIN_LIMIT.min(self.period());
+        while self.in_flight() > 0 {
+            tokio::select! {
+                biased;
+                r = closer.changed() => {
+                    if r.is_err() || !closer.borrow_and_update().1 {
+                        break;
+                    }
+                }
+                r = s.readable() => {
+                    let mut ready = match r {
+                        Ok(g) => g,
+                        Err(e) => return e.into(),
+                    };
+                    if let Err(e) = self.read_replies(s, &mut ready, rbuf, dec) {
+                        return e;
+                    }
+                }
+                () = sleep_until(until) => break,
+            }
+        }
+        ConnFailure::Closed
     }
 
     /// When the connection times out: `period` after the later of the oldest request's

@@ -28,7 +28,10 @@
 //!   or `redis_username` ([`Lease::check`]): its watched keys are in the old database. None
 //!   made the old way is leased again, and the bound keeps counting those still leased.
 //! - While a reply is awaited, a switch away from the node ([`NodeRt::close_all`]), the end of
-//!   the connection or the caller's deadline ends it with an error; nothing is sent again.
+//!   the connection or the caller's deadline ends it with an error; nothing is sent again. A
+//!   drain of the node ([`NodeRt::drain_all`]: it now says it is a replica) ends it only after
+//!   [`DRAIN_LIMIT`], so replies and messages the node already sent are read first; a drained
+//!   connection is never reused.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -43,7 +46,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::handshake::HandshakeError;
 use crate::io::{flush, ReadBuf, Stream};
-use crate::topology::node::NodeRt;
+use crate::topology::node::{NodeRt, DRAIN_LIMIT};
 use crate::topology::PoolRt;
 
 /// Idle dedicated connections kept per pool and worker for reuse; more are closed at once.
@@ -135,7 +138,10 @@ struct Conn {
     node: Arc<NodeRt>,
     /// The pool (generation) whose handshake, TLS and keepalive opened it.
     made_for: Arc<PoolRt>,
-    closer: watch::Receiver<u64>,
+    closer: watch::Receiver<(u64, bool)>,
+    /// Set when its node was drained ([`NodeRt::drain_all`]): replies are still read until
+    /// then, and the connection is never reused.
+    drain_until: Option<Instant>,
     /// Changes when a reload changes the keys the pool's connections see (see
     /// [`Dedicated::adopt`]).
     keyspace: watch::Receiver<u64>,
@@ -535,7 +541,7 @@ impl Lease {
         let Some(c) = self.conn.as_mut() else {
             return Err(DedicatedError::Failed(label, "not connected".into()));
         };
-        if c.closer.has_changed().unwrap_or(true) {
+        if switched(c) {
             self.conn = None;
             return Err(DedicatedError::Switched(label));
         }
@@ -633,7 +639,7 @@ impl Lease {
         if self.reused {
             self.reused = false;
             if let Some(c) = self.conn.as_mut() {
-                let switched = c.closer.has_changed().unwrap_or(true);
+                let switched = switched(c);
                 // Anything readable on an idle connection is its end (or bytes nobody asked
                 // for): either way it is not reused.
                 let stale = has_input(&c.stream);
@@ -679,6 +685,7 @@ impl Lease {
             node: Arc::clone(&self.node),
             made_for: Arc::clone(&pool),
             closer,
+            drain_until: None,
             keyspace,
             rbuf: ReadBuf::default(),
             dec: decoder(),
@@ -732,6 +739,11 @@ impl Lease {
     }
 }
 
+/// Whether `c`'s node was switched away from (closed or drained) since it was opened.
+fn switched(c: &Conn) -> bool {
+    c.drain_until.is_some() || c.closer.has_changed().unwrap_or(true)
+}
+
 /// Whether the socket holds bytes to read or its end (or failed): asked of the socket itself,
 /// so the answer is current and costs no wait (a zero timeout on readiness waits for the next
 /// timer tick, up to a millisecond, when nothing is there).
@@ -782,7 +794,18 @@ async fn read_reply(c: &mut Conn, deadline: Option<Instant>) -> Result<Vec<u8>, 
         }
         tokio::select! {
             biased;
-            _ = c.closer.changed() => return Err(DedicatedError::Switched(label())),
+            _ = c.closer.changed() => {
+                // A drain lets what the node already answered (a PUBLISH's message to a
+                // subscriber link, a blocked command's UNBLOCKED error) still be read.
+                let drain = c.closer.borrow_and_update().1;
+                if !drain || c.drain_until.is_some() {
+                    return Err(DedicatedError::Switched(label()));
+                }
+                c.drain_until = Some(Instant::now() + DRAIN_LIMIT);
+            }
+            _ = sleep_until(c.drain_until.unwrap_or(far)), if c.drain_until.is_some() => {
+                return Err(DedicatedError::Switched(label()));
+            }
             _ = c.keyspace.changed() => return Err(DedicatedError::Reloaded(label())),
             r = c.stream.readable() => {
                 let mut ready = r.map_err(|e| DedicatedError::Failed(label(), e.to_string()))?;
