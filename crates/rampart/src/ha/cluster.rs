@@ -465,6 +465,21 @@ async fn apply_view(
     if same {
         return;
     }
+    // A map asked for while a failover ran (the follower asks every FAILOVER_POLL while a
+    // shard's writes are held) may name the primary that was just demoted: a switch to a
+    // node that says it is a replica would close the live primary and send writes to one
+    // that answers MOVED, so the view waits for a map its primary agrees with.
+    if current.as_ref() != Some(&primary.addr)
+        && crate::ha::sentinel::says_master(&primary.addr, pool).await == Some(false)
+    {
+        tracing::info!(
+            pool = %pool.conf.name,
+            shard = %rt.name,
+            node = %primary.addr,
+            "the map names a primary that says it is a replica: an answer from before a failover, not applied"
+        );
+        return;
+    }
     let mut nodes: Vec<Arc<NodeRt>> = Vec::new();
     for a in &wanted {
         let n = old
@@ -524,10 +539,18 @@ async fn apply_view(
             "primary switched"
         );
     }
-    rt.set_view(ShardView {
+    let view = ShardView {
         nodes,
         primary: Some(0),
-    });
+    };
+    match view.nodes.first().map(|p| p.id) {
+        // After a failover, writes wait briefly for the shard's Pub/Sub links (sharded
+        // channels live on the slot's primary) to subscribe there.
+        Some(new) if current.is_some() && current.as_ref() != Some(&primary.addr) => {
+            pool.fail_over_to(i, view, new).await;
+        }
+        _ => rt.set_view(view),
+    }
 }
 
 #[cfg(test)]

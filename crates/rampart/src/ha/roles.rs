@@ -23,7 +23,7 @@ use rampart_config::ServerAddr;
 use tokio_util::sync::CancellationToken;
 
 use crate::topology::node::{resolve, NodeRt, Role};
-use crate::topology::pool::{PoolRt, ShardRt, ShardView};
+use crate::topology::pool::{PoolRt, ShardView};
 
 /// The node of `view` that should take its writes instead of its primary: the primary is up
 /// and answers as a replica, and exactly one other node answers as a primary and is
@@ -81,8 +81,8 @@ pub async fn follow(pool: Arc<PoolRt>, stop: CancellationToken) {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        for (rt, told) in pool.shards.iter().zip(told.iter_mut()) {
-            settle(&pool, rt, told).await;
+        for (shard, told) in told.iter_mut().enumerate() {
+            settle(&pool, shard, told).await;
         }
     }
 }
@@ -90,7 +90,8 @@ pub async fn follow(pool: Arc<PoolRt>, stop: CancellationToken) {
 /// Move `rt`'s primary to its [`successor`], if it has one and the old primary
 /// [`follows`] it (not during a switchover, which moves it itself). `told`: a refused move
 /// of this shard was logged.
-async fn settle(pool: &PoolRt, rt: &ShardRt, told: &mut bool) {
+async fn settle(pool: &PoolRt, shard: usize, told: &mut bool) {
+    let rt = &pool.shards[shard];
     if rt.is_switching() {
         return;
     }
@@ -127,14 +128,15 @@ async fn settle(pool: &PoolRt, rt: &ShardRt, told: &mut bool) {
     if !same {
         return;
     }
-    rt.set_view(ShardView {
+    let moved = ShardView {
         nodes: view.nodes.clone(),
         primary: Some(next),
-    });
+    };
+    drop(view);
     rt.count_failover();
     // Nothing more is written to it (its checks closed its connections already when it first
-    // answered as a replica).
-    old.close_all();
+    // answered as a replica); what it answered before is still read.
+    old.drain_all();
     new.event(
         crate::observe::events::Kind::Failover,
         format!(
@@ -149,6 +151,9 @@ async fn settle(pool: &PoolRt, rt: &ShardRt, told: &mut bool) {
         to = %new.label,
         "primary switched: the primary answers as a replica of this node"
     );
+    // Writes meanwhile wait in the failover hold, and for the Pub/Sub links to subscribe on
+    // the new primary.
+    pool.fail_over_to(shard, moved, new.id).await;
 }
 
 #[cfg(test)]

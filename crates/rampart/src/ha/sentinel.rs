@@ -406,25 +406,18 @@ async fn apply(
             "primary switched"
         );
     }
-    // After a failover, writes (PUBLISH among them) wait briefly for the shard's Pub/Sub
-    // links to subscribe on the new primary, as after a switchover, so that a message
-    // published there is heard by every subscriber.
-    let links = (switched
-        && current_primary.is_some()
-        && !pool.conf.failover_hold.is_zero()
-        && rt.has_pubsub_links())
-    .then(|| nodes.first().map(|p| p.id))
-    .flatten();
-    if links.is_some() {
-        rt.hold_for_links(true);
-    }
-    rt.set_view(ShardView {
+    let view = ShardView {
         nodes,
         primary: Some(0),
-    });
-    if let Some(new) = links {
-        pool.pubsub_subscribed_on(shard, new).await;
-        rt.hold_for_links(false);
+    };
+    match view.nodes.first().map(|p| p.id) {
+        // After a failover, writes (PUBLISH among them) wait briefly for the shard's Pub/Sub
+        // links to subscribe on the new primary, as after a switchover, so that a message
+        // published there is heard by every subscriber.
+        Some(new) if switched && current_primary.is_some() => {
+            pool.fail_over_to(shard, view, new).await;
+        }
+        _ => rt.set_view(view),
     }
 }
 
@@ -451,26 +444,32 @@ pub async fn first_views(pool: &Arc<PoolRt>, workers: usize) {
 /// Ask the new primary itself right away instead of waiting for its next health check, so
 /// held writes move as soon as it says `role:master`.
 pub async fn confirm(node: &NodeRt, pool: &PoolRt) {
+    match says_master(&node.addr, pool).await {
+        Some(true) => node.set_checked(Role::Primary, false, node.check_us()),
+        Some(false) => node.demote(),
+        None => {}
+    }
+}
+
+/// What the node at `addr` says of itself (`ROLE`, redis.io/docs/latest/commands/role/):
+/// `Some(true)` for `master`, `Some(false)` for any other role, `None` when it cannot be
+/// reached within the health-check timeout or answers an error (BUSY: a script running says
+/// nothing of the role).
+pub async fn says_master(addr: &ServerAddr, pool: &PoolRt) -> Option<bool> {
     let limit = pool.conf.health.timeout;
-    let mut c = match Link::open(&node.addr, &pool.handshake, limit).await {
+    let mut c = match Link::open(addr, &pool.handshake, limit).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(node = %node.label, "cannot confirm the new primary's role: {e}");
-            return;
+            tracing::warn!(node = %addr, "cannot ask the node its role: {e}");
+            return None;
         }
     };
-    if let Ok(r) = c.call(&[&[b"ROLE"]], limit).await {
-        let role = r
-            .first()
-            .and_then(|v| v.items().first())
-            .and_then(Val::text);
-        match role.as_deref() {
-            Some("master") => node.set_checked(Role::Primary, false, node.check_us()),
-            // An error (BUSY: a script running) says nothing of the role.
-            None => {}
-            Some(_) => node.demote(),
-        }
-    }
+    let r = c.call(&[&[b"ROLE"]], limit).await.ok()?;
+    let role = r
+        .first()
+        .and_then(|v| v.items().first())
+        .and_then(Val::text)?;
+    Some(role == "master")
 }
 
 /// The channels the follower subscribes to on every sentinel (the events of Sentinel's

@@ -432,6 +432,27 @@ fn shard_spool(conf: &Pool, shard: &str, old: Option<&ShardRt>) -> Option<Arc<Sp
 const SUBSCRIBERS_WAIT: Duration = Duration::from_secs(1);
 
 impl PoolRt {
+    /// Apply `view`, in which a failover made node `new` the primary of `shard` (Sentinel,
+    /// the cluster, or the old primary answering as `new`'s replica). When the pool holds
+    /// writes through failovers (`failover_hold` > 0) and the shard has Pub/Sub links, its
+    /// writes stay held until the links are subscribed on `new`
+    /// ([`PoolRt::pubsub_subscribed_on`]), so that a PUBLISH released there is heard by every
+    /// subscriber; otherwise the view is applied at once.
+    pub async fn fail_over_to(&self, shard: usize, view: ShardView, new: u64) {
+        let Some(rt) = self.shards.get(shard) else {
+            return;
+        };
+        let wait = !self.conf.failover_hold.is_zero() && rt.has_pubsub_links();
+        if wait {
+            rt.hold_for_links(true);
+        }
+        rt.set_view(view);
+        if wait {
+            self.pubsub_subscribed_on(shard, new).await;
+            rt.hold_for_links(false);
+        }
+    }
+
     /// Wait (at most 1 s, and never longer than the pool's `failover_hold`) until every
     /// worker's Pub/Sub link of `shard` has its subscriptions confirmed on node `new`, so that
     /// no held PUBLISH reaches the new primary before the subscriptions that should hear it.
