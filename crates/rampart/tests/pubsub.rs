@@ -1441,11 +1441,83 @@ fn subscriptions_follow_the_ring_when_a_server_is_ejected_and_put_back() {
     assert_eq!(before.frame(), message("message", &ch, "back"));
 }
 
+/// A client that publishes `PUBLISH news <i>` through `addr` every millisecond, `i` counting
+/// from 0, until its flag is set; the thread returns every reply, in order.
+fn publish_every_ms(
+    addr: &str,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Vec<Vec<u8>>>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = std::thread::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        let addr = addr.to_string();
+        move || {
+            let mut c = Raw::connect(&addr);
+            let mut replies = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(&["PUBLISH", "news", &i.to_string()]);
+                replies.push(c.frame());
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            replies
+        }
+    });
+    (stop, publisher)
+}
+
+/// Stop [`publish_every_ms`]'s client, read what `sub` (subscribed to `news`) heard, and
+/// check that every PUBLISH answered was answered 1 and heard (one that failed is allowed),
+/// and that more than 100 in a row were answered 1 at the end. `log`: what to show on failure.
+fn check_every_answered_publish_was_heard(
+    (stop, publisher): (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<Vec<Vec<u8>>>,
+    ),
+    sub: &mut Raw,
+    log: impl Fn() -> String,
+) {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let replies = publisher.join().unwrap();
+    let (nums, other) = numbered(&sub.drain(Duration::from_millis(500)), false);
+    assert!(other.is_empty(), "unexpected frames {other:?}");
+    let unheard: Vec<(usize, String)> = replies
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.first() == Some(&b':'))
+        .filter(|(i, r)| r.as_slice() != b":1\r\n" || !nums.contains(&(*i as u64)))
+        .map(|(i, r)| (i, String::from_utf8_lossy(r).into_owned()))
+        .collect();
+    assert!(
+        unheard.is_empty(),
+        "PUBLISH answered but not heard: {:?} of {}\n{}",
+        &unheard[..unheard.len().min(10)],
+        replies.len(),
+        log()
+    );
+    let after = replies
+        .iter()
+        .rev()
+        .take_while(|r| r.as_slice() == b":1\r\n")
+        .count();
+    assert!(after > 100, "too few publishes after the failover: {after}");
+    println!(
+        "{} publishes, {} heard, {} failed",
+        replies.len(),
+        nums.len(),
+        replies.iter().filter(|r| r.first() == Some(&b'-')).count()
+    );
+}
+
 /// `FAILOVER` on the primary of a `primary:`/`replicas:` pool (rampart's health checks see
 /// the roles swap) while a client publishes through rampart every millisecond: no PUBLISH is
-/// answered without the subscriber hearing it. Writes wait in the failover hold until the
-/// subscriber connection has subscribed on the new primary, and the connection on the old one
-/// first reads what that node still delivered.
+/// answered without the subscriber hearing it (one may fail: the old primary pauses writes
+/// while it hands over, past the pool timeout on a loaded machine). Writes wait in the
+/// failover hold until the subscriber connection has subscribed on the new primary, and the
+/// connection on the old one first reads what that node still delivered.
 #[test]
 fn a_replica_set_failover_while_publishing_never_answers_a_publish_nobody_heard() {
     let (primary, replicas) = ha::replica_set(1);
@@ -1464,23 +1536,7 @@ fn a_replica_set_failover_while_publishing_never_answers_a_publish_nobody_heard(
     let mut sub = Raw::connect(&addr);
     sub.send(&["SUBSCRIBE", "news"]);
     sub.frame();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publisher = std::thread::spawn({
-        let stop = std::sync::Arc::clone(&stop);
-        let addr = addr.clone();
-        move || {
-            let mut c = Raw::connect(&addr);
-            let mut replies = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                c.send(&["PUBLISH", "news", &i.to_string()]);
-                replies.push(c.frame());
-                i += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            replies
-        }
-    });
+    let publisher = publish_every_ms(&addr);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         primary.cmd(&["FAILOVER"]),
@@ -1495,38 +1551,9 @@ fn a_replica_set_failover_while_publishing_never_answers_a_publish_nobody_heard(
     })
     .unwrap_or_else(|| panic!("the proxy never applied the new primary\n{}", proxy.log()));
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let replies = publisher.join().unwrap();
-    let (nums, other) = numbered(&sub.drain(Duration::from_millis(500)), false);
-    assert!(other.is_empty(), "unexpected frames {other:?}");
-    // A PUBLISH may fail (the old primary pauses writes while it hands over, past the pool
-    // timeout on a loaded machine); one answered is heard.
-    let unheard: Vec<(usize, String)> = replies
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.first() == Some(&b':'))
-        .filter(|(i, r)| r.as_slice() != b":1\r\n" || !nums.contains(&(*i as u64)))
-        .map(|(i, r)| (i, String::from_utf8_lossy(r).into_owned()))
-        .collect();
-    assert!(
-        unheard.is_empty(),
-        "PUBLISH answered but not heard: {:?} of {}\n{}",
-        &unheard[..unheard.len().min(10)],
-        replies.len(),
+    check_every_answered_publish_was_heard(publisher, &mut sub, || {
         proxy.log_lines(&["primary", "subscri"]).join("\n")
-    );
-    let after = replies
-        .iter()
-        .rev()
-        .take_while(|r| r.as_slice() == b":1\r\n")
-        .count();
-    assert!(after > 100, "too few publishes after the failover: {after}");
-    println!(
-        "{} publishes, {} heard, {} failed during the handover",
-        replies.len(),
-        nums.len(),
-        replies.iter().filter(|r| r.first() == Some(&b'-')).count()
-    );
+    });
 }
 
 /// The primary killed (Sentinel fails over) while a client publishes through rampart every
@@ -1540,23 +1567,7 @@ fn a_sentinel_failover_while_publishing_never_answers_a_publish_nobody_heard() {
     let mut sub = Raw::connect(&addr);
     sub.send(&["SUBSCRIBE", "news"]);
     sub.frame();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publisher = std::thread::spawn({
-        let stop = std::sync::Arc::clone(&stop);
-        let addr = addr.clone();
-        move || {
-            let mut c = Raw::connect(&addr);
-            let mut replies = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                c.send(&["PUBLISH", "news", &i.to_string()]);
-                replies.push(c.frame());
-                i += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            replies
-        }
-    });
+    let publisher = publish_every_ms(&addr);
     std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
     s.primary.kill9();
@@ -1569,32 +1580,5 @@ fn a_sentinel_failover_while_publishing_never_answers_a_publish_nobody_heard() {
     })
     .unwrap_or_else(|| panic!("the proxy never applied the new primary\n{}", s.proxy.log()));
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let replies = publisher.join().unwrap();
-    let (nums, other) = numbered(&sub.drain(Duration::from_millis(500)), false);
-    assert!(other.is_empty(), "unexpected frames {other:?}");
-    let unheard: Vec<(usize, String)> = replies
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.first() == Some(&b':'))
-        .filter(|(i, r)| r.as_slice() != b":1\r\n" || !nums.contains(&(*i as u64)))
-        .map(|(i, r)| (i, String::from_utf8_lossy(r).into_owned()))
-        .collect();
-    assert!(
-        unheard.is_empty(),
-        "PUBLISH answered but not heard: {unheard:?} of {}",
-        replies.len()
-    );
-    let after = replies
-        .iter()
-        .rev()
-        .take_while(|r| r.as_slice() == b":1\r\n")
-        .count();
-    assert!(after > 100, "too few publishes after the failover: {after}");
-    println!(
-        "{} publishes, {} heard, {} failed while the primary was dead",
-        replies.len(),
-        nums.len(),
-        replies.iter().filter(|r| r.first() == Some(&b'-')).count()
-    );
+    check_every_answered_publish_was_heard(publisher, &mut sub, || s.proxy.log());
 }
