@@ -1,6 +1,7 @@
 //! More high-availability cases against real redis-server processes: reads that prefer the
 //! proxy's own zone and fall back to another zone when its replica dies, a write refused with
-//! READONLY that waits in the failover hold instead of failing, and nodes named by DNS name.
+//! READONLY that waits in the failover hold instead of failing, a write in flight while its
+//! primary hands over answered instead of failed, and nodes named by DNS name.
 //! (The planned switchover through Sentinel under write load is in ha_switchover.rs.)
 //!
 //! Each test prints what it measured; run with
@@ -154,6 +155,61 @@ fn zone_preference() {
         fallback,
         vec![0, 100],
         "with the zone-a replica dead, reads should go to the zone-b replica"
+    );
+}
+
+/// A write in flight on the primary when it hands over is answered, not failed: the write
+/// waits in the primary's `CLIENT PAUSE WRITE` while the primary is made a replica of the
+/// other node; the health check sees the new role and drains the old primary's connections
+/// (`NodeRt::drain_all`) instead of closing them, so the READONLY the write meets when the
+/// pause ends is read, the write waits in the failover hold and is applied once, on the new
+/// primary. Closing at once failed it with `node switched away from`.
+#[test]
+fn a_write_in_flight_when_its_primary_hands_over_is_answered_not_failed() {
+    let (primary, replicas, proxy) = replica_pair("5s");
+    let replica = &replicas[0];
+    let mut c = Client::connect(&proxy.addr());
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    testkit::wait_until(Duration::from_secs(5), "the replica to have k", || {
+        replica.cmd(&["GET", "k"]) == Reply::bulk("1")
+    });
+    assert_eq!(replica.replica_of_no_one(), Reply::ok());
+    // 300 ms: past the next health check (every 100 ms), which then drains the node for at
+    // most 500 ms.
+    assert_eq!(
+        primary.cmd(&["CLIENT", "PAUSE", "300", "WRITE"]),
+        Reply::ok()
+    );
+    c.send_raw(&testkit::encode_command(&["INCR", "k"]))
+        .unwrap();
+    // A write waiting in a pause counts as a blocked client (Redis 7.0).
+    testkit::wait_until(
+        Duration::from_millis(500),
+        "the INCR to wait in the pause",
+        || primary.info("clients").contains("blocked_clients:1"),
+    );
+    assert_eq!(primary.replica_of(replica), Reply::ok());
+    let t = Instant::now();
+    let r = c.read_reply().expect("a reply to the INCR");
+    let refused = cmdstat(&primary, "incr", "rejected_calls");
+    println!(
+        "INCR in flight through the handover: {r:?} after {:?}; refused by the old primary: {refused}",
+        t.elapsed()
+    );
+    assert_eq!(
+        r,
+        Reply::Int(2),
+        "{}",
+        proxy
+            .log_lines(&["replica", "primary", "switched"])
+            .join("\n")
+    );
+    assert_eq!(refused, 1, "the old primary refused it once (READONLY)");
+    assert_eq!(
+        replica.cmd(&["GET", "k"]),
+        Reply::bulk("2"),
+        "applied once, on the new primary"
     );
 }
 
