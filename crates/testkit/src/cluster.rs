@@ -83,7 +83,7 @@ impl ClusterSetup {
     pub fn start(self) -> RedisCluster {
         let total = self.primaries * (1 + self.replicas);
         let timeout = self.node_timeout_ms.to_string();
-        let nodes: Vec<(RedisServer, Option<u16>)> = (0..total)
+        let nodes: Vec<(RedisServer, (u16, Option<u16>))> = (0..total)
             .map(|_| {
                 let bus = free_port().to_string();
                 let mut args = vec![
@@ -122,10 +122,12 @@ impl ClusterSetup {
                     args.extend(t.iter().map(String::as_str));
                 }
                 let node = RedisServer::start_with(&args);
-                (node, self.tls.as_ref().map(|_| tls_port))
+                let bus: u16 = bus.parse().unwrap_or_default();
+                (node, (bus, self.tls.as_ref().map(|_| tls_port)))
             })
             .collect();
-        let (nodes, tls_ports): (Vec<RedisServer>, Vec<Option<u16>>) = nodes.into_iter().unzip();
+        let (nodes, ports): (Vec<RedisServer>, Vec<(u16, Option<u16>)>) = nodes.into_iter().unzip();
+        let (buses, tls_ports): (Vec<u16>, Vec<Option<u16>>) = ports.into_iter().unzip();
         let mut cli = Command::new(find_program("redis-cli", "TESTKIT_REDIS_CLI"));
         cli.arg("--cluster").arg("create");
         for n in &nodes {
@@ -133,9 +135,7 @@ impl ClusterSetup {
         }
         cli.args(["--cluster-replicas", &self.replicas.to_string()])
             .arg("--cluster-yes");
-        let out = cli
-            .output()
-            .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
+        let out = create(cli, &nodes, &buses);
         assert!(
             out.status.success(),
             "redis-cli --cluster create failed: {}\n{}",
@@ -148,6 +148,68 @@ impl ClusterSetup {
         };
         cluster.wait_ok(Duration::from_secs(30));
         cluster
+    }
+}
+
+/// How long `redis-cli --cluster create` may take before it is killed (it waits for the
+/// nodes to join with no limit of its own).
+const CREATE_LIMIT: Duration = Duration::from_secs(90);
+/// How long the nodes get to join by themselves before they are introduced again.
+const JOIN_ALONE: Duration = Duration::from_secs(5);
+
+/// Run `cli` (`redis-cli --cluster create ...`) to its end. A MEET whose handshake timed out
+/// on a loaded machine leaves a node that knows none of the others while they all know it
+/// (seen once: redis-cli then waited for the join for ever): past [`JOIN_ALONE`], every node
+/// is asked to MEET every other one (`CLUSTER MEET ip port bus-port`, harmless for a node it
+/// knows) every 2 s. Killed after [`CREATE_LIMIT`].
+fn create(mut cli: Command, nodes: &[RedisServer], buses: &[u16]) -> std::process::Output {
+    use std::process::Stdio;
+    let started = std::time::Instant::now();
+    let mut child = cli
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
+    let mut next_meet = started + JOIN_ALONE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) => {}
+            Err(e) => panic!("redis-cli --cluster create: {e}"),
+        }
+        if started.elapsed() > CREATE_LIMIT {
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            panic!(
+                "redis-cli --cluster create did not end within {CREATE_LIMIT:?}: {}",
+                out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            );
+        }
+        if std::time::Instant::now() >= next_meet {
+            next_meet += Duration::from_secs(2);
+            meet_all(nodes, buses);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"))
+}
+
+/// Ask every node to MEET every other one.
+fn meet_all(nodes: &[RedisServer], buses: &[u16]) {
+    for a in nodes {
+        let Ok(mut c) = crate::Client::try_connect(&a.addr()) else {
+            continue;
+        };
+        c.set_read_timeout(Some(Duration::from_millis(500)));
+        for (b, bus) in nodes.iter().zip(buses) {
+            if b.port() != a.port() {
+                let (port, bus) = (b.port().to_string(), bus.to_string());
+                let _ = c.try_cmd(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus]);
+            }
+        }
     }
 }
 
