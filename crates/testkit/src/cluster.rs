@@ -85,7 +85,8 @@ impl ClusterSetup {
         let timeout = self.node_timeout_ms.to_string();
         let nodes: Vec<(RedisServer, (u16, Option<u16>))> = (0..total)
             .map(|_| {
-                let bus = free_port().to_string();
+                let bus = free_port();
+                let bus_arg = bus.to_string();
                 let mut args = vec![
                     "--cluster-enabled",
                     "yes",
@@ -94,7 +95,7 @@ impl ClusterSetup {
                     "--cluster-node-timeout",
                     &timeout,
                     "--cluster-port",
-                    &bus,
+                    &bus_arg,
                     "--cluster-require-full-coverage",
                     if self.full_coverage { "yes" } else { "no" },
                 ];
@@ -122,7 +123,6 @@ impl ClusterSetup {
                     args.extend(t.iter().map(String::as_str));
                 }
                 let node = RedisServer::start_with(&args);
-                let bus: u16 = bus.parse().unwrap_or_default();
                 (node, (bus, self.tls.as_ref().map(|_| tls_port)))
             })
             .collect();

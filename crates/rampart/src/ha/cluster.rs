@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ha::cluster_map::{agreed, ask_all, ask_all_why, ClusterMap, MapNode};
 use crate::handshake::Handshake;
 use crate::topology::cluster::SlotTable;
-use crate::topology::node::NodeRt;
+use crate::topology::node::{NodeRt, Role};
 use crate::topology::{PoolRt, ShardView};
 
 /// Shortest time between two refreshes.
@@ -469,9 +469,13 @@ async fn apply_view(
     // shard's writes are held) may name the primary that was just demoted: a switch to a
     // node that says it is a replica would close the live primary and send writes to one
     // that answers MOVED, so the view waits for a map its primary agrees with.
-    if current.as_ref() != Some(&primary.addr)
-        && crate::ha::sentinel::says_master(&primary.addr, pool).await == Some(false)
-    {
+    let moves = current.as_ref() != Some(&primary.addr);
+    let said = if moves {
+        crate::ha::sentinel::says_master(&primary.addr, pool).await
+    } else {
+        None
+    };
+    if said == Some(false) {
         tracing::info!(
             pool = %pool.conf.name,
             shard = %rt.name,
@@ -509,13 +513,14 @@ async fn apply_view(
             n.close_all();
         }
     }
-    if current.as_ref() != Some(&primary.addr) {
+    if moves {
         if let Some(p) = old.primary.and_then(|p| old.nodes.get(p)) {
             // Nothing more is written to the old primary.
             p.close_all();
         }
-        if let Some(p) = nodes.first() {
-            crate::ha::sentinel::confirm(p, pool).await;
+        // It said master just above: held writes move at once instead of at its next check.
+        if let (Some(p), Some(true)) = (nodes.first(), said) {
+            p.set_checked(Role::Primary, false, p.check_us());
         }
         if current.is_some() {
             rt.count_failover();
@@ -543,13 +548,12 @@ async fn apply_view(
         nodes,
         primary: Some(0),
     };
-    match view.nodes.first().map(|p| p.id) {
+    if moves && current.is_some() {
         // After a failover, writes wait briefly for the shard's Pub/Sub links (sharded
         // channels live on the slot's primary) to subscribe there.
-        Some(new) if current.is_some() && current.as_ref() != Some(&primary.addr) => {
-            pool.fail_over_to(i, view, new).await;
-        }
-        _ => rt.set_view(view),
+        pool.fail_over_to(i, view).await;
+    } else {
+        rt.set_view(view);
     }
 }
 

@@ -219,7 +219,7 @@ pub async fn run(
                     // after a failover, or a demoted node): drop every connection so the next
                     // ones resolve the name again, and stop writing to it. The replies it
                     // already wrote (a write it took, or READONLY) are read first.
-                    tracing::warn!(node = %node.label, "node now says it is a replica; closing its connections");
+                    tracing::warn!(node = %node.label, "node now says it is a replica; draining its connections");
                     node.drain_all();
                     conn = None;
                 }

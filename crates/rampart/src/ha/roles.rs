@@ -153,7 +153,7 @@ async fn settle(pool: &PoolRt, shard: usize, told: &mut bool) {
     );
     // Writes meanwhile wait in the failover hold, and for the Pub/Sub links to subscribe on
     // the new primary.
-    pool.fail_over_to(shard, moved, new.id).await;
+    pool.fail_over_to(shard, moved).await;
 }
 
 #[cfg(test)]

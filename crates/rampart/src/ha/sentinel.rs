@@ -410,14 +410,13 @@ async fn apply(
         nodes,
         primary: Some(0),
     };
-    match view.nodes.first().map(|p| p.id) {
+    if switched && current_primary.is_some() {
         // After a failover, writes (PUBLISH among them) wait briefly for the shard's Pub/Sub
         // links to subscribe on the new primary, as after a switchover, so that a message
         // published there is heard by every subscriber.
-        Some(new) if switched && current_primary.is_some() => {
-            pool.fail_over_to(shard, view, new).await;
-        }
-        _ => rt.set_view(view),
+        pool.fail_over_to(shard, view).await;
+    } else {
+        rt.set_view(view);
     }
 }
 
@@ -443,7 +442,7 @@ pub async fn first_views(pool: &Arc<PoolRt>, workers: usize) {
 
 /// Ask the new primary itself right away instead of waiting for its next health check, so
 /// held writes move as soon as it says `role:master`.
-pub async fn confirm(node: &NodeRt, pool: &PoolRt) {
+async fn confirm(node: &NodeRt, pool: &PoolRt) {
     match says_master(&node.addr, pool).await {
         Some(true) => node.set_checked(Role::Primary, false, node.check_us()),
         Some(false) => node.demote(),

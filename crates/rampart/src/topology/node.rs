@@ -550,7 +550,8 @@ impl NodeRt {
     /// when shorter). For a node that itself says it is no longer the primary: a write it
     /// took before that is answered as it answered, one it refused (`READONLY`) is held for
     /// the new primary, and no client gets an error for a connection rampart closed.
-    /// Dedicated connections (transactions, blocking commands) close at once.
+    /// Dedicated connections (subscriber links, transactions, blocking commands) read on
+    /// for at most [`DRAIN_LIMIT`] too, and are not reused.
     pub fn drain_all(&self) {
         self.close_gen.send_modify(|(g, drain)| {
             *g += 1;

@@ -432,22 +432,23 @@ fn shard_spool(conf: &Pool, shard: &str, old: Option<&ShardRt>) -> Option<Arc<Sp
 const SUBSCRIBERS_WAIT: Duration = Duration::from_secs(1);
 
 impl PoolRt {
-    /// Apply `view`, in which a failover made node `new` the primary of `shard` (Sentinel,
-    /// the cluster, or the old primary answering as `new`'s replica). When the pool holds
-    /// writes through failovers (`failover_hold` > 0) and the shard has Pub/Sub links, its
-    /// writes stay held until the links are subscribed on `new`
+    /// Apply `view`, in which a failover made a new node the primary of `shard` (Sentinel,
+    /// the cluster, or the old primary answering as the new one's replica). When the pool
+    /// holds writes through failovers (`failover_hold` > 0) and the shard has Pub/Sub links,
+    /// its writes stay held until the links are subscribed on the view's primary
     /// ([`PoolRt::pubsub_subscribed_on`]), so that a PUBLISH released there is heard by every
     /// subscriber; otherwise the view is applied at once.
-    pub async fn fail_over_to(&self, shard: usize, view: ShardView, new: u64) {
+    pub async fn fail_over_to(&self, shard: usize, view: ShardView) {
         let Some(rt) = self.shards.get(shard) else {
             return;
         };
-        let wait = !self.conf.failover_hold.is_zero() && rt.has_pubsub_links();
-        if wait {
+        let new = view.primary.and_then(|p| view.nodes.get(p)).map(|n| n.id);
+        let wait = new.filter(|_| !self.conf.failover_hold.is_zero() && rt.has_pubsub_links());
+        if wait.is_some() {
             rt.hold_for_links(true);
         }
         rt.set_view(view);
-        if wait {
+        if let Some(new) = wait {
             self.pubsub_subscribed_on(shard, new).await;
             rt.hold_for_links(false);
         }

@@ -794,10 +794,10 @@ async fn read_reply(c: &mut Conn, deadline: Option<Instant>) -> Result<Vec<u8>, 
         }
         tokio::select! {
             biased;
-            _ = c.closer.changed() => {
+            r = c.closer.changed() => {
                 // A drain lets what the node already answered (a PUBLISH's message to a
                 // subscriber link, a blocked command's UNBLOCKED error) still be read.
-                let drain = c.closer.borrow_and_update().1;
+                let drain = r.is_ok() && c.closer.borrow_and_update().1;
                 if !drain || c.drain_until.is_some() {
                     return Err(DedicatedError::Switched(label()));
                 }
