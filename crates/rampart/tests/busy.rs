@@ -198,40 +198,12 @@ fn a_switchover_to_a_busy_replica_is_refused_with_busy_and_holds_no_write() {
     let proxy = ha::HaProxy::start(&body);
     proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
     let script = run_endless_script(&replica.addr());
-    // A client writes all along the switchover.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, addr) = (std::sync::Arc::clone(&stop), proxy.addr());
-        std::thread::spawn(move || {
-            let mut c = Client::connect(&addr);
-            c.set_read_timeout(Some(Duration::from_secs(30)));
-            let mut errors = Vec::new();
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let r = c.cmd(&["SET", "k", &n.to_string()]);
-                if r != Reply::ok() {
-                    errors.push(format!("{r:?}"));
-                }
-            }
-            (n, errors)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    let reply = Client::connect(&proxy.addr()).cmd(&["RAMPART", "SWITCHOVER", ha::POOL]);
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (writes, errors) = writer.join().expect("writer");
+    let (reply, writes, errors, _) = switchover_while_writing(&proxy);
     assert!(
         matches!(&reply, Reply::Error(e) if e.contains("BUSY")),
         "the switchover's reply: {reply:?}"
     );
-    assert!(
-        errors.is_empty(),
-        "{} of {writes} writes failed: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(3)]
-    );
+    assert_no_write_failed(writes, &errors);
     assert_eq!(
         primary
             .cmd(&["ROLE"])
@@ -244,6 +216,70 @@ fn a_switchover_to_a_busy_replica_is_refused_with_busy_and_holds_no_write() {
         Reply::ok()
     );
     let _ = script.join();
+}
+
+/// Every one of `writes` succeeded (`errors` lists the replies of those that did not).
+fn assert_no_write_failed(writes: u64, errors: &[String]) {
+    assert!(
+        errors.is_empty(),
+        "{} of {writes} writes failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+}
+
+/// `RAMPART SWITCHOVER` of the pool while a client writes through `proxy` all along: the
+/// switchover's reply, the writes made, the errors they got, and the longest a write took.
+fn switchover_while_writing(proxy: &ha::HaProxy) -> (Reply, u64, Vec<String>, Duration) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, addr) = (std::sync::Arc::clone(&stop), proxy.addr());
+        std::thread::spawn(move || {
+            let mut c = Client::connect(&addr);
+            c.set_read_timeout(Some(Duration::from_secs(30)));
+            let (mut errors, mut longest) = (Vec::new(), Duration::ZERO);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let sent = std::time::Instant::now();
+                let r = c.cmd(&["SET", "k", &n.to_string()]);
+                longest = longest.max(sent.elapsed());
+                if r != Reply::ok() {
+                    errors.push(format!("{r:?}"));
+                }
+            }
+            (n, errors, longest)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = Client::connect(&proxy.addr()).cmd(&["RAMPART", "SWITCHOVER", ha::POOL]);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (writes, errors, longest) = writer.join().expect("writer");
+    (reply, writes, errors, longest)
+}
+
+/// A switchover whose replica is frozen (SIGSTOP: the kernel still accepts connections, the
+/// server answers nothing) is refused before any write is held: the writes go on to the
+/// primary, none fails or waits. Before, the writes were held while the switchover waited
+/// for the replica's offset, longer than `failover_hold`, and failed with "no primary".
+#[test]
+fn a_switchover_to_a_frozen_replica_is_refused_and_holds_no_write() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    let body = ha::short_form(&primary.addr(), &[replica.addr()], "  failover_hold: 3s\n");
+    let proxy = ha::HaProxy::start(&body);
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
+    replica.stop();
+    let (reply, writes, errors, longest) = switchover_while_writing(&proxy);
+    replica.cont();
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.contains("cannot be promoted now") && e.contains("no write was held")),
+        "the switchover's reply: {reply:?}"
+    );
+    assert_no_write_failed(writes, &errors);
+    assert!(longest < Duration::from_secs(1), "a write took {longest:?}");
+    assert_eq!(primary.role(), "master");
 }
 
 /// A replica busy with a script answers every read `BUSY`, though it is alive: while it does,

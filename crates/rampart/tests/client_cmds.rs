@@ -263,6 +263,51 @@ fn client_reply_drops_replies_in_order_like_redis() {
     );
 }
 
+/// RESET turns replies back on before it answers: after `CLIENT REPLY OFF` its `+RESET`
+/// comes (else every later reply would answer the request before it); after `CLIENT REPLY
+/// SKIP` it is dropped, as Redis drops it. Subscribed or not, the bytes are Redis' own.
+#[test]
+fn reset_answers_after_client_reply_off_like_redis() {
+    let env = Setup::new(3).start();
+    let r = reference();
+    let scripts: [&[&[&str]]; 3] = [
+        &[
+            &["CLIENT", "REPLY", "OFF"],
+            &["RESET"],
+            &["PING"],
+            &["QUIT"],
+        ],
+        &[
+            &["CLIENT", "REPLY", "SKIP"],
+            &["RESET"],
+            &["PING"],
+            &["QUIT"],
+        ],
+        &[
+            &["CLIENT", "REPLY", "OFF"],
+            &["SUBSCRIBE", "a"],
+            &["RESET"],
+            &["PING"],
+            &["QUIT"],
+        ],
+    ];
+    let want = [
+        "+RESET\r\n+PONG\r\n+OK\r\n",
+        "+PONG\r\n+OK\r\n",
+        "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n+RESET\r\n+PONG\r\n+OK\r\n",
+    ];
+    for (words, want) in scripts.iter().zip(want) {
+        let mut script = Vec::new();
+        for c in *words {
+            script.extend_from_slice(&testkit::encode_command(&cmd(c)));
+        }
+        let got = String::from_utf8_lossy(&raw_exchange(&env.addr(), &script)).into_owned();
+        let direct = String::from_utf8_lossy(&raw_exchange(&r.addr(), &script)).into_owned();
+        assert_eq!(got, direct, "{words:?}");
+        assert_eq!(got, want, "{words:?}");
+    }
+}
+
 #[test]
 fn no_evict_and_no_touch_are_accepted() {
     let env = Setup::new(1).start();

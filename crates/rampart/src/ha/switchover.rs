@@ -110,18 +110,41 @@ async fn offset_of(hs: &Handshake, addr: &ServerAddr, key: &str) -> Result<u64, 
 }
 
 /// Before any write is held: every replica to wait for must report its offset. One that
-/// answers with an error (a script running: `BUSY`; `LOADING`) could neither catch up nor
-/// be promoted while the writes wait, so the switchover stops here.
+/// answers with an error (a script running: `BUSY`; `LOADING`) or does not answer (frozen,
+/// unreachable) could neither catch up nor be promoted while the writes wait, so the
+/// switchover stops here and the writes go on to the primary.
 async fn ready(hs: &Handshake, replicas: &[Arc<NodeRt>]) -> Result<(), String> {
     for r in replicas {
-        if let Err(Failed::Refused(e)) = offset_of(hs, &r.addr, "slave_repl_offset").await {
-            return Err(format!(
-                "{} cannot be promoted now: it answers {e}; no write was held",
-                r.label
-            ));
+        match offset_of(hs, &r.addr, "slave_repl_offset").await {
+            Ok(_) => {}
+            Err(Failed::Refused(e)) => {
+                return Err(format!(
+                    "{} cannot be promoted now: it answers {e}; no write was held",
+                    r.label
+                ))
+            }
+            Err(Failed::Io(e)) => {
+                return Err(format!(
+                    "{} cannot be promoted now: {e}; no write was held",
+                    r.label
+                ))
+            }
         }
     }
     Ok(())
+}
+
+/// How long a switchover waits for the replicas to catch up while it holds the writes: half
+/// the pool's `failover_hold` (the rest is for the promotion), at most 5 s; past it the
+/// switchover stops and the held writes go to the primary they were meant for, before any
+/// of them could expire in the hold.
+fn catch_up_limit(pool: &PoolRt) -> Duration {
+    let hold = pool.conf.failover_hold;
+    if hold.is_zero() {
+        STEP_TIMEOUT
+    } else {
+        STEP_TIMEOUT.min(hold / 2)
+    }
 }
 
 async fn role(hs: &Handshake, addr: &ServerAddr) -> Option<String> {
@@ -251,7 +274,8 @@ async fn steps(
             "holding writes; waiting for {} to catch up with {}",
             new.label, old.label
         ));
-        catch_up(&pool.handshake, &old, std::slice::from_ref(&new)).await?;
+        let limit = catch_up_limit(pool);
+        catch_up(&pool.handshake, &old, std::slice::from_ref(&new), limit).await?;
         rt.set_switch_state(format!("promoting {}", new.label));
         if pool.conf.is_cluster() {
             // Redis Cluster refuses FAILOVER: the replica runs a manual failover itself (it
@@ -301,37 +325,56 @@ async fn steps(
 /// Wait until the primary's offset stops moving and every replica in `replicas` has it.
 /// Writes sent before the hold finish within the pool timeout at most; once the primary's
 /// offset stops moving, every acknowledged write is in it.
-async fn catch_up(hs: &Handshake, old: &NodeRt, replicas: &[Arc<NodeRt>]) -> Result<(), String> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
+async fn catch_up(
+    hs: &Handshake,
+    old: &NodeRt,
+    replicas: &[Arc<NodeRt>],
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let late = || {
+        format!(
+            "gave up after {} ms; the held writes go to {}",
+            limit.as_millis(),
+            old.label
+        )
+    };
     let mut last = offset(hs, &old.addr, "master_repl_offset").await?;
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let now = offset(hs, &old.addr, "master_repl_offset").await?;
         let mut behind = None;
         for r in replicas {
-            let caught = match offset_of(hs, &r.addr, "slave_repl_offset").await {
-                Ok(o) => o,
+            // Each question ends by the deadline: a frozen replica does not stretch the hold.
+            let asked =
+                tokio::time::timeout_at(deadline, offset_of(hs, &r.addr, "slave_repl_offset"));
+            let caught = match asked.await {
+                Ok(Ok(o)) => Some(o),
                 // Held writes would wait out the whole step for nothing.
-                Err(Failed::Refused(e)) => {
+                Ok(Err(Failed::Refused(e))) => {
                     return Err(format!("{} stopped answering its offset: {e}", r.label))
                 }
-                Err(Failed::Io(_)) => 0,
+                Ok(Err(Failed::Io(_))) | Err(_) => None,
             };
-            if caught < now {
+            if caught.is_none_or(|c| c < now) {
                 behind = Some((r, caught));
                 break;
             }
         }
         match behind {
             None if now == last => return Ok(()),
-            Some((r, caught)) if Instant::now() > deadline => {
+            Some((r, Some(caught))) if Instant::now() >= deadline => {
                 return Err(format!(
-                    "{} did not catch up (offset {caught} of {now})",
-                    r.label
+                    "{} did not catch up (offset {caught} of {now}); {}",
+                    r.label,
+                    late()
                 ))
             }
-            _ if Instant::now() > deadline => {
-                return Err(format!("{}'s offset kept moving", old.label))
+            Some((r, None)) if Instant::now() >= deadline => {
+                return Err(format!("{} did not answer its offset; {}", r.label, late()))
+            }
+            _ if Instant::now() >= deadline => {
+                return Err(format!("{}'s offset kept moving; {}", old.label, late()))
             }
             _ => last = now,
         }
@@ -535,7 +578,7 @@ async fn prepare_sentinel(
                 .join(", "),
             old.label
         ));
-        catch_up(&pool.handshake, &old, &wait).await?;
+        catch_up(&pool.handshake, &old, &wait, catch_up_limit(pool)).await?;
         let late = last_info.is_some_and(|t| t.elapsed() > Duration::from_millis(INFO_LATEST_MS));
         if !late || attempt == 2 {
             return Ok((leader, old, chosen));

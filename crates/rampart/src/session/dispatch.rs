@@ -391,8 +391,11 @@ impl Session {
         if let (Some(e), Some(c)) = (&self.client.entry, found) {
             e.set_command(t_cmd, sub_position(c, argv));
         }
-        // CLIENT REPLY OFF / SKIP: the reply is dropped in its turn.
-        let mute = self.client.reply_off || std::mem::take(&mut self.client.skip_next);
+        // CLIENT REPLY OFF / SKIP: the reply is dropped in its turn. RESET turns replies
+        // back on before it answers, so OFF does not drop its `+RESET` (SKIP does, as in
+        // Redis: the skip is taken when the command starts).
+        let reset = found.is_some_and(|c| c.name == "reset");
+        let mute = (self.client.reply_off && !reset) || std::mem::take(&mut self.client.skip_next);
         if mute {
             self.pending.mute_next();
         }

@@ -85,6 +85,10 @@ const HOLD_FAILOVER: u8 = 2;
 /// A new primary is in the view and the shard's Pub/Sub links are subscribing on it: writes
 /// (PUBLISH among them) wait for them, briefly (see `ha::sentinel`).
 const HOLD_LINKS: u8 = 4;
+/// A cluster node dropped the shard's shard channels (it lost their slot): writes wait until
+/// they are subscribed again where the new map places them (see
+/// [`PoolRt::hold_while`]).
+const HOLD_DROPPED: u8 = 8;
 
 impl ShardRt {
     /// A planned switchover of this shard is running (its writes may be held).
@@ -103,6 +107,15 @@ impl ShardRt {
             self.holding.fetch_or(HOLD_LINKS, Ordering::AcqRel);
         } else {
             self.holding.fetch_and(!HOLD_LINKS, Ordering::AcqRel);
+        }
+    }
+    /// Hold (or stop holding) the shard's writes while shard channels its node dropped are
+    /// placed again; independent of the other holds.
+    fn hold_for_dropped(&self, on: bool) {
+        if on {
+            self.holding.fetch_or(HOLD_DROPPED, Ordering::AcqRel);
+        } else {
+            self.holding.fetch_and(!HOLD_DROPPED, Ordering::AcqRel);
         }
     }
     /// The shard has Pub/Sub links (some worker holds a subscription placed on it).
@@ -452,6 +465,30 @@ impl PoolRt {
             self.pubsub_subscribed_on(shard, new).await;
             rt.hold_for_links(false);
         }
+    }
+
+    /// A node of cluster pool `shard` dropped its shard channels on its own (it lost their
+    /// slot: to a replica that took over, or by a migration). It may still answer a PUBLISH
+    /// to them (a Redis 7 replica serves `SPUBLISH` for its primary's slots) with nobody
+    /// subscribed there, until rampart has read the new map. So when the pool holds writes
+    /// through failovers, the shard's writes wait in the hold while `unplaced` says the
+    /// channels are not yet subscribed again where the map places them: at most 1 s, and
+    /// never longer than `failover_hold`.
+    pub async fn hold_while(&self, shard: usize, unplaced: impl Fn() -> bool) {
+        let Some(rt) = self.shards.get(shard) else {
+            return;
+        };
+        if self.conf.failover_hold.is_zero()
+            || self.conf.pubsub.from != rampart_config::PubSubFrom::Primary
+        {
+            return;
+        }
+        rt.hold_for_dropped(true);
+        let deadline = tokio::time::Instant::now() + SUBSCRIBERS_WAIT.min(self.conf.failover_hold);
+        while unplaced() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        rt.hold_for_dropped(false);
     }
 
     /// Wait (at most 1 s, and never longer than the pool's `failover_hold`) until every

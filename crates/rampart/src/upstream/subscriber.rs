@@ -143,6 +143,9 @@ pub struct Hub {
     /// In a cluster pool, the shard whose link passes on pattern messages of broadcast
     /// channels (every node hears each `PUBLISH`; the others' copies are dropped).
     home: Cell<Option<usize>>,
+    /// Shards whose writes wait until dropped shard channels are subscribed again (see
+    /// `Hub::hold_until_resubscribed`).
+    holding: RefCell<std::collections::BTreeSet<usize>>,
 }
 
 impl Default for Hub {
@@ -157,6 +160,7 @@ impl Default for Hub {
             replace: Cell::new(false),
             following: Cell::new(false),
             home: Cell::new(None),
+            holding: RefCell::default(),
         }
     }
 }
@@ -495,6 +499,7 @@ impl Hub {
                     e.dropped = true;
                     self.replace.set(true);
                     self.ask_refresh();
+                    self.hold_until_resubscribed(shard);
                     self.follow_soon();
                 }
             }

@@ -59,6 +59,37 @@ impl Hub {
         }
     }
 
+    /// `shard`'s node dropped a shard channel on its own: the shard's writes wait until the
+    /// dropped channels are subscribed again where the new map places them and confirmed
+    /// there ([`crate::topology::PoolRt::hold_while`]); one wait per shard at a time, however
+    /// many channels the node dropped.
+    pub(super) fn hold_until_resubscribed(self: &Rc<Self>, shard: usize) {
+        let Some(wp) = self.pool.borrow().upgrade() else {
+            return;
+        };
+        if !self.holding.borrow_mut().insert(shard) {
+            return;
+        }
+        let rt = Arc::clone(&wp.rt);
+        let hub = Rc::downgrade(self);
+        tokio::task::spawn_local(async move {
+            let unplaced = || hub.upgrade().is_some_and(|h| h.shard_channels_unplaced());
+            rt.hold_while(shard, unplaced).await;
+            if let Some(h) = hub.upgrade() {
+                h.holding.borrow_mut().remove(&shard);
+            }
+        });
+    }
+
+    /// Some shard channel of this worker waits to be subscribed again (dropped by its
+    /// node) or for its server's confirmation.
+    fn shard_channels_unplaced(&self) -> bool {
+        self.subs
+            .borrow()
+            .iter()
+            .any(|((kind, _), e)| *kind == Kind::Shard && (e.dropped || !e.unconfirmed.is_empty()))
+    }
+
     /// `shard`'s server redirected a shard channel (`MOVED <slot> ...`, `ASK <slot> ...`;
     /// or said `TRYAGAIN`, `CLUSTERDOWN`): the shard channels of that slot (of every slot
     /// without one) on `shard` are placed again once the map is read again.
@@ -145,6 +176,7 @@ impl Hub {
             if from == Some(to) {
                 if std::mem::take(&mut e.dropped) {
                     self.link(to).push(Kind::Shard, name.clone(), true);
+                    e.unconfirmed = vec![to];
                 }
                 continue;
             }
@@ -159,7 +191,7 @@ impl Hub {
             }
             tracing::debug!(from, to, "pub/sub: a shard channel follows its slot");
             e.shards = vec![to];
-            e.unconfirmed.clear();
+            e.unconfirmed = vec![to];
             e.dropped = false;
             self.place(to, Kind::Shard, name);
         }
