@@ -186,6 +186,39 @@ fn auto_eject_moves_an_ejected_servers_keys_and_brings_it_back() {
     );
 }
 
+/// A key WATCHed on a server that is then ejected (killed, `auto_eject_hosts`): its EXEC
+/// runs nothing and says the WATCH was lost with its server, not that the transaction's keys
+/// live on different shards (one key: no hash tag could help).
+#[test]
+fn exec_after_the_watched_server_was_ejected_runs_nothing_and_says_why() {
+    let mut servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    let (proxy, _) = rampart(
+        &addrs,
+        "  timeout: 500\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 30000\n",
+    );
+    let mut c = Client::connect(&proxy.addr());
+    let key = (0..100)
+        .map(|i| format!("key:{i}"))
+        .find(|k| c.cmd(&["SET", k, "1"]) == Reply::ok() && holder(&servers, k) == 1)
+        .expect("a key on server 1");
+    assert_eq!(c.cmd(&["WATCH", &key]), Reply::ok());
+    servers[1].kill9();
+    let mut other = Client::connect(&proxy.addr());
+    let ejected = testkit::poll_until(Duration::from_secs(5), || {
+        (other.cmd(&["SET", &key, "elsewhere"]) == Reply::ok()).then_some(())
+    });
+    assert!(ejected.is_some(), "server 1 was never ejected");
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &key, "2"]), Reply::simple("QUEUED"));
+    let r = c.cmd(&["EXEC"]);
+    assert!(
+        matches!(&r, Reply::Error(e) if e.starts_with("EXECABORT") && e.contains("WATCH was lost") && e.contains("ejected")),
+        "{r:?}"
+    );
+    assert_eq!(servers[0].cmd(&["GET", &key]), Reply::bulk("elsewhere"));
+}
+
 #[test]
 fn client_connections_is_enforced_with_redis_wording() {
     let redis = RedisServer::start();

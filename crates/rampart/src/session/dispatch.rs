@@ -894,6 +894,17 @@ impl Session {
         let elsewhere = run.shard.is_some_and(|s| s != w.shard());
         if elsewhere && !slot.is_some_and(|s| w.holds_slot(s)) {
             watch::end(w, self.pool.rt.timeout());
+            // The watched server left the ring (auto_eject_hosts) since WATCH: the keys
+            // moved with the ring, not the transaction; say so rather than suggest a tag.
+            let ejected = self
+                .pool
+                .rt
+                .shards
+                .get(w.shard())
+                .is_some_and(|s| s.is_ejected());
+            if ejected {
+                return self.reply_error(&watch::lost("its server was ejected since WATCH"));
+            }
             return self.reply_error(transaction::CROSS_SHARD);
         }
         self.write = true;
