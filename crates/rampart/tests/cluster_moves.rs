@@ -35,6 +35,11 @@ impl Env {
         }
     }
 
+    /// What rampart logged so far.
+    fn proxy_log(&self) -> String {
+        self._proxy.stderr()
+    }
+
     fn client(&self) -> Client {
         let mut c = Client::connect(&format!("127.0.0.1:{}", self.port));
         c.set_read_timeout(Some(Duration::from_secs(10)));
@@ -375,6 +380,63 @@ fn a_shard_message_that_reached_a_subscriber_is_never_lost_across_moves() {
     );
     assert!(errors.is_empty(), "{errors:?}");
     assert_heard_in_order(&heard, got);
+}
+
+/// A keyspace notification channel (`__keyspace@0__:<key>`, sent only by the key's node)
+/// follows its key's slot to another primary: after the move, the key's events come from
+/// the new owner, and the subscriber hears them there.
+#[test]
+fn a_keyspace_channel_follows_its_keys_slot_to_another_primary() {
+    let env = Env::start(ClusterSetup::new().replicas(0).start(), "");
+    for i in 0..env.cluster.nodes.len() {
+        let r = env
+            .node(i)
+            .cmd(&["CONFIG", "SET", "notify-keyspace-events", "KA"]);
+        assert_eq!(r, Reply::ok());
+    }
+    let p = env.cluster.primaries();
+    let key = env.cluster.key_on(p[0], "watched");
+    let ch = format!("__keyspace@0__:{key}");
+    let mut sub = env.client();
+    let r = sub.cmd(&["SUBSCRIBE", &ch]);
+    assert_eq!(r.as_array().map(<[Reply]>::len), Some(3), "{r:?}");
+    // Until the nodes pass their first health checks the link waits to connect (the
+    // SUBSCRIBE was answered, as when no node can take it): wait for it on the key's node.
+    let numsub = |i: usize| env.node(i).cmd(&["PUBSUB", "NUMSUB", &ch]);
+    let on = |i: usize| numsub(i) == Reply::Array(Some(vec![Reply::bulk(&ch), Reply::Int(1)]));
+    assert!(poll_until(Duration::from_secs(5), || on(p[0]).then_some(())).is_some());
+    let mut c = env.client();
+    let heard = |sub: &mut Client, event: &str| {
+        let r = sub.read_reply();
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&Reply::bulks(["message", &ch, event])),
+            "{r:?}\n{}",
+            env.proxy_log()
+        );
+    };
+    assert_eq!(c.cmd(&["SET", &key, "1"]), Reply::ok());
+    heard(&mut sub, "set");
+    env.move_slot(testkit::cluster_slot(key.as_bytes()), p[0], p[1], &[&key]);
+    // rampart learns the move from the first write's MOVED; the events published before it
+    // subscribed on the new node are lost, as for a client of the cluster itself.
+    let moved = poll_until(Duration::from_secs(5), || {
+        assert_eq!(c.cmd(&["SET", &key, "2"]), Reply::ok());
+        on(p[1]).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "not subscribed on the key's new node: {:?}\n{}",
+        numsub(p[1]),
+        env.proxy_log()
+    );
+    // What the old node sent before the move (MIGRATE's `del`) and the writes above.
+    sub.set_read_timeout(Some(Duration::from_millis(300)));
+    while sub.read_reply().is_ok() {}
+    sub.set_read_timeout(Some(Duration::from_secs(10)));
+    assert_eq!(c.cmd(&["EXPIRE", &key, "100"]), Reply::Int(1));
+    heard(&mut sub, "expire");
+    assert_eq!(sub.cmd(&["PING"]), Reply::bulks(["pong", ""]));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The hub in a Redis Cluster pool: shard channels move with their slot (a node that
 //! loses a slot drops its shard channels and says `sunsubscribe` on its own; the hub
-//! subscribes them again where the map, read again, places the slot), and channels leave a
+//! subscribes them again where the map, read again, places the slot), so do keyspace
+//! notification channels (their key's node alone sends them), and channels leave a
 //! shard whose node is gone for one that has a node (the cluster broadcasts `PUBLISH` to
 //! every node). A pattern is subscribed on every shard (keyspace notifications are each
 //! node's own), so a broadcast message matching it arrives once per shard: only one link,
@@ -144,8 +145,9 @@ impl Hub {
         });
     }
 
-    /// In a cluster pool, place the shard channels again when the slot table changed (or a
-    /// server dropped or redirected one): a channel whose slot now lives on another shard
+    /// In a cluster pool, place the shard channels and the keyspace notification channels
+    /// (`__keyspace@<db>__:<key>`, sent only by the key's node) again when the slot table
+    /// changed (or a server dropped or redirected one): a channel whose slot now lives on another shard
     /// is subscribed there and left on the old one (unless its node dropped it already);
     /// one dropped by a node that still serves its slot is subscribed there again. A
     /// channel of an uncovered slot stays where it is. One pointer comparison when nothing
@@ -166,16 +168,19 @@ impl Hub {
         let shard_of = |k: &[u8]| table.shard(hashkit::cluster_slot(k));
         let mut subs = self.subs.borrow_mut();
         for ((kind, name), e) in subs.iter_mut() {
-            if *kind != Kind::Shard {
+            // Shard channels, and keyspace notification channels (only their key's node
+            // sends them), follow their slot; classic channels are heard on any node.
+            let keyspace = *kind == Kind::Channel && notification(name, b"__keyspace@").is_some();
+            if *kind != Kind::Shard && !keyspace {
                 continue;
             }
-            let Some(Placement::One(to)) = placement(Kind::Shard, name, shard_of) else {
+            let Some(Placement::One(to)) = placement(*kind, name, shard_of) else {
                 continue;
             };
             let from = e.shards.first().copied();
             if from == Some(to) {
                 if std::mem::take(&mut e.dropped) {
-                    self.link(to).push(Kind::Shard, name.clone(), true);
+                    self.link(to).push(*kind, name.clone(), true);
                     e.unconfirmed = vec![to];
                 }
                 continue;
@@ -186,14 +191,14 @@ impl Hub {
                 if e.dropped {
                     old.wake.notify();
                 } else {
-                    old.push(Kind::Shard, name.clone(), false);
+                    old.push(*kind, name.clone(), false);
                 }
             }
-            tracing::debug!(from, to, "pub/sub: a shard channel follows its slot");
+            tracing::debug!(from, to, "pub/sub: a channel follows its slot");
             e.shards = vec![to];
             e.unconfirmed = vec![to];
             e.dropped = false;
-            self.place(to, Kind::Shard, name);
+            self.place(to, *kind, name);
         }
     }
 
