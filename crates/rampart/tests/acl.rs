@@ -524,6 +524,27 @@ fn denied_and_renamed_commands_answer_as_unknown_ones() {
         "{:?}",
         t.elapsed()
     );
+    // COMMAND knows the commands by the names the pool's clients use, as Redis does after
+    // `rename-command`: the new name has the command's entry, the old and denied ones none.
+    let del = match direct.cmd(&["COMMAND", "INFO", "DEL"]) {
+        Reply::Array(Some(mut one)) => one.remove(0),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        c.cmd(&["COMMAND", "INFO", "DEL", "REMOVE_8f2a", "KEYS"]),
+        Reply::Array(Some(vec![Reply::nil(), del, Reply::nil()]))
+    );
+    assert_eq!(
+        c.cmd(&["COMMAND", "GETKEYS", "REMOVE_8f2a", "a", "b"]),
+        Reply::bulks(["a", "b"])
+    );
+    for old in ["DEL", "KEYS"] {
+        assert_eq!(
+            c.cmd(&["COMMAND", "GETKEYS", old, "a"]),
+            Reply::Error("ERR Invalid command specified".into()),
+            "{old}"
+        );
+    }
     // Inside MULTI an unknown command aborts EXEC, as in Redis.
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
     assert_err_contains(&c.cmd(&["KEYS", "*"]), &["unknown command"]);

@@ -16,6 +16,7 @@ use crate::ha::link::{Link, Val};
 use crate::handshake::Handshake;
 use crate::reply::pending::Pending;
 use crate::text::sanitize;
+use crate::topology::policy::{Named, Policy};
 use crate::topology::snapshot::Snapshot;
 use crate::topology::{PoolRt, Shared};
 use crate::upstream::pool::WorkerPool;
@@ -147,7 +148,7 @@ pub fn answer(ctx: &mut Local<'_>, cmd: &Command, argv: &[&[u8]]) -> Answer {
         "monitor" => crate::session::conn::monitor(ctx, &mut out),
         "script|kill" | "function|kill" => return kill_script(ctx, argv),
         name if name == "command" || name.starts_with("command|") => {
-            command(argv, &mut out);
+            command(argv, &ctx.pool.policy, &mut out);
             if ctx.client.resp3 {
                 out = crate::session::resp3::command_reply(argv, &out);
             }
@@ -395,13 +396,16 @@ fn client(ctx: &mut Local<'_>, argv: &[&[u8]], out: &mut BytesMut) {
     }
 }
 
-fn command(argv: &[&[u8]], out: &mut BytesMut) {
+/// `COMMAND` and its subcommands, from the command table. INFO, DOCS and GETKEYS take a
+/// name as the pool's clients see it (`policy`): a renamed command under its new name, and
+/// nothing under the old one or a denied one, as Redis answers after `rename-command`.
+fn command(argv: &[&[u8]], policy: &Policy, out: &mut BytesMut) {
     let sub = argv
         .get(1)
         .map(|s| s.to_ascii_lowercase())
         .unwrap_or_default();
     let mut buf = Vec::new();
-    let names = || argv.iter().skip(2).map(|n| rampart_commands::lookup(n));
+    let names = || argv.iter().skip(2).map(|n| named(policy, n));
     match &sub[..] {
         b"" => {
             let all = rampart_commands::all();
@@ -442,7 +446,8 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
             }
         }
         b"getkeys" | b"getkeysandflags" if argv.len() >= 3 => {
-            command_keys(&argv[2..], sub.as_slice() == b"getkeysandflags", out);
+            let flags = sub.as_slice() == b"getkeysandflags";
+            command_keys(named(policy, argv[2]), &argv[2..], flags, out);
         }
         _ => encode::error(
             out,
@@ -454,11 +459,19 @@ fn command(argv: &[&[u8]], out: &mut BytesMut) {
     }
 }
 
-/// `COMMAND GETKEYS command arg...` (the keys of the call `inner`), or with `flags`
+/// The command `name` stands for in a pool with `policy` (`None`: unknown there).
+fn named(policy: &Policy, name: &[u8]) -> Option<&'static Command> {
+    match policy.lookup(name) {
+        Named::Table(c) => c.filter(|c| !policy.denied(c)),
+        Named::Renamed(c) => Some(c),
+    }
+}
+
+/// `COMMAND GETKEYS command arg...` (the keys of the call `inner`, `found` its command), or with `flags`
 /// `COMMAND GETKEYSANDFLAGS`: each key with the flags of the key spec that found it
 /// (arguments flagged not_key, as SPUBLISH's channel, are no keys there, as in Redis).
-fn command_keys(inner: &[&[u8]], flags: bool, out: &mut BytesMut) {
-    let Some(c) = rampart_commands::lookup(inner[0]) else {
+fn command_keys(found: Option<&'static Command>, inner: &[&[u8]], flags: bool, out: &mut BytesMut) {
+    let Some(c) = found else {
         return encode::error(out, "ERR Invalid command specified");
     };
     let c = match c.resolve(inner) {
