@@ -347,7 +347,12 @@ fn stop_and_collect(
 
 /// In order, each once, and every message that reached a subscription (`heard`) arrived.
 fn assert_heard_in_order(heard: &[u64], got: Vec<u64>) {
-    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order or twice");
+    if let Some(i) = got.windows(2).position(|w| w[0] >= w[1]) {
+        panic!(
+            "out of order or twice: {:?}",
+            &got[i.saturating_sub(5)..(i + 6).min(got.len())]
+        );
+    }
     let got: std::collections::HashSet<u64> = got.into_iter().collect();
     let lost: Vec<&u64> = heard.iter().filter(|n| !got.contains(n)).collect();
     assert!(lost.is_empty(), "lost: {lost:?}");

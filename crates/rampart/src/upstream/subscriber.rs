@@ -146,6 +146,10 @@ pub struct Hub {
     /// Shards whose writes wait until dropped shard channels are subscribed again (see
     /// `Hub::hold_until_resubscribed`).
     holding: RefCell<std::collections::BTreeSet<usize>>,
+    /// The slot table in effect when a node last dropped a shard channel, and when: a
+    /// dropped channel is placed again by a newer table, or after the pool timeout.
+    dropped_under: RefCell<std::sync::Weak<SlotTable>>,
+    dropped_at: Cell<Option<std::time::Instant>>,
 }
 
 impl Default for Hub {
@@ -161,6 +165,8 @@ impl Default for Hub {
             following: Cell::new(false),
             home: Cell::new(None),
             holding: RefCell::default(),
+            dropped_under: RefCell::new(std::sync::Weak::new()),
+            dropped_at: Cell::new(None),
         }
     }
 }
@@ -497,6 +503,7 @@ impl Hub {
             if let Some(e) = self.subs.borrow_mut().get_mut(&key) {
                 if e.shards.contains(&shard) {
                     e.dropped = true;
+                    self.note_dropped();
                     self.replace.set(true);
                     self.ask_refresh();
                     self.hold_until_resubscribed(shard);

@@ -60,6 +60,16 @@ impl Hub {
         }
     }
 
+    /// A node dropped a shard channel on its own: note the slot table it happened under.
+    pub(super) fn note_dropped(&self) {
+        if let Some(wp) = self.pool.borrow().upgrade() {
+            if let Some(c) = &wp.rt.cluster {
+                *self.dropped_under.borrow_mut() = Arc::downgrade(&c.table());
+                self.dropped_at.set(Some(std::time::Instant::now()));
+            }
+        }
+    }
+
     /// `shard`'s node dropped a shard channel on its own: the shard's writes wait until the
     /// dropped channels are subscribed again where the new map places them and confirmed
     /// there ([`crate::topology::PoolRt::hold_while`]); one wait per shard at a time, however
@@ -165,6 +175,15 @@ impl Hub {
         let table = cluster.table();
         *self.placed_by.borrow_mut() = Arc::downgrade(&table);
         self.replace.set(false);
+        // A node drops a shard channel when it loses the slot: placed by the table it was
+        // dropped under, it would go back to that node (a replica after a failover, which
+        // still takes it and would pass on what the new primary sends the shard, twice with
+        // the new primary's own copy). So it waits for a newer table, or the pool timeout.
+        let new_table = !std::ptr::eq(self.dropped_under.borrow().as_ptr(), Arc::as_ptr(&table));
+        let waited = self
+            .dropped_at
+            .get()
+            .is_none_or(|t| t.elapsed() >= wp.rt.timeout());
         let shard_of = |k: &[u8]| table.shard(hashkit::cluster_slot(k));
         let mut subs = self.subs.borrow_mut();
         for ((kind, name), e) in subs.iter_mut() {
@@ -179,7 +198,9 @@ impl Hub {
             };
             let from = e.shards.first().copied();
             if from == Some(to) {
-                if std::mem::take(&mut e.dropped) {
+                if e.dropped && !new_table && !waited {
+                    self.replace.set(true);
+                } else if std::mem::take(&mut e.dropped) {
                     self.link(to).push(*kind, name.clone(), true);
                     e.unconfirmed = vec![to];
                 }
