@@ -65,25 +65,49 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// Returns a loopback TCP port that was free a moment ago.
 ///
-/// The port is found by binding `127.0.0.1:0` and closing the socket again, so there is a
-/// small race: another process may take the port before the caller binds it. Ports are
-/// never handed out twice within one test process, which removes the race between tests
-/// of the same binary; the guards in this crate also fail loudly (not silently) if a bind
-/// loses the race. Prefer [`FaultLink`], which keeps its listener open, when possible.
+/// The port is drawn at random below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 and up by default) and checked by
+/// binding it on the wildcard address and on `127.0.0.1`, then closing the sockets again.
+/// Below that range no outgoing connection's local port can take it meanwhile (a port
+/// handed out by binding port 0 could be the next connection's local port, and a listener
+/// on `0.0.0.0` then fails to bind); another process may still bind it first, a small race.
+/// Ports are never handed out twice within one test process, which removes the race between
+/// tests of the same binary; the guards in this crate also fail loudly (not silently) if a
+/// bind loses the race. Prefer [`FaultLink`], which keeps its listener open, when possible.
 ///
 /// # Panics
-/// If no port can be bound.
+/// If no free port is found in 1,000 draws.
 pub fn free_port() -> u16 {
     let mut seen = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     let seen = seen.get_or_insert_with(HashSet::new);
-    for _ in 0..100 {
-        let listener = process::io_panic("bind 127.0.0.1:0", TcpListener::bind("127.0.0.1:0"));
-        let port = process::io_panic("local_addr", listener.local_addr()).port();
-        if seen.insert(port) {
+    let top = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .clamp(11_000, 32768);
+    let span = u64::from(top - 10_000);
+    let mut x = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+        | 1;
+    for _ in 0..1000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 10_000 + (x % span) as u16;
+        if seen.contains(&port) {
+            continue;
+        }
+        // One bind at a time: a listener on the wildcard address would hold the port.
+        let wildcard = TcpListener::bind(("0.0.0.0", port)).is_ok();
+        let loopback = wildcard && TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if loopback {
+            seen.insert(port);
             return port;
         }
     }
-    panic!("free_port: the OS keeps returning ports already handed out");
+    panic!("free_port: no free port below {top} in 1,000 draws");
 }
 
 /// Waits until `127.0.0.1:port` accepts TCP connections.
