@@ -924,21 +924,34 @@ impl Session {
         }
     }
 
+    /// The one shard of the keys of a command that runs on one node (WATCH, a blocking
+    /// command); `None` when it has been answered instead: an error of its keys, no server,
+    /// keys in several slots (a cluster pool: `CROSSSLOT`) or on several shards (`cross`).
+    fn one_shard(&mut self, cmd: &Command, argv: &[&[u8]], cross: &str) -> Option<usize> {
+        if !self.find_keys(cmd, argv) || !self.map_keys(argv) {
+            return None;
+        }
+        let Some(&shard) = self.shards.first() else {
+            self.no_server();
+            return None;
+        };
+        if self.spans_slots(argv) {
+            self.reply_error(CROSSSLOT);
+            return None;
+        }
+        if self.shards.iter().any(|&s| s != shard) {
+            self.reply_error(cross);
+            return None;
+        }
+        Some(shard)
+    }
+
     /// A blocking call: on a dedicated connection to the primary of the shard of its keys
     /// (see `session::blocking`).
     fn block(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
-        if !self.find_keys(cmd, argv) || !self.map_keys(argv) {
+        let Some(shard) = self.one_shard(cmd, argv, CROSS_SHARD) else {
             return;
-        }
-        let Some(&shard) = self.shards.first() else {
-            return self.no_server();
         };
-        if self.spans_slots(argv) {
-            return self.reply_error(CROSSSLOT);
-        }
-        if self.shards.iter().any(|&s| s != shard) {
-            return self.reply_error(CROSS_SHARD);
-        }
         self.blocked.set_kind(self.client.resp3, false);
         // A list pop goes first in its non-blocking form on the shared connection (see
         // `blocking::at_once`); a fail-open pool's stand-in answers do not fit a pop's. While

@@ -319,18 +319,9 @@ impl Session {
     /// WATCH outside MULTI: the keys' shard must be the watched one (if any); the first
     /// WATCH leases a dedicated connection to the shard's primary.
     fn watch(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
-        if !self.find_keys(cmd, argv) || !self.map_keys(argv) {
+        let Some(shard) = self.one_shard(cmd, argv, watch::CROSS_SHARD) else {
             return;
-        }
-        let Some(&shard) = self.shards.first() else {
-            return self.no_server();
         };
-        if self.spans_slots(argv) {
-            return self.reply_error(CROSSSLOT);
-        }
-        if self.shards.iter().any(|&s| s != shard) {
-            return self.reply_error(watch::CROSS_SHARD);
-        }
         if self.watch.as_ref().is_some_and(|w| w.is_void()) {
             self.watch = None;
         }
