@@ -394,8 +394,8 @@ impl Session {
         // CLIENT REPLY OFF / SKIP: the reply is dropped in its turn. RESET turns replies
         // back on before it answers, so OFF does not drop its `+RESET` (SKIP does, as in
         // Redis: the skip is taken when the command starts).
-        let reset = found.is_some_and(|c| c.name == "reset");
-        let mute = (self.client.reply_off && !reset) || std::mem::take(&mut self.client.skip_next);
+        let mute = (self.client.reply_off && found.is_none_or(|c| c.name != "reset"))
+            || std::mem::take(&mut self.client.skip_next);
         if mute {
             self.pending.mute_next();
         }

@@ -103,19 +103,14 @@ impl ShardRt {
     /// Hold (or stop holding) the shard's writes while its Pub/Sub links subscribe on a new
     /// primary; independent of a switchover's or a failover's hold.
     pub fn hold_for_links(&self, on: bool) {
-        if on {
-            self.holding.fetch_or(HOLD_LINKS, Ordering::AcqRel);
-        } else {
-            self.holding.fetch_and(!HOLD_LINKS, Ordering::AcqRel);
-        }
+        self.set_hold(HOLD_LINKS, on);
     }
-    /// Hold (or stop holding) the shard's writes while shard channels its node dropped are
-    /// placed again; independent of the other holds.
-    fn hold_for_dropped(&self, on: bool) {
+    /// Set or clear one reason (`bit`) to hold the shard's writes; the others stay.
+    fn set_hold(&self, bit: u8, on: bool) {
         if on {
-            self.holding.fetch_or(HOLD_DROPPED, Ordering::AcqRel);
+            self.holding.fetch_or(bit, Ordering::AcqRel);
         } else {
-            self.holding.fetch_and(!HOLD_DROPPED, Ordering::AcqRel);
+            self.holding.fetch_and(!bit, Ordering::AcqRel);
         }
     }
     /// The shard has Pub/Sub links (some worker holds a subscription placed on it).
@@ -129,11 +124,7 @@ impl ShardRt {
         if let Ok(mut since) = self.held_since.lock() {
             *since = on.then(std::time::Instant::now);
         }
-        if on {
-            self.holding.fetch_or(HOLD_SWITCHOVER, Ordering::AcqRel);
-        } else {
-            self.holding.fetch_and(!HOLD_SWITCHOVER, Ordering::AcqRel);
-        }
+        self.set_hold(HOLD_SWITCHOVER, on);
     }
     /// End the switchover and release its held writes; returns how long they were held.
     pub fn end_switch(&self) -> std::time::Duration {
@@ -483,12 +474,22 @@ impl PoolRt {
         {
             return;
         }
-        rt.hold_for_dropped(true);
+        rt.set_hold(HOLD_DROPPED, true);
+        self.wait_briefly(|| !unplaced()).await;
+        rt.set_hold(HOLD_DROPPED, false);
+    }
+
+    /// Wait until `done` (looked at every millisecond), at most 1 s and never longer than
+    /// the pool's `failover_hold`; false when the time ran out first.
+    async fn wait_briefly(&self, done: impl Fn() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + SUBSCRIBERS_WAIT.min(self.conf.failover_hold);
-        while unplaced() && tokio::time::Instant::now() < deadline {
+        while !done() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        rt.hold_for_dropped(false);
+        true
     }
 
     /// Wait (at most 1 s, and never longer than the pool's `failover_hold`) until every
@@ -502,17 +503,12 @@ impl PoolRt {
         let Some(rt) = self.shards.get(shard) else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + SUBSCRIBERS_WAIT.min(self.conf.failover_hold);
-        while !rt.pubsub_links_on(new) {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::info!(
-                    pool = %self.conf.name,
-                    shard = %rt.name,
-                    "releasing the held writes before every subscriber connection subscribed on the new primary"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        if !self.wait_briefly(|| rt.pubsub_links_on(new)).await {
+            tracing::info!(
+                pool = %self.conf.name,
+                shard = %rt.name,
+                "releasing the held writes before every subscriber connection subscribed on the new primary"
+            );
         }
     }
 
