@@ -15,13 +15,14 @@
 //! `authentication failed: WRONGPASS invalid username-password pair or user is disabled.`
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rampart_config::{Pool, ServerAddr};
 
 use crate::io::Stream;
-use crate::observe::refused::{self, Peer};
+use crate::observe::refused::{self, Creds, Peer};
 use crate::tls::{Connector, Outcome};
 
 /// One command of a handshake.
@@ -46,8 +47,9 @@ pub struct Handshake {
     /// TLS to the server (`backend_tls`), with the pool's statistics slot for its counts.
     tls: Option<(Arc<Connector>, usize)>,
     /// The pool and the kind of server it introduces rampart to, for refused credentials
-    /// ([`crate::observe::refused`]); `None`: refusals are not followed.
-    peer: Option<(Arc<str>, Peer)>,
+    /// ([`crate::observe::refused`]), and when this handshake was built; `None`: refusals
+    /// are not followed.
+    peer: Option<(Arc<str>, Peer, u64)>,
 }
 
 impl fmt::Debug for Handshake {
@@ -137,8 +139,22 @@ impl Handshake {
     /// The same, for the servers of kind `peer` of pool `pool`: credentials they refuse are
     /// counted and logged once per episode ([`crate::observe::refused`]).
     pub fn for_peer(mut self, pool: &str, peer: Peer) -> Handshake {
-        self.peer = Some((Arc::from(pool), peer));
+        static BUILT: AtomicU64 = AtomicU64::new(0);
+        self.peer = Some((Arc::from(pool), peer, BUILT.fetch_add(1, Relaxed) + 1));
         self
+    }
+
+    /// Which credentials this handshake presents, for [`crate::observe::refused`]: when it
+    /// was built and a digest of its commands and TLS (kept in memory only).
+    fn creds(&self, built: u64) -> Creds {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.encoded.hash(&mut h);
+        self.tls.is_some().hash(&mut h);
+        Creds {
+            built,
+            digest: h.finish(),
+        }
     }
 
     /// The same, with refusals and acceptances not followed: a trial before a reload is
@@ -153,8 +169,8 @@ impl Handshake {
     /// Report that `addr` refused this handshake's credentials, `why` in words (the
     /// server's reply or the TLS failure; never the password).
     pub fn note_refused(&self, addr: &ServerAddr, why: &str) {
-        if let Some((pool, peer)) = &self.peer {
-            refused::refused(pool, *peer, &addr.to_string(), why);
+        if let Some((pool, peer, built)) = &self.peer {
+            refused::refused(pool, *peer, &addr.to_string(), self.creds(*built), why);
         }
     }
 
@@ -163,8 +179,8 @@ impl Handshake {
         if !refused::any() {
             return;
         }
-        if let Some((pool, peer)) = &self.peer {
-            refused::accepted(pool, *peer, &addr.to_string());
+        if let Some((pool, peer, built)) = &self.peer {
+            refused::accepted(pool, *peer, &addr.to_string(), self.creds(*built));
         }
     }
 

@@ -13,6 +13,13 @@
 //!     └──── accepted ───────┘ one info line (how many refusals, over how long)
 //! ```
 //!
+//! A reload that changes the credentials leaves connections of the previous generation
+//! finishing (a retired connection, a health check under way): each outcome carries the
+//! [`Creds`] it was met with, and an outcome with older credentials than the newest seen at
+//! that address neither starts nor ends an episode (it is still counted). Without this, a
+//! connection still logging in with the old, valid password would end the episode the new,
+//! wrong one started, and the log would say the node accepts rampart's credentials again.
+//!
 //! Every refusal is counted for `/metrics` (`rampart_backend_auth_failures_total`). The
 //! reason is the server's or the TLS library's words, never the credential that was sent.
 //! At most [`MAX_TRACKED`] addresses are followed; past that an address that accepts is
@@ -42,6 +49,17 @@ impl Peer {
             Peer::Sentinel => "sentinel",
         }
     }
+}
+
+/// Which credentials an outcome was met with: when the handshake that sent them was built
+/// (`built`, increasing over the life of the process) and a digest of what it sends
+/// (`digest`: the encoded commands and whether TLS is on; never shown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Creds {
+    /// Order of the handshake's building: a reload builds later ones.
+    pub built: u64,
+    /// Digest of what the handshake sends.
+    pub digest: u64,
 }
 
 /// Least time between two warnings about one address that keeps refusing: 60 s.
@@ -88,6 +106,23 @@ struct State {
     line_at: Instant,
     /// Refusals since that line.
     unsaid: u64,
+    /// The newest credentials an outcome at this address was met with.
+    newest: Creds,
+}
+
+impl State {
+    /// Whether `creds` are older than, and different from, the newest seen here (an outcome
+    /// of a previous generation's connection, which says nothing of the current
+    /// credentials); otherwise they become the newest.
+    fn superseded(&mut self, creds: Creds) -> bool {
+        if creds.built < self.newest.built && creds.digest != self.newest.digest {
+            return true;
+        }
+        if creds.built > self.newest.built {
+            self.newest = creds;
+        }
+        false
+    }
 }
 
 /// `(pool, peer, address)`.
@@ -102,8 +137,15 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// A refusal by `addr` at `now`: what to log.
-    pub fn refused(&mut self, pool: &str, peer: Peer, addr: &str, now: Instant) -> Line {
+    /// A refusal by `addr` at `now` of `creds`: what to log.
+    pub fn refused(
+        &mut self,
+        pool: &str,
+        peer: Peer,
+        addr: &str,
+        creds: Creds,
+        now: Instant,
+    ) -> Line {
         let key = (pool.to_string(), peer, addr.to_string());
         if !self.states.contains_key(&key) && !self.make_room() {
             return Line::Quiet;
@@ -115,8 +157,12 @@ impl Tracker {
             episode: 0,
             line_at: now,
             unsaid: 0,
+            newest: creds,
         });
         s.total = s.total.saturating_add(1);
+        if s.superseded(creds) {
+            return Line::Quiet;
+        }
         if !s.refusing {
             s.refusing = true;
             s.since = now;
@@ -137,19 +183,27 @@ impl Tracker {
         Line::Reminder { failures, over }
     }
 
-    /// A completed handshake with `addr` at `now`: what to log.
-    pub fn accepted(&mut self, pool: &str, peer: Peer, addr: &str, now: Instant) -> Line {
+    /// A completed handshake with `addr` at `now` with `creds`: what to log.
+    pub fn accepted(
+        &mut self,
+        pool: &str,
+        peer: Peer,
+        addr: &str,
+        creds: Creds,
+        now: Instant,
+    ) -> Line {
         let key = (pool.to_string(), peer, addr.to_string());
-        match self.states.get_mut(&key) {
-            Some(s) if s.refusing => {
-                s.refusing = false;
-                self.refusing -= 1;
-                Line::Recovered {
-                    failures: s.episode,
-                    over: now.saturating_duration_since(s.since),
-                }
-            }
-            _ => Line::Quiet,
+        let Some(s) = self.states.get_mut(&key) else {
+            return Line::Quiet;
+        };
+        if !s.refusing || s.superseded(creds) {
+            return Line::Quiet;
+        }
+        s.refusing = false;
+        self.refusing -= 1;
+        Line::Recovered {
+            failures: s.episode,
+            over: now.saturating_duration_since(s.since),
         }
     }
 
@@ -204,8 +258,8 @@ fn with<T>(f: impl FnOnce(&mut Tracker) -> T) -> Option<T> {
 
 /// `addr` (a node or a Sentinel of `pool`) refused rampart's credentials, `why` in the
 /// server's words: counted, and logged when it starts and at most once a minute after.
-pub fn refused(pool: &str, peer: Peer, addr: &str, why: &str) {
-    let line = with(|t| t.refused(pool, peer, addr, Instant::now())).unwrap_or(Line::Quiet);
+pub fn refused(pool: &str, peer: Peer, addr: &str, creds: Creds, why: &str) {
+    let line = with(|t| t.refused(pool, peer, addr, creds, Instant::now())).unwrap_or(Line::Quiet);
     let peer = peer.as_str();
     // A failed TLS handshake is more often rampart refusing the server's certificate (wrong
     // `backend_tls` CA or host name) than the server refusing rampart's: the line says
@@ -240,13 +294,13 @@ pub fn any() -> bool {
     REFUSING.load(Relaxed) > 0
 }
 
-/// A handshake with `addr` completed (its credentials accepted): one info line if it was
-/// refusing.
-pub fn accepted(pool: &str, peer: Peer, addr: &str) {
+/// A handshake with `addr` completed (`creds` accepted): one info line if it was refusing
+/// the same or older credentials.
+pub fn accepted(pool: &str, peer: Peer, addr: &str, creds: Creds) {
     if !any() {
         return;
     }
-    let line = with(|t| t.accepted(pool, peer, addr, Instant::now())).unwrap_or(Line::Quiet);
+    let line = with(|t| t.accepted(pool, peer, addr, creds, Instant::now())).unwrap_or(Line::Quiet);
     if let Line::Recovered { failures, over } = line {
         tracing::info!(
             pool,
@@ -271,17 +325,26 @@ fn whole_seconds(d: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    /// The credentials every outcome of these tests is met with, unless a test says.
+    const C: Creds = Creds {
+        built: 1,
+        digest: 1,
+    };
+
     #[test]
     fn one_warning_then_a_reminder_a_minute_then_one_recovery() {
         let mut t = Tracker::default();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        assert_eq!(t.refused("p", Peer::Sentinel, "s:1", at(0)), Line::Started);
+        assert_eq!(
+            t.refused("p", Peer::Sentinel, "s:1", C, at(0)),
+            Line::Started
+        );
         assert!(t.any_refusing());
         // Three a second for a minute: nothing more until the minute is up.
         let mut said = Vec::new();
         for i in 1..=180 {
-            let line = t.refused("p", Peer::Sentinel, "s:1", at(i * 333));
+            let line = t.refused("p", Peer::Sentinel, "s:1", C, at(i * 333));
             if line != Line::Quiet {
                 said.push(line);
             }
@@ -290,7 +353,7 @@ mod tests {
             said.is_empty(),
             "no reminder within the first minute: {said:?}"
         );
-        let line = t.refused("p", Peer::Sentinel, "s:1", at(60_000));
+        let line = t.refused("p", Peer::Sentinel, "s:1", C, at(60_000));
         assert_eq!(
             line,
             Line::Reminder {
@@ -299,16 +362,19 @@ mod tests {
             }
         );
         // Another address is followed on its own.
-        assert_eq!(t.refused("p", Peer::Node, "s:1", at(60_001)), Line::Started);
         assert_eq!(
-            t.accepted("p", Peer::Sentinel, "s:1", at(61_000)),
+            t.refused("p", Peer::Node, "s:1", C, at(60_001)),
+            Line::Started
+        );
+        assert_eq!(
+            t.accepted("p", Peer::Sentinel, "s:1", C, at(61_000)),
             Line::Recovered {
                 failures: 182,
                 over: Duration::from_secs(61)
             }
         );
         assert_eq!(
-            t.accepted("p", Peer::Sentinel, "s:1", at(62_000)),
+            t.accepted("p", Peer::Sentinel, "s:1", C, at(62_000)),
             Line::Quiet
         );
         assert_eq!(
@@ -320,9 +386,55 @@ mod tests {
         );
         // Refusing again starts a new episode with its own warning.
         assert_eq!(
-            t.refused("p", Peer::Sentinel, "s:1", at(63_000)),
+            t.refused("p", Peer::Sentinel, "s:1", C, at(63_000)),
             Line::Started
         );
+    }
+
+    /// A reload from the right password to a wrong one: a connection of the previous
+    /// generation still logging in with the right one does not end the episode the wrong
+    /// one started; the reverse reload ends it, and the old, wrong password's late refusals
+    /// start no new one. The same credentials built again (a reload that changed something
+    /// else) are not older credentials.
+    #[test]
+    fn outcomes_of_superseded_credentials_neither_start_nor_end_an_episode() {
+        let mut t = Tracker::default();
+        let now = Instant::now();
+        let right = Creds {
+            built: 1,
+            digest: 10,
+        };
+        let wrong = Creds {
+            built: 2,
+            digest: 20,
+        };
+        assert_eq!(t.refused("p", Peer::Node, "n:1", wrong, now), Line::Started);
+        assert_eq!(t.accepted("p", Peer::Node, "n:1", right, now), Line::Quiet);
+        assert!(t.any_refusing(), "still refusing the current credentials");
+        let fixed = Creds {
+            built: 3,
+            digest: 10,
+        };
+        assert!(matches!(
+            t.accepted("p", Peer::Node, "n:1", fixed, now),
+            Line::Recovered { failures: 1, .. }
+        ));
+        assert_eq!(t.refused("p", Peer::Node, "n:1", wrong, now), Line::Quiet);
+        assert!(!t.any_refusing());
+        assert_eq!(t.totals()[0].3, 2, "a superseded refusal is still counted");
+        // Built again with the same content: its refusals are the current ones.
+        let rebuilt = Creds {
+            built: 4,
+            digest: 10,
+        };
+        assert_eq!(
+            t.refused("p", Peer::Node, "n:1", rebuilt, now),
+            Line::Started
+        );
+        assert!(matches!(
+            t.accepted("p", Peer::Node, "n:1", fixed, now),
+            Line::Recovered { failures: 1, .. }
+        ));
     }
 
     #[test]
@@ -330,12 +442,12 @@ mod tests {
         let mut t = Tracker::default();
         let now = Instant::now();
         for i in 0..MAX_TRACKED {
-            t.refused("p", Peer::Node, &format!("n:{i}"), now);
+            t.refused("p", Peer::Node, &format!("n:{i}"), C, now);
         }
-        assert_eq!(t.refused("p", Peer::Node, "new:1", now), Line::Quiet);
+        assert_eq!(t.refused("p", Peer::Node, "new:1", C, now), Line::Quiet);
         assert_eq!(t.totals().len(), MAX_TRACKED);
-        t.accepted("p", Peer::Node, "n:7", now);
-        assert_eq!(t.refused("p", Peer::Node, "new:1", now), Line::Started);
+        t.accepted("p", Peer::Node, "n:7", C, now);
+        assert_eq!(t.refused("p", Peer::Node, "new:1", C, now), Line::Started);
         assert_eq!(t.totals().len(), MAX_TRACKED);
         assert!(!t.totals().iter().any(|(_, _, a, _)| a == "n:7"));
     }
