@@ -3,7 +3,8 @@
 //! neither ejects it (twemproxy `servers:` with `auto_eject_hosts`) nor takes it out of
 //! rotation (a replica set's health checks), clients get Redis' own `BUSY` error as they
 //! would directly, and once `SCRIPT KILL` ends the script everything works as before.
-//! The same for a cluster pool is in `cluster.rs`.
+//! The same for a cluster pool is in `cluster.rs`. A switchover to a frozen replica is refused
+//! before any write is held, in a replica-set, a Sentinel and a cluster pool.
 
 #[path = "common/ha.rs"]
 mod ha;
@@ -231,9 +232,19 @@ fn assert_no_write_failed(writes: u64, errors: &[String]) {
 /// `RAMPART SWITCHOVER` of the pool while a client writes through `proxy` all along: the
 /// switchover's reply, the writes made, the errors they got, and the longest a write took.
 fn switchover_while_writing(proxy: &ha::HaProxy) -> (Reply, u64, Vec<String>, Duration) {
+    switch_while_writing(proxy, ha::POOL, "k")
+}
+
+/// `RAMPART SWITCHOVER <shard>` while a client writes `key` through `proxy` all along; as
+/// [`switchover_while_writing`].
+fn switch_while_writing(
+    proxy: &ha::HaProxy,
+    shard: &str,
+    key: &str,
+) -> (Reply, u64, Vec<String>, Duration) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (stop, addr) = (std::sync::Arc::clone(&stop), proxy.addr());
+        let (stop, addr, key) = (std::sync::Arc::clone(&stop), proxy.addr(), key.to_string());
         std::thread::spawn(move || {
             let mut c = Client::connect(&addr);
             c.set_read_timeout(Some(Duration::from_secs(30)));
@@ -242,7 +253,7 @@ fn switchover_while_writing(proxy: &ha::HaProxy) -> (Reply, u64, Vec<String>, Du
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
                 let sent = std::time::Instant::now();
-                let r = c.cmd(&["SET", "k", &n.to_string()]);
+                let r = c.cmd(&["SET", &key, &n.to_string()]);
                 longest = longest.max(sent.elapsed());
                 if r != Reply::ok() {
                     errors.push(format!("{r:?}"));
@@ -252,7 +263,9 @@ fn switchover_while_writing(proxy: &ha::HaProxy) -> (Reply, u64, Vec<String>, Du
         })
     };
     std::thread::sleep(Duration::from_millis(200));
-    let reply = Client::connect(&proxy.addr()).cmd(&["RAMPART", "SWITCHOVER", ha::POOL]);
+    let mut admin = Client::connect(&proxy.addr());
+    admin.set_read_timeout(Some(Duration::from_secs(30)));
+    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", shard]);
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (writes, errors, longest) = writer.join().expect("writer");
@@ -280,6 +293,71 @@ fn a_switchover_to_a_frozen_replica_is_refused_and_holds_no_write() {
     assert_no_write_failed(writes, &errors);
     assert!(longest < Duration::from_secs(1), "a write took {longest:?}");
     assert_eq!(primary.role(), "master");
+}
+
+/// The same in a Sentinel pool, both replicas frozen: whichever way the switchover finds it
+/// out (Sentinel lists no replica it could promote, rampart's health checks took them out,
+/// or they do not answer their offset), it stops before any write is held.
+#[test]
+fn a_sentinel_switchover_to_frozen_replicas_is_refused_and_holds_no_write() {
+    let s = ha::SentinelSetup::start("  failover_hold: 3s\n");
+    for r in &s.replicas {
+        r.stop();
+    }
+    let (reply, writes, errors, longest) = switch_while_writing(&s.proxy, ha::MASTER, "k");
+    for r in &s.replicas {
+        r.cont();
+    }
+    let refused = |e: &str| {
+        e.contains("no write was held")
+            || e.contains("no replica it could promote")
+            || e.contains("not a healthy replica here")
+    };
+    assert!(
+        matches!(&reply, Reply::Error(e) if refused(e)),
+        "the switchover's reply: {reply:?}"
+    );
+    assert_no_write_failed(writes, &errors);
+    assert!(longest < Duration::from_secs(1), "a write took {longest:?}");
+    assert_eq!(s.primary.role(), "master");
+}
+
+/// The same in a Redis Cluster pool: the shard's replica is frozen, so `CLUSTER FAILOVER`
+/// is never sent to it; the writes to the shard's slots go on to its primary.
+#[test]
+fn a_cluster_switchover_to_a_frozen_replica_is_refused_and_holds_no_write() {
+    let cluster = testkit::ClusterSetup::new().start();
+    let seeds = cluster.addrs()[..2].join(", ");
+    let proxy = ha::HaProxy::start_cluster(&format!(
+        "  cluster: [{seeds}]\n  timeout: 2000\n  failover_hold: 3s\n"
+    ));
+    let old = cluster.primaries()[0];
+    let (primary, replica) = (&cluster.nodes[old], replica_of(&cluster, old));
+    proxy.wait_up(&[primary.addr(), replica.addr()], Duration::from_secs(10));
+    replica.stop();
+    let key = cluster.key_on(old, "sw-");
+    let (reply, writes, errors, longest) = switch_while_writing(&proxy, &primary.addr(), &key);
+    replica.cont();
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.contains("cannot be promoted now") && e.contains("no write was held")),
+        "the switchover's reply: {reply:?}"
+    );
+    assert_no_write_failed(writes, &errors);
+    assert!(longest < Duration::from_secs(1), "a write took {longest:?}");
+    assert_eq!(primary.role(), "master");
+}
+
+/// The replica of node `primary` of `cluster` (its `ROLE` names the primary's port).
+fn replica_of(cluster: &testkit::RedisCluster, primary: usize) -> &RedisServer {
+    let port = cluster.nodes[primary].port();
+    cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            matches!(Client::connect(&n.addr()).cmd(&["ROLE"]), Reply::Array(Some(items))
+                if items.first() == Some(&Reply::bulk("slave")) && items.get(2) == Some(&Reply::Int(port.into())))
+        })
+        .expect("the primary has a replica")
 }
 
 /// A replica busy with a script answers every read `BUSY`, though it is alive: while it does,

@@ -34,11 +34,22 @@ impl HaProxy {
     /// # Panics
     /// If the proxy does not start.
     pub fn start(body: &str) -> HaProxy {
+        Self::start_pool(
+            "  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n",
+            body,
+        )
+    }
+
+    /// The same for a Redis Cluster pool: `body` names its seeds (`cluster: [...]`); keys
+    /// are placed by slot, so the pool has no hash or distribution.
+    pub fn start_cluster(body: &str) -> HaProxy {
+        Self::start_pool("", body)
+    }
+
+    fn start_pool(placement: &str, body: &str) -> HaProxy {
         let port = free_port();
         let stats = free_port();
-        let yaml = format!(
-            "{POOL}:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n{body}"
-        );
+        let yaml = format!("{POOL}:\n  listen: 127.0.0.1:{port}\n{placement}{body}");
         let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
             .file("ha.yml", &yaml)
             .args(["-c", "{dir}/ha.yml", "-a", "127.0.0.1", "--workers", "2"])
