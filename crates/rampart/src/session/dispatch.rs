@@ -6,9 +6,7 @@
 //! names keys on different shards (and is not one the proxy can split) is refused with an
 //! error that says so and how to fix it; the connection stays open.
 
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use rampart_commands::{Command, Flags, Merge, Route};
@@ -16,11 +14,9 @@ use resp::encode;
 use tokio::time::Instant;
 
 use crate::observe::stats::PoolStat;
-use crate::reply::merge::{scan_cursor_split, Merger};
 use crate::reply::pending::Pending;
-use crate::session::blocking::{self, BlockFor, Blocked};
+use crate::session::blocking::Blocked;
 use crate::session::local::{self, Answer, ClientState, Local};
-use crate::session::primary::lease_primary;
 use crate::session::pubsub::{self, Subscriptions};
 use crate::session::transaction::{self, Transaction};
 use crate::session::watch::Watch;
@@ -32,6 +28,8 @@ use crate::upstream::route::{self, Access};
 use crate::upstream::sink::Sink;
 use crate::upstream::worker::Worker;
 
+mod block;
+mod fanout;
 mod multi;
 
 /// Reply to a request whose keys live on more than one shard.
@@ -796,134 +794,6 @@ impl Session {
         }
     }
 
-    /// MGET, MSET, DEL, UNLINK, TOUCH, EXISTS: one sub-request per shard, merged in key order.
-    fn fan_out(&mut self, cmd: &Command, merge: Merge, argv: &[&[u8]], raw: Option<&[u8]>) {
-        if !self.find_keys(cmd, argv) || !self.map_keys(argv) {
-            return;
-        }
-        let Some(&first) = self.shards.first() else {
-            return self.forward_keys(cmd, argv, raw);
-        };
-        if self.shards.iter().all(|&s| s == first) && !self.spans_slots(argv) {
-            return self.forward_whole(first, argv, raw);
-        }
-        // Arguments that travel with each key: 1 for MGET/DEL, 2 (key value) for MSET.
-        let span = match self.keys[..] {
-            [a, b, ..] => b - a,
-            _ => 1,
-        };
-        // One group per shard; in a cluster pool one per slot, since a node runs a
-        // multi-key command only on keys of one slot.
-        let rt = &self.pool.rt;
-        // Groups in the order of their first key. A few are found by a scan (a sharded pool
-        // has as many as it has shards, and no map to build per request); past
-        // SCAN_GROUPS, by (shard, slot) in a map, since a cluster request may name
-        // thousands of slots (a scan per key would cost keys x slots on the worker that
-        // every other client of it waits for).
-        const SCAN_GROUPS: usize = 16;
-        let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
-        let mut keyed: Vec<(usize, Option<u16>)> = Vec::new();
-        let mut index: HashMap<(usize, Option<u16>), usize> = HashMap::new();
-        for (i, &s) in self.shards.iter().enumerate() {
-            let key = (
-                s,
-                rt.slot_of(argv.get(self.keys[i]).copied().unwrap_or_default()),
-            );
-            let found = if keyed.len() <= SCAN_GROUPS {
-                keyed.iter().position(|k| *k == key)
-            } else {
-                if index.is_empty() {
-                    index.extend(keyed.iter().enumerate().map(|(g, k)| (*k, g)));
-                }
-                index.get(&key).copied()
-            };
-            match found {
-                Some(g) => groups[g].1.push(i as u32),
-                None => {
-                    if !index.is_empty() {
-                        index.insert(key, groups.len());
-                    }
-                    keyed.push(key);
-                    groups.push((s, vec![i as u32]));
-                }
-            }
-        }
-        // A write split over shards (MSET, DEL, UNLINK) goes to every shard or to none: a
-        // shard that has no primary and cannot get one in time, or whose fail-open circuit
-        // is open, would refuse its part after the others applied theirs.
-        if self.write {
-            let refused = groups
-                .iter()
-                .find_map(|&(s, _)| crate::session::primary::refused_now(rt, s));
-            if let Some(f) = refused {
-                return self.reply_raw(&f.reply());
-            }
-        }
-        let merger = match merge {
-            Merge::Array => Merger::Array {
-                total: self.keys.len(),
-                positions: groups.iter().map(|g| g.1.clone()).collect(),
-            },
-            Merge::AllOk => Merger::AllOk,
-            _ => Merger::Sum,
-        };
-        self.worker.stats.pools[self.pool.rt.index]
-            .pool(PoolStat::Fragments)
-            .add(groups.len() as i64);
-        let seq = self.pending.push_gather(groups.len(), merger);
-        let keys = std::mem::take(&mut self.keys);
-        for (part, (shard, idx)) in groups.iter().enumerate() {
-            let keys = &keys;
-            self.send(*shard, seq, part as u32, |out| {
-                encode::array_header(out, 1 + idx.len() * span);
-                encode::bulk(out, argv[0]);
-                for &i in idx {
-                    let k = keys[i as usize];
-                    for a in &argv[k..(k + span).min(argv.len())] {
-                        encode::bulk(out, a);
-                    }
-                }
-            });
-        }
-        self.keys = keys;
-    }
-
-    /// Keyless commands that every shard answers, merged.
-    fn all_shards(&mut self, merge: Merge, argv: &[&[u8]], raw: Option<&[u8]>) {
-        if merge == Merge::Scan {
-            return self.scan(argv);
-        }
-        let merger = match merge {
-            Merge::Sum => Merger::Sum,
-            Merge::Concat => Merger::Concat,
-            Merge::RandomKey => Merger::RandomKey,
-            Merge::Same => Merger::Same,
-            Merge::And => Merger::And,
-            Merge::First if argv[0].eq_ignore_ascii_case(b"config") => Merger::ConfigGet,
-            Merge::First => Merger::First,
-            Merge::AllOk => Merger::AllOk,
-            Merge::Array | Merge::Scan => Merger::First,
-        };
-        self.broadcast(merger, argv, raw);
-    }
-
-    /// Send the request to every shard on the ring and merge the replies.
-    pub fn broadcast(&mut self, merger: Merger, argv: &[&[u8]], raw: Option<&[u8]>) {
-        let shards: Vec<usize> = (0..self.pool.rt.shards.len())
-            .filter(|&s| !self.pool.rt.shards[s].is_ejected())
-            .collect();
-        if shards.is_empty() {
-            return self.no_server();
-        }
-        let seq = self.pending.push_gather(shards.len(), merger);
-        for (part, &s) in shards.iter().enumerate() {
-            match raw {
-                Some(r) => self.send_bytes(s, seq, part as u32, r),
-                None => self.send(s, seq, part as u32, |out| encode::command(out, argv)),
-            }
-        }
-    }
-
     /// The one shard of the keys of a command that runs on one node (WATCH, a blocking
     /// command); `None` when it has been answered instead: an error of its keys, no server,
     /// keys in several slots (a cluster pool: `CROSSSLOT`) or on several shards (`cross`).
@@ -944,190 +814,6 @@ impl Session {
             return None;
         }
         Some(shard)
-    }
-
-    /// A blocking call: on a dedicated connection to the primary of the shard of its keys
-    /// (see `session::blocking`).
-    fn block(&mut self, cmd: &Command, argv: &[&[u8]], raw: Option<&[u8]>) {
-        let Some(shard) = self.one_shard(cmd, argv, CROSS_SHARD) else {
-            return;
-        };
-        self.blocked.set_kind(self.client.resp3, false);
-        // A list pop goes first in its non-blocking form on the shared connection (see
-        // `blocking::at_once`); a fail-open pool's stand-in answers do not fit a pop's. While
-        // the shard's writes wait (a failover, a spool to replay), the blocking command waits
-        // for the primary as it always does (`lease_primary`), since a held write would give
-        // up after `failover_hold`.
-        if self.pool.rt.conf.fail_open.is_none()
-            && crate::session::primary::ready(&self.pool.rt, shard)
-        {
-            if let Some((at_once, shape)) = blocking::at_once(cmd.name, argv) {
-                return self.pop_or_block(cmd, argv, raw, shard, &at_once, shape);
-            }
-        }
-        let (lease, wait) =
-            match lease_primary(&self.pool, shard, self.client.resp3, &mut self.last_node) {
-                Ok(l) => l,
-                Err(f) => return self.reply_raw(&f.reply()),
-            };
-        let deadline = block_deadline(&self.pool.rt, blocking::block_for(cmd.name, argv), wait);
-        let request = owned_request(argv, raw);
-        let seq = self.pending.push_waiting();
-        let sink = Sink::new(&self.pending, seq, 0);
-        blocking::start(&self.blocked, self.client.entry.as_ref());
-        let again = self.again(argv);
-        tokio::task::spawn_local(blocking::run(
-            lease,
-            request,
-            sink,
-            deadline,
-            Rc::clone(&self.blocked),
-            again,
-        ));
-        self.last_shard = shard as u32;
-    }
-
-    /// In a cluster pool, what a blocking command needs to follow its slot after `MOVED`
-    /// (see `blocking::Again`); `None` in other pools.
-    fn again(&self, argv: &[&[u8]]) -> Option<blocking::Again> {
-        self.pool.rt.cluster.as_ref()?;
-        let key = argv.get(*self.keys.first()?)?;
-        Some(blocking::Again {
-            pool: Rc::clone(&self.pool),
-            key: key.to_vec(),
-            resp3: self.client.resp3,
-        })
-    }
-
-    /// A list pop sent in its non-blocking form on `shard`'s shared connection; the blocking
-    /// command follows on a dedicated connection only if it found nothing (see
-    /// `blocking::pop_or_block`).
-    fn pop_or_block(
-        &mut self,
-        cmd: &Command,
-        argv: &[&[u8]],
-        raw: Option<&[u8]>,
-        shard: usize,
-        at_once: &[u8],
-        shape: blocking::Shape,
-    ) {
-        let seq = self.pending.push_waiting();
-        let sink = Sink::new(&self.pending, seq, 0);
-        let (pen, inner) = sink.side();
-        self.write = true;
-        self.send_sink(shard, inner, at_once);
-        let request = owned_request(argv, raw);
-        let pool = Rc::clone(&self.pool);
-        let resp3 = self.client.resp3;
-        let timeout = blocking::block_for(cmd.name, argv);
-        let again = self.again(argv);
-        let block = move || {
-            let mut last = 0;
-            let (lease, wait) = lease_primary(&pool, shard, resp3, &mut last)?;
-            Ok((lease, block_deadline(&pool.rt, timeout, wait), again))
-        };
-        blocking::hold(&self.blocked);
-        tokio::task::spawn_local(blocking::pop_or_block(
-            pen,
-            shape,
-            block,
-            request,
-            sink,
-            Rc::clone(&self.blocked),
-            self.client.entry.clone(),
-        ));
-    }
-
-    /// WAIT: on every shard's primary at once, each on a connection of its own (see
-    /// `blocking::wait`); the session is blocked meanwhile, as in Redis.
-    fn wait(&mut self, argv: &[&[u8]]) {
-        let rt = std::sync::Arc::clone(&self.pool.rt);
-        let mut leases = Vec::with_capacity(rt.shards.len());
-        let mut longest = Duration::ZERO;
-        for shard in 0..rt.shards.len() {
-            match lease_primary(&self.pool, shard, false, &mut self.last_node) {
-                Ok((lease, wait)) => {
-                    leases.push(lease);
-                    longest = longest.max(wait);
-                }
-                Err(f) => return self.reply_raw(&f.reply()),
-            }
-        }
-        let ms = std::str::from_utf8(argv[2])
-            .ok()
-            .and_then(|t| t.parse::<u64>().ok());
-        // WAIT's timeout is in milliseconds; otherwise its deadline is a blocking command's.
-        let timeout = match ms {
-            Some(0) => blocking::BlockFor::Ever,
-            Some(ms) => blocking::BlockFor::Up(Duration::from_millis(ms)),
-            None => blocking::BlockFor::Unknown,
-        };
-        let deadline = block_deadline(&rt, timeout, longest);
-        let mut request = BytesMut::new();
-        encode::command(
-            &mut request,
-            &[b"PUBLISH", blocking::WAIT_CHANNEL.as_bytes(), b""],
-        );
-        encode::command(&mut request, argv);
-        let seq = self.pending.push_waiting();
-        let sink = Sink::new(&self.pending, seq, 0);
-        self.blocked.set_kind(self.client.resp3, true);
-        blocking::start(&self.blocked, self.client.entry.as_ref());
-        tokio::task::spawn_local(blocking::wait(
-            leases,
-            request.to_vec(),
-            sink,
-            deadline,
-            Rc::clone(&self.blocked),
-        ));
-    }
-
-    /// SCAN with one cursor that walks the shards in turn.
-    fn scan(&mut self, argv: &[&[u8]]) {
-        let shards = self.pool.rt.shards.len() as u64;
-        let cursor = std::str::from_utf8(argv[1])
-            .ok()
-            .and_then(|c| c.parse::<u64>().ok());
-        let Some((inner, shard)) = cursor.map(|c| scan_cursor_split(c, shards)) else {
-            return self.reply_error("ERR invalid cursor");
-        };
-        if shard >= shards {
-            // No such shard (any more): the walk is over, as a server ends one at a
-            // cursor past its table.
-            return self.reply_raw(b"*2\r\n$1\r\n0\r\n*0\r\n");
-        }
-        let seq = self.pending.push_gather(1, Merger::Scan { shard, shards });
-        let inner = inner.to_string();
-        self.send(shard as usize, seq, 0, |out| {
-            encode::array_header(out, argv.len());
-            encode::bulk(out, argv[0]);
-            encode::bulk(out, inner.as_bytes());
-            for a in &argv[2..] {
-                encode::bulk(out, a);
-            }
-        });
-    }
-}
-
-/// The deadline of a blocking call that blocks for `timeout` in a pool of `rt`, after
-/// waiting up to `wait` for its connection: its block timeout plus the pool `timeout` (none
-/// for a timeout of 0).
-fn block_deadline(
-    rt: &crate::topology::PoolRt,
-    timeout: BlockFor,
-    wait: Duration,
-) -> Option<Instant> {
-    // A timeout too large for a deadline (`BLPOP q 1e300`) has none: Redis refuses it at
-    // once (Redis 7.0: "timeout is negative"), or blocks until data, as with 0.
-    let after = |d: Duration| {
-        wait.checked_add(d)
-            .and_then(|d| d.checked_add(rt.timeout()))
-            .and_then(|d| Instant::now().checked_add(d))
-    };
-    match timeout {
-        BlockFor::Ever => None,
-        BlockFor::Up(d) => after(d),
-        BlockFor::Unknown => after(Duration::ZERO),
     }
 }
 
