@@ -128,6 +128,9 @@ impl State {
 /// `(pool, peer, address)`.
 type Key = (String, Peer, String);
 
+/// A [`Key`] as the caller has it: `(pool, peer, address)`.
+pub type At<'a> = (&'a str, Peer, &'a str);
+
 /// The state of every followed address; [`refused`] and [`accepted`] use one of these for
 /// the whole process.
 #[derive(Debug, Default)]
@@ -138,14 +141,8 @@ pub struct Tracker {
 
 impl Tracker {
     /// A refusal by `addr` at `now` of `creds`: what to log.
-    pub fn refused(
-        &mut self,
-        pool: &str,
-        peer: Peer,
-        addr: &str,
-        creds: Creds,
-        now: Instant,
-    ) -> Line {
+    pub fn refused(&mut self, at: At<'_>, creds: Creds, now: Instant) -> Line {
+        let (pool, peer, addr) = at;
         let key = (pool.to_string(), peer, addr.to_string());
         if !self.states.contains_key(&key) && !self.make_room() {
             return Line::Quiet;
@@ -184,14 +181,8 @@ impl Tracker {
     }
 
     /// A completed handshake with `addr` at `now` with `creds`: what to log.
-    pub fn accepted(
-        &mut self,
-        pool: &str,
-        peer: Peer,
-        addr: &str,
-        creds: Creds,
-        now: Instant,
-    ) -> Line {
+    pub fn accepted(&mut self, at: At<'_>, creds: Creds, now: Instant) -> Line {
+        let (pool, peer, addr) = at;
         let key = (pool.to_string(), peer, addr.to_string());
         let Some(s) = self.states.get_mut(&key) else {
             return Line::Quiet;
@@ -259,7 +250,8 @@ fn with<T>(f: impl FnOnce(&mut Tracker) -> T) -> Option<T> {
 /// `addr` (a node or a Sentinel of `pool`) refused rampart's credentials, `why` in the
 /// server's words: counted, and logged when it starts and at most once a minute after.
 pub fn refused(pool: &str, peer: Peer, addr: &str, creds: Creds, why: &str) {
-    let line = with(|t| t.refused(pool, peer, addr, creds, Instant::now())).unwrap_or(Line::Quiet);
+    let line =
+        with(|t| t.refused((pool, peer, addr), creds, Instant::now())).unwrap_or(Line::Quiet);
     let peer = peer.as_str();
     // A failed TLS handshake is more often rampart refusing the server's certificate (wrong
     // `backend_tls` CA or host name) than the server refusing rampart's: the line says
@@ -300,7 +292,8 @@ pub fn accepted(pool: &str, peer: Peer, addr: &str, creds: Creds) {
     if !any() {
         return;
     }
-    let line = with(|t| t.accepted(pool, peer, addr, creds, Instant::now())).unwrap_or(Line::Quiet);
+    let line =
+        with(|t| t.accepted((pool, peer, addr), creds, Instant::now())).unwrap_or(Line::Quiet);
     if let Line::Recovered { failures, over } = line {
         tracing::info!(
             pool,
@@ -325,11 +318,12 @@ fn whole_seconds(d: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    const fn creds(built: u64, digest: u64) -> Creds {
+        Creds { built, digest }
+    }
+
     /// The credentials every outcome of these tests is met with, unless a test says.
-    const C: Creds = Creds {
-        built: 1,
-        digest: 1,
-    };
+    const C: Creds = creds(1, 1);
 
     #[test]
     fn one_warning_then_a_reminder_a_minute_then_one_recovery() {
@@ -337,14 +331,14 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert_eq!(
-            t.refused("p", Peer::Sentinel, "s:1", C, at(0)),
+            t.refused(("p", Peer::Sentinel, "s:1"), C, at(0)),
             Line::Started
         );
         assert!(t.any_refusing());
         // Three a second for a minute: nothing more until the minute is up.
         let mut said = Vec::new();
         for i in 1..=180 {
-            let line = t.refused("p", Peer::Sentinel, "s:1", C, at(i * 333));
+            let line = t.refused(("p", Peer::Sentinel, "s:1"), C, at(i * 333));
             if line != Line::Quiet {
                 said.push(line);
             }
@@ -353,7 +347,7 @@ mod tests {
             said.is_empty(),
             "no reminder within the first minute: {said:?}"
         );
-        let line = t.refused("p", Peer::Sentinel, "s:1", C, at(60_000));
+        let line = t.refused(("p", Peer::Sentinel, "s:1"), C, at(60_000));
         assert_eq!(
             line,
             Line::Reminder {
@@ -363,18 +357,18 @@ mod tests {
         );
         // Another address is followed on its own.
         assert_eq!(
-            t.refused("p", Peer::Node, "s:1", C, at(60_001)),
+            t.refused(("p", Peer::Node, "s:1"), C, at(60_001)),
             Line::Started
         );
         assert_eq!(
-            t.accepted("p", Peer::Sentinel, "s:1", C, at(61_000)),
+            t.accepted(("p", Peer::Sentinel, "s:1"), C, at(61_000)),
             Line::Recovered {
                 failures: 182,
                 over: Duration::from_secs(61)
             }
         );
         assert_eq!(
-            t.accepted("p", Peer::Sentinel, "s:1", C, at(62_000)),
+            t.accepted(("p", Peer::Sentinel, "s:1"), C, at(62_000)),
             Line::Quiet
         );
         assert_eq!(
@@ -386,7 +380,7 @@ mod tests {
         );
         // Refusing again starts a new episode with its own warning.
         assert_eq!(
-            t.refused("p", Peer::Sentinel, "s:1", C, at(63_000)),
+            t.refused(("p", Peer::Sentinel, "s:1"), C, at(63_000)),
             Line::Started
         );
     }
@@ -400,39 +394,33 @@ mod tests {
     fn outcomes_of_superseded_credentials_neither_start_nor_end_an_episode() {
         let mut t = Tracker::default();
         let now = Instant::now();
-        let right = Creds {
-            built: 1,
-            digest: 10,
-        };
-        let wrong = Creds {
-            built: 2,
-            digest: 20,
-        };
-        assert_eq!(t.refused("p", Peer::Node, "n:1", wrong, now), Line::Started);
-        assert_eq!(t.accepted("p", Peer::Node, "n:1", right, now), Line::Quiet);
+        let right = creds(1, 10);
+        let wrong = creds(2, 20);
+        assert_eq!(
+            t.refused(("p", Peer::Node, "n:1"), wrong, now),
+            Line::Started
+        );
+        assert_eq!(
+            t.accepted(("p", Peer::Node, "n:1"), right, now),
+            Line::Quiet
+        );
         assert!(t.any_refusing(), "still refusing the current credentials");
-        let fixed = Creds {
-            built: 3,
-            digest: 10,
-        };
+        let fixed = creds(3, 10);
         assert!(matches!(
-            t.accepted("p", Peer::Node, "n:1", fixed, now),
+            t.accepted(("p", Peer::Node, "n:1"), fixed, now),
             Line::Recovered { failures: 1, .. }
         ));
-        assert_eq!(t.refused("p", Peer::Node, "n:1", wrong, now), Line::Quiet);
+        assert_eq!(t.refused(("p", Peer::Node, "n:1"), wrong, now), Line::Quiet);
         assert!(!t.any_refusing());
         assert_eq!(t.totals()[0].3, 2, "a superseded refusal is still counted");
         // Built again with the same content: its refusals are the current ones.
-        let rebuilt = Creds {
-            built: 4,
-            digest: 10,
-        };
+        let rebuilt = creds(4, 10);
         assert_eq!(
-            t.refused("p", Peer::Node, "n:1", rebuilt, now),
+            t.refused(("p", Peer::Node, "n:1"), rebuilt, now),
             Line::Started
         );
         assert!(matches!(
-            t.accepted("p", Peer::Node, "n:1", fixed, now),
+            t.accepted(("p", Peer::Node, "n:1"), fixed, now),
             Line::Recovered { failures: 1, .. }
         ));
     }
@@ -442,12 +430,12 @@ mod tests {
         let mut t = Tracker::default();
         let now = Instant::now();
         for i in 0..MAX_TRACKED {
-            t.refused("p", Peer::Node, &format!("n:{i}"), C, now);
+            t.refused(("p", Peer::Node, &format!("n:{i}")), C, now);
         }
-        assert_eq!(t.refused("p", Peer::Node, "new:1", C, now), Line::Quiet);
+        assert_eq!(t.refused(("p", Peer::Node, "new:1"), C, now), Line::Quiet);
         assert_eq!(t.totals().len(), MAX_TRACKED);
-        t.accepted("p", Peer::Node, "n:7", C, now);
-        assert_eq!(t.refused("p", Peer::Node, "new:1", C, now), Line::Started);
+        t.accepted(("p", Peer::Node, "n:7"), C, now);
+        assert_eq!(t.refused(("p", Peer::Node, "new:1"), C, now), Line::Started);
         assert_eq!(t.totals().len(), MAX_TRACKED);
         assert!(!t.totals().iter().any(|(_, _, a, _)| a == "n:7"));
     }
