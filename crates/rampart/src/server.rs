@@ -240,6 +240,12 @@ async fn wait_for_signals(
     let Some(mut s) = signals else {
         return stop.cancelled().await;
     };
+    // The reload a SIGHUP started runs beside this loop, so SIGTERM is served at once even
+    // while a reload waits (for a switchover, or a node that does not answer its trial
+    // connection); shutting down abandons it. SIGHUPs that arrive meanwhile make one more
+    // reload after it, as the signal itself coalesces.
+    let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
+    let mut again = false;
     loop {
         tokio::select! {
             _ = s.term.recv() => return,
@@ -249,18 +255,34 @@ async fn wait_for_signals(
             _ = s.usr2.recv() => tracing::info!("SIGUSR2 received; it has no meaning here and is ignored"),
             _ = s.ttin.recv() => step_log_level("SIGTTIN", crate::logfile::Step::Up),
             _ = s.ttou.recv() => step_log_level("SIGTTOU", crate::logfile::Step::Down),
+            _ = async { reloading.as_mut().expect("guarded by the condition").await }, if reloading.is_some() => {
+                reloading = std::mem::take(&mut again).then(|| spawn_reload(shared, control));
+            }
             _ = s.hup.recv() => {
                 reopen_log("SIGHUP");
-                tracing::info!("SIGHUP: reloading the configuration");
-                // Errors are logged and counted by the reloads themselves; the token and
-                // the configuration are independent (either may fail alone).
+                // The token and the configuration are independent (either may fail alone);
+                // errors are logged and counted by the reloads themselves.
                 if let Some(t) = admin_token {
                     let _ = t.reload();
                 }
-                let _ = control::reload::reload(shared, control, false).await;
+                if reloading.is_some() {
+                    tracing::info!("SIGHUP: a reload is running; the configuration is reloaded again after it");
+                    again = true;
+                } else {
+                    reloading = Some(spawn_reload(shared, control));
+                }
             }
         }
     }
+}
+
+/// A reload of the configuration file (SIGHUP) on a task of its own.
+fn spawn_reload(shared: &Arc<Shared>, control: &control::Handle) -> tokio::task::JoinHandle<()> {
+    tracing::info!("SIGHUP: reloading the configuration");
+    let (shared, control) = (Arc::clone(shared), Arc::clone(control));
+    tokio::spawn(async move {
+        let _ = control::reload::reload(&shared, &control, false).await;
+    })
 }
 
 /// Every 250 ms, give cluster pools the shards their followers asked for (primaries added to

@@ -1071,3 +1071,59 @@ fn max_dedicated_connections_lowered_below_those_in_use_closes_the_extra_ones_as
         server_conns(&server, "blpop").len()
     );
 }
+
+/// SIGTERM while a reload waits stops rampart at once: here the reload's trial connection
+/// with the new `redis_auth` waits for a node that does not answer (SIGSTOP: the kernel
+/// accepts the connection, the server says nothing) for up to the pool's 30 s timeout.
+/// Before, the signal was read only once the reload was over; now the reload is abandoned
+/// (and says so) and the drain starts.
+#[test]
+fn sigterm_during_a_reload_that_waits_stops_at_once() {
+    let a = RedisServer::start();
+    let port = free_port();
+    let body = pool("alpha", port, &[&a], "  timeout: 30000\n");
+    let mut proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &body)
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .env("RAMPART_LOG", "info")
+        .wait_port(port)
+        .start();
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+    drop(c);
+    a.stop();
+    let path = proxy.dir().join("rampart.yml");
+    let changed = pool(
+        "alpha",
+        port,
+        &[&a],
+        "  timeout: 30000\n  redis_auth: pw-x1\n",
+    );
+    std::fs::write(&path, changed).expect("write config");
+    send_signal(proxy.pid(), "HUP");
+    let started = poll_until(Duration::from_secs(5), || {
+        proxy
+            .stderr()
+            .contains("SIGHUP: reloading the configuration")
+            .then_some(())
+    });
+    assert!(started.is_some(), "no reload started:\n{}", proxy.stderr());
+    // The trial connection is made and waits for the frozen node's answer.
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    send_signal(proxy.pid(), "TERM");
+    let status = proxy.wait_exit(Duration::from_secs(20));
+    let took = t0.elapsed();
+    a.cont();
+    let log = proxy.stderr();
+    let status = status.unwrap_or_else(|| panic!("no exit 20 s after SIGTERM:\n{log}"));
+    assert!(status.success(), "exit after SIGTERM: {status}\n{log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM, behind the reload:\n{log}"
+    );
+    assert!(
+        log.contains("the reload was abandoned") && !log.contains("reload: reload: "),
+        "the reload says it was abandoned and applied nothing:\n{log}"
+    );
+}

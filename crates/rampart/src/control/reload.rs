@@ -162,7 +162,14 @@ fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
 /// Why nothing changed: the file is invalid, a listener cannot be bound, or a ring change
 /// was not forced. The running configuration stays as it was.
 pub async fn reload(shared: &Arc<Shared>, control: &Handle, force: bool) -> Result<String, String> {
-    let result = reload_inner(shared, control, force).await;
+    // Shutting down abandons a reload wherever it waits (the control plane's lock, a
+    // switchover, a trial connection), so the drain does not wait behind it.
+    let result = tokio::select! {
+        r = reload_inner(shared, control, force) => r,
+        () = shared.shutdown.cancelled() => {
+            Err("rampart is shutting down; the reload was abandoned".to_string())
+        }
+    };
     let (kind_msg, ok) = match &result {
         Ok(m) => (m.clone(), true),
         Err(e) => (format!("refused: {e}"), false),
