@@ -337,6 +337,75 @@ fn rq_runs_every_job() {
     phase("check");
 }
 
+/// An RQ worker waiting on an empty queue (its BLMOVE blocked on the primary) outlives a
+/// kill -9 of the primary of a Sentinel pool: rampart closes its connection, as the dead
+/// server would, so RQ reconnects (an error reply ended the worker: "found an unhandled
+/// exception, quitting"); jobs enqueued after the failover all run, none failed.
+#[test]
+fn an_rq_worker_blocked_on_its_queue_outlives_a_kill_of_the_primary() {
+    const JOBS: usize = 20;
+    let libs = common::client_libs();
+    let mut s = SentinelSetup::start("  failover_hold: 10s\n");
+    let dir = s.proxy.proxy.dir().to_path_buf();
+    let pythonpath = format!("{}:{}", libs.join("py").display(), scripts().display());
+    let url = format!("redis://{}/0", s.proxy.addr());
+    let mut worker = Command::new("python3");
+    worker
+        .env("PYTHONPATH", &pythonpath)
+        .arg(libs.join("py/bin/rq"))
+        .args(["worker", "--url", &url, "apps"]);
+    let log = dir.join("worker.log");
+    let mut worker = ChildGuard::spawn(worker, "rq worker", &log);
+    let blocked = poll_until(Duration::from_secs(30), || {
+        s.primary
+            .info("clients")
+            .contains("blocked_clients:1")
+            .then_some(())
+    });
+    assert!(
+        blocked.is_some(),
+        "the worker never blocked on its queue:\n{}",
+        testkit::process::read_lossy(&log)
+    );
+    let t0 = Instant::now();
+    s.primary.kill9();
+    let (took, _) = s.wait_switch(t0, Duration::from_secs(30));
+    println!("Sentinel named a new primary after {took:?}");
+    let script = |name: &str| {
+        let mut cmd = Command::new("python3");
+        cmd.env("PYTHONPATH", &pythonpath).args([
+            scripts().join("rq_enqueue.py").to_string_lossy().as_ref(),
+            &s.proxy.port.to_string(),
+            &JOBS.to_string(),
+            name,
+        ]);
+        cmd
+    };
+    let fed = run_to_end(
+        "feed",
+        script("feed"),
+        &dir.join("feed.log"),
+        Duration::from_secs(60),
+    );
+    assert!(fed.trim_end().ends_with("ok"), "feed:\n{fed}");
+    // The check fails (its exit status) until the worker has run every job.
+    let check_log = dir.join("check.log");
+    let checked = poll_until(Duration::from_secs(60), || {
+        let mut check = ChildGuard::spawn(script("check"), "check", &check_log);
+        let status = check.wait_exit(Duration::from_secs(30));
+        check.kill();
+        status.is_some_and(|s| s.success()).then_some(())
+    });
+    let text = testkit::process::read_lossy(&log);
+    assert!(worker.try_exit().is_none(), "the rq worker exited:\n{text}");
+    assert!(
+        checked.is_some(),
+        "the jobs enqueued after the failover did not all run:\n{text}"
+    );
+    worker.signal("TERM");
+    let _ = worker.wait_exit(Duration::from_secs(20));
+}
+
 /// 500 Celery tasks sent through rampart (Redis broker and result backend both the pool) are
 /// run by a Celery worker through rampart, every result right; the worker answers broadcasts
 /// (`control.ping`, `inspect().ping()`, `control.broadcast`), which travel by Pub/Sub on the

@@ -34,6 +34,9 @@ enum Slot {
     Ready(Bytes),
     /// Fragments of a split request.
     Gather(Box<Gather>),
+    /// No reply will come: once the replies before it have gone to `out`, the client is
+    /// closed ([`Pending::hang_up`]).
+    HangUp,
 }
 
 struct Gather {
@@ -88,6 +91,9 @@ pub enum Broken {
     Cut,
     /// The connection is to be reset (a fault injected by the operator).
     Reset,
+    /// The server connection a reply was awaited on was lost in a way only a closed
+    /// connection tells the client ([`Pending::hang_up`]); the replies before it left.
+    ServerLost,
 }
 
 impl Default for Pending {
@@ -227,6 +233,29 @@ impl Pending {
         self.give_up(Broken::Reset);
     }
 
+    /// Request `seq` gets no reply and its client is closed in its turn, as a client of a
+    /// server that went away is: the replies before it still go to `out` (the session writes
+    /// what the socket takes, then closes), nothing after it does ([`Broken::ServerLost`]).
+    /// For a blocking command whose server connection failed: its item may have been popped
+    /// with the reply lost, which a client only handles as a lost connection.
+    pub fn hang_up(&self, seq: u64) {
+        if self.closed.get() {
+            return;
+        }
+        let mut slots = self.slots.borrow_mut();
+        match seq.checked_sub(self.base.get()) {
+            Some(idx) if (idx as usize) < slots.len() => {
+                slots[idx as usize] = Slot::HangUp;
+                if idx == 0 {
+                    self.pump(&mut slots);
+                }
+            }
+            _ => return,
+        }
+        drop(slots);
+        self.wake.notify();
+    }
+
     /// The session is gone: later replies are dropped.
     pub fn close(&self) {
         self.closed.set(true);
@@ -351,7 +380,7 @@ impl Pending {
                     *f = BytesMut::new();
                 }
             }
-            Slot::Waiting | Slot::Ready(_) => {}
+            Slot::Waiting | Slot::Ready(_) | Slot::HangUp => {}
         }
         drop(slots);
         self.deliver(seq, part, reply);
@@ -439,7 +468,7 @@ impl Pending {
                     }
                 }
             }
-            Slot::Ready(_) => {}
+            Slot::Ready(_) | Slot::HangUp => {}
         }
         drop(slots);
         self.check();
@@ -467,6 +496,17 @@ impl Pending {
                     }
                     self.held.set(self.held.get() - buf.len());
                     *buf = BytesMut::new();
+                    break;
+                }
+                Slot::HangUp => {
+                    // What is in `out` still leaves; nothing after this slot does.
+                    if self.broken.get().is_none() {
+                        self.broken.set(Some(Broken::ServerLost));
+                    }
+                    self.closed.set(true);
+                    self.muted.borrow_mut().clear();
+                    slots.clear();
+                    self.held.set(0);
                     break;
                 }
                 _ => break,
@@ -596,6 +636,24 @@ mod tests {
         p.close();
         p.deliver(a, 0, b"+x\r\n");
         assert!(p.out.borrow().is_empty());
+    }
+
+    /// A hang-up behind a reply still waiting closes the client only in its turn: the reply
+    /// before it goes out first, nothing after it does.
+    #[test]
+    fn a_hang_up_closes_the_client_after_the_replies_before_it() {
+        let p = Pending::default();
+        let a = p.push_waiting();
+        let b = p.push_waiting();
+        let c = p.push_waiting();
+        p.hang_up(b);
+        assert_eq!(p.broken(), None, "not before the reply ahead of it");
+        p.deliver(c, 0, b"+after\r\n");
+        p.deliver(a, 0, b"+before\r\n");
+        assert_eq!(p.broken(), Some(Broken::ServerLost));
+        assert_eq!(&p.out.borrow()[..], b"+before\r\n");
+        p.push_ready(b"+later\r\n");
+        assert_eq!(&p.out.borrow()[..], b"+before\r\n", "nothing after it");
     }
 
     #[test]

@@ -38,10 +38,23 @@ use crate::upstream::sink::Sink;
 pub const CLIENT_LEFT: &str = "the client left";
 
 /// Give `sink` what a blocking command that ended with `failure` answers: nothing when the
-/// client left ([`CLIENT_LEFT`]), else the failure's error.
+/// client left ([`CLIENT_LEFT`]); when its server connection failed (closed, reset, timed
+/// out, switched away from in a failover, or ended by a reload), no reply either: the
+/// client is closed, as a client of that server, or of a TCP proxy in front of it, would
+/// see. Client libraries take a closed connection as "reconnect and try again" (RQ, Celery
+/// and ioredis worker loops do), where an error reply ends them; and the command may have
+/// popped an item whose reply was lost, which only a lost connection tells. Any other
+/// failure (nothing was sent) is the failure's error.
 fn end(sink: Sink, failure: Failure) {
+    use crate::upstream::dedicated::DedicatedError as D;
     match failure {
         Failure::Ended(CLIENT_LEFT) => sink.deliver(b""),
+        Failure::Dedicated(
+            ref e @ (D::Failed(..) | D::Timeout(_) | D::Switched(_) | D::Reloaded(_)),
+        ) => {
+            tracing::info!("closing a blocked client: its blocking command's {e}");
+            sink.hang_up();
+        }
         f => sink.fail(f),
     }
 }

@@ -146,6 +146,10 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
         // Reloads may change the limit; the queue enforces it as replies arrive.
         pending.set_limit(usize::try_from(limits.client_output_hard).unwrap_or(usize::MAX));
         if let Some(why) = pending.broken() {
+            if why == Broken::ServerLost {
+                // The replies before the lost one go as far as the socket takes them now.
+                let _ = flush(stream, &mut pending.out.borrow_mut());
+            }
             closing_log(ctx.client.id, why, limits.client_output_hard);
             return End::Err;
         }
@@ -334,6 +338,11 @@ fn closing_log(client: u64, why: Broken, hard: u64) {
             "closing client: a reply was cut off by its server connection after it had started"
         ),
         Broken::Reset => tracing::info!(client, "closing client: an injected reset fault"),
+        // The blocking command said why when it ended.
+        Broken::ServerLost => tracing::debug!(
+            client,
+            "closing client: the server connection of its blocking command failed"
+        ),
     }
 }
 

@@ -12,8 +12,9 @@
 //! reuse after its complete replies; `DISCARD`, `UNWATCH` and `RESET` end it too, sending
 //! `UNWATCH` first so the connection goes back clean. A client that leaves drops the lease:
 //! its connection is closed. If the connection breaks or its node is switched away from while
-//! the session watches, the watch is lost: `EXEC` answers [`lost`] and nothing of the
-//! transaction is sent.
+//! the session watches, the watch is lost: nothing of the transaction is sent and `EXEC`
+//! answers nil ([`lost`]), as when a watched key changed, so the client's retry watches
+//! again (an error would end it: redis-py's `transaction()` retries only `WatchError`).
 //!
 //! `EXEC` is a write: while the shard's writes are held (a switchover, or a Sentinel failover
 //! from `+try-failover` on), it waits as a held write does, at most the pool's
@@ -56,9 +57,18 @@ pub const CROSS_SHARD: &str = "ERR rampart: the keys of WATCH live on different 
 /// The reply to `WATCH` of keys on another shard than the keys the session already watches.
 pub const OTHER_SHARD: &str = "ERR rampart: these keys live on another shard than the keys already watched, and a transaction runs on one; give them a common hash tag (e.g. {user1}:a and {user1}:b) to put them on one shard, or UNWATCH first";
 
-/// `EXEC`'s reply when the connection that held the watch was lost: nothing ran.
-pub fn lost(why: &str) -> String {
-    format!("EXECABORT Transaction discarded: the server connection that held its WATCH was lost ({why}), so the watched keys could not be checked; nothing ran")
+/// `EXEC`'s reply when the watch was lost (its connection broke, its node was switched away
+/// from or ejected) or its slot moved: nothing ran, and the watched keys cannot be checked,
+/// so the transaction is aborted as when one of them changed: nil (RESP3: null), which every
+/// client library takes as "retry the transaction" (redis-py's `transaction()` raises
+/// `WatchError` and runs it again). `why` is logged (debug), not sent.
+pub fn lost(why: &str, resp3: bool) -> Vec<u8> {
+    tracing::debug!("EXEC answered nil: the watch was lost ({why}); nothing ran");
+    if resp3 {
+        b"_\r\n".to_vec()
+    } else {
+        b"*-1\r\n".to_vec()
+    }
 }
 
 /// A session's watch: its shard and the leased connection that holds the watched keys.
@@ -340,14 +350,14 @@ async fn exec_on(
 ) -> Result<Vec<u8>, Result<String, Failure>> {
     let Some(mut lease) = w.lease.take() else {
         let why = w.lost.take().unwrap_or_else(|| "closed".into());
-        return Err(Ok(lost(&why)));
+        return Ok(lost(&why, resp3));
     };
     held_writes(&lease, w.shard.get()).await.map_err(Ok)?;
     if let Err(e) = lease.check() {
-        return Err(Ok(lost(&e.to_string())));
+        return Ok(lost(&e.to_string(), resp3));
     }
     if let Err(e) = lease.speak(resp3, Instant::now() + timeout).await {
-        return Err(Ok(lost(&e.to_string())));
+        return Ok(lost(&e.to_string(), resp3));
     }
     let node = lease.node().label.clone();
     // On a node importing the slot (the watch followed `ASK`), ASKING first: it holds for
@@ -391,11 +401,7 @@ async fn exec_on(
             c.ask_refresh();
         }
         lease.give_back();
-        return Ok(if resp3 {
-            b"_\r\n".to_vec()
-        } else {
-            b"*-1\r\n".to_vec()
-        });
+        return Ok(lost("the slot moved since WATCH", resp3));
     }
     if let Some((wanted, within)) = acks.filter(|_| ran(&reply)) {
         let mut wait = BytesMut::new();

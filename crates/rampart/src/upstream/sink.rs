@@ -102,6 +102,11 @@ impl Sink {
         self.deliver(&failure.reply());
     }
 
+    /// No reply: the client is closed in this request's turn ([`Pending::hang_up`]).
+    pub fn hang_up(self) {
+        self.pending.hang_up(self.seq);
+    }
+
     /// Give the request back for the router to send again (a read to another node, a write
     /// to the hold); without a [`Resend`] the `failure` stands.
     pub fn give_back(self, node: u64, failure: Failure) {

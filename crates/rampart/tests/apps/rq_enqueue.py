@@ -1,7 +1,8 @@
 """RQ through rampart (port argv[1]) with N jobs (argv[2]), in two phases (argv[3]) so the test
 runs an `rq worker --burst` in between: "enqueue" enqueues rq_jobs.square(i) for i in 0..N as
 job sq-i; "check" asserts every job finished with the right result, the queue is empty and no
-job failed. Prints "ok" when the phase holds."""
+job failed. "feed" enqueues as "enqueue" does for a worker that is running already (the
+queue's length is not checked). Prints "ok" when the phase holds."""
 import sys
 
 from redis import Redis
@@ -19,6 +20,10 @@ if phase == "enqueue":
         assert job.id == "sq-%d" % i
     assert q.count == n, q.count
     print("ok")
+elif phase == "feed":
+    for i in range(n):
+        q.enqueue(rq_jobs.square, i, job_id="sq-%d" % i, result_ttl=600)
+    print("ok")
 elif phase == "check":
     wrong = []
     for i in range(n):
@@ -31,4 +36,4 @@ elif phase == "check":
     assert q.failed_job_registry.count == 0, q.failed_job_registry.count
     print("ok")
 else:
-    raise SystemExit("phase must be enqueue or check")
+    raise SystemExit("phase must be enqueue, feed or check")

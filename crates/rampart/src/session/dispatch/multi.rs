@@ -295,7 +295,8 @@ impl Session {
                 .get(w.shard())
                 .is_some_and(|s| s.is_ejected());
             if ejected {
-                return self.reply_error(&watch::lost("its server was ejected since WATCH"));
+                let nil = watch::lost("its server was ejected since WATCH", self.client.resp3);
+                return self.reply_raw(&nil);
             }
             return self.reply_error(transaction::CROSS_SHARD);
         }
