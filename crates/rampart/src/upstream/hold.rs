@@ -6,9 +6,13 @@
 //! `failover_hold` time and `failover_hold_bytes`, and are released in order to the new primary
 //! as soon as there is one. Past either bound they fail with an error. Writes that may already
 //! have reached a server are never held: they fail (see the backend).
+//!
+//! A read of a client whose write waits here waits behind it (and goes to the primary with
+//! it), as one Redis connection runs its commands in order: `SET k v` then `GET k` pipelined
+//! during a switchover must not read before the `SET` it follows.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -56,6 +60,11 @@ impl Held {
         self.sink.resend.as_ref().map_or(0, |r| r.client)
     }
 
+    /// A write (not a read held behind its client's write).
+    pub fn is_write(&self) -> bool {
+        self.sink.resend.as_ref().is_none_or(|r| r.write)
+    }
+
     /// The write leaves the hold (or could not enter it) unsent: answer `failure` (a
     /// [`Failure::HoldFull`], [`Failure::HoldExpired`] or [`Failure::NoPrimary`]) and count it.
     pub fn fail(self, failure: Failure) {
@@ -70,6 +79,8 @@ pub struct Hold {
     q: RefCell<VecDeque<Held>>,
     bytes: Cell<usize>,
     running: Cell<bool>,
+    /// How many held requests each client has here (a client's later reads wait too).
+    clients: RefCell<HashMap<u64, u32>>,
 }
 
 impl Hold {
@@ -89,8 +100,29 @@ impl Hold {
         }
         ENTERED.fetch_add(1, Ordering::Relaxed);
         self.bytes.set(n);
+        self.count(h.client(), true);
         self.q.borrow_mut().push_back(h);
         Ok(())
+    }
+
+    /// Whether `client` has a request held here.
+    pub fn holds_client(&self, client: u64) -> bool {
+        self.clients.borrow().contains_key(&client)
+    }
+
+    fn count(&self, client: u64, more: bool) {
+        let mut c = self.clients.borrow_mut();
+        if more {
+            *c.entry(client).or_insert(0) += 1;
+        } else if let Some(n) = c.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&client);
+            }
+        }
+        if c.is_empty() && c.capacity() > 64 {
+            c.shrink_to(0);
+        }
     }
 
     /// Move every held write, in order, behind those `to` holds: `to` is the same shard in
@@ -99,12 +131,16 @@ impl Hold {
     pub fn move_to(&self, to: &Hold) {
         let q = std::mem::take(&mut *self.q.borrow_mut());
         to.bytes.set(to.bytes.get() + self.bytes.replace(0));
+        for (client, n) in std::mem::take(&mut *self.clients.borrow_mut()) {
+            *to.clients.borrow_mut().entry(client).or_insert(0) += n;
+        }
         to.q.borrow_mut().extend(q);
     }
 
     /// Put back a write that could not be released yet, in front.
     pub fn push_front(&self, h: Held) {
         self.bytes.set(self.bytes.get() + h.bytes().len());
+        self.count(h.client(), true);
         self.q.borrow_mut().push_front(h);
     }
 
@@ -113,6 +149,7 @@ impl Hold {
         let h = self.q.borrow_mut().pop_front()?;
         self.bytes
             .set(self.bytes.get().saturating_sub(h.bytes().len()));
+        self.count(h.client(), false);
         Some(h)
     }
 

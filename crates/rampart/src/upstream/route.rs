@@ -165,6 +165,14 @@ pub fn send(
     }
     let view = rt.shards[shard].view();
     let ha = rt.checked;
+    // A read behind the client's own held write waits behind it (one connection's order).
+    if access != Access::Write {
+        let hold = &wp.shards[shard].hold;
+        if !hold.is_empty() && hold.holds_client(client) {
+            hold_request(wp, shard, sink, bytes, client, false);
+            return 0;
+        }
+    }
     let node = match access {
         Access::Write | Access::ReadPrimary => {
             let hold = &wp.shards[shard].hold;
@@ -180,7 +188,7 @@ pub fn send(
                     Some(Arc::clone(p))
                 }
                 _ if access == Access::Write && can_hold(wp) => {
-                    hold_write(wp, shard, sink, bytes, client);
+                    hold_request(wp, shard, sink, bytes, client, true);
                     return 0;
                 }
                 _ if access == Access::ReadPrimary => pick_read(wp, shard, &view, exclude),
@@ -243,7 +251,7 @@ pub fn send(
         // Nothing was sent: a write may wait for the node (or its successor), a read may try
         // another node once.
         match access {
-            Access::Write if can_hold(wp) => hold_write(wp, shard, sink, bytes, client),
+            Access::Write if can_hold(wp) => hold_request(wp, shard, sink, bytes, client, true),
             Access::Write => spool_or_fail(wp, shard, sink, bytes, e),
             Access::Read | Access::ReadPrimary if ha => retry(
                 wp,
@@ -318,14 +326,25 @@ fn hopeless(rt: &PoolRt, shard: usize) -> Failure {
 }
 
 /// Put a write that was not sent into the shard's hold (or fail it when the hold is full, or
-/// when holding cannot help).
-fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], client: u64) {
+/// when holding cannot help); a read (`write` false) only ever waits behind its client's
+/// held write, and is never spooled.
+fn hold_request(
+    wp: &Rc<WorkerPool>,
+    shard: usize,
+    sink: Sink,
+    bytes: &[u8],
+    client: u64,
+    write: bool,
+) {
     let rt = &wp.rt;
     if hold_is_hopeless(rt, shard) {
+        if !write {
+            return sink.fail(hopeless(rt, shard));
+        }
         return spool_or_fail(wp, shard, sink, bytes, hopeless(rt, shard));
     }
     let held = Held {
-        sink: with_resend(sink, wp, shard, bytes, true, client),
+        sink: with_resend(sink, wp, shard, bytes, write, client),
         until: Instant::now() + rt.conf.failover_hold,
     };
     match wp.shards[shard]
@@ -337,6 +356,9 @@ fn hold_write(wp: &Rc<WorkerPool>, shard: usize, sink: Sink, bytes: &[u8], clien
             let failure = Failure::HoldFull {
                 shard: rt.shards[shard].name.clone(),
             };
+            if !h.is_write() {
+                return h.fail(failure);
+            }
             let bytes = h.bytes().to_vec();
             spool_or_fail(wp, shard, h.sink, &bytes, failure)
         }
@@ -559,7 +581,9 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                             cause: primary_down(&wp.rt, shard),
                         }
                     };
-                    if wp.rt.conf.spool.is_none() && wp.rt.conf.fail_open.is_none() {
+                    if !h.is_write()
+                        || (wp.rt.conf.spool.is_none() && wp.rt.conf.fail_open.is_none())
+                    {
                         h.fail(failure);
                     } else {
                         let bytes = h.bytes().to_vec();
