@@ -117,6 +117,9 @@ fn kept_spools(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(), String> {
 /// Share of keys (0..1) of a sample that would move to another shard between `a` and `b`.
 /// A key whose shard is renamed but served by the same primary (a pool that changes how it
 /// lists its backends, `servers:` to `primary:`, over the same node) stays where its data is.
+/// When `hash_tag` changes, the sample is keys with a tag (of the old and of the new
+/// delimiters, `x{user7}y`): keys without one stay, those with one move, and only they can
+/// tell.
 fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
     const SAMPLE: usize = 20_000;
     let primaries = |p: &PoolRt| -> Vec<Option<rampart_config::ServerAddr>> {
@@ -131,13 +134,28 @@ fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
             .collect()
     };
     let (pa, pb) = (primaries(a), primaries(b));
+    let tags: Vec<[u8; 2]> = if a.conf.hash_tag == b.conf.hash_tag {
+        Vec::new()
+    } else {
+        [&a.conf.hash_tag, &b.conf.hash_tag]
+            .into_iter()
+            .flatten()
+            .map(|t| t.delimiters())
+            .collect()
+    };
     let mut moved = 0;
     for i in 0..SAMPLE {
-        let key = format!("rampart:reload:{i}");
-        let (sa, sb) = (
-            a.shard_for_key(key.as_bytes()),
-            b.shard_for_key(key.as_bytes()),
-        );
+        let key = match tags.get(i % tags.len().max(1)) {
+            Some([open, close]) => {
+                let mut k = format!("rampart:reload:{i}:").into_bytes();
+                k.push(*open);
+                k.extend_from_slice(format!("tag{}", i / 2).as_bytes());
+                k.push(*close);
+                k
+            }
+            None => format!("rampart:reload:{i}").into_bytes(),
+        };
+        let (sa, sb) = (a.shard_for_key(&key), b.shard_for_key(&key));
         let same = match (sa, sb) {
             (Some(x), Some(y)) => {
                 a.shards[x].name == b.shards[y].name
@@ -238,7 +256,9 @@ async fn reload_inner(
         if let Some(o) = old.iter().find(|o| o.conf.name == p.conf.name) {
             let share = moved_share(o, p);
             if share > 0.0 {
-                moves.push((p.conf.name.clone(), share, p.conf.cache));
+                // A cache's keys may move anyway; a pool that becomes one with this reload
+                // still holds data placed by the old ring.
+                moves.push((p.conf.name.clone(), share, o.conf.cache && p.conf.cache));
             }
         }
     }

@@ -557,6 +557,21 @@ impl PoolRt {
                     nodes.push(reuse(r, r.text.clone()));
                 }
                 let carried = carried_failover(&conf, old_shard);
+                // An ejected server that stays (same name, same address, auto_eject_hosts
+                // still on) stays ejected until its retry time: a reload for another reason
+                // does not put a dead server back on the ring.
+                let same_server = old_shard.is_some_and(|o| {
+                    o.view().nodes.first().map(|n| &n.addr) == s.primary.as_ref().map(|p| &p.addr)
+                });
+                let eject = old_shard
+                    .filter(|_| twemproxy && conf.auto_eject_hosts && same_server)
+                    .map_or((0, false, 0), |o| {
+                        (
+                            o.failures.load(Ordering::Relaxed),
+                            o.is_ejected(),
+                            o.retry_at_ms.load(Ordering::Relaxed),
+                        )
+                    });
                 let mut primary = s.primary.as_ref().map(|_| 0);
                 if conf.is_sentinel() || conf.is_cluster() {
                     if let Some(v) = &old {
@@ -588,14 +603,19 @@ impl PoolRt {
                     index: i,
                     name: s.name.clone(),
                     view: ArcSwap::from_pointee(ShardView { nodes, primary }),
-                    failures: AtomicU32::new(0),
-                    ejected: AtomicBool::new(false),
-                    retry_at_ms: AtomicU64::new(0),
+                    failures: AtomicU32::new(eject.0),
+                    ejected: AtomicBool::new(eject.1),
+                    retry_at_ms: AtomicU64::new(eject.2),
                     switching: AtomicBool::new(false),
                     holding: AtomicU8::new(carried.0),
                     failing_over: std::sync::Mutex::new(carried.1),
                     held_since: std::sync::Mutex::new(None),
-                    switch_state: std::sync::Mutex::new(String::new()),
+                    // How the last switchover ended stays readable across a reload.
+                    switch_state: std::sync::Mutex::new(
+                        old_shard
+                            .and_then(|o| o.switch_state.lock().ok().map(|x| x.clone()))
+                            .unwrap_or_default(),
+                    ),
                     failovers: counted(ShardRt::failovers),
                     switchovers: counted(ShardRt::switchovers),
                     resubscriptions: counted(ShardRt::resubscriptions),
@@ -613,7 +633,14 @@ impl PoolRt {
                 weight: s.weight,
             })
             .collect();
-        let ring = Continuum::build(conf.distribution, &points, &[]);
+        let live: Vec<bool> = shards.iter().map(|s| !s.is_ejected()).collect();
+        let ring = Continuum::build(conf.distribution, &points, &live);
+        let next_retry = shards
+            .iter()
+            .filter(|s| s.is_ejected())
+            .map(|s| s.retry_at_ms.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX);
         let cluster = conf.is_cluster().then(|| {
             use crate::topology::cluster::{ClusterRt, SlotTable};
             match prev.and_then(|p| Some((p, p.cluster.as_ref()?))) {
@@ -648,8 +675,8 @@ impl PoolRt {
             checked,
             points,
             ring: ArcSwap::from_pointee(ring),
-            any_ejected: AtomicBool::new(false),
-            next_retry_ms: AtomicU64::new(u64::MAX),
+            any_ejected: AtomicBool::new(next_retry != u64::MAX),
+            next_retry_ms: AtomicU64::new(next_retry),
             retired: AtomicBool::new(false),
         }
     }
