@@ -136,6 +136,27 @@ impl Client {
         read_reply(&mut self.reader)
     }
 
+    /// Asserts that the peer closes the connection within `within`: end of stream or a
+    /// reset, with no reply before it (a timeout is not a close).
+    ///
+    /// # Panics
+    /// A reply arrives, the read times out, or it fails another way.
+    pub fn assert_closed(&mut self, within: Duration) {
+        self.set_read_timeout(Some(within));
+        match self.read_reply() {
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                ),
+                "the connection was not closed within {within:?}: {e}"
+            ),
+            Ok(r) => panic!("a reply instead of a closed connection: {r:?}"),
+        }
+    }
+
     /// Half-closes the connection (no more writes); replies can still be read.
     ///
     /// # Errors

@@ -868,6 +868,19 @@ impl PoolRt {
             && self.conf.redis_username == other.conf.redis_username
     }
 
+    /// Whether keys land on the same shards as in `other` (the same pool in another
+    /// generation): the same `hash`, `hash_tag`, `distribution` and ring (shards in order,
+    /// their names and weights). A cluster pool places keys by slot and follows `MOVED`
+    /// itself: always the same here.
+    pub fn same_placement(&self, other: &PoolRt) -> bool {
+        let (a, b) = (&self.conf, &other.conf);
+        self.cluster.is_some()
+            || (a.hash == b.hash
+                && a.hash_tag == b.hash_tag
+                && a.distribution == b.distribution
+                && self.points == other.points)
+    }
+
     /// Whether the health checks of this pool's nodes run with the same settings as those of
     /// `other` (the same pool in another generation): `health_check`, `max_replica_lag`,
     /// `max_stale`, the handshake and the backend TLS material (a renewed certificate starts

@@ -86,10 +86,11 @@ pub enum DedicatedError {
     /// The node was switched away from (failover, health check) while a reply was awaited.
     #[error("server {0}: node switched away from (failover or health check)")]
     Switched(String),
-    /// A reload changed the pool's `redis_db` or `redis_username` while a reply was awaited:
-    /// the connection sees other keys than the pool's connections now do, so it was closed
-    /// (a blocked command there would wait for pushes that now go elsewhere).
-    #[error("server {0}: the pool was reloaded with another redis_db or redis_username while the command waited; it was ended, not sent again")]
+    /// A reload changed the pool's `redis_db`, `redis_username` or key placement (shards,
+    /// hash, hash tag: applied with `force`) while a reply was awaited: the connection may
+    /// see other keys than the pool's connections now do, so it was closed (a blocked
+    /// command there would wait for pushes that now go elsewhere).
+    #[error("server {0}: the pool was reloaded with another redis_db, redis_username or key placement while the command waited; it was ended, not sent again")]
     Reloaded(String),
 }
 
@@ -169,14 +170,15 @@ impl Dedicated {
     /// the idle connections made the old way are closed now, and those leased now are closed
     /// when given back ([`Lease::give_back`]) instead of being kept. Leased ones keep counting
     /// against `max_dedicated_connections` until they end. When it also sees other keys
-    /// (`redis_db`, `redis_username`), a leased one awaiting a reply (a blocked command)
-    /// ends now with [`DedicatedError::Reloaded`].
+    /// (`redis_db`, `redis_username`) or places keys elsewhere (a forced ring change), a
+    /// leased one awaiting a reply (a blocked command) ends now with
+    /// [`DedicatedError::Reloaded`].
     pub fn adopt(&self, pool: &Arc<PoolRt>) {
         let moved = self
             .current
             .borrow()
             .as_ref()
-            .is_some_and(|p| !p.same_keyspace(pool));
+            .is_some_and(|p| !p.same_keyspace(pool) || !p.same_placement(pool));
         if moved {
             self.keyspace.send_modify(|g| *g = g.wrapping_add(1));
         }
