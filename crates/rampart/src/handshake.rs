@@ -336,7 +336,10 @@ pub async fn connect(
             crate::tls::count(*pool, Outcome::BackendFailed);
             let why = format!("{addr}: {e}");
             match &hs.peer {
-                Some(_) => hs.note_refused(addr, &e.to_string()),
+                Some(_) if refused_tls(&e) => hs.note_refused(addr, &e.to_string()),
+                // The connection ended under the handshake (the server died or restarted):
+                // a failed connection like any other, not refused credentials.
+                Some(_) => {}
                 None => crate::tls::log_backend_failure(&addr.to_string(), &e.to_string()),
             }
             Err(std::io::Error::new(e.kind(), why))
@@ -344,9 +347,31 @@ pub async fn connect(
     }
 }
 
+/// Whether a failed TLS handshake is a refusal (an alert, a certificate or name rejected,
+/// no common version or cipher, not TLS at all: rustls' errors, kind `InvalidData`), as
+/// opposed to the connection ending under it (end of stream, reset, timeout), which a
+/// server that died or restarted causes as well.
+fn refused_tls(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidData
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_tls_level_failure_counts_as_refused() {
+        use std::io::{Error, ErrorKind};
+        assert!(refused_tls(&Error::new(ErrorKind::InvalidData, "alert")));
+        for kind in [
+            ErrorKind::UnexpectedEof,
+            ErrorKind::ConnectionReset,
+            ErrorKind::TimedOut,
+            ErrorKind::BrokenPipe,
+        ] {
+            assert!(!refused_tls(&Error::new(kind, "gone")), "{kind:?}");
+        }
+    }
 
     #[test]
     fn auth_only_keeps_the_auth_and_drops_select() {
