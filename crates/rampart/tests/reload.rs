@@ -1311,3 +1311,50 @@ fn a_forced_ring_change_ends_blocked_commands_so_they_block_where_their_keys_liv
         Reply::bulks([key.as_str(), "x"])
     );
 }
+
+/// A reload that points a Sentinel pool at Sentinels none of which answers (here a port
+/// nobody listens on) is refused and changes nothing: the pool keeps following the Sentinels
+/// it had. Before, it was applied, nothing was logged, and failovers were no longer
+/// followed. A pool whose Sentinels do not answer says so in the log.
+#[test]
+fn a_reload_to_sentinels_that_do_not_answer_is_refused() {
+    let setup = SentinelSetup::start("");
+    let path = setup.proxy.proxy.dir().join("ha.yml");
+    let nobody = free_port();
+    let mut lines = setup.proxy.yaml.lines();
+    let mut body = String::new();
+    // Every sentinel line replaced by the one nobody answers on.
+    for l in lines.by_ref() {
+        if l.starts_with("    - ") {
+            continue;
+        }
+        body.push_str(l);
+        body.push('\n');
+        if l == "  sentinels:" {
+            body.push_str(&format!("    - 127.0.0.1:{nobody}\n"));
+        }
+    }
+    let line = reload_hup(&setup.proxy.proxy, &path, &body);
+    assert!(
+        line.contains("reload refused")
+            && line.contains(&format!("127.0.0.1:{nobody}"))
+            && line.contains(ha::MASTER)
+            && line.contains("nothing changed"),
+        "{line}"
+    );
+    let mut c = Client::connect(&setup.proxy.addr());
+    assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
+
+    // Started with only that list: the log says nobody answers.
+    let lonely = HaProxy::start(&format!(
+        "  sentinels:\n    - 127.0.0.1:{nobody}\n  master: {}\n",
+        ha::MASTER
+    ));
+    let said = poll_until(Duration::from_secs(5), || {
+        lonely
+            .log()
+            .contains("no Sentinel answers about master")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", lonely.log());
+}

@@ -282,6 +282,15 @@ async fn reload_inner(
         .cloned()
         .collect();
     try_credentials(&old, &tried).await?;
+    for p in new.iter().filter(|p| p.conf.is_sentinel()) {
+        let same = old
+            .iter()
+            .find(|o| o.conf.name == p.conf.name)
+            .is_some_and(|o| o.conf.sentinels == p.conf.sentinels);
+        if !same {
+            crate::ha::sentinel::try_sentinels(p).await?;
+        }
+    }
     for p in new.iter().filter(|p| is_moved(&p.conf.name)) {
         rise_now(p, |_, _| true).await;
     }

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rampart_config::{SentinelAddr, ServerAddr};
 use tokio::sync::Notify;
@@ -113,10 +113,18 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
         }
     }
     let mut rounds = 0u64;
+    // Per shard: since when no Sentinel answered about its master, and when that was last said.
+    let mut unanswered: Vec<Option<(Instant, Instant)>> = vec![None; pool.shards.len()];
     loop {
-        for shard in 0..pool.shards.len() {
-            if let Some(info) = ask(&pool, &pool.sentinel_handshake, &sentinels, shard).await {
-                apply(&pool, shard, &info, workers, &mut checks, &stop).await;
+        for (shard, silent) in unanswered.iter_mut().enumerate() {
+            match ask(&pool, &pool.sentinel_handshake, &sentinels, shard).await {
+                Some(info) => {
+                    if let Some((since, _)) = silent.take() {
+                        tracing::info!(pool = %pool.conf.name, shard = %pool.shards[shard].name, "a Sentinel answers about the master again, after {}", humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())));
+                    }
+                    apply(&pool, shard, &info, workers, &mut checks, &stop).await;
+                }
+                None => note_unanswered(&pool, shard, &sentinels, silent),
             }
         }
         // Learn sentinels added after start (every ~10 polls).
@@ -139,6 +147,87 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// Least time between two warnings that no Sentinel answers about a shard's master.
+const UNANSWERED_REMIND: Duration = Duration::from_secs(60);
+
+/// No Sentinel of `sentinels` answered about `shard`'s master this round: warn when that
+/// starts and at most once a minute while it lasts (`silent`: since when, last said when),
+/// since failovers are not followed meanwhile.
+fn note_unanswered(
+    pool: &PoolRt,
+    shard: usize,
+    sentinels: &[SentinelAddr],
+    silent: &mut Option<(Instant, Instant)>,
+) {
+    let now = Instant::now();
+    let said = match silent {
+        None => {
+            *silent = Some((now, now));
+            true
+        }
+        Some((_, last)) if now.duration_since(*last) >= UNANSWERED_REMIND => {
+            *last = now;
+            true
+        }
+        Some(_) => false,
+    };
+    if said {
+        let list: Vec<String> = sentinels.iter().map(ToString::to_string).collect();
+        let since = silent.map_or(Duration::ZERO, |(s, _)| now.duration_since(s));
+        tracing::warn!(pool = %pool.conf.name, shard = %pool.shards[shard].name, "no Sentinel answers about master '{}' (asked {}) for {}: failovers are not followed until one does", pool.shards[shard].name, list.join(", "), humantime::format_duration(Duration::from_secs(since.as_secs())));
+    }
+}
+
+/// Before a reload gives `pool` Sentinels it did not follow (a changed `sentinels:` list, or a
+/// pool made a Sentinel pool), at least one of them must answer about each master
+/// (`SENTINEL GET-MASTER-ADDR-BY-NAME`): a list that nobody on it answers would leave the
+/// pool without anyone to follow failovers from.
+///
+/// # Errors
+/// `pool '<name>': no Sentinel of sentinels: [...] knows master '<m>' (<last error>);
+/// nothing changed`.
+pub async fn try_sentinels(pool: &PoolRt) -> Result<(), String> {
+    let hs = pool.sentinel_handshake.quiet();
+    let limit = pool.timeout().min(Duration::from_secs(2));
+    for shard in &pool.shards {
+        let name = shard.name.as_bytes();
+        let mut why = String::from("no answer");
+        let mut known = false;
+        for s in &pool.conf.sentinels {
+            let Some(mut c) = connect_with(&hs, s, limit).await else {
+                why = format!("{s}: no connection");
+                continue;
+            };
+            match c
+                .call(&[&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name]], limit)
+                .await
+            {
+                Ok(r) if r.first().is_some_and(|v| !v.items().is_empty()) => {
+                    known = true;
+                    break;
+                }
+                Ok(_) => why = format!("{s}: does not monitor it"),
+                Err(e) => why = format!("{s}: {e}"),
+            }
+        }
+        if !known {
+            let list: Vec<String> = pool
+                .conf
+                .sentinels
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Err(format!(
+                "pool '{}': no Sentinel of sentinels: [{}] knows master '{}' ({why}); nothing changed",
+                pool.conf.name,
+                list.join(", "),
+                shard.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A connection to sentinel `s`, authenticated with the pool's sentinel credentials.
