@@ -128,7 +128,7 @@ impl State {
 /// `(pool, peer, address)`.
 type Key = (String, Peer, String);
 
-/// A [`Key`] as the caller has it: `(pool, peer, address)`.
+/// A followed address as the caller has it: `(pool, peer, address)`.
 pub type At<'a> = (&'a str, Peer, &'a str);
 
 /// The state of every followed address; [`refused`] and [`accepted`] use one of these for
