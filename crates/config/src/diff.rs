@@ -190,6 +190,13 @@ impl Pool {
             // Names only: hashes and rules of users are not written to logs.
             let names = |p: &Pool| p.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
             c.0.push(format!("users changed ({})", names(n).join(", ")));
+            let removed: Vec<String> = names(o)
+                .into_iter()
+                .filter(|u| !n.users.iter().any(|x| &x.name == u))
+                .collect();
+            if !removed.is_empty() {
+                c.0.push(format!("users removed ({})", removed.join(", ")));
+            }
         }
         // rename_commands' new names are what keeps a renamed command from callers who do
         // not know them (Redis' rename-command habit): the commands renamed, never to what.
@@ -252,6 +259,9 @@ impl Pool {
         c.limits(&o.limits, &n.limits);
         c.shards(&o.shards, &n.shards);
         c.field("sentinels", &o.sentinels, &n.sentinels, |v| {
+            if v.is_empty() {
+                return "none".into();
+            }
             v.iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -416,6 +426,33 @@ mod tests {
         assert!(!words.contains("s3cret"), "{words}");
         assert!(
             words.contains("commands (deny: keys; renamed: none; allow: none) -> (deny: keys; renamed: flushall config; allow: none)"),
+            "{words}"
+        );
+    }
+
+    #[test]
+    fn removed_users_and_an_empty_sentinel_list_are_named() {
+        let user = |n: &str| {
+            format!(
+                "    - name: {n}\n      password_sha256: {}\n      rules: on +@all ~*\n",
+                "a".repeat(64)
+            )
+        };
+        let a = pool(&format!(
+            "  users:\n{}{}  primary: 127.0.0.1:7000\n",
+            user("app"),
+            user("gone")
+        ));
+        let b = pool(&format!(
+            "  users:\n{}{}  sentinels: [127.0.0.1:26379]\n  master: m\n",
+            user("app"),
+            user("new")
+        ));
+        let words = b.changes_from(&a).join(", ");
+        assert!(words.contains("users changed (app, new)"), "{words}");
+        assert!(words.contains("users removed (gone)"), "{words}");
+        assert!(
+            words.contains("sentinels none -> 127.0.0.1:26379"),
             "{words}"
         );
     }

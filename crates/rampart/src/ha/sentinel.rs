@@ -130,7 +130,9 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
         // Learn sentinels added after start (every ~10 polls).
         if rounds.is_multiple_of(10) {
             for s in discover(&pool, &sentinels).await {
-                tracing::info!(pool = %pool.conf.name, sentinel = %format!("{}:{}", s.host, s.port), "following a newly discovered sentinel");
+                if first_announced(&pool.conf.name, &s) {
+                    tracing::info!(pool = %pool.conf.name, sentinel = %format!("{}:{}", s.host, s.port), "following a newly discovered sentinel");
+                }
                 tokio::spawn(subscribe(
                     Arc::clone(&pool),
                     s.clone(),
@@ -147,6 +149,22 @@ pub async fn follow(pool: Arc<PoolRt>, workers: usize, stop: CancellationToken) 
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// Whether discovering sentinel `s` for pool `pool` is news: the follower of every reload
+/// discovers again the Sentinels its predecessor had found, which says nothing new. At
+/// most [`MAX_SENTINELS`] per pool are remembered (4096 in all, then forgotten at once).
+fn first_announced(pool: &str, s: &SentinelAddr) -> bool {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    let Ok(mut seen) = SEEN.lock() else {
+        return true;
+    };
+    let seen = seen.get_or_insert_with(Default::default);
+    if seen.len() >= 4096 {
+        seen.clear();
+    }
+    seen.insert(format!("{pool}\n{s}"))
 }
 
 /// Least time between two warnings that no Sentinel answers about a shard's master.
