@@ -1203,7 +1203,7 @@ fn an_ejected_server_stays_ejected_across_a_reload() {
     );
     let line = reload_hup(&proxy, &path, &body.replace("timeout: 300", "timeout: 400"));
     assert!(
-        line.contains("reload: ") && !line.contains("moved"),
+        line.contains("reload: ") && !line.contains("of its keys"),
         "the reload moved keys: {line}"
     );
     assert!(
@@ -1357,4 +1357,36 @@ fn a_reload_to_sentinels_that_do_not_answer_is_refused() {
             .then_some(())
     });
     assert!(said.is_some(), "{}", lonely.log());
+}
+
+/// A replica-set pool made a Sentinel pool whose master is the same primary moves no key:
+/// the reload asks the new Sentinels where the master is before it measures the move, so it
+/// needs no `force` and says nothing moved. Before, the primary was unknown then, and the
+/// reload was refused as moving every key.
+#[test]
+fn a_replica_set_made_a_sentinel_pool_over_the_same_primary_moves_no_key() {
+    let setup = SentinelSetup::start("");
+    let rs = HaProxy::start(&ha::short_form(
+        &setup.primary.addr(),
+        &[setup.replicas[0].addr()],
+        "",
+    ));
+    rs.wait_up(
+        &[setup.primary.addr(), setup.replicas[0].addr()],
+        Duration::from_secs(10),
+    );
+    let mut c = Client::connect(&rs.addr());
+    assert_eq!(c.cmd(&["SET", "conv", "1"]), Reply::ok());
+    let body = setup.proxy.yaml.replace(
+        &format!("listen: 127.0.0.1:{}", setup.proxy.port),
+        &format!("listen: 127.0.0.1:{}", rs.port),
+    );
+    let line = reload_hup(&rs.proxy, &rs.proxy.dir().join("ha.yml"), &body);
+    assert!(
+        line.contains("reload: ")
+            && !line.contains("of its keys")
+            && line.contains("sentinels none"),
+        "{line}"
+    );
+    assert_eq!(c.cmd(&["GET", "conv"]), Reply::bulk("1"));
 }

@@ -119,8 +119,9 @@ fn kept_spools(old: &[Arc<PoolRt>], new: &[Arc<PoolRt>]) -> Result<(), String> {
 /// lists its backends, `servers:` to `primary:`, over the same node) stays where its data is.
 /// When `hash_tag` changes, the sample is keys with a tag (of the old and of the new
 /// delimiters, `x{user7}y`): keys without one stay, those with one move, and only they can
-/// tell.
-fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
+/// tell. `named`: the primaries of `b`'s shards as its new Sentinels name them, where its
+/// view has none yet (a pool made a Sentinel pool, or given other Sentinels).
+fn moved_share(a: &PoolRt, b: &PoolRt, named: Option<&[rampart_config::ServerAddr]>) -> f64 {
     const SAMPLE: usize = 20_000;
     let primaries = |p: &PoolRt| -> Vec<Option<rampart_config::ServerAddr>> {
         p.shards
@@ -133,7 +134,12 @@ fn moved_share(a: &PoolRt, b: &PoolRt) -> f64 {
             })
             .collect()
     };
-    let (pa, pb) = (primaries(a), primaries(b));
+    let (pa, mut pb) = (primaries(a), primaries(b));
+    for (p, n) in pb.iter_mut().zip(named.unwrap_or_default()) {
+        if p.is_none() {
+            *p = Some(n.clone());
+        }
+    }
     let tags: Vec<[u8; 2]> = if a.conf.hash_tag == b.conf.hash_tag {
         Vec::new()
     } else {
@@ -247,6 +253,21 @@ async fn reload_inner(
         }
     }
     let is_moved = |name: &str| moved.iter().any(|m| m.pool == name);
+    // Sentinels the pools did not follow must know their masters; the primaries they name
+    // are where the keys of those shards will be.
+    let mut named = std::collections::HashMap::new();
+    for p in new.iter().filter(|p| p.conf.is_sentinel()) {
+        let same = old
+            .iter()
+            .find(|o| o.conf.name == p.conf.name)
+            .is_some_and(|o| o.conf.sentinels == p.conf.sentinels);
+        if !same {
+            named.insert(
+                p.conf.name.clone(),
+                crate::ha::sentinel::try_sentinels(p).await?,
+            );
+        }
+    }
     let mut moves = Vec::new();
     for p in &new {
         // A pool moved to another cluster has other data: no key of it moves.
@@ -254,7 +275,7 @@ async fn reload_inner(
             continue;
         }
         if let Some(o) = old.iter().find(|o| o.conf.name == p.conf.name) {
-            let share = moved_share(o, p);
+            let share = moved_share(o, p, named.get(&p.conf.name).map(Vec::as_slice));
             if share > 0.0 {
                 // A cache's keys may move anyway; a pool that becomes one with this reload
                 // still holds data placed by the old ring.
@@ -282,15 +303,6 @@ async fn reload_inner(
         .cloned()
         .collect();
     try_credentials(&old, &tried).await?;
-    for p in new.iter().filter(|p| p.conf.is_sentinel()) {
-        let same = old
-            .iter()
-            .find(|o| o.conf.name == p.conf.name)
-            .is_some_and(|o| o.conf.sentinels == p.conf.sentinels);
-        if !same {
-            crate::ha::sentinel::try_sentinels(p).await?;
-        }
-    }
     for p in new.iter().filter(|p| is_moved(&p.conf.name)) {
         rise_now(p, |_, _| true).await;
     }

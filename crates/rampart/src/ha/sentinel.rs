@@ -201,18 +201,20 @@ fn note_unanswered(
 /// Before a reload gives `pool` Sentinels it did not follow (a changed `sentinels:` list, or a
 /// pool made a Sentinel pool), at least one of them must answer about each master
 /// (`SENTINEL GET-MASTER-ADDR-BY-NAME`): a list that nobody on it answers would leave the
-/// pool without anyone to follow failovers from.
+/// pool without anyone to follow failovers from. Returns each shard's primary as the first
+/// Sentinel that knows it names it (the reload measures the keys it would move with them).
 ///
 /// # Errors
 /// `pool '<name>': no Sentinel of sentinels: [...] knows master '<m>' (<last error>);
 /// nothing changed`.
-pub async fn try_sentinels(pool: &PoolRt) -> Result<(), String> {
+pub async fn try_sentinels(pool: &PoolRt) -> Result<Vec<ServerAddr>, String> {
     let hs = pool.sentinel_handshake.quiet();
     let limit = pool.timeout().min(Duration::from_secs(2));
+    let mut primaries = Vec::with_capacity(pool.shards.len());
     for shard in &pool.shards {
         let name = shard.name.as_bytes();
         let mut why = String::from("no answer");
-        let mut known = false;
+        let mut known = None;
         for s in &pool.conf.sentinels {
             let Some(mut c) = connect_with(&hs, s, limit).await else {
                 why = format!("{s}: no connection");
@@ -222,15 +224,23 @@ pub async fn try_sentinels(pool: &PoolRt) -> Result<(), String> {
                 .call(&[&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", name]], limit)
                 .await
             {
-                Ok(r) if r.first().is_some_and(|v| !v.items().is_empty()) => {
-                    known = true;
-                    break;
+                Ok(r) => {
+                    let named = r.first().map(Val::items).unwrap_or_default();
+                    let host = named.first().and_then(Val::text);
+                    let port = named
+                        .get(1)
+                        .and_then(Val::text)
+                        .and_then(|p| p.parse().ok());
+                    if let (Some(h), Some(p)) = (host, port) {
+                        known = Some(tcp(&(h, p)));
+                        break;
+                    }
+                    why = format!("{s}: does not monitor it");
                 }
-                Ok(_) => why = format!("{s}: does not monitor it"),
                 Err(e) => why = format!("{s}: {e}"),
             }
         }
-        if !known {
+        let Some(primary) = known else {
             let list: Vec<String> = pool
                 .conf
                 .sentinels
@@ -243,9 +253,10 @@ pub async fn try_sentinels(pool: &PoolRt) -> Result<(), String> {
                 list.join(", "),
                 shard.name
             ));
-        }
+        };
+        primaries.push(primary);
     }
-    Ok(())
+    Ok(primaries)
 }
 
 /// A connection to sentinel `s`, authenticated with the pool's sentinel credentials.
