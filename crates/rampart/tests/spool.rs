@@ -457,6 +457,57 @@ fn the_spool_survives_a_reload() {
     );
 }
 
+/// A reload that lowers `spool_max_bytes` bounds the next append of the spool it keeps:
+/// the writes waiting stay (and are replayed), a new one over the lower bound is refused as
+/// full. Before, the reload said the bound changed and the spool kept the old one.
+#[test]
+fn a_reload_lowers_the_bound_of_a_spool_it_keeps() {
+    let (primary, replicas) = replica_set(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let proxy = start(port, &primary, &replicas[0], dir.path(), "100ms");
+    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
+    primary.stop();
+    wait_down(port, &primary);
+    for i in 0..10 {
+        assert_eq!(c.cmd(&["LPUSH", "q", &format!("v{i}")]), Reply::Int(1));
+    }
+    let lower = yaml(
+        port,
+        &primary,
+        &replicas[0],
+        dir.path(),
+        "100ms",
+        "  spool_max_bytes: 10\n",
+    );
+    std::fs::write(proxy.dir().join("spool.yml"), lower).expect("write config");
+    proxy.signal("HUP");
+    let reloaded = poll_until(Duration::from_secs(10), || {
+        proxy
+            .stderr()
+            .lines()
+            .any(|l| l.contains("reload: ") && l.contains("spool"))
+            .then_some(())
+    });
+    assert!(reloaded.is_some(), "no reload; log:\n{}", proxy.stderr());
+    let refused = c.cmd(&["LPUSH", "q", "over"]);
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.contains("is full") && e.contains("of 10 bytes")),
+        "{refused:?}"
+    );
+    primary.cont();
+    let want: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    let replayed = poll_until(Duration::from_secs(10), || {
+        (pushed(&primary, "q") == want).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "{:?} replayed; log:\n{}",
+        pushed(&primary, "q"),
+        proxy.stderr()
+    );
+}
+
 /// In a Sentinel pool, writes that wait past `failover_hold` while Sentinel promotes a new
 /// primary are spooled, and replayed in order to the new primary once it is applied.
 #[test]

@@ -28,6 +28,8 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Bytes of a record before its payload: length, checksum, sequence, time.
 pub const HEADER: usize = 4 + 4 + 8 + 8;
@@ -111,7 +113,8 @@ struct Segment {
 /// from a thread that may block.
 pub struct SpoolLog {
     dir: PathBuf,
-    max_bytes: u64,
+    /// The bound, shared with the [`crate::durability::spool::Spool`] that a reload updates.
+    max_bytes: Arc<AtomicU64>,
     segments: VecDeque<Segment>,
     active: Option<File>,
     next_seq: u64,
@@ -125,6 +128,12 @@ pub struct SpoolLog {
 }
 
 impl SpoolLog {
+    /// The bound on payload bytes waiting for replay, shared: a store changes it for the
+    /// next append (entries already waiting stay).
+    pub fn max_bytes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.max_bytes)
+    }
+
     /// Opens (or creates) the spool in `dir`, cutting a torn tail, bounded by `max_bytes` of
     /// payload waiting for replay.
     ///
@@ -149,7 +158,7 @@ impl SpoolLog {
         firsts.sort_unstable();
         let mut log = SpoolLog {
             dir: dir.to_path_buf(),
-            max_bytes,
+            max_bytes: Arc::new(AtomicU64::new(max_bytes)),
             segments: VecDeque::new(),
             active: None,
             next_seq: acked + 1,
@@ -237,13 +246,12 @@ impl SpoolLog {
     pub fn append(&mut self, payloads: &[&[u8]]) -> Result<u64, SpoolError> {
         self.check_running()?;
         let adding: u64 = payloads.iter().map(|p| p.len() as u64).sum();
-        if self.waiting_bytes + adding > self.max_bytes
-            || payloads.iter().any(|p| p.len() > MAX_PAYLOAD)
-        {
+        let max = self.max_bytes.load(Ordering::Relaxed);
+        if self.waiting_bytes + adding > max || payloads.iter().any(|p| p.len() > MAX_PAYLOAD) {
             return Err(SpoolError::Full {
                 dir: self.dir.display().to_string(),
                 used: self.waiting_bytes,
-                max: self.max_bytes,
+                max,
             });
         }
         let first = self.next_seq;

@@ -55,6 +55,8 @@ pub struct Spool {
     /// Its figures.
     pub stats: Arc<SpoolStats>,
     stop_reason: Arc<Mutex<Option<String>>>,
+    /// `spool_max_bytes`, shared with the log's thread (a reload sets it).
+    max_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Spool {
@@ -67,6 +69,12 @@ impl std::fmt::Debug for Spool {
 }
 
 impl Spool {
+    /// A reload's `spool_max_bytes`: the bound of the next append (entries already waiting
+    /// stay, even above it).
+    pub fn set_max_bytes(&self, max: u64) {
+        self.max_bytes.store(max, Relaxed);
+    }
+
     /// Opens the spool in `dir` (bounded by `max_bytes` of waiting payload) and starts its
     /// thread. A spool that cannot be opened is returned stopped, with the reason: every
     /// append fails with it, and nothing is replayed.
@@ -75,8 +83,10 @@ impl Spool {
         let stats = Arc::new(SpoolStats::default());
         let stop_reason = Arc::new(Mutex::new(None));
         let opened = SpoolLog::open(dir, max_bytes);
+        let mut limit = Arc::new(std::sync::atomic::AtomicU64::new(max_bytes));
         let recovery = match opened {
             Ok((log, rec)) => {
+                limit = log.max_bytes();
                 stats.entries.store(log.waiting().0, Relaxed);
                 publish(&log, &stats);
                 let (st, sr) = (Arc::clone(&stats), Arc::clone(&stop_reason));
@@ -104,6 +114,7 @@ impl Spool {
             tx,
             stats,
             stop_reason,
+            max_bytes: limit,
         });
         (spool, recovery)
     }

@@ -404,13 +404,14 @@ pub fn spool_dir(conf: &Pool, shard: &str) -> Option<std::path::PathBuf> {
 /// else opened now (a spool that cannot be opened is kept stopped, with the reason logged).
 fn shard_spool(conf: &Pool, shard: &str, old: Option<&ShardRt>) -> Option<Arc<Spool>> {
     let dir = spool_dir(conf, shard)?;
+    let max = conf.spool.as_ref().map_or(0, |s| s.max_bytes);
     if let Some(sp) = old
         .and_then(|o| o.spool.as_ref())
         .filter(|s| s.dir() == dir)
     {
+        sp.set_max_bytes(max);
         return Some(Arc::clone(sp));
     }
-    let max = conf.spool.as_ref().map_or(0, |s| s.max_bytes);
     let (spool, opened) = Spool::open(&dir, max);
     match opened {
         Ok(rec) => tracing::info!(
