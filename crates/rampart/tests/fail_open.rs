@@ -632,3 +632,35 @@ fn a_reset_fault_closes_the_client_of_a_fail_open_pool() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// A reload keeps an open circuit open (and its counts): the dead server's requests keep
+/// getting their answer at once, none waits `fail_open_timeout` again. Before, every reload
+/// closed the circuit, and the next few requests waited until it opened again.
+#[test]
+fn a_reload_keeps_an_open_circuit_open() {
+    let mut c =
+        start("  fail_open_writes: drop\n  fail_open_after: 3\n  health_check: {interval: 10s}\n");
+    let keys: Vec<String> = c.keys[0].iter().take(10).map(|(k, _)| k.clone()).collect();
+    c.servers[0].kill9();
+    let mut client = c.client();
+    for k in &keys {
+        assert_eq!(client.cmd(&["SET", k, "w"]), Reply::ok(), "SET {k}");
+    }
+    assert_eq!(c.shard_info("s0")["circuit_open"], "1");
+    let path = c._proxy.dir().join("c.yml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, text.replace("timeout: 1000", "timeout: 900")).expect("write");
+    testkit::send_signal(c._proxy.pid(), "HUP");
+    let reloaded = poll_until(Duration::from_secs(10), || {
+        c._proxy
+            .stderr()
+            .contains("timeout 1000ms -> 900ms")
+            .then_some(())
+    });
+    assert!(reloaded.is_some(), "no reload:\n{}", c._proxy.stderr());
+    let info = c.shard_info("s0");
+    assert_eq!(info["circuit_open"], "1", "{info:?}");
+    assert_eq!(info["fail_open_drops"], "10", "{info:?}");
+    assert_eq!(client.cmd(&["SET", &keys[0], "w"]), Reply::ok());
+    assert_eq!(c.shard_info("s0")["fail_open_drops"], "11");
+}

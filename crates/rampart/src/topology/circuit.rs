@@ -37,6 +37,24 @@ impl Circuit {
     }
 
     /// Requests of the shard are answered without being sent.
+    /// The circuit of a shard a reload keeps (same name, same primary): open or closed,
+    /// its failures and its counts carried over from `old`, so a reload neither closes a
+    /// circuit its dead shard still needs open (every reload cost requests waiting
+    /// `fail_open_timeout` until it opened again) nor resets the figures.
+    pub fn carried(workers: usize, old: Option<&Circuit>) -> Self {
+        let c = Circuit::new(workers);
+        if let Some(o) = old {
+            c.open.store(o.is_open(), Relaxed);
+            c.failures.store(o.failures.load(Relaxed), Relaxed);
+            c.openings.store(o.openings(), Relaxed);
+            if let (Some(m), Some(d)) = (c.misses.first(), c.drops.first()) {
+                m.add(o.misses());
+                d.add(o.drops());
+            }
+        }
+        c
+    }
+
     #[inline]
     pub fn is_open(&self) -> bool {
         self.open.load(Relaxed)

@@ -561,8 +561,13 @@ impl PoolRt {
                 // An ejected server that stays (same name, same address, auto_eject_hosts
                 // still on) stays ejected until its retry time: a reload for another reason
                 // does not put a dead server back on the ring.
+                // The same shard on the same server: its primary as listed (a Sentinel or
+                // cluster pool's shard keeps the view it followed, so is the same).
                 let same_server = old_shard.is_some_and(|o| {
-                    o.view().nodes.first().map(|n| &n.addr) == s.primary.as_ref().map(|p| &p.addr)
+                    conf.is_sentinel()
+                        || conf.is_cluster()
+                        || o.view().nodes.first().map(|n| &n.addr)
+                            == s.primary.as_ref().map(|p| &p.addr)
                 });
                 let eject = old_shard
                     .filter(|_| twemproxy && conf.auto_eject_hosts && same_server)
@@ -621,7 +626,12 @@ impl PoolRt {
                     switchovers: counted(ShardRt::switchovers),
                     resubscriptions: counted(ShardRt::resubscriptions),
                     pubsub_links: std::sync::Mutex::new(std::collections::HashMap::new()),
-                    circuit: crate::topology::circuit::Circuit::new(workers),
+                    circuit: crate::topology::circuit::Circuit::carried(
+                        workers,
+                        old_shard
+                            .filter(|_| conf.fail_open.is_some() && same_server)
+                            .map(|o| &o.circuit),
+                    ),
                     spool: shard_spool(&conf, &s.name, old_shard),
                 }
             })
