@@ -1390,3 +1390,62 @@ fn a_replica_set_made_a_sentinel_pool_over_the_same_primary_moves_no_key() {
     );
     assert_eq!(c.cmd(&["GET", "conv"]), Reply::bulk("1"));
 }
+
+/// A WATCH across a forced reload that changes where keys live: the watched key may have
+/// moved, so EXEC runs nothing and answers nil (as for a changed watched key; the client's
+/// retry watches again), not that the transaction's keys live on different shards (one key:
+/// no hash tag could help). The retry runs.
+#[test]
+fn a_watch_across_a_forced_ring_change_answers_nil_and_the_retry_runs() {
+    let (a, b, c) = (
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    );
+    let port = free_port();
+    let admin = free_port();
+    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", pool("alpha", port, &[&a, &b], ""))
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .wait_port(port)
+        .start();
+    let three = pool("alpha", port, &[&a, &b, &c], "");
+    std::fs::write(proxy.dir().join("rampart.yml"), &three).expect("write config");
+    let mut cl = Client::connect(&format!("127.0.0.1:{port}"));
+    let tx = |cl: &mut Client, key: &str| {
+        assert_eq!(cl.cmd(&["WATCH", key]), Reply::ok());
+        cl.pipeline(&[vec!["MULTI"], vec!["SET", key, "v"], vec!["EXEC"]])
+    };
+    // Every key watched before the reload: each EXEC after it answers nil.
+    let keys: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    let mut watchers: Vec<Client> = keys
+        .iter()
+        .map(|k| {
+            let mut w = Client::connect(&format!("127.0.0.1:{port}"));
+            assert_eq!(w.cmd(&["WATCH", k]), Reply::ok());
+            w
+        })
+        .collect();
+    let forced = post(admin, "/api/reload?force=true");
+    assert!(
+        forced.contains("200 OK") && forced.contains("moved"),
+        "{forced}"
+    );
+    for (w, k) in watchers.iter_mut().zip(&keys) {
+        let r = w.pipeline(&[vec!["MULTI"], vec!["SET", k, "v"], vec!["EXEC"]]);
+        assert_eq!(
+            r[2],
+            Reply::Array(None),
+            "EXEC of {k} after the reload: {r:?}"
+        );
+    }
+    for k in &keys {
+        let r = tx(&mut cl, k);
+        assert_eq!(
+            r[2],
+            Reply::Array(Some(vec![Reply::ok()])),
+            "retry of {k}: {r:?}"
+        );
+    }
+}

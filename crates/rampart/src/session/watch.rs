@@ -37,6 +37,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -82,6 +83,8 @@ pub struct Watch {
     asking: Cell<bool>,
     /// The pool, to follow a cluster's redirections (cluster pools only).
     pool: Option<Rc<WorkerPool>>,
+    /// The pool's generation at `WATCH`, whose placement put the keys on `shard`.
+    placed_by: Arc<crate::topology::PoolRt>,
     /// The leased connections speak RESP3 (EXEC's nil is `_`).
     resp3: bool,
     /// The leased connection; taken by the step in progress, gone once lost.
@@ -97,12 +100,13 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// A watch about to start on the connection `lease` gives, for keys of `shard`; in a
-    /// cluster pool, `pool` lets it follow redirections. `resp3`: the lease's protocol.
+    /// A watch about to start on the connection `lease` gives, for keys of `shard` as
+    /// `placed_by` (the pool's generation now) places them; in a cluster pool, `pool` lets it
+    /// follow redirections. `resp3`: the lease's protocol.
     pub fn new(
         shard: usize,
         lease: LeaseSoon,
-        pool: Option<Rc<WorkerPool>>,
+        (pool, placed_by): (Option<Rc<WorkerPool>>, Arc<crate::topology::PoolRt>),
         resp3: bool,
     ) -> Rc<Self> {
         Rc::new(Watch {
@@ -110,6 +114,7 @@ impl Watch {
             slots: std::cell::RefCell::default(),
             asking: Cell::new(false),
             pool,
+            placed_by,
             resp3,
             lease: Cell::new(None),
             coming: Cell::new(Some(lease)),
@@ -117,6 +122,12 @@ impl Watch {
             watched: Cell::new(false),
             busy: Cell::new(false),
         })
+    }
+
+    /// Whether `now` (the pool's generation at `EXEC`) places keys as the one at `WATCH`
+    /// did: a reload applied with `force` may have moved the watched keys to another shard.
+    pub fn same_placement(&self, now: &crate::topology::PoolRt) -> bool {
+        self.placed_by.same_placement(now)
     }
 
     /// The shard of the watched keys (see [`Watch::new`]).

@@ -283,6 +283,13 @@ impl Session {
     /// watched slot: the map may place that slot elsewhere by now, and the watch's node
     /// then refuses the run whole (EXEC answers nil, nothing ran).
     fn exec_watched(&mut self, w: &Rc<Watch>, run: transaction::Run, slot: Option<u16>) {
+        if !w.same_placement(&self.pool.rt) {
+            // A forced reload changed where keys live since WATCH: the watched keys may be
+            // on another shard now, and cannot be checked where they were watched.
+            watch::end(w, self.pool.rt.timeout());
+            let why = "a reload changed the pool's key placement since WATCH";
+            return self.reply_raw(&watch::lost(why, self.client.resp3));
+        }
         let elsewhere = run.shard.is_some_and(|s| s != w.shard());
         if elsewhere && !slot.is_some_and(|s| w.holds_slot(s)) {
             watch::end(w, self.pool.rt.timeout());
@@ -346,7 +353,8 @@ impl Session {
                     .cluster
                     .is_some()
                     .then(|| Rc::clone(&self.pool));
-                let w = Watch::new(shard, lease, follow, self.client.resp3);
+                let placed_by = std::sync::Arc::clone(&self.pool.rt);
+                let w = Watch::new(shard, lease, (follow, placed_by), self.client.resp3);
                 self.watch = Some(Rc::clone(&w));
                 extra = wait;
                 w
