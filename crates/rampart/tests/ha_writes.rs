@@ -211,6 +211,62 @@ fn sentinel_failover_fails_only_writes_in_flight() {
     );
 }
 
+/// Reads of a `read_policy: primary` pool through a Sentinel failover (kill -9 of the
+/// primary): a read that finds no node while the shard has no primary waits for the new one,
+/// as a write does, so readers see no error but the one in flight at the kill (at most one
+/// per reader). Before, every read in the failover's seconds failed with "no node available
+/// for reads".
+#[test]
+fn sentinel_failover_fails_no_read_sent_after_the_kill() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const READERS: usize = 3;
+    let mut s = SentinelSetup::start("  failover_hold: 10s\n  read_policy: primary\n");
+    let mut c = Client::connect(&s.proxy.addr());
+    assert_eq!(c.cmd(&["SET", "r", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["WAIT", "2", "5000"]), Reply::Int(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let (stop, addr) = (Arc::clone(&stop), s.proxy.addr());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                c.set_read_timeout(Some(Duration::from_secs(20)));
+                let (mut reads, mut errors) = (0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match c.try_cmd(&["GET", "r"]) {
+                        Ok(Reply::Bulk(Some(_))) => reads += 1,
+                        Ok(other) => errors.push(format!("{other:?}")),
+                        Err(e) => {
+                            errors.push(format!("connection: {e}"));
+                            c = Client::connect(&addr);
+                            c.set_read_timeout(Some(Duration::from_secs(20)));
+                        }
+                    }
+                }
+                (reads, errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    s.primary.kill9();
+    let (switch_after, _) = s.wait_switch(Instant::now(), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for r in readers {
+        let (reads, errors) = r.join().expect("reader");
+        println!("reader: {reads} reads, errors {errors:?}");
+        assert!(reads > 0, "a reader read nothing");
+        all.push(errors);
+    }
+    println!("failover after {switch_after:?}");
+    assert!(
+        all.iter().all(|e| e.len() <= 1),
+        "reads sent after the kill failed instead of waiting for the new primary: {all:?}"
+    );
+}
+
 /// A read pipelined behind the client's own write during a switchover waits behind it in the
 /// hold, as one Redis connection runs its commands in order: four clients pipeline `SET k_i`
 /// and `GET k_i` (a new key each time) through `RAMPART SWITCHOVER`, and every GET sees its

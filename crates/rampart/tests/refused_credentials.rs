@@ -65,11 +65,17 @@ fn sample(metrics: &str, parts: &[&str]) -> Option<u64> {
 }
 
 /// Lines of `log` at `level` that mention `addr`.
+/// The log lines at `level` about refused credentials that name `addr` (not the follower's
+/// line that no Sentinel answers, which names the Sentinels it asked).
 fn lines<'a>(log: &'a str, level: &str, addr: &str) -> Vec<&'a str> {
     log.lines()
         .filter(|l| l.contains(level) && l.contains(addr))
+        .filter(|l| !l.contains(UNANSWERED))
         .collect()
 }
+
+/// The follower's warning that no Sentinel answers about a master.
+const UNANSWERED: &str = "no Sentinel answers about master";
 
 #[test]
 fn refused_credentials_are_logged_once_counted_and_their_recovery_said_once() {
@@ -127,6 +133,8 @@ fn refused_credentials_are_logged_once_counted_and_their_recovery_said_once() {
     let s_addr = sentinel.addr();
     let warned = lines(&text, "WARN", &s_addr);
     assert_eq!(warned.len(), 1, "one warning for the Sentinel:\n{text}");
+    // The follower, left with no Sentinel that answers, says so once (at most once a minute).
+    assert_eq!(text.matches(UNANSWERED).count(), 1, "{text}");
     assert!(
         warned[0].contains("sentinel") && warned[0].contains("WRONGPASS"),
         "the warning names the Sentinel and its reason: {}",

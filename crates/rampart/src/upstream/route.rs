@@ -199,6 +199,19 @@ pub fn send(
     };
     let Some(node) = node else {
         let name = rt.shards[shard].name.clone();
+        // A read with no node to go to (its primary dead or failing over, no replica to
+        // serve it) waits for the primary, or its successor, as a write does, at most
+        // `failover_hold`: a failover shows no error to reads either. A fail-open pool
+        // answers its miss at once instead; `read_policy: replica` never reads the primary.
+        if access != Access::Write
+            && rt.conf.fail_open.is_none()
+            && rt.conf.read_policy != rampart_config::ReadPolicy::Replica
+            && can_hold(wp)
+            && hold_may_help(rt, shard)
+        {
+            hold_request(wp, shard, sink, bytes, client, false);
+            return 0;
+        }
         if access == Access::Write {
             // No hold (failover_hold: 0): the spool, if the pool has one, takes it at once.
             let failure = Failure::NoPrimary {
@@ -339,7 +352,9 @@ fn hold_request(
     let rt = &wp.rt;
     if hold_is_hopeless(rt, shard) {
         if !write {
-            return sink.fail(hopeless(rt, shard));
+            return sink.fail(Failure::NoReadNode {
+                shard: rt.shards[shard].name.clone(),
+            });
         }
         return spool_or_fail(wp, shard, sink, bytes, hopeless(rt, shard));
     }
@@ -572,7 +587,12 @@ async fn release(wp: Rc<WorkerPool>, shard: usize) {
                 .is_some_and(|until| hopeless || until <= now)
             {
                 if let Some(h) = hold.pop() {
-                    let failure = if hopeless {
+                    let failure = if !h.is_write() {
+                        // A read that waited for a primary (or behind its client's write).
+                        Failure::NoReadNode {
+                            shard: rt.name.clone(),
+                        }
+                    } else if hopeless {
                         self::hopeless(&wp.rt, shard)
                     } else {
                         Failure::HoldExpired {
