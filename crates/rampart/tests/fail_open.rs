@@ -574,6 +574,12 @@ fn a_split_write_over_an_open_circuit_changes_no_shard() {
 /// in a row, answered with its dropped reply, until `fail_open_after` opens the circuit.
 #[test]
 fn writes_to_a_dead_server_open_its_circuit() {
+    let _ = dead_shard_with_open_circuit();
+}
+
+/// A pool whose shard `s0` is killed and gets ten writes (dropped, as `fail_open_writes`
+/// says), which open its circuit; the pool, its keys of `s0` written, and a client.
+fn dead_shard_with_open_circuit() -> (Cache, Vec<String>, Client) {
     let mut c =
         start("  fail_open_writes: drop\n  fail_open_after: 3\n  health_check: {interval: 10s}\n");
     let keys: Vec<String> = c.keys[0].iter().take(10).map(|(k, _)| k.clone()).collect();
@@ -585,6 +591,7 @@ fn writes_to_a_dead_server_open_its_circuit() {
     let info = c.shard_info("s0");
     assert_eq!(info["circuit_open"], "1", "{info:?}");
     assert_eq!(info["fail_open_drops"], "10", "{info:?}");
+    (c, keys, client)
 }
 
 /// An injected `reset` fault closes the client in a fail-open pool too, as documented.
@@ -638,15 +645,7 @@ fn a_reset_fault_closes_the_client_of_a_fail_open_pool() {
 /// closed the circuit, and the next few requests waited until it opened again.
 #[test]
 fn a_reload_keeps_an_open_circuit_open() {
-    let mut c =
-        start("  fail_open_writes: drop\n  fail_open_after: 3\n  health_check: {interval: 10s}\n");
-    let keys: Vec<String> = c.keys[0].iter().take(10).map(|(k, _)| k.clone()).collect();
-    c.servers[0].kill9();
-    let mut client = c.client();
-    for k in &keys {
-        assert_eq!(client.cmd(&["SET", k, "w"]), Reply::ok(), "SET {k}");
-    }
-    assert_eq!(c.shard_info("s0")["circuit_open"], "1");
+    let (c, keys, mut client) = dead_shard_with_open_circuit();
     let path = c._proxy.dir().join("c.yml");
     let text = std::fs::read_to_string(&path).expect("config");
     std::fs::write(&path, text.replace("timeout: 1000", "timeout: 900")).expect("write");

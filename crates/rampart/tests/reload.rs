@@ -26,6 +26,20 @@ fn pool(name: &str, port: u16, servers: &[&RedisServer], extra: &str) -> String 
     y
 }
 
+/// rampart with `yaml` as `rampart.yml` in its directory (`--no-stats`, `workers` workers,
+/// info logs, an admin listener on `admin` when given), once the pool's `port` accepts.
+fn start_file(yaml: impl AsRef<str>, port: u16, workers: u32, admin: Option<u16>) -> Proxy {
+    let mut b = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", yaml.as_ref())
+        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers"])
+        .arg(workers.to_string())
+        .env("RAMPART_LOG", "info");
+    if let Some(a) = admin {
+        b = b.args(["--admin".to_string(), format!("127.0.0.1:{a}")]);
+    }
+    b.wait_port(port).start()
+}
+
 /// POST with no body to the admin listener; the whole HTTP response.
 fn post(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
@@ -56,12 +70,7 @@ fn clients_keep_working_through_reloads_and_bad_files_change_nothing() {
     let (port, port2) = (free_port(), free_port());
     let first = pool("alpha", port, &[&a, &b], "  timeout: 1000\n");
     let admin = free_port();
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &first)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
-        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
-        .wait_port(port)
-        .start();
+    let proxy = start_file(&first, port, 2, Some(admin));
     let path = proxy.dir().join("rampart.yml");
     let addr = format!("127.0.0.1:{port}");
 
@@ -327,12 +336,7 @@ fn a_reload_applies_timeout_and_database_to_open_connections_and_says_what_chang
     let port = free_port();
     let admin = free_port();
     let yaml = |extra: &str| pool("demo", port, &[&server], extra);
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", yaml("  timeout: 1000\n"))
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
-        .wait_port(port)
-        .start();
+    let proxy = start_file(yaml("  timeout: 1000\n"), port, 1, Some(admin));
     let path = proxy.dir().join("rampart.yml");
     let mut c = Client::connect(&format!("127.0.0.1:{port}"));
     let (r, took) = busy_script(&mut c, "k", 700);
@@ -526,11 +530,7 @@ fn server_conns(server: &RedisServer, cmd: &str) -> Vec<(String, String)> {
 /// proxy's directory), and the pool's port.
 fn one_worker_on(server: &RedisServer) -> (Proxy, u16) {
     let port = free_port();
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", pool("demo", port, &[server], ""))
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .wait_port(port)
-        .start();
+    let proxy = start_file(pool("demo", port, &[server], ""), port, 1, None);
     (proxy, port)
 }
 
@@ -732,13 +732,7 @@ fn a_pool_changes_kind_under_load_without_an_error_or_a_lost_write() {
     let (port, admin) = (free_port(), free_port());
     let head = format!("alpha:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n");
     let servers = format!("{head}  servers:\n   - {}:1 s0\n", primary.addr());
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &servers)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
-        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let proxy = start_file(&servers, port, 2, Some(admin));
     let path = proxy.dir().join("rampart.yml");
     let stop = Arc::new(AtomicBool::new(false));
     let load = set_get_load(&format!("127.0.0.1:{port}"), 20, &stop);
@@ -855,12 +849,7 @@ fn an_address_moves_to_another_pool_or_role_without_a_new_bind() {
     );
     let first =
         format!("alpha:\n  listen: 127.0.0.1:{port}\n  read_listen: 127.0.0.1:{port2}\n{body}");
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &first)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let proxy = start_file(&first, port, 2, None);
     let path = proxy.dir().join("rampart.yml");
     let mut before = Client::connect(&format!("127.0.0.1:{port}"));
     let up = poll_until(Duration::from_secs(5), || {
@@ -923,12 +912,7 @@ fn a_refused_reload_leaves_a_unix_listener_serving() {
     };
     let port = free_port();
     let tcp = pool("tcp", port, &[&a], "");
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", format!("{}{tcp}", unix("alpha")))
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let proxy = start_file(format!("{}{tcp}", unix("alpha")), port, 2, None);
     let path = proxy.dir().join("rampart.yml");
     let ping = || {
         let mut s = std::os::unix::net::UnixStream::connect(&sock).ok()?;
@@ -967,12 +951,7 @@ fn a_reload_that_removes_a_password_the_servers_require_is_refused() {
     );
     let port = free_port();
     let with = pool("alpha", port, &[&a], "  redis_auth: pw-0k8\n");
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &with)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "2"])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let proxy = start_file(&with, port, 2, None);
     let path = proxy.dir().join("rampart.yml");
     let mut c = Client::connect(&format!("127.0.0.1:{port}"));
     assert_eq!(c.cmd(&["AUTH", "pw-0k8"]), Reply::ok());
@@ -995,12 +974,7 @@ fn a_reload_with_a_key_the_pool_kind_ignores_is_refused() {
     let a = RedisServer::start();
     let port = free_port();
     let yaml = pool("alpha", port, &[&a], "");
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &yaml)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let proxy = start_file(&yaml, port, 1, None);
     let path = proxy.dir().join("rampart.yml");
     let mut c = Client::connect(&format!("127.0.0.1:{port}"));
     assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
@@ -1081,12 +1055,7 @@ fn sigterm_during_a_reload_that_waits_stops_at_once() {
     let a = RedisServer::start();
     let port = free_port();
     let body = pool("alpha", port, &[&a], "  timeout: 30000\n");
-    let mut proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &body)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let mut proxy = start_file(&body, port, 1, None);
     let mut c = Client::connect(&format!("127.0.0.1:{port}"));
     assert_eq!(c.cmd(&["SET", "k", "1"]), Reply::ok());
     drop(c);
@@ -1141,12 +1110,7 @@ fn a_reload_that_changes_the_hash_tag_moves_keys_so_needs_force() {
     let port = free_port();
     let body = pool("alpha", port, &[&a, &b, &c], "");
     assert!(body.contains("hash_tag: \"{}\""), "{body}");
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &body)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let proxy = start_file(&body, port, 1, None);
     let path = proxy.dir().join("rampart.yml");
     let mut cl = Client::connect(&format!("127.0.0.1:{port}"));
     let keys: Vec<String> = (0..300).map(|i| format!("{{user{i}}}:name")).collect();
@@ -1180,12 +1144,7 @@ fn an_ejected_server_stays_ejected_across_a_reload() {
     let port = free_port();
     let extra = "  timeout: 300\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n";
     let body = pool("alpha", port, &[&a, &b], extra);
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &body)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let proxy = start_file(&body, port, 1, None);
     let path = proxy.dir().join("rampart.yml");
     let mut c = Client::connect(&format!("127.0.0.1:{port}"));
     b.kill9();
@@ -1255,29 +1214,31 @@ fn the_last_switchover_outcome_survives_a_reload() {
     assert_eq!(outcome(&mut c), Some(before), "after the reload");
 }
 
+/// rampart over two servers of three (with an admin listener), its file already naming the
+/// third: a forced reload (`POST /api/reload?force=true`) adds it and moves keys. Returns
+/// the servers, the proxy, the pool's port and the admin port.
+fn a_third_server_to_come() -> ([RedisServer; 3], Proxy, u16, u16) {
+    let servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let (port, admin) = (free_port(), free_port());
+    let two = pool("alpha", port, &[&servers[0], &servers[1]], "");
+    let proxy = start_file(&two, port, 1, Some(admin));
+    let three = pool("alpha", port, &servers.iter().collect::<Vec<_>>(), "");
+    std::fs::write(proxy.dir().join("rampart.yml"), &three).expect("write config");
+    (servers, proxy, port, admin)
+}
+
 /// A forced reload that moves keys (here a server added) ends the commands blocked under the
-/// old placement: their clients are closed, so they block again where the keys live now. Before, a client blocked on a key that moved waited for ever while the push for
-/// it went to the key's new server (and one blocked on a removed server, there).
+/// old placement: their clients are closed, so they block again where the keys live now.
+/// Before, a client blocked on a key that moved waited for ever while the push for it went
+/// to the key's new server (and one blocked on a removed server, there).
 #[test]
 fn a_forced_ring_change_ends_blocked_commands_so_they_block_where_their_keys_live() {
-    let (a, b, c) = (
-        RedisServer::start(),
-        RedisServer::start(),
-        RedisServer::start(),
-    );
-    let port = free_port();
-    let admin = free_port();
-    let two = pool("alpha", port, &[&a, &b], "");
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", &two)
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
-        .env("RAMPART_LOG", "info")
-        .wait_port(port)
-        .start();
+    let ([a, b, _c], _proxy, port, admin) = a_third_server_to_come();
     let addr = format!("127.0.0.1:{port}");
-    let three = pool("alpha", port, &[&a, &b, &c], "");
-    std::fs::write(proxy.dir().join("rampart.yml"), &three).expect("write config");
     // Blocked under the old placement; the reload may move its key or not, the command
     // cannot tell, so it ends either way.
     let key = "q1".to_string();
@@ -1397,21 +1358,7 @@ fn a_replica_set_made_a_sentinel_pool_over_the_same_primary_moves_no_key() {
 /// no hash tag could help). The retry runs.
 #[test]
 fn a_watch_across_a_forced_ring_change_answers_nil_and_the_retry_runs() {
-    let (a, b, c) = (
-        RedisServer::start(),
-        RedisServer::start(),
-        RedisServer::start(),
-    );
-    let port = free_port();
-    let admin = free_port();
-    let proxy = Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
-        .file("rampart.yml", pool("alpha", port, &[&a, &b], ""))
-        .args(["-c", "{dir}/rampart.yml", "--no-stats", "--workers", "1"])
-        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
-        .wait_port(port)
-        .start();
-    let three = pool("alpha", port, &[&a, &b, &c], "");
-    std::fs::write(proxy.dir().join("rampart.yml"), &three).expect("write config");
+    let (_servers, _proxy, port, admin) = a_third_server_to_come();
     let mut cl = Client::connect(&format!("127.0.0.1:{port}"));
     let tx = |cl: &mut Client, key: &str| {
         assert_eq!(cl.cmd(&["WATCH", key]), Reply::ok());
