@@ -46,17 +46,37 @@ pub const CLIENT_LEFT: &str = "the client left";
 /// popped an item whose reply was lost, which only a lost connection tells. Any other
 /// failure (nothing was sent) is the failure's error.
 fn end(sink: Sink, failure: Failure) {
-    use crate::upstream::dedicated::DedicatedError as D;
     match failure {
         Failure::Ended(CLIENT_LEFT) => sink.deliver(b""),
-        Failure::Dedicated(
-            ref e @ (D::Failed(..) | D::Timeout(_) | D::Switched(_) | D::Reloaded(_)),
-        ) => {
-            tracing::info!("closing a blocked client: its blocking command's {e}");
+        f if unavailable(&f) => {
+            tracing::info!("closing a blocked client: its blocking command's {f}");
             sink.hang_up();
         }
         f => sink.fail(f),
     }
+}
+
+/// Whether `f` says the shard could not serve a blocking command (its server connection
+/// failed or could not be made, it has no primary): the client is closed, as behind a TCP
+/// proxy whose server is down, so a worker loop reconnects and tries again (RQ, Celery and
+/// redis-py loops end on an error reply; they retry a lost connection). Anything else (a
+/// limit of rampart's, the client leaving) is answered as it is.
+pub fn unavailable(f: &Failure) -> bool {
+    use crate::upstream::dedicated::DedicatedError as D;
+    matches!(
+        f,
+        Failure::Dedicated(D::Failed(..) | D::Timeout(_) | D::Switched(_) | D::Reloaded(_))
+            | Failure::NoPrimary { .. }
+            | Failure::HoldExpired { .. }
+            | Failure::HoldFull { .. }
+            | Failure::NoReadNode { .. }
+            | Failure::SpoolBusy { .. }
+    )
+}
+
+/// Give `sink` the failure of a blocking command that was not sent: as [`end`] does.
+pub fn refuse(sink: Sink, f: Failure) {
+    end(sink, f);
 }
 
 /// A session's blocking command in progress, if any, and whether the client is gone.
@@ -280,17 +300,24 @@ pub fn at_once(name: &str, argv: &[&[u8]]) -> Option<(Vec<u8>, Shape)> {
 
 /// What the non-blocking pop answered, for [`pop_or_block`].
 enum Popped {
-    /// Data (or rampart's own error: the pop may have reached the server, so nothing is
-    /// sent again): this is the reply.
+    /// Data: this is the reply.
     Answer(Vec<u8>),
     /// Every list was empty, or the server refused the pop: the blocking command runs.
     Block,
+    /// rampart's own error (the pop may have reached the server, so nothing is sent again):
+    /// the client is closed.
+    HangUp,
 }
 
 fn popped(reply: &[u8], shape: Shape) -> Popped {
+    // rampart's own error for the pop (its server connection failed or could not be made,
+    // no primary): the pop may have run, or the shard cannot serve now; the client is
+    // closed, as a blocked one whose server failed is.
+    if reply.starts_with(b"-ERR rampart: ") {
+        return Popped::HangUp;
+    }
     let nil = matches!(reply, b"*-1\r\n" | b"$-1\r\n" | b"_\r\n");
-    let server_error =
-        matches!(reply.first(), Some(b'-' | b'!')) && !reply.starts_with(b"-ERR rampart: ");
+    let server_error = matches!(reply.first(), Some(b'-' | b'!'));
     if nil || server_error {
         return Popped::Block;
     }
@@ -352,6 +379,14 @@ pub async fn pop_or_block(
             sink.deliver(&r);
             blocked.running.set(false);
         }
+        Popped::HangUp => {
+            tracing::info!(
+                "closing a blocked client: its pop failed: {}",
+                String::from_utf8_lossy(reply.strip_prefix(b"-").unwrap_or(&reply)).trim_end()
+            );
+            sink.hang_up();
+            blocked.running.set(false);
+        }
         Popped::Block => match block() {
             Ok((lease, deadline, again)) => {
                 count(&blocked, entry.as_ref());
@@ -360,7 +395,7 @@ pub async fn pop_or_block(
                 Box::pin(run(lease, request, sink, deadline, blocked, again)).await;
             }
             Err(f) => {
-                sink.fail(f);
+                end(sink, f);
                 blocked.running.set(false);
             }
         },
@@ -685,7 +720,7 @@ mod tests {
     fn a_pop_with_data_answers_in_the_blocking_commands_shape() {
         let r = |b: &[u8]| match popped(b, Shape::Pair) {
             Popped::Answer(a) => Some(a),
-            Popped::Block => None,
+            Popped::Block | Popped::HangUp => None,
         };
         assert_eq!(
             r(b"*2\r\n$3\r\nkey\r\n*1\r\n$2\r\nv1\r\n").as_deref(),
@@ -695,7 +730,7 @@ mod tests {
             assert!(r(empty).is_none());
         }
         let ours = b"-ERR rampart: server 127.0.0.1:1: timed out\r\n";
-        assert_eq!(r(ours).as_deref(), Some(&ours[..]));
+        assert!(matches!(popped(ours, Shape::Pair), Popped::HangUp));
         let (req, shape) = at_once("brpop", &argv("BRPOP a b 0")).unwrap();
         assert_eq!(shape, Shape::Pair);
         assert_eq!(

@@ -38,7 +38,12 @@ impl Session {
         let (lease, wait) =
             match lease_primary(&self.pool, shard, self.client.resp3, &mut self.last_node) {
                 Ok(l) => l,
-                Err(f) => return self.reply_raw(&f.reply()),
+                Err(f) => {
+                    // A shard that cannot serve it closes the client, as a blocked one whose
+                    // server failed is (`blocking::unavailable`); other failures are answered.
+                    let seq = self.pending.push_waiting();
+                    return blocking::refuse(Sink::new(&self.pending, seq, 0), f);
+                }
             };
         let deadline = block_deadline(&self.pool.rt, blocking::block_for(cmd.name, argv), wait);
         let request = owned_request(argv, raw);
