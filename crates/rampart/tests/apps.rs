@@ -343,12 +343,35 @@ fn rq_runs_every_job() {
 /// exception, quitting"); jobs enqueued after the failover all run, none failed.
 #[test]
 fn an_rq_worker_blocked_on_its_queue_outlives_a_kill_of_the_primary() {
+    let mut s = SentinelSetup::start("  failover_hold: 10s\n");
+    let (addr, port, dir) = (
+        s.proxy.addr(),
+        s.proxy.port,
+        s.proxy.proxy.dir().to_path_buf(),
+    );
+    let primary = s.primary.addr();
+    rq_worker_through(&addr, port, &dir, &primary, || {
+        let t0 = Instant::now();
+        s.primary.kill9();
+        let (took, _) = s.wait_switch(t0, Duration::from_secs(30));
+        println!("Sentinel named a new primary after {took:?}");
+    });
+}
+
+/// An RQ worker (not burst) on the pool at `addr` (port `port`, files in `dir`), blocked on
+/// its empty queue on the node at `blocked_on`, goes through `fault`; then 20 jobs are
+/// enqueued and must all run, and the worker must still be running.
+fn rq_worker_through(
+    addr: &str,
+    port: u16,
+    dir: &std::path::Path,
+    blocked_on: &str,
+    fault: impl FnOnce(),
+) {
     const JOBS: usize = 20;
     let libs = common::client_libs();
-    let mut s = SentinelSetup::start("  failover_hold: 10s\n");
-    let dir = s.proxy.proxy.dir().to_path_buf();
     let pythonpath = format!("{}:{}", libs.join("py").display(), scripts().display());
-    let url = format!("redis://{}/0", s.proxy.addr());
+    let url = format!("redis://{addr}/0");
     let mut worker = Command::new("python3");
     worker
         .env("PYTHONPATH", &pythonpath)
@@ -357,8 +380,9 @@ fn an_rq_worker_blocked_on_its_queue_outlives_a_kill_of_the_primary() {
     let log = dir.join("worker.log");
     let mut worker = ChildGuard::spawn(worker, "rq worker", &log);
     let blocked = poll_until(Duration::from_secs(30), || {
-        s.primary
-            .info("clients")
+        let mut c = testkit::Client::try_connect(blocked_on).ok()?;
+        let info = c.try_cmd(&["INFO", "clients"]).ok()?;
+        format!("{info:?}")
             .contains("blocked_clients:1")
             .then_some(())
     });
@@ -367,15 +391,12 @@ fn an_rq_worker_blocked_on_its_queue_outlives_a_kill_of_the_primary() {
         "the worker never blocked on its queue:\n{}",
         testkit::process::read_lossy(&log)
     );
-    let t0 = Instant::now();
-    s.primary.kill9();
-    let (took, _) = s.wait_switch(t0, Duration::from_secs(30));
-    println!("Sentinel named a new primary after {took:?}");
+    fault();
     let script = |name: &str| {
         let mut cmd = Command::new("python3");
         cmd.env("PYTHONPATH", &pythonpath).args([
             scripts().join("rq_enqueue.py").to_string_lossy().as_ref(),
-            &s.proxy.port.to_string(),
+            &port.to_string(),
             &JOBS.to_string(),
             name,
         ]);
@@ -400,7 +421,7 @@ fn an_rq_worker_blocked_on_its_queue_outlives_a_kill_of_the_primary() {
     assert!(worker.try_exit().is_none(), "the rq worker exited:\n{text}");
     assert!(
         checked.is_some(),
-        "the jobs enqueued after the failover did not all run:\n{text}"
+        "the jobs enqueued after the fault did not all run:\n{text}"
     );
     worker.signal("TERM");
     let _ = worker.wait_exit(Duration::from_secs(20));
