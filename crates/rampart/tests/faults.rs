@@ -376,3 +376,64 @@ fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
     proxy.signal("TERM");
     assert!(proxy.wait_exit(Duration::from_secs(5)).is_some());
 }
+
+/// An ejected server that comes back to the ring takes its keys back: a command blocked on
+/// such a key on the server that stood in for it is ended (its client closed, so it blocks
+/// again where the pushes go now), and a WATCH held there makes EXEC answer nil. Before, the
+/// blocked client waited for ever while pushes went to the returning server, and EXEC said
+/// the transaction's one key lived on different shards.
+#[test]
+fn a_server_back_on_the_ring_ends_what_waits_for_its_keys_elsewhere() {
+    let mut servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    let (proxy, _) = rampart(
+        &addrs,
+        "  timeout: 500\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 1500\n",
+    );
+    let mut c = Client::connect(&proxy.addr());
+    let key = (0..100)
+        .map(|i| format!("key:{i}"))
+        .find(|k| c.cmd(&["SET", k, "1"]) == Reply::ok() && holder(&servers, k) == 1)
+        .expect("a key on server 1");
+    assert_eq!(c.cmd(&["DEL", &key]), Reply::Int(1));
+    servers[1].kill9();
+    // Ejected: the key's commands go to server 0 now.
+    let ejected = testkit::poll_until(Duration::from_secs(5), || {
+        (c.cmd(&["SET", "probe", "1"]) == Reply::ok() && c.cmd(&["EXISTS", &key]) == Reply::Int(0))
+            .then_some(())
+    });
+    assert!(ejected.is_some(), "server 1 was never ejected");
+    let mut blocked = Client::connect(&proxy.addr());
+    blocked
+        .send_raw(&testkit::encode_command(&["BLPOP", &key, "0"]))
+        .unwrap();
+    let mut watcher = Client::connect(&proxy.addr());
+    assert_eq!(watcher.cmd(&["WATCH", &key]), Reply::ok());
+    let on_zero = testkit::poll_until(Duration::from_secs(5), || {
+        servers[0]
+            .info("clients")
+            .contains("blocked_clients:1")
+            .then_some(())
+    });
+    assert!(on_zero.is_some(), "the BLPOP did not block on server 0");
+    servers[1].restart();
+    // Past server_retry_timeout a request puts server 1 back on the ring.
+    let back = testkit::poll_until(Duration::from_secs(10), || {
+        (c.cmd(&["SET", &key, "x"]) == Reply::ok()
+            && servers[1].cmd(&["EXISTS", &key]) == Reply::Int(1))
+        .then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "server 1 never came back to the ring:\n{}",
+        proxy.stderr()
+    );
+    blocked.assert_closed(Duration::from_secs(5));
+    assert_eq!(watcher.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(watcher.cmd(&["SET", &key, "2"]), Reply::simple("QUEUED"));
+    assert_eq!(
+        watcher.cmd(&["EXEC"]),
+        Reply::Array(None),
+        "EXEC after the ring changed"
+    );
+}

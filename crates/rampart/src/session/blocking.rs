@@ -65,8 +65,9 @@ pub fn unavailable(f: &Failure) -> bool {
     use crate::upstream::dedicated::DedicatedError as D;
     matches!(
         f,
-        Failure::Dedicated(D::Failed(..) | D::Timeout(_) | D::Switched(_) | D::Reloaded(_))
-            | Failure::NoPrimary { .. }
+        Failure::Dedicated(
+            D::Failed(..) | D::Timeout(_) | D::Switched(_) | D::Reloaded(_) | D::Moved(_)
+        ) | Failure::NoPrimary { .. }
             | Failure::HoldExpired { .. }
             | Failure::HoldFull { .. }
             | Failure::NoReadNode { .. }

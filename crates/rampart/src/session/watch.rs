@@ -130,6 +130,15 @@ impl Watch {
         self.placed_by.same_placement(now)
     }
 
+    /// Whether an ejected server came back to the ring since the last `WATCH` was sent (its
+    /// keys may live on it again: the watch cannot be checked where it is held).
+    pub fn placement_moved(&self) -> bool {
+        let lease = self.lease.take();
+        let moved = lease.as_ref().is_some_and(Lease::placement_changed);
+        self.lease.set(lease);
+        moved
+    }
+
     /// The shard of the watched keys (see [`Watch::new`]).
     pub fn shard(&self) -> usize {
         self.shard.get()

@@ -313,6 +313,10 @@ impl ShardRt {
 /// One pool at run time.
 #[derive(Debug)]
 pub struct PoolRt {
+    /// Bumped when an ejected server comes back to the ring (its keys move back to it): a
+    /// command blocked, or a watch held, for such a key on the server that stood in for it
+    /// ends (see `upstream::dedicated`).
+    pub placement: tokio::sync::watch::Sender<u64>,
     /// Index of the pool in the config (and in the stats tables).
     pub index: usize,
     /// The validated pool config.
@@ -689,6 +693,7 @@ impl PoolRt {
             any_ejected: AtomicBool::new(next_retry != u64::MAX),
             next_retry_ms: AtomicU64::new(next_retry),
             retired: AtomicBool::new(false),
+            placement: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -845,6 +850,7 @@ impl PoolRt {
         }
         if changed {
             self.rebuild();
+            self.placement.send_modify(|g| *g = g.wrapping_add(1));
         }
     }
 

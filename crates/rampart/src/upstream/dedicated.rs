@@ -86,6 +86,10 @@ pub enum DedicatedError {
     /// The node was switched away from (failover, health check) while a reply was awaited.
     #[error("server {0}: node switched away from (failover or health check)")]
     Switched(String),
+    /// An ejected server of the pool came back to the ring while a reply was awaited: the
+    /// command's key may live on it again, where pushes for it now go, so it was closed.
+    #[error("server {0}: an ejected server came back to the ring while the command waited, so its key may live there again; it was ended, not sent again")]
+    Moved(String),
     /// A reload changed the pool's `redis_db`, `redis_username` or key placement (shards,
     /// hash, hash tag: applied with `force`) while a reply was awaited: the connection may
     /// see other keys than the pool's connections now do, so it was closed (a blocked
@@ -146,6 +150,9 @@ struct Conn {
     /// Changes when a reload changes the keys the pool's connections see (see
     /// [`Dedicated::adopt`]).
     keyspace: watch::Receiver<u64>,
+    /// Changes when an ejected server of the pool comes back to the ring
+    /// ([`PoolRt::placement`]); marked seen at each send.
+    placement: watch::Receiver<u64>,
     rbuf: ReadBuf,
     dec: ReplyDecoder,
     /// It said `HELLO 3`: the server shapes its replies for RESP3 clients.
@@ -519,6 +526,7 @@ impl Lease {
         let Some(c) = self.conn.as_mut() else {
             return Err(DedicatedError::Failed(label, "not connected".into()));
         };
+        c.placement.borrow_and_update();
         let r = write_all(&c.stream, request).await;
         if let Err(e) = r {
             self.conn = None;
@@ -538,6 +546,14 @@ impl Lease {
     /// Not connected, the node was switched away from, a reload changed `redis_db` or
     /// `redis_username`, or the connection ended (or sent bytes nobody asked for); the
     /// connection is closed and the lease should be dropped.
+    /// Whether an ejected server of the pool came back to the ring since this lease last
+    /// sent (a watch held here may have its keys elsewhere now).
+    pub fn placement_changed(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.placement.has_changed().unwrap_or(false))
+    }
+
     pub fn check(&mut self) -> Result<(), DedicatedError> {
         let label = self.node.label.clone();
         let Some(c) = self.conn.as_mut() else {
@@ -546,6 +562,14 @@ impl Lease {
         if switched(c) {
             self.conn = None;
             return Err(DedicatedError::Switched(label));
+        }
+        if c.placement.has_changed().unwrap_or(false) {
+            // An ejected server came back: the watched keys may live on it again.
+            self.conn = None;
+            return Err(DedicatedError::Failed(
+                label,
+                "an ejected server came back to the ring".into(),
+            ));
         }
         if !self.home.same_keyspace(c) {
             // The session's other commands now run in another database (or as another
@@ -662,6 +686,7 @@ impl Lease {
         let mut closer = self.node.close_watch();
         closer.borrow_and_update();
         let keyspace = home.keyspace.subscribe();
+        let placement = pool.placement.subscribe();
         let stream = match timeout(
             pool.timeout(),
             crate::handshake::connect(&self.node.addr, &pool.handshake, pool.conf.tcpkeepalive),
@@ -689,6 +714,7 @@ impl Lease {
             closer,
             drain_until: None,
             keyspace,
+            placement,
             rbuf: ReadBuf::default(),
             dec: decoder(),
             resp3: self.resp3,
@@ -809,6 +835,7 @@ async fn read_reply(c: &mut Conn, deadline: Option<Instant>) -> Result<Vec<u8>, 
                 return Err(DedicatedError::Switched(label()));
             }
             _ = c.keyspace.changed() => return Err(DedicatedError::Reloaded(label())),
+            _ = c.placement.changed() => return Err(DedicatedError::Moved(label())),
             r = c.stream.readable() => {
                 let mut ready = r.map_err(|e| DedicatedError::Failed(label(), e.to_string()))?;
                 match c.stream.read(&mut ready, c.rbuf.spare(16 * 1024)) {

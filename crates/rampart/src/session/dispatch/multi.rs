@@ -283,11 +283,12 @@ impl Session {
     /// watched slot: the map may place that slot elsewhere by now, and the watch's node
     /// then refuses the run whole (EXEC answers nil, nothing ran).
     fn exec_watched(&mut self, w: &Rc<Watch>, run: transaction::Run, slot: Option<u16>) {
-        if !w.same_placement(&self.pool.rt) {
-            // A forced reload changed where keys live since WATCH: the watched keys may be
-            // on another shard now, and cannot be checked where they were watched.
+        if !w.same_placement(&self.pool.rt) || w.placement_moved() {
+            // A forced reload changed where keys live since WATCH, or an ejected server came
+            // back to the ring: the watched keys may be on another shard now, and cannot be
+            // checked where they were watched.
             watch::end(w, self.pool.rt.timeout());
-            let why = "a reload changed the pool's key placement since WATCH";
+            let why = "the pool's key placement changed since WATCH";
             return self.reply_raw(&watch::lost(why, self.client.resp3));
         }
         let elsewhere = run.shard.is_some_and(|s| s != w.shard());
