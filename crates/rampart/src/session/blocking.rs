@@ -75,7 +75,8 @@ pub fn unavailable(f: &Failure) -> bool {
     )
 }
 
-/// Give `sink` the failure of a blocking command that was not sent: as [`end`] does.
+/// Give `sink` the failure of a blocking command that was not sent: an unavailable shard
+/// closes the client ([`unavailable`]), anything else is answered.
 pub fn refuse(sink: Sink, f: Failure) {
     end(sink, f);
 }
