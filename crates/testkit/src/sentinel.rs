@@ -191,12 +191,17 @@ impl Sentinel {
     }
 
     /// The primary's address as Sentinel reports it, `("127.0.0.1", port)`, or `None` if
-    /// it does not know the name.
+    /// it does not know the name, or does not answer within the client's read timeout
+    /// (Sentinel rewrites and fsyncs its configuration file at every state change, which a
+    /// loaded disk can stall for seconds; the callers poll).
     ///
     /// # Panics
-    /// On connection errors or an unexpected reply shape.
+    /// On an unexpected reply shape.
     pub fn master_addr(&self, name: &str) -> Option<(String, u16)> {
-        let reply = self.cmd(&["SENTINEL", "get-master-addr-by-name", name]);
+        let mut c = Client::try_connect(&self.addr()).ok()?;
+        let reply = c
+            .try_cmd(&["SENTINEL", "get-master-addr-by-name", name])
+            .ok()?;
         match reply.as_array() {
             Some([host, port]) => {
                 let host = host.as_str()?.to_string();
