@@ -167,6 +167,12 @@ fn first_announced(pool: &str, s: &SentinelAddr) -> bool {
     seen.insert(format!("{pool}\n{s}"))
 }
 
+/// `a:1, b:2`: Sentinel addresses for a log line or an error.
+fn listed(sentinels: &[SentinelAddr]) -> String {
+    let list: Vec<String> = sentinels.iter().map(ToString::to_string).collect();
+    list.join(", ")
+}
+
 /// Least time between two warnings that no Sentinel answers about a shard's master.
 const UNANSWERED_REMIND: Duration = Duration::from_secs(60);
 
@@ -192,9 +198,8 @@ fn note_unanswered(
         Some(_) => false,
     };
     if said {
-        let list: Vec<String> = sentinels.iter().map(ToString::to_string).collect();
         let since = silent.map_or(Duration::ZERO, |(s, _)| now.duration_since(s));
-        tracing::warn!(pool = %pool.conf.name, shard = %pool.shards[shard].name, "no Sentinel answers about master '{}' (asked {}) for {}: failovers are not followed until one does", pool.shards[shard].name, list.join(", "), humantime::format_duration(Duration::from_secs(since.as_secs())));
+        tracing::warn!(pool = %pool.conf.name, shard = %pool.shards[shard].name, "no Sentinel answers about master '{}' (asked {}) for {}: failovers are not followed until one does", pool.shards[shard].name, listed(sentinels), humantime::format_duration(Duration::from_secs(since.as_secs())));
     }
 }
 
@@ -241,16 +246,10 @@ pub async fn try_sentinels(pool: &PoolRt) -> Result<Vec<ServerAddr>, String> {
             }
         }
         let Some(primary) = known else {
-            let list: Vec<String> = pool
-                .conf
-                .sentinels
-                .iter()
-                .map(ToString::to_string)
-                .collect();
             return Err(format!(
                 "pool '{}': no Sentinel of sentinels: [{}] knows master '{}' ({why}); nothing changed",
                 pool.conf.name,
-                list.join(", "),
+                listed(&pool.conf.sentinels),
                 shard.name
             ));
         };

@@ -45,7 +45,7 @@ pub const CLIENT_LEFT: &str = "the client left";
 /// and ioredis worker loops do), where an error reply ends them; and the command may have
 /// popped an item whose reply was lost, which only a lost connection tells. Any other
 /// failure (nothing was sent) is the failure's error.
-fn end(sink: Sink, failure: Failure) {
+pub fn end(sink: Sink, failure: Failure) {
     match failure {
         Failure::Ended(CLIENT_LEFT) => sink.deliver(b""),
         f if unavailable(&f) => {
@@ -73,12 +73,6 @@ pub fn unavailable(f: &Failure) -> bool {
             | Failure::NoReadNode { .. }
             | Failure::SpoolBusy { .. }
     )
-}
-
-/// Give `sink` the failure of a blocking command that was not sent: an unavailable shard
-/// closes the client ([`unavailable`]), anything else is answered.
-pub fn refuse(sink: Sink, f: Failure) {
-    end(sink, f);
 }
 
 /// A session's blocking command in progress, if any, and whether the client is gone.

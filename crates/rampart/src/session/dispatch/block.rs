@@ -42,7 +42,7 @@ impl Session {
                     // A shard that cannot serve it closes the client, as a blocked one whose
                     // server failed is (`blocking::unavailable`); other failures are answered.
                     let seq = self.pending.push_waiting();
-                    return blocking::refuse(Sink::new(&self.pending, seq, 0), f);
+                    return blocking::end(Sink::new(&self.pending, seq, 0), f);
                 }
             };
         let deadline = block_deadline(&self.pool.rt, blocking::block_for(cmd.name, argv), wait);
