@@ -1,5 +1,6 @@
-//! The pool keys of a cache pool that fails open: `cache`, `fail_open`,
-//! `fail_open_timeout`, `fail_open_after`, `fail_open_writes`.
+//! The pool keys of what a client gets when a shard cannot answer: `when_down` (any pool),
+//! and those of a cache pool that fails open: `cache`, `fail_open`, `fail_open_timeout`,
+//! `fail_open_after`, `fail_open_writes`.
 
 use std::time::Duration;
 
@@ -15,6 +16,20 @@ pub enum FailOpenWrites {
     /// The reply a successful write of that command would give, for the commands whose
     /// reply is fixed (the command table's drop reply); any other write gets the error.
     Drop,
+}
+
+/// What a client gets when its request cannot be served because the shard is down or
+/// unreachable (no primary, no node for a read, a connection refused, lost or timed out, a
+/// held write past `failover_hold`): the pool's `when_down`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WhenDown {
+    /// The request's error reply (`-ERR rampart: ...`); the client stays connected
+    /// (twemproxy's behaviour, the default).
+    #[default]
+    Error,
+    /// No reply: the client's connection is closed in that request's turn, after the
+    /// replies before it, as a TCP proxy (HAProxy) in front of a dead server closes it.
+    Close,
 }
 
 /// How a cache pool fails open when a shard cannot answer.
@@ -37,6 +52,21 @@ pub const FAIL_OPEN_TIMEOUT: Duration = Duration::from_millis(100);
 pub const FAIL_OPEN_AFTER: u32 = 3;
 
 impl Fields<'_> {
+    /// `when_down`: `error` (default) or `close`; `close` is refused with `fail_open: true`,
+    /// whose pools answer such requests themselves (`fail_open` is read first).
+    pub(crate) fn when_down(
+        &self,
+        get: &Lookup<'_, '_>,
+        fail_open: bool,
+    ) -> Result<WhenDown, ConfigError> {
+        match self.text(get, "when_down")? {
+            None | Some(("error", _)) => Ok(WhenDown::Error),
+            Some(("close", pos)) if fail_open => Err(self.err(pos, Problem::WhenDownFailOpen)),
+            Some(("close", _)) => Ok(WhenDown::Close),
+            Some((other, pos)) => Err(self.err(pos, Problem::BadWhenDown(other.to_string()))),
+        }
+    }
+
     /// `cache` (default: `auto_eject_hosts`) and the fail-open settings (`None` unless
     /// `fail_open: true`).
     pub(crate) fn cache_settings(

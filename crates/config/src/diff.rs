@@ -4,7 +4,7 @@ use std::fmt::Display;
 use std::time::Duration;
 
 use crate::ha::{HealthCheck, Node, Shard};
-use crate::{ClientLimits, Pool};
+use crate::{ClientLimits, Pool, WhenDown};
 
 /// A duration as an operator writes it: `1s`, `200ms`, `1500us`.
 fn dur(d: Duration) -> String {
@@ -230,6 +230,10 @@ impl Pool {
                 f.after,
                 f.writes
             ),
+        });
+        c.field("when_down", &o.when_down, &n.when_down, |w| match w {
+            WhenDown::Error => "error".into(),
+            WhenDown::Close => "close".into(),
         });
         c.field(
             "server_retry_timeout",

@@ -434,6 +434,12 @@ pub enum Problem {
     /// `fail_open: true` in a pool that is not a cache.
     #[error("fail_open: only a cache pool may answer misses for a shard that cannot answer (add cache: true, or auto_eject_hosts: true)")]
     FailOpenNeedsCache,
+    /// `when_down:` is neither `error` nor `close`.
+    #[error("when_down: {0:?} is not error or close")]
+    BadWhenDown(String),
+    /// `when_down: close` in a pool that fails open.
+    #[error("when_down: close does not apply with fail_open: true (such a pool answers a shard that cannot answer with misses itself); remove one")]
+    WhenDownFailOpen,
     /// `fail_open_writes:` is neither `error` nor `drop`.
     #[error("fail_open_writes: {0:?} is not error or drop")]
     BadFailOpenWrites(String),

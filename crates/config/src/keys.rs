@@ -43,6 +43,7 @@ pub(crate) const RAMPART_KEYS: &[&str] = &[
     "fail_open_timeout",
     "fail_open_after",
     "fail_open_writes",
+    "when_down",
     // High availability (see `shards` and `ha_keys`).
     "shards",
     "primary",

@@ -57,7 +57,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use addr::{Listen, Server, ServerAddr, MAX_SOCKET_PATH};
-pub use cache_keys::{FailOpen, FailOpenWrites, FAIL_OPEN_AFTER, FAIL_OPEN_TIMEOUT};
+pub use cache_keys::{FailOpen, FailOpenWrites, WhenDown, FAIL_OPEN_AFTER, FAIL_OPEN_TIMEOUT};
 pub use cluster_view::{
     node_id, ClusterView, ViewNode, ViewProblem, ViewSlots, CLUSTER_VIEW_MAX_NODES,
 };
@@ -120,6 +120,9 @@ pub struct Pool {
     pub cache: bool,
     /// rampart: how the cache fails open when a shard cannot answer; `None`: it does not.
     pub fail_open: Option<FailOpen>,
+    /// rampart: what a client whose request meets a shard that is down gets (its error
+    /// reply, or its connection closed); default [`WhenDown::Error`].
+    pub when_down: WhenDown,
     /// Consecutive failures that eject a server (0 behaves like 1, as in twemproxy).
     pub server_failure_limit: u32,
     /// Enable TCP keepalive on backend connections.

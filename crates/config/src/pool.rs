@@ -136,6 +136,7 @@ impl Fields<'_> {
         let ha = self.ha_settings(get)?;
         let auto_eject_hosts = self.flag(get, "auto_eject_hosts", defaults::AUTO_EJECT_HOSTS)?;
         let (cache, fail_open) = self.cache_settings(get, auto_eject_hosts)?;
+        let when_down = self.when_down(get, fail_open.is_some())?;
         let (timeout, timeout_from_file) = match self.duration(get, "timeout")? {
             Some(t) if t.is_zero() => {
                 let pos = self.text(get, "timeout")?.map_or(self.at, |(_, p)| p);
@@ -174,6 +175,7 @@ impl Fields<'_> {
             auto_eject_hosts,
             cache,
             fail_open,
+            when_down,
             server_retry_timeout: self
                 .duration(get, "server_retry_timeout")?
                 .unwrap_or(defaults::SERVER_RETRY_TIMEOUT),

@@ -358,6 +358,35 @@ fn an_rq_worker_blocked_on_its_queue_outlives_a_kill_of_the_primary() {
     });
 }
 
+/// An RQ worker outlives an outage of its pool's only server (a `primary:` pool, no
+/// Sentinel: nothing to fail over to) with `when_down: close`: while the primary is down
+/// each of the worker's commands closes its connection, as HAProxy in front of the dead
+/// server would, so redis-py raises `ConnectionError` and RQ waits and reconnects (an error
+/// reply ended the worker: its heartbeat `HSET` raised `ResponseError`). Once the primary
+/// is back, 20 jobs enqueued all run.
+#[test]
+fn an_rq_worker_outlives_an_outage_of_its_primary_with_when_down_close() {
+    let mut primary = RedisServer::start();
+    let proxy = HaProxy::start(&format!(
+        "  primary: {}\n  when_down: close\n",
+        primary.addr()
+    ));
+    let (addr, port, dir) = (proxy.addr(), proxy.port, proxy.proxy.dir().to_path_buf());
+    let blocked_on = primary.addr();
+    rq_worker_through(&addr, port, &dir, &blocked_on, || {
+        primary.kill9();
+        // Longer than the worker's first waits between reconnects (1 s, then growing).
+        std::thread::sleep(Duration::from_secs(4));
+        primary.restart();
+    });
+    let closings = proxy.log_lines(&["when_down: close"]);
+    assert!(
+        !closings.is_empty(),
+        "the worker's commands during the outage closed it:\n{}",
+        proxy.log()
+    );
+}
+
 /// An RQ worker (not burst) on the pool at `addr` (port `port`, files in `dir`), blocked on
 /// its empty queue on the node at `blocked_on`, goes through `fault`; then 20 jobs are
 /// enqueued and must all run, and the worker must still be running.

@@ -35,8 +35,8 @@ enum Slot {
     /// Fragments of a split request.
     Gather(Box<Gather>),
     /// No reply will come: once the replies before it have gone to `out`, the client is
-    /// closed ([`Pending::hang_up`]).
-    HangUp,
+    /// closed for this reason ([`Pending::hang_up`], [`Pending::hang_up_for`]).
+    HangUp(Broken),
 }
 
 struct Gather {
@@ -79,6 +79,9 @@ pub struct Pending {
     /// A one-slot queue whose reply is looked at before it goes on: a fail-open pool's
     /// guard, which answers for the shard when the reply is a failure.
     guard: Cell<bool>,
+    /// The client's pool has `when_down: close`: a request that fails because its shard is
+    /// down closes the client instead of answering ([`crate::upstream::sink::Sink::fail`]).
+    close_when_down: Cell<bool>,
 }
 
 /// Why a reply queue gave up on its client.
@@ -94,6 +97,10 @@ pub enum Broken {
     /// The server connection a reply was awaited on was lost in a way only a closed
     /// connection tells the client ([`Pending::hang_up`]); the replies before it left.
     ServerLost,
+    /// A request met a shard that is down, in a pool with `when_down: close`: the client is
+    /// closed in that request's turn, as behind a TCP proxy whose server is down; the
+    /// replies before it left.
+    ShardDown,
 }
 
 impl Default for Pending {
@@ -114,6 +121,7 @@ impl Default for Pending {
             mute: Cell::new(false),
             muted: RefCell::default(),
             guard: Cell::new(false),
+            close_when_down: Cell::new(false),
         }
     }
 }
@@ -127,6 +135,16 @@ impl Pending {
     /// Whether this queue is a fail-open guard's.
     pub fn is_guard(&self) -> bool {
         self.guard.get()
+    }
+
+    /// Follow the pool's `when_down`: `true` for `close` (see the `close_when_down` field).
+    pub fn set_close_when_down(&self, close: bool) {
+        self.close_when_down.set(close);
+    }
+
+    /// Whether a request failed because its shard is down closes the client.
+    pub fn closes_when_down(&self) -> bool {
+        self.close_when_down.get()
     }
 }
 
@@ -239,13 +257,19 @@ impl Pending {
     /// For a blocking command whose server connection failed: its item may have been popped
     /// with the reply lost, which a client only handles as a lost connection.
     pub fn hang_up(&self, seq: u64) {
+        self.hang_up_for(seq, Broken::ServerLost);
+    }
+
+    /// As [`Pending::hang_up`], the client closed for `why` ([`Broken::ServerLost`] or
+    /// [`Broken::ShardDown`]).
+    pub fn hang_up_for(&self, seq: u64, why: Broken) {
         if self.closed.get() {
             return;
         }
         let mut slots = self.slots.borrow_mut();
         match seq.checked_sub(self.base.get()) {
             Some(idx) if (idx as usize) < slots.len() => {
-                slots[idx as usize] = Slot::HangUp;
+                slots[idx as usize] = Slot::HangUp(why);
                 if idx == 0 {
                     self.pump(&mut slots);
                 }
@@ -380,7 +404,7 @@ impl Pending {
                     *f = BytesMut::new();
                 }
             }
-            Slot::Waiting | Slot::Ready(_) | Slot::HangUp => {}
+            Slot::Waiting | Slot::Ready(_) | Slot::HangUp(_) => {}
         }
         drop(slots);
         self.deliver(seq, part, reply);
@@ -468,7 +492,7 @@ impl Pending {
                     }
                 }
             }
-            Slot::Ready(_) | Slot::HangUp => {}
+            Slot::Ready(_) | Slot::HangUp(_) => {}
         }
         drop(slots);
         self.check();
@@ -498,10 +522,10 @@ impl Pending {
                     *buf = BytesMut::new();
                     break;
                 }
-                Slot::HangUp => {
+                Slot::HangUp(why) => {
                     // What is in `out` still leaves; nothing after this slot does.
                     if self.broken.get().is_none() {
-                        self.broken.set(Some(Broken::ServerLost));
+                        self.broken.set(Some(*why));
                     }
                     self.closed.set(true);
                     self.muted.borrow_mut().clear();

@@ -62,17 +62,7 @@ pub fn end(sink: Sink, failure: Failure) {
 /// redis-py loops end on an error reply; they retry a lost connection). Anything else (a
 /// limit of rampart's, the client leaving) is answered as it is.
 pub fn unavailable(f: &Failure) -> bool {
-    use crate::upstream::dedicated::DedicatedError as D;
-    matches!(
-        f,
-        Failure::Dedicated(
-            D::Failed(..) | D::Timeout(_) | D::Switched(_) | D::Reloaded(_) | D::Moved(_)
-        ) | Failure::NoPrimary { .. }
-            | Failure::HoldExpired { .. }
-            | Failure::HoldFull { .. }
-            | Failure::NoReadNode { .. }
-            | Failure::SpoolBusy { .. }
-    )
+    f.shard_down()
 }
 
 /// A session's blocking command in progress, if any, and whether the client is gone.

@@ -48,6 +48,7 @@ pub async fn serve(
     worker.stats.curr_connections.add(1);
     worker.stats.total_connections.add(1);
     let pending = Rc::new(Pending::default());
+    pending.set_close_when_down(pool.rt.conf.when_down == rampart_config::WhenDown::Close);
     let mut ctx = Session::new(
         Rc::clone(&worker),
         Rc::clone(&pool),
@@ -146,7 +147,7 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
         // Reloads may change the limit; the queue enforces it as replies arrive.
         pending.set_limit(usize::try_from(limits.client_output_hard).unwrap_or(usize::MAX));
         if let Some(why) = pending.broken() {
-            if why == Broken::ServerLost {
+            if matches!(why, Broken::ServerLost | Broken::ShardDown) {
                 // The replies before the lost one go as far as the socket takes them now.
                 let _ = flush(stream, &mut pending.out.borrow_mut());
             }
@@ -342,6 +343,11 @@ fn closing_log(client: u64, why: Broken, hard: u64) {
         Broken::ServerLost => tracing::debug!(
             client,
             "closing client: the server connection of its blocking command failed"
+        ),
+        // The failure was logged (at a bounded rate) where it closed the client.
+        Broken::ShardDown => tracing::debug!(
+            client,
+            "closing client: a request met a shard that is down (when_down: close)"
         ),
     }
 }

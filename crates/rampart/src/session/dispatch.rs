@@ -198,6 +198,9 @@ impl Session {
             match self.worker.pool(&self.pool.rt.conf.name) {
                 Some(p) => {
                     self.pool = p;
+                    self.pending.set_close_when_down(
+                        self.pool.rt.conf.when_down == rampart_config::WhenDown::Close,
+                    );
                     self.follow_users();
                 }
                 // The pool left the configuration: finish what is in flight, then close.
@@ -280,6 +283,14 @@ impl Session {
     /// Queue a reply already encoded.
     pub fn reply_raw(&self, bytes: &[u8]) {
         self.pending.push_ready(bytes);
+    }
+
+    /// Answer a request that failed before it was sent with `f`, as a server connection's
+    /// failure is answered ([`Sink::fail`]: the error reply, or the client closed when the
+    /// shard is down in a pool with `when_down: close`).
+    pub fn fail_now(&self, f: crate::upstream::error::Failure) {
+        let seq = self.pending.push_waiting();
+        Sink::new(&self.pending, seq, 0).fail(f);
     }
 
     /// Run a local answer on the narrow view of the session it may use, then carry it out.

@@ -255,6 +255,43 @@ pub enum Failure {
     },
 }
 
+impl Failure {
+    /// Whether this says the request's shard could not serve it because it is down or
+    /// unreachable: no primary (or none in time: the hold expired or is full), no node for
+    /// a read, a server connection refused, lost or timed out (or a node switched away
+    /// from), a shard still replaying its spool or whose spool refused a write it had no
+    /// primary for. A client of a pool with `when_down: close` is closed for these, and a
+    /// blocked client always is. Not: rampart's own limits (`QueueFull`), a server's
+    /// answer (`MultiRefused`, `NotDurable`, `AcksUnknown`, `Redirect`), a fail-open
+    /// pool's refusal (`CacheShardDown`) or the session ending it (`Ended`).
+    pub fn shard_down(&self) -> bool {
+        use crate::upstream::dedicated::DedicatedError as D;
+        match self {
+            Failure::NoPrimary { .. }
+            | Failure::NoReadNode { .. }
+            | Failure::HoldFull { .. }
+            | Failure::HoldExpired { .. }
+            | Failure::SpoolBusy { .. }
+            | Failure::Spool { .. }
+            | Failure::NodeDown { .. }
+            | Failure::Connection { .. } => true,
+            Failure::Dedicated(d) => matches!(
+                d,
+                D::Failed(..) | D::Timeout(_) | D::Switched(_) | D::Reloaded(_) | D::Moved(_)
+            ),
+            Failure::Reloaded { cause } => cause.shard_down(),
+            Failure::QueueFull { .. }
+            | Failure::Ended(_)
+            | Failure::MultiRefused { .. }
+            | Failure::Redirect { .. }
+            | Failure::ReadOnly { .. }
+            | Failure::CacheShardDown { .. }
+            | Failure::NotDurable { .. }
+            | Failure::AcksUnknown { .. } => false,
+        }
+    }
+}
+
 fn no_primary_cause(cause: &Option<PrimaryDown>) -> String {
     cause
         .as_ref()

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::notify::LocalNotify;
-use crate::reply::pending::Pending;
+use crate::reply::pending::{Broken, Pending};
 use crate::upstream::error::Failure;
 
 /// What a request needs to be sent again elsewhere (pools with checked nodes only).
@@ -97,8 +97,22 @@ impl Sink {
         self.pending.deliver(self.seq, self.part, reply);
     }
 
-    /// Answer with the failure's reply (`-ERR rampart: <message>`, see [`Failure::reply`]).
+    /// Answer with the failure's reply (`-ERR rampart: <message>`, see [`Failure::reply`]);
+    /// in a pool with `when_down: close`, a failure that says the shard is down
+    /// ([`Failure::shard_down`]) closes the client in this request's turn instead, as a TCP
+    /// proxy in front of a dead server does ([`Broken::ShardDown`]).
     pub fn fail(self, failure: Failure) {
+        if self.pending.closes_when_down() && failure.shard_down() {
+            static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
+            if let Some(left_out) = LINES.admit() {
+                tracing::info!(
+                    "closing a client (when_down: close): {failure}{}",
+                    crate::observe::loglines::more(left_out, "closings")
+                );
+            }
+            self.pending.hang_up_for(self.seq, Broken::ShardDown);
+            return;
+        }
         self.deliver(&failure.reply());
     }
 

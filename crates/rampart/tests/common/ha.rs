@@ -145,7 +145,8 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    fn parse(line: &str) -> Option<NodeState> {
+    /// One `node_<pool>_<addr>:...` line of `INFO pools`, if it is one.
+    pub fn parse(line: &str) -> Option<NodeState> {
         let (key, fields) = line.trim().split_once(':')?;
         key.strip_prefix(&format!("node_{POOL}_"))?;
         let field = |name: &str| {

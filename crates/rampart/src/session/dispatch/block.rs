@@ -125,7 +125,7 @@ impl Session {
                     leases.push(lease);
                     longest = longest.max(wait);
                 }
-                Err(f) => return self.reply_raw(&f.reply()),
+                Err(f) => return self.fail_now(f),
             }
         }
         let ms = std::str::from_utf8(argv[2])

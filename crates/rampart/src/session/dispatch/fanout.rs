@@ -79,7 +79,7 @@ impl Session {
                 .iter()
                 .find_map(|&(s, _)| crate::session::primary::refused_now(rt, s));
             if let Some(f) = refused {
-                return self.reply_raw(&f.reply());
+                return self.fail_now(f);
             }
         }
         let merger = match merge {

@@ -346,7 +346,7 @@ impl Session {
                     &mut self.last_node,
                 ) {
                     Ok(l) => l,
-                    Err(f) => return self.reply_raw(&f.reply()),
+                    Err(f) => return self.fail_now(f),
                 };
                 let follow = self
                     .pool

@@ -1,0 +1,264 @@
+//! `when_down: close` on every kind of pool: a request that meets a shard that is down (a
+//! killed server, a primary with no successor, a cluster node gone) closes its client in
+//! its turn, after the replies before it, as a TCP proxy in front of a dead server does;
+//! the same pool without it answers the error and keeps the client. Kinds: `servers:`
+//! (beside a pool without the key, over the same servers), `primary:`/`replicas:` with a
+//! backend password and clients that AUTH, `sentinels:` (a write held past
+//! `failover_hold`), a Redis Cluster pool, and a reload that turns it on for connections
+//! already open.
+//!
+//! Run with `RUST_TEST_THREADS=2`: the cluster test starts three servers of its own.
+
+mod common;
+#[path = "common/ha.rs"]
+mod ha;
+#[path = "common/ha_load.rs"]
+mod load;
+
+use std::time::{Duration, Instant};
+
+use ha::{HaProxy, SentinelSetup, FAST_CHECKS};
+use testkit::{free_port, poll_until, Client, ClusterSetup, RedisServer, Reply};
+
+/// Replies before the failing request, then the close; nothing after it.
+fn pipeline_then_closed(addr: &str, auth: Option<&str>, failing: &[&str]) {
+    let mut c = Client::connect(addr);
+    if let Some(pw) = auth {
+        assert_eq!(c.cmd(&["AUTH", pw]), Reply::ok());
+    }
+    let mut raw = Vec::new();
+    for cmd in [&["PING", "before"][..], failing, &["PING", "after"][..]] {
+        raw.extend(resp_command(cmd));
+    }
+    c.send_raw(&raw).expect("send the pipeline");
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(
+        c.read_reply()
+            .expect("the reply before the failing request"),
+        Reply::bulk("before")
+    );
+    c.assert_closed(Duration::from_secs(5));
+}
+
+fn resp_command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend(format!("${}\r\n{a}\r\n", a.len()).into_bytes());
+    }
+    out
+}
+
+/// A key that `pool` places on `server` (written through the pool, found on the server).
+fn key_on(pool: &str, server: &RedisServer, prefix: &str) -> String {
+    let mut c = Client::connect(pool);
+    for i in 0..200 {
+        let k = format!("{prefix}:{i}");
+        assert_eq!(c.cmd(&["SET", &k, "v"]), Reply::ok());
+        if server.cmd(&["EXISTS", &k]) == Reply::Int(1) {
+            return k;
+        }
+    }
+    panic!("no key of 200 went to {}", server.addr());
+}
+
+#[test]
+fn a_servers_pool_closes_the_client_whose_request_meets_a_dead_server_and_one_without_answers_the_error(
+) {
+    let live = RedisServer::start();
+    let mut dead = RedisServer::start();
+    let (close_port, error_port) = (free_port(), free_port());
+    let pool = |name: &str, port: u16, extra: &str| {
+        format!(
+            "{name}:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  timeout: 500\n{extra}  servers:\n   - {}:1 s0\n   - {}:1 s1\n",
+            live.addr(),
+            dead.addr()
+        )
+    };
+    let yaml =
+        pool("closing", close_port, "  when_down: close\n") + &pool("erring", error_port, "");
+    let proxy = common::start_rampart(&yaml, close_port, 2);
+    let (closing, erring) = (
+        format!("127.0.0.1:{close_port}"),
+        format!("127.0.0.1:{error_port}"),
+    );
+    let on_dead = key_on(&closing, &dead, "k");
+    let on_live = key_on(&closing, &live, "k");
+    dead.kill9();
+
+    // A single-key read, a write, and a multi-key read with one key on the dead server.
+    for failing in [
+        &["GET", on_dead.as_str()][..],
+        &["SET", on_dead.as_str(), "x"][..],
+        &["MGET", on_live.as_str(), on_dead.as_str()][..],
+    ] {
+        pipeline_then_closed(&closing, None, failing);
+    }
+    // What the live server holds is served as before, on a new connection.
+    let mut c = Client::connect(&closing);
+    assert_eq!(c.cmd(&["GET", &on_live]), Reply::bulk("v"));
+
+    // The pool without the key: the error, and the client stays.
+    let mut e = Client::connect(&erring);
+    match e.cmd(&["GET", &on_dead]) {
+        Reply::Error(msg) => assert!(msg.contains("rampart:"), "{msg}"),
+        other => panic!("expected the error reply, got {other:?}"),
+    }
+    assert_eq!(e.cmd(&["PING"]), Reply::Simple("PONG".into()));
+
+    let log = proxy.stderr();
+    assert!(
+        log.contains("closing a client (when_down: close)"),
+        "the close is logged:\n{log}"
+    );
+}
+
+#[test]
+fn a_replica_set_with_a_password_closes_writers_while_its_primary_is_dead_and_keeps_serving_reads()
+{
+    const PW: &str = "s3cret-backend";
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    replica.wait_replication_up(Duration::from_secs(10));
+    assert_eq!(primary.cmd(&["SET", "k", "v"]), Reply::ok());
+    testkit::wait_until(Duration::from_secs(5), "k to replicate", || {
+        replica.cmd(&["GET", "k"]) == Reply::bulk("v")
+    });
+    for s in [&replica, &primary] {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", PW]), Reply::ok());
+        assert_eq!(s.cmd(&["CONFIG", "SET", "requirepass", PW]), Reply::ok());
+    }
+    let body = format!(
+        "  primary: {}\n  replicas: [{}]\n  redis_auth: {PW}\n  read_policy: prefer-replica\n  when_down: close\n  failover_hold: 300ms\n{FAST_CHECKS}",
+        primary.addr(),
+        replica.addr()
+    );
+    let proxy = HaProxy::start(&body);
+    let addr = proxy.addr();
+    // The proxy's view of a node (INFO pools, as a client that gave the password).
+    let routable = |node: &str| -> Option<bool> {
+        let mut c = Client::try_connect(&addr).ok()?;
+        (c.try_cmd(&["AUTH", PW]).ok()? == Reply::ok()).then_some(())?;
+        let text = match c.try_cmd(&["INFO", "pools"]).ok()? {
+            Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            _ => return None,
+        };
+        text.lines()
+            .filter_map(ha::NodeState::parse)
+            .find(|n| n.addr == node)
+            .map(|n| n.routable())
+    };
+    let up = poll_until(Duration::from_secs(10), || {
+        (routable(&primary.addr())? && routable(&replica.addr())?).then_some(())
+    });
+    assert!(up.is_some(), "the nodes never came up:\n{}", proxy.log());
+    primary.kill9();
+    let down = poll_until(Duration::from_secs(10), || {
+        (!routable(&primary.addr())?).then_some(())
+    });
+    assert!(down.is_some(), "the proxy never saw the primary down");
+
+    // Reads have a node: answered.
+    let mut c = Client::connect(&addr);
+    assert_eq!(c.cmd(&["AUTH", PW]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+    // A write has none: its client is closed, after the replies before it.
+    pipeline_then_closed(&addr, Some(PW), &["SET", "k", "w"]);
+    // Nothing of the closed client's write reached the replica set.
+    let mut direct = Client::connect(&replica.addr());
+    assert_eq!(direct.cmd(&["AUTH", PW]), Reply::ok());
+    assert_eq!(direct.cmd(&["GET", "k"]), Reply::bulk("v"));
+}
+
+#[test]
+fn a_sentinel_pool_closes_a_writer_whose_write_was_held_past_failover_hold() {
+    let mut s = SentinelSetup::start("  failover_hold: 200ms\n  when_down: close\n");
+    let addr = s.proxy.addr();
+    let mut c = Client::connect(&addr);
+    assert_eq!(c.cmd(&["SET", "k", "before"]), Reply::ok());
+    let t0 = Instant::now();
+    s.primary.kill9();
+    // Sentinel needs over a second to agree the primary is down: the write waits in the
+    // hold for 200 ms, then its client is closed (nothing was sent).
+    pipeline_then_closed(&addr, None, &["SET", "k", "during"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "closed only after {:?}: the failover came first, the test proves nothing",
+        t0.elapsed()
+    );
+    // After the failover, the pool serves writes again.
+    s.wait_switch(t0, Duration::from_secs(30));
+    let ok = poll_until(Duration::from_secs(10), || {
+        let mut c = Client::try_connect(&addr).ok()?;
+        (c.try_cmd(&["SET", "k", "after"]).ok()? == Reply::ok()).then_some(())
+    });
+    assert!(ok.is_some(), "no write succeeded after the failover");
+    let log = s.proxy.log_lines(&["when_down: close"]);
+    assert!(
+        log.iter().any(|l| l.contains("failover_hold")),
+        "the close names the expired hold: {log:?}"
+    );
+}
+
+#[test]
+fn a_cluster_pool_closes_the_client_whose_slot_lost_its_node() {
+    let mut cluster = ClusterSetup::new()
+        .full_coverage(false)
+        .node_timeout_ms(1000)
+        .start();
+    let port = free_port();
+    let seeds = cluster.addrs()[..2].join(", ");
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 500\n  when_down: close\n"
+    );
+    let _proxy = common::start_rampart(&yaml, port, 2);
+    let addr = format!("127.0.0.1:{port}");
+    let victim = cluster.primaries()[2];
+    let on_victim = cluster.key_on(victim, "gone");
+    let elsewhere = cluster.key_on(cluster.primaries()[0], "kept");
+    let mut c = Client::connect(&addr);
+    assert_eq!(c.cmd(&["SET", &on_victim, "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", &elsewhere, "v"]), Reply::ok());
+    cluster.nodes[victim].kill9();
+
+    pipeline_then_closed(&addr, None, &["GET", on_victim.as_str()]);
+    let mut c = Client::connect(&addr);
+    assert_eq!(c.cmd(&["GET", &elsewhere]), Reply::bulk("v"));
+}
+
+#[test]
+fn a_reload_that_sets_when_down_close_applies_to_clients_already_connected() {
+    let live = RedisServer::start();
+    let mut dead = RedisServer::start();
+    let port = free_port();
+    let (live_addr, dead_addr) = (live.addr(), dead.addr());
+    let yaml = |extra: &str| {
+        format!(
+            "alpha:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  timeout: 500\n{extra}  servers:\n   - {live_addr}:1 s0\n   - {dead_addr}:1 s1\n"
+        )
+    };
+    let proxy = common::start_rampart(&yaml(""), port, 1);
+    let addr = format!("127.0.0.1:{port}");
+    let on_dead = key_on(&addr, &dead, "r");
+    dead.kill9();
+    let mut c = Client::connect(&addr);
+    assert!(
+        matches!(c.cmd(&["GET", &on_dead]), Reply::Error(_)),
+        "without when_down, the error"
+    );
+    std::fs::write(
+        proxy.dir().join("rampart.yml"),
+        yaml("  when_down: close\n"),
+    )
+    .expect("write the configuration");
+    proxy.signal("HUP");
+    testkit::wait_until(Duration::from_secs(10), "the reload to be applied", || {
+        proxy
+            .stderr()
+            .lines()
+            .any(|l| l.contains("reload: applied") && l.contains("when_down"))
+    });
+    // The same connection, opened before the reload.
+    c.send_raw(&resp_command(&["GET", &on_dead]))
+        .expect("send after the reload");
+    c.assert_closed(Duration::from_secs(5));
+}
