@@ -470,6 +470,17 @@ pub async fn run(
                         continue;
                     }
                 }
+                if reply.starts_with(DEMOTED) {
+                    // The node stopped being a primary (a switchover, a failover, REPLICAOF):
+                    // the command did not run. Its client is closed, as for a node that went
+                    // away, so a worker loop reconnects and blocks on the new primary, where
+                    // the error ends it (RQ, ioredis, a redis-py XREAD loop).
+                    tracing::info!(
+                        "closing a blocked client: its server stopped being a primary while the command waited (Redis answered UNBLOCKED)"
+                    );
+                    sink.hang_up();
+                    break;
+                }
                 sink.deliver(&reply);
             }
             Err(why) => {
@@ -482,6 +493,11 @@ pub async fn run(
     }
     finish(&blocked);
 }
+
+/// What Redis answers a command blocked on a primary that turns replica
+/// (`disconnectAllBlockedClients` in Redis' `blocked.c`); `CLIENT UNBLOCK ... ERROR` gives
+/// another `UNBLOCKED` message, which goes to the client as it is.
+const DEMOTED: &[u8] = b"-UNBLOCKED force unblock from blocking operation, instance state changed";
 
 /// Most `MOVED` and `ASK` replies a blocking command of a cluster pool follows.
 const MAX_MOVED: u32 = 3;
