@@ -358,6 +358,30 @@ fn an_rq_worker_blocked_on_its_queue_outlives_a_kill_of_the_primary() {
     });
 }
 
+/// An RQ worker waiting on its empty queue outlives a planned switchover of its replica
+/// set (`RAMPART SWITCHOVER`): the old primary turning replica unblocks its BLMOVE with
+/// Redis' `UNBLOCKED` error, which ended the worker; rampart closes the client instead, so
+/// the worker reconnects and blocks on the new primary, and runs every job enqueued after.
+#[test]
+fn an_rq_worker_blocked_on_its_queue_outlives_a_planned_switchover() {
+    let pool = Pool::start();
+    let (addr, port, dir) = (
+        pool.proxy.addr(),
+        pool.proxy.port,
+        pool.proxy.proxy.dir().to_path_buf(),
+    );
+    rq_worker_through(&addr, port, &dir, &pool.primary.addr(), || {
+        let mut admin = testkit::Client::connect(&addr);
+        admin.set_read_timeout(Some(Duration::from_secs(30)));
+        let r = admin.cmd(&["RAMPART", "SWITCHOVER", ha::POOL]);
+        assert!(
+            matches!(&r, Reply::Simple(m) if m.contains("switched to")),
+            "{r:?}\n{}",
+            pool.proxy.log()
+        );
+    });
+}
+
 /// An RQ worker outlives an outage of its pool's only server (a `primary:` pool, no
 /// Sentinel: nothing to fail over to) with `when_down: close`: while the primary is down
 /// each of the worker's commands closes its connection, as HAProxy in front of the dead
