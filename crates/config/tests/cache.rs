@@ -1,8 +1,9 @@
-//! The keys of a cache pool that fails open: defaults, every key read, and the refusals.
+//! The keys of a cache pool that fails open, and `when_down`: defaults, every key read, and
+//! the refusals.
 
 use std::time::Duration;
 
-use rampart_config::{parse, FailOpen, FailOpenWrites, Pool};
+use rampart_config::{parse, FailOpen, FailOpenWrites, Pool, WhenDown};
 
 fn one_pool(text: &str) -> Pool {
     match parse(text, "cache.yml") {
@@ -67,6 +68,40 @@ fn unclear_fail_open_settings_are_refused() {
         (
             "  cache: true\n  fail_open: true\n  fail_open_after: 0\n",
             "fail_open_after",
+        ),
+    ] {
+        let text = format!("{BASE}{extra}");
+        let e = parse(&text, "cache.yml")
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {text}"));
+        assert!(e.to_string().contains(words), "{e}");
+    }
+}
+
+#[test]
+fn when_down_is_error_unless_told_close_and_close_is_refused_where_the_pool_fails_open() {
+    assert_eq!(one_pool(BASE).when_down, WhenDown::Error);
+    assert_eq!(
+        one_pool(&format!("{BASE}  when_down: error\n")).when_down,
+        WhenDown::Error
+    );
+    assert_eq!(
+        one_pool(&format!("{BASE}  when_down: close\n")).when_down,
+        WhenDown::Close
+    );
+    // A cache that does not fail open may close.
+    assert_eq!(
+        one_pool(&format!("{BASE}  cache: true\n  when_down: close\n")).when_down,
+        WhenDown::Close
+    );
+    for (extra, words) in [
+        (
+            "  when_down: maybe\n",
+            "when_down: \"maybe\" is not error or close",
+        ),
+        (
+            "  cache: true\n  fail_open: true\n  when_down: close\n",
+            "when_down: close does not apply with fail_open: true",
         ),
     ] {
         let text = format!("{BASE}{extra}");
