@@ -274,8 +274,6 @@ fn sentinel_failover_fails_no_read_sent_after_the_kill() {
 /// read nothing (1 to 4 times per switchover).
 #[test]
 fn a_read_behind_the_clients_held_write_waits_for_it_during_a_switchover() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let (primary, replicas) = replica_set(1);
     let body = ha::short_form(
         &primary.addr(),
@@ -287,16 +285,85 @@ fn a_read_behind_the_clients_held_write_waits_for_it_during_a_switchover() {
         &[primary.addr(), replicas[0].addr()],
         Duration::from_secs(10),
     );
+    read_behind_held_write(&proxy.addr(), None, ha::POOL, "rw");
+}
+
+/// The same in a replica set whose servers need a password, its clients giving it.
+#[test]
+fn a_read_behind_the_clients_held_write_waits_for_it_with_a_backend_password() {
+    const PW: &str = "rw-pw";
+    let (primary, replicas) = replica_set(1);
+    for s in replicas.iter().chain([&primary]) {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", PW]), Reply::ok());
+    }
+    for s in replicas.iter().chain([&primary]) {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "requirepass", PW]), Reply::ok());
+    }
+    let body = ha::short_form(
+        &primary.addr(),
+        &[replicas[0].addr()],
+        &format!("  redis_auth: {PW}\n  read_policy: primary\n  failover_hold: 5s\n"),
+    );
+    let proxy = HaProxy::start(&body);
+    // Both nodes in rotation, as a client that gave the password sees INFO pools.
+    testkit::wait_until(Duration::from_secs(15), "both nodes in rotation", || {
+        let mut c = Client::connect(&proxy.addr());
+        c.cmd(&["AUTH", PW]) == Reply::ok()
+            && matches!(c.cmd(&["INFO", "pools"]), Reply::Bulk(Some(b))
+                if String::from_utf8_lossy(&b).lines().filter(|l| l.contains("up=1")).count() >= 2)
+    });
+    read_behind_held_write(&proxy.addr(), Some(PW), ha::POOL, "rw");
+}
+
+/// The same in a Redis Cluster pool, the clients' keys all in a slot of the shard switched
+/// over (`RAMPART SWITCHOVER <its primary>`).
+#[test]
+fn a_read_behind_the_clients_held_write_waits_for_it_in_a_cluster_switchover() {
+    let cluster = testkit::ClusterSetup::new().start();
+    let seeds = cluster.addrs()[..2].join(", ");
+    let proxy = HaProxy::start_cluster(&format!(
+        "  cluster: [{seeds}]\n  timeout: 2000\n  read_policy: primary\n  failover_hold: 5s\n"
+    ));
+    let old = cluster.primaries()[0];
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            n.role() == "slave"
+                && n.info("replication")
+                    .contains(&format!("master_port:{}", cluster.nodes[old].port()))
+        })
+        .expect("the primary has a replica");
+    proxy.wait_up(
+        &[cluster.nodes[old].addr(), replica.addr()],
+        Duration::from_secs(10),
+    );
+    let tag = format!("{{{}}}", cluster.key_on(old, "rw-"));
+    read_behind_held_write(&proxy.addr(), None, &cluster.nodes[old].addr(), &tag);
+}
+
+/// Four clients pipeline `SET k x` + `GET k` (k under `prefix`) through `addr` (after
+/// `AUTH auth`, if given) while `RAMPART SWITCHOVER shard` runs: the switchover succeeds
+/// and every GET sees the SET before it.
+fn read_behind_held_write(addr: &str, auth: Option<&str>, shard: &str, prefix: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let connect = |addr: &str| {
+        let mut c = Client::connect(addr);
+        if let Some(pw) = auth {
+            assert_eq!(c.cmd(&["AUTH", pw]), Reply::ok());
+        }
+        c
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|t| {
-            let (stop, addr) = (Arc::clone(&stop), proxy.addr());
+            let (stop, mut c, prefix) = (Arc::clone(&stop), connect(addr), prefix.to_string());
             std::thread::spawn(move || {
-                let mut c = Client::connect(&addr);
                 c.set_read_timeout(Some(Duration::from_secs(20)));
                 let (mut pairs, mut wrong) = (0u64, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
-                    let k = format!("rw:{t}:{pairs}");
+                    let k = format!("{prefix}:{t}:{pairs}");
                     let r = c.pipeline(&[vec!["SET", &k, "x"], vec!["GET", &k]]);
                     if r != [Reply::ok(), Reply::bulk("x")] {
                         wrong.push(format!("{k}: {r:?}"));
@@ -308,9 +375,9 @@ fn a_read_behind_the_clients_held_write_waits_for_it_during_a_switchover() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let mut admin = Client::connect(&proxy.addr());
-    admin.set_read_timeout(Some(Duration::from_secs(20)));
-    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", ha::POOL]);
+    let mut admin = connect(addr);
+    admin.set_read_timeout(Some(Duration::from_secs(30)));
+    let reply = admin.cmd(&["RAMPART", "SWITCHOVER", shard]);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let (mut pairs, mut wrong) = (0, Vec::new());
