@@ -480,6 +480,78 @@ fn rq_worker_through(
     let _ = worker.wait_exit(Duration::from_secs(20));
 }
 
+/// A Celery worker outlives an outage of its pool's only server (a `primary:` pool, no
+/// Sentinel) with `when_down: close`: while the server is down its commands close the
+/// connection, which kombu takes as a lost broker connection and retries; once the server is
+/// back (empty: it was killed), tasks sent then all run.
+#[test]
+fn a_celery_worker_outlives_an_outage_of_its_primary_with_when_down_close() {
+    let libs = common::client_libs();
+    let mut primary = RedisServer::start();
+    let proxy = HaProxy::start(&format!(
+        "  primary: {}\n  when_down: close\n",
+        primary.addr()
+    ));
+    let dir = proxy.proxy.dir().to_path_buf();
+    let url = format!("redis://{}/0", proxy.addr());
+    let pythonpath = format!("{}:{}", libs.join("py").display(), scripts().display());
+    let mut worker = Command::new("python3");
+    worker
+        .env("PYTHONPATH", &pythonpath)
+        .env("RAMPART_URL", &url)
+        .args(["-m", "celery", "-A", "celery_app", "worker", "--pool=solo"])
+        .args(["--loglevel=INFO", "--hostname=apps@localhost"]);
+    let worker_log = dir.join("celery-worker.log");
+    let mut worker = ChildGuard::spawn(worker, "celery worker", &worker_log);
+    let run = |name: &str, worker_total: usize| {
+        let mut run = Command::new("python3");
+        run.env("PYTHONPATH", &pythonpath)
+            .env("RAMPART_URL", &url)
+            .arg(scripts().join("celery_run.py"))
+            .args(["20".to_string(), worker_total.to_string()]);
+        let out = run_to_end(
+            name,
+            run,
+            &dir.join(format!("{name}.log")),
+            Duration::from_secs(180),
+        );
+        assert!(
+            out.trim_end().ends_with("ok"),
+            "{name}:\n{out}\nworker:\n{}\nrampart:\n{}",
+            testkit::process::read_lossy(&worker_log),
+            proxy.log()
+        );
+    };
+    run("before", 20);
+    primary.kill9();
+    std::thread::sleep(Duration::from_secs(4));
+    primary.restart();
+    // Each worker thread reconnects within its back-off (at most 2 s); the driver does not
+    // retry, so it starts once writes on new connections (spread over the workers) succeed.
+    let back = poll_until(Duration::from_secs(10), || {
+        (0..8)
+            .all(|_| {
+                testkit::Client::try_connect(&proxy.addr())
+                    .and_then(|mut c| c.try_cmd(&["SET", "back", "1"]))
+                    .is_ok_and(|r| r == Reply::ok())
+            })
+            .then_some(())
+    });
+    assert!(back.is_some(), "writes never resumed:\n{}", proxy.log());
+    run("after", 40);
+    let log = testkit::process::read_lossy(&worker_log);
+    assert!(
+        worker.try_exit().is_none(),
+        "the celery worker exited:\n{log}"
+    );
+    worker.kill();
+    assert_eq!(
+        log.matches("succeeded in").count(),
+        40,
+        "tasks the worker ran:\n{log}"
+    );
+}
+
 /// 500 Celery tasks sent through rampart (Redis broker and result backend both the pool) are
 /// run by a Celery worker through rampart, every result right; the worker answers broadcasts
 /// (`control.ping`, `inspect().ping()`, `control.broadcast`), which travel by Pub/Sub on the

@@ -97,6 +97,29 @@ fn a_servers_pool_closes_the_client_whose_request_meets_a_dead_server_and_one_wi
     let mut c = Client::connect(&closing);
     assert_eq!(c.cmd(&["GET", &on_live]), Reply::bulk("v"));
 
+    // A reply larger than the socket takes at once, before the failing request, arrives
+    // whole before the close; so in the pool without the key before a blocking command
+    // whose server is down (a blocked client is always closed).
+    let big = "x".repeat(20 << 20);
+    assert_eq!(c.cmd(&["SET", &on_live, &big]), Reply::ok());
+    for (pool, failing) in [
+        (&closing, ["GET", on_dead.as_str(), ""]),
+        (&erring, ["BLPOP", on_dead.as_str(), "0"]),
+    ] {
+        let failing: Vec<&str> = failing.into_iter().filter(|a| !a.is_empty()).collect();
+        let mut c = Client::connect(pool);
+        let mut raw = resp_command(&["GET", &on_live]);
+        raw.extend(resp_command(&failing));
+        c.send_raw(&raw).expect("send");
+        c.set_read_timeout(Some(Duration::from_secs(10)));
+        match c.read_reply().expect("the large reply") {
+            Reply::Bulk(Some(b)) => assert_eq!(b.len(), big.len(), "{pool} {failing:?}"),
+            other => panic!("{pool} {failing:?}: {other:?}"),
+        }
+        c.assert_closed(Duration::from_secs(5));
+    }
+    assert_eq!(c.cmd(&["SET", &on_live, "v"]), Reply::ok());
+
     // The pool without the key: the error, and the client stays.
     let mut e = Client::connect(&erring);
     match e.cmd(&["GET", &on_dead]) {
@@ -105,10 +128,103 @@ fn a_servers_pool_closes_the_client_whose_request_meets_a_dead_server_and_one_wi
     }
     assert_eq!(e.cmd(&["PING"]), Reply::Simple("PONG".into()));
 
+    // INFO needs no one shard: it answers with the keyspace of those that do, in both.
+    for pool in [&closing, &erring] {
+        let mut c = Client::connect(pool);
+        match c.cmd(&["INFO"]) {
+            Reply::Bulk(Some(b)) => {
+                let text = String::from_utf8_lossy(&b);
+                assert!(
+                    text.contains("# Keyspace") && text.contains("shards_not_counted:1"),
+                    "{text}"
+                );
+            }
+            other => panic!("INFO through {pool}: {other:?}"),
+        }
+        assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    }
+
     let log = proxy.stderr();
     assert!(
         log.contains("closing a client (when_down: close)"),
         "the close is logged:\n{log}"
+    );
+}
+
+/// A pool whose every server is ejected (`auto_eject_hosts`) has no server for a request:
+/// with `when_down: close` that closes its client too, rather than answering
+/// `no server available`.
+#[test]
+fn a_pool_with_every_server_ejected_closes_the_client() {
+    let mut only = RedisServer::start();
+    let port = free_port();
+    let yaml = format!(
+        "ej:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 300\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n  when_down: close\n  servers:\n   - {}:1 s0\n",
+        only.addr()
+    );
+    let proxy = common::start_rampart(&yaml, port, 1);
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(Client::connect(&addr).cmd(&["SET", "a", "1"]), Reply::ok());
+    only.kill9();
+    // Each request closes its client: first for the dead server, then, once it is
+    // ejected, for the pool having no server.
+    let no_server = "when_down: close): ERR rampart: pool 'ej' has no server available";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.stderr().contains(no_server) {
+        assert!(
+            Instant::now() < deadline,
+            "the server was never ejected:\n{}",
+            proxy.stderr()
+        );
+        pipeline_then_closed(&addr, None, &["GET", "a"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pipeline_then_closed(&addr, None, &["GET", "a"]);
+}
+
+/// A Redis Cluster that requires full coverage answers `CLUSTERDOWN` for every key once a
+/// primary without a replica is gone: with `when_down: close` a key on a live node closes
+/// its client too.
+#[test]
+fn a_cluster_that_answers_clusterdown_closes_the_client() {
+    let mut cluster = ClusterSetup::new().node_timeout_ms(1000).start();
+    let port = free_port();
+    let seeds = cluster.addrs()[..2].join(", ");
+    let yaml = format!(
+        "c:\n  listen: 127.0.0.1:{port}\n  cluster: [{seeds}]\n  timeout: 500\n  when_down: close\n"
+    );
+    let proxy = common::start_rampart(&yaml, port, 2);
+    let addr = format!("127.0.0.1:{port}");
+    let primaries = cluster.primaries();
+    let victim = primaries[2];
+    let live = cluster.key_on(primaries[0], "live");
+    assert_eq!(
+        Client::connect(&addr).cmd(&["SET", &live, "v"]),
+        Reply::ok()
+    );
+    // Only the killed node's slots lose their primary (its replica is killed first).
+    let replica_port = cluster.nodes[victim].port();
+    let replica = cluster.nodes.iter().position(|n| {
+        n.role() == "slave"
+            && n.info("replication")
+                .contains(&format!("master_port:{replica_port}"))
+    });
+    if let Some(r) = replica {
+        cluster.nodes[r].kill9();
+    }
+    cluster.nodes[victim].kill9();
+    let node = Client::connect(&cluster.nodes[primaries[0]].addr());
+    let mut node = node;
+    testkit::wait_until(
+        Duration::from_secs(15),
+        "the cluster to say it is down",
+        || matches!(node.cmd(&["GET", &live]), Reply::Error(e) if e.starts_with("CLUSTERDOWN")),
+    );
+    pipeline_then_closed(&addr, None, &["GET", live.as_str()]);
+    assert!(
+        proxy.stderr().contains("CLUSTERDOWN"),
+        "the close names CLUSTERDOWN:\n{}",
+        proxy.stderr()
     );
 }
 
@@ -261,4 +377,64 @@ fn a_reload_that_sets_when_down_close_applies_to_clients_already_connected() {
     c.send_raw(&resp_command(&["GET", &on_dead]))
         .expect("send after the reload");
     c.assert_closed(Duration::from_secs(5));
+}
+
+/// A request whose shard is known down when it is read (its primary failed its checks)
+/// closes the client, and nothing the client pipelined after it is sent: the writes after
+/// it, to a live shard, are not applied. Two shards, each a primary and a replica.
+#[test]
+fn nothing_pipelined_after_a_request_known_to_fail_is_sent() {
+    let (a, a_replicas) = ha::replica_set(1);
+    let (mut b, b_replicas) = ha::replica_set(1);
+    let body = format!(
+        "  hash_tag: \"{{}}\"\n  when_down: close\n  failover_hold: 0\n{FAST_CHECKS}  shards:\n    - name: a\n      primary: {}\n      replicas: [{}]\n    - name: b\n      primary: {}\n      replicas: [{}]\n",
+        a.addr(),
+        a_replicas[0].addr(),
+        b.addr(),
+        b_replicas[0].addr()
+    );
+    let proxy = HaProxy::start(&body);
+    proxy.wait_up(
+        &[
+            a.addr(),
+            a_replicas[0].addr(),
+            b.addr(),
+            b_replicas[0].addr(),
+        ],
+        Duration::from_secs(10),
+    );
+    let addr = proxy.addr();
+    // A hash tag on each shard.
+    let tag_on = |server: &RedisServer| {
+        let k = key_on(&addr, server, "t");
+        format!("{{{k}}}")
+    };
+    let (on_a, on_b) = (tag_on(&a), tag_on(&b));
+    b.kill9();
+    let down = poll_until(Duration::from_secs(10), || {
+        proxy.node(&b.addr()).filter(|n| !n.routable()).map(|_| ())
+    });
+    assert!(down.is_some(), "the proxy never saw b's primary down");
+
+    let mut c = Client::connect(&addr);
+    let (counter, dead, after) = (
+        format!("{on_a}c"),
+        format!("{on_b}k"),
+        format!("{on_a}after"),
+    );
+    let mut raw = Vec::new();
+    for cmd in [
+        &["INCR", counter.as_str()][..],
+        &["SET", dead.as_str(), "x"],
+        &["INCR", counter.as_str()],
+        &["SET", after.as_str(), "1"],
+    ] {
+        raw.extend(resp_command(cmd));
+    }
+    c.send_raw(&raw).expect("send the pipeline");
+    c.set_read_timeout(Some(Duration::from_secs(5)));
+    assert_eq!(c.read_reply().expect("the INCR before"), Reply::Int(1));
+    c.assert_closed(Duration::from_secs(5));
+    assert_eq!(a.cmd(&["GET", &counter]), Reply::bulk("1"));
+    assert_eq!(a.cmd(&["EXISTS", &after]), Reply::Int(0));
 }

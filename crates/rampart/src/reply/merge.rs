@@ -73,6 +73,13 @@ pub enum Merger {
 pub(crate) const BAD_REPLY: &[u8] = b"-ERR rampart: a shard sent a reply that cannot be merged\r\n";
 
 impl Merger {
+    /// Whether a part's error reply leaves the others' merge standing (INFO: the keyspace
+    /// of the shards that answered, `shards_not_counted:N` saying how many did not), where
+    /// every other merge answers the first error.
+    pub fn keeps_going(&self) -> bool {
+        matches!(self, Merger::Info { .. })
+    }
+
     /// Merge the parts (in part order) into one reply.
     pub fn merge(self, parts: Vec<Bytes>) -> Bytes {
         // An error inside a spliced answer is that answer's, not the whole reply's.
@@ -85,7 +92,9 @@ impl Merger {
 
     fn merge_parts(self, parts: Vec<Bytes>) -> Bytes {
         if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
-            return err.clone();
+            if !self.keeps_going() {
+                return err.clone();
+            }
         }
         let mut out = BytesMut::new();
         let ok = match self {
@@ -383,7 +392,13 @@ fn merge_and(parts: &[Bytes], out: &mut BytesMut) -> bool {
 fn merge_info(parts: &[Bytes], head: &str, out: &mut BytesMut) -> bool {
     let mut dbs: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
     let mut verbatim = false;
+    let mut missing = 0;
     for p in parts {
+        if p.first() == Some(&b'-') {
+            // A shard that could not answer: its keys are left out, and counted below.
+            missing += 1;
+            continue;
+        }
         let text = match resp::peek(p) {
             Ok(Value::Bulk(Some(text))) => text,
             // RESP3 connections answer INFO with a verbatim string, `=<len>\r\ntxt:<text>\r\n`.
@@ -418,6 +433,9 @@ fn merge_info(parts: &[Bytes], head: &str, out: &mut BytesMut) -> bool {
         text.push_str(&format!(
             "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n"
         ));
+    }
+    if missing > 0 {
+        text.push_str(&format!("shards_not_counted:{missing}\r\n"));
     }
     encode::text_for(out, verbatim, text.as_bytes());
     true

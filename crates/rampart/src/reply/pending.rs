@@ -82,6 +82,9 @@ pub struct Pending {
     /// The client's pool has `when_down: close`: a request that fails because its shard is
     /// down closes the client instead of answering ([`crate::upstream::sink::Sink::fail`]).
     close_when_down: Cell<bool>,
+    /// A request's slot was marked [`Slot::HangUp`]: the session dispatches nothing more
+    /// ([`Pending::hanging_up`]), so no later request of the client is sent.
+    hanging: Cell<bool>,
 }
 
 /// Why a reply queue gave up on its client.
@@ -122,6 +125,7 @@ impl Default for Pending {
             muted: RefCell::default(),
             guard: Cell::new(false),
             close_when_down: Cell::new(false),
+            hanging: Cell::new(false),
         }
     }
 }
@@ -145,6 +149,22 @@ impl Pending {
     /// Whether a request failed because its shard is down closes the client.
     pub fn closes_when_down(&self) -> bool {
         self.close_when_down.get()
+    }
+
+    /// Whether a request of this queue will close the client in its turn: the session
+    /// sends nothing after it.
+    pub fn hanging_up(&self) -> bool {
+        self.hanging.get()
+    }
+
+    /// Whether request `seq` is one whose parts' failures its merge answers itself (INFO's
+    /// keyspace over the shards: a shard that cannot answer is left out, not the whole
+    /// reply), so a failed part must reach it as its error reply.
+    pub fn merges_failures(&self, seq: u64) -> bool {
+        let slots = self.slots.borrow();
+        seq.checked_sub(self.base.get())
+            .and_then(|i| slots.get(i as usize))
+            .is_some_and(|s| matches!(s, Slot::Gather(g) if g.merger.keeps_going()))
     }
 }
 
@@ -270,6 +290,7 @@ impl Pending {
         match seq.checked_sub(self.base.get()) {
             Some(idx) if (idx as usize) < slots.len() => {
                 slots[idx as usize] = Slot::HangUp(why);
+                self.hanging.set(true);
                 if idx == 0 {
                     self.pump(&mut slots);
                 }

@@ -148,8 +148,12 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
         pending.set_limit(usize::try_from(limits.client_output_hard).unwrap_or(usize::MAX));
         if let Some(why) = pending.broken() {
             if matches!(why, Broken::ServerLost | Broken::ShardDown) {
-                // The replies before the lost one go as far as the socket takes them now.
-                let _ = flush(stream, &mut pending.out.borrow_mut());
+                // The replies before the lost one all go out first (the queue holds nothing
+                // more, so at most client_output_hard bytes), unless rampart shuts down.
+                tokio::select! {
+                    _ = drain(stream, &pending.out) => {}
+                    _ = shutdown.cancelled() => {}
+                }
             }
             closing_log(ctx.client.id, why, limits.client_output_hard);
             return End::Err;
@@ -324,6 +328,24 @@ async fn next_line(monitor: &mut Option<crate::observe::monitor::Monitor>) -> Op
     match monitor {
         Some(m) => m.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Write all of `out` to the client, waiting for the socket as long as it takes; returns at
+/// once when the connection fails.
+async fn drain(stream: &Stream, out: &std::cell::RefCell<bytes::BytesMut>) {
+    loop {
+        match flush(stream, &mut out.borrow_mut()) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return,
+        }
+        match stream.writable().await {
+            Ok(mut ready) => match flush(stream, &mut out.borrow_mut()) {
+                Ok(true) => ready.clear(),
+                Ok(false) | Err(_) => return,
+            },
+            Err(_) => return,
+        }
     }
 }
 

@@ -172,7 +172,9 @@ impl Session {
     /// Whether another request may be accepted now (in-flight bound; nothing runs after a
     /// blocking command until it is answered, as in Redis).
     pub fn can_dispatch(&self) -> bool {
-        self.pending.outstanding() < self.pool.rt.conf.limits.max_inflight_per_client as usize
+        !self.pending.hanging_up()
+            && self.pending.outstanding()
+                < self.pool.rt.conf.limits.max_inflight_per_client as usize
             && !self.blocked.is_running()
             && !self.watch.as_ref().is_some_and(|w| w.is_busy())
     }
@@ -647,7 +649,12 @@ impl Session {
         self.worker.stats.pools[self.pool.rt.index]
             .pool(PoolStat::ForwardError)
             .add(1);
-        self.reply_error(&self.no_server_error());
+        let error = self.no_server_error();
+        if self.pending.closes_when_down() {
+            let seq = self.pending.push_waiting();
+            return crate::upstream::sink::close_when_down(&self.pending, seq, &error);
+        }
+        self.reply_error(&error);
     }
 
     /// The error of a request no server can take: in a cluster pool, the slot no node

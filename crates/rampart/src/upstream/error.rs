@@ -260,9 +260,10 @@ impl Failure {
     /// unreachable: no primary (or none in time: the hold expired or is full), no node for
     /// a read, a server connection refused, lost or timed out (or a node switched away
     /// from), a shard still replaying its spool or whose spool refused a write it had no
-    /// primary for. A client of a pool with `when_down: close` is closed for these, and a
+    /// primary for, a cluster that still answers `CLUSTERDOWN`. A client of a pool with `when_down: close` is closed for these, and a
     /// blocked client always is. Not: rampart's own limits (`QueueFull`), a server's
-    /// answer (`MultiRefused`, `NotDurable`, `AcksUnknown`, `Redirect`), a fail-open
+    /// answer (`MultiRefused`, `NotDurable`, `AcksUnknown`, a `MOVED`/`ASK`/`TRYAGAIN`
+    /// `Redirect`), a fail-open
     /// pool's refusal (`CacheShardDown`) or the session ending it (`Ended`).
     pub fn shard_down(&self) -> bool {
         use crate::upstream::dedicated::DedicatedError as D;
@@ -280,10 +281,11 @@ impl Failure {
                 D::Failed(..) | D::Timeout(_) | D::Switched(_) | D::Reloaded(_) | D::Moved(_)
             ),
             Failure::Reloaded { cause } => cause.shard_down(),
+            // The cluster says it is down (a primary lost, full coverage required).
+            Failure::Redirect { reply, .. } => reply.starts_with("CLUSTERDOWN"),
             Failure::QueueFull { .. }
             | Failure::Ended(_)
             | Failure::MultiRefused { .. }
-            | Failure::Redirect { .. }
             | Failure::ReadOnly { .. }
             | Failure::CacheShardDown { .. }
             | Failure::NotDurable { .. }

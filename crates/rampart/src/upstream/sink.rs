@@ -102,20 +102,14 @@ impl Sink {
     /// ([`Failure::shard_down`]) closes the client in this request's turn instead, as a TCP
     /// proxy in front of a dead server does ([`Broken::ShardDown`]).
     pub fn fail(self, failure: Failure) {
-        if self.pending.closes_when_down() && failure.shard_down() {
-            static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
-            if let Some(left_out) = LINES.admit() {
-                tracing::info!(
-                    "closing a client (when_down: close): {failure}{}",
-                    crate::observe::loglines::more(left_out, "closings")
-                );
-            }
-            self.pending.hang_up_for(self.seq, Broken::ShardDown);
-            return;
+        if self.pending.closes_when_down()
+            && failure.shard_down()
+            && !self.pending.merges_failures(self.seq)
+        {
+            return close_when_down(&self.pending, self.seq, &failure);
         }
         self.deliver(&failure.reply());
     }
-
     /// No reply: the client is closed in this request's turn ([`Pending::hang_up`]).
     pub fn hang_up(self) {
         self.pending.hang_up(self.seq);
@@ -133,6 +127,19 @@ impl Sink {
             None => self.fail(failure),
         }
     }
+}
+
+/// Close the client of `pending` in request `seq`'s turn because its shard is down
+/// (`when_down: close`, see [`Sink::fail`]), logging `why` at a bounded rate.
+pub fn close_when_down(pending: &Pending, seq: u64, why: &dyn std::fmt::Display) {
+    static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
+    if let Some(left_out) = LINES.admit() {
+        tracing::info!(
+            "closing a client (when_down: close): {why}{}",
+            crate::observe::loglines::more(left_out, "closings")
+        );
+    }
+    pending.hang_up_for(seq, Broken::ShardDown);
 }
 
 /// A request given back by a connection.
