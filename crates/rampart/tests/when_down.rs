@@ -20,6 +20,19 @@ use std::time::{Duration, Instant};
 use ha::{HaProxy, SentinelSetup, FAST_CHECKS};
 use testkit::{free_port, poll_until, Client, ClusterSetup, RedisServer, Reply};
 
+/// The body and headers of `GET path` from the admin listener on `port`.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("admin timeout");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("admin write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("admin read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Replies before the failing request, then the close; nothing after it.
 fn pipeline_then_closed(addr: &str, auth: Option<&str>, failing: &[&str]) {
     let mut c = Client::connect(addr);
@@ -162,7 +175,21 @@ fn a_pool_with_every_server_ejected_closes_the_client() {
         "ej:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 300\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n  when_down: close\n  servers:\n   - {}:1 s0\n",
         only.addr()
     );
-    let proxy = common::start_rampart(&yaml, port, 1);
+    let admin = free_port();
+    let proxy = testkit::Proxy::builder(env!("CARGO_BIN_EXE_rampart"))
+        .file("rampart.yml", &yaml)
+        .args([
+            "-c",
+            "{dir}/rampart.yml",
+            "-a",
+            "127.0.0.1",
+            "--workers",
+            "1",
+        ])
+        .args(["--admin".to_string(), format!("127.0.0.1:{admin}")])
+        .args(["-s".to_string(), free_port().to_string()])
+        .wait_port(port)
+        .start();
     let addr = format!("127.0.0.1:{port}");
     assert_eq!(Client::connect(&addr).cmd(&["SET", "a", "1"]), Reply::ok());
     only.kill9();
@@ -170,6 +197,7 @@ fn a_pool_with_every_server_ejected_closes_the_client() {
     // ejected, for the pool having no server.
     let no_server = "when_down: close): ERR rampart: pool 'ej' has no server available";
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut closed = 0;
     while !proxy.stderr().contains(no_server) {
         assert!(
             Instant::now() < deadline,
@@ -177,9 +205,18 @@ fn a_pool_with_every_server_ejected_closes_the_client() {
             proxy.stderr()
         );
         pipeline_then_closed(&addr, None, &["GET", "a"]);
+        closed += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
     pipeline_then_closed(&addr, None, &["GET", "a"]);
+    closed += 1;
+    // Every closing is counted for the pool.
+    let metrics = http_get(admin, "/metrics");
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("rampart_pool_clients_closed_when_down_total{pool=\"ej\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(counted, Some(closed), "{metrics}");
 }
 
 /// A Redis Cluster that requires full coverage answers `CLUSTERDOWN` for every key once a

@@ -70,6 +70,7 @@ families! {
     POOL_CLIENT_EOF = ("rampart_pool_client_eof_total", "counter", "Client connections the client closed.");
     POOL_CLIENT_ERR = ("rampart_pool_client_errors_total", "counter", "Client connections closed on an error.");
     POOL_FORWARD_ERR = ("rampart_pool_forward_errors_total", "counter", "Requests answered with an error because no server could take them.");
+    POOL_CLOSED_DOWN = ("rampart_pool_clients_closed_when_down_total", "counter", "Client connections closed because a request met a shard that was down (when_down: close); also counted in rampart_pool_client_errors_total.");
     POOL_FRAGMENTS = ("rampart_pool_fragments_total", "counter", "Sub-requests made by splitting multi-key requests.");
     POOL_SERVER_EJECTS = ("rampart_pool_server_ejects_total", "counter", "Times a server was ejected from the ring (twemproxy auto_eject_hosts).");
     POOL_READY = ("rampart_pool_ready", "gauge", "1 when the pool is ready as /readyz judges it (a cache pool: some shard serves; any other: every shard takes writes).");
@@ -286,6 +287,11 @@ fn pools(o: &mut Out, shared: &Shared, snap: &Snapshot) {
             let v = shared.metrics.pool_sum(p.pool.index, stat);
             o.sample(f.name, &[("pool", p.name())], v as f64);
         }
+    }
+    o.head(&POOL_CLOSED_DOWN);
+    for p in &snap.pools {
+        let v = crate::upstream::sink::closed_when_down(p.pool.index);
+        o.sample(POOL_CLOSED_DOWN.name, &[("pool", p.name())], v as f64);
     }
     o.head(&POOL_READY);
     for p in &snap.pools {

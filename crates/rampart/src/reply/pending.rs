@@ -79,9 +79,10 @@ pub struct Pending {
     /// A one-slot queue whose reply is looked at before it goes on: a fail-open pool's
     /// guard, which answers for the shard when the reply is a failure.
     guard: Cell<bool>,
-    /// The client's pool has `when_down: close`: a request that fails because its shard is
-    /// down closes the client instead of answering ([`crate::upstream::sink::Sink::fail`]).
-    close_when_down: Cell<bool>,
+    /// The client's pool has `when_down: close` (its statistics slot): a request that fails
+    /// because its shard is down closes the client instead of answering
+    /// ([`crate::upstream::sink::Sink::fail`]).
+    close_when_down: Cell<Option<usize>>,
     /// A request's slot was marked [`Slot::HangUp`]: the session dispatches nothing more
     /// ([`Pending::hanging_up`]), so no later request of the client is sent.
     hanging: Cell<bool>,
@@ -124,7 +125,7 @@ impl Default for Pending {
             mute: Cell::new(false),
             muted: RefCell::default(),
             guard: Cell::new(false),
-            close_when_down: Cell::new(false),
+            close_when_down: Cell::new(None),
             hanging: Cell::new(false),
         }
     }
@@ -141,13 +142,15 @@ impl Pending {
         self.guard.get()
     }
 
-    /// Follow the pool's `when_down`: `true` for `close` (see the `close_when_down` field).
-    pub fn set_close_when_down(&self, close: bool) {
-        self.close_when_down.set(close);
+    /// Follow the pool's `when_down`: `Some(its statistics slot)` for `close`, `None` for
+    /// `error` (see the `close_when_down` field).
+    pub fn set_close_when_down(&self, pool: Option<usize>) {
+        self.close_when_down.set(pool);
     }
 
-    /// Whether a request failed because its shard is down closes the client.
-    pub fn closes_when_down(&self) -> bool {
+    /// Whether a request failed because its shard is down closes the client: the statistics
+    /// slot of its pool when it does.
+    pub fn closes_when_down(&self) -> Option<usize> {
         self.close_when_down.get()
     }
 

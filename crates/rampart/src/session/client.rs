@@ -48,7 +48,9 @@ pub async fn serve(
     worker.stats.curr_connections.add(1);
     worker.stats.total_connections.add(1);
     let pending = Rc::new(Pending::default());
-    pending.set_close_when_down(pool.rt.conf.when_down == rampart_config::WhenDown::Close);
+    pending.set_close_when_down(
+        (pool.rt.conf.when_down == rampart_config::WhenDown::Close).then_some(pool.rt.index),
+    );
     let mut ctx = Session::new(
         Rc::clone(&worker),
         Rc::clone(&pool),

@@ -201,7 +201,8 @@ impl Session {
                 Some(p) => {
                     self.pool = p;
                     self.pending.set_close_when_down(
-                        self.pool.rt.conf.when_down == rampart_config::WhenDown::Close,
+                        (self.pool.rt.conf.when_down == rampart_config::WhenDown::Close)
+                            .then_some(self.pool.rt.index),
                     );
                     self.follow_users();
                 }
@@ -650,9 +651,9 @@ impl Session {
             .pool(PoolStat::ForwardError)
             .add(1);
         let error = self.no_server_error();
-        if self.pending.closes_when_down() {
+        if let Some(pool) = self.pending.closes_when_down() {
             let seq = self.pending.push_waiting();
-            return crate::upstream::sink::close_when_down(&self.pending, seq, &error);
+            return crate::upstream::sink::close_when_down(&self.pending, pool, seq, &error);
         }
         self.reply_error(&error);
     }

@@ -102,11 +102,10 @@ impl Sink {
     /// ([`Failure::shard_down`]) closes the client in this request's turn instead, as a TCP
     /// proxy in front of a dead server does ([`Broken::ShardDown`]).
     pub fn fail(self, failure: Failure) {
-        if self.pending.closes_when_down()
-            && failure.shard_down()
-            && !self.pending.merges_failures(self.seq)
-        {
-            return close_when_down(&self.pending, self.seq, &failure);
+        if let Some(pool) = self.pending.closes_when_down() {
+            if failure.shard_down() && !self.pending.merges_failures(self.seq) {
+                return close_when_down(&self.pending, pool, self.seq, &failure);
+            }
         }
         self.deliver(&failure.reply());
     }
@@ -130,8 +129,12 @@ impl Sink {
 }
 
 /// Close the client of `pending` in request `seq`'s turn because its shard is down
-/// (`when_down: close`, see [`Sink::fail`]), logging `why` at a bounded rate.
-pub fn close_when_down(pending: &Pending, seq: u64, why: &dyn std::fmt::Display) {
+/// (`when_down: close`, see [`Sink::fail`]), logging `why` at a bounded rate and counting it
+/// for the pool in statistics slot `pool` ([`closed_when_down`]).
+pub fn close_when_down(pending: &Pending, pool: usize, seq: u64, why: &dyn std::fmt::Display) {
+    if let Some(c) = CLOSED_WHEN_DOWN.get(pool) {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     static LINES: crate::observe::loglines::Lines = crate::observe::loglines::Lines::new();
     if let Some(left_out) = LINES.admit() {
         tracing::info!(
@@ -140,6 +143,18 @@ pub fn close_when_down(pending: &Pending, seq: u64, why: &dyn std::fmt::Display)
         );
     }
     pending.hang_up_for(seq, Broken::ShardDown);
+}
+
+/// Clients closed by [`close_when_down`], per pool statistics slot.
+static CLOSED_WHEN_DOWN: [std::sync::atomic::AtomicU64; crate::observe::stats::MAX_POOLS] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; crate::observe::stats::MAX_POOLS];
+
+/// Clients of the pool in statistics slot `pool` closed because a request met a shard that
+/// was down (`when_down: close`), since start.
+pub fn closed_when_down(pool: usize) -> u64 {
+    CLOSED_WHEN_DOWN
+        .get(pool)
+        .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// A request given back by a connection.
