@@ -349,19 +349,7 @@ fn a_blocking_command_to_a_server_that_is_down_closes_its_client() {
 #[test]
 fn a_planned_switchover_closes_the_client_blocked_on_the_old_primary() {
     const PW: &str = "blocking-pw";
-    let (primary, replicas) = ha::replica_set(1);
-    for s in replicas.iter().chain([&primary]) {
-        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", PW]), Reply::ok());
-    }
-    for s in replicas.iter().chain([&primary]) {
-        assert_eq!(s.cmd(&["CONFIG", "SET", "requirepass", PW]), Reply::ok());
-    }
-    let body = ha::short_form(
-        &primary.addr(),
-        &[replicas[0].addr()],
-        &format!("  redis_auth: {PW}\n{}", ha::FAST_CHECKS),
-    );
-    let proxy = ha::HaProxy::start(&body);
+    let (primary, replicas, proxy) = protected_replica_set(PW);
     let addr = proxy.addr();
     let authed = || {
         let mut c = Client::connect(&addr);
@@ -948,24 +936,28 @@ fn block_timeouts_too_large_for_a_deadline_answer_as_redis_does() {
     assert_eq!(c.cmd(&["PING"]), Reply::simple("PONG"));
 }
 
+/// A primary and a replica that require `pw`, and a pool over them with `redis_auth: pw`
+/// and fast health checks.
+fn protected_replica_set(
+    pw: &str,
+) -> (testkit::RedisServer, Vec<testkit::RedisServer>, ha::HaProxy) {
+    let (primary, replicas) = ha::replica_set(1);
+    ha::protect(&primary, &replicas, pw);
+    let body = ha::short_form(
+        &primary.addr(),
+        &[replicas[0].addr()],
+        &format!("  redis_auth: {pw}\n{}", ha::FAST_CHECKS),
+    );
+    let proxy = ha::HaProxy::start(&body);
+    (primary, replicas, proxy)
+}
+
 /// CLIENT UNBLOCK on a replica set whose servers require a password: the dedicated
 /// connection (AUTH, then CLIENT ID) and the one that sends CLIENT UNBLOCK both authenticate.
 #[test]
 fn client_unblock_on_a_password_protected_replica_set() {
     const PW: &str = "unblock-pw";
-    let (primary, replicas) = ha::replica_set(1);
-    for s in replicas.iter().chain([&primary]) {
-        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", PW]), Reply::ok());
-    }
-    for s in replicas.iter().chain([&primary]) {
-        assert_eq!(s.cmd(&["CONFIG", "SET", "requirepass", PW]), Reply::ok());
-    }
-    let body = ha::short_form(
-        &primary.addr(),
-        &[replicas[0].addr()],
-        &format!("  redis_auth: {PW}\n{}", ha::FAST_CHECKS),
-    );
-    let proxy = ha::HaProxy::start(&body);
+    let (primary, _replicas, proxy) = protected_replica_set(PW);
     wait_until(Duration::from_secs(10), "a write through rampart", || {
         let mut c = Client::connect(&proxy.addr());
         c.cmd(&["AUTH", PW]);

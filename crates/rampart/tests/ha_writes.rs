@@ -293,12 +293,7 @@ fn a_read_behind_the_clients_held_write_waits_for_it_during_a_switchover() {
 fn a_read_behind_the_clients_held_write_waits_for_it_with_a_backend_password() {
     const PW: &str = "rw-pw";
     let (primary, replicas) = replica_set(1);
-    for s in replicas.iter().chain([&primary]) {
-        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", PW]), Reply::ok());
-    }
-    for s in replicas.iter().chain([&primary]) {
-        assert_eq!(s.cmd(&["CONFIG", "SET", "requirepass", PW]), Reply::ok());
-    }
+    ha::protect(&primary, &replicas, PW);
     let body = ha::short_form(
         &primary.addr(),
         &[replicas[0].addr()],

@@ -212,6 +212,17 @@ pub fn replica_set(replicas: usize) -> (RedisServer, Vec<RedisServer>) {
     (primary, reps)
 }
 
+/// Make every server of a replica set (`primary` and `replicas`) require `pw`, and give it
+/// as `masterauth` (the primary too: after a switchover it replicates from a replica).
+pub fn protect(primary: &RedisServer, replicas: &[RedisServer], pw: &str) {
+    for s in replicas.iter().chain([primary]) {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "masterauth", pw]), Reply::ok());
+    }
+    for s in replicas.iter().chain([primary]) {
+        assert_eq!(s.cmd(&["CONFIG", "SET", "requirepass", pw]), Reply::ok());
+    }
+}
+
 /// Pool lines of the short form over `primary` and `replicas` (addresses), then `extra`
 /// (already indented lines).
 pub fn short_form(primary: &str, replicas: &[String], extra: &str) -> String {
