@@ -210,6 +210,16 @@ fn a_pool_with_every_server_ejected_closes_the_client() {
     }
     pipeline_then_closed(&addr, None, &["GET", "a"]);
     closed += 1;
+    // INFO still answers, without the ejected server's keyspace.
+    let mut c = Client::connect(&addr);
+    match c.cmd(&["INFO", "keyspace"]) {
+        Reply::Bulk(Some(b)) => assert!(
+            String::from_utf8_lossy(&b).contains("shards_not_counted:1"),
+            "{b:?}"
+        ),
+        other => panic!("INFO keyspace: {other:?}"),
+    }
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
     // Every closing is counted for the pool.
     let metrics = http_get(admin, "/metrics");
     let counted = metrics

@@ -136,6 +136,12 @@ impl Session {
             .filter(|&s| !self.pool.rt.shards[s].is_ejected())
             .collect();
         if shards.is_empty() {
+            if merger.keeps_going() {
+                // INFO: every shard left out (each an error part), the rest answered.
+                let none = bytes::Bytes::from_static(b"-ERR ejected\r\n");
+                let parts = vec![none; self.pool.rt.shards.len()];
+                return self.reply_raw(&merger.merge(parts));
+            }
             return self.no_server();
         }
         let seq = self.pending.push_gather(shards.len(), merger);
