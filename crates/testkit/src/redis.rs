@@ -196,12 +196,17 @@ impl RedisServer {
         }
     }
 
-    /// The first element of `ROLE`: `"master"`, `"slave"` or `"sentinel"`.
+    /// The first element of `ROLE`: `"master"`, `"slave"` or `"sentinel"`; an empty string
+    /// when the connection fails or is cut (Sentinel, reconfiguring a server, kills its
+    /// clients: callers poll this).
     ///
     /// # Panics
     /// If the reply is not the expected array.
     pub fn role(&self) -> String {
-        let reply = self.cmd(&["ROLE"]);
+        let reply = match Client::try_connect(&self.addr()).and_then(|mut c| c.try_cmd(&["ROLE"])) {
+            Ok(r) => r,
+            Err(_) => return String::new(),
+        };
         reply
             .as_array()
             .and_then(|items| items.first())
