@@ -293,6 +293,24 @@ impl Stream {
         }
     }
 
+    /// End the sending side once what was written has left (TLS: its close_notify first, as
+    /// far as the socket takes it now): the peer reads every byte, then the end. Reading
+    /// stays open, so a peer still sending is not answered with a reset (which would make it
+    /// drop replies it has not read yet).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.get_ref().shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.get_ref().shutdown(std::net::Shutdown::Write),
+            Stream::Tls(t) => {
+                let mut conn = t.lock();
+                conn.tls.send_close_notify();
+                let _ = send(&mut conn.tls, &t.sock);
+                drop(conn);
+                t.sock.shutdown_write()
+            }
+        }
+    }
+
     /// The TCP socket underneath, if it is one (for TLS: the one under it).
     pub fn tcp_socket(&self) -> Option<&std::net::TcpStream> {
         match self {

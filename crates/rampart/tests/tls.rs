@@ -171,6 +171,55 @@ fn listener_block(server: &TlsFiles, extra: &str) -> String {
     )
 }
 
+/// `when_down: close` over TLS: a client whose request meets a dead server reads the
+/// replies before it whole (here 4 MiB, more than the socket takes at once), then the TLS
+/// close (close_notify, then the end), not a reset or a cut record.
+#[test]
+fn a_tls_client_closed_when_its_shard_is_down_reads_every_reply_then_a_clean_close() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(dir.path(), "ca");
+    let server = ca.issue_until("proxy", "rampart", year(5));
+    let live = RedisServer::start();
+    let mut dead = RedisServer::start();
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  tls_listen: 127.0.0.1:{tls_port}\n  timeout: 500\n  when_down: close\n{}  servers:\n   - {}:1 s0\n   - {}:1 s1\n",
+        listener_block(&server, ""),
+        live.addr(),
+        dead.addr()
+    );
+    let _proxy = rampart(&yaml, port, admin);
+    let mut plain = testkit::Client::connect(&format!("127.0.0.1:{port}"));
+    let big = "t".repeat(4 << 20);
+    let (mut on_live, mut on_dead) = (None, None);
+    for i in 0..100 {
+        let k = format!("when-down-{}-{i}", i * 7919 % 1000);
+        assert_eq!(plain.cmd(&["SET", &k, "v"]), Reply::ok());
+        if live.cmd(&["EXISTS", &k]) == Reply::Int(1) {
+            on_live.get_or_insert(k);
+        } else {
+            on_dead.get_or_insert(k);
+        }
+    }
+    let (on_live, on_dead) = (on_live.expect("a key on s0"), on_dead.expect("a key on s1"));
+    assert_eq!(plain.cmd(&["SET", &on_live, &big]), Reply::ok());
+    dead.kill9();
+    let mut c = TlsClient::connect(tls_port, &ca.pem(), None).expect("TLS connect");
+    let mut raw = encode_command(&["GET", &on_live]);
+    raw.extend(encode_command(&["GET", &on_dead]));
+    raw.extend(encode_command(&["PING"]));
+    c.io.get_mut().write_all(&raw).expect("send");
+    c.io.get_mut().flush().expect("flush");
+    match testkit::reply::read_reply(&mut c.io) {
+        Ok(Reply::Bulk(Some(b))) => assert_eq!(b.len(), big.len()),
+        other => panic!("the reply before the close: {other:?}"),
+    }
+    // close_notify then the end: rustls reads it as a clean end of stream.
+    let mut rest = Vec::new();
+    let n = std::io::Read::read_to_end(&mut c.io, &mut rest).expect("a clean TLS close");
+    assert_eq!(n, 0, "nothing after the close: {rest:?}");
+}
+
 #[test]
 fn redis_cli_over_tls_and_plaintext_clients_share_one_pool() {
     let dir = tempfile::tempdir().expect("dir");

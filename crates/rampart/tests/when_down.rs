@@ -485,3 +485,83 @@ fn nothing_pipelined_after_a_request_known_to_fail_is_sent() {
     assert_eq!(a.cmd(&["GET", &counter]), Reply::bulk("1"));
     assert_eq!(a.cmd(&["EXISTS", &after]), Reply::Int(0));
 }
+
+/// Two servers, one killed, and a pool with `when_down: close` over them: the proxy, its
+/// address, a key on the live server and one on the dead one.
+fn half_dead(tag: &str) -> (RedisServer, testkit::Proxy, String, String, String) {
+    let live = RedisServer::start();
+    let mut dead = RedisServer::start();
+    let port = free_port();
+    let yaml = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  redis: true\n  timeout: 500\n  when_down: close\n  servers:\n   - {}:1 s0\n   - {}:1 s1\n",
+        live.addr(),
+        dead.addr()
+    );
+    let proxy = common::start_rampart(&yaml, port, 1);
+    let addr = format!("127.0.0.1:{port}");
+    let on_dead = key_on(&addr, &dead, tag);
+    let on_live = key_on(&addr, &live, tag);
+    dead.kill9();
+    (live, proxy, addr, on_live, on_dead)
+}
+
+/// A client still sending a long pipeline when rampart closes it reads every reply before
+/// the close, then the end: rampart ends its side and reads (dropping) the rest, instead of
+/// closing a socket with unread bytes, which resets the connection and made the client lose
+/// the replies it had not read yet (128 KB of a 2 MB reply).
+#[test]
+fn a_client_still_sending_when_it_is_closed_reads_every_reply_before_the_close() {
+    use std::io::Write;
+    let (_live, _proxy, addr, on_live, on_dead) = half_dead("p");
+    let big = "y".repeat(2 << 20);
+    assert_eq!(
+        Client::connect(&addr).cmd(&["SET", &on_live, &big]),
+        Reply::ok()
+    );
+    let mut c = Client::connect(&addr);
+    let mut sender = c.stream().try_clone().expect("clone the socket");
+    let mut raw = resp_command(&["GET", &on_live]);
+    raw.extend(resp_command(&["GET", &on_dead]));
+    let pings = resp_command(&["PING"]).repeat(100_000);
+    let writer = std::thread::spawn(move || {
+        let _ = sender.write_all(&raw);
+        let _ = sender.write_all(&pings);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    match c.read_reply() {
+        Ok(Reply::Bulk(Some(b))) => assert_eq!(b.len(), big.len()),
+        other => panic!("the reply before the close: {other:?}"),
+    }
+    match c.read_reply() {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+        Ok(r) => panic!("a reply after the close: {r:?}"),
+    }
+    writer.join().expect("writer");
+}
+
+/// SIGTERM while a client's replies before a close are still being written: they all go
+/// out (within the drain timeout), then the end, as for any client at shutdown.
+#[test]
+fn sigterm_writes_the_replies_before_a_pending_close() {
+    let (_live, proxy, addr, on_live, on_dead) = half_dead("s");
+    let value = "z".repeat(1 << 20);
+    assert_eq!(
+        Client::connect(&addr).cmd(&["SET", &on_live, &value]),
+        Reply::ok()
+    );
+    let mut c = Client::connect(&addr);
+    let mut raw = resp_command(&["GET", &on_live]).repeat(20);
+    raw.extend(resp_command(&["GET", &on_dead]));
+    c.send_raw(&raw).expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    proxy.signal("TERM");
+    c.set_read_timeout(Some(Duration::from_secs(10)));
+    for i in 0..20 {
+        match c.read_reply() {
+            Ok(Reply::Bulk(Some(b))) => assert_eq!(b.len(), value.len(), "reply {i}"),
+            other => panic!("reply {i} of 20: {other:?}"),
+        }
+    }
+    c.assert_closed(Duration::from_secs(5));
+}

@@ -151,11 +151,10 @@ async fn run(worker: &Rc<Worker>, ctx: &mut Session, stream: &Stream) -> End {
         if let Some(why) = pending.broken() {
             if matches!(why, Broken::ServerLost | Broken::ShardDown) {
                 // The replies before the lost one all go out first (the queue holds nothing
-                // more, so at most client_output_hard bytes), unless rampart shuts down.
-                tokio::select! {
-                    _ = drain(stream, &pending.out) => {}
-                    _ = shutdown.cancelled() => {}
-                }
+                // more, so at most client_output_hard bytes; a shutdown bounds it by its
+                // drain timeout), then the end, read by the client after them.
+                drain(stream, &pending.out).await;
+                linger(stream).await;
             }
             closing_log(ctx.client.id, why, limits.client_output_hard);
             return End::Err;
@@ -347,6 +346,36 @@ async fn drain(stream: &Stream, out: &std::cell::RefCell<bytes::BytesMut>) {
                 Ok(false) | Err(_) => return,
             },
             Err(_) => return,
+        }
+    }
+}
+
+/// How long a client closed by rampart (its server lost, its shard down) is still read, its
+/// bytes dropped, after the end was sent: closing a socket that holds unread bytes sends a
+/// reset, which makes the client drop the replies it has not read yet.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// End the sending side and read (dropping it) what the client still sends, until it closes
+/// its side or [`LINGER`] passes, so the close reaches it after every reply (see
+/// [`Stream::shutdown_write`]). As HAProxy and nginx close a connection they refuse.
+async fn linger(stream: &Stream) {
+    if stream.shutdown_write().is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut scratch = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            r = stream.readable() => {
+                let Ok(mut ready) = r else { return };
+                match stream.read(&mut ready, &mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return,
         }
     }
 }
