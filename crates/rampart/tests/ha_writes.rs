@@ -310,33 +310,6 @@ fn a_read_behind_the_clients_held_write_waits_for_it_with_a_backend_password() {
     read_behind_held_write(&proxy.addr(), Some(PW), ha::POOL, "rw");
 }
 
-/// The same in a Redis Cluster pool, the clients' keys all in a slot of the shard switched
-/// over (`RAMPART SWITCHOVER <its primary>`).
-#[test]
-fn a_read_behind_the_clients_held_write_waits_for_it_in_a_cluster_switchover() {
-    let cluster = testkit::ClusterSetup::new().start();
-    let seeds = cluster.addrs()[..2].join(", ");
-    let proxy = HaProxy::start_cluster(&format!(
-        "  cluster: [{seeds}]\n  timeout: 2000\n  read_policy: primary\n  failover_hold: 5s\n"
-    ));
-    let old = cluster.primaries()[0];
-    let replica = cluster
-        .nodes
-        .iter()
-        .find(|n| {
-            n.role() == "slave"
-                && n.info("replication")
-                    .contains(&format!("master_port:{}", cluster.nodes[old].port()))
-        })
-        .expect("the primary has a replica");
-    proxy.wait_up(
-        &[cluster.nodes[old].addr(), replica.addr()],
-        Duration::from_secs(10),
-    );
-    let tag = format!("{{{}}}", cluster.key_on(old, "rw-"));
-    read_behind_held_write(&proxy.addr(), None, &cluster.nodes[old].addr(), &tag);
-}
-
 /// Four clients pipeline `SET k x` + `GET k` (k under `prefix`) through `addr` (after
 /// `AUTH auth`, if given) while `RAMPART SWITCHOVER shard` runs: the switchover succeeds
 /// and every GET sees the SET before it.
