@@ -48,21 +48,12 @@ pub const CLIENT_LEFT: &str = "the client left";
 pub fn end(sink: Sink, failure: Failure) {
     match failure {
         Failure::Ended(CLIENT_LEFT) => sink.deliver(b""),
-        f if unavailable(&f) => {
+        f if f.shard_down() => {
             tracing::info!("closing a blocked client: its blocking command's {f}");
             sink.hang_up();
         }
         f => sink.fail(f),
     }
-}
-
-/// Whether `f` says the shard could not serve a blocking command (its server connection
-/// failed or could not be made, it has no primary): the client is closed, as behind a TCP
-/// proxy whose server is down, so a worker loop reconnects and tries again (RQ, Celery and
-/// redis-py loops end on an error reply; they retry a lost connection). Anything else (a
-/// limit of rampart's, the client leaving) is answered as it is.
-pub fn unavailable(f: &Failure) -> bool {
-    f.shard_down()
 }
 
 /// A session's blocking command in progress, if any, and whether the client is gone.

@@ -260,11 +260,11 @@ impl Failure {
     /// unreachable: no primary (or none in time: the hold expired or is full), no node for
     /// a read, a server connection refused, lost or timed out (or a node switched away
     /// from), a shard still replaying its spool or whose spool refused a write it had no
-    /// primary for, a cluster that still answers `CLUSTERDOWN`. A client of a pool with `when_down: close` is closed for these, and a
-    /// blocked client always is. Not: rampart's own limits (`QueueFull`), a server's
-    /// answer (`MultiRefused`, `NotDurable`, `AcksUnknown`, a `MOVED`/`ASK`/`TRYAGAIN`
-    /// `Redirect`), a fail-open
-    /// pool's refusal (`CacheShardDown`) or the session ending it (`Ended`).
+    /// primary for, a cluster that still answers `CLUSTERDOWN`. A client of a pool with
+    /// `when_down: close` is closed for these, and a blocked client always is
+    /// (`session::blocking::end`). Not: rampart's own limits (`QueueFull`), a server's answer
+    /// (`MultiRefused`, `NotDurable`, `AcksUnknown`, a `MOVED`/`ASK`/`TRYAGAIN` `Redirect`), a
+    /// fail-open pool's refusal (`CacheShardDown`) or the session ending it (`Ended`).
     pub fn shard_down(&self) -> bool {
         use crate::upstream::dedicated::DedicatedError as D;
         match self {
