@@ -40,7 +40,7 @@ impl Session {
                 Ok(l) => l,
                 Err(f) => {
                     // A shard that cannot serve it closes the client, as a blocked one whose
-                    // server failed is (`blocking::unavailable`); other failures are answered.
+                    // server failed is (`Failure::shard_down`); other failures are answered.
                     let seq = self.pending.push_waiting();
                     return blocking::end(Sink::new(&self.pending, seq, 0), f);
                 }
